@@ -1,0 +1,129 @@
+/**
+ * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadConfigFile, type Config } from './config/load.js';
+import { ConfigError } from './errors.js';
+import { Portico } from './server/portico.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+const HELP = `portico ${version} — a front-end web server: static files, reverse proxy, load balancing
+
+Usage:
+  portico run   [-c FILE]   start serving (FILE defaults to ./portico.yaml)
+  portico check [-c FILE]   validate a config: exit 0 if it is valid, 1 with every error otherwise
+
+Options:
+  -c, --config FILE   the config file (YAML or JSON)
+  -h, --help          show this help
+  -v, --version       show the version
+
+Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file.
+`;
+
+function load(file: string): Config | undefined {
+  try {
+    return loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.stderr.write(`portico: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'} in ${file}\n`);
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+async function run(file: string): Promise<number> {
+  const config = load(file);
+  if (config === undefined) return 1;
+  const server = new Portico(config);
+  try {
+    await server.start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    process.stderr.write(`portico: cannot listen: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}\n`);
+    return 1;
+  }
+  const urls = server.addresses.map((a) => `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
+  process.stderr.write(`portico ${version} serving ${path.relative(process.cwd(), config.file) || config.file} on ${urls.join(' ')}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`portico: ${signal}, stopping\n`);
+    server.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => {
+    const next = load(file);
+    if (next === undefined) return void process.stderr.write('portico: reload refused, still serving the previous config\n');
+    server.reload(next).then(
+      () => process.stderr.write('portico: config reloaded\n'),
+      (err: Error) => process.stderr.write(`portico: reload failed: ${err.message}\n`),
+    );
+  });
+  return new Promise<number>(() => {});
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`portico: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    process.stdout.write(`portico ${version}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(HELP);
+    return values.help || command === 'help' ? 0 : 2;
+  }
+  const file = values.config ?? 'portico.yaml';
+  switch (command) {
+    case 'check': {
+      const config = load(file);
+      if (config === undefined) return 1;
+      process.stdout.write(`portico: configuration ${file} is valid\n`);
+      return 0;
+    }
+    case 'run':
+      return run(file);
+    default:
+      process.stderr.write(`portico: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`portico: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

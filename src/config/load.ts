@@ -1,0 +1,146 @@
+/**
+ * Config loading: YAML (or JSON, which YAML reads too) parsed with positions → schema → semantic checks →
+ * relative paths resolved against the config's folder → deep-frozen `Config`. Every problem found is reported
+ * at once, each with file, line, column and the path of the key.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from '../errors.js';
+import { configSchema, type ParsedConfig } from './schema.js';
+import { validateConfig } from './validate.js';
+
+type DeepReadonly<T> = T extends RegExp
+  ? T
+  : T extends (infer U)[]
+    ? readonly DeepReadonly<U>[]
+    : T extends object
+      ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+      : T;
+
+/** The validated, fully defaulted, immutable config the runtime is built from. */
+export type Config = DeepReadonly<ParsedConfig> & {
+  /** Absolute path of the file it came from (or a pseudo-name for inline text). */
+  readonly file: string;
+  /** Folder that relative paths in the config were resolved against. */
+  readonly dir: string;
+};
+
+/** A path into the config, as keys and indexes: `['sites', 0, 'routes', 1, 'static', 'root']`. */
+export type KeyPath = readonly PropertyKey[];
+
+/** Formats a key path as `sites[0].routes[1].static.root`. */
+export function formatKeyPath(keys: KeyPath): string {
+  let out = '';
+  for (const key of keys) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+/** Finds where a key path sits in the YAML source; falls back to the nearest existing parent. */
+function locate(doc: Document, lines: LineCounter, keys: KeyPath, unknownKey?: string): { line: number; col: number } {
+  let node: unknown = doc.contents;
+  let offset = (doc.contents as YamlNode | null)?.range?.[0] ?? 0;
+  for (const key of keys) {
+    if (isMap(node)) {
+      const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === key);
+      if (pair === undefined) break;
+      offset = (pair.key as YamlNode).range?.[0] ?? offset;
+      node = pair.value;
+      const valueStart = (node as YamlNode | null)?.range?.[0];
+      if (valueStart !== undefined) offset = valueStart;
+    } else if (isSeq(node) && typeof key === 'number') {
+      const item = node.items[key];
+      if (item === undefined) break;
+      node = item;
+      offset = (item as YamlNode).range?.[0] ?? offset;
+    } else {
+      break;
+    }
+  }
+  if (unknownKey !== undefined && isMap(node)) {
+    const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === unknownKey);
+    const start = (pair?.key as YamlNode | undefined)?.range?.[0];
+    if (start !== undefined) offset = start;
+  }
+  const pos = lines.linePos(offset);
+  return { line: pos.line, col: pos.col };
+}
+
+/** Turns zod's issues into located config issues. */
+function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file: string): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        const where = locate(doc, lines, issue.path, key);
+        issues.push({ file, ...where, keyPath: formatKeyPath([...issue.path, key]), message: 'unknown key' });
+      }
+      continue;
+    }
+    let message = issue.message;
+    if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
+    if (issue.code === 'invalid_union') message = unionMessage(issue) ?? message;
+    issues.push({ file, ...locate(doc, lines, issue.path), keyPath: formatKeyPath(issue.path), message });
+  }
+  return issues;
+}
+
+/** For a union (e.g. "string or object"), the most useful branch message: custom ones explain themselves. */
+function unionMessage(issue: z.core.$ZodIssueInvalidUnion): string | undefined {
+  for (const branch of issue.errors) {
+    const custom = branch.find((inner) => inner.code === 'custom');
+    if (custom !== undefined) return custom.message;
+  }
+  return undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !(value instanceof RegExp) && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Parses and validates config text; `file` names it in errors, `dir` anchors relative paths. */
+export function parseConfig(text: string, file: string, dir: string = path.dirname(path.resolve(file))): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const displayName = path.relative(process.cwd(), file) || file;
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((err) => {
+        const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+        return { file: displayName, line: pos.line, col: pos.col, keyPath: '', message: err.message.split('\n')[0]! };
+      }),
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(schemaIssues(parsed.error, doc, lines, displayName));
+
+  const problems = validateConfig(parsed.data, dir);
+  if (problems.length > 0) {
+    throw new ConfigError(
+      problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message })),
+    );
+  }
+  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir }) as Config;
+}
+
+/** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */
+export function loadConfigFile(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new ConfigError([{ file, line: 1, col: 1, keyPath: '', message: `cannot read config: ${reason}` }]);
+  }
+  return parseConfig(text, file);
+}

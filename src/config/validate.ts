@@ -1,0 +1,97 @@
+/**
+ * Checks that need more than one key or the file system: roots that must exist, duplicate listeners, host
+ * patterns, try_files syntax. It also resolves relative paths against the config's folder, in place, before the
+ * config is frozen.
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { checkHostPattern } from '../server/hosts.js';
+import type { ParsedConfig } from './schema.js';
+
+/** A semantic problem at a key path. */
+export interface Problem {
+  keys: PropertyKey[];
+  message: string;
+}
+
+function isDirectory(file: string): boolean {
+  try {
+    return statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function isFile(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves relative paths in `config` against `dir` (in place) and returns every problem found. */
+export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
+  const problems: Problem[] = [];
+  const seen = new Map<string, number>();
+  config.listen.forEach((listener, i) => {
+    const key = `${listener.addr.host}:${listener.addr.port}`;
+    if (seen.has(key) && listener.addr.port !== 0) {
+      problems.push({ keys: ['listen', i], message: `address ${listener.addr.text} is already listed at listen[${seen.get(key)}]` });
+    }
+    seen.set(key, i);
+  });
+
+  const access = config.log.access;
+  if (!['stdout', 'stderr', 'off'].includes(access)) {
+    config.log.access = path.resolve(dir, access);
+    if (!isDirectory(path.dirname(config.log.access))) {
+      problems.push({ keys: ['log', 'access'], message: `folder ${path.dirname(access)} does not exist` });
+    }
+  }
+
+  let defaults = 0;
+  config.sites.forEach((site, s) => {
+    if (site.hosts === undefined && ++defaults === 2) {
+      problems.push({ keys: ['sites', s], message: 'a second site without "hosts": only one default site can exist' });
+    }
+    site.hosts?.forEach((host, h) => {
+      const reason = checkHostPattern(host);
+      if (reason !== undefined) problems.push({ keys: ['sites', s, 'hosts', h], message: `${reason}: ${JSON.stringify(host)}` });
+    });
+    for (const [status, file] of Object.entries(site.error_pages)) {
+      const resolved = path.resolve(dir, file);
+      site.error_pages[status] = resolved;
+      if (!isFile(resolved)) problems.push({ keys: ['sites', s, 'error_pages', status], message: `file ${file} does not exist` });
+    }
+    const exact = new Map<string, number>();
+    site.routes.forEach((route, r) => {
+      const keys = ['sites', s, 'routes', r];
+      if (route.path.kind !== 'regex') {
+        const id = `${route.path.kind}:${route.path.path}`;
+        if (exact.has(id)) problems.push({ keys: [...keys, 'path'], message: `duplicate route path, first defined at routes[${exact.get(id)}]` });
+        exact.set(id, r);
+      }
+      const stat = route.static;
+      if (stat !== undefined) {
+        const root = path.resolve(dir, stat.root);
+        if (!isDirectory(root)) problems.push({ keys: [...keys, 'static', 'root'], message: `directory ${stat.root} does not exist` });
+        stat.root = root;
+        stat.try_files?.forEach((entry, t) => {
+          const last = t === stat.try_files!.length - 1;
+          const ok = entry.startsWith('/') || entry.startsWith('$uri') || (last && /^=[1-5]\d\d$/.test(entry));
+          if (!ok) {
+            problems.push({
+              keys: [...keys, 'static', 'try_files', t],
+              message: 'expected "$uri", "$uri/", a path starting with "/", or (last) "=404"',
+            });
+          }
+        });
+        stat.index.forEach((name, i) => {
+          if (name.includes('/')) problems.push({ keys: [...keys, 'static', 'index', i], message: 'an index is a file name, without "/"' });
+        });
+      }
+    });
+  });
+  return problems;
+}

@@ -1,0 +1,116 @@
+/**
+ * One table of Portico's errors. Each has a stable `code` (for logs, metrics and tests) and the HTTP status a
+ * client sees. Clients only ever see the status and a generic page: never a message, a stack, a file path or an
+ * upstream address. `errorPage()` is the one place that turns an error into a response body.
+ */
+
+/** Stable error codes and the HTTP status each maps to. */
+export const ERROR_CODES = {
+  PORTICO_BAD_REQUEST: 400,
+  PORTICO_BAD_PATH: 400,
+  PORTICO_BAD_HOST: 400,
+  PORTICO_FORBIDDEN: 403,
+  PORTICO_NOT_FOUND: 404,
+  PORTICO_METHOD_NOT_ALLOWED: 405,
+  PORTICO_PRECONDITION_FAILED: 412,
+  PORTICO_PAYLOAD_TOO_LARGE: 413,
+  PORTICO_RANGE_NOT_SATISFIABLE: 416,
+  PORTICO_EXPECTATION_FAILED: 417,
+  PORTICO_MISDIRECTED: 421,
+  PORTICO_INTERNAL: 500,
+  PORTICO_BAD_GATEWAY: 502,
+  PORTICO_UNAVAILABLE: 503,
+  PORTICO_GATEWAY_TIMEOUT: 504,
+} as const;
+
+/** One of Portico's stable error codes. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** An error with a stable code and the HTTP status a client should see for it. */
+export class PorticoError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PorticoError';
+    this.code = code;
+    this.status = ERROR_CODES[code];
+  }
+}
+
+/** A configuration problem, located in the file that caused it. */
+export interface ConfigIssue {
+  file: string;
+  line: number;
+  col: number;
+  /** Path of the key, e.g. `sites[0].routes[1].static.root`. */
+  keyPath: string;
+  message: string;
+}
+
+/** Raised when a config cannot be loaded; carries every issue found, not just the first. */
+export class ConfigError extends Error {
+  readonly code = 'PORTICO_CONFIG_INVALID';
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: ConfigIssue[]) {
+    super(issues.map(formatConfigIssue).join('\n'));
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** `file:line:col key.path: message`, the form `portico check` prints. */
+export function formatConfigIssue(issue: ConfigIssue): string {
+  const where = `${issue.file}:${issue.line}:${issue.col}`;
+  return issue.keyPath ? `${where} ${issue.keyPath}: ${issue.message}` : `${where} ${issue.message}`;
+}
+
+const REASONS: Record<number, string> = {
+  200: 'OK',
+  204: 'No Content',
+  206: 'Partial Content',
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  304: 'Not Modified',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  412: 'Precondition Failed',
+  413: 'Content Too Large',
+  414: 'URI Too Long',
+  416: 'Range Not Satisfiable',
+  417: 'Expectation Failed',
+  421: 'Misdirected Request',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** The reason phrase for a status, or `Error`. */
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? 'Error';
+}
+
+const pageCache = new Map<number, Buffer>();
+
+/** The generic HTML error page for a status: reveals nothing but the status itself. */
+export function errorPage(status: number): Buffer {
+  let page = pageCache.get(status);
+  if (page === undefined) {
+    const title = `${status} ${reasonPhrase(status)}`;
+    page = Buffer.from(
+      `<!doctype html>\n<html><head><meta charset="utf-8"><title>${title}</title></head>` +
+        `<body><h1>${title}</h1><hr><p>Portico</p></body></html>\n`,
+    );
+    pageCache.set(status, page);
+  }
+  return page;
+}

@@ -1,0 +1,325 @@
+/**
+ * `static`: serves files under a root with full HTTP semantics: GET/HEAD, validators and conditional requests,
+ * byte ranges (single and multipart), content negotiation between identity, precompressed siblings and
+ * on-the-fly compression, index files, directory redirects, try_files and autoindex.
+ *
+ * Hot small files are answered from memory: a path's resolution is cached for `file_cache.valid` (1 s), so a
+ * repeated request costs no `stat` and no read. Larger files are streamed from an open handle whose own `fstat`
+ * is checked against what the headers will say.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import { pipeline } from 'node:stream';
+import zlib from 'node:zlib';
+import type { RequestContext } from '../server/context.js';
+import { sendError } from '../server/send.js';
+import { renderListing } from './static/autoindex.js';
+import { evaluatePreconditions, ifRangeAllows } from './static/conditional.js';
+import { negotiateEncoding } from './static/encoding.js';
+import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
+import { parseRange, type ByteRange } from './static/range.js';
+import { StaticResolver, type Resolution } from './static/resolver.js';
+import type { HandlerKind } from './types.js';
+
+/** Options of a `static` route, as validated by the config schema. */
+export interface StaticOptions {
+  readonly root: string;
+  readonly index: readonly string[];
+  readonly try_files?: readonly string[] | undefined;
+  readonly autoindex: boolean;
+  readonly compress: boolean;
+  readonly precompressed: boolean;
+  readonly cache_control?: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly dotfiles: 'deny' | 'allow';
+  readonly symlinks: 'within_root' | 'follow';
+  readonly max_ranges: number;
+  readonly file_cache: {
+    readonly enabled: boolean;
+    readonly valid: number;
+    readonly max_file_size: number;
+    readonly max_size: number;
+    readonly max_entries: number;
+  };
+}
+
+const ALLOW = { Allow: 'GET, HEAD' };
+
+/** A representation chosen for one request: the identity form, or an encoded variant (maybe streamed). */
+interface Chosen {
+  etag: string;
+  variant: Variant | undefined;
+  /** Compress the identity stream on the fly with this encoding (large compressible files). */
+  streamEncoding: 'br' | 'gzip' | undefined;
+}
+
+/** Replaces the ETag in a prepared header list (ETag always directly follows its name). */
+function withETag(headers: readonly string[], etag: string): string[] {
+  const copy = headers.slice();
+  const at = copy.indexOf('ETag');
+  if (at !== -1) copy[at + 1] = etag;
+  return copy;
+}
+
+function hasConditionals(headers: RequestContext['req']['headers']): boolean {
+  return (
+    headers['if-none-match'] !== undefined ||
+    headers['if-modified-since'] !== undefined ||
+    headers['if-match'] !== undefined ||
+    headers['if-unmodified-since'] !== undefined
+  );
+}
+
+class StaticHandler {
+  readonly #resolver: StaticResolver;
+  readonly #options: StaticOptions;
+
+  constructor(options: StaticOptions, serverHeader: string) {
+    this.#options = options;
+    const extraHeaders = Object.entries(options.headers).flat();
+    this.#resolver = new StaticResolver(
+      {
+        root: options.root,
+        index: options.index,
+        tryFiles: options.try_files,
+        autoindex: options.autoindex,
+        precompressed: options.precompressed,
+        dotfiles: options.dotfiles,
+        symlinks: options.symlinks,
+        valid: options.file_cache.valid,
+        cacheEnabled: options.file_cache.enabled,
+        maxFileSize: options.file_cache.max_file_size,
+        maxSize: options.file_cache.max_size,
+        maxEntries: options.file_cache.max_entries,
+      },
+      { cacheControl: options.cache_control, extraHeaders, serverHeader, compress: options.compress },
+    );
+  }
+
+  stop(): void {
+    this.#resolver.clear();
+  }
+
+  /** Entry point; synchronous for a cached small file, a promise otherwise. */
+  handle(ctx: RequestContext): Promise<void> | void {
+    const method = ctx.req.method;
+    if (method !== 'GET' && method !== 'HEAD') {
+      sendError(ctx, 405, ALLOW);
+      return;
+    }
+    const cached = this.#resolver.peek(ctx.path, Date.now());
+    if (cached !== undefined) return this.#answer(ctx, cached, true);
+    return this.#resolver.resolve(ctx.path).then((resolution) => this.#answer(ctx, resolution, true));
+  }
+
+  #answer(ctx: RequestContext, resolution: Resolution, mayRetry: boolean): Promise<void> | void {
+    switch (resolution.kind) {
+      case 'file':
+        return this.#serveFile(ctx, resolution.entry, mayRetry);
+      case 'redirect':
+        return this.#redirect(ctx, resolution.path);
+      case 'listing':
+        return this.#listing(ctx, resolution.dir);
+      case 'status':
+        return sendError(ctx, resolution.status);
+    }
+  }
+
+  #redirect(ctx: RequestContext, path: string): void {
+    // `path` is canonical: one leading slash, never `//host`, so this can never become an open redirect.
+    const location = ctx.query === '' ? path : `${path}?${ctx.query}`;
+    sendError(ctx, 301, { Location: location });
+  }
+
+  async #listing(ctx: RequestContext, dir: string): Promise<void> {
+    const body = await renderListing(dir, ctx.path, this.#options.dotfiles === 'allow');
+    ctx.status = 200;
+    ctx.res.writeHead(200, ['Content-Type', 'text/html; charset=utf-8', 'Content-Length', String(body.length), 'Cache-Control', 'no-cache']);
+    if (ctx.req.method === 'HEAD') return void ctx.res.end();
+    ctx.bytesSent = body.length;
+    ctx.res.end(body);
+  }
+
+  /** Picks identity or an encoded variant for this request. */
+  #choose(ctx: RequestContext, entry: FileEntry, rangeApplies: boolean): Chosen | Promise<Chosen> {
+    const identity: Chosen = { etag: entry.etag, variant: undefined, streamEncoding: undefined };
+    if (!entry.varies || rangeApplies) return identity;
+    const encoding = negotiateEncoding(ctx.req.headers['accept-encoding'], entry.available());
+    if (encoding === null || encoding === 'identity') return identity;
+    const sibling = entry.precompressed(encoding);
+    if (sibling !== undefined) return { etag: sibling.etag, variant: sibling, streamEncoding: undefined };
+    if (entry.body !== undefined) return entry.compressed(encoding).then((variant) => ({ etag: variant.etag, variant, streamEncoding: undefined }));
+    return { etag: makeETag(entry.stat, encoding === 'br' ? '-br' : '-gz'), variant: undefined, streamEncoding: encoding };
+  }
+
+  #serveFile(ctx: RequestContext, entry: FileEntry, mayRetry: boolean): Promise<void> | void {
+    const { req } = ctx;
+    const rangeHeader = req.method === 'GET' ? req.headers.range : undefined;
+    const rangeApplies = rangeHeader !== undefined && ifRangeAllows(req.headers['if-range'] as string | undefined, entry);
+    const chosen = this.#choose(ctx, entry, rangeApplies);
+    if (chosen instanceof Promise) return chosen.then((c) => this.#serveChosen(ctx, entry, c, rangeApplies ? rangeHeader : undefined, mayRetry));
+    return this.#serveChosen(ctx, entry, chosen, rangeApplies ? rangeHeader : undefined, mayRetry);
+  }
+
+  #serveChosen(ctx: RequestContext, entry: FileEntry, chosen: Chosen, range: string | undefined, mayRetry: boolean): Promise<void> | void {
+    const { req, res } = ctx;
+    if (hasConditionals(req.headers)) {
+      const outcome = evaluatePreconditions(req.headers, { etag: chosen.etag, lastModifiedMs: entry.lastModifiedMs }, true);
+      if (outcome === 304) {
+        ctx.status = 304;
+        res.writeHead(304, chosen.etag === entry.etag ? entry.notModifiedHeaders : withETag(entry.notModifiedHeaders, chosen.etag));
+        res.end();
+        return;
+      }
+      if (outcome === 412) return sendError(ctx, 412);
+    }
+    if (range !== undefined) {
+      const decision = parseRange(range, entry.stat.size, this.#options.max_ranges);
+      if (decision.kind === 'unsatisfiable') return sendError(ctx, 416, { 'Content-Range': `bytes */${entry.stat.size}` });
+      if (decision.kind === 'ranges') return this.#serveRanges(ctx, entry, decision.ranges, mayRetry);
+    }
+    const variant = chosen.variant;
+    if (variant !== undefined && variant.body !== undefined) return this.#sendBuffer(ctx, variant.headers, variant.body);
+    if (variant !== undefined) return this.#streamFile(ctx, entry, variant.path!, variant.headers, undefined, undefined, mayRetry, variant.size);
+    if (chosen.streamEncoding !== undefined) {
+      const headers = entry.headerList(chosen.etag, undefined, chosen.streamEncoding);
+      return this.#streamFile(ctx, entry, entry.path, headers, undefined, chosen.streamEncoding, mayRetry, undefined);
+    }
+    if (entry.body !== undefined) return this.#sendBuffer(ctx, entry.headers, entry.body);
+    return this.#streamFile(ctx, entry, entry.path, entry.headers, undefined, undefined, mayRetry, entry.stat.size);
+  }
+
+  #sendBuffer(ctx: RequestContext, headers: string[], body: Buffer): void {
+    ctx.status = 200;
+    ctx.res.writeHead(200, headers);
+    if (ctx.req.method === 'HEAD') {
+      ctx.res.end();
+    } else {
+      ctx.bytesSent = body.length;
+      ctx.res.end(body);
+    }
+  }
+
+  async #serveRanges(ctx: RequestContext, entry: FileEntry, ranges: ByteRange[], mayRetry: boolean): Promise<void> {
+    const { res } = ctx;
+    const size = entry.stat.size;
+    const common = ['ETag', entry.etag, 'Last-Modified', entry.lastModified, 'Accept-Ranges', 'bytes'];
+    if (ranges.length === 1) {
+      const { start, end } = ranges[0]!;
+      const headers = ['Content-Type', entry.contentType, 'Content-Range', `bytes ${start}-${end}/${size}`, ...common];
+      if (entry.body !== undefined) {
+        ctx.status = 206;
+        res.writeHead(206, [...headers, 'Content-Length', String(end - start + 1)]);
+        ctx.bytesSent = end - start + 1;
+        res.end(entry.body.subarray(start, end + 1));
+        return;
+      }
+      return this.#streamFile(ctx, entry, entry.path, [...headers, 'Content-Length', String(end - start + 1)], { start, end }, undefined, mayRetry, undefined, 206);
+    }
+    const boundary = randomBytes(12).toString('hex');
+    const heads = ranges.map(
+      ({ start, end }, i) =>
+        `${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: ${entry.contentType}\r\nContent-Range: bytes ${start}-${end}/${size}\r\n\r\n`,
+    );
+    const tail = `\r\n--${boundary}--\r\n`;
+    let length = Buffer.byteLength(tail);
+    ranges.forEach((r, i) => (length += Buffer.byteLength(heads[i]!) + r.end - r.start + 1));
+    ctx.status = 206;
+    res.writeHead(206, ['Content-Type', `multipart/byteranges; boundary=${boundary}`, 'Content-Length', String(length), ...common]);
+    if (ctx.req.method === 'HEAD') return void res.end();
+    ctx.bytesSent = length;
+    if (entry.body !== undefined) {
+      ranges.forEach((r, i) => {
+        res.write(heads[i]!);
+        res.write(entry.body!.subarray(r.start, r.end + 1));
+      });
+      res.end(tail);
+      return;
+    }
+    const handle = await fs.open(entry.path, 'r');
+    try {
+      for (let i = 0; i < ranges.length; i++) {
+        const r = ranges[i]!;
+        res.write(heads[i]!);
+        const chunk = Buffer.allocUnsafe(r.end - r.start + 1);
+        await handle.read(chunk, 0, chunk.length, r.start);
+        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+      }
+      res.end(tail);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Streams a file (or a range of it, or a compression of it). The file is opened and `fstat`ed first: if it
+   * is no longer the version the headers describe, the cached answer is dropped and the request starts over.
+   */
+  async #streamFile(
+    ctx: RequestContext,
+    entry: FileEntry,
+    file: string,
+    headers: string[],
+    range: ByteRange | undefined,
+    encoding: 'br' | 'gzip' | undefined,
+    mayRetry: boolean,
+    length: number | undefined,
+    status = 200,
+  ): Promise<void> {
+    const { req, res } = ctx;
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch {
+      this.#resolver.forget(ctx.path);
+      if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
+      return sendError(ctx, 404);
+    }
+    const stat = await handle.stat();
+    const expected = file === entry.path ? entry.stat : undefined;
+    const changed = expected !== undefined ? !sameVersion(expected, stat) : length !== undefined && stat.size !== length;
+    if (changed) {
+      await handle.close();
+      this.#resolver.forget(ctx.path);
+      if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
+      return sendError(ctx, 503, { 'Retry-After': '1' });
+    }
+    ctx.status = status;
+    res.writeHead(status, headers);
+    if (req.method === 'HEAD') {
+      await handle.close();
+      res.end();
+      return;
+    }
+    const stream = createReadStream('', { fd: handle.fd, autoClose: false, start: range?.start, end: range?.end });
+    stream.once('close', () => void handle.close());
+    ctx.bytesSent = range !== undefined ? range.end - range.start + 1 : (length ?? 0);
+    const done = (err: NodeJS.ErrnoException | null) => {
+      // The headers are out: an error can only be shown by cutting the connection, never by a clean end.
+      if (err) res.destroy();
+    };
+    if (encoding === undefined) {
+      pipeline(stream, res, done);
+    } else {
+      const compressor =
+        encoding === 'br'
+          ? zlib.createBrotliCompress({ params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY } })
+          : zlib.createGzip({ level: GZIP_LEVEL });
+      pipeline(stream, compressor, res, done);
+    }
+  }
+}
+
+/** The `static` handler kind. */
+export const staticKind: HandlerKind<StaticOptions> = {
+  kind: 'static',
+  create(options, env) {
+    const handler = new StaticHandler(options, env.serverHeader);
+    return {
+      handle: function serveStatic(ctx) {
+        return handler.handle(ctx);
+      },
+      stop: () => handler.stop(),
+    };
+  },
+};

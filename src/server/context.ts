@@ -1,0 +1,57 @@
+/**
+ * The request context and the handler contract. A context is created once per request by the app, matched to
+ * a site and a route, then handed to the route's handler chain, which was compiled when the config was loaded.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+/** Per-request state shared by the handlers of one chain. */
+export class RequestContext {
+  /** Canonical path (see `normalizePath`). */
+  path = '/';
+  /** Query string without `?`, as received. */
+  query = '';
+  /** Lower-cased host without port, from the absolute-form target or `Host`; `''` when absent. */
+  host = '';
+  /** Response status, set by whoever answered (for the access log). */
+  status = 0;
+  /** Body bytes sent, as far as the handler knows (for the access log). */
+  bytesSent = 0;
+  /** Site-level error pages (status → page), set by the app when the site is matched. */
+  errorPages: ReadonlyMap<number, Buffer> | undefined = undefined;
+  /** Value of the `Server` header for answers Portico makes itself (`''` = none). */
+  serverHeader = '';
+  /** Upstream fields for the access log, filled in by the proxy handler. */
+  upstream: string | undefined = undefined;
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly scheme: 'http' | 'https',
+    /** `performance.now()` when the request arrived. */
+    readonly start: number,
+  ) {}
+
+  /** `path?query` as the client asked for it, canonicalised. */
+  get uri(): string {
+    return this.query === '' ? this.path : `${this.path}?${this.query}`;
+  }
+}
+
+/** The end of a chain: answers the request. */
+export type Handler = (ctx: RequestContext) => Promise<void> | void;
+
+/** A link in a chain: sees the request on the way in, may call `next()` and see the response on the way out. */
+export type Middleware = (ctx: RequestContext, next: () => Promise<void>) => Promise<void>;
+
+/** Composes middlewares around a terminal handler once, at config load; an empty list is the handler itself. */
+export function compileChain(middlewares: readonly Middleware[], handler: Handler): Handler {
+  if (middlewares.length === 0) return handler;
+  return middlewares.reduceRight<Handler>(
+    (next, middleware) =>
+      function chainLink(ctx) {
+        return middleware(ctx, async () => {
+          await next(ctx);
+        });
+      },
+    handler,
+  );
+}

@@ -1,0 +1,84 @@
+/**
+ * Host names: parsing the `Host` header (or an absolute-form authority) and matching it to a site.
+ *
+ * A host is compared lower-cased and without its port. IPv6 literals keep their brackets (`[::1]`), in the
+ * request and in the config alike. `*.example.com` matches any deeper name (`a.example.com`,
+ * `a.b.example.com`) but not the apex `example.com`: list both to serve both, as Caddy and nginx's
+ * `server_name` do.
+ */
+
+const REG_NAME = /^[a-z0-9\-._~!$&'()*+;=%]*$/;
+const IPV6 = /^\[[0-9a-f:.]+\]$/;
+
+/**
+ * The lower-cased host name of a `Host` value or authority (port dropped, IPv6 in brackets), or `null` when
+ * it is not a valid host (for example two hosts joined by a comma, or a user-info part).
+ */
+export function parseHostHeader(value: string): string | null {
+  let host = value.toLowerCase();
+  if (host.charCodeAt(0) === 91 /* [ */) {
+    const close = host.indexOf(']');
+    if (close === -1) return null;
+    const rest = host.slice(close + 1);
+    if (rest !== '' && !/^:\d{0,5}$/.test(rest)) return null;
+    host = host.slice(0, close + 1);
+    return IPV6.test(host) ? host : null;
+  }
+  const colon = host.indexOf(':');
+  if (colon !== -1) {
+    if (!/^\d{0,5}$/.test(host.slice(colon + 1))) return null;
+    host = host.slice(0, colon);
+  }
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  return REG_NAME.test(host) ? host : null;
+}
+
+/** The canonical form of a host pattern written in a config (`Example.COM`, `::1`, `*.example.com`). */
+export function normalizeHostPattern(pattern: string): string {
+  let host = pattern.trim().toLowerCase();
+  if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`;
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  return host;
+}
+
+/** Whether a config host pattern is well formed; returns a reason when it is not. */
+export function checkHostPattern(pattern: string): string | undefined {
+  const host = normalizeHostPattern(pattern);
+  if (host.startsWith('[')) return IPV6.test(host) ? undefined : 'not a valid IPv6 literal';
+  const name = host.startsWith('*.') ? host.slice(2) : host;
+  if (name === '' || name.includes('*')) return 'a wildcard is allowed only as a leading "*." label';
+  if (!REG_NAME.test(name)) return 'not a valid host name';
+  return undefined;
+}
+
+/** Finds the site for a host: exact names first, then the longest matching wildcard, then the default. */
+export class HostMatcher<T> {
+  readonly #exact = new Map<string, T>();
+  /** Wildcard suffixes (`.example.com`), longest first so the most specific wins. */
+  readonly #wildcards: Array<{ suffix: string; value: T }> = [];
+  #fallback: T | undefined;
+
+  /** Registers a value under host patterns; `undefined` patterns make it the default (first one wins). */
+  add(patterns: readonly string[] | undefined, value: T): void {
+    if (patterns === undefined) {
+      this.#fallback ??= value;
+      return;
+    }
+    for (const raw of patterns) {
+      const pattern = normalizeHostPattern(raw);
+      if (pattern.startsWith('*.')) this.#wildcards.push({ suffix: pattern.slice(1), value });
+      else if (!this.#exact.has(pattern)) this.#exact.set(pattern, value);
+    }
+    this.#wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
+  }
+
+  /** The value for a parsed host (see `parseHostHeader`), or `undefined` when nothing matches. */
+  match(host: string): T | undefined {
+    const exact = this.#exact.get(host);
+    if (exact !== undefined) return exact;
+    for (const { suffix, value } of this.#wildcards) {
+      if (host.length > suffix.length && host.endsWith(suffix)) return value;
+    }
+    return this.#fallback;
+  }
+}

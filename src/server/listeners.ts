@@ -1,0 +1,124 @@
+/**
+ * Listeners: the sockets Portico accepts connections on. They outlive an app: each request goes to whichever
+ * app is current when it arrives, so a reload swaps the app without closing a socket. Connection-level limits
+ * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
+ * them and `clientError` answers 400 (431 for an oversized head, 408 for a slow one) and closes.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import { errorPage, reasonPhrase } from '../errors.js';
+
+/** Where a listener is bound. */
+export interface BoundAddress {
+  host: string;
+  port: number;
+}
+
+type ListenerConfig = Config['listen'][number];
+type Dispatch = (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => void;
+
+function clientErrorStatus(code: string | undefined): number {
+  if (code === 'HPE_HEADER_OVERFLOW') return 431;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  if (code === 'HPE_URI_TOO_LONG') return 414;
+  return 400;
+}
+
+/** The set of listening sockets of one Portico process. */
+export class Listeners {
+  readonly #configs: readonly ListenerConfig[];
+  readonly #dispatch: Dispatch;
+  readonly #logger: Logger;
+  readonly #servers: http.Server[] = [];
+  #addresses: BoundAddress[] = [];
+
+  constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
+    this.#configs = configs;
+    this.#dispatch = dispatch;
+    this.#logger = logger;
+  }
+
+  /** Binds every listener; if one fails, the ones already bound are closed and the error is thrown. */
+  async start(): Promise<void> {
+    try {
+      for (const config of this.#configs) this.#addresses.push(await this.#listen(config));
+    } catch (err) {
+      await this.stop(0);
+      throw err;
+    }
+  }
+
+  /** The bound addresses, in config order (a port of 0 shows the one the system chose). */
+  get addresses(): readonly BoundAddress[] {
+    return this.#addresses;
+  }
+
+  #listen(config: ListenerConfig): Promise<BoundAddress> {
+    const dispatch = this.#dispatch;
+    const server = http.createServer(
+      {
+        maxHeaderSize: config.max_header_size,
+        requestTimeout: config.request_timeout,
+        headersTimeout: config.header_timeout,
+        keepAliveTimeout: config.keepalive_timeout,
+        joinDuplicateHeaders: true,
+        requireHostHeader: true,
+      },
+      function onRequest(req, res) {
+        dispatch(req, res, 'http');
+      },
+    );
+    server.keepAliveTimeout = config.keepalive_timeout;
+    server.maxRequestsPerSocket = config.max_requests_per_conn;
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
+    this.#servers.push(server);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: config.addr.host, port: config.addr.port }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.#logger.error({ err }, 'listener error'));
+        const address = server.address();
+        const port = typeof address === 'object' && address !== null ? address.port : config.addr.port;
+        resolve({ host: config.addr.host, port });
+      });
+    });
+  }
+
+  #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = clientErrorStatus(err.code);
+    this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error: ${reasonPhrase(status)}`);
+    const body = errorPage(status);
+    socket.end(
+      `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n` +
+        `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.toString()}`,
+    );
+  }
+
+  /**
+   * Stops accepting, closes idle keep-alive connections at once, lets requests in flight finish for up to
+   * `graceMs`, then cuts whatever is left.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    const closing = this.#servers.map(
+      (server) =>
+        new Promise<void>((resolve) => {
+          if (!server.listening) return resolve();
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        }),
+    );
+    const timer = setTimeout(() => {
+      for (const server of this.#servers) server.closeAllConnections();
+    }, graceMs);
+    await Promise.all(closing);
+    clearTimeout(timer);
+    this.#servers.length = 0;
+    this.#addresses = [];
+  }
+}

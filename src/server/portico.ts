@@ -1,0 +1,63 @@
+/**
+ * The running server as a value: built from a config, started, reloaded (the new app is built and started
+ * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import { createErrorLog } from '../log/error-log.js';
+import { App } from './app.js';
+import { Listeners, type BoundAddress } from './listeners.js';
+
+/** A Portico server: listeners plus the current app. */
+export class Portico {
+  #app: App;
+  readonly #listeners: Listeners;
+  readonly #logger: Logger;
+
+  constructor(config: Config, logger: Logger = createErrorLog(config.log.level)) {
+    this.#logger = logger;
+    this.#app = new App(config, logger);
+    this.#listeners = new Listeners(
+      config.listen,
+      (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+      logger,
+    );
+  }
+
+  /** The config of the app now serving. */
+  get config(): Config {
+    return this.#app.config;
+  }
+
+  /** Where the listeners are bound (ports chosen by the system when the config said 0). */
+  get addresses(): readonly BoundAddress[] {
+    return this.#listeners.addresses;
+  }
+
+  /** Starts the app, then binds the listeners. */
+  async start(): Promise<void> {
+    await this.#app.start();
+    try {
+      await this.#listeners.start();
+    } catch (err) {
+      await this.#app.stop();
+      throw err;
+    }
+  }
+
+  /** Builds and starts an app from a new config, swaps it in, then stops the old one. */
+  async reload(config: Config): Promise<void> {
+    const next = new App(config, this.#logger);
+    await next.start();
+    const previous = this.#app;
+    this.#app = next;
+    await previous.stop();
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
+  async stop(graceMs = 10_000): Promise<void> {
+    await this.#listeners.stop(graceMs);
+    await this.#app.stop();
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Route matching within a site, on the canonical path. The rule is nginx's `location` rule, so an nginx user
+ * is never surprised:
+ *   1. an exact route (`= /x`) that equals the path wins outright;
+ *   2. otherwise the longest matching prefix is remembered; if it is a `^~` prefix it wins outright;
+ *   3. otherwise regex routes (`~ re`, `~* re` case-insensitive) are tried in config order, the first match wins;
+ *   4. otherwise the longest prefix wins; with none, there is no route (404).
+ * A prefix is a plain string prefix (`/img` matches `/img`, `/img/a` and `/imgs`). A request for `/api` where a
+ * route `/api/` exists (and nothing more specific matched) is redirected to `/api/` with 301, like nginx.
+ */
+import type { RoutePath } from '../config/schema.js';
+
+/** What a lookup found: a route, or a redirect to the slash-terminated path of a prefix route. */
+export type RouteMatch<T> = { route: T; redirectTo?: undefined } | { route?: undefined; redirectTo: string };
+
+interface PrefixEntry<T> {
+  path: string;
+  stopRegex: boolean;
+  route: T;
+}
+
+/** Matches canonical paths to routes; built once per site when the config is loaded. */
+export class Router<T> {
+  readonly #exact = new Map<string, T>();
+  /** Longest first, so the first hit is the longest. */
+  readonly #prefixes: PrefixEntry<T>[] = [];
+  readonly #regexes: Array<{ regex: RegExp; route: T }> = [];
+  /** `/api` → `/api/` for prefix routes ending in a slash. */
+  readonly #slashRedirects = new Map<string, number>();
+
+  constructor(routes: ReadonlyArray<{ path: RoutePath; route: T }>) {
+    for (const { path, route } of routes) {
+      if (path.kind === 'exact') {
+        if (!this.#exact.has(path.path)) this.#exact.set(path.path, route);
+      } else if (path.kind === 'prefix') {
+        this.#prefixes.push({ path: path.path, stopRegex: path.stopRegex, route });
+        if (path.path.length > 1 && path.path.endsWith('/')) this.#slashRedirects.set(path.path.slice(0, -1), path.path.length);
+      } else {
+        this.#regexes.push({ regex: path.regex, route });
+      }
+    }
+    this.#prefixes.sort((a, b) => b.path.length - a.path.length);
+  }
+
+  /** Finds the route for a canonical path, or `undefined`. */
+  match(path: string): RouteMatch<T> | undefined {
+    const exact = this.#exact.get(path);
+    if (exact !== undefined) return { route: exact };
+
+    let prefix: PrefixEntry<T> | undefined;
+    for (const entry of this.#prefixes) {
+      if (path.startsWith(entry.path)) {
+        prefix = entry;
+        break;
+      }
+    }
+    const redirectLength = this.#slashRedirects.get(path);
+    const redirect = redirectLength !== undefined && (prefix === undefined || prefix.path.length < redirectLength);
+    if (prefix?.stopRegex === true && !redirect) return { route: prefix.route };
+
+    for (const { regex, route } of this.#regexes) {
+      if (regex.test(path)) return { route };
+    }
+    if (redirect) return { redirectTo: path + '/' };
+    return prefix === undefined ? undefined : { route: prefix.route };
+  }
+}
