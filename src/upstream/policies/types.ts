@@ -1,0 +1,50 @@
+/**
+ * The load-balancing policy contract. A policy is created once per upstream with the full list of its
+ * servers (so hash rings and weight state are built once), then asked on every attempt to pick one of the
+ * *candidates*: the servers that are available right now and were not already tried for this request. The
+ * pool does all filtering (health, ejection, backup, max_conns); a policy only chooses.
+ */
+
+/** What a policy may read of a server. The pool keeps these fields current. */
+export interface PolicyServer {
+  /** Stable index of the server in its upstream's list (0-based). */
+  readonly id: number;
+  /** Configured weight (≥ 1). */
+  readonly weight: number;
+  /** Weight now, after slow start (0 < effectiveWeight ≤ weight). Policies weigh by this. */
+  readonly effectiveWeight: number;
+  /** Requests in flight to this server right now. */
+  readonly active: number;
+  /** Peak-EWMA of response-header latency in ms (0 when nothing measured yet). */
+  readonly ewmaMs: number;
+}
+
+/** Per-request inputs to a choice. */
+export interface PickContext {
+  /** The client's address (for ip_hash). */
+  clientIp: string;
+  /** The evaluated hash key (for hash); `''` when the policy has no key. */
+  hashKey: string;
+  /** Uniform random number in [0, 1); injected so tests are deterministic. */
+  random: () => number;
+}
+
+/** A load-balancing policy instance for one upstream. */
+export interface Policy {
+  /** Picks one of `candidates` (never empty), or `undefined` to decline (e.g. `first` with none usable). */
+  pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer | undefined;
+}
+
+/** Options a policy may take from the config. */
+export interface PolicyOptions {
+  /** For `hash`: the key template (evaluated by the caller into `PickContext.hashKey`). */
+  key?: string;
+  /** For `hash`: virtual nodes per unit of weight on the ring. */
+  virtualNodes?: number;
+}
+
+/** A policy kind, registered by name. */
+export interface PolicyKind {
+  readonly name: string;
+  create(servers: readonly PolicyServer[], options: PolicyOptions): Policy;
+}
