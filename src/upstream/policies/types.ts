@@ -17,6 +17,11 @@ export interface PolicyServer {
   readonly active: number;
   /** Peak-EWMA of response-header latency in ms (0 when nothing measured yet). */
   readonly ewmaMs: number;
+  /**
+   * The server's configured address (`host:port`), if known. `hash` and `ip_hash` place servers by it, so
+   * inserting or reordering servers in the config does not move the keys of the others; without it they use `id`.
+   */
+  readonly address?: string;
 }
 
 /** Per-request inputs to a choice. */
