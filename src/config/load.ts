@@ -73,29 +73,45 @@ function locate(doc: Document, lines: LineCounter, keys: KeyPath, unknownKey?: s
 /** Turns zod's issues into located config issues. */
 function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file: string): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  for (const issue of error.issues) {
-    if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) {
-        const where = locate(doc, lines, issue.path, key);
-        issues.push({ file, ...where, keyPath: formatKeyPath([...issue.path, key]), message: 'unknown key' });
+  const collect = (list: readonly z.core.$ZodIssue[], base: readonly PropertyKey[]): void => {
+    for (const issue of list) {
+      const keys = [...base, ...issue.path];
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) {
+          const where = locate(doc, lines, keys, key);
+          issues.push({ file, ...where, keyPath: formatKeyPath([...keys, key]), message: 'unknown key' });
+        }
+        continue;
       }
-      continue;
+      if (issue.code === 'invalid_union') {
+        // The branch whose type fitted (e.g. the object form of a listener) holds the real problem, at its own path.
+        const fitting = issue.errors.find((branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0));
+        if (fitting !== undefined && fitting.length > 0) {
+          collect(fitting, keys);
+          continue;
+        }
+      }
+      let message = issue.message;
+      if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
+      if (issue.code === 'invalid_union') message = unionMessage(issue) ?? message;
+      issues.push({ file, ...locate(doc, lines, keys), keyPath: formatKeyPath(keys), message });
     }
-    let message = issue.message;
-    if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
-    if (issue.code === 'invalid_union') message = unionMessage(issue) ?? message;
-    issues.push({ file, ...locate(doc, lines, issue.path), keyPath: formatKeyPath(issue.path), message });
-  }
+  };
+  collect(error.issues, []);
   return issues;
 }
 
-/** For a union (e.g. "string or object"), the most useful branch message: custom ones explain themselves. */
+/** For a union no branch of which fits the value's type: "expected string or number, received boolean". */
 function unionMessage(issue: z.core.$ZodIssueInvalidUnion): string | undefined {
+  const expected: string[] = [];
+  let received = '';
   for (const branch of issue.errors) {
-    const custom = branch.find((inner) => inner.code === 'custom');
-    if (custom !== undefined) return custom.message;
+    const inner = branch[0];
+    if (inner?.code !== 'invalid_type') return undefined;
+    expected.push(inner.expected);
+    received = /received (\w+)$/.exec(inner.message)?.[1] ?? received;
   }
-  return undefined;
+  return expected.length === 0 ? undefined : `expected ${[...new Set(expected)].join(' or ')}${received ? `, received ${received}` : ''}`;
 }
 
 function deepFreeze<T>(value: T): T {
@@ -114,7 +130,8 @@ export function parseConfig(text: string, file: string, dir: string = path.dirna
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((err) => {
-        const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+        // `linePos` is only filled in with `prettyErrors`, so the position is worked out from the offset.
+        const pos = lines.linePos(err.pos[0]);
         return { file: displayName, line: pos.line, col: pos.col, keyPath: '', message: err.message.split('\n')[0]! };
       }),
     );

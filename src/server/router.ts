@@ -26,7 +26,7 @@ export class Router<T> {
   readonly #prefixes: PrefixEntry<T>[] = [];
   readonly #regexes: Array<{ regex: RegExp; route: T }> = [];
   /** `/api` → `/api/` for prefix routes ending in a slash. */
-  readonly #slashRedirects = new Map<string, number>();
+  readonly #slashRedirects = new Set<string>();
 
   constructor(routes: ReadonlyArray<{ path: RoutePath; route: T }>) {
     for (const { path, route } of routes) {
@@ -34,7 +34,7 @@ export class Router<T> {
         if (!this.#exact.has(path.path)) this.#exact.set(path.path, route);
       } else if (path.kind === 'prefix') {
         this.#prefixes.push({ path: path.path, stopRegex: path.stopRegex, route });
-        if (path.path.length > 1 && path.path.endsWith('/')) this.#slashRedirects.set(path.path.slice(0, -1), path.path.length);
+        if (path.path.length > 1 && path.path.endsWith('/')) this.#slashRedirects.add(path.path.slice(0, -1));
       } else {
         this.#regexes.push({ regex: path.regex, route });
       }
@@ -54,8 +54,8 @@ export class Router<T> {
         break;
       }
     }
-    const redirectLength = this.#slashRedirects.get(path);
-    const redirect = redirectLength !== undefined && (prefix === undefined || prefix.path.length < redirectLength);
+    // nginx redirects only when no prefix route is the path itself (`/api` beside `/api/` serves `/api`).
+    const redirect = this.#slashRedirects.has(path) && prefix?.path !== path;
     if (prefix?.stopRegex === true && !redirect) return { route: prefix.route };
 
     for (const { regex, route } of this.#regexes) {

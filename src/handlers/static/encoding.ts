@@ -22,11 +22,17 @@ export function negotiateEncoding(header: string | undefined, available: readonl
     q.set(name === 'x-gzip' ? 'gzip' : name, weight);
   }
   const star = q.get('*');
+  // An unlisted identity is acceptable but not preferred: it weighs as `*`, else as the lowest positive q listed
+  // (as the `negotiator` package does), so `br;q=0.5, gzip;q=0.8` still gets gzip rather than identity.
+  let identity = star;
+  if (identity === undefined) {
+    identity = 1;
+    for (const weight of q.values()) if (weight > 0 && weight < identity) identity = weight;
+  }
   const weightOf = (enc: Encoding): number => {
     const explicit = q.get(enc);
     if (explicit !== undefined) return explicit;
-    if (enc === 'identity') return star === 0 ? 0 : 1;
-    return star ?? 0;
+    return enc === 'identity' ? identity : (star ?? 0);
   };
   let best: Encoding | null = null;
   let bestQ = 0;

@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { loadConfigFile, parseConfig, type Config } from '../../src/config/load.js';
+import { parseDuration, parseSize } from '../../src/config/units.js';
+import { ConfigError, formatConfigIssue } from '../../src/errors.js';
+import { makeTree } from '../helpers/portico.js';
+
+const dir = makeTree({ 'pub/index.html': 'hi', 'errors/404.html': 'gone' });
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function parse(text: string): Config {
+  return parseConfig(text, 'portico.yaml', dir);
+}
+
+/** Every issue of an invalid config, formatted as `portico check` prints them. */
+function errorsOf(text: string): string[] {
+  try {
+    parse(text);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.issues.map(formatConfigIssue);
+  }
+  assert.fail('expected the config to be refused');
+}
+
+describe('config errors', () => {
+  test('a missing static root is reported at file:line:col with its key path', () => {
+    const text = [
+      'listen: ["127.0.0.1:0"]',
+      'sites:',
+      '  - routes:',
+      '      - path: /health',
+      '        respond: { body: ok }',
+      '      - path: /',
+      '        static:',
+      '          root: ./pub-missing',
+    ].join('\n');
+    assert.deepEqual(errorsOf(text), ['portico.yaml:8:17 sites[0].routes[1].static.root: directory ./pub-missing does not exist']);
+  });
+
+  test('unknown keys are rejected at every level, located at the key', () => {
+    const text = ['colour: red', 'sites:', '  - routes:', '      - path: /', '        static: { root: ./pub, rot: 1 }', '    hots: [a.com]'].join('\n');
+    assert.deepEqual(errorsOf(text).sort(), [
+      'portico.yaml:1:1 colour: unknown key',
+      'portico.yaml:5:32 sites[0].routes[0].static.rot: unknown key',
+      'portico.yaml:6:5 sites[0].hots: unknown key',
+    ]);
+  });
+
+  test('every problem is reported at once, not just the first', () => {
+    const text = [
+      'listen: ["127.0.0.1:99999"]',
+      'log: { level: loud }',
+      'sites:',
+      '  - routes:',
+      '      - path: nope',
+      '        respond: {}',
+      '      - path: /x',
+    ].join('\n');
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 4, errors.join('\n'));
+    assert.match(errors[0]!, /^portico\.yaml:1:10 listen\[0\]: expected "host:port"/);
+    assert.ok(errors.some((e) => e.startsWith('portico.yaml:2:15 log.level: ')));
+    assert.ok(errors.some((e) => e.startsWith('portico.yaml:5:15 sites[0].routes[0].path: a route path must start with "/"')));
+    assert.ok(errors.some((e) => e.startsWith('portico.yaml:7:9 sites[0].routes[1]: a route needs one handler')));
+  });
+
+  test('a bad field of an object-form listener is reported at its own key', () => {
+    assert.deepEqual(errorsOf('listen: [{ addr: "nowhere", bogus: 1 }]\nsites: [{}]').sort(), [
+      'portico.yaml:1:18 listen[0].addr: expected "host:port", ":port" or "[::1]:port", got "nowhere"',
+      'portico.yaml:1:29 listen[0].bogus: unknown key',
+    ]);
+  });
+
+  test('a value of the wrong type names the types expected', () => {
+    const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static: { root: ./pub, file_cache: { valid: true } }');
+    assert.deepEqual(errors, ['portico.yaml:4:53 sites[0].routes[0].static.file_cache.valid: expected string or number, received boolean']);
+  });
+
+  test('a missing required key says "required"', () => {
+    assert.deepEqual(errorsOf('listen: [":0"]'), ['portico.yaml:1:1 sites: required: Invalid input: expected array']);
+  });
+
+  test('YAML syntax errors and duplicate keys are located where they are, not at 1:1', () => {
+    assert.deepEqual(errorsOf('sites: []\nsites: []'), ['portico.yaml:2:1 Map keys must be unique']);
+    const syntax = errorsOf('listen: [":0"]\nsites:\n  - routes:\n    - path: /\n     bad: x\n');
+    assert.match(syntax[0]!, /^portico\.yaml:5:\d+ /);
+  });
+
+  test('semantic problems: a second default site, a bad host pattern, a bad try_files entry, a missing error page', () => {
+    const text = [
+      'sites:',
+      '  - routes: [{ path: /, static: { root: ./pub, try_files: ["$uri", "index.html"] } }]',
+      '    error_pages: { 404: ./errors/nope.html }',
+      '  - hosts: ["a.*.com"]',
+      '  - routes: []',
+    ].join('\n');
+    const errors = errorsOf(text);
+    assert.ok(errors.some((e) => /sites\[0\]\.routes\[0\]\.static\.try_files\[1\]: expected "\$uri"/.test(e)), errors.join('\n'));
+    assert.ok(errors.some((e) => /sites\[0\]\.error_pages\.404: file \.\/errors\/nope\.html does not exist/.test(e)), errors.join('\n'));
+    assert.ok(errors.includes('portico.yaml:4:13 sites[1].hosts[0]: a wildcard is allowed only as a leading "*." label: "a.*.com"'), errors.join('\n'));
+    assert.ok(errors.some((e) => /sites\[2\]: a second site without "hosts"/.test(e)), errors.join('\n'));
+  });
+
+  test('duplicate route paths and listeners are refused', () => {
+    const errors = errorsOf(
+      'listen: ["127.0.0.1:8080", "127.0.0.1:8080"]\nsites:\n  - routes:\n      - { path: /a, respond: {} }\n      - { path: /a, respond: {} }',
+    );
+    assert.ok(errors.some((e) => /listen\[1\]: address 127\.0\.0\.1:8080 is already listed/.test(e)), errors.join('\n'));
+    assert.ok(errors.some((e) => /sites\[0\]\.routes\[1\]\.path: duplicate route path/.test(e)), errors.join('\n'));
+  });
+
+  test('an invalid regular expression in a route path is refused', () => {
+    assert.match(errorsOf('sites:\n  - routes:\n      - { path: "~ (", respond: {} }')[0]!, /sites\[0\]\.routes\[0\]\.path: invalid regular expression/);
+  });
+});
+
+describe('config values', () => {
+  test('durations: 200ms, 2s, 1m, 1h, and a bare number as seconds', () => {
+    assert.equal(parseDuration('200ms'), 200);
+    assert.equal(parseDuration('2s'), 2000);
+    assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration('1m'), 60_000);
+    assert.equal(parseDuration('1h'), 3_600_000);
+    assert.equal(parseDuration(30), 30_000);
+    assert.equal(parseDuration('30'), 30_000);
+    for (const bad of ['fast', '-1s', '2 weeks', '', '1y']) assert.equal(parseDuration(bad), undefined, bad);
+  });
+
+  test('sizes: 512KB, 10MB, 1GB in powers of 1024, a bare number as bytes', () => {
+    assert.equal(parseSize('512KB'), 512 * 1024);
+    assert.equal(parseSize('10MB'), 10 * 1024 * 1024);
+    assert.equal(parseSize('1g'), 1024 ** 3);
+    assert.equal(parseSize(4096), 4096);
+    assert.equal(parseSize('100'), 100);
+    for (const bad of ['big', '10 parsecs', '-1KB', '']) assert.equal(parseSize(bad), undefined, bad);
+    assert.equal(parseSize(1.5), undefined);
+  });
+
+  test('durations and sizes in the config become milliseconds and bytes', () => {
+    const config = parse(
+      [
+        'listen: [{ addr: "127.0.0.1:0", header_timeout: 5s, keepalive_timeout: 500ms, max_header_size: 8KB }]',
+        'sites:',
+        '  - routes:',
+        '      - path: /',
+        '        static: { root: ./pub, file_cache: { valid: 200ms, max_file_size: 2MB } }',
+      ].join('\n'),
+    );
+    assert.equal(config.listen[0]!.header_timeout, 5000);
+    assert.equal(config.listen[0]!.keepalive_timeout, 500);
+    assert.equal(config.listen[0]!.max_header_size, 8192);
+    const stat = config.sites[0]!.routes[0]!.static!;
+    assert.equal(stat.file_cache.valid, 200);
+    assert.equal(stat.file_cache.max_file_size, 2 * 1024 * 1024);
+  });
+
+  test('a bad duration or size is refused with the value shown', () => {
+    const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static: { root: ./pub, file_cache: { valid: soon, max_size: lots } }');
+    assert.deepEqual(errors.sort(), [
+      'portico.yaml:4:53 sites[0].routes[0].static.file_cache.valid: expected a duration such as "2s", "500ms" or "1m", got "soon"',
+      'portico.yaml:4:69 sites[0].routes[0].static.file_cache.max_size: expected a size such as "512KB" or "10MB", got "lots"',
+    ]);
+  });
+
+  test('defaults are filled in, relative paths resolved against the config folder, and the result frozen', () => {
+    const config = parse('sites:\n  - routes:\n      - { path: /, static: { root: ./pub } }');
+    assert.deepEqual(config.listen.map((l) => l.addr.text), ['127.0.0.1:8080']);
+    const stat = config.sites[0]!.routes[0]!.static!;
+    assert.equal(stat.root, path.join(dir, 'pub'));
+    assert.deepEqual(stat.index, ['index.html']);
+    assert.equal(stat.dotfiles, 'deny');
+    assert.equal(stat.file_cache.valid, 1000);
+    assert.ok(Object.isFrozen(config) && Object.isFrozen(stat) && Object.isFrozen(stat.index));
+    assert.throws(() => {
+      (stat as { root: string }).root = '/';
+    });
+  });
+
+  test('listener addresses: host:port, :port and [v6]:port', () => {
+    const config = parse('listen: ["127.0.0.1:0", ":0", "[::1]:0"]\nsites: [{}]');
+    assert.deepEqual(
+      config.listen.map((l) => [l.addr.host, l.addr.port]),
+      [
+        ['127.0.0.1', 0],
+        ['0.0.0.0', 0],
+        ['::1', 0],
+      ],
+    );
+  });
+
+  test('route paths are parsed once: exact, ^~, regex, ~* and prefix', () => {
+    const config = parse(
+      'sites:\n  - routes:\n' +
+        ['= /x', '^~ /static/', '~ \\.php$', '~* \\.JPG$', '/'].map((p) => `      - { path: '${p}', respond: {} }`).join('\n'),
+    );
+    const paths = config.sites[0]!.routes.map((r) => r.path);
+    assert.deepEqual(
+      paths.map((p) => p.kind),
+      ['exact', 'prefix', 'regex', 'regex', 'prefix'],
+    );
+    assert.equal(paths[1]!.kind === 'prefix' && paths[1]!.stopRegex, true);
+    assert.equal(paths[3]!.kind === 'regex' && paths[3]!.regex.test('/A.jpg'), true);
+  });
+});
+
+describe('config files', () => {
+  test('a JSON config is accepted', () => {
+    const file = path.join(dir, 'portico.json');
+    writeFileSync(file, JSON.stringify({ listen: ['127.0.0.1:0'], sites: [{ routes: [{ path: '/', static: { root: './pub', file_cache: { valid: '200ms' } } }] }] }));
+    const config = loadConfigFile(file);
+    assert.equal(config.sites[0]!.routes[0]!.static!.file_cache.valid, 200);
+    assert.equal(config.file, file);
+  });
+
+  test('errors in a JSON config are located too', () => {
+    mkdirSync(path.join(dir, 'json'), { recursive: true });
+    const file = path.join(dir, 'json', 'bad.json');
+    writeFileSync(file, '{\n  "sites": [\n    { "routes": [ { "path": "/", "static": { "root": "./nothere" } } ] }\n  ]\n}\n');
+    assert.throws(
+      () => loadConfigFile(file),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const issue = err.issues[0]!;
+        assert.deepEqual([issue.line, issue.col, issue.keyPath, issue.message], [3, 54, 'sites[0].routes[0].static.root', 'directory ./nothere does not exist']);
+        return true;
+      },
+    );
+  });
+
+  test('a missing config file is a config error, not a crash', () => {
+    assert.throws(() => loadConfigFile(path.join(dir, 'absent.yaml')), (err: unknown) => err instanceof ConfigError && /file not found/.test(err.message));
+  });
+});

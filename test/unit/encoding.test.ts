@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { isCompressible, negotiateEncoding, type Encoding } from '../../src/handlers/static/encoding.js';
+
+const ALL: Encoding[] = ['br', 'gzip', 'identity'];
+
+describe('negotiateEncoding', () => {
+  test('no Accept-Encoding: identity', () => {
+    assert.equal(negotiateEncoding(undefined, ALL), 'identity');
+  });
+
+  test('the server prefers br over gzip when the client weighs them equally', () => {
+    assert.equal(negotiateEncoding('gzip, deflate, br', ALL), 'br');
+    assert.equal(negotiateEncoding('*', ALL), 'br');
+  });
+
+  test('q-values decide: the highest weight wins', () => {
+    assert.equal(negotiateEncoding('br;q=0.5, gzip;q=0.8', ALL), 'gzip');
+    assert.equal(negotiateEncoding('br;q=0.9, gzip;q=0.8', ALL), 'br');
+    assert.equal(negotiateEncoding('gzip;q=0.5, identity;q=0.9', ALL), 'identity');
+    assert.equal(negotiateEncoding('gzip ; Q = 0.7 , br;q=0.6', ALL), 'gzip');
+  });
+
+  test('q=0 refuses an encoding', () => {
+    assert.equal(negotiateEncoding('br;q=0, gzip', ALL), 'gzip');
+    assert.equal(negotiateEncoding('br;q=0, *', ALL), 'gzip');
+    assert.equal(negotiateEncoding('gzip;q=0', ALL), 'identity');
+  });
+
+  test('identity is acceptable unless refused explicitly or by *;q=0', () => {
+    assert.equal(negotiateEncoding('deflate', ALL), 'identity');
+    assert.equal(negotiateEncoding('*;q=0', ['identity']), null);
+    assert.equal(negotiateEncoding('identity;q=0', ['identity']), null);
+    assert.equal(negotiateEncoding('identity;q=0, gzip', ALL), 'gzip');
+  });
+
+  test('names are case-insensitive and x-gzip means gzip', () => {
+    assert.equal(negotiateEncoding('GZIP', ALL), 'gzip');
+    assert.equal(negotiateEncoding('x-gzip', ALL), 'gzip');
+  });
+
+  test('only what is available is chosen', () => {
+    assert.equal(negotiateEncoding('br', ['gzip', 'identity']), 'identity');
+    assert.equal(negotiateEncoding('br, gzip', ['gzip', 'identity']), 'gzip');
+    assert.equal(negotiateEncoding('br, gzip', ['identity']), 'identity');
+  });
+});
+
+describe('isCompressible', () => {
+  test('text, JSON, JavaScript, XML, SVG and WASM are compressible', () => {
+    for (const type of ['text/html; charset=utf-8', 'text/css', 'application/json', 'application/javascript', 'text/javascript', 'application/xml', 'image/svg+xml', 'application/wasm', 'application/ld+json', 'application/vnd.api+json']) {
+      assert.equal(isCompressible(type), true, type);
+    }
+  });
+
+  test('already-compressed types are not: png, jpeg, zip, gzip, woff2, mp4', () => {
+    for (const type of ['image/png', 'image/jpeg', 'application/zip', 'application/gzip', 'font/woff2', 'video/mp4', 'application/octet-stream']) {
+      assert.equal(isCompressible(type), false, type);
+    }
+  });
+});
