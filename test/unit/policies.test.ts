@@ -77,9 +77,11 @@ describe('every policy', () => {
         fc.string(),
         fc.ipV4(),
         fc.integer(),
-        (specs, present, name, hashKey, clientIp, seed) => {
-          const all: TestServer[] = specs.map((s, id) => ({
-            id,
+        fc.nat(20),
+        (specs, present, name, hashKey, clientIp, seed, firstId) => {
+          // Ids need not start at 0: a pool may build a policy over its backups alone.
+          const all: TestServer[] = specs.map((s, i) => ({
+            id: firstId + i,
             weight: s.weight,
             effectiveWeight: s.weight * s.fraction,
             active: s.active,
@@ -114,6 +116,22 @@ describe('round_robin', () => {
     assert.deepEqual(
       counts(700, 3, () => pickId(policy, list, ctx())),
       [500, 100, 100],
+    );
+  });
+
+  test('any integer weights are served exactly in proportion over one cycle of their total', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 20 }), { minLength: 1, maxLength: 8 }), (weights) => {
+        const list = servers(weights);
+        const policy = create('round_robin', list);
+        const total = weights.reduce((a, b) => a + b, 0);
+        for (let cycle = 0; cycle < 2; cycle++) {
+          assert.deepEqual(
+            counts(total, weights.length, () => pickId(policy, list, ctx())),
+            weights,
+          );
+        }
+      }),
     );
   });
 
