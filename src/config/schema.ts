@@ -137,8 +137,139 @@ const respondHandler = z.strictObject({
   headers: headerMap.default({}),
 });
 
+/** A status range list such as `200-399` or `200,204,300-399`. */
+const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ranges: Array<[number, number]> = [];
+  for (const part of String(value).split(',')) {
+    const m = /^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$/.exec(part);
+    if (m === null || (m[2] !== undefined && Number(m[2]) < Number(m[1]))) {
+      ctx.addIssue({ code: 'custom', message: `expected statuses such as "200-399" or "200,204", got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    ranges.push([Number(m[1]), Number(m[2] ?? m[1])]);
+  }
+  return ranges;
+});
+
+const tlsClient = z.strictObject({
+  /** CA bundle (PEM file) to verify the server with; the system's CAs when absent. */
+  ca: z.string().optional(),
+  /** SNI and certificate name to expect; the URL's host when absent. */
+  servername: z.string().optional(),
+  /** Only for tests against self-signed servers; never in production. */
+  insecure_skip_verify: z.boolean().default(false),
+});
+
+const upstreamUrl = z.string().transform((value, ctx) => {
+  const text = value.trim();
+  if (text.startsWith('unix:')) {
+    const socketPath = text.slice(5);
+    if (!socketPath.startsWith('/') && !socketPath.startsWith('.')) {
+      ctx.addIssue({ code: 'custom', message: `expected "unix:/path/to.sock", got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    return { kind: 'unix' as const, origin: 'http://localhost', socketPath, basePath: '', text };
+  }
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `not a valid URL: ${JSON.stringify(value)} (expected http://host:port, https://host:port or unix:/path)` });
+    return z.NEVER;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol.slice(0, -1)}" (expected http, https or unix)` });
+    return z.NEVER;
+  }
+  if (url.username !== '' || url.search !== '' || url.hash !== '') {
+    ctx.addIssue({ code: 'custom', message: 'an upstream URL has no user, query or fragment' });
+    return z.NEVER;
+  }
+  const basePath = url.pathname === '/' ? '' : url.pathname.replace(/\/+$/, '');
+  return { kind: url.protocol === 'https:' ? ('https' as const) : ('http' as const), origin: url.origin, socketPath: undefined, basePath, text };
+});
+
+const upstreamServer = z.strictObject({
+  url: upstreamUrl,
+  weight: z.number().int().min(1).max(1000).default(1),
+  /** Used only when every primary server is unavailable. */
+  backup: z.boolean().default(false),
+  tls: tlsClient.optional(),
+  /** Per-server cap of requests in flight (overrides the upstream's). */
+  max_conns: z.number().int().min(0).optional(),
+});
+
+const healthCheck = z.strictObject({
+  path: z.string().startsWith('/').default('/'),
+  interval: duration.default(2000),
+  timeout: duration.default(1000),
+  rise: z.number().int().min(1).default(2),
+  fall: z.number().int().min(1).default(3),
+  expect: statusRanges.prefault('200-399'),
+  /** Host header for checks; the server's own host when absent. */
+  host: z.string().optional(),
+});
+
+const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '503', '504', '429'] as const;
+
+/** One upstream's config (exported so a route's `proxy.url` can make a one-server upstream with defaults). */
+export const upstreamSchema = z.strictObject({
+  policy: z.string().default('round_robin'),
+  /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
+  hash_key: z.string().default('$request_uri'),
+  servers: z.array(upstreamServer).min(1, 'an upstream needs at least one server'),
+  sticky: z.strictObject({ cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('portico_route') }).optional(),
+  health: healthCheck.optional(),
+  passive: z
+    .strictObject({
+      max_fails: z.number().int().min(0).default(3),
+      fail_timeout: duration.default(10_000),
+      max_ejection_percent: z.number().int().min(0).max(100).default(50),
+      on: z.array(z.enum(RETRY_CONDITIONS)).default(['connect_error', 'timeout', '502', '503', '504']),
+    })
+    .prefault({}),
+  slow_start: duration.default(0),
+  keepalive: z.number().int().min(1).default(64),
+  timeouts: z
+    .strictObject({
+      connect: duration.default(2000),
+      response_header: duration.default(30_000),
+      /** Idle time allowed between body chunks from the server. */
+      read: duration.default(60_000),
+      /** Idle keep-alive connections are closed after this; keep it below the app's own keep-alive timeout. */
+      idle: duration.default(4000),
+    })
+    .prefault({}),
+  retries: z.number().int().min(0).max(10).default(2),
+  retry_on: z.array(z.enum(RETRY_CONDITIONS)).default(['connect_error', 'timeout', '502', '503', '504']),
+  retry_deadline: duration.default(10_000),
+  /** Largest request body kept in memory so that it can be replayed on a retry. */
+  retry_buffer: size.default(64 * 1024),
+  max_conns: z.number().int().min(0).default(0),
+  queue: z.strictObject({ size: z.number().int().min(0).default(1000), timeout: duration.default(5000) }).prefault({}),
+  /** How long a request waits for a server to become available before 503. */
+  try_duration: duration.default(0),
+  try_interval: duration.default(250),
+});
+
+const proxyHandler = z.strictObject({
+  upstream: z.string().optional(),
+  /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
+  url: upstreamUrl.optional(),
+  strip_prefix: z.boolean().default(false),
+  /** `pass` keeps the client's Host; any other value is sent as Host. */
+  host: z.string().default('pass'),
+  set_headers: headerMap.default({}),
+  hide_headers: z.array(z.string()).default([]),
+  /** Largest request body accepted (413 beyond it, before any 100 Continue). */
+  max_body_size: size.default(10 * 1024 * 1024),
+  /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
+  buffer_response: size.default(0),
+  websocket: z.boolean().default(true),
+});
+
 /** The handler kinds a route may name; exactly one per route. */
-export const HANDLER_KINDS = ['static', 'redirect', 'respond'] as const;
+export const HANDLER_KINDS = ['static', 'redirect', 'respond', 'proxy'] as const;
 
 const route = z
   .strictObject({
@@ -146,6 +277,7 @@ const route = z
     static: staticHandler.optional(),
     redirect: redirectHandler.optional(),
     respond: respondHandler.optional(),
+    proxy: proxyHandler.optional(),
   })
   .superRefine((value, ctx) => {
     const kinds = HANDLER_KINDS.filter((kind) => value[kind] !== undefined);
@@ -171,7 +303,8 @@ const site = z.strictObject({
 const log = z.strictObject({
   /** `stdout`, `stderr`, `off`, or a file path. */
   access: z.string().default('stdout'),
-  format: z.enum(['combined', 'json', 'off']).default('combined'),
+  /** `combined` (nginx's), `upstream` (combined plus upstream fields), `json`, or `off`. */
+  format: z.enum(['combined', 'upstream', 'json', 'off']).default('combined'),
   /** Error log level (to stderr). */
   level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
@@ -182,6 +315,9 @@ export const configSchema = z.strictObject({
   log: log.prefault({}),
   /** Value of the `Server` response header; empty to send none. */
   server_header: z.string().default('Portico'),
+  /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */
+  trusted_proxies: z.array(z.string()).default([]),
+  upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
   sites: z.array(site).min(1),
 });
 

@@ -5,7 +5,9 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
+import { checkTrustedEntry } from '../server/client-address.js';
 import { checkHostPattern } from '../server/hosts.js';
+import { POLICY_NAMES } from '../upstream/policies/index.js';
 import type { ParsedConfig } from './schema.js';
 
 /** A semantic problem at a key path. */
@@ -50,6 +52,26 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
     }
   }
 
+  config.trusted_proxies.forEach((entry, i) => {
+    const reason = checkTrustedEntry(entry);
+    if (reason !== undefined) problems.push({ keys: ['trusted_proxies', i], message: `${reason}, got ${JSON.stringify(entry)}` });
+  });
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    if (!(POLICY_NAMES as readonly string[]).includes(upstream.policy)) {
+      problems.push({ keys: ['upstreams', name, 'policy'], message: `unknown policy "${upstream.policy}" (expected one of: ${POLICY_NAMES.join(', ')})` });
+    }
+    upstream.servers.forEach((server, i) => {
+      if (server.tls?.ca !== undefined) {
+        const ca = path.resolve(dir, server.tls.ca);
+        if (!isFile(ca)) problems.push({ keys: ['upstreams', name, 'servers', i, 'tls', 'ca'], message: `file ${server.tls.ca} does not exist` });
+        server.tls.ca = ca;
+      }
+      if (server.tls !== undefined && server.url.kind !== 'https') {
+        problems.push({ keys: ['upstreams', name, 'servers', i, 'tls'], message: 'tls options need an https:// URL' });
+      }
+    });
+  }
+
   let defaults = 0;
   config.sites.forEach((site, s) => {
     if (site.hosts === undefined && ++defaults === 2) {
@@ -71,6 +93,24 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
         const id = `${route.path.kind}:${route.path.path}`;
         if (exact.has(id)) problems.push({ keys: [...keys, 'path'], message: `duplicate route path, first defined at routes[${exact.get(id)}]` });
         exact.set(id, r);
+      }
+      const proxy = route.proxy;
+      if (proxy !== undefined) {
+        if ((proxy.upstream === undefined) === (proxy.url === undefined)) {
+          problems.push({ keys: [...keys, 'proxy'], message: 'a proxy names either an "upstream" or a "url", not both and not neither' });
+        } else if (proxy.upstream !== undefined && config.upstreams[proxy.upstream] === undefined) {
+          const known = Object.keys(config.upstreams);
+          problems.push({
+            keys: [...keys, 'proxy', 'upstream'],
+            message: `unknown upstream "${proxy.upstream}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)'}`,
+          });
+        }
+        if (proxy.strip_prefix && route.path.kind === 'regex') {
+          problems.push({ keys: [...keys, 'proxy', 'strip_prefix'], message: 'strip_prefix needs a prefix or exact route, not a regex' });
+        }
+        if (Object.keys(proxy.set_headers).some((name) => name.toLowerCase() === 'host')) {
+          problems.push({ keys: [...keys, 'proxy', 'set_headers'], message: 'set the Host header with proxy.host, not set_headers' });
+        }
       }
       const stat = route.static;
       if (stat !== undefined) {

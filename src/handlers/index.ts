@@ -2,6 +2,7 @@
  * The registry of handler kinds, by the config key that names them. A kind registers once; a duplicate name is
  * an error at start-up (as in Caddy), so two modules can never silently claim the same key.
  */
+import { proxyKind } from './proxy.js';
 import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
@@ -23,3 +24,4 @@ export function handlerKind(name: string): HandlerKind<unknown> | undefined {
 registerHandlerKind(staticKind as HandlerKind<never>);
 registerHandlerKind(redirectKind as HandlerKind<never>);
 registerHandlerKind(respondKind as HandlerKind<never>);
+registerHandlerKind(proxyKind as HandlerKind<never>);

@@ -4,7 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
-import type { RequestContext } from '../server/context.js';
+import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
 
 /** Writes access-log lines; `close()` flushes. */
 export interface AccessLog {
@@ -44,8 +44,24 @@ function header(ctx: RequestContext, name: 'referer' | 'user-agent'): string {
 function combinedLine(ctx: RequestContext): string {
   const { req } = ctx;
   const request = escapeField(`${req.method} ${req.url} HTTP/${req.httpVersion}`);
-  const upstream = ctx.upstream === undefined ? '' : ` ${ctx.upstream}`;
-  return `${req.socket.remoteAddress ?? '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"${upstream}\n`;
+  return `${req.socket.remoteAddress ?? '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"\n`;
+}
+
+function formatUpstream(log: readonly UpstreamAttemptLog[]): string {
+  const secs = (ms: number) => (ms < 0 ? '-' : (ms / 1000).toFixed(3));
+  const list = (pick: (l: UpstreamAttemptLog) => string) => log.map(pick).join(', ');
+  return (
+    ` upstream_addr="${list((l) => l.addr)}" upstream_status="${list((l) => l.status)}"` +
+    ` upstream_connect_time="${list((l) => secs(l.connectMs))}" upstream_header_time="${list((l) => secs(l.headerMs))}"` +
+    ` upstream_response_time="${list((l) => secs(l.responseMs))}"`
+  );
+}
+
+/** `combined` plus request time and nginx's per-attempt upstream fields. */
+function upstreamLine(ctx: RequestContext): string {
+  const line = combinedLine(ctx);
+  const time = ((performance.now() - ctx.start) / 1000).toFixed(3);
+  return `${line.slice(0, -1)} request_time=${time}${ctx.upstreamLog === undefined ? '' : formatUpstream(ctx.upstreamLog)}\n`;
 }
 
 function jsonLine(ctx: RequestContext): string {
@@ -63,17 +79,21 @@ function jsonLine(ctx: RequestContext): string {
       request_time: Math.round(performance.now() - ctx.start) / 1000,
       referer: req.headers.referer,
       user_agent: req.headers['user-agent'],
-      upstream: ctx.upstream,
+      upstream_addr: ctx.upstreamLog?.map((l) => l.addr),
+      upstream_status: ctx.upstreamLog?.map((l) => l.status),
+      upstream_connect_time: ctx.upstreamLog?.map((l) => l.connectMs / 1000),
+      upstream_header_time: ctx.upstreamLog?.map((l) => l.headerMs / 1000),
+      upstream_response_time: ctx.upstreamLog?.map((l) => l.responseMs / 1000),
     }) + '\n'
   );
 }
 
 /** Opens the access log described by the config, or returns `null` when it is off. */
-export function openAccessLog(target: string, format: 'combined' | 'json' | 'off'): AccessLog | null {
+export function openAccessLog(target: string, format: 'combined' | 'upstream' | 'json' | 'off'): AccessLog | null {
   if (target === 'off' || format === 'off') return null;
   const fd = target === 'stdout' ? 1 : target === 'stderr' ? 2 : undefined;
   const dest = pino.destination({ dest: fd ?? target, sync: false, mkdir: false });
-  const line = format === 'json' ? jsonLine : combinedLine;
+  const line = format === 'json' ? jsonLine : format === 'upstream' ? upstreamLine : combinedLine;
   let open = true;
   return {
     write(ctx) {

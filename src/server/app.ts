@@ -4,13 +4,18 @@
  * reload, stopped. Listeners hold the sockets and hand each request to whichever app is current.
  */
 import { readFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { HANDLER_KINDS } from '../config/schema.js';
+import { HANDLER_KINDS, upstreamSchema } from '../config/schema.js';
+import { writeRawError } from '../handlers/proxy.js';
 import { handlerKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
+import { Upstream } from '../upstream/upstream.js';
+import { TrustedProxies } from './client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
 import { compileChain, RequestContext, type Handler } from './context.js';
@@ -21,6 +26,7 @@ import { sendError } from './send.js';
 
 interface CompiledRoute {
   handle: Handler;
+  upgrade: HandlerInstance['upgrade'];
 }
 
 interface Site {
@@ -29,6 +35,12 @@ interface Site {
 }
 
 const kContext = Symbol('portico.context');
+
+/** Sends an error page and yields `undefined`, for the matching steps that end a request early. */
+function reject(...args: Parameters<typeof sendError>): undefined {
+  sendError(...args);
+  return undefined;
+}
 type TrackedResponse = ServerResponse & { [kContext]?: RequestContext };
 
 /** One compiled config, ready to answer requests. */
@@ -37,19 +49,26 @@ export class App {
   readonly #logger: Logger;
   readonly #sites = new HostMatcher<Site>();
   readonly #instances: HandlerInstance[] = [];
+  readonly #upstreams = new Map<string, Upstream>();
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
 
   constructor(config: Config, logger: Logger) {
     this.config = config;
     this.#logger = logger;
-    const env = { logger, serverHeader: config.server_header };
+    for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
+      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger));
+    }
+    const trusted = new TrustedProxies(config.trusted_proxies);
+    const createUpstream = (name: string, partial: unknown) =>
+      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
         const kind = HANDLER_KINDS.find((name) => route[name] !== undefined)!;
+        const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, trusted, createUpstream };
         const instance = handlerKind(kind)!.create(route[kind], env);
         this.#instances.push(instance);
-        return { path: route.path, route: { handle: compileChain([], instance.handle) } };
+        return { path: route.path, route: { handle: compileChain([], instance.handle), upgrade: instance.upgrade } };
       });
       const pages = Object.entries(siteConfig.error_pages);
       this.#sites.add(siteConfig.hosts, {
@@ -70,31 +89,57 @@ export class App {
 
   /** Starts what the handlers run in the background. */
   async start(): Promise<void> {
+    for (const upstream of this.#upstreams.values()) upstream.start();
     for (const instance of this.#instances) await instance.start?.();
   }
 
   /** Stops every handler's background work and flushes the access log. */
   async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
+    await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop()));
     await this.#accessLog?.close();
   }
 
-  /** Answers one request. Never throws: every failure becomes an error response (or a cut connection). */
-  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void {
-    const ctx = new RequestContext(req, res, scheme, performance.now());
-    ctx.serverHeader = this.config.server_header;
-    if (this.#accessLog !== null) {
-      (res as TrackedResponse)[kContext] = ctx;
-      res.once('close', this.#onClose);
+  /**
+   * Answers an `Upgrade` request on its raw socket. Only WebSocket is tunnelled, and only on a proxy route that
+   * allows it; any other upgrade (h2c included) is ignored, as RFC 9110 §7.8 allows: the request is answered
+   * as a plain request and the connection closed afterwards.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https'): void {
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      socket.end();
+    });
+    const ctx = this.#context(req, res, scheme);
+    const route = this.#route(ctx);
+    if (route === undefined) return;
+    if ((req.headers.upgrade ?? '').toLowerCase() === 'websocket' && req.method === 'GET' && route.upgrade !== undefined) {
+      res.detachSocket(socket as Socket);
+      route.upgrade(ctx, socket, head).catch((err: unknown) => {
+        this.#logger.error({ err }, 'websocket tunnel failed');
+        socket.destroy();
+      });
+      return;
     }
+    if (head.length > 0) socket.unshift(head);
+    this.#run(ctx, route);
+  }
+
+  /** Matches site and route; answers errors itself and returns undefined when it did. */
+  #route(ctx: RequestContext): CompiledRoute | undefined {
+    const { req, res } = ctx;
     const target = parseRequestTarget(req.url ?? '');
     if (target === null || target.path === '*') {
       if (target !== null && req.method === 'OPTIONS') {
         ctx.status = 204;
         res.writeHead(204, ['Allow', 'GET, HEAD, OPTIONS']);
-        return void res.end();
+        res.end();
+        return undefined;
       }
-      return sendError(ctx, 400, undefined, true);
+      return reject(ctx, 400, undefined, true);
     }
     ctx.path = target.path;
     ctx.query = target.query;
@@ -102,19 +147,40 @@ export class App {
     if (hostValue !== undefined && hostValue !== '') {
       const host = parseHostHeader(hostValue);
       // A comma means several Host fields were joined: RFC 9112 §3.2 requires a 400.
-      if (host === null) return sendError(ctx, 400, undefined, true);
+      if (host === null) return reject(ctx, 400, undefined, true);
       ctx.host = host;
     }
     const site = this.#sites.match(ctx.host);
-    if (site === undefined) return sendError(ctx, 421);
+    if (site === undefined) return reject(ctx, 421);
     ctx.errorPages = site.errorPages;
     const match = site.router.match(ctx.path);
-    if (match === undefined) return sendError(ctx, 404);
+    if (match === undefined) return reject(ctx, 404);
     if (match.redirectTo !== undefined) {
-      return sendError(ctx, 301, { Location: ctx.query === '' ? match.redirectTo : `${match.redirectTo}?${ctx.query}` });
+      return reject(ctx, 301, { Location: ctx.query === '' ? match.redirectTo : `${match.redirectTo}?${ctx.query}` });
     }
+    return match.route;
+  }
+
+  /** Answers one request. Never throws: every failure becomes an error response (or a cut connection). */
+  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void {
+    const ctx = this.#context(req, res, scheme);
+    const route = this.#route(ctx);
+    if (route !== undefined) this.#run(ctx, route);
+  }
+
+  #context(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): RequestContext {
+    const ctx = new RequestContext(req, res, scheme, performance.now());
+    ctx.serverHeader = this.config.server_header;
+    if (this.#accessLog !== null) {
+      (res as TrackedResponse)[kContext] = ctx;
+      res.once('close', this.#onClose);
+    }
+    return ctx;
+  }
+
+  #run(ctx: RequestContext, route: CompiledRoute): void {
     try {
-      const pending = match.route.handle(ctx);
+      const pending = route.handle(ctx);
       if (pending !== undefined) pending.catch((err: unknown) => this.#fail(ctx, err));
     } catch (err) {
       this.#fail(ctx, err);

@@ -20,8 +20,8 @@ export class RequestContext {
   errorPages: ReadonlyMap<number, Buffer> | undefined = undefined;
   /** Value of the `Server` header for answers Portico makes itself (`''` = none). */
   serverHeader = '';
-  /** Upstream fields for the access log, filled in by the proxy handler. */
-  upstream: string | undefined = undefined;
+  /** One entry per upstream attempt, filled in by the proxy handler (for the access log). */
+  upstreamLog: UpstreamAttemptLog[] | undefined = undefined;
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
@@ -34,6 +34,15 @@ export class RequestContext {
   get uri(): string {
     return this.query === '' ? this.path : `${this.path}?${this.query}`;
   }
+}
+
+/** What the access log records of one attempt to an upstream server (times in ms, -1 when not reached). */
+export interface UpstreamAttemptLog {
+  addr: string;
+  status: string;
+  connectMs: number;
+  headerMs: number;
+  responseMs: number;
 }
 
 /** The end of a chain: answers the request. */

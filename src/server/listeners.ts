@@ -6,6 +6,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { errorPage, reasonPhrase } from '../errors.js';
@@ -17,7 +18,11 @@ export interface BoundAddress {
 }
 
 type ListenerConfig = Config['listen'][number];
-type Dispatch = (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => void;
+/** Where listeners hand requests: the current app's `handle` and `handleUpgrade`. */
+export interface Dispatch {
+  request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void;
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https'): void;
+}
 
 function clientErrorStatus(code: string | undefined): number {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
@@ -67,9 +72,17 @@ export class Listeners {
         requireHostHeader: true,
       },
       function onRequest(req, res) {
-        dispatch(req, res, 'http');
+        dispatch.request(req, res, 'http');
       },
     );
+    // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
+    server.on('checkContinue', function onCheckContinue(req, res) {
+      dispatch.request(req, res, 'http');
+    });
+    server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+      socket.on('error', () => socket.destroy());
+      dispatch.upgrade(req, socket, head, 'http');
+    });
     server.keepAliveTimeout = config.keepalive_timeout;
     server.maxRequestsPerSocket = config.max_requests_per_conn;
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));

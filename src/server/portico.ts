@@ -3,6 +3,7 @@
  * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
@@ -20,7 +21,11 @@ export class Portico {
     this.#app = new App(config, logger);
     this.#listeners = new Listeners(
       config.listen,
-      (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+      {
+        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+        upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https') =>
+          this.#app.handleUpgrade(req, socket, head, scheme),
+      },
       logger,
     );
   }

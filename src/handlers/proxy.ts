@@ -1,0 +1,511 @@
+/**
+ * `proxy`: forwards a request to an upstream (or one URL) and streams the answer back.
+ *
+ * One request may make several attempts. A retry never re-picks a server already tried and stops at
+ * `retry_deadline`. Idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are retried per `retry_on`
+ * when their body is absent or small enough to keep (`retry_buffer`); other methods, and streamed bodies, only
+ * when the connection was refused or never made, since an error on a reused keep-alive connection does not
+ * prove the app did not receive the request. Once the response head went to the client there is no retry: a
+ * failure after that cuts the client connection so the response is visibly incomplete.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { RoutePath } from '../config/schema.js';
+import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
+import { sendError } from '../server/send.js';
+import { TrustedProxies, stripMapped } from '../server/client-address.js';
+import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../upstream/headers.js';
+import type { UpstreamServer } from '../upstream/server.js';
+import type { Upstream } from '../upstream/upstream.js';
+import { compileTemplate } from './redirect.js';
+import type { HandlerKind } from './types.js';
+
+/** Options of a `proxy` route, as validated by the config schema. */
+export interface ProxyOptions {
+  readonly upstream?: string | undefined;
+  readonly url?: unknown;
+  readonly strip_prefix: boolean;
+  readonly host: string;
+  readonly set_headers: Readonly<Record<string, string>>;
+  readonly hide_headers: readonly string[];
+  readonly max_body_size: number;
+  readonly buffer_response: number;
+  readonly websocket: boolean;
+}
+
+/** What a proxy handler needs beyond its options: the upstream it forwards to and whom to trust. */
+export interface ProxyEnv {
+  upstream: Upstream;
+  trusted: TrustedProxies;
+  routePath: RoutePath;
+  serverHeader: string;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
+
+/** Why an attempt failed, in `retry_on` terms. */
+type FailureReason = 'connect_error' | 'timeout' | 'reset' | `${number}`;
+
+
+/** The outcome of one attempt. */
+type AttemptResult = { ok: true } | { ok: false; reason: FailureReason; aborted: boolean };
+
+function classify(err: NodeJS.ErrnoException): FailureReason {
+  const code = err.code ?? (err.cause as NodeJS.ErrnoException | undefined)?.code ?? '';
+  if (CONNECT_ERRORS.has(code)) return 'connect_error';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
+  return 'reset';
+}
+
+/** One request's forwarding state, shared by its attempts. */
+class Exchange {
+  readonly tried = new Set<number>();
+  readonly log: UpstreamAttemptLog[];
+  attempts = 0;
+  committed = false;
+  clientGone = false;
+  abortCurrent: ((err?: Error) => void) | undefined;
+  constructor(
+    readonly ctx: RequestContext,
+    readonly body: Buffer | IncomingMessage | null,
+    readonly replayable: boolean,
+    readonly headers: string[],
+    readonly path: string,
+    readonly clientIp: string,
+  ) {
+    this.log = ctx.upstreamLog = [];
+  }
+}
+
+class ProxyHandler {
+  readonly #options: ProxyOptions;
+  readonly #env: ProxyEnv;
+  readonly #upstream: Upstream;
+  readonly #setHeaders: Array<[string, (ctx: RequestContext) => string]>;
+  readonly #hide: ReadonlySet<string>;
+  readonly #prefix: string;
+  readonly #retryOn: ReadonlySet<string>;
+  readonly #passiveOn: ReadonlySet<string>;
+  readonly #hostTemplate: ((ctx: RequestContext) => string) | undefined;
+  readonly #serverOrigins: readonly string[];
+  readonly #keyOf: ((ctx: RequestContext, clientIp: string) => string) | undefined;
+
+  constructor(options: ProxyOptions, env: ProxyEnv) {
+    this.#options = options;
+    this.#env = env;
+    this.#upstream = env.upstream;
+    this.#setHeaders = Object.entries(options.set_headers).map(([name, value]) => [name.toLowerCase(), compileTemplate(value)]);
+    this.#hide = new Set(options.hide_headers.map((name) => name.toLowerCase()));
+    const path = env.routePath;
+    this.#prefix = options.strip_prefix && path.kind !== 'regex' ? path.path : '';
+    this.#retryOn = new Set(this.#upstream.config.retry_on);
+    this.#passiveOn = new Set(this.#upstream.config.passive.on);
+    this.#hostTemplate = options.host === 'pass' ? undefined : compileTemplate(options.host);
+    this.#keyOf = this.#upstream.config.policy === 'hash' ? compileKey(this.#upstream.config.hash_key) : undefined;
+    this.#serverOrigins = this.#upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin);
+  }
+
+  /** The `hash` policy's key for this request (only computed for that policy). */
+  #hashKey(ctx: RequestContext, clientIp: string): string {
+    return this.#keyOf === undefined ? '' : this.#keyOf(ctx, clientIp);
+  }
+
+  /** The path sent upstream: base path of the server, then the (maybe stripped) canonical path and query. */
+  #upstreamPath(ctx: RequestContext): string {
+    let path = ctx.path;
+    if (this.#prefix !== '') {
+      path = path.slice(Math.min(this.#prefix.length, path.length));
+      if (path.charCodeAt(0) !== 47) path = '/' + path;
+    }
+    return ctx.query === '' ? path : `${path}?${ctx.query}`;
+  }
+
+  #buildHeaders(ctx: RequestContext, clientIp: string, trusted: boolean, peer: string): string[] {
+    const req = ctx.req;
+    const clientHost = req.headers.host ?? ctx.host;
+    const setHeaders = new Map<string, string>();
+    for (const [name, value] of this.#setHeaders) setHeaders.set(name, value(ctx));
+    return buildRequestHeaders({
+      rawHeaders: req.rawHeaders,
+      peer,
+      clientIp,
+      trusted,
+      scheme: ctx.scheme,
+      host: clientHost,
+      upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
+      setHeaders,
+      httpVersion: req.httpVersion,
+    });
+  }
+
+  async handle(ctx: RequestContext): Promise<void> {
+    const { req, res } = ctx;
+    const length = req.headers['content-length'];
+    const declared = length === undefined ? -1 : Number(length);
+    if (declared > this.#options.max_body_size) return sendError(ctx, 413, undefined, true);
+    if (req.headers.expect !== undefined) {
+      if (req.headers.expect.toLowerCase() !== '100-continue') return sendError(ctx, 417, undefined, true);
+      res.writeContinue();
+    }
+    const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
+    let body: Buffer | IncomingMessage | null = null;
+    let replayable = IDEMPOTENT.has(req.method!);
+    if (hasBody) {
+      if (declared >= 0 && declared <= this.#upstream.config.retry_buffer) {
+        body = await readBody(req, declared);
+        if (body === null) return sendError(ctx, 400, undefined, true);
+      } else {
+        body = req;
+        replayable = false;
+        if (declared < 0) limitBody(req, this.#options.max_body_size, () => sendError(ctx, 413, undefined, true));
+      }
+    }
+    const peer = stripMapped(req.socket.remoteAddress ?? '');
+    const trusted = this.#env.trusted.has(peer);
+    const forwardedFor = req.headers['x-forwarded-for'] as string | undefined;
+    const clientIp = this.#env.trusted.clientAddress(peer, forwardedFor);
+    const exchange = new Exchange(ctx, body, replayable, this.#buildHeaders(ctx, clientIp, trusted, peer), this.#upstreamPath(ctx), clientIp);
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        exchange.clientGone = true;
+        exchange.abortCurrent?.(new Error('client closed the connection'));
+      }
+    });
+    await this.#run(exchange);
+  }
+
+  /** The attempt loop: select, forward, classify, maybe retry, maybe wait for a server. */
+  async #run(ex: Exchange): Promise<void> {
+    const ctx = ex.ctx;
+    const config = this.#upstream.config;
+    const started = Date.now();
+    const deadline = started + config.retry_deadline;
+    const tryUntil = started + config.try_duration;
+    const sticky = this.#upstream.config.sticky;
+    const stickyValue = sticky === undefined ? undefined : readCookie(ctx.req.headers.cookie, sticky.cookie);
+    const pick = { clientIp: ex.clientIp, hashKey: this.#hashKey(ctx, ex.clientIp), random: Math.random };
+    let lastFailure: FailureReason | undefined;
+    for (;;) {
+      if (ex.clientGone) return;
+      const chosen = this.#upstream.select(ex.tried, pick, stickyValue);
+      if (typeof chosen === 'string') {
+        if (chosen === 'full' && (await this.#upstream.waitForCapacity())) continue;
+        // Nothing available (or all tried): wait for one to come back while try_duration allows.
+        if (Date.now() + config.try_interval < tryUntil && (lastFailure === undefined || this.#mayRetry(ex, lastFailure, true))) {
+          await sleep(config.try_interval);
+          ex.tried.clear();
+          continue;
+        }
+        if (lastFailure === undefined || chosen === 'full') return sendError(ctx, 503, { 'Retry-After': '1' });
+        return sendError(ctx, lastFailure === 'timeout' ? 504 : 502);
+      }
+      ex.attempts++;
+      ex.tried.add(chosen.id);
+      const setCookie = sticky !== undefined && stickyValue !== this.#upstream.stickyId(chosen)
+        ? `${sticky.cookie}=${this.#upstream.stickyId(chosen)}; Path=/; HttpOnly; SameSite=Lax`
+        : undefined;
+      const result = await this.#attempt(ex, chosen, setCookie, this.#mayRetry(ex, undefined, false) && ex.attempts <= config.retries && Date.now() < deadline);
+      if (result.ok || ex.committed || ex.clientGone) return;
+      lastFailure = result.reason;
+      const retry = ex.attempts <= config.retries && Date.now() < deadline && this.#mayRetry(ex, result.reason, false);
+      if (!retry && !(Date.now() < tryUntil && this.#mayRetry(ex, result.reason, true))) {
+        return sendError(ctx, result.reason === 'timeout' ? 504 : /^5\d\d$/.test(result.reason) ? 502 : 502);
+      }
+    }
+  }
+
+  /**
+   * Whether a failure may be retried for this request. With `reason` undefined: whether a retryable *status*
+   * could be retried (decided before the response head arrives). `waiting` is the try_duration case.
+   */
+  #mayRetry(ex: Exchange, reason: FailureReason | undefined, waiting: boolean): boolean {
+    if (reason === 'connect_error') {
+      // The request never left: safe for any method, unless a streamed body was already consumed.
+      return (waiting || this.#retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || !(ex.body as IncomingMessage).readableDidRead);
+    }
+    if (waiting) return false;
+    if (!ex.replayable) return false;
+    return reason === undefined || this.#retryOn.has(reason);
+  }
+
+  /** One attempt on one server; resolves when the exchange is done or failed before committing. */
+  #attempt(ex: Exchange, server: UpstreamServer, setCookie: string | undefined, statusRetryAllowed: boolean): Promise<AttemptResult> {
+    const { ctx } = ex;
+    const { res } = ctx;
+    const upstream = this.#upstream;
+    const passiveOn = this.#passiveOn;
+    const retryOn = this.#retryOn;
+    const start = Date.now();
+    const log: UpstreamAttemptLog = { addr: server.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
+    ex.log.push(log);
+    const filter: ResponseFilter = {
+      hide: this.#hide,
+      serverHeader: this.#env.serverHeader,
+      rewriteLocation: (value) =>
+        rewriteLocation(value, this.#serverOrigins, server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.#prefix.replace(/\/$/, '')),
+    };
+    const bufferLimit = this.#options.buffer_response;
+    upstream.acquire(server);
+    return new Promise<AttemptResult>((resolve) => {
+      let settled = false;
+      let discarding = false;
+      let failure: FailureReason = 'reset';
+      let buffered: Buffer[] | null = null;
+      let bufferedBytes = 0;
+      let pendingHead: string[] | null = null;
+      let pendingStatus = 0;
+      const settle = (result: AttemptResult) => {
+        if (settled) return;
+        settled = true;
+        log.responseMs = Date.now() - start;
+        upstream.release(server);
+        resolve(result);
+      };
+      const flushBuffered = () => {
+        if (pendingHead === null) return;
+        res.writeHead(pendingStatus, pendingHead);
+        pendingHead = null;
+        for (const chunk of buffered ?? []) res.write(chunk);
+        buffered = null;
+      };
+      const handler: Dispatcher.DispatchHandler = {
+        onConnect(abort) {
+          log.connectMs = Date.now() - start;
+          ex.abortCurrent = abort;
+        },
+        onHeaders(statusCode, rawHeaders, resume, _statusText) {
+          const now = Date.now();
+          log.headerMs = now - start;
+          log.status = String(statusCode);
+          server.observeLatency(now - start, now);
+          const status = String(statusCode) as FailureReason;
+          if (passiveOn.has(status)) upstream.recordFailure(server);
+          else upstream.recordSuccess(server);
+          if (statusRetryAllowed && retryOn.has(status)) {
+            discarding = true;
+            failure = status;
+            return true;
+          }
+          if (statusCode < 200 || ex.clientGone) {
+            discarding = true;
+            failure = 'reset';
+            return true;
+          }
+          const headers = filterResponseHeaders(rawHeaders as Buffer[], filter);
+          if (setCookie !== undefined) headers.push('Set-Cookie', setCookie);
+          ex.committed = true;
+          ctx.status = statusCode;
+          if (bufferLimit > 0) {
+            buffered = [];
+            pendingHead = headers;
+            pendingStatus = statusCode;
+            return true;
+          }
+          res.writeHead(statusCode, headers);
+          res.on('drain', resume);
+          return true;
+        },
+        onData(chunk) {
+          if (discarding) return true;
+          ctx.bytesSent += chunk.length;
+          if (buffered !== null) {
+            buffered.push(chunk);
+            bufferedBytes += chunk.length;
+            if (bufferedBytes > bufferLimit) flushBuffered();
+            return true;
+          }
+          return res.write(chunk);
+        },
+        onComplete() {
+          if (discarding) return settle({ ok: false, reason: failure, aborted: false });
+          flushBuffered();
+          res.end();
+          settle({ ok: true });
+        },
+        onError(err) {
+          const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
+          if (!discarding) {
+            if (passiveOn.has(reason)) upstream.recordFailure(server);
+            log.status = reason === 'timeout' ? '504' : '502';
+          }
+          if (ex.committed && !discarding) {
+            // Headers are out: cut the connection so the client sees an incomplete response, never a complete one.
+            res.destroy();
+            return settle({ ok: false, reason, aborted: true });
+          }
+          settle({ ok: false, reason: discarding ? failure : reason, aborted: ex.clientGone });
+        },
+      };
+      const body = ex.body;
+      server.dispatcher.dispatch(
+        {
+          path: server.basePath + ex.path,
+          method: ctx.req.method! as Dispatcher.HttpMethod,
+          headers: ex.headers,
+          body,
+        },
+        handler,
+      );
+    });
+  }
+
+  /** Tunnels a WebSocket upgrade: the client's 101 is sent only after the app server answered 101. */
+  async upgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
+    const peer = stripMapped(ctx.req.socket.remoteAddress ?? '');
+    const trusted = this.#env.trusted.has(peer);
+    const clientIp = this.#env.trusted.clientAddress(peer, ctx.req.headers['x-forwarded-for'] as string | undefined);
+    const tried = new Set<number>();
+    const pick = { clientIp, hashKey: this.#hashKey(ctx, clientIp), random: Math.random };
+    const headers = this.#buildHeaders(ctx, clientIp, trusted, peer);
+    // The upgrade fields are hop-by-hop and were dropped; this hop asks for the same upgrade itself.
+    const path = this.#upstreamPath(ctx);
+    for (let attempt = 0; attempt <= this.#upstream.config.retries; attempt++) {
+      const server = this.#upstream.select(tried, pick, undefined);
+      if (typeof server === 'string') break;
+      tried.add(server.id);
+      try {
+        const { headers: upHeaders, socket: upstreamSocket } = await server.dispatcher.upgrade({
+          path: server.basePath + path,
+          method: 'GET',
+          headers: headers,
+          protocol: 'websocket',
+        });
+        const lines = ['HTTP/1.1 101 Switching Protocols'];
+        for (const [name, value] of Object.entries(upHeaders)) {
+          const lower = name.toLowerCase();
+          if (lower === 'server' || lower === 'x-powered-by' || value === undefined) continue;
+          for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+        }
+        ctx.status = 101;
+        socket.write(lines.join('\r\n') + '\r\n\r\n');
+        if (head.length > 0) upstreamSocket.write(head);
+        upstreamSocket.pipe(socket);
+        socket.pipe(upstreamSocket);
+        const close = () => {
+          upstreamSocket.destroy();
+          socket.destroy();
+        };
+        upstreamSocket.on('error', close);
+        socket.on('error', close);
+        upstreamSocket.on('close', close);
+        socket.on('close', close);
+        return;
+      } catch (err) {
+        const reason = classify(err as NodeJS.ErrnoException);
+        if (reason !== 'connect_error') break;
+      }
+    }
+    ctx.status = 502;
+    writeRawError(socket, 502);
+  }
+}
+
+/** Writes a minimal error response on a raw socket and closes it. */
+export function writeRawError(socket: Duplex, status: number): void {
+  const reason = status === 502 ? 'Bad Gateway' : status === 404 ? 'Not Found' : status === 400 ? 'Bad Request' : 'Error';
+  const body = `${status} ${reason}\n`;
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+}
+
+/** Reads a whole small body of a known length; `null` when the client sent less and closed. */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+    });
+    req.once('end', () => resolve(received === length ? Buffer.concat(chunks, received) : null));
+    req.once('error', () => resolve(null));
+    req.once('close', () => {
+      if (!req.complete) resolve(null);
+    });
+  });
+}
+
+/** Counts a streamed (chunked) body and stops it at `limit`. */
+function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): void {
+  let received = 0;
+  req.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > limit) {
+      req.destroy(new Error('request body too large'));
+      onExceeded();
+    }
+  });
+}
+
+/**
+ * Compiles a hash key template: `$request_uri`, `$uri`, `$args`, `$host`, `$remote_addr`, `$cookie_NAME`,
+ * `$header_NAME` (dashes as underscores), `$arg_NAME`; anything else is literal.
+ */
+export function compileKey(template: string): (ctx: RequestContext, clientIp: string) => string {
+  const parts: Array<string | ((ctx: RequestContext, clientIp: string) => string)> = [];
+  let last = 0;
+  for (const m of template.matchAll(/\$(request_uri|uri|args|host|remote_addr|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g)) {
+    parts.push(template.slice(last, m.index));
+    const name = m[1]!;
+    if (name === 'request_uri') parts.push((ctx) => ctx.uri);
+    else if (name === 'uri') parts.push((ctx) => ctx.path);
+    else if (name === 'args') parts.push((ctx) => ctx.query);
+    else if (name === 'host') parts.push((ctx) => ctx.host);
+    else if (name === 'remote_addr') parts.push((_ctx, ip) => ip);
+    else if (name.startsWith('cookie_')) {
+      const cookie = name.slice(7);
+      parts.push((ctx) => readCookie(ctx.req.headers.cookie, cookie) ?? '');
+    } else if (name.startsWith('header_')) {
+      const header = name.slice(7).replaceAll('_', '-').toLowerCase();
+      parts.push((ctx) => String(ctx.req.headers[header] ?? ''));
+    } else {
+      const arg = name.slice(4);
+      parts.push((ctx) => new URLSearchParams(ctx.query).get(arg) ?? '');
+    }
+    last = m.index! + m[0].length;
+  }
+  parts.push(template.slice(last));
+  return (ctx, clientIp) => {
+    let out = '';
+    for (const part of parts) out += typeof part === 'string' ? part : part(ctx, clientIp);
+    return out;
+  };
+}
+
+function readCookie(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq !== -1 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The `proxy` handler kind: a named upstream, or a private one-server upstream for `url:`. */
+export const proxyKind: HandlerKind<ProxyOptions> = {
+  kind: 'proxy',
+  create(options, env) {
+    let upstream: Upstream;
+    let owned = false;
+    if (options.upstream !== undefined) {
+      upstream = env.upstreams.get(options.upstream)!;
+    } else {
+      upstream = env.createUpstream(`url:${(options.url as { text: string }).text}`, { servers: [{ url: (options.url as { text: string }).text }] });
+      owned = true;
+    }
+    const handler = new ProxyHandler(options, { upstream, trusted: env.trusted, routePath: env.routePath, serverHeader: env.serverHeader });
+    return {
+      handle: function proxy(ctx) {
+        return handler.handle(ctx);
+      },
+      upgrade: options.websocket ? (ctx, socket, head) => handler.upgrade(ctx, socket, head) : undefined,
+      start: owned ? () => upstream.start() : undefined,
+      stop: owned ? () => upstream.stop() : undefined,
+    };
+  },
+};

@@ -1,0 +1,162 @@
+/**
+ * Header rules for proxying, as pure functions over Node's raw header lists.
+ *
+ * Towards the app server: hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade, Proxy-*) are dropped; Expect is dropped (Portico answered it); X-Forwarded-For,
+ * -Proto, -Host, X-Real-IP and Forwarded are rebuilt from the real peer, keeping the client's own values only
+ * when the peer is a trusted proxy; Via is appended.
+ *
+ * Towards the client: hop-by-hop fields are dropped, and so are Server and X-Powered-By (the app's identity)
+ * plus any configured `hide_headers`; Location and Refresh that name the app server are rewritten.
+ */
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+/** Rebuilt by Portico, never passed through as they came. */
+const REBUILT = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded', 'via', 'host', 'expect']);
+
+function isHopByHop(lower: string, named: ReadonlySet<string> | undefined): boolean {
+  return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== undefined && named.has(lower));
+}
+
+/** Field names listed in Connection headers (they are hop-by-hop too). */
+function connectionTokens(raw: readonly string[]): Set<string> | undefined {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
+      for (const token of raw[i + 1]!.split(',')) {
+        const name = token.trim().toLowerCase();
+        if (name !== '' && name !== 'close' && name !== 'keep-alive') (named ??= new Set()).add(name);
+      }
+    }
+  }
+  return named;
+}
+
+/** What the request-header rebuild needs to know about the request. */
+export interface ForwardInfo {
+  /** Node's `req.rawHeaders`. */
+  rawHeaders: readonly string[];
+  /** The TCP peer (IPv4-mapped prefix stripped). */
+  peer: string;
+  /** The client's address as Portico believes it (see TrustedProxies). */
+  clientIp: string;
+  /** Whether the peer is a trusted proxy. */
+  trusted: boolean;
+  /** `http` or `https`: how the client reached Portico. */
+  scheme: string;
+  /** The client-facing Host (absolute-form authority or Host header), as received. */
+  host: string;
+  /** The Host to send: the client's (`host: pass`) or a configured one. */
+  upstreamHost: string;
+  /** Fields to set (replacing any the client sent), lower-cased name → value. */
+  setHeaders: ReadonlyMap<string, string>;
+  /** HTTP version of the client's request, for Via. */
+  httpVersion: string;
+}
+
+function quoteForwardedNode(ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : ip;
+}
+
+/** The header list to send upstream, as a flat `[name, value, …]` array. */
+export function buildRequestHeaders(info: ForwardInfo): string[] {
+  const raw = info.rawHeaders;
+  const named = connectionTokens(raw);
+  const out: string[] = ['host', info.upstreamHost];
+  let xff: string | undefined;
+  let xfProto: string | undefined;
+  let xfHost: string | undefined;
+  let forwarded: string | undefined;
+  let via: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, named)) continue;
+    if (REBUILT.has(lower)) {
+      const value = raw[i + 1]!;
+      if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;
+      else if (info.trusted) {
+        if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+        else if (lower === 'x-forwarded-proto') xfProto ??= value;
+        else if (lower === 'x-forwarded-host') xfHost ??= value;
+        else if (lower === 'forwarded') forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`;
+      }
+      continue;
+    }
+    if (info.setHeaders.has(lower)) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  const node = `for=${quoteForwardedNode(info.peer)};proto=${info.scheme}${info.host === '' ? '' : `;host="${info.host.replace(/["\\]/g, '')}"`}`;
+  out.push(
+    'x-forwarded-for',
+    xff === undefined ? info.peer : `${xff}, ${info.peer}`,
+    'x-real-ip',
+    info.clientIp,
+    'x-forwarded-proto',
+    xfProto ?? info.scheme,
+    'forwarded',
+    forwarded === undefined ? node : `${forwarded}, ${node}`,
+    'via',
+    `${via === undefined ? '' : `${via}, `}${info.httpVersion} portico`,
+  );
+  if (info.host !== '') out.push('x-forwarded-host', xfHost ?? info.host);
+  for (const [name, value] of info.setHeaders) out.push(name, value);
+  return out;
+}
+
+/** What the response-header filter needs. */
+export interface ResponseFilter {
+  /** Extra lower-cased names to drop (beyond hop-by-hop, Server, X-Powered-By). */
+  hide: ReadonlySet<string>;
+  /** Rewrites a Location/Refresh URL naming the app server; returns it unchanged otherwise. */
+  rewriteLocation: (value: string) => string;
+  /** The `Server` value to send ('' for none). */
+  serverHeader: string;
+}
+
+const IDENTITY = new Set(['server', 'x-powered-by']);
+
+/** Filters undici's raw response headers (Buffers, name/value pairs) into a flat list for `writeHead`. */
+export function filterResponseHeaders(raw: readonly Buffer[] | readonly string[], filter: ResponseFilter): string[] {
+  const strings: string[] = new Array(raw.length);
+  for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString('latin1');
+  const named = connectionTokens(strings);
+  const out: string[] = [];
+  for (let i = 0; i < strings.length; i += 2) {
+    const name = strings[i]!;
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, named) || IDENTITY.has(lower) || filter.hide.has(lower)) continue;
+    let value = strings[i + 1]!;
+    if (lower === 'location') value = filter.rewriteLocation(value);
+    else if (lower === 'refresh') value = value.replace(/(url\s*=\s*)(\S+)/i, (_m, pre: string, url: string) => pre + filter.rewriteLocation(url));
+    out.push(name, value);
+  }
+  if (filter.serverHeader !== '') out.push('Server', filter.serverHeader);
+  return out;
+}
+
+/**
+ * Maps an app-server URL back to the client-facing one (nginx's `proxy_redirect default`): when `value` starts
+ * with the server's origin and base path, the origin becomes the client's scheme and host, and the base path
+ * becomes the route prefix that `strip_prefix` removed.
+ */
+export function rewriteLocation(
+  value: string,
+  serverOrigins: readonly string[],
+  basePath: string,
+  clientOrigin: string,
+  strippedPrefix: string,
+): string {
+  for (const origin of serverOrigins) {
+    if (!value.startsWith(origin)) continue;
+    const rest = value.slice(origin.length);
+    if (rest !== '' && !'/?#'.includes(rest[0]!)) continue;
+    let path = rest === '' ? '/' : rest;
+    if (basePath !== '' && (path === basePath || path.startsWith(basePath + '/') || path.startsWith(basePath + '?'))) {
+      path = path.slice(basePath.length) || '/';
+    }
+    if (!path.startsWith('/')) path = '/' + path;
+    return clientOrigin + strippedPrefix + path;
+  }
+  return value;
+}

@@ -1,0 +1,137 @@
+/**
+ * One app-server instance behind an upstream: its connection pool (undici), its load (requests in flight,
+ * peak-EWMA latency) and its health (active check state, passive ejection, slow start).
+ */
+import { readFileSync } from 'node:fs';
+import { Pool } from 'undici';
+import type { Config } from '../config/load.js';
+import type { PolicyServer } from './policies/types.js';
+
+type UpstreamConfig = Config['upstreams'][string];
+type ServerConfig = UpstreamConfig['servers'][number];
+
+/** Decay time of the latency average: older samples weigh e^(-Δt/τ). */
+const EWMA_TAU_MS = 10_000;
+
+/** An app-server instance and what Portico knows of its state. */
+export class UpstreamServer implements PolicyServer {
+  readonly id: number;
+  readonly weight: number;
+  readonly backup: boolean;
+  /** `http://127.0.0.1:3001` or `unix:/run/app.sock`: for logs only, never sent to a client. */
+  readonly label: string;
+  /** Stable identity for hash rings (survives reordering the config). */
+  readonly address: string;
+  readonly origin: string;
+  /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
+  readonly basePath: string;
+  readonly maxConns: number;
+  readonly dispatcher: Pool;
+  /** Requests in flight. */
+  active = 0;
+  ewmaMs = 0;
+  #ewmaAt = 0;
+
+  /** Active-check verdict (true before the first check: see README, "Health checks"). */
+  healthy = true;
+  /** Consecutive passing / failing active checks. */
+  passes = 0;
+  fails = 0;
+  /** Passive health: recent failure times within the window, and the ejection in force. */
+  #failures: number[] = [];
+  ejectedUntil = 0;
+  ejections = 0;
+  /** When the server last became available again (for slow start). */
+  recoveredAt = 0;
+  readonly #slowStartMs: number;
+
+  constructor(id: number, config: ServerConfig, upstream: UpstreamConfig, configDir: string) {
+    this.id = id;
+    this.weight = config.weight;
+    this.backup = config.backup;
+    this.label = config.url.text;
+    this.address = config.url.text;
+    this.origin = config.url.origin;
+    this.basePath = config.url.basePath;
+    this.maxConns = config.max_conns ?? upstream.max_conns;
+    this.#slowStartMs = upstream.slow_start;
+    const tls = config.tls;
+    this.dispatcher = new Pool(config.url.origin, {
+      connections: upstream.keepalive,
+      pipelining: 1,
+      keepAliveTimeout: upstream.timeouts.idle,
+      keepAliveMaxTimeout: upstream.timeouts.idle,
+      headersTimeout: upstream.timeouts.response_header,
+      bodyTimeout: upstream.timeouts.read,
+      socketPath: config.url.socketPath,
+      connect: {
+        timeout: upstream.timeouts.connect,
+        ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
+        ...(tls?.servername !== undefined ? { servername: tls.servername } : {}),
+        rejectUnauthorized: tls?.insecure_skip_verify !== true,
+      },
+    });
+  }
+
+  /** Weight after slow start: ramps linearly from 10 % to 100 % over `slow_start` after a recovery. */
+  get effectiveWeight(): number {
+    if (this.#slowStartMs === 0 || this.recoveredAt === 0) return this.weight;
+    const since = Date.now() - this.recoveredAt;
+    if (since >= this.#slowStartMs) return this.weight;
+    return this.weight * Math.max(0.1, since / this.#slowStartMs);
+  }
+
+  /** Whether the server may receive new requests now (health and ejection; capacity is separate). */
+  isAvailable(now: number): boolean {
+    return this.healthy && this.ejectedUntil <= now;
+  }
+
+  /** Whether one more request fits under `max_conns`. */
+  hasCapacity(): boolean {
+    return this.maxConns === 0 || this.active < this.maxConns;
+  }
+
+  /** Folds a response-header latency into the peak-EWMA. */
+  observeLatency(ms: number, now: number): void {
+    if (this.#ewmaAt === 0 || ms > this.ewmaMs) {
+      this.ewmaMs = ms;
+    } else {
+      const w = Math.exp(-(now - this.#ewmaAt) / EWMA_TAU_MS);
+      this.ewmaMs = this.ewmaMs * w + ms * (1 - w);
+    }
+    this.#ewmaAt = now;
+  }
+
+  /**
+   * Records a failure in live traffic; returns true when it reaches `maxFails` within `windowMs` (the caller
+   * decides whether ejecting is allowed under max_ejection_percent).
+   */
+  recordFailure(now: number, maxFails: number, windowMs: number): boolean {
+    if (maxFails === 0) return false;
+    this.#failures.push(now);
+    while (this.#failures.length > 0 && this.#failures[0]! <= now - windowMs) this.#failures.shift();
+    return this.#failures.length >= maxFails;
+  }
+
+  /** Ejects the server; each ejection soon after the last lasts twice as long (at most 8× the base). */
+  eject(now: number, baseMs: number): void {
+    this.ejections = Math.min(this.ejections + 1, 4);
+    this.ejectedUntil = now + baseMs * 2 ** (this.ejections - 1);
+    this.recoveredAt = this.ejectedUntil;
+    this.#failures = [];
+  }
+
+  /** A success in live traffic: forgets past ejections once the server has stayed well for a while. */
+  recordSuccess(now: number, baseMs: number): void {
+    if (this.ejections > 0 && now > this.ejectedUntil + baseMs * 2) this.ejections = 0;
+  }
+
+  /** Closes the pool's connections. */
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => this.dispatcher.destroy());
+  }
+}
+
+function resolvePath(dir: string, file: string): string {
+  return file.startsWith('/') ? file : `${dir}/${file}`;
+}

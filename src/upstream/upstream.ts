@@ -1,0 +1,169 @@
+/**
+ * An upstream: a named group of app-server instances, the policy that spreads requests over them, their
+ * health (active checks and passive ejection) and the bounded queue for requests that wait for capacity.
+ *
+ * Selection filters, the policy chooses: candidates are the primaries that are healthy, not ejected, under
+ * max_conns and not already tried for this request; only when no primary is available at all do the backup
+ * servers serve. A sticky cookie that names an available candidate wins over the policy.
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import { ActiveHealthChecker } from './health/active.js';
+import { policyKind } from './policies/index.js';
+import type { PickContext, Policy } from './policies/types.js';
+import { UpstreamServer } from './server.js';
+
+type UpstreamConfig = Config['upstreams'][string];
+
+/** Why no server could be had: none is available at all, or those available are all at max_conns. */
+export type NoServer = 'unavailable' | 'full';
+
+interface Waiter {
+  resolve: (ok: boolean) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** A group of servers with its policy and health state. */
+export class Upstream {
+  readonly name: string;
+  readonly config: UpstreamConfig;
+  readonly servers: readonly UpstreamServer[];
+  readonly #primaries: readonly UpstreamServer[];
+  readonly #backups: readonly UpstreamServer[];
+  readonly #policy: Policy;
+  readonly #backupPolicy: Policy;
+  readonly #checker: ActiveHealthChecker | undefined;
+  readonly #logger: Logger;
+  readonly #stickyIds: readonly string[];
+  readonly #queue: Waiter[] = [];
+  /** Reused candidate list: selection allocates nothing per request. */
+  readonly #candidates: UpstreamServer[] = [];
+
+  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger) {
+    this.name = name;
+    this.config = config;
+    this.#logger = logger;
+    this.servers = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
+    this.#primaries = this.servers.filter((s) => !s.backup);
+    this.#backups = this.servers.filter((s) => s.backup);
+    const kind = policyKind(config.policy)!;
+    this.#policy = kind.create(this.#primaries, { key: config.hash_key });
+    this.#backupPolicy = kind.create(this.#backups, { key: config.hash_key });
+    // Sticky values name a server without revealing it: a hash of the upstream name and the server's URL.
+    this.#stickyIds = this.servers.map((s) => createHash('sha256').update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
+    if (config.health !== undefined) {
+      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {
+        this.#logger.warn({ upstream: name, server: server.label }, healthy ? 'server is up' : 'server is down');
+        if (healthy) this.#wake();
+      });
+    }
+  }
+
+  start(): void {
+    this.#checker?.start();
+  }
+
+  async stop(): Promise<void> {
+    this.#checker?.stop();
+    for (const waiter of this.#queue.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(false);
+    }
+    await Promise.all(this.servers.map((s) => s.close()));
+  }
+
+  /** The sticky-cookie value that names a server. */
+  stickyId(server: UpstreamServer): string {
+    return this.#stickyIds[server.id]!;
+  }
+
+  /**
+   * Picks a server for one attempt, or says why none can be had. `tried` holds the ids already tried for this
+   * request (a retry never re-picks the server that just failed).
+   */
+  select(tried: ReadonlySet<number> | undefined, pick: PickContext, sticky: string | undefined): UpstreamServer | NoServer {
+    const now = Date.now();
+    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now);
+    if (typeof primary !== 'string') return primary;
+    if (primary === 'full' || this.#backups.length === 0) return primary;
+    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now);
+  }
+
+  #choose(
+    group: readonly UpstreamServer[],
+    policy: Policy,
+    tried: ReadonlySet<number> | undefined,
+    pick: PickContext,
+    sticky: string | undefined,
+    now: number,
+  ): UpstreamServer | NoServer {
+    const candidates = this.#candidates;
+    candidates.length = 0;
+    let full = false;
+    for (const server of group) {
+      if (!server.isAvailable(now) || tried?.has(server.id) === true) continue;
+      if (!server.hasCapacity()) {
+        full = true;
+        continue;
+      }
+      if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return server;
+      candidates.push(server);
+    }
+    if (candidates.length === 0) return full ? 'full' : 'unavailable';
+    const chosen = candidates.length === 1 ? candidates[0] : policy.pick(candidates, pick);
+    return (chosen as UpstreamServer | undefined) ?? 'unavailable';
+  }
+
+  /** Waits (within the queue's size and timeout) until some server may have capacity; false on timeout. */
+  waitForCapacity(): Promise<boolean> {
+    const { size, timeout } = this.config.queue;
+    if (this.#queue.length >= size) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          const at = this.#queue.indexOf(waiter);
+          if (at !== -1) this.#queue.splice(at, 1);
+          resolve(false);
+        }, timeout),
+      };
+      this.#queue.push(waiter);
+    });
+  }
+
+  /** Marks a request as started on a server. */
+  acquire(server: UpstreamServer): void {
+    server.active++;
+  }
+
+  /** Marks a request as finished on a server and lets one queued request try again. */
+  release(server: UpstreamServer): void {
+    server.active--;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiter = this.#queue.shift();
+    if (waiter !== undefined) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(true);
+    }
+  }
+
+  /** Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. */
+  recordFailure(server: UpstreamServer): void {
+    const passive = this.config.passive;
+    const now = Date.now();
+    if (!server.recordFailure(now, passive.max_fails, passive.fail_timeout)) return;
+    const ejected = this.servers.filter((s) => s.ejectedUntil > now).length;
+    if (ejected + 1 > Math.floor((this.servers.length * passive.max_ejection_percent) / 100)) return;
+    server.eject(now, passive.fail_timeout);
+    this.#logger.warn({ upstream: this.name, server: server.label, until: new Date(server.ejectedUntil).toISOString() }, 'server ejected');
+  }
+
+  /** Records a live-traffic success. */
+  recordSuccess(server: UpstreamServer): void {
+    server.recordSuccess(Date.now(), this.config.passive.fail_timeout);
+  }
+}
