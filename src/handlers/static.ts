@@ -44,6 +44,21 @@ export interface StaticOptions {
 }
 
 const ALLOW = { Allow: 'GET, HEAD' };
+/** Largest piece of a range read into memory at once when sending multipart ranges from disk. */
+const RANGE_CHUNK = 64 * 1024;
+
+/** Opens an entry's file if it is still the version the entry describes; `undefined` otherwise. */
+async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefined> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(entry.path, 'r');
+  } catch {
+    return undefined;
+  }
+  if (sameVersion(entry.stat, await handle.stat())) return handle;
+  await handle.close();
+  return undefined;
+}
 
 /** A representation chosen for one request: the identity form, or an encoded variant (maybe streamed). */
 interface Chosen {
@@ -203,7 +218,8 @@ class StaticHandler {
   async #serveRanges(ctx: RequestContext, entry: FileEntry, ranges: ByteRange[], mayRetry: boolean): Promise<void> {
     const { res } = ctx;
     const size = entry.stat.size;
-    const common = ['ETag', entry.etag, 'Last-Modified', entry.lastModified, 'Accept-Ranges', 'bytes'];
+    // Validators plus the route's caching and extra headers, exactly as on the 200.
+    const common = ['Accept-Ranges', 'bytes', ...entry.notModifiedHeaders];
     if (ranges.length === 1) {
       const { start, end } = ranges[0]!;
       const headers = ['Content-Type', entry.contentType, 'Content-Range', `bytes ${start}-${end}/${size}`, ...common];
@@ -224,11 +240,24 @@ class StaticHandler {
     const tail = `\r\n--${boundary}--\r\n`;
     let length = Buffer.byteLength(tail);
     ranges.forEach((r, i) => (length += Buffer.byteLength(heads[i]!) + r.end - r.start + 1));
+    // The ranges were computed for the cached version: read only from that very version, never past its end.
+    let handle: fs.FileHandle | undefined;
+    if (entry.body === undefined) {
+      handle = await openIfUnchanged(entry);
+      if (handle === undefined) {
+        this.#resolver.forget(ctx.path);
+        if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
+        return sendError(ctx, 503, { 'Retry-After': '1' });
+      }
+    }
     ctx.status = 206;
     res.writeHead(206, ['Content-Type', `multipart/byteranges; boundary=${boundary}`, 'Content-Length', String(length), ...common]);
-    if (ctx.req.method === 'HEAD') return void res.end();
+    if (ctx.req.method === 'HEAD') {
+      await handle?.close();
+      return void res.end();
+    }
     ctx.bytesSent = length;
-    if (entry.body !== undefined) {
+    if (handle === undefined) {
       ranges.forEach((r, i) => {
         res.write(heads[i]!);
         res.write(entry.body!.subarray(r.start, r.end + 1));
@@ -236,14 +265,19 @@ class StaticHandler {
       res.end(tail);
       return;
     }
-    const handle = await fs.open(entry.path, 'r');
     try {
       for (let i = 0; i < ranges.length; i++) {
         const r = ranges[i]!;
         res.write(heads[i]!);
-        const chunk = Buffer.allocUnsafe(r.end - r.start + 1);
-        await handle.read(chunk, 0, chunk.length, r.start);
-        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+        // Bounded pieces: a range may be as large as the file.
+        for (let at = r.start; at <= r.end; ) {
+          const chunk = Buffer.allocUnsafe(Math.min(RANGE_CHUNK, r.end - at + 1));
+          const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
+          // The file shrank while being sent: cut the connection rather than send bytes it does not hold.
+          if (bytesRead !== chunk.length || res.destroyed) return void res.destroy();
+          at += bytesRead;
+          if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+        }
       }
       res.end(tail);
     } finally {
