@@ -206,12 +206,15 @@ class ProxyHandler {
       const setCookie = sticky !== undefined && stickyValue !== this.#upstream.stickyId(chosen)
         ? `${sticky.cookie}=${this.#upstream.stickyId(chosen)}; Path=/; HttpOnly; SameSite=Lax`
         : undefined;
-      const result = await this.#attempt(ex, chosen, setCookie, this.#mayRetry(ex, undefined, false) && ex.attempts <= config.retries && Date.now() < deadline);
+      // A retryable status is only worth discarding when another server could still answer.
+      const statusRetry =
+        ex.attempts <= config.retries && Date.now() < deadline && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried);
+      const result = await this.#attempt(ex, chosen, setCookie, statusRetry);
       if (result.ok || ex.committed || ex.clientGone) return;
       lastFailure = result.reason;
       const retry = ex.attempts <= config.retries && Date.now() < deadline && this.#mayRetry(ex, result.reason, false);
       if (!retry && !(Date.now() < tryUntil && this.#mayRetry(ex, result.reason, true))) {
-        return sendError(ctx, result.reason === 'timeout' ? 504 : /^5\d\d$/.test(result.reason) ? 502 : 502);
+        return sendError(ctx, result.reason === 'timeout' ? 504 : 502);
       }
     }
   }

@@ -115,6 +115,16 @@ export class Upstream {
     return (chosen as UpstreamServer | undefined) ?? 'unavailable';
   }
 
+  /** Whether some available server (primary, or backup when no primary is) has not been tried yet. */
+  hasUntried(tried: ReadonlySet<number>): boolean {
+    const now = Date.now();
+    const primary = this.#primaries.some((s) => s.isAvailable(now));
+    for (const server of primary ? this.#primaries : this.#backups) {
+      if (server.isAvailable(now) && !tried.has(server.id)) return true;
+    }
+    return false;
+  }
+
   /** Waits (within the queue's size and timeout) until some server may have capacity; false on timeout. */
   waitForCapacity(): Promise<boolean> {
     const { size, timeout } = this.config.queue;
