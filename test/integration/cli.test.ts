@@ -1,0 +1,171 @@
+/**
+ * The `portico` command as a real process: `check`, `--version`, `--help`, and `run` on port 0 through to a
+ * graceful SIGTERM.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, test } from 'node:test';
+import { makeTree } from '../helpers/portico.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const CLI = path.join(repo, 'dist/src/cli.js');
+const VERSION = (JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { version: string }).version;
+
+const dir = makeTree({
+  'pub/hello.txt': 'hello from the cli',
+  'good.yaml': 'listen: ["127.0.0.1:0"]\nlog: { access: stdout }\nsites:\n  - routes:\n      - path: /\n        static: { root: ./pub }\n',
+  'broken.yaml': [
+    'listen: ["127.0.0.1:0"]',
+    'colour: red',
+    'sites:',
+    '  - routes:',
+    '      - path: /',
+    '        static:',
+    '          root: ./pub-missing',
+    '      - path: /x',
+    '        respond: { status: 999 }',
+  ].join('\n'),
+  'semantic.yaml': 'sites:\n  - routes:\n      - path: /\n        static:\n          root: ./pub-missing\n',
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion (in `dir`) and collects its output. */
+function runCli(args: string[]): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+describe('portico check', () => {
+  test('a valid config exits 0 with one OK line', async () => {
+    const out = await runCli(['check', '-c', 'good.yaml']);
+    assert.equal(out.code, 0, out.stderr);
+    const lines = out.stdout.trim().split('\n');
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!, /good\.yaml.*valid/);
+    assert.equal(out.stderr, '');
+  });
+
+  test('a broken config exits 1 with every error as file:line:col key.path: message', async () => {
+    const out = await runCli(['check', '-c', 'broken.yaml']);
+    assert.equal(out.code, 1);
+    assert.equal(out.stdout, '');
+    const errors = out.stderr.split('\n').filter((line) => line.startsWith('broken.yaml:'));
+    for (const line of errors) assert.match(line, /^broken\.yaml:\d+:\d+ [\w.[\]]+: .+$/, line);
+    assert.ok(errors.includes('broken.yaml:2:1 colour: unknown key'), out.stderr);
+    assert.ok(errors.some((line) => line.startsWith('broken.yaml:9:28 sites[0].routes[1].respond.status: ')), out.stderr);
+    assert.equal(errors.length, 2, out.stderr);
+    assert.match(out.stderr, /2 errors in broken\.yaml/);
+  });
+
+  test('a missing root is reported like portico.yaml:12:7 sites[0].routes[1].static.root: directory ./pub does not exist', async () => {
+    const out = await runCli(['check', '--config', 'semantic.yaml']);
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /^semantic\.yaml:5:17 sites\[0\]\.routes\[0\]\.static\.root: directory \.\/pub-missing does not exist$/m);
+  });
+
+  test('a config file that does not exist exits 1 with a message', async () => {
+    const out = await runCli(['check', '-c', 'nope.yaml']);
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /nope\.yaml.*file not found/);
+  });
+});
+
+describe('flags', () => {
+  test('--version prints the package version and exits 0', async () => {
+    for (const flag of ['--version', '-v']) {
+      const out = await runCli([flag]);
+      assert.equal(out.code, 0);
+      assert.equal(out.stdout, `portico ${VERSION}\n`);
+    }
+  });
+
+  test('--help prints the usage with run and check and exits 0', async () => {
+    const out = await runCli(['--help']);
+    assert.equal(out.code, 0);
+    assert.match(out.stdout, /portico run/);
+    assert.match(out.stdout, /portico check/);
+    assert.match(out.stdout, /-c, --config/);
+  });
+
+  test('an unknown command or option exits 2 with the usage', async () => {
+    const command = await runCli(['frobnicate']);
+    assert.equal(command.code, 2);
+    assert.match(command.stderr, /unknown command "frobnicate"/);
+    const option = await runCli(['check', '--frob']);
+    assert.equal(option.code, 2);
+    assert.match(option.stderr, /Usage:/);
+  });
+});
+
+describe('portico run', () => {
+  /** Starts `portico run` and resolves once the startup line names the chosen port. */
+  function start(config: string): Promise<{ child: ChildProcess; port: number; stdout: () => string; stderr: () => string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [CLI, 'run', '-c', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr!.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        const port = /serving .* on http:\/\/127\.0\.0\.1:(\d+)\//.exec(stderr)?.[1];
+        if (port !== undefined) resolve({ child, port: Number(port), stdout: () => stdout, stderr: () => stderr });
+      });
+      child.on('error', reject);
+      child.on('exit', (code) => reject(new Error(`exited with ${code} before serving: ${stderr}`)));
+    });
+  }
+
+  test('run -c on port 0 prints the chosen port, serves GET, and exits 0 on SIGTERM with the access log flushed', async () => {
+    const { child, port, stdout, stderr } = await start('good.yaml');
+    try {
+      assert.notEqual(port, 0);
+      const res = await fetch(`http://127.0.0.1:${port}/hello.txt`);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'hello from the cli');
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr());
+    }
+    assert.match(stderr(), /SIGTERM, stopping/);
+    assert.match(stdout(), /"GET \/hello\.txt HTTP\/1\.1" 200 18 /);
+  });
+
+  test('run with a broken config exits 1 without serving', async () => {
+    const out = await runCli(['run', '-c', 'broken.yaml']);
+    assert.equal(out.code, 1);
+    assert.doesNotMatch(out.stderr, /serving/);
+    assert.match(out.stderr, /broken\.yaml:2:1 colour: unknown key/);
+  });
+
+  test('run on an address already in use exits 1 with a clear message', async () => {
+    const { child, port } = await start('good.yaml');
+    try {
+      writeFileSync(path.join(dir, 'taken.yaml'), `listen: ["127.0.0.1:${port}"]\nsites:\n  - routes: [{ path: /, respond: {} }]\n`);
+      const out = await runCli(['run', '-c', 'taken.yaml']);
+      assert.equal(out.code, 1);
+      assert.match(out.stderr, /address already in use/);
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+});
