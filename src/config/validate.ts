@@ -7,6 +7,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { checkTrustedEntry } from '../server/client-address.js';
 import { checkHostPattern } from '../server/hosts.js';
+import { normalizePath } from '../server/request-path.js';
 import { POLICY_NAMES } from '../upstream/policies/index.js';
 import type { ParsedConfig } from './schema.js';
 
@@ -30,6 +31,18 @@ function isFile(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A route path as requests carry it: canonical, non-ASCII as UTF-8 escapes (`/café/` → `/caf%C3%A9/`), so that
+ * it can match at all. `null` when no request path can ever have it.
+ */
+function canonicalRoutePath(routePath: string, exact: boolean): string | null {
+  const bytes = Buffer.from(routePath, 'utf8').toString('latin1');
+  if (exact) return normalizePath(bytes);
+  // A prefix may end inside a segment (`/a/.` matches `/a/.well-known`): canonicalise it as the start of a longer path.
+  const longer = normalizePath(bytes + 'z');
+  return longer === null ? null : longer.slice(0, -1);
 }
 
 /** Resolves relative paths in `config` against `dir` (in place) and returns every problem found. */
@@ -72,6 +85,16 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
     });
   }
 
+  for (const [name, zone] of Object.entries(config.caches)) {
+    if (zone.disk !== undefined) {
+      zone.disk.path = path.resolve(dir, zone.disk.path);
+      if (!isDirectory(path.dirname(zone.disk.path))) {
+        problems.push({ keys: ['caches', name, 'disk', 'path'], message: `folder ${path.dirname(zone.disk.path)} does not exist` });
+      }
+    }
+    if (zone.max_object > zone.memory) problems.push({ keys: ['caches', name, 'max_object'], message: 'max_object is larger than the memory tier' });
+  }
+
   let defaults = 0;
   config.sites.forEach((site, s) => {
     if (site.hosts === undefined && ++defaults === 2) {
@@ -90,6 +113,9 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
     site.routes.forEach((route, r) => {
       const keys = ['sites', s, 'routes', r];
       if (route.path.kind !== 'regex') {
+        const canonical = canonicalRoutePath(route.path.path, route.path.kind === 'exact');
+        if (canonical === null) problems.push({ keys: [...keys, 'path'], message: 'no request path can match this (a NUL, a control character or a broken % escape)' });
+        else route.path.path = canonical;
         const id = `${route.path.kind}:${route.path.path}`;
         if (exact.has(id)) problems.push({ keys: [...keys, 'path'], message: `duplicate route path, first defined at routes[${exact.get(id)}]` });
         exact.set(id, r);
@@ -107,6 +133,13 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
         }
         if (proxy.strip_prefix && route.path.kind === 'regex') {
           problems.push({ keys: [...keys, 'proxy', 'strip_prefix'], message: 'strip_prefix needs a prefix or exact route, not a regex' });
+        }
+        if (proxy.cache !== undefined && config.caches[proxy.cache.zone] === undefined) {
+          const known = Object.keys(config.caches);
+          problems.push({
+            keys: [...keys, 'proxy', 'cache', 'zone'],
+            message: `unknown cache "${proxy.cache.zone}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no caches are defined)'}`,
+          });
         }
         if (Object.keys(proxy.set_headers).some((name) => name.toLowerCase() === 'host')) {
           problems.push({ keys: [...keys, 'proxy', 'set_headers'], message: 'set the Host header with proxy.host, not set_headers' });

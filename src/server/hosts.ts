@@ -44,6 +44,7 @@ export function normalizeHostPattern(pattern: string): string {
 /** Whether a config host pattern is well formed; returns a reason when it is not. */
 export function checkHostPattern(pattern: string): string | undefined {
   const host = normalizeHostPattern(pattern);
+  if (/^[^:[\]]+:\d*$/.test(pattern.trim())) return 'a host has no port here (every port of the listeners is served)';
   if (host.startsWith('[')) return IPV6.test(host) ? undefined : 'not a valid IPv6 literal';
   const name = host.startsWith('*.') ? host.slice(2) : host;
   if (name === '' || name.includes('*')) return 'a wildcard is allowed only as a leading "*." label';

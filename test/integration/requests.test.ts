@@ -76,6 +76,8 @@ before(async () => {
         respond: { body: "app route" }
       - path: = /exact
         respond: { body: "exact route" }
+      - path: /café/
+        respond: { body: "cafe route" }
       - path: ~ \\.php$
         respond: { body: "regex route", status: 403 }
       - path: /
@@ -235,6 +237,13 @@ describe('canonical paths reach their route', () => {
     assert.equal((await raw(get('/exact/'))).status, 404);
     assert.equal((await raw(get('/a/b.php'))).body, 'regex route');
     assert.equal((await raw(get('/a/b%2ephp'))).body, 'regex route');
+  });
+
+  test('a route written with non-ASCII characters (/café/) is reached by its percent-encoded UTF-8 form', async () => {
+    assert.equal((await raw(get('/caf%C3%A9/menu'))).body, 'cafe route');
+    assert.equal((await raw(get('/caf%c3%a9/menu'))).body, 'cafe route');
+    // Raw bytes >= 0x80 on the request line are refused by the HTTP parser itself.
+    assert.equal((await raw(Buffer.from(get('/café/menu'), 'utf8'))).status, 400);
   });
 
   test('OPTIONS * is answered with Allow; other methods with * are 400', async () => {

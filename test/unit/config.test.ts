@@ -206,6 +206,25 @@ describe('config values', () => {
   });
 });
 
+describe('route paths', () => {
+  test('route paths are stored in the canonical form requests arrive in, so that they can match', () => {
+    const config = parse(
+      'sites:\n  - routes:\n' +
+        ['/café/', '= /%7euser', '//a//b/', '/x/../y/', '/a/.', '/img'].map((p) => `      - { path: '${p}', respond: {} }`).join('\n'),
+    );
+    const paths = config.sites[0]!.routes.map((r) => (r.path.kind === 'regex' ? '' : r.path.path));
+    assert.deepEqual(paths, ['/caf%C3%A9/', '/~user', '/a/b/', '/y/', '/a/.', '/img']);
+  });
+
+  test('a route path no request can carry is refused, and paths equal once canonical are duplicates', () => {
+    const errors = errorsOf('sites:\n  - routes:\n      - { path: "/a%zz", respond: {} }\n      - { path: /b/, respond: {} }\n      - { path: //b/, respond: {} }');
+    assert.deepEqual(errors, [
+      'portico.yaml:3:17 sites[0].routes[0].path: no request path can match this (a NUL, a control character or a broken % escape)',
+      'portico.yaml:5:17 sites[0].routes[2].path: duplicate route path, first defined at routes[1]',
+    ]);
+  });
+});
+
 describe('config files', () => {
   test('a JSON config is accepted', () => {
     const file = path.join(dir, 'portico.json');

@@ -36,6 +36,13 @@ describe('host patterns', () => {
   });
 });
 
+test('a host pattern with a port is refused with a message about the port, not about IPv6', () => {
+  assert.match(checkHostPattern('localhost:8080') ?? '', /no port/);
+  assert.match(checkHostPattern('example.com:') ?? '', /no port/);
+  assert.equal(checkHostPattern('::1'), undefined);
+  assert.equal(checkHostPattern('2001:db8::1'), undefined);
+});
+
 describe('HostMatcher', () => {
   function matcher(): HostMatcher<string> {
     const m = new HostMatcher<string>();
