@@ -9,7 +9,7 @@
  * failure after that cuts the client connection so the response is visibly incomplete.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { Transform, type Duplex, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { RoutePath } from '../config/schema.js';
 import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
@@ -69,7 +69,7 @@ class Exchange {
   abortCurrent: ((err?: Error) => void) | undefined;
   constructor(
     readonly ctx: RequestContext,
-    readonly body: Buffer | IncomingMessage | null,
+    readonly body: Buffer | Readable | null,
     readonly replayable: boolean,
     readonly headers: string[],
     readonly path: string,
@@ -150,7 +150,7 @@ class ProxyHandler {
       res.writeContinue();
     }
     const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
-    let body: Buffer | IncomingMessage | null = null;
+    let body: Buffer | Readable | null = null;
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
       if (declared >= 0 && declared <= this.#upstream.config.retry_buffer) {
@@ -159,7 +159,7 @@ class ProxyHandler {
       } else {
         body = req;
         replayable = false;
-        if (declared < 0) limitBody(req, this.#options.max_body_size, () => sendError(ctx, 413, undefined, true));
+        if (declared < 0) body = limitBody(req, this.#options.max_body_size, () => sendError(ctx, 413, undefined, true));
       }
     }
     const peer = stripMapped(req.socket.remoteAddress ?? '');
@@ -226,7 +226,7 @@ class ProxyHandler {
   #mayRetry(ex: Exchange, reason: FailureReason | undefined, waiting: boolean): boolean {
     if (reason === 'connect_error') {
       // The request never left: safe for any method, unless a streamed body was already consumed.
-      return (waiting || this.#retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || !(ex.body as IncomingMessage).readableDidRead);
+      return (waiting || this.#retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || !(ex.body as Readable).readableDidRead);
     }
     if (waiting) return false;
     if (!ex.replayable) return false;
@@ -394,6 +394,10 @@ class ProxyHandler {
         socket.on('error', close);
         upstreamSocket.on('close', close);
         socket.on('close', close);
+        // One side ended: its FIN was passed on (pipe ends the other), and once that is flushed the tunnel is torn
+        // down, as nginx does. Waiting for both halves would leave a tunnel half-open for as long as a peer likes.
+        upstreamSocket.once('finish', close);
+        socket.once('finish', close);
         return;
       } catch (err) {
         const reason = classify(err as NodeJS.ErrnoException);
@@ -430,15 +434,28 @@ function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> 
 }
 
 /** Counts a streamed (chunked) body and stops it at `limit`. */
-function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): void {
+function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): Readable {
+  // A pass-through, not a 'data' listener on `req`: a listener would switch `req` to flowing mode and every chunk
+  // arriving before undici starts reading the body would be lost.
   let received = 0;
-  req.on('data', (chunk: Buffer) => {
-    received += chunk.length;
-    if (received > limit) {
-      req.destroy(new Error('request body too large'));
+  const limited = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= limit) return callback(null, chunk);
+      // The 413 goes out with Connection: close; Node discards the rest of the body when it closes the socket.
       onExceeded();
-    }
+      req.unpipe(limited);
+      req.resume();
+      callback(new Error('request body too large'));
+    },
   });
+  // Not `pipeline()`: that would destroy `req`, and with it the socket the 413 is written to.
+  req.pipe(limited);
+  req.once('error', (err) => limited.destroy(err));
+  req.once('close', () => {
+    if (!req.complete) limited.destroy(new Error('client closed the request body'));
+  });
+  return limited;
 }
 
 /**

@@ -37,6 +37,8 @@ export class Listeners {
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
   readonly #servers: http.Server[] = [];
+  /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
+  readonly #upgraded = new Set<Duplex>();
   #addresses: BoundAddress[] = [];
 
   constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
@@ -79,8 +81,11 @@ export class Listeners {
     server.on('checkContinue', function onCheckContinue(req, res) {
       dispatch.request(req, res, 'http');
     });
+    const upgraded = this.#upgraded;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       socket.on('error', () => socket.destroy());
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
       dispatch.upgrade(req, socket, head, 'http');
     });
     server.keepAliveTimeout = config.keepalive_timeout;
@@ -128,6 +133,7 @@ export class Listeners {
     );
     const timer = setTimeout(() => {
       for (const server of this.#servers) server.closeAllConnections();
+      for (const socket of this.#upgraded) socket.destroy();
     }, graceMs);
     await Promise.all(closing);
     clearTimeout(timer);
