@@ -8,7 +8,7 @@
  * is checked against what the headers will say.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
 import type { RequestContext } from '../server/context.js';
@@ -325,8 +325,10 @@ class StaticHandler {
       res.end();
       return;
     }
-    const stream = createReadStream('', { fd: handle.fd, autoClose: false, start: range?.start, end: range?.end });
-    stream.once('close', () => void handle.close());
+    // The stream owns the handle and closes it when it ends or is destroyed. (A raw `fd` with `autoClose: false`
+    // was closed by the stream anyway on an aborted response, and never on a completed one: the handle was then
+    // closed twice, or by the garbage collector — after the fd number had been reused by another request.)
+    const stream = handle.createReadStream({ start: range?.start, end: range?.end });
     ctx.bytesSent = range !== undefined ? range.end - range.start + 1 : (length ?? 0);
     const done = (err: NodeJS.ErrnoException | null) => {
       // The headers are out: an error can only be shown by cutting the connection, never by a clean end.

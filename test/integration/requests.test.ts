@@ -71,6 +71,7 @@ before(async () => {
   portico = await startPortico(
     `sites:
   - hosts: ["a.example", "::1", "LOCALHOST"]
+    error_pages: { 404: ./errors/404.html }
     routes:
       - path: /app/
         respond: { body: "app route" }
@@ -91,7 +92,7 @@ before(async () => {
       - path: /
         respond: { body: "wildcard site" }
 `,
-    { 'pub/index.html': 'home', 'pub/file.txt': 'file' },
+    { 'pub/index.html': 'home', 'pub/file.txt': 'file', 'errors/404.html': '<p>custom not found</p>' },
   );
 });
 after(() => portico.stop());
@@ -153,6 +154,16 @@ describe('malformed requests', () => {
     }
   });
 
+  test('pipelined requests are answered in order on one connection', async () => {
+    const res = await raw(
+      'GET /file.txt HTTP/1.1\r\nHost: a.example\r\n\r\n' +
+        'GET /index.html HTTP/1.1\r\nHost: a.example\r\n\r\n' +
+        'GET /app/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n',
+    );
+    const bodies = res.raw.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((part) => part.slice(part.indexOf('\r\n\r\n') + 4));
+    assert.deepEqual(bodies, ['file', 'home', 'app route']);
+  });
+
   test('a keep-alive connection serves several requests in a row', async () => {
     const conn = await Connection.open(portico.port);
     try {
@@ -211,6 +222,25 @@ describe('Host and site selection', () => {
   test('no matching site and no default site gives 421', async () => {
     assert.equal((await raw(get('/', 'unknown.org'))).status, 421);
     assert.equal((await raw('GET / HTTP/1.0\r\n\r\n')).status, 421, 'HTTP/1.0 without Host has no site either');
+  });
+});
+
+describe('error pages', () => {
+  test("a site's custom error page is sent with the error status, and HEAD gets no body", async () => {
+    const res = await raw(get('/missing.txt'));
+    assert.equal(res.status, 404);
+    assert.equal(res.body, '<p>custom not found</p>');
+    assert.equal(res.headers['content-length'], String(res.body.length));
+    const head = await raw('HEAD /missing.txt HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n');
+    assert.equal(head.status, 404);
+    assert.equal(head.body, '');
+  });
+
+  test('another site keeps the generic error page, which reveals nothing but the status', async () => {
+    const res = await raw(get('/', 'unknown.org'));
+    assert.equal(res.status, 421);
+    assert.match(res.body, /421 Misdirected Request/);
+    assert.doesNotMatch(res.body, /custom|\/tmp|at .*\.js/);
   });
 });
 

@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
@@ -407,6 +409,56 @@ describe('compression', () => {
       assert.notEqual(res.headers.etag, plain.headers.etag);
       assert.ok(decode(res).equals(Buffer.from(HUGE_TEXT)), `${encoding} body decompresses to the file`);
     }
+  });
+});
+
+describe('streaming', () => {
+  /** Starts a GET and cuts the connection as soon as the first bytes of the body arrive. */
+  function abortedRequest(target: string, headers: Record<string, string> = {}): Promise<void> {
+    return new Promise((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: portico.port, path: target, headers, agent: false }, (res) => {
+        res.once('data', () => req.destroy());
+        res.on('close', () => resolve());
+      });
+      req.on('error', () => resolve());
+      req.end();
+    });
+  }
+
+  test('streamed files close each descriptor exactly once, whether the response completes or is cut', async () => {
+    // Regression: the stream was given a raw fd with `autoClose: false` plus a FileHandle closed on 'close', so
+    // descriptors were closed twice (EBADF) or left to the garbage collector, which then closed numbers that other
+    // requests might have reused by then.
+    const problems: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (/file descriptor|FileHandle/i.test(warning.message)) problems.push(warning.message);
+    };
+    const onRejection = (reason: unknown) => problems.push(String(reason));
+    process.on('warning', onWarning);
+    process.on('unhandledRejection', onRejection);
+    const openFds = () => (existsSync('/proc/self/fd') ? readdirSync('/proc/self/fd').length : 0);
+    try {
+      await request(portico.port, '/huge.txt');
+      const baseline = openFds();
+      for (let i = 0; i < 10; i++) {
+        await request(portico.port, '/huge.txt');
+        await request(portico.port, '/huge.txt', { 'Accept-Encoding': 'gzip' });
+        await request(portico.port, '/huge.txt', { Range: 'bytes=10-200000' });
+        await abortedRequest('/huge.txt');
+        await abortedRequest('/huge.txt', { 'Accept-Encoding': 'br' });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      v8.setFlagsFromString('--expose-gc');
+      (vm.runInNewContext('gc') as () => void)();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(openFds() <= baseline + 4, `${openFds()} descriptors open, ${baseline} before`);
+    } finally {
+      process.off('warning', onWarning);
+      process.off('unhandledRejection', onRejection);
+    }
+    assert.deepEqual(problems, []);
+    const after = await request(portico.port, '/huge.txt');
+    assert.ok(after.body.equals(Buffer.from(HUGE_TEXT)));
   });
 });
 
