@@ -114,6 +114,11 @@ function unionMessage(issue: z.core.$ZodIssueInvalidUnion): string | undefined {
   return expected.length === 0 ? undefined : `expected ${[...new Set(expected)].join(' or ')}${received ? `, received ${received}` : ''}`;
 }
 
+/** Issues sorted by where they are in the file, as a reader goes through it. */
+function inFileOrder(issues: ConfigIssue[]): ConfigIssue[] {
+  return issues.sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !(value instanceof RegExp) && !Object.isFrozen(value)) {
     for (const inner of Object.values(value)) deepFreeze(inner);
@@ -138,12 +143,12 @@ export function parseConfig(text: string, file: string, dir: string = path.dirna
   }
   const raw: unknown = doc.toJS() ?? {};
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(schemaIssues(parsed.error, doc, lines, displayName));
+  if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));
 
   const problems = validateConfig(parsed.data, dir);
   if (problems.length > 0) {
     throw new ConfigError(
-      problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message })),
+      inFileOrder(problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message }))),
     );
   }
   return deepFreeze({ ...parsed.data, file: path.resolve(file), dir }) as Config;

@@ -52,7 +52,7 @@ function runCli(args: string[]): Promise<Outcome> {
   });
 }
 
-describe('portico check', () => {
+describe('portico check', { concurrency: true }, () => {
   test('a valid config exits 0 with one OK line', async () => {
     const out = await runCli(['check', '-c', 'good.yaml']);
     assert.equal(out.code, 0, out.stderr);
@@ -67,6 +67,7 @@ describe('portico check', () => {
     assert.equal(out.code, 1);
     assert.equal(out.stdout, '');
     const errors = out.stderr.split('\n').filter((line) => line.startsWith('broken.yaml:'));
+    assert.deepEqual(errors.map((line) => Number(line.split(':')[1])), [2, 9], 'in file order');
     for (const line of errors) assert.match(line, /^broken\.yaml:\d+:\d+ [\w.[\]]+: .+$/, line);
     assert.ok(errors.includes('broken.yaml:2:1 colour: unknown key'), out.stderr);
     assert.ok(errors.some((line) => line.startsWith('broken.yaml:9:28 sites[0].routes[1].respond.status: ')), out.stderr);
@@ -87,7 +88,7 @@ describe('portico check', () => {
   });
 });
 
-describe('flags', () => {
+describe('flags', { concurrency: true }, () => {
   test('--version prints the package version and exits 0', async () => {
     for (const flag of ['--version', '-v']) {
       const out = await runCli([flag]);
@@ -114,7 +115,7 @@ describe('flags', () => {
   });
 });
 
-describe('portico run', () => {
+describe('portico run', { concurrency: true }, () => {
   /** Starts `portico run` and resolves once the startup line names the chosen port. */
   function start(config: string): Promise<{ child: ChildProcess; port: number; stdout: () => string; stderr: () => string }> {
     return new Promise((resolve, reject) => {

@@ -126,6 +126,9 @@ before(async () => {
   // The stale sibling is older than its file, so it must never be served.
   const oldTime = new Date(Date.now() - 3600_000);
   utimesSync(path.join(portico.dir, 'pub/old.css.gz'), oldTime, oldTime);
+  // Siblings exactly as old as their file count as fresh (the boundary of "not older").
+  const sameTime = new Date(Date.now() - 60_000);
+  for (const name of ['app.js', 'app.js.br', 'app.js.gz']) utimesSync(path.join(portico.dir, 'pub', name), sameTime, sameTime);
   symlinkSync(path.join(outside, 'secret.txt'), path.join(portico.dir, 'pub/leak.txt'));
   symlinkSync(outside, path.join(portico.dir, 'pub/leakdir'));
   symlinkSync(path.join(portico.dir, 'pub/hello.txt'), path.join(portico.dir, 'pub/alias.txt'));
