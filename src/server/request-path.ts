@@ -65,7 +65,7 @@ export function normalizePath(path: string): string | null {
       if (byte === 0) return null;
       decoded += byte < 128 && UNRESERVED[byte] === 1 ? String.fromCharCode(byte) : encodeByte(byte);
       i += 2;
-    } else if (c < 0x21 || c === 0x7f) {
+    } else if (c < 0x20 || c === 0x7f) {
       return null;
     } else if (c >= 128) {
       // Node hands the request line over as latin1, one char per byte; anything wider came from elsewhere.

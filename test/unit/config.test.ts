@@ -210,10 +210,10 @@ describe('route paths', () => {
   test('route paths are stored in the canonical form requests arrive in, so that they can match', () => {
     const config = parse(
       'sites:\n  - routes:\n' +
-        ['/café/', '= /%7euser', '//a//b/', '/x/../y/', '/a/.', '/img'].map((p) => `      - { path: '${p}', respond: {} }`).join('\n'),
+        ['/café/', '= /%7euser', '//a//b/', '/x/../y/', '/a/.', '/img', '/my docs/'].map((p) => `      - { path: '${p}', respond: {} }`).join('\n'),
     );
     const paths = config.sites[0]!.routes.map((r) => (r.path.kind === 'regex' ? '' : r.path.path));
-    assert.deepEqual(paths, ['/caf%C3%A9/', '/~user', '/a/b/', '/y/', '/a/.', '/img']);
+    assert.deepEqual(paths, ['/caf%C3%A9/', '/~user', '/a/b/', '/y/', '/a/.', '/img', '/my%20docs/']);
   });
 
   test('a route path no request can carry is refused, and paths equal once canonical are duplicates', () => {

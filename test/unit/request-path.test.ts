@@ -53,10 +53,11 @@ describe('normalizePath', () => {
     assert.equal(normalizePath('/a\\..\\b'), '/a%5C..%5Cb');
     assert.equal(normalizePath('/"<>"'), '/%22%3C%3E%22');
     assert.equal(normalizePath('/caf\u00e9'), '/caf%E9');
+    assert.equal(normalizePath('/my dir/a b'), '/my%20dir/a%20b');
   });
 
   test('refuses NUL, control characters, malformed escapes and paths not starting with /', () => {
-    for (const bad of ['/a%00', '/%00/x', '/a\x00b', '/a\x01', '/a\x7f', '/a%zz', '/a%4', '/a%', '/a%%41', 'a/b', '', ' /']) {
+    for (const bad of ['/a%00', '/%00/x', '/a\x00b', '/a\x01', '/a\t', '/a\x7f', '/a%zz', '/a%4', '/a%', '/a%%41', 'a/b', '', ' /']) {
       assert.equal(normalizePath(bad), null, JSON.stringify(bad));
     }
   });
