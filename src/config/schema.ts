@@ -252,6 +252,34 @@ export const upstreamSchema = z.strictObject({
   try_interval: duration.default(250),
 });
 
+/** A named cache zone: memory tier, optional disk tier. */
+const cacheZone = z.strictObject({
+  /** Bytes kept in memory (bodies and headers counted). */
+  memory: size.default(256 * 1024 * 1024),
+  /** Optional second tier that survives restarts. */
+  disk: z.strictObject({ path: z.string().min(1), size: size.default(1024 * 1024 * 1024) }).optional(),
+  /** Larger responses stream through without being stored. */
+  max_object: size.default(16 * 1024 * 1024),
+});
+
+/** A proxy route's use of a cache zone. */
+const proxyCache = z.strictObject({
+  zone: z.string(),
+  key: z.string().default('$scheme$host$request_uri'),
+  /** Freshness when the origin gives none and no heuristic applies; 0 = store nothing without freshness. */
+  default_ttl: duration.default(0),
+  /** RFC 9111 §4.2.2 heuristic freshness (10 % of the time since Last-Modified, at most a day). */
+  heuristic: z.boolean().default(false),
+  /** Serve stale when every upstream fails, never where must-revalidate / proxy-revalidate / s-maxage forbid. */
+  stale_if_error: duration.default(0),
+  /** Store responses with Set-Cookie, with the cookie stripped from the stored copy. */
+  ignore_set_cookie: z.boolean().default(false),
+  /** After an uncacheable response, requests for the key skip collapsing for this long (Varnish's hit-for-miss). */
+  hit_for_miss: duration.default(10_000),
+  /** Collapse concurrent misses for one key into one upstream request. */
+  collapse: z.boolean().default(true),
+});
+
 const proxyHandler = z.strictObject({
   upstream: z.string().optional(),
   /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
@@ -266,6 +294,7 @@ const proxyHandler = z.strictObject({
   /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
   buffer_response: size.default(0),
   websocket: z.boolean().default(true),
+  cache: proxyCache.optional(),
 });
 
 /** The handler kinds a route may name; exactly one per route. */
@@ -317,6 +346,7 @@ export const configSchema = z.strictObject({
   server_header: z.string().default('Portico'),
   /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */
   trusted_proxies: z.array(z.string()).default([]),
+  caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
   upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
   sites: z.array(site).min(1),
 });

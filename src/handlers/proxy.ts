@@ -59,23 +59,123 @@ function classify(err: NodeJS.ErrnoException): FailureReason {
   return 'reset';
 }
 
-/** One request's forwarding state, shared by its attempts. */
+/**
+ * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it
+ * with collapsed waiters, or swallow a 304). Headers arrive already filtered for the client.
+ */
+export interface ResponseSink {
+  head(status: number, headers: string[]): void;
+  /** Returns false when the reader is full; `drain` then registers the resume. */
+  data(chunk: Buffer): boolean;
+  drain(resume: () => void): void;
+  end(): void;
+  /** The origin failed after `head`: the response must end visibly broken. */
+  fail(err: Error): void;
+}
+
+/** How a forward ended: answered (through the sink), or the error status to answer with. */
+export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504 };
+
+/** Per-forward changes to the request headers (the cache drops client validators and adds its own). */
+export interface HeaderEdit {
+  drop?: ReadonlySet<string>;
+  add?: readonly string[];
+}
+
+/** The sink that writes to the client, optionally buffering up to `bufferLimit` bytes first. */
+export class ClientSink implements ResponseSink {
+  #pending: { status: number; headers: string[]; chunks: Buffer[]; bytes: number } | null = null;
+  constructor(
+    readonly ctx: RequestContext,
+    readonly bufferLimit: number,
+  ) {}
+
+  head(status: number, headers: string[]): void {
+    this.ctx.status = status;
+    if (this.bufferLimit > 0) this.#pending = { status, headers, chunks: [], bytes: 0 };
+    else this.ctx.res.writeHead(status, headers);
+  }
+
+  data(chunk: Buffer): boolean {
+    this.ctx.bytesSent += chunk.length;
+    const pending = this.#pending;
+    if (pending !== null) {
+      pending.chunks.push(chunk);
+      pending.bytes += chunk.length;
+      if (pending.bytes > this.bufferLimit) this.#flush();
+      return true;
+    }
+    return this.ctx.res.write(chunk);
+  }
+
+  drain(resume: () => void): void {
+    this.ctx.res.on('drain', resume);
+  }
+
+  end(): void {
+    this.#flush();
+    this.ctx.res.end();
+  }
+
+  fail(): void {
+    this.ctx.res.destroy();
+  }
+
+  #flush(): void {
+    const pending = this.#pending;
+    if (pending === null) return;
+    this.#pending = null;
+    this.ctx.res.writeHead(pending.status, pending.headers);
+    for (const chunk of pending.chunks) this.ctx.res.write(chunk);
+  }
+}
+
+/** A request made ready to forward: body read or wrapped, client address known, base headers built. */
+export interface PreparedRequest {
+  ctx: RequestContext;
+  body: Buffer | Readable | null;
+  replayable: boolean;
+  headers: string[];
+  path: string;
+  clientIp: string;
+  /** Set when the client went away: no more attempts. */
+  clientGone: boolean;
+  abortCurrent: ((err?: Error) => void) | undefined;
+}
+
+/** One forward's state, shared by its attempts. */
 class Exchange {
   readonly tried = new Set<number>();
   readonly log: UpstreamAttemptLog[];
   attempts = 0;
   committed = false;
-  clientGone = false;
-  abortCurrent: ((err?: Error) => void) | undefined;
   constructor(
-    readonly ctx: RequestContext,
-    readonly body: Buffer | Readable | null,
-    readonly replayable: boolean,
+    readonly prepared: PreparedRequest,
+    readonly sink: ResponseSink,
     readonly headers: string[],
-    readonly path: string,
-    readonly clientIp: string,
   ) {
-    this.log = ctx.upstreamLog = [];
+    this.log = prepared.ctx.upstreamLog ??= [];
+  }
+  get ctx(): RequestContext {
+    return this.prepared.ctx;
+  }
+  get clientGone(): boolean {
+    return this.prepared.clientGone;
+  }
+  get body(): Buffer | Readable | null {
+    return this.prepared.body;
+  }
+  get replayable(): boolean {
+    return this.prepared.replayable;
+  }
+  get path(): string {
+    return this.prepared.path;
+  }
+  get clientIp(): string {
+    return this.prepared.clientIp;
+  }
+  set abortCurrent(abort: ((err?: Error) => void) | undefined) {
+    this.prepared.abortCurrent = abort;
   }
 }
 
@@ -141,12 +241,20 @@ class ProxyHandler {
   }
 
   async handle(ctx: RequestContext): Promise<void> {
+    const prepared = await this.prepare(ctx);
+    if (prepared === undefined) return;
+    const outcome = await this.forward(prepared, new ClientSink(ctx, this.#options.buffer_response));
+    if (!outcome.ok) sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+  }
+
+  /** Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on a bad request. */
+  async prepare(ctx: RequestContext): Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);
-    if (declared > this.#options.max_body_size) return sendError(ctx, 413, undefined, true);
+    if (declared > this.#options.max_body_size) return void sendError(ctx, 413, undefined, true);
     if (req.headers.expect !== undefined) {
-      if (req.headers.expect.toLowerCase() !== '100-continue') return sendError(ctx, 417, undefined, true);
+      if (req.headers.expect.toLowerCase() !== '100-continue') return void sendError(ctx, 417, undefined, true);
       res.writeContinue();
     }
     const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
@@ -155,7 +263,7 @@ class ProxyHandler {
     if (hasBody) {
       if (declared >= 0 && declared <= this.#upstream.config.retry_buffer) {
         body = await readBody(req, declared);
-        if (body === null) return sendError(ctx, 400, undefined, true);
+        if (body === null) return void sendError(ctx, 400, undefined, true);
       } else {
         body = req;
         replayable = false;
@@ -164,20 +272,41 @@ class ProxyHandler {
     }
     const peer = stripMapped(req.socket.remoteAddress ?? '');
     const trusted = this.#env.trusted.has(peer);
-    const forwardedFor = req.headers['x-forwarded-for'] as string | undefined;
-    const clientIp = this.#env.trusted.clientAddress(peer, forwardedFor);
-    const exchange = new Exchange(ctx, body, replayable, this.#buildHeaders(ctx, clientIp, trusted, peer), this.#upstreamPath(ctx), clientIp);
+    const clientIp = this.#env.trusted.clientAddress(peer, req.headers['x-forwarded-for'] as string | undefined);
+    const prepared: PreparedRequest = {
+      ctx,
+      body,
+      replayable,
+      headers: this.#buildHeaders(ctx, clientIp, trusted, peer),
+      path: this.#upstreamPath(ctx),
+      clientIp,
+      clientGone: false,
+      abortCurrent: undefined,
+    };
     res.once('close', () => {
       if (!res.writableFinished) {
-        exchange.clientGone = true;
-        exchange.abortCurrent?.(new Error('client closed the connection'));
+        prepared.clientGone = true;
+        prepared.abortCurrent?.(new Error('client closed the connection'));
       }
     });
-    await this.#run(exchange);
+    return prepared;
+  }
+
+  /** Forwards a prepared request into a sink, with retries; the outcome says what to answer if it failed. */
+  forward(prepared: PreparedRequest, sink: ResponseSink, edit?: HeaderEdit): Promise<ForwardOutcome> {
+    let headers = prepared.headers;
+    if (edit !== undefined) {
+      headers = [];
+      for (let i = 0; i < prepared.headers.length; i += 2) {
+        if (edit.drop?.has(prepared.headers[i]!.toLowerCase()) !== true) headers.push(prepared.headers[i]!, prepared.headers[i + 1]!);
+      }
+      if (edit.add !== undefined) headers.push(...edit.add);
+    }
+    return this.#run(new Exchange(prepared, sink, headers));
   }
 
   /** The attempt loop: select, forward, classify, maybe retry, maybe wait for a server. */
-  async #run(ex: Exchange): Promise<void> {
+  async #run(ex: Exchange): Promise<ForwardOutcome> {
     const ctx = ex.ctx;
     const config = this.#upstream.config;
     const started = Date.now();
@@ -188,7 +317,7 @@ class ProxyHandler {
     const pick = { clientIp: ex.clientIp, hashKey: this.#hashKey(ctx, ex.clientIp), random: Math.random };
     let lastFailure: FailureReason | undefined;
     for (;;) {
-      if (ex.clientGone) return;
+      if (ex.clientGone) return { ok: true };
       const chosen = this.#upstream.select(ex.tried, pick, stickyValue);
       if (typeof chosen === 'string') {
         if (chosen === 'full' && (await this.#upstream.waitForCapacity())) continue;
@@ -198,8 +327,8 @@ class ProxyHandler {
           ex.tried.clear();
           continue;
         }
-        if (lastFailure === undefined || chosen === 'full') return sendError(ctx, 503, { 'Retry-After': '1' });
-        return sendError(ctx, lastFailure === 'timeout' ? 504 : 502);
+        if (lastFailure === undefined || chosen === 'full') return { ok: false, status: 503 };
+        return { ok: false, status: lastFailure === 'timeout' ? 504 : 502 };
       }
       ex.attempts++;
       ex.tried.add(chosen.id);
@@ -207,14 +336,17 @@ class ProxyHandler {
         ? `${sticky.cookie}=${this.#upstream.stickyId(chosen)}; Path=/; HttpOnly; SameSite=Lax`
         : undefined;
       // A retryable status is only worth discarding when another server could still answer.
-      const statusRetry =
-        ex.attempts <= config.retries && Date.now() < deadline && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried);
-      const result = await this.#attempt(ex, chosen, setCookie, statusRetry);
-      if (result.ok || ex.committed || ex.clientGone) return;
+      // The deadline is checked again when the status arrives: a slow answer past it is passed on, not discarded.
+      const statusRetryUntil =
+        ex.attempts <= config.retries && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried) ? deadline : 0;
+      const result = await this.#attempt(ex, chosen, setCookie, statusRetryUntil);
+      if (result.ok || ex.committed || ex.clientGone) return { ok: true };
       lastFailure = result.reason;
-      const retry = ex.attempts <= config.retries && Date.now() < deadline && this.#mayRetry(ex, result.reason, false);
+      // A discarded status was discarded to be retried, whatever the clock says now.
+      const discarded = /^\d{3}$/.test(result.reason);
+      const retry = ex.attempts <= config.retries && (discarded || Date.now() < deadline) && this.#mayRetry(ex, result.reason, false);
       if (!retry && !(Date.now() < tryUntil && this.#mayRetry(ex, result.reason, true))) {
-        return sendError(ctx, result.reason === 'timeout' ? 504 : 502);
+        return { ok: false, status: result.reason === 'timeout' ? 504 : 502 };
       }
     }
   }
@@ -234,9 +366,8 @@ class ProxyHandler {
   }
 
   /** One attempt on one server; resolves when the exchange is done or failed before committing. */
-  #attempt(ex: Exchange, server: UpstreamServer, setCookie: string | undefined, statusRetryAllowed: boolean): Promise<AttemptResult> {
-    const { ctx } = ex;
-    const { res } = ctx;
+  #attempt(ex: Exchange, server: UpstreamServer, setCookie: string | undefined, statusRetryUntil: number): Promise<AttemptResult> {
+    const { ctx, sink } = ex;
     const upstream = this.#upstream;
     const passiveOn = this.#passiveOn;
     const retryOn = this.#retryOn;
@@ -249,29 +380,17 @@ class ProxyHandler {
       rewriteLocation: (value) =>
         rewriteLocation(value, this.#serverOrigins, server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.#prefix.replace(/\/$/, '')),
     };
-    const bufferLimit = this.#options.buffer_response;
     upstream.acquire(server);
     return new Promise<AttemptResult>((resolve) => {
       let settled = false;
       let discarding = false;
       let failure: FailureReason = 'reset';
-      let buffered: Buffer[] | null = null;
-      let bufferedBytes = 0;
-      let pendingHead: string[] | null = null;
-      let pendingStatus = 0;
       const settle = (result: AttemptResult) => {
         if (settled) return;
         settled = true;
         log.responseMs = Date.now() - start;
         upstream.release(server);
         resolve(result);
-      };
-      const flushBuffered = () => {
-        if (pendingHead === null) return;
-        res.writeHead(pendingStatus, pendingHead);
-        pendingHead = null;
-        for (const chunk of buffered ?? []) res.write(chunk);
-        buffered = null;
       };
       const handler: Dispatcher.DispatchHandler = {
         onConnect(abort) {
@@ -286,7 +405,7 @@ class ProxyHandler {
           const status = String(statusCode) as FailureReason;
           if (passiveOn.has(status)) upstream.recordFailure(server);
           else upstream.recordSuccess(server);
-          if (statusRetryAllowed && retryOn.has(status)) {
+          if (retryOn.has(status) && now < statusRetryUntil) {
             discarding = true;
             failure = status;
             return true;
@@ -299,32 +418,17 @@ class ProxyHandler {
           const headers = filterResponseHeaders(rawHeaders as Buffer[], filter);
           if (setCookie !== undefined) headers.push('Set-Cookie', setCookie);
           ex.committed = true;
-          ctx.status = statusCode;
-          if (bufferLimit > 0) {
-            buffered = [];
-            pendingHead = headers;
-            pendingStatus = statusCode;
-            return true;
-          }
-          res.writeHead(statusCode, headers);
-          res.on('drain', resume);
+          sink.head(statusCode, headers);
+          sink.drain(resume);
           return true;
         },
         onData(chunk) {
           if (discarding) return true;
-          ctx.bytesSent += chunk.length;
-          if (buffered !== null) {
-            buffered.push(chunk);
-            bufferedBytes += chunk.length;
-            if (bufferedBytes > bufferLimit) flushBuffered();
-            return true;
-          }
-          return res.write(chunk);
+          return sink.data(chunk);
         },
         onComplete() {
           if (discarding) return settle({ ok: false, reason: failure, aborted: false });
-          flushBuffered();
-          res.end();
+          sink.end();
           settle({ ok: true });
         },
         onError(err) {
@@ -334,20 +438,19 @@ class ProxyHandler {
             log.status = reason === 'timeout' ? '504' : '502';
           }
           if (ex.committed && !discarding) {
-            // Headers are out: cut the connection so the client sees an incomplete response, never a complete one.
-            res.destroy();
+            // Headers are out: the response must end visibly broken, never as a complete-looking one.
+            sink.fail(err);
             return settle({ ok: false, reason, aborted: true });
           }
           settle({ ok: false, reason: discarding ? failure : reason, aborted: ex.clientGone });
         },
       };
-      const body = ex.body;
       server.dispatcher.dispatch(
         {
           path: server.basePath + ex.path,
           method: ctx.req.method! as Dispatcher.HttpMethod,
           headers: ex.headers,
-          body,
+          body: ex.body,
         },
         handler,
       );

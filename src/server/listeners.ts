@@ -135,7 +135,9 @@ export class Listeners {
       for (const server of this.#servers) server.closeAllConnections();
       for (const socket of this.#upgraded) socket.destroy();
     }, graceMs);
-    await Promise.all(closing);
+    // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the stop.
+    const tunnels = [...this.#upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    await Promise.all([...closing, ...tunnels]);
     clearTimeout(timer);
     this.#servers.length = 0;
     this.#addresses = [];

@@ -1,0 +1,136 @@
+/**
+ * `Cache-Control` parsing (RFC 9111 §5.2). Directive names are case-insensitive; values are tokens or quoted
+ * strings; unknown directives are ignored (never treated as no-cache). When a directive appears twice, the
+ * first occurrence wins (§4.2.1). An invalid delta-seconds counts as 0, which errs on the side of staleness.
+ */
+
+/** The directives Portico acts on, for requests and responses alike. */
+export interface CacheControl {
+  noStore: boolean;
+  /** `no-cache` with no field names → true; `no-cache="a, b"` → the names (Portico revalidates in both cases). */
+  noCache: boolean | readonly string[];
+  /** Unqualified or qualified `private` (a shared cache stores neither). */
+  private: boolean;
+  public: boolean;
+  maxAge: number | undefined;
+  sMaxAge: number | undefined;
+  mustRevalidate: boolean;
+  proxyRevalidate: boolean;
+  /** Seconds; `Infinity` for `max-stale` without a value. */
+  maxStale: number | undefined;
+  minFresh: number | undefined;
+  onlyIfCached: boolean;
+  staleWhileRevalidate: number | undefined;
+  staleIfError: number | undefined;
+  immutable: boolean;
+}
+
+/** Nothing asked for: the parse of an absent header. */
+export const EMPTY_CACHE_CONTROL: Readonly<CacheControl> = Object.freeze({
+  noStore: false,
+  noCache: false,
+  private: false,
+  public: false,
+  maxAge: undefined,
+  sMaxAge: undefined,
+  mustRevalidate: false,
+  proxyRevalidate: false,
+  maxStale: undefined,
+  minFresh: undefined,
+  onlyIfCached: false,
+  staleWhileRevalidate: undefined,
+  staleIfError: undefined,
+  immutable: false,
+});
+
+function deltaSeconds(value: string | true): number {
+  if (value === true || !/^\d+$/.test(value)) return 0;
+  // Values beyond 2^31 mean "a very long time" (§1.2.2).
+  return Math.min(Number(value), 2 ** 31);
+}
+
+/** Splits on commas outside quoted strings, yielding `[name, value | true]` pairs. */
+function* directives(header: string): Generator<[string, string | true]> {
+  let i = 0;
+  while (i < header.length) {
+    let end = i;
+    let inQuotes = false;
+    for (; end < header.length; end++) {
+      const c = header[end];
+      if (c === '"' && header[end - 1] !== '\\') inQuotes = !inQuotes;
+      else if (c === ',' && !inQuotes) break;
+    }
+    const part = header.slice(i, end).trim();
+    i = end + 1;
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    if (eq === -1) {
+      yield [part.toLowerCase(), true];
+      continue;
+    }
+    let value = part.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1).replace(/\\(.)/g, '$1');
+    yield [part.slice(0, eq).trim().toLowerCase(), value];
+  }
+}
+
+/** Parses one or more Cache-Control field values (Node joins repeated fields with ", "). */
+export function parseCacheControl(header: string | string[] | undefined): CacheControl {
+  if (header === undefined || header === '') return EMPTY_CACHE_CONTROL;
+  const text = Array.isArray(header) ? header.join(', ') : header;
+  const cc: CacheControl = { ...EMPTY_CACHE_CONTROL };
+  const seen = new Set<string>();
+  for (const [name, value] of directives(text)) {
+    if (seen.has(name)) continue;
+    seen.add(name);
+    switch (name) {
+      case 'no-store':
+        cc.noStore = true;
+        break;
+      case 'no-cache':
+        cc.noCache = value === true ? true : value.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
+        if (Array.isArray(cc.noCache) && cc.noCache.length === 0) cc.noCache = true;
+        break;
+      case 'private':
+        cc.private = true;
+        break;
+      case 'public':
+        cc.public = true;
+        break;
+      case 'max-age':
+        cc.maxAge = deltaSeconds(value);
+        break;
+      case 's-maxage':
+        cc.sMaxAge = deltaSeconds(value);
+        break;
+      case 'must-revalidate':
+        cc.mustRevalidate = true;
+        break;
+      case 'proxy-revalidate':
+        cc.proxyRevalidate = true;
+        break;
+      case 'max-stale':
+        cc.maxStale = value === true ? Infinity : deltaSeconds(value);
+        break;
+      case 'min-fresh':
+        cc.minFresh = deltaSeconds(value);
+        break;
+      case 'only-if-cached':
+        cc.onlyIfCached = true;
+        break;
+      case 'stale-while-revalidate':
+        cc.staleWhileRevalidate = deltaSeconds(value);
+        break;
+      case 'stale-if-error':
+        cc.staleIfError = deltaSeconds(value);
+        break;
+      case 'immutable':
+        cc.immutable = true;
+        break;
+      default:
+        // Unknown directives are ignored (§5.2.3).
+        break;
+    }
+  }
+  return cc;
+}

@@ -1,0 +1,69 @@
+/**
+ * The memory tier: a byte-bounded LRU of cache keys, each holding its stored variants (one per Vary
+ * secondary key). Headers and bodies both count against the bound. Built on lru-cache.
+ */
+import { LRUCache } from 'lru-cache';
+import { storedSize, type StoredResponse } from './types.js';
+
+/** A stored response plus whatever the caller derived from it once (facts, ready header lists). */
+export interface MemoryVariant<Extra> {
+  readonly stored: StoredResponse;
+  readonly extra: Extra;
+}
+
+/** Byte-bounded LRU of keys → variants. */
+export class MemoryStore<Extra> {
+  readonly #lru: LRUCache<string, Array<MemoryVariant<Extra>>>;
+  readonly #maxObject: number;
+
+  constructor(maxBytes: number) {
+    this.#maxObject = maxBytes;
+    this.#lru = new LRUCache({
+      maxSize: Math.max(1, maxBytes),
+      sizeCalculation: (variants) => Math.max(1, variants.reduce((sum, v) => sum + storedSize(v.stored), 0)),
+    });
+  }
+
+  /** The variants of a key (marks it recently used), or `undefined`. */
+  get(key: string): ReadonlyArray<MemoryVariant<Extra>> | undefined {
+    return this.#lru.get(key);
+  }
+
+  /** Adds or replaces the variant with the same varyKey; a variant larger than the whole store is dropped. */
+  put(variant: MemoryVariant<Extra>): void {
+    if (storedSize(variant.stored) > this.#maxObject) return;
+    const existing = this.#lru.get(variant.stored.key) ?? [];
+    const next = existing.filter((v) => v.stored.varyKey !== variant.stored.varyKey);
+    next.push(variant);
+    this.#lru.set(variant.stored.key, next);
+  }
+
+  /** Removes a key's variants; returns how many were removed. */
+  delete(key: string): number {
+    const existing = this.#lru.get(key);
+    if (existing === undefined) return 0;
+    this.#lru.delete(key);
+    return existing.length;
+  }
+
+  /** Removes every key starting with `prefix`; returns how many variants were removed. */
+  deletePrefix(prefix: string): number {
+    let removed = 0;
+    for (const key of [...this.#lru.keys()]) if (key.startsWith(prefix)) removed += this.delete(key);
+    return removed;
+  }
+
+  /** Bytes in use. */
+  get size(): number {
+    return this.#lru.calculatedSize;
+  }
+
+  /** Keys from most to least recently used. */
+  keys(): string[] {
+    return [...this.#lru.keys()];
+  }
+
+  clear(): void {
+    this.#lru.clear();
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * RFC 9111 rules for a *shared* cache, as pure functions (time is always passed in). Portico's choices where
+ * the RFC leaves room, each the conservative one:
+ * - only GET responses are stored; HEAD is answered from a stored GET;
+ * - `private` (qualified or not) and `no-store` are never stored; a response to a request with Authorization
+ *   only with `public`, `s-maxage` or `must-revalidate` (§3.5);
+ * - a response with Set-Cookie is not stored unless `ignore_set_cookie` (then the cookie is stripped);
+ * - with no explicit freshness, a response is stored only when heuristic freshness is enabled or a
+ *   `default_ttl` is set: a zero-freshness copy would be revalidated with the first user's validators and then
+ *   served to everyone, which is how personalised pages leak;
+ * - heuristic freshness (opt-in) is 10 % of Date − Last-Modified, at most one day, and only for statuses that
+ *   are heuristically cacheable (§4.2.2);
+ * - `s-maxage` implies proxy-revalidate, so with must-revalidate and proxy-revalidate it forbids serving
+ *   stale, whatever max-stale, stale-while-revalidate or stale-if-error say (§4.2.4, §5.2.2.10);
+ * - `no-cache`, with or without field names, always means revalidate.
+ */
+import { parseCacheControl, type CacheControl } from './cache-control.js';
+import type { StoredResponse } from './types.js';
+
+/** Statuses a cache understands and may store (§3). */
+const UNDERSTOOD = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501]);
+/** Statuses that are heuristically cacheable (RFC 9110 §15.1). */
+const HEURISTIC = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]);
+const MAX_HEURISTIC_MS = 86_400_000;
+
+/** The route's cache settings that the rules use. */
+export interface RuleOptions {
+  heuristic: boolean;
+  /** Freshness when the origin gives none and no heuristic applies (ms); 0 = none. */
+  defaultTtl: number;
+  ignoreSetCookie: boolean;
+  /** Configured stale-if-error window (ms), used when the response does not give one. */
+  staleIfError: number;
+}
+
+/** First value of a field in a flat header list (case-insensitive name). */
+export function headerValue(headers: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.length === name.length && headers[i]!.toLowerCase() === name) return headers[i + 1];
+  }
+  return undefined;
+}
+
+/** All values of a field in a flat header list, joined with ", ". */
+export function headerValues(headers: readonly string[], name: string): string | undefined {
+  let out: string | undefined;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.length === name.length && headers[i]!.toLowerCase() === name) out = out === undefined ? headers[i + 1] : `${out}, ${headers[i + 1]}`;
+  }
+  return out;
+}
+
+function httpDate(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** Why a response was not stored (for logs and tests), or `undefined` when it may be. */
+export type NotStorable =
+  | 'method'
+  | 'status'
+  | 'no-store'
+  | 'private'
+  | 'authorization'
+  | 'set-cookie'
+  | 'vary-star'
+  | 'no-freshness'
+  | 'partial';
+
+/** What the storage decision looks at in the request. */
+export interface RequestFacts {
+  method: string;
+  cacheControl: CacheControl;
+  hasAuthorization: boolean;
+}
+
+/** Decides whether a response may be stored (§3); returns the reason when it may not. */
+export function notStorable(req: RequestFacts, status: number, headers: readonly string[], options: RuleOptions): NotStorable | undefined {
+  if (req.method !== 'GET') return 'method';
+  if (status === 206 || headerValue(headers, 'content-range') !== undefined) return 'partial';
+  if (!UNDERSTOOD.has(status)) return 'status';
+  const cc = parseCacheControl(headerValues(headers, 'cache-control'));
+  if (req.cacheControl.noStore || cc.noStore) return 'no-store';
+  if (cc.private) return 'private';
+  if (req.hasAuthorization && !cc.public && cc.sMaxAge === undefined && !cc.mustRevalidate) return 'authorization';
+  if (!options.ignoreSetCookie && headerValue(headers, 'set-cookie') !== undefined) return 'set-cookie';
+  const vary = headerValues(headers, 'vary');
+  if (vary !== undefined && vary.split(',').some((f) => f.trim() === '*')) return 'vary-star';
+  if (freshnessLifetime(status, headers, cc, undefined, options) <= 0 && !hasExplicitFreshness(cc, headers)) {
+    return 'no-freshness';
+  }
+  return undefined;
+}
+
+function hasExplicitFreshness(cc: CacheControl, headers: readonly string[]): boolean {
+  return cc.sMaxAge !== undefined || cc.maxAge !== undefined || headerValue(headers, 'expires') !== undefined;
+}
+
+/**
+ * Freshness lifetime in ms (§4.2.1): s-maxage, then max-age, then Expires − Date, then (opt-in) heuristic,
+ * then `default_ttl`. `responseTime` stands in for a missing Date.
+ */
+export function freshnessLifetime(
+  status: number,
+  headers: readonly string[],
+  cc: CacheControl,
+  responseTime: number | undefined,
+  options: RuleOptions,
+): number {
+  if (cc.sMaxAge !== undefined) return cc.sMaxAge * 1000;
+  if (cc.maxAge !== undefined) return cc.maxAge * 1000;
+  const date = httpDate(headerValue(headers, 'date')) ?? responseTime ?? Date.now();
+  const expiresText = headerValue(headers, 'expires');
+  if (expiresText !== undefined) {
+    // An invalid Expires (such as "0") means already expired (§5.3).
+    const expires = httpDate(expiresText);
+    return expires === undefined ? 0 : Math.max(0, expires - date);
+  }
+  if (!HEURISTIC.has(status)) return 0;
+  if (options.heuristic) {
+    const lastModified = httpDate(headerValue(headers, 'last-modified'));
+    if (lastModified !== undefined && lastModified < date) return Math.min(MAX_HEURISTIC_MS, (date - lastModified) / 10);
+  }
+  return options.defaultTtl;
+}
+
+/** Current age in ms (§4.2.3). */
+export function currentAge(entry: Pick<StoredResponse, 'headers' | 'requestTime' | 'responseTime'>, now: number): number {
+  const ageHeader = headerValue(entry.headers, 'age');
+  const ageValue = ageHeader !== undefined && /^\d+$/.test(ageHeader.trim()) ? Number(ageHeader) * 1000 : 0;
+  const dateValue = httpDate(headerValue(entry.headers, 'date')) ?? entry.responseTime;
+  const apparentAge = Math.max(0, entry.responseTime - dateValue);
+  const responseDelay = Math.max(0, entry.responseTime - entry.requestTime);
+  const correctedInitialAge = Math.max(apparentAge, ageValue + responseDelay);
+  return correctedInitialAge + Math.max(0, now - entry.responseTime);
+}
+
+/** Everything the serving rules need of a stored response, computed once when it is stored or loaded. */
+export interface EntryFacts {
+  status: number;
+  cc: CacheControl;
+  /** Freshness lifetime, ms. */
+  lifetime: number;
+  /** Stale may never be served (must-revalidate, proxy-revalidate or s-maxage). */
+  neverStale: boolean;
+  etag: string | undefined;
+  lastModified: string | undefined;
+  /** Lower-cased field names of Vary, or `undefined`. `['*']` never matches. */
+  vary: readonly string[] | undefined;
+}
+
+/** Computes the serving facts of a stored response. */
+export function entryFacts(entry: StoredResponse, options: RuleOptions): EntryFacts {
+  const cc = parseCacheControl(headerValues(entry.headers, 'cache-control'));
+  const vary = headerValues(entry.headers, 'vary');
+  return {
+    status: entry.status,
+    cc,
+    lifetime: freshnessLifetime(entry.status, entry.headers, cc, entry.responseTime, options),
+    neverStale: cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAge !== undefined,
+    etag: headerValue(entry.headers, 'etag'),
+    lastModified: headerValue(entry.headers, 'last-modified'),
+    vary: vary === undefined ? undefined : vary.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean),
+  };
+}
+
+/** How a stored response may serve a request. */
+export type Usability =
+  /** Fresh enough for this request. */
+  | 'fresh'
+  /** Stale, but the request's max-stale accepts it. */
+  | 'stale-ok'
+  /** Stale within the response's stale-while-revalidate: serve, and refresh in the background. */
+  | 'stale-while-revalidate'
+  /** Must be revalidated (or fetched) before use. */
+  | 'revalidate';
+
+/** Decides whether a stored response can serve a request now (§4.2, §5.2.1, RFC 5861). */
+export function usability(facts: EntryFacts, age: number, req: CacheControl, pragmaNoCache: boolean): Usability {
+  // `pragmaNoCache`: the request has `Pragma: no-cache` and no Cache-Control (§5.4).
+  if (req.noCache || pragmaNoCache || facts.cc.noCache !== false) return 'revalidate';
+  if (req.maxAge !== undefined && age > req.maxAge * 1000) return 'revalidate';
+  if (facts.lifetime - age > (req.minFresh ?? 0) * 1000) return 'fresh';
+  if (facts.neverStale) return 'revalidate';
+  const staleness = age - facts.lifetime;
+  if (req.maxStale !== undefined && staleness <= req.maxStale * 1000) return 'stale-ok';
+  if (facts.cc.staleWhileRevalidate !== undefined && staleness <= facts.cc.staleWhileRevalidate * 1000) return 'stale-while-revalidate';
+  return 'revalidate';
+}
+
+/** Whether a stale response may stand in for a failed origin (RFC 5861 §4), never where stale is forbidden. */
+export function mayServeStaleOnError(facts: EntryFacts, age: number, req: CacheControl, configured: number): boolean {
+  if (facts.neverStale) return false;
+  const window = facts.cc.staleIfError !== undefined ? facts.cc.staleIfError * 1000 : req.staleIfError !== undefined ? req.staleIfError * 1000 : configured;
+  return age - facts.lifetime <= window;
+}
+
+/** Normalised Accept-Encoding for Vary matching: the best encoding the client takes among br, gzip, identity. */
+function normalizeAcceptEncoding(value: string | undefined): string {
+  if (value === undefined) return 'identity';
+  const v = value.toLowerCase();
+  const accepts = (enc: string) => new RegExp(`(^|,)\\s*${enc}\\s*(;\\s*q\\s*=\\s*(?!0(\\.0*)?\\s*(,|$))[\\d.]+)?\\s*(,|$)`).test(v);
+  if (accepts('br')) return 'br';
+  if (accepts('gzip') || accepts('x-gzip')) return 'gzip';
+  return 'identity';
+}
+
+/**
+ * The secondary key of a request for a Vary field list: each named field's value, whitespace-normalised
+ * (Accept-Encoding reduced to the encoding that would be chosen). `undefined` for `Vary: *` (never matches).
+ */
+export function varyKey(vary: readonly string[] | undefined, headers: Record<string, string | string[] | undefined>): string | undefined {
+  if (vary === undefined || vary.length === 0) return '';
+  let key = '';
+  for (const field of vary) {
+    if (field === '*') return undefined;
+    const raw = headers[field];
+    const value = field === 'accept-encoding' ? normalizeAcceptEncoding(Array.isArray(raw) ? raw.join(',') : raw) : Array.isArray(raw) ? raw.join(', ') : raw ?? '';
+    key += `${field}:${value.replace(/\s+/g, ' ').trim()}\n`;
+  }
+  return key;
+}

@@ -1,0 +1,163 @@
+/**
+ * A cache zone: the memory tier, the optional disk tier behind it, the in-flight misses (for request
+ * collapsing) and the hit-for-miss marks. Lookups go memory → disk (a disk hit is promoted to memory);
+ * stores go to both. Purge by exact key and by prefix is exposed for the admin API.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import { DiskStore } from './disk-store.js';
+import type { GrowingBody } from './growing-body.js';
+import { MemoryStore, type MemoryVariant } from './memory-store.js';
+import { entryFacts, headerValue, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
+import type { PersistentStore, StoredResponse } from './types.js';
+
+type ZoneConfig = Config['caches'][string];
+
+/** What a zone keeps beside each stored variant. */
+export interface VariantExtra {
+  facts: EntryFacts;
+}
+
+/** A cached variant ready to serve. */
+export type CachedVariant = MemoryVariant<VariantExtra>;
+
+/** The outcome of a lookup: a variant, or which kind of miss (RFC 9211 `fwd=uri-miss` / `fwd=vary-miss`). */
+export type Lookup = { hit: CachedVariant } | { miss: 'uri-miss' | 'vary-miss' };
+
+/** A miss being fetched: the leader publishes the response head, then streams the body into `body`. */
+export interface Flight {
+  /** Resolves when the leader knows whether its response can be shared with the waiters. */
+  readonly decision: Promise<FlightDecision>;
+}
+
+/** What waiters of a flight get: a shareable response, or "go to the origin yourselves". */
+export type FlightDecision =
+  | { share: true; status: number; headers: readonly string[]; body: GrowingBody; vary: readonly string[] | undefined; varyKeyOf: string }
+  | { share: false };
+
+/** One named cache. */
+export class CacheZone {
+  readonly name: string;
+  readonly maxObject: number;
+  readonly memory: MemoryStore<VariantExtra>;
+  readonly #disk: PersistentStore | undefined;
+  readonly #logger: Logger;
+  readonly #flights = new Map<string, Flight>();
+  readonly #hitForMiss = new Map<string, number>();
+
+  constructor(name: string, config: ZoneConfig, logger: Logger) {
+    this.name = name;
+    this.maxObject = config.max_object;
+    this.memory = new MemoryStore(config.memory);
+    this.#disk = config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size });
+    this.#logger = logger;
+  }
+
+  async start(): Promise<void> {
+    await this.#disk?.open();
+  }
+
+  async stop(): Promise<void> {
+    await this.#disk?.close();
+    this.memory.clear();
+    this.#flights.clear();
+    this.#hitForMiss.clear();
+  }
+
+  /** Finds the variant of `key` whose Vary matches the request's headers. */
+  async lookup(key: string, headers: Record<string, string | string[] | undefined>, options: RuleOptions): Promise<Lookup> {
+    let variants = this.memory.get(key);
+    if (variants === undefined && this.#disk !== undefined) {
+      const stored = await this.#disk.get(key).catch((err: unknown) => {
+        this.#logger.warn({ err, zone: this.name }, 'disk cache read failed');
+        return [] as StoredResponse[];
+      });
+      for (const entry of stored) this.memory.put({ stored: entry, extra: { facts: entryFacts(entry, options) } });
+      variants = this.memory.get(key);
+    }
+    if (variants === undefined || variants.length === 0) return { miss: 'uri-miss' };
+    for (const variant of variants) {
+      const wanted = varyKey(variant.extra.facts.vary, headers);
+      if (wanted !== undefined && wanted === variant.stored.varyKey) return { hit: variant };
+    }
+    return { miss: 'vary-miss' };
+  }
+
+  /** Stores a response (both tiers); returns the variant as it will be served. */
+  store(entry: StoredResponse, options: RuleOptions): CachedVariant {
+    const variant: CachedVariant = { stored: entry, extra: { facts: entryFacts(entry, options) } };
+    this.memory.put(variant);
+    this.#disk?.put(entry).catch((err: unknown) => this.#logger.warn({ err, zone: this.name }, 'disk cache write failed'));
+    this.#hitForMiss.delete(entry.key);
+    return variant;
+  }
+
+  /** Removes every variant of a key from both tiers; returns how many were removed. */
+  async purge(key: string): Promise<number> {
+    const fromMemory = this.memory.delete(key);
+    const fromDisk = (await this.#disk?.delete(key)) ?? 0;
+    return Math.max(fromMemory, fromDisk);
+  }
+
+  /** Removes every key starting with `prefix` from both tiers. */
+  async purgePrefix(prefix: string): Promise<number> {
+    const fromMemory = this.memory.deletePrefix(prefix);
+    const fromDisk = (await this.#disk?.deletePrefix(prefix)) ?? 0;
+    return Math.max(fromMemory, fromDisk);
+  }
+
+  /** The miss in flight for a key, if any. */
+  flight(key: string): Flight | undefined {
+    return this.#flights.get(key);
+  }
+
+  /** Registers the leader's flight for a key until `decision` settles and the body is complete. */
+  beginFlight(key: string, flight: Flight, done: Promise<unknown>): void {
+    this.#flights.set(key, flight);
+    const clear = () => {
+      if (this.#flights.get(key) === flight) this.#flights.delete(key);
+    };
+    done.then(clear, clear);
+  }
+
+  /** Marks a key uncacheable for a while, so later bursts do not queue behind a leader in vain. */
+  markHitForMiss(key: string, until: number): void {
+    this.#hitForMiss.set(key, until);
+    if (this.#hitForMiss.size > 10_000) {
+      const now = Date.now();
+      for (const [k, t] of this.#hitForMiss) if (t <= now) this.#hitForMiss.delete(k);
+    }
+  }
+
+  /** Whether a key is marked uncacheable now. */
+  isHitForMiss(key: string, now: number): boolean {
+    const until = this.#hitForMiss.get(key);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#hitForMiss.delete(key);
+    return false;
+  }
+}
+
+/** Strips Set-Cookie from a header list (for `ignore_set_cookie`). */
+export function withoutSetCookie(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() !== 'set-cookie') out.push(headers[i]!, headers[i + 1]!);
+  }
+  return out;
+}
+
+/** Whether a Location/Content-Location value names the same origin (for §4.4 invalidation). */
+export function sameOriginPath(value: string | undefined, host: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.startsWith('/') && !value.startsWith('//')) return value;
+  try {
+    const url = new URL(value);
+    return url.host.toLowerCase() === host.toLowerCase() ? url.pathname + url.search : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export { headerValue };
