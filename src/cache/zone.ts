@@ -16,6 +16,20 @@ type ZoneConfig = Config['caches'][string];
 /** What a zone keeps beside each stored variant. */
 export interface VariantExtra {
   facts: EntryFacts;
+  /** Header list to serve it with, less Age and Cache-Status (added per response); Content-Length exact. */
+  baseHeaders: readonly string[];
+}
+
+/** Builds a servable variant: facts once, and the header list with an exact Content-Length and no Age. */
+export function makeVariant(entry: StoredResponse, options: RuleOptions): CachedVariant {
+  const baseHeaders: string[] = [];
+  for (let i = 0; i < entry.headers.length; i += 2) {
+    const lower = entry.headers[i]!.toLowerCase();
+    if (lower === 'age' || lower === 'content-length' || lower === 'cache-status') continue;
+    baseHeaders.push(entry.headers[i]!, entry.headers[i + 1]!);
+  }
+  if (entry.status !== 204 && entry.status !== 304) baseHeaders.push('Content-Length', String(entry.body.length));
+  return { stored: entry, extra: { facts: entryFacts(entry, options), baseHeaders } };
 }
 
 /** A cached variant ready to serve. */
@@ -72,7 +86,7 @@ export class CacheZone {
         this.#logger.warn({ err, zone: this.name }, 'disk cache read failed');
         return [] as StoredResponse[];
       });
-      for (const entry of stored) this.memory.put({ stored: entry, extra: { facts: entryFacts(entry, options) } });
+      for (const entry of stored) this.memory.put(makeVariant(entry, options));
       variants = this.memory.get(key);
     }
     if (variants === undefined || variants.length === 0) return { miss: 'uri-miss' };
@@ -85,7 +99,7 @@ export class CacheZone {
 
   /** Stores a response (both tiers); returns the variant as it will be served. */
   store(entry: StoredResponse, options: RuleOptions): CachedVariant {
-    const variant: CachedVariant = { stored: entry, extra: { facts: entryFacts(entry, options) } };
+    const variant = makeVariant(entry, options);
     this.memory.put(variant);
     this.#disk?.put(entry).catch((err: unknown) => this.#logger.warn({ err, zone: this.name }, 'disk cache write failed'));
     this.#hitForMiss.delete(entry.key);

@@ -188,6 +188,9 @@ export class App {
   }
 
   #fail(ctx: RequestContext, err: unknown): void {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    // A file that exists but may not be read is forbidden, not a server fault (as nginx answers).
+    if (code === 'EACCES' || code === 'EPERM') return sendError(ctx, 403);
     if (err instanceof PorticoError) {
       if (err.status >= 500) this.#logger.warn({ code: err.code, url: ctx.req.url }, err.message);
       return sendError(ctx, err.status);

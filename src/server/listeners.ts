@@ -69,6 +69,8 @@ export class Listeners {
         maxHeaderSize: config.max_header_size,
         requestTimeout: config.request_timeout,
         headersTimeout: config.header_timeout,
+        // Node checks these timeouts every 30 s by default; check often enough that short limits hold.
+        connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2))),
         keepAliveTimeout: config.keepalive_timeout,
         joinDuplicateHeaders: true,
         requireHostHeader: true,

@@ -61,7 +61,8 @@ export class StaticResolver {
     this.#opt = options;
     this.#entryOptions = entryOptions;
     this.#realRoot = realpathSync(options.root);
-    this.#answers = new LRUCache({ max: options.maxEntries });
+    // Bounded by bytes too: request paths are client-chosen and may be long.
+    this.#answers = new LRUCache({ max: options.maxEntries, maxSize: 16 * 1024 * 1024, sizeCalculation: (_v, key) => key.length + 128 });
     this.#files = new LRUCache({
       maxSize: Math.max(options.maxSize, 1),
       sizeCalculation: (entry) => Math.max(1, entry.memorySize),
