@@ -18,7 +18,9 @@ import { TrustedProxies, stripMapped } from '../server/client-address.js';
 import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../upstream/headers.js';
 import type { UpstreamServer } from '../upstream/server.js';
 import type { Upstream } from '../upstream/upstream.js';
+import { ProxyCache } from '../cache/proxy-cache.js';
 import { compileTemplate } from './redirect.js';
+import { compileKey, readCookie } from '../server/variables.js';
 import type { HandlerKind } from './types.js';
 
 /** Options of a `proxy` route, as validated by the config schema. */
@@ -32,6 +34,18 @@ export interface ProxyOptions {
   readonly max_body_size: number;
   readonly buffer_response: number;
   readonly websocket: boolean;
+  readonly cache?:
+    | {
+        readonly zone: string;
+        readonly key: string;
+        readonly default_ttl: number;
+        readonly heuristic: boolean;
+        readonly stale_if_error: number;
+        readonly ignore_set_cookie: boolean;
+        readonly hit_for_miss: number;
+        readonly collapse: boolean;
+      }
+    | undefined;
 }
 
 /** What a proxy handler needs beyond its options: the upstream it forwards to and whom to trust. */
@@ -240,10 +254,15 @@ class ProxyHandler {
     });
   }
 
+  /** The sink that answers the client directly. */
+  clientSink(ctx: RequestContext): ClientSink {
+    return new ClientSink(ctx, this.#options.buffer_response);
+  }
+
   async handle(ctx: RequestContext): Promise<void> {
     const prepared = await this.prepare(ctx);
     if (prepared === undefined) return;
-    const outcome = await this.forward(prepared, new ClientSink(ctx, this.#options.buffer_response));
+    const outcome = await this.forward(prepared, this.clientSink(ctx));
     if (!outcome.ok) sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
   }
 
@@ -561,55 +580,11 @@ function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void):
   return limited;
 }
 
-/**
- * Compiles a hash key template: `$request_uri`, `$uri`, `$args`, `$host`, `$remote_addr`, `$cookie_NAME`,
- * `$header_NAME` (dashes as underscores), `$arg_NAME`; anything else is literal.
- */
-export function compileKey(template: string): (ctx: RequestContext, clientIp: string) => string {
-  const parts: Array<string | ((ctx: RequestContext, clientIp: string) => string)> = [];
-  let last = 0;
-  for (const m of template.matchAll(/\$(request_uri|uri|args|host|remote_addr|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g)) {
-    parts.push(template.slice(last, m.index));
-    const name = m[1]!;
-    if (name === 'request_uri') parts.push((ctx) => ctx.uri);
-    else if (name === 'uri') parts.push((ctx) => ctx.path);
-    else if (name === 'args') parts.push((ctx) => ctx.query);
-    else if (name === 'host') parts.push((ctx) => ctx.host);
-    else if (name === 'remote_addr') parts.push((_ctx, ip) => ip);
-    else if (name.startsWith('cookie_')) {
-      const cookie = name.slice(7);
-      parts.push((ctx) => readCookie(ctx.req.headers.cookie, cookie) ?? '');
-    } else if (name.startsWith('header_')) {
-      const header = name.slice(7).replaceAll('_', '-').toLowerCase();
-      parts.push((ctx) => String(ctx.req.headers[header] ?? ''));
-    } else {
-      const arg = name.slice(4);
-      parts.push((ctx) => new URLSearchParams(ctx.query).get(arg) ?? '');
-    }
-    last = m.index! + m[0].length;
-  }
-  parts.push(template.slice(last));
-  return (ctx, clientIp) => {
-    let out = '';
-    for (const part of parts) out += typeof part === 'string' ? part : part(ctx, clientIp);
-    return out;
-  };
-}
-
-function readCookie(header: string | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq !== -1 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** The `proxy` handler kind: a named upstream, or a private one-server upstream for `url:`. */
+/** The `proxy` handler kind: a named upstream, or a private one-server upstream for `url:`; optionally cached. */
 export const proxyKind: HandlerKind<ProxyOptions> = {
   kind: 'proxy',
   create(options, env) {
@@ -622,10 +597,34 @@ export const proxyKind: HandlerKind<ProxyOptions> = {
       owned = true;
     }
     const handler = new ProxyHandler(options, { upstream, trusted: env.trusted, routePath: env.routePath, serverHeader: env.serverHeader });
+    const cacheOptions = options.cache;
+    const cache =
+      cacheOptions === undefined
+        ? undefined
+        : new ProxyCache(
+            {
+              zone: env.caches.get(cacheOptions.zone)!,
+              key: compileKey(cacheOptions.key),
+              rules: {
+                heuristic: cacheOptions.heuristic,
+                defaultTtl: cacheOptions.default_ttl,
+                ignoreSetCookie: cacheOptions.ignore_set_cookie,
+                staleIfError: cacheOptions.stale_if_error,
+              },
+              hitForMiss: cacheOptions.hit_for_miss,
+              collapse: cacheOptions.collapse,
+            },
+            handler,
+          );
     return {
-      handle: function proxy(ctx) {
-        return handler.handle(ctx);
-      },
+      handle:
+        cache === undefined
+          ? function proxy(ctx) {
+              return handler.handle(ctx);
+            }
+          : function cachedProxy(ctx) {
+              return cache.handle(ctx);
+            },
       upgrade: options.websocket ? (ctx, socket, head) => handler.upgrade(ctx, socket, head) : undefined,
       start: owned ? () => upstream.start() : undefined,
       stop: owned ? () => upstream.stop() : undefined,

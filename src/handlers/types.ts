@@ -1,6 +1,7 @@
 /** The contract every handler kind implements, and what the app gives it when the config is loaded. */
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { CacheZone } from '../cache/zone.js';
 import type { RoutePath } from '../config/schema.js';
 import type { TrustedProxies } from '../server/client-address.js';
 import type { Handler, RequestContext } from '../server/context.js';
@@ -13,6 +14,8 @@ export interface HandlerEnv {
   serverHeader: string;
   /** The path of the route being built. */
   routePath: RoutePath;
+  /** The config's cache zones. */
+  caches: ReadonlyMap<string, CacheZone>;
   /** The config's named upstreams. */
   upstreams: ReadonlyMap<string, Upstream>;
   /** Peers whose forwarding headers are believed. */

@@ -15,6 +15,7 @@ import { writeRawError } from '../handlers/proxy.js';
 import { handlerKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';
+import { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from './client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
@@ -50,6 +51,7 @@ export class App {
   readonly #sites = new HostMatcher<Site>();
   readonly #instances: HandlerInstance[] = [];
   readonly #upstreams = new Map<string, Upstream>();
+  readonly #caches = new Map<string, CacheZone>();
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
 
@@ -59,13 +61,14 @@ export class App {
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
       this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger));
     }
+    for (const [name, zoneConfig] of Object.entries(config.caches)) this.#caches.set(name, new CacheZone(name, zoneConfig, logger));
     const trusted = new TrustedProxies(config.trusted_proxies);
     const createUpstream = (name: string, partial: unknown) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
         const kind = HANDLER_KINDS.find((name) => route[name] !== undefined)!;
-        const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, trusted, createUpstream };
+        const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, caches: this.#caches, trusted, createUpstream };
         const instance = handlerKind(kind)!.create(route[kind], env);
         this.#instances.push(instance);
         return { path: route.path, route: { handle: compileChain([], instance.handle), upgrade: instance.upgrade } };
@@ -89,6 +92,7 @@ export class App {
 
   /** Starts what the handlers run in the background. */
   async start(): Promise<void> {
+    for (const zone of this.#caches.values()) await zone.start();
     for (const upstream of this.#upstreams.values()) upstream.start();
     for (const instance of this.#instances) await instance.start?.();
   }
@@ -97,6 +101,7 @@ export class App {
   async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
     await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop()));
+    await Promise.all([...this.#caches.values()].map((zone) => zone.stop()));
     await this.#accessLog?.close();
   }
 

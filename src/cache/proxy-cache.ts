@@ -1,0 +1,467 @@
+/**
+ * The cache in front of a proxy route (RFC 9111 shared cache, RFC 5861 stale-*, RFC 9211 Cache-Status).
+ *
+ * GET and HEAD are looked up; a fresh hit is answered from memory (HEAD from a stored GET, client validators
+ * answered with 304, a single Range with 206). A stale hit is revalidated with the stored validators (a 304
+ * refreshes the stored headers) or, within stale-while-revalidate, served at once and refreshed once in the
+ * background; when the origin fails, stale-if-error may stand in. Concurrent misses for one key are collapsed
+ * into one upstream request whose response streams to every waiter — only when it is storable and its Vary
+ * matches the waiter; otherwise the waiters go to the origin themselves and the key is marked hit-for-miss.
+ * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
+ */
+import { once } from 'node:events';
+import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from '../handlers/proxy.js';
+import { evaluatePreconditions, ifRangeAllows } from '../handlers/static/conditional.js';
+import { parseRange } from '../handlers/static/range.js';
+import type { RequestContext } from '../server/context.js';
+import { sendError } from '../server/send.js';
+import { parseCacheControl, type CacheControl } from './cache-control.js';
+import { GrowingBody } from './growing-body.js';
+import { currentAge, headerValue, mayServeStaleOnError, notStorable, usability, varyKey, type RuleOptions } from './rules.js';
+import type { StoredResponse } from './types.js';
+import { sameOriginPath, withoutSetCookie, type CacheZone, type CachedVariant, type Flight, type FlightDecision } from './zone.js';
+
+/** The forwarding half of the proxy that the cache drives. */
+export interface Forwarder {
+  prepare(ctx: RequestContext): Promise<PreparedRequest | undefined>;
+  forward(prepared: PreparedRequest, sink: ResponseSink, edit?: HeaderEdit): Promise<ForwardOutcome>;
+  clientSink(ctx: RequestContext): ClientSink;
+}
+
+/** A route's cache settings, resolved once. */
+export interface ProxyCacheOptions {
+  zone: CacheZone;
+  key: (ctx: RequestContext, clientIp: string) => string;
+  rules: RuleOptions;
+  hitForMiss: number;
+  collapse: boolean;
+}
+
+/** Client validators are answered by Portico; the origin is asked with the cache's own (or none). */
+const CLIENT_VALIDATORS: ReadonlySet<string> = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
+const DROP_VALIDATORS: HeaderEdit = { drop: CLIENT_VALIDATORS };
+const ERROR_STATUSES = new Set([500, 502, 503, 504]);
+/** Fields a 304 may not change in the stored response (§3.2). */
+const KEEP_ON_REFRESH = new Set(['content-length', 'content-encoding', 'content-range', 'transfer-encoding']);
+
+function cacheStatus(params: string): string {
+  return `Portico; ${params}`;
+}
+
+function ttlParam(variant: CachedVariant, age: number): string {
+  return `ttl=${Math.floor((variant.extra.facts.lifetime - age) / 1000)}`;
+}
+
+/** The caching layer of one proxy route. */
+export class ProxyCache {
+  readonly #o: ProxyCacheOptions;
+  readonly #forwarder: Forwarder;
+
+  constructor(options: ProxyCacheOptions, forwarder: Forwarder) {
+    this.#o = options;
+    this.#forwarder = forwarder;
+  }
+
+  #keyFor(ctx: RequestContext): string {
+    return this.#o.key(ctx, ctx.req.socket.remoteAddress ?? '');
+  }
+
+  async handle(ctx: RequestContext): Promise<void> {
+    const { req } = ctx;
+    const method = req.method!;
+    if (method !== 'GET' && method !== 'HEAD') return this.#unsafe(ctx);
+    const ccHeader = req.headers['cache-control'];
+    const reqcc = parseCacheControl(ccHeader);
+    const pragmaNoCache = ccHeader === undefined && /no-cache/i.test(String(req.headers.pragma ?? ''));
+    const key = this.#keyFor(ctx);
+    if (reqcc.noStore) return this.#passThrough(ctx, 'fwd=request');
+    const lookup = await this.#o.zone.lookup(key, req.headers, this.#o.rules);
+    if ('hit' in lookup) {
+      const variant = lookup.hit;
+      const now = Date.now();
+      const age = currentAge(variant.stored, now);
+      const use = usability(variant.extra.facts, age, reqcc, pragmaNoCache);
+      if (use === 'fresh' || use === 'stale-ok') return this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}`);
+      if (use === 'stale-while-revalidate') {
+        this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=stale-while-revalidate`);
+        this.#refreshInBackground(ctx, key, variant, reqcc);
+        return;
+      }
+      if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus('fwd=stale; detail=only-if-cached') });
+      return this.#revalidate(ctx, key, variant, age, reqcc, 'fwd=stale');
+    }
+    if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`fwd=${lookup.miss}; detail=only-if-cached`) });
+    if (method === 'HEAD') return this.#passThrough(ctx, `fwd=${lookup.miss}`);
+    return this.#miss(ctx, key, `fwd=${lookup.miss}`, reqcc);
+  }
+
+  /** Forwards without storing; every response still says what the cache did. */
+  async #passThrough(ctx: RequestContext, params: string): Promise<void> {
+    const prepared = await this.#forwarder.prepare(ctx);
+    if (prepared === undefined) return;
+    const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus(params));
+    const outcome = await this.#forwarder.forward(prepared, sink);
+    if (!outcome.ok) sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, params));
+  }
+
+  #errorHeaders(status: number, params: string): Record<string, string> {
+    const headers: Record<string, string> = { 'Cache-Status': cacheStatus(params) };
+    if (status === 503) headers['Retry-After'] = '1';
+    return headers;
+  }
+
+  /** POST/PUT/PATCH/DELETE…: forwarded; on success the URI and its same-origin Location/Content-Location are invalidated. */
+  async #unsafe(ctx: RequestContext): Promise<void> {
+    const prepared = await this.#forwarder.prepare(ctx);
+    if (prepared === undefined) return;
+    const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
+    const outcome = await this.#forwarder.forward(prepared, sink);
+    if (!outcome.ok) return sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, 'fwd=method'));
+    if (sink.status >= 200 && sink.status < 400) {
+      const zone = this.#o.zone;
+      await zone.purge(this.#keyFor(ctx));
+      for (const name of ['location', 'content-location']) {
+        const target = sameOriginPath(headerValue(sink.headers, name), ctx.req.headers.host ?? ctx.host);
+        if (target === undefined) continue;
+        const q = target.indexOf('?');
+        const other = Object.create(ctx) as RequestContext;
+        Object.defineProperty(other, 'path', { value: q === -1 ? target : target.slice(0, q) });
+        Object.defineProperty(other, 'query', { value: q === -1 ? '' : target.slice(q + 1) });
+        await zone.purge(this.#keyFor(other));
+      }
+    }
+  }
+
+  /** A miss: join a collapsed fetch in flight, or lead one, or (hit-for-miss, Authorization) fetch alone. */
+  async #miss(ctx: RequestContext, key: string, params: string, reqcc: CacheControl): Promise<void> {
+    const zone = this.#o.zone;
+    const alone = !this.#o.collapse || ctx.req.headers.authorization !== undefined || zone.isHitForMiss(key, Date.now());
+    if (!alone) {
+      const inFlight = zone.flight(key);
+      if (inFlight !== undefined) {
+        const decision = await inFlight.decision;
+        if (decision.share && varyKey(decision.vary, ctx.req.headers) === decision.varyKeyOf) {
+          return this.#serveFlight(ctx, decision, `${params}; collapsed`);
+        }
+        return this.#fetch(ctx, key, params, reqcc, null, null);
+      }
+      let publish!: (decision: FlightDecision) => void;
+      const flight: Flight = { decision: new Promise((resolve) => (publish = resolve)) };
+      const done = this.#fetch(ctx, key, params, reqcc, publish, null);
+      zone.beginFlight(key, flight, done);
+      return done;
+    }
+    return this.#fetch(ctx, key, params, reqcc, null, null);
+  }
+
+  /**
+   * Fetches from the origin into a StoringSink. `publish` (a collapse leader) tells waiters what they get;
+   * `stale` (a revalidation) is the stored variant a 304 refreshes.
+   */
+  async #fetch(
+    ctx: RequestContext,
+    key: string,
+    params: string,
+    reqcc: CacheControl,
+    publish: ((decision: FlightDecision) => void) | null,
+    stale: { variant: CachedVariant; age: number; edit: HeaderEdit } | null,
+    background = false,
+  ): Promise<void> {
+    const prepared = await this.#forwarder.prepare(ctx);
+    if (prepared === undefined) {
+      publish?.({ share: false });
+      return;
+    }
+    const sink = new StoringSink(this, ctx, key, params, reqcc, publish, stale?.variant ?? null, background);
+    const outcome = await this.#forwarder.forward(prepared, sink, stale?.edit ?? DROP_VALIDATORS);
+    sink.settle();
+    if (outcome.ok) {
+      if (sink.servedStaleOnError && stale !== null) this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${sink.status}; detail=stale-if-error`);
+      return;
+    }
+    if (background) return;
+    if (stale !== null && mayServeStaleOnError(stale.variant.extra.facts, stale.age, reqcc, this.#o.rules.staleIfError)) {
+      return this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${outcome.status}; detail=stale-if-error`);
+    }
+    sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, params));
+  }
+
+  /** Revalidates a stored variant with its validators (or refetches when it has none). */
+  #revalidate(ctx: RequestContext, key: string, variant: CachedVariant, age: number, reqcc: CacheControl, params: string, background = false): Promise<void> {
+    const add: string[] = [];
+    const { etag, lastModified } = variant.extra.facts;
+    if (etag !== undefined) add.push('if-none-match', etag);
+    if (lastModified !== undefined) add.push('if-modified-since', lastModified);
+    return this.#fetch(ctx, key, params, reqcc, null, { variant, age, edit: { drop: CLIENT_VALIDATORS, add } }, background);
+  }
+
+  /** stale-while-revalidate: one background refresh per key at a time. */
+  #refreshInBackground(ctx: RequestContext, key: string, variant: CachedVariant, reqcc: CacheControl): void {
+    const zone = this.#o.zone;
+    const flightKey = `\0refresh\0${key}`;
+    if (zone.flight(flightKey) !== undefined) return;
+    const flight: Flight = { decision: Promise.resolve({ share: false }) };
+    const done = this.#revalidate(ctx, key, variant, currentAge(variant.stored, Date.now()), reqcc, 'fwd=stale', true);
+    zone.beginFlight(flightKey, flight, done.catch(() => undefined));
+  }
+
+  /** Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response. */
+  #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string): void {
+    const { req, res } = ctx;
+    const stored = variant.stored;
+    const facts = variant.extra.facts;
+    const statusHeader = cacheStatus(params);
+    const ageSeconds = String(Math.floor(age / 1000));
+    if (stored.status === 200 && (facts.etag !== undefined || facts.lastModified !== undefined)) {
+      const validators = { etag: facts.etag ?? '""', lastModifiedMs: facts.lastModified === undefined ? Infinity : Date.parse(facts.lastModified) };
+      const outcome = evaluatePreconditions(req.headers, validators, true);
+      if (outcome === 304) {
+        ctx.status = 304;
+        res.writeHead(304, [...notModifiedHeaders(variant.extra.baseHeaders), 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+        res.end();
+        return;
+      }
+      if (outcome === 412) return sendError(ctx, 412, { 'Cache-Status': statusHeader });
+    }
+    const range = req.method === 'GET' && stored.status === 200 ? req.headers.range : undefined;
+    if (range !== undefined && ifRangeAllows(req.headers['if-range'] as string | undefined, { etag: facts.etag ?? '', lastModifiedMs: facts.lastModified === undefined ? NaN : Date.parse(facts.lastModified) })) {
+      const decision = parseRange(range, stored.body.length, 1);
+      if (decision.kind === 'unsatisfiable') return sendError(ctx, 416, { 'Content-Range': `bytes */${stored.body.length}`, 'Cache-Status': statusHeader });
+      if (decision.kind === 'ranges') {
+        const { start, end } = decision.ranges[0]!;
+        const headers = variant.extra.baseHeaders.filter((_v, i, list) => i % 2 === 0 ? list[i]!.toLowerCase() !== 'content-length' : list[i - 1]!.toLowerCase() !== 'content-length');
+        ctx.status = 206;
+        ctx.bytesSent = end - start + 1;
+        res.writeHead(206, [...headers, 'Content-Range', `bytes ${start}-${end}/${stored.body.length}`, 'Content-Length', String(end - start + 1), 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+        res.end(stored.body.subarray(start, end + 1));
+        return;
+      }
+    }
+    ctx.status = stored.status;
+    res.writeHead(stored.status, [...variant.extra.baseHeaders, 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+    if (req.method === 'HEAD') {
+      res.end();
+    } else {
+      ctx.bytesSent = stored.body.length;
+      res.end(stored.body);
+    }
+  }
+
+  /** A collapsed waiter: the leader's response, streamed as it arrives. */
+  async #serveFlight(ctx: RequestContext, decision: Extract<FlightDecision, { share: true }>, params: string): Promise<void> {
+    const { req, res } = ctx;
+    ctx.status = decision.status;
+    res.writeHead(decision.status, [...decision.headers, 'Cache-Status', cacheStatus(params)]);
+    if (req.method === 'HEAD') return void res.end();
+    try {
+      await decision.body.pipeTo(
+        (chunk) => {
+          ctx.bytesSent += chunk.length;
+          return res.write(chunk);
+        },
+        async () => {
+          await once(res, 'drain');
+        },
+      );
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  }
+
+  /** Stores a complete response; called by StoringSink. */
+  store(entry: StoredResponse): void {
+    this.#o.zone.store(entry, this.#o.rules);
+  }
+
+  /** Refreshes a stored variant with the fields of a 304 (§4.3.4) and serves it. */
+  refreshAndServe(ctx: RequestContext, variant: CachedVariant, headers: readonly string[], requestTime: number, responseTime: number, params: string, background: boolean): void {
+    const updated = new Map<string, number>();
+    for (let i = 0; i < headers.length; i += 2) updated.set(headers[i]!.toLowerCase(), i);
+    const merged: string[] = [];
+    const old = variant.stored.headers;
+    for (let i = 0; i < old.length; i += 2) {
+      const lower = old[i]!.toLowerCase();
+      if (!updated.has(lower) || KEEP_ON_REFRESH.has(lower)) merged.push(old[i]!, old[i + 1]!);
+    }
+    for (let i = 0; i < headers.length; i += 2) {
+      const lower = headers[i]!.toLowerCase();
+      if (!KEEP_ON_REFRESH.has(lower) && lower !== 'cache-status') merged.push(headers[i]!, headers[i + 1]!);
+    }
+    const entry: StoredResponse = { ...variant.stored, headers: merged, requestTime, responseTime };
+    const refreshed = this.#o.zone.store(entry, this.#o.rules);
+    if (!background) this.#serveStored(ctx, refreshed, currentAge(entry, Date.now()), params);
+  }
+
+  get options(): ProxyCacheOptions {
+    return this.#o;
+  }
+}
+
+/** Passes a response to the client with a Cache-Status field, and remembers its status and headers. */
+class TaggedSink implements ResponseSink {
+  status = 0;
+  headers: readonly string[] = [];
+  constructor(
+    readonly inner: ResponseSink,
+    readonly statusHeader: string,
+  ) {}
+  head(status: number, headers: string[]): void {
+    this.status = status;
+    this.headers = headers;
+    this.inner.head(status, [...headers, 'Cache-Status', this.statusHeader]);
+  }
+  data(chunk: Buffer): boolean {
+    return this.inner.data(chunk);
+  }
+  drain(resume: () => void): void {
+    this.inner.drain(resume);
+  }
+  end(): void {
+    this.inner.end();
+  }
+  fail(err: Error): void {
+    this.inner.fail(err);
+  }
+}
+
+/** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
+function notModifiedHeaders(headers: readonly string[]): string[] {
+  const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (keep.has(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
+/**
+ * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
+ * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
+ * turns an origin error into stale-if-error when the stored copy allows it.
+ */
+class StoringSink implements ResponseSink {
+  status = 0;
+  servedStaleOnError = false;
+  #mode: 'client' | 'refresh' | 'discard' = 'client';
+  #body: GrowingBody | null = null;
+  #stored: Omit<StoredResponse, 'body'> | null = null;
+  #clientBody = true;
+  #published = false;
+  #refreshHeaders: readonly string[] = [];
+  readonly #requestTime = Date.now();
+  #responseTime = 0;
+
+  constructor(
+    readonly cache: ProxyCache,
+    readonly ctx: RequestContext,
+    readonly key: string,
+    readonly params: string,
+    readonly reqcc: CacheControl,
+    readonly publish: ((decision: FlightDecision) => void) | null,
+    readonly stale: CachedVariant | null,
+    readonly background: boolean,
+  ) {}
+
+  #publish(decision: FlightDecision): void {
+    if (this.#published) return;
+    this.#published = true;
+    this.publish?.(decision);
+  }
+
+  head(status: number, headers: string[]): void {
+    this.status = status;
+    this.#responseTime = Date.now();
+    const { ctx, cache } = this;
+    const options = cache.options;
+    if (status === 304 && this.stale !== null) {
+      this.#mode = 'refresh';
+      this.#refreshHeaders = headers;
+      return;
+    }
+    if (ERROR_STATUSES.has(status) && this.stale !== null) {
+      const age = currentAge(this.stale.stored, this.#responseTime);
+      if (mayServeStaleOnError(this.stale.extra.facts, age, this.reqcc, options.rules.staleIfError)) {
+        this.#mode = 'discard';
+        this.servedStaleOnError = !this.background;
+        return;
+      }
+    }
+    const req = ctx.req;
+    let reason: string | undefined = notStorable(
+      { method: 'GET', cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
+      status,
+      headers,
+      options.rules,
+    );
+    const length = Number(headerValue(headers, 'content-length') ?? -1);
+    if (reason === undefined && length > options.zone.maxObject) reason = 'too-large';
+    const storedHeaders = options.rules.ignoreSetCookie ? withoutSetCookie(headers) : headers;
+    const varyHeader = headerValue(storedHeaders, 'vary');
+    const vary = varyHeader === undefined ? undefined : varyHeader.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
+    const variantKey = varyKey(vary, req.headers);
+    if (reason === undefined && variantKey !== undefined) {
+      this.#body = new GrowingBody();
+      this.#stored = { key: this.key, varyKey: variantKey, status, headers: storedHeaders, requestTime: this.#requestTime, responseTime: this.#responseTime };
+      this.#publish({ share: true, status, headers: storedHeaders, body: this.#body, vary, varyKeyOf: variantKey });
+    } else {
+      this.#publish({ share: false });
+      options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+    }
+    if (this.background) {
+      this.#clientBody = false;
+      return;
+    }
+    const statusHeader = cacheStatus(`${this.params}; fwd-status=${status}${this.#body !== null ? '; stored' : ''}`);
+    // The client's own validators were not sent upstream: answer them here against the fresh response.
+    const etag = headerValue(headers, 'etag');
+    const lastModified = headerValue(headers, 'last-modified');
+    if (status === 200 && (etag !== undefined || lastModified !== undefined)) {
+      const outcome = evaluatePreconditions(req.headers, { etag: etag ?? '""', lastModifiedMs: lastModified === undefined ? Infinity : Date.parse(lastModified) }, true);
+      if (outcome === 304) {
+        ctx.status = 304;
+        ctx.res.writeHead(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader]);
+        this.#clientBody = false;
+        return;
+      }
+    }
+    ctx.status = status;
+    ctx.res.writeHead(status, [...headers, 'Cache-Status', statusHeader]);
+    if (req.method === 'HEAD') this.#clientBody = false;
+  }
+
+  data(chunk: Buffer): boolean {
+    if (this.#mode !== 'client') return true;
+    this.#body?.push(chunk);
+    if (!this.#clientBody) return true;
+    this.ctx.bytesSent += chunk.length;
+    return this.ctx.res.write(chunk);
+  }
+
+  drain(resume: () => void): void {
+    if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
+  }
+
+  end(): void {
+    if (this.#mode === 'refresh') {
+      this.cache.refreshAndServe(this.ctx, this.stale!, this.#refreshHeaders, this.#requestTime, this.#responseTime, `${this.params}; fwd-status=304`, this.background);
+      return;
+    }
+    if (this.#mode === 'discard') return;
+    const body = this.#body;
+    if (body !== null && this.#stored !== null) {
+      body.end();
+      if (body.bytes <= this.cache.options.zone.maxObject) this.cache.store({ ...this.#stored, body: body.concat() });
+    }
+    if (!this.background) this.ctx.res.end();
+  }
+
+  fail(err: Error): void {
+    this.#body?.fail(err);
+    if (!this.background && this.#mode === 'client') this.ctx.res.destroy();
+  }
+
+  /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */
+  settle(): void {
+    this.#publish({ share: false });
+    if (this.#body !== null && !this.#body.done) this.#body.fail(new Error('origin response ended early'));
+  }
+}
