@@ -211,6 +211,8 @@ const healthCheck = z.strictObject({
 });
 
 const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '503', '504', '429'] as const;
+/** A retry / passive-health condition; a status may be written bare (`502`, which YAML reads as a number). */
+const retryCondition = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.enum(RETRY_CONDITIONS));
 
 /** One upstream's config (exported so a route's `proxy.url` can make a one-server upstream with defaults). */
 export const upstreamSchema = z.strictObject({
@@ -225,7 +227,7 @@ export const upstreamSchema = z.strictObject({
       max_fails: z.number().int().min(0).default(3),
       fail_timeout: duration.default(10_000),
       max_ejection_percent: z.number().int().min(0).max(100).default(50),
-      on: z.array(z.enum(RETRY_CONDITIONS)).default(['connect_error', 'timeout', '502', '503', '504']),
+      on: z.array(retryCondition).default(['connect_error', 'timeout', '502', '503', '504']),
     })
     .prefault({}),
   slow_start: duration.default(0),
@@ -241,7 +243,7 @@ export const upstreamSchema = z.strictObject({
     })
     .prefault({}),
   retries: z.number().int().min(0).max(10).default(2),
-  retry_on: z.array(z.enum(RETRY_CONDITIONS)).default(['connect_error', 'timeout', '502', '503', '504']),
+  retry_on: z.array(retryCondition).default(['connect_error', 'timeout', '502', '503', '504']),
   retry_deadline: duration.default(10_000),
   /** Largest request body kept in memory so that it can be replayed on a retry. */
   retry_buffer: size.default(64 * 1024),

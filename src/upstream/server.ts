@@ -3,7 +3,8 @@
  * peak-EWMA latency) and its health (active check state, passive ejection, slow start).
  */
 import { readFileSync } from 'node:fs';
-import { Pool } from 'undici';
+import { isIP } from 'node:net';
+import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import type { PolicyServer } from './policies/types.js';
 
@@ -26,7 +27,7 @@ export class UpstreamServer implements PolicyServer {
   /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
   readonly basePath: string;
   readonly maxConns: number;
-  readonly dispatcher: Pool;
+  readonly dispatcher: Dispatcher;
   /** Requests in flight. */
   active = 0;
   ewmaMs = 0;
@@ -56,7 +57,12 @@ export class UpstreamServer implements PolicyServer {
     this.maxConns = config.max_conns ?? upstream.max_conns;
     this.#slowStartMs = upstream.slow_start;
     const tls = config.tls;
-    this.dispatcher = new Pool(config.url.origin, {
+    const connect = {
+      timeout: upstream.timeouts.connect,
+      ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
+      rejectUnauthorized: tls?.insecure_skip_verify !== true,
+    };
+    const pool = new Pool(config.url.origin, {
       connections: upstream.keepalive,
       pipelining: 1,
       keepAliveTimeout: upstream.timeouts.idle,
@@ -64,13 +70,11 @@ export class UpstreamServer implements PolicyServer {
       headersTimeout: upstream.timeouts.response_header,
       bodyTimeout: upstream.timeouts.read,
       socketPath: config.url.socketPath,
-      connect: {
-        timeout: upstream.timeouts.connect,
-        ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
-        ...(tls?.servername !== undefined ? { servername: tls.servername } : {}),
-        rejectUnauthorized: tls?.insecure_skip_verify !== true,
-      },
+      connect: config.url.kind === 'https' ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname) : connect,
     });
+    // undici takes each request's TLS server name from its Host header, which is the *client's* Host here: a
+    // changing name would also make it drop the pooled connection. Every request names the same one instead.
+    this.dispatcher = config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
   }
 
   /** Weight after slow start: ramps linearly from 10 % to 100 % over `slow_start` after a recovery. */
@@ -130,6 +134,30 @@ export class UpstreamServer implements PolicyServer {
   async close(): Promise<void> {
     await this.dispatcher.close().catch(() => this.dispatcher.destroy());
   }
+}
+
+/**
+ * A TLS connector that verifies the app server as `servername` (else the URL's host name; an IP address is
+ * checked against the certificate's IP entries and sends no SNI), never as whatever name a request carried.
+ */
+function pinnedTlsConnector(options: buildConnector.BuildOptions, servername: string | undefined, hostname: string): buildConnector.connector {
+  const connector = buildConnector(options);
+  const name = servername ?? (isIP(hostname.replace(/^\[|\]$/g, '')) === 0 ? hostname : undefined);
+  return function connectPinned(opts, callback) {
+    connector({ ...opts, servername: name }, callback);
+  };
+}
+
+/**
+ * The pool, with every request given the same TLS server name so that it never reconnects over a Host. This is
+ * what undici's `compose()` does, minus its handler re-wrapping, which folds repeated fields such as Set-Cookie.
+ */
+function withServername(pool: Pool, key: string): Dispatcher {
+  const dispatch = function dispatchWithServername(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    (opts as Dispatcher.DispatchOptions & { servername?: string }).servername = key;
+    return pool.dispatch(opts, handler);
+  };
+  return new Proxy(pool, { get: (target, name) => (name === 'dispatch' ? dispatch : Reflect.get(target, name)) });
 }
 
 function resolvePath(dir: string, file: string): string {

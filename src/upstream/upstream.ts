@@ -4,7 +4,8 @@
  *
  * Selection filters, the policy chooses: candidates are the primaries that are healthy, not ejected, under
  * max_conns and not already tried for this request; only when no primary is available at all do the backup
- * servers serve. A sticky cookie that names an available candidate wins over the policy.
+ * servers serve. A sticky cookie that names an available candidate wins over the policy. When nothing else is
+ * left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -84,10 +85,18 @@ export class Upstream {
    */
   select(tried: ReadonlySet<number> | undefined, pick: PickContext, sticky: string | undefined): UpstreamServer | NoServer {
     const now = Date.now();
-    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now);
-    if (typeof primary !== 'string') return primary;
-    if (primary === 'full' || this.#backups.length === 0) return primary;
-    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now);
+    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false);
+    if (typeof primary !== 'string' || primary === 'full') return primary;
+    if (this.#backups.length > 0) {
+      const backup = this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, false);
+      if (typeof backup !== 'string' || backup === 'full') return backup;
+    }
+    // Nothing else is left: a server ejected for failing live traffic may well be back (when every server went
+    // down at once, the first to return is usually one of the ejected), and it is a better bet than no answer.
+    // nginx and Envoy ("panic") do the same. A server the active checks hold down is never used.
+    const ejected = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, true);
+    if (typeof ejected !== 'string' || this.#backups.length === 0) return ejected;
+    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, true);
   }
 
   #choose(
@@ -97,12 +106,13 @@ export class Upstream {
     pick: PickContext,
     sticky: string | undefined,
     now: number,
+    ejectedToo: boolean,
   ): UpstreamServer | NoServer {
     const candidates = this.#candidates;
     candidates.length = 0;
     let full = false;
     for (const server of group) {
-      if (!server.isAvailable(now) || tried?.has(server.id) === true) continue;
+      if (!(ejectedToo ? server.healthy : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
       if (!server.hasCapacity()) {
         full = true;
         continue;

@@ -63,6 +63,8 @@ function app(req: IncomingMessage, res: import('node:http').ServerResponse, body
       ['Trailer', 'X-Checksum'],
       ['Proxy-Authenticate', 'Basic realm="app"'],
       ['X-Kept', 'yes'],
+      ['Set-Cookie', 'a=1; Path=/'],
+      ['Set-Cookie', 'b=2; Path=/'],
     ].flat());
     res.addTrailers({ 'X-Checksum': 'abc' });
     res.end('ok');
@@ -302,6 +304,7 @@ describe('hiding the app server', () => {
     assert.equal(res.headers.server, 'Portico');
     assert.equal(res.headers['x-powered-by'], undefined);
     assert.ok(!res.rawHeaders.includes('BackendServer/1.0'));
+    assert.deepEqual(res.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/'], 'repeated fields stay separate');
   });
 });
 

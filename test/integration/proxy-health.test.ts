@@ -1,0 +1,253 @@
+/**
+ * Which server gets a request, over time: active health checks (fall / rise), passive ejection and its cap,
+ * backup servers, slow start, waiting for a server (try_duration), max_conns with its queue, sticky cookies.
+ */
+import assert from 'node:assert/strict';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { after, describe, test } from 'node:test';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { appRequests, httpRequest, sleep, waitFor } from './proxy-support.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function portico(yaml: string): Promise<RunningPortico> {
+  const running = await startPortico(yaml);
+  cleanups.push(() => running.stop());
+  return running;
+}
+
+/** A backend named `name` whose /health answers 200 or 500 as `healthy` says, and which counts its checks. */
+interface Checked extends TestUpstream {
+  healthy: boolean;
+  /** Health checks answered so far, passing and failing. */
+  passes: number;
+  fails: number;
+}
+
+async function checked(name: string, answer?: (req: IncomingMessage, res: ServerResponse) => void): Promise<Checked> {
+  const backend = (await startUpstream((req, res) => {
+    if (req.url === '/health') {
+      if (backend.healthy) backend.passes++;
+      else backend.fails++;
+      res.writeHead(backend.healthy ? 200 : 500);
+      res.end();
+      return;
+    }
+    if (answer !== undefined) return answer(req, res);
+    res.end(name);
+  })) as Checked;
+  backend.healthy = true;
+  backend.passes = 0;
+  backend.fails = 0;
+  cleanups.push(() => backend.stop());
+  return backend;
+}
+
+function config(servers: ReadonlyArray<TestUpstream | string>, options = ''): string {
+  const list = servers.map((s) => (typeof s === 'string' ? s : `{ url: "${s.url}" }`)).join(', ');
+  return `upstreams:\n  app:\n    servers: [${list}]\n${options.replace(/^/gm, '    ')}\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`;
+}
+
+/** Sends `n` GETs one after another; returns the bodies. */
+async function bodies(server: RunningPortico, n: number, headers: Record<string, string> = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await httpRequest(server.port, `/n${i}`, { headers });
+    assert.equal(res.status, 200, res.body.toString());
+    out.push(res.body.toString());
+  }
+  return out;
+}
+
+function count(list: readonly string[], name: string): number {
+  return list.filter((x) => x === name).length;
+}
+
+/** Waits until `backend` has answered `n` more checks of the given kind than now, then lets Portico record it. */
+async function afterChecks(backend: Checked, kind: 'passes' | 'fails', n: number): Promise<void> {
+  const target = backend[kind] + n;
+  await waitFor(`${n} more ${kind} on a health check`, () => backend[kind] >= target, 3000, 5);
+  await sleep(15);
+}
+
+describe('active health checks', () => {
+  test('a server is marked down after `fall` failed checks and up after `rise` passes; while down it gets no requests', async () => {
+    const a = await checked('a');
+    const b = await checked('b');
+    const server = await portico(config([a, b], 'health: { path: /health, interval: 100ms, timeout: 500ms, fall: 2, rise: 2 }'));
+    await afterChecks(a, 'passes', 1);
+    assert.equal(count(await bodies(server, 4), 'a'), 2, 'both serve while healthy');
+
+    a.healthy = false;
+    await afterChecks(a, 'fails', 1);
+    assert.ok(count(await bodies(server, 4), 'a') > 0, 'one failed check (fall: 2) does not mark it down');
+    await afterChecks(a, 'fails', 1);
+    const before = appRequests(a);
+    assert.equal(count(await bodies(server, 10), 'a'), 0, 'down after two failed checks');
+    assert.equal(appRequests(a), before, 'a down server receives no requests');
+
+    a.healthy = true;
+    await afterChecks(a, 'passes', 1);
+    assert.equal(count(await bodies(server, 4), 'a'), 0, 'one pass (rise: 2) does not mark it up');
+    await afterChecks(a, 'passes', 1);
+    assert.equal(count(await bodies(server, 4), 'a'), 2, 'up again after two passes');
+  });
+
+  test('backup servers serve only when every primary is down', async () => {
+    const primary = await checked('primary');
+    const backup = await checked('backup');
+    const server = await portico(
+      config([primary, `{ url: "${backup.url}", backup: true }`], 'health: { path: /health, interval: 100ms, fall: 1, rise: 1 }'),
+    );
+    assert.deepEqual(new Set(await bodies(server, 5)), new Set(['primary']));
+    primary.healthy = false;
+    await afterChecks(primary, 'fails', 1);
+    assert.deepEqual(new Set(await bodies(server, 5)), new Set(['backup']));
+    primary.healthy = true;
+    await afterChecks(primary, 'passes', 1);
+    assert.deepEqual(new Set(await bodies(server, 5)), new Set(['primary']));
+  });
+
+  test("slow start: a recovered server's share of requests grows over slow_start", async () => {
+    const a = await checked('a');
+    const b = await checked('b');
+    const server = await portico(config([a, b], 'slow_start: 1s\nhealth: { path: /health, interval: 100ms, fall: 1, rise: 1 }'));
+    a.healthy = false;
+    await afterChecks(a, 'fails', 1);
+    a.healthy = true;
+    await afterChecks(a, 'passes', 1);
+    const early: string[] = [];
+    for (const until = Date.now() + 250; Date.now() < until; ) early.push(...(await bodies(server, 1)));
+    await sleep(1000);
+    const late = await bodies(server, 40);
+    const earlyShare = count(early, 'a') / early.length;
+    const lateShare = count(late, 'a') / late.length;
+    assert.ok(earlyShare < 0.3, `share right after recovery: ${earlyShare.toFixed(2)} of ${early.length}`);
+    assert.ok(lateShare > 0.4, `share after slow_start: ${lateShare.toFixed(2)}`);
+  });
+});
+
+describe('passive health', () => {
+  test('without active checks, a server failing max_fails (2) requests is ejected and gets no more', async () => {
+    const bad = await checked('bad', (_req, res) => {
+      res.writeHead(502);
+      res.end('bad');
+    });
+    const good = await checked('good');
+    const server = await portico(config([bad, good], 'passive: { max_fails: 2, fail_timeout: 10s }'));
+    const got = await bodies(server, 12);
+    assert.deepEqual(new Set(got), new Set(['good']), 'the 502s were retried on the good server');
+    assert.equal(appRequests(bad), 2);
+  });
+
+  test('max_ejection_percent: 50 keeps one of two failing servers in service', async () => {
+    const fail = (_req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(502);
+      res.end('failing');
+    };
+    const a = await checked('a', fail);
+    const b = await checked('b', fail);
+    const server = await portico(config([a, b], 'passive: { max_fails: 1, max_ejection_percent: 50 }'));
+    for (let i = 0; i < 6; i++) {
+      const res = await httpRequest(server.port, '/');
+      assert.equal(res.status, 502);
+      assert.equal(res.body.toString(), 'failing', "the app's own answer");
+    }
+    assert.equal(appRequests(a), 1, 'a was ejected after its first failure');
+    assert.equal(appRequests(b), 6, 'b failed too but stays in service: ejecting it would pass 50 %');
+  });
+
+  test('with every server ejected, the ejected ones are still tried rather than answering 503 (panic)', async () => {
+    const fail = (_req: IncomingMessage, res: ServerResponse) => {
+      res.writeHead(502);
+      res.end('failing');
+    };
+    const a = await checked('a', fail);
+    const b = await checked('b', fail);
+    const server = await portico(config([a, b], 'passive: { max_fails: 1, max_ejection_percent: 100 }'));
+    for (let i = 0; i < 4; i++) {
+      const res = await httpRequest(server.port, '/');
+      assert.equal(res.status, 502);
+      assert.equal(res.body.toString(), 'failing');
+    }
+  });
+});
+
+describe('waiting for a server', () => {
+  for (const back of ['a', 'b', 'c']) {
+    test(`try_duration: 5s: every server stopped, the request waits and gets 200 from the first one back (${back})`, async () => {
+      const servers = { a: await checked('a'), b: await checked('b'), c: await checked('c') };
+      const server = await portico(config(Object.values(servers), 'try_duration: 5s\ntry_interval: 100ms'));
+      await Promise.all(Object.values(servers).map((s) => s.stop()));
+      const started = Date.now();
+      const pending = httpRequest(server.port, '/');
+      await sleep(1000);
+      // Regression: whichever server passive health ejected while all were down used to be ignored when back.
+      await servers[back as 'a'].restart();
+      const res = await pending;
+      assert.equal(res.status, 200);
+      assert.equal(res.body.toString(), back);
+      assert.ok(Date.now() - started < 2500, `answered after ${Date.now() - started} ms`);
+    });
+  }
+
+  test('max_conns: 1 with a queue: excess requests wait their turn and all succeed, one at a time', async () => {
+    let inFlight = 0;
+    let peak = 0;
+    const slow = await checked('slow', (_req, res) => {
+      peak = Math.max(peak, ++inFlight);
+      setTimeout(() => {
+        inFlight--;
+        res.end('slow');
+      }, 60);
+    });
+    const server = await portico(config([slow], 'max_conns: 1\nqueue: { size: 10, timeout: 2s }'));
+    const results = await Promise.all([1, 2, 3, 4].map(() => httpRequest(server.port, '/')));
+    assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200]);
+    assert.equal(peak, 1);
+  });
+
+  test('max_conns: 1: a full queue or a queue timeout gets 503', async () => {
+    const slow = await checked('slow', (_req, res) => void setTimeout(() => res.end('slow'), 400));
+    const full = await portico(config([slow], 'max_conns: 1\nqueue: { size: 1, timeout: 2s }'));
+    const [first, second, third] = await Promise.all([
+      httpRequest(full.port, '/'),
+      sleep(50).then(() => httpRequest(full.port, '/')),
+      sleep(100).then(() => httpRequest(full.port, '/')),
+    ]);
+    assert.deepEqual([first.status, second.status, third.status], [200, 200, 503]);
+
+    const timing = await portico(config([slow], 'max_conns: 1\nqueue: { size: 10, timeout: 150ms }'));
+    const started = Date.now();
+    const [served, timedOut] = await Promise.all([httpRequest(timing.port, '/'), sleep(30).then(() => httpRequest(timing.port, '/'))]);
+    assert.equal(served.status, 200);
+    assert.equal(timedOut.status, 503);
+    assert.ok(Date.now() - started < 1000);
+  });
+});
+
+describe('sticky cookie', () => {
+  test('the first response sets the cookie; requests with it stay on that server while it is up, then move', async () => {
+    const a = await checked('a');
+    const b = await checked('b');
+    const server = await portico(config([a, b], 'sticky: { cookie: pin }\npassive: { max_fails: 0 }'));
+    const first = await httpRequest(server.port, '/');
+    const setCookie = first.headers['set-cookie']?.[0] ?? '';
+    const pin = /^pin=([^;]+)/.exec(setCookie)?.[1];
+    assert.ok(pin !== undefined, `Set-Cookie: ${setCookie}`);
+    for (const port of [a.port, b.port]) assert.ok(!setCookie.includes(String(port)), 'the cookie does not reveal the server');
+    const owner = first.body.toString();
+    const pinned = await bodies(server, 6, { Cookie: `other=1; pin=${pin}` });
+    assert.deepEqual(new Set(pinned), new Set([owner]));
+
+    await (owner === 'a' ? a : b).stop();
+    const moved = await httpRequest(server.port, '/', { headers: { Cookie: `pin=${pin}` } });
+    assert.equal(moved.status, 200);
+    assert.notEqual(moved.body.toString(), owner);
+    assert.match(String(moved.headers['set-cookie']), /^pin=/, 'the cookie is re-issued for the new server');
+  });
+});
