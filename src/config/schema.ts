@@ -243,7 +243,8 @@ export const upstreamSchema = z.strictObject({
     })
     .prefault({}),
   retries: z.number().int().min(0).max(10).default(2),
-  retry_on: z.array(retryCondition).default(['connect_error', 'timeout', '502', '503', '504']),
+  /** `reset` (the connection broke before any answer) is only ever retried for idempotent requests. */
+  retry_on: z.array(retryCondition).default(['connect_error', 'timeout', 'reset', '502', '503', '504']),
   retry_deadline: duration.default(10_000),
   /** Largest request body kept in memory so that it can be replayed on a retry. */
   retry_buffer: size.default(64 * 1024),

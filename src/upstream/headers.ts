@@ -87,20 +87,15 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
     out.push(name, raw[i + 1]!);
   }
   const node = `for=${quoteForwardedNode(info.peer)};proto=${info.scheme}${info.host === '' ? '' : `;host="${info.host.replace(/["\\]/g, '')}"`}`;
-  out.push(
-    'x-forwarded-for',
-    xff === undefined ? info.peer : `${xff}, ${info.peer}`,
-    'x-real-ip',
-    info.clientIp,
-    'x-forwarded-proto',
-    xfProto ?? info.scheme,
-    'forwarded',
-    forwarded === undefined ? node : `${forwarded}, ${node}`,
-    'via',
-    `${via === undefined ? '' : `${via}, `}${info.httpVersion} portico`,
-  );
-  if (info.host !== '') out.push('x-forwarded-host', xfHost ?? info.host);
-  for (const [name, value] of info.setHeaders) out.push(name, value);
+  // A configured set_headers value replaces the rebuilt one (one field, not two for the app to join).
+  const set = info.setHeaders;
+  if (!set.has('x-forwarded-for')) out.push('x-forwarded-for', xff === undefined ? info.peer : `${xff}, ${info.peer}`);
+  if (!set.has('x-real-ip')) out.push('x-real-ip', info.clientIp);
+  if (!set.has('x-forwarded-proto')) out.push('x-forwarded-proto', xfProto ?? info.scheme);
+  if (!set.has('forwarded')) out.push('forwarded', forwarded === undefined ? node : `${forwarded}, ${node}`);
+  if (!set.has('via')) out.push('via', `${via === undefined ? '' : `${via}, `}${info.httpVersion} portico`);
+  if (info.host !== '' && !set.has('x-forwarded-host')) out.push('x-forwarded-host', xfHost ?? info.host);
+  for (const [name, value] of set) out.push(name, value);
   return out;
 }
 

@@ -125,6 +125,16 @@ export class UpstreamServer implements PolicyServer {
     this.#failures = [];
   }
 
+  /**
+   * Lifts an ejection: the active checks saw the server come back, which is better evidence than the failures
+   * that ejected it (Envoy unejects on a passing active check too). Without this, a server restarted under
+   * load stays out for fail_timeout after its checks pass, because live traffic ejected it before they noticed.
+   */
+  clearEjection(): void {
+    this.ejectedUntil = 0;
+    this.#failures = [];
+  }
+
   /** A success in live traffic: forgets past ejections once the server has stayed well for a while. */
   recordSuccess(now: number, baseMs: number): void {
     if (this.ejections > 0 && now > this.ejectedUntil + baseMs * 2) this.ejections = 0;

@@ -97,6 +97,21 @@ describe('active health checks', () => {
     assert.equal(count(await bodies(server, 4), 'a'), 2, 'up again after two passes');
   });
 
+  test('a server ejected by live traffic while it was down is back as soon as its active checks pass (regression)', async () => {
+    const a = await checked('a');
+    const b = await checked('b');
+    const server = await portico(
+      config([a, b], 'passive: { max_fails: 2, fail_timeout: 10s }\nhealth: { path: /health, interval: 100ms, fall: 3, rise: 1 }'),
+    );
+    await a.stop();
+    // Before three checks have failed, live traffic meets the refused connections and ejects a for 10 s.
+    assert.deepEqual(new Set(await bodies(server, 8)), new Set(['b']));
+    await sleep(450);
+    await a.restart();
+    await afterChecks(a, 'passes', 1);
+    assert.equal(count(await bodies(server, 4), 'a'), 2, 'the passing check lifted the ejection');
+  });
+
   test('backup servers serve only when every primary is down', async () => {
     const primary = await checked('primary');
     const backup = await checked('backup');

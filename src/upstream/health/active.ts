@@ -80,6 +80,7 @@ export class ActiveHealthChecker {
       if (!server.healthy && server.passes >= this.#config.rise) {
         server.healthy = true;
         server.recoveredAt = Date.now();
+        server.clearEjection();
         this.#onChange(server, true);
       }
     } else {

@@ -1,0 +1,228 @@
+/**
+ * The proxy's header rules as pure functions: what goes to the app server (buildRequestHeaders), what comes
+ * back to the client (filterResponseHeaders), and how the app's own URLs are mapped back (rewriteLocation).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ForwardInfo, type ResponseFilter } from '../../src/upstream/headers.js';
+
+function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
+  return {
+    rawHeaders: ['Host', 'www.example.com', 'Accept', '*/*'],
+    peer: '192.0.2.10',
+    clientIp: '192.0.2.10',
+    trusted: false,
+    scheme: 'https',
+    host: 'www.example.com',
+    upstreamHost: 'www.example.com',
+    setHeaders: new Map(),
+    httpVersion: '1.1',
+    ...overrides,
+  };
+}
+
+/** The flat header list as lower-cased name → values, in order. */
+function fields(flat: readonly string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!.toLowerCase();
+    out.set(name, [...(out.get(name) ?? []), flat[i + 1]!]);
+  }
+  return out;
+}
+
+function one(flat: readonly string[], name: string): string | undefined {
+  const values = fields(flat).get(name);
+  assert.ok(values === undefined || values.length === 1, `${name} appears ${values?.length} times: ${JSON.stringify(values)}`);
+  return values?.[0];
+}
+
+describe('buildRequestHeaders', () => {
+  test('an untrusted peer: forwarding headers are rebuilt from the peer alone', () => {
+    const out = buildRequestHeaders(
+      info({
+        rawHeaders: [
+          'Host', 'www.example.com',
+          'X-Forwarded-For', '6.6.6.6',
+          'X-Forwarded-Proto', 'http',
+          'X-Forwarded-Host', 'evil.example',
+          'X-Real-IP', '6.6.6.6',
+          'Forwarded', 'for=6.6.6.6',
+        ],
+      }),
+    );
+    assert.equal(one(out, 'x-forwarded-for'), '192.0.2.10');
+    assert.equal(one(out, 'x-real-ip'), '192.0.2.10');
+    assert.equal(one(out, 'x-forwarded-proto'), 'https');
+    assert.equal(one(out, 'x-forwarded-host'), 'www.example.com');
+    assert.equal(one(out, 'forwarded'), 'for=192.0.2.10;proto=https;host="www.example.com"');
+    assert.equal(one(out, 'host'), 'www.example.com');
+  });
+
+  test('a trusted peer: X-Forwarded-For and Forwarded are appended to, its proto and host kept', () => {
+    const out = buildRequestHeaders(
+      info({
+        trusted: true,
+        peer: '10.0.0.2',
+        clientIp: '203.0.113.5',
+        rawHeaders: [
+          'Host', 'www.example.com',
+          'X-Forwarded-For', '203.0.113.5',
+          'x-forwarded-for', '10.0.0.1',
+          'X-Forwarded-Proto', 'http',
+          'X-Forwarded-Host', 'shop.example',
+          'Forwarded', 'for=203.0.113.5;proto=http',
+        ],
+        scheme: 'http',
+      }),
+    );
+    assert.equal(one(out, 'x-forwarded-for'), '203.0.113.5, 10.0.0.1, 10.0.0.2');
+    assert.equal(one(out, 'x-real-ip'), '203.0.113.5');
+    assert.equal(one(out, 'x-forwarded-proto'), 'http');
+    assert.equal(one(out, 'x-forwarded-host'), 'shop.example');
+    assert.equal(one(out, 'forwarded'), 'for=203.0.113.5;proto=http, for=10.0.0.2;proto=http;host="www.example.com"');
+  });
+
+  test('an IPv6 peer is quoted and bracketed in Forwarded (RFC 7239 §6)', () => {
+    const out = buildRequestHeaders(info({ peer: '2001:db8::1', clientIp: '2001:db8::1' }));
+    assert.match(one(out, 'forwarded')!, /^for="\[2001:db8::1\]";proto=https/);
+    assert.equal(one(out, 'x-forwarded-for'), '2001:db8::1');
+  });
+
+  test('hop-by-hop fields, the fields Connection names, Expect and Proxy-* are dropped', () => {
+    const out = buildRequestHeaders(
+      info({
+        rawHeaders: [
+          'Host', 'a',
+          'Connection', 'keep-alive, X-Secret',
+          'connection', 'x-other',
+          'X-Secret', '1',
+          'X-Other', '2',
+          'Keep-Alive', 'timeout=5',
+          'TE', 'trailers',
+          'Trailer', 'X-T',
+          'Transfer-Encoding', 'chunked',
+          'Upgrade', 'h2c',
+          'HTTP2-Settings', 'AAA',
+          'Proxy-Authorization', 'Basic x',
+          'Proxy-Connection', 'keep-alive',
+          'Expect', '100-continue',
+          'Content-Length', '5',
+          'X-Kept', 'yes',
+        ],
+      }),
+    );
+    const names = [...fields(out).keys()];
+    for (const gone of ['connection', 'x-secret', 'x-other', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings', 'proxy-authorization', 'proxy-connection', 'expect']) {
+      assert.ok(!names.includes(gone), `${gone} was forwarded`);
+    }
+    assert.equal(one(out, 'x-kept'), 'yes');
+    assert.equal(one(out, 'content-length'), '5');
+  });
+
+  test('Via is appended to what the client sent, with the client protocol version', () => {
+    assert.equal(one(buildRequestHeaders(info({ rawHeaders: ['Via', '1.1 cdn'], httpVersion: '1.0' })), 'via'), '1.1 cdn, 1.0 portico');
+    assert.equal(one(buildRequestHeaders(info()), 'via'), '1.1 portico');
+  });
+
+  test('a configured Host replaces the client one; X-Forwarded-Host still names the client one', () => {
+    const out = buildRequestHeaders(info({ upstreamHost: 'backend.local' }));
+    assert.equal(one(out, 'host'), 'backend.local');
+    assert.equal(one(out, 'x-forwarded-host'), 'www.example.com');
+  });
+
+  test('set_headers replace what the client sent', () => {
+    const out = buildRequestHeaders(info({ rawHeaders: ['Host', 'a', 'X-App', 'client'], setHeaders: new Map([['x-app', 'portico']]) }));
+    assert.deepEqual(fields(out).get('x-app'), ['portico']);
+  });
+
+  test('set_headers replace a rebuilt forwarding header rather than adding a second one (regression)', () => {
+    const out = buildRequestHeaders(info({ setHeaders: new Map([['x-real-ip', '198.51.100.1'], ['x-forwarded-proto', 'https']]), scheme: 'http' }));
+    assert.deepEqual(fields(out).get('x-real-ip'), ['198.51.100.1']);
+    assert.deepEqual(fields(out).get('x-forwarded-proto'), ['https']);
+  });
+
+  test('a quote or backslash in the Host cannot break out of the Forwarded host parameter', () => {
+    const out = buildRequestHeaders(info({ host: 'a"b\\c' }));
+    assert.match(one(out, 'forwarded')!, /;host="abc"$/);
+  });
+
+  test('without a Host there is no X-Forwarded-Host and no host parameter', () => {
+    const out = buildRequestHeaders(info({ host: '', upstreamHost: '' }));
+    assert.equal(fields(out).get('x-forwarded-host'), undefined);
+    assert.equal(one(out, 'forwarded'), 'for=192.0.2.10;proto=https');
+  });
+});
+
+describe('filterResponseHeaders', () => {
+  const filter = (overrides: Partial<ResponseFilter> = {}): ResponseFilter => ({
+    hide: new Set(),
+    serverHeader: 'Portico',
+    rewriteLocation: (value) => value.replace('http://app:3000', 'https://www.example.com'),
+    ...overrides,
+  });
+  const raw = (...pairs: string[]) => pairs.map((p) => Buffer.from(p, 'latin1'));
+
+  test("hop-by-hop fields and the app's Server and X-Powered-By are dropped; Portico's Server is added", () => {
+    const out = filterResponseHeaders(
+      raw(
+        'Server', 'gunicorn',
+        'X-Powered-By', 'PHP/8',
+        'Connection', 'X-Hop, close',
+        'X-Hop', '1',
+        'Keep-Alive', 'timeout=5',
+        'Transfer-Encoding', 'chunked',
+        'Trailer', 'X-Sum',
+        'Upgrade', 'h2c',
+        'Proxy-Authenticate', 'Basic',
+        'Content-Type', 'text/plain',
+      ),
+      filter(),
+    );
+    assert.deepEqual(out, ['Content-Type', 'text/plain', 'Server', 'Portico']);
+  });
+
+  test('hide_headers are dropped whatever their case; an empty serverHeader sends no Server', () => {
+    const out = filterResponseHeaders(raw('X-Debug', '1', 'x-runtime', '3ms', 'ETag', '"a"'), filter({ hide: new Set(['x-debug', 'x-runtime']), serverHeader: '' }));
+    assert.deepEqual(out, ['ETag', '"a"']);
+  });
+
+  test('repeated fields (Set-Cookie) stay separate and in order; plain strings work as well as Buffers', () => {
+    const out = filterResponseHeaders(['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'], filter({ serverHeader: '' }));
+    assert.deepEqual(out, ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2']);
+  });
+
+  test('Location and the URL in Refresh are rewritten; other fields are not', () => {
+    const out = filterResponseHeaders(
+      raw('Location', 'http://app:3000/x', 'Refresh', '5; URL=http://app:3000/y', 'Link', '<http://app:3000/z>'),
+      filter({ serverHeader: '' }),
+    );
+    assert.deepEqual(out, ['Location', 'https://www.example.com/x', 'Refresh', '5; URL=https://www.example.com/y', 'Link', '<http://app:3000/z>']);
+  });
+});
+
+describe('rewriteLocation', () => {
+  const origins = ['http://127.0.0.1:3000', 'http://127.0.0.1:3001'];
+  const client = 'https://www.example.com';
+
+  test('the base path of the server URL becomes the stripped route prefix', () => {
+    assert.equal(rewriteLocation('http://127.0.0.1:3000/base/x?y=1', origins, '/base', client, '/api'), 'https://www.example.com/api/x?y=1');
+    assert.equal(rewriteLocation('http://127.0.0.1:3001/base', origins, '/base', client, '/api'), 'https://www.example.com/api/');
+    assert.equal(rewriteLocation('http://127.0.0.1:3000/base?q', origins, '/base', client, '/api'), 'https://www.example.com/api/?q');
+  });
+
+  test('without a base path or prefix only the origin changes', () => {
+    assert.equal(rewriteLocation('http://127.0.0.1:3001/x#top', origins, '', client, ''), 'https://www.example.com/x#top');
+    assert.equal(rewriteLocation('http://127.0.0.1:3000', origins, '', client, ''), 'https://www.example.com/');
+  });
+
+  test('a base path is only stripped on a segment boundary', () => {
+    assert.equal(rewriteLocation('http://127.0.0.1:3000/basement', origins, '/base', client, '/api'), 'https://www.example.com/api/basement');
+  });
+
+  test('other origins, a longer port and relative URLs are left alone', () => {
+    assert.equal(rewriteLocation('https://example.org/x', origins, '', client, ''), 'https://example.org/x');
+    assert.equal(rewriteLocation('http://127.0.0.1:30000/x', origins, '', client, ''), 'http://127.0.0.1:30000/x');
+    assert.equal(rewriteLocation('/relative', origins, '/base', client, '/api'), '/relative');
+  });
+});
