@@ -17,7 +17,7 @@ import type { RequestContext } from '../server/context.js';
 import { sendError } from '../server/send.js';
 import { parseCacheControl, type CacheControl } from './cache-control.js';
 import { GrowingBody } from './growing-body.js';
-import { currentAge, headerValue, mayServeStaleOnError, notStorable, usability, varyKey, type RuleOptions } from './rules.js';
+import { currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, notStorable, usability, varyKey, type RuleOptions } from './rules.js';
 import type { StoredResponse } from './types.js';
 import { sameOriginPath, withoutSetCookie, type CacheZone, type CachedVariant, type Flight, type FlightDecision } from './zone.js';
 
@@ -37,12 +37,21 @@ export interface ProxyCacheOptions {
   collapse: boolean;
 }
 
-/** Client validators are answered by Portico; the origin is asked with the cache's own (or none). */
-const CLIENT_VALIDATORS: ReadonlySet<string> = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
-const DROP_VALIDATORS: HeaderEdit = { drop: CLIENT_VALIDATORS };
+/**
+ * Replaced in a cacheable fetch: client validators and Range are answered by Portico (the origin is asked with
+ * the cache's own validators, or none), and Accept-Encoding is sent normalised, as the Vary key sees it.
+ */
+const REPLACED_ON_FETCH: ReadonlySet<string> = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range', 'accept-encoding']);
 const ERROR_STATUSES = new Set([500, 502, 503, 504]);
+/** Safe methods besides GET and HEAD (RFC 9110 §9.2.1, WebDAV): forwarded, never invalidating (§4.4 is for unsafe ones). */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['OPTIONS', 'TRACE', 'PROPFIND', 'REPORT', 'SEARCH']);
 /** Fields a 304 may not change in the stored response (§3.2). */
 const KEEP_ON_REFRESH = new Set(['content-length', 'content-encoding', 'content-range', 'transfer-encoding']);
+
+/** The request header changes of a cacheable fetch, with the cache's own validators (`add`, flat name/value list). */
+function fetchEdit(ctx: RequestContext, validators: readonly string[]): HeaderEdit {
+  return { drop: REPLACED_ON_FETCH, add: ['accept-encoding', normalizeAcceptEncoding(ctx.req.headers['accept-encoding']), ...validators] };
+}
 
 function cacheStatus(params: string): string {
   return `Portico; ${params}`;
@@ -117,7 +126,7 @@ export class ProxyCache {
     const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
     const outcome = await this.#forwarder.forward(prepared, sink);
     if (!outcome.ok) return sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, 'fwd=method'));
-    if (sink.status >= 200 && sink.status < 400) {
+    if (sink.status >= 200 && sink.status < 400 && !SAFE_METHODS.has(ctx.req.method!)) {
       const zone = this.#o.zone;
       await zone.purge(this.#keyFor(ctx));
       for (const name of ['location', 'content-location']) {
@@ -173,7 +182,7 @@ export class ProxyCache {
       return;
     }
     const sink = new StoringSink(this, ctx, key, params, reqcc, publish, stale?.variant ?? null, background);
-    const outcome = await this.#forwarder.forward(prepared, sink, stale?.edit ?? DROP_VALIDATORS);
+    const outcome = await this.#forwarder.forward(prepared, sink, stale?.edit ?? fetchEdit(ctx, []));
     sink.settle();
     if (outcome.ok) {
       if (sink.servedStaleOnError && stale !== null) this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${sink.status}; detail=stale-if-error`);
@@ -192,7 +201,7 @@ export class ProxyCache {
     const { etag, lastModified } = variant.extra.facts;
     if (etag !== undefined) add.push('if-none-match', etag);
     if (lastModified !== undefined) add.push('if-modified-since', lastModified);
-    return this.#fetch(ctx, key, params, reqcc, null, { variant, age, edit: { drop: CLIENT_VALIDATORS, add } }, background);
+    return this.#fetch(ctx, key, params, reqcc, null, { variant, age, edit: fetchEdit(ctx, add) }, background);
   }
 
   /** stale-while-revalidate: one background refresh per key at a time. */
@@ -206,7 +215,7 @@ export class ProxyCache {
   }
 
   /** Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response. */
-  #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string): void {
+  #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string, own: readonly string[] = []): void {
     const { req, res } = ctx;
     const stored = variant.stored;
     const facts = variant.extra.facts;
@@ -217,7 +226,7 @@ export class ProxyCache {
       const outcome = evaluatePreconditions(req.headers, validators, true);
       if (outcome === 304) {
         ctx.status = 304;
-        res.writeHead(304, [...notModifiedHeaders(variant.extra.baseHeaders), 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+        res.writeHead(304, [...notModifiedHeaders(variant.extra.baseHeaders), ...own, 'Age', ageSeconds, 'Cache-Status', statusHeader]);
         res.end();
         return;
       }
@@ -232,13 +241,13 @@ export class ProxyCache {
         const headers = variant.extra.baseHeaders.filter((_v, i, list) => i % 2 === 0 ? list[i]!.toLowerCase() !== 'content-length' : list[i - 1]!.toLowerCase() !== 'content-length');
         ctx.status = 206;
         ctx.bytesSent = end - start + 1;
-        res.writeHead(206, [...headers, 'Content-Range', `bytes ${start}-${end}/${stored.body.length}`, 'Content-Length', String(end - start + 1), 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+        res.writeHead(206, [...headers, ...own, 'Content-Range', `bytes ${start}-${end}/${stored.body.length}`, 'Content-Length', String(end - start + 1), 'Age', ageSeconds, 'Cache-Status', statusHeader]);
         res.end(stored.body.subarray(start, end + 1));
         return;
       }
     }
     ctx.status = stored.status;
-    res.writeHead(stored.status, [...variant.extra.baseHeaders, 'Age', ageSeconds, 'Cache-Status', statusHeader]);
+    res.writeHead(stored.status, [...variant.extra.baseHeaders, ...own, 'Age', ageSeconds, 'Cache-Status', statusHeader]);
     if (req.method === 'HEAD') {
       res.end();
     } else {
@@ -279,6 +288,8 @@ export class ProxyCache {
     const updated = new Map<string, number>();
     for (let i = 0; i < headers.length; i += 2) updated.set(headers[i]!.toLowerCase(), i);
     const merged: string[] = [];
+    // A Set-Cookie on the 304 is this client's own: it goes to this client and never into the stored response.
+    const own: string[] = [];
     const old = variant.stored.headers;
     for (let i = 0; i < old.length; i += 2) {
       const lower = old[i]!.toLowerCase();
@@ -286,11 +297,12 @@ export class ProxyCache {
     }
     for (let i = 0; i < headers.length; i += 2) {
       const lower = headers[i]!.toLowerCase();
-      if (!KEEP_ON_REFRESH.has(lower) && lower !== 'cache-status') merged.push(headers[i]!, headers[i + 1]!);
+      if (lower === 'set-cookie') own.push(headers[i]!, headers[i + 1]!);
+      else if (!KEEP_ON_REFRESH.has(lower) && lower !== 'cache-status') merged.push(headers[i]!, headers[i + 1]!);
     }
     const entry: StoredResponse = { ...variant.stored, headers: merged, requestTime, responseTime };
     const refreshed = this.#o.zone.store(entry, this.#o.rules);
-    if (!background) this.#serveStored(ctx, refreshed, currentAge(entry, Date.now()), params);
+    if (!background) this.#serveStored(ctx, refreshed, currentAge(entry, Date.now()), params, own);
   }
 
   get options(): ProxyCacheOptions {
@@ -386,8 +398,9 @@ class StoringSink implements ResponseSink {
       }
     }
     const req = ctx.req;
+    // A HEAD (revalidating a stale entry) is never stored: its empty body would replace the stored one.
     let reason: string | undefined = notStorable(
-      { method: 'GET', cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
+      { method: req.method!, cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
       status,
       headers,
       options.rules,
@@ -404,7 +417,7 @@ class StoringSink implements ResponseSink {
       this.#publish({ share: true, status, headers: storedHeaders, body: this.#body, vary, varyKeyOf: variantKey });
     } else {
       this.#publish({ share: false });
-      options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+      if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
     }
     if (this.background) {
       this.#clientBody = false;

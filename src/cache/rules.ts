@@ -189,20 +189,34 @@ export function usability(facts: EntryFacts, age: number, req: CacheControl, pra
   return 'revalidate';
 }
 
-/** Whether a stale response may stand in for a failed origin (RFC 5861 §4), never where stale is forbidden. */
+/**
+ * Whether a stale response may stand in for a failed origin (RFC 5861 §4), never where stale is forbidden:
+ * must-revalidate / proxy-revalidate / s-maxage, and no-cache, which allows use only after a successful
+ * validation (RFC 9111 §4.2.4, §5.2.2.4).
+ */
 export function mayServeStaleOnError(facts: EntryFacts, age: number, req: CacheControl, configured: number): boolean {
-  if (facts.neverStale) return false;
+  if (facts.neverStale || facts.cc.noCache !== false) return false;
   const window = facts.cc.staleIfError !== undefined ? facts.cc.staleIfError * 1000 : req.staleIfError !== undefined ? req.staleIfError * 1000 : configured;
   return age - facts.lifetime <= window;
 }
 
-/** Normalised Accept-Encoding for Vary matching: the best encoding the client takes among br, gzip, identity. */
-function normalizeAcceptEncoding(value: string | undefined): string {
+/** Matches a coding in an Accept-Encoding list with no q or a non-zero q. */
+function acceptsCoding(coding: string): RegExp {
+  return new RegExp(`(^|,)\\s*${coding}\\s*(;\\s*q\\s*=\\s*(?!0(\\.0*)?\\s*(,|$))[\\d.]+)?\\s*(,|$)`);
+}
+const ACCEPTS_BR = acceptsCoding('br');
+const ACCEPTS_GZIP = acceptsCoding('(x-)?gzip');
+
+/**
+ * Normalised Accept-Encoding: the best encoding the client takes among br, gzip, identity. The cache keys Vary
+ * on it and also sends it upstream in place of the client's value, so that a stored variant was made for exactly
+ * that value and every client mapped to it accepts its encoding.
+ */
+export function normalizeAcceptEncoding(value: string | undefined): string {
   if (value === undefined) return 'identity';
   const v = value.toLowerCase();
-  const accepts = (enc: string) => new RegExp(`(^|,)\\s*${enc}\\s*(;\\s*q\\s*=\\s*(?!0(\\.0*)?\\s*(,|$))[\\d.]+)?\\s*(,|$)`).test(v);
-  if (accepts('br')) return 'br';
-  if (accepts('gzip') || accepts('x-gzip')) return 'gzip';
+  if (ACCEPTS_BR.test(v)) return 'br';
+  if (ACCEPTS_GZIP.test(v)) return 'gzip';
   return 'identity';
 }
 

@@ -1,0 +1,201 @@
+/**
+ * The cache zone and its memory tier, without sockets: the byte bound holds under churn, LRU order keeps the
+ * most recently used, purge by key and by prefix, Vary lookups, hit-for-miss marks; and the growing body that
+ * streams one response to many readers while it arrives.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import pino from 'pino';
+import { GrowingBody } from '../../src/cache/growing-body.js';
+import { MemoryStore } from '../../src/cache/memory-store.js';
+import type { RuleOptions } from '../../src/cache/rules.js';
+import { storedSize, type StoredResponse } from '../../src/cache/types.js';
+import { CacheZone, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
+
+const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0 };
+const silent = pino({ level: 'silent' });
+
+function response(key: string, body: string | Buffer, extraHeaders: string[] = [], varyKey = ''): StoredResponse {
+  return {
+    key,
+    varyKey,
+    status: 200,
+    headers: ['Cache-Control', 'max-age=60', 'Content-Type', 'text/plain', ...extraHeaders],
+    body: Buffer.isBuffer(body) ? body : Buffer.from(body),
+    requestTime: Date.now(),
+    responseTime: Date.now(),
+  };
+}
+
+function zone(memory: number, maxObject = memory): CacheZone {
+  return new CacheZone('test', { memory, max_object: maxObject } as ConstructorParameters<typeof CacheZone>[1], silent);
+}
+
+describe('memory tier bound and LRU', () => {
+  test('the memory size never exceeds the bound while 2000 keys churn through a 64 KB zone', async () => {
+    const z = zone(64 * 1024);
+    await z.start();
+    const body = Buffer.alloc(700, 'a');
+    let peak = 0;
+    for (let i = 0; i < 2000; i++) {
+      z.store(response(`http/churn/${i}`, body), RULES);
+      peak = Math.max(peak, z.memory.size);
+      assert.ok(z.memory.size <= 64 * 1024, `size ${z.memory.size} after ${i} stores`);
+    }
+    // It did fill up (the bound is used, not just respected by storing nothing).
+    assert.ok(peak > 60 * 1024, `peak ${peak}`);
+    assert.ok(z.memory.keys().length < 2000);
+    await z.stop();
+  });
+
+  test('the most recently used keys survive eviction', async () => {
+    const one = storedSize(response('http/lru/00', Buffer.alloc(1000)));
+    const z = zone(one * 10 + 10);
+    await z.start();
+    for (let i = 0; i < 10; i++) z.store(response(`http/lru/${String(i).padStart(2, '0')}`, Buffer.alloc(1000)), RULES);
+    // Touch the oldest two: they become the most recently used.
+    assert.ok('hit' in (await z.lookup('http/lru/00', {}, RULES)));
+    assert.ok('hit' in (await z.lookup('http/lru/01', {}, RULES)));
+    for (let i = 10; i < 13; i++) z.store(response(`http/lru/${i}`, Buffer.alloc(1000)), RULES);
+    const keys = z.memory.keys();
+    assert.ok(keys.includes('http/lru/00') && keys.includes('http/lru/01'), keys.join(' '));
+    assert.ok(!keys.includes('http/lru/02') && !keys.includes('http/lru/03') && !keys.includes('http/lru/04'), keys.join(' '));
+    assert.equal(keys[0], 'http/lru/12');
+    await z.stop();
+  });
+
+  test('a variant larger than the whole memory tier is not stored, and leaves the others alone', () => {
+    const store = new MemoryStore<null>(4096);
+    store.put({ stored: response('a', 'small'), extra: null });
+    store.put({ stored: response('b', Buffer.alloc(5000)), extra: null });
+    assert.deepEqual(store.keys(), ['a']);
+  });
+
+  test('variants of one key: a new variant is added, the same secondary key is replaced', () => {
+    const store = new MemoryStore<null>(1 << 20);
+    store.put({ stored: response('k', 'en-1', [], 'accept-language:en\n'), extra: null });
+    store.put({ stored: response('k', 'fr-1', [], 'accept-language:fr\n'), extra: null });
+    store.put({ stored: response('k', 'en-2', [], 'accept-language:en\n'), extra: null });
+    const bodies = store.get('k')!.map((v) => v.stored.body.toString()).sort();
+    assert.deepEqual(bodies, ['en-2', 'fr-1']);
+  });
+});
+
+describe('zone lookup, purge and hit-for-miss', () => {
+  test('Vary: the variant whose secondary key matches, else a vary-miss; an unknown key is a uri-miss', async () => {
+    const z = zone(1 << 20);
+    z.store(response('http/v', 'en', ['Vary', 'Accept-Language'], 'accept-language:en\n'), RULES);
+    const en = await z.lookup('http/v', { 'accept-language': 'en' }, RULES);
+    assert.ok('hit' in en && en.hit.stored.body.toString() === 'en');
+    assert.deepEqual(await z.lookup('http/v', { 'accept-language': 'fr' }, RULES), { miss: 'vary-miss' });
+    assert.deepEqual(await z.lookup('http/none', {}, RULES), { miss: 'uri-miss' });
+  });
+
+  test('purge by exact key removes only that key; by prefix every key under it', async () => {
+    const z = zone(1 << 20);
+    for (const key of ['http/a/1', 'http/a/2', 'http/a/2/x', 'http/b/1']) z.store(response(key, key), RULES);
+    assert.equal(await z.purge('http/a/2'), 1);
+    assert.deepEqual(z.memory.keys().sort(), ['http/a/1', 'http/a/2/x', 'http/b/1']);
+    assert.equal(await z.purgePrefix('http/a/'), 2);
+    assert.deepEqual(z.memory.keys(), ['http/b/1']);
+    assert.equal(await z.purge('http/nothing'), 0);
+  });
+
+  test('hit-for-miss marks expire, and storing the key clears its mark', () => {
+    const z = zone(1 << 20);
+    const now = Date.now();
+    z.markHitForMiss('k', now + 1000);
+    assert.equal(z.isHitForMiss('k', now), true);
+    assert.equal(z.isHitForMiss('k', now + 1001), false);
+    z.markHitForMiss('k', now + 1000);
+    z.store(response('k', 'x'), RULES);
+    assert.equal(z.isHitForMiss('k', now), false);
+  });
+
+  test('a served variant has an exact Content-Length and no stored Age or Cache-Status', () => {
+    const v = makeVariant(response('k', 'hello', ['Age', '10', 'Content-Length', '999', 'Cache-Status', 'Other; hit']), RULES);
+    const names = v.extra.baseHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    assert.ok(!names.includes('age') && !names.includes('cache-status'));
+    assert.equal(v.extra.baseHeaders[v.extra.baseHeaders.indexOf('Content-Length') + 1], '5');
+    // Age is still in the stored headers, where currentAge reads it.
+    assert.ok(v.stored.headers.includes('Age'));
+  });
+
+  test('sameOriginPath: relative paths and same-host absolute URLs only', () => {
+    assert.equal(sameOriginPath('/a?b=1', 'example.com'), '/a?b=1');
+    assert.equal(sameOriginPath('http://example.com:8080/x?y', 'example.com:8080'), '/x?y');
+    assert.equal(sameOriginPath('http://other.example/x', 'example.com'), undefined);
+    assert.equal(sameOriginPath('//other.example/x', 'example.com'), undefined);
+    assert.equal(sameOriginPath(undefined, 'example.com'), undefined);
+  });
+});
+
+describe('GrowingBody', () => {
+  test('a reader that joins late gets what arrived, then follows; all readers get every byte', async () => {
+    const body = new GrowingBody();
+    body.push(Buffer.from('one,'));
+    const early: Buffer[] = [];
+    const readEarly = body.pipeTo((c) => (early.push(c), true), async () => {});
+    body.push(Buffer.from('two,'));
+    const late: Buffer[] = [];
+    const readLate = body.pipeTo((c) => (late.push(c), true), async () => {});
+    body.push(Buffer.from('three'));
+    body.end();
+    await Promise.all([readEarly, readLate]);
+    assert.equal(Buffer.concat(early).toString(), 'one,two,three');
+    assert.equal(Buffer.concat(late).toString(), 'one,two,three');
+    assert.equal(body.concat().toString(), 'one,two,three');
+  });
+
+  test('a reader sees the first chunk before the body ends', async () => {
+    const body = new GrowingBody();
+    const got: string[] = [];
+    const reading = body.pipeTo((c) => (got.push(c.toString()), true), async () => {});
+    body.push(Buffer.from('half'));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(got, ['half']);
+    body.push(Buffer.from('rest'));
+    body.end();
+    await reading;
+    assert.deepEqual(got, ['half', 'rest']);
+  });
+
+  test('backpressure: a full reader waits for its drain, without losing or reordering chunks', async () => {
+    const body = new GrowingBody();
+    const got: string[] = [];
+    let release!: () => void;
+    let full = true;
+    const reading = body.pipeTo(
+      (c) => {
+        got.push(c.toString());
+        return !full;
+      },
+      () => new Promise<void>((resolve) => (release = resolve)),
+    );
+    body.push(Buffer.from('a'));
+    body.push(Buffer.from('b'));
+    body.push(Buffer.from('c'));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(got, ['a']);
+    full = false;
+    release();
+    body.end();
+    await reading;
+    assert.deepEqual(got, ['a', 'b', 'c']);
+  });
+
+  test('a failed body rejects its readers, also those joining after the failure', async () => {
+    const body = new GrowingBody();
+    const reading = body.pipeTo(() => true, async () => {});
+    body.push(Buffer.from('x'));
+    body.fail(new Error('cut'));
+    await assert.rejects(reading, /cut/);
+    await assert.rejects(body.pipeTo(() => true, async () => {}), /cut/);
+  });
+
+  test('an empty body that already ended resolves at once', async () => {
+    const body = new GrowingBody();
+    body.end();
+    await body.pipeTo(() => true, async () => {});
+  });
+});
