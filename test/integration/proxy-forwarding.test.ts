@@ -169,12 +169,49 @@ describe('forwarding', () => {
     assert.equal(echo.headers['transfer-encoding'], 'chunked');
   });
 
+  test('HEAD is forwarded as HEAD: the head of the answer comes back with no body', async () => {
+    const res = await rawRequest(portico.port, 'HEAD /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['content-length'], String(BIG_DOWNLOAD.length));
+    assert.equal(res.body, '');
+    assert.equal(backend.requests.at(-1)!.method, 'HEAD');
+  });
+
   test('a 5 MB download streams to the client byte for byte', async () => {
     const res = await fetch(`${portico.url}/big`);
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-length'), String(BIG_DOWNLOAD.length));
     const body = Buffer.from(await res.arrayBuffer());
     assert.equal(sha256(body), sha256(BIG_DOWNLOAD));
+  });
+
+  test('a client that does not read holds the app server back (backpressure) instead of Portico buffering the answer', async () => {
+    const total = 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    let written = 0;
+    const producer = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-length': total });
+      const pump = () => {
+        while (written < total) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    const own = await startPortico(`sites:\n  - routes:\n      - path: /\n        proxy: { url: "${producer.url}" }\n`);
+    const conn = await RawConnection.open(own.port);
+    try {
+      conn.socket.pause();
+      conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.ok(written < total / 2, `the app server wrote ${(written / 1048576).toFixed(1)} MB to a client that read nothing`);
+    } finally {
+      conn.close();
+      await own.stop();
+      await producer.stop();
+    }
   });
 
   test('an untrusted peer: its X-Forwarded-*, X-Real-IP and Forwarded are dropped and rebuilt from the real peer', async () => {
@@ -362,6 +399,22 @@ describe('WebSocket and other upgrades', () => {
     const status = statusOf(head);
     assert.ok(status >= 400, `expected an error status, got ${head}`);
     assert.doesNotMatch(head, new RegExp(String(backend.port)));
+  });
+
+  test('a WebSocket to an app server that is down gets 502, naming no app server', async () => {
+    const dead = await startUpstream('dead');
+    await dead.stop();
+    const own = await startPortico(`sites:\n  - routes:\n      - path: /\n        proxy: { url: "${dead.url}" }\n`);
+    try {
+      const conn = await RawConnection.open(own.port);
+      conn.write('GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      assert.ok(await conn.waitClosed(2000));
+      const text = conn.received.toString('latin1');
+      assert.equal(statusOf(text), 502);
+      assert.ok(!text.includes(String(dead.port)), text);
+    } finally {
+      await own.stop();
+    }
   });
 
   test('h2c is not tunnelled: the app server sees no Upgrade and the client gets a normal response', async () => {
