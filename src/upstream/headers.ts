@@ -147,7 +147,9 @@ export function rewriteLocation(
     const rest = value.slice(origin.length);
     if (rest !== '' && !'/?#'.includes(rest[0]!)) continue;
     let path = rest === '' ? '/' : rest;
-    if (basePath !== '' && (path === basePath || path.startsWith(basePath + '/') || path.startsWith(basePath + '?'))) {
+    if (basePath !== '') {
+      // Outside the base path the route's mapping does not apply: only the app's address is hidden.
+      if (!(path === basePath || path.startsWith(basePath + '/') || path.startsWith(basePath + '?'))) return clientOrigin + path;
       path = path.slice(basePath.length) || '/';
     }
     if (!path.startsWith('/')) path = '/' + path;

@@ -216,8 +216,9 @@ describe('rewriteLocation', () => {
     assert.equal(rewriteLocation('http://127.0.0.1:3000', origins, '', client, ''), 'https://www.example.com/');
   });
 
-  test('a base path is only stripped on a segment boundary', () => {
-    assert.equal(rewriteLocation('http://127.0.0.1:3000/basement', origins, '/base', client, '/api'), 'https://www.example.com/api/basement');
+  test('a URL outside the base path (also /basement for /base) only loses the app origin, not gains the route prefix', () => {
+    assert.equal(rewriteLocation('http://127.0.0.1:3000/basement', origins, '/base', client, '/api'), 'https://www.example.com/basement');
+    assert.equal(rewriteLocation('http://127.0.0.1:3000/other/x', origins, '/base', client, '/api'), 'https://www.example.com/other/x');
   });
 
   test('other origins, a longer port and relative URLs are left alone', () => {
