@@ -9,7 +9,7 @@
  * failure after that cuts the client connection so the response is visibly incomplete.
  */
 import type { IncomingMessage } from 'node:http';
-import { Transform, type Duplex, type Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { RoutePath } from '../config/schema.js';
 import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
@@ -20,6 +20,10 @@ import type { UpstreamServer } from '../upstream/server.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ProxyCache } from '../cache/proxy-cache.js';
 import { compileTemplate } from './redirect.js';
+import { limitBody, readBody } from './proxy/body.js';
+import { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './proxy/sink.js';
+
+export { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink };
 import { compileKey, readCookie } from '../server/variables.js';
 import type { HandlerKind } from './types.js';
 
@@ -71,90 +75,6 @@ function classify(err: NodeJS.ErrnoException): FailureReason {
   if (CONNECT_ERRORS.has(code)) return 'connect_error';
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
   return 'reset';
-}
-
-/**
- * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it
- * with collapsed waiters, or swallow a 304). Headers arrive already filtered for the client.
- */
-export interface ResponseSink {
-  head(status: number, headers: string[]): void;
-  /** Returns false when the reader is full; `drain` then registers the resume. */
-  data(chunk: Buffer): boolean;
-  drain(resume: () => void): void;
-  end(): void;
-  /** The origin failed after `head`: the response must end visibly broken. */
-  fail(err: Error): void;
-}
-
-/** How a forward ended: answered (through the sink), or the error status to answer with. */
-export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504 };
-
-/** Per-forward changes to the request headers (the cache drops client validators and adds its own). */
-export interface HeaderEdit {
-  drop?: ReadonlySet<string>;
-  add?: readonly string[];
-}
-
-/** The sink that writes to the client, optionally buffering up to `bufferLimit` bytes first. */
-export class ClientSink implements ResponseSink {
-  #pending: { status: number; headers: string[]; chunks: Buffer[]; bytes: number } | null = null;
-  constructor(
-    readonly ctx: RequestContext,
-    readonly bufferLimit: number,
-  ) {}
-
-  head(status: number, headers: string[]): void {
-    this.ctx.status = status;
-    if (this.bufferLimit > 0) this.#pending = { status, headers, chunks: [], bytes: 0 };
-    else this.ctx.res.writeHead(status, headers);
-  }
-
-  data(chunk: Buffer): boolean {
-    this.ctx.bytesSent += chunk.length;
-    const pending = this.#pending;
-    if (pending !== null) {
-      pending.chunks.push(chunk);
-      pending.bytes += chunk.length;
-      if (pending.bytes > this.bufferLimit) this.#flush();
-      return true;
-    }
-    return this.ctx.res.write(chunk);
-  }
-
-  drain(resume: () => void): void {
-    this.ctx.res.on('drain', resume);
-  }
-
-  end(): void {
-    this.#flush();
-    this.ctx.res.end();
-  }
-
-  fail(): void {
-    this.ctx.res.destroy();
-  }
-
-  #flush(): void {
-    const pending = this.#pending;
-    if (pending === null) return;
-    this.#pending = null;
-    this.ctx.res.writeHead(pending.status, pending.headers);
-    for (const chunk of pending.chunks) this.ctx.res.write(chunk);
-  }
-}
-
-/** A request made ready to forward: body read or wrapped, client address known, base headers built. */
-export interface PreparedRequest {
-  ctx: RequestContext;
-  body: Buffer | Readable | null;
-  replayable: boolean;
-  headers: string[];
-  path: string;
-  clientIp: string;
-  /** Set when the client went away: no more attempts. */
-  clientGone: boolean;
-  abortCurrent: ((err?: Error) => void) | undefined;
 }
 
 /** One forward's state, shared by its attempts. */
@@ -536,48 +456,6 @@ export function writeRawError(socket: Duplex, status: number): void {
   const reason = status === 502 ? 'Bad Gateway' : status === 404 ? 'Not Found' : status === 400 ? 'Bad Request' : 'Error';
   const body = `${status} ${reason}\n`;
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
-}
-
-/** Reads a whole small body of a known length; `null` when the client sent less and closed. */
-function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    req.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      received += chunk.length;
-    });
-    req.once('end', () => resolve(received === length ? Buffer.concat(chunks, received) : null));
-    req.once('error', () => resolve(null));
-    req.once('close', () => {
-      if (!req.complete) resolve(null);
-    });
-  });
-}
-
-/** Counts a streamed (chunked) body and stops it at `limit`. */
-function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): Readable {
-  // A pass-through, not a 'data' listener on `req`: a listener would switch `req` to flowing mode and every chunk
-  // arriving before undici starts reading the body would be lost.
-  let received = 0;
-  const limited = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      received += chunk.length;
-      if (received <= limit) return callback(null, chunk);
-      // The 413 goes out with Connection: close; Node discards the rest of the body when it closes the socket.
-      onExceeded();
-      req.unpipe(limited);
-      req.resume();
-      callback(new Error('request body too large'));
-    },
-  });
-  // Not `pipeline()`: that would destroy `req`, and with it the socket the 413 is written to.
-  req.pipe(limited);
-  req.once('error', (err) => limited.destroy(err));
-  req.once('close', () => {
-    if (!req.complete) limited.destroy(new Error('client closed the request body'));
-  });
-  return limited;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,0 +1,45 @@
+/** Request bodies on their way upstream: read whole for replay, or streamed under a size limit. */
+import type { IncomingMessage } from 'node:http';
+import { Transform, type Readable } from 'node:stream';
+
+/** Reads a whole small body of a known length; `null` when the client sent less and closed. */
+export function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+    });
+    req.once('end', () => resolve(received === length ? Buffer.concat(chunks, received) : null));
+    req.once('error', () => resolve(null));
+    req.once('close', () => {
+      if (!req.complete) resolve(null);
+    });
+  });
+}
+
+/** Counts a streamed (chunked) body and stops it at `limit`. */
+export function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): Readable {
+  // A pass-through, not a 'data' listener on `req`: a listener would switch `req` to flowing mode and every chunk
+  // arriving before undici starts reading the body would be lost.
+  let received = 0;
+  const limited = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      if (received <= limit) return callback(null, chunk);
+      // The 413 goes out with Connection: close; Node discards the rest of the body when it closes the socket.
+      onExceeded();
+      req.unpipe(limited);
+      req.resume();
+      callback(new Error('request body too large'));
+    },
+  });
+  // Not `pipeline()`: that would destroy `req`, and with it the socket the 413 is written to.
+  req.pipe(limited);
+  req.once('error', (err) => limited.destroy(err));
+  req.once('close', () => {
+    if (!req.complete) limited.destroy(new Error('client closed the request body'));
+  });
+  return limited;
+}

@@ -1,0 +1,88 @@
+/** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { RequestContext } from '../../server/context.js';
+
+/**
+ * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it
+ * with collapsed waiters, or swallow a 304). Headers arrive already filtered for the client.
+ */
+export interface ResponseSink {
+  head(status: number, headers: string[]): void;
+  /** Returns false when the reader is full; `drain` then registers the resume. */
+  data(chunk: Buffer): boolean;
+  drain(resume: () => void): void;
+  end(): void;
+  /** The origin failed after `head`: the response must end visibly broken. */
+  fail(err: Error): void;
+}
+
+/** How a forward ended: answered (through the sink), or the error status to answer with. */
+export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504 };
+
+/** Per-forward changes to the request headers (the cache drops client validators and adds its own). */
+export interface HeaderEdit {
+  drop?: ReadonlySet<string>;
+  add?: readonly string[];
+}
+
+/** The sink that writes to the client, optionally buffering up to `bufferLimit` bytes first. */
+export class ClientSink implements ResponseSink {
+  #pending: { status: number; headers: string[]; chunks: Buffer[]; bytes: number } | null = null;
+  constructor(
+    readonly ctx: RequestContext,
+    readonly bufferLimit: number,
+  ) {}
+
+  head(status: number, headers: string[]): void {
+    this.ctx.status = status;
+    if (this.bufferLimit > 0) this.#pending = { status, headers, chunks: [], bytes: 0 };
+    else this.ctx.res.writeHead(status, headers);
+  }
+
+  data(chunk: Buffer): boolean {
+    this.ctx.bytesSent += chunk.length;
+    const pending = this.#pending;
+    if (pending !== null) {
+      pending.chunks.push(chunk);
+      pending.bytes += chunk.length;
+      if (pending.bytes > this.bufferLimit) this.#flush();
+      return true;
+    }
+    return this.ctx.res.write(chunk);
+  }
+
+  drain(resume: () => void): void {
+    this.ctx.res.on('drain', resume);
+  }
+
+  end(): void {
+    this.#flush();
+    this.ctx.res.end();
+  }
+
+  fail(): void {
+    this.ctx.res.destroy();
+  }
+
+  #flush(): void {
+    const pending = this.#pending;
+    if (pending === null) return;
+    this.#pending = null;
+    this.ctx.res.writeHead(pending.status, pending.headers);
+    for (const chunk of pending.chunks) this.ctx.res.write(chunk);
+  }
+}
+
+/** A request made ready to forward: body read or wrapped, client address known, base headers built. */
+export interface PreparedRequest {
+  ctx: RequestContext;
+  body: Buffer | Readable | null;
+  replayable: boolean;
+  headers: string[];
+  path: string;
+  clientIp: string;
+  /** Set when the client went away: no more attempts. */
+  clientGone: boolean;
+  abortCurrent: ((err?: Error) => void) | undefined;
+}
