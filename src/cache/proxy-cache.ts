@@ -181,8 +181,16 @@ export class ProxyCache {
       publish?.({ share: false });
       return;
     }
-    const sink = new StoringSink(this, ctx, key, params, reqcc, publish, stale?.variant ?? null, background);
-    const outcome = await this.#forwarder.forward(prepared, sink, stale?.edit ?? fetchEdit(ctx, []));
+    // The fetch is the cache's, not this client's: forwarded as a copy that the client's close does not abort.
+    // The sink decides instead: a response being stored or shared with waiters is fetched to the end.
+    const fetch: PreparedRequest = { ...prepared };
+    const sink = new StoringSink(this, ctx, key, params, reqcc, publish, stale?.variant ?? null, background, fetch);
+    if (!background) {
+      ctx.res.once('close', () => {
+        if (!ctx.res.writableFinished) sink.clientGone();
+      });
+    }
+    const outcome = await this.#forwarder.forward(fetch, sink, stale?.edit ?? fetchEdit(ctx, []));
     sink.settle();
     if (outcome.ok) {
       if (sink.servedStaleOnError && stale !== null) this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${sink.status}; detail=stale-if-error`);
@@ -293,6 +301,8 @@ export class ProxyCache {
     const old = variant.stored.headers;
     for (let i = 0; i < old.length; i += 2) {
       const lower = old[i]!.toLowerCase();
+      // The old Age described the old copy; the validated one is as old as the 304 says (no Age: just made).
+      if (lower === 'age') continue;
       if (!updated.has(lower) || KEEP_ON_REFRESH.has(lower)) merged.push(old[i]!, old[i + 1]!);
     }
     for (let i = 0; i < headers.length; i += 2) {
@@ -361,6 +371,8 @@ class StoringSink implements ResponseSink {
   #refreshHeaders: readonly string[] = [];
   readonly #requestTime = Date.now();
   #responseTime = 0;
+  #clientGone = false;
+  #resume: (() => void) | null = null;
 
   constructor(
     readonly cache: ProxyCache,
@@ -371,7 +383,25 @@ class StoringSink implements ResponseSink {
     readonly publish: ((decision: FlightDecision) => void) | null,
     readonly stale: CachedVariant | null,
     readonly background: boolean,
+    readonly fetch: PreparedRequest,
   ) {}
+
+  /**
+   * The client went away. A response being stored or shared is still fetched to the end (one client leaving
+   * must not cut the collapsed waiters, nor waste the fetch); anything else is aborted as the proxy would.
+   */
+  clientGone(): void {
+    this.#clientGone = true;
+    this.#clientBody = false;
+    if (this.status !== 0 && this.#body === null) this.#abort();
+    // A pause for this client's backpressure would never end now.
+    this.#resume?.();
+  }
+
+  #abort(): void {
+    this.fetch.clientGone = true;
+    this.fetch.abortCurrent?.(new Error('client closed the connection'));
+  }
 
   #publish(decision: FlightDecision): void {
     if (this.#published) return;
@@ -419,8 +449,9 @@ class StoringSink implements ResponseSink {
       this.#publish({ share: false });
       if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
     }
-    if (this.background) {
+    if (this.background || this.#clientGone) {
       this.#clientBody = false;
+      if (this.#clientGone && this.#body === null) this.#abort();
       return;
     }
     const statusHeader = cacheStatus(`${this.params}; fwd-status=${status}${this.#body !== null ? '; stored' : ''}`);
@@ -450,6 +481,7 @@ class StoringSink implements ResponseSink {
   }
 
   drain(resume: () => void): void {
+    this.#resume = resume;
     if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
   }
 

@@ -90,6 +90,11 @@ export class App {
     };
   }
 
+  /** A cache zone by name, for purging (admin API, tests). */
+  cacheZone(name: string): CacheZone | undefined {
+    return this.#caches.get(name);
+  }
+
   /** Starts what the handlers run in the background. */
   async start(): Promise<void> {
     for (const zone of this.#caches.values()) await zone.start();

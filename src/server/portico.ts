@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
+import type { CacheZone } from '../cache/zone.js';
 import { App } from './app.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 
@@ -33,6 +34,11 @@ export class Portico {
   /** The config of the app now serving. */
   get config(): Config {
     return this.#app.config;
+  }
+
+  /** A cache zone of the app now serving, for purging (admin API, tests). */
+  cacheZone(name: string): CacheZone | undefined {
+    return this.#app.cacheZone(name);
   }
 
   /** Where the listeners are bound (ports chosen by the system when the config said 0). */

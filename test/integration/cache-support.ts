@@ -56,7 +56,9 @@ export function answer(headers: Record<string, string | number | string[]>, body
 
 /** A GET (or other method) to Portico on a fresh connection. */
 export function get(port: number, path: string, headers: Record<string, string> = {}, method = 'GET', body?: string): Promise<FullResponse> {
-  return httpRequest(port, path, { method, headers, body });
+  // Node sends a DELETE body without Content-Length unless told: give one, so the body is framed.
+  const framed = body === undefined ? headers : { 'content-length': String(Buffer.byteLength(body)), ...headers };
+  return httpRequest(port, path, { method, headers: framed, body });
 }
 
 /** The response's Cache-Status value (one field expected). */

@@ -115,6 +115,9 @@ describe('validation', () => {
     // The 304 made it fresh again (max-age=60, no Age): the next request is a hit with the new header.
     const hit = await get(portico.port, '/etag');
     assert.ok(isHit(hit), cacheStatus(hit));
+    // As old as the 304 says (no Age: just validated), not as old as the first response was.
+    assert.match(cacheStatus(hit), /^Portico; hit; ttl=(59|60)$/);
+    assert.equal(hit.headers.age, '0');
     assert.equal(hit.headers['x-version'], '2');
     assert.equal(hit.body.toString(), 'full');
     assert.equal(origin.seen('/etag').length, 2);

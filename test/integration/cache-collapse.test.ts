@@ -1,0 +1,208 @@
+/**
+ * Request collapsing over real sockets: concurrent misses for one key become one origin request whose body
+ * streams to every waiter as it arrives; a response that may not be shared (private, no-store, Set-Cookie,
+ * Authorization, another Vary variant) is never given to a waiter, who asks the origin itself; and the key is
+ * then hit-for-miss, so the next burst is not serialised behind a leader.
+ */
+import assert from 'node:assert/strict';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { cacheStatus, get, startOrigin, type Origin } from './cache-support.js';
+import { waitFor } from './proxy-support.js';
+
+const ORIGIN_DELAY = 300;
+
+let origin: Origin;
+let portico: RunningPortico;
+
+before(async () => {
+  origin = await startOrigin();
+  portico = await startPortico(`caches:
+  main: { memory: 16MB, max_object: 1MB }
+upstreams:
+  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: origin, cache: { zone: main } }
+`);
+});
+
+after(async () => {
+  await portico?.stop();
+  await origin?.stop();
+});
+
+/** Answers after ORIGIN_DELAY with the request's X-Secret echoed in the body, and the given fields. */
+function slowEcho(headers: (secret: string) => Record<string, string>) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const secret = String(req.headers['x-secret'] ?? req.headers.authorization ?? 'none');
+    setTimeout(() => {
+      const body = `secret=${secret}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length, ...headers(secret) });
+      res.end(body);
+    }, ORIGIN_DELAY);
+  };
+}
+
+/** `count` concurrent GETs, each with its own secret in `header`; checks every client got its own back. */
+async function burstOfSecrets(path: string, count: number, header = 'x-secret', format = (s: string) => s): Promise<number> {
+  const started = Date.now();
+  const secrets = Array.from({ length: count }, (_, i) => `${path}-client-${i}-${Math.random().toString(36).slice(2)}`);
+  const responses = await Promise.all(secrets.map((secret) => get(portico.port, path, { [header]: format(secret) })));
+  responses.forEach((res, i) => {
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), `secret=${format(secrets[i]!)}`, `client ${i} got another client's response`);
+  });
+  return Date.now() - started;
+}
+
+describe('collapsing a cold key', () => {
+  test('100 concurrent clients: the origin sees 1 request, every client gets the full body', async () => {
+    const body = 'x'.repeat(50_000);
+    origin.on('/cold', (_req, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': body.length });
+        res.end(body);
+      }, ORIGIN_DELAY);
+    });
+    const responses = await Promise.all(Array.from({ length: 100 }, () => get(portico.port, '/cold')));
+    assert.equal(origin.seen('/cold').length, 1);
+    for (const res of responses) {
+      assert.equal(res.status, 200);
+      assert.equal(res.body.length, body.length);
+      assert.equal(res.body.toString(), body);
+    }
+    const statuses = responses.map(cacheStatus);
+    assert.equal(statuses.filter((s) => s === 'Portico; fwd=uri-miss; fwd-status=200; stored').length, 1);
+    assert.equal(statuses.filter((s) => s === 'Portico; fwd=uri-miss; collapsed').length, 99);
+  });
+
+  test('the body streams to a waiter before it ends', async () => {
+    let releaseSecondHalf!: () => void;
+    const secondHalf = new Promise<void>((resolve) => (releaseSecondHalf = resolve));
+    origin.on('/stream', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': 10 });
+      res.write('first');
+      void secondHalf.then(() => res.end('-last'));
+    });
+    const leader = get(portico.port, '/stream');
+    await waitFor('the leader to reach the origin', () => origin.seen('/stream').length === 1);
+    const waiter = streamingGet(portico.port, '/stream');
+    // The waiter must see the first half while the origin still holds the second one back.
+    await waitFor('the first half at the waiter', () => waiter.received() === 'first', 3000);
+    assert.match(await waiter.cacheStatus, /collapsed/);
+    releaseSecondHalf();
+    assert.equal(await waiter.done, 'first-last');
+    assert.equal((await leader).body.toString(), 'first-last');
+    assert.equal(origin.seen('/stream').length, 1);
+  });
+});
+
+describe('a leader that goes away', () => {
+  test('the leader\'s client disconnects mid-body: the waiters still get the whole response, and it is stored', async () => {
+    let releaseSecondHalf!: () => void;
+    const secondHalf = new Promise<void>((resolve) => (releaseSecondHalf = resolve));
+    origin.on('/leader-gone', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-length': 10 });
+      res.write('first');
+      void secondHalf.then(() => res.end('-last'));
+    });
+    const leader = streamingGet(portico.port, '/leader-gone');
+    await waitFor('the leader to get the first half', () => leader.received() === 'first');
+    const waiter = streamingGet(portico.port, '/leader-gone');
+    await waitFor('the first half at the waiter', () => waiter.received() === 'first');
+    leader.abort();
+    await assert.rejects(leader.done);
+    // Give Portico time to notice the leader's close before the origin goes on.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    releaseSecondHalf();
+    assert.equal(await waiter.done, 'first-last');
+    const after = await get(portico.port, '/leader-gone');
+    assert.equal(after.body.toString(), 'first-last');
+    assert.equal(origin.seen('/leader-gone').length, 1);
+  });
+
+  test('a response that is neither stored nor shared: the client leaving aborts the origin request', async () => {
+    let originClosed = false;
+    origin.on('/gone-private', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'private', 'content-length': 10 });
+      res.write('first');
+      res.on('close', () => (originClosed = true));
+    });
+    const client = streamingGet(portico.port, '/gone-private');
+    await waitFor('the first half at the client', () => client.received() === 'first');
+    client.abort();
+    await assert.rejects(client.done);
+    await waitFor('the origin request to be aborted', () => originClosed);
+  });
+});
+
+describe('responses that may not be shared never reach a waiter', () => {
+  test('Cache-Control: private: every client gets its own secret; then hit-for-miss is not serialised', async () => {
+    origin.on('/private', slowEcho(() => ({ 'cache-control': 'private, max-age=60' })));
+    await burstOfSecrets('/private', 20);
+    assert.equal(origin.seen('/private').length, 20);
+    // Hit-for-miss: 10 concurrent requests run side by side, not one after the other (10 × 300 ms).
+    const elapsed = await burstOfSecrets('/private', 10);
+    assert.ok(elapsed < 4 * ORIGIN_DELAY, `10 requests took ${elapsed} ms`);
+    assert.equal(origin.seen('/private').length, 30);
+  });
+
+  test('no-store: every client gets its own secret', async () => {
+    origin.on('/no-store', slowEcho(() => ({ 'cache-control': 'no-store' })));
+    await burstOfSecrets('/no-store', 20);
+    assert.equal(origin.seen('/no-store').length, 20);
+  });
+
+  test('Set-Cookie (with public): every client gets its own secret and its own cookie', async () => {
+    origin.on('/cookie', slowEcho((secret) => ({ 'cache-control': 'public, max-age=60', 'set-cookie': `sid=${secret}` })));
+    const secrets = Array.from({ length: 20 }, (_, i) => `cookie-${i}`);
+    const responses = await Promise.all(secrets.map((secret) => get(portico.port, '/cookie', { 'x-secret': secret })));
+    responses.forEach((res, i) => {
+      assert.equal(res.body.toString(), `secret=${secrets[i]}`);
+      assert.deepEqual(res.headers['set-cookie'], [`sid=${secrets[i]}`]);
+    });
+  });
+
+  test('requests with Authorization are never collapsed nor given a shared response', async () => {
+    origin.on('/auth', slowEcho(() => ({ 'cache-control': 'max-age=60' })));
+    const elapsed = await burstOfSecrets('/auth', 20, 'authorization', (s) => `Bearer ${s}`);
+    assert.equal(origin.seen('/auth').length, 20);
+    assert.ok(elapsed < 4 * ORIGIN_DELAY, `20 requests took ${elapsed} ms`);
+  });
+
+  test('Vary on a field the waiters differ in: each waiter asks the origin and gets its own variant', async () => {
+    origin.on('/vary', slowEcho(() => ({ 'cache-control': 'max-age=60', vary: 'X-Secret' })));
+    await burstOfSecrets('/vary', 20);
+    assert.equal(origin.seen('/vary').length, 20);
+  });
+
+  test('a waiter whose Vary value matches the leader\'s shares its response', async () => {
+    origin.on('/vary-same', slowEcho(() => ({ 'cache-control': 'max-age=60', vary: 'X-Secret' })));
+    const responses = await Promise.all(Array.from({ length: 10 }, () => get(portico.port, '/vary-same', { 'x-secret': 'same' })));
+    for (const res of responses) assert.equal(res.body.toString(), 'secret=same');
+    assert.equal(origin.seen('/vary-same').length, 1);
+  });
+});
+
+/** A GET whose body can be watched while it arrives. */
+function streamingGet(port: number, path: string): { received(): string; cacheStatus: Promise<string>; done: Promise<string>; abort(): void } {
+  let text = '';
+  let request!: http.ClientRequest;
+  let setStatus!: (value: string) => void;
+  const cacheStatusValue = new Promise<string>((resolve) => (setStatus = resolve));
+  const done = new Promise<string>((resolve, reject) => {
+    const req = (request = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      setStatus(String(res.headers['cache-status']));
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve(text));
+      res.on('error', reject);
+      res.on('aborted', () => reject(new Error('response aborted')));
+    }));
+    req.on('error', reject);
+  });
+  return { received: () => text, cacheStatus: cacheStatusValue, done, abort: () => request.destroy() };
+}
