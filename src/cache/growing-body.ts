@@ -1,23 +1,33 @@
 /**
  * A response body that is still arriving, readable by any number of clients at once: each reader first gets
  * the chunks already in, then every new one, so a collapsed miss streams the first response to every waiter
- * without waiting for it to finish. The chunks are kept, so the complete body can be stored afterwards.
+ * without waiting for it to finish. The chunks are kept, so the complete body can be stored afterwards — until
+ * `release()` (the body turned out too large to store): from then on a chunk is dropped once every reader has
+ * passed it, so a long response does not pile up in memory, and no new reader may join.
  */
 
 type Listener = (chunk: Buffer | null, err?: Error) => void;
 
 /** A growing, multi-reader body. */
 export class GrowingBody {
+  /** The chunks kept: all of them, or after `release()` those some reader has yet to pass. */
   readonly chunks: Buffer[] = [];
+  /** Bytes pushed in all (released ones included). */
   bytes = 0;
   done = false;
   error: Error | undefined;
   readonly #listeners = new Set<Listener>();
+  /** Where each reader is (absolute chunk index), for releasing what all have passed. */
+  readonly #positions = new Set<{ at: number }>();
+  /** Absolute index of `chunks[0]`. */
+  #dropped = 0;
+  #retain = true;
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.bytes += chunk.length;
     for (const listener of this.#listeners) listener(chunk);
+    this.#trim();
   }
 
   end(): void {
@@ -33,33 +43,72 @@ export class GrowingBody {
     this.#listeners.clear();
   }
 
-  /** The whole body, once done. */
+  /** Whether a new reader can still get the whole body. */
+  get joinable(): boolean {
+    return this.#retain;
+  }
+
+  /** Readers still reading. */
+  get readers(): number {
+    return this.#positions.size;
+  }
+
+  /** Stops keeping the whole body: it will not be stored, and only the current readers still need it. */
+  release(): void {
+    this.#retain = false;
+    this.#trim();
+  }
+
+  /** The whole body, once done (not after `release()`). */
   concat(): Buffer {
+    if (!this.#retain) throw new Error('the body was released');
     return Buffer.concat(this.chunks, this.bytes);
+  }
+
+  #trim(): void {
+    if (this.#retain) return;
+    let lowest = this.#dropped + this.chunks.length;
+    for (const position of this.#positions) lowest = Math.min(lowest, position.at);
+    if (lowest > this.#dropped) {
+      this.chunks.splice(0, lowest - this.#dropped);
+      this.#dropped = lowest;
+    }
   }
 
   /**
    * Feeds a reader: replays what arrived, then follows. `write` returns false for backpressure; the reader then
-   * resumes on its `drain`. Resolves when the body ended; rejects when it failed.
+   * resumes on its `drain`. Resolves when the body ended; rejects when it failed, or when it was released.
    */
   pipeTo(write: (chunk: Buffer) => boolean, waitDrain: () => Promise<void>): Promise<void> {
+    if (!this.#retain) return Promise.reject(new Error('the body was released'));
     return new Promise<void>((resolve, reject) => {
-      let index = 0;
+      const position = { at: 0 };
       let pumping = false;
+      const finish = (err?: Error) => {
+        this.#positions.delete(position);
+        this.#listeners.delete(listener);
+        this.#trim();
+        if (err === undefined) resolve();
+        else reject(err);
+      };
       const pump = async () => {
         if (pumping) return;
         pumping = true;
-        while (index < this.chunks.length) {
-          if (!write(this.chunks[index++]!)) await waitDrain();
+        while (position.at < this.#dropped + this.chunks.length) {
+          const chunk = this.chunks[position.at - this.#dropped]!;
+          position.at++;
+          if (!write(chunk)) await waitDrain();
         }
         pumping = false;
-        if (this.error !== undefined) reject(this.error);
-        else if (this.done) resolve();
+        this.#trim();
+        if (this.error !== undefined) finish(this.error);
+        else if (this.done) finish();
       };
+      const listener: Listener = () => void pump().catch(finish);
       if (this.done && this.error === undefined && this.chunks.length === 0) return resolve();
-      const listener: Listener = () => void pump().catch(reject);
+      this.#positions.add(position);
       if (!this.done) this.#listeners.add(listener);
-      void pump().catch(reject);
+      void pump().catch(finish);
     });
   }
 }

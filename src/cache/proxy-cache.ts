@@ -9,7 +9,6 @@
  * matches the waiter; otherwise the waiters go to the origin themselves and the key is marked hit-for-miss.
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
  */
-import { once } from 'node:events';
 import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from '../handlers/proxy.js';
 import { evaluatePreconditions, ifRangeAllows } from '../handlers/static/conditional.js';
 import { parseRange } from '../handlers/static/range.js';
@@ -149,7 +148,7 @@ export class ProxyCache {
       const inFlight = zone.flight(key);
       if (inFlight !== undefined) {
         const decision = await inFlight.decision;
-        if (decision.share && varyKey(decision.vary, ctx.req.headers) === decision.varyKeyOf) {
+        if (decision.share && decision.body.joinable && varyKey(decision.vary, ctx.req.headers) === decision.varyKeyOf) {
           return this.#serveFlight(ctx, decision, `${params}; collapsed`);
         }
         return this.#fetch(ctx, key, params, reqcc, null, null);
@@ -276,9 +275,7 @@ export class ProxyCache {
           ctx.bytesSent += chunk.length;
           return res.write(chunk);
         },
-        async () => {
-          await once(res, 'drain');
-        },
+        () => drained(res),
       );
       res.end();
     } catch {
@@ -347,6 +344,23 @@ class TaggedSink implements ResponseSink {
   }
 }
 
+/** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
+function drained(res: RequestContext['res']): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (res.destroyed) return reject(new Error('client closed the connection'));
+    const onDrain = () => {
+      res.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off('drain', onDrain);
+      reject(new Error('client closed the connection'));
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
+}
+
 /** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
 function notModifiedHeaders(headers: readonly string[]): string[] {
   const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);
@@ -393,9 +407,14 @@ class StoringSink implements ResponseSink {
   clientGone(): void {
     this.#clientGone = true;
     this.#clientBody = false;
-    if (this.status !== 0 && this.#body === null) this.#abort();
+    if (this.status !== 0 && !this.#needed()) this.#abort();
     // A pause for this client's backpressure would never end now.
     this.#resume?.();
+  }
+
+  /** Whether the response is wanted beside this client: it is being stored, or waiters are reading it. */
+  #needed(): boolean {
+    return this.#stored !== null || (this.#body !== null && this.#body.readers > 0);
   }
 
   #abort(): void {
@@ -451,7 +470,7 @@ class StoringSink implements ResponseSink {
     }
     if (this.background || this.#clientGone) {
       this.#clientBody = false;
-      if (this.#clientGone && this.#body === null) this.#abort();
+      if (this.#clientGone && !this.#needed()) this.#abort();
       return;
     }
     const statusHeader = cacheStatus(`${this.params}; fwd-status=${status}${this.#body !== null ? '; stored' : ''}`);
@@ -474,7 +493,11 @@ class StoringSink implements ResponseSink {
 
   data(chunk: Buffer): boolean {
     if (this.#mode !== 'client') return true;
-    this.#body?.push(chunk);
+    const body = this.#body;
+    if (body !== null) {
+      body.push(chunk);
+      if (this.#stored !== null && body.bytes > this.cache.options.zone.maxObject) this.#tooLarge(body);
+    }
     if (!this.#clientBody) return true;
     this.ctx.bytesSent += chunk.length;
     return this.ctx.res.write(chunk);
@@ -485,6 +508,19 @@ class StoringSink implements ResponseSink {
     if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
   }
 
+  /**
+   * Beyond max_object with no Content-Length to tell beforehand: not stored, not joined by anyone new, and the
+   * body kept only until the waiters already reading have passed it.
+   */
+  #tooLarge(body: GrowingBody): void {
+    const options = this.cache.options;
+    this.#stored = null;
+    body.release();
+    if (this.publish !== null) options.zone.endFlight(this.key);
+    options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+    if (this.#clientGone && !this.#needed()) this.#abort();
+  }
+
   end(): void {
     if (this.#mode === 'refresh') {
       this.cache.refreshAndServe(this.ctx, this.stale!, this.#refreshHeaders, this.#requestTime, this.#responseTime, `${this.params}; fwd-status=304`, this.background);
@@ -492,9 +528,9 @@ class StoringSink implements ResponseSink {
     }
     if (this.#mode === 'discard') return;
     const body = this.#body;
-    if (body !== null && this.#stored !== null) {
+    if (body !== null) {
       body.end();
-      if (body.bytes <= this.cache.options.zone.maxObject) this.cache.store({ ...this.#stored, body: body.concat() });
+      if (this.#stored !== null) this.cache.store({ ...this.#stored, body: body.concat() });
     }
     if (!this.background) this.ctx.res.end();
   }

@@ -134,6 +134,11 @@ export class CacheZone {
     done.then(clear, clear);
   }
 
+  /** Ends the flight of a key early (its body will not be stored): later requests no longer join it. */
+  endFlight(key: string): void {
+    this.#flights.delete(key);
+  }
+
   /** Marks a key uncacheable for a while, so later bursts do not queue behind a leader in vain. */
   markHitForMiss(key: string, until: number): void {
     this.#hitForMiss.set(key, until);

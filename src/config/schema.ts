@@ -256,14 +256,17 @@ export const upstreamSchema = z.strictObject({
 });
 
 /** A named cache zone: memory tier, optional disk tier. */
-const cacheZone = z.strictObject({
-  /** Bytes kept in memory (bodies and headers counted). */
-  memory: size.default(256 * 1024 * 1024),
-  /** Optional second tier that survives restarts. */
-  disk: z.strictObject({ path: z.string().min(1), size: size.default(1024 * 1024 * 1024) }).optional(),
-  /** Larger responses stream through without being stored. */
-  max_object: size.default(16 * 1024 * 1024),
-});
+const cacheZone = z
+  .strictObject({
+    /** Bytes kept in memory (bodies and headers counted). */
+    memory: size.default(256 * 1024 * 1024),
+    /** Optional second tier that survives restarts. */
+    disk: z.strictObject({ path: z.string().min(1), size: size.default(1024 * 1024 * 1024) }).optional(),
+    /** Larger responses stream through without being stored; 16MB by default, at most the memory tier. */
+    max_object: size.optional(),
+  })
+  // A default larger than a small memory tier would refuse `memory: 1MB` for a key the user never wrote.
+  .transform((zone) => ({ ...zone, max_object: zone.max_object ?? Math.min(16 * 1024 * 1024, zone.memory) }));
 
 /** A proxy route's use of a cache zone. */
 const proxyCache = z.strictObject({

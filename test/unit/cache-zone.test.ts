@@ -193,6 +193,50 @@ describe('GrowingBody', () => {
     await assert.rejects(body.pipeTo(() => true, async () => {}), /cut/);
   });
 
+  test('release(): chunks every reader has passed are dropped, a new reader is refused, the body is not kept', async () => {
+    const body = new GrowingBody();
+    const got: string[] = [];
+    const reading = body.pipeTo((c) => (got.push(c.toString()), true), async () => {});
+    for (let i = 0; i < 5; i++) body.push(Buffer.from(String(i)));
+    assert.equal(body.joinable, true);
+    body.release();
+    assert.equal(body.joinable, false);
+    assert.equal(body.chunks.length, 0);
+    for (let i = 5; i < 10; i++) body.push(Buffer.from(String(i)));
+    assert.equal(body.chunks.length, 0);
+    assert.equal(body.bytes, 10);
+    await assert.rejects(body.pipeTo(() => true, async () => {}), /released/);
+    assert.throws(() => body.concat(), /released/);
+    body.end();
+    await reading;
+    assert.equal(got.join(''), '0123456789');
+  });
+
+  test('release() keeps what a slow reader has not passed yet', async () => {
+    const body = new GrowingBody();
+    let release!: () => void;
+    const got: string[] = [];
+    const reading = body.pipeTo(
+      (c) => (got.push(c.toString()), false),
+      () => new Promise<void>((resolve) => (release = resolve)),
+    );
+    body.push(Buffer.from('a'));
+    body.push(Buffer.from('b'));
+    body.push(Buffer.from('c'));
+    body.release();
+    // The reader wrote 'a' and waits: 'b' and 'c' are kept for it.
+    assert.deepEqual(body.chunks.map(String), ['b', 'c']);
+    body.end();
+    while (got.length < 3) {
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    release();
+    await reading;
+    assert.deepEqual(got, ['a', 'b', 'c']);
+    assert.equal(body.chunks.length, 0);
+  });
+
   test('an empty body that already ended resolves at once', async () => {
     const body = new GrowingBody();
     body.end();

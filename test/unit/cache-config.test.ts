@@ -1,0 +1,99 @@
+/**
+ * Cache configuration: a proxy route naming an unknown cache zone, and bad zone settings, are refused at load
+ * with file:line:col and the key path; a valid cache config is fully defaulted.
+ */
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { parseConfig } from '../../src/config/load.js';
+import { ConfigError, formatConfigIssue } from '../../src/errors.js';
+import { makeTree } from '../helpers/portico.js';
+
+const dir = makeTree({ 'cache/.keep': '' });
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function errorsOf(text: string): string[] {
+  try {
+    parseConfig(text, 'portico.yaml', dir);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.issues.map(formatConfigIssue);
+  }
+  assert.fail('expected the config to be refused');
+}
+
+describe('cache config', () => {
+  test('an unknown cache zone in proxy.cache is an error at its line, naming the zones defined', () => {
+    const text = [
+      'caches:',
+      '  main: { memory: 1MB }',
+      'sites:',
+      '  - routes:',
+      '      - path: /',
+      '        proxy:',
+      '          url: "http://127.0.0.1:9"',
+      '          cache: { zone: mian }',
+    ].join('\n');
+    assert.deepEqual(errorsOf(text), ['portico.yaml:8:26 sites[0].routes[0].proxy.cache.zone: unknown cache "mian" (defined: main)']);
+  });
+
+  test('an unknown cache zone when none is defined says so', () => {
+    const text = ['sites:', '  - routes:', '      - path: /', '        proxy: { url: "http://127.0.0.1:9", cache: { zone: main } }'].join('\n');
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^portico\.yaml:4:\d+ sites\[0\]\.routes\[0\]\.proxy\.cache\.zone: unknown cache "main" \(no caches are defined\)$/);
+  });
+
+  test('unknown keys in a zone and in proxy.cache are refused', () => {
+    const text = [
+      'caches:',
+      '  main: { memory: 1MB, size: 2MB }',
+      'sites:',
+      '  - routes:',
+      '      - path: /',
+      '        proxy: { url: "http://127.0.0.1:9", cache: { zone: main, ttl: 5s } }',
+    ].join('\n');
+    assert.deepEqual(errorsOf(text).sort(), [
+      'portico.yaml:2:24 caches.main.size: unknown key',
+      'portico.yaml:6:66 sites[0].routes[0].proxy.cache.ttl: unknown key',
+    ]);
+  });
+
+  test('max_object larger than the memory tier is refused', () => {
+    const text = ['caches:', '  main: { memory: 1MB, max_object: 2MB }', 'sites:', '  - routes:', '      - path: /', '        respond: { body: ok }'].join('\n');
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^portico\.yaml:2:\d+ caches\.main\.max_object: max_object is larger than the memory tier$/);
+  });
+
+  test('a valid cache config is fully defaulted', () => {
+    const text = [
+      'caches:',
+      `  main: { memory: 1MB, disk: { path: "${path.join(dir, 'cache')}" } }`,
+      'sites:',
+      '  - routes:',
+      '      - path: /',
+      '        proxy: { url: "http://127.0.0.1:9", cache: { zone: main } }',
+    ].join('\n');
+    const config = parseConfig(text, 'portico.yaml', dir);
+    assert.equal(config.caches.main!.memory, 1024 * 1024);
+    // max_object defaults to 16MB, but never beyond a smaller memory tier.
+    assert.equal(config.caches.main!.max_object, 1024 * 1024);
+    assert.equal(parseConfig(text.replace('memory: 1MB', 'memory: 64MB'), 'portico.yaml', dir).caches.main!.max_object, 16 * 1024 * 1024);
+    const cache = config.sites[0]!.routes[0]!.proxy!.cache!;
+    assert.deepEqual(
+      { ...cache },
+      {
+        zone: 'main',
+        key: '$scheme$host$request_uri',
+        default_ttl: 0,
+        heuristic: false,
+        stale_if_error: 0,
+        ignore_set_cookie: false,
+        hit_for_miss: 10_000,
+        collapse: true,
+      },
+    );
+  });
+});
