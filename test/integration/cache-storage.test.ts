@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { answer, cacheStatus, get, httpDate, isHit, startOrigin, type Origin, type OriginHandler } from './cache-support.js';
+import { answer, assertTtl, cacheStatus, get, httpDate, isHit, startOrigin, type Origin, type OriginHandler } from './cache-support.js';
 
 let origin: Origin;
 let portico: RunningPortico;
@@ -63,7 +63,7 @@ describe('only GET and HEAD are served from the cache', () => {
     origin.on('/basic', answer({ 'cache-control': 'max-age=60' }, 'basic'));
     const [a, b] = await twice('/basic');
     assert.equal(cacheStatus(a), 'Portico; fwd=uri-miss; fwd-status=200; stored');
-    assert.match(cacheStatus(b), /^Portico; hit; ttl=(59|60)$/);
+    assertTtl(b, 57, 60);
     assert.equal(b.body.toString(), 'basic');
     assert.equal(b.headers['content-length'], '5');
     assert.equal(origin.seen('/basic').length, 1);
@@ -139,7 +139,7 @@ describe('what is stored', () => {
     origin.on('/expired', answer({ expires: httpDate(-120) }, 'x'));
     origin.on('/expires-0', answer({ expires: '0' }, 'x'));
     const [, fresh] = await twice('/expires');
-    assert.match(cacheStatus(fresh), /^Portico; hit; ttl=1(19|20)$/);
+    assertTtl(fresh, 116, 120);
     await twice('/expired');
     await twice('/expires-0');
     assert.equal(origin.seen('/expired').length, 2);
@@ -156,7 +156,7 @@ describe('what is stored', () => {
   test('heuristic: true stores a 200 with Last-Modified for 10 % of its age', async () => {
     origin.on('/heuristic/lm', answer({ 'last-modified': httpDate(-10_000) }, 'x'));
     const [, b] = await twice('/heuristic/lm');
-    assert.match(cacheStatus(b), /^Portico; hit; ttl=(999|1000)$/);
+    assertTtl(b, 997, 1000);
     assert.equal(origin.seen('/heuristic/lm').length, 1);
   });
 
@@ -179,7 +179,7 @@ describe('what is stored', () => {
   test('default_ttl: a response with no freshness information is kept that long', async () => {
     origin.on('/ttl/plain', answer({}, 'x'));
     const [, b] = await twice('/ttl/plain');
-    assert.match(cacheStatus(b), /^Portico; hit; ttl=(59|60)$/);
+    assertTtl(b, 57, 60);
   });
 
   test('unknown response and request directives are ignored, not taken for no-cache', async () => {
@@ -318,7 +318,7 @@ describe('Age (§4.2.3)', () => {
     const [a, b] = await twice('/age');
     assert.equal(a.headers.age, '10');
     assert.ok(Number(b.headers.age) >= 10, `Age ${b.headers.age}`);
-    assert.match(cacheStatus(b), /^Portico; hit; ttl=(49|50)$/);
+    assertTtl(b, 47, 50);
     // One Age field, the computed one.
     assert.equal(b.rawHeaders.filter((name) => name.toLowerCase() === 'age').length, 1);
   });

@@ -68,6 +68,18 @@ export function cacheStatus(res: FullResponse): string {
   return String(value);
 }
 
+/**
+ * The `ttl` of a hit's Cache-Status, checked to lie in [min, max]. Date has whole seconds, so a response is up
+ * to a second old on arrival (apparent age): tests allow for that and for their own run time.
+ */
+export function assertTtl(res: FullResponse, min: number, max: number): void {
+  const status = cacheStatus(res);
+  const match = /^Portico; hit; ttl=(-?\d+)(;|$)/.exec(status);
+  if (match === null) throw new Error(`not a hit with a ttl: ${status}`);
+  const ttl = Number(match[1]);
+  if (ttl < min || ttl > max) throw new Error(`ttl ${ttl} not in [${min}, ${max}]: ${status}`);
+}
+
 /** Whether a response was served from the cache. */
 export function isHit(res: FullResponse): boolean {
   return /^Portico; hit\b/.test(cacheStatus(res));

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { answer, cacheStatus, get, httpDate, isHit, startOrigin, type Origin } from './cache-support.js';
+import { answer, assertTtl, cacheStatus, get, httpDate, isHit, startOrigin, type Origin } from './cache-support.js';
 
 let origin: Origin;
 let portico: RunningPortico;
@@ -116,8 +116,8 @@ describe('validation', () => {
     const hit = await get(portico.port, '/etag');
     assert.ok(isHit(hit), cacheStatus(hit));
     // As old as the 304 says (no Age: just validated), not as old as the first response was.
-    assert.match(cacheStatus(hit), /^Portico; hit; ttl=(59|60)$/);
-    assert.equal(hit.headers.age, '0');
+    assertTtl(hit, 57, 60);
+    assert.ok(Number(hit.headers.age) <= 2, `Age ${hit.headers.age}`);
     assert.equal(hit.headers['x-version'], '2');
     assert.equal(hit.body.toString(), 'full');
     assert.equal(origin.seen('/etag').length, 2);
