@@ -95,8 +95,12 @@ export class ProxyCache {
         this.#refreshInBackground(ctx, key, variant, reqcc);
         return;
       }
-      if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus('fwd=stale; detail=only-if-cached') });
-      return this.#revalidate(ctx, key, variant, age, reqcc, 'fwd=stale');
+      // RFC 9211: fwd=request when the stored response was fresh and usable but the request's directives
+      // (no-cache, max-age, min-fresh, Pragma) refused it; fwd=stale when the response itself needs validation.
+      const facts = variant.extra.facts;
+      const fwd = facts.cc.noCache === false && facts.lifetime > age ? 'fwd=request' : 'fwd=stale';
+      if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`${fwd}; detail=only-if-cached`) });
+      return this.#revalidate(ctx, key, variant, age, reqcc, fwd);
     }
     if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`fwd=${lookup.miss}; detail=only-if-cached`) });
     if (method === 'HEAD') return this.#passThrough(ctx, `fwd=${lookup.miss}`);

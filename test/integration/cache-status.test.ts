@@ -70,6 +70,13 @@ describe('Cache-Status on every response of a cache-enabled route', () => {
     assert.equal(cacheStatus(await get(portico.port, '/s/stale')), 'Portico; fwd=stale; fwd-status=200; stored');
   });
 
+  test('fwd=request when the request refuses a fresh stored response (no-cache, max-age=0)', async () => {
+    origin.on('/s/refused', answer({ 'cache-control': 'max-age=60' }, 'x'));
+    await get(portico.port, '/s/refused');
+    assert.equal(cacheStatus(await get(portico.port, '/s/refused', { 'cache-control': 'no-cache' })), 'Portico; fwd=request; fwd-status=200; stored');
+    assert.equal(cacheStatus(await get(portico.port, '/s/refused', { 'cache-control': 'max-age=0' })), 'Portico; fwd=request; fwd-status=200; stored');
+  });
+
   test('fwd=request for a request with no-store; fwd=method for POST', async () => {
     origin.on('/s/req', answer({ 'cache-control': 'max-age=60' }, 'x'));
     assert.equal(cacheStatus(await get(portico.port, '/s/req', { 'cache-control': 'no-store' })), 'Portico; fwd=request');

@@ -254,6 +254,9 @@ describe('revalidation forced by no-cache and by the request', () => {
     const c = await get(portico.port, '/req-no-cache', { pragma: 'no-cache' });
     assert.equal(b.body.toString(), 'body 1');
     assert.equal(c.body.toString(), 'body 1');
+    // The stored response was fresh: it was the request that asked to forward (RFC 9211 fwd=request).
+    assert.equal(cacheStatus(b), 'Portico; fwd=request; fwd-status=304');
+    assert.equal(cacheStatus(c), 'Portico; fwd=request; fwd-status=304');
     const seen = origin.seen('/req-no-cache');
     assert.equal(seen.length, 3);
     assert.equal(seen[1]!.headers['if-none-match'], '"r1"');
@@ -265,7 +268,7 @@ describe('revalidation forced by no-cache and by the request', () => {
     await get(portico.port, '/req-max-age');
     assert.ok(isHit(await get(portico.port, '/req-max-age', { 'cache-control': 'max-age=40' })));
     const b = await get(portico.port, '/req-max-age', { 'cache-control': 'max-age=10' });
-    assert.ok(!isHit(b));
+    assert.equal(cacheStatus(b), 'Portico; fwd=request; fwd-status=304');
     assert.equal(origin.seen('/req-max-age').length, 2);
   });
 
