@@ -15,7 +15,7 @@ import { writeRawError } from '../handlers/proxy.js';
 import { handlerKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';
-import { CacheZone } from '../cache/zone.js';
+import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from './client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
@@ -55,13 +55,13 @@ export class App {
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
 
-  constructor(config: Config, logger: Logger) {
+  constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map()) {
     this.config = config;
     this.#logger = logger;
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
       this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger));
     }
-    for (const [name, zoneConfig] of Object.entries(config.caches)) this.#caches.set(name, new CacheZone(name, zoneConfig, logger));
+    for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
     const createUpstream = (name: string, partial: unknown) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
@@ -97,7 +97,6 @@ export class App {
 
   /** Starts what the handlers run in the background. */
   async start(): Promise<void> {
-    for (const zone of this.#caches.values()) await zone.start();
     for (const upstream of this.#upstreams.values()) upstream.start();
     for (const instance of this.#instances) await instance.start?.();
   }
@@ -106,7 +105,6 @@ export class App {
   async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
     await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop()));
-    await Promise.all([...this.#caches.values()].map((zone) => zone.stop()));
     await this.#accessLog?.close();
   }
 

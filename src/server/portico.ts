@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
+import { CacheZones } from '../cache/zones.js';
 import { App } from './app.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 
@@ -16,10 +17,12 @@ export class Portico {
   #app: App;
   readonly #listeners: Listeners;
   readonly #logger: Logger;
+  readonly #zones: CacheZones;
 
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level)) {
     this.#logger = logger;
-    this.#app = new App(config, logger);
+    this.#zones = new CacheZones(logger);
+    this.#app = new App(config, logger, this.#zones.resolve(config.caches).zones);
     this.#listeners = new Listeners(
       config.listen,
       {
@@ -48,27 +51,33 @@ export class Portico {
 
   /** Starts the app, then binds the listeners. */
   async start(): Promise<void> {
+    await this.#zones.start();
     await this.#app.start();
     try {
       await this.#listeners.start();
     } catch (err) {
       await this.#app.stop();
+      await this.#zones.stop();
       throw err;
     }
   }
 
   /** Builds and starts an app from a new config, swaps it in, then stops the old one. */
   async reload(config: Config): Promise<void> {
-    const next = new App(config, this.#logger);
+    const { zones, retired } = this.#zones.resolve(config.caches);
+    const next = new App(config, this.#logger, zones);
+    await this.#zones.start();
     await next.start();
     const previous = this.#app;
     this.#app = next;
     await previous.stop();
+    await Promise.all(retired.map((zone) => zone.stop()));
   }
 
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
   async stop(graceMs = 10_000): Promise<void> {
     await this.#listeners.stop(graceMs);
     await this.#app.stop();
+    await this.#zones.stop();
   }
 }

@@ -60,3 +60,40 @@ test('reload swaps in a new config without closing the listener, and a bad confi
     await portico.stop();
   }
 });
+
+test('a reload that keeps a cache zone keeps its contents (a hit after SIGHUP-style reload)', async () => {
+  const backend = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60' });
+    res.end('cached');
+  });
+  const yaml = (body: string) => `listen: ["127.0.0.1:0"]
+log: { access: off }
+caches:
+  main: { memory: 1MB }
+upstreams:
+  app:
+    servers: [{ url: "${backend.url}" }]
+sites:
+  - routes:
+      - path: /healthz
+        respond: { body: "${body}" }
+      - path: /
+        proxy: { upstream: app, cache: { zone: main } }
+`;
+  const portico = await startPortico(yaml('one'));
+  try {
+    const first = await fetch(`${portico.url}/x`);
+    assert.match(first.headers.get('cache-status') ?? '', /fwd=uri-miss/);
+    await first.text();
+    const { parseConfig } = await import('../../src/config/load.js');
+    await portico.server.reload(parseConfig(yaml('two'), `${portico.dir}/next.yaml`, portico.dir));
+    assert.equal(await (await fetch(`${portico.url}/healthz`)).text(), 'two');
+    const second = await fetch(`${portico.url}/x`);
+    assert.match(second.headers.get('cache-status') ?? '', /^Portico; hit/);
+    assert.equal(await second.text(), 'cached');
+    assert.equal(backend.requests.length, 1);
+  } finally {
+    await portico.stop();
+    await backend.stop();
+  }
+});
