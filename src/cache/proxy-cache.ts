@@ -15,10 +15,10 @@ import { parseRange } from '../handlers/static/range.js';
 import type { RequestContext } from '../server/context.js';
 import { sendError } from '../server/send.js';
 import { parseCacheControl, type CacheControl } from './cache-control.js';
-import { GrowingBody } from './growing-body.js';
-import { currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, notStorable, usability, varyKey, type RuleOptions } from './rules.js';
+import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink } from './sinks.js';
+import { currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
 import type { StoredResponse } from './types.js';
-import { sameOriginPath, withoutSetCookie, type CacheZone, type CachedVariant, type Flight, type FlightDecision } from './zone.js';
+import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision } from './zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
 export interface Forwarder {
@@ -41,7 +41,6 @@ export interface ProxyCacheOptions {
  * the cache's own validators, or none), and Accept-Encoding is sent normalised, as the Vary key sees it.
  */
 const REPLACED_ON_FETCH: ReadonlySet<string> = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range', 'accept-encoding']);
-const ERROR_STATUSES = new Set([500, 502, 503, 504]);
 /** Safe methods besides GET and HEAD (RFC 9110 §9.2.1, WebDAV): forwarded, never invalidating (§4.4 is for unsafe ones). */
 const SAFE_METHODS: ReadonlySet<string> = new Set(['OPTIONS', 'TRACE', 'PROPFIND', 'REPORT', 'SEARCH']);
 /** Fields a 304 may not change in the stored response (§3.2). */
@@ -50,10 +49,6 @@ const KEEP_ON_REFRESH = new Set(['content-length', 'content-encoding', 'content-
 /** The request header changes of a cacheable fetch, with the cache's own validators (`add`, flat name/value list). */
 function fetchEdit(ctx: RequestContext, validators: readonly string[]): HeaderEdit {
   return { drop: REPLACED_ON_FETCH, add: ['accept-encoding', normalizeAcceptEncoding(ctx.req.headers['accept-encoding']), ...validators] };
-}
-
-function cacheStatus(params: string): string {
-  return `Portico; ${params}`;
 }
 
 function ttlParam(variant: CachedVariant, age: number): string {
@@ -318,235 +313,5 @@ export class ProxyCache {
 
   get options(): ProxyCacheOptions {
     return this.#o;
-  }
-}
-
-/** Passes a response to the client with a Cache-Status field, and remembers its status and headers. */
-class TaggedSink implements ResponseSink {
-  status = 0;
-  headers: readonly string[] = [];
-  constructor(
-    readonly inner: ResponseSink,
-    readonly statusHeader: string,
-  ) {}
-  head(status: number, headers: string[]): void {
-    this.status = status;
-    this.headers = headers;
-    this.inner.head(status, [...headers, 'Cache-Status', this.statusHeader]);
-  }
-  data(chunk: Buffer): boolean {
-    return this.inner.data(chunk);
-  }
-  drain(resume: () => void): void {
-    this.inner.drain(resume);
-  }
-  end(): void {
-    this.inner.end();
-  }
-  fail(err: Error): void {
-    this.inner.fail(err);
-  }
-}
-
-/** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
-function drained(res: RequestContext['res']): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (res.destroyed) return reject(new Error('client closed the connection'));
-    const onDrain = () => {
-      res.off('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      res.off('drain', onDrain);
-      reject(new Error('client closed the connection'));
-    };
-    res.once('drain', onDrain);
-    res.once('close', onClose);
-  });
-}
-
-/** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
-function notModifiedHeaders(headers: readonly string[]): string[] {
-  const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) if (keep.has(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
-  return out;
-}
-
-/**
- * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
- * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
- * turns an origin error into stale-if-error when the stored copy allows it.
- */
-class StoringSink implements ResponseSink {
-  status = 0;
-  servedStaleOnError = false;
-  #mode: 'client' | 'refresh' | 'discard' = 'client';
-  #body: GrowingBody | null = null;
-  #stored: Omit<StoredResponse, 'body'> | null = null;
-  #clientBody = true;
-  #published = false;
-  #refreshHeaders: readonly string[] = [];
-  readonly #requestTime = Date.now();
-  #responseTime = 0;
-  #clientGone = false;
-  #resume: (() => void) | null = null;
-
-  constructor(
-    readonly cache: ProxyCache,
-    readonly ctx: RequestContext,
-    readonly key: string,
-    readonly params: string,
-    readonly reqcc: CacheControl,
-    readonly publish: ((decision: FlightDecision) => void) | null,
-    readonly stale: CachedVariant | null,
-    readonly background: boolean,
-    readonly fetch: PreparedRequest,
-  ) {}
-
-  /**
-   * The client went away. A response being stored or shared is still fetched to the end (one client leaving
-   * must not cut the collapsed waiters, nor waste the fetch); anything else is aborted as the proxy would.
-   */
-  clientGone(): void {
-    this.#clientGone = true;
-    this.#clientBody = false;
-    if (this.status !== 0 && !this.#needed()) this.#abort();
-    // A pause for this client's backpressure would never end now.
-    this.#resume?.();
-  }
-
-  /** Whether the response is wanted beside this client: it is being stored, or waiters are reading it. */
-  #needed(): boolean {
-    return this.#stored !== null || (this.#body !== null && this.#body.readers > 0);
-  }
-
-  #abort(): void {
-    this.fetch.clientGone = true;
-    this.fetch.abortCurrent?.(new Error('client closed the connection'));
-  }
-
-  #publish(decision: FlightDecision): void {
-    if (this.#published) return;
-    this.#published = true;
-    this.publish?.(decision);
-  }
-
-  head(status: number, headers: string[]): void {
-    this.status = status;
-    this.#responseTime = Date.now();
-    const { ctx, cache } = this;
-    const options = cache.options;
-    if (status === 304 && this.stale !== null) {
-      this.#mode = 'refresh';
-      this.#refreshHeaders = headers;
-      return;
-    }
-    if (ERROR_STATUSES.has(status) && this.stale !== null) {
-      const age = currentAge(this.stale.stored, this.#responseTime);
-      if (mayServeStaleOnError(this.stale.extra.facts, age, this.reqcc, options.rules.staleIfError)) {
-        this.#mode = 'discard';
-        this.servedStaleOnError = !this.background;
-        return;
-      }
-    }
-    const req = ctx.req;
-    // A HEAD (revalidating a stale entry) is never stored: its empty body would replace the stored one.
-    let reason: string | undefined = notStorable(
-      { method: req.method!, cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
-      status,
-      headers,
-      options.rules,
-    );
-    const length = Number(headerValue(headers, 'content-length') ?? -1);
-    if (reason === undefined && length > options.zone.maxObject) reason = 'too-large';
-    const storedHeaders = options.rules.ignoreSetCookie ? withoutSetCookie(headers) : headers;
-    const varyHeader = headerValue(storedHeaders, 'vary');
-    const vary = varyHeader === undefined ? undefined : varyHeader.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
-    const variantKey = varyKey(vary, req.headers);
-    if (reason === undefined && variantKey !== undefined) {
-      this.#body = new GrowingBody();
-      this.#stored = { key: this.key, varyKey: variantKey, status, headers: storedHeaders, requestTime: this.#requestTime, responseTime: this.#responseTime };
-      this.#publish({ share: true, status, headers: storedHeaders, body: this.#body, vary, varyKeyOf: variantKey });
-    } else {
-      this.#publish({ share: false });
-      if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
-    }
-    if (this.background || this.#clientGone) {
-      this.#clientBody = false;
-      if (this.#clientGone && !this.#needed()) this.#abort();
-      return;
-    }
-    const statusHeader = cacheStatus(`${this.params}; fwd-status=${status}${this.#body !== null ? '; stored' : ''}`);
-    // The client's own validators were not sent upstream: answer them here against the fresh response.
-    const etag = headerValue(headers, 'etag');
-    const lastModified = headerValue(headers, 'last-modified');
-    if (status === 200 && (etag !== undefined || lastModified !== undefined)) {
-      const outcome = evaluatePreconditions(req.headers, { etag: etag ?? '""', lastModifiedMs: lastModified === undefined ? Infinity : Date.parse(lastModified) }, true);
-      if (outcome === 304) {
-        ctx.status = 304;
-        ctx.res.writeHead(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader]);
-        this.#clientBody = false;
-        return;
-      }
-    }
-    ctx.status = status;
-    ctx.res.writeHead(status, [...headers, 'Cache-Status', statusHeader]);
-    if (req.method === 'HEAD') this.#clientBody = false;
-  }
-
-  data(chunk: Buffer): boolean {
-    if (this.#mode !== 'client') return true;
-    const body = this.#body;
-    if (body !== null) {
-      body.push(chunk);
-      if (this.#stored !== null && body.bytes > this.cache.options.zone.maxObject) this.#tooLarge(body);
-    }
-    if (!this.#clientBody) return true;
-    this.ctx.bytesSent += chunk.length;
-    return this.ctx.res.write(chunk);
-  }
-
-  drain(resume: () => void): void {
-    this.#resume = resume;
-    if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
-  }
-
-  /**
-   * Beyond max_object with no Content-Length to tell beforehand: not stored, not joined by anyone new, and the
-   * body kept only until the waiters already reading have passed it.
-   */
-  #tooLarge(body: GrowingBody): void {
-    const options = this.cache.options;
-    this.#stored = null;
-    body.release();
-    if (this.publish !== null) options.zone.endFlight(this.key);
-    options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
-    if (this.#clientGone && !this.#needed()) this.#abort();
-  }
-
-  end(): void {
-    if (this.#mode === 'refresh') {
-      this.cache.refreshAndServe(this.ctx, this.stale!, this.#refreshHeaders, this.#requestTime, this.#responseTime, `${this.params}; fwd-status=304`, this.background);
-      return;
-    }
-    if (this.#mode === 'discard') return;
-    const body = this.#body;
-    if (body !== null) {
-      body.end();
-      if (this.#stored !== null) this.cache.store({ ...this.#stored, body: body.concat() });
-    }
-    if (!this.background) this.ctx.res.end();
-  }
-
-  fail(err: Error): void {
-    this.#body?.fail(err);
-    if (!this.background && this.#mode === 'client') this.ctx.res.destroy();
-  }
-
-  /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */
-  settle(): void {
-    this.#publish({ share: false });
-    if (this.#body !== null && !this.#body.done) this.#body.fail(new Error('origin response ended early'));
   }
 }

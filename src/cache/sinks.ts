@@ -1,0 +1,253 @@
+/**
+ * The sinks of the cache layer: TaggedSink passes a response through with its Cache-Status; StoringSink
+ * decides storability, tees the body to the client and to collapsed waiters, stores it, and handles a
+ * revalidation's 304 and stale-if-error.
+ */
+import type { PreparedRequest, ResponseSink } from '../handlers/proxy.js';
+import { evaluatePreconditions } from '../handlers/static/conditional.js';
+import type { RequestContext } from '../server/context.js';
+import type { CacheControl } from './cache-control.js';
+import { GrowingBody } from './growing-body.js';
+import { currentAge, headerValue, mayServeStaleOnError, notStorable, varyKey } from './rules.js';
+import type { ProxyCache } from './proxy-cache.js';
+import type { StoredResponse } from './types.js';
+import { withoutSetCookie, type CachedVariant, type FlightDecision } from './zone.js';
+
+/** Origin statuses that count as errors for stale-if-error (RFC 5861 §4). */
+export const ERROR_STATUSES = new Set([500, 502, 503, 504]);
+
+/** An RFC 9211 Cache-Status value for Portico. */
+export function cacheStatus(params: string): string {
+  return `Portico; ${params}`;
+}
+
+
+/** Passes a response to the client with a Cache-Status field, and remembers its status and headers. */
+export class TaggedSink implements ResponseSink {
+  status = 0;
+  headers: readonly string[] = [];
+  constructor(
+    readonly inner: ResponseSink,
+    readonly statusHeader: string,
+  ) {}
+  head(status: number, headers: string[]): void {
+    this.status = status;
+    this.headers = headers;
+    this.inner.head(status, [...headers, 'Cache-Status', this.statusHeader]);
+  }
+  data(chunk: Buffer): boolean {
+    return this.inner.data(chunk);
+  }
+  drain(resume: () => void): void {
+    this.inner.drain(resume);
+  }
+  end(): void {
+    this.inner.end();
+  }
+  fail(err: Error): void {
+    this.inner.fail(err);
+  }
+}
+
+/** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
+export function drained(res: RequestContext['res']): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (res.destroyed) return reject(new Error('client closed the connection'));
+    const onDrain = () => {
+      res.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off('drain', onDrain);
+      reject(new Error('client closed the connection'));
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
+}
+
+/** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
+export function notModifiedHeaders(headers: readonly string[]): string[] {
+  const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (keep.has(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
+/**
+ * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
+ * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
+ * turns an origin error into stale-if-error when the stored copy allows it.
+ */
+export class StoringSink implements ResponseSink {
+  status = 0;
+  servedStaleOnError = false;
+  #mode: 'client' | 'refresh' | 'discard' = 'client';
+  #body: GrowingBody | null = null;
+  #stored: Omit<StoredResponse, 'body'> | null = null;
+  #clientBody = true;
+  #published = false;
+  #refreshHeaders: readonly string[] = [];
+  readonly #requestTime = Date.now();
+  #responseTime = 0;
+  #clientGone = false;
+  #resume: (() => void) | null = null;
+
+  constructor(
+    readonly cache: ProxyCache,
+    readonly ctx: RequestContext,
+    readonly key: string,
+    readonly params: string,
+    readonly reqcc: CacheControl,
+    readonly publish: ((decision: FlightDecision) => void) | null,
+    readonly stale: CachedVariant | null,
+    readonly background: boolean,
+    readonly fetch: PreparedRequest,
+  ) {}
+
+  /**
+   * The client went away. A response being stored or shared is still fetched to the end (one client leaving
+   * must not cut the collapsed waiters, nor waste the fetch); anything else is aborted as the proxy would.
+   */
+  clientGone(): void {
+    this.#clientGone = true;
+    this.#clientBody = false;
+    if (this.status !== 0 && !this.#needed()) this.#abort();
+    // A pause for this client's backpressure would never end now.
+    this.#resume?.();
+  }
+
+  /** Whether the response is wanted beside this client: it is being stored, or waiters are reading it. */
+  #needed(): boolean {
+    return this.#stored !== null || (this.#body !== null && this.#body.readers > 0);
+  }
+
+  #abort(): void {
+    this.fetch.clientGone = true;
+    this.fetch.abortCurrent?.(new Error('client closed the connection'));
+  }
+
+  #publish(decision: FlightDecision): void {
+    if (this.#published) return;
+    this.#published = true;
+    this.publish?.(decision);
+  }
+
+  head(status: number, headers: string[]): void {
+    this.status = status;
+    this.#responseTime = Date.now();
+    const { ctx, cache } = this;
+    const options = cache.options;
+    if (status === 304 && this.stale !== null) {
+      this.#mode = 'refresh';
+      this.#refreshHeaders = headers;
+      return;
+    }
+    if (ERROR_STATUSES.has(status) && this.stale !== null) {
+      const age = currentAge(this.stale.stored, this.#responseTime);
+      if (mayServeStaleOnError(this.stale.extra.facts, age, this.reqcc, options.rules.staleIfError)) {
+        this.#mode = 'discard';
+        this.servedStaleOnError = !this.background;
+        return;
+      }
+    }
+    const req = ctx.req;
+    // A HEAD (revalidating a stale entry) is never stored: its empty body would replace the stored one.
+    let reason: string | undefined = notStorable(
+      { method: req.method!, cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
+      status,
+      headers,
+      options.rules,
+    );
+    const length = Number(headerValue(headers, 'content-length') ?? -1);
+    if (reason === undefined && length > options.zone.maxObject) reason = 'too-large';
+    const storedHeaders = options.rules.ignoreSetCookie ? withoutSetCookie(headers) : headers;
+    const varyHeader = headerValue(storedHeaders, 'vary');
+    const vary = varyHeader === undefined ? undefined : varyHeader.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
+    const variantKey = varyKey(vary, req.headers);
+    if (reason === undefined && variantKey !== undefined) {
+      this.#body = new GrowingBody();
+      this.#stored = { key: this.key, varyKey: variantKey, status, headers: storedHeaders, requestTime: this.#requestTime, responseTime: this.#responseTime };
+      this.#publish({ share: true, status, headers: storedHeaders, body: this.#body, vary, varyKeyOf: variantKey });
+    } else {
+      this.#publish({ share: false });
+      if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+    }
+    if (this.background || this.#clientGone) {
+      this.#clientBody = false;
+      if (this.#clientGone && !this.#needed()) this.#abort();
+      return;
+    }
+    const statusHeader = cacheStatus(`${this.params}; fwd-status=${status}${this.#body !== null ? '; stored' : ''}`);
+    // The client's own validators were not sent upstream: answer them here against the fresh response.
+    const etag = headerValue(headers, 'etag');
+    const lastModified = headerValue(headers, 'last-modified');
+    if (status === 200 && (etag !== undefined || lastModified !== undefined)) {
+      const outcome = evaluatePreconditions(req.headers, { etag: etag ?? '""', lastModifiedMs: lastModified === undefined ? Infinity : Date.parse(lastModified) }, true);
+      if (outcome === 304) {
+        ctx.status = 304;
+        ctx.res.writeHead(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader]);
+        this.#clientBody = false;
+        return;
+      }
+    }
+    ctx.status = status;
+    ctx.res.writeHead(status, [...headers, 'Cache-Status', statusHeader]);
+    if (req.method === 'HEAD') this.#clientBody = false;
+  }
+
+  data(chunk: Buffer): boolean {
+    if (this.#mode !== 'client') return true;
+    const body = this.#body;
+    if (body !== null) {
+      body.push(chunk);
+      if (this.#stored !== null && body.bytes > this.cache.options.zone.maxObject) this.#tooLarge(body);
+    }
+    if (!this.#clientBody) return true;
+    this.ctx.bytesSent += chunk.length;
+    return this.ctx.res.write(chunk);
+  }
+
+  drain(resume: () => void): void {
+    this.#resume = resume;
+    if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
+  }
+
+  /**
+   * Beyond max_object with no Content-Length to tell beforehand: not stored, not joined by anyone new, and the
+   * body kept only until the waiters already reading have passed it.
+   */
+  #tooLarge(body: GrowingBody): void {
+    const options = this.cache.options;
+    this.#stored = null;
+    body.release();
+    if (this.publish !== null) options.zone.endFlight(this.key);
+    options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+    if (this.#clientGone && !this.#needed()) this.#abort();
+  }
+
+  end(): void {
+    if (this.#mode === 'refresh') {
+      this.cache.refreshAndServe(this.ctx, this.stale!, this.#refreshHeaders, this.#requestTime, this.#responseTime, `${this.params}; fwd-status=304`, this.background);
+      return;
+    }
+    if (this.#mode === 'discard') return;
+    const body = this.#body;
+    if (body !== null) {
+      body.end();
+      if (this.#stored !== null) this.cache.store({ ...this.#stored, body: body.concat() });
+    }
+    if (!this.background) this.ctx.res.end();
+  }
+
+  fail(err: Error): void {
+    this.#body?.fail(err);
+    if (!this.background && this.#mode === 'client') this.ctx.res.destroy();
+  }
+
+  /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */
+  settle(): void {
+    this.#publish({ share: false });
+    if (this.#body !== null && !this.#body.done) this.#body.fail(new Error('origin response ended early'));
+  }
+}
