@@ -1,0 +1,73 @@
+// Starting and stopping the servers under test: pinned to a CPU, ready when they answer, stopped by pid.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** One GET on a fresh connection: resolves with status and body. */
+export function fetchOnce(url, timeoutMs = 2000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Spawns `command args` pinned to `cpu` and waits until `readyUrl` answers (any status). Resolves with a
+ * handle whose `stop()` ends that process (and only it) and waits for it to exit.
+ */
+export async function startPinned({ name, cpu, command, args, readyUrl, env, timeoutMs = 15_000 }) {
+  const child = spawn('taskset', ['-c', String(cpu), command, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let log = '';
+  child.stdout.on('data', (c) => (log = (log + c).slice(-4000)));
+  child.stderr.on('data', (c) => (log = (log + c).slice(-4000)));
+  let exited = false;
+  const exit = once(child, 'exit').then(() => (exited = true));
+
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) throw new Error(`${name} exited before it was ready:\n${log}`);
+    try {
+      await fetchOnce(readyUrl, 500);
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`${name} did not answer ${readyUrl} within ${timeoutMs} ms:\n${log}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  return {
+    pid: child.pid,
+    log: () => log,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exit;
+      clearTimeout(timer);
+    },
+  };
+}
