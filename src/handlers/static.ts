@@ -15,7 +15,7 @@ import type { RequestContext } from '../server/context.js';
 import { sendError } from '../server/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, ifRangeAllows } from './static/conditional.js';
-import { negotiateEncoding } from './static/encoding.js';
+import { negotiateEncoding, type Encoding } from './static/encoding.js';
 import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
 import { parseRange, type ByteRange } from './static/range.js';
 import { StaticResolver, type Resolution } from './static/resolver.js';
@@ -86,6 +86,7 @@ function hasConditionals(headers: RequestContext['req']['headers']): boolean {
 }
 
 class StaticHandler {
+  readonly #negotiated = new Map<string, Encoding | null>();
   readonly #resolver: StaticResolver;
   readonly #options: StaticOptions;
 
@@ -157,14 +158,32 @@ class StaticHandler {
 
   /** Picks identity or an encoded variant for this request. */
   #choose(ctx: RequestContext, entry: FileEntry, rangeApplies: boolean): Chosen | Promise<Chosen> {
-    const identity: Chosen = { etag: entry.etag, variant: undefined, streamEncoding: undefined };
+    const identity = entry.identity;
     if (!entry.varies || rangeApplies) return identity;
-    const encoding = negotiateEncoding(ctx.req.headers['accept-encoding'], entry.available());
+    const accept = ctx.req.headers['accept-encoding'];
+    if (accept === undefined) return identity;
+    const encoding = this.#negotiate(accept, entry.available());
     if (encoding === null || encoding === 'identity') return identity;
     const sibling = entry.precompressed(encoding);
     if (sibling !== undefined) return { etag: sibling.etag, variant: sibling, streamEncoding: undefined };
-    if (entry.body !== undefined) return entry.compressed(encoding).then((variant) => ({ etag: variant.etag, variant, streamEncoding: undefined }));
+    if (entry.body !== undefined) {
+      const ready = entry.compressedNow(encoding);
+      if (ready !== undefined) return { etag: ready.etag, variant: ready, streamEncoding: undefined };
+      return entry.compressed(encoding).then((variant) => ({ etag: variant.etag, variant, streamEncoding: undefined }));
+    }
     return { etag: makeETag(entry.stat, encoding === 'br' ? '-br' : '-gz'), variant: undefined, streamEncoding: encoding };
+  }
+
+  /** Accept-Encoding negotiation, remembered per distinct header value (browsers send a handful of them). */
+  #negotiate(accept: string, available: readonly Encoding[]): Encoding | null {
+    const key = available.length === 3 ? accept : `${available.join()}|${accept}`;
+    let found = this.#negotiated.get(key);
+    if (found === undefined) {
+      found = negotiateEncoding(accept, available);
+      if (this.#negotiated.size >= 256) this.#negotiated.clear();
+      this.#negotiated.set(key, found);
+    }
+    return found;
   }
 
   #serveFile(ctx: RequestContext, entry: FileEntry, mayRetry: boolean): Promise<void> | void {

@@ -21,7 +21,7 @@ import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
 import { compileChain, RequestContext, type Handler } from './context.js';
 import { HostMatcher, parseHostHeader } from './hosts.js';
-import { parseRequestTarget } from './request-path.js';
+import { normalizePath, parseRequestTarget } from './request-path.js';
 import { Router } from './router.js';
 import { sendError } from './send.js';
 
@@ -52,6 +52,9 @@ export class App {
   readonly #instances: HandlerInstance[] = [];
   readonly #upstreams = new Map<string, Upstream>();
   readonly #caches = new Map<string, CacheZone>();
+  /** The last Host value seen and its parse: most connections repeat one Host, so one entry saves the parse. */
+  #lastHostValue: string | undefined;
+  #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
 
@@ -139,7 +142,18 @@ export class App {
   /** Matches site and route; answers errors itself and returns undefined when it did. */
   #route(ctx: RequestContext): CompiledRoute | undefined {
     const { req, res } = ctx;
-    const target = parseRequestTarget(req.url ?? '');
+    const url = req.url ?? '';
+    // Fast path for the usual origin-form target: no object for the parts, straight into the context.
+    if (url.charCodeAt(0) === 47) {
+      const q = url.indexOf('?');
+      const hash = url.indexOf('#');
+      const path = q === -1 && hash === -1 ? normalizePath(url) : null;
+      if (path !== null) {
+        ctx.path = path;
+        return this.#site(ctx, req.headers.host);
+      }
+    }
+    const target = parseRequestTarget(url);
     if (target === null || target.path === '*') {
       if (target !== null && req.method === 'OPTIONS') {
         ctx.status = 204;
@@ -151,9 +165,20 @@ export class App {
     }
     ctx.path = target.path;
     ctx.query = target.query;
-    const hostValue = target.authority ?? req.headers.host;
+    return this.#site(ctx, target.authority ?? req.headers.host);
+  }
+
+  /** Matches the host to a site and the path to a route; answers errors itself and returns undefined when it did. */
+  #site(ctx: RequestContext, hostValue: string | undefined): CompiledRoute | undefined {
     if (hostValue !== undefined && hostValue !== '') {
-      const host = parseHostHeader(hostValue);
+      let host: string | null;
+      if (hostValue === this.#lastHostValue) {
+        host = this.#lastHost;
+      } else {
+        host = parseHostHeader(hostValue);
+        this.#lastHostValue = hostValue;
+        this.#lastHost = host;
+      }
       // A comma means several Host fields were joined: RFC 9112 §3.2 requires a 400.
       if (host === null) return reject(ctx, 400, undefined, true);
       ctx.host = host;

@@ -17,26 +17,28 @@ interface PrefixEntry<T> {
   path: string;
   stopRegex: boolean;
   route: T;
+  /** The match result, built once so the hot path allocates nothing. */
+  match: RouteMatch<T>;
 }
 
 /** Matches canonical paths to routes; built once per site when the config is loaded. */
 export class Router<T> {
-  readonly #exact = new Map<string, T>();
+  readonly #exact = new Map<string, RouteMatch<T>>();
   /** Longest first, so the first hit is the longest. */
   readonly #prefixes: PrefixEntry<T>[] = [];
-  readonly #regexes: Array<{ regex: RegExp; route: T }> = [];
+  readonly #regexes: Array<{ regex: RegExp; match: RouteMatch<T> }> = [];
   /** `/api` → `/api/` for prefix routes ending in a slash. */
   readonly #slashRedirects = new Set<string>();
 
   constructor(routes: ReadonlyArray<{ path: RoutePath; route: T }>) {
     for (const { path, route } of routes) {
       if (path.kind === 'exact') {
-        if (!this.#exact.has(path.path)) this.#exact.set(path.path, route);
+        if (!this.#exact.has(path.path)) this.#exact.set(path.path, { route });
       } else if (path.kind === 'prefix') {
-        this.#prefixes.push({ path: path.path, stopRegex: path.stopRegex, route });
+        this.#prefixes.push({ path: path.path, stopRegex: path.stopRegex, route, match: { route } });
         if (path.path.length > 1 && path.path.endsWith('/')) this.#slashRedirects.add(path.path.slice(0, -1));
       } else {
-        this.#regexes.push({ regex: path.regex, route });
+        this.#regexes.push({ regex: path.regex, match: { route } });
       }
     }
     this.#prefixes.sort((a, b) => b.path.length - a.path.length);
@@ -45,7 +47,7 @@ export class Router<T> {
   /** Finds the route for a canonical path, or `undefined`. */
   match(path: string): RouteMatch<T> | undefined {
     const exact = this.#exact.get(path);
-    if (exact !== undefined) return { route: exact };
+    if (exact !== undefined) return exact;
 
     let prefix: PrefixEntry<T> | undefined;
     for (const entry of this.#prefixes) {
@@ -56,12 +58,12 @@ export class Router<T> {
     }
     // nginx redirects only when no prefix route is the path itself (`/api` beside `/api/` serves `/api`).
     const redirect = this.#slashRedirects.has(path) && prefix?.path !== path;
-    if (prefix?.stopRegex === true && !redirect) return { route: prefix.route };
+    if (prefix?.stopRegex === true && !redirect) return prefix.match;
 
-    for (const { regex, route } of this.#regexes) {
-      if (regex.test(path)) return { route };
+    for (const { regex, match } of this.#regexes) {
+      if (regex.test(path)) return match;
     }
     if (redirect) return { redirectTo: path + '/' };
-    return prefix === undefined ? undefined : { route: prefix.route };
+    return prefix?.match;
   }
 }

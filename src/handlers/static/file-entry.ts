@@ -67,12 +67,16 @@ export class FileEntry {
   readonly varies: boolean;
   /** Header list for a 200 of the identity form. */
   readonly headers: string[];
+  /** The identity form as a representation choice, made once (the hot path allocates nothing for it). */
+  readonly identity: { readonly etag: string; readonly variant: undefined; readonly streamEncoding: undefined };
   /** Header list for a 304 (validators and caching fields only). */
   readonly notModifiedHeaders: string[];
   readonly #compressible: boolean;
   readonly #options: EntryOptions;
   readonly #precompressed: Map<Variant['encoding'], Variant>;
   readonly #made = new Map<Variant['encoding'], Promise<Variant>>();
+  readonly #ready = new Map<Variant['encoding'], Variant>();
+  #available: readonly Encoding[] | undefined;
 
   constructor(
     /** Real path of the file (symlinks resolved). */
@@ -85,6 +89,7 @@ export class FileEntry {
   ) {
     this.#options = options;
     this.etag = makeETag(stat);
+    this.identity = Object.freeze({ etag: this.etag, variant: undefined, streamEncoding: undefined });
     this.lastModifiedMs = Math.floor(stat.mtimeMs / 1000) * 1000;
     this.lastModified = new Date(this.lastModifiedMs).toUTCString();
     this.contentType = mime.contentType(path.slice(path.lastIndexOf('/') + 1)) || 'application/octet-stream';
@@ -116,13 +121,22 @@ export class FileEntry {
   }
 
   /** Encodings this file can be sent in, best first; identity always last. */
-  available(): Encoding[] {
-    if (!this.varies) return ['identity'];
-    const out: Encoding[] = [];
-    if (this.#precompressed.has('br') || this.#compressible) out.push('br');
-    if (this.#precompressed.has('gzip') || this.#compressible) out.push('gzip');
-    out.push('identity');
-    return out;
+  available(): readonly Encoding[] {
+    if (this.#available === undefined) {
+      const out: Encoding[] = [];
+      if (this.varies) {
+        if (this.#precompressed.has('br') || this.#compressible) out.push('br');
+        if (this.#precompressed.has('gzip') || this.#compressible) out.push('gzip');
+      }
+      out.push('identity');
+      this.#available = out;
+    }
+    return this.#available;
+  }
+
+  /** The in-memory compression for an encoding once it is made (so later requests need no promise). */
+  compressedNow(encoding: Variant['encoding']): Variant | undefined {
+    return this.#ready.get(encoding);
   }
 
   /** A precompressed sibling for an encoding, if there is one. */
@@ -152,7 +166,9 @@ export class FileEntry {
       const suffix = encoding === 'br' ? '-br' : '-gz';
       made = work.then((out) => {
         const etag = makeETag(this.stat, suffix);
-        return { encoding, etag, size: out.length, body: out, headers: this.headerList(etag, out.length, encoding) };
+        const variant: Variant = { encoding, etag, size: out.length, body: out, headers: this.headerList(etag, out.length, encoding) };
+        this.#ready.set(encoding, variant);
+        return variant;
       });
       made.catch(() => this.#made.delete(encoding));
       this.#made.set(encoding, made);
