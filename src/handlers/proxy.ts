@@ -60,6 +60,7 @@ export interface ProxyEnv {
   serverHeader: string;
 }
 
+const NO_HEADERS = new Map<string, string>();
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
 
@@ -159,8 +160,11 @@ class ProxyHandler {
   #buildHeaders(ctx: RequestContext, clientIp: string, trusted: boolean, peer: string): string[] {
     const req = ctx.req;
     const clientHost = req.headers.host ?? ctx.host;
-    const setHeaders = new Map<string, string>();
-    for (const [name, value] of this.#setHeaders) setHeaders.set(name, value(ctx));
+    let setHeaders: Map<string, string> = NO_HEADERS;
+    if (this.#setHeaders.length > 0) {
+      setHeaders = new Map();
+      for (const [name, value] of this.#setHeaders) setHeaders.set(name, value(ctx));
+    }
     return buildRequestHeaders({
       rawHeaders: req.rawHeaders,
       peer,

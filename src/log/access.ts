@@ -47,13 +47,24 @@ function combinedLine(ctx: RequestContext): string {
   return `${req.socket.remoteAddress ?? '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"\n`;
 }
 
+function seconds(ms: number): string {
+  return ms < 0 ? '-' : (ms / 1000).toFixed(3);
+}
+
 function formatUpstream(log: readonly UpstreamAttemptLog[]): string {
-  const secs = (ms: number) => (ms < 0 ? '-' : (ms / 1000).toFixed(3));
+  // One attempt is the common case: no lists to build.
+  if (log.length === 1) {
+    const l = log[0]!;
+    return (
+      ` upstream_addr="${l.addr}" upstream_status="${l.status}" upstream_connect_time="${seconds(l.connectMs)}"` +
+      ` upstream_header_time="${seconds(l.headerMs)}" upstream_response_time="${seconds(l.responseMs)}"`
+    );
+  }
   const list = (pick: (l: UpstreamAttemptLog) => string) => log.map(pick).join(', ');
   return (
     ` upstream_addr="${list((l) => l.addr)}" upstream_status="${list((l) => l.status)}"` +
-    ` upstream_connect_time="${list((l) => secs(l.connectMs))}" upstream_header_time="${list((l) => secs(l.headerMs))}"` +
-    ` upstream_response_time="${list((l) => secs(l.responseMs))}"`
+    ` upstream_connect_time="${list((l) => seconds(l.connectMs))}" upstream_header_time="${list((l) => seconds(l.headerMs))}"` +
+    ` upstream_response_time="${list((l) => seconds(l.responseMs))}"`
   );
 }
 
