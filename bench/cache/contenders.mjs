@@ -60,29 +60,30 @@ function varnish({ port, backend, outDir, cpu, readyUrl }) {
 }
 
 /** The Node floor of the static benchmark: a bare `http` server answering from Buffers (no origin involved). */
-function floor({ port, docroot, items, cpu, readyUrl }) {
+function floor({ port, docroot, items, cpu, readyUrl, nodeArgs = [] }) {
   return startPinned({
     name: 'floor',
     cpu,
     command: process.execPath,
-    args: [path.resolve(HERE, '../static/floor-server.mjs'), String(port), docroot, ...items.map((i) => i.path.slice(1))],
+    args: [...nodeArgs, path.resolve(HERE, '../static/floor-server.mjs'), String(port), docroot, ...items.map((i) => i.path.slice(1))],
     readyUrl,
   });
 }
 
 const cacheStatus = (res) => String(res.headers['cache-status'] ?? '');
 
-/** Contenders in table order; `id` is what BENCH_ONLY names. */
+/** Contenders in table order; `id` is what BENCH_ONLY names; `node`: a Node process (can be profiled). */
 export const CONTENDERS = [
   {
     id: 'portico',
     label: 'Portico cache hit (memory zone)',
     start: portico(true),
+    node: true,
     hit: (res) => /^Portico; hit\b/.test(cacheStatus(res)),
     describe: (res) => `Cache-Status: ${cacheStatus(res)}`,
   },
-  { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor },
-  { id: 'portico-nocache', label: 'Portico proxy, no cache (origin each time)', start: portico(false), origin: true },
+  { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor, node: true },
+  { id: 'portico-nocache', label: 'Portico proxy, no cache (origin each time)', start: portico(false), origin: true, node: true },
   {
     id: 'nginx',
     label: 'nginx proxy_cache (1 worker)',

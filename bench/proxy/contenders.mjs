@@ -79,12 +79,12 @@ function nodeScript(script) {
   };
 }
 
-/** Contenders in table order; `id` is what BENCH_ONLY names. */
+/** Contenders in table order; `id` is what BENCH_ONLY names; `node`: a Node process (can be profiled). */
 export const CONTENDERS = [
-  { id: 'portico', label: 'Portico (health checks, access log)', start: portico },
-  { id: 'undici', label: 'Node floor (http + undici Pool)', start: nodeScript('undici-floor.mjs') },
-  { id: 'undici-dispatch', label: 'Node floor, tighter (http + undici dispatch)', start: nodeScript('undici-dispatch-floor.mjs') },
-  { id: 'http-proxy', label: 'node-http-proxy (keep-alive agent)', start: nodeScript('http-proxy-server.mjs') },
+  { id: 'portico', label: 'Portico (health checks, access log)', start: portico, node: true },
+  { id: 'undici', label: 'Node floor (http + undici Pool)', start: nodeScript('undici-floor.mjs'), node: true },
+  { id: 'undici-dispatch', label: 'Node floor, tighter (http + undici dispatch)', start: nodeScript('undici-dispatch-floor.mjs'), node: true },
+  { id: 'http-proxy', label: 'node-http-proxy (keep-alive agent)', start: nodeScript('http-proxy-server.mjs'), node: true },
   { id: 'nginx', label: 'nginx (1 worker, keepalive 64)', start: nginx, needs: 'nginx' },
   { id: 'haproxy', label: 'HAProxy (nbthread 1, http-reuse always)', start: haproxy, needs: 'haproxy' },
 ];

@@ -2,7 +2,7 @@
 // loads it, then summarises the profile per request (bench/tools/cpuprofile-top.mjs). Profiling the Node floor
 // the same way shows what Portico adds on top of Node's own HTTP (and undici's) path.
 //
-//   node profile.mjs proxy [portico|undici|http-proxy]
+//   node profile.mjs proxy [portico|undici|undici-dispatch|http-proxy]
 //   node profile.mjs cache [portico|portico-nocache|floor] [1k.txt|100k.txt]
 //
 // Run through bench/proxy.sh / bench/cache.sh (`npm run bench -- proxy profile`), which build Portico first.
@@ -22,10 +22,9 @@ import { CONTENDERS as PROXY_CONTENDERS } from './contenders.mjs';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const [scenario, ...args] = process.argv.slice(2);
 if (scenario !== 'proxy' && scenario !== 'cache') throw new Error('usage: profile.mjs proxy|cache [contender] [file]');
-const NODE_CONTENDERS = new Set(['portico', 'undici', 'http-proxy', 'portico-nocache', 'floor']);
 const list = scenario === 'proxy' ? PROXY_CONTENDERS : CACHE_CONTENDERS;
 const contender = list.find((c) => args.includes(c.id)) ?? list.find((c) => c.id === 'portico');
-if (!NODE_CONTENDERS.has(contender.id)) throw new Error(`${contender.id} is not a Node process: it cannot be profiled with --cpu-prof`);
+if (!contender.node) throw new Error(`${contender.id} is not a Node process: it cannot be profiled with --cpu-prof`);
 const file = FILES.find((f) => args.includes(f.name)) ?? FILES[0];
 const duration = process.env.BENCH_DURATION ?? '10s';
 const OUT = path.join(OUT_ROOT, 'profile', `${scenario}-${contender.id}${scenario === 'cache' ? `-${file.name}` : ''}`);
