@@ -12,6 +12,9 @@ export interface AccessLog {
   close(): Promise<void>;
 }
 
+/** Longest time a line waits in the buffer before it is written. */
+const FLUSH_INTERVAL_MS = 1000;
+
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 let stampSecond = -1;
 let stamp = '';
@@ -103,7 +106,17 @@ function jsonLine(ctx: RequestContext): string {
 export function openAccessLog(target: string, format: 'combined' | 'upstream' | 'json' | 'off'): AccessLog | null {
   if (target === 'off' || format === 'off') return null;
   const fd = target === 'stdout' ? 1 : target === 'stderr' ? 2 : undefined;
-  const dest = pino.destination({ dest: fd ?? target, sync: false, mkdir: false });
+  // Lines are written in batches of 8 KB, and at least once a second (like nginx's `buffer=… flush=1s`):
+  // one write per line would cost a system call per request.
+  const dest = pino.destination({ dest: fd ?? target, sync: false, mkdir: false, minLength: 8 * 1024 });
+  const flusher = setInterval(() => {
+    try {
+      dest.flush();
+    } catch {
+      // A flush while a write is under way is refused; the next tick takes it.
+    }
+  }, FLUSH_INTERVAL_MS);
+  flusher.unref();
   const line = format === 'json' ? jsonLine : format === 'upstream' ? upstreamLine : combinedLine;
   let open = true;
   return {
@@ -113,6 +126,7 @@ export function openAccessLog(target: string, format: 'combined' | 'upstream' | 
     close() {
       if (!open) return Promise.resolve();
       open = false;
+      clearInterval(flusher);
       return new Promise((resolve) => {
         try {
           dest.flushSync();
