@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { cacheStatus, get, startOrigin, type Origin } from './cache-support.js';
+import { cacheConfig, cacheStatus, get, type Origin, startOrigin } from './cache-support.js';
 import { waitFor } from './proxy-support.js';
 
 const ORIGIN_DELAY = 300;
@@ -18,15 +18,7 @@ let portico: RunningPortico;
 
 before(async () => {
   origin = await startOrigin();
-  portico = await startPortico(`caches:
-  main: { memory: 16MB, max_object: 1MB }
-upstreams:
-  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
-sites:
-  - routes:
-      - path: /
-        proxy: { upstream: origin, cache: { zone: main } }
-`);
+  portico = await startPortico(cacheConfig(origin.url));
 });
 
 after(async () => {

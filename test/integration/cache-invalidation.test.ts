@@ -6,22 +6,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { answer, cacheStatus, get, isHit, startOrigin, type Origin } from './cache-support.js';
+import { answer, cacheConfig, cacheStatus, get, isHit, type Origin, startOrigin } from './cache-support.js';
 
 let origin: Origin;
 let portico: RunningPortico;
 
 before(async () => {
   origin = await startOrigin();
-  portico = await startPortico(`caches:
-  main: { memory: 16MB, max_object: 1MB }
-upstreams:
-  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
-sites:
-  - routes:
-      - path: /
-        proxy: { upstream: origin, cache: { zone: main } }
-`);
+  portico = await startPortico(cacheConfig(origin.url));
 });
 
 after(async () => {

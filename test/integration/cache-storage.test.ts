@@ -6,28 +6,25 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { answer, assertTtl, cacheStatus, get, httpDate, isHit, startOrigin, type Origin, type OriginHandler } from './cache-support.js';
+import { answer, assertTtl, cacheConfig, cacheStatus, get, httpDate, isHit, type Origin, type OriginHandler, startOrigin } from './cache-support.js';
 
 let origin: Origin;
 let portico: RunningPortico;
 
 before(async () => {
   origin = await startOrigin();
-  portico = await startPortico(`caches:
-  main: { memory: 16MB, max_object: 1MB }
-upstreams:
-  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
-sites:
-  - routes:
-      - path: /heuristic/
+  portico = await startPortico(
+    cacheConfig(
+      origin.url,
+      `      - path: /heuristic/
         proxy: { upstream: origin, cache: { zone: main, heuristic: true } }
       - path: /ttl/
         proxy: { upstream: origin, cache: { zone: main, default_ttl: 60s } }
       - path: /cookie-ok/
         proxy: { upstream: origin, cache: { zone: main, ignore_set_cookie: true } }
-      - path: /
-        proxy: { upstream: origin, cache: { zone: main } }
-`);
+`,
+    ),
+  );
 });
 
 after(async () => {
