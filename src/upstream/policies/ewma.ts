@@ -9,7 +9,7 @@
  * While that first request is in flight it costs a penalty instead (as Finagle does): otherwise every request
  * would go to a new, possibly very slow, server until its first response came back.
  */
-import { drawWeighted, totalEffectiveWeight } from './p2c.js';
+import { pickOfTwo } from './p2c.js';
 import type { PickContext, Policy, PolicyKind, PolicyServer } from './types.js';
 
 /** Cost of an unmeasured server that already has requests in flight: worse than any real latency. */
@@ -21,14 +21,14 @@ function cost(server: PolicyServer): number {
   return server.active === 0 ? 0 : UNMEASURED_PENALTY_MS + server.active;
 }
 
+/** Lower expected cost wins. */
+function cheaper(challenger: PolicyServer, incumbent: PolicyServer): boolean {
+  return cost(challenger) < cost(incumbent);
+}
+
 class EwmaPolicy implements Policy {
   pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer {
-    if (candidates.length === 1) return candidates[0]!;
-    const total = totalEffectiveWeight(candidates);
-    const i = drawWeighted(candidates, ctx.random, total, -1);
-    const first = candidates[i]!;
-    const second = candidates[drawWeighted(candidates, ctx.random, total - first.effectiveWeight, i)]!;
-    return cost(second) < cost(first) ? second : first;
+    return pickOfTwo(candidates, ctx.random, cheaper);
   }
 }
 

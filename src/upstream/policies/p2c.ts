@@ -33,3 +33,20 @@ export function drawWeighted(
   }
   return last;
 }
+
+/**
+ * Power of two choices: draws two distinct candidates by weight and returns `second` when `prefer(second, first)`
+ * says it is better, else `first`. `prefer` is a module-level function, so a pick allocates nothing.
+ */
+export function pickOfTwo(
+  candidates: readonly PolicyServer[],
+  random: () => number,
+  prefer: (challenger: PolicyServer, incumbent: PolicyServer) => boolean,
+): PolicyServer {
+  if (candidates.length === 1) return candidates[0]!;
+  const total = totalEffectiveWeight(candidates);
+  const i = drawWeighted(candidates, random, total, -1);
+  const first = candidates[i]!;
+  const second = candidates[drawWeighted(candidates, random, total - first.effectiveWeight, i)]!;
+  return prefer(second, first) ? second : first;
+}

@@ -5,17 +5,17 @@
  * counts do not all pile onto the single least-loaded server. On a tie the first draw wins, so an idle pool
  * is served in exact proportion to the weights.
  */
-import { drawWeighted, totalEffectiveWeight } from './p2c.js';
+import { pickOfTwo } from './p2c.js';
 import type { PickContext, Policy, PolicyKind, PolicyServer } from './types.js';
+
+/** Fewer requests in flight per unit of weight wins. */
+function lessLoaded(challenger: PolicyServer, incumbent: PolicyServer): boolean {
+  return challenger.active * incumbent.effectiveWeight < incumbent.active * challenger.effectiveWeight;
+}
 
 class RandomTwoPolicy implements Policy {
   pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer {
-    if (candidates.length === 1) return candidates[0]!;
-    const total = totalEffectiveWeight(candidates);
-    const i = drawWeighted(candidates, ctx.random, total, -1);
-    const first = candidates[i]!;
-    const second = candidates[drawWeighted(candidates, ctx.random, total - first.effectiveWeight, i)]!;
-    return second.active * first.effectiveWeight < first.active * second.effectiveWeight ? second : first;
+    return pickOfTwo(candidates, ctx.random, lessLoaded);
   }
 }
 
