@@ -26,45 +26,8 @@ export const CLIENT_CPU = 1;
 const HZ = 100; // USER_HZ: /proc times are in 1/100 s.
 const require = createRequire(import.meta.url);
 
-const quick = process.env.BENCH_QUICK === '1';
-/** Same knobs as the static benchmark. */
-export const settings = {
-  runs: Number(process.env.BENCH_RUNS ?? 3),
-  duration: process.env.BENCH_DURATION ?? (quick ? '2s' : '10s'),
-  warmup: process.env.BENCH_WARMUP ?? (quick ? '1s' : '3s'),
-  connections: Number(process.env.BENCH_CONNECTIONS ?? 50),
-  threads: 1,
-  /** A sample during which other processes used more than this share of the machine is taken again. */
-  noise: Number(process.env.BENCH_NOISE ?? 0.05),
-  retries: Number(process.env.BENCH_RETRIES ?? 4),
-  quietWaitMs: Number(process.env.BENCH_QUIET_WAIT ?? 300) * 1000,
-};
-
-const tty = process.stdout.isTTY && !process.env.NO_COLOR;
-const paint = (code) => (text) => (tty ? `\x1b[${code}m${text}\x1b[0m` : String(text));
-export const bold = paint(1);
-export const dim = paint(2);
-export const green = paint(32);
-export const red = paint(31);
-export const yellow = paint(33);
-
-export function has(command) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The first line a command prints about its version (several print it on stderr). */
-export function versionOf(command) {
-  try {
-    return execFileSync('sh', ['-c', `${command} 2>&1 || true`], { encoding: 'utf8' }).trim().split('\n')[0];
-  } catch {
-    return 'unknown';
-  }
-}
+export { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
+import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
 
 /**
  * The machine and tool versions, for the results. `tools` maps a name to the command printing its version;

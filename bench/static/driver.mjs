@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
 import { foreignMeter, waitForQuiet } from '../lib/cpu.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { fetchOnce, freePort } from '../lib/servers.mjs';
@@ -18,45 +19,6 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OUT = path.resolve(HERE, '../out/static');
 const SERVER_CPU = 0;
 const CLIENT_CPU = 1;
-
-const quick = process.env.BENCH_QUICK === '1';
-const settings = {
-  runs: Number(process.env.BENCH_RUNS ?? 3),
-  duration: process.env.BENCH_DURATION ?? (quick ? '2s' : '10s'),
-  warmup: process.env.BENCH_WARMUP ?? (quick ? '1s' : '3s'),
-  connections: Number(process.env.BENCH_CONNECTIONS ?? 50),
-  threads: 1,
-  /** A sample during which other processes used more than this share of the machine is taken again. */
-  noise: Number(process.env.BENCH_NOISE ?? 0.05),
-  retries: Number(process.env.BENCH_RETRIES ?? 4),
-  quietWaitMs: Number(process.env.BENCH_QUIET_WAIT ?? 300) * 1000,
-};
-
-const tty = process.stdout.isTTY && !process.env.NO_COLOR;
-const paint = (code) => (text) => (tty ? `\x1b[${code}m${text}\x1b[0m` : String(text));
-const bold = paint(1);
-const dim = paint(2);
-const green = paint(32);
-const red = paint(31);
-const yellow = paint(33);
-
-function has(command) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The first line a command prints about its version (nginx and wrk print it on stderr). */
-function versionOf(command) {
-  try {
-    return execFileSync('sh', ['-c', `${command} 2>&1 || true`], { encoding: 'utf8' }).trim().split('\n')[0];
-  } catch {
-    return 'unknown';
-  }
-}
 
 function machine() {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
