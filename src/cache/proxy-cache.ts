@@ -22,7 +22,7 @@ import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type F
 
 /** The forwarding half of the proxy that the cache drives. */
 export interface Forwarder {
-  prepare(ctx: RequestContext): Promise<PreparedRequest | undefined>;
+  prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined>;
   forward(prepared: PreparedRequest, sink: ResponseSink, edit?: HeaderEdit): Promise<ForwardOutcome>;
   clientSink(ctx: RequestContext): ClientSink;
 }

@@ -205,12 +205,13 @@ export class StoringSink implements ResponseSink {
     }
     if (!this.#clientBody) return true;
     this.ctx.bytesSent += chunk.length;
-    return this.ctx.res.write(chunk);
+    if (this.ctx.res.write(chunk)) return true;
+    if (this.#resume !== null) this.ctx.res.once('drain', this.#resume);
+    return false;
   }
 
   drain(resume: () => void): void {
     this.#resume = resume;
-    if (this.#mode === 'client' && this.#clientBody) this.ctx.res.on('drain', resume);
   }
 
   /**

@@ -114,6 +114,118 @@ class Exchange {
   }
 }
 
+/** What every attempt of one proxy route shares (built once, with the route). */
+interface AttemptShared {
+  readonly upstream: Upstream;
+  readonly passiveOn: ReadonlySet<string>;
+  readonly retryOn: ReadonlySet<string>;
+  readonly hide: ReadonlySet<string>;
+  readonly serverHeader: string;
+  readonly serverOrigins: readonly string[];
+  readonly strippedPrefix: string;
+}
+
+/**
+ * One attempt on one server, as undici's handler: a class with its methods on the prototype (as undici's own
+ * handlers are), so an attempt costs one object, not a set of closures. It is also the response-header filter.
+ */
+class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
+  readonly #start = Date.now();
+  #settled = false;
+  #discarding = false;
+  #failure: FailureReason = 'reset';
+
+  constructor(
+    readonly shared: AttemptShared,
+    readonly ex: Exchange,
+    readonly server: UpstreamServer,
+    readonly log: UpstreamAttemptLog,
+    readonly setCookie: string | undefined,
+    /** Until when a retryable status may be discarded for a retry (0: never). */
+    readonly statusRetryUntil: number,
+    readonly resolve: (result: AttemptResult) => void,
+  ) {}
+
+  get hide(): ReadonlySet<string> {
+    return this.shared.hide;
+  }
+
+  get serverHeader(): string {
+    return this.shared.serverHeader;
+  }
+
+  rewriteLocation(value: string): string {
+    const ctx = this.ex.ctx;
+    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.shared.strippedPrefix);
+  }
+
+  #settle(result: AttemptResult): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.log.responseMs = Date.now() - this.#start;
+    this.shared.upstream.release(this.server);
+    this.resolve(result);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.log.connectMs = Date.now() - this.#start;
+    this.ex.abortCurrent = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    const { ex, shared, server, log } = this;
+    const now = Date.now();
+    const status = String(statusCode) as FailureReason;
+    log.headerMs = now - this.#start;
+    log.status = status;
+    server.observeLatency(now - this.#start, now);
+    if (shared.passiveOn.has(status)) shared.upstream.recordFailure(server);
+    else shared.upstream.recordSuccess(server);
+    if (now < this.statusRetryUntil && shared.retryOn.has(status)) {
+      this.#discarding = true;
+      this.#failure = status;
+      return true;
+    }
+    if (statusCode < 200 || ex.clientGone) {
+      this.#discarding = true;
+      this.#failure = 'reset';
+      return true;
+    }
+    const headers = filterResponseHeaders(rawHeaders, this);
+    if (this.setCookie !== undefined) headers.push('Set-Cookie', this.setCookie);
+    ex.committed = true;
+    ex.sink.head(statusCode, headers);
+    ex.sink.drain(resume);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.#discarding) return true;
+    return this.ex.sink.data(chunk);
+  }
+
+  onComplete(): void {
+    if (this.#discarding) return this.#settle({ ok: false, reason: this.#failure, aborted: false });
+    this.ex.sink.end();
+    this.#settle({ ok: true });
+  }
+
+  onError(err: Error): void {
+    const { ex, shared } = this;
+    const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
+    if (!this.#discarding) {
+      if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server);
+      this.log.status = reason === 'timeout' ? '504' : '502';
+    }
+    if (ex.committed && !this.#discarding) {
+      // Headers are out: the response must end visibly broken, never as a complete-looking one.
+      ex.sink.fail(err);
+      return this.#settle({ ok: false, reason, aborted: true });
+    }
+    this.#settle({ ok: false, reason: this.#discarding ? this.#failure : reason, aborted: ex.clientGone });
+  }
+}
+
 class ProxyHandler {
   readonly #options: ProxyOptions;
   readonly #env: ProxyEnv;
@@ -126,6 +238,7 @@ class ProxyHandler {
   readonly #hostTemplate: ((ctx: RequestContext) => string) | undefined;
   readonly #serverOrigins: readonly string[];
   readonly #keyOf: ((ctx: RequestContext, clientIp: string) => string) | undefined;
+  readonly #shared: AttemptShared;
 
   constructor(options: ProxyOptions, env: ProxyEnv) {
     this.#options = options;
@@ -140,6 +253,15 @@ class ProxyHandler {
     this.#hostTemplate = options.host === 'pass' ? undefined : compileTemplate(options.host);
     this.#keyOf = this.#upstream.config.policy === 'hash' ? compileKey(this.#upstream.config.hash_key) : undefined;
     this.#serverOrigins = this.#upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin);
+    this.#shared = {
+      upstream: this.#upstream,
+      passiveOn: this.#passiveOn,
+      retryOn: this.#retryOn,
+      hide: this.#hide,
+      serverHeader: env.serverHeader,
+      serverOrigins: this.#serverOrigins,
+      strippedPrefix: this.#prefix.replace(/\/$/, ''),
+    };
   }
 
   /** The `hash` policy's key for this request (only computed for that policy). */
@@ -183,15 +305,23 @@ class ProxyHandler {
     return new ClientSink(ctx, this.#options.buffer_response);
   }
 
-  async handle(ctx: RequestContext): Promise<void> {
-    const prepared = await this.prepare(ctx);
+  handle(ctx: RequestContext): Promise<void> | void {
+    const prepared = this.prepare(ctx);
     if (prepared === undefined) return;
-    const outcome = await this.forward(prepared, this.clientSink(ctx));
-    if (!outcome.ok) sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.#answer(ready)));
+    return this.#answer(prepared);
   }
 
-  /** Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on a bad request. */
-  async prepare(ctx: RequestContext): Promise<PreparedRequest | undefined> {
+  async #answer(prepared: PreparedRequest): Promise<void> {
+    const outcome = await this.forward(prepared, this.clientSink(prepared.ctx));
+    if (!outcome.ok) sendError(prepared.ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+  }
+
+  /**
+   * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
+   * a bad request. Synchronous unless a small body has to be read first (for replay), so a GET costs no promise.
+   */
+  prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);
@@ -201,18 +331,24 @@ class ProxyHandler {
       res.writeContinue();
     }
     const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
-    let body: Buffer | Readable | null = null;
+    let body: Readable | null = null;
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
       if (declared >= 0 && declared <= this.#upstream.config.retry_buffer) {
-        body = await readBody(req, declared);
-        if (body === null) return void sendError(ctx, 400, undefined, true);
-      } else {
-        body = req;
-        replayable = false;
-        if (declared < 0) body = limitBody(req, this.#options.max_body_size, () => sendError(ctx, 413, undefined, true));
+        return readBody(req, declared).then((buffer) => {
+          if (buffer === null) return void sendError(ctx, 400, undefined, true);
+          return this.#prepared(ctx, buffer, replayable);
+        });
       }
+      body = req;
+      replayable = false;
+      if (declared < 0) body = limitBody(req, this.#options.max_body_size, () => sendError(ctx, 413, undefined, true));
     }
+    return this.#prepared(ctx, body, replayable);
+  }
+
+  #prepared(ctx: RequestContext, body: Buffer | Readable | null, replayable: boolean): PreparedRequest {
+    const req = ctx.req;
     const peer = stripMapped(req.socket.remoteAddress ?? '');
     const trusted = this.#env.trusted.has(peer);
     const clientIp = this.#env.trusted.clientAddress(peer, req.headers['x-forwarded-for'] as string | undefined);
@@ -226,11 +362,9 @@ class ProxyHandler {
       clientGone: false,
       abortCurrent: undefined,
     };
-    res.once('close', () => {
-      if (!res.writableFinished) {
-        prepared.clientGone = true;
-        prepared.abortCurrent?.(new Error('client closed the connection'));
-      }
+    ctx.onClientGone(() => {
+      prepared.clientGone = true;
+      prepared.abortCurrent?.(new Error('client closed the connection'));
     });
     return prepared;
   }
@@ -310,92 +444,18 @@ class ProxyHandler {
 
   /** One attempt on one server; resolves when the exchange is done or failed before committing. */
   #attempt(ex: Exchange, server: UpstreamServer, setCookie: string | undefined, statusRetryUntil: number): Promise<AttemptResult> {
-    const { ctx, sink } = ex;
-    const upstream = this.#upstream;
-    const passiveOn = this.#passiveOn;
-    const retryOn = this.#retryOn;
-    const start = Date.now();
     const log: UpstreamAttemptLog = { addr: server.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
     ex.log.push(log);
-    const filter: ResponseFilter = {
-      hide: this.#hide,
-      serverHeader: this.#env.serverHeader,
-      rewriteLocation: (value) =>
-        rewriteLocation(value, this.#serverOrigins, server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.#prefix.replace(/\/$/, '')),
-    };
-    upstream.acquire(server);
+    this.#upstream.acquire(server);
     return new Promise<AttemptResult>((resolve) => {
-      let settled = false;
-      let discarding = false;
-      let failure: FailureReason = 'reset';
-      const settle = (result: AttemptResult) => {
-        if (settled) return;
-        settled = true;
-        log.responseMs = Date.now() - start;
-        upstream.release(server);
-        resolve(result);
-      };
-      const handler: Dispatcher.DispatchHandler = {
-        onConnect(abort) {
-          log.connectMs = Date.now() - start;
-          ex.abortCurrent = abort;
-        },
-        onHeaders(statusCode, rawHeaders, resume, _statusText) {
-          const now = Date.now();
-          log.headerMs = now - start;
-          log.status = String(statusCode);
-          server.observeLatency(now - start, now);
-          const status = String(statusCode) as FailureReason;
-          if (passiveOn.has(status)) upstream.recordFailure(server);
-          else upstream.recordSuccess(server);
-          if (retryOn.has(status) && now < statusRetryUntil) {
-            discarding = true;
-            failure = status;
-            return true;
-          }
-          if (statusCode < 200 || ex.clientGone) {
-            discarding = true;
-            failure = 'reset';
-            return true;
-          }
-          const headers = filterResponseHeaders(rawHeaders as Buffer[], filter);
-          if (setCookie !== undefined) headers.push('Set-Cookie', setCookie);
-          ex.committed = true;
-          sink.head(statusCode, headers);
-          sink.drain(resume);
-          return true;
-        },
-        onData(chunk) {
-          if (discarding) return true;
-          return sink.data(chunk);
-        },
-        onComplete() {
-          if (discarding) return settle({ ok: false, reason: failure, aborted: false });
-          sink.end();
-          settle({ ok: true });
-        },
-        onError(err) {
-          const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
-          if (!discarding) {
-            if (passiveOn.has(reason)) upstream.recordFailure(server);
-            log.status = reason === 'timeout' ? '504' : '502';
-          }
-          if (ex.committed && !discarding) {
-            // Headers are out: the response must end visibly broken, never as a complete-looking one.
-            sink.fail(err);
-            return settle({ ok: false, reason, aborted: true });
-          }
-          settle({ ok: false, reason: discarding ? failure : reason, aborted: ex.clientGone });
-        },
-      };
       server.dispatcher.dispatch(
         {
           path: server.basePath + ex.path,
-          method: ctx.req.method! as Dispatcher.HttpMethod,
+          method: ex.ctx.req.method! as Dispatcher.HttpMethod,
           headers: ex.headers,
           body: ex.body,
         },
-        handler,
+        new Attempt(this.#shared, ex, server, log, setCookie, statusRetryUntil, resolve),
       );
     });
   }

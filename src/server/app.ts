@@ -86,10 +86,11 @@ export class App {
     const accessLog = this.#accessLog;
     this.#onClose = function logRequest(this: TrackedResponse) {
       const ctx = this[kContext];
-      if (ctx !== undefined && accessLog !== null) {
-        if (!this.writableFinished && ctx.status === 0) ctx.status = 499;
-        accessLog.write(ctx);
-      }
+      if (ctx === undefined || accessLog === null) return;
+      const finished = this.writableFinished;
+      if (!finished && ctx.status === 0) ctx.status = 499;
+      accessLog.write(ctx);
+      if (!finished) ctx.clientClosed();
     };
   }
 
@@ -206,6 +207,7 @@ export class App {
     ctx.serverHeader = this.config.server_header;
     if (this.#accessLog !== null) {
       (res as TrackedResponse)[kContext] = ctx;
+      ctx.closeWatched = true;
       res.once('close', this.#onClose);
     }
     return ctx;

@@ -22,6 +22,9 @@ export class RequestContext {
   serverHeader = '';
   /** One entry per upstream attempt, filled in by the proxy handler (for the access log). */
   upstreamLog: UpstreamAttemptLog[] | undefined = undefined;
+  /** Set by the app when it listens for the response's `close` itself (and then calls `clientClosed()`). */
+  closeWatched = false;
+  #onGone: (() => void) | undefined = undefined;
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
@@ -29,6 +32,32 @@ export class RequestContext {
     /** `performance.now()` when the request arrived. */
     readonly start: number,
   ) {}
+
+  /**
+   * Runs `fn` if the client goes away before its response is finished. Shares the app's one `close` listener
+   * when there is one (the access log's), instead of adding a listener per request.
+   */
+  onClientGone(fn: () => void): void {
+    if (!this.closeWatched) {
+      this.res.once('close', () => {
+        if (!this.res.writableFinished) fn();
+      });
+      return;
+    }
+    const previous = this.#onGone;
+    this.#onGone =
+      previous === undefined
+        ? fn
+        : () => {
+            previous();
+            fn();
+          };
+  }
+
+  /** The response closed before it finished (called by whoever set `closeWatched`). */
+  clientClosed(): void {
+    this.#onGone?.();
+  }
 
   /** `path?query` as the client asked for it, canonicalised. */
   get uri(): string {

@@ -111,17 +111,35 @@ export interface ResponseFilter {
 
 const IDENTITY = new Set(['server', 'x-powered-by']);
 
+/** Field names listed in the Connection fields of a raw response (Buffers or strings); usually none. */
+function responseConnectionTokens(raw: readonly Buffer[] | readonly string[]): Set<string> | undefined {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    // Only a 10-byte name can be Connection; its usual values name no field.
+    if (raw[i]!.length !== 10 || raw[i]!.toString('latin1').toLowerCase() !== 'connection') continue;
+    const value = raw[i + 1]!.toString('latin1');
+    if (value.length === 10 || value.length === 5) {
+      const lower = value.toLowerCase();
+      if (lower === 'keep-alive' || lower === 'close') continue;
+    }
+    for (const token of value.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name !== '' && name !== 'close' && name !== 'keep-alive') (named ??= new Set()).add(name);
+    }
+  }
+  return named;
+}
+
 /** Filters undici's raw response headers (Buffers, name/value pairs) into a flat list for `writeHead`. */
 export function filterResponseHeaders(raw: readonly Buffer[] | readonly string[], filter: ResponseFilter): string[] {
-  const strings: string[] = new Array(raw.length);
-  for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString('latin1');
-  const named = connectionTokens(strings);
+  const named = responseConnectionTokens(raw);
+  const hide = filter.hide;
   const out: string[] = [];
-  for (let i = 0; i < strings.length; i += 2) {
-    const name = strings[i]!;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
-    if (isHopByHop(lower, named) || IDENTITY.has(lower) || filter.hide.has(lower)) continue;
-    let value = strings[i + 1]!;
+    if (isHopByHop(lower, named) || IDENTITY.has(lower) || (hide.size > 0 && hide.has(lower))) continue;
+    let value = raw[i + 1]!.toString('latin1');
     if (lower === 'location') value = filter.rewriteLocation(value);
     else if (lower === 'refresh') value = value.replace(/(url\s*=\s*)(\S+)/i, (_m, pre: string, url: string) => pre + filter.rewriteLocation(url));
     out.push(name, value);

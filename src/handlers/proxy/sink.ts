@@ -9,8 +9,9 @@ import type { RequestContext } from '../../server/context.js';
  */
 export interface ResponseSink {
   head(status: number, headers: string[]): void;
-  /** Returns false when the reader is full; `drain` then registers the resume. */
+  /** Returns false when the reader is full; the sink then calls the `drain` function once it can take more. */
   data(chunk: Buffer): boolean;
+  /** Gives the sink the function that resumes the origin after `data` returned false. */
   drain(resume: () => void): void;
   end(): void;
   /** The origin failed after `head`: the response must end visibly broken. */
@@ -29,6 +30,7 @@ export interface HeaderEdit {
 /** The sink that writes to the client, optionally buffering up to `bufferLimit` bytes first. */
 export class ClientSink implements ResponseSink {
   #pending: { status: number; headers: string[]; chunks: Buffer[]; bytes: number } | null = null;
+  #resume: (() => void) | null = null;
   constructor(
     readonly ctx: RequestContext,
     readonly bufferLimit: number,
@@ -49,11 +51,14 @@ export class ClientSink implements ResponseSink {
       if (pending.bytes > this.bufferLimit) this.#flush();
       return true;
     }
-    return this.ctx.res.write(chunk);
+    // A 'drain' listener only when the client is slow: most responses never need one.
+    if (this.ctx.res.write(chunk)) return true;
+    if (this.#resume !== null) this.ctx.res.once('drain', this.#resume);
+    return false;
   }
 
   drain(resume: () => void): void {
-    this.ctx.res.on('drain', resume);
+    this.#resume = resume;
   }
 
   end(): void {
