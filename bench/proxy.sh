@@ -7,7 +7,8 @@
 #   npm run bench -- proxy profile          # Portico under --cpu-prof, heaviest functions per request
 #
 # Proxy alone on CPU 0; app server and wrk on CPU 1 (taskset). Knobs as in bench/static.sh: BENCH_RUNS (3),
-# BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_CONNECTIONS (50), BENCH_ONLY (e.g. portico,undici), BENCH_REF.
+# BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_CONNECTIONS (50), BENCH_ONLY (e.g. portico,undici), BENCH_REF,
+# BENCH_BASE.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 

@@ -6,7 +6,8 @@
 #
 # Server on CPU 0, wrk on CPU 1 (taskset). Knobs: BENCH_RUNS (3), BENCH_DURATION (10s), BENCH_WARMUP (3s),
 # BENCH_CONNECTIONS (50), BENCH_ONLY (comma list of contenders, e.g. portico,floor), BENCH_REF (a commit to
-# build and measure instead of the working tree, e.g. HEAD).
+# build and measure instead of the working tree, e.g. HEAD), BENCH_BASE (a commit measured beside it as
+# `portico-base`, for an A/B in one run).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 

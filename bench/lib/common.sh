@@ -53,11 +53,35 @@ ensure_node_module() {
     die "npm install failed (see bench/out/npm-install.log)"
 }
 
+# build_ref COMMIT: exports COMMIT into bench/out/ref-<sha>/, compiles its src/ there and prints that folder.
+build_ref() {
+  local sha dir
+  sha=$(git -C "$ROOT_DIR" rev-parse --short "$1^{commit}") || die "$1 is not a commit"
+  dir="$OUT_DIR/ref-$sha"
+  rm -rf "$dir" && mkdir -p "$dir"
+  git -C "$ROOT_DIR" archive "$sha" -- src tsconfig.json package.json | tar -x -C "$dir"
+  ln -s "$ROOT_DIR/node_modules" "$dir/node_modules"
+  # Only src/ is compiled: the commit's tests are not needed to serve.
+  (cd "$dir" && node "$ROOT_DIR/node_modules/typescript/bin/tsc" -p tsconfig.json >"$OUT_DIR/build.log" 2>&1) || {
+    cat "$OUT_DIR/build.log" >&2
+    die "building $1 failed"
+  }
+  printf '%s\n' "$dir"
+}
+
 # build_portico: compiles the Portico to measure and exports PORTICO_DIR (where its dist/ is).
 # By default that is the working tree (`npm run build`). With BENCH_REF=<commit> (e.g. HEAD), that commit is
 # exported with `git archive` into bench/out/ref-<sha>/ and built there, so a committed version can be
 # measured (or two compared) while the working tree is being edited. The working tree is never changed.
+# With BENCH_BASE=<commit>, that commit is built too and measured as the extra contender `portico-base`, in
+# the same rounds: an A/B of two versions on one machine at one time (PORTICO_BASE_DIR, PORTICO_BASE_VERSION).
 build_portico() {
+  if [ -n "${BENCH_BASE:-}" ]; then
+    info "building base $BENCH_BASE"
+    PORTICO_BASE_DIR=$(build_ref "$BENCH_BASE") || exit 1
+    PORTICO_BASE_VERSION=$(git -C "$ROOT_DIR" rev-parse --short "$BENCH_BASE")
+    export PORTICO_BASE_DIR PORTICO_BASE_VERSION
+  fi
   if [ -z "${BENCH_REF:-}" ]; then
     info "npm run build"
     (cd "$ROOT_DIR" && npm run --silent build >"$OUT_DIR/build.log" 2>&1) || {
@@ -66,18 +90,8 @@ build_portico() {
     }
     PORTICO_DIR=$ROOT_DIR
   else
-    local sha
-    sha=$(git -C "$ROOT_DIR" rev-parse --short "$BENCH_REF^{commit}") || die "BENCH_REF=$BENCH_REF is not a commit"
-    PORTICO_DIR="$OUT_DIR/ref-$sha"
-    info "building $BENCH_REF ($sha) in bench/out/ref-$sha"
-    rm -rf "$PORTICO_DIR" && mkdir -p "$PORTICO_DIR"
-    git -C "$ROOT_DIR" archive "$sha" -- src tsconfig.json package.json | tar -x -C "$PORTICO_DIR"
-    ln -s "$ROOT_DIR/node_modules" "$PORTICO_DIR/node_modules"
-    # Only src/ is compiled: the commit's tests are not needed to serve.
-    (cd "$PORTICO_DIR" && node "$ROOT_DIR/node_modules/typescript/bin/tsc" -p tsconfig.json >"$OUT_DIR/build.log" 2>&1) || {
-      cat "$OUT_DIR/build.log" >&2
-      die "building $BENCH_REF failed"
-    }
+    info "building $BENCH_REF"
+    PORTICO_DIR=$(build_ref "$BENCH_REF") || exit 1
   fi
   export PORTICO_DIR
   PORTICO_VERSION=$(git -C "$ROOT_DIR" rev-parse --short "${BENCH_REF:-HEAD}")

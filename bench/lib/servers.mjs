@@ -71,3 +71,13 @@ export async function startPinned({ name, cpu, command, args, readyUrl, env, tim
     },
   };
 }
+
+/**
+ * The `portico-base` contender when BENCH_BASE named a commit to compare with (bench/lib/common.sh built it into
+ * PORTICO_BASE_DIR): `start` runs that build. Empty otherwise, so it can be spread into a contender list.
+ */
+export function baseContender(start) {
+  const dir = process.env.PORTICO_BASE_DIR;
+  if (dir === undefined || dir === '') return [];
+  return [{ id: 'portico-base', label: `Portico ${process.env.PORTICO_BASE_VERSION ?? 'base'} (BENCH_BASE)`, start, node: true }];
+}

@@ -5,20 +5,20 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startPinned } from '../lib/servers.mjs';
+import { baseContender, startPinned } from '../lib/servers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
 
 /** Portico's CLI on a config file written to `outDir` (shared with the cache benchmark). */
-export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [] }) {
+export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT }) {
   const file = path.join(outDir, 'portico.yaml');
   writeFileSync(file, config);
   return startPinned({
     name,
     cpu,
     command: process.execPath,
-    args: [...nodeArgs, path.join(process.env.PORTICO_DIR ?? ROOT, 'dist/src/cli.js'), 'run', '-c', file],
+    args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', file],
     readyUrl,
   });
 }
@@ -27,7 +27,7 @@ export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, 
  * Portico with every proxy feature on: an upstream of one server with active health checks every 2 s,
  * request/response header rebuilding (always on) and the `upstream` access log written to a file.
  */
-function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs }) {
+function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir }) {
   const accessLog = path.join(outDir, 'access.log');
   rmSync(accessLog, { force: true });
   const config = [
@@ -44,7 +44,7 @@ function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs }) {
     `        proxy: { upstream: app }`,
     ``,
   ].join('\n');
-  return startPortico({ config, outDir, cpu, readyUrl, nodeArgs });
+  return startPortico({ name, config, outDir, cpu, readyUrl, nodeArgs, dir });
 }
 
 /** Writes `template` with its @NAMES@ filled in; as root, nginx would run its worker as nobody (which may not write under /work). */
@@ -82,6 +82,7 @@ function nodeScript(script) {
 /** Contenders in table order; `id` is what BENCH_ONLY names; `node`: a Node process (can be profiled). */
 export const CONTENDERS = [
   { id: 'portico', label: 'Portico (health checks, access log)', start: portico, node: true },
+  ...baseContender((options) => portico({ ...options, name: 'portico-base', dir: process.env.PORTICO_BASE_DIR })),
   { id: 'undici', label: 'Node floor (http + undici Pool)', start: nodeScript('undici-floor.mjs'), node: true },
   { id: 'undici-dispatch', label: 'Node floor, tighter (http + undici dispatch)', start: nodeScript('undici-dispatch-floor.mjs'), node: true },
   { id: 'http-proxy', label: 'node-http-proxy (keep-alive agent)', start: nodeScript('http-proxy-server.mjs'), node: true },

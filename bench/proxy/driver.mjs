@@ -27,6 +27,7 @@ run(async () => {
       { label: 'Portico / node-http-proxy', a: 'portico', b: 'http-proxy' },
       { label: 'Portico / nginx', a: 'portico', b: 'nginx' },
       { label: 'Portico / HAProxy', a: 'portico', b: 'haproxy' },
+      { label: 'Portico / Portico base (BENCH_BASE)', a: 'portico', b: 'portico-base' },
     ],
     targets: [
       { text: 'Portico ≥ 0.8× Node floor (undici)', a: 'portico', b: 'undici', item: '13 B', min: 0.8 },

@@ -255,7 +255,7 @@ export async function runScenario(scenario) {
   );
   const ratioTable = table(
     ['ratio (req/s)', ...items.map((i) => i.label)],
-    ratios.map(({ label, a, b }) => [label, ...items.map((i) => fmtRatio(ratio(a, b, i.label)))]),
+    ratios.filter(({ a, b }) => med[a] !== undefined && med[b] !== undefined).map(({ label, a, b }) => [label, ...items.map((i) => fmtRatio(ratio(a, b, i.label)))]),
   );
   const targetResults = targets.map((t) => {
     const r = ratio(t.a, t.b, t.item);

@@ -5,13 +5,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startPinned } from '../lib/servers.mjs';
+import { baseContender, startPinned } from '../lib/servers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
 
 /** Portico as a user would run it: the CLI on a config with a static route and the access log off. */
-function portico({ port, docroot, outDir, cpu, readyUrl, nodeArgs = [] }) {
+function portico({ port, docroot, outDir, cpu, readyUrl, nodeArgs = [], name = 'portico', dir = process.env.PORTICO_DIR ?? ROOT }) {
   const config = path.join(outDir, 'portico.yaml');
   writeFileSync(
     config,
@@ -27,10 +27,10 @@ function portico({ port, docroot, outDir, cpu, readyUrl, nodeArgs = [] }) {
     ].join('\n'),
   );
   return startPinned({
-    name: 'portico',
+    name,
     cpu,
     command: process.execPath,
-    args: [...nodeArgs, path.join(process.env.PORTICO_DIR ?? ROOT, 'dist/src/cli.js'), 'run', '-c', config],
+    args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', config],
     readyUrl,
   });
 }
@@ -80,6 +80,7 @@ function floor({ port, docroot, files, cpu, readyUrl, nodeArgs = [] }) {
 /** Contenders in table order; `id` is what BENCH_ONLY names. */
 export const CONTENDERS = [
   { id: 'portico', label: 'Portico', start: portico },
+  ...baseContender((options) => portico({ ...options, name: 'portico-base', dir: process.env.PORTICO_BASE_DIR })),
   { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor },
   { id: 'sirv', label: 'sirv', start: sirv },
   { id: 'nginx', label: 'nginx (1 worker, sendfile)', start: nginx, needs: 'nginx' },

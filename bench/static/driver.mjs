@@ -174,7 +174,8 @@ async function main() {
       ['Portico / Node floor', 'floor'],
       ['Portico / sirv', 'sirv'],
       ['Portico / nginx', 'nginx'],
-    ].map(([label, id]) => [label, ...FILES.map((f) => fmtRatio(ratio(id, f.name)))]),
+      ['Portico / Portico base (BENCH_BASE)', 'portico-base'],
+    ].filter(([, id]) => med[id] !== undefined).map(([label, id]) => [label, ...FILES.map((f) => fmtRatio(ratio(id, f.name)))]),
   );
   const targets = [
     { text: 'Portico ≥ 0.85× Node floor, 1 KiB', other: 'floor', file: '1k.txt', min: 0.85 },
