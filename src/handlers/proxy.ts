@@ -10,6 +10,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RoutePath } from '../config/schema.js';
 import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
@@ -18,6 +19,7 @@ import { TrustedProxies, stripMapped } from '../server/client-address.js';
 import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../upstream/headers.js';
 import type { UpstreamServer } from '../upstream/server.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { PickContext } from '../upstream/policies/types.js';
 import { ProxyCache } from '../cache/proxy-cache.js';
 import { compileTemplate } from './redirect.js';
 import { limitBody, readBody } from './proxy/body.js';
@@ -58,9 +60,11 @@ export interface ProxyEnv {
   trusted: TrustedProxies;
   routePath: RoutePath;
   serverHeader: string;
+  logger: Logger;
 }
 
 const NO_HEADERS = new Map<string, string>();
+const OK: ForwardOutcome = { ok: true };
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
 
@@ -84,10 +88,18 @@ class Exchange {
   readonly log: UpstreamAttemptLog[];
   attempts = 0;
   committed = false;
+  /** The loop's clock and choices, set when it starts. */
+  deadline = 0;
+  tryUntil = 0;
+  stickyValue: string | undefined = undefined;
+  pick: PickContext | undefined = undefined;
+  lastFailure: FailureReason | undefined = undefined;
   constructor(
     readonly prepared: PreparedRequest,
     readonly sink: ResponseSink,
     readonly headers: string[],
+    /** Called once with how the forward ended. */
+    readonly done: (outcome: ForwardOutcome) => void,
   ) {
     this.log = prepared.ctx.upstreamLog ??= [];
   }
@@ -143,7 +155,7 @@ class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     readonly setCookie: string | undefined,
     /** Until when a retryable status may be discarded for a retry (0: never). */
     readonly statusRetryUntil: number,
-    readonly resolve: (result: AttemptResult) => void,
+    readonly after: (ex: Exchange, result: AttemptResult) => void,
   ) {}
 
   get hide(): ReadonlySet<string> {
@@ -164,7 +176,7 @@ class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     this.#settled = true;
     this.log.responseMs = Date.now() - this.#start;
     this.shared.upstream.release(this.server);
-    this.resolve(result);
+    this.after(this.ex, result);
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -312,9 +324,13 @@ class ProxyHandler {
     return this.#answer(prepared);
   }
 
-  async #answer(prepared: PreparedRequest): Promise<void> {
-    const outcome = await this.forward(prepared, this.clientSink(prepared.ctx));
-    if (!outcome.ok) sendError(prepared.ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+  #answer(prepared: PreparedRequest): void {
+    const ctx = prepared.ctx;
+    this.#run(
+      new Exchange(prepared, this.clientSink(ctx), prepared.headers, (outcome) => {
+        if (!outcome.ok) sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+      }),
+    );
   }
 
   /**
@@ -379,52 +395,96 @@ class ProxyHandler {
       }
       if (edit.add !== undefined) headers.push(...edit.add);
     }
-    return this.#run(new Exchange(prepared, sink, headers));
+    return new Promise((resolve) => this.#run(new Exchange(prepared, sink, headers, resolve)));
   }
 
-  /** The attempt loop: select, forward, classify, maybe retry, maybe wait for a server. */
-  async #run(ex: Exchange): Promise<ForwardOutcome> {
-    const ctx = ex.ctx;
+  /**
+   * The attempt loop: select, forward, classify, maybe retry, maybe wait for a server. Written with callbacks
+   * rather than `await`, so that a request answered by its first attempt creates no promise at all; the rare
+   * waits (queue, try_duration) re-enter through `#next`.
+   */
+  #run(ex: Exchange): void {
     const config = this.#upstream.config;
     const started = Date.now();
-    const deadline = started + config.retry_deadline;
-    const tryUntil = started + config.try_duration;
-    const sticky = this.#upstream.config.sticky;
-    const stickyValue = sticky === undefined ? undefined : readCookie(ctx.req.headers.cookie, sticky.cookie);
-    const pick = { clientIp: ex.clientIp, hashKey: this.#hashKey(ctx, ex.clientIp), random: Math.random };
-    let lastFailure: FailureReason | undefined;
-    for (;;) {
-      if (ex.clientGone) return { ok: true };
-      const chosen = this.#upstream.select(ex.tried, pick, stickyValue);
-      if (typeof chosen === 'string') {
-        if (chosen === 'full' && (await this.#upstream.waitForCapacity())) continue;
-        // Nothing available (or all tried): wait for one to come back while try_duration allows.
-        if (Date.now() + config.try_interval < tryUntil && (lastFailure === undefined || this.#mayRetry(ex, lastFailure, true))) {
-          await sleep(config.try_interval);
-          ex.tried.clear();
-          continue;
-        }
-        if (lastFailure === undefined || chosen === 'full') return { ok: false, status: 503 };
-        return { ok: false, status: lastFailure === 'timeout' ? 504 : 502 };
+    ex.deadline = started + config.retry_deadline;
+    ex.tryUntil = started + config.try_duration;
+    const sticky = config.sticky;
+    ex.stickyValue = sticky === undefined ? undefined : readCookie(ex.ctx.req.headers.cookie, sticky.cookie);
+    ex.pick = { clientIp: ex.clientIp, hashKey: this.#hashKey(ex.ctx, ex.clientIp), random: Math.random };
+    this.#next(ex);
+  }
+
+  /** Starts the next attempt, or waits for a server, or ends the forward. */
+  #next(ex: Exchange): void {
+    if (ex.clientGone) return ex.done(OK);
+    const config = this.#upstream.config;
+    const chosen = this.#upstream.select(ex.tried, ex.pick!, ex.stickyValue);
+    if (typeof chosen === 'string') {
+      if (chosen === 'full') {
+        this.#upstream.waitForCapacity().then((ok) => this.#later(ex, ok ? undefined : chosen));
+        return;
       }
-      ex.attempts++;
-      ex.tried.add(chosen.id);
-      const setCookie = sticky !== undefined && stickyValue !== this.#upstream.stickyId(chosen)
+      this.#nothingLeft(ex, chosen);
+      return;
+    }
+    ex.attempts++;
+    ex.tried.add(chosen.id);
+    const sticky = config.sticky;
+    const setCookie =
+      sticky !== undefined && ex.stickyValue !== this.#upstream.stickyId(chosen)
         ? `${sticky.cookie}=${this.#upstream.stickyId(chosen)}; Path=/; HttpOnly; SameSite=Lax`
         : undefined;
-      // A retryable status is only worth discarding when another server could still answer.
-      // The deadline is checked again when the status arrives: a slow answer past it is passed on, not discarded.
-      const statusRetryUntil =
-        ex.attempts <= config.retries && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried) ? deadline : 0;
-      const result = await this.#attempt(ex, chosen, setCookie, statusRetryUntil);
-      if (result.ok || ex.committed || ex.clientGone) return { ok: true };
-      lastFailure = result.reason;
-      // A discarded status was discarded to be retried, whatever the clock says now.
-      const discarded = /^\d{3}$/.test(result.reason);
-      const retry = ex.attempts <= config.retries && (discarded || Date.now() < deadline) && this.#mayRetry(ex, result.reason, false);
-      if (!retry && !(Date.now() < tryUntil && this.#mayRetry(ex, result.reason, true))) {
-        return { ok: false, status: result.reason === 'timeout' ? 504 : 502 };
-      }
+    // A retryable status is only worth discarding when another server could still answer.
+    // The deadline is checked again when the status arrives: a slow answer past it is passed on, not discarded.
+    const statusRetryUntil =
+      ex.attempts <= config.retries && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried) ? ex.deadline : 0;
+    const log: UpstreamAttemptLog = { addr: chosen.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
+    ex.log.push(log);
+    this.#upstream.acquire(chosen);
+    chosen.dispatcher.dispatch(
+      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body },
+      new Attempt(this.#shared, ex, chosen, log, setCookie, statusRetryUntil, this.#afterAttempt),
+    );
+  }
+
+  /** No server to try now (all down, all tried, or the queue gave up): wait while try_duration allows, or fail. */
+  #nothingLeft(ex: Exchange, why: 'full' | 'unavailable'): void {
+    const config = this.#upstream.config;
+    const lastFailure = ex.lastFailure;
+    if (Date.now() + config.try_interval < ex.tryUntil && (lastFailure === undefined || this.#mayRetry(ex, lastFailure, true))) {
+      setTimeout(() => {
+        ex.tried.clear();
+        this.#later(ex, undefined);
+      }, config.try_interval);
+      return;
+    }
+    if (lastFailure === undefined || why === 'full') return ex.done({ ok: false, status: 503 });
+    ex.done({ ok: false, status: lastFailure === 'timeout' ? 504 : 502 });
+  }
+
+  /** An attempt ended (called by the Attempt, inside undici's callback). */
+  readonly #afterAttempt = (ex: Exchange, result: AttemptResult): void => {
+    if (result.ok || ex.committed || ex.clientGone) return ex.done(OK);
+    const config = this.#upstream.config;
+    ex.lastFailure = result.reason;
+    // A discarded status was discarded to be retried, whatever the clock says now.
+    const discarded = /^\d{3}$/.test(result.reason);
+    const retry = ex.attempts <= config.retries && (discarded || Date.now() < ex.deadline) && this.#mayRetry(ex, result.reason, false);
+    if (!retry && !(Date.now() < ex.tryUntil && this.#mayRetry(ex, result.reason, true))) {
+      return ex.done({ ok: false, status: result.reason === 'timeout' ? 504 : 502 });
+    }
+    // Not from inside undici's callback for the failed request: the next dispatch starts on a clean stack.
+    process.nextTick(() => this.#later(ex, undefined));
+  };
+
+  /** Goes on with the loop from a timer or a queue: outside the request's stack, so nothing may throw out of it. */
+  #later(ex: Exchange, nothingLeft: 'full' | undefined): void {
+    try {
+      if (nothingLeft === undefined) this.#next(ex);
+      else this.#nothingLeft(ex, nothingLeft);
+    } catch (err) {
+      this.#env.logger.error({ err, url: ex.ctx.req.url }, 'proxy request failed');
+      ex.done({ ok: false, status: 502 });
     }
   }
 
@@ -440,24 +500,6 @@ class ProxyHandler {
     if (waiting) return false;
     if (!ex.replayable) return false;
     return reason === undefined || this.#retryOn.has(reason);
-  }
-
-  /** One attempt on one server; resolves when the exchange is done or failed before committing. */
-  #attempt(ex: Exchange, server: UpstreamServer, setCookie: string | undefined, statusRetryUntil: number): Promise<AttemptResult> {
-    const log: UpstreamAttemptLog = { addr: server.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
-    ex.log.push(log);
-    this.#upstream.acquire(server);
-    return new Promise<AttemptResult>((resolve) => {
-      server.dispatcher.dispatch(
-        {
-          path: server.basePath + ex.path,
-          method: ex.ctx.req.method! as Dispatcher.HttpMethod,
-          headers: ex.headers,
-          body: ex.body,
-        },
-        new Attempt(this.#shared, ex, server, log, setCookie, statusRetryUntil, resolve),
-      );
-    });
   }
 
   /** Tunnels a WebSocket upgrade: the client's 101 is sent only after the app server answered 101. */
@@ -522,10 +564,6 @@ export function writeRawError(socket: Duplex, status: number): void {
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** The `proxy` handler kind: a named upstream, or a private one-server upstream for `url:`; optionally cached. */
 export const proxyKind: HandlerKind<ProxyOptions> = {
   kind: 'proxy',
@@ -538,7 +576,7 @@ export const proxyKind: HandlerKind<ProxyOptions> = {
       upstream = env.createUpstream(`url:${(options.url as { text: string }).text}`, { servers: [{ url: (options.url as { text: string }).text }] });
       owned = true;
     }
-    const handler = new ProxyHandler(options, { upstream, trusted: env.trusted, routePath: env.routePath, serverHeader: env.serverHeader });
+    const handler = new ProxyHandler(options, { upstream, trusted: env.trusted, routePath: env.routePath, serverHeader: env.serverHeader, logger: env.logger });
     const cacheOptions = options.cache;
     const cache =
       cacheOptions === undefined
