@@ -178,6 +178,18 @@ describe('GET and HEAD', () => {
   test('a missing file is 404', async () => {
     assert.equal((await request(portico.port, '/nope.txt')).status, 404);
   });
+
+  test('small binary files come back byte for byte from the memory cache (every byte value, one-write path)', async () => {
+    // data.bin holds bytes 0–250, image.png random bytes: both small enough to be sent as one latin1 write.
+    for (const [name, bytes] of [['/data.bin', DATA], ['/image.png', PNG]] as const) {
+      for (let i = 0; i < 3; i++) {
+        const res = await request(portico.port, name);
+        assert.equal(res.status, 200);
+        assert.equal(res.headers['content-length'], String(bytes.length));
+        assert.ok(res.body.equals(bytes), `${name}, request ${i + 1}: body differs`);
+      }
+    }
+  });
 });
 
 describe('conditional requests', () => {

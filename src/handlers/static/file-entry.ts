@@ -6,6 +6,7 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import mime from 'mime-types';
+import { oneWriteText } from '../../server/send.js';
 import { isCompressible, type Encoding } from './encoding.js';
 
 const gzip = promisify(zlib.gzip);
@@ -32,6 +33,8 @@ export interface Variant {
   size: number;
   /** In memory (a compression made once, or a small precompressed sibling). */
   body?: Buffer;
+  /** `body` as a latin1 string when small (see `oneWriteText`). */
+  text?: string | undefined;
   /** On disk (a precompressed sibling streamed from its file). */
   path?: string;
   /** Header list for a 200 of this variant (without per-request fields). */
@@ -67,6 +70,8 @@ export class FileEntry {
   readonly varies: boolean;
   /** Header list for a 200 of the identity form. */
   readonly headers: string[];
+  /** `body` as a latin1 string when small, for a one-write answer (see `oneWriteText`). */
+  readonly bodyText: string | undefined;
   /** The identity form as a representation choice, made once (the hot path allocates nothing for it). */
   readonly identity: { readonly etag: string; readonly variant: undefined; readonly streamEncoding: undefined };
   /** Header list for a 304 (validators and caching fields only). */
@@ -88,6 +93,7 @@ export class FileEntry {
     options: EntryOptions,
   ) {
     this.#options = options;
+    this.bodyText = body === undefined ? undefined : oneWriteText(body);
     this.etag = makeETag(stat);
     this.identity = Object.freeze({ etag: this.etag, variant: undefined, streamEncoding: undefined });
     this.lastModifiedMs = Math.floor(stat.mtimeMs / 1000) * 1000;
@@ -166,7 +172,7 @@ export class FileEntry {
       const suffix = encoding === 'br' ? '-br' : '-gz';
       made = work.then((out) => {
         const etag = makeETag(this.stat, suffix);
-        const variant: Variant = { encoding, etag, size: out.length, body: out, headers: this.headerList(etag, out.length, encoding) };
+        const variant: Variant = { encoding, etag, size: out.length, body: out, text: oneWriteText(out), headers: this.headerList(etag, out.length, encoding) };
         this.#ready.set(encoding, variant);
         return variant;
       });
@@ -178,10 +184,10 @@ export class FileEntry {
 
   /** Bytes this entry holds in memory (for the cache's bound). */
   get memorySize(): number {
-    let total = (this.body?.length ?? 0) + 512;
-    for (const variant of this.#precompressed.values()) total += variant.body?.length ?? 0;
-    // On-the-fly compressions are at most about the body's size again.
-    if (this.#compressible && this.body !== undefined) total += this.body.length;
+    let total = (this.body?.length ?? 0) + (this.bodyText?.length ?? 0) + 512;
+    for (const variant of this.#precompressed.values()) total += (variant.body?.length ?? 0) + (variant.text?.length ?? 0);
+    // On-the-fly compressions (and their one-write strings) are at most about the body's size again, twice.
+    if (this.#compressible && this.body !== undefined) total += 2 * this.body.length;
     return total;
   }
 }

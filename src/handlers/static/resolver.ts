@@ -12,6 +12,7 @@ import { constants as fsConstants, promises as fs, realpathSync, type Stats } fr
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { decodeSegments, normalizePath } from '../../server/request-path.js';
+import { oneWriteText } from '../../server/send.js';
 import { FileEntry, sameVersion, type EntryOptions, type Variant } from './file-entry.js';
 import { isCompressible } from './encoding.js';
 import mime from 'mime-types';
@@ -147,7 +148,7 @@ export class StaticResolver {
       const small = this.#opt.cacheEnabled && stat.size <= this.#opt.maxFileSize;
       const body = small ? await fs.readFile(file) : undefined;
       const etag = `"${Math.floor(stat.mtimeMs).toString(16)}-${stat.size.toString(16)}-${encoding === 'br' ? 'br' : 'gz'}s"`;
-      found.push({ encoding, etag, size: body?.length ?? stat.size, body, path: file, headers: [] });
+      found.push({ encoding, etag, size: body?.length ?? stat.size, body, text: body === undefined ? undefined : oneWriteText(body), path: file, headers: [] });
     }
     return found;
   }
