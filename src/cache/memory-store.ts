@@ -16,11 +16,12 @@ export class MemoryStore<Extra> {
   readonly #lru: LRUCache<string, Array<MemoryVariant<Extra>>>;
   readonly #maxObject: number;
 
-  constructor(maxBytes: number) {
+  /** `extraBytes`: what the caller's derived data costs beside the stored response (it counts too). */
+  constructor(maxBytes: number, extraBytes: (extra: Extra) => number = () => 0) {
     this.#maxObject = maxBytes;
     this.#lru = new LRUCache({
       maxSize: Math.max(1, maxBytes),
-      sizeCalculation: (variants) => Math.max(1, variants.reduce((sum, v) => sum + storedSize(v.stored), 0)),
+      sizeCalculation: (variants) => Math.max(1, variants.reduce((sum, v) => sum + storedSize(v.stored) + extraBytes(v.extra), 0)),
     });
   }
 

@@ -13,7 +13,7 @@ import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseS
 import { evaluatePreconditions, ifRangeAllows } from '../handlers/static/conditional.js';
 import { parseRange } from '../handlers/static/range.js';
 import type { RequestContext } from '../server/context.js';
-import { sendError } from '../server/send.js';
+import { endWith, sendError } from '../server/send.js';
 import { parseCacheControl, type CacheControl } from './cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink } from './sinks.js';
 import { currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
@@ -258,7 +258,7 @@ export class ProxyCache {
       res.end();
     } else {
       ctx.bytesSent = stored.body.length;
-      res.end(stored.body);
+      endWith(res, stored.body, variant.extra.text);
     }
   }
 

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { DiskStore } from './disk-store.js';
 import type { GrowingBody } from './growing-body.js';
+import { oneWriteText } from '../server/send.js';
 import { MemoryStore, type MemoryVariant } from './memory-store.js';
 import { entryFacts, headerValue, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
 import type { PersistentStore, StoredResponse } from './types.js';
@@ -18,6 +19,8 @@ export interface VariantExtra {
   facts: EntryFacts;
   /** Header list to serve it with, less Age and Cache-Status (added per response); Content-Length exact. */
   baseHeaders: readonly string[];
+  /** The body as a latin1 string when small, for a one-write answer (see `oneWriteText`). */
+  text: string | undefined;
 }
 
 /** Builds a servable variant: facts once, and the header list with an exact Content-Length and no Age. */
@@ -29,7 +32,7 @@ export function makeVariant(entry: StoredResponse, options: RuleOptions): Cached
     baseHeaders.push(entry.headers[i]!, entry.headers[i + 1]!);
   }
   if (entry.status !== 204 && entry.status !== 304) baseHeaders.push('Content-Length', String(entry.body.length));
-  return { stored: entry, extra: { facts: entryFacts(entry, options), baseHeaders } };
+  return { stored: entry, extra: { facts: entryFacts(entry, options), baseHeaders, text: oneWriteText(entry.body) } };
 }
 
 /** A cached variant ready to serve. */
@@ -62,7 +65,7 @@ export class CacheZone {
   constructor(name: string, config: ZoneConfig, logger: Logger) {
     this.name = name;
     this.maxObject = config.max_object;
-    this.memory = new MemoryStore(config.memory);
+    this.memory = new MemoryStore<VariantExtra>(config.memory, (extra) => extra.text?.length ?? 0);
     this.#disk = config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size });
     this.#logger = logger;
   }

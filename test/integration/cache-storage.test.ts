@@ -66,6 +66,20 @@ describe('only GET and HEAD are served from the cache', () => {
     assert.equal(origin.seen('/basic').length, 1);
   });
 
+  test('a stored binary body is served byte for byte from memory, every byte value included', async () => {
+    const bytes = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7) % 256));
+    origin.on('/binary', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'application/octet-stream', 'content-length': bytes.length });
+      res.end(bytes);
+    });
+    const [a, b] = await twice('/binary');
+    assert.ok(a.body.equals(bytes), 'the miss is the origin body');
+    assert.ok(isHit(b), cacheStatus(b));
+    assert.equal(b.headers['content-length'], String(bytes.length));
+    assert.ok(b.body.equals(bytes), 'the hit is the same bytes');
+    assert.equal(origin.seen('/binary').length, 1);
+  });
+
   test('POST, PUT and OPTIONS to a stored URI go to the origin (fwd=method)', async () => {
     origin.on('/methods', answer({ 'cache-control': 'max-age=60' }, (req) => `answer to ${req.method}`));
     await get(portico.port, '/methods');
