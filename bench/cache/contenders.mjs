@@ -5,7 +5,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startPinned } from '../lib/servers.mjs';
+import { baseContender, startPinned } from '../lib/servers.mjs';
 import { nginxConf, startPortico } from '../proxy/contenders.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -28,9 +28,9 @@ function porticoConfig(port, origin, cached) {
   ].join('\n');
 }
 
-function portico(cached) {
+function portico(cached, name = 'portico', dir = undefined) {
   return function start({ port, backend, outDir, cpu, readyUrl, nodeArgs }) {
-    return startPortico({ config: porticoConfig(port, backend.origin, cached), outDir, cpu, readyUrl, nodeArgs });
+    return startPortico({ name, config: porticoConfig(port, backend.origin, cached), outDir, cpu, readyUrl, nodeArgs, dir });
   };
 }
 
@@ -72,6 +72,9 @@ function floor({ port, docroot, items, cpu, readyUrl, nodeArgs = [] }) {
 
 const cacheStatus = (res) => String(res.headers['cache-status'] ?? '');
 
+const porticoHit = (res) => /^Portico; hit\b/.test(cacheStatus(res));
+const describePortico = (res) => `Cache-Status: ${cacheStatus(res)}`;
+
 /** Contenders in table order; `id` is what BENCH_ONLY names; `node`: a Node process (can be profiled). */
 export const CONTENDERS = [
   {
@@ -79,9 +82,10 @@ export const CONTENDERS = [
     label: 'Portico cache hit (memory zone)',
     start: portico(true),
     node: true,
-    hit: (res) => /^Portico; hit\b/.test(cacheStatus(res)),
-    describe: (res) => `Cache-Status: ${cacheStatus(res)}`,
+    hit: porticoHit,
+    describe: describePortico,
   },
+  ...baseContender(portico(true, 'portico-base', process.env.PORTICO_BASE_DIR)).map((c) => ({ ...c, hit: porticoHit, describe: describePortico })),
   { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor, node: true },
   { id: 'portico-nocache', label: 'Portico proxy, no cache (origin each time)', start: portico(false), origin: true, node: true },
   {

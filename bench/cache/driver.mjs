@@ -45,6 +45,7 @@ run(async () => {
       { label: 'Portico hit / Portico uncached', a: 'portico', b: 'portico-nocache' },
       { label: 'Portico hit / nginx proxy_cache', a: 'portico', b: 'nginx' },
       { label: 'Portico hit / Varnish', a: 'portico', b: 'varnish' },
+      { label: 'Portico hit / Portico base hit (BENCH_BASE)', a: 'portico', b: 'portico-base' },
     ],
     targets: ITEMS.flatMap((item) => [
       { text: `Portico hit ≥ 0.75× Node floor, ${item.label}`, a: 'portico', b: 'floor', item: item.label, min: 0.75 },

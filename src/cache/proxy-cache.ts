@@ -16,9 +16,9 @@ import type { RequestContext } from '../server/context.js';
 import { endWith, sendError } from '../server/send.js';
 import { parseCacheControl, type CacheControl } from './cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink } from './sinks.js';
-import { currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
+import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
 import type { StoredResponse } from './types.js';
-import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision } from './zone.js';
+import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision, type Lookup } from './zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
 export interface Forwarder {
@@ -69,22 +69,28 @@ export class ProxyCache {
     return this.#o.key(ctx, ctx.req.socket.remoteAddress ?? '');
   }
 
-  async handle(ctx: RequestContext): Promise<void> {
+  /** Synchronous for a hit from memory (no promise on the hot path); a promise otherwise. */
+  handle(ctx: RequestContext): Promise<void> | void {
     const { req } = ctx;
     const method = req.method!;
     if (method !== 'GET' && method !== 'HEAD') return this.#unsafe(ctx);
     const ccHeader = req.headers['cache-control'];
     const reqcc = parseCacheControl(ccHeader);
-    const pragmaNoCache = ccHeader === undefined && /no-cache/i.test(String(req.headers.pragma ?? ''));
+    const pragmaNoCache = ccHeader === undefined && req.headers.pragma !== undefined && /no-cache/i.test(String(req.headers.pragma));
     const key = this.#keyFor(ctx);
     if (reqcc.noStore) return this.#passThrough(ctx, 'fwd=request');
-    const lookup = await this.#o.zone.lookup(key, req.headers, this.#o.rules);
+    const found = this.#o.zone.lookupMemory(key, req.headers);
+    if (found !== undefined) return this.#answer(ctx, key, found, reqcc, pragmaNoCache);
+    return this.#o.zone.lookup(key, req.headers, this.#o.rules).then((lookup) => this.#answer(ctx, key, lookup, reqcc, pragmaNoCache));
+  }
+
+  #answer(ctx: RequestContext, key: string, lookup: Lookup, reqcc: CacheControl, pragmaNoCache: boolean): Promise<void> | void {
     if ('hit' in lookup) {
       const variant = lookup.hit;
       const now = Date.now();
-      const age = currentAge(variant.stored, now);
+      const age = ageOf(variant.extra.facts, now);
       const use = usability(variant.extra.facts, age, reqcc, pragmaNoCache);
-      if (use === 'fresh' || use === 'stale-ok') return this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}`);
+      if (use === 'fresh' || use === 'stale-ok') return this.#serveHit(ctx, variant, age);
       if (use === 'stale-while-revalidate') {
         this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=stale-while-revalidate`);
         this.#refreshInBackground(ctx, key, variant, reqcc);
@@ -98,7 +104,7 @@ export class ProxyCache {
       return this.#revalidate(ctx, key, variant, age, reqcc, fwd);
     }
     if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`fwd=${lookup.miss}; detail=only-if-cached`) });
-    if (method === 'HEAD') return this.#passThrough(ctx, `fwd=${lookup.miss}`);
+    if (ctx.req.method === 'HEAD') return this.#passThrough(ctx, `fwd=${lookup.miss}`);
     return this.#miss(ctx, key, `fwd=${lookup.miss}`, reqcc);
   }
 
@@ -218,6 +224,37 @@ export class ProxyCache {
     const flight: Flight = { decision: Promise.resolve({ share: false }) };
     const done = this.#revalidate(ctx, key, variant, currentAge(variant.stored, Date.now()), reqcc, 'fwd=stale', true);
     zone.beginFlight(flightKey, flight, done.catch(() => undefined));
+  }
+
+  /**
+   * A hit: a request with no validators and no Range (the usual one) gets the whole stored response with a header
+   * list made at most once per second of age; any other goes through `#serveStored`.
+   */
+  #serveHit(ctx: RequestContext, variant: CachedVariant, age: number): void {
+    const headers = ctx.req.headers;
+    if (
+      headers['if-none-match'] !== undefined ||
+      headers['if-modified-since'] !== undefined ||
+      headers['if-match'] !== undefined ||
+      headers['if-unmodified-since'] !== undefined ||
+      headers.range !== undefined
+    ) {
+      return this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}`);
+    }
+    const ageSeconds = Math.floor(age / 1000);
+    const ttl = Math.floor((variant.extra.facts.lifetime - age) / 1000);
+    let served = variant.extra.served;
+    if (served === undefined || served.age !== ageSeconds || served.ttl !== ttl) {
+      served = { age: ageSeconds, ttl, headers: [...variant.extra.baseHeaders, 'Age', String(ageSeconds), 'Cache-Status', cacheStatus(`hit; ttl=${ttl}`)] };
+      variant.extra.served = served;
+    }
+    const { res } = ctx;
+    const stored = variant.stored;
+    ctx.status = stored.status;
+    res.writeHead(stored.status, served.headers);
+    if (ctx.req.method === 'HEAD') return void res.end();
+    ctx.bytesSent = stored.body.length;
+    endWith(res, stored.body, variant.extra.text);
   }
 
   /** Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response. */

@@ -148,6 +148,15 @@ export interface EntryFacts {
   lastModified: string | undefined;
   /** Lower-cased field names of Vary, or `undefined`. `['*']` never matches. */
   vary: readonly string[] | undefined;
+  /** The corrected initial age (§4.2.3), ms: the age at `responseTime`; see `ageOf`. */
+  initialAge: number;
+  /** When the response was received (ms since the epoch). */
+  responseTime: number;
+}
+
+/** Current age in ms from the facts computed at store time: the same value `currentAge` gives, without parsing. */
+export function ageOf(facts: EntryFacts, now: number): number {
+  return facts.initialAge + Math.max(0, now - facts.responseTime);
 }
 
 /** Computes the serving facts of a stored response. */
@@ -162,6 +171,8 @@ export function entryFacts(entry: StoredResponse, options: RuleOptions): EntryFa
     etag: headerValue(entry.headers, 'etag'),
     lastModified: headerValue(entry.headers, 'last-modified'),
     vary: vary === undefined ? undefined : vary.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean),
+    initialAge: currentAge(entry, entry.responseTime),
+    responseTime: entry.responseTime,
   };
 }
 

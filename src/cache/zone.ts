@@ -21,6 +21,10 @@ export interface VariantExtra {
   baseHeaders: readonly string[];
   /** The body as a latin1 string when small, for a one-write answer (see `oneWriteText`). */
   text: string | undefined;
+  /** This variant as a lookup result, made once. */
+  lookup: Lookup;
+  /** The header list of the last plain hit, with the Age and ttl (whole seconds) it was made for: reused while they hold. */
+  served: { age: number; ttl: number; headers: string[] } | undefined;
 }
 
 /** Builds a servable variant: facts once, and the header list with an exact Content-Length and no Age. */
@@ -32,14 +36,21 @@ export function makeVariant(entry: StoredResponse, options: RuleOptions): Cached
     baseHeaders.push(entry.headers[i]!, entry.headers[i + 1]!);
   }
   if (entry.status !== 204 && entry.status !== 304) baseHeaders.push('Content-Length', String(entry.body.length));
-  return { stored: entry, extra: { facts: entryFacts(entry, options), baseHeaders, text: oneWriteText(entry.body) } };
+  const variant: CachedVariant = {
+    stored: entry,
+    extra: { facts: entryFacts(entry, options), baseHeaders, text: oneWriteText(entry.body), lookup: undefined!, served: undefined },
+  };
+  variant.extra.lookup = { hit: variant };
+  return variant;
 }
 
 /** A cached variant ready to serve. */
 export type CachedVariant = MemoryVariant<VariantExtra>;
 
 /** The outcome of a lookup: a variant, or which kind of miss (RFC 9211 `fwd=uri-miss` / `fwd=vary-miss`). */
-export type Lookup = { hit: CachedVariant } | { miss: 'uri-miss' | 'vary-miss' };
+export type Lookup = { readonly hit: CachedVariant } | { readonly miss: 'uri-miss' | 'vary-miss' };
+const URI_MISS: Lookup = { miss: 'uri-miss' };
+const VARY_MISS: Lookup = { miss: 'vary-miss' };
 
 /** A miss being fetched: the leader publishes the response head, then streams the body into `body`. */
 export interface Flight {
@@ -82,6 +93,16 @@ export class CacheZone {
   }
 
   /** Finds the variant of `key` whose Vary matches the request's headers. */
+  /**
+   * The lookup answered from memory alone, without a promise (the hit path); `undefined` when the memory tier
+   * has nothing for the key and the disk tier must be asked (`lookup`).
+   */
+  lookupMemory(key: string, headers: Record<string, string | string[] | undefined>): Lookup | undefined {
+    const variants = this.memory.get(key);
+    if (variants === undefined && this.#disk !== undefined) return undefined;
+    return this.#pick(variants, headers);
+  }
+
   async lookup(key: string, headers: Record<string, string | string[] | undefined>, options: RuleOptions): Promise<Lookup> {
     let variants = this.memory.get(key);
     if (variants === undefined && this.#disk !== undefined) {
@@ -92,12 +113,16 @@ export class CacheZone {
       for (const entry of stored) this.memory.put(makeVariant(entry, options));
       variants = this.memory.get(key);
     }
-    if (variants === undefined || variants.length === 0) return { miss: 'uri-miss' };
+    return this.#pick(variants, headers);
+  }
+
+  #pick(variants: readonly CachedVariant[] | undefined, headers: Record<string, string | string[] | undefined>): Lookup {
+    if (variants === undefined || variants.length === 0) return URI_MISS;
     for (const variant of variants) {
       const wanted = varyKey(variant.extra.facts.vary, headers);
-      if (wanted !== undefined && wanted === variant.stored.varyKey) return { hit: variant };
+      if (wanted !== undefined && wanted === variant.stored.varyKey) return variant.extra.lookup;
     }
-    return { miss: 'vary-miss' };
+    return VARY_MISS;
   }
 
   /** Stores a response (both tiers); returns the variant as it will be served. */

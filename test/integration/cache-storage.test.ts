@@ -80,6 +80,18 @@ describe('only GET and HEAD are served from the cache', () => {
     assert.equal(origin.seen('/binary').length, 1);
   });
 
+  test('hits a second apart carry a larger Age and a smaller ttl (a reused header list follows the clock)', async () => {
+    origin.on('/aging', answer({ 'cache-control': 'max-age=60' }, 'aging'));
+    const [, first] = await twice('/aging');
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const second = await get(portico.port, '/aging');
+    assert.ok(isHit(first) && isHit(second), `${cacheStatus(first)} / ${cacheStatus(second)}`);
+    const ttl = (res: typeof first) => Number(/ttl=(-?\d+)/.exec(cacheStatus(res))?.[1]);
+    assert.ok(Number(second.headers.age) >= Number(first.headers.age) + 1, `Age ${first.headers.age} then ${second.headers.age}`);
+    assert.ok(ttl(second) <= ttl(first) - 1, `ttl ${ttl(first)} then ${ttl(second)}`);
+    assert.equal(origin.seen('/aging').length, 1);
+  });
+
   test('POST, PUT and OPTIONS to a stored URI go to the origin (fwd=method)', async () => {
     origin.on('/methods', answer({ 'cache-control': 'max-age=60' }, (req) => `answer to ${req.method}`));
     await get(portico.port, '/methods');

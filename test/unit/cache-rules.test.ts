@@ -5,8 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { EMPTY_CACHE_CONTROL, parseCacheControl } from '../../src/cache/cache-control.js';
 import {
+  ageOf,
   currentAge,
   entryFacts,
   freshnessLifetime,
@@ -186,6 +188,24 @@ describe('currentAge (§4.2.3)', () => {
   test('an invalid Age field is ignored', () => {
     assert.equal(currentAge(entry({ age: 'ten' }), NOW), 0);
     assert.equal(currentAge(entry({ age: '-5' }), NOW), 0);
+  });
+
+  test('ageOf (from the facts made at store time) equals currentAge for any Age, Date, delay and clock', () => {
+    fc.assert(
+      fc.property(
+        fc.option(fc.integer({ min: 0, max: 100_000 })),
+        fc.option(fc.integer({ min: -100_000, max: 100_000 })),
+        fc.integer({ min: 0, max: 10_000 }),
+        fc.integer({ min: -5_000, max: 1_000_000 }),
+        (age, dateOffset, delay, later) => {
+          const fields: Record<string, string> = {};
+          if (age !== null) fields.age = String(age);
+          if (dateOffset !== null) fields.date = httpDate(NOW + dateOffset * 1000);
+          const e = entry(fields, 200, { requestTime: NOW - delay, responseTime: NOW });
+          assert.equal(ageOf(entryFacts(e, DEFAULTS), NOW + later), currentAge(e, NOW + later));
+        },
+      ),
+    );
   });
 });
 
