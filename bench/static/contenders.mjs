@@ -67,13 +67,14 @@ function sirv({ port, docroot, cpu, readyUrl, nodeArgs = [] }) {
   });
 }
 
-function floor({ port, docroot, files, cpu, readyUrl, nodeArgs = [] }) {
+function floor({ port, docroot, files, cpu, readyUrl, nodeArgs = [], name = 'floor', env }) {
   return startPinned({
-    name: 'floor',
+    name,
     cpu,
     command: process.execPath,
     args: [...nodeArgs, path.join(HERE, 'floor-server.mjs'), String(port), docroot, ...files],
     readyUrl,
+    env,
   });
 }
 
@@ -82,6 +83,11 @@ export const CONTENDERS = [
   { id: 'portico', label: 'Portico', start: portico },
   ...baseContender((options) => portico({ ...options, name: 'portico-base', dir: process.env.PORTICO_BASE_DIR })),
   { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor },
+  {
+    id: 'floor-headers',
+    label: "Node floor with Portico's header fields",
+    start: (options) => floor({ ...options, name: 'floor-headers', env: { FLOOR_HEADERS: 'portico' } }),
+  },
   { id: 'sirv', label: 'sirv', start: sirv },
   { id: 'nginx', label: 'nginx (1 worker, sendfile)', start: nginx, needs: 'nginx' },
 ];

@@ -172,6 +172,7 @@ async function main() {
     ['ratio (req/s)', ...FILES.map((f) => f.label)],
     [
       ['Portico / Node floor', 'floor'],
+      ['Portico / Node floor with its header fields', 'floor-headers'],
       ['Portico / sirv', 'sirv'],
       ['Portico / nginx', 'nginx'],
       ['Portico / Portico base (BENCH_BASE)', 'portico-base'],
