@@ -203,7 +203,8 @@ export class App {
   }
 
   #context(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): RequestContext {
-    const ctx = new RequestContext(req, res, scheme, performance.now());
+    // Only the access log reads the start time (request_time): no clock read per request without one.
+    const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now());
     ctx.serverHeader = this.config.server_header;
     if (this.#accessLog !== null) {
       (res as TrackedResponse)[kContext] = ctx;

@@ -46,22 +46,27 @@ export class Router<T> {
 
   /** Finds the route for a canonical path, or `undefined`. */
   match(path: string): RouteMatch<T> | undefined {
-    const exact = this.#exact.get(path);
-    if (exact !== undefined) return exact;
+    // Empty tables are skipped: most sites have few exact, redirect or regex routes, and each lookup hashes the path.
+    if (this.#exact.size > 0) {
+      const exact = this.#exact.get(path);
+      if (exact !== undefined) return exact;
+    }
 
     let prefix: PrefixEntry<T> | undefined;
-    for (const entry of this.#prefixes) {
-      if (path.startsWith(entry.path)) {
-        prefix = entry;
+    const prefixes = this.#prefixes;
+    for (let i = 0; i < prefixes.length; i++) {
+      if (path.startsWith(prefixes[i]!.path)) {
+        prefix = prefixes[i];
         break;
       }
     }
     // nginx redirects only when no prefix route is the path itself (`/api` beside `/api/` serves `/api`).
-    const redirect = this.#slashRedirects.has(path) && prefix?.path !== path;
+    const redirect = this.#slashRedirects.size > 0 && this.#slashRedirects.has(path) && prefix?.path !== path;
     if (prefix?.stopRegex === true && !redirect) return prefix.match;
 
-    for (const { regex, match } of this.#regexes) {
-      if (regex.test(path)) return match;
+    const regexes = this.#regexes;
+    for (let i = 0; i < regexes.length; i++) {
+      if (regexes[i]!.regex.test(path)) return regexes[i]!.match;
     }
     if (redirect) return { redirectTo: path + '/' };
     return prefix?.match;

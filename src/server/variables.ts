@@ -34,9 +34,11 @@ export function compileKey(template: string): (ctx: RequestContext, clientIp: st
     last = m.index! + m[0].length;
   }
   parts.push(template.slice(last));
+  // Empty literals between variables (`$scheme$host$request_uri`) would only be concatenated per request.
+  const used = parts.filter((part) => part !== '');
   return (ctx, clientIp) => {
     let out = '';
-    for (const part of parts) out += typeof part === 'string' ? part : part(ctx, clientIp);
+    for (const part of used) out += typeof part === 'string' ? part : part(ctx, clientIp);
     return out;
   };
 }
