@@ -15,14 +15,20 @@ export interface MemoryVariant<Extra> {
 export class MemoryStore<Extra> {
   readonly #lru: LRUCache<string, Array<MemoryVariant<Extra>>>;
   readonly #maxObject: number;
+  readonly #extraBytes: (extra: Extra) => number;
 
   /** `extraBytes`: what the caller's derived data costs beside the stored response (it counts too). */
   constructor(maxBytes: number, extraBytes: (extra: Extra) => number = () => 0) {
     this.#maxObject = maxBytes;
+    this.#extraBytes = extraBytes;
     this.#lru = new LRUCache({
       maxSize: Math.max(1, maxBytes),
-      sizeCalculation: (variants) => Math.max(1, variants.reduce((sum, v) => sum + storedSize(v.stored) + extraBytes(v.extra), 0)),
+      sizeCalculation: (variants) => Math.max(1, variants.reduce((sum, v) => sum + this.#bytes(v), 0)),
     });
+  }
+
+  #bytes(variant: MemoryVariant<Extra>): number {
+    return storedSize(variant.stored) + this.#extraBytes(variant.extra);
   }
 
   /** The variants of a key (marks it recently used), or `undefined`. */
@@ -32,7 +38,7 @@ export class MemoryStore<Extra> {
 
   /** Adds or replaces the variant with the same varyKey; a variant larger than the whole store is dropped. */
   put(variant: MemoryVariant<Extra>): void {
-    if (storedSize(variant.stored) > this.#maxObject) return;
+    if (this.#bytes(variant) > this.#maxObject) return;
     const existing = this.#lru.get(variant.stored.key) ?? [];
     const next = existing.filter((v) => v.stored.varyKey !== variant.stored.varyKey);
     next.push(variant);

@@ -328,7 +328,14 @@ class ProxyHandler {
     const ctx = prepared.ctx;
     this.#run(
       new Exchange(prepared, this.clientSink(ctx), prepared.headers, (outcome) => {
-        if (!outcome.ok) sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+        if (outcome.ok) return;
+        // Called from inside undici's callbacks: nothing may be thrown back into them.
+        try {
+          sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+        } catch (err) {
+          this.#env.logger.error({ err, url: ctx.req.url }, 'proxy error page failed');
+          ctx.res.destroy();
+        }
       }),
     );
   }

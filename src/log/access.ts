@@ -2,6 +2,7 @@
  * The access log: one line per request in nginx's `combined` format, `upstream` (combined plus timings) or JSON,
  * gathered in memory and written in batches through pino's destination (sonic-boom).
  */
+import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
@@ -114,23 +115,46 @@ function jsonLine(ctx: RequestContext): string {
   );
 }
 
-/** Opens the access log described by the config, or returns `null` when it is off. */
-export function openAccessLog(target: string, format: 'combined' | 'upstream' | 'json' | 'off'): AccessLog | null {
+/** Whether `target` is (or will be created as) a regular file: only those get blocking writes. */
+function isRegularFile(target: string): boolean {
+  try {
+    return statSync(target).isFile();
+  } catch {
+    // Not there yet: it will be created as a regular file.
+    return true;
+  }
+}
+
+/**
+ * Opens the access log described by the config, or returns `null` when it is off. A failed write (disk full,
+ * reader gone) loses that batch and is reported through `onError`; it never throws into a request.
+ */
+export function openAccessLog(
+  target: string,
+  format: 'combined' | 'upstream' | 'json' | 'off',
+  onError: (err: Error) => void = () => {},
+): AccessLog | null {
   if (target === 'off' || format === 'off') return null;
   const fd = target === 'stdout' ? 1 : target === 'stderr' ? 2 : undefined;
   // Lines are gathered here and written in batches of about 32 KB, and at least once a second (like nginx's
   // `buffer=32k flush=1s`): one write per line would cost a system call, and sonic-boom's own batching measures
   // its whole buffer on every write. To a file each batch is one synchronous write(), as nginx does: a copy into
   // the page cache, a few µs per batch, where an asynchronous write copies the string and round-trips through
-  // the thread pool (measured: 5–10× the CPU). stdout and stderr stay asynchronous: a pipe whose reader
-  // stalls must not stall the server.
-  const dest = pino.destination({ dest: fd ?? target, sync: fd === undefined, mkdir: false });
+  // the thread pool (measured: 5–10× the CPU). Anything else (stdout, stderr, /dev/stdout, a FIFO, a socket)
+  // stays asynchronous: a reader that stalls must not stall the server.
+  const sync = fd === undefined && isRegularFile(target);
+  const dest = pino.destination({ dest: fd ?? target, sync, mkdir: false });
+  dest.on('error', onError);
   let pending = '';
   const handOver = () => {
     if (pending === '') return;
     const batch = pending;
     pending = '';
-    dest.write(batch);
+    try {
+      dest.write(batch);
+    } catch (err) {
+      onError(err as Error);
+    }
   };
   const flusher = setInterval(handOver, FLUSH_INTERVAL_MS);
   flusher.unref();

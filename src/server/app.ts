@@ -82,7 +82,7 @@ export class App {
         errorPages: pages.length === 0 ? undefined : new Map(pages.map(([status, file]) => [Number(status), readFileSync(file)])),
       });
     }
-    this.#accessLog = openAccessLog(config.log.access, config.log.format);
+    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
     this.#onClose = function logRequest(this: TrackedResponse) {
       const ctx = this[kContext];

@@ -38,6 +38,8 @@ export class RequestContext {
    * when there is one (the access log's), instead of adding a listener per request.
    */
   onClientGone(fn: () => void): void {
+    // Already gone (say, during an asynchronous lookup): no `close` will come any more.
+    if (this.res.destroyed && !this.res.writableFinished) return fn();
     if (!this.closeWatched) {
       this.res.once('close', () => {
         if (!this.res.writableFinished) fn();

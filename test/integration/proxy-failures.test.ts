@@ -121,6 +121,22 @@ describe('errors', () => {
     await waitFor('the app server to see its request closed', () => closed, 2000);
   });
 
+  test('with the access log on (one shared close listener), a client that disconnects still aborts the upstream request and is logged as 499', async () => {
+    let closed = false;
+    const hanging = await upstream((_req, res) => res.on('close', () => (closed = true)));
+    const logFile = path.join(scratch, 'abort-access.log');
+    const server = await portico(config([hanging], '', `log: { access: ${JSON.stringify(logFile)}, format: upstream }\n`));
+    const conn = await RawConnection.open(server.port);
+    conn.write('GET /hang-logged HTTP/1.1\r\nHost: a\r\n\r\n');
+    await waitFor('the request to reach the app server', () => hanging.requests.length === 1);
+    conn.close();
+    await waitFor('the app server to see its request closed', () => closed, 2000);
+    await server.stop();
+    const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('/hang-logged'));
+    assert.ok(line !== undefined, 'the request is in the access log');
+    assert.match(line, /" 499 /);
+  });
+
   test('an app server dying halfway through a Content-Length body: the client sees an incomplete response', async () => {
     const dying = await upstream((req, res) => {
       res.writeHead(200, { 'content-length': 1000 });

@@ -72,6 +72,17 @@ describe('memory tier bound and LRU', () => {
     assert.deepEqual(store.keys(), ['a']);
   });
 
+  test('the extra bytes of a variant count in that check: one that fits only without them is refused, the key kept', () => {
+    const small = response('k', 'small', [], 'v1');
+    const big = response('k', Buffer.alloc(3000), [], 'v2');
+    const store = new MemoryStore<number>(storedSize(small) + 20 + storedSize(big) + 100, (extra) => extra);
+    store.put({ stored: small, extra: 20 });
+    // Fits by its stored size (and together with the first), not with its 3000 extra bytes.
+    store.put({ stored: big, extra: 3000 });
+    assert.deepEqual(store.keys(), ['k']);
+    assert.deepEqual(store.get('k')?.map((v) => v.stored.varyKey), ['v1']);
+  });
+
   test('variants of one key: a new variant is added, the same secondary key is replaced', () => {
     const store = new MemoryStore<null>(1 << 20);
     store.put({ stored: response('k', 'en-1', [], 'accept-language:en\n'), extra: null });
