@@ -8,7 +8,6 @@
  * prove the app did not receive the request. Once the response head went to the client there is no retry: a
  * failure after that cuts the client connection so the response is visibly incomplete.
  */
-import type { IncomingMessage } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
@@ -16,18 +15,17 @@ import type { RoutePath } from '../config/schema.js';
 import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
 import { sendError } from '../server/send.js';
 import { TrustedProxies, stripMapped } from '../server/client-address.js';
-import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../upstream/headers.js';
-import type { UpstreamServer } from '../upstream/server.js';
+import { compileKey, readCookie } from '../server/variables.js';
+import { buildRequestHeaders } from '../upstream/headers.js';
 import type { Upstream } from '../upstream/upstream.js';
-import type { PickContext } from '../upstream/policies/types.js';
 import { ProxyCache } from '../cache/proxy-cache.js';
 import { compileTemplate } from './redirect.js';
+import { Attempt, classify, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './proxy/attempt.js';
 import { limitBody, readBody } from './proxy/body.js';
 import { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './proxy/sink.js';
+import type { HandlerKind } from './types.js';
 
 export { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink };
-import { compileKey, readCookie } from '../server/variables.js';
-import type { HandlerKind } from './types.js';
 
 /** Options of a `proxy` route, as validated by the config schema. */
 export interface ProxyOptions {
@@ -66,177 +64,6 @@ export interface ProxyEnv {
 const NO_HEADERS = new Map<string, string>();
 const OK: ForwardOutcome = { ok: true };
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
-
-/** Why an attempt failed, in `retry_on` terms. */
-type FailureReason = 'connect_error' | 'timeout' | 'reset' | `${number}`;
-
-
-/** The outcome of one attempt. */
-type AttemptResult = { ok: true } | { ok: false; reason: FailureReason; aborted: boolean };
-
-function classify(err: NodeJS.ErrnoException): FailureReason {
-  const code = err.code ?? (err.cause as NodeJS.ErrnoException | undefined)?.code ?? '';
-  if (CONNECT_ERRORS.has(code)) return 'connect_error';
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
-  return 'reset';
-}
-
-/** One forward's state, shared by its attempts. */
-class Exchange {
-  readonly tried = new Set<number>();
-  readonly log: UpstreamAttemptLog[];
-  attempts = 0;
-  committed = false;
-  /** The loop's clock and choices, set when it starts. */
-  deadline = 0;
-  tryUntil = 0;
-  stickyValue: string | undefined = undefined;
-  pick: PickContext | undefined = undefined;
-  lastFailure: FailureReason | undefined = undefined;
-  constructor(
-    readonly prepared: PreparedRequest,
-    readonly sink: ResponseSink,
-    readonly headers: string[],
-    /** Called once with how the forward ended. */
-    readonly done: (outcome: ForwardOutcome) => void,
-  ) {
-    this.log = prepared.ctx.upstreamLog ??= [];
-  }
-  get ctx(): RequestContext {
-    return this.prepared.ctx;
-  }
-  get clientGone(): boolean {
-    return this.prepared.clientGone;
-  }
-  get body(): Buffer | Readable | null {
-    return this.prepared.body;
-  }
-  get replayable(): boolean {
-    return this.prepared.replayable;
-  }
-  get path(): string {
-    return this.prepared.path;
-  }
-  get clientIp(): string {
-    return this.prepared.clientIp;
-  }
-  set abortCurrent(abort: ((err?: Error) => void) | undefined) {
-    this.prepared.abortCurrent = abort;
-  }
-}
-
-/** What every attempt of one proxy route shares (built once, with the route). */
-interface AttemptShared {
-  readonly upstream: Upstream;
-  readonly passiveOn: ReadonlySet<string>;
-  readonly retryOn: ReadonlySet<string>;
-  readonly hide: ReadonlySet<string>;
-  readonly serverHeader: string;
-  readonly serverOrigins: readonly string[];
-  readonly strippedPrefix: string;
-}
-
-/**
- * One attempt on one server, as undici's handler: a class with its methods on the prototype (as undici's own
- * handlers are), so an attempt costs one object, not a set of closures. It is also the response-header filter.
- */
-class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
-  readonly #start = Date.now();
-  #settled = false;
-  #discarding = false;
-  #failure: FailureReason = 'reset';
-
-  constructor(
-    readonly shared: AttemptShared,
-    readonly ex: Exchange,
-    readonly server: UpstreamServer,
-    readonly log: UpstreamAttemptLog,
-    readonly setCookie: string | undefined,
-    /** Until when a retryable status may be discarded for a retry (0: never). */
-    readonly statusRetryUntil: number,
-    readonly after: (ex: Exchange, result: AttemptResult) => void,
-  ) {}
-
-  get hide(): ReadonlySet<string> {
-    return this.shared.hide;
-  }
-
-  get serverHeader(): string {
-    return this.shared.serverHeader;
-  }
-
-  rewriteLocation(value: string): string {
-    const ctx = this.ex.ctx;
-    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.shared.strippedPrefix);
-  }
-
-  #settle(result: AttemptResult): void {
-    if (this.#settled) return;
-    this.#settled = true;
-    this.log.responseMs = Date.now() - this.#start;
-    this.shared.upstream.release(this.server);
-    this.after(this.ex, result);
-  }
-
-  onConnect(abort: (err?: Error) => void): void {
-    this.log.connectMs = Date.now() - this.#start;
-    this.ex.abortCurrent = abort;
-  }
-
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    const { ex, shared, server, log } = this;
-    const now = Date.now();
-    const status = String(statusCode) as FailureReason;
-    log.headerMs = now - this.#start;
-    log.status = status;
-    server.observeLatency(now - this.#start, now);
-    if (shared.passiveOn.has(status)) shared.upstream.recordFailure(server);
-    else shared.upstream.recordSuccess(server);
-    if (now < this.statusRetryUntil && shared.retryOn.has(status)) {
-      this.#discarding = true;
-      this.#failure = status;
-      return true;
-    }
-    if (statusCode < 200 || ex.clientGone) {
-      this.#discarding = true;
-      this.#failure = 'reset';
-      return true;
-    }
-    const headers = filterResponseHeaders(rawHeaders, this);
-    if (this.setCookie !== undefined) headers.push('Set-Cookie', this.setCookie);
-    ex.committed = true;
-    ex.sink.head(statusCode, headers);
-    ex.sink.drain(resume);
-    return true;
-  }
-
-  onData(chunk: Buffer): boolean {
-    if (this.#discarding) return true;
-    return this.ex.sink.data(chunk);
-  }
-
-  onComplete(): void {
-    if (this.#discarding) return this.#settle({ ok: false, reason: this.#failure, aborted: false });
-    this.ex.sink.end();
-    this.#settle({ ok: true });
-  }
-
-  onError(err: Error): void {
-    const { ex, shared } = this;
-    const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
-    if (!this.#discarding) {
-      if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server);
-      this.log.status = reason === 'timeout' ? '504' : '502';
-    }
-    if (ex.committed && !this.#discarding) {
-      // Headers are out: the response must end visibly broken, never as a complete-looking one.
-      ex.sink.fail(err);
-      return this.#settle({ ok: false, reason, aborted: true });
-    }
-    this.#settle({ ok: false, reason: this.#discarding ? this.#failure : reason, aborted: ex.clientGone });
-  }
-}
 
 class ProxyHandler {
   readonly #options: ProxyOptions;

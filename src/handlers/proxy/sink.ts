@@ -1,5 +1,4 @@
 /** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
-import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../../server/context.js';
 
