@@ -13,7 +13,7 @@ import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseS
 import { evaluatePreconditions, ifRangeAllows } from '../handlers/static/conditional.js';
 import { parseRange } from '../handlers/static/range.js';
 import type { RequestContext } from '../server/context.js';
-import { endWith, sendError } from '../server/send.js';
+import { sendError, sendWhole } from '../server/send.js';
 import { parseCacheControl, type CacheControl } from './cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink } from './sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
@@ -248,13 +248,7 @@ export class ProxyCache {
       served = { age: ageSeconds, ttl, headers: [...variant.extra.baseHeaders, 'Age', String(ageSeconds), 'Cache-Status', cacheStatus(`hit; ttl=${ttl}`)] };
       variant.extra.served = served;
     }
-    const { res } = ctx;
-    const stored = variant.stored;
-    ctx.status = stored.status;
-    res.writeHead(stored.status, served.headers);
-    if (ctx.req.method === 'HEAD') return void res.end();
-    ctx.bytesSent = stored.body.length;
-    endWith(res, stored.body, variant.extra.text);
+    sendWhole(ctx, variant.stored.status, served.headers, variant.stored.body, variant.extra.text);
   }
 
   /** Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response. */
@@ -289,14 +283,7 @@ export class ProxyCache {
         return;
       }
     }
-    ctx.status = stored.status;
-    res.writeHead(stored.status, [...variant.extra.baseHeaders, ...own, 'Age', ageSeconds, 'Cache-Status', statusHeader]);
-    if (req.method === 'HEAD') {
-      res.end();
-    } else {
-      ctx.bytesSent = stored.body.length;
-      endWith(res, stored.body, variant.extra.text);
-    }
+    sendWhole(ctx, stored.status, [...variant.extra.baseHeaders, ...own, 'Age', ageSeconds, 'Cache-Status', statusHeader], stored.body, variant.extra.text);
   }
 
   /** A collapsed waiter: the leader's response, streamed as it arrives. */

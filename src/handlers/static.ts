@@ -12,7 +12,7 @@ import { promises as fs } from 'node:fs';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
 import type { RequestContext } from '../server/context.js';
-import { endWith, sendError } from '../server/send.js';
+import { sendError, sendWhole } from '../server/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, ifRangeAllows } from './static/conditional.js';
 import { negotiateEncoding, type Encoding } from './static/encoding.js';
@@ -213,25 +213,14 @@ class StaticHandler {
       if (decision.kind === 'ranges') return this.#serveRanges(ctx, entry, decision.ranges, mayRetry);
     }
     const variant = chosen.variant;
-    if (variant !== undefined && variant.body !== undefined) return this.#sendBuffer(ctx, variant.headers, variant.body, variant.text);
+    if (variant !== undefined && variant.body !== undefined) return sendWhole(ctx, 200, variant.headers, variant.body, variant.text);
     if (variant !== undefined) return this.#streamFile(ctx, entry, variant.path!, variant.headers, undefined, undefined, mayRetry, variant.size);
     if (chosen.streamEncoding !== undefined) {
       const headers = entry.headerList(chosen.etag, undefined, chosen.streamEncoding);
       return this.#streamFile(ctx, entry, entry.path, headers, undefined, chosen.streamEncoding, mayRetry, undefined);
     }
-    if (entry.body !== undefined) return this.#sendBuffer(ctx, entry.headers, entry.body, entry.bodyText);
+    if (entry.body !== undefined) return sendWhole(ctx, 200, entry.headers, entry.body, entry.bodyText);
     return this.#streamFile(ctx, entry, entry.path, entry.headers, undefined, undefined, mayRetry, entry.stat.size);
-  }
-
-  #sendBuffer(ctx: RequestContext, headers: string[], body: Buffer, text: string | undefined): void {
-    ctx.status = 200;
-    ctx.res.writeHead(200, headers);
-    if (ctx.req.method === 'HEAD') {
-      ctx.res.end();
-    } else {
-      ctx.bytesSent = body.length;
-      endWith(ctx.res, body, text);
-    }
   }
 
   async #serveRanges(ctx: RequestContext, entry: FileEntry, ranges: ByteRange[], mayRetry: boolean): Promise<void> {

@@ -11,7 +11,6 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { HANDLER_KINDS, upstreamSchema } from '../config/schema.js';
-import { writeRawError } from '../handlers/proxy.js';
 import { handlerKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';

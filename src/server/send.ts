@@ -46,8 +46,16 @@ export function oneWriteText(body: Buffer): string | undefined {
   return body.length <= ONE_WRITE_MAX ? body.toString('latin1') : undefined;
 }
 
-/** Ends a response whose head was given to `writeHead` with its whole body, in one write when `text` is there. */
-export function endWith(res: ServerResponse, body: Buffer, text: string | undefined): void {
+/**
+ * Answers with a whole body held in memory (a cached file, a stored response): the head, then the body — in one
+ * write when its `text` form is there — or no body for HEAD.
+ */
+export function sendWhole(ctx: RequestContext, status: number, headers: readonly string[], body: Buffer, text: string | undefined): void {
+  const res: ServerResponse = ctx.res;
+  ctx.status = status;
+  res.writeHead(status, headers as string[]);
+  if (ctx.req.method === 'HEAD') return void res.end();
+  ctx.bytesSent = body.length;
   if (text !== undefined) res.end(text, 'latin1');
   else res.end(body);
 }
