@@ -10,7 +10,7 @@
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
  */
 import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from '../handlers/proxy.js';
-import { evaluatePreconditions, ifRangeAllows } from '../handlers/static/conditional.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../handlers/static/conditional.js';
 import { parseRange } from '../handlers/static/range.js';
 import type { RequestContext } from '../server/context.js';
 import { sendError, sendWhole } from '../server/send.js';
@@ -232,13 +232,7 @@ export class ProxyCache {
    */
   #serveHit(ctx: RequestContext, variant: CachedVariant, age: number): void {
     const headers = ctx.req.headers;
-    if (
-      headers['if-none-match'] !== undefined ||
-      headers['if-modified-since'] !== undefined ||
-      headers['if-match'] !== undefined ||
-      headers['if-unmodified-since'] !== undefined ||
-      headers.range !== undefined
-    ) {
+    if (hasConditionals(headers) || headers.range !== undefined) {
       return this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}`);
     }
     const ageSeconds = Math.floor(age / 1000);

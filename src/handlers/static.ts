@@ -14,7 +14,7 @@ import zlib from 'node:zlib';
 import type { RequestContext } from '../server/context.js';
 import { sendError, sendWhole } from '../server/send.js';
 import { renderListing } from './static/autoindex.js';
-import { evaluatePreconditions, ifRangeAllows } from './static/conditional.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows } from './static/conditional.js';
 import { negotiateEncoding, type Encoding } from './static/encoding.js';
 import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
 import { parseRange, type ByteRange } from './static/range.js';
@@ -74,15 +74,6 @@ function withETag(headers: readonly string[], etag: string): string[] {
   const at = copy.indexOf('ETag');
   if (at !== -1) copy[at + 1] = etag;
   return copy;
-}
-
-function hasConditionals(headers: RequestContext['req']['headers']): boolean {
-  return (
-    headers['if-none-match'] !== undefined ||
-    headers['if-modified-since'] !== undefined ||
-    headers['if-match'] !== undefined ||
-    headers['if-unmodified-since'] !== undefined
-  );
 }
 
 class StaticHandler {

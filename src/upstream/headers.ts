@@ -18,15 +18,20 @@ function isHopByHop(lower: string, named: ReadonlySet<string> | undefined): bool
   return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== undefined && named.has(lower));
 }
 
-/** Field names listed in Connection headers (they are hop-by-hop too). */
-function connectionTokens(raw: readonly string[]): Set<string> | undefined {
+/** Field names listed in Connection fields of a raw header list (Buffers or strings); they are hop-by-hop too. Usually none. */
+function connectionTokens(raw: readonly Buffer[] | readonly string[]): Set<string> | undefined {
   let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
-      for (const token of raw[i + 1]!.split(',')) {
-        const name = token.trim().toLowerCase();
-        if (name !== '' && name !== 'close' && name !== 'keep-alive') (named ??= new Set()).add(name);
-      }
+    // Only a 10-byte name can be Connection; its usual values name no field.
+    if (raw[i]!.length !== 10 || raw[i]!.toString('latin1').toLowerCase() !== 'connection') continue;
+    const value = raw[i + 1]!.toString('latin1');
+    if (value.length === 10 || value.length === 5) {
+      const lower = value.toLowerCase();
+      if (lower === 'keep-alive' || lower === 'close') continue;
+    }
+    for (const token of value.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name !== '' && name !== 'close' && name !== 'keep-alive') (named ??= new Set()).add(name);
     }
   }
   return named;
@@ -111,28 +116,9 @@ export interface ResponseFilter {
 
 const IDENTITY = new Set(['server', 'x-powered-by']);
 
-/** Field names listed in the Connection fields of a raw response (Buffers or strings); usually none. */
-function responseConnectionTokens(raw: readonly Buffer[] | readonly string[]): Set<string> | undefined {
-  let named: Set<string> | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    // Only a 10-byte name can be Connection; its usual values name no field.
-    if (raw[i]!.length !== 10 || raw[i]!.toString('latin1').toLowerCase() !== 'connection') continue;
-    const value = raw[i + 1]!.toString('latin1');
-    if (value.length === 10 || value.length === 5) {
-      const lower = value.toLowerCase();
-      if (lower === 'keep-alive' || lower === 'close') continue;
-    }
-    for (const token of value.split(',')) {
-      const name = token.trim().toLowerCase();
-      if (name !== '' && name !== 'close' && name !== 'keep-alive') (named ??= new Set()).add(name);
-    }
-  }
-  return named;
-}
-
 /** Filters undici's raw response headers (Buffers, name/value pairs) into a flat list for `writeHead`. */
 export function filterResponseHeaders(raw: readonly Buffer[] | readonly string[], filter: ResponseFilter): string[] {
-  const named = responseConnectionTokens(raw);
+  const named = connectionTokens(raw);
   const hide = filter.hide;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {

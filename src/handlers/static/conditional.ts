@@ -22,6 +22,16 @@ export interface ConditionalHeaders {
 /** The outcome: go on (`200`), answer 304 Not Modified, or 412 Precondition Failed. */
 export type ConditionalOutcome = 200 | 304 | 412;
 
+/** Whether a request carries any precondition field (most do not, and then none needs evaluating). */
+export function hasConditionals(headers: ConditionalHeaders): boolean {
+  return (
+    headers['if-none-match'] !== undefined ||
+    headers['if-modified-since'] !== undefined ||
+    headers['if-match'] !== undefined ||
+    headers['if-unmodified-since'] !== undefined
+  );
+}
+
 function opaque(tag: string): string {
   return tag.startsWith('W/') ? tag.slice(2) : tag;
 }
