@@ -5,8 +5,8 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, startPinned } from '../lib/servers.mjs';
-import { nginxConf, startPortico } from '../proxy/contenders.mjs';
+import { baseContender, startPinned, startPortico } from '../lib/servers.mjs';
+import { nginxConf } from '../proxy/contenders.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 

@@ -3,6 +3,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** A port that was free a moment ago on 127.0.0.1. */
 export async function freePort() {
@@ -80,4 +83,19 @@ export function baseContender(start) {
   const dir = process.env.PORTICO_BASE_DIR;
   if (dir === undefined || dir === '') return [];
   return [{ id: 'portico-base', label: `Portico ${process.env.PORTICO_BASE_VERSION ?? 'base'} (BENCH_BASE)`, start, node: true }];
+}
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Portico's CLI on a config file written to `outDir` (every scenario's Portico; `dir` holds the build, BENCH_REF's or BENCH_BASE's). */
+export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT }) {
+  const file = path.join(outDir, 'portico.yaml');
+  writeFileSync(file, config);
+  return startPinned({
+    name,
+    cpu,
+    command: process.execPath,
+    args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', file],
+    readyUrl,
+  });
 }

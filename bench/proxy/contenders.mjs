@@ -5,23 +5,9 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, startPinned } from '../lib/servers.mjs';
+import { baseContender, startPinned, startPortico } from '../lib/servers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '../..');
-
-/** Portico's CLI on a config file written to `outDir` (shared with the cache benchmark). */
-export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT }) {
-  const file = path.join(outDir, 'portico.yaml');
-  writeFileSync(file, config);
-  return startPinned({
-    name,
-    cpu,
-    command: process.execPath,
-    args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', file],
-    readyUrl,
-  });
-}
 
 /**
  * Portico with every proxy feature on: an upstream of one server with active health checks every 2 s,
