@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { errorPage, reasonPhrase } from '../errors.js';
+import { KeepAliveSweeper } from './keepalive.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -37,6 +38,7 @@ export class Listeners {
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
   readonly #servers: http.Server[] = [];
+  readonly #sweepers: KeepAliveSweeper[] = [];
   /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
   readonly #upgraded = new Set<Duplex>();
   #addresses: BoundAddress[] = [];
@@ -71,7 +73,8 @@ export class Listeners {
         headersTimeout: config.header_timeout,
         // Node checks these timeouts every 30 s by default; check often enough that short limits hold.
         connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2))),
-        keepAliveTimeout: config.keepalive_timeout,
+        // 0: Node's own per-response keep-alive timer is off; the sweeper closes idle connections instead.
+        keepAliveTimeout: 0,
         joinDuplicateHeaders: true,
         requireHostHeader: true,
       },
@@ -84,13 +87,16 @@ export class Listeners {
       dispatch.request(req, res, 'http');
     });
     const upgraded = this.#upgraded;
+    const sweeper = new KeepAliveSweeper(server, config.keepalive_timeout);
+    this.#sweepers.push(sweeper);
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+      // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
+      sweeper.forget(socket as Socket);
       socket.on('error', () => socket.destroy());
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
       dispatch.upgrade(req, socket, head, 'http');
     });
-    server.keepAliveTimeout = config.keepalive_timeout;
     server.maxRequestsPerSocket = config.max_requests_per_conn;
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
     this.#servers.push(server);
@@ -141,6 +147,8 @@ export class Listeners {
     const tunnels = [...this.#upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
     await Promise.all([...closing, ...tunnels]);
     clearTimeout(timer);
+    for (const sweeper of this.#sweepers) sweeper.stop();
+    this.#sweepers.length = 0;
     this.#servers.length = 0;
     this.#addresses = [];
   }
