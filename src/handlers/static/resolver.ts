@@ -71,9 +71,13 @@ export class StaticResolver {
     });
   }
 
-  /** The cached answer for a path while it is still valid, without any I/O; `undefined` otherwise. */
+  /**
+   * The cached answer for a path while it is still valid, without any I/O; `undefined` otherwise. A hit does not
+   * move the answer up the LRU order (lru-cache's `peek`, cheaper than `get`): a hot path's answer is set again
+   * every `valid` ms, and that keeps it recent.
+   */
   peek(requestPath: string, now: number): Resolution | undefined {
-    const cached = this.#answers.get(requestPath);
+    const cached = this.#answers.peek(requestPath);
     return cached !== undefined && cached.expires > now ? cached.resolution : undefined;
   }
 
