@@ -1,21 +1,26 @@
 /**
- * The keep-alive timeout: a client connection that has been idle — no request in progress, not a byte read or
- * written — for `keepalive_timeout` is closed, as nginx's `keepalive_timeout` does.
+ * The keep-alive timeout: a client connection that has been idle between requests — no request being received
+ * or answered, not a byte read or written — for `keepalive_timeout` is closed, as nginx's `keepalive_timeout`
+ * does. What happens before the first byte and inside a request head is `header_timeout`'s business (Node
+ * answers 408), not this.
  *
  * Why not Node's own `server.keepAliveTimeout`: Node arms it after every response (a new timer and a bound
  * function) and disarms it when the next request arrives, two timer-list updates per request that cost about 3%
  * of a small static answer. Here a sweep looks at every connection a few times per timeout instead, and reads
- * only counters that the socket keeps anyway (bytes read and written), so a request costs nothing. A connection
- * is closed between `timeout` and `timeout + interval` after its last activity.
+ * only what the socket keeps anyway (bytes read and written), so a request costs nothing. A connection is
+ * closed at least `timeout` and at most `timeout` + 2 sweep intervals after it went idle.
  */
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 
 interface Watch {
-  /** Bytes read plus bytes written at the last sweep. */
+  /** Bytes read plus bytes written at the last sweep that found the connection not busy. */
   activity: number;
   /** When that count last changed (ms, from the sweep's clock). */
   since: number;
+  /** Handed over to an upgrade (WebSocket): busy for as long as Portico has not ended its side. */
+  upgraded: boolean;
 }
 
 /** How often connections are looked at for a timeout of `timeoutMs`: a quarter of it, within [50 ms, 5 s]. */
@@ -23,38 +28,62 @@ export function sweepInterval(timeoutMs: number): number {
   return Math.max(50, Math.min(5000, Math.floor(timeoutMs / 4)));
 }
 
-/** Closes a server's connections once they have been idle for the timeout; `stop()` ends the sweeping. */
+/** Closes a server's connections once they have been idle for the timeout; `drain()` and `stop()` for shutdown. */
 export class KeepAliveSweeper {
+  readonly #server: Server;
   readonly #timeout: number;
   readonly #watched = new Map<Socket, Watch>();
-  readonly #timer: NodeJS.Timeout;
   readonly #now: () => number;
+  #timer: NodeJS.Timeout;
+  #draining = false;
 
-  constructor(server: Server, timeoutMs: number, now: () => number = Date.now) {
+  constructor(server: Server, timeoutMs: number, now: () => number = () => performance.now()) {
+    this.#server = server;
     this.#timeout = timeoutMs;
     this.#now = now;
     server.on('connection', (socket: Socket) => {
-      this.#watched.set(socket, { activity: 0, since: this.#now() });
+      this.#watched.set(socket, { activity: 0, since: this.#now(), upgraded: false });
       socket.once('close', () => this.#watched.delete(socket));
     });
-    this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs));
-    this.#timer.unref();
+    this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs)).unref();
   }
 
-  /** Stops watching a socket that is no longer an HTTP connection (it was upgraded to a tunnel). */
-  forget(socket: Socket): void {
-    this.#watched.delete(socket);
+  /**
+   * The socket was handed to an upgrade: the HTTP server no longer answers on it. It stays busy while the tunnel
+   * is set up or open; once Portico has ended its side (a refused upgrade), a client that keeps its half open
+   * is closed after the timeout like any idle connection.
+   */
+  upgraded(socket: Socket): void {
+    const watch = this.#watched.get(socket);
+    if (watch !== undefined) watch.upgraded = true;
   }
 
-  /** One look at every connection (run by the timer; public for tests with an injected clock). */
+  /** Shutting down: from now on every connection that is not busy is closed at once (checked every 50 ms). */
+  drain(): void {
+    this.#draining = true;
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.sweep(), 50).unref();
+    this.sweep();
+  }
+
+  /** One look at every connection (run by the timer; public for tests). */
   sweep(): void {
     const now = this.#now();
+    const receiving = requestsBeingReceived(this.#server);
     for (const [socket, watch] of this.#watched) {
+      // Not a byte yet: header_timeout governs (Node answers 408), as nginx's client_header_timeout does.
+      if (socket.bytesRead === 0 && !this.#draining) continue;
+      // While busy the count is left alone: the request's bytes then make the first quiet sweep see a change, and
+      // the idle time starts there — not at the last byte written, as a large body written at once counts as
+      // written long before a slow client has it.
+      if (busy(socket, watch, receiving)) continue;
       const activity = socket.bytesRead + (socket.bytesWritten ?? 0);
-      if (activity !== watch.activity) {
+      if (this.#draining) {
+        socket.destroy();
+      } else if (activity !== watch.activity) {
         watch.activity = activity;
         watch.since = now;
-      } else if (now - watch.since >= this.#timeout && !busy(socket)) {
+      } else if (now - watch.since >= this.#timeout) {
         this.#watched.delete(socket);
         socket.destroy();
       }
@@ -68,11 +97,30 @@ export class KeepAliveSweeper {
 }
 
 /**
- * Whether a response is under way on the connection: a request waiting for a slow upstream is silent but not
- * idle. Node keeps the response being written in `_httpMessage` and checks it the same way in
- * `closeIdleConnections()`; it is cleared when the response has finished.
+ * Whether something is under way on the connection: a request head or body being received, a response being
+ * written (Node keeps it in `_httpMessage` until it has finished, and checks it the same way in
+ * `closeIdleConnections()`), bytes still queued in the socket, or an upgrade Portico has not ended.
  */
-function busy(socket: Socket): boolean {
+function busy(socket: Socket, watch: Watch, receiving: ReadonlySet<unknown> | undefined): boolean {
+  if (watch.upgraded) return !socket.writableEnded;
   const message = (socket as Socket & { _httpMessage?: { writableFinished?: boolean } | null })._httpMessage;
-  return message !== null && message !== undefined && message.writableFinished !== true;
+  if (message !== null && message !== undefined && message.writableFinished !== true) return true;
+  return socket.writableLength > 0 || (receiving !== undefined && receiving.has(socket));
+}
+
+type ConnectionsList = { active(): Array<{ socket?: unknown }> };
+
+/**
+ * The sockets whose parser is inside a request (between its first byte and its end), from the list Node's HTTP
+ * server keeps for its own header and request timeouts (`closeIdleConnections()` uses the same list). It has no
+ * public name, so it is looked up by its symbol's description; without it (another Node), a request head that
+ * stalls for longer than the keep-alive timeout is closed by the sweep instead of answered 408.
+ */
+function requestsBeingReceived(server: Server): ReadonlySet<unknown> | undefined {
+  const key = Object.getOwnPropertySymbols(server).find((symbol) => symbol.description === 'http.server.connections');
+  const list = key === undefined ? undefined : (server as unknown as Record<symbol, ConnectionsList | undefined>)[key];
+  if (list === undefined || typeof list.active !== 'function') return undefined;
+  const sockets = new Set<unknown>();
+  for (const parser of list.active()) sockets.add(parser.socket);
+  return sockets;
 }

@@ -66,6 +66,7 @@ export class Listeners {
 
   #listen(config: ListenerConfig): Promise<BoundAddress> {
     const dispatch = this.#dispatch;
+    const keepAlive = config.keepalive_timeout > 0;
     const server = http.createServer(
       {
         maxHeaderSize: config.max_header_size,
@@ -79,19 +80,22 @@ export class Listeners {
         requireHostHeader: true,
       },
       function onRequest(req, res) {
+        if (!keepAlive) res.shouldKeepAlive = false;
         dispatch.request(req, res, 'http');
       },
     );
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', function onCheckContinue(req, res) {
+      if (!keepAlive) res.shouldKeepAlive = false;
       dispatch.request(req, res, 'http');
     });
     const upgraded = this.#upgraded;
-    const sweeper = new KeepAliveSweeper(server, config.keepalive_timeout);
-    this.#sweepers.push(sweeper);
+    // keepalive_timeout 0 means no keep-alive at all (as nginx's): each answer closes its connection.
+    const sweeper = keepAlive ? new KeepAliveSweeper(server, config.keepalive_timeout) : undefined;
+    if (sweeper !== undefined) this.#sweepers.push(sweeper);
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
-      sweeper.forget(socket as Socket);
+      sweeper?.upgraded(socket as Socket);
       socket.on('error', () => socket.destroy());
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
@@ -127,8 +131,8 @@ export class Listeners {
   }
 
   /**
-   * Stops accepting, closes idle keep-alive connections at once, lets requests in flight finish for up to
-   * `graceMs`, then cuts whatever is left.
+   * Stops accepting, closes idle keep-alive connections at once (and each busy one as soon as its answer is
+   * out), lets requests in flight finish for up to `graceMs`, then cuts whatever is left.
    */
   async stop(graceMs = 10_000): Promise<void> {
     const closing = this.#servers.map(
@@ -139,6 +143,8 @@ export class Listeners {
           server.closeIdleConnections();
         }),
     );
+    // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
+    for (const sweeper of this.#sweepers) sweeper.drain();
     const timer = setTimeout(() => {
       for (const server of this.#servers) server.closeAllConnections();
       for (const socket of this.#upgraded) socket.destroy();

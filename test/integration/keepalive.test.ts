@@ -4,6 +4,7 @@
  * client sending requests — must never be cut by it.
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -45,6 +46,17 @@ after(async () => {
   await portico.stop();
   await backend.stop();
 });
+
+/** A Portico answering "ok" on every path, with these listener options. */
+function startAnswering(listenOptions: string): Promise<RunningPortico> {
+  return startPortico(`listen:
+  - { addr: "127.0.0.1:0", ${listenOptions} }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "ok" }
+`);
+}
 
 /** Sends one request on `conn` and waits for its whole answer (Content-Length or chunked). */
 async function exchange(conn: RawConnection, path: string): Promise<string> {
@@ -116,6 +128,146 @@ describe('keepalive_timeout', () => {
       await conn.until((buf) => buf.subarray(start).toString() === 'ping');
     } finally {
       conn.close();
+    }
+  });
+});
+
+describe('keepalive_timeout against the other limits', () => {
+  test('a request head that stalls is left to header_timeout (408), even when keepalive_timeout is shorter', async () => {
+    const short = await startAnswering('keepalive_timeout: 200ms, header_timeout: 800ms');
+    try {
+      const conn = await RawConnection.open(short.port);
+      try {
+        assert.equal(statusOf(await exchange(conn, '/')), 200);
+        const start = conn.received.length;
+        conn.write('GET / HTTP/1.1\r\nHo');
+        assert.equal(await conn.waitClosed(3000), true);
+        assert.equal(statusOf(conn.received.subarray(start).toString('latin1')), 408, 'cut without an answer');
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await short.stop();
+    }
+  });
+
+  test('keepalive_timeout: 0 turns keep-alive off: every answer says Connection: close and closes', async () => {
+    const off = await startAnswering('keepalive_timeout: 0s');
+    try {
+      const conn = await RawConnection.open(off.port);
+      try {
+        const answer = await exchange(conn, '/');
+        assert.equal(statusOf(answer), 200);
+        assert.match(answer, /\r\nConnection: close\r\n/i);
+        assert.equal(await conn.waitClosed(2000), true);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await off.stop();
+    }
+  });
+
+  test('the idle time starts when a large answer has been handed to a slow client, not when it was written', async () => {
+    const size = 16 * 1024 * 1024;
+    const server = await startPortico(
+      `listen:
+  - { addr: "127.0.0.1:0", keepalive_timeout: ${TIMEOUT}ms }
+sites:
+  - routes:
+      - path: /
+        static: { root: ./www, file_cache: { max_file_size: 32MB, max_size: 64MB } }
+`,
+      { 'www/big.bin': Buffer.alloc(size, 'x') },
+    );
+    // A plain socket that only counts bytes (RawConnection keeps them all, too slowly for 32 MiB).
+    const socket = net.connect(server.port, '127.0.0.1');
+    try {
+      let received = 0;
+      let wanted = 0;
+      let reached: () => void = () => {};
+      const receivedAll = (bytes: number) => {
+        wanted = bytes;
+        return new Promise<void>((resolve) => (reached = resolve));
+      };
+      let closedAt: number | undefined;
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received >= wanted) reached();
+      });
+      socket.on('close', () => {
+        closedAt = Date.now();
+        reached();
+      });
+      socket.on('error', () => {});
+      const request = 'GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n';
+      // The first answer (streamed from disk) puts the file in memory; the second is then one write of 16 MiB,
+      // which the paused client holds up far longer than the timeout.
+      let first = receivedAll(size);
+      socket.write(request);
+      await first;
+      first = receivedAll(2 * size);
+      socket.pause();
+      socket.write(request);
+      await new Promise((resolve) => setTimeout(resolve, 3 * TIMEOUT));
+      socket.resume();
+      await first;
+      assert.ok(received >= 2 * size, `closed while the client was still reading: ${received} of ${2 * size} bytes`);
+      const readAt = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, TIMEOUT - 100));
+      assert.equal(closedAt, undefined, `closed ${closedAt! - readAt} ms after the client had read both answers`);
+    } finally {
+      socket.destroy();
+      await server.stop();
+    }
+  });
+
+  test('a refused upgrade whose client keeps its half of the connection open does not hold up stop', async () => {
+    const server = await startAnswering('keepalive_timeout: 30s');
+    // allowHalfOpen: the client does not end its side when the server ends its own.
+    const socket = net.connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
+    try {
+      let text = '';
+      let ended = false;
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('end', () => (ended = true));
+      socket.on('error', () => {});
+      socket.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(statusOf(text), 200, text);
+      assert.equal(ended, true, 'the server did not end its side after the refused upgrade');
+      const started = Date.now();
+      await server.server.stop(5000);
+      assert.ok(Date.now() - started < 2000, `stop waited ${Date.now() - started} ms for the half-open connection`);
+    } finally {
+      socket.destroy();
+      await server.stop();
+    }
+  });
+
+  test('on stop, a connection whose answer finishes during the grace period is closed at once', async () => {
+    const slow = await startUpstream((_req, res) => setTimeout(() => res.end('late'), 300));
+    const server = await startPortico(`listen:
+  - { addr: "127.0.0.1:0", keepalive_timeout: 30s }
+sites:
+  - routes:
+      - path: /
+        proxy: { url: "${slow.url}" }
+`);
+    try {
+      const conn = await RawConnection.open(server.port);
+      conn.write('GET /x HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = Date.now();
+      await server.server.stop(10_000);
+      const took = Date.now() - started;
+      assert.match(conn.received.toString('latin1'), /late/);
+      assert.equal(conn.closed, true);
+      assert.ok(took < 3000, `stop took ${took} ms`);
+      conn.close();
+    } finally {
+      await server.stop();
+      await slow.stop();
     }
   });
 });
