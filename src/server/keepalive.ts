@@ -58,9 +58,17 @@ export class KeepAliveSweeper {
     if (watch !== undefined) watch.upgraded = true;
   }
 
-  /** Shutting down: from now on every connection that is not busy is closed at once (checked every 50 ms). */
+  /**
+   * Shutting down: from now on every connection that is not busy is closed at once (checked every 50 ms), and an
+   * answer under way whose head is not out yet will say `Connection: close`, so its client does not send another
+   * request on a connection about to close.
+   */
   drain(): void {
     this.#draining = true;
+    for (const socket of this.#watched.keys()) {
+      const message = (socket as Socket & { _httpMessage?: { headersSent?: boolean; shouldKeepAlive?: boolean } | null })._httpMessage;
+      if (message !== null && message !== undefined && message.headersSent === false) message.shouldKeepAlive = false;
+    }
     clearInterval(this.#timer);
     this.#timer = setInterval(() => this.sweep(), 50).unref();
     this.sweep();
@@ -71,8 +79,8 @@ export class KeepAliveSweeper {
     const now = this.#now();
     const receiving = requestsBeingReceived(this.#server);
     for (const [socket, watch] of this.#watched) {
-      // Not a byte yet: header_timeout governs (Node answers 408), as nginx's client_header_timeout does.
-      if (socket.bytesRead === 0 && !this.#draining) continue;
+      // Nothing exchanged yet: header_timeout governs (Node answers 408), as nginx's client_header_timeout does.
+      if (socket.bytesRead === 0 && (socket.bytesWritten ?? 0) === 0 && !this.#draining) continue;
       // While busy the count is left alone: the request's bytes then make the first quiet sweep see a change, and
       // the idle time starts there — not at the last byte written, as a large body written at once counts as
       // written long before a slow client has it.
@@ -102,10 +110,11 @@ export class KeepAliveSweeper {
  * `closeIdleConnections()`), bytes still queued in the socket, or an upgrade Portico has not ended.
  */
 function busy(socket: Socket, watch: Watch, receiving: ReadonlySet<unknown> | undefined): boolean {
+  if (socket.writableLength > 0) return true;
   if (watch.upgraded) return !socket.writableEnded;
   const message = (socket as Socket & { _httpMessage?: { writableFinished?: boolean } | null })._httpMessage;
   if (message !== null && message !== undefined && message.writableFinished !== true) return true;
-  return socket.writableLength > 0 || (receiving !== undefined && receiving.has(socket));
+  return receiving !== undefined && receiving.has(socket);
 }
 
 type ConnectionsList = { active(): Array<{ socket?: unknown }> };

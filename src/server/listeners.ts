@@ -39,6 +39,8 @@ export class Listeners {
   readonly #logger: Logger;
   readonly #servers: http.Server[] = [];
   readonly #sweepers: KeepAliveSweeper[] = [];
+  /** Set by `stop()`: answers from then on say `Connection: close`. */
+  #stopping = false;
   /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
   readonly #upgraded = new Set<Duplex>();
   #addresses: BoundAddress[] = [];
@@ -67,6 +69,21 @@ export class Listeners {
   #listen(config: ListenerConfig): Promise<BoundAddress> {
     const dispatch = this.#dispatch;
     const keepAlive = config.keepalive_timeout > 0;
+    const listeners = this;
+    /**
+     * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
+     * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
+     * behind the first is not run at all (its answer could never be sent), as nginx never reads it.
+     */
+    const served = new WeakSet<object>();
+    function admit(req: IncomingMessage, res: ServerResponse): boolean {
+      if (keepAlive && !listeners.#stopping) return true;
+      res.shouldKeepAlive = false;
+      if (keepAlive) return true;
+      if (served.has(req.socket)) return false;
+      served.add(req.socket);
+      return true;
+    }
     const server = http.createServer(
       {
         maxHeaderSize: config.max_header_size,
@@ -80,22 +97,21 @@ export class Listeners {
         requireHostHeader: true,
       },
       function onRequest(req, res) {
-        if (!keepAlive) res.shouldKeepAlive = false;
-        dispatch.request(req, res, 'http');
+        if (admit(req, res)) dispatch.request(req, res, 'http');
       },
     );
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', function onCheckContinue(req, res) {
-      if (!keepAlive) res.shouldKeepAlive = false;
-      dispatch.request(req, res, 'http');
+      if (admit(req, res)) dispatch.request(req, res, 'http');
     });
     const upgraded = this.#upgraded;
-    // keepalive_timeout 0 means no keep-alive at all (as nginx's): each answer closes its connection.
-    const sweeper = keepAlive ? new KeepAliveSweeper(server, config.keepalive_timeout) : undefined;
-    if (sweeper !== undefined) this.#sweepers.push(sweeper);
+    // With keep-alive off no connection should ever sit idle; the sweeper still closes leftovers (a client that
+    // keeps its half open after an error answer) once they have been idle for header_timeout.
+    const sweeper = new KeepAliveSweeper(server, keepAlive ? config.keepalive_timeout : config.header_timeout || 60_000);
+    this.#sweepers.push(sweeper);
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
-      sweeper?.upgraded(socket as Socket);
+      sweeper.upgraded(socket as Socket);
       socket.on('error', () => socket.destroy());
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
@@ -124,9 +140,12 @@ export class Listeners {
     const status = clientErrorStatus(err.code);
     this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error: ${reasonPhrase(status)}`);
     const body = errorPage(status);
+    // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
+    // client that ignores the answer and keeps its half open must not hold it.
     socket.end(
       `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n` +
         `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.toString()}`,
+      () => socket.destroy(),
     );
   }
 
@@ -135,6 +154,7 @@ export class Listeners {
    * out), lets requests in flight finish for up to `graceMs`, then cuts whatever is left.
    */
   async stop(graceMs = 10_000): Promise<void> {
+    this.#stopping = true;
     const closing = this.#servers.map(
       (server) =>
         new Promise<void>((resolve) => {
@@ -157,5 +177,6 @@ export class Listeners {
     this.#sweepers.length = 0;
     this.#servers.length = 0;
     this.#addresses = [];
+    this.#stopping = false;
   }
 }

@@ -47,16 +47,18 @@ after(async () => {
   await backend.stop();
 });
 
-/** A Portico answering "ok" on every path, with these listener options. */
-function startAnswering(listenOptions: string): Promise<RunningPortico> {
+/** A Portico with these listener options and one route for every path (`handler` in YAML flow form). */
+function startWith(listenOptions: string, handler: string): Promise<RunningPortico> {
   return startPortico(`listen:
   - { addr: "127.0.0.1:0", ${listenOptions} }
 sites:
   - routes:
       - path: /
-        respond: { body: "ok" }
+        ${handler}
 `);
 }
+const startAnswering = (listenOptions: string) => startWith(listenOptions, 'respond: { body: "ok" }');
+const startProxying = (listenOptions: string, appUrl: string) => startWith(listenOptions, `proxy: { url: "${appUrl}" }`);
 
 /** Sends one request on `conn` and waits for its whole answer (Content-Length or chunked). */
 async function exchange(conn: RawConnection, path: string): Promise<string> {
@@ -163,6 +165,20 @@ describe('keepalive_timeout against the other limits', () => {
       } finally {
         conn.close();
       }
+      // A request pipelined behind the first is not run: its answer could never be sent.
+      const app = await startUpstream('counted');
+      const proxied = await startProxying('keepalive_timeout: 0s', app.url);
+      const pipelined = await RawConnection.open(proxied.port);
+      try {
+        pipelined.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+        assert.equal(await pipelined.waitClosed(2000), true);
+        assert.equal(pipelined.received.toString('latin1').match(/HTTP\/1\.1 200/g)?.length, 1);
+        assert.deepEqual(app.requests.map((r) => r.url), ['/a']);
+      } finally {
+        pipelined.close();
+        await proxied.stop();
+        await app.stop();
+      }
     } finally {
       await off.stop();
     }
@@ -246,15 +262,28 @@ sites:
     }
   });
 
+  test('a malformed request whose client keeps its half of the connection open does not hold up stop', async () => {
+    const server = await startAnswering('keepalive_timeout: 30s');
+    const socket = net.connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
+    try {
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('error', () => {});
+      socket.write('NOT HTTP AT ALL\r\n\r\n');
+      for (const limit = Date.now() + 3000; text === '' && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(statusOf(text), 400, text);
+      const started = Date.now();
+      await server.server.stop(5000);
+      assert.ok(Date.now() - started < 2000, `stop waited ${Date.now() - started} ms for the half-open connection`);
+    } finally {
+      socket.destroy();
+      await server.stop();
+    }
+  });
+
   test('on stop, a connection whose answer finishes during the grace period is closed at once', async () => {
     const slow = await startUpstream((_req, res) => setTimeout(() => res.end('late'), 300));
-    const server = await startPortico(`listen:
-  - { addr: "127.0.0.1:0", keepalive_timeout: 30s }
-sites:
-  - routes:
-      - path: /
-        proxy: { url: "${slow.url}" }
-`);
+    const server = await startProxying('keepalive_timeout: 30s', slow.url);
     try {
       const conn = await RawConnection.open(server.port);
       conn.write('GET /x HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -262,8 +291,9 @@ sites:
       const started = Date.now();
       await server.server.stop(10_000);
       const took = Date.now() - started;
+      assert.equal(await conn.waitClosed(2000), true);
       assert.match(conn.received.toString('latin1'), /late/);
-      assert.equal(conn.closed, true);
+      assert.match(conn.received.toString('latin1'), /\r\nConnection: close\r\n/i, 'the answer invited another request');
       assert.ok(took < 3000, `stop took ${took} ms`);
       conn.close();
     } finally {
