@@ -69,21 +69,20 @@ export class Listeners {
   #listen(config: ListenerConfig): Promise<BoundAddress> {
     const dispatch = this.#dispatch;
     const keepAlive = config.keepalive_timeout > 0;
-    const listeners = this;
     /**
      * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
      * behind the first is not run at all (its answer could never be sent), as nginx never reads it.
      */
     const served = new WeakSet<object>();
-    function admit(req: IncomingMessage, res: ServerResponse): boolean {
-      if (keepAlive && !listeners.#stopping) return true;
+    const admit = (req: IncomingMessage, res: ServerResponse): boolean => {
+      if (keepAlive && !this.#stopping) return true;
       res.shouldKeepAlive = false;
       if (keepAlive) return true;
       if (served.has(req.socket)) return false;
       served.add(req.socket);
       return true;
-    }
+    };
     const server = http.createServer(
       {
         maxHeaderSize: config.max_header_size,
