@@ -74,7 +74,7 @@ export class KeepAliveSweeper {
     this.sweep();
   }
 
-  /** One look at every connection (run by the timer; public for tests). */
+  /** One look at every connection (run by the timer, and at once by `drain()`). */
   sweep(): void {
     const now = this.#now();
     const receiving = requestsBeingReceived(this.#server);
