@@ -239,9 +239,13 @@ sites:
     }
   });
 
-  test('a refused upgrade whose client keeps its half of the connection open does not hold up stop', async () => {
+  /**
+   * Sends `request` from a client that keeps its half of the connection open after the server ends its own
+   * (allowHalfOpen), checks the answer's status and that the server ended its side, then that stop() does not
+   * wait for that half-open connection.
+   */
+  async function stopDespiteHalfOpenClient(request: string, status: number): Promise<void> {
     const server = await startAnswering('keepalive_timeout: 30s');
-    // allowHalfOpen: the client does not end its side when the server ends its own.
     const socket = net.connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
     try {
       let text = '';
@@ -249,10 +253,10 @@ sites:
       socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
       socket.on('end', () => (ended = true));
       socket.on('error', () => {});
-      socket.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n');
+      socket.write(request);
       for (const limit = Date.now() + 3000; !ended && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.equal(statusOf(text), 200, text);
-      assert.equal(ended, true, 'the server did not end its side after the refused upgrade');
+      assert.equal(statusOf(text), status, text);
+      assert.equal(ended, true, 'the server did not end its side after its answer');
       const started = Date.now();
       await server.server.stop(5000);
       assert.ok(Date.now() - started < 2000, `stop waited ${Date.now() - started} ms for the half-open connection`);
@@ -260,26 +264,13 @@ sites:
       socket.destroy();
       await server.stop();
     }
-  });
+  }
 
-  test('a malformed request whose client keeps its half of the connection open does not hold up stop', async () => {
-    const server = await startAnswering('keepalive_timeout: 30s');
-    const socket = net.connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
-    try {
-      let text = '';
-      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-      socket.on('error', () => {});
-      socket.write('NOT HTTP AT ALL\r\n\r\n');
-      for (const limit = Date.now() + 3000; text === '' && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
-      assert.equal(statusOf(text), 400, text);
-      const started = Date.now();
-      await server.server.stop(5000);
-      assert.ok(Date.now() - started < 2000, `stop waited ${Date.now() - started} ms for the half-open connection`);
-    } finally {
-      socket.destroy();
-      await server.stop();
-    }
-  });
+  test('a refused upgrade whose client keeps its half of the connection open does not hold up stop', () =>
+    stopDespiteHalfOpenClient('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n', 200));
+
+  test('a malformed request whose client keeps its half of the connection open does not hold up stop', () =>
+    stopDespiteHalfOpenClient('NOT HTTP AT ALL\r\n\r\n', 400));
 
   test('on stop, a connection whose answer finishes during the grace period is closed at once', async () => {
     const slow = await startUpstream((_req, res) => setTimeout(() => res.end('late'), 300));
