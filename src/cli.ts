@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfigFile, type Config } from './config/load.js';
+import { loadConfigFile, type Config } from './server/config.js';
 import { ConfigError } from './errors.js';
 import { Portico } from './server/portico.js';
 

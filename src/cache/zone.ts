@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { DiskStore } from './disk-store.js';
 import type { GrowingBody } from './growing-body.js';
-import { oneWriteText } from '../server/send.js';
+import { oneWriteText } from '../http/send.js';
 import { MemoryStore, type MemoryVariant } from './memory-store.js';
 import { entryFacts, headerValue, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
 import type { PersistentStore, StoredResponse } from './types.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import { configSchema, type ParsedConfig } from './schema.js';
+import { configSchema, type ConfigParts, type ParsedConfig } from './schema.js';
 import { validateConfig } from './validate.js';
 
 type DeepReadonly<T> = T extends RegExp
@@ -127,8 +127,11 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Parses and validates config text; `file` names it in errors, `dir` anchors relative paths. */
-export function parseConfig(text: string, file: string, dir: string = path.dirname(path.resolve(file))): Config {
+/**
+ * Parses and validates config text against the handler kinds and policies in `parts`; `file` names it in errors,
+ * `dir` anchors relative paths.
+ */
+export function parseConfigWith(parts: ConfigParts, text: string, file: string, dir: string = path.dirname(path.resolve(file))): Config {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const displayName = path.relative(process.cwd(), file) || file;
@@ -142,10 +145,10 @@ export function parseConfig(text: string, file: string, dir: string = path.dirna
     );
   }
   const raw: unknown = doc.toJS() ?? {};
-  const parsed = configSchema.safeParse(raw);
+  const parsed = configSchema(parts).safeParse(raw);
   if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));
 
-  const problems = validateConfig(parsed.data, dir);
+  const problems = validateConfig(parsed.data, dir, parts);
   if (problems.length > 0) {
     throw new ConfigError(
       inFileOrder(problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message }))),
@@ -155,7 +158,7 @@ export function parseConfig(text: string, file: string, dir: string = path.dirna
 }
 
 /** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */
-export function loadConfigFile(file: string): Config {
+export function loadConfigFileWith(parts: ConfigParts, file: string): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -164,5 +167,5 @@ export function loadConfigFile(file: string): Config {
     const reason = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
     throw new ConfigError([{ file, line: 1, col: 1, keyPath: '', message: `cannot read config: ${reason}` }]);
   }
-  return parseConfig(text, file);
+  return parseConfigWith(parts, text, file);
 }

@@ -92,53 +92,11 @@ const routePath = z.string().transform((text, ctx): RoutePath => {
   return { kind: 'prefix', path, stopRegex: prefixed?.[1] === '^~', text: value };
 });
 
-const headerMap = z.record(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'not a valid header name'), z.string());
-
-const staticHandler = z.strictObject({
-  root: z.string().min(1),
-  index: z.array(z.string().min(1)).default(['index.html']),
-  /** Like nginx's try_files: `$uri`, `$uri/`, or a path tried in order; the last may be `=404`. */
-  try_files: z.array(z.string().min(1)).optional(),
-  autoindex: z.boolean().default(false),
-  /** On-the-fly gzip/br for compressible types, and `.br`/`.gz` siblings when present. */
-  compress: z.boolean().default(true),
-  /** Serve `file.br` / `file.gz` siblings when present and not older than the file. */
-  precompressed: z.boolean().default(true),
-  cache_control: z.string().optional(),
-  headers: headerMap.default({}),
-  /** `deny`: any path segment starting with `.` is 404, except under `/.well-known/`. */
-  dotfiles: z.enum(['deny', 'allow']).default('deny'),
-  /** `within_root`: a symlink is followed only while its target stays inside root; `follow`: always. */
-  symlinks: z.enum(['within_root', 'follow']).default('within_root'),
-  /** Most ranges honoured in one multi-range request; beyond it the whole file is sent (200). */
-  max_ranges: z.number().int().min(1).max(1000).default(16),
-  /** In-memory cache of small hot files; a changed file is seen within `valid`. */
-  file_cache: z
-    .strictObject({
-      enabled: z.boolean().default(true),
-      valid: duration.default(1000),
-      max_file_size: size.default(1024 * 1024),
-      max_size: size.default(64 * 1024 * 1024),
-      max_entries: z.number().int().min(1).default(10_000),
-    })
-    .prefault({}),
-});
-
-const redirectHandler = z.strictObject({
-  /** Target; may use `$scheme`, `$host`, `$request_uri`, `$uri` and `$args`. */
-  to: z.string().min(1),
-  status: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]).default(302),
-});
-
-const respondHandler = z.strictObject({
-  status: z.number().int().min(200).max(599).default(200),
-  body: z.string().default(''),
-  content_type: z.string().default('text/plain; charset=utf-8'),
-  headers: headerMap.default({}),
-});
+/** Response or request header fields by name (values as written). */
+export const headerMap = z.record(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'not a valid header name'), z.string());
 
 /** A status range list such as `200-399` or `200,204,300-399`. */
-const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const statusRanges = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const ranges: Array<[number, number]> = [];
   for (const part of String(value).split(',')) {
     const m = /^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$/.exec(part);
@@ -160,7 +118,8 @@ const tlsClient = z.strictObject({
   insecure_skip_verify: z.boolean().default(false),
 });
 
-const upstreamUrl = z.string().transform((value, ctx) => {
+/** An upstream server's URL: `http://host:port[/base]`, `https://…` or `unix:/path`. */
+export const upstreamUrl = z.string().transform((value, ctx) => {
   const text = value.trim();
   if (text.startsWith('unix:')) {
     const socketPath = text.slice(5);
@@ -268,72 +227,77 @@ const cacheZone = z
   // A default larger than a small memory tier would refuse `memory: 1MB` for a key the user never wrote.
   .transform((zone) => ({ ...zone, max_object: zone.max_object ?? Math.min(16 * 1024 * 1024, zone.memory) }));
 
-/** A proxy route's use of a cache zone. */
-const proxyCache = z.strictObject({
-  zone: z.string(),
-  key: z.string().default('$scheme$host$request_uri'),
-  /** Freshness when the origin gives none and no heuristic applies; 0 = store nothing without freshness. */
-  default_ttl: duration.default(0),
-  /** RFC 9111 §4.2.2 heuristic freshness (10 % of the time since Last-Modified, at most a day). */
-  heuristic: z.boolean().default(false),
-  /** Serve stale when every upstream fails, never where must-revalidate / proxy-revalidate / s-maxage forbid. */
-  stale_if_error: duration.default(0),
-  /** Store responses with Set-Cookie, with the cookie stripped from the stored copy. */
-  ignore_set_cookie: z.boolean().default(false),
-  /** After an uncacheable response, requests for the key skip collapsing for this long (Varnish's hit-for-miss). */
-  hit_for_miss: duration.default(10_000),
-  /** Collapse concurrent misses for one key into one upstream request. */
-  collapse: z.boolean().default(true),
-});
+/** A problem found by a semantic check, at a path of keys below where the check looked. */
+export interface Problem {
+  keys: PropertyKey[];
+  message: string;
+}
 
-const proxyHandler = z.strictObject({
-  upstream: z.string().optional(),
-  /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
-  url: upstreamUrl.optional(),
-  strip_prefix: z.boolean().default(false),
-  /** `pass` keeps the client's Host; any other value is sent as Host. */
-  host: z.string().default('pass'),
-  set_headers: headerMap.default({}),
-  hide_headers: z.array(z.string()).default([]),
-  /** Largest request body accepted (413 beyond it, before any 100 Continue). */
-  max_body_size: size.default(10 * 1024 * 1024),
-  /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
-  buffer_response: size.default(0),
-  websocket: z.boolean().default(true),
-  cache: proxyCache.optional(),
-});
+/** What a handler kind's semantic check may look at besides its own options. */
+export interface CheckEnv {
+  /** The config's folder: relative paths resolve against it. */
+  readonly dir: string;
+  readonly routePath: RoutePath;
+  /** Names of the config's upstreams and cache zones. */
+  readonly upstreams: readonly string[];
+  readonly caches: readonly string[];
+}
 
-/** The handler kinds a route may name; exactly one per route. */
-export const HANDLER_KINDS = ['static', 'redirect', 'respond', 'proxy'] as const;
+/**
+ * What the config needs to know of a handler kind: its key in a route, the schema of its options, and the
+ * checks that need the file system or the rest of the config. The handler kinds live above `config/` and own
+ * these; whoever loads a config hands them in (see `server/config.ts`).
+ */
+export interface HandlerSchema {
+  readonly kind: string;
+  readonly options: z.ZodType;
+  /** May resolve relative paths in `options` in place: it runs before the config is frozen. */
+  check?(options: unknown, env: CheckEnv): Problem[];
+}
 
-const route = z
-  .strictObject({
-    path: routePath,
-    static: staticHandler.optional(),
-    redirect: redirectHandler.optional(),
-    respond: respondHandler.optional(),
-    proxy: proxyHandler.optional(),
-  })
-  .superRefine((value, ctx) => {
-    const kinds = HANDLER_KINDS.filter((kind) => value[kind] !== undefined);
-    if (kinds.length !== 1) {
-      ctx.addIssue({
-        code: 'custom',
-        message:
-          kinds.length === 0
-            ? `a route needs one handler: ${HANDLER_KINDS.join(', ')}`
-            : `a route has one handler, found ${kinds.join(' and ')}`,
-      });
-    }
+/** The parts a config is validated against: the handler kinds and load-balancing policies that exist. */
+export interface ConfigParts {
+  readonly handlers: readonly HandlerSchema[];
+  readonly policies: readonly string[];
+}
+
+/** A route after parsing: its path, and the one handler kind it names with that kind's parsed options. */
+export interface RouteConfig {
+  path: RoutePath;
+  kind: string;
+  options: unknown;
+}
+
+function routeSchema(handlers: readonly HandlerSchema[]) {
+  const names = handlers.map((handler) => handler.kind);
+  const shape: Record<string, z.ZodType> = { path: routePath };
+  for (const handler of handlers) shape[handler.kind] = handler.options.optional();
+  return z
+    .strictObject(shape)
+    .superRefine((value, ctx) => {
+      const kinds = names.filter((kind) => value[kind] !== undefined);
+      if (kinds.length !== 1) {
+        ctx.addIssue({
+          code: 'custom',
+          message: kinds.length === 0 ? `a route needs one handler: ${names.join(', ')}` : `a route has one handler, found ${kinds.join(' and ')}`,
+        });
+      }
+    })
+    .transform((value): RouteConfig => {
+      const kind = names.find((name) => value[name] !== undefined)!;
+      return { path: value.path as RoutePath, kind, options: value[kind] };
+    });
+}
+
+function siteSchema(handlers: readonly HandlerSchema[]) {
+  return z.strictObject({
+    /** Host names this site answers; omitted = the default site. `*.example.com` matches subdomains only. */
+    hosts: z.array(z.string().min(1)).min(1).optional(),
+    routes: z.array(routeSchema(handlers)).default([]),
+    /** Custom error pages: status → file (relative to the config's folder). */
+    error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
   });
-
-const site = z.strictObject({
-  /** Host names this site answers; omitted = the default site. `*.example.com` matches subdomains only. */
-  hosts: z.array(z.string().min(1)).min(1).optional(),
-  routes: z.array(route).default([]),
-  /** Custom error pages: status → file (relative to the config's folder). */
-  error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
-});
+}
 
 const log = z.strictObject({
   /** `stdout`, `stderr`, `off`, or a file path. */
@@ -344,18 +308,20 @@ const log = z.strictObject({
   level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
-/** The whole config file. */
-export const configSchema = z.strictObject({
-  listen: z.array(listener).min(1).prefault(['127.0.0.1:8080']),
-  log: log.prefault({}),
-  /** Value of the `Server` response header; empty to send none. */
-  server_header: z.string().default('Portico'),
-  /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */
-  trusted_proxies: z.array(z.string()).default([]),
-  caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
-  upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
-  sites: z.array(site).min(1),
-});
+/** The schema of the whole config file, for the handler kinds given. */
+export function configSchema(parts: ConfigParts) {
+  return z.strictObject({
+    listen: z.array(listener).min(1).prefault(['127.0.0.1:8080']),
+    log: log.prefault({}),
+    /** Value of the `Server` response header; empty to send none. */
+    server_header: z.string().default('Portico'),
+    /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */
+    trusted_proxies: z.array(z.string()).default([]),
+    caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
+    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
+    sites: z.array(siteSchema(parts.handlers)).min(1),
+  });
+}
 
 /** The config as parsed by the schema, before paths are resolved and it is frozen. */
-export type ParsedConfig = z.output<typeof configSchema>;
+export type ParsedConfig = z.output<ReturnType<typeof configSchema>>;

@@ -5,19 +5,13 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { checkTrustedEntry } from '../server/client-address.js';
-import { checkHostPattern } from '../server/hosts.js';
-import { normalizePath } from '../server/request-path.js';
-import { POLICY_NAMES } from '../upstream/policies/index.js';
-import type { ParsedConfig } from './schema.js';
+import { checkTrustedEntry } from '../http/client-address.js';
+import { checkHostPattern } from '../http/hosts.js';
+import { normalizePath } from '../http/request-path.js';
+import type { ConfigParts, ParsedConfig, Problem } from './schema.js';
 
-/** A semantic problem at a key path. */
-export interface Problem {
-  keys: PropertyKey[];
-  message: string;
-}
-
-function isDirectory(file: string): boolean {
+/** Whether `file` is a directory (false when it does not exist or cannot be seen). */
+export function isDirectory(file: string): boolean {
   try {
     return statSync(file).isDirectory();
   } catch {
@@ -25,7 +19,8 @@ function isDirectory(file: string): boolean {
   }
 }
 
-function isFile(file: string): boolean {
+/** Whether `file` is a regular file (false when it does not exist or cannot be seen). */
+export function isFile(file: string): boolean {
   try {
     return statSync(file).isFile();
   } catch {
@@ -46,7 +41,7 @@ function canonicalRoutePath(routePath: string, exact: boolean): string | null {
 }
 
 /** Resolves relative paths in `config` against `dir` (in place) and returns every problem found. */
-export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
+export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigParts): Problem[] {
   const problems: Problem[] = [];
   const seen = new Map<string, number>();
   config.listen.forEach((listener, i) => {
@@ -70,8 +65,8 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
     if (reason !== undefined) problems.push({ keys: ['trusted_proxies', i], message: `${reason}, got ${JSON.stringify(entry)}` });
   });
   for (const [name, upstream] of Object.entries(config.upstreams)) {
-    if (!(POLICY_NAMES as readonly string[]).includes(upstream.policy)) {
-      problems.push({ keys: ['upstreams', name, 'policy'], message: `unknown policy "${upstream.policy}" (expected one of: ${POLICY_NAMES.join(', ')})` });
+    if (!parts.policies.includes(upstream.policy)) {
+      problems.push({ keys: ['upstreams', name, 'policy'], message: `unknown policy "${upstream.policy}" (expected one of: ${parts.policies.join(', ')})` });
     }
     upstream.servers.forEach((server, i) => {
       if (server.tls?.ca !== undefined) {
@@ -95,6 +90,8 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
     if (zone.max_object > zone.memory) problems.push({ keys: ['caches', name, 'max_object'], message: 'max_object is larger than the memory tier' });
   }
 
+  const upstreams = Object.keys(config.upstreams);
+  const caches = Object.keys(config.caches);
   let defaults = 0;
   config.sites.forEach((site, s) => {
     if (site.hosts === undefined && ++defaults === 2) {
@@ -120,49 +117,9 @@ export function validateConfig(config: ParsedConfig, dir: string): Problem[] {
         if (exact.has(id)) problems.push({ keys: [...keys, 'path'], message: `duplicate route path, first defined at routes[${exact.get(id)}]` });
         exact.set(id, r);
       }
-      const proxy = route.proxy;
-      if (proxy !== undefined) {
-        if ((proxy.upstream === undefined) === (proxy.url === undefined)) {
-          problems.push({ keys: [...keys, 'proxy'], message: 'a proxy names either an "upstream" or a "url", not both and not neither' });
-        } else if (proxy.upstream !== undefined && config.upstreams[proxy.upstream] === undefined) {
-          const known = Object.keys(config.upstreams);
-          problems.push({
-            keys: [...keys, 'proxy', 'upstream'],
-            message: `unknown upstream "${proxy.upstream}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)'}`,
-          });
-        }
-        if (proxy.strip_prefix && route.path.kind === 'regex') {
-          problems.push({ keys: [...keys, 'proxy', 'strip_prefix'], message: 'strip_prefix needs a prefix or exact route, not a regex' });
-        }
-        if (proxy.cache !== undefined && config.caches[proxy.cache.zone] === undefined) {
-          const known = Object.keys(config.caches);
-          problems.push({
-            keys: [...keys, 'proxy', 'cache', 'zone'],
-            message: `unknown cache "${proxy.cache.zone}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no caches are defined)'}`,
-          });
-        }
-        if (Object.keys(proxy.set_headers).some((name) => name.toLowerCase() === 'host')) {
-          problems.push({ keys: [...keys, 'proxy', 'set_headers'], message: 'set the Host header with proxy.host, not set_headers' });
-        }
-      }
-      const stat = route.static;
-      if (stat !== undefined) {
-        const root = path.resolve(dir, stat.root);
-        if (!isDirectory(root)) problems.push({ keys: [...keys, 'static', 'root'], message: `directory ${stat.root} does not exist` });
-        stat.root = root;
-        stat.try_files?.forEach((entry, t) => {
-          const last = t === stat.try_files!.length - 1;
-          const ok = entry.startsWith('/') || entry.startsWith('$uri') || (last && /^=[1-5]\d\d$/.test(entry));
-          if (!ok) {
-            problems.push({
-              keys: [...keys, 'static', 'try_files', t],
-              message: 'expected "$uri", "$uri/", a path starting with "/", or (last) "=404"',
-            });
-          }
-        });
-        stat.index.forEach((name, i) => {
-          if (name.includes('/')) problems.push({ keys: [...keys, 'static', 'index', i], message: 'an index is a file name, without "/"' });
-        });
+      const kind = parts.handlers.find((handler) => handler.kind === route.kind);
+      for (const problem of kind?.check?.(route.options, { dir, routePath: route.path, upstreams, caches }) ?? []) {
+        problems.push({ keys: [...keys, route.kind, ...problem.keys], message: problem.message });
       }
     });
   });

@@ -8,20 +8,25 @@ import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import type { HandlerKind } from './types.js';
 
-const registry = new Map<string, HandlerKind<never>>();
+const registry = new Map<string, HandlerKind>();
 
 /** Adds a handler kind; throws if its name is taken. */
-export function registerHandlerKind(kind: HandlerKind<never>): void {
+export function registerHandlerKind(kind: HandlerKind): void {
   if (registry.has(kind.kind)) throw new Error(`handler kind "${kind.kind}" is registered twice`);
   registry.set(kind.kind, kind);
 }
 
 /** The handler kind registered under a name, or `undefined`. */
-export function handlerKind(name: string): HandlerKind<unknown> | undefined {
-  return registry.get(name) as HandlerKind<unknown> | undefined;
+export function handlerKind(name: string): HandlerKind | undefined {
+  return registry.get(name);
 }
 
-registerHandlerKind(staticKind as HandlerKind<never>);
-registerHandlerKind(redirectKind as HandlerKind<never>);
-registerHandlerKind(respondKind as HandlerKind<never>);
-registerHandlerKind(proxyKind as HandlerKind<never>);
+/** Every registered kind, in registration order (the order a route's error message lists them). */
+export function handlerKinds(): readonly HandlerKind[] {
+  return [...registry.values()];
+}
+
+registerHandlerKind(staticKind);
+registerHandlerKind(redirectKind);
+registerHandlerKind(respondKind);
+registerHandlerKind(proxyKind);

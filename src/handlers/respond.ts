@@ -1,17 +1,19 @@
 /** `respond`: a fixed status and body, like nginx's `return 200 "ok"`. */
-import type { HandlerKind } from './types.js';
+import { z } from 'zod';
+import { headerMap } from '../config/schema.js';
+import { defineHandler } from './types.js';
 
-/** Options of a `respond` route, as validated by the config schema. */
-export interface RespondOptions {
-  readonly status: number;
-  readonly body: string;
-  readonly content_type: string;
-  readonly headers: Readonly<Record<string, string>>;
-}
+const options = z.strictObject({
+  status: z.number().int().min(200).max(599).default(200),
+  body: z.string().default(''),
+  content_type: z.string().default('text/plain; charset=utf-8'),
+  headers: headerMap.default({}),
+});
 
 /** The `respond` handler kind. */
-export const respondKind: HandlerKind<RespondOptions> = {
+export const respondKind = defineHandler({
   kind: 'respond',
+  options,
   create(options, env) {
     const body = Buffer.from(options.body);
     const headers: string[] = ['Content-Type', options.content_type, 'Content-Length', String(body.length)];
@@ -31,4 +33,4 @@ export const respondKind: HandlerKind<RespondOptions> = {
       },
     };
   },
-};
+});

@@ -9,38 +9,71 @@
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
-import type { RequestContext } from '../server/context.js';
-import { sendError, sendWhole } from '../server/send.js';
+import type { RequestContext } from '../http/context.js';
+import { sendError, sendWhole } from '../http/send.js';
 import { renderListing } from './static/autoindex.js';
-import { evaluatePreconditions, hasConditionals, ifRangeAllows } from './static/conditional.js';
-import { negotiateEncoding, type Encoding } from './static/encoding.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
+import { negotiateEncoding, type Encoding } from '../http/negotiate.js';
 import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
-import { parseRange, type ByteRange } from './static/range.js';
+import { parseRange, type ByteRange } from '../http/range.js';
 import { StaticResolver, type Resolution } from './static/resolver.js';
-import type { HandlerKind } from './types.js';
+import { z } from 'zod';
+import { duration, headerMap, size, type CheckEnv, type Problem } from '../config/schema.js';
+import { isDirectory } from '../config/validate.js';
+import { defineHandler } from './types.js';
 
-/** Options of a `static` route, as validated by the config schema. */
-export interface StaticOptions {
-  readonly root: string;
-  readonly index: readonly string[];
-  readonly try_files?: readonly string[] | undefined;
-  readonly autoindex: boolean;
-  readonly compress: boolean;
-  readonly precompressed: boolean;
-  readonly cache_control?: string | undefined;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly dotfiles: 'deny' | 'allow';
-  readonly symlinks: 'within_root' | 'follow';
-  readonly max_ranges: number;
-  readonly file_cache: {
-    readonly enabled: boolean;
-    readonly valid: number;
-    readonly max_file_size: number;
-    readonly max_size: number;
-    readonly max_entries: number;
-  };
+/** Options of a `static` route. */
+const options = z.strictObject({
+  root: z.string().min(1),
+  index: z.array(z.string().min(1)).default(['index.html']),
+  /** Like nginx's try_files: `$uri`, `$uri/`, or a path tried in order; the last may be `=404`. */
+  try_files: z.array(z.string().min(1)).optional(),
+  autoindex: z.boolean().default(false),
+  /** On-the-fly gzip/br for compressible types, and `.br`/`.gz` siblings when present. */
+  compress: z.boolean().default(true),
+  /** Serve `file.br` / `file.gz` siblings when present and not older than the file. */
+  precompressed: z.boolean().default(true),
+  cache_control: z.string().optional(),
+  headers: headerMap.default({}),
+  /** `deny`: any path segment starting with `.` is 404, except under `/.well-known/`. */
+  dotfiles: z.enum(['deny', 'allow']).default('deny'),
+  /** `within_root`: a symlink is followed only while its target stays inside root; `follow`: always. */
+  symlinks: z.enum(['within_root', 'follow']).default('within_root'),
+  /** Most ranges honoured in one multi-range request; beyond it the whole file is sent (200). */
+  max_ranges: z.number().int().min(1).max(1000).default(16),
+  /** In-memory cache of small hot files; a changed file is seen within `valid`. */
+  file_cache: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      valid: duration.default(1000),
+      max_file_size: size.default(1024 * 1024),
+      max_size: size.default(64 * 1024 * 1024),
+      max_entries: z.number().int().min(1).default(10_000),
+    })
+    .prefault({}),
+});
+
+/** Options of a `static` route, as the schema gives them. */
+export type StaticOptions = z.output<typeof options>;
+
+/** Resolves `root` against the config's folder (in place) and checks it, try_files and index. */
+function checkStatic(stat: StaticOptions, env: CheckEnv): Problem[] {
+  const problems: Problem[] = [];
+  const root = path.resolve(env.dir, stat.root);
+  if (!isDirectory(root)) problems.push({ keys: ['root'], message: `directory ${stat.root} does not exist` });
+  stat.root = root;
+  stat.try_files?.forEach((entry, t) => {
+    const last = t === stat.try_files!.length - 1;
+    const ok = entry.startsWith('/') || entry.startsWith('$uri') || (last && /^=[1-5]\d\d$/.test(entry));
+    if (!ok) problems.push({ keys: ['try_files', t], message: 'expected "$uri", "$uri/", a path starting with "/", or (last) "=404"' });
+  });
+  stat.index.forEach((name, i) => {
+    if (name.includes('/')) problems.push({ keys: ['index', i], message: 'an index is a file name, without "/"' });
+  });
+  return problems;
 }
 
 const ALLOW = { Allow: 'GET, HEAD' };
@@ -346,8 +379,10 @@ class StaticHandler {
 }
 
 /** The `static` handler kind. */
-export const staticKind: HandlerKind<StaticOptions> = {
+export const staticKind = defineHandler({
   kind: 'static',
+  options,
+  check: checkStatic,
   create(options, env) {
     const handler = new StaticHandler(options, env.serverHeader);
     return {
@@ -357,4 +392,4 @@ export const staticKind: HandlerKind<StaticOptions> = {
       stop: () => handler.stop(),
     };
   },
-};
+});

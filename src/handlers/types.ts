@@ -1,10 +1,11 @@
 /** The contract every handler kind implements, and what the app gives it when the config is loaded. */
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 import type { CacheZone } from '../cache/zone.js';
-import type { RoutePath } from '../config/schema.js';
-import type { TrustedProxies } from '../server/client-address.js';
-import type { Handler, RequestContext } from '../server/context.js';
+import type { CheckEnv, Problem, RoutePath, upstreamSchema } from '../config/schema.js';
+import type { Handler, RequestContext } from '../http/context.js';
+import type { TrustedProxies } from '../http/client-address.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 /** What a handler factory may use besides its own options. */
@@ -21,7 +22,7 @@ export interface HandlerEnv {
   /** Peers whose forwarding headers are believed. */
   trusted: TrustedProxies;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */
-  createUpstream(name: string, config: unknown): Upstream;
+  createUpstream(name: string, config: z.input<typeof upstreamSchema>): Upstream;
 }
 
 /** A compiled handler plus whatever it runs in the background (caches, timers), with their lifetimes. */
@@ -34,8 +35,27 @@ export interface HandlerInstance {
   stop?: (() => Promise<void> | void) | undefined;
 }
 
-/** A handler kind: its config key and the factory that resolves its options once. */
-export interface HandlerKind<Options> {
+/**
+ * A handler kind: its config key, the schema of its options (which the config loader parses a route's key with),
+ * its semantic checks, and the factory that resolves its options once. The option type is inferred from the
+ * schema. Adding a kind is one file exporting one of these, plus its line in `handlers/index.ts`.
+ */
+export interface HandlerKind<Schema extends z.ZodType = z.ZodType> {
   readonly kind: string;
-  create(options: Options, env: HandlerEnv): HandlerInstance;
+  readonly options: Schema;
+  /** Checks that need the file system or the rest of the config; keys are relative to the options. */
+  check?(options: z.output<Schema>, env: CheckEnv): Problem[];
+  /** Builds the handler from options the config loader parsed with `options`. */
+  create(options: z.output<Schema>, env: HandlerEnv): HandlerInstance;
+}
+
+/** Declares a handler kind (only names the type: the option type follows from the schema). */
+export function defineHandler<Schema extends z.ZodType>(kind: HandlerKind<Schema>): HandlerKind<Schema> {
+  return kind;
+}
+
+/** A route's options typed by its kind (throws when the route is of another kind): for tools and tests. */
+export function optionsOf<Schema extends z.ZodType>(kind: HandlerKind<Schema>, route: { readonly kind: string; readonly options: unknown }): z.output<Schema> {
+  if (route.kind !== kind.kind) throw new Error(`the route is a ${route.kind} route, not ${kind.kind}`);
+  return route.options as z.output<Schema>;
 }

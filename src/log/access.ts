@@ -5,7 +5,7 @@
 import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
-import type { RequestContext, UpstreamAttemptLog } from '../server/context.js';
+import type { RequestContext, UpstreamAttemptLog } from '../http/context.js';
 
 /** Writes access-log lines; `close()` flushes. */
 export interface AccessLog {

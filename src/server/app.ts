@@ -9,20 +9,21 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 import type { Config } from '../config/load.js';
-import { HANDLER_KINDS, upstreamSchema } from '../config/schema.js';
+import { upstreamSchema } from '../config/schema.js';
 import { handlerKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
-import { TrustedProxies } from './client-address.js';
+import { TrustedProxies } from '../http/client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
-import { compileChain, RequestContext, type Handler } from './context.js';
-import { HostMatcher, parseHostHeader } from './hosts.js';
-import { normalizePath, parseRequestTarget } from './request-path.js';
+import { compileChain, RequestContext, type Handler } from '../http/context.js';
+import { HostMatcher, parseHostHeader } from '../http/hosts.js';
+import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
-import { sendError } from './send.js';
+import { sendError } from '../http/send.js';
 
 interface CompiledRoute {
   handle: Handler;
@@ -56,6 +57,7 @@ export class App {
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
+  readonly #trusted: TrustedProxies;
 
   constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map()) {
     this.config = config;
@@ -65,13 +67,13 @@ export class App {
     }
     for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
-    const createUpstream = (name: string, partial: unknown) =>
+    this.#trusted = trusted;
+    const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
-        const kind = HANDLER_KINDS.find((name) => route[name] !== undefined)!;
         const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, caches: this.#caches, trusted, createUpstream };
-        const instance = handlerKind(kind)!.create(route[kind], env);
+        const instance = handlerKind(route.kind)!.create(route.options, env);
         this.#instances.push(instance);
         return { path: route.path, route: { handle: compileChain([], instance.handle), upgrade: instance.upgrade } };
       });
@@ -205,6 +207,7 @@ export class App {
     // Only the access log reads the start time (request_time): no clock read per request without one.
     const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now());
     ctx.serverHeader = this.config.server_header;
+    ctx.trusted = this.#trusted;
     if (this.#accessLog !== null) {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;

@@ -74,6 +74,17 @@ export class Upstream {
     await Promise.all(this.servers.map((s) => s.close()));
   }
 
+  /**
+   * The `Set-Cookie` value that pins a client to `server`, or undefined when the upstream is not sticky or the
+   * client's cookie (`current`) already names it.
+   */
+  stickyCookie(server: UpstreamServer, current: string | undefined): string | undefined {
+    const sticky = this.config.sticky;
+    if (sticky === undefined) return undefined;
+    const id = this.#stickyIds[server.id]!;
+    return current === id ? undefined : `${sticky.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax`;
+  }
+
   /** The sticky-cookie value that names a server. */
   stickyId(server: UpstreamServer): string {
     return this.#stickyIds[server.id]!;

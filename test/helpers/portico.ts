@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 
 /** A temporary folder with the given files (path → content); folders are made as needed. */

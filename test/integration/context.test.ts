@@ -4,7 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { RequestContext } from '../../src/server/context.js';
+import { RequestContext } from '../../src/http/context.js';
 
 test('onClientGone registered after the client already went away runs at once (no close event will come)', async () => {
   let ran = false;

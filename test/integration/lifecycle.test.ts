@@ -50,7 +50,7 @@ test('reload swaps in a new config without closing the listener, and a bad confi
   );
   try {
     assert.equal(await (await fetch(portico.url)).text(), 'one');
-    const { parseConfig } = await import('../../src/config/load.js');
+    const { parseConfig } = await import('../../src/server/config.js');
     const next = parseConfig(`listen: ["127.0.0.1:0"]\nlog: { access: off }\nsites:\n  - routes:\n      - path: /\n        respond: { body: "two" }\n`, `${portico.dir}/next.yaml`, portico.dir);
     await portico.server.reload(next);
     assert.equal(await (await fetch(portico.url)).text(), 'two');
@@ -85,7 +85,7 @@ sites:
     const first = await fetch(`${portico.url}/x`);
     assert.match(first.headers.get('cache-status') ?? '', /fwd=uri-miss/);
     await first.text();
-    const { parseConfig } = await import('../../src/config/load.js');
+    const { parseConfig } = await import('../../src/server/config.js');
     await portico.server.reload(parseConfig(yaml('two'), `${portico.dir}/next.yaml`, portico.dir));
     assert.equal(await (await fetch(`${portico.url}/healthz`)).text(), 'two');
     const second = await fetch(`${portico.url}/x`);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { describe, test } from 'node:test';
-import { parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/server/config.js';
 import { ConfigError, type ConfigIssue } from '../../src/errors.js';
 
 /** The issues of a config that must not load. */

@@ -6,9 +6,11 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { parseConfig } from '../../src/config/load.js';
+import { parseConfig } from '../../src/server/config.js';
 import { ConfigError, formatConfigIssue } from '../../src/errors.js';
 import { makeTree } from '../helpers/portico.js';
+import { proxyKind } from '../../src/handlers/proxy.js';
+import { optionsOf } from '../../src/handlers/types.js';
 
 const dir = makeTree({ 'cache/.keep': '' });
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -81,7 +83,7 @@ describe('cache config', () => {
     // max_object defaults to 16MB, but never beyond a smaller memory tier.
     assert.equal(config.caches.main!.max_object, 1024 * 1024);
     assert.equal(parseConfig(text.replace('memory: 1MB', 'memory: 64MB'), 'portico.yaml', dir).caches.main!.max_object, 16 * 1024 * 1024);
-    const cache = config.sites[0]!.routes[0]!.proxy!.cache!;
+    const cache = optionsOf(proxyKind, config.sites[0]!.routes[0]!).cache!;
     assert.deepEqual(
       { ...cache },
       {

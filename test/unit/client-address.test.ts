@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TrustedProxies, checkTrustedEntry, stripMapped } from '../../src/server/client-address.js';
+import { TrustedProxies, checkTrustedEntry, stripMapped } from '../../src/http/client-address.js';
 
 describe('TrustedProxies.has', () => {
   const trusted = new TrustedProxies(['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8']);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { evaluatePreconditions, ifRangeAllows, parseETagList, parseHttpDate, type Validators } from '../../src/handlers/static/conditional.js';
+import { evaluatePreconditions, ifRangeAllows, parseETagList, parseHttpDate, type Validators } from '../../src/http/conditional.js';
 
 const LM = Date.UTC(2024, 0, 15, 12, 0, 0);
 const v: Validators = { etag: '"abc-10"', lastModifiedMs: LM };

@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { loadConfigFile, parseConfig, type Config } from '../../src/config/load.js';
+import { loadConfigFile, parseConfig, type Config } from '../../src/server/config.js';
 import { parseDuration, parseSize } from '../../src/config/units.js';
 import { ConfigError, formatConfigIssue } from '../../src/errors.js';
 import { makeTree } from '../helpers/portico.js';
+import { staticKind } from '../../src/handlers/static.js';
+import { optionsOf } from '../../src/handlers/types.js';
 
 const dir = makeTree({ 'pub/index.html': 'hi', 'errors/404.html': 'gone' });
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -152,7 +154,7 @@ describe('config values', () => {
     assert.equal(config.listen[0]!.header_timeout, 5000);
     assert.equal(config.listen[0]!.keepalive_timeout, 500);
     assert.equal(config.listen[0]!.max_header_size, 8192);
-    const stat = config.sites[0]!.routes[0]!.static!;
+    const stat = optionsOf(staticKind, config.sites[0]!.routes[0]!);
     assert.equal(stat.file_cache.valid, 200);
     assert.equal(stat.file_cache.max_file_size, 2 * 1024 * 1024);
   });
@@ -168,7 +170,7 @@ describe('config values', () => {
   test('defaults are filled in, relative paths resolved against the config folder, and the result frozen', () => {
     const config = parse('sites:\n  - routes:\n      - { path: /, static: { root: ./pub } }');
     assert.deepEqual(config.listen.map((l) => l.addr.text), ['127.0.0.1:8080']);
-    const stat = config.sites[0]!.routes[0]!.static!;
+    const stat = optionsOf(staticKind, config.sites[0]!.routes[0]!);
     assert.equal(stat.root, path.join(dir, 'pub'));
     assert.deepEqual(stat.index, ['index.html']);
     assert.equal(stat.dotfiles, 'deny');
@@ -230,7 +232,7 @@ describe('config files', () => {
     const file = path.join(dir, 'portico.json');
     writeFileSync(file, JSON.stringify({ listen: ['127.0.0.1:0'], sites: [{ routes: [{ path: '/', static: { root: './pub', file_cache: { valid: '200ms' } } }] }] }));
     const config = loadConfigFile(file);
-    assert.equal(config.sites[0]!.routes[0]!.static!.file_cache.valid, 200);
+    assert.equal(optionsOf(staticKind, config.sites[0]!.routes[0]!).file_cache.valid, 200);
     assert.equal(config.file, file);
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { isCompressible, negotiateEncoding, type Encoding } from '../../src/handlers/static/encoding.js';
+import { isCompressible, negotiateEncoding, type Encoding } from '../../src/http/negotiate.js';
 
 const ALL: Encoding[] = ['br', 'gzip', 'identity'];
 

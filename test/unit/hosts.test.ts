@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { checkHostPattern, HostMatcher, normalizeHostPattern, parseHostHeader } from '../../src/server/hosts.js';
+import { checkHostPattern, HostMatcher, normalizeHostPattern, parseHostHeader } from '../../src/http/hosts.js';
 
 describe('parseHostHeader', () => {
   test('lower-cases the host and drops the port', () => {

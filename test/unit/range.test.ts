@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { parseRange } from '../../src/handlers/static/range.js';
+import { parseRange } from '../../src/http/range.js';
 
 const ranges = (...pairs: Array<[number, number]>) => ({ kind: 'ranges', ranges: pairs.map(([start, end]) => ({ start, end })) });
 

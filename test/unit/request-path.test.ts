@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { decodeSegments, normalizePath, parseRequestTarget } from '../../src/server/request-path.js';
+import { decodeSegments, normalizePath, parseRequestTarget } from '../../src/http/request-path.js';
 
 /** Path pieces that attackers and sloppy clients combine. */
 const PIECES = [

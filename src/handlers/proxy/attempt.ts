@@ -1,11 +1,11 @@
 /**
  * One forward and its attempts: the state shared by a request's attempts (`Exchange`), and one attempt on one
  * server as undici's handler (`Attempt`), which also filters the response head for the client. The retry loop
- * that creates them lives in the proxy handler.
+ * that creates them is `forward.ts`.
  */
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { RequestContext, UpstreamAttemptLog } from '../../server/context.js';
+import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
@@ -83,6 +83,21 @@ export interface AttemptShared {
   readonly strippedPrefix: string;
 }
 
+/** What one attempt is made of. */
+export interface AttemptInit {
+  readonly shared: AttemptShared;
+  readonly ex: Exchange;
+  readonly server: UpstreamServer;
+  /** The access log's record of this attempt. */
+  readonly log: UpstreamAttemptLog;
+  /** A sticky cookie to add to the answer. */
+  readonly setCookie: string | undefined;
+  /** Until when a retryable status may be discarded for a retry (0: never). */
+  readonly statusRetryUntil: number;
+  /** Called once when the attempt ended. */
+  readonly after: (ex: Exchange, result: AttemptResult) => void;
+}
+
 /**
  * One attempt on one server, as undici's handler: a class with its methods on the prototype (as undici's own
  * handlers are), so an attempt costs one object, not a set of closures. It is also the response-header filter.
@@ -93,16 +108,23 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   #discarding = false;
   #failure: FailureReason = 'reset';
 
-  constructor(
-    readonly shared: AttemptShared,
-    readonly ex: Exchange,
-    readonly server: UpstreamServer,
-    readonly log: UpstreamAttemptLog,
-    readonly setCookie: string | undefined,
-    /** Until when a retryable status may be discarded for a retry (0: never). */
-    readonly statusRetryUntil: number,
-    readonly after: (ex: Exchange, result: AttemptResult) => void,
-  ) {}
+  readonly shared: AttemptShared;
+  readonly ex: Exchange;
+  readonly server: UpstreamServer;
+  readonly log: UpstreamAttemptLog;
+  readonly setCookie: string | undefined;
+  readonly statusRetryUntil: number;
+  readonly after: (ex: Exchange, result: AttemptResult) => void;
+
+  constructor(init: AttemptInit) {
+    this.shared = init.shared;
+    this.ex = init.ex;
+    this.server = init.server;
+    this.log = init.log;
+    this.setCookie = init.setCookie;
+    this.statusRetryUntil = init.statusRetryUntil;
+    this.after = init.after;
+  }
 
   get hide(): ReadonlySet<string> {
     return this.shared.hide;

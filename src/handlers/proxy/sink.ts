@@ -1,6 +1,6 @@
 /** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
 import type { Readable } from 'node:stream';
-import type { RequestContext } from '../../server/context.js';
+import type { RequestContext } from '../../http/context.js';
 
 /**
  * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it

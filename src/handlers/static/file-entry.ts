@@ -6,8 +6,8 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import mime from 'mime-types';
-import { oneWriteText } from '../../server/send.js';
-import { isCompressible, type Encoding } from './encoding.js';
+import { oneWriteText } from '../../http/send.js';
+import { isCompressible, type Encoding } from '../../http/negotiate.js';
 
 const gzip = promisify(zlib.gzip);
 const brotli = promisify(zlib.brotliCompress);

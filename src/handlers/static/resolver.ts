@@ -11,10 +11,10 @@
 import { constants as fsConstants, promises as fs, realpathSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { decodeSegments, normalizePath } from '../../server/request-path.js';
-import { oneWriteText } from '../../server/send.js';
+import { decodeSegments, normalizePath } from '../../http/request-path.js';
+import { oneWriteText } from '../../http/send.js';
 import { FileEntry, sameVersion, type EntryOptions, type Variant } from './file-entry.js';
-import { isCompressible } from './encoding.js';
+import { isCompressible } from '../../http/negotiate.js';
 import mime from 'mime-types';
 
 /** What a path resolves to. */

@@ -9,16 +9,16 @@
  * matches the waiter; otherwise the waiters go to the origin themselves and the key is marked hit-for-miss.
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
  */
-import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from '../handlers/proxy.js';
-import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../handlers/static/conditional.js';
-import { parseRange } from '../handlers/static/range.js';
-import type { RequestContext } from '../server/context.js';
-import { sendError, sendWhole } from '../server/send.js';
-import { parseCacheControl, type CacheControl } from './cache-control.js';
-import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink } from './sinks.js';
-import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from './rules.js';
-import type { StoredResponse } from './types.js';
-import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision, type Lookup } from './zone.js';
+import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from './sink.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../../http/conditional.js';
+import { parseRange } from '../../http/range.js';
+import type { RequestContext } from '../../http/context.js';
+import { sendError, sendWhole } from '../../http/send.js';
+import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
+import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
+import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from '../../cache/rules.js';
+import type { StoredResponse } from '../../cache/types.js';
+import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
 export interface Forwarder {
@@ -27,14 +27,6 @@ export interface Forwarder {
   clientSink(ctx: RequestContext): ClientSink;
 }
 
-/** A route's cache settings, resolved once. */
-export interface ProxyCacheOptions {
-  zone: CacheZone;
-  key: (ctx: RequestContext, clientIp: string) => string;
-  rules: RuleOptions;
-  hitForMiss: number;
-  collapse: boolean;
-}
 
 /**
  * Replaced in a cacheable fetch: client validators and Range are answered by Portico (the origin is asked with
@@ -56,7 +48,7 @@ function ttlParam(variant: CachedVariant, age: number): string {
 }
 
 /** The caching layer of one proxy route. */
-export class ProxyCache {
+export class ProxyCache implements CacheOwner {
   readonly #o: ProxyCacheOptions;
   readonly #forwarder: Forwarder;
 
@@ -66,7 +58,7 @@ export class ProxyCache {
   }
 
   #keyFor(ctx: RequestContext): string {
-    return this.#o.key(ctx, ctx.req.socket.remoteAddress ?? '');
+    return this.#o.key(ctx);
   }
 
   /** Synchronous for a hit from memory (no promise on the hot path); a promise otherwise. */
@@ -188,7 +180,7 @@ export class ProxyCache {
     // The fetch is the cache's, not this client's: forwarded as a copy that the client's close does not abort.
     // The sink decides instead: a response being stored or shared with waiters is fetched to the end.
     const fetch: PreparedRequest = { ...prepared };
-    const sink = new StoringSink(this, ctx, key, params, reqcc, publish, stale?.variant ?? null, background, fetch);
+    const sink = new StoringSink({ cache: this, ctx, key, params, reqcc, publish, stale: stale?.variant ?? null, background, fetch });
     if (!background) {
       ctx.res.once('close', () => {
         if (!ctx.res.writableFinished) sink.clientGone();

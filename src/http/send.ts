@@ -3,7 +3,8 @@
  * page shows only the status; nothing about files, stacks or upstreams ever reaches the client.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { errorPage } from '../errors.js';
+import type { Duplex } from 'node:stream';
+import { errorPage, reasonPhrase } from '../errors.js';
 import type { RequestContext } from './context.js';
 
 /** Sends the error page for `status` (the site's own page when configured); closes the connection if asked. */
@@ -58,4 +59,18 @@ export function sendWhole(ctx: RequestContext, status: number, headers: readonly
   ctx.bytesSent = body.length;
   if (text !== undefined) res.end(text, 'latin1');
   else res.end(body);
+}
+
+/**
+ * Answers with an error page on a raw socket (an upgrade that could not be tunnelled, where no ServerResponse
+ * exists any more) and closes it: the same page, `Server` field and framing as `sendError`.
+ */
+export function sendRawError(socket: Duplex, status: number, serverHeader: string): void {
+  const body = errorPage(status);
+  const server = serverHeader === '' ? '' : `Server: ${serverHeader}\r\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
+      `Cache-Control: no-store\r\n${server}Connection: close\r\n\r\n${body.toString('latin1')}`,
+    'latin1',
+  );
 }

@@ -3,15 +3,15 @@
  * decides storability, tees the body to the client and to collapsed waiters, stores it, and handles a
  * revalidation's 304 and stale-if-error.
  */
-import type { PreparedRequest, ResponseSink } from '../handlers/proxy.js';
-import { evaluatePreconditions } from '../handlers/static/conditional.js';
-import type { RequestContext } from '../server/context.js';
-import type { CacheControl } from './cache-control.js';
-import { GrowingBody } from './growing-body.js';
-import { currentAge, headerValue, mayServeStaleOnError, notStorable, varyKey } from './rules.js';
-import type { ProxyCache } from './proxy-cache.js';
-import type { StoredResponse } from './types.js';
-import { withoutSetCookie, type CachedVariant, type FlightDecision } from './zone.js';
+import type { PreparedRequest, ResponseSink } from './sink.js';
+import { evaluatePreconditions } from '../../http/conditional.js';
+import type { RequestContext } from '../../http/context.js';
+import type { Template } from '../../http/template.js';
+import type { CacheControl } from '../../cache/cache-control.js';
+import { GrowingBody } from '../../cache/growing-body.js';
+import { currentAge, headerValue, mayServeStaleOnError, notStorable, varyKey, type RuleOptions } from '../../cache/rules.js';
+import type { StoredResponse } from '../../cache/types.js';
+import { withoutSetCookie, type CacheZone, type CachedVariant, type FlightDecision } from '../../cache/zone.js';
 
 /** Origin statuses that count as errors for stale-if-error (RFC 5861 §4). */
 export const ERROR_STATUSES = new Set([500, 502, 503, 504]);
@@ -74,6 +74,43 @@ export function notModifiedHeaders(headers: readonly string[]): string[] {
   return out;
 }
 
+/** A route's cache settings, resolved once. */
+export interface ProxyCacheOptions {
+  zone: CacheZone;
+  /** The cache key of a request (a compiled `key` template). */
+  key: Template;
+  rules: RuleOptions;
+  hitForMiss: number;
+  collapse: boolean;
+}
+
+/** What a StoringSink needs of the route's cache. */
+export interface CacheOwner {
+  readonly options: ProxyCacheOptions;
+  /** Stores a complete response. */
+  store(entry: StoredResponse): void;
+  /** Refreshes a stored variant with the fields of a 304 (RFC 9111 §4.3.4) and serves it. */
+  refreshAndServe(ctx: RequestContext, variant: CachedVariant, headers: readonly string[], requestTime: number, responseTime: number, params: string, background: boolean): void;
+}
+
+/** One cacheable fetch, as the StoringSink sees it. */
+export interface StoringSinkInit {
+  readonly cache: CacheOwner;
+  readonly ctx: RequestContext;
+  readonly key: string;
+  /** Cache-Status parameters so far (`fwd=miss`, …). */
+  readonly params: string;
+  readonly reqcc: CacheControl;
+  /** A collapse leader's way to tell waiters what they get; null when not leading. */
+  readonly publish: ((decision: FlightDecision) => void) | null;
+  /** The stored variant a revalidation's 304 refreshes; null for a plain miss. */
+  readonly stale: CachedVariant | null;
+  /** A background refresh (stale-while-revalidate): no client to answer. */
+  readonly background: boolean;
+  /** The cache's own copy of the prepared request. */
+  readonly fetch: PreparedRequest;
+}
+
 /**
  * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
  * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
@@ -93,17 +130,27 @@ export class StoringSink implements ResponseSink {
   #clientGone = false;
   #resume: (() => void) | null = null;
 
-  constructor(
-    readonly cache: ProxyCache,
-    readonly ctx: RequestContext,
-    readonly key: string,
-    readonly params: string,
-    readonly reqcc: CacheControl,
-    readonly publish: ((decision: FlightDecision) => void) | null,
-    readonly stale: CachedVariant | null,
-    readonly background: boolean,
-    readonly fetch: PreparedRequest,
-  ) {}
+  readonly cache: CacheOwner;
+  readonly ctx: RequestContext;
+  readonly key: string;
+  readonly params: string;
+  readonly reqcc: CacheControl;
+  readonly publish: ((decision: FlightDecision) => void) | null;
+  readonly stale: CachedVariant | null;
+  readonly background: boolean;
+  readonly fetch: PreparedRequest;
+
+  constructor(init: StoringSinkInit) {
+    this.cache = init.cache;
+    this.ctx = init.ctx;
+    this.key = init.key;
+    this.params = init.params;
+    this.reqcc = init.reqcc;
+    this.publish = init.publish;
+    this.stale = init.stale;
+    this.background = init.background;
+    this.fetch = init.fetch;
+  }
 
   /**
    * The client went away. A response being stored or shared is still fetched to the end (one client leaving

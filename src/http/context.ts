@@ -3,6 +3,7 @@
  * a site and a route, then handed to the route's handler chain, which was compiled when the config was loaded.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { stripMapped, type TrustedProxies } from './client-address.js';
 
 /** Per-request state shared by the handlers of one chain. */
 export class RequestContext {
@@ -24,7 +25,11 @@ export class RequestContext {
   upstreamLog: UpstreamAttemptLog[] | undefined = undefined;
   /** Set by the app when it listens for the response's `close` itself (and then calls `clientClosed()`). */
   closeWatched = false;
+  /** Peers whose forwarding headers are believed (set by the app; none when undefined). */
+  trusted: TrustedProxies | undefined = undefined;
   #onGone: (() => void) | undefined = undefined;
+  /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
+  private clientAddressMemo: string | undefined = undefined;
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
@@ -59,6 +64,20 @@ export class RequestContext {
   /** The response closed before it finished (called by whoever set `closeWatched`). */
   clientClosed(): void {
     this.#onGone?.();
+  }
+
+  /** The TCP peer's address (`::ffff:` prefix of a mapped IPv4 address removed). */
+  peerAddress(): string {
+    return stripMapped(this.req.socket.remoteAddress ?? '');
+  }
+
+  /** The client's address: the peer, or behind a trusted proxy the address it forwarded (worked out once). */
+  clientAddress(): string {
+    if (this.clientAddressMemo === undefined) {
+      const peer = this.peerAddress();
+      this.clientAddressMemo = this.trusted === undefined ? peer : this.trusted.clientAddress(peer, this.req.headers['x-forwarded-for'] as string | undefined);
+    }
+    return this.clientAddressMemo;
   }
 
   /** `path?query` as the client asked for it, canonicalised. */

@@ -1,0 +1,203 @@
+/**
+ * The attempt loop of a proxy route: select a server, forward, classify the outcome, maybe retry, maybe wait
+ * for a server. A retry never re-picks a server already tried and stops at `retry_deadline`. Idempotent methods
+ * are retried per `retry_on` when their body is absent or small enough to keep (`retry_buffer`); other methods,
+ * and streamed bodies, only when the connection was refused or never made, since an error on a reused
+ * keep-alive connection does not prove the app did not receive the request. Once the response head went to the
+ * client there is no retry: a failure after that cuts the client connection so the response is visibly
+ * incomplete.
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
+import { sendError } from '../../http/send.js';
+import { readCookie, type Template } from '../../http/template.js';
+import type { Upstream } from '../../upstream/upstream.js';
+import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
+import type { RequestPreparer } from './prepare.js';
+import { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './sink.js';
+
+const OK: ForwardOutcome = { ok: true };
+const STATUS = /^\d{3}$/;
+
+/** What the loop needs of its route, resolved once. */
+export interface ForwarderOptions {
+  readonly upstream: Upstream;
+  readonly preparer: RequestPreparer;
+  readonly shared: AttemptShared;
+  /** The `hash` policy's key template (undefined for other policies). */
+  readonly hashKey: Template | undefined;
+  /** Read up to this much of a response before answering (0: stream at once). */
+  readonly bufferResponse: number;
+  readonly logger: Logger;
+}
+
+/** Forwards the requests of one proxy route to its upstream. */
+export class Forwarder {
+  readonly #o: ForwarderOptions;
+  readonly #upstream: Upstream;
+
+  constructor(options: ForwarderOptions) {
+    this.#o = options;
+    this.#upstream = options.upstream;
+  }
+
+  /** The `hash` policy's key for this request (only computed for that policy). */
+  hashKey(ctx: RequestContext): string {
+    return this.#o.hashKey === undefined ? '' : this.#o.hashKey(ctx);
+  }
+
+  /** The sink that answers the client directly. */
+  clientSink(ctx: RequestContext): ClientSink {
+    return new ClientSink(ctx, this.#o.bufferResponse);
+  }
+
+  /** See `RequestPreparer.prepare`. */
+  prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
+    return this.#o.preparer.prepare(ctx);
+  }
+
+  /** Answers a request from the upstream, or with the error page of the outcome. */
+  handle(ctx: RequestContext): Promise<void> | void {
+    const prepared = this.#o.preparer.prepare(ctx);
+    if (prepared === undefined) return;
+    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.#answer(ready)));
+    return this.#answer(prepared);
+  }
+
+  #answer(prepared: PreparedRequest): void {
+    const ctx = prepared.ctx;
+    this.#run(
+      new Exchange(prepared, this.clientSink(ctx), prepared.headers, (outcome) => {
+        if (outcome.ok) return;
+        // Called from inside undici's callbacks: nothing may be thrown back into them.
+        try {
+          sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+        } catch (err) {
+          this.#o.logger.error({ err, url: ctx.req.url }, 'proxy error page failed');
+          ctx.res.destroy();
+        }
+      }),
+    );
+  }
+
+  /** Forwards a prepared request into a sink, with retries; the outcome says what to answer if it failed. */
+  forward(prepared: PreparedRequest, sink: ResponseSink, edit?: HeaderEdit): Promise<ForwardOutcome> {
+    let headers = prepared.headers;
+    if (edit !== undefined) {
+      headers = [];
+      for (let i = 0; i < prepared.headers.length; i += 2) {
+        if (edit.drop?.has(prepared.headers[i]!.toLowerCase()) !== true) headers.push(prepared.headers[i]!, prepared.headers[i + 1]!);
+      }
+      if (edit.add !== undefined) headers.push(...edit.add);
+    }
+    return new Promise((resolve) => this.#run(new Exchange(prepared, sink, headers, resolve)));
+  }
+
+  /**
+   * Starts the loop. Written with callbacks rather than `await`, so that a request answered by its first attempt
+   * creates no promise at all; the rare waits (queue, try_duration) re-enter through `#later`.
+   */
+  #run(ex: Exchange): void {
+    const config = this.#upstream.config;
+    const started = Date.now();
+    ex.deadline = started + config.retry_deadline;
+    ex.tryUntil = started + config.try_duration;
+    const sticky = config.sticky;
+    ex.stickyValue = sticky === undefined ? undefined : readCookie(ex.ctx.req.headers.cookie, sticky.cookie);
+    ex.pick = { clientIp: ex.clientIp, hashKey: this.hashKey(ex.ctx), random: Math.random };
+    this.#next(ex);
+  }
+
+  /** Starts the next attempt, or waits for a server, or ends the forward. */
+  #next(ex: Exchange): void {
+    if (ex.clientGone) return ex.done(OK);
+    const config = this.#upstream.config;
+    const chosen = this.#upstream.select(ex.tried, ex.pick!, ex.stickyValue);
+    if (typeof chosen === 'string') {
+      if (chosen === 'full') {
+        this.#upstream.waitForCapacity().then((ok) => this.#later(ex, ok ? undefined : chosen));
+        return;
+      }
+      this.#nothingLeft(ex, chosen);
+      return;
+    }
+    ex.attempts++;
+    ex.tried.add(chosen.id);
+    // A retryable status is only worth discarding when another server could still answer.
+    // The deadline is checked again when the status arrives: a slow answer past it is passed on, not discarded.
+    const statusRetryUntil =
+      ex.attempts <= config.retries && this.#mayRetry(ex, undefined, false) && this.#upstream.hasUntried(ex.tried) ? ex.deadline : 0;
+    const log: UpstreamAttemptLog = { addr: chosen.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
+    ex.log.push(log);
+    this.#upstream.acquire(chosen);
+    chosen.dispatcher.dispatch(
+      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body },
+      new Attempt({
+        shared: this.#o.shared,
+        ex,
+        server: chosen,
+        log,
+        setCookie: this.#upstream.stickyCookie(chosen, ex.stickyValue),
+        statusRetryUntil,
+        after: this.#afterAttempt,
+      }),
+    );
+  }
+
+  /** No server to try now (all down, all tried, or the queue gave up): wait while try_duration allows, or fail. */
+  #nothingLeft(ex: Exchange, why: 'full' | 'unavailable'): void {
+    const config = this.#upstream.config;
+    const lastFailure = ex.lastFailure;
+    if (Date.now() + config.try_interval < ex.tryUntil && (lastFailure === undefined || this.#mayRetry(ex, lastFailure, true))) {
+      setTimeout(() => {
+        ex.tried.clear();
+        this.#later(ex, undefined);
+      }, config.try_interval);
+      return;
+    }
+    if (lastFailure === undefined || why === 'full') return ex.done({ ok: false, status: 503 });
+    ex.done({ ok: false, status: lastFailure === 'timeout' ? 504 : 502 });
+  }
+
+  /** An attempt ended (called by the Attempt, inside undici's callback). */
+  readonly #afterAttempt = (ex: Exchange, result: AttemptResult): void => {
+    if (result.ok || ex.committed || ex.clientGone) return ex.done(OK);
+    const config = this.#upstream.config;
+    ex.lastFailure = result.reason;
+    // A discarded status was discarded to be retried, whatever the clock says now.
+    const discarded = STATUS.test(result.reason);
+    const retry = ex.attempts <= config.retries && (discarded || Date.now() < ex.deadline) && this.#mayRetry(ex, result.reason, false);
+    if (!retry && !(Date.now() < ex.tryUntil && this.#mayRetry(ex, result.reason, true))) {
+      return ex.done({ ok: false, status: result.reason === 'timeout' ? 504 : 502 });
+    }
+    // Not from inside undici's callback for the failed request: the next dispatch starts on a clean stack.
+    process.nextTick(() => this.#later(ex, undefined));
+  };
+
+  /** Goes on with the loop from a timer or a queue: outside the request's stack, so nothing may throw out of it. */
+  #later(ex: Exchange, nothingLeft: 'full' | undefined): void {
+    try {
+      if (nothingLeft === undefined) this.#next(ex);
+      else this.#nothingLeft(ex, nothingLeft);
+    } catch (err) {
+      this.#o.logger.error({ err, url: ex.ctx.req.url }, 'proxy request failed');
+      ex.done({ ok: false, status: 502 });
+    }
+  }
+
+  /**
+   * Whether a failure may be retried for this request. With `reason` undefined: whether a retryable *status*
+   * could be retried (decided before the response head arrives). `waiting` is the try_duration case.
+   */
+  #mayRetry(ex: Exchange, reason: FailureReason | undefined, waiting: boolean): boolean {
+    if (reason === 'connect_error') {
+      // The request never left: safe for any method, unless a streamed body was already consumed.
+      return (waiting || this.#o.shared.retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || !(ex.body as Readable).readableDidRead);
+    }
+    if (waiting) return false;
+    if (!ex.replayable) return false;
+    return reason === undefined || this.#o.shared.retryOn.has(reason);
+  }
+}

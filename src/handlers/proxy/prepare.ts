@@ -1,0 +1,123 @@
+/**
+ * Preparing a request for forwarding, once per request whatever the number of attempts: the checks that answer
+ * the client early (413, 417, a broken body), the request body (kept in memory when small enough to replay),
+ * the header list for the app server (hop-by-hop fields dropped, forwarding fields rebuilt) and the path.
+ */
+import type { Readable } from 'node:stream';
+import type { RequestContext } from '../../http/context.js';
+import { sendError } from '../../http/send.js';
+import { compileTemplate, type Template } from '../../http/template.js';
+import { buildRequestHeaders } from '../../upstream/headers.js';
+import { limitBody, readBody } from './body.js';
+import type { PreparedRequest } from './sink.js';
+
+/** Methods whose requests may be sent twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const NO_HEADERS = new Map<string, string>();
+
+/** What preparing needs of the route and its upstream, resolved once. */
+export interface PrepareOptions {
+  /** `pass` keeps the client's Host; any other template is sent as Host. */
+  readonly host: string;
+  readonly setHeaders: Readonly<Record<string, string>>;
+  /** Route prefix removed from the path (`''` for none). */
+  readonly stripPrefix: string;
+  readonly maxBodySize: number;
+  /** Largest body kept in memory for a replay. */
+  readonly retryBuffer: number;
+}
+
+/** Prepares requests for one proxy route. */
+export class RequestPreparer {
+  readonly #o: PrepareOptions;
+  readonly #setHeaders: Array<[string, Template]>;
+  readonly #hostTemplate: Template | undefined;
+
+  constructor(options: PrepareOptions) {
+    this.#o = options;
+    this.#setHeaders = Object.entries(options.setHeaders).map(([name, value]) => [name.toLowerCase(), compileTemplate(value)]);
+    this.#hostTemplate = options.host === 'pass' ? undefined : compileTemplate(options.host);
+  }
+
+  /** The path sent upstream (after the server's base path): the (maybe stripped) canonical path and query. */
+  upstreamPath(ctx: RequestContext): string {
+    let path = ctx.path;
+    const prefix = this.#o.stripPrefix;
+    if (prefix !== '') {
+      path = path.slice(Math.min(prefix.length, path.length));
+      if (path.charCodeAt(0) !== 47) path = '/' + path;
+    }
+    return ctx.query === '' ? path : `${path}?${ctx.query}`;
+  }
+
+  /** The header list for the app server, as a flat name/value list. */
+  headers(ctx: RequestContext): string[] {
+    const req = ctx.req;
+    const clientHost = req.headers.host ?? ctx.host;
+    let setHeaders: Map<string, string> = NO_HEADERS;
+    if (this.#setHeaders.length > 0) {
+      setHeaders = new Map();
+      for (const [name, value] of this.#setHeaders) setHeaders.set(name, value(ctx));
+    }
+    const peer = ctx.peerAddress();
+    return buildRequestHeaders({
+      rawHeaders: req.rawHeaders,
+      peer,
+      clientIp: ctx.clientAddress(),
+      trusted: ctx.trusted?.has(peer) ?? false,
+      scheme: ctx.scheme,
+      host: clientHost,
+      upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
+      setHeaders,
+      httpVersion: req.httpVersion,
+    });
+  }
+
+  /**
+   * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
+   * a bad request. Synchronous unless a small body has to be read first (for replay), so a GET costs no promise.
+   */
+  prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
+    const { req, res } = ctx;
+    const length = req.headers['content-length'];
+    const declared = length === undefined ? -1 : Number(length);
+    if (declared > this.#o.maxBodySize) return void sendError(ctx, 413, undefined, true);
+    if (req.headers.expect !== undefined) {
+      if (req.headers.expect.toLowerCase() !== '100-continue') return void sendError(ctx, 417, undefined, true);
+      res.writeContinue();
+    }
+    const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
+    let body: Readable | null = null;
+    let replayable = IDEMPOTENT.has(req.method!);
+    if (hasBody) {
+      if (declared >= 0 && declared <= this.#o.retryBuffer) {
+        return readBody(req, declared).then((buffer) => {
+          if (buffer === null) return void sendError(ctx, 400, undefined, true);
+          return this.#prepared(ctx, buffer, replayable);
+        });
+      }
+      body = req;
+      replayable = false;
+      if (declared < 0) body = limitBody(req, this.#o.maxBodySize, () => sendError(ctx, 413, undefined, true));
+    }
+    return this.#prepared(ctx, body, replayable);
+  }
+
+  #prepared(ctx: RequestContext, body: Buffer | Readable | null, replayable: boolean): PreparedRequest {
+    const prepared: PreparedRequest = {
+      ctx,
+      body,
+      replayable,
+      headers: this.headers(ctx),
+      path: this.upstreamPath(ctx),
+      clientIp: ctx.clientAddress(),
+      clientGone: false,
+      abortCurrent: undefined,
+    };
+    ctx.onClientGone(() => {
+      prepared.clientGone = true;
+      prepared.abortCurrent?.(new Error('client closed the connection'));
+    });
+    return prepared;
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Request variables and the one template compiler that uses them: redirect targets, proxy `host` and
+ * `set_headers`, hash keys, cache keys (and, later, custom log formats) all compile here, once, into a function
+ * so the hot path does no parsing.
+ *
+ * The variables (README, "Variables", lists the same):
+ * - `$scheme` `http` or `https`; `$host` the request's host, lower-cased, without port; `$method`;
+ * - `$request_uri` the canonical path and query; `$uri` the canonical path; `$args` the query, without `?`;
+ * - `$remote_addr` the client's address (from X-Forwarded-For only when the peer is a trusted proxy);
+ * - `$cookie_NAME` a cookie's value; `$header_NAME` a request header (`_` stands for `-`); `$arg_NAME` a query
+ *   parameter.
+ * Anything else after `$` is literal text.
+ */
+import type { RequestContext } from './context.js';
+
+/** A compiled template: evaluated per request. */
+export type Template = (ctx: RequestContext) => string;
+
+type Part = string | Template;
+
+const FIXED: Readonly<Record<string, Template>> = {
+  scheme: (ctx) => ctx.scheme,
+  host: (ctx) => ctx.host,
+  method: (ctx) => ctx.req.method ?? '',
+  request_uri: (ctx) => ctx.uri,
+  uri: (ctx) => ctx.path,
+  args: (ctx) => ctx.query,
+  remote_addr: (ctx) => ctx.clientAddress(),
+};
+
+const VARIABLE = /\$(request_uri|uri|args|host|remote_addr|scheme|method|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
+
+/** The names every template may use (with `NAME` standing for any name), for documentation and errors. */
+export const TEMPLATE_VARIABLES = [...Object.keys(FIXED).map((name) => `$${name}`), '$cookie_NAME', '$header_NAME', '$arg_NAME'] as const;
+
+function variable(name: string): Template {
+  const fixed = FIXED[name];
+  if (fixed !== undefined) return fixed;
+  if (name.startsWith('cookie_')) {
+    const cookie = name.slice(7);
+    return (ctx) => readCookie(ctx.req.headers.cookie, cookie) ?? '';
+  }
+  if (name.startsWith('header_')) {
+    const header = name.slice(7).replaceAll('_', '-').toLowerCase();
+    return (ctx) => {
+      const value = ctx.req.headers[header];
+      return value === undefined ? '' : String(value);
+    };
+  }
+  const arg = name.slice(4);
+  return (ctx) => new URLSearchParams(ctx.query).get(arg) ?? '';
+}
+
+/** Compiles a template once; a template without variables returns its text without any work per request. */
+export function compileTemplate(template: string): Template {
+  const parts: Part[] = [];
+  let last = 0;
+  for (const match of template.matchAll(VARIABLE)) {
+    parts.push(template.slice(last, match.index), variable(match[1]!));
+    last = match.index + match[0].length;
+  }
+  parts.push(template.slice(last));
+  // Empty literals between variables (`$scheme$host$request_uri`) would only be concatenated per request.
+  const pieces = parts.filter((part) => part !== '');
+  if (pieces.every((part) => typeof part === 'string')) {
+    const fixed = pieces.join('');
+    return function fixedText() {
+      return fixed;
+    };
+  }
+  if (pieces.length === 1) return pieces[0] as Template;
+  return function renderTemplate(ctx) {
+    let out = '';
+    for (const part of pieces) out += typeof part === 'string' ? part : part(ctx);
+    return out;
+  };
+}
+
+/** The value of cookie `name` in a `Cookie` header, or `undefined`. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq !== -1 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
