@@ -16,6 +16,7 @@
  */
 import { parseCacheControl, type CacheControl } from './cache-control.js';
 import type { StoredResponse } from './types.js';
+import { ALL_ENCODINGS, negotiateEncoding } from '../http/negotiate.js';
 
 /** Statuses a cache understands and may store (§3). */
 const UNDERSTOOD = new Set([200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501]);
@@ -211,24 +212,13 @@ export function mayServeStaleOnError(facts: EntryFacts, age: number, req: CacheC
   return age - facts.lifetime <= window;
 }
 
-/** Matches a coding in an Accept-Encoding list with no q or a non-zero q. */
-function acceptsCoding(coding: string): RegExp {
-  return new RegExp(`(^|,)\\s*${coding}\\s*(;\\s*q\\s*=\\s*(?!0(\\.0*)?\\s*(,|$))[\\d.]+)?\\s*(,|$)`);
-}
-const ACCEPTS_BR = acceptsCoding('br');
-const ACCEPTS_GZIP = acceptsCoding('(x-)?gzip');
-
 /**
  * Normalised Accept-Encoding: the best encoding the client takes among br, gzip, identity. The cache keys Vary
  * on it and also sends it upstream in place of the client's value, so that a stored variant was made for exactly
  * that value and every client mapped to it accepts its encoding.
  */
 export function normalizeAcceptEncoding(value: string | undefined): string {
-  if (value === undefined) return 'identity';
-  const v = value.toLowerCase();
-  if (ACCEPTS_BR.test(v)) return 'br';
-  if (ACCEPTS_GZIP.test(v)) return 'gzip';
-  return 'identity';
+  return negotiateEncoding(value, ALL_ENCODINGS) ?? 'identity';
 }
 
 /**

@@ -110,7 +110,6 @@ function withETag(headers: readonly string[], etag: string): string[] {
 }
 
 class StaticHandler {
-  readonly #negotiated = new Map<string, Encoding | null>();
   readonly #resolver: StaticResolver;
   readonly #options: StaticOptions;
 
@@ -186,7 +185,7 @@ class StaticHandler {
     if (!entry.varies || rangeApplies) return identity;
     const accept = ctx.req.headers['accept-encoding'];
     if (accept === undefined) return identity;
-    const encoding = this.#negotiate(accept, entry.available());
+    const encoding = negotiateEncoding(accept, entry.available());
     if (encoding === null || encoding === 'identity') return identity;
     const sibling = entry.precompressed(encoding);
     if (sibling !== undefined) return { etag: sibling.etag, variant: sibling, streamEncoding: undefined };
@@ -196,18 +195,6 @@ class StaticHandler {
       return entry.compressed(encoding).then((variant) => ({ etag: variant.etag, variant, streamEncoding: undefined }));
     }
     return { etag: makeETag(entry.stat, encoding === 'br' ? '-br' : '-gz'), variant: undefined, streamEncoding: encoding };
-  }
-
-  /** Accept-Encoding negotiation, remembered per distinct header value (browsers send a handful of them). */
-  #negotiate(accept: string, available: readonly Encoding[]): Encoding | null {
-    const key = available.length === 3 ? accept : `${available.join()}|${accept}`;
-    let found = this.#negotiated.get(key);
-    if (found === undefined) {
-      found = negotiateEncoding(accept, available);
-      if (this.#negotiated.size >= 256) this.#negotiated.clear();
-      this.#negotiated.set(key, found);
-    }
-    return found;
   }
 
   #serveFile(ctx: RequestContext, entry: FileEntry, mayRetry: boolean): Promise<void> | void {

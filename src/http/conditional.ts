@@ -5,10 +5,15 @@
 
 /** Validators of the selected representation. */
 export interface Validators {
-  /** Strong entity tag, quoted: `"5f3-1a2b"`. */
-  etag: string;
-  /** Last modification, whole seconds since the epoch ×1000. */
+  /** Entity tag, quoted: `"5f3-1a2b"` (or `W/"…"`); undefined when the representation has none. */
+  etag: string | undefined;
+  /** Last modification, whole seconds since the epoch ×1000; NaN when the representation has none. */
   lastModifiedMs: number;
+}
+
+/** The validators of a stored response, from its `ETag` and `Last-Modified` fields (either may be absent). */
+export function validatorsOf(etag: string | undefined, lastModified: string | undefined): Validators {
+  return { etag, lastModifiedMs: lastModified === undefined ? NaN : parseHttpDate(lastModified) };
 }
 
 /** The request header fields that matter here. */
@@ -44,16 +49,17 @@ export function parseETagList(value: string): string[] {
 }
 
 /** Strong comparison: both tags strong and identical (§8.8.3.2). */
-function strongMatch(list: string, etag: string): boolean {
+function strongMatch(list: string, etag: string | undefined): boolean {
   for (const tag of parseETagList(list)) {
-    if (tag === '*' || (!tag.startsWith('W/') && tag === etag)) return true;
+    // `*` matches any current representation, with or without a tag; a listed tag needs one to match.
+    if (tag === '*' || (etag !== undefined && !tag.startsWith('W/') && tag === etag)) return true;
   }
   return false;
 }
 
 /** Weak comparison: opaque tags identical, weakness ignored. */
-function weakMatch(list: string, etag: string): boolean {
-  const target = opaque(etag);
+function weakMatch(list: string, etag: string | undefined): boolean {
+  const target = etag === undefined ? undefined : opaque(etag);
   for (const tag of parseETagList(list)) {
     if (tag === '*' || opaque(tag) === target) return true;
   }
@@ -66,7 +72,10 @@ export function parseHttpDate(value: string): number {
   return /GMT$/.test(value.trim()) ? Date.parse(value) : NaN;
 }
 
-/** Evaluates the preconditions of a GET/HEAD (`safe`) or other request against a representation. */
+/**
+ * Evaluates the preconditions of a GET/HEAD (`safe`) or other request against a representation. A date
+ * condition is ignored when the representation has no modification date (§13.1.3, §13.1.4).
+ */
 export function evaluatePreconditions(headers: ConditionalHeaders, v: Validators, safe: boolean): ConditionalOutcome {
   const ifMatch = headers['if-match'];
   if (ifMatch !== undefined) {
@@ -95,7 +104,7 @@ export function evaluatePreconditions(headers: ConditionalHeaders, v: Validators
 export function ifRangeAllows(ifRange: string | undefined, v: Validators): boolean {
   if (ifRange === undefined) return true;
   const value = ifRange.trim();
-  if (value.startsWith('"')) return value === v.etag;
+  if (value.startsWith('"')) return v.etag !== undefined && !v.etag.startsWith('W/') && value === v.etag;
   if (value.startsWith('W/')) return false;
   const date = parseHttpDate(value);
   return !Number.isNaN(date) && date === v.lastModifiedMs;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { normalizeAcceptEncoding } from '../../src/cache/rules.js';
 import { isCompressible, negotiateEncoding, type Encoding } from '../../src/http/negotiate.js';
 
 const ALL: Encoding[] = ['br', 'gzip', 'identity'];
@@ -56,6 +57,33 @@ describe('isCompressible', () => {
   test('already-compressed types are not: png, jpeg, zip, gzip, woff2, mp4', () => {
     for (const type of ['image/png', 'image/jpeg', 'application/zip', 'application/gzip', 'font/woff2', 'video/mp4', 'application/octet-stream']) {
       assert.equal(isCompressible(type), false, type);
+    }
+  });
+});
+
+describe('one Accept-Encoding rule for static files and the cache', () => {
+  test('br;q=0.1, gzip picks gzip for a static file and for the cache key alike (the q-value decides, not the name)', () => {
+    assert.equal(negotiateEncoding('br;q=0.1, gzip', ALL), 'gzip');
+    assert.equal(normalizeAcceptEncoding('br;q=0.1, gzip'), 'gzip');
+  });
+
+  test('the cache key and static negotiation agree on a corpus of real and odd values', () => {
+    for (const value of [undefined, '', 'gzip, deflate, br', 'gzip', 'br', '*', 'identity', 'br;q=0, gzip;q=0.5', 'x-gzip', 'gzip;q=0, br;q=0', 'deflate, gzip;q=1.0, *;q=0.5', 'BR']) {
+      assert.equal(normalizeAcceptEncoding(value), negotiateEncoding(value, ALL) ?? 'identity', String(value));
+    }
+  });
+});
+
+describe('isCompressible keeps every type compressed before the compressible package', () => {
+  test('the types of the former hand-written list are still compressible', () => {
+    for (const type of [
+      'text/plain', 'text/html', 'text/css', 'text/csv', 'text/xml', 'text/javascript', 'application/json', 'application/javascript',
+      'application/ecmascript', 'application/xml', 'application/xhtml+xml', 'application/rss+xml', 'application/atom+xml',
+      'application/ld+json', 'application/manifest+json', 'application/wasm', 'application/x-javascript', 'application/vnd.ms-fontobject',
+      'application/x-font-ttf', 'application/x-font-opentype', 'image/svg+xml', 'image/x-icon', 'image/vnd.microsoft.icon', 'image/bmp',
+      'font/ttf', 'font/otf', 'font/eot', 'application/problem+json', 'application/soap+xml', 'TEXT/HTML; charset=utf-8',
+    ]) {
+      assert.equal(isCompressible(type), true, type);
     }
   });
 });

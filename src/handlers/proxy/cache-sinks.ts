@@ -4,7 +4,7 @@
  * revalidation's 304 and stale-if-error.
  */
 import type { PreparedRequest, ResponseSink } from './sink.js';
-import { evaluatePreconditions } from '../../http/conditional.js';
+import { evaluatePreconditions, validatorsOf } from '../../http/conditional.js';
 import type { RequestContext } from '../../http/context.js';
 import type { Template } from '../../http/template.js';
 import type { CacheControl } from '../../cache/cache-control.js';
@@ -230,7 +230,7 @@ export class StoringSink implements ResponseSink {
     const etag = headerValue(headers, 'etag');
     const lastModified = headerValue(headers, 'last-modified');
     if (status === 200 && (etag !== undefined || lastModified !== undefined)) {
-      const outcome = evaluatePreconditions(req.headers, { etag: etag ?? '""', lastModifiedMs: lastModified === undefined ? Infinity : Date.parse(lastModified) }, true);
+      const outcome = evaluatePreconditions(req.headers, validatorsOf(etag, lastModified), true);
       if (outcome === 304) {
         ctx.status = 304;
         ctx.res.writeHead(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader]);

@@ -10,7 +10,7 @@
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
  */
 import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from './sink.js';
-import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../../http/conditional.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows, validatorsOf } from '../../http/conditional.js';
 import { parseRange } from '../../http/range.js';
 import type { RequestContext } from '../../http/context.js';
 import { sendError, sendWhole } from '../../http/send.js';
@@ -244,8 +244,8 @@ export class ProxyCache implements CacheOwner {
     const facts = variant.extra.facts;
     const statusHeader = cacheStatus(params);
     const ageSeconds = String(Math.floor(age / 1000));
+    const validators = validatorsOf(facts.etag, facts.lastModified);
     if (stored.status === 200 && (facts.etag !== undefined || facts.lastModified !== undefined)) {
-      const validators = { etag: facts.etag ?? '""', lastModifiedMs: facts.lastModified === undefined ? Infinity : Date.parse(facts.lastModified) };
       const outcome = evaluatePreconditions(req.headers, validators, true);
       if (outcome === 304) {
         ctx.status = 304;
@@ -256,7 +256,7 @@ export class ProxyCache implements CacheOwner {
       if (outcome === 412) return sendError(ctx, 412, { 'Cache-Status': statusHeader });
     }
     const range = req.method === 'GET' && stored.status === 200 ? req.headers.range : undefined;
-    if (range !== undefined && ifRangeAllows(req.headers['if-range'] as string | undefined, { etag: facts.etag ?? '', lastModifiedMs: facts.lastModified === undefined ? NaN : Date.parse(facts.lastModified) })) {
+    if (range !== undefined && ifRangeAllows(req.headers['if-range'] as string | undefined, validators)) {
       const decision = parseRange(range, stored.body.length, 1);
       if (decision.kind === 'unsatisfiable') return sendError(ctx, 416, { 'Content-Range': `bytes */${stored.body.length}`, 'Cache-Status': statusHeader });
       if (decision.kind === 'ranges') {

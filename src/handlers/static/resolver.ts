@@ -13,7 +13,7 @@ import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { decodeSegments, normalizePath } from '../../http/request-path.js';
 import { oneWriteText } from '../../http/send.js';
-import { FileEntry, sameVersion, type EntryOptions, type Variant } from './file-entry.js';
+import { FileEntry, makeETag, sameVersion, type EntryOptions, type Variant } from './file-entry.js';
 import { isCompressible } from '../../http/negotiate.js';
 import mime from 'mime-types';
 
@@ -151,7 +151,7 @@ export class StaticResolver {
       if (!(await this.#inside(file))) continue;
       const small = this.#opt.cacheEnabled && stat.size <= this.#opt.maxFileSize;
       const body = small ? await fs.readFile(file) : undefined;
-      const etag = `"${Math.floor(stat.mtimeMs).toString(16)}-${stat.size.toString(16)}-${encoding === 'br' ? 'br' : 'gz'}s"`;
+      const etag = makeETag(stat, `-${encoding === 'br' ? 'br' : 'gz'}s`);
       found.push({ encoding, etag, size: body?.length ?? stat.size, body, text: body === undefined ? undefined : oneWriteText(body), path: file, headers: [] });
     }
     return found;
