@@ -5,8 +5,9 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchOnce, startPinned, startPortico } from '../lib/servers.mjs';
 import { nginxConf } from '../proxy/contenders.mjs';
+import { FILES } from '../static/docroot.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -68,6 +69,28 @@ function floor({ port, docroot, items, cpu, readyUrl, nodeArgs = [] }) {
     args: [...nodeArgs, path.resolve(HERE, '../static/floor-server.mjs'), String(port), docroot, ...items.map((i) => i.path.slice(1))],
     readyUrl,
   });
+}
+
+/** What is measured: each file of bench/static/docroot.mjs, through the cache. */
+export const ITEMS = FILES.map((f) => ({ label: f.label, path: `/${f.name}`, file: f.name }));
+
+/**
+ * Refuses to measure a server that does not answer `item` with the exact bytes (`bodies`: makeDocroot's) and the
+ * origin's Cache-Control; for a cache, the second request must be a hit (so this also warms it).
+ */
+export async function verify(contender, base, item, bodies) {
+  for (let n = 1; n <= 2; n++) {
+    const res = await fetchOnce(`${base}${item.path}`);
+    if (res.status !== 200 || !res.body.equals(bodies.get(item.file))) {
+      throw new Error(`${contender.id} answered ${item.path} with ${res.status} and ${res.body.length} bytes, not the file`);
+    }
+    if (contender.id !== 'floor' && res.headers['cache-control'] !== 'public, max-age=3600') {
+      throw new Error(`${contender.id} answered ${item.path} without the origin's Cache-Control (${res.headers['cache-control']})`);
+    }
+    if (n === 2 && contender.hit !== undefined && !contender.hit(res)) {
+      throw new Error(`${contender.id}: the second request for ${item.path} was not a cache hit (${contender.describe(res)})`);
+    }
+  }
 }
 
 const cacheStatus = (res) => String(res.headers['cache-status'] ?? '');

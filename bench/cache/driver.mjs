@@ -3,12 +3,9 @@
 // Portico's own uncached proxy path. Every cache is warmed and seen to hit before it is measured, and a
 // measurement during which a cache asked the origin is flagged. The loop is bench/proxy/harness.mjs.
 import path from 'node:path';
-import { fetchOnce } from '../lib/servers.mjs';
 import { FILES, makeDocroot } from '../static/docroot.mjs';
 import { OUT_ROOT, run, runScenario } from '../proxy/harness.mjs';
-import { CONTENDERS } from './contenders.mjs';
-
-const ITEMS = FILES.map((f) => ({ label: f.label, path: `/${f.name}`, file: f.name }));
+import { CONTENDERS, ITEMS, verify } from './contenders.mjs';
 
 run(async () => {
   const { docroot, bodies } = makeDocroot(path.join(OUT_ROOT, 'cache', 'docroot'));
@@ -19,21 +16,7 @@ run(async () => {
     tools: { nginx: 'nginx -v', varnish: 'varnishd -V' },
     backend: { docroot, files: FILES.map((f) => f.name) },
     startArgs: { docroot },
-    /** The exact bytes, with the origin's Cache-Control; for a cache, a second request must be a hit. */
-    async verify(contender, base, item) {
-      for (let n = 1; n <= 2; n++) {
-        const res = await fetchOnce(`${base}${item.path}`);
-        if (res.status !== 200 || !res.body.equals(bodies.get(item.file))) {
-          throw new Error(`${contender.id} answered ${item.path} with ${res.status} and ${res.body.length} bytes, not the file`);
-        }
-        if (contender.id !== 'floor' && res.headers['cache-control'] !== 'public, max-age=3600') {
-          throw new Error(`${contender.id} answered ${item.path} without the origin's Cache-Control (${res.headers['cache-control']})`);
-        }
-        if (n === 2 && contender.hit !== undefined && !contender.hit(res)) {
-          throw new Error(`${contender.id}: the second request for ${item.path} was not a cache hit (${contender.describe(res)})`);
-        }
-      }
-    },
+    verify: (contender, base, item) => verify(contender, base, item, bodies),
     /** A cache hit never reaches the origin; the uncached path reaches it once per request. */
     check(contender, _item, sample) {
       if (contender.hit !== undefined && sample.upstreamRequests > 0) return `${sample.upstreamRequests} requests reached the origin`;

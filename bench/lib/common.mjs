@@ -1,6 +1,6 @@
 // Settings and terminal helpers shared by every benchmark driver: the same knobs (BENCH_RUNS, BENCH_DURATION,
 // BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_NOISE, BENCH_RETRIES, BENCH_QUIET_WAIT, BENCH_QUICK) and colour only
-// on a TTY.
+// on a TTY (stdout's for results, stderr's for progress).
 import { execFileSync } from 'node:child_process';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -24,6 +24,12 @@ export const dim = paint(2);
 export const green = paint(32);
 export const red = paint(31);
 export const yellow = paint(33);
+
+/** Progress for a person watching, on stderr (stdout keeps the results), dim when stderr is a terminal. */
+export function progress(text) {
+  const line = process.stderr.isTTY && !process.env.NO_COLOR ? `\x1b[2m${text}\x1b[0m` : text;
+  process.stderr.write(`${line}\n`);
+}
 
 export function has(command) {
   try {

@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchOnce, startPinned, startPortico } from '../lib/servers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -63,6 +63,16 @@ function nodeScript(script) {
   return function start({ port, backend, cpu, readyUrl, nodeArgs = [] }) {
     return startPinned({ name: script, cpu, command: process.execPath, args: [...nodeArgs, path.join(HERE, script), String(port), backend.origin], readyUrl });
   };
+}
+
+const HELLO = 'Hello, world!';
+
+/** Refuses to measure a proxy that does not pass the app's answer (bench/proxy/backend.mjs) through. */
+export async function verify(contender, base, item) {
+  const res = await fetchOnce(`${base}${item.path}`);
+  if (res.status !== 200 || res.body.toString() !== HELLO) {
+    throw new Error(`${contender.id} answered ${item.path} with ${res.status} and ${JSON.stringify(res.body.toString().slice(0, 80))}, not the app's answer`);
+  }
 }
 
 /** Contenders in table order; `id` is what BENCH_ONLY names; `node`: a Node process (can be profiled). */

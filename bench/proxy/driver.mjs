@@ -1,11 +1,8 @@
 // The proxy benchmark (issue 3), run through bench/proxy.sh: Portico forwarding a 13-byte answer of a Node app
 // server, against the Node floor (http + undici Pool), node-http-proxy, nginx and HAProxy. The loop, pinning
 // and tables are in bench/proxy/harness.mjs.
-import { fetchOnce } from '../lib/servers.mjs';
 import { run, runScenario } from './harness.mjs';
-import { CONTENDERS } from './contenders.mjs';
-
-const HELLO = 'Hello, world!';
+import { CONTENDERS, verify } from './contenders.mjs';
 
 run(async () => {
   await runScenario({
@@ -14,13 +11,7 @@ run(async () => {
     items: [{ label: '13 B', path: '/' }],
     tools: { nginx: 'nginx -v', haproxy: 'haproxy -v' },
     packages: ['undici', 'http-proxy'],
-    /** Refuses to measure a proxy that does not pass the app's answer through. */
-    async verify(contender, base, item) {
-      const res = await fetchOnce(`${base}${item.path}`);
-      if (res.status !== 200 || res.body.toString() !== HELLO) {
-        throw new Error(`${contender.id} answered ${item.path} with ${res.status} and ${JSON.stringify(res.body.toString().slice(0, 80))}, not the app's answer`);
-      }
-    },
+    verify,
     ratios: [
       { label: 'Portico / Node floor (undici)', a: 'portico', b: 'undici' },
       { label: 'Portico / tighter floor (undici dispatch)', a: 'portico', b: 'undici-dispatch' },

@@ -5,7 +5,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchOnce, startPinned, startPortico } from '../lib/servers.mjs';
+import { FILES } from './docroot.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -65,6 +66,16 @@ function floor({ port, docroot, files, cpu, readyUrl, nodeArgs = [], name = 'flo
     readyUrl,
     env,
   });
+}
+
+/** Refuses to measure a server that does not answer every file with a 200 and its exact bytes (`bodies`: makeDocroot's). */
+export async function verify(contender, base, bodies) {
+  for (const file of FILES) {
+    const res = await fetchOnce(`${base}/${file.name}`);
+    if (res.status !== 200 || !res.body.equals(bodies.get(file.name))) {
+      throw new Error(`${contender.id} answered /${file.name} with ${res.status} and ${res.body.length} bytes, not the file`);
+    }
+  }
 }
 
 /** Contenders in table order; `id` is what BENCH_ONLY names. */

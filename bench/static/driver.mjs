@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
 import { foreignMeter, waitForQuiet } from '../lib/cpu.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
-import { fetchOnce, freePort } from '../lib/servers.mjs';
-import { CONTENDERS } from './contenders.mjs';
+import { freePort } from '../lib/servers.mjs';
+import { CONTENDERS, verify } from './contenders.mjs';
 import { FILES, makeDocroot } from './docroot.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -32,16 +32,6 @@ function machine() {
     kernel: os.release(),
     portico: process.env.PORTICO_VERSION ?? 'unknown',
   };
-}
-
-/** Refuses to measure a server that does not answer every file with a 200 and its exact bytes. */
-async function verify(contender, base, bodies) {
-  for (const file of FILES) {
-    const res = await fetchOnce(`${base}/${file.name}`);
-    if (res.status !== 200 || !res.body.equals(bodies.get(file.name))) {
-      throw new Error(`${contender.id} answered /${file.name} with ${res.status} and ${res.body.length} bytes, not the file`);
-    }
-  }
 }
 
 const pct = (share) => `${(share * 100).toFixed(1)}%`;
