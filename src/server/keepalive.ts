@@ -13,6 +13,7 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { requestsBeingReceived, responseOnSocket } from './node-internals.js';
 
 interface Watch {
   /** Bytes read plus bytes written at the last sweep that found the connection not busy. */
@@ -66,7 +67,7 @@ export class KeepAliveSweeper {
   drain(): void {
     this.#draining = true;
     for (const socket of this.#watched.keys()) {
-      const message = (socket as Socket & { _httpMessage?: { headersSent?: boolean; shouldKeepAlive?: boolean } | null })._httpMessage;
+      const message = responseOnSocket(socket);
       if (message !== null && message !== undefined && message.headersSent === false) message.shouldKeepAlive = false;
     }
     clearInterval(this.#timer);
@@ -106,30 +107,12 @@ export class KeepAliveSweeper {
 
 /**
  * Whether something is under way on the connection: a request head or body being received, a response being
- * written (Node keeps it in `_httpMessage` until it has finished, and checks it the same way in
- * `closeIdleConnections()`), bytes still queued in the socket, or an upgrade Portico has not ended.
+ * written (see `responseOnSocket`), bytes still queued in the socket, or an upgrade Portico has not ended.
  */
 function busy(socket: Socket, watch: Watch, receiving: ReadonlySet<unknown> | undefined): boolean {
   if (socket.writableLength > 0) return true;
   if (watch.upgraded) return !socket.writableEnded;
-  const message = (socket as Socket & { _httpMessage?: { writableFinished?: boolean } | null })._httpMessage;
+  const message = responseOnSocket(socket);
   if (message !== null && message !== undefined && message.writableFinished !== true) return true;
   return receiving !== undefined && receiving.has(socket);
-}
-
-type ConnectionsList = { active(): Array<{ socket?: unknown }> };
-
-/**
- * The sockets whose parser is inside a request (between its first byte and its end), from the list Node's HTTP
- * server keeps for its own header and request timeouts (`closeIdleConnections()` uses the same list). It has no
- * public name, so it is looked up by its symbol's description; without it (another Node), a request head that
- * stalls for longer than the keep-alive timeout is closed by the sweep instead of answered 408.
- */
-function requestsBeingReceived(server: Server): ReadonlySet<unknown> | undefined {
-  const key = Object.getOwnPropertySymbols(server).find((symbol) => symbol.description === 'http.server.connections');
-  const list = key === undefined ? undefined : (server as unknown as Record<symbol, ConnectionsList | undefined>)[key];
-  if (list === undefined || typeof list.active !== 'function') return undefined;
-  const sockets = new Set<unknown>();
-  for (const parser of list.active()) sockets.add(parser.socket);
-  return sockets;
 }

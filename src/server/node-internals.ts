@@ -1,0 +1,45 @@
+/**
+ * The Node internals Portico reads, in one place. Each is here for a measured reason, has a fallback when it is
+ * missing, and is checked by `test/unit/node-internals.test.ts`, which fails loudly when a Node release
+ * changes it (so the fallback is never taken silently).
+ *
+ * - `socket._httpMessage`: the response a connection is writing. Node's own `closeIdleConnections()` reads it.
+ *   The keep-alive sweeper uses it to tell a busy connection from an idle one, and to make an answer not yet
+ *   started say `Connection: close` on shutdown. Replacing Node's per-response keep-alive timer by this sweep was
+ *   worth about 4% of a small static answer (bench/RESULTS.md, "Static files — 19:57–21:30").
+ * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
+ *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
+ *   timeout instead of answered 408.
+ */
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+
+/** What the sweeper reads of the response a socket is writing. */
+export interface SocketResponse {
+  headersSent?: boolean;
+  writableFinished?: boolean;
+  shouldKeepAlive?: boolean;
+}
+
+/** The response the connection is writing now (`null`/`undefined` when none). */
+export function responseOnSocket(socket: Socket): SocketResponse | null | undefined {
+  return (socket as Socket & { _httpMessage?: SocketResponse | null })._httpMessage;
+}
+
+type ConnectionsList = { active(): Array<{ socket?: unknown }> };
+
+/** The description of the symbol under which Node's HTTP server keeps its connections list. */
+export const CONNECTIONS_SYMBOL = 'http.server.connections';
+
+/**
+ * The sockets whose parser is inside a request (between its first byte and its end), or `undefined` when this
+ * Node has no such list (or it only appears once the server listens).
+ */
+export function requestsBeingReceived(server: Server): ReadonlySet<unknown> | undefined {
+  const key = Object.getOwnPropertySymbols(server).find((symbol) => symbol.description === CONNECTIONS_SYMBOL);
+  const list = key === undefined ? undefined : (server as unknown as Record<symbol, ConnectionsList | undefined>)[key];
+  if (list === undefined || typeof list.active !== 'function') return undefined;
+  const sockets = new Set<unknown>();
+  for (const parser of list.active()) sockets.add(parser.socket);
+  return sockets;
+}

@@ -1,0 +1,65 @@
+/**
+ * The Node internals Portico reads (src/server/node-internals.ts). These tests fail loudly when a Node release
+ * renames or reshapes them, so the keep-alive sweeper never falls back silently.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import { CONNECTIONS_SYMBOL, requestsBeingReceived, responseOnSocket } from '../../src/server/node-internals.js';
+
+describe('Node internals that the keep-alive sweeper reads', () => {
+  test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
+    let during: unknown;
+    let response: http.ServerResponse | undefined;
+    const server = http.createServer((_req, res) => {
+      response = res;
+      during = responseOnSocket(res.socket as net.Socket);
+      res.end('ok');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as net.AddressInfo;
+      const agent = new http.Agent({ keepAlive: true });
+      const res = await new Promise<http.IncomingMessage>((resolve) => http.get({ port, host: '127.0.0.1', agent }, resolve));
+      res.resume();
+      await once(res, 'end');
+      assert.equal(during, response, `Node ${process.version}: socket._httpMessage is not the ServerResponse any more`);
+      const socket = response!.socket ?? (response as unknown as { _socket?: net.Socket })._socket;
+      if (socket) assert.notEqual(responseOnSocket(socket)?.writableFinished, false);
+      agent.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
+  test('the HTTP server keeps its connections list under the symbol "http.server.connections", listing a request being received', async () => {
+    const server = http.createServer((_req, res) => res.end());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await once(client, 'connect');
+      assert.ok(
+        Object.getOwnPropertySymbols(server).some((symbol) => symbol.description === CONNECTIONS_SYMBOL),
+        `Node ${process.version}: no ${CONNECTIONS_SYMBOL} symbol on http.Server`,
+      );
+      // Half a request head: the parser is inside a request.
+      client.write('GET / HTTP/1.1\r\nHost: x\r\n');
+      const deadline = Date.now() + 5000;
+      let receiving = requestsBeingReceived(server);
+      while ((receiving === undefined || receiving.size === 0) && Date.now() < deadline) {
+        await new Promise((resolve) => setImmediate(resolve));
+        receiving = requestsBeingReceived(server);
+      }
+      assert.ok(receiving !== undefined, `Node ${process.version}: the connections list has no active() any more`);
+      assert.equal(receiving.size, 1, 'the socket with half a head is listed as receiving a request');
+    } finally {
+      client.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
