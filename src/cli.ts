@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -39,6 +39,12 @@ function load(file: string): Config | undefined {
   }
 }
 
+/** An error for the terminal: its message, and its stable code when it is one of Portico's. */
+function describe(err: unknown): string {
+  if (err instanceof PorticoError) return `${err.message} (${err.code})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
 async function run(file: string): Promise<number> {
   const config = load(file);
   if (config === undefined) return 1;
@@ -46,8 +52,7 @@ async function run(file: string): Promise<number> {
   try {
     await server.start();
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    process.stderr.write(`portico: cannot listen: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.message}\n`);
+    process.stderr.write(`portico: ${describe(err)}\n`);
     return 1;
   }
   const urls = server.addresses.map((a) => `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
@@ -70,7 +75,7 @@ async function run(file: string): Promise<number> {
     if (next === undefined) return void process.stderr.write('portico: reload refused, still serving the previous config\n');
     server.reload(next).then(
       () => process.stderr.write('portico: config reloaded\n'),
-      (err: Error) => process.stderr.write(`portico: reload failed: ${err.message}\n`),
+      (err: unknown) => process.stderr.write(`portico: reload failed: ${describe(err)}; still serving the previous config\n`),
     );
   });
   return new Promise<number>(() => {});

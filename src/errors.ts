@@ -21,6 +21,14 @@ export const ERROR_CODES = {
   PORTICO_BAD_GATEWAY: 502,
   PORTICO_UNAVAILABLE: 503,
   PORTICO_GATEWAY_TIMEOUT: 504,
+  /** The client closed the connection before its answer was complete (nginx's 499). */
+  PORTICO_CLIENT_CLOSED: 499,
+  /** The app server's answer ended before its promised length. */
+  PORTICO_UPSTREAM_INCOMPLETE: 502,
+  /** A listener could not be bound (a port in use, a permission): start or reload fails. */
+  PORTICO_LISTEN_FAILED: 500,
+  /** Two parts registered under one name (a handler kind, a policy): a programming error found at start-up. */
+  PORTICO_DUPLICATE_NAME: 500,
 } as const;
 
 /** One of Portico's stable error codes. */

@@ -12,6 +12,14 @@ interface Held {
   started: boolean;
 }
 
+/** What a config's caches resolve to; see `CacheZones.resolve`. */
+export interface ZonePlan {
+  zones: Map<string, CacheZone>;
+  fresh: CacheZone[];
+  retired: CacheZone[];
+  commit(): void;
+}
+
 /** The process's cache zones, shared by successive apps. */
 export class CacheZones {
   readonly #held = new Map<string, Held>();
@@ -22,31 +30,37 @@ export class CacheZones {
   }
 
   /**
-   * The zones a config asks for: reused when name and settings are unchanged, new otherwise. Zones that are
-   * replaced or no longer named are returned in `retired`, to be stopped once the new app is serving.
+   * The zones a config asks for: reused when name and settings are unchanged, new (`fresh`, not started) otherwise.
+   * Zones that are replaced or no longer named are returned in `retired`, to be stopped once the new app is
+   * serving. Nothing changes here until `commit()`: a reload that fails leaves the held zones as they were.
    */
-  resolve(caches: Config['caches']): { zones: Map<string, CacheZone>; retired: CacheZone[] } {
+  resolve(caches: Config['caches']): ZonePlan {
     const zones = new Map<string, CacheZone>();
-    const retired: CacheZone[] = [];
+    const fresh: CacheZone[] = [];
+    const next = new Map<string, Held>();
     for (const [name, config] of Object.entries(caches)) {
       const settings = JSON.stringify(config);
       const held = this.#held.get(name);
       if (held !== undefined && held.settings === settings) {
         zones.set(name, held.zone);
+        next.set(name, held);
         continue;
       }
-      if (held !== undefined) retired.push(held.zone);
       const zone = new CacheZone(name, config, this.#logger);
-      this.#held.set(name, { settings, zone, started: false });
+      next.set(name, { settings, zone, started: false });
+      fresh.push(zone);
       zones.set(name, zone);
     }
-    for (const [name, held] of this.#held) {
-      if (!(name in caches)) {
-        retired.push(held.zone);
-        this.#held.delete(name);
-      }
-    }
-    return { zones, retired };
+    const retired = [...this.#held.values()].filter((held) => next.get(held.zone.name)?.zone !== held.zone).map((held) => held.zone);
+    return {
+      zones,
+      fresh,
+      retired,
+      commit: () => {
+        this.#held.clear();
+        for (const [name, held] of next) this.#held.set(name, held);
+      },
+    };
   }
 
   /** Starts zones not started yet (opens disk tiers). */

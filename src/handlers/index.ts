@@ -7,12 +7,13 @@ import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import type { HandlerKind } from './types.js';
+import { PorticoError } from '../errors.js';
 
 const registry = new Map<string, HandlerKind>();
 
 /** Adds a handler kind; throws if its name is taken. */
 export function registerHandlerKind(kind: HandlerKind): void {
-  if (registry.has(kind.kind)) throw new Error(`handler kind "${kind.kind}" is registered twice`);
+  if (registry.has(kind.kind)) throw new PorticoError('PORTICO_DUPLICATE_NAME', `handler kind "${kind.kind}" is registered twice`);
   registry.set(kind.kind, kind);
 }
 

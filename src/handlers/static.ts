@@ -93,6 +93,21 @@ async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefi
   return undefined;
 }
 
+/** What to stream from disk, and how. */
+interface StreamedFile {
+  /** The file to open: the entry's own, or a precompressed sibling. */
+  file: string;
+  headers: string[];
+  range?: ByteRange | undefined;
+  /** Compress on the fly with this encoding. */
+  encoding?: 'br' | 'gzip' | undefined;
+  /** On a vanished or changed file: resolve the path again once (false on that second try). */
+  mayRetry: boolean;
+  /** The size the headers promise, checked against the opened file (a sibling's; the entry's own is its stat). */
+  length?: number | undefined;
+  status?: number;
+}
+
 /** A representation chosen for one request: the identity form, or an encoded variant (maybe streamed). */
 interface Chosen {
   etag: string;
@@ -225,13 +240,13 @@ class StaticHandler {
     }
     const variant = chosen.variant;
     if (variant !== undefined && variant.body !== undefined) return sendWhole(ctx, 200, variant.headers, variant.body, variant.text);
-    if (variant !== undefined) return this.#streamFile(ctx, entry, variant.path!, variant.headers, undefined, undefined, mayRetry, variant.size);
+    if (variant !== undefined) return this.#streamFile(ctx, entry, { file: variant.path!, headers: variant.headers, mayRetry, length: variant.size });
     if (chosen.streamEncoding !== undefined) {
       const headers = entry.headerList(chosen.etag, undefined, chosen.streamEncoding);
-      return this.#streamFile(ctx, entry, entry.path, headers, undefined, chosen.streamEncoding, mayRetry, undefined);
+      return this.#streamFile(ctx, entry, { file: entry.path, headers, encoding: chosen.streamEncoding, mayRetry });
     }
     if (entry.body !== undefined) return sendWhole(ctx, 200, entry.headers, entry.body, entry.bodyText);
-    return this.#streamFile(ctx, entry, entry.path, entry.headers, undefined, undefined, mayRetry, entry.stat.size);
+    return this.#streamFile(ctx, entry, { file: entry.path, headers: entry.headers, mayRetry, length: entry.stat.size });
   }
 
   async #serveRanges(ctx: RequestContext, entry: FileEntry, ranges: ByteRange[], mayRetry: boolean): Promise<void> {
@@ -249,7 +264,13 @@ class StaticHandler {
         res.end(entry.body.subarray(start, end + 1));
         return;
       }
-      return this.#streamFile(ctx, entry, entry.path, [...headers, 'Content-Length', String(end - start + 1)], { start, end }, undefined, mayRetry, undefined, 206);
+      return this.#streamFile(ctx, entry, {
+        file: entry.path,
+        headers: [...headers, 'Content-Length', String(end - start + 1)],
+        range: { start, end },
+        mayRetry,
+        status: 206,
+      });
     }
     const boundary = randomBytes(12).toString('hex');
     const heads = ranges.map(
@@ -308,18 +329,9 @@ class StaticHandler {
    * Streams a file (or a range of it, or a compression of it). The file is opened and `fstat`ed first: if it
    * is no longer the version the headers describe, the cached answer is dropped and the request starts over.
    */
-  async #streamFile(
-    ctx: RequestContext,
-    entry: FileEntry,
-    file: string,
-    headers: string[],
-    range: ByteRange | undefined,
-    encoding: 'br' | 'gzip' | undefined,
-    mayRetry: boolean,
-    length: number | undefined,
-    status = 200,
-  ): Promise<void> {
+  async #streamFile(ctx: RequestContext, entry: FileEntry, send: StreamedFile): Promise<void> {
     const { req, res } = ctx;
+    const { file, headers, range, encoding, mayRetry, length, status = 200 } = send;
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(file, 'r');

@@ -32,7 +32,7 @@ export function sweepInterval(timeoutMs: number): number {
 /** Closes a server's connections once they have been idle for the timeout; `drain()` and `stop()` for shutdown. */
 export class KeepAliveSweeper {
   readonly #server: Server;
-  readonly #timeout: number;
+  #timeout: number;
   readonly #watched = new Map<Socket, Watch>();
   readonly #now: () => number;
   #timer: NodeJS.Timeout;
@@ -57,6 +57,14 @@ export class KeepAliveSweeper {
   upgraded(socket: Socket): void {
     const watch = this.#watched.get(socket);
     if (watch !== undefined) watch.upgraded = true;
+  }
+
+  /** Changes the timeout (a reload): connections already idle are judged by the new one from the next sweep. */
+  setTimeout(timeoutMs: number): void {
+    if (timeoutMs === this.#timeout || this.#draining) return;
+    this.#timeout = timeoutMs;
+    clearInterval(this.#timer);
+    this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs)).unref();
   }
 
   /**

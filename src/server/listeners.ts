@@ -3,13 +3,18 @@
  * app is current when it arrives, so a reload swaps the app without closing a socket. Connection-level limits
  * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
  * them and `clientError` answers 400 (431 for an oversized head, 408 for a slow one) and closes.
+ *
+ * A reload keeps every listener whose address stays (its limits are updated in place, for new connections and
+ * requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
+ * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { errorPage, reasonPhrase } from '../errors.js';
+import { PorticoError } from '../errors.js';
+import { sendRawError } from '../http/send.js';
 import { KeepAliveSweeper } from './keepalive.js';
 
 /** Where a listener is bound. */
@@ -23,6 +28,8 @@ type ListenerConfig = Config['listen'][number];
 export interface Dispatch {
   request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void;
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https'): void;
+  /** The `Server` header of Portico's own answers (the current config's). */
+  serverHeader(): string;
 }
 
 function clientErrorStatus(code: string | undefined): number {
@@ -32,43 +39,27 @@ function clientErrorStatus(code: string | undefined): number {
   return 400;
 }
 
-/** The set of listening sockets of one Portico process. */
-export class Listeners {
-  readonly #configs: readonly ListenerConfig[];
-  readonly #dispatch: Dispatch;
-  readonly #logger: Logger;
-  readonly #servers: http.Server[] = [];
-  readonly #sweepers: KeepAliveSweeper[] = [];
+/** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */
+function checkingInterval(config: ListenerConfig): number {
+  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2)));
+}
+
+/** With keep-alive off no connection should sit idle; the sweeper still closes leftovers after header_timeout. */
+function sweepTimeout(config: ListenerConfig): number {
+  return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout || 60_000;
+}
+
+/** One listening socket and its connections. */
+class Listener {
+  readonly server: http.Server;
+  readonly sweeper: KeepAliveSweeper;
+  config: ListenerConfig;
+  address: BoundAddress | undefined;
   /** Set by `stop()`: answers from then on say `Connection: close`. */
-  #stopping = false;
-  /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
-  readonly #upgraded = new Set<Duplex>();
-  #addresses: BoundAddress[] = [];
+  stopping = false;
 
-  constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
-    this.#configs = configs;
-    this.#dispatch = dispatch;
-    this.#logger = logger;
-  }
-
-  /** Binds every listener; if one fails, the ones already bound are closed and the error is thrown. */
-  async start(): Promise<void> {
-    try {
-      for (const config of this.#configs) this.#addresses.push(await this.#listen(config));
-    } catch (err) {
-      await this.stop(0);
-      throw err;
-    }
-  }
-
-  /** The bound addresses, in config order (a port of 0 shows the one the system chose). */
-  get addresses(): readonly BoundAddress[] {
-    return this.#addresses;
-  }
-
-  #listen(config: ListenerConfig): Promise<BoundAddress> {
-    const dispatch = this.#dispatch;
-    const keepAlive = config.keepalive_timeout > 0;
+  constructor(config: ListenerConfig, dispatch: Dispatch, upgraded: Set<Duplex>, logger: Logger) {
+    this.config = config;
     /**
      * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
@@ -76,7 +67,8 @@ export class Listeners {
      */
     const served = new WeakSet<object>();
     const admit = (req: IncomingMessage, res: ServerResponse): boolean => {
-      if (keepAlive && !this.#stopping) return true;
+      const keepAlive = this.config.keepalive_timeout > 0;
+      if (keepAlive && !this.stopping) return true;
       res.shouldKeepAlive = false;
       if (keepAlive) return true;
       if (served.has(req.socket)) return false;
@@ -88,8 +80,7 @@ export class Listeners {
         maxHeaderSize: config.max_header_size,
         requestTimeout: config.request_timeout,
         headersTimeout: config.header_timeout,
-        // Node checks these timeouts every 30 s by default; check often enough that short limits hold.
-        connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2))),
+        connectionsCheckingInterval: checkingInterval(config),
         // 0: Node's own per-response keep-alive timer is off; the sweeper closes idle connections instead.
         keepAliveTimeout: 0,
         joinDuplicateHeaders: true,
@@ -99,15 +90,13 @@ export class Listeners {
         if (admit(req, res)) dispatch.request(req, res, 'http');
       },
     );
+    this.server = server;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', function onCheckContinue(req, res) {
       if (admit(req, res)) dispatch.request(req, res, 'http');
     });
-    const upgraded = this.#upgraded;
-    // With keep-alive off no connection should ever sit idle; the sweeper still closes leftovers (a client that
-    // keeps its half open after an error answer) once they have been idle for header_timeout.
-    const sweeper = new KeepAliveSweeper(server, keepAlive ? config.keepalive_timeout : config.header_timeout || 60_000);
-    this.#sweepers.push(sweeper);
+    const sweeper = new KeepAliveSweeper(server, sweepTimeout(config));
+    this.sweeper = sweeper;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
       sweeper.upgraded(socket as Socket);
@@ -117,35 +106,135 @@ export class Listeners {
       dispatch.upgrade(req, socket, head, 'http');
     });
     server.maxRequestsPerSocket = config.max_requests_per_conn;
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.#clientError(err, socket));
-    this.#servers.push(server);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+      const status = clientErrorStatus(err.code);
+      logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
+      // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
+      // client that ignores the answer and keeps its half open must not hold it.
+      sendRawError(socket, status, dispatch.serverHeader());
+      socket.once('finish', () => socket.destroy());
+    });
+  }
+
+  /** Binds; rejects with PORTICO_LISTEN_FAILED (the system's error as its cause). */
+  listen(logger: Logger): Promise<BoundAddress> {
+    const { server, config } = this;
     return new Promise((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        this.sweeper.stop();
+        const reason = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
+        reject(new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${config.addr.text}: ${reason}`, { cause: err }));
+      });
       server.listen({ host: config.addr.host, port: config.addr.port }, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.#logger.error({ err }, 'listener error'));
+        server.removeAllListeners('error');
+        server.on('error', (err) => logger.error({ err }, 'listener error'));
         const address = server.address();
         const port = typeof address === 'object' && address !== null ? address.port : config.addr.port;
-        resolve({ host: config.addr.host, port });
+        this.address = { host: config.addr.host, port };
+        resolve(this.address);
       });
     });
   }
 
-  #clientError(err: NodeJS.ErrnoException, socket: Socket): void {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
+  /** Takes a reloaded config's limits for this address: new connections and requests see them. */
+  apply(config: ListenerConfig): void {
+    this.config = config;
+    const server = this.server;
+    // Node reads it for each new connection's parser (not in its types: it is the constructor's option, kept).
+    (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
+    server.requestTimeout = config.request_timeout;
+    server.headersTimeout = config.header_timeout;
+    server.maxRequestsPerSocket = config.max_requests_per_conn;
+    this.sweeper.setTimeout(sweepTimeout(config));
+  }
+
+  /** Starts closing: no new connections; idle ones close now, busy ones as soon as their answer is out. */
+  close(): Promise<void> {
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+    // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
+    this.sweeper.drain();
+    return closed;
+  }
+}
+
+/** A reload's listeners, bound but not yet serving the new config: `commit()` or `abandon()`. */
+export interface ListenerPlan {
+  /** Makes the plan the listeners; the addresses no longer listed close within `graceMs`. */
+  commit(graceMs?: number): Promise<void>;
+  /** Closes what the plan bound; the listeners stay as they were. */
+  abandon(): Promise<void>;
+}
+
+/** The set of listening sockets of one Portico process. */
+export class Listeners {
+  #configs: readonly ListenerConfig[];
+  readonly #dispatch: Dispatch;
+  readonly #logger: Logger;
+  #listeners: Listener[] = [];
+  /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
+  readonly #upgraded = new Set<Duplex>();
+
+  constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
+    this.#configs = configs;
+    this.#dispatch = dispatch;
+    this.#logger = logger;
+  }
+
+  /** Binds every listener; if one fails, the ones already bound are closed and the error is thrown. */
+  async start(): Promise<void> {
+    const plan = await this.prepare(this.#configs);
+    await plan.commit();
+  }
+
+  /**
+   * Binds the addresses of `configs` that are not bound yet, keeping the others (matched by the address as
+   * written). Nothing changes until the plan is committed; if an address cannot be bound, whatever was bound for
+   * the plan is closed and the error (PORTICO_LISTEN_FAILED) is thrown.
+   */
+  async prepare(configs: readonly ListenerConfig[]): Promise<ListenerPlan> {
+    const current = new Map(this.#listeners.map((listener) => [listener.config.addr.text, listener]));
+    const next: Array<{ listener: Listener; config: ListenerConfig }> = [];
+    const added: Listener[] = [];
+    try {
+      for (const config of configs) {
+        const kept = current.get(config.addr.text);
+        if (kept !== undefined) {
+          current.delete(config.addr.text);
+          next.push({ listener: kept, config });
+          continue;
+        }
+        const listener = new Listener(config, this.#dispatch, this.#upgraded, this.#logger);
+        added.push(listener);
+        await listener.listen(this.#logger);
+        next.push({ listener, config });
+      }
+    } catch (err) {
+      await Promise.all(added.map((listener) => listener.close()));
+      throw err;
     }
-    const status = clientErrorStatus(err.code);
-    this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error: ${reasonPhrase(status)}`);
-    const body = errorPage(status);
-    // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
-    // client that ignores the answer and keeps its half open must not hold it.
-    socket.end(
-      `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n` +
-        `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.toString()}`,
-      () => socket.destroy(),
-    );
+    const removed = [...current.values()];
+    return {
+      commit: async (graceMs = 10_000) => {
+        for (const { listener, config } of next) if (listener.config !== config) listener.apply(config);
+        this.#configs = configs;
+        this.#listeners = next.map((entry) => entry.listener);
+        await this.#close(removed, graceMs);
+      },
+      abandon: async () => {
+        await Promise.all(added.map((listener) => listener.close()));
+      },
+    };
+  }
+
+  /** The bound addresses, in config order (a port of 0 shows the one the system chose). */
+  get addresses(): readonly BoundAddress[] {
+    return this.#listeners.map((listener) => listener.address!);
   }
 
   /**
@@ -153,29 +242,22 @@ export class Listeners {
    * out), lets requests in flight finish for up to `graceMs`, then cuts whatever is left.
    */
   async stop(graceMs = 10_000): Promise<void> {
-    this.#stopping = true;
-    const closing = this.#servers.map(
-      (server) =>
-        new Promise<void>((resolve) => {
-          if (!server.listening) return resolve();
-          server.close(() => resolve());
-          server.closeIdleConnections();
-        }),
-    );
-    // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
-    for (const sweeper of this.#sweepers) sweeper.drain();
+    const all = this.#listeners;
+    this.#listeners = [];
+    await this.#close(all, graceMs, true);
+  }
+
+  async #close(listeners: readonly Listener[], graceMs: number, tunnelsToo = false): Promise<void> {
+    if (listeners.length === 0 && !tunnelsToo) return;
+    const closing = listeners.map((listener) => listener.close());
     const timer = setTimeout(() => {
-      for (const server of this.#servers) server.closeAllConnections();
-      for (const socket of this.#upgraded) socket.destroy();
+      for (const listener of listeners) listener.server.closeAllConnections();
+      if (tunnelsToo) for (const socket of this.#upgraded) socket.destroy();
     }, graceMs);
     // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the stop.
-    const tunnels = [...this.#upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    const tunnels = tunnelsToo ? [...this.#upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve()))) : [];
     await Promise.all([...closing, ...tunnels]);
     clearTimeout(timer);
-    for (const sweeper of this.#sweepers) sweeper.stop();
-    this.#sweepers.length = 0;
-    this.#servers.length = 0;
-    this.#addresses = [];
-    this.#stopping = false;
+    for (const listener of listeners) listener.sweeper.stop();
   }
 }

@@ -22,13 +22,16 @@ export class Portico {
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level)) {
     this.#logger = logger;
     this.#zones = new CacheZones(logger);
-    this.#app = new App(config, logger, this.#zones.resolve(config.caches).zones);
+    const plan = this.#zones.resolve(config.caches);
+    plan.commit();
+    this.#app = new App(config, logger, plan.zones);
     this.#listeners = new Listeners(
       config.listen,
       {
         request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
         upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https') =>
           this.#app.handleUpgrade(req, socket, head, scheme),
+        serverHeader: () => this.#app.config.server_header,
       },
       logger,
     );
@@ -62,16 +65,31 @@ export class Portico {
     }
   }
 
-  /** Builds and starts an app from a new config, swaps it in, then stops the old one. */
+  /**
+   * Builds and starts an app from a new config and binds its new listen addresses; only when all of that worked
+   * is it swapped in, and then the old app and the addresses no longer listed are stopped. If anything fails
+   * (a port in use: PORTICO_LISTEN_FAILED), what was started for the new config is stopped and the error thrown:
+   * the old config keeps serving, unchanged.
+   */
   async reload(config: Config): Promise<void> {
-    const { zones, retired } = this.#zones.resolve(config.caches);
-    const next = new App(config, this.#logger, zones);
-    await this.#zones.start();
-    await next.start();
+    const caches = this.#zones.resolve(config.caches);
+    const next = new App(config, this.#logger, caches.zones);
+    let listeners;
+    try {
+      for (const zone of caches.fresh) await zone.start();
+      await next.start();
+      listeners = await this.#listeners.prepare(config.listen);
+    } catch (err) {
+      await next.stop();
+      await Promise.all(caches.fresh.map((zone) => zone.stop()));
+      throw err;
+    }
+    caches.commit();
     const previous = this.#app;
     this.#app = next;
+    await listeners.commit();
     await previous.stop();
-    await Promise.all(retired.map((zone) => zone.stop()));
+    await Promise.all(caches.retired.map((zone) => zone.stop()));
   }
 
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */

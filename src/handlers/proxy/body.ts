@@ -1,6 +1,7 @@
 /** Request bodies on their way upstream: read whole for replay, or streamed under a size limit. */
 import type { IncomingMessage } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
+import { PorticoError } from '../../errors.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
 export function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> {
@@ -32,14 +33,14 @@ export function limitBody(req: IncomingMessage, limit: number, onExceeded: () =>
       onExceeded();
       req.unpipe(limited);
       req.resume();
-      callback(new Error('request body too large'));
+      callback(new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', 'request body too large'));
     },
   });
   // Not `pipeline()`: that would destroy `req`, and with it the socket the 413 is written to.
   req.pipe(limited);
   req.once('error', (err) => limited.destroy(err));
   req.once('close', () => {
-    if (!req.complete) limited.destroy(new Error('client closed the request body'));
+    if (!req.complete) limited.destroy(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the request body'));
   });
   return limited;
 }

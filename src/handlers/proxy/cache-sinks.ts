@@ -12,6 +12,7 @@ import { GrowingBody } from '../../cache/growing-body.js';
 import { currentAge, headerValue, mayServeStaleOnError, notStorable, varyKey, type RuleOptions } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import { withoutSetCookie, type CacheZone, type CachedVariant, type FlightDecision } from '../../cache/zone.js';
+import { PorticoError } from '../../errors.js';
 
 /** Origin statuses that count as errors for stale-if-error (RFC 5861 §4). */
 export const ERROR_STATUSES = new Set([500, 502, 503, 504]);
@@ -52,14 +53,14 @@ export class TaggedSink implements ResponseSink {
 /** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
 export function drained(res: RequestContext['res']): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (res.destroyed) return reject(new Error('client closed the connection'));
+    if (res.destroyed) return reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     const onDrain = () => {
       res.off('close', onClose);
       resolve();
     };
     const onClose = () => {
       res.off('drain', onDrain);
-      reject(new Error('client closed the connection'));
+      reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     };
     res.once('drain', onDrain);
     res.once('close', onClose);
@@ -171,7 +172,7 @@ export class StoringSink implements ResponseSink {
 
   #abort(): void {
     this.fetch.clientGone = true;
-    this.fetch.abortCurrent?.(new Error('client closed the connection'));
+    this.fetch.abortCurrent?.(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
   }
 
   #publish(decision: FlightDecision): void {
@@ -296,6 +297,6 @@ export class StoringSink implements ResponseSink {
   /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */
   settle(): void {
     this.#publish({ share: false });
-    if (this.#body !== null && !this.#body.done) this.#body.fail(new Error('origin response ended early'));
+    if (this.#body !== null && !this.#body.done) this.#body.fail(new PorticoError('PORTICO_UPSTREAM_INCOMPLETE', 'origin response ended early'));
   }
 }

@@ -10,6 +10,7 @@ import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
 import { limitBody, readBody } from './body.js';
 import type { PreparedRequest } from './sink.js';
+import { PorticoError } from '../../errors.js';
 
 /** Methods whose requests may be sent twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -116,7 +117,7 @@ export class RequestPreparer {
     };
     ctx.onClientGone(() => {
       prepared.clientGone = true;
-      prepared.abortCurrent?.(new Error('client closed the connection'));
+      prepared.abortCurrent?.(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     });
     return prepared;
   }

@@ -11,6 +11,7 @@ import { leastConnPolicy } from './least-conn.js';
 import { randomTwoPolicy } from './random-two.js';
 import { roundRobinPolicy } from './round-robin.js';
 import type { PolicyKind } from './types.js';
+import { PorticoError } from '../../errors.js';
 
 /** Names of the built-in policies, for the config schema; the first is the default. */
 export const POLICY_NAMES = [
@@ -30,7 +31,7 @@ const registry = new Map<string, PolicyKind>();
 
 /** Adds a policy kind; throws if its name is taken. */
 export function registerPolicy(kind: PolicyKind): void {
-  if (registry.has(kind.name)) throw new Error(`load-balancing policy "${kind.name}" is registered twice`);
+  if (registry.has(kind.name)) throw new PorticoError('PORTICO_DUPLICATE_NAME', `load-balancing policy "${kind.name}" is registered twice`);
   registry.set(kind.name, kind);
 }
 
