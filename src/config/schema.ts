@@ -255,23 +255,30 @@ export interface HandlerSchema {
   check?(options: unknown, env: CheckEnv): Problem[];
 }
 
-/** The parts a config is validated against: the handler kinds and load-balancing policies that exist. */
+/**
+ * The parts a config is validated against: the handler kinds, the middleware kinds (same shape: a route names
+ * any of them by key beside its one handler) and the load-balancing policies that exist.
+ */
 export interface ConfigParts {
   readonly handlers: readonly HandlerSchema[];
+  readonly middlewares: readonly HandlerSchema[];
   readonly policies: readonly string[];
 }
 
-/** A route after parsing: its path, and the one handler kind it names with that kind's parsed options. */
+/** A route after parsing: its path, the one handler kind it names with its options, and its middlewares. */
 export interface RouteConfig {
   path: RoutePath;
   kind: string;
   options: unknown;
+  /** Middleware kinds the route names, with their options (the chain orders them by stage). */
+  middlewares: Array<{ kind: string; options: unknown }>;
 }
 
-function routeSchema(handlers: readonly HandlerSchema[]) {
-  const names = handlers.map((handler) => handler.kind);
+function routeSchema(parts: ConfigParts) {
+  const names = parts.handlers.map((handler) => handler.kind);
+  const middlewares = parts.middlewares.map((middleware) => middleware.kind);
   const shape: Record<string, z.ZodType> = { path: routePath };
-  for (const handler of handlers) shape[handler.kind] = handler.options.optional();
+  for (const part of [...parts.handlers, ...parts.middlewares]) shape[part.kind] = part.options.optional();
   return z
     .strictObject(shape)
     .superRefine((value, ctx) => {
@@ -285,15 +292,16 @@ function routeSchema(handlers: readonly HandlerSchema[]) {
     })
     .transform((value): RouteConfig => {
       const kind = names.find((name) => value[name] !== undefined)!;
-      return { path: value.path as RoutePath, kind, options: value[kind] };
+      const used = middlewares.filter((name) => value[name] !== undefined).map((name) => ({ kind: name, options: value[name] }));
+      return { path: value.path as RoutePath, kind, options: value[kind], middlewares: used };
     });
 }
 
-function siteSchema(handlers: readonly HandlerSchema[]) {
+function siteSchema(parts: ConfigParts) {
   return z.strictObject({
     /** Host names this site answers; omitted = the default site. `*.example.com` matches subdomains only. */
     hosts: z.array(z.string().min(1)).min(1).optional(),
-    routes: z.array(routeSchema(handlers)).default([]),
+    routes: z.array(routeSchema(parts)).default([]),
     /** Custom error pages: status → file (relative to the config's folder). */
     error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
   });
@@ -319,7 +327,7 @@ export function configSchema(parts: ConfigParts) {
     trusted_proxies: z.array(z.string()).default([]),
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
     upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
-    sites: z.array(siteSchema(parts.handlers)).min(1),
+    sites: z.array(siteSchema(parts)).min(1),
   });
 }
 

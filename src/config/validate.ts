@@ -117,9 +117,14 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         if (exact.has(id)) problems.push({ keys: [...keys, 'path'], message: `duplicate route path, first defined at routes[${exact.get(id)}]` });
         exact.set(id, r);
       }
-      const kind = parts.handlers.find((handler) => handler.kind === route.kind);
-      for (const problem of kind?.check?.(route.options, { dir, routePath: route.path, upstreams, caches }) ?? []) {
-        problems.push({ keys: [...keys, route.kind, ...problem.keys], message: problem.message });
+      const env = { dir, routePath: route.path, upstreams, caches };
+      for (const [part, named] of [
+        [parts.handlers.find((handler) => handler.kind === route.kind), route] as const,
+        ...route.middlewares.map((used) => [parts.middlewares.find((middleware) => middleware.kind === used.kind), used] as const),
+      ]) {
+        for (const problem of part?.check?.(named.options, env) ?? []) {
+          problems.push({ keys: [...keys, named.kind, ...problem.keys], message: problem.message });
+        }
       }
     });
   });

@@ -6,6 +6,7 @@ import { proxyKind } from './proxy.js';
 import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
+import { STAGES, type MiddlewareKind } from './chain.js';
 import type { HandlerKind } from './types.js';
 import { PorticoError } from '../errors.js';
 
@@ -25,6 +26,27 @@ export function handlerKind(name: string): HandlerKind | undefined {
 /** Every registered kind, in registration order (the order a route's error message lists them). */
 export function handlerKinds(): readonly HandlerKind[] {
   return [...registry.values()];
+}
+
+const middlewareRegistry = new Map<string, MiddlewareKind>();
+
+/** Adds a middleware kind; throws if its name is taken (by a middleware or a handler) or its stage is unknown. */
+export function registerMiddlewareKind(kind: MiddlewareKind): void {
+  if (middlewareRegistry.has(kind.kind) || registry.has(kind.kind)) {
+    throw new PorticoError('PORTICO_DUPLICATE_NAME', `middleware kind "${kind.kind}" is registered twice`);
+  }
+  if (!STAGES.includes(kind.stage)) throw new PorticoError('PORTICO_DUPLICATE_NAME', `middleware kind "${kind.kind}" has no stage "${kind.stage}"`);
+  middlewareRegistry.set(kind.kind, kind);
+}
+
+/** The middleware kind registered under a name, or `undefined`. */
+export function middlewareKind(name: string): MiddlewareKind | undefined {
+  return middlewareRegistry.get(name);
+}
+
+/** Every registered middleware kind (none is built in yet; the limits issue adds them). */
+export function middlewareKinds(): readonly MiddlewareKind[] {
+  return [...middlewareRegistry.values()];
 }
 
 registerHandlerKind(staticKind);

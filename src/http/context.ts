@@ -98,19 +98,9 @@ export interface UpstreamAttemptLog {
 /** The end of a chain: answers the request. */
 export type Handler = (ctx: RequestContext) => Promise<void> | void;
 
-/** A link in a chain: sees the request on the way in, may call `next()` and see the response on the way out. */
-export type Middleware = (ctx: RequestContext, next: () => Promise<void>) => Promise<void>;
-
-/** Composes middlewares around a terminal handler once, at config load; an empty list is the handler itself. */
-export function compileChain(middlewares: readonly Middleware[], handler: Handler): Handler {
-  if (middlewares.length === 0) return handler;
-  return middlewares.reduceRight<Handler>(
-    (next, middleware) =>
-      function chainLink(ctx) {
-        return middleware(ctx, async () => {
-          await next(ctx);
-        });
-      },
-    handler,
-  );
-}
+/**
+ * A link in a route's chain: sees the request on the way in; answers it itself (a 403, a 429) or calls `next`
+ * (the rest of the chain, compiled once) and may act once it has run. `next` is a compiled handler, not a
+ * closure made per request.
+ */
+export type Middleware = (ctx: RequestContext, next: Handler) => Promise<void> | void;

@@ -12,14 +12,15 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config/load.js';
 import { upstreamSchema } from '../config/schema.js';
-import { handlerKind } from '../handlers/index.js';
+import { handlerKind, middlewareKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
-import { compileChain, RequestContext, type Handler } from '../http/context.js';
+import { RequestContext, type Handler } from '../http/context.js';
+import { compileChain } from '../handlers/chain.js';
 import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
@@ -75,7 +76,11 @@ export class App {
         const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, caches: this.#caches, trusted, createUpstream };
         const instance = handlerKind(route.kind)!.create(route.options, env);
         this.#instances.push(instance);
-        return { path: route.path, route: { handle: compileChain([], instance.handle), upgrade: instance.upgrade } };
+        const links = route.middlewares.map((used) => {
+          const kind = middlewareKind(used.kind)!;
+          return { stage: kind.stage, middleware: kind.create(used.options, env) };
+        });
+        return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade } };
       });
       const pages = Object.entries(siteConfig.error_pages);
       this.#sites.add(siteConfig.hosts, {

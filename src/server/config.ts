@@ -4,20 +4,22 @@
  */
 import { loadConfigFileWith, parseConfigWith, type Config } from '../config/load.js';
 import type { ConfigParts } from '../config/schema.js';
-import { handlerKinds } from '../handlers/index.js';
+import { handlerKinds, middlewareKinds } from '../handlers/index.js';
 import { POLICY_NAMES } from '../upstream/policies/index.js';
 
 export type { Config };
 
-/** The handler kinds and policies a config may name. */
-export const CONFIG_PARTS: ConfigParts = { handlers: handlerKinds(), policies: POLICY_NAMES };
+/** The handler kinds, middleware kinds and policies a config may name (as registered now). */
+export function configParts(): ConfigParts {
+  return { handlers: handlerKinds(), middlewares: middlewareKinds(), policies: POLICY_NAMES };
+}
 
 /** Parses and validates config text; `file` names it in errors, `dir` anchors relative paths. */
 export function parseConfig(text: string, file: string, dir?: string): Config {
-  return parseConfigWith(CONFIG_PARTS, text, file, dir);
+  return parseConfigWith(configParts(), text, file, dir);
 }
 
 /** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */
 export function loadConfigFile(file: string): Config {
-  return loadConfigFileWith(CONFIG_PARTS, file);
+  return loadConfigFileWith(configParts(), file);
 }
