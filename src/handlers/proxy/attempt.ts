@@ -98,6 +98,9 @@ export interface AttemptInit {
   readonly after: (ex: Exchange, result: AttemptResult) => void;
 }
 
+// The class takes its fields from AttemptInit (declaration merging) instead of a second list of them.
+export interface Attempt extends AttemptInit {}
+
 /**
  * One attempt on one server, as undici's handler: a class with its methods on the prototype (as undici's own
  * handlers are), so an attempt costs one object, not a set of closures. It is also the response-header filter.
@@ -108,22 +111,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   #discarding = false;
   #failure: FailureReason = 'reset';
 
-  readonly shared: AttemptShared;
-  readonly ex: Exchange;
-  readonly server: UpstreamServer;
-  readonly log: UpstreamAttemptLog;
-  readonly setCookie: string | undefined;
-  readonly statusRetryUntil: number;
-  readonly after: (ex: Exchange, result: AttemptResult) => void;
-
   constructor(init: AttemptInit) {
-    this.shared = init.shared;
-    this.ex = init.ex;
-    this.server = init.server;
-    this.log = init.log;
-    this.setCookie = init.setCookie;
-    this.statusRetryUntil = init.statusRetryUntil;
-    this.after = init.after;
+    Object.assign(this, init);
   }
 
   get hide(): ReadonlySet<string> {

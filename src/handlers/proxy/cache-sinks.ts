@@ -112,6 +112,9 @@ export interface StoringSinkInit {
   readonly fetch: PreparedRequest;
 }
 
+// The class takes its fields from StoringSinkInit (declaration merging) instead of a second list of them.
+export interface StoringSink extends StoringSinkInit {}
+
 /**
  * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
  * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
@@ -131,26 +134,8 @@ export class StoringSink implements ResponseSink {
   #clientGone = false;
   #resume: (() => void) | null = null;
 
-  readonly cache: CacheOwner;
-  readonly ctx: RequestContext;
-  readonly key: string;
-  readonly params: string;
-  readonly reqcc: CacheControl;
-  readonly publish: ((decision: FlightDecision) => void) | null;
-  readonly stale: CachedVariant | null;
-  readonly background: boolean;
-  readonly fetch: PreparedRequest;
-
   constructor(init: StoringSinkInit) {
-    this.cache = init.cache;
-    this.ctx = init.ctx;
-    this.key = init.key;
-    this.params = init.params;
-    this.reqcc = init.reqcc;
-    this.publish = init.publish;
-    this.stale = init.stale;
-    this.background = init.background;
-    this.fetch = init.fetch;
+    Object.assign(this, init);
   }
 
   /**
