@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { ActiveHealthChecker } from './health/active.js';
 import { policyKind } from './policies/index.js';
-import type { PickContext, Policy } from './policies/types.js';
+import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
 
 type UpstreamConfig = Config['upstreams'][string];
@@ -49,8 +49,8 @@ export class Upstream {
     this.#primaries = this.servers.filter((s) => !s.backup);
     this.#backups = this.servers.filter((s) => s.backup);
     const kind = policyKind(config.policy)!;
-    this.#policy = kind.create(this.#primaries, { key: config.hash_key });
-    this.#backupPolicy = kind.create(this.#backups, { key: config.hash_key });
+    this.#policy = createPolicy(kind, this.#primaries);
+    this.#backupPolicy = createPolicy(kind, this.#backups);
     // Sticky values name a server without revealing it: a hash of the upstream name and the server's URL.
     this.#stickyIds = this.servers.map((s) => createHash('sha256').update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
     if (config.health !== undefined) {

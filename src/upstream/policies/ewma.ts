@@ -10,7 +10,7 @@
  * would go to a new, possibly very slow, server until its first response came back.
  */
 import { pickOfTwo } from './p2c.js';
-import type { PickContext, Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type PickContext, type Policy, type PolicyServer } from './types.js';
 
 /** Cost of an unmeasured server that already has requests in flight: worse than any real latency. */
 const UNMEASURED_PENALTY_MS = 1e9;
@@ -33,9 +33,10 @@ class EwmaPolicy implements Policy {
 }
 
 /** The `ewma` policy kind. */
-export const ewmaPolicy = {
+export const ewmaPolicy = definePolicy({
   name: 'ewma',
+  options: NO_OPTIONS,
   create: function createEwma() {
     return new EwmaPolicy();
   },
-} as const satisfies PolicyKind;
+});

@@ -3,7 +3,7 @@
  * config that is usable right now); the next one only takes traffic when those before it are down, ejected,
  * full or already tried. Useful for an active/standby pair, or to fill servers one at a time with max_conns.
  */
-import type { Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type Policy, type PolicyServer } from './types.js';
 
 class FirstPolicy implements Policy {
   pick(candidates: readonly PolicyServer[]): PolicyServer {
@@ -16,9 +16,10 @@ class FirstPolicy implements Policy {
 }
 
 /** The `first` policy kind. */
-export const firstPolicy = {
+export const firstPolicy = definePolicy({
   name: 'first',
+  options: NO_OPTIONS,
   create: function createFirst() {
     return new FirstPolicy();
   },
-} as const satisfies PolicyKind;
+});

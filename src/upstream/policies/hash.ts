@@ -1,5 +1,5 @@
 /**
- * `hash`: consistent hashing on the evaluated key (`PolicyOptions.key`, e.g. a URI or a cookie), ketama style.
+ * `hash`: consistent hashing on the evaluated key (`PickContext.hashKey`, from the upstream's `hash_key`, e.g. a URI or a cookie), ketama style.
  *
  * At create() every server, whether usable now or not, gets `virtualNodes × weight` points on a 32-bit ring
  * (md5 of "identity-n", four points per digest, as libketama does; md5 runs only here, never per pick). A key
@@ -17,7 +17,8 @@ import { createHash } from 'node:crypto';
 import { hashString } from './hashing.js';
 import { drawWeighted, totalEffectiveWeight } from './p2c.js';
 import { serverIdentity, stateSize } from './server-state.js';
-import type { PickContext, Policy, PolicyKind, PolicyOptions, PolicyServer } from './types.js';
+import { z } from 'zod';
+import { definePolicy, type PickContext, type Policy, type PolicyServer } from './types.js';
 
 /** Ring points per unit of weight, as in libketama. */
 export const DEFAULT_VIRTUAL_NODES = 160;
@@ -110,13 +111,13 @@ class HashPolicy implements Policy {
 }
 
 /** The `hash` policy kind. */
-export const hashPolicy = {
+export const hashPolicy = definePolicy({
   name: 'hash',
-  create: function createHashRing(servers: readonly PolicyServer[], options: PolicyOptions) {
-    const virtualNodes = options.virtualNodes ?? DEFAULT_VIRTUAL_NODES;
-    if (!Number.isInteger(virtualNodes) || virtualNodes < 1) {
-      throw new Error(`hash policy: virtualNodes must be a positive integer, got ${virtualNodes}`);
-    }
-    return new HashPolicy(servers, virtualNodes);
+  options: z.strictObject({
+    /** Points on the ring per unit of weight. */
+    virtualNodes: z.number().int().min(1).default(DEFAULT_VIRTUAL_NODES),
+  }),
+  create: function createHashRing(servers, options) {
+    return new HashPolicy(servers, options.virtualNodes);
   },
-} as const satisfies PolicyKind;
+});

@@ -17,7 +17,7 @@
  */
 import { fmix32, hashString } from './hashing.js';
 import { serverIdentity, stateSize } from './server-state.js';
-import type { PickContext, Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type PickContext, type Policy, type PolicyServer } from './types.js';
 
 const TWO_TO_32 = 4294967296;
 const IPV4_MAPPED_PREFIX = '::ffff:';
@@ -59,9 +59,10 @@ class IpHashPolicy implements Policy {
 }
 
 /** The `ip_hash` policy kind. */
-export const ipHashPolicy = {
+export const ipHashPolicy = definePolicy({
   name: 'ip_hash',
+  options: NO_OPTIONS,
   create: function createIpHash(servers) {
     return new IpHashPolicy(servers);
   },
-} as const satisfies PolicyKind;
+});

@@ -12,7 +12,7 @@
  */
 import { smoothWeightedPick } from './smooth-weighted.js';
 import { stateSize } from './server-state.js';
-import type { Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type Policy, type PolicyServer } from './types.js';
 
 class LeastConnPolicy implements Policy {
   readonly #current: Float64Array;
@@ -41,9 +41,10 @@ class LeastConnPolicy implements Policy {
 }
 
 /** The `least_conn` policy kind. */
-export const leastConnPolicy = {
+export const leastConnPolicy = definePolicy({
   name: 'least_conn',
+  options: NO_OPTIONS,
   create: function createLeastConn(servers) {
     return new LeastConnPolicy(servers);
   },
-} as const satisfies PolicyKind;
+});

@@ -6,7 +6,7 @@
  * is served in exact proportion to the weights.
  */
 import { pickOfTwo } from './p2c.js';
-import type { PickContext, Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type PickContext, type Policy, type PolicyServer } from './types.js';
 
 /** Fewer requests in flight per unit of weight wins. */
 function lessLoaded(challenger: PolicyServer, incumbent: PolicyServer): boolean {
@@ -20,9 +20,10 @@ class RandomTwoPolicy implements Policy {
 }
 
 /** The `random_two` policy kind. */
-export const randomTwoPolicy = {
+export const randomTwoPolicy = definePolicy({
   name: 'random_two',
+  options: NO_OPTIONS,
   create: function createRandomTwo() {
     return new RandomTwoPolicy();
   },
-} as const satisfies PolicyKind;
+});

@@ -9,7 +9,7 @@
  */
 import { smoothWeightedPick } from './smooth-weighted.js';
 import { stateSize } from './server-state.js';
-import type { Policy, PolicyKind, PolicyServer } from './types.js';
+import { definePolicy, NO_OPTIONS, type Policy, type PolicyServer } from './types.js';
 
 class RoundRobinPolicy implements Policy {
   readonly #current: Float64Array;
@@ -24,9 +24,10 @@ class RoundRobinPolicy implements Policy {
 }
 
 /** The `round_robin` policy kind. */
-export const roundRobinPolicy = {
+export const roundRobinPolicy = definePolicy({
   name: 'round_robin',
+  options: NO_OPTIONS,
   create: function createRoundRobin(servers) {
     return new RoundRobinPolicy(servers);
   },
-} as const satisfies PolicyKind;
+});

@@ -4,6 +4,7 @@
  * *candidates*: the servers that are available right now and were not already tried for this request. The
  * pool does all filtering (health, ejection, backup, max_conns); a policy only chooses.
  */
+import { z } from 'zod';
 
 /** What a policy may read of a server. The pool keeps these fields current. */
 export interface PolicyServer {
@@ -40,16 +41,25 @@ export interface Policy {
   pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer | undefined;
 }
 
-/** Options a policy may take from the config. */
-export interface PolicyOptions {
-  /** For `hash`: the key template (evaluated by the caller into `PickContext.hashKey`). */
-  key?: string;
-  /** For `hash`: virtual nodes per unit of weight on the ring. */
-  virtualNodes?: number;
+/** A policy that takes no options. */
+export const NO_OPTIONS = z.strictObject({});
+
+/**
+ * A policy kind, registered by name: the schema of its own options (their type follows from it) and its
+ * factory. The options are parsed once, when an upstream is built; `{}` gives every default.
+ */
+export interface PolicyKind<Schema extends z.ZodType = z.ZodType> {
+  readonly name: string;
+  readonly options: Schema;
+  create(servers: readonly PolicyServer[], options: z.output<Schema>): Policy;
 }
 
-/** A policy kind, registered by name. */
-export interface PolicyKind {
-  readonly name: string;
-  create(servers: readonly PolicyServer[], options: PolicyOptions): Policy;
+/** Declares a policy kind (only names the type: the option type follows from the schema). */
+export function definePolicy<Schema extends z.ZodType>(kind: PolicyKind<Schema>): PolicyKind<Schema> {
+  return kind;
+}
+
+/** Builds a policy of `kind` for `servers` with `options` (parsed by the kind's own schema). */
+export function createPolicy(kind: PolicyKind, servers: readonly PolicyServer[], options: unknown = {}): Policy {
+  return kind.create(servers, kind.options.parse(options));
 }
