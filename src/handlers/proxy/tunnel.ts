@@ -10,7 +10,7 @@ import { sendRawError } from '../../http/send.js';
 import { readCookie } from '../../http/template.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
-import { classify } from './attempt.js';
+import { classify, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
 
 /** What a tunnel needs of its route. */
@@ -25,7 +25,11 @@ export interface TunnelOptions {
 /** Response fields of the app's 101 that are not passed on (they name what runs behind Portico). */
 const HIDDEN = new Set(['server', 'x-powered-by']);
 
-/** Opens a tunnel between the client's socket and an app server, or answers 502/503/504 on the socket. */
+/**
+ * Opens a tunnel between the client's socket and an app server, or answers 502/503/504 on the socket. The loop
+ * is forward.ts's: `retries` bounds the immediate retries (on a server not yet tried, within `retry_deadline`,
+ * when `retry_on` has connect_error); `try_duration` bounds waiting for a server, retries or not.
+ */
 export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
   const upstream = o.upstream;
   const config = upstream.config;
@@ -35,42 +39,78 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
   const stickyValue = config.sticky === undefined ? undefined : readCookie(ctx.req.headers.cookie, config.sticky.cookie);
   // The upgrade fields are hop-by-hop and were dropped; this hop asks for the same upgrade itself.
   const path = o.preparer.upstreamPath(ctx);
-  const tryUntil = Date.now() + config.try_duration;
-  let lastStatus = 503;
+  const started = Date.now();
+  const deadline = started + config.retry_deadline;
+  const tryUntil = started + config.try_duration;
+  const retryConnect = config.retry_on.includes('connect_error');
+  /** No server to try now: waits one try_interval if try_duration allows (true), else false. */
+  const waitForServer = async (): Promise<boolean> => {
+    if (Date.now() + config.try_interval >= tryUntil) return false;
+    await new Promise((resolve) => setTimeout(resolve, config.try_interval));
+    tried.clear();
+    return true;
+  };
+  let lastFailure: FailureReason | undefined;
   let attempts = 0;
-  while (attempts <= config.retries && !socket.destroyed) {
-    const server = upstream.select(tried, pick, stickyValue);
-    if (server === 'full') {
-      if (await upstream.waitForCapacity()) continue;
-      break;
+  // A client that goes away while the app is still answering the upgrade aborts it: else the app's 101 would
+  // open a tunnel to nobody, holding the app connection and its place under max_conns for good.
+  let abort: AbortController | undefined;
+  const onClientGone = () => abort?.abort();
+  socket.once('close', onClientGone);
+  let status: number;
+  try {
+    for (;;) {
+      if (socket.destroyed) return;
+      const server = upstream.select(tried, pick, stickyValue);
+      if (server === 'full') {
+        if ((await upstream.waitForCapacity()) || (await waitForServer())) continue;
+        status = 503;
+        break;
+      }
+      if (server === 'unavailable') {
+        if (await waitForServer()) continue;
+        status = lastFailure === undefined ? 503 : lastFailure === 'timeout' ? 504 : 502;
+        break;
+      }
+      attempts++;
+      tried.add(server.id);
+      upstream.acquire(server);
+      abort = new AbortController();
+      let opened;
+      try {
+        opened = await server.dispatcher.upgrade({
+          path: server.basePath + path,
+          method: 'GET',
+          headers,
+          protocol: 'websocket',
+          signal: abort.signal,
+        });
+      } catch (err) {
+        upstream.release(server);
+        // The client went away: nothing to answer, and no failure of the app's.
+        if (socket.destroyed) return;
+        const reason = classify(err as NodeJS.ErrnoException);
+        if (o.passiveOn.has(reason)) upstream.recordFailure(server);
+        lastFailure = reason;
+        // Only a connection never made is safe to try again: the app may have seen the upgrade otherwise.
+        if (reason === 'connect_error' && ((attempts <= config.retries && retryConnect && Date.now() < deadline) || Date.now() < tryUntil)) continue;
+        status = reason === 'timeout' ? 504 : 502;
+        break;
+      }
+      if (socket.destroyed) {
+        opened.socket.destroy();
+        upstream.release(server);
+        return;
+      }
+      upstream.recordSuccess(server);
+      open(ctx, socket, head, opened, upstream, server, upstream.stickyCookie(server, stickyValue));
+      return;
     }
-    if (server === 'unavailable') {
-      if (Date.now() + config.try_interval >= tryUntil) break;
-      await new Promise((resolve) => setTimeout(resolve, config.try_interval));
-      tried.clear();
-      continue;
-    }
-    attempts++;
-    tried.add(server.id);
-    upstream.acquire(server);
-    let opened;
-    try {
-      opened = await server.dispatcher.upgrade({ path: server.basePath + path, method: 'GET', headers, protocol: 'websocket' });
-    } catch (err) {
-      upstream.release(server);
-      const reason = classify(err as NodeJS.ErrnoException);
-      if (o.passiveOn.has(reason)) upstream.recordFailure(server);
-      lastStatus = reason === 'timeout' ? 504 : 502;
-      // Only a connection never made is safe to try elsewhere: the app may have seen the upgrade otherwise.
-      if (reason !== 'connect_error') break;
-      continue;
-    }
-    upstream.recordSuccess(server);
-    open(ctx, socket, head, opened, upstream, server, upstream.stickyCookie(server, stickyValue));
-    return;
+  } finally {
+    socket.off('close', onClientGone);
   }
-  ctx.status = lastStatus;
-  if (!socket.destroyed) sendRawError(socket, lastStatus, o.serverHeader);
+  ctx.status = status;
+  if (!socket.destroyed) sendRawError(socket, status, o.serverHeader);
 }
 
 function open(
