@@ -91,6 +91,23 @@ function upstreamLine(ctx: RequestContext): string {
   return `${combinedFields(ctx)} request_time=${time}${ctx.upstreamLog === undefined ? '' : formatUpstream(ctx.upstreamLog)}\n`;
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const HIGH_BYTE = /[\x80-\xff]/;
+
+/**
+ * A header value as text for the JSON log. Node reads header bytes as latin1; UTF-8 text (the usual non-ASCII)
+ * is decoded back to what the client wrote, as nginx's `escape=json` passes the bytes through. Bytes that are
+ * not UTF-8 stay latin1, one character per byte, so they can still be recovered exactly.
+ */
+function headerText(value: string | undefined): string | undefined {
+  if (value === undefined || !HIGH_BYTE.test(value)) return value;
+  try {
+    return utf8.decode(Buffer.from(value, 'latin1'));
+  } catch {
+    return value;
+  }
+}
+
 function jsonLine(ctx: RequestContext): string {
   const { req } = ctx;
   return (
@@ -104,8 +121,8 @@ function jsonLine(ctx: RequestContext): string {
       status: ctx.status,
       bytes_sent: ctx.bytesSent,
       request_time: Math.round(performance.now() - ctx.start) / 1000,
-      referer: req.headers.referer,
-      user_agent: req.headers['user-agent'],
+      referer: headerText(req.headers.referer),
+      user_agent: headerText(req.headers['user-agent']),
       upstream_addr: ctx.upstreamLog?.map((l) => l.addr),
       upstream_status: ctx.upstreamLog?.map((l) => l.status),
       upstream_connect_time: ctx.upstreamLog?.map((l) => l.connectMs / 1000),

@@ -44,6 +44,14 @@ function checkingInterval(config: ListenerConfig): number {
   return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2)));
 }
 
+/**
+ * The time allowed for a request head: header_timeout, but never more than request_timeout (the head is part of
+ * the request, and Node refuses a headersTimeout above a non-zero requestTimeout).
+ */
+function headersTimeout(config: ListenerConfig): number {
+  return config.request_timeout > 0 ? Math.min(config.header_timeout, config.request_timeout) : config.header_timeout;
+}
+
 /** With keep-alive off no connection should sit idle; the sweeper still closes leftovers after header_timeout. */
 function sweepTimeout(config: ListenerConfig): number {
   return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout || 60_000;
@@ -65,21 +73,24 @@ class Listener {
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
      * behind the first is not run at all (its answer could never be sent), as nginx never reads it.
      */
-    const served = new WeakSet<object>();
+    const served = new WeakMap<object, number>();
     const admit = (req: IncomingMessage, res: ServerResponse): boolean => {
-      const keepAlive = this.config.keepalive_timeout > 0;
-      if (keepAlive && !this.stopping) return true;
-      res.shouldKeepAlive = false;
-      if (keepAlive) return true;
-      if (served.has(req.socket)) return false;
-      served.add(req.socket);
+      const { keepalive_timeout: keepAliveMs, max_requests_per_conn: max } = this.config;
+      if (keepAliveMs > 0 && max === 0 && !this.stopping) return true;
+      // Requests served on this connection, this one included: the last allowed one says `Connection: close` and
+      // Node closes the socket once it is out (as nginx's keepalive_requests); one pipelined behind it never runs.
+      const count = (served.get(req.socket) ?? 0) + 1;
+      const limit = keepAliveMs > 0 ? max : 1;
+      if (limit > 0 && count > limit) return false;
+      served.set(req.socket, count);
+      if (this.stopping || (limit > 0 && count === limit)) res.shouldKeepAlive = false;
       return true;
     };
     const server = http.createServer(
       {
         maxHeaderSize: config.max_header_size,
         requestTimeout: config.request_timeout,
-        headersTimeout: config.header_timeout,
+        headersTimeout: headersTimeout(config),
         connectionsCheckingInterval: checkingInterval(config),
         // 0: Node's own per-response keep-alive timer is off; the sweeper closes idle connections instead.
         keepAliveTimeout: 0,
@@ -105,7 +116,6 @@ class Listener {
       socket.once('close', () => upgraded.delete(socket));
       dispatch.upgrade(req, socket, head, 'http');
     });
-    server.maxRequestsPerSocket = config.max_requests_per_conn;
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
       const status = clientErrorStatus(err.code);
@@ -144,8 +154,7 @@ class Listener {
     // Node reads it for each new connection's parser (not in its types: it is the constructor's option, kept).
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
     server.requestTimeout = config.request_timeout;
-    server.headersTimeout = config.header_timeout;
-    server.maxRequestsPerSocket = config.max_requests_per_conn;
+    server.headersTimeout = headersTimeout(config);
     this.sweeper.setTimeout(sweepTimeout(config));
   }
 

@@ -75,11 +75,6 @@ test('max_requests_per_conn: 3: the first two answers keep the connection, the t
 
 test(
   'max_requests_per_conn: 3: the socket is closed by the server after the third answer',
-  {
-    todo:
-      "Node's maxRequestsPerSocket only adds Connection: close; the socket stays open (until keepalive_timeout) " +
-      "and each further request on it gets Node's own bare 503 (chunked, no Server header, not Portico's page)",
-  },
   async () => {
     const server = await portico(LIMITED);
     const conn = await RawConnection.open(server.port);
@@ -113,7 +108,6 @@ test('max_requests_per_conn: 0 (the default) is unlimited: ten requests on one c
 
 test('request_timeout: 1s: a request body that trickles in past it gets 408, the connection is closed and the app server sees nothing', async () => {
   const backend = await upstream((_req, res, body) => res.end(`got ${body.length}`));
-  // header_timeout must not exceed request_timeout (Node refuses it: see the todo test below).
   const server = await portico(`listen:
   - { addr: "127.0.0.1:0", request_timeout: 1s, header_timeout: 1s }
 upstreams:
@@ -153,11 +147,6 @@ sites:
 
 test(
   'request_timeout: 1s on its own (header_timeout left at its default) is accepted by check and the server starts',
-  {
-    todo:
-      'check accepts it, but start fails: Node requires headersTimeout <= requestTimeout and header_timeout defaults ' +
-      'to 30s, so `portico run` exits with "cannot listen: The value of "headersTimeout" is out of range"',
-  },
   async () => {
     const server = await portico(`listen:
   - { addr: "127.0.0.1:0", request_timeout: 1s }
