@@ -13,7 +13,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
 import type { RequestContext } from '../http/context.js';
-import { sendError, sendWhole } from '../http/send.js';
+import { RETRY_SOON, sendError, sendWhole } from '../http/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
 import { negotiateEncoding, type Encoding } from '../http/negotiate.js';
@@ -287,7 +287,7 @@ class StaticHandler {
       if (handle === undefined) {
         this.#resolver.forget(ctx.path);
         if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
-        return sendError(ctx, 503, { 'Retry-After': '1' });
+        return sendError(ctx, 503, RETRY_SOON);
       }
     }
     ctx.status = 206;
@@ -347,7 +347,7 @@ class StaticHandler {
       await handle.close();
       this.#resolver.forget(ctx.path);
       if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
-      return sendError(ctx, 503, { 'Retry-After': '1' });
+      return sendError(ctx, 503, RETRY_SOON);
     }
     ctx.status = status;
     res.writeHead(status, headers);

@@ -61,16 +61,26 @@ export function sendWhole(ctx: RequestContext, status: number, headers: readonly
   else res.end(body);
 }
 
+/** The fields of a 503 that Portico expects to clear soon (an upstream with no server now, a file changing). */
+export const RETRY_SOON: Readonly<Record<string, string>> = Object.freeze({ 'Retry-After': '1' });
+
+/** What a raw error answer carries besides its status. */
+export interface RawErrorOptions {
+  serverHeader: string;
+  /** The site's own error pages, when the site is known. */
+  errorPages?: ReadonlyMap<number, Buffer> | undefined;
+  headers?: Readonly<Record<string, string>> | undefined;
+}
+
 /**
- * Answers with an error page on a raw socket (an upgrade that could not be tunnelled, where no ServerResponse
- * exists any more) and closes it: the same page, `Server` field and framing as `sendError`.
+ * Answers with an error page on a raw socket (an upgrade that could not be tunnelled, a request Node's parser
+ * refused, where no ServerResponse exists) and closes it: the same page, fields and framing as `sendError`.
  */
-export function sendRawError(socket: Duplex, status: number, serverHeader: string): void {
-  const body = errorPage(status);
-  const server = serverHeader === '' ? '' : `Server: ${serverHeader}\r\n`;
-  socket.end(
-    `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
-      `Cache-Control: no-store\r\n${server}Connection: close\r\n\r\n${body.toString('latin1')}`,
-    'latin1',
-  );
+export function sendRawError(socket: Duplex, status: number, options: RawErrorOptions): void {
+  const body = options.errorPages?.get(status) ?? errorPage(status);
+  let head = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${body.length}\r\nCache-Control: no-store\r\n`;
+  if (options.serverHeader !== '') head += `Server: ${options.serverHeader}\r\n`;
+  if (options.headers !== undefined) for (const [name, value] of Object.entries(options.headers)) head += `${name}: ${value}\r\n`;
+  socket.write(`${head}Connection: close\r\n\r\n`, 'latin1');
+  socket.end(body);
 }

@@ -122,7 +122,7 @@ class Listener {
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
       // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
       // client that ignores the answer and keeps its half open must not hold it.
-      sendRawError(socket, status, dispatch.serverHeader());
+      sendRawError(socket, status, { serverHeader: dispatch.serverHeader() });
       socket.once('finish', () => socket.destroy());
     });
   }

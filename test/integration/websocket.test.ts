@@ -184,6 +184,7 @@ function assertPorticoError(conn: RawConnection, status: number, hidden: readonl
   assert.deepEqual(head.fields.get('server'), ['Portico']);
   assert.match(head.fields.get('content-type')?.[0] ?? '', /^text\/html/);
   assert.deepEqual(head.fields.get('connection'), ['close']);
+  if (status === 503) assert.deepEqual(head.fields.get('retry-after'), ['1'], 'a 503 says when to retry, as every other 503 of Portico');
   assert.equal(Number(head.fields.get('content-length')?.[0]), Buffer.byteLength(head.body, 'latin1'), 'the whole page, as announced');
   assert.match(head.body, new RegExp(String(status)));
   assert.ok(!head.fields.has('upgrade') && !head.fields.has('x-backend'), 'nothing of the app server');

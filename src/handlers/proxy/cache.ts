@@ -13,7 +13,7 @@ import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseS
 import { evaluatePreconditions, hasConditionals, ifRangeAllows, validatorsOf } from '../../http/conditional.js';
 import { parseRange } from '../../http/range.js';
 import type { RequestContext } from '../../http/context.js';
-import { sendError, sendWhole } from '../../http/send.js';
+import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from '../../cache/rules.js';
@@ -110,9 +110,7 @@ export class ProxyCache implements CacheOwner {
   }
 
   #errorHeaders(status: number, params: string): Record<string, string> {
-    const headers: Record<string, string> = { 'Cache-Status': cacheStatus(params) };
-    if (status === 503) headers['Retry-After'] = '1';
-    return headers;
+    return status === 503 ? { ...RETRY_SOON, 'Cache-Status': cacheStatus(params) } : { 'Cache-Status': cacheStatus(params) };
   }
 
   /** POST/PUT/PATCH/DELETE…: forwarded; on success the URI and its same-origin Location/Content-Location are invalidated. */

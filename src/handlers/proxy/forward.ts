@@ -11,7 +11,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
-import { sendError } from '../../http/send.js';
+import { RETRY_SOON, sendError } from '../../http/send.js';
 import { readCookie, type Template } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
@@ -73,7 +73,7 @@ export class Forwarder {
         if (outcome.ok) return;
         // Called from inside undici's callbacks: nothing may be thrown back into them.
         try {
-          sendError(ctx, outcome.status, outcome.status === 503 ? { 'Retry-After': '1' } : undefined);
+          sendError(ctx, outcome.status, outcome.status === 503 ? RETRY_SOON : undefined);
         } catch (err) {
           this.#o.logger.error({ err, url: ctx.req.url }, 'proxy error page failed');
           ctx.res.destroy();

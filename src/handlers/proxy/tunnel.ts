@@ -6,7 +6,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
-import { sendRawError } from '../../http/send.js';
+import { RETRY_SOON, sendRawError } from '../../http/send.js';
 import { readCookie } from '../../http/template.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
@@ -110,7 +110,9 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
     socket.off('close', onClientGone);
   }
   ctx.status = status;
-  if (!socket.destroyed) sendRawError(socket, status, o.serverHeader);
+  if (!socket.destroyed) {
+    sendRawError(socket, status, { serverHeader: o.serverHeader, errorPages: ctx.errorPages, headers: status === 503 ? RETRY_SOON : undefined });
+  }
 }
 
 function open(
