@@ -4,27 +4,10 @@
  * the listener's clientError handler, which then closes the connection).
  */
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { RawConnection, httpRequest } from './proxy-support.js';
+import { test } from 'node:test';
+import { RawConnection, httpRequest, scopedServers } from './proxy-support.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
-
-async function portico(yaml: string): Promise<RunningPortico> {
-  const running = await startPortico(yaml);
-  cleanups.push(() => running.stop());
-  return running;
-}
-
-async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<TestUpstream> {
-  const started = await startUpstream(handler);
-  cleanups.push(() => started.stop());
-  return started;
-}
+const { portico, upstream, defer } = scopedServers();
 
 /** Number of complete "ok" answers (Content-Length: 2) in what a connection received. */
 function answers(received: Buffer): number {

@@ -7,28 +7,13 @@
  * be bound to 127.0.0.N. Where that is not possible (macOS), those tests skip and say so.
  */
 import assert from 'node:assert/strict';
+import { scopedServers } from './proxy-support.js';
 import http from 'node:http';
 import net from 'node:net';
-import { after, before, describe, test, type TestContext } from 'node:test';
-import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { before, describe, test, type TestContext } from 'node:test';
+import type { TestUpstream } from '../helpers/upstream.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
-
-async function portico(yaml: string): Promise<RunningPortico> {
-  const running = await startPortico(yaml);
-  cleanups.push(() => running.stop());
-  return running;
-}
-
-async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<TestUpstream> {
-  const started = await startUpstream(handler);
-  cleanups.push(() => started.stop());
-  return started;
-}
+const { portico, upstream, defer } = scopedServers();
 
 function config(servers: readonly TestUpstream[], options: string): string {
   const list = servers.map((s) => `{ url: "${s.url}" }`).join(', ');

@@ -11,30 +11,15 @@ import https from 'node:https';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { requireTool } from '../helpers/tools.js';
+import { before, describe, test } from 'node:test';
+import type { RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { RawConnection, hasHead, httpRequest, waitFor } from './proxy-support.js';
+import { requireTool } from '../helpers/tools.js';
+import { RawConnection, hasHead, httpRequest, waitFor, scopedServers } from './proxy-support.js';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'portico-claims-upstream-'));
-const cleanups: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-  rmSync(scratch, { recursive: true, force: true });
-});
-
-async function portico(yaml: string, files: Record<string, string | Buffer> = {}): Promise<RunningPortico> {
-  const running = await startPortico(yaml, files);
-  cleanups.push(() => running.stop());
-  return running;
-}
-
-async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<TestUpstream> {
-  const started = await startUpstream(handler);
-  cleanups.push(() => started.stop());
-  return started;
-}
+const { portico, upstream, defer } = scopedServers();
+defer(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** Config text: one upstream `app` with the given server URLs and options, proxied at `/`. */
 function config(urls: readonly string[], options = ''): string {
@@ -60,7 +45,7 @@ async function silentServer(): Promise<{ port: number; sockets: Socket[] }> {
     socket.resume(); // reads (and drops) what the peer sends, so its FIN is seen; writes nothing
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
+  defer(
     () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
@@ -268,7 +253,7 @@ describe('tls', () => {
     );
     const app = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => res.end('self-signed ok'));
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => {
+    defer(() => {
       app.closeAllConnections();
       return new Promise<void>((resolve) => app.close(() => resolve()));
     });

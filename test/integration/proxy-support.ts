@@ -5,7 +5,9 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import type { TestUpstream } from '../helpers/upstream.js';
+import { after } from 'node:test';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
@@ -187,4 +189,32 @@ export function httpRequest(
     req.on('error', reject);
     req.end(options.body);
   });
+}
+
+/** Starters for a test file whose servers are all stopped after its tests, last started first. */
+export function scopedServers(): {
+  portico(yaml: string, files?: Record<string, string | Buffer>): Promise<RunningPortico>;
+  upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<TestUpstream>;
+  /** Runs `fn` with the others after the tests. */
+  defer(fn: () => Promise<void> | void): void;
+} {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+  return {
+    async portico(yaml, files = {}) {
+      const running = await startPortico(yaml, files);
+      cleanups.push(() => running.stop());
+      return running;
+    },
+    async upstream(handler) {
+      const started = await startUpstream(handler);
+      cleanups.push(() => started.stop());
+      return started;
+    },
+    defer(fn) {
+      cleanups.push(fn);
+    },
+  };
 }
