@@ -1,0 +1,40 @@
+/**
+ * System tools some tests need (openssl to make a certificate). Where one is missing, a test skips and says
+ * why — except on CI (CI=true), where a missing tool is a broken machine setup and the test fails instead.
+ */
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+
+const found = new Map<string, boolean>();
+
+/** Whether an executable `name` is on the PATH. */
+export function haveTool(name: string): boolean {
+  let have = found.get(name);
+  if (have === undefined) {
+    have = (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
+      if (dir === '') return false;
+      try {
+        accessSync(path.join(dir, name), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    found.set(name, have);
+  }
+  return have;
+}
+
+/**
+ * True when `name` is available. Otherwise the test is skipped with a message and false is returned (the
+ * caller returns at once) — or, with CI=true, the test fails with a message saying what to install.
+ */
+export function requireTool(t: TestContext, name: string): boolean {
+  if (haveTool(name)) return true;
+  if (process.env.CI === 'true') {
+    throw new Error(`${name} is not installed, and CI=true makes a missing tool a failure: install it (.ci/run does, e.g. apt-get install -y ${name})`);
+  }
+  t.skip(`${name} is not installed (on CI, with CI=true, this test fails instead)`);
+  return false;
+}
