@@ -500,7 +500,7 @@ describe('paths, directories and listings', () => {
     const targets = ['//evil.com', '//evil.com/..', '//evil.com/%2e%2e', '///evil.com', '/\\evil.com', '/%2fevil.com', '/%5cevil.com', '//evil.com?x=1', '/./evil.com', '//evil.com/../evil.com'];
     let redirects = 0;
     for (const target of targets) {
-      const res = await rawRequest(portico.port, `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, 200);
+      const res = await rawRequest(portico.port, `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
       assert.ok(res.status > 0, target);
       const location = res.headers.location;
       if (location !== undefined) {
