@@ -95,6 +95,34 @@ export function watchUpstreamRequests(path?: string): { of(origin: string): Requ
   };
 }
 
+/**
+ * Waits until `progress()` (bytes an app server got out, say) has moved and then stopped moving — the writer is
+ * held back by backpressure — or until `done()` holds (the writer finished: nothing held it back). Returns
+ * which. A stall is a progress count unchanged over `quietMs` while the writer waits for 'drain'; throws after
+ * `timeoutMs` when neither comes.
+ */
+export async function stallOrDone(
+  what: string,
+  progress: () => number,
+  done: () => boolean,
+  { quietMs = 250, timeoutMs = 10_000 } = {},
+): Promise<'stalled' | 'done'> {
+  const until = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    if (done()) return 'done';
+    const now = Date.now();
+    const value = progress();
+    if (value !== last) {
+      last = value;
+      since = now;
+    } else if (value > 0 && now - since >= quietMs) return 'stalled';
+    if (now > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} to stall or finish (at ${value})`);
+    await sleep(10);
+  }
+}
+
 /** Hex SHA-256 of some bytes. */
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
