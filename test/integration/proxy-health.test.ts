@@ -29,16 +29,34 @@ interface Checked extends TestUpstream {
   /** Health checks answered so far, passing and failing. */
   passes: number;
   fails: number;
+  /**
+   * When set, health checks are held unanswered until afterChecks() lets the next ones through, so Portico's
+   * view changes only when the test says (use a check timeout longer than the test).
+   */
+  gated: boolean;
+  credits: number;
+  held: Array<() => void>;
+}
+
+function releaseChecks(backend: Checked): void {
+  while (backend.credits > 0 && backend.held.length > 0) {
+    backend.credits--;
+    backend.held.shift()!();
+  }
 }
 
 async function checked(name: string, answer?: (req: IncomingMessage, res: ServerResponse) => void): Promise<Checked> {
   const backend = (await startUpstream((req, res) => {
     if (req.url === '/health') {
-      if (backend.healthy) backend.passes++;
-      else backend.fails++;
-      res.writeHead(backend.healthy ? 200 : 500);
-      res.end();
-      return;
+      const reply = () => {
+        if (backend.healthy) backend.passes++;
+        else backend.fails++;
+        res.writeHead(backend.healthy ? 200 : 500);
+        res.end();
+      };
+      if (!backend.gated) return reply();
+      backend.held.push(reply);
+      return releaseChecks(backend);
     }
     if (answer !== undefined) return answer(req, res);
     res.end(name);
@@ -46,6 +64,9 @@ async function checked(name: string, answer?: (req: IncomingMessage, res: Server
   backend.healthy = true;
   backend.passes = 0;
   backend.fails = 0;
+  backend.gated = false;
+  backend.credits = 0;
+  backend.held = [];
   cleanups.push(() => backend.stop());
   return backend;
 }
@@ -76,6 +97,10 @@ function count(list: readonly string[], name: string): number {
  */
 async function afterChecks(backend: Checked, kind: 'passes' | 'fails', n: number): Promise<void> {
   const target = backend[kind] + n;
+  if (backend.gated) {
+    backend.credits += n;
+    releaseChecks(backend);
+  }
   await waitFor(`${n} more ${kind} on a health check`, () => backend[kind] >= target, 5000, 5);
   const answered = backend.passes + backend.fails;
   await waitFor('Portico to read the check answers', () => checks.of(backend.url).completed >= answered, 5000, 5);
@@ -85,8 +110,9 @@ async function afterChecks(backend: Checked, kind: 'passes' | 'fails', n: number
 describe('active health checks', () => {
   test('a server is marked down after `fall` failed checks and up after `rise` passes; while down it gets no requests', async () => {
     const a = await checked('a');
+    a.gated = true; // each check of a is answered only when the test lets it: no check lands mid-step
     const b = await checked('b');
-    const server = await portico(config([a, b], 'health: { path: /health, interval: 100ms, timeout: 500ms, fall: 2, rise: 2 }'));
+    const server = await portico(config([a, b], 'health: { path: /health, interval: 100ms, timeout: 60s, fall: 2, rise: 2 }'));
     await afterChecks(a, 'passes', 1);
     assert.equal(count(await bodies(server, 4), 'a'), 2, 'both serve while healthy');
 
