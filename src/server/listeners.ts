@@ -4,7 +4,7 @@
  * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
  * them and `clientError` answers 400 (431 for an oversized head, 408 for a slow one) and closes.
  *
- * A reload keeps every listener whose address stays (its limits are updated in place, for new connections and
+ * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in place, for new connections and
  * requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  */
@@ -147,6 +147,15 @@ class Listener {
     });
   }
 
+  /**
+   * Whether `config` names this listener's address: the same host and the port it is bound to, or the same text
+   * (`127.0.0.1:0` stays the port the system chose).
+   */
+  serves(config: ListenerConfig): boolean {
+    if (config.addr.text === this.config.addr.text) return true;
+    return config.addr.host === this.config.addr.host && config.addr.port !== 0 && config.addr.port === this.address?.port;
+  }
+
   /** Takes a reloaded config's limits for this address: new connections and requests see them. */
   apply(config: ListenerConfig): void {
     this.config = config;
@@ -202,19 +211,18 @@ export class Listeners {
   }
 
   /**
-   * Binds the addresses of `configs` that are not bound yet, keeping the others (matched by the address as
-   * written). Nothing changes until the plan is committed; if an address cannot be bound, whatever was bound for
+   * Binds the addresses of `configs` that are not bound yet, keeping the others (see `Listener.serves`). Nothing changes until the plan is committed; if an address cannot be bound, whatever was bound for
    * the plan is closed and the error (PORTICO_LISTEN_FAILED) is thrown.
    */
   async prepare(configs: readonly ListenerConfig[]): Promise<ListenerPlan> {
-    const current = new Map(this.#listeners.map((listener) => [listener.config.addr.text, listener]));
+    const current = new Set(this.#listeners);
     const next: Array<{ listener: Listener; config: ListenerConfig }> = [];
     const added: Listener[] = [];
     try {
       for (const config of configs) {
-        const kept = current.get(config.addr.text);
+        const kept = [...current].find((listener) => listener.serves(config));
         if (kept !== undefined) {
-          current.delete(config.addr.text);
+          current.delete(kept);
           next.push({ listener: kept, config });
           continue;
         }

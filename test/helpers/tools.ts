@@ -1,37 +1,40 @@
 /**
- * External programs some tests need (openssl to make certificates, …). A missing tool skips the test on a
- * developer's machine, with a message saying what to install; on CI (`CI=true`) it fails the test instead, so a
- * runner image that lost the tool can never turn those tests into silent skips.
+ * System tools some tests need (openssl to make a certificate). Where one is missing, a test skips and says
+ * why — except on CI (CI=true), where a missing tool is a broken machine setup and the test fails instead.
  */
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 
-/** The full path of an executable found on PATH, or undefined. */
-export function findTool(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this folder
-    }
+const found = new Map<string, boolean>();
+
+/** Whether an executable `name` is on the PATH. */
+export function haveTool(name: string): boolean {
+  let have = found.get(name);
+  if (have === undefined) {
+    have = (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
+      if (dir === '') return false;
+      try {
+        accessSync(path.join(dir, name), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    found.set(name, have);
   }
-  return undefined;
+  return have;
 }
 
 /**
- * Whether `name` is on PATH. When it is not: on CI throws (the test fails with a clear message); elsewhere marks
- * the test skipped with a message and returns false, so the caller returns at once:
- *
- *     if (!requireTool(t, 'openssl')) return;
+ * True when `name` is available. Otherwise the test is skipped with a message and false is returned (the
+ * caller returns at once) — or, with CI=true, the test fails with a message saying what to install.
  */
 export function requireTool(t: TestContext, name: string): boolean {
-  if (findTool(name) !== undefined) return true;
-  const message = `${name} is not installed (not found on PATH); this test needs it`;
-  if (process.env.CI === 'true') throw new Error(`${message}, and CI=true: install ${name} on the CI image`);
-  t.skip(`${message}: install ${name} to run it`);
+  if (haveTool(name)) return true;
+  if (process.env.CI === 'true') {
+    throw new Error(`${name} is not installed, and CI=true makes a missing tool a failure: install it (.ci/run does, e.g. apt-get install -y ${name})`);
+  }
+  t.skip(`${name} is not installed (on CI, with CI=true, this test fails instead)`);
   return false;
 }

@@ -9,12 +9,13 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { cacheConfig, cacheStatus, get, type Origin, startOrigin } from './cache-support.js';
-import { waitFor } from './proxy-support.js';
+import { trackServerSockets, waitFor } from './proxy-support.js';
 
 const ORIGIN_DELAY = 300;
 
 let origin: Origin;
 let portico: RunningPortico;
+const serverSockets = trackServerSockets();
 
 before(async () => {
   origin = await startOrigin();
@@ -22,6 +23,7 @@ before(async () => {
 });
 
 after(async () => {
+  serverSockets.stop();
   await portico?.stop();
   await origin?.stop();
 });
@@ -108,10 +110,11 @@ describe('a leader that goes away', () => {
     await waitFor('the leader to get the first half', () => leader.received() === 'first');
     const waiter = streamingGet(portico.port, '/leader-gone');
     await waitFor('the first half at the waiter', () => waiter.received() === 'first');
+    const leaderPort = leader.localPort();
     leader.abort();
     await assert.rejects(leader.done);
-    // Give Portico time to notice the leader's close before the origin goes on.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Portico has seen the leader's connection close before the origin goes on.
+    await serverSockets.closed(leaderPort, portico.port);
     releaseSecondHalf();
     assert.equal(await waiter.done, 'first-last');
     const after = await get(portico.port, '/leader-gone');
@@ -183,7 +186,10 @@ describe('responses that may not be shared never reach a waiter', () => {
 });
 
 /** A GET whose body can be watched while it arrives. */
-function streamingGet(port: number, path: string): { received(): string; cacheStatus: Promise<string>; done: Promise<string>; abort(): void } {
+function streamingGet(
+  port: number,
+  path: string,
+): { received(): string; cacheStatus: Promise<string>; done: Promise<string>; abort(): void; localPort(): number } {
   let text = '';
   let request!: http.ClientRequest;
   let setStatus!: (value: string) => void;
@@ -199,5 +205,5 @@ function streamingGet(port: number, path: string): { received(): string; cacheSt
     }));
     req.on('error', reject);
   });
-  return { received: () => text, cacheStatus: cacheStatusValue, done, abort: () => request.destroy() };
+  return { received: () => text, cacheStatus: cacheStatusValue, done, abort: () => request.destroy(), localPort: () => request.socket!.localPort! };
 }

@@ -8,9 +8,12 @@ import { RequestContext } from '../../src/http/context.js';
 
 test('onClientGone registered after the client already went away runs at once (no close event will come)', async () => {
   let ran = false;
+  let arrived!: () => void;
+  const requestArrived = new Promise<void>((resolve) => (arrived = resolve));
   let resolveDone!: () => void;
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   const server = http.createServer((req, res) => {
+    arrived();
     res.once('close', () => {
       // The response closed unfinished; a handler that only now asks to hear about it must still be told.
       const ctx = new RequestContext(req, res, 'http', 0);
@@ -24,7 +27,7 @@ test('onClientGone registered after the client already went away runs at once (n
   const socket = net.connect(port, '127.0.0.1');
   await once(socket, 'connect');
   socket.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await requestArrived;
   socket.destroy();
   await done;
   server.close();

@@ -254,7 +254,13 @@ sites:
       socket.on('end', () => (ended = true));
       socket.on('error', () => {});
       socket.write(request);
-      for (const limit = Date.now() + 3000; !ended && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 10_000);
+        socket.once('end', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
       assert.equal(statusOf(text), status, text);
       assert.equal(ended, true, 'the server did not end its side after its answer');
       const started = Date.now();
@@ -278,7 +284,11 @@ sites:
     try {
       const conn = await RawConnection.open(server.port);
       conn.write('GET /x HTTP/1.1\r\nHost: x\r\n\r\n');
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The request is in flight: the app server has it and answers 300 ms later.
+      for (const limit = Date.now() + 5000; slow.requests.length === 0; ) {
+        if (Date.now() > limit) throw new Error('the request never reached the app server');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
       const started = Date.now();
       await server.server.stop(10_000);
       const took = Date.now() - started;

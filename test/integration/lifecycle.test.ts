@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startPortico } from '../helpers/portico.js';
 import { startUpstream } from '../helpers/upstream.js';
+import { waitFor } from './proxy-support.js';
 
 /** Resource kinds that would keep a process alive (timers, sockets, servers, file handles). */
 function liveResources(): string[] {
@@ -32,11 +32,14 @@ sites:
     assert.equal(await (await fetch(`${portico.url}/`)).text(), 'hi');
   }
   assert.equal((await (await fetch(`${portico.url}/big.bin`)).arrayBuffer()).byteLength, 3 * 1024 * 1024);
-  await sleep(120);
+  // The health checker has run a few rounds (a timer armed between them).
+  const checks = () => backend.requests.filter((r) => r.headers['user-agent'] === 'Portico-health-check').length;
+  await waitFor('three health checks', () => checks() >= 3, 5000, 5);
   await portico.stop();
   await backend.stop();
-  // fetch's own keep-alive sockets to Portico are closed by Portico's stop; give the loop a tick to settle.
-  await sleep(50);
+  // fetch's own keep-alive sockets to Portico are closed by Portico's stop; their handles go once the loop has
+  // seen the close.
+  await waitFor('the resources to be released', () => liveResources().length <= baseline - 1, 2000, 5).catch(() => undefined);
   assert.ok(liveResources().length <= baseline - 1, `still alive after stop: ${liveResources().join(', ')}`);
 });
 

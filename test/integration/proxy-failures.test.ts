@@ -220,7 +220,9 @@ describe('retries', () => {
     const took = Date.now() - started;
     const attempts = servers.reduce((n, s) => n + s.requests.length, 0);
     assert.equal(attempts, 2, 'one attempt before the deadline, one started before it that answers after');
-    assert.ok(took < 600, `took ${took} ms`);
+    // Each answer takes 150 ms: the two attempts take ~300 ms. The bound only catches a wait far past the
+    // deadline (more attempts are caught above); it is generous for a loaded machine.
+    assert.ok(took < 1500, `took ${took} ms`);
     assert.equal(res.status, 503);
     assert.equal(res.body.toString(), 'busy', "the last app server's own answer");
   });

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { RawConnection, decodeFrame, encodeFrame, hasHead, httpRequest, sha256, statusOf, websocketAccept } from './proxy-support.js';
+import { RawConnection, decodeFrame, encodeFrame, hasHead, httpRequest, sha256, stallOrDone, statusOf, websocketAccept } from './proxy-support.js';
 
 /** 5 MB of ASCII (so the test backend, which reads bodies as strings, sees exactly these bytes). */
 const BIG_UPLOAD = randomBytes(2.5 * 1024 * 1024).toString('hex');
@@ -205,7 +205,8 @@ describe('forwarding', () => {
     try {
       conn.socket.pause();
       conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      const outcome = await stallOrDone('the app server', () => written, () => written >= total / 2);
+      assert.equal(outcome, 'stalled', `the app server wrote ${(written / 1048576).toFixed(1)} MB to a client that read nothing`);
       assert.ok(written < total / 2, `the app server wrote ${(written / 1048576).toFixed(1)} MB to a client that read nothing`);
     } finally {
       conn.close();

@@ -7,9 +7,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { appRequests, httpRequest, sleep, waitFor } from './proxy-support.js';
+import { appRequests, httpRequest, settle, sleep, waitFor, watchUpstreamRequests } from './proxy-support.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
+const checks = watchUpstreamRequests('/health');
+const attempts = watchUpstreamRequests();
+cleanups.push(() => checks.stop(), () => attempts.stop());
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
@@ -26,16 +29,34 @@ interface Checked extends TestUpstream {
   /** Health checks answered so far, passing and failing. */
   passes: number;
   fails: number;
+  /**
+   * When set, health checks are held unanswered until afterChecks() lets the next ones through, so Portico's
+   * view changes only when the test says (use a check timeout longer than the test).
+   */
+  gated: boolean;
+  credits: number;
+  held: Array<() => void>;
+}
+
+function releaseChecks(backend: Checked): void {
+  while (backend.credits > 0 && backend.held.length > 0) {
+    backend.credits--;
+    backend.held.shift()!();
+  }
 }
 
 async function checked(name: string, answer?: (req: IncomingMessage, res: ServerResponse) => void): Promise<Checked> {
   const backend = (await startUpstream((req, res) => {
     if (req.url === '/health') {
-      if (backend.healthy) backend.passes++;
-      else backend.fails++;
-      res.writeHead(backend.healthy ? 200 : 500);
-      res.end();
-      return;
+      const reply = () => {
+        if (backend.healthy) backend.passes++;
+        else backend.fails++;
+        res.writeHead(backend.healthy ? 200 : 500);
+        res.end();
+      };
+      if (!backend.gated) return reply();
+      backend.held.push(reply);
+      return releaseChecks(backend);
     }
     if (answer !== undefined) return answer(req, res);
     res.end(name);
@@ -43,6 +64,9 @@ async function checked(name: string, answer?: (req: IncomingMessage, res: Server
   backend.healthy = true;
   backend.passes = 0;
   backend.fails = 0;
+  backend.gated = false;
+  backend.credits = 0;
+  backend.held = [];
   cleanups.push(() => backend.stop());
   return backend;
 }
@@ -67,18 +91,28 @@ function count(list: readonly string[], name: string): number {
   return list.filter((x) => x === name).length;
 }
 
-/** Waits until `backend` has answered `n` more checks of the given kind than now, then lets Portico record it. */
+/**
+ * Waits until `backend` has answered `n` more checks of the given kind than now, and Portico has read every
+ * answer the backend gave and recorded it.
+ */
 async function afterChecks(backend: Checked, kind: 'passes' | 'fails', n: number): Promise<void> {
   const target = backend[kind] + n;
-  await waitFor(`${n} more ${kind} on a health check`, () => backend[kind] >= target, 3000, 5);
-  await sleep(15);
+  if (backend.gated) {
+    backend.credits += n;
+    releaseChecks(backend);
+  }
+  await waitFor(`${n} more ${kind} on a health check`, () => backend[kind] >= target, 5000, 5);
+  const answered = backend.passes + backend.fails;
+  await waitFor('Portico to read the check answers', () => checks.of(backend.url).completed >= answered, 5000, 5);
+  await settle();
 }
 
 describe('active health checks', () => {
   test('a server is marked down after `fall` failed checks and up after `rise` passes; while down it gets no requests', async () => {
     const a = await checked('a');
+    a.gated = true; // each check of a is answered only when the test lets it: no check lands mid-step
     const b = await checked('b');
-    const server = await portico(config([a, b], 'health: { path: /health, interval: 100ms, timeout: 500ms, fall: 2, rise: 2 }'));
+    const server = await portico(config([a, b], 'health: { path: /health, interval: 100ms, timeout: 60s, fall: 2, rise: 2 }'));
     await afterChecks(a, 'passes', 1);
     assert.equal(count(await bodies(server, 4), 'a'), 2, 'both serve while healthy');
 
@@ -106,7 +140,10 @@ describe('active health checks', () => {
     await a.stop();
     // Before three checks have failed, live traffic meets the refused connections and ejects a for 10 s.
     assert.deepEqual(new Set(await bodies(server, 8)), new Set(['b']));
-    await sleep(450);
+    // Then three failed checks (fall: 3) mark it down as well.
+    const failed = checks.of(a.url).errored;
+    await waitFor('three failed checks of the stopped server', () => checks.of(a.url).errored >= failed + 3, 5000, 5);
+    await settle();
     await a.restart();
     await afterChecks(a, 'passes', 1);
     assert.equal(count(await bodies(server, 4), 'a'), 2, 'the passing check lifted the ejection');
@@ -198,15 +235,17 @@ describe('waiting for a server', () => {
       const servers = { a: await checked('a'), b: await checked('b'), c: await checked('c') };
       const server = await portico(config(Object.values(servers), 'try_duration: 5s\ntry_interval: 100ms'));
       await Promise.all(Object.values(servers).map((s) => s.stop()));
-      const started = Date.now();
+      const failedBefore = Object.values(servers).map((s) => attempts.of(s.url).errored);
       const pending = httpRequest(server.port, '/');
-      await sleep(1000);
+      // The request has been refused by every server (twice) and is waiting for one to come back.
+      await waitFor('two refused attempts on every server', () => Object.values(servers).every((s, i) => attempts.of(s.url).errored >= failedBefore[i]! + 2), 5000, 5);
       // Regression: whichever server passive health ejected while all were down used to be ignored when back.
       await servers[back as 'a'].restart();
+      const restartedAt = Date.now();
       const res = await pending;
       assert.equal(res.status, 200);
       assert.equal(res.body.toString(), back);
-      assert.ok(Date.now() - started < 2500, `answered after ${Date.now() - started} ms`);
+      assert.ok(Date.now() - restartedAt < 1500, `answered ${Date.now() - restartedAt} ms after the server was back (try_interval: 100ms)`);
     });
   }
 
@@ -227,21 +266,42 @@ describe('waiting for a server', () => {
   });
 
   test('max_conns: 1: a full queue or a queue timeout gets 503', async () => {
-    const slow = await checked('slow', (_req, res) => void setTimeout(() => res.end('slow'), 400));
-    const full = await portico(config([slow], 'max_conns: 1\nqueue: { size: 1, timeout: 2s }'));
-    const [first, second, third] = await Promise.all([
-      httpRequest(full.port, '/'),
-      sleep(50).then(() => httpRequest(full.port, '/')),
-      sleep(100).then(() => httpRequest(full.port, '/')),
-    ]);
-    assert.deepEqual([first.status, second.status, third.status], [200, 200, 503]);
+    // While `holding`, the app server holds each request until the test lets them go.
+    let holding = true;
+    const held: Array<() => void> = [];
+    const letGo = () => {
+      holding = false;
+      for (const answer of held.splice(0)) answer();
+    };
+    cleanups.push(letGo);
+    const slow = await checked('slow', (_req, res) => {
+      if (holding) held.push(() => res.end('slow'));
+      else res.end('slow');
+    });
 
+    const full = await portico(config([slow], 'max_conns: 1\nqueue: { size: 1, timeout: 5s }'));
+    const first = httpRequest(full.port, '/');
+    await waitFor('the first request at the app server', () => appRequests(slow) === 1);
+    // One of these two takes the only queue place; the other finds the queue full while the first is still held.
+    const queued = [httpRequest(full.port, '/'), httpRequest(full.port, '/')];
+    const earliest = await Promise.race(queued);
+    assert.equal(earliest.status, 503, 'the queue was full');
+    assert.equal(appRequests(slow), 1);
+    letGo();
+    const statuses = [(await first).status, ...(await Promise.all(queued)).map((r) => r.status)];
+    assert.deepEqual(statuses.sort(), [200, 200, 503]);
+
+    holding = true;
     const timing = await portico(config([slow], 'max_conns: 1\nqueue: { size: 10, timeout: 150ms }'));
+    const before = appRequests(slow);
+    const served = httpRequest(timing.port, '/');
+    await waitFor('the first request at the app server', () => appRequests(slow) === before + 1);
     const started = Date.now();
-    const [served, timedOut] = await Promise.all([httpRequest(timing.port, '/'), sleep(30).then(() => httpRequest(timing.port, '/'))]);
-    assert.equal(served.status, 200);
+    const timedOut = await httpRequest(timing.port, '/');
     assert.equal(timedOut.status, 503);
-    assert.ok(Date.now() - started < 1000);
+    assert.ok(Date.now() - started < 1500, `queue timeout (150ms) after ${Date.now() - started} ms`);
+    letGo();
+    assert.equal((await served).status, 200);
   });
 });
 

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { POLICY_NAMES } from '../../src/upstream/policies/index.js';
 import { startPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { stallOrDone } from './proxy-support.js';
 
 let a: TestUpstream;
 let b: TestUpstream;
@@ -45,10 +46,11 @@ sites:
 
 test('buffer_response reads the whole response from the app server even while the client reads nothing', async () => {
   const size = 16 * 1024 * 1024;
-  let finishedAt = 0;
+  let finished!: () => void;
+  const whole = new Promise<void>((resolve) => (finished = resolve));
   const backend = await startUpstream((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
-    res.end(Buffer.alloc(size, 7), () => (finishedAt = Date.now()));
+    res.end(Buffer.alloc(size, 7), () => finished());
   });
   const portico = await startPortico(`upstreams:
   app:
@@ -61,10 +63,12 @@ sites:
   const socket = net.connect(portico.port, '127.0.0.1');
   try {
     socket.pause();
-    const started = Date.now();
     socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
-    while (finishedAt === 0 && Date.now() - started < 3000) await new Promise((r) => setTimeout(r, 25));
-    assert.ok(finishedAt !== 0, 'the app server was still held by a client that reads nothing');
+    let timer: NodeJS.Timeout | undefined;
+    const held = new Promise<'held'>((resolve) => (timer = setTimeout(() => resolve('held'), 10_000)));
+    const outcome = await Promise.race([whole.then(() => 'finished' as const), held]);
+    clearTimeout(timer);
+    assert.equal(outcome, 'finished', 'the app server was still held by a client that reads nothing (after 10 s)');
   } finally {
     socket.destroy();
     await portico.stop();
@@ -74,10 +78,20 @@ sites:
 
 test('without buffer_response a client that reads nothing holds the app server back (streaming)', async () => {
   const size = 16 * 1024 * 1024;
+  const chunk = Buffer.alloc(64 * 1024, 7);
+  let written = 0;
   let finished = false;
   const backend = await startUpstream((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size) });
-    res.end(Buffer.alloc(size, 7), () => (finished = true));
+    // Chunk by chunk, respecting backpressure: `written` counts what the socket took.
+    const pump = () => {
+      while (written < size) {
+        written += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end(() => (finished = true));
+    };
+    pump();
   });
   const portico = await startPortico(`upstreams:
   app:
@@ -91,8 +105,16 @@ sites:
   try {
     socket.pause();
     socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
-    await new Promise((r) => setTimeout(r, 800));
+    const outcome = await stallOrDone('the app server', () => written, () => finished);
+    assert.equal(outcome, 'stalled', `the app server finished ${written} bytes to a client that read nothing`);
     assert.equal(finished, false);
+    assert.ok(written < size, `${written} of ${size} bytes`);
+    // It was the client holding it back: once the client reads, the app server finishes.
+    let received = 0;
+    socket.on('data', (data: Buffer) => (received += data.length));
+    socket.resume();
+    await stallOrDone('the app server', () => written, () => finished, { quietMs: 5000 }).then((how) => assert.equal(how, 'done'));
+    assert.ok(received > 0);
   } finally {
     socket.destroy();
     await portico.stop();

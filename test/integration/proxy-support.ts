@@ -3,6 +3,7 @@
  * connections, a raw-socket exchange driven step by step, WebSocket frames, and a backend that can fail on cue.
  */
 import { createHash } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import http from 'node:http';
 import net from 'node:net';
 import { after } from 'node:test';
@@ -21,6 +22,106 @@ export async function waitFor(what: string, check: () => boolean | Promise<boole
     if (await check()) return;
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(stepMs);
+  }
+}
+
+/** Resolves once the tasks queued so far (promise continuations, next ticks) have run. */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Portico's side of a client connection, seen through Node's `net.server.socket` diagnostics channel (Portico
+ * runs in the test process): `closed(localPort, port)` resolves once the server socket of the connection from
+ * that client port to that server port has closed and the close has been handled.
+ */
+export function trackServerSockets(): { closed(clientPort: number, serverPort: number, timeoutMs?: number): Promise<void>; stop(): void } {
+  const sockets = new Map<string, net.Socket>();
+  const closedKeys = new Set<string>();
+  const key = (clientPort: number, serverPort: number) => `${clientPort}>${serverPort}`;
+  const onSocket = (message: unknown) => {
+    const socket = (message as { socket: net.Socket }).socket;
+    const k = key(socket.remotePort ?? 0, socket.localPort ?? 0);
+    sockets.set(k, socket);
+    socket.once('close', () => closedKeys.add(k));
+  };
+  diagnostics.subscribe('net.server.socket', onSocket);
+  return {
+    async closed(clientPort, serverPort, timeoutMs = 5000) {
+      const k = key(clientPort, serverPort);
+      await waitFor(`the server side of ${k} to close`, () => closedKeys.has(k), timeoutMs, 5);
+      await settle();
+    },
+    stop: () => diagnostics.unsubscribe('net.server.socket', onSocket),
+  };
+}
+
+/** Outcomes of the requests Portico sent to one app server (`http://127.0.0.1:PORT`). */
+export interface RequestOutcomes {
+  /** Requests answered in full (any status). */
+  completed: number;
+  /** Requests that failed to connect or were cut off. */
+  errored: number;
+}
+
+/**
+ * Counts, per origin, the requests (to `path` only, when given: `/health` for health checks) that Portico's
+ * undici client has finished, through undici's diagnostics channels (Portico runs in the test process). Portico
+ * acts on an outcome a few ticks after undici finishes the request; `settle()` after a count has moved covers that.
+ */
+export function watchUpstreamRequests(path?: string): { of(origin: string): RequestOutcomes; stop(): void } {
+  const outcomes = new Map<string, RequestOutcomes>();
+  const of = (origin: string) => {
+    let found = outcomes.get(origin);
+    if (found === undefined) outcomes.set(origin, (found = { completed: 0, errored: 0 }));
+    return found;
+  };
+  const isCheck = (request: { origin?: unknown; path?: unknown }) =>
+    path === undefined || (typeof request.path === 'string' && request.path.split('?')[0] === path);
+  const onDone = (message: unknown) => {
+    const { request } = message as { request: { origin?: unknown; path?: unknown } };
+    if (isCheck(request)) of(String(request.origin)).completed++;
+  };
+  const onError = (message: unknown) => {
+    const { request } = message as { request: { origin?: unknown; path?: unknown } };
+    if (isCheck(request)) of(String(request.origin)).errored++;
+  };
+  diagnostics.subscribe('undici:request:trailers', onDone);
+  diagnostics.subscribe('undici:request:error', onError);
+  return {
+    of,
+    stop() {
+      diagnostics.unsubscribe('undici:request:trailers', onDone);
+      diagnostics.unsubscribe('undici:request:error', onError);
+    },
+  };
+}
+
+/**
+ * Waits until `progress()` (bytes an app server got out, say) has moved and then stopped moving — the writer is
+ * held back by backpressure — or until `done()` holds (the writer finished: nothing held it back). Returns
+ * which. A stall is a progress count unchanged over `quietMs` while the writer waits for 'drain'; throws after
+ * `timeoutMs` when neither comes.
+ */
+export async function stallOrDone(
+  what: string,
+  progress: () => number,
+  done: () => boolean,
+  { quietMs = 250, timeoutMs = 10_000 } = {},
+): Promise<'stalled' | 'done'> {
+  const until = Date.now() + timeoutMs;
+  let last = -1;
+  let since = Date.now();
+  for (;;) {
+    if (done()) return 'done';
+    const now = Date.now();
+    const value = progress();
+    if (value !== last) {
+      last = value;
+      since = now;
+    } else if (value > 0 && now - since >= quietMs) return 'stalled';
+    if (now > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} to stall or finish (at ${value})`);
+    await sleep(10);
   }
 }
 

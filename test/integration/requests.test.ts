@@ -62,7 +62,7 @@ const get = (target: string, host = 'a.example', extra = '') =>
   `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`;
 
 function raw(request: string | Buffer): Promise<RawResponse> {
-  return rawRequest(portico.port, request, 1000);
+  return rawRequest(portico.port, request);
 }
 
 let portico: RunningPortico;
@@ -155,10 +155,12 @@ describe('malformed requests', () => {
   });
 
   test('pipelined requests are answered in order on one connection', async () => {
-    const res = await raw(
+    const res = await rawRequest(
+      portico.port,
       'GET /file.txt HTTP/1.1\r\nHost: a.example\r\n\r\n' +
         'GET /index.html HTTP/1.1\r\nHost: a.example\r\n\r\n' +
         'GET /app/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n',
+      { responses: 3 },
     );
     const bodies = res.raw.split(/HTTP\/1\.1 200 OK\r\n/).slice(1).map((part) => part.slice(part.indexOf('\r\n\r\n') + 4));
     assert.deepEqual(bodies, ['file', 'home', 'app route']);

@@ -462,10 +462,13 @@ describe('streaming', () => {
         await abortedRequest('/huge.txt');
         await abortedRequest('/huge.txt', { 'Accept-Encoding': 'br' });
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The aborted streams close their files as their connections close: wait (bounded) for the count to drop.
       v8.setFlagsFromString('--expose-gc');
-      (vm.runInNewContext('gc') as () => void)();
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      const gc = vm.runInNewContext('gc') as () => void;
+      for (const limit = Date.now() + 5000; openFds() > baseline + 4 && Date.now() < limit; ) {
+        gc();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
       assert.ok(openFds() <= baseline + 4, `${openFds()} descriptors open, ${baseline} before`);
     } finally {
       process.off('warning', onWarning);
@@ -500,7 +503,7 @@ describe('paths, directories and listings', () => {
     const targets = ['//evil.com', '//evil.com/..', '//evil.com/%2e%2e', '///evil.com', '/\\evil.com', '/%2fevil.com', '/%5cevil.com', '//evil.com?x=1', '/./evil.com', '//evil.com/../evil.com'];
     let redirects = 0;
     for (const target of targets) {
-      const res = await rawRequest(portico.port, `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, 200);
+      const res = await rawRequest(portico.port, `GET ${target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
       assert.ok(res.status > 0, target);
       const location = res.headers.location;
       if (location !== undefined) {
