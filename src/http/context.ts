@@ -19,14 +19,10 @@ export class RequestContext {
   bytesSent = 0;
   /** Site-level error pages (status → page), set by the app when the site is matched. */
   errorPages: ReadonlyMap<number, Buffer> | undefined = undefined;
-  /** Value of the `Server` header for answers Portico makes itself (`''` = none). */
-  serverHeader = '';
   /** One entry per upstream attempt, filled in by the proxy handler (for the access log). */
   upstreamLog: UpstreamAttemptLog[] | undefined = undefined;
   /** Set by the app when it listens for the response's `close` itself (and then calls `clientClosed()`). */
   closeWatched = false;
-  /** Peers whose forwarding headers are believed (set by the app; none when undefined). */
-  trusted: TrustedProxies | undefined = undefined;
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
@@ -36,6 +32,10 @@ export class RequestContext {
     readonly scheme: 'http' | 'https',
     /** `performance.now()` when the request arrived. */
     readonly start: number,
+    /** Value of the `Server` header for answers Portico makes itself (`''` = none). */
+    readonly serverHeader: string = '',
+    /** Peers whose forwarding headers are believed (none when undefined). */
+    readonly trusted: TrustedProxies | undefined = undefined,
   ) {}
 
   /**

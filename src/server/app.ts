@@ -59,6 +59,7 @@ export class App {
   readonly #accessLog: AccessLog | null;
   readonly #onClose: (this: TrackedResponse) => void;
   readonly #trusted: TrustedProxies;
+  readonly #serverHeader: string;
 
   constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map()) {
     this.config = config;
@@ -69,6 +70,7 @@ export class App {
     for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
     this.#trusted = trusted;
+    this.#serverHeader = config.server_header;
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
@@ -210,9 +212,7 @@ export class App {
 
   #context(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): RequestContext {
     // Only the access log reads the start time (request_time): no clock read per request without one.
-    const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now());
-    ctx.serverHeader = this.config.server_header;
-    ctx.trusted = this.#trusted;
+    const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now(), this.#serverHeader, this.#trusted);
     if (this.#accessLog !== null) {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;

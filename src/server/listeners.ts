@@ -57,17 +57,24 @@ function sweepTimeout(config: ListenerConfig): number {
   return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout || 60_000;
 }
 
+function isPlain(config: ListenerConfig): boolean {
+  return config.keepalive_timeout > 0 && config.max_requests_per_conn === 0;
+}
+
 /** One listening socket and its connections. */
 class Listener {
   readonly server: http.Server;
   readonly sweeper: KeepAliveSweeper;
   config: ListenerConfig;
   address: BoundAddress | undefined;
-  /** Set by `stop()`: answers from then on say `Connection: close`. */
+  /** Set by `close()`: answers from then on say `Connection: close`. */
   stopping = false;
+  /** Keep-alive on, no request limit, not stopping: every request is simply run (the usual case, one check). */
+  plain: boolean;
 
   constructor(config: ListenerConfig, dispatch: Dispatch, upgraded: Set<Duplex>, logger: Logger) {
     this.config = config;
+    this.plain = isPlain(config);
     /**
      * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
@@ -75,8 +82,8 @@ class Listener {
      */
     const served = new WeakMap<object, number>();
     const admit = (req: IncomingMessage, res: ServerResponse): boolean => {
+      if (this.plain) return true;
       const { keepalive_timeout: keepAliveMs, max_requests_per_conn: max } = this.config;
-      if (keepAliveMs > 0 && max === 0 && !this.stopping) return true;
       // Requests served on this connection, this one included: the last allowed one says `Connection: close` and
       // Node closes the socket once it is out (as nginx's keepalive_requests); one pipelined behind it never runs.
       const count = (served.get(req.socket) ?? 0) + 1;
@@ -159,6 +166,7 @@ class Listener {
   /** Takes a reloaded config's limits for this address: new connections and requests see them. */
   apply(config: ListenerConfig): void {
     this.config = config;
+    this.plain = !this.stopping && isPlain(config);
     const server = this.server;
     // Node reads it for each new connection's parser (not in its types: it is the constructor's option, kept).
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
@@ -170,6 +178,7 @@ class Listener {
   /** Starts closing: no new connections; idle ones close now, busy ones as soon as their answer is out. */
   close(): Promise<void> {
     this.stopping = true;
+    this.plain = false;
     const closed = new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
