@@ -13,7 +13,8 @@ export interface Validators {
 
 /** The validators of a stored response, from its `ETag` and `Last-Modified` fields (either may be absent). */
 export function validatorsOf(etag: string | undefined, lastModified: string | undefined): Validators {
-  return { etag, lastModifiedMs: lastModified === undefined ? NaN : parseHttpDate(lastModified) };
+  // The stored field is the origin's, read as leniently as freshness reads it (a request's dates are strict).
+  return { etag, lastModifiedMs: lastModified === undefined ? NaN : Date.parse(lastModified) };
 }
 
 /** The request header fields that matter here. */

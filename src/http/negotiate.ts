@@ -17,8 +17,14 @@ const PREFERRED = { preferred: ALL_ENCODINGS };
 interface RankedNegotiator {
   encodings(available: readonly string[], options: { preferred: readonly string[] }): string[];
 }
-/** Negotiation results by `available|header`: clients send a handful of distinct values, parsing each once. */
-const memo = new Map<string, Encoding | null>();
+
+const BIT: Readonly<Record<Encoding, number>> = { br: 1, gzip: 2, identity: 4 };
+/**
+ * Negotiation results by header value, one map per set of available encodings (indexed by its bit mask, so a
+ * lookup makes no key string and one set's answers can never be read for another). Clients send a handful of
+ * distinct values; each is parsed once.
+ */
+const memos: Array<Map<string, Encoding | null>> = Array.from({ length: 8 }, () => new Map());
 const MEMO_MAX = 512;
 
 /**
@@ -28,15 +34,17 @@ const MEMO_MAX = 512;
  */
 export function negotiateEncoding(header: string | undefined, available: readonly Encoding[]): Encoding | null {
   if (header === undefined) return available.includes('identity') ? 'identity' : null;
-  const key = available === ALL_ENCODINGS ? header : `${available.join()}|${header}`;
-  let found = memo.get(key);
+  let mask = 0;
+  for (let i = 0; i < available.length; i++) mask |= BIT[available[i]!];
+  const memo = memos[mask]!;
+  let found = memo.get(header);
   if (found === undefined) {
     // negotiator does not know x-gzip, the old name RFC 9110 §8.4.1.3 says to treat as gzip.
-    const value = header.includes('x-gzip') || header.includes('X-GZIP') ? header.replace(/x-gzip/gi, 'gzip') : header;
+    const value = /x-gzip/i.test(header) ? header.replace(/x-gzip/gi, 'gzip') : header;
     const ranked = (new Negotiator({ headers: { 'accept-encoding': value } }) as RankedNegotiator).encodings(available, PREFERRED);
     found = (ranked[0] as Encoding | undefined) ?? null;
     if (memo.size >= MEMO_MAX) memo.clear();
-    memo.set(key, found);
+    memo.set(header, found);
   }
   return found;
 }

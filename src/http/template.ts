@@ -28,7 +28,8 @@ const FIXED: Readonly<Record<string, Template>> = {
   remote_addr: (ctx) => ctx.clientAddress(),
 };
 
-const VARIABLE = /\$(request_uri|uri|args|host|remote_addr|scheme|method|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
+/** A fixed name must end where it ends (`$hostname` is literal text, not `$host` + `name`). */
+const VARIABLE = /\$((?:request_uri|uri|args|host|remote_addr|scheme|method)(?![A-Za-z0-9_])|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
 
 /** The names every template may use (with `NAME` standing for any name), for documentation and errors. */
 export const TEMPLATE_VARIABLES = [...Object.keys(FIXED).map((name) => `$${name}`), '$cookie_NAME', '$header_NAME', '$arg_NAME'] as const;

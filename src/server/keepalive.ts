@@ -37,6 +37,7 @@ export class KeepAliveSweeper {
   readonly #now: () => number;
   #timer: NodeJS.Timeout;
   #draining = false;
+  #stopped = false;
 
   constructor(server: Server, timeoutMs: number, now: () => number = () => performance.now()) {
     this.#server = server;
@@ -61,7 +62,7 @@ export class KeepAliveSweeper {
 
   /** Changes the timeout (a reload): connections already idle are judged by the new one from the next sweep. */
   setTimeout(timeoutMs: number): void {
-    if (timeoutMs === this.#timeout || this.#draining) return;
+    if (timeoutMs === this.#timeout || this.#draining || this.#stopped) return;
     this.#timeout = timeoutMs;
     clearInterval(this.#timer);
     this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs)).unref();
@@ -73,6 +74,7 @@ export class KeepAliveSweeper {
    * request on a connection about to close.
    */
   drain(): void {
+    if (this.#stopped) return;
     this.#draining = true;
     for (const socket of this.#watched.keys()) {
       const message = responseOnSocket(socket);
@@ -107,7 +109,9 @@ export class KeepAliveSweeper {
     }
   }
 
+  /** Stops sweeping for good; `drain()` and `setTimeout()` after it do nothing. */
   stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
     this.#watched.clear();
   }

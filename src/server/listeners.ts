@@ -72,7 +72,10 @@ class Listener {
   /** Keep-alive on, no request limit, not stopping: every request is simply run (the usual case, one check). */
   plain: boolean;
 
-  constructor(config: ListenerConfig, dispatch: Dispatch, upgraded: Set<Duplex>, logger: Logger) {
+  /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so closing must cut them itself. */
+  readonly upgraded = new Set<Duplex>();
+
+  constructor(config: ListenerConfig, dispatch: Dispatch, logger: Logger) {
     this.config = config;
     this.plain = isPlain(config);
     /**
@@ -80,17 +83,21 @@ class Listener {
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
      * behind the first is not run at all (its answer could never be sent), as nginx never reads it.
      */
+    /** Requests admitted on each connection; -1 once one of its answers said `Connection: close`. */
     const served = new WeakMap<object, number>();
     const admit = (req: IncomingMessage, res: ServerResponse): boolean => {
       if (this.plain) return true;
       const { keepalive_timeout: keepAliveMs, max_requests_per_conn: max } = this.config;
-      // Requests served on this connection, this one included: the last allowed one says `Connection: close` and
-      // Node closes the socket once it is out (as nginx's keepalive_requests); one pipelined behind it never runs.
-      const count = (served.get(req.socket) ?? 0) + 1;
+      const before = served.get(req.socket) ?? 0;
+      // A request pipelined behind an answer that closes the connection is never run: its answer could not be sent.
+      if (before === -1) return false;
+      // The last request allowed says `Connection: close`, and Node closes the socket once its answer is out (as
+      // nginx's keepalive_requests). A reload may lower the limit below what a connection already had: its next
+      // request is then the last, answered, not dropped.
       const limit = keepAliveMs > 0 ? max : 1;
-      if (limit > 0 && count > limit) return false;
-      served.set(req.socket, count);
-      if (this.stopping || (limit > 0 && count === limit)) res.shouldKeepAlive = false;
+      const last = this.stopping || (limit > 0 && before + 1 >= limit);
+      served.set(req.socket, last ? -1 : before + 1);
+      if (last) res.shouldKeepAlive = false;
       return true;
     };
     const server = http.createServer(
@@ -115,6 +122,7 @@ class Listener {
     });
     const sweeper = new KeepAliveSweeper(server, sweepTimeout(config));
     this.sweeper = sweeper;
+    const upgraded = this.upgraded;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
       sweeper.upgraded(socket as Socket);
@@ -186,13 +194,24 @@ class Listener {
     });
     // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
     this.sweeper.drain();
-    return closed;
+    // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the close.
+    const tunnels = [...this.upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
+    return Promise.all([closed, ...tunnels]).then(() => this.sweeper.stop());
+  }
+
+  /** The grace period is over: cuts every connection and tunnel still open. */
+  cut(): void {
+    this.server.closeAllConnections();
+    for (const socket of this.upgraded) socket.destroy();
   }
 }
 
 /** A reload's listeners, bound but not yet serving the new config: `commit()` or `abandon()`. */
 export interface ListenerPlan {
-  /** Makes the plan the listeners; the addresses no longer listed close within `graceMs`. */
+  /**
+   * Makes the plan the listeners, at once; the promise resolves when the addresses no longer listed have closed
+   * (their connections and tunnels are cut after `graceMs`).
+   */
   commit(graceMs?: number): Promise<void>;
   /** Closes what the plan bound; the listeners stay as they were. */
   abandon(): Promise<void>;
@@ -204,8 +223,8 @@ export class Listeners {
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
   #listeners: Listener[] = [];
-  /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so `stop()` must cut them itself. */
-  readonly #upgraded = new Set<Duplex>();
+  /** Listeners a reload removed, still draining: `stop()` waits for them too. */
+  readonly #retiring = new Set<Promise<void>>();
 
   constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
     this.#configs = configs;
@@ -235,7 +254,7 @@ export class Listeners {
           next.push({ listener: kept, config });
           continue;
         }
-        const listener = new Listener(config, this.#dispatch, this.#upgraded, this.#logger);
+        const listener = new Listener(config, this.#dispatch, this.#logger);
         added.push(listener);
         await listener.listen(this.#logger);
         next.push({ listener, config });
@@ -246,11 +265,19 @@ export class Listeners {
     }
     const removed = [...current.values()];
     return {
-      commit: async (graceMs = 10_000) => {
+      commit: (graceMs = 10_000) => {
         for (const { listener, config } of next) if (listener.config !== config) listener.apply(config);
         this.#configs = configs;
         this.#listeners = next.map((entry) => entry.listener);
-        await this.#close(removed, graceMs);
+        const closing: Promise<void> = this.#close(removed, graceMs).then(
+          () => void this.#retiring.delete(closing),
+          (err: unknown) => {
+            this.#retiring.delete(closing);
+            this.#logger.error({ err }, 'closing a removed listener failed');
+          },
+        );
+        this.#retiring.add(closing);
+        return closing;
       },
       abandon: async () => {
         await Promise.all(added.map((listener) => listener.close()));
@@ -270,20 +297,16 @@ export class Listeners {
   async stop(graceMs = 10_000): Promise<void> {
     const all = this.#listeners;
     this.#listeners = [];
-    await this.#close(all, graceMs, true);
+    await Promise.all([this.#close(all, graceMs), ...this.#retiring]);
   }
 
-  async #close(listeners: readonly Listener[], graceMs: number, tunnelsToo = false): Promise<void> {
-    if (listeners.length === 0 && !tunnelsToo) return;
-    const closing = listeners.map((listener) => listener.close());
+  async #close(listeners: readonly Listener[], graceMs: number): Promise<void> {
+    if (listeners.length === 0) return;
+    const closing = Promise.all(listeners.map((listener) => listener.close()));
     const timer = setTimeout(() => {
-      for (const listener of listeners) listener.server.closeAllConnections();
-      if (tunnelsToo) for (const socket of this.#upgraded) socket.destroy();
+      for (const listener of listeners) listener.cut();
     }, graceMs);
-    // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the stop.
-    const tunnels = tunnelsToo ? [...this.#upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve()))) : [];
-    await Promise.all([...closing, ...tunnels]);
+    await closing;
     clearTimeout(timer);
-    for (const listener of listeners) listener.sweeper.stop();
   }
 }

@@ -18,6 +18,7 @@ export class Portico {
   readonly #listeners: Listeners;
   readonly #logger: Logger;
   readonly #zones: CacheZones;
+  #reloading: Promise<void> = Promise.resolve();
 
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level)) {
     this.#logger = logger;
@@ -71,7 +72,14 @@ export class Portico {
    * (a port in use: PORTICO_LISTEN_FAILED), what was started for the new config is stopped and the error thrown:
    * the old config keeps serving, unchanged.
    */
-  async reload(config: Config): Promise<void> {
+  reload(config: Config): Promise<void> {
+    // One reload at a time: each plans against what the previous one left (zones held, addresses bound).
+    const run = this.#reloading.then(() => this.#reload(config));
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(config: Config): Promise<void> {
     const caches = this.#zones.resolve(config.caches);
     const next = new App(config, this.#logger, caches.zones);
     let listeners;
@@ -87,7 +95,9 @@ export class Portico {
     caches.commit();
     const previous = this.#app;
     this.#app = next;
-    await listeners.commit();
+    // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
+    // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
+    void listeners.commit();
     await previous.stop();
     await Promise.all(caches.retired.map((zone) => zone.stop()));
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { evaluatePreconditions, ifRangeAllows, parseETagList, parseHttpDate, type Validators } from '../../src/http/conditional.js';
+import { evaluatePreconditions, ifRangeAllows, parseETagList, parseHttpDate, validatorsOf, type Validators } from '../../src/http/conditional.js';
 
 const LM = Date.UTC(2024, 0, 15, 12, 0, 0);
 const v: Validators = { etag: '"abc-10"', lastModifiedMs: LM };
@@ -84,5 +84,20 @@ describe('parsing helpers', () => {
   test('parseHttpDate reads IMF-fixdate and rejects dates without GMT', () => {
     assert.equal(parseHttpDate('Mon, 15 Jan 2024 12:00:00 GMT'), LM);
     assert.ok(Number.isNaN(parseHttpDate('Mon, 15 Jan 2024 12:00:00 +0100')));
+  });
+});
+
+describe('validatorsOf (stored responses)', () => {
+  test('a stored Last-Modified in a zone other than GMT still answers If-Modified-Since with 304, as before the refactor', () => {
+    const v = validatorsOf(undefined, 'Wed, 21 Oct 2015 07:28:00 -0000');
+    assert.equal(evaluatePreconditions({ 'if-modified-since': 'Wed, 21 Oct 2015 07:28:00 GMT' }, v, true), 304);
+  });
+
+  test('no ETag: a listed tag never matches, * does; no Last-Modified: date conditions are ignored', () => {
+    const v = validatorsOf(undefined, undefined);
+    assert.equal(evaluatePreconditions({ 'if-none-match': '""' }, v, true), 200);
+    assert.equal(evaluatePreconditions({ 'if-none-match': '*' }, v, true), 304);
+    assert.equal(evaluatePreconditions({ 'if-unmodified-since': 'Wed, 21 Oct 2015 07:28:00 GMT' }, v, true), 200);
+    assert.equal(ifRangeAllows('"x"', v), false);
   });
 });

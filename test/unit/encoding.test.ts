@@ -87,3 +87,17 @@ describe('isCompressible keeps every type compressed before the compressible pac
     }
   });
 });
+
+describe('negotiation memo', () => {
+  test('a header shaped like another set of encodings cannot poison the answer for that set (regression: one shared memo keyed by joined names)', () => {
+    assert.equal(negotiateEncoding('br,gzip,identity|identity', ALL), 'br');
+    const staticSet: Encoding[] = ['br', 'gzip', 'identity'];
+    assert.equal(negotiateEncoding('identity', staticSet), 'identity');
+    assert.equal(negotiateEncoding('gzip', ['gzip', 'identity']), 'gzip');
+    assert.equal(negotiateEncoding('br', ['gzip', 'identity']), 'identity');
+  });
+
+  test('x-gzip is gzip in any case (X-Gzip, X-GZIP)', () => {
+    for (const value of ['x-gzip', 'X-Gzip', 'X-GZIP']) assert.equal(negotiateEncoding(value, ALL), 'gzip', value);
+  });
+});
