@@ -179,7 +179,13 @@ export const upstreamSchema = z.strictObject({
   /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
   hash_key: z.string().default('$request_uri'),
   servers: z.array(upstreamServer).min(1, 'an upstream needs at least one server'),
-  sticky: z.strictObject({ cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('portico_route') }).optional(),
+  sticky: z
+    .strictObject({
+      cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('portico_route'),
+      /** Key of the cookie's HMAC (16+ characters); a random one per process when absent. */
+      secret: z.string().min(16, 'a sticky secret has at least 16 characters').optional(),
+    })
+    .optional(),
   health: healthCheck.optional(),
   passive: z
     .strictObject({
@@ -325,6 +331,8 @@ export function configSchema(parts: ConfigParts) {
     server_header: z.string().default('Portico'),
     /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */
     trusted_proxies: z.array(z.string()).default([]),
+    /** Forward request fields whose names contain `_` (dropped by default, as nginx's underscores_in_headers). */
+    underscores_in_headers: z.boolean().default(false),
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
     upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
     sites: z.array(siteSchema(parts)).min(1),

@@ -46,6 +46,8 @@ const options = z.strictObject({
   /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
   buffer_response: size.default(0),
   websocket: z.boolean().default(true),
+  /** Forward TRACE (it echoes the request, cookies included, for a page script to read): 405 unless allowed. */
+  allow_trace: z.boolean().default(false),
   cache: cacheOptions.optional(),
 });
 
@@ -99,6 +101,8 @@ export const proxyKind = defineHandler({
       stripPrefix: prefix,
       maxBodySize: options.max_body_size,
       retryBuffer: config.retry_buffer,
+      underscores: env.underscoresInHeaders,
+      allowTrace: options.allow_trace,
     });
     const passiveOn = new Set<string>(config.passive.on);
     const forwarder = new Forwarder({

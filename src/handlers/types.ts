@@ -21,6 +21,8 @@ export interface HandlerEnv {
   upstreams: ReadonlyMap<string, Upstream>;
   /** Peers whose forwarding headers are believed. */
   trusted: TrustedProxies;
+  /** Forward request fields whose names contain `_` (config `underscores_in_headers`). */
+  underscoresInHeaders: boolean;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */
   createUpstream(name: string, config: z.input<typeof upstreamSchema>): Upstream;
 }

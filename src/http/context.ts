@@ -13,6 +13,8 @@ export class RequestContext {
   query = '';
   /** Lower-cased host without port, from the absolute-form target or `Host`; `''` when absent. */
   host = '';
+  /** The authority of an absolute-form target (`GET http://a.example/x`), which wins over `Host`; see `authority`. */
+  targetAuthority: string | undefined = undefined;
   /** Response status, set by whoever answered (for the access log). */
   status = 0;
   /** Body bytes sent, as far as the handler knows (for the access log). */
@@ -78,6 +80,15 @@ export class RequestContext {
       this.clientAddressMemo = this.trusted === undefined ? peer : this.trusted.clientAddress(peer, this.req.headers['x-forwarded-for'] as string | undefined);
     }
     return this.clientAddressMemo;
+  }
+
+  /**
+   * The one authority (host and port as the client wrote it) that chose the site: the absolute-form target's,
+   * else `Host` (RFC 9112 §3.2.2). Everything after routing uses it — forwarded Host and X-Forwarded-Host,
+   * rewritten Location, cache invalidation — never a `Host` that lost to the target.
+   */
+  get authority(): string {
+    return this.targetAuthority ?? this.req.headers.host ?? this.host;
   }
 
   /** `path?query` as the client asked for it, canonicalised. */

@@ -51,7 +51,7 @@ function header(ctx: RequestContext, name: 'referer' | 'user-agent'): string {
 function combinedFields(ctx: RequestContext): string {
   const { req } = ctx;
   const request = escapeField(`${req.method} ${req.url} HTTP/${req.httpVersion}`);
-  return `${req.socket.remoteAddress ?? '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"`;
+  return `${ctx.clientAddress() || '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"`;
 }
 
 function combinedLine(ctx: RequestContext): string {
@@ -113,7 +113,7 @@ function jsonLine(ctx: RequestContext): string {
   return (
     JSON.stringify({
       time: new Date().toISOString(),
-      remote_addr: req.socket.remoteAddress,
+      remote_addr: ctx.clientAddress(),
       method: req.method,
       uri: req.url,
       protocol: `HTTP/${req.httpVersion}`,

@@ -75,7 +75,16 @@ export class App {
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
-        const env = { logger, serverHeader: config.server_header, routePath: route.path, upstreams: this.#upstreams, caches: this.#caches, trusted, createUpstream };
+        const env = {
+          logger,
+          serverHeader: config.server_header,
+          routePath: route.path,
+          upstreams: this.#upstreams,
+          caches: this.#caches,
+          trusted,
+          underscoresInHeaders: config.underscores_in_headers,
+          createUpstream,
+        };
         const instance = handlerKind(route.kind)!.create(route.options, env);
         this.#instances.push(instance);
         const links = route.middlewares.map((used) => {
@@ -174,6 +183,7 @@ export class App {
     }
     ctx.path = target.path;
     ctx.query = target.query;
+    if (target.authority !== undefined) ctx.targetAuthority = target.authority;
     return this.#site(ctx, target.authority ?? req.headers.host);
   }
 

@@ -57,6 +57,11 @@ export interface ForwardInfo {
   setHeaders: ReadonlyMap<string, string>;
   /** HTTP version of the client's request, for Via. */
   httpVersion: string;
+  /**
+   * Pass fields whose names contain `_`. Off by default, as nginx's `underscores_in_headers`: CGI, PHP and WSGI
+   * apps read `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`, so a client could spoof the fields rebuilt here.
+   */
+  underscores: boolean;
 }
 
 function quoteForwardedNode(ip: string): string {
@@ -77,6 +82,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (isHopByHop(lower, named)) continue;
+    if (!info.underscores && lower.indexOf('_') !== -1) continue;
     if (REBUILT.has(lower)) {
       const value = raw[i + 1]!;
       if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;

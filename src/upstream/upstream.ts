@@ -7,7 +7,7 @@
  * servers serve. A sticky cookie that names an available candidate wins over the policy. When nothing else is
  * left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
  */
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { ActiveHealthChecker } from './health/active.js';
@@ -16,6 +16,16 @@ import { createPolicy, type PickContext, type Policy } from './policies/types.js
 import { UpstreamServer } from './server.js';
 
 type UpstreamConfig = Config['upstreams'][string];
+
+
+/**
+ * The sticky cookie's HMAC key when the config names none: random, for this process (scope: process). A value
+ * therefore names its server only to this process, survives reloads, and changes on restart, when clients are
+ * simply pinned again. Without a key the value was a plain hash of the server's URL, which could be reversed to
+ * the app's address by trying candidates. The state directory (TLS issue) will keep one across restarts and
+ * processes.
+ */
+const PROCESS_STICKY_SECRET = randomBytes(32);
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns. */
 export type NoServer = 'unavailable' | 'full';
@@ -51,8 +61,9 @@ export class Upstream {
     const kind = policyKind(config.policy)!;
     this.#policy = createPolicy(kind, this.#primaries);
     this.#backupPolicy = createPolicy(kind, this.#backups);
-    // Sticky values name a server without revealing it: a hash of the upstream name and the server's URL.
-    this.#stickyIds = this.servers.map((s) => createHash('sha256').update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
+    // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
+    const key = config.sticky?.secret ?? PROCESS_STICKY_SECRET;
+    this.#stickyIds = this.servers.map((s) => createHmac('sha256', key).update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
     if (config.health !== undefined) {
       this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {
         this.#logger.warn({ upstream: name, server: server.label }, healthy ? 'server is up' : 'server is down');

@@ -17,6 +17,7 @@ function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
     upstreamHost: 'www.example.com',
     setHeaders: new Map(),
     httpVersion: '1.1',
+    underscores: false,
     ...overrides,
   };
 }
@@ -225,5 +226,20 @@ describe('rewriteLocation', () => {
     assert.equal(rewriteLocation('https://example.org/x', origins, '', client, ''), 'https://example.org/x');
     assert.equal(rewriteLocation('http://127.0.0.1:30000/x', origins, '', client, ''), 'http://127.0.0.1:30000/x');
     assert.equal(rewriteLocation('/relative', origins, '/base', client, '/api'), '/relative');
+  });
+});
+
+describe('underscores in header names (nginx underscores_in_headers)', () => {
+  test('fields whose names contain _ are dropped by default, so X_Forwarded_For and X-Real_IP cannot spoof what CGI-style apps read', () => {
+    const out = fields(buildRequestHeaders(info({ rawHeaders: ['Host', 'h', 'X_Forwarded_For', '6.6.6.6', 'X-Real_IP', '6.6.6.6', 'X-Custom', 'kept'] })));
+    assert.equal(out.has('x_forwarded_for'), false);
+    assert.equal(out.has('x-real_ip'), false);
+    assert.deepEqual(out.get('x-custom'), ['kept']);
+    assert.deepEqual(out.get('x-forwarded-for'), ['192.0.2.10']);
+  });
+
+  test('underscores_in_headers: true passes them through', () => {
+    const out = fields(buildRequestHeaders(info({ underscores: true, rawHeaders: ['Host', 'h', 'X_Custom_Token', 'abc'] })));
+    assert.deepEqual(out.get('x_custom_token'), ['abc']);
   });
 });

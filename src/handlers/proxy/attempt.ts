@@ -125,7 +125,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
 
   rewriteLocation(value: string): string {
     const ctx = this.ex.ctx;
-    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.req.headers.host ?? ctx.host}`, this.shared.strippedPrefix);
+    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.authority}`, this.shared.strippedPrefix);
   }
 
   #settle(result: AttemptResult): void {

@@ -124,7 +124,7 @@ export class ProxyCache implements CacheOwner {
       const zone = this.#o.zone;
       await zone.purge(this.#keyFor(ctx));
       for (const name of ['location', 'content-location']) {
-        const target = sameOriginPath(headerValue(sink.headers, name), ctx.req.headers.host ?? ctx.host);
+        const target = sameOriginPath(headerValue(sink.headers, name), ctx.authority);
         if (target === undefined) continue;
         const q = target.indexOf('?');
         const other = Object.create(ctx) as RequestContext;

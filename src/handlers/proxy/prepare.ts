@@ -26,7 +26,14 @@ export interface PrepareOptions {
   readonly maxBodySize: number;
   /** Largest body kept in memory for a replay. */
   readonly retryBuffer: number;
+  /** Forward fields whose names contain `_`. */
+  readonly underscores: boolean;
+  /** Forward TRACE; otherwise it is answered 405. */
+  readonly allowTrace: boolean;
 }
+
+/** The methods a proxy route answers when TRACE is refused (405 must say what is allowed, RFC 9110 §15.5.6). */
+const ALLOW_WITHOUT_TRACE = { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' };
 
 /** Prepares requests for one proxy route. */
 export class RequestPreparer {
@@ -54,7 +61,7 @@ export class RequestPreparer {
   /** The header list for the app server, as a flat name/value list. */
   headers(ctx: RequestContext): string[] {
     const req = ctx.req;
-    const clientHost = req.headers.host ?? ctx.host;
+    const clientHost = ctx.authority;
     let setHeaders: Map<string, string> = NO_HEADERS;
     if (this.#setHeaders.length > 0) {
       setHeaders = new Map();
@@ -71,6 +78,7 @@ export class RequestPreparer {
       upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
       setHeaders,
       httpVersion: req.httpVersion,
+      underscores: this.#o.underscores,
     });
   }
 
@@ -80,6 +88,7 @@ export class RequestPreparer {
    */
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
+    if (req.method === 'TRACE' && !this.#o.allowTrace) return void sendError(ctx, 405, ALLOW_WITHOUT_TRACE);
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);
     if (declared > this.#o.maxBodySize) return void sendError(ctx, 413, undefined, true);

@@ -1,0 +1,153 @@
+/**
+ * HTTP correctness found from outside (issue 10): the authority that chose the site is the one forwarded and
+ * cached; sticky cookies keyed with a secret; header names with underscores dropped; TRACE refused; the access
+ * log and cache keys use the client address that trusted_proxies yields.
+ */
+import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { rawRequest } from '../helpers/raw-client.js';
+import { scopedServers } from './proxy-support.js';
+
+const { portico, upstream } = scopedServers();
+
+describe('absolute-form target with a different Host (cache poisoning, virtual-host bypass)', () => {
+  test('the target authority replaces Host: forwarded Host, X-Forwarded-Host, Forwarded and a rewritten Location all say the site that was chosen', async () => {
+    const app = await upstream((req, res) => {
+      res.setHeader('Cache-Control', 'max-age=60');
+      if (req.url === '/c/moved') {
+        res.statusCode = 302;
+        res.setHeader('Location', `http://127.0.0.1:${(req.socket.localPort ?? 0)}/c/page`);
+      }
+      res.end(`built for ${req.headers.host}`);
+    });
+    const server = await portico(`caches: { main: { memory: 1MB } }
+sites:
+  - hosts: [good.example]
+    routes:
+      - path: /c/
+        proxy: { upstream: app, cache: { zone: main } }
+  - hosts: [evil.example]
+    routes:
+      - path: /
+        respond: { body: "evil site" }
+upstreams:
+  app:
+    servers: [{ url: "${app.url}" }]
+`);
+    const poisoned = await rawRequest(server.port, 'GET http://good.example/c/page HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n');
+    assert.equal(poisoned.status, 200);
+    assert.equal(poisoned.body, 'built for good.example');
+    const seen = app.requests.at(-1)!.headers;
+    assert.equal(seen.host, 'good.example');
+    assert.equal(seen['x-forwarded-host'], 'good.example');
+    assert.match(String(seen.forwarded), /host="good\.example"/);
+    // A later visitor of good.example gets the page built for good.example, from the cache.
+    const visitor = await rawRequest(server.port, 'GET /c/page HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n');
+    assert.equal(visitor.body, 'built for good.example');
+    assert.match(visitor.headers['cache-status'] ?? '', /hit/);
+    const moved = await rawRequest(server.port, 'GET http://good.example/c/moved HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n');
+    assert.equal(moved.headers['location'], 'http://good.example/c/page');
+  });
+});
+
+describe('sticky cookie keyed with a secret', () => {
+  const site = (app: string, secret: string) => `upstreams:
+  app:
+    servers: [{ url: "${app}" }]
+    sticky: { cookie: pin${secret === '' ? '' : `, secret: "${secret}"`} }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app }
+`;
+  const valueOf = (res: Response) => /^pin=([0-9a-f]+);/.exec(res.headers.get('set-cookie') ?? '')?.[1];
+
+  test('without a secret the value is not the unsalted hash of the server URL (which could be reversed by trying candidates)', async () => {
+    const app = await upstream('ok');
+    const server = await portico(site(app.url, ''));
+    const value = valueOf(await fetch(server.url));
+    assert.ok(value !== undefined && value.length === 16);
+    assert.notEqual(value, createHash('sha256').update(`app\u0000${app.url}`).digest('hex').slice(0, 16));
+    assert.notEqual(value, createHash('sha256').update(`app\u0000127.0.0.1:${app.port}`).digest('hex').slice(0, 16));
+  });
+
+  test('with sticky.secret the value is an HMAC under that secret: two Porticos with one secret agree, another secret differs', async () => {
+    const app = await upstream('ok');
+    const a = valueOf(await fetch((await portico(site(app.url, 'a-shared-secret-of-some-length'))).url));
+    const b = valueOf(await fetch((await portico(site(app.url, 'a-shared-secret-of-some-length'))).url));
+    const c = valueOf(await fetch((await portico(site(app.url, 'another-secret-of-some-length!'))).url));
+    assert.ok(a !== undefined);
+    assert.equal(a, b);
+    assert.notEqual(a, c);
+    const label = app.url.replace(/^http:\/\//, '');
+    const candidates = [app.url, label].map((l) => createHmac('sha256', 'a-shared-secret-of-some-length').update(`app\u0000${l}`).digest('hex').slice(0, 16));
+    assert.ok(candidates.includes(a!), 'the value is the HMAC of upstream name and server');
+  });
+});
+
+describe('header names with underscores', () => {
+  test('X_Forwarded_For and X-Real_IP are not forwarded by default; underscores_in_headers: true forwards them', async () => {
+    const app = await upstream('ok');
+    const config = (extra: string) => `${extra}upstreams:\n  app:\n    servers: [{ url: "${app.url}" }]\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`;
+    const strict = await portico(config(''));
+    await rawRequest(strict.port, 'GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real_IP: 6.6.6.6\r\nConnection: close\r\n\r\n');
+    const dropped = app.requests.at(-1)!.headers;
+    assert.equal(dropped['x_forwarded_for'], undefined);
+    assert.equal(dropped['x-real_ip'], undefined);
+    assert.equal(dropped['x-forwarded-for'], '127.0.0.1');
+    const lenient = await portico(config('underscores_in_headers: true\n'));
+    await rawRequest(lenient.port, 'GET / HTTP/1.1\r\nHost: x\r\nX_Custom: yes\r\nConnection: close\r\n\r\n');
+    assert.equal(app.requests.at(-1)!.headers['x_custom'], 'yes');
+  });
+});
+
+describe('TRACE', () => {
+  test('TRACE on a proxy route is answered 405 with Allow and never reaches the app; allow_trace: true forwards it', async () => {
+    const app = await upstream('traced');
+    const config = (allow: boolean) => `upstreams:\n  app:\n    servers: [{ url: "${app.url}" }]\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app, allow_trace: ${allow} }\n`;
+    const refused = await portico(config(false));
+    const res = await rawRequest(refused.port, 'TRACE / HTTP/1.1\r\nHost: x\r\nCookie: secret=1\r\nConnection: close\r\n\r\n');
+    assert.equal(res.status, 405);
+    assert.match(String(res.headers['allow']), /GET/);
+    assert.doesNotMatch(String(res.headers['allow']), /TRACE/);
+    assert.equal(app.requests.length, 0);
+    const allowed = await portico(config(true));
+    const ok = await rawRequest(allowed.port, 'TRACE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(ok.status, 200);
+    assert.equal(app.requests.at(-1)!.method, 'TRACE');
+  });
+});
+
+describe('client address behind trusted proxies', () => {
+  test('the access log and a cache key with $remote_addr use the client address trusted_proxies yields, as the proxy does', async () => {
+    const app = await upstream((req, res) => {
+      res.setHeader('Cache-Control', 'max-age=60');
+      res.end(`for ${req.headers['x-real-ip']}`);
+    });
+    const server = await portico(`trusted_proxies: ["127.0.0.1"]
+log: { access: ./access.log, format: json }
+caches: { main: { memory: 1MB } }
+upstreams:
+  app:
+    servers: [{ url: "${app.url}" }]
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app, cache: { zone: main, key: "$remote_addr$request_uri" } }
+`);
+    const a = await fetch(`${server.url}/k`, { headers: { 'x-forwarded-for': '203.0.113.7' } });
+    assert.equal(await a.text(), 'for 203.0.113.7');
+    const b = await fetch(`${server.url}/k`, { headers: { 'x-forwarded-for': '198.51.100.9' } });
+    assert.equal(await b.text(), 'for 198.51.100.9', 'another client address is another cache key');
+    const again = await fetch(`${server.url}/k`, { headers: { 'x-forwarded-for': '203.0.113.7' } });
+    assert.match(again.headers.get('cache-status') ?? '', /hit/);
+    assert.equal(app.requests.length, 2);
+    const dir = server.dir;
+    await server.server.stop(100);
+    const lines = readFileSync(path.join(dir, 'access.log'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { remote_addr: string });
+    assert.deepEqual(lines.map((l) => l.remote_addr), ['203.0.113.7', '198.51.100.9', '203.0.113.7']);
+  });
+});
