@@ -68,7 +68,7 @@ const EMPTY = Buffer.alloc(0);
 export class DiskStore implements PersistentStore {
   readonly #root: string;
   readonly #tmpDir: string;
-  readonly #maxSize: number;
+  #maxSize: number;
   /** name → entry, least recently used first. */
   readonly #entries = new Map<string, IndexEntry>();
   /** key → varyKey → entry. */
@@ -263,6 +263,11 @@ export class DiskStore implements PersistentStore {
       if (scanned && entryName(scanned.header.key, scanned.header.varyKey) === name) found.push({ ...scanned, name });
       else await removeFile(file);
     }
+  }
+
+  resize(maxSize: number): void {
+    if (!(maxSize > 0)) throw new RangeError(`DiskStore maxSize must be positive, got ${maxSize}`);
+    this.#maxSize = maxSize;
   }
 
   /** Drops least recently used variants until the bound holds. Runs inside the queue. */

@@ -41,5 +41,7 @@ export interface PersistentStore {
   deletePrefix(prefix: string): Promise<number>;
   /** Bytes in use. */
   readonly size: number;
+  /** Changes the bound (a reload that resized the zone); the next store evicts down to it. */
+  resize(maxSize: number): void;
   close(): Promise<void>;
 }

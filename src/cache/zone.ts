@@ -69,24 +69,46 @@ export class CacheZone {
   readonly maxObject: number;
   readonly memory: MemoryStore<VariantExtra>;
   readonly #disk: PersistentStore | undefined;
+  /**
+   * Whether this zone opens and closes its disk store. A zone rebuilt by a reload on the same folder shares the
+   * old zone's open store instead of opening a second one (two stores on one folder sweep each other's files):
+   * the old zone owns it until the reload commits, then hands it over (`handOverDisk`).
+   */
+  #ownsDisk: boolean;
+  readonly #diskSize: number;
   readonly #logger: Logger;
   readonly #flights = new Map<string, Flight>();
   readonly #hitForMiss = new Map<string, number>();
 
-  constructor(name: string, config: ZoneConfig, logger: Logger) {
+  constructor(name: string, config: ZoneConfig, logger: Logger, sharedDisk?: PersistentStore) {
     this.name = name;
     this.maxObject = config.max_object;
     this.memory = new MemoryStore<VariantExtra>(config.memory, (extra) => extra.text?.length ?? 0);
-    this.#disk = config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size });
+    this.#ownsDisk = sharedDisk === undefined;
+    this.#disk = sharedDisk ?? (config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size }));
+    this.#diskSize = config.disk?.size ?? 0;
     this.#logger = logger;
   }
 
+  /** The disk tier, for a zone that takes the same folder over on a reload. */
+  get disk(): PersistentStore | undefined {
+    return this.#disk;
+  }
+
   async start(): Promise<void> {
-    await this.#disk?.open();
+    if (this.#ownsDisk) await this.#disk?.open();
+  }
+
+  /** The reload committed: `to` (built on this zone's folder) owns the disk store from now on. */
+  handOverDisk(to: CacheZone): void {
+    if (this.#disk === undefined || to.#disk !== this.#disk) return;
+    this.#ownsDisk = false;
+    to.#ownsDisk = true;
+    if (to.#diskSize > 0) this.#disk.resize(to.#diskSize);
   }
 
   async stop(): Promise<void> {
-    await this.#disk?.close();
+    if (this.#ownsDisk) await this.#disk?.close();
     this.memory.clear();
     this.#flights.clear();
     this.#hitForMiss.clear();

@@ -38,6 +38,13 @@ export class CacheZones {
     const zones = new Map<string, CacheZone>();
     const fresh: CacheZone[] = [];
     const next = new Map<string, Held>();
+    /** Held zones by disk folder: a new zone on one of them shares its open store (one owner per folder). */
+    const byFolder = new Map<string, CacheZone>();
+    for (const [, held] of this.#held) {
+      const folder = (JSON.parse(held.settings) as Config['caches'][string]).disk?.path;
+      if (folder !== undefined) byFolder.set(folder, held.zone);
+    }
+    const handOvers: Array<[CacheZone, CacheZone]> = [];
     for (const [name, config] of Object.entries(caches)) {
       const settings = JSON.stringify(config);
       const held = this.#held.get(name);
@@ -46,7 +53,9 @@ export class CacheZones {
         next.set(name, held);
         continue;
       }
-      const zone = new CacheZone(name, config, this.#logger);
+      const owner = config.disk === undefined ? undefined : byFolder.get(config.disk.path);
+      const zone = new CacheZone(name, config, this.#logger, owner?.disk);
+      if (owner !== undefined) handOvers.push([owner, zone]);
       next.set(name, { settings, zone, started: false });
       fresh.push(zone);
       zones.set(name, zone);
@@ -57,6 +66,7 @@ export class CacheZones {
       fresh,
       retired,
       commit: () => {
+        for (const [from, to] of handOvers) from.handOverDisk(to);
         this.#held.clear();
         for (const [name, held] of next) this.#held.set(name, held);
       },

@@ -80,9 +80,15 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     });
   }
 
+  const folders = new Map<string, string>();
   for (const [name, zone] of Object.entries(config.caches)) {
     if (zone.disk !== undefined) {
       zone.disk.path = path.resolve(dir, zone.disk.path);
+      const other = folders.get(zone.disk.path);
+      if (other !== undefined) {
+        problems.push({ keys: ['caches', name, 'disk', 'path'], message: `caches.${other} already uses this folder: a disk folder has one zone` });
+      }
+      folders.set(zone.disk.path, name);
       if (!isDirectory(path.dirname(zone.disk.path))) {
         problems.push({ keys: ['caches', name, 'disk', 'path'], message: `folder ${path.dirname(zone.disk.path)} does not exist` });
       }
