@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { Pool, buildConnector, type Dispatcher } from 'undici';
+import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import type { PolicyServer } from './policies/types.js';
 
@@ -28,6 +28,12 @@ export class UpstreamServer implements PolicyServer {
   readonly basePath: string;
   readonly maxConns: number;
   readonly dispatcher: Dispatcher;
+  /**
+   * The active checks' own connection: never one of the traffic pool's, and each check opens a new one (as
+   * HAProxy's checks do), so a passing check proves the server accepts connections now, not that an old
+   * keep-alive connection from before a restart still answered.
+   */
+  readonly checkDispatcher: Dispatcher;
   /** Requests in flight. */
   active = 0;
   ewmaMs = 0;
@@ -41,6 +47,8 @@ export class UpstreamServer implements PolicyServer {
   /** Passive health: recent failure times within the window, and the ejection in force. */
   #failures: number[] = [];
   ejectedUntil = 0;
+  /** When the ejection in force began. */
+  ejectedAt = 0;
   ejections = 0;
   /** When the server last became available again (for slow start). */
   recoveredAt = 0;
@@ -75,6 +83,12 @@ export class UpstreamServer implements PolicyServer {
     // undici takes each request's TLS server name from its Host header, which is the *client's* Host here: a
     // changing name would also make it drop the pooled connection. Every request names the same one instead.
     this.dispatcher = config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
+    const checks = new Client(config.url.origin, {
+      pipelining: 0,
+      socketPath: config.url.socketPath,
+      connect: config.url.kind === 'https' ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname) : connect,
+    });
+    this.checkDispatcher = config.url.kind === 'https' ? withServername(checks as unknown as Pool, config.url.origin) : checks;
   }
 
   /** Weight after slow start: ramps linearly from 10 % to 100 % over `slow_start` after a recovery. */
@@ -121,6 +135,7 @@ export class UpstreamServer implements PolicyServer {
   eject(now: number, baseMs: number): void {
     this.ejections = Math.min(this.ejections + 1, 4);
     this.ejectedUntil = now + baseMs * 2 ** (this.ejections - 1);
+    this.ejectedAt = now;
     this.recoveredAt = this.ejectedUntil;
     this.#failures = [];
   }
@@ -142,7 +157,10 @@ export class UpstreamServer implements PolicyServer {
 
   /** Closes the pool's connections. */
   async close(): Promise<void> {
-    await this.dispatcher.close().catch(() => this.dispatcher.destroy());
+    await Promise.all([
+      this.dispatcher.close().catch(() => this.dispatcher.destroy()),
+      this.checkDispatcher.close().catch(() => this.checkDispatcher.destroy()),
+    ]);
   }
 }
 

@@ -151,3 +151,38 @@ sites:
     assert.deepEqual(lines.map((l) => l.remote_addr), ['203.0.113.7', '198.51.100.9', '203.0.113.7']);
   });
 });
+
+describe('active checks and passive ejection', () => {
+  test('a server ejected by live traffic while its checks kept passing (a restart faster than fall) is back after the next passing check, not after fail_timeout', async () => {
+    const a = await upstream('a');
+    const b = await upstream('b');
+    const server = await portico(`upstreams:
+  app:
+    policy: round_robin
+    servers: [{ url: "${a.url}" }, { url: "${b.url}" }]
+    health: { path: /, interval: 200ms, timeout: 1s, fall: 1000, rise: 1 }
+    passive: { max_fails: 1, fail_timeout: 60s, max_ejection_percent: 50 }
+    retries: 1
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app }
+`);
+    // Warm: both answer.
+    const seen = new Set<string>();
+    for (let i = 0; i < 4; i++) seen.add(await (await fetch(server.url)).text());
+    assert.deepEqual([...seen].sort(), ['a', 'b']);
+    await a.stop();
+    // Live traffic meets the refused connection and ejects a (the request itself is retried on b).
+    for (let i = 0; i < 4; i++) assert.equal(await (await fetch(server.url)).text(), 'b');
+    const traffic = () => a.requests.filter((r) => r.headers['user-agent'] !== 'Portico-health-check').length;
+    await a.restart();
+    const before = traffic();
+    const started = Date.now();
+    while (traffic() === before && Date.now() - started < 10_000) {
+      await fetch(server.url).then((res) => res.text());
+    }
+    const back = Date.now() - started;
+    assert.ok(back < 10_000, `a got no traffic for ${back} ms after its restart (fail_timeout is 60 s)`);
+  });
+});

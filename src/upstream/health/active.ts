@@ -49,16 +49,19 @@ export class ActiveHealthChecker {
   async #check(server: UpstreamServer): Promise<void> {
     const abort = new AbortController();
     this.#aborts.add(abort);
+    const started = Date.now();
     const timer = setTimeout(() => abort.abort(), this.#config.timeout);
     let ok = false;
     try {
-      const res = await server.dispatcher.request({
+      const res = await server.checkDispatcher.request({
         path: server.basePath + this.#config.path,
         method: 'GET',
         headers: { host: this.#config.host ?? new URL(server.origin).host, 'user-agent': 'Portico-health-check' },
         signal: abort.signal,
         headersTimeout: this.#config.timeout,
         bodyTimeout: this.#config.timeout,
+        // A new connection for every check: the next check must see a restart, not a pooled connection.
+        reset: true,
       });
       await res.body.dump();
       ok = this.#config.expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high);
@@ -69,17 +72,22 @@ export class ActiveHealthChecker {
       this.#aborts.delete(abort);
     }
     if (!this.#running) return;
-    this.#record(server, ok);
+    this.#record(server, ok, started);
     this.#schedule(server);
   }
 
-  #record(server: UpstreamServer, ok: boolean): void {
+  #record(server: UpstreamServer, ok: boolean, started: number): void {
     if (ok) {
       server.fails = 0;
       server.passes++;
       if (!server.healthy && server.passes >= this.#config.rise) {
         server.healthy = true;
         server.recoveredAt = Date.now();
+        server.clearEjection();
+        this.#onChange(server, true);
+      } else if (server.healthy && server.ejectedUntil > Date.now() && started >= server.ejectedAt) {
+        // Live traffic ejected it (a restart faster than `fall` checks), and a check begun since then, on a new
+        // connection, passed: the server is back. Envoy's successful_active_health_check_uneject_host.
         server.clearEjection();
         this.#onChange(server, true);
       }
