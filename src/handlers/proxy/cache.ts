@@ -4,7 +4,8 @@
  * GET and HEAD are looked up; a fresh hit is answered from memory (HEAD from a stored GET, client validators
  * answered with 304, a single Range with 206). A stale hit is revalidated with the stored validators (a 304
  * refreshes the stored headers) or, within stale-while-revalidate, served at once and refreshed once in the
- * background; when the origin fails, stale-if-error may stand in. Concurrent misses for one key are collapsed
+ * background; when the origin fails, stale-if-error may stand in, and when no upstream can be reached at all,
+ * stale_if_unreachable (RFC 9111 §4.2.4). Concurrent misses for one key are collapsed
  * into one upstream request whose response streams to every waiter — only when it is storable and its Vary
  * matches the waiter; otherwise the waiters go to the origin themselves and the key is marked hit-for-miss.
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
