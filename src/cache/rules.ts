@@ -213,6 +213,18 @@ export function mayServeStaleOnError(facts: EntryFacts, age: number, req: CacheC
 }
 
 /**
+ * Whether a stored response may stand in when no upstream could be reached (RFC 9111 §4.2.4 allows stale "when
+ * disconnected"): at most `window` ms after it went stale (0: never). Never where the response forbids stale
+ * (must-revalidate, proxy-revalidate, s-maxage, no-cache), nor where the request asks for a validated or fresh
+ * answer (no-cache, `Pragma: no-cache`, max-age=0, min-fresh).
+ */
+export function mayServeStaleWhenUnreachable(facts: EntryFacts, age: number, req: CacheControl, pragmaNoCache: boolean, window: number): boolean {
+  if (window <= 0 || facts.neverStale || facts.cc.noCache !== false) return false;
+  if (req.noCache !== false || pragmaNoCache || req.maxAge === 0 || req.minFresh !== undefined) return false;
+  return age - facts.lifetime <= window;
+}
+
+/**
  * Normalised Accept-Encoding: the best encoding the client takes among br, gzip, identity. The cache keys Vary
  * on it and also sends it upstream in place of the client's value, so that a stored variant was made for exactly
  * that value and every client mapped to it accepts its encoding.

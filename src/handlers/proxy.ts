@@ -24,6 +24,8 @@ const cacheOptions = z.strictObject({
   heuristic: z.boolean().default(false),
   /** Serve stale when every upstream fails, never where must-revalidate / proxy-revalidate / s-maxage forbid. */
   stale_if_error: duration.default(0),
+  /** Serve a response stale at most this long when no upstream can be reached (refused, reset, timed out, all down); 0 = off. */
+  stale_if_unreachable: duration.default(60_000),
   /** Store responses with Set-Cookie, with the cookie stripped from the stored copy. */
   ignore_set_cookie: z.boolean().default(false),
   /** After an uncacheable response, requests for the key skip collapsing for this long (Varnish's hit-for-miss). */
@@ -134,6 +136,7 @@ export const proxyKind = defineHandler({
                 ignoreSetCookie: options.cache.ignore_set_cookie,
                 staleIfError: options.cache.stale_if_error,
               },
+              staleIfUnreachable: options.cache.stale_if_unreachable,
               hitForMiss: options.cache.hit_for_miss,
               collapse: options.cache.collapse,
             },

@@ -31,7 +31,7 @@ sites:
       - path: /sie/
         proxy: { upstream: origin, cache: { zone: main, stale_if_error: 60s } }
       - path: /down/
-        proxy: { upstream: doomed, cache: { zone: main, stale_if_error: 60s } }
+        proxy: { upstream: doomed, cache: { zone: main, stale_if_error: 60s, stale_if_unreachable: 0 } }
       - path: /
         proxy: { upstream: origin, cache: { zone: main } }
 `);

@@ -92,6 +92,7 @@ describe('cache config', () => {
         default_ttl: 0,
         heuristic: false,
         stale_if_error: 0,
+        stale_if_unreachable: 60_000,
         ignore_set_cookie: false,
         hit_for_miss: 10_000,
         collapse: true,

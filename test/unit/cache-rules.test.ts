@@ -13,6 +13,7 @@ import {
   entryFacts,
   freshnessLifetime,
   mayServeStaleOnError,
+  mayServeStaleWhenUnreachable,
   notStorable,
   usability,
   varyKey,
@@ -277,6 +278,32 @@ describe('mayServeStaleOnError (RFC 5861 §4)', () => {
     for (const cc of ['max-age=10, must-revalidate', 'max-age=10, proxy-revalidate', 's-maxage=10', 'max-age=10, no-cache']) {
       assert.equal(mayServeStaleOnError(facts(`${cc}, stale-if-error=300`), 15_000, none, 300_000), false, cc);
     }
+  });
+});
+
+describe('mayServeStaleWhenUnreachable (RFC 9111 §4.2.4, disconnected)', () => {
+  const facts = (cc: string) => entryFacts(entry({ 'cache-control': cc }), DEFAULTS);
+  const none = EMPTY_CACHE_CONTROL;
+
+  test('within the window after going stale; 0 turns it off; the response stale-if-error does not widen it', () => {
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 70_000, none, false, 60_000), true);
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 70_001, none, false, 60_000), false);
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 11_000, none, false, 0), false);
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10, stale-if-error=600'), 100_000, none, false, 60_000), false);
+  });
+
+  test('never where the response says must-revalidate, proxy-revalidate, s-maxage or no-cache', () => {
+    for (const cc of ['max-age=10, must-revalidate', 'max-age=10, proxy-revalidate', 's-maxage=10', 'max-age=10, no-cache', 'max-age=10, no-cache="x"']) {
+      assert.equal(mayServeStaleWhenUnreachable(facts(cc), 15_000, none, false, 60_000), false, cc);
+    }
+  });
+
+  test('never where the request says no-cache, Pragma: no-cache, max-age=0 or min-fresh', () => {
+    for (const cc of ['no-cache', 'max-age=0', 'min-fresh=1', 'min-fresh=0']) {
+      assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 15_000, parseCacheControl(cc), false, 60_000), false, cc);
+    }
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 15_000, none, true, 60_000), false, 'Pragma: no-cache');
+    assert.equal(mayServeStaleWhenUnreachable(facts('max-age=10'), 15_000, parseCacheControl('max-age=5'), false, 60_000), true, 'max-age=5');
   });
 });
 

@@ -81,6 +81,8 @@ export interface ProxyCacheOptions {
   /** The cache key of a request (a compiled `key` template). */
   key: Template;
   rules: RuleOptions;
+  /** How long after going stale a stored response may stand in for an unreachable upstream (ms); 0 = never. */
+  staleIfUnreachable: number;
   hitForMiss: number;
   collapse: boolean;
 }

@@ -4,7 +4,8 @@
  * GET and HEAD are looked up; a fresh hit is answered from memory (HEAD from a stored GET, client validators
  * answered with 304, a single Range with 206). A stale hit is revalidated with the stored validators (a 304
  * refreshes the stored headers) or, within stale-while-revalidate, served at once and refreshed once in the
- * background; when the origin fails, stale-if-error may stand in. Concurrent misses for one key are collapsed
+ * background; when the origin fails, stale-if-error may stand in, and when no upstream can be reached at all,
+ * stale_if_unreachable (RFC 9111 §4.2.4). Concurrent misses for one key are collapsed
  * into one upstream request whose response streams to every waiter — only when it is storable and its Vary
  * matches the waiter; otherwise the waiters go to the origin themselves and the key is marked hit-for-miss.
  * A successful unsafe request invalidates its URI and same-origin Location / Content-Location (§4.4).
@@ -16,7 +17,7 @@ import type { RequestContext } from '../../http/context.js';
 import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
-import { ageOf, currentAge, headerValue, mayServeStaleOnError, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from '../../cache/rules.js';
+import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
 
@@ -41,6 +42,12 @@ const KEEP_ON_REFRESH = new Set(['content-length', 'content-encoding', 'content-
 /** The request header changes of a cacheable fetch, with the cache's own validators (`add`, flat name/value list). */
 function fetchEdit(ctx: RequestContext, validators: readonly string[]): HeaderEdit {
   return { drop: REPLACED_ON_FETCH, add: ['accept-encoding', normalizeAcceptEncoding(ctx.req.headers['accept-encoding']), ...validators] };
+}
+
+/** Whether the request says `Pragma: no-cache` (with or without Cache-Control: a client asking for a fresh answer). */
+function pragmaSaysNoCache(ctx: RequestContext): boolean {
+  const pragma = ctx.req.headers.pragma;
+  return pragma !== undefined && /no-cache/i.test(String(pragma));
 }
 
 function ttlParam(variant: CachedVariant, age: number): string {
@@ -191,6 +198,13 @@ export class ProxyCache implements CacheOwner {
       return;
     }
     if (background) return;
+    if (stale !== null && outcome.unreachable && this.#o.staleIfUnreachable > 0) {
+      // Aged to now: the failed attempts (a connect timeout) may have taken a while.
+      const age = ageOf(stale.variant.extra.facts, Date.now());
+      if (mayServeStaleWhenUnreachable(stale.variant.extra.facts, age, reqcc, pragmaSaysNoCache(ctx), this.#o.staleIfUnreachable)) {
+        return this.#serveStored(ctx, stale.variant, age, `${params}; fwd-status=${outcome.status}; detail=unreachable-stale`);
+      }
+    }
     if (stale !== null && mayServeStaleOnError(stale.variant.extra.facts, stale.age, reqcc, this.#o.rules.staleIfError)) {
       return this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${outcome.status}; detail=stale-if-error`);
     }

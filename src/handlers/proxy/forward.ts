@@ -20,6 +20,13 @@ import { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest,
 
 const OK: ForwardOutcome = { ok: true };
 const STATUS = /^\d{3}$/;
+/** Forwards in which a server answered with a status (discarded for a retry): the app was reachable. */
+const answered = new WeakSet<Exchange>();
+
+/** A failed forward's outcome: unreachable unless some server answered (or `reachable` says otherwise). */
+function failed(ex: Exchange, status: 502 | 503 | 504, reachable = false): ForwardOutcome {
+  return { ok: false, status, unreachable: !reachable && !answered.has(ex) };
+}
 
 /** What the loop needs of its route, resolved once. */
 export interface ForwarderOptions {
@@ -157,8 +164,9 @@ export class Forwarder {
       }, config.try_interval);
       return;
     }
-    if (lastFailure === undefined || why === 'full') return ex.done({ ok: false, status: 503 });
-    ex.done({ ok: false, status: lastFailure === 'timeout' ? 504 : 502 });
+    // A full queue is a busy app, not an unreachable one; no server available at all (health checks) is.
+    if (lastFailure === undefined || why === 'full') return ex.done(failed(ex, 503, why === 'full'));
+    ex.done(failed(ex, lastFailure === 'timeout' ? 504 : 502));
   }
 
   /** An attempt ended (called by the Attempt, inside undici's callback). */
@@ -168,9 +176,10 @@ export class Forwarder {
     ex.lastFailure = result.reason;
     // A discarded status was discarded to be retried, whatever the clock says now.
     const discarded = STATUS.test(result.reason);
+    if (discarded) answered.add(ex);
     const retry = ex.attempts <= config.retries && (discarded || Date.now() < ex.deadline) && this.#mayRetry(ex, result.reason, false);
     if (!retry && !(Date.now() < ex.tryUntil && this.#mayRetry(ex, result.reason, true))) {
-      return ex.done({ ok: false, status: result.reason === 'timeout' ? 504 : 502 });
+      return ex.done(failed(ex, result.reason === 'timeout' ? 504 : 502));
     }
     // Not from inside undici's callback for the failed request: the next dispatch starts on a clean stack.
     process.nextTick(() => this.#later(ex, undefined));
@@ -183,7 +192,7 @@ export class Forwarder {
       else this.#nothingLeft(ex, nothingLeft);
     } catch (err) {
       this.#o.logger.error({ err, url: ex.ctx.req.url }, 'proxy request failed');
-      ex.done({ ok: false, status: 502 });
+      ex.done(failed(ex, 502, true));
     }
   }
 

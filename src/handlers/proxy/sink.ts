@@ -17,8 +17,12 @@ export interface ResponseSink {
   fail(err: Error): void;
 }
 
-/** How a forward ended: answered (through the sink), or the error status to answer with. */
-export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504 };
+/**
+ * How a forward ended: answered (through the sink), or the error status to answer with. `unreachable`: no server
+ * answered at all — every tried one refused, reset or timed out, or none was available (health checks hold them
+ * all down) — as opposed to a reachable app's 5xx, a full queue, or an internal error.
+ */
+export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504; unreachable: boolean };
 
 /** Per-forward changes to the request headers (the cache drops client validators and adds its own). */
 export interface HeaderEdit {
