@@ -88,6 +88,15 @@ export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknow
   return first || /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(packet.subarray(0, 32).toString('latin1')) ? 414 : 431;
 }
 
+/**
+ * Whether the connection's parser stopped keeping header lines at this request's count (it kept as many as it
+ * may): the request had more lines than were kept, so it is over the limit the parser was made for.
+ */
+function cutByParser(req: IncomingMessage, entries: number): boolean {
+  const kept = (req.socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
+  return kept !== undefined && kept > 0 && entries >= kept;
+}
+
 function clientErrorStatus(code: string | undefined): number {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
@@ -129,6 +138,12 @@ class Listener {
   plain: boolean;
   /** Header lines allowed, as entries of `rawHeaders` (two per line). */
   headerEntries: number;
+  /**
+   * The fewest `rawHeaders` entries a connection's parser keeps (Node's `maxHeadersCount`, two per line, set to one
+   * line more than allowed, for the connections of that time). Only a reload that raised the limit puts it at or
+   * below `headerEntries`: a request that long may then have been cut by its connection's older parser.
+   */
+  keptEntries: number;
 
   /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so closing must cut them itself. */
   readonly upgraded = new Set<Duplex>();
@@ -137,6 +152,7 @@ class Listener {
     this.config = config;
     this.plain = isPlain(config);
     this.headerEntries = config.max_header_count * 2;
+    this.keptEntries = (config.max_header_count + 1) * 2;
     /**
      * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
@@ -166,7 +182,8 @@ class Listener {
      * for a missing Host, the silent close on CONNECT) are turned off, so that these go through the app.
      */
     const refusal = (req: PorticoRequest, res: ServerResponse | undefined): number => {
-      if (req.rawHeaders.length > this.headerEntries) return 431;
+      const entries = req.rawHeaders.length;
+      if (entries > this.headerEntries || (entries >= this.keptEntries && cutByParser(req, entries))) return 431;
       if (req.declined !== 0) {
         if (req.declined === 2) return 405;
         // The upgrade is ignored (RFC 9110 §7.8) and the request answered; Node stopped reading the connection's
@@ -265,8 +282,9 @@ class Listener {
     this.config = config;
     this.plain = !this.stopping && isPlain(config);
     this.headerEntries = config.max_header_count * 2;
+    this.keptEntries = Math.min(this.keptEntries, (config.max_header_count + 1) * 2);
     const server = this.server;
-    // Read for each new connection's parser.
+    // Read for each new connection's parser; older connections keep theirs (see `keptEntries`).
     server.maxHeadersCount = config.max_header_count + 1;
     // Node reads it for each new connection's parser (not in its types: it is the constructor's option, kept).
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parseConfig } from '../../src/server/config.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -92,6 +93,40 @@ sites:
       await big.stop();
     }
   });
+});
+
+test('after a reload raises max_header_count, a connection opened before it never serves a cut header list', async () => {
+  const yaml = (count: number) => `listen:
+  - { addr: "127.0.0.1:0", max_header_count: ${count} }
+sites:
+  - hosts: ["a.example"]
+    routes:
+      - path: /
+        respond: { body: "site a" }
+  - routes:
+      - path: /
+        respond: { body: "default site" }
+`;
+  const own = await startPortico(yaml(10));
+  const old = await RawConnection.open(own.port);
+  try {
+    old.write('GET / HTTP/1.1\r\nHost: a.example\r\n\r\n');
+    await old.until((b) => b.toString('latin1').endsWith('site a'));
+    const text = yaml(50).replace('127.0.0.1:0', `127.0.0.1:${own.port}`);
+    await own.server.reload(parseConfig(text, path.join(own.dir, 'next.yaml'), own.dir));
+    // A new connection has the new limit.
+    const fresh = await rawRequest(own.port, manyHeaders(30, '/'));
+    assert.equal(fresh.status, 200);
+    assert.equal(fresh.body, 'site a');
+    // The old connection's parser kept 11 lines: the Host at the end is gone, so the request is refused, not served.
+    old.write(manyHeaders(30, '/'));
+    assert.ok(await old.waitClosed(3000));
+    const answers = old.received.toString('latin1');
+    assert.equal(statusOf(answers.slice(answers.indexOf('HTTP/1.1', 10))), 431);
+  } finally {
+    old.close();
+    await own.stop();
+  }
 });
 
 describe('upgrades Portico ignores', () => {
