@@ -43,6 +43,8 @@ const listenerObject = z.strictObject({
   addr: address,
   /** Largest request head (request line and headers) accepted; larger gets 431. */
   max_header_size: size.default(16 * 1024),
+  /** Most header lines in a request head; more gets 431 (Apache's LimitRequestFields; HAProxy's maxhdr is 101). */
+  max_header_count: z.number().int().min(1).max(10_000).default(100),
   /** Time allowed to receive a complete request head. */
   header_timeout: duration.default(30_000),
   /** Time allowed to receive a complete request, body included. */

@@ -134,7 +134,7 @@ export class App {
    * allows it; any other upgrade (h2c included) is ignored, as RFC 9110 §7.8 allows: the request is answered
    * as a plain request and the connection closed afterwards.
    */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https'): void {
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse = 0): void {
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);
@@ -143,6 +143,7 @@ export class App {
       socket.end();
     });
     const ctx = this.#context(req, res, scheme);
+    if (refuse !== 0) return this.#refuse(ctx, refuse, true);
     const route = this.#route(ctx);
     if (route === undefined) return;
     if ((req.headers.upgrade ?? '').toLowerCase() === 'websocket' && req.method === 'GET' && route.upgrade !== undefined) {
@@ -218,6 +219,24 @@ export class App {
     const ctx = this.#context(req, res, scheme);
     const route = this.#route(ctx);
     if (route !== undefined) this.#run(ctx, route);
+  }
+
+  /**
+   * Answers a request the listener refused before routing (too many header lines, no Host, CONNECT, an unmet
+   * expectation) as Portico answers any error: its page (the site's own when the Host names one), `Server` field
+   * and access-log line.
+   */
+  refuse(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean): void {
+    this.#refuse(this.#context(req, res, scheme), status, close);
+  }
+
+  #refuse(ctx: RequestContext, status: number, close: boolean): void {
+    const value = ctx.req.headers.host;
+    const host = value === undefined || value === '' ? null : parseHostHeader(value);
+    if (host !== null) ctx.host = host;
+    ctx.errorPages = this.#sites.match(ctx.host)?.errorPages;
+    // 405 for CONNECT: a tunnel is no method of any resource here, so the list of allowed ones is empty.
+    sendError(ctx, status, status === 405 ? { Allow: '' } : undefined, close);
   }
 
   #context(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): RequestContext {

@@ -2,13 +2,15 @@
  * Listeners: the sockets Portico accepts connections on. They outlive an app: each request goes to whichever
  * app is current when it arrives, so a reload swaps the app without closing a socket. Connection-level limits
  * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
- * them and `clientError` answers 400 (431 for an oversized head, 408 for a slow one) and closes.
+ * them and `clientError` answers 400 (431 for an oversized head, 414 when its request line alone is over the
+ * limit, 408 for a slow one) and closes. Requests Node parsed but Portico refuses before routing (too many header
+ * lines, no Host, CONNECT, an unmet expectation) go through the app like any other (`refusal`).
  *
  * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in place, for new connections and
  * requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -27,9 +29,72 @@ type ListenerConfig = Config['listen'][number];
 /** Where listeners hand requests: the current app's `handle` and `handleUpgrade`. */
 export interface Dispatch {
   request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void;
-  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https'): void;
+  /** A WebSocket handshake on its raw socket; `refuse` (a status) answers it with that error instead. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number): void;
+  /**
+   * A request refused before routing (see `refusal`): Portico's error page, `Server` field and access-log line,
+   * as for any request; `close` ends the connection after it.
+   */
+  refuse(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
   /** The `Server` header of Portico's own answers (the current config's). */
   serverHeader(): string;
+}
+
+const kUpgrade = Symbol('portico.upgrade');
+
+/**
+ * The requests of Portico's listeners. Node hands every request with `Upgrade` and `Connection: upgrade`, and
+ * every CONNECT, to the 'upgrade' / 'connect' event with the raw socket, and stops reading the request there (its
+ * body included), as soon as an 'upgrade' listener exists. Node decides by reading `req.upgrade` once the head is
+ * parsed (Node 20 has no `shouldUpgradeCallback`), so this class answers it: only a WebSocket handshake (a GET) is
+ * an upgrade. Any other (h2c, unknown tokens) is a plain request read with its body (`declined` 1), and CONNECT
+ * is a plain request too (`declined` 2), refused by `refusal`.
+ */
+export class PorticoRequest extends IncomingMessage {
+  declare [kUpgrade]: boolean | null;
+  /** 0; 1: an upgrade Portico ignores (the connection closes after the answer); 2: CONNECT. */
+  declare declined: 0 | 1 | 2;
+}
+PorticoRequest.prototype.declined = 0;
+Object.defineProperty(PorticoRequest.prototype, 'upgrade', {
+  configurable: true,
+  get(this: PorticoRequest): boolean | null {
+    const upgrade = this[kUpgrade];
+    if (!upgrade) return upgrade;
+    if (this.method === 'GET' && (this.headers.upgrade ?? '').toLowerCase() === 'websocket') return true;
+    // Decided once: Node reads the field again after each chunk it parses.
+    this.declined = this.method === 'CONNECT' ? 2 : 1;
+    this[kUpgrade] = false;
+    return false;
+  },
+  set(this: PorticoRequest, value: boolean | null) {
+    this[kUpgrade] = value;
+  },
+});
+
+/**
+ * A head over the size limit: 414 when its request line alone is over it, 431 otherwise. Node reports both as
+ * HPE_HEADER_OVERFLOW, with the read that passed the limit (`rawPacket`) and where in it parsing stopped
+ * (`bytesParsed`). The request line was still going on when no line end comes before that point, in a read that
+ * starts the request: the connection's first, or one that begins with a method and a space (a later request on a
+ * kept-alive connection). A head that arrived in several reads, and whose last one starts mid-line, gets 431.
+ */
+export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknown; bytesParsed?: unknown }, socket: Socket): number {
+  const packet = err.rawPacket;
+  if (!Buffer.isBuffer(packet)) return 431;
+  const parsed = typeof err.bytesParsed === 'number' && err.bytesParsed > 0 ? Math.min(err.bytesParsed, packet.length) : packet.length;
+  if (packet.subarray(0, parsed).includes(10)) return 431;
+  const first = socket.bytesRead === packet.length;
+  return first || /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(packet.subarray(0, 32).toString('latin1')) ? 414 : 431;
+}
+
+/**
+ * Whether the connection's parser stopped keeping header lines at this request's count (it kept as many as it
+ * may): the request had more lines than were kept, so it is over the limit the parser was made for.
+ */
+function cutByParser(req: IncomingMessage, entries: number): boolean {
+  const kept = (req.socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
+  return kept !== undefined && kept > 0 && entries >= kept;
 }
 
 function clientErrorStatus(code: string | undefined): number {
@@ -71,6 +136,14 @@ class Listener {
   stopping = false;
   /** Keep-alive on, no request limit, not stopping: every request is simply run (the usual case, one check). */
   plain: boolean;
+  /** Header lines allowed, as entries of `rawHeaders` (two per line). */
+  headerEntries: number;
+  /**
+   * The fewest `rawHeaders` entries a connection's parser keeps (Node's `maxHeadersCount`, two per line, set to one
+   * line more than allowed, for the connections of that time). Only a reload that raised the limit puts it at or
+   * below `headerEntries`: a request that long may then have been cut by its connection's older parser.
+   */
+  keptEntries: number;
 
   /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so closing must cut them itself. */
   readonly upgraded = new Set<Duplex>();
@@ -78,6 +151,8 @@ class Listener {
   constructor(config: ListenerConfig, dispatch: Dispatch, logger: Logger) {
     this.config = config;
     this.plain = isPlain(config);
+    this.headerEntries = config.max_header_count * 2;
+    this.keptEntries = (config.max_header_count + 1) * 2;
     /**
      * Whether this request may be answered on a connection that stays open. With keep-alive off (timeout 0, as
      * nginx's) or while stopping, the answer says `Connection: close`; with keep-alive off, a request pipelined
@@ -100,8 +175,28 @@ class Listener {
       if (last) res.shouldKeepAlive = false;
       return true;
     };
+    /**
+     * The status a parsed request is refused with before it reaches a route, or 0 (the usual case: three cheap
+     * checks). Node would drop header lines past its own count silently (a Host at the end lost); it keeps one
+     * more than the limit here, so that a longer list is seen and refused whole. Node's own answers (the bare 400
+     * for a missing Host, the silent close on CONNECT) are turned off, so that these go through the app.
+     */
+    const refusal = (req: PorticoRequest, res: ServerResponse | undefined): number => {
+      const entries = req.rawHeaders.length;
+      if (entries > this.headerEntries || (entries >= this.keptEntries && cutByParser(req, entries))) return 431;
+      if (req.declined !== 0) {
+        if (req.declined === 2) return 405;
+        // The upgrade is ignored (RFC 9110 §7.8) and the request answered; Node stopped reading the connection's
+        // bytes after it, so the connection closes once the answer is out.
+        if (res !== undefined) res.shouldKeepAlive = false;
+      }
+      // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
+      if (req.headers.host === undefined && req.httpVersionMinor === 1 && req.httpVersionMajor === 1) return 400;
+      return 0;
+    };
     const server = http.createServer(
       {
+        IncomingMessage: PorticoRequest,
         maxHeaderSize: config.max_header_size,
         requestTimeout: config.request_timeout,
         headersTimeout: headersTimeout(config),
@@ -109,16 +204,27 @@ class Listener {
         // 0: Node's own per-response keep-alive timer is off; the sweeper closes idle connections instead.
         keepAliveTimeout: 0,
         joinDuplicateHeaders: true,
-        requireHostHeader: true,
+        requireHostHeader: false,
       },
       function onRequest(req, res) {
+        const status = refusal(req as PorticoRequest, res);
+        if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
         if (admit(req, res)) dispatch.request(req, res, 'http');
       },
     );
     this.server = server;
+    server.maxHeadersCount = config.max_header_count + 1;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', function onCheckContinue(req, res) {
+      const status = refusal(req as PorticoRequest, res);
+      if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
       if (admit(req, res)) dispatch.request(req, res, 'http');
+    });
+    // Any other expectation: 417 (RFC 9110 §10.1.1), Portico's page; the connection stays (as nginx's).
+    server.on('checkExpectation', function onCheckExpectation(req: IncomingMessage, res: ServerResponse) {
+      const status = refusal(req as PorticoRequest, res);
+      if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
+      if (admit(req, res)) dispatch.refuse(req, res, 'http', 417, false);
     });
     const sweeper = new KeepAliveSweeper(server, sweepTimeout(config));
     this.sweeper = sweeper;
@@ -129,11 +235,11 @@ class Listener {
       socket.on('error', () => socket.destroy());
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
-      dispatch.upgrade(req, socket, head, 'http');
+      dispatch.upgrade(req, socket, head, 'http', refusal(req as PorticoRequest, undefined));
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-      const status = clientErrorStatus(err.code);
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err.code);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
       // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
       // client that ignores the answer and keeps its half open must not hold it.
@@ -175,7 +281,11 @@ class Listener {
   apply(config: ListenerConfig): void {
     this.config = config;
     this.plain = !this.stopping && isPlain(config);
+    this.headerEntries = config.max_header_count * 2;
+    this.keptEntries = Math.min(this.keptEntries, (config.max_header_count + 1) * 2);
     const server = this.server;
+    // Read for each new connection's parser; older connections keep theirs (see `keptEntries`).
+    server.maxHeadersCount = config.max_header_count + 1;
     // Node reads it for each new connection's parser (not in its types: it is the constructor's option, kept).
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
     server.requestTimeout = config.request_timeout;

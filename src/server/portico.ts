@@ -30,8 +30,10 @@ export class Portico {
       config.listen,
       {
         request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
-        upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https') =>
-          this.#app.handleUpgrade(req, socket, head, scheme),
+        upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number) =>
+          this.#app.handleUpgrade(req, socket, head, scheme, refuse),
+        refuse: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
+          this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
       },
       logger,
