@@ -30,7 +30,7 @@ function instant(year: number, month: number, day: number, hour: number, minute:
  * whitespace around the value is allowed (it is not part of a field value). `now` places an rfc850-date's two-digit
  * year: one that would lie more than 50 years ahead is the most recent past year with those digits.
  */
-export function parseHttpDate(value: string, now: number = Date.now()): number {
+export function parseHttpDate(value: string, now?: number): number {
   const text = value.length > 0 && (value.charCodeAt(0) <= 32 || value.charCodeAt(value.length - 1) <= 32) ? value.replace(/^[ \t]+|[ \t]+$/g, '') : value;
   let m = IMF_FIXDATE.exec(text);
   if (m !== null) return instant(Number(m[3]), MONTHS[m[2]!]!, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6]));
@@ -39,11 +39,12 @@ export function parseHttpDate(value: string, now: number = Date.now()): number {
   m = RFC850_DATE.exec(text);
   if (m !== null) {
     const twoDigits = Number(m[3]);
-    const nowYear = new Date(now).getUTCFullYear();
+    const clock = now ?? Date.now();
+    const nowYear = new Date(clock).getUTCFullYear();
     const year = nowYear - (nowYear % 100) + twoDigits;
     const ms = instant(year, MONTHS[m[2]!]!, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6]));
     // More than 50 years ahead: the most recent past year with the same last two digits.
-    return ms - now > FIFTY_YEARS_MS ? instant(year - 100, MONTHS[m[2]!]!, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])) : ms;
+    return ms - clock > FIFTY_YEARS_MS ? instant(year - 100, MONTHS[m[2]!]!, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])) : ms;
   }
   return NaN;
 }
