@@ -73,6 +73,8 @@ export async function checkLayers(root) {
       tsConfig: { fileName: 'tsconfig.json' },
       doNotFollow: { path: 'node_modules' },
       exclude: { path: '^(node_modules|dist)/' },
+      // Packages that name their entry only in `exports` (no `main`), such as structured-headers, resolve as Node does.
+      enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default', 'types'] },
     }, undefined, { tsConfig: { options: { module: 'nodenext', moduleResolution: 'nodenext' } } });
     const output = result.output;
     return output.summary.violations.map((v) => `${v.from} → ${v.to} (${v.rule.name})`);

@@ -2,7 +2,11 @@
  * `Cache-Control` parsing (RFC 9111 §5.2). Directive names are case-insensitive; values are tokens or quoted
  * strings; unknown directives are ignored (never treated as no-cache). When a directive appears twice, the
  * first occurrence wins (§4.2.1). An invalid delta-seconds counts as 0, which errs on the side of staleness.
+ *
+ * Targeted fields (RFC 9213, such as `CDN-Cache-Control`) carry the same directives as an RFC 8941 Dictionary;
+ * `parseTargetedCacheControl` reads one into the same shape, or says it is invalid or empty.
  */
+import { parseDictionary } from 'structured-headers';
 
 /** The directives Portico acts on, for requests and responses alike. */
 export interface CacheControl {
@@ -129,6 +133,79 @@ export function parseCacheControl(header: string | string[] | undefined): CacheC
         break;
       default:
         // Unknown directives are ignored (§5.2.3).
+        break;
+    }
+  }
+  return cc;
+}
+
+function targetedDelta(value: unknown): number {
+  // Integer expected; anything else (a decimal, a string, a boolean) counts as 0, as an invalid delta-seconds does.
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) return 0;
+  return Math.min(value, 2 ** 31);
+}
+
+/**
+ * Parses a targeted cache-control field (RFC 9213 §2.2): an RFC 8941 Dictionary of cache directives, with the
+ * values of one field's several lines joined by ", ". `undefined` when the field is empty or not a valid
+ * Dictionary (such a field is ignored, as if absent). Parameters on directives are ignored; a directive set to
+ * `?0` is not set; a qualified `private` / `no-cache` (a String of field names) counts as the plain one for a
+ * shared cache, as in Cache-Control.
+ */
+export function parseTargetedCacheControl(value: string | undefined): CacheControl | undefined {
+  if (value === undefined) return undefined;
+  let dict: ReturnType<typeof parseDictionary>;
+  try {
+    dict = parseDictionary(value);
+  } catch {
+    return undefined;
+  }
+  if (dict.size === 0) return undefined;
+  const cc: CacheControl = { ...EMPTY_CACHE_CONTROL };
+  for (const [name, member] of dict) {
+    const item = member[0];
+    // An inner list is no directive's value: the directive is ignored.
+    if (Array.isArray(item)) continue;
+    if (item === false) continue;
+    switch (name) {
+      case 'no-store':
+        cc.noStore = true;
+        break;
+      case 'no-cache':
+        if (typeof item === 'string') {
+          const names = item.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
+          cc.noCache = names.length === 0 ? true : names;
+        } else cc.noCache = true;
+        break;
+      case 'private':
+        cc.private = true;
+        break;
+      case 'public':
+        cc.public = true;
+        break;
+      case 'max-age':
+        cc.maxAge = targetedDelta(item);
+        break;
+      case 's-maxage':
+        cc.sMaxAge = targetedDelta(item);
+        break;
+      case 'must-revalidate':
+        cc.mustRevalidate = true;
+        break;
+      case 'proxy-revalidate':
+        cc.proxyRevalidate = true;
+        break;
+      case 'stale-while-revalidate':
+        cc.staleWhileRevalidate = targetedDelta(item);
+        break;
+      case 'stale-if-error':
+        cc.staleIfError = targetedDelta(item);
+        break;
+      case 'immutable':
+        cc.immutable = true;
+        break;
+      default:
+        // Unknown directives, and request-only ones, are ignored.
         break;
     }
   }

@@ -12,10 +12,16 @@
  *   are heuristically cacheable (§4.2.2);
  * - `s-maxage` implies proxy-revalidate, so with must-revalidate and proxy-revalidate it forbids serving
  *   stale, whatever max-stale, stale-while-revalidate or stale-if-error say (§4.2.4, §5.2.2.10);
- * - `no-cache`, with or without field names, always means revalidate.
+ * - `no-cache`, with or without field names, always means revalidate;
+ * - dates (Expires, Date, Last-Modified) are HTTP-dates read strictly (`http/dates.ts`); an Expires that is not
+ *   one, or that comes as several values, means already expired (§5.3);
+ * - a list-valued Age uses its first member (§5.1);
+ * - a targeted field (RFC 9213) named in the route's `targeted` list, the first one present, non-empty and a valid
+ *   Dictionary, replaces Cache-Control and Expires for every decision here; Set-Cookie and Vary rules are unchanged.
  */
-import { parseCacheControl, type CacheControl } from './cache-control.js';
+import { parseCacheControl, parseTargetedCacheControl, type CacheControl } from './cache-control.js';
 import type { StoredResponse } from './types.js';
+import { parseHttpDate } from '../http/dates.js';
 import { ALL_ENCODINGS, negotiateEncoding } from '../http/negotiate.js';
 
 /** Statuses a cache understands and may store (§3). */
@@ -32,7 +38,14 @@ export interface RuleOptions {
   ignoreSetCookie: boolean;
   /** Configured stale-if-error window (ms), used when the response does not give one. */
   staleIfError: number;
+  /** Targeted cache-control fields obeyed (RFC 9213), lower-cased, in order of precedence. */
+  targeted: readonly string[];
 }
+
+/** Portico's own targeted field: obeyed by default, and never passed on to clients. */
+export const PORTICO_CACHE_CONTROL = 'portico-cache-control';
+/** The default `targeted` list. */
+export const DEFAULT_TARGETED: readonly string[] = Object.freeze([PORTICO_CACHE_CONTROL]);
 
 /** First value of a field in a flat header list (case-insensitive name). */
 export function headerValue(headers: readonly string[], name: string): string | undefined {
@@ -53,8 +66,26 @@ export function headerValues(headers: readonly string[], name: string): string |
 
 function httpDate(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  const ms = Date.parse(value);
+  const ms = parseHttpDate(value);
   return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** The cache directives in effect for a response, and the targeted field they come from (`undefined`: Cache-Control). */
+export interface ResponseDirectives {
+  cc: CacheControl;
+  targeted: string | undefined;
+}
+
+/**
+ * The directives that govern a response (RFC 9213 §2.1): those of the first field of `targeted` that is present,
+ * non-empty and a valid Dictionary; else Cache-Control's. A targeted field in effect also makes Expires ignored.
+ */
+export function responseDirectives(headers: readonly string[], targeted: readonly string[]): ResponseDirectives {
+  for (const name of targeted) {
+    const cc = parseTargetedCacheControl(headerValues(headers, name));
+    if (cc !== undefined) return { cc, targeted: name };
+  }
+  return { cc: parseCacheControl(headerValues(headers, 'cache-control')), targeted: undefined };
 }
 
 /** Why a response was not stored (for logs and tests), or `undefined` when it may be. */
@@ -81,26 +112,28 @@ export function notStorable(req: RequestFacts, status: number, headers: readonly
   if (req.method !== 'GET') return 'method';
   if (status === 206 || headerValue(headers, 'content-range') !== undefined) return 'partial';
   if (!UNDERSTOOD.has(status)) return 'status';
-  const cc = parseCacheControl(headerValues(headers, 'cache-control'));
+  const { cc, targeted } = responseDirectives(headers, options.targeted);
   if (req.cacheControl.noStore || cc.noStore) return 'no-store';
   if (cc.private) return 'private';
   if (req.hasAuthorization && !cc.public && cc.sMaxAge === undefined && !cc.mustRevalidate) return 'authorization';
   if (!options.ignoreSetCookie && headerValue(headers, 'set-cookie') !== undefined) return 'set-cookie';
   const vary = headerValues(headers, 'vary');
   if (vary !== undefined && vary.split(',').some((f) => f.trim() === '*')) return 'vary-star';
-  if (freshnessLifetime(status, headers, cc, undefined, options) <= 0 && !hasExplicitFreshness(cc, headers)) {
+  const ignoreExpires = targeted !== undefined;
+  if (freshnessLifetime(status, headers, cc, undefined, options, ignoreExpires) <= 0 && !hasExplicitFreshness(cc, headers, ignoreExpires)) {
     return 'no-freshness';
   }
   return undefined;
 }
 
-function hasExplicitFreshness(cc: CacheControl, headers: readonly string[]): boolean {
-  return cc.sMaxAge !== undefined || cc.maxAge !== undefined || headerValue(headers, 'expires') !== undefined;
+function hasExplicitFreshness(cc: CacheControl, headers: readonly string[], ignoreExpires: boolean): boolean {
+  return cc.sMaxAge !== undefined || cc.maxAge !== undefined || (!ignoreExpires && headerValue(headers, 'expires') !== undefined);
 }
 
 /**
  * Freshness lifetime in ms (§4.2.1): s-maxage, then max-age, then Expires − Date, then (opt-in) heuristic,
- * then `default_ttl`. `responseTime` stands in for a missing Date.
+ * then `default_ttl`. `responseTime` stands in for a missing Date. `ignoreExpires`: a targeted field is in effect
+ * (RFC 9213 §2.1).
  */
 export function freshnessLifetime(
   status: number,
@@ -108,13 +141,15 @@ export function freshnessLifetime(
   cc: CacheControl,
   responseTime: number | undefined,
   options: RuleOptions,
+  ignoreExpires = false,
 ): number {
   if (cc.sMaxAge !== undefined) return cc.sMaxAge * 1000;
   if (cc.maxAge !== undefined) return cc.maxAge * 1000;
   const date = httpDate(headerValue(headers, 'date')) ?? responseTime ?? Date.now();
-  const expiresText = headerValue(headers, 'expires');
+  // Several Expires lines come joined with ", ", which is no HTTP-date: invalid, like a list in one line.
+  const expiresText = ignoreExpires ? undefined : headerValues(headers, 'expires');
   if (expiresText !== undefined) {
-    // An invalid Expires (such as "0") means already expired (§5.3).
+    // An invalid Expires (such as "0", or a date in another format) means already expired (§5.3).
     const expires = httpDate(expiresText);
     return expires === undefined ? 0 : Math.max(0, expires - date);
   }
@@ -126,10 +161,20 @@ export function freshnessLifetime(
   return options.defaultTtl;
 }
 
+/**
+ * The Age field's value in seconds (§5.1): of a list (`7200, 0`, or several lines) the first member; an invalid
+ * value is ignored (0). Values beyond 2^31 mean "a very long time" (§1.2.2).
+ */
+export function ageSeconds(value: string | undefined): number {
+  if (value === undefined) return 0;
+  const comma = value.indexOf(',');
+  const first = (comma === -1 ? value : value.slice(0, comma)).trim();
+  return /^\d+$/.test(first) ? Math.min(Number(first), 2 ** 31) : 0;
+}
+
 /** Current age in ms (§4.2.3). */
 export function currentAge(entry: Pick<StoredResponse, 'headers' | 'requestTime' | 'responseTime'>, now: number): number {
-  const ageHeader = headerValue(entry.headers, 'age');
-  const ageValue = ageHeader !== undefined && /^\d+$/.test(ageHeader.trim()) ? Number(ageHeader) * 1000 : 0;
+  const ageValue = ageSeconds(headerValue(entry.headers, 'age')) * 1000;
   const dateValue = httpDate(headerValue(entry.headers, 'date')) ?? entry.responseTime;
   const apparentAge = Math.max(0, entry.responseTime - dateValue);
   const responseDelay = Math.max(0, entry.responseTime - entry.requestTime);
@@ -143,6 +188,8 @@ export interface EntryFacts {
   cc: CacheControl;
   /** Freshness lifetime, ms. */
   lifetime: number;
+  /** The targeted field whose directives are in `cc` (RFC 9213), or `undefined` for Cache-Control. */
+  targeted: string | undefined;
   /** Stale may never be served (must-revalidate, proxy-revalidate or s-maxage). */
   neverStale: boolean;
   etag: string | undefined;
@@ -162,12 +209,13 @@ export function ageOf(facts: EntryFacts, now: number): number {
 
 /** Computes the serving facts of a stored response. */
 export function entryFacts(entry: StoredResponse, options: RuleOptions): EntryFacts {
-  const cc = parseCacheControl(headerValues(entry.headers, 'cache-control'));
+  const { cc, targeted } = responseDirectives(entry.headers, options.targeted);
   const vary = headerValues(entry.headers, 'vary');
   return {
     status: entry.status,
     cc,
-    lifetime: freshnessLifetime(entry.status, entry.headers, cc, entry.responseTime, options),
+    targeted,
+    lifetime: freshnessLifetime(entry.status, entry.headers, cc, entry.responseTime, options, targeted !== undefined),
     neverStale: cc.mustRevalidate || cc.proxyRevalidate || cc.sMaxAge !== undefined,
     etag: headerValue(entry.headers, 'etag'),
     lastModified: headerValue(entry.headers, 'last-modified'),

@@ -9,7 +9,7 @@ import { DiskStore } from './disk-store.js';
 import type { GrowingBody } from './growing-body.js';
 import { oneWriteText } from '../http/send.js';
 import { MemoryStore, type MemoryVariant } from './memory-store.js';
-import { entryFacts, headerValue, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
+import { entryFacts, headerValue, PORTICO_CACHE_CONTROL, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
 import type { PersistentStore, StoredResponse } from './types.js';
 
 type ZoneConfig = Config['caches'][string];
@@ -27,12 +27,15 @@ export interface VariantExtra {
   served: { age: number; ttl: number; headers: string[] } | undefined;
 }
 
-/** Builds a servable variant: facts once, and the header list with an exact Content-Length and no Age. */
+/**
+ * Builds a servable variant: facts once, and the header list with an exact Content-Length, no Age, and no
+ * Portico-Cache-Control (kept in the stored response, where the facts of a reloaded entry are read from).
+ */
 export function makeVariant(entry: StoredResponse, options: RuleOptions): CachedVariant {
   const baseHeaders: string[] = [];
   for (let i = 0; i < entry.headers.length; i += 2) {
     const lower = entry.headers[i]!.toLowerCase();
-    if (lower === 'age' || lower === 'content-length' || lower === 'cache-status') continue;
+    if (lower === 'age' || lower === 'content-length' || lower === 'cache-status' || lower === PORTICO_CACHE_CONTROL) continue;
     baseHeaders.push(entry.headers[i]!, entry.headers[i + 1]!);
   }
   if (entry.status !== 204 && entry.status !== 304) baseHeaders.push('Content-Length', String(entry.body.length));
@@ -213,6 +216,26 @@ export function withoutSetCookie(headers: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     if (headers[i]!.toLowerCase() !== 'set-cookie') out.push(headers[i]!, headers[i + 1]!);
+  }
+  return out;
+}
+
+/**
+ * The header list less Portico's own targeted field (`Portico-Cache-Control`), which never reaches a client; the
+ * same list when it has none (the usual case: no copy).
+ */
+export function withoutPorticoField(headers: readonly string[]): readonly string[] {
+  let found = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.length === PORTICO_CACHE_CONTROL.length && headers[i]!.toLowerCase() === PORTICO_CACHE_CONTROL) {
+      found = true;
+      break;
+    }
+  }
+  if (!found) return headers;
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() !== PORTICO_CACHE_CONTROL) out.push(headers[i]!, headers[i + 1]!);
   }
   return out;
 }

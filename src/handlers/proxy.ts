@@ -32,6 +32,18 @@ const cacheOptions = z.strictObject({
   hit_for_miss: duration.default(10_000),
   /** Collapse concurrent misses for one key into one upstream request. */
   collapse: z.boolean().default(true),
+  /**
+   * Targeted cache-control fields obeyed (RFC 9213), first present and valid wins; it then replaces Cache-Control
+   * and Expires. `CDN-Cache-Control` counts only when listed (an app may send it for an outer CDN).
+   */
+  targeted: z
+    .array(
+      z
+        .string()
+        .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'a header field name')
+        .refine((name) => name.toLowerCase() !== 'cache-control', 'Cache-Control is not a targeted field'),
+    )
+    .default(['Portico-Cache-Control']),
 });
 
 const options = z.strictObject({
@@ -135,6 +147,7 @@ export const proxyKind = defineHandler({
                 defaultTtl: options.cache.default_ttl,
                 ignoreSetCookie: options.cache.ignore_set_cookie,
                 staleIfError: options.cache.stale_if_error,
+                targeted: options.cache.targeted.map((name) => name.toLowerCase()),
               },
               staleIfUnreachable: options.cache.stale_if_unreachable,
               hitForMiss: options.cache.hit_for_miss,

@@ -2,6 +2,7 @@
  * Conditional requests (RFC 9110 §13.2.2), evaluated in the order the RFC gives. Pure: the caller passes the
  * request's headers and the selected representation's validators.
  */
+import { parseHttpDate } from './dates.js';
 
 /** Validators of the selected representation. */
 export interface Validators {
@@ -67,11 +68,8 @@ function weakMatch(list: string, etag: string | undefined): boolean {
   return false;
 }
 
-/** Milliseconds of an HTTP-date, or NaN when it is not one. */
-export function parseHttpDate(value: string): number {
-  // Date.parse accepts IMF-fixdate and the obsolete forms, plus much that is not an HTTP-date; require a GMT zone.
-  return /GMT$/.test(value.trim()) ? Date.parse(value) : NaN;
-}
+/** Milliseconds of an HTTP-date, or NaN when it is not one (strict: RFC 9110 §5.6.7; see `dates.ts`). */
+export { parseHttpDate };
 
 /**
  * Evaluates the preconditions of a GET/HEAD (`safe`) or other request against a representation. A date

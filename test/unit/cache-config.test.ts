@@ -96,7 +96,17 @@ describe('cache config', () => {
         ignore_set_cookie: false,
         hit_for_miss: 10_000,
         collapse: true,
+        targeted: ['Portico-Cache-Control'],
       },
     );
+  });
+
+  test('targeted lists header field names; Cache-Control itself is not a targeted field', () => {
+    const route = (targeted: string) =>
+      ['caches:', '  main: { memory: 1MB }', 'sites:', '  - routes:', '      - path: /', `        proxy: { url: "http://127.0.0.1:9", cache: { zone: main, targeted: ${targeted} } }`].join('\n');
+    const config = parseConfig(route('[CDN-Cache-Control, Portico-Cache-Control]'), 'portico.yaml', dir);
+    assert.deepEqual(optionsOf(proxyKind, config.sites[0]!.routes[0]!).cache!.targeted, ['CDN-Cache-Control', 'Portico-Cache-Control']);
+    assert.match(errorsOf(route('["bad name"]')).join('\n'), /cache\.targeted\[0\]: a header field name/);
+    assert.match(errorsOf(route('[Cache-Control]')).join('\n'), /cache\.targeted\[0\]: Cache-Control is not a targeted field/);
   });
 });

@@ -9,6 +9,8 @@ import fc from 'fast-check';
 import { EMPTY_CACHE_CONTROL, parseCacheControl } from '../../src/cache/cache-control.js';
 import {
   ageOf,
+  ageSeconds,
+  DEFAULT_TARGETED,
   currentAge,
   entryFacts,
   freshnessLifetime,
@@ -23,7 +25,7 @@ import type { StoredResponse } from '../../src/cache/types.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00Z');
 const HTTP_NOW = new Date(NOW).toUTCString();
-const DEFAULTS: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0 };
+const DEFAULTS: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const GET = { method: 'GET', cacheControl: EMPTY_CACHE_CONTROL, hasAuthorization: false };
 
 function httpDate(ms: number): string {
@@ -336,5 +338,142 @@ describe('varyKey', () => {
     assert.equal(ae('br;q=0, gzip;q=0'), ae('identity'));
     assert.notEqual(ae('br'), ae('gzip'));
     assert.notEqual(ae('gzip'), ae('identity'));
+  });
+});
+
+describe('Expires: only an HTTP-date, else already expired (RFC 9111 §5.3)', () => {
+  const later = NOW + 3_600_000;
+  const imf = httpDate(later);
+  // Near misses of a later instant that a lenient parser (Date.parse) takes.
+  const nearMisses = [
+    'Wed, 01 May 2024 13:00:00 UTC',
+    'Wed 01 May 2024 13:00:00 GMT',
+    'Wed,  01 May 2024 13:00:00 GMT',
+    'Wed, 01-May-2024 13:00:00 GMT',
+    'Thu, 02 May 2024 9:00:00 GMT',
+    '2024-05-01T13:00:00Z',
+  ];
+
+  test('a valid Expires an hour ahead gives an hour of freshness; in each obsolete form too', () => {
+    assert.equal(lifetime({ expires: imf }), 3_600_000);
+    assert.equal(lifetime({ expires: 'Wednesday, 01-May-24 13:00:00 GMT' }), 3_600_000);
+    assert.equal(lifetime({ expires: 'Wed May  1 13:00:00 2024' }), 3_600_000);
+  });
+
+  test('UTC for GMT, a missing comma, doubled spaces, dashes, a one-digit hour: each is expired', () => {
+    for (const expires of nearMisses) {
+      assert.ok(Date.parse(expires) > NOW, `Date.parse takes ${expires} as a later instant`);
+      assert.equal(lifetime({ expires }), 0, expires);
+      assert.equal(usability(entryFacts(entry({ expires }), DEFAULTS), 0, EMPTY_CACHE_CONTROL, false), 'revalidate', expires);
+    }
+  });
+
+  test('several Expires field lines are invalid: expired, even when each is a valid date', () => {
+    const list = ['expires', imf, 'expires', imf, 'date', HTTP_NOW];
+    assert.equal(freshnessLifetime(200, list, EMPTY_CACHE_CONTROL, NOW, DEFAULTS), 0);
+    const e: StoredResponse = { ...entry({}), headers: list };
+    assert.equal(usability(entryFacts(e, DEFAULTS), 0, EMPTY_CACHE_CONTROL, false), 'revalidate');
+    // One line with two dates is the same list.
+    assert.equal(lifetime({ expires: `${imf}, ${imf}` }), 0);
+  });
+
+  test('a Date that is not an HTTP-date is not used: the response time stands in', () => {
+    assert.equal(lifetime({ expires: imf, date: imf.replace('GMT', 'UTC') }), 3_600_000);
+  });
+});
+
+describe('Age: a list uses its first value (RFC 9111 §5.1)', () => {
+  test('Age: 7200, 0 is 7200 s old, so max-age=3600 is stale', () => {
+    const e = entry({ age: '7200, 0', 'cache-control': 'max-age=3600' });
+    assert.equal(currentAge(e, NOW), 7_200_000);
+    const facts = entryFacts(e, DEFAULTS);
+    assert.equal(usability(facts, ageOf(facts, NOW), EMPTY_CACHE_CONTROL, false), 'revalidate');
+  });
+
+  test('several Age lines: the first one counts', () => {
+    const e: StoredResponse = { ...entry({}), headers: ['age', '7200', 'age', '0', 'cache-control', 'max-age=3600', 'date', HTTP_NOW] };
+    assert.equal(currentAge(e, NOW), 7_200_000);
+    assert.equal(ageSeconds('0, 7200'), 0);
+  });
+
+  test('an invalid first member is ignored as a whole', () => {
+    assert.equal(ageSeconds('x, 7200'), 0);
+    assert.equal(ageSeconds(' 12 ,3'), 12);
+  });
+});
+
+describe('targeted cache control (RFC 9213)', () => {
+  const CDN = { ...DEFAULTS, targeted: ['cdn-cache-control', 'portico-cache-control'] };
+
+  test('Portico-Cache-Control replaces Cache-Control: its max-age sets the lifetime', () => {
+    const e = entry({ 'cache-control': 'max-age=10', 'portico-cache-control': 'max-age=600' });
+    const facts = entryFacts(e, DEFAULTS);
+    assert.equal(facts.lifetime, 600_000);
+    assert.equal(facts.targeted, 'portico-cache-control');
+    assert.equal(usability(facts, 300_000, EMPTY_CACHE_CONTROL, false), 'fresh');
+  });
+
+  test('CDN-Cache-Control counts only when listed', () => {
+    const e = entry({ 'cache-control': 'max-age=10', 'cdn-cache-control': 'max-age=600' });
+    assert.equal(entryFacts(e, DEFAULTS).lifetime, 10_000);
+    assert.equal(entryFacts(e, CDN).lifetime, 600_000);
+  });
+
+  test('the first listed field that is present and valid wins', () => {
+    const both = { 'cdn-cache-control': 'max-age=100', 'portico-cache-control': 'max-age=200' };
+    assert.equal(entryFacts(entry(both), CDN).lifetime, 100_000);
+    assert.equal(entryFacts(entry(both), { ...DEFAULTS, targeted: ['portico-cache-control', 'cdn-cache-control'] }).lifetime, 200_000);
+    // An invalid first one is skipped for the next.
+    assert.equal(entryFacts(entry({ ...both, 'cdn-cache-control': 'max-age=1, Private' }), CDN).lifetime, 200_000);
+  });
+
+  test('an invalid or empty targeted field is ignored: Cache-Control decides', () => {
+    for (const value of ['max-age=600, Private', 'max-age=600,', 'max-age="600', '', 'max-age=600;;']) {
+      const e = entry({ 'cache-control': 'max-age=10', 'portico-cache-control': value });
+      assert.equal(entryFacts(e, DEFAULTS).lifetime, 10_000, value);
+      assert.equal(entryFacts(e, DEFAULTS).targeted, undefined, value);
+    }
+  });
+
+  test('private, no-store and no-cache in the targeted field count; Cache-Control public does not help', () => {
+    assert.equal(storable({ 'cache-control': 'public, max-age=60', 'portico-cache-control': 'private, max-age=60' }), 'private');
+    assert.equal(storable({ 'cache-control': 'public, max-age=60', 'portico-cache-control': 'no-store' }), 'no-store');
+    const facts = entryFacts(entry({ 'cache-control': 'max-age=60', 'portico-cache-control': 'no-cache, max-age=60' }), DEFAULTS);
+    assert.equal(usability(facts, 0, EMPTY_CACHE_CONTROL, false), 'revalidate');
+  });
+
+  test('a targeted field allows what Cache-Control forbids: Cache-Control no-store with Portico-Cache-Control max-age is stored', () => {
+    assert.equal(storable({ 'cache-control': 'no-store', 'portico-cache-control': 'max-age=60' }), undefined);
+    assert.equal(storable({ 'cache-control': 'no-store' }), 'no-store');
+  });
+
+  test('s-maxage in the targeted field sets the lifetime and forbids serving stale', () => {
+    const facts = entryFacts(entry({ 'portico-cache-control': 's-maxage=30, max-age=5' }), DEFAULTS);
+    assert.equal(facts.lifetime, 30_000);
+    assert.equal(facts.neverStale, true);
+  });
+
+  test('with a targeted field in effect, Expires is ignored too', () => {
+    const expires = httpDate(NOW + 3_600_000);
+    assert.equal(storable({ expires, 'portico-cache-control': 'must-revalidate' }), 'no-freshness');
+    assert.equal(entryFacts(entry({ expires, 'portico-cache-control': 'max-age=5' }), DEFAULTS).lifetime, 5_000);
+  });
+
+  test('Authorization (§3.5) is judged on the field in effect', () => {
+    const auth = { hasAuthorization: true };
+    assert.equal(storable({ 'cache-control': 'public, max-age=60', 'portico-cache-control': 'max-age=60' }, 200, {}, auth), 'authorization');
+    assert.equal(storable({ 'cache-control': 'max-age=60', 'portico-cache-control': 'public, max-age=60' }, 200, {}, auth), undefined);
+  });
+
+  test('Set-Cookie and Vary rules stay as they are', () => {
+    assert.equal(storable({ 'portico-cache-control': 'public, max-age=60', 'set-cookie': 'sid=1' }), 'set-cookie');
+    assert.equal(storable({ 'portico-cache-control': 'max-age=60', vary: '*' }), 'vary-star');
+  });
+
+  test('a max-age that is not an Integer counts as 0; several lines of the field are one Dictionary', () => {
+    assert.equal(entryFacts(entry({ 'portico-cache-control': 'max-age=6.5' }), DEFAULTS).lifetime, 0);
+    assert.equal(entryFacts(entry({ 'portico-cache-control': 'max-age="60"' }), DEFAULTS).lifetime, 0);
+    const e: StoredResponse = { ...entry({}), headers: ['portico-cache-control', 'max-age=60', 'portico-cache-control', 'private', 'date', HTTP_NOW] };
+    assert.equal(notStorable(GET, 200, e.headers, DEFAULTS), 'private');
   });
 });

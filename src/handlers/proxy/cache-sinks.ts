@@ -11,7 +11,7 @@ import type { CacheControl } from '../../cache/cache-control.js';
 import { GrowingBody } from '../../cache/growing-body.js';
 import { currentAge, headerValue, mayServeStaleOnError, notStorable, varyKey, type RuleOptions } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
-import { withoutSetCookie, type CacheZone, type CachedVariant, type FlightDecision } from '../../cache/zone.js';
+import { withoutPorticoField, withoutSetCookie, type CacheZone, type CachedVariant, type FlightDecision } from '../../cache/zone.js';
 import { PorticoError } from '../../errors.js';
 
 /** Origin statuses that count as errors for stale-if-error (RFC 5861 §4). */
@@ -34,7 +34,7 @@ export class TaggedSink implements ResponseSink {
   head(status: number, headers: string[]): void {
     this.status = status;
     this.headers = headers;
-    this.inner.head(status, [...headers, 'Cache-Status', this.statusHeader]);
+    this.inner.head(status, [...withoutPorticoField(headers), 'Cache-Status', this.statusHeader]);
   }
   data(chunk: Buffer): boolean {
     return this.inner.data(chunk);
@@ -203,7 +203,7 @@ export class StoringSink implements ResponseSink {
     if (reason === undefined && variantKey !== undefined) {
       this.#body = new GrowingBody();
       this.#stored = { key: this.key, varyKey: variantKey, status, headers: storedHeaders, requestTime: this.#requestTime, responseTime: this.#responseTime };
-      this.#publish({ share: true, status, headers: storedHeaders, body: this.#body, vary, varyKeyOf: variantKey });
+      this.#publish({ share: true, status, headers: withoutPorticoField(storedHeaders), body: this.#body, vary, varyKeyOf: variantKey });
     } else {
       this.#publish({ share: false });
       if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
@@ -227,7 +227,7 @@ export class StoringSink implements ResponseSink {
       }
     }
     ctx.status = status;
-    ctx.res.writeHead(status, [...headers, 'Cache-Status', statusHeader]);
+    ctx.res.writeHead(status, [...withoutPorticoField(headers), 'Cache-Status', statusHeader]);
     if (req.method === 'HEAD') this.#clientBody = false;
   }
 
