@@ -126,7 +126,9 @@ export const proxyKind = defineHandler({
         upstream,
         passiveOn,
         retryOn: new Set(config.retry_on),
-        hide: new Set(options.hide_headers.map((name) => name.toLowerCase())),
+        // Portico's own targeted field never reaches a client: a cached route's cache reads and then removes it;
+        // a route without a cache drops it with the other hidden fields.
+        hide: new Set([...options.hide_headers.map((name) => name.toLowerCase()), ...(options.cache === undefined ? ['portico-cache-control'] : [])]),
         serverHeader: env.serverHeader,
         serverOrigins: upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin),
         strippedPrefix: prefix.replace(/\/$/, ''),

@@ -186,3 +186,17 @@ sites:
     assert.ok(back < 10_000, `a got no traffic for ${back} ms after its restart (fail_timeout is 60 s)`);
   });
 });
+
+describe("Portico's own targeted field", () => {
+  test('Portico-Cache-Control from the app never reaches a client, on a proxy route without a cache too', async () => {
+    const app = await upstream((_req, res) => {
+      res.setHeader('Portico-Cache-Control', 'max-age=60');
+      res.setHeader('CDN-Cache-Control', 'max-age=30');
+      res.end('ok');
+    });
+    const server = await portico(`upstreams:\n  app:\n    servers: [{ url: "${app.url}" }]\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`);
+    const res = await fetch(server.url);
+    assert.equal(res.headers.get('portico-cache-control'), null);
+    assert.equal(res.headers.get('cdn-cache-control'), 'max-age=30');
+  });
+});
