@@ -167,3 +167,34 @@ export function rewriteLocation(
   }
   return value;
 }
+
+/**
+ * The Link values of a 103 Early Hints head (undici's raw Buffers), one link per entry: a field listing several
+ * (`<a>; rel=preload, <b>; rel=preload`, as Node's `writeEarlyHints` sends them) is split at the commas between
+ * links, outside `<…>` and quoted strings. Undefined when it has none.
+ */
+export function earlyHintLinks(raw: readonly Buffer[]): string[] | undefined {
+  let links: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 4 || raw[i]!.toString('latin1').toLowerCase() !== 'link') continue;
+    const value = raw[i + 1]!.toString('latin1');
+    let start = 0;
+    let quoted = false;
+    let inUri = false;
+    for (let j = 0; j <= value.length; j++) {
+      const c = value[j];
+      if (c === undefined || (c === ',' && !quoted && !inUri)) {
+        const link = value.slice(start, j).trim();
+        if (link !== '') (links ??= []).push(link);
+        start = j + 1;
+      } else if (quoted) {
+        if (c === '\\') j++;
+        else if (c === '"') quoted = false;
+      } else if (inUri) {
+        if (c === '>') inUri = false;
+      } else if (c === '"') quoted = true;
+      else if (c === '<') inUri = true;
+    }
+  }
+  return links;
+}

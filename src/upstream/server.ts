@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
+import { skippingContinue } from './continue.js';
 import type { PolicyServer } from './policies/types.js';
 
 type UpstreamConfig = Config['upstreams'][string];
@@ -78,7 +79,12 @@ export class UpstreamServer implements PolicyServer {
       headersTimeout: upstream.timeouts.response_header,
       bodyTimeout: upstream.timeouts.read,
       socketPath: config.url.socketPath,
-      connect: config.url.kind === 'https' ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname) : connect,
+      // undici adds the socket path to a connector it builds itself; one built here is given it.
+      connect: skippingContinue(
+        config.url.kind === 'https'
+          ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname)
+          : buildConnector(config.url.socketPath === undefined ? connect : { ...connect, socketPath: config.url.socketPath }),
+      ),
     });
     // undici takes each request's TLS server name from its Host header, which is the *client's* Host here: a
     // changing name would also make it drop the pooled connection. Every request names the same one instead.

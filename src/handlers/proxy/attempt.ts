@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
-import { filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
+import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
@@ -143,6 +143,15 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     const { ex, shared, server, log } = this;
+    // An interim answer (undici reports each 1xx here, then the final one): a 103's Link fields may go ahead to
+    // the client; any other (102, 1xx unknown) is dropped. The final answer follows on the same attempt.
+    if (statusCode < 200) {
+      if (statusCode === 103 && !ex.clientGone && !this.#discarding) {
+        const links = earlyHintLinks(rawHeaders);
+        if (links !== undefined) ex.sink.earlyHints?.(links);
+      }
+      return true;
+    }
     const now = Date.now();
     const status = String(statusCode) as FailureReason;
     log.headerMs = now - this.#start;
@@ -155,7 +164,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
       this.#failure = status;
       return true;
     }
-    if (statusCode < 200 || ex.clientGone) {
+    if (ex.clientGone) {
       this.#discarding = true;
       this.#failure = 'reset';
       return true;
@@ -164,6 +173,13 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     if (this.setCookie !== undefined) headers.push('Set-Cookie', this.setCookie);
     ex.committed = true;
     ex.sink.head(statusCode, headers);
+    if (statusCode === 204 || statusCode === 304) {
+      // No body by definition (RFC 9110 §6.4.1): complete at its head. undici would otherwise fail one that
+      // carries a Content-Length (a length mismatch) after the head, and the answer would never end.
+      ex.sink.end();
+      this.#settle({ ok: true });
+      return true;
+    }
     ex.sink.drain(resume);
     return true;
   }
@@ -174,12 +190,16 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   }
 
   onComplete(): void {
+    // Settled already: a 204/304 completed at its head.
+    if (this.#settled) return;
     if (this.#discarding) return this.#settle({ ok: false, reason: this.#failure, aborted: false });
     this.ex.sink.end();
     this.#settle({ ok: true });
   }
 
   onError(err: Error): void {
+    // A 204/304 completed at its head: what undici says of it afterwards (a length mismatch) changes nothing.
+    if (this.#settled) return;
     const { ex, shared } = this;
     const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
     if (!this.#discarding) {

@@ -4,6 +4,7 @@
  * revalidation's 304 and stale-if-error.
  */
 import type { PreparedRequest, ResponseSink } from './sink.js';
+import { sendEarlyHints } from './interim.js';
 import { evaluatePreconditions, validatorsOf } from '../../http/conditional.js';
 import type { RequestContext } from '../../http/context.js';
 import type { Template } from '../../http/template.js';
@@ -47,6 +48,9 @@ export class TaggedSink implements ResponseSink {
   }
   fail(err: Error): void {
     this.inner.fail(err);
+  }
+  earlyHints(links: string[]): void {
+    this.inner.earlyHints?.(links);
   }
 }
 
@@ -249,6 +253,11 @@ export class StoringSink implements ResponseSink {
     this.#resume = resume;
   }
 
+  /** A 103 of the fetch goes to the client that triggered it (not to collapsed waiters, nor in the background). */
+  earlyHints(links: string[]): void {
+    if (!this.background && !this.#clientGone) sendEarlyHints(this.ctx, links);
+  }
+
   /**
    * Beyond max_object with no Content-Length to tell beforehand: not stored, not joined by anyone new, and the
    * body kept only until the waiters already reading have passed it.
@@ -278,7 +287,8 @@ export class StoringSink implements ResponseSink {
 
   fail(err: Error): void {
     this.#body?.fail(err);
-    if (!this.background && this.#mode === 'client') this.ctx.res.destroy();
+    // A 'discard' (stale-if-error) answers after the forward; a 'refresh' that failed has nothing to serve.
+    if (!this.background && this.#mode !== 'discard') this.ctx.res.destroy();
   }
 
   /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */

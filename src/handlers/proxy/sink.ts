@@ -1,6 +1,7 @@
 /** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
+import { sendEarlyHints } from './interim.js';
 
 /**
  * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it
@@ -15,6 +16,8 @@ export interface ResponseSink {
   end(): void;
   /** The origin failed after `head`: the response must end visibly broken. */
   fail(err: Error): void;
+  /** A 103 Early Hints before `head`, its Link values one per entry (optional: dropped by sinks without it). */
+  earlyHints?(links: string[]): void;
 }
 
 /**
@@ -62,6 +65,10 @@ export class ClientSink implements ResponseSink {
 
   drain(resume: () => void): void {
     this.#resume = resume;
+  }
+
+  earlyHints(links: string[]): void {
+    sendEarlyHints(this.ctx, links);
   }
 
   end(): void {
