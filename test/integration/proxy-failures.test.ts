@@ -33,10 +33,16 @@ async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<
 }
 
 /** A backend that is not listening: its port refuses connections. */
+let refusingCount = 0;
+
+/**
+ * A server address that refuses connections: port 1 on a loopback address of its own. (A port freed by stopping a
+ * server could be handed to the next server the test starts — a test then saw its "refusing" server answer.)
+ */
 async function refusing(): Promise<TestUpstream> {
-  const dead = await startUpstream('never');
-  await dead.stop();
-  return dead;
+  refusingCount++;
+  const host = `127.0.${Math.floor(refusingCount / 250)}.${2 + (refusingCount % 250)}`;
+  return { url: `http://${host}:1`, port: 1, requests: [], stop: async () => {}, restart: async () => {}, server: undefined } as unknown as TestUpstream;
 }
 
 /** Config text: one upstream `app` with the given servers and options, proxied at `/`. */
@@ -49,7 +55,9 @@ function config(servers: readonly TestUpstream[], options = '', top = ''): strin
 function assertHides(res: FullResponse, servers: readonly TestUpstream[]): void {
   const text = `${res.rawHeaders.join('\n')}\n${res.body.toString('latin1')}`;
   for (const server of servers) {
-    assert.ok(!text.includes(String(server.port)), `response reveals port ${server.port}:\n${text}`);
+    const { host, hostname } = new URL(server.url);
+    assert.ok(!text.includes(host) && !text.includes(hostname), `response reveals ${host}:\n${text}`);
+    if (server.port > 1000) assert.ok(!text.includes(String(server.port)), `response reveals port ${server.port}:\n${text}`);
   }
   assert.doesNotMatch(text, /127\.0\.0\.1:\d|ECONNREFUSED|UND_ERR|at .*\.js/);
 }
