@@ -306,13 +306,34 @@ function routeSchema(parts: ConfigParts) {
 }
 
 function siteSchema(parts: ConfigParts) {
-  return z.strictObject({
+  const names = parts.middlewares.map((middleware) => middleware.kind);
+  const shape: Record<string, z.ZodType> = {
     /** Host names this site answers; omitted = the default site. `*.example.com` matches subdomains only. */
     hosts: z.array(z.string().min(1)).min(1).optional(),
     routes: z.array(routeSchema(parts)).default([]),
     /** Custom error pages: status → file (relative to the config's folder). */
     error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
+  };
+  // A middleware set on a site applies to each of its routes that does not set its own.
+  for (const middleware of parts.middlewares) shape[middleware.kind] = middleware.options.optional();
+  return z.strictObject(shape).transform((value): SiteConfig => {
+    const middlewares = names.filter((name) => value[name] !== undefined).map((name) => ({ kind: name, options: value[name] }));
+    return {
+      hosts: value.hosts as string[] | undefined,
+      routes: value.routes as RouteConfig[],
+      error_pages: value.error_pages as Record<string, string>,
+      middlewares,
+    };
   });
+}
+
+/** A site after parsing, with the middlewares it sets for its routes. */
+export interface SiteConfig {
+  hosts: string[] | undefined;
+  routes: RouteConfig[];
+  error_pages: Record<string, string>;
+  /** Middleware kinds the site names, with their options: each route that names none of that kind inherits it. */
+  middlewares: Array<{ kind: string; options: unknown }>;
 }
 
 const log = z.strictObject({

@@ -103,6 +103,13 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     if (site.hosts === undefined && ++defaults === 2) {
       problems.push({ keys: ['sites', s], message: 'a second site without "hosts": only one default site can exist' });
     }
+    for (const used of site.middlewares) {
+      const part = parts.middlewares.find((middleware) => middleware.kind === used.kind);
+      const env = { dir, routePath: { kind: 'prefix' as const, path: '/', stopRegex: false, text: '/' }, upstreams, caches };
+      for (const problem of part?.check?.(used.options, env) ?? []) {
+        problems.push({ keys: ['sites', s, used.kind, ...problem.keys], message: problem.message });
+      }
+    }
     site.hosts?.forEach((host, h) => {
       const reason = checkHostPattern(host);
       if (reason !== undefined) problems.push({ keys: ['sites', s, 'hosts', h], message: `${reason}: ${JSON.stringify(host)}` });

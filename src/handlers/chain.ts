@@ -6,8 +6,9 @@
  * nothing).
  *
  * Middleware kinds register in `handlers/index.ts` like handler kinds (a name, a schema, a factory) and take
- * one stage each; a route names them by key beside its handler (`rate_limit: { … }`). None is built in yet:
- * the stages are filled by the TLS and limits issue. The proxy's `cache:` stays inside the proxy handler, which
+ * one stage each; a route names them by key beside its handler (`access: [ … ]`), and a site's setting applies
+ * to each of its routes that has none of that kind. Built in: `access` (middleware/access.ts); the other stages
+ * are filled by the TLS and limits issue. The proxy's `cache:` stays inside the proxy handler, which
  * needs to drive its forwarding (revalidation, collapsing); the `cache` stage is for a route-level cache.
  */
 import type { z } from 'zod';

@@ -7,6 +7,7 @@ import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import { STAGES, type MiddlewareKind } from './chain.js';
+import { accessKind } from './middleware/access.js';
 import type { HandlerKind } from './types.js';
 import { PorticoError } from '../errors.js';
 
@@ -44,11 +45,12 @@ export function middlewareKind(name: string): MiddlewareKind | undefined {
   return middlewareRegistry.get(name);
 }
 
-/** Every registered middleware kind (none is built in yet; the limits issue adds them). */
+/** Every registered middleware kind. */
 export function middlewareKinds(): readonly MiddlewareKind[] {
   return [...middlewareRegistry.values()];
 }
 
+registerMiddlewareKind(accessKind);
 registerHandlerKind(staticKind);
 registerHandlerKind(redirectKind);
 registerHandlerKind(respondKind);

@@ -20,7 +20,7 @@ import { TrustedProxies } from '../http/client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
 import { RequestContext, type Handler } from '../http/context.js';
-import { compileChain } from '../handlers/chain.js';
+import { compileChain, type Link } from '../handlers/chain.js';
 import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
@@ -29,6 +29,8 @@ import { sendError } from '../http/send.js';
 interface CompiledRoute {
   handle: Handler;
   upgrade: HandlerInstance['upgrade'];
+  /** The middlewares of the chain, for an upgrade's own chain (its end is the tunnel). */
+  links: readonly Link[];
 }
 
 interface Site {
@@ -87,11 +89,14 @@ export class App {
         };
         const instance = handlerKind(route.kind)!.create(route.options, env);
         this.#instances.push(instance);
-        const links = route.middlewares.map((used) => {
+        // The route's own middlewares, and for each kind it does not name, its site's.
+        const named = new Set(route.middlewares.map((used) => used.kind));
+        const inherited = siteConfig.middlewares.filter((used) => !named.has(used.kind));
+        const links = [...inherited, ...route.middlewares].map((used) => {
           const kind = middlewareKind(used.kind)!;
           return { stage: kind.stage, middleware: kind.create(used.options, env) };
         });
-        return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade } };
+        return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade, links } };
       });
       const pages = Object.entries(siteConfig.error_pages);
       this.#sites.add(siteConfig.hosts, {
@@ -147,11 +152,17 @@ export class App {
     const route = this.#route(ctx);
     if (route === undefined) return;
     if ((req.headers.upgrade ?? '').toLowerCase() === 'websocket' && req.method === 'GET' && route.upgrade !== undefined) {
-      res.detachSocket(socket as Socket);
-      route.upgrade(ctx, socket, head).catch((err: unknown) => {
-        this.#logger.error({ err }, 'websocket tunnel failed');
-        socket.destroy();
-      });
+      const upgrade = route.upgrade;
+      // The route's middlewares see the upgrade too (an access rule refuses a tunnel as it refuses a request);
+      // only the handler at the end differs: the tunnel, on the raw socket.
+      const tunnel = (ctx: RequestContext): Promise<void> => {
+        res.detachSocket(socket as Socket);
+        return upgrade(ctx, socket, head).catch((err: unknown) => {
+          this.#logger.error({ err }, 'websocket tunnel failed');
+          socket.destroy();
+        });
+      };
+      this.#run(ctx, route.links.length === 0 ? { handle: tunnel } : { handle: compileChain(route.links, tunnel) });
       return;
     }
     if (head.length > 0) socket.unshift(head);
@@ -250,7 +261,7 @@ export class App {
     return ctx;
   }
 
-  #run(ctx: RequestContext, route: CompiledRoute): void {
+  #run(ctx: RequestContext, route: Pick<CompiledRoute, 'handle'>): void {
     try {
       const pending = route.handle(ctx);
       if (pending !== undefined) pending.catch((err: unknown) => this.#fail(ctx, err));
