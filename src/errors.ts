@@ -94,6 +94,7 @@ const REASONS: Record<number, string> = {
   416: 'Range Not Satisfiable',
   417: 'Expectation Failed',
   421: 'Misdirected Request',
+  429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   501: 'Not Implemented',

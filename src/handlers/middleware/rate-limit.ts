@@ -1,0 +1,102 @@
+/**
+ * `rate_limit`: a token bucket per key (by default the client address, IPv6 grouped by its /64 so that one
+ * host cannot rotate through its addresses), as nginx's `limit_req` with `burst … nodelay`. A request with no
+ * token left gets 429 with `Retry-After`. The buckets live in a bounded LRU map (scope: this process and this
+ * config: a reload starts them afresh; cluster-wide limits come with shared state).
+ */
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { LRUCache } from 'lru-cache';
+import { z } from 'zod';
+import { sendError } from '../../http/send.js';
+import { compileTemplate } from '../../http/template.js';
+import { defineMiddleware } from '../chain.js';
+
+const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `100/s`, `30/m`, `1000/h` (a bare number is per second) as tokens per millisecond. */
+const rate = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:\/\s*([smh]))?\s*$/.exec(String(value));
+  const count = match === null ? NaN : Number(match[1]);
+  if (match === null || !(count > 0)) {
+    ctx.addIssue({ code: 'custom', message: `expected a rate such as "100/s", "30/m" or "1000/h", got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return count / UNITS[match[2] ?? 's']!;
+});
+
+const options = z.strictObject({
+  rate,
+  /** Requests a key may make at once beyond the rate (the bucket's size); the rate per second when absent. */
+  burst: z.number().int().min(1).optional(),
+  /** What a bucket is per: any template (see README, "Variables"). */
+  key: z.string().default('$remote_addr'),
+  /** With the default key, IPv6 clients share a bucket per prefix of this length. */
+  ipv6_prefix: z.number().int().min(1).max(128).default(64),
+  /** Buckets kept at most (least recently used dropped first). */
+  max_keys: z.number().int().min(1).default(100_000),
+});
+
+/** The first `bits` of an IPv6 address, the rest zeroed, in full form (`2001:db8:0:1:0:0:0:0`). */
+export function ipv6Prefix(address: string, bits: number): string {
+  let text = address;
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4 !== null) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  return groups
+    .map((group, i) => {
+      const value = parseInt(group, 16) || 0;
+      const keep = Math.max(0, Math.min(16, bits - i * 16));
+      return (keep === 0 ? 0 : value & ((0xffff << (16 - keep)) & 0xffff)).toString(16);
+    })
+    .join(':');
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/** The `rate_limit` middleware kind (stage `rate_limit`). */
+export const rateLimitKind = defineMiddleware({
+  kind: 'rate_limit',
+  stage: 'rate_limit',
+  options,
+  create(o) {
+    const perMs = o.rate;
+    const burst = o.burst ?? Math.max(1, Math.ceil(perMs * 1000));
+    const template = compileTemplate(o.key);
+    const byAddress = o.key === '$remote_addr';
+    const buckets = new LRUCache<string, Bucket>({ max: o.max_keys });
+    return function rateLimit(ctx, next) {
+      let key: string;
+      if (byAddress) {
+        const address = ctx.clientAddress();
+        key = net.isIPv6(address) ? ipv6Prefix(address, o.ipv6_prefix) : address;
+      } else {
+        key = template(ctx);
+      }
+      const now = performance.now();
+      let bucket = buckets.get(key);
+      if (bucket === undefined) {
+        bucket = { tokens: burst, at: now };
+        buckets.set(key, bucket);
+      } else {
+        bucket.tokens = Math.min(burst, bucket.tokens + (now - bucket.at) * perMs);
+        bucket.at = now;
+      }
+      if (bucket.tokens >= 1) {
+        bucket.tokens -= 1;
+        return next(ctx);
+      }
+      const wait = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
+      return sendError(ctx, 429, { 'Retry-After': String(wait) });
+    };
+  },
+});
