@@ -78,6 +78,53 @@ function* directives(header: string): Generator<[string, string | true]> {
   }
 }
 
+/**
+ * Sets one response directive on `cc`, for both Cache-Control and a targeted field (which differ only in how a
+ * value is written: `delta` reads one as seconds). `names` is a qualified no-cache's field list (undefined: the
+ * unqualified form). False when `name` is not a response directive.
+ */
+function setResponseDirective<V>(cc: CacheControl, name: string, value: V, delta: (value: V) => number, names: string | undefined): boolean {
+  switch (name) {
+    case 'no-store':
+      cc.noStore = true;
+      return true;
+    case 'no-cache': {
+      const list = names === undefined ? [] : names.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
+      cc.noCache = list.length === 0 ? true : list;
+      return true;
+    }
+    case 'private':
+      cc.private = true;
+      return true;
+    case 'public':
+      cc.public = true;
+      return true;
+    case 'max-age':
+      cc.maxAge = delta(value);
+      return true;
+    case 's-maxage':
+      cc.sMaxAge = delta(value);
+      return true;
+    case 'must-revalidate':
+      cc.mustRevalidate = true;
+      return true;
+    case 'proxy-revalidate':
+      cc.proxyRevalidate = true;
+      return true;
+    case 'stale-while-revalidate':
+      cc.staleWhileRevalidate = delta(value);
+      return true;
+    case 'stale-if-error':
+      cc.staleIfError = delta(value);
+      return true;
+    case 'immutable':
+      cc.immutable = true;
+      return true;
+    default:
+      return false;
+  }
+}
+
 /** Parses one or more Cache-Control field values (Node joins repeated fields with ", "). */
 export function parseCacheControl(header: string | string[] | undefined): CacheControl {
   if (header === undefined || header === '') return EMPTY_CACHE_CONTROL;
@@ -87,54 +134,11 @@ export function parseCacheControl(header: string | string[] | undefined): CacheC
   for (const [name, value] of directives(text)) {
     if (seen.has(name)) continue;
     seen.add(name);
-    switch (name) {
-      case 'no-store':
-        cc.noStore = true;
-        break;
-      case 'no-cache':
-        cc.noCache = value === true ? true : value.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
-        if (Array.isArray(cc.noCache) && cc.noCache.length === 0) cc.noCache = true;
-        break;
-      case 'private':
-        cc.private = true;
-        break;
-      case 'public':
-        cc.public = true;
-        break;
-      case 'max-age':
-        cc.maxAge = deltaSeconds(value);
-        break;
-      case 's-maxage':
-        cc.sMaxAge = deltaSeconds(value);
-        break;
-      case 'must-revalidate':
-        cc.mustRevalidate = true;
-        break;
-      case 'proxy-revalidate':
-        cc.proxyRevalidate = true;
-        break;
-      case 'max-stale':
-        cc.maxStale = value === true ? Infinity : deltaSeconds(value);
-        break;
-      case 'min-fresh':
-        cc.minFresh = deltaSeconds(value);
-        break;
-      case 'only-if-cached':
-        cc.onlyIfCached = true;
-        break;
-      case 'stale-while-revalidate':
-        cc.staleWhileRevalidate = deltaSeconds(value);
-        break;
-      case 'stale-if-error':
-        cc.staleIfError = deltaSeconds(value);
-        break;
-      case 'immutable':
-        cc.immutable = true;
-        break;
-      default:
-        // Unknown directives are ignored (§5.2.3).
-        break;
-    }
+    if (setResponseDirective(cc, name, value, deltaSeconds, value === true ? undefined : value)) continue;
+    // Request directives; unknown ones are ignored (§5.2.3).
+    if (name === 'max-stale') cc.maxStale = value === true ? Infinity : deltaSeconds(value);
+    else if (name === 'min-fresh') cc.minFresh = deltaSeconds(value);
+    else if (name === 'only-if-cached') cc.onlyIfCached = true;
   }
   return cc;
 }
@@ -167,47 +171,8 @@ export function parseTargetedCacheControl(value: string | undefined): CacheContr
     // An inner list is no directive's value: the directive is ignored.
     if (Array.isArray(item)) continue;
     if (item === false) continue;
-    switch (name) {
-      case 'no-store':
-        cc.noStore = true;
-        break;
-      case 'no-cache':
-        if (typeof item === 'string') {
-          const names = item.split(',').map((f) => f.trim().toLowerCase()).filter(Boolean);
-          cc.noCache = names.length === 0 ? true : names;
-        } else cc.noCache = true;
-        break;
-      case 'private':
-        cc.private = true;
-        break;
-      case 'public':
-        cc.public = true;
-        break;
-      case 'max-age':
-        cc.maxAge = targetedDelta(item);
-        break;
-      case 's-maxage':
-        cc.sMaxAge = targetedDelta(item);
-        break;
-      case 'must-revalidate':
-        cc.mustRevalidate = true;
-        break;
-      case 'proxy-revalidate':
-        cc.proxyRevalidate = true;
-        break;
-      case 'stale-while-revalidate':
-        cc.staleWhileRevalidate = targetedDelta(item);
-        break;
-      case 'stale-if-error':
-        cc.staleIfError = targetedDelta(item);
-        break;
-      case 'immutable':
-        cc.immutable = true;
-        break;
-      default:
-        // Unknown directives, and request-only ones, are ignored.
-        break;
-    }
+    // Request directives and unknown ones are ignored.
+    setResponseDirective(cc, name, item, targetedDelta, typeof item === 'string' ? item : undefined);
   }
   return cc;
 }

@@ -12,9 +12,8 @@
  * needs to drive its forwarding (revalidation, collapsing); the `cache` stage is for a route-level cache.
  */
 import type { z } from 'zod';
-import type { CheckEnv, Problem } from '../config/schema.js';
 import type { Handler, Middleware } from '../http/context.js';
-import type { HandlerEnv } from './types.js';
+import type { PartKind } from './types.js';
 
 /** The stages of a chain, outermost first. */
 export const STAGES = ['access', 'auth', 'rate_limit', 'body_size', 'cache', 'compress'] as const;
@@ -22,13 +21,9 @@ export const STAGES = ['access', 'auth', 'rate_limit', 'body_size', 'cache', 'co
 /** One stage of the chain. */
 export type Stage = (typeof STAGES)[number];
 
-/** A middleware kind: its config key, its stage, the schema of its options, its checks and its factory. */
-export interface MiddlewareKind<Schema extends z.ZodType = z.ZodType> {
-  readonly kind: string;
+/** A middleware kind: a part that makes one link of a chain, at its stage. */
+export interface MiddlewareKind<Schema extends z.ZodType = z.ZodType> extends PartKind<Schema, Middleware> {
   readonly stage: Stage;
-  readonly options: Schema;
-  check?(options: z.output<Schema>, env: CheckEnv): Problem[];
-  create(options: z.output<Schema>, env: HandlerEnv): Middleware;
 }
 
 /** Declares a middleware kind (the option type follows from the schema). */

@@ -16,7 +16,7 @@ import type { RequestContext } from '../http/context.js';
 import { RETRY_SOON, sendError, sendWhole } from '../http/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
-import { negotiateEncoding, type Encoding } from '../http/negotiate.js';
+import { negotiateEncoding } from '../http/negotiate.js';
 import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
 import { parseRange, type ByteRange } from '../http/range.js';
 import { StaticResolver, type Resolution } from './static/resolver.js';

@@ -38,18 +38,24 @@ export interface HandlerInstance {
 }
 
 /**
- * A handler kind: its config key, the schema of its options (which the config loader parses a route's key with),
- * its semantic checks, and the factory that resolves its options once. The option type is inferred from the
- * schema. Adding a kind is one file exporting one of these, plus its line in `handlers/index.ts`.
+ * A part a route names by key (a handler kind, a middleware kind): its config key, the schema of its options
+ * (which the config loader parses the key with), its semantic checks, and the factory that resolves its options
+ * once into what it makes. The option type is inferred from the schema.
  */
-export interface HandlerKind<Schema extends z.ZodType = z.ZodType> {
+export interface PartKind<Schema extends z.ZodType, Made> {
   readonly kind: string;
   readonly options: Schema;
   /** Checks that need the file system or the rest of the config; keys are relative to the options. */
   check?(options: z.output<Schema>, env: CheckEnv): Problem[];
-  /** Builds the handler from options the config loader parsed with `options`. */
-  create(options: z.output<Schema>, env: HandlerEnv): HandlerInstance;
+  /** Builds the part from options the config loader parsed with `options`. */
+  create(options: z.output<Schema>, env: HandlerEnv): Made;
 }
+
+/**
+ * A handler kind: a part that makes a route's handler. Adding a kind is one file exporting one of these, plus its
+ * line in `handlers/index.ts`.
+ */
+export type HandlerKind<Schema extends z.ZodType = z.ZodType> = PartKind<Schema, HandlerInstance>;
 
 /** Declares a handler kind (only names the type: the option type follows from the schema). */
 export function defineHandler<Schema extends z.ZodType>(kind: HandlerKind<Schema>): HandlerKind<Schema> {

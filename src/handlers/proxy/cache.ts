@@ -17,9 +17,9 @@ import type { RequestContext } from '../../http/context.js';
 import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
 import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
-import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey, type RuleOptions } from '../../cache/rules.js';
+import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
-import { sameOriginPath, type CacheZone, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
+import { sameOriginPath, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
 export interface Forwarder {
