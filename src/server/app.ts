@@ -162,7 +162,7 @@ export class App {
           socket.destroy();
         });
       };
-      this.#run(ctx, route.links.length === 0 ? { handle: tunnel } : { handle: compileChain(route.links, tunnel) });
+      this.#run(ctx, { handle: compileChain(route.links, tunnel) });
       return;
     }
     if (head.length > 0) socket.unshift(head);

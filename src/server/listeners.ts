@@ -6,8 +6,8 @@
  * limit, 408 for a slow one) and closes. Requests Node parsed but Portico refuses before routing (too many header
  * lines, no Host, CONNECT, an unmet expectation) go through the app like any other (`refusal`).
  *
- * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in place, for new connections and
- * requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
+ * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in
+ * place, for new connections and requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  */
 import http, { IncomingMessage, type ServerResponse } from 'node:http';
@@ -18,6 +18,7 @@ import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import { sendRawError } from '../http/send.js';
 import { KeepAliveSweeper } from './keepalive.js';
+import { parserHeaderPairs } from './node-internals.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -93,7 +94,7 @@ export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknow
  * may): the request had more lines than were kept, so it is over the limit the parser was made for.
  */
 function cutByParser(req: IncomingMessage, entries: number): boolean {
-  const kept = (req.socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
+  const kept = parserHeaderPairs(req.socket);
   return kept !== undefined && kept > 0 && entries >= kept;
 }
 
@@ -316,15 +317,13 @@ class Listener {
   }
 }
 
-/** A reload's listeners, bound but not yet serving the new config: `commit()` or `abandon()`. */
+/** A reload's listeners, bound but not yet serving the new config: `commit()` makes them the listeners. */
 export interface ListenerPlan {
   /**
    * Makes the plan the listeners, at once; the promise resolves when the addresses no longer listed have closed
    * (their connections and tunnels are cut after `graceMs`).
    */
   commit(graceMs?: number): Promise<void>;
-  /** Closes what the plan bound; the listeners stay as they were. */
-  abandon(): Promise<void>;
 }
 
 /** The set of listening sockets of one Portico process. */
@@ -349,8 +348,9 @@ export class Listeners {
   }
 
   /**
-   * Binds the addresses of `configs` that are not bound yet, keeping the others (see `Listener.serves`). Nothing changes until the plan is committed; if an address cannot be bound, whatever was bound for
-   * the plan is closed and the error (PORTICO_LISTEN_FAILED) is thrown.
+   * Binds the addresses of `configs` that are not bound yet, keeping the others (see `Listener.serves`). Nothing
+   * changes until the plan is committed; if an address cannot be bound, whatever was bound for the plan is closed
+   * and the error (PORTICO_LISTEN_FAILED) is thrown.
    */
   async prepare(configs: readonly ListenerConfig[]): Promise<ListenerPlan> {
     const current = new Set(this.#listeners);
@@ -388,9 +388,6 @@ export class Listeners {
         );
         this.#retiring.add(closing);
         return closing;
-      },
-      abandon: async () => {
-        await Promise.all(added.map((listener) => listener.close()));
       },
     };
   }

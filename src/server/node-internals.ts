@@ -7,6 +7,9 @@
  *   The keep-alive sweeper uses it to tell a busy connection from an idle one, and to make an answer not yet
  *   started say `Connection: close` on shutdown. Replacing Node's per-response keep-alive timer by this sweep was
  *   worth about 4% of a small static answer (bench/RESULTS.md, "Static files — 19:57–21:30").
+ * - `socket.parser.maxHeaderPairs`: how many header entries a connection's parser keeps (its server's
+ *   `maxHeadersCount` when the connection opened). A reload may raise the limit for new connections only; a request
+ *   on an older one that filled its parser's count may have lost lines, and is refused instead of served cut.
  * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
  *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
  *   timeout instead of answered 408.
@@ -42,4 +45,10 @@ export function requestsBeingReceived(server: Server): ReadonlySet<unknown> | un
   const sockets = new Set<unknown>();
   for (const parser of list.active()) sockets.add(parser.socket);
   return sockets;
+}
+
+/** How many `rawHeaders` entries the connection's parser keeps (undefined when this Node does not say). */
+export function parserHeaderPairs(socket: Socket): number | undefined {
+  const kept = (socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
+  return typeof kept === 'number' ? kept : undefined;
 }

@@ -7,7 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import { CONNECTIONS_SYMBOL, requestsBeingReceived, responseOnSocket } from '../../src/server/node-internals.js';
+import { CONNECTIONS_SYMBOL, parserHeaderPairs, requestsBeingReceived, responseOnSocket } from '../../src/server/node-internals.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {
   test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
@@ -58,6 +58,25 @@ describe('Node internals that the keep-alive sweeper reads', () => {
       assert.equal(receiving.size, 1, 'the socket with half a head is listed as receiving a request');
     } finally {
       client.destroy();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("socket.parser.maxHeaderPairs is the server's maxHeadersCount (in rawHeaders entries) when the connection opened", async () => {
+    let seen: number | undefined;
+    const server = http.createServer((req, res) => {
+      seen = parserHeaderPairs(req.socket);
+      res.end();
+    });
+    server.maxHeadersCount = 7;
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`);
+      await res.arrayBuffer();
+      assert.equal(seen, 14, `Node ${process.version}: socket.parser.maxHeaderPairs is not 2 × maxHeadersCount any more`);
+    } finally {
       server.closeAllConnections();
       server.close();
     }
