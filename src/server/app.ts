@@ -199,17 +199,19 @@ export class App {
     return this.#site(ctx, target.authority ?? req.headers.host);
   }
 
+  /** A Host value parsed (`null` when invalid); the last one is remembered, as most connections repeat one Host. */
+  #parseHost(value: string): string | null {
+    if (value !== this.#lastHostValue) {
+      this.#lastHost = parseHostHeader(value);
+      this.#lastHostValue = value;
+    }
+    return this.#lastHost;
+  }
+
   /** Matches the host to a site and the path to a route; answers errors itself and returns undefined when it did. */
   #site(ctx: RequestContext, hostValue: string | undefined): CompiledRoute | undefined {
     if (hostValue !== undefined && hostValue !== '') {
-      let host: string | null;
-      if (hostValue === this.#lastHostValue) {
-        host = this.#lastHost;
-      } else {
-        host = parseHostHeader(hostValue);
-        this.#lastHostValue = hostValue;
-        this.#lastHost = host;
-      }
+      const host = this.#parseHost(hostValue);
       // A comma means several Host fields were joined: RFC 9112 §3.2 requires a 400.
       if (host === null) return reject(ctx, 400, undefined, true);
       ctx.host = host;
@@ -243,7 +245,7 @@ export class App {
 
   #refuse(ctx: RequestContext, status: number, close: boolean): void {
     const value = ctx.req.headers.host;
-    const host = value === undefined || value === '' ? null : parseHostHeader(value);
+    const host = value === undefined || value === '' ? null : this.#parseHost(value);
     if (host !== null) ctx.host = host;
     ctx.errorPages = this.#sites.match(ctx.host)?.errorPages;
     // 405 for CONNECT: a tunnel is no method of any resource here, so the list of allowed ones is empty.
