@@ -13,6 +13,7 @@ export const LAYERS = [
   [
     { room: 'upstream', path: '^src/upstream/' },
     { room: 'cache', path: '^src/cache/' },
+    { room: 'tls', path: '^src/tls/' },
   ],
   [
     { room: 'config', path: '^src/config/' },
