@@ -12,8 +12,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
-import type { RequestContext } from '../http/context.js';
-import { RETRY_SOON, sendError, sendWhole } from '../http/send.js';
+import { responseCut, type RequestContext } from '../http/context.js';
+import { drained, RETRY_SOON, sendError, sendWhole } from '../http/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
 import { negotiateEncoding } from '../http/negotiate.js';
@@ -314,9 +314,10 @@ class StaticHandler {
           const chunk = Buffer.allocUnsafe(Math.min(RANGE_CHUNK, r.end - at + 1));
           const { bytesRead } = await handle.read(chunk, 0, chunk.length, at);
           // The file shrank while being sent: cut the connection rather than send bytes it does not hold.
-          if (bytesRead !== chunk.length || res.destroyed) return void res.destroy();
+          if (bytesRead !== chunk.length || responseCut(res)) return void res.destroy();
           at += bytesRead;
-          if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+          // A client gone while this waits sends no 'drain': `drained` rejects then, and the handle is closed.
+          if (!res.write(chunk)) await drained(res);
         }
       }
       res.end(tail);

@@ -2,8 +2,84 @@
  * The request context and the handler contract. A context is created once per request by the app, matched to
  * a site and a route, then handed to the route's handler chain, which was compiled when the config was loaded.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { stripMapped, type TrustedProxies } from './client-address.js';
+
+declare module 'node:http2' {
+  interface Http2ServerResponse {
+    /**
+     * Node 20 takes HTTP/1's flat `[name, value, …]` list here too (its compat layer turns it into an object);
+     * @types/node declares only the object form. `test/integration/h2-handlers.test.ts` checks it.
+     */
+    writeHead(statusCode: number, headers?: OutgoingHttpHeaders | string[]): this;
+  }
+}
+
+/**
+ * What Portico reads of a request, the same over HTTP/1 (`IncomingMessage`) and HTTP/2 (Node's compat
+ * `Http2ServerRequest`, whose `headers` and `rawHeaders` also hold the pseudo-fields `:method`, `:path`,
+ * `:authority`, `:scheme`). The body is the stream itself.
+ */
+export interface ClientRequest extends Readable {
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: string[];
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly socket: Socket;
+  /** The whole body arrived. */
+  readonly complete: boolean;
+}
+
+/**
+ * What Portico uses of a response, the same over HTTP/1 (`ServerResponse`) and HTTP/2 (`Http2ServerResponse`).
+ * Differences that matter are behind `RequestContext` (`h2`, `responseCut`, `responseComplete`): an h2 response
+ * has no `destroyed`, and says `writableFinished` even when the client reset its stream.
+ */
+export interface ClientResponse extends Writable {
+  statusCode: number;
+  readonly headersSent: boolean;
+  writeHead(statusCode: number, headers?: OutgoingHttpHeaders | string[]): this;
+  setHeader(name: string, value: number | string | readonly string[]): unknown;
+  removeHeader(name: string): void;
+  getHeaderNames(): string[];
+  writeContinue(): void;
+  writeEarlyHints(hints: Record<string, string | string[]>): void;
+}
+
+/** An HTTP/2 response, with its stream. */
+export type H2Response = ClientResponse & Pick<Http2ServerResponse, 'stream'>;
+
+/** Whether a response is HTTP/2's (which carries its stream). */
+export function isH2Response(res: ClientResponse): res is H2Response {
+  return (res as Partial<Http2ServerResponse>).stream !== undefined;
+}
+
+/** Whether an h2 request came without a body (its HEADERS frame ended the stream); false over HTTP/1. */
+export function h2EndedWithHeaders(res: ClientResponse): boolean {
+  return isH2Response(res) && res.stream.endAfterHeaders;
+}
+
+/** `NGHTTP2_NO_ERROR`: the code of an h2 stream that closed normally. */
+const NO_ERROR = 0;
+
+/**
+ * Whether the response can no longer be written: the client went away (HTTP/1: the socket is destroyed; h2: the
+ * stream is closed, by a reset or the end of its session).
+ */
+export function responseCut(res: ClientResponse): boolean {
+  return (isH2Response(res) ? res.stream.destroyed : res.destroyed) && !responseComplete(res);
+}
+
+/** Whether the whole response went out (h2: its stream ended without a reset). */
+export function responseComplete(res: ClientResponse): boolean {
+  return isH2Response(res) ? res.writableEnded && res.stream.destroyed && res.stream.rstCode === NO_ERROR : res.writableFinished;
+}
 
 /** Per-request state shared by the handlers of one chain. */
 export class RequestContext {
@@ -29,8 +105,8 @@ export class RequestContext {
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
   constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly req: ClientRequest,
+    readonly res: ClientResponse,
     readonly scheme: 'http' | 'https',
     /** `performance.now()` when the request arrived. */
     readonly start: number,
@@ -46,10 +122,10 @@ export class RequestContext {
    */
   onClientGone(fn: () => void): void {
     // Already gone (say, during an asynchronous lookup): no `close` will come any more.
-    if (this.res.destroyed && !this.res.writableFinished) return fn();
+    if (responseCut(this.res)) return fn();
     if (!this.closeWatched) {
       this.res.once('close', () => {
-        if (!this.res.writableFinished) fn();
+        if (!responseComplete(this.res)) fn();
       });
       return;
     }

@@ -2,12 +2,16 @@
  * Sending error and simple responses: the one place that turns a status into what the client sees. An error
  * page shows only the status; nothing about files, stacks or upstreams ever reaches the client.
  */
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { errorPage, reasonPhrase } from '../errors.js';
-import type { RequestContext } from './context.js';
+import { errorPage, PorticoError, reasonPhrase } from '../errors.js';
+import { isH2Response, responseCut, type ClientResponse, type H2Response, type RequestContext } from './context.js';
 
-/** Sends the error page for `status` (the site's own page when configured); closes the connection if asked. */
+/**
+ * Sends the error page for `status` (the site's own page when configured); closes the connection if asked. Over
+ * HTTP/2 there is no connection to close for one request (and `Connection` is forbidden there): the request's
+ * stream ends with the answer, its unread body refused by a reset (see `endRequestAfterAnswer`).
+ */
 export function sendError(ctx: RequestContext, status: number, headers?: OutgoingHttpHeaders, close = false): void {
   const { res } = ctx;
   ctx.status = status;
@@ -24,13 +28,30 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   res.setHeader('Cache-Control', 'no-store');
   if (ctx.serverHeader !== '') res.setHeader('Server', ctx.serverHeader);
   if (headers !== undefined) for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
-  if (close) res.setHeader('Connection', 'close');
+  if (close) {
+    if (isH2Response(res)) endRequestAfterAnswer(ctx, res);
+    else res.setHeader('Connection', 'close');
+  }
   if (ctx.req.method === 'HEAD') {
     res.end();
   } else {
     ctx.bytesSent = body.length;
     res.end(body);
   }
+}
+
+/** `NGHTTP2_NO_ERROR`, the RST_STREAM code that stops a request body without calling it an error. */
+const NO_ERROR = 0;
+
+/**
+ * Once the answer is out, stops the client sending the rest of a request body Portico will not read (RFC 9113
+ * §8.1: RST_STREAM NO_ERROR after a complete response), as closing the connection does over HTTP/1.
+ */
+function endRequestAfterAnswer(ctx: RequestContext, res: H2Response): void {
+  const stream = res.stream;
+  stream.once('finish', () => {
+    if (!ctx.req.complete && !stream.closed) stream.close(NO_ERROR);
+  });
 }
 
 /**
@@ -52,7 +73,7 @@ export function oneWriteText(body: Buffer): string | undefined {
  * write when its `text` form is there — or no body for HEAD.
  */
 export function sendWhole(ctx: RequestContext, status: number, headers: readonly string[], body: Buffer, text: string | undefined): void {
-  const res: ServerResponse = ctx.res;
+  const res: ClientResponse = ctx.res;
   ctx.status = status;
   res.writeHead(status, headers as string[]);
   if (ctx.req.method === 'HEAD') return void res.end();
@@ -83,4 +104,21 @@ export function sendRawError(socket: Duplex, status: number, options: RawErrorOp
   if (options.headers !== undefined) for (const [name, value] of Object.entries(options.headers)) head += `${name}: ${value}\r\n`;
   socket.write(`${head}Connection: close\r\n\r\n`, 'latin1');
   socket.end(body);
+}
+
+/** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
+export function drained(res: RequestContext['res']): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (responseCut(res)) return reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
+    const onDrain = () => {
+      res.off('close', onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off('drain', onDrain);
+      reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
 }

@@ -19,7 +19,8 @@ import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
-import { RequestContext, type Handler } from '../http/context.js';
+import { RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
+import { adoptAuthority } from '../http/h2.js';
 import { compileChain, type Link } from '../handlers/chain.js';
 import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
@@ -45,7 +46,7 @@ function reject(...args: Parameters<typeof sendError>): undefined {
   sendError(...args);
   return undefined;
 }
-type TrackedResponse = ServerResponse & { [kContext]?: RequestContext };
+type TrackedResponse = ClientResponse & { [kContext]?: RequestContext };
 
 /** One compiled config, ready to answer requests. */
 export class App {
@@ -109,7 +110,7 @@ export class App {
     this.#onClose = function logRequest(this: TrackedResponse) {
       const ctx = this[kContext];
       if (ctx === undefined || accessLog === null) return;
-      const finished = this.writableFinished;
+      const finished = responseComplete(this);
       if (!finished && ctx.status === 0) ctx.status = 499;
       accessLog.write(ctx);
       if (!finished) ctx.clientClosed();
@@ -227,9 +228,16 @@ export class App {
     return match.route;
   }
 
-  /** Answers one request. Never throws: every failure becomes an error response (or a cut connection). */
-  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void {
+  /**
+   * Answers one request, HTTP/1 or HTTP/2 (whose `:authority` becomes its Host first, see `adoptAuthority`).
+   * Never throws: every failure becomes an error response (or a cut connection, or a reset stream).
+   */
+  handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https'): void {
     const ctx = this.#context(req, res, scheme);
+    if (req.httpVersionMajor === 2) {
+      const status = adoptAuthority(req);
+      if (status !== 0) return this.#refuse(ctx, status, false);
+    }
     const route = this.#route(ctx);
     if (route !== undefined) this.#run(ctx, route);
   }
@@ -239,7 +247,7 @@ export class App {
    * expectation) as Portico answers any error: its page (the site's own when the Host names one), `Server` field
    * and access-log line.
    */
-  refuse(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean): void {
+  refuse(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean): void {
     this.#refuse(this.#context(req, res, scheme), status, close);
   }
 
@@ -252,7 +260,7 @@ export class App {
     sendError(ctx, status, status === 405 ? { Allow: '' } : undefined, close);
   }
 
-  #context(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): RequestContext {
+  #context(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https'): RequestContext {
     // Only the access log reads the start time (request_time): no clock read per request without one.
     const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now(), this.#serverHeader, this.#trusted);
     if (this.#accessLog !== null) {

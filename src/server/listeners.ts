@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
+import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { sendRawError } from '../http/send.js';
 import { KeepAliveSweeper } from './keepalive.js';
 import { parserHeaderPairs } from './node-internals.js';
@@ -27,16 +28,20 @@ export interface BoundAddress {
 }
 
 type ListenerConfig = Config['listen'][number];
-/** Where listeners hand requests: the current app's `handle` and `handleUpgrade`. */
+/**
+ * Where listeners hand requests: the current app's `handle` and `handleUpgrade`. An HTTP/2 request comes as
+ * Node's compat pair (`Http2ServerRequest`, `Http2ServerResponse`) to `request` and `refuse`; upgrades are
+ * HTTP/1 only (WebSocket over h2, RFC 8441, is not offered).
+ */
 export interface Dispatch {
-  request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void;
+  request(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https'): void;
   /** A WebSocket handshake on its raw socket; `refuse` (a status) answers it with that error instead. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number): void;
   /**
    * A request refused before routing (see `refusal`): Portico's error page, `Server` field and access-log line,
    * as for any request; `close` ends the connection after it.
    */
-  refuse(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
+  refuse(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
   /** The `Server` header of Portico's own answers (the current config's). */
   serverHeader(): string;
 }

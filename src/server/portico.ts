@@ -2,7 +2,8 @@
  * The running server as a value: built from a config, started, reloaded (the new app is built and started
  * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
@@ -29,10 +30,10 @@ export class Portico {
     this.#listeners = new Listeners(
       config.listen,
       {
-        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+        request: (req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
         upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number) =>
           this.#app.handleUpgrade(req, socket, head, scheme, refuse),
-        refuse: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
+        refuse: (req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
       },

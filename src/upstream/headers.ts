@@ -1,7 +1,8 @@
 /**
  * Header rules for proxying, as pure functions over Node's raw header lists.
  *
- * Towards the app server: hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
+ * Towards the app server (always HTTP/1.1): HTTP/2's pseudo-fields (`:method`, `:path`, `:authority`,
+ * `:scheme`, which Node lists in `rawHeaders`) are dropped, their meaning sent as the request line and Host; hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-*) are dropped; Expect is dropped (Portico answered it); X-Forwarded-For,
  * -Proto, -Host, X-Real-IP and Forwarded are rebuilt from the real peer, keeping the client's own values only
  * when the peer is a trusted proxy; Via is appended.
@@ -80,6 +81,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   let via: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
+    if (name.charCodeAt(0) === 58) continue;
     const lower = name.toLowerCase();
     if (isHopByHop(lower, named)) continue;
     if (!info.underscores && lower.indexOf('_') !== -1) continue;

@@ -1,10 +1,10 @@
 /** Request bodies on their way upstream: read whole for replay, or streamed under a size limit. */
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest } from '../../http/context.js';
 import { Transform, type Readable } from 'node:stream';
 import { PorticoError } from '../../errors.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
-export function readBody(req: IncomingMessage, length: number): Promise<Buffer | null> {
+export function readBody(req: ClientRequest, length: number): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let received = 0;
@@ -21,7 +21,7 @@ export function readBody(req: IncomingMessage, length: number): Promise<Buffer |
 }
 
 /** Counts a streamed (chunked) body and stops it at `limit`. */
-export function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): Readable {
+export function limitBody(req: ClientRequest, limit: number, onExceeded: () => void): Readable {
   // A pass-through, not a 'data' listener on `req`: a listener would switch `req` to flowing mode and every chunk
   // arriving before undici starts reading the body would be lost.
   let received = 0;

@@ -54,23 +54,6 @@ export class TaggedSink implements ResponseSink {
   }
 }
 
-/** Resolves on the response's next 'drain'; rejects when the client is gone (no drain will ever come). */
-export function drained(res: RequestContext['res']): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (res.destroyed) return reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
-    const onDrain = () => {
-      res.off('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      res.off('drain', onDrain);
-      reject(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
-    };
-    res.once('drain', onDrain);
-    res.once('close', onClose);
-  });
-}
-
 /** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
 export function notModifiedHeaders(headers: readonly string[]): string[] {
   const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);

@@ -13,10 +13,10 @@
 import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseSink } from './sink.js';
 import { evaluatePreconditions, hasConditionals, ifRangeAllows, validatorsOf } from '../../http/conditional.js';
 import { parseRange } from '../../http/range.js';
-import type { RequestContext } from '../../http/context.js';
-import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
+import { responseComplete, type RequestContext } from '../../http/context.js';
+import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
-import { cacheStatus, drained, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
+import { cacheStatus, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import { sameOriginPath, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
@@ -188,7 +188,7 @@ export class ProxyCache implements CacheOwner {
     const sink = new StoringSink({ cache: this, ctx, key, params, reqcc, publish, stale: stale?.variant ?? null, background, fetch });
     if (!background) {
       ctx.res.once('close', () => {
-        if (!ctx.res.writableFinished) sink.clientGone();
+        if (!responseComplete(ctx.res)) sink.clientGone();
       });
     }
     const outcome = await this.#forwarder.forward(fetch, sink, stale?.edit ?? fetchEdit(ctx, []));

@@ -4,7 +4,7 @@
  * the header list for the app server (hop-by-hop fields dropped, forwarding fields rebuilt) and the path.
  */
 import type { Readable } from 'node:stream';
-import type { RequestContext } from '../../http/context.js';
+import { h2EndedWithHeaders, type RequestContext } from '../../http/context.js';
 import { sendError } from '../../http/send.js';
 import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
@@ -77,7 +77,8 @@ export class RequestPreparer {
       host: clientHost,
       upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
       setHeaders,
-      httpVersion: req.httpVersion,
+      // Via names HTTP/2 as `2` (RFC 9110 §7.6.3: the version as the protocol names it).
+      httpVersion: req.httpVersionMajor === 2 ? '2' : req.httpVersion,
       underscores: this.#o.underscores,
     });
   }
@@ -96,7 +97,8 @@ export class RequestPreparer {
       if (req.headers.expect.toLowerCase() !== '100-continue') return void sendError(ctx, 417, undefined, true);
       res.writeContinue();
     }
-    const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined;
+    // An h2 body needs no framing field: DATA frames follow unless the HEADERS frame ended the stream.
+    const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined || (declared < 0 && req.httpVersionMajor === 2 && !h2EndedWithHeaders(res));
     let body: Readable | null = null;
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
