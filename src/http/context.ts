@@ -73,12 +73,12 @@ const NO_ERROR = 0;
  * stream is closed, by a reset or the end of its session).
  */
 export function responseCut(res: ClientResponse): boolean {
-  return (isH2Response(res) ? res.stream.destroyed : res.destroyed) && !responseComplete(res);
+  return (isH2Response(res) ? res.stream.closed || res.stream.destroyed : res.destroyed) && !responseComplete(res);
 }
 
 /** Whether the whole response went out (h2: its stream ended without a reset). */
 export function responseComplete(res: ClientResponse): boolean {
-  return isH2Response(res) ? res.writableEnded && res.stream.destroyed && res.stream.rstCode === NO_ERROR : res.writableFinished;
+  return isH2Response(res) ? res.writableEnded && res.stream.closed && res.stream.rstCode === NO_ERROR : res.writableFinished;
 }
 
 /** Per-request state shared by the handlers of one chain. */

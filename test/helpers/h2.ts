@@ -14,6 +14,7 @@ import pino from 'pino';
 import { parseConfig } from '../../src/server/config.js';
 import { App } from '../../src/server/app.js';
 import { CacheZones } from '../../src/cache/zones.js';
+import { guardSession, h2RequestHandler } from '../../src/server/h2-session.js';
 import { makeTree } from './portico.js';
 
 /** A PEM certificate and key. */
@@ -84,9 +85,10 @@ export async function startPorticoH2(yaml: string, files: Record<string, string 
   await app.start();
   const { cert, key } = await selfSignedCert();
   const server = http2.createSecureServer({ ...H2_SETTINGS, ...options, cert, key, allowHTTP1: false });
-  server.on('request', (req, res) => app.handle(req, res, 'https'));
+  server.on('request', h2RequestHandler((req, res) => app.handle(req, res, 'https')));
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('session', (session) => {
+    guardSession(session);
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });

@@ -1,0 +1,70 @@
+/**
+ * Guards for an HTTP/2 session, beyond what Node and nghttp2 enforce. nghttp2 (Node 20) already ends a session
+ * with GOAWAY on a CONTINUATION flood, and closes one whose peer floods SETTINGS or PING without reading the
+ * ACKs; its rapid-reset limit (CVE-2023-44487) lets about a thousand streams be opened and cancelled first,
+ * each of which reaches a handler (and, on a proxy route, the app server). Portico does two things: requests
+ * start once the frames read with them are processed, so a stream reset in the same read never starts any work
+ * (`h2RequestHandler`); and a client that cancels many streams before any answer began gets GOAWAY
+ * ENHANCE_YOUR_CALM (`guardSession`).
+ */
+import { constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
+
+/** Limits of `guardSession`. */
+export interface SessionGuardLimits {
+  /** Streams the client may reset before their answer began, per `windowMs`, before the session is ended. */
+  maxEarlyResets: number;
+  windowMs: number;
+}
+
+/**
+ * The default: a browser cancels a few streams when a page is left; a hundred in ten seconds, each before any
+ * answer, is an attack (nginx, after CVE-2023-44487, closes a connection that opens twice its stream limit in one
+ * read).
+ */
+export const SESSION_GUARD_DEFAULTS: SessionGuardLimits = Object.freeze({ maxEarlyResets: 100, windowMs: 10_000 });
+
+/** Watches a new server session (call it from the server's 'session' event). */
+export function guardSession(session: ServerHttp2Session, limits: SessionGuardLimits = SESSION_GUARD_DEFAULTS): void {
+  let resets = 0;
+  let windowStart = 0;
+  const onStreamClose = function (this: ServerHttp2Stream): void {
+    // Closed by a reset before the head went out: the client cancelled it (or the session broke).
+    if (this.headersSent || this.rstCode === constants.NGHTTP2_NO_ERROR || session.destroyed) return;
+    const now = Date.now();
+    if (now - windowStart > limits.windowMs) {
+      windowStart = now;
+      resets = 0;
+    }
+    if (++resets <= limits.maxEarlyResets) return;
+    // The GOAWAY goes out first; destroy() then closes the socket without waiting for the streams.
+    session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    session.destroy();
+  };
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    stream.once('close', onStreamClose);
+  });
+}
+
+/**
+ * The 'request' listener of an h2 server: hands each request to `dispatch`, one turn of the event loop later
+ * (`setImmediate`, after all frames of the read that carried it). nghttp2 announces a stream as soon as its
+ * HEADERS frame is parsed, before a RST_STREAM right behind it in the same read; waiting for the read to be
+ * processed lets a stream that was opened and reset at once (rapid reset) be dropped before any handler, file
+ * or app server is touched. One immediate per read, not per request: requests wait in one array.
+ */
+export function h2RequestHandler(dispatch: (req: ClientRequest, res: ClientResponse) => void): (req: ClientRequest, res: ClientResponse) => void {
+  let pending: Array<ClientRequest | ClientResponse> = [];
+  const flush = (): void => {
+    const batch = pending;
+    pending = [];
+    for (let i = 0; i < batch.length; i += 2) {
+      const res = batch[i + 1] as ClientResponse;
+      if (!responseCut(res)) dispatch(batch[i] as ClientRequest, res);
+    }
+  };
+  return function onH2Request(req, res) {
+    if (pending.length === 0) setImmediate(flush);
+    pending.push(req, res);
+  };
+}

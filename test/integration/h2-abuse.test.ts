@@ -1,0 +1,154 @@
+/**
+ * HTTP/2 abuse: rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27983 and kin), SETTINGS flood and
+ * PING flood, each from raw frames on fresh TLS connections, round after round, while a bystander h2 client
+ * keeps asking. Each attack must end in a GOAWAY (or the attacker's connection closed), Portico's memory must
+ * stay under a cap, and the bystander's p99 under a bound. Each test says what it tried (t.diagnostic).
+ */
+import assert from 'node:assert/strict';
+import type { ClientHttp2Session } from 'node:http2';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { connectH2, h2Request, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { ERROR, FRAME, frame, getFields, headerBlock, RawH2 } from '../helpers/h2-frames.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+
+/** Attacking connections per test, one after another. */
+const ROUNDS = 8;
+/** The most frames one attacking connection may send (the loop's bound; an unstopped attack reaches it). */
+const MAX_FRAMES = 60_000;
+/** Growth of Portico's RSS over the attack (the test process holds Portico, the bystander and the attacker). */
+const RSS_CAP = 64 * 1024 * 1024;
+/** The bystander's p99 during an attack (a loaded 2-core CI machine; unattacked it is a few ms). */
+const P99_BOUND_MS = 750;
+
+const RESET_CANCEL = Buffer.from([0, 0, 0, ERROR.CANCEL]);
+
+type Attack = (raw: RawH2) => Promise<number>;
+
+/** Sends frames from `next` (a batch each call) until the server stops the connection or MAX_FRAMES went out. */
+async function flood(raw: RawH2, perBatch: number, next: (sent: number) => Buffer, readWhileSending = true): Promise<number> {
+  // A flood that reads nothing back makes the server queue its answers (ACKs): that is the attack.
+  if (!readWhileSending) raw.socket.pause();
+  let sent = 0;
+  while (sent < MAX_FRAMES && !raw.closed && raw.goaway === undefined) {
+    await raw.write(next(sent));
+    sent += perBatch;
+    // Let the server's answer (a GOAWAY) be read between batches.
+    if (sent % (perBatch * 10) === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  raw.socket.resume();
+  return sent;
+}
+
+const attacks: Record<string, Attack> = {
+  /** HEADERS then RST_STREAM(CANCEL) on a new stream, over and over, to a proxied path. */
+  'rapid reset': (raw) => flood(raw, 1, (sent) => {
+    const id = 1 + 2 * sent;
+    return Buffer.concat([raw.headers(id, getFields('/app/slow')), frame(FRAME.RST_STREAM, 0, id, RESET_CANCEL)]);
+  }),
+  /** A HEADERS frame without END_HEADERS, then CONTINUATION frames that never end the block. */
+  'CONTINUATION flood': async (raw) => {
+    await raw.write(frame(FRAME.HEADERS, 0, 1, headerBlock(getFields('/'))));
+    const junk = frame(FRAME.CONTINUATION, 0, 1, headerBlock([['x-filler', 'f'.repeat(200)]]));
+    return 1 + (await flood(raw, 1, () => junk));
+  },
+  /** SETTINGS frames, never reading the ACKs. */
+  'SETTINGS flood': (raw) => {
+    const batch = Buffer.concat(Array.from({ length: 100 }, () => frame(FRAME.SETTINGS, 0, 0, Buffer.from([0, 3, 0, 0, 0, 100]))));
+    return flood(raw, 100, () => batch, false);
+  },
+  /** PING frames, never reading the ACKs. */
+  'PING flood': (raw) => {
+    const batch = Buffer.concat(Array.from({ length: 100 }, () => frame(FRAME.PING, 0, 0, Buffer.alloc(8))));
+    return flood(raw, 100, () => batch, false);
+  },
+};
+
+/** Asks `/ok` one request after another until `done()`; returns each latency in ms. */
+async function bystander(session: ClientHttp2Session, done: () => boolean): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < 100_000 && !done(); i++) {
+    const start = performance.now();
+    const answer = await h2Request(session, { ':path': '/ok', ':authority': 'a.example' });
+    latencies.push(performance.now() - start);
+    assert.equal(answer.status, 200, 'the bystander is answered');
+  }
+  return latencies;
+}
+
+function p99(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]!;
+}
+
+describe('HTTP/2 abuse', () => {
+  let portico: RunningH2;
+  let backend: TestUpstream;
+  let client: ClientHttp2Session;
+
+  before(async () => {
+    backend = await startUpstream((_req, res) => {
+      setTimeout(() => res.end('slow'), 100);
+    });
+    portico = await startPorticoH2(`upstreams:
+  app: { servers: [{ url: "${backend.url}" }], retries: 0 }
+sites:
+  - hosts: [a.example]
+    routes:
+      - path: /ok
+        respond: { body: "ok" }
+      - path: /app/
+        proxy: { upstream: app }
+`);
+    client = await connectH2(portico.origin);
+  });
+
+  after(async () => {
+    client?.close();
+    await portico?.stop();
+    await backend?.stop();
+  });
+
+  for (const [name, attack] of Object.entries(attacks)) {
+    test(`${name}: every attacking connection gets GOAWAY or is closed; memory and the bystander's p99 stay bounded`, async (t: TestContext) => {
+      const baseline = process.memoryUsage().rss;
+      const upstreamBefore = backend.requests.length;
+      let attacking = true;
+      let peakRss = baseline;
+      const watching = bystander(client, () => !attacking);
+      const outcomes: string[] = [];
+      let frames = 0;
+      try {
+        for (let round = 0; round < ROUNDS; round++) {
+          const raw = await RawH2.open(portico.port);
+          const sent = await attack(raw);
+          frames += sent;
+          const stopped = await raw.until(() => raw.goaway !== undefined || raw.closed, 5000);
+          peakRss = Math.max(peakRss, process.memoryUsage().rss);
+          outcomes.push(raw.goaway !== undefined ? `GOAWAY ${raw.goaway} after ${sent} frames` : `closed after ${sent} frames`);
+          raw.close();
+          assert.ok(stopped, `round ${round + 1}: neither GOAWAY nor close after ${sent} frames`);
+          assert.ok(sent < MAX_FRAMES, `round ${round + 1}: the server took all ${MAX_FRAMES} frames without stopping the connection`);
+        }
+      } finally {
+        attacking = false;
+      }
+      const latencies = await watching;
+      const growth = peakRss - baseline;
+      const worst = p99(latencies);
+      t.diagnostic(`${name}: ${ROUNDS} connections, ${frames} frames sent in all; outcomes: ${[...new Set(outcomes)].join('; ')}`);
+      t.diagnostic(`RSS growth ${(growth / 1048576).toFixed(1)} MB (cap ${RSS_CAP / 1048576} MB); bystander ${latencies.length} requests, p99 ${worst.toFixed(1)} ms (bound ${P99_BOUND_MS} ms)`);
+      if (name === 'rapid reset') {
+        // Portico's own limits (src/server/h2-session.ts), stricter than nghttp2's (about 1000 resets, then
+        // GOAWAY INTERNAL_ERROR, every stream having reached the app server first).
+        const reached = backend.requests.length - upstreamBefore;
+        t.diagnostic(`requests that reached the app server: ${reached}`);
+        assert.ok(outcomes.every((o) => o.startsWith(`GOAWAY ${ERROR.ENHANCE_YOUR_CALM} `)), 'each attacker gets GOAWAY ENHANCE_YOUR_CALM');
+        assert.ok(reached < 50, `${reached} cancelled requests reached the app server`);
+      }
+      assert.ok(growth < RSS_CAP, `RSS grew ${growth} bytes`);
+      assert.ok(latencies.length > 0, 'the bystander got answers during the attack');
+      assert.ok(worst < P99_BOUND_MS, `bystander p99 ${worst} ms`);
+    });
+  }
+});
