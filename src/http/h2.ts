@@ -1,8 +1,10 @@
 /**
  * What an HTTP/2 request needs before it goes the way of any request. Node's compat API hands Portico h2
  * requests with HTTP/1's shape; nghttp2 has already refused what HTTP/2 forbids (connection-specific fields, a
- * `content-length` that disagrees with the DATA, CR/LF/NUL in names or values, bad pseudo-fields) with a stream
- * reset. What is left is the Host: `:authority` plays it (RFC 9113 §8.3.1).
+ * `content-length` that disagrees with the DATA, upper-case names, CR/LF in pseudo-fields) with a stream reset,
+ * and dropped a regular field with CR/LF/NUL in its value or a bad name (Node offers no way to refuse those;
+ * test/integration/smuggling-h2.test.ts shows none reaches an app server). What is left is the Host:
+ * `:authority` plays it (RFC 9113 §8.3.1).
  */
 import type { ClientRequest } from './context.js';
 
