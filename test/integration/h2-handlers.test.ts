@@ -32,6 +32,11 @@ describe('handlers over HTTP/2', () => {
         res.end('answer');
         return;
       }
+      if (req.url === '/api/hints') {
+        res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+        setTimeout(() => res.end('final'), 20);
+        return;
+      }
       if (req.url === '/api/echo') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ body, headers: req.headers, url: req.url }));
@@ -64,6 +69,8 @@ sites:
         static: { root: ./public }
       - path: /hello
         respond: { status: 201, body: "hi", headers: { X-Kind: respond } }
+      - path: /empty
+        respond: { status: 204 }
       - path: /old
         redirect: { to: "$scheme://$host/new$request_uri", status: 308 }
       - path: /api/
@@ -116,6 +123,23 @@ sites:
     const big = await get('/files/big.txt', { 'accept-encoding': 'identity' });
     assert.equal(big.status, 200);
     assert.equal(big.body.length, 100_000);
+  });
+
+  test('a 204 has no body and no content-length', async () => {
+    const empty = await get('/empty');
+    assert.equal(empty.status, 204);
+    assert.equal(empty.body.length, 0);
+    assert.equal(empty.headers['content-length'], undefined);
+  });
+
+  test("proxy: the app's 103 Early Hints reach the h2 client before the final answer", async () => {
+    const stream = client.request({ ':path': '/api/hints', ':authority': 'a.example' });
+    const hints = new Promise<string>((resolve) => stream.once('headers', (h) => resolve(`${h[':status']} ${h.link}`)));
+    const final = new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
+    stream.resume();
+    assert.equal(await hints, '103 </style.css>; rel=preload; as=style');
+    assert.equal(await final, 200);
+    await new Promise((resolve) => stream.once('close', resolve));
   });
 
   test('respond and redirect: status, fields and body; the redirect is built from :authority and the scheme', async () => {

@@ -145,6 +145,7 @@ sites:
     ['CR/LF in :authority', () => [frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, headerBlock(getFields('/', 'a.example\r\nX-Injected: 1')))]],
     ['an upper-case field name', () => [post([['Content-Length', '0']], true)]],
     ['a Host field naming another authority than :authority', () => [post([['host', 'internal.example']], true)]],
+    ['neither :authority nor Host', () => [frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, headerBlock([[':method', 'GET'], [':scheme', 'https'], [':path', '/']]))]],
   ];
 
   for (const [name, frames] of refused) {
