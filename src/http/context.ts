@@ -38,8 +38,8 @@ export interface ClientRequest extends Readable {
 
 /**
  * What Portico uses of a response, the same over HTTP/1 (`ServerResponse`) and HTTP/2 (`Http2ServerResponse`).
- * Differences that matter are behind `RequestContext` (`h2`, `responseCut`, `responseComplete`): an h2 response
- * has no `destroyed`, and says `writableFinished` even when the client reset its stream.
+ * The differences that matter are behind `isH2Response`, `responseCut` and `responseComplete`: an h2 response has
+ * no `destroyed`, and says `writableFinished` even when the client reset its stream.
  */
 export interface ClientResponse extends Writable {
   statusCode: number;
@@ -65,8 +65,8 @@ export function h2EndedWithHeaders(res: ClientResponse): boolean {
   return isH2Response(res) && res.stream.endAfterHeaders;
 }
 
-/** `NGHTTP2_NO_ERROR`: the code of an h2 stream that closed normally. */
-const NO_ERROR = 0;
+/** `NGHTTP2_NO_ERROR`: the code of an h2 stream that closed normally, or of a reset that is no error. */
+export const H2_NO_ERROR = 0;
 
 /**
  * Whether the response can no longer be written: the client went away (HTTP/1: the socket is destroyed; h2: the
@@ -78,7 +78,7 @@ export function responseCut(res: ClientResponse): boolean {
 
 /** Whether the whole response went out (h2: its stream ended without a reset). */
 export function responseComplete(res: ClientResponse): boolean {
-  return isH2Response(res) ? res.writableEnded && res.stream.closed && res.stream.rstCode === NO_ERROR : res.writableFinished;
+  return isH2Response(res) ? res.writableEnded && res.stream.closed && res.stream.rstCode === H2_NO_ERROR : res.writableFinished;
 }
 
 /** Per-request state shared by the handlers of one chain. */

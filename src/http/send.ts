@@ -5,7 +5,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorPage, PorticoError, reasonPhrase } from '../errors.js';
-import { isH2Response, responseCut, type ClientResponse, type H2Response, type RequestContext } from './context.js';
+import { H2_NO_ERROR, isH2Response, responseCut, type ClientResponse, type H2Response, type RequestContext } from './context.js';
 
 /**
  * Sends the error page for `status` (the site's own page when configured); closes the connection if asked. Over
@@ -40,9 +40,6 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   }
 }
 
-/** `NGHTTP2_NO_ERROR`, the RST_STREAM code that stops a request body without calling it an error. */
-const NO_ERROR = 0;
-
 /**
  * Once the answer is out, stops the client sending the rest of a request body Portico will not read (RFC 9113
  * §8.1: RST_STREAM NO_ERROR after a complete response), as closing the connection does over HTTP/1.
@@ -50,7 +47,7 @@ const NO_ERROR = 0;
 function endRequestAfterAnswer(ctx: RequestContext, res: H2Response): void {
   const stream = res.stream;
   stream.once('finish', () => {
-    if (!ctx.req.complete && !stream.closed) stream.close(NO_ERROR);
+    if (!ctx.req.complete && !stream.closed) stream.close(H2_NO_ERROR);
   });
 }
 

@@ -200,6 +200,22 @@ sites:
     assert.equal(tooBig.headers.connection, undefined);
   });
 
+  test('a 413 to a client still sending its body ends the stream with RST_STREAM NO_ERROR; the session serves on', async () => {
+    const stream = client.request({ ':method': 'POST', ':path': '/api/echo', ':authority': 'a.example' }, { endStream: false });
+    const status = new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
+    stream.resume();
+    stream.on('error', () => undefined);
+    // 4 KB in, the body is over max_body_size; the stream is never ended by the client.
+    stream.write('x'.repeat(4096));
+    assert.equal(await status, 413);
+    const closed = await Promise.race([
+      new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1))),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still open after 5 s'), 5000).unref()),
+    ]);
+    assert.equal(closed, 0, 'closed by the server with NO_ERROR while the client was still sending');
+    assert.equal((await get('/hello')).status, 201, 'the session goes on');
+  });
+
   test('cache: concurrent misses on one session collapse into one upstream request; then hits and a 304 from the cache', async () => {
     const before = originCalls;
     const answers = await Promise.all(Array.from({ length: 5 }, () => get('/cached/one')));
