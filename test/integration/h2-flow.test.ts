@@ -4,7 +4,9 @@
  * body is not buffered in Portico's memory, and all of it arrives once the client reads again.
  */
 import assert from 'node:assert/strict';
-import { closeSync, openSync, ftruncateSync } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import { closeSync, openSync, ftruncateSync, readdirSync, readlinkSync } from 'node:fs';
+import { constants as h2constants } from 'node:http2';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -82,11 +84,16 @@ describe('HTTP/2 flow control and backpressure', () => {
   let portico: RunningH2;
   let backend: TestUpstream;
   let client: ClientHttp2Session;
+  /** Emits 'aborted' (with the bytes sent) when an answer of the app server is cut before its end. */
+  const appEvents = new EventEmitter();
 
   before(async () => {
     backend = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': SIZE });
       let sent = 0;
+      res.once('close', () => {
+        if (!res.writableFinished) appEvents.emit('aborted', sent);
+      });
       // The app respects its own socket's backpressure, so whatever piles up does so in Portico.
       const pump = () => {
         while (sent < SIZE) {
@@ -125,6 +132,35 @@ sites:
 
   test('a paused client of a 100 MB static file: Portico stops reading the file, memory stays bounded, then all of it arrives', async (t) => {
     await checkPausedDownload(t, client, { ':path': '/files/big.bin' });
+  });
+
+  test('a client that resets its stream mid-download: the file is closed and the upstream request aborted', async (t) => {
+    if (process.platform !== 'linux') return t.skip('counts open files through /proc/self/fd');
+    const openBig = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).endsWith('big.bin');
+      } catch {
+        return false;
+      }
+    }).length;
+    const stream = client.request({ ':authority': 'a.example', ':path': '/files/big.bin' });
+    await readThenPause(stream, 256 * 1024);
+    assert.equal(openBig(), 1, 'the file is open while it is sent');
+    const upstreamStream = client.request({ ':authority': 'a.example', ':path': '/big' });
+    await readThenPause(upstreamStream, 256 * 1024);
+    const aborted = once(appEvents, 'aborted');
+    stream.close(h2constants.NGHTTP2_CANCEL);
+    upstreamStream.close(h2constants.NGHTTP2_CANCEL);
+    // Bounded wait for Portico to react to the resets (events on its side are not visible from here).
+    let open = 1;
+    for (let i = 0; i < 100 && open > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      open = openBig();
+    }
+    assert.equal(open, 0, 'the file is closed after the reset');
+    const [sentByApp] = (await aborted) as [number];
+    t.diagnostic(`the app server's answer was cut after ${sentByApp} of ${SIZE} bytes`);
+    assert.ok(sentByApp < SIZE / 2, 'the upstream request is aborted, not read to its end');
   });
 
   test('a paused client of a 100 MB proxied answer: Portico stops reading the upstream, memory stays bounded, then all of it arrives', async (t) => {
