@@ -248,6 +248,8 @@ export class App {
    * and access-log line.
    */
   refuse(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean): void {
+    // Over h2 the site (and its error pages) is `:authority`'s.
+    if (req.httpVersionMajor === 2) adoptAuthority(req);
     this.#refuse(this.#context(req, res, scheme), status, close);
   }
 

@@ -14,7 +14,7 @@ import pino from 'pino';
 import { parseConfig } from '../../src/server/config.js';
 import { App } from '../../src/server/app.js';
 import { CacheZones } from '../../src/cache/zones.js';
-import { guardSession, h2RequestHandler } from '../../src/server/h2-session.js';
+import { serveH2 } from '../../src/server/h2-session.js';
 import { makeTree } from './portico.js';
 
 /** A PEM certificate and key. */
@@ -69,7 +69,7 @@ export const H2_SETTINGS: SecureServerOptions = {
 
 /**
  * Starts a Portico app from YAML text behind an h2 (TLS, ALPN h2 only) server on 127.0.0.1:0. The app is built
- * as `Portico` builds it (cache zones, then the app); every request goes to `app.handle(req, res, 'https')`.
+ * as `Portico` builds it (cache zones, then the app), handed its requests by `serveH2` as a listener would.
  */
 export async function startPorticoH2(yaml: string, files: Record<string, string | Buffer> = {}, options: SecureServerOptions = {}): Promise<RunningH2> {
   const dir = makeTree(files);
@@ -85,10 +85,16 @@ export async function startPorticoH2(yaml: string, files: Record<string, string 
   await app.start();
   const { cert, key } = await selfSignedCert();
   const server = http2.createSecureServer({ ...H2_SETTINGS, ...options, cert, key, allowHTTP1: false });
-  server.on('request', h2RequestHandler((req, res) => app.handle(req, res, 'https')));
+  serveH2(
+    server,
+    {
+      request: (req, res, scheme) => app.handle(req, res, scheme),
+      refuse: (req, res, scheme, status, close) => app.refuse(req, res, scheme, status, close),
+    },
+    'https',
+  );
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('session', (session) => {
-    guardSession(session);
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });

@@ -200,6 +200,27 @@ sites:
     assert.equal(tooBig.headers.connection, undefined);
   });
 
+  test('Expect: 100-continue is answered by Portico after its checks: 413 without a 100 for a body over the limit, 100 then 200 otherwise; another expectation gets 417', async () => {
+    const ask = (length: number, expect = '100-continue') =>
+      new Promise<{ continued: boolean; status: number; page: boolean }>((resolve, reject) => {
+        const stream = client.request({ ':method': 'POST', ':path': '/api/echo', ':authority': 'a.example', 'content-length': String(length), expect }, { endStream: false });
+        let continued = false;
+        stream.once('continue', () => {
+          continued = true;
+          stream.end('x'.repeat(length));
+        });
+        stream.once('response', (h) => {
+          // Portico's own error page says no-store; Node's bare answers carry no such field.
+          resolve({ continued, status: Number(h[':status']), page: h['cache-control'] === 'no-store' });
+          stream.close();
+        });
+        stream.once('error', reject);
+      });
+    assert.deepEqual(await ask(5000), { continued: false, status: 413, page: true });
+    assert.deepEqual(await ask(10), { continued: true, status: 200, page: false });
+    assert.deepEqual(await ask(10, 'something-else'), { continued: false, status: 417, page: true });
+  });
+
   test('a 413 to a client still sending its body ends the stream with RST_STREAM NO_ERROR; the session serves on', async () => {
     const stream = client.request({ ':method': 'POST', ':path': '/api/echo', ':authority': 'a.example' }, { endStream: false });
     const status = new Promise<number>((resolve) => stream.once('response', (h) => resolve(Number(h[':status']))));
