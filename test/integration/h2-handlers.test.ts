@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { ClientHttp2Session } from 'node:http2';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { connectH2, h2Request, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -123,6 +124,9 @@ sites:
     const big = await get('/files/big.txt', { 'accept-encoding': 'identity' });
     assert.equal(big.status, 200);
     assert.equal(big.body.length, 100_000);
+    const zipped = await get('/files/big.txt', { 'accept-encoding': 'gzip' });
+    assert.equal(zipped.headers['content-encoding'], 'gzip');
+    assert.equal(gunzipSync(zipped.body).toString(), 'x'.repeat(100_000));
   });
 
   test('a 204 has no body and no content-length', async () => {
@@ -247,6 +251,7 @@ sites:
     assert.equal(originCalls - before, 1, 'one upstream request for five concurrent streams');
     const hit = await get('/cached/one');
     assert.match(String(hit.headers['cache-status']), /^Portico; hit/);
+    assert.equal(hit.body.toString(), 'cached body of /cached/one');
     const revalidated = await get('/cached/one', { 'if-none-match': '"v1"' });
     assert.equal(revalidated.status, 304);
     assert.equal(revalidated.body.length, 0);
