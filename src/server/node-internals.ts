@@ -13,6 +13,9 @@
  * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
  *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
  *   timeout instead of answered 408.
+ * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
+ *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
+ *   is emitted for them once; without it a stalled request head would never get its 408.
  */
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
@@ -51,4 +54,9 @@ export function requestsBeingReceived(server: Server): ReadonlySet<unknown> | un
 export function parserHeaderPairs(socket: Socket): number | undefined {
   const kept = (socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
   return typeof kept === 'number' ? kept : undefined;
+}
+
+/** Starts an unlistened HTTP server's connection tracking and timeout checks (see above). */
+export function startConnectionChecks(server: Server): void {
+  server.emit('listening');
 }
