@@ -28,9 +28,16 @@ import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import type { Http2Settings } from '../config/schema.js';
+import { wrappedSocket } from './node-internals.js';
 import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
 
 type ListenerConfig = Config['listen'][number];
+const kMadeWith = Symbol('portico.tls.madeWith');
+/** The certificates a handshake starts with. */
+interface MadeWith {
+  store: CertificateStore;
+  fallback: ServedCertificate | undefined;
+}
 type ListenerTls = NonNullable<ListenerConfig['tls']>;
 
 /** What the TLS stage needs of the server around it. */
@@ -94,6 +101,8 @@ export class SecureStage {
 
   /** Starts the TLS handshake on a socket the listener accepted. */
   accept(socket: Socket): void {
+    // The store and default of the moment the handshake begins: the connection is made with them.
+    (socket as Socket & { [kMadeWith]?: MadeWith })[kMadeWith] = { store: this.#target.certificates(), fallback: this.#fallback };
     this.#tls.emit('connection', socket);
   }
 
@@ -122,7 +131,6 @@ export class SecureStage {
 
   #makeTls(config: ListenerConfig): tls.Server {
     const options = config.tls!;
-    const fallback = this.#fallback;
     const target = this.#target;
     const server = tls.createServer({
       ...(options.pem === undefined ? {} : { cert: options.pem.cert, key: options.pem.key }),
@@ -141,7 +149,9 @@ export class SecureStage {
       },
     });
     server.on('secureConnection', (socket: TLSSocket) => {
-      recordHandshake(socket, target.certificates(), fallback);
+      const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
+      const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };
+      recordHandshake(socket, made.store, made.fallback);
       if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
       else target.http1(socket);
     });

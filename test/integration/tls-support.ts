@@ -107,14 +107,19 @@ export function h2Get(session: http2.ClientHttp2Session, host: string, path = '/
   });
 }
 
-/** The subject CN of the certificate the server presents for `servername` (empty: no SNI). */
-export function presented(port: number, ca: string, servername: string): Promise<string> {
+/** The certificate the server presents for `servername` (empty: no SNI). */
+export function peerCertificate(port: number, ca: string, servername: string): Promise<tls.PeerCertificate> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: '127.0.0.1', port, ca, ...(servername === '' ? {} : { servername }), checkServerIdentity: () => undefined }, () => {
-      const cn = socket.getPeerCertificate().subject?.CN ?? '';
+      const certificate = socket.getPeerCertificate();
       socket.destroy();
-      resolve(String(cn));
+      resolve(certificate);
     });
     socket.on('error', reject);
   });
+}
+
+/** The subject CN of the certificate the server presents for `servername` (empty: no SNI). */
+export async function presented(port: number, ca: string, servername: string): Promise<string> {
+  return String((await peerCertificate(port, ca, servername)).subject?.CN ?? '');
 }

@@ -53,7 +53,10 @@ const SITES = `sites:
 describe('TLS listener with SNI, ALPN and misdirection', () => {
   let portico: RunningPortico;
   before(async () => {
-    portico = await startPortico(`listen:\n  - { addr: "127.0.0.1:0", tls: { cert: ./fallback.pem, key: ./fallback.key } }\n  - "127.0.0.1:0"\nlog: { access: off }\n${SITES}`, files());
+    portico = await startPortico(
+      `listen:\n  - { addr: "127.0.0.1:0", tls: { cert: ./fallback.pem, key: ./fallback.key } }\n  - "127.0.0.1:0"\n  - { addr: "127.0.0.1:0", redirect_https: 8443 }\nlog: { access: off }\n${SITES}`,
+      files(),
+    );
   });
   after(() => portico.stop());
 
@@ -136,5 +139,29 @@ describe('TLS listener with SNI, ALPN and misdirection', () => {
     const res = await rawRequest(plainPort, 'GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n');
     assert.equal(res.body, 'site a');
     assert.equal(res.headers['strict-transport-security'], undefined);
+  });
+
+  test('redirect_https: 308 to https on the port for a configured host, path canonical and query kept', async () => {
+    const port = portico.server.addresses[2]!.port;
+    const exact = await rawRequest(port, 'GET /x/../y?q=1 HTTP/1.1\r\nHost: A.example:80\r\nConnection: close\r\n\r\n');
+    assert.deepEqual([exact.status, exact.headers.location], [308, 'https://a.example:8443/y?q=1']);
+    const wild = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: deep.wild.example\r\nConnection: close\r\n\r\n');
+    assert.deepEqual([wild.status, wild.headers.location], [308, 'https://deep.wild.example:8443/']);
+    const plain = await rawRequest(port, 'GET /p HTTP/1.1\r\nHost: plain.example\r\nConnection: close\r\n\r\n');
+    assert.deepEqual([plain.status, plain.headers.location], [308, 'https://plain.example:8443/p'], 'a site without a certificate of its own too');
+  });
+
+  test('redirect_https never echoes an unknown Host: 421, no Location', async () => {
+    const port = portico.server.addresses[2]!.port;
+    for (const request of [
+      'GET /x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n',
+      'GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
+      'GET /x HTTP/1.0\r\n\r\n',
+    ]) {
+      const res = await rawRequest(port, request);
+      assert.equal(res.status, 421, request);
+      assert.equal(res.headers.location, undefined, request);
+      assert.doesNotMatch(res.raw, /evil/, request);
+    }
   });
 });
