@@ -84,7 +84,7 @@ describe('TLS config', () => {
     );
     const messages = errors.map((line) => line.replace(/^portico\.yaml:\d+:\d+ /, ''));
     for (const expected of [
-      /^listen\[0\]\.tls\.key: cert and key go together/,
+      /^listen\[0\]\.tls\.cert: cert and key go together/,
       /^listen\[1\]\.tls\.max_version: max_version is below min_version/,
       /^listen\[1\]\.tls\.ciphers: no cipher of "NOPE-CIPHER"/,
       /^sites\[0\]\.hsts\.preload: preload needs include_subdomains/,
