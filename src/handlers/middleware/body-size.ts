@@ -16,20 +16,20 @@ import { sendError } from '../../http/send.js';
 import { defineMiddleware } from '../chain.js';
 
 /**
- * Once the answer is out, a body the handler never claimed is discarded by Node as it arrives (so that the
- * next request on the connection can be read); past the limit the connection is cut instead.
+ * A body the handler never claimed is read and dropped by Node once the answer is out (so that the next request
+ * on the connection can be parsed), however long it is. Counting it takes a `data` listener before Node starts
+ * that (on `finish`, after which nothing would be pushed to a listener): at `prefinish`, when the answer has been
+ * handed to the socket. The reading then goes on as Node's would, and the connection is cut past the limit.
  */
 function guardUnclaimedBody(ctx: RequestContext, limit: number): void {
   const req: IncomingMessage = ctx.req;
-  ctx.res.once('finish', function discardWithinLimit() {
+  ctx.res.once('prefinish', function discardWithinLimit() {
     if (ctx.bodyClaimed || req.complete) return;
     let received = 0;
     req.on('data', (chunk: Buffer) => {
       received += chunk.length;
       if (received > limit) req.destroy();
     });
-    // Node starts discarding on `finish` (before this listener); resume in case it did not.
-    req.resume();
   });
 }
 
