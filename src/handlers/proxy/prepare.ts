@@ -78,6 +78,7 @@ export class RequestPreparer {
       setHeaders,
       httpVersion: req.httpVersion,
       underscores: this.#o.underscores,
+      dropAuthorization: ctx.credentialsConsumed,
     });
   }
 
