@@ -4,7 +4,7 @@
  * of every config (a reload keeps it): at most two workers, and one fewer than the cores, so that the event
  * loop keeps a core even while checks run back to back. Checks wait in a bounded queue; a full queue refuses
  * at once (the caller answers 503) instead of growing. Workers start on the first check, never hold the
- * process open (unref), and end after a while without checks.
+ * process open while idle (unref), and end after a while without checks.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -33,6 +33,7 @@ export class HashPool {
   readonly #slots: Slot[] = [];
   readonly #queue: Job[] = [];
   #nextId = 0;
+  #started = 0;
   #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(size: number, maxQueued: number) {
@@ -48,6 +49,11 @@ export class HashPool {
       this.#queue.push(job);
       this.#dispatch();
     });
+  }
+
+  /** Checks handed to a worker since the pool was made (for tests and metrics). */
+  get started(): number {
+    return this.#started;
   }
 
   /** Checks running or waiting now. */
@@ -73,6 +79,8 @@ export class HashPool {
       }
       const job = this.#queue.shift()!;
       slot.job = job;
+      slot.worker.ref();
+      this.#started++;
       clearTimeout(this.#idleTimer);
       this.#idleTimer = undefined;
       slot.worker.postMessage({ id: job.id, password: job.password, hash: job.hash });
@@ -81,11 +89,11 @@ export class HashPool {
 
   #spawn(): Slot {
     const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
-    worker.unref();
     const slot: Slot = { worker, job: undefined };
     worker.on('message', (message: { id: number; ok: boolean }) => {
       const job = slot.job;
       slot.job = undefined;
+      worker.unref();
       if (job !== undefined && job.id === message.id) job.settle(message.ok);
       this.#dispatch();
       this.#armIdle();
@@ -101,6 +109,8 @@ export class HashPool {
     };
     worker.on('error', lost);
     worker.on('exit', (code) => lost(new Error(`hash worker exited with code ${code}`)));
+    // Held open only while it checks (after the listeners: adding a `message` listener refs the worker again).
+    worker.unref();
     this.#slots.push(slot);
     return slot;
   }
