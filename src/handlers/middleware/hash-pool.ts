@@ -66,7 +66,9 @@ export class HashPool {
     clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
     const slots = this.#slots.splice(0);
-    for (const job of this.#queue.splice(0)) job.settle(new Error('hash pool closed'));
+    const closed = new Error('hash pool closed');
+    for (const job of this.#queue.splice(0)) job.settle(closed);
+    for (const slot of slots) slot.job?.settle(closed);
     await Promise.all(slots.map((slot) => slot.worker.terminate()));
   }
 
