@@ -3,6 +3,10 @@
  * and the hash pool's bounds and lifetime.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { parseBasicCredentials } from '../../src/handlers/middleware/basic-auth.js';
@@ -67,5 +71,22 @@ describe('HashPool', () => {
     assert.equal(pool.pending, 0);
     assert.equal(await pool.verify('pw', slow), true, 'a closed pool starts a worker again on the next check');
     await pool.close();
+  });
+
+  test('a check in progress holds the process open; an idle pool does not (regression: it held it for the idle timeout)', () => {
+    const pool = new URL('../../src/handlers/middleware/hash-pool.js', import.meta.url).href;
+    const script = `import { HashPool } from ${JSON.stringify(pool)};
+      import bcrypt from ${JSON.stringify(import.meta.resolve('bcryptjs'))};
+      const pool = new HashPool(1, 1);
+      console.log(await pool.verify('pw', bcrypt.hashSync('pw', 4)));`;
+    // Within 10 s, well under the pool's 30 s idle timeout: the worker no longer holds the process once idle.
+    // A file, not --eval: the worker would inherit --input-type, which Node refuses for a file.
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'portico-pool-')), 'check.mjs');
+    writeFileSync(file, script);
+    const child = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 10_000, cwd: process.cwd() });
+    rmSync(path.dirname(file), { recursive: true, force: true });
+    assert.equal(child.signal, null, 'the process ended by itself');
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), 'true', 'the check finished before the process ended');
   });
 });
