@@ -239,6 +239,19 @@ sites:
     assert.equal(pool.started, hashed + 2, 'cache_ttl: 0 checks every time');
   });
 
+  test('parallel requests with the same credentials share one check (and one failed-attempt token)', async () => {
+    const costly = bcrypt.hashSync('shared', 10);
+    const server = await portico(`sites:
+  - basic_auth: { users: [ { user: u, hash: "${costly}" } ], failure_limit: { rate: 1/h, burst: 1 } }
+    routes: [ { path: /, respond: { body: "in" } } ]
+`);
+    const pool = sharedHashPool();
+    const hashed = pool.started;
+    const statuses = await Promise.all(Array.from({ length: 6 }, (_, i) => as(`${server.url}/asset${i}`, basic('u', 'shared')).then((res) => res.status)));
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
+    assert.equal(pool.started, hashed + 1, 'one hash for six requests');
+  });
+
   test('the queue of checks is bounded: past it 503 with Retry-After, and the server answers afterwards', async () => {
     const costly = bcrypt.hashSync('x', 10);
     const server = await portico(`trusted_proxies: ["127.0.0.1"]

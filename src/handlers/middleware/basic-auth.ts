@@ -11,6 +11,7 @@
  *   hashing, so that unauthenticated requests cannot keep the cores busy.
  * - Results are kept a short while in a bounded LRU keyed by an HMAC (under a key made per process) of the user,
  *   the hash and the password: never the password itself, and a hash changed by a reload is checked anew.
+ *   Parallel requests with the same credentials share the check in flight.
  * - An unknown user costs a check too (against another user's hash), so that timing does not tell which users
  *   exist.
  * - `Authorization` is not forwarded to the app unless `pass_authorization: true`.
@@ -139,18 +140,30 @@ export const basicAuthKind = defineMiddleware({
       return next(ctx);
     }
 
+    /** Checks in flight by result key: parallel requests with the same credentials (a page's assets) share one. */
+    const inflight = new Map<string, Promise<boolean>>();
+
     async function checkHash(ctx: RequestContext, next: Handler, password: string, hash: string | undefined, key: string): Promise<void> {
-      const client = clientKey(ctx, 64);
-      const wait = failures.take(client);
-      if (wait !== 0) return sendError(ctx, 429, { 'Retry-After': String(wait) });
-      const checking = pool.verify(password, hash ?? decoy);
+      let checking = inflight.get(key);
       if (checking === undefined) {
-        failures.giveBack(client);
-        return sendError(ctx, 503, RETRY_SOON);
+        const client = clientKey(ctx, 64);
+        const wait = failures.take(client);
+        if (wait !== 0) return sendError(ctx, 429, { 'Retry-After': String(wait) });
+        const verifying = pool.verify(password, hash ?? decoy);
+        if (verifying === undefined) {
+          failures.giveBack(client);
+          return sendError(ctx, 503, RETRY_SOON);
+        }
+        checking = verifying.then((match) => {
+          const ok = match && hash !== undefined;
+          results?.set(key, ok);
+          if (ok) failures.giveBack(client);
+          return ok;
+        });
+        inflight.set(key, checking);
+        void checking.catch(() => undefined).finally(() => inflight.delete(key));
       }
-      const ok = (await checking) && hash !== undefined;
-      results?.set(key, ok);
-      if (ok) failures.giveBack(client);
+      const ok = await checking;
       if (ctx.res.destroyed) return;
       if (!ok) return sendError(ctx, 401, challenge);
       return admit(ctx, next);
