@@ -87,12 +87,12 @@ export class App {
           underscoresInHeaders: config.underscores_in_headers,
           createUpstream,
         };
-        const kind = handlerKind(route.kind)!;
-        const instance = kind.create(route.options, env);
+        const handler = handlerKind(route.kind)!;
+        const instance = handler.create(route.options, env);
         this.#instances.push(instance);
         // The route's own middlewares (with those its handler's options carry), then for each kind it does not
         // name its site's, then its handler's defaults (`proxy.max_body_size`'s 10MB) for kinds neither names.
-        const implied = kind.implies?.(route.options) ?? [];
+        const implied = handler.implies?.(route.options) ?? [];
         const own = [...route.middlewares, ...implied.filter((used) => !used.fallback)];
         const named = new Set(own.map((used) => used.kind));
         const inherited = siteConfig.middlewares.filter((used) => !named.has(used.kind));

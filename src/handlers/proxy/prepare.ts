@@ -1,7 +1,8 @@
 /**
  * Preparing a request for forwarding, once per request whatever the number of attempts: the checks that answer
- * the client early (405, 417, a broken body; 413 when a chunked body passes the route's limit), the request body (kept in memory when small enough to replay),
- * the header list for the app server (hop-by-hop fields dropped, forwarding fields rebuilt) and the path.
+ * the client early (405, 417, a broken body; 413 when a chunked body passes the route's limit), the request
+ * body (kept in memory when small enough to replay), the header list for the app server (hop-by-hop fields
+ * dropped, forwarding fields rebuilt) and the path.
  */
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
