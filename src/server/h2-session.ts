@@ -9,19 +9,25 @@
  */
 import { constants, type Http2SecureServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
-import type { Dispatch } from './listeners.js';
+
+/** Where an h2 server's requests go (the listener's dispatch, its scheme bound). */
+export interface H2Target {
+  request(req: ClientRequest, res: ClientResponse): void;
+  /** Answers with Portico's error page for `status` (the stream only). */
+  refuse(req: ClientRequest, res: ClientResponse, status: number): void;
+}
 
 /**
  * Hands an h2 server's requests to Portico, as a listener does for HTTP/1: every request (and every one with
  * `Expect: 100-continue`, which Portico answers itself after its own checks: a 413 comes before any 100) to
- * `dispatch.request`, through `h2RequestHandler`; any other expectation to `dispatch.refuse` (417, Portico's
- * page, the stream only); each new session to `guardSession`.
+ * `target.request`, through `h2RequestHandler`; any other expectation to `target.refuse` (417, Portico's
+ * page); each new session to `guardSession`.
  */
-export function serveH2(server: Http2Server | Http2SecureServer, dispatch: Pick<Dispatch, 'request' | 'refuse'>, scheme: 'http' | 'https'): void {
-  const onRequest = h2RequestHandler((req, res) => dispatch.request(req, res, scheme));
+export function serveH2(server: Http2Server | Http2SecureServer, target: H2Target): void {
+  const onRequest = h2RequestHandler((req, res) => target.request(req, res));
   server.on('request', onRequest);
   server.on('checkContinue', onRequest);
-  server.on('checkExpectation', (req: ClientRequest, res: ClientResponse) => dispatch.refuse(req, res, scheme, 417, false));
+  server.on('checkExpectation', (req: ClientRequest, res: ClientResponse) => target.refuse(req, res, 417));
   server.on('session', (session: ServerHttp2Session) => guardSession(session));
 }
 

@@ -1,21 +1,11 @@
 /**
- * Test helpers for HTTP/2: a self-signed certificate made at test time, a Portico app served over TLS with ALPN
- * `h2` the way a listener hands an h2 request to the app (`Dispatch.request(req, res, 'https')`), and a small h2
- * client. The server part stands in for the TLS listener until it exists; its session settings are the ones
- * Portico's listener should use (see `H2_SETTINGS`).
+ * Test helpers for HTTP/2: a self-signed certificate made at test time, Portico with a TLS listener speaking h2,
+ * and a small h2 client.
  */
-import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type SecureServerOptions } from 'node:http2';
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { webcrypto } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
-import path from 'node:path';
-import { rmSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
-import pino from 'pino';
-import { parseConfig } from '../../src/server/config.js';
-import { App } from '../../src/server/app.js';
-import { CacheZones } from '../../src/cache/zones.js';
-import { serveH2 } from '../../src/server/h2-session.js';
-import { makeTree } from './portico.js';
+import { startPortico, type RunningPortico } from './portico.js';
 
 /** A PEM certificate and key. */
 export interface CertPair {
@@ -48,73 +38,21 @@ export function selfSignedCert(): Promise<CertPair> {
 }
 
 /** What a running h2 Portico offers a test. */
-export interface RunningH2 {
-  app: App;
+export interface RunningH2 extends RunningPortico {
   /** `https://127.0.0.1:PORT` */
   origin: string;
-  port: number;
-  dir: string;
-  server: http2.Http2SecureServer;
-  stop(): Promise<void>;
 }
 
 /**
- * The session settings Portico's h2 listener should have (nginx's numbers where it has one): at most 128 streams
- * at a time (Node's default is unlimited), a 64 KiB header list, Node's 64 KiB windows.
+ * Starts Portico (in this process) from YAML text with one TLS listener on 127.0.0.1:0, HTTP/2 on (`http2`: the
+ * listener's setting, `true` for the defaults), serving a certificate made at test time (`cert.pem`, `key.pem`
+ * in the test's folder).
  */
-export const H2_SETTINGS: SecureServerOptions = {
-  settings: { maxConcurrentStreams: 128, maxHeaderListSize: 65_536 },
-  maxSessionMemory: 10,
-};
-
-/**
- * Starts a Portico app from YAML text behind an h2 (TLS, ALPN h2 only) server on 127.0.0.1:0. The app is built
- * as `Portico` builds it (cache zones, then the app), handed its requests by `serveH2` as a listener would.
- */
-export async function startPorticoH2(yaml: string, files: Record<string, string | Buffer> = {}, options: SecureServerOptions = {}): Promise<RunningH2> {
-  const dir = makeTree(files);
-  let text = yaml;
-  if (!/^log:/m.test(text)) text = `log: { access: off }\n${text}`;
-  const config = parseConfig(text, path.join(dir, 'portico.yaml'), dir);
-  const logger = pino({ level: 'silent' });
-  const zones = new CacheZones(logger);
-  const plan = zones.resolve(config.caches);
-  plan.commit();
-  await zones.start();
-  const app = new App(config, logger, plan.zones);
-  await app.start();
+export async function startPorticoH2(yaml: string, files: Record<string, string | Buffer> = {}, http2 = 'true'): Promise<RunningH2> {
   const { cert, key } = await selfSignedCert();
-  const server = http2.createSecureServer({ ...H2_SETTINGS, ...options, cert, key, allowHTTP1: false });
-  serveH2(
-    server,
-    {
-      request: (req, res, scheme) => app.handle(req, res, scheme),
-      refuse: (req, res, scheme, status, close) => app.refuse(req, res, scheme, status, close),
-    },
-    'https',
-  );
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    app,
-    origin: `https://127.0.0.1:${port}`,
-    port,
-    dir,
-    server,
-    async stop() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) session.destroy();
-      await closed;
-      await app.stop();
-      await zones.stop();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const listen = `listen: [{ addr: "127.0.0.1:0", tls: { cert: ./cert.pem, key: ./key.pem }, http2: ${http2} }]\n`;
+  const running = await startPortico(listen + yaml, { ...files, 'cert.pem': cert, 'key.pem': key });
+  return { ...running, origin: `https://127.0.0.1:${running.port}` };
 }
 
 /** Connects an h2 client that trusts the test certificate. */

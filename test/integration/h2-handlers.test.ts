@@ -276,8 +276,12 @@ sites:
   test('the access log records the protocol as HTTP/2.0', async () => {
     await get('/hello?logged=1');
     const file = path.join(portico.dir, 'access.log');
-    await portico.app.stop();
-    const line = readFileSync(file, 'utf8').split('\n').find((l) => l.includes('/hello?logged=1'));
+    // Lines are written in batches at least once a second: look for it a bounded number of times.
+    let line: string | undefined;
+    for (let i = 0; i < 60 && line === undefined; i++) {
+      line = readFileSync(file, 'utf8').split('\n').find((l) => l.includes('/hello?logged=1'));
+      if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     assert.ok(line !== undefined, 'a line for the request');
     assert.match(line, /"GET \/hello\?logged=1 HTTP\/2\.0" 201 2 /);
   });
