@@ -55,12 +55,12 @@ export async function startPorticoH2(yaml: string, files: Record<string, string 
   return { ...running, origin: `https://127.0.0.1:${running.port}` };
 }
 
-/** Connects an h2 client that trusts the test certificate. */
+/** Connects an h2 client that trusts the test certificate; resolves once the server's SETTINGS arrived. */
 export async function connectH2(origin: string, options: http2.SecureClientSessionOptions = {}): Promise<ClientHttp2Session> {
   const { cert } = await selfSignedCert();
   const session = http2.connect(origin, { ca: cert, servername: 'localhost', ...options });
   await new Promise<void>((resolve, reject) => {
-    session.once('connect', () => resolve());
+    session.once('remoteSettings', () => resolve());
     session.once('error', reject);
   });
   session.on('error', () => undefined);

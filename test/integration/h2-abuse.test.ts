@@ -109,6 +109,43 @@ sites:
     await backend?.stop();
   });
 
+  test('the listener announces bounded session settings by default: 100 streams at a time, a 64 KB header list', async () => {
+    assert.equal(client.remoteSettings.maxConcurrentStreams, 100);
+    assert.equal(client.remoteSettings.maxHeaderListSize, 65_536);
+    assert.equal(client.remoteSettings.enableConnectProtocol, false);
+  });
+
+  test('streams past max_concurrent_streams are refused (RST_STREAM REFUSED_STREAM) and never reach the app server', async (t) => {
+    const limited = await startPorticoH2(
+      `upstreams:
+  app: { servers: [{ url: "${backend.url}" }], retries: 0 }
+sites:
+  - hosts: [a.example]
+    routes:
+      - path: /app/
+        proxy: { upstream: app }
+`,
+      {},
+      '{ max_concurrent_streams: 5 }',
+    );
+    const raw = await RawH2.open(limited.port);
+    try {
+      const before = backend.requests.length;
+      const ids = Array.from({ length: 12 }, (_, i) => 1 + 2 * i);
+      await raw.write(Buffer.concat(ids.map((id) => raw.headers(id, getFields('/app/slow')))));
+      const outcomes = await Promise.all(ids.map((id) => raw.answer(id)));
+      const answered = outcomes.filter((o) => o.status === 200).length;
+      const refused = outcomes.filter((o) => o.reset === 7 || o.reset === ERROR.PROTOCOL_ERROR).length;
+      t.diagnostic(`12 streams opened at once against max_concurrent_streams 5: ${answered} answered, ${refused} refused; ${JSON.stringify(outcomes)}`);
+      assert.equal(answered, 5);
+      assert.equal(refused, 7);
+      assert.equal(backend.requests.length - before, 5, 'only the admitted streams reached the app server');
+    } finally {
+      raw.close();
+      await limited.stop();
+    }
+  });
+
   for (const [name, attack] of Object.entries(attacks)) {
     test(`${name}: every attacking connection gets GOAWAY or is closed; memory and the bystander's p99 stay bounded`, async (t: TestContext) => {
       const baseline = process.memoryUsage().rss;
