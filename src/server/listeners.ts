@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
-import { sendRawError } from '../http/send.js';
+import { kClosing, sendRawError, type MarkedSocket } from '../http/send.js';
 import { KeepAliveSweeper } from './keepalive.js';
 import { parserHeaderPairs } from './node-internals.js';
 
@@ -176,6 +176,8 @@ class Listener {
       if (last) res.shouldKeepAlive = false;
       return true;
     };
+    /** A request pipelined behind an answer that closes the connection (see `kClosing`): never run. */
+    const behindClose = (req: IncomingMessage): boolean => (req.socket as IncomingMessage['socket'] & MarkedSocket)[kClosing] === true;
     /**
      * The status a parsed request is refused with before it reaches a route, or 0 (the usual case: three cheap
      * checks). Node would drop header lines past its own count silently (a Host at the end lost); it keeps one
@@ -193,6 +195,9 @@ class Listener {
       }
       // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
       if (req.headers.host === undefined && req.httpVersionMinor === 1 && req.httpVersionMajor === 1) return 400;
+      // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (an HTTP/1.0 hop before
+      // Portico read its body another way). Refused with 400 and the connection closed, as nginx does.
+      if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return 400;
       return 0;
     };
     const server = http.createServer(
@@ -208,6 +213,7 @@ class Listener {
         requireHostHeader: false,
       },
       function onRequest(req, res) {
+        if (behindClose(req)) return;
         const status = refusal(req as PorticoRequest, res);
         if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
         if (admit(req, res)) dispatch.request(req, res, 'http');
@@ -217,12 +223,14 @@ class Listener {
     server.maxHeadersCount = config.max_header_count + 1;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', function onCheckContinue(req, res) {
+      if (behindClose(req)) return;
       const status = refusal(req as PorticoRequest, res);
       if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
       if (admit(req, res)) dispatch.request(req, res, 'http');
     });
     // Any other expectation: 417 (RFC 9110 §10.1.1), Portico's page; the connection stays (as nginx's).
     server.on('checkExpectation', function onCheckExpectation(req: IncomingMessage, res: ServerResponse) {
+      if (behindClose(req)) return;
       const status = refusal(req as PorticoRequest, res);
       if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
       if (admit(req, res)) dispatch.refuse(req, res, 'http', 417, false);
