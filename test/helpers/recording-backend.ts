@@ -109,8 +109,11 @@ function parseRequest(text: string, from: number): Parsed {
   return { request: { ...base, body: '', framing: 'none' }, end: at };
 }
 
-/** Starts a recording backend on 127.0.0.1, port 0. */
-export async function startRecordingBackend(): Promise<RecordingBackend> {
+/**
+ * Starts a recording backend on 127.0.0.1, port 0. `answer` gives the bytes to write for a request (default: a
+ * fixed `200 ok`), for tests of what Portico does with a misbehaving app's answers.
+ */
+export async function startRecordingBackend(answer: (request: RecordedRequest) => string = () => ANSWER): Promise<RecordingBackend> {
   const requests: RecordedRequest[] = [];
   const malformed: string[] = [];
   const connections: Array<{ all: string; pending: string; open: boolean; broken: boolean }> = [];
@@ -151,7 +154,7 @@ export async function startRecordingBackend(): Promise<RecordingBackend> {
         }
         conn.pending = conn.pending.slice(parsed.end);
         requests.push(parsed.request);
-        socket.write(ANSWER);
+        socket.write(answer(parsed.request), 'latin1');
         waiters = waiters.filter((waiter) => {
           if (waiter.target !== parsed.request.target) return true;
           waiter.resolve(parsed.request);

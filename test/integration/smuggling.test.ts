@@ -521,3 +521,76 @@ describe('request smuggling corpus (HTTP/1)', () => {
     assert.equal(rows.length, CASES.length, 'every case ran');
   });
 });
+
+/**
+ * The other direction: an app whose answers are framed wrongly (two answers for one request, a body on HEAD or
+ * 204, both framings, duplicate lengths, a bad chunk, bare LF, obs-fold) must not desynchronise the upstream
+ * connection: the next request gets its own answer, never bytes the app sent after the first (response queue
+ * poisoning), and no client ever sees the extra bytes.
+ */
+describe('answers from the app cannot poison the upstream connection', () => {
+  const POISON = 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED';
+  const ANSWERS: Record<string, string> = {
+    '/two-answers': `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok${POISON}`,
+    '/head-body': 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED',
+    '/204-body': 'HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nPOISONED',
+    '/304-body': 'HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\nPOISONED',
+    '/cl-te': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nPOISONED\r\n0\r\n\r\n',
+    '/dup-cl': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 10\r\n\r\nokPOISONED',
+    '/cl-comma': 'HTTP/1.1 200 OK\r\nContent-Length: 2, 10\r\n\r\nokPOISONED',
+    '/bad-chunk': `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n${POISON}\r\n0\r\n\r\n`,
+    '/bare-lf': `HTTP/1.1 200 OK\nContent-Length: 2\n\nok${POISON}`,
+    '/obs-fold': `HTTP/1.1 200 OK\r\nX-A: a\r\n Content-Length: 50\r\nContent-Length: 2\r\n\r\nok${POISON}`,
+    '/cr-in-field': `HTTP/1.1 200 OK\r\nX-A: a\rContent-Length: 50\r\nContent-Length: 2\r\n\r\nok${POISON}`,
+    '/te-identity': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\nokPOISONED',
+  };
+  let app: RecordingBackend;
+  let front: RunningPortico;
+  const table: string[] = [];
+
+  before(async () => {
+    app = await startRecordingBackend((request) => {
+      if (request.target === '/next') return 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nNEXT';
+      return ANSWERS[request.target] ?? 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n';
+    });
+    // One upstream connection, so that the next request must reuse the one the bad answer came on (if kept).
+    front = await startPortico(`upstreams:
+  app: { servers: [{ url: "${app.url}" }], keepalive: 1, retries: 0 }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app }
+`);
+  });
+
+  after(async () => {
+    await front.stop();
+    await app.stop();
+  });
+
+  test('control: two ordinary requests in a row share one upstream connection (so a kept poisoned one would be reused)', async () => {
+    app.reset();
+    for (let i = 0; i < 2; i++) assert.equal((await rawRequest(front.port, `GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n`)).body, 'NEXT');
+    assert.ok(app.received().some((text) => text.split('GET /next ').length - 1 === 2), 'both went over one connection');
+  });
+
+  for (const target of Object.keys(ANSWERS)) {
+    const method = target === '/head-body' ? 'HEAD' : 'GET';
+    test(`${method} ${target}: no client sees the bytes after the answer, and the next request gets its own answer`, async (t) => {
+      const res = await rawRequest(front.port, `${method} ${target} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+      const next = await rawRequest(front.port, `GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+      const row = `${method} ${target}: client ${res.status}${res.closed ? ' (closed)' : ''}, next ${next.status} ${JSON.stringify(next.body)}`;
+      table.push(row);
+      t.diagnostic(row);
+      assert.ok(res.status >= 200 && res.status <= 599, 'a final answer');
+      assert.doesNotMatch(res.raw, /POISONED/);
+      assert.equal(next.status, 200);
+      assert.equal(next.body, 'NEXT');
+    });
+  }
+
+  test('outcome table (app answers)', (t) => {
+    t.diagnostic(table.join('\n'));
+    assert.equal(table.length, Object.keys(ANSWERS).length);
+  });
+});
