@@ -381,6 +381,27 @@ const CASES: Case[] = [
     request: `POST /p HTTP/1.1\r\n${H}Content-Length: 2000\r\n\r\n${'x'.repeat(2000)}GET /after HTTP/1.1\r\n${H}\r\n`,
     expect: reject(413),
   },
+  // Upgrades: no tunnel unless the app switched protocols, so bytes behind a failed upgrade never reach the app.
+  {
+    name: 'a WebSocket upgrade the app answers with 200 (not 101) gets 502 and closes: the request pipelined behind it never reaches the app',
+    request: `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n${HIDDEN}`,
+    expect: forward({ method: 'GET', target: '/ws', body: '', status: 502, closed: true }),
+  },
+  {
+    name: 'a WebSocket upgrade with an unsupported version the app refuses: no tunnel, the bytes behind it never reach the app',
+    request: `GET /ws HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 1337\r\n\r\n${HIDDEN}`,
+    expect: forward({ method: 'GET', target: '/ws', body: '', status: 502, closed: true }),
+  },
+  {
+    name: 'Upgrade: websocket on a POST is a plain request: its body forwarded once, the connection closed, the request behind never run',
+    request: `POST /p HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 5\r\n\r\nhello${HIDDEN}`,
+    expect: forward({ method: 'POST', target: '/p', body: 'hello', closed: true }),
+  },
+  {
+    name: 'Upgrade: h2c is ignored: the request answered plainly, the connection closed, the request behind never run',
+    request: `GET /p HTTP/1.1\r\n${H}Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n${HIDDEN}`,
+    expect: forward({ method: 'GET', target: '/p', body: '', closed: true, check: (r) => assert.deepEqual(field(r, 'upgrade'), []) }),
+  },
   // Hop-by-hop tricks.
   {
     name: 'Connection: content-length cannot strip the length from the forwarded request: the body is still framed',
