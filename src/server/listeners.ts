@@ -18,7 +18,7 @@ import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import { kClosing, sendRawError, type MarkedSocket } from '../http/send.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { parserHeaderPairs } from './node-internals.js';
+import { parserHeaderPairs, responseOnSocket } from './node-internals.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -96,6 +96,27 @@ export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknow
 function cutByParser(req: IncomingMessage, entries: number): boolean {
   const kept = parserHeaderPairs(req.socket);
   return kept !== undefined && kept > 0 && entries >= kept;
+}
+
+/**
+ * Answers bytes Node's parser refused, after the answers to the requests before them on the connection: written at
+ * once, the error would land in the middle of an answer still streaming, or before one not yet begun, and the
+ * client would take it for the answer to an earlier request (which the app may have run). Then the connection
+ * closes once the answer is out, as Node's own handler does: the socket allows half-open connections, and a client
+ * that ignores the answer and keeps its half open must not hold it.
+ */
+function answerClientError(socket: Socket, status: number, serverHeader: string): void {
+  // Node hands the connection to the next queued answer (or to none) on each answer's 'finish', before this runs.
+  const pending = responseOnSocket(socket) as ServerResponse | null | undefined;
+  if (pending !== null && pending !== undefined && !pending.writableFinished) {
+    // The answer of a request read whole: the refused bytes came after it.
+    if (pending.req.complete) return void pending.once('finish', () => answerClientError(socket, status, serverHeader));
+    // The refused bytes are this request's own body. An answer already begun can only be cut.
+    if (pending.headersSent) return void socket.destroy();
+  }
+  if (!socket.writable) return void socket.destroy();
+  sendRawError(socket, status, { serverHeader });
+  socket.once('finish', () => socket.destroy());
 }
 
 function clientErrorStatus(code: string | undefined): number {
@@ -250,10 +271,7 @@ class Listener {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err.code);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
-      // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
-      // client that ignores the answer and keeps its half open must not hold it.
-      sendRawError(socket, status, { serverHeader: dispatch.serverHeader() });
-      socket.once('finish', () => socket.destroy());
+      answerClientError(socket, status, dispatch.serverHeader());
     });
   }
 
