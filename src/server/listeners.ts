@@ -3,7 +3,7 @@
  * app is current when it arrives, so a reload swaps the app without closing a socket. Connection-level limits
  * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
  * them and `clientError` answers 400 (431 for an oversized head, 414 when its request line alone is over the
- * limit, 408 for a slow one) and closes. Requests Node parsed but Portico refuses before routing (too many header
+ * limit, 408 for a slow one), after the answers to the requests before them on the connection, and closes. Requests Node parsed but Portico refuses before routing (too many header
  * lines, no Host, CONNECT, an unmet expectation) go through the app like any other (`refusal`).
  *
  * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in
