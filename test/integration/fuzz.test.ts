@@ -22,11 +22,14 @@ import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest, type RawResponse } from '../helpers/raw-client.js';
 
 const SECRET = 'FUZZ-SECRET-MARKER-7f3a';
+/** A file whose every byte says where it is, so a range's bytes can be checked. */
+const DIGITS = Array.from({ length: 3000 }, (_, i) => String(i % 10)).join('');
 const FILES: Record<string, string> = {
   'site/index.html': 'INDEX-PAGE',
   'site/a.txt': 'FILE-A',
   'site/sub/b.txt': 'FILE-B',
   'site/sub/index.html': 'SUB-INDEX',
+  'site/digits.txt': DIGITS,
   'secret.txt': SECRET,
   'site-secret.txt': SECRET,
 };
@@ -196,6 +199,43 @@ describe('fuzzing', () => {
     );
     t.diagnostic(`statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
     assert.ok((statuses.get(200) ?? 0) > 0 && (statuses.get(400) ?? 0) > 0 && (statuses.get(431) ?? 0) > 0, 'served, refused and too many fields all happen');
+    await canary();
+  });
+
+  /** Range values: well-formed, odd and hostile (huge, negative, reversed, many, empty, other units). */
+  const rangeValue = fc.oneof(
+    fc
+      .array(
+        fc.oneof(
+          fc.tuple(fc.nat(4000), fc.nat(4000)).map(([a, b]) => `${a}-${b}`),
+          fc.nat(4000).map((a) => `${a}-`),
+          fc.nat(4000).map((b) => `-${b}`),
+          fc.constantFrom('', '-', '--1', '1--2', '99999999999999999999-', '-0', '0-0', ' 1-2', '1-2 ', 'a-b', '0x1-2'),
+        ),
+        { minLength: 1, maxLength: 20 },
+      )
+      .map((specs) => `bytes=${specs.join(',')}`),
+    fc.constantFrom('bytes=', 'bytes', 'items=0-1', 'bytes =0-1', 'BYTES=0-1', 'bytes=0-1;x'),
+  );
+
+  test(`hostile Range values (${RUNS} runs) on a static file: 200, 206 or 416, and a 206 carries exactly the bytes it names`, async (t) => {
+    const statuses = new Map<number, number>();
+    await fc.assert(
+      fc.asyncProperty(rangeValue, fc.constantFrom('', 'If-Range: "x"\r\n', 'Accept-Encoding: gzip, br\r\n'), async (range, extra) => {
+        const res = await send(`GET /digits.txt HTTP/1.1\r\nHost: x\r\nRange: ${range}\r\n${extra}\r\n`);
+        assertValidAnswer(res, range);
+        assert.ok([200, 206, 416].includes(res.status), `${range} → ${res.status}`);
+        count(statuses, res.status);
+        const single = /^bytes (\d+)-(\d+)\/3000$/.exec(res.headers['content-range'] ?? '');
+        if (res.status === 206 && single !== null && res.headers['content-encoding'] === undefined) {
+          assert.equal(res.body, DIGITS.slice(Number(single[1]), Number(single[2]) + 1), `the bytes of ${single[0]}`);
+        }
+        if (res.status === 200 && res.headers['content-encoding'] === undefined) assert.equal(res.body, DIGITS);
+      }),
+      { numRuns: RUNS },
+    );
+    t.diagnostic(`statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
+    assert.ok((statuses.get(200) ?? 0) > 0 && (statuses.get(206) ?? 0) > 0 && (statuses.get(416) ?? 0) > 0, 'whole, partial and unsatisfiable all happen');
     await canary();
   });
 
