@@ -43,6 +43,8 @@ export interface RecordingBackend {
    * connection closed), false if some still do after `timeoutMs`.
    */
   settled(timeoutMs?: number): Promise<boolean>;
+  /** Resolves once some connection has received `text` (a request's first bytes, say). */
+  waitForBytes(text: string): Promise<void>;
   /** Resolves once a request whose target is `target` has been recorded. */
   waitFor(target: string): Promise<RecordedRequest>;
   /** Forgets what was recorded so far (open connections keep their unparsed bytes). */
@@ -185,6 +187,18 @@ export async function startRecordingBackend(answer: (request: RecordedRequest) =
           if (!unsettled()) done(true);
         };
         const timer = setTimeout(() => done(false), timeoutMs);
+        watchers.add(watch);
+      });
+    },
+    waitForBytes(text) {
+      const arrived = () => connections.some((conn) => conn.all.includes(text));
+      if (arrived()) return Promise.resolve();
+      return new Promise((resolve) => {
+        const watch = () => {
+          if (!arrived()) return;
+          watchers.delete(watch);
+          resolve();
+        };
         watchers.add(watch);
       });
     },

@@ -9,6 +9,8 @@
  * t.diagnostic. HTTP/2 downgrade cases are in smuggling-h2.test.ts.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
@@ -560,6 +562,38 @@ describe('request smuggling corpus (HTTP/1)', () => {
       });
       if (expected[0]!.closed === true) assert.ok(res.closed, 'the connection is closed');
     });
+  });
+
+  test('a Content-Length body the client cuts short is never forwarded', async () => {
+    backend.reset();
+    const client = net.connect(portico.port, '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    // The 100 says the route took the request and waits for its body; a proxy that streamed the body would have
+    // sent the head upstream by then. Portico holds a body this small until it is whole (for a replay).
+    client.write(`POST /cut-length HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 500\r\n\r\n`);
+    const [interim] = (await once(client, 'data')) as [Buffer];
+    assert.match(interim.toString('latin1'), /^HTTP\/1\.1 100 /);
+    client.write('x'.repeat(100));
+    client.destroy();
+    await canary(1000);
+    assert.ok(await backend.settled());
+    assert.equal(backend.received().join('').includes('/cut-length'), false, 'no byte of it reached the app');
+  });
+
+  test('a chunked body the client cuts short mid-stream: its upstream connection is cut, the app never sees it complete', async () => {
+    backend.reset();
+    const client = net.connect(portico.port, '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    const arrived = backend.waitForBytes('first-part');
+    client.write(`POST /cut-chunked HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\na\r\nfirst-part\r\n`);
+    await arrived;
+    client.destroy();
+    assert.ok(await backend.settled(), 'the cut request does not stay open on an upstream connection');
+    await canary(1001);
+    assert.equal(backend.requests.filter((r) => r.target === '/cut-chunked').length, 0);
+    assert.equal(backend.abandoned().length, 1, 'the app saw the start of it, on a connection that closed');
   });
 
   test('outcome table', (t) => {
