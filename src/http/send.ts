@@ -37,8 +37,9 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   if (headers !== undefined) for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
   if (close) {
     res.setHeader('Connection', 'close');
+    // HTTP/1 only: an HTTP/2 request's socket stands for the session's, which its other streams share.
     const socket = ctx.req.socket as (typeof ctx.req.socket & MarkedSocket) | null;
-    if (socket !== null) socket[kClosing] = true;
+    if (socket !== null && ctx.req.httpVersionMajor === 1) socket[kClosing] = true;
   }
   if (ctx.req.method === 'HEAD') {
     res.end();
