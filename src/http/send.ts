@@ -8,6 +8,16 @@ import { errorPage, PorticoError, reasonPhrase } from '../errors.js';
 import { H2_NO_ERROR, isH2Response, responseCut, type ClientResponse, type H2Response, type RequestContext } from './context.js';
 
 /**
+ * Set on a socket once an answer on it says `Connection: close`. Node keeps parsing the bytes already read and
+ * emits the requests pipelined behind that answer, although theirs can never be sent; the listener reads this
+ * mark and does not run them (their bytes may be what a front-end hop took for the refused request's body).
+ */
+export const kClosing = Symbol('portico.closing');
+
+/** A socket that may carry the `kClosing` mark. */
+export type MarkedSocket = { [kClosing]?: true };
+
+/**
  * Sends the error page for `status` (the site's own page when configured); closes the connection if asked. Over
  * HTTP/2 there is no connection to close for one request (and `Connection` is forbidden there): the request's
  * stream ends with the answer, its unread body refused by a reset (see `endRequestAfterAnswer`).
@@ -30,8 +40,14 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   if (ctx.serverHeader !== '') res.setHeader('Server', ctx.serverHeader);
   if (headers !== undefined) for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
   if (close) {
-    if (isH2Response(res)) endRequestAfterAnswer(ctx, res);
-    else res.setHeader('Connection', 'close');
+    if (isH2Response(res)) {
+      // An HTTP/2 request's socket stands for the session's, which its other streams share: it is never marked.
+      endRequestAfterAnswer(ctx, res);
+    } else {
+      res.setHeader('Connection', 'close');
+      const socket = ctx.req.socket as (typeof ctx.req.socket & MarkedSocket) | null;
+      if (socket !== null) socket[kClosing] = true;
+    }
   }
   if (ctx.req.method === 'HEAD') {
     res.end();
