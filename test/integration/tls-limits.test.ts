@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
-import { httpsGet, testPki, type PemCertificate, type TestPki } from './tls-support.js';
+import { h2Get, h2Session, httpsGet, testPki, type PemCertificate, type TestPki } from './tls-support.js';
 
 let pki: TestPki;
 let server: PemCertificate;
@@ -132,5 +132,39 @@ describe('timeouts on a TLS listener', () => {
     assert.match(received, /^HTTP\/1\.1 200 /);
     const elapsed = await closesWithin(socket, 5000);
     assert.ok(elapsed >= 250, `closed after ${Math.round(elapsed)} ms`);
+  });
+
+  test('keepalive_timeout over HTTP/2: an idle session is closed (GOAWAY) after its answers', async () => {
+    const session = await h2Session(portico.port, pki.ca.cert, 'localhost');
+    const closed = once(session, 'close');
+    assert.equal((await h2Get(session, 'localhost')).body, 'ok');
+    const started = performance.now();
+    let timedOut = false;
+    const limit = setTimeout(() => {
+      timedOut = true;
+      session.destroy();
+    }, 5000);
+    try {
+      await closed;
+      assert.equal(timedOut, false, 'still open after 5 s');
+    } finally {
+      clearTimeout(limit);
+    }
+    assert.ok(performance.now() - started >= 250);
+  });
+});
+
+describe('stopping a TLS listener', () => {
+  test('stop() sends an idle HTTP/2 session GOAWAY and returns without waiting for the grace period', async () => {
+    const portico = await startPortico(`listen: [{ addr: "127.0.0.1:0", tls: { cert: ./server.pem, key: ./server.key } }]\n${ROUTES}`, serverFiles());
+    const session = await h2Session(portico.port, pki.ca.cert, 'localhost');
+    assert.equal((await h2Get(session, 'localhost')).body, 'ok');
+    const goaway = once(session, 'goaway');
+    const started = performance.now();
+    await portico.server.stop(20_000);
+    assert.ok(performance.now() - started < 10_000, 'stop waited for the grace period');
+    await goaway;
+    session.destroy();
+    await portico.stop();
   });
 });
