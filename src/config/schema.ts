@@ -56,7 +56,8 @@ const certificateFiles = {
   key: z.string().min(1).optional(),
 };
 
-const listenerTls = z
+/** A listener's `tls` (exported for `--dev`, which gives one to listeners without). */
+export const listenerTls = z
   .strictObject({
     ...certificateFiles,
     min_version: tlsVersion.default('TLSv1.2'),
@@ -69,7 +70,7 @@ const listenerTls = z
   .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined, client_ca_pem: undefined as string | undefined }));
 
 /** HTTP/2 settings a listener announces (RFC 9113 §6.5.2); the defaults are Caddy's and nginx's order of size. */
-const http2Settings = z.strictObject({
+export const http2Settings = z.strictObject({
   max_concurrent_streams: z.number().int().min(1).max(10_000).default(100),
   /** Largest header list (decoded, as RFC 9113 counts it) a request may have. */
   max_header_list_size: size.default(64 * 1024),
