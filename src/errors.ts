@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   PORTICO_UPSTREAM_INCOMPLETE: 502,
   /** A listener could not be bound (a port in use, a permission): start or reload fails. */
   PORTICO_LISTEN_FAILED: 500,
+  /** The state directory cannot be used (unsafe permissions, another owner, locked by another process). */
+  PORTICO_STATE_DIR: 500,
   /** Two parts registered under one name (a handler kind, a policy): a programming error found at start-up. */
   PORTICO_DUPLICATE_NAME: 500,
 } as const;

@@ -222,6 +222,46 @@ export const upstreamSchema = z.strictObject({
   try_interval: duration.default(250),
 });
 
+/** Let's Encrypt's directories: `directory` defaults to production, `staging: true` picks the staging one. */
+export const LETS_ENCRYPT = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+} as const;
+
+/** A site's automatic certificate (ACME, RFC 8555): where to order it and as whom. */
+const acmeSchema = z
+  .strictObject({
+    /** Contact address of the ACME account (the CA's expiry notices go there). */
+    email: z.string().regex(/^[^\s@]+@[^\s@]+$/, 'expected an e-mail address'),
+    /** The CA's terms of service must be agreed to, explicitly (false is a config error). */
+    agree_tos: z.boolean(),
+    /** The ACME directory URL; Let's Encrypt production by default. */
+    directory: z.url({ protocol: /^https?$/ }).optional(),
+    /** Let's Encrypt's staging directory (untrusted certificates, generous rate limits); not with `directory`. */
+    staging: z.boolean().default(false),
+    /** External account binding, for CAs that require one (ZeroSSL, Google, a private CA). */
+    eab: z.strictObject({ kid: z.string().min(1), hmac_key: z.string().min(1) }).optional(),
+    /** CA certificates (PEM file) to trust for the ACME server's own HTTPS, for a private or test CA. */
+    trusted_roots: z.string().min(1).optional(),
+  })
+  .transform((acme, ctx) => {
+    if (acme.staging && acme.directory !== undefined) {
+      ctx.addIssue({ code: 'custom', message: '"staging" picks Let\'s Encrypt\'s staging directory: set it or "directory", not both', path: ['staging'] });
+      return z.NEVER;
+    }
+    const directory = acme.directory ?? (acme.staging ? LETS_ENCRYPT.staging : LETS_ENCRYPT.production);
+    return { ...acme, directory };
+  });
+
+/** A site's TLS settings. */
+const siteTls = z.strictObject({
+  /** Obtain and renew the site's certificate automatically. */
+  acme: acmeSchema.optional(),
+});
+
+/** A site's ACME settings after parsing (directory filled in). */
+export type AcmeConfig = z.output<typeof acmeSchema>;
+
 /** A named cache zone: memory tier, optional disk tier. */
 const cacheZone = z
   .strictObject({
@@ -261,6 +301,8 @@ export interface HandlerSchema {
   readonly options: z.ZodType;
   /** May resolve relative paths in `options` in place: it runs before the config is frozen. */
   check?(options: unknown, env: CheckEnv): Problem[];
+  /** The folders whose files the part serves to clients (after `check` resolved them): nothing secret may live there. */
+  servedFolders?(options: unknown): string[];
 }
 
 /**
@@ -313,6 +355,7 @@ function siteSchema(parts: ConfigParts) {
     routes: z.array(routeSchema(parts)).default([]),
     /** Custom error pages: status → file (relative to the config's folder). */
     error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
+    tls: siteTls.optional(),
   };
   // A middleware set on a site applies to each of its routes that does not set its own.
   for (const middleware of parts.middlewares) shape[middleware.kind] = middleware.options.optional();
@@ -322,6 +365,7 @@ function siteSchema(parts: ConfigParts) {
       hosts: value.hosts as string[] | undefined,
       routes: value.routes as RouteConfig[],
       error_pages: value.error_pages as Record<string, string>,
+      tls: value.tls as z.output<typeof siteTls> | undefined,
       middlewares,
     };
   });
@@ -332,6 +376,7 @@ export interface SiteConfig {
   hosts: string[] | undefined;
   routes: RouteConfig[];
   error_pages: Record<string, string>;
+  tls: z.output<typeof siteTls> | undefined;
   /** Middleware kinds the site names, with their options: each route that names none of that kind inherits it. */
   middlewares: Array<{ kind: string; options: unknown }>;
 }
@@ -359,6 +404,11 @@ export function configSchema(parts: ConfigParts) {
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
     upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
     sites: z.array(siteSchema(parts)).min(1),
+    /**
+     * Where Portico keeps keys and certificates (ACME accounts and certificates, the sticky-cookie key), relative to
+     * the config's folder; `./var/portico` when a site uses ACME and this is unset.
+     */
+    state_dir: z.string().min(1).optional(),
   });
 }
 

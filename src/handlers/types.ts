@@ -47,6 +47,8 @@ export interface PartKind<Schema extends z.ZodType, Made> {
   readonly options: Schema;
   /** Checks that need the file system or the rest of the config; keys are relative to the options. */
   check?(options: z.output<Schema>, env: CheckEnv): Problem[];
+  /** The folders whose files the part serves (after `check` resolved them): the config keeps secrets out of them. */
+  servedFolders?(options: z.output<Schema>): string[];
   /** Builds the part from options the config loader parsed with `options`. */
   create(options: z.output<Schema>, env: HandlerEnv): Made;
 }

@@ -1,0 +1,172 @@
+/**
+ * ACME against Debian's pebble: a certificate obtained on first start, kept 0600 in the state directory, reused
+ * at the next start (no new order), renewed when a third of its life remains, retried with backoff while the CA
+ * is down (the old certificate keeps serving); and a real http-01 validation through Portico's plain listener,
+ * which answers the challenge before access rules and rate limits.
+ */
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import http from 'node:http';
+import { after, describe, test, type TestContext } from 'node:test';
+import { parseConfig } from '../../src/server/config.js';
+import { Portico, type PorticoOptions } from '../../src/server/portico.js';
+import { renewalTime } from '../../src/tls/acme.js';
+import { makeTree } from '../helpers/portico.js';
+import { capturingLogger, freePort, startChallengeDns, startPebble } from '../helpers/pebble.js';
+import { requireTool } from '../helpers/tools.js';
+
+const dirs: string[] = [];
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tree(): string {
+  const dir = makeTree();
+  dirs.push(dir);
+  return dir;
+}
+
+const stopped = new WeakSet<Portico>();
+
+/** Builds (not starts) a Portico from YAML in `dir`, logging into `logger`; stopped after the test if it is not. */
+function build(t: TestContext, dir: string, yaml: string, logger: ReturnType<typeof capturingLogger>['logger'], options: PorticoOptions = {}): Portico {
+  const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), logger, options);
+  t.after(() => (stopped.has(server) ? undefined : stop(server)));
+  return server;
+}
+
+function stop(server: Portico): Promise<void> {
+  stopped.add(server);
+  return server.stop(100);
+}
+
+/** The status of a GET for `path` with `Host: host` (fetch cannot set Host). */
+function statusOf(port: number, urlPath: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: urlPath, headers: { host }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    }).on('error', reject);
+  });
+}
+
+function issuerOf(pem: string): string {
+  return new X509Certificate(pem).issuer;
+}
+
+describe('ACME with pebble', () => {
+  test('obtained on first start and kept 0600; reused at restart with no new order; renewed at a third of life left; retried with backoff while the CA is down, the old certificate serving', async (t) => {
+    if (!requireTool(t, 'pebble') || !requireTool(t, 'openssl')) return;
+    const dir = tree();
+    const pebble = await startPebble(dir, { alwaysValid: true });
+    t.after(() => pebble.stop());
+    const yaml = `listen: ["127.0.0.1:0"]
+log: { access: off }
+state_dir: ./state
+sites:
+  - hosts: [a.test, www.a.test]
+    tls: { acme: { email: ops@a.test, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile} } }
+    routes:
+      - path: /
+        respond: { body: "a" }
+`;
+    // First start: ordered in the background, the listener serving meanwhile.
+    const first = capturingLogger();
+    const server = build(t, dir, yaml, first.logger);
+    await server.start();
+    assert.equal(await statusOf(server.addresses[0]!.port, '/', 'a.test'), 200);
+    await first.waitFor('acme: certificate obtained');
+    const cert = server.acmeManager('a.test')?.certificate;
+    assert.ok(cert !== undefined);
+    assert.match(issuerOf(cert), /Pebble Intermediate CA/);
+    assert.match(new X509Certificate(cert).subjectAltName ?? '', /DNS:a\.test.*DNS:www\.a\.test|DNS:www\.a\.test.*DNS:a\.test/);
+    const state = path.join(dir, 'state');
+    assert.equal(statSync(state).mode & 0o777, 0o700);
+    const files = ['certificates', 'accounts'].flatMap((sub) => readdirSync(path.join(state, sub)).map((name) => path.join(state, sub, name)));
+    assert.deepEqual(files.map((file) => path.extname(file)).sort(), ['.crt', '.json', '.key', '.key']);
+    for (const file of [...files, path.join(state, 'sticky.key')]) assert.equal(statSync(file).mode & 0o777, 0o600, file);
+    assert.equal(pebble.issued(), 1);
+    await stop(server);
+
+    // Restart: the stored certificate is installed at once; nothing is ordered.
+    const second = capturingLogger();
+    const again = build(t, dir, yaml, second.logger);
+    await again.start();
+    assert.equal(second.lines.filter((line) => line.msg === 'acme: certificate loaded from the state directory').length, 1);
+    assert.equal(second.lines.filter((line) => line.msg === 'acme: ordering a certificate').length, 0, 'no order at a restart with a good certificate');
+    assert.equal(again.acmeManager('a.test')?.certificate, cert);
+    await stop(again);
+    assert.equal(pebble.issued(), 1);
+
+    // Renewal: the clock is moved to 300 ms before the renewal point; the timer fires and a new certificate is
+    // installed. Once renewed, the clock is put back (the new certificate is then far from its own renewal).
+    const x509 = new X509Certificate(cert);
+    let offset = renewalTime(Date.parse(x509.validFrom), Date.parse(x509.validTo)) - 300 - Date.now();
+    const third = capturingLogger((line) => {
+      if (line.msg === 'acme: certificate renewed') offset = 0;
+    });
+    const renewing = build(t, dir, yaml, third.logger, { acme: { now: () => Date.now() + offset } });
+    await renewing.start();
+    assert.equal(renewing.acmeManager('a.test')?.certificate, cert, 'the old certificate serves until the renewal');
+    assert.equal(third.lines.filter((line) => line.msg === 'acme: ordering a certificate').length, 0, 'not due yet at start');
+    await third.waitFor('acme: certificate renewed');
+    const renewed = renewing.acmeManager('a.test')?.certificate;
+    assert.ok(renewed !== undefined && renewed !== cert);
+    assert.notEqual(new X509Certificate(renewed).serialNumber, x509.serialNumber);
+    assert.equal(pebble.issued(), 2);
+    await stop(renewing);
+
+    // The CA goes away; at the next renewal the order fails, is retried with a doubling delay and logged, and the
+    // certificate in place keeps serving.
+    await pebble.stop();
+    const r = new X509Certificate(renewed);
+    offset = renewalTime(Date.parse(r.validFrom), Date.parse(r.validTo)) + 1000 - Date.now();
+    const fourth = capturingLogger();
+    const failing = build(t, dir, yaml, fourth.logger, { acme: { now: () => Date.now() + offset, retryFirstMs: 100, retryMaxMs: 10_000 } });
+    await failing.start();
+    const failures = await fourth.waitFor('acme: certificate order failed; retrying', 3);
+    await stop(failing);
+    assert.deepEqual(failures.slice(0, 3).map((line) => line.attempt), [1, 2, 3]);
+    const delays = failures.slice(0, 3).map((line) => line.retryInMs as number);
+    assert.ok(delays[0]! >= 90 && delays[0]! <= 110, `first retry after ~100 ms: ${delays.join(', ')}`);
+    assert.ok(delays[1]! > delays[0]! * 1.5 && delays[2]! > delays[1]! * 1.5, `doubling: ${delays.join(', ')}`);
+    for (const line of failures) {
+      assert.match(String(line.reason), /ECONNREFUSED|connect/i, 'the reason is logged');
+      assert.equal(line.serving, true);
+    }
+    assert.equal(failing.acmeManager('a.test')?.certificate, undefined, 'stopped: managers are gone');
+    assert.equal(fourth.lines.filter((line) => line.msg === 'acme: certificate loaded from the state directory').length, 1);
+  });
+
+  test('a real http-01 validation: pebble fetches the token from the plain listener, past access rules and a rate limit', async (t) => {
+    if (!requireTool(t, 'pebble') || !requireTool(t, 'pebble-challtestsrv') || !requireTool(t, 'openssl')) return;
+    const dir = tree();
+    const dns = await startChallengeDns(dir);
+    t.after(() => dns.stop());
+    // Portico first (port 0), so that pebble's httpPort can name its port.
+    const logs = capturingLogger();
+    const port = await freePort();
+    const pebble = await startPebble(dir, { alwaysValid: false, httpPort: port, dnsServer: dns.address });
+    t.after(() => pebble.stop());
+    const server = build(t, dir, `listen: ["127.0.0.1:${port}"]
+log: { access: off }
+state_dir: ./state
+sites:
+  - hosts: [b.test]
+    access: [{ deny: all }]
+    rate_limit: { rate: 1/m, burst: 1 }
+    tls: { acme: { email: ops@b.test, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile} } }
+    routes:
+      - path: /
+        respond: { body: "b" }
+`, logs.logger);
+    await server.start();
+    await logs.waitFor('acme: certificate obtained');
+    assert.match(issuerOf(server.acmeManager('b.test')!.certificate!), /Pebble Intermediate CA/);
+    // The site refuses everything else: the challenge path alone skipped the rules. A token not pending is 404.
+    assert.equal(await statusOf(port, '/', 'b.test'), 403);
+    for (let i = 0; i < 3; i++) assert.equal(await statusOf(port, '/.well-known/acme-challenge/not-pending', 'b.test'), 404);
+  });
+});
