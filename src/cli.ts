@@ -48,8 +48,10 @@ function describe(err: unknown): string {
 async function run(file: string): Promise<number> {
   const config = load(file);
   if (config === undefined) return 1;
-  const server = new Portico(config);
+  let server: Portico;
   try {
+    // Building the server opens (and locks) the state directory, which may refuse.
+    server = new Portico(config);
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
