@@ -57,7 +57,7 @@ function issuerOf(pem: string): string {
 }
 
 describe('ACME with pebble', () => {
-  test('obtained on first start and kept 0600; reused at restart with no new order; renewed at a third of life left; retried with backoff while the CA is down, the old certificate serving', async (t) => {
+  test('obtained on first start and kept 0600; a reload orders only for a new site; reused at restart with no new order; renewed at a third of life left; retried with backoff while the CA is down, the old certificate serving', async (t) => {
     if (!requireTool(t, 'pebble') || !requireTool(t, 'openssl')) return;
     const dir = tree();
     const pebble = await startPebble(dir, { alwaysValid: true });
@@ -88,6 +88,21 @@ sites:
     assert.deepEqual(files.map((file) => path.extname(file)).sort(), ['.crt', '.json', '.key', '.key']);
     for (const file of [...files, path.join(state, 'sticky.key')]) assert.equal(statSync(file).mode & 0o777, 0o600, file);
     assert.equal(pebble.issued(), 1);
+
+    // A reload keeps the manager of the unchanged site (no new order) and orders for the new one.
+    const manager = server.acmeManager('a.test');
+    const withC = yaml.replace('sites:\n', `sites:
+  - hosts: [c.test]
+    tls: { acme: { email: ops@a.test, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile} } }
+    routes: [{ path: /, respond: { body: "c" } }]
+`);
+    await server.reload(parseConfig(withC, path.join(dir, 'portico.yaml'), dir));
+    await first.waitFor('acme: certificate obtained', 2);
+    assert.equal(server.acmeManager('a.test'), manager, 'the same manager after a reload');
+    const orders = first.lines.filter((line) => line.msg === 'acme: ordering a certificate').map((line) => (line.hosts as string[]).join());
+    assert.deepEqual(orders, ['a.test,www.a.test', 'c.test']);
+    assert.match(issuerOf(server.acmeManager('c.test')!.certificate!), /Pebble Intermediate CA/);
+    assert.equal(pebble.issued(), 2);
     await stop(server);
 
     // Restart: the stored certificate is installed at once; nothing is ordered.
@@ -98,7 +113,7 @@ sites:
     assert.equal(second.lines.filter((line) => line.msg === 'acme: ordering a certificate').length, 0, 'no order at a restart with a good certificate');
     assert.equal(again.acmeManager('a.test')?.certificate, cert);
     await stop(again);
-    assert.equal(pebble.issued(), 1);
+    assert.equal(pebble.issued(), 2);
 
     // Renewal: the clock is moved to 300 ms before the renewal point; the timer fires and a new certificate is
     // installed. Once renewed, the clock is put back (the new certificate is then far from its own renewal).
@@ -115,7 +130,7 @@ sites:
     const renewed = renewing.acmeManager('a.test')?.certificate;
     assert.ok(renewed !== undefined && renewed !== cert);
     assert.notEqual(new X509Certificate(renewed).serialNumber, x509.serialNumber);
-    assert.equal(pebble.issued(), 2);
+    assert.equal(pebble.issued(), 3);
     await stop(renewing);
 
     // The CA goes away; at the next renewal the order fails, is retried with a doubling delay and logged, and the
