@@ -98,7 +98,7 @@ export async function startPebble(dir: string, options: { alwaysValid: boolean; 
       tlsPort: tls,
       ocspResponderURL: '',
       externalAccountBindingRequired: false,
-      certificateValidityPeriod: options.validitySeconds ?? 3600,
+      certificateValidityPeriod: options.validitySeconds ?? 90 * 86_400,
     },
   }));
   const env: NodeJS.ProcessEnv = { PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0', PEBBLE_AUTHZREUSE: '0' };
