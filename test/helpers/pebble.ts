@@ -82,9 +82,9 @@ export function selfSigned(dir: string, name: string): { cert: string; key: stri
 
 /**
  * Starts pebble in `dir`. `alwaysValid` skips validation; otherwise it validates http-01 on `httpPort` of the
- * address `dnsServer` resolves names to.
+ * address `dnsServer` resolves names to. With `eab` (kid → base64url HMAC key) it requires external account binding.
  */
-export async function startPebble(dir: string, options: { alwaysValid: boolean; httpPort?: number; dnsServer?: string; validitySeconds?: number }): Promise<Pebble> {
+export async function startPebble(dir: string, options: { alwaysValid: boolean; httpPort?: number; dnsServer?: string; validitySeconds?: number; eab?: Record<string, string> }): Promise<Pebble> {
   const { cert, key } = selfSigned(dir, 'pebble-api');
   const [api, management, tls] = [await freePort(), await freePort(), await freePort()];
   const config = path.join(dir, 'pebble.json');
@@ -97,7 +97,8 @@ export async function startPebble(dir: string, options: { alwaysValid: boolean; 
       httpPort: options.httpPort ?? (await freePort()),
       tlsPort: tls,
       ocspResponderURL: '',
-      externalAccountBindingRequired: false,
+      externalAccountBindingRequired: options.eab !== undefined,
+      ...(options.eab === undefined ? {} : { externalAccountMACKeys: options.eab }),
       certificateValidityPeriod: options.validitySeconds ?? 90 * 86_400,
     },
   }));

@@ -184,4 +184,28 @@ sites:
     assert.equal(await statusOf(port, '/', 'b.test'), 403);
     for (let i = 0; i < 3; i++) assert.equal(await statusOf(port, '/.well-known/acme-challenge/not-pending', 'b.test'), 404);
   });
+
+  test('external account binding: a CA that requires it issues with the kid and key, and refuses without (logged, retried)', async (t) => {
+    if (!requireTool(t, 'pebble') || !requireTool(t, 'openssl')) return;
+    const dir = tree();
+    const hmac = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W';
+    const pebble = await startPebble(dir, { alwaysValid: true, eab: { 'kid-1': hmac } });
+    t.after(() => pebble.stop());
+    const site = (host: string, eab: string) => `  - hosts: [${host}]
+    tls: { acme: { email: ops@${host}, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile}${eab} } }
+`;
+    const logs = capturingLogger();
+    const server = build(t, dir, `listen: ["127.0.0.1:0"]
+log: { access: off }
+state_dir: ./state
+sites:
+${site('eab.test', `, eab: { kid: kid-1, hmac_key: ${hmac} }`)}${site('no-eab.test', '')}`, logs.logger, { acme: { retryFirstMs: 60_000 } });
+    await server.start();
+    await Promise.all([logs.waitFor('acme: certificate obtained'), logs.waitFor('acme: certificate order failed; retrying')]);
+    assert.match(issuerOf(server.acmeManager('eab.test')!.certificate!), /Pebble Intermediate CA/);
+    assert.equal(server.acmeManager('no-eab.test')!.certificate, undefined);
+    const failure = logs.lines.find((line) => line.msg === 'acme: certificate order failed; retrying')!;
+    assert.deepEqual(failure.hosts, ['no-eab.test']);
+    assert.match(String(failure.reason), /externalAccountBinding/);
+  });
 });
