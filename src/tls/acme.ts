@@ -163,9 +163,7 @@ export class AcmeManager {
     const cert = this.#options.state.read(`certificates/${this.id}.crt`);
     const key = this.#options.state.read(`certificates/${this.id}.key`);
     const held = cert === undefined || key === undefined ? undefined : readHeld(cert.toString(), key.toString(), this.hosts);
-    if (held !== undefined && held.notAfter > this.#now()) {
-      this.#held = held;
-      this.#options.sink.install(this.id, this.hosts, held.cert, held.key);
+    if (held !== undefined && held.notAfter > this.#now() && this.#install(held)) {
       this.#options.logger.info(
         { hosts: this.hosts, notAfter: new Date(held.notAfter).toISOString(), renewAt: new Date(renewalTime(held.notBefore, held.notAfter)).toISOString() },
         'acme: certificate loaded from the state directory',
@@ -179,6 +177,18 @@ export class AcmeManager {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+  }
+
+  /** Makes `held` the certificate in use; false (logged) when the sink refuses it: it is then ordered anew. */
+  #install(held: Held): boolean {
+    try {
+      this.#options.sink.install(this.id, this.hosts, held.cert, held.key);
+    } catch (err) {
+      this.#options.logger.warn({ hosts: this.hosts, reason: (err as Error).message }, 'acme: the stored certificate was refused; ordering a new one');
+      return false;
+    }
+    this.#held = held;
+    return true;
   }
 
   /** Orders now when the certificate is missing or due, or sets the timer for when it will be. */
@@ -199,6 +209,19 @@ export class AcmeManager {
   async #obtain(): Promise<void> {
     if (this.#ordering || this.#stopped) return;
     this.#ordering = true;
+    try {
+      if (await this.#attempt()) this.#plan();
+    } finally {
+      this.#ordering = false;
+    }
+  }
+
+  /**
+   * One order, its result saved and installed, or its failure logged and a retry set; true when it succeeded.
+   * A manager stopped meanwhile still saves what the CA issued (the next start uses it instead of ordering again,
+   * which a CA's rate limits would count) but installs nothing.
+   */
+  async #attempt(): Promise<boolean> {
     const { logger, state, sink } = this.#options;
     const renewal = this.#held !== undefined;
     logger.info({ hosts: this.hosts, directory: this.#settings.directory, renewal }, 'acme: ordering a certificate');
@@ -209,9 +232,9 @@ export class AcmeManager {
       await state.write(`certificates/${this.id}.key`, key);
       await state.write(`certificates/${this.id}.crt`, cert);
       this.#failures = 0;
-      if (this.#stopped) return;
-      this.#held = held;
+      if (this.#stopped) return false;
       sink.install(this.id, this.hosts, cert, key);
+      this.#held = held;
       logger.info(
         { hosts: this.hosts, notAfter: new Date(held.notAfter).toISOString(), renewAt: new Date(renewalTime(held.notBefore, held.notAfter)).toISOString(), renewal },
         renewal ? 'acme: certificate renewed' : 'acme: certificate obtained',
@@ -226,12 +249,10 @@ export class AcmeManager {
         { hosts: this.hosts, reason: (err as Error).message, attempt: this.#failures, retryInMs: delay, serving: this.#held !== undefined },
         'acme: certificate order failed; retrying',
       );
-      this.#ordering = false;
       if (!this.#stopped) this.#wait(delay, () => void this.#obtain());
-      return;
+      return false;
     }
-    this.#ordering = false;
-    this.#plan();
+    return true;
   }
 
   /** One order, start to finish: account (made or reused), key and CSR, http-01 challenges, certificate. */
