@@ -79,7 +79,10 @@ export class Portico {
     const state = StateDir.open(dir, this.#logger);
     this.#state = state;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
-    const sink: CertificateSink = { install: (id, hosts, cert, key) => void this.#installed.set(id, { hosts, cert, key }) };
+    const sink: CertificateSink = {
+      install: (id, hosts, cert, key) => void this.#installed.set(id, { hosts, cert, key }),
+      remove: (id) => void this.#installed.delete(id),
+    };
     this.#acme = new AcmeSites({ state, sink, logger: this.#logger, ...this.#acmeOptions });
     this.#appState.challenges = this.#acme.challenges;
   }

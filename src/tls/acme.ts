@@ -20,6 +20,8 @@ import type { StateDir } from './state-dir.js';
 /** Where a certificate goes live: `install` swaps it in for new handshakes on the named hosts. */
 export interface CertificateSink {
   install(id: string, hosts: readonly string[], certPem: string, keyPem: string): void;
+  /** Takes a certificate out again (its site was removed by a reload). */
+  remove?(id: string): void;
 }
 
 /** The path prefix of http-01 challenges (RFC 8555 §8.3). */
@@ -334,7 +336,11 @@ export class AcmeSites {
       }
       next.set(key, manager);
     }
-    for (const [key, manager] of this.#managers) if (!next.has(key)) manager.stop();
+    for (const [key, manager] of this.#managers) {
+      if (next.has(key)) continue;
+      manager.stop();
+      if (!started.some((other) => other.id === manager.id)) this.#options.sink.remove?.(manager.id);
+    }
     this.#managers = next;
     for (const manager of started) manager.start();
   }
