@@ -1,6 +1,6 @@
 /**
  * Checks that need more than one key or the file system: roots that must exist, duplicate listeners, host
- * patterns, try_files syntax. It also resolves relative paths against the config's folder, in place, before the
+ * patterns, try_files syntax, certificates and keys (`tls.ts`). It also resolves relative paths against the config's folder, in place, before the
  * config is frozen.
  */
 import { realpathSync, statSync, type Stats } from 'node:fs';
@@ -9,6 +9,7 @@ import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
 import type { ConfigParts, ParsedConfig, Problem } from './schema.js';
+import { checkTls } from './tls.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
 export function isDirectory(file: string): boolean {
@@ -79,6 +80,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     }
     seen.set(key, i);
   });
+
+  problems.push(...checkTls(config, dir));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {

@@ -25,6 +25,7 @@ import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
 import { sendError } from '../http/send.js';
+import { CertificateStore, isMisdirected } from '../tls/certificates.js';
 import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/acme.js';
 
 /** What the server hands an app besides its config: state that outlives one app. */
@@ -45,6 +46,14 @@ interface CompiledRoute {
 interface Site {
   router: Router<CompiledRoute>;
   errorPages: ReadonlyMap<number, Buffer> | undefined;
+  /** The Strict-Transport-Security value for answers over TLS, if the site sets one. */
+  hsts: string | undefined;
+}
+
+/** The Strict-Transport-Security value of a site's `hsts` (RFC 6797 §6.1). */
+function hstsValue(hsts: Config['sites'][number]['hsts']): string | undefined {
+  if (hsts === undefined) return undefined;
+  return `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? '; includeSubDomains' : ''}${hsts.preload ? '; preload' : ''}`;
 }
 
 const kContext = Symbol('portico.context');
@@ -61,6 +70,10 @@ export class App {
   readonly config: Config;
   readonly #logger: Logger;
   readonly #sites = new HostMatcher<Site>();
+  /** The hosts sites name (the default site aside): the ones redirect_https may send to https. */
+  readonly #named = new HostMatcher<true>();
+  /** Certificates by host for TLS handshakes, built from this config's sites (see `tls/certificates.ts`). */
+  readonly certificates: CertificateStore;
   readonly #instances: HandlerInstance[] = [];
   readonly #upstreams = new Map<string, Upstream>();
   readonly #caches = new Map<string, CacheZone>();
@@ -85,6 +98,7 @@ export class App {
     const trusted = new TrustedProxies(config.trusted_proxies);
     this.#trusted = trusted;
     this.#serverHeader = config.server_header;
+    this.certificates = new CertificateStore(config);
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
     for (const siteConfig of config.sites) {
@@ -114,7 +128,9 @@ export class App {
       this.#sites.add(siteConfig.hosts, {
         router: new Router(routes),
         errorPages: pages.length === 0 ? undefined : new Map(pages.map(([status, file]) => [Number(status), readFileSync(file)])),
+        hsts: hstsValue(siteConfig.hsts),
       });
+      if (siteConfig.hosts !== undefined) this.#named.add(siteConfig.hosts, true);
     }
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
@@ -181,8 +197,11 @@ export class App {
     this.#run(ctx, route);
   }
 
-  /** Matches site and route; answers errors itself and returns undefined when it did. */
-  #route(ctx: RequestContext): CompiledRoute | undefined {
+  /**
+   * Matches site and route; answers errors itself and returns undefined when it did. On a redirect_https
+   * listener (`redirectHttps`, a port) the matching stops at the host: the answer is the redirect.
+   */
+  #route(ctx: RequestContext, redirectHttps = 0): CompiledRoute | undefined {
     const { req, res } = ctx;
     const url = req.url ?? '';
     // Fast path for the usual origin-form target: no object for the parts, straight into the context.
@@ -192,7 +211,7 @@ export class App {
       const path = q === -1 && hash === -1 ? normalizePath(url) : null;
       if (path !== null) {
         ctx.path = path;
-        return this.#site(ctx, req.headers.host);
+        return this.#site(ctx, req.headers.host, redirectHttps);
       }
     }
     const target = parseRequestTarget(url);
@@ -208,7 +227,7 @@ export class App {
     ctx.path = target.path;
     ctx.query = target.query;
     if (target.authority !== undefined) ctx.targetAuthority = target.authority;
-    return this.#site(ctx, target.authority ?? req.headers.host);
+    return this.#site(ctx, target.authority ?? req.headers.host, redirectHttps);
   }
 
   /** A Host value parsed (`null` when invalid); the last one is remembered, as most connections repeat one Host. */
@@ -221,15 +240,21 @@ export class App {
   }
 
   /** Matches the host to a site and the path to a route; answers errors itself and returns undefined when it did. */
-  #site(ctx: RequestContext, hostValue: string | undefined): CompiledRoute | undefined {
+  #site(ctx: RequestContext, hostValue: string | undefined, redirectHttps: number): CompiledRoute | undefined {
     if (hostValue !== undefined && hostValue !== '') {
       const host = this.#parseHost(hostValue);
       // A comma means several Host fields were joined: RFC 9112 §3.2 requires a 400.
       if (host === null) return reject(ctx, 400, undefined, true);
       ctx.host = host;
     }
+    if (redirectHttps !== 0) return this.#redirectHttps(ctx, redirectHttps);
     const site = this.#sites.match(ctx.host);
     if (site === undefined) return reject(ctx, 421);
+    if (ctx.scheme === 'https') {
+      // The connection's certificate is not this host's: the client should open one of its own (RFC 9110 §15.5.20).
+      if (isMisdirected(ctx.req.socket, ctx.host)) return reject(ctx, 421);
+      if (site.hsts !== undefined) ctx.res.setHeader('Strict-Transport-Security', site.hsts);
+    }
     ctx.errorPages = site.errorPages;
     const match = site.router.match(ctx.path);
     if (match === undefined) return reject(ctx, 404);
@@ -239,12 +264,26 @@ export class App {
     return match.route;
   }
 
-  /** Answers one request. Never throws: every failure becomes an error response (or a cut connection). */
-  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void {
+  /**
+   * 308 to https on `port` for a host a site names; anything else (the default site's, none, an IP) is not
+   * echoed into a Location: 421, as for a host no site serves.
+   */
+  #redirectHttps(ctx: RequestContext, port: number): undefined {
+    if (ctx.host === '' || this.#named.match(ctx.host) === undefined) return reject(ctx, 421);
+    const authority = port === 443 ? ctx.host : `${ctx.host}:${port}`;
+    return reject(ctx, 308, { Location: `https://${authority}${ctx.uri}` });
+  }
+
+  /**
+   * Answers one request. Never throws: every failure becomes an error response (or a cut connection). On a
+   * listener with redirect_https (`redirectHttps`, the port) the answer is a redirect to https. Hooks that must
+   * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     const ctx = this.#context(req, res, scheme);
     // ACME's http-01 check comes first: before routing, redirects, access rules, auth and rate limits.
     if (this.#challenges !== null && scheme === 'http' && this.#answerChallenge(ctx)) return;
-    const route = this.#route(ctx);
+    const route = this.#route(ctx, redirectHttps);
     if (route !== undefined) this.#run(ctx, route);
   }
 

@@ -12,6 +12,7 @@ import { CacheZones } from '../cache/zones.js';
 import { PorticoError } from '../errors.js';
 import { AcmeSites, type AcmeManager, type AcmeOptions, type CertificateSink } from '../tls/acme.js';
 import { StateDir } from '../tls/state-dir.js';
+import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 
@@ -36,8 +37,6 @@ export class Portico {
   #acme: AcmeSites | undefined;
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
-  /** Certificates ACME installed, by id (until the TLS listeners' store takes them). */
-  readonly #installed = new Map<string, { hosts: readonly string[]; cert: string; key: string }>();
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
@@ -56,12 +55,14 @@ export class Portico {
     this.#listeners = new Listeners(
       config.listen,
       {
-        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps?: number) =>
+          this.#app.handle(req, res, scheme, redirectHttps),
         upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number) =>
           this.#app.handleUpgrade(req, socket, head, scheme, refuse),
         refuse: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
+        certificates: () => this.#app.certificates,
       },
       logger,
     );
@@ -79,9 +80,10 @@ export class Portico {
     const state = StateDir.open(dir, this.#logger);
     this.#state = state;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
+    // Into the store of the app serving at the time: a reload's new app adopts what the previous one had.
     const sink: CertificateSink = {
-      install: (id, hosts, cert, key) => void this.#installed.set(id, { hosts, cert, key }),
-      remove: (id) => void this.#installed.delete(id),
+      install: (id, hosts, cert, key) => this.#app.certificates.install(id, hosts, cert, key),
+      remove: (id) => void this.#app.certificates.remove(id),
     };
     this.#acme = new AcmeSites({ state, sink, logger: this.#logger, ...this.#acmeOptions });
     this.#appState.challenges = this.#acme.challenges;
@@ -95,6 +97,14 @@ export class Portico {
   /** The config of the app now serving. */
   get config(): Config {
     return this.#app.config;
+  }
+
+  /**
+   * The certificate store of the app now serving: `install(id, hosts, certPem, keyPem)` swaps a certificate in
+   * for new handshakes (see `tls/certificates.ts`); a reload carries installed certificates over.
+   */
+  get certificates(): CertificateStore {
+    return this.#app.certificates;
   }
 
   /** A cache zone of the app now serving, for purging (admin API, tests). */
@@ -152,6 +162,7 @@ export class Portico {
     }
     caches.commit();
     const previous = this.#app;
+    next.certificates.adopt(previous.certificates);
     this.#app = next;
     // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
