@@ -9,6 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
+import tls from 'node:tls';
 import { after, describe, test, type TestContext } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico, type PorticoOptions } from '../../src/server/portico.js';
@@ -52,6 +53,48 @@ function statusOf(port: number, urlPath: string, host: string): Promise<number> 
   });
 }
 
+/** The certificate a TLS handshake to `port` with SNI `servername` gets, or the handshake's error. */
+function handshake(port: number, servername: string): Promise<X509Certificate | Error> {
+  return new Promise((resolve) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      const peer = socket.getPeerX509Certificate();
+      socket.destroy();
+      resolve(peer ?? new Error('no certificate'));
+    });
+    socket.once('error', (err) => resolve(err));
+  });
+}
+
+/** A kept-alive HTTPS connection to `port` for `host`: `get()` sends one request on it and resolves to the status. */
+function keptConnection(port: number, host: string): Promise<{ get(): Promise<number>; close(): void }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: host, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
+      let buffered = '';
+      let waiting: ((status: number) => void) | undefined;
+      socket.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('latin1');
+        const end = buffered.indexOf('\r\n\r\n');
+        const length = Number(/content-length: *(\d+)/i.exec(buffered)?.[1] ?? 0);
+        if (end !== -1 && buffered.length >= end + 4 + length) {
+          const status = Number(buffered.slice(9, 12));
+          buffered = buffered.slice(end + 4 + length);
+          waiting?.(status);
+        }
+      });
+      resolve({
+        get: () =>
+          new Promise<number>((done, fail) => {
+            waiting = done;
+            socket.once('close', () => fail(new Error('the connection was closed')));
+            socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+          }),
+        close: () => socket.destroy(),
+      });
+    });
+    socket.once('error', reject);
+  });
+}
+
 function issuerOf(pem: string): string {
   return new X509Certificate(pem).issuer;
 }
@@ -62,7 +105,7 @@ describe('ACME with pebble', () => {
     const dir = tree();
     const pebble = await startPebble(dir, { alwaysValid: true });
     t.after(() => pebble.stop());
-    const yaml = `listen: ["127.0.0.1:0"]
+    const yaml = `listen: ["127.0.0.1:0", { addr: "127.0.0.1:0", tls: {} }]
 log: { access: off }
 state_dir: ./state
 sites:
@@ -82,6 +125,13 @@ sites:
     assert.ok(cert !== undefined);
     assert.match(issuerOf(cert), /Pebble Intermediate CA/);
     assert.match(new X509Certificate(cert).subjectAltName ?? '', /DNS:a\.test.*DNS:www\.a\.test|DNS:www\.a\.test.*DNS:a\.test/);
+    // Served by SNI on the TLS listener, for each host of the site.
+    for (const name of ['a.test', 'www.a.test']) {
+      const peer = await handshake(server.addresses[1]!.port, name);
+      assert.ok(peer instanceof X509Certificate, String(peer));
+      assert.match(peer.issuer, /Pebble Intermediate CA/);
+      assert.equal(peer.serialNumber, new X509Certificate(cert).serialNumber);
+    }
     const state = path.join(dir, 'state');
     assert.equal(statSync(state).mode & 0o777, 0o700);
     const files = ['certificates', 'accounts'].flatMap((sub) => readdirSync(path.join(state, sub)).map((name) => path.join(state, sub, name)));
@@ -125,11 +175,20 @@ sites:
     const renewing = build(t, dir, yaml, third.logger, { acme: { now: () => Date.now() + offset } });
     await renewing.start();
     assert.equal(renewing.acmeManager('a.test')?.certificate, cert, 'the old certificate serves until the renewal');
+    const tlsPort = renewing.addresses[1]!.port;
+    assert.equal(((await handshake(tlsPort, 'a.test')) as X509Certificate).serialNumber, x509.serialNumber, 'the stored one, installed at start');
+    const kept = await keptConnection(tlsPort, 'a.test');
+    t.after(() => kept.close());
+    assert.equal(await kept.get(), 200);
     assert.equal(third.lines.filter((line) => line.msg === 'acme: ordering a certificate').length, 0, 'not due yet at start');
     await third.waitFor('acme: certificate renewed');
     const renewed = renewing.acmeManager('a.test')?.certificate;
     assert.ok(renewed !== undefined && renewed !== cert);
     assert.notEqual(new X509Certificate(renewed).serialNumber, x509.serialNumber);
+    // Swapped in for new handshakes; the connection made before is still served.
+    assert.equal(((await handshake(tlsPort, 'a.test')) as X509Certificate).serialNumber, new X509Certificate(renewed).serialNumber);
+    assert.equal(await kept.get(), 200, 'a connection from before the renewal is not dropped');
+    kept.close();
     assert.equal(pebble.issued(), 3);
     await stop(renewing);
 
@@ -142,6 +201,8 @@ sites:
     const failing = build(t, dir, yaml, fourth.logger, { acme: { now: () => Date.now() + offset, retryFirstMs: 100, retryMaxMs: 10_000 } });
     await failing.start();
     const failures = await fourth.waitFor('acme: certificate order failed; retrying', 3);
+    const serving = await handshake(failing.addresses[1]!.port, 'a.test');
+    assert.equal((serving as X509Certificate).serialNumber, r.serialNumber, 'the old certificate keeps serving');
     await stop(failing);
     assert.deepEqual(failures.slice(0, 3).map((line) => line.attempt), [1, 2, 3]);
     const delays = failures.slice(0, 3).map((line) => line.retryInMs as number);
@@ -195,7 +256,7 @@ sites:
     tls: { acme: { email: ops@${host}, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile}${eab} } }
 `;
     const logs = capturingLogger();
-    const server = build(t, dir, `listen: ["127.0.0.1:0"]
+    const server = build(t, dir, `listen: [{ addr: "127.0.0.1:0", tls: {} }]
 log: { access: off }
 state_dir: ./state
 sites:
@@ -207,5 +268,8 @@ ${site('eab.test', `, eab: { kid: kid-1, hmac_key: ${hmac} }`)}${site('no-eab.te
     const failure = logs.lines.find((line) => line.msg === 'acme: certificate order failed; retrying')!;
     assert.deepEqual(failure.hosts, ['no-eab.test']);
     assert.match(String(failure.reason), /externalAccountBinding/);
+    // A host whose certificate does not exist (yet), on a listener without a default one: the handshake fails.
+    assert.ok((await handshake(server.addresses[0]!.port, 'no-eab.test')) instanceof Error);
+    assert.match(((await handshake(server.addresses[0]!.port, 'eab.test')) as X509Certificate).issuer, /Pebble Intermediate CA/);
   });
 });
