@@ -360,6 +360,22 @@ export interface HandlerSchema {
   check?(options: unknown, env: CheckEnv): Problem[];
   /** The folders whose files the part serves to clients (after `check` resolved them): nothing secret may live there. */
   servedFolders?(options: unknown): string[];
+  /** Middleware settings the part's own options carry for its route (see `ImpliedMiddleware`). */
+  implies?(options: unknown): ImpliedMiddleware[];
+}
+
+/**
+ * A middleware setting carried by a handler's own options: `proxy.max_body_size` is its route's
+ * `max_body_size`. An explicit one counts as the route's own (it beats the site's, and the route may not set
+ * the kind again); a `fallback` one (a handler's default) applies only when neither the route nor its site sets
+ * that kind.
+ */
+export interface ImpliedMiddleware {
+  kind: string;
+  options: unknown;
+  fallback: boolean;
+  /** Where the setting is, below the handler's key (for error messages). */
+  keys: PropertyKey[];
 }
 
 /**

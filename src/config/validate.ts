@@ -163,15 +163,23 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         exact.set(id, r);
       }
       const env = { dir, routePath: route.path, upstreams, caches };
+      const handler = parts.handlers.find((part) => part.kind === route.kind);
+      for (const implied of handler?.implies?.(route.options) ?? []) {
+        if (!implied.fallback && route.middlewares.some((used) => used.kind === implied.kind)) {
+          problems.push({
+            keys: [...keys, route.kind, ...implied.keys],
+            message: `the route sets ${implied.kind} twice (here and as its own "${implied.kind}"): keep one`,
+          });
+        }
+      }
       for (const [part, named] of [
-        [parts.handlers.find((handler) => handler.kind === route.kind), route] as const,
+        [handler, route] as const,
         ...route.middlewares.map((used) => [parts.middlewares.find((middleware) => middleware.kind === used.kind), used] as const),
       ]) {
         for (const problem of part?.check?.(named.options, env) ?? []) {
           problems.push({ keys: [...keys, named.kind, ...problem.keys], message: problem.message });
         }
       }
-      const handler = parts.handlers.find((kind) => kind.kind === route.kind);
       for (const folder of handler?.servedFolders?.(route.options) ?? []) served.push(folder);
     });
   });

@@ -113,12 +113,18 @@ export class App {
           underscoresInHeaders: config.underscores_in_headers,
           createUpstream,
         };
-        const instance = handlerKind(route.kind)!.create(route.options, env);
+        const handler = handlerKind(route.kind)!;
+        const instance = handler.create(route.options, env);
         this.#instances.push(instance);
-        // The route's own middlewares, and for each kind it does not name, its site's.
-        const named = new Set(route.middlewares.map((used) => used.kind));
+        // The route's own middlewares (with those its handler's options carry), then for each kind it does not
+        // name its site's, then its handler's defaults (`proxy.max_body_size`'s 10MB) for kinds neither names.
+        const implied = handler.implies?.(route.options) ?? [];
+        const own = [...route.middlewares, ...implied.filter((used) => !used.fallback)];
+        const named = new Set(own.map((used) => used.kind));
         const inherited = siteConfig.middlewares.filter((used) => !named.has(used.kind));
-        const links = [...inherited, ...route.middlewares].map((used) => {
+        for (const used of inherited) named.add(used.kind);
+        const fallbacks = implied.filter((used) => used.fallback && !named.has(used.kind));
+        const links = [...inherited, ...own, ...fallbacks].map((used) => {
           const kind = middlewareKind(used.kind)!;
           return { stage: kind.stage, middleware: kind.create(used.options, env) };
         });
