@@ -111,12 +111,17 @@ export class StateDir {
     }
   }
 
-  /** Replaces a file atomically: a 0600 temporary file, written, flushed, renamed over it (folders made 0700). */
-  async write(name: string, data: string | Buffer): Promise<void> {
+  /** A file's path (its folders made, 0700) and a fresh temporary name beside it. */
+  #place(name: string): { file: string; temp: string } {
     checkName(name);
     const file = path.join(this.path, name);
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    return { file, temp: `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp` };
+  }
+
+  /** Replaces a file atomically: a 0600 temporary file, written, flushed, renamed over it (folders made 0700). */
+  async write(name: string, data: string | Buffer): Promise<void> {
+    const { file, temp } = this.#place(name);
     const handle = await open(temp, 'wx', 0o600);
     try {
       await handle.writeFile(data);
@@ -132,10 +137,7 @@ export class StateDir {
 
   /** The same as `write`, synchronously (for what a server needs before it can be built). */
   writeSync(name: string, data: string | Buffer): void {
-    checkName(name);
-    const file = path.join(this.path, name);
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const { file, temp } = this.#place(name);
     const fd = openSync(temp, 'wx', 0o600);
     try {
       writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
