@@ -26,7 +26,7 @@ import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
 import { sendError } from '../http/send.js';
 import { CertificateStore, isMisdirected } from '../tls/certificates.js';
-import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/acme.js';
+import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/challenges.js';
 
 /** What the server hands an app besides its config: state that outlives one app. */
 export interface AppState {
@@ -89,7 +89,8 @@ export class App {
   constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map(), state: AppState = {}) {
     this.config = config;
     this.#logger = logger;
-    this.#challenges = state.challenges ?? null;
+    // Only a config with an ACME site answers the challenge path; otherwise it is routed as any other.
+    this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
     const stickyKey = state.stickyKey;
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
       this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey));

@@ -10,7 +10,8 @@ import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import { CacheZones } from '../cache/zones.js';
 import { PorticoError } from '../errors.js';
-import { AcmeSites, type AcmeManager, type AcmeOptions, type CertificateSink } from '../tls/acme.js';
+import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
+import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
@@ -35,6 +36,7 @@ export class Portico {
   /** The state directory (locked while this server lives), when the config names one or ACME needs one. */
   #state: StateDir | undefined;
   #acme: AcmeSites | undefined;
+  #stopped = false;
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
 
@@ -80,13 +82,32 @@ export class Portico {
     const state = StateDir.open(dir, this.#logger);
     this.#state = state;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
-    // Into the store of the app serving at the time: a reload's new app adopts what the previous one had.
-    const sink: CertificateSink = {
-      install: (id, hosts, cert, key) => this.#app.certificates.install(id, hosts, cert, key),
-      remove: (id) => void this.#app.certificates.remove(id),
-    };
-    this.#acme = new AcmeSites({ state, sink, logger: this.#logger, ...this.#acmeOptions });
-    this.#appState.challenges = this.#acme.challenges;
+    this.#appState.challenges = new Http01Challenges();
+  }
+
+  /**
+   * Hands the config's sites to the ACME managers (at start, and after a reload's swap). acme-client (a second
+   * or so to load) is only loaded once a config has an ACME site.
+   */
+  async #updateAcme(config: Config): Promise<void> {
+    const state = this.#state;
+    if (this.#acme === undefined) {
+      if (state === undefined || !config.sites.some((site) => site.tls?.acme !== undefined)) return;
+      const { AcmeSites } = await import('../tls/acme.js');
+      // Into the store of the app serving at the time: a reload's new app adopts what the previous one had.
+      const sink: CertificateSink = {
+        install: (id, hosts, cert, key) => this.#app.certificates.install(id, hosts, cert, key),
+        remove: (id) => void this.#app.certificates.remove(id),
+      };
+      this.#acme = new AcmeSites({ state, sink, challenges: this.#appState.challenges!, logger: this.#logger, ...this.#acmeOptions });
+    }
+    if (this.#stopped) return;
+    try {
+      this.#acme.update(config.sites);
+    } catch (err) {
+      // A trusted_roots file gone since the config was checked: the sites are served, without new certificates.
+      this.#logger.error({ err }, 'acme: cannot manage the certificates of this config');
+    }
   }
 
   /** The ACME manager of the site naming `host` (for tests and status). */
@@ -130,7 +151,7 @@ export class Portico {
       throw err;
     }
     // Orders start once the plain listeners can answer http-01.
-    this.#acme?.update(this.#app.config.sites);
+    await this.#updateAcme(this.#app.config);
   }
 
   /**
@@ -167,13 +188,14 @@ export class Portico {
     // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
-    this.#acme?.update(config.sites);
+    await this.#updateAcme(config);
     await previous.stop();
     await Promise.all(caches.retired.map((zone) => zone.stop()));
   }
 
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
   async stop(graceMs = 10_000): Promise<void> {
+    this.#stopped = true;
     this.#acme?.stop();
     await this.#listeners.stop(graceMs);
     await this.#app.stop();

@@ -6,7 +6,7 @@
  * (1 min, doubling, at most 1 h, with jitter); the certificate in place keeps serving. Each certificate goes live
  * through a `CertificateSink` (the TLS listeners' certificate store) for new handshakes, without a restart.
  *
- * Only http-01 is answered (on the plain listeners, see `Http01Challenges`). acme-client does the protocol (JWS,
+ * Only http-01 is answered (on the plain listeners, see `challenges.ts`). acme-client does the protocol (JWS,
  * nonces, polling); its own per-request retries are turned off, as the order-level backoff here covers them.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
@@ -15,6 +15,7 @@ import { Agent } from 'node:https';
 import * as acme from 'acme-client';
 import type { Logger } from 'pino';
 import type { AcmeConfig } from '../config/schema.js';
+import type { Http01Challenges } from './challenges.js';
 import type { StateDir } from './state-dir.js';
 
 /** Where a certificate goes live: `install` swaps it in for new handshakes on the named hosts. */
@@ -22,32 +23,6 @@ export interface CertificateSink {
   install(id: string, hosts: readonly string[], certPem: string, keyPem: string): void;
   /** Takes a certificate out again (its site was removed by a reload). */
   remove?(id: string): void;
-}
-
-/** The path prefix of http-01 challenges (RFC 8555 §8.3). */
-export const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
-
-/** The http-01 tokens now pending, with their key authorizations: only these are answered. */
-export class Http01Challenges {
-  readonly #pending = new Map<string, string>();
-
-  /** The key authorization for a request path, or undefined when the path names no pending token. */
-  answer(path: string): string | undefined {
-    if (!path.startsWith(CHALLENGE_PREFIX)) return undefined;
-    return this.#pending.get(path.slice(CHALLENGE_PREFIX.length));
-  }
-
-  get size(): number {
-    return this.#pending.size;
-  }
-
-  set(token: string, keyAuthorization: string): void {
-    this.#pending.set(token, keyAuthorization);
-  }
-
-  delete(token: string): void {
-    this.#pending.delete(token);
-  }
 }
 
 /** acme-client's axios retries a failed request up to 5 times (5 s, 10 s, …): the order's own backoff replaces that. */
@@ -309,11 +284,10 @@ export interface AcmeSite {
  * managers of sites that are gone.
  */
 export class AcmeSites {
-  readonly challenges = new Http01Challenges();
-  readonly #options: Omit<AcmeOptions, 'challenges'>;
+  readonly #options: AcmeOptions;
   #managers = new Map<string, AcmeManager>();
 
-  constructor(options: Omit<AcmeOptions, 'challenges'>) {
+  constructor(options: AcmeOptions) {
     this.#options = options;
   }
 
@@ -331,7 +305,7 @@ export class AcmeSites {
       const key = JSON.stringify([site.hosts, settings]);
       let manager = this.#managers.get(key) ?? next.get(key);
       if (manager === undefined) {
-        manager = new AcmeManager(site.hosts, settings, { ...this.#options, challenges: this.challenges });
+        manager = new AcmeManager(site.hosts, settings, this.#options);
         started.push(manager);
       }
       next.set(key, manager);

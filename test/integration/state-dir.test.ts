@@ -141,6 +141,19 @@ describe('state directory', () => {
     assert.equal(line?.pid, gone.stdout);
   });
 
+  test('without an ACME site the challenge path is routed like any other (a state directory alone does not claim it)', async () => {
+    const dir = tree();
+    const server = new Portico(configIn(dir, `listen: ["127.0.0.1:0"]\nlog: { access: off }\nstate_dir: ./state\nsites:\n  - routes:\n      - path: /.well-known/\n        respond: { body: "mine" }\n`), pino({ level: 'silent' }));
+    await server.start();
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.addresses[0]!.port}/.well-known/acme-challenge/token`);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'mine');
+    } finally {
+      await server.stop(100);
+    }
+  });
+
   test('one process cannot open the same state directory twice', async () => {
     const dir = tree();
     const config = configIn(dir, `listen: ["127.0.0.1:0"]\nlog: { access: off }\nstate_dir: ./state\n${SITE}`);

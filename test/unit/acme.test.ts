@@ -1,7 +1,8 @@
 /** The pure parts of ACME: when a certificate is renewed, and which http-01 paths are answered. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CHALLENGE_PREFIX, Http01Challenges, renewalTime } from '../../src/tls/acme.js';
+import { renewalTime } from '../../src/tls/acme.js';
+import { CHALLENGE_PREFIX, Http01Challenges } from '../../src/tls/challenges.js';
 
 const DAY = 86_400_000;
 
