@@ -74,8 +74,10 @@ async function run(file: string, dev: boolean): Promise<number> {
   };
   const config = loadServed();
   if (config === undefined) return 1;
-  const server = new Portico(config);
+  let server: Portico;
   try {
+    // Building the server opens (and locks) the state directory, which may refuse.
+    server = new Portico(config);
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
