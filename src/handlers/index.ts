@@ -8,6 +8,7 @@ import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import { STAGES, type MiddlewareKind } from './chain.js';
 import { accessKind } from './middleware/access.js';
+import { compressKind } from './middleware/compress.js';
 import { rateLimitKind } from './middleware/rate-limit.js';
 import type { HandlerKind } from './types.js';
 import { PorticoError } from '../errors.js';
@@ -53,6 +54,7 @@ export function middlewareKinds(): readonly MiddlewareKind[] {
 
 registerMiddlewareKind(accessKind);
 registerMiddlewareKind(rateLimitKind);
+registerMiddlewareKind(compressKind);
 registerHandlerKind(staticKind);
 registerHandlerKind(redirectKind);
 registerHandlerKind(respondKind);

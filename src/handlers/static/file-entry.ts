@@ -8,16 +8,11 @@ import zlib from 'node:zlib';
 import mime from 'mime-types';
 import { oneWriteText } from '../../http/send.js';
 import { isCompressible, type Encoding } from '../../http/negotiate.js';
+import { BROTLI_QUALITY, GZIP_LEVEL, MIN_COMPRESS_SIZE } from '../../http/compression.js';
 
 const gzip = promisify(zlib.gzip);
 const brotli = promisify(zlib.brotliCompress);
 
-/** Brotli quality for on-the-fly compression: 4 is fast with a good ratio; Node's default 11 is far too slow. */
-export const BROTLI_QUALITY = 4;
-/** gzip level for on-the-fly compression (nginx's default is 1; 6 is zlib's balance). */
-export const GZIP_LEVEL = 6;
-/** Smaller bodies are not worth compressing: the framing costs more than it saves. */
-export const MIN_COMPRESS_SIZE = 256;
 
 /** Stat fields that identify a version of a file. */
 export interface FileStat {

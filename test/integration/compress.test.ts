@@ -1,0 +1,375 @@
+/**
+ * `compress` on proxied and cached answers, through a real Portico and a real origin: br or gzip by the client's
+ * Accept-Encoding; never for Range, no-transform, an answer already encoded, HEAD/204/304 bodies or small known
+ * lengths; Vary on every answer; the ETag weakened only on the way out (the cache keeps and revalidates with
+ * the app's); streaming without buffering, event streams flushed per event; the access log counts what was sent.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http, { type IncomingMessage } from 'node:http';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import zlib from 'node:zlib';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { answer, get, isHit, startOrigin, type Origin } from './cache-support.js';
+import type { FullResponse } from './proxy-support.js';
+
+/** A compressible JSON body of about 20 KiB. */
+const JSON_BODY = JSON.stringify(Array.from({ length: 300 }, (_, i) => ({ id: i, name: `item ${i}`, tags: ['alpha', 'beta', 'gamma'], ok: i % 2 === 0 })));
+
+function decode(res: FullResponse): string {
+  const encoding = res.headers['content-encoding'];
+  if (encoding === 'gzip') return zlib.gunzipSync(res.body).toString();
+  if (encoding === 'br') return zlib.brotliDecompressSync(res.body).toString();
+  assert.equal(encoding, undefined, `unexpected Content-Encoding ${String(encoding)}`);
+  return res.body.toString();
+}
+
+let origin: Origin;
+let portico: RunningPortico;
+
+before(async () => {
+  origin = await startOrigin();
+  portico = await startPortico(`caches:
+  main: { memory: 16MB, max_object: 1MB }
+upstreams:
+  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
+sites:
+  - compress: { types: [text/plain] }
+    routes:
+      - path: /cached/
+        compress: {}
+        proxy: { upstream: origin, cache: { zone: main } }
+      - path: /typed/
+        compress: { types: ["application/*"], min_size: 10 }
+        proxy: { upstream: origin }
+      - path: /site/
+        proxy: { upstream: origin }
+      - path: /
+        compress: {}
+        proxy: { upstream: origin }
+`);
+});
+
+after(async () => {
+  await portico?.stop();
+  await origin?.stop();
+});
+
+describe('choosing the encoding', () => {
+  test('a proxied JSON answer is sent br, gzip or identity by Accept-Encoding, chunked, always with Vary: Accept-Encoding', async () => {
+    origin.on('/json', answer({ 'content-type': 'application/json' }, JSON_BODY));
+    const br = await get(portico.port, '/json', { 'accept-encoding': 'gzip, deflate, br' });
+    const gzip = await get(portico.port, '/json', { 'accept-encoding': 'gzip' });
+    const q = await get(portico.port, '/json', { 'accept-encoding': 'br;q=0.5, gzip;q=1' });
+    const none = await get(portico.port, '/json');
+    assert.equal(br.headers['content-encoding'], 'br');
+    assert.equal(gzip.headers['content-encoding'], 'gzip');
+    assert.equal(q.headers['content-encoding'], 'gzip', 'the higher q wins');
+    assert.equal(none.headers['content-encoding'], undefined);
+    for (const res of [br, gzip, q]) {
+      assert.equal(res.headers['content-length'], undefined, 'Content-Length dropped');
+      assert.equal(res.headers['transfer-encoding'], 'chunked');
+      assert.ok(res.body.length < JSON_BODY.length / 3, `compressed to ${res.body.length} bytes`);
+    }
+    assert.equal(none.headers['content-length'], String(JSON_BODY.length));
+    for (const res of [br, gzip, q, none]) {
+      assert.equal(decode(res), JSON_BODY);
+      assert.equal(res.headers.vary, 'Accept-Encoding');
+    }
+  });
+
+  test("the upstream's Vary is kept and Accept-Encoding merged in without a duplicate", async () => {
+    origin.on('/vary-origin', answer({ 'content-type': 'application/json', vary: 'Origin' }, JSON_BODY));
+    origin.on('/vary-both', answer({ 'content-type': 'application/json', vary: 'accept-encoding, Origin' }, JSON_BODY));
+    const one = await get(portico.port, '/vary-origin', { 'accept-encoding': 'gzip' });
+    const identity = await get(portico.port, '/vary-origin');
+    const both = await get(portico.port, '/vary-both', { 'accept-encoding': 'gzip' });
+    assert.equal(one.headers.vary, 'Origin, Accept-Encoding');
+    assert.equal(identity.headers.vary, 'Origin, Accept-Encoding');
+    assert.equal(both.headers.vary, 'accept-encoding, Origin');
+  });
+
+  test('a route without compress inherits its site\'s; a route\'s own replaces it (types, min_size)', async () => {
+    origin.on('/site/text', answer({ 'content-type': 'text/plain' }, 'x'.repeat(1000)));
+    origin.on('/site/json', answer({ 'content-type': 'application/json' }, JSON_BODY));
+    origin.on('/typed/small', answer({ 'content-type': 'application/json' }, '{"a":"aaaaaaaaaaaaaaaaaaaaaaaa"}'));
+    origin.on('/typed/text', answer({ 'content-type': 'text/plain' }, 'x'.repeat(1000)));
+    const accept = { 'accept-encoding': 'gzip' };
+    assert.equal((await get(portico.port, '/site/text', accept)).headers['content-encoding'], 'gzip', 'the site lists text/plain');
+    const json = await get(portico.port, '/site/json', accept);
+    assert.equal(json.headers['content-encoding'], undefined, 'not in the site\'s types');
+    assert.equal(json.headers.vary, 'Accept-Encoding', 'the route still varies');
+    assert.equal((await get(portico.port, '/typed/small', accept)).headers['content-encoding'], 'gzip', 'min_size 10 on this route');
+    assert.equal((await get(portico.port, '/typed/text', accept)).headers['content-encoding'], undefined, 'the route\'s types replace the site\'s');
+  });
+});
+
+describe('what is never compressed', () => {
+  const accept = { 'accept-encoding': 'br, gzip' };
+
+  test('a request with Range gets identity (the origin\'s 206, or a whole identity answer)', async () => {
+    origin.on('/range', (req, res) => {
+      if (req.headers.range === 'bytes=0-9') {
+        res.writeHead(206, { 'content-type': 'application/json', 'content-range': `bytes 0-9/${JSON_BODY.length}`, 'content-length': 10 });
+        res.end(JSON_BODY.slice(0, 10));
+      } else {
+        answer({ 'content-type': 'application/json' }, JSON_BODY)(req, res, 0);
+      }
+    });
+    const part = await get(portico.port, '/range', { ...accept, range: 'bytes=0-9' });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers['content-encoding'], undefined);
+    assert.equal(part.body.toString(), JSON_BODY.slice(0, 10));
+    assert.equal(part.headers.vary, 'Accept-Encoding');
+    const ignored = await get(portico.port, '/range', { ...accept, range: 'bytes=5-6' });
+    assert.equal(ignored.status, 200);
+    assert.equal(ignored.headers['content-encoding'], undefined, 'a Range request is answered in identity even when the origin sends it whole');
+    assert.equal(ignored.body.toString(), JSON_BODY);
+  });
+
+  test('Cache-Control: no-transform, an answer already encoded, and an image type are passed on untouched', async () => {
+    origin.on('/no-transform', answer({ 'content-type': 'application/json', 'cache-control': 'public, no-transform' }, JSON_BODY));
+    const deflated = zlib.deflateSync(JSON_BODY);
+    origin.on('/encoded', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'deflate', 'content-length': deflated.length });
+      res.end(deflated);
+    });
+    origin.on('/png', answer({ 'content-type': 'image/png' }, 'p'.repeat(2000)));
+    const noTransform = await get(portico.port, '/no-transform', accept);
+    assert.equal(noTransform.headers['content-encoding'], undefined);
+    assert.equal(noTransform.body.toString(), JSON_BODY);
+    const encoded = await get(portico.port, '/encoded', accept);
+    assert.equal(encoded.headers['content-encoding'], 'deflate');
+    assert.deepEqual(encoded.body, deflated);
+    assert.equal(encoded.headers['content-length'], String(deflated.length));
+    const png = await get(portico.port, '/png', accept);
+    assert.equal(png.headers['content-encoding'], undefined);
+    for (const res of [noTransform, encoded, png]) assert.equal(res.headers.vary, 'Accept-Encoding');
+  });
+
+  test('a known length under min_size is sent as is; an unknown length is compressed', async () => {
+    origin.on('/small', answer({ 'content-type': 'application/json' }, '{"small":true}'));
+    origin.on('/small-chunked', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"small":true}');
+    });
+    const small = await get(portico.port, '/small', accept);
+    assert.equal(small.headers['content-encoding'], undefined);
+    assert.equal(small.headers['content-length'], '14');
+    const chunked = await get(portico.port, '/small-chunked', accept);
+    assert.equal(chunked.headers['content-encoding'], 'br');
+    assert.equal(decode(chunked), '{"small":true}');
+  });
+
+  test('HEAD, 204 and 304 carry no encoded body (a 304 for an encoded answer has the weak ETag)', async () => {
+    origin.on('/head', answer({ 'content-type': 'application/json', etag: '"h1"' }, JSON_BODY));
+    origin.on('/nothing', (_req, res) => {
+      res.writeHead(204, { 'content-type': 'application/json' });
+      res.end();
+    });
+    origin.on('/not-modified', (_req, res) => {
+      res.writeHead(304, { etag: '"n1"' });
+      res.end();
+    });
+    const head = await get(portico.port, '/head', accept, 'HEAD');
+    assert.equal(head.headers['content-encoding'], undefined);
+    assert.equal(head.headers['content-length'], String(JSON_BODY.length));
+    assert.equal(head.headers.etag, '"h1"');
+    assert.equal(head.headers.vary, 'Accept-Encoding');
+    const nothing = await get(portico.port, '/nothing', accept);
+    assert.equal(nothing.status, 204);
+    assert.equal(nothing.headers['content-encoding'], undefined);
+    assert.equal(nothing.body.length, 0);
+    const notModified = await get(portico.port, '/not-modified', { ...accept, 'if-none-match': 'W/"n1"' });
+    assert.equal(notModified.status, 304);
+    assert.equal(notModified.headers['content-encoding'], undefined);
+    assert.equal(notModified.headers.etag, 'W/"n1"');
+    assert.equal(notModified.headers.vary, 'Accept-Encoding');
+  });
+});
+
+describe('with the cache', () => {
+  test('one stored answer is served gzip to one client, br and identity to others, from one origin request', async () => {
+    origin.on('/cached/shared', answer({ 'content-type': 'application/json', 'cache-control': 'max-age=60', etag: '"s1"' }, JSON_BODY));
+    const gzip = await get(portico.port, '/cached/shared', { 'accept-encoding': 'gzip' });
+    const br = await get(portico.port, '/cached/shared', { 'accept-encoding': 'br' });
+    const identity = await get(portico.port, '/cached/shared', { 'accept-encoding': 'identity' });
+    assert.equal(origin.seen('/cached/shared').length, 1);
+    assert.ok(isHit(br) && isHit(identity));
+    assert.equal(gzip.headers['content-encoding'], 'gzip');
+    assert.equal(br.headers['content-encoding'], 'br');
+    assert.equal(identity.headers['content-encoding'], undefined);
+    for (const res of [gzip, br, identity]) {
+      assert.equal(decode(res), JSON_BODY);
+      assert.equal(res.headers.vary, 'Accept-Encoding');
+    }
+    assert.equal(gzip.headers.etag, 'W/"s1"');
+    assert.equal(br.headers.etag, 'W/"s1"');
+    assert.equal(identity.headers.etag, '"s1"', 'identity keeps the strong tag');
+  });
+
+  test('If-None-Match with the weak tag gets 304 from the cache; the cache revalidates with the app\'s strong tag', async () => {
+    origin.on('/cached/etag', (req, res, n) => {
+      if (n > 1) {
+        assert.equal(req.headers['if-none-match'], '"e1"');
+        res.writeHead(304, { etag: '"e1"', 'cache-control': 'max-age=0' });
+        return res.end();
+      }
+      answer({ 'content-type': 'application/json', 'cache-control': 'max-age=0', etag: '"e1"' }, JSON_BODY)(req, res, n);
+    });
+    const first = await get(portico.port, '/cached/etag', { 'accept-encoding': 'gzip' });
+    assert.equal(first.headers.etag, 'W/"e1"');
+    const again = await get(portico.port, '/cached/etag', { 'accept-encoding': 'gzip', 'if-none-match': 'W/"e1"' });
+    assert.equal(again.status, 304);
+    assert.equal(again.headers.etag, 'W/"e1"');
+    assert.equal(again.headers.vary, 'Accept-Encoding');
+    const seen = origin.seen('/cached/etag');
+    assert.equal(seen.length, 2, 'the stale copy was revalidated');
+    assert.equal(seen[1]!.headers['if-none-match'], '"e1"', 'with the stored, strong ETag');
+    const whole = await get(portico.port, '/cached/etag', { 'accept-encoding': 'br' });
+    assert.equal(whole.status, 200);
+    assert.equal(decode(whole), JSON_BODY);
+  });
+
+  test('a Range on a cached compressible answer is served from the stored identity bytes', async () => {
+    origin.on('/cached/range', answer({ 'content-type': 'application/json', 'cache-control': 'max-age=60' }, JSON_BODY));
+    await get(portico.port, '/cached/range', { 'accept-encoding': 'gzip' });
+    const part = await get(portico.port, '/cached/range', { 'accept-encoding': 'gzip', range: 'bytes=0-4' });
+    assert.equal(part.status, 206);
+    assert.equal(part.headers['content-encoding'], undefined);
+    assert.equal(part.body.toString(), JSON_BODY.slice(0, 5));
+  });
+});
+
+/** A GET whose answer is gunzipped as it arrives; `onText` sees the decoded text so far. */
+function streamGzip(port: number, urlPath: string, onText: (text: string, res: IncomingMessage) => void): Promise<{ res: IncomingMessage; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: { 'accept-encoding': 'gzip' }, agent: false }, (res) => {
+      assert.equal(res.headers['content-encoding'], 'gzip');
+      const gunzip = zlib.createGunzip();
+      let text = '';
+      gunzip.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        onText(text, res);
+      });
+      gunzip.on('end', () => resolve({ res, text }));
+      gunzip.on('error', reject);
+      res.on('aborted', () => reject(new Error('response aborted')));
+      res.pipe(gunzip);
+    });
+    req.on('error', reject);
+  });
+}
+
+describe('streaming', () => {
+  test('an event stream is flushed per event: the client decodes the first event before the origin sends the second', { timeout: 10_000 }, async () => {
+    let sendSecond!: () => void;
+    const second = new Promise<void>((resolve) => (sendSecond = resolve));
+    origin.on('/events', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write('data: first\n\n');
+      void second.then(() => res.end('data: second\n\n'));
+    });
+    let sawFirstAlone = false;
+    const { text } = await streamGzip(portico.port, '/events', (soFar) => {
+      if (soFar === 'data: first\n\n') {
+        sawFirstAlone = true;
+        sendSecond();
+      }
+    });
+    assert.ok(sawFirstAlone, 'the first event arrived decoded on its own');
+    assert.equal(text, 'data: first\n\ndata: second\n\n');
+  });
+
+  test('a 20 MB streamed answer is compressed without buffering: encoded bytes reach the client before the origin sends its second half', { timeout: 30_000 }, async () => {
+    // Compressible but not trivially so: random bytes as hex (about 2:1), a fresh block each time.
+    const blockSize = 64 * 1024;
+    const blocks = 320; // 20 MiB
+    const sentHash = createHash('sha256');
+    let clientGotBytes!: () => void;
+    const clientStarted = new Promise<void>((resolve) => (clientGotBytes = resolve));
+    let secondHalfStarted = false;
+    origin.on('/big', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < blocks) {
+          if (sent === blocks / 2 && !secondHalfStarted) {
+            // Wait here until the client has decoded something: a buffering proxy never gets there.
+            void clientStarted.then(() => {
+              secondHalfStarted = true;
+              pump();
+            });
+            return;
+          }
+          sent++;
+          const block = Buffer.from(randomBytes(blockSize / 2).toString('hex'));
+          sentHash.update(block);
+          if (!res.write(block)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    const hash = createHash('sha256');
+    let decoded = 0;
+    let beforeSecondHalf = 0;
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port: portico.port, path: '/big', headers: { 'accept-encoding': 'gzip' }, agent: false }, (res) => {
+        const gunzip = zlib.createGunzip();
+        gunzip.on('data', (chunk: Buffer) => {
+          if (!secondHalfStarted) beforeSecondHalf += chunk.length;
+          decoded += chunk.length;
+          hash.update(chunk);
+          clientGotBytes();
+        });
+        gunzip.on('end', resolve);
+        gunzip.on('error', reject);
+        res.pipe(gunzip);
+      });
+      req.on('error', reject);
+    });
+    assert.equal(decoded, blocks * blockSize);
+    assert.equal(hash.digest('hex'), sentHash.digest('hex'));
+    assert.ok(beforeSecondHalf > 0, 'decoded bytes arrived while the origin held back its second half');
+  });
+
+  test('an origin that breaks mid-stream cuts the compressed answer visibly, and the next request is served', async () => {
+    origin.on('/broken', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('y'.repeat(100_000));
+      setImmediate(() => res.socket!.destroy());
+    });
+    await assert.rejects(get(portico.port, '/broken', { 'accept-encoding': 'gzip' }));
+    origin.on('/after', answer({ 'content-type': 'application/json' }, JSON_BODY));
+    const after = await get(portico.port, '/after', { 'accept-encoding': 'gzip' });
+    assert.equal(decode(after), JSON_BODY);
+  });
+});
+
+describe('the access log', () => {
+  test('bytes_sent is the compressed size that went out', async () => {
+    const logged = await startPortico(`log: { access: ./access.log, format: json }
+sites:
+  - routes:
+      - path: /
+        compress: {}
+        proxy: { url: "${origin.url}" }
+`);
+    origin.on('/logged', answer({ 'content-type': 'application/json' }, JSON_BODY));
+    let res: FullResponse;
+    try {
+      res = await get(logged.port, '/logged', { 'accept-encoding': 'gzip' });
+      assert.equal(res.headers['content-encoding'], 'gzip');
+    } finally {
+      await logged.server.stop(100);
+    }
+    const lines = readFileSync(path.join(logged.dir, 'access.log'), 'utf8').trim().split('\n');
+    const entry = JSON.parse(lines.at(-1)!) as { bytes_sent: number; status: number };
+    assert.equal(entry.status, 200);
+    assert.equal(entry.bytes_sent, res.body.length);
+    await logged.stop();
+  });
+});
