@@ -3,6 +3,7 @@
  * levels, the smallest body worth compressing, the streaming encoders, and the header rules that go with an
  * encoded answer (`Vary: Accept-Encoding` merged into what is there, a weakened ETag).
  */
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { Encoding } from './negotiate.js';
 
@@ -73,4 +74,50 @@ export function varyWithAcceptEncoding(values: readonly string[]): string {
  */
 export function weakETag(etag: string): string {
   return etag.startsWith('W/') ? etag : `W/${etag}`;
+}
+
+const gzipWhole = promisify(zlib.gzip);
+const brotliWhole = promisify(zlib.brotliCompress);
+
+/** Largest whole body whose encodings are kept (larger ones are encoded as they stream, each time). */
+export const WHOLE_MEMO_MAX = 1024 * 1024;
+
+/**
+ * Encodings made of whole bodies held in memory, by body and then by encoding and level. Keyed weakly: they
+ * live exactly as long as the body they were made from (a stored cache entry, a file held in memory), and the
+ * body is immutable, so an encoding made once stays right.
+ */
+const wholeEncodings = new WeakMap<Buffer, Map<string, Buffer | Promise<Buffer>>>();
+
+/**
+ * The encoding of a whole in-memory body, made once (off the main thread, by zlib's pool) and then shared by
+ * every answer that sends that body: a Buffer when made, else the promise of it (concurrent callers share it).
+ */
+export function encodeWhole(body: Buffer, encoding: ContentEncoding, levels: EncoderLevels): Buffer | Promise<Buffer> {
+  let forBody = wholeEncodings.get(body);
+  if (forBody === undefined) {
+    forBody = new Map();
+    wholeEncodings.set(body, forBody);
+  }
+  const key = encoding === 'br' ? `br${levels.brotliQuality}` : `gzip${levels.gzipLevel}`;
+  let made = forBody.get(key);
+  if (made === undefined) {
+    const work =
+      encoding === 'br'
+        ? brotliWhole(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: levels.brotliQuality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length } })
+        : gzipWhole(body, { level: levels.gzipLevel });
+    const map = forBody;
+    made = work.then(
+      (out) => {
+        map.set(key, out);
+        return out;
+      },
+      (err: unknown) => {
+        map.delete(key);
+        throw err;
+      },
+    );
+    forBody.set(key, made);
+  }
+  return made;
 }

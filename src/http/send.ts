@@ -57,6 +57,7 @@ export function sendWhole(ctx: RequestContext, status: number, headers: readonly
   res.writeHead(status, headers as string[]);
   if (ctx.req.method === 'HEAD') return void res.end();
   ctx.bytesSent = body.length;
+  ctx.wholeBody = body;
   if (text !== undefined) res.end(text, 'latin1');
   else res.end(body);
 }

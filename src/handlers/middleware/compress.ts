@@ -10,7 +10,9 @@
  * answer with a `Content-Encoding` already, types not in `types`, and bodies under `min_size` when their length
  * is known. Every answer of the route carries `Vary: Accept-Encoding` (merged into the handler's Vary), and an
  * encoded one (or a 304 for one) has its ETag weakened. Bodies stream through zlib with the response's
- * back-pressure; `text/event-stream` is flushed after every write so each event leaves at once.
+ * back-pressure; `text/event-stream` is flushed after every write so each event leaves at once. A body sent
+ * whole from memory (a cache hit) is encoded once per stored body and encoding (`encodeWhole`) and that
+ * encoding reused by every later hit, so a hit costs about what a hit of identity costs.
  *
  * (The `compression` package does the wrapping for Express, but keeps strong ETags, compresses Range answers,
  * leaves flushing to the app and reads headers through setHeader only, not the flat lists Portico writes.)
@@ -22,11 +24,13 @@ import { size } from '../../config/schema.js';
 import {
   BROTLI_QUALITY,
   createEncoder,
+  encodeWhole,
   flushKind,
   GZIP_LEVEL,
   MIN_COMPRESS_SIZE,
   varyWithAcceptEncoding,
   weakETag,
+  WHOLE_MEMO_MAX,
   type ContentEncoding,
   type EncoderLevels,
 } from '../../http/compression.js';
@@ -143,7 +147,11 @@ function bodyless(status: number): boolean {
 class ResponseCompression {
   /** The head was decided (and sent). */
   decided = false;
+  /** The encoding of this answer, once decided (undefined: sent as the handler wrote it). */
+  using: ContentEncoding | undefined = undefined;
+  /** The streaming encoder, made at the first write (an answer sent whole may use a ready encoding instead). */
   encoder: BrotliCompress | Gzip | undefined = undefined;
+  sizeHint: number | undefined = undefined;
   /** Encoded bytes handed to the socket: the access log's bytes for an encoded answer. */
   sent = 0;
   flushEach = false;
@@ -161,7 +169,7 @@ class ResponseCompression {
     readonly end: Native,
   ) {}
 
-  /** Edits the head's fields and starts the encoder when this answer is to be encoded. */
+  /** Edits the head's fields and chooses whether (and how) this answer is encoded. */
   decide(status: number, fields: HeadFields): void {
     this.decided = true;
     fields.set('Vary', varyWithAcceptEncoding(fields.all('vary')));
@@ -179,7 +187,15 @@ class ResponseCompression {
     fields.set('Content-Encoding', encoding);
     const contentType = fields.get('content-type')!;
     this.flushEach = contentType.trimStart().toLowerCase().startsWith('text/event-stream');
-    this.#start(encoding, length === undefined ? this.endLength : Number(length));
+    this.using = encoding;
+    this.sizeHint = length === undefined ? this.endLength : Number(length);
+    // The access log reports what went to the client: the encoded bytes, whatever the handler counts.
+    const counter = this;
+    Object.defineProperty(this.ctx, 'bytesSent', {
+      configurable: true,
+      get: () => counter.sent,
+      set: () => undefined,
+    });
   }
 
   #encodable(status: number, fields: HeadFields): boolean {
@@ -198,10 +214,11 @@ class ResponseCompression {
     return length === undefined || !(Number(length) < this.settings.minSize);
   }
 
-  #start(encoding: ContentEncoding, sizeHint: number | undefined): void {
-    const { ctx } = this;
-    const res = ctx.res;
-    const encoder = createEncoder(encoding, this.settings.levels, sizeHint);
+  /** The streaming encoder, made and wired to the response on first use. */
+  #encoder(): BrotliCompress | Gzip {
+    if (this.encoder !== undefined) return this.encoder;
+    const res = this.ctx.res;
+    const encoder = createEncoder(this.using!, this.settings.levels, this.sizeHint);
     this.encoder = encoder;
     const write = this.write;
     encoder.on('data', (chunk: Buffer) => {
@@ -219,23 +236,48 @@ class ResponseCompression {
     res.once('close', () => {
       if (!res.writableFinished) encoder.destroy();
     });
-    // The access log reports what went to the client: the encoded bytes, whatever the handler counted.
-    const counter = this;
-    Object.defineProperty(ctx, 'bytesSent', {
-      configurable: true,
-      get: () => counter.sent,
-      set: () => undefined,
-    });
+    return encoder;
   }
 
   /** Writes a chunk into the encoder (flushed at once for an event stream). */
   encode(chunk: unknown, encoding: BufferEncoding | undefined, callback: Callback | undefined): boolean {
-    const encoder = this.encoder!;
+    const encoder = this.#encoder();
     if (this.ended || encoder.destroyed) return false;
     const data = typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : (chunk as Buffer | Uint8Array);
     const ok = callback === undefined ? encoder.write(data) : encoder.write(data, callback);
-    if (this.flushEach) encoder.flush(flushKind(this.encoding as ContentEncoding));
+    if (this.flushEach) encoder.flush(flushKind(this.using!));
     return ok;
+  }
+
+  /** Ends the encoded answer: the last chunk through the encoder, or a whole in-memory body by its ready encoding. */
+  finish(chunk: unknown, encoding: BufferEncoding | undefined, callback: (() => void) | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.endCallback = callback;
+    const body = this.ctx.wholeBody;
+    if (
+      this.encoder === undefined &&
+      body !== undefined &&
+      body.length <= WHOLE_MEMO_MAX &&
+      (chunk === body || (typeof chunk === 'string' && chunk.length === body.length))
+    ) {
+      const made = encodeWhole(body, this.using!, this.settings.levels);
+      if (made instanceof Promise) made.then((out) => this.#sendWhole(out), () => this.ctx.res.destroy());
+      else this.#sendWhole(made);
+      return;
+    }
+    const encoder = this.#encoder();
+    if (chunk !== undefined && chunk !== null) {
+      encoder.write(typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : (chunk as Buffer | Uint8Array));
+    }
+    encoder.end();
+  }
+
+  #sendWhole(out: Buffer): void {
+    const res = this.ctx.res;
+    if (res.destroyed) return;
+    this.sent = out.length;
+    this.end.call(res, out, this.endCallback);
   }
 }
 
@@ -253,7 +295,7 @@ function compressingWriteHead(this: Wrapped, status: number, reason?: unknown, h
 function compressingWrite(this: Wrapped, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
   const state = this[kState];
   if (!state.decided && !this.headersSent) this.writeHead(this.statusCode);
-  if (state.encoder === undefined) return state.write.call(this, chunk, encoding, callback) as boolean;
+  if (state.using === undefined) return state.write.call(this, chunk, encoding, callback) as boolean;
   if (typeof encoding === 'function') return state.encode(chunk, undefined, encoding as Callback);
   return state.encode(chunk, encoding as BufferEncoding | undefined, callback as Callback | undefined);
 }
@@ -280,13 +322,8 @@ function compressingEnd(this: Wrapped, chunk?: unknown, encoding?: unknown, call
     }
     this.writeHead(this.statusCode);
   }
-  const encoder = state.encoder;
-  if (encoder === undefined) return state.end.call(this, chunk, encoding, callback) as ServerResponse;
-  if (state.ended) return this;
-  if (chunk !== undefined && chunk !== null) state.encode(chunk, encoding as BufferEncoding | undefined, undefined);
-  state.ended = true;
-  state.endCallback = callback as (() => void) | undefined;
-  encoder.end();
+  if (state.using === undefined) return state.end.call(this, chunk, encoding, callback) as ServerResponse;
+  state.finish(chunk, encoding as BufferEncoding | undefined, callback as (() => void) | undefined);
   return this;
 }
 

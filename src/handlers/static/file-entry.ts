@@ -3,15 +3,11 @@
  * variants (precompressed siblings on disk, or compressions made once in memory). Header lists are built once
  * per entry so the hot path hands Node a ready array.
  */
-import { promisify } from 'node:util';
-import zlib from 'node:zlib';
 import mime from 'mime-types';
 import { oneWriteText } from '../../http/send.js';
 import { isCompressible, type Encoding } from '../../http/negotiate.js';
-import { BROTLI_QUALITY, GZIP_LEVEL, MIN_COMPRESS_SIZE } from '../../http/compression.js';
+import { DEFAULT_LEVELS, encodeWhole, MIN_COMPRESS_SIZE } from '../../http/compression.js';
 
-const gzip = promisify(zlib.gzip);
-const brotli = promisify(zlib.brotliCompress);
 
 
 /** Stat fields that identify a version of a file. */
@@ -154,16 +150,7 @@ export class FileEntry {
   compressed(encoding: Variant['encoding']): Promise<Variant> {
     let made = this.#made.get(encoding);
     if (made === undefined) {
-      const body = this.body!;
-      const work =
-        encoding === 'br'
-          ? brotli(body, {
-              params: {
-                [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY,
-                [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length,
-              },
-            })
-          : gzip(body, { level: GZIP_LEVEL });
+      const work = Promise.resolve(encodeWhole(this.body!, encoding, DEFAULT_LEVELS));
       const suffix = encoding === 'br' ? '-br' : '-gz';
       made = work.then((out) => {
         const etag = makeETag(this.stat, suffix);
