@@ -6,6 +6,7 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { Encoding } from './negotiate.js';
+import { oneWriteText } from './send.js';
 
 /**
  * Brotli quality for on-the-fly compression: 4 is fast with a good ratio (ngx_brotli's default is 6); Node's
@@ -87,13 +88,19 @@ export const WHOLE_MEMO_MAX = 1024 * 1024;
  * live exactly as long as the body they were made from (a stored cache entry, a file held in memory), and the
  * body is immutable, so an encoding made once stays right.
  */
-const wholeEncodings = new WeakMap<Buffer, Map<string, Buffer | Promise<Buffer>>>();
+const wholeEncodings = new WeakMap<Buffer, Map<string, WholeEncoding | Promise<WholeEncoding>>>();
+
+/** An encoding of a whole body: its bytes, and their one-write text form when small (see `oneWriteText`). */
+export interface WholeEncoding {
+  readonly body: Buffer;
+  readonly text: string | undefined;
+}
 
 /**
  * The encoding of a whole in-memory body, made once (off the main thread, by zlib's pool) and then shared by
  * every answer that sends that body: a Buffer when made, else the promise of it (concurrent callers share it).
  */
-export function encodeWhole(body: Buffer, encoding: ContentEncoding, levels: EncoderLevels): Buffer | Promise<Buffer> {
+export function encodeWhole(body: Buffer, encoding: ContentEncoding, levels: EncoderLevels): WholeEncoding | Promise<WholeEncoding> {
   let forBody = wholeEncodings.get(body);
   if (forBody === undefined) {
     forBody = new Map();
@@ -109,8 +116,9 @@ export function encodeWhole(body: Buffer, encoding: ContentEncoding, levels: Enc
     const map = forBody;
     made = work.then(
       (out) => {
-        map.set(key, out);
-        return out;
+        const ready: WholeEncoding = { body: out, text: oneWriteText(out) };
+        map.set(key, ready);
+        return ready;
       },
       (err: unknown) => {
         map.delete(key);

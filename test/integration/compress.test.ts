@@ -210,6 +210,21 @@ describe('with the cache', () => {
     assert.equal(identity.headers.etag, '"s1"', 'identity keeps the strong tag');
   });
 
+  test('a hit reuses the encoding made for an earlier hit of the same stored answer: sent with its Content-Length', async () => {
+    origin.on('/cached/again', answer({ 'content-type': 'application/json', 'cache-control': 'max-age=60' }, JSON_BODY));
+    await get(portico.port, '/cached/again', { 'accept-encoding': 'br' });
+    const firstHit = await get(portico.port, '/cached/again', { 'accept-encoding': 'br' });
+    assert.ok(isHit(firstHit));
+    let later = await get(portico.port, '/cached/again', { 'accept-encoding': 'br' });
+    // The first hit's encoding is made in the background; it is ready at the latest a few hits later.
+    for (let i = 0; i < 50 && later.headers['content-length'] === undefined; i++) later = await get(portico.port, '/cached/again', { 'accept-encoding': 'br' });
+    assert.equal(later.headers['content-encoding'], 'br');
+    assert.equal(later.headers['content-length'], String(later.body.length));
+    assert.deepEqual(later.body, firstHit.body, 'the same bytes as the hit that made them');
+    assert.equal(decode(later), JSON_BODY);
+    assert.equal(origin.seen('/cached/again').length, 1);
+  });
+
   test('If-None-Match with the weak tag gets 304 from the cache; the cache revalidates with the app\'s strong tag', async () => {
     origin.on('/cached/etag', (req, res, n) => {
       if (n > 1) {

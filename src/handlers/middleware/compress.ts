@@ -33,6 +33,7 @@ import {
   WHOLE_MEMO_MAX,
   type ContentEncoding,
   type EncoderLevels,
+  type WholeEncoding,
 } from '../../http/compression.js';
 import type { RequestContext } from '../../http/context.js';
 import { isCompressible, negotiateEncoding, type Encoding } from '../../http/negotiate.js';
@@ -152,6 +153,8 @@ class ResponseCompression {
   /** The streaming encoder, made at the first write (an answer sent whole may use a ready encoding instead). */
   encoder: BrotliCompress | Gzip | undefined = undefined;
   sizeHint: number | undefined = undefined;
+  /** The ready encoding of a whole in-memory body, when this answer is one and it was made before. */
+  ready: WholeEncoding | undefined = undefined;
   /** Encoded bytes handed to the socket: the access log's bytes for an encoded answer. */
   sent = 0;
   flushEach = false;
@@ -185,6 +188,15 @@ class ResponseCompression {
     const length = fields.get('content-length');
     fields.remove('content-length');
     fields.set('Content-Encoding', encoding);
+    // A body sent whole from memory whose encoding was made before: sent with its length, in one write.
+    const whole = this.ctx.wholeBody;
+    if (whole !== undefined && length !== undefined && Number(length) === whole.length && whole.length <= WHOLE_MEMO_MAX) {
+      const made = encodeWhole(whole, encoding, this.settings.levels);
+      if (!(made instanceof Promise)) {
+        this.ready = made;
+        fields.set('Content-Length', String(made.body.length));
+      }
+    }
     const contentType = fields.get('content-type')!;
     this.flushEach = contentType.trimStart().toLowerCase().startsWith('text/event-stream');
     this.using = encoding;
@@ -255,6 +267,15 @@ class ResponseCompression {
     this.ended = true;
     this.endCallback = callback;
     const body = this.ctx.wholeBody;
+    const ready = this.ready;
+    if (ready !== undefined) {
+      // Content-Length promised the ready encoding: anything else than the whole body would break the framing.
+      if (chunk !== body && !(typeof chunk === 'string' && chunk.length === body!.length)) return void this.ctx.res.destroy();
+      this.sent = ready.body.length;
+      if (ready.text !== undefined) this.end.call(this.ctx.res, ready.text, 'latin1', callback);
+      else this.end.call(this.ctx.res, ready.body, callback);
+      return;
+    }
     if (
       this.encoder === undefined &&
       body !== undefined &&
@@ -262,8 +283,8 @@ class ResponseCompression {
       (chunk === body || (typeof chunk === 'string' && chunk.length === body.length))
     ) {
       const made = encodeWhole(body, this.using!, this.settings.levels);
-      if (made instanceof Promise) made.then((out) => this.#sendWhole(out), () => this.ctx.res.destroy());
-      else this.#sendWhole(made);
+      if (made instanceof Promise) made.then((out) => this.#sendWhole(out.body), () => this.ctx.res.destroy());
+      else this.#sendWhole(made.body);
       return;
     }
     const encoder = this.#encoder();

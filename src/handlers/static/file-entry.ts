@@ -154,7 +154,7 @@ export class FileEntry {
       const suffix = encoding === 'br' ? '-br' : '-gz';
       made = work.then((out) => {
         const etag = makeETag(this.stat, suffix);
-        const variant: Variant = { encoding, etag, size: out.length, body: out, text: oneWriteText(out), headers: this.headerList(etag, out.length, encoding) };
+        const variant: Variant = { encoding, etag, size: out.body.length, body: out.body, text: out.text, headers: this.headerList(etag, out.body.length, encoding) };
         this.#ready.set(encoding, variant);
         return variant;
       });
