@@ -155,7 +155,7 @@ class ResponseCompression {
   sizeHint: number | undefined = undefined;
   /** The ready encoding of a whole in-memory body, when this answer is one and it was made before. */
   ready: WholeEncoding | undefined = undefined;
-  /** Encoded bytes handed to the socket: the access log's bytes for an encoded answer. */
+  /** Encoded bytes the streaming encoder handed to the socket: the access log's bytes for a streamed answer. */
   sent = 0;
   flushEach = false;
   ended = false;
@@ -201,13 +201,6 @@ class ResponseCompression {
     this.flushEach = contentType.trimStart().toLowerCase().startsWith('text/event-stream');
     this.using = encoding;
     this.sizeHint = length === undefined ? this.endLength : Number(length);
-    // The access log reports what went to the client: the encoded bytes, whatever the handler counts.
-    const counter = this;
-    Object.defineProperty(this.ctx, 'bytesSent', {
-      configurable: true,
-      get: () => counter.sent,
-      set: () => undefined,
-    });
   }
 
   #encodable(status: number, fields: HeadFields): boolean {
@@ -248,6 +241,13 @@ class ResponseCompression {
     res.once('close', () => {
       if (!res.writableFinished) encoder.destroy();
     });
+    // The access log reports what went to the client: the encoded bytes, whatever the handler goes on counting.
+    const counter = this;
+    Object.defineProperty(this.ctx, 'bytesSent', {
+      configurable: true,
+      get: () => counter.sent,
+      set: () => undefined,
+    });
     return encoder;
   }
 
@@ -271,7 +271,8 @@ class ResponseCompression {
     if (ready !== undefined) {
       // Content-Length promised the ready encoding: anything else than the whole body would break the framing.
       if (chunk !== body && !(typeof chunk === 'string' && chunk.length === body!.length)) return void this.ctx.res.destroy();
-      this.sent = ready.body.length;
+      // Inside the handler's end(): after it counted the identity body, so this count is the last.
+      this.ctx.bytesSent = ready.body.length;
       if (ready.text !== undefined) this.end.call(this.ctx.res, ready.text, 'latin1', callback);
       else this.end.call(this.ctx.res, ready.body, callback);
       return;
@@ -297,7 +298,7 @@ class ResponseCompression {
   #sendWhole(out: Buffer): void {
     const res = this.ctx.res;
     if (res.destroyed) return;
-    this.sent = out.length;
+    this.ctx.bytesSent = out.length;
     this.end.call(res, out, this.endCallback);
   }
 }
