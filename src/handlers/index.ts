@@ -8,6 +8,8 @@ import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import { STAGES, type MiddlewareKind } from './chain.js';
 import { accessKind } from './middleware/access.js';
+import { basicAuthKind } from './middleware/basic-auth.js';
+import { maxBodySizeKind } from './middleware/body-size.js';
 import { compressKind } from './middleware/compress.js';
 import { rateLimitKind } from './middleware/rate-limit.js';
 import type { HandlerKind } from './types.js';
@@ -53,7 +55,9 @@ export function middlewareKinds(): readonly MiddlewareKind[] {
 }
 
 registerMiddlewareKind(accessKind);
+registerMiddlewareKind(basicAuthKind);
 registerMiddlewareKind(rateLimitKind);
+registerMiddlewareKind(maxBodySizeKind);
 registerMiddlewareKind(compressKind);
 registerHandlerKind(staticKind);
 registerHandlerKind(redirectKind);

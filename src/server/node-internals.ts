@@ -13,9 +13,16 @@
  * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
  *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
  *   timeout instead of answered 408.
+ * - `tlsSocket._parent`: the accepted socket a server-side TLS socket wraps. What the TLS stage noted on the
+ *   accepted socket when the handshake began (the certificate store of that moment) is read through it when the
+ *   handshake is done: a TLS 1.3 client may send its request before that, and a reload may come in between.
+ * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
+ *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
+ *   is emitted for them once; without it a stalled request head would never get its 408.
  */
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 
 /** What the sweeper reads of the response a socket is writing. */
 export interface SocketResponse {
@@ -51,4 +58,15 @@ export function requestsBeingReceived(server: Server): ReadonlySet<unknown> | un
 export function parserHeaderPairs(socket: Socket): number | undefined {
   const kept = (socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
   return typeof kept === 'number' ? kept : undefined;
+}
+
+/** Starts an unlistened HTTP server's connection tracking and timeout checks (see above). */
+export function startConnectionChecks(server: Server): void {
+  server.emit('listening');
+}
+
+/** The accepted socket a server-side TLS socket wraps (`undefined` when this Node does not say). */
+export function wrappedSocket(socket: TLSSocket): Socket | undefined {
+  const parent = (socket as TLSSocket & { _parent?: unknown })._parent;
+  return parent !== null && typeof parent === 'object' ? (parent as Socket) : undefined;
 }

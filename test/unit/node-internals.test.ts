@@ -7,7 +7,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import { CONNECTIONS_SYMBOL, parserHeaderPairs, requestsBeingReceived, responseOnSocket } from '../../src/server/node-internals.js';
+import tls from 'node:tls';
+import { CONNECTIONS_SYMBOL, parserHeaderPairs, requestsBeingReceived, responseOnSocket, wrappedSocket } from '../../src/server/node-internals.js';
+import { createCertificate } from '../../src/tls/self-signed.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {
   test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
@@ -79,6 +81,31 @@ describe('Node internals that the keep-alive sweeper reads', () => {
     } finally {
       server.closeAllConnections();
       server.close();
+    }
+  });
+});
+
+describe('Node internals that the TLS stage reads', () => {
+  test('a server-side TLS socket made from an accepted socket keeps it as _parent', async () => {
+    const pair = await createCertificate({ names: ['localhost'] });
+    const secure = tls.createServer({ cert: pair.cert, key: pair.key });
+    let accepted: net.Socket | undefined;
+    const front = net.createServer((socket) => {
+      accepted = socket;
+      secure.emit('connection', socket);
+    });
+    front.listen(0, '127.0.0.1');
+    await once(front, 'listening');
+    try {
+      const handshake = once(secure, 'secureConnection') as Promise<[tls.TLSSocket]>;
+      const client = tls.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
+      client.on('error', () => undefined);
+      const [socket] = await handshake;
+      assert.equal(wrappedSocket(socket), accepted, `Node ${process.version}: tlsSocket._parent is not the accepted socket any more`);
+      client.destroy();
+      socket.destroy();
+    } finally {
+      front.close();
     }
   });
 });
