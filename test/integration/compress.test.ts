@@ -399,3 +399,34 @@ sites:
     await logged.stop();
   });
 });
+
+describe('on a static route', () => {
+  test("a file static encoded itself is left as it is (one Vary); with static.compress off, the route's compress encodes it", async () => {
+    const text = 'static text that compresses well. '.repeat(100);
+    const files = await startPortico(
+      `sites:
+  - compress: {}
+    routes:
+      - path: /own/
+        static: { root: ./pub }
+      - path: /plain/
+        static: { root: ./pub, compress: false }
+`,
+      { 'pub/own/a.txt': text, 'pub/plain/a.txt': text },
+    );
+    try {
+      const own = await get(files.port, '/own/a.txt', { 'accept-encoding': 'br' });
+      assert.equal(own.headers['content-encoding'], 'br');
+      assert.equal(own.headers.vary, 'Accept-Encoding');
+      assert.match(String(own.headers.etag), /^"/, "static's own variant keeps its own strong ETag");
+      assert.equal(decode(own), text);
+      const plain = await get(files.port, '/plain/a.txt', { 'accept-encoding': 'gzip' });
+      assert.equal(plain.headers['content-encoding'], 'gzip');
+      assert.equal(plain.headers.vary, 'Accept-Encoding');
+      assert.match(String(plain.headers.etag), /^W\/"/);
+      assert.equal(decode(plain), text);
+    } finally {
+      await files.stop();
+    }
+  });
+});
