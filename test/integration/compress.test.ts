@@ -401,8 +401,10 @@ sites:
 });
 
 describe('on a static route', () => {
-  test("a file static encoded itself is left as it is (one Vary); with static.compress off, the route's compress encodes it", async () => {
+  test("a file static encoded itself is left as it is (one Vary); with static.compress off, the route's compress encodes it, a large file as it streams", async () => {
     const text = 'static text that compresses well. '.repeat(100);
+    // Above file_cache.max_file_size (1 MiB): streamed from disk through the encoder, with back-pressure.
+    const big = randomBytes(1536 * 1024).toString('hex');
     const files = await startPortico(
       `sites:
   - compress: {}
@@ -412,7 +414,7 @@ describe('on a static route', () => {
       - path: /plain/
         static: { root: ./pub, compress: false }
 `,
-      { 'pub/own/a.txt': text, 'pub/plain/a.txt': text },
+      { 'pub/own/a.txt': text, 'pub/plain/a.txt': text, 'pub/plain/big.txt': big },
     );
     try {
       const own = await get(files.port, '/own/a.txt', { 'accept-encoding': 'br' });
@@ -425,6 +427,10 @@ describe('on a static route', () => {
       assert.equal(plain.headers.vary, 'Accept-Encoding');
       assert.match(String(plain.headers.etag), /^W\/"/);
       assert.equal(decode(plain), text);
+      const streamed = await get(files.port, '/plain/big.txt', { 'accept-encoding': 'br' });
+      assert.equal(streamed.headers['content-encoding'], 'br');
+      assert.equal(streamed.headers['content-length'], undefined);
+      assert.equal(decode(streamed), big);
     } finally {
       await files.stop();
     }
