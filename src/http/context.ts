@@ -3,7 +3,7 @@
  * a site and a route, then handed to the route's handler chain, which was compiled when the config was loaded.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { stripMapped, type TrustedProxies } from './client-address.js';
+import { connectionPeer, type TrustedProxies } from './client-address.js';
 
 /** Per-request state shared by the handlers of one chain. */
 export class RequestContext {
@@ -68,9 +68,12 @@ export class RequestContext {
     this.#onGone?.();
   }
 
-  /** The TCP peer's address (`::ffff:` prefix of a mapped IPv4 address removed). */
+  /**
+   * The connection's peer (`::ffff:` prefix of a mapped IPv4 address removed): the TCP peer, or on a
+   * `proxy_protocol` listener the client address the balancer's header gave.
+   */
   peerAddress(): string {
-    return stripMapped(this.req.socket.remoteAddress ?? '');
+    return connectionPeer(this.req.socket);
   }
 
   /** The client's address: the peer, or behind a trusted proxy the address it forwarded (worked out once). */

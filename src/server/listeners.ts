@@ -16,9 +16,11 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
+import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
 import { sendRawError } from '../http/send.js';
+import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { parserHeaderPairs } from './node-internals.js';
+import { parserHeaderPairs, takeConnectionListener } from './node-internals.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -39,6 +41,8 @@ export interface Dispatch {
   refuse(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
   /** The `Server` header of Portico's own answers (the current config's). */
   serverHeader(): string;
+  /** The current config's `trusted_proxies` (who may send a PROXY protocol header). */
+  trustedProxies(): TrustedProxies;
 }
 
 const kUpgrade = Symbol('portico.upgrade');
@@ -131,6 +135,8 @@ function isPlain(config: ListenerConfig): boolean {
 class Listener {
   readonly server: http.Server;
   readonly sweeper: KeepAliveSweeper;
+  /** Connection limits and the PROXY protocol, before HTTP sees a connection. */
+  readonly gate: ConnectionGate;
   config: ListenerConfig;
   address: BoundAddress | undefined;
   /** Set by `close()`: answers from then on say `Connection: close`. */
@@ -227,8 +233,18 @@ class Listener {
       if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
       if (admit(req, res)) dispatch.refuse(req, res, 'http', 417, false);
     });
-    const sweeper = new KeepAliveSweeper(server, sweepTimeout(config));
+    const sweeper = new KeepAliveSweeper(server, sweepTimeout(config), config.send_timeout, (socket) =>
+      logger.info({ remote: connectionPeer(socket) }, 'client took nothing of its answer for send_timeout; connection closed'),
+    );
     this.sweeper = sweeper;
+    // Every connection passes the gate first; Node's HTTP server sees only those admitted.
+    const serve = takeConnectionListener(server);
+    const gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, function admit(socket: Socket) {
+      serve(socket);
+      sweeper.watch(socket);
+    });
+    this.gate = gate;
+    server.on('connection', (socket: Socket) => gate.accept(socket));
     const upgraded = this.upgraded;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
@@ -291,7 +307,8 @@ class Listener {
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
     server.requestTimeout = config.request_timeout;
     server.headersTimeout = headersTimeout(config);
-    this.sweeper.setTimeout(sweepTimeout(config));
+    this.sweeper.setTimeout(sweepTimeout(config), config.send_timeout);
+    this.gate.limits = config;
   }
 
   /** Starts closing: no new connections; idle ones close now, busy ones as soon as their answer is out. */

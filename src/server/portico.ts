@@ -35,6 +35,7 @@ export class Portico {
         refuse: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
+        trustedProxies: () => this.#app.trustedProxies,
       },
       logger,
     );
