@@ -130,7 +130,9 @@ export class KeepAliveSweeper {
       if (this.#sendTimeout > 0 && !watch.upgraded && this.#sendStalled(socket, watch, now)) {
         this.#watched.delete(socket);
         this.#onSendTimeout(socket);
-        socket.destroy();
+        // A reset, not a FIN: the kernel drops what it still holds for a client that does not read, instead of
+        // keeping it while retrying (nginx's reset_timedout_connection).
+        socket.resetAndDestroy();
         continue;
       }
       // While busy the count is left alone: the request's bytes then make the first quiet sweep see a change, and
