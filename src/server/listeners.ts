@@ -111,7 +111,7 @@ function clientErrorStatus(code: string | undefined): number {
 
 /** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */
 function checkingInterval(config: ListenerConfig): number {
-  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2)));
+  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 4)));
 }
 
 /**
