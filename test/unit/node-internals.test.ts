@@ -7,7 +7,14 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import { CONNECTIONS_SYMBOL, parserHeaderPairs, requestsBeingReceived, responseOnSocket } from '../../src/server/node-internals.js';
+import {
+  CONNECTIONS_SYMBOL,
+  parserHeaderPairs,
+  queuedInKernelWrite,
+  requestsBeingReceived,
+  responseOnSocket,
+  takeConnectionListener,
+} from '../../src/server/node-internals.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {
   test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
@@ -78,6 +85,55 @@ describe('Node internals that the keep-alive sweeper reads', () => {
       assert.equal(seen, 14, `Node ${process.version}: socket.parser.maxHeaderPairs is not 2 × maxHeadersCount any more`);
     } finally {
       server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("the HTTP server's one 'connection' listener, taken off and called later, serves a connection whose first bytes were put back", async () => {
+    const server = http.createServer((req, res) => res.end(`served ${req.url}`));
+    const serve = takeConnectionListener(server);
+    assert.equal(server.listenerCount('connection'), 0);
+    // A gate that reads the first bytes itself, then puts them back and hands the socket over (as the PROXY reader does).
+    server.on('connection', (socket: net.Socket) => {
+      socket.once('data', (chunk: Buffer) => {
+        socket.pause();
+        socket.unshift(chunk);
+        serve(socket);
+        socket.resume();
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/x`);
+      assert.equal(await res.text(), 'served /x', `Node ${process.version}: the taken 'connection' listener does not serve any more`);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test('socket._handle.writeQueueSize is the unsent part of a write the peer does not read', async () => {
+    let measured: (queued: number) => void;
+    const queued = new Promise<number>((resolve) => (measured = resolve));
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.write(Buffer.alloc(32 * 1024 * 1024));
+      setTimeout(() => {
+        measured(queuedInKernelWrite(socket));
+        socket.destroy();
+      }, 200);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    client.on('error', () => {});
+    client.pause();
+    try {
+      const left = await queued;
+      assert.ok(left > 0, `Node ${process.version}: no writeQueueSize on a socket's handle any more (got ${left})`);
+    } finally {
+      client.destroy();
       server.close();
     }
   });
