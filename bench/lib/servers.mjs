@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -18,10 +19,11 @@ export async function freePort() {
   return port;
 }
 
-/** One GET on a fresh connection: resolves with status and body. */
+/** One GET on a fresh connection (http or https; a benchmark's self-signed certificate is accepted): resolves with status and body. */
 export function fetchOnce(url, timeoutMs = 2000) {
+  const client = url.startsWith('https:') ? https : http;
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const req = client.get(url, { agent: false, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
