@@ -209,15 +209,20 @@ function ask(socket: net.Socket, prefix = ''): Promise<{ status: number; text: s
   });
 }
 
-describe('max_connections and max_connections_per_ip', () => {
-  test('past max_connections a new connection gets 503 and is closed; once one closes, a new one is served', async () => {
-    const portico = await startPortico(`listen:
-  - { addr: "127.0.0.1:0", max_connections: 2 }
-sites:
+/** A Portico answering "ok" on every path, with these listener options (YAML flow form) and top-level lines. */
+function startAnswering(listenOptions: string, topLevel = ''): Promise<RunningPortico> {
+  return startPortico(`listen:
+  - { addr: "127.0.0.1:0", ${listenOptions} }
+${topLevel}sites:
   - routes:
       - path: /
         respond: { body: "ok" }
 `);
+}
+
+describe('max_connections and max_connections_per_ip', () => {
+  test('past max_connections a new connection gets 503 and is closed; once one closes, a new one is served', async () => {
+    const portico = await startAnswering('max_connections: 2');
     const tracker = trackServerSockets();
     try {
       const first = await connect(portico.port);
@@ -245,14 +250,7 @@ sites:
   });
 
   test('max_connections_per_ip counts per PROXY address: one client is turned away at its limit, another still served', async () => {
-    const portico = await startPortico(`listen:
-  - { addr: "127.0.0.1:0", proxy_protocol: true, max_connections_per_ip: 2 }
-trusted_proxies: ["127.0.0.1"]
-sites:
-  - routes:
-      - path: /
-        respond: { body: "ok" }
-`);
+    const portico = await startAnswering('proxy_protocol: true, max_connections_per_ip: 2', 'trusted_proxies: ["127.0.0.1"]\n');
     const tracker = trackServerSockets();
     const from = (address: string) => `PROXY TCP4 ${address} 127.0.0.1 1000 443\r\n`;
     try {
@@ -277,20 +275,13 @@ sites:
   });
 
   test('a reload changes max_connections for new connections', async () => {
-    const config = (max: number) => `listen:
-  - { addr: "127.0.0.1:0", max_connections: ${max} }
-sites:
-  - routes:
-      - path: /
-        respond: { body: "ok" }
-`;
-    const portico = await startPortico(config(1));
+    const portico = await startAnswering('max_connections: 1');
     try {
       const held = await connect(portico.port);
       assert.equal((await ask(held)).status, 200);
       assert.equal((await rawRequest(portico.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n')).status, 503);
       const { parseConfig } = await import('../../src/server/config.js');
-      const text = `log: { access: off }\n${config(2).replace('127.0.0.1:0', `127.0.0.1:${portico.port}`)}`;
+      const text = `log: { access: off }\nlisten: [{ addr: "127.0.0.1:${portico.port}", max_connections: 2 }]\nsites: [{ routes: [{ path: /, respond: { body: "ok" } }] }]\n`;
       await portico.server.reload(parseConfig(text, path.join(portico.dir, 'portico.yaml'), portico.dir));
       assert.equal((await rawRequest(portico.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).status, 200);
       held.destroy();
