@@ -27,6 +27,8 @@ export interface GateLimits {
 
 /** How long a turned-away client may keep its half of the connection open to read the 503. */
 const LINGER_MS = 1000;
+/** One log line per kind of refusal per this long at most (a flood must not become a flood of log lines). */
+const LOG_EVERY_MS = 1000;
 
 /** Counts open connections per listener and per client address; admits or turns away each new one. */
 export class ConnectionGate {
@@ -38,6 +40,8 @@ export class ConnectionGate {
   #open = 0;
   /** Open connections per client address; an address leaves the map when its count drops to zero. */
   readonly #perAddress = new Map<string, number>();
+  /** Per kind of refusal: when it was last logged, and how many since then went unlogged. */
+  readonly #logged = new Map<string, { at: number; unlogged: number }>();
 
   constructor(
     limits: GateLimits,
@@ -76,12 +80,12 @@ export class ConnectionGate {
     if (!limits.proxy_protocol) return this.#perClient(socket);
     const peer = connectionPeer(socket);
     if (!this.#trusted().has(peer)) {
-      this.#logger.warn({ remote: peer }, 'PROXY protocol listener: connection from a peer not in trusted_proxies closed');
+      this.#note('untrusted', { remote: peer }, 'PROXY protocol listener: connection from a peer not in trusted_proxies closed');
       return void socket.destroy();
     }
     readProxyHeader(socket, limits.header_timeout, (result) => {
       if (!result.ok) {
-        this.#logger.warn({ remote: peer, reason: result.reason }, 'PROXY protocol header refused; connection closed');
+        this.#note('header', { remote: peer, reason: result.reason }, 'PROXY protocol header refused; connection closed');
         return void socket.destroy();
       }
       if (result.source !== undefined) setProxiedPeer(socket, result.source.address);
@@ -106,9 +110,21 @@ export class ConnectionGate {
     this.#admit(socket);
   }
 
+  /** Logs a refusal (a warning), at most once per LOG_EVERY_MS per kind, with the count of those not logged. */
+  #note(kind: string, fields: Record<string, unknown>, message: string): void {
+    const now = Date.now();
+    const last = this.#logged.get(kind);
+    if (last !== undefined && now - last.at < LOG_EVERY_MS) {
+      last.unlogged++;
+      return;
+    }
+    this.#logger.warn({ ...fields, unlogged: last?.unlogged ?? 0 }, message);
+    this.#logged.set(kind, { at: now, unlogged: 0 });
+  }
+
   /** Over a limit: a 503 and a close; the client may read the answer for up to LINGER_MS, then it is cut. */
   #turnAway(socket: Socket, limit: string, address: string): void {
-    this.#logger.info({ remote: address, limit }, `connection refused: ${limit} reached`);
+    this.#note(limit, { remote: address, limit }, `connection refused: ${limit} reached`);
     socket.on('error', () => socket.destroy());
     const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
     socket.once('close', () => clearTimeout(timer));

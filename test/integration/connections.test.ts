@@ -290,3 +290,41 @@ describe('max_connections and max_connections_per_ip', () => {
     }
   });
 });
+
+describe('what the gate logs', () => {
+  test('a refused PROXY header and a refused connection are logged, at most once a second per kind under a flood', async () => {
+    const { parseConfig } = await import('../../src/server/config.js');
+    const { Portico } = await import('../../src/server/portico.js');
+    const pino = (await import('pino')).default;
+    const { Writable } = await import('node:stream');
+    const lines: Array<{ msg: string; reason?: string; unlogged?: number }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const text = `log: { access: off }
+listen: [{ addr: "127.0.0.1:0", proxy_protocol: true, max_connections_per_ip: 1 }]
+trusted_proxies: ["127.0.0.1"]
+sites: [{ routes: [{ path: /, respond: { body: "ok" } }] }]
+`;
+    const server = new Portico(parseConfig(text, '/tmp/portico.yaml', '/tmp'), pino({ level: 'info' }, sink));
+    await server.start();
+    const port = server.addresses[0]!.port;
+    try {
+      for (let i = 0; i < 20; i++) assert.equal((await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n')).raw, '');
+      const held = await connect(port);
+      assert.equal((await ask(held, 'PROXY TCP4 192.0.2.9 127.0.0.1 1 443\r\n')).status, 200);
+      for (let i = 0; i < 5; i++) assert.equal((await rawRequest(port, 'PROXY TCP4 192.0.2.9 127.0.0.1 1 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n')).status, 503);
+      held.destroy();
+      const refusedHeaders = lines.filter((line) => line.msg === 'PROXY protocol header refused; connection closed');
+      const overLimit = lines.filter((line) => line.msg === 'connection refused: max_connections_per_ip reached');
+      assert.ok(refusedHeaders.length >= 1 && refusedHeaders.length < 20, `${refusedHeaders.length} lines for 20 refused headers`);
+      assert.equal(refusedHeaders[0]!.reason, 'not a PROXY protocol header');
+      assert.ok(overLimit.length >= 1 && overLimit.length < 5, `${overLimit.length} lines for 5 refused connections`);
+    } finally {
+      await server.stop(100);
+    }
+  });
+});
