@@ -39,7 +39,50 @@ const address = z.string().transform((value, ctx) => {
   return { host, port, text: value.trim() };
 });
 
-const listenerObject = z.strictObject({
+/** A certificate and key read from their files at load (and on reload), for the runtime: it reads no file. */
+export interface PemPair {
+  cert: string;
+  key: string;
+}
+
+/** TLS protocol versions a listener may allow (older ones are not offered: RFC 8996 deprecates them). */
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+
+/** A certificate and its key, as files; `pem` is filled in by the checks of `tls.ts` when the files are read. */
+const certificateFiles = {
+  /** PEM certificate chain (leaf first). */
+  cert: z.string().min(1).optional(),
+  /** PEM private key of the leaf certificate. */
+  key: z.string().min(1).optional(),
+};
+
+const listenerTls = z
+  .strictObject({
+    ...certificateFiles,
+    min_version: tlsVersion.default('TLSv1.2'),
+    max_version: tlsVersion.default('TLSv1.3'),
+    /** OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's); Node's default list when absent. */
+    ciphers: z.string().min(1).optional(),
+    /** PEM bundle of the CAs whose client certificates are accepted: with it, a client without one is refused. */
+    client_ca: z.string().min(1).optional(),
+  })
+  .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined, client_ca_pem: undefined as string | undefined }));
+
+/** HTTP/2 settings a listener announces (RFC 9113 §6.5.2); the defaults are Caddy's and nginx's order of size. */
+const http2Settings = z.strictObject({
+  max_concurrent_streams: z.number().int().min(1).max(10_000).default(100),
+  /** Largest header list (decoded, as RFC 9113 counts it) a request may have. */
+  max_header_list_size: size.default(64 * 1024),
+  /** The flow-control window of each stream, in bytes (65,535 is the protocol's own). */
+  initial_window_size: z.number().int().min(65_535).max(2 ** 31 - 1).default(65_535),
+  /** Largest frame payload the peer may send. */
+  max_frame_size: z.number().int().min(16_384).max(16_777_215).default(16_384),
+});
+
+/** The HTTP/2 settings of a listener, or `false` when it speaks HTTP/1.1 only. */
+export type Http2Settings = z.output<typeof http2Settings>;
+
+const listenerFields = z.strictObject({
   addr: address,
   /** Largest request head (request line and headers) accepted; larger gets 431. */
   max_header_size: size.default(16 * 1024),
@@ -61,7 +104,27 @@ const listenerObject = z.strictObject({
   max_connections_per_ip: z.number().int().min(0).default(0),
   /** Every connection starts with a PROXY protocol header (v1 or v2) from a `trusted_proxies` peer. */
   proxy_protocol: z.boolean().default(false),
+  /** Serve TLS on this address (certificates chosen by SNI among the sites' and this default). */
+  tls: listenerTls.optional(),
+  /** ALPN `h2` beside `http/1.1`: on by default on a TLS listener; not served without TLS (no h2c). */
+  http2: z.union([z.boolean(), http2Settings]).optional(),
+  /** Answer every request for a configured host with 308 to https on this port. */
+  redirect_https: z.number().int().min(1).max(65_535).optional(),
 });
+
+const listenerObject = listenerFields
+  .superRefine((value, ctx) => {
+    if (value.tls === undefined && value.http2 !== undefined && value.http2 !== false) {
+      ctx.addIssue({ code: 'custom', path: ['http2'], message: 'http2 needs tls on this listener (h2c, HTTP/2 without TLS, is not served)' });
+    }
+    if (value.tls !== undefined && value.redirect_https !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['redirect_https'], message: 'redirect_https is for a plain listener: this one already serves TLS' });
+    }
+  })
+  .transform(({ http2, ...value }) => ({
+    ...value,
+    http2: value.tls === undefined || http2 === false ? (false as const) : typeof http2 === 'object' ? http2 : http2Settings.parse({}),
+  }));
 
 const listener = z.union([
   z.string().transform((addr, ctx) => {
@@ -269,6 +332,22 @@ export interface HandlerSchema {
   readonly options: z.ZodType;
   /** May resolve relative paths in `options` in place: it runs before the config is frozen. */
   check?(options: unknown, env: CheckEnv): Problem[];
+  /** Middleware settings the part's own options carry for its route (see `ImpliedMiddleware`). */
+  implies?(options: unknown): ImpliedMiddleware[];
+}
+
+/**
+ * A middleware setting carried by a handler's own options: `proxy.max_body_size` is its route's
+ * `max_body_size`. An explicit one counts as the route's own (it beats the site's, and the route may not set
+ * the kind again); a `fallback` one (a handler's default) applies only when neither the route nor its site sets
+ * that kind.
+ */
+export interface ImpliedMiddleware {
+  kind: string;
+  options: unknown;
+  fallback: boolean;
+  /** Where the setting is, below the handler's key (for error messages). */
+  keys: PropertyKey[];
 }
 
 /**
@@ -313,6 +392,18 @@ function routeSchema(parts: ConfigParts) {
     });
 }
 
+const siteTls = z
+  .strictObject({ cert: certificateFiles.cert.unwrap(), key: certificateFiles.key.unwrap() })
+  .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }));
+
+const hsts = z.strictObject({
+  /** How long browsers remember to use https only (sent in seconds). */
+  max_age: duration.default(365 * 86_400_000),
+  include_subdomains: z.boolean().default(false),
+  /** Asks for the browsers' preload list (which needs include_subdomains and at least a year). */
+  preload: z.boolean().default(false),
+});
+
 function siteSchema(parts: ConfigParts) {
   const names = parts.middlewares.map((middleware) => middleware.kind);
   const shape: Record<string, z.ZodType> = {
@@ -321,6 +412,10 @@ function siteSchema(parts: ConfigParts) {
     routes: z.array(routeSchema(parts)).default([]),
     /** Custom error pages: status → file (relative to the config's folder). */
     error_pages: z.record(z.string().regex(/^[45]\d\d$/, 'expected a 4xx or 5xx status'), z.string()).default({}),
+    /** The site's certificate on TLS listeners, chosen by SNI. */
+    tls: siteTls.optional(),
+    /** Strict-Transport-Security, sent on answers over TLS only. */
+    hsts: hsts.optional(),
   };
   // A middleware set on a site applies to each of its routes that does not set its own.
   for (const middleware of parts.middlewares) shape[middleware.kind] = middleware.options.optional();
@@ -330,6 +425,8 @@ function siteSchema(parts: ConfigParts) {
       hosts: value.hosts as string[] | undefined,
       routes: value.routes as RouteConfig[],
       error_pages: value.error_pages as Record<string, string>,
+      tls: value.tls as SiteConfig['tls'],
+      hsts: value.hsts as SiteConfig['hsts'],
       middlewares,
     };
   });
@@ -340,6 +437,8 @@ export interface SiteConfig {
   hosts: string[] | undefined;
   routes: RouteConfig[];
   error_pages: Record<string, string>;
+  tls: z.output<typeof siteTls> | undefined;
+  hsts: z.output<typeof hsts> | undefined;
   /** Middleware kinds the site names, with their options: each route that names none of that kind inherits it. */
   middlewares: Array<{ kind: string; options: unknown }>;
 }

@@ -1,10 +1,10 @@
 /**
- * Durations and sizes as users write them in a config: `2s`, `500ms`, `1m`, `1h`, `1d`; `512KB`, `10MB`, `1GB`.
+ * Durations and sizes as users write them in a config: `2s`, `500ms`, `1m`, `1h`, `1d`, `1w`, `1y` (365 days); `512KB`, `10MB`, `1GB`.
  * A bare number is seconds for a duration (as in nginx) and bytes for a size. Sizes use powers of 1024.
  */
 
-const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
-const DURATION_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?$/;
+const DURATION_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000, y: 365 * 86_400_000 };
 
 /** Milliseconds for a duration such as `2s` or `500ms`; `undefined` when it is not one. */
 export function parseDuration(value: string | number): number | undefined {

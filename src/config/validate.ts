@@ -1,6 +1,6 @@
 /**
  * Checks that need more than one key or the file system: roots that must exist, duplicate listeners, host
- * patterns, try_files syntax. It also resolves relative paths against the config's folder, in place, before the
+ * patterns, try_files syntax, certificates and keys (`tls.ts`). It also resolves relative paths against the config's folder, in place, before the
  * config is frozen.
  */
 import { statSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
 import type { ConfigParts, ParsedConfig, Problem } from './schema.js';
+import { checkTls } from './tls.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
 export function isDirectory(file: string): boolean {
@@ -51,6 +52,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     }
     seen.set(key, i);
   });
+
+  problems.push(...checkTls(config, dir));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {
@@ -131,8 +134,17 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         exact.set(id, r);
       }
       const env = { dir, routePath: route.path, upstreams, caches };
+      const handler = parts.handlers.find((part) => part.kind === route.kind);
+      for (const implied of handler?.implies?.(route.options) ?? []) {
+        if (!implied.fallback && route.middlewares.some((used) => used.kind === implied.kind)) {
+          problems.push({
+            keys: [...keys, route.kind, ...implied.keys],
+            message: `the route sets ${implied.kind} twice (here and as its own "${implied.kind}"): keep one`,
+          });
+        }
+      }
       for (const [part, named] of [
-        [parts.handlers.find((handler) => handler.kind === route.kind), route] as const,
+        [handler, route] as const,
         ...route.middlewares.map((used) => [parts.middlewares.find((middleware) => middleware.kind === used.kind), used] as const),
       ]) {
         for (const problem of part?.check?.(named.options, env) ?? []) {

@@ -7,8 +7,9 @@
  *
  * Middleware kinds register in `handlers/index.ts` like handler kinds (a name, a schema, a factory) and take
  * one stage each; a route names them by key beside its handler (`access: [ … ]`), and a site's setting applies
- * to each of its routes that has none of that kind. Built in: `access` (middleware/access.ts); the other stages
- * are filled by the TLS and limits issue. The proxy's `cache:` stays inside the proxy handler, which
+ * to each of its routes that has none of that kind. Built in: `access`, `basic_auth`, `rate_limit`,
+ * `max_body_size` (middleware/*.ts). A handler's own options may carry a middleware setting for its route
+ * (`proxy.max_body_size`: see `ImpliedMiddleware`). The proxy's `cache:` stays inside the proxy handler, which
  * needs to drive its forwarding (revalidation, collapsing); the `cache` stage is for a route-level cache.
  */
 import type { z } from 'zod';

@@ -8,6 +8,8 @@ import { respondKind } from './respond.js';
 import { staticKind } from './static.js';
 import { STAGES, type MiddlewareKind } from './chain.js';
 import { accessKind } from './middleware/access.js';
+import { basicAuthKind } from './middleware/basic-auth.js';
+import { maxBodySizeKind } from './middleware/body-size.js';
 import { rateLimitKind } from './middleware/rate-limit.js';
 import type { HandlerKind } from './types.js';
 import { PorticoError } from '../errors.js';
@@ -52,7 +54,9 @@ export function middlewareKinds(): readonly MiddlewareKind[] {
 }
 
 registerMiddlewareKind(accessKind);
+registerMiddlewareKind(basicAuthKind);
 registerMiddlewareKind(rateLimitKind);
+registerMiddlewareKind(maxBodySizeKind);
 registerHandlerKind(staticKind);
 registerHandlerKind(redirectKind);
 registerHandlerKind(respondKind);

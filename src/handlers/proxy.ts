@@ -55,8 +55,11 @@ const options = z.strictObject({
   host: z.string().default('pass'),
   set_headers: headerMap.default({}),
   hide_headers: z.array(z.string()).default([]),
-  /** Largest request body accepted (413 beyond it, before any 100 Continue). */
-  max_body_size: size.default(10 * 1024 * 1024),
+  /**
+   * Largest request body accepted (413 beyond it, before any 100 Continue): the route's `max_body_size`, written
+   * here; 10MB when neither the route nor its site sets one.
+   */
+  max_body_size: size.optional(),
   /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
   buffer_response: size.default(0),
   websocket: z.boolean().default(true),
@@ -67,6 +70,9 @@ const options = z.strictObject({
 
 /** Options of a `proxy` route, as the schema gives them. */
 export type ProxyOptions = z.output<typeof options>;
+
+/** A proxy route's body limit when neither it nor its site sets one. */
+const DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024;
 
 function unknownName(kind: string, name: string, known: readonly string[]): string {
   return `unknown ${kind} "${name}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ` (no ${kind}s are defined)`}`;
@@ -97,6 +103,10 @@ export const proxyKind = defineHandler({
   kind: 'proxy',
   options,
   check: checkProxy,
+  implies(options) {
+    const explicit = options.max_body_size !== undefined;
+    return [{ kind: 'max_body_size', options: options.max_body_size ?? DEFAULT_MAX_BODY_SIZE, fallback: !explicit, keys: ['max_body_size'] }];
+  },
   create(options, env) {
     let upstream: Upstream;
     let owned = false;
@@ -113,7 +123,6 @@ export const proxyKind = defineHandler({
       host: options.host,
       setHeaders: options.set_headers,
       stripPrefix: prefix,
-      maxBodySize: options.max_body_size,
       retryBuffer: config.retry_buffer,
       underscores: env.underscoresInHeaders,
       allowTrace: options.allow_trace,

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { CacheZone } from '../cache/zone.js';
-import type { CheckEnv, Problem, RoutePath, upstreamSchema } from '../config/schema.js';
+import type { CheckEnv, ImpliedMiddleware, Problem, RoutePath, upstreamSchema } from '../config/schema.js';
 import type { Handler, RequestContext } from '../http/context.js';
 import type { TrustedProxies } from '../http/client-address.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -47,6 +47,8 @@ export interface PartKind<Schema extends z.ZodType, Made> {
   readonly options: Schema;
   /** Checks that need the file system or the rest of the config; keys are relative to the options. */
   check?(options: z.output<Schema>, env: CheckEnv): Problem[];
+  /** Middleware settings the part's own options carry for its route (`proxy.max_body_size`). */
+  implies?(options: z.output<Schema>): ImpliedMiddleware[];
   /** Builds the part from options the config loader parsed with `options`. */
   create(options: z.output<Schema>, env: HandlerEnv): Made;
 }

@@ -73,3 +73,9 @@ export function setProxiedPeer(socket: object, address: string): void {
 export function connectionPeer(socket: { remoteAddress?: string | undefined }): string {
   return (socket as ProxiedSocket)[kProxiedPeer] ?? stripMapped(socket.remoteAddress ?? '');
 }
+
+/** Gives a socket wrapping another (TLS over the accepted one) the PROXY protocol's address the inner one had. */
+export function inheritProxiedPeer(inner: object, outer: object): void {
+  const address = (inner as ProxiedSocket)[kProxiedPeer];
+  if (address !== undefined) (outer as ProxiedSocket)[kProxiedPeer] = address;
+}

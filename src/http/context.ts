@@ -25,6 +25,12 @@ export class RequestContext {
   upstreamLog: UpstreamAttemptLog[] | undefined = undefined;
   /** Set by the app when it listens for the response's `close` itself (and then calls `clientClosed()`). */
   closeWatched = false;
+  /** Largest request body accepted, in bytes, set by the route's body-size link; whoever reads the body stops it there. */
+  bodyLimit = Infinity;
+  /** Set by a handler that reads the request body (the proxy); a body nobody claims is discarded, within `bodyLimit`. */
+  bodyClaimed = false;
+  /** Set by `basic_auth` when the Authorization field carried Portico's own credentials: not forwarded to the app. */
+  credentialsConsumed = false;
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;

@@ -17,7 +17,8 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
     return;
   }
   const body = ctx.errorPages?.get(status) ?? errorPage(status);
-  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  // Strict-Transport-Security (set for the site over TLS) stays: it holds for error answers too.
+  for (const name of res.getHeaderNames()) if (name !== 'strict-transport-security') res.removeHeader(name);
   res.statusCode = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');
   res.setHeader('Content-Length', body.length);

@@ -25,6 +25,7 @@ import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
 import { sendError } from '../http/send.js';
+import { CertificateStore, isMisdirected } from '../tls/certificates.js';
 
 interface CompiledRoute {
   handle: Handler;
@@ -36,6 +37,14 @@ interface CompiledRoute {
 interface Site {
   router: Router<CompiledRoute>;
   errorPages: ReadonlyMap<number, Buffer> | undefined;
+  /** The Strict-Transport-Security value for answers over TLS, if the site sets one. */
+  hsts: string | undefined;
+}
+
+/** The Strict-Transport-Security value of a site's `hsts` (RFC 6797 §6.1). */
+function hstsValue(hsts: Config['sites'][number]['hsts']): string | undefined {
+  if (hsts === undefined) return undefined;
+  return `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? '; includeSubDomains' : ''}${hsts.preload ? '; preload' : ''}`;
 }
 
 const kContext = Symbol('portico.context');
@@ -52,6 +61,10 @@ export class App {
   readonly config: Config;
   readonly #logger: Logger;
   readonly #sites = new HostMatcher<Site>();
+  /** The hosts sites name (the default site aside): the ones redirect_https may send to https. */
+  readonly #named = new HostMatcher<true>();
+  /** Certificates by host for TLS handshakes, built from this config's sites (see `tls/certificates.ts`). */
+  readonly certificates: CertificateStore;
   readonly #instances: HandlerInstance[] = [];
   readonly #upstreams = new Map<string, Upstream>();
   readonly #caches = new Map<string, CacheZone>();
@@ -73,6 +86,7 @@ export class App {
     const trusted = new TrustedProxies(config.trusted_proxies);
     this.#trusted = trusted;
     this.#serverHeader = config.server_header;
+    this.certificates = new CertificateStore(config);
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
     for (const siteConfig of config.sites) {
@@ -87,12 +101,18 @@ export class App {
           underscoresInHeaders: config.underscores_in_headers,
           createUpstream,
         };
-        const instance = handlerKind(route.kind)!.create(route.options, env);
+        const handler = handlerKind(route.kind)!;
+        const instance = handler.create(route.options, env);
         this.#instances.push(instance);
-        // The route's own middlewares, and for each kind it does not name, its site's.
-        const named = new Set(route.middlewares.map((used) => used.kind));
+        // The route's own middlewares (with those its handler's options carry), then for each kind it does not
+        // name its site's, then its handler's defaults (`proxy.max_body_size`'s 10MB) for kinds neither names.
+        const implied = handler.implies?.(route.options) ?? [];
+        const own = [...route.middlewares, ...implied.filter((used) => !used.fallback)];
+        const named = new Set(own.map((used) => used.kind));
         const inherited = siteConfig.middlewares.filter((used) => !named.has(used.kind));
-        const links = [...inherited, ...route.middlewares].map((used) => {
+        for (const used of inherited) named.add(used.kind);
+        const fallbacks = implied.filter((used) => used.fallback && !named.has(used.kind));
+        const links = [...inherited, ...own, ...fallbacks].map((used) => {
           const kind = middlewareKind(used.kind)!;
           return { stage: kind.stage, middleware: kind.create(used.options, env) };
         });
@@ -102,7 +122,9 @@ export class App {
       this.#sites.add(siteConfig.hosts, {
         router: new Router(routes),
         errorPages: pages.length === 0 ? undefined : new Map(pages.map(([status, file]) => [Number(status), readFileSync(file)])),
+        hsts: hstsValue(siteConfig.hsts),
       });
+      if (siteConfig.hosts !== undefined) this.#named.add(siteConfig.hosts, true);
     }
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
@@ -174,8 +196,11 @@ export class App {
     this.#run(ctx, route);
   }
 
-  /** Matches site and route; answers errors itself and returns undefined when it did. */
-  #route(ctx: RequestContext): CompiledRoute | undefined {
+  /**
+   * Matches site and route; answers errors itself and returns undefined when it did. On a redirect_https
+   * listener (`redirectHttps`, a port) the matching stops at the host: the answer is the redirect.
+   */
+  #route(ctx: RequestContext, redirectHttps = 0): CompiledRoute | undefined {
     const { req, res } = ctx;
     const url = req.url ?? '';
     // Fast path for the usual origin-form target: no object for the parts, straight into the context.
@@ -185,7 +210,7 @@ export class App {
       const path = q === -1 && hash === -1 ? normalizePath(url) : null;
       if (path !== null) {
         ctx.path = path;
-        return this.#site(ctx, req.headers.host);
+        return this.#site(ctx, req.headers.host, redirectHttps);
       }
     }
     const target = parseRequestTarget(url);
@@ -201,7 +226,7 @@ export class App {
     ctx.path = target.path;
     ctx.query = target.query;
     if (target.authority !== undefined) ctx.targetAuthority = target.authority;
-    return this.#site(ctx, target.authority ?? req.headers.host);
+    return this.#site(ctx, target.authority ?? req.headers.host, redirectHttps);
   }
 
   /** A Host value parsed (`null` when invalid); the last one is remembered, as most connections repeat one Host. */
@@ -214,15 +239,21 @@ export class App {
   }
 
   /** Matches the host to a site and the path to a route; answers errors itself and returns undefined when it did. */
-  #site(ctx: RequestContext, hostValue: string | undefined): CompiledRoute | undefined {
+  #site(ctx: RequestContext, hostValue: string | undefined, redirectHttps: number): CompiledRoute | undefined {
     if (hostValue !== undefined && hostValue !== '') {
       const host = this.#parseHost(hostValue);
       // A comma means several Host fields were joined: RFC 9112 §3.2 requires a 400.
       if (host === null) return reject(ctx, 400, undefined, true);
       ctx.host = host;
     }
+    if (redirectHttps !== 0) return this.#redirectHttps(ctx, redirectHttps);
     const site = this.#sites.match(ctx.host);
     if (site === undefined) return reject(ctx, 421);
+    if (ctx.scheme === 'https') {
+      // The connection's certificate is not this host's: the client should open one of its own (RFC 9110 §15.5.20).
+      if (isMisdirected(ctx.req.socket, ctx.host)) return reject(ctx, 421);
+      if (site.hsts !== undefined) ctx.res.setHeader('Strict-Transport-Security', site.hsts);
+    }
     ctx.errorPages = site.errorPages;
     const match = site.router.match(ctx.path);
     if (match === undefined) return reject(ctx, 404);
@@ -232,10 +263,24 @@ export class App {
     return match.route;
   }
 
-  /** Answers one request. Never throws: every failure becomes an error response (or a cut connection). */
-  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void {
+  /**
+   * 308 to https on `port` for a host a site names; anything else (the default site's, none, an IP) is not
+   * echoed into a Location: 421, as for a host no site serves.
+   */
+  #redirectHttps(ctx: RequestContext, port: number): undefined {
+    if (ctx.host === '' || this.#named.match(ctx.host) === undefined) return reject(ctx, 421);
+    const authority = port === 443 ? ctx.host : `${ctx.host}:${port}`;
+    return reject(ctx, 308, { Location: `https://${authority}${ctx.uri}` });
+  }
+
+  /**
+   * Answers one request. Never throws: every failure becomes an error response (or a cut connection). On a
+   * listener with redirect_https (`redirectHttps`, the port) the answer is a redirect to https. Hooks that must
+   * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     const ctx = this.#context(req, res, scheme);
-    const route = this.#route(ctx);
+    const route = this.#route(ctx, redirectHttps);
     if (route !== undefined) this.#run(ctx, route);
   }
 

@@ -23,6 +23,8 @@ export interface GateLimits {
   max_connections_per_ip: number;
   proxy_protocol: boolean;
   header_timeout: number;
+  /** Set on a TLS listener: no plaintext 503 can be sent there. */
+  tls?: unknown;
 }
 
 /** How long a turned-away client may keep its half of the connection open to read the 503. */
@@ -89,9 +91,9 @@ export class ConnectionGate {
         return void socket.destroy();
       }
       if (result.source !== undefined) setProxiedPeer(socket, result.source.address);
+      // Paused by the reader with the bytes after the header put back: the next stage reads them first (the
+      // HTTP stage resumes the socket; TLS takes what is buffered as it starts).
       this.#perClient(socket);
-      // Paused by the reader with the bytes after the header put back: the next stage reads them first.
-      socket.resume();
     });
   }
 
@@ -122,9 +124,13 @@ export class ConnectionGate {
     this.#logged.set(kind, { at: now, unlogged: 0 });
   }
 
-  /** Over a limit: a 503 and a close; the client may read the answer for up to LINGER_MS, then it is cut. */
+  /**
+   * Over a limit: a 503 and a close; the client may read the answer for up to LINGER_MS, then it is cut. On a
+   * TLS listener, a close without a word.
+   */
   #turnAway(socket: Socket, limit: string, address: string): void {
     this.#note(limit, { remote: address, limit }, `connection refused: ${limit} reached`);
+    if (this.limits.tls !== undefined) return void socket.destroy();
     socket.on('error', () => socket.destroy());
     const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
     socket.once('close', () => clearTimeout(timer));

@@ -11,16 +11,19 @@
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  */
 import http, { IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
 import { sendRawError } from '../http/send.js';
+import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { parserHeaderPairs, takeConnectionListener } from './node-internals.js';
+import { parserHeaderPairs, startConnectionChecks } from './node-internals.js';
+import { SecureStage } from './secure.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -31,7 +34,8 @@ export interface BoundAddress {
 type ListenerConfig = Config['listen'][number];
 /** Where listeners hand requests: the current app's `handle` and `handleUpgrade`. */
 export interface Dispatch {
-  request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https'): void;
+  /** A request; `redirectHttps` is the listener's redirect_https port (0: none). */
+  request(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps?: number): void;
   /** A WebSocket handshake on its raw socket; `refuse` (a status) answers it with that error instead. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number): void;
   /**
@@ -43,6 +47,13 @@ export interface Dispatch {
   serverHeader(): string;
   /** The current config's `trusted_proxies` (who may send a PROXY protocol header). */
   trustedProxies(): TrustedProxies;
+  /** The current config's certificate store, for TLS handshakes. */
+  certificates(): CertificateStore;
+}
+
+/** A request's scheme: `https` when its connection is TLS (the connection, not the listener's config of now). */
+function schemeOf(req: IncomingMessage): 'http' | 'https' {
+  return (req.socket as TLSSocket).encrypted === true ? 'https' : 'http';
 }
 
 const kUpgrade = Symbol('portico.upgrade');
@@ -131,9 +142,21 @@ function isPlain(config: ListenerConfig): boolean {
   return config.keepalive_timeout > 0 && config.max_requests_per_conn === 0;
 }
 
-/** One listening socket and its connections. */
+/**
+ * One listening socket and its connections. A `net.Server` accepts; `accept(socket)` hands each socket on, to
+ * the TLS stage on a TLS listener (which hands secure HTTP/1.1 connections back to the same `http.Server`),
+ * else to the `http.Server`, which listens on nothing itself. In front of `accept` sits the connection gate
+ * (connection limits; the PROXY protocol header, read before TLS).
+ */
 class Listener {
+  readonly front: net.Server;
   readonly server: http.Server;
+  /** The TLS stage: made when the listener first has `tls`; kept for the connections it made. */
+  secure: SecureStage | undefined;
+  /** The accepted sockets, cut when the grace period of a close is over. */
+  readonly #sockets = new Set<Socket>();
+  readonly #dispatch: Dispatch;
+  readonly #logger: Logger;
   readonly sweeper: KeepAliveSweeper;
   /** Connection limits and the PROXY protocol, before HTTP sees a connection. */
   readonly gate: ConnectionGate;
@@ -157,6 +180,15 @@ class Listener {
 
   constructor(config: ListenerConfig, dispatch: Dispatch, logger: Logger) {
     this.config = config;
+    this.#dispatch = dispatch;
+    this.#logger = logger;
+    // noDelay as Node's http.Server has it.
+    this.front = net.createServer({ noDelay: true }, (socket) => {
+      const sockets = this.#sockets;
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      this.gate.accept(socket);
+    });
     this.plain = isPlain(config);
     this.headerEntries = config.max_header_count * 2;
     this.keptEntries = (config.max_header_count + 1) * 2;
@@ -213,38 +245,35 @@ class Listener {
         joinDuplicateHeaders: true,
         requireHostHeader: false,
       },
-      function onRequest(req, res) {
+      (req, res) => {
         const status = refusal(req as PorticoRequest, res);
-        if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
-        if (admit(req, res)) dispatch.request(req, res, 'http');
+        if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
+        if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
       },
     );
     this.server = server;
+    startConnectionChecks(server);
     server.maxHeadersCount = config.max_header_count + 1;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
-    server.on('checkContinue', function onCheckContinue(req, res) {
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
       const status = refusal(req as PorticoRequest, res);
-      if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
-      if (admit(req, res)) dispatch.request(req, res, 'http');
+      if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
+      if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
     });
     // Any other expectation: 417 (RFC 9110 §10.1.1), Portico's page; the connection stays (as nginx's).
     server.on('checkExpectation', function onCheckExpectation(req: IncomingMessage, res: ServerResponse) {
       const status = refusal(req as PorticoRequest, res);
-      if (status !== 0) return dispatch.refuse(req, res, 'http', status, true);
-      if (admit(req, res)) dispatch.refuse(req, res, 'http', 417, false);
+      if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
+      if (admit(req, res)) dispatch.refuse(req, res, schemeOf(req), 417, false);
     });
     const sweeper = new KeepAliveSweeper(server, sweepTimeout(config), config.send_timeout, (socket) =>
       logger.info({ remote: connectionPeer(socket) }, 'client took nothing of its answer for send_timeout; connection closed'),
     );
     this.sweeper = sweeper;
-    // Every connection passes the gate first; Node's HTTP server sees only those admitted.
-    const serve = takeConnectionListener(server);
-    const gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, function admit(socket: Socket) {
-      serve(socket);
-      sweeper.watch(socket);
-    });
-    this.gate = gate;
-    server.on('connection', (socket: Socket) => gate.accept(socket));
+    // Every connection the HTTP server takes (plain, or HTTP/1.1 over TLS) is watched for idleness and stalls.
+    server.on('connection', (socket: Socket) => sweeper.watch(socket));
+    // Every accepted connection passes the gate first (limits, PROXY header); TLS and HTTP see only those admitted.
+    this.gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, (socket) => this.accept(socket));
     const upgraded = this.upgraded;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
@@ -252,7 +281,7 @@ class Listener {
       socket.on('error', () => socket.destroy());
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
-      dispatch.upgrade(req, socket, head, 'http', refusal(req as PorticoRequest, undefined));
+      dispatch.upgrade(req, socket, head, schemeOf(req), refusal(req as PorticoRequest, undefined));
     });
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
@@ -263,11 +292,33 @@ class Listener {
       sendRawError(socket, status, { serverHeader: dispatch.serverHeader() });
       socket.once('finish', () => socket.destroy());
     });
+    if (config.tls !== undefined) this.secure = this.#secureStage(config);
+  }
+
+  #secureStage(config: ListenerConfig): SecureStage {
+    const dispatch = this.#dispatch;
+    return new SecureStage(
+      config,
+      {
+        certificates: () => dispatch.certificates(),
+        http1: (socket) => this.server.emit('connection', socket),
+        request: (req, res) => dispatch.request(req, res, 'https'),
+      },
+      this.#logger,
+    );
+  }
+
+  /** Takes a connection the gate admitted: TLS first on a TLS listener, then HTTP. */
+  accept(socket: Socket): void {
+    if (this.config.tls !== undefined) return this.secure!.accept(socket);
+    this.server.emit('connection', socket);
+    // Paused after a PROXY header (bytes after it put back): Node's HTTP server does not resume a paused socket.
+    if (socket.isPaused()) socket.resume();
   }
 
   /** Binds; rejects with PORTICO_LISTEN_FAILED (the system's error as its cause). */
   listen(logger: Logger): Promise<BoundAddress> {
-    const { server, config } = this;
+    const { front: server, config } = this;
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         this.sweeper.stop();
@@ -309,6 +360,10 @@ class Listener {
     server.headersTimeout = headersTimeout(config);
     this.sweeper.setTimeout(sweepTimeout(config), config.send_timeout);
     this.gate.limits = config;
+    if (config.tls !== undefined) {
+      if (this.secure === undefined) this.secure = this.#secureStage(config);
+      else this.secure.apply(config);
+    }
   }
 
   /** Starts closing: no new connections; idle ones close now, busy ones as soon as their answer is out. */
@@ -316,21 +371,26 @@ class Listener {
     this.stopping = true;
     this.plain = false;
     const closed = new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
+      // The front's callback comes once every connection it accepted is closed.
+      if (!this.front.listening) return resolve();
+      this.front.close(() => resolve());
     });
+    // The HTTP server listens on nothing: closing it stops its timeout checks and closes its idle connections.
+    this.server.close();
+    const sessions = this.secure?.close();
     // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
     this.sweeper.drain();
     // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the close.
     const tunnels = [...this.upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
-    return Promise.all([closed, ...tunnels]).then(() => this.sweeper.stop());
+    return Promise.all([closed, sessions, ...tunnels]).then(() => this.sweeper.stop());
   }
 
   /** The grace period is over: cuts every connection and tunnel still open. */
   cut(): void {
     this.server.closeAllConnections();
+    this.secure?.cut();
     for (const socket of this.upgraded) socket.destroy();
+    for (const socket of this.#sockets) socket.destroy();
   }
 }
 

@@ -10,19 +10,22 @@
  * - `socket.parser.maxHeaderPairs`: how many header entries a connection's parser keeps (its server's
  *   `maxHeadersCount` when the connection opened). A reload may raise the limit for new connections only; a request
  *   on an older one that filled its parser's count may have lost lines, and is refused instead of served cut.
- * - The HTTP server's own 'connection' listener (the one its constructor adds): taken off and called by the
- *   listener's connection gate once a connection is admitted (limits, PROXY header), so that the server keeps
- *   listening, closing and timing requests out as ever. A public API (`listeners()`), but which listener is
- *   Node's is Node's business.
  * - `socket._handle.writeQueueSize`: bytes of the write in progress the kernel has not taken yet. The send
  *   timeout's progress: a large write counts as written only once whole, but the kernel takes it piece by piece
  *   from a slow reader. Without it, progress is seen per completed write (a 64 KB chunk of a file).
  * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
  *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
  *   timeout instead of answered 408.
+ * - `tlsSocket._parent`: the accepted socket a server-side TLS socket wraps. What the TLS stage noted on the
+ *   accepted socket when the handshake began (the certificate store of that moment) is read through it when the
+ *   handshake is done: a TLS 1.3 client may send its request before that, and a reload may come in between.
+ * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
+ *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
+ *   is emitted for them once; without it a stalled request head would never get its 408.
  */
 import type { Server } from 'node:net';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 
 /** What the sweeper reads of the response a socket is writing. */
 export interface SocketResponse {
@@ -60,20 +63,19 @@ export function parserHeaderPairs(socket: Socket): number | undefined {
   return typeof kept === 'number' ? kept : undefined;
 }
 
-/**
- * Takes the HTTP (or TLS) server's own 'connection' listener off the server and returns it, bound: calling it
- * with a socket starts serving that connection, as the 'connection' event would have.
- */
-export function takeConnectionListener(server: Server): (socket: Socket) => void {
-  const own = server.listeners('connection');
-  if (own.length !== 1) throw new Error(`expected the server's one 'connection' listener, found ${own.length}`);
-  const listener = own[0] as (this: Server, socket: Socket) => void;
-  server.removeListener('connection', listener);
-  return (socket: Socket) => listener.call(server, socket);
-}
-
 /** Bytes of the write in progress that the kernel has not taken yet (0 when this Node or handle does not say). */
 export function queuedInKernelWrite(socket: Socket): number {
   const queued = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize;
   return typeof queued === 'number' ? queued : 0;
+}
+
+/** Starts an unlistened HTTP server's connection tracking and timeout checks (see above). */
+export function startConnectionChecks(server: Server): void {
+  server.emit('listening');
+}
+
+/** The accepted socket a server-side TLS socket wraps (`undefined` when this Node does not say). */
+export function wrappedSocket(socket: TLSSocket): Socket | undefined {
+  const parent = (socket as TLSSocket & { _parent?: unknown })._parent;
+  return parent !== null && typeof parent === 'object' ? (parent as Socket) : undefined;
 }

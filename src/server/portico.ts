@@ -9,6 +9,7 @@ import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import { CacheZones } from '../cache/zones.js';
+import type { CertificateStore } from '../tls/certificates.js';
 import { App } from './app.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 
@@ -29,13 +30,15 @@ export class Portico {
     this.#listeners = new Listeners(
       config.listen,
       {
-        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https') => this.#app.handle(req, res, scheme),
+        request: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps?: number) =>
+          this.#app.handle(req, res, scheme, redirectHttps),
         upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse?: number) =>
           this.#app.handleUpgrade(req, socket, head, scheme, refuse),
         refuse: (req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
         trustedProxies: () => this.#app.trustedProxies,
+        certificates: () => this.#app.certificates,
       },
       logger,
     );
@@ -44,6 +47,14 @@ export class Portico {
   /** The config of the app now serving. */
   get config(): Config {
     return this.#app.config;
+  }
+
+  /**
+   * The certificate store of the app now serving: `install(id, hosts, certPem, keyPem)` swaps a certificate in
+   * for new handshakes (see `tls/certificates.ts`); a reload carries installed certificates over.
+   */
+  get certificates(): CertificateStore {
+    return this.#app.certificates;
   }
 
   /** A cache zone of the app now serving, for purging (admin API, tests). */
@@ -97,6 +108,7 @@ export class Portico {
     }
     caches.commit();
     const previous = this.#app;
+    next.certificates.adopt(previous.certificates);
     this.#app = next;
     // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.

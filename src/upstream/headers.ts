@@ -62,6 +62,8 @@ export interface ForwardInfo {
    * apps read `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`, so a client could spoof the fields rebuilt here.
    */
   underscores: boolean;
+  /** Drop Authorization: it carried Portico's own credentials (`basic_auth`), not the app's. */
+  dropAuthorization: boolean;
 }
 
 function quoteForwardedNode(ip: string): string {
@@ -83,6 +85,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
     const lower = name.toLowerCase();
     if (isHopByHop(lower, named)) continue;
     if (!info.underscores && lower.indexOf('_') !== -1) continue;
+    if (info.dropAuthorization && lower === 'authorization') continue;
     if (REBUILT.has(lower)) {
       const value = raw[i + 1]!;
       if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;

@@ -7,11 +7,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { statusOf, trackServerSockets } from './proxy-support.js';
+import { testPki } from './tls-support.js';
 
 const GET = 'GET /app/who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
 
@@ -325,6 +327,47 @@ sites: [{ routes: [{ path: /, respond: { body: "ok" } }] }]
       assert.ok(overLimit.length >= 1 && overLimit.length < 5, `${overLimit.length} lines for 5 refused connections`);
     } finally {
       await server.stop(100);
+    }
+  });
+});
+
+describe('the gate in front of TLS', () => {
+  test('the PROXY header is read before the TLS handshake, and its address is the client of requests over TLS', async () => {
+    const pki = await testPki();
+    const certificate = await pki.issue(['localhost']);
+    const backend = await startUpstream((req, res) => res.end(`xff=${req.headers['x-forwarded-for']}`));
+    const portico = await startPortico(
+      `listen:
+  - { addr: "127.0.0.1:0", proxy_protocol: true, max_connections: 1, tls: { cert: ./server.pem, key: ./server.key } }
+trusted_proxies: ["127.0.0.1"]
+sites:
+  - routes:
+      - path: /
+        proxy: { url: "${backend.url}" }
+`,
+      { 'server.pem': certificate.cert, 'server.key': certificate.key },
+    );
+    try {
+      // A balancer's connection: the header in clear, then TLS on the same socket.
+      const raw = await connect(portico.port);
+      raw.write('PROXY TCP4 198.51.100.77 127.0.0.1 3333 443\r\n');
+      const secure = tls.connect({ socket: raw, ca: pki.ca.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+      secure.on('error', () => {});
+      let text = '';
+      secure.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      secure.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      // The second connection is over max_connections while this one is open: on TLS, closed without a word.
+      const until = Date.now() + 5000;
+      while (!text.includes('xff=') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+      const refused = await rawRequest(portico.port, 'PROXY TCP4 198.51.100.78 127.0.0.1 1 443\r\n', { timeoutMs: 5000 });
+      assert.equal(refused.raw, '', 'a plaintext answer on a TLS listener');
+      assert.equal(refused.closed, true);
+      secure.destroy();
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.match(text, /xff=198\.51\.100\.77$/);
+    } finally {
+      await portico.stop();
+      await backend.stop();
     }
   });
 });

@@ -120,7 +120,7 @@ describe('config errors', () => {
 });
 
 describe('config values', () => {
-  test('durations: 200ms, 2s, 1m, 1h, and a bare number as seconds', () => {
+  test('durations: 200ms, 2s, 1m, 1h, 1w, 1y (365 days, for hsts max_age), and a bare number as seconds', () => {
     assert.equal(parseDuration('200ms'), 200);
     assert.equal(parseDuration('2s'), 2000);
     assert.equal(parseDuration('1.5s'), 1500);
@@ -128,7 +128,9 @@ describe('config values', () => {
     assert.equal(parseDuration('1h'), 3_600_000);
     assert.equal(parseDuration(30), 30_000);
     assert.equal(parseDuration('30'), 30_000);
-    for (const bad of ['fast', '-1s', '2 weeks', '', '1y']) assert.equal(parseDuration(bad), undefined, bad);
+    assert.equal(parseDuration('1w'), 7 * 86_400_000);
+    assert.equal(parseDuration('1y'), 365 * 86_400_000);
+    for (const bad of ['fast', '-1s', '2 weeks', '', '1yr']) assert.equal(parseDuration(bad), undefined, bad);
   });
 
   test('sizes: 512KB, 10MB, 1GB in powers of 1024, a bare number as bytes', () => {

@@ -7,14 +7,16 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
+import tls from 'node:tls';
 import {
   CONNECTIONS_SYMBOL,
   parserHeaderPairs,
   queuedInKernelWrite,
   requestsBeingReceived,
   responseOnSocket,
-  takeConnectionListener,
+  wrappedSocket,
 } from '../../src/server/node-internals.js';
+import { createCertificate } from '../../src/tls/self-signed.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {
   test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
@@ -89,27 +91,25 @@ describe('Node internals that the keep-alive sweeper reads', () => {
     }
   });
 
-  test("the HTTP server's one 'connection' listener, taken off and called later, serves a connection whose first bytes were put back", async () => {
+  test("bytes read off a socket and put back (unshift) before it is handed to an HTTP server with emit('connection') are parsed first", async () => {
     const server = http.createServer((req, res) => res.end(`served ${req.url}`));
-    const serve = takeConnectionListener(server);
-    assert.equal(server.listenerCount('connection'), 0);
     // A gate that reads the first bytes itself, then puts them back and hands the socket over (as the PROXY reader does).
-    server.on('connection', (socket: net.Socket) => {
+    const front = net.createServer((socket) => {
       socket.once('data', (chunk: Buffer) => {
         socket.pause();
         socket.unshift(chunk);
-        serve(socket);
+        server.emit('connection', socket);
         socket.resume();
       });
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    front.listen(0, '127.0.0.1');
+    await once(front, 'listening');
     try {
-      const res = await fetch(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/x`);
-      assert.equal(await res.text(), 'served /x', `Node ${process.version}: the taken 'connection' listener does not serve any more`);
+      const res = await fetch(`http://127.0.0.1:${(front.address() as net.AddressInfo).port}/x`);
+      assert.equal(await res.text(), 'served /x', `Node ${process.version}: bytes put back before the HTTP server took the socket were lost`);
     } finally {
       server.closeAllConnections();
-      server.close();
+      front.close();
     }
   });
 
@@ -135,6 +135,31 @@ describe('Node internals that the keep-alive sweeper reads', () => {
     } finally {
       client.destroy();
       server.close();
+    }
+  });
+});
+
+describe('Node internals that the TLS stage reads', () => {
+  test('a server-side TLS socket made from an accepted socket keeps it as _parent', async () => {
+    const pair = await createCertificate({ names: ['localhost'] });
+    const secure = tls.createServer({ cert: pair.cert, key: pair.key });
+    let accepted: net.Socket | undefined;
+    const front = net.createServer((socket) => {
+      accepted = socket;
+      secure.emit('connection', socket);
+    });
+    front.listen(0, '127.0.0.1');
+    await once(front, 'listening');
+    try {
+      const handshake = once(secure, 'secureConnection') as Promise<[tls.TLSSocket]>;
+      const client = tls.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
+      client.on('error', () => undefined);
+      const [socket] = await handshake;
+      assert.equal(wrappedSocket(socket), accepted, `Node ${process.version}: tlsSocket._parent is not the accepted socket any more`);
+      client.destroy();
+      socket.destroy();
+    } finally {
+      front.close();
     }
   });
 });

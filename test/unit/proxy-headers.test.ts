@@ -18,6 +18,7 @@ function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
     setHeaders: new Map(),
     httpVersion: '1.1',
     underscores: false,
+    dropAuthorization: false,
     ...overrides,
   };
 }
@@ -39,6 +40,14 @@ function one(flat: readonly string[], name: string): string | undefined {
 }
 
 describe('buildRequestHeaders', () => {
+  test('Authorization is forwarded unless basic_auth consumed it (dropAuthorization)', () => {
+    const rawHeaders = ['Host', 'a', 'Authorization', 'Basic YTpi', 'Accept', '*/*'];
+    assert.deepEqual(fields(buildRequestHeaders(info({ rawHeaders }))).get('authorization'), ['Basic YTpi']);
+    const dropped = fields(buildRequestHeaders(info({ rawHeaders, dropAuthorization: true })));
+    assert.equal(dropped.get('authorization'), undefined);
+    assert.deepEqual(dropped.get('accept'), ['*/*']);
+  });
+
   test('an untrusted peer: forwarding headers are rebuilt from the peer alone', () => {
     const out = buildRequestHeaders(
       info({

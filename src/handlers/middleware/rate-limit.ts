@@ -8,6 +8,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
+import type { RequestContext } from '../../http/context.js';
 import { sendError } from '../../http/send.js';
 import { compileTemplate } from '../../http/template.js';
 import { defineMiddleware } from '../chain.js';
@@ -15,7 +16,7 @@ import { defineMiddleware } from '../chain.js';
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000 };
 
 /** `100/s`, `30/m`, `1000/h` (a bare number is per second) as tokens per millisecond. */
-const rate = z.union([z.string(), z.number()]).transform((value, ctx) => {
+export const rate = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(?:\/\s*([smh]))?\s*$/.exec(String(value));
   const count = match === null ? NaN : Number(match[1]);
   if (match === null || !(count > 0)) {
@@ -63,39 +64,61 @@ interface Bucket {
   at: number;
 }
 
+/** Token buckets by key, in a bounded LRU map (least recently used dropped first). */
+export class TokenBuckets {
+  readonly #perMs: number;
+  readonly #burst: number;
+  readonly #buckets: LRUCache<string, Bucket>;
+
+  constructor(perMs: number, burst: number, maxKeys: number) {
+    this.#perMs = perMs;
+    this.#burst = burst;
+    this.#buckets = new LRUCache<string, Bucket>({ max: maxKeys });
+  }
+
+  /** Takes a token from `key`'s bucket: 0 when there was one, else the whole seconds until there is. */
+  take(key: string): number {
+    const now = performance.now();
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      bucket = { tokens: this.#burst, at: now };
+      this.#buckets.set(key, bucket);
+    } else {
+      bucket.tokens = Math.min(this.#burst, bucket.tokens + (now - bucket.at) * this.#perMs);
+      bucket.at = now;
+    }
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil((1 - bucket.tokens) / this.#perMs / 1000));
+  }
+
+  /** Gives back a token taken ahead of need (a reservation that turned out not to count). */
+  giveBack(key: string): void {
+    const bucket = this.#buckets.get(key);
+    if (bucket !== undefined) bucket.tokens = Math.min(this.#burst, bucket.tokens + 1);
+  }
+}
+
+/** The client's address as a bucket key: IPv6 clients grouped by their first `ipv6Bits`. */
+export function clientKey(ctx: RequestContext, ipv6Bits: number): string {
+  const address = ctx.clientAddress();
+  return net.isIPv6(address) ? ipv6Prefix(address, ipv6Bits) : address;
+}
+
 /** The `rate_limit` middleware kind (stage `rate_limit`). */
 export const rateLimitKind = defineMiddleware({
   kind: 'rate_limit',
   stage: 'rate_limit',
   options,
   create(o) {
-    const perMs = o.rate;
-    const burst = o.burst ?? Math.max(1, Math.ceil(perMs * 1000));
+    const buckets = new TokenBuckets(o.rate, o.burst ?? Math.max(1, Math.ceil(o.rate * 1000)), o.max_keys);
     const template = compileTemplate(o.key);
     const byAddress = o.key === '$remote_addr';
-    const buckets = new LRUCache<string, Bucket>({ max: o.max_keys });
     return function rateLimit(ctx, next) {
-      let key: string;
-      if (byAddress) {
-        const address = ctx.clientAddress();
-        key = net.isIPv6(address) ? ipv6Prefix(address, o.ipv6_prefix) : address;
-      } else {
-        key = template(ctx);
-      }
-      const now = performance.now();
-      let bucket = buckets.get(key);
-      if (bucket === undefined) {
-        bucket = { tokens: burst, at: now };
-        buckets.set(key, bucket);
-      } else {
-        bucket.tokens = Math.min(burst, bucket.tokens + (now - bucket.at) * perMs);
-        bucket.at = now;
-      }
-      if (bucket.tokens >= 1) {
-        bucket.tokens -= 1;
-        return next(ctx);
-      }
-      const wait = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
+      const wait = buckets.take(byAddress ? clientKey(ctx, o.ipv6_prefix) : template(ctx));
+      if (wait === 0) return next(ctx);
       return sendError(ctx, 429, { 'Retry-After': String(wait) });
     };
   },

@@ -1,7 +1,8 @@
 /**
  * Preparing a request for forwarding, once per request whatever the number of attempts: the checks that answer
- * the client early (413, 417, a broken body), the request body (kept in memory when small enough to replay),
- * the header list for the app server (hop-by-hop fields dropped, forwarding fields rebuilt) and the path.
+ * the client early (405, 417, a broken body; 413 when a chunked body passes the route's limit), the request
+ * body (kept in memory when small enough to replay), the header list for the app server (hop-by-hop fields
+ * dropped, forwarding fields rebuilt) and the path.
  */
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
@@ -23,7 +24,6 @@ export interface PrepareOptions {
   readonly setHeaders: Readonly<Record<string, string>>;
   /** Route prefix removed from the path (`''` for none). */
   readonly stripPrefix: string;
-  readonly maxBodySize: number;
   /** Largest body kept in memory for a replay. */
   readonly retryBuffer: number;
   /** Forward fields whose names contain `_`. */
@@ -79,6 +79,7 @@ export class RequestPreparer {
       setHeaders,
       httpVersion: req.httpVersion,
       underscores: this.#o.underscores,
+      dropAuthorization: ctx.credentialsConsumed,
     });
   }
 
@@ -89,9 +90,9 @@ export class RequestPreparer {
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     if (req.method === 'TRACE' && !this.#o.allowTrace) return void sendError(ctx, 405, ALLOW_WITHOUT_TRACE);
+    // A Content-Length over the route's limit was refused by its body-size link, before this.
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);
-    if (declared > this.#o.maxBodySize) return void sendError(ctx, 413, undefined, true);
     if (req.headers.expect !== undefined) {
       if (req.headers.expect.toLowerCase() !== '100-continue') return void sendError(ctx, 417, undefined, true);
       res.writeContinue();
@@ -100,6 +101,7 @@ export class RequestPreparer {
     let body: Readable | null = null;
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
+      ctx.bodyClaimed = true;
       if (declared >= 0 && declared <= this.#o.retryBuffer) {
         return readBody(req, declared).then((buffer) => {
           if (buffer === null) return void sendError(ctx, 400, undefined, true);
@@ -108,7 +110,7 @@ export class RequestPreparer {
       }
       body = req;
       replayable = false;
-      if (declared < 0) body = limitBody(req, this.#o.maxBodySize, () => sendError(ctx, 413, undefined, true));
+      if (declared < 0 && ctx.bodyLimit !== Infinity) body = limitBody(req, ctx.bodyLimit, () => sendError(ctx, 413, undefined, true));
     }
     return this.#prepared(ctx, body, replayable);
   }

@@ -1,0 +1,174 @@
+/**
+ * The TLS stage of a listener: takes an accepted socket, makes the TLS handshake, and hands the secure socket
+ * by its ALPN protocol to the listener's HTTP/1.1 server (`h2` to an HTTP/2 server).
+ *
+ * Why not `http2.createSecureServer({ allowHTTP1: true })`: on Node 20 its HTTP/1 fallback leaves the keep-alive
+ * timeout unset (nodejs/node#59783), and those connections would not be the listener's `http.Server`'s, so
+ * Portico's keep-alive sweep, header and request timeouts, header-count check and `clientError` answers would
+ * not see them. Here HTTP/1.1 over TLS goes to the very `http.Server` a plain listener uses (`emit('connection')`
+ * with the TLS socket, as `https.Server` does internally), and keeps every limit; HTTP/2 goes to an unlistened
+ * `http2.Server` (`emit('connection')`: its connection listener takes an already secure socket).
+ *
+ * The stage listens on nothing: `accept(socket)` takes a socket the listener's `net.Server` accepted, so that
+ * something may sit in front (the PROXY protocol reads its header first, then hands the socket on).
+ *
+ * - Certificates: the tls.Server's own context holds the listener's default certificate and its policy
+ *   (versions, ciphers, client CA); `SNICallback` asks the current certificate store for the server name's.
+ * - `handshakeTimeout` is the listener's header_timeout: a client silent before or during the handshake is cut.
+ * - ALPN: `ALPNCallback` chooses `h2` when the listener has HTTP/2 on and the client offers it, else
+ *   `http/1.1`; a client that offers neither is refused (no_application_protocol). A client that sends no
+ *   ALPN speaks HTTP/1.1.
+ * - A reload that changes the TLS settings makes a new tls.Server for new connections; handshakes under way
+ *   finish on the old one, whose handlers are the same.
+ */
+import http2 from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import type { Http2Settings } from '../config/schema.js';
+import { inheritProxiedPeer } from '../http/client-address.js';
+import { wrappedSocket } from './node-internals.js';
+import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
+
+type ListenerConfig = Config['listen'][number];
+const kMadeWith = Symbol('portico.tls.madeWith');
+/** The certificates a handshake starts with. */
+interface MadeWith {
+  store: CertificateStore;
+  fallback: ServedCertificate | undefined;
+}
+type ListenerTls = NonNullable<ListenerConfig['tls']>;
+
+/** What the TLS stage needs of the server around it. */
+export interface SecureTarget {
+  /** The current certificate store (a reload swaps it). */
+  certificates(): CertificateStore;
+  /** Takes an HTTP/1.1 connection (secure socket). */
+  http1(socket: TLSSocket): void;
+  /** Takes an HTTP/2 request. */
+  request(req: IncomingMessage, res: ServerResponse): void;
+}
+
+function h2Settings(settings: Http2Settings): http2.Settings {
+  return {
+    maxConcurrentStreams: settings.max_concurrent_streams,
+    maxHeaderListSize: settings.max_header_list_size,
+    initialWindowSize: settings.initial_window_size,
+    maxFrameSize: settings.max_frame_size,
+  };
+}
+
+/** An idle HTTP/2 session is closed (GOAWAY) after this: keep-alive_timeout, else header_timeout. */
+function sessionTimeout(config: ListenerConfig): number {
+  return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout;
+}
+
+/** TLS in front of a listener's HTTP servers. */
+export class SecureStage {
+  #config: ListenerConfig;
+  #tls: tls.Server;
+  #fallback: ServedCertificate | undefined;
+  readonly #h2: http2.Http2Server;
+  readonly #target: SecureTarget;
+  readonly #logger: Logger;
+  /** Open HTTP/2 sessions, closed on shutdown (HTTP/1.1 connections are the http.Server's). */
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(config: ListenerConfig, target: SecureTarget, logger: Logger) {
+    this.#config = config;
+    this.#target = target;
+    this.#logger = logger;
+    this.#fallback = defaultCertificate(config.tls!);
+    this.#tls = this.#makeTls(config);
+    const h2 = http2.createServer({
+      settings: h2Settings(config.http2 === false ? http2SettingsOff : config.http2),
+      // Pseudo-header fields count as lines here; four of them at most in a request.
+      maxHeaderListPairs: config.max_header_count + 4,
+      maxSessionInvalidFrames: 100,
+    });
+    h2.setTimeout(sessionTimeout(config));
+    h2.on('timeout', (session: http2.ServerHttp2Session) => session.close());
+    h2.on('session', (session: http2.ServerHttp2Session) => {
+      this.#sessions.add(session);
+      session.once('close', () => this.#sessions.delete(session));
+    });
+    h2.on('sessionError', (err: Error) => logger.debug({ err }, 'http2 session error'));
+    // The h2 helper types these for HTTP/2; the app's contract is shared.
+    h2.on('request', (req, res) => target.request(req as unknown as IncomingMessage, res as unknown as ServerResponse));
+    this.#h2 = h2;
+  }
+
+  /** Starts the TLS handshake on a socket the listener accepted. */
+  accept(socket: Socket): void {
+    // The store and default of the moment the handshake begins: the connection is made with them.
+    (socket as Socket & { [kMadeWith]?: MadeWith })[kMadeWith] = { store: this.#target.certificates(), fallback: this.#fallback };
+    this.#tls.emit('connection', socket);
+  }
+
+  /** Takes a reloaded config: new connections see its certificate, policy and HTTP/2 settings. */
+  apply(config: ListenerConfig): void {
+    this.#config = config;
+    this.#fallback = defaultCertificate(config.tls!);
+    this.#tls = this.#makeTls(config);
+    if (config.http2 !== false) this.#h2.updateSettings(h2Settings(config.http2));
+    this.#h2.setTimeout(sessionTimeout(config));
+  }
+
+  /** Shutdown: each HTTP/2 session finishes its streams and closes (GOAWAY); new streams are refused. */
+  close(): Promise<void> {
+    const sessions = [...this.#sessions].map((session) => new Promise<void>((resolve) => {
+      session.once('close', () => resolve());
+      session.close();
+    }));
+    return Promise.all(sessions).then(() => undefined);
+  }
+
+  /** The grace period is over: cuts every HTTP/2 session. */
+  cut(): void {
+    for (const session of this.#sessions) session.destroy();
+  }
+
+  #makeTls(config: ListenerConfig): tls.Server {
+    const options = config.tls!;
+    const target = this.#target;
+    const server = tls.createServer({
+      ...(options.pem === undefined ? {} : { cert: options.pem.cert, key: options.pem.key }),
+      minVersion: options.min_version,
+      maxVersion: options.max_version,
+      ...(options.ciphers === undefined ? {} : { ciphers: options.ciphers }),
+      honorCipherOrder: true,
+      ...(options.client_ca_pem === undefined ? {} : { ca: options.client_ca_pem, requestCert: true, rejectUnauthorized: true }),
+      handshakeTimeout: config.header_timeout > 0 ? config.header_timeout : 30_000,
+      SNICallback(name, done) {
+        done(null, target.certificates().forServerName(name)?.context);
+      },
+      ALPNCallback: ({ protocols }) => {
+        if (this.#config.http2 !== false && protocols.includes('h2')) return 'h2';
+        return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+      },
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
+      const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };
+      // The PROXY protocol's client address, read off the accepted socket, is the secure socket's too.
+      if (raw !== undefined) inheritProxiedPeer(raw, socket);
+      recordHandshake(socket, made.store, made.fallback);
+      if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
+      else target.http1(socket);
+    });
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `tls handshake failed: ${err.message}`);
+      socket.destroy();
+    });
+    return server;
+  }
+}
+
+/** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
+const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 64 * 1024, initial_window_size: 65_535, max_frame_size: 16_384 };
+
+function defaultCertificate(options: ListenerTls): ServedCertificate | undefined {
+  return options.pem === undefined ? undefined : servedCertificate(options.pem.cert, options.pem.key);
+}

@@ -1,0 +1,136 @@
+/**
+ * What a TLS listener enforces: protocol versions, client certificates (mTLS), the handshake timeout, and the
+ * HTTP/1.1 limits of a plain listener (header, request and keep-alive timeouts) on connections over TLS.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
+import tls from 'node:tls';
+import { performance } from 'node:perf_hooks';
+import { after, before, describe, test } from 'node:test';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { httpsGet, testPki, type PemCertificate, type TestPki } from './tls-support.js';
+
+let pki: TestPki;
+let server: PemCertificate;
+let client: PemCertificate;
+let stranger: PemCertificate;
+
+before(async () => {
+  pki = await testPki();
+  server = await pki.issue(['localhost']);
+  client = await pki.issue(['alice'], { client: true });
+  const otherPki = await testPki();
+  stranger = await otherPki.issue(['mallory'], { client: true });
+});
+
+function serverFiles(): Record<string, string> {
+  return { 'server.pem': server.cert, 'server.key': server.key, 'clients.pem': pki.ca.cert };
+}
+
+const ROUTES = 'sites:\n  - routes: [{ path: /, respond: { body: "ok" } }]\n';
+
+/** Resolves with the ms until `socket` closes; rejects if it is still open after `limitMs`. */
+async function closesWithin(socket: net.Socket, limitMs: number, started = performance.now()): Promise<number> {
+  const timer = setTimeout(() => socket.destroy(new Error(`still open after ${limitMs} ms`)), limitMs);
+  try {
+    const [hadError] = (await once(socket, 'close')) as [boolean];
+    if (hadError && socket.errored?.message.startsWith('still open')) throw socket.errored;
+    return performance.now() - started;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A TLS connection with ALPN http/1.1, once its handshake is done. */
+async function connectTls(port: number): Promise<tls.TLSSocket> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca: pki.ca.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+  socket.on('error', () => undefined);
+  await once(socket, 'secureConnect');
+  return socket;
+}
+
+describe('TLS versions and client certificates', () => {
+  let modern: RunningPortico;
+  let mutual: RunningPortico;
+  before(async () => {
+    modern = await startPortico(`listen: [{ addr: "127.0.0.1:0", tls: { cert: ./server.pem, key: ./server.key, min_version: TLSv1.3 } }]\n${ROUTES}`, serverFiles());
+    mutual = await startPortico(`listen: [{ addr: "127.0.0.1:0", tls: { cert: ./server.pem, key: ./server.key, client_ca: ./clients.pem } }]\n${ROUTES}`, serverFiles());
+  });
+  after(async () => {
+    await modern.stop();
+    await mutual.stop();
+  });
+
+  test('min_version: TLSv1.3 refuses a client that offers at most TLS 1.2, and serves one that offers 1.3', async () => {
+    await assert.rejects(httpsGet({ port: modern.port, ca: pki.ca.cert, servername: 'localhost', maxVersion: 'TLSv1.2' }), /version|alert/i);
+    const res = await httpsGet({ port: modern.port, ca: pki.ca.cert, servername: 'localhost', minVersion: 'TLSv1.3' });
+    assert.deepEqual([res.status, res.body], [200, 'ok']);
+  });
+
+  test('the default minimum (TLS 1.2) serves a TLS 1.2 client and refuses TLS 1.1', async () => {
+    const res = await httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost', maxVersion: 'TLSv1.2', client });
+    assert.equal(res.status, 200);
+    await assert.rejects(httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost', minVersion: 'TLSv1', maxVersion: 'TLSv1.1', client }));
+  });
+
+  test('client_ca: a client certificate signed by it is served; none, or one from another CA, is refused', async () => {
+    const res = await httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost', client });
+    assert.deepEqual([res.status, res.body], [200, 'ok']);
+    await assert.rejects(httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost' }), /certificate|alert|socket hang up|ECONNRESET/i);
+    await assert.rejects(httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost', client: stranger }), /certificate|alert|socket hang up|ECONNRESET/i);
+  });
+});
+
+describe('timeouts on a TLS listener', () => {
+  let portico: RunningPortico;
+  before(async () => {
+    portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", header_timeout: 300ms, request_timeout: 700ms, keepalive_timeout: 300ms, tls: { cert: ./server.pem, key: ./server.key } }]\n${ROUTES}`,
+      serverFiles(),
+    );
+  });
+  after(() => portico.stop());
+
+  test('the handshake timeout (header_timeout) closes a client that connects and says nothing', async () => {
+    const started = performance.now();
+    const socket = net.connect(portico.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    const elapsed = await closesWithin(socket, 5000, started);
+    assert.ok(elapsed >= 250, `closed after ${Math.round(elapsed)} ms, before the 300 ms timeout`);
+  });
+
+  test('header_timeout over TLS: a request head that stalls gets 408 and the connection closes', async () => {
+    const socket = await connectTls(portico.port);
+    const started = performance.now();
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n');
+    const elapsed = await closesWithin(socket, 5000, started);
+    assert.match(received, /^HTTP\/1\.1 408 /);
+    assert.ok(elapsed >= 250, `answered after ${Math.round(elapsed)} ms`);
+  });
+
+  test('request_timeout over TLS: a body that stalls gets 408', async () => {
+    const socket = await connectTls(portico.port);
+    const started = performance.now();
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.write('POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nab');
+    const elapsed = await closesWithin(socket, 5000, started);
+    // The respond route answers without reading the body (200 first); the stalled body then gets its 408.
+    assert.match(received, /HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.ok(elapsed >= 600, `answered after ${Math.round(elapsed)} ms, before the 700 ms request_timeout`);
+  });
+
+  test('keepalive_timeout over TLS: an idle connection is closed after its answer', async () => {
+    const socket = await connectTls(portico.port);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    while (!received.endsWith('ok')) await once(socket, 'data');
+    assert.match(received, /^HTTP\/1\.1 200 /);
+    const elapsed = await closesWithin(socket, 5000);
+    assert.ok(elapsed >= 250, `closed after ${Math.round(elapsed)} ms`);
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * basic_auth's pure parts: the Authorization parser, the htpasswd parser and its refusal of non-bcrypt formats,
+ * and the hash pool's bounds and lifetime.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import bcrypt from 'bcryptjs';
+import { parseBasicCredentials } from '../../src/handlers/middleware/basic-auth.js';
+import { HashPool } from '../../src/handlers/middleware/hash-pool.js';
+import { parseHtpasswd, refuseHash } from '../../src/handlers/middleware/htpasswd.js';
+
+const b64 = (text: string) => Buffer.from(text).toString('base64');
+
+describe('parseBasicCredentials', () => {
+  test('splits at the first colon, decodes UTF-8, takes the scheme in any case', () => {
+    assert.deepEqual(parseBasicCredentials(`Basic ${b64('alice:a:b')}`), { user: 'alice', password: 'a:b' });
+    assert.deepEqual(parseBasicCredentials(`BASIC ${b64('zoë:')}`), { user: 'zoë', password: '' });
+  });
+
+  test('absent, other schemes, bad base64, no colon or an empty user: undefined', () => {
+    for (const value of [undefined, '', 'Basic', 'Basic ', 'Bearer x', 'Basic a', 'Basic !!!!', `Basic ${b64('alice')}`, `Basic ${b64(':pw')}`, 'Basic YQ==YQ==']) {
+      assert.equal(parseBasicCredentials(value), undefined, String(value));
+    }
+  });
+});
+
+describe('htpasswd', () => {
+  const hash = bcrypt.hashSync('x', 4);
+
+  test('bcrypt ($2a$, $2b$, $2y$) is accepted; every other format is named and refused', () => {
+    assert.equal(refuseHash(hash), undefined);
+    assert.equal(refuseHash(hash.replace('$2b$', '$2y$')), undefined);
+    assert.equal(refuseHash(hash.replace('$2b$', '$2a$')), undefined);
+    assert.match(refuseHash('$apr1$abc$def')!, /^an Apache MD5/);
+    assert.match(refuseHash('{SHA}abc=')!, /^a SHA-1/);
+    assert.match(refuseHash('$6$salt$hash')!, /^a SHA-crypt \(\$6\$\)/);
+    assert.match(refuseHash('abcdefghijklm')!, /^a DES crypt/);
+    assert.match(refuseHash(hash.slice(0, -1))!, /^a malformed bcrypt/);
+    assert.match(refuseHash('plain')!, /only bcrypt hashes/);
+  });
+
+  test('comments, blank lines and CRLF are skipped; each bad line is reported with its number', () => {
+    const parsed = parseHtpasswd(`# head\r\n\r\nalice:${hash}\r\nnocolon\nbob:{SHA}x\nalice:${hash}\n`);
+    assert.deepEqual(parsed.users, [{ user: 'alice', hash }]);
+    assert.deepEqual(
+      parsed.problems.map((p) => p.line),
+      [4, 5, 6],
+    );
+    assert.match(parsed.problems[2]!.message, /listed twice/);
+  });
+});
+
+describe('HashPool', () => {
+  test('checks in a worker; a full queue refuses at once; close ends the workers and fails what waits', async () => {
+    const pool = new HashPool(1, 1);
+    const slow = bcrypt.hashSync('pw', 10);
+    const running = pool.verify('pw', slow)!;
+    const queued = pool.verify('nope', slow)!;
+    assert.equal(pool.verify('pw', slow), undefined, 'one running, one queued: the third is refused');
+    assert.equal(await running, true);
+    assert.equal(await queued, false);
+    assert.equal(pool.started, 2);
+    const running2 = assert.rejects(pool.verify('pw', slow)!, /closed/);
+    const queued2 = assert.rejects(pool.verify('pw', slow)!, /closed/);
+    await pool.close();
+    await Promise.all([running2, queued2]);
+    assert.equal(pool.pending, 0);
+    assert.equal(await pool.verify('pw', slow), true, 'a closed pool starts a worker again on the next check');
+    await pool.close();
+  });
+
+  test('a check in progress holds the process open; an idle pool does not (regression: it held it for the idle timeout)', () => {
+    const pool = new URL('../../src/handlers/middleware/hash-pool.js', import.meta.url).href;
+    const script = `import { HashPool } from ${JSON.stringify(pool)};
+      import bcrypt from ${JSON.stringify(import.meta.resolve('bcryptjs'))};
+      const pool = new HashPool(1, 1);
+      console.log(await pool.verify('pw', bcrypt.hashSync('pw', 4)));`;
+    // Within 10 s, well under the pool's 30 s idle timeout: the worker no longer holds the process once idle.
+    // A file, not --eval: the worker would inherit --input-type, which Node refuses for a file.
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'portico-pool-')), 'check.mjs');
+    writeFileSync(file, script);
+    const child = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 10_000, cwd: process.cwd() });
+    rmSync(path.dirname(file), { recursive: true, force: true });
+    assert.equal(child.signal, null, 'the process ended by itself');
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), 'true', 'the check finished before the process ended');
+  });
+});
