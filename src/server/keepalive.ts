@@ -18,7 +18,8 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { queuedInKernelWrite, requestsBeingReceived, responseOnSocket } from './node-internals.js';
+import type { TLSSocket } from 'node:tls';
+import { queuedInKernelWrite, requestsBeingReceived, responseOnSocket, wrappedSocket } from './node-internals.js';
 
 interface Watch {
   /** Bytes read plus bytes written at the last sweep that found the connection not busy. */
@@ -130,9 +131,7 @@ export class KeepAliveSweeper {
       if (this.#sendTimeout > 0 && !watch.upgraded && this.#sendStalled(socket, watch, now)) {
         this.#watched.delete(socket);
         this.#onSendTimeout(socket);
-        // A reset, not a FIN: the kernel drops what it still holds for a client that does not read, instead of
-        // keeping it while retrying (nginx's reset_timedout_connection).
-        socket.resetAndDestroy();
+        resetConnection(socket);
         continue;
       }
       // While busy the count is left alone: the request's bytes then make the first quiet sweep see a change, and
@@ -179,6 +178,21 @@ export class KeepAliveSweeper {
     clearInterval(this.#timer);
     this.#watched.clear();
   }
+}
+
+/**
+ * Closes a connection with a reset, not a FIN: the kernel drops what it still holds for a client that does not
+ * read, instead of keeping it while retrying (nginx's reset_timedout_connection). A TLS socket is reset through
+ * the TCP socket it wraps (only a TCP handle can be reset).
+ */
+function resetConnection(socket: Socket): void {
+  const tcp = (socket as TLSSocket).encrypted === true ? wrappedSocket(socket as TLSSocket) : socket;
+  try {
+    tcp?.resetAndDestroy();
+  } catch {
+    // Not a TCP handle after all (a pipe): a plain close.
+  }
+  socket.destroy();
 }
 
 /**

@@ -4,12 +4,15 @@
  * A slow reader that keeps taking bytes, and an idle keep-alive connection, are not cut by it.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { sweepInterval } from '../../src/server/keepalive.js';
 import { trackServerSockets } from './proxy-support.js';
+import { testPki } from './tls-support.js';
 
 const SEND_TIMEOUT = 800;
 /** Larger than what loopback socket buffers hold (a few MB), so a client that does not read stalls the writer. */
@@ -150,5 +153,35 @@ describe('send_timeout', () => {
     await new Promise((resolve) => setTimeout(resolve, 3 * SEND_TIMEOUT + 2 * sweepInterval(SEND_TIMEOUT)));
     assert.equal(closed, false, 'an idle connection was closed by the send timeout');
     socket.destroy();
+  });
+
+  test('over TLS too: a client that never reads a large file after its handshake is disconnected after send_timeout', async () => {
+    const pki = await testPki();
+    const certificate = await pki.issue(['localhost']);
+    const secure = await startPortico(
+      `listen:
+  - { addr: "127.0.0.1:0", send_timeout: ${SEND_TIMEOUT}ms, tls: { cert: ./server.pem, key: ./server.key } }
+sites:
+  - routes:
+      - path: /
+        static: { root: ./public }
+`,
+      { 'server.pem': certificate.cert, 'server.key': certificate.key, 'public/big.bin': Buffer.alloc(SIZE, 't') },
+    );
+    try {
+      const socket = tls.connect({ host: '127.0.0.1', port: secure.port, ca: pki.ca.cert, servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+      socket.on('error', () => {});
+      await once(socket, 'secureConnect');
+      socket.pause();
+      const sent = Date.now();
+      socket.write('GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      await tracker.closed(socket.localPort!, secure.port, SEND_TIMEOUT + MARGIN + 5000);
+      const elapsed = Date.now() - sent;
+      socket.destroy();
+      assert.ok(elapsed >= SEND_TIMEOUT, `closed after ${elapsed} ms`);
+      assert.ok(elapsed < SEND_TIMEOUT + MARGIN, `closed only after ${elapsed} ms`);
+    } finally {
+      await secure.stop();
+    }
   });
 });
