@@ -52,6 +52,30 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
+/**
+ * Ordinary requests, one at a time (`ask` makes one on a new connection), until every slow connection is
+ * closed (or a bound); then the feeder stops and what is left is cut. Each answer must be 200 "ok". Resolves
+ * with their latencies (ms).
+ */
+async function serveMeanwhile(slow: Slow[], feeder: NodeJS.Timeout, ask: () => Promise<{ status: number; body: string }>): Promise<number[]> {
+  const latencies: number[] = [];
+  const deadline = Date.now() + HEADER_TIMEOUT + CLOSE_MARGIN + 5000;
+  try {
+    while (slow.some((entry) => entry.closedAfter === -1) && Date.now() < deadline) {
+      const start = Date.now();
+      const answer = await ask();
+      latencies.push(Date.now() - start);
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body, 'ok');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    clearInterval(feeder);
+    for (const entry of slow) entry.socket.destroy();
+  }
+  return latencies;
+}
+
 describe('slowloris', () => {
   test(`${SLOW} connections sending a head a byte at a time are closed at header_timeout, while ordinary clients are served`, async (t) => {
     const head = 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ' + 'a'.repeat(1000);
@@ -81,22 +105,7 @@ describe('slowloris', () => {
         if (entry.closedAfter === -1 && entry.sent < head.length && entry.socket.writable) entry.socket.write(head[entry.sent++]!);
       }
     }, BYTE_EVERY);
-    // Ordinary clients meanwhile: one request at a time on a new connection, until the slow ones are all closed.
-    const latencies: number[] = [];
-    const deadline = Date.now() + HEADER_TIMEOUT + CLOSE_MARGIN + 5000;
-    try {
-      while (slow.some((entry) => entry.closedAfter === -1) && Date.now() < deadline) {
-        const start = Date.now();
-        const answer = await rawRequest(portico.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 5000 });
-        latencies.push(Date.now() - start);
-        assert.equal(answer.status, 200);
-        assert.equal(answer.body, 'ok');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    } finally {
-      clearInterval(feeder);
-      for (const entry of slow) entry.socket.destroy();
-    }
+    const latencies = await serveMeanwhile(slow, feeder, () => rawRequest(portico.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 5000 }));
     const closes = slow.map((entry) => entry.closedAfter);
     const bytes = slow.reduce((sum, entry) => sum + entry.sent, 0);
     t.diagnostic(
@@ -187,21 +196,7 @@ sites:
       }
     }, BYTE_EVERY);
     const all = [...silent, ...partial, ...heads];
-    const latencies: number[] = [];
-    const deadline = Date.now() + HEADER_TIMEOUT + CLOSE_MARGIN + 5000;
-    try {
-      while (all.some((entry) => entry.closedAfter === -1) && Date.now() < deadline) {
-        const start = Date.now();
-        const answer = await httpsGet({ port: secure.port, ca, servername: 'localhost' });
-        latencies.push(Date.now() - start);
-        assert.equal(answer.status, 200);
-        assert.equal(answer.body, 'ok');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    } finally {
-      clearInterval(feeder);
-      for (const entry of all) entry.socket.destroy();
-    }
+    const latencies = await serveMeanwhile(all, feeder, () => httpsGet({ port: secure.port, ca, servername: 'localhost' }));
     const report = (name: string, list: Slow[]) => {
       const closes = list.map((entry) => entry.closedAfter);
       t.diagnostic(`${name}: ${list.length}, closed after (ms) min ${Math.min(...closes)}, median ${percentile(closes, 50)}, max ${Math.max(...closes)}`);
