@@ -7,6 +7,16 @@ import type { Duplex } from 'node:stream';
 import { errorPage, reasonPhrase } from '../errors.js';
 import type { RequestContext } from './context.js';
 
+/**
+ * Set on a socket once an answer on it says `Connection: close`. Node keeps parsing the bytes already read and
+ * emits the requests pipelined behind that answer, although theirs can never be sent; the listener reads this
+ * mark and does not run them (their bytes may be what a front-end hop took for the refused request's body).
+ */
+export const kClosing = Symbol('portico.closing');
+
+/** A socket that may carry the `kClosing` mark. */
+export type MarkedSocket = { [kClosing]?: true };
+
 /** Sends the error page for `status` (the site's own page when configured); closes the connection if asked. */
 export function sendError(ctx: RequestContext, status: number, headers?: OutgoingHttpHeaders, close = false): void {
   const { res } = ctx;
@@ -25,7 +35,12 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   res.setHeader('Cache-Control', 'no-store');
   if (ctx.serverHeader !== '') res.setHeader('Server', ctx.serverHeader);
   if (headers !== undefined) for (const [name, value] of Object.entries(headers)) if (value !== undefined) res.setHeader(name, value);
-  if (close) res.setHeader('Connection', 'close');
+  if (close) {
+    res.setHeader('Connection', 'close');
+    // HTTP/1 only: an HTTP/2 request's socket stands for the session's, which its other streams share.
+    const socket = ctx.req.socket as (typeof ctx.req.socket & MarkedSocket) | null;
+    if (socket !== null && ctx.req.httpVersionMajor === 1) socket[kClosing] = true;
+  }
   if (ctx.req.method === 'HEAD') {
     res.end();
   } else {

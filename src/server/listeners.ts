@@ -3,7 +3,7 @@
  * app is current when it arrives, so a reload swaps the app without closing a socket. Connection-level limits
  * (head size, timeouts, keep-alive) live here. Malformed requests never reach an app: Node's parser rejects
  * them and `clientError` answers 400 (431 for an oversized head, 414 when its request line alone is over the
- * limit, 408 for a slow one) and closes. Requests Node parsed but Portico refuses before routing (too many header
+ * limit, 408 for a slow one), after the answers to the requests before them on the connection, and closes. Requests Node parsed but Portico refuses before routing (too many header
  * lines, no Host, CONNECT, an unmet expectation) go through the app like any other (`refusal`).
  *
  * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in
@@ -18,11 +18,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
-import { sendRawError } from '../http/send.js';
+import { kClosing, sendRawError, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { parserHeaderPairs, startConnectionChecks } from './node-internals.js';
+import { parserHeaderPairs, responseOnSocket, startConnectionChecks } from './node-internals.js';
 import { SecureStage } from './secure.js';
 
 /** Where a listener is bound. */
@@ -111,6 +111,27 @@ export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknow
 function cutByParser(req: IncomingMessage, entries: number): boolean {
   const kept = parserHeaderPairs(req.socket);
   return kept !== undefined && kept > 0 && entries >= kept;
+}
+
+/**
+ * Answers bytes Node's parser refused, after the answers to the requests before them on the connection: written at
+ * once, the error would land in the middle of an answer still streaming, or before one not yet begun, and the
+ * client would take it for the answer to an earlier request (which the app may have run). Then the connection
+ * closes once the answer is out, as Node's own handler does: the socket allows half-open connections, and a client
+ * that ignores the answer and keeps its half open must not hold it.
+ */
+function answerClientError(socket: Socket, status: number, serverHeader: string): void {
+  // Node hands the connection to the next queued answer (or to none) on each answer's 'finish', before this runs.
+  const pending = responseOnSocket(socket) as ServerResponse | null | undefined;
+  if (pending !== null && pending !== undefined && !pending.writableFinished) {
+    // The answer of a request read whole: the refused bytes came after it.
+    if (pending.req.complete) return void pending.once('finish', () => answerClientError(socket, status, serverHeader));
+    // The refused bytes are this request's own body. An answer already begun can only be cut.
+    if (pending.headersSent) return void socket.destroy();
+  }
+  if (!socket.writable) return void socket.destroy();
+  sendRawError(socket, status, { serverHeader });
+  socket.once('finish', () => socket.destroy());
 }
 
 function clientErrorStatus(code: string | undefined): number {
@@ -214,6 +235,8 @@ class Listener {
       if (last) res.shouldKeepAlive = false;
       return true;
     };
+    /** A request pipelined behind an answer that closes the connection (see `kClosing`): never run. */
+    const behindClose = (req: IncomingMessage): boolean => (req.socket as IncomingMessage['socket'] & MarkedSocket)[kClosing] === true;
     /**
      * The status a parsed request is refused with before it reaches a route, or 0 (the usual case: three cheap
      * checks). Node would drop header lines past its own count silently (a Host at the end lost); it keeps one
@@ -231,6 +254,9 @@ class Listener {
       }
       // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
       if (req.headers.host === undefined && req.httpVersionMinor === 1 && req.httpVersionMajor === 1) return 400;
+      // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (an HTTP/1.0 hop before
+      // Portico read its body another way). Refused with 400 and the connection closed, as nginx does.
+      if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return 400;
       return 0;
     };
     const server = http.createServer(
@@ -246,6 +272,7 @@ class Listener {
         requireHostHeader: false,
       },
       (req, res) => {
+        if (behindClose(req)) return;
         const status = refusal(req as PorticoRequest, res);
         if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
         if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
@@ -256,12 +283,14 @@ class Listener {
     server.maxHeadersCount = config.max_header_count + 1;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      if (behindClose(req)) return;
       const status = refusal(req as PorticoRequest, res);
       if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
       if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
     });
     // Any other expectation: 417 (RFC 9110 §10.1.1), Portico's page; the connection stays (as nginx's).
     server.on('checkExpectation', function onCheckExpectation(req: IncomingMessage, res: ServerResponse) {
+      if (behindClose(req)) return;
       const status = refusal(req as PorticoRequest, res);
       if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
       if (admit(req, res)) dispatch.refuse(req, res, schemeOf(req), 417, false);
@@ -287,10 +316,7 @@ class Listener {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err.code);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
-      // Closed once the answer is out, as Node's own handler does: the socket allows half-open connections, and a
-      // client that ignores the answer and keeps its half open must not hold it.
-      sendRawError(socket, status, { serverHeader: dispatch.serverHeader() });
-      socket.once('finish', () => socket.destroy());
+      answerClientError(socket, status, dispatch.serverHeader());
     });
     if (config.tls !== undefined) this.secure = this.#secureStage(config);
   }
