@@ -1,11 +1,13 @@
 /**
  * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`).
  */
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
+import { withDevCertificate } from './config/load.js';
 import { ConfigError, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
@@ -16,10 +18,15 @@ const HELP = `portico ${version} — a front-end web server: static files, rever
 
 Usage:
   portico run   [-c FILE]   start serving (FILE defaults to ./portico.yaml)
+  portico run --dev [-c FILE]
+                            the same over HTTPS: every listener without tls (and without redirect_https)
+                            serves TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1,
+                            made at start in a temporary folder (its path is printed)
   portico check [-c FILE]   validate a config: exit 0 if it is valid, 1 with every error otherwise
 
 Options:
   -c, --config FILE   the config file (YAML or JSON)
+      --dev           run: serve HTTPS with a self-signed development certificate
   -h, --help          show this help
   -v, --version       show the version
 
@@ -45,18 +52,45 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function run(file: string): Promise<number> {
-  const config = load(file);
+/** The self-signed certificate of `--dev`, written to a fresh temporary folder (removed on exit). */
+async function devCertificate(): Promise<{ files: { cert: string; key: string }; pem: { cert: string; key: string }; dir: string; names: readonly string[] }> {
+  // Loaded only for --dev: the X.509 library is not needed otherwise (start-up time).
+  const { createCertificate, DEV_NAMES } = await import('./tls/self-signed.js');
+  const pem = await createCertificate({ names: DEV_NAMES, days: 30 });
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-dev-'));
+  const files = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  writeFileSync(files.cert, pem.cert);
+  writeFileSync(files.key, pem.key, { mode: 0o600 });
+  chmodSync(files.key, 0o600);
+  return { files, pem, dir, names: DEV_NAMES };
+}
+
+async function run(file: string, dev: boolean): Promise<number> {
+  const certificate = dev ? await devCertificate() : undefined;
+  if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
+  const loadServed = (): Config | undefined => {
+    const loaded = load(file);
+    return loaded === undefined || certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
+  };
+  const config = loadServed();
   if (config === undefined) return 1;
-  const server = new Portico(config);
+  let server: Portico;
   try {
+    // Building the server opens (and locks) the state directory, which may refuse.
+    server = new Portico(config);
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
     return 1;
   }
-  const urls = server.addresses.map((a) => `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
+  const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   process.stderr.write(`portico ${version} serving ${path.relative(process.cwd(), config.file) || config.file} on ${urls.join(' ')}\n`);
+  if (certificate !== undefined) {
+    process.stderr.write(
+      `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
+        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:PORT/)\n`,
+    );
+  }
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -71,7 +105,7 @@ async function run(file: string): Promise<number> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => {
-    const next = load(file);
+    const next = loadServed();
     if (next === undefined) return void process.stderr.write('portico: reload refused, still serving the previous config\n');
     server.reload(next).then(
       () => process.stderr.write('portico: config reloaded\n'),
@@ -91,6 +125,7 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
+        dev: { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -116,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'run':
-      return run(file);
+      return run(file, values.dev === true);
     default:
       process.stderr.write(`portico: unknown command "${command}"\n\n${HELP}`);
       return 2;

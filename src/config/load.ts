@@ -8,7 +8,7 @@ import path from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import { configSchema, type ConfigParts, type ParsedConfig } from './schema.js';
+import { configSchema, http2Settings, listenerTls, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
 import { validateConfig } from './validate.js';
 
 type DeepReadonly<T> = T extends RegExp
@@ -168,4 +168,17 @@ export function loadConfigFileWith(parts: ConfigParts, file: string): Config {
     throw new ConfigError([{ file, line: 1, col: 1, keyPath: '', message: `cannot read config: ${reason}` }]);
   }
   return parseConfigWith(parts, text, file);
+}
+
+/**
+ * The config `portico run --dev` serves: every listener without `tls` (and without `redirect_https`) serves TLS
+ * with HTTP/2, with the given certificate (already on disk as `files`) as its default.
+ */
+export function withDevCertificate(config: Config, files: PemPair, pem: PemPair): Config {
+  const listen = config.listen.map((listener) => {
+    if (listener.tls !== undefined || listener.redirect_https !== undefined) return listener;
+    const tls = { ...listenerTls.parse(files), pem };
+    return { ...listener, tls, http2: http2Settings.parse({}) };
+  });
+  return deepFreeze({ ...config, listen }) as Config;
 }

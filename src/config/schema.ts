@@ -56,7 +56,8 @@ const certificateFiles = {
   key: z.string().min(1).optional(),
 };
 
-const listenerTls = z
+/** A listener's `tls` (exported for `--dev`, which gives one to listeners without). */
+export const listenerTls = z
   .strictObject({
     ...certificateFiles,
     min_version: tlsVersion.default('TLSv1.2'),
@@ -69,7 +70,7 @@ const listenerTls = z
   .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined, client_ca_pem: undefined as string | undefined }));
 
 /** HTTP/2 settings a listener announces (RFC 9113 §6.5.2); the defaults are Caddy's and nginx's order of size. */
-const http2Settings = z.strictObject({
+export const http2Settings = z.strictObject({
   max_concurrent_streams: z.number().int().min(1).max(10_000).default(100),
   /** Largest header list (decoded, as RFC 9113 counts it) a request may have. */
   max_header_list_size: size.default(64 * 1024),
@@ -293,6 +294,40 @@ export const upstreamSchema = z.strictObject({
   try_interval: duration.default(250),
 });
 
+/** Let's Encrypt's directories: `directory` defaults to production, `staging: true` picks the staging one. */
+export const LETS_ENCRYPT = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+} as const;
+
+/** A site's automatic certificate (ACME, RFC 8555): where to order it and as whom. */
+const acmeSchema = z
+  .strictObject({
+    /** Contact address of the ACME account (the CA's expiry notices go there). */
+    email: z.string().regex(/^[^\s@]+@[^\s@]+$/, 'expected an e-mail address'),
+    /** The CA's terms of service must be agreed to, explicitly (false is a config error). */
+    agree_tos: z.boolean(),
+    /** The ACME directory URL; Let's Encrypt production by default. */
+    directory: z.url({ protocol: /^https?$/ }).optional(),
+    /** Let's Encrypt's staging directory (untrusted certificates, generous rate limits); not with `directory`. */
+    staging: z.boolean().default(false),
+    /** External account binding, for CAs that require one (ZeroSSL, Google, a private CA). */
+    eab: z.strictObject({ kid: z.string().min(1), hmac_key: z.string().min(1) }).optional(),
+    /** CA certificates (PEM file) to trust for the ACME server's own HTTPS, for a private or test CA. */
+    trusted_roots: z.string().min(1).optional(),
+  })
+  .transform((acme, ctx) => {
+    if (acme.staging && acme.directory !== undefined) {
+      ctx.addIssue({ code: 'custom', message: '"staging" picks Let\'s Encrypt\'s staging directory: set it or "directory", not both', path: ['staging'] });
+      return z.NEVER;
+    }
+    const directory = acme.directory ?? (acme.staging ? LETS_ENCRYPT.staging : LETS_ENCRYPT.production);
+    return { ...acme, directory };
+  });
+
+/** A site's ACME settings after parsing (directory filled in). */
+export type AcmeConfig = z.output<typeof acmeSchema>;
+
 /** A named cache zone: memory tier, optional disk tier. */
 const cacheZone = z
   .strictObject({
@@ -332,6 +367,8 @@ export interface HandlerSchema {
   readonly options: z.ZodType;
   /** May resolve relative paths in `options` in place: it runs before the config is frozen. */
   check?(options: unknown, env: CheckEnv): Problem[];
+  /** The folders whose files the part serves to clients (after `check` resolved them): nothing secret may live there. */
+  servedFolders?(options: unknown): string[];
   /** Middleware settings the part's own options carry for its route (see `ImpliedMiddleware`). */
   implies?(options: unknown): ImpliedMiddleware[];
 }
@@ -392,8 +429,14 @@ function routeSchema(parts: ConfigParts) {
     });
 }
 
+/** A site's certificate: its files (`cert` and `key`), or obtained and renewed automatically (`acme`). */
 const siteTls = z
-  .strictObject({ cert: certificateFiles.cert.unwrap(), key: certificateFiles.key.unwrap() })
+  .strictObject({ ...certificateFiles, acme: acmeSchema.optional() })
+  .superRefine((tls, ctx) => {
+    const files = tls.cert !== undefined || tls.key !== undefined;
+    if (files && tls.acme !== undefined) ctx.addIssue({ code: 'custom', path: ['acme'], message: 'a site has cert and key, or acme: not both' });
+    if (!files && tls.acme === undefined) ctx.addIssue({ code: 'custom', message: 'a site\'s tls needs cert and key, or acme' });
+  })
   .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }));
 
 const hsts = z.strictObject({
@@ -466,6 +509,11 @@ export function configSchema(parts: ConfigParts) {
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
     upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
     sites: z.array(siteSchema(parts)).min(1),
+    /**
+     * Where Portico keeps keys and certificates (ACME accounts and certificates, the sticky-cookie key), relative to
+     * the config's folder; `./var/portico` when a site uses ACME and this is unset.
+     */
+    state_dir: z.string().min(1).optional(),
   });
 }
 

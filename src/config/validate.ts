@@ -3,7 +3,7 @@
  * patterns, try_files syntax, certificates and keys (`tls.ts`). It also resolves relative paths against the config's folder, in place, before the
  * config is frozen.
  */
-import { statSync } from 'node:fs';
+import { realpathSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
@@ -27,6 +27,34 @@ export function isFile(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Whether `inner` is `outer` or lies below it (both absolute; symbolic links resolved where they exist). */
+export function isInside(inner: string, outer: string): boolean {
+  const real = (file: string): string => {
+    try {
+      return realpathSync(file);
+    } catch {
+      // A path that does not exist yet: its nearest existing parent decides where it will be.
+      const parent = path.dirname(file);
+      return parent === file ? file : path.join(real(parent), path.basename(file));
+    }
+  };
+  const relative = path.relative(real(outer), real(inner));
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
+
+/**
+ * Why an existing state directory may not be used (undefined when it may): it must be a directory owned by this
+ * user, and neither group- nor world-writable (another user could plant or swap a key or certificate there).
+ */
+export function stateDirProblem(stats: Stats, uid: number | undefined = process.getuid?.()): string | undefined {
+  if (!stats.isDirectory()) return 'is not a directory';
+  if (uid !== undefined && stats.uid !== uid) return `is owned by another user (uid ${stats.uid}, this process runs as uid ${uid})`;
+  if ((stats.mode & 0o022) !== 0) {
+    return `is ${(stats.mode & 0o020) !== 0 ? 'group' : 'world'}-writable (mode ${(stats.mode & 0o777).toString(8).padStart(4, '0')}): chmod 700 it`;
+  }
+  return undefined;
 }
 
 /**
@@ -101,6 +129,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
 
   const upstreams = Object.keys(config.upstreams);
   const caches = Object.keys(config.caches);
+  const served: string[] = [];
   let defaults = 0;
   config.sites.forEach((site, s) => {
     if (site.hosts === undefined && ++defaults === 2) {
@@ -151,7 +180,65 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
           problems.push({ keys: [...keys, named.kind, ...problem.keys], message: problem.message });
         }
       }
+      for (const folder of handler?.servedFolders?.(route.options) ?? []) served.push(folder);
     });
   });
+  problems.push(...checkAcme(config, dir));
+  problems.push(...checkSecretsServed(config, served));
+  return problems;
+}
+
+/**
+ * ACME sites (a certificate is ordered for every host: no wildcard, which needs dns-01, and the CA's terms agreed
+ * to) and the state directory they need: `./var/portico` beside the config when `state_dir` is unset.
+ */
+function checkAcme(config: ParsedConfig, dir: string): Problem[] {
+  const problems: Problem[] = [];
+  let acme = false;
+  config.sites.forEach((site, s) => {
+    const settings = site.tls?.acme;
+    if (settings === undefined) return;
+    acme = true;
+    const keys = ['sites', s, 'tls', 'acme'];
+    if (!settings.agree_tos) problems.push({ keys: [...keys, 'agree_tos'], message: "ACME needs the CA's terms of service agreed to: set agree_tos: true" });
+    if (site.hosts === undefined) problems.push({ keys, message: 'ACME needs the site\'s "hosts": a certificate names them' });
+    site.hosts?.forEach((host, h) => {
+      if (host.includes('*')) {
+        problems.push({ keys: ['sites', s, 'hosts', h], message: `a wildcard host cannot get an ACME certificate here (it needs the dns-01 challenge, which Portico does not do): ${JSON.stringify(host)}` });
+      }
+    });
+    if (settings.trusted_roots !== undefined) {
+      const file = path.resolve(dir, settings.trusted_roots);
+      if (!isFile(file)) problems.push({ keys: [...keys, 'trusted_roots'], message: `file ${settings.trusted_roots} does not exist` });
+      settings.trusted_roots = file;
+    }
+  });
+  if (config.state_dir === undefined && acme) config.state_dir = 'var/portico';
+  if (config.state_dir !== undefined) {
+    config.state_dir = path.resolve(dir, config.state_dir);
+    let stats: Stats | undefined;
+    try {
+      stats = statSync(config.state_dir);
+    } catch {
+      // Created at start (0700), with its missing parents.
+    }
+    const reason = stats === undefined ? undefined : stateDirProblem(stats);
+    if (reason !== undefined) problems.push({ keys: ['state_dir'], message: `state directory ${config.state_dir} ${reason}` });
+  }
+  return problems;
+}
+
+/** Keys and cached answers must never be served as files: the state directory and disk caches stay out of static roots. */
+function checkSecretsServed(config: ParsedConfig, served: readonly string[]): Problem[] {
+  const problems: Problem[] = [];
+  const inside = (folder: string) => served.find((root) => isInside(folder, root));
+  if (config.state_dir !== undefined) {
+    const root = inside(config.state_dir);
+    if (root !== undefined) problems.push({ keys: ['state_dir'], message: `the state directory holds private keys and is inside the static root ${root}: move it out` });
+  }
+  for (const [name, zone] of Object.entries(config.caches)) {
+    const root = zone.disk === undefined ? undefined : inside(zone.disk.path);
+    if (root !== undefined) problems.push({ keys: ['caches', name, 'disk', 'path'], message: `a cache folder inside the static root ${root} would serve cached answers as files: move it out` });
+  }
   return problems;
 }

@@ -382,6 +382,7 @@ export const staticKind = defineHandler({
   kind: 'static',
   options,
   check: checkStatic,
+  servedFolders: (options) => [options.root],
   create(options, env) {
     const handler = new StaticHandler(options, env.serverHeader);
     return {

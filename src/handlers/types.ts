@@ -47,6 +47,8 @@ export interface PartKind<Schema extends z.ZodType, Made> {
   readonly options: Schema;
   /** Checks that need the file system or the rest of the config; keys are relative to the options. */
   check?(options: z.output<Schema>, env: CheckEnv): Problem[];
+  /** The folders whose files the part serves (after `check` resolved them): the config keeps secrets out of them. */
+  servedFolders?(options: z.output<Schema>): string[];
   /** Middleware settings the part's own options carry for its route (`proxy.max_body_size`). */
   implies?(options: z.output<Schema>): ImpliedMiddleware[];
   /** Builds the part from options the config loader parsed with `options`. */

@@ -26,6 +26,15 @@ import { normalizePath, parseRequestTarget } from '../http/request-path.js';
 import { Router } from './router.js';
 import { sendError } from '../http/send.js';
 import { CertificateStore, isMisdirected } from '../tls/certificates.js';
+import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/challenges.js';
+
+/** What the server hands an app besides its config: state that outlives one app. */
+export interface AppState {
+  /** The sticky cookie's HMAC key when the config names none (kept in the state directory). */
+  stickyKey?: Buffer | undefined;
+  /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
+  challenges?: Http01Challenges | undefined;
+}
 
 interface CompiledRoute {
   handle: Handler;
@@ -75,12 +84,16 @@ export class App {
   readonly #onClose: (this: TrackedResponse) => void;
   readonly #trusted: TrustedProxies;
   readonly #serverHeader: string;
+  readonly #challenges: Http01Challenges | null;
 
-  constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map()) {
+  constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map(), state: AppState = {}) {
     this.config = config;
     this.#logger = logger;
+    // Only a config with an ACME site answers the challenge path; otherwise it is routed as any other.
+    this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
+    const stickyKey = state.stickyKey;
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger));
+      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey));
     }
     for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
@@ -88,7 +101,7 @@ export class App {
     this.#serverHeader = config.server_header;
     this.certificates = new CertificateStore(config);
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
-      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger);
+      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
         const env = {
@@ -280,8 +293,36 @@ export class App {
    */
   handle(req: IncomingMessage, res: ServerResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     const ctx = this.#context(req, res, scheme);
+    // ACME's http-01 check comes first: before routing, redirects, access rules, auth and rate limits.
+    if (this.#challenges !== null && scheme === 'http' && this.#answerChallenge(ctx)) return;
     const route = this.#route(ctx, redirectHttps);
     if (route !== undefined) this.#run(ctx, route);
+  }
+
+  /**
+   * Answers a GET or HEAD under /.well-known/acme-challenge/ when ACME is on: the key authorization of a pending
+   * token (RFC 8555 §8.3), 404 for any other. Returns false for every other request.
+   */
+  #answerChallenge(ctx: RequestContext): boolean {
+    const { req, res } = ctx;
+    const url = req.url ?? '';
+    if (!url.startsWith(CHALLENGE_PREFIX) || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
+    const q = url.indexOf('?');
+    const answer = this.#challenges!.answer(q === -1 ? url : url.slice(0, q));
+    if (answer === undefined) {
+      sendError(ctx, 404);
+      return true;
+    }
+    ctx.status = 200;
+    const headers: string[] = ['Content-Type', 'text/plain', 'Content-Length', String(answer.length), 'Cache-Control', 'no-store'];
+    if (this.#serverHeader !== '') headers.push('Server', this.#serverHeader);
+    res.writeHead(200, headers);
+    if (req.method === 'HEAD') res.end();
+    else {
+      ctx.bytesSent = answer.length;
+      res.end(answer);
+    }
+    return true;
   }
 
   /**

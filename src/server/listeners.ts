@@ -259,6 +259,7 @@ class Listener {
       if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) return 400;
       return 0;
     };
+    const listener = this;
     const server = http.createServer(
       {
         IncomingMessage: PorticoRequest,
@@ -271,22 +272,22 @@ class Listener {
         joinDuplicateHeaders: true,
         requireHostHeader: false,
       },
-      (req, res) => {
+      function onRequest(req, res) {
         if (behindClose(req)) return;
         const status = refusal(req as PorticoRequest, res);
         if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
-        if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
+        if (admit(req, res)) dispatch.request(req, res, schemeOf(req), listener.config.redirect_https ?? 0);
       },
     );
     this.server = server;
     startConnectionChecks(server);
     server.maxHeadersCount = config.max_header_count + 1;
     // Portico answers `Expect: 100-continue` itself, after its own checks (a 413 comes before any 100).
-    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    server.on('checkContinue', function onCheckContinue(req: IncomingMessage, res: ServerResponse) {
       if (behindClose(req)) return;
       const status = refusal(req as PorticoRequest, res);
       if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
-      if (admit(req, res)) dispatch.request(req, res, schemeOf(req), this.config.redirect_https ?? 0);
+      if (admit(req, res)) dispatch.request(req, res, schemeOf(req), listener.config.redirect_https ?? 0);
     });
     // Any other expectation: 417 (RFC 9110 §10.1.1), Portico's page; the connection stays (as nginx's).
     server.on('checkExpectation', function onCheckExpectation(req: IncomingMessage, res: ServerResponse) {

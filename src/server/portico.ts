@@ -9,9 +9,22 @@ import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import { CacheZones } from '../cache/zones.js';
+import { PorticoError } from '../errors.js';
+import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
+import { Http01Challenges } from '../tls/challenges.js';
+import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
-import { App } from './app.js';
+import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from './listeners.js';
+
+/** The state directory's file that keeps the sticky cookie's key across restarts. */
+const STICKY_KEY_FILE = 'sticky.key';
+
+/** What a server may be built with besides its config and logger. */
+export interface PorticoOptions {
+  /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
+  acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
+}
 
 /** A Portico server: listeners plus the current app. */
 export class Portico {
@@ -20,13 +33,27 @@ export class Portico {
   readonly #logger: Logger;
   readonly #zones: CacheZones;
   #reloading: Promise<void> = Promise.resolve();
+  /** The state directory (locked while this server lives), when the config names one or ACME needs one. */
+  #state: StateDir | undefined;
+  #acme: AcmeSites | undefined;
+  #stopped = false;
+  readonly #appState: AppState = {};
+  readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
 
-  constructor(config: Config, logger: Logger = createErrorLog(config.log.level)) {
+  /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
+  constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
     this.#logger = logger;
+    this.#acmeOptions = options.acme ?? {};
     this.#zones = new CacheZones(logger);
+    this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
     plan.commit();
-    this.#app = new App(config, logger, plan.zones);
+    try {
+      this.#app = new App(config, logger, plan.zones, this.#appState);
+    } catch (err) {
+      this.#state?.release();
+      throw err;
+    }
     this.#listeners = new Listeners(
       config.listen,
       {
@@ -42,6 +69,51 @@ export class Portico {
       },
       logger,
     );
+  }
+
+  /**
+   * Opens the state directory and what lives in it. Once per process: a reload may add one, or drop the key (the
+   * directory stays in use), but not move it.
+   */
+  #openState(dir: string | undefined): void {
+    if (dir === this.#state?.path || dir === undefined) return;
+    if (this.#state !== undefined) {
+      throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#state.path} to ${dir}: restart Portico to move it`);
+    }
+    const state = StateDir.open(dir, this.#logger);
+    this.#state = state;
+    this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
+    this.#appState.challenges = new Http01Challenges();
+  }
+
+  /**
+   * Hands the config's sites to the ACME managers (at start, and after a reload's swap). acme-client (a second
+   * or so to load) is only loaded once a config has an ACME site.
+   */
+  async #updateAcme(config: Config): Promise<void> {
+    const state = this.#state;
+    if (this.#acme === undefined) {
+      if (state === undefined || !config.sites.some((site) => site.tls?.acme !== undefined)) return;
+      const { AcmeSites } = await import('../tls/acme.js');
+      // Into the store of the app serving at the time: a reload's new app adopts what the previous one had.
+      const sink: CertificateSink = {
+        install: (id, hosts, cert, key) => this.#app.certificates.install(id, hosts, cert, key),
+        remove: (id) => void this.#app.certificates.remove(id),
+      };
+      this.#acme = new AcmeSites({ state, sink, challenges: this.#appState.challenges!, logger: this.#logger, ...this.#acmeOptions });
+    }
+    if (this.#stopped) return;
+    try {
+      this.#acme.update(config.sites);
+    } catch (err) {
+      // A trusted_roots file gone since the config was checked: the sites are served, without new certificates.
+      this.#logger.error({ err }, 'acme: cannot manage the certificates of this config');
+    }
+  }
+
+  /** The ACME manager of the site naming `host` (for tests and status). */
+  acmeManager(host: string): AcmeManager | undefined {
+    return this.#acme?.manager(host);
   }
 
   /** The config of the app now serving. */
@@ -76,8 +148,11 @@ export class Portico {
     } catch (err) {
       await this.#app.stop();
       await this.#zones.stop();
+      this.#state?.release();
       throw err;
     }
+    // Orders start once the plain listeners can answer http-01.
+    await this.#updateAcme(this.#app.config);
   }
 
   /**
@@ -94,8 +169,9 @@ export class Portico {
   }
 
   async #reload(config: Config): Promise<void> {
+    this.#openState(config.state_dir);
     const caches = this.#zones.resolve(config.caches);
-    const next = new App(config, this.#logger, caches.zones);
+    const next = new App(config, this.#logger, caches.zones, this.#appState);
     let listeners;
     try {
       for (const zone of caches.fresh) await zone.start();
@@ -113,14 +189,18 @@ export class Portico {
     // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    await this.#updateAcme(config);
     await previous.stop();
     await Promise.all(caches.retired.map((zone) => zone.stop()));
   }
 
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
   async stop(graceMs = 10_000): Promise<void> {
+    this.#stopped = true;
+    this.#acme?.stop();
     await this.#listeners.stop(graceMs);
     await this.#app.stop();
     await this.#zones.stop();
+    this.#state?.release();
   }
 }

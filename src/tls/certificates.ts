@@ -119,6 +119,8 @@ interface MadeWith {
   readonly socket: TLSSocket;
   /** The presented certificate's fingerprint, read on first need. */
   presented: string | undefined;
+  /** The presented certificate, parsed only when a host's certificate differs from it (see `isMisdirected`). */
+  parsed?: X509Certificate | null;
 }
 
 /** Records, on a connection whose handshake is done, the store and default certificate it was made with. */
@@ -140,5 +142,12 @@ export function isMisdirected(socket: object, host: string): boolean {
   const wanted = expected ?? made.fallback;
   if (wanted === undefined) return false;
   made.presented ??= (made.socket.getCertificate() as { fingerprint256?: string } | null)?.fingerprint256 ?? '';
-  return wanted.fingerprint !== made.presented;
+  if (wanted.fingerprint === made.presented) return false;
+  // Another certificate serves the host now. A connection made before it was installed (an ACME renewal) presented
+  // the previous one, which still names the host: the request is not misdirected, and the connection goes on.
+  if (made.parsed === undefined) {
+    const raw = (made.socket.getCertificate() as { raw?: Buffer } | null)?.raw;
+    made.parsed = raw === undefined ? null : new X509Certificate(raw);
+  }
+  return made.parsed === null || made.parsed.checkHost(host) === undefined;
 }

@@ -22,8 +22,8 @@ type UpstreamConfig = Config['upstreams'][string];
  * The sticky cookie's HMAC key when the config names none: random, for this process (scope: process). A value
  * therefore names its server only to this process, survives reloads, and changes on restart, when clients are
  * simply pinned again. Without a key the value was a plain hash of the server's URL, which could be reversed to
- * the app's address by trying candidates. The state directory (TLS issue) will keep one across restarts and
- * processes.
+ * the app's address by trying candidates. With a state directory, the server hands in the key kept there instead
+ * (`stickyKey`), so that pins survive restarts and hold across processes sharing it.
  */
 const PROCESS_STICKY_SECRET = randomBytes(32);
 
@@ -51,7 +51,7 @@ export class Upstream {
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
 
-  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger) {
+  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET) {
     this.name = name;
     this.config = config;
     this.#logger = logger;
@@ -62,7 +62,7 @@ export class Upstream {
     this.#policy = createPolicy(kind, this.#primaries);
     this.#backupPolicy = createPolicy(kind, this.#backups);
     // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
-    const key = config.sticky?.secret ?? PROCESS_STICKY_SECRET;
+    const key = config.sticky?.secret ?? stickyKey;
     this.#stickyIds = this.servers.map((s) => createHmac('sha256', key).update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
     if (config.health !== undefined) {
       this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {

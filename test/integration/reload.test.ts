@@ -4,17 +4,13 @@
  * address is taken) is reported and the old one keeps serving on its port.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { makeTree } from '../helpers/portico.js';
-
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CLI = path.join(repo, 'dist/src/cli.js');
+import { PorticoProcess } from '../helpers/process.js';
 
 const dir = makeTree({});
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,91 +18,6 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** A config with one respond route answering `body` on every path. */
 function respondConfig(listen: string, body: string): string {
   return `listen: ["${listen}"]\nlog: { access: off }\nsites:\n  - routes:\n      - path: /\n        respond: { body: "${body}" }\n`;
-}
-
-/** A `portico run` child process whose stderr can be awaited line by line. */
-class PorticoProcess {
-  readonly child: ChildProcess;
-  readonly file: string;
-  port = 0;
-  #stderr = '';
-  #waiters: Array<() => void> = [];
-  #exited = false;
-
-  private constructor(file: string) {
-    this.file = file;
-    this.child = spawn(process.execPath, [CLI, 'run', '-c', file], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr!.on('data', (chunk: Buffer) => {
-      this.#stderr += chunk.toString();
-      this.#wake();
-    });
-    this.child.once('exit', () => {
-      this.#exited = true;
-      this.#wake();
-    });
-  }
-
-  #wake(): void {
-    for (const wake of this.#waiters.splice(0)) wake();
-  }
-
-  /** Starts `portico run -c file` and waits for the line that names the port it serves on. */
-  static async start(file: string): Promise<PorticoProcess> {
-    const running = new PorticoProcess(file);
-    try {
-      const line = await running.waitForLine(/serving .* on http:\/\/127\.0\.0\.1:(\d+)\//, 0);
-      running.port = Number(/:(\d+)\/$/.exec(line.trim())![1]);
-      return running;
-    } catch (err) {
-      await running.stop();
-      throw err;
-    }
-  }
-
-  /** Everything written to stderr so far. */
-  get stderr(): string {
-    return this.#stderr;
-  }
-
-  /** Waits for a stderr line matching `pattern` that starts at or after offset `from`; returns it. */
-  async waitForLine(pattern: RegExp, from: number, timeoutMs = 15_000): Promise<string> {
-    const limit = Date.now() + timeoutMs;
-    for (;;) {
-      const line = this.#stderr
-        .slice(from)
-        .split('\n')
-        .find((l) => pattern.test(l));
-      if (line !== undefined) return line;
-      if (this.#exited) throw new Error(`portico exited while waiting for ${pattern}; stderr:\n${this.#stderr}`);
-      const left = limit - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${pattern}; stderr:\n${this.#stderr}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Rewrites the config file, sends SIGHUP, and waits for the line that tells how the reload went. */
-  async reload(text: string): Promise<{ line: string; log: string }> {
-    writeFileSync(this.file, text);
-    const mark = this.#stderr.length;
-    this.child.kill('SIGHUP');
-    const line = await this.waitForLine(/^portico: (config reloaded|reload refused|reload failed)/, mark);
-    return { line, log: this.#stderr.slice(mark) };
-  }
-
-  /** SIGTERM, then waits for the exit; returns the exit code. */
-  async stop(): Promise<number | null> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
-    const exited = once(this.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-    this.child.kill('SIGTERM');
-    const [code] = await exited;
-    return code;
-  }
 }
 
 /** The body of GET / on a fresh connection. */
@@ -120,7 +31,7 @@ async function body(port: number): Promise<string> {
 async function startServingOne(name: string): Promise<PorticoProcess> {
   const file = path.join(dir, name);
   writeFileSync(file, respondConfig('127.0.0.1:0', 'one'));
-  const portico = await PorticoProcess.start(file);
+  const portico = await PorticoProcess.start(file, dir);
   assert.equal(await body(portico.port), 'one');
   return portico;
 }

@@ -45,6 +45,8 @@ export interface TlsRequest {
   client?: PemCertificate;
   minVersion?: tls.SecureVersion;
   maxVersion?: tls.SecureVersion;
+  /** The client's cipher list (`DEFAULT@SECLEVEL=0` lets it offer TLS 1.0 and 1.1 at all). */
+  ciphers?: string;
 }
 
 /** One HTTP/1.1 request over its own TLS connection (ALPN http/1.1). */
@@ -65,6 +67,7 @@ export function httpsGet(request: TlsRequest): Promise<TlsAnswer> {
         ...(request.client === undefined ? {} : { cert: request.client.cert, key: request.client.key }),
         ...(request.minVersion === undefined ? {} : { minVersion: request.minVersion }),
         ...(request.maxVersion === undefined ? {} : { maxVersion: request.maxVersion }),
+        ...(request.ciphers === undefined ? {} : { ciphers: request.ciphers }),
         timeout: 10_000,
         // Handed to tls.connect (not in https' own option type).
       } as https.RequestOptions,

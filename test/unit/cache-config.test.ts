@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
-import { ConfigError, formatConfigIssue } from '../../src/errors.js';
+import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 import { proxyKind } from '../../src/handlers/proxy.js';
 import { optionsOf } from '../../src/handlers/types.js';
@@ -16,13 +16,7 @@ const dir = makeTree({ 'cache/.keep': '' });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function errorsOf(text: string): string[] {
-  try {
-    parseConfig(text, 'portico.yaml', dir);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.issues.map(formatConfigIssue);
-  }
-  assert.fail('expected the config to be refused');
+  return configErrors(text, dir);
 }
 
 describe('cache config', () => {

@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, formatConfigIssue } from '../../src/errors.js';
 import { parseConfig, type Config } from '../../src/server/config.js';
 import { createCertificate, type PemCertificate } from '../../src/tls/self-signed.js';
+import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 
 let dir: string;
@@ -26,13 +26,7 @@ function parse(text: string): Config {
 }
 
 function errorsOf(text: string): string[] {
-  try {
-    parse(text);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.issues.map(formatConfigIssue);
-  }
-  assert.fail('expected the config to be refused');
+  return configErrors(text, dir);
 }
 
 describe('TLS config', () => {

@@ -1,0 +1,31 @@
+/**
+ * ACME http-01 challenges (RFC 8555 §8.3): the tokens of orders in progress and their key authorizations, which
+ * the plain listeners answer under /.well-known/acme-challenge/. Apart from `acme.ts` so that the request path
+ * needs no ACME client loaded.
+ */
+
+/** The path prefix of http-01 challenges (RFC 8555 §8.3). */
+export const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+
+/** The http-01 tokens now pending, with their key authorizations: only these are answered. */
+export class Http01Challenges {
+  readonly #pending = new Map<string, string>();
+
+  /** The key authorization for a request path, or undefined when the path names no pending token. */
+  answer(path: string): string | undefined {
+    if (!path.startsWith(CHALLENGE_PREFIX)) return undefined;
+    return this.#pending.get(path.slice(CHALLENGE_PREFIX.length));
+  }
+
+  get size(): number {
+    return this.#pending.size;
+  }
+
+  set(token: string, keyAuthorization: string): void {
+    this.#pending.set(token, keyAuthorization);
+  }
+
+  delete(token: string): void {
+    this.#pending.delete(token);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * A real `portico run` child process, for tests of what only the process does: signals (SIGHUP reload,
+ * SIGTERM), its stderr lines, `--dev`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const CLI = path.join(repo, 'dist/src/cli.js');
+
+/** A `portico run` child process whose stderr can be awaited line by line. */
+export class PorticoProcess {
+  readonly child: ChildProcess;
+  readonly file: string;
+  port = 0;
+  #stderr = '';
+  #waiters: Array<() => void> = [];
+  #exited = false;
+
+  private constructor(file: string, cwd: string, args: readonly string[]) {
+    this.file = file;
+    this.child = spawn(process.execPath, [CLI, 'run', ...args, '-c', file], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child.stderr!.on('data', (chunk: Buffer) => {
+      this.#stderr += chunk.toString();
+      this.#wake();
+    });
+    this.child.once('exit', () => {
+      this.#exited = true;
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
+  /** Starts `portico run [args] -c file` in `cwd` and waits for the line that names the port it serves on (the first). */
+  static async start(file: string, cwd: string, args: readonly string[] = []): Promise<PorticoProcess> {
+    const running = new PorticoProcess(file, cwd, args);
+    try {
+      const line = await running.waitForLine(/serving .* on https?:\/\/127\.0\.0\.1:(\d+)\//, 0);
+      running.port = Number(/ on https?:\/\/127\.0\.0\.1:(\d+)\//.exec(line)![1]);
+      return running;
+    } catch (err) {
+      await running.stop();
+      throw err;
+    }
+  }
+
+  /** Everything written to stderr so far. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Waits for a stderr line matching `pattern` that starts at or after offset `from`; returns it. */
+  async waitForLine(pattern: RegExp, from: number, timeoutMs = 15_000): Promise<string> {
+    const limit = Date.now() + timeoutMs;
+    for (;;) {
+      const line = this.#stderr
+        .slice(from)
+        .split('\n')
+        .find((l) => pattern.test(l));
+      if (line !== undefined) return line;
+      if (this.#exited) throw new Error(`portico exited while waiting for ${pattern}; stderr:\n${this.#stderr}`);
+      const left = limit - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${pattern}; stderr:\n${this.#stderr}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Rewrites the config file, sends SIGHUP, and waits for the line that tells how the reload went. */
+  async reload(text: string): Promise<{ line: string; log: string }> {
+    writeFileSync(this.file, text);
+    const mark = this.#stderr.length;
+    this.child.kill('SIGHUP');
+    const line = await this.waitForLine(/^portico: (config reloaded|reload refused|reload failed)/, mark);
+    return { line, log: this.#stderr.slice(mark) };
+  }
+
+  /** SIGTERM, then waits for the exit; returns the exit code. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    const exited = once(this.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    this.child.kill('SIGTERM');
+    const [code] = await exited;
+    return code;
+  }
+}
