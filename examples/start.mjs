@@ -1,11 +1,14 @@
-// `npm start`: runs the showcase. Starts the example app instances that examples/portico.yaml proxies to,
+// `npm start`: runs the showcase. Makes the showcase's self-signed HTTPS certificate if needed
+// (examples/dev-certificate.mjs), starts the example app instances that examples/portico.yaml proxies to,
 // then Portico itself, and stops them all together on Ctrl-C. (A later release lets Portico start its app
 // servers itself; until then this script plays the process manager.)
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureDevCertificate } from './dev-certificate.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+await ensureDevCertificate();
 const apps = [3001, 3002].map((port, i) =>
   spawn(process.execPath, [path.join(here, 'app/server.mjs'), String(port), `app-${i + 1}`], { stdio: ['ignore', 'inherit', 'inherit'] }),
 );

@@ -11,13 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import zlib from 'node:zlib';
 import type { RequestContext } from '../http/context.js';
 import { RETRY_SOON, sendError, sendWhole } from '../http/send.js';
 import { renderListing } from './static/autoindex.js';
 import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
 import { negotiateEncoding } from '../http/negotiate.js';
-import { BROTLI_QUALITY, GZIP_LEVEL, makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
+import { createEncoder, DEFAULT_LEVELS } from '../http/compression.js';
+import { makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
 import { parseRange, type ByteRange } from '../http/range.js';
 import { StaticResolver, type Resolution } from './static/resolver.js';
 import { z } from 'zod';
@@ -368,11 +368,7 @@ class StaticHandler {
     if (encoding === undefined) {
       pipeline(stream, res, done);
     } else {
-      const compressor =
-        encoding === 'br'
-          ? zlib.createBrotliCompress({ params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY } })
-          : zlib.createGzip({ level: GZIP_LEVEL });
-      pipeline(stream, compressor, res, done);
+      pipeline(stream, createEncoder(encoding, DEFAULT_LEVELS), res, done);
     }
   }
 }

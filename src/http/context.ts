@@ -19,6 +19,11 @@ export class RequestContext {
   status = 0;
   /** Body bytes sent, as far as the handler knows (for the access log). */
   bytesSent = 0;
+  /**
+   * The body of an answer sent whole from memory (a stored response, a file held in memory), set by `sendWhole`:
+   * the same Buffer each time that answer is sent, so a response transform (compression) may key work it reuses on it.
+   */
+  wholeBody: Buffer | undefined = undefined;
   /** Site-level error pages (status → page), set by the app when the site is matched. */
   errorPages: ReadonlyMap<number, Buffer> | undefined = undefined;
   /** One entry per upstream attempt, filled in by the proxy handler (for the access log). */

@@ -70,6 +70,7 @@ export function oneWriteText(body: Buffer): string | undefined {
 export function sendWhole(ctx: RequestContext, status: number, headers: readonly string[], body: Buffer, text: string | undefined): void {
   const res: ServerResponse = ctx.res;
   ctx.status = status;
+  ctx.wholeBody = body;
   res.writeHead(status, headers as string[]);
   if (ctx.req.method === 'HEAD') return void res.end();
   ctx.bytesSent = body.length;

@@ -23,6 +23,23 @@ function errorsOf(text: string): string[] {
 }
 
 describe('config errors', () => {
+  test('compress: a bad level on a site and a bad media type on a route are reported at file:line:col with their key paths', () => {
+    const issues = errorsOf(
+      [
+        'listen: ["127.0.0.1:0"]',
+        'sites:',
+        '  - compress: { brotli_quality: 12 }',
+        '    routes:',
+        '      - path: /',
+        '        compress: { types: [json] }',
+        '        respond: { body: ok }',
+      ].join('\n'),
+    );
+    assert.equal(issues.length, 2, issues.join('\n'));
+    assert.match(issues.find((line) => line.includes('brotli_quality'))!, /^portico\.yaml:3:\d+ sites\[0\]\.compress\.brotli_quality: /);
+    assert.match(issues.find((line) => line.includes('types'))!, /^portico\.yaml:6:\d+ sites\[0\]\.routes\[0\]\.compress\.types\[0\]: a media type/);
+  });
+
   test('a missing static root is reported at file:line:col with its key path', () => {
     const text = [
       'listen: ["127.0.0.1:0"]',

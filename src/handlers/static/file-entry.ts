@@ -3,21 +3,12 @@
  * variants (precompressed siblings on disk, or compressions made once in memory). Header lists are built once
  * per entry so the hot path hands Node a ready array.
  */
-import { promisify } from 'node:util';
-import zlib from 'node:zlib';
 import mime from 'mime-types';
 import { oneWriteText } from '../../http/send.js';
 import { isCompressible, type Encoding } from '../../http/negotiate.js';
+import { DEFAULT_LEVELS, encodeWhole, MIN_COMPRESS_SIZE } from '../../http/compression.js';
 
-const gzip = promisify(zlib.gzip);
-const brotli = promisify(zlib.brotliCompress);
 
-/** Brotli quality for on-the-fly compression: 4 is fast with a good ratio; Node's default 11 is far too slow. */
-export const BROTLI_QUALITY = 4;
-/** gzip level for on-the-fly compression (nginx's default is 1; 6 is zlib's balance). */
-export const GZIP_LEVEL = 6;
-/** Smaller bodies are not worth compressing: the framing costs more than it saves. */
-export const MIN_COMPRESS_SIZE = 256;
 
 /** Stat fields that identify a version of a file. */
 export interface FileStat {
@@ -159,20 +150,11 @@ export class FileEntry {
   compressed(encoding: Variant['encoding']): Promise<Variant> {
     let made = this.#made.get(encoding);
     if (made === undefined) {
-      const body = this.body!;
-      const work =
-        encoding === 'br'
-          ? brotli(body, {
-              params: {
-                [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY,
-                [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length,
-              },
-            })
-          : gzip(body, { level: GZIP_LEVEL });
+      const work = Promise.resolve(encodeWhole(this.body!, encoding, DEFAULT_LEVELS));
       const suffix = encoding === 'br' ? '-br' : '-gz';
       made = work.then((out) => {
         const etag = makeETag(this.stat, suffix);
-        const variant: Variant = { encoding, etag, size: out.length, body: out, text: oneWriteText(out), headers: this.headerList(etag, out.length, encoding) };
+        const variant: Variant = { encoding, etag, size: out.body.length, body: out.body, text: out.text, headers: this.headerList(etag, out.body.length, encoding) };
         this.#ready.set(encoding, variant);
         return variant;
       });
