@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { ConfigError } from '../../src/errors.js';
 import { sharedHashPool } from '../../src/handlers/middleware/hash-pool.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
+import { createCertificate } from '../../src/tls/self-signed.js';
 import pino from 'pino';
 import { rawRequest } from '../helpers/raw-client.js';
 import { makeTree } from '../helpers/portico.js';
@@ -274,21 +276,22 @@ sites:
 });
 
 describe('basic_auth: transport', () => {
-  test('over plain HTTP from a non-loopback peer: 403 without a check or a challenge', async (t) => {
+  test('over plain HTTP from a non-loopback peer: 403 without a check or a challenge; over TLS from that peer the credentials are checked and pass', async (t) => {
     const local = Object.values(networkInterfaces())
       .flat()
       .find((entry) => entry !== undefined && !entry.internal && entry.family === 'IPv4');
     if (local === undefined) return t.skip('this machine has no non-loopback IPv4 address to listen on');
-    const dir = makeTree();
+    const pem = await createCertificate({ names: [local.address] });
+    const dir = makeTree({ 'cert.pem': pem.cert, 'key.pem': pem.key });
     const config = parseConfig(
-      `listen: ["${local.address}:0", "127.0.0.1:0"]\nlog: { access: off }\n${inline()}`,
+      `listen: ["${local.address}:0", "127.0.0.1:0", { addr: "${local.address}:0", tls: { cert: ./cert.pem, key: ./key.pem } }]\nlog: { access: off }\n${inline()}`,
       path.join(dir, 'portico.yaml'),
       dir,
     );
     const server = new Portico(config, pino({ level: 'silent' }));
     await server.start();
     defer(() => server.stop(100));
-    const [outside, loopback] = server.addresses;
+    const [outside, loopback, secure] = server.addresses;
     const pool = sharedHashPool();
     const hashed = pool.started;
     // Connect from the machine's own non-loopback address: the peer Portico sees is not loopback.
@@ -308,6 +311,17 @@ describe('basic_auth: transport', () => {
     assert.ok(net.isIP(local.address));
     const viaLoopback = await as(`http://127.0.0.1:${loopback!.port}/admin`, basic('alice', 'wonderland'));
     assert.equal(viaLoopback.status, 200, 'the same route over loopback checks and passes');
+    const overTls = await new Promise<number>((resolve, reject) => {
+      const req = https.get(
+        { host: local.address, port: secure!.port, path: '/admin', localAddress: local.address, ca: pem.cert, headers: { authorization: basic('alice', 'wonderland') } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        },
+      );
+      req.on('error', reject);
+    });
+    assert.equal(overTls, 200, 'over TLS a non-loopback peer is checked and passes');
   });
 });
 

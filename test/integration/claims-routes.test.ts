@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { httpRequest } from './proxy-support.js';
@@ -70,6 +70,9 @@ describe('the showcase config', () => {
   const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
   test('portico check -c examples/portico.yaml (run from the repository root) exits 0 with one OK line and nothing on stderr', async () => {
+    // The showcase's HTTPS listener names the certificate `npm start` makes (examples/dev-certificate.mjs).
+    const devCertificate = (await import(pathToFileURL(path.join(repo, 'examples/dev-certificate.mjs')).href)) as { ensureDevCertificate(): Promise<unknown> };
+    await devCertificate.ensureDevCertificate();
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const child = spawn(process.execPath, [path.join(repo, 'dist/src/cli.js'), 'check', '-c', 'examples/portico.yaml'], {
         cwd: repo,
