@@ -97,6 +97,14 @@ const listenerFields = z.strictObject({
   keepalive_timeout: duration.default(75_000),
   /** Requests served on one connection before it is closed (0 = no limit). */
   max_requests_per_conn: z.number().int().min(0).default(0),
+  /** A client that takes none of its answer's bytes for this long is disconnected (nginx's send_timeout; 0 = never). */
+  send_timeout: duration.default(60_000),
+  /** Open connections on this listener (0 = no limit); past it a new one is turned away at once. */
+  max_connections: z.number().int().min(0).default(0),
+  /** Open connections from one client address (the PROXY protocol's when on; 0 = no limit). */
+  max_connections_per_ip: z.number().int().min(0).default(0),
+  /** Every connection starts with a PROXY protocol header (v1 or v2) from a `trusted_proxies` peer. */
+  proxy_protocol: z.boolean().default(false),
   /** Serve TLS on this address (certificates chosen by SNI among the sites' and this default). */
   tls: listenerTls.optional(),
   /** ALPN `h2` beside `http/1.1`: on by default on a TLS listener; not served without TLS (no h2c). */

@@ -56,3 +56,26 @@ export function checkTrustedEntry(entry: string): string | undefined {
 export function stripMapped(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
+
+const kProxiedPeer = Symbol('portico.proxiedPeer');
+type ProxiedSocket = object & { [kProxiedPeer]?: string };
+
+/**
+ * Records the client address a PROXY protocol header gave for a connection: from then on it stands for the
+ * connection's peer (rate limits, access rules, the access log, X-Forwarded-For). Set on each socket object a
+ * request may be read from (the raw one, and a TLS socket wrapping it).
+ */
+export function setProxiedPeer(socket: object, address: string): void {
+  (socket as ProxiedSocket)[kProxiedPeer] = stripMapped(address);
+}
+
+/** The connection's peer: the PROXY protocol's address when one was given, else the TCP peer (`::ffff:` removed). */
+export function connectionPeer(socket: { remoteAddress?: string | undefined }): string {
+  return (socket as ProxiedSocket)[kProxiedPeer] ?? stripMapped(socket.remoteAddress ?? '');
+}
+
+/** Gives a socket wrapping another (TLS over the accepted one) the PROXY protocol's address the inner one had. */
+export function inheritProxiedPeer(inner: object, outer: object): void {
+  const address = (inner as ProxiedSocket)[kProxiedPeer];
+  if (address !== undefined) (outer as ProxiedSocket)[kProxiedPeer] = address;
+}

@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { stripMapped, type TrustedProxies } from './client-address.js';
+import { connectionPeer, type TrustedProxies } from './client-address.js';
 
 declare module 'node:http2' {
   interface Http2ServerResponse {
@@ -157,9 +157,12 @@ export class RequestContext {
     this.#onGone?.();
   }
 
-  /** The TCP peer's address (`::ffff:` prefix of a mapped IPv4 address removed). */
+  /**
+   * The connection's peer (`::ffff:` prefix of a mapped IPv4 address removed): the TCP peer, or on a
+   * `proxy_protocol` listener the client address the balancer's header gave.
+   */
   peerAddress(): string {
-    return stripMapped(this.req.socket.remoteAddress ?? '');
+    return connectionPeer(this.req.socket);
   }
 
   /** The client's address: the peer, or behind a trusted proxy the address it forwarded (worked out once). */

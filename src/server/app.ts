@@ -152,6 +152,11 @@ export class App {
     };
   }
 
+  /** The config's `trusted_proxies`, compiled. */
+  get trustedProxies(): TrustedProxies {
+    return this.#trusted;
+  }
+
   /** A cache zone by name, for purging (admin API, tests). */
   cacheZone(name: string): CacheZone | undefined {
     return this.#caches.get(name);

@@ -9,11 +9,17 @@
  * of a small static answer. Here a sweep looks at every connection a few times per timeout instead, and reads
  * only what the socket keeps anyway (bytes read and written), so a request costs nothing. A connection is
  * closed at least `timeout` and at most `timeout` + 2 sweep intervals after it went idle.
+ *
+ * The same sweep enforces the send timeout (nginx's `send_timeout`): a connection with bytes waiting to go out
+ * to its client (its write buffer not empty) that has made no progress for `send_timeout` — the client does not
+ * read — is closed. Progress is a write completing or the kernel taking more of the one under way, so a slow
+ * reader that keeps taking bytes is never cut, and an idle connection has nothing waiting to be sent.
  */
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { requestsBeingReceived, responseOnSocket } from './node-internals.js';
+import type { TLSSocket } from 'node:tls';
+import { queuedInKernelWrite, requestsBeingReceived, responseOnSocket, wrappedSocket } from './node-internals.js';
 
 interface Watch {
   /** Bytes read plus bytes written at the last sweep that found the connection not busy. */
@@ -22,6 +28,11 @@ interface Watch {
   since: number;
   /** Handed over to an upgrade (WebSocket): busy for as long as Portico has not ended its side. */
   upgraded: boolean;
+  /** Bytes whose write completed, and the kernel's backlog of the write under way, at the last change seen. */
+  sent: number;
+  queued: number;
+  /** When the connection last made sending progress, or began to have bytes waiting (ms, from the sweep's clock). */
+  sendSince: number;
 }
 
 /** How often connections are looked at for a timeout of `timeoutMs`: a quarter of it, within [50 ms, 5 s]. */
@@ -29,25 +40,49 @@ export function sweepInterval(timeoutMs: number): number {
   return Math.max(50, Math.min(5000, Math.floor(timeoutMs / 4)));
 }
 
-/** Closes a server's connections once they have been idle for the timeout; `drain()` and `stop()` for shutdown. */
+/** What the sweeper is told about a connection it closes for the send timeout. */
+export type SendTimeoutHandler = (socket: Socket) => void;
+
+/**
+ * Closes a server's connections once they have been idle for the timeout, or stalled sending for the send
+ * timeout (0: none); `watch()` each connection handed to the server; `drain()` and `stop()` for shutdown.
+ */
 export class KeepAliveSweeper {
   readonly #server: Server;
   #timeout: number;
+  #sendTimeout: number;
+  readonly #onSendTimeout: SendTimeoutHandler;
   readonly #watched = new Map<Socket, Watch>();
   readonly #now: () => number;
   #timer: NodeJS.Timeout;
   #draining = false;
   #stopped = false;
 
-  constructor(server: Server, timeoutMs: number, now: () => number = () => performance.now()) {
+  constructor(
+    server: Server,
+    timeoutMs: number,
+    sendTimeoutMs = 0,
+    onSendTimeout: SendTimeoutHandler = () => {},
+    now: () => number = () => performance.now(),
+  ) {
     this.#server = server;
     this.#timeout = timeoutMs;
+    this.#sendTimeout = sendTimeoutMs;
+    this.#onSendTimeout = onSendTimeout;
     this.#now = now;
-    server.on('connection', (socket: Socket) => {
-      this.#watched.set(socket, { activity: 0, since: this.#now(), upgraded: false });
-      socket.once('close', () => this.#watched.delete(socket));
-    });
-    this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs)).unref();
+    this.#timer = setInterval(() => this.sweep(), this.#interval()).unref();
+  }
+
+  /** How often to sweep: often enough for the shorter of the two timeouts. */
+  #interval(): number {
+    return sweepInterval(this.#sendTimeout > 0 ? Math.min(this.#timeout, this.#sendTimeout) : this.#timeout);
+  }
+
+  /** Starts watching a connection the server now serves (until it closes). */
+  watch(socket: Socket): void {
+    const now = this.#now();
+    this.#watched.set(socket, { activity: 0, since: now, upgraded: false, sent: 0, queued: 0, sendSince: now });
+    socket.once('close', () => this.#watched.delete(socket));
   }
 
   /**
@@ -60,12 +95,13 @@ export class KeepAliveSweeper {
     if (watch !== undefined) watch.upgraded = true;
   }
 
-  /** Changes the timeout (a reload): connections already idle are judged by the new one from the next sweep. */
-  setTimeout(timeoutMs: number): void {
-    if (timeoutMs === this.#timeout || this.#draining || this.#stopped) return;
+  /** Changes the timeouts (a reload): connections already idle are judged by the new ones from the next sweep. */
+  setTimeout(timeoutMs: number, sendTimeoutMs = this.#sendTimeout): void {
+    if ((timeoutMs === this.#timeout && sendTimeoutMs === this.#sendTimeout) || this.#draining || this.#stopped) return;
     this.#timeout = timeoutMs;
+    this.#sendTimeout = sendTimeoutMs;
     clearInterval(this.#timer);
-    this.#timer = setInterval(() => this.sweep(), sweepInterval(timeoutMs)).unref();
+    this.#timer = setInterval(() => this.sweep(), this.#interval()).unref();
   }
 
   /**
@@ -92,6 +128,12 @@ export class KeepAliveSweeper {
     for (const [socket, watch] of this.#watched) {
       // Nothing exchanged yet: header_timeout governs (Node answers 408), as nginx's client_header_timeout does.
       if (socket.bytesRead === 0 && (socket.bytesWritten ?? 0) === 0 && !this.#draining) continue;
+      if (this.#sendTimeout > 0 && !watch.upgraded && this.#sendStalled(socket, watch, now)) {
+        this.#watched.delete(socket);
+        this.#onSendTimeout(socket);
+        resetConnection(socket);
+        continue;
+      }
       // While busy the count is left alone: the request's bytes then make the first quiet sweep see a change, and
       // the idle time starts there — not at the last byte written, as a large body written at once counts as
       // written long before a slow client has it.
@@ -109,12 +151,48 @@ export class KeepAliveSweeper {
     }
   }
 
+  /**
+   * Whether bytes have waited to go out to the client for the send timeout without any progress. A connection
+   * with nothing waiting restarts the clock, so the timeout counts from when its buffer began to stay full.
+   */
+  #sendStalled(socket: Socket, watch: Watch, now: number): boolean {
+    const waiting = socket.writableLength;
+    if (waiting === 0) {
+      watch.sendSince = now;
+      return false;
+    }
+    const sent = (socket.bytesWritten ?? 0) - waiting;
+    const queued = queuedInKernelWrite(socket);
+    if (sent !== watch.sent || queued !== watch.queued) {
+      watch.sent = sent;
+      watch.queued = queued;
+      watch.sendSince = now;
+      return false;
+    }
+    return now - watch.sendSince >= this.#sendTimeout;
+  }
+
   /** Stops sweeping for good; `drain()` and `setTimeout()` after it do nothing. */
   stop(): void {
     this.#stopped = true;
     clearInterval(this.#timer);
     this.#watched.clear();
   }
+}
+
+/**
+ * Closes a connection with a reset, not a FIN: the kernel drops what it still holds for a client that does not
+ * read, instead of keeping it while retrying (nginx's reset_timedout_connection). A TLS socket is reset through
+ * the TCP socket it wraps (only a TCP handle can be reset).
+ */
+function resetConnection(socket: Socket): void {
+  const tcp = (socket as TLSSocket).encrypted === true ? wrappedSocket(socket as TLSSocket) : socket;
+  try {
+    tcp?.resetAndDestroy();
+  } catch {
+    // Not a TCP handle after all (a pipe): a plain close.
+  }
+  socket.destroy();
 }
 
 /**

@@ -18,8 +18,10 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
+import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
 import { kClosing, sendRawError, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
+import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
 import { parserHeaderPairs, responseOnSocket, startConnectionChecks } from './node-internals.js';
 import { SecureStage } from './secure.js';
@@ -48,6 +50,8 @@ export interface Dispatch {
   refuse(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
   /** The `Server` header of Portico's own answers (the current config's). */
   serverHeader(): string;
+  /** The current config's `trusted_proxies` (who may send a PROXY protocol header). */
+  trustedProxies(): TrustedProxies;
   /** The current config's certificate store, for TLS handshakes. */
   certificates(): CertificateStore;
 }
@@ -144,7 +148,7 @@ function clientErrorStatus(code: string | undefined): number {
 
 /** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */
 function checkingInterval(config: ListenerConfig): number {
-  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 2)));
+  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 4)));
 }
 
 /**
@@ -167,8 +171,8 @@ function isPlain(config: ListenerConfig): boolean {
 /**
  * One listening socket and its connections. A `net.Server` accepts; `accept(socket)` hands each socket on, to
  * the TLS stage on a TLS listener (which hands secure HTTP/1.1 connections back to the same `http.Server`),
- * else to the `http.Server`, which listens on nothing itself. Something may sit in front of `accept` later
- * (the PROXY protocol reads its header first).
+ * else to the `http.Server`, which listens on nothing itself. In front of `accept` sits the connection gate
+ * (connection limits; the PROXY protocol header, read before TLS).
  */
 class Listener {
   readonly front: net.Server;
@@ -180,6 +184,8 @@ class Listener {
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
   readonly sweeper: KeepAliveSweeper;
+  /** Connection limits and the PROXY protocol, before HTTP sees a connection. */
+  readonly gate: ConnectionGate;
   config: ListenerConfig;
   address: BoundAddress | undefined;
   /** Set by `close()`: answers from then on say `Connection: close`. */
@@ -203,7 +209,12 @@ class Listener {
     this.#dispatch = dispatch;
     this.#logger = logger;
     // noDelay as Node's http.Server has it.
-    this.front = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.front = net.createServer({ noDelay: true }, (socket) => {
+      const sockets = this.#sockets;
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      this.gate.accept(socket);
+    });
     this.plain = isPlain(config);
     this.headerEntries = config.max_header_count * 2;
     this.keptEntries = (config.max_header_count + 1) * 2;
@@ -290,8 +301,14 @@ class Listener {
       if (status !== 0) return dispatch.refuse(req, res, schemeOf(req), status, true);
       if (admit(req, res)) dispatch.refuse(req, res, schemeOf(req), 417, false);
     });
-    const sweeper = new KeepAliveSweeper(server, sweepTimeout(config));
+    const sweeper = new KeepAliveSweeper(server, sweepTimeout(config), config.send_timeout, (socket) =>
+      logger.info({ remote: connectionPeer(socket) }, 'client took nothing of its answer for send_timeout; connection closed'),
+    );
     this.sweeper = sweeper;
+    // Every connection the HTTP server takes (plain, or HTTP/1.1 over TLS) is watched for idleness and stalls.
+    server.on('connection', (socket: Socket) => sweeper.watch(socket));
+    // Every accepted connection passes the gate first (limits, PROXY header); TLS and HTTP see only those admitted.
+    this.gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, (socket) => this.accept(socket));
     const upgraded = this.upgraded;
     server.on('upgrade', function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
       // A tunnel may be quiet for as long as its ends like: it is no longer an idle HTTP connection.
@@ -324,13 +341,12 @@ class Listener {
     );
   }
 
-  /** Takes an accepted connection: TLS first on a TLS listener, then HTTP. */
+  /** Takes a connection the gate admitted: TLS first on a TLS listener, then HTTP. */
   accept(socket: Socket): void {
-    const sockets = this.#sockets;
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    if (this.config.tls !== undefined) this.secure!.accept(socket);
-    else this.server.emit('connection', socket);
+    if (this.config.tls !== undefined) return this.secure!.accept(socket);
+    this.server.emit('connection', socket);
+    // Paused after a PROXY header (bytes after it put back): Node's HTTP server does not resume a paused socket.
+    if (socket.isPaused()) socket.resume();
   }
 
   /** Binds; rejects with PORTICO_LISTEN_FAILED (the system's error as its cause). */
@@ -375,7 +391,8 @@ class Listener {
     (server as http.Server & { maxHeaderSize?: number }).maxHeaderSize = config.max_header_size;
     server.requestTimeout = config.request_timeout;
     server.headersTimeout = headersTimeout(config);
-    this.sweeper.setTimeout(sweepTimeout(config));
+    this.sweeper.setTimeout(sweepTimeout(config), config.send_timeout);
+    this.gate.limits = config;
     if (config.tls !== undefined) {
       if (this.secure === undefined) this.secure = this.#secureStage(config);
       else this.secure.apply(config);

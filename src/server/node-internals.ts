@@ -10,6 +10,9 @@
  * - `socket.parser.maxHeaderPairs`: how many header entries a connection's parser keeps (its server's
  *   `maxHeadersCount` when the connection opened). A reload may raise the limit for new connections only; a request
  *   on an older one that filled its parser's count may have lost lines, and is refused instead of served cut.
+ * - `socket._handle.writeQueueSize`: bytes of the write in progress the kernel has not taken yet. The send
+ *   timeout's progress: a large write counts as written only once whole, but the kernel takes it piece by piece
+ *   from a slow reader. Without it, progress is seen per completed write (a 64 KB chunk of a file).
  * - The HTTP server's connections list (symbol `http.server.connections`): the parsers inside a request, which
  *   Node keeps for its header and request timeouts. Without it a stalled request head is cut after the keep-alive
  *   timeout instead of answered 408.
@@ -20,7 +23,7 @@
  *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
  *   is emitted for them once; without it a stalled request head would never get its 408.
  */
-import type { Server } from 'node:http';
+import type { Server } from 'node:net';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
@@ -58,6 +61,12 @@ export function requestsBeingReceived(server: Server): ReadonlySet<unknown> | un
 export function parserHeaderPairs(socket: Socket): number | undefined {
   const kept = (socket as Socket & { parser?: { maxHeaderPairs?: number } | null }).parser?.maxHeaderPairs;
   return typeof kept === 'number' ? kept : undefined;
+}
+
+/** Bytes of the write in progress that the kernel has not taken yet (0 when this Node or handle does not say). */
+export function queuedInKernelWrite(socket: Socket): number {
+  const queued = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize;
+  return typeof queued === 'number' ? queued : 0;
 }
 
 /** Starts an unlistened HTTP server's connection tracking and timeout checks (see above). */

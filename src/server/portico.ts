@@ -65,6 +65,7 @@ export class Portico {
         refuse: (req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
         serverHeader: () => this.#app.config.server_header,
+        trustedProxies: () => this.#app.trustedProxies,
         certificates: () => this.#app.certificates,
       },
       logger,

@@ -28,6 +28,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import type { Http2Settings } from '../config/schema.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
+import { inheritProxiedPeer } from '../http/client-address.js';
 import { serveH2 } from './h2-session.js';
 import { wrappedSocket } from './node-internals.js';
 import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
@@ -154,6 +155,8 @@ export class SecureStage {
     server.on('secureConnection', (socket: TLSSocket) => {
       const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
       const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };
+      // The PROXY protocol's client address, read off the accepted socket, is the secure socket's too.
+      if (raw !== undefined) inheritProxiedPeer(raw, socket);
       recordHandshake(socket, made.store, made.fallback);
       if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
       else target.http1(socket);

@@ -8,7 +8,14 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import tls from 'node:tls';
-import { CONNECTIONS_SYMBOL, parserHeaderPairs, requestsBeingReceived, responseOnSocket, wrappedSocket } from '../../src/server/node-internals.js';
+import {
+  CONNECTIONS_SYMBOL,
+  parserHeaderPairs,
+  queuedInKernelWrite,
+  requestsBeingReceived,
+  responseOnSocket,
+  wrappedSocket,
+} from '../../src/server/node-internals.js';
 import { createCertificate } from '../../src/tls/self-signed.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {
@@ -80,6 +87,53 @@ describe('Node internals that the keep-alive sweeper reads', () => {
       assert.equal(seen, 14, `Node ${process.version}: socket.parser.maxHeaderPairs is not 2 × maxHeadersCount any more`);
     } finally {
       server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  test("bytes read off a socket and put back (unshift) before it is handed to an HTTP server with emit('connection') are parsed first", async () => {
+    const server = http.createServer((req, res) => res.end(`served ${req.url}`));
+    // A gate that reads the first bytes itself, then puts them back and hands the socket over (as the PROXY reader does).
+    const front = net.createServer((socket) => {
+      socket.once('data', (chunk: Buffer) => {
+        socket.pause();
+        socket.unshift(chunk);
+        server.emit('connection', socket);
+        socket.resume();
+      });
+    });
+    front.listen(0, '127.0.0.1');
+    await once(front, 'listening');
+    try {
+      const res = await fetch(`http://127.0.0.1:${(front.address() as net.AddressInfo).port}/x`);
+      assert.equal(await res.text(), 'served /x', `Node ${process.version}: bytes put back before the HTTP server took the socket were lost`);
+    } finally {
+      server.closeAllConnections();
+      front.close();
+    }
+  });
+
+  test('socket._handle.writeQueueSize is the unsent part of a write the peer does not read', async () => {
+    let measured: (queued: number) => void;
+    const queued = new Promise<number>((resolve) => (measured = resolve));
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.write(Buffer.alloc(32 * 1024 * 1024));
+      setTimeout(() => {
+        measured(queuedInKernelWrite(socket));
+        socket.destroy();
+      }, 200);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    client.on('error', () => {});
+    client.pause();
+    try {
+      const left = await queued;
+      assert.ok(left > 0, `Node ${process.version}: no writeQueueSize on a socket's handle any more (got ${left})`);
+    } finally {
+      client.destroy();
       server.close();
     }
   });
