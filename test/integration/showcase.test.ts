@@ -1,0 +1,107 @@
+/**
+ * The showcase: `npm start` runs examples/start.mjs (certificate, two app instances, Portico on
+ * examples/portico.yaml). This runs that script as a user would and opens every URL the README lists, over
+ * HTTP/1.1 on 8080 and over HTTPS + HTTP/2 on 8443 (the ports are the README's, so they must be free).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import http2 from 'node:http2';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const BASE = 'http://127.0.0.1:8080';
+
+/** GETs `url` until it answers `status` (the app instances and Portico come up in parallel); bounded. */
+async function until(url: string, status: number, init: RequestInit = {}): Promise<Response> {
+  const limit = Date.now() + 15_000;
+  for (;;) {
+    try {
+      const res = await fetch(url, init);
+      if (res.status === status || Date.now() > limit) return res;
+      await res.arrayBuffer();
+    } catch (err) {
+      if (Date.now() > limit) throw err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function h2Get(ca: Buffer, pathname: string): Promise<{ status: number; body: string; alpn: string | false | undefined }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect('https://localhost:8443', { ca });
+    session.on('error', reject);
+    const req = session.request({ ':path': pathname });
+    let status = 0;
+    let body = '';
+    req.on('response', (headers) => (status = Number(headers[':status'])));
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      const alpn = session.alpnProtocol;
+      session.close();
+      resolve({ status, body, alpn });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('the showcase (npm start)', () => {
+  let child: ChildProcess;
+  let stderr = '';
+  before(async () => {
+    child = spawn(process.execPath, [path.join(repo, 'examples/start.mjs')], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const ready = await until(`${BASE}/healthz`, 200);
+    assert.equal(ready.status, 200, stderr);
+  });
+  after(async () => {
+    if (child.exitCode !== null) return;
+    child.kill('SIGINT');
+    await once(child, 'exit');
+  });
+
+  test('the static site, the SPA fallback, the redirect and /healthz answer as the README says', async () => {
+    const home = await fetch(`${BASE}/`);
+    assert.equal(home.status, 200);
+    assert.match(home.headers.get('content-type') ?? '', /text\/html/);
+    assert.equal((await fetch(`${BASE}/app/any/path`)).status, 200);
+    const old = await fetch(`${BASE}/old`, { redirect: 'manual' });
+    assert.equal(old.status, 301);
+    assert.equal(await (await fetch(`${BASE}/healthz`)).text(), 'ok\n');
+  });
+
+  test('/api/hello is proxied and then served from the cache (Cache-Status: hit); /api/time is never stored', async () => {
+    const first = await until(`${BASE}/api/hello`, 200);
+    assert.equal(first.status, 200, stderr);
+    await first.arrayBuffer();
+    const second = await fetch(`${BASE}/api/hello`);
+    assert.equal(second.status, 200);
+    assert.match(second.headers.get('cache-status') ?? '', /hit/);
+    const time = await fetch(`${BASE}/api/time`);
+    assert.equal(time.status, 200);
+    assert.doesNotMatch(time.headers.get('cache-status') ?? '', /hit/);
+  });
+
+  test('/files/ asks for basic auth and lists the folder for demo:portico', async () => {
+    const anonymous = await fetch(`${BASE}/files/`);
+    assert.equal(anonymous.status, 401);
+    assert.match(anonymous.headers.get('www-authenticate') ?? '', /^Basic realm=/);
+    const authorized = await fetch(`${BASE}/files/`, { headers: { authorization: `Basic ${Buffer.from('demo:portico').toString('base64')}` } });
+    assert.equal(authorized.status, 200);
+  });
+
+  test('https://localhost:8443/ serves the same site over HTTP/2 with the certificate npm start made', async () => {
+    const ca = readFileSync(path.join(repo, 'examples/var/dev/cert.pem'));
+    const home = await h2Get(ca, '/');
+    assert.equal(home.alpn, 'h2');
+    assert.equal(home.status, 200);
+    assert.match(home.body, /<html/i);
+    const api = await h2Get(ca, '/api/hello');
+    assert.equal(api.status, 200, api.body);
+  });
+});
