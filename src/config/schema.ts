@@ -72,16 +72,19 @@ export const listenerTls = z
 /** HTTP/2 settings a listener announces (RFC 9113 §6.5.2); the defaults are Caddy's and nginx's order of size. */
 export const http2Settings = z.strictObject({
   max_concurrent_streams: z.number().int().min(1).max(10_000).default(100),
-  /** Largest header list (decoded, as RFC 9113 counts it) a request may have. */
-  max_header_list_size: size.default(64 * 1024),
+  /**
+   * Largest header list (decoded, as RFC 9113 §6.5.2 counts it: name + value + 32 per field) a request may have.
+   * Unset: the listener's max_header_size plus 32 per allowed field, so HTTP/2 admits the heads HTTP/1.1 does.
+   */
+  max_header_list_size: size.optional(),
   /** The flow-control window of each stream, in bytes (65,535 is the protocol's own). */
   initial_window_size: z.number().int().min(65_535).max(2 ** 31 - 1).default(65_535),
   /** Largest frame payload the peer may send. */
   max_frame_size: z.number().int().min(16_384).max(16_777_215).default(16_384),
 });
 
-/** The HTTP/2 settings of a listener, or `false` when it speaks HTTP/1.1 only. */
-export type Http2Settings = z.output<typeof http2Settings>;
+/** The HTTP/2 settings of a listener (its header list size worked out), or `false` when it speaks HTTP/1.1 only. */
+export type Http2Settings = z.output<typeof http2Settings> & { max_header_list_size: number };
 
 const listenerFields = z.strictObject({
   addr: address,
@@ -122,10 +125,14 @@ const listenerObject = listenerFields
       ctx.addIssue({ code: 'custom', path: ['redirect_https'], message: 'redirect_https is for a plain listener: this one already serves TLS' });
     }
   })
-  .transform(({ http2, ...value }) => ({
-    ...value,
-    http2: value.tls === undefined || http2 === false ? (false as const) : typeof http2 === 'object' ? http2 : http2Settings.parse({}),
-  }));
+  .transform(({ http2, ...value }) => {
+    const settings = typeof http2 === 'object' ? http2 : http2Settings.parse({});
+    const headerList = settings.max_header_list_size ?? value.max_header_size + 32 * value.max_header_count;
+    return {
+      ...value,
+      http2: value.tls === undefined || http2 === false ? (false as const) : { ...settings, max_header_list_size: headerList },
+    };
+  });
 
 const listener = z.union([
   z.string().transform((addr, ctx) => {

@@ -170,7 +170,7 @@ export class SecureStage {
 }
 
 /** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
-const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 64 * 1024, initial_window_size: 65_535, max_frame_size: 16_384 };
+const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65_535, max_frame_size: 16_384 };
 
 function defaultCertificate(options: ListenerTls): ServedCertificate | undefined {
   return options.pem === undefined ? undefined : servedCertificate(options.pem.cert, options.pem.key);

@@ -109,9 +109,9 @@ sites:
     await backend?.stop();
   });
 
-  test('the listener announces bounded session settings by default: 100 streams at a time, a 64 KB header list', async () => {
+  test('the listener announces bounded session settings by default: 100 streams at a time, a header list of max_header_size + 32 per allowed field (19,584 bytes)', async () => {
     assert.equal(client.remoteSettings.maxConcurrentStreams, 100);
-    assert.equal(client.remoteSettings.maxHeaderListSize, 65_536);
+    assert.equal(client.remoteSettings.maxHeaderListSize, 16 * 1024 + 32 * 100);
     assert.equal(client.remoteSettings.enableConnectProtocol, false);
   });
 

@@ -37,7 +37,7 @@ describe('TLS config', () => {
     assert.equal(secure!.tls!.max_version, 'TLSv1.3');
     assert.equal(secure!.tls!.cert, `${dir}/one.pem`);
     assert.equal(secure!.tls!.pem!.cert, one.cert);
-    assert.deepEqual(secure!.http2, { max_concurrent_streams: 100, max_header_list_size: 65536, initial_window_size: 65535, max_frame_size: 16384 });
+    assert.deepEqual(secure!.http2, { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65535, max_frame_size: 16384 });
     assert.equal(plain!.http2, false);
     assert.equal(plain!.tls, undefined);
     const off = parse(`listen: [{ addr: "127.0.0.1:0", http2: false, tls: { cert: ./one.pem, key: ./one.key } }]\n${SITES}`);
