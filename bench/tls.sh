@@ -9,7 +9,7 @@
 # on the compat (req, res) API, target ≥ 0.8×, and nginx http2); TLS handshakes per second, a new connection per
 # request without session resumption (wrk with `Connection: close`; Portico vs nginx, recorded only).
 # Server on CPU 0, load generator on CPU 1. Knobs as in the static scenario (BENCH_RUNS, BENCH_DURATION,
-# BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ONLY, BENCH_REF, BENCH_BASE).
+# BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ONLY, BENCH_REF, BENCH_BASE), and BENCH_MEASURES (https,h2,handshake).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 

@@ -164,7 +164,8 @@ async function main() {
     }
     return true;
   });
-  const measures = MEASURES.filter((m) => {
+  const onlyMeasures = process.env.BENCH_MEASURES?.split(',').map((s) => s.trim());
+  const measures = MEASURES.filter((m) => onlyMeasures === undefined || onlyMeasures.includes(m.id)).filter((m) => {
     if (m.needs !== undefined && !has(m.needs)) {
       console.log(yellow(`    skipping ${m.id}: ${m.needs} is not installed`));
       return false;
@@ -189,6 +190,8 @@ async function main() {
 
   const samples = {};
   for (const m of measures) samples[m.id] = Object.fromEntries(contenders.filter((c) => c.in.includes(m.id)).map((c) => [c.id, []]));
+  // A contender none of the chosen measurements needs is not started.
+  contenders.splice(0, contenders.length, ...contenders.filter((c) => measures.some((m) => c.in.includes(m.id))));
   for (let round = 0; round < settings.runs; round++) {
     const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]);
     for (const contender of order) {

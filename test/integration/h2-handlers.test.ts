@@ -33,6 +33,12 @@ describe('handlers over HTTP/2', () => {
         res.end('answer');
         return;
       }
+      if (req.url === '/api/cookies') {
+        // One flat list (with setHeader before it, Node's writeHead would let the last X-Twice win).
+        res.writeHead(200, ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1; Path=/', 'Set-Cookie', 'b=2; Path=/', 'X-Twice', 'one', 'X-Twice', 'two']);
+        res.end('cookies');
+        return;
+      }
       if (req.url === '/api/hints') {
         res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
         setTimeout(() => res.end('final'), 20);
@@ -193,6 +199,13 @@ sites:
     for (const name of ['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'x-secret']) {
       assert.equal(answer.headers[name], undefined, name);
     }
+  });
+
+  test('proxy: repeated fields (two Set-Cookie, a field sent twice) reach the h2 client as separate values', async () => {
+    const answer = await get('/api/cookies');
+    assert.equal(answer.status, 200);
+    assert.deepEqual(answer.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/']);
+    assert.equal(answer.headers['x-twice'], 'one, two');
   });
 
   test('proxy: an h2 request body without content-length reaches the app whole; one over max_body_size gets 413', async () => {
