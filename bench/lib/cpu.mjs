@@ -72,3 +72,29 @@ export async function waitForQuiet(serverPid, { threshold, maxWaitMs, onWait }) 
     announced = true;
   }
 }
+
+/**
+ * One benchmark sample taken on a quiet machine: waits for quiet, runs `run(settings.warmup)` as a warm-up, then
+ * `run(settings.duration)` while watching the rest of the machine; a sample disturbed by other processes (a test
+ * run, a compile) is taken again after the machine is quiet, up to `settings.retries` times. `run` resolves with
+ * a result object, to which `noise` (the share others used) is added. `log` prints progress lines.
+ */
+export async function measureQuietly(serverPid, run, what, settings, log) {
+  const pct = (share) => `${(share * 100).toFixed(1)}%`;
+  const quiet = () =>
+    waitForQuiet(serverPid, {
+      threshold: settings.noise,
+      maxWaitMs: settings.quietWaitMs,
+      onWait: (share) => log(`    waiting for a quiet machine (others use ${pct(share)} of the CPUs)…`),
+    });
+  await quiet();
+  await run(settings.warmup);
+  for (let attempt = 0; ; attempt++) {
+    const stop = foreignMeter(serverPid);
+    const result = await run(settings.duration);
+    result.noise = stop();
+    if (result.noise < settings.noise || attempt === settings.retries) return result;
+    log(`    ${what}: others used ${pct(result.noise)} of the CPUs during the run; measuring again`);
+    await quiet();
+  }
+}

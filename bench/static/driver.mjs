@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
-import { foreignMeter, waitForQuiet } from '../lib/cpu.mjs';
+import { measureQuietly } from '../lib/cpu.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { freePort } from '../lib/servers.mjs';
 import { CONTENDERS, verify } from './contenders.mjs';
@@ -36,27 +36,9 @@ function machine() {
 
 const pct = (share) => `${(share * 100).toFixed(1)}%`;
 
-/**
- * Warms up, then measures once while watching the rest of the machine: a sample disturbed by other processes
- * (a test run, a compile) is taken again after the machine is quiet, up to `settings.retries` times.
- */
-async function measure(serverPid, wrk, what) {
-  const quiet = () =>
-    waitForQuiet(serverPid, {
-      threshold: settings.noise,
-      maxWaitMs: settings.quietWaitMs,
-      onWait: (share) => console.log(yellow(`    waiting for a quiet machine (others use ${pct(share)} of the CPUs)…`)),
-    });
-  await quiet();
-  await runWrk({ ...wrk, duration: settings.warmup });
-  for (let attempt = 0; ; attempt++) {
-    const stop = foreignMeter(serverPid);
-    const result = await runWrk({ ...wrk, duration: settings.duration });
-    result.noise = stop();
-    if (result.noise < settings.noise || attempt === settings.retries) return result;
-    console.log(yellow(`    ${what}: others used ${pct(result.noise)} of the CPUs during the run; measuring again`));
-    await quiet();
-  }
+/** Warms up, then measures once on a quiet machine (bench/lib/cpu.mjs `measureQuietly`). */
+function measure(serverPid, wrk, what) {
+  return measureQuietly(serverPid, (duration) => runWrk({ ...wrk, duration }), what, settings, (line) => console.log(yellow(line)));
 }
 
 const fmtInt = (n) => Math.round(n).toLocaleString('en-US');

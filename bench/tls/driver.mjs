@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
-import { foreignMeter, waitForQuiet } from '../lib/cpu.mjs';
+import { measureQuietly } from '../lib/cpu.mjs';
 import { baseContender, fetchOnce, freePort, startPinned, startPortico } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { makeDocroot } from '../static/docroot.mjs';
@@ -134,24 +134,9 @@ function runOnce(measure, base, duration, logFile) {
   return runWrk({ url, cpu: CLIENT_CPU, threads: settings.threads, connections: settings.connections, duration, headers });
 }
 
-/** Warms up, then measures; a sample disturbed by other processes is taken again once the machine is quiet. */
-async function measureOne(serverPid, measure, base, what, logFile) {
-  const quiet = () =>
-    waitForQuiet(serverPid, {
-      threshold: settings.noise,
-      maxWaitMs: settings.quietWaitMs,
-      onWait: (share) => console.log(yellow(`    waiting for a quiet machine (others use ${pct(share)} of the CPUs)…`)),
-    });
-  await quiet();
-  await runOnce(measure, base, settings.warmup, path.join(OUT, 'h2load-warmup.log'));
-  for (let attempt = 0; ; attempt++) {
-    const stop = foreignMeter(serverPid);
-    const result = await runOnce(measure, base, settings.duration, logFile);
-    result.noise = stop();
-    if (result.noise < settings.noise || attempt === settings.retries) return result;
-    console.log(yellow(`    ${what}: others used ${pct(result.noise)} of the CPUs during the run; measuring again`));
-    await quiet();
-  }
+/** Warms up, then measures once on a quiet machine (bench/lib/cpu.mjs `measureQuietly`). */
+function measureOne(serverPid, measure, base, what, logFile) {
+  return measureQuietly(serverPid, (duration) => runOnce(measure, base, duration, logFile), what, settings, (line) => console.log(yellow(line)));
 }
 
 async function main() {
