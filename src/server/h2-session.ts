@@ -7,7 +7,7 @@
  * (`h2RequestHandler`); and a client that cancels many streams before any answer began gets GOAWAY
  * ENHANCE_YOUR_CALM (`guardSession`).
  */
-import { constants, type Http2SecureServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
 
 /** Where an h2 server's requests go (the listener's dispatch, its scheme bound). */
@@ -29,6 +29,23 @@ export function serveH2(server: Http2Server | Http2SecureServer, target: H2Targe
   server.on('checkContinue', onRequest);
   server.on('checkExpectation', (req: ClientRequest, res: ClientResponse) => target.refuse(req, res, 417));
   server.on('session', (session: ServerHttp2Session) => guardSession(session));
+}
+
+/**
+ * request_timeout for one HTTP/2 request whose body is still to come (HTTP/1's is Node's `requestTimeout`): a
+ * stream whose request has not fully arrived `timeoutMs` after its head is reset (RST_STREAM CANCEL); the session
+ * and its other streams go on. A request without a body (END_STREAM on its head, every GET) costs no timer.
+ */
+export function limitRequestTime(req: ClientRequest, res: ClientResponse, timeoutMs: number): void {
+  const stream = (req as Http2ServerRequest).stream;
+  if (timeoutMs <= 0 || stream === undefined || stream.endAfterHeaders || req.complete) return;
+  const timer = setTimeout(() => {
+    if (!req.complete && !stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+  }, timeoutMs);
+  timer.unref();
+  const clear = (): void => clearTimeout(timer);
+  req.once('end', clear);
+  res.once('close', clear);
 }
 
 /** Limits of `guardSession`. */

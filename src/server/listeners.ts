@@ -24,6 +24,7 @@ import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
 import { parserHeaderPairs, responseOnSocket, startConnectionChecks } from './node-internals.js';
+import { limitRequestTime } from './h2-session.js';
 import { SecureStage } from './secure.js';
 
 /** Where a listener is bound. */
@@ -334,7 +335,10 @@ class Listener {
       {
         certificates: () => dispatch.certificates(),
         http1: (socket) => this.server.emit('connection', socket),
-        request: (req, res) => dispatch.request(req, res, 'https'),
+        request: (req, res) => {
+          limitRequestTime(req, res, this.config.request_timeout);
+          dispatch.request(req, res, 'https');
+        },
         refuse: (req, res, status) => dispatch.refuse(req, res, 'https', status, false),
       },
       this.#logger,

@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { h2Get, h2Session, httpsGet, testPki, type PemCertificate, type TestPki } from './tls-support.js';
 
 let pki: TestPki;
@@ -155,6 +156,47 @@ describe('timeouts on a TLS listener', () => {
       clearTimeout(limit);
     }
     assert.ok(performance.now() - started >= 250);
+  });
+});
+
+describe('request_timeout on HTTP/2', () => {
+  let portico: RunningPortico;
+  let app: TestUpstream;
+  before(async () => {
+    // The app reads the whole body before it answers, as most do: the stall holds the request open.
+    app = await startUpstream((_req, res, body) => res.end(`got ${body.length}`));
+    portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", request_timeout: 700ms, keepalive_timeout: 10s, tls: { cert: ./server.pem, key: ./server.key } }]
+upstreams: { app: { servers: [{ url: "${app.url}" }] } }
+sites:
+  - routes: [{ path: /upload, proxy: { upstream: app } }, { path: /, respond: { body: "ok" } }]
+`,
+      serverFiles(),
+    );
+  });
+  after(async () => {
+    await portico.stop();
+    await app.stop();
+  });
+
+  test('a request body that stalls is reset (RST_STREAM CANCEL) at request_timeout; the session serves on', async () => {
+    const session = await h2Session(portico.port, pki.ca.cert, 'localhost');
+    try {
+      const started = performance.now();
+      const stream = session.request({ ':method': 'POST', ':path': '/upload', ':authority': 'localhost' }, { endStream: false });
+      stream.on('error', () => undefined);
+      stream.resume();
+      stream.write('ab');
+      const limit = setTimeout(() => stream.destroy(new Error('still open after 3 s')), 3000);
+      await once(stream, 'close');
+      clearTimeout(limit);
+      const elapsed = performance.now() - started;
+      assert.equal(stream.rstCode, 8, `closed with code ${stream.rstCode} after ${Math.round(elapsed)} ms`);
+      assert.ok(elapsed >= 600, `reset after ${Math.round(elapsed)} ms, before the 700 ms request_timeout`);
+      assert.equal((await h2Get(session, 'localhost')).body, 'ok', 'the session goes on');
+    } finally {
+      session.destroy();
+    }
   });
 });
 
