@@ -9,22 +9,37 @@
  * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in
  * place, for new connections and requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
+ *
+ * The HTTP/1.1 rules themselves (which requests are upgrades, overflow statuses, client-error answers, timeouts
+ * from the config) are in `http1.ts`; TLS and HTTP/2 in `secure.ts`; limits and PROXY headers in
+ * `connection-gate.ts`.
  */
-import http, { IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
-import { kClosing, sendRawError, type MarkedSocket } from '../http/send.js';
+import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { parserHeaderPairs, responseOnSocket, startConnectionChecks } from './node-internals.js';
+import { startConnectionChecks } from './node-internals.js';
 import { limitRequestTime } from './h2-session.js';
+import {
+  answerClientError,
+  checkingInterval,
+  clientErrorStatus,
+  cutByParser,
+  headersTimeout,
+  isPlain,
+  overflowStatus,
+  PorticoRequest,
+  schemeOf,
+  sweepTimeout,
+  type ListenerConfig,
+} from './http1.js';
 import { SecureStage } from './secure.js';
 
 /** Where a listener is bound. */
@@ -33,7 +48,6 @@ export interface BoundAddress {
   port: number;
 }
 
-type ListenerConfig = Config['listen'][number];
 /**
  * Where listeners hand requests: the current app's `handle` and `handleUpgrade`. An HTTP/2 request comes as
  * Node's compat pair (`Http2ServerRequest`, `Http2ServerResponse`) to `request` and `refuse`; upgrades are
@@ -55,118 +69,6 @@ export interface Dispatch {
   trustedProxies(): TrustedProxies;
   /** The current config's certificate store, for TLS handshakes. */
   certificates(): CertificateStore;
-}
-
-/** A request's scheme: `https` when its connection is TLS (the connection, not the listener's config of now). */
-function schemeOf(req: IncomingMessage): 'http' | 'https' {
-  return (req.socket as TLSSocket).encrypted === true ? 'https' : 'http';
-}
-
-const kUpgrade = Symbol('portico.upgrade');
-
-/**
- * The requests of Portico's listeners. Node hands every request with `Upgrade` and `Connection: upgrade`, and
- * every CONNECT, to the 'upgrade' / 'connect' event with the raw socket, and stops reading the request there (its
- * body included), as soon as an 'upgrade' listener exists. Node decides by reading `req.upgrade` once the head is
- * parsed (Node 20 has no `shouldUpgradeCallback`), so this class answers it: only a WebSocket handshake (a GET) is
- * an upgrade. Any other (h2c, unknown tokens) is a plain request read with its body (`declined` 1), and CONNECT
- * is a plain request too (`declined` 2), refused by `refusal`.
- */
-export class PorticoRequest extends IncomingMessage {
-  declare [kUpgrade]: boolean | null;
-  /** 0; 1: an upgrade Portico ignores (the connection closes after the answer); 2: CONNECT. */
-  declare declined: 0 | 1 | 2;
-}
-PorticoRequest.prototype.declined = 0;
-Object.defineProperty(PorticoRequest.prototype, 'upgrade', {
-  configurable: true,
-  get(this: PorticoRequest): boolean | null {
-    const upgrade = this[kUpgrade];
-    if (!upgrade) return upgrade;
-    if (this.method === 'GET' && (this.headers.upgrade ?? '').toLowerCase() === 'websocket') return true;
-    // Decided once: Node reads the field again after each chunk it parses.
-    this.declined = this.method === 'CONNECT' ? 2 : 1;
-    this[kUpgrade] = false;
-    return false;
-  },
-  set(this: PorticoRequest, value: boolean | null) {
-    this[kUpgrade] = value;
-  },
-});
-
-/**
- * A head over the size limit: 414 when its request line alone is over it, 431 otherwise. Node reports both as
- * HPE_HEADER_OVERFLOW, with the read that passed the limit (`rawPacket`) and where in it parsing stopped
- * (`bytesParsed`). The request line was still going on when no line end comes before that point, in a read that
- * starts the request: the connection's first, or one that begins with a method and a space (a later request on a
- * kept-alive connection). A head that arrived in several reads, and whose last one starts mid-line, gets 431.
- */
-export function overflowStatus(err: NodeJS.ErrnoException & { rawPacket?: unknown; bytesParsed?: unknown }, socket: Socket): number {
-  const packet = err.rawPacket;
-  if (!Buffer.isBuffer(packet)) return 431;
-  const parsed = typeof err.bytesParsed === 'number' && err.bytesParsed > 0 ? Math.min(err.bytesParsed, packet.length) : packet.length;
-  if (packet.subarray(0, parsed).includes(10)) return 431;
-  const first = socket.bytesRead === packet.length;
-  return first || /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(packet.subarray(0, 32).toString('latin1')) ? 414 : 431;
-}
-
-/**
- * Whether the connection's parser stopped keeping header lines at this request's count (it kept as many as it
- * may): the request had more lines than were kept, so it is over the limit the parser was made for.
- */
-function cutByParser(req: IncomingMessage, entries: number): boolean {
-  const kept = parserHeaderPairs(req.socket);
-  return kept !== undefined && kept > 0 && entries >= kept;
-}
-
-/**
- * Answers bytes Node's parser refused, after the answers to the requests before them on the connection: written at
- * once, the error would land in the middle of an answer still streaming, or before one not yet begun, and the
- * client would take it for the answer to an earlier request (which the app may have run). Then the connection
- * closes once the answer is out, as Node's own handler does: the socket allows half-open connections, and a client
- * that ignores the answer and keeps its half open must not hold it.
- */
-function answerClientError(socket: Socket, status: number, serverHeader: string): void {
-  // Node hands the connection to the next queued answer (or to none) on each answer's 'finish', before this runs.
-  const pending = responseOnSocket(socket) as ServerResponse | null | undefined;
-  if (pending !== null && pending !== undefined && !pending.writableFinished) {
-    // The answer of a request read whole: the refused bytes came after it.
-    if (pending.req.complete) return void pending.once('finish', () => answerClientError(socket, status, serverHeader));
-    // The refused bytes are this request's own body. An answer already begun can only be cut.
-    if (pending.headersSent) return void socket.destroy();
-  }
-  if (!socket.writable) return void socket.destroy();
-  sendRawError(socket, status, { serverHeader });
-  socket.once('finish', () => socket.destroy());
-}
-
-function clientErrorStatus(code: string | undefined): number {
-  if (code === 'HPE_HEADER_OVERFLOW') return 431;
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
-  if (code === 'HPE_URI_TOO_LONG') return 414;
-  return 400;
-}
-
-/** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */
-function checkingInterval(config: ListenerConfig): number {
-  return Math.max(100, Math.min(1000, Math.floor(Math.min(config.header_timeout, config.request_timeout) / 4)));
-}
-
-/**
- * The time allowed for a request head: header_timeout, but never more than request_timeout (the head is part of
- * the request, and Node refuses a headersTimeout above a non-zero requestTimeout).
- */
-function headersTimeout(config: ListenerConfig): number {
-  return config.request_timeout > 0 ? Math.min(config.header_timeout, config.request_timeout) : config.header_timeout;
-}
-
-/** With keep-alive off no connection should sit idle; the sweeper still closes leftovers after header_timeout. */
-function sweepTimeout(config: ListenerConfig): number {
-  return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout || 60_000;
-}
-
-function isPlain(config: ListenerConfig): boolean {
-  return config.keepalive_timeout > 0 && config.max_requests_per_conn === 0;
 }
 
 /**
