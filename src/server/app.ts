@@ -358,6 +358,9 @@ export class App {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;
       res.once('close', this.#onClose);
+      // An h2 request's socket is a view of its stream's session, gone once the stream closes: the log (written
+      // at close) reads the client address worked out now.
+      if (req.httpVersionMajor === 2) ctx.clientAddress();
     }
     return ctx;
   }

@@ -286,7 +286,7 @@ sites:
     assert.equal(connect.status, 405);
   });
 
-  test('the access log records the protocol as HTTP/2.0', async () => {
+  test('the access log records the protocol as HTTP/2.0 and the client address (read while the stream is open)', async () => {
     await get('/hello?logged=1');
     const file = path.join(portico.dir, 'access.log');
     // Lines are written in batches at least once a second: look for it a bounded number of times.
@@ -297,5 +297,6 @@ sites:
     }
     assert.ok(line !== undefined, 'a line for the request');
     assert.match(line, /"GET \/hello\?logged=1 HTTP\/2\.0" 201 2 /);
+    assert.match(line, /^127\.0\.0\.1 - - \[/, 'the client address, not "-"');
   });
 });
