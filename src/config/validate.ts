@@ -91,6 +91,14 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     }
   }
 
+  config.listen.forEach((listener, i) => {
+    if (listener.proxy_protocol && config.trusted_proxies.length === 0) {
+      problems.push({
+        keys: ['listen', i, 'proxy_protocol'],
+        message: 'proxy_protocol accepts headers only from trusted_proxies, and that list is empty: every connection would be closed (list the load balancers\' addresses in trusted_proxies)',
+      });
+    }
+  });
   config.trusted_proxies.forEach((entry, i) => {
     const reason = checkTrustedEntry(entry);
     if (reason !== undefined) problems.push({ keys: ['trusted_proxies', i], message: `${reason}, got ${JSON.stringify(entry)}` });

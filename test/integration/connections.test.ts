@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
+import { configErrors } from '../helpers/config.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -369,5 +370,13 @@ sites:
       await portico.stop();
       await backend.stop();
     }
+  });
+});
+
+describe('proxy_protocol config', () => {
+  test('proxy_protocol with no trusted_proxies is a config error at its key (every connection would be closed)', () => {
+    const errors = configErrors('listen: [{ addr: "127.0.0.1:0", proxy_protocol: true }]\nsites: [{ routes: [{ path: /, respond: {} }] }]\n', process.cwd());
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0]!, /portico\.yaml:1:\d+ listen\[0\]\.proxy_protocol: .*trusted_proxies.*empty/);
   });
 });
