@@ -52,7 +52,8 @@ export function stateDirProblem(stats: Stats, uid: number | undefined = process.
   if (!stats.isDirectory()) return 'is not a directory';
   if (uid !== undefined && stats.uid !== uid) return `is owned by another user (uid ${stats.uid}, this process runs as uid ${uid})`;
   if ((stats.mode & 0o022) !== 0) {
-    return `is ${(stats.mode & 0o020) !== 0 ? 'group' : 'world'}-writable (mode ${(stats.mode & 0o777).toString(8).padStart(4, '0')}): chmod 700 it`;
+    const who = [(stats.mode & 0o020) !== 0 ? 'group' : '', (stats.mode & 0o002) !== 0 ? 'world' : ''].filter((w) => w !== '').join('- and ');
+    return `is ${who}-writable (mode ${(stats.mode & 0o777).toString(8).padStart(4, '0')}): chmod 700 it`;
   }
   return undefined;
 }

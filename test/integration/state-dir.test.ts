@@ -76,14 +76,15 @@ describe('state directory', () => {
   });
 
   test('a group- or world-writable state directory is refused: a config error at state_dir, and at start', () => {
-    for (const mode of [0o770, 0o707]) {
+    const says: Record<number, string> = { 0o770: 'group', 0o707: 'world', 0o777: 'group- and world' };
+    for (const mode of [0o770, 0o707, 0o777]) {
       const dir = tree();
       const state = path.join(dir, 'state');
       mkdirSync(state, { mode: 0o700 });
       chmodSync(state, mode);
       const issues = issuesOf(dir, `state_dir: ./state\n${SITE}`);
       assert.equal(issues.length, 1, issues.join('\n'));
-      assert.match(issues[0]!, new RegExp(`^1:12 state_dir: state directory .*state is ${mode === 0o770 ? 'group' : 'world'}-writable \\(mode 0${mode.toString(8)}\\): chmod 700 it$`));
+      assert.match(issues[0]!, new RegExp(`^1:12 state_dir: state directory .*state is ${says[mode]}-writable \\(mode 0${mode.toString(8)}\\): chmod 700 it$`));
       // Made unsafe after the config was checked: the start refuses it too.
       chmodSync(state, 0o700);
       const config = configIn(dir, `state_dir: ./state\n${SITE}`);
