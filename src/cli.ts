@@ -65,6 +65,12 @@ async function devCertificate(): Promise<{ files: { cert: string; key: string };
   return { files, pem, dir, names: DEV_NAMES };
 }
 
+/** The port of the first listener serving HTTPS (with --dev: the first without redirect_https), for the hint. */
+function devPort(config: Config, server: Portico): number | string {
+  const i = config.listen.findIndex((listener) => listener.tls !== undefined);
+  return i === -1 ? 'PORT' : (server.addresses[i]?.port ?? 'PORT');
+}
+
 async function run(file: string, dev: boolean): Promise<number> {
   const certificate = dev ? await devCertificate() : undefined;
   if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
@@ -88,7 +94,7 @@ async function run(file: string, dev: boolean): Promise<number> {
   if (certificate !== undefined) {
     process.stderr.write(
       `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
-        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:PORT/)\n`,
+        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)\n`,
     );
   }
 

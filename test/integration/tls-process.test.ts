@@ -66,6 +66,7 @@ describe('TLS in portico run', () => {
       assert.match(portico.stderr, /serving .* on https:\/\/127\.0\.0\.1:\d+\//);
       const line = await portico.waitForLine(/--dev: self-signed certificate/, 0);
       const certFile = /in (\S+\.pem) /.exec(line)![1]!;
+      assert.ok(line.includes(`curl --cacert ${certFile} https://localhost:${portico.port}/`), `the hint names the port served: ${line}`);
       const cert = readFileSync(certFile, 'utf8');
       const x509 = new X509Certificate(cert);
       assert.equal(x509.issuer, x509.subject, 'self-signed');
