@@ -242,6 +242,7 @@ class Listener {
           dispatch.request(req, res, 'https');
         },
         refuse: (req, res, status) => dispatch.refuse(req, res, 'https', status, false),
+        serverHeader: () => dispatch.serverHeader(),
       },
       this.#logger,
     );

@@ -29,6 +29,7 @@ import type { Config } from '../config/load.js';
 import type { Http2Settings } from '../config/schema.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { inheritProxiedPeer } from '../http/client-address.js';
+import { sendRawError } from '../http/send.js';
 import { serveH2 } from './h2-session.js';
 import { wrappedSocket } from './node-internals.js';
 import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
@@ -50,6 +51,8 @@ export interface SecureTarget {
   http1(socket: TLSSocket): void;
   /** Takes an HTTP/2 request (Node's compat pair). */
   request(req: ClientRequest, res: ClientResponse): void;
+  /** The `Server` field of Portico's own answers. */
+  serverHeader(): string;
   /** Answers an HTTP/2 request with Portico's error page for `status` (an expectation other than 100-continue). */
   refuse(req: ClientRequest, res: ClientResponse, status: number): void;
 }
@@ -163,7 +166,12 @@ export class SecureStage {
     });
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
       this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `tls handshake failed: ${err.message}`);
-      socket.destroy();
+      // Plain HTTP sent to the TLS port (OpenSSL recognises a request line): a 400 in plain HTTP on the socket under
+      // the TLS one, as nginx answers, instead of an empty reply the client cannot explain.
+      const raw = err.code === 'ERR_SSL_HTTP_REQUEST' ? wrappedSocket(socket) : undefined;
+      if (raw === undefined || !raw.writable) return void socket.destroy();
+      sendRawError(raw, 400, { serverHeader: this.#target.serverHeader() });
+      raw.once('finish', () => raw.destroy());
     });
     return server;
   }

@@ -105,6 +105,20 @@ describe('timeouts on a TLS listener', () => {
     assert.ok(elapsed >= 250, `closed after ${Math.round(elapsed)} ms, before the 300 ms timeout`);
   });
 
+  test('plain HTTP sent to the TLS port gets a 400 in plain HTTP (as nginx), not an empty reply, and the port serves TLS on', async () => {
+    const socket = net.connect(portico.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    await once(socket, 'connect');
+    socket.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    await closesWithin(socket, 5000);
+    assert.match(received, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(received, /\r\nConnection: close\r\n/);
+    const again = await httpsGet({ port: portico.port, ca: pki.ca.cert, servername: 'localhost' });
+    assert.equal(again.status, 200);
+  });
+
   test('header_timeout over TLS: a request head that stalls gets 408 and the connection closes', async () => {
     const socket = await connectTls(portico.port);
     const started = performance.now();
