@@ -239,6 +239,19 @@ const upstreamServer = z.strictObject({
   max_conns: z.number().int().min(0).optional(),
 });
 
+/** A server, or its URL alone (`"http://10.0.0.1:3000"`), which means `{ url: ... }` with the defaults. */
+const upstreamServerEntry = z.union([
+  z.string().transform((url, ctx) => {
+    const parsed = upstreamServer.safeParse({ url });
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
+      return z.NEVER;
+    }
+    return parsed.data;
+  }),
+  upstreamServer,
+]);
+
 const healthCheck = z.strictObject({
   path: z.string().startsWith('/').default('/'),
   interval: duration.default(2000),
@@ -259,7 +272,7 @@ export const upstreamSchema = z.strictObject({
   policy: z.string().default('round_robin'),
   /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
   hash_key: z.string().default('$request_uri'),
-  servers: z.array(upstreamServer).min(1, 'an upstream needs at least one server'),
+  servers: z.array(upstreamServerEntry).min(1, 'an upstream needs at least one server'),
   sticky: z
     .strictObject({
       cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('portico_route'),

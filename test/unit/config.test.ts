@@ -81,6 +81,14 @@ describe('config errors', () => {
     assert.match(errors[3]!, /^portico\.yaml:7:9 sites\[0\]\.routes\[1\]: a route needs one handler/);
   });
 
+  test('an upstream server may be its URL alone; a URL without a scheme is an error at that entry saying what to write', () => {
+    const config = parse('upstreams: { app: { servers: ["http://127.0.0.1:3001", { url: "http://127.0.0.1:3002", weight: 2 }] } }\nsites: [{ routes: [{ path: /, proxy: { upstream: app } }] }]\n');
+    const servers = config.upstreams.app!.servers;
+    assert.deepEqual(servers.map((s) => [s.url.origin, s.weight, s.backup]), [['http://127.0.0.1:3001', 1, false], ['http://127.0.0.1:3002', 2, false]]);
+    const issues = errorsOf('upstreams: { app: { servers: ["127.0.0.1:3001"] } }\nsites: [{ routes: [{ path: /, proxy: { upstream: app } }] }]\n');
+    assert.deepEqual(issues, ['portico.yaml:1:31 upstreams.app.servers[0]: not a valid URL: "127.0.0.1:3001" (expected http://host:port, https://host:port or unix:/path)']);
+  });
+
   test('a bad field of an object-form listener is reported at its own key', () => {
     assert.deepEqual(errorsOf('listen: [{ addr: "nowhere", bogus: 1 }]\nsites: [{}]').sort(), [
       'portico.yaml:1:18 listen[0].addr: expected "host:port", ":port" or "[::1]:port", got "nowhere"',
