@@ -48,3 +48,17 @@ export function versionOf(command) {
     return 'unknown';
   }
 }
+
+/** A share of the machine (0..1) as a percentage. */
+export const pct = (share) => `${(share * 100).toFixed(1)}%`;
+export const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
+export const fmtMs = (n) => (Number.isFinite(n) ? `${n.toFixed(2)} ms` : 'n/a');
+/** Ratios are cut, never rounded, so a missed target can never read as met. */
+export const fmtRatio = (r) => (r === undefined ? 'n/a' : `${(Math.floor(r * 100) / 100).toFixed(2)}×`);
+
+/** A Markdown table, padded so that it also reads well in a terminal. */
+export function table(header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
+  return [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
+}

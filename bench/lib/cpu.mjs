@@ -4,6 +4,7 @@
 // plus this driver and the children it has reaped (wrk, which exits before the second reading). What is left
 // was someone else's: a test run or a compile in the same machine skews req/s, so such samples are retried.
 import { readdirSync, readFileSync } from 'node:fs';
+import { pct } from './common.mjs';
 
 const HZ = 100; // USER_HZ: /proc times are in 1/100 s on Linux.
 const CPUS = readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d/.test(l)).length;
@@ -80,7 +81,6 @@ export async function waitForQuiet(serverPid, { threshold, maxWaitMs, onWait }) 
  * a result object, to which `noise` (the share others used) is added. `log` prints progress lines.
  */
 export async function measureQuietly(serverPid, run, what, settings, log) {
-  const pct = (share) => `${(share * 100).toFixed(1)}%`;
   const quiet = () =>
     waitForQuiet(serverPid, {
       threshold: settings.noise,

@@ -10,7 +10,7 @@
 // marked; a busy round reads further from 1 than a quiet one.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { bold, dim, has, progress, red, settings, yellow } from './common.mjs';
+import { bold, dim, fmtInt, has, pct, progress, red, settings, yellow } from './common.mjs';
 import { foreignMeter } from './cpu.mjs';
 import { freePort } from './servers.mjs';
 import { median, runWrk } from './wrk.mjs';
@@ -30,8 +30,6 @@ export const pairSettings = {
 /** Below this median, B is slower than A by more than two identical builds ever read apart. */
 export const NOISE_FLOOR = 0.98;
 
-const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
-const pct = (share) => `${(share * 100).toFixed(1)}%`;
 
 /**
  * Measures one pair and prints it. `spec`:

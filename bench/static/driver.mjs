@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
+import { bold, dim, fmtInt, fmtMs, fmtRatio, green, has, pct, red, settings, table, versionOf, yellow } from '../lib/common.mjs';
 import { measureQuietly } from '../lib/cpu.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { freePort } from '../lib/servers.mjs';
@@ -34,28 +34,17 @@ function machine() {
   };
 }
 
-const pct = (share) => `${(share * 100).toFixed(1)}%`;
 
 /** Warms up, then measures once on a quiet machine (bench/lib/cpu.mjs `measureQuietly`). */
 function measure(serverPid, wrk, what) {
   return measureQuietly(serverPid, (duration) => runWrk({ ...wrk, duration }), what, settings, (line) => console.log(yellow(line)));
 }
 
-const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
-const fmtMs = (n) => `${n.toFixed(2)} ms`;
-/** Ratios are cut, never rounded, so a missed target can never read as met. */
-const fmtRatio = (r) => (r === undefined ? 'n/a' : `${(Math.floor(r * 100) / 100).toFixed(2)}×`);
 
 function pad(text, width) {
   return String(text).padEnd(width);
 }
 
-/** A Markdown table, padded so that it also reads well in a terminal. */
-function table(header, rows) {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) => `| ${cells.map((c, i) => pad(c, widths[i])).join(' | ')} |`;
-  return [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
-}
 
 async function main() {
   mkdirSync(OUT, { recursive: true });

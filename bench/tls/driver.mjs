@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bold, dim, green, has, red, settings, versionOf, yellow } from '../lib/common.mjs';
+import { bold, dim, fmtInt, fmtMs, fmtRatio, green, has, pct, red, settings, table, versionOf, yellow } from '../lib/common.mjs';
 import { measureQuietly } from '../lib/cpu.mjs';
 import { baseContender, fetchOnce, freePort, startPinned, startPortico } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
@@ -113,17 +113,6 @@ async function verify(contender, base, body) {
   }
 }
 
-const pct = (share) => `${(share * 100).toFixed(1)}%`;
-const fmtInt = (n) => Math.round(n).toLocaleString('en-US');
-const fmtMs = (n) => (Number.isFinite(n) ? `${n.toFixed(2)} ms` : 'n/a');
-/** Ratios are cut, never rounded, so a missed target can never read as met. */
-const fmtRatio = (r) => (r === undefined ? 'n/a' : `${(Math.floor(r * 100) / 100).toFixed(2)}×`);
-
-function table(header, rows) {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
-  return [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
-}
 
 function runOnce(measure, base, duration, logFile) {
   const url = `${base}/${FILE}`;
