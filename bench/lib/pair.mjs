@@ -35,7 +35,7 @@ export const NOISE_FLOOR = 0.98;
  * Measures one pair and prints it. `spec`:
  *   name        the scenario (static, proxy, cache): folder under `out`, first word of the heading
  *   a, b        the contenders (id, label, start, optional `needs`); the ratio is b / a
- *   item        { label, path }: the one URL measured
+ *   item        { label, path, method?, script? }: the one URL measured (`script`: wrk's Lua file, for a POST)
  *   startArgs   more for both `start()` calls (docroot, backend, files, items…)
  *   verify      async (contender, base) => throws when a contender answers wrongly; also warms a cache
  *   backend     optional app server handle with `stats()` (bench/proxy/harness.mjs startBackend)
@@ -60,14 +60,14 @@ export async function runPair(spec) {
       await verify?.(contender, base);
     }
     console.log(
-      bold(`==> pair ${name}: ${b.id} / ${a.id} on ${item.label} (GET ${item.path})`) +
+      bold(`==> pair ${name}: ${b.id} / ${a.id} on ${item.label} (${item.method ?? 'GET'} ${item.path})`) +
         dim(`\n    ${a.id}: ${a.label}\n    ${b.id}: ${b.label}`) +
         dim(`\n    both on CPU ${SERVER_CPU} at once, one wrk -t1 -c${connections} each on CPU ${CLIENT_CPU}${backend ? ' (with the app server)' : ''}; ${rounds} rounds of ${duration}`),
     );
     const load = (d, round) => {
       // Alternate which wrk starts first, so neither contender always gets the head start of a few ms.
       const order = round % 2 === 0 ? servers : [...servers].reverse();
-      const runs = new Map(order.map((s) => [s, runWrk({ url: s.url, cpu: CLIENT_CPU, connections, duration: d })]));
+      const runs = new Map(order.map((s) => [s, runWrk({ url: s.url, cpu: CLIENT_CPU, connections, duration: d, script: item.script })]));
       return Promise.all(servers.map((s) => runs.get(s)));
     };
     progress(`    ${name}: warming up both for ${warmup}`);

@@ -22,9 +22,13 @@ export function parseWrk(output) {
   return { rps: Number(rps[1]), p99: parseDuration(p99[1]), requests: requests ? Number(requests[1]) : undefined, errors };
 }
 
-/** Runs `wrk` pinned to `cpu` (`headers`: extra request fields, as `Name: value`) and resolves with its parsed summary (and the raw text). */
-export function runWrk({ url, cpu, threads = 1, connections = 50, duration = '10s', headers = [] }) {
-  const args = ['-c', String(cpu), 'wrk', `-t${threads}`, `-c${connections}`, `-d${duration}`, '--latency', ...headers.flatMap((h) => ['-H', h]), url];
+/**
+ * Runs `wrk` pinned to `cpu` (`headers`: extra request fields, as `Name: value`; `script`: a Lua file, e.g. one that
+ * makes the requests POSTs) and resolves with its parsed summary (and the raw text).
+ */
+export function runWrk({ url, cpu, threads = 1, connections = 50, duration = '10s', headers = [], script }) {
+  const scriptArgs = script === undefined ? [] : ['-s', script];
+  const args = ['-c', String(cpu), 'wrk', `-t${threads}`, `-c${connections}`, `-d${duration}`, '--latency', ...scriptArgs, ...headers.flatMap((h) => ['-H', h]), url];
   return new Promise((resolve, reject) => {
     const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

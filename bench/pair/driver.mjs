@@ -6,7 +6,9 @@
 //   npm run bench -- pair SCENARIO ID_A ID_B [ITEM]          # any two contenders of bench/SCENARIO/contenders.mjs
 //   npm run bench -- pair ID_A ID_B [ITEM]                   # the same for static (the older form)
 //
-// ITEM: 1k.txt (default) or 100k.txt for static and cache; proxy has one (GET /, 13 bytes). Without BENCH_BASE
+// ITEM: 1k.txt (default) or 100k.txt for static and cache; proxy: GET / (13 bytes, default), post-1k or post-1m
+// (a POST of 1 KB or 1 MB, answered once the app has read it; `pair proxy portico-stream portico post-1m` is what
+// request buffering costs). Without BENCH_BASE
 // and ids, each scenario pairs Portico with its floor (static and cache: the bare Node server; proxy: undici).
 //
 //   static  both serve bench/out/pair/docroot with the static scenario's config (bench/static/contenders.mjs)
@@ -14,7 +16,7 @@
 //           scenario's config: an upstream with health checks, the `upstream` access log to a file
 //   cache   both proxy to one origin with a memory cache zone (bench/cache/contenders.mjs); each is warmed and
 //           seen to hit before measuring, and a round during which the origin was asked is flagged
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, dim, green, progress, yellow } from '../lib/common.mjs';
@@ -29,6 +31,19 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OUT = path.resolve(HERE, '../out/pair');
 const BASE = process.env.PORTICO_BASE_DIR ? ['portico-base', 'portico'] : undefined;
 const FILE_ITEMS = FILES.map((f) => ({ label: f.label, path: `/${f.name}`, file: f.name, arg: f.name }));
+/** proxy's POST items: what request buffering costs (`pair proxy portico-stream portico post-1k`, or against BENCH_BASE). */
+const POST_ITEMS = [
+  { label: 'POST 1 KB', path: '/', method: 'POST', arg: 'post-1k', bodySize: 1024 },
+  { label: 'POST 1 MB', path: '/', method: 'POST', arg: 'post-1m', bodySize: 1024 * 1024 },
+];
+
+/** wrk's Lua file that makes every request a POST with a body of `size` bytes. */
+function postScript(size) {
+  mkdirSync(OUT, { recursive: true });
+  const file = path.join(OUT, `post-${size}.lua`);
+  writeFileSync(file, `wrk.method = "POST"\nwrk.body = string.rep("x", ${size})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  return file;
+}
 
 /**
  * The scenarios: their contenders, the items one may name, the default pair without BENCH_BASE, and `prepare`,
@@ -48,11 +63,12 @@ const SCENARIOS = {
   },
   proxy: {
     contenders: proxyServers.CONTENDERS,
-    items: [{ label: '13 B', path: '/' }],
+    items: [{ label: '13 B', path: '/' }, ...POST_ITEMS],
     floor: ['undici', 'portico'],
     async prepare(_shared, item) {
       const backend = await startBackend({});
-      return { backend, verify: (contender, base) => proxyServers.verify(contender, base, item), stop: () => backend.stop() };
+      const measured = item.bodySize === undefined ? item : { ...item, script: postScript(item.bodySize) };
+      return { backend, item: measured, verify: (contender, base) => proxyServers.verify(contender, base, item), stop: () => backend.stop() };
     },
   },
   cache: {

@@ -1,6 +1,7 @@
 // The app server behind every proxy and cache in these benchmarks: a bare Node `http` server with keep-alive.
 //
 //   GET /            "Hello, world!" (13 bytes, text/plain): what the proxy benchmark forwards
+//   POST /           the same, once the request body has been read (pair proxy post-1k / post-1m)
 //   GET /1k.txt …    each FILE given on the command line, from DOCROOT, with `Cache-Control: public, max-age=3600`
 //   GET /healthz     "ok" (active health checks; not counted)
 //   GET /__stats     {"requests": N, "connections": N} since start (not counted): lets the drivers check that a
@@ -26,6 +27,13 @@ let connections = 0;
 
 const server = http.createServer(function backend(req, res) {
   const url = req.url;
+  if (url === '/' && req.method === 'POST') {
+    // The POST items of `pair proxy`: the body is read whole, as an app would, before the answer.
+    requests++;
+    req.resume();
+    req.once('end', () => res.writeHead(200, HELLO_HEADERS).end(HELLO));
+    return;
+  }
   if (url === '/') {
     requests++;
     res.writeHead(200, HELLO_HEADERS);

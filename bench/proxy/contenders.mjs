@@ -13,7 +13,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
  * Portico with every proxy feature on: an upstream of one server with active health checks every 2 s,
  * request/response header rebuilding (always on) and the `upstream` access log written to a file.
  */
-function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir }) {
+function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, proxyOptions = '' }) {
   const accessLog = path.join(outDir, 'access.log');
   rmSync(accessLog, { force: true });
   const config = [
@@ -27,7 +27,7 @@ function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir }) 
     `sites:`,
     `  - routes:`,
     `      - path: /`,
-    `        proxy: { upstream: app }`,
+    `        proxy: { upstream: app${proxyOptions} }`,
     ``,
   ].join('\n');
   return startPortico({ name, config, outDir, cpu, readyUrl, nodeArgs, dir });
@@ -79,6 +79,12 @@ export async function verify(contender, base, item) {
 export const CONTENDERS = [
   { id: 'portico', label: 'Portico (health checks, access log)', start: portico, node: true },
   ...baseContender((options) => portico({ ...options, name: 'portico-base', dir: process.env.PORTICO_BASE_DIR })),
+  {
+    id: 'portico-stream',
+    label: 'Portico, request bodies streamed (request_buffering: false)',
+    start: (options) => portico({ ...options, name: 'portico-stream', proxyOptions: ', request_buffering: false' }),
+    node: true,
+  },
   { id: 'undici', label: 'Node floor (http + undici Pool)', start: nodeScript('undici-floor.mjs'), node: true },
   { id: 'undici-dispatch', label: 'Node floor, tighter (http + undici dispatch)', start: nodeScript('undici-dispatch-floor.mjs'), node: true },
   { id: 'http-proxy', label: 'node-http-proxy (keep-alive agent)', start: nodeScript('http-proxy-server.mjs'), node: true },
