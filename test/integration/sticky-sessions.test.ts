@@ -139,6 +139,26 @@ describe('sticky sessions on the app\'s cookie (Tomcat jvmRoute)', () => {
   });
 });
 
+describe('hash_key: $cookie_JSESSIONID (documented as the wrong way)', () => {
+  test('loses sessions: some new session\'s second request is hashed to the other instance, which starts another', async () => {
+    const tc1 = await tomcat('tc1');
+    const tc2 = await tomcat('tc2');
+    const list = [tc1, tc2].map((b) => `"${b.url}"`).join(', ');
+    const server = await servers.portico(
+      `upstreams:\n  app:\n    policy: hash\n    hash_key: "$cookie_JSESSIONID"\n    servers: [${list}]\n` +
+        'sites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n',
+    );
+    // Each session lands on one instance or the other by its hash (about half each): 16 make "none moved" ~2^-16.
+    let lost = 0;
+    for (let i = 0; i < 16; i++) {
+      const id = newSession(await httpRequest(server.port, '/'));
+      const second = await httpRequest(server.port, '/', { headers: { Cookie: `JSESSIONID=${id}` } });
+      if (second.body.toString() !== `${id.slice(id.lastIndexOf('.') + 1)} ${id}`) lost++;
+    }
+    assert.ok(lost > 0, 'some session moved');
+  });
+});
+
 describe('Portico\'s own sticky cookie with a cache', () => {
   /**
    * Two backends answering a cacheable page with their name; `/held` sends its head and first half, and the rest
@@ -151,7 +171,7 @@ describe('Portico\'s own sticky cookie with a cache', () => {
     for (const name of ['a', 'b']) {
       backends.push(
         await servers.upstream((req, res) => {
-          res.writeHead(200, { 'Cache-Control': 'max-age=60', 'Content-Type': 'text/plain', 'Content-Length': name.length * 2 });
+          res.writeHead(200, { 'Cache-Control': 'max-age=60', 'Content-Type': 'text/plain', 'Content-Length': name.length * 2, ETag: '"v1"' });
           if (req.url !== '/held') return void res.end(name + name);
           res.write(name);
           void released.then(() => res.end(name));
@@ -199,6 +219,9 @@ describe('Portico\'s own sticky cookie with a cache', () => {
     const ranged = await httpRequest(port, '/page', { headers: { Range: 'bytes=0-0' } });
     assert.equal(ranged.status, 206);
     pinOf(ranged);
+    const notModified = await httpRequest(port, '/page', { headers: { 'If-None-Match': '"v1"' } });
+    assert.equal(notModified.status, 304);
+    pinOf(notModified);
   });
 
   test('a pinned client still reaches its server on a miss, and its hit answers carry no cookie', async () => {

@@ -136,6 +136,17 @@ describe('Portico\'s own sticky cookie for an answer from the cache', () => {
     a.healthy = false;
     assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), `pin=${upstream.stickyId(b)}; Path=/; HttpOnly; SameSite=Lax`);
   });
+
+  test('a cookie naming a backup counts only while no primary is available (unlike a route)', () => {
+    const servers = ['http://127.0.0.1:9', { url: 'http://127.0.0.1:10', backup: true }, { url: 'http://127.0.0.1:11', backup: true }];
+    const config = upstreamSchema.parse({ servers, sticky: { cookie: 'pin' } }) as Upstream['config'];
+    const upstream = new Upstream('app', config, dir, pino({ level: 'silent' }));
+    upstreams.push(upstream);
+    const [primary, , second] = upstream.servers as [UpstreamServer, UpstreamServer, UpstreamServer];
+    assert.equal(chosen(upstream, upstream.stickyId(second)), 0);
+    primary.healthy = false;
+    for (let i = 0; i < 4; i++) assert.equal(chosen(upstream, upstream.stickyId(second)), 2);
+  });
 });
 
 /** The config of one upstream `app` with the given YAML lines (indented under it) and a proxy route to it. */
