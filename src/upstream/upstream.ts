@@ -117,11 +117,15 @@ export class Upstream {
 
   /**
    * The Set-Cookie for a client answered without a forward (from the cache): it pins the client to the server
-   * the policy would choose for it now, unless its cookie already names an available one. Pinning to the server
-   * that filled the entry instead would send every first-time visitor of a popular cached page to that one server.
+   * the policy would choose for it now, unless its cookie already names one its requests would go to (at
+   * max_conns or not: no request is made now). Pinning to the server that filled the entry instead would send
+   * every first-time visitor of a popular cached page to that one server.
    */
   stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
     if (this.config.sticky?.cookie === undefined) return undefined;
+    const now = Date.now();
+    const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
+    if (pinned?.isAvailable(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
     const server = this.select(undefined, pick, current);
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }

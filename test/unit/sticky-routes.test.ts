@@ -123,8 +123,8 @@ describe('choosing the server of a session', () => {
 });
 
 describe('Portico\'s own sticky cookie for an answer from the cache', () => {
-  test('pins a client without the cookie to the server the policy chooses now; a client already pinned to an available server gets none', () => {
-    const config = upstreamSchema.parse({ servers: ['http://127.0.0.1:9', 'http://127.0.0.1:10'], sticky: { cookie: 'pin' } }) as Upstream['config'];
+  test('pins a client without the cookie to the server the policy chooses now; a client already pinned to an available server (even one at max_conns) gets none', () => {
+    const config = upstreamSchema.parse({ servers: ['http://127.0.0.1:9', 'http://127.0.0.1:10'], sticky: { cookie: 'pin' }, max_conns: 1 }) as Upstream['config'];
     const upstream = new Upstream('app', config, dir, pino({ level: 'silent' }));
     upstreams.push(upstream);
     const [a, b] = upstream.servers as [UpstreamServer, UpstreamServer];
@@ -133,6 +133,10 @@ describe('Portico\'s own sticky cookie for an answer from the cache', () => {
     // round_robin: two first-time visitors of a cached page are spread, not all pinned to the server that filled it.
     assert.deepEqual(new Set([first, second]), new Set([`pin=${upstream.stickyId(a)}; Path=/; HttpOnly; SameSite=Lax`, `pin=${upstream.stickyId(b)}; Path=/; HttpOnly; SameSite=Lax`]));
     assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), undefined);
+    // A pinned server at max_conns keeps its clients: answering from the cache makes no request to it.
+    upstream.acquire(a);
+    assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), undefined);
+    upstream.release(a);
     a.healthy = false;
     assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), `pin=${upstream.stickyId(b)}; Path=/; HttpOnly; SameSite=Lax`);
   });

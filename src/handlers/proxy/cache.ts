@@ -32,7 +32,6 @@ export interface Forwarder {
 
 const NO_FIELDS: readonly string[] = [];
 
-
 /**
  * Replaced in a cacheable fetch: client validators and Range are answered by Portico (the origin is asked with
  * the cache's own validators, or none), and Accept-Encoding is sent normalised, as the Vary key sees it.
