@@ -237,6 +237,8 @@ const upstreamServer = z.strictObject({
   tls: tlsClient.optional(),
   /** Per-server cap of requests in flight (overrides the upstream's). */
   max_conns: z.number().int().min(0).optional(),
+  /** The server's name in the app's session ids (Tomcat's jvmRoute: `ABC123.tc1`), for `sticky.app_cookie`. */
+  route: z.string().regex(/^[!#$%&'*+\-^_`|~0-9A-Za-z]+$/, 'a route is a token without "." (Tomcat\'s jvmRoute, e.g. tc1): it is read after the last "." of a session id').optional(),
 });
 
 /** A server, or its URL alone (`"http://10.0.0.1:3000"`), which means `{ url: ... }` with the defaults. */
@@ -263,6 +265,74 @@ const healthCheck = z.strictObject({
   host: z.string().optional(),
 });
 
+/**
+ * Session cookies that apps set themselves (Tomcat, PHP, Django, Express, ASP.NET, Laravel). Portico's own sticky
+ * cookie under one of these names would overwrite the app's session with every answer.
+ */
+const APP_SESSION_COOKIES = ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session'];
+
+const cookieName = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name is a token (letters, digits and !#$%&\'*+-.^_`|~)');
+
+/**
+ * How a client is kept on one server: Portico's own cookie (`cookie`, an HMAC naming the server), or the app's
+ * session cookie (`app_cookie`), whose id ends in the server's `route` as Tomcat's jvmRoute does.
+ */
+const stickySchema = z
+  .strictObject({
+    cookie: cookieName.optional(),
+    /** The app's own session cookie (JSESSIONID): routed on its `.route` suffix; Portico sets no cookie. */
+    app_cookie: cookieName.optional(),
+    /** Key of the cookie's HMAC (16+ characters); a random one per process when absent. */
+    secret: z.string().min(16, 'a sticky secret has at least 16 characters').optional(),
+  })
+  .superRefine((sticky, ctx) => {
+    const session = APP_SESSION_COOKIES.find((name) => name.toLowerCase() === sticky.cookie?.toLowerCase());
+    if (session !== undefined && sticky.app_cookie === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cookie'],
+        message:
+          `${sticky.cookie} is the app's session cookie: Portico's own sticky cookie under that name would overwrite it and ` +
+          `every request would start a new session. To route on the app's session write sticky: { app_cookie: ${sticky.cookie} } ` +
+          `and give each server its route (Tomcat's jvmRoute), or keep Portico's cookie under another name (the default is portico_route)`,
+      });
+    }
+    if (sticky.cookie !== undefined && sticky.app_cookie !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['app_cookie'], message: 'sticky routes on Portico\'s own cookie or on the app\'s (app_cookie), not both' });
+    }
+    if (sticky.secret !== undefined && sticky.app_cookie !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'secret keys Portico\'s own sticky cookie: with app_cookie Portico sets none' });
+    }
+  })
+  .transform(({ cookie, app_cookie, secret }) =>
+    app_cookie === undefined ? { cookie: cookie ?? 'portico_route', app_cookie, secret } : { cookie: undefined, app_cookie, secret },
+  );
+
+/** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some. */
+function checkRoutes(upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined }, ctx: z.RefinementCtx): void {
+  const seen = new Map<string, number>();
+  const appCookie = upstream.sticky?.app_cookie;
+  upstream.servers.forEach((server, i) => {
+    if (server.route === undefined) return;
+    const first = seen.get(server.route);
+    if (first !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: `route "${server.route}" already names servers[${first}]: a route names one server` });
+    } else {
+      seen.set(server.route, i);
+    }
+    if (appCookie === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: 'a route is read from the app\'s session cookie: set sticky: { app_cookie: JSESSIONID } (or the app\'s cookie name) on this upstream' });
+    }
+  });
+  if (appCookie !== undefined && seen.size === 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['sticky', 'app_cookie'],
+      message: `app_cookie routes on the suffix of ${appCookie} ("ABC123.tc1"): give the servers their route (route: tc1, Tomcat's jvmRoute)`,
+    });
+  }
+}
+
 const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '503', '504', '429'] as const;
 /** A retry / passive-health condition; a status may be written bare (`502`, which YAML reads as a number). */
 const retryCondition = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.enum(RETRY_CONDITIONS));
@@ -273,13 +343,7 @@ export const upstreamSchema = z.strictObject({
   /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
   hash_key: z.string().default('$request_uri'),
   servers: z.array(upstreamServerEntry).min(1, 'an upstream needs at least one server'),
-  sticky: z
-    .strictObject({
-      cookie: z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/).default('portico_route'),
-      /** Key of the cookie's HMAC (16+ characters); a random one per process when absent. */
-      secret: z.string().min(16, 'a sticky secret has at least 16 characters').optional(),
-    })
-    .optional(),
+  sticky: stickySchema.optional(),
   health: healthCheck.optional(),
   passive: z
     .strictObject({
@@ -312,7 +376,7 @@ export const upstreamSchema = z.strictObject({
   /** How long a request waits for a server to become available before 503. */
   try_duration: duration.default(0),
   try_interval: duration.default(250),
-});
+}).superRefine(checkRoutes);
 
 /** Let's Encrypt's directories: `directory` defaults to production, `staging: true` picks the staging one. */
 export const LETS_ENCRYPT = {

@@ -4,16 +4,19 @@
  *
  * Selection filters, the policy chooses: candidates are the primaries that are healthy, not ejected, under
  * max_conns and not already tried for this request; only when no primary is available at all do the backup
- * servers serve. A sticky cookie that names an available candidate wins over the policy. When nothing else is
- * left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
+ * servers serve. A sticky cookie that names an available candidate wins over the policy; so does the route of
+ * the app's session (`sticky.app_cookie`), primary or backup, as in mod_proxy_balancer and HAProxy. When nothing
+ * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import { readCookie } from '../http/template.js';
 import { ActiveHealthChecker } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
+import { sessionRoute } from './session-route.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 
@@ -47,6 +50,8 @@ export class Upstream {
   readonly #checker: ActiveHealthChecker | undefined;
   readonly #logger: Logger;
   readonly #stickyIds: readonly string[];
+  /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
+  readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
   readonly #queue: Waiter[] = [];
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
@@ -64,6 +69,10 @@ export class Upstream {
     // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
     const key = config.sticky?.secret ?? stickyKey;
     this.#stickyIds = this.servers.map((s) => createHmac('sha256', key).update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
+    this.#routes =
+      config.sticky?.app_cookie === undefined
+        ? undefined
+        : new Map(config.servers.flatMap((server, i) => (server.route === undefined ? [] : [[server.route, this.servers[i]!] as const])));
     if (config.health !== undefined) {
       this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {
         this.#logger.warn({ upstream: name, server: server.label }, healthy ? 'server is up' : 'server is down');
@@ -91,9 +100,34 @@ export class Upstream {
    */
   stickyCookie(server: UpstreamServer, current: string | undefined): string | undefined {
     const sticky = this.config.sticky;
-    if (sticky === undefined) return undefined;
+    if (sticky?.cookie === undefined) return undefined;
     const id = this.#stickyIds[server.id]!;
     return current === id ? undefined : `${sticky.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax`;
+  }
+
+  /**
+   * What a request says of where it belongs: the value of Portico's sticky cookie, or with `app_cookie` the route
+   * its session names (`target` is the raw request target, for `;jsessionid=`); undefined when not sticky.
+   */
+  pinOf(cookieHeader: string | undefined, target: string): string | undefined {
+    const sticky = this.config.sticky;
+    if (sticky === undefined) return undefined;
+    return sticky.app_cookie === undefined ? readCookie(cookieHeader, sticky.cookie!) : sessionRoute(cookieHeader, target, sticky.app_cookie);
+  }
+
+  /**
+   * The Set-Cookie for a client answered without a forward (from the cache): it pins the client to the server
+   * the policy would choose for it now, unless its cookie already names one its requests would go to (at
+   * max_conns or not: no request is made now). Pinning to the server that filled the entry instead would send
+   * every first-time visitor of a popular cached page to that one server.
+   */
+  stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
+    if (this.config.sticky?.cookie === undefined) return undefined;
+    const now = Date.now();
+    const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
+    if (pinned?.isAvailable(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
+    const server = this.select(undefined, pick, current);
+    return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
 
   /** The sticky-cookie value that names a server. */
@@ -107,6 +141,13 @@ export class Upstream {
    */
   select(tried: ReadonlySet<number> | undefined, pick: PickContext, sticky: string | undefined): UpstreamServer | NoServer {
     const now = Date.now();
+    if (this.#routes !== undefined) {
+      // The app's session lives on its routed server, backup or not; one that cannot take the request now
+      // (down, ejected, full, tried) leaves it to the policy, and that server's app starts a new session.
+      const routed = sticky === undefined ? undefined : this.#routes.get(sticky);
+      if (routed !== undefined && routed.isAvailable(now) && tried?.has(routed.id) !== true && routed.hasCapacity()) return routed;
+      sticky = undefined;
+    }
     const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false);
     if (typeof primary !== 'string' || primary === 'full') return primary;
     if (this.#backups.length > 0) {

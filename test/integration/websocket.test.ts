@@ -221,6 +221,20 @@ describe('sticky cookie', () => {
     }
   });
 
+  test('with app_cookie an upgrade follows its session\'s route (Tomcat\'s jvmRoute) and gets no cookie of Portico\'s', async () => {
+    const a = await wsBackend('a');
+    const b = await wsBackend('b');
+    const servers = [`{ url: "${a.url}", route: tc1 }`, `{ url: "${b.url}", route: tc2 }`];
+    const server = await portico(config(servers, 'sticky: { app_cookie: JSESSIONID }\npassive: { max_fails: 0 }'));
+    // Round robin alone would alternate: the route keeps each session's upgrades on its instance.
+    for (const [route, owner] of [['tc1', 'a'], ['tc2', 'b'], ['tc2', 'b'], ['tc1', 'a'], ['tc1', 'a'], ['tc2', 'b']] as const) {
+      const { conn, head } = await openTunnel(server.port, `JSESSIONID=0A1B2C.${route}`);
+      assert.equal(backendOf(head), owner, route);
+      assert.equal(head.fields.get('set-cookie'), undefined);
+      conn.close();
+    }
+  });
+
   test('an upgrade with a stale sticky cookie is tunnelled and re-pinned: Set-Cookie names the server it reached', async () => {
     const a = await wsBackend('a');
     const b = await wsBackend('b');

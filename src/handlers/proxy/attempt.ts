@@ -12,6 +12,7 @@ import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 
+const NO_FIELDS: readonly string[] = [];
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
 
 /** Why an attempt failed, in `retry_on` terms. */
@@ -90,7 +91,7 @@ export interface AttemptInit {
   readonly server: UpstreamServer;
   /** The access log's record of this attempt. */
   readonly log: UpstreamAttemptLog;
-  /** A sticky cookie to add to the answer. */
+  /** A sticky cookie for this client's answer only (never stored by the cache nor shared with waiters). */
   readonly setCookie: string | undefined;
   /** Until when a retryable status may be discarded for a retry (0: never). */
   readonly statusRetryUntil: number;
@@ -170,9 +171,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
       return true;
     }
     const headers = filterResponseHeaders(rawHeaders, this);
-    if (this.setCookie !== undefined) headers.push('Set-Cookie', this.setCookie);
     ex.committed = true;
-    ex.sink.head(statusCode, headers);
+    ex.sink.head(statusCode, headers, this.setCookie === undefined ? NO_FIELDS : ['Set-Cookie', this.setCookie]);
     if (statusCode === 204 || statusCode === 304) {
       // No body by definition (RFC 9110 §6.4.1): complete at its head. undici would otherwise fail one that
       // carries a Content-Length (a length mismatch) after the head, and the answer would never end.

@@ -32,10 +32,10 @@ export class TaggedSink implements ResponseSink {
     readonly inner: ResponseSink,
     readonly statusHeader: string,
   ) {}
-  head(status: number, headers: string[]): void {
+  head(status: number, headers: string[], own: readonly string[]): void {
     this.status = status;
     this.headers = headers;
-    this.inner.head(status, [...withoutPorticoField(headers), 'Cache-Status', this.statusHeader]);
+    this.inner.head(status, [...withoutPorticoField(headers), 'Cache-Status', this.statusHeader], own);
   }
   data(chunk: Buffer): boolean {
     return this.inner.data(chunk);
@@ -155,14 +155,16 @@ export class StoringSink implements ResponseSink {
     this.publish?.(decision);
   }
 
-  head(status: number, headers: string[]): void {
+  /** Storability is judged on the app's `headers` alone; `own` (the sticky cookie) goes to this client only. */
+  head(status: number, headers: string[], own: readonly string[]): void {
     this.status = status;
     this.#responseTime = Date.now();
     const { ctx, cache } = this;
     const options = cache.options;
     if (status === 304 && this.stale !== null) {
       this.#mode = 'refresh';
-      this.#refreshHeaders = headers;
+      // A refresh sends every Set-Cookie of the 304 to this client only, never into the stored response.
+      this.#refreshHeaders = own.length === 0 ? headers : [...headers, ...own];
       return;
     }
     if (ERROR_STATUSES.has(status) && this.stale !== null) {
@@ -208,13 +210,13 @@ export class StoringSink implements ResponseSink {
       const outcome = evaluatePreconditions(req.headers, validatorsOf(etag, lastModified), true);
       if (outcome === 304) {
         ctx.status = 304;
-        ctx.res.writeHead(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader]);
+        ctx.res.writeHead(304, [...notModifiedHeaders(headers), ...own, 'Cache-Status', statusHeader]);
         this.#clientBody = false;
         return;
       }
     }
     ctx.status = status;
-    ctx.res.writeHead(status, [...withoutPorticoField(headers), 'Cache-Status', statusHeader]);
+    ctx.res.writeHead(status, [...withoutPorticoField(headers), ...own, 'Cache-Status', statusHeader]);
     if (req.method === 'HEAD') this.#clientBody = false;
   }
 

@@ -26,8 +26,11 @@ export interface Forwarder {
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined>;
   forward(prepared: PreparedRequest, sink: ResponseSink, edit?: HeaderEdit): Promise<ForwardOutcome>;
   clientSink(ctx: RequestContext): ClientSink;
+  /** The sticky Set-Cookie for a client answered from the cache, if it needs one. */
+  stickyCookie(ctx: RequestContext): string | undefined;
 }
 
+const NO_FIELDS: readonly string[] = [];
 
 /**
  * Replaced in a cacheable fetch: client validators and Range are answered by Portico (the origin is asked with
@@ -62,6 +65,15 @@ export class ProxyCache implements CacheOwner {
   constructor(options: ProxyCacheOptions, forwarder: Forwarder) {
     this.#o = options;
     this.#forwarder = forwarder;
+  }
+
+  /**
+   * Portico's own fields for a client answered from storage: its sticky cookie (a stored response never holds
+   * one, so that no client gets another's pin).
+   */
+  #own(ctx: RequestContext): readonly string[] {
+    const cookie = this.#forwarder.stickyCookie(ctx);
+    return cookie === undefined ? NO_FIELDS : ['Set-Cookie', cookie];
   }
 
   #keyFor(ctx: RequestContext): string {
@@ -246,11 +258,15 @@ export class ProxyCache implements CacheOwner {
       served = { age: ageSeconds, ttl, headers: [...variant.extra.baseHeaders, 'Age', String(ageSeconds), 'Cache-Status', cacheStatus(`hit; ttl=${ttl}`)] };
       variant.extra.served = served;
     }
-    sendWhole(ctx, variant.stored.status, served.headers, variant.stored.body, variant.extra.text);
+    const own = this.#own(ctx);
+    sendWhole(ctx, variant.stored.status, own.length === 0 ? served.headers : [...served.headers, ...own], variant.stored.body, variant.extra.text);
   }
 
-  /** Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response. */
-  #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string, own: readonly string[] = []): void {
+  /**
+   * Answers from a stored variant: 304/412 for client validators, 206/416 for a Range, else the whole response.
+   * `own`: this client's fields from a revalidation it made; without them, its sticky cookie is worked out here.
+   */
+  #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string, own: readonly string[] = this.#own(ctx)): void {
     const { req, res } = ctx;
     const stored = variant.stored;
     const facts = variant.extra.facts;
@@ -288,7 +304,7 @@ export class ProxyCache implements CacheOwner {
   async #serveFlight(ctx: RequestContext, decision: Extract<FlightDecision, { share: true }>, params: string): Promise<void> {
     const { req, res } = ctx;
     ctx.status = decision.status;
-    res.writeHead(decision.status, [...decision.headers, 'Cache-Status', cacheStatus(params)]);
+    res.writeHead(decision.status, [...decision.headers, ...this.#own(ctx), 'Cache-Status', cacheStatus(params)]);
     if (req.method === 'HEAD') return void res.end();
     try {
       await decision.body.pipeTo(

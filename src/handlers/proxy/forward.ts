@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
-import { readCookie, type Template } from '../../http/template.js';
+import type { Template } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
@@ -53,6 +53,14 @@ export class Forwarder {
   /** The `hash` policy's key for this request (only computed for that policy). */
   hashKey(ctx: RequestContext): string {
     return this.#o.hashKey === undefined ? '' : this.#o.hashKey(ctx);
+  }
+
+  /** The sticky Set-Cookie for a client answered from the cache (see `Upstream.stickyCookieUnforwarded`). */
+  stickyCookie(ctx: RequestContext): string | undefined {
+    const upstream = this.#upstream;
+    if (upstream.config.sticky?.cookie === undefined) return undefined;
+    const pick = { clientIp: ctx.clientAddress(), hashKey: this.hashKey(ctx), random: Math.random };
+    return upstream.stickyCookieUnforwarded(pick, upstream.pinOf(ctx.req.headers.cookie, ctx.req.url!));
   }
 
   /** The sink that answers the client directly. */
@@ -111,8 +119,7 @@ export class Forwarder {
     const started = Date.now();
     ex.deadline = started + config.retry_deadline;
     ex.tryUntil = started + config.try_duration;
-    const sticky = config.sticky;
-    ex.stickyValue = sticky === undefined ? undefined : readCookie(ex.ctx.req.headers.cookie, sticky.cookie);
+    ex.stickyValue = this.#upstream.pinOf(ex.ctx.req.headers.cookie, ex.ctx.req.url!);
     ex.pick = { clientIp: ex.clientIp, hashKey: this.hashKey(ex.ctx), random: Math.random };
     this.#next(ex);
   }

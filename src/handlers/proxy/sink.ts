@@ -8,7 +8,11 @@ import { sendEarlyHints } from './interim.js';
  * with collapsed waiters, or swallow a 304). Headers arrive already filtered for the client.
  */
 export interface ResponseSink {
-  head(status: number, headers: string[]): void;
+  /**
+   * The app's answer head (`headers`: what the cache judges and stores) and Portico's fields for this client only
+   * (`own`: its sticky Set-Cookie), which go out with this client's answer and nowhere else.
+   */
+  head(status: number, headers: string[], own: readonly string[]): void;
   /** Returns false when the reader is full; the sink then calls the `drain` function once it can take more. */
   data(chunk: Buffer): boolean;
   /** Gives the sink the function that resumes the origin after `data` returned false. */
@@ -42,8 +46,9 @@ export class ClientSink implements ResponseSink {
     readonly bufferLimit: number,
   ) {}
 
-  head(status: number, headers: string[]): void {
+  head(status: number, appHeaders: string[], own: readonly string[]): void {
     this.ctx.status = status;
+    const headers = own.length === 0 ? appHeaders : [...appHeaders, ...own];
     if (this.bufferLimit > 0) this.#pending = { status, headers, chunks: [], bytes: 0 };
     else this.ctx.res.writeHead(status, headers);
   }

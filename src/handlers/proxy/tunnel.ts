@@ -1,13 +1,12 @@
 /**
  * WebSocket tunnels. The client's 101 is sent only after the app server answered 101. A tunnel is an attempt
- * like any other: it follows the sticky cookie (and sets it), waits for capacity under `max_conns` and for a
+ * like any other: it follows the sticky cookie (and sets it) or the app session's route, waits for capacity under `max_conns` and for a
  * server under `try_duration`, feeds passive health, and is counted on its server (`active`) for as long as it
  * is open, so least_conn weighs it, max_conns caps it, and a drain can wait for it.
  */
 import type { Duplex } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
 import { RETRY_SOON, sendRawError } from '../../http/send.js';
-import { readCookie } from '../../http/template.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { classify, type FailureReason } from './attempt.js';
@@ -36,7 +35,7 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
   const tried = new Set<number>();
   const pick = { clientIp: ctx.clientAddress(), hashKey: o.hashKey(ctx), random: Math.random };
   const headers = o.preparer.headers(ctx);
-  const stickyValue = config.sticky === undefined ? undefined : readCookie(ctx.req.headers.cookie, config.sticky.cookie);
+  const stickyValue = upstream.pinOf(ctx.req.headers.cookie, ctx.req.url!);
   // The upgrade fields are hop-by-hop and were dropped; this hop asks for the same upgrade itself.
   const path = o.preparer.upstreamPath(ctx);
   const started = Date.now();

@@ -1,0 +1,212 @@
+/**
+ * Sticky sessions on the app's own cookie (`sticky.app_cookie`, Tomcat's jvmRoute): reading the route of a
+ * request's session, choosing its server, and the config rules that keep operators from the two wrong attempts.
+ */
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { after, describe, test } from 'node:test';
+import pino from 'pino';
+import { upstreamSchema } from '../../src/config/schema.js';
+import { parseConfig } from '../../src/server/config.js';
+import { sessionRoute } from '../../src/upstream/session-route.js';
+import { Upstream } from '../../src/upstream/upstream.js';
+import type { UpstreamServer } from '../../src/upstream/server.js';
+import { configErrors } from '../helpers/config.js';
+import { makeTree } from '../helpers/portico.js';
+
+const dir = makeTree();
+const upstreams: Upstream[] = [];
+after(async () => {
+  for (const upstream of upstreams) await upstream.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the route of a session', () => {
+  test('is the suffix after the last "." of the app cookie, among other cookies, quoted or not', () => {
+    assert.equal(sessionRoute('JSESSIONID=9A1FC2.tc1', '/', 'JSESSIONID'), 'tc1');
+    assert.equal(sessionRoute('theme=dark; JSESSIONID=9A1FC2.tc2; lang=fr', '/', 'JSESSIONID'), 'tc2');
+    assert.equal(sessionRoute('JSESSIONID="9A1FC2.tc3"', '/', 'JSESSIONID'), 'tc3');
+    assert.equal(sessionRoute('JSESSIONID=a.b.tc4', '/', 'JSESSIONID'), 'tc4');
+  });
+
+  test('is none for a session id without a route, an empty one, or a cookie of another name (names are case-sensitive)', () => {
+    assert.equal(sessionRoute('JSESSIONID=9A1FC2', '/', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute('JSESSIONID=9A1FC2.', '/', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute('JSESSIONID=', '/', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute('jsessionid=9A1FC2.tc1; XJSESSIONID=1.tc2', '/', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute(undefined, '/', 'JSESSIONID'), undefined);
+  });
+
+  test('several Cookie fields (joined by Node with "; ", as HTTP/2 sends them): the first cookie of the name counts', () => {
+    assert.equal(sessionRoute('a=1; JSESSIONID=X.tc2; JSESSIONID=Y.tc1', '/', 'JSESSIONID'), 'tc2');
+  });
+
+  test('is read from a ;jsessionid= path parameter of the raw target, the name in any case, never from the query', () => {
+    assert.equal(sessionRoute(undefined, '/shop/cart;jsessionid=9A1FC2.tc2?item=3', 'JSESSIONID'), 'tc2');
+    assert.equal(sessionRoute(undefined, '/shop;JSESSIONID=9A1FC2.tc1/cart', 'JSESSIONID'), 'tc1');
+    assert.equal(sessionRoute(undefined, '/shop/cart;v=2;jsessionid=9A1FC2.tc2;x=1', 'JSESSIONID'), 'tc2');
+    assert.equal(sessionRoute(undefined, 'http://shop.example/cart;jsessionid=9A1FC2.tc2', 'JSESSIONID'), 'tc2');
+    assert.equal(sessionRoute(undefined, '/shop/cart?x=1;jsessionid=9A1FC2.tc2', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute(undefined, '/shop/cart#;jsessionid=9A1FC2.tc2', 'JSESSIONID'), undefined);
+    assert.equal(sessionRoute('other=1', '/shop/cart;jsessionid=9A1FC2', 'JSESSIONID'), undefined);
+  });
+
+  test('the cookie wins over the path parameter (Tomcat reads the cookie when both are sent)', () => {
+    assert.equal(sessionRoute('JSESSIONID=NEW.tc1', '/cart;jsessionid=OLD.tc2', 'JSESSIONID'), 'tc1');
+    // A cookie without a route says nothing of where the session is: the path parameter may still.
+    assert.equal(sessionRoute('JSESSIONID=NEW', '/cart;jsessionid=OLD.tc2', 'JSESSIONID'), undefined);
+  });
+});
+
+/** An upstream of `routes.length` servers (a route each, or none for `undefined`) on ports nobody listens on. */
+function routed(routes: ReadonlyArray<string | undefined>, extra: Record<string, unknown> = {}, backups: readonly number[] = []): Upstream {
+  const servers = routes.map((route, i) => ({ url: `http://127.0.0.1:${9 + i}`, ...(route === undefined ? {} : { route }), backup: backups.includes(i) }));
+  const config = upstreamSchema.parse({ servers, sticky: { app_cookie: 'JSESSIONID' }, ...extra }) as Upstream['config'];
+  const upstream = new Upstream('app', config, dir, pino({ level: 'silent' }));
+  upstreams.push(upstream);
+  return upstream;
+}
+
+const pick = { clientIp: '127.0.0.1', hashKey: '/x', random: () => 0.5 };
+
+function chosen(upstream: Upstream, route: string | undefined, tried?: ReadonlySet<number>): number {
+  const server = upstream.select(tried, pick, route);
+  assert.ok(typeof server !== 'string', `a server was chosen (got ${String(server)})`);
+  return (server as UpstreamServer).id;
+}
+
+describe('choosing the server of a session', () => {
+  test('a route names its server whatever the policy would choose (round_robin, hash, first)', () => {
+    for (const policy of ['round_robin', 'hash', 'first']) {
+      const upstream = routed(['tc1', 'tc2', 'tc3'], { policy });
+      for (let i = 0; i < 6; i++) assert.equal(chosen(upstream, 'tc2'), 1, policy);
+      assert.equal(upstream.pinOf('JSESSIONID=A1.tc3', '/'), 'tc3');
+    }
+  });
+
+  test('an unknown route, or none, leaves the choice to the policy', () => {
+    const upstream = routed(['tc1', 'tc2']);
+    assert.deepEqual(new Set([0, 1, 2, 3].map(() => chosen(upstream, 'tc9'))), new Set([0, 1]));
+    assert.deepEqual(new Set([0, 1, 2, 3].map(() => chosen(upstream, undefined))), new Set([0, 1]));
+  });
+
+  test('a routed server that is down, ejected, full or already tried for this request leaves the choice to the policy', () => {
+    const upstream = routed(['tc1', 'tc2']);
+    const server = upstream.servers[0]!;
+    server.healthy = false;
+    for (let i = 0; i < 4; i++) assert.equal(chosen(upstream, 'tc1'), 1, 'down');
+    server.healthy = true;
+    server.eject(Date.now(), 60_000);
+    for (let i = 0; i < 4; i++) assert.equal(chosen(upstream, 'tc1'), 1, 'ejected');
+    server.clearEjection();
+    assert.equal(chosen(upstream, 'tc1'), 0, 'back');
+    assert.equal(chosen(upstream, 'tc1', new Set([0])), 1, 'a retry never re-picks the routed server that failed');
+
+    const capped = routed(['tc1', 'tc2'], { max_conns: 1 });
+    capped.acquire(capped.servers[0]!);
+    for (let i = 0; i < 4; i++) assert.equal(chosen(capped, 'tc1'), 1, 'full');
+    capped.release(capped.servers[0]!);
+    assert.equal(chosen(capped, 'tc1'), 0);
+  });
+
+  test('a route naming a backup server is followed while primaries are up (the session lives there)', () => {
+    const upstream = routed(['tc1', 'tc2', 'tc3'], {}, [2]);
+    assert.equal(chosen(upstream, 'tc3'), 2);
+    assert.notEqual(chosen(upstream, undefined), 2, 'new sessions still go to the primaries');
+  });
+
+  test('Portico sets no cookie of its own in this mode, on a forward or on a cache hit', () => {
+    const upstream = routed(['tc1', 'tc2']);
+    assert.equal(upstream.stickyCookie(upstream.servers[0]!, undefined), undefined);
+    assert.equal(upstream.stickyCookieUnforwarded(pick, undefined), undefined);
+  });
+});
+
+describe('Portico\'s own sticky cookie for an answer from the cache', () => {
+  test('pins a client without the cookie to the server the policy chooses now; a client already pinned to an available server (even one at max_conns) gets none', () => {
+    const config = upstreamSchema.parse({ servers: ['http://127.0.0.1:9', 'http://127.0.0.1:10'], sticky: { cookie: 'pin' }, max_conns: 1 }) as Upstream['config'];
+    const upstream = new Upstream('app', config, dir, pino({ level: 'silent' }));
+    upstreams.push(upstream);
+    const [a, b] = upstream.servers as [UpstreamServer, UpstreamServer];
+    const first = upstream.stickyCookieUnforwarded(pick, undefined);
+    const second = upstream.stickyCookieUnforwarded(pick, undefined);
+    // round_robin: two first-time visitors of a cached page are spread, not all pinned to the server that filled it.
+    assert.deepEqual(new Set([first, second]), new Set([`pin=${upstream.stickyId(a)}; Path=/; HttpOnly; SameSite=Lax`, `pin=${upstream.stickyId(b)}; Path=/; HttpOnly; SameSite=Lax`]));
+    assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), undefined);
+    // A pinned server at max_conns keeps its clients: answering from the cache makes no request to it.
+    upstream.acquire(a);
+    assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), undefined);
+    upstream.release(a);
+    a.healthy = false;
+    assert.equal(upstream.stickyCookieUnforwarded(pick, upstream.stickyId(a)), `pin=${upstream.stickyId(b)}; Path=/; HttpOnly; SameSite=Lax`);
+  });
+
+  test('a cookie naming a backup counts only while no primary is available (unlike a route)', () => {
+    const servers = ['http://127.0.0.1:9', { url: 'http://127.0.0.1:10', backup: true }, { url: 'http://127.0.0.1:11', backup: true }];
+    const config = upstreamSchema.parse({ servers, sticky: { cookie: 'pin' } }) as Upstream['config'];
+    const upstream = new Upstream('app', config, dir, pino({ level: 'silent' }));
+    upstreams.push(upstream);
+    const [primary, , second] = upstream.servers as [UpstreamServer, UpstreamServer, UpstreamServer];
+    assert.equal(chosen(upstream, upstream.stickyId(second)), 0);
+    primary.healthy = false;
+    for (let i = 0; i < 4; i++) assert.equal(chosen(upstream, upstream.stickyId(second)), 2);
+  });
+});
+
+/** The config of one upstream `app` with the given YAML lines (indented under it) and a proxy route to it. */
+function appConfig(lines: string): string {
+  return `upstreams:\n  app:\n${lines.replace(/^/gm, '    ')}\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`;
+}
+
+describe('config', () => {
+  test('sticky.cookie naming a common app session cookie is an error that names app_cookie, in the case written', () => {
+    for (const name of ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session', 'jsessionid', 'PhpSessId']) {
+      const errors = configErrors(appConfig(`servers: ["http://127.0.0.1:3001"]\nsticky: { cookie: ${name} }`), dir);
+      assert.equal(errors.length, 1, errors.join('\n'));
+      assert.match(errors[0]!, /^portico\.yaml:4:23 upstreams\.app\.sticky\.cookie: /);
+      assert.ok(errors[0]!.includes(`${name} is the app's session cookie`), errors[0]);
+      assert.ok(errors[0]!.includes(`sticky: { app_cookie: ${name} }`), errors[0]);
+    }
+  });
+
+  test('app_cookie with routes is accepted; Portico\'s cookie keeps its default name', () => {
+    const config = parseConfig(
+      appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: tc1 }\n  - { url: "http://127.0.0.1:3002", route: tc2, backup: true }\nsticky: { app_cookie: JSESSIONID }'),
+      'portico.yaml',
+      dir,
+    );
+    assert.deepEqual(config.upstreams.app!.sticky, { cookie: undefined, app_cookie: 'JSESSIONID', secret: undefined });
+    assert.deepEqual(config.upstreams.app!.servers.map((s) => s.route), ['tc1', 'tc2']);
+    const own = parseConfig(appConfig('servers: ["http://127.0.0.1:3001"]\nsticky: {}'), 'portico.yaml', dir);
+    assert.equal(own.upstreams.app!.sticky?.cookie, 'portico_route');
+  });
+
+  test('a route names one server: a duplicate is an error at the second', () => {
+    const errors = configErrors(
+      appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: tc1 }\n  - { url: "http://127.0.0.1:3002", route: tc1 }\nsticky: { app_cookie: JSESSIONID }'),
+      dir,
+    );
+    assert.deepEqual(errors, ['portico.yaml:5:48 upstreams.app.servers[1].route: route "tc1" already names servers[0]: a route names one server']);
+  });
+
+  test('a route is a token without "."', () => {
+    for (const bad of ['"tc.1"', '"tc 1"', '"tc;1"', '""']) {
+      const errors = configErrors(appConfig(`servers:\n  - { url: "http://127.0.0.1:3001", route: ${bad} }\nsticky: { app_cookie: JSESSIONID }`), dir);
+      assert.equal(errors.length, 1, errors.join('\n'));
+      assert.match(errors[0]!, /^portico\.yaml:4:\d+ upstreams\.app\.servers\[0\]\.route: a route is a token without "\."/);
+    }
+  });
+
+  test('app_cookie without any route, a route without app_cookie, and app_cookie beside cookie or secret are errors', () => {
+    assert.deepEqual(configErrors(appConfig('servers: ["http://127.0.0.1:3001"]\nsticky: { app_cookie: JSESSIONID }'), dir), [
+      'portico.yaml:4:27 upstreams.app.sticky.app_cookie: app_cookie routes on the suffix of JSESSIONID ("ABC123.tc1"): give the servers their route (route: tc1, Tomcat\'s jvmRoute)',
+    ]);
+    const unused = configErrors(appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: tc1 }'), dir);
+    assert.equal(unused.length, 1);
+    assert.match(unused[0]!, /^portico\.yaml:4:48 upstreams\.app\.servers\[0\]\.route: a route is read from the app's session cookie: set sticky: \{ app_cookie: JSESSIONID \}/);
+    const both = configErrors(appConfig('servers: [{ url: "http://127.0.0.1:3001", route: tc1 }]\nsticky: { cookie: pin, app_cookie: JSESSIONID, secret: "0123456789abcdef" }'), dir);
+    assert.equal(both.length, 2, both.join('\n'));
+    assert.match(both.join('\n'), /sticky\.app_cookie: sticky routes on Portico's own cookie or on the app's \(app_cookie\), not both/);
+    assert.match(both.join('\n'), /sticky\.secret: secret keys Portico's own sticky cookie: with app_cookie Portico sets none/);
+  });
+});
