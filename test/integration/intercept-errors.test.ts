@@ -46,6 +46,8 @@ function tomcat(req: IncomingMessage, res: ServerResponse): void {
   if (url.startsWith('/boom')) return page(500, STACK);
   if (url.startsWith('/busy')) return page(503, 'Service Unavailable', { 'retry-after': '120' });
   if (url.startsWith('/login')) return page(401, 'Unauthorized', { 'www-authenticate': ['Basic realm="app"', 'Bearer realm="api"'] });
+  if (url.startsWith('/method')) return page(405, 'Method Not Allowed', { allow: 'GET, HEAD' });
+  if (url.startsWith('/range')) return page(416, 'Range Not Satisfiable', { 'content-range': 'bytes */1234' });
   if (url.startsWith('/invalid')) {
     res.writeHead(422, { 'content-type': 'application/json', server: TOMCAT });
     return void res.end('{"error":"quantity must be positive"}');
@@ -139,7 +141,7 @@ describe('intercept_errors', () => {
     assert.match(plain.body.toString(), /NullPointerException/);
   });
 
-  test('the page keeps the app\'s Retry-After (503) and every WWW-Authenticate field (401)', async () => {
+  test('the page keeps the app\'s Retry-After (503), every WWW-Authenticate field (401), Allow (405) and Content-Range (416)', async () => {
     const portico = await servers.portico(config(app.url, 'true'), { '404.html': SITE_404 });
     const busy = await get(portico.port, '/i/busy');
     assert.equal(busy.status, 503);
@@ -150,6 +152,14 @@ describe('intercept_errors', () => {
     const challenges = login.rawHeaders.filter((_v, i, list) => i % 2 === 1 && list[i - 1]!.toLowerCase() === 'www-authenticate');
     assert.deepEqual(challenges, ['Basic realm="app"', 'Bearer realm="api"']);
     assertNothingOfTheApp(login);
+    const method = await get(portico.port, '/i/method');
+    assert.equal(method.status, 405);
+    assert.equal(method.headers.allow, 'GET, HEAD');
+    assertNothingOfTheApp(method);
+    const range = await get(portico.port, '/i/range');
+    assert.equal(range.status, 416);
+    assert.equal(range.headers['content-range'], 'bytes */1234');
+    assertNothingOfTheApp(range);
   });
 
   test('a list intercepts only its statuses; true leaves 1xx-3xx alone and takes every 4xx/5xx', async () => {
