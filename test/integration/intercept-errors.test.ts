@@ -187,6 +187,10 @@ describe('intercept_errors', () => {
     assert.equal(res.headers['content-length'], String(Buffer.byteLength(SITE_404)));
     assert.equal(res.body.length, 0);
     assertNothingOfTheApp(res);
+    // One announcing 1 MB: no body comes (undici closes a HEAD's upstream connection after it in any case).
+    const huge = await get(portico.port, '/i/huge', {}, 'HEAD');
+    assert.equal(huge.status, 500);
+    assert.equal(huge.body.length, 0);
   });
 
   test('a small discarded body (by its length, or chunked) is read out: the upstream keep-alive connection serves the next requests', async () => {
