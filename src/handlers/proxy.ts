@@ -10,6 +10,7 @@ import { compileTemplate } from '../http/template.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ProxyCache } from './proxy/cache.js';
 import { Forwarder } from './proxy/forward.js';
+import { interceptedStatuses, interceptOption } from './proxy/intercept.js';
 import { RequestPreparer } from './proxy/prepare.js';
 import { tunnelWebSocket, type TunnelOptions } from './proxy/tunnel.js';
 import { defineHandler } from './types.js';
@@ -65,6 +66,8 @@ const options = z.strictObject({
   websocket: z.boolean().default(true),
   /** Forward TRACE (it echoes the request, cookies included, for a page script to read): 405 unless allowed. */
   allow_trace: z.boolean().default(false),
+  /** Replace the app's answers with these statuses (true: every 4xx and 5xx) by the site's error page. */
+  intercept_errors: interceptOption,
   cache: cacheOptions.optional(),
 });
 
@@ -128,6 +131,7 @@ export const proxyKind = defineHandler({
       allowTrace: options.allow_trace,
     });
     const passiveOn = new Set<string>(config.passive.on);
+    const intercept = interceptedStatuses(options.intercept_errors);
     const forwarder = new Forwarder({
       upstream,
       preparer,
@@ -141,6 +145,7 @@ export const proxyKind = defineHandler({
         serverHeader: env.serverHeader,
         serverOrigins: upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin),
         strippedPrefix: prefix.replace(/\/$/, ''),
+        intercept,
       },
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
       bufferResponse: options.buffer_response,
@@ -163,6 +168,7 @@ export const proxyKind = defineHandler({
               staleIfUnreachable: options.cache.stale_if_unreachable,
               hitForMiss: options.cache.hit_for_miss,
               collapse: options.cache.collapse,
+              intercept,
             },
             forwarder,
           );

@@ -10,6 +10,7 @@ import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFi
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
+import { keptFields, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 
 const NO_FIELDS: readonly string[] = [];
@@ -82,6 +83,8 @@ export interface AttemptShared {
   readonly serverHeader: string;
   readonly serverOrigins: readonly string[];
   readonly strippedPrefix: string;
+  /** Statuses whose app answer is replaced by the error page (`intercept_errors`); undefined: none. */
+  readonly intercept: ReadonlySet<number> | undefined;
 }
 
 /** What one attempt is made of. */
@@ -111,6 +114,10 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   #settled = false;
   #discarding = false;
   #failure: FailureReason = 'reset';
+  /** The answer was intercepted: `done` was called at its head; what is left is discarding its body. */
+  #intercepted = false;
+  /** Body bytes of an intercepted answer still to read out before closing its connection instead. */
+  #readOut = 0;
 
   constructor(init: AttemptInit) {
     Object.assign(this, init);
@@ -134,7 +141,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     this.#settled = true;
     this.log.responseMs = Date.now() - this.#start;
     this.shared.upstream.release(this.server);
-    this.after(this.ex, result);
+    // An intercepted answer told the loop how the forward ended at its head; its body's end is no news.
+    if (!this.#intercepted) this.after(this.ex, result);
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -170,6 +178,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
       this.#failure = 'reset';
       return true;
     }
+    if (shared.intercept?.has(statusCode) === true) return this.#intercept(statusCode, rawHeaders);
     const headers = filterResponseHeaders(rawHeaders, this);
     ex.committed = true;
     ex.sink.head(statusCode, headers, this.setCookie === undefined ? NO_FIELDS : ['Set-Cookie', this.setCookie]);
@@ -184,8 +193,30 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     return true;
   }
 
+  /**
+   * Answers with the error page instead of the app's answer (called at its head, a final 4xx/5xx not discarded
+   * for a retry); the body is read out when small (the connection is reused), else the connection is closed.
+   */
+  #intercept(status: number, rawHeaders: Buffer[]): boolean {
+    const ex = this.ex;
+    this.#intercepted = true;
+    this.#discarding = true;
+    ex.committed = true;
+    this.#readOut = readOutBudget(rawHeaders);
+    ex.done({ ok: false, status, unreachable: false, intercepted: true, kept: keptFields(rawHeaders) });
+    if (this.#readOut < 0) this.#closeIntercepted();
+    return true;
+  }
+
+  #closeIntercepted(): void {
+    this.ex.prepared.abortCurrent?.(new Error('intercepted answer: body not read'));
+  }
+
   onData(chunk: Buffer): boolean {
-    if (this.#discarding) return true;
+    if (this.#discarding) {
+      if (this.#intercepted && (this.#readOut -= chunk.length) < 0) this.#closeIntercepted();
+      return true;
+    }
     return this.ex.sink.data(chunk);
   }
 
@@ -200,6 +231,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   onError(err: Error): void {
     // A 204/304 completed at its head: what undici says of it afterwards (a length mismatch) changes nothing.
     if (this.#settled) return;
+    // Closed by #intercept, or failed while its body was read out: the client has its page already.
+    if (this.#intercepted) return this.#settle({ ok: false, reason: this.#failure, aborted: true });
     const { ex, shared } = this;
     const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
     if (!this.#discarding) {

@@ -72,6 +72,8 @@ export interface ProxyCacheOptions {
   staleIfUnreachable: number;
   hitForMiss: number;
   collapse: boolean;
+  /** Statuses the route intercepts (`intercept_errors`): a stored answer with one is never served as it is. */
+  intercept: ReadonlySet<number> | undefined;
 }
 
 /** What a StoringSink needs of the route's cache. */

@@ -16,9 +16,11 @@ import { parseRange } from '../../http/range.js';
 import { responseComplete, type RequestContext } from '../../http/context.js';
 import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
-import { cacheStatus, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
+import { cacheStatus, ERROR_STATUSES, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { keptFields } from './intercept.js';
 import { sameOriginPath, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
@@ -125,11 +127,13 @@ export class ProxyCache implements CacheOwner {
     if (prepared === undefined) return;
     const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus(params));
     const outcome = await this.#forwarder.forward(prepared, sink);
-    if (!outcome.ok) sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, params));
+    if (!outcome.ok) sendError(ctx, outcome.status, this.#errorHeaders(outcome, params));
   }
 
-  #errorHeaders(status: number, params: string): Record<string, string> {
-    return status === 503 ? { ...RETRY_SOON, 'Cache-Status': cacheStatus(params) } : { 'Cache-Status': cacheStatus(params) };
+  /** The fields of an error page: an intercepted answer's own (and its status, RFC 9211 fwd-status), or Portico's. */
+  #errorHeaders(outcome: Exclude<ForwardOutcome, { ok: true }>, params: string): OutgoingHttpHeaders {
+    if (outcome.intercepted) return { ...outcome.kept, 'Cache-Status': cacheStatus(`${params}; fwd-status=${outcome.status}`) };
+    return outcome.status === 503 ? { ...RETRY_SOON, 'Cache-Status': cacheStatus(params) } : { 'Cache-Status': cacheStatus(params) };
   }
 
   /** POST/PUT/PATCH/DELETE…: forwarded; on success the URI and its same-origin Location/Content-Location are invalidated. */
@@ -138,7 +142,7 @@ export class ProxyCache implements CacheOwner {
     if (prepared === undefined) return;
     const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
     const outcome = await this.#forwarder.forward(prepared, sink);
-    if (!outcome.ok) return sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, 'fwd=method'));
+    if (!outcome.ok) return sendError(ctx, outcome.status, this.#errorHeaders(outcome, 'fwd=method'));
     if (sink.status >= 200 && sink.status < 400 && !SAFE_METHODS.has(ctx.req.method!)) {
       const zone = this.#o.zone;
       await zone.purge(this.#keyFor(ctx));
@@ -217,10 +221,11 @@ export class ProxyCache implements CacheOwner {
         return this.#serveStored(ctx, stale.variant, age, `${params}; fwd-status=${outcome.status}; detail=unreachable-stale`);
       }
     }
-    if (stale !== null && mayServeStaleOnError(stale.variant.extra.facts, stale.age, reqcc, this.#o.rules.staleIfError)) {
+    // An intercepted 5xx is still the app's 5xx: stale-if-error stands in for it as for one passed through.
+    if (stale !== null && ERROR_STATUSES.has(outcome.status) && mayServeStaleOnError(stale.variant.extra.facts, stale.age, reqcc, this.#o.rules.staleIfError)) {
       return this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${outcome.status}; detail=stale-if-error`);
     }
-    sendError(ctx, outcome.status, this.#errorHeaders(outcome.status, params));
+    sendError(ctx, outcome.status, this.#errorHeaders(outcome, params));
   }
 
   /** Revalidates a stored variant with its validators (or refetches when it has none). */
@@ -248,7 +253,7 @@ export class ProxyCache implements CacheOwner {
    */
   #serveHit(ctx: RequestContext, variant: CachedVariant, age: number): void {
     const headers = ctx.req.headers;
-    if (hasConditionals(headers) || headers.range !== undefined) {
+    if (hasConditionals(headers) || headers.range !== undefined || this.#o.intercept?.has(variant.stored.status) === true) {
       return this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}`);
     }
     const ageSeconds = Math.floor(age / 1000);
@@ -269,6 +274,8 @@ export class ProxyCache implements CacheOwner {
   #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string, own: readonly string[] = this.#own(ctx)): void {
     const { req, res } = ctx;
     const stored = variant.stored;
+    // Stored before the route intercepted its status (a reload turned intercept_errors on): the app's page stays inside.
+    if (this.#o.intercept?.has(stored.status) === true) return sendError(ctx, stored.status, { ...keptFields(stored.headers), 'Cache-Status': cacheStatus(params) });
     const facts = variant.extra.facts;
     const statusHeader = cacheStatus(params);
     const ageSeconds = String(Math.floor(age / 1000));

@@ -88,7 +88,7 @@ export class Forwarder {
         if (outcome.ok) return;
         // Called from inside undici's callbacks: nothing may be thrown back into them.
         try {
-          sendError(ctx, outcome.status, outcome.status === 503 ? RETRY_SOON : undefined);
+          sendError(ctx, outcome.status, outcome.intercepted ? outcome.kept : outcome.status === 503 ? RETRY_SOON : undefined);
         } catch (err) {
           this.#o.logger.error({ err, url: ctx.req.url }, 'proxy error page failed');
           ctx.res.destroy();

@@ -1,4 +1,5 @@
 /** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
 import { sendEarlyHints } from './interim.js';
@@ -27,9 +28,13 @@ export interface ResponseSink {
 /**
  * How a forward ended: answered (through the sink), or the error status to answer with. `unreachable`: no server
  * answered at all — every tried one refused, reset or timed out, or none was available (health checks hold them
- * all down) — as opposed to a reachable app's 5xx, a full queue, or an internal error.
+ * all down) — as opposed to a reachable app's 5xx, a full queue, or an internal error. `intercepted`: the app's
+ * own answer had this status (`intercept_errors`) and its body was discarded; `kept` are the fields it keeps.
  */
-export type ForwardOutcome = { ok: true } | { ok: false; status: 502 | 503 | 504; unreachable: boolean };
+export type ForwardOutcome =
+  | { ok: true }
+  | { ok: false; status: 502 | 503 | 504; unreachable: boolean; intercepted?: undefined }
+  | { ok: false; status: number; unreachable: false; intercepted: true; kept: OutgoingHttpHeaders | undefined };
 
 /** Per-forward changes to the request headers (the cache drops client validators and adds its own). */
 export interface HeaderEdit {
