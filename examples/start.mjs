@@ -10,7 +10,7 @@ import { ensureDevCertificate } from './dev-certificate.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 await ensureDevCertificate();
 const apps = [3001, 3002].map((port, i) =>
-  spawn(process.execPath, [path.join(here, 'app/server.mjs'), String(port), `app-${i + 1}`], { stdio: ['ignore', 'inherit', 'inherit'] }),
+  spawn(process.execPath, [path.join(here, 'app/server.mjs'), String(port), `app-${i + 1}`, `a${i + 1}`], { stdio: ['ignore', 'inherit', 'inherit'] }),
 );
 const portico = spawn(process.execPath, [path.join(here, '../dist/src/cli.js'), 'run', '-c', path.join(here, 'portico.yaml')], {
   stdio: 'inherit',

@@ -1,10 +1,23 @@
 // A tiny example app server (the "WAS" behind Portico). Each instance reports its name so you can watch
-// Portico spread requests across instances. Usage: node examples/app/server.mjs PORT [NAME]
+// Portico spread requests across instances. Usage: node examples/app/server.mjs PORT [NAME] [ROUTE]
+//
+// /session keeps a per-session counter in this instance's memory, under a JSESSIONID cookie whose id ends in
+// `.ROUTE`, as Tomcat does with a jvmRoute: Portico's `sticky: { app_cookie: JSESSIONID }` sends the session back
+// to the instance that holds it. /boom fails as an app does (a 500 with a stack trace), which Portico hides.
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
 const port = Number(process.argv[2] ?? 3001);
 const name = process.argv[3] ?? `app-${port}`;
+const route = process.argv[4];
 let served = 0;
+/** Session id → visits, in this process only (scope: process), as an app server's in-memory sessions are. */
+const sessions = new Map();
+
+function sessionOf(req) {
+  const match = /(?:^|;\s*)JSESSIONID=([^;]+)/.exec(req.headers.cookie ?? '');
+  return match !== null && sessions.has(match[1]) ? match[1] : undefined;
+}
 
 const server = http.createServer((req, res) => {
   served++;
@@ -16,6 +29,22 @@ const server = http.createServer((req, res) => {
   if (url.pathname === '/hello' || url.pathname === '/') {
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'public, max-age=5' });
     return res.end(JSON.stringify({ hello: 'world', instance: name, served, client: req.headers['x-real-ip'] }) + '\n');
+  }
+  if (url.pathname === '/session') {
+    let id = sessionOf(req);
+    const headers = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    if (id === undefined) {
+      id = randomBytes(8).toString('hex').toUpperCase() + (route === undefined ? '' : `.${route}`);
+      headers['set-cookie'] = `JSESSIONID=${id}; Path=/api/session; HttpOnly`;
+    }
+    const visits = (sessions.get(id) ?? 0) + 1;
+    sessions.set(id, visits);
+    res.writeHead(200, headers);
+    return res.end(JSON.stringify({ session: id, visits, instance: name }) + '\n');
+  }
+  if (url.pathname === '/boom') {
+    res.writeHead(500, { 'content-type': 'text/plain', server: 'ExampleApp/1.0' });
+    return res.end(`java.lang.IllegalStateException: boom\n\tat com.example.Boom.doGet(Boom.java:42) on ${name}\n`);
   }
   if (url.pathname === '/time') {
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });

@@ -87,6 +87,32 @@ describe('the showcase (npm start)', () => {
     assert.doesNotMatch(time.headers.get('cache-status') ?? '', /hit/);
   });
 
+  test('/api/session stays on the instance holding the session (app_cookie), with no cookie of Portico\'s', async () => {
+    const first = await until(`${BASE}/api/session`, 200);
+    const cookie = first.headers.get('set-cookie') ?? '';
+    const id = /JSESSIONID=([^;]+)/.exec(cookie)?.[1];
+    assert.match(id ?? '', /\.a[12]$/, cookie);
+    assert.equal(first.headers.getSetCookie().length, 1, 'only the app\'s cookie');
+    const { instance } = (await first.json()) as { instance: string };
+    for (let visit = 2; visit <= 4; visit++) {
+      const again = await fetch(`${BASE}/api/session`, { headers: { cookie: `JSESSIONID=${id}` } });
+      const body = (await again.json()) as { instance: string; visits: number; session: string };
+      assert.deepEqual([body.instance, body.visits, body.session], [instance, visit, id]);
+      assert.equal(again.headers.get('set-cookie'), null);
+    }
+  });
+
+  test('/api/boom: the app\'s 500 and its stack trace are replaced by Portico\'s page (intercept_errors)', async () => {
+    const res = await fetch(`${BASE}/api/boom`);
+    assert.equal(res.status, 500);
+    const body = await res.text();
+    assert.doesNotMatch(body, /IllegalStateException|Boom\.java|app-\d/);
+    assert.doesNotMatch(res.headers.get('server') ?? '', /ExampleApp/);
+    const missing = await fetch(`${BASE}/api/nothing-here`);
+    assert.equal(missing.status, 404);
+    assert.match(await missing.text(), /"error":"not found"/, 'a 404 is not in the route\'s list: the API\'s JSON passes');
+  });
+
   test('/files/ asks for basic auth and lists the folder for demo:portico', async () => {
     const anonymous = await fetch(`${BASE}/files/`);
     assert.equal(anonymous.status, 401);
