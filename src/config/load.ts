@@ -40,13 +40,19 @@ export function formatKeyPath(keys: KeyPath): string {
   return out;
 }
 
+/** Whether a YAML map key is `key`; a key YAML read as a number (`404:` under error_pages) matches its text. */
+function sameKey(node: unknown, key: PropertyKey): boolean {
+  const value = (node as { value?: unknown } | null)?.value;
+  return value === key || (typeof key === 'string' && typeof value === 'number' && String(value) === key);
+}
+
 /** Finds where a key path sits in the YAML source; falls back to the nearest existing parent. */
 function locate(doc: Document, lines: LineCounter, keys: KeyPath, unknownKey?: string): { line: number; col: number } {
   let node: unknown = doc.contents;
   let offset = (doc.contents as YamlNode | null)?.range?.[0] ?? 0;
   for (const key of keys) {
     if (isMap(node)) {
-      const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === key);
+      const pair = node.items.find((item) => sameKey(item.key, key));
       if (pair === undefined) break;
       offset = (pair.key as YamlNode).range?.[0] ?? offset;
       node = pair.value;
@@ -62,7 +68,7 @@ function locate(doc: Document, lines: LineCounter, keys: KeyPath, unknownKey?: s
     }
   }
   if (unknownKey !== undefined && isMap(node)) {
-    const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === unknownKey);
+    const pair = node.items.find((item) => sameKey(item.key, unknownKey));
     const start = (pair?.key as YamlNode | undefined)?.range?.[0];
     if (start !== undefined) offset = start;
   }
@@ -94,6 +100,9 @@ function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file
       let message = issue.message;
       if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
       if (issue.code === 'invalid_union') message = unionMessage(issue) ?? message;
+      // A record key that failed its own check (e.g. error_pages.200): zod says "Invalid key in record"; the key
+      // schema's message says what a key must be.
+      if (issue.code === 'invalid_key' && issue.issues[0] !== undefined) message = issue.issues[0].message;
       issues.push({ file, ...locate(doc, lines, keys), keyPath: formatKeyPath(keys), message });
     }
   };

@@ -101,6 +101,12 @@ describe('config errors', () => {
     assert.deepEqual(errors, ['portico.yaml:4:53 sites[0].routes[0].static.file_cache.valid: expected string or number, received boolean']);
   });
 
+  test('a bad record key says what a key must be (not zod\'s "Invalid key in record"), on its line', () => {
+    const errors = errorsOf('sites:\n  - error_pages:\n      404: ./errors/404.html\n      200: ./errors/404.html\n    routes: []');
+    // On the key's line, at its value as for other keys (YAML reads `200:` as a number; the key path has it as text).
+    assert.deepEqual(errors, ['portico.yaml:4:12 sites[0].error_pages.200: expected a 4xx or 5xx status']);
+  });
+
   test('a missing required key says "required"', () => {
     assert.deepEqual(errorsOf('listen: [":0"]'), ['portico.yaml:1:1 sites: required: Invalid input: expected array']);
   });
