@@ -99,7 +99,8 @@ function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file
       }
       let message = issue.message;
       if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
-      if (issue.code === 'invalid_union') message = unionMessage(issue) ?? message;
+      // A union with a message of its own (say, what to write instead) keeps it; zod's default gets the types.
+      if (issue.code === 'invalid_union' && message === 'Invalid input') message = unionMessage(issue) ?? message;
       // A record key that failed its own check (e.g. error_pages.200): zod says "Invalid key in record"; the key
       // schema's message says what a key must be.
       if (issue.code === 'invalid_key' && issue.issues[0] !== undefined) message = issue.issues[0].message;

@@ -293,7 +293,9 @@ const stickySchema = z
         path: ['cookie'],
         message:
           `${sticky.cookie} is the app's session cookie: Portico's own sticky cookie under that name would overwrite it and ` +
-          `every request would start a new session. To route on the app's session write sticky: { app_cookie: ${sticky.cookie} } ` +
+          `every request would start a new session. To route on the app's session write sticky: { app_cookie: ${session} } ` +
+          // Cookie names are case-sensitive: suggest the name as apps send it, not the spelling found here.
+          (session === sticky.cookie ? '' : `(cookie names are case-sensitive: ${session} is how the app sends it) `) +
           `and give each server its route (Tomcat's jvmRoute), or keep Portico's cookie under another name (the default is portico_route)`,
       });
     }

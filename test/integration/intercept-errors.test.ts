@@ -442,7 +442,14 @@ describe('intercept_errors config', () => {
     const issues = issuesOf(`sites:\n  - routes:\n      - path: /\n        proxy: { url: "http://127.0.0.1:9", intercept_errors: "yes" }\n`);
     assert.equal(issues.length, 1, JSON.stringify(issues));
     assert.equal(issues[0]!.keyPath, 'sites[0].routes[0].proxy.intercept_errors');
-    assert.match(issues[0]!.message, /expected boolean or array, received string/);
+    assert.match(issues[0]!.message, /true, false or a list of 4xx\/5xx statuses/);
     assert.equal(issues[0]!.line, 4);
+  });
+
+  test('a lone status is refused with what to write instead (a list)', () => {
+    const issues = issuesOf(`sites:\n  - routes:\n      - path: /\n        proxy: { url: "http://127.0.0.1:9", intercept_errors: 500 }\n`);
+    assert.equal(issues.length, 1, JSON.stringify(issues));
+    assert.equal(issues[0]!.keyPath, 'sites[0].routes[0].proxy.intercept_errors');
+    assert.match(issues[0]!.message, /write \[500\]/);
   });
 });

@@ -18,10 +18,10 @@ test('keptFields: Retry-After, WWW-Authenticate (each one), Allow and Content-Ra
   const kept = keptFields(
     raw('Server', 'Apache Tomcat/10.1.55', 'Retry-After', '120', 'WWW-Authenticate', 'Basic realm="a"', 'www-authenticate', 'Bearer', 'Set-Cookie', 'JSESSIONID=1', 'Allow', 'GET', 'Content-Range', 'bytes */9', 'Content-Type', 'text/html'),
   );
-  assert.deepEqual(kept, { 'retry-after': '120', 'www-authenticate': ['Basic realm="a"', 'Bearer'], allow: 'GET', 'content-range': 'bytes */9' });
+  assert.deepEqual(kept, { 'Retry-After': '120', 'WWW-Authenticate': ['Basic realm="a"', 'Bearer'], Allow: 'GET', 'Content-Range': 'bytes */9' });
   assert.equal(keptFields(raw('Server', 'Tomcat', 'Content-Length', '5')), undefined);
   // A stored response's flat list of strings reads the same.
-  assert.deepEqual(keptFields(['Retry-After', '5', 'X-App', 'y']), { 'retry-after': '5' });
+  assert.deepEqual(keptFields(['retry-after', '5', 'X-App', 'y']), { 'Retry-After': '5' }, 'named in Title-Case whatever the app wrote');
 });
 
 test('readOutBudget: up to the limit by Content-Length or without one, -1 (close) beyond it', () => {

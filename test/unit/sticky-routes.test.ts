@@ -159,13 +159,25 @@ function appConfig(lines: string): string {
 }
 
 describe('config', () => {
-  test('sticky.cookie naming a common app session cookie is an error that names app_cookie, in the case written', () => {
-    for (const name of ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session', 'jsessionid', 'PhpSessId']) {
+  test('sticky.cookie naming a common app session cookie, in any case, is an error that suggests app_cookie with the name as apps send it', () => {
+    const written = [
+      ['JSESSIONID', 'JSESSIONID'],
+      ['PHPSESSID', 'PHPSESSID'],
+      ['sessionid', 'sessionid'],
+      ['connect.sid', 'connect.sid'],
+      ['ASP.NET_SessionId', 'ASP.NET_SessionId'],
+      ['laravel_session', 'laravel_session'],
+      ['jsessionid', 'JSESSIONID'],
+      ['PhpSessId', 'PHPSESSID'],
+    ];
+    for (const [name, canonical] of written) {
       const errors = configErrors(appConfig(`servers: ["http://127.0.0.1:3001"]\nsticky: { cookie: ${name} }`), dir);
       assert.equal(errors.length, 1, errors.join('\n'));
       assert.match(errors[0]!, /^portico\.yaml:4:23 upstreams\.app\.sticky\.cookie: /);
       assert.ok(errors[0]!.includes(`${name} is the app's session cookie`), errors[0]);
-      assert.ok(errors[0]!.includes(`sticky: { app_cookie: ${name} }`), errors[0]);
+      assert.ok(errors[0]!.includes(`sticky: { app_cookie: ${canonical} }`), errors[0]);
+      // A suggestion in the wrong case would pass `check` and still break every session (names are case-sensitive).
+      assert.equal(errors[0]!.includes('case-sensitive'), name !== canonical, errors[0]);
     }
   });
 

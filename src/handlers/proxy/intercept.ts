@@ -12,7 +12,10 @@ import { z } from 'zod';
  * never replaced: a redirect or a 304 is the app working, not its error page.
  */
 export const interceptOption = z
-  .union([z.boolean(), z.array(z.number().int().min(400, 'a 4xx or 5xx status').max(599, 'a 4xx or 5xx status'))])
+  .union([z.boolean(), z.array(z.number().int().min(400, 'a 4xx or 5xx status').max(599, 'a 4xx or 5xx status'))], {
+    // zod's own word for a lone status is "expected boolean or array, received number": say what to write.
+    error: (issue) => (typeof issue.input === 'number' ? `a list of statuses: write [${issue.input}] (or true for every 4xx and 5xx)` : 'true, false or a list of 4xx/5xx statuses'),
+  })
   .default(false);
 
 /** The statuses a route intercepts, resolved once (undefined: none). */
@@ -26,7 +29,13 @@ export function interceptedStatuses(option: boolean | readonly number[]): Readon
  * Fields of the app's answer kept on the error page: they are part of what the status means (when to come back,
  * how to log in, which methods work, how long the resource is), not of the app's page.
  */
-const KEPT_FIELDS: ReadonlySet<string> = new Set(['retry-after', 'www-authenticate', 'allow', 'content-range']);
+const KEPT_FIELDS: ReadonlyMap<string, string> = new Map([
+  // The names as written elsewhere in Portico's answers (Title-Case), whatever case the app used.
+  ['retry-after', 'Retry-After'],
+  ['www-authenticate', 'WWW-Authenticate'],
+  ['allow', 'Allow'],
+  ['content-range', 'Content-Range'],
+]);
 
 function latin1(value: Buffer | string): string {
   return typeof value === 'string' ? value : value.toString('latin1');
@@ -36,8 +45,8 @@ function latin1(value: Buffer | string): string {
 export function keptFields(raw: readonly (Buffer | string)[]): OutgoingHttpHeaders | undefined {
   let kept: Record<string, string | string[]> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = latin1(raw[i]!).toLowerCase();
-    if (!KEPT_FIELDS.has(name)) continue;
+    const name = KEPT_FIELDS.get(latin1(raw[i]!).toLowerCase());
+    if (name === undefined) continue;
     const value = latin1(raw[i + 1]!);
     kept ??= {};
     const previous = kept[name];
