@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
 import { withDevCertificate } from './config/load.js';
-import { ConfigError, PorticoError } from './errors.js';
+import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -35,7 +35,9 @@ Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file.
 
 function load(file: string): Config | undefined {
   try {
-    return loadConfigFile(file);
+    const config = loadConfigFile(file);
+    for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
+    return config;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
@@ -153,7 +155,8 @@ async function main(argv: string[]): Promise<number> {
     case 'check': {
       const config = load(file);
       if (config === undefined) return 1;
-      process.stdout.write(`portico: configuration ${file} is valid\n`);
+      const warned = config.warnings.length === 0 ? '' : ` (${config.warnings.length} warning${config.warnings.length === 1 ? '' : 's'} above)`;
+      process.stdout.write(`portico: configuration ${file} is valid${warned}\n`);
       return 0;
     }
     case 'run':

@@ -9,7 +9,7 @@ import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as Y
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { configSchema, http2Settings, listenerTls, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
-import { validateConfig } from './validate.js';
+import { configWarnings, validateConfig } from './validate.js';
 
 type DeepReadonly<T> = T extends RegExp
   ? T
@@ -23,6 +23,8 @@ type DeepReadonly<T> = T extends RegExp
 export type Config = DeepReadonly<ParsedConfig> & {
   /** Absolute path of the file it came from (or a pseudo-name for inline text). */
   readonly file: string;
+  /** What is valid but likely a mistake (`portico check` prints these, `run` logs them), in file order. */
+  readonly warnings: readonly ConfigIssue[];
   /** Folder that relative paths in the config were resolved against. */
   readonly dir: string;
 };
@@ -164,7 +166,10 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
       inFileOrder(problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message }))),
     );
   }
-  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir }) as Config;
+  const warnings = inFileOrder(
+    configWarnings(parsed.data).map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message })),
+  );
+  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir, warnings }) as Config;
 }
 
 /** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */

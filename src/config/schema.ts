@@ -269,7 +269,7 @@ const healthCheck = z.strictObject({
  * Session cookies that apps set themselves (Tomcat, PHP, Django, Express, ASP.NET, Laravel). Portico's own sticky
  * cookie under one of these names would overwrite the app's session with every answer.
  */
-const APP_SESSION_COOKIES = ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session'];
+export const APP_SESSION_COOKIES = ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session'];
 
 const cookieName = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name is a token (letters, digits and !#$%&\'*+-.^_`|~)');
 

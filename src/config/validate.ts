@@ -8,7 +8,7 @@ import path from 'node:path';
 import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
-import type { ConfigParts, ParsedConfig, Problem } from './schema.js';
+import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
@@ -250,4 +250,26 @@ function checkSecretsServed(config: ParsedConfig, served: readonly string[]): Pr
     if (root !== undefined) problems.push({ keys: ['caches', name, 'disk', 'path'], message: `a cache folder inside the static root ${root} would serve cached answers as files: move it out` });
   }
   return problems;
+}
+
+/**
+ * What is valid but almost surely not what the author meant: `portico check` prints these after its OK line and
+ * `run` logs them; neither refuses the config.
+ */
+export function configWarnings(config: ParsedConfig): Problem[] {
+  const warnings: Problem[] = [];
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    if (upstream.policy !== 'hash') continue;
+    for (const match of upstream.hash_key.matchAll(/\$cookie_([A-Za-z0-9_-]+)/g)) {
+      const session = APP_SESSION_COOKIES.find((cookie) => cookie.toLowerCase() === match[1]!.toLowerCase());
+      if (session === undefined) continue;
+      warnings.push({
+        keys: ['upstreams', name, 'hash_key'],
+        message:
+          `hashing on the app's session cookie ${session} loses sessions: a new session's first request has no cookie and ` +
+          `its second one hashes elsewhere. Route on the session with sticky: { app_cookie: ${session} } and a route per server`,
+      });
+    }
+  }
+  return warnings;
 }

@@ -28,6 +28,17 @@ const dir = makeTree({
     '      - path: /x',
     '        respond: { status: 999 }',
   ].join('\n'),
+  'hash-session.yaml': [
+    'upstreams:',
+    '  app:',
+    '    servers: ["http://127.0.0.1:9"]',
+    '    policy: hash',
+    '    hash_key: $cookie_JSESSIONID',
+    'sites:',
+    '  - routes:',
+    '      - path: /',
+    '        proxy: { upstream: app }',
+  ].join('\n'),
   'semantic.yaml': 'sites:\n  - routes:\n      - path: /\n        static:\n          root: ./pub-missing\n',
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -79,6 +90,13 @@ describe('portico check', { concurrency: true }, () => {
     const out = await runCli(['check', '--config', 'semantic.yaml']);
     assert.equal(out.code, 1);
     assert.match(out.stderr, /^semantic\.yaml:5:17 sites\[0\]\.routes\[0\]\.static\.root: directory \.\/pub-missing does not exist$/m);
+  });
+
+  test('hash_key on the app\'s session cookie is valid but warned about at its line, naming sticky.app_cookie', async () => {
+    const out = await runCli(['check', '-c', 'hash-session.yaml']);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /hash-session\.yaml is valid \(1 warning above\)/);
+    assert.match(out.stderr, /^hash-session\.yaml:5:15 upstreams\.app\.hash_key: warning: hashing on the app's session cookie JSESSIONID loses sessions: .*sticky: \{ app_cookie: JSESSIONID \}/m);
   });
 
   test('a config file that does not exist exits 1 with a message', async () => {
