@@ -1,0 +1,326 @@
+/**
+ * No client can starve an upstream (issue 15 §4). Each attack here once took an upstream down for every other
+ * client on the default config: an HTTP/2 client with huge flow-control windows opening many streams of a large
+ * proxied answer and disconnecting (the upstream requests were never aborted and the pool stayed full); the same
+ * streams kept open without reading (pinned until send_timeout, which did not cover HTTP/2); the HTTP/1.1 form
+ * (as many non-reading connections as the pool has); and behind them, a wait for a pooled connection that had no
+ * bound. Each test counts the app server's connections and answers from its own side.
+ */
+import assert from 'node:assert/strict';
+import http, { type ServerResponse } from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { connectH2, h2Request, selfSignedCert, type RunningH2 } from '../helpers/h2.js';
+import { ERROR, FRAME, RawH2, frame, getFields } from '../helpers/h2-frames.js';
+import { startPortico } from '../helpers/portico.js';
+import { waitFor } from './proxy-support.js';
+
+/** A large answer: far more than socket buffers and windows hold, so an app writing it waits on its reader. */
+const HUGE = 20 * 1024 * 1024;
+const CHUNK = Buffer.alloc(64 * 1024, 'h');
+/** The largest window HTTP/2 allows (RFC 9113 §6.9.1). */
+const MAX_WINDOW = 2 ** 31 - 1;
+
+/** An app server that counts, from its own side, its open connections and the answers it is still writing. */
+interface App {
+  url: string;
+  /** TCP connections open now. */
+  readonly connections: number;
+  /** `/huge` answers begun and not yet finished or cut. */
+  readonly hugeOpen: number;
+  /** `/huge` requests received in all. */
+  readonly hugeStarted: number;
+  /** `/huge` answers written to their end. */
+  readonly hugeFinished: number;
+  stop(): Promise<void>;
+}
+
+async function startApp(): Promise<App> {
+  const sockets = new Set<net.Socket>();
+  let hugeOpen = 0;
+  let hugeStarted = 0;
+  let hugeFinished = 0;
+  const server = http.createServer((req, res: ServerResponse) => {
+    if (req.url === '/huge') {
+      hugeStarted++;
+      hugeOpen++;
+      res.once('close', () => {
+        hugeOpen--;
+        if (res.writableFinished) hugeFinished++;
+      });
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(HUGE) });
+      let sent = 0;
+      // Written with backpressure, as an app would: whatever waits, waits in Portico or in its client.
+      const pump = (): void => {
+        while (sent < HUGE) {
+          sent += CHUNK.length;
+          if (!res.write(CHUNK)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' });
+    res.end('ok');
+  });
+  server.keepAliveTimeout = 30_000;
+  server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get connections() {
+      return sockets.size;
+    },
+    get hugeOpen() {
+      return hugeOpen;
+    },
+    get hugeFinished() {
+      return hugeFinished;
+    },
+    get hugeStarted() {
+      return hugeStarted;
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * The attack: a raw h2 connection that announces the largest windows (stream and connection), opens `streams`
+ * streams of `/huge` and then stops reading. Resolves once the app has received all of them.
+ */
+async function openGreedyStreams(port: number, app: App, streams: number, hugeWindows: boolean, stopReading = true): Promise<RawH2> {
+  const raw = await RawH2.open(port);
+  const before = app.hugeStarted;
+  if (hugeWindows) {
+    const settings = Buffer.alloc(6);
+    settings.writeUInt16BE(0x4, 0); // SETTINGS_INITIAL_WINDOW_SIZE
+    settings.writeUInt32BE(MAX_WINDOW, 2);
+    const increment = Buffer.alloc(4);
+    increment.writeUInt32BE(MAX_WINDOW - 65_535, 0);
+    await raw.write(Buffer.concat([frame(FRAME.SETTINGS, 0, 0, settings), frame(FRAME.WINDOW_UPDATE, 0, 0, increment)]));
+  }
+  const heads: Buffer[] = [];
+  for (let i = 0; i < streams; i++) heads.push(raw.headers(1 + 2 * i, getFields('/huge')));
+  await raw.write(Buffer.concat(heads));
+  await waitFor(`the app to receive ${streams} /huge requests`, () => app.hugeStarted - before >= streams, 10_000);
+  // From now on the client reads nothing: the kernel's receive buffer fills, then Portico's send buffer. (Without
+  // it, the client still sends no WINDOW_UPDATE: with default windows, its streams stall all the same.)
+  if (stopReading) raw.socket.pause();
+  return raw;
+}
+
+/** What a normal client got: status, Retry-After, and how long it took. */
+interface NormalAnswer {
+  status: number;
+  retryAfter: string | undefined;
+  ms: number;
+}
+
+/** A normal client's request to the same upstream over HTTP/2. */
+async function normalRequest(origin: string, path = '/small'): Promise<NormalAnswer> {
+  const client = await connectH2(origin);
+  try {
+    const started = Date.now();
+    const answer = await h2Request(client, { ':authority': 'a.example', ':path': path });
+    return { status: answer.status, retryAfter: answer.headers['retry-after'] as string | undefined, ms: Date.now() - started };
+  } finally {
+    client.close();
+  }
+}
+
+/** A normal client's request over HTTP/1.1 (a connection of its own). */
+function normalRequest1(port: number, path = '/small'): Promise<NormalAnswer> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, headers: { host: 'a.example' }, agent: false }, (res) => {
+      res.resume();
+      res.once('end', () => resolve({ status: res.statusCode!, retryAfter: res.headers['retry-after'], ms: Date.now() - started }));
+    });
+    req.once('error', reject);
+    req.setTimeout(15_000, () => req.destroy(new Error('no answer in 15 s')));
+  });
+}
+
+/** Starts Portico with a TLS + h2 listener (`listener`: more of its settings) or a plain one (`tls` false). */
+async function startFront(app: App, upstream: string, listener: string, tls = true): Promise<RunningH2> {
+  const { cert, key } = await selfSignedCert();
+  const addr = tls ? `addr: "127.0.0.1:0", tls: { cert: ./cert.pem, key: ./key.pem }, http2: true` : `addr: "127.0.0.1:0"`;
+  const running = await startPortico(
+    `listen: [{ ${addr}${listener} }]
+upstreams:
+  app: { servers: [{ url: "${app.url}" }], retries: 0${upstream} }
+sites:
+  - hosts: [a.example]
+    routes:
+      - path: /
+        proxy: { upstream: app }
+`,
+    { 'cert.pem': cert, 'key.pem': key },
+  );
+  return { ...running, origin: `https://127.0.0.1:${running.port}` };
+}
+
+/** Whether the attacker's connection got RST_STREAM with `code` on every one of its first `streams` streams. */
+function allReset(raw: RawH2, streams: number, code: number): boolean {
+  for (let i = 0; i < streams; i++) {
+    const id = 1 + 2 * i;
+    if (!raw.frames.some((f) => f.streamId === id && f.type === FRAME.RST_STREAM && f.payload.readUInt32BE(0) === code)) return false;
+  }
+  return true;
+}
+
+/** Opens `count` HTTP/1.1 connections that each ask for `/huge` and then read nothing. */
+async function openGreedyConnections(port: number, app: App, count: number): Promise<net.Socket[]> {
+  const before = app.hugeStarted;
+  const sockets: net.Socket[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.pause();
+    socket.write('GET /huge HTTP/1.1\r\nHost: a.example\r\n\r\n');
+    sockets.push(socket);
+  }
+  await waitFor(`the app to receive ${count} /huge requests`, () => app.hugeStarted - before >= count, 10_000);
+  return sockets;
+}
+
+describe('HTTP/2: huge windows, many streams of a large answer, then a disconnect (default config)', () => {
+  let app: App;
+  let portico: RunningH2;
+
+  before(async () => {
+    app = await startApp();
+    // The default config but for `idle`, so that connections the pool kept idle close within the test.
+    portico = await startFront(app, ', timeouts: { idle: 300ms }', '');
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  for (const streams of [1, 64]) {
+    test(`${streams} stream(s), then a disconnect: every upstream request is aborted, no upstream connection is left, a normal client is answered within 1 s`, async (t) => {
+      const finished = app.hugeFinished;
+      const raw = await openGreedyStreams(portico.port, app, streams, true);
+      raw.close();
+      const closedAt = Date.now();
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 5000);
+      t.diagnostic(`upstream answers cut ${Date.now() - closedAt} ms after the disconnect`);
+      assert.equal(app.hugeFinished, finished, 'no answer was read to its end for a client that left');
+      await waitFor('the app to see no connection left open', () => app.connections === 0, 5000);
+      const normal = await normalRequest(portico.origin);
+      t.diagnostic(`normal request: ${normal.status} in ${normal.ms} ms`);
+      assert.equal(normal.status, 200);
+      assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+    });
+  }
+});
+
+describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, bounded pool wait)', () => {
+  let app: App;
+  let portico: RunningH2;
+  const STREAMS = 8;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, `, keepalive: ${STREAMS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s');
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('while the pool is pinned a normal client gets 503 with Retry-After within 1 s; after send_timeout the stalled streams are reset, the upstream requests aborted, and the session goes on', async (t) => {
+    const raw = await openGreedyStreams(portico.port, app, STREAMS, false, false);
+    try {
+      const pinned = await normalRequest(portico.origin);
+      t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
+      assert.equal(pinned.status, 503, 'the wait for a pooled connection is bounded');
+      assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
+      assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
+      const started = Date.now();
+      assert.ok(await raw.until(() => allReset(raw, STREAMS, ERROR.CANCEL), 8000), 'every stalled stream is reset (CANCEL)');
+      t.diagnostic(`streams reset ${Date.now() - started} ms after the pinned answer (send_timeout 1 s)`);
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
+      await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
+      const normal = await normalRequest(portico.origin);
+      assert.equal(normal.status, 200);
+      assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+      // The session itself was not cut: a new stream on it is answered.
+      const next = 1 + 2 * STREAMS;
+      await raw.write(raw.headers(next, getFields('/small')));
+      assert.deepEqual(await raw.answer(next), { status: 200 });
+      assert.equal(raw.closed, false);
+    } finally {
+      raw.close();
+    }
+  });
+
+  test('a client with huge windows that reads nothing at all and keeps its connection: the session is closed after send_timeout and every upstream request aborted', async () => {
+    const raw = await openGreedyStreams(portico.port, app, STREAMS, true);
+    try {
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 8000);
+      await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
+      const normal = await normalRequest(portico.origin);
+      assert.equal(normal.status, 200);
+    } finally {
+      raw.close();
+    }
+  });
+
+  test('shutdown with such streams open: Portico stops within its grace period', async (t) => {
+    const raw = await openGreedyStreams(portico.port, app, STREAMS, true);
+    const started = Date.now();
+    try {
+      await portico.server.stop(500);
+      const ms = Date.now() - started;
+      t.diagnostic(`stopped in ${ms} ms (grace 500 ms)`);
+      assert.ok(ms < 2000, `stopped in ${ms} ms`);
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe('HTTP/1.1: as many non-reading connections as the pool has', () => {
+  let app: App;
+  let portico: RunningH2;
+  const CONNECTIONS = 8;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, `, keepalive: ${CONNECTIONS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s', false);
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('while they hold the pool a normal client gets 503 with Retry-After within 1 s; after send_timeout they are cut, no upstream connection is left, and it gets 200 within 1 s', async (t) => {
+    const sockets = await openGreedyConnections(portico.port, app, CONNECTIONS);
+    try {
+      const pinned = await normalRequest1(portico.port);
+      t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
+      assert.equal(pinned.status, 503);
+      assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
+      assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 8000);
+      await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
+      const normal = await normalRequest1(portico.port);
+      assert.equal(normal.status, 200);
+      assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  });
+});
+
