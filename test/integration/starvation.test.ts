@@ -30,6 +30,13 @@ interface App {
   readonly connections: number;
   /** `/huge` answers begun and not yet finished or cut. */
   readonly hugeOpen: number;
+  /** `/slow` requests received, in all. */
+  readonly slowStarted: number;
+  /** Answers every `/slow` request waiting so far. */
+  releaseSlow(): void;
+  /** WebSocket tunnels (`/flood`: the app sends without end; `/echo`: it echoes) open now, and closed so far. */
+  readonly tunnelsOpen: number;
+  readonly tunnelsClosed: number;
   /** `/huge` requests received in all. */
   readonly hugeStarted: number;
   /** `/huge` answers written to their end. */
@@ -42,6 +49,10 @@ async function startApp(): Promise<App> {
   let hugeOpen = 0;
   let hugeStarted = 0;
   let hugeFinished = 0;
+  let slowStarted = 0;
+  let held: ServerResponse[] = [];
+  let tunnelsOpen = 0;
+  let tunnelsClosed = 0;
   const server = http.createServer((req, res: ServerResponse) => {
     if (req.url!.endsWith('/huge')) {
       hugeStarted++;
@@ -64,8 +75,28 @@ async function startApp(): Promise<App> {
       pump();
       return;
     }
+    if (req.url === '/slow') {
+      slowStarted++;
+      held.push(res);
+      return;
+    }
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' });
     res.end('ok');
+  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+    tunnelsOpen++;
+    socket.on('error', () => undefined);
+    socket.once('close', () => {
+      tunnelsOpen--;
+      tunnelsClosed++;
+    });
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    if (req.url === '/echo') return void socket.pipe(socket);
+    // Sends without end, with backpressure: what waits, waits in Portico or in its client.
+    const pump = (): void => {
+      while (!socket.destroyed) if (!socket.write(CHUNK)) return void socket.once('drain', pump);
+    };
+    pump();
   });
   server.keepAliveTimeout = 30_000;
   server.on('connection', (socket: net.Socket) => {
@@ -81,6 +112,19 @@ async function startApp(): Promise<App> {
     get hugeOpen() {
       return hugeOpen;
     },
+    get slowStarted() {
+      return slowStarted;
+    },
+    releaseSlow() {
+      for (const res of held) res.end('slow');
+      held = [];
+    },
+    get tunnelsOpen() {
+      return tunnelsOpen;
+    },
+    get tunnelsClosed() {
+      return tunnelsClosed;
+    },
     get hugeFinished() {
       return hugeFinished;
     },
@@ -88,6 +132,7 @@ async function startApp(): Promise<App> {
       return hugeStarted;
     },
     async stop() {
+      held = [];
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -347,3 +392,130 @@ describe('HTTP/1.1: as many non-reading connections as the pool has', () => {
   });
 });
 
+
+describe('the wait for a pooled upstream connection', () => {
+  let app: App;
+  let portico: RunningH2;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, ', keepalive: 1, queue: { size: 1, timeout: 5s }', '', false);
+  });
+  after(async () => {
+    app?.releaseSlow();
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('a waiter whose client goes away leaves the queue at once: the next request takes its place and is answered', async () => {
+    // The pool's one connection is busy.
+    const slow = normalRequest1(portico.port, '/slow');
+    await waitFor('the app to receive /slow', () => app.slowStarted === 1);
+    // A client waits for it (the queue holds one)...
+    const waiter = net.connect(portico.port, '127.0.0.1');
+    waiter.on('error', () => undefined);
+    waiter.write('GET /small HTTP/1.1\r\nHost: a.example\r\n\r\n');
+    // ...which shows as a full queue: another request is refused at once.
+    await waitFor('the queue to be full', async () => {
+      const probe = await normalRequest1(portico.port);
+      return probe.status === 503 && probe.ms < 1000;
+    }, 5000, 50);
+    // The waiter leaves: its place is free at once, not at queue.timeout.
+    waiter.destroy();
+    let next: Promise<NormalAnswer> | undefined;
+    await waitFor('a new request to be queued rather than refused', async () => {
+      const attempt = normalRequest1(portico.port);
+      const quick = await Promise.race([attempt, new Promise<undefined>((resolve) => setTimeout(resolve, 300))]);
+      if (quick === undefined) next = attempt;
+      return quick === undefined;
+    }, 3000, 20);
+    app.releaseSlow();
+    assert.equal((await slow).status, 200);
+    const answered = await next!;
+    assert.equal(answered.status, 200, 'the request that took the place was answered');
+  });
+
+  test('a request that waits past queue.timeout gets 503 with Retry-After, and the app never sees it', async () => {
+    const running = await startFront(app, ', keepalive: 1, queue: { timeout: 300ms }', '', false);
+    try {
+      const before = app.slowStarted;
+      const slow = normalRequest1(running.port, '/slow');
+      await waitFor('the app to receive /slow', () => app.slowStarted === before + 1);
+      const waited = await normalRequest1(running.port, '/slow');
+      assert.equal(waited.status, 503);
+      assert.ok(waited.retryAfter !== undefined, '503 says Retry-After');
+      assert.ok(waited.ms >= 250 && waited.ms < 2000, `answered after ${waited.ms} ms (queue.timeout 300 ms)`);
+      assert.equal(app.slowStarted, before + 1, 'the refused request never reached the app');
+      app.releaseSlow();
+      assert.equal((await slow).status, 200);
+    } finally {
+      await running.stop();
+    }
+  });
+});
+
+describe('WebSocket tunnels and send_timeout', () => {
+  let app: App;
+  let portico: RunningH2;
+  const SEND_TIMEOUT = 800;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, '', `, send_timeout: ${SEND_TIMEOUT}ms`, false);
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  /** Opens a tunnel to `path`; resolves with the client socket once the 101 arrived. */
+  async function openTunnel(path: string): Promise<net.Socket> {
+    const socket = net.connect(portico.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    const head = new Promise<void>((resolve) => {
+      let text = '';
+      const onData = (chunk: Buffer): void => {
+        text += chunk.toString('latin1');
+        if (!text.includes('\r\n\r\n')) return;
+        socket.off('data', onData);
+        assert.match(text, /^HTTP\/1\.1 101/);
+        resolve();
+      };
+      socket.on('data', onData);
+    });
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    await head;
+    return socket;
+  }
+
+  test('a tunnel whose client reads nothing of what the app sends is closed after send_timeout, on both sides', async (t) => {
+    const closed = app.tunnelsClosed;
+    const socket = await openTunnel('/flood');
+    socket.pause();
+    const started = Date.now();
+    try {
+      await waitFor('the app side of the tunnel to close', () => app.tunnelsClosed === closed + 1, SEND_TIMEOUT + 8000);
+      const ms = Date.now() - started;
+      t.diagnostic(`tunnel closed ${ms} ms after the client stopped reading (send_timeout ${SEND_TIMEOUT} ms)`);
+      assert.ok(ms >= SEND_TIMEOUT, `not before send_timeout (${ms} ms)`);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  test('an idle tunnel outlives send_timeout (it has nothing waiting) and still carries data', async () => {
+    await waitFor('tunnels of earlier tests to be gone', () => app.tunnelsOpen === 0, 5000);
+    const closed = app.tunnelsClosed;
+    const socket = await openTunnel('/echo');
+    try {
+      // Idle for three times send_timeout: a bounded wait on the app's count, which must not move.
+      await new Promise((resolve) => setTimeout(resolve, SEND_TIMEOUT * 3));
+      assert.equal(app.tunnelsClosed, closed, 'the idle tunnel is still open');
+      const echoed = new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString())));
+      socket.write('still here');
+      assert.equal(await echoed, 'still here');
+    } finally {
+      socket.destroy();
+    }
+  });
+});
