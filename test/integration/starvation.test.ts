@@ -279,7 +279,8 @@ describe('HTTP/2: huge windows, many streams of a large answer, then a disconnec
       const raw = await openGreedyStreams(portico.port, app, streams, true, true, path);
       raw.close();
       const closedAt = Date.now();
-      await waitFor('the app to see every /huge answer end', () => app.hugeOpen === 0, 5000);
+      // Noticed within about a second (the stall watch's probe), on loaded CI within three.
+      await waitFor('the app to see every /huge answer end', () => app.hugeOpen === 0, 3000);
       t.diagnostic(`upstream answers ended ${Date.now() - closedAt} ms after the disconnect (${app.hugeFinished - finished} read to the end)`);
       // A fill being stored goes on to its end (cheap, and anyone may want it next); nothing else is read for nobody.
       if (!path.startsWith('/stored/')) assert.equal(app.hugeFinished, finished, 'no answer was read to its end for a client that left');
@@ -500,6 +501,22 @@ describe('WebSocket tunnels and send_timeout', () => {
       assert.ok(ms >= SEND_TIMEOUT, `not before send_timeout (${ms} ms)`);
     } finally {
       socket.destroy();
+    }
+  });
+
+  test('an open tunnel does not hold a pool connection: with keepalive: 1 a request is answered beside it', async () => {
+    const running = await startFront(app, ', keepalive: 1, queue: { timeout: 300ms }', '', false);
+    const socket = net.connect(running.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    try {
+      const head = new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1'))));
+      socket.write('GET /echo HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      assert.match(await head, /^HTTP\/1\.1 101/);
+      const answer = await normalRequest1(running.port);
+      assert.equal(answer.status, 200);
+    } finally {
+      socket.destroy();
+      await running.stop();
     }
   });
 
