@@ -169,13 +169,25 @@ export class UpstreamServer implements PolicyServer {
     if (this.ejections > 0 && now > this.ejectedUntil + baseMs * 2) this.ejections = 0;
   }
 
-  /** Closes the pool's connections. */
-  async close(): Promise<void> {
-    await Promise.all([
-      this.dispatcher.close().catch(() => this.dispatcher.destroy()),
-      this.checkDispatcher.close().catch(() => this.checkDispatcher.destroy()),
-    ]);
+  /**
+   * Closes the pool's connections once their requests are done; with `cutAfterMs`, whatever is still in flight
+   * then is cut (a shutdown: past the listeners' grace period no client waits for it any more).
+   */
+  async close(cutAfterMs?: number): Promise<void> {
+    await Promise.all([closeDispatcher(this.dispatcher, cutAfterMs), closeDispatcher(this.checkDispatcher, cutAfterMs)]);
   }
+}
+
+/** Closes a dispatcher gracefully, or destroys it on failure or after `cutAfterMs`. */
+async function closeDispatcher(dispatcher: Dispatcher, cutAfterMs: number | undefined): Promise<void> {
+  const closed = dispatcher.close().catch(() => dispatcher.destroy());
+  if (cutAfterMs === undefined) return closed;
+  let timer: NodeJS.Timeout | undefined;
+  const cut = new Promise<void>((resolve) => {
+    timer = setTimeout(() => resolve(dispatcher.destroy().catch(() => undefined)), cutAfterMs);
+  });
+  await Promise.race([closed, cut]);
+  clearTimeout(timer);
 }
 
 /**

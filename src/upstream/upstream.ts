@@ -85,13 +85,14 @@ export class Upstream {
     this.#checker?.start();
   }
 
-  async stop(): Promise<void> {
+  /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
+  async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
     for (const waiter of this.#queue.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
     }
-    await Promise.all(this.servers.map((s) => s.close()));
+    await Promise.all(this.servers.map((s) => s.close(cutAfterMs)));
   }
 
   /**

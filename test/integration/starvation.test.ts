@@ -9,12 +9,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import http, { type ServerResponse } from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { connectH2, h2Request, selfSignedCert, type RunningH2 } from '../helpers/h2.js';
 import { ERROR, FRAME, RawH2, frame, getFields } from '../helpers/h2-frames.js';
 import { startPortico } from '../helpers/portico.js';
-import { waitFor } from './proxy-support.js';
+import { trackServerSockets, waitFor } from './proxy-support.js';
 
 /** A large answer: far more than socket buffers and windows hold, so an app writing it waits on its reader. */
 const HUGE = 20 * 1024 * 1024;
@@ -30,6 +31,8 @@ interface App {
   readonly connections: number;
   /** `/huge` answers begun and not yet finished or cut. */
   readonly hugeOpen: number;
+  /** `/stall` answers open now (they never end by themselves). */
+  readonly stallOpen: number;
   /** `/slow` requests received, in all. */
   readonly slowStarted: number;
   /** Answers every `/slow` request waiting so far. */
@@ -50,6 +53,7 @@ async function startApp(): Promise<App> {
   let hugeStarted = 0;
   let hugeFinished = 0;
   let slowStarted = 0;
+  let stallOpen = 0;
   let held: ServerResponse[] = [];
   let tunnelsOpen = 0;
   let tunnelsClosed = 0;
@@ -73,6 +77,14 @@ async function startApp(): Promise<App> {
         res.end();
       };
       pump();
+      return;
+    }
+    if (req.url!.endsWith('/stall')) {
+      // A storable answer that stops after its first bytes: a cache fill of it waits on the app.
+      stallOpen++;
+      res.once('close', () => stallOpen--);
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(1024 * 1024), 'cache-control': 'max-age=60' });
+      res.write(CHUNK.subarray(0, 1024));
       return;
     }
     if (req.url === '/slow') {
@@ -111,6 +123,9 @@ async function startApp(): Promise<App> {
     },
     get hugeOpen() {
       return hugeOpen;
+    },
+    get stallOpen() {
+      return stallOpen;
     },
     get slowStarted() {
       return slowStarted;
@@ -533,6 +548,94 @@ describe('WebSocket tunnels and send_timeout', () => {
       assert.equal(await echoed, 'still here');
     } finally {
       socket.destroy();
+    }
+  });
+});
+
+describe('a client that leaves while its upstream connection is being made', () => {
+  test('nothing is sent for it once the connection is up: an endless (event-stream) answer is never started for nobody', { timeout: 20_000 }, async (t) => {
+    const { cert, key } = await selfSignedCert();
+    let requests = 0;
+    let open = 0;
+    const app = https.createServer({ cert, key }, (_req, res) => {
+      requests++;
+      open++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const timer = setInterval(() => res.write('data: tick\n\n'), 50);
+      res.once('close', () => {
+        clearInterval(timer);
+        open--;
+      });
+    });
+    // The TCP connection is accepted, its TLS handshake held until released: the request waits for its connection.
+    const held: net.Socket[] = [];
+    let releasedClosed = false;
+    const front = net.createServer({ pauseOnConnect: true }, (socket) => held.push(socket));
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const release = (): void => {
+      for (const socket of held.splice(0)) {
+        socket.once('close', () => (releasedClosed = true));
+        app.emit('connection', socket);
+      }
+    };
+    const tracker = trackServerSockets();
+    const portico = await startPortico(`upstreams:
+  app: { servers: [{ url: "https://127.0.0.1:${(front.address() as AddressInfo).port}", tls: { insecure_skip_verify: true } }], retries: 0 }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app }
+`);
+    try {
+      const client = net.connect(portico.port, '127.0.0.1');
+      client.on('error', () => undefined);
+      await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+      client.write('GET /events HTTP/1.1\r\nHost: a.example\r\n\r\n');
+      await waitFor('Portico to connect to the app', () => held.length === 1);
+      const clientPort = client.localPort!;
+      client.destroy();
+      await tracker.closed(clientPort, portico.port);
+      release();
+      // Either the request reaches the app on the new connection, or Portico drops the connection unused.
+      await waitFor('a request at the app, or the connection closed', () => requests > 0 || releasedClosed, 3000);
+      t.diagnostic(`requests the app received: ${requests}, answers open: ${open}`);
+      assert.equal(requests, 0, 'no request was sent for a client that had left');
+      assert.equal(open, 0);
+    } finally {
+      tracker.stop();
+      await portico.stop();
+      for (const socket of held) socket.destroy();
+      app.close();
+      front.close();
+    }
+  });
+});
+
+describe('shutdown with an upstream request that has no client any more', () => {
+  test('a cache fill that goes on for nobody (its client left, the app stalls) does not hold Portico past its grace period', async (t) => {
+    const app = await startApp();
+    const portico = await startFront(app, '', '', false);
+    const tracker = trackServerSockets();
+    try {
+      const client = net.connect(portico.port, '127.0.0.1');
+      client.on('error', () => undefined);
+      const head = new Promise<void>((resolve) => client.once('data', () => resolve()));
+      client.write('GET /stored/stall HTTP/1.1\r\nHost: a.example\r\n\r\n');
+      await head;
+      const clientPort = client.localPort!;
+      client.destroy();
+      await tracker.closed(clientPort, portico.port);
+      // The fill is being stored, so it goes on without its client, and waits on the stalled app.
+      assert.equal(app.stallOpen, 1);
+      const started = Date.now();
+      await portico.stop();
+      const ms = Date.now() - started;
+      t.diagnostic(`stopped in ${ms} ms (grace 100 ms; the app's read timeout is 60 s)`);
+      assert.ok(ms < 3000, `stopped in ${ms} ms`);
+      await waitFor('the app to see its answer cut', () => app.stallOpen === 0);
+    } finally {
+      tracker.stop();
+      await app.stop();
     }
   });
 });
