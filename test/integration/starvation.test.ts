@@ -348,14 +348,20 @@ describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, b
     }
   });
 
-  test('a client with huge windows that reads nothing at all and keeps its connection: the session is closed after send_timeout and every upstream request aborted', async () => {
+  test('a client with huge windows that reads nothing at all and keeps its connection: the session is closed after send_timeout and every upstream request aborted', async (t) => {
+    const tracker = trackServerSockets();
     const raw = await openGreedyStreams(portico.port, app, STREAMS, true);
+    const started = Date.now();
     try {
-      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 8000);
+      // Portico's side of the connection closes (the client, reading nothing, would not see it).
+      await tracker.closed(raw.socket.localPort!, portico.port, 8000);
+      t.diagnostic(`session closed ${Date.now() - started} ms after the client stopped reading (send_timeout 1 s)`);
+      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
       await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
       const normal = await normalRequest(portico.origin);
       assert.equal(normal.status, 200);
     } finally {
+      tracker.stop();
       raw.close();
     }
   });
