@@ -18,6 +18,7 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import { constants } from 'node:http2';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import { probePeer, queuedInKernelWrite, wrappedSocket } from './node-internals.js';
 import { resetConnection, sweepInterval } from './keepalive.js';
@@ -27,12 +28,23 @@ interface SessionWatch {
   written: number;
   /** When the session last made progress or began to have bytes waiting. */
   since: number;
-  readonly streams: Map<ServerHttp2Stream, StreamWatch>;
+  /** The session's open streams. */
+  readonly streams: Set<WatchedStream>;
 }
 
+/** What a stream's sweep saw: bytes waiting, and since when that count has not moved. */
 interface StreamWatch {
   waiting: number;
   since: number;
+}
+
+const kStreams = Symbol('portico.h2.streams');
+const kWatch = Symbol('portico.h2.watch');
+type WatchedStream = ServerHttp2Stream & { [kStreams]?: Set<WatchedStream>; [kWatch]?: StreamWatch };
+
+/** A stream closed: it leaves its session's set (one shared listener, no closure per stream). */
+function untrackStream(this: WatchedStream): void {
+  this[kStreams]?.delete(this);
 }
 
 /** What the watch tells the listener about a stream or session it cut. */
@@ -59,11 +71,12 @@ export class H2StallWatch {
 
   /** Starts watching a new session (until it closes). */
   watch(session: ServerHttp2Session): void {
-    const streams = new Map<ServerHttp2Stream, StreamWatch>();
+    const streams = new Set<WatchedStream>();
     this.#sessions.set(session, { written: 0, since: this.#now(), streams });
-    session.on('stream', (stream: ServerHttp2Stream) => {
-      streams.set(stream, { waiting: 0, since: 0 });
-      stream.once('close', () => streams.delete(stream));
+    session.on('stream', (stream: WatchedStream) => {
+      streams.add(stream);
+      stream[kStreams] = streams;
+      stream.once('close', untrackStream);
     });
     session.once('close', () => {
       this.#sessions.delete(session);
@@ -107,8 +120,14 @@ export class H2StallWatch {
         continue;
       }
       if (this.#sendTimeout === 0) continue;
-      for (const [stream, sw] of watch.streams) {
+      for (const stream of watch.streams) {
         const waiting = stream.writableLength;
+        // Most streams never have bytes waiting at a sweep: their record is made only when one does.
+        const sw = stream[kWatch];
+        if (sw === undefined) {
+          if (waiting > 0) stream[kWatch] = { waiting, since: now };
+          continue;
+        }
         if (waiting === 0 || waiting !== sw.waiting) {
           sw.waiting = waiting;
           sw.since = now;
