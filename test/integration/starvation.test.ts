@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import http, { type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { connectH2, h2Request, selfSignedCert, type RunningH2 } from '../helpers/h2.js';
 import { ERROR, FRAME, RawH2, frame, getFields } from '../helpers/h2-frames.js';
 import { startPortico } from '../helpers/portico.js';
@@ -308,6 +308,37 @@ describe('HTTP/2: huge windows, many streams of a large answer, then a disconnec
   }
 });
 
+/**
+ * The kept-open attack: `streams` streams of `/huge` with default windows (the client sends no WINDOW_UPDATE), as
+ * many as the pool has. A normal client gets 503 + Retry-After within 1 s while the pool is pinned; after
+ * send_timeout the streams are reset, their upstream requests aborted, and the attacker's session goes on.
+ */
+async function keptOpenAttack(t: TestContext, portico: RunningH2, app: App, streams: number): Promise<void> {
+  const raw = await openGreedyStreams(portico.port, app, streams, false, false);
+  try {
+    const pinned = await normalRequest(portico.origin);
+    t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
+    assert.equal(pinned.status, 503, 'the wait for a pooled connection is bounded');
+    assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
+    assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
+    const started = Date.now();
+    assert.ok(await raw.until(() => allReset(raw, streams, ERROR.CANCEL), 8000), 'every stalled stream is reset (CANCEL)');
+    t.diagnostic(`streams reset ${Date.now() - started} ms after the pinned answer (send_timeout 1 s)`);
+    await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
+    await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
+    const normal = await normalRequest(portico.origin);
+    assert.equal(normal.status, 200);
+    assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+    // The session itself was not cut: a new stream on it is answered.
+    const next = 1 + 2 * streams;
+    await raw.write(raw.headers(next, getFields('/small')));
+    assert.deepEqual(await raw.answer(next), { status: 200 });
+    assert.equal(raw.closed, false);
+  } finally {
+    raw.close();
+  }
+}
+
 describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, bounded pool wait)', () => {
   let app: App;
   let portico: RunningH2;
@@ -323,29 +354,7 @@ describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, b
   });
 
   test('while the pool is pinned a normal client gets 503 with Retry-After within 1 s; after send_timeout the stalled streams are reset, the upstream requests aborted, and the session goes on', async (t) => {
-    const raw = await openGreedyStreams(portico.port, app, STREAMS, false, false);
-    try {
-      const pinned = await normalRequest(portico.origin);
-      t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
-      assert.equal(pinned.status, 503, 'the wait for a pooled connection is bounded');
-      assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
-      assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
-      const started = Date.now();
-      assert.ok(await raw.until(() => allReset(raw, STREAMS, ERROR.CANCEL), 8000), 'every stalled stream is reset (CANCEL)');
-      t.diagnostic(`streams reset ${Date.now() - started} ms after the pinned answer (send_timeout 1 s)`);
-      await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
-      await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
-      const normal = await normalRequest(portico.origin);
-      assert.equal(normal.status, 200);
-      assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
-      // The session itself was not cut: a new stream on it is answered.
-      const next = 1 + 2 * STREAMS;
-      await raw.write(raw.headers(next, getFields('/small')));
-      assert.deepEqual(await raw.answer(next), { status: 200 });
-      assert.equal(raw.closed, false);
-    } finally {
-      raw.close();
-    }
+    await keptOpenAttack(t, portico, app, STREAMS);
   });
 
   test('a client with huge windows that reads nothing at all and keeps its connection: the session is closed after send_timeout and every upstream request aborted', async (t) => {
@@ -643,5 +652,23 @@ describe('shutdown with an upstream request that has no client any more', () => 
       tracker.stop();
       await app.stop();
     }
+  });
+});
+
+describe('HTTP/2: 64 non-reading streams kept open, on the default pool (keepalive: 64)', () => {
+  let app: App;
+  let portico: RunningH2;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, ', queue: { timeout: 300ms }, timeouts: { idle: 300ms }', ', send_timeout: 1s');
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('64 streams pin the default pool: a normal client gets 503 with Retry-After within 1 s; after send_timeout every stream is reset, every upstream request aborted, and the session goes on', async (t) => {
+    await keptOpenAttack(t, portico, app, 64);
   });
 });
