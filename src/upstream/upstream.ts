@@ -214,6 +214,11 @@ export class Upstream {
     this.#wake();
   }
 
+  /** A woken waiter that will not use its turn (its client went away meanwhile) hands it to the next one. */
+  passOn(): void {
+    this.#wake();
+  }
+
   #wake(): void {
     const waiter = this.#queue.shift();
     if (waiter !== undefined) {

@@ -129,7 +129,10 @@ export class Forwarder {
         ex.abortCurrent = wait.cancel;
         wait.ready.then((ok) => {
           ex.abortCurrent = undefined;
-          if (ex.clientGone) return ex.done(OK);
+          if (ex.clientGone) {
+            if (ok) this.#upstream.passOn();
+            return ex.done(OK);
+          }
           this.#later(ex, ok ? undefined : chosen);
         });
         return;

@@ -69,7 +69,10 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
         socket.once('close', leave);
         const ok = await wait.ready;
         socket.off('close', leave);
-        if (socket.destroyed) return;
+        if (socket.destroyed) {
+          if (ok) upstream.passOn();
+          return;
+        }
         if (ok || (await waitForServer())) continue;
         status = 503;
         break;
