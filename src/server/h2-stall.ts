@@ -47,8 +47,8 @@ function untrackStream(this: WatchedStream): void {
   this[kStreams]?.delete(this);
 }
 
-/** What the watch tells the listener about a stream or session it cut. */
-export type StallHandler = (what: 'stream' | 'session', session: ServerHttp2Session) => void;
+/** What the watch tells the listener when it cut a session, or `streams` streams of one (once per sweep, not per stream). */
+export type StallHandler = (what: 'streams' | 'session', session: ServerHttp2Session, streams: number) => void;
 
 /** Enforces send_timeout on the HTTP/2 sessions of one listener (0: none; disconnects are still probed). */
 export class H2StallWatch {
@@ -114,12 +114,13 @@ export class H2StallWatch {
       const raw = wrappedSocket(tls) ?? tls;
       if (this.#sessionStalled(tls, raw, watch, now)) {
         this.#sessions.delete(session);
-        this.#onCut('session', session);
+        this.#onCut('session', session, watch.streams.size);
         resetConnection(raw);
         session.destroy();
         continue;
       }
       if (this.#sendTimeout === 0) continue;
+      let cut = 0;
       for (const stream of watch.streams) {
         const waiting = stream.writableLength;
         // Most streams never have bytes waiting at a sweep: their record is made only when one does.
@@ -135,9 +136,10 @@ export class H2StallWatch {
         }
         if (now - sw.since < this.#sendTimeout || stream.destroyed) continue;
         watch.streams.delete(stream);
-        this.#onCut('stream', session);
+        cut++;
         stream.close(constants.NGHTTP2_CANCEL);
       }
+      if (cut > 0) this.#onCut('streams', session, cut);
     }
   }
 

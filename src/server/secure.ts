@@ -91,8 +91,11 @@ export class SecureStage {
     this.#logger = logger;
     this.#fallback = defaultCertificate(config.tls!);
     this.#tls = this.#makeTls(config);
-    this.#stalls = new H2StallWatch(config.send_timeout, (what, session) =>
-      logger.info({ remote: session.socket?.remoteAddress }, `client took nothing of its answer for send_timeout; http2 ${what} closed`),
+    this.#stalls = new H2StallWatch(config.send_timeout, (what, session, streams) =>
+      logger.info(
+        { remote: session.socket?.remoteAddress, streams },
+        what === 'session' ? 'client took nothing of its answers for send_timeout; http2 connection closed' : 'client took nothing of its answers for send_timeout; http2 streams reset',
+      ),
     );
     const h2 = http2.createServer({
       settings: h2Settings(config.http2 === false ? http2SettingsOff : config.http2),
