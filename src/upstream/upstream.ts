@@ -190,11 +190,6 @@ export class Upstream {
     return { ready, cancel: leave };
   }
 
-  /** Requests waiting in the capacity queue. */
-  get queued(): number {
-    return this.#queue.length;
-  }
-
   /** Marks a request as started on a server (holding one of its pool's connections). */
   acquire(server: UpstreamServer): void {
     server.active++;
