@@ -168,10 +168,13 @@ export class App {
     for (const instance of this.#instances) await instance.start?.();
   }
 
-  /** Stops every handler's background work and flushes the access log. */
-  async stop(): Promise<void> {
+  /**
+   * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
+   * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
+   */
+  async stop(cutAfterMs?: number): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
-    await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop()));
+    await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop(cutAfterMs)));
     await this.#accessLog?.close();
   }
 

@@ -128,7 +128,8 @@ export class KeepAliveSweeper {
     for (const [socket, watch] of this.#watched) {
       // Nothing exchanged yet: header_timeout governs (Node answers 408), as nginx's client_header_timeout does.
       if (socket.bytesRead === 0 && (socket.bytesWritten ?? 0) === 0 && !this.#draining) continue;
-      if (this.#sendTimeout > 0 && !watch.upgraded && this.#sendStalled(socket, watch, now)) {
+      // A WebSocket tunnel too: its app side waits on this socket (pipe backpressure) while its client reads nothing.
+      if (this.#sendTimeout > 0 && this.#sendStalled(socket, watch, now)) {
         this.#watched.delete(socket);
         this.#onSendTimeout(socket);
         resetConnection(socket);
@@ -185,7 +186,7 @@ export class KeepAliveSweeper {
  * read, instead of keeping it while retrying (nginx's reset_timedout_connection). A TLS socket is reset through
  * the TCP socket it wraps (only a TCP handle can be reset).
  */
-function resetConnection(socket: Socket): void {
+export function resetConnection(socket: Socket): void {
   const tcp = (socket as TLSSocket).encrypted === true ? wrappedSocket(socket as TLSSocket) : socket;
   try {
     tcp?.resetAndDestroy();

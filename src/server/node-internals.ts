@@ -19,6 +19,11 @@
  * - `tlsSocket._parent`: the accepted socket a server-side TLS socket wraps. What the TLS stage noted on the
  *   accepted socket when the handshake began (the certificate store of that moment) is read through it when the
  *   handshake is done: a TLS 1.3 client may send its request before that, and a reload may come in between.
+ * - `socket._handle.readStop()` / `readStart()`: restarts reading on the accepted socket under a TLS one. Node's
+ *   HTTP/2 session stops reading while a write of its is in progress, so when a peer stops reading and then
+ *   closes, the close is never read and the session and its streams (and what they hold upstream) stay for good.
+ *   The h2 stall watch (`h2-stall.ts`) restarts reading on such a stuck connection. Without it, such a session is
+ *   closed by send_timeout instead.
  * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
  *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
  *   is emitted for them once; without it a stalled request head would never get its 408.
@@ -67,6 +72,17 @@ export function parserHeaderPairs(socket: Socket): number | undefined {
 export function queuedInKernelWrite(socket: Socket): number {
   const queued = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize;
   return typeof queued === 'number' ? queued : 0;
+}
+
+/** Restarts reading on a socket whose reader stopped (see above), so that a peer's FIN or RST is seen; false when this Node does not allow it. */
+export function probePeer(socket: Socket): boolean {
+  const handle = (socket as Socket & { _handle?: { reading?: unknown; readStop?: unknown; readStart?: unknown } | null })._handle;
+  if (handle === null || handle === undefined || typeof handle.readStop !== 'function' || typeof handle.readStart !== 'function') return false;
+  // Only a socket that is meant to be reading: one paused on purpose stays paused.
+  if (handle.reading !== true) return false;
+  (handle.readStop as () => number).call(handle);
+  (handle.readStart as () => number).call(handle);
+  return true;
 }
 
 /** Starts an unlistened HTTP server's connection tracking and timeout checks (see above). */

@@ -200,7 +200,9 @@ export class Portico {
     this.#stopped = true;
     this.#acme?.stop();
     await this.#listeners.stop(graceMs);
-    await this.#app.stop();
+    // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
+    // fill) must not hold the process past its grace period.
+    await this.#app.stop(Math.min(graceMs, 1000));
     await this.#zones.stop();
     this.#state?.release();
   }

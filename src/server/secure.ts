@@ -31,6 +31,7 @@ import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { inheritProxiedPeer } from '../http/client-address.js';
 import { sendRawError } from '../http/send.js';
 import { serveH2 } from './h2-session.js';
+import { H2StallWatch } from './h2-stall.js';
 import { wrappedSocket } from './node-internals.js';
 import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
 
@@ -81,6 +82,8 @@ export class SecureStage {
   readonly #logger: Logger;
   /** Open HTTP/2 sessions, closed on shutdown (HTTP/1.1 connections are the http.Server's). */
   readonly #sessions = new Set<http2.ServerHttp2Session>();
+  /** send_timeout for HTTP/2 streams and sessions, and disconnects Node's session does not notice. */
+  readonly #stalls: H2StallWatch;
 
   constructor(config: ListenerConfig, target: SecureTarget, logger: Logger) {
     this.#config = config;
@@ -88,6 +91,12 @@ export class SecureStage {
     this.#logger = logger;
     this.#fallback = defaultCertificate(config.tls!);
     this.#tls = this.#makeTls(config);
+    this.#stalls = new H2StallWatch(config.send_timeout, (what, session, streams) =>
+      logger.info(
+        { remote: session.socket?.remoteAddress, streams },
+        what === 'session' ? 'client took nothing of its answers for send_timeout; http2 connection closed' : 'client took nothing of its answers for send_timeout; http2 streams reset',
+      ),
+    );
     const h2 = http2.createServer({
       settings: h2Settings(config.http2 === false ? http2SettingsOff : config.http2),
       // Pseudo-header fields count as lines here; four of them at most in a request.
@@ -99,6 +108,7 @@ export class SecureStage {
     h2.on('session', (session: http2.ServerHttp2Session) => {
       this.#sessions.add(session);
       session.once('close', () => this.#sessions.delete(session));
+      this.#stalls.watch(session);
     });
     h2.on('sessionError', (err: Error) => logger.debug({ err }, 'http2 session error'));
     // Requests (after the read that carried them: see h2RequestHandler), expectations, session guards.
@@ -120,6 +130,7 @@ export class SecureStage {
     this.#tls = this.#makeTls(config);
     if (config.http2 !== false) this.#h2.updateSettings(h2Settings(config.http2));
     this.#h2.setTimeout(sessionTimeout(config));
+    this.#stalls.setTimeout(config.send_timeout);
   }
 
   /** Shutdown: each HTTP/2 session finishes its streams and closes (GOAWAY); new streams are refused. */
@@ -134,6 +145,7 @@ export class SecureStage {
   /** The grace period is over: cuts every HTTP/2 session. */
   cut(): void {
     for (const session of this.#sessions) session.destroy();
+    this.#stalls.stop();
   }
 
   #makeTls(config: ListenerConfig): tls.Server {

@@ -28,6 +28,8 @@ export class UpstreamServer implements PolicyServer {
   /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
   readonly basePath: string;
   readonly maxConns: number;
+  /** Connections of the pool (`keepalive`): a request past them would wait inside undici, unbounded. */
+  readonly poolSize: number;
   readonly dispatcher: Dispatcher;
   /**
    * The active checks' own connection: never one of the traffic pool's, and each check opens a new one (as
@@ -35,8 +37,10 @@ export class UpstreamServer implements PolicyServer {
    * keep-alive connection from before a restart still answered.
    */
   readonly checkDispatcher: Dispatcher;
-  /** Requests in flight. */
+  /** Requests in flight (tunnels included). */
   active = 0;
+  /** Requests holding one of the pool's connections (an open tunnel has left the pool). */
+  pooled = 0;
   ewmaMs = 0;
   #ewmaAt = 0;
 
@@ -64,6 +68,7 @@ export class UpstreamServer implements PolicyServer {
     this.origin = config.url.origin;
     this.basePath = config.url.basePath;
     this.maxConns = config.max_conns ?? upstream.max_conns;
+    this.poolSize = upstream.keepalive;
     this.#slowStartMs = upstream.slow_start;
     const tls = config.tls;
     const connect = {
@@ -110,9 +115,12 @@ export class UpstreamServer implements PolicyServer {
     return this.healthy && this.ejectedUntil <= now;
   }
 
-  /** Whether one more request fits under `max_conns`. */
+  /**
+   * Whether one more request fits under `max_conns` and in the pool. Past the pool's connections undici would
+   * queue the request itself, with no timeout and no way to leave when its client goes; Portico's queue has both.
+   */
   hasCapacity(): boolean {
-    return this.maxConns === 0 || this.active < this.maxConns;
+    return (this.maxConns === 0 || this.active < this.maxConns) && this.pooled < this.poolSize;
   }
 
   /** Folds a response-header latency into the peak-EWMA. */
@@ -161,13 +169,25 @@ export class UpstreamServer implements PolicyServer {
     if (this.ejections > 0 && now > this.ejectedUntil + baseMs * 2) this.ejections = 0;
   }
 
-  /** Closes the pool's connections. */
-  async close(): Promise<void> {
-    await Promise.all([
-      this.dispatcher.close().catch(() => this.dispatcher.destroy()),
-      this.checkDispatcher.close().catch(() => this.checkDispatcher.destroy()),
-    ]);
+  /**
+   * Closes the pool's connections once their requests are done; with `cutAfterMs`, whatever is still in flight
+   * then is cut (a shutdown: past the listeners' grace period no client waits for it any more).
+   */
+  async close(cutAfterMs?: number): Promise<void> {
+    await Promise.all([closeDispatcher(this.dispatcher, cutAfterMs), closeDispatcher(this.checkDispatcher, cutAfterMs)]);
   }
+}
+
+/** Closes a dispatcher gracefully, or destroys it on failure or after `cutAfterMs`. */
+async function closeDispatcher(dispatcher: Dispatcher, cutAfterMs: number | undefined): Promise<void> {
+  const closed = dispatcher.close().catch(() => dispatcher.destroy());
+  if (cutAfterMs === undefined) return closed;
+  let timer: NodeJS.Timeout | undefined;
+  const cut = new Promise<void>((resolve) => {
+    timer = setTimeout(() => resolve(dispatcher.destroy().catch(() => undefined)), cutAfterMs);
+  });
+  await Promise.race([closed, cut]);
+  clearTimeout(timer);
 }
 
 /**

@@ -30,13 +30,22 @@ type UpstreamConfig = Config['upstreams'][string];
  */
 const PROCESS_STICKY_SECRET = randomBytes(32);
 
-/** Why no server could be had: none is available at all, or those available are all at max_conns. */
+/** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
 export type NoServer = 'unavailable' | 'full';
 
 interface Waiter {
   resolve: (ok: boolean) => void;
   timer: NodeJS.Timeout;
 }
+
+/** A place in the capacity queue: `ready` resolves true when capacity may be free, false on timeout or cancel. */
+export interface CapacityWait {
+  readonly ready: Promise<boolean>;
+  /** Leaves the queue (the client went away): `ready` resolves false. */
+  cancel(): void;
+}
+
+const NO_ROOM: CapacityWait = Object.freeze({ ready: Promise.resolve(false), cancel() {} });
 
 /** A group of servers with its policy and health state. */
 export class Upstream {
@@ -85,13 +94,14 @@ export class Upstream {
     this.#checker?.start();
   }
 
-  async stop(): Promise<void> {
+  /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
+  async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
     for (const waiter of this.#queue.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
     }
-    await Promise.all(this.servers.map((s) => s.close()));
+    await Promise.all(this.servers.map((s) => s.close(cutAfterMs)));
   }
 
   /**
@@ -198,31 +208,50 @@ export class Upstream {
     return false;
   }
 
-  /** Waits (within the queue's size and timeout) until some server may have capacity; false on timeout. */
-  waitForCapacity(): Promise<boolean> {
+  /**
+   * Waits (within the queue's size and timeout) until some server may have capacity: under max_conns and with a
+   * pool connection free. The wait ends false on timeout, or when cancelled (its client went away), and leaves
+   * the queue then.
+   */
+  waitForCapacity(): CapacityWait {
     const { size, timeout } = this.config.queue;
-    if (this.#queue.length >= size) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const waiter: Waiter = {
-        resolve,
-        timer: setTimeout(() => {
-          const at = this.#queue.indexOf(waiter);
-          if (at !== -1) this.#queue.splice(at, 1);
-          resolve(false);
-        }, timeout),
-      };
+    if (this.#queue.length >= size) return NO_ROOM;
+    let waiter!: Waiter;
+    const leave = (): void => {
+      const at = this.#queue.indexOf(waiter);
+      if (at === -1) return;
+      this.#queue.splice(at, 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(false);
+    };
+    const ready = new Promise<boolean>((resolve) => {
+      waiter = { resolve, timer: setTimeout(leave, timeout) };
       this.#queue.push(waiter);
     });
+    return { ready, cancel: leave };
   }
 
-  /** Marks a request as started on a server. */
+  /** Marks a request as started on a server (holding one of its pool's connections). */
   acquire(server: UpstreamServer): void {
     server.active++;
+    server.pooled++;
   }
 
-  /** Marks a request as finished on a server and lets one queued request try again. */
-  release(server: UpstreamServer): void {
+  /** A tunnel opened: its connection left the pool (it still counts under max_conns until `release`). */
+  leavePool(server: UpstreamServer): void {
+    server.pooled--;
+    this.#wake();
+  }
+
+  /** Marks a request as finished on a server and lets one queued request try again; `pooled` false for a tunnel. */
+  release(server: UpstreamServer, pooled = true): void {
     server.active--;
+    if (pooled) server.pooled--;
+    this.#wake();
+  }
+
+  /** A woken waiter that will not use its turn (its client went away meanwhile) hands it to the next one. */
+  passOn(): void {
     this.#wake();
   }
 

@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import {
   CONNECTIONS_SYMBOL,
   parserHeaderPairs,
+  probePeer,
   queuedInKernelWrite,
   requestsBeingReceived,
   responseOnSocket,
@@ -160,6 +161,33 @@ describe('Node internals that the TLS stage reads', () => {
       socket.destroy();
     } finally {
       front.close();
+    }
+  });
+
+  test('socket._handle has readStop()/readStart() and a reading flag: probePeer restarts reading, the socket goes on, and a peer close is seen', async () => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'connection');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      const [socket] = (await accepted) as [net.Socket];
+      socket.on('error', () => undefined);
+      const handle = (socket as net.Socket & { _handle: { reading?: unknown } })._handle;
+      assert.equal(handle.reading, true, `Node ${process.version}: a reading socket's handle has no reading flag`);
+      assert.equal(probePeer(socket), true, `Node ${process.version}: socket._handle has no readStop/readStart`);
+      const data = once(socket, 'data');
+      client.write('after the probe');
+      assert.equal(String((await data)[0]), 'after the probe');
+      const closed = once(socket, 'close');
+      client.destroy();
+      let timer: NodeJS.Timeout | undefined;
+      const seen = await Promise.race([closed.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 5000)))]);
+      clearTimeout(timer);
+      assert.ok(seen, "the peer's close is seen");
+    } finally {
+      client.destroy();
+      server.close();
     }
   });
 });

@@ -12,6 +12,7 @@ import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { keptFields, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
+import { PorticoError } from '../../errors.js';
 
 const NO_FIELDS: readonly string[] = [];
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
@@ -147,6 +148,9 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
 
   onConnect(abort: (err?: Error) => void): void {
     this.log.connectMs = Date.now() - this.#start;
+    // The client went away while the connection was being made: nothing is sent for it. (Left to onHeaders, an
+    // answer would be read for nobody, for as long as the app streams it.)
+    if (this.ex.clientGone) return abort(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     this.ex.abortCurrent = abort;
   }
 

@@ -131,7 +131,17 @@ export class Forwarder {
     const chosen = this.#upstream.select(ex.tried, ex.pick!, ex.stickyValue);
     if (typeof chosen === 'string') {
       if (chosen === 'full') {
-        this.#upstream.waitForCapacity().then((ok) => this.#later(ex, ok ? undefined : chosen));
+        // A client that goes away while waiting leaves the queue (its place would otherwise be held to the timeout).
+        const wait = this.#upstream.waitForCapacity();
+        ex.abortCurrent = wait.cancel;
+        wait.ready.then((ok) => {
+          ex.abortCurrent = undefined;
+          if (ex.clientGone) {
+            if (ok) this.#upstream.passOn();
+            return ex.done(OK);
+          }
+          this.#later(ex, ok ? undefined : chosen);
+        });
         return;
       }
       this.#nothingLeft(ex, chosen);

@@ -62,7 +62,17 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
       if (socket.destroyed) return;
       const server = upstream.select(tried, pick, stickyValue);
       if (server === 'full') {
-        if ((await upstream.waitForCapacity()) || (await waitForServer())) continue;
+        const wait = upstream.waitForCapacity();
+        // A client that goes away while waiting leaves the queue.
+        const leave = () => wait.cancel();
+        socket.once('close', leave);
+        const ok = await wait.ready;
+        socket.off('close', leave);
+        if (socket.destroyed) {
+          if (ok) upstream.passOn();
+          return;
+        }
+        if (ok || (await waitForServer())) continue;
         status = 503;
         break;
       }
@@ -135,11 +145,13 @@ function open(
   if (head.length > 0) upstreamSocket.write(head);
   upstreamSocket.pipe(socket);
   socket.pipe(upstreamSocket);
+  // The tunnel's connection is no longer one of the pool's: a request waiting for one may go.
+  upstream.leavePool(server);
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
-    upstream.release(server);
+    upstream.release(server, false);
     upstreamSocket.destroy();
     socket.destroy();
   };
