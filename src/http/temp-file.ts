@@ -79,11 +79,29 @@ export class TempFile {
     this.#size = 0;
   }
 
-  /** A new stream of the whole data, from the first byte; the file stays open when it ends or is destroyed. */
+  /**
+   * A new stream of the whole data, from the first byte. Its own positional reads, not `createReadStream()`: a
+   * FileHandle's stream closes the handle when destroyed (an attempt that failed), whatever `autoClose` says.
+   */
   stream(): Readable {
-    // An empty range cannot be written as start/end (end is inclusive): a stream that ends at once.
-    if (this.#size === 0) return Readable.from([]);
-    return this.#handle.createReadStream({ start: 0, end: this.#size - 1, autoClose: false, highWaterMark: READ_CHUNK });
+    const end = this.#size;
+    let at = 0;
+    const file = this;
+    return new Readable({
+      highWaterMark: READ_CHUNK,
+      read() {
+        if (at >= end) return void this.push(null);
+        const length = Math.min(READ_CHUNK, end - at);
+        file.read(at, length).then(
+          (buffer) => {
+            if (buffer.length !== length) return void this.destroy(new Error('the temporary file ended early'));
+            at += length;
+            this.push(buffer);
+          },
+          (err: Error) => this.destroy(err),
+        );
+      },
+    });
   }
 
   /** Closes the file (its data is gone with it); later calls return the same promise. */
