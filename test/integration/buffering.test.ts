@@ -43,6 +43,8 @@ interface SerialApp {
   bigDone: number;
   /** Bytes of big answers the app has written (its socket took them). */
   bigWritten: number;
+  /** Requests whose handling ended (answered, or cut off). */
+  ended: number;
   /** Requests answered at `/hold` wait for this. */
   release(): void;
   stop(): Promise<void>;
@@ -60,6 +62,7 @@ async function startSerialApp(bigSize = 20 * MB): Promise<SerialApp> {
     arrived: 0,
     bigDone: 0,
     bigWritten: 0,
+    ended: 0,
     release: () => holding?.(),
     stop: async () => {
       for (const socket of sockets) socket.destroy();
@@ -68,8 +71,9 @@ async function startSerialApp(bigSize = 20 * MB): Promise<SerialApp> {
   };
   const answer = (req: IncomingMessage, res: ServerResponse, seen: Seen, done: () => void) => {
     res.once('close', done);
-    if (req.url === '/big') {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(bigSize) });
+    if (req.url === '/big' || req.url === '/big-cacheable') {
+      const cache = req.url === '/big' ? {} : { 'cache-control': 'public, max-age=60' };
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(bigSize), ...cache });
       let left = bigSize;
       const pump = () => {
         while (left > 0) {
@@ -101,6 +105,7 @@ async function startSerialApp(bigSize = 20 * MB): Promise<SerialApp> {
     const done = () => {
       if (finished) return;
       finished = true;
+      app.ended++;
       busy = false;
       setImmediate(next);
     };
@@ -158,10 +163,10 @@ async function connect(port: number): Promise<{ socket: Socket; text: () => stri
 }
 
 /** One request with Node's client; resolves with the status, headers and body, and how long it took. */
-function get(port: number, pathname: string): Promise<{ status: number; headers: IncomingMessage['headers']; body: string; ms: number }> {
+function get(port: number, pathname: string, method = 'GET'): Promise<{ status: number; headers: IncomingMessage['headers']; body: string; ms: number }> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: pathname, agent: false }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: pathname, agent: false, method, headers: { host: 'x' } }, (res) => {
       let body = '';
       res.setEncoding('latin1');
       res.on('data', (data: string) => (body += data));
@@ -459,6 +464,53 @@ sites:
   });
 });
 
+describe('buffering limits and failures', { skip }, () => {
+  test('reading a buffered body is bounded by the listener request_timeout: a stalled upload is cut and its file released', async () => {
+    const app = await startSerialApp();
+    const portico = await startPortico(`listen: [{ addr: "127.0.0.1:0", request_timeout: 1s }]\n${proxyConfig(app)}`);
+    try {
+      const client = await connect(portico.port);
+      client.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${MB}\r\n\r\n`);
+      client.socket.write(Buffer.alloc(200 * KB, 't'));
+      await waitFor('the body to be spilled', () => openTempFiles().length === 1, 5000);
+      await waitFor('the connection to be cut', () => client.closed(), 10_000);
+      await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+      assert.equal(app.arrived, 0);
+    } finally {
+      await portico.stop();
+      await app.stop();
+    }
+  });
+
+  test('a temporary folder that cannot be used fails the request: 500 for a body, a cut answer for a slow reader', async () => {
+    const app = await startSerialApp(8 * MB);
+    // `tmp` in the state directory is a file: no temporary file can be made there.
+    const portico = await startPortico(proxyConfig(app, '', 'state_dir: ./state\n'), { 'state/tmp': 'not a folder' });
+    try {
+      const upload = await connect(portico.port);
+      upload.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${200 * KB}\r\n\r\n`);
+      upload.socket.write(Buffer.alloc(200 * KB, 'f'));
+      await waitFor('the answer', () => upload.text().startsWith('HTTP/1.1 500'), 5000);
+      upload.socket.destroy();
+      assert.equal(app.arrived, 0);
+      const reader = await connect(portico.port);
+      reader.socket.pause();
+      const ended = app.ended;
+      reader.socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+      // The spill fails: the answer is cut.
+      await waitFor('the app request to end', () => app.ended === ended + 1, 10_000);
+      reader.socket.resume();
+      await waitFor('the client connection to close', () => reader.closed(), 10_000);
+      assert.ok(reader.text().length < 8 * MB, 'the answer is visibly incomplete');
+      // Still working for what needs no file.
+      assert.equal((await get(portico.port, '/normal')).status, 200);
+    } finally {
+      await portico.stop();
+      await app.stop();
+    }
+  });
+});
+
 describe('response buffering', { skip }, () => {
   test('a client that reads nothing does not hold the app: the answer is taken off it, and released when the client goes', async () => {
     const app = await startSerialApp(8 * MB);
@@ -600,10 +652,10 @@ describe('response buffering', { skip }, () => {
     }
   });
 
-  test('an uncacheable answer on a cached route is taken off the app whatever the client pace, like an uncached route', async () => {
+  test('on a cached route, an answer being stored and one that is not are both taken off the app whatever the client pace', async () => {
     const app = await startSerialApp(8 * MB);
     const portico = await startPortico(`caches:
-  main: { memory: 64MB, max_object: 1MB }
+  main: { memory: 64MB, max_object: 16MB }
 upstreams:
   app:
     servers: ["${app.url}"]
@@ -613,12 +665,19 @@ sites:
         proxy: { upstream: app, cache: { zone: main } }
 `);
     try {
-      const client = await connect(portico.port);
-      client.socket.pause();
-      client.socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
-      await waitFor('the app to finish the answer', () => app.bigDone === 1, 10_000);
-      client.socket.destroy();
-      await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+      for (const [i, url] of ['/big', '/big-cacheable'].entries()) {
+        const client = await connect(portico.port);
+        client.socket.pause();
+        client.socket.write(`GET ${url} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        await waitFor(`the app to finish ${url}`, () => app.bigDone === i + 1, 10_000);
+        client.socket.destroy();
+        await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+      }
+      // Stored once Portico has read the whole answer (a little after the app handed it to its socket).
+      await waitFor('the answer to be stored', async () => /hit/.test(String((await get(portico.port, '/big-cacheable', 'HEAD')).headers['cache-status'])), 5000, 50);
+      const hit = await get(portico.port, '/big-cacheable');
+      assert.match(String(hit.headers['cache-status']), /hit/, `the stored one was stored whole: ${hit.headers['cache-status']}`);
+      assert.equal(hit.body.length, 8 * MB);
     } finally {
       await portico.stop();
       await app.stop();
