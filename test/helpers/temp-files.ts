@@ -4,10 +4,11 @@
  */
 import { readdirSync, readlinkSync, statSync } from 'node:fs';
 
-/** An open temporary file: the path it had and its mode. */
+/** An open temporary file: the path it had, its mode, and whether it is unlinked already. */
 export interface OpenTempFile {
   path: string;
   mode: number;
+  deleted: boolean;
 }
 
 /** This process's open Portico temporary files. */
@@ -17,7 +18,8 @@ export function openTempFiles(): OpenTempFile[] {
     try {
       const target = readlinkSync(`/proc/self/fd/${fd}`);
       if (!/portico-\d+-[0-9a-f]{16}\.tmp/.test(target)) continue;
-      found.push({ path: target.replace(/ \(deleted\)$/, ''), mode: statSync(`/proc/self/fd/${fd}`).mode & 0o777 });
+      const deleted = target.endsWith(' (deleted)');
+      found.push({ path: deleted ? target.slice(0, -' (deleted)'.length) : target, mode: statSync(`/proc/self/fd/${fd}`).mode & 0o777, deleted });
     } catch {
       // Closed meanwhile.
     }

@@ -275,6 +275,7 @@ describe('slow clients never tie up an app server that serves one request at a t
         await waitFor('the upload to be spilled to a temporary file', () => openTempFiles().length === 1, 5000);
         const [file] = openTempFiles();
         assert.equal(file!.mode, 0o600);
+        assert.equal(file!.deleted, true, 'unlinked as soon as open');
         assert.equal(path.dirname(file!.path), tmpdir(), 'without a state directory, the OS temporary folder');
       } finally {
         child.kill('SIGKILL');
@@ -322,6 +323,7 @@ describe('request buffering', { skip }, () => {
       await waitFor('the body to be spilled', () => openTempFiles().length === 1, 5000);
       const [file] = openTempFiles();
       assert.equal(file!.mode, 0o600);
+        assert.equal(file!.deleted, true, 'unlinked as soon as open');
       assert.equal(path.dirname(file!.path), path.join(portico.dir, 'state', 'tmp'), 'in the state directory when there is one');
       assert.equal(app.arrived, arrived, 'the app was not contacted while the body was arriving');
       client.socket.write(body.subarray(100 * KB));
