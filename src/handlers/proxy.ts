@@ -48,7 +48,7 @@ const cacheOptions = z.strictObject({
 
 /** Per-request memory thresholds are bounded: the rest of what is held goes to disk. */
 const MAX_BUFFER_MEMORY = 64 * 1024 * 1024;
-const memorySize = size.refine((bytes) => bytes <= MAX_BUFFER_MEMORY, 'at most 64MB (the rest of a body goes to a temporary file)');
+const memorySize = size.refine((bytes) => bytes <= MAX_BUFFER_MEMORY, 'at most 64MB (what is held beyond it goes to a temporary file)');
 /**
  * Default of `buffer_response`: 32MB per answer covers pages, API answers and generated reports whole, while
  * bounding what one answer can take on disk (nginx allows 1GB); past it, the client's pace applies again.

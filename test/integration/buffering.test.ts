@@ -697,8 +697,8 @@ sites:
       stream = session.request({ ':method': 'GET', ':path': '/big' });
       stream.pause();
       await waitFor('the app to finish the answer', () => app.bigDone === 1, 10_000);
-      // CANCEL, as a browser that drops a download (a NO_ERROR reset of a stream with data unsent is not seen as
-      // the client leaving by Node until the session ends: see the lead's report).
+      // CANCEL, as a browser that drops a download. (Node does not report a NO_ERROR reset of a stream with data
+      // still unsent as the client leaving, nor here the client's session ending: not this test's subject.)
       stream.close(http2.constants.NGHTTP2_CANCEL);
       await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
     } finally {
