@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type ClientHttp2Stream } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
@@ -685,6 +685,38 @@ sites:
     } finally {
       await portico.stop();
       await app.stop();
+    }
+  });
+
+  test('with compression between, a client that reads nothing does not hold the app either', async () => {
+    const text = Buffer.from(randomBytes(6 * MB).toString('hex'));
+    let finished = false;
+    const app = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(text.length) });
+      res.end(text, () => (finished = true));
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const portico = await startPortico(`sites:
+  - compress: { encodings: [gzip] }
+    routes:
+      - path: /
+        proxy: { url: "http://127.0.0.1:${(app.address() as AddressInfo).port}" }
+`);
+    try {
+      const client = await connect(portico.port);
+      client.socket.pause();
+      client.socket.write('GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n');
+      await waitFor('the app to finish the answer', () => finished, 20_000);
+      await waitFor('a temporary file', () => openTempFiles().length === 1, 5000);
+      client.socket.resume();
+      await waitFor('the gzip answer to end', () => client.text().endsWith('\r\n0\r\n\r\n'), 20_000);
+      assert.match(client.text(), /^HTTP\/1\.1 200[^]*content-encoding: gzip/i);
+      client.socket.destroy();
+      await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+    } finally {
+      await portico.stop();
+      app.closeAllConnections();
+      await new Promise<void>((resolve) => app.close(() => resolve()));
     }
   });
 
