@@ -177,7 +177,7 @@ function get(port: number, pathname: string, method = 'GET'): Promise<{ status: 
 }
 
 describe('slow clients never tie up an app server that serves one request at a time', { skip }, () => {
-  test('20 uploads trickling 1 MB at 64 KB/s and 20 readers of 20 MB at 256 KB/s delay a normal request by at most 100 ms; no temporary file is left', async () => {
+  test('20 uploads trickling 1 MB at 64 KB/s and 20 readers of 20 MB at 256 KB/s delay a normal request by at most 100 ms; no temporary file is left', async (t) => {
     const app = await startSerialApp();
     const portico = await startPortico(proxyConfig(app, '', 'state_dir: ./state\n'));
     const uploads: Array<Awaited<ReturnType<typeof connect>>> = [];
@@ -186,25 +186,6 @@ describe('slow clients never tie up an app server that serves one request at a t
     try {
       // The baseline: a normal request with the app idle (the best of a few, once connections are warm).
       const baseline = Math.min(...(await sequential(5, () => get(portico.port, '/normal'))).map((r) => r.ms));
-
-      // 20 uploaders: head, then 8 KB every 125 ms (64 KB/s): 1 MB takes 16 s.
-      const UPLOAD = 1 * MB;
-      const PIECE = 8 * KB;
-      const body = Buffer.alloc(UPLOAD, 'u');
-      for (let i = 0; i < 20; i++) {
-        const client = await connect(portico.port);
-        client.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${UPLOAD}\r\n\r\n`);
-        uploads.push(client);
-      }
-      let sent = 0;
-      timers.push(
-        setInterval(() => {
-          if (sent >= UPLOAD) return;
-          const piece = body.subarray(sent, sent + PIECE);
-          sent += piece.length;
-          for (const client of uploads) client.socket.write(piece);
-        }, 125),
-      );
 
       // 20 readers of 20 MB, each taking at most 25.6 KB per 100 ms (256 KB/s): a whole answer would take 80 s.
       const budgets: number[] = [];
@@ -230,10 +211,31 @@ describe('slow clients never tie up an app server that serves one request at a t
 
       // Portico takes the 20 answers off the app at the app's pace, and holds them for the readers.
       await waitFor('the app to finish the 20 big answers', () => app.bigDone === 20, 60_000, 50);
-      await waitFor('answers and bodies held in temporary files', () => openTempFiles().length >= 20, 10_000);
+      // 20 uploaders: head, then 8 KB every 125 ms (64 KB/s): 1 MB takes 16 s.
+      const UPLOAD = 1 * MB;
+      const PIECE = 8 * KB;
+      const body = Buffer.alloc(UPLOAD, 'u');
+      for (let i = 0; i < 20; i++) {
+        const client = await connect(portico.port);
+        client.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${UPLOAD}\r\n\r\n`);
+        uploads.push(client);
+      }
+      let sent = 0;
+      timers.push(
+        setInterval(() => {
+          if (sent >= UPLOAD) return;
+          const piece = body.subarray(sent, sent + PIECE);
+          sent += piece.length;
+          for (const client of uploads) client.socket.write(piece);
+        }, 125),
+      );
+
+      // Past request_buffer_memory (64KB, after a second) each upload is spilled: 20 files beside the readers' 20.
+      await waitFor('answers and bodies held in temporary files', () => openTempFiles().length >= 40, 10_000);
       // Normal requests while every slow client is still at it.
       const during = await sequential(5, () => get(portico.port, '/normal'));
       assert.ok(sent < UPLOAD, 'the uploads were still trickling while the normal requests were measured');
+      t.diagnostic(`normal request: baseline ${baseline.toFixed(1)} ms, under load ${during.map((r) => r.ms.toFixed(1)).join(', ')} ms`);
       for (const r of during) {
         assert.equal(r.status, 200);
         assert.ok(r.ms <= baseline + 100, `a normal request took ${r.ms.toFixed(1)} ms (baseline ${baseline.toFixed(1)} ms)`);
