@@ -569,6 +569,70 @@ describe('response buffering', { skip }, () => {
     }
   });
 
+  test('bytes arrive whole and in order when an app writing in bursts meets a client reading in bursts', async () => {
+    const content = randomBytes(12 * MB);
+    const app = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(content.length) });
+      let at = 0;
+      const burst = () => {
+        // 3 MB at a time, then a pause in which the client catches up.
+        const end = Math.min(at + 3 * MB, content.length);
+        while (at < end) {
+          const next = Math.min(at + 96 * KB, end);
+          res.write(content.subarray(at, next));
+          at = next;
+        }
+        if (at < content.length) setTimeout(burst, 400);
+        else res.end();
+      };
+      burst();
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const portico = await startPortico(`sites:
+  - routes:
+      - path: /
+        proxy: { url: "http://127.0.0.1:${(app.address() as AddressInfo).port}", response_buffer_memory: 64KB }
+`);
+    const socket = net.connect(portico.port, '127.0.0.1');
+    const ticker = setInterval(() => socket.resume(), 25);
+    try {
+      const chunks: Buffer[] = [];
+      let got = 0;
+      let budget = 0;
+      await new Promise<void>((resolve, reject) => {
+        socket.on('data', (data: Buffer) => {
+          chunks.push(data);
+          got += data.length;
+          budget += data.length;
+          // At most ~256 KB per 25 ms: slower than the app's bursts, faster than its pauses.
+          if (budget >= 256 * KB) {
+            budget = 0;
+            socket.pause();
+          }
+          if (got > content.length) {
+            const all = Buffer.concat(chunks);
+            const start = all.indexOf('\r\n\r\n') + 4;
+            if (all.length - start >= content.length) resolve();
+          }
+        });
+        socket.once('error', reject);
+        socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      });
+      const all = Buffer.concat(chunks);
+      const body = all.subarray(all.indexOf('\r\n\r\n') + 4);
+      assert.equal(body.length, content.length);
+      assert.equal(sha256(body), sha256(content));
+      socket.destroy();
+      await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+    } finally {
+      clearInterval(ticker);
+      socket.destroy();
+      await portico.stop();
+      app.closeAllConnections();
+      await new Promise<void>((resolve) => app.close(() => resolve()));
+    }
+  });
+
   test('a client that keeps up gets the head and first bytes at once, before the app finishes', async () => {
     let finish!: () => void;
     const app = http.createServer((_req, res) => {

@@ -165,10 +165,7 @@ export class ResponseSpool {
     if (this.#appending) return;
     this.#appending = true;
     this.#appendAll().then(
-      () => {
-        this.#appending = false;
-        this.#pump();
-      },
+      () => this.#pump(),
       (err: Error) => {
         this.#appending = false;
         this.#fail(err);
@@ -188,6 +185,8 @@ export class ResponseSpool {
       // What is written may go out while the next batch is appended.
       this.#pump();
     }
+    // In the same tick as the loop's last check: a chunk pushed from now on starts a new round, none is left behind.
+    this.#appending = false;
   }
 
   #fail(err: Error): void {
