@@ -47,6 +47,15 @@ const cacheOptions = z.strictObject({
     .default(['Portico-Cache-Control']),
 });
 
+/** Per-request memory thresholds are bounded: the rest of what is held goes to disk. */
+const MAX_BUFFER_MEMORY = 64 * 1024 * 1024;
+const memorySize = size.refine((bytes) => bytes <= MAX_BUFFER_MEMORY, 'at most 64MB (what is held beyond it goes to a temporary file)');
+/**
+ * Default of `buffer_response`: 32MB per answer covers pages, API answers and generated reports whole, while
+ * bounding what one answer can take on disk (nginx allows 1GB); past it, the client's pace applies again.
+ */
+const DEFAULT_BUFFER_RESPONSE = 32 * 1024 * 1024;
+
 const options = z.strictObject({
   upstream: z.string().optional(),
   /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
@@ -61,8 +70,20 @@ const options = z.strictObject({
    * here; 10MB when neither the route nor its site sets one.
    */
   max_body_size: size.optional(),
-  /** Read up to this much of the response before sending it, freeing the app server from slow clients. */
-  buffer_response: size.default(0),
+  /**
+   * Read the whole request body before choosing a server (in memory up to request_buffer_memory, then in a
+   * temporary file), so a slow upload never holds an app server; false streams it at the client's pace.
+   */
+  request_buffering: z.boolean().default(true),
+  /** With request_buffering, the part of a body kept in memory; the rest goes to a temporary file. */
+  request_buffer_memory: memorySize.default(64 * 1024),
+  /**
+   * How much of an answer a slow client may leave for Portico to hold (memory, then a temporary file), so the app
+   * server is read at its own pace; past it the app waits for the client. 0 = the client's pace throughout.
+   */
+  buffer_response: size.default(DEFAULT_BUFFER_RESPONSE),
+  /** Of buffer_response, the part held in memory; the rest goes to a temporary file. */
+  response_buffer_memory: memorySize.default(256 * 1024),
   websocket: z.boolean().default(true),
   /** Forward TRACE (it echoes the request, cookies included, for a page script to read): 405 unless allowed. */
   allow_trace: z.boolean().default(false),
@@ -129,6 +150,10 @@ export const proxyKind = defineHandler({
       retryBuffer: config.retry_buffer,
       underscores: env.underscoresInHeaders,
       allowTrace: options.allow_trace,
+      requestBuffering: options.request_buffering,
+      requestBufferMemory: options.request_buffer_memory,
+      tempDir: env.tempDir,
+      logger: env.logger,
     });
     const passiveOn = new Set<string>(config.passive.on);
     const intercept = interceptedStatuses(options.intercept_errors);
@@ -148,7 +173,7 @@ export const proxyKind = defineHandler({
         intercept,
       },
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
-      bufferResponse: options.buffer_response,
+      responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, dir: env.tempDir, logger: env.logger },
       logger: env.logger,
     });
     const cache =

@@ -21,6 +21,8 @@ export interface HandlerEnv {
   upstreams: ReadonlyMap<string, Upstream>;
   /** Peers whose forwarding headers are believed. */
   trusted: TrustedProxies;
+  /** The folder of temporary files (buffered bodies and answers): `tmp` in the state directory, else the OS's. */
+  tempDir: string;
   /** Forward request fields whose names contain `_` (config `underscores_in_headers`). */
   underscoresInHeaders: boolean;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */

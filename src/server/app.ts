@@ -4,6 +4,8 @@
  * reload, stopped. Listeners hold the sockets and hand each request to whichever app is current.
  */
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -113,6 +115,7 @@ export class App {
           caches: this.#caches,
           trusted,
           underscoresInHeaders: config.underscores_in_headers,
+          tempDir: config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'),
           createUpstream,
         };
         const handler = handlerKind(route.kind)!;

@@ -76,7 +76,7 @@ sites:
   }
 });
 
-test('without buffer_response a client that reads nothing holds the app server back (streaming)', async () => {
+test('with buffer_response: 0 a client that reads nothing holds the app server back (streaming)', async () => {
   const size = 16 * 1024 * 1024;
   const chunk = Buffer.alloc(64 * 1024, 7);
   let written = 0;
@@ -99,7 +99,7 @@ test('without buffer_response a client that reads nothing holds the app server b
 sites:
   - routes:
       - path: /
-        proxy: { upstream: app }
+        proxy: { upstream: app, buffer_response: 0 }
 `);
   const socket = net.connect(portico.port, '127.0.0.1');
   try {

@@ -50,8 +50,8 @@ before(async () => {
   - { addr: "127.0.0.1:0", send_timeout: ${SEND_TIMEOUT}ms, keepalive_timeout: 30s }
 sites:
   - routes:
-      - path: /app/
-        proxy: { url: "${backend.url}", strip_prefix: true }
+      - path: /app/   # unbuffered: the client's pace reaches the app, until send_timeout lets it go
+        proxy: { url: "${backend.url}", strip_prefix: true, buffer_response: 0 }
       - path: /
         static: { root: ./public }
 `,

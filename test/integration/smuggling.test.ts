@@ -496,6 +496,8 @@ before(async () => {
     routes:
       - path: /
         proxy: { url: "${backend.url}", max_body_size: 1KB }
+      - path: /stream/
+        proxy: { url: "${backend.url}", max_body_size: 1KB, request_buffering: false }
 `);
 });
 
@@ -581,18 +583,30 @@ describe('request smuggling corpus (HTTP/1)', () => {
     assert.equal(backend.received().join('').includes('/cut-length'), false, 'no byte of it reached the app');
   });
 
-  test('a chunked body the client cuts short mid-stream: its upstream connection is cut, the app never sees it complete', async () => {
+  test('a chunked body the client cuts short mid-stream is never forwarded (request buffering reads it whole first)', async () => {
+    backend.reset();
+    const client = net.connect(portico.port, '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    client.write(`POST /cut-chunked HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\na\r\nfirst-part\r\n`, () => client.destroy());
+    await once(client, 'close');
+    await canary(1002);
+    assert.ok(await backend.settled());
+    assert.equal(backend.received().join('').includes('/cut-chunked'), false, 'no byte of it reached the app');
+  });
+
+  test('request_buffering: false: a chunked body the client cuts short mid-stream: its upstream connection is cut, the app never sees it complete', async () => {
     backend.reset();
     const client = net.connect(portico.port, '127.0.0.1');
     client.on('error', () => {});
     await once(client, 'connect');
     const arrived = backend.waitForBytes('first-part');
-    client.write(`POST /cut-chunked HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\na\r\nfirst-part\r\n`);
+    client.write(`POST /stream/cut-chunked HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\na\r\nfirst-part\r\n`);
     await arrived;
     client.destroy();
     assert.ok(await backend.settled(), 'the cut request does not stay open on an upstream connection');
     await canary(1001);
-    assert.equal(backend.requests.filter((r) => r.target === '/cut-chunked').length, 0);
+    assert.equal(backend.requests.filter((r) => r.target === '/stream/cut-chunked').length, 0);
     assert.equal(backend.abandoned().length, 1, 'the app saw the start of it, on a connection that closed');
   });
 

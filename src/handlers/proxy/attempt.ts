@@ -10,6 +10,7 @@ import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFi
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
+import type { SpooledBody } from './body.js';
 import { keptFields, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 import { PorticoError } from '../../errors.js';
@@ -58,7 +59,7 @@ export class Exchange {
   get clientGone(): boolean {
     return this.prepared.clientGone;
   }
-  get body(): Buffer | Readable | null {
+  get body(): Buffer | SpooledBody | Readable | null {
     return this.prepared.body;
   }
   get replayable(): boolean {

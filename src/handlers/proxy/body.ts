@@ -1,7 +1,11 @@
-/** Request bodies on their way upstream: read whole for replay, or streamed under a size limit. */
+/**
+ * Request bodies on their way upstream: read whole (in memory, or past a threshold in a temporary file) before
+ * an app server is chosen, or streamed under a size limit.
+ */
 import type { ClientRequest } from '../../http/context.js';
 import { Transform, type Readable } from 'node:stream';
 import { PorticoError } from '../../errors.js';
+import { TempFile } from '../../http/temp-file.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
 export function readBody(req: ClientRequest, length: number): Promise<Buffer | null> {
@@ -43,4 +47,101 @@ export function limitBody(req: ClientRequest, limit: number, onExceeded: () => v
     if (!req.complete) limited.destroy(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the request body'));
   });
   return limited;
+}
+
+/** A request body read whole into a temporary file: re-readable from its start for each attempt. */
+export class SpooledBody {
+  constructor(
+    readonly file: TempFile,
+    /** Its length in bytes (sent upstream as Content-Length). */
+    readonly length: number,
+  ) {}
+
+  /** A fresh stream of the whole body, for one attempt. */
+  stream(): Readable {
+    return this.file.stream();
+  }
+
+  /** Releases the file (nothing is left on disk: it was unlinked when created). */
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}
+
+/** Where and how much of a request body `bufferBody` keeps. */
+export interface BodyBuffering {
+  /** Bytes kept in memory; past them the body goes to a temporary file. */
+  readonly memory: number;
+  /** The folder of the temporary files. */
+  readonly dir: string;
+}
+
+/** What `bufferBody` made of a body: all of it, or why not (`broken`: the client closed or sent less). */
+export type BufferedBody = Buffer | SpooledBody | 'too-large' | 'broken' | { error: Error };
+
+/**
+ * Reads a whole body of any length before anything is sent upstream: in memory up to `memory` bytes, else into a
+ * temporary file, stopping at `limit` (`too-large`; the rest is left unread for the 413). `declared` is the
+ * Content-Length (-1 when chunked or unknown): a body that ends shorter is `broken`. The file is closed here
+ * unless it is handed over in the SpooledBody.
+ */
+export function bufferBody(req: ClientRequest, declared: number, limit: number, options: BodyBuffering): Promise<BufferedBody> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    let file: TempFile | undefined;
+    let writing = false;
+    let ended = false;
+    let settled = false;
+    const settle = (value: BufferedBody) => {
+      if (settled) return;
+      settled = true;
+      req.off('data', onData);
+      chunks.length = 0;
+      if (!(value instanceof SpooledBody) && !writing) void file?.close();
+      resolve(value);
+    };
+    const complete = () => {
+      if (declared >= 0 && bytes !== declared) return settle('broken');
+      settle(file === undefined ? Buffer.concat(chunks, bytes) : new SpooledBody(file, bytes));
+    };
+    // Writes what is pending with the request paused, so that memory holds at most one read's worth meanwhile.
+    const spill = async () => {
+      file ??= await TempFile.create(options.dir);
+      while (chunks.length > 0 && !settled) {
+        const batch = chunks.splice(0);
+        await file.append(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > limit) return settle('too-large');
+      chunks.push(chunk);
+      if (writing || (file === undefined && bytes <= options.memory)) return;
+      writing = true;
+      req.pause();
+      spill().then(
+        () => {
+          writing = false;
+          if (settled) return void file?.close();
+          if (ended) return complete();
+          req.resume();
+        },
+        (err: Error) => {
+          writing = false;
+          void file?.close();
+          settle({ error: err });
+        },
+      );
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      ended = true;
+      if (!writing) complete();
+    });
+    req.once('error', () => settle('broken'));
+    req.once('close', () => {
+      if (!req.complete) settle('broken');
+    });
+  });
 }

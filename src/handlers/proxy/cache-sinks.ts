@@ -3,7 +3,7 @@
  * decides storability, tees the body to the client and to collapsed waiters, stores it, and handles a
  * revalidation's 304 and stale-if-error.
  */
-import type { PreparedRequest, ResponseSink } from './sink.js';
+import type { ClientSink, PreparedRequest, ResponseSink } from './sink.js';
 import { sendEarlyHints } from './interim.js';
 import { evaluatePreconditions, validatorsOf } from '../../http/conditional.js';
 import type { RequestContext } from '../../http/context.js';
@@ -101,6 +101,8 @@ export interface StoringSinkInit {
   readonly background: boolean;
   /** The cache's own copy of the prepared request. */
   readonly fetch: PreparedRequest;
+  /** Where the client's answer goes: it holds what a slow client has not taken, so the fetch is not paced by it. */
+  readonly client: ClientSink;
 }
 
 // The class takes its fields from StoringSinkInit (declaration merging) instead of a second list of them.
@@ -211,14 +213,12 @@ export class StoringSink implements ResponseSink {
     if (status === 200 && (etag !== undefined || lastModified !== undefined)) {
       const outcome = evaluatePreconditions(req.headers, validatorsOf(etag, lastModified), true);
       if (outcome === 304) {
-        ctx.status = 304;
-        ctx.res.writeHead(304, [...notModifiedHeaders(headers), ...own, 'Cache-Status', statusHeader]);
+        this.client.head(304, [...notModifiedHeaders(headers), 'Cache-Status', statusHeader], own);
         this.#clientBody = false;
         return;
       }
     }
-    ctx.status = status;
-    ctx.res.writeHead(status, [...withoutPorticoField(headers), ...own, 'Cache-Status', statusHeader]);
+    this.client.head(status, [...withoutPorticoField(headers), 'Cache-Status', statusHeader], own);
     if (req.method === 'HEAD') this.#clientBody = false;
   }
 
@@ -230,14 +230,12 @@ export class StoringSink implements ResponseSink {
       if (this.#stored !== null && body.bytes > this.cache.options.zone.maxObject) this.#tooLarge(body);
     }
     if (!this.#clientBody) return true;
-    this.ctx.bytesSent += chunk.length;
-    if (this.ctx.res.write(chunk)) return true;
-    if (this.#resume !== null) this.ctx.res.once('drain', this.#resume);
-    return false;
+    return this.client.data(chunk);
   }
 
   drain(resume: () => void): void {
     this.#resume = resume;
+    this.client.drain(resume);
   }
 
   /** A 103 of the fetch goes to the client that triggered it (not to collapsed waiters, nor in the background). */
@@ -269,13 +267,13 @@ export class StoringSink implements ResponseSink {
       body.end();
       if (this.#stored !== null) this.cache.store({ ...this.#stored, body: body.concat() });
     }
-    if (!this.background) this.ctx.res.end();
+    if (!this.background) this.client.end();
   }
 
   fail(err: Error): void {
     this.#body?.fail(err);
     // A 'discard' (stale-if-error) answers after the forward; a 'refresh' that failed has nothing to serve.
-    if (!this.background && this.#mode !== 'discard') this.ctx.res.destroy();
+    if (!this.background && this.#mode !== 'discard') this.client.fail();
   }
 
   /** After the forward: waiters still waiting (the fetch failed before a head) go to the origin themselves. */

@@ -201,7 +201,7 @@ export class ProxyCache implements CacheOwner {
     // The fetch is the cache's, not this client's: forwarded as a copy that the client's close does not abort.
     // The sink decides instead: a response being stored or shared with waiters is fetched to the end.
     const fetch: PreparedRequest = { ...prepared };
-    const sink = new StoringSink({ cache: this, ctx, key, params, reqcc, publish, stale: stale?.variant ?? null, background, fetch });
+    const sink = new StoringSink({ cache: this, ctx, key, params, reqcc, publish, stale: stale?.variant ?? null, background, fetch, client: this.#forwarder.clientSink(ctx) });
     if (!background) {
       ctx.res.once('close', () => {
         if (!responseComplete(ctx.res)) sink.clientGone();

@@ -1,22 +1,23 @@
 /**
  * The attempt loop of a proxy route: select a server, forward, classify the outcome, maybe retry, maybe wait
  * for a server. A retry never re-picks a server already tried and stops at `retry_deadline`. Idempotent methods
- * are retried per `retry_on` when their body is absent or small enough to keep (`retry_buffer`); other methods,
+ * are retried per `retry_on` when their body is absent, read whole (`request_buffering`, re-read from its
+ * temporary file for each attempt when it was spilled) or small enough to keep (`retry_buffer`); other methods,
  * and streamed bodies, only when the connection was refused or never made, since an error on a reused
  * keep-alive connection does not prove the app did not receive the request. Once the response head went to the
  * client there is no retry: a failure after that cuts the client connection so the response is visibly
  * incomplete.
  */
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import type { Template } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
+import { SpooledBody } from './body.js';
 import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
-import { ClientSink, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './sink.js';
+import { ClientSink, type ResponseBuffering, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './sink.js';
 
 const OK: ForwardOutcome = { ok: true };
 const STATUS = /^\d{3}$/;
@@ -35,8 +36,8 @@ export interface ForwarderOptions {
   readonly shared: AttemptShared;
   /** The `hash` policy's key template (undefined for other policies). */
   readonly hashKey: Template | undefined;
-  /** Read up to this much of a response before answering (0: stream at once). */
-  readonly bufferResponse: number;
+  /** How much of an answer a slow client may leave for Portico to hold (limit 0: none). */
+  readonly responseBuffering: ResponseBuffering;
   readonly logger: Logger;
 }
 
@@ -65,7 +66,7 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    return new ClientSink(ctx, this.#o.bufferResponse);
+    return new ClientSink(ctx, this.#o.responseBuffering);
   }
 
   /** See `RequestPreparer.prepare`. */
@@ -157,7 +158,7 @@ export class Forwarder {
     ex.log.push(log);
     this.#upstream.acquire(chosen);
     chosen.dispatcher.dispatch(
-      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body },
+      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody ? ex.body.stream() : ex.body },
       new Attempt({
         shared: this.#o.shared,
         ex,
@@ -220,7 +221,7 @@ export class Forwarder {
   #mayRetry(ex: Exchange, reason: FailureReason | undefined, waiting: boolean): boolean {
     if (reason === 'connect_error') {
       // The request never left: safe for any method, unless a streamed body was already consumed.
-      return (waiting || this.#o.shared.retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || !(ex.body as Readable).readableDidRead);
+      return (waiting || this.#o.shared.retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || ex.body instanceof SpooledBody || !ex.body.readableDidRead);
     }
     if (waiting) return false;
     if (!ex.replayable) return false;

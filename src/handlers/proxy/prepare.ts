@@ -1,15 +1,18 @@
 /**
  * Preparing a request for forwarding, once per request whatever the number of attempts: the checks that answer
  * the client early (405, 417, a broken body; 413 when a chunked body passes the route's limit), the request
- * body (kept in memory when small enough to replay), the header list for the app server (hop-by-hop fields
- * dropped, forwarding fields rebuilt) and the path.
+ * body (with `request_buffering`, read whole before an app server is chosen — in memory, or in a temporary file
+ * past `request_buffer_memory` — so that a slow upload never holds one; otherwise kept in memory when small
+ * enough to replay, else streamed), the header list for the app server (hop-by-hop fields dropped, forwarding
+ * fields rebuilt) and the path.
  */
 import type { Readable } from 'node:stream';
-import { h2EndedWithHeaders, type RequestContext } from '../../http/context.js';
+import type { Logger } from 'pino';
+import { h2EndedWithHeaders, responseCut, type RequestContext } from '../../http/context.js';
 import { sendError } from '../../http/send.js';
 import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
-import { limitBody, readBody } from './body.js';
+import { bufferBody, limitBody, readBody, SpooledBody, type BufferedBody } from './body.js';
 import type { PreparedRequest } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
@@ -30,6 +33,13 @@ export interface PrepareOptions {
   readonly underscores: boolean;
   /** Forward TRACE; otherwise it is answered 405. */
   readonly allowTrace: boolean;
+  /** Read the whole body before choosing a server (`proxy.request_buffering`); false streams it. */
+  readonly requestBuffering: boolean;
+  /** With request buffering, bytes of a body kept in memory; past them it goes to a temporary file. */
+  readonly requestBufferMemory: number;
+  /** The folder of the temporary files. */
+  readonly tempDir: string;
+  readonly logger: Logger;
 }
 
 /** The methods a proxy route answers when TRACE is refused (405 must say what is allowed, RFC 9110 §15.5.6). */
@@ -86,7 +96,7 @@ export class RequestPreparer {
 
   /**
    * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
-   * a bad request. Synchronous unless a small body has to be read first (for replay), so a GET costs no promise.
+   * a bad request. Synchronous unless a body has to be read first, so a GET costs no promise.
    */
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
@@ -104,12 +114,14 @@ export class RequestPreparer {
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
       ctx.bodyClaimed = true;
-      if (declared >= 0 && declared <= this.#o.retryBuffer) {
-        return readBody(req, declared).then((buffer) => {
-          if (buffer === null) return void sendError(ctx, 400, undefined, true);
-          return this.#prepared(ctx, buffer, replayable);
-        });
+      if (this.#o.requestBuffering) {
+        // A small body of known length (the usual form post) is read as before: in memory, with no file to open.
+        if (declared >= 0 && declared <= this.#o.requestBufferMemory) return this.#readSmall(ctx, declared, replayable);
+        return bufferBody(req, declared, ctx.bodyLimit, { memory: this.#o.requestBufferMemory, dir: this.#o.tempDir }).then((buffered) =>
+          this.#buffered(ctx, buffered, declared, replayable),
+        );
       }
+      if (declared >= 0 && declared <= this.#o.retryBuffer) return this.#readSmall(ctx, declared, replayable);
       body = req;
       replayable = false;
       if (declared < 0 && ctx.bodyLimit !== Infinity) body = limitBody(req, ctx.bodyLimit, () => sendError(ctx, 413, undefined, true));
@@ -117,7 +129,42 @@ export class RequestPreparer {
     return this.#prepared(ctx, body, replayable);
   }
 
-  #prepared(ctx: RequestContext, body: Buffer | Readable | null, replayable: boolean): PreparedRequest {
+  #readSmall(ctx: RequestContext, declared: number, replayable: boolean): Promise<PreparedRequest | undefined> {
+    return readBody(ctx.req, declared).then((buffer) => {
+      if (buffer === null) return void sendError(ctx, 400, undefined, true);
+      return this.#prepared(ctx, buffer, replayable);
+    });
+  }
+
+  /** A body read whole (or not): forwarded with its length, replayable like a small one. */
+  #buffered(ctx: RequestContext, buffered: BufferedBody, declared: number, replayable: boolean): PreparedRequest | undefined {
+    if (buffered === 'too-large') {
+      // The 413 goes out with Connection: close; the rest of the body is read and dropped until the socket closes.
+      sendError(ctx, 413, undefined, true);
+      ctx.req.resume();
+      return undefined;
+    }
+    if (buffered === 'broken') return void sendError(ctx, 400, undefined, true);
+    if (!Buffer.isBuffer(buffered) && !(buffered instanceof SpooledBody)) {
+      this.#o.logger.error({ err: buffered.error, dir: this.#o.tempDir }, 'cannot buffer a request body in a temporary file');
+      return void sendError(ctx, 500, undefined, true);
+    }
+    if (buffered instanceof SpooledBody) {
+      // The file lives as long as the request: every attempt re-reads it; the end of the answer (or the client
+      // leaving) releases it.
+      if (responseCut(ctx.res)) {
+        void buffered.close();
+        return undefined;
+      }
+      ctx.res.once('close', () => void buffered.close());
+    }
+    const prepared = this.#prepared(ctx, buffered, replayable);
+    // A chunked (or h2 unsized) upload is sent sized: many app servers refuse chunked request bodies.
+    if (declared < 0) prepared.headers.push('content-length', String(buffered.length));
+    return prepared;
+  }
+
+  #prepared(ctx: RequestContext, body: Buffer | SpooledBody | Readable | null, replayable: boolean): PreparedRequest {
     const prepared: PreparedRequest = {
       ctx,
       body,

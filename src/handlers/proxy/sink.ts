@@ -1,8 +1,11 @@
 /** The contract between forwarding and what consumes a forwarded response (the client, or the cache). */
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import type { RequestContext } from '../../http/context.js';
+import type { SpooledBody } from './body.js';
 import { sendEarlyHints } from './interim.js';
+import { ResponseSpool, type SpoolLimits } from './response-spool.js';
 
 /**
  * Where a forwarded response goes: straight to the client, or through the cache (which may store it, share it
@@ -42,33 +45,61 @@ export interface HeaderEdit {
   add?: readonly string[];
 }
 
-/** The sink that writes to the client, optionally buffering up to `bufferLimit` bytes first. */
+/** A route's response buffering (`proxy.buffer_response`, `response_buffer_memory`): limit 0 turns it off. */
+export interface ResponseBuffering extends SpoolLimits {
+  readonly logger: Logger;
+}
+
+/**
+ * Whether an answer must reach the client as it is produced: an event stream (SSE), or one whose app said
+ * `X-Accel-Buffering: no`. The latter field is Portico's, not the client's: it is taken out of `headers`.
+ */
+export function unbufferedAnswer(headers: string[]): boolean {
+  let unbuffered = false;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    // Length first: most fields are neither, and this runs for every proxied answer.
+    if (name.length === 12 && name.toLowerCase() === 'content-type') {
+      if (/^\s*text\/event-stream\s*(?:;|$)/i.test(headers[i + 1]!)) unbuffered = true;
+    } else if (name.length === 17 && name.toLowerCase() === 'x-accel-buffering') {
+      if (headers[i + 1]!.trim().toLowerCase() === 'no') unbuffered = true;
+      headers.splice(i, 2);
+      i -= 2;
+    }
+  }
+  return unbuffered;
+}
+
+/**
+ * The sink that writes to the client. While the client keeps up, chunks go straight through; once it falls
+ * behind, what it has not taken is held in a ResponseSpool (memory, then a temporary file) up to the route's
+ * limit, so that the app server is read to the end at its own pace. Without buffering (limit 0, SSE,
+ * `X-Accel-Buffering: no`), the client's backpressure pauses the upstream.
+ */
 export class ClientSink implements ResponseSink {
-  #pending: { status: number; headers: string[]; chunks: Buffer[]; bytes: number } | null = null;
   #resume: (() => void) | null = null;
+  #buffered = false;
+  #spool: ResponseSpool | null = null;
   constructor(
     readonly ctx: RequestContext,
-    readonly bufferLimit: number,
+    readonly buffering: ResponseBuffering,
   ) {}
 
   head(status: number, appHeaders: string[], own: readonly string[]): void {
     this.ctx.status = status;
-    const headers = own.length === 0 ? appHeaders : [...appHeaders, ...own];
-    if (this.bufferLimit > 0) this.#pending = { status, headers, chunks: [], bytes: 0 };
-    else this.ctx.res.writeHead(status, headers);
+    this.#buffered = !unbufferedAnswer(appHeaders) && this.buffering.limit > 0;
+    this.ctx.res.writeHead(status, own.length === 0 ? appHeaders : [...appHeaders, ...own]);
   }
 
   data(chunk: Buffer): boolean {
     this.ctx.bytesSent += chunk.length;
-    const pending = this.#pending;
-    if (pending !== null) {
-      pending.chunks.push(chunk);
-      pending.bytes += chunk.length;
-      if (pending.bytes > this.bufferLimit) this.#flush();
+    if (this.#spool !== null) return this.#spool.push(chunk);
+    if (this.ctx.res.write(chunk)) return true;
+    if (this.#buffered) {
+      this.#spool = new ResponseSpool(this.ctx.res, this.buffering, this.#resume, (err) => this.#spoolFailed(err));
       return true;
     }
     // A 'drain' listener only when the client is slow: most responses never need one.
-    if (this.ctx.res.write(chunk)) return true;
     if (this.#resume !== null) this.ctx.res.once('drain', this.#resume);
     return false;
   }
@@ -82,27 +113,26 @@ export class ClientSink implements ResponseSink {
   }
 
   end(): void {
-    this.#flush();
-    this.ctx.res.end();
+    if (this.#spool !== null) this.#spool.end();
+    else this.ctx.res.end();
   }
 
   fail(): void {
+    this.#spool?.release();
     this.ctx.res.destroy();
   }
 
-  #flush(): void {
-    const pending = this.#pending;
-    if (pending === null) return;
-    this.#pending = null;
-    this.ctx.res.writeHead(pending.status, pending.headers);
-    for (const chunk of pending.chunks) this.ctx.res.write(chunk);
+  #spoolFailed(err: Error): void {
+    this.buffering.logger.error({ err, dir: this.buffering.dir }, 'cannot hold an answer for a slow client in a temporary file');
+    this.ctx.res.destroy();
   }
 }
 
 /** A request made ready to forward: body read or wrapped, client address known, base headers built. */
 export interface PreparedRequest {
   ctx: RequestContext;
-  body: Buffer | Readable | null;
+  /** In memory, in a temporary file (re-read for each attempt), streamed from the client, or none. */
+  body: Buffer | SpooledBody | Readable | null;
   replayable: boolean;
   headers: string[];
   path: string;

@@ -1,0 +1,112 @@
+/**
+ * A private scratch file for what does not fit in memory (a request body being buffered, the part of an answer
+ * a slow client has not taken yet). Created 0600 in the given folder (made 0700 when missing) with a name never
+ * used before, and unlinked as soon as it is open: the open descriptor keeps the data readable for as long as
+ * Portico needs it, and nothing is left on disk whatever happens afterwards — the request ends, fails, its client
+ * goes away, or Portico itself is killed with SIGKILL. Data is written and read at explicit positions, so the
+ * same file can be re-read from the start for each attempt of a retried request while nothing else moves.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+
+/** Largest piece read at once by `stream()`. */
+const READ_CHUNK = 64 * 1024;
+
+/** An open, already unlinked, temporary file. */
+export class TempFile {
+  readonly #handle: FileHandle;
+  /** Where the next append goes; also the length of the data (after `reset()`, what was written since). */
+  #size = 0;
+  #closed: Promise<void> | undefined;
+
+  private constructor(handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  /** Creates a temporary file in `dir` (which is made, 0700, when missing). */
+  static async create(dir: string): Promise<TempFile> {
+    const name = path.join(dir, `portico-${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
+    let handle: FileHandle;
+    try {
+      handle = await open(name, 'wx+', 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      handle = await open(name, 'wx+', 0o600);
+    }
+    try {
+      await unlink(name);
+    } catch (err) {
+      // Not unlinkable while open would leave a file behind: refuse to use it rather than leak it.
+      await handle.close();
+      throw err;
+    }
+    return new TempFile(handle);
+  }
+
+  /** Bytes written (since the last `reset()`). */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Appends a chunk; calls must not overlap (each waits for the one before). */
+  async append(chunk: Buffer): Promise<void> {
+    const at = this.#size;
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.#handle.write(chunk, done, chunk.length - done, at + done);
+      done += bytesWritten;
+    }
+    this.#size = at + chunk.length;
+  }
+
+  /** Reads `length` bytes at `position` (fewer only at the end of the data). */
+  async read(position: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.#handle.read(buffer, done, length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done === length ? buffer : buffer.subarray(0, done);
+  }
+
+  /** Starts writing from the beginning again (what was written is no longer needed); the space is reused. */
+  reset(): void {
+    this.#size = 0;
+  }
+
+  /**
+   * A new stream of the whole data, from the first byte. Its own positional reads, not `createReadStream()`: a
+   * FileHandle's stream closes the handle when destroyed (an attempt that failed), whatever `autoClose` says.
+   */
+  stream(): Readable {
+    const end = this.#size;
+    let at = 0;
+    const file = this;
+    return new Readable({
+      highWaterMark: READ_CHUNK,
+      read() {
+        if (at >= end) return void this.push(null);
+        const length = Math.min(READ_CHUNK, end - at);
+        file.read(at, length).then(
+          (buffer) => {
+            if (buffer.length !== length) return void this.destroy(new Error('the temporary file ended early'));
+            at += length;
+            this.push(buffer);
+          },
+          (err: Error) => this.destroy(err),
+        );
+      },
+    });
+  }
+
+  /** Closes the file (its data is gone with it); later calls return the same promise. */
+  close(): Promise<void> {
+    this.#closed ??= this.#handle.close().catch(() => undefined);
+    return this.#closed;
+  }
+}
