@@ -15,6 +15,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { connectH2, h2Request, selfSignedCert, type RunningH2 } from '../helpers/h2.js';
 import { ERROR, FRAME, RawH2, frame, getFields } from '../helpers/h2-frames.js';
 import { startPortico } from '../helpers/portico.js';
+import { canWatchTempFiles, openTempFiles } from '../helpers/temp-files.js';
 import { trackServerSockets, waitFor } from './proxy-support.js';
 
 /** A large answer: far more than socket buffers and windows hold, so an app writing it waits on its reader. */
@@ -213,8 +214,11 @@ function normalRequest1(port: number, path = '/small'): Promise<NormalAnswer> {
   });
 }
 
-/** Starts Portico with a TLS + h2 listener (`listener`: more of its settings) or a plain one (`tls` false). */
-async function startFront(app: App, upstream: string, listener: string, tls = true): Promise<RunningH2> {
+/**
+ * Starts Portico with a TLS + h2 listener (`listener`: more of its settings) or a plain one (`tls` false);
+ * `route`: more options of every proxy route (`, buffer_response: 0` lets the client's pace reach the app).
+ */
+async function startFront(app: App, upstream: string, listener: string, tls = true, route = ''): Promise<RunningH2> {
   const { cert, key } = await selfSignedCert();
   const addr = tls ? `addr: "127.0.0.1:0", tls: { cert: ./cert.pem, key: ./key.pem }, http2: true` : `addr: "127.0.0.1:0"`;
   const running = await startPortico(
@@ -228,14 +232,14 @@ sites:
   - hosts: [a.example]
     routes:
       - path: /cached/
-        proxy: { upstream: app, cache: { zone: small } }
+        proxy: { upstream: app, cache: { zone: small }${route} }
       - path: /stored/
-        proxy: { upstream: app, cache: { zone: large } }
+        proxy: { upstream: app, cache: { zone: large }${route} }
       - path: /compressed/
         compress: { types: [text/plain] }
-        proxy: { upstream: app }
+        proxy: { upstream: app${route} }
       - path: /
-        proxy: { upstream: app }
+        proxy: { upstream: app${route} }
 `,
     { 'cert.pem': cert, 'key.pem': key },
   );
@@ -267,65 +271,88 @@ async function openGreedyConnections(port: number, app: App, count: number): Pro
   return sockets;
 }
 
-describe('HTTP/2: huge windows, many streams of a large answer, then a disconnect (default config)', () => {
-  let app: App;
-  let portico: RunningH2;
+/**
+ * The disconnect attack, on the default config (answers up to buffer_response, 32MB, are taken off the app into
+ * Portico's buffers whatever the client's pace) and with `buffer_response: 0` (the client's pace reaches the app, so
+ * only the abort on disconnect frees it: nothing may be read to its end for a client that left).
+ */
+for (const [label, route] of [
+  ['default config', ''],
+  ['buffer_response: 0', ', buffer_response: 0'],
+] as const) {
+  describe(`HTTP/2: huge windows, many streams of a large answer, then a disconnect (${label})`, () => {
+    let app: App;
+    let portico: RunningH2;
 
-  before(async () => {
-    app = await startApp();
-    // The default config but for `idle`, so that connections the pool kept idle close within the test.
-    portico = await startFront(app, ', timeouts: { idle: 300ms }', '');
-  });
-  after(async () => {
-    await portico?.stop();
-    await app?.stop();
-  });
-
-  const cases: Array<[number, string, string]> = [
-    [1, '/huge', 'a proxied answer'],
-    [64, '/huge', 'a proxied answer'],
-    [8, '/cached/huge', 'a cached route (the answer too large to store)'],
-    [8, '/compressed/huge', 'a compressed route'],
-    [8, '/stored/huge', 'a cached route, the streams collapsed into one fill that is stored'],
-  ];
-  for (const [streams, path, what] of cases) {
-    test(`${streams} stream(s) of ${what}, then a disconnect: no upstream request or connection is left, a normal client is answered within 1 s`, async (t) => {
-      const finished = app.hugeFinished;
-      const raw = await openGreedyStreams(portico.port, app, streams, true, true, path);
-      raw.close();
-      const closedAt = Date.now();
-      // Noticed within about a second (the stall watch's probe), on loaded CI within three.
-      await waitFor('the app to see every /huge answer end', () => app.hugeOpen === 0, 3000);
-      t.diagnostic(`upstream answers ended ${Date.now() - closedAt} ms after the disconnect (${app.hugeFinished - finished} read to the end)`);
-      // A fill being stored goes on to its end (cheap, and anyone may want it next); nothing else is read for nobody.
-      if (!path.startsWith('/stored/')) assert.equal(app.hugeFinished, finished, 'no answer was read to its end for a client that left');
-      await waitFor('the app to see no connection left open', () => app.connections === 0, 5000);
-      const normal = await normalRequest(portico.origin);
-      t.diagnostic(`normal request: ${normal.status} in ${normal.ms} ms`);
-      assert.equal(normal.status, 200);
-      assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+    before(async () => {
+      app = await startApp();
+      // But for `idle`, so that connections the pool kept idle close within the test.
+      portico = await startFront(app, ', timeouts: { idle: 300ms }', '', true, route);
     });
-  }
-});
+    after(async () => {
+      await portico?.stop();
+      await app?.stop();
+    });
+
+    const cases: Array<[number, string, string]> = [
+      [1, '/huge', 'a proxied answer'],
+      [64, '/huge', 'a proxied answer'],
+      [8, '/cached/huge', 'a cached route (the answer too large to store)'],
+      [8, '/compressed/huge', 'a compressed route'],
+      [8, '/stored/huge', 'a cached route, the streams collapsed into one fill that is stored'],
+    ];
+    for (const [streams, path, what] of cases) {
+      test(`${streams} stream(s) of ${what}, then a disconnect: no upstream request, connection or temporary file is left, a normal client is answered within 1 s`, async (t) => {
+        const finished = app.hugeFinished;
+        const raw = await openGreedyStreams(portico.port, app, streams, true, true, path);
+        raw.close();
+        const closedAt = Date.now();
+        // Noticed within about a second (the stall watch's probe), on loaded CI within three.
+        await waitFor('the app to see every /huge answer end', () => app.hugeOpen === 0, 3000);
+        t.diagnostic(`upstream answers ended ${Date.now() - closedAt} ms after the disconnect (${app.hugeFinished - finished} read to the end)`);
+        // Unbuffered, nothing is read for nobody but a fill being stored, which goes on to its end (cheap, and
+        // anyone may want it next). Buffered, the app may well have finished before the client left.
+        if (route !== '' && !path.startsWith('/stored/')) assert.equal(app.hugeFinished, finished, 'no answer was read to its end for a client that left');
+        await waitFor('the app to see no connection left open', () => app.connections === 0, 5000);
+        if (canWatchTempFiles) await waitFor('every temporary file of the buffered answers to be closed', () => openTempFiles().length === 0, 5000);
+        const normal = await normalRequest(portico.origin);
+        t.diagnostic(`normal request: ${normal.status} in ${normal.ms} ms`);
+        assert.equal(normal.status, 200);
+        assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
+      });
+    }
+  });
+}
 
 /**
  * The kept-open attack: `streams` streams of `/huge` with default windows (the client sends no WINDOW_UPDATE), as
- * many as the pool has. A normal client gets 503 + Retry-After within 1 s while the pool is pinned; after
- * send_timeout the streams are reset, their upstream requests aborted, and the attacker's session goes on.
+ * many as the pool has. Buffered (the default), the app's answers are taken off it into Portico's buffers and a
+ * normal client is answered 200 within 1 s; unbuffered (`buffer_response: 0`) the pool is pinned and a normal
+ * client gets 503 + Retry-After within 1 s. Either way, after send_timeout the streams are reset, what they held
+ * (upstream requests, temporary files) is released, and the attacker's session goes on.
  */
-async function keptOpenAttack(t: TestContext, portico: RunningH2, app: App, streams: number): Promise<void> {
+async function keptOpenAttack(t: TestContext, portico: RunningH2, app: App, streams: number, buffered: boolean): Promise<void> {
   const raw = await openGreedyStreams(portico.port, app, streams, false, false);
   try {
-    const pinned = await normalRequest(portico.origin);
-    t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
-    assert.equal(pinned.status, 503, 'the wait for a pooled connection is bounded');
-    assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
-    assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
+    if (buffered) {
+      await waitFor('the app to finish every /huge answer while the client reads nothing', () => app.hugeOpen === 0, 10_000);
+      const served = await normalRequest(portico.origin);
+      t.diagnostic(`normal request during the attack: ${served.status} in ${served.ms} ms`);
+      assert.equal(served.status, 200, 'the app is free: its answers are in Portico\'s hands');
+      assert.ok(served.ms < 1000, `answered in ${served.ms} ms`);
+    } else {
+      const pinned = await normalRequest(portico.origin);
+      t.diagnostic(`normal request while pinned: ${pinned.status} in ${pinned.ms} ms`);
+      assert.equal(pinned.status, 503, 'the wait for a pooled connection is bounded');
+      assert.ok(pinned.retryAfter !== undefined, '503 says Retry-After');
+      assert.ok(pinned.ms < 1000, `answered in ${pinned.ms} ms`);
+    }
     const started = Date.now();
     assert.ok(await raw.until(() => allReset(raw, streams, ERROR.CANCEL), 8000), 'every stalled stream is reset (CANCEL)');
-    t.diagnostic(`streams reset ${Date.now() - started} ms after the pinned answer (send_timeout 1 s)`);
+    t.diagnostic(`streams reset ${Date.now() - started} ms after the first answer (send_timeout 1 s)`);
     await waitFor('the app to see every /huge answer cut', () => app.hugeOpen === 0, 3000);
     await waitFor('the app to see no connection left open', () => app.connections === 0, 3000);
+    if (canWatchTempFiles) await waitFor('every temporary file of the reset streams to be closed', () => openTempFiles().length === 0, 3000);
     const normal = await normalRequest(portico.origin);
     assert.equal(normal.status, 200);
     assert.ok(normal.ms < 1000, `answered in ${normal.ms} ms`);
@@ -339,14 +366,14 @@ async function keptOpenAttack(t: TestContext, portico: RunningH2, app: App, stre
   }
 }
 
-describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, bounded pool wait)', () => {
+describe('HTTP/2: many non-reading streams kept open, buffer_response: 0 (send_timeout per stream, bounded pool wait)', () => {
   let app: App;
   let portico: RunningH2;
   const STREAMS = 8;
 
   before(async () => {
     app = await startApp();
-    portico = await startFront(app, `, keepalive: ${STREAMS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s');
+    portico = await startFront(app, `, keepalive: ${STREAMS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s', true, ', buffer_response: 0');
   });
   after(async () => {
     await portico?.stop();
@@ -354,7 +381,7 @@ describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, b
   });
 
   test('while the pool is pinned a normal client gets 503 with Retry-After within 1 s; after send_timeout the stalled streams are reset, the upstream requests aborted, and the session goes on', async (t) => {
-    await keptOpenAttack(t, portico, app, STREAMS);
+    await keptOpenAttack(t, portico, app, STREAMS, false);
   });
 
   test('a client with huge windows that reads nothing at all and keeps its connection: the session is closed after send_timeout and every upstream request aborted', async (t) => {
@@ -390,7 +417,7 @@ describe('HTTP/2: many non-reading streams kept open (send_timeout per stream, b
   });
 });
 
-describe('HTTP/1.1: as many non-reading connections as the pool has', () => {
+describe('HTTP/1.1: as many non-reading connections as the pool has, default config', () => {
   let app: App;
   let portico: RunningH2;
   const CONNECTIONS = 8;
@@ -398,6 +425,38 @@ describe('HTTP/1.1: as many non-reading connections as the pool has', () => {
   before(async () => {
     app = await startApp();
     portico = await startFront(app, `, keepalive: ${CONNECTIONS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s', false);
+  });
+  after(async () => {
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('their answers are taken off the app, so a normal client gets 200 within 1 s; after send_timeout they are cut and their temporary files closed', async (t) => {
+    const sockets = await openGreedyConnections(portico.port, app, CONNECTIONS);
+    try {
+      await waitFor('the app to finish every /huge answer while the clients read nothing', () => app.hugeOpen === 0, 10_000);
+      const served = await normalRequest1(portico.port);
+      t.diagnostic(`normal request during the attack: ${served.status} in ${served.ms} ms`);
+      assert.equal(served.status, 200);
+      assert.ok(served.ms < 1000, `answered in ${served.ms} ms`);
+      if (canWatchTempFiles) {
+        assert.ok(openTempFiles().length > 0, 'what the clients did not read waits in temporary files');
+        await waitFor('send_timeout to cut the clients and close their temporary files', () => openTempFiles().length === 0, 8000);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  });
+});
+
+describe('HTTP/1.1: as many non-reading connections as the pool has, buffer_response: 0', () => {
+  let app: App;
+  let portico: RunningH2;
+  const CONNECTIONS = 8;
+
+  before(async () => {
+    app = await startApp();
+    portico = await startFront(app, `, keepalive: ${CONNECTIONS}, queue: { timeout: 300ms }, timeouts: { idle: 300ms }`, ', send_timeout: 1s', false, ', buffer_response: 0');
   });
   after(async () => {
     await portico?.stop();
@@ -655,7 +714,7 @@ describe('shutdown with an upstream request that has no client any more', () => 
   });
 });
 
-describe('HTTP/2: 64 non-reading streams kept open, on the default pool (keepalive: 64)', () => {
+describe('HTTP/2: 64 non-reading streams kept open, default config (keepalive: 64, buffer_response: 32MB)', () => {
   let app: App;
   let portico: RunningH2;
 
@@ -668,7 +727,7 @@ describe('HTTP/2: 64 non-reading streams kept open, on the default pool (keepali
     await app?.stop();
   });
 
-  test('64 streams pin the default pool: a normal client gets 503 with Retry-After within 1 s; after send_timeout every stream is reset, every upstream request aborted, and the session goes on', async (t) => {
-    await keptOpenAttack(t, portico, app, 64);
+  test('64 streams cannot pin the default pool: their answers are taken off the app and a normal client gets 200 within 1 s; after send_timeout every stream is reset, what it held released, and the session goes on', async (t) => {
+    await keptOpenAttack(t, portico, app, 64, true);
   });
 });
