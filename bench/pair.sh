@@ -21,6 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 step "pair: preparing"
 ensure_apt wrk:wrk taskset:util-linux
+# A pair naming nginx (e.g. `pair proxy nginx-stream nginx post-1m`) needs it installed.
+case " $* " in *nginx*) ensure_apt nginx:nginx ;; esac
 command -v wrk >/dev/null 2>&1 || die "wrk is required (apt-get install wrk, as root)"
 command -v taskset >/dev/null 2>&1 || die "taskset is required (util-linux)"
 build_portico

@@ -46,8 +46,8 @@ export function nginxConf(template, prefix, values) {
 }
 
 /** nginx with one worker, an upstream keep-alive pool of 64 and no access log; never daemonised. */
-function nginx({ port, backend, outDir, cpu, readyUrl }) {
-  const conf = nginxConf(path.join(HERE, 'nginx.conf.tmpl'), outDir, { PORT: port, BACKEND_PORT: backend.port });
+function nginx({ port, backend, outDir, cpu, readyUrl, locationExtra = '' }) {
+  const conf = nginxConf(path.join(HERE, 'nginx.conf.tmpl'), outDir, { PORT: port, BACKEND_PORT: backend.port, LOCATION_EXTRA: locationExtra });
   return startPinned({ name: 'nginx', cpu, command: 'nginx', args: ['-p', outDir, '-c', conf, '-e', path.join(outDir, 'error.log')], readyUrl });
 }
 
@@ -89,5 +89,11 @@ export const CONTENDERS = [
   { id: 'undici-dispatch', label: 'Node floor, tighter (http + undici dispatch)', start: nodeScript('undici-dispatch-floor.mjs'), node: true },
   { id: 'http-proxy', label: 'node-http-proxy (keep-alive agent)', start: nodeScript('http-proxy-server.mjs'), node: true },
   { id: 'nginx', label: 'nginx (1 worker, keepalive 64)', start: nginx, needs: 'nginx' },
+  {
+    id: 'nginx-stream',
+    label: 'nginx, request bodies streamed (proxy_request_buffering off)',
+    start: (options) => nginx({ ...options, locationExtra: 'proxy_request_buffering off;' }),
+    needs: 'nginx',
+  },
   { id: 'haproxy', label: 'HAProxy (nbthread 1, http-reuse always)', start: haproxy, needs: 'haproxy' },
 ];

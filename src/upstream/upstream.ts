@@ -36,6 +36,19 @@ export type NoServer = 'unavailable' | 'full';
 interface Waiter {
   resolve: (ok: boolean) => void;
   timer: NodeJS.Timeout;
+  /** The server a pinned request waits for (its session lives there); undefined: any server. */
+  server: UpstreamServer | undefined;
+}
+
+/** Where a request waits in the capacity queue (see `waitForCapacity`). */
+export interface QueuePlace {
+  /** When the wait ends at the latest (epoch ms): a request woken and still without a server keeps its first deadline. */
+  until: number;
+  /** Back in the queue after a turn that another request took: at its head, not behind later arrivals. */
+  again: boolean;
+  /** Its pin (sticky cookie value or session route) and the servers it tried: to wait for its own server. */
+  sticky: string | undefined;
+  tried: ReadonlySet<number> | undefined;
 }
 
 /** A place in the capacity queue: `ready` resolves true when capacity may be free, false on timeout or cancel. */
@@ -155,7 +168,11 @@ export class Upstream {
       // The app's session lives on its routed server, backup or not; one that cannot take the request now
       // (down, ejected, full, tried) leaves it to the policy, and that server's app starts a new session.
       const routed = sticky === undefined ? undefined : this.#routes.get(sticky);
-      if (routed !== undefined && routed.isAvailable(now) && tried?.has(routed.id) !== true && routed.hasCapacity()) return routed;
+      if (routed !== undefined && routed.isAvailable(now) && tried?.has(routed.id) !== true) {
+        // Busy is not gone: the request waits for its own server (as HAProxy queues a persistent request on its
+        // server), rather than start a new session elsewhere.
+        return routed.hasCapacity() ? routed : 'full';
+      }
       sticky = undefined;
     }
     const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false);
@@ -187,6 +204,8 @@ export class Upstream {
     for (const server of group) {
       if (!(ejectedToo ? server.healthy : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
       if (!server.hasCapacity()) {
+        // A client pinned to a busy server waits for it (see the routes in `select`).
+        if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return 'full';
         full = true;
         continue;
       }
@@ -213,9 +232,11 @@ export class Upstream {
    * pool connection free. The wait ends false on timeout, or when cancelled (its client went away), and leaves
    * the queue then.
    */
-  waitForCapacity(): CapacityWait {
+  waitForCapacity(place?: QueuePlace): CapacityWait {
     const { size, timeout } = this.config.queue;
     if (this.#queue.length >= size) return NO_ROOM;
+    const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
+    const server = place === undefined ? undefined : this.#pinnedAndFull(place.sticky, place.tried);
     let waiter!: Waiter;
     const leave = (): void => {
       const at = this.#queue.indexOf(waiter);
@@ -225,10 +246,22 @@ export class Upstream {
       waiter.resolve(false);
     };
     const ready = new Promise<boolean>((resolve) => {
-      waiter = { resolve, timer: setTimeout(leave, timeout) };
-      this.#queue.push(waiter);
+      waiter = { resolve, timer: setTimeout(leave, wait), server };
+      if (place?.again === true) this.#queue.unshift(waiter);
+      else this.#queue.push(waiter);
     });
     return { ready, cancel: leave };
+  }
+
+  /** The server a pin names when the request waits for that one: available, not tried, but busy. */
+  #pinnedAndFull(sticky: string | undefined, tried: ReadonlySet<number> | undefined): UpstreamServer | undefined {
+    if (sticky === undefined) return undefined;
+    const now = Date.now();
+    const server = this.#routes !== undefined ? this.#routes.get(sticky) : this.servers[this.#stickyIds.indexOf(sticky)];
+    if (server === undefined || !server.isAvailable(now) || tried?.has(server.id) === true || server.hasCapacity()) return undefined;
+    // Portico's cookie names a backup only while no primary is available; a route is followed to a backup.
+    if (this.#routes === undefined && server.backup && this.#primaries.some((s) => s.isAvailable(now))) return undefined;
+    return server;
   }
 
   /** Marks a request as started on a server (holding one of its pool's connections). */
@@ -247,7 +280,7 @@ export class Upstream {
   release(server: UpstreamServer, pooled = true): void {
     server.active--;
     if (pooled) server.pooled--;
-    this.#wake();
+    this.#wake(server);
   }
 
   /** A woken waiter that will not use its turn (its client went away meanwhile) hands it to the next one. */
@@ -255,12 +288,22 @@ export class Upstream {
     this.#wake();
   }
 
-  #wake(): void {
-    const waiter = this.#queue.shift();
-    if (waiter !== undefined) {
-      clearTimeout(waiter.timer);
-      waiter.resolve(true);
+  /**
+   * Gives a turn to the first waiter that can use it: capacity freed on `freed` goes to a request waiting for any
+   * server or for that one; a turn of unknown origin (a server up, a turn passed on) to the first waiter.
+   */
+  #wake(freed?: UpstreamServer): void {
+    const queue = this.#queue;
+    if (queue.length === 0) return;
+    let at = 0;
+    if (freed !== undefined) {
+      while (at < queue.length && queue[at]!.server !== undefined && queue[at]!.server !== freed) at++;
+      if (at === queue.length) return;
     }
+    const waiter = queue[at]!;
+    queue.splice(at, 1);
+    clearTimeout(waiter.timer);
+    waiter.resolve(true);
   }
 
   /** Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. */

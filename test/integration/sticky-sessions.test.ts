@@ -10,7 +10,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
 import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 import type { TestUpstream } from '../helpers/upstream.js';
-import { httpRequest, scopedServers, type FullResponse } from './proxy-support.js';
+import { httpRequest, scopedServers, waitFor, type FullResponse } from './proxy-support.js';
 
 const servers = scopedServers();
 
@@ -25,9 +25,11 @@ function sessionOf(req: IncomingMessage): string | undefined {
   return /(?:^|;\s*)JSESSIONID=([^;]+)/.exec(req.headers.cookie ?? '')?.[1] ?? /;jsessionid=([^;/?]+)/i.exec(req.url ?? '')?.[1];
 }
 
-async function tomcat(route: string): Promise<Tomcat> {
+async function tomcat(route: string, held?: ServerResponse[]): Promise<Tomcat> {
   const sessions = new Set<string>();
   const backend = await servers.upstream((req: IncomingMessage, res: ServerResponse) => {
+    // `/hold`: answered only when the test ends it (the instance is busy meanwhile).
+    if (held !== undefined && req.url!.startsWith('/hold')) return void held.push(res);
     const asked = sessionOf(req);
     if (asked !== undefined && sessions.has(asked)) {
       res.end(`${route} ${asked}`);
@@ -67,6 +69,27 @@ function newSession(res: FullResponse): string {
 }
 
 describe('sticky sessions on the app\'s cookie (Tomcat jvmRoute)', () => {
+  test('a session whose instance is busy (max_conns) waits for it, 503 at queue.timeout, never a new session elsewhere', async () => {
+    const held: ServerResponse[] = [];
+    const tc1 = await tomcat('tc1', held);
+    const tc2 = await tomcat('tc2');
+    const server = await servers.portico(appConfig([tc1, tc2], 'policy: round_robin\nmax_conns: 1\nqueue: { timeout: 300ms }'));
+    const id = newSession(await httpRequest(server.port, '/login', { headers: { Cookie: 'JSESSIONID=EXPIRED.tc1' } }));
+    assert.match(id, /\.tc1$/);
+    const holding = httpRequest(server.port, '/hold', { headers: { Cookie: `JSESSIONID=${id}` } });
+    await waitFor('tc1 to be busy with the held request', () => held.length === 1, 5000);
+    const busy = await httpRequest(server.port, '/cart', { headers: { Cookie: `JSESSIONID=${id}` } });
+    assert.equal(busy.status, 503, `waited for tc1, did not go to tc2: ${busy.body.toString()}`);
+    assert.ok(busy.headers['retry-after'] !== undefined);
+    assert.equal(tc2.sessions.size, 0, 'no session was started on tc2');
+    const fresh = await httpRequest(server.port, '/new');
+    assert.match(fresh.body.toString(), /^tc2 new /, 'a request without a session still goes to the free instance');
+    held[0]!.end('released');
+    await holding;
+    const after = await httpRequest(server.port, '/cart', { headers: { Cookie: `JSESSIONID=${id}` } });
+    assert.equal(after.body.toString(), `tc1 ${id}`);
+  });
+
   test('a session\'s later requests reach the instance that created it, and Portico sets no cookie of its own', async () => {
     const tc1 = await tomcat('tc1');
     const tc2 = await tomcat('tc2');

@@ -90,7 +90,7 @@ describe('choosing the server of a session', () => {
     assert.deepEqual(new Set([0, 1, 2, 3].map(() => chosen(upstream, undefined))), new Set([0, 1]));
   });
 
-  test('a routed server that is down, ejected, full or already tried for this request leaves the choice to the policy', () => {
+  test('a routed server that is down, ejected or already tried for this request leaves the choice to the policy', () => {
     const upstream = routed(['tc1', 'tc2']);
     const server = upstream.servers[0]!;
     server.healthy = false;
@@ -102,11 +102,43 @@ describe('choosing the server of a session', () => {
     assert.equal(chosen(upstream, 'tc1'), 0, 'back');
     assert.equal(chosen(upstream, 'tc1', new Set([0])), 1, 'a retry never re-picks the routed server that failed');
 
+  });
+
+  test('a routed server that is busy (at max_conns, or its pool full) is waited for, not replaced: its session lives there', async () => {
     const capped = routed(['tc1', 'tc2'], { max_conns: 1 });
-    capped.acquire(capped.servers[0]!);
-    for (let i = 0; i < 4; i++) assert.equal(chosen(capped, 'tc1'), 1, 'full');
-    capped.release(capped.servers[0]!);
+    const busy = capped.servers[0]!;
+    capped.acquire(busy);
+    assert.equal(capped.select(undefined, pick, 'tc1'), 'full');
+    assert.equal(chosen(capped, undefined), 1, 'a request without a session still goes to the free server');
+    // Waiting for tc1: a turn freed on tc2 is not its own; one freed on tc1 is.
+    const wait = capped.waitForCapacity({ until: Date.now() + 60_000, again: false, sticky: 'tc1', tried: undefined });
+    let woken: boolean | undefined;
+    void wait.ready.then((ok) => (woken = ok));
+    const other = capped.servers[1]!;
+    capped.acquire(other);
+    capped.release(other);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(woken, undefined, 'not woken by capacity freed on another server');
+    capped.release(busy);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(woken, true, 'woken by its own server');
     assert.equal(chosen(capped, 'tc1'), 0);
+  });
+
+  test('a wait in the queue is bounded by its first deadline, and a request that waits again goes to the head of the queue', async () => {
+    const capped = routed(['tc1'], { max_conns: 1 });
+    capped.acquire(capped.servers[0]!);
+    const past = capped.waitForCapacity({ until: Date.now() - 1, again: true, sticky: undefined, tried: undefined });
+    assert.equal(await past.ready, false, 'a deadline already past ends the wait at once');
+    const order: string[] = [];
+    const first = capped.waitForCapacity({ until: Date.now() + 60_000, again: false, sticky: undefined, tried: undefined });
+    const returning = capped.waitForCapacity({ until: Date.now() + 60_000, again: true, sticky: undefined, tried: undefined });
+    void first.ready.then(() => order.push('first'));
+    void returning.ready.then(() => order.push('returning'));
+    capped.release(capped.servers[0]!);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(order, ['returning']);
+    first.cancel();
   });
 
   test('a route naming a backup server is followed while primaries are up (the session lives there)', () => {

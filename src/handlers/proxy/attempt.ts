@@ -41,6 +41,8 @@ export class Exchange {
   /** The loop's clock and choices, set when it starts. */
   deadline = 0;
   tryUntil = 0;
+  /** When its wait in the capacity queue ends at the latest (0: it has not waited). */
+  queueUntil = 0;
   stickyValue: string | undefined = undefined;
   pick: PickContext | undefined = undefined;
   lastFailure: FailureReason | undefined = undefined;

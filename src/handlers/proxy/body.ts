@@ -89,8 +89,11 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let bytes = 0;
+    /** Bytes in `chunks` not yet handed to the file (once spilling). */
+    let pending = 0;
     let file: TempFile | undefined;
     let writing = false;
+    let paused = false;
     let ended = false;
     let settled = false;
     const settle = (value: BufferedBody) => {
@@ -105,27 +108,37 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
       if (declared >= 0 && bytes !== declared) return settle('broken');
       settle(file === undefined ? Buffer.concat(chunks, bytes) : new SpooledBody(file, bytes));
     };
-    // Writes what is pending with the request paused, so that memory holds at most one read's worth meanwhile.
+    // Writes what arrived meanwhile in one call each time (fewer, larger writes: each one is a trip to the thread
+    // pool); the client keeps sending while a write runs, up to `memory` bytes waiting, then it is paused.
     const spill = async () => {
       file ??= await TempFile.create(options.dir);
       while (chunks.length > 0 && !settled) {
         const batch = chunks.splice(0);
-        await file.append(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+        pending = 0;
+        await file.appendAll(batch);
       }
     };
     const onData = (chunk: Buffer) => {
       bytes += chunk.length;
       if (bytes > limit) return settle('too-large');
       chunks.push(chunk);
-      if (writing || (file === undefined && bytes <= options.memory)) return;
+      if (file === undefined && bytes <= options.memory) return;
+      pending += chunk.length;
+      if (pending > options.memory && !paused) {
+        paused = true;
+        req.pause();
+      }
+      if (writing) return;
       writing = true;
-      req.pause();
       spill().then(
         () => {
           writing = false;
           if (settled) return void file?.close();
           if (ended) return complete();
-          req.resume();
+          if (paused) {
+            paused = false;
+            req.resume();
+          }
         },
         (err: Error) => {
           writing = false;
