@@ -32,15 +32,26 @@ interface SessionWatch {
   readonly streams: Set<WatchedStream>;
 }
 
-/** What a stream's sweep saw: bytes waiting, and since when that count has not moved. */
+/** What a stream's sweep saw: bytes waiting and drains so far, and since when neither has moved. */
 interface StreamWatch {
   waiting: number;
+  drains: number;
   since: number;
 }
 
 const kStreams = Symbol('portico.h2.streams');
 const kWatch = Symbol('portico.h2.watch');
-type WatchedStream = ServerHttp2Stream & { [kStreams]?: Set<WatchedStream>; [kWatch]?: StreamWatch };
+const kDrains = Symbol('portico.h2.drains');
+type WatchedStream = ServerHttp2Stream & { [kStreams]?: Set<WatchedStream>; [kWatch]?: StreamWatch; [kDrains]?: number };
+
+/**
+ * Counts a stream's drains: a reader that is slow but steady leaves the same number of bytes waiting at every
+ * look (one chunk going out, the next queued behind it), so the count waiting alone would call it stalled; each
+ * drain is a chunk that went out. (One shared listener, no closure per stream.)
+ */
+function countDrain(this: WatchedStream): void {
+  this[kDrains] = (this[kDrains] ?? 0) + 1;
+}
 
 /** A stream closed: it leaves its session's set (one shared listener, no closure per stream). */
 function untrackStream(this: WatchedStream): void {
@@ -77,6 +88,7 @@ export class H2StallWatch {
       streams.add(stream);
       stream[kStreams] = streams;
       stream.once('close', untrackStream);
+      stream.on('drain', countDrain);
     });
     session.once('close', () => {
       this.#sessions.delete(session);
@@ -123,14 +135,16 @@ export class H2StallWatch {
       let cut = 0;
       for (const stream of watch.streams) {
         const waiting = stream.writableLength;
+        const drains = stream[kDrains] ?? 0;
         // Most streams never have bytes waiting at a sweep: their record is made only when one does.
         const sw = stream[kWatch];
         if (sw === undefined) {
-          if (waiting > 0) stream[kWatch] = { waiting, since: now };
+          if (waiting > 0) stream[kWatch] = { waiting, drains, since: now };
           continue;
         }
-        if (waiting === 0 || waiting !== sw.waiting) {
+        if (waiting === 0 || waiting !== sw.waiting || drains !== sw.drains) {
           sw.waiting = waiting;
+          sw.drains = drains;
           sw.since = now;
           continue;
         }
