@@ -116,6 +116,16 @@ before(async () => {
 });
 
 describe('intercept_errors', () => {
+  test('an intercepted page carries Portico\'s sticky cookie for a client not yet pinned, never the app\'s cookie', async () => {
+    const portico = await servers.portico(
+      `upstreams:\n  app: { servers: ["${app.url}"], sticky: {} }\nsites:\n  - routes:\n      - path: /i/\n        proxy: { upstream: app, strip_prefix: true, intercept_errors: true }\n`,
+    );
+    const boom = await get(portico.port, '/i/boom');
+    assert.equal(boom.status, 500);
+    assert.match(String(boom.headers['set-cookie']), /^portico_route=[0-9a-f]{16}; Path=\/; HttpOnly; SameSite=Lax$/);
+    assert.doesNotMatch(boom.body.toString(), /Tomcat|NullPointerException/);
+  });
+
   test('off by default: the app\'s own 404 page passes through', async () => {
     const portico = await servers.portico(config(app.url, undefined), { '404.html': SITE_404 });
     const res = await get(portico.port, '/i/missing');

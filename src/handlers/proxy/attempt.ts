@@ -210,7 +210,10 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     this.#discarding = true;
     ex.committed = true;
     this.#readOut = readOutBudget(rawHeaders);
-    ex.done({ ok: false, status, unreachable: false, intercepted: true, kept: keptFields(rawHeaders) });
+    let kept = keptFields(rawHeaders);
+    // Portico's own pin is not the app's: the page carries it as any answer would (the app's Set-Cookie is dropped).
+    if (this.setCookie !== undefined) kept = { ...kept, 'Set-Cookie': this.setCookie };
+    ex.done({ ok: false, status, unreachable: false, intercepted: true, kept });
     if (this.#readOut < 0) this.#closeIntercepted();
     return true;
   }

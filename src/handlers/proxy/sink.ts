@@ -50,6 +50,8 @@ export interface ResponseBuffering extends SpoolLimits {
   readonly logger: Logger;
 }
 
+const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
+
 /**
  * Whether an answer must reach the client as it is produced: an event stream (SSE), or one whose app said
  * `X-Accel-Buffering: no`. The latter field is Portico's, not the client's: it is taken out of `headers`.
@@ -60,7 +62,7 @@ export function unbufferedAnswer(headers: string[]): boolean {
     const name = headers[i]!;
     // Length first: most fields are neither, and this runs for every proxied answer.
     if (name.length === 12 && name.toLowerCase() === 'content-type') {
-      if (/^\s*text\/event-stream\s*(?:;|$)/i.test(headers[i + 1]!)) unbuffered = true;
+      if (EVENT_STREAM.test(headers[i + 1]!)) unbuffered = true;
     } else if (name.length === 17 && name.toLowerCase() === 'x-accel-buffering') {
       if (headers[i + 1]!.trim().toLowerCase() === 'no') unbuffered = true;
       headers.splice(i, 2);
