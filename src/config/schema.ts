@@ -600,6 +600,11 @@ export function configSchema(parts: ConfigParts) {
      * the config's folder; `./var/portico` when a site uses ACME and this is unset.
      */
     state_dir: z.string().min(1).optional(),
+    /**
+     * Temporary files (request bodies and answers buffered for slow clients): `max_size` bounds the bytes all of
+     * them hold at once; past it answers go at their client's pace and request bodies that need a file get 503.
+     */
+    temp_files: z.strictObject({ max_size: size.default(1024 * 1024 * 1024) }).prefault({}),
   });
 }
 

@@ -152,7 +152,7 @@ export const proxyKind = defineHandler({
       allowTrace: options.allow_trace,
       requestBuffering: options.request_buffering,
       requestBufferMemory: options.request_buffer_memory,
-      tempDir: env.tempDir,
+      tempSpace: env.tempSpace,
       logger: env.logger,
     });
     const passiveOn = new Set<string>(config.passive.on);
@@ -173,7 +173,7 @@ export const proxyKind = defineHandler({
         intercept,
       },
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
-      responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, dir: env.tempDir, logger: env.logger },
+      responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, space: env.tempSpace, logger: env.logger },
       logger: env.logger,
     });
     const cache =

@@ -6,6 +6,7 @@ import type { CacheZone } from '../cache/zone.js';
 import type { CheckEnv, ImpliedMiddleware, Problem, RoutePath, upstreamSchema } from '../config/schema.js';
 import type { Handler, RequestContext } from '../http/context.js';
 import type { TrustedProxies } from '../http/client-address.js';
+import type { TempSpace } from '../http/temp-file.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 /** What a handler factory may use besides its own options. */
@@ -21,8 +22,8 @@ export interface HandlerEnv {
   upstreams: ReadonlyMap<string, Upstream>;
   /** Peers whose forwarding headers are believed. */
   trusted: TrustedProxies;
-  /** The folder of temporary files (buffered bodies and answers): `tmp` in the state directory, else the OS's. */
-  tempDir: string;
+  /** Temporary files (buffered bodies and answers): `tmp` in the state directory, else the OS's; bounded in all. */
+  tempSpace: TempSpace;
   /** Forward request fields whose names contain `_` (config `underscores_in_headers`). */
   underscoresInHeaders: boolean;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */

@@ -14,19 +14,46 @@ import { Readable } from 'node:stream';
 /** Largest piece read at once by `stream()`: fewer trips to the thread pool for a body sent upstream. */
 const READ_CHUNK = 256 * 1024;
 
+/**
+ * Where temporary files go, and how many bytes all of them may hold at once (`temp_files.max_size`). One per running
+ * config (scope: process; a reload's runtime starts its own while the old one drains): each answer and body is
+ * bounded on its own (`buffer_response`, `max_body_size`), and this bounds their sum, so that many slow clients
+ * cannot fill the disk. Past it, answers go at their client's pace and request bodies are refused with 503.
+ */
+export class TempSpace {
+  /** Bytes held in this space's files now. */
+  used = 0;
+  constructor(
+    readonly dir: string,
+    readonly max: number,
+  ) {}
+
+  /** Whether `more` bytes would pass the bound. */
+  wouldExceed(more: number): boolean {
+    return this.used + more > this.max;
+  }
+
+  /** A new temporary file in this space. */
+  create(): Promise<TempFile> {
+    return TempFile.create(this.dir, this);
+  }
+}
+
 /** An open, already unlinked, temporary file. */
 export class TempFile {
   readonly #handle: FileHandle;
+  readonly #space: TempSpace | undefined;
   /** Where the next append goes; also the length of the data (after `reset()`, what was written since). */
   #size = 0;
   #closed: Promise<void> | undefined;
 
-  private constructor(handle: FileHandle) {
+  private constructor(handle: FileHandle, space: TempSpace | undefined) {
     this.#handle = handle;
+    this.#space = space;
   }
 
-  /** Creates a temporary file in `dir` (which is made, 0700, when missing). */
-  static async create(dir: string): Promise<TempFile> {
+  /** Creates a temporary file in `dir` (which is made, 0700, when missing), its bytes counted in `space`. */
+  static async create(dir: string, space?: TempSpace): Promise<TempFile> {
     const name = path.join(dir, `portico-${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
     let handle: FileHandle;
     try {
@@ -43,7 +70,7 @@ export class TempFile {
       await handle.close();
       throw err;
     }
-    return new TempFile(handle);
+    return new TempFile(handle, space);
   }
 
   /** Bytes written (since the last `reset()`). */
@@ -60,6 +87,7 @@ export class TempFile {
       done += bytesWritten;
     }
     this.#size = at + chunk.length;
+    if (this.#space !== undefined) this.#space.used += chunk.length;
   }
 
   /** Appends chunks in one write where the system allows (writev); calls must not overlap. */
@@ -69,6 +97,7 @@ export class TempFile {
     for (const chunk of chunks) total += chunk.length;
     const { bytesWritten } = await this.#handle.writev(chunks as Buffer[], this.#size);
     this.#size += bytesWritten;
+    if (this.#space !== undefined) this.#space.used += bytesWritten;
     // A short write (rare for a file): the rest goes the plain way.
     if (bytesWritten < total) await this.append(Buffer.concat(chunks as Buffer[], total).subarray(bytesWritten));
   }
@@ -87,6 +116,7 @@ export class TempFile {
 
   /** Starts writing from the beginning again (what was written is no longer needed); the space is reused. */
   reset(): void {
+    if (this.#space !== undefined) this.#space.used -= this.#size;
     this.#size = 0;
   }
 
@@ -117,6 +147,7 @@ export class TempFile {
 
   /** Closes the file (its data is gone with it); later calls return the same promise. */
   close(): Promise<void> {
+    if (this.#closed === undefined && this.#space !== undefined) this.#space.used -= this.#size;
     this.#closed ??= this.#handle.close().catch(() => undefined);
     return this.#closed;
   }

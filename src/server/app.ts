@@ -19,6 +19,7 @@ import type { HandlerInstance } from '../handlers/types.js';
 import { Upstream } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
+import { TempSpace } from '../http/temp-file.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
 import { RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
@@ -105,6 +106,7 @@ export class App {
     this.certificates = new CertificateStore(config);
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
+    const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
         const env = {
@@ -115,7 +117,7 @@ export class App {
           caches: this.#caches,
           trusted,
           underscoresInHeaders: config.underscores_in_headers,
-          tempDir: config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'),
+          tempSpace,
           createUpstream,
         };
         const handler = handlerKind(route.kind)!;

@@ -435,6 +435,34 @@ describe('request buffering', { skip }, () => {
     await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
   });
 
+  test('temp_files.max_size bounds the files of all requests: a body that would pass it gets 503 with Retry-After, the app sees nothing, the file is released', async () => {
+    const bounded = await startPortico(proxyConfig(app, '', 'temp_files: { max_size: 256KB }\n'));
+    const client = await connect(bounded.port);
+    try {
+      const arrived = app.arrived;
+      client.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * KB}\r\n\r\n`);
+      client.socket.write(Buffer.alloc(1024 * KB, 'q'));
+      await waitFor('the answer', () => client.text().startsWith('HTTP/1.1 503'), 5000);
+      assert.match(client.text(), /\r\nRetry-After: \d+\r\n/i);
+      await waitFor('the connection to close', () => client.closed(), 5000);
+      assert.equal(app.arrived, arrived);
+      await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
+      // A body the bound holds is forwarded as before.
+      const ok = await connect(bounded.port);
+      try {
+        ok.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${200 * KB}\r\nConnection: close\r\n\r\n`);
+        ok.socket.write(Buffer.alloc(200 * KB, 'o'));
+        await waitFor('the answer', () => ok.closed(), 5000);
+        assert.match(ok.text(), /^HTTP\/1\.1 200/);
+      } finally {
+        ok.socket.destroy();
+      }
+    } finally {
+      client.socket.destroy();
+      await bounded.stop();
+    }
+  });
+
   test('a body spilled to a file is replayed whole on the next server after a reset', async () => {
     const resetting = http.createServer((req) => {
       req.resume();

@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
 import type { ClientResponse } from '../../src/http/context.js';
 import { ResponseSpool } from '../../src/handlers/proxy/response-spool.js';
+import { TempSpace } from '../../src/http/temp-file.js';
 import { canWatchTempFiles, openTempFiles } from '../helpers/temp-files.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'portico-spool-'));
@@ -51,7 +52,7 @@ test('chunks go out whole and in order through memory, the file, and memory agai
   assert.equal(client.res.write(Buffer.alloc(32 * KB, 0)), false);
   const sent: Buffer[] = [Buffer.alloc(32 * KB, 0)];
   let resumed = 0;
-  const spool = new ResponseSpool(client.res, { limit: 4 * 1024 * KB, memory: 64 * KB, dir }, () => resumed++, (err) => assert.fail(err));
+  const spool = new ResponseSpool(client.res, { limit: 4 * 1024 * KB, memory: 64 * KB, space: new TempSpace(dir, 1024 * 1024 * KB) }, () => resumed++, (err) => assert.fail(err));
   const push = (bytes: number) => {
     const chunk = randomBytes(bytes);
     sent.push(chunk);
@@ -77,7 +78,7 @@ test('past the limit push() says false, and the upstream is resumed once the cli
   const client = slowClient();
   client.res.write(Buffer.alloc(32 * KB));
   let resumed = 0;
-  const spool = new ResponseSpool(client.res, { limit: 256 * KB, memory: 64 * KB, dir }, () => resumed++, (err) => assert.fail(err));
+  const spool = new ResponseSpool(client.res, { limit: 256 * KB, memory: 64 * KB, space: new TempSpace(dir, 1024 * 1024 * KB) }, () => resumed++, (err) => assert.fail(err));
   let accepted = 0;
   while (spool.push(Buffer.alloc(32 * KB))) accepted++;
   assert.equal(accepted, 8, 'held up to the limit');
@@ -92,4 +93,27 @@ test('past the limit push() says false, and the upstream is resumed once the cli
     for (let i = 0; i < 100 && openTempFiles().length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(openTempFiles().length, 0, 'release() closes the file');
   }
+});
+
+test('temp_files.max_size: once the files of all answers hold it, push() says false under the answer\'s own limit; the upstream resumes only when this client took all', async () => {
+  const space = new TempSpace(dir, 128 * KB);
+  const client = slowClient();
+  client.res.write(Buffer.alloc(32 * KB));
+  let resumed = 0;
+  const spool = new ResponseSpool(client.res, { limit: 4 * 1024 * KB, memory: 32 * KB, space }, () => resumed++, (err) => assert.fail(err));
+  let accepted = 0;
+  // Bounded: without the space's bound it would accept up to its 4 MB limit.
+  for (let i = 0; i < 200 && spool.push(Buffer.alloc(32 * KB)); i++) {
+    accepted++;
+    // Let the file be written, so that the space sees what it holds.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.ok(accepted < 20, `stopped at the space's bound (${accepted} chunks accepted)`);
+  assert.ok(space.used >= 128 * KB, `the space is full (${space.used} bytes)`);
+  for (let i = 0; i < 100 && resumed === 0; i++) await client.take(32 * KB);
+  assert.equal(resumed, 1, 'resumed once the client had taken everything');
+  assert.equal(spool.held, 0);
+  spool.release();
+  for (let i = 0; i < 100 && space.used > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(space.used, 0, 'the space is given back when the file is reset or closed');
 });

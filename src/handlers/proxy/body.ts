@@ -5,7 +5,7 @@
 import type { ClientRequest } from '../../http/context.js';
 import { Transform, type Readable } from 'node:stream';
 import { PorticoError } from '../../errors.js';
-import { TempFile } from '../../http/temp-file.js';
+import { TempFile, type TempSpace } from '../../http/temp-file.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
 export function readBody(req: ClientRequest, length: number): Promise<Buffer | null> {
@@ -72,12 +72,15 @@ export class SpooledBody {
 export interface BodyBuffering {
   /** Bytes kept in memory; past them the body goes to a temporary file. */
   readonly memory: number;
-  /** The folder of the temporary files. */
-  readonly dir: string;
+  /** Where the temporary files go, and their bound in all. */
+  readonly space: TempSpace;
 }
 
-/** What `bufferBody` made of a body: all of it, or why not (`broken`: the client closed or sent less). */
-export type BufferedBody = Buffer | SpooledBody | 'too-large' | 'broken' | { error: Error };
+/**
+ * What `bufferBody` made of a body: all of it, or why not (`broken`: the client closed or sent less; `busy`: the
+ * temporary files of all requests and answers are at their bound, `temp_files.max_size`).
+ */
+export type BufferedBody = Buffer | SpooledBody | 'too-large' | 'broken' | 'busy' | { error: Error };
 
 /**
  * Reads a whole body of any length before anything is sent upstream: in memory up to `memory` bytes, else into a
@@ -111,7 +114,7 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
     // Writes what arrived meanwhile in one call each time (fewer, larger writes: each one is a trip to the thread
     // pool); the client keeps sending while a write runs, up to `memory` bytes waiting, then it is paused.
     const spill = async () => {
-      file ??= await TempFile.create(options.dir);
+      file ??= await options.space.create();
       while (chunks.length > 0 && !settled) {
         const batch = chunks.splice(0);
         pending = 0;
@@ -124,6 +127,7 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
       chunks.push(chunk);
       if (file === undefined && bytes <= options.memory) return;
       pending += chunk.length;
+      if (options.space.wouldExceed(pending)) return settle('busy');
       if (pending > options.memory && !paused) {
         paused = true;
         req.pause();

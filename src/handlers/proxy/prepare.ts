@@ -9,7 +9,8 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { h2EndedWithHeaders, responseCut, type RequestContext } from '../../http/context.js';
-import { sendError } from '../../http/send.js';
+import { RETRY_SOON, sendError } from '../../http/send.js';
+import type { TempSpace } from '../../http/temp-file.js';
 import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
 import { bufferBody, limitBody, readBody, SpooledBody, type BufferedBody } from './body.js';
@@ -38,7 +39,7 @@ export interface PrepareOptions {
   /** With request buffering, bytes of a body kept in memory; past them it goes to a temporary file. */
   readonly requestBufferMemory: number;
   /** The folder of the temporary files. */
-  readonly tempDir: string;
+  readonly tempSpace: TempSpace;
   readonly logger: Logger;
 }
 
@@ -117,7 +118,7 @@ export class RequestPreparer {
       if (this.#o.requestBuffering) {
         // A small body of known length (the usual form post) is read as before: in memory, with no file to open.
         if (declared >= 0 && declared <= this.#o.requestBufferMemory) return this.#readSmall(ctx, declared, replayable);
-        return bufferBody(req, declared, ctx.bodyLimit, { memory: this.#o.requestBufferMemory, dir: this.#o.tempDir }).then((buffered) =>
+        return bufferBody(req, declared, ctx.bodyLimit, { memory: this.#o.requestBufferMemory, space: this.#o.tempSpace }).then((buffered) =>
           this.#buffered(ctx, buffered, declared, replayable),
         );
       }
@@ -145,8 +146,10 @@ export class RequestPreparer {
       return undefined;
     }
     if (buffered === 'broken') return void sendError(ctx, 400, undefined, true);
+    // The rest of the body is unread: the connection closes after the answer.
+    if (buffered === 'busy') return void sendError(ctx, 503, RETRY_SOON, true);
     if (!Buffer.isBuffer(buffered) && !(buffered instanceof SpooledBody)) {
-      this.#o.logger.error({ err: buffered.error, dir: this.#o.tempDir }, 'cannot buffer a request body in a temporary file');
+      this.#o.logger.error({ err: buffered.error, dir: this.#o.tempSpace.dir }, 'cannot buffer a request body in a temporary file');
       return void sendError(ctx, 500, undefined, true);
     }
     if (buffered instanceof SpooledBody) {

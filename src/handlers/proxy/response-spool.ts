@@ -8,7 +8,7 @@
  * the client again (nginx when `proxy_max_temp_file_size` is reached). A client that goes away releases it all.
  */
 import type { ClientResponse } from '../../http/context.js';
-import { TempFile } from '../../http/temp-file.js';
+import type { TempFile, TempSpace } from '../../http/temp-file.js';
 
 /** Largest piece read back from the file at once. */
 const READ_CHUNK = 64 * 1024;
@@ -19,8 +19,8 @@ export interface SpoolLimits {
   readonly limit: number;
   /** Bytes held in memory before the rest goes to the file. */
   readonly memory: number;
-  /** The folder of the temporary files. */
-  readonly dir: string;
+  /** Where the temporary files go, and their bound in all: once it is reached, answers go at their client's pace. */
+  readonly space: TempSpace;
 }
 
 /** The queue between a fast upstream and a slow client, for one answer. */
@@ -76,7 +76,7 @@ export class ResponseSpool {
       this.#toFile.push(chunk);
       this.#append();
     }
-    if (this.#held <= this.#o.limit) return true;
+    if (this.#held <= this.#o.limit && this.#o.space.used < this.#o.space.max) return true;
     this.#paused = true;
     return false;
   }
@@ -125,7 +125,8 @@ export class ResponseSpool {
       if (file !== undefined && this.#fileRead < file.size) return this.#readFile(file);
       break;
     }
-    if (this.#paused && this.#held <= this.#o.limit) {
+    // With the space full (other answers hold it), the upstream resumes only once this client took all: its pace.
+    if (this.#paused && this.#held <= this.#o.limit && (this.#held === 0 || this.#o.space.used < this.#o.space.max)) {
       this.#paused = false;
       this.#resume?.();
     }
@@ -175,7 +176,7 @@ export class ResponseSpool {
 
   async #appendAll(): Promise<void> {
     if (this.#file === undefined) {
-      const file = await TempFile.create(this.#o.dir);
+      const file = await this.#o.space.create();
       if (this.#released) return void file.close();
       this.#file = file;
     }

@@ -125,7 +125,7 @@ export class ClientSink implements ResponseSink {
   }
 
   #spoolFailed(err: Error): void {
-    this.buffering.logger.error({ err, dir: this.buffering.dir }, 'cannot hold an answer for a slow client in a temporary file');
+    this.buffering.logger.error({ err, dir: this.buffering.space.dir }, 'cannot hold an answer for a slow client in a temporary file');
     this.ctx.res.destroy();
   }
 }
