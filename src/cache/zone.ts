@@ -35,7 +35,8 @@ export function makeVariant(entry: StoredResponse, options: RuleOptions): Cached
   const baseHeaders: string[] = [];
   for (let i = 0; i < entry.headers.length; i += 2) {
     const lower = entry.headers[i]!.toLowerCase();
-    if (lower === 'age' || lower === 'content-length' || lower === 'cache-status' || lower === PORTICO_CACHE_CONTROL) continue;
+    // X-Accel-Buffering is the app's word to the proxy that filled the entry, not to a client.
+    if (lower === 'age' || lower === 'content-length' || lower === 'cache-status' || lower === PORTICO_CACHE_CONTROL || lower === 'x-accel-buffering') continue;
     baseHeaders.push(entry.headers[i]!, entry.headers[i + 1]!);
   }
   if (entry.status !== 204 && entry.status !== 304) baseHeaders.push('Content-Length', String(entry.body.length));
@@ -222,12 +223,13 @@ export function withoutSetCookie(headers: readonly string[]): string[] {
 
 /**
  * The header list less Portico's own targeted field (`Portico-Cache-Control`), which never reaches a client; the
- * same list when it has none (the usual case: no copy).
+ * same list when it has none (the usual case: no copy). `accel` also drops `X-Accel-Buffering` (for answers
+ * shared from the cache: the field was for the proxy that filled it; a filling client's sink reads and drops it).
  */
-export function withoutPorticoField(headers: readonly string[]): readonly string[] {
+export function withoutPorticoField(headers: readonly string[], accel = false): readonly string[] {
   let found = false;
   for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.length === PORTICO_CACHE_CONTROL.length && headers[i]!.toLowerCase() === PORTICO_CACHE_CONTROL) {
+    if (isPorticoField(headers[i]!, accel)) {
       found = true;
       break;
     }
@@ -235,9 +237,15 @@ export function withoutPorticoField(headers: readonly string[]): readonly string
   if (!found) return headers;
   const out: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() !== PORTICO_CACHE_CONTROL) out.push(headers[i]!, headers[i + 1]!);
+    if (!isPorticoField(headers[i]!, accel)) out.push(headers[i]!, headers[i + 1]!);
   }
   return out;
+}
+
+function isPorticoField(name: string, accel: boolean): boolean {
+  // Length first: most fields are neither.
+  if (name.length === PORTICO_CACHE_CONTROL.length) return name.toLowerCase() === PORTICO_CACHE_CONTROL;
+  return accel && name.length === 17 && name.toLowerCase() === 'x-accel-buffering';
 }
 
 /** Whether a Location/Content-Location value names the same origin (for §4.4 invalidation). */

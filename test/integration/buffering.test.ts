@@ -783,6 +783,35 @@ sites:
     }
   });
 
+  test('X-Accel-Buffering is the app\'s word to Portico: it reaches no client, neither the one filling the cache nor a hit', async () => {
+    const app = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60', 'x-accel-buffering': 'no', 'content-length': '5' });
+      res.end('hello');
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const portico = await startPortico(`caches:
+  main: { memory: 1MB }
+upstreams:
+  app:
+    servers: ["http://127.0.0.1:${(app.address() as AddressInfo).port}"]
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app, cache: { zone: main } }
+`);
+    try {
+      const filled = await get(portico.port, '/a');
+      assert.equal(filled.body, 'hello');
+      assert.equal(filled.headers['x-accel-buffering'], undefined);
+      const hit = await get(portico.port, '/a');
+      assert.match(String(hit.headers['cache-status']), /hit/);
+      assert.equal(hit.headers['x-accel-buffering'], undefined, 'not on a hit either');
+    } finally {
+      await portico.stop();
+      await new Promise<void>((resolve) => app.close(() => resolve()));
+    }
+  });
+
   test('with compression between, a client that reads nothing does not hold the app either', async () => {
     const text = Buffer.from(randomBytes(6 * MB).toString('hex'));
     let finished = false;

@@ -196,7 +196,7 @@ export class StoringSink implements ResponseSink {
     if (reason === undefined && variantKey !== undefined) {
       this.#body = new GrowingBody();
       this.#stored = { key: this.key, varyKey: variantKey, status, headers: storedHeaders, requestTime: this.#requestTime, responseTime: this.#responseTime };
-      this.#publish({ share: true, status, headers: withoutPorticoField(storedHeaders), body: this.#body, vary, varyKeyOf: variantKey });
+      this.#publish({ share: true, status, headers: withoutPorticoField(storedHeaders, true), body: this.#body, vary, varyKeyOf: variantKey });
     } else {
       this.#publish({ share: false });
       if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
