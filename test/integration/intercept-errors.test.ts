@@ -25,6 +25,7 @@ const TOMCAT = 'Apache Tomcat/10.1.55 (Debian)';
 const STACK = 'java.lang.NullPointerException: Cannot invoke "com.example.Cart.total()" at com.example.CartServlet.doGet(CartServlet.java:42)';
 /** Connections on which the app sent a /held head and was then closed by Portico. */
 let heldClosed = 0;
+let trickleClosed = 0;
 const SITE_404 = '<!doctype html><title>Not here</title><p>The site\'s own 404 page.</p>\n';
 
 /** A Tomcat-like app: its error answers carry its version, its stack traces and fields of its own. */
@@ -67,6 +68,13 @@ function tomcat(req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(500, { 'content-type': 'text/plain', 'content-length': 1024 * 1024, server: TOMCAT });
     res.flushHeaders();
     req.socket.once('close', () => heldClosed++);
+    return;
+  }
+  if (url.startsWith('/trickle')) {
+    // A small chunked error page that stops after its first bytes: reading it out must not wait for the rest.
+    res.writeHead(500, { 'content-type': 'text/plain', server: TOMCAT });
+    res.write('Internal');
+    req.socket.once('close', () => trickleClosed++);
     return;
   }
   if (url.startsWith('/stream')) {
@@ -228,6 +236,16 @@ describe('intercept_errors', () => {
     await waitFor('Portico to close the connection of a 1 MB answer whose body has not come', () => heldClosed === 1);
     await get(portico.port, '/i/ok');
     assert.equal(connections.count, 4, 'each large error body cost its connection');
+  });
+
+  test('reading out a small body is bounded in time: an app that stops sending its error page has its connection closed within about a second', async () => {
+    const portico = await servers.portico(config(app.url, 'true'), { '404.html': SITE_404 });
+    const started = Date.now();
+    const res = await get(portico.port, '/i/trickle');
+    assert.equal(res.status, 500);
+    assertNothingOfTheApp(res);
+    await waitFor('Portico to close the connection of an error page that stopped coming', () => trickleClosed === 1, 5000);
+    assert.ok(Date.now() - started < 5000);
   });
 
   test('a retryable status discarded for a retry is not intercepted: the next server answers; the last attempt\'s status is', async () => {

@@ -11,7 +11,7 @@ import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import type { SpooledBody } from './body.js';
-import { keptFields, readOutBudget } from './intercept.js';
+import { keptFields, READ_OUT_TIME, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
@@ -122,6 +122,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   #intercepted = false;
   /** Body bytes of an intercepted answer still to read out before closing its connection instead. */
   #readOut = 0;
+  /** Closes an intercepted answer's connection when reading it out takes longer than READ_OUT_TIME. */
+  #readOutTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(init: AttemptInit) {
     Object.assign(this, init);
@@ -143,6 +145,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   #settle(result: AttemptResult): void {
     if (this.#settled) return;
     this.#settled = true;
+    if (this.#readOutTimer !== undefined) clearTimeout(this.#readOutTimer);
     this.log.responseMs = Date.now() - this.#start;
     this.shared.upstream.release(this.server);
     // An intercepted answer told the loop how the forward ended at its head; its body's end is no news.
@@ -215,6 +218,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     if (this.setCookie !== undefined) kept = { ...kept, 'Set-Cookie': this.setCookie };
     ex.done({ ok: false, status, unreachable: false, intercepted: true, kept });
     if (this.#readOut < 0) this.#closeIntercepted();
+    else this.#readOutTimer = setTimeout(() => this.#closeIntercepted(), READ_OUT_TIME).unref();
     return true;
   }
 

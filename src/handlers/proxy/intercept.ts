@@ -63,6 +63,12 @@ export function keptFields(raw: readonly (Buffer | string)[]): OutgoingHttpHeade
  */
 export const READ_OUT_LIMIT = 64 * 1024;
 
+/**
+ * How long reading out may take in all: an app that trickles its error page would otherwise hold the connection
+ * (and its place in the pool) for nobody, up to the read timeout per chunk. Then the connection is closed.
+ */
+export const READ_OUT_TIME = 1000;
+
 /** How many body bytes of an intercepted answer to read out; -1: close the connection now. */
 export function readOutBudget(raw: readonly Buffer[]): number {
   for (let i = 0; i < raw.length; i += 2) {
