@@ -85,6 +85,14 @@ export class App {
   #lastHostValue: string | undefined;
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
+  /** Requests taken (`handle`) whose response has not closed yet: what a reload's drain waits for. */
+  #inFlight = 0;
+  /** Called when the last request in flight closes, while draining. */
+  #idle: (() => void) | undefined = undefined;
+  /** One listener for every response (no closure per request). */
+  readonly #requestClosed = (): void => {
+    if (--this.#inFlight === 0) this.#idle?.();
+  };
   readonly #onClose: (this: TrackedResponse) => void;
   readonly #trusted: TrustedProxies;
   readonly #serverHeader: string;
@@ -177,6 +185,28 @@ export class App {
    * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
    * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
    */
+  /** Whether no request taken by this app is still being answered. */
+  get idle(): boolean {
+    return this.#inFlight === 0;
+  }
+
+  /**
+   * After a reload's swap: no new request comes here. Stops the health checks and resolves once every request it
+   * took has been answered (a body still arriving, a long download, a wait in a queue: each goes on with this
+   * app's upstreams and access log), or at `limitMs`; `stop()` follows.
+   */
+  drain(limitMs: number): Promise<void> {
+    for (const upstream of this.#upstreams.values()) upstream.drain();
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, limitMs);
+      this.#idle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
   async stop(cutAfterMs?: number): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
     await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop(cutAfterMs)));
@@ -302,6 +332,8 @@ export class App {
    * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
    */
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
+    this.#inFlight++;
+    res.on('close', this.#requestClosed);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
       const status = adoptAuthority(req);

@@ -20,6 +20,11 @@ import { Listeners, type BoundAddress } from './listeners.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
+/**
+ * How long a previous config may go on answering what it took before a reload: an upload still arriving, a long
+ * download, a tunnel. nginx's old workers wait without bound by default; past this, what is left is cut.
+ */
+const RELOAD_DRAIN_MS = 5 * 60_000;
 
 /** What a server may be built with besides its config and logger. */
 export interface PorticoOptions {
@@ -38,6 +43,8 @@ export class Portico {
   #state: StateDir | undefined;
   #acme: AcmeSites | undefined;
   #stopped = false;
+  /** Previous configs still answering what they took before a reload (see `#reload`). */
+  readonly #draining = new Set<Promise<void>>();
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
 
@@ -191,8 +198,20 @@ export class Portico {
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
     await this.#updateAcme(config);
-    await previous.stop();
-    await Promise.all(caches.retired.map((zone) => zone.stop()));
+    // The previous app drains: what it took (an upload still arriving, a download, a wait in a queue) ends with its
+    // upstreams and access log, and only then are they closed. The reload does not wait for it, unless it is idle.
+    const retired = caches.retired;
+    const drained = previous
+      .drain(RELOAD_DRAIN_MS)
+      .then(() => previous.stop(1000))
+      .then(() => Promise.all(retired.map((zone) => zone.stop())))
+      .then(
+        () => undefined,
+        (err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'),
+      );
+    if (previous.idle) return drained;
+    this.#draining.add(drained);
+    void drained.finally(() => this.#draining.delete(drained));
   }
 
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
@@ -200,6 +219,8 @@ export class Portico {
     this.#stopped = true;
     this.#acme?.stop();
     await this.#listeners.stop(graceMs);
+    // Every client is gone: configs still draining after a reload stop now.
+    await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
     // fill) must not hold the process past its grace period.
     await this.#app.stop(Math.min(graceMs, 1000));

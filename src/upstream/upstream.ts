@@ -107,6 +107,11 @@ export class Upstream {
     this.#checker?.start();
   }
 
+  /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
+  drain(): void {
+    this.#checker?.stop();
+  }
+
   /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
   async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
