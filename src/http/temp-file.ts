@@ -23,6 +23,8 @@ const READ_CHUNK = 256 * 1024;
 export class TempSpace {
   /** Bytes held in this space's files now. */
   used = 0;
+  /** Bytes on their way to a file (queued behind a write): counted against the bound as if written. */
+  pending = 0;
   constructor(
     readonly dir: string,
     readonly max: number,
@@ -30,7 +32,7 @@ export class TempSpace {
 
   /** Whether `more` bytes would pass the bound. */
   wouldExceed(more: number): boolean {
-    return this.used + more > this.max;
+    return this.used + this.pending + more > this.max;
   }
 
   /** A new temporary file in this space. */

@@ -117,3 +117,30 @@ test('temp_files.max_size: once the files of all answers hold it, push() says fa
   for (let i = 0; i < 100 && space.used > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(space.used, 0, 'the space is given back when the file is reset or closed');
 });
+
+test('chunks on their way to the file count against temp_files.max_size at once: a burst cannot overshoot it', () => {
+  const space = new TempSpace(dir, 128 * KB);
+  const client = slowClient();
+  client.res.write(Buffer.alloc(32 * KB));
+  const spool = new ResponseSpool(client.res, { limit: 4 * 1024 * KB, memory: 32 * KB, space }, () => undefined, (err) => assert.fail(err));
+  let accepted = 0;
+  // All in one tick, as an app's burst arrives: no write to the file has finished yet.
+  for (let i = 0; i < 200 && spool.push(Buffer.alloc(32 * KB)); i++) accepted++;
+  assert.ok(accepted * 32 * KB <= 32 * KB + 128 * KB + 32 * KB, `held at most memory + the space + one chunk (accepted ${accepted} chunks)`);
+  spool.release();
+  assert.equal(space.pending, 0, 'what was on its way to the file is given back on release');
+});
+
+test('the bytes counted as sent are those handed to the client\'s connection, not those taken from the app', async () => {
+  const client = slowClient();
+  // The spool starts as ClientSink starts it: after a write (counted by the sink itself) said false.
+  assert.equal(client.res.write(Buffer.alloc(32 * KB)), false);
+  const counter = { bytesSent: 32 * KB };
+  const spool = new ResponseSpool(client.res, { limit: 4 * 1024 * KB, memory: 64 * KB, space: new TempSpace(dir, 1024 * 1024 * KB) }, () => undefined, (err) => assert.fail(err), counter);
+  for (let i = 0; i < 16; i++) spool.push(Buffer.alloc(32 * KB));
+  await client.take(64 * KB);
+  const received = client.received.reduce((sum, chunk) => sum + chunk.length, 0);
+  assert.ok(counter.bytesSent < 16 * 32 * KB, `not everything taken from the app counts (${counter.bytesSent})`);
+  assert.ok(counter.bytesSent >= received, `what the client got counts (${counter.bytesSent} >= ${received})`);
+  spool.release();
+});

@@ -46,9 +46,15 @@ export class ResponseSpool {
   #ended = false;
   #released = false;
 
+  /** Counts the bytes handed to the client's connection (the request's `bytesSent`, which the access log reports). */
+  readonly #counter: { bytesSent: number };
+  /** Bytes waiting to be appended to the file, counted in the space's `pending` meanwhile. */
+  #toFileBytes = 0;
+
   /** Starts holding for `res`, whose last write said false; `resume` restarts a paused upstream. */
-  constructor(res: ClientResponse, limits: SpoolLimits, resume: (() => void) | null, onError: (err: Error) => void) {
+  constructor(res: ClientResponse, limits: SpoolLimits, resume: (() => void) | null, onError: (err: Error) => void, counter = { bytesSent: 0 }) {
     this.#res = res;
+    this.#counter = counter;
     this.#o = limits;
     this.#resume = resume;
     this.#onError = onError;
@@ -65,6 +71,7 @@ export class ResponseSpool {
   push(chunk: Buffer): boolean {
     if (this.#released) return true;
     if (this.#held === 0 && !this.#waitingDrain) {
+      this.#counter.bytesSent += chunk.length;
       if (!this.#res.write(chunk)) this.#waitingDrain = true;
       return true;
     }
@@ -74,9 +81,11 @@ export class ResponseSpool {
       this.#memoryBytes += chunk.length;
     } else {
       this.#toFile.push(chunk);
+      this.#toFileBytes += chunk.length;
+      this.#o.space.pending += chunk.length;
       this.#append();
     }
-    if (this.#held <= this.#o.limit && this.#o.space.used < this.#o.space.max) return true;
+    if (this.#held <= this.#o.limit && !this.#o.space.wouldExceed(0)) return true;
     this.#paused = true;
     return false;
   }
@@ -93,6 +102,8 @@ export class ResponseSpool {
     this.#released = true;
     this.#memory = [];
     this.#toFile = [];
+    this.#o.space.pending -= this.#toFileBytes;
+    this.#toFileBytes = 0;
     this.#held = 0;
     this.#res.off('drain', this.#onDrain);
     this.#res.off('close', this.release);
@@ -118,6 +129,7 @@ export class ResponseSpool {
       if (chunk !== undefined) {
         this.#memoryBytes -= chunk.length;
         this.#held -= chunk.length;
+        this.#counter.bytesSent += chunk.length;
         if (!this.#res.write(chunk)) this.#waitingDrain = true;
         continue;
       }
@@ -126,7 +138,7 @@ export class ResponseSpool {
       break;
     }
     // With the space full (other answers hold it), the upstream resumes only once this client took all: its pace.
-    if (this.#paused && this.#held <= this.#o.limit && (this.#held === 0 || this.#o.space.used < this.#o.space.max)) {
+    if (this.#paused && this.#held <= this.#o.limit && (this.#held === 0 || !this.#o.space.wouldExceed(0))) {
       this.#paused = false;
       this.#resume?.();
     }
@@ -152,6 +164,7 @@ export class ResponseSpool {
           file.reset();
           this.#fileRead = 0;
         }
+        this.#counter.bytesSent += buffer.length;
         if (!this.#res.write(buffer)) this.#waitingDrain = true;
         this.#pump();
       },
@@ -182,6 +195,11 @@ export class ResponseSpool {
     }
     while (this.#toFile.length > 0 && !this.#released) {
       const batch = this.#toFile.splice(0);
+      let bytes = 0;
+      for (const chunk of batch) bytes += chunk.length;
+      // From waiting to written: counted in `used` by the file once the append is done.
+      this.#toFileBytes -= bytes;
+      this.#o.space.pending -= bytes;
       await this.#file.append(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
       // What is written may go out while the next batch is appended.
       this.#pump();

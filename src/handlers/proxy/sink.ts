@@ -94,11 +94,12 @@ export class ClientSink implements ResponseSink {
   }
 
   data(chunk: Buffer): boolean {
-    this.ctx.bytesSent += chunk.length;
+    // What was handed to the client's connection, not what was taken from the app: a spool counts its own.
     if (this.#spool !== null) return this.#spool.push(chunk);
+    this.ctx.bytesSent += chunk.length;
     if (this.ctx.res.write(chunk)) return true;
     if (this.#buffered) {
-      this.#spool = new ResponseSpool(this.ctx.res, this.buffering, this.#resume, (err) => this.#spoolFailed(err));
+      this.#spool = new ResponseSpool(this.ctx.res, this.buffering, this.#resume, (err) => this.#spoolFailed(err), this.ctx);
       return true;
     }
     // A 'drain' listener only when the client is slow: most responses never need one.
