@@ -435,16 +435,49 @@ describe('request buffering', { skip }, () => {
     await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
   });
 
-  test('temp_files.max_size bounds the files of all requests: a body that would pass it gets 503 with Retry-After, the app sees nothing, the file is released', async () => {
+  test('temp_files.max_size bounds the files of all requests: a declared body that can never fit gets 413 before 100 Continue, a chunked one past it 503 with Retry-After; the app sees neither', async () => {
     const bounded = await startPortico(proxyConfig(app, '', 'temp_files: { max_size: 256KB }\n'));
-    const client = await connect(bounded.port);
     try {
       const arrived = app.arrived;
-      client.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * KB}\r\n\r\n`);
-      client.socket.write(Buffer.alloc(1024 * KB, 'q'));
-      await waitFor('the answer', () => client.text().startsWith('HTTP/1.1 503'), 5000);
-      assert.match(client.text(), /\r\nRetry-After: \d+\r\n/i);
-      await waitFor('the connection to close', () => client.closed(), 5000);
+      const declared = await connect(bounded.port);
+      try {
+        declared.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${1024 * KB}\r\nExpect: 100-continue\r\n\r\n`);
+        await waitFor('the answer', () => /^HTTP\/1\.1 \d{3}/.test(declared.text()), 5000);
+        assert.match(declared.text(), /^HTTP\/1\.1 413/, 'refused before 100 Continue: no byte of the body was asked for');
+      } finally {
+        declared.socket.destroy();
+      }
+      // While another upload holds most of the space, a declared body that would pass it is refused at once: 503.
+      const holder = await connect(bounded.port);
+      try {
+        holder.socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+        const piece = Buffer.alloc(64 * KB, 'h');
+        for (let i = 0; i < 3; i++) holder.socket.write(`${piece.length.toString(16)}\r\n${piece.toString('latin1')}\r\n`);
+        await waitFor('the held upload to be in a temporary file', () => openTempFiles().length === 1, 5000);
+        const refused = await connect(bounded.port);
+        try {
+          refused.socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${128 * KB}\r\nExpect: 100-continue\r\n\r\n`);
+          await waitFor('the answer', () => /^HTTP\/1\.1 \d{3}/.test(refused.text()), 5000);
+          assert.match(refused.text(), /^HTTP\/1\.1 503/);
+          assert.match(refused.text(), /\r\nRetry-After: \d+\r\n/i);
+        } finally {
+          refused.socket.destroy();
+        }
+      } finally {
+        holder.socket.destroy();
+      }
+      await waitFor('the held upload\'s file to be closed', () => openTempFiles().length === 0, 5000);
+      const chunked = await connect(bounded.port);
+      try {
+        chunked.socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+        const piece = Buffer.alloc(64 * KB, 'q');
+        for (let i = 0; i < 16; i++) chunked.socket.write(`${piece.length.toString(16)}\r\n${piece.toString('latin1')}\r\n`);
+        await waitFor('the answer', () => chunked.text().startsWith('HTTP/1.1 503'), 5000);
+        assert.match(chunked.text(), /\r\nRetry-After: \d+\r\n/i);
+        await waitFor('the connection to close', () => chunked.closed(), 5000);
+      } finally {
+        chunked.socket.destroy();
+      }
       assert.equal(app.arrived, arrived);
       await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
       // A body the bound holds is forwarded as before.
@@ -458,7 +491,6 @@ describe('request buffering', { skip }, () => {
         ok.socket.destroy();
       }
     } finally {
-      client.socket.destroy();
       await bounded.stop();
     }
   });

@@ -107,8 +107,13 @@ export class RequestPreparer {
     const declared = length === undefined ? -1 : Number(length);
     if (req.headers.expect !== undefined) {
       if (req.headers.expect.toLowerCase() !== '100-continue') return void sendError(ctx, 417, undefined, true);
-      res.writeContinue();
     }
+    // A declared body that the temporary files cannot take now is refused before 100 Continue, before it is sent:
+    // 503 (try later) while others hold the space, 413 when it could never fit.
+    if (this.#o.requestBuffering && declared > this.#o.requestBufferMemory && this.#o.tempSpace.wouldExceed(declared)) {
+      return void (declared > this.#o.tempSpace.max ? sendError(ctx, 413, undefined, true) : sendError(ctx, 503, RETRY_SOON, true));
+    }
+    if (req.headers.expect !== undefined) res.writeContinue();
     // An h2 body needs no framing field: DATA frames follow unless the HEADERS frame ended the stream.
     const hasBody = declared > 0 || req.headers['transfer-encoding'] !== undefined || (declared < 0 && req.httpVersionMajor === 2 && !h2EndedWithHeaders(res));
     let body: Readable | null = null;
