@@ -61,13 +61,15 @@ function hstsValue(hsts: Config['sites'][number]['hsts']): string | undefined {
 }
 
 const kContext = Symbol('portico.context');
+/** Set on a response whose request `handle` took (counted in flight until the response closes). */
+const kCounted = Symbol('portico.counted');
 
 /** Sends an error page and yields `undefined`, for the matching steps that end a request early. */
 function reject(...args: Parameters<typeof sendError>): undefined {
   sendError(...args);
   return undefined;
 }
-type TrackedResponse = ClientResponse & { [kContext]?: RequestContext };
+type TrackedResponse = ClientResponse & { [kContext]?: RequestContext; [kCounted]?: true };
 
 /** One compiled config, ready to answer requests. */
 export class App {
@@ -155,7 +157,10 @@ export class App {
     }
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
+    const requestClosed = this.#requestClosed;
+    // One listener per response, for the log and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
+      if (this[kCounted] === true) requestClosed();
       const ctx = this[kContext];
       if (ctx === undefined || accessLog === null) return;
       const finished = responseComplete(this);
@@ -333,7 +338,9 @@ export class App {
    */
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     this.#inFlight++;
-    res.on('close', this.#requestClosed);
+    (res as TrackedResponse)[kCounted] = true;
+    // With an access log, its close listener (set by #context) counts the request out as well.
+    if (this.#accessLog === null) res.on('close', this.#requestClosed);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
       const status = adoptAuthority(req);
@@ -397,7 +404,8 @@ export class App {
     if (this.#accessLog !== null) {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;
-      res.once('close', this.#onClose);
+      // `on`, not `once`: 'close' comes once, and `once` would wrap the listener in a new closure per request.
+      res.on('close', this.#onClose);
       // An h2 request's socket is a view of its stream's session, gone once the stream closes: the log (written
       // at close) reads the client address worked out now.
       if (req.httpVersionMajor === 2) ctx.clientAddress();
