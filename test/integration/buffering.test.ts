@@ -774,7 +774,9 @@ describe('response buffering', { skip }, () => {
       await waitFor('a temporary file', () => openTempFiles().length === 1, 5000);
       // Held back: the app stops writing while the client reads nothing, with about 2MB held in Portico.
       assert.equal(await stallOrDone('the app', () => app.bigWritten, () => app.bigDone === 1, { quietMs: 500 }), 'stalled');
-      assert.ok(app.bigWritten > 2 * MB && app.bigWritten < 12 * MB, `the app wrote ${app.bigWritten} bytes`);
+      // Stalled before its 16MB: held back by the limit. How far it got beyond 2MB depends on the kernel's socket
+      // buffers on both sides (loopback autotuning grows them under load: 14MB was seen on a loaded run).
+      assert.ok(app.bigWritten > 2 * MB, `the app wrote ${app.bigWritten} bytes`);
       client.socket.destroy();
       await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
     } finally {
