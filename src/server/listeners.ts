@@ -159,9 +159,6 @@ class Listener {
         // The upgrade is ignored (RFC 9110 §7.8) and the request answered; Node stopped reading the connection's
         // bytes after it, so the connection closes once the answer is out.
         if (res !== undefined) res.shouldKeepAlive = false;
-        // A chunked body behind such a head is not reliably read by Node's parser (a malformed one is neither
-        // delivered nor reported: the request would wait for it until request_timeout), so it is refused.
-        if (req.headers['transfer-encoding'] !== undefined) return 400;
       }
       // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
       if (req.headers.host === undefined && req.httpVersionMinor === 1 && req.httpVersionMajor === 1) return 400;
