@@ -11,8 +11,9 @@ import path from 'node:path';
 import { tmpdir } from 'node:os';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
-import { ConfigError, type ConfigIssue } from '../../src/errors.js';
+import type { ConfigIssue } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
+import { configIssues } from '../helpers/config.js';
 import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 import { makeTree, startPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -447,13 +448,7 @@ sites:
 
 describe('intercept_errors config', () => {
   function issuesOf(text: string): readonly ConfigIssue[] {
-    try {
-      parseConfig(text, 'portico.yaml', tmpdir());
-    } catch (err) {
-      assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-      return err.issues;
-    }
-    assert.fail('the config loaded');
+    return configIssues(text, tmpdir());
   }
 
   test('a status outside 4xx/5xx is refused at its file:line:col with its key path', () => {

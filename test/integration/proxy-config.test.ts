@@ -4,18 +4,13 @@
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { describe, test } from 'node:test';
+import type { ConfigIssue } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
-import { ConfigError, type ConfigIssue } from '../../src/errors.js';
+import { configIssues } from '../helpers/config.js';
 
 /** The issues of a config that must not load. */
 function issuesOf(text: string): readonly ConfigIssue[] {
-  try {
-    parseConfig(text, 'portico.yaml', tmpdir());
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err.issues;
-  }
-  assert.fail('the config loaded');
+  return configIssues(text, tmpdir());
 }
 
 /** The 1-based line of the first line of `text` containing `needle`. */
