@@ -40,15 +40,12 @@ interface Waiter {
   server: UpstreamServer | undefined;
 }
 
-/** Where a request waits in the capacity queue (see `waitForCapacity`). */
+/**
+ * A request's place in the capacity queue over its waits (see `waitForCapacity`): `until` is 0 before its first
+ * wait, then that wait's deadline, kept by later ones.
+ */
 export interface QueuePlace {
-  /** When the wait ends at the latest (epoch ms): a request woken and still without a server keeps its first deadline. */
   until: number;
-  /** Back in the queue after a turn that another request took: at its head, not behind later arrivals. */
-  again: boolean;
-  /** Its pin (sticky cookie value or session route) and the servers it tried: to wait for its own server. */
-  sticky: string | undefined;
-  tried: ReadonlySet<number> | undefined;
 }
 
 /** A place in the capacity queue: `ready` resolves true when capacity may be free, false on timeout or cancel. */
@@ -237,11 +234,15 @@ export class Upstream {
    * pool connection free. The wait ends false on timeout, or when cancelled (its client went away), and leaves
    * the queue then.
    */
-  waitForCapacity(place?: QueuePlace): CapacityWait {
+  waitForCapacity(place?: QueuePlace, sticky?: string, tried?: ReadonlySet<number>): CapacityWait {
     const { size, timeout } = this.config.queue;
     if (this.#queue.length >= size) return NO_ROOM;
+    // Woken and still without a server (another request took the turn), a request waits again at the queue's
+    // head, to its first deadline: its wait is bounded by queue.timeout in all, and later arrivals do not pass it.
+    const again = place !== undefined && place.until !== 0;
+    if (place !== undefined && !again) place.until = Date.now() + timeout;
     const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
-    const server = place === undefined ? undefined : this.#pinnedAndFull(place.sticky, place.tried);
+    const server = this.#pinnedAndFull(sticky, tried);
     let waiter!: Waiter;
     const leave = (): void => {
       const at = this.#queue.indexOf(waiter);
@@ -252,7 +253,7 @@ export class Upstream {
     };
     const ready = new Promise<boolean>((resolve) => {
       waiter = { resolve, timer: setTimeout(leave, wait), server };
-      if (place?.again === true) this.#queue.unshift(waiter);
+      if (again) this.#queue.unshift(waiter);
       else this.#queue.push(waiter);
     });
     return { ready, cancel: leave };

@@ -111,7 +111,7 @@ describe('choosing the server of a session', () => {
     assert.equal(capped.select(undefined, pick, 'tc1'), 'full');
     assert.equal(chosen(capped, undefined), 1, 'a request without a session still goes to the free server');
     // Waiting for tc1: a turn freed on tc2 is not its own; one freed on tc1 is.
-    const wait = capped.waitForCapacity({ until: Date.now() + 60_000, again: false, sticky: 'tc1', tried: undefined });
+    const wait = capped.waitForCapacity({ until: 0 }, 'tc1');
     let woken: boolean | undefined;
     void wait.ready.then((ok) => (woken = ok));
     const other = capped.servers[1]!;
@@ -128,11 +128,11 @@ describe('choosing the server of a session', () => {
   test('a wait in the queue is bounded by its first deadline, and a request that waits again goes to the head of the queue', async () => {
     const capped = routed(['tc1'], { max_conns: 1 });
     capped.acquire(capped.servers[0]!);
-    const past = capped.waitForCapacity({ until: Date.now() - 1, again: true, sticky: undefined, tried: undefined });
+    const past = capped.waitForCapacity({ until: Date.now() - 1 });
     assert.equal(await past.ready, false, 'a deadline already past ends the wait at once');
     const order: string[] = [];
-    const first = capped.waitForCapacity({ until: Date.now() + 60_000, again: false, sticky: undefined, tried: undefined });
-    const returning = capped.waitForCapacity({ until: Date.now() + 60_000, again: true, sticky: undefined, tried: undefined });
+    const first = capped.waitForCapacity({ until: 0 });
+    const returning = capped.waitForCapacity({ until: Date.now() + 60_000 });
     void first.ready.then(() => order.push('first'));
     void returning.ready.then(() => order.push('returning'));
     capped.release(capped.servers[0]!);

@@ -9,7 +9,7 @@ import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
-import type { Upstream } from '../../upstream/upstream.js';
+import type { QueuePlace, Upstream } from '../../upstream/upstream.js';
 import type { SpooledBody } from './body.js';
 import { keptFields, READ_OUT_TIME, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
@@ -41,8 +41,8 @@ export class Exchange {
   /** The loop's clock and choices, set when it starts. */
   deadline = 0;
   tryUntil = 0;
-  /** When its wait in the capacity queue ends at the latest (0: it has not waited). */
-  queueUntil = 0;
+  /** Its place in the capacity queue, made at its first wait (most requests never wait). */
+  queue: QueuePlace | undefined = undefined;
   stickyValue: string | undefined = undefined;
   pick: PickContext | undefined = undefined;
   lastFailure: FailureReason | undefined = undefined;

@@ -133,11 +133,7 @@ export class Forwarder {
     if (typeof chosen === 'string') {
       if (chosen === 'full') {
         // A client that goes away while waiting leaves the queue (its place would otherwise be held to the timeout).
-        // Woken and still without a server (another request took the turn), it waits again at the queue's head, to
-        // its first deadline: the wait is bounded by queue.timeout in all.
-        const again = ex.queueUntil !== 0;
-        if (!again) ex.queueUntil = Date.now() + config.queue.timeout;
-        const wait = this.#upstream.waitForCapacity({ until: ex.queueUntil, again, sticky: ex.stickyValue, tried: ex.tried });
+        const wait = this.#upstream.waitForCapacity((ex.queue ??= { until: 0 }), ex.stickyValue, ex.tried);
         ex.abortCurrent = wait.cancel;
         wait.ready.then((ok) => {
           ex.abortCurrent = undefined;

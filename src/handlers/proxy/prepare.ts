@@ -38,7 +38,7 @@ export interface PrepareOptions {
   readonly requestBuffering: boolean;
   /** With request buffering, bytes of a body kept in memory; past them it goes to a temporary file. */
   readonly requestBufferMemory: number;
-  /** The folder of the temporary files. */
+  /** Where the temporary files go, and their bound in all. */
   readonly tempSpace: TempSpace;
   readonly logger: Logger;
 }

@@ -57,16 +57,13 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
   const onClientGone = () => abort?.abort();
   socket.once('close', onClientGone);
   let status: number;
-  let queueUntil = 0;
+  const queue = { until: 0 };
   try {
     for (;;) {
       if (socket.destroyed) return;
       const server = upstream.select(tried, pick, stickyValue);
       if (server === 'full') {
-        // As a request's (forward.ts): bounded by queue.timeout in all, at the head when it waits again.
-        const again = queueUntil !== 0;
-        if (!again) queueUntil = Date.now() + upstream.config.queue.timeout;
-        const wait = upstream.waitForCapacity({ until: queueUntil, again, sticky: stickyValue, tried });
+        const wait = upstream.waitForCapacity(queue, stickyValue, tried);
         // A client that goes away while waiting leaves the queue.
         const leave = () => wait.cancel();
         socket.once('close', leave);
