@@ -9,7 +9,10 @@
 export const LAYERS = [
   [{ room: 'cli', path: '^src/cli\\.ts$' }],
   [{ room: 'server', path: '^src/server/' }],
-  [{ room: 'handlers', path: '^src/handlers/' }],
+  [
+    { room: 'handlers', path: '^src/handlers/' },
+    { room: 'connections', path: '^src/connections/' },
+  ],
   [
     { room: 'upstream', path: '^src/upstream/' },
     { room: 'cache', path: '^src/cache/' },

@@ -2,10 +2,10 @@
  * The registry of handler kinds, by the config key that names them. A kind registers once; a duplicate name is
  * an error at start-up (as in Caddy), so two modules can never silently claim the same key.
  */
-import { proxyKind } from './proxy.js';
+import { proxyKind } from './proxy/handler.js';
 import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
-import { staticKind } from './static.js';
+import { staticKind } from './static/handler.js';
 import { STAGES, type MiddlewareKind } from './chain.js';
 import { accessKind } from './middleware/access.js';
 import { basicAuthKind } from './middleware/basic-auth.js';

@@ -16,7 +16,7 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
-import { Listeners, type BoundAddress } from './listeners.js';
+import { Listeners, type BoundAddress } from '../connections/listeners.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';

@@ -1,5 +1,5 @@
 /**
- * The connection gate of a listener (src/server/connection-gate.ts): the PROXY protocol (v1 and v2, only from
+ * The connection gate of a listener (src/connections/connection-gate.ts): the PROXY protocol (v1 and v2, only from
  * trusted_proxies; its address is the client's for everything), and max_connections / max_connections_per_ip
  * (a 503 and a close over the limit; counts drop as connections close).
  */

@@ -176,7 +176,7 @@ sites:
       t.diagnostic(`${name}: ${ROUNDS} connections, ${frames} frames sent in all; outcomes: ${[...new Set(outcomes)].join('; ')}`);
       t.diagnostic(`RSS growth ${(growth / 1048576).toFixed(1)} MB (cap ${RSS_CAP / 1048576} MB); bystander ${latencies.length} requests, p99 ${worst.toFixed(1)} ms (bound ${P99_BOUND_MS} ms)`);
       if (name === 'rapid reset') {
-        // Portico's own limits (src/server/h2-session.ts), stricter than nghttp2's (about 1000 resets, then
+        // Portico's own limits (src/connections/h2-session.ts), stricter than nghttp2's (about 1000 resets, then
         // GOAWAY INTERNAL_ERROR, every stream having reached the app server first).
         const reached = backend.requests.length - upstreamBefore;
         t.diagnostic(`requests that reached the app server: ${reached}`);

@@ -1,5 +1,5 @@
 /**
- * keepalive_timeout: idle client connections are closed by Portico's sweeper (src/server/keepalive.ts), not by
+ * keepalive_timeout: idle client connections are closed by Portico's sweeper (src/connections/keepalive.ts), not by
  * Node's per-response timer. Busy connections — a request waiting for a slow upstream, a WebSocket tunnel, a
  * client sending requests — must never be cut by it.
  */
@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { RawConnection, hasHead, statusOf } from './proxy-support.js';
-import { sweepInterval } from '../../src/server/keepalive.js';
+import { sweepInterval } from '../../src/connections/keepalive.js';
 
 const TIMEOUT = 400;
 let portico: RunningPortico;

@@ -1,5 +1,5 @@
 /**
- * send_timeout (src/server/keepalive.ts): a client that takes nothing of its answer for send_timeout is
+ * send_timeout (src/connections/keepalive.ts): a client that takes nothing of its answer for send_timeout is
  * disconnected — a large static file or a large proxied answer — and the upstream request behind it is let go.
  * A slow reader that keeps taking bytes, and an idle keep-alive connection, are not cut by it.
  */
@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { sweepInterval } from '../../src/server/keepalive.js';
+import { sweepInterval } from '../../src/connections/keepalive.js';
 import { trackServerSockets } from './proxy-support.js';
 import { testPki } from './tls-support.js';
 

@@ -1,7 +1,7 @@
 /**
  * Hardening: slowloris. Many connections send a request head a byte at a time, never finishing it; ordinary
  * clients must be served meanwhile, and each slow connection must be closed at header_timeout (Node answers
- * 408, see src/server/listeners.ts). The same over TLS: connections silent before the handshake or trickling a
+ * 408, see src/connections/listeners.ts). The same over TLS: connections silent before the handshake or trickling a
  * ClientHello are cut at the handshake timeout (header_timeout), and slow heads after a handshake get 408.
  * Reports what it tried with t.diagnostic.
  */

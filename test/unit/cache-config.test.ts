@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
-import { proxyKind } from '../../src/handlers/proxy.js';
+import { proxyKind } from '../../src/handlers/proxy/handler.js';
 import { optionsOf } from '../../src/handlers/types.js';
 
 const dir = makeTree({ 'cache/.keep': '' });

@@ -7,7 +7,7 @@ import { parseDuration, parseSize } from '../../src/config/units.js';
 import { ConfigError } from '../../src/errors.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
-import { staticKind } from '../../src/handlers/static.js';
+import { staticKind } from '../../src/handlers/static/handler.js';
 import { optionsOf } from '../../src/handlers/types.js';
 
 const dir = makeTree({ 'pub/index.html': 'hi', 'errors/404.html': 'gone' });

@@ -1,5 +1,5 @@
 /**
- * The Node internals Portico reads (src/server/node-internals.ts). These tests fail loudly when a Node release
+ * The Node internals Portico reads (src/connections/node-internals.ts). These tests fail loudly when a Node release
  * renames or reshapes them, so the keep-alive sweeper never falls back silently.
  */
 import assert from 'node:assert/strict';
@@ -16,7 +16,7 @@ import {
   requestsBeingReceived,
   responseOnSocket,
   wrappedSocket,
-} from '../../src/server/node-internals.js';
+} from '../../src/connections/node-internals.js';
 import { createCertificate } from '../../src/tls/self-signed.js';
 
 describe('Node internals that the keep-alive sweeper reads', () => {

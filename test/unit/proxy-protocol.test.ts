@@ -1,11 +1,11 @@
 /**
- * The PROXY protocol parser (src/server/proxy-protocol.ts): v1 lines and v2 binary headers per HAProxy's
+ * The PROXY protocol parser (src/connections/proxy-protocol.ts): v1 lines and v2 binary headers per HAProxy's
  * proxy-protocol.txt, strict about what it accepts, and the same answer however the bytes are split.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { parseProxyHeader, V1_MAX, V2_MAX, type ProxyParse } from '../../src/server/proxy-protocol.js';
+import { parseProxyHeader, V1_MAX, V2_MAX, type ProxyParse } from '../../src/connections/proxy-protocol.js';
 
 const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 

@@ -5,15 +5,15 @@
  * WebSocket tunnel (`tunnel.ts`), and serving from the cache (`cache.ts`).
  */
 import { z } from 'zod';
-import { duration, headerMap, size, upstreamUrl, type CheckEnv, type Problem } from '../config/schema.js';
-import { compileTemplate } from '../http/template.js';
-import type { Upstream } from '../upstream/upstream.js';
-import { ProxyCache } from './proxy/cache.js';
-import { Forwarder } from './proxy/forward.js';
-import { interceptedStatuses, interceptOption } from './proxy/intercept.js';
-import { RequestPreparer } from './proxy/prepare.js';
-import { tunnelWebSocket, type TunnelOptions } from './proxy/tunnel.js';
-import { defineHandler } from './types.js';
+import { duration, headerMap, size, upstreamUrl, type CheckEnv, type Problem } from '../../config/schema.js';
+import { compileTemplate } from '../../http/template.js';
+import type { Upstream } from '../../upstream/upstream.js';
+import { ProxyCache } from './cache.js';
+import { Forwarder } from './forward.js';
+import { interceptedStatuses, interceptOption } from './intercept.js';
+import { RequestPreparer } from './prepare.js';
+import { tunnelWebSocket, type TunnelOptions } from './tunnel.js';
+import { defineHandler } from '../types.js';
 
 /** A proxy route's use of a cache zone. */
 const cacheOptions = z.strictObject({

@@ -11,19 +11,19 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { responseCut, type RequestContext } from '../http/context.js';
-import { drained, RETRY_SOON, sendError, sendWhole } from '../http/send.js';
-import { renderListing } from './static/autoindex.js';
-import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../http/conditional.js';
-import { negotiateEncoding } from '../http/negotiate.js';
-import { createEncoder, DEFAULT_LEVELS } from '../http/compression.js';
-import { makeETag, sameVersion, type FileEntry, type Variant } from './static/file-entry.js';
-import { parseRange, type ByteRange } from '../http/range.js';
-import { StaticResolver, type Resolution } from './static/resolver.js';
+import { responseCut, type RequestContext } from '../../http/context.js';
+import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
+import { renderListing } from './autoindex.js';
+import { evaluatePreconditions, hasConditionals, ifRangeAllows } from '../../http/conditional.js';
+import { negotiateEncoding } from '../../http/negotiate.js';
+import { createEncoder, DEFAULT_LEVELS } from '../../http/compression.js';
+import { makeETag, sameVersion, type FileEntry, type Variant } from './file-entry.js';
+import { parseRange, type ByteRange } from '../../http/range.js';
+import { StaticResolver, type Resolution } from './resolver.js';
 import { z } from 'zod';
-import { duration, headerMap, size, type CheckEnv, type Problem } from '../config/schema.js';
-import { isDirectory } from '../config/validate.js';
-import { defineHandler } from './types.js';
+import { duration, headerMap, size, type CheckEnv, type Problem } from '../../config/schema.js';
+import { isDirectory } from '../../config/validate.js';
+import { defineHandler } from '../types.js';
 
 /** Options of a `static` route. */
 const options = z.strictObject({
