@@ -3,7 +3,7 @@
  * `set_headers`, hash keys, cache keys (and, later, custom log formats) all compile here, once, into a function
  * so the hot path does no parsing.
  *
- * The variables (README, "Variables", lists the same):
+ * The variables (docs/configuration.md, "Variables", lists the same):
  * - `$scheme` `http` or `https`; `$host` the request's host, lower-cased, without port; `$method`;
  * - `$request_uri` the canonical path and query; `$uri` the canonical path; `$args` the query, without `?`;
  * - `$remote_addr` the client's address (from X-Forwarded-For only when the peer is a trusted proxy);

@@ -44,7 +44,7 @@ export class UpstreamServer implements PolicyServer {
   ewmaMs = 0;
   #ewmaAt = 0;
 
-  /** Active-check verdict (true before the first check: see README, "Health checks"). */
+  /** Active-check verdict (true before the first check: see docs/proxy.md, "Health checks"). */
   healthy = true;
   /** Consecutive passing / failing active checks. */
   passes = 0;

@@ -1,7 +1,8 @@
 /**
- * README claims about listener limits: `max_requests_per_conn` (the connection is closed after N requests) and
- * `request_timeout` (time to receive the whole request, body included; Node's requestTimeout, answered 408 by
- * the listener's clientError handler, which then closes the connection).
+ * Claims of docs/configuration.md (the listener settings of the reference config) about listener limits:
+ * `max_requests_per_conn` (the connection is closed after N requests) and `request_timeout` (time to receive the
+ * whole request, body included; Node's requestTimeout, answered 408 by the listener's clientError handler, which
+ * then closes the connection).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

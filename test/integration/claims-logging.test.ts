@@ -1,7 +1,7 @@
 /**
- * README claims about the access log's `json` format: one line per request that any JSON parser reads back,
- * whatever bytes a client put in the request target, User-Agent or Referer. The log is read after `stop()`,
- * which flushes it (no waiting for the once-a-second flush).
+ * Claims of docs/operations.md ("Logs") about the access log's `json` format: one line per request that any JSON
+ * parser reads back, whatever bytes a client put in the request target, User-Agent or Referer. The log is read after
+ * `stop()`, which flushes it (no waiting for the once-a-second flush).
  */
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
- * README claims about load-balancing policies, through the real proxy and real app servers: `hash` on each
- * kind of `hash_key` variable ($cookie_NAME, $header_NAME, $arg_NAME, $remote_addr), `ip_hash` on the client
- * address, and `ewma` preferring a fast server over a slow one.
+ * Claims of docs/proxy.md ("Policies", `hash_key`) about load-balancing policies, through the real proxy and real
+ * app servers: `hash` on each kind of `hash_key` variable ($cookie_NAME, $header_NAME, $arg_NAME, $remote_addr),
+ * `ip_hash` on the client address, and `ewma` preferring a fast server over a slow one.
  *
  * Distinct client addresses are real: on Linux the whole 127.0.0.0/8 is the loopback, so a client socket can
  * be bound to 127.0.0.N. Where that is not possible (macOS), those tests skip and say so.

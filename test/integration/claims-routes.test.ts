@@ -1,6 +1,7 @@
 /**
- * README claims about `redirect:` routes (status, and a `to` that may use $scheme $host $request_uri $uri $args)
- * and about the showcase config: `portico check examples/portico.yaml` exits 0 with one OK line.
+ * Claims of docs/configuration.md about `redirect:` routes (status, and a `to` that may use $scheme $host
+ * $request_uri $uri $args), and of README.md about the showcase config: `portico check examples/portico.yaml` exits
+ * 0 with one OK line.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -1,7 +1,8 @@
 /**
- * README claims about how Portico talks to app servers: `timeouts.connect`, `timeouts.read`, `timeouts.idle`,
- * the `keepalive` pool (undici's Pool `connections`: a cap on the connections to one server, not only on idle
- * ones), `retry_buffer`, `tls.insecure_skip_verify`, and `Retry-After` on Portico's own 503s.
+ * Claims of docs/proxy.md (the upstream settings) about how Portico talks to app servers: `timeouts.connect`,
+ * `timeouts.read`, `timeouts.idle`, the `keepalive` pool (undici's Pool `connections`: a cap on the connections to
+ * one server, not only on idle ones), `retry_buffer`, `tls.insecure_skip_verify`, and `Retry-After` on Portico's own
+ * 503s.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

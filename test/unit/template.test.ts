@@ -21,7 +21,7 @@ describe('compileTemplate (one variable list for redirects, headers, hash and ca
     assert.equal(render(ctx), 'https|example.com|GET|/a/b?x=1&user=ann|/a/b|x=1&user=ann|203.0.113.5|abc|bob|ann');
   });
 
-  test('a fixed name followed by more letters is literal text ($hostname, $uri_old, $schemes), as README says', () => {
+  test('a fixed name followed by more letters is literal text ($hostname, $uri_old, $schemes), as the docs say', () => {
     assert.equal(compileTemplate('https://$hostname/$uri_old/$schemes')(context()), 'https://$hostname/$uri_old/$schemes');
   });
 

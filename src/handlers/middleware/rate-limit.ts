@@ -30,7 +30,7 @@ const options = z.strictObject({
   rate,
   /** Requests a key may make at once beyond the rate (the bucket's size); the rate per second when absent. */
   burst: z.number().int().min(1).optional(),
-  /** What a bucket is per: any template (see README, "Variables"). */
+  /** What a bucket is per: any template (see docs/configuration.md, "Variables"). */
   key: z.string().default('$remote_addr'),
   /** With the default key, IPv6 clients share a bucket per prefix of this length. */
   ipv6_prefix: z.number().int().min(1).max(128).default(64),

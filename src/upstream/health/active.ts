@@ -1,7 +1,7 @@
 /**
  * Active health checks: every `interval`, a GET of `path` to each server (never overlapping for one server),
  * bounded by `timeout`. `fall` consecutive failures mark a server down, `rise` consecutive passes mark it up
- * again. A server starts up (see README, "Health checks") and the first round runs at once on start().
+ * again. A server starts up (see docs/proxy.md, "Health checks") and the first round runs at once on start().
  */
 import type { Config } from '../../config/load.js';
 import type { UpstreamServer } from '../server.js';
