@@ -234,6 +234,13 @@ describe('docs: the reference config', () => {
     }
     assert.deepEqual(missing, []);
   });
+
+  test('every key of the config schema, at any depth, is named somewhere in README.md or docs/*.md', () => {
+    const text = [...read.values()].map((page) => readFileSync(path.join(root, page.file), 'utf8')).join('\n');
+    // Named: `key`, key: (YAML), or .key (a key path); a key documented in prose is quoted as `key`.
+    const unnamed = [...allKeys(schema)].filter((key) => !new RegExp(`(\`|[.\\s{,])${key}(\`|:)`).test(text));
+    assert.deepEqual(unnamed, []);
+  });
 });
 
 /** Folders under `dir` (relative to the repository), recursively. */
