@@ -254,6 +254,54 @@ describe('GrowingBody', () => {
     assert.equal(body.chunks.length, 0);
   });
 
+  test('released, a writer learns when the readers are more than a limit behind, and is resumed once they catch up', async () => {
+    const body = new GrowingBody();
+    let drained!: () => void;
+    const reading = body.pipeTo(
+      () => false,
+      () => new Promise<void>((resolve) => (drained = resolve)),
+    );
+    let resumed = 0;
+    body.push(Buffer.alloc(10));
+    // Kept whole: never over, whatever is held.
+    assert.equal(body.holdsOver(5, () => resumed++), false);
+    body.release();
+    body.push(Buffer.alloc(10));
+    body.push(Buffer.alloc(10));
+    // The reader took the first chunk and waits: the other two (20 bytes) are held for it.
+    assert.equal(body.held, 20);
+    assert.equal(body.holdsOver(15, () => resumed++), true);
+    drained();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(resumed, 1, 'resumed once the reader passed a chunk');
+    assert.ok(body.held <= 15);
+    body.end();
+    while (body.held > 0) {
+      drained();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    drained();
+    await reading;
+  });
+
+  test('an aborted reader leaves at once: the promise rejects and it holds no chunk back', async () => {
+    const body = new GrowingBody();
+    const controller = new AbortController();
+    const reading = body.pipeTo(() => false, () => new Promise<void>(() => {}), controller.signal);
+    body.push(Buffer.from('a'));
+    body.push(Buffer.from('b'));
+    body.release();
+    assert.equal(body.readers, 1);
+    assert.equal(body.held, 1);
+    let resumed = false;
+    assert.equal(body.holdsOver(0, () => (resumed = true)), true);
+    controller.abort(new Error('client gone'));
+    await assert.rejects(reading, /client gone/);
+    assert.equal(body.readers, 0);
+    assert.equal(body.held, 0);
+    assert.equal(resumed, true);
+  });
+
   test('an empty body that already ended resolves at once', async () => {
     const body = new GrowingBody();
     body.end();
