@@ -3,7 +3,8 @@
  * the chunks already in, then every new one, so a collapsed miss streams the first response to every waiter
  * without waiting for it to finish. The chunks are kept, so the complete body can be stored afterwards — until
  * `release()` (the body turned out too large to store): from then on a chunk is dropped once every reader has
- * passed it, so a long response does not pile up in memory, and no new reader may join.
+ * passed it, so a long response does not pile up in memory, and no new reader may join; `holdsOver` then tells
+ * the writer when the readers have fallen too far behind, and when they have caught up again.
  */
 
 type Listener = (chunk: Buffer | null, err?: Error) => void;
@@ -22,10 +23,15 @@ export class GrowingBody {
   /** Absolute index of `chunks[0]`. */
   #dropped = 0;
   #retain = true;
+  /** Bytes in `chunks`. */
+  #held = 0;
+  /** The writer waiting for the readers to catch up (see `holdsOver`). */
+  #catchUp: { limit: number; resume: () => void } | null = null;
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.bytes += chunk.length;
+    this.#held += chunk.length;
     for (const listener of this.#listeners) listener(chunk);
     this.#trim();
   }
@@ -53,6 +59,21 @@ export class GrowingBody {
     return this.#positions.size;
   }
 
+  /** Bytes kept now: all of them, or after `release()` those some reader has yet to pass. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /**
+   * After `release()`: whether more than `limit` bytes are kept for readers behind; if so, `resume` is called once
+   * they are down to `limit` again (the readers passed them, or left). Always false while the body is kept whole.
+   */
+  holdsOver(limit: number, resume: () => void): boolean {
+    if (this.#retain || this.#held <= limit) return false;
+    this.#catchUp = { limit, resume };
+    return true;
+  }
+
   /** Stops keeping the whole body: it will not be stored, and only the current readers still need it. */
   release(): void {
     this.#retain = false;
@@ -70,36 +91,51 @@ export class GrowingBody {
     let lowest = this.#dropped + this.chunks.length;
     for (const position of this.#positions) lowest = Math.min(lowest, position.at);
     if (lowest > this.#dropped) {
-      this.chunks.splice(0, lowest - this.#dropped);
+      for (const chunk of this.chunks.splice(0, lowest - this.#dropped)) this.#held -= chunk.length;
       this.#dropped = lowest;
+    }
+    const catchUp = this.#catchUp;
+    if (catchUp !== null && this.#held <= catchUp.limit) {
+      this.#catchUp = null;
+      catchUp.resume();
     }
   }
 
   /**
    * Feeds a reader: replays what arrived, then follows. `write` returns false for backpressure; the reader then
-   * resumes on its `drain`. Resolves when the body ended; rejects when it failed, or when it was released.
+   * resumes on its `drain`. Resolves when the body ended; rejects when it failed, when it was released, or when
+   * `signal` aborts (the reader left: it stops holding chunks back at once).
    */
-  pipeTo(write: (chunk: Buffer) => boolean, waitDrain: () => Promise<void>): Promise<void> {
+  pipeTo(write: (chunk: Buffer) => boolean, waitDrain: () => Promise<void>, signal?: AbortSignal): Promise<void> {
     if (!this.#retain) return Promise.reject(new Error('the body was released'));
+    if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
     return new Promise<void>((resolve, reject) => {
       const position = { at: 0 };
       let pumping = false;
+      let finished = false;
       const finish = (err?: Error) => {
+        if (finished) return;
+        finished = true;
+        signal?.removeEventListener('abort', onAbort);
         this.#positions.delete(position);
         this.#listeners.delete(listener);
         this.#trim();
         if (err === undefined) resolve();
         else reject(err);
       };
+      const onAbort = () => finish(signal!.reason as Error);
       const pump = async () => {
-        if (pumping) return;
+        if (pumping || finished) return;
         pumping = true;
-        while (position.at < this.#dropped + this.chunks.length) {
+        while (!finished && position.at < this.#dropped + this.chunks.length) {
           const chunk = this.chunks[position.at - this.#dropped]!;
           position.at++;
+          // Once released, what this reader passed may go now (and a writer waiting for readers may resume).
+          if (!this.#retain) this.#trim();
           if (!write(chunk)) await waitDrain();
         }
         pumping = false;
+        if (finished) return;
         this.#trim();
         if (this.error !== undefined) finish(this.error);
         else if (this.done) finish();
@@ -108,6 +144,7 @@ export class GrowingBody {
       if (this.done && this.error === undefined && this.chunks.length === 0) return resolve();
       this.#positions.add(position);
       if (!this.done) this.#listeners.add(listener);
+      signal?.addEventListener('abort', onAbort, { once: true });
       void pump().catch(finish);
     });
   }

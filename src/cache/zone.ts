@@ -14,6 +14,14 @@ import type { PersistentStore, StoredResponse } from './types.js';
 
 type ZoneConfig = Config['caches'][string];
 
+/**
+ * Disk-tier writes a zone has in flight at most. A burst of stores (a cold cache, a purge followed by a crowd)
+ * would otherwise open as many files and queue as many writes as there are responses, each holding its body in
+ * memory until written; past this many, a store stays in memory only (the disk is a second chance, not a
+ * promise), as Varnish and nginx's cache loader give up work rather than pile it up.
+ */
+export const DISK_WRITES_IN_FLIGHT = 16;
+
 /** What a zone keeps beside each stored variant. */
 export interface VariantExtra {
   facts: EntryFacts;
@@ -83,6 +91,10 @@ export class CacheZone {
   readonly #logger: Logger;
   readonly #flights = new Map<string, Flight>();
   readonly #hitForMiss = new Map<string, number>();
+  #diskWrites = 0;
+  #diskWritesDropped = 0;
+  /** Whether the drops of the current burst were logged (once per burst: cleared when no write is in flight). */
+  #dropLogged = false;
 
   constructor(name: string, config: ZoneConfig, logger: Logger, sharedDisk?: PersistentStore) {
     this.name = name;
@@ -155,9 +167,38 @@ export class CacheZone {
   store(entry: StoredResponse, options: RuleOptions): CachedVariant {
     const variant = makeVariant(entry, options);
     this.memory.put(variant);
-    this.#disk?.put(entry).catch((err: unknown) => this.#logger.warn({ err, zone: this.name }, 'disk cache write failed'));
+    if (this.#disk !== undefined) this.#writeToDisk(this.#disk, entry);
     this.#hitForMiss.delete(entry.key);
     return variant;
+  }
+
+  /** Disk-tier writes in flight now (at most DISK_WRITES_IN_FLIGHT). */
+  get diskWritesInFlight(): number {
+    return this.#diskWrites;
+  }
+
+  /** Disk-tier writes dropped since the zone was made because DISK_WRITES_IN_FLIGHT were in flight. */
+  get diskWritesDropped(): number {
+    return this.#diskWritesDropped;
+  }
+
+  /** Writes `entry` to the disk tier, or drops the write (memory only) when the bound of writes in flight is reached. */
+  #writeToDisk(disk: PersistentStore, entry: StoredResponse): void {
+    if (this.#diskWrites >= DISK_WRITES_IN_FLIGHT) {
+      this.#diskWritesDropped++;
+      if (!this.#dropLogged) {
+        this.#dropLogged = true;
+        this.#logger.warn({ zone: this.name, inFlight: this.#diskWrites }, 'disk cache writes are behind: new entries stay in memory only until they catch up');
+      }
+      return;
+    }
+    this.#diskWrites++;
+    disk
+      .put(entry)
+      .catch((err: unknown) => this.#logger.warn({ err, zone: this.name }, 'disk cache write failed'))
+      .finally(() => {
+        if (--this.#diskWrites === 0) this.#dropLogged = false;
+      });
   }
 
   /** Removes every variant of a key from both tiers; returns how many were removed. */

@@ -15,6 +15,7 @@ import { Agent } from 'node:https';
 import * as acme from 'acme-client';
 import type { Logger } from 'pino';
 import type { AcmeConfig } from '../config/schema.js';
+import { acmeClient, AcmeAccounts } from './acme-account.js';
 import type { Http01Challenges } from './challenges.js';
 import type { StateDir } from './state-dir.js';
 
@@ -77,6 +78,8 @@ export interface AcmeOptions {
   /** First retry delay after a failed order (1 min); it doubles after each failure, up to `retryMaxMs` (1 h). */
   retryFirstMs?: number;
   retryMaxMs?: number;
+  /** The accounts shared by the managers of one state directory (made per manager when absent). */
+  accounts?: AcmeAccounts;
 }
 
 /** A certificate in use and when it should be renewed. */
@@ -114,6 +117,7 @@ export class AcmeManager {
   readonly #options: AcmeOptions;
   readonly #now: () => number;
   readonly #accountId: string;
+  readonly #accounts: AcmeAccounts;
   #held: Held | undefined;
   #timer: NodeJS.Timeout | undefined;
   #failures = 0;
@@ -127,6 +131,7 @@ export class AcmeManager {
     this.#now = options.now ?? Date.now;
     this.id = fileId(hosts[0] ?? 'site', settings.directory, ...[...hosts].map((h) => h.toLowerCase()).sort());
     this.#accountId = fileId(new URL(settings.directory).host, settings.directory, settings.email);
+    this.#accounts = options.accounts ?? new AcmeAccounts(options.state);
     if (settings.trusted_roots !== undefined) trustRoots(settings.directory, readFileSync(settings.trusted_roots, 'utf8'));
   }
 
@@ -234,21 +239,11 @@ export class AcmeManager {
 
   /** One order, start to finish: account (made or reused), key and CSR, http-01 challenges, certificate. */
   async #order(): Promise<{ cert: string; key: string }> {
-    const { state, challenges } = this.#options;
+    const { challenges } = this.#options;
     const settings = this.#settings;
-    let accountKey = state.read(`accounts/${this.#accountId}.key`);
-    if (accountKey === undefined) {
-      accountKey = await acme.crypto.createPrivateEcdsaKey();
-      await state.write(`accounts/${this.#accountId}.key`, accountKey);
-    }
-    const saved = state.read(`accounts/${this.#accountId}.json`);
-    const accountUrl = saved === undefined ? undefined : (JSON.parse(saved.toString()) as { url?: string }).url;
-    const client = new acme.Client({
-      directoryUrl: settings.directory,
-      accountKey,
-      ...(accountUrl === undefined ? {} : { accountUrl }),
-      ...(settings.eab === undefined ? {} : { externalAccountBinding: { kid: settings.eab.kid, hmacKey: settings.eab.hmac_key } }),
-    });
+    // Shared with every site on the same account: made once, even when they all order at first start.
+    const account = await this.#accounts.account(this.#accountId, settings);
+    const client = acmeClient(settings, account.key, account.url);
     const [key, csr] = await acme.crypto.createCsr({ commonName: this.hosts[0]!, altNames: [...this.hosts] }, await acme.crypto.createPrivateEcdsaKey());
     const cert = await client.auto({
       csr,
@@ -265,9 +260,6 @@ export class AcmeManager {
         challenges.delete(challenge.token);
       },
     });
-    if (accountUrl === undefined) {
-      await state.write(`accounts/${this.#accountId}.json`, JSON.stringify({ url: client.getAccountUrl(), directory: settings.directory, email: settings.email }));
-    }
     return { cert, key: key.toString() };
   }
 }
@@ -288,7 +280,8 @@ export class AcmeSites {
   #managers = new Map<string, AcmeManager>();
 
   constructor(options: AcmeOptions) {
-    this.#options = options;
+    // One set of accounts for every manager, across reloads: sites on one account share it.
+    this.#options = { ...options, accounts: options.accounts ?? new AcmeAccounts(options.state) };
   }
 
   /** The manager of the site naming `host`, if any (for tests and status). */

@@ -68,6 +68,8 @@ export interface Pebble {
   caFile: string;
   /** How many certificates it has issued so far. */
   issued(): number;
+  /** How many accounts it has made so far. */
+  accounts(): number;
   stop(): Promise<void>;
 }
 
@@ -112,6 +114,7 @@ export async function startPebble(dir: string, options: { alwaysValid: boolean; 
     directory: `https://127.0.0.1:${api}/dir`,
     caFile: cert,
     issued: () => child.output.match(/Issued certificate serial/g)?.length ?? 0,
+    accounts: () => child.output.match(/There are now \d+ accounts in memory/g)?.length ?? 0,
     stop: () => child.stop(),
   };
 }

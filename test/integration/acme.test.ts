@@ -2,15 +2,16 @@
  * ACME against Debian's pebble: a certificate obtained on first start, kept 0600 in the state directory, reused
  * at the next start (no new order), renewed when a third of its life remains, retried with backoff while the CA
  * is down (the old certificate keeps serving); and a real http-01 validation through Portico's plain listener,
- * which answers the challenge before access rules and rate limits.
+ * which answers the challenge before access rules and rate limits; sites sharing an account make it once.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import tls from 'node:tls';
 import { after, describe, test, type TestContext } from 'node:test';
+import * as acme from 'acme-client';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico, type PorticoOptions } from '../../src/server/portico.js';
 import { renewalTime } from '../../src/tls/acme.js';
@@ -271,5 +272,36 @@ ${site('eab.test', `, eab: { kid: kid-1, hmac_key: ${hmac} }`)}${site('no-eab.te
     // A host whose certificate does not exist (yet), on a listener without a default one: the handshake fails.
     assert.ok((await handshake(server.addresses[0]!.port, 'no-eab.test')) instanceof Error);
     assert.match(((await handshake(server.addresses[0]!.port, 'eab.test')) as X509Certificate).issuer, /Pebble Intermediate CA/);
+  });
+
+  test('three sites on one account at first start: one account is made, and the saved key owns the saved account URL', async (t) => {
+    if (!requireTool(t, 'pebble') || !requireTool(t, 'openssl')) return;
+    const dir = tree();
+    const pebble = await startPebble(dir, { alwaysValid: true });
+    t.after(() => pebble.stop());
+    const site = (host: string) => `  - hosts: [${host}]
+    tls: { acme: { email: ops@shared.test, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile} } }
+    routes: [{ path: /, respond: { body: "${host}" } }]
+`;
+    const logs = capturingLogger();
+    const server = build(t, dir, `listen: [{ addr: "127.0.0.1:0", tls: {} }]
+log: { access: off }
+state_dir: ./state
+sites:
+${site('one.test')}${site('two.test')}${site('three.test')}`, logs.logger);
+    await server.start();
+    await logs.waitFor('acme: certificate obtained', 3);
+    for (const host of ['one.test', 'two.test', 'three.test']) assert.match(issuerOf(server.acmeManager(host)!.certificate!), /Pebble Intermediate CA/);
+    assert.equal(pebble.accounts(), 1, 'one account for the three sites');
+    const accounts = path.join(dir, 'state', 'accounts');
+    const names = readdirSync(accounts).sort();
+    assert.deepEqual(names.map((name) => path.extname(name)), ['.json', '.key']);
+    const accountKey = readFileSync(path.join(accounts, names[1]!));
+    const saved = JSON.parse(readFileSync(path.join(accounts, names[0]!), 'utf8')) as { url: string };
+    // The CA's account for the saved key (looked up, never made) is the saved one: a renewal signs for it.
+    const client = new acme.Client({ directoryUrl: pebble.directory, accountKey });
+    await client.createAccount({ onlyReturnExisting: true });
+    assert.equal(client.getAccountUrl(), saved.url);
+    assert.equal(pebble.accounts(), 1);
   });
 });

@@ -2,10 +2,13 @@
  * Request collapsing over real sockets: concurrent misses for one key become one origin request whose body
  * streams to every waiter as it arrives; a response that may not be shared (private, no-store, Set-Cookie,
  * Authorization, another Vary variant) is never given to a waiter, who asks the origin itself; and the key is
- * then hit-for-miss, so the next burst is not serialised behind a leader.
+ * then hit-for-miss, so the next burst is not serialised behind a leader. A leader's client that reads slowly
+ * (or not at all) holds back no one: the fetch goes at the app's pace, and the leader reads like any waiter.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { cacheConfig, cacheStatus, get, type Origin, startOrigin } from './cache-support.js';
@@ -134,6 +137,67 @@ describe('a leader that goes away', () => {
     client.abort();
     await assert.rejects(client.done);
     await waitFor('the origin request to be aborted', () => originClosed);
+  });
+});
+
+describe('a leader whose client does not read', () => {
+  test('a 12 MB answer: a collapsed waiter gets it whole within 5 s while the leader reads nothing; the app is asked once; the leader then gets it whole too', async (t) => {
+    // A route whose own buffering for a slow client is small (64KB): before, the leader's full buffer paused the
+    // fetch for the waiters too.
+    const own = await startPortico(`caches:
+  big: { memory: 48MB, max_object: 16MB }
+upstreams:
+  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: origin, buffer_response: 64KB, response_buffer_memory: 64KB, cache: { zone: big } }
+`);
+    t.after(() => own.stop());
+    const body = randomBytes(12 * 1024 * 1024 * 0.75).toString('base64');
+    let releaseRest!: () => void;
+    const rest = new Promise<void>((resolve) => (releaseRest = resolve));
+    origin.on('/paused-leader', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain', 'content-length': body.length });
+      res.write(body.slice(0, 1000));
+      void rest.then(() => res.end(body.slice(1000)));
+    });
+    // The leader: a raw connection that reads nothing (paused before anything arrives).
+    const leader = net.connect(own.port, '127.0.0.1');
+    leader.pause();
+    t.after(() => leader.destroy());
+    leader.write('GET /paused-leader HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    await waitFor('the leader to reach the origin', () => origin.seen('/paused-leader').length === 1);
+    const waiter = streamingGet(own.port, '/paused-leader');
+    await waitFor('the first bytes at the waiter', () => waiter.received().length === 1000);
+    assert.match(await waiter.cacheStatus, /collapsed/);
+    releaseRest();
+    const started = Date.now();
+    const whole = await Promise.race([
+      waiter.done,
+      new Promise<string>((_resolve, reject) => setTimeout(() => reject(new Error(`the waiter had ${waiter.received().length} of ${body.length} bytes after 5 s`)), 5000).unref()),
+    ]);
+    assert.equal(whole.length, body.length);
+    assert.ok(whole === body, 'the waiter got the body intact');
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(origin.seen('/paused-leader').length, 1);
+    // Stored: the next client is a hit.
+    const after = await get(own.port, '/paused-leader');
+    assert.match(cacheStatus(after), /^Portico; hit/);
+    // The leader reads at last, and gets the whole answer.
+    const chunks: Buffer[] = [];
+    leader.on('data', (chunk: Buffer) => chunks.push(chunk));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the leader\'s answer did not end within 5 s')), 5000);
+      leader.once('close', () => (clearTimeout(timer), resolve()));
+      leader.resume();
+    });
+    const received = Buffer.concat(chunks).toString('latin1');
+    const headEnd = received.indexOf('\r\n\r\n');
+    assert.match(received.slice(0, headEnd), /^HTTP\/1\.1 200 /);
+    assert.equal(received.length - headEnd - 4, body.length);
+    assert.ok(received.slice(headEnd + 4) === body, 'the leader got the body intact');
+    assert.equal(origin.seen('/paused-leader').length, 1);
   });
 });
 

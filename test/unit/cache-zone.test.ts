@@ -1,16 +1,21 @@
 /**
  * The cache zone and its memory tier, without sockets: the byte bound holds under churn, LRU order keeps the
- * most recently used, purge by key and by prefix, Vary lookups, hit-for-miss marks; and the growing body that
+ * most recently used, purge by key and by prefix, Vary lookups, hit-for-miss marks, the bound of disk writes in
+ * flight; and the growing body that
  * streams one response to many readers while it arrives.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import pino from 'pino';
 import { GrowingBody } from '../../src/cache/growing-body.js';
 import { MemoryStore } from '../../src/cache/memory-store.js';
 import { DEFAULT_TARGETED, type RuleOptions } from '../../src/cache/rules.js';
-import { storedSize, type StoredResponse } from '../../src/cache/types.js';
-import { CacheZone, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
+import { DiskStore } from '../../src/cache/disk-store.js';
+import { storedSize, type PersistentStore, type StoredResponse } from '../../src/cache/types.js';
+import { CacheZone, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
 
 const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const silent = pino({ level: 'silent' });
@@ -249,9 +254,106 @@ describe('GrowingBody', () => {
     assert.equal(body.chunks.length, 0);
   });
 
+  test('released, a writer learns when the readers are more than a limit behind, and is resumed once they catch up', async () => {
+    const body = new GrowingBody();
+    let drained!: () => void;
+    const reading = body.pipeTo(
+      () => false,
+      () => new Promise<void>((resolve) => (drained = resolve)),
+    );
+    let resumed = 0;
+    body.push(Buffer.alloc(10));
+    // Kept whole: never over, whatever is held.
+    assert.equal(body.holdsOver(5, () => resumed++), false);
+    body.release();
+    body.push(Buffer.alloc(10));
+    body.push(Buffer.alloc(10));
+    // The reader took the first chunk and waits: the other two (20 bytes) are held for it.
+    assert.equal(body.held, 20);
+    assert.equal(body.holdsOver(15, () => resumed++), true);
+    drained();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(resumed, 1, 'resumed once the reader passed a chunk');
+    assert.ok(body.held <= 15);
+    body.end();
+    while (body.held > 0) {
+      drained();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    drained();
+    await reading;
+  });
+
+  test('an aborted reader leaves at once: the promise rejects and it holds no chunk back', async () => {
+    const body = new GrowingBody();
+    const controller = new AbortController();
+    const reading = body.pipeTo(() => false, () => new Promise<void>(() => {}), controller.signal);
+    body.push(Buffer.from('a'));
+    body.push(Buffer.from('b'));
+    body.release();
+    assert.equal(body.readers, 1);
+    assert.equal(body.held, 1);
+    let resumed = false;
+    assert.equal(body.holdsOver(0, () => (resumed = true)), true);
+    controller.abort(new Error('client gone'));
+    await assert.rejects(reading, /client gone/);
+    assert.equal(body.readers, 0);
+    assert.equal(body.held, 0);
+    assert.equal(resumed, true);
+  });
+
   test('an empty body that already ended resolves at once', async () => {
     const body = new GrowingBody();
     body.end();
     await body.pipeTo(() => true, async () => {});
+  });
+});
+
+describe('disk-tier writes in flight', () => {
+  test('a burst of stores keeps at most DISK_WRITES_IN_FLIGHT disk writes in flight and drops (and counts) the rest', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'portico-zone-disk-'));
+    const disk = new DiskStore({ path: dir, maxSize: 100_000_000 });
+    await disk.open();
+    // The real store on a real folder, its writes held at a gate: a disk that cannot keep up with the stores.
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let inFlight = 0;
+    let peak = 0;
+    const held: PersistentStore = Object.assign(Object.create(disk) as PersistentStore, {
+      put: async (entry: StoredResponse) => {
+        peak = Math.max(peak, ++inFlight);
+        try {
+          await gate;
+          await disk.put(entry);
+        } finally {
+          inFlight--;
+        }
+      },
+    });
+    const z = new CacheZone('test', { memory: 10_000_000, max_object: 1_000_000 } as ConstructorParameters<typeof CacheZone>[1], silent, held);
+    try {
+      const total = DISK_WRITES_IN_FLIGHT * 4;
+      for (let i = 0; i < total; i++) z.store(response(`http/burst/${i}`, `body ${i}`), RULES);
+      assert.equal(peak, DISK_WRITES_IN_FLIGHT);
+      assert.equal(z.diskWritesInFlight, DISK_WRITES_IN_FLIGHT);
+      assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
+      // Every store is in memory all the same.
+      assert.equal(z.memory.keys().length, total);
+      open();
+      const deadline = Date.now() + 5000;
+      while (z.diskWritesInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(z.diskWritesInFlight, 0);
+      // The writes let through reached the disk; the dropped ones did not.
+      assert.equal((await disk.get('http/burst/0')).length, 1);
+      assert.equal((await disk.get(`http/burst/${total - 1}`)).length, 0);
+      // With the disk caught up, the next store is written again.
+      z.store(response('http/after', 'after'), RULES);
+      assert.equal(z.diskWritesInFlight, 1);
+      assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
+    } finally {
+      await z.stop();
+      await disk.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

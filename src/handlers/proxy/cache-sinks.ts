@@ -101,7 +101,10 @@ export interface StoringSinkInit {
   readonly background: boolean;
   /** The cache's own copy of the prepared request. */
   readonly fetch: PreparedRequest;
-  /** Where the client's answer goes: it holds what a slow client has not taken, so the fetch is not paced by it. */
+  /**
+   * Where the client's answer goes. A response being stored or shared reaches it through the GrowingBody, like any
+   * waiter; any other straight from the fetch (its spool then holds what a slow client has not taken).
+   */
   readonly client: ClientSink;
 }
 
@@ -112,6 +115,12 @@ export interface StoringSink extends StoringSinkInit {}
  * The sink of a cacheable fetch: decides storability at the head, streams to the client (and to collapsed
  * waiters through a GrowingBody), stores the complete body, swallows a revalidation's 304 and refreshes, and
  * turns an origin error into stale-if-error when the stored copy allows it.
+ *
+ * A response being stored is fetched at the app's pace, whoever reads it: its own client reads the GrowingBody
+ * like any collapsed waiter, so a slow one (or one that reads nothing) holds back neither the waiters nor the app
+ * (nginx fills the cache file at the upstream's pace, Varnish streams a fetch to all its clients from storage).
+ * The body is kept whole up to max_object anyway. Past max_object it is not stored, and its readers may fall at
+ * most max_object behind the app: beyond that, the fetch waits for the slowest of them.
  */
 export class StoringSink implements ResponseSink {
   status = 0;
@@ -126,6 +135,12 @@ export class StoringSink implements ResponseSink {
   #responseTime = 0;
   #clientGone = false;
   #resume: (() => void) | null = null;
+  /** The client's reader of the GrowingBody, when it reads from there; aborted when the client goes. */
+  #reading: AbortController | null = null;
+  /** The client's reader waiting for its client to take more. */
+  #clientWait: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  /** Resumes the fetch once the body's readers have caught up (past max_object). */
+  readonly #resumeFetch = (): void => this.#resume?.();
 
   constructor(init: StoringSinkInit) {
     Object.assign(this, init);
@@ -138,9 +153,45 @@ export class StoringSink implements ResponseSink {
   clientGone(): void {
     this.#clientGone = true;
     this.#clientBody = false;
+    this.#stopReading(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     if (this.status !== 0 && !this.#needed()) this.#abort();
-    // A pause for this client's backpressure would never end now.
-    this.#resume?.();
+    // A pause for this client's backpressure would never end now (one through the body ends as its reader leaves).
+    if (this.#reading === null) this.#resume?.();
+  }
+
+  /**
+   * Feeds the client from the body, as a waiter is fed: its pace is its own. Its end or failure ends the
+   * client's answer; the reader is aborted when the client goes, or when the fetch fails.
+   */
+  #readBody(body: GrowingBody): void {
+    const reading = (this.#reading = new AbortController());
+    this.client.drain(() => {
+      const wait = this.#clientWait;
+      this.#clientWait = null;
+      wait?.resolve();
+    });
+    body
+      .pipeTo(
+        (chunk) => this.client.data(chunk),
+        () => new Promise<void>((resolve, reject) => (this.#clientWait = { resolve, reject })),
+        reading.signal,
+      )
+      .then(
+        () => this.client.end(),
+        () => {
+          if (!reading.signal.aborted) this.client.fail();
+        },
+      );
+  }
+
+  /** The client's reader leaves the body (its client went, or the fetch failed). */
+  #stopReading(reason: Error): void {
+    const reading = this.#reading;
+    if (reading === null || reading.signal.aborted) return;
+    reading.abort(reason);
+    const wait = this.#clientWait;
+    this.#clientWait = null;
+    wait?.reject(reason);
   }
 
   /** Whether the response is wanted beside this client: it is being stored, or waiters are reading it. */
@@ -220,22 +271,24 @@ export class StoringSink implements ResponseSink {
     }
     this.client.head(status, [...withoutPorticoField(headers), 'Cache-Status', statusHeader], own);
     if (req.method === 'HEAD') this.#clientBody = false;
+    else if (this.#body !== null) this.#readBody(this.#body);
   }
 
   data(chunk: Buffer): boolean {
     if (this.#mode !== 'client') return true;
     const body = this.#body;
-    if (body !== null) {
-      body.push(chunk);
-      if (this.#stored !== null && body.bytes > this.cache.options.zone.maxObject) this.#tooLarge(body);
-    }
-    if (!this.#clientBody) return true;
-    return this.client.data(chunk);
+    if (body === null) return !this.#clientBody || this.client.data(chunk);
+    body.push(chunk);
+    const maxObject = this.cache.options.zone.maxObject;
+    if (this.#stored !== null && body.bytes > maxObject) this.#tooLarge(body);
+    // Kept whole (≤ max_object): at the app's pace. Released: until the slowest reader is max_object behind.
+    return !body.holdsOver(maxObject, this.#resumeFetch);
   }
 
   drain(resume: () => void): void {
     this.#resume = resume;
-    this.client.drain(resume);
+    // A client reading the body resumes its own reader, never the fetch.
+    if (this.#reading === null) this.client.drain(resume);
   }
 
   /** A 103 of the fetch goes to the client that triggered it (not to collapsed waiters, nor in the background). */
@@ -267,11 +320,14 @@ export class StoringSink implements ResponseSink {
       body.end();
       if (this.#stored !== null) this.cache.store({ ...this.#stored, body: body.concat() });
     }
-    if (!this.background) this.client.end();
+    // A client reading the body ends when its reader has passed the end.
+    if (!this.background && this.#reading === null) this.client.end();
   }
 
   fail(err: Error): void {
     this.#body?.fail(err);
+    // Broken at once, not after a slow client has read what arrived before.
+    this.#stopReading(err);
     // A 'discard' (stale-if-error) answers after the forward; a 'refresh' that failed has nothing to serve.
     if (!this.background && this.#mode !== 'discard') this.client.fail();
   }
