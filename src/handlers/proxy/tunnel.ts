@@ -69,10 +69,8 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
         socket.once('close', leave);
         const ok = await wait.ready;
         socket.off('close', leave);
-        if (socket.destroyed) {
-          if (ok) upstream.passOn();
-          return;
-        }
+        // A turn not taken (the client went away meanwhile) is passed on by the upstream.
+        if (socket.destroyed) return;
         if (ok || (await waitForServer())) continue;
         status = 503;
         break;
