@@ -12,7 +12,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { readCookie } from '../http/template.js';
-import { ActiveHealthChecker } from './health/active.js';
+import { ActiveHealthChecker, errorWords } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
@@ -99,8 +99,8 @@ export class Upstream {
         ? undefined
         : new Map(config.servers.flatMap((server, i) => (server.route === undefined ? [] : [[server.route, this.servers[i]!] as const])));
     if (config.health !== undefined) {
-      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {
-        this.#logger.warn({ upstream: name, server: server.label }, healthy ? 'server is up' : 'server is down');
+      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy, reason, check) => {
+        this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
         if (healthy) this.#wake();
       });
     }
@@ -314,15 +314,21 @@ export class Upstream {
     this.#wake();
   };
 
-  /** Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. */
-  recordFailure(server: UpstreamServer): void {
+  /**
+   * Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. `reason` is the
+   * failure in `passive.on` terms (`503`, `connect_error`, `timeout`, `reset`), `err` the transport error if any:
+   * the ejection's log line says the last one.
+   */
+  recordFailure(server: UpstreamServer, reason: string, err?: unknown): void {
     const passive = this.config.passive;
     const now = Date.now();
     if (!server.recordFailure(now, passive.max_fails, passive.fail_timeout)) return;
     const ejected = this.servers.filter((s) => s.ejectedUntil > now).length;
     if (ejected + 1 > Math.floor((this.servers.length * passive.max_ejection_percent) / 100)) return;
     server.eject(now, passive.fail_timeout);
-    this.#logger.warn({ upstream: this.name, server: server.label, until: new Date(server.ejectedUntil).toISOString() }, 'server ejected');
+    const last = /^\d{3}$/.test(reason) ? `status ${reason}` : err === undefined || reason === 'timeout' ? reason : errorWords(err);
+    const why = `${passive.max_fails} failures within ${passive.fail_timeout} ms, the last: ${last}`;
+    this.#logger.warn({ upstream: this.name, server: server.label, reason: why, until: new Date(server.ejectedUntil).toISOString() }, 'server ejected');
   }
 
   /** Records a live-traffic success. */
