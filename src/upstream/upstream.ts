@@ -12,7 +12,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { readCookie } from '../http/template.js';
-import { ActiveHealthChecker } from './health/active.js';
+import { ActiveHealthChecker, errorWords } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
@@ -36,9 +36,13 @@ export type NoServer = 'unavailable' | 'full';
 interface Waiter {
   resolve: (ok: boolean) => void;
   timer: NodeJS.Timeout;
-  /** The server a pinned request waits for (its session lives there); undefined: any server. */
-  server: UpstreamServer | undefined;
+  /** What its request selects with (see `select`): a turn goes to a waiter that can use it, no other. */
+  sticky: string | undefined;
+  tried: ReadonlySet<number> | undefined;
 }
+
+/** The pick context of a probe (`select` with `probe`): no policy runs, so none of it is read. */
+const PROBE_PICK: PickContext = Object.freeze({ clientIp: '', hashKey: '', random: () => 0 });
 
 /**
  * A request's place in the capacity queue over its waits (see `waitForCapacity`): `until` is 0 before its first
@@ -72,6 +76,8 @@ export class Upstream {
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
   readonly #queue: Waiter[] = [];
+  /** A check, after a turn was given, that it was taken (see `#wake`); undefined when none is due. */
+  #recheck: NodeJS.Immediate | undefined = undefined;
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
 
@@ -93,8 +99,8 @@ export class Upstream {
         ? undefined
         : new Map(config.servers.flatMap((server, i) => (server.route === undefined ? [] : [[server.route, this.servers[i]!] as const])));
     if (config.health !== undefined) {
-      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy) => {
-        this.#logger.warn({ upstream: name, server: server.label }, healthy ? 'server is up' : 'server is down');
+      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy, reason, check) => {
+        this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
         if (healthy) this.#wake();
       });
     }
@@ -112,6 +118,8 @@ export class Upstream {
   /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
   async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
+    if (this.#recheck !== undefined) clearImmediate(this.#recheck);
+    this.#recheck = undefined;
     for (const waiter of this.#queue.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
@@ -162,9 +170,10 @@ export class Upstream {
 
   /**
    * Picks a server for one attempt, or says why none can be had. `tried` holds the ids already tried for this
-   * request (a retry never re-picks the server that just failed).
+   * request (a retry never re-picks the server that just failed). `probe` only asks whether some server could be
+   * had: the policy is not run (its state does not move), and the server returned is any one that could be.
    */
-  select(tried: ReadonlySet<number> | undefined, pick: PickContext, sticky: string | undefined): UpstreamServer | NoServer {
+  select(tried: ReadonlySet<number> | undefined, pick: PickContext, sticky: string | undefined, probe = false): UpstreamServer | NoServer {
     const now = Date.now();
     if (this.#routes !== undefined) {
       // The app's session lives on its routed server, backup or not; one that cannot take the request now
@@ -177,18 +186,18 @@ export class Upstream {
       }
       sticky = undefined;
     }
-    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false);
+    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false, probe);
     if (typeof primary !== 'string' || primary === 'full') return primary;
     if (this.#backups.length > 0) {
-      const backup = this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, false);
+      const backup = this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, false, probe);
       if (typeof backup !== 'string' || backup === 'full') return backup;
     }
     // Nothing else is left: a server ejected for failing live traffic may well be back (when every server went
     // down at once, the first to return is usually one of the ejected), and it is a better bet than no answer.
     // nginx and Envoy ("panic") do the same. A server the active checks hold down is never used.
-    const ejected = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, true);
+    const ejected = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, true, probe);
     if (typeof ejected !== 'string' || this.#backups.length === 0) return ejected;
-    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, true);
+    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, true, probe);
   }
 
   #choose(
@@ -199,6 +208,7 @@ export class Upstream {
     sticky: string | undefined,
     now: number,
     ejectedToo: boolean,
+    probe: boolean,
   ): UpstreamServer | NoServer {
     const candidates = this.#candidates;
     candidates.length = 0;
@@ -215,7 +225,7 @@ export class Upstream {
       candidates.push(server);
     }
     if (candidates.length === 0) return full ? 'full' : 'unavailable';
-    const chosen = candidates.length === 1 ? candidates[0] : policy.pick(candidates, pick);
+    const chosen = candidates.length === 1 || probe ? candidates[0] : policy.pick(candidates, pick);
     return (chosen as UpstreamServer | undefined) ?? 'unavailable';
   }
 
@@ -230,9 +240,9 @@ export class Upstream {
   }
 
   /**
-   * Waits (within the queue's size and timeout) until some server may have capacity: under max_conns and with a
-   * pool connection free. The wait ends false on timeout, or when cancelled (its client went away), and leaves
-   * the queue then.
+   * Waits (within the queue's size and timeout) until some server may have capacity for this request: one
+   * `select` with the same `sticky` and `tried` would return (under max_conns and with a pool connection free).
+   * The wait ends false on timeout, or when cancelled (its client went away), and leaves the queue then.
    */
   waitForCapacity(place?: QueuePlace, sticky?: string, tried?: ReadonlySet<number>): CapacityWait {
     const { size, timeout } = this.config.queue;
@@ -242,7 +252,6 @@ export class Upstream {
     const again = place !== undefined && place.until !== 0;
     if (place !== undefined && !again) place.until = Date.now() + timeout;
     const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
-    const server = this.#pinnedAndFull(sticky, tried);
     let waiter!: Waiter;
     const leave = (): void => {
       const at = this.#queue.indexOf(waiter);
@@ -252,22 +261,11 @@ export class Upstream {
       waiter.resolve(false);
     };
     const ready = new Promise<boolean>((resolve) => {
-      waiter = { resolve, timer: setTimeout(leave, wait), server };
+      waiter = { resolve, timer: setTimeout(leave, wait), sticky, tried };
       if (again) this.#queue.unshift(waiter);
       else this.#queue.push(waiter);
     });
     return { ready, cancel: leave };
-  }
-
-  /** The server a pin names when the request waits for that one: available, not tried, but busy. */
-  #pinnedAndFull(sticky: string | undefined, tried: ReadonlySet<number> | undefined): UpstreamServer | undefined {
-    if (sticky === undefined) return undefined;
-    const now = Date.now();
-    const server = this.#routes !== undefined ? this.#routes.get(sticky) : this.servers[this.#stickyIds.indexOf(sticky)];
-    if (server === undefined || !server.isAvailable(now) || tried?.has(server.id) === true || server.hasCapacity()) return undefined;
-    // Portico's cookie names a backup only while no primary is available; a route is followed to a backup.
-    if (this.#routes === undefined && server.backup && this.#primaries.some((s) => s.isAvailable(now))) return undefined;
-    return server;
   }
 
   /** Marks a request as started on a server (holding one of its pool's connections). */
@@ -282,45 +280,55 @@ export class Upstream {
     this.#wake();
   }
 
-  /** Marks a request as finished on a server and lets one queued request try again; `pooled` false for a tunnel. */
+  /** Marks a request as finished on a server and lets one queued request that can use it go on; `pooled` false for a tunnel. */
   release(server: UpstreamServer, pooled = true): void {
     server.active--;
     if (pooled) server.pooled--;
-    this.#wake(server);
-  }
-
-  /** A woken waiter that will not use its turn (its client went away meanwhile) hands it to the next one. */
-  passOn(): void {
     this.#wake();
   }
 
   /**
-   * Gives a turn to the first waiter that can use it: capacity freed on `freed` goes to a request waiting for any
-   * server or for that one; a turn of unknown origin (a server up, a turn passed on) to the first waiter.
+   * Gives a turn to the first waiter that can use it now: one whose own `select` would find a server (a request
+   * pinned to a busy server, or that already tried the one freed, is passed over). A turn is a handoff that is
+   * taken or passed on, never lost: the woken request selects at once (in its promise reaction), so when the
+   * check after it (an immediate, later than every reaction) still finds capacity the queue can use, the turn was
+   * not taken (its client went away, it chose to give up, another server went down) and goes to the next waiter.
+   * Each pass wakes a waiter that can use what is free, so the chain ends when capacity or the queue does.
    */
-  #wake(freed?: UpstreamServer): void {
+  #wake(): void {
     const queue = this.#queue;
-    if (queue.length === 0) return;
-    let at = 0;
-    if (freed !== undefined) {
-      while (at < queue.length && queue[at]!.server !== undefined && queue[at]!.server !== freed) at++;
-      if (at === queue.length) return;
+    if (queue.length === 0 || !this.servers.some((s) => s.hasCapacity())) return;
+    for (let at = 0; at < queue.length; at++) {
+      const waiter = queue[at]!;
+      if (typeof this.select(waiter.tried, PROBE_PICK, waiter.sticky, true) === 'string') continue;
+      queue.splice(at, 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(true);
+      this.#recheck ??= setImmediate(this.#recheckTurn);
+      return;
     }
-    const waiter = queue[at]!;
-    queue.splice(at, 1);
-    clearTimeout(waiter.timer);
-    waiter.resolve(true);
   }
 
-  /** Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. */
-  recordFailure(server: UpstreamServer): void {
+  readonly #recheckTurn = (): void => {
+    this.#recheck = undefined;
+    this.#wake();
+  };
+
+  /**
+   * Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. `reason` is the
+   * failure in `passive.on` terms (`503`, `connect_error`, `timeout`, `reset`), `err` the transport error if any:
+   * the ejection's log line says the last one.
+   */
+  recordFailure(server: UpstreamServer, reason: string, err?: unknown): void {
     const passive = this.config.passive;
     const now = Date.now();
     if (!server.recordFailure(now, passive.max_fails, passive.fail_timeout)) return;
     const ejected = this.servers.filter((s) => s.ejectedUntil > now).length;
     if (ejected + 1 > Math.floor((this.servers.length * passive.max_ejection_percent) / 100)) return;
     server.eject(now, passive.fail_timeout);
-    this.#logger.warn({ upstream: this.name, server: server.label, until: new Date(server.ejectedUntil).toISOString() }, 'server ejected');
+    const last = /^\d{3}$/.test(reason) ? `status ${reason}` : err === undefined || reason === 'timeout' ? reason : errorWords(err);
+    const why = `${passive.max_fails} failures within ${passive.fail_timeout} ms, the last: ${last}`;
+    this.#logger.warn({ upstream: this.name, server: server.label, reason: why, until: new Date(server.ejectedUntil).toISOString() }, 'server ejected');
   }
 
   /** Records a live-traffic success. */

@@ -275,6 +275,35 @@ sites:
   });
 });
 
+describe('basic_auth: fairness between clients', () => {
+  test('a flood of wrong passwords from six addresses does not lock out another client: its right password gets 200 promptly, not 503', async () => {
+    // Cost 10: about 100 ms per check, so sixty wrong passwords are seconds of work for the pool.
+    const costly = bcrypt.hashSync('right', 10);
+    const server = await portico(`trusted_proxies: ["127.0.0.1"]
+sites:
+  - basic_auth: { users: [ { user: u, hash: "${costly}" } ], failure_limit: { rate: 1/h, burst: 20 } }
+    routes: [ { path: /, respond: { body: "in" } } ]
+`);
+    const pool = sharedHashPool();
+    const before = pool.pending;
+    const flood = Array.from({ length: 60 }, (_, i) =>
+      as(server.url, basic('u', `wrong${i}`), { 'x-forwarded-for': `198.51.100.${1 + (i % 6)}` }).then((res) => res.status),
+    );
+    const deadline = Date.now() + 5000;
+    while (pool.pending < before + 24) {
+      assert.ok(Date.now() < deadline, `the flood's checks to be queued (pending ${pool.pending})`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const started = performance.now();
+    const res = await as(server.url, basic('u', 'right'), { 'x-forwarded-for': '203.0.113.9' });
+    const ms = performance.now() - started;
+    assert.equal(res.status, 200, 'the right password of another client is checked, not refused');
+    assert.ok(ms < 3000, `answered in ${ms.toFixed(0)} ms`);
+    const statuses = await Promise.all(flood);
+    assert.ok(statuses.every((status) => status === 401 || status === 503), statuses.join(','));
+  });
+});
+
 describe('basic_auth: transport', () => {
   test('over plain HTTP from a non-loopback peer: 403 without a check or a challenge; over TLS from that peer the credentials are checked and pass', async (t) => {
     const local = Object.values(networkInterfaces())

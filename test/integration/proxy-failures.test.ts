@@ -288,3 +288,52 @@ describe('retries', () => {
   });
 });
 
+
+describe('the capacity queue', () => {
+  test('a turn its woken waiter cannot use (it already tried the freed server) goes on to the next waiter, long before queue.timeout', async () => {
+    // Both app servers hold /slow until told, and refuse /flaky with a retryable 503.
+    const held: ServerResponse[] = [];
+    const app = (_req: IncomingMessage, res: ServerResponse): void => {
+      if (_req.url === '/slow') return void held.push(res);
+      if (_req.url === '/flaky') return status(503)(_req, res);
+      res.end('ok');
+    };
+    const x = await upstream(app);
+    const y = await upstream(app);
+    const server = await portico(
+      config([x, y], 'policy: first\nmax_conns: 1\nqueue: { size: 10, timeout: 30s }\npassive: { max_fails: 0 }')
+        .replace('      - path: /\n', '      - path: /ping\n        respond: { body: "pong" }\n      - path: /\n'),
+    );
+    const answers: Array<Promise<FullResponse>> = [];
+    try {
+      // x and then y are busy; x's request is answered, so x is free again and y stays busy.
+      answers.push(httpRequest(server.port, '/slow'));
+      await waitFor('x to hold /slow', () => held.length === 1 && x.requests.length === 1);
+      answers.push(httpRequest(server.port, '/slow'));
+      await waitFor('y to hold /slow', () => held.length === 2 && y.requests.length === 1);
+      held.shift()!.end('done');
+      assert.equal((await answers.shift()!).status, 200);
+      // A request refused by x (503) is retried: y is busy, so it waits, with x tried.
+      const retried = httpRequest(server.port, '/flaky');
+      await waitFor('x to refuse /flaky', () => x.requests.length === 2);
+      // x is busy again; a second request waits behind the first.
+      answers.push(httpRequest(server.port, '/slow'));
+      await waitFor('x to hold /slow again', () => held.length === 2 && x.requests.length === 3);
+      const started = Date.now();
+      const waiting = httpRequest(server.port, '/small');
+      // A round trip on another connection: the waiting request has been read and queued by then.
+      assert.equal((await httpRequest(server.port, '/ping')).status, 200);
+      // x is free: the first waiter (which tried x) cannot use it, the second can.
+      held.pop()!.end('done');
+      const answered = await Promise.race([waiting, new Promise<undefined>((resolve) => setTimeout(resolve, 3000))]);
+      assert.ok(answered !== undefined, `the waiting request was not answered within 3 s (queue.timeout 30 s)`);
+      assert.equal(answered.status, 200);
+      assert.ok(Date.now() - started < 3000);
+      held.shift()!.end('done');
+      assert.equal((await retried).status, 503, 'the retried request went to y when it was free (and got its 503)');
+    } finally {
+      for (const res of held.splice(0)) res.end('done');
+      await Promise.allSettled(answers);
+    }
+  });
+});

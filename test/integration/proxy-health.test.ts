@@ -5,7 +5,10 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, describe, test } from 'node:test';
-import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { parseConfig } from '../../src/server/config.js';
+import { Portico } from '../../src/server/portico.js';
+import { capturingLogger } from '../helpers/pebble.js';
+import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { appRequests, httpRequest, settle, sleep, waitFor, watchUpstreamRequests } from './proxy-support.js';
 
@@ -106,6 +109,62 @@ async function afterChecks(backend: Checked, kind: 'passes' | 'fails', n: number
   await waitFor('Portico to read the check answers', () => checks.of(backend.url).completed >= answered, 5000, 5);
   await settle();
 }
+
+/** Starts Portico from YAML text with an error log the test reads (the lines, parsed). */
+async function logged(yaml: string): Promise<{ port: number; log: ReturnType<typeof capturingLogger> }> {
+  const dir = makeTree();
+  const log = capturingLogger();
+  const server = new Portico(parseConfig(`listen: ["127.0.0.1:0"]\nlog: { access: off }\n${yaml}`, `${dir}/portico.yaml`, dir), log.logger);
+  await server.start();
+  cleanups.push(() => server.stop(100));
+  return { port: server.addresses[0]!.port, log };
+}
+
+/** Resolves with `promise`, or rejects naming `what` after `ms`. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+describe('what the error log says of a change of health', () => {
+  test('"server is down" carries the reason (connection refused, a wrong status, a timeout) and the URL checked', async () => {
+    const notFound = await startUpstream((_req, res) => {
+      res.writeHead(404);
+      res.end();
+    });
+    cleanups.push(() => notFound.stop());
+    const silent = await startUpstream(() => undefined);
+    cleanups.push(() => silent.stop());
+    const refusing = 'http://127.0.3.250:1';
+    const { log } = await logged(config([refusing, notFound, silent], 'health: { path: /health, interval: 200ms, timeout: 500ms, fall: 1 }'));
+    const lines = await within(5000, 'three "server is down" lines', log.waitFor('server is down', 3));
+    const of = (url: string) => lines.find((line) => line.server === url);
+    assert.match(String(of(refusing)?.reason), /connection refused/);
+    assert.equal(of(refusing)?.check, `${refusing}/health`);
+    assert.match(String(of(notFound.url)?.reason), /status 404 \(expected 200-399\)/);
+    assert.equal(of(notFound.url)?.check, `${notFound.url}/health`);
+    assert.match(String(of(silent.url)?.reason), /timeout after 500 ms/);
+    assert.equal(of(silent.url)?.check, `${silent.url}/health`);
+  });
+
+  test('"server ejected" (passive health) carries the last failure: a status or a refused connection', async () => {
+    const busy = await startUpstream((_req, res) => {
+      res.writeHead(503);
+      res.end();
+    });
+    cleanups.push(() => busy.stop());
+    const refusing = 'http://127.0.3.251:1';
+    const { port, log } = await logged(config([busy, refusing], 'policy: first\nretries: 0\npassive: { max_fails: 1, max_ejection_percent: 100 }'));
+    assert.equal((await httpRequest(port, '/')).status, 503);
+    const [first] = await within(3000, 'the busy server to be ejected', log.waitFor('server ejected'));
+    assert.equal(first!.server, busy.url);
+    assert.match(String(first!.reason), /the last: status 503/);
+    assert.equal((await httpRequest(port, '/')).status, 502);
+    const lines = await within(3000, 'the refusing server to be ejected', log.waitFor('server ejected', 2));
+    assert.match(String(lines[1]!.reason), /the last: connection refused/);
+  });
+});
 
 describe('active health checks', () => {
   test('a server is marked down after `fall` failed checks and up after `rise` passes; while down it gets no requests', async () => {

@@ -58,18 +58,50 @@ describe('HashPool', () => {
   test('checks in a worker; a full queue refuses at once; close ends the workers and fails what waits', async () => {
     const pool = new HashPool(1, 1);
     const slow = bcrypt.hashSync('pw', 10);
-    const running = pool.verify('pw', slow)!;
-    const queued = pool.verify('nope', slow)!;
-    assert.equal(pool.verify('pw', slow), undefined, 'one running, one queued: the third is refused');
+    const running = pool.verify('pw', slow, 'a');
+    const queued = pool.verify('nope', slow, 'a');
+    assert.equal(await pool.verify('pw', slow, 'a'), undefined, 'one running, one queued: the third is refused');
     assert.equal(await running, true);
     assert.equal(await queued, false);
     assert.equal(pool.started, 2);
-    const running2 = assert.rejects(pool.verify('pw', slow)!, /closed/);
-    const queued2 = assert.rejects(pool.verify('pw', slow)!, /closed/);
+    const running2 = assert.rejects(pool.verify('pw', slow, 'a'), /closed/);
+    const queued2 = assert.rejects(pool.verify('pw', slow, 'b'), /closed/);
     await pool.close();
     await Promise.all([running2, queued2]);
     assert.equal(pool.pending, 0);
-    assert.equal(await pool.verify('pw', slow), true, 'a closed pool starts a worker again on the next check');
+    assert.equal(await pool.verify('pw', slow, 'a'), true, 'a closed pool starts a worker again on the next check');
+    await pool.close();
+  });
+
+  test('clients take turns: one with many checks queued does not delay another by more than one of its checks', async () => {
+    const pool = new HashPool(1, 32, 8);
+    const slow = bcrypt.hashSync('pw', 8);
+    const order: string[] = [];
+    const check = (client: string, name: string) => pool.verify('pw', slow, client).then(() => order.push(name));
+    await Promise.all([check('a', 'a1'), check('a', 'a2'), check('a', 'a3'), check('a', 'a4'), check('b', 'b1')]);
+    assert.deepEqual(order, ['a1', 'a2', 'b1', 'a3', 'a4']);
+    await pool.close();
+  });
+
+  test('a client holds at most its share of checks; past it only its own are refused', async () => {
+    const pool = new HashPool(1, 32, 2);
+    const slow = bcrypt.hashSync('pw', 8);
+    const mine = [pool.verify('pw', slow, 'a'), pool.verify('pw', slow, 'a')];
+    assert.equal(await pool.verify('pw', slow, 'a'), undefined, 'the third of client a is refused');
+    assert.equal(await pool.verify('pw', slow, 'b'), true, 'client b is checked');
+    assert.deepEqual(await Promise.all(mine), [true, true]);
+    assert.equal(await pool.verify('pw', slow, 'a'), true, 'its share is back once its checks ended');
+    await pool.close();
+  });
+
+  test('a full queue takes a newcomer in place of the last check of the longest queue', async () => {
+    const pool = new HashPool(1, 2, 8);
+    const slow = bcrypt.hashSync('pw', 8);
+    const a = [pool.verify('pw', slow, 'a'), pool.verify('pw', slow, 'a'), pool.verify('pw', slow, 'a')];
+    const b = pool.verify('pw', slow, 'b');
+    assert.equal(await pool.verify('pw', slow, 'c'), undefined, 'a and b queue one check each: the queue is full for c');
+    assert.deepEqual(await Promise.all(a), [true, true, undefined], 'a had two queued: its last one gave its place to b');
+    assert.equal(await b, true);
     await pool.close();
   });
 
@@ -78,7 +110,7 @@ describe('HashPool', () => {
     const script = `import { HashPool } from ${JSON.stringify(pool)};
       import bcrypt from ${JSON.stringify(import.meta.resolve('bcryptjs'))};
       const pool = new HashPool(1, 1);
-      console.log(await pool.verify('pw', bcrypt.hashSync('pw', 4)));`;
+      console.log(await pool.verify('pw', bcrypt.hashSync('pw', 4), 'a'));`;
     // Within 10 s, well under the pool's 30 s idle timeout: the worker no longer holds the process once idle.
     // A file, not --eval: the worker would inherit --input-type, which Node refuses for a file.
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'portico-pool-')), 'check.mjs');

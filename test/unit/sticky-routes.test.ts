@@ -67,6 +67,14 @@ function routed(routes: ReadonlyArray<string | undefined>, extra: Record<string,
   return upstream;
 }
 
+/** An upstream of `count` servers without stickiness. */
+function plain(count: number, extra: Record<string, unknown> = {}): Upstream {
+  const servers = Array.from({ length: count }, (_, i) => `http://127.0.0.1:${9 + i}`);
+  const upstream = new Upstream('app', upstreamSchema.parse({ servers, ...extra }) as Upstream['config'], dir, pino({ level: 'silent' }));
+  upstreams.push(upstream);
+  return upstream;
+}
+
 const pick = { clientIp: '127.0.0.1', hashKey: '/x', random: () => 0.5 };
 
 function chosen(upstream: Upstream, route: string | undefined, tried?: ReadonlySet<number>): number {
@@ -133,12 +141,54 @@ describe('choosing the server of a session', () => {
     const order: string[] = [];
     const first = capped.waitForCapacity({ until: 0 });
     const returning = capped.waitForCapacity({ until: Date.now() + 60_000 });
-    void first.ready.then(() => order.push('first'));
-    void returning.ready.then(() => order.push('returning'));
+    // A woken request takes its server at once, as the proxy's does: the turn is used, not passed on.
+    const take = (name: string) => () => {
+      order.push(name);
+      capped.acquire(capped.servers[0]!);
+    };
+    void first.ready.then(take('first'));
+    void returning.ready.then(take('returning'));
     capped.release(capped.servers[0]!);
+    await new Promise((resolve) => setImmediate(resolve));
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(order, ['returning']);
     first.cancel();
+  });
+
+  test('a turn goes to the first waiter that can use it: one that already tried the freed server is passed over', async () => {
+    const capped = plain(2, { max_conns: 1 });
+    const [x, y] = capped.servers as [UpstreamServer, UpstreamServer];
+    capped.acquire(x);
+    capped.acquire(y);
+    const order: string[] = [];
+    // The first waiter was refused by x (a retry): only y will do for it. The second can use either.
+    const retrying = capped.waitForCapacity({ until: 0 }, undefined, new Set([x.id]));
+    const fresh = capped.waitForCapacity({ until: 0 });
+    void retrying.ready.then((ok) => order.push(`retrying ${ok}`));
+    void fresh.ready.then((ok) => order.push(`fresh ${ok}`));
+    capped.release(x);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(order, ['fresh true'], 'the turn on x went to the waiter that can use x');
+    retrying.cancel();
+  });
+
+  test('a woken waiter that does not take its turn (its client left meanwhile) passes it on to the next one', async () => {
+    const capped = plain(1, { max_conns: 1 });
+    const server = capped.servers[0]!;
+    capped.acquire(server);
+    const order: string[] = [];
+    const gone = capped.waitForCapacity({ until: 0 });
+    const live = capped.waitForCapacity({ until: 0 });
+    // The first is woken and does nothing with it; the second takes its server.
+    void gone.ready.then((ok) => order.push(`gone ${ok}`));
+    void live.ready.then((ok) => {
+      order.push(`live ${ok}`);
+      capped.acquire(server);
+    });
+    capped.release(server);
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(order, ['gone true', 'live true']);
   });
 
   test('a route naming a backup server is followed while primaries are up (the session lives there)', () => {

@@ -5,7 +5,8 @@
  *
  * - Credentials cross the network in the clear, so over plain HTTP they are only taken from a loopback peer
  *   (a local proxy, a test); any other plain-HTTP connection gets 403 before anything is checked.
- * - Hashes are checked on the worker threads of `hash-pool.ts`, never on the event loop. A check the cache
+ * - Hashes are checked on the worker threads of `hash-pool.ts`, never on the event loop, in a queue fair between
+ *   client addresses (full, or this client's share taken: 503 with Retry-After). A check the cache
  *   cannot answer costs a failed-attempt token of the client (its address, IPv6 by /64, as `rate_limit`),
  *   given back when the password was right: a client out of tokens gets 429 with `Retry-After` before any
  *   hashing, so that unauthenticated requests cannot keep the cores busy.
@@ -141,7 +142,7 @@ export const basicAuthKind = defineMiddleware({
     }
 
     /** Checks in flight by result key: parallel requests with the same credentials (a page's assets) share one. */
-    const inflight = new Map<string, Promise<boolean>>();
+    const inflight = new Map<string, Promise<boolean | undefined>>();
 
     async function checkHash(ctx: RequestContext, next: Handler, password: string, hash: string | undefined, key: string): Promise<void> {
       let checking = inflight.get(key);
@@ -149,12 +150,12 @@ export const basicAuthKind = defineMiddleware({
         const client = clientKey(ctx, 64);
         const wait = failures.take(client);
         if (wait !== 0) return sendError(ctx, 429, { 'Retry-After': String(wait) });
-        const verifying = pool.verify(password, hash ?? decoy);
-        if (verifying === undefined) {
-          failures.giveBack(client);
-          return sendError(ctx, 503, RETRY_SOON);
-        }
-        checking = verifying.then((match) => {
+        checking = pool.verify(password, hash ?? decoy, client).then((match) => {
+          // Refused (this client holds its share of the queue, or it is full): not an attempt, nothing kept.
+          if (match === undefined) {
+            failures.giveBack(client);
+            return undefined;
+          }
           const ok = match && hash !== undefined;
           results?.set(key, ok);
           if (ok) failures.giveBack(client);
@@ -165,6 +166,7 @@ export const basicAuthKind = defineMiddleware({
       }
       const ok = await checking;
       if (ctx.res.destroyed) return;
+      if (ok === undefined) return sendError(ctx, 503, RETRY_SOON);
       if (!ok) return sendError(ctx, 401, challenge);
       return admit(ctx, next);
     }

@@ -2,23 +2,31 @@
  * A small pool of worker threads that check passwords against bcrypt hashes, so that a check (tens to hundreds
  * of milliseconds of CPU by design) never blocks the event loop. One per process, shared by every `basic_auth`
  * of every config (a reload keeps it): at most two workers, and one fewer than the cores, so that the event
- * loop keeps a core even while checks run back to back. Checks wait in a bounded queue; a full queue refuses
- * at once (the caller answers 503) instead of growing. Workers start on the first check, never hold the
+ * loop keeps a core even while checks run back to back. Workers start on the first check, never hold the
  * process open while idle (unref), and end after a while without checks.
+ *
+ * Checks wait in a queue per client address, served in turn (round robin), so that clients flooding it with
+ * wrong passwords cannot lock out another: a client holds at most PER_CLIENT checks (running or queued), and
+ * when all the queues together hold MAX_QUEUED, a newcomer's check takes the place of the last check of the
+ * longest queue (which is refused) -- only as many clients as MAX_QUEUED, each with one check waiting, fill it.
+ * A refused check resolves `undefined` (the caller answers 503): the queue never grows past its bound.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
-/** Queued checks at most, beyond those running. */
+/** Queued checks at most, beyond those running, over all clients. */
 const MAX_QUEUED = 32;
+/** Checks one client may have running or queued. */
+const PER_CLIENT = 4;
 /** Workers end after this long without a check. */
 const IDLE_MS = 30_000;
 
 interface Job {
   id: number;
+  client: string;
   password: string;
   hash: string;
-  settle(ok: boolean | Error): void;
+  settle(ok: boolean | undefined | Error): void;
 }
 
 interface Slot {
@@ -26,29 +34,63 @@ interface Slot {
   job: Job | undefined;
 }
 
-/** Worker threads checking bcrypt hashes, with a bounded queue. */
+/** Worker threads checking bcrypt hashes, with a bounded queue per client served in turn. */
 export class HashPool {
   readonly #size: number;
   readonly #maxQueued: number;
+  readonly #perClient: number;
   readonly #slots: Slot[] = [];
-  readonly #queue: Job[] = [];
+  /** Queued checks by client, in the order of their turns (a client served goes to the back). */
+  readonly #queues = new Map<string, Job[]>();
+  /** Checks by client, running or queued. */
+  readonly #held = new Map<string, number>();
+  #queued = 0;
   #nextId = 0;
   #started = 0;
   #idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(size: number, maxQueued: number) {
+  constructor(size: number, maxQueued: number, perClient = PER_CLIENT) {
     this.#size = size;
     this.#maxQueued = maxQueued;
+    this.#perClient = perClient;
   }
 
-  /** Checks in a worker whether `password` matches `hash`; `undefined` when the queue is full (try later). */
-  verify(password: string, hash: string): Promise<boolean> | undefined {
-    if (this.#queue.length >= this.#maxQueued) return undefined;
-    return new Promise<boolean>((resolve, reject) => {
-      const job: Job = { id: this.#nextId++, password, hash, settle: (ok) => (ok instanceof Error ? reject(ok) : resolve(ok)) };
-      this.#queue.push(job);
+  /**
+   * Checks in a worker whether `password` matches `hash`, in the turn of `client` (its address); resolves
+   * `undefined` when the check is refused (the client holds its share, or the queue is full: try later).
+   */
+  verify(password: string, hash: string, client: string): Promise<boolean | undefined> {
+    const held = this.#held.get(client) ?? 0;
+    if (held >= this.#perClient) return Promise.resolve(undefined);
+    const queue = this.#queues.get(client);
+    if (this.#queued >= this.#maxQueued && !this.#makeRoom(queue?.length ?? 0)) return Promise.resolve(undefined);
+    return new Promise<boolean | undefined>((resolve, reject) => {
+      const job: Job = { id: this.#nextId++, client, password, hash, settle: (ok) => (ok instanceof Error ? reject(ok) : resolve(ok)) };
+      this.#held.set(client, held + 1);
+      if (queue === undefined) this.#queues.set(client, [job]);
+      else queue.push(job);
+      this.#queued++;
       this.#dispatch();
     });
+  }
+
+  /** Refuses the last check of the longest queue when it is longer than `own` + 1 (the newcomer's would be). */
+  #makeRoom(own: number): boolean {
+    let longest: Job[] | undefined;
+    for (const queue of this.#queues.values()) if (longest === undefined || queue.length > longest.length) longest = queue;
+    if (longest === undefined || longest.length <= own + 1) return false;
+    const dropped = longest.pop()!;
+    this.#queued--;
+    this.#done(dropped.client);
+    dropped.settle(undefined);
+    return true;
+  }
+
+  /** A check of `client` ended or was refused. */
+  #done(client: string): void {
+    const held = this.#held.get(client)! - 1;
+    if (held === 0) this.#held.delete(client);
+    else this.#held.set(client, held);
   }
 
   /** Checks handed to a worker since the pool was made (for tests and metrics). */
@@ -58,7 +100,7 @@ export class HashPool {
 
   /** Checks running or waiting now. */
   get pending(): number {
-    return this.#queue.length + this.#slots.filter((slot) => slot.job !== undefined).length;
+    return this.#queued + this.#slots.filter((slot) => slot.job !== undefined).length;
   }
 
   /** Ends every worker; checks still queued or running fail. */
@@ -67,19 +109,22 @@ export class HashPool {
     this.#idleTimer = undefined;
     const slots = this.#slots.splice(0);
     const closed = new Error('hash pool closed');
-    for (const job of this.#queue.splice(0)) job.settle(closed);
+    for (const queue of this.#queues.values()) for (const job of queue) job.settle(closed);
+    this.#queues.clear();
+    this.#held.clear();
+    this.#queued = 0;
     for (const slot of slots) slot.job?.settle(closed);
     await Promise.all(slots.map((slot) => slot.worker.terminate()));
   }
 
   #dispatch(): void {
-    while (this.#queue.length > 0) {
+    while (this.#queued > 0) {
       let slot = this.#slots.find((candidate) => candidate.job === undefined);
       if (slot === undefined) {
         if (this.#slots.length >= this.#size) return;
         slot = this.#spawn();
       }
-      const job = this.#queue.shift()!;
+      const job = this.#next();
       slot.job = job;
       slot.worker.ref();
       this.#started++;
@@ -89,6 +134,16 @@ export class HashPool {
     }
   }
 
+  /** The next client's first check; that client goes to the back of the turns. */
+  #next(): Job {
+    const [client, queue] = this.#queues.entries().next().value!;
+    const job = queue.shift()!;
+    this.#queues.delete(client);
+    if (queue.length > 0) this.#queues.set(client, queue);
+    this.#queued--;
+    return job;
+  }
+
   #spawn(): Slot {
     const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
     const slot: Slot = { worker, job: undefined };
@@ -96,6 +151,7 @@ export class HashPool {
       const job = slot.job;
       slot.job = undefined;
       worker.unref();
+      if (job !== undefined) this.#done(job.client);
       if (job !== undefined && job.id === message.id) job.settle(message.ok);
       this.#dispatch();
       this.#armIdle();
@@ -105,6 +161,7 @@ export class HashPool {
       const index = this.#slots.indexOf(slot);
       if (index === -1) return;
       this.#slots.splice(index, 1);
+      if (slot.job !== undefined) this.#done(slot.job.client);
       slot.job?.settle(err);
       slot.job = undefined;
       this.#dispatch();
@@ -129,7 +186,7 @@ export class HashPool {
 
 let shared: HashPool | undefined;
 
-/** The process's pool: two workers at most, and one fewer than the cores (at least one). */
+/** The process's pool: two workers at most, and one fewer than the cores (at least one); see MAX_QUEUED, PER_CLIENT. */
 export function sharedHashPool(): HashPool {
   shared ??= new HashPool(Math.min(2, Math.max(1, availableParallelism() - 1)), MAX_QUEUED);
   return shared;

@@ -176,7 +176,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     log.headerMs = now - this.#start;
     log.status = status;
     server.observeLatency(now - this.#start, now);
-    if (shared.passiveOn.has(status)) shared.upstream.recordFailure(server);
+    if (shared.passiveOn.has(status)) shared.upstream.recordFailure(server, status);
     else shared.upstream.recordSuccess(server);
     if (now < this.statusRetryUntil && shared.retryOn.has(status)) {
       this.#discarding = true;
@@ -250,7 +250,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     const { ex, shared } = this;
     const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
     if (!this.#discarding) {
-      if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server);
+      if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server, reason, err);
       this.log.status = reason === 'timeout' ? '504' : '502';
     }
     if (ex.committed && !this.#discarding) {

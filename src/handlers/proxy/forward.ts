@@ -137,10 +137,8 @@ export class Forwarder {
         ex.abortCurrent = wait.cancel;
         wait.ready.then((ok) => {
           ex.abortCurrent = undefined;
-          if (ex.clientGone) {
-            if (ok) this.#upstream.passOn();
-            return ex.done(OK);
-          }
+          // A turn not taken (the client went away meanwhile) is passed on by the upstream (see `#wake`).
+          if (ex.clientGone) return ex.done(OK);
           this.#later(ex, ok ? undefined : chosen);
         });
         return;

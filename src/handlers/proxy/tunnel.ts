@@ -69,10 +69,8 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
         socket.once('close', leave);
         const ok = await wait.ready;
         socket.off('close', leave);
-        if (socket.destroyed) {
-          if (ok) upstream.passOn();
-          return;
-        }
+        // A turn not taken (the client went away meanwhile) is passed on by the upstream.
+        if (socket.destroyed) return;
         if (ok || (await waitForServer())) continue;
         status = 503;
         break;
@@ -100,7 +98,7 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
         // The client went away: nothing to answer, and no failure of the app's.
         if (socket.destroyed) return;
         const reason = classify(err as NodeJS.ErrnoException);
-        if (o.passiveOn.has(reason)) upstream.recordFailure(server);
+        if (o.passiveOn.has(reason)) upstream.recordFailure(server, reason, err);
         lastFailure = reason;
         // Only a connection never made is safe to try again: the app may have seen the upgrade otherwise.
         if (reason === 'connect_error' && ((attempts <= config.retries && retryConnect && Date.now() < deadline) || Date.now() < tryUntil)) continue;

@@ -8,16 +8,52 @@ import type { UpstreamServer } from '../server.js';
 
 type HealthConfig = NonNullable<Config['upstreams'][string]['health']>;
 
+/** A change of a server's state, with its cause in words and the URL checked (for the error log). */
+export type HealthChange = (server: UpstreamServer, healthy: boolean, reason: string, url: string) => void;
+
+/** Transport errors by code, in words; other codes are logged as they are. */
+const ERROR_WORDS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  UND_ERR_SOCKET: 'connection closed',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host not found (DNS lookup failed)',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+};
+
+/** `1 s` for whole seconds, else `300 ms`. */
+function duration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
+}
+
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** A transport error in words for the error log: `connection refused`, `TLS: CERT_HAS_EXPIRED`, its code or message. */
+export function errorWords(err: unknown): string {
+  const error = err as NodeJS.ErrnoException | undefined;
+  const code = error?.code ?? (error?.cause as NodeJS.ErrnoException | undefined)?.code;
+  if (code === undefined) return error?.message ?? String(err);
+  if (TIMEOUTS.has(code)) return 'timeout';
+  return ERROR_WORDS[code] ?? (code.startsWith('ERR_TLS') || /CERT|SSL/.test(code) ? `TLS: ${code}` : code);
+}
+
+/** Why a check failed with an error (not a status): the connection's error, or the timeout. */
+function checkError(err: unknown, timedOut: boolean, timeoutMs: number): string {
+  const words = timedOut ? 'timeout' : errorWords(err);
+  return words === 'timeout' ? `timeout after ${duration(timeoutMs)}` : words;
+}
+
 /** Runs the checks of one upstream; `stop()` leaves no timer or request behind. */
 export class ActiveHealthChecker {
   readonly #servers: readonly UpstreamServer[];
   readonly #config: HealthConfig;
-  readonly #onChange: (server: UpstreamServer, healthy: boolean) => void;
+  readonly #onChange: HealthChange;
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #aborts = new Set<AbortController>();
   #running = false;
 
-  constructor(servers: readonly UpstreamServer[], config: HealthConfig, onChange: (server: UpstreamServer, healthy: boolean) => void) {
+  constructor(servers: readonly UpstreamServer[], config: HealthConfig, onChange: HealthChange) {
     this.#servers = servers;
     this.#config = config;
     this.#onChange = onChange;
@@ -51,7 +87,8 @@ export class ActiveHealthChecker {
     this.#aborts.add(abort);
     const started = Date.now();
     const timer = setTimeout(() => abort.abort(), this.#config.timeout);
-    let ok = false;
+    // Undefined: the check passed; else why it failed.
+    let failure: string | undefined;
     try {
       const res = await server.checkDispatcher.request({
         path: server.basePath + this.#config.path,
@@ -64,39 +101,47 @@ export class ActiveHealthChecker {
         reset: true,
       });
       await res.body.dump();
-      ok = this.#config.expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high);
-    } catch {
-      ok = false;
+      const expect = this.#config.expect;
+      if (!expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high)) {
+        failure = `status ${res.statusCode} (expected ${expect.map(([low, high]) => (low === high ? low : `${low}-${high}`)).join(', ')})`;
+      }
+    } catch (err) {
+      failure = checkError(err, abort.signal.aborted, this.#config.timeout);
     } finally {
       clearTimeout(timer);
       this.#aborts.delete(abort);
     }
     if (!this.#running) return;
-    this.#record(server, ok, started);
+    this.#record(server, failure, started);
     this.#schedule(server);
   }
 
-  #record(server: UpstreamServer, ok: boolean, started: number): void {
-    if (ok) {
+  /** The URL a check of `server` asks. */
+  #url(server: UpstreamServer): string {
+    return server.origin + server.basePath + this.#config.path;
+  }
+
+  #record(server: UpstreamServer, failure: string | undefined, started: number): void {
+    if (failure === undefined) {
       server.fails = 0;
       server.passes++;
       if (!server.healthy && server.passes >= this.#config.rise) {
         server.healthy = true;
         server.recoveredAt = Date.now();
         server.clearEjection();
-        this.#onChange(server, true);
+        this.#onChange(server, true, `${server.passes} checks passed (rise ${this.#config.rise})`, this.#url(server));
       } else if (server.healthy && server.ejectedUntil > Date.now() && started >= server.ejectedAt) {
         // Live traffic ejected it (a restart faster than `fall` checks), and a check begun since then, on a new
         // connection, passed: the server is back. Envoy's successful_active_health_check_uneject_host.
         server.clearEjection();
-        this.#onChange(server, true);
+        this.#onChange(server, true, 'a check passed since live traffic ejected it', this.#url(server));
       }
     } else {
       server.passes = 0;
       server.fails++;
       if (server.healthy && server.fails >= this.#config.fall) {
         server.healthy = false;
-        this.#onChange(server, false);
+        this.#onChange(server, false, `${failure} (${server.fails} checks failed, fall ${this.#config.fall})`, this.#url(server));
       }
     }
   }
