@@ -250,6 +250,19 @@ export function usability(facts: EntryFacts, age: number, req: CacheControl, pra
 }
 
 /**
+ * Whether a request's `Pragma` asks for a validated answer: `no-cache` among its tokens, counted only when the
+ * request has no Cache-Control at all (RFC 9111 §5.4: Pragma is for HTTP/1.0 caches; a Cache-Control, whatever it
+ * says, takes its place). The one reading of Pragma, for the lookup and for the stale-when-unreachable decision.
+ */
+export function pragmaNoCache(cacheControl: string | string[] | undefined, pragma: string | string[] | undefined): boolean {
+  if (cacheControl !== undefined || pragma === undefined) return false;
+  for (const token of (Array.isArray(pragma) ? pragma.join(',') : pragma).split(',')) {
+    if (token.trim().toLowerCase() === 'no-cache') return true;
+  }
+  return false;
+}
+
+/**
  * Whether a stale response may stand in for a failed origin (RFC 5861 §4), never where stale is forbidden:
  * must-revalidate / proxy-revalidate / s-maxage, and no-cache, which allows use only after a successful
  * validation (RFC 9111 §4.2.4, §5.2.2.4).

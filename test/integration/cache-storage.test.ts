@@ -286,6 +286,13 @@ describe('revalidation forced by no-cache and by the request', () => {
     assert.equal(seen[2]!.headers['if-none-match'], '"r1"');
   });
 
+  test('Pragma: no-cache beside a Cache-Control is ignored (RFC 9111 §5.4): a fresh response is a hit', async () => {
+    origin.on('/pragma-with-cc', validating('"p1"', { 'cache-control': 'max-age=60' }));
+    await get(portico.port, '/pragma-with-cc');
+    assert.ok(isHit(await get(portico.port, '/pragma-with-cc', { 'cache-control': 'no-transform', pragma: 'no-cache' })));
+    assert.equal(origin.seen('/pragma-with-cc').length, 1);
+  });
+
   test('request max-age: an older response is revalidated, a younger one served', async () => {
     origin.on('/req-max-age', validating('"m1"', { 'cache-control': 'max-age=60', age: '30' }));
     await get(portico.port, '/req-max-age');

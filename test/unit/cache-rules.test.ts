@@ -20,6 +20,7 @@ import {
   usability,
   varyKey,
   type RuleOptions,
+  pragmaNoCache,
 } from '../../src/cache/rules.js';
 import type { StoredResponse } from '../../src/cache/types.js';
 
@@ -235,6 +236,15 @@ describe('usability (§4.2, §5.2.1, RFC 5861)', () => {
     assert.equal(usability(f, 10_000, parseCacheControl('max-age=15'), false), 'fresh');
     assert.equal(usability(f, 10_000, parseCacheControl('min-fresh=55'), false), 'revalidate');
     assert.equal(usability(f, 10_000, parseCacheControl('min-fresh=45'), false), 'fresh');
+  });
+
+  test('Pragma: no-cache counts only as a token, and only when the request has no Cache-Control (RFC 9111 §5.4)', () => {
+    assert.equal(pragmaNoCache(undefined, 'no-cache'), true);
+    assert.equal(pragmaNoCache(undefined, 'x-foo, No-Cache'), true);
+    assert.equal(pragmaNoCache(undefined, 'x-no-cache-please'), false);
+    assert.equal(pragmaNoCache(undefined, undefined), false);
+    assert.equal(pragmaNoCache('max-stale=60', 'no-cache'), false);
+    assert.equal(pragmaNoCache('', 'no-cache'), false);
   });
 
   test('unknown request directives are ignored', () => {
