@@ -77,8 +77,14 @@ export class ProxyCache implements CacheOwner {
     return cookie === undefined ? NO_FIELDS : ['Set-Cookie', cookie];
   }
 
+  /**
+   * The route's key, and the port of the authority the app is told when the client named one (`$host` has none):
+   * a page built for `good.example:6666` is stored for the clients that name that port, never for all.
+   */
   #keyFor(ctx: RequestContext): string {
-    return this.#o.key(ctx);
+    const key = this.#o.key(ctx);
+    const authority = ctx.canonicalAuthority;
+    return authority.length === ctx.host.length ? key : `${key}\0${authority}`;
   }
 
   /** Synchronous for a hit from memory (no promise on the hot path); a promise otherwise. */
@@ -146,7 +152,7 @@ export class ProxyCache implements CacheOwner {
       const zone = this.#o.zone;
       await zone.purge(this.#keyFor(ctx));
       for (const name of ['location', 'content-location']) {
-        const target = sameOriginPath(headerValue(sink.headers, name), ctx.authority);
+        const target = sameOriginPath(headerValue(sink.headers, name), ctx.canonicalAuthority);
         if (target === undefined) continue;
         const q = target.indexOf('?');
         const other = Object.create(ctx) as RequestContext;

@@ -61,7 +61,10 @@ const options = z.strictObject({
   /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
   url: upstreamUrl.optional(),
   strip_prefix: z.boolean().default(false),
-  /** `pass` keeps the client's Host; any other value is sent as Host. */
+  /**
+   * `pass` sends the client's host in the canonical form the cache keys on (lower case, no trailing dot, a port only
+   * when not the scheme's default), as X-Forwarded-Host and Forwarded always do; any other value is sent as Host.
+   */
   host: z.string().default('pass'),
   set_headers: headerMap.default({}),
   hide_headers: z.array(z.string()).default([]),
