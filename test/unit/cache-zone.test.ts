@@ -12,7 +12,7 @@ import { DEFAULT_TARGETED, type RuleOptions } from '../../src/cache/rules.js';
 import { storedSize, type StoredResponse } from '../../src/cache/types.js';
 import { CacheZone, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
 
-const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
+const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, defaultTtlWithCredentials: false, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const silent = pino({ level: 'silent' });
 
 function response(key: string, body: string | Buffer, extraHeaders: string[] = [], varyKey = ''): StoredResponse {
