@@ -8,6 +8,9 @@
  * - with no explicit freshness, a response is stored only when heuristic freshness is enabled or a
  *   `default_ttl` is set: a zero-freshness copy would be revalidated with the first user's validators and then
  *   served to everyone, which is how personalised pages leak;
+ * - those guessed lifetimes (heuristic, `default_ttl`) never apply to the answer to a request with Cookie or
+ *   Authorization unless the route says `default_ttl_with_credentials`: an app that sends no cache fields for a
+ *   logged-in page has not said it may be shared (cache deception); its own max-age, s-maxage or Expires still counts;
  * - heuristic freshness (opt-in) is 10 % of Date − Last-Modified, at most one day, and only for statuses that
  *   are heuristically cacheable (§4.2.2);
  * - `s-maxage` implies proxy-revalidate, so with must-revalidate and proxy-revalidate it forbids serving
@@ -35,6 +38,8 @@ export interface RuleOptions {
   heuristic: boolean;
   /** Freshness when the origin gives none and no heuristic applies (ms); 0 = none. */
   defaultTtl: number;
+  /** Heuristic and default lifetimes apply to answers to requests with Cookie or Authorization too. */
+  defaultTtlWithCredentials: boolean;
   ignoreSetCookie: boolean;
   /** Configured stale-if-error window (ms), used when the response does not give one. */
   staleIfError: number;
@@ -95,6 +100,7 @@ export type NotStorable =
   | 'no-store'
   | 'private'
   | 'authorization'
+  | 'credentials'
   | 'set-cookie'
   | 'vary-star'
   | 'no-freshness'
@@ -105,6 +111,7 @@ export interface RequestFacts {
   method: string;
   cacheControl: CacheControl;
   hasAuthorization: boolean;
+  hasCookie: boolean;
 }
 
 /** Decides whether a response may be stored (§3); returns the reason when it may not. */
@@ -120,9 +127,10 @@ export function notStorable(req: RequestFacts, status: number, headers: readonly
   const vary = headerValues(headers, 'vary');
   if (vary !== undefined && vary.split(',').some((f) => f.trim() === '*')) return 'vary-star';
   const ignoreExpires = targeted !== undefined;
-  if (freshnessLifetime(status, headers, cc, undefined, options, ignoreExpires) <= 0 && !hasExplicitFreshness(cc, headers, ignoreExpires)) {
-    return 'no-freshness';
-  }
+  if (hasExplicitFreshness(cc, headers, ignoreExpires)) return undefined;
+  if (freshnessLifetime(status, headers, cc, undefined, options, ignoreExpires) <= 0) return 'no-freshness';
+  // A lifetime Portico guessed, for an answer the app may have made for these credentials alone.
+  if ((req.hasAuthorization || req.hasCookie) && !options.defaultTtlWithCredentials) return 'credentials';
   return undefined;
 }
 
@@ -247,6 +255,19 @@ export function usability(facts: EntryFacts, age: number, req: CacheControl, pra
   if (req.maxStale !== undefined && staleness <= req.maxStale * 1000) return 'stale-ok';
   if (facts.cc.staleWhileRevalidate !== undefined && staleness <= facts.cc.staleWhileRevalidate * 1000) return 'stale-while-revalidate';
   return 'revalidate';
+}
+
+/**
+ * Whether a request's `Pragma` asks for a validated answer: `no-cache` among its tokens, counted only when the
+ * request has no Cache-Control at all (RFC 9111 §5.4: Pragma is for HTTP/1.0 caches; a Cache-Control, whatever it
+ * says, takes its place). The one reading of Pragma, for the lookup and for the stale-when-unreachable decision.
+ */
+export function pragmaNoCache(cacheControl: string | string[] | undefined, pragma: string | string[] | undefined): boolean {
+  if (cacheControl !== undefined || pragma === undefined) return false;
+  for (const token of (Array.isArray(pragma) ? pragma.join(',') : pragma).split(',')) {
+    if (token.trim().toLowerCase() === 'no-cache') return true;
+  }
+  return false;
 }
 
 /**

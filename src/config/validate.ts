@@ -8,6 +8,7 @@ import path from 'node:path';
 import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
+import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
 
@@ -252,12 +253,74 @@ function checkSecretsServed(config: ParsedConfig, served: readonly string[]): Pr
   return problems;
 }
 
+/** Whether a middleware's options say `breach_safe: true` (compress's word that its answers hold no secret). */
+function saysBreachSafe(options: unknown): boolean {
+  return (options as { breach_safe?: unknown } | undefined)?.breach_safe === true;
+}
+
+/**
+ * `compress` on a proxy route, unless it says breach_safe: the app's answers may hold a secret beside reflected
+ * input, which compression over TLS gives away (BREACH). One warning per compress key, at that key (a site's
+ * compress, inherited by its proxy routes, is warned about once, at the site).
+ */
+function breachWarnings(config: ParsedConfig): Problem[] {
+  const warnings: Problem[] = [];
+  config.sites.forEach((site, s) => {
+    const inherited = site.middlewares.find((middleware) => middleware.kind === 'compress');
+    let siteWarned = false;
+    site.routes.forEach((route, r) => {
+      if (route.kind !== 'proxy') return;
+      const own = route.middlewares.find((middleware) => middleware.kind === 'compress');
+      const compress = own ?? inherited;
+      if (compress === undefined || saysBreachSafe(compress.options)) return;
+      if (own === undefined) {
+        if (siteWarned) return;
+        siteWarned = true;
+      }
+      warnings.push({
+        keys: own === undefined ? ['sites', s, 'compress'] : ['sites', s, 'routes', r, 'compress'],
+        message:
+          'compress on a proxied route: an answer holding a secret (a CSRF token, a session id) beside text the client chose ' +
+          '(a reflected search term) lets an attacker recover the secret from the compressed length over TLS (BREACH). ' +
+          'Compress only routes whose answers never mix the two, and say so with breach_safe: true',
+      });
+    });
+  });
+  return warnings;
+}
+
+/**
+ * A cached proxy route whose `host` sends a request value its cache key does not hold (`host: $header_host`, the
+ * client's own spelling): the app builds its page for that value, and the page is stored for every client of the
+ * key. Portico's own Host (`pass`) is always keyed; an operator's template is sent as written, so the key must follow.
+ */
+function hostKeyWarnings(config: ParsedConfig): Problem[] {
+  const warnings: Problem[] = [];
+  config.sites.forEach((site, s) => {
+    site.routes.forEach((route, r) => {
+      if (route.kind !== 'proxy') return;
+      const proxy = route.options as { host?: string; cache?: { key?: string } };
+      if (proxy.cache?.key === undefined || proxy.host === undefined || proxy.host === 'pass') return;
+      const keyed = new Set(templateVariables(proxy.cache.key));
+      const missing = templateVariables(proxy.host).filter((variable) => !keyed.has(variable));
+      if (missing.length === 0) return;
+      warnings.push({
+        keys: ['sites', s, 'routes', r, 'proxy', 'host'],
+        message:
+          `the app is sent a Host made of ${missing.join(', ')}, which the cache key "${proxy.cache.key}" does not hold: a page built ` +
+          `for one client's value would be stored for all. Add ${missing.join(', ')} to cache.key`,
+      });
+    });
+  });
+  return warnings;
+}
+
 /**
  * What is valid but almost surely not what the author meant: `portico check` prints these after its OK line and
  * `run` logs them; neither refuses the config.
  */
 export function configWarnings(config: ParsedConfig): Problem[] {
-  const warnings: Problem[] = [];
+  const warnings: Problem[] = [...breachWarnings(config), ...hostKeyWarnings(config)];
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     if (upstream.policy !== 'hash') continue;
     for (const match of upstream.hash_key.matchAll(/\$cookie_([A-Za-z0-9_-]+)/g)) {

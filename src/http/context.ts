@@ -7,6 +7,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { connectionPeer, type TrustedProxies } from './client-address.js';
+import { canonicalAuthority } from './hosts.js';
 
 declare module 'node:http2' {
   interface Http2ServerResponse {
@@ -176,11 +177,20 @@ export class RequestContext {
 
   /**
    * The one authority (host and port as the client wrote it) that chose the site: the absolute-form target's,
-   * else `Host` (RFC 9112 §3.2.2). Everything after routing uses it — forwarded Host and X-Forwarded-Host,
-   * rewritten Location, cache invalidation — never a `Host` that lost to the target.
+   * else `Host` (RFC 9112 §3.2.2), never a `Host` that lost to the target. What is passed on is its canonical
+   * form, `canonicalAuthority`.
    */
   get authority(): string {
     return this.targetAuthority ?? this.req.headers.host ?? this.host;
+  }
+
+  /**
+   * The authority in canonical form (`canonicalAuthority`: lower case, no trailing dot, a port only when not the
+   * scheme's default): what an app server is told in Host, X-Forwarded-Host and Forwarded, what a rewritten
+   * Location names, and (its port) part of the cache key, so that no spelling of one site's Host is stored for all.
+   */
+  get canonicalAuthority(): string {
+    return canonicalAuthority(this.host, this.authority, this.scheme);
   }
 
   /** `path?query` as the client asked for it, canonicalised. */

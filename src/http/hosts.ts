@@ -33,6 +33,24 @@ export function parseHostHeader(value: string): string | null {
   return REG_NAME.test(host) ? host : null;
 }
 
+/** The port a scheme implies (an authority naming it says no more than one without a port). */
+const DEFAULT_PORTS: Readonly<Record<string, number>> = { http: 80, https: 443 };
+
+/**
+ * The canonical authority of a request: its parsed host (`parseHostHeader`: lower case, no trailing dot) and the
+ * port the client wrote, as a number, only when it is not the scheme's default (`Good.Example.:0080` over http is
+ * `good.example`, `good.example:06666` is `good.example:6666`). What the app is told and the cache keys on.
+ * `authority` is the raw value that `host` was parsed from.
+ */
+export function canonicalAuthority(host: string, authority: string, scheme: string): string {
+  if (authority === host) return host;
+  const end = authority.charCodeAt(0) === 91 /* [ */ ? authority.indexOf(']') + 1 : 0;
+  const colon = authority.indexOf(':', end);
+  if (colon === -1 || colon === authority.length - 1) return host;
+  const port = Number(authority.slice(colon + 1));
+  return port === DEFAULT_PORTS[scheme] ? host : `${host}:${port}`;
+}
+
 /** The canonical form of a host pattern written in a config (`Example.COM`, `::1`, `*.example.com`). */
 export function normalizeHostPattern(pattern: string): string {
   let host = pattern.trim().toLowerCase();

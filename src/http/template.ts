@@ -52,6 +52,11 @@ function variable(name: string): Template {
   return (ctx) => new URLSearchParams(ctx.query).get(arg) ?? '';
 }
 
+/** The variables a template uses (`$host`, `$header_x_forwarded_host`, …), in order, each once. */
+export function templateVariables(template: string): string[] {
+  return [...new Set(Array.from(template.matchAll(VARIABLE), (match) => match[0]))];
+}
+
 /** Compiles a template once; a template without variables returns its text without any work per request. */
 export function compileTemplate(template: string): Template {
   const parts: Part[] = [];

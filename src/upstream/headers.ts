@@ -5,7 +5,7 @@
  * `:scheme`, which Node lists in `rawHeaders`) are dropped, their meaning sent as the request line and Host; hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-*) are dropped; Expect is dropped (Portico answered it); X-Forwarded-For,
  * -Proto, -Host, X-Real-IP and Forwarded are rebuilt from the real peer, keeping the client's own values only
- * when the peer is a trusted proxy; Via is appended.
+ * when the peer is a trusted proxy; Via is appended; several Cookie fields (HTTP/2 splits them) become one.
  *
  * Towards the client: hop-by-hop fields are dropped, and so are Server and X-Powered-By (the app's identity)
  * plus any configured `hide_headers`; Location and Refresh that name the app server are rewritten.
@@ -50,9 +50,9 @@ export interface ForwardInfo {
   trusted: boolean;
   /** `http` or `https`: how the client reached Portico. */
   scheme: string;
-  /** The client-facing Host (absolute-form authority or Host header), as received. */
+  /** The client-facing authority (absolute-form target or Host) in canonical form (`canonicalAuthority`), as the cache keys it. */
   host: string;
-  /** The Host to send: the client's (`host: pass`) or a configured one. */
+  /** The Host to send: the canonical client-facing one (`host: pass`) or a configured one. */
   upstreamHost: string;
   /** Fields to set (replacing any the client sent), lower-cased name → value. */
   setHeaders: ReadonlyMap<string, string>;
@@ -81,6 +81,8 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   let xfHost: string | undefined;
   let forwarded: string | undefined;
   let via: string | undefined;
+  /** Index in `out` of the (joined) Cookie value, -1 before the first. */
+  let cookieAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.charCodeAt(0) === 58) continue;
@@ -100,6 +102,15 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
       continue;
     }
     if (info.setHeaders.has(lower)) continue;
+    if (lower === 'cookie') {
+      // HTTP/2 may carry one crumb per field (RFC 9113 §8.2.3): joined with "; " into the one line HTTP/1.1 allows
+      // (RFC 6265 §5.4), where the first Cookie field stood.
+      if (cookieAt === -1) {
+        cookieAt = out.length + 1;
+        out.push(name, raw[i + 1]!);
+      } else out[cookieAt] = `${out[cookieAt]!}; ${raw[i + 1]!}`;
+      continue;
+    }
     out.push(name, raw[i + 1]!);
   }
   const node = `for=${quoteForwardedNode(info.peer)};proto=${info.scheme}${info.host === '' ? '' : `;host="${info.host.replace(/["\\]/g, '')}"`}`;

@@ -20,6 +20,8 @@ before(async () => {
         proxy: { upstream: origin, cache: { zone: main, heuristic: true } }
       - path: /ttl/
         proxy: { upstream: origin, cache: { zone: main, default_ttl: 60s } }
+      - path: /ttl-cred/
+        proxy: { upstream: origin, cache: { zone: main, default_ttl: 60s, default_ttl_with_credentials: true } }
       - path: /cookie-ok/
         proxy: { upstream: origin, cache: { zone: main, ignore_set_cookie: true } }
 `,
@@ -205,6 +207,33 @@ describe('what is stored', () => {
     assertTtl(b, 57, 60);
   });
 
+  test('default_ttl: the answer to a request with a Cookie, with no cache fields, is not stored nor given to a client without it (cache deception)', async () => {
+    origin.on('/ttl/account', (req, res) => {
+      const body = req.headers.cookie === undefined ? 'anonymous' : `account of ${req.headers.cookie}`;
+      res.writeHead(200, { 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    const victim = await get(portico.port, '/ttl/account', { cookie: 'sid=victim' });
+    assert.equal(victim.body.toString(), 'account of sid=victim');
+    assert.doesNotMatch(cacheStatus(victim), /stored/);
+    const attacker = await get(portico.port, '/ttl/account');
+    assert.equal(attacker.body.toString(), 'anonymous');
+    // The cookie-less answer is stored under default_ttl as before, and served from the cache.
+    assert.ok(isHit(await get(portico.port, '/ttl/account')));
+    assert.equal(origin.seen('/ttl/account').length, 2);
+  });
+
+  test('default_ttl: the app\'s own public max-age to a request with a Cookie is stored; default_ttl_with_credentials lets default_ttl apply too', async () => {
+    origin.on('/ttl/public', answer({ 'cache-control': 'public, max-age=60' }, 'x'));
+    const [a, b] = await twice('/ttl/public', { cookie: 'sid=1' }, {});
+    assert.match(cacheStatus(a), /stored$/);
+    assert.ok(isHit(b));
+    origin.on('/ttl-cred/plain', answer({}, 'x'));
+    const [c, d] = await twice('/ttl-cred/plain', { cookie: 'sid=1' }, {});
+    assert.match(cacheStatus(c), /stored$/);
+    assertTtl(d, 57, 60);
+  });
+
   test('unknown response and request directives are ignored, not taken for no-cache', async () => {
     origin.on('/unknown', answer({ 'cache-control': 'max-age=60, x-vendor-thing, community="UCI"' }, 'x'));
     const [a, b] = await twice('/unknown', {}, { 'cache-control': 'x-unknown, foo=bar' });
@@ -284,6 +313,13 @@ describe('revalidation forced by no-cache and by the request', () => {
     assert.equal(seen.length, 3);
     assert.equal(seen[1]!.headers['if-none-match'], '"r1"');
     assert.equal(seen[2]!.headers['if-none-match'], '"r1"');
+  });
+
+  test('Pragma: no-cache beside a Cache-Control is ignored (RFC 9111 §5.4): a fresh response is a hit', async () => {
+    origin.on('/pragma-with-cc', validating('"p1"', { 'cache-control': 'max-age=60' }));
+    await get(portico.port, '/pragma-with-cc');
+    assert.ok(isHit(await get(portico.port, '/pragma-with-cc', { 'cache-control': 'no-transform', pragma: 'no-cache' })));
+    assert.equal(origin.seen('/pragma-with-cc').length, 1);
   });
 
   test('request max-age: an older response is revalidated, a younger one served', async () => {

@@ -52,6 +52,7 @@ const DOWN_PATHS: Array<[string, number, string]> = [
   ['/nocache', 30, 'no-cache'],
   ['/smaxage', 30, 's-maxage=10'],
   ['/asks', 30, ''],
+  ['/pragma', 30, ''],
   ['/window/recent', 30, ''],
   ['/window/old', 60, ''],
   ['/off/page', 30, ''],
@@ -177,6 +178,10 @@ describe('stale_if_unreachable', () => {
     for (const headers of asks) assertError(await get(portico.port, '/asks', headers), 502, JSON.stringify(headers));
     // The same stored copy, asked for plainly, does stand in: the refusals above were the request's.
     assertUnreachableStale(await get(portico.port, '/asks'), 502);
+  });
+
+  test('Pragma: no-cache beside a Cache-Control is ignored here as in the lookup (RFC 9111 §5.4): the stale copy stands in', async () => {
+    assertUnreachableStale(await get(portico.port, '/pragma', { 'cache-control': 'no-transform', pragma: 'no-cache' }), 502);
   });
 
   test('with stale_if_error configured as well, an unreachable upstream is reported as unreachable-stale', async () => {

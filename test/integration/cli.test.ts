@@ -39,6 +39,37 @@ const dir = makeTree({
     '      - path: /',
     '        proxy: { upstream: app }',
   ].join('\n'),
+  'compressed-proxy.yaml': [
+    'sites:',
+    '  - compress: {}',
+    '    routes:',
+    '      - path: /app/',
+    '        proxy: { url: "http://127.0.0.1:9" }',
+    '      - path: /api/',
+    '        proxy: { url: "http://127.0.0.1:9" }',
+    '        compress: { types: [application/json] }',
+    '      - path: /public/',
+    '        proxy: { url: "http://127.0.0.1:9" }',
+    '        compress: { breach_safe: true }',
+    '      - path: /',
+    '        static: { root: . }',
+    '  - hosts: [b.example]',
+    '    routes:',
+    '      - path: /',
+    '        proxy: { url: "http://127.0.0.1:9" }',
+    '        compress: { breach_safe: true }',
+  ].join('\n'),
+  'host-key.yaml': [
+    'sites:',
+    '  - routes:',
+    '      - path: /raw/',
+    '        proxy: { url: "http://127.0.0.1:9", host: "$header_host", cache: { zone: main } }',
+    '      - path: /keyed/',
+    '        proxy: { url: "http://127.0.0.1:9", host: "$header_host", cache: { zone: main, key: "$scheme$header_host$request_uri" } }',
+    '      - path: /fixed/',
+    '        proxy: { url: "http://127.0.0.1:9", host: backend.internal, cache: { zone: main } }',
+    'caches: { main: { memory: 1MB } }',
+  ].join('\n'),
   'semantic.yaml': 'sites:\n  - routes:\n      - path: /\n        static:\n          root: ./pub-missing\n',
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -97,6 +128,24 @@ describe('portico check', { concurrency: true }, () => {
     assert.equal(out.code, 0, out.stderr);
     assert.match(out.stdout, /hash-session\.yaml is valid \(1 warning above\)/);
     assert.match(out.stderr, /^hash-session\.yaml:5:15 upstreams\.app\.hash_key: warning: hashing on the app's session cookie JSESSIONID loses sessions: .*sticky: \{ app_cookie: JSESSIONID \}/m);
+  });
+
+  test('compress on a proxy route is valid but warned about (BREACH) at its compress key, a site\'s once; breach_safe: true and static routes are not', async () => {
+    const out = await runCli(['check', '-c', 'compressed-proxy.yaml']);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /compressed-proxy\.yaml is valid \(2 warnings above\)/);
+    const warnings = out.stderr.split('\n').filter((line) => line.includes('warning:'));
+    assert.equal(warnings.length, 2, out.stderr);
+    assert.match(warnings[0]!, /^compressed-proxy\.yaml:2:15 sites\[0\]\.compress: warning: compress on a proxied route: .*BREACH.*breach_safe: true$/);
+    assert.match(warnings[1]!, /^compressed-proxy\.yaml:8:19 sites\[0\]\.routes\[1\]\.compress: warning: compress on a proxied route/);
+  });
+
+  test('a cached proxy route whose host sends a value its cache key does not hold is warned about at proxy.host; a keyed or fixed host is not', async () => {
+    const out = await runCli(['check', '-c', 'host-key.yaml']);
+    assert.equal(out.code, 0, out.stderr);
+    const warnings = out.stderr.split('\n').filter((line) => line.includes('warning:'));
+    assert.equal(warnings.length, 1, out.stderr);
+    assert.match(warnings[0]!, /^host-key\.yaml:4:51 sites\[0\]\.routes\[0\]\.proxy\.host: warning: the app is sent a Host made of \$header_host, .*Add \$header_host to cache\.key$/);
   });
 
   test('a config file that does not exist exits 1 with a message', async () => {

@@ -85,6 +85,7 @@ describe('cache config', () => {
         key: '$scheme$host$request_uri',
         default_ttl: 0,
         heuristic: false,
+        default_ttl_with_credentials: false,
         stale_if_error: 0,
         stale_if_unreachable: 60_000,
         ignore_set_cookie: false,

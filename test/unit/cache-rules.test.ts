@@ -20,13 +20,14 @@ import {
   usability,
   varyKey,
   type RuleOptions,
+  pragmaNoCache,
 } from '../../src/cache/rules.js';
 import type { StoredResponse } from '../../src/cache/types.js';
 
 const NOW = Date.parse('2024-05-01T12:00:00Z');
 const HTTP_NOW = new Date(NOW).toUTCString();
-const DEFAULTS: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
-const GET = { method: 'GET', cacheControl: EMPTY_CACHE_CONTROL, hasAuthorization: false };
+const DEFAULTS: RuleOptions = { heuristic: false, defaultTtl: 0, defaultTtlWithCredentials: false, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
+const GET = { method: 'GET', cacheControl: EMPTY_CACHE_CONTROL, hasAuthorization: false, hasCookie: false };
 
 function httpDate(ms: number): string {
   return new Date(ms).toUTCString();
@@ -120,6 +121,24 @@ describe('notStorable (§3)', () => {
 
   test('default_ttl makes a response without freshness information storable', () => {
     assert.equal(storable({}, 200, { defaultTtl: 30_000 }), undefined);
+  });
+
+  test('a request with Cookie or Authorization: default_ttl and heuristic freshness do not apply unless default_ttl_with_credentials', () => {
+    // With Authorization, §3.5 wants public (or s-maxage, must-revalidate) first; public gives no lifetime.
+    for (const [req, cc] of [[{ hasCookie: true }, {}], [{ hasCookie: true }, { 'cache-control': 'public' }], [{ hasAuthorization: true }, { 'cache-control': 'public' }]] as const) {
+      const lm = { ...cc, 'last-modified': httpDate(NOW - 100_000) };
+      assert.equal(storable(cc, 200, { defaultTtl: 30_000 }, req), 'credentials');
+      assert.equal(storable(lm, 200, { heuristic: true }, req), 'credentials');
+      assert.equal(storable(cc, 200, { defaultTtl: 30_000, defaultTtlWithCredentials: true }, req), undefined);
+      assert.equal(storable(lm, 200, { heuristic: true, defaultTtlWithCredentials: true }, req), undefined);
+    }
+    assert.equal(storable({}, 200, { defaultTtl: 30_000, defaultTtlWithCredentials: true }, { hasAuthorization: true }), 'authorization');
+    // The app's own lifetime still counts (Authorization keeps its §3.5 rule).
+    assert.equal(storable({ 'cache-control': 'max-age=60' }, 200, { defaultTtl: 30_000 }, { hasCookie: true }), undefined);
+    assert.equal(storable({ expires: httpDate(NOW + 60_000) }, 200, {}, { hasCookie: true }), undefined);
+    assert.equal(storable({ 'cache-control': 'public, max-age=60' }, 200, {}, { hasAuthorization: true }), undefined);
+    assert.equal(storable({ 'cache-control': 's-maxage=60' }, 200, {}, { hasAuthorization: true }), undefined);
+    assert.equal(storable({ 'cache-control': 'max-age=60' }, 200, { defaultTtlWithCredentials: true }, { hasAuthorization: true }), 'authorization');
   });
 
   test('explicit zero freshness (max-age=0, an invalid Expires) is stored, to be revalidated', () => {
@@ -235,6 +254,15 @@ describe('usability (§4.2, §5.2.1, RFC 5861)', () => {
     assert.equal(usability(f, 10_000, parseCacheControl('max-age=15'), false), 'fresh');
     assert.equal(usability(f, 10_000, parseCacheControl('min-fresh=55'), false), 'revalidate');
     assert.equal(usability(f, 10_000, parseCacheControl('min-fresh=45'), false), 'fresh');
+  });
+
+  test('Pragma: no-cache counts only as a token, and only when the request has no Cache-Control (RFC 9111 §5.4)', () => {
+    assert.equal(pragmaNoCache(undefined, 'no-cache'), true);
+    assert.equal(pragmaNoCache(undefined, 'x-foo, No-Cache'), true);
+    assert.equal(pragmaNoCache(undefined, 'x-no-cache-please'), false);
+    assert.equal(pragmaNoCache(undefined, undefined), false);
+    assert.equal(pragmaNoCache('max-stale=60', 'no-cache'), false);
+    assert.equal(pragmaNoCache('', 'no-cache'), false);
   });
 
   test('unknown request directives are ignored', () => {

@@ -17,7 +17,7 @@ import { DiskStore } from '../../src/cache/disk-store.js';
 import { storedSize, type PersistentStore, type StoredResponse } from '../../src/cache/types.js';
 import { CacheZone, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
 
-const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
+const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, defaultTtlWithCredentials: false, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const silent = pino({ level: 'silent' });
 
 function response(key: string, body: string | Buffer, extraHeaders: string[] = [], varyKey = ''): StoredResponse {

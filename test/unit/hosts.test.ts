@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { checkHostPattern, HostMatcher, normalizeHostPattern, parseHostHeader } from '../../src/http/hosts.js';
+import { canonicalAuthority, checkHostPattern, HostMatcher, normalizeHostPattern, parseHostHeader } from '../../src/http/hosts.js';
 
 describe('parseHostHeader', () => {
   test('lower-cases the host and drops the port', () => {
@@ -107,5 +107,25 @@ describe('HostMatcher', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('canonicalAuthority', () => {
+  const canonical = (raw: string, scheme = 'http') => canonicalAuthority(parseHostHeader(raw)!, raw, scheme);
+
+  test('one form per site: case, trailing dot, an empty or default port and leading zeros make no difference', () => {
+    for (const raw of ['good.example', 'GOOD.EXAMPLE', 'good.example.', 'good.example:80', 'good.example:', 'Good.Example:0080']) {
+      assert.equal(canonical(raw), 'good.example', raw);
+    }
+    assert.equal(canonical('good.example:443', 'https'), 'good.example');
+  });
+
+  test('a port that is not the scheme default is kept, as a number', () => {
+    assert.equal(canonical('Good.Example:06666'), 'good.example:6666');
+    assert.equal(canonical('good.example:443'), 'good.example:443');
+    assert.equal(canonical('good.example:80', 'https'), 'good.example:80');
+    assert.equal(canonical('[::1]:8080'), '[::1]:8080');
+    assert.equal(canonical('[::1]:80'), '[::1]');
+    assert.equal(canonical('[::1]'), '[::1]');
   });
 });

@@ -53,6 +53,11 @@ const options = z.strictObject({
   encodings: z.array(z.enum(['br', 'gzip'])).min(1).default(['br', 'gzip']),
   gzip_level: z.number().int().min(1).max(9).default(GZIP_LEVEL),
   brotli_quality: z.number().int().min(0).max(11).default(BROTLI_QUALITY),
+  /**
+   * The author's word that this route's answers never hold a secret (a CSRF token, a session id) beside text a
+   * client chose (BREACH); without it, `portico check` warns about compress on a proxy route.
+   */
+  breach_safe: z.boolean().default(false),
 });
 
 /** A route's compress settings, resolved once. */

@@ -139,7 +139,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
 
   rewriteLocation(value: string): string {
     const ctx = this.ex.ctx;
-    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.authority}`, this.shared.strippedPrefix);
+    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.canonicalAuthority}`, this.shared.strippedPrefix);
   }
 
   #settle(result: AttemptResult): void {

@@ -233,7 +233,7 @@ export class StoringSink implements ResponseSink {
     const req = ctx.req;
     // A HEAD (revalidating a stale entry) is never stored: its empty body would replace the stored one.
     let reason: string | undefined = notStorable(
-      { method: req.method!, cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined },
+      { method: req.method!, cacheControl: this.reqcc, hasAuthorization: req.headers.authorization !== undefined, hasCookie: req.headers.cookie !== undefined },
       status,
       headers,
       options.rules,
@@ -250,7 +250,8 @@ export class StoringSink implements ResponseSink {
       this.#publish({ share: true, status, headers: withoutPorticoField(storedHeaders, true), body: this.#body, vary, varyKeyOf: variantKey });
     } else {
       this.#publish({ share: false });
-      if (reason !== 'method') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
+      // Not for this request's credentials: the next request, without them, may well be stored.
+      if (reason !== 'method' && reason !== 'credentials') options.zone.markHitForMiss(this.key, Date.now() + options.hitForMiss);
     }
     if (this.background || this.#clientGone) {
       this.#clientBody = false;

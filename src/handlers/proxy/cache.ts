@@ -17,7 +17,7 @@ import { responseComplete, type RequestContext } from '../../http/context.js';
 import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
 import { cacheStatus, ERROR_STATUSES, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
-import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, usability, varyKey } from '../../cache/rules.js';
+import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, pragmaNoCache, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { keptFields } from './intercept.js';
@@ -49,10 +49,9 @@ function fetchEdit(ctx: RequestContext, validators: readonly string[]): HeaderEd
   return { drop: REPLACED_ON_FETCH, add: ['accept-encoding', normalizeAcceptEncoding(ctx.req.headers['accept-encoding']), ...validators] };
 }
 
-/** Whether the request says `Pragma: no-cache` (with or without Cache-Control: a client asking for a fresh answer). */
-function pragmaSaysNoCache(ctx: RequestContext): boolean {
-  const pragma = ctx.req.headers.pragma;
-  return pragma !== undefined && /no-cache/i.test(String(pragma));
+/** Whether the request's Pragma asks for a validated answer (only without Cache-Control, §5.4). */
+function requestPragmaNoCache(ctx: RequestContext): boolean {
+  return pragmaNoCache(ctx.req.headers['cache-control'], ctx.req.headers.pragma);
 }
 
 function ttlParam(variant: CachedVariant, age: number): string {
@@ -78,8 +77,14 @@ export class ProxyCache implements CacheOwner {
     return cookie === undefined ? NO_FIELDS : ['Set-Cookie', cookie];
   }
 
+  /**
+   * The route's key, and the port of the authority the app is told when the client named one (`$host` has none):
+   * a page built for `good.example:6666` is stored for the clients that name that port, never for all.
+   */
   #keyFor(ctx: RequestContext): string {
-    return this.#o.key(ctx);
+    const key = this.#o.key(ctx);
+    const authority = ctx.canonicalAuthority;
+    return authority.length === ctx.host.length ? key : `${key}\0${authority}`;
   }
 
   /** Synchronous for a hit from memory (no promise on the hot path); a promise otherwise. */
@@ -89,20 +94,20 @@ export class ProxyCache implements CacheOwner {
     if (method !== 'GET' && method !== 'HEAD') return this.#unsafe(ctx);
     const ccHeader = req.headers['cache-control'];
     const reqcc = parseCacheControl(ccHeader);
-    const pragmaNoCache = ccHeader === undefined && req.headers.pragma !== undefined && /no-cache/i.test(String(req.headers.pragma));
+    const pragma = requestPragmaNoCache(ctx);
     const key = this.#keyFor(ctx);
     if (reqcc.noStore) return this.#passThrough(ctx, 'fwd=request');
     const found = this.#o.zone.lookupMemory(key, req.headers);
-    if (found !== undefined) return this.#answer(ctx, key, found, reqcc, pragmaNoCache);
-    return this.#o.zone.lookup(key, req.headers, this.#o.rules).then((lookup) => this.#answer(ctx, key, lookup, reqcc, pragmaNoCache));
+    if (found !== undefined) return this.#answer(ctx, key, found, reqcc, pragma);
+    return this.#o.zone.lookup(key, req.headers, this.#o.rules).then((lookup) => this.#answer(ctx, key, lookup, reqcc, pragma));
   }
 
-  #answer(ctx: RequestContext, key: string, lookup: Lookup, reqcc: CacheControl, pragmaNoCache: boolean): Promise<void> | void {
+  #answer(ctx: RequestContext, key: string, lookup: Lookup, reqcc: CacheControl, pragmaAsks: boolean): Promise<void> | void {
     if ('hit' in lookup) {
       const variant = lookup.hit;
       const now = Date.now();
       const age = ageOf(variant.extra.facts, now);
-      const use = usability(variant.extra.facts, age, reqcc, pragmaNoCache);
+      const use = usability(variant.extra.facts, age, reqcc, pragmaAsks);
       if (use === 'fresh' || use === 'stale-ok') return this.#serveHit(ctx, variant, age);
       if (use === 'stale-while-revalidate') {
         this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=stale-while-revalidate`);
@@ -147,7 +152,7 @@ export class ProxyCache implements CacheOwner {
       const zone = this.#o.zone;
       await zone.purge(this.#keyFor(ctx));
       for (const name of ['location', 'content-location']) {
-        const target = sameOriginPath(headerValue(sink.headers, name), ctx.authority);
+        const target = sameOriginPath(headerValue(sink.headers, name), ctx.canonicalAuthority);
         if (target === undefined) continue;
         const q = target.indexOf('?');
         const other = Object.create(ctx) as RequestContext;
@@ -217,7 +222,7 @@ export class ProxyCache implements CacheOwner {
     if (stale !== null && outcome.unreachable && this.#o.staleIfUnreachable > 0) {
       // Aged to now: the failed attempts (a connect timeout) may have taken a while.
       const age = ageOf(stale.variant.extra.facts, Date.now());
-      if (mayServeStaleWhenUnreachable(stale.variant.extra.facts, age, reqcc, pragmaSaysNoCache(ctx), this.#o.staleIfUnreachable)) {
+      if (mayServeStaleWhenUnreachable(stale.variant.extra.facts, age, reqcc, requestPragmaNoCache(ctx), this.#o.staleIfUnreachable)) {
         return this.#serveStored(ctx, stale.variant, age, `${params}; fwd-status=${outcome.status}; detail=unreachable-stale`);
       }
     }

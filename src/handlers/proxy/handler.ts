@@ -23,6 +23,11 @@ const cacheOptions = z.strictObject({
   default_ttl: duration.default(0),
   /** RFC 9111 §4.2.2 heuristic freshness (10 % of the time since Last-Modified, at most a day). */
   heuristic: z.boolean().default(false),
+  /**
+   * Let default_ttl and heuristic freshness apply to answers to requests with Cookie or Authorization too; off, such
+   * an answer is stored only with the app's own lifetime (max-age, s-maxage, Expires), as it may be that user's own.
+   */
+  default_ttl_with_credentials: z.boolean().default(false),
   /** Serve stale when every upstream fails, never where must-revalidate / proxy-revalidate / s-maxage forbid. */
   stale_if_error: duration.default(0),
   /** Serve a response stale at most this long when no upstream can be reached (refused, reset, timed out, all down); 0 = off. */
@@ -61,7 +66,10 @@ const options = z.strictObject({
   /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
   url: upstreamUrl.optional(),
   strip_prefix: z.boolean().default(false),
-  /** `pass` keeps the client's Host; any other value is sent as Host. */
+  /**
+   * `pass` sends the client's host in the canonical form the cache keys on (lower case, no trailing dot, a port only
+   * when not the scheme's default), as X-Forwarded-Host and Forwarded always do; any other value is sent as Host.
+   */
   host: z.string().default('pass'),
   set_headers: headerMap.default({}),
   hide_headers: z.array(z.string()).default([]),
@@ -186,6 +194,7 @@ export const proxyKind = defineHandler({
               rules: {
                 heuristic: options.cache.heuristic,
                 defaultTtl: options.cache.default_ttl,
+                defaultTtlWithCredentials: options.cache.default_ttl_with_credentials,
                 ignoreSetCookie: options.cache.ignore_set_cookie,
                 staleIfError: options.cache.stale_if_error,
                 targeted: options.cache.targeted.map((name) => name.toLowerCase()),

@@ -23,7 +23,7 @@ const NO_HEADERS = new Map<string, string>();
 
 /** What preparing needs of the route and its upstream, resolved once. */
 export interface PrepareOptions {
-  /** `pass` keeps the client's Host; any other template is sent as Host. */
+  /** `pass` sends the client's authority in canonical form (`RequestContext.canonicalAuthority`); any other template is sent as Host. */
   readonly host: string;
   readonly setHeaders: Readonly<Record<string, string>>;
   /** Route prefix removed from the path (`''` for none). */
@@ -72,7 +72,7 @@ export class RequestPreparer {
   /** The header list for the app server, as a flat name/value list. */
   headers(ctx: RequestContext): string[] {
     const req = ctx.req;
-    const clientHost = ctx.authority;
+    const clientHost = ctx.canonicalAuthority;
     let setHeaders: Map<string, string> = NO_HEADERS;
     if (this.#setHeaders.length > 0) {
       setHeaders = new Map();
