@@ -166,7 +166,8 @@ sites:
     const leader = net.connect(own.port, '127.0.0.1');
     leader.pause();
     t.after(() => leader.destroy());
-    leader.write('GET /paused-leader HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    // The Host names the port as the waiter's does: a named port is part of the cache key.
+    leader.write(`GET /paused-leader HTTP/1.1\r\nHost: 127.0.0.1:${own.port}\r\nConnection: close\r\n\r\n`);
     await waitFor('the leader to reach the origin', () => origin.seen('/paused-leader').length === 1);
     const waiter = streamingGet(own.port, '/paused-leader');
     await waitFor('the first bytes at the waiter', () => waiter.received().length === 1000);
