@@ -10,7 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream';
+import { pipeline, Transform } from 'node:stream';
+import { PorticoError } from '../../errors.js';
 import { responseCut, type RequestContext } from '../../http/context.js';
 import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { renderListing } from './autoindex.js';
@@ -91,6 +92,24 @@ async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefi
   if (sameVersion(entry.stat, await handle.stat())) return handle;
   await handle.close();
   return undefined;
+}
+
+/**
+ * Passes a file's bytes on and fails at their end if fewer than `expected` came: the file shrank while it was
+ * sent (the read stream just ends early at the new end of file). The failure reaches the response before its end,
+ * so the connection is cut instead of ending an answer short of its Content-Length (or with a clean last chunk).
+ */
+function wholeOrFail(expected: number): Transform {
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      passed += chunk.length;
+      callback(null, chunk);
+    },
+    flush(callback) {
+      callback(passed === expected ? null : new PorticoError('PORTICO_INTERNAL', `file shrank while it was sent: ${passed} of ${expected} bytes`));
+    },
+  });
 }
 
 /** What to stream from disk, and how. */
@@ -357,19 +376,27 @@ class StaticHandler {
       res.end();
       return;
     }
+    // The bytes the headers promise (of the file; compressed on the fly, their encoding): read no more than these
+    // from a file that grew, and cut the connection if it shrank, as the multi-range path does.
+    const promised = range !== undefined ? range.end - range.start + 1 : stat.size;
+    if (promised === 0) {
+      await handle.close();
+      res.end();
+      return;
+    }
     // The stream owns the handle and closes it when it ends or is destroyed. (A raw `fd` with `autoClose: false`
     // was closed by the stream anyway on an aborted response, and never on a completed one: the handle was then
     // closed twice, or by the garbage collector — after the fd number had been reused by another request.)
-    const stream = handle.createReadStream({ start: range?.start, end: range?.end });
-    ctx.bytesSent = range !== undefined ? range.end - range.start + 1 : (length ?? 0);
+    const stream = handle.createReadStream({ start: range?.start ?? 0, end: range?.end ?? stat.size - 1 });
+    ctx.bytesSent = range !== undefined ? promised : (length ?? 0);
     const done = (err: NodeJS.ErrnoException | null) => {
       // The headers are out: an error can only be shown by cutting the connection, never by a clean end.
       if (err) res.destroy();
     };
     if (encoding === undefined) {
-      pipeline(stream, res, done);
+      pipeline(stream, wholeOrFail(promised), res, done);
     } else {
-      pipeline(stream, createEncoder(encoding, DEFAULT_LEVELS), res, done);
+      pipeline(stream, wholeOrFail(promised), createEncoder(encoding, DEFAULT_LEVELS), res, done);
     }
   }
 }
