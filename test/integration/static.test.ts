@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { promises as fs, appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -478,6 +478,42 @@ describe('streaming', () => {
     assert.deepEqual(problems, []);
     const after = await request(portico.port, '/huge.txt');
     assert.ok(after.body.equals(Buffer.from(HUGE_TEXT)));
+  });
+});
+
+describe('a failing fstat', () => {
+  test('a file handle whose fstat fails is closed, not leaked (single-file and multi-range paths); the answer is 503', async () => {
+    // fstat on an open descriptor fails only on I/O errors, which no test can cause; FileHandle's own stat is
+    // made to fail instead (Portico runs in this process), as the resolver's path-based stat stays untouched.
+    const probe = await fs.open(path.join(portico.dir, 'pub/huge.txt'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { stat: () => Promise<unknown> };
+    await probe.close();
+    const original = proto.stat;
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (/file descriptor|FileHandle/i.test(warning.message)) warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const statuses: number[] = [];
+    await request(portico.port, '/huge.txt');
+    const baseline = openFds();
+    proto.stat = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fstat'), { code: 'EIO' }));
+    try {
+      for (let i = 0; i < 10; i++) {
+        statuses.push((await request(portico.port, '/huge.txt')).status);
+        statuses.push((await request(portico.port, '/huge.txt', { Range: 'bytes=0-9,100-109' })).status);
+      }
+    } finally {
+      proto.stat = original;
+    }
+    // The test's own connections close a moment after their answers: wait (bounded) for those, and only those.
+    for (const limit = Date.now() + 3000; openFds() > baseline + 2 && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    process.off('warning', onWarning);
+    assert.ok(openFds() <= baseline + 2, `${openFds()} descriptors open, ${baseline} before: handles leaked`);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(new Set(statuses), new Set([503]));
+    assert.equal((await request(portico.port, '/huge.txt')).status, 200, 'served again once fstat works');
   });
 });
 

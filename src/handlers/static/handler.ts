@@ -8,7 +8,7 @@
  * is checked against what the headers will say.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, type Stats } from 'node:fs';
 import path from 'node:path';
 import { pipeline, Transform } from 'node:stream';
 import { PorticoError } from '../../errors.js';
@@ -81,6 +81,19 @@ const ALLOW = { Allow: 'GET, HEAD' };
 /** Largest piece of a range read into memory at once when sending multipart ranges from disk. */
 const RANGE_CHUNK = 64 * 1024;
 
+/**
+ * The `fstat` of an open handle; `undefined` when it fails, the handle then closed (a handle whose stat failed
+ * is no use to anyone, and was left to the garbage collector).
+ */
+async function statOrClose(handle: fs.FileHandle): Promise<Stats | undefined> {
+  try {
+    return await handle.stat();
+  } catch {
+    await handle.close().catch(() => undefined);
+    return undefined;
+  }
+}
+
 /** Opens an entry's file if it is still the version the entry describes; `undefined` otherwise. */
 async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefined> {
   let handle: fs.FileHandle;
@@ -89,7 +102,9 @@ async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefi
   } catch {
     return undefined;
   }
-  if (sameVersion(entry.stat, await handle.stat())) return handle;
+  const stat = await statOrClose(handle);
+  if (stat === undefined) return undefined;
+  if (sameVersion(entry.stat, stat)) return handle;
   await handle.close();
   return undefined;
 }
@@ -360,11 +375,13 @@ class StaticHandler {
       if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
       return sendError(ctx, 404);
     }
-    const stat = await handle.stat();
+    // A handle whose stat fails (closed by then) counts as a changed file: resolved again once, then 503.
+    const stat = await statOrClose(handle);
     const expected = file === entry.path ? entry.stat : undefined;
-    const changed = expected !== undefined ? !sameVersion(expected, stat) : length !== undefined && stat.size !== length;
+    const changed =
+      stat === undefined || (expected !== undefined ? !sameVersion(expected, stat) : length !== undefined && stat.size !== length);
     if (changed) {
-      await handle.close();
+      if (stat !== undefined) await handle.close();
       this.#resolver.forget(ctx.path);
       if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
       return sendError(ctx, 503, RETRY_SOON);
