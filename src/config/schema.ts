@@ -56,14 +56,29 @@ const certificateFiles = {
   key: z.string().min(1).optional(),
 };
 
+/**
+ * The TLS 1.2 suites a listener offers unless `tls.ciphers` says otherwise: Mozilla's "intermediate" ECDHE
+ * suites, AEAD only (AES-GCM, ChaCha20-Poly1305), ECDSA before RSA. No CBC suite (LUCKY13, which testssl flagged
+ * in Node's default list), no static RSA key exchange (no forward secrecy), and not Mozilla's DHE suites either:
+ * Portico sets no DH parameters, so OpenSSL never agrees them. TLS 1.3 suites are OpenSSL's, whatever this says.
+ */
+export const DEFAULT_TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
 /** A listener's `tls` (exported for `--dev`, which gives one to listeners without). */
 export const listenerTls = z
   .strictObject({
     ...certificateFiles,
     min_version: tlsVersion.default('TLSv1.2'),
     max_version: tlsVersion.default('TLSv1.3'),
-    /** OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's); Node's default list when absent. */
-    ciphers: z.string().min(1).optional(),
+    /** OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's); ECDHE with AEAD only by default. */
+    ciphers: z.string().min(1).default(DEFAULT_TLS12_CIPHERS),
     /** PEM bundle of the CAs whose client certificates are accepted: with it, a client without one is refused. */
     client_ca: z.string().min(1).optional(),
   })

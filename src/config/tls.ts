@@ -88,12 +88,10 @@ export function checkTls(config: ParsedConfig, dir: string): Problem[] {
         }
       }
     }
-    if (tls.ciphers !== undefined) {
-      try {
-        createSecureContext({ ciphers: tls.ciphers });
-      } catch {
-        problems.push({ keys: [...keys, 'ciphers'], message: `no cipher of ${JSON.stringify(tls.ciphers)} is known to OpenSSL` });
-      }
+    try {
+      createSecureContext({ ciphers: tls.ciphers });
+    } catch {
+      problems.push({ keys: [...keys, 'ciphers'], message: `no cipher of ${JSON.stringify(tls.ciphers)} is known to OpenSSL` });
     }
   });
   config.sites.forEach((site, s) => {

@@ -96,6 +96,19 @@ export function answerClientError(socket: Socket, status: number, serverHeader: 
   socket.once('finish', () => socket.destroy());
 }
 
+/**
+ * The status for a request line whose version this HTTP/1 server does not speak, else 0. Node's parser takes
+ * `HTTP/2.0` (any other major version it refuses itself) and reads a line without a version (`GET /`, HTTP/0.9's
+ * form) as version 0.9, headers and all: 505 for the first and 400 for the second, as nginx does (a major
+ * version above 1 is 505; one below is a bad request line). The h2c preface (`PRI * HTTP/2.0`) never gets here:
+ * Node's parser refuses it (400).
+ */
+export function versionRefusal(req: IncomingMessage): number {
+  if (req.httpVersionMajor === 1) return 0;
+  return req.httpVersionMajor === 0 ? 400 : 505;
+}
+
+/** The status of an answer to bytes Node's parser refused, by its error code. */
 export function clientErrorStatus(code: string | undefined): number {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;

@@ -38,6 +38,7 @@ import {
   PorticoRequest,
   schemeOf,
   sweepTimeout,
+  versionRefusal,
   type ListenerConfig,
 } from './http1.js';
 import { SecureStage } from './secure.js';
@@ -152,6 +153,8 @@ class Listener {
      * for a missing Host, the silent close on CONNECT) are turned off, so that these go through the app.
      */
     const refusal = (req: PorticoRequest, res: ServerResponse | undefined): number => {
+      const version = versionRefusal(req);
+      if (version !== 0) return version;
       const entries = req.rawHeaders.length;
       if (entries > this.headerEntries || (entries >= this.keptEntries && cutByParser(req, entries))) return 431;
       if (req.declined !== 0) {

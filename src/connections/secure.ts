@@ -155,7 +155,7 @@ export class SecureStage {
       ...(options.pem === undefined ? {} : { cert: options.pem.cert, key: options.pem.key }),
       minVersion: options.min_version,
       maxVersion: options.max_version,
-      ...(options.ciphers === undefined ? {} : { ciphers: options.ciphers }),
+      ciphers: options.ciphers,
       honorCipherOrder: true,
       ...(options.client_ca_pem === undefined ? {} : { ca: options.client_ca_pem, requestCert: true, rejectUnauthorized: true }),
       handshakeTimeout: config.header_timeout > 0 ? config.header_timeout : 30_000,

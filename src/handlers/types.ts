@@ -26,6 +26,8 @@ export interface HandlerEnv {
   tempSpace: TempSpace;
   /** Forward request fields whose names contain `_` (config `underscores_in_headers`). */
   underscoresInHeaders: boolean;
+  /** The route's handler reads request bodies itself, within `ctx.bodyLimit` (see `HandlerKind.readsBody`). */
+  handlerReadsBody: boolean;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */
   createUpstream(name: string, config: z.input<typeof upstreamSchema>): Upstream;
 }
@@ -62,7 +64,14 @@ export interface PartKind<Schema extends z.ZodType, Made> {
  * A handler kind: a part that makes a route's handler. Adding a kind is one file exporting one of these, plus its
  * line in `handlers/index.ts`.
  */
-export type HandlerKind<Schema extends z.ZodType = z.ZodType> = PartKind<Schema, HandlerInstance>;
+export interface HandlerKind<Schema extends z.ZodType = z.ZodType> extends PartKind<Schema, HandlerInstance> {
+  /**
+   * The handler reads a request body itself and stops at `ctx.bodyLimit` (the proxy). For any other kind, the
+   * route's body-size link reads and drops a body of unknown length before the handler runs, so that a body past
+   * the limit gets 413 rather than the handler's answer followed by a cut connection.
+   */
+  readonly readsBody?: boolean;
+}
 
 /** Declares a handler kind (only names the type: the option type follows from the schema). */
 export function defineHandler<Schema extends z.ZodType>(kind: HandlerKind<Schema>): HandlerKind<Schema> {

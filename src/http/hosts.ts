@@ -70,12 +70,25 @@ export function checkHostPattern(pattern: string): string | undefined {
   return undefined;
 }
 
+/**
+ * How far a `*.` pattern reaches: `any-depth` (a site's `*.example.com` takes `a.b.example.com` too, as nginx's
+ * server_name does), or `one-label` (a certificate's covers `a.example.com` only: RFC 6125 §6.4.3).
+ */
+export interface HostMatcherOptions {
+  wildcards?: 'any-depth' | 'one-label';
+}
+
 /** Finds the site for a host: exact names first, then the longest matching wildcard, then the default. */
 export class HostMatcher<T> {
   readonly #exact = new Map<string, T>();
   /** Wildcard suffixes (`.example.com`), longest first so the most specific wins. */
   readonly #wildcards: Array<{ suffix: string; value: T }> = [];
+  readonly #oneLabel: boolean;
   #fallback: T | undefined;
+
+  constructor(options: HostMatcherOptions = {}) {
+    this.#oneLabel = options.wildcards === 'one-label';
+  }
 
   /** Registers a value under host patterns; `undefined` patterns make it the default (first one wins). */
   add(patterns: readonly string[] | undefined, value: T): void {
@@ -96,7 +109,10 @@ export class HostMatcher<T> {
     const exact = this.#exact.get(host);
     if (exact !== undefined) return exact;
     for (const { suffix, value } of this.#wildcards) {
-      if (host.length > suffix.length && host.endsWith(suffix)) return value;
+      if (host.length <= suffix.length || !host.endsWith(suffix)) continue;
+      // One label: no dot before the suffix.
+      if (this.#oneLabel && host.lastIndexOf('.', host.length - suffix.length - 1) !== -1) continue;
+      return value;
     }
     return this.#fallback;
   }

@@ -119,6 +119,7 @@ export class App {
     const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
+        const handler = handlerKind(route.kind)!;
         const env = {
           logger,
           serverHeader: config.server_header,
@@ -129,8 +130,8 @@ export class App {
           underscoresInHeaders: config.underscores_in_headers,
           tempSpace,
           createUpstream,
+          handlerReadsBody: handler.readsBody === true,
         };
-        const handler = handlerKind(route.kind)!;
         const instance = handler.create(route.options, env);
         this.#instances.push(instance);
         // The route's own middlewares (with those its handler's options carry), then for each kind it does not

@@ -2,8 +2,10 @@
  * The certificate store: which certificate a TLS handshake presents for a server name (SNI), and whether a
  * request on a connection was misdirected (RFC 9110 §15.5.20).
  *
- * Selection for a name: an exact host of a site, then the longest wildcard host (`*.example.com`), then the
- * listener's own default certificate. A site's certificate is the one its `tls` names; a site without one is
+ * Selection for a name: an exact host of a site, then the longest wildcard host (`*.example.com`) that covers
+ * it, then the listener's own default certificate. A wildcard covers one label only (RFC 6125 §6.4.3:
+ * `a.example.com`, not `a.b.example.com`, which no client would accept it for), though a site's `*.` host takes
+ * deeper names for routing (as nginx's server_name does). A site's certificate is the one its `tls` names; a site without one is
  * served the listener's default. Certificates `install`ed at runtime come before the configured ones for the
  * same host pattern.
  *
@@ -50,12 +52,15 @@ function serverName(name: string): string {
   return host.endsWith('.') ? host.slice(0, -1) : host;
 }
 
+/** A certificate's wildcard names one label (RFC 6125 §6.4.3). */
+const CERTIFICATE_NAMES = { wildcards: 'one-label' } as const;
+
 /** Site hosts → their certificate (`null`: the listener's default), for the certificates of one config. */
 export class CertificateStore {
   /** The configured sites' host patterns and certificates, in config order. */
   readonly #configured: ReadonlyArray<{ hosts: readonly string[]; certificate: ServedCertificate | null }>;
   readonly #installed = new Map<string, { hosts: readonly string[]; certificate: ServedCertificate }>();
-  #matcher: HostMatcher<ServedCertificate | null> = new HostMatcher();
+  #matcher: HostMatcher<ServedCertificate | null> = new HostMatcher(CERTIFICATE_NAMES);
 
   /** The store for a config's sites (their PEM was read and checked at load). */
   constructor(config: Pick<Config, 'sites'>) {
@@ -103,7 +108,7 @@ export class CertificateStore {
 
   #rebuild(): void {
     // Installed first: for the same pattern the first added wins.
-    const matcher = new HostMatcher<ServedCertificate | null>();
+    const matcher = new HostMatcher<ServedCertificate | null>(CERTIFICATE_NAMES);
     for (const { hosts, certificate } of this.#installed.values()) matcher.add(hosts, certificate);
     for (const { hosts, certificate } of this.#configured) matcher.add(hosts, certificate);
     this.#matcher = matcher;

@@ -87,17 +87,48 @@ describe('max_body_size on respond, static and redirect routes', () => {
     assert.match(res.raw, /^HTTP\/1\.1 405 [^]*HTTP\/1\.1 200 OK[^]*hello$/);
   });
 
-  test('a chunked body past the limit on a route that does not read it: the connection is cut, what follows is not answered', async () => {
+  test('a chunked body past the limit on a respond, static or redirect route gets 413 and close, never a 200; a pipelined request is not answered', async () => {
+    const server = await portico(site, files);
+    for (const [path, method] of [['/', 'POST'], ['/static/a.txt', 'GET'], ['/go', 'POST']] as const) {
+      const body = chunk('z'.repeat(512)).repeat(3) + '0\r\n\r\n';
+      const res = await rawRequest(
+        server.port,
+        `${method} ${path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}GET /static/a.txt HTTP/1.1\r\nHost: a\r\n\r\n`,
+        { responses: 2 },
+      );
+      assert.equal(res.status, 413, `${path}: ${res.raw}`);
+      assert.equal(res.headers.connection, 'close', path);
+      assert.ok(res.closed, `${path}: the connection is closed after the 413`);
+      assert.equal(answers(res.raw), 1, `${path}: the pipelined request is not answered: ${res.raw}`);
+    }
+  });
+
+  test('a chunked body past the limit sent after the head: 413 once the limit is passed, before the body ends', async () => {
     const server = await portico(site, files);
     const conn = await RawConnection.open(server.port);
     try {
       conn.write('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n');
-      const first = (await conn.until((received) => received.includes('hello'))).toString('latin1');
-      assert.equal(statusOf(first), 200, 'respond answers before the body');
       for (let i = 0; i < 3; i++) conn.write(chunk('z'.repeat(512)));
-      conn.write('0\r\n\r\nGET /static/a.txt HTTP/1.1\r\nHost: a\r\n\r\n');
-      assert.ok(await conn.waitClosed(3000), 'the connection is cut once the discarded body passes 1KB');
+      const text = (await conn.until(hasHead)).toString('latin1');
+      assert.equal(statusOf(text), 413, text);
+      assert.match(text, /\r\nConnection: close\r\n/i);
+      assert.ok(await conn.waitClosed(3000), 'the connection is closed after the 413');
       assert.equal(answers(conn.received.toString('latin1')), 1);
+    } finally {
+      conn.close();
+    }
+  });
+
+  test('a chunked body within the limit on a respond route is read to its end before the answer, with Expect: 100-continue answered', async () => {
+    const server = await portico(site, files);
+    const conn = await RawConnection.open(server.port);
+    try {
+      conn.write('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n');
+      const interim = (await conn.until(hasHead)).toString('latin1');
+      assert.match(interim, /^HTTP\/1\.1 100 Continue\r\n/);
+      conn.write(`${chunk('y'.repeat(100))}0\r\n\r\nGET /go HTTP/1.1\r\nHost: a\r\n\r\n`);
+      const text = (await conn.until((received) => /HTTP\/1\.1 302 /.test(received.toString('latin1')))).toString('latin1');
+      assert.match(text, /HTTP\/1\.1 200 OK[^]*helloHTTP\/1\.1 302 /);
     } finally {
       conn.close();
     }

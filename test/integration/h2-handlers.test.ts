@@ -92,6 +92,9 @@ sites:
       - path: /limited
         rate_limit: { rate: 1/h, burst: 2 }
         respond: { body: "ok" }
+      - path: /small-form
+        max_body_size: 1KB
+        respond: { body: "taken" }
 `,
       { 'public/files/hello.txt': 'hello over h2\n', 'public/files/big.txt': 'x'.repeat(100_000), '404.html': '<h1>our own 404</h1>' },
     );
@@ -252,6 +255,15 @@ sites:
     ]);
     assert.equal(closed, 0, 'closed by the server with NO_ERROR while the client was still sending');
     assert.equal((await get('/hello')).status, 201, 'the session goes on');
+  });
+
+  test('respond: an h2 body without content-length is read before the answer; one over max_body_size gets 413, not the 200', async () => {
+    const post = (size: number) => h2Request(client, { ':method': 'POST', ':path': '/small-form', ':authority': 'a.example' }, 'x'.repeat(size));
+    const within = await post(700);
+    assert.equal(within.status, 200);
+    assert.equal(within.body.toString(), 'taken');
+    assert.equal((await post(5000)).status, 413);
+    assert.equal((await get('/small-form')).status, 200, 'a request without a body is answered at once; the session goes on');
   });
 
   test('cache: concurrent misses on one session collapse into one upstream request; then hits and a 304 from the cache', async () => {

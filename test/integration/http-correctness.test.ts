@@ -200,3 +200,39 @@ describe("Portico's own targeted field", () => {
     assert.equal(res.headers.get('cdn-cache-control'), 'max-age=30');
   });
 });
+
+describe('HTTP versions on a plain HTTP/1 listener', () => {
+  const site = 'sites:\n  - routes: [{ path: /, respond: { body: "hello" } }]\n';
+  const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
+
+  test('an HTTP/2.0 request line gets 505 and a closed connection, never the route answer (nginx: major version > 1 is 505)', async () => {
+    const server = await portico(site);
+    const res = await rawRequest(server.port, 'GET / HTTP/2.0\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 2 });
+    assert.equal(res.status, 505, res.raw);
+    assert.equal(res.headers.connection, 'close');
+    assert.ok(res.closed);
+    assert.doesNotMatch(res.raw, /hello/);
+  });
+
+  test('an HTTP/0.9-form request line (no version) and an explicit HTTP/0.9 get 400, never the route answer', async () => {
+    const server = await portico(site);
+    for (const request of ['GET /\r\n\r\n', 'GET /\r\nHost: a\r\n\r\n', 'GET / HTTP/0.9\r\nHost: a\r\n\r\n', 'POST /\r\nContent-Length: 3\r\n\r\nabc']) {
+      const res = await rawRequest(server.port, request);
+      assert.equal(res.status, 400, `${JSON.stringify(request)}: ${res.raw}`);
+      assert.ok(res.closed);
+      assert.doesNotMatch(res.raw, /hello/);
+    }
+  });
+
+  test('HTTP/1.0 and HTTP/1.1 are answered as before; the h2c prior-knowledge preface still gets 400', async () => {
+    const server = await portico(site);
+    const old = await rawRequest(server.port, 'GET / HTTP/1.0\r\n\r\n');
+    assert.equal(old.status, 200);
+    assert.equal(old.body, 'hello');
+    const kept = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 2 });
+    assert.equal((kept.raw.match(/HTTP\/1\.1 200 OK/g) ?? []).length, 2);
+    const preface = await rawRequest(server.port, PREFACE);
+    assert.equal(preface.status, 400);
+    assert.ok(preface.closed);
+  });
+});

@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { promises as fs, appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -477,6 +478,121 @@ describe('streaming', () => {
     assert.deepEqual(problems, []);
     const after = await request(portico.port, '/huge.txt');
     assert.ok(after.body.equals(Buffer.from(HUGE_TEXT)));
+  });
+});
+
+describe('a failing fstat', () => {
+  test('a file handle whose fstat fails is closed, not leaked (single-file and multi-range paths); the answer is 503', async () => {
+    // fstat on an open descriptor fails only on I/O errors, which no test can cause; FileHandle's own stat is
+    // made to fail instead (Portico runs in this process), as the resolver's path-based stat stays untouched.
+    const probe = await fs.open(path.join(portico.dir, 'pub/huge.txt'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { stat: () => Promise<unknown> };
+    await probe.close();
+    const original = proto.stat;
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => {
+      if (/file descriptor|FileHandle/i.test(warning.message)) warnings.push(warning.message);
+    };
+    process.on('warning', onWarning);
+    const statuses: number[] = [];
+    await request(portico.port, '/huge.txt');
+    const baseline = openFds();
+    proto.stat = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fstat'), { code: 'EIO' }));
+    try {
+      for (let i = 0; i < 10; i++) {
+        statuses.push((await request(portico.port, '/huge.txt')).status);
+        statuses.push((await request(portico.port, '/huge.txt', { Range: 'bytes=0-9,100-109' })).status);
+      }
+    } finally {
+      proto.stat = original;
+    }
+    // The test's own connections close a moment after their answers: wait (bounded) for those, and only those.
+    for (const limit = Date.now() + 3000; openFds() > baseline + 2 && Date.now() < limit; ) await new Promise((resolve) => setTimeout(resolve, 20));
+    process.off('warning', onWarning);
+    assert.ok(openFds() <= baseline + 2, `${openFds()} descriptors open, ${baseline} before: handles leaked`);
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(new Set(statuses), new Set([503]));
+    assert.equal((await request(portico.port, '/huge.txt')).status, 200, 'served again once fstat works');
+  });
+});
+
+/**
+ * Sends `GET target` and a pipelined `GET /hello.txt` on one connection, pauses reading as soon as the first
+ * answer's head is in, runs `meanwhile` (the file changes while it is being sent), then reads on until the server
+ * closes the connection, the second answer is in, or `timeoutMs` passes. Counts the bytes rather than keeping them (the file is large).
+ */
+function sendWhileChanging(target: string, meanwhile: () => void, timeoutMs = 5000): Promise<{ length: number; body: number; closed: boolean; secondAt: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(portico.port, '127.0.0.1');
+    let head = '';
+    let headEnd = -1;
+    let received = 0;
+    let tail = '';
+    /** Where the second answer's status line starts, counted from the first answer's body; -1: never came. */
+    let secondAt = -1;
+    const finish = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const length = Number(/\r\ncontent-length: (\d+)\r\n/i.exec(head)?.[1] ?? -1);
+      resolve({ length, body: received - headEnd, closed, secondAt });
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.on('connect', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: a\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n`));
+    socket.on('data', (chunk: Buffer) => {
+      const start = received - tail.length;
+      received += chunk.length;
+      // The second answer's status line, found even across two reads.
+      const text = tail + chunk.toString('latin1');
+      const at = headEnd === -1 || secondAt !== -1 ? -1 : text.indexOf('HTTP/1.1 200 OK');
+      if (at !== -1) secondAt = start + at - headEnd;
+      tail = text.slice(-32);
+      // The second answer complete (its body is /hello.txt's): nothing more is coming.
+      if (secondAt !== -1 && text.endsWith('hello world\n')) return finish(false);
+      if (headEnd !== -1) return;
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      headEnd = end + 4;
+      head = head.slice(0, headEnd);
+      socket.pause();
+      meanwhile();
+      socket.resume();
+    });
+    socket.on('close', () => finish(true));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') reject(err);
+    });
+  });
+}
+
+describe('a file that changes while it is sent', () => {
+  const SIZE = 48 * 1024 * 1024;
+
+  test('a file truncated while it is sent: the connection is cut short of Content-Length, never ended cleanly and reused', async () => {
+    const target = path.join(portico.dir, 'pub/truncated.bin');
+    writeFileSync(target, Buffer.alloc(SIZE, 't'));
+    const seen = await sendWhileChanging('/truncated.bin', () => truncateSync(target, 0));
+    assert.equal(seen.length, SIZE);
+    assert.ok(seen.body < SIZE, `${seen.body} body bytes of ${SIZE}`);
+    assert.ok(seen.closed, 'the connection is cut');
+    assert.equal(seen.secondAt, -1, 'the pipelined request after it is not answered on that connection');
+  });
+
+  test('a file truncated while it is sent with gzip on the fly: the connection is cut, the chunked answer never ends cleanly', async () => {
+    const target = path.join(portico.dir, 'pub/truncated.txt');
+    writeFileSync(target, HUGE_TEXT.repeat(16));
+    const seen = await sendWhileChanging('/truncated.txt', () => truncateSync(target, 0));
+    assert.ok(seen.closed, 'the connection is cut');
+    assert.equal(seen.secondAt, -1, 'the pipelined request after it is not answered on that connection');
+  });
+
+  test('a file that grows while it is sent: exactly Content-Length bytes are sent, and the connection goes on', async () => {
+    const target = path.join(portico.dir, 'pub/grown.bin');
+    writeFileSync(target, Buffer.alloc(SIZE, 'g'));
+    const seen = await sendWhileChanging('/grown.bin', () => appendFileSync(target, Buffer.alloc(1024 * 1024, 'G')));
+    assert.equal(seen.length, SIZE);
+    assert.equal(seen.secondAt, SIZE, 'the pipelined request is answered right after exactly Content-Length bytes');
   });
 });
 

@@ -3,10 +3,12 @@
  * HTTP/1.1 limits of a plain listener (header, request and keep-alive timeouts) on connections over TLS.
  */
 import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
+import * as x509 from '@peculiar/x509';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -84,6 +86,92 @@ describe('TLS versions and client certificates', () => {
     assert.deepEqual([res.status, res.body], [200, 'ok']);
     await assert.rejects(httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost' }), /certificate required|socket hang up|ECONNRESET/);
     await assert.rejects(httpsGet({ port: mutual.port, ca: pki.ca.cert, servername: 'localhost', client: stranger }), /unknown ca|socket hang up|ECONNRESET/);
+  });
+});
+
+/** A self-signed RSA certificate (Portico's own maker gives ECDSA only): static-RSA and ECDHE-RSA suites need one. */
+async function rsaCertificate(name: string): Promise<PemCertificate> {
+  const algorithm = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 };
+  const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01',
+    name: `CN=${name}`,
+    notBefore: new Date(Date.now() - 86_400_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys,
+    signingAlgorithm: algorithm,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: name }])],
+  });
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+  return { cert: cert.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${pkcs8.replace(/(.{64})/g, '$1\n')}\n-----END PRIVATE KEY-----\n` };
+}
+
+/** A TLS handshake offering only `ciphers` (TLS 1.2 unless `version` says otherwise): the suite agreed, or the error. */
+function handshake(port: number, servername: string, ciphers: string | undefined, version: tls.SecureVersion = 'TLSv1.2'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port,
+      servername,
+      rejectUnauthorized: false,
+      minVersion: version,
+      maxVersion: version,
+      ...(ciphers === undefined ? {} : { ciphers }),
+    });
+    socket.once('secureConnect', () => {
+      resolve(socket.getCipher().name);
+      socket.destroy();
+    });
+    socket.once('error', reject);
+  });
+}
+
+describe('TLS 1.2 cipher suites', () => {
+  let ecdsa: RunningPortico;
+  let rsa: RunningPortico;
+  let explicit: RunningPortico;
+  before(async () => {
+    const rsaCert = await rsaCertificate('rsa.test');
+    const files = { ...serverFiles(), 'rsa.pem': rsaCert.cert, 'rsa.key': rsaCert.key };
+    // The RSA certificate is a site's, chosen by SNI: the listener's suites hold for SNI certificates too.
+    const sites = `sites:\n  - hosts: [rsa.test]\n    tls: { cert: ./rsa.pem, key: ./rsa.key }\n    routes: [{ path: /, respond: { body: "rsa" } }]\n  - routes: [{ path: /, respond: { body: "ok" } }]\n`;
+    ecdsa = await startPortico(`listen: [{ addr: "127.0.0.1:0", tls: { cert: ./server.pem, key: ./server.key } }]\n${sites}`, files);
+    rsa = await startPortico(`listen: [{ addr: "127.0.0.1:0", tls: { cert: ./rsa.pem, key: ./rsa.key } }]\n${ROUTES}`, files);
+    explicit = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", tls: { cert: ./rsa.pem, key: ./rsa.key, ciphers: "AES128-SHA:ECDHE-RSA-AES128-SHA" } }]\n${ROUTES}`,
+      files,
+    );
+  });
+  after(async () => {
+    await ecdsa.stop();
+    await rsa.stop();
+    await explicit.stop();
+  });
+
+  test('by default a TLS 1.2 client offering only CBC or static-RSA suites is refused (RSA and ECDSA certificates, SNI too)', async () => {
+    for (const suite of ['AES128-SHA', 'AES256-SHA256', 'ECDHE-RSA-AES128-SHA', 'ECDHE-RSA-AES256-SHA384', 'AES128-GCM-SHA256']) {
+      await assert.rejects(handshake(rsa.port, 'localhost', suite), /handshake failure|no shared cipher/, `${suite} on the RSA listener`);
+      await assert.rejects(handshake(ecdsa.port, 'rsa.test', suite), /handshake failure|no shared cipher/, `${suite} on the RSA SNI certificate`);
+    }
+    for (const suite of ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA384']) {
+      await assert.rejects(handshake(ecdsa.port, 'localhost', suite), /handshake failure|no shared cipher/, `${suite} on the ECDSA listener`);
+    }
+  });
+
+  test('by default ECDHE with AES-GCM or ChaCha20-Poly1305 is agreed over TLS 1.2, and TLS 1.3 is unchanged', async () => {
+    assert.equal(await handshake(rsa.port, 'localhost', 'ECDHE-RSA-AES128-GCM-SHA256'), 'ECDHE-RSA-AES128-GCM-SHA256');
+    assert.equal(await handshake(rsa.port, 'localhost', 'ECDHE-RSA-CHACHA20-POLY1305'), 'ECDHE-RSA-CHACHA20-POLY1305');
+    assert.equal(await handshake(ecdsa.port, 'rsa.test', 'ECDHE-RSA-AES256-GCM-SHA384'), 'ECDHE-RSA-AES256-GCM-SHA384');
+    assert.equal(await handshake(ecdsa.port, 'localhost', 'ECDHE-ECDSA-AES128-GCM-SHA256'), 'ECDHE-ECDSA-AES128-GCM-SHA256');
+    assert.equal(await handshake(ecdsa.port, 'localhost', undefined), 'ECDHE-ECDSA-AES128-GCM-SHA256', 'a client offering everything gets AEAD');
+    assert.match(await handshake(ecdsa.port, 'localhost', undefined, 'TLSv1.3'), /^TLS_/);
+    assert.match(await handshake(rsa.port, 'localhost', undefined, 'TLSv1.3'), /^TLS_/);
+  });
+
+  test('an explicit tls.ciphers still replaces the default: the CBC and static-RSA suites it names are agreed', async () => {
+    assert.equal(await handshake(explicit.port, 'localhost', 'AES128-SHA'), 'AES128-SHA');
+    assert.equal(await handshake(explicit.port, 'localhost', 'ECDHE-RSA-AES128-SHA'), 'ECDHE-RSA-AES128-SHA');
+    await assert.rejects(handshake(explicit.port, 'localhost', 'ECDHE-RSA-AES128-GCM-SHA256'), /handshake failure|no shared cipher/);
   });
 });
 

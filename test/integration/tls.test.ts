@@ -71,6 +71,14 @@ describe('TLS listener with SNI, ALPN and misdirection', () => {
     assert.equal(await presented(port, pki.ca.cert, ''), 'default.example');
   });
 
+  test('a wildcard certificate is chosen for one label only (RFC 6125 §6.4.3): *.wild.example for x.wild.example, not deep.x.wild.example', async () => {
+    const { port } = portico;
+    assert.equal(await presented(port, pki.ca.cert, 'x.wild.example'), '*.wild.example');
+    assert.equal(await presented(port, pki.ca.cert, 'deep.x.wild.example'), 'default.example', 'a name the wildcard cannot cover gets the default');
+    assert.equal(await presented(port, pki.ca.cert, 'a.b.c.wild.example'), 'default.example');
+    assert.equal(await presented(port, pki.ca.cert, 'wild.example'), 'default.example');
+  });
+
   test('ALPN: one port answers an HTTP/2 client (h2) and an HTTPS/1.1 client', async () => {
     const h1 = await httpsGet({ port: portico.port, ca: pki.ca.cert, servername: 'c.example' });
     assert.equal(h1.alpn, 'http/1.1');

@@ -63,6 +63,20 @@ describe('HostMatcher', () => {
     assert.equal(m.match('.example.com'), undefined);
   });
 
+  test("with wildcards: 'one-label' (certificates, RFC 6125 §6.4.3), *.example.com matches a.example.com only; a deeper wildcard still wins", () => {
+    const m = new HostMatcher<string>({ wildcards: 'one-label' });
+    m.add(['*.example.com'], 'wild');
+    m.add(['*.api.example.com'], 'api-wild');
+    assert.equal(m.match('a.example.com'), 'wild');
+    assert.equal(m.match('api.example.com'), 'wild');
+    assert.equal(m.match('a.b.example.com'), undefined);
+    assert.equal(m.match('x.api.example.com'), 'api-wild');
+    assert.equal(m.match('y.x.api.example.com'), undefined);
+    assert.equal(m.match('example.com'), undefined);
+    m.add(undefined, 'default');
+    assert.equal(m.match('a.b.example.com'), 'default');
+  });
+
   test('an exact name wins over a wildcard, and the longest wildcard wins', () => {
     const m = matcher();
     assert.equal(m.match('www.example.com'), 'exact');

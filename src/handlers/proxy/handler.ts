@@ -134,6 +134,7 @@ function checkProxy(proxy: ProxyOptions, env: CheckEnv): Problem[] {
 export const proxyKind = defineHandler({
   kind: 'proxy',
   options,
+  readsBody: true,
   check: checkProxy,
   implies(options) {
     const explicit = options.max_body_size !== undefined;

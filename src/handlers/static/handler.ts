@@ -8,9 +8,10 @@
  * is checked against what the headers will say.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, type Stats } from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream';
+import { pipeline, Transform } from 'node:stream';
+import { PorticoError } from '../../errors.js';
 import { responseCut, type RequestContext } from '../../http/context.js';
 import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { renderListing } from './autoindex.js';
@@ -80,6 +81,19 @@ const ALLOW = { Allow: 'GET, HEAD' };
 /** Largest piece of a range read into memory at once when sending multipart ranges from disk. */
 const RANGE_CHUNK = 64 * 1024;
 
+/**
+ * The `fstat` of an open handle; `undefined` when it fails, the handle then closed (a handle whose stat failed
+ * is no use to anyone, and was left to the garbage collector).
+ */
+async function statOrClose(handle: fs.FileHandle): Promise<Stats | undefined> {
+  try {
+    return await handle.stat();
+  } catch {
+    await handle.close().catch(() => undefined);
+    return undefined;
+  }
+}
+
 /** Opens an entry's file if it is still the version the entry describes; `undefined` otherwise. */
 async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefined> {
   let handle: fs.FileHandle;
@@ -88,9 +102,29 @@ async function openIfUnchanged(entry: FileEntry): Promise<fs.FileHandle | undefi
   } catch {
     return undefined;
   }
-  if (sameVersion(entry.stat, await handle.stat())) return handle;
+  const stat = await statOrClose(handle);
+  if (stat === undefined) return undefined;
+  if (sameVersion(entry.stat, stat)) return handle;
   await handle.close();
   return undefined;
+}
+
+/**
+ * Passes a file's bytes on and fails at their end if fewer than `expected` came: the file shrank while it was
+ * sent (the read stream just ends early at the new end of file). The failure reaches the response before its end,
+ * so the connection is cut instead of ending an answer short of its Content-Length (or with a clean last chunk).
+ */
+function wholeOrFail(expected: number): Transform {
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      passed += chunk.length;
+      callback(null, chunk);
+    },
+    flush(callback) {
+      callback(passed === expected ? null : new PorticoError('PORTICO_INTERNAL', `file shrank while it was sent: ${passed} of ${expected} bytes`));
+    },
+  });
 }
 
 /** What to stream from disk, and how. */
@@ -341,11 +375,13 @@ class StaticHandler {
       if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
       return sendError(ctx, 404);
     }
-    const stat = await handle.stat();
+    // A handle whose stat fails (closed by then) counts as a changed file: resolved again once, then 503.
+    const stat = await statOrClose(handle);
     const expected = file === entry.path ? entry.stat : undefined;
-    const changed = expected !== undefined ? !sameVersion(expected, stat) : length !== undefined && stat.size !== length;
+    const changed =
+      stat === undefined || (expected !== undefined ? !sameVersion(expected, stat) : length !== undefined && stat.size !== length);
     if (changed) {
-      await handle.close();
+      if (stat !== undefined) await handle.close();
       this.#resolver.forget(ctx.path);
       if (mayRetry) return this.#answer(ctx, await this.#resolver.resolve(ctx.path), false);
       return sendError(ctx, 503, RETRY_SOON);
@@ -357,19 +393,27 @@ class StaticHandler {
       res.end();
       return;
     }
+    // The bytes the headers promise (of the file; compressed on the fly, their encoding): read no more than these
+    // from a file that grew, and cut the connection if it shrank, as the multi-range path does.
+    const promised = range !== undefined ? range.end - range.start + 1 : stat.size;
+    if (promised === 0) {
+      await handle.close();
+      res.end();
+      return;
+    }
     // The stream owns the handle and closes it when it ends or is destroyed. (A raw `fd` with `autoClose: false`
     // was closed by the stream anyway on an aborted response, and never on a completed one: the handle was then
     // closed twice, or by the garbage collector — after the fd number had been reused by another request.)
-    const stream = handle.createReadStream({ start: range?.start, end: range?.end });
-    ctx.bytesSent = range !== undefined ? range.end - range.start + 1 : (length ?? 0);
+    const stream = handle.createReadStream({ start: range?.start ?? 0, end: range?.end ?? stat.size - 1 });
+    ctx.bytesSent = range !== undefined ? promised : (length ?? 0);
     const done = (err: NodeJS.ErrnoException | null) => {
       // The headers are out: an error can only be shown by cutting the connection, never by a clean end.
       if (err) res.destroy();
     };
     if (encoding === undefined) {
-      pipeline(stream, res, done);
+      pipeline(stream, wholeOrFail(promised), res, done);
     } else {
-      pipeline(stream, createEncoder(encoding, DEFAULT_LEVELS), res, done);
+      pipeline(stream, wholeOrFail(promised), createEncoder(encoding, DEFAULT_LEVELS), res, done);
     }
   }
 }
