@@ -11,6 +11,7 @@ import { ConfigError, type ConfigIssue } from '../errors.js';
 import { configSchema, http2Settings, listenerTls, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
 import { configErrorMap, unknownKeyMessage } from './messages.js';
 import { configWarnings, validateConfig } from './validate.js';
+import { syntaxProblem } from './yaml-syntax.js';
 
 type DeepReadonly<T> = T extends RegExp
   ? T
@@ -128,15 +129,7 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const displayName = path.relative(process.cwd(), file) || file;
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((err) => {
-        // `linePos` is only filled in with `prettyErrors`, so the position is worked out from the offset.
-        const pos = lines.linePos(err.pos[0]);
-        return { file: displayName, line: pos.line, col: pos.col, keyPath: '', message: err.message.split('\n')[0]! };
-      }),
-    );
-  }
+  if (doc.errors.length > 0) throw new ConfigError([{ file: displayName, ...syntaxProblem(doc.errors, text, lines), keyPath: '' }]);
   const raw: unknown = doc.toJS() ?? {};
   const parsed = configSchema(parts).safeParse(raw, { error: configErrorMap });
   if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));

@@ -117,6 +117,19 @@ describe('config errors', () => {
     assert.match(syntax[0]!, /^portico\.yaml:5:\d+ /);
   });
 
+  test('one line of a site indented wrong is reported once, at that line and its first character, with the indentations that would fit', () => {
+    const shallow = ['listen: [":0"]', 'sites:', '  - hosts: [example.com]', '    routes:', '      - path: /', '        static: ./pub', '     - path: /x', '        respond: { body: hi }'];
+    assert.deepEqual(errorsOf(shallow.join('\n')), ['portico.yaml:7:6 bad indentation: this line is indented 5 spaces, where the blocks above it are at 4 or 6']);
+    // Indented too far under a line that opens no block: the parser's error is on the line above, the report is not.
+    const deep = ['sites:', '  - routes:', '      - path: /', '          static: ./pub', '      - path: /b', '        respond: {}'];
+    assert.deepEqual(errorsOf(deep.join('\n')), ['portico.yaml:4:11 bad indentation: this line is indented 10 spaces, where the blocks above it are at 8']);
+    assert.deepEqual(errorsOf('sites:\n  - hosts: [example.com]\n   routes: []\n'), ['portico.yaml:3:4 bad indentation: this line is indented 3 spaces, where the blocks above it are at 2 or 4']);
+  });
+
+  test('other YAML syntax errors are reported once, the first, in the parser\'s words', () => {
+    assert.deepEqual(errorsOf('listen: [":0"]\nsites:\n\t- routes: []\n'), ['portico.yaml:3:1 Tabs are not allowed as indentation']);
+  });
+
   test('semantic problems: a second default site, a bad host pattern, a bad try_files entry, a missing error page', () => {
     const text = [
       'sites:',
