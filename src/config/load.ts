@@ -152,9 +152,12 @@ export function loadConfigFileWith(parts: ConfigParts, file: string): Config {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
+    // The absolute path: a relative one hides which folder it was looked for in.
+    const absolute = path.resolve(file);
     const code = (err as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
-    throw new ConfigError([{ file, line: 1, col: 1, keyPath: '', message: `cannot read config: ${reason}` }]);
+    const reason =
+      code === 'ENOENT' ? 'it does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw new ConfigError([{ file: absolute, line: 0, col: 0, keyPath: '', message: `cannot read the config file: ${reason}` }]);
   }
   return parseConfigWith(parts, text, file);
 }

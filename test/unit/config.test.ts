@@ -359,7 +359,16 @@ describe('config files', () => {
     );
   });
 
-  test('a missing config file is a config error, not a crash', () => {
-    assert.throws(() => loadConfigFile(path.join(dir, 'absent.yaml')), (err: unknown) => err instanceof ConfigError && /file not found/.test(err.message));
+  test('a missing config file is a config error naming its absolute path and that it does not exist, without a line', () => {
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      assert.throws(
+        () => loadConfigFile('absent.yaml'),
+        (err: unknown) => err instanceof ConfigError && err.message === `${path.join(process.cwd(), 'absent.yaml')}: cannot read the config file: it does not exist`,
+      );
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });
