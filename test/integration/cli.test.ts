@@ -125,6 +125,20 @@ describe('flags', { concurrency: true }, () => {
     assert.match(out.stdout, /-c, --config/);
   });
 
+  test('--help says which errors check prints: the first syntax error, else the shape errors, else the rest (not "every error")', async () => {
+    const out = await runCli(['--help']);
+    assert.doesNotMatch(out.stdout, /with every error/);
+    assert.match(out.stdout, /first YAML\s+syntax error; else every error of the file's shape \(keys, types, values\);\s+else every error of the checks that need the file system/);
+  });
+
+  test('check prints every error of the shape pass and none of the next one, as its help says', async () => {
+    // broken.yaml has a missing root too (a second-pass error): it appears once the shape errors are fixed.
+    const out = await runCli(['check', '-c', 'broken.yaml']);
+    assert.doesNotMatch(out.stderr, /pub-missing/);
+    const fixed = await runCli(['check', '-c', 'semantic.yaml']);
+    assert.match(fixed.stderr, /pub-missing does not exist/);
+  });
+
   test('an unknown command or option exits 2 with the usage', async () => {
     const command = await runCli(['frobnicate']);
     assert.equal(command.code, 2);
