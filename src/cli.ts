@@ -22,7 +22,10 @@ Usage:
                             the same over HTTPS: every listener without tls (and without redirect_https)
                             serves TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1,
                             made at start in a temporary folder (its path is printed)
-  portico check [-c FILE]   validate a config: exit 0 if it is valid, 1 with every error otherwise
+  portico check [-c FILE]   validate a config (like nginx -t): exit 0 if it is valid; else exit 1 and print
+                            the errors as file:line:col key.path: message, in passes: the first YAML
+                            syntax error; else every error of the file's shape (keys, types, values);
+                            else every error of the checks that need the file system or the whole config
 
 Options:
   -c, --config FILE   the config file (YAML or JSON)

@@ -53,6 +53,7 @@ export class PorticoError extends Error {
 /** A configuration problem, located in the file that caused it. */
 export interface ConfigIssue {
   file: string;
+  /** 1-based; 0 (and `col` 0) when the issue is the file as a whole (it cannot be read). */
   line: number;
   col: number;
   /** Path of the key, e.g. `sites[0].routes[1].static.root`. */
@@ -71,9 +72,9 @@ export class ConfigError extends Error {
   }
 }
 
-/** `file:line:col key.path: message`, the form `portico check` prints. */
+/** `file:line:col key.path: message`, the form `portico check` prints (`file: message` for the file as a whole). */
 export function formatConfigIssue(issue: ConfigIssue): string {
-  const where = `${issue.file}:${issue.line}:${issue.col}`;
+  const where = issue.line === 0 ? `${issue.file}:` : `${issue.file}:${issue.line}:${issue.col}`;
   return issue.keyPath ? `${where} ${issue.keyPath}: ${issue.message}` : `${where} ${issue.message}`;
 }
 

@@ -9,7 +9,9 @@ import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as Y
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { configSchema, http2Settings, listenerTls, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
+import { configErrorMap, unknownKeyMessage } from './messages.js';
 import { configWarnings, validateConfig } from './validate.js';
+import { syntaxProblem } from './yaml-syntax.js';
 
 type DeepReadonly<T> = T extends RegExp
   ? T
@@ -87,43 +89,23 @@ function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file
       if (issue.code === 'unrecognized_keys') {
         for (const key of issue.keys) {
           const where = locate(doc, lines, keys, key);
-          issues.push({ file, ...where, keyPath: formatKeyPath([...keys, key]), message: 'unknown key' });
+          issues.push({ file, ...where, keyPath: formatKeyPath([...keys, key]), message: unknownKeyMessage(issue, key) });
         }
         continue;
       }
       if (issue.code === 'invalid_union') {
         // The branch whose type fitted (e.g. the object form of a listener) holds the real problem, at its own path.
-        const fitting = issue.errors.find((branch) => !branch.some((inner) => inner.code === 'invalid_type' && inner.path.length === 0));
+        const fitting = issue.errors.find((branch) => !branch.some((inner) => (inner.code === 'invalid_type' || inner.code === 'invalid_value') && inner.path.length === 0));
         if (fitting !== undefined && fitting.length > 0) {
           collect(fitting, keys);
           continue;
         }
       }
-      let message = issue.message;
-      if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = `required: ${message.replace(/, received undefined$/, '')}`;
-      // A union with a message of its own (say, what to write instead) keeps it; zod's default gets the types.
-      if (issue.code === 'invalid_union' && message === 'Invalid input') message = unionMessage(issue) ?? message;
-      // A record key that failed its own check (e.g. error_pages.200): zod says "Invalid key in record"; the key
-      // schema's message says what a key must be.
-      if (issue.code === 'invalid_key' && issue.issues[0] !== undefined) message = issue.issues[0].message;
-      issues.push({ file, ...locate(doc, lines, keys), keyPath: formatKeyPath(keys), message });
+      issues.push({ file, ...locate(doc, lines, keys), keyPath: formatKeyPath(keys), message: issue.message });
     }
   };
   collect(error.issues, []);
   return issues;
-}
-
-/** For a union no branch of which fits the value's type: "expected string or number, received boolean". */
-function unionMessage(issue: z.core.$ZodIssueInvalidUnion): string | undefined {
-  const expected: string[] = [];
-  let received = '';
-  for (const branch of issue.errors) {
-    const inner = branch[0];
-    if (inner?.code !== 'invalid_type') return undefined;
-    expected.push(inner.expected);
-    received = /received (\w+)$/.exec(inner.message)?.[1] ?? received;
-  }
-  return expected.length === 0 ? undefined : `expected ${[...new Set(expected)].join(' or ')}${received ? `, received ${received}` : ''}`;
 }
 
 /** Issues sorted by where they are in the file, as a reader goes through it. */
@@ -147,17 +129,9 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const displayName = path.relative(process.cwd(), file) || file;
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((err) => {
-        // `linePos` is only filled in with `prettyErrors`, so the position is worked out from the offset.
-        const pos = lines.linePos(err.pos[0]);
-        return { file: displayName, line: pos.line, col: pos.col, keyPath: '', message: err.message.split('\n')[0]! };
-      }),
-    );
-  }
+  if (doc.errors.length > 0) throw new ConfigError([{ file: displayName, ...syntaxProblem(doc.errors, text, lines), keyPath: '' }]);
   const raw: unknown = doc.toJS() ?? {};
-  const parsed = configSchema(parts).safeParse(raw);
+  const parsed = configSchema(parts).safeParse(raw, { error: configErrorMap });
   if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));
 
   const problems = validateConfig(parsed.data, dir, parts);
@@ -178,9 +152,12 @@ export function loadConfigFileWith(parts: ConfigParts, file: string): Config {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
+    // The absolute path: a relative one hides which folder it was looked for in.
+    const absolute = path.resolve(file);
     const code = (err as NodeJS.ErrnoException).code;
-    const reason = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
-    throw new ConfigError([{ file, line: 1, col: 1, keyPath: '', message: `cannot read config: ${reason}` }]);
+    const reason =
+      code === 'ENOENT' ? 'it does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw new ConfigError([{ file: absolute, line: 0, col: 0, keyPath: '', message: `cannot read the config file: ${reason}` }]);
   }
   return parseConfigWith(parts, text, file);
 }

@@ -5,6 +5,7 @@
  * checked afterwards in `validate.ts`.
  */
 import { z } from 'zod';
+import { configErrorMap } from './messages.js';
 import { parseDuration, parseSize } from './units.js';
 
 /** A duration (`2s`, `500ms`, `1m`, bare number = seconds) as milliseconds. */
@@ -151,7 +152,7 @@ const listenerObject = listenerFields
 
 const listener = z.union([
   z.string().transform((addr, ctx) => {
-    const parsed = listenerObject.safeParse({ addr });
+    const parsed = listenerObject.safeParse({ addr }, { error: configErrorMap });
     if (!parsed.success) {
       for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
       return z.NEVER;
@@ -259,7 +260,7 @@ const upstreamServer = z.strictObject({
 /** A server, or its URL alone (`"http://10.0.0.1:3000"`), which means `{ url: ... }` with the defaults. */
 const upstreamServerEntry = z.union([
   z.string().transform((url, ctx) => {
-    const parsed = upstreamServer.safeParse({ url });
+    const parsed = upstreamServer.safeParse({ url }, { error: configErrorMap });
     if (!parsed.success) {
       for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
       return z.NEVER;

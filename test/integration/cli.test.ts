@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
@@ -148,10 +148,12 @@ describe('portico check', { concurrency: true }, () => {
     assert.match(warnings[0]!, /^host-key\.yaml:4:51 sites\[0\]\.routes\[0\]\.proxy\.host: warning: the app is sent a Host made of \$header_host, .*Add \$header_host to cache\.key$/);
   });
 
-  test('a config file that does not exist exits 1 with a message', async () => {
+  test('a config file that does not exist exits 1 naming its absolute path and that it does not exist', async () => {
     const out = await runCli(['check', '-c', 'nope.yaml']);
     assert.equal(out.code, 1);
-    assert.match(out.stderr, /nope\.yaml.*file not found/);
+    // Absolute, so that the folder it was looked for in shows; no line:col, as there is no line.
+    const absolute = path.join(realpathSync(dir), 'nope.yaml');
+    assert.ok(out.stderr.startsWith(`${absolute}: cannot read the config file: it does not exist\n`), out.stderr);
   });
 });
 
@@ -170,6 +172,20 @@ describe('flags', { concurrency: true }, () => {
     assert.match(out.stdout, /portico run/);
     assert.match(out.stdout, /portico check/);
     assert.match(out.stdout, /-c, --config/);
+  });
+
+  test('--help says which errors check prints: the first syntax error, else the shape errors, else the rest (not "every error")', async () => {
+    const out = await runCli(['--help']);
+    assert.doesNotMatch(out.stdout, /with every error/);
+    assert.match(out.stdout, /first YAML\s+syntax error; else every error of the file's shape \(keys, types, values\);\s+else every error of the checks that need the file system/);
+  });
+
+  test('check prints every error of the shape pass and none of the next one, as its help says', async () => {
+    // broken.yaml has a missing root too (a second-pass error): it appears once the shape errors are fixed.
+    const out = await runCli(['check', '-c', 'broken.yaml']);
+    assert.doesNotMatch(out.stderr, /pub-missing/);
+    const fixed = await runCli(['check', '-c', 'semantic.yaml']);
+    assert.match(fixed.stderr, /pub-missing does not exist/);
   });
 
   test('an unknown command or option exits 2 with the usage', async () => {

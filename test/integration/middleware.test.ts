@@ -65,7 +65,7 @@ describe('middleware kinds in a route', () => {
   test("a middleware's options are checked by its own schema, with the key's position", () => {
     assert.throws(
       () => parseConfig('sites:\n  - routes:\n      - path: /\n        respond: {}\n        test_deny: { hedaer: "x" }\n', 'portico.yaml', process.cwd()),
-      (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.keyPath === 'sites[0].routes[0].test_deny.hedaer' && i.line === 5 && i.message === 'unknown key'),
+      (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.keyPath === 'sites[0].routes[0].test_deny.hedaer' && i.line === 5 && i.message === 'unknown key (did you mean "header"?)'),
     );
   });
 });

@@ -58,8 +58,8 @@ describe('config errors', () => {
     const text = ['colour: red', 'sites:', '  - routes:', '      - path: /', '        static: { root: ./pub, rot: 1 }', '    hots: [a.com]'].join('\n');
     assert.deepEqual(errorsOf(text).sort(), [
       'portico.yaml:1:1 colour: unknown key',
-      'portico.yaml:5:32 sites[0].routes[0].static.rot: unknown key',
-      'portico.yaml:6:5 sites[0].hots: unknown key',
+      'portico.yaml:5:32 sites[0].routes[0].static.rot: unknown key (did you mean "root"?)',
+      'portico.yaml:6:5 sites[0].hots: unknown key (did you mean "hosts"?)',
     ]);
   });
 
@@ -98,7 +98,7 @@ describe('config errors', () => {
 
   test('a value of the wrong type names the types expected', () => {
     const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static: { root: ./pub, file_cache: { valid: true } }');
-    assert.deepEqual(errors, ['portico.yaml:4:53 sites[0].routes[0].static.file_cache.valid: expected string or number, received boolean']);
+    assert.deepEqual(errors, ['portico.yaml:4:53 sites[0].routes[0].static.file_cache.valid: expected a string or a number, got true']);
   });
 
   test('a bad record key says what a key must be (not zod\'s "Invalid key in record"), on its line', () => {
@@ -108,13 +108,26 @@ describe('config errors', () => {
   });
 
   test('a missing required key says "required"', () => {
-    assert.deepEqual(errorsOf('listen: [":0"]'), ['portico.yaml:1:1 sites: required: Invalid input: expected array']);
+    assert.deepEqual(errorsOf('listen: [":0"]'), ['portico.yaml:1:1 sites: required (a list)']);
   });
 
   test('YAML syntax errors and duplicate keys are located where they are, not at 1:1', () => {
     assert.deepEqual(errorsOf('sites: []\nsites: []'), ['portico.yaml:2:1 Map keys must be unique']);
     const syntax = errorsOf('listen: [":0"]\nsites:\n  - routes:\n    - path: /\n     bad: x\n');
     assert.match(syntax[0]!, /^portico\.yaml:5:\d+ /);
+  });
+
+  test('one line of a site indented wrong is reported once, at that line and its first character, with the indentations that would fit', () => {
+    const shallow = ['listen: [":0"]', 'sites:', '  - hosts: [example.com]', '    routes:', '      - path: /', '        static: ./pub', '     - path: /x', '        respond: { body: hi }'];
+    assert.deepEqual(errorsOf(shallow.join('\n')), ['portico.yaml:7:6 bad indentation: this line is indented 5 spaces, where the blocks above it are at 4 or 6']);
+    // Indented too far under a line that opens no block: the parser's error is on the line above, the report is not.
+    const deep = ['sites:', '  - routes:', '      - path: /', '          static: ./pub', '      - path: /b', '        respond: {}'];
+    assert.deepEqual(errorsOf(deep.join('\n')), ['portico.yaml:4:11 bad indentation: this line is indented 10 spaces, where the blocks above it are at 8']);
+    assert.deepEqual(errorsOf('sites:\n  - hosts: [example.com]\n   routes: []\n'), ['portico.yaml:3:4 bad indentation: this line is indented 3 spaces, where the blocks above it are at 2 or 4']);
+  });
+
+  test('other YAML syntax errors are reported once, the first, in the parser\'s words', () => {
+    assert.deepEqual(errorsOf('listen: [":0"]\nsites:\n\t- routes: []\n'), ['portico.yaml:3:1 Tabs are not allowed as indentation']);
   });
 
   test('semantic problems: a second default site, a bad host pattern, a bad try_files entry, a missing error page', () => {
@@ -138,6 +151,73 @@ describe('config errors', () => {
     );
     assert.ok(errors.some((e) => /listen\[1\]: address 127\.0\.0\.1:8080 is already listed/.test(e)), errors.join('\n'));
     assert.ok(errors.some((e) => /sites\[0\]\.routes\[1\]\.path: duplicate route path/.test(e)), errors.join('\n'));
+  });
+
+  test('an unknown key suggests the nearest known one: proxy.pass → "upstream" or "url" (nginx\'s proxy_pass), a misspelling its spelling', () => {
+    const text = [
+      'upstreams: { app: { servers: ["http://127.0.0.1:9"] } }',
+      'sites:',
+      '  - routes:',
+      '      - path: /api/',
+      '        proxy: { pass: app }',
+      '      - path: /',
+      '        proxy: { upstream: app, stripPrefix: true, colour: red }',
+    ].join('\n');
+    assert.deepEqual(errorsOf(text), [
+      'portico.yaml:5:18 sites[0].routes[0].proxy.pass: unknown key (did you mean "upstream" or "url"?)',
+      'portico.yaml:7:33 sites[0].routes[1].proxy.stripPrefix: unknown key (did you mean "strip_prefix"?)',
+      'portico.yaml:7:52 sites[0].routes[1].proxy.colour: unknown key',
+    ]);
+  });
+
+  test('zod\'s own wording ("Invalid input", "Too small", "Invalid option", "received") never reaches the user: each message says what to write and what was written', () => {
+    const text = [
+      'listen: [{ addr: "127.0.0.1:0", max_header_count: 0, redirect_https: 70000 }]',
+      'log: { format: jsn }',
+      'upstreams:',
+      '  app:',
+      '    servers: []',
+      '    health: { path: health }',
+      '    retries: 1.5',
+      'sites:',
+      '  - hosts: [""]',
+      '    routes:',
+      '      - path: /',
+      '        static: { root: ./pub, autoindex: "yes", index: index.html }',
+      '      - path: /b',
+      '        proxy: app',
+      '      - path: /c',
+      '        redirect: { to: "https://example.com/", status: 200 }',
+    ].join('\n');
+    const errors = errorsOf(text);
+    assert.deepEqual(errors, [
+      'portico.yaml:1:51 listen[0].max_header_count: must be at least 1 (got 0)',
+      'portico.yaml:1:70 listen[0].redirect_https: must be at most 65535 (got 70000)',
+      'portico.yaml:2:16 log.format: expected one of combined, upstream, json, off (got "jsn") (did you mean "json"?)',
+      'portico.yaml:5:14 upstreams.app.servers: an upstream needs at least one server',
+      'portico.yaml:6:21 upstreams.app.health.path: path must start with "/" (got "health")',
+      'portico.yaml:7:14 upstreams.app.retries: expected a whole number, got 1.5',
+      'portico.yaml:9:13 sites[0].hosts[0]: must not be empty',
+      'portico.yaml:12:43 sites[0].routes[0].static.autoindex: expected true or false, got "yes"',
+      'portico.yaml:12:57 sites[0].routes[0].static.index: expected a list, got "index.html"',
+      'portico.yaml:14:16 sites[0].routes[1].proxy: expected a map of keys, got "app"',
+      'portico.yaml:16:57 sites[0].routes[2].redirect.status: expected one of 301, 302, 303, 307, 308 (got 200)',
+    ]);
+  });
+
+  test('a key with nothing after it, its lines not indented under it, says so', () => {
+    const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static:\n        root: ./pub');
+    assert.equal(errors[0], 'portico.yaml:4:16 sites[0].routes[0].static: expected a map of keys, got nothing (what belongs to a key goes on the lines below it, indented further)');
+  });
+
+  test('static: ./www is the shorthand of static: { root: ./www }, and its root is checked as the long form\'s', () => {
+    const config = parse('sites:\n  - routes:\n      - path: /\n        static: ./pub');
+    const stat = optionsOf(staticKind, config.sites[0]!.routes[0]!);
+    assert.equal(stat.root, path.join(dir, 'pub'));
+    assert.deepEqual(stat.index, ['index.html']);
+    assert.deepEqual(errorsOf('sites:\n  - routes:\n      - path: /\n        static: ./nothere'), [
+      'portico.yaml:4:17 sites[0].routes[0].static.root: directory ./nothere does not exist',
+    ]);
   });
 
   test('an invalid regular expression in a route path is refused', () => {
@@ -279,7 +359,16 @@ describe('config files', () => {
     );
   });
 
-  test('a missing config file is a config error, not a crash', () => {
-    assert.throws(() => loadConfigFile(path.join(dir, 'absent.yaml')), (err: unknown) => err instanceof ConfigError && /file not found/.test(err.message));
+  test('a missing config file is a config error naming its absolute path and that it does not exist, without a line', () => {
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      assert.throws(
+        () => loadConfigFile('absent.yaml'),
+        (err: unknown) => err instanceof ConfigError && err.message === `${path.join(process.cwd(), 'absent.yaml')}: cannot read the config file: it does not exist`,
+      );
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });

@@ -27,7 +27,7 @@ import { isDirectory } from '../../config/validate.js';
 import { defineHandler } from '../types.js';
 
 /** Options of a `static` route. */
-const options = z.strictObject({
+const optionsObject = z.strictObject({
   root: z.string().min(1),
   index: z.array(z.string().min(1)).default(['index.html']),
   /** Like nginx's try_files: `$uri`, `$uri/`, or a path tried in order; the last may be `=404`. */
@@ -56,6 +56,9 @@ const options = z.strictObject({
     })
     .prefault({}),
 });
+
+/** Options of a `static` route, or its root alone (`static: ./www`, as an upstream's server may be its URL alone). */
+const options = z.preprocess((value) => (typeof value === 'string' ? { root: value } : value), optionsObject);
 
 /** Options of a `static` route, as the schema gives them. */
 export type StaticOptions = z.output<typeof options>;
