@@ -25,7 +25,7 @@ import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { startConnectionChecks } from './node-internals.js';
+import { startConnectionChecks, watchParserStops } from './node-internals.js';
 import { limitRequestTime } from './h2-session.js';
 import {
   answerClientError,
@@ -33,6 +33,7 @@ import {
   clientErrorStatus,
   cutByParser,
   headersTimeout,
+  isDeclinedUpgrade,
   isPlain,
   overflowStatus,
   PorticoRequest,
@@ -212,7 +213,14 @@ class Listener {
     );
     this.sweeper = sweeper;
     // Every connection the HTTP server takes (plain, or HTTP/1.1 over TLS) is watched for idleness and stalls.
-    server.on('connection', (socket: Socket) => sweeper.watch(socket));
+    server.on('connection', (socket: Socket) => {
+      sweeper.watch(socket);
+      // A declined upgrade's malformed body: Node's parser stops there without a 'clientError' (node-internals.ts).
+      watchParserStops(socket, isDeclinedUpgrade, () => {
+        logger.debug({ remote: socket.remoteAddress }, 'client error 400 (malformed body behind a declined upgrade)');
+        answerClientError(socket, 400, dispatch.serverHeader());
+      });
+    });
     // Every accepted connection passes the gate first (limits, PROXY header); TLS and HTTP see only those admitted.
     this.gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, (socket) => this.accept(socket));
     const upgraded = this.upgraded;

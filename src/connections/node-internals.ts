@@ -24,10 +24,19 @@
  *   closes, the close is never read and the session and its streams (and what they hold upstream) stay for good.
  *   The h2 stall watch (`h2-stall.ts`) restarts reading on such a stuck connection. Without it, such a session is
  *   closed by send_timeout instead.
+ * - The connection parser's `execute()` and its `[HTTPParser.kOnExecute]` callback (`HTTPParser` from
+ *   `_http_common`), and `getCurrentBuffer()`: how many bytes the parser took of each read. Node reports a parse
+ *   error only when llhttp did not take the request for an upgrade (`node_http_parser.cc`, `Parser::Execute`:
+ *   `if (!parser_.upgrade && err != HPE_OK)`), and llhttp does so on `Upgrade` + `Connection: upgrade` whatever
+ *   Portico decides; a malformed body behind an upgrade Portico declines comes back as a short count of bytes
+ *   taken, with no 'clientError'. `watchParserStops` sees that count. Without these, such a request waits for
+ *   request_timeout (408).
  * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
  *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
  *   is emitted for them once; without it a stalled request head would never get its 408.
  */
+import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Server } from 'node:net';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -94,4 +103,84 @@ export function startConnectionChecks(server: Server): void {
 export function wrappedSocket(socket: TLSSocket): Socket | undefined {
   const parent = (socket as TLSSocket & { _parent?: unknown })._parent;
   return parent !== null && typeof parent === 'object' ? (parent as Socket) : undefined;
+}
+
+/** The parts of Node's HTTP parser (`HTTPParser` in `_http_common`) that `watchParserStops` uses. */
+interface ConnectionParser {
+  [key: number]: unknown;
+  execute?: unknown;
+  getCurrentBuffer?: unknown;
+  incoming?: IncomingMessage | null;
+  [kWatched]?: true;
+}
+
+const kWatched = Symbol('portico.parserWatched');
+const kStops = Symbol('portico.parserStops');
+
+/** The key of the callback Node's C++ parser calls after each read it parsed itself, or undefined when this Node has none. */
+export const PARSER_ON_EXECUTE: number | undefined = (() => {
+  try {
+    const key = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: { kOnExecute?: unknown } }).HTTPParser?.kOnExecute;
+    return typeof key === 'number' ? key : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** What a watched socket is told: which requests to look at, and what to do when the parser stopped inside one. */
+interface Stops {
+  watched(req: IncomingMessage): boolean;
+  stopped(req: IncomingMessage): void;
+}
+
+/**
+ * Tells the socket's watch, once, when the parser took fewer bytes than it was given (`taken` of `given()`) inside
+ * a request not yet complete that the watch selects: the parser stopped there without an error (see above) and
+ * will take nothing more. `given` is asked only then (in C++'s way in, it copies the read).
+ */
+function stoppedShort(parser: ConnectionParser, socket: { [kStops]?: Stops } | null | undefined, taken: unknown, given: () => number): void {
+  const stops = socket?.[kStops];
+  if (socket === null || socket === undefined || stops === undefined || typeof taken !== 'number') return;
+  const req = parser.incoming;
+  if (req === null || req === undefined || req.complete || !stops.watched(req)) return;
+  if (taken >= given()) return;
+  // Once: the parser stays stopped, and takes nothing of what may still come.
+  delete socket[kStops];
+  stops.stopped(req);
+}
+
+/**
+ * Calls `stopped(req)` when the connection's parser stops short inside a request `watched(req)` selects, one that
+ * llhttp took for an upgrade (see above): it took fewer bytes than it was given before the request was complete,
+ * which, Node reporting no error for it, is a parse error. Both of Node's ways in are watched: bytes it reads off
+ * the socket's handle in C++ (then calling the parser's `kOnExecute`), and bytes that come as 'data' events (put
+ * back with `unshift`, or from a stream Node cannot consume) given to `parser.execute()`. Returns false, watching
+ * nothing, when this Node does not have these (such a request then waits for request_timeout). Call it from the
+ * HTTP server's 'connection' event, after Node's own listener gave the socket its parser.
+ */
+export function watchParserStops(socket: Socket, watched: (req: IncomingMessage) => boolean, stopped: (req: IncomingMessage) => void): boolean {
+  const parser = (socket as Socket & { parser?: ConnectionParser | null }).parser;
+  if (parser === null || parser === undefined || PARSER_ON_EXECUTE === undefined) return false;
+  const onExecute = parser[PARSER_ON_EXECUTE];
+  const execute = parser.execute;
+  const currentBuffer = parser.getCurrentBuffer;
+  if (typeof onExecute !== 'function' || typeof execute !== 'function' || typeof currentBuffer !== 'function') return false;
+  const watchedSocket = socket as Socket & { [kStops]?: Stops };
+  watchedSocket[kStops] = { watched, stopped };
+  // Node sets this callback for each connection (and clears it when the parser is freed): wrapped per connection.
+  parser[PARSER_ON_EXECUTE] = function onParserExecute(this: unknown, taken: unknown) {
+    stoppedShort(parser, watchedSocket, taken, () => (currentBuffer.call(parser) as Buffer).length);
+    return (onExecute as (taken: unknown) => unknown).call(this, taken);
+  };
+  // Parsers are pooled and reused: execute() is wrapped once per parser, and asks the socket of the moment.
+  if (parser[kWatched] !== true) {
+    parser[kWatched] = true;
+    const parse = execute as (data: Buffer) => unknown;
+    parser.execute = function watchedExecute(this: ConnectionParser & { socket?: { [kStops]?: Stops } | null }, data: Buffer) {
+      const taken = parse.call(this, data);
+      stoppedShort(this, this.socket, taken, () => data.length);
+      return taken;
+    };
+  }
+  return true;
 }

@@ -10,14 +10,35 @@ import { describe, test } from 'node:test';
 import tls from 'node:tls';
 import {
   CONNECTIONS_SYMBOL,
+  PARSER_ON_EXECUTE,
   parserHeaderPairs,
   probePeer,
   queuedInKernelWrite,
   requestsBeingReceived,
   responseOnSocket,
+  watchParserStops,
   wrappedSocket,
 } from '../../src/connections/node-internals.js';
 import { createCertificate } from '../../src/tls/self-signed.js';
+
+/**
+ * A listening front that hands each connection to `server` with emit('connection'), as Portico's gate does; with
+ * `putBack`, it reads the first bytes itself first, then puts them back (as the PROXY reader does).
+ */
+async function gate(server: http.Server, putBack: boolean): Promise<net.Server> {
+  const front = net.createServer((socket) => {
+    if (!putBack) return void server.emit('connection', socket);
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      server.emit('connection', socket);
+      socket.resume();
+    });
+  });
+  front.listen(0, '127.0.0.1');
+  await once(front, 'listening');
+  return front;
+}
 
 describe('Node internals that the keep-alive sweeper reads', () => {
   test('socket._httpMessage is the response being written, and is cleared once it has finished', async () => {
@@ -94,17 +115,7 @@ describe('Node internals that the keep-alive sweeper reads', () => {
 
   test("bytes read off a socket and put back (unshift) before it is handed to an HTTP server with emit('connection') are parsed first", async () => {
     const server = http.createServer((req, res) => res.end(`served ${req.url}`));
-    // A gate that reads the first bytes itself, then puts them back and hands the socket over (as the PROXY reader does).
-    const front = net.createServer((socket) => {
-      socket.once('data', (chunk: Buffer) => {
-        socket.pause();
-        socket.unshift(chunk);
-        server.emit('connection', socket);
-        socket.resume();
-      });
-    });
-    front.listen(0, '127.0.0.1');
-    await once(front, 'listening');
+    const front = await gate(server, true);
     try {
       const res = await fetch(`http://127.0.0.1:${(front.address() as net.AddressInfo).port}/x`);
       assert.equal(await res.text(), 'served /x', `Node ${process.version}: bytes put back before the HTTP server took the socket were lost`);
@@ -187,6 +198,85 @@ describe('Node internals that the TLS stage reads', () => {
       assert.ok(seen, "the peer's close is seen");
     } finally {
       client.destroy();
+      server.close();
+    }
+  });
+});
+
+describe('Node internals that the HTTP/1 listener reads', () => {
+  // An HTTP server without an 'upgrade' listener reads every upgrade as a plain request, as Portico does for the
+  // upgrades it declines, while llhttp still takes it for one. Its malformed body: a short count, no 'clientError'.
+  const DECLINED = 'POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\nnot-a-chunk-size\r\n\r\n';
+
+  for (const way of ['read by the parser off the socket (kOnExecute)', "given to parser.execute() from 'data' events (bytes put back with unshift)"]) {
+    test(`a declined upgrade's malformed chunked body stops the parser short, and watchParserStops says so: ${way}`, async () => {
+      assert.equal(typeof PARSER_ON_EXECUTE, 'number', `Node ${process.version}: _http_common has no HTTPParser.kOnExecute any more`);
+      const stops: string[] = [];
+      const clientErrors: string[] = [];
+      let installed: boolean | undefined;
+      let stopped: () => void;
+      const seen = new Promise<void>((resolve) => (stopped = resolve));
+      const server = http.createServer((req) => req.resume());
+      server.on('connection', (socket: net.Socket) => {
+        installed = watchParserStops(
+          socket,
+          (req) => req.headers.upgrade === 'h2c',
+          (req) => {
+            stops.push(req.url ?? '');
+            socket.destroy();
+            stopped();
+          },
+        );
+      });
+      server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+        clientErrors.push(String(err.code));
+        socket.destroy();
+      });
+      const front = await gate(server, !way.startsWith('read'));
+      const client = net.connect((front.address() as net.AddressInfo).port, '127.0.0.1');
+      client.on('error', () => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        client.write(DECLINED);
+        const result = await Promise.race([seen.then(() => 'stopped'), new Promise<string>((resolve) => (timer = setTimeout(() => resolve('nothing in 5 s'), 5000)))]);
+        assert.equal(installed, true, `Node ${process.version}: the parser has no execute()/getCurrentBuffer()/kOnExecute callback any more`);
+        assert.equal(result, 'stopped', `Node ${process.version}: no short count seen (clientError: ${clientErrors.join() || 'none'})`);
+        assert.deepEqual(stops, ['/x']);
+        assert.deepEqual(clientErrors, [], 'Node itself still reports no error for it (if it does now, the watch can go)');
+      } finally {
+        clearTimeout(timer);
+        client.destroy();
+        server.closeAllConnections();
+        front.close();
+      }
+    });
+  }
+
+  test('a valid chunked body behind a declined upgrade, in pieces, is not taken for a stop', async () => {
+    let installed: boolean | undefined;
+    const stops: string[] = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk));
+      req.on('end', () => res.end(`got ${body}`));
+    });
+    server.on('connection', (socket: net.Socket) => {
+      installed = watchParserStops(socket, () => true, (req) => stops.push(req.url ?? ''));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      client.write('POST /ok HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n5\r\nhel');
+      await new Promise((resolve) => setImmediate(resolve));
+      const answer = once(client, 'data');
+      client.write('lo\r\n0\r\n\r\n');
+      assert.match(String((await answer)[0]), /got hello/);
+      assert.equal(installed, true);
+      assert.deepEqual(stops, []);
+    } finally {
+      client.destroy();
+      server.closeAllConnections();
       server.close();
     }
   });
