@@ -15,7 +15,7 @@ import { MemoryStore } from '../../src/cache/memory-store.js';
 import { DEFAULT_TARGETED, type RuleOptions } from '../../src/cache/rules.js';
 import { DiskStore } from '../../src/cache/disk-store.js';
 import { storedSize, type PersistentStore, type StoredResponse } from '../../src/cache/types.js';
-import { CacheZone, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
+import { CacheZone, DISK_DELETES_IN_FLIGHT, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
 
 const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, defaultTtlWithCredentials: false, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const silent = pino({ level: 'silent' });
@@ -311,40 +311,81 @@ describe('GrowingBody', () => {
   });
 });
 
+/**
+ * The real store on a real folder, its writes and deletes held at a gate after `hold()` until `open()`: a disk that
+ * cannot keep up with the stores. Everything else goes straight to the store.
+ */
+function gatedDisk(disk: DiskStore): { store: PersistentStore; peak(): number; hold(): void; open(): void } {
+  let gate: Promise<void> | null = null;
+  let open = () => {};
+  let inFlight = 0;
+  let peak = 0;
+  const put = async (entry: StoredResponse) => {
+    peak = Math.max(peak, ++inFlight);
+    try {
+      await gate;
+      await disk.put(entry);
+    } finally {
+      inFlight--;
+    }
+  };
+  const remove = async (key: string) => {
+    await gate;
+    return disk.delete(key);
+  };
+  const store = new Proxy(disk, {
+    get(target, name) {
+      if (name === 'put') return put;
+      if (name === 'delete') return remove;
+      const value: unknown = Reflect.get(target, name, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return {
+    store,
+    peak: () => peak,
+    hold: () => void (gate = new Promise<void>((resolve) => (open = resolve))),
+    open: () => (open(), (gate = null)),
+  };
+}
+
+/** Waits (at most 5 s) until the zone has no disk write in flight. */
+async function diskSettled(z: CacheZone): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (z.diskWritesInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(z.diskWritesInFlight, 0);
+}
+
+/** Runs `body` with a zone over a real DiskStore in a temporary folder, its disk gated (`gatedDisk`). */
+async function withGatedZone(body: (z: CacheZone, disk: DiskStore, gated: ReturnType<typeof gatedDisk>) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-zone-disk-'));
+  const disk = new DiskStore({ path: dir, maxSize: 100_000_000 });
+  await disk.open();
+  const gated = gatedDisk(disk);
+  const z = new CacheZone('test', { memory: 10_000_000, max_object: 1_000_000 } as ConstructorParameters<typeof CacheZone>[1], silent, gated.store);
+  try {
+    await body(z, disk, gated);
+  } finally {
+    gated.open();
+    await z.stop();
+    await disk.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('disk-tier writes in flight', () => {
   test('a burst of stores keeps at most DISK_WRITES_IN_FLIGHT disk writes in flight and drops (and counts) the rest', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'portico-zone-disk-'));
-    const disk = new DiskStore({ path: dir, maxSize: 100_000_000 });
-    await disk.open();
-    // The real store on a real folder, its writes held at a gate: a disk that cannot keep up with the stores.
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    let inFlight = 0;
-    let peak = 0;
-    const held: PersistentStore = Object.assign(Object.create(disk) as PersistentStore, {
-      put: async (entry: StoredResponse) => {
-        peak = Math.max(peak, ++inFlight);
-        try {
-          await gate;
-          await disk.put(entry);
-        } finally {
-          inFlight--;
-        }
-      },
-    });
-    const z = new CacheZone('test', { memory: 10_000_000, max_object: 1_000_000 } as ConstructorParameters<typeof CacheZone>[1], silent, held);
-    try {
+    await withGatedZone(async (z, disk, gated) => {
+      gated.hold();
       const total = DISK_WRITES_IN_FLIGHT * 4;
       for (let i = 0; i < total; i++) z.store(response(`http/burst/${i}`, `body ${i}`), RULES);
-      assert.equal(peak, DISK_WRITES_IN_FLIGHT);
+      assert.equal(gated.peak(), DISK_WRITES_IN_FLIGHT);
       assert.equal(z.diskWritesInFlight, DISK_WRITES_IN_FLIGHT);
       assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
       // Every store is in memory all the same.
       assert.equal(z.memory.keys().length, total);
-      open();
-      const deadline = Date.now() + 5000;
-      while (z.diskWritesInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-      assert.equal(z.diskWritesInFlight, 0);
+      gated.open();
+      await diskSettled(z);
       // The writes let through reached the disk; the dropped ones did not.
       assert.equal((await disk.get('http/burst/0')).length, 1);
       assert.equal((await disk.get(`http/burst/${total - 1}`)).length, 0);
@@ -352,10 +393,48 @@ describe('disk-tier writes in flight', () => {
       z.store(response('http/after', 'after'), RULES);
       assert.equal(z.diskWritesInFlight, 1);
       assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
-    } finally {
-      await z.stop();
-      await disk.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  test('a store whose disk write is dropped removes the older disk copy of its key: once memory lets the new one go, the old one is not served', async () => {
+    await withGatedZone(async (z, disk, gated) => {
+      // The old copy reaches both tiers.
+      z.store(response('http/page', 'old'), RULES);
+      await diskSettled(z);
+      assert.equal((await disk.get('http/page')).length, 1);
+      // The disk falls behind: the new copy's write is dropped.
+      gated.hold();
+      for (let i = 0; i < DISK_WRITES_IN_FLIGHT; i++) z.store(response(`http/other/${i}`, `body ${i}`), RULES);
+      z.store(response('http/page', 'new'), RULES);
+      assert.equal(z.diskWritesDropped, 1);
+      // Memory lets the new copy go (as its LRU would under pressure): the old one must not come back.
+      z.memory.delete('http/page');
+      const lookup = await z.lookup('http/page', {}, RULES);
+      if ('hit' in lookup) assert.notEqual(lookup.hit.stored.body.toString(), 'old', 'the old copy came back from disk');
+      gated.open();
+      await diskSettled(z);
+      const again = await z.lookup('http/page', {}, RULES);
+      if ('hit' in again) assert.notEqual(again.hit.stored.body.toString(), 'old', 'the old copy came back from disk');
+      assert.equal((await disk.get('http/page')).length, 0, 'the old copy is gone from the disk');
+    });
+  });
+
+  test('with DISK_DELETES_IN_FLIGHT deletes in flight too, a store of a key the disk holds is kept nowhere, so no older copy stands beside it', async () => {
+    await withGatedZone(async (z, disk, gated) => {
+      const onDisk = DISK_DELETES_IN_FLIGHT + 1;
+      for (let i = 0; i < onDisk; i++) {
+        z.store(response(`http/page/${i}`, 'old'), RULES);
+        await diskSettled(z);
+      }
+      gated.hold();
+      for (let i = 0; i < DISK_WRITES_IN_FLIGHT; i++) z.store(response(`http/other/${i}`, `body ${i}`), RULES);
+      for (let i = 0; i < onDisk; i++) z.store(response(`http/page/${i}`, 'new'), RULES);
+      // The first DISK_DELETES_IN_FLIGHT are kept in memory (their old copies being deleted); the last nowhere.
+      assert.equal(z.memory.get('http/page/0')?.[0]?.stored.body.toString(), 'new');
+      assert.equal(z.memory.get(`http/page/${onDisk - 1}`), undefined);
+      gated.open();
+      await diskSettled(z);
+      assert.equal((await disk.get('http/page/0')).length, 0);
+    });
   });
 });
