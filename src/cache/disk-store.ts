@@ -129,6 +129,13 @@ export class DiskStore implements PersistentStore {
     await this.#track(this.#store(entry));
   }
 
+  /** Whether a variant of `key` is in the index or being written (from memory: no disk access). */
+  holds(key: string): boolean {
+    if (this.#variants.has(key)) return true;
+    for (const pending of this.#pending) if (pending.key === key && !pending.cancelled) return true;
+    return false;
+  }
+
   /** Removes every variant of `key`; returns how many were stored. */
   async delete(key: string): Promise<number> {
     if (this.#closed) return 0;

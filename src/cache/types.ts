@@ -35,7 +35,9 @@ export interface PersistentStore {
   get(key: string): Promise<StoredResponse[]>;
   /** Stores a variant, replacing the one with the same key and varyKey; evicts least recently used beyond the bound. */
   put(entry: StoredResponse): Promise<void>;
-  /** Removes every variant of a key. */
+  /** Whether the store has a variant of a key, or is writing one (known without touching the disk). */
+  holds(key: string): boolean;
+  /** Removes every variant of a key (and cancels its writes in flight). */
   delete(key: string): Promise<number>;
   /** Removes every variant of every key starting with `prefix`. */
   deletePrefix(prefix: string): Promise<number>;

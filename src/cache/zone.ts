@@ -22,6 +22,14 @@ type ZoneConfig = Config['caches'][string];
  */
 export const DISK_WRITES_IN_FLIGHT = 16;
 
+/**
+ * Disk-tier deletes a zone has in flight at most, beside its writes: a store whose write is dropped deletes the
+ * key's older disk copy (else it would come back once memory lets the new one go). A delete is an unlink, far
+ * cheaper than a write, and is needed only for a key the disk holds; past this many, the store is not kept at
+ * all (see `store`).
+ */
+export const DISK_DELETES_IN_FLIGHT = 64;
+
 /** What a zone keeps beside each stored variant. */
 export interface VariantExtra {
   facts: EntryFacts;
@@ -93,6 +101,12 @@ export class CacheZone {
   readonly #hitForMiss = new Map<string, number>();
   #diskWrites = 0;
   #diskWritesDropped = 0;
+  #diskDeletes = 0;
+  /**
+   * Keys whose disk copy is older than the memory tier's and is being deleted (→ deletes in flight for it): the
+   * disk is not read for them meanwhile. At most DISK_DELETES_IN_FLIGHT keys.
+   */
+  readonly #supersededOnDisk = new Map<string, number>();
   /** Whether the drops of the current burst were logged (once per burst: cleared when no write is in flight). */
   #dropLogged = false;
 
@@ -143,7 +157,7 @@ export class CacheZone {
 
   async lookup(key: string, headers: Record<string, string | string[] | undefined>, options: RuleOptions): Promise<Lookup> {
     let variants = this.memory.get(key);
-    if (variants === undefined && this.#disk !== undefined) {
+    if (variants === undefined && this.#disk !== undefined && !this.#supersededOnDisk.has(key)) {
       const stored = await this.#disk.get(key).catch((err: unknown) => {
         this.#logger.warn({ err, zone: this.name }, 'disk cache read failed');
         return [] as StoredResponse[];
@@ -163,11 +177,16 @@ export class CacheZone {
     return VARY_MISS;
   }
 
-  /** Stores a response (both tiers); returns the variant as it will be served. */
+  /**
+   * Stores a response (both tiers); returns the variant as it will be served. When the disk is so far behind that
+   * neither the write nor the delete of the key's older disk copy can be started, it is kept nowhere: the cache
+   * answers as if it had never seen it (an older copy the disk holds is then the only one stored, never served
+   * over a newer one).
+   */
   store(entry: StoredResponse, options: RuleOptions): CachedVariant {
     const variant = makeVariant(entry, options);
-    this.memory.put(variant);
-    if (this.#disk !== undefined) this.#writeToDisk(this.#disk, entry);
+    if (this.#disk === undefined || this.#writeToDisk(this.#disk, entry)) this.memory.put(variant);
+    else this.memory.delete(entry.key);
     this.#hitForMiss.delete(entry.key);
     return variant;
   }
@@ -182,15 +201,19 @@ export class CacheZone {
     return this.#diskWritesDropped;
   }
 
-  /** Writes `entry` to the disk tier, or drops the write (memory only) when the bound of writes in flight is reached. */
-  #writeToDisk(disk: PersistentStore, entry: StoredResponse): void {
+  /**
+   * Writes `entry` to the disk tier, or drops the write (memory only) when the bound of writes in flight is
+   * reached; a dropped write deletes the key's older disk copy, if any. False when that delete could not be
+   * started either (the entry must then not be kept in memory).
+   */
+  #writeToDisk(disk: PersistentStore, entry: StoredResponse): boolean {
     if (this.#diskWrites >= DISK_WRITES_IN_FLIGHT) {
       this.#diskWritesDropped++;
       if (!this.#dropLogged) {
         this.#dropLogged = true;
         this.#logger.warn({ zone: this.name, inFlight: this.#diskWrites }, 'disk cache writes are behind: new entries stay in memory only until they catch up');
       }
-      return;
+      return this.#deleteSuperseded(disk, entry.key);
     }
     this.#diskWrites++;
     disk
@@ -199,6 +222,28 @@ export class CacheZone {
       .finally(() => {
         if (--this.#diskWrites === 0) this.#dropLogged = false;
       });
+    return true;
+  }
+
+  /**
+   * The memory tier gets a newer copy of `key` than the disk holds (or is writing): the disk's is deleted, and not
+   * read meanwhile. False when DISK_DELETES_IN_FLIGHT are in flight already.
+   */
+  #deleteSuperseded(disk: PersistentStore, key: string): boolean {
+    if (!disk.holds(key)) return true;
+    if (this.#diskDeletes >= DISK_DELETES_IN_FLIGHT) return false;
+    this.#diskDeletes++;
+    this.#supersededOnDisk.set(key, (this.#supersededOnDisk.get(key) ?? 0) + 1);
+    disk
+      .delete(key)
+      .catch((err: unknown) => this.#logger.warn({ err, zone: this.name }, 'disk cache delete failed'))
+      .finally(() => {
+        this.#diskDeletes--;
+        const left = this.#supersededOnDisk.get(key)! - 1;
+        if (left === 0) this.#supersededOnDisk.delete(key);
+        else this.#supersededOnDisk.set(key, left);
+      });
+    return true;
   }
 
   /** Removes every variant of a key from both tiers; returns how many were removed. */

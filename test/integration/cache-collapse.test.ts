@@ -202,6 +202,104 @@ sites:
   });
 });
 
+describe('a collapsed waiter that does not read, on an answer released past max_object', () => {
+  /**
+   * A leader and two collapsed waiters on a chunked (no Content-Length) storable answer of 12 MB, with max_object
+   * 256KB: released (not stored) once it outgrows max_object. One waiter reads the head and first bytes, then
+   * nothing. Returns what the paused one got once it reads again (its connection closed by then or at the end).
+   */
+  async function pausedWaiter(t: { after(fn: () => unknown): void }, path: string, buffering: string): Promise<{ body: string; received: string }> {
+    const own = await startPortico(`caches:
+  small: { memory: 48MB, max_object: 256KB }
+upstreams:
+  origin: { servers: [{ url: "${origin.url}" }], retries: 0 }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: origin, ${buffering}, cache: { zone: small } }
+`);
+    t.after(() => own.stop());
+    const body = randomBytes(12 * 1024 * 1024 * 0.75).toString('base64');
+    let releaseRest!: () => void;
+    const rest = new Promise<void>((resolve) => (releaseRest = resolve));
+    origin.on(path, (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+      res.write(body.slice(0, 1000));
+      void rest.then(() => res.end(body.slice(1000)));
+    });
+    const leader = streamingGet(own.port, path);
+    await waitFor('the leader to reach the origin', () => origin.seen(path).length === 1);
+    const waiter = streamingGet(own.port, path);
+    // The paused waiter: reads its head and the first bytes, then nothing.
+    const paused = net.connect(own.port, '127.0.0.1');
+    t.after(() => paused.destroy());
+    const chunks: Buffer[] = [];
+    const onData = (chunk: Buffer) => chunks.push(chunk);
+    paused.on('data', onData);
+    let closed = false;
+    paused.on('close', () => (closed = true));
+    paused.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${own.port}\r\nConnection: close\r\n\r\n`);
+    await waitFor('the first bytes at the waiter', () => waiter.received().length === 1000);
+    await waitFor('the first bytes at the paused waiter', () => Buffer.concat(chunks).toString('latin1').includes(body.slice(0, 1000)));
+    paused.pause();
+    paused.off('data', onData);
+    assert.match(Buffer.concat(chunks).toString('latin1'), /\r\nCache-Status: [^\r]*collapsed/i);
+    assert.match(await waiter.cacheStatus, /collapsed/);
+    releaseRest();
+    const started = Date.now();
+    const within = (what: string, reader: ReturnType<typeof streamingGet>) =>
+      Promise.race([
+        reader.done,
+        new Promise<string>((_resolve, reject) => setTimeout(() => reject(new Error(`${what} had ${reader.received().length} of ${body.length} bytes after 10 s`)), 10_000).unref()),
+      ]);
+    const [leaderBody, waiterBody] = await Promise.all([within('the leader', leader), within('the other waiter', waiter)]);
+    assert.ok(leaderBody === body, 'the leader got the body intact');
+    assert.ok(waiterBody === body, 'the other waiter got the body intact');
+    assert.ok(Date.now() - started < 10_000);
+    assert.equal(origin.seen(path).length, 1, 'the app is asked once');
+    // The paused waiter reads again: whatever it gets ends with its connection closed.
+    paused.on('data', onData);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the paused waiter\'s connection did not close within 10 s')), 10_000);
+      if (closed) return (clearTimeout(timer), resolve());
+      paused.once('close', () => (clearTimeout(timer), resolve()));
+      paused.resume();
+    });
+    return { body, received: Buffer.concat(chunks).toString('latin1') };
+  }
+
+  /** The body of a raw chunked answer (`received`: head and body as sent), and whether its last chunk came. */
+  function dechunk(received: string): { text: string; complete: boolean } {
+    let at = received.indexOf('\r\n\r\n') + 4;
+    let text = '';
+    for (;;) {
+      const lineEnd = received.indexOf('\r\n', at);
+      if (lineEnd === -1) return { text, complete: false };
+      const size = parseInt(received.slice(at, lineEnd), 16);
+      if (size === 0) return { text, complete: true };
+      if (lineEnd + 2 + size > received.length) return { text: text + received.slice(lineEnd + 2), complete: false };
+      text += received.slice(lineEnd + 2, lineEnd + 2 + size);
+      at = lineEnd + 2 + size + 2;
+    }
+  }
+
+  test('its own spool holds what it has not taken (buffer_response): the leader and the other waiter get 12 MB promptly, the app is asked once, and the paused one gets it all later', async (t) => {
+    const { body, received } = await pausedWaiter(t, '/released-spooled', 'buffer_response: 32MB, response_buffer_memory: 256KB');
+    const { text, complete } = dechunk(received);
+    assert.ok(complete, 'the paused waiter\'s answer ended with its last chunk');
+    assert.equal(text.length, body.length);
+    assert.ok(text === body, 'the paused waiter got the body intact');
+  });
+
+  test('once its spool is full and it is more than max_object behind, it is cut: the leader and the other waiter get 12 MB promptly and the app is asked once', async (t) => {
+    const { body, received } = await pausedWaiter(t, '/released-cut', 'buffer_response: 1MB, response_buffer_memory: 256KB');
+    const { text, complete } = dechunk(received);
+    assert.ok(!complete, 'the paused waiter\'s answer is visibly incomplete');
+    assert.ok(text.length < body.length, `the paused waiter got ${text.length} of ${body.length} bytes`);
+    assert.ok(body.startsWith(text), 'what it got is the start of the body');
+  });
+});
+
 describe('responses that may not be shared never reach a waiter', () => {
   test('Cache-Control: private: every client gets its own secret; then hit-for-miss is not serialised', async () => {
     origin.on('/private', slowEcho(() => ({ 'cache-control': 'private, max-age=60' })));

@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import pino from 'pino';
-import { GrowingBody } from '../../src/cache/growing-body.js';
+import { GrowingBody, ReaderTooFarBehind } from '../../src/cache/growing-body.js';
 import { MemoryStore } from '../../src/cache/memory-store.js';
 import { DEFAULT_TARGETED, type RuleOptions } from '../../src/cache/rules.js';
 import { DiskStore } from '../../src/cache/disk-store.js';
 import { storedSize, type PersistentStore, type StoredResponse } from '../../src/cache/types.js';
-import { CacheZone, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
+import { CacheZone, DISK_DELETES_IN_FLIGHT, DISK_WRITES_IN_FLIGHT, makeVariant, sameOriginPath } from '../../src/cache/zone.js';
 
 const RULES: RuleOptions = { heuristic: false, defaultTtl: 0, defaultTtlWithCredentials: false, ignoreSetCookie: false, staleIfError: 0, targeted: DEFAULT_TARGETED };
 const silent = pino({ level: 'silent' });
@@ -254,34 +254,39 @@ describe('GrowingBody', () => {
     assert.equal(body.chunks.length, 0);
   });
 
-  test('released, a writer learns when the readers are more than a limit behind, and is resumed once they catch up', async () => {
+  test('released, the reader furthest behind is cut once more than a limit is held for it; the others read on', async () => {
     const body = new GrowingBody();
     let drained!: () => void;
-    const reading = body.pipeTo(
+    // A stalled reader (its spool full): takes one chunk, then waits.
+    const stalled = body.pipeTo(
       () => false,
       () => new Promise<void>((resolve) => (drained = resolve)),
     );
-    let resumed = 0;
+    const got: number[] = [];
+    const keeping = body.pipeTo(
+      (chunk) => (got.push(chunk.length), true),
+      async () => {},
+    );
     body.push(Buffer.alloc(10));
-    // Kept whole: never over, whatever is held.
-    assert.equal(body.holdsOver(5, () => resumed++), false);
+    // Kept whole: never cut, whatever is held.
+    body.push(Buffer.alloc(10));
+    assert.equal(body.cutBehind(5), 0);
     body.release();
     body.push(Buffer.alloc(10));
-    body.push(Buffer.alloc(10));
-    // The reader took the first chunk and waits: the other two (20 bytes) are held for it.
+    // The stalled reader took the first chunk: the other two (20 bytes) are held for it.
     assert.equal(body.held, 20);
-    assert.equal(body.holdsOver(15, () => resumed++), true);
+    assert.equal(body.cutBehind(20), 0);
+    body.push(Buffer.alloc(10));
+    assert.equal(body.cutBehind(20), 1);
+    await assert.rejects(stalled, ReaderTooFarBehind);
+    // Nothing is held for it any more; the other reader is untouched and reads to the end.
+    assert.equal(body.readers, 1);
+    assert.equal(body.held, 0);
     drained();
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.equal(resumed, 1, 'resumed once the reader passed a chunk');
-    assert.ok(body.held <= 15);
+    body.push(Buffer.alloc(10));
     body.end();
-    while (body.held > 0) {
-      drained();
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    drained();
-    await reading;
+    await keeping;
+    assert.deepEqual(got, [10, 10, 10, 10, 10]);
   });
 
   test('an aborted reader leaves at once: the promise rejects and it holds no chunk back', async () => {
@@ -293,13 +298,10 @@ describe('GrowingBody', () => {
     body.release();
     assert.equal(body.readers, 1);
     assert.equal(body.held, 1);
-    let resumed = false;
-    assert.equal(body.holdsOver(0, () => (resumed = true)), true);
     controller.abort(new Error('client gone'));
     await assert.rejects(reading, /client gone/);
     assert.equal(body.readers, 0);
     assert.equal(body.held, 0);
-    assert.equal(resumed, true);
   });
 
   test('an empty body that already ended resolves at once', async () => {
@@ -309,40 +311,81 @@ describe('GrowingBody', () => {
   });
 });
 
+/**
+ * The real store on a real folder, its writes and deletes held at a gate after `hold()` until `open()`: a disk that
+ * cannot keep up with the stores. Everything else goes straight to the store.
+ */
+function gatedDisk(disk: DiskStore): { store: PersistentStore; peak(): number; hold(): void; open(): void } {
+  let gate: Promise<void> | null = null;
+  let open = () => {};
+  let inFlight = 0;
+  let peak = 0;
+  const put = async (entry: StoredResponse) => {
+    peak = Math.max(peak, ++inFlight);
+    try {
+      await gate;
+      await disk.put(entry);
+    } finally {
+      inFlight--;
+    }
+  };
+  const remove = async (key: string) => {
+    await gate;
+    return disk.delete(key);
+  };
+  const store = new Proxy(disk, {
+    get(target, name) {
+      if (name === 'put') return put;
+      if (name === 'delete') return remove;
+      const value: unknown = Reflect.get(target, name, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return {
+    store,
+    peak: () => peak,
+    hold: () => void (gate = new Promise<void>((resolve) => (open = resolve))),
+    open: () => (open(), (gate = null)),
+  };
+}
+
+/** Waits (at most 5 s) until the zone has no disk write in flight. */
+async function diskSettled(z: CacheZone): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (z.diskWritesInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(z.diskWritesInFlight, 0);
+}
+
+/** Runs `body` with a zone over a real DiskStore in a temporary folder, its disk gated (`gatedDisk`). */
+async function withGatedZone(body: (z: CacheZone, disk: DiskStore, gated: ReturnType<typeof gatedDisk>) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'portico-zone-disk-'));
+  const disk = new DiskStore({ path: dir, maxSize: 100_000_000 });
+  await disk.open();
+  const gated = gatedDisk(disk);
+  const z = new CacheZone('test', { memory: 10_000_000, max_object: 1_000_000 } as ConstructorParameters<typeof CacheZone>[1], silent, gated.store);
+  try {
+    await body(z, disk, gated);
+  } finally {
+    gated.open();
+    await z.stop();
+    await disk.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('disk-tier writes in flight', () => {
   test('a burst of stores keeps at most DISK_WRITES_IN_FLIGHT disk writes in flight and drops (and counts) the rest', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'portico-zone-disk-'));
-    const disk = new DiskStore({ path: dir, maxSize: 100_000_000 });
-    await disk.open();
-    // The real store on a real folder, its writes held at a gate: a disk that cannot keep up with the stores.
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    let inFlight = 0;
-    let peak = 0;
-    const held: PersistentStore = Object.assign(Object.create(disk) as PersistentStore, {
-      put: async (entry: StoredResponse) => {
-        peak = Math.max(peak, ++inFlight);
-        try {
-          await gate;
-          await disk.put(entry);
-        } finally {
-          inFlight--;
-        }
-      },
-    });
-    const z = new CacheZone('test', { memory: 10_000_000, max_object: 1_000_000 } as ConstructorParameters<typeof CacheZone>[1], silent, held);
-    try {
+    await withGatedZone(async (z, disk, gated) => {
+      gated.hold();
       const total = DISK_WRITES_IN_FLIGHT * 4;
       for (let i = 0; i < total; i++) z.store(response(`http/burst/${i}`, `body ${i}`), RULES);
-      assert.equal(peak, DISK_WRITES_IN_FLIGHT);
+      assert.equal(gated.peak(), DISK_WRITES_IN_FLIGHT);
       assert.equal(z.diskWritesInFlight, DISK_WRITES_IN_FLIGHT);
       assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
       // Every store is in memory all the same.
       assert.equal(z.memory.keys().length, total);
-      open();
-      const deadline = Date.now() + 5000;
-      while (z.diskWritesInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
-      assert.equal(z.diskWritesInFlight, 0);
+      gated.open();
+      await diskSettled(z);
       // The writes let through reached the disk; the dropped ones did not.
       assert.equal((await disk.get('http/burst/0')).length, 1);
       assert.equal((await disk.get(`http/burst/${total - 1}`)).length, 0);
@@ -350,10 +393,48 @@ describe('disk-tier writes in flight', () => {
       z.store(response('http/after', 'after'), RULES);
       assert.equal(z.diskWritesInFlight, 1);
       assert.equal(z.diskWritesDropped, total - DISK_WRITES_IN_FLIGHT);
-    } finally {
-      await z.stop();
-      await disk.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
+  });
+
+  test('a store whose disk write is dropped removes the older disk copy of its key: once memory lets the new one go, the old one is not served', async () => {
+    await withGatedZone(async (z, disk, gated) => {
+      // The old copy reaches both tiers.
+      z.store(response('http/page', 'old'), RULES);
+      await diskSettled(z);
+      assert.equal((await disk.get('http/page')).length, 1);
+      // The disk falls behind: the new copy's write is dropped.
+      gated.hold();
+      for (let i = 0; i < DISK_WRITES_IN_FLIGHT; i++) z.store(response(`http/other/${i}`, `body ${i}`), RULES);
+      z.store(response('http/page', 'new'), RULES);
+      assert.equal(z.diskWritesDropped, 1);
+      // Memory lets the new copy go (as its LRU would under pressure): the old one must not come back.
+      z.memory.delete('http/page');
+      const lookup = await z.lookup('http/page', {}, RULES);
+      if ('hit' in lookup) assert.notEqual(lookup.hit.stored.body.toString(), 'old', 'the old copy came back from disk');
+      gated.open();
+      await diskSettled(z);
+      const again = await z.lookup('http/page', {}, RULES);
+      if ('hit' in again) assert.notEqual(again.hit.stored.body.toString(), 'old', 'the old copy came back from disk');
+      assert.equal((await disk.get('http/page')).length, 0, 'the old copy is gone from the disk');
+    });
+  });
+
+  test('with DISK_DELETES_IN_FLIGHT deletes in flight too, a store of a key the disk holds is kept nowhere, so no older copy stands beside it', async () => {
+    await withGatedZone(async (z, disk, gated) => {
+      const onDisk = DISK_DELETES_IN_FLIGHT + 1;
+      for (let i = 0; i < onDisk; i++) {
+        z.store(response(`http/page/${i}`, 'old'), RULES);
+        await diskSettled(z);
+      }
+      gated.hold();
+      for (let i = 0; i < DISK_WRITES_IN_FLIGHT; i++) z.store(response(`http/other/${i}`, `body ${i}`), RULES);
+      for (let i = 0; i < onDisk; i++) z.store(response(`http/page/${i}`, 'new'), RULES);
+      // The first DISK_DELETES_IN_FLIGHT are kept in memory (their old copies being deleted); the last nowhere.
+      assert.equal(z.memory.get('http/page/0')?.[0]?.stored.body.toString(), 'new');
+      assert.equal(z.memory.get(`http/page/${onDisk - 1}`), undefined);
+      gated.open();
+      await diskSettled(z);
+      assert.equal((await disk.get('http/page/0')).length, 0);
+    });
   });
 });

@@ -54,6 +54,36 @@ export class TaggedSink implements ResponseSink {
   }
 }
 
+/**
+ * Feeds one client (a collapse leader's own, or a waiter) from a growing body at the client's pace, through its
+ * ClientSink: what the client has not taken yet goes to its own spool (`buffer_response`), never back to the fetch.
+ * Resolves when the body ended and all of it was handed to the sink; rejects when the body failed, when `signal`
+ * aborts (the client went), or when the reader fell too far behind a released body and was cut.
+ */
+export function feedFromBody(body: GrowingBody, client: ClientSink, signal: AbortSignal): Promise<void> {
+  let wait: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  const settle = (err?: Error) => {
+    const waiting = wait;
+    wait = null;
+    if (err === undefined) waiting?.resolve();
+    else waiting?.reject(err);
+  };
+  const onAbort = () => settle(signal.reason as Error);
+  client.drain(() => settle());
+  signal.addEventListener('abort', onAbort, { once: true });
+  return body
+    .pipeTo(
+      (chunk) => client.data(chunk),
+      () => new Promise<void>((resolve, reject) => (wait = { resolve, reject })),
+      signal,
+    )
+    .finally(() => {
+      signal.removeEventListener('abort', onAbort);
+      // A reader cut while it waited for its client: its wait ends too.
+      settle(new Error('the reader ended'));
+    });
+}
+
 /** Fields a 304 carries (RFC 9110 §15.4.5), taken from a full header list. */
 export function notModifiedHeaders(headers: readonly string[]): string[] {
   const keep = new Set(['etag', 'last-modified', 'cache-control', 'expires', 'vary', 'content-location', 'date', 'server']);
@@ -119,8 +149,9 @@ export interface StoringSink extends StoringSinkInit {}
  * A response being stored is fetched at the app's pace, whoever reads it: its own client reads the GrowingBody
  * like any collapsed waiter, so a slow one (or one that reads nothing) holds back neither the waiters nor the app
  * (nginx fills the cache file at the upstream's pace, Varnish streams a fetch to all its clients from storage).
- * The body is kept whole up to max_object anyway. Past max_object it is not stored, and its readers may fall at
- * most max_object behind the app: beyond that, the fetch waits for the slowest of them.
+ * The body is kept whole up to max_object anyway. Past max_object it is not stored, and is still fetched at the
+ * app's pace: each reader falls behind into its own spool (`buffer_response`), and one that is still more than
+ * max_object behind once that is full is cut, rather than pausing the fetch for all.
  */
 export class StoringSink implements ResponseSink {
   status = 0;
@@ -137,10 +168,6 @@ export class StoringSink implements ResponseSink {
   #resume: (() => void) | null = null;
   /** The client's reader of the GrowingBody, when it reads from there; aborted when the client goes. */
   #reading: AbortController | null = null;
-  /** The client's reader waiting for its client to take more. */
-  #clientWait: { resolve: () => void; reject: (err: Error) => void } | null = null;
-  /** Resumes the fetch once the body's readers have caught up (past max_object). */
-  readonly #resumeFetch = (): void => this.#resume?.();
 
   constructor(init: StoringSinkInit) {
     Object.assign(this, init);
@@ -155,7 +182,7 @@ export class StoringSink implements ResponseSink {
     this.#clientBody = false;
     this.#stopReading(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
     if (this.status !== 0 && !this.#needed()) this.#abort();
-    // A pause for this client's backpressure would never end now (one through the body ends as its reader leaves).
+    // A pause for this client's backpressure would never end now (the body's readers never pause the fetch).
     if (this.#reading === null) this.#resume?.();
   }
 
@@ -165,33 +192,18 @@ export class StoringSink implements ResponseSink {
    */
   #readBody(body: GrowingBody): void {
     const reading = (this.#reading = new AbortController());
-    this.client.drain(() => {
-      const wait = this.#clientWait;
-      this.#clientWait = null;
-      wait?.resolve();
-    });
-    body
-      .pipeTo(
-        (chunk) => this.client.data(chunk),
-        () => new Promise<void>((resolve, reject) => (this.#clientWait = { resolve, reject })),
-        reading.signal,
-      )
-      .then(
-        () => this.client.end(),
-        () => {
-          if (!reading.signal.aborted) this.client.fail();
-        },
-      );
+    feedFromBody(body, this.client, reading.signal).then(
+      () => this.client.end(),
+      () => {
+        if (!reading.signal.aborted) this.client.fail();
+      },
+    );
   }
 
   /** The client's reader leaves the body (its client went, or the fetch failed). */
   #stopReading(reason: Error): void {
     const reading = this.#reading;
-    if (reading === null || reading.signal.aborted) return;
-    reading.abort(reason);
-    const wait = this.#clientWait;
-    this.#clientWait = null;
-    wait?.reject(reason);
+    if (reading !== null && !reading.signal.aborted) reading.abort(reason);
   }
 
   /** Whether the response is wanted beside this client: it is being stored, or waiters are reading it. */
@@ -282,8 +294,10 @@ export class StoringSink implements ResponseSink {
     body.push(chunk);
     const maxObject = this.cache.options.zone.maxObject;
     if (this.#stored !== null && body.bytes > maxObject) this.#tooLarge(body);
-    // Kept whole (≤ max_object): at the app's pace. Released: until the slowest reader is max_object behind.
-    return !body.holdsOver(maxObject, this.#resumeFetch);
+    // Released: a reader still more than max_object behind (its spool full) is cut, never waited for. The fetch
+    // goes on at the app's pace, unless nobody needs it any more.
+    if (body.cutBehind(maxObject) > 0 && this.#clientGone && !this.#needed()) this.#abort();
+    return true;
   }
 
   drain(resume: () => void): void {

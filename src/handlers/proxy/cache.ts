@@ -14,13 +14,14 @@ import type { ClientSink, ForwardOutcome, HeaderEdit, PreparedRequest, ResponseS
 import { evaluatePreconditions, hasConditionals, ifRangeAllows, validatorsOf } from '../../http/conditional.js';
 import { parseRange } from '../../http/range.js';
 import { responseComplete, type RequestContext } from '../../http/context.js';
-import { drained, RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
+import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
-import { cacheStatus, ERROR_STATUSES, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
+import { cacheStatus, ERROR_STATUSES, feedFromBody, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, pragmaNoCache, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { keptFields } from './intercept.js';
+import { PorticoError } from '../../errors.js';
 import { sameOriginPath, type CachedVariant, type Flight, type FlightDecision, type Lookup } from '../../cache/zone.js';
 
 /** The forwarding half of the proxy that the cache drives. */
@@ -312,23 +313,25 @@ export class ProxyCache implements CacheOwner {
     sendWhole(ctx, stored.status, [...variant.extra.baseHeaders, ...own, 'Age', ageSeconds, 'Cache-Status', statusHeader], stored.body, variant.extra.text);
   }
 
-  /** A collapsed waiter: the leader's response, streamed as it arrives. */
+  /**
+   * A collapsed waiter: the leader's response, streamed as it arrives, through the same ClientSink as the leader's
+   * own client: a waiter that falls behind does so into its own spool (`buffer_response`), and one still more than
+   * max_object behind a released body once that is full is cut (StoringSink.data), never waited for.
+   */
   async #serveFlight(ctx: RequestContext, decision: Extract<FlightDecision, { share: true }>, params: string): Promise<void> {
-    const { req, res } = ctx;
-    ctx.status = decision.status;
-    res.writeHead(decision.status, [...decision.headers, ...this.#own(ctx), 'Cache-Status', cacheStatus(params)]);
-    if (req.method === 'HEAD') return void res.end();
+    const client = this.#forwarder.clientSink(ctx);
+    client.head(decision.status, [...decision.headers, 'Cache-Status', cacheStatus(params)], this.#own(ctx));
+    if (ctx.req.method === 'HEAD') return client.end();
+    const reading = new AbortController();
+    const onClose = () => reading.abort(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));
+    ctx.res.once('close', onClose);
     try {
-      await decision.body.pipeTo(
-        (chunk) => {
-          ctx.bytesSent += chunk.length;
-          return res.write(chunk);
-        },
-        () => drained(res),
-      );
-      res.end();
+      await feedFromBody(decision.body, client, reading.signal);
+      client.end();
     } catch {
-      res.destroy();
+      if (!reading.signal.aborted) client.fail();
+    } finally {
+      ctx.res.off('close', onClose);
     }
   }
 
