@@ -1,7 +1,8 @@
 /**
  * What an app server is told about a request, over real sockets (issue 16): the host as the cache key holds it —
  * a client's spelling of the Host (case, a trailing dot, a default or empty port, leading zeros) never reaches
- * the app nor a stored page, and a port the client names is part of the key — over HTTP/1.1 and HTTP/2; and the
+ * the app nor a stored page, and a port the client names is part of the key — over HTTP/1.1 and HTTP/2; what a
+ * trusted proxy forwards of another host or scheme, and the host under a key without `$host`, keyed too; and the
  * Cookie fields HTTP/2 splits, joined into the one line HTTP/1.1 allows.
  */
 import assert from 'node:assert/strict';
