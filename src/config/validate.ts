@@ -292,7 +292,8 @@ function breachWarnings(config: ParsedConfig): Problem[] {
 /**
  * A cached proxy route whose `host` sends a request value its cache key does not hold (`host: $header_host`, the
  * client's own spelling): the app builds its page for that value, and the page is stored for every client of the
- * key. Portico's own Host (`pass`) is always keyed; an operator's template is sent as written, so the key must follow.
+ * key. Portico's own Host (`pass`) is always keyed: a key without `$host` gets the canonical authority added
+ * (`ProxyCache`); an operator's template is sent as written, so the key must follow.
  */
 function hostKeyWarnings(config: ParsedConfig): Problem[] {
   const warnings: Problem[] = [];

@@ -20,6 +20,11 @@ export class TrustedProxies {
     this.#empty = entries.length === 0;
   }
 
+  /** Whether no peer is trusted (the usual case: nothing forwarded is read). */
+  get empty(): boolean {
+    return this.#empty;
+  }
+
   /** Whether an address (IPv4, IPv6 or IPv4-mapped IPv6) is trusted. */
   has(address: string): boolean {
     if (this.#empty || address === '') return false;

@@ -7,6 +7,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { connectionPeer, type TrustedProxies } from './client-address.js';
+import { NOT_FORWARDED, readForwarded, type ForwardedView } from './forwarded.js';
 import { canonicalAuthority } from './hosts.js';
 
 declare module 'node:http2' {
@@ -118,6 +119,7 @@ export class RequestContext {
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
+  private forwardedMemo: ForwardedView | undefined = undefined;
   constructor(
     readonly req: ClientRequest,
     readonly res: ClientResponse,
@@ -173,6 +175,21 @@ export class RequestContext {
       this.clientAddressMemo = this.trusted === undefined ? peer : this.trusted.clientAddress(peer, this.req.headers['x-forwarded-for'] as string | undefined);
     }
     return this.clientAddressMemo;
+  }
+
+  /**
+   * What a trusted proxy forwarded of the client-facing host and scheme, as the app is told it and the cache keys
+   * it (worked out once); `NOT_FORWARDED` when the peer is not trusted or sent none.
+   */
+  forwarded(): ForwardedView {
+    if (this.forwardedMemo === undefined) {
+      const trusted = this.trusted;
+      this.forwardedMemo =
+        trusted === undefined || trusted.empty || !trusted.has(this.peerAddress())
+          ? NOT_FORWARDED
+          : readForwarded(this.req.rawHeaders, this.canonicalAuthority, this.scheme);
+    }
+    return this.forwardedMemo;
   }
 
   /**

@@ -38,6 +38,8 @@ function connectionTokens(raw: readonly Buffer[] | readonly string[]): Set<strin
   return named;
 }
 
+import type { ForwardedView } from '../http/forwarded.js';
+
 /** What the request-header rebuild needs to know about the request. */
 export interface ForwardInfo {
   /** Node's `req.rawHeaders`. */
@@ -46,8 +48,13 @@ export interface ForwardInfo {
   peer: string;
   /** The client's address as Portico believes it (see TrustedProxies). */
   clientIp: string;
-  /** Whether the peer is a trusted proxy. */
+  /** Whether the peer is a trusted proxy (its X-Forwarded-For is kept and appended to). */
   trusted: boolean;
+  /**
+   * The trusted proxy's forwarded host, scheme and Forwarded elements, as the cache keys them
+   * (`RequestContext.forwarded()`); `NOT_FORWARDED` from a peer that is not trusted.
+   */
+  forwarded: ForwardedView;
   /** `http` or `https`: how the client reached Portico. */
   scheme: string;
   /** The client-facing authority (absolute-form target or Host) in canonical form (`canonicalAuthority`), as the cache keys it. */
@@ -77,9 +84,6 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   const named = connectionTokens(raw);
   const out: string[] = ['host', info.upstreamHost];
   let xff: string | undefined;
-  let xfProto: string | undefined;
-  let xfHost: string | undefined;
-  let forwarded: string | undefined;
   let via: string | undefined;
   /** Index in `out` of the (joined) Cookie value, -1 before the first. */
   let cookieAt = -1;
@@ -93,12 +97,8 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
     if (REBUILT.has(lower)) {
       const value = raw[i + 1]!;
       if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;
-      else if (info.trusted) {
-        if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
-        else if (lower === 'x-forwarded-proto') xfProto ??= value;
-        else if (lower === 'x-forwarded-host') xfHost ??= value;
-        else if (lower === 'forwarded') forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`;
-      }
+      else if (info.trusted && lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+      // A trusted proxy's forwarded host, scheme and Forwarded come from `info.forwarded`, as the cache keys them.
       continue;
     }
     if (info.setHeaders.has(lower)) continue;
@@ -116,12 +116,14 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   const node = `for=${quoteForwardedNode(info.peer)};proto=${info.scheme}${info.host === '' ? '' : `;host="${info.host.replace(/["\\]/g, '')}"`}`;
   // A configured set_headers value replaces the rebuilt one (one field, not two for the app to join).
   const set = info.setHeaders;
+  const { host: xfHost, proto: xfProto, elements: forwarded } = info.forwarded;
   if (!set.has('x-forwarded-for')) out.push('x-forwarded-for', xff === undefined ? info.peer : `${xff}, ${info.peer}`);
   if (!set.has('x-real-ip')) out.push('x-real-ip', info.clientIp);
   if (!set.has('x-forwarded-proto')) out.push('x-forwarded-proto', xfProto ?? info.scheme);
   if (!set.has('forwarded')) out.push('forwarded', forwarded === undefined ? node : `${forwarded}, ${node}`);
   if (!set.has('via')) out.push('via', `${via === undefined ? '' : `${via}, `}${info.httpVersion} portico`);
-  if (info.host !== '' && !set.has('x-forwarded-host')) out.push('x-forwarded-host', xfHost ?? info.host);
+  const forwardedHost = xfHost ?? info.host;
+  if (forwardedHost !== '' && !set.has('x-forwarded-host')) out.push('x-forwarded-host', forwardedHost);
   for (const [name, value] of set) out.push(name, value);
   return out;
 }

@@ -1,7 +1,8 @@
 /**
  * What an app server is told about a request, over real sockets (issue 16): the host as the cache key holds it —
  * a client's spelling of the Host (case, a trailing dot, a default or empty port, leading zeros) never reaches
- * the app nor a stored page, and a port the client names is part of the key — over HTTP/1.1 and HTTP/2; and the
+ * the app nor a stored page, and a port the client names is part of the key — over HTTP/1.1 and HTTP/2; what a
+ * trusted proxy forwards of another host or scheme, and the host under a key without `$host`, keyed too; and the
  * Cookie fields HTTP/2 splits, joined into the one line HTTP/1.1 allows.
  */
 import assert from 'node:assert/strict';
@@ -95,6 +96,98 @@ describe('cache poisoning through Host variants', () => {
       assert.equal(plain.body.toString(), plainPage('localhost'), authority);
       assert.match(String(plain.headers['cache-status']), /hit/, authority);
     }
+  });
+});
+
+/** An app whose cacheable page names every forwarded host and scheme it was told, as a link builder reads them. */
+function echoForwardedApp() {
+  return upstream((req, res) => {
+    res.setHeader('Cache-Control', 'max-age=60');
+    res.end(`xfh=${req.headers['x-forwarded-host']} xfp=${req.headers['x-forwarded-proto']} fwd=${req.headers.forwarded}`);
+  });
+}
+
+/** A GET of `path` for good.example from 127.0.0.1 (a trusted proxy when the config says so), with extra fields. */
+const viaBalancer = (port: number, path: string, fields = '') =>
+  rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: good.example\r\n${fields}Connection: close\r\n\r\n`);
+
+const trustedSite = (app: string) => `trusted_proxies: ["127.0.0.1"]
+${cachedSite(app, 'good.example')}`;
+
+describe('cache poisoning through a trusted proxy\'s forwarded host and scheme', () => {
+  test('a forwarded X-Forwarded-Host (evil.example) keys the page apart: a request without it never gets the page built for it', async () => {
+    const app = await echoForwardedApp();
+    const server = await portico(trustedSite(app.url));
+    const evil = await viaBalancer(server.port, '/c/xfh', 'X-Forwarded-Host: evil.example\r\n');
+    assert.match(evil.body, /^xfh=evil\.example /);
+    const plain = await viaBalancer(server.port, '/c/xfh');
+    assert.match(plain.body, /^xfh=good\.example /);
+    assert.doesNotMatch(plain.headers['cache-status'] ?? '', /hit/);
+    // Stored for the clients that forward the same host, spelled any way: the app is told its canonical form.
+    const again = await viaBalancer(server.port, '/c/xfh', 'X-Forwarded-Host: Evil.Example.:80\r\n');
+    assert.match(again.body, /^xfh=evil\.example /);
+    assert.match(again.headers['cache-status'] ?? '', /hit/);
+  });
+
+  test('X-Forwarded-Proto http and https key apart, and one that says what the listener is shares the plain key', async () => {
+    const app = await echoForwardedApp();
+    const server = await portico(trustedSite(app.url));
+    const https = await viaBalancer(server.port, '/c/xfp', 'X-Forwarded-Proto: https\r\n');
+    assert.match(https.body, / xfp=https /);
+    const http = await viaBalancer(server.port, '/c/xfp', 'X-Forwarded-Proto: http\r\n');
+    assert.match(http.body, / xfp=http /);
+    assert.doesNotMatch(http.headers['cache-status'] ?? '', /hit/);
+    const plain = await viaBalancer(server.port, '/c/xfp');
+    assert.match(plain.body, / xfp=http /);
+    assert.match(plain.headers['cache-status'] ?? '', /hit/, 'the listener is http: the same page');
+    // Spelled any way, it is told (and keyed) in lower case.
+    const httpsAgain = await viaBalancer(server.port, '/c/xfp', 'X-Forwarded-Proto: HTTPS\r\n');
+    assert.match(httpsAgain.body, / xfp=https /);
+    assert.match(httpsAgain.headers['cache-status'] ?? '', /hit/);
+  });
+
+  test('a forwarded Forwarded host= or proto= keys the page apart; its for= does not', async () => {
+    const app = await echoForwardedApp();
+    const server = await portico(trustedSite(app.url));
+    const evil = await viaBalancer(server.port, '/c/fwd', 'Forwarded: for=192.0.2.1;host=evil.example;proto=https\r\n');
+    assert.match(evil.body, /fwd=for=192\.0\.2\.1;host=evil\.example;proto=https, /);
+    const plain = await viaBalancer(server.port, '/c/fwd');
+    assert.match(plain.body, /fwd=for=127\.0\.0\.1;proto=http;host="good\.example"$/);
+    assert.doesNotMatch(plain.headers['cache-status'] ?? '', /hit/);
+    const otherClient = await viaBalancer(server.port, '/c/fwd', 'Forwarded: for=198.51.100.7;host=evil.example;proto=https\r\n');
+    assert.match(otherClient.headers['cache-status'] ?? '', /hit/, 'another client through the same balancer shares the page');
+  });
+
+  test('from a peer that is not trusted, forwarded fields are replaced and key nothing: the page is shared', async () => {
+    const app = await echoForwardedApp();
+    const server = await portico(cachedSite(app.url, 'good.example'));
+    const first = await viaBalancer(server.port, '/c/untrusted', 'X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nForwarded: host=evil.example\r\n');
+    assert.equal(first.body, 'xfh=good.example xfp=http fwd=for=127.0.0.1;proto=http;host="good.example"');
+    const plain = await viaBalancer(server.port, '/c/untrusted');
+    assert.match(plain.headers['cache-status'] ?? '', /hit/);
+  });
+});
+
+describe('a cache key without $host', () => {
+  test('key "$request_uri" on a wildcard site: a.example.com and b.example.com never share a page the app built for one', async () => {
+    const app = await echoHostApp();
+    const server = await portico(`caches: { main: { memory: 1MB } }
+sites:
+  - hosts: ["*.example.com"]
+    routes:
+      - path: /
+        proxy: { upstream: app, cache: { zone: main, key: "$request_uri" } }
+upstreams:
+  app:
+    servers: [{ url: "${app.url}" }]
+`);
+    const a = await rawRequest(server.port, 'GET /k HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n');
+    assert.equal(a.body, plainPage('a.example.com'));
+    const b = await rawRequest(server.port, 'GET /k HTTP/1.1\r\nHost: b.example.com\r\nConnection: close\r\n\r\n');
+    assert.equal(b.body, plainPage('b.example.com'));
+    const aAgain = await rawRequest(server.port, 'GET /k HTTP/1.1\r\nHost: A.example.com.\r\nConnection: close\r\n\r\n');
+    assert.equal(aAgain.body, plainPage('a.example.com'));
+    assert.match(aAgain.headers['cache-status'] ?? '', /hit/);
   });
 });
 

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { NOT_FORWARDED, readForwarded } from '../../src/http/forwarded.js';
 import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ForwardInfo, type ResponseFilter } from '../../src/upstream/headers.js';
 
 function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
@@ -12,6 +13,7 @@ function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
     peer: '192.0.2.10',
     clientIp: '192.0.2.10',
     trusted: false,
+    forwarded: NOT_FORWARDED,
     scheme: 'https',
     host: 'www.example.com',
     upstreamHost: 'www.example.com',
@@ -38,6 +40,36 @@ function one(flat: readonly string[], name: string): string | undefined {
   assert.ok(values === undefined || values.length === 1, `${name} appears ${values?.length} times: ${JSON.stringify(values)}`);
   return values?.[0];
 }
+
+describe('readForwarded: what a trusted proxy forwards, as the app is told it and the cache keys it', () => {
+  test('nothing forwarded: the shared empty view, no key suffix', () => {
+    assert.equal(readForwarded(['Host', 'a.example', 'Accept', '*/*'], 'a.example', 'http'), NOT_FORWARDED);
+    assert.equal(readForwarded(['X-Forwarded-Host', '  '], 'a.example', 'http'), NOT_FORWARDED);
+  });
+
+  test('what says the request itself (its canonical authority, the listener scheme) adds nothing to the key', () => {
+    const view = readForwarded(['X-Forwarded-Host', 'A.Example.:80', 'x-forwarded-proto', 'HTTP', 'Forwarded', 'for=192.0.2.1;host="a.example";proto=http'], 'a.example', 'http');
+    assert.equal(view.host, 'a.example');
+    assert.equal(view.proto, 'http');
+    assert.equal(view.keySuffix, '');
+  });
+
+  test('another host or scheme is told in canonical form and keyed as told; Forwarded host=/proto= as written, for= never', () => {
+    const view = readForwarded(['X-Forwarded-Host', 'Evil.Example:0443', 'X-Forwarded-Proto', 'HTTPS', 'Forwarded', 'for=192.0.2.1;host=Evil.example, for="[2001:db8::1]";proto=https'], 'a.example', 'http');
+    assert.equal(view.host, 'evil.example');
+    assert.equal(view.proto, 'https');
+    assert.equal(view.elements, 'for=192.0.2.1;host=Evil.example, for="[2001:db8::1]";proto=https');
+    assert.equal(view.keySuffix, '\0xfh=evil.example\0xfp=https\0fwd=host=Evil.example;proto=https');
+    const otherClient = readForwarded(['X-Forwarded-Host', 'evil.example', 'X-Forwarded-Proto', 'https', 'Forwarded', 'for=198.51.100.7;host=Evil.example, for=10.0.0.1;proto=https'], 'a.example', 'http');
+    assert.equal(otherClient.keySuffix, view.keySuffix);
+  });
+
+  test('a list or an invalid X-Forwarded-Host is sent as it came and keyed so; a quoted Forwarded value keeps its quotes', () => {
+    const view = readForwarded(['X-Forwarded-Host', 'a.example, lb.internal', 'Forwarded', 'host="x;host=y"'], 'a.example', 'http');
+    assert.equal(view.host, 'a.example, lb.internal');
+    assert.equal(view.keySuffix, '\0xfh=a.example, lb.internal\0fwd=host="x;host=y"');
+  });
+});
 
 describe('buildRequestHeaders', () => {
   test('Authorization is forwarded unless basic_auth consumed it (dropAuthorization)', () => {
@@ -69,20 +101,22 @@ describe('buildRequestHeaders', () => {
     assert.equal(one(out, 'host'), 'www.example.com');
   });
 
-  test('a trusted peer: X-Forwarded-For and Forwarded are appended to, its proto and host kept', () => {
+  test('a trusted peer: X-Forwarded-For and Forwarded are appended to, its proto and host kept (as readForwarded gives them)', () => {
+    const rawHeaders = [
+      'Host', 'www.example.com',
+      'X-Forwarded-For', '203.0.113.5',
+      'x-forwarded-for', '10.0.0.1',
+      'X-Forwarded-Proto', 'http',
+      'X-Forwarded-Host', 'shop.example',
+      'Forwarded', 'for=203.0.113.5;proto=http',
+    ];
     const out = buildRequestHeaders(
       info({
         trusted: true,
+        forwarded: readForwarded(rawHeaders, 'www.example.com', 'http'),
         peer: '10.0.0.2',
         clientIp: '203.0.113.5',
-        rawHeaders: [
-          'Host', 'www.example.com',
-          'X-Forwarded-For', '203.0.113.5',
-          'x-forwarded-for', '10.0.0.1',
-          'X-Forwarded-Proto', 'http',
-          'X-Forwarded-Host', 'shop.example',
-          'Forwarded', 'for=203.0.113.5;proto=http',
-        ],
+        rawHeaders,
         scheme: 'http',
       }),
     );

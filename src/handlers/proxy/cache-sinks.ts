@@ -97,6 +97,11 @@ export interface ProxyCacheOptions {
   zone: CacheZone;
   /** The cache key of a request (a compiled `key` template). */
   key: Template;
+  /**
+   * Whether the key template holds `$host`. Without it, the request's canonical authority is added to every key:
+   * the app is told it (Host with `host: pass`, X-Forwarded-Host and Forwarded always), so it may build the page for it.
+   */
+  keyHoldsHost: boolean;
   rules: RuleOptions;
   /** How long after going stale a stored response may stand in for an unreachable upstream (ms); 0 = never. */
   staleIfUnreachable: number;

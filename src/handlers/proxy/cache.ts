@@ -79,13 +79,17 @@ export class ProxyCache implements CacheOwner {
   }
 
   /**
-   * The route's key, and the port of the authority the app is told when the client named one (`$host` has none):
-   * a page built for `good.example:6666` is stored for the clients that name that port, never for all.
+   * The route's key, then what else the app is told that the key must hold so that a page is stored only for the
+   * requests it was built for: the canonical authority when the client named a port (`$host` has none:
+   * `good.example:6666`) or when the template lacks `$host`; and what a trusted proxy forwarded of another host or
+   * scheme (`RequestContext.forwarded()`, the same view the app's headers are built from). Usually the key alone.
    */
   #keyFor(ctx: RequestContext): string {
     const key = this.#o.key(ctx);
     const authority = ctx.canonicalAuthority;
-    return authority.length === ctx.host.length ? key : `${key}\0${authority}`;
+    const forwarded = ctx.forwarded().keySuffix;
+    if (authority.length === ctx.host.length && this.#o.keyHoldsHost) return forwarded === '' ? key : key + forwarded;
+    return `${key}\0${authority}${forwarded}`;
   }
 
   /** Synchronous for a hit from memory (no promise on the hot path); a promise otherwise. */

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { duration, headerMap, size, upstreamUrl, type CheckEnv, type Problem } from '../../config/schema.js';
-import { compileTemplate } from '../../http/template.js';
+import { compileTemplate, templateVariables } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { ProxyCache } from './cache.js';
 import { Forwarder } from './forward.js';
@@ -192,6 +192,7 @@ export const proxyKind = defineHandler({
             {
               zone: env.caches.get(options.cache.zone)!,
               key: compileTemplate(options.cache.key),
+              keyHoldsHost: templateVariables(options.cache.key).includes('$host'),
               rules: {
                 heuristic: options.cache.heuristic,
                 defaultTtl: options.cache.default_ttl,

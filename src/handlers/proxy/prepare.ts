@@ -84,6 +84,7 @@ export class RequestPreparer {
       peer,
       clientIp: ctx.clientAddress(),
       trusted: ctx.trusted?.has(peer) ?? false,
+      forwarded: ctx.forwarded(),
       scheme: ctx.scheme,
       host: clientHost,
       upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
