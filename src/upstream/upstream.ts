@@ -17,6 +17,7 @@ import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
 import { sessionRoute } from './session-route.js';
+import { WaitQueue, type QueueEntry } from './wait-queue.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 
@@ -75,7 +76,11 @@ export class Upstream {
   readonly #stickyIds: readonly string[];
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
-  readonly #queue: Waiter[] = [];
+  readonly #queue = new WaitQueue<Waiter>();
+  /** The server the last successful probe of `#canUse` found. */
+  #probed: UpstreamServer | undefined = undefined;
+  /** Servers given to woken waiters in one `#wake` pass, counted as taken until the pass ends. */
+  readonly #promised: UpstreamServer[] = [];
   /** A check, after a turn was given, that it was taken (see `#wake`); undefined when none is due. */
   #recheck: NodeJS.Immediate | undefined = undefined;
   /** Reused candidate list: selection allocates nothing per request. */
@@ -120,7 +125,7 @@ export class Upstream {
     this.#checker?.stop();
     if (this.#recheck !== undefined) clearImmediate(this.#recheck);
     this.#recheck = undefined;
-    for (const waiter of this.#queue.splice(0)) {
+    for (const waiter of this.#queue.clear()) {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
     }
@@ -246,24 +251,24 @@ export class Upstream {
    */
   waitForCapacity(place?: QueuePlace, sticky?: string, tried?: ReadonlySet<number>): CapacityWait {
     const { size, timeout } = this.config.queue;
-    if (this.#queue.length >= size) return NO_ROOM;
+    if (this.#queue.size >= size) return NO_ROOM;
     // Woken and still without a server (another request took the turn), a request waits again at the queue's
     // head, to its first deadline: its wait is bounded by queue.timeout in all, and later arrivals do not pass it.
     const again = place !== undefined && place.until !== 0;
     if (place !== undefined && !again) place.until = Date.now() + timeout;
     const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
-    let waiter!: Waiter;
+    // Waiters alike for selection share a lane (see `WaitQueue`). A sticky value that names no server is no pin:
+    // such values share the unpinned lane, so that made-up cookies cannot multiply the lanes.
+    const pin = sticky !== undefined && (this.#routes?.has(sticky) ?? this.#stickyIds.includes(sticky)) ? sticky : undefined;
+    const lane = tried === undefined || tried.size === 0 ? `${pin ?? ''}` : `${pin ?? ''}\0${[...tried].sort((a, b) => a - b).join(',')}`;
+    let entry!: QueueEntry<Waiter>;
     const leave = (): void => {
-      const at = this.#queue.indexOf(waiter);
-      if (at === -1) return;
-      this.#queue.splice(at, 1);
-      clearTimeout(waiter.timer);
-      waiter.resolve(false);
+      if (!this.#queue.remove(entry)) return;
+      clearTimeout(entry.value.timer);
+      entry.value.resolve(false);
     };
     const ready = new Promise<boolean>((resolve) => {
-      waiter = { resolve, timer: setTimeout(leave, wait), sticky, tried };
-      if (again) this.#queue.unshift(waiter);
-      else this.#queue.push(waiter);
+      entry = this.#queue.add(lane, { resolve, timer: setTimeout(leave, wait), sticky: pin, tried }, again);
     });
     return { ready, cancel: leave };
   }
@@ -288,26 +293,45 @@ export class Upstream {
   }
 
   /**
-   * Gives a turn to the first waiter that can use it now: one whose own `select` would find a server (a request
-   * pinned to a busy server, or that already tried the one freed, is passed over). A turn is a handoff that is
-   * taken or passed on, never lost: the woken request selects at once (in its promise reaction), so when the
-   * check after it (an immediate, later than every reaction) still finds capacity the queue can use, the turn was
-   * not taken (its client went away, it chose to give up, another server went down) and goes to the next waiter.
-   * Each pass wakes a waiter that can use what is free, so the chain ends when capacity or the queue does.
+   * Gives each free turn to the first waiter that can use it now: one whose own `select` would find a server (a
+   * request pinned to a busy server, or that already tried the one freed, is passed over). Only the head of each
+   * lane of alike waiters is asked (see `WaitQueue`), so the work does not grow with waiters that cannot use the
+   * turn. Capacity freed in bulk (a server back up) is handed out in one pass: each turn given counts as taken on
+   * the server its probe found until the pass ends. A turn is a handoff that is taken or passed on, never lost:
+   * a woken request selects at once (in its promise reaction), so when the check after it (an immediate, later
+   * than every reaction) still finds capacity the queue can use, a turn was not taken (its client went away, it
+   * chose to give up, another server went down, or it chose another server than its probe) and goes on.
    */
   #wake(): void {
     const queue = this.#queue;
-    if (queue.length === 0 || !this.servers.some((s) => s.hasCapacity())) return;
-    for (let at = 0; at < queue.length; at++) {
-      const waiter = queue[at]!;
-      if (typeof this.select(waiter.tried, PROBE_PICK, waiter.sticky, true) === 'string') continue;
-      queue.splice(at, 1);
-      clearTimeout(waiter.timer);
-      waiter.resolve(true);
-      this.#recheck ??= setImmediate(this.#recheckTurn);
-      return;
+    if (queue.size === 0 || !this.servers.some((s) => s.hasCapacity())) return;
+    const promised = this.#promised;
+    try {
+      for (let entry = queue.first(this.#canUse); entry !== undefined; entry = queue.first(this.#canUse)) {
+        const server = this.#probed!;
+        this.acquire(server);
+        promised.push(server);
+        queue.remove(entry);
+        clearTimeout(entry.value.timer);
+        entry.value.resolve(true);
+      }
+    } finally {
+      for (const server of promised) {
+        server.active--;
+        server.pooled--;
+      }
+      if (promised.length > 0) this.#recheck ??= setImmediate(this.#recheckTurn);
+      promised.length = 0;
     }
   }
+
+  /** Whether `waiter`'s own selection would find a server now (kept in `#probed`). */
+  readonly #canUse = (waiter: Waiter): boolean => {
+    const server = this.select(waiter.tried, PROBE_PICK, waiter.sticky, true);
+    if (typeof server === 'string') return false;
+    this.#probed = server;
+    return true;
+  };
 
   readonly #recheckTurn = (): void => {
     this.#recheck = undefined;

@@ -29,6 +29,15 @@ const { portico, upstream, defer } = scopedServers();
 const ALICE = bcrypt.hashSync('wonderland', 4);
 const BOB = bcrypt.hashSync('builder', 4).replace(/^\$2b\$/, '$2y$');
 
+/** Waits (at most 10 s) until `done` holds, looking once per event-loop turn. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 const as = (url: string, authorization?: string, headers: Record<string, string> = {}) =>
   fetch(url, { headers: authorization === undefined ? headers : { ...headers, authorization } });
@@ -252,6 +261,27 @@ sites:
     const statuses = await Promise.all(Array.from({ length: 6 }, (_, i) => as(`${server.url}/asset${i}`, basic('u', 'shared')).then((res) => res.status)));
     assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
     assert.equal(pool.started, hashed + 1, 'one hash for six requests');
+  });
+
+  test('a queued check whose client disconnects is never run: the pool skips it', async () => {
+    // Two slow checks occupy the pool's workers (one or two on any machine): the third waits in the queue.
+    const slow = bcrypt.hashSync('slow', 11);
+    const server = await portico(`sites:
+  - basic_auth: { users: [ { user: u, hash: "${slow}" }, { user: v, hash: "${slow}" } ] }
+    routes: [ { path: /, respond: { body: "in" } } ]
+`);
+    const pool = sharedHashPool();
+    const { started, withdrawn, pending } = { started: pool.started, withdrawn: pool.withdrawn, pending: pool.pending };
+    const busy = [as(server.url, basic('u', 'slow')), as(server.url, basic('v', 'slow'))];
+    const leaving = new AbortController();
+    const gone = fetch(server.url, { headers: { authorization: basic('u', 'wrong') }, signal: leaving.signal }).catch((err: Error) => err.name);
+    await until(() => pool.pending === pending + 3, 'the third check queued');
+    leaving.abort();
+    assert.equal(await gone, 'AbortError');
+    assert.deepEqual(await Promise.all(busy.map(async (res) => (await res).status)), [200, 200]);
+    await until(() => pool.pending === pending, 'every check ended or withdrawn');
+    assert.equal(pool.started, started + 2, 'two checks ran, not three');
+    assert.equal(pool.withdrawn, withdrawn + 1);
   });
 
   test('the queue of checks is bounded: past it 503 with Retry-After, and the server answers afterwards', async () => {

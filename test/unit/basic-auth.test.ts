@@ -105,6 +105,27 @@ describe('HashPool', () => {
     await pool.close();
   });
 
+  test('a queued check whose signal aborts (its client left) is never run; a running one ends; the client gets its share back', async () => {
+    const pool = new HashPool(1, 32, 2);
+    const slow = bcrypt.hashSync('pw', 8);
+    const running = new AbortController();
+    const queued = new AbortController();
+    const first = pool.verify('pw', slow, 'a', running.signal);
+    const gone = pool.verify('pw', slow, 'a', queued.signal);
+    queued.abort();
+    running.abort();
+    assert.equal(await gone, undefined, 'the queued check is withdrawn at once');
+    assert.equal(pool.withdrawn, 1);
+    assert.equal(pool.pending, 1, 'only the running check is left');
+    const next = pool.verify('pw', slow, 'a');
+    assert.equal(await first, true, 'a check already running goes to its end');
+    assert.equal(await next, true, 'the withdrawn check no longer counts in the client share');
+    assert.equal(pool.started, 2, 'the withdrawn check never reached a worker');
+    assert.equal(await pool.verify('pw', slow, 'a', AbortSignal.abort()), undefined, 'an aborted signal queues nothing');
+    assert.equal(pool.started, 2);
+    await pool.close();
+  });
+
   test('a check in progress holds the process open; an idle pool does not (regression: it held it for the idle timeout)', () => {
     const pool = new URL('../../src/handlers/middleware/hash-pool.js', import.meta.url).href;
     const script = `import { HashPool } from ${JSON.stringify(pool)};

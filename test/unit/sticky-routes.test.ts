@@ -191,6 +191,64 @@ describe('choosing the server of a session', () => {
     assert.deepEqual(order, ['gone true', 'live true']);
   });
 
+  test('the work of a release does not grow with waiters that cannot use the freed turn (pinned to a busy server, or retries that tried it)', async () => {
+    /** `select` calls made by one acquire and release on a free server, with `count` waiters of each kind queued. */
+    const probesPerRelease = (count: number): number => {
+      const capped = routed(['tc0', 'tc1', 'tc2', 'tc3'], { max_conns: 1, queue: { size: 2 * count, timeout: 60_000 } });
+      const [busy, free] = capped.servers as [UpstreamServer, UpstreamServer];
+      capped.acquire(busy);
+      capped.acquire(capped.servers[2]!);
+      capped.acquire(capped.servers[3]!);
+      const waits = [];
+      // Pinned to the busy server; and retries that already tried the free one (with a route on a server tried too).
+      for (let i = 0; i < count; i++) waits.push(capped.waitForCapacity({ until: 0 }, 'tc0'));
+      for (let i = 0; i < count; i++) waits.push(capped.waitForCapacity({ until: 0 }, i % 2 === 0 ? undefined : 'tc1', new Set([free.id])));
+      let probes = 0;
+      const select = capped.select.bind(capped);
+      capped.select = (...args) => (probes++, select(...args));
+      capped.acquire(free);
+      capped.release(free);
+      for (const wait of waits) wait.cancel();
+      return probes;
+    };
+    const few = probesPerRelease(2);
+    assert.ok(few >= 1, 'the queue was looked at');
+    assert.equal(probesPerRelease(500), few, 'as many probes with 1000 waiters as with 4');
+  });
+
+  test('capacity freed in bulk goes to as many waiters in one pass, oldest first, each to a server it can use', async () => {
+    const capped = routed(['tc0', 'tc1'], { max_conns: 3 });
+    const [a, b] = capped.servers as [UpstreamServer, UpstreamServer];
+    for (let i = 0; i < 3; i++) capped.acquire(a), capped.acquire(b);
+    const woken: string[] = [];
+    // A woken request takes the server its selection finds, as the proxy's does.
+    const queue = (name: string, route?: string) =>
+      void capped.waitForCapacity({ until: 0 }, route).ready.then((ok) => {
+        woken.push(`${name} ${ok}`);
+        if (!ok) return;
+        const server = capped.select(undefined, pick, route);
+        assert.ok(typeof server !== 'string', `${name} found a server`);
+        capped.acquire(server as UpstreamServer);
+      });
+    queue('b1', 'tc1');
+    queue('any1');
+    queue('a1', 'tc0');
+    queue('any2');
+    queue('any3');
+    queue('b2', 'tc1');
+    // Three turns come free on a at once (say, it reloaded): b1 and b2 cannot use them, the next three can.
+    a.active -= 2;
+    a.pooled -= 2;
+    capped.release(a);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(woken, ['any1 true', 'a1 true', 'any2 true'], 'all three in the first turn of the event loop');
+    assert.equal(a.hasCapacity(), false);
+    capped.release(b);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(woken.slice(3), ['b1 true'], 'the oldest waiter that can use b');
+    await capped.stop();
+  });
+
   test('a route naming a backup server is followed while primaries are up (the session lives there)', () => {
     const upstream = routed(['tc1', 'tc2', 'tc3'], {}, [2]);
     assert.equal(chosen(upstream, 'tc3'), 2);

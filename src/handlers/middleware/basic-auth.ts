@@ -12,7 +12,8 @@
  *   hashing, so that unauthenticated requests cannot keep the cores busy.
  * - Results are kept a short while in a bounded LRU keyed by an HMAC (under a key made per process) of the user,
  *   the hash and the password: never the password itself, and a hash changed by a reload is checked anew.
- *   Parallel requests with the same credentials share the check in flight.
+ *   Parallel requests with the same credentials share the check in flight; when all of them went away while it
+ *   still waited in the pool's queue, it is withdrawn unrun.
  * - An unknown user costs a check too (against another user's hash), so that timing does not tell which users
  *   exist.
  * - `Authorization` is not forwarded to the app unless `pass_authorization: true`.
@@ -62,6 +63,14 @@ const CACHE_ENTRIES = 1024;
 const CLIENTS = 100_000;
 /** The key of the result cache's HMAC: random per process, so keys mean nothing outside it. */
 const RESULT_KEY = randomBytes(32);
+
+/** A bcrypt check under way, shared by the requests with the same credentials that wait for it. */
+interface InflightCheck {
+  readonly result: Promise<boolean | undefined>;
+  /** Aborted when the last request waiting goes away: a check still queued is then never run. */
+  readonly withdraw: AbortController;
+  waiting: number;
+}
 
 /** Base64 as RFC 4648 writes it (token68 of the Basic scheme). */
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -141,17 +150,21 @@ export const basicAuthKind = defineMiddleware({
       return next(ctx);
     }
 
-    /** Checks in flight by result key: parallel requests with the same credentials (a page's assets) share one. */
-    const inflight = new Map<string, Promise<boolean | undefined>>();
+    /**
+     * Checks in flight by result key: parallel requests with the same credentials (a page's assets) share one.
+     * When every request waiting for a check has gone away while it is still queued, it is withdrawn unrun.
+     */
+    const inflight = new Map<string, InflightCheck>();
 
     async function checkHash(ctx: RequestContext, next: Handler, password: string, hash: string | undefined, key: string): Promise<void> {
-      let checking = inflight.get(key);
-      if (checking === undefined) {
+      let check = inflight.get(key);
+      if (check === undefined) {
         const client = clientKey(ctx, 64);
         const wait = failures.take(client);
         if (wait !== 0) return sendError(ctx, 429, { 'Retry-After': String(wait) });
-        checking = pool.verify(password, hash ?? decoy, client).then((match) => {
-          // Refused (this client holds its share of the queue, or it is full): not an attempt, nothing kept.
+        const withdraw = new AbortController();
+        const result = pool.verify(password, hash ?? decoy, client, withdraw.signal).then((match) => {
+          // Refused (this client holds its share of the queue, or it is full) or withdrawn: not an attempt, nothing kept.
           if (match === undefined) {
             failures.giveBack(client);
             return undefined;
@@ -161,10 +174,30 @@ export const basicAuthKind = defineMiddleware({
           if (ok) failures.giveBack(client);
           return ok;
         });
-        inflight.set(key, checking);
-        void checking.catch(() => undefined).finally(() => inflight.delete(key));
+        const started: InflightCheck = { result, withdraw, waiting: 0 };
+        check = started;
+        inflight.set(key, started);
+        const forget = () => {
+          if (inflight.get(key) === started) inflight.delete(key);
+        };
+        void result.catch(() => undefined).finally(forget);
+        withdraw.signal.addEventListener('abort', forget, { once: true });
       }
-      const ok = await checking;
+      const joined = check;
+      joined.waiting++;
+      let waiting = true;
+      ctx.onClientGone(() => {
+        if (!waiting) return;
+        waiting = false;
+        if (--joined.waiting === 0) joined.withdraw.abort();
+      });
+      let ok: boolean | undefined;
+      try {
+        ok = await joined.result;
+      } finally {
+        if (waiting) joined.waiting--;
+        waiting = false;
+      }
       if (ctx.res.destroyed) return;
       if (ok === undefined) return sendError(ctx, 503, RETRY_SOON);
       if (!ok) return sendError(ctx, 401, challenge);

@@ -9,7 +9,9 @@
  * wrong passwords cannot lock out another: a client holds at most PER_CLIENT checks (running or queued), and
  * when all the queues together hold MAX_QUEUED, a newcomer's check takes the place of the last check of the
  * longest queue (which is refused) -- only as many clients as MAX_QUEUED, each with one check waiting, fill it.
- * A refused check resolves `undefined` (the caller answers 503): the queue never grows past its bound.
+ * A refused check resolves `undefined` (the caller answers 503): the queue never grows past its bound. A queued
+ * check whose signal aborts (its client left) leaves the queue unrun and resolves `undefined` too; one running
+ * goes to its end (a worker is not interrupted mid-hash).
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -27,6 +29,9 @@ interface Job {
   password: string;
   hash: string;
   settle(ok: boolean | undefined | Error): void;
+  /** Takes the job out of the queue when its signal aborts; undefined without a signal. */
+  leave: (() => void) | undefined;
+  signal: AbortSignal | undefined;
 }
 
 interface Slot {
@@ -47,6 +52,7 @@ export class HashPool {
   #queued = 0;
   #nextId = 0;
   #started = 0;
+  #withdrawn = 0;
   #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(size: number, maxQueued: number, perClient = PER_CLIENT) {
@@ -57,15 +63,33 @@ export class HashPool {
 
   /**
    * Checks in a worker whether `password` matches `hash`, in the turn of `client` (its address); resolves
-   * `undefined` when the check is refused (the client holds its share, or the queue is full: try later).
+   * `undefined` when the check is refused (the client holds its share, or the queue is full: try later), or
+   * withdrawn: `signal` aborted while it was still queued (every request waiting for it went away).
    */
-  verify(password: string, hash: string, client: string): Promise<boolean | undefined> {
+  verify(password: string, hash: string, client: string, signal?: AbortSignal): Promise<boolean | undefined> {
+    if (signal?.aborted === true) return Promise.resolve(undefined);
     const held = this.#held.get(client) ?? 0;
     if (held >= this.#perClient) return Promise.resolve(undefined);
     const queue = this.#queues.get(client);
     if (this.#queued >= this.#maxQueued && !this.#makeRoom(queue?.length ?? 0)) return Promise.resolve(undefined);
     return new Promise<boolean | undefined>((resolve, reject) => {
-      const job: Job = { id: this.#nextId++, client, password, hash, settle: (ok) => (ok instanceof Error ? reject(ok) : resolve(ok)) };
+      const job: Job = {
+        id: this.#nextId++,
+        client,
+        password,
+        hash,
+        settle: (ok) => {
+          job.signal?.removeEventListener('abort', job.leave!);
+          if (ok instanceof Error) reject(ok);
+          else resolve(ok);
+        },
+        leave: undefined,
+        signal,
+      };
+      if (signal !== undefined) {
+        job.leave = () => this.#withdraw(job);
+        signal.addEventListener('abort', job.leave, { once: true });
+      }
       this.#held.set(client, held + 1);
       if (queue === undefined) this.#queues.set(client, [job]);
       else queue.push(job);
@@ -86,6 +110,20 @@ export class HashPool {
     return true;
   }
 
+  /** Takes a queued check out unrun (its requests went away); one already running is left to end. */
+  #withdraw(job: Job): void {
+    const queue = this.#queues.get(job.client);
+    const at = queue?.indexOf(job) ?? -1;
+    if (at === -1) return;
+    queue!.splice(at, 1);
+    if (queue!.length === 0) this.#queues.delete(job.client);
+    this.#queued--;
+    this.#withdrawn++;
+    this.#done(job.client);
+    job.settle(undefined);
+    this.#armIdle();
+  }
+
   /** A check of `client` ended or was refused. */
   #done(client: string): void {
     const held = this.#held.get(client)! - 1;
@@ -96,6 +134,11 @@ export class HashPool {
   /** Checks handed to a worker since the pool was made (for tests and metrics). */
   get started(): number {
     return this.#started;
+  }
+
+  /** Queued checks taken out unrun because their requests went away (for tests and metrics). */
+  get withdrawn(): number {
+    return this.#withdrawn;
   }
 
   /** Checks running or waiting now. */
