@@ -4,8 +4,11 @@
  * Towards the app server (always HTTP/1.1): HTTP/2's pseudo-fields (`:method`, `:path`, `:authority`,
  * `:scheme`, which Node lists in `rawHeaders`) are dropped, their meaning sent as the request line and Host; hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-*) are dropped; Expect is dropped (Portico answered it); X-Forwarded-For,
- * -Proto, -Host, X-Real-IP and Forwarded are rebuilt from the real peer, keeping the client's own values only
- * when the peer is a trusted proxy; Via is appended; several Cookie fields (HTTP/2 splits them) become one.
+ * -Proto, -Host, -Port, X-Real-IP and Forwarded are rebuilt from the real peer, keeping the client's own values
+ * only when the peer is a trusted proxy; the other forwarding fields (`FORWARDING_FIELDS`: X-Forwarded-Prefix,
+ * X-Original-URL, …) pass only from a trusted proxy; a method override (X-HTTP-Method-Override, X-HTTP-Method,
+ * X-Method-Override) is dropped from a GET or HEAD; Via is appended; several Cookie fields (HTTP/2 splits them)
+ * become one.
  *
  * Towards the client: hop-by-hop fields are dropped, and so are Server and X-Powered-By (the app's identity)
  * plus any configured `hide_headers`; Location and Refresh that name the app server are rewritten.
@@ -13,7 +16,23 @@
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
 /** Rebuilt by Portico, never passed through as they came. */
-const REBUILT = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded', 'via', 'host', 'expect']);
+const REBUILT = 1;
+/** Passed only from a trusted proxy (`FORWARDING_FIELDS`). */
+const FORWARDING = 2;
+/**
+ * A method override: dropped from a GET or HEAD, where no framework's default honours one (Rack's MethodOverride,
+ * Symfony, Laravel and express's method-override read it on POST only) and where it could make a request the
+ * cache stores as a GET run as a DELETE.
+ */
+const OVERRIDE = 3;
+/** Lower-cased names Portico does not pass through as they came, by what it does with them. */
+const SPECIAL = new Map<string, number>([
+  ...['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded', 'via', 'host', 'expect'].map(
+    (name) => [name, REBUILT] as const,
+  ),
+  ...[...FORWARDING_FIELDS.keys()].filter((name) => name !== 'x-forwarded-port').map((name) => [name, FORWARDING] as const),
+  ...['x-http-method-override', 'x-http-method', 'x-method-override'].map((name) => [name, OVERRIDE] as const),
+]);
 
 function isHopByHop(lower: string, named: ReadonlySet<string> | undefined): boolean {
   return HOP_BY_HOP.has(lower) || lower.startsWith('proxy-') || (named !== undefined && named.has(lower));
@@ -38,7 +57,7 @@ function connectionTokens(raw: readonly Buffer[] | readonly string[]): Set<strin
   return named;
 }
 
-import type { ForwardedView } from '../http/forwarded.js';
+import { addressedPort, FORWARDING_FIELDS, type ForwardedView } from '../http/forwarded.js';
 
 /** What the request-header rebuild needs to know about the request. */
 export interface ForwardInfo {
@@ -63,6 +82,8 @@ export interface ForwardInfo {
   upstreamHost: string;
   /** Fields to set (replacing any the client sent), lower-cased name → value. */
   setHeaders: ReadonlyMap<string, string>;
+  /** The request's method (a method override is dropped from a GET or HEAD). */
+  method: string;
   /** HTTP version of the client's request, for Via. */
   httpVersion: string;
   /**
@@ -87,6 +108,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   let via: string | undefined;
   /** Index in `out` of the (joined) Cookie value, -1 before the first. */
   let cookieAt = -1;
+  const safe = info.method === 'GET' || info.method === 'HEAD';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.charCodeAt(0) === 58) continue;
@@ -94,17 +116,20 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
     if (isHopByHop(lower, named)) continue;
     if (!info.underscores && lower.indexOf('_') !== -1) continue;
     if (info.dropAuthorization && lower === 'authorization') continue;
-    if (REBUILT.has(lower)) {
+    const special = SPECIAL.get(lower);
+    if (special === REBUILT) {
       const value = raw[i + 1]!;
       if (lower === 'via') via = via === undefined ? value : `${via}, ${value}`;
       else if (info.trusted && lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
-      // A trusted proxy's forwarded host, scheme and Forwarded come from `info.forwarded`, as the cache keys them.
+      // A trusted proxy's forwarded host, scheme, port and Forwarded come from `info.forwarded`, as the cache keys them.
       continue;
     }
+    if ((special === FORWARDING && !info.trusted) || (special === OVERRIDE && safe)) continue;
     if (info.setHeaders.has(lower)) continue;
     if (lower === 'cookie') {
       // HTTP/2 may carry one crumb per field (RFC 9113 §8.2.3): joined with "; " into the one line HTTP/1.1 allows
-      // (RFC 6265 §5.4), where the first Cookie field stood.
+      // (RFC 6265 §5.4), where the first Cookie field stood. An empty crumb adds nothing.
+      if (raw[i + 1]!.length === 0) continue;
       if (cookieAt === -1) {
         cookieAt = out.length + 1;
         out.push(name, raw[i + 1]!);
@@ -116,7 +141,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   const node = `for=${quoteForwardedNode(info.peer)};proto=${info.scheme}${info.host === '' ? '' : `;host="${info.host.replace(/["\\]/g, '')}"`}`;
   // A configured set_headers value replaces the rebuilt one (one field, not two for the app to join).
   const set = info.setHeaders;
-  const { host: xfHost, proto: xfProto, elements: forwarded } = info.forwarded;
+  const { host: xfHost, proto: xfProto, elements: forwarded, port: xfPort } = info.forwarded;
   if (!set.has('x-forwarded-for')) out.push('x-forwarded-for', xff === undefined ? info.peer : `${xff}, ${info.peer}`);
   if (!set.has('x-real-ip')) out.push('x-real-ip', info.clientIp);
   if (!set.has('x-forwarded-proto')) out.push('x-forwarded-proto', xfProto ?? info.scheme);
@@ -124,6 +149,9 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   if (!set.has('via')) out.push('via', `${via === undefined ? '' : `${via}, `}${info.httpVersion} portico`);
   const forwardedHost = xfHost ?? info.host;
   if (forwardedHost !== '' && !set.has('x-forwarded-host')) out.push('x-forwarded-host', forwardedHost);
+  // The port the client addressed (Traefik's X-Forwarded-Port), so that an app that reads it builds the same
+  // origin as from X-Forwarded-Host and -Proto, not its own listening port.
+  if (!set.has('x-forwarded-port')) out.push('x-forwarded-port', xfPort ?? addressedPort(forwardedHost, xfProto ?? info.scheme));
   for (const [name, value] of set) out.push(name, value);
   return out;
 }

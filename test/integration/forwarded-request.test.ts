@@ -2,8 +2,10 @@
  * What an app server is told about a request, over real sockets (issue 16): the host as the cache key holds it —
  * a client's spelling of the Host (case, a trailing dot, a default or empty port, leading zeros) never reaches
  * the app nor a stored page, and a port the client names is part of the key — over HTTP/1.1 and HTTP/2; what a
- * trusted proxy forwards of another host or scheme, and the host under a key without `$host`, keyed too; and the
- * Cookie fields HTTP/2 splits, joined into the one line HTTP/1.1 allows.
+ * trusted proxy forwards of another host or scheme, and the host under a key without `$host`, keyed too; the other
+ * forwarding fields (X-Forwarded-Port/-Prefix, X-Original-URL, …) dropped from a peer that is not trusted and keyed
+ * from one that is, and method overrides dropped from a GET; and the Cookie fields HTTP/2 splits, joined into the
+ * one line HTTP/1.1 allows, empty ones skipped.
  */
 import assert from 'node:assert/strict';
 import type { ClientHttp2Session } from 'node:http2';
@@ -168,6 +170,94 @@ describe('cache poisoning through a trusted proxy\'s forwarded host and scheme',
   });
 });
 
+/** The forwarding fields apps read to build links, pick a scheme or rewrite the target (besides X-Forwarded-For/-Proto/-Host). */
+const FORWARDING_FIELDS: Array<[string, string]> = [
+  ['X-Forwarded-Port', '6666'],
+  ['X-Forwarded-Prefix', '/evil'],
+  ['X-Forwarded-Scheme', 'https'],
+  ['X-Forwarded-Ssl', 'on'],
+  ['Front-End-Https', 'on'],
+  ['X-Url-Scheme', 'https'],
+  ['X-Scheme', 'https'],
+  ['X-Host', 'evil.example'],
+  ['X-Forwarded-Server', 'evil.example'],
+  ['X-Forwarded-Uri', '/admin'],
+  ['X-Forwarded-Method', 'DELETE'],
+  ['X-Original-URL', '/admin'],
+  ['X-Rewrite-URL', '/admin'],
+  ['X-Forwarded-Client-Cert', 'Hash=0;Subject="CN=admin"'],
+  ['X-Forwarded-Tls-Client-Cert', 'MIIB'],
+  ['X-Forwarded-Tls-Client-Cert-Info', 'Subject%3D%22CN%3Dadmin%22'],
+];
+const FORWARDING_NAMES = FORWARDING_FIELDS.map(([name]) => name.toLowerCase());
+
+/** An app whose cacheable page lists every forwarding field (and method override) it was told, in order. */
+function echoFieldsApp() {
+  return upstream((req, res) => {
+    res.setHeader('Cache-Control', 'max-age=60');
+    const told = [...FORWARDING_NAMES, 'x-http-method-override', 'x-http-method', 'x-method-override']
+      .filter((name) => req.headers[name] !== undefined)
+      .map((name) => `${name}=${String(req.headers[name])}`);
+    res.end(`${req.method} ${told.join(' ')}`);
+  });
+}
+
+const fieldLines = (fields: ReadonlyArray<[string, string]>) => fields.map(([name, value]) => `${name}: ${value}\r\n`).join('');
+
+describe('forwarding fields beyond X-Forwarded-For/-Proto/-Host', () => {
+  test('from a peer that is not trusted, X-Forwarded-Port/-Prefix/-Scheme/-Ssl, X-Original-URL, X-Rewrite-URL and the rest never reach the app; X-Forwarded-Port says the port the client addressed', async () => {
+    const app = await echoFieldsApp();
+    const server = await portico(cachedSite(app.url, 'good.example'));
+    const spoofed = await viaBalancer(server.port, '/c/spoof', fieldLines(FORWARDING_FIELDS));
+    assert.equal(spoofed.body, 'GET x-forwarded-port=80');
+    const plain = await viaBalancer(server.port, '/c/spoof');
+    assert.equal(plain.body, 'GET x-forwarded-port=80');
+    assert.match(plain.headers['cache-status'] ?? '', /hit/, 'one page for both: nothing of the spoofed request reached it');
+    const ported = await rawRequest(server.port, 'GET /c/port HTTP/1.1\r\nHost: good.example:06666\r\nX-Forwarded-Port: 80\r\nConnection: close\r\n\r\n');
+    assert.equal(ported.body, 'GET x-forwarded-port=6666');
+  });
+
+  test('from a trusted proxy, they reach the app as it sent them and key the page apart; X-Forwarded-Server and a port that says what the request does not', async () => {
+    const app = await echoFieldsApp();
+    const server = await portico(trustedSite(app.url));
+    const expected = `GET ${FORWARDING_FIELDS.map(([name, value]) => `${name.toLowerCase()}=${value}`).join(' ')}`;
+    const forwarded = await viaBalancer(server.port, '/c/all', fieldLines(FORWARDING_FIELDS));
+    assert.equal(forwarded.body, expected);
+    const plain = await viaBalancer(server.port, '/c/all');
+    assert.equal(plain.body, 'GET x-forwarded-port=80');
+    assert.doesNotMatch(plain.headers['cache-status'] ?? '', /hit/);
+    // Each field on its own keys apart (X-Forwarded-Server names the hop, as Forwarded for= does: it does not).
+    for (const [i, [name, value]] of FORWARDING_FIELDS.entries()) {
+      const path = `/c/one${i}`;
+      const told = await viaBalancer(server.port, path, `${name}: ${value}\r\n`);
+      assert.match(told.body, new RegExp(`${name.toLowerCase()}=`), name);
+      const again = await viaBalancer(server.port, path, `${name}: ${value}\r\n`);
+      assert.match(again.headers['cache-status'] ?? '', /hit/, `${name}: the same value shares the page`);
+      const without = await viaBalancer(server.port, path);
+      if (name === 'X-Forwarded-Server') assert.match(without.headers['cache-status'] ?? '', /hit/, name);
+      else assert.doesNotMatch(without.headers['cache-status'] ?? '', /hit/, `${name} keys the page apart`);
+    }
+    // A balancer telling the port the request names anyway (80 on this plain listener) shares the plain page.
+    const samePort = await viaBalancer(server.port, '/c/all', 'X-Forwarded-Port: 80\r\n');
+    assert.match(samePort.headers['cache-status'] ?? '', /hit/);
+    // Without its own X-Forwarded-Port, the port follows what it forwarded of host and scheme.
+    const https = await viaBalancer(server.port, '/c/proto', 'X-Forwarded-Proto: https\r\n');
+    assert.equal(https.body, 'GET x-forwarded-port=443');
+    const hostPort = await viaBalancer(server.port, '/c/proto', 'X-Forwarded-Host: shop.example:8443\r\nX-Forwarded-Proto: https\r\n');
+    assert.equal(hostPort.body, 'GET x-forwarded-port=8443');
+  });
+
+  test('a method override (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override) never reaches the app on a GET or HEAD, and does on a POST', async () => {
+    const app = await echoFieldsApp();
+    const server = await portico(cachedSite(app.url, 'good.example'));
+    const overrides = 'X-HTTP-Method-Override: DELETE\r\nX-HTTP-Method: DELETE\r\nX-Method-Override: DELETE\r\n';
+    const get = await viaBalancer(server.port, '/c/m', overrides);
+    assert.equal(get.body, 'GET x-forwarded-port=80');
+    const post = await rawRequest(server.port, `POST /c/m HTTP/1.1\r\nHost: good.example\r\n${overrides}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+    assert.equal(post.body, 'POST x-forwarded-port=80 x-http-method-override=DELETE x-http-method=DELETE x-method-override=DELETE');
+  });
+});
+
 describe('a cache key without $host', () => {
   test('key "$request_uri" on a wildcard site: a.example.com and b.example.com never share a page the app built for one', async () => {
     const app = await echoHostApp();
@@ -191,23 +281,43 @@ upstreams:
   });
 });
 
-describe('HTTP/2 cookies', () => {
-  test('several cookie fields of an h2 request reach the app as one Cookie line joined with "; " (RFC 9113 §8.2.3)', async () => {
-    const backend = await startRecordingBackend();
-    defer(() => backend.stop());
-    const server = await startPorticoH2(`sites:
+/** An h2 Portico proxying everything to a recording backend, and a client session to it. */
+async function h2ToRecordingBackend() {
+  const backend = await startRecordingBackend();
+  defer(() => backend.stop());
+  const server = await startPorticoH2(`sites:
   - routes:
       - path: /
         proxy: { url: "${backend.url}" }
 `);
-    defer(() => server.stop());
-    const client = await connectH2(server.origin);
-    defer(() => void client.close());
+  defer(() => server.stop());
+  const client = await connectH2(server.origin);
+  defer(() => void client.close());
+  return { backend, client };
+}
+
+describe('HTTP/2 cookies', () => {
+  test('several cookie fields of an h2 request reach the app as one Cookie line joined with "; " (RFC 9113 §8.2.3)', async () => {
+    const { backend, client } = await h2ToRecordingBackend();
     const answer = await h2Request(client, { ':path': '/jar', ':authority': 'localhost', cookie: ['a=1', 'b=2', 'c=3'] });
     assert.equal(answer.status, 200);
     const seen = backend.requests.find((request) => request.target === '/jar')!;
     const cookies = seen.fields.filter(([name]) => name.toLowerCase() === 'cookie');
     assert.deepEqual(cookies.map(([, value]) => value), ['a=1; b=2; c=3']);
+  });
+
+  test('empty cookie crumbs of an h2 request add no stray "; " to the Cookie line the app gets', async () => {
+    const { backend, client } = await h2ToRecordingBackend();
+    for (const [path, crumbs, joined] of [
+      ['/trail', ['a=1', ''], 'a=1'],
+      ['/lead', ['', 'a=1', '', 'b=2'], 'a=1; b=2'],
+    ] as const) {
+      const answer = await h2Request(client, { ':path': path, ':authority': 'localhost', cookie: [...crumbs] });
+      assert.equal(answer.status, 200);
+      const seen = backend.requests.find((request) => request.target === path)!;
+      const cookies = seen.fields.filter(([name]) => name.toLowerCase() === 'cookie');
+      assert.deepEqual(cookies.map(([, value]) => value), [joined], path);
+    }
   });
 });
 

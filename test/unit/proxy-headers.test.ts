@@ -18,6 +18,7 @@ function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
     host: 'www.example.com',
     upstreamHost: 'www.example.com',
     setHeaders: new Map(),
+    method: 'GET',
     httpVersion: '1.1',
     underscores: false,
     dropAuthorization: false,

@@ -89,6 +89,7 @@ export class RequestPreparer {
       host: clientHost,
       upstreamHost: this.#hostTemplate === undefined ? clientHost : this.#hostTemplate(ctx),
       setHeaders,
+      method: req.method!,
       // Via names HTTP/2 as `2` (RFC 9110 §7.6.3: the version as the protocol names it).
       httpVersion: req.httpVersionMajor === 2 ? '2' : req.httpVersion,
       underscores: this.#o.underscores,
