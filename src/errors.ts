@@ -4,6 +4,8 @@
  * upstream address. `errorPage()` is the one place that turns an error into a response body.
  */
 
+import { STATUS_CODES } from 'node:http';
+
 /** Stable error codes and the HTTP status each maps to. */
 export const ERROR_CODES = {
   PORTICO_BAD_REQUEST: 400,
@@ -89,6 +91,7 @@ const REASONS: Record<number, string> = {
   307: 'Temporary Redirect',
   308: 'Permanent Redirect',
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
@@ -99,6 +102,7 @@ const REASONS: Record<number, string> = {
   416: 'Range Not Satisfiable',
   417: 'Expectation Failed',
   421: 'Misdirected Request',
+  422: 'Unprocessable Content',
   429: 'Too Many Requests',
   431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
@@ -106,11 +110,12 @@ const REASONS: Record<number, string> = {
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 };
 
-/** The reason phrase for a status, or `Error`. */
+/** The reason phrase for a status: RFC 9110's (Node's list for those not above), or `Error` for an unregistered one. */
 export function reasonPhrase(status: number): string {
-  return REASONS[status] ?? 'Error';
+  return REASONS[status] ?? STATUS_CODES[status] ?? 'Error';
 }
 
 const pageCache = new Map<number, Buffer>();

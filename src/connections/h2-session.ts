@@ -8,7 +8,11 @@
  * ENHANCE_YOUR_CALM (`guardSession`).
  */
 import { constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { METHODS } from 'node:http';
 import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
+
+/** The methods Node's HTTP/1 parser knows (RFC 9110's, WebDAV's, QUERY and the like). */
+const KNOWN_METHODS: ReadonlySet<string> = new Set(METHODS);
 
 /** Where an h2 server's requests go (the listener's dispatch, its scheme bound). */
 export interface H2Target {
@@ -20,11 +24,13 @@ export interface H2Target {
 /**
  * Hands an h2 server's requests to Portico, as a listener does for HTTP/1: every request (and every one with
  * `Expect: 100-continue`, which Portico answers itself after its own checks: a 413 comes before any 100) to
- * `target.request`, through `h2RequestHandler`; any other expectation to `target.refuse` (417, Portico's
- * page); each new session to `guardSession`.
+ * `target.request`, through `h2RequestHandler`, unless its method is unknown (501); any other expectation to
+ * `target.refuse` (417, Portico's page); each new session to `guardSession`.
  */
 export function serveH2(server: Http2Server | Http2SecureServer, target: H2Target): void {
-  const onRequest = h2RequestHandler((req, res) => target.request(req, res));
+  // A method HTTP/1's parser does not know gets 501 there (`clientErrorStatus`); the same here, where nghttp2
+  // passes any token.
+  const onRequest = h2RequestHandler((req, res) => (KNOWN_METHODS.has(req.method!) ? target.request(req, res) : target.refuse(req, res, 501)));
   server.on('request', onRequest);
   server.on('checkContinue', onRequest);
   server.on('checkExpectation', (req: ClientRequest, res: ClientResponse) => target.refuse(req, res, 417));

@@ -116,12 +116,41 @@ export function versionRefusal(req: IncomingMessage): number {
   return req.httpVersionMajor === 0 ? 400 : 505;
 }
 
+/** Node's parser error, with the bytes it was parsing (`rawPacket`) and where it stopped in them. */
+export interface ParserError extends Error {
+  code?: string;
+  rawPacket?: Buffer;
+  bytesParsed?: number;
+}
+
 /** The status of an answer to bytes Node's parser refused, by its error code. */
-export function clientErrorStatus(code: string | undefined): number {
+export function clientErrorStatus(err: ParserError): number {
+  const code = err.code;
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
   if (code === 'HPE_URI_TOO_LONG') return 414;
+  if (code === 'HPE_INVALID_METHOD' && methodIsToken(err)) return 501;
   return 400;
+}
+
+/** RFC 9110 §5.6.2 tchar, by byte. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+
+/**
+ * Whether the method Node's parser did not know is a well-formed token (RFC 9110 §9.1): a method this server does
+ * not implement, 501 (§15.6.2), not a malformed request line, 400. Node (llhttp) knows a fixed list and refuses
+ * any other name while reading it; the request line starts after the last line break before where it stopped
+ * (a request pipelined behind others) and the token runs to a space, or to the end of what has come so far.
+ */
+function methodIsToken(err: ParserError): boolean {
+  const packet = err.rawPacket;
+  if (packet === undefined || err.bytesParsed === undefined) return false;
+  let start = Math.min(err.bytesParsed, packet.length);
+  while (start > 0 && packet[start - 1] !== 0x0a) start--;
+  let end = start;
+  while (end < packet.length && packet[end]! < 128 && TCHAR[packet[end]!] === 1) end++;
+  return end > start && (end === packet.length || packet[end] === 0x20);
 }
 
 /** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */

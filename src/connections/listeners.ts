@@ -31,6 +31,7 @@ import {
   answerClientError,
   checkingInterval,
   clientErrorStatus,
+  type ParserError,
   cutByParser,
   headersTimeout,
   isDeclinedUpgrade,
@@ -232,9 +233,9 @@ class Listener {
       socket.once('close', () => upgraded.delete(socket));
       dispatch.upgrade(req, socket, head, schemeOf(req), refusal(req as PorticoRequest, undefined));
     });
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    server.on('clientError', (err: NodeJS.ErrnoException & ParserError, socket: Socket) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err.code);
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
       answerClientError(socket, status, dispatch.serverHeader());
     });

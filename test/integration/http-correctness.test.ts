@@ -1,17 +1,22 @@
 /**
  * HTTP correctness found from outside (issue 10): the authority that chose the site is the one forwarded and
  * cached; sticky cookies keyed with a secret; header names with underscores dropped; TRACE refused; the access
- * log and cache keys use the client address that trusted_proxies yields.
+ * log and cache keys use the client address that trusted_proxies yields. Issue 16: autoindex answers carry Server;
+ * error pages are titled with the reason phrase; an unknown method gets 501.
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { STATUS_CODES } from 'node:http';
 import { describe, test } from 'node:test';
+import bcrypt from 'bcryptjs';
+import { errorPage } from '../../src/errors.js';
+import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { scopedServers } from './proxy-support.js';
 
-const { portico, upstream } = scopedServers();
+const { portico, upstream, defer } = scopedServers();
 
 describe('absolute-form target with a different Host (cache poisoning, virtual-host bypass)', () => {
   test('the target authority replaces Host: forwarded Host, X-Forwarded-Host, Forwarded and a rewritten Location all say the site that was chosen', async () => {
@@ -234,5 +239,74 @@ describe('HTTP versions on a plain HTTP/1 listener', () => {
     const preface = await rawRequest(server.port, PREFACE);
     assert.equal(preface.status, 400);
     assert.ok(preface.closed);
+  });
+});
+
+describe('small HTTP inconsistencies (issue 16)', () => {
+  test('an autoindex listing carries Server: Portico, as every other answer does', async () => {
+    const server = await portico('sites:\n  - routes: [{ path: /, static: { root: ./www, autoindex: true } }]\n', { 'www/a.txt': 'a' });
+    const listing = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(listing.status, 200);
+    assert.match(listing.body, /a\.txt/);
+    assert.equal(listing.headers.server, 'Portico');
+    const head = await rawRequest(server.port, 'HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(head.headers.server, 'Portico');
+  });
+
+  test('the 401 page is titled "401 Unauthorized", and every 4xx and 5xx page by its reason phrase, never "Error"', async () => {
+    const server = await portico(`sites:
+  - routes:
+      - path: /
+        basic_auth: { users: [{ user: a, hash: "${bcrypt.hashSync('b', 4)}" }] }
+        respond: { body: "in" }
+`);
+    const denied = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(denied.status, 401);
+    assert.match(denied.raw, /^HTTP\/1\.1 401 Unauthorized\r\n/);
+    assert.match(denied.body, /<title>401 Unauthorized<\/title>/);
+    for (const code of Object.keys(STATUS_CODES).map(Number).filter((status) => status >= 400)) {
+      assert.doesNotMatch(errorPage(code).toString(), new RegExp(`<title>${code} Error<`), String(code));
+    }
+  });
+
+  test('an unknown method with a valid token (FOO, QUERYX) gets 501 Not Implemented; a token with a bad character stays 400', async () => {
+    const server = await portico('sites:\n  - routes: [{ path: /, respond: { body: "hello" } }]\n');
+    for (const method of ['FOO', 'QUERYX', 'M-SEARCHX']) {
+      const res = await rawRequest(server.port, `${method} / HTTP/1.1\r\nHost: a\r\n\r\n`);
+      assert.equal(res.status, 501, `${method}: ${res.raw}`);
+      assert.ok(res.closed);
+    }
+    // After a good request on the same connection too.
+    const pipelined = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\nFOO / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 2 });
+    assert.match(pipelined.raw, /^HTTP\/1\.1 200 OK[\s\S]*hello[\s\S]*HTTP\/1\.1 501 Not Implemented\r\n/);
+    for (const request of ['G@T / HTTP/1.1\r\nHost: a\r\n\r\n', 'GE\x01 / HTTP/1.1\r\nHost: a\r\n\r\n']) {
+      const res = await rawRequest(server.port, request);
+      assert.equal(res.status, 400, `${JSON.stringify(request)}: ${res.raw}`);
+    }
+  });
+
+  test('over HTTP/2 an unknown method gets 501 too, on every kind of route, and never reaches the app', async () => {
+    let reached = 0;
+    const app = await upstream((_req, res) => {
+      reached++;
+      res.end('app');
+    });
+    const server = await startPorticoH2(`sites:
+  - routes:
+      - path: /app/
+        proxy: { url: "${app.url}" }
+      - path: /
+        respond: { body: "hello" }
+`);
+    defer(() => server.stop());
+    const client = await connectH2(server.origin);
+    defer(() => void client.close());
+    for (const path of ['/', '/app/x']) {
+      const answer = await h2Request(client, { ':method': 'FOO', ':path': path, ':authority': 'localhost' });
+      assert.equal(answer.status, 501, path);
+    }
+    assert.equal(reached, 0);
+    const known = await h2Request(client, { ':method': 'PROPFIND', ':path': '/app/x', ':authority': 'localhost' });
+    assert.equal(known.status, 200, 'a method HTTP/1 knows is passed on as before');
   });
 });

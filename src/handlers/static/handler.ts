@@ -225,7 +225,9 @@ class StaticHandler {
   async #listing(ctx: RequestContext, dir: string): Promise<void> {
     const body = await renderListing(dir, ctx.path, this.#options.dotfiles === 'allow');
     ctx.status = 200;
-    ctx.res.writeHead(200, ['Content-Type', 'text/html; charset=utf-8', 'Content-Length', String(body.length), 'Cache-Control', 'no-cache']);
+    const head = ['Content-Type', 'text/html; charset=utf-8', 'Content-Length', String(body.length), 'Cache-Control', 'no-cache'];
+    if (ctx.serverHeader !== '') head.push('Server', ctx.serverHeader);
+    ctx.res.writeHead(200, head);
     if (ctx.req.method === 'HEAD') return void ctx.res.end();
     ctx.bytesSent = body.length;
     ctx.res.end(body);
