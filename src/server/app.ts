@@ -407,9 +407,10 @@ export class App {
       ctx.closeWatched = true;
       // `on`, not `once`: 'close' comes once, and `once` would wrap the listener in a new closure per request.
       res.on('close', this.#onClose);
-      // An h2 request's socket is a view of its stream's session, gone once the stream closes: the log (written
-      // at close) reads the client address worked out now.
-      if (req.httpVersionMajor === 2) ctx.clientAddress();
+      // The log (written at close) reads the client address worked out now: an h2 request's socket is a view of
+      // its stream's session, gone once the stream closes, and a socket destroyed (a cut answer) before its peer
+      // address was ever read no longer has one.
+      ctx.clientAddress();
     }
     return ctx;
   }

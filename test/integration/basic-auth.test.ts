@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { availableParallelism, networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
@@ -306,14 +306,17 @@ sites:
 });
 
 describe('basic_auth: fairness between clients', () => {
-  test('a flood of wrong passwords from six addresses does not lock out another client: its right password gets 200 promptly, not 503', async () => {
-    // Cost 10: about 100 ms per check, so sixty wrong passwords are seconds of work for the pool.
-    const costly = bcrypt.hashSync('right', 10);
-    const server = await portico(`trusted_proxies: ["127.0.0.1"]
+  /** A site behind basic_auth with user u (password "right") at bcrypt `cost`, clients named by X-Forwarded-For. */
+  const floodable = (cost: number) =>
+    portico(`trusted_proxies: ["127.0.0.1"]
 sites:
-  - basic_auth: { users: [ { user: u, hash: "${costly}" } ], failure_limit: { rate: 1/h, burst: 20 } }
+  - basic_auth: { users: [ { user: u, hash: "${bcrypt.hashSync('right', cost)}" } ], failure_limit: { rate: 1/h, burst: 20 } }
     routes: [ { path: /, respond: { body: "in" } } ]
 `);
+
+  test('a flood of wrong passwords from six addresses does not lock out another client: its right password gets 200 promptly, not 503', async () => {
+    // Cost 10: about 100 ms per check, so sixty wrong passwords are seconds of work for the pool.
+    const server = await floodable(10);
     const pool = sharedHashPool();
     const before = pool.pending;
     const flood = Array.from({ length: 60 }, (_, i) =>
@@ -329,6 +332,33 @@ sites:
     const ms = performance.now() - started;
     assert.equal(res.status, 200, 'the right password of another client is checked, not refused');
     assert.ok(ms < 3000, `answered in ${ms.toFixed(0)} ms`);
+    const statuses = await Promise.all(flood);
+    assert.ok(statuses.every((status) => status === 401 || status === 503), statuses.join(','));
+  });
+
+  test('clients whose wrong passwords failed cannot lock out another from forty addresses: a clean client\'s right password is served before their queued checks', async () => {
+    // Cost 8: tens of ms per check, so a full queue is a second or two of work for the pool.
+    const server = await floodable(8);
+    const pool = sharedHashPool();
+    const before = pool.pending;
+    const from = (i: number) => ({ 'x-forwarded-for': `198.51.100.${1 + i}` });
+    const wrong = (i: number, wave: number) => as(server.url, basic('u', `wrong${wave}-${i}`), from(i)).then((res) => res.status);
+    // First wave, twenty at a time so that no check is refused: each of the forty addresses now has a failure.
+    for (const batch of [0, 20]) {
+      const statuses = await Promise.all(Array.from({ length: 20 }, (_, i) => wrong(batch + i, 1)));
+      assert.ok(statuses.every((status) => status === 401), statuses.join(','));
+    }
+    // Second wave: forty at once fill the queue (32 and the checks running).
+    const flood = Array.from({ length: 40 }, (_, i) => wrong(i, 2));
+    const full = before + 32 + Math.min(2, Math.max(1, availableParallelism() - 1));
+    await until(() => pool.pending >= full, `the queue to fill (pending ${pool.pending})`);
+    const started = performance.now();
+    const res = await as(server.url, basic('u', 'right'), { 'x-forwarded-for': '203.0.113.9' });
+    const ms = performance.now() - started;
+    const left = pool.pending - before;
+    assert.equal(res.status, 200, 'the right password of a clean client is checked, not refused');
+    assert.ok(left >= 20, `answered before the flood's queued checks (${left} still pending)`);
+    assert.ok(ms < 2000, `answered in ${ms.toFixed(0)} ms`);
     const statuses = await Promise.all(flood);
     assert.ok(statuses.every((status) => status === 401 || status === 503), statuses.join(','));
   });

@@ -127,6 +127,31 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+describe('what the error log says of a failed attempt', () => {
+  test('an attempt that ends in 502 or 504 leaves a warn line with its cause (connection refused, timeout after the limit), the upstream, the server, the client and the request line', async () => {
+    const refusing = 'http://127.0.3.250:1';
+    const down = await logged(config([refusing]));
+    assert.equal((await httpRequest(down.port, '/a?b=1')).status, 502);
+    const [refused] = await within(5000, 'the refused attempt logged', down.log.waitFor('upstream attempt failed'));
+    assert.equal(refused!.level, 40, 'warn');
+    assert.equal(refused!.reason, 'connection refused');
+    assert.equal(refused!.during, 'connecting');
+    assert.equal(refused!.upstream, 'app');
+    assert.equal(refused!.server, refusing);
+    assert.equal(refused!.client, '127.0.0.1');
+    assert.equal(refused!.request, 'GET /a?b=1 HTTP/1.1');
+
+    const silent = await startUpstream(() => undefined);
+    cleanups.push(() => silent.stop());
+    const slow = await logged(config([silent], 'timeouts: { response_header: 300ms }'));
+    assert.equal((await httpRequest(slow.port, '/')).status, 504);
+    const [late] = await within(5000, 'the timed-out attempt logged', slow.log.waitFor('upstream attempt failed'));
+    assert.equal(late!.reason, 'timeout after 300 ms');
+    assert.equal(late!.during, 'reading the response head');
+    assert.equal(late!.server, silent.url);
+  });
+});
+
 describe('what the error log says of a change of health', () => {
   test('"server is down" carries the reason (connection refused, a wrong status, a timeout) and the URL checked', async () => {
     const notFound = await startUpstream((_req, res) => {

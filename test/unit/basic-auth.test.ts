@@ -1,6 +1,6 @@
 /**
  * basic_auth's pure parts: the Authorization parser, the htpasswd parser and its refusal of non-bcrypt formats,
- * and the hash pool's bounds and lifetime.
+ * and the hash pool's bounds, ranking by failed attempts and lifetime.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -102,6 +102,34 @@ describe('HashPool', () => {
     assert.equal(await pool.verify('pw', slow, 'c'), undefined, 'a and b queue one check each: the queue is full for c');
     assert.deepEqual(await Promise.all(a), [true, true, undefined], 'a had two queued: its last one gave its place to b');
     assert.equal(await b, true);
+    await pool.close();
+  });
+
+  test('clients with fewer failed attempts are served first: a clean client waits only for the check running; equals take turns', async () => {
+    const pool = new HashPool(1, 32, 8);
+    const slow = bcrypt.hashSync('pw', 8);
+    const order: string[] = [];
+    const check = (client: string, name: string, failures: number) => pool.verify('pw', slow, client, undefined, failures).then(() => order.push(name));
+    await Promise.all([check('a', 'a1', 2), check('a', 'a2', 2), check('b', 'b1', 1), check('d', 'd1', 1), check('b', 'b2', 1), check('c', 'c1', 0)]);
+    assert.deepEqual(order, ['a1', 'c1', 'b1', 'd1', 'b2', 'a2']);
+    await pool.close();
+  });
+
+  test('a full queue takes a newcomer in place of the newest check of the client with the most failures; full of clean clients, it refuses', async () => {
+    const pool = new HashPool(1, 3, 8);
+    const slow = bcrypt.hashSync('pw', 8);
+    const check = (client: string, failures: number) => pool.verify('pw', slow, client, undefined, failures);
+    const a = [check('a', 3), check('a', 3)];
+    const b = [check('b', 1), check('b', 1)];
+    const c = check('c', 0);
+    assert.equal(await a[1], undefined, 'c takes the place of the newest check of a (three failures)');
+    const d = check('d', 0);
+    assert.equal(await b[1], undefined, 'd takes the place of the newest check of b (one failure)');
+    const e = check('e', 0);
+    assert.equal(await b[0], undefined, 'e takes the place of the last check of b');
+    assert.equal(await check('f', 0), undefined, 'the queue holds only clean clients: a clean newcomer is refused');
+    assert.equal(await check('g', 2), undefined, 'and so is one with failures');
+    assert.deepEqual(await Promise.all([a[0], c, d, e]), [true, true, true, true], 'the running check and the clean ones end');
     await pool.close();
   });
 

@@ -9,7 +9,9 @@
  *   client addresses (full, or this client's share taken: 503 with Retry-After). A check the cache
  *   cannot answer costs a failed-attempt token of the client (its address, IPv6 by /64, as `rate_limit`),
  *   given back when the password was right: a client out of tokens gets 429 with `Retry-After` before any
- *   hashing, so that unauthenticated requests cannot keep the cores busy.
+ *   hashing, so that unauthenticated requests cannot keep the cores busy. The tokens a client has spent rank
+ *   its checks in the queue: a client with no recent failure is served before clients with failures and may
+ *   take the place of their newest queued check, so a flood of wrong passwords cannot lock a user out.
  * - Results are kept a short while in a bounded LRU keyed by an HMAC (under a key made per process) of the user,
  *   the hash and the password: never the password itself, and a hash changed by a reload is checked anew.
  *   Parallel requests with the same credentials share the check in flight; when all of them went away while it
@@ -160,10 +162,12 @@ export const basicAuthKind = defineMiddleware({
       let check = inflight.get(key);
       if (check === undefined) {
         const client = clientKey(ctx, 64);
+        // Read before this attempt takes its token: failed attempts (and checks of this client still under way).
+        const failed = failures.spent(client);
         const wait = failures.take(client);
         if (wait !== 0) return sendError(ctx, 429, { 'Retry-After': String(wait) });
         const withdraw = new AbortController();
-        const result = pool.verify(password, hash ?? decoy, client, withdraw.signal).then((match) => {
+        const result = pool.verify(password, hash ?? decoy, client, withdraw.signal, failed).then((match) => {
           // Refused (this client holds its share of the queue, or it is full) or withdrawn: not an attempt, nothing kept.
           if (match === undefined) {
             failures.giveBack(client);

@@ -5,10 +5,15 @@
  * loop keeps a core even while checks run back to back. Workers start on the first check, never hold the
  * process open while idle (unref), and end after a while without checks.
  *
- * Checks wait in a queue per client address, served in turn (round robin), so that clients flooding it with
- * wrong passwords cannot lock out another: a client holds at most PER_CLIENT checks (running or queued), and
- * when all the queues together hold MAX_QUEUED, a newcomer's check takes the place of the last check of the
- * longest queue (which is refused) -- only as many clients as MAX_QUEUED, each with one check waiting, fill it.
+ * Checks wait in a queue per client address, ranked by the client's recent failed attempts (given by the caller:
+ * `basic_auth` counts them per address for `failure_limit`), so that clients flooding it with wrong passwords
+ * cannot lock out another: the clients with the fewest failures are served first, in turn (round robin) among
+ * equals, so a client with none (or whose last check succeeded) waits at most for the checks already running.
+ * A client holds at most PER_CLIENT checks (running or queued), and when all the queues together hold
+ * MAX_QUEUED, a newcomer's check takes the place of the newest check of the client with the most failures
+ * (the longest queue among equals) when that client has more failures than the newcomer's, or as many and a
+ * queue longer than the newcomer's would be; so only MAX_QUEUED clients with no failure, each with one check
+ * waiting, can fill it against a clean newcomer.
  * A refused check resolves `undefined` (the caller answers 503): the queue never grows past its bound. A queued
  * check whose signal aborts (its client left) leaves the queue unrun and resolves `undefined` too; one running
  * goes to its end (a worker is not interrupted mid-hash).
@@ -34,6 +39,12 @@ interface Job {
   signal: AbortSignal | undefined;
 }
 
+/** One client's queued checks and its failed attempts when it last asked (its rank: fewer is served first). */
+interface ClientQueue {
+  jobs: Job[];
+  failures: number;
+}
+
 interface Slot {
   worker: Worker;
   job: Job | undefined;
@@ -46,7 +57,7 @@ export class HashPool {
   readonly #perClient: number;
   readonly #slots: Slot[] = [];
   /** Queued checks by client, in the order of their turns (a client served goes to the back). */
-  readonly #queues = new Map<string, Job[]>();
+  readonly #queues = new Map<string, ClientQueue>();
   /** Checks by client, running or queued. */
   readonly #held = new Map<string, number>();
   #queued = 0;
@@ -62,16 +73,16 @@ export class HashPool {
   }
 
   /**
-   * Checks in a worker whether `password` matches `hash`, in the turn of `client` (its address); resolves
-   * `undefined` when the check is refused (the client holds its share, or the queue is full: try later), or
-   * withdrawn: `signal` aborted while it was still queued (every request waiting for it went away).
+   * Checks in a worker whether `password` matches `hash`, in the turn of `client` (its address), which has
+   * `failures` recent failed attempts (its rank: clients with fewer are served first); resolves `undefined` when
+   * the check is refused (the client holds its share, or the queue is full of clients with no more failures:
+   * try later), or withdrawn: `signal` aborted while it was still queued (every request waiting for it went away).
    */
-  verify(password: string, hash: string, client: string, signal?: AbortSignal): Promise<boolean | undefined> {
+  verify(password: string, hash: string, client: string, signal?: AbortSignal, failures = 0): Promise<boolean | undefined> {
     if (signal?.aborted === true) return Promise.resolve(undefined);
     const held = this.#held.get(client) ?? 0;
     if (held >= this.#perClient) return Promise.resolve(undefined);
-    const queue = this.#queues.get(client);
-    if (this.#queued >= this.#maxQueued && !this.#makeRoom(queue?.length ?? 0)) return Promise.resolve(undefined);
+    if (this.#queued >= this.#maxQueued && !this.#makeRoom(this.#queues.get(client)?.jobs.length ?? 0, failures)) return Promise.resolve(undefined);
     return new Promise<boolean | undefined>((resolve, reject) => {
       const job: Job = {
         id: this.#nextId++,
@@ -91,19 +102,34 @@ export class HashPool {
         signal.addEventListener('abort', job.leave, { once: true });
       }
       this.#held.set(client, held + 1);
-      if (queue === undefined) this.#queues.set(client, [job]);
-      else queue.push(job);
+      // Looked up again: making room may have emptied this client's own queue.
+      const queue = this.#queues.get(client);
+      if (queue === undefined) this.#queues.set(client, { jobs: [job], failures });
+      else {
+        queue.jobs.push(job);
+        queue.failures = failures;
+      }
       this.#queued++;
       this.#dispatch();
     });
   }
 
-  /** Refuses the last check of the longest queue when it is longer than `own` + 1 (the newcomer's would be). */
-  #makeRoom(own: number): boolean {
-    let longest: Job[] | undefined;
-    for (const queue of this.#queues.values()) if (longest === undefined || queue.length > longest.length) longest = queue;
-    if (longest === undefined || longest.length <= own + 1) return false;
-    const dropped = longest.pop()!;
+  /**
+   * Refuses the newest check of the client ranked last (most failures, then longest queue) when it ranks below
+   * the newcomer: more failures than `failures`, or as many and a queue longer than `own` + 1 (the newcomer's
+   * would be).
+   */
+  #makeRoom(own: number, failures: number): boolean {
+    let last: [string, ClientQueue] | undefined;
+    for (const entry of this.#queues) {
+      const queue = entry[1];
+      if (last === undefined || queue.failures > last[1].failures || (queue.failures === last[1].failures && queue.jobs.length > last[1].jobs.length)) last = entry;
+    }
+    if (last === undefined) return false;
+    const [client, queue] = last;
+    if (queue.failures < failures || (queue.failures === failures && queue.jobs.length <= own + 1)) return false;
+    const dropped = queue.jobs.pop()!;
+    if (queue.jobs.length === 0) this.#queues.delete(client);
     this.#queued--;
     this.#done(dropped.client);
     dropped.settle(undefined);
@@ -113,10 +139,10 @@ export class HashPool {
   /** Takes a queued check out unrun (its requests went away); one already running is left to end. */
   #withdraw(job: Job): void {
     const queue = this.#queues.get(job.client);
-    const at = queue?.indexOf(job) ?? -1;
+    const at = queue?.jobs.indexOf(job) ?? -1;
     if (at === -1) return;
-    queue!.splice(at, 1);
-    if (queue!.length === 0) this.#queues.delete(job.client);
+    queue!.jobs.splice(at, 1);
+    if (queue!.jobs.length === 0) this.#queues.delete(job.client);
     this.#queued--;
     this.#withdrawn++;
     this.#done(job.client);
@@ -152,7 +178,7 @@ export class HashPool {
     this.#idleTimer = undefined;
     const slots = this.#slots.splice(0);
     const closed = new Error('hash pool closed');
-    for (const queue of this.#queues.values()) for (const job of queue) job.settle(closed);
+    for (const queue of this.#queues.values()) for (const job of queue.jobs) job.settle(closed);
     this.#queues.clear();
     this.#held.clear();
     this.#queued = 0;
@@ -177,12 +203,14 @@ export class HashPool {
     }
   }
 
-  /** The next client's first check; that client goes to the back of the turns. */
+  /** The first check of the next client with the fewest failures; that client goes to the back of the turns. */
   #next(): Job {
-    const [client, queue] = this.#queues.entries().next().value!;
-    const job = queue.shift()!;
+    let first: [string, ClientQueue] | undefined;
+    for (const entry of this.#queues) if (first === undefined || entry[1].failures < first[1].failures) first = entry;
+    const [client, queue] = first!;
+    const job = queue.jobs.shift()!;
     this.#queues.delete(client);
-    if (queue.length > 0) this.#queues.set(client, queue);
+    if (queue.jobs.length > 0) this.#queues.set(client, queue);
     this.#queued--;
     return job;
   }

@@ -94,6 +94,18 @@ export class TokenBuckets {
     return Math.max(1, Math.ceil((1 - bucket.tokens) / this.#perMs / 1000));
   }
 
+  /**
+   * Tokens taken from `key`'s bucket and not yet refilled, in whole tokens (one partly refilled still counts):
+   * 0 for a key with a full bucket or none. Takes nothing.
+   */
+  spent(key: string): number {
+    const bucket = this.#buckets.peek(key);
+    if (bucket === undefined) return 0;
+    const tokens = Math.min(this.#burst, bucket.tokens + (performance.now() - bucket.at) * this.#perMs);
+    // A hair of slack: refills and give-backs add floats, and a full bucket must read 0.
+    return Math.max(0, Math.ceil(this.#burst - tokens - 1e-9));
+  }
+
   /** Gives back a token taken ahead of need (a reservation that turned out not to count). */
   giveBack(key: string): void {
     const bucket = this.#buckets.get(key);

@@ -4,9 +4,11 @@
  * that creates them is `forward.ts`.
  */
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
+import { failureWords } from '../../upstream/health/active.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { UpstreamServer } from '../../upstream/server.js';
 import type { QueuePlace, Upstream } from '../../upstream/upstream.js';
@@ -30,6 +32,12 @@ export function classify(err: NodeJS.ErrnoException): FailureReason {
   if (CONNECT_ERRORS.has(code)) return 'connect_error';
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
   return 'reset';
+}
+
+/** The limit a timeout error of undici ran into, by its code: connect, response head, or read (between body chunks). */
+function timeoutOf(err: NodeJS.ErrnoException, timeouts: { connect: number; response_header: number; read: number }): number {
+  const code = err.code ?? (err.cause as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'UND_ERR_CONNECT_TIMEOUT' ? timeouts.connect : code === 'UND_ERR_HEADERS_TIMEOUT' ? timeouts.response_header : timeouts.read;
 }
 
 /** One forward's state, shared by its attempts. */
@@ -89,6 +97,8 @@ export interface AttemptShared {
   readonly strippedPrefix: string;
   /** Statuses whose app answer is replaced by the error page (`intercept_errors`); undefined: none. */
   readonly intercept: ReadonlySet<number> | undefined;
+  /** The error log: each failed attempt gets a line with its cause. */
+  readonly logger: Logger;
 }
 
 /** What one attempt is made of. */
@@ -249,6 +259,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     if (this.#intercepted) return this.#settle({ ok: false, reason: this.#failure, aborted: true });
     const { ex, shared } = this;
     const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
+    if (!ex.clientGone) this.#logFailure(err as NodeJS.ErrnoException);
     if (!this.#discarding) {
       if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server, reason, err);
       this.log.status = reason === 'timeout' ? '504' : '502';
@@ -259,6 +270,21 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
       return this.#settle({ ok: false, reason, aborted: true });
     }
     this.#settle({ ok: false, reason: this.#discarding ? this.#failure : reason, aborted: ex.clientGone });
+  }
+
+  /**
+   * One warn line per failed attempt with its cause and where it happened, as nginx writes `connect() failed
+   * (111: Connection refused) while connecting to upstream, client: …, request: "GET / HTTP/1.1", upstream: …`.
+   */
+  #logFailure(err: NodeJS.ErrnoException): void {
+    const { ex, shared, server, log } = this;
+    const req = ex.ctx.req;
+    const reason = failureWords(err, timeoutOf(err, shared.upstream.config.timeouts));
+    const during = log.connectMs < 0 ? 'connecting' : log.headerMs < 0 ? 'reading the response head' : 'reading the response';
+    shared.logger.warn(
+      { reason, during, upstream: shared.upstream.name, server: server.label, client: ex.clientIp, request: `${req.method} ${req.url} HTTP/${req.httpVersion}` },
+      'upstream attempt failed',
+    );
   }
 }
 

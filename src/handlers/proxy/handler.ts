@@ -180,6 +180,7 @@ export const proxyKind = defineHandler({
         serverOrigins: upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin),
         strippedPrefix: prefix.replace(/\/$/, ''),
         intercept,
+        logger: env.logger,
       },
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
       responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, space: env.tempSpace, logger: env.logger },

@@ -335,8 +335,8 @@ class StaticHandler {
       await handle?.close();
       return void res.end();
     }
-    ctx.bytesSent = length;
     if (handle === undefined) {
+      ctx.bytesSent = length;
       ranges.forEach((r, i) => {
         res.write(heads[i]!);
         res.write(entry.body!.subarray(r.start, r.end + 1));
@@ -347,6 +347,8 @@ class StaticHandler {
     try {
       for (let i = 0; i < ranges.length; i++) {
         const r = ranges[i]!;
+        // Counted as handed to the client: a cut answer logs what went out before the cut.
+        ctx.bytesSent += Buffer.byteLength(heads[i]!);
         res.write(heads[i]!);
         // Bounded pieces: a range may be as large as the file.
         for (let at = r.start; at <= r.end; ) {
@@ -355,10 +357,12 @@ class StaticHandler {
           // The file shrank while being sent: cut the connection rather than send bytes it does not hold.
           if (bytesRead !== chunk.length || responseCut(res)) return void res.destroy();
           at += bytesRead;
+          ctx.bytesSent += bytesRead;
           // A client gone while this waits sends no 'drain': `drained` rejects then, and the handle is closed.
           if (!res.write(chunk)) await drained(res);
         }
       }
+      ctx.bytesSent += Buffer.byteLength(tail);
       res.end(tail);
     } finally {
       await handle.close();
@@ -410,16 +414,22 @@ class StaticHandler {
     // was closed by the stream anyway on an aborted response, and never on a completed one: the handle was then
     // closed twice, or by the garbage collector — after the fd number had been reused by another request.)
     const stream = handle.createReadStream({ start: range?.start ?? 0, end: range?.end ?? stat.size - 1 });
-    ctx.bytesSent = range !== undefined ? promised : (length ?? 0);
     const done = (err: NodeJS.ErrnoException | null) => {
       // The headers are out: an error can only be shown by cutting the connection, never by a clean end.
       if (err) res.destroy();
     };
+    const last = encoding === undefined ? wholeOrFail(promised) : createEncoder(encoding, DEFAULT_LEVELS);
     if (encoding === undefined) {
-      pipeline(stream, wholeOrFail(promised), res, done);
+      pipeline(stream, last, res, done);
     } else {
-      pipeline(stream, wholeOrFail(promised), createEncoder(encoding, DEFAULT_LEVELS), res, done);
+      pipeline(stream, wholeOrFail(promised), last, res, done);
     }
+    // The access log reports the bytes handed to the client, not the length promised: a cut answer logs what went
+    // out before the cut (as nginx's $body_bytes_sent). Listened to after pipeline() piped it: a 'data' listener
+    // added before would start the flow with no one to take it.
+    last.on('data', (chunk: Buffer) => {
+      ctx.bytesSent += chunk.length;
+    });
   }
 }
 

@@ -38,10 +38,18 @@ export function errorWords(err: unknown): string {
   return ERROR_WORDS[code] ?? (code.startsWith('ERR_TLS') || /CERT|SSL/.test(code) ? `TLS: ${code}` : code);
 }
 
+/**
+ * A transport error in words, a timeout with the limit it ran into (`timeoutMs`): `connection refused`,
+ * `timeout after 1 s` (for the error log: a failed check, a failed proxy attempt).
+ */
+export function failureWords(err: unknown, timeoutMs: number): string {
+  const words = errorWords(err);
+  return words === 'timeout' ? `timeout after ${duration(timeoutMs)}` : words;
+}
+
 /** Why a check failed with an error (not a status): the connection's error, or the timeout. */
 function checkError(err: unknown, timedOut: boolean, timeoutMs: number): string {
-  const words = timedOut ? 'timeout' : errorWords(err);
-  return words === 'timeout' ? `timeout after ${duration(timeoutMs)}` : words;
+  return timedOut ? `timeout after ${duration(timeoutMs)}` : failureWords(err, timeoutMs);
 }
 
 /** Runs the checks of one upstream; `stop()` leaves no timer or request behind. */
