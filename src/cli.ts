@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
-import { withDevCertificate } from './config/load.js';
+import { displayPath, withDevCertificate } from './config/load.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
@@ -44,7 +44,8 @@ function load(file: string): Config | undefined {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
-      process.stderr.write(`portico: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'} in ${file}\n`);
+      // The file as the error lines name it (the absolute path for one that cannot be read).
+      process.stderr.write(`portico: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'} in ${err.issues[0]?.file ?? displayPath(file)}\n`);
       return undefined;
     }
     throw err;
@@ -95,7 +96,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     return 1;
   }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
-  process.stderr.write(`portico ${version} serving ${path.relative(process.cwd(), config.file) || config.file} on ${urls.join(' ')}\n`);
+  process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
   if (certificate !== undefined) {
     process.stderr.write(
       `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
@@ -159,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
       const config = load(file);
       if (config === undefined) return 1;
       const warned = config.warnings.length === 0 ? '' : ` (${config.warnings.length} warning${config.warnings.length === 1 ? '' : 's'} above)`;
-      process.stdout.write(`portico: configuration ${file} is valid${warned}\n`);
+      process.stdout.write(`portico: configuration ${displayPath(file)} is valid${warned}\n`);
       return 0;
     }
     case 'run':

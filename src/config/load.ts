@@ -5,11 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import { configSchema, http2Settings, listenerTls, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
-import { configErrorMap, unknownKeyMessage } from './messages.js';
+import { configSchema, http2Settings, listenerTls, upstreamSchema, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
+import { configErrorMap, unknownKeyMessage, type KeyHome } from './messages.js';
 import { configWarnings, validateConfig } from './validate.js';
 import { syntaxProblem } from './yaml-syntax.js';
 
@@ -30,6 +30,17 @@ export type Config = DeepReadonly<ParsedConfig> & {
   /** Folder that relative paths in the config were resolved against. */
   readonly dir: string;
 };
+
+/**
+ * A config file's name as messages show it: relative to the working folder when the file is below it, else
+ * absolute (`../../tmp/x.yaml` would make a reader work out where that is).
+ */
+export function displayPath(file: string): string {
+  const absolute = path.resolve(file);
+  const relative = path.relative(process.cwd(), absolute);
+  const outside = relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative);
+  return outside ? absolute : relative;
+}
 
 /** A path into the config, as keys and indexes: `['sites', 0, 'routes', 1, 'static', 'root']`. */
 export type KeyPath = readonly PropertyKey[];
@@ -80,6 +91,47 @@ function locate(doc: Document, lines: LineCounter, keys: KeyPath, unknownKey?: s
   return { line: pos.line, col: pos.col };
 }
 
+/** The YAML node at a key path, or undefined when the path leaves the document. */
+function nodeAt(doc: Document, keys: KeyPath): unknown {
+  let node: unknown = doc.contents;
+  for (const key of keys) {
+    if (isMap(node)) node = node.items.find((item) => sameKey(item.key, key))?.value;
+    else if (isSeq(node) && typeof key === 'number') node = node.items[key];
+    else return undefined;
+  }
+  return node;
+}
+
+/**
+ * The key left empty just above an unknown key of the same map (`static:` then `root:` at its indentation, unknown
+ * keys between them skipped): the key it was most likely meant to be indented under.
+ */
+function emptyKeyAbove(doc: Document, keys: KeyPath, unknown: readonly string[], key: string): string | undefined {
+  const map = nodeAt(doc, keys);
+  if (!isMap(map)) return undefined;
+  const at = map.items.findIndex((item) => sameKey(item.key, key));
+  for (let i = at - 1; i >= 0; i--) {
+    const pair = map.items[i]!;
+    const name = isScalar(pair.key) ? String(pair.key.value) : undefined;
+    if (name === undefined) return undefined;
+    if (unknown.includes(name)) continue;
+    return pair.value === null || (isScalar(pair.value) && pair.value.value === null) ? name : undefined;
+  }
+  return undefined;
+}
+
+/** Keys only an upstream has: written on a proxy or a site, the message says where they go. */
+const KEY_HOMES: readonly KeyHome[] = [
+  { keys: Object.keys(upstreamSchema.shape), where: 'an upstream: upstreams.NAME.KEY, which a proxy names with "upstream: NAME"' },
+];
+
+/** The message for one unknown key of an unrecognized_keys issue at `keys`. */
+function unknownKey(issue: z.core.$ZodIssueUnrecognizedKeys, doc: Document, keys: KeyPath, key: string): string {
+  const above = emptyKeyAbove(doc, keys, issue.keys, key);
+  if (above !== undefined) return `unknown key here; did you mean to indent it under "${above}"?`;
+  return unknownKeyMessage(issue, key, KEY_HOMES);
+}
+
 /** Turns zod's issues into located config issues. */
 function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file: string): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
@@ -89,7 +141,7 @@ function schemaIssues(error: z.ZodError, doc: Document, lines: LineCounter, file
       if (issue.code === 'unrecognized_keys') {
         for (const key of issue.keys) {
           const where = locate(doc, lines, keys, key);
-          issues.push({ file, ...where, keyPath: formatKeyPath([...keys, key]), message: unknownKeyMessage(issue, key) });
+          issues.push({ file, ...where, keyPath: formatKeyPath([...keys, key]), message: unknownKey(issue, doc, keys, key) });
         }
         continue;
       }
@@ -128,8 +180,8 @@ function deepFreeze<T>(value: T): T {
 export function parseConfigWith(parts: ConfigParts, text: string, file: string, dir: string = path.dirname(path.resolve(file))): Config {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  const displayName = path.relative(process.cwd(), file) || file;
-  if (doc.errors.length > 0) throw new ConfigError([{ file: displayName, ...syntaxProblem(doc.errors, text, lines), keyPath: '' }]);
+  const displayName = displayPath(file);
+  if (doc.errors.length > 0) throw new ConfigError([{ file: displayName, ...syntaxProblem(doc.errors, text, lines, doc), keyPath: '' }]);
   const raw: unknown = doc.toJS() ?? {};
   const parsed = configSchema(parts).safeParse(raw, { error: configErrorMap });
   if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));

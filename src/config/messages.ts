@@ -6,15 +6,21 @@
  */
 import type { z } from 'zod';
 
-/** Levenshtein distance between `a` and `b`: the fewest one-character insertions, deletions and substitutions. */
+/**
+ * Edit distance between `a` and `b`: the fewest one-character insertions, deletions, substitutions and swaps of
+ * two neighbours (Damerau's optimal string alignment), so `rotue` is one edit from `route`, as `rote` is.
+ */
 export function editDistance(a: string, b: string): number {
+  let before: number[] = [];
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];
     for (let j = 1; j <= b.length; j++) {
       const substitution = previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1);
       current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, substitution);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) current[j] = Math.min(current[j]!, before[j - 2]! + 1);
     }
+    before = previous;
     previous = current;
   }
   return previous[b.length]!;
@@ -110,9 +116,27 @@ function typeName(type: string): string {
 /** The keys each unrecognized_keys issue's object knows, by the issue's `keys` array (zod copies issues shallowly). */
 const knownKeysOf = new WeakMap<readonly PropertyKey[], readonly string[]>();
 
-/** `unknown key` with the nearest key the object knows, for one key of an unrecognized_keys issue. */
-export function unknownKeyMessage(issue: z.core.$ZodIssueUnrecognizedKeys, key: string): string {
-  return `unknown key${didYouMean(key, knownKeysOf.get(issue.keys) ?? [])}`;
+/** Keys that one kind of object alone has (an upstream's `timeouts`), and where that object is written. */
+export interface KeyHome {
+  keys: readonly string[];
+  /** `an upstream: upstreams.NAME.KEY, …`; KEY stands for the key's name. */
+  where: string;
+}
+
+/**
+ * `unknown key` with the nearest key the object knows, for one key of an unrecognized_keys issue; else, when the key
+ * (or a near miss of it) belongs to another kind of object (`proxy: { timeouts: … }`, set on an upstream), where it goes.
+ */
+export function unknownKeyMessage(issue: z.core.$ZodIssueUnrecognizedKeys, key: string, homes: readonly KeyHome[] = []): string {
+  const here = didYouMean(key, knownKeysOf.get(issue.keys) ?? []);
+  if (here !== '') return `unknown key${here}`;
+  for (const home of homes) {
+    const [meant] = nearestNames(key, home.keys);
+    if (meant === undefined) continue;
+    const where = home.where.replace('KEY', meant);
+    return meant === key ? `unknown key here ("${meant}" is set on ${where})` : `unknown key here (did you mean "${meant}"? It is set on ${where})`;
+  }
+  return 'unknown key';
 }
 
 function bound(issue: { origin: string; inclusive?: boolean; exact?: boolean }, limit: number | bigint, atLeast: boolean): string {

@@ -28,16 +28,25 @@ export const size = z.union([z.string(), z.number()]).transform((value, ctx) => 
   return bytes;
 });
 
-/** `host:port`, `:port` or `[v6]:port`, parsed. */
-const address = z.string().transform((value, ctx) => {
+/** A bare port (`8080`, which YAML reads as a number): read as text, for the message that says what to write. */
+function portAsText(value: unknown): unknown {
+  return typeof value === 'number' ? String(value) : value;
+}
+
+/** `host:port`, `:port` or `[v6]:port`, parsed; a bare port is refused with the two addresses it may have meant. */
+const address = z.preprocess(portAsText, z.string()).transform((value, ctx) => {
+  const port = value.trim();
+  if (/^\d{1,5}$/.test(port) && Number(port) <= 65535) {
+    ctx.addIssue({ code: 'custom', message: `expected an address in quotes: "127.0.0.1:${port}" (this machine only) or ":${port}" (all IPv4 interfaces), got ${port}` });
+    return z.NEVER;
+  }
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(value.trim());
-  const port = match ? Number(match[3]) : NaN;
-  if (match === null || port > 65535) {
+  if (match === null || Number(match[3]) > 65535) {
     ctx.addIssue({ code: 'custom', message: `expected "host:port", ":port" or "[::1]:port", got ${JSON.stringify(value)}` });
     return z.NEVER;
   }
   const host = match[1] ?? (match[2] === '' ? '0.0.0.0' : match[2]!);
-  return { host, port, text: value.trim() };
+  return { host, port: Number(match[3]), text: value.trim() };
 });
 
 /** A certificate and key read from their files at load (and on reload), for the runtime: it reads no file. */
@@ -150,7 +159,7 @@ const listenerObject = listenerFields
     };
   });
 
-const listener = z.union([
+const listener = z.preprocess(portAsText, z.union([
   z.string().transform((addr, ctx) => {
     const parsed = listenerObject.safeParse({ addr }, { error: configErrorMap });
     if (!parsed.success) {
@@ -160,7 +169,7 @@ const listener = z.union([
     return parsed.data;
   }),
   listenerObject,
-]);
+]));
 
 /** A parsed route path: `= /x` exact, `^~ /x` prefix that skips regexes, `~ re` / `~* re` regex, else prefix. */
 export type RoutePath =
@@ -225,6 +234,11 @@ export const upstreamUrl = z.string().transform((value, ctx) => {
       return z.NEVER;
     }
     return { kind: 'unix' as const, origin: 'http://localhost', socketPath, basePath: '', text };
+  }
+  // `127.0.0.1:3000` or `localhost:3000` (which URL reads as the scheme "localhost"): the scheme is missing.
+  if (!text.includes('://') && /^[^/:]+:\d+(\/|$)/.test(text)) {
+    ctx.addIssue({ code: 'custom', message: `a server URL needs its scheme: write "http://${text}" (or https://), got ${JSON.stringify(value)}` });
+    return z.NEVER;
   }
   let url: URL;
   try {

@@ -154,7 +154,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     }
     site.hosts?.forEach((host, h) => {
       const reason = checkHostPattern(host);
-      if (reason !== undefined) problems.push({ keys: ['sites', s, 'hosts', h], message: `${reason}: ${JSON.stringify(host)}` });
+      if (reason !== undefined) problems.push({ keys: ['sites', s, 'hosts', h], message: `${reason} (got ${JSON.stringify(host)})` });
     });
     for (const [status, file] of Object.entries(site.error_pages)) {
       const resolved = path.resolve(dir, file);

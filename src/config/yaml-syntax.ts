@@ -2,9 +2,10 @@
  * A YAML syntax error as a person can act on it. The yaml library recovers from a mistake and reports what follows
  * from it too: one line indented wrong comes out as five errors, at column 1 or on the line above, in its own
  * terms ("A block sequence may not be used as an implicit map key"). Portico reports the first error only (as
- * nginx and most YAML parsers stop at the first), and an indentation mistake at the line that is wrong.
+ * nginx and most YAML parsers stop at the first), and an indentation mistake at the line that is wrong; a tab in
+ * the indentation and a key written twice are named as such.
  */
-import type { LineCounter, YAMLError } from 'yaml';
+import { isScalar, visit, type Document, type LineCounter, type YAMLError } from 'yaml';
 
 /** Where the syntax error is (1-based) and what it is. */
 export interface SyntaxProblem {
@@ -69,11 +70,36 @@ function spaces(n: number): string {
   return `${n} space${n === 1 ? '' : 's'}`;
 }
 
+/**
+ * `duplicate key "sites" (first at line 2)` for a key written twice in one map, whose second occurrence starts at
+ * `offset`; undefined when the document does not show it.
+ */
+function duplicateKey(doc: Document, offset: number, counter: LineCounter): string | undefined {
+  let message: string | undefined;
+  visit(doc, {
+    Map(_, map) {
+      const second = map.items.find((pair) => isScalar(pair.key) && pair.key.range?.[0] === offset);
+      if (second === undefined || !isScalar(second.key)) return undefined;
+      const name = second.key.value;
+      const first = map.items.find((pair) => isScalar(pair.key) && pair.key.value === name);
+      const start = isScalar(first?.key) ? first.key.range?.[0] : undefined;
+      const line = start === undefined ? '' : ` (first at line ${counter.linePos(start).line})`;
+      message = `duplicate key ${JSON.stringify(String(name))}${line}: keep one of them, or merge what they hold`;
+      return visit.BREAK;
+    },
+  });
+  return message;
+}
+
 /** The one syntax error to report of a document's `errors`, at the line that is wrong. */
-export function syntaxProblem(errors: readonly YAMLError[], text: string, counter: LineCounter): SyntaxProblem {
+export function syntaxProblem(errors: readonly YAMLError[], text: string, counter: LineCounter, doc: Document): SyntaxProblem {
   const first = [...errors].sort((a, b) => a.pos[0] - b.pos[0])[0]!;
   const at = counter.linePos(first.pos[0]);
   const message = first.message.split('\n')[0]!;
+  if (first.code === 'DUPLICATE_KEY') return { ...at, message: duplicateKey(doc, first.pos[0], counter) ?? message };
+  // A tab in the indentation confuses the library about the line before it too: the tab is what to fix.
+  const tab = errors.find((error) => error.code === 'TAB_AS_INDENT');
+  if (tab !== undefined) return { ...counter.linePos(tab.pos[0]), message: 'a tab in the indentation: YAML indents with spaces only' };
   if (INDENTATION_CODES.has(first.code) || (first.code === 'MISSING_CHAR' && INDENTATION_MISSING.test(message))) {
     const lines = text.split(/\r?\n/);
     // The error may sit on the line before the wrong one (`- path: /` then a line indented too far reads as a

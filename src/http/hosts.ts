@@ -59,11 +59,22 @@ export function normalizeHostPattern(pattern: string): string {
   return host;
 }
 
-/** Whether a config host pattern is well formed; returns a reason when it is not. */
+/**
+ * Whether a config host pattern is well formed; returns a reason when it is not, which says what to write for the
+ * mistakes people make (a URL, a port, a path, several names in one entry).
+ */
 export function checkHostPattern(pattern: string): string | undefined {
+  const raw = pattern.trim();
+  const write = (name: string): string => (name === '' ? '' : `: write "${name.toLowerCase()}"`);
+  const url = /^[a-z][a-z0-9+.-]*:\/\/(?:[^/?#@]*@)?(\[[^\]]*\]|[^/?#:]*)/i.exec(raw);
+  if (url !== null) return `expected a host name, not a URL${write(url[1]!)}`;
+  if (/^[^:[\]]+:\d*$/.test(raw)) return `a host has no port here (every port of the listeners is served)${write(raw.slice(0, raw.indexOf(':')))}`;
+  if (/[\s,]/.test(raw)) return 'a host name has no spaces or commas: list each host as an entry of its own';
+  if (/^[^/]+\//.test(raw)) return `expected a host name, without a path${write(raw.slice(0, raw.indexOf('/')))}`;
+  if (raw === '*') return '"*" is not a host pattern: a site without "hosts" answers every host';
+  if (raw === '*.') return 'a wildcard needs a domain after "*.", such as "*.example.com"';
   const host = normalizeHostPattern(pattern);
-  if (/^[^:[\]]+:\d*$/.test(pattern.trim())) return 'a host has no port here (every port of the listeners is served)';
-  if (host.startsWith('[')) return IPV6.test(host) ? undefined : 'not a valid IPv6 literal';
+  if (host.startsWith('[')) return IPV6.test(host) ? undefined : 'not a valid host name or IPv6 address';
   const name = host.startsWith('*.') ? host.slice(2) : host;
   if (name === '' || name.includes('*')) return 'a wildcard is allowed only as a leading "*." label';
   if (!REG_NAME.test(name)) return 'not a valid host name';

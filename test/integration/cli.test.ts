@@ -81,10 +81,10 @@ interface Outcome {
   stderr: string;
 }
 
-/** Runs the CLI to completion (in `dir`) and collects its output. */
-function runCli(args: string[]): Promise<Outcome> {
+/** Runs the CLI to completion (in `cwd`, by default `dir`) and collects its output. */
+function runCli(args: string[], cwd = dir): Promise<Outcome> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -115,6 +115,26 @@ describe('portico check', { concurrency: true }, () => {
     assert.ok(errors.some((line) => line.startsWith('broken.yaml:9:28 sites[0].routes[1].respond.status: ')), out.stderr);
     assert.equal(errors.length, 2, out.stderr);
     assert.match(out.stderr, /2 errors in broken\.yaml/);
+  });
+
+  test('a config outside the working folder, given by its absolute path, is named by that path on every error line and in the summary', async () => {
+    const file = path.join(dir, 'broken.yaml');
+    const out = await runCli(['check', '-c', file], repo);
+    assert.equal(out.code, 1);
+    const lines = out.stderr.trim().split('\n');
+    assert.equal(lines.length, 3, out.stderr);
+    for (const line of lines.slice(0, -1)) assert.ok(line.startsWith(`${file}:`), line);
+    assert.equal(lines.at(-1), `portico: 2 errors in ${file}`);
+  });
+
+  test('a config below the working folder is named relative to it, however it was written (./x, x)', async () => {
+    const out = await runCli(['check', '-c', './broken.yaml']);
+    assert.equal(out.code, 1);
+    const lines = out.stderr.trim().split('\n');
+    for (const line of lines.slice(0, -1)) assert.ok(line.startsWith('broken.yaml:'), line);
+    assert.equal(lines.at(-1), 'portico: 2 errors in broken.yaml');
+    const valid = await runCli(['check', '-c', path.join(dir, 'good.yaml')]);
+    assert.equal(valid.stdout, 'portico: configuration good.yaml is valid\n');
   });
 
   test('a missing root is reported like portico.yaml:12:7 sites[0].routes[1].static.root: directory ./pub does not exist', async () => {
@@ -200,9 +220,9 @@ describe('flags', { concurrency: true }, () => {
 
 describe('portico run', { concurrency: true }, () => {
   /** Starts `portico run` and resolves once the startup line names the chosen port. */
-  function start(config: string): Promise<{ child: ChildProcess; port: number; stdout: () => string; stderr: () => string }> {
+  function start(config: string, cwd = dir): Promise<{ child: ChildProcess; port: number; stdout: () => string; stderr: () => string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, 'run', '-c', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [CLI, 'run', '-c', config], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -230,6 +250,15 @@ describe('portico run', { concurrency: true }, () => {
     }
     assert.match(stderr(), /SIGTERM, stopping/);
     assert.match(stdout(), /"GET \/hello\.txt HTTP\/1\.1" 200 18 /);
+  });
+
+  test('the serving line names a config outside the working folder by its absolute path, as the error lines do', async () => {
+    const file = path.join(dir, 'good.yaml');
+    const { child, stderr } = await start(file, repo);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, stderr());
+    assert.match(stderr(), new RegExp(`serving ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} on http://`));
   });
 
   test('run with a broken config exits 1 without serving', async () => {

@@ -12,6 +12,15 @@ describe('config messages: the nearest known name', () => {
     assert.equal(editDistance('', 'abc'), 3);
   });
 
+  test('two neighbours swapped count as one edit (Damerau), so a swap in a five-letter key still gets its suggestion', () => {
+    assert.equal(editDistance('rotue', 'route'), 1);
+    assert.equal(editDistance('plociy', 'policy'), 2);
+    assert.equal(editDistance('ab', 'ba'), 1);
+    assert.deepEqual(nearestNames('rotue', ['route', 'routes', 'hosts']), ['route']);
+    assert.deepEqual(nearestNames('psth', ['path', 'proxy']), ['path']);
+    assert.deepEqual(nearestNames('hsots', ['hosts', 'routes']), ['hosts']);
+  });
+
   test('a misspelt name gets the nearest known one; case, "-" and "_" do not count', () => {
     const keys = ['upstream', 'url', 'strip_prefix', 'host', 'set_headers'];
     assert.deepEqual(nearestNames('upsteam', keys), ['upstream']);

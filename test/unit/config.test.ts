@@ -86,7 +86,15 @@ describe('config errors', () => {
     const servers = config.upstreams.app!.servers;
     assert.deepEqual(servers.map((s) => [s.url.origin, s.weight, s.backup]), [['http://127.0.0.1:3001', 1, false], ['http://127.0.0.1:3002', 2, false]]);
     const issues = errorsOf('upstreams: { app: { servers: ["127.0.0.1:3001"] } }\nsites: [{ routes: [{ path: /, proxy: { upstream: app } }] }]\n');
-    assert.deepEqual(issues, ['portico.yaml:1:31 upstreams.app.servers[0]: not a valid URL: "127.0.0.1:3001" (expected http://host:port, https://host:port or unix:/path)']);
+    assert.deepEqual(issues, ['portico.yaml:1:31 upstreams.app.servers[0]: a server URL needs its scheme: write "http://127.0.0.1:3001" (or https://), got "127.0.0.1:3001"']);
+  });
+
+  test('a server written host:port without a scheme says to add http://, also for localhost:3001 (which a URL parser reads as the scheme "localhost")', () => {
+    const issues = errorsOf('upstreams: { app: { servers: ["localhost:3001"] } }\nsites: [{ routes: [{ path: /, proxy: { upstream: app } }, { path: /b, proxy: { url: "app.internal:80/v1" } }] }]\n');
+    assert.deepEqual(issues, [
+      'portico.yaml:1:31 upstreams.app.servers[0]: a server URL needs its scheme: write "http://localhost:3001" (or https://), got "localhost:3001"',
+      'portico.yaml:2:85 sites[0].routes[1].proxy.url: a server URL needs its scheme: write "http://app.internal:80/v1" (or https://), got "app.internal:80/v1"',
+    ]);
   });
 
   test('a bad field of an object-form listener is reported at its own key', () => {
@@ -112,7 +120,7 @@ describe('config errors', () => {
   });
 
   test('YAML syntax errors and duplicate keys are located where they are, not at 1:1', () => {
-    assert.deepEqual(errorsOf('sites: []\nsites: []'), ['portico.yaml:2:1 Map keys must be unique']);
+    assert.equal(errorsOf('sites: []\nsites: []')[0]?.slice(0, 17), 'portico.yaml:2:1 ');
     const syntax = errorsOf('listen: [":0"]\nsites:\n  - routes:\n    - path: /\n     bad: x\n');
     assert.match(syntax[0]!, /^portico\.yaml:5:\d+ /);
   });
@@ -127,7 +135,22 @@ describe('config errors', () => {
   });
 
   test('other YAML syntax errors are reported once, the first, in the parser\'s words', () => {
-    assert.deepEqual(errorsOf('listen: [":0"]\nsites:\n\t- routes: []\n'), ['portico.yaml:3:1 Tabs are not allowed as indentation']);
+    assert.deepEqual(errorsOf('a: "x\nb: 1\n'), ['portico.yaml:3:1 Missing closing "quote']);
+  });
+
+  test('a key written twice names the key and the line of its first occurrence, at the second', () => {
+    assert.deepEqual(errorsOf('sites:\n  - routes: []\nlisten: [":0"]\n\nsites:\n  - routes: []\n'), [
+      'portico.yaml:5:1 duplicate key "sites" (first at line 1): keep one of them, or merge what they hold',
+    ]);
+    assert.deepEqual(errorsOf('sites:\n  - routes:\n      - path: /\n        respond: {}\n        path: /x\n'), [
+      'portico.yaml:5:9 duplicate key "path" (first at line 3): keep one of them, or merge what they hold',
+    ]);
+  });
+
+  test('a tab in the indentation is reported at the tab, saying that YAML indents with spaces, even when the parser trips on the line above first', () => {
+    const expected = 'a tab in the indentation: YAML indents with spaces only';
+    assert.deepEqual(errorsOf('listen: [":0"]\nsites:\n\t- routes: []\n'), [`portico.yaml:3:1 ${expected}`]);
+    assert.deepEqual(errorsOf('sites:\n  - routes:\n\t- path: /\n'), [`portico.yaml:3:1 ${expected}`]);
   });
 
   test('semantic problems: a second default site, a bad host pattern, a bad try_files entry, a missing error page', () => {
@@ -141,8 +164,23 @@ describe('config errors', () => {
     const errors = errorsOf(text);
     assert.ok(errors.some((e) => /sites\[0\]\.routes\[0\]\.static\.try_files\[1\]: expected "\$uri"/.test(e)), errors.join('\n'));
     assert.ok(errors.some((e) => /sites\[0\]\.error_pages\.404: file \.\/errors\/nope\.html does not exist/.test(e)), errors.join('\n'));
-    assert.ok(errors.includes('portico.yaml:4:13 sites[1].hosts[0]: a wildcard is allowed only as a leading "*." label: "a.*.com"'), errors.join('\n'));
+    assert.ok(errors.includes('portico.yaml:4:13 sites[1].hosts[0]: a wildcard is allowed only as a leading "*." label (got "a.*.com")'), errors.join('\n'));
     assert.ok(errors.some((e) => /sites\[2\]: a second site without "hosts"/.test(e)), errors.join('\n'));
+  });
+
+  test('a host written as a URL, with a port or a path, several in one entry, or as "*" or "*." says what to write instead', () => {
+    const hosts = ['http://example.com', 'https://Example.com:8443/x', 'example.com:8080', 'example.com/', 'a.com b.com', '*', '*.', '[zz]'];
+    const errors = errorsOf(`sites:\n  - hosts: ${JSON.stringify(hosts)}\n    routes: []\n`).map((line) => line.replace(/^portico\.yaml:2:\d+ sites\[0\]\.hosts\[\d\]: /, ''));
+    assert.deepEqual(errors, [
+      'expected a host name, not a URL: write "example.com" (got "http://example.com")',
+      'expected a host name, not a URL: write "example.com" (got "https://Example.com:8443/x")',
+      'a host has no port here (every port of the listeners is served): write "example.com" (got "example.com:8080")',
+      'expected a host name, without a path: write "example.com" (got "example.com/")',
+      'a host name has no spaces or commas: list each host as an entry of its own (got "a.com b.com")',
+      '"*" is not a host pattern: a site without "hosts" answers every host (got "*")',
+      'a wildcard needs a domain after "*.", such as "*.example.com" (got "*.")',
+      'not a valid host name or IPv6 address (got "[zz]")',
+    ]);
   });
 
   test('duplicate route paths and listeners are refused', () => {
@@ -208,6 +246,51 @@ describe('config errors', () => {
   test('a key with nothing after it, its lines not indented under it, says so', () => {
     const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static:\n        root: ./pub');
     assert.equal(errors[0], 'portico.yaml:4:16 sites[0].routes[0].static: expected a map of keys, got nothing (what belongs to a key goes on the lines below it, indented further)');
+  });
+
+  test('keys below an empty key at its indentation are asked whether they belong under it, not told to rename themselves', () => {
+    const errors = errorsOf('sites:\n  - routes:\n      - path: /\n        static:\n        root: ./pub\n        index: [index.html]\n      - path: /b\n        respond: {}\n        root: x\n');
+    assert.deepEqual(errors.slice(1), [
+      'portico.yaml:5:9 sites[0].routes[0].root: unknown key here; did you mean to indent it under "static"?',
+      'portico.yaml:6:9 sites[0].routes[0].index: unknown key here; did you mean to indent it under "static"?',
+      'portico.yaml:9:9 sites[0].routes[1].root: unknown key (did you mean "static"?)',
+    ]);
+  });
+
+  test('an upstream\'s key written on a proxy (timeouts, policy, or a near miss) says it is set on the upstream; a swapped pair of letters still gets its suggestion', () => {
+    const errors = errorsOf('upstreams: { app: { servers: ["http://127.0.0.1:9"] } }\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app, timout: 5s, timeouts: {}, stirp_prefix: true }\n');
+    assert.deepEqual(errors, [
+      'portico.yaml:5:33 sites[0].routes[0].proxy.timout: unknown key here (did you mean "timeouts"? It is set on an upstream: upstreams.NAME.timeouts, which a proxy names with "upstream: NAME")',
+      'portico.yaml:5:45 sites[0].routes[0].proxy.timeouts: unknown key here ("timeouts" is set on an upstream: upstreams.NAME.timeouts, which a proxy names with "upstream: NAME")',
+      'portico.yaml:5:59 sites[0].routes[0].proxy.stirp_prefix: unknown key (did you mean "strip_prefix"?)',
+    ]);
+  });
+
+  test('a listener written as a bare port (a number or "8080") is refused with the two addresses it may mean', () => {
+    assert.deepEqual(errorsOf('listen: [8080, "8081", { addr: 8082 }]\nsites: [{}]\n'), [
+      'portico.yaml:1:10 listen[0]: expected an address in quotes: "127.0.0.1:8080" (this machine only) or ":8080" (all IPv4 interfaces), got 8080',
+      'portico.yaml:1:16 listen[1]: expected an address in quotes: "127.0.0.1:8081" (this machine only) or ":8081" (all IPv4 interfaces), got 8081',
+      'portico.yaml:1:32 listen[2].addr: expected an address in quotes: "127.0.0.1:8082" (this machine only) or ":8082" (all IPv4 interfaces), got 8082',
+    ]);
+    assert.match(errorsOf('listen: [true]\nsites: [{}]\n')[0]!, /listen\[0\]: expected a string or a map of keys, got true$/);
+  });
+
+  test('a rate without its unit is refused, saying which units there are (as nginx requires r/s or r/m)', () => {
+    assert.deepEqual(errorsOf('sites:\n  - routes:\n      - path: /\n        respond: {}\n        rate_limit: { rate: 10 }\n'), [
+      'portico.yaml:5:29 sites[0].routes[0].rate_limit.rate: a rate needs its unit: write "10/s", "10/m" or "10/h" (got 10)',
+    ]);
+    assert.equal(parse('sites:\n  - routes:\n      - path: /\n        respond: {}\n        rate_limit: { rate: 10/m }\n').sites[0]!.routes.length, 1);
+  });
+
+  test('a proxy naming a list of upstreams, or a cache by its zone name or as true, says what to write', () => {
+    const errors = errorsOf(
+      'caches: { main: { memory: 1MB } }\nupstreams: { a: { servers: ["http://127.0.0.1:9"] } }\nsites:\n  - routes:\n      - { path: /, proxy: { upstream: [a, b] } }\n      - { path: /b, proxy: { upstream: a, cache: main } }\n      - { path: /c, proxy: { upstream: a, cache: true } }\n',
+    );
+    assert.deepEqual(errors, [
+      'portico.yaml:5:39 sites[0].routes[0].proxy.upstream: expected the name of one upstream, got a list (list the servers in that upstream\'s "servers")',
+      'portico.yaml:6:50 sites[0].routes[1].proxy.cache: expected a map of keys: write cache: { zone: "main" }, naming a zone of "caches" (got "main")',
+      'portico.yaml:7:50 sites[0].routes[2].proxy.cache: expected a map of keys: write cache: { zone: NAME }, naming a zone of "caches" (got true)',
+    ]);
   });
 
   test('static: ./www is the shorthand of static: { root: ./www }, and its root is checked as the long form\'s', () => {

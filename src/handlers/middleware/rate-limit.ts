@@ -15,15 +15,22 @@ import { defineMiddleware } from '../chain.js';
 
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000 };
 
-/** `100/s`, `30/m`, `1000/h` (a bare number is per second) as tokens per millisecond. */
+/**
+ * `100/s`, `30/m`, `1000/h` as tokens per millisecond. A bare number is refused, as nginx's `rate=` needs its
+ * `r/s` or `r/m`: per second and per minute differ sixtyfold, and neither is the obvious reading.
+ */
 export const rate = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(?:\/\s*([smh]))?\s*$/.exec(String(value));
   const count = match === null ? NaN : Number(match[1]);
+  if (match !== null && count > 0 && match[2] === undefined) {
+    ctx.addIssue({ code: 'custom', message: `a rate needs its unit: write "${count}/s", "${count}/m" or "${count}/h" (got ${JSON.stringify(value)})` });
+    return z.NEVER;
+  }
   if (match === null || !(count > 0)) {
     ctx.addIssue({ code: 'custom', message: `expected a rate such as "100/s", "30/m" or "1000/h", got ${JSON.stringify(value)}` });
     return z.NEVER;
   }
-  return count / UNITS[match[2] ?? 's']!;
+  return count / UNITS[match[2]!]!;
 });
 
 const options = z.strictObject({

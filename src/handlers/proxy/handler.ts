@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { duration, headerMap, size, upstreamUrl, type CheckEnv, type Problem } from '../../config/schema.js';
+import { shown } from '../../config/messages.js';
 import { compileTemplate, templateVariables } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { ProxyCache } from './cache.js';
@@ -50,6 +51,13 @@ const cacheOptions = z.strictObject({
         .refine((name) => name.toLowerCase() !== 'cache-control', 'Cache-Control is not a targeted field'),
     )
     .default(['Portico-Cache-Control']),
+}, {
+  // `cache: main` or `cache: true`: the zone is named inside the map.
+  error: (issue) => {
+    if (issue.code !== 'invalid_type' || issue.input === undefined || issue.input === null) return undefined;
+    const zone = typeof issue.input === 'string' ? JSON.stringify(issue.input) : 'NAME';
+    return `expected a map of keys: write cache: { zone: ${zone} }, naming a zone of "caches" (got ${shown(issue.input)})`;
+  },
 });
 
 /** Per-request memory thresholds are bounded: the rest of what is held goes to disk. */
@@ -62,7 +70,9 @@ const memorySize = size.refine((bytes) => bytes <= MAX_BUFFER_MEMORY, 'at most 6
 const DEFAULT_BUFFER_RESPONSE = 32 * 1024 * 1024;
 
 const options = z.strictObject({
-  upstream: z.string().optional(),
+  upstream: z
+    .string({ error: (issue) => (Array.isArray(issue.input) ? 'expected the name of one upstream, got a list (list the servers in that upstream\'s "servers")' : undefined) })
+    .optional(),
   /** A single server instead of a named upstream; its path is prepended to the forwarded path. */
   url: upstreamUrl.optional(),
   strip_prefix: z.boolean().default(false),
