@@ -49,12 +49,17 @@ for (const name of ['x-forwarded-host', 'x-forwarded-proto', 'forwarded', ...FOR
 
 /** The port a client addressed: the authority's (the first of a list), else the scheme's default. */
 export function addressedPort(authority: string, scheme: string): string {
+  // On every proxied request: scanned in place (no slice or regex unless a port is there to return).
   const comma = authority.indexOf(',');
   const host = comma === -1 ? authority : authority.slice(0, comma).trim();
   const colon = host.lastIndexOf(':');
-  if (colon !== -1 && colon > host.lastIndexOf(']')) {
-    const port = host.slice(colon + 1);
-    if (port !== '' && /^\d+$/.test(port)) return port;
+  if (colon !== -1 && colon > host.lastIndexOf(']') && colon < host.length - 1) {
+    let digits = true;
+    for (let i = colon + 1; i < host.length && digits; i++) {
+      const code = host.charCodeAt(i);
+      digits = code >= 48 && code <= 57;
+    }
+    if (digits) return host.slice(colon + 1);
   }
   return scheme === 'https' || scheme === 'wss' ? '443' : '80';
 }

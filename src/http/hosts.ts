@@ -47,8 +47,17 @@ export function canonicalAuthority(host: string, authority: string, scheme: stri
   const end = authority.charCodeAt(0) === 91 /* [ */ ? authority.indexOf(']') + 1 : 0;
   const colon = authority.indexOf(':', end);
   if (colon === -1 || colon === authority.length - 1) return host;
-  const port = Number(authority.slice(colon + 1));
-  return port === DEFAULT_PORTS[scheme] ? host : `${host}:${port}`;
+  // On every proxied request: the port read in place, and the authority itself returned when it is already
+  // canonical (`127.0.0.1:8080`), so the usual request allocates nothing here.
+  let port = 0;
+  for (let i = colon + 1; i < authority.length; i++) {
+    const digit = authority.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return `${host}:${Number(authority.slice(colon + 1))}`;
+    port = port * 10 + digit;
+  }
+  if (port === DEFAULT_PORTS[scheme]) return host;
+  if (colon === host.length && authority.charCodeAt(colon + 1) !== 48 /* 0 */ && authority.startsWith(host)) return authority;
+  return `${host}:${port}`;
 }
 
 /** The canonical form of a host pattern written in a config (`Example.COM`, `::1`, `*.example.com`). */
