@@ -51,14 +51,6 @@ Object.defineProperty(PorticoRequest.prototype, 'upgrade', {
 });
 
 /**
- * Whether a request is an upgrade Portico declined (h2c, an unknown token), read as a plain request. llhttp still
- * took it for an upgrade, so Node reports no error in its body (see `watchParserStops` in node-internals.ts).
- */
-export function isDeclinedUpgrade(req: IncomingMessage): boolean {
-  return (req as PorticoRequest).declined === 1;
-}
-
-/**
  * A head over the size limit: 414 when its request line alone is over it, 431 otherwise. Node reports both as
  * HPE_HEADER_OVERFLOW, with the read that passed the limit (`rawPacket`) and where in it parsing stopped
  * (`bytesParsed`). The request line was still going on when no line end comes before that point, in a read that

@@ -25,7 +25,7 @@ import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { startConnectionChecks, watchParserStops } from './node-internals.js';
+import { prepareParserWatch, startConnectionChecks, watchParserStops } from './node-internals.js';
 import { limitRequestTime } from './h2-session.js';
 import {
   answerClientError,
@@ -34,7 +34,6 @@ import {
   type ParserError,
   cutByParser,
   headersTimeout,
-  isDeclinedUpgrade,
   isPlain,
   overflowStatus,
   PorticoRequest,
@@ -164,6 +163,11 @@ class Listener {
         // The upgrade is ignored (RFC 9110 §7.8) and the request answered; Node stopped reading the connection's
         // bytes after it, so the connection closes once the answer is out.
         if (res !== undefined) res.shouldKeepAlive = false;
+        // llhttp still took it for an upgrade, so Node reports no error in its body: a malformed one is seen here.
+        watchParserStops(req, () => {
+          logger.debug({ remote: req.socket.remoteAddress }, 'client error 400 (malformed body behind a declined upgrade)');
+          answerClientError(req.socket, 400, dispatch.serverHeader());
+        });
       }
       // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
       if (req.headers.host === undefined && req.httpVersionMinor === 1 && req.httpVersionMajor === 1) return 400;
@@ -216,11 +220,9 @@ class Listener {
     // Every connection the HTTP server takes (plain, or HTTP/1.1 over TLS) is watched for idleness and stalls.
     server.on('connection', (socket: Socket) => {
       sweeper.watch(socket);
-      // A declined upgrade's malformed body: Node's parser stops there without a 'clientError' (node-internals.ts).
-      watchParserStops(socket, isDeclinedUpgrade, () => {
-        logger.debug({ remote: socket.remoteAddress }, 'client error 400 (malformed body behind a declined upgrade)');
-        answerClientError(socket, 400, dispatch.serverHeader());
-      });
+      // A declined upgrade's malformed body: Node's parser stops there without a 'clientError' (node-internals.ts);
+      // watched only for such requests (see `refusal`), this puts the part that must come first in place.
+      prepareParserWatch(socket);
     });
     // Every accepted connection passes the gate first (limits, PROXY header); TLS and HTTP see only those admitted.
     this.gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, (socket) => this.accept(socket));

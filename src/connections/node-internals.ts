@@ -127,60 +127,81 @@ export const PARSER_ON_EXECUTE: number | undefined = (() => {
   }
 })();
 
-/** What a watched socket is told: which requests to look at, and what to do when the parser stopped inside one. */
+/** What a watched socket is told: the request to look at, and what to do when the parser stopped inside it. */
 interface Stops {
-  watched(req: IncomingMessage): boolean;
+  req: IncomingMessage;
   stopped(req: IncomingMessage): void;
 }
 
 /**
  * Tells the socket's watch, once, when the parser took fewer bytes than it was given (`taken` of `given()`) inside
- * a request not yet complete that the watch selects: the parser stopped there without an error (see above) and
- * will take nothing more. `given` is asked only then (in C++'s way in, it copies the read).
+ * the watched request, not yet complete: the parser stopped there without an error (see above) and will take
+ * nothing more. `given` is asked only then (in C++'s way in, it copies the read).
  */
 function stoppedShort(parser: ConnectionParser, socket: { [kStops]?: Stops } | null | undefined, taken: unknown, given: () => number): void {
   const stops = socket?.[kStops];
   if (socket === null || socket === undefined || stops === undefined || typeof taken !== 'number') return;
   const req = parser.incoming;
-  if (req === null || req === undefined || req.complete || !stops.watched(req)) return;
+  if (req !== stops.req || req.complete) return;
   if (taken >= given()) return;
   // Once: the parser stays stopped, and takes nothing of what may still come.
   delete socket[kStops];
   stops.stopped(req);
 }
 
-/**
- * Calls `stopped(req)` when the connection's parser stops short inside a request `watched(req)` selects, one that
- * llhttp took for an upgrade (see above): it took fewer bytes than it was given before the request was complete,
- * which, Node reporting no error for it, is a parse error. Both of Node's ways in are watched: bytes it reads off
- * the socket's handle in C++ (then calling the parser's `kOnExecute`), and bytes that come as 'data' events (put
- * back with `unshift`, or from a stream Node cannot consume) given to `parser.execute()`. Returns false, watching
- * nothing, when this Node does not have these (such a request then waits for request_timeout). Call it from the
- * HTTP server's 'connection' event, after Node's own listener gave the socket its parser.
- */
-export function watchParserStops(socket: Socket, watched: (req: IncomingMessage) => boolean, stopped: (req: IncomingMessage) => void): boolean {
+/** The socket's parser, when this Node has the parts the watch uses (see above). */
+function watchableParser(socket: Socket): ConnectionParser | undefined {
   const parser = (socket as Socket & { parser?: ConnectionParser | null }).parser;
-  if (parser === null || parser === undefined || PARSER_ON_EXECUTE === undefined) return false;
-  const onExecute = parser[PARSER_ON_EXECUTE];
-  const execute = parser.execute;
-  const currentBuffer = parser.getCurrentBuffer;
-  if (typeof onExecute !== 'function' || typeof execute !== 'function' || typeof currentBuffer !== 'function') return false;
-  const watchedSocket = socket as Socket & { [kStops]?: Stops };
-  watchedSocket[kStops] = { watched, stopped };
-  // Node sets this callback for each connection (and clears it when the parser is freed): wrapped per connection.
-  parser[PARSER_ON_EXECUTE] = function onParserExecute(this: unknown, taken: unknown) {
-    stoppedShort(parser, watchedSocket, taken, () => (currentBuffer.call(parser) as Buffer).length);
-    return (onExecute as (taken: unknown) => unknown).call(this, taken);
-  };
-  // Parsers are pooled and reused: execute() is wrapped once per parser, and asks the socket of the moment.
+  if (parser === null || parser === undefined || PARSER_ON_EXECUTE === undefined) return undefined;
+  const ok = typeof parser[PARSER_ON_EXECUTE] === 'function' && typeof parser.execute === 'function' && typeof parser.getCurrentBuffer === 'function';
+  return ok ? parser : undefined;
+}
+
+/**
+ * The part of the watch that must be in place before a request is parsed: bytes that come as 'data' events (put
+ * back with `unshift`, or from a stream Node cannot consume) are given to `parser.execute()`, whose count of bytes
+ * taken is seen only by a wrapper around it. Parsers are pooled and reused: the wrapper is put on each parser once,
+ * and asks the socket of the moment whether it watches a request (`watchParserStops`), so a connection whose
+ * requests are all plain costs one check here and nothing per read. Call it from the HTTP server's 'connection'
+ * event, after Node's own listener gave the socket its parser. Returns false when this Node does not have the parts.
+ */
+export function prepareParserWatch(socket: Socket): boolean {
+  const parser = watchableParser(socket);
+  if (parser === undefined) return false;
   if (parser[kWatched] !== true) {
     parser[kWatched] = true;
-    const parse = execute as (data: Buffer) => unknown;
+    const parse = parser.execute as (data: Buffer) => unknown;
     parser.execute = function watchedExecute(this: ConnectionParser & { socket?: { [kStops]?: Stops } | null }, data: Buffer) {
       const taken = parse.call(this, data);
       stoppedShort(this, this.socket, taken, () => data.length);
       return taken;
     };
   }
+  return true;
+}
+
+/**
+ * Calls `stopped(req)` when the connection's parser stops short inside `req`, a request llhttp took for an upgrade
+ * (see above): it took fewer bytes than it was given before the request was complete, which, Node reporting no
+ * error for it, is a parse error. Called while `req` is being parsed (from its 'request' event), for the requests
+ * that need it only: it watches bytes Node reads off the socket's handle in C++ (then calling the parser's
+ * `kOnExecute`, which Node looks up after each read, so a callback put in now sees the read under way), and, with
+ * `prepareParserWatch`, bytes given to `parser.execute()`. Returns false, watching nothing, when this Node does not
+ * have these (such a request then waits for request_timeout).
+ */
+export function watchParserStops(req: IncomingMessage, stopped: (req: IncomingMessage) => void): boolean {
+  const socket = req.socket;
+  const parser = watchableParser(socket);
+  if (parser === undefined) return false;
+  const watchedSocket = socket as Socket & { [kStops]?: Stops };
+  if (watchedSocket[kStops]?.req === req) return true;
+  watchedSocket[kStops] = { req, stopped };
+  const onExecute = parser[PARSER_ON_EXECUTE!] as (taken: unknown) => unknown;
+  const currentBuffer = parser.getCurrentBuffer as () => Buffer;
+  // Node sets this callback for each connection (and clears it when the parser is freed): wrapped for this one.
+  parser[PARSER_ON_EXECUTE!] = function onParserExecute(this: unknown, taken: unknown) {
+    stoppedShort(parser, watchedSocket, taken, () => currentBuffer.call(parser).length);
+    return onExecute.call(this, taken);
+  };
   return true;
 }

@@ -16,6 +16,7 @@ import {
   queuedInKernelWrite,
   requestsBeingReceived,
   responseOnSocket,
+  prepareParserWatch,
   watchParserStops,
   wrappedSocket,
 } from '../../src/connections/node-internals.js';
@@ -216,17 +217,21 @@ describe('Node internals that the HTTP/1 listener reads', () => {
       let installed: boolean | undefined;
       let stopped: () => void;
       const seen = new Promise<void>((resolve) => (stopped = resolve));
-      const server = http.createServer((req) => req.resume());
-      server.on('connection', (socket: net.Socket) => {
-        installed = watchParserStops(
-          socket,
-          (req) => req.headers.upgrade === 'h2c',
-          (req) => {
-            stops.push(req.url ?? '');
-            socket.destroy();
+      // As Portico's listener: the part that must come first at the connection, the watch itself for a declined
+      // upgrade only, while its head is parsed (its 'request' event).
+      let prepared: boolean | undefined;
+      const server = http.createServer((req) => {
+        if (req.headers.upgrade === 'h2c') {
+          installed = watchParserStops(req, (stoppedIn) => {
+            stops.push(stoppedIn.url ?? '');
+            req.socket.destroy();
             stopped();
-          },
-        );
+          });
+        }
+        req.resume();
+      });
+      server.on('connection', (socket: net.Socket) => {
+        prepared = prepareParserWatch(socket);
       });
       server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
         clientErrors.push(String(err.code));
@@ -239,6 +244,7 @@ describe('Node internals that the HTTP/1 listener reads', () => {
       try {
         client.write(DECLINED);
         const result = await Promise.race([seen.then(() => 'stopped'), new Promise<string>((resolve) => (timer = setTimeout(() => resolve('nothing in 5 s'), 5000)))]);
+        assert.equal(prepared, true, `Node ${process.version}: the parser has no execute()/getCurrentBuffer()/kOnExecute callback any more`);
         assert.equal(installed, true, `Node ${process.version}: the parser has no execute()/getCurrentBuffer()/kOnExecute callback any more`);
         assert.equal(result, 'stopped', `Node ${process.version}: no short count seen (clientError: ${clientErrors.join() || 'none'})`);
         assert.deepEqual(stops, ['/x']);
@@ -256,12 +262,13 @@ describe('Node internals that the HTTP/1 listener reads', () => {
     let installed: boolean | undefined;
     const stops: string[] = [];
     const server = http.createServer((req, res) => {
+      installed = watchParserStops(req, (stoppedIn) => stops.push(stoppedIn.url ?? ''));
       let body = '';
       req.on('data', (chunk: Buffer) => (body += chunk));
       req.on('end', () => res.end(`got ${body}`));
     });
     server.on('connection', (socket: net.Socket) => {
-      installed = watchParserStops(socket, () => true, (req) => stops.push(req.url ?? ''));
+      prepareParserWatch(socket);
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
