@@ -95,15 +95,8 @@ async function run(file: string, dev: boolean): Promise<number> {
     process.stderr.write(`portico: ${describe(err)}\n`);
     return 1;
   }
-  const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
-  process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
-  if (certificate !== undefined) {
-    process.stderr.write(
-      `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
-        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)\n`,
-    );
-  }
-
+  // The signals are Portico's before the line that says it serves: a supervisor that sends SIGTERM as soon as it
+  // reads that line gets a graceful stop, never Node's default (killed on the spot).
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -124,6 +117,15 @@ async function run(file: string, dev: boolean): Promise<number> {
       (err: unknown) => process.stderr.write(`portico: reload failed: ${describe(err)}; still serving the previous config\n`),
     );
   });
+  const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
+  process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
+  if (certificate !== undefined) {
+    process.stderr.write(
+      `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
+        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)\n`,
+    );
+  }
+
   return new Promise<number>(() => {});
 }
 

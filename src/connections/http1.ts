@@ -142,8 +142,14 @@ function methodIsToken(err: ParserError): boolean {
   while (start > 0 && packet[start - 1] !== 0x0a) start--;
   let end = start;
   while (end < packet.length && packet[end]! < 128 && TCHAR[packet[end]!] === 1) end++;
-  return end > start && (end === packet.length || packet[end] === 0x20);
+  if (end === start || (end < packet.length && packet[end] !== 0x20)) return false;
+  // A whole request line must be one (`FOO /x HTTP/1.1`): `NOT HTTP AT ALL` is a malformed line, 400, as nginx says.
+  const lineEnd = packet.indexOf(0x0a, end);
+  return lineEnd === -1 || REQUEST_LINE_REST.test(packet.toString('latin1', end, lineEnd));
 }
+
+/** What follows the method on a well-formed request line: one target, one version (a CR before the LF). */
+const REQUEST_LINE_REST = /^ [^ \r]+ HTTP\/\d\.\d\r?$/;
 
 /** Node checks header and request timeouts every 30 s by default; check often enough that short limits hold. */
 export function checkingInterval(config: ListenerConfig): number {

@@ -261,6 +261,17 @@ describe('portico run', { concurrency: true }, () => {
     assert.match(stderr(), new RegExp(`serving ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} on http://`));
   });
 
+  test('a SIGTERM sent the moment the serving line appears stops Portico gracefully (exit 0), five times running', async () => {
+    // The line comes once the signals are Portico's: a supervisor may stop it as soon as it reads the line.
+    for (let i = 0; i < 5; i++) {
+      const { child, stderr } = await start('good.yaml');
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr());
+      assert.match(stderr(), /SIGTERM, stopping/);
+    }
+  });
+
   test('run with a broken config exits 1 without serving', async () => {
     const out = await runCli(['run', '-c', 'broken.yaml']);
     assert.equal(out.code, 1);

@@ -269,7 +269,7 @@ describe('small HTTP inconsistencies (issue 16)', () => {
     }
   });
 
-  test('an unknown method with a valid token (FOO, QUERYX) gets 501 Not Implemented; a token with a bad character stays 400', async () => {
+  test('an unknown method with a valid token (FOO, QUERYX) on a well-formed line gets 501 Not Implemented; a token with a bad character, or a malformed line after it, stays 400', async () => {
     const server = await portico('sites:\n  - routes: [{ path: /, respond: { body: "hello" } }]\n');
     for (const method of ['FOO', 'QUERYX', 'M-SEARCHX']) {
       const res = await rawRequest(server.port, `${method} / HTTP/1.1\r\nHost: a\r\n\r\n`);
@@ -279,7 +279,7 @@ describe('small HTTP inconsistencies (issue 16)', () => {
     // After a good request on the same connection too.
     const pipelined = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\nFOO / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 2 });
     assert.match(pipelined.raw, /^HTTP\/1\.1 200 OK[\s\S]*hello[\s\S]*HTTP\/1\.1 501 Not Implemented\r\n/);
-    for (const request of ['G@T / HTTP/1.1\r\nHost: a\r\n\r\n', 'GE\x01 / HTTP/1.1\r\nHost: a\r\n\r\n']) {
+    for (const request of ['G@T / HTTP/1.1\r\nHost: a\r\n\r\n', 'GE\x01 / HTTP/1.1\r\nHost: a\r\n\r\n', 'NOT HTTP AT ALL\r\n\r\n', 'FOO /a b HTTP/1.1\r\n\r\n']) {
       const res = await rawRequest(server.port, request);
       assert.equal(res.status, 400, `${JSON.stringify(request)}: ${res.raw}`);
     }
