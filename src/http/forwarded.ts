@@ -16,7 +16,7 @@ import { canonicalAuthority, parseHostHeader } from './hosts.js';
  * X-Forwarded-Uri, -Method) and the client certificate a TLS-terminating proxy checked (Envoy's
  * X-Forwarded-Client-Cert, Traefik's X-Forwarded-Tls-Client-Cert[-Info]). Only a trusted proxy may say any of
  * it (Traefik strips its X-Forwarded-* set, Envoy its XFCC, from other peers): from anyone else they are dropped,
- * and X-Forwarded-Port is rebuilt. Each one a trusted proxy sends is keyed by the cache, as it reaches the app,
+ * (a trusted proxy's X-Forwarded-Port is passed on; Portico sends none of its own). Each one a trusted proxy sends is keyed by the cache, as it reaches the app,
  * except X-Forwarded-Server, which names the hop (as Forwarded's `for=` does) — and X-Forwarded-Port only when it
  * says another port than the request's own. Lower-cased name → `true` when keyed.
  */
