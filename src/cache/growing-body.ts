@@ -3,24 +3,16 @@
  * the chunks already in, then every new one, so a collapsed miss streams the first response to every waiter
  * without waiting for it to finish. The chunks are kept, so the complete body can be stored afterwards — until
  * `release()` (the body turned out too large to store): from then on a chunk is dropped once every reader has
- * passed it, so a long response does not pile up in memory, and no new reader may join; `cutBehind` then ends the
- * readers that have fallen too far behind, so that none of them holds back the writer or the others.
+ * passed it, so a long response does not pile up in memory, and no new reader may join; `holdsOver` then tells
+ * the writer when the readers have fallen too far behind, and when they have caught up again (each reader has its
+ * own spool first, so a slow client paces the writer only once its own `buffer_response` is full).
  */
 
 type Listener = (chunk: Buffer | null, err?: Error) => void;
 
-/** One reader: where it is (absolute chunk index), and how to end it from outside. */
+/** One reader: where it is (absolute chunk index). */
 interface Reader {
   at: number;
-  cut(err: Error): void;
-}
-
-/** Why a reader was cut by `cutBehind`. */
-export class ReaderTooFarBehind extends Error {
-  constructor(limit: number) {
-    super(`the reader fell more than ${limit} bytes behind a body too large to keep`);
-    this.name = 'ReaderTooFarBehind';
-  }
 }
 
 /** A growing, multi-reader body. */
@@ -39,6 +31,8 @@ export class GrowingBody {
   #retain = true;
   /** Bytes in `chunks`. */
   #held = 0;
+  /** The writer waiting for the readers to catch up (see `holdsOver`). */
+  #catchUp: { limit: number; resume: () => void } | null = null;
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
@@ -77,20 +71,13 @@ export class GrowingBody {
   }
 
   /**
-   * After `release()`: while more than `limit` bytes are kept for readers behind, ends the one furthest behind (its
-   * `pipeTo` rejects with ReaderTooFarBehind), so that memory stays bounded and the writer never waits for a reader.
-   * Returns how many were cut. Does nothing while the body is kept whole.
+   * After `release()`: whether more than `limit` bytes are kept for readers behind; if so, `resume` is called once
+   * they are down to `limit` again (the readers passed them, or left). Always false while the body is kept whole.
    */
-  cutBehind(limit: number): number {
-    let cut = 0;
-    while (!this.#retain && this.#held > limit) {
-      let last: Reader | undefined;
-      for (const reader of this.#positions) if (last === undefined || reader.at < last.at) last = reader;
-      if (last === undefined) break;
-      last.cut(new ReaderTooFarBehind(limit));
-      cut++;
-    }
-    return cut;
+  holdsOver(limit: number, resume: () => void): boolean {
+    if (this.#retain || this.#held <= limit) return false;
+    this.#catchUp = { limit, resume };
+    return true;
   }
 
   /** Stops keeping the whole body: it will not be stored, and only the current readers still need it. */
@@ -113,18 +100,23 @@ export class GrowingBody {
       for (const chunk of this.chunks.splice(0, lowest - this.#dropped)) this.#held -= chunk.length;
       this.#dropped = lowest;
     }
+    const catchUp = this.#catchUp;
+    if (catchUp !== null && this.#held <= catchUp.limit) {
+      this.#catchUp = null;
+      catchUp.resume();
+    }
   }
 
   /**
    * Feeds a reader: replays what arrived, then follows. `write` returns false for backpressure; the reader then
-   * resumes on its `drain`. Resolves when the body ended; rejects when it failed, when it was released, when
-   * `signal` aborts (the reader left: it stops holding chunks back at once), or when `cutBehind` ends it.
+   * resumes on its `drain`. Resolves when the body ended; rejects when it failed, when it was released, or when
+   * `signal` aborts (the reader left: it stops holding chunks back at once).
    */
   pipeTo(write: (chunk: Buffer) => boolean, waitDrain: () => Promise<void>, signal?: AbortSignal): Promise<void> {
     if (!this.#retain) return Promise.reject(new Error('the body was released'));
     if (signal?.aborted === true) return Promise.reject(signal.reason as Error);
     return new Promise<void>((resolve, reject) => {
-      const position: Reader = { at: 0, cut: (err) => finish(err) };
+      const position: Reader = { at: 0 };
       let pumping = false;
       let finished = false;
       const finish = (err?: Error) => {

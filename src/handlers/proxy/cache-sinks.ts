@@ -171,6 +171,8 @@ export class StoringSink implements ResponseSink {
   #responseTime = 0;
   #clientGone = false;
   #resume: (() => void) | null = null;
+  /** Resumes the fetch once the body's readers have caught up (past max_object). */
+  readonly #resumeFetch = (): void => this.#resume?.();
   /** The client's reader of the GrowingBody, when it reads from there; aborted when the client goes. */
   #reading: AbortController | null = null;
 
@@ -299,10 +301,11 @@ export class StoringSink implements ResponseSink {
     body.push(chunk);
     const maxObject = this.cache.options.zone.maxObject;
     if (this.#stored !== null && body.bytes > maxObject) this.#tooLarge(body);
-    // Released: a reader still more than max_object behind (its spool full) is cut, never waited for. The fetch
-    // goes on at the app's pace, unless nobody needs it any more.
-    if (body.cutBehind(maxObject) > 0 && this.#clientGone && !this.#needed()) this.#abort();
-    return true;
+    // Kept whole (≤ max_object): at the app's pace. Released: each reader first falls behind into its own spool
+    // (buffer_response); past that and max_object, the fetch waits for the slowest (as one client's answer waits
+    // once its buffer_response is full: nginx's proxy_max_temp_file_size), and send_timeout ends a reader that
+    // takes nothing. Cutting a reader that was only slower than the app instead lost whole downloads.
+    return !body.holdsOver(maxObject, this.#resumeFetch);
   }
 
   drain(resume: () => void): void {
