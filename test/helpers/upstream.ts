@@ -68,3 +68,9 @@ export async function startUpstream(handler: UpstreamHandler | string = 'ok', po
     restart: () => listen(bound),
   };
 }
+
+/** Closes an HTTP server a test made itself: its open connections are cut, and it resolves once it stopped listening. */
+export function closeHttpServer(server: http.Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise<void>((resolve) => server.close(() => resolve()));
+}

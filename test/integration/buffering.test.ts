@@ -18,6 +18,7 @@ import { configErrors } from '../helpers/config.js';
 import { connectH2, startPorticoH2 } from '../helpers/h2.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { canWatchTempFiles, openTempFiles } from '../helpers/temp-files.js';
+import { closeHttpServer } from '../helpers/upstream.js';
 import { stallOrDone, waitFor } from './proxy-support.js';
 
 const KB = 1024;
@@ -523,8 +524,7 @@ sites:
     } finally {
       await front.stop();
       await other.stop();
-      resetting.closeAllConnections();
-      await new Promise<void>((resolve) => resetting.close(() => resolve()));
+      await closeHttpServer(resetting);
     }
   });
 });
@@ -689,8 +689,7 @@ describe('response buffering', { skip }, () => {
       clearInterval(ticker);
       socket.destroy();
       await portico.stop();
-      app.closeAllConnections();
-      await new Promise<void>((resolve) => app.close(() => resolve()));
+      await closeHttpServer(app);
     }
   });
 
@@ -716,8 +715,7 @@ describe('response buffering', { skip }, () => {
       client.socket.destroy();
     } finally {
       await portico.stop();
-      app.closeAllConnections();
-      await new Promise<void>((resolve) => app.close(() => resolve()));
+      await closeHttpServer(app);
     }
   });
 
@@ -758,8 +756,7 @@ describe('response buffering', { skip }, () => {
         client.socket.destroy();
       } finally {
         await portico.stop();
-        app.closeAllConnections();
-        await new Promise<void>((resolve) => app.close(() => resolve()));
+        await closeHttpServer(app);
       }
     });
   }
@@ -873,8 +870,7 @@ sites:
       await waitFor('the temporary file to be closed', () => openTempFiles().length === 0, 5000);
     } finally {
       await portico.stop();
-      app.closeAllConnections();
-      await new Promise<void>((resolve) => app.close(() => resolve()));
+      await closeHttpServer(app);
     }
   });
 

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import type { RunningPortico } from '../helpers/portico.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { closeHttpServer, startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { requireTool } from '../helpers/tools.js';
 import { RawConnection, hasHead, httpRequest, waitFor, scopedServers } from './proxy-support.js';
 
@@ -256,8 +256,7 @@ describe('tls', () => {
     const app = https.createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => res.end('self-signed ok'));
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
     defer(() => {
-      app.closeAllConnections();
-      return new Promise<void>((resolve) => app.close(() => resolve()));
+      return closeHttpServer(app);
     });
     const url = `https://127.0.0.1:${(app.address() as AddressInfo).port}`;
     const route = 'sites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n';

@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { haveTool, requireTool } from '../helpers/tools.js';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { closeHttpServer, startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { RawConnection, countConnections, hasHead, httpRequest, statusOf, waitFor } from './proxy-support.js';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'portico-proxy-transport-'));
@@ -90,8 +90,7 @@ describe('https upstreams', () => {
     });
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => {
-      app.closeAllConnections();
-      return new Promise<void>((resolve) => app.close(() => resolve()));
+      return closeHttpServer(app);
     });
     backendUrl = `https://127.0.0.1:${(app.address() as AddressInfo).port}`;
   });
