@@ -136,8 +136,9 @@ export class GrowingBody {
         while (!finished && position.at < this.#dropped + this.chunks.length) {
           const chunk = this.chunks[position.at - this.#dropped]!;
           position.at++;
-          // Once released, what this reader passed may go now.
-          if (!this.#retain) this.#trim();
+          // Once released, what this reader passed may go now: only a reader that was at the front frees anything
+          // (so the scan over every reader runs once per chunk dropped, not per chunk per reader).
+          if (!this.#retain && position.at - 1 === this.#dropped) this.#trim();
           if (!write(chunk)) await waitDrain();
         }
         pumping = false;

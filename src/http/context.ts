@@ -120,6 +120,7 @@ export class RequestContext {
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
   private forwardedMemo: ForwardedView | undefined = undefined;
+  private canonicalAuthorityMemo: string | undefined = undefined;
   constructor(
     readonly req: ClientRequest,
     readonly res: ClientResponse,
@@ -207,7 +208,8 @@ export class RequestContext {
    * Location names, and (its port) part of the cache key, so that no spelling of one site's Host is stored for all.
    */
   get canonicalAuthority(): string {
-    return canonicalAuthority(this.host, this.authority, this.scheme);
+    // Asked for up to four times per proxied request (cache key, forwarded view, headers, Location): made once.
+    return (this.canonicalAuthorityMemo ??= canonicalAuthority(this.host, this.authority, this.scheme));
   }
 
   /** `path?query` as the client asked for it, canonicalised. */
