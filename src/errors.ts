@@ -91,7 +91,6 @@ const REASONS: Record<number, string> = {
   307: 'Temporary Redirect',
   308: 'Permanent Redirect',
   400: 'Bad Request',
-  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
@@ -110,7 +109,6 @@ const REASONS: Record<number, string> = {
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
-  505: 'HTTP Version Not Supported',
 };
 
 /** The reason phrase for a status: RFC 9110's (Node's list for those not above), or `Error` for an unregistered one. */

@@ -187,10 +187,6 @@ export class App {
     for (const instance of this.#instances) await instance.start?.();
   }
 
-  /**
-   * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
-   * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
-   */
   /** Whether no request taken by this app is still being answered. */
   get idle(): boolean {
     return this.#inFlight === 0;
@@ -213,6 +209,10 @@ export class App {
     });
   }
 
+  /**
+   * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
+   * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
+   */
   async stop(cutAfterMs?: number): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
     await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop(cutAfterMs)));

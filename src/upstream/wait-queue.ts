@@ -36,11 +36,6 @@ export class WaitQueue<T> {
     return this.#size;
   }
 
-  /** Lanes in use (waiters alike for selection share one). */
-  get lanes(): number {
-    return this.#lanes.size;
-  }
-
   /** Queues `value` in the lane `key`, at the tail of the whole queue, or at its head with `atHead`. */
   add(key: string, value: T, atHead: boolean): QueueEntry<T> {
     let lane = this.#lanes.get(key);
