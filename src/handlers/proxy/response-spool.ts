@@ -200,7 +200,7 @@ export class ResponseSpool {
       // From waiting to written: counted in `used` by the file once the append is done.
       this.#toFileBytes -= bytes;
       this.#o.space.pending -= bytes;
-      await this.#file.append(batch.length === 1 ? batch[0]! : Buffer.concat(batch));
+      await this.#file.appendAll(batch);
       // What is written may go out while the next batch is appended.
       this.#pump();
     }
