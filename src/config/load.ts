@@ -8,7 +8,7 @@ import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
-import { configSchema, http2Settings, listenerTls, upstreamSchema, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
+import { configSchema, http2Settings, listenerTls, upstreamObject, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
 import { configErrorMap, unknownKeyMessage, type KeyHome } from './messages.js';
 import { configWarnings, validateConfig } from './validate.js';
 import { syntaxProblem } from './yaml-syntax.js';
@@ -122,7 +122,7 @@ function emptyKeyAbove(doc: Document, keys: KeyPath, unknown: readonly string[],
 
 /** Keys only an upstream has: written on a proxy or a site, the message says where they go. */
 const KEY_HOMES: readonly KeyHome[] = [
-  { keys: Object.keys(upstreamSchema.shape), where: 'an upstream: upstreams.NAME.KEY, which a proxy names with "upstream: NAME"' },
+  { keys: Object.keys(upstreamObject.shape), where: 'an upstream: upstreams.NAME.KEY, which a proxy names with "upstream: NAME"' },
 ];
 
 /** The message for one unknown key of an unrecognized_keys issue at `keys`. */

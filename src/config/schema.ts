@@ -295,6 +295,66 @@ const healthCheck = z.strictObject({
   host: z.string().optional(),
 });
 
+/** `3001-3010`: the ports spawned instances (and a deploy's surge instances) take, as `{ from, to }`. */
+const portRange = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const match = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(String(value));
+  const from = match === null ? NaN : Number(match[1]);
+  const to = match === null ? NaN : Number(match[2] ?? match[1]);
+  if (!(from >= 1 && to <= 65535 && from <= to)) {
+    ctx.addIssue({ code: 'custom', message: `expected a port range such as "3001-3010" (from <= to, 1-65535), got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return { from, to };
+});
+
+/** A signal name a spawned instance is stopped with. */
+const signalName = z.enum(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH']);
+
+/**
+ * App servers Portico starts and supervises itself (`upstreams.<name>.spawn`): `instances` processes, each in a
+ * stable slot (`app#1`, `app#2`, ...) that outlives its port and pid, each given a free port of `ports`.
+ */
+export const spawnSchema = z
+  .strictObject({
+    /** An argv list run as is, or a string run by `/bin/sh -c`; `{port}`, `{slot}` and `{route}` are replaced. */
+    command: z.union([z.string().min(1), z.array(z.string()).min(1)]),
+    /** The instances' working directory, relative to the config file's folder. */
+    cwd: z.string().min(1).optional(),
+    instances: z.number().int().min(1).max(64).default(1),
+    ports: portRange,
+    env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
+    stop_signal: signalName.default('SIGTERM'),
+    /** How long an instance may take to finish its requests and exit after stop_signal; then SIGKILL. */
+    stop_timeout: duration.default(10_000),
+    /** Run the instances as this user / group (only when Portico runs as root). */
+    user: z.string().min(1).optional(),
+    group: z.string().min(1).optional(),
+    /** A deploy's instances started at once before old ones are stopped. */
+    max_surge: z.number().int().min(1).default(1),
+    /** How long a new instance may take to pass its readiness checks before the start (or deploy) fails. */
+    health_timeout: duration.default(60_000),
+  })
+  .superRefine((spawn, ctx) => {
+    const room = spawn.ports.to - spawn.ports.from + 1;
+    if (room < spawn.instances + spawn.max_surge) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ports'],
+        message: `${room} port${room === 1 ? '' : 's'} for ${spawn.instances} instance${spawn.instances === 1 ? '' : 's'} and ${spawn.max_surge} surge: a deploy needs instances + max_surge ports (an upgrade of Portico needs twice the instances)`,
+      });
+    }
+  });
+
+/** The slot names of an upstream's spawned instances: `app#1` ... `app#N`. */
+export function slotName(upstream: string, index: number): string {
+  return `${upstream}#${index + 1}`;
+}
+
+/** The route (Tomcat's jvmRoute, for `sticky.app_cookie`) of an upstream's spawned slot: `app1`, `app2`, ... */
+export function slotRoute(upstream: string, index: number): string {
+  return `${upstream.replace(/[^A-Za-z0-9_-]/g, '_')}${index + 1}`;
+}
+
 /**
  * Session cookies that apps set themselves (Tomcat, PHP, Django, Express, ASP.NET, Laravel). Portico's own sticky
  * cookie under one of these names would overwrite the app's session with every answer.
@@ -369,12 +429,15 @@ const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '50
 /** A retry / passive-health condition; a status may be written bare (`502`, which YAML reads as a number). */
 const retryCondition = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.enum(RETRY_CONDITIONS));
 
-/** One upstream's config (exported so a route's `proxy.url` can make a one-server upstream with defaults). */
-export const upstreamSchema = z.strictObject({
+/** An upstream's keys (for the message that says where a misplaced key belongs). */
+export const upstreamObject = z.strictObject({
   policy: z.string().default('round_robin'),
   /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
   hash_key: z.string().default('$request_uri'),
-  servers: z.array(upstreamServerEntry).min(1, 'an upstream needs at least one server'),
+  /** Fixed servers; optional with `spawn` (both may be used together). */
+  servers: z.array(upstreamServerEntry).default([]),
+  /** App servers Portico starts and supervises (see docs/apps.md). */
+  spawn: spawnSchema.optional(),
   sticky: stickySchema.optional(),
   health: healthCheck.optional(),
   passive: z
@@ -408,7 +471,18 @@ export const upstreamSchema = z.strictObject({
   /** How long a request waits for a server to become available before 503. */
   try_duration: duration.default(0),
   try_interval: duration.default(250),
-}).superRefine(checkRoutes);
+});
+
+/**
+ * One upstream's config (exported so a route's `proxy.url` can make a one-server upstream with defaults). It
+ * needs servers, spawned ones or both (checked once its keys are valid, as every whole-object rule is).
+ */
+export const upstreamSchema = upstreamObject.superRefine((upstream, ctx) => {
+  if (upstream.servers.length === 0 && upstream.spawn === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['servers'], input: upstream.servers, message: 'an upstream needs at least one server (servers:) or app servers that Portico starts (spawn:)' });
+  }
+  checkRoutes(upstream, ctx);
+});
 
 /** Let's Encrypt's directories: `directory` defaults to production, `staging: true` picks the staging one. */
 export const LETS_ENCRYPT = {
