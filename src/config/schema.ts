@@ -400,8 +400,11 @@ const stickySchema = z
     app_cookie === undefined ? { cookie: cookie ?? 'portico_route', app_cookie, secret } : { cookie: undefined, app_cookie, secret },
   );
 
-/** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some. */
-function checkRoutes(upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined }, ctx: z.RefinementCtx): void {
+/** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some (spawned slots have theirs). */
+function checkRoutes(
+  upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
+  ctx: z.RefinementCtx,
+): void {
   const seen = new Map<string, number>();
   const appCookie = upstream.sticky?.app_cookie;
   upstream.servers.forEach((server, i) => {
@@ -416,7 +419,8 @@ function checkRoutes(upstream: { servers: ReadonlyArray<{ route?: string | undef
       ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: 'a route is read from the app\'s session cookie: set sticky: { app_cookie: JSESSIONID } (or the app\'s cookie name) on this upstream' });
     }
   });
-  if (appCookie !== undefined && seen.size === 0) {
+  // Spawned slots have their routes (`slotRoute`: app1, app2, ...), given to each instance as PORTICO_ROUTE.
+  if (appCookie !== undefined && seen.size === 0 && upstream.spawn === undefined) {
     ctx.addIssue({
       code: 'custom',
       path: ['sticky', 'app_cookie'],
