@@ -213,7 +213,8 @@ export class UpstreamServer implements PolicyServer {
   async retarget(port: number | undefined, cutAfterMs?: number): Promise<void> {
     if (this.slot === undefined) throw new Error(`${this.label} is not a spawned slot: only a slot moves`);
     const previous = this.target;
-    if (port === previous?.port) return;
+    if (port === undefined && previous === undefined) return;
+    // The same port again is a new instance too (restarted on the port it had): new connections, clean health.
     this.target = port === undefined || this.#closed ? undefined : slotTarget(port, this.#upstream);
     this.passes = 0;
     this.fails = 0;

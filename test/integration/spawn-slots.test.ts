@@ -57,6 +57,12 @@ async function startInstance(upstream: string, slot: string): Promise<Instance> 
   const backend = await startUpstream((req: IncomingMessage, res: ServerResponse) => {
     const port = req.socket.localPort;
     if (req.headers['x-sent'] !== undefined) sent.push(Number(req.headers['x-sent']));
+    // Only app#1 fails (as a broken instance does); the others answer /fail as any path.
+    if (req.url === '/fail' && slot === 'app#1') {
+      res.writeHead(502, { 'content-type': 'text/plain' });
+      res.end(`${slot} failed`);
+      return;
+    }
     if (req.url === '/slow') {
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '10' });
       res.write('slow-');
@@ -297,6 +303,27 @@ describe('spawned slots: down until moved, then served where they were moved', {
     await within('the move to no instance', down.moved);
     const after = await Promise.all(Array.from({ length: 4 }, () => get(p.port)));
     assert.deepEqual(new Set(after.map((a) => `${a.status} ${a.body}`)), new Set(['200 fixed']), 'the fixed server takes everything again');
+  });
+});
+
+describe('health on a move', { timeout: 60_000 }, () => {
+  test('a move to a new instance clears the passive ejection the previous one earned', { timeout: LONG }, async () => {
+    const p = await portico(spawnConfig(2, 'passive: { max_fails: 2, fail_timeout: 30s, max_ejection_percent: 100 }\nretries: 0'));
+    // app#1 answers /fail with 502 (passive.on): two of them within fail_timeout eject it.
+    const ejected = async (): Promise<boolean> => {
+      const bodies = [];
+      for (let i = 0; i < 4; i++) bodies.push((await get(p.port)).body.split(' ')[0]);
+      return !bodies.includes('app#1');
+    };
+    for (let i = 0; i < 10 && !(await ejected()); i++) {
+      for (let j = 0; j < 2; j++) await get(p.port, '/fail');
+    }
+    assert.ok(await ejected(), 'a slot was ejected (app#1 serves nothing)');
+    const move = await p.supervisor.replace('app', 'app#1');
+    await within('the move', move.moved);
+    const bodies = [];
+    for (let i = 0; i < 4; i++) bodies.push((await get(p.port)).body);
+    assert.ok(bodies.includes(`app#1 ${move.next!.backend.port}`), `the new instance serves at once: ${bodies.join(', ')}`);
   });
 });
 
