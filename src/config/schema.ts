@@ -429,6 +429,18 @@ function checkRoutes(
   }
 }
 
+/** A fixed server's route may not be one a spawned slot of its upstream has (`app1`): a route names one server. */
+function checkSlotRoutes(upstreams: Record<string, { servers: ReadonlyArray<{ route?: string | undefined }>; spawn?: { instances: number } | undefined }>, ctx: z.RefinementCtx): void {
+  for (const [name, upstream] of Object.entries(upstreams)) {
+    if (upstream.spawn === undefined) continue;
+    const slots = new Map(Array.from({ length: upstream.spawn.instances }, (_, i) => [slotRoute(name, i), slotName(name, i)] as const));
+    upstream.servers.forEach((server, i) => {
+      const slot = server.route === undefined ? undefined : slots.get(server.route);
+      if (slot !== undefined) ctx.addIssue({ code: 'custom', path: [name, 'servers', i, 'route'], message: `route "${server.route}" is the route of the spawned slot ${slot}: a route names one server` });
+    });
+  }
+}
+
 const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '503', '504', '429'] as const;
 /** A retry / passive-health condition; a status may be written bare (`502`, which YAML reads as a number). */
 const retryCondition = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.enum(RETRY_CONDITIONS));
@@ -701,7 +713,10 @@ export function configSchema(parts: ConfigParts) {
     /** Forward request fields whose names contain `_` (dropped by default, as nginx's underscores_in_headers). */
     underscores_in_headers: z.boolean().default(false),
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
-    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
+    upstreams: z
+      .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema)
+      .superRefine(checkSlotRoutes)
+      .default({}),
     sites: z.array(siteSchema(parts)).min(1),
     /**
      * Where Portico keeps keys and certificates (ACME accounts and certificates, the sticky-cookie key), relative to

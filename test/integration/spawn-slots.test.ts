@@ -63,6 +63,12 @@ async function startInstance(upstream: string, slot: string): Promise<Instance> 
       res.end(`${slot} failed`);
       return;
     }
+    if (req.url === '/redirect') {
+      // An app knows its own address only as the port it was given.
+      res.writeHead(302, { location: `http://127.0.0.1:${port}/there` });
+      res.end();
+      return;
+    }
     if (req.url === '/slow') {
       res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '10' });
       res.write('slow-');
@@ -303,6 +309,17 @@ describe('spawned slots: down until moved, then served where they were moved', {
     await within('the move to no instance', down.moved);
     const after = await Promise.all(Array.from({ length: 4 }, () => get(p.port)));
     assert.deepEqual(new Set(after.map((a) => `${a.status} ${a.body}`)), new Set(['200 fixed']), 'the fixed server takes everything again');
+  });
+});
+
+describe('an instance\'s own address', { timeout: 60_000 }, () => {
+  test('a Location naming the instance\'s port is rewritten to the client\'s origin, before and after a move', { timeout: LONG }, async () => {
+    const p = await portico(spawnConfig(1));
+    const location = async () => (await httpRequest(p.port, '/redirect')).headers.location;
+    assert.equal(await location(), `http://127.0.0.1:${p.port}/there`);
+    const move = await p.supervisor.replace('app', 'app#1');
+    await within('the move', move.moved);
+    assert.equal(await location(), `http://127.0.0.1:${p.port}/there`);
   });
 });
 
