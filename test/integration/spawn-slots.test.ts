@@ -292,7 +292,7 @@ describe('spawned slots: down until moved, then served where they were moved', {
     assert.equal((await get(p.port)).status, 503, 'no instance any more: 503');
   });
 
-  test('with fixed servers too, a slot is not used (nor checked) before its move, joins at once without waiting for a check, and leaves when it has no instance', { timeout: LONG }, async () => {
+  test('with fixed servers too, a slot is not used before its move, joins at once without waiting for a check (rise 3), and leaves when it has no instance', { timeout: LONG }, async () => {
     const fixed = await startUpstream('fixed');
     cleanups.push(() => fixed.stop());
     const p = await portico(spawnConfig(1, 'health: { path: /healthz, interval: 5s, rise: 3 }', `"${fixed.url}"`), { empty: true });
@@ -304,7 +304,6 @@ describe('spawned slots: down until moved, then served where they were moved', {
     const during = [];
     for (let i = 0; i < 4; i++) during.push((await get(p.port)).body);
     assert.equal(during.filter((b) => b === `app#1 ${move.next!.backend.port}`).length, 2, `the slot serves its share: ${during.join(', ')}`);
-    // The checker never asked the slot's port before the move... and checks it from the move on (not required here).
     const down = await p.supervisor.replace('app', 'app#1', true);
     await within('the move to no instance', down.moved);
     const after = await Promise.all(Array.from({ length: 4 }, () => get(p.port)));
