@@ -1,5 +1,7 @@
 // A tiny example app server (the "WAS" behind Portico). Each instance reports its name so you can watch
-// Portico spread requests across instances. Usage: node examples/app/server.mjs PORT [NAME] [ROUTE]
+// Portico spread requests across instances. Portico starts it itself (examples/portico.yaml, `spawn:`) and tells
+// each instance its port, slot name and route in the environment: PORT, PORTICO_SLOT (app#1) and PORTICO_ROUTE
+// (app1). By hand: PORT=3001 node examples/app/server.mjs, or node examples/app/server.mjs PORT [NAME] [ROUTE].
 //
 // /session keeps a per-session counter in this instance's memory, under a JSESSIONID cookie whose id ends in
 // `.ROUTE`, as Tomcat does with a jvmRoute: Portico's `sticky: { app_cookie: JSESSIONID }` sends the session back
@@ -7,9 +9,9 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
-const port = Number(process.argv[2] ?? 3001);
-const name = process.argv[3] ?? `app-${port}`;
-const route = process.argv[4];
+const port = Number(process.env.PORT ?? process.argv[2] ?? 3001);
+const name = process.env.PORTICO_SLOT ?? process.argv[3] ?? `app-${port}`;
+const route = process.env.PORTICO_ROUTE ?? process.argv[4];
 let served = 0;
 /** Session id → visits, in this process only (scope: process), as an app server's in-memory sessions are. */
 const sessions = new Map();
@@ -48,7 +50,7 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === '/time') {
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-    return res.end(JSON.stringify({ now: new Date().toISOString(), instance: name }) + '\n');
+    return res.end(JSON.stringify({ now: new Date().toISOString(), instance: name, pid: process.pid }) + '\n');
   }
   res.writeHead(404, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ error: 'not found', path: url.pathname }) + '\n');

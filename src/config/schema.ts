@@ -400,8 +400,11 @@ const stickySchema = z
     app_cookie === undefined ? { cookie: cookie ?? 'portico_route', app_cookie, secret } : { cookie: undefined, app_cookie, secret },
   );
 
-/** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some. */
-function checkRoutes(upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined }, ctx: z.RefinementCtx): void {
+/** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some (spawned slots have theirs). */
+function checkRoutes(
+  upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
+  ctx: z.RefinementCtx,
+): void {
   const seen = new Map<string, number>();
   const appCookie = upstream.sticky?.app_cookie;
   upstream.servers.forEach((server, i) => {
@@ -416,11 +419,24 @@ function checkRoutes(upstream: { servers: ReadonlyArray<{ route?: string | undef
       ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: 'a route is read from the app\'s session cookie: set sticky: { app_cookie: JSESSIONID } (or the app\'s cookie name) on this upstream' });
     }
   });
-  if (appCookie !== undefined && seen.size === 0) {
+  // Spawned slots have their routes (`slotRoute`: app1, app2, ...), given to each instance as PORTICO_ROUTE.
+  if (appCookie !== undefined && seen.size === 0 && upstream.spawn === undefined) {
     ctx.addIssue({
       code: 'custom',
       path: ['sticky', 'app_cookie'],
       message: `app_cookie routes on the suffix of ${appCookie} ("ABC123.tc1"): give the servers their route (route: tc1, Tomcat's jvmRoute)`,
+    });
+  }
+}
+
+/** A fixed server's route may not be one a spawned slot of its upstream has (`app1`): a route names one server. */
+function checkSlotRoutes(upstreams: Record<string, { servers: ReadonlyArray<{ route?: string | undefined }>; spawn?: { instances: number } | undefined }>, ctx: z.RefinementCtx): void {
+  for (const [name, upstream] of Object.entries(upstreams)) {
+    if (upstream.spawn === undefined) continue;
+    const slots = new Map(Array.from({ length: upstream.spawn.instances }, (_, i) => [slotRoute(name, i), slotName(name, i)] as const));
+    upstream.servers.forEach((server, i) => {
+      const slot = server.route === undefined ? undefined : slots.get(server.route);
+      if (slot !== undefined) ctx.addIssue({ code: 'custom', path: [name, 'servers', i, 'route'], message: `route "${server.route}" is the route of the spawned slot ${slot}: a route names one server` });
     });
   }
 }
@@ -697,7 +713,10 @@ export function configSchema(parts: ConfigParts) {
     /** Forward request fields whose names contain `_` (dropped by default, as nginx's underscores_in_headers). */
     underscores_in_headers: z.boolean().default(false),
     caches: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a cache name uses letters, digits, "_", "-", "."'), cacheZone).default({}),
-    upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema).default({}),
+    upstreams: z
+      .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'an upstream name uses letters, digits, "_", "-", "."'), upstreamSchema)
+      .superRefine(checkSlotRoutes)
+      .default({}),
     sites: z.array(siteSchema(parts)).min(1),
     /**
      * Where Portico keeps keys and certificates (ACME accounts and certificates, the sticky-cookie key), relative to

@@ -16,7 +16,7 @@ import type { Config } from '../config/load.js';
 import { upstreamSchema } from '../config/schema.js';
 import { handlerKind, middlewareKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
-import { Upstream } from '../upstream/upstream.js';
+import { Upstream, type SlotPort } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
@@ -38,6 +38,8 @@ export interface AppState {
   stickyKey?: Buffer | undefined;
   /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
   challenges?: Http01Challenges | undefined;
+  /** The port serving a spawned slot now (the Supervisor's): an app built by a reload starts its slots there. */
+  slotPort?: SlotPort | undefined;
 }
 
 interface CompiledRoute {
@@ -107,7 +109,7 @@ export class App {
     this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
     const stickyKey = state.stickyKey;
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey));
+      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey, state.slotPort));
     }
     for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
@@ -179,6 +181,15 @@ export class App {
   /** A cache zone by name, for purging (admin API, tests). */
   cacheZone(name: string): CacheZone | undefined {
     return this.#caches.get(name);
+  }
+
+  /**
+   * A spawned slot of `upstream` is now served by 127.0.0.1:`port`, or by nothing: see `Upstream.moveSlot`
+   * (resolves when its previous port is no longer used, or at `cutAfterMs`). An upstream or slot this config does
+   * not have is nothing to move.
+   */
+  moveSlot(upstream: string, slot: string, port: number | undefined, cutAfterMs?: number): Promise<void> {
+    return this.#upstreams.get(upstream)?.moveSlot(slot, port, cutAfterMs) ?? Promise.resolve();
   }
 
   /** Starts what the handlers run in the background. */

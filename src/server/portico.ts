@@ -17,6 +17,7 @@ import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
+import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -30,7 +31,14 @@ const RELOAD_DRAIN_MS = 5 * 60_000;
 export interface PorticoOptions {
   /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
   acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
+  /** Builds the Supervisor of the app servers Portico runs (`spawn`); only called for a config that has some. */
+  supervisor?: SupervisorFactory;
 }
+
+/** Until the Supervisor is plugged in: a config with `spawn` cannot run. */
+const NO_SUPERVISOR: SupervisorFactory = () => {
+  throw new PorticoError('PORTICO_INTERNAL', 'spawn: this build of Portico has no supervisor for app servers');
+};
 
 /** A Portico server: listeners plus the current app. */
 export class Portico {
@@ -47,21 +55,41 @@ export class Portico {
   readonly #draining = new Set<Promise<void>>();
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
+  readonly #supervisorFactory: SupervisorFactory;
+  /** The app servers Portico runs: made with the first config that has `spawn`, it outlives the apps. */
+  #supervisor: SupervisorLike | undefined;
+  /**
+   * The apps whose spawned slots follow the Supervisor: the current one, a reload's new one being started, and
+   * previous ones still draining (their requests in flight must end on a port the Supervisor still runs).
+   */
+  readonly #apps = new Set<App>();
+  /** Background deploys of the upstreams whose `spawn` a reload changed. */
+  #deploys: Promise<void> = Promise.resolve();
+  /** Where the Supervisor says which port serves a slot: every live app's upstream moves it. */
+  readonly #sink: SlotSink = {
+    moved: async (upstream, slot, port, drainMs) => {
+      await Promise.all([...this.#apps].map((app) => app.moveSlot(upstream, slot, port, drainMs)));
+    },
+  };
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
+    this.#supervisorFactory = options.supervisor ?? NO_SUPERVISOR;
+    this.#appState.slotPort = (upstream, slot) => this.#supervisor?.port(upstream, slot);
     this.#zones = new CacheZones(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
     plan.commit();
     try {
+      if (hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
       this.#app = new App(config, logger, plan.zones, this.#appState);
     } catch (err) {
       this.#state?.release();
       throw err;
     }
+    this.#apps.add(this.#app);
     this.#listeners = new Listeners(
       config.listen,
       {
@@ -147,14 +175,25 @@ export class Portico {
     return this.#listeners.addresses;
   }
 
-  /** Starts the app, then binds the listeners. */
+  /** The Supervisor of the app servers Portico runs (status, deploys), when the config has `spawn`. */
+  get supervisor(): SupervisorLike | undefined {
+    return this.#supervisor;
+  }
+
+  /**
+   * Starts the app and the app servers (so that the first requests find instances: each joins its upstream once
+   * ready), then binds the listeners.
+   */
   async start(): Promise<void> {
     await this.#zones.start();
     await this.#app.start();
     try {
+      await this.#supervisor?.start();
       await this.#listeners.start();
     } catch (err) {
+      this.#apps.delete(this.#app);
       await this.#app.stop();
+      await this.#supervisor?.stop();
       await this.#zones.stop();
       this.#state?.release();
       throw err;
@@ -179,14 +218,28 @@ export class Portico {
   async #reload(config: Config): Promise<void> {
     this.#openState(config.state_dir);
     const caches = this.#zones.resolve(config.caches);
-    const next = new App(config, this.#logger, caches.zones, this.#appState);
+    // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
+    const supervisor = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
+    if (supervisor !== undefined) this.#supervisor = supervisor;
+    let next: App | undefined;
     let listeners;
     try {
+      next = new App(config, this.#logger, caches.zones, this.#appState);
+      // Its slots start where the Supervisor has them now, and follow its moves from here on.
+      this.#apps.add(next);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
+      await supervisor?.start();
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
-      await next.stop();
+      if (next !== undefined) {
+        this.#apps.delete(next);
+        await next.stop();
+      }
+      if (supervisor !== undefined) {
+        this.#supervisor = undefined;
+        await supervisor.stop();
+      }
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
       throw err;
     }
@@ -194,6 +247,8 @@ export class Portico {
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
     this.#app = next;
+    // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
+    if (supervisor === undefined && this.#supervisor !== undefined) this.#deploy(this.#supervisor.update(config));
     // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
     // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
@@ -203,7 +258,10 @@ export class Portico {
     const retired = caches.retired;
     const drained = previous
       .drain(RELOAD_DRAIN_MS)
-      .then(() => previous.stop(1000))
+      .then(() => {
+        this.#apps.delete(previous);
+        return previous.stop(1000);
+      })
       .then(() => Promise.all(retired.map((zone) => zone.stop())))
       .then(
         () => undefined,
@@ -214,7 +272,30 @@ export class Portico {
     void drained.finally(() => this.#draining.delete(drained));
   }
 
-  /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
+  /**
+   * Rolls the instances of the upstreams whose `spawn` a reload changed, one upstream after the other, in the
+   * background (the reload resolved at its swap); each outcome is logged.
+   */
+  #deploy(upstreams: readonly string[]): void {
+    const supervisor = this.#supervisor;
+    if (supervisor === undefined) return;
+    for (const upstream of upstreams) {
+      this.#deploys = this.#deploys.then(async () => {
+        if (this.#stopped) return;
+        try {
+          await supervisor.deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'));
+          this.#logger.info({ upstream }, 'deploy after reload done');
+        } catch (err) {
+          this.#logger.error({ err, upstream }, 'deploy after reload failed: the previous instances keep serving');
+        }
+      });
+    }
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app, and only then the app
+   * servers it forwarded to.
+   */
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopped = true;
     this.#acme?.stop();
@@ -223,7 +304,10 @@ export class Portico {
     await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
     // fill) must not hold the process past its grace period.
+    this.#apps.clear();
     await this.#app.stop(Math.min(graceMs, 1000));
+    await this.#supervisor?.stop();
+    await this.#deploys;
     await this.#zones.stop();
     this.#state?.release();
   }

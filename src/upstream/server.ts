@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import { skippingContinue } from './continue.js';
@@ -15,21 +16,25 @@ type ServerConfig = UpstreamConfig['servers'][number];
 /** Decay time of the latency average: older samples weigh e^(-Δt/τ). */
 const EWMA_TAU_MS = 10_000;
 
-/** An app-server instance and what Portico knows of its state. */
-export class UpstreamServer implements PolicyServer {
-  readonly id: number;
-  readonly weight: number;
-  readonly backup: boolean;
-  /** `http://127.0.0.1:3001` or `unix:/run/app.sock`: for logs only, never sent to a client. */
-  readonly label: string;
-  /** Stable identity for hash rings (survives reordering the config). */
-  readonly address: string;
+/** A spawned slot (`upstreams.<name>.spawn`): its stable name and route, and the port serving it now, if any. */
+export interface SlotConfig {
+  /** `app#1`: the server's label and address (sticky cookie, hash rings, logs), whatever port serves it. */
+  readonly slot: string;
+  /** `app1`: the slot's route for `sticky.app_cookie`. */
+  readonly route: string;
+  readonly port: number | undefined;
+}
+
+/**
+ * Where a server's requests go: the dispatchers of one address (a fixed server has one target for good; a spawned
+ * slot gets a new one on each move to another port), and the requests and tunnels begun on it, so that a move
+ * can tell when the address it left is no longer used.
+ */
+export class ServerTarget {
+  /** `http://127.0.0.1:3001`: for Host headers of checks, Location rewriting and logs. */
   readonly origin: string;
-  /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
-  readonly basePath: string;
-  readonly maxConns: number;
-  /** Connections of the pool (`keepalive`): a request past them would wait inside undici, unbounded. */
-  readonly poolSize: number;
+  /** The port of a spawned slot's target (undefined for a fixed server). */
+  readonly port: number | undefined;
   readonly dispatcher: Dispatcher;
   /**
    * The active checks' own connection: never one of the traffic pool's, and each check opens a new one (as
@@ -37,6 +42,79 @@ export class UpstreamServer implements PolicyServer {
    * keep-alive connection from before a restart still answered.
    */
   readonly checkDispatcher: Dispatcher;
+  /** Requests and tunnels begun on this target and not ended yet. */
+  users = 0;
+  /** The upstream sockets of the tunnels open on this target (cut when a retired target's wait runs out). */
+  readonly tunnels = new Set<Duplex>();
+  /** Called when the last user ends, once the target is retired. */
+  #unused: (() => void) | undefined = undefined;
+
+  constructor(origin: string, port: number | undefined, dispatcher: Dispatcher, checkDispatcher: Dispatcher) {
+    this.origin = origin;
+    this.port = port;
+    this.dispatcher = dispatcher;
+    this.checkDispatcher = checkDispatcher;
+  }
+
+  /** A request or tunnel begun on this target ended. */
+  end(): void {
+    if (--this.users === 0) this.#unused?.();
+  }
+
+  /**
+   * No new request comes here any more (a move replaced it): closes the dispatchers gracefully and resolves once
+   * every request and tunnel begun here has ended; with `cutAfterMs`, what is left then is cut (the pool
+   * destroyed, the tunnels' sockets destroyed) and it resolves.
+   */
+  async retire(cutAfterMs?: number): Promise<void> {
+    const unused = this.users === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#unused = resolve));
+    // A check still running on the old address says nothing of the new one: its answer is ignored (see active.ts).
+    void this.checkDispatcher.destroy().catch(() => undefined);
+    const done = Promise.all([unused, this.dispatcher.close().catch(() => this.dispatcher.destroy())]);
+    if (cutAfterMs === undefined) {
+      await done;
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        for (const socket of this.tunnels) socket.destroy();
+        resolve(this.dispatcher.destroy().catch(() => undefined));
+      }, cutAfterMs);
+    });
+    await Promise.race([done, cut]);
+    clearTimeout(timer);
+  }
+
+  /** Closes the dispatchers once their requests are done; with `cutAfterMs`, what is still in flight then is cut. */
+  async close(cutAfterMs?: number): Promise<void> {
+    await Promise.all([closeDispatcher(this.dispatcher, cutAfterMs), closeDispatcher(this.checkDispatcher, cutAfterMs)]);
+  }
+}
+
+/** An app-server instance and what Portico knows of its state. */
+export class UpstreamServer implements PolicyServer {
+  readonly id: number;
+  readonly weight: number;
+  readonly backup: boolean;
+  /** `http://127.0.0.1:3001`, `unix:/run/app.sock`, or a spawned slot's name (`app#1`): for logs only, never sent to a client. */
+  readonly label: string;
+  /** Stable identity for hash rings (survives reordering the config; a spawned slot's name survives its moves). */
+  readonly address: string;
+  /** The slot name of a spawned server (`app#1`); undefined for a fixed one. */
+  readonly slot: string | undefined;
+  /** The server's route for `sticky.app_cookie`, if it has one. */
+  readonly route: string | undefined;
+  /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
+  readonly basePath: string;
+  readonly maxConns: number;
+  /** Connections of the pool (`keepalive`): a request past them would wait inside undici, unbounded. */
+  readonly poolSize: number;
+  /**
+   * Where requests go now. Undefined only for a spawned slot that no instance serves (not started yet, crashed,
+   * stopped): such a server is down and not checked. A request or tunnel keeps the target it began on.
+   */
+  target: ServerTarget | undefined;
   /** Requests in flight (tunnels included). */
   active = 0;
   /** Requests holding one of the pool's connections (an open tunnel has left the pool). */
@@ -44,7 +122,10 @@ export class UpstreamServer implements PolicyServer {
   ewmaMs = 0;
   #ewmaAt = 0;
 
-  /** Active-check verdict (true before the first check: see docs/proxy.md, "Health checks"). */
+  /**
+   * Active-check verdict (true before the first check: see docs/proxy.md, "Health checks"). A spawned slot starts
+   * down, and is up only while an instance serves it (see `retarget`).
+   */
   healthy = true;
   /** Consecutive passing / failing active checks. */
   passes = 0;
@@ -58,18 +139,37 @@ export class UpstreamServer implements PolicyServer {
   /** When the server last became available again (for slow start). */
   recoveredAt = 0;
   readonly #slowStartMs: number;
+  readonly #upstream: UpstreamConfig;
+  /** Targets left by moves, until their requests and tunnels ended (a shutdown cuts them). */
+  readonly #retiring = new Set<ServerTarget>();
+  #closed = false;
 
-  constructor(id: number, config: ServerConfig, upstream: UpstreamConfig, configDir: string) {
+  constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string) {
     this.id = id;
+    this.#upstream = upstream;
+    this.maxConns = upstream.max_conns;
+    this.poolSize = upstream.keepalive;
+    this.#slowStartMs = upstream.slow_start;
+    if ('slot' in config) {
+      this.weight = 1;
+      this.backup = false;
+      this.label = config.slot;
+      this.address = config.slot;
+      this.slot = config.slot;
+      this.route = config.route;
+      this.basePath = '';
+      this.target = config.port === undefined ? undefined : slotTarget(config.port, upstream);
+      this.healthy = this.target !== undefined;
+      return;
+    }
     this.weight = config.weight;
     this.backup = config.backup;
     this.label = config.url.text;
     this.address = config.url.text;
-    this.origin = config.url.origin;
+    this.slot = undefined;
+    this.route = config.route;
     this.basePath = config.url.basePath;
-    this.maxConns = config.max_conns ?? upstream.max_conns;
-    this.poolSize = upstream.keepalive;
-    this.#slowStartMs = upstream.slow_start;
+    if (config.max_conns !== undefined) this.maxConns = config.max_conns;
     const tls = config.tls;
     const connect = {
       timeout: upstream.timeouts.connect,
@@ -77,12 +177,7 @@ export class UpstreamServer implements PolicyServer {
       rejectUnauthorized: tls?.insecure_skip_verify !== true,
     };
     const pool = new Pool(config.url.origin, {
-      connections: upstream.keepalive,
-      pipelining: 1,
-      keepAliveTimeout: upstream.timeouts.idle,
-      keepAliveMaxTimeout: upstream.timeouts.idle,
-      headersTimeout: upstream.timeouts.response_header,
-      bodyTimeout: upstream.timeouts.read,
+      ...poolOptions(upstream),
       socketPath: config.url.socketPath,
       // undici adds the socket path to a connector it builds itself; one built here is given it.
       connect: skippingContinue(
@@ -93,13 +188,49 @@ export class UpstreamServer implements PolicyServer {
     });
     // undici takes each request's TLS server name from its Host header, which is the *client's* Host here: a
     // changing name would also make it drop the pooled connection. Every request names the same one instead.
-    this.dispatcher = config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
+    const dispatcher = config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
     const checks = new Client(config.url.origin, {
       pipelining: 0,
       socketPath: config.url.socketPath,
       connect: config.url.kind === 'https' ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname) : connect,
     });
-    this.checkDispatcher = config.url.kind === 'https' ? withServername(checks as unknown as Pool, config.url.origin) : checks;
+    const checkDispatcher = config.url.kind === 'https' ? withServername(checks as unknown as Pool, config.url.origin) : checks;
+    this.target = new ServerTarget(config.url.origin, undefined, dispatcher, checkDispatcher);
+  }
+
+  /** The origin requests go to now (`''` for a spawned slot that no instance serves). */
+  get origin(): string {
+    return this.target?.origin ?? '';
+  }
+
+  /**
+   * Moves a spawned slot to the instance on 127.0.0.1:`port`, or to none (`undefined`: it is down and not
+   * checked). New requests use the new target at once; the previous one's dispatchers close gracefully, and the
+   * promise resolves when every request and tunnel begun on it has ended, or at `cutAfterMs` (what is left is
+   * cut). A move to a port makes the server healthy (the Supervisor checked the instance's readiness) with its
+   * passive failures, ejection and latency figures cleared: they were the previous instance's.
+   */
+  async retarget(port: number | undefined, cutAfterMs?: number): Promise<void> {
+    if (this.slot === undefined) throw new Error(`${this.label} is not a spawned slot: only a slot moves`);
+    const previous = this.target;
+    if (port === undefined && previous === undefined) return;
+    // The same port again is a new instance too (restarted on the port it had): new connections, clean health.
+    this.target = port === undefined || this.#closed ? undefined : slotTarget(port, this.#upstream);
+    this.passes = 0;
+    this.fails = 0;
+    this.clearEjection();
+    this.ejections = 0;
+    this.ewmaMs = 0;
+    this.#ewmaAt = 0;
+    this.healthy = this.target !== undefined;
+    if (this.target !== undefined && this.#slowStartMs > 0) this.recoveredAt = Date.now();
+    if (previous === undefined) return;
+    this.#retiring.add(previous);
+    try {
+      await previous.retire(cutAfterMs);
+    } finally {
+      this.#retiring.delete(previous);
+    }
   }
 
   /** Weight after slow start: ramps linearly from 10 % to 100 % over `slow_start` after a recovery. */
@@ -112,7 +243,7 @@ export class UpstreamServer implements PolicyServer {
 
   /** Whether the server may receive new requests now (health and ejection; capacity is separate). */
   isAvailable(now: number): boolean {
-    return this.healthy && this.ejectedUntil <= now;
+    return this.healthy && this.ejectedUntil <= now && this.target !== undefined;
   }
 
   /**
@@ -170,12 +301,35 @@ export class UpstreamServer implements PolicyServer {
   }
 
   /**
-   * Closes the pool's connections once their requests are done; with `cutAfterMs`, whatever is still in flight
-   * then is cut (a shutdown: past the listeners' grace period no client waits for it any more).
+   * Closes the pool's connections once their requests are done (those of targets a move left too); with
+   * `cutAfterMs`, whatever is still in flight then is cut (a shutdown: past the listeners' grace period no client
+   * waits for it any more). A slot is not moved any more afterwards.
    */
   async close(cutAfterMs?: number): Promise<void> {
-    await Promise.all([closeDispatcher(this.dispatcher, cutAfterMs), closeDispatcher(this.checkDispatcher, cutAfterMs)]);
+    this.#closed = true;
+    const targets = [...this.#retiring, ...(this.target === undefined ? [] : [this.target])];
+    await Promise.all(targets.map((target) => target.close(cutAfterMs)));
   }
+}
+
+/** The traffic pool's options, alike for a fixed server and a spawned slot. */
+function poolOptions(upstream: UpstreamConfig): Pool.Options {
+  return {
+    connections: upstream.keepalive,
+    pipelining: 1,
+    keepAliveTimeout: upstream.timeouts.idle,
+    keepAliveMaxTimeout: upstream.timeouts.idle,
+    headersTimeout: upstream.timeouts.response_header,
+    bodyTimeout: upstream.timeouts.read,
+  };
+}
+
+/** The target of a spawned instance: plain HTTP on 127.0.0.1:`port`. */
+function slotTarget(port: number, upstream: UpstreamConfig): ServerTarget {
+  const origin = `http://127.0.0.1:${port}`;
+  const connect = { timeout: upstream.timeouts.connect };
+  const pool = new Pool(origin, { ...poolOptions(upstream), connect: skippingContinue(buildConnector(connect)) });
+  return new ServerTarget(origin, port, pool, new Client(origin, { pipelining: 0, connect }));
 }
 
 /** Closes a dispatcher gracefully, or destroys it on failure or after `cutAfterMs`. */

@@ -11,6 +11,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
 import { ActiveHealthChecker, errorWords } from './health/active.js';
 import { policyKind } from './policies/index.js';
@@ -30,6 +31,9 @@ type UpstreamConfig = Config['upstreams'][string];
  * (`stickyKey`), so that pins survive restarts and hold across processes sharing it.
  */
 const PROCESS_STICKY_SECRET = randomBytes(32);
+
+/** The port serving a spawned slot now, if any (asked when an upstream is built). */
+export type SlotPort = (upstream: string, slot: string) => number | undefined;
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
 export type NoServer = 'unavailable' | 'full';
@@ -73,6 +77,8 @@ export class Upstream {
   readonly #backupPolicy: Policy;
   readonly #checker: ActiveHealthChecker | undefined;
   readonly #logger: Logger;
+  /** Spawned servers by slot name. */
+  readonly #slots: ReadonlyMap<string, UpstreamServer>;
   readonly #stickyIds: readonly string[];
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
@@ -86,11 +92,28 @@ export class Upstream {
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
 
-  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET) {
+  /**
+   * `slotPort` says which port serves a spawned slot now (a reload's new upstream starts where the previous one
+   * was); without it, or when it says none, a slot starts down until `moveSlot` gives it a port.
+   */
+  constructor(
+    name: string,
+    config: UpstreamConfig,
+    configDir: string,
+    logger: Logger,
+    stickyKey: Buffer = PROCESS_STICKY_SECRET,
+    slotPort?: SlotPort,
+  ) {
     this.name = name;
     this.config = config;
     this.#logger = logger;
-    this.servers = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
+    const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
+    const spawned = Array.from({ length: config.spawn?.instances ?? 0 }, (_, i) => {
+      const slot = slotName(name, i);
+      return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: slotPort?.(name, slot) }, config, configDir);
+    });
+    this.servers = [...fixed, ...spawned];
+    this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
     this.#primaries = this.servers.filter((s) => !s.backup);
     this.#backups = this.servers.filter((s) => s.backup);
     const kind = policyKind(config.policy)!;
@@ -102,7 +125,7 @@ export class Upstream {
     this.#routes =
       config.sticky?.app_cookie === undefined
         ? undefined
-        : new Map(config.servers.flatMap((server, i) => (server.route === undefined ? [] : [[server.route, this.servers[i]!] as const])));
+        : new Map(this.servers.flatMap((server) => (server.route === undefined ? [] : [[server.route, server] as const])));
     if (config.health !== undefined) {
       this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy, reason, check) => {
         this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
@@ -113,6 +136,21 @@ export class Upstream {
 
   start(): void {
     this.#checker?.start();
+  }
+
+  /**
+   * A spawned slot is now served by 127.0.0.1:`port`, or by nothing (see `UpstreamServer.retarget`): resolves when
+   * nothing uses its previous port any more, or at `cutAfterMs`. A slot this upstream does not have (a reload
+   * changed `instances`) is no error: there is nothing to move.
+   */
+  async moveSlot(slot: string, port: number | undefined, cutAfterMs?: number): Promise<void> {
+    const server = this.#slots.get(slot);
+    if (server === undefined) return;
+    const moved = server.retarget(port, cutAfterMs);
+    this.#logger.debug({ upstream: this.name, server: slot, port }, port === undefined ? 'slot has no instance' : 'slot moved');
+    // Requests queued for capacity may use it now.
+    if (port !== undefined) this.#wake();
+    await moved;
   }
 
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
@@ -219,7 +257,7 @@ export class Upstream {
     candidates.length = 0;
     let full = false;
     for (const server of group) {
-      if (!(ejectedToo ? server.healthy : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
+      if (!(ejectedToo ? server.healthy && server.target !== undefined : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
       if (!server.hasCapacity()) {
         // A client pinned to a busy server waits for it (see the routes in `select`).
         if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return 'full';

@@ -1,7 +1,8 @@
 /**
- * The showcase: `npm start` runs examples/start.mjs (certificate, two app instances, Portico on
- * examples/portico.yaml). This runs that script as a user would and opens every URL the README lists, over
- * HTTP/1.1 on 8080 and over HTTPS + HTTP/2 on 8443 (the ports are the README's, so they must be free).
+ * The showcase: `npm start` makes the dev certificate and runs Portico on examples/portico.yaml, which starts
+ * the two example app instances itself (`spawn:`). This runs those steps as `npm start` does (the suite built
+ * Portico already) and opens every URL the README lists, over HTTP/1.1 on 8080 and over HTTPS + HTTP/2 on 8443
+ * (the ports are the README's, so they must be free); stopping Portico leaves no app instance behind.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -54,13 +55,19 @@ describe('the showcase (npm start)', () => {
   let child: ChildProcess;
   let stderr = '';
   before(async () => {
-    child = spawn(process.execPath, [path.join(repo, 'examples/start.mjs')], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
+    // What `npm start` runs, after its build step: checked here, so that this test runs what users run.
+    const start = (JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
+    assert.match(start ?? '', /&& node examples\/dev-certificate\.mjs >\/dev\/null && node dist\/src\/cli\.js run -c examples\/portico\.yaml$/);
+    const certificate = spawn(process.execPath, [path.join(repo, 'examples/dev-certificate.mjs')], { cwd: repo, stdio: 'ignore' });
+    const [code] = (await once(certificate, 'exit')) as [number | null];
+    assert.equal(code, 0, 'the dev certificate was made');
+    child = spawn(process.execPath, [path.join(repo, 'dist/src/cli.js'), 'run', '-c', 'examples/portico.yaml'], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const ready = await until(`${BASE}/healthz`, 200);
     assert.equal(ready.status, 200, stderr);
   });
   after(async () => {
-    if (child.exitCode !== null) return;
+    if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill('SIGINT');
     await once(child, 'exit');
   });
@@ -91,7 +98,7 @@ describe('the showcase (npm start)', () => {
     const first = await until(`${BASE}/api/session`, 200);
     const cookie = first.headers.get('set-cookie') ?? '';
     const id = /JSESSIONID=([^;]+)/.exec(cookie)?.[1];
-    assert.match(id ?? '', /\.a[12]$/, cookie);
+    assert.match(id ?? '', /\.app[12]$/, cookie);
     assert.equal(first.headers.getSetCookie().length, 1, 'only the app\'s cookie');
     const { instance } = (await first.json()) as { instance: string };
     for (let visit = 2; visit <= 4; visit++) {
@@ -106,7 +113,7 @@ describe('the showcase (npm start)', () => {
     const res = await fetch(`${BASE}/api/boom`);
     assert.equal(res.status, 500);
     const body = await res.text();
-    assert.doesNotMatch(body, /IllegalStateException|Boom\.java|app-\d/);
+    assert.doesNotMatch(body, /IllegalStateException|Boom\.java|app#\d/);
     assert.doesNotMatch(res.headers.get('server') ?? '', /ExampleApp/);
     const missing = await fetch(`${BASE}/api/nothing-here`);
     assert.equal(missing.status, 404);
@@ -129,5 +136,28 @@ describe('the showcase (npm start)', () => {
     assert.match(home.body, /<html/i);
     const api = await h2Get(ca, '/api/hello');
     assert.equal(api.status, 200, api.body);
+  });
+
+  test('both spawned instances (app#1, app#2) answer, and stopping Portico (Ctrl-C) stops them too', async () => {
+    const pids = new Map<string, number>();
+    for (let i = 0; i < 20 && pids.size < 2; i++) {
+      const res = await fetch(`${BASE}/api/time`);
+      const body = (await res.json()) as { instance: string; pid: number };
+      pids.set(body.instance, body.pid);
+    }
+    assert.deepEqual([...pids.keys()].sort(), ['app#1', 'app#2'], 'round robin reaches both slots');
+    child.kill('SIGINT');
+    const limit = Date.now() + 20_000;
+    while (child.exitCode === null && child.signalCode === null && Date.now() < limit) await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.notEqual(child.exitCode ?? child.signalCode, null, 'Portico exited');
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    assert.deepEqual([...pids.values()].filter(alive), [], 'no app instance outlives Portico');
   });
 });

@@ -341,6 +341,14 @@ describe('config', () => {
     assert.deepEqual(errors, ['portico.yaml:5:48 upstreams.app.servers[1].route: route "tc1" already names servers[0]: a route names one server']);
   });
 
+  test('with spawn, app_cookie needs no fixed route (the slots have app1, app2), and a fixed route may not be a slot\'s', () => {
+    const spawn = 'spawn: { command: ["node", "app.js"], instances: 2, ports: 3001-3010 }\nsticky: { app_cookie: JSESSIONID }';
+    assert.deepEqual(parseConfig(appConfig(spawn), 'portico.yaml', dir).upstreams.app!.servers, []);
+    const errors = configErrors(appConfig(`${spawn}\nservers:\n  - { url: "http://127.0.0.1:4001", route: app2 }`), dir);
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0]!, /^portico\.yaml:\d+:\d+ upstreams\.app\.servers\[0\]\.route: route "app2" is the route of the spawned slot app#2: a route names one server$/);
+  });
+
   test('a route is a token without "."', () => {
     for (const bad of ['"tc.1"', '"tc 1"', '"tc;1"', '""']) {
       const errors = configErrors(appConfig(`servers:\n  - { url: "http://127.0.0.1:3001", route: ${bad} }\nsticky: { app_cookie: JSESSIONID }`), dir);

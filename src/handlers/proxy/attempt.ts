@@ -10,7 +10,7 @@ import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
 import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
 import { failureWords } from '../../upstream/health/active.js';
 import type { PickContext } from '../../upstream/policies/types.js';
-import type { UpstreamServer } from '../../upstream/server.js';
+import type { ServerTarget, UpstreamServer } from '../../upstream/server.js';
 import type { QueuePlace, Upstream } from '../../upstream/upstream.js';
 import type { SpooledBody } from './body.js';
 import { keptFields, READ_OUT_TIME, readOutBudget } from './intercept.js';
@@ -106,6 +106,8 @@ export interface AttemptInit {
   readonly shared: AttemptShared;
   readonly ex: Exchange;
   readonly server: UpstreamServer;
+  /** The server's target the attempt was dispatched to (counted in its `users` until the attempt ends). */
+  readonly target: ServerTarget;
   /** The access log's record of this attempt. */
   readonly log: UpstreamAttemptLog;
   /** A sticky cookie for this client's answer only (never stored by the cache nor shared with waiters). */
@@ -149,7 +151,10 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
 
   rewriteLocation(value: string): string {
     const ctx = this.ex.ctx;
-    return rewriteLocation(value, this.shared.serverOrigins, this.server.basePath, `${ctx.scheme}://${ctx.canonicalAuthority}`, this.shared.strippedPrefix);
+    const client = `${ctx.scheme}://${ctx.canonicalAuthority}`;
+    // A spawned instance knows its address only as the port it was given: that is its origin.
+    const origins = this.server.slot === undefined ? this.shared.serverOrigins : [this.target.origin];
+    return rewriteLocation(value, origins, this.server.basePath, client, this.shared.strippedPrefix);
   }
 
   #settle(result: AttemptResult): void {
@@ -158,6 +163,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     if (this.#readOutTimer !== undefined) clearTimeout(this.#readOutTimer);
     this.log.responseMs = Date.now() - this.#start;
     this.shared.upstream.release(this.server);
+    this.target.end();
     // An intercepted answer told the loop how the forward ended at its head; its body's end is no news.
     if (!this.#intercepted) this.after(this.ex, result);
   }

@@ -155,12 +155,16 @@ export class Forwarder {
     const log: UpstreamAttemptLog = { addr: chosen.label, status: '-', connectMs: -1, headerMs: -1, responseMs: -1 };
     ex.log.push(log);
     this.#upstream.acquire(chosen);
-    chosen.dispatcher.dispatch(
+    // The attempt keeps the target it began on: a spawned slot's move waits for it on the port it left.
+    const target = chosen.target!;
+    target.users++;
+    target.dispatcher.dispatch(
       { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody ? ex.body.stream() : ex.body },
       new Attempt({
         shared: this.#o.shared,
         ex,
         server: chosen,
+        target,
         log,
         setCookie: this.#upstream.stickyCookie(chosen, ex.stickyValue),
         statusRetryUntil,

@@ -187,7 +187,7 @@ export const proxyKind = defineHandler({
         // a route without a cache drops it with the other hidden fields.
         hide: new Set([...options.hide_headers.map((name) => name.toLowerCase()), ...(options.cache === undefined ? ['portico-cache-control'] : [])]),
         serverHeader: env.serverHeader,
-        serverOrigins: upstream.servers.filter((s) => !s.label.startsWith('unix:')).map((s) => s.origin),
+        serverOrigins: upstream.servers.filter((s) => s.slot === undefined && !s.label.startsWith('unix:')).map((s) => s.origin),
         strippedPrefix: prefix.replace(/\/$/, ''),
         intercept,
         logger: env.logger,

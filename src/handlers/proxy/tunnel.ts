@@ -7,7 +7,7 @@
 import type { Duplex } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
 import { RETRY_SOON, sendRawError } from '../../http/send.js';
-import type { UpstreamServer } from '../../upstream/server.js';
+import type { ServerTarget, UpstreamServer } from '../../upstream/server.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { classify, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
@@ -83,10 +83,13 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
       attempts++;
       tried.add(server.id);
       upstream.acquire(server);
+      // The tunnel keeps the target it began on, for as long as it is open: a spawned slot's move waits for it.
+      const target = server.target!;
+      target.users++;
       abort = new AbortController();
       let opened;
       try {
-        opened = await server.dispatcher.upgrade({
+        opened = await target.dispatcher.upgrade({
           path: server.basePath + path,
           method: 'GET',
           headers,
@@ -95,6 +98,7 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
         });
       } catch (err) {
         upstream.release(server);
+        target.end();
         // The client went away: nothing to answer, and no failure of the app's.
         if (socket.destroyed) return;
         const reason = classify(err as NodeJS.ErrnoException);
@@ -108,10 +112,11 @@ export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, soc
       if (socket.destroyed) {
         opened.socket.destroy();
         upstream.release(server);
+        target.end();
         return;
       }
       upstream.recordSuccess(server);
-      open(ctx, socket, head, opened, upstream, server, upstream.stickyCookie(server, stickyValue));
+      open(ctx, socket, head, opened, upstream, server, target, upstream.stickyCookie(server, stickyValue));
       return;
     }
   } finally {
@@ -130,9 +135,11 @@ function open(
   opened: { headers: Record<string, string | string[] | undefined>; socket: Duplex },
   upstream: Upstream,
   server: UpstreamServer,
+  target: ServerTarget,
   setCookie: string | undefined,
 ): void {
   const upstreamSocket = opened.socket;
+  target.tunnels.add(upstreamSocket);
   const lines = ['HTTP/1.1 101 Switching Protocols'];
   for (const [name, value] of Object.entries(opened.headers)) {
     if (HIDDEN.has(name.toLowerCase()) || value === undefined) continue;
@@ -151,6 +158,8 @@ function open(
     if (closed) return;
     closed = true;
     upstream.release(server, false);
+    target.tunnels.delete(upstreamSocket);
+    target.end();
     upstreamSocket.destroy();
     socket.destroy();
   };

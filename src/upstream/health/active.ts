@@ -2,9 +2,11 @@
  * Active health checks: every `interval`, a GET of `path` to each server (never overlapping for one server),
  * bounded by `timeout`. `fall` consecutive failures mark a server down, `rise` consecutive passes mark it up
  * again. A server starts up (see docs/proxy.md, "Health checks") and the first round runs at once on start().
+ * A spawned slot that no instance serves is not checked; a check begun on a target the slot has left since is
+ * not counted.
  */
 import type { Config } from '../../config/load.js';
-import type { UpstreamServer } from '../server.js';
+import type { ServerTarget, UpstreamServer } from '../server.js';
 
 type HealthConfig = NonNullable<Config['upstreams'][string]['health']>;
 
@@ -91,6 +93,8 @@ export class ActiveHealthChecker {
 
   /** One check of one server, then the next is scheduled. */
   async #check(server: UpstreamServer): Promise<void> {
+    const target = server.target;
+    if (target === undefined) return this.#schedule(server);
     const abort = new AbortController();
     this.#aborts.add(abort);
     const started = Date.now();
@@ -98,10 +102,10 @@ export class ActiveHealthChecker {
     // Undefined: the check passed; else why it failed.
     let failure: string | undefined;
     try {
-      const res = await server.checkDispatcher.request({
+      const res = await target.checkDispatcher.request({
         path: server.basePath + this.#config.path,
         method: 'GET',
-        headers: { host: this.#config.host ?? new URL(server.origin).host, 'user-agent': 'Portico-health-check' },
+        headers: { host: this.#config.host ?? new URL(target.origin).host, 'user-agent': 'Portico-health-check' },
         signal: abort.signal,
         headersTimeout: this.#config.timeout,
         bodyTimeout: this.#config.timeout,
@@ -120,7 +124,7 @@ export class ActiveHealthChecker {
       this.#aborts.delete(abort);
     }
     if (!this.#running) return;
-    this.#record(server, failure, started);
+    if (server.target === target) this.#record(server, failure, started);
     this.#schedule(server);
   }
 
