@@ -3,6 +3,7 @@
  * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
  */
 import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -10,13 +11,17 @@ import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import { CacheZones } from '../cache/zones.js';
-import { PorticoError } from '../errors.js';
+import { formatConfigIssue, PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
 import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
+import { ControlServer } from '../control/server.js';
+import type { Progress } from '../control/protocol.js';
+import { loadConfigFile } from './config.js';
+import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -30,6 +35,20 @@ const RELOAD_DRAIN_MS = 5 * 60_000;
 export interface PorticoOptions {
   /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
   acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
+  /**
+   * Serve the control socket (`config.control.socket`, in the state directory: `state_dir`, else `./var/NAME`
+   * beside the config, opened and locked at start). `portico run` sets it; a server built in-process for a test
+   * has none unless asked.
+   */
+  control?: boolean;
+  /** How a reload asked by signal or control socket reads the config file (default: `loadConfigFile`). */
+  loadConfig?: (file: string) => Config;
+  /** The version `status` reports. */
+  version?: string;
+  /** The rolling deploy of a spawned upstream (the Supervisor's); without it, `deploy` is refused. */
+  deploy?: DeployFunction;
+  /** Portico's own upgrade in place; without it, `upgrade` is refused. */
+  upgrade?: UpgradeFunction;
 }
 
 /** A Portico server: listeners plus the current app. */
@@ -38,9 +57,15 @@ export class Portico {
   readonly #listeners: Listeners;
   readonly #logger: Logger;
   readonly #zones: CacheZones;
-  #reloading: Promise<void> = Promise.resolve();
-  /** The state directory (locked while this server lives), when the config names one or ACME needs one. */
+  /** The state directory (locked while this server lives), when the config names one, ACME needs one, or the control socket does. */
   #state: StateDir | undefined;
+  /** Whether the config names the state directory (its keys are then set up): not when only the control socket uses it. */
+  #stateNamed = false;
+  /** Reloads, deploys and upgrades, one at a time whoever asks. */
+  readonly #operations: Operations;
+  #control: ControlServer | undefined;
+  readonly #options: PorticoOptions;
+  readonly #startedAt = Date.now();
   #acme: AcmeSites | undefined;
   #stopped = false;
   /** Previous configs still answering what they took before a reload (see `#reload`). */
@@ -52,6 +77,17 @@ export class Portico {
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
+    this.#options = options;
+    this.#operations = new Operations(
+      {
+        config: () => this.#app.config,
+        reloadFile: (progress) => this.#reloadFile(progress),
+        status: () => this.#status(),
+        deploy: options.deploy,
+        upgrade: options.upgrade,
+      },
+      logger,
+    );
     this.#zones = new CacheZones(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
@@ -84,14 +120,72 @@ export class Portico {
    * directory stays in use), but not move it.
    */
   #openState(dir: string | undefined): void {
-    if (dir === this.#state?.path || dir === undefined) return;
-    if (this.#state !== undefined) {
+    if (dir === undefined || (this.#stateNamed && dir === this.#state?.path)) return;
+    if (this.#state !== undefined && dir !== this.#state.path) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#state.path} to ${dir}: restart Portico to move it`);
     }
-    const state = StateDir.open(dir, this.#logger);
+    // The control socket's default folder may be open already: a reload naming it (or adding ACME) adopts it.
+    const state = this.#state ?? StateDir.open(dir, this.#logger);
     this.#state = state;
+    this.#stateNamed = true;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
+  }
+
+  /**
+   * Opens the control socket's folder when the config names no state directory (`./var/NAME` beside it) and
+   * binds the socket. A default folder that cannot be made (a config folder Portico may not write) leaves the
+   * server without a control socket, with a warning: it served before the control socket existed, and still does.
+   */
+  async #startControl(config: Config): Promise<void> {
+    const socket = config.control.socket;
+    if (this.#state === undefined) {
+      try {
+        this.#state = StateDir.open(path.dirname(socket), this.#logger);
+      } catch (err) {
+        const cause = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
+        if (cause !== 'EACCES' && cause !== 'EPERM' && cause !== 'EROFS') throw err;
+        this.#logger.warn({ err }, 'no control socket (portico reload, deploy, status cannot reach this process): set state_dir to a folder Portico may create');
+        return;
+      }
+    }
+    const control = new ControlServer(socket, this.#operations, this.#logger);
+    await control.start();
+    this.#control = control;
+  }
+
+  /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
+  async #reloadFile(progress: Progress): Promise<Record<string, unknown>> {
+    const file = this.#app.config.file;
+    progress({ message: `reading ${file}` });
+    const config = (this.#options.loadConfig ?? loadConfigFile)(file);
+    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    for (const warning of warnings) progress({ message: warning });
+    progress({ message: 'the config is valid: starting it beside the one serving' });
+    await this.#reload(config);
+    return { config: config.file, warnings };
+  }
+
+  /** What `status` reports about this process. */
+  #status(): Record<string, unknown> {
+    const config = this.#app.config;
+    return {
+      version: this.#options.version ?? 'unknown',
+      pid: process.pid,
+      uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
+      config: config.file,
+      state_dir: this.#state?.path ?? null,
+      control_socket: this.#control?.socket ?? null,
+      listeners: this.#listeners.addresses.map((address, i) => {
+        const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+        return { address: `${host}:${address.port}`, url: `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
+      }),
+    };
+  }
+
+  /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */
+  get operations(): Operations {
+    return this.#operations;
   }
 
   /**
@@ -153,7 +247,9 @@ export class Portico {
     await this.#app.start();
     try {
       await this.#listeners.start();
+      if (this.#options.control === true) await this.#startControl(this.#app.config);
     } catch (err) {
+      await this.#listeners.stop(0);
       await this.#app.stop();
       await this.#zones.stop();
       this.#state?.release();
@@ -170,10 +266,8 @@ export class Portico {
    * the old config keeps serving, unchanged.
    */
   reload(config: Config): Promise<void> {
-    // One reload at a time: each plans against what the previous one left (zones held, addresses bound).
-    const run = this.#reloading.then(() => this.#reload(config));
-    this.#reloading = run.catch(() => undefined);
-    return run;
+    // One operation at a time: each plans against what the previous one left (zones held, addresses bound).
+    return this.#operations.serialise('reload', () => this.#reload(config));
   }
 
   async #reload(config: Config): Promise<void> {
@@ -217,6 +311,8 @@ export class Portico {
   /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopped = true;
+    this.#operations.stop();
+    await this.#control?.stop();
     this.#acme?.stop();
     await this.#listeners.stop(graceMs);
     // Every client is gone: configs still draining after a reload stop now.
