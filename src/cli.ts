@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { runControlCommand } from './control/commands.js';
-import { displayIssues, type OperationResult } from './control/protocol.js';
+import { displayError, type OperationResult } from './control/protocol.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
@@ -104,7 +104,8 @@ function reportReload(file: string, result: OperationResult): void {
   }
   const { error } = result;
   if (error.issues !== undefined) {
-    process.stderr.write(`${displayIssues(error.issues, file).join('\n')}\nportico: ${error.message}\nportico: reload refused, still serving the previous config\n`);
+    const shown = displayError(error, file);
+    process.stderr.write(`${shown.issues.join('\n')}\nportico: ${shown.message}\nportico: reload refused, still serving the previous config\n`);
     return;
   }
   process.stderr.write(`portico: reload failed: ${error.message} (${error.code}); still serving the previous config\n`);

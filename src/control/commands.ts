@@ -8,7 +8,7 @@ import path from 'node:path';
 import { controlSocketOfFile } from '../config/control.js';
 import { displayPath } from '../config/load.js';
 import { callControl } from './client.js';
-import { displayIssues, type OperationName, type OperationResult, type ProgressEvent } from './protocol.js';
+import { displayError, type OperationName, type OperationResult, type ProgressEvent } from './protocol.js';
 
 /** How a control command was asked for. */
 export interface ControlCommand {
@@ -100,8 +100,9 @@ export async function runControlCommand(command: ControlCommand): Promise<number
   }
   const red = colourFor(err);
   const { error } = result;
-  err.write(`portico: ${label} ${paint(red, 'red', 'failed')}: ${error.message} (${error.code})\n`);
-  for (const issue of displayIssues(error.issues ?? [], command.file)) err.write(`${issue}\n`);
+  const shown = displayError(error, command.file);
+  err.write(`portico: ${label} ${paint(red, 'red', 'failed')}: ${shown.message} (${error.code})\n`);
+  for (const issue of shown.issues) err.write(`${issue}\n`);
   if (operation === 'reload' && error.code !== 'PORTICO_NOT_RUNNING' && error.code !== 'PORTICO_CONTROL') {
     err.write('portico: the previous config is still serving\n');
   }

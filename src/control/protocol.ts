@@ -57,7 +57,7 @@ export function operationError(err: unknown): OperationError {
     const count = err.issues.length;
     return {
       code: err.code,
-      message: `${count} error${count === 1 ? '' : 's'} in ${err.issues[0]?.file ?? 'the config'}`,
+      message: `${count} error${count === 1 ? '' : 's'} in ${path.resolve(err.issues[0]?.file ?? 'the config')}`,
       // Absolute file names: the client that prints them may run in another folder than the server.
       issues: err.issues.map((issue) => formatConfigIssue({ ...issue, file: path.resolve(issue.file) })),
     };
@@ -81,8 +81,15 @@ export function progressOf(event: unknown): ProgressEvent {
   return { message: String(event) };
 }
 
-/** Issue lines with the config's absolute file name as `displayPath` shows it (relative below the working folder). */
-export function displayIssues(issues: readonly string[], file: string): string[] {
+/**
+ * An error's message and issue lines with the config's absolute file name (as the server sends them) shown as
+ * `displayPath` shows it here: relative when below the working folder.
+ */
+export function displayError(error: OperationError, file: string): { message: string; issues: string[] } {
   const absolute = path.resolve(file);
-  return issues.map((issue) => (issue.startsWith(`${absolute}:`) ? `${displayPath(absolute)}${issue.slice(absolute.length)}` : issue));
+  const shown = displayPath(absolute);
+  return {
+    message: error.message.replaceAll(absolute, shown),
+    issues: (error.issues ?? []).map((issue) => (issue.startsWith(`${absolute}:`) ? `${shown}${issue.slice(absolute.length)}` : issue)),
+  };
 }

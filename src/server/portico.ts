@@ -19,6 +19,7 @@ import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
 import { ControlServer } from '../control/server.js';
+import { socketPathProblem } from '../config/control.js';
 import type { Progress } from '../control/protocol.js';
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
@@ -134,12 +135,19 @@ export class Portico {
 
   /**
    * Opens the control socket's folder when the config names no state directory (`./var/NAME` beside it) and
-   * binds the socket. A default folder that cannot be made (a config folder Portico may not write) leaves the
-   * server without a control socket, with a warning: it served before the control socket existed, and still does.
+   * binds the socket. A default folder that cannot be made (a config folder Portico may not write), or whose
+   * socket path would pass the 107-byte limit, leaves the server without a control socket, with a warning: such a
+   * config served before the control socket existed, and still does. Another Portico holding it is an error.
    */
   async #startControl(config: Config): Promise<void> {
     const socket = config.control.socket;
     if (this.#state === undefined) {
+      // (A state_dir the config names is checked with it: a socket path too long there is a config error.)
+      const tooLong = socketPathProblem(socket);
+      if (tooLong !== undefined) {
+        this.#logger.warn(`no control socket (portico reload, deploy, status cannot reach this process): ${tooLong}`);
+        return;
+      }
       try {
         this.#state = StateDir.open(path.dirname(socket), this.#logger);
       } catch (err) {
