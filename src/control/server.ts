@@ -4,7 +4,7 @@
  * group- or world-writable (the state directory's own rule). A socket file left by a process that crashed is
  * found (nothing answers on it) and replaced; one that answers means another Portico runs there, which is an error.
  */
-import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, linkSync, lstatSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import path from 'node:path';
@@ -104,8 +104,9 @@ export class ControlServer {
   readonly #logger: Logger;
   readonly #server: Server;
   readonly #connections = new Set<Socket>();
-  /** The bound socket file's identity, so that `stop` removes only its own (never a successor's). */
+  /** The bound socket file's identity, so that `unbind` removes only its own (never a successor's). */
   #bound: { dev: number; ino: number } | undefined;
+  #closed: Promise<void> | undefined;
 
   /** A server for `socket` handing operations to `handler`; nothing is bound until `start`. */
   constructor(socket: string, handler: ControlHandler, logger: Logger) {
@@ -213,20 +214,35 @@ export class ControlServer {
   }
 
   /**
-   * Stops accepting and removes the socket file (when it is still the one bound here); answers under way get
-   * `graceMs` to finish, then their connections are cut.
+   * Stops accepting: the socket file goes (when it is still the one bound here), the answers under way go on.
+   * What a process that hands over to a successor (an upgrade) calls before the successor binds its own socket.
+   * Idempotent; resolves once the last connection has ended.
    */
+  unbind(): Promise<void> {
+    if (this.#closed !== undefined) return this.#closed;
+    this.#closed = new Promise<void>((resolve) => {
+      if (!this.#server.listening) return resolve();
+      // libuv unlinks the bound path when the listening handle closes, whatever file is there now: a successor's
+      // socket bound at the same path meanwhile is kept under a second name across the close, then put back.
+      let kept: string | undefined;
+      try {
+        const stats = lstatSync(this.socket);
+        if (this.#bound !== undefined && (stats.dev !== this.#bound.dev || stats.ino !== this.#bound.ino)) {
+          kept = `${this.socket}.${process.pid}.keep`;
+          linkSync(this.socket, kept);
+        }
+      } catch {
+        // No file there any more: nothing to keep.
+      }
+      this.#server.close(() => resolve());
+      if (kept !== undefined) renameSync(kept, this.socket);
+    });
+    return this.#closed;
+  }
+
+  /** Stops accepting (see `unbind`); answers under way get `graceMs` to finish, then their connections are cut. */
   async stop(graceMs = 1000): Promise<void> {
-    if (this.#bound === undefined) return;
-    const bound = this.#bound;
-    this.#bound = undefined;
-    try {
-      const stats = lstatSync(this.socket);
-      if (stats.dev === bound.dev && stats.ino === bound.ino) unlinkSync(this.socket);
-    } catch {
-      // Already gone.
-    }
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const closed = this.unbind();
     this.#server.closeIdleConnections();
     let timer: NodeJS.Timeout | undefined;
     const cut = new Promise<void>((resolve) => {

@@ -13,6 +13,7 @@ import { after, describe, test } from 'node:test';
 import { request as httpRequest } from 'node:http';
 import pino from 'pino';
 import { callControl } from '../../src/control/client.js';
+import { ControlServer } from '../../src/control/server.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { makeTree } from '../helpers/portico.js';
@@ -382,5 +383,38 @@ describe('the operations queue behind the control socket (Portico in this proces
       await server.stop(100);
       rmSync(tree, { recursive: true, force: true });
     }
+  });
+});
+
+describe('ControlServer on its own', () => {
+  const handler = (pid: number) => ({ run: async () => ({ ok: true as const, pid }) });
+
+  test('a successor bound at the same path (an upgrade) keeps its socket file when the old server stops; a file that is no socket is refused', async () => {
+    const tree = makeTree({});
+    const folder = path.join(tree, 'state');
+    mkdirSync(folder, { mode: 0o700 });
+    const socket = path.join(folder, 'control.sock');
+    const logger = pino({ level: 'silent' });
+    const old = new ControlServer(socket, handler(1), logger);
+    await old.start();
+    // The successor takes the path over (the old one's file removed, as an upgrade does once it holds the lock).
+    unlinkSync(socket);
+    const successor = new ControlServer(socket, handler(2), logger);
+    await successor.start();
+    try {
+      await old.stop(100);
+      assert.ok(existsSync(socket), 'the successor\'s socket file is still there');
+      const answer = await callControl(socket, { operation: 'status' });
+      assert.equal(answer.pid, 2);
+    } finally {
+      await successor.stop(100);
+    }
+    assert.equal(existsSync(socket), false);
+    writeFileSync(socket, 'not a socket');
+    const refused = new ControlServer(socket, handler(3), logger);
+    await assert.rejects(refused.start(), /control\.sock exists and is not a socket: remove it/);
+    chmodSync(folder, 0o770);
+    await assert.rejects(new ControlServer(path.join(folder, 'other.sock'), handler(4), logger).start(), /the control socket's folder .*state is group-writable \(mode 0770\): chmod 700 it/);
+    rmSync(tree, { recursive: true, force: true });
   });
 });
