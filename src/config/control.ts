@@ -42,11 +42,13 @@ export function stateDirFor(file: string, configDir: string, stateDir: string | 
 }
 
 /**
- * The control socket of a config file, read leniently: only its `state_dir` (when it is a string) counts, so that
- * `portico reload` still finds the running Portico when the file on disk is broken (the running process reads
- * the file and reports every error). The file must be readable.
+ * The control sockets where the Portico of a config file may answer, read leniently: only its `state_dir` (when it
+ * is a string) counts, so that `portico reload` still finds the running Portico when the file on disk is broken
+ * (the running process reads the file and reports every error). When the file names a `state_dir`, the default
+ * place comes second: a Portico started before `state_dir` was added to the file listens there. The file must be
+ * readable.
  */
-export function controlSocketOfFile(file: string): string {
+export function controlSocketsOfFile(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   let stateDir: string | undefined;
   try {
@@ -56,5 +58,8 @@ export function controlSocketOfFile(file: string): string {
   } catch {
     // A file YAML cannot read: the default place; the running Portico reports the error.
   }
-  return controlSocketPath(stateDirFor(file, path.dirname(path.resolve(file)), stateDir));
+  const dir = path.dirname(path.resolve(file));
+  const named = controlSocketPath(stateDirFor(file, dir, stateDir));
+  const fallback = controlSocketPath(stateDirFor(file, dir, undefined));
+  return named === fallback ? [named] : [named, fallback];
 }

@@ -5,7 +5,7 @@
  * not set.
  */
 import path from 'node:path';
-import { controlSocketOfFile } from '../config/control.js';
+import { controlSocketsOfFile } from '../config/control.js';
 import { displayPath } from '../config/load.js';
 import { callControl } from './client.js';
 import { displayError, type OperationName, type OperationResult, type ProgressEvent } from './protocol.js';
@@ -71,9 +71,9 @@ export async function runControlCommand(command: ControlCommand): Promise<number
   const { operation, json } = command;
   const out = process.stdout;
   const err = process.stderr;
-  let socket: string;
+  let sockets: string[];
   try {
-    socket = controlSocketOfFile(command.file);
+    sockets = controlSocketsOfFile(command.file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'it does not exist' : (error as Error).message;
@@ -84,7 +84,13 @@ export async function runControlCommand(command: ControlCommand): Promise<number
     if (json) out.write(`${JSON.stringify({ progress: event })}\n`);
     else out.write(`  ${event.message}\n`);
   };
-  const result: OperationResult = await callControl(socket, { operation, config: path.resolve(command.file), upstream: command.upstream }, { progress });
+  const asked = { operation, config: path.resolve(command.file), upstream: command.upstream };
+  let result: OperationResult = await callControl(sockets[0]!, asked, { progress });
+  // No Portico at the state_dir the file names now: one started before that key was written listens at the default.
+  if (!result.ok && result.error.code === 'PORTICO_NOT_RUNNING' && sockets[1] !== undefined) {
+    const fallback = await callControl(sockets[1], asked, { progress });
+    if (fallback.ok || fallback.error.code !== 'PORTICO_NOT_RUNNING') result = fallback;
+  }
   if (json) {
     out.write(`${JSON.stringify(result)}\n`);
     return result.ok ? 0 : 1;

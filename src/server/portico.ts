@@ -123,7 +123,10 @@ export class Portico {
   #openState(dir: string | undefined): void {
     if (dir === undefined || (this.#stateNamed && dir === this.#state?.path)) return;
     if (this.#state !== undefined && dir !== this.#state.path) {
-      throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#state.path} to ${dir}: restart Portico to move it`);
+      const what = this.#stateNamed
+        ? `state_dir changed from ${this.#state.path} to ${dir}`
+        : `state_dir ${dir} is not the state directory in use, ${this.#state.path} (the default, which holds the control socket)`;
+      throw new PorticoError('PORTICO_STATE_DIR', `${what}: restart Portico to move it`);
     }
     // The control socket's default folder may be open already: a reload naming it (or adding ACME) adopts it.
     const state = this.#state ?? StateDir.open(dir, this.#logger);

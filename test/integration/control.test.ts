@@ -285,6 +285,27 @@ describe('the control socket of portico run', { concurrency: true }, () => {
     }
   });
 
+  test('a reload may name the default state directory (its keys then go there) but not move to another one', async () => {
+    const file = configFile('adopt.yaml', respondConfig('one'));
+    const portico = await PorticoProcess.start(file, path.dirname(file));
+    try {
+      const state = path.dirname(socketOf(file));
+      assert.equal(existsSync(path.join(state, 'sticky.key')), false, 'the default folder holds no key until the config names it');
+      writeFileSync(file, `state_dir: ./elsewhere\n${respondConfig('two')}`);
+      const moved = await cli(['reload', '-c', file]);
+      assert.equal(moved.code, 1);
+      assert.match(moved.stderr, /state_dir .*elsewhere is not the state directory in use, .*var\/adopt \(the default, which holds the control socket\): restart Portico to move it \(PORTICO_STATE_DIR\)/);
+      assert.equal(await body(portico.port), 'one');
+      writeFileSync(file, `state_dir: ./var/adopt\n${respondConfig('three')}`);
+      const named = await cli(['reload', '-c', file]);
+      assert.equal(named.code, 0, named.stderr);
+      assert.equal(await body(portico.port), 'three');
+      assert.ok(existsSync(path.join(state, 'sticky.key')));
+    } finally {
+      await portico.stop();
+    }
+  });
+
   test('the 107-byte limit: a state_dir whose socket path is longer is a config error at file:line:col; a default one that long leaves run serving without a control socket, and the commands say why', async () => {
     const long = 'd'.repeat(110);
     const file = configFile('long.yaml', `state_dir: ./${long}\n${respondConfig('one')}`);
