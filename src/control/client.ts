@@ -56,7 +56,7 @@ export function callControl(socket: string, operation: OperationRequest, options
       agent: false,
     });
     req.setTimeout(idleMs, () =>
-      finish(failed(new PorticoError('PORTICO_CONTROL', `Portico sent nothing for ${Math.round(idleMs / 1000)} s on ${socket}: it may be hung`))),
+      finish(failed(new PorticoError('PORTICO_CONTROL', `Portico sent nothing for ${idleMs < 1000 ? `${idleMs} ms` : `${Math.round(idleMs / 1000)} s`} on ${socket}: it may be hung`))),
     );
     req.once('error', (err: NodeJS.ErrnoException) => finish(unreachable(socket, err)));
     req.once('response', (res) => {

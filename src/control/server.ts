@@ -108,11 +108,17 @@ export class ControlServer {
   #bound: { dev: number; ino: number } | undefined;
   #closed: Promise<void> | undefined;
 
-  /** A server for `socket` handing operations to `handler`; nothing is bound until `start`. */
-  constructor(socket: string, handler: ControlHandler, logger: Logger) {
+  readonly #heartbeatMs: number;
+
+  /**
+   * A server for `socket` handing operations to `handler`; nothing is bound until `start`. `heartbeatMs` (tests):
+   * how often a heartbeat line is written while an operation runs (default HEARTBEAT_MS).
+   */
+  constructor(socket: string, handler: ControlHandler, logger: Logger, options: { heartbeatMs?: number } = {}) {
     this.socket = socket;
     this.#handler = handler;
     this.#logger = logger;
+    this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS }, (req, res) => void this.#answer(req, res));
     this.#server.on('connection', (socket: Socket) => {
       this.#connections.add(socket);
@@ -195,7 +201,7 @@ export class ControlServer {
       // A client that left does not stop the operation (a reload is not undone halfway): its lines go nowhere.
       if (!res.destroyed && !res.writableEnded) res.write(`${JSON.stringify(line)}\n`);
     };
-    const heartbeat = setInterval(() => send({ heartbeat: true }), HEARTBEAT_MS);
+    const heartbeat = setInterval(() => send({ heartbeat: true }), this.#heartbeatMs);
     let result: OperationResult;
     try {
       result = await this.#handler.run(request, (progress) => send({ progress }));

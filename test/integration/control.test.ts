@@ -439,3 +439,59 @@ describe('ControlServer on its own', () => {
     rmSync(tree, { recursive: true, force: true });
   });
 });
+
+describe('control waits are bounded', () => {
+  test('a long operation streams heartbeat lines, which the client passes over to the result; a Portico silent past the idle bound is reported, and the operation outlives the client', async (t) => {
+    const tree = makeTree({});
+    const folder = path.join(tree, 'state');
+    mkdirSync(folder, { mode: 0o700 });
+    const socket = path.join(folder, 'control.sock');
+    let finished = 0;
+    const server = new ControlServer(
+      socket,
+      {
+        run: async (request) => {
+          await new Promise((resolve) => setTimeout(resolve, request.operation === 'reload' ? 300 : 600));
+          finished++;
+          return { ok: true as const, operation: request.operation };
+        },
+      },
+      pino({ level: 'silent' }),
+      { heartbeatMs: 50 },
+    );
+    await server.start();
+    try {
+      const raw = await new Promise<string>((resolve, reject) => {
+        const req = httpRequest({ socketPath: socket, method: 'POST', path: '/v1/reload', agent: false }, (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk)).on('end', () => resolve(text));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      const lines = raw.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const heartbeats = lines.filter((line) => line.heartbeat === true).length;
+      assert.ok(heartbeats >= 2, `heartbeats: ${heartbeats}`);
+      assert.deepEqual(lines[lines.length - 1], { result: { ok: true, operation: 'reload' } });
+      assert.deepEqual(await callControl(socket, { operation: 'reload' }), { ok: true, operation: 'reload' });
+      // The client gives up after its idle bound when no line comes (here shorter than the first heartbeat's gap
+      // would be in production): the operation itself goes on and finishes.
+      const quiet = new ControlServer(path.join(folder, 'quiet.sock'), { run: () => new Promise((resolve) => setTimeout(() => { finished++; resolve({ ok: true as const }); }, 600)) }, pino({ level: 'silent' }), { heartbeatMs: 60_000 });
+      await quiet.start();
+      try {
+        const before = finished;
+        const gaveUp = await callControl(path.join(folder, 'quiet.sock'), { operation: 'status' }, { idleTimeoutMs: 150 });
+        assert.equal(gaveUp.ok, false);
+        assert.match(gaveUp.ok ? '' : gaveUp.error.message, /Portico sent nothing for 150 ms on .*quiet\.sock: it may be hung/);
+        for (let i = 0; i < 100 && finished === before; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+        assert.equal(finished, before + 1, 'the operation finished after its client left');
+      } finally {
+        await quiet.stop(100);
+      }
+      t.diagnostic(`${heartbeats} heartbeat lines in a 300 ms operation at 50 ms`);
+    } finally {
+      await server.stop(100);
+      rmSync(tree, { recursive: true, force: true });
+    }
+  });
+});
