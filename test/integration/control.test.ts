@@ -161,7 +161,7 @@ describe('the control socket of portico run', { concurrency: true }, () => {
     }
   });
 
-  test('concurrent portico reload calls are serialised: both complete, one after the other, in order', async (t) => {
+  test('concurrent portico reload calls are serialised: all three complete, one after the other, in order', async (t) => {
     const file = configFile('queue.yaml', respondConfig('one'));
     const portico = await PorticoProcess.start(file, path.dirname(file));
     try {
