@@ -17,6 +17,7 @@ export const LAYERS = [
     { room: 'upstream', path: '^src/upstream/' },
     { room: 'cache', path: '^src/cache/' },
     { room: 'tls', path: '^src/tls/' },
+    { room: 'control', path: '^src/control/' },
   ],
   [
     { room: 'config', path: '^src/config/' },

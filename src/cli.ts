@@ -1,5 +1,6 @@
 /**
- * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`).
+ * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`); `reload`, `deploy`,
+ * `upgrade` and `status` talk to the running Portico over its control socket.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
+import { runControlCommand } from './control/commands.js';
+import { displayError, type OperationResult } from './control/protocol.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
 
@@ -26,14 +29,29 @@ Usage:
                             the errors as file:line:col key.path: message, in passes: the first YAML
                             syntax error; else every error of the file's shape (keys, types, values);
                             else every error of the checks that need the file system or the whole config
+  portico reload [-c FILE]  make the running Portico re-read FILE: exit 0 once the new config serves; else
+                            exit 1 and print the errors as file:line:col (the previous config serves on)
+  portico deploy UPSTREAM [-c FILE]
+                            roll the spawned instances of UPSTREAM one at a time; exit 1 with the reason
+                            if it stops (the old instances keep serving)
+  portico upgrade [-c FILE] replace the running Portico process by a new one without dropping a connection
+  portico status [-c FILE] [--json]
+                            what the running Portico serves: version, pid, uptime, config, listeners
+                            reload, deploy, upgrade and status reach the Portico serving FILE through its
+                            control socket, control.sock in its state directory (state_dir, else
+                            ./var/NAME beside FILE, NAME being FILE's name without its extension);
+                            they run one at a time, in order
 
 Options:
   -c, --config FILE   the config file (YAML or JSON)
       --dev           run: serve HTTPS with a self-signed development certificate
+      --json          reload, deploy, upgrade, status: print the progress and the result as JSON lines
   -h, --help          show this help
   -v, --version       show the version
 
-Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file.
+Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file (as portico reload).
+
+Exit status: 0 done, 1 failed (or no Portico running), 2 usage error.
 `;
 
 function load(file: string): Config | undefined {
@@ -77,19 +95,34 @@ function devPort(config: Config, server: Portico): number | string {
   return i === -1 ? 'PORT' : (server.addresses[i]?.port ?? 'PORT');
 }
 
+/** How `run` prints the outcome of a reload (by SIGHUP or `portico reload`) on its stderr. */
+function reportReload(file: string, result: OperationResult): void {
+  if (result.ok) {
+    for (const warning of (result.warnings as string[] | undefined) ?? []) process.stderr.write(`${warning}\n`);
+    process.stderr.write('portico: config reloaded\n');
+    return;
+  }
+  const { error } = result;
+  if (error.issues !== undefined) {
+    const shown = displayError(error, file);
+    process.stderr.write(`${shown.issues.join('\n')}\nportico: ${shown.message}\nportico: reload refused, still serving the previous config\n`);
+    return;
+  }
+  process.stderr.write(`portico: reload failed: ${error.message} (${error.code}); still serving the previous config\n`);
+}
+
 async function run(file: string, dev: boolean): Promise<number> {
   const certificate = dev ? await devCertificate() : undefined;
   if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
-  const loadServed = (): Config | undefined => {
-    const loaded = load(file);
-    return loaded === undefined || certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
-  };
-  const config = loadServed();
-  if (config === undefined) return 1;
+  const withDev = (loaded: Config): Config => (certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem));
+  const loaded = load(file);
+  if (loaded === undefined) return 1;
+  const config = withDev(loaded);
   let server: Portico;
   try {
-    // Building the server opens (and locks) the state directory, which may refuse.
-    server = new Portico(config);
+    // Building the server opens (and locks) the state directory, which may refuse; starting it binds the control
+    // socket, which refuses when another Portico answers there.
+    server = new Portico(config, undefined, { control: true, version, loadConfig: (path) => withDev(loadConfigFile(path)) });
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
@@ -109,14 +142,8 @@ async function run(file: string, dev: boolean): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => {
-    const next = loadServed();
-    if (next === undefined) return void process.stderr.write('portico: reload refused, still serving the previous config\n');
-    server.reload(next).then(
-      () => process.stderr.write('portico: config reloaded\n'),
-      (err: unknown) => process.stderr.write(`portico: reload failed: ${describe(err)}; still serving the previous config\n`),
-    );
-  });
+  // SIGHUP takes the same path as `portico reload`: queued behind any operation under way, the file read here.
+  process.on('SIGHUP', () => void server.operations.reload().then((result) => reportReload(file, result)));
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
   if (certificate !== undefined) {
@@ -140,6 +167,7 @@ async function main(argv: string[]): Promise<number> {
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         dev: { type: 'boolean' },
+        json: { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -167,6 +195,18 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'run':
       return run(file, values.dev === true);
+    case 'reload':
+    case 'deploy':
+    case 'upgrade':
+    case 'status': {
+      const wanted = command === 'deploy' ? 2 : 1;
+      if (positionals.length !== wanted || values.dev === true) {
+        const what = command === 'deploy' ? 'deploy needs exactly one upstream name: portico deploy UPSTREAM [-c FILE]' : `${command} takes no argument`;
+        process.stderr.write(`portico: ${values.dev === true ? `--dev is an option of run, not of ${command}` : what}\n\n${HELP}`);
+        return 2;
+      }
+      return runControlCommand({ operation: command, file, upstream: positionals[1], json: values.json === true });
+    }
     default:
       process.stderr.write(`portico: unknown command "${command}"\n\n${HELP}`);
       return 2;

@@ -35,6 +35,18 @@ export const ERROR_CODES = {
   PORTICO_BAD_CERTIFICATE: 500,
   /** Two parts registered under one name (a handler kind, a policy): a programming error found at start-up. */
   PORTICO_DUPLICATE_NAME: 500,
+  /** The control socket cannot be bound (another Portico answers on it, its path is too long) or reached. */
+  PORTICO_CONTROL: 500,
+  /** An operation names an upstream the config does not have. */
+  PORTICO_UNKNOWN_UPSTREAM: 404,
+  /** An operation does not apply (a deploy of an upstream without `spawn`, a control call for another config). */
+  PORTICO_NOT_APPLICABLE: 409,
+  /** An operation this process cannot do (nothing was built in to do it). */
+  PORTICO_UNSUPPORTED: 501,
+  /** No Portico answers on the control socket (none there, or a stale one left by a crash). */
+  PORTICO_NOT_RUNNING: 503,
+  /** Portico is stopping: the operation was not started. */
+  PORTICO_STOPPING: 503,
 } as const;
 
 /** One of Portico's stable error codes. */

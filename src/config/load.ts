@@ -9,6 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../errors.js';
 import { configSchema, http2Settings, listenerTls, upstreamObject, type ConfigParts, type ParsedConfig, type PemPair } from './schema.js';
+import { controlSocketPath, stateDirFor } from './control.js';
 import { configErrorMap, unknownKeyMessage, type KeyHome } from './messages.js';
 import { configWarnings, validateConfig } from './validate.js';
 import { syntaxProblem } from './yaml-syntax.js';
@@ -29,6 +30,11 @@ export type Config = DeepReadonly<ParsedConfig> & {
   readonly warnings: readonly ConfigIssue[];
   /** Folder that relative paths in the config were resolved against. */
   readonly dir: string;
+  /**
+   * The control channel: its unix socket, `control.sock` in the state directory (`state_dir`, else `./var/NAME`
+   * beside the config file; see `config/control.ts`).
+   */
+  readonly control: { readonly socket: string };
 };
 
 /**
@@ -186,7 +192,7 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
   const parsed = configSchema(parts).safeParse(raw, { error: configErrorMap });
   if (!parsed.success) throw new ConfigError(inFileOrder(schemaIssues(parsed.error, doc, lines, displayName)));
 
-  const problems = validateConfig(parsed.data, dir, parts);
+  const problems = validateConfig(parsed.data, dir, parts, file);
   if (problems.length > 0) {
     throw new ConfigError(
       inFileOrder(problems.map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message }))),
@@ -195,7 +201,8 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
   const warnings = inFileOrder(
     configWarnings(parsed.data).map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message })),
   );
-  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir, warnings }) as Config;
+  const control = { socket: controlSocketPath(stateDirFor(file, dir, parsed.data.state_dir)) };
+  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir, warnings, control }) as Config;
 }
 
 /** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */

@@ -720,7 +720,7 @@ export function configSchema(parts: ConfigParts) {
     sites: z.array(siteSchema(parts)).min(1),
     /**
      * Where Portico keeps keys and certificates (ACME accounts and certificates, the sticky-cookie key), relative to
-     * the config's folder; `./var/portico` when a site uses ACME and this is unset.
+     * the config's folder; unset: `./var/NAME` beside the config file NAME.yaml (its lock and control socket; see `config/control.ts`).
      */
     state_dir: z.string().min(1).optional(),
     /**

@@ -11,6 +11,7 @@ import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
+import { controlSocketPath, defaultStateDir, socketPathProblem } from './control.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
 export function isDirectory(file: string): boolean {
@@ -71,8 +72,11 @@ function canonicalRoutePath(routePath: string, exact: boolean): string | null {
   return longer === null ? null : longer.slice(0, -1);
 }
 
-/** Resolves relative paths in `config` against `dir` (in place) and returns every problem found. */
-export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigParts): Problem[] {
+/**
+ * Resolves relative paths in `config` against `dir` (in place) and returns every problem found. `file` (the
+ * config's name) names the default state directory, `./var/NAME`.
+ */
+export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigParts, file = 'portico.yaml'): Problem[] {
   const problems: Problem[] = [];
   const seen = new Map<string, number>();
   config.listen.forEach((listener, i) => {
@@ -193,16 +197,16 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
       for (const folder of handler?.servedFolders?.(route.options) ?? []) served.push(folder);
     });
   });
-  problems.push(...checkAcme(config, dir));
+  problems.push(...checkAcme(config, dir, file));
   problems.push(...checkSecretsServed(config, served));
   return problems;
 }
 
 /**
  * ACME sites (a certificate is ordered for every host: no wildcard, which needs dns-01, and the CA's terms agreed
- * to) and the state directory they need: `./var/portico` beside the config when `state_dir` is unset.
+ * to) and the state directory they need: `./var/NAME` beside the config file NAME.yaml when `state_dir` is unset.
  */
-function checkAcme(config: ParsedConfig, dir: string): Problem[] {
+function checkAcme(config: ParsedConfig, dir: string, file: string): Problem[] {
   const problems: Problem[] = [];
   let acme = false;
   config.sites.forEach((site, s) => {
@@ -223,7 +227,7 @@ function checkAcme(config: ParsedConfig, dir: string): Problem[] {
       settings.trusted_roots = file;
     }
   });
-  if (config.state_dir === undefined && acme) config.state_dir = 'var/portico';
+  if (config.state_dir === undefined && acme) config.state_dir = defaultStateDir(file);
   if (config.state_dir !== undefined) {
     config.state_dir = path.resolve(dir, config.state_dir);
     let stats: Stats | undefined;
@@ -234,6 +238,8 @@ function checkAcme(config: ParsedConfig, dir: string): Problem[] {
     }
     const reason = stats === undefined ? undefined : stateDirProblem(stats);
     if (reason !== undefined) problems.push({ keys: ['state_dir'], message: `state directory ${config.state_dir} ${reason}` });
+    const socket = socketPathProblem(controlSocketPath(config.state_dir));
+    if (socket !== undefined) problems.push({ keys: ['state_dir'], message: socket });
   }
   return problems;
 }

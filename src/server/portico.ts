@@ -3,6 +3,7 @@
  * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
  */
 import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -10,7 +11,7 @@ import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import { CacheZones } from '../cache/zones.js';
-import { PorticoError } from '../errors.js';
+import { formatConfigIssue, PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
 import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
@@ -18,6 +19,11 @@ import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
+import { ControlServer } from '../control/server.js';
+import { socketPathProblem } from '../config/control.js';
+import type { Progress } from '../control/protocol.js';
+import { loadConfigFile } from './config.js';
+import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -33,6 +39,20 @@ export interface PorticoOptions {
   acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
   /** Builds the Supervisor of the app servers Portico runs (`spawn`); only called for a config that has some. */
   supervisor?: SupervisorFactory;
+  /**
+   * Serve the control socket (`config.control.socket`, in the state directory: `state_dir`, else `./var/NAME`
+   * beside the config, opened and locked at start). `portico run` sets it; a server built in-process for a test
+   * has none unless asked.
+   */
+  control?: boolean;
+  /** How a reload asked by signal or control socket reads the config file (default: `loadConfigFile`). */
+  loadConfig?: (file: string) => Config;
+  /** The version `status` reports. */
+  version?: string;
+  /** The rolling deploy of a spawned upstream (the Supervisor's); without it, `deploy` is refused. */
+  deploy?: DeployFunction;
+  /** Portico's own upgrade in place; without it, `upgrade` is refused. */
+  upgrade?: UpgradeFunction;
 }
 
 /** Until the Supervisor is plugged in: a config with `spawn` cannot run. */
@@ -46,9 +66,15 @@ export class Portico {
   readonly #listeners: Listeners;
   readonly #logger: Logger;
   readonly #zones: CacheZones;
-  #reloading: Promise<void> = Promise.resolve();
-  /** The state directory (locked while this server lives), when the config names one or ACME needs one. */
+  /** The state directory (locked while this server lives), when the config names one, ACME needs one, or the control socket does. */
   #state: StateDir | undefined;
+  /** Whether the config names the state directory (its keys are then set up): not when only the control socket uses it. */
+  #stateNamed = false;
+  /** Reloads, deploys and upgrades, one at a time whoever asks. */
+  readonly #operations: Operations;
+  #control: ControlServer | undefined;
+  readonly #options: PorticoOptions;
+  readonly #startedAt = Date.now();
   #acme: AcmeSites | undefined;
   #stopped = false;
   /** Previous configs still answering what they took before a reload (see `#reload`). */
@@ -78,6 +104,17 @@ export class Portico {
     this.#acmeOptions = options.acme ?? {};
     this.#supervisorFactory = options.supervisor ?? NO_SUPERVISOR;
     this.#appState.slotPort = (upstream, slot) => this.#supervisor?.port(upstream, slot);
+    this.#options = options;
+    this.#operations = new Operations(
+      {
+        config: () => this.#app.config,
+        reloadFile: (progress) => this.#reloadFile(progress),
+        status: () => this.#status(),
+        deploy: options.deploy ?? ((upstream, progress) => this.#deployUpstream(upstream, progress)),
+        upgrade: options.upgrade,
+      },
+      logger,
+    );
     this.#zones = new CacheZones(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
@@ -112,14 +149,82 @@ export class Portico {
    * directory stays in use), but not move it.
    */
   #openState(dir: string | undefined): void {
-    if (dir === this.#state?.path || dir === undefined) return;
-    if (this.#state !== undefined) {
-      throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#state.path} to ${dir}: restart Portico to move it`);
+    if (dir === undefined || (this.#stateNamed && dir === this.#state?.path)) return;
+    if (this.#state !== undefined && dir !== this.#state.path) {
+      const what = this.#stateNamed
+        ? `state_dir changed from ${this.#state.path} to ${dir}`
+        : `state_dir ${dir} is not the state directory in use, ${this.#state.path} (the default, which holds the control socket)`;
+      throw new PorticoError('PORTICO_STATE_DIR', `${what}: restart Portico to move it`);
     }
-    const state = StateDir.open(dir, this.#logger);
+    // The control socket's default folder may be open already: a reload naming it (or adding ACME) adopts it.
+    const state = this.#state ?? StateDir.open(dir, this.#logger);
     this.#state = state;
+    this.#stateNamed = true;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
+  }
+
+  /**
+   * Opens the control socket's folder when the config names no state directory (`./var/NAME` beside it) and
+   * binds the socket. A default folder that cannot be made (a config folder Portico may not write), or whose
+   * socket path would pass the 107-byte limit, leaves the server without a control socket, with a warning: such a
+   * config served before the control socket existed, and still does. Another Portico holding it is an error.
+   */
+  async #startControl(config: Config): Promise<void> {
+    const socket = config.control.socket;
+    if (this.#state === undefined) {
+      // (A state_dir the config names is checked with it: a socket path too long there is a config error.)
+      const tooLong = socketPathProblem(socket);
+      if (tooLong !== undefined) {
+        this.#logger.warn(`no control socket (portico reload, deploy, status cannot reach this process): ${tooLong}`);
+        return;
+      }
+      try {
+        this.#state = StateDir.open(path.dirname(socket), this.#logger);
+      } catch (err) {
+        const cause = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
+        if (cause !== 'EACCES' && cause !== 'EPERM' && cause !== 'EROFS') throw err;
+        this.#logger.warn({ err }, 'no control socket (portico reload, deploy, status cannot reach this process): set state_dir to a folder Portico may create');
+        return;
+      }
+    }
+    const control = new ControlServer(socket, this.#operations, this.#logger);
+    await control.start();
+    this.#control = control;
+  }
+
+  /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
+  async #reloadFile(progress: Progress): Promise<Record<string, unknown>> {
+    const file = this.#app.config.file;
+    progress({ message: `reading ${file}` });
+    const config = (this.#options.loadConfig ?? loadConfigFile)(file);
+    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    for (const warning of warnings) progress({ message: warning });
+    progress({ message: 'the config is valid: starting it beside the one serving' });
+    await this.#reload(config);
+    return { config: config.file, warnings };
+  }
+
+  /** What `status` reports about this process. */
+  #status(): Record<string, unknown> {
+    const config = this.#app.config;
+    return {
+      version: this.#options.version ?? 'unknown',
+      pid: process.pid,
+      uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
+      config: config.file,
+      state_dir: this.#state?.path ?? null,
+      control_socket: this.#control?.socket ?? null,
+      listeners: this.#listeners.addresses.map((address, i) => {
+        const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+        return { address: `${host}:${address.port}`, url: `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
+      }),
+    };
+  }
+
+  /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */
+  get operations(): Operations {
+    return this.#operations;
   }
 
   /**
@@ -190,8 +295,10 @@ export class Portico {
     try {
       await this.#supervisor?.start();
       await this.#listeners.start();
+      if (this.#options.control === true) await this.#startControl(this.#app.config);
     } catch (err) {
       this.#apps.delete(this.#app);
+      await this.#listeners.stop(0);
       await this.#app.stop();
       await this.#supervisor?.stop();
       await this.#zones.stop();
@@ -209,10 +316,8 @@ export class Portico {
    * the old config keeps serving, unchanged.
    */
   reload(config: Config): Promise<void> {
-    // One reload at a time: each plans against what the previous one left (zones held, addresses bound).
-    const run = this.#reloading.then(() => this.#reload(config));
-    this.#reloading = run.catch(() => undefined);
-    return run;
+    // One operation at a time: each plans against what the previous one left (zones held, addresses bound).
+    return this.#operations.serialise('reload', () => this.#reload(config));
   }
 
   async #reload(config: Config): Promise<void> {
@@ -272,23 +377,26 @@ export class Portico {
     void drained.finally(() => this.#draining.delete(drained));
   }
 
+  /** A rolling deploy of a spawned upstream (the operations queue's `deploy`), by the Supervisor. */
+  #deployUpstream(upstream: string, progress: (event: unknown) => void): Promise<unknown> {
+    const supervisor = this.#supervisor;
+    if (supervisor === undefined) return Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico runs no app servers (no upstream has spawn)'));
+    return supervisor.deploy(upstream, progress);
+  }
+
   /**
-   * Rolls the instances of the upstreams whose `spawn` a reload changed, one upstream after the other, in the
-   * background (the reload resolved at its swap); each outcome is logged.
+   * Rolls the instances of the upstreams whose `spawn` a reload changed: each a deploy queued behind the reload
+   * on the one serialised path (the reload resolved at its swap); each outcome is logged.
    */
   #deploy(upstreams: readonly string[]): void {
-    const supervisor = this.#supervisor;
-    if (supervisor === undefined) return;
     for (const upstream of upstreams) {
-      this.#deploys = this.#deploys.then(async () => {
-        if (this.#stopped) return;
-        try {
-          await supervisor.deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'));
-          this.#logger.info({ upstream }, 'deploy after reload done');
-        } catch (err) {
-          this.#logger.error({ err, upstream }, 'deploy after reload failed: the previous instances keep serving');
-        }
-      });
+      const done = this.#operations
+        .deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'))
+        .then((result) => {
+          if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');
+          else this.#logger.error({ upstream, error: result.error }, 'deploy after reload failed: the previous instances keep serving');
+        });
+      this.#deploys = this.#deploys.then(() => done);
     }
   }
 
@@ -298,6 +406,8 @@ export class Portico {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopped = true;
+    this.#operations.stop();
+    await this.#control?.stop();
     this.#acme?.stop();
     await this.#listeners.stop(graceMs);
     // Every client is gone: configs still draining after a reload stop now.

@@ -14,9 +14,15 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 const CLI = path.join(repo, 'dist/src/cli.js');
 const VERSION = (JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { version: string }).version;
 
+const GOOD = 'listen: ["127.0.0.1:0"]\nlog: { access: stdout }\nsites:\n  - routes:\n      - path: /\n        static: { root: ./pub }\n';
+// The same config under several names: each `portico run` of a config file holds its own state directory
+// (./var/NAME: its lock and control socket), and the tests below run at the same time.
 const dir = makeTree({
   'pub/hello.txt': 'hello from the cli',
-  'good.yaml': 'listen: ["127.0.0.1:0"]\nlog: { access: stdout }\nsites:\n  - routes:\n      - path: /\n        static: { root: ./pub }\n',
+  'good.yaml': GOOD,
+  'outside.yaml': GOOD,
+  'sigterm.yaml': GOOD,
+  'holder.yaml': GOOD,
   'broken.yaml': [
     'listen: ["127.0.0.1:0"]',
     'colour: red',
@@ -253,7 +259,7 @@ describe('portico run', { concurrency: true }, () => {
   });
 
   test('the serving line names a config outside the working folder by its absolute path, as the error lines do', async () => {
-    const file = path.join(dir, 'good.yaml');
+    const file = path.join(dir, 'outside.yaml');
     const { child, stderr } = await start(file, repo);
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill('SIGTERM');
@@ -264,7 +270,7 @@ describe('portico run', { concurrency: true }, () => {
   test('a SIGTERM sent the moment the serving line appears stops Portico gracefully (exit 0), five times running', async () => {
     // The line comes once the signals are Portico's: a supervisor may stop it as soon as it reads the line.
     for (let i = 0; i < 5; i++) {
-      const { child, stderr } = await start('good.yaml');
+      const { child, stderr } = await start('sigterm.yaml');
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       assert.equal(await exited, 0, stderr());
@@ -280,7 +286,7 @@ describe('portico run', { concurrency: true }, () => {
   });
 
   test('run on an address already in use exits 1 with a clear message', async () => {
-    const { child, port } = await start('good.yaml');
+    const { child, port } = await start('holder.yaml');
     try {
       writeFileSync(path.join(dir, 'taken.yaml'), `listen: ["127.0.0.1:${port}"]\nsites:\n  - routes: [{ path: /, respond: {} }]\n`);
       const out = await runCli(['run', '-c', 'taken.yaml']);
