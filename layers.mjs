@@ -17,6 +17,7 @@ export const LAYERS = [
     { room: 'upstream', path: '^src/upstream/' },
     { room: 'cache', path: '^src/cache/' },
     { room: 'tls', path: '^src/tls/' },
+    { room: 'supervise', path: '^src/supervise/' },
   ],
   [
     { room: 'config', path: '^src/config/' },
