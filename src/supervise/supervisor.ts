@@ -250,7 +250,11 @@ export class Supervisor {
       if (this.#stopped.signal.aborted) throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${upstream}: Portico is stopping`);
       if (this.#groups.get(upstream) !== group) throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${upstream}: the upstream was removed by a reload`);
       this.#logger.info({ upstream }, `deploying ${upstream}: ${group.slots.length} instance(s), ${group.spec.maxSurge} at a time`);
-      return rollingDeploy(upstream, [...group.slots], group.spec, this.#deployHost(), progress);
+      const logged = (event: DeployEvent): void => {
+        this.#logger.info({ upstream, slot: event.slot, phase: event.phase, pid: event.pid, port: event.port }, `deploy: ${event.message}`);
+        progress(event);
+      };
+      return rollingDeploy(upstream, [...group.slots], group.spec, this.#deployHost(), logged);
     });
     group.queue = run.then(
       (report) => this.#logger.info({ upstream, ms: report.ms }, `deployed ${upstream}: ${report.slots.length} instance(s) replaced in ${report.ms} ms`),
@@ -336,7 +340,14 @@ export class Supervisor {
         throw new LaunchFailure('not started: Portico is stopping');
       }
       tried.add(port);
-      const instance = new Instance(spec, { upstream: slot.upstream, slot: slot.name, route: slot.route, port }, this.#logger);
+      let instance: Instance;
+      try {
+        instance = new Instance(spec, { upstream: slot.upstream, slot: slot.name, route: slot.route, port }, this.#logger);
+      } catch (err) {
+        // spawn() throws at once only for arguments it cannot pass (a NUL byte in env or args).
+        this.#ports.release(port);
+        throw new LaunchFailure(`cannot start: ${(err as Error).message}`);
+      }
       this.#live.add(instance);
       void instance.exited.then(() => {
         this.#live.delete(instance);
