@@ -139,7 +139,9 @@ export async function rollingDeploy(
       if (failedAt !== -1) {
         await Promise.all(launched.map((result) => (result.status === 'fulfilled' ? result.value.instance.stop() : undefined)));
         const slot = batch[failedAt]!;
-        const reason = ((launched[failedAt] as PromiseRejectedResult).reason as Error).message;
+        const error = (launched[failedAt] as PromiseRejectedResult).reason as Error & { stderr?: readonly string[] };
+        const said = error.stderr?.at(-1);
+        const reason = said === undefined ? error.message : `${error.message} (its last stderr line: ${said})`;
         emit(slot, 'failed', `the new instance ${reason}`);
         const rolled = await rollBack();
         const back = rolled.length === 0 ? 'no slot had been replaced' : `${rolled.join(', ')} rolled back`;

@@ -93,14 +93,14 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
   test('a deploy whose new version never passes its health check stops at that slot, rolls back the slot already replaced, and rejects with PORTICO_DEPLOY_FAILED naming the slot and why; the old version serves everywhere', async () => {
     const range = portRange(3);
     const broken = path.join(dir, 'v2-starts');
-    const app = (env: Record<string, unknown>): Record<string, unknown> => ({
-      app: { spawn: { command: ['node', APP], instances: 2, ports: range.text, env, health_timeout: '1500ms' }, health: { path: '/healthz', interval: '100ms', rise: 1 } },
+    const app = (env: Record<string, unknown>, timeout: string): Record<string, unknown> => ({
+      app: { spawn: { command: ['node', APP], instances: 2, ports: range.text, env, health_timeout: timeout }, health: { path: '/healthz', interval: '100ms', rise: 1 } },
     });
-    const { sup, sink } = started(app({ VERSION: '1' }));
+    const { sup, sink } = started(app({ VERSION: '1' }, '20s'));
     await sup.start();
     const before = sup.slots();
     // Version 2's first instance is healthy, the second is not.
-    assert.deepEqual(sup.update(spawnConfig(dir, app({ VERSION: '2', BREAK_FILE: broken, BREAK_AFTER: 1 }))), ['app']);
+    assert.deepEqual(sup.update(spawnConfig(dir, app({ VERSION: '2', BREAK_FILE: broken, BREAK_AFTER: 1 }, '3s'))), ['app']);
     const events: DeployEvent[] = [];
     const failure = await sup.deploy('app', (e) => events.push(e)).then(
       () => assert.fail('the deploy should fail'),
@@ -108,7 +108,7 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
     );
     assert.ok(failure instanceof PorticoError);
     assert.equal(failure.code, 'PORTICO_DEPLOY_FAILED');
-    assert.match(failure.message, /^deploy of app stopped at app#2: the new instance pid \d+ on port \d+ was not ready within 1500 ms: not ready in time \(last check: GET \/healthz answered 500\); app#1 rolled back; the old instances keep serving$/);
+    assert.match(failure.message, /^deploy of app stopped at app#2: the new instance pid \d+ on port \d+ was not ready within 3000 ms: not ready in time \(last check: GET \/healthz answered 500\); app#1 rolled back; the old instances keep serving$/);
     assert.deepEqual(events.map((e) => `${e.slot} ${e.phase}`), [
       'app#1 starting', 'app#1 ready', 'app#1 draining', 'app#1 stopped',
       'app#2 starting', 'app#2 failed',
@@ -128,14 +128,14 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
   test('a deploy of the same version whose new instance fails its check (the code on disk broke) stops at the first slot with nothing to roll back; every old instance keeps serving', async () => {
     const starts = path.join(dir, 'same-starts');
     const { sup } = started({
-      // Two starts are healthy (the running ones); the third (the deploy's first) is not.
-      app: { spawn: { command: ['node', APP], instances: 2, ports: portRange(3).text, env: { VERSION: '1', BREAK_FILE: starts, BREAK_AFTER: 2 }, health_timeout: '1s' }, health: { path: '/healthz', interval: '100ms' } },
+      // Two starts are healthy (the running ones); the third (the deploy's first) exits at once.
+      app: { spawn: { command: ['node', APP], instances: 2, ports: portRange(3).text, env: { VERSION: '1', BREAK_FILE: starts, BREAK_AFTER: 2, BREAK_EXIT: 1 } }, health: { path: '/healthz', interval: '100ms' } },
     });
     await sup.start();
     const before = await answers(sup);
     await assert.rejects(sup.deploy('app', () => {}), (err: PorticoError) => {
       assert.equal(err.code, 'PORTICO_DEPLOY_FAILED');
-      assert.match(err.message, /^deploy of app stopped at app#1: .*GET \/healthz answered 500\); no slot had been replaced; the old instances keep serving$/);
+      assert.match(err.message, /^deploy of app stopped at app#1: the new instance pid \d+ on port \d+ exited with code 1 before it was ready \(its last stderr line: SyntaxError: Unexpected token \(the code on disk is broken\)\); no slot had been replaced; the old instances keep serving$/);
       return true;
     });
     assert.deepEqual(await answers(sup), before);
