@@ -12,6 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { LineSplitter, LineTail } from './lines.js';
 
@@ -127,8 +128,7 @@ export class Instance {
     this.#child.stdout!.on('data', (chunk: Buffer) => out.push(chunk)).once('end', () => out.end());
     this.#child.stderr!.on('data', (chunk: Buffer) => err.push(chunk)).once('end', () => err.end());
     // The lifeline: never written, never read here; the watcher's end-of-file when this process is gone.
-    const lifeline = this.#child.stdio[3] as NodeJS.ReadableStream & { on(e: 'error', f: () => void): unknown };
-    lifeline.on('error', () => {});
+    (this.#child.stdio[3] as Readable | null | undefined)?.on('error', () => {});
     this.exited = new Promise<InstanceExit>((resolve) => {
       const done = (exit: InstanceExit): void => {
         if (this.#exit !== undefined) return;

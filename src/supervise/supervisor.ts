@@ -313,6 +313,10 @@ export class Supervisor {
       } finally {
         this.#stopped.signal.removeEventListener('abort', onStop);
       }
+      if (this.#stopped.signal.aborted) {
+        await instance.stop();
+        throw new LaunchFailure(`pid ${instance.pid} on port ${port} was stopped before it was ready: Portico is stopping`);
+      }
       if (instance.exit === undefined) {
         await instance.stop();
         throw new LaunchFailure(`pid ${instance.pid} on port ${port} was not ready within ${spec.healthTimeout} ms: ${reason}`, instance.exit, instance.stderrTail());

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PorticoError } from '../../src/errors.js';
 import { Supervisor, type DeployEvent } from '../../src/supervise/supervisor.js';
-import { alive, APP, CapturedLog, getJson, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
+import { alive, APP, CapturedLog, eventually, getJson, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 
 let dir: string;
 const running: Supervisor[] = [];
@@ -151,6 +151,27 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
     assert.ok(phases.lastIndexOf('ready') < phases.indexOf('draining'), phases.join(' '));
     assert.equal(new Set(report.slots.map((s) => s.newPort)).size, 2);
     for (const s of report.slots) assert.equal(alive(s.oldPid!), false);
+  });
+
+  test('stop() during a deploy ends it: the deploy rejects with PORTICO_DEPLOY_FAILED, and no instance, old or new, is left running', async () => {
+    const range = portRange(3);
+    const app = (env: Record<string, unknown>): Record<string, unknown> => ({ app: { spawn: { command: ['node', APP], instances: 2, ports: range.text, env }, health: { path: '/healthz', interval: '100ms' } } });
+    const { sup } = started(app({}));
+    await sup.start();
+    const before = sup.slots().map((s) => s.pid!);
+    sup.update(spawnConfig(dir, app({ HEALTH_FAIL: '1' })));
+    const surge: number[] = [];
+    const deploy = sup.deploy('app', (e) => {
+      if (e.phase === 'starting') surge.push(e.pid!);
+    });
+    await eventually(() => surge.length === 1, 'the surge instance');
+    await sup.stop();
+    await assert.rejects(deploy, (err: PorticoError) => {
+      assert.equal(err.code, 'PORTICO_DEPLOY_FAILED');
+      assert.match(err.message, /^deploy of app stopped at app#1: the new instance pid \d+ on port \d+ was stopped before it was ready: Portico is stopping; no slot had been replaced/);
+      return true;
+    });
+    for (const pid of [...before, ...surge]) assert.equal(alive(pid), false, `pid ${pid} gone`);
   });
 
   test('deploys of one upstream run one after the other; a deploy of an unknown upstream is refused', async () => {
