@@ -136,8 +136,8 @@ export class Supervisor {
   /**
    * Follows a reload's config: running instances of an unchanged `spawn` keep running; more `instances` start new
    * slots, fewer stop the last ones, a removed upstream's stop; a crash-looped slot is started again. Returns the
-   * upstreams whose instances now run differently from the config (command, cwd, env, user, group, stop signal or
-   * timeout): the server deploys them. Throws PorticoError (and changes nothing) when a user/group cannot be used.
+   * upstreams some of whose instances run differently from the config (command, cwd, env, user, group, stop signal
+   * or timeout; also after a deploy that was rolled back): the server deploys them. Throws PorticoError (and changes nothing) when a user/group cannot be used.
    */
   update(config: Config): string[] {
     const specs = upstreamSpecs(config);
@@ -150,21 +150,22 @@ export class Supervisor {
         void Promise.all(this.#addGroup(name, spec));
         continue;
       }
-      const differs = processChanged(group.spec, spec);
-      if (differs) changed.push(name);
       group.spec = spec;
       for (const slot of group.slots.slice(spec.instances)) void this.#remove(slot);
       group.slots = group.slots.slice(0, spec.instances);
       for (const slot of group.slots) {
         // Keys that do not change how a process runs (ports, health, timeouts) apply at once; a new version waits
         // for the deploy, and restarts run the version the slot had.
-        if (!differs) slot.spec = spec;
+        if (!processChanged(slot.spec, spec)) slot.spec = spec;
         if (slot.state === 'failed' && !slot.held) {
           slot.spec = spec;
           slot.crashes.clear();
           void this.#bringUp(slot);
         }
       }
+      // Compared with what the slots run, not with the previous config: a deploy that failed (rolled back) is due
+      // again at the next reload.
+      if (group.slots.some((slot) => processChanged(slot.spec, spec))) changed.push(name);
       for (let i = group.slots.length; i < spec.instances; i++) {
         const slot = new Slot(name, i, spec);
         group.slots.push(slot);

@@ -123,6 +123,7 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
     assert.notEqual(after[0]!.pid, v2, 'app#1 runs the previous version again, in a new instance');
     assert.deepEqual(await answers(sup), [['app#1', after[0]!.pid, '1'], ['app#2', before[1]!.pid, '1']]);
     assert.equal(sink.moves.at(-1)!.port, after[0]!.port, 'the data plane was moved back');
+    assert.deepEqual(sup.update(spawnConfig(dir, app({ VERSION: '2', BREAK_FILE: broken, BREAK_AFTER: 1 }, '3s'))), ['app'], 'the next reload finds the deploy due again');
   });
 
   test('a deploy of the same version whose new instance fails its check (the code on disk broke) stops at the first slot with nothing to roll back; every old instance keeps serving', async () => {

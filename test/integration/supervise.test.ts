@@ -119,9 +119,10 @@ describe('supervised app servers', { timeout: 60_000 }, () => {
     assert.equal(slot!.restarts, 4);
     assert.equal(slot!.pid, undefined);
 
-    // The reload's config no longer crashes: the env changed (a deploy is due), and the failed slot starts again.
+    // The reload's config no longer crashes: the failed slot starts again, at once as the new version (so no
+    // instance runs an old one and no deploy is due).
     const changed = sup.update(spawnConfig(dir, { app: { spawn: { command: ['node', APP], ports: range.text } } }));
-    assert.deepEqual(changed, ['app']);
+    assert.deepEqual(changed, []);
     const ready = await eventually(() => sup.slots().find((s) => s.state === 'ready'), 'the slot started again');
     assert.equal((await getJson(ready.port!)).body.pid, ready.pid);
   });
@@ -227,6 +228,7 @@ describe('supervised app servers', { timeout: 60_000 }, () => {
 
     assert.deepEqual(sup.update(spawnConfig(dir, spawn({ instances: 1, env: { VERSION: '2' } }))), ['app']);
     assert.deepEqual(pidsOf(), [p1], 'a new version waits for the deploy');
+    assert.deepEqual(sup.update(spawnConfig(dir, spawn({ instances: 1, env: { VERSION: '2' } }))), ['app'], 'still due: app#1 runs the old version');
 
     assert.deepEqual(sup.update(spawnConfig(dir, { app: { servers: ['http://127.0.0.1:9'] } })), []);
     assert.deepEqual(sup.slots(), []);
