@@ -174,6 +174,30 @@ describe('supervised app servers', { timeout: 60_000 }, () => {
     assert.deepEqual(left, []);
   });
 
+  test('an instance never ready within health_timeout is stopped and counts as a crash: start() resolves with the slot waiting to restart, and the log says what the last check saw', async () => {
+    const { supervisor: sup, log } = supervisor({
+      app: { spawn: { command: ['node', APP], ports: portRange(2).text, env: { HEALTH_FAIL: '1' }, health_timeout: '800ms' }, health: { path: '/healthz', interval: '100ms' } },
+    });
+    await sup.start();
+    const [slot] = sup.slots();
+    assert.equal(slot!.state, 'backoff');
+    assert.equal(slot!.pid, undefined);
+    const line = await log.waitFor((l) => l.level === 50, 'the failed start');
+    assert.match(line.msg, /^app#1: pid (\d+) on port \d+ was not ready within 800 ms: not ready in time \(last check: GET \/healthz answered 500\); restarting in 100 ms$/);
+    const pid = Number(/pid (\d+)/.exec(line.msg)![1]);
+    assert.equal(alive(pid), false, 'the instance that was not ready is stopped');
+  });
+
+  test('stop_signal SIGINT reaches the app itself (the shim leaves no signal ignored): stop() ends well before stop_timeout', async () => {
+    const { supervisor: sup } = supervisor({ app: { spawn: { command: ['node', APP], ports: portRange(2).text, stop_signal: 'SIGINT', stop_timeout: '20s' } } });
+    await sup.start();
+    const [slot] = sup.slots();
+    const t0 = Date.now();
+    await sup.stop();
+    assert.ok(Date.now() - t0 < 10_000, `stopped in ${Date.now() - t0} ms`);
+    assert.equal(alive(slot!.pid!), false);
+  });
+
   test('user/group: refused with a clear error when Portico does not run as root; as root the instances run as that user', async () => {
     const range = portRange(2);
     const upstreams = { app: { spawn: { command: ['node', APP], ports: range.text, user: 'nobody' } } };
