@@ -76,11 +76,13 @@ export async function waitReady(port: number, check: ReadinessCheck | undefined,
   const gap = Math.max(10, Math.min(check?.interval ?? MAX_PAUSE_MS, MAX_PAUSE_MS));
   let passes = 0;
   let last = 'not probed yet';
+  let probes = 0;
   // Bounded: every round waits at least `gap` or ends the loop; the deadline ends it.
   while (!signal.aborted) {
     const left = deadline - Date.now();
     if (left <= 0) break;
-    const timeout = Math.min(check?.timeout ?? 1000, left);
+    const full = check?.timeout ?? 1000;
+    const timeout = Math.min(full, left);
     const result = check === undefined ? await probeTcp(port, timeout) : await probeHttp(port, check, timeout);
     if (signal.aborted) break;
     if (result === undefined) {
@@ -88,8 +90,10 @@ export async function waitReady(port: number, check: ReadinessCheck | undefined,
       if (passes >= rise) return;
     } else {
       passes = 0;
-      last = result;
+      // A probe cut short by the deadline says less than the one before it.
+      if (timeout === full || probes === 0) last = result;
     }
+    probes += 1;
     await pause(Math.min(gap, Math.max(0, deadline - Date.now())), signal);
   }
   throw new Error(signal.aborted ? `readiness check stopped (${last})` : `not ready in time (last check: ${last})`);
