@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -153,23 +153,27 @@ describe('supervised app servers', { timeout: 60_000 }, () => {
     }
   });
 
-  test('stop() signals the whole process group of a sh -c command (its children and grandchildren too), and SIGKILLs a group that ignores the stop signal after stop_timeout', async () => {
+  test('stop() signals the whole process group of a sh -c command and of npm start (children and grandchildren too), and SIGKILLs a group that ignores the stop signal after stop_timeout', async () => {
     const pids = path.join(dir, 'pids-stop');
     mkdirSync(pids);
+    mkdirSync(path.join(dir, 'npm-app'));
+    writeFileSync(path.join(dir, 'npm-app/package.json'), JSON.stringify({ name: 'npm-app', private: true, scripts: { start: `node ${APP}` } }));
     const { supervisor: sup } = supervisor({
       // sh stays the leader (the command is a list), node is its child, `sleep` node's child.
       tree: { spawn: { command: `node ${APP} & wait`, ports: portRange(2).text, env: { CHILD: '1', PIDS_DIR: pids } } },
       stubborn: { spawn: { command: ['node', APP], ports: portRange(2).text, env: { IGNORE_TERM: '1' }, stop_timeout: '400ms' } },
+      // npm start: npm, the sh it runs, node, sleep.
+      npm: { spawn: { command: 'npm start', cwd: 'npm-app', ports: portRange(2).text, env: { CHILD: '1', npm_config_update_notifier: 'false' }, stop_timeout: '5s' } },
     });
     await sup.start();
     const groups = new Set(sup.slots().map((s) => s.pid!));
     const before = groupMembers(groups);
-    // tree: sh, node, sleep and the shim's watcher; stubborn: node and the watcher.
-    assert.ok(before.length >= 6, `the groups hold ${before.length} processes`);
+    // tree: sh, node, sleep and the shim's watcher; stubborn: node and the watcher; npm: npm, sh, node, sleep, watcher.
+    assert.ok(before.length >= 10, `the groups hold ${before.length} processes`);
     const t0 = Date.now();
     await sup.stop();
     const took = Date.now() - t0;
-    assert.ok(took >= 400, `the stubborn instance was waited for (stop took ${took} ms)`);
+    assert.ok(took >= 400 && took < 5000, `the stubborn instance was waited for, npm was not (stop took ${took} ms)`);
     const left = await eventually(() => (groupMembers(groups).length === 0 ? [] : false), 'the groups to be empty', 3000);
     assert.deepEqual(left, []);
   });
