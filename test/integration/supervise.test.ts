@@ -88,7 +88,7 @@ describe('supervised app servers', { timeout: 60_000 }, () => {
 
   test('a crashed instance is restarted after a backoff: the sink hears the slot is down, then its new port; the log gives the exit code and the last lines of its stderr', async () => {
     const { supervisor: sup, sink, log } = supervisor({
-      app: { spawn: { command: ['node', APP], ports: portRange(3).text, env: { CRASH_ONCE_FILE: path.join(dir, 'crashed-once') } }, health: { path: '/healthz', interval: '100ms' } },
+      app: { spawn: { command: ['node', APP], ports: portRange(3).text, env: { CRASH_ONCE_FILE: path.join(dir, 'crashed-once') } }, health: { path: '/healthz', interval: '100ms', rise: 1 } },
     });
     await sup.start();
     const first = sup.slots()[0]!;
