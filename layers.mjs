@@ -18,6 +18,7 @@ export const LAYERS = [
     { room: 'cache', path: '^src/cache/' },
     { room: 'tls', path: '^src/tls/' },
     { room: 'control', path: '^src/control/' },
+    { room: 'supervise', path: '^src/supervise/' },
   ],
   [
     { room: 'config', path: '^src/config/' },

@@ -33,6 +33,10 @@ export const ERROR_CODES = {
   PORTICO_STATE_DIR: 500,
   /** A certificate handed to the certificate store at runtime (ACME) is no PEM, or its key does not match it. */
   PORTICO_BAD_CERTIFICATE: 500,
+  /** An app server Portico runs (`spawn`) cannot be started as configured (user/group without root, no such user). */
+  PORTICO_SPAWN_FAILED: 500,
+  /** A rolling deploy stopped: a new instance was never ready; the replaced slots were rolled back. */
+  PORTICO_DEPLOY_FAILED: 500,
   /** Two parts registered under one name (a handler kind, a policy): a programming error found at start-up. */
   PORTICO_DUPLICATE_NAME: 500,
   /** The control socket cannot be bound (another Portico answers on it, its path is too long) or reached. */

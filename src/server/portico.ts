@@ -18,6 +18,7 @@ import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
+import { Supervisor } from '../supervise/supervisor.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { ControlServer } from '../control/server.js';
 import { socketPathProblem } from '../config/control.js';
@@ -55,10 +56,8 @@ export interface PorticoOptions {
   upgrade?: UpgradeFunction;
 }
 
-/** Until the Supervisor is plugged in: a config with `spawn` cannot run. */
-const NO_SUPERVISOR: SupervisorFactory = () => {
-  throw new PorticoError('PORTICO_INTERNAL', 'spawn: this build of Portico has no supervisor for app servers');
-};
+/** The app servers Portico runs (`spawn`), as `portico run` has them. */
+const SUPERVISOR: SupervisorFactory = (config, logger, sink) => new Supervisor(config, logger, sink);
 
 /** A Portico server: listeners plus the current app. */
 export class Portico {
@@ -102,7 +101,7 @@ export class Portico {
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
-    this.#supervisorFactory = options.supervisor ?? NO_SUPERVISOR;
+    this.#supervisorFactory = options.supervisor ?? SUPERVISOR;
     this.#appState.slotPort = (upstream, slot) => this.#supervisor?.port(upstream, slot);
     this.#options = options;
     this.#operations = new Operations(
