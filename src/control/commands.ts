@@ -42,6 +42,15 @@ function duration(seconds: number): string {
   return [d > 0 ? `${d}d` : '', h > 0 ? `${h}h` : '', m > 0 ? `${m}m` : '', `${s}s`].filter((part) => part !== '').join(' ');
 }
 
+/** A spawned instance as `status` reports it (the Supervisor's slot status). */
+interface InstanceLine {
+  slot: string;
+  state: string;
+  pid?: number;
+  port?: number;
+  restarts: number;
+}
+
 /** The human summary of a status result. */
 function statusLines(result: Record<string, unknown>): string[] {
   const listeners = (result.listeners as Array<{ url: string }> | undefined) ?? [];
@@ -55,6 +64,9 @@ function statusLines(result: Record<string, unknown>): string[] {
     `state     ${result.state_dir === null ? '-' : displayPath(String(result.state_dir))}`,
     `control   ${result.control_socket === null ? '-' : displayPath(String(result.control_socket))}`,
     `operation ${now}`,
+    ...((result.instances as InstanceLine[] | undefined) ?? []).map(
+      (i) => `instance  ${i.slot} ${i.state}${i.pid === undefined ? '' : ` pid ${i.pid}`}${i.port === undefined ? '' : ` port ${i.port}`}${i.restarts > 0 ? `, ${i.restarts} restarts` : ''}`,
+    ),
   ];
 }
 

@@ -218,6 +218,7 @@ export class Portico {
         const host = address.host.includes(':') ? `[${address.host}]` : address.host;
         return { address: `${host}:${address.port}`, url: `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
       }),
+      instances: this.#supervisor?.slots() ?? [],
     };
   }
 
