@@ -10,6 +10,8 @@ import { loadConfigFile, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
+import { Successor, Upgrader } from './server/upgrade.js';
+import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -33,10 +35,12 @@ Options:
   -h, --help          show this help
   -v, --version       show the version
 
-Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file.
+Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file, SIGUSR2 upgrades Portico in
+place (a new process from the installed code takes the listening sockets over; the old one drains and exits).
 `;
 
-function load(file: string): Config | undefined {
+/** The config file's content, or undefined after its errors were printed (and put into `errors` when given). */
+function load(file: string, errors?: string[]): Config | undefined {
   try {
     const config = loadConfigFile(file);
     for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
@@ -44,6 +48,7 @@ function load(file: string): Config | undefined {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
+      errors?.push(...err.issues.map(formatConfigIssue));
       // The file as the error lines name it (the absolute path for one that cannot be read).
       process.stderr.write(`portico: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'} in ${err.issues[0]?.file ?? displayPath(file)}\n`);
       return undefined;
@@ -78,22 +83,35 @@ function devPort(config: Config, server: Portico): number | string {
 }
 
 async function run(file: string, dev: boolean): Promise<number> {
+  // Started by an upgrade (see server/upgrade.ts): the old process hands over its sockets, then the rest once this
+  // one is ready; whatever fails is reported to it (it stops this one and goes on serving).
+  const successor = Successor.fromEnvironment();
+  const fail = async (message: string, issues: string[] = []): Promise<number> => {
+    if (successor !== undefined) {
+      await successor.failed(message, issues);
+      successor.detach();
+    }
+    return 1;
+  };
   const certificate = dev ? await devCertificate() : undefined;
   if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
-  const loadServed = (): Config | undefined => {
-    const loaded = load(file);
+  const loadServed = (errors?: string[]): Config | undefined => {
+    const loaded = load(file, errors);
     return loaded === undefined || certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
   };
-  const config = loadServed();
-  if (config === undefined) return 1;
+  const errors: string[] = [];
+  const config = loadServed(errors);
+  if (config === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
   let server: Portico;
+  const logger = createErrorLog(config.log.level);
   try {
+    const sockets = successor === undefined ? undefined : await successor.sockets();
     // Building the server opens (and locks) the state directory, which may refuse.
-    server = new Portico(config);
+    server = new Portico(config, logger, sockets === undefined ? {} : { upgrade: { predecessor: successor!.predecessor, sockets } });
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
-    return 1;
+    return fail(describe(err));
   }
   // The signals are Portico's before the line that says it serves: a supervisor that sends SIGTERM as soon as it
   // reads that line gets a graceful stop, never Node's default (killed on the spot).
@@ -102,11 +120,36 @@ async function run(file: string, dev: boolean): Promise<number> {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`portico: ${signal}, stopping\n`);
-    server.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    // A new process of an upgrade under way is stopped first: it must not take over from a stopping Portico.
+    void upgrader
+      .cancel()
+      .then(() => server.stop(server.config.shutdown_timeout))
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
+  // The entry point of an upgrade (SIGUSR2 below; `portico upgrade` over the control socket calls upgrader.upgrade()).
+  const upgrader = new Upgrader(server, logger, {
+    retire: (pid) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)\n`);
+      // Idle keep-alive connections linger (their next answer says Connection: close): see Listeners.stop.
+      server.stop(server.config.shutdown_timeout, true).then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    },
+  });
+  process.on('SIGUSR2', () => {
+    if (stopping) return void process.stderr.write('portico: SIGUSR2 ignored: stopping\n');
+    process.stderr.write(`portico: SIGUSR2, upgrading: starting a new process\n`);
+    void upgrader.upgrade().then((result) => {
+      if (result.ok) return;
+      process.stderr.write(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})\n`);
+    });
+  });
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => {
@@ -117,6 +160,18 @@ async function run(file: string, dev: boolean): Promise<number> {
       (err: unknown) => process.stderr.write(`portico: reload failed: ${describe(err)}; still serving the previous config\n`),
     );
   });
+  if (successor !== undefined) {
+    try {
+      await successor.ready(server.stateDir);
+      server.succeeded();
+    } catch (err) {
+      process.stderr.write(`portico: ${describe(err)}\n`);
+      await server.stop(0);
+      return 1;
+    }
+    successor.detach();
+    process.stderr.write(`portico: process ${process.pid} took over from process ${successor.predecessor}\n`);
+  }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
   if (certificate !== undefined) {

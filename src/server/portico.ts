@@ -16,7 +16,7 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
-import { Listeners, type BoundAddress } from '../connections/listeners.js';
+import { Listeners, type BoundAddress, type InheritedSocket } from '../connections/listeners.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -30,6 +30,11 @@ const RELOAD_DRAIN_MS = 5 * 60_000;
 export interface PorticoOptions {
   /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
   acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
+  /**
+   * An upgrade's new process: the pid of the Portico it replaces (whose state directory lock it accepts until
+   * `succeeded()`), and the listening sockets that one handed over (listened on instead of binding).
+   */
+  upgrade?: { predecessor: number; sockets: readonly InheritedSocket[] };
 }
 
 /** A Portico server: listeners plus the current app. */
@@ -47,11 +52,14 @@ export class Portico {
   readonly #draining = new Set<Promise<void>>();
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
+  /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
+  #upgrade: PorticoOptions['upgrade'];
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
+    this.#upgrade = options.upgrade;
     this.#zones = new CacheZones(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
@@ -88,7 +96,7 @@ export class Portico {
     if (this.#state !== undefined) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#state.path} to ${dir}: restart Portico to move it`);
     }
-    const state = StateDir.open(dir, this.#logger);
+    const state = StateDir.open(dir, this.#logger, this.#upgrade?.predecessor);
     this.#state = state;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
@@ -147,12 +155,38 @@ export class Portico {
     return this.#listeners.addresses;
   }
 
-  /** Starts the app, then binds the listeners. */
+  /** The state directory's path (undefined: none). */
+  get stateDir(): string | undefined {
+    return this.#state?.path;
+  }
+
+  /** The listening sockets, to hand to the process of an upgrade. */
+  listeningSockets(): InheritedSocket[] {
+    return this.#listeners.sockets();
+  }
+
+  /**
+   * An upgrade's old process, once the new one (`pid`, using the state directory `stateDir`) is ready: gives up
+   * what only one Portico may hold. The state directory lock is rewritten with the new pid when both use the same
+   * directory (else this one releases its own when it stops).
+   */
+  handOver(pid: number, stateDir: string | undefined): void {
+    if (this.#state !== undefined && stateDir === this.#state.path) this.#state.handOver(pid);
+  }
+
+  /** An upgrade's new process, once the old one has handed over (or is gone): takes the state directory lock. */
+  succeeded(): void {
+    this.#state?.claim(this.#logger);
+  }
+
+  /** Starts the app, then binds the listeners (or listens on the sockets an upgrade handed over). */
   async start(): Promise<void> {
     await this.#zones.start();
     await this.#app.start();
+    const inherited = this.#upgrade?.sockets ?? [];
+    this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
     try {
-      await this.#listeners.start();
+      await this.#listeners.start(inherited);
     } catch (err) {
       await this.#app.stop();
       await this.#zones.stop();
@@ -214,11 +248,14 @@ export class Portico {
     void drained.finally(() => this.#draining.delete(drained));
   }
 
-  /** Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. */
-  async stop(graceMs = 10_000): Promise<void> {
+  /**
+   * Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. `lingerIdle`: the old
+   * process of an upgrade (see `Listeners.stop`).
+   */
+  async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     this.#stopped = true;
     this.#acme?.stop();
-    await this.#listeners.stop(graceMs);
+    await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.
     await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
