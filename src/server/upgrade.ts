@@ -164,7 +164,7 @@ export class Upgrader {
         resolve(outcome);
       };
       const timer = setTimeout(
-        () => finish({ ok: false, message: `the new process (pid ${child.pid}) was not ready within ${Math.round(timeoutMs / 1000)} s` }),
+        () => finish({ ok: false, message: `the new process (pid ${child.pid}) was not ready within ${timeoutMs < 10_000 ? `${timeoutMs} ms` : `${Math.round(timeoutMs / 1000)} s`}` }),
         timeoutMs,
       );
       const onError = (err: Error) => finish({ ok: false, message: `cannot start a new process: ${err.message}` });

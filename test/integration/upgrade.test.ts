@@ -10,7 +10,10 @@ import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { after, describe, test } from 'node:test';
-import { makeTree } from '../helpers/portico.js';
+import net from 'node:net';
+import pino from 'pino';
+import { Upgrader, type UpgradeResult } from '../../src/server/upgrade.js';
+import { makeTree, startPortico } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { RawConnection, httpRequest, waitFor } from './proxy-support.js';
@@ -288,3 +291,53 @@ describe('portico upgrade (SIGUSR2)', () => {
   });
 });
 
+
+describe('upgrade: a new process that fails', () => {
+  test('one that exits before it is ready: the result says so with its exit code; one that hangs is stopped at the ready bound; a second upgrade meanwhile is refused; the server keeps serving', async () => {
+    const crash = path.join(dir, 'crash.js');
+    const hang = path.join(dir, 'hang.js');
+    writeFileSync(crash, 'process.exit(3);\n');
+    writeFileSync(hang, 'setInterval(() => {}, 1000);\n');
+    const running = await startPortico('sites:\n  - routes: [{ path: /, respond: { body: ok } }]\n');
+    const retired: number[] = [];
+    try {
+      const crashed = await new Upgrader(running.server, pino({ level: 'silent' }), { args: [crash], retire: (pid) => retired.push(pid) }).upgrade();
+      assert.deepEqual(crashed, { ok: false, error: { code: 'PORTICO_UPGRADE_FAILED', message: crashed.ok ? '' : crashed.error.message } });
+      assert.match(crashed.ok ? '' : crashed.error.message, /^the new process \(pid \d+\) exited with code 3 before it was ready$/);
+
+      const upgrader = new Upgrader(running.server, pino({ level: 'silent' }), { args: [hang], readyTimeoutMs: 500, retire: (pid) => retired.push(pid) });
+      const first = upgrader.upgrade();
+      const second: UpgradeResult = await upgrader.upgrade();
+      assert.deepEqual(second, { ok: false, error: { code: 'PORTICO_UPGRADE_RUNNING', message: 'an upgrade is already running; try again once it is done' } });
+      const timedOut = await first;
+      assert.match(timedOut.ok ? '' : timedOut.error.message, /^the new process \(pid (\d+)\) was not ready within 500 ms$/);
+      const pid = Number(/pid (\d+)/.exec(timedOut.ok ? '' : timedOut.error.message)![1]);
+      assert.equal(alive(pid), false, 'the hanging process was stopped before the result');
+      assert.deepEqual(retired, [], 'nothing retired');
+      assert.equal((await httpRequest(running.port, '/')).body.toString(), 'ok');
+    } finally {
+      await running.stop();
+    }
+  });
+
+  test('a new process that cannot bind a new address of its config (in use) fails with PORTICO_LISTEN_FAILED; the old one keeps serving', async () => {
+    const blocker = net.createServer();
+    blocker.listen(0, '127.0.0.1');
+    await new Promise((resolve) => blocker.once('listening', resolve));
+    const taken = (blocker.address() as net.AddressInfo).port;
+    const file = path.join(dir, 'taken.yaml');
+    writeFileSync(file, respondConfig('one'));
+    const portico = await PorticoProcess.start(file, dir);
+    try {
+      writeFileSync(file, respondConfig('one').replace('listen: ["127.0.0.1:0"]', `listen: ["127.0.0.1:0", "127.0.0.1:${taken}"]`));
+      const mark = portico.stderr.length;
+      portico.signal('SIGUSR2');
+      const line = await portico.waitForLine(/^portico: upgrade failed: /, mark);
+      assert.match(line, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${taken}: address already in use \\(PORTICO_LISTEN_FAILED\\) \\(the new process exited with code 1\\)`));
+      assert.equal((await httpRequest(portico.port, '/')).body.toString(), 'one');
+    } finally {
+      assert.equal(await portico.stop(), 0);
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+});
