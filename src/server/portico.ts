@@ -174,6 +174,11 @@ export class Portico {
     if (this.#state !== undefined && stateDir === this.#state.path) this.#state.handOver(pid);
   }
 
+  /** An upgrade's old process whose new one failed after `handOver`: the state directory lock is this one's again. */
+  takeBack(): void {
+    this.#state?.takeBack();
+  }
+
   /** An upgrade's new process, once the old one has handed over (or is gone): takes the state directory lock. */
   succeeded(): void {
     this.#state?.claim(this.#logger);

@@ -74,6 +74,8 @@ export interface UpgraderOptions {
    * connections stay, so a reply can still be written), before the new process takes it. Bounded by the caller.
    */
   release?: () => Promise<void>;
+  /** Undoes `release` when the new process fails after it (it died in the moment before it took over). */
+  restore?: () => Promise<void>;
   /** The new process serves: this one stops accepting, drains and exits (called once, after the result resolved). */
   retire(successor: number): void;
 }
@@ -211,9 +213,15 @@ export class Upgrader {
   async #commit(child: ChildProcess, stateDir: string | undefined): Promise<void> {
     if (this.#options.release !== undefined) await this.#options.release();
     this.#portico.handOver(child.pid!, stateDir);
-    await new Promise<void>((resolve, reject) =>
-      child.send({ portico: 'upgrade:commit' } satisfies UpgradeMessage, (err) => (err ? reject(err) : resolve())),
-    );
+    try {
+      await new Promise<void>((resolve, reject) =>
+        child.send({ portico: 'upgrade:commit' } satisfies UpgradeMessage, (err) => (err ? reject(err) : resolve())),
+      );
+    } catch (err) {
+      this.#portico.takeBack();
+      await this.#options.restore?.();
+      throw err;
+    }
     // The new process lives on its own now: this one's exit must not wait for it, nor for the channel.
     child.unref();
     child.channel?.unref?.();

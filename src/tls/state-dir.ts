@@ -9,7 +9,7 @@
  * (`handOver`), so that the lock always names a live Portico.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -43,6 +43,8 @@ export class StateDir {
   #held = true;
   /** The pid of the process this one succeeds (an upgrade) while it still holds the lock. */
   #predecessor: number | undefined;
+  /** The pid this process handed the lock over to (an upgrade), until that one took over or failed. */
+  #handedTo: number | undefined;
 
   private constructor(dir: string) {
     this.path = dir;
@@ -203,6 +205,28 @@ export class StateDir {
     }
     renameSync(temp, this.#lock);
     this.#held = false;
+    this.#handedTo = pid;
+  }
+
+  /**
+   * The process the lock was handed to failed before it took over: the lock is this process's again (rewritten
+   * with its pid when it still names that one).
+   */
+  takeBack(): void {
+    const pid = this.#handedTo;
+    if (pid === undefined) return;
+    this.#handedTo = undefined;
+    let text = '';
+    try {
+      text = readFileSync(this.#lock, 'utf8').trim();
+    } catch {
+      // Gone: made again below.
+    }
+    if (text !== String(pid) && text !== '') return;
+    const temp = `${this.#lock}.${process.pid}.tmp`;
+    writeFileSync(temp, `${process.pid}\n`, { mode: 0o600 });
+    renameSync(temp, this.#lock);
+    this.#held = true;
   }
 
   /** Releases the lock (only when it is still this process's). Idempotent. */

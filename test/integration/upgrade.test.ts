@@ -12,7 +12,10 @@ import type { Duplex } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import net from 'node:net';
 import pino from 'pino';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { Upgrader, type UpgradeResult } from '../../src/server/upgrade.js';
+import { StateDir } from '../../src/tls/state-dir.js';
 import { makeTree, startPortico } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -338,6 +341,50 @@ describe('upgrade: a new process that fails', () => {
     } finally {
       assert.equal(await portico.stop(), 0);
       await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+});
+
+describe('upgrade: the state directory lock', () => {
+  test('handed over to a live successor pid (this process no longer releases it), taken back when it failed; a successor accepts its predecessor\'s lock and claims it once handed over, or once the predecessor is gone', async () => {
+    const stateDir = path.join(dir, 'state-lock');
+    const lock = path.join(stateDir, 'portico.lock');
+    const logger = pino({ level: 'silent' });
+    // A live process standing in for the other Portico.
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    await once(other, 'spawn');
+    try {
+      const state = StateDir.open(stateDir, logger);
+      state.handOver(other.pid!);
+      assert.equal(readFileSync(lock, 'utf8').trim(), String(other.pid));
+      state.release();
+      assert.equal(readFileSync(lock, 'utf8').trim(), String(other.pid), 'a lock handed over is not released');
+      state.takeBack();
+      assert.equal(readFileSync(lock, 'utf8').trim(), String(process.pid));
+      state.release();
+      assert.throws(() => readFileSync(lock), /ENOENT/);
+
+      // The other process holds the lock: refused, unless it is this one's predecessor.
+      writeFileSync(lock, `${other.pid}\n`);
+      assert.throws(() => StateDir.open(stateDir, logger), /in use by process/);
+      const successor = StateDir.open(stateDir, logger, other.pid);
+      successor.release();
+      assert.equal(readFileSync(lock, 'utf8').trim(), String(other.pid), 'not this one\'s until claimed');
+      writeFileSync(lock, `${process.pid}\n`);
+      successor.claim(logger);
+      successor.release();
+      assert.throws(() => readFileSync(lock), /ENOENT/, 'claimed once handed over: released on stop');
+
+      // A predecessor that died without handing over: its lock is taken over.
+      writeFileSync(lock, `${other.pid}\n`);
+      const orphan = StateDir.open(stateDir, logger, other.pid);
+      other.kill('SIGKILL');
+      await once(other, 'exit');
+      orphan.claim(logger);
+      assert.equal(readFileSync(lock, 'utf8').trim(), String(process.pid));
+      orphan.release();
+    } finally {
+      if (other.exitCode === null && other.signalCode === null) other.kill('SIGKILL');
     }
   });
 });
