@@ -130,6 +130,8 @@ async function run(file: string, dev: boolean): Promise<number> {
       );
   };
   // The entry point of an upgrade (SIGUSR2 below; `portico upgrade` over the control socket calls upgrader.upgrade()).
+  // The control socket's listener is closed by the `release` option (its connections stay, so the reply to
+  // `portico upgrade` can be written), reopened by `restore` if the new process dies just then.
   const upgrader = new Upgrader(server, logger, {
     retire: (pid) => {
       if (stopping) return;
@@ -169,6 +171,8 @@ async function run(file: string, dev: boolean): Promise<number> {
       await server.stop(0);
       return 1;
     }
+    // What only one Portico may hold is this one's from here: the control socket is bound now, not earlier (the old
+    // process's close of its listener would unlink the socket file under it).
     successor.detach();
     process.stderr.write(`portico: process ${process.pid} took over from process ${successor.predecessor}\n`);
   }

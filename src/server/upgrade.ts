@@ -274,7 +274,6 @@ export class Successor {
   sockets(): Promise<InheritedSocket[]> {
     return new Promise((resolve, reject) => {
       const sockets: InheritedSocket[] = [];
-      let expected: number | undefined;
       const done = (err?: Error) => {
         clearTimeout(timer);
         process.off('message', onMessage);
@@ -289,10 +288,11 @@ export class Successor {
         if (message.portico === 'upgrade:socket' && handle !== undefined && handle !== null) {
           sockets.push({ text: message.text, host: message.host, port: message.port, handle: handle as object });
         } else if (message.portico === 'upgrade:sockets') {
-          expected = message.count;
+          // Every handle sent came before this message (Node queues every message behind one carrying a handle
+          // until it is acknowledged). One that could not be sent is missing: its address is bound here instead,
+          // which fails while the old process holds it, and the upgrade with it.
+          done();
         }
-        // The handles come in order, each before the count (Node queues messages with handles one at a time).
-        if (expected !== undefined && sockets.length >= expected) done();
       };
       if (!process.connected) return onDisconnect();
       process.on('message', onMessage);
