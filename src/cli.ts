@@ -116,6 +116,8 @@ async function run(file: string, dev: boolean): Promise<number> {
   // The signals are Portico's before the line that says it serves: a supervisor that sends SIGTERM as soon as it
   // reads that line gets a graceful stop, never Node's default (killed on the spot).
   let stopping = false;
+  // False until this process serves on its own (an upgrade's new process: until the old one handed over).
+  let serving = successor === undefined;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -145,7 +147,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     },
   });
   process.on('SIGUSR2', () => {
-    if (stopping) return void process.stderr.write('portico: SIGUSR2 ignored: stopping\n');
+    if (stopping || !serving) return void process.stderr.write(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
     process.stderr.write(`portico: SIGUSR2, upgrading: starting a new process\n`);
     void upgrader.upgrade().then((result) => {
       if (result.ok) return;
@@ -155,6 +157,8 @@ async function run(file: string, dev: boolean): Promise<number> {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => {
+    // The old process of an upgrade drains the config it had; one still taking over is sent it again once it serves.
+    if (stopping || !serving) return void process.stderr.write(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
     const next = loadServed();
     if (next === undefined) return void process.stderr.write('portico: reload refused, still serving the previous config\n');
     server.reload(next).then(
@@ -168,12 +172,14 @@ async function run(file: string, dev: boolean): Promise<number> {
       server.succeeded();
     } catch (err) {
       process.stderr.write(`portico: ${describe(err)}\n`);
+      successor.detach();
       await server.stop(0);
       return 1;
     }
     // What only one Portico may hold is this one's from here: the control socket is bound now, not earlier (the old
     // process's close of its listener would unlink the socket file under it).
     successor.detach();
+    serving = true;
     process.stderr.write(`portico: process ${process.pid} took over from process ${successor.predecessor}\n`);
   }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
