@@ -188,6 +188,8 @@ export class Portico {
   async start(): Promise<void> {
     await this.#zones.start();
     await this.#app.start();
+    // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
+    // and the supervised app instances once there are some) is started before this point.
     const inherited = this.#upgrade?.sockets ?? [];
     this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
     try {
