@@ -163,6 +163,8 @@ export class Upgrader {
         child.off('message', onMessage);
         child.off('exit', onExit);
         child.off('error', onError);
+        // A late 'error' of the child object (its channel) must not throw in this process, which goes on serving.
+        child.on('error', (err) => this.#logger.debug({ err }, 'upgrade: the new process channel'));
         resolve(outcome);
       };
       const timer = setTimeout(
@@ -206,7 +208,9 @@ export class Upgrader {
         if (err) this.#logger.warn({ err }, 'upgrade: a listening socket could not be sent; the new process binds it itself');
       });
     }
-    child.send({ portico: 'upgrade:sockets', count: sockets.length } satisfies UpgradeMessage);
+    // With a callback, a channel that closed meanwhile is reported here instead of as an 'error' event (the exit
+    // that follows tells the upgrade what happened).
+    child.send({ portico: 'upgrade:sockets', count: sockets.length } satisfies UpgradeMessage, undefined, undefined, () => undefined);
   }
 
   /** The new process is ready: gives up the control socket and the state directory lock, then says `commit`. */
