@@ -169,7 +169,7 @@ async function run(file: string, dev: boolean): Promise<number> {
   if (successor !== undefined) {
     try {
       await successor.ready(server.stateDir);
-      server.succeeded();
+      await server.succeeded();
     } catch (err) {
       process.stderr.write(`portico: ${describe(err)}\n`);
       successor.detach();

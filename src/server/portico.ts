@@ -167,26 +167,33 @@ export class Portico {
 
   /**
    * An upgrade's old process, once the new one (`pid`, using the state directory `stateDir`) is ready: gives up
-   * what only one Portico may hold. The state directory lock is rewritten with the new pid when both use the same
-   * directory (else this one releases its own when it stops).
+   * what only one Portico may hold. The cache zones' disk folders: nothing more is stored, writes in flight land.
+   * The state directory lock is rewritten with the new pid when both use the same directory (else this one
+   * releases its own when it stops).
    */
-  handOver(pid: number, stateDir: string | undefined): void {
+  async handOver(pid: number, stateDir: string | undefined): Promise<void> {
+    await this.#zones.holdDisks();
     if (this.#state !== undefined && stateDir === this.#state.path) this.#state.handOver(pid);
   }
 
-  /** An upgrade's old process whose new one failed after `handOver`: the state directory lock is this one's again. */
-  takeBack(): void {
+  /** An upgrade's old process whose new one failed after `handOver`: the lock and the disk folders are this one's again. */
+  async takeBack(): Promise<void> {
     this.#state?.takeBack();
+    await this.#zones.releaseDisks();
   }
 
-  /** An upgrade's new process, once the old one has handed over (or is gone): takes the state directory lock. */
-  succeeded(): void {
+  /**
+   * An upgrade's new process, once the old one has handed over (or is gone): takes the state directory lock, and
+   * stores into the cache zones' disk folders from now on.
+   */
+  async succeeded(): Promise<void> {
     this.#state?.claim(this.#logger);
+    await this.#zones.releaseDisks();
   }
 
   /** Starts the app, then binds the listeners (or listens on the sockets an upgrade handed over). */
   async start(): Promise<void> {
-    await this.#zones.start();
+    await this.#zones.start(this.#upgrade !== undefined);
     await this.#app.start();
     // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
     // and the supervised app instances once there are some) is started before this point.

@@ -10,8 +10,9 @@
  *    is never refused.
  * 2. new → old `ready` once `Portico.start()` resolved (its app, and its app instances once supervised, ready),
  *    or `failed` (an invalid config, a port it cannot bind: the lines that say why) before it exits.
- * 3. old: gives up what only one Portico may hold (the control socket's listener; the state directory lock,
- *    rewritten with the new pid), then → new `commit`. The new process then takes them (the lock; the control
+ * 3. old: gives up what only one Portico may hold (the control socket's listener; the cache zones' disk folders:
+ *    it stores nothing more, its writes in flight land; the state directory lock, rewritten with the new pid),
+ *    then → new `commit`. The new process then takes them (the lock; the control
  *    socket is bound only after this, so the old one's close never unlinks the new one's), and says it serves.
  * 4. old: stops accepting and drains as a graceful stop does (idle keep-alive connections are told
  *    `Connection: close` on their next answer instead of being closed under a client about to send), then exits.
@@ -216,13 +217,13 @@ export class Upgrader {
   /** The new process is ready: gives up the control socket and the state directory lock, then says `commit`. */
   async #commit(child: ChildProcess, stateDir: string | undefined): Promise<void> {
     if (this.#options.release !== undefined) await this.#options.release();
-    this.#portico.handOver(child.pid!, stateDir);
+    await this.#portico.handOver(child.pid!, stateDir);
     try {
       await new Promise<void>((resolve, reject) =>
         child.send({ portico: 'upgrade:commit' } satisfies UpgradeMessage, (err) => (err ? reject(err) : resolve())),
       );
     } catch (err) {
-      this.#portico.takeBack();
+      await this.#portico.takeBack();
       await this.#options.restore?.();
       throw err;
     }

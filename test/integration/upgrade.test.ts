@@ -5,7 +5,7 @@
  * with the old body and the new one (which reads the file) with the new body.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -229,6 +229,49 @@ describe('portico upgrade (SIGUSR2)', () => {
     } finally {
       if (pid !== 0) await stopSuccessor(portico, pid);
       else await portico.stop();
+    }
+  });
+
+  test("a cache zone's disk tier: what the old process stored is served by the new one from disk, and the new one stores there once it took over", async () => {
+    const app = await startUpstream((req, res) => {
+      res.setHeader('Cache-Control', 'max-age=600');
+      res.end(`page ${req.url}`);
+    });
+    const disk = path.join(dir, 'disk-upgrade');
+    /** Entries on disk: files in the two-hex-digit folders (not the temporary ones). */
+    const entries = () => {
+      try {
+        return readdirSync(disk)
+          .filter((name) => /^[0-9a-f]{2}$/.test(name))
+          .reduce((n, folder) => n + readdirSync(path.join(disk, folder)).length, 0);
+      } catch {
+        return 0;
+      }
+    };
+    const file = path.join(dir, 'disk.yaml');
+    writeFileSync(
+      file,
+      `listen: ["127.0.0.1:0"]\nlog: { access: off }\nshutdown_timeout: 2s\ncaches:\n  main: { memory: 1MB, disk: { path: ./disk-upgrade, size: 10MB } }\n` +
+        `upstreams:\n  app: { servers: ["${app.url}"] }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app, cache: { zone: main } } }]\n`,
+    );
+    const portico = await PorticoProcess.start(file, dir);
+    let pid = 0;
+    const appRequests = () => app.requests.length;
+    try {
+      assert.equal((await httpRequest(portico.port, '/a')).body.toString(), 'page /a');
+      await waitFor('the entry on disk', () => entries() === 1, 5000);
+      ({ pid } = await upgrade(portico));
+      assert.equal(await within('the old process to exit', portico.exited, 10_000), 0);
+      const a = await httpRequest(portico.port, '/a');
+      assert.equal(a.body.toString(), 'page /a');
+      assert.match(String(a.headers['cache-status']), /hit/, 'served from the disk tier by the new process');
+      assert.equal(appRequests(), 1, 'the app was not asked again');
+      assert.equal((await httpRequest(portico.port, '/b')).body.toString(), 'page /b');
+      await waitFor('the new process to store on disk', () => entries() === 2, 5000);
+    } finally {
+      if (pid !== 0) await stopSuccessor(portico, pid);
+      else await portico.stop();
+      await app.stop();
     }
   });
 
