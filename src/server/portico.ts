@@ -196,19 +196,24 @@ export class Portico {
     await this.#zones.start(this.#upgrade !== undefined);
     await this.#app.start();
     // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
-    // and the supervised app instances once there are some) is started before this point.
+    // and the supervised app instances once there are some) is started before this point, and so are the stored
+    // ACME certificates (a handshake on a shared socket must find them; an order this starts may see its http-01
+    // challenge answered by the old process, and is then retried).
+    const upgrading = this.#upgrade !== undefined;
     const inherited = this.#upgrade?.sockets ?? [];
     this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
+    if (upgrading) await this.#updateAcme(this.#app.config);
     try {
       await this.#listeners.start(inherited);
     } catch (err) {
+      this.#acme?.stop();
       await this.#app.stop();
       await this.#zones.stop();
       this.#state?.release();
       throw err;
     }
     // Orders start once the plain listeners can answer http-01.
-    await this.#updateAcme(this.#app.config);
+    if (!upgrading) await this.#updateAcme(this.#app.config);
   }
 
   /**
