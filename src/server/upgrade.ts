@@ -157,6 +157,8 @@ export class Upgrader {
     return new Promise((resolve) => {
       let reported: { message: string; issues: string[] } | undefined;
       let settled = false;
+      /** `ready` came: the hand-over runs, and decides (a new process that dies meanwhile fails its `commit`). */
+      let committing = false;
       const finish = (outcome: { ok: true } | { ok: false; message: string; issues?: string[] }) => {
         if (settled) return;
         settled = true;
@@ -174,6 +176,7 @@ export class Upgrader {
       );
       const onError = (err: Error) => finish({ ok: false, message: `cannot start a new process: ${err.message}` });
       const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (committing) return;
         const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
         if (reported !== undefined) return finish({ ok: false, message: `${reported.message} (the new process ${how})`, issues: reported.issues });
         finish({ ok: false, message: `the new process (pid ${child.pid}) ${how} before it was ready` });
@@ -187,6 +190,9 @@ export class Upgrader {
             reported = { message: message.message, issues: message.issues };
             return;
           case 'upgrade:ready':
+            if (committing) return;
+            committing = true;
+            clearTimeout(timer);
             return void this.#commit(child, message.stateDir).then(
               () => finish({ ok: true }),
               (err: unknown) => finish({ ok: false, message: `handing over to the new process failed: ${(err as Error).message}` }),
