@@ -13,6 +13,8 @@ import { runControlCommand } from './control/commands.js';
 import { displayError, type OperationResult } from './control/protocol.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import { Portico } from './server/portico.js';
+import { Successor, Upgrader } from './server/upgrade.js';
+import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -49,12 +51,15 @@ Options:
   -h, --help          show this help
   -v, --version       show the version
 
-Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file (as portico reload).
+Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file (as portico reload), SIGUSR2
+upgrades Portico in place (as portico upgrade: a new process from the installed code takes the listening
+sockets over; the old one drains and exits).
 
 Exit status: 0 done, 1 failed (or no Portico running), 2 usage error.
 `;
 
-function load(file: string): Config | undefined {
+/** The config file's content, or undefined after its errors were printed (and put into `errors` when given). */
+function load(file: string, errors?: string[]): Config | undefined {
   try {
     const config = loadConfigFile(file);
     for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
@@ -62,6 +67,7 @@ function load(file: string): Config | undefined {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);
+      errors?.push(...err.issues.map(formatConfigIssue));
       // The file as the error lines name it (the absolute path for one that cannot be read).
       process.stderr.write(`portico: ${err.issues.length} error${err.issues.length === 1 ? '' : 's'} in ${err.issues[0]?.file ?? displayPath(file)}\n`);
       return undefined;
@@ -112,38 +118,118 @@ function reportReload(file: string, result: OperationResult): void {
 }
 
 async function run(file: string, dev: boolean): Promise<number> {
+  // Started by an upgrade (see server/upgrade.ts): the old process hands over its sockets, then the rest once this
+  // one is ready; whatever fails is reported to it (it stops this one and goes on serving).
+  const successor = Successor.fromEnvironment();
+  const fail = async (message: string, issues: string[] = []): Promise<number> => {
+    if (successor !== undefined) {
+      await successor.failed(message, issues);
+      successor.detach();
+    }
+    return 1;
+  };
   const certificate = dev ? await devCertificate() : undefined;
   if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
   const withDev = (loaded: Config): Config => (certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem));
-  const loaded = load(file);
-  if (loaded === undefined) return 1;
+  const errors: string[] = [];
+  const loaded = load(file, errors);
+  if (loaded === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
   const config = withDev(loaded);
   let server: Portico;
+  const logger = createErrorLog(config.log.level);
   try {
+    const sockets = successor === undefined ? undefined : await successor.sockets();
     // Building the server opens (and locks) the state directory, which may refuse; starting it binds the control
-    // socket, which refuses when another Portico answers there.
-    server = new Portico(config, undefined, { control: true, version, loadConfig: (path) => withDev(loadConfigFile(path)) });
+    // socket, which refuses when another Portico answers there (an upgrade's new process binds it once in charge).
+    server = new Portico(config, logger, {
+      control: true,
+      version,
+      loadConfig: (path) => withDev(loadConfigFile(path)),
+      // `portico upgrade` and SIGUSR2 take the one serialised path; a failure is reported as an error result.
+      upgrade: async (progress) => {
+        progress({ message: `starting a new Portico process (this one is ${process.pid})` });
+        const result = await upgrader.upgrade();
+        if (result.ok) {
+          progress({ message: `process ${result.pid} serves now; process ${result.previous} drains and exits` });
+          return result;
+        }
+        throw Object.assign(new PorticoError(result.error.code, result.error.message), { issues: result.error.issues });
+      },
+      ...(sockets === undefined ? {} : { successorOf: { predecessor: successor!.predecessor, sockets } }),
+    });
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
-    return 1;
+    return fail(describe(err));
   }
   // The signals are Portico's before the line that says it serves: a supervisor that sends SIGTERM as soon as it
   // reads that line gets a graceful stop, never Node's default (killed on the spot).
   let stopping = false;
+  // False until this process serves on its own (an upgrade's new process: until the old one handed over).
+  let serving = successor === undefined;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`portico: ${signal}, stopping\n`);
-    server.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    // A new process of an upgrade under way is stopped first: it must not take over from a stopping Portico.
+    void upgrader
+      .cancel()
+      .then(() => server.stop(server.config.shutdown_timeout))
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
+  // The entry point of an upgrade (SIGUSR2 below; `portico upgrade` over the control socket calls upgrader.upgrade()).
+  // The control socket's listener is closed by the `release` option (its connections stay, so the reply to
+  // `portico upgrade` can be written), reopened by `restore` if the new process dies just then.
+  const upgrader = new Upgrader(server, logger, {
+    release: () => server.releaseControl(),
+    restore: () => server.restoreControl(),
+    retire: (pid) => {
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)\n`);
+      // Idle keep-alive connections linger (their next answer says Connection: close): see Listeners.stop.
+      server.stop(server.config.shutdown_timeout, true).then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    },
+  });
+  process.on('SIGUSR2', () => {
+    if (stopping || !serving) return void process.stderr.write(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
+    process.stderr.write(`portico: SIGUSR2, upgrading: starting a new process\n`);
+    void server.operations.upgrade().then((result) => {
+      if (result.ok) return;
+      process.stderr.write(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})\n`);
+      for (const issue of result.error.issues ?? []) process.stderr.write(`${issue}\n`);
+    });
+  });
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   // SIGHUP takes the same path as `portico reload`: queued behind any operation under way, the file read here.
-  process.on('SIGHUP', () => void server.operations.reload().then((result) => reportReload(file, result)));
+  process.on('SIGHUP', () => {
+    // The old process of an upgrade drains the config it had; one still taking over is sent it again once it serves.
+    if (stopping || !serving) return void process.stderr.write(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
+    void server.operations.reload().then((result) => reportReload(file, result));
+  });
+  if (successor !== undefined) {
+    try {
+      await successor.ready(server.stateDir);
+      await server.succeeded();
+    } catch (err) {
+      process.stderr.write(`portico: ${describe(err)}\n`);
+      successor.detach();
+      await server.stop(0);
+      return 1;
+    }
+    // What only one Portico may hold is this one's from here: the control socket is bound now, not earlier (the old
+    // process's close of its listener would unlink the socket file under it).
+    successor.detach();
+    serving = true;
+    process.stderr.write(`portico: process ${process.pid} took over from process ${successor.predecessor}\n`);
+  }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
   if (certificate !== undefined) {

@@ -51,6 +51,8 @@ export const ERROR_CODES = {
   PORTICO_NOT_RUNNING: 503,
   /** Portico is stopping: the operation was not started. */
   PORTICO_STOPPING: 503,
+  PORTICO_UPGRADE_RUNNING: 409,
+  PORTICO_UPGRADE_FAILED: 500,
 } as const;
 
 /** One of Portico's stable error codes. */

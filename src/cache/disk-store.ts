@@ -91,14 +91,17 @@ export class DiskStore implements PersistentStore {
     return this.#size;
   }
 
-  /** Sweeps tmp files, rebuilds the index from the entry headers (deleting unreadable ones), then applies the bound. */
-  async open(): Promise<void> {
+  /**
+   * Sweeps tmp files, rebuilds the index from the entry headers (deleting unreadable ones), then applies the bound.
+   * `shared` (an upgrade's new process, while the old one still writes here): no sweep and no eviction.
+   */
+  async open(shared = false): Promise<void> {
     this.#closed = false;
     this.#entries.clear();
     this.#variants.clear();
     this.#size = 0;
     await mkdir(this.#tmpDir, { recursive: true });
-    for (const name of await readdir(this.#tmpDir)) await rm(join(this.#tmpDir, name), { force: true, recursive: true });
+    if (!shared) for (const name of await readdir(this.#tmpDir)) await rm(join(this.#tmpDir, name), { force: true, recursive: true });
 
     const found: { header: EntryHeader; name: string; mtimeMs: number }[] = [];
     let next = 0;
@@ -112,7 +115,7 @@ export class DiskStore implements PersistentStore {
     for (const { header, name } of found) {
       this.#insert({ name, key: header.key, varyKey: header.varyKey, size: sizeOfHeader(header) });
     }
-    await this.#serially(() => this.#evict());
+    if (!shared) await this.#serially(() => this.#evict());
   }
 
   /** Every valid variant of `key`; a corrupt or truncated one is deleted and left out. */

@@ -29,8 +29,11 @@ export function storedSize(entry: StoredResponse): number {
 
 /** A second, persistent tier (the disk store implements it). */
 export interface PersistentStore {
-  /** Reads the index; discards unfinished and corrupt entries. */
-  open(): Promise<void>;
+  /**
+   * Reads the index; discards unfinished and corrupt entries. `shared`: another process (the old one of an upgrade)
+   * still writes the folder: its unfinished entries and the size bound are left alone.
+   */
+  open(shared?: boolean): Promise<void>;
   /** Every valid stored variant of a key (corrupt ones are deleted and left out). */
   get(key: string): Promise<StoredResponse[]>;
   /** Stores a variant, replacing the one with the same key and varyKey; evicts least recently used beyond the bound. */

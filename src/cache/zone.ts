@@ -89,6 +89,10 @@ export class CacheZone {
   readonly maxObject: number;
   readonly memory: MemoryStore<VariantExtra>;
   readonly #disk: PersistentStore | undefined;
+  /** The disk folder has another writer (an upgrade's other process): nothing is stored. */
+  #diskHeld = false;
+  /** `holdDisk()` closed the disk store. */
+  #diskClosed = false;
   /**
    * Whether this zone opens and closes its disk store. A zone rebuilt by a reload on the same folder shares the
    * old zone's open store instead of opening a second one (two stores on one folder sweep each other's files):
@@ -125,8 +129,36 @@ export class CacheZone {
     return this.#disk;
   }
 
-  async start(): Promise<void> {
-    if (this.#ownsDisk) await this.#disk?.open();
+  /**
+   * Opens the disk tier (when this zone owns it). `shared`: an upgrade's new process, while the old one still
+   * writes the folder: the disk is read, and nothing is stored (nor purged from disk) until `releaseDisk()`.
+   */
+  async start(shared = false): Promise<void> {
+    if (!this.#ownsDisk || this.#disk === undefined) return;
+    this.#diskHeld = shared;
+    await this.#disk.open(shared);
+  }
+
+  /**
+   * An upgrade's old process, once the new one is ready: stores nothing more and lets its disk writes in flight
+   * finish (the disk store is closed; answers come from memory or the app), so that the folder has one writer.
+   */
+  async holdDisk(): Promise<void> {
+    if (!this.#ownsDisk || this.#disk === undefined) return;
+    this.#diskHeld = true;
+    this.#diskClosed = true;
+    await this.#disk.close();
+  }
+
+  /**
+   * The other process of an upgrade no longer writes the disk folder (the old one is draining, or the new one
+   * failed before it took over): this one stores again, its disk store reopened when `holdDisk()` closed it.
+   */
+  async releaseDisk(): Promise<void> {
+    if (!this.#diskHeld) return;
+    if (this.#diskClosed) await this.#disk?.open();
+    this.#diskClosed = false;
+    this.#diskHeld = false;
   }
 
   /** The reload committed: `to` (built on this zone's folder) owns the disk store from now on. */
@@ -185,6 +217,8 @@ export class CacheZone {
    */
   store(entry: StoredResponse, options: RuleOptions): CachedVariant {
     const variant = makeVariant(entry, options);
+    // Not even in memory: a newer copy there could be evicted and an older one on disk served after it.
+    if (this.#diskHeld) return variant;
     if (this.#disk === undefined || this.#writeToDisk(this.#disk, entry)) this.memory.put(variant);
     else this.memory.delete(entry.key);
     this.#hitForMiss.delete(entry.key);
@@ -249,14 +283,14 @@ export class CacheZone {
   /** Removes every variant of a key from both tiers; returns how many were removed. */
   async purge(key: string): Promise<number> {
     const fromMemory = this.memory.delete(key);
-    const fromDisk = (await this.#disk?.delete(key)) ?? 0;
+    const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.delete(key)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
 
   /** Removes every key starting with `prefix` from both tiers. */
   async purgePrefix(prefix: string): Promise<number> {
     const fromMemory = this.memory.deletePrefix(prefix);
-    const fromDisk = (await this.#disk?.deletePrefix(prefix)) ?? 0;
+    const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deletePrefix(prefix)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
 

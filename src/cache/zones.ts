@@ -73,13 +73,26 @@ export class CacheZones {
     };
   }
 
-  /** Starts zones not started yet (opens disk tiers). */
-  async start(): Promise<void> {
+  /**
+   * Starts zones not started yet (opens disk tiers). `shared`: an upgrade's new process, while the old one still
+   * writes the disk folders (see `CacheZone.start`).
+   */
+  async start(shared = false): Promise<void> {
     for (const held of this.#held.values()) {
       if (held.started) continue;
       held.started = true;
-      await held.zone.start();
+      await held.zone.start(shared);
     }
+  }
+
+  /** An upgrade's old process hands the disk folders over: see `CacheZone.holdDisk`. */
+  async holdDisks(): Promise<void> {
+    await Promise.all([...this.#held.values()].map((held) => held.zone.holdDisk()));
+  }
+
+  /** This process is the disk folders' one writer again: see `CacheZone.releaseDisk`. */
+  async releaseDisks(): Promise<void> {
+    await Promise.all([...this.#held.values()].map((held) => held.zone.releaseDisk()));
   }
 
   /** Stops every zone. */

@@ -728,6 +728,11 @@ export function configSchema(parts: ConfigParts) {
      * them hold at once; past it answers go at their client's pace and request bodies that need a file get 503.
      */
     temp_files: z.strictObject({ max_size: size.default(1024 * 1024 * 1024) }).prefault({}),
+    /**
+     * How long a stopping Portico (SIGTERM/SIGINT, or the old process of an upgrade) lets requests and tunnels in
+     * flight finish before it cuts them (nginx's worker_shutdown_timeout).
+     */
+    shutdown_timeout: duration.default(10_000),
   });
 }
 

@@ -105,17 +105,19 @@ export class KeepAliveSweeper {
   }
 
   /**
-   * Shutting down: from now on every connection that is not busy is closed at once (checked every 50 ms), and an
-   * answer under way whose head is not out yet will say `Connection: close`, so its client does not send another
-   * request on a connection about to close.
+   * Shutting down: an answer under way whose head is not out yet will say `Connection: close`, so its client does
+   * not send another request on a connection about to close; and from now on every connection that is not busy is
+   * closed at once (checked every 50 ms), unless `closeIdle` is false (an upgrade's old process: idle connections
+   * keep their keep-alive timeout, their next answer says `Connection: close`).
    */
-  drain(): void {
+  drain(closeIdle = true): void {
     if (this.#stopped) return;
-    this.#draining = true;
     for (const socket of this.#watched.keys()) {
       const message = responseOnSocket(socket);
       if (message !== null && message !== undefined && message.headersSent === false) message.shouldKeepAlive = false;
     }
+    if (!closeIdle) return;
+    this.#draining = true;
     clearInterval(this.#timer);
     this.#timer = setInterval(() => this.sweep(), 50).unref();
     this.sweep();

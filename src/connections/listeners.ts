@@ -25,7 +25,7 @@ import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { prepareParserWatch, startConnectionChecks, watchParserStops } from './node-internals.js';
+import { listeningHandle, prepareParserWatch, startConnectionChecks, watchParserStops } from './node-internals.js';
 import { limitRequestTime } from './h2-session.js';
 import {
   answerClientError,
@@ -48,6 +48,23 @@ import { SecureStage } from './secure.js';
 export interface BoundAddress {
   host: string;
   port: number;
+}
+
+/**
+ * A listening socket handed from one Portico process to the next (an upgrade): the address text its config gave,
+ * where it is bound, and the socket's handle as it crossed the IPC channel (see `listeningHandle`).
+ */
+export interface InheritedSocket {
+  text: string;
+  host: string;
+  port: number;
+  handle: object;
+}
+
+/** Whether an inherited socket is the one a listener config names: the same text, or the same host and bound port. */
+function inheritedFor(config: ListenerConfig, socket: InheritedSocket): boolean {
+  if (config.addr.text === socket.text) return true;
+  return config.addr.host === socket.host && config.addr.port !== 0 && config.addr.port === socket.port;
 }
 
 /**
@@ -270,8 +287,11 @@ class Listener {
     if (socket.isPaused()) socket.resume();
   }
 
-  /** Binds; rejects with PORTICO_LISTEN_FAILED (the system's error as its cause). */
-  listen(logger: Logger): Promise<BoundAddress> {
+  /**
+   * Binds, or listens on an inherited socket (an upgrade: another process accepts on it too until it stops); rejects
+   * with PORTICO_LISTEN_FAILED (the system's error as its cause).
+   */
+  listen(logger: Logger, inherited?: InheritedSocket): Promise<BoundAddress> {
     const { front: server, config } = this;
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
@@ -279,14 +299,17 @@ class Listener {
         const reason = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
         reject(new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${config.addr.text}: ${reason}`, { cause: err }));
       });
-      server.listen({ host: config.addr.host, port: config.addr.port }, () => {
+      const bound = () => {
         server.removeAllListeners('error');
         server.on('error', (err) => logger.error({ err }, 'listener error'));
         const address = server.address();
         const port = typeof address === 'object' && address !== null ? address.port : config.addr.port;
         this.address = { host: config.addr.host, port };
         resolve(this.address);
-      });
+      };
+      if (inherited === undefined) server.listen({ host: config.addr.host, port: config.addr.port }, bound);
+      // Node's net.Server.listen takes a TCP handle as it is (already bound and listening: listen(2) again is harmless).
+      else server.listen(inherited.handle, bound);
     });
   }
 
@@ -320,8 +343,12 @@ class Listener {
     }
   }
 
-  /** Starts closing: no new connections; idle ones close now, busy ones as soon as their answer is out. */
-  close(): Promise<void> {
+  /**
+   * Starts closing: no new connections; busy ones close as soon as their answer is out; idle ones close now, or,
+   * with `lingerIdle` (an upgrade: another process accepts on the same socket), answer their next request with
+   * `Connection: close` and are closed only by their keep-alive timeout or the grace period's end.
+   */
+  close(lingerIdle = false): Promise<void> {
     this.stopping = true;
     this.plain = false;
     const closed = new Promise<void>((resolve) => {
@@ -329,14 +356,18 @@ class Listener {
       if (!this.front.listening) return resolve();
       this.front.close(() => resolve());
     });
-    // The HTTP server listens on nothing: closing it stops its timeout checks and closes its idle connections.
-    this.server.close();
+    // The HTTP server listens on nothing: closing it stops its timeout checks and closes its idle connections
+    // (lingering, that waits for the end).
+    if (!lingerIdle) this.server.close();
     const sessions = this.secure?.close();
     // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
-    this.sweeper.drain();
+    this.sweeper.drain(!lingerIdle);
     // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the close.
     const tunnels = [...this.upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
-    return Promise.all([closed, sessions, ...tunnels]).then(() => this.sweeper.stop());
+    return Promise.all([closed, sessions, ...tunnels]).then(() => {
+      if (lingerIdle) this.server.close();
+      this.sweeper.stop();
+    });
   }
 
   /** The grace period is over: cuts every connection and tunnel still open. */
@@ -346,6 +377,11 @@ class Listener {
     for (const socket of this.upgraded) socket.destroy();
     for (const socket of this.#sockets) socket.destroy();
   }
+}
+
+/** Closes a raw socket handle received over IPC and not used (libuv's handles have `close()`). */
+function closeHandle(handle: object): void {
+  (handle as { close?: () => void }).close?.();
 }
 
 /** A reload's listeners, bound but not yet serving the new config: `commit()` makes them the listeners. */
@@ -372,10 +408,25 @@ export class Listeners {
     this.#logger = logger;
   }
 
-  /** Binds every listener; if one fails, the ones already bound are closed and the error is thrown. */
-  async start(): Promise<void> {
-    const plan = await this.prepare(this.#configs);
+  /**
+   * Binds every listener, or listens on the inherited socket its address names (an upgrade; see
+   * `InheritedSocket`); if one fails, the ones already bound are closed and the error is thrown. Inherited sockets
+   * no config names are closed (in this process: the one that sent them keeps its own).
+   */
+  async start(inherited: readonly InheritedSocket[] = []): Promise<void> {
+    const plan = await this.prepare(this.#configs, inherited);
     await plan.commit();
+  }
+
+  /** The listening sockets with their addresses, to hand to a new Portico process (an upgrade). */
+  sockets(): InheritedSocket[] {
+    const sockets: InheritedSocket[] = [];
+    for (const listener of this.#listeners) {
+      const handle = listeningHandle(listener.front);
+      if (handle === undefined || listener.address === undefined) continue;
+      sockets.push({ text: listener.config.addr.text, host: listener.address.host, port: listener.address.port, handle });
+    }
+    return sockets;
   }
 
   /**
@@ -383,8 +434,9 @@ export class Listeners {
    * changes until the plan is committed; if an address cannot be bound, whatever was bound for the plan is closed
    * and the error (PORTICO_LISTEN_FAILED) is thrown.
    */
-  async prepare(configs: readonly ListenerConfig[]): Promise<ListenerPlan> {
+  async prepare(configs: readonly ListenerConfig[], inherited: readonly InheritedSocket[] = []): Promise<ListenerPlan> {
     const current = new Set(this.#listeners);
+    const handed = new Set(inherited);
     const next: Array<{ listener: Listener; config: ListenerConfig }> = [];
     const added: Listener[] = [];
     try {
@@ -397,12 +449,16 @@ export class Listeners {
         }
         const listener = new Listener(config, this.#dispatch, this.#logger);
         added.push(listener);
-        await listener.listen(this.#logger);
+        const socket = [...handed].find((candidate) => inheritedFor(config, candidate));
+        if (socket !== undefined) handed.delete(socket);
+        await listener.listen(this.#logger, socket);
         next.push({ listener, config });
       }
     } catch (err) {
       await Promise.all(added.map((listener) => listener.close()));
       throw err;
+    } finally {
+      for (const socket of handed) closeHandle(socket.handle);
     }
     const removed = [...current.values()];
     return {
@@ -430,17 +486,20 @@ export class Listeners {
 
   /**
    * Stops accepting, closes idle keep-alive connections at once (and each busy one as soon as its answer is
-   * out), lets requests in flight finish for up to `graceMs`, then cuts whatever is left.
+   * out), lets requests in flight finish for up to `graceMs`, then cuts whatever is left. With `lingerIdle` (the
+   * old process of an upgrade), idle keep-alive connections are not closed at once but told `Connection: close`
+   * on their next answer: a client sending on one just as it closed would see an error (HAProxy before 2.4 did
+   * the same on a soft stop).
    */
-  async stop(graceMs = 10_000): Promise<void> {
+  async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     const all = this.#listeners;
     this.#listeners = [];
-    await Promise.all([this.#close(all, graceMs), ...this.#retiring]);
+    await Promise.all([this.#close(all, graceMs, lingerIdle), ...this.#retiring]);
   }
 
-  async #close(listeners: readonly Listener[], graceMs: number): Promise<void> {
+  async #close(listeners: readonly Listener[], graceMs: number, lingerIdle = false): Promise<void> {
     if (listeners.length === 0) return;
-    const closing = Promise.all(listeners.map((listener) => listener.close()));
+    const closing = Promise.all(listeners.map((listener) => listener.close(lingerIdle)));
     const timer = setTimeout(() => {
       for (const listener of listeners) listener.cut();
     }, graceMs);

@@ -34,6 +34,12 @@
  * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
  *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
  *   is emitted for them once; without it a stalled request head would never get its 408.
+ * - `server._handle`: a listening `net.Server`'s socket (libuv's TCP handle). An upgrade of Portico sends it to the
+ *   new process over IPC as the raw handle (`child.send(message, handle)`: Node's "net.Native"), which the new
+ *   process then listens on with `server.listen(handle)`. Sent as a `net.Server` instead, Node would make the
+ *   receiving side accept at once on a server of its own with no connection listener, before the new Portico is
+ *   ready: connections taken then would hang. There is no fallback: without it an upgrade fails (the old process
+ *   keeps serving).
  */
 import type { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
@@ -204,4 +210,9 @@ export function watchParserStops(req: IncomingMessage, stopped: (req: IncomingMe
     return onExecute.call(this, taken);
   };
   return true;
+}
+
+/** The listening socket's handle of a `net.Server` (`undefined` when it is not listening): see `server._handle` above. */
+export function listeningHandle(server: Server): object | undefined {
+  return (server as Server & { _handle?: object | null })._handle ?? undefined;
 }

@@ -62,7 +62,11 @@ export function operationError(err: unknown): OperationError {
       issues: err.issues.map((issue) => formatConfigIssue({ ...issue, file: path.resolve(issue.file) })),
     };
   }
-  if (err instanceof PorticoError) return { code: err.code, message: err.message };
+  if (err instanceof PorticoError) {
+    // An error that carries its own issue lines (an upgrade's new process that found errors in the config).
+    const issues = (err as { issues?: unknown }).issues;
+    return Array.isArray(issues) ? { code: err.code, message: err.message, issues: issues.map(String) } : { code: err.code, message: err.message };
+  }
   return { code: 'PORTICO_INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 

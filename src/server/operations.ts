@@ -71,6 +71,8 @@ export class Operations implements ControlHandler {
   #waiting = 0;
   #nextId = 1;
   #stopped = false;
+  /** Whether an upgrade is queued or running. */
+  #upgrading = false;
 
   /** Operations on `parts`, logged to `logger`. */
   constructor(parts: OperationParts, logger: Logger) {
@@ -155,11 +157,17 @@ export class Operations implements ControlHandler {
 
   /** Upgrades Portico itself in place (a new process takes the listening sockets over). */
   upgrade(progress: Progress = () => {}): Promise<OperationResult> {
+    // A second upgrade asked while one is queued or running is refused at once, not run after it (by then this
+    // process has handed over and drains).
+    if (this.#upgrading) return Promise.resolve(failed(new PorticoError('PORTICO_UPGRADE_RUNNING', 'an upgrade is already running; try again once it is done')));
+    this.#upgrading = true;
     return this.#operate('upgrade', progress, async (p) => {
       const upgrade = this.#parts.upgrade;
       if (upgrade === undefined) throw new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot upgrade itself');
       const report = await upgrade((event) => p(progressOf(event)));
       return { report };
+    }).finally(() => {
+      this.#upgrading = false;
     });
   }
 

@@ -17,7 +17,7 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
-import { Listeners, type BoundAddress } from '../connections/listeners.js';
+import { Listeners, type BoundAddress, type InheritedSocket } from '../connections/listeners.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { ControlServer } from '../control/server.js';
@@ -54,6 +54,11 @@ export interface PorticoOptions {
   deploy?: DeployFunction;
   /** Portico's own upgrade in place; without it, `upgrade` is refused. */
   upgrade?: UpgradeFunction;
+  /**
+   * An upgrade's new process: the pid of the Portico it replaces (whose state directory lock it accepts until
+   * `succeeded()`), and the listening sockets that one handed over (listened on instead of binding).
+   */
+  successorOf?: { predecessor: number; sockets: readonly InheritedSocket[] };
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -96,6 +101,8 @@ export class Portico {
       await Promise.all([...this.#apps].map((app) => app.moveSlot(upstream, slot, port, drainMs)));
     },
   };
+  /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
+  #upgrade: PorticoOptions['successorOf'];
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
@@ -114,6 +121,7 @@ export class Portico {
       },
       logger,
     );
+    this.#upgrade = options.successorOf;
     this.#zones = new CacheZones(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
@@ -155,8 +163,7 @@ export class Portico {
         : `state_dir ${dir} is not the state directory in use, ${this.#state.path} (the default, which holds the control socket)`;
       throw new PorticoError('PORTICO_STATE_DIR', `${what}: restart Portico to move it`);
     }
-    // The control socket's default folder may be open already: a reload naming it (or adding ACME) adopts it.
-    const state = this.#state ?? StateDir.open(dir, this.#logger);
+    const state = this.#state ?? StateDir.open(dir, this.#logger, this.#upgrade?.predecessor);
     this.#state = state;
     this.#stateNamed = true;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
@@ -169,27 +176,51 @@ export class Portico {
    * socket path would pass the 107-byte limit, leaves the server without a control socket, with a warning: such a
    * config served before the control socket existed, and still does. Another Portico holding it is an error.
    */
-  async #startControl(config: Config): Promise<void> {
+  /**
+   * Opens the control socket's folder (the state directory) when the config names none: `./var/NAME` beside the
+   * config. An upgrade's new process accepts its predecessor's lock on it, as for a named one.
+   */
+  #openControlDir(config: Config): boolean {
+    if (this.#state !== undefined) return true;
     const socket = config.control.socket;
-    if (this.#state === undefined) {
-      // (A state_dir the config names is checked with it: a socket path too long there is a config error.)
-      const tooLong = socketPathProblem(socket);
-      if (tooLong !== undefined) {
-        this.#logger.warn(`no control socket (portico reload, deploy, status cannot reach this process): ${tooLong}`);
-        return;
-      }
-      try {
-        this.#state = StateDir.open(path.dirname(socket), this.#logger);
-      } catch (err) {
-        const cause = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
-        if (cause !== 'EACCES' && cause !== 'EPERM' && cause !== 'EROFS') throw err;
-        this.#logger.warn({ err }, 'no control socket (portico reload, deploy, status cannot reach this process): set state_dir to a folder Portico may create');
-        return;
-      }
+    // (A state_dir the config names is checked with it: a socket path too long there is a config error.)
+    const tooLong = socketPathProblem(socket);
+    if (tooLong !== undefined) {
+      this.#logger.warn(`no control socket (portico reload, deploy, status cannot reach this process): ${tooLong}`);
+      return false;
     }
-    const control = new ControlServer(socket, this.#operations, this.#logger);
+    try {
+      this.#state = StateDir.open(path.dirname(socket), this.#logger, this.#upgrade?.predecessor);
+    } catch (err) {
+      const cause = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
+      if (cause !== 'EACCES' && cause !== 'EPERM' && cause !== 'EROFS') throw err;
+      this.#logger.warn({ err }, 'no control socket (portico reload, deploy, status cannot reach this process): set state_dir to a folder Portico may create');
+      return false;
+    }
+    return true;
+  }
+
+  /** Binds the control socket (its folder opened by `#openControlDir`). */
+  async #startControl(config: Config): Promise<void> {
+    if (this.#control !== undefined || this.#state === undefined) return;
+    const control = new ControlServer(config.control.socket, this.#operations, this.#logger);
     await control.start();
     this.#control = control;
+  }
+
+  /**
+   * An upgrade's old process, once its new one is about to take over: the control socket stops accepting (answers
+   * under way, such as the reply to `portico upgrade`, are written), so that the new process may bind it.
+   */
+  async releaseControl(): Promise<void> {
+    const control = this.#control;
+    this.#control = undefined;
+    await control?.unbind();
+  }
+
+  /** Undoes `releaseControl` when the new process failed at the last moment. */
+  async restoreControl(): Promise<void> {
+    if (this.#options.control === true && !this.#stopped) await this.#startControl(this.#app.config);
   }
 
   /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
@@ -285,19 +316,67 @@ export class Portico {
     return this.#supervisor;
   }
 
+  /** The state directory's path (undefined: none). */
+  get stateDir(): string | undefined {
+    return this.#state?.path;
+  }
+
+  /** The listening sockets, to hand to the process of an upgrade. */
+  listeningSockets(): InheritedSocket[] {
+    return this.#listeners.sockets();
+  }
+
+  /**
+   * An upgrade's old process, once the new one (`pid`, using the state directory `stateDir`) is ready: gives up
+   * what only one Portico may hold. The cache zones' disk folders: nothing more is stored, writes in flight land.
+   * The state directory lock is rewritten with the new pid when both use the same directory (else this one
+   * releases its own when it stops).
+   */
+  async handOver(pid: number, stateDir: string | undefined): Promise<void> {
+    await this.#zones.holdDisks();
+    if (this.#state !== undefined && stateDir === this.#state.path) this.#state.handOver(pid);
+  }
+
+  /** An upgrade's old process whose new one failed after `handOver`: the lock and the disk folders are this one's again. */
+  async takeBack(): Promise<void> {
+    this.#state?.takeBack();
+    await this.#zones.releaseDisks();
+  }
+
+  /**
+   * An upgrade's new process, once the old one has handed over (or is gone): takes the state directory lock, and
+   * stores into the cache zones' disk folders from now on.
+   */
+  async succeeded(): Promise<void> {
+    this.#state?.claim(this.#logger);
+    await this.#zones.releaseDisks();
+    if (this.#options.control === true) await this.#startControl(this.#app.config);
+  }
+
   /**
    * Starts the app and the app servers (so that the first requests find instances: each joins its upstream once
-   * ready), then binds the listeners.
+   * ready), then binds the listeners (or listens on the sockets an upgrade handed over).
    */
   async start(): Promise<void> {
-    await this.#zones.start();
+    await this.#zones.start(this.#upgrade !== undefined);
     await this.#app.start();
+    // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
+    // and the supervised app instances once there are some) is started before this point, and so are the stored
+    // ACME certificates (a handshake on a shared socket must find them; an order this starts may see its http-01
+    // challenge answered by the old process, and is then retried).
+    const upgrading = this.#upgrade !== undefined;
+    const inherited = this.#upgrade?.sockets ?? [];
+    this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
+    if (upgrading) await this.#updateAcme(this.#app.config);
     try {
       await this.#supervisor?.start();
-      await this.#listeners.start();
-      if (this.#options.control === true) await this.#startControl(this.#app.config);
+      await this.#listeners.start(inherited);
+      // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
+      // listener would otherwise be closed over it.
+      if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
     } catch (err) {
       this.#apps.delete(this.#app);
+      this.#acme?.stop();
       await this.#listeners.stop(0);
       await this.#app.stop();
       await this.#supervisor?.stop();
@@ -306,7 +385,7 @@ export class Portico {
       throw err;
     }
     // Orders start once the plain listeners can answer http-01.
-    await this.#updateAcme(this.#app.config);
+    if (!upgrading) await this.#updateAcme(this.#app.config);
   }
 
   /**
@@ -404,12 +483,16 @@ export class Portico {
    * Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app, and only then the app
    * servers it forwarded to.
    */
-  async stop(graceMs = 10_000): Promise<void> {
+  /**
+   * Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app. `lingerIdle`: the old
+   * process of an upgrade (see `Listeners.stop`).
+   */
+  async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     this.#stopped = true;
     this.#operations.stop();
     await this.#control?.stop();
     this.#acme?.stop();
-    await this.#listeners.stop(graceMs);
+    await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.
     await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache

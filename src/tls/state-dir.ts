@@ -4,10 +4,12 @@
  * user owns it or it is group- or world-writable. Files are created 0600 from the start (never widened and then
  * narrowed), written to a temporary file, flushed and renamed over the old one, so a crash leaves either the old
  * or the new content. A lock file holding the pid keeps a second process out; one whose process is gone is taken
- * over.
+ * over. An upgrade of Portico hands the lock over: the new process opens the directory while the old one still
+ * holds it (`predecessor`), and the old one rewrites the lock with the new pid once the new one serves
+ * (`handOver`), so that the lock always names a live Portico.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -39,6 +41,10 @@ export class StateDir {
   readonly path: string;
   readonly #lock: string;
   #held = true;
+  /** The pid of the process this one succeeds (an upgrade) while it still holds the lock. */
+  #predecessor: number | undefined;
+  /** The pid this process handed the lock over to (an upgrade), until that one took over or failed. */
+  #handedTo: number | undefined;
 
   private constructor(dir: string) {
     this.path = dir;
@@ -47,9 +53,10 @@ export class StateDir {
 
   /**
    * Creates (0700) or checks the directory and takes its lock. Throws PORTICO_STATE_DIR when it is unsafe or
-   * another live process holds the lock.
+   * another live process holds the lock. A lock held by `predecessor` (the Portico an upgrade replaces) is left to
+   * it: this one holds it once it is handed over (`claim`).
    */
-  static open(dir: string, logger: Logger): StateDir {
+  static open(dir: string, logger: Logger, predecessor?: number): StateDir {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (err) {
@@ -58,11 +65,11 @@ export class StateDir {
     const reason = stateDirProblem(statSync(dir));
     if (reason !== undefined) throw new PorticoError('PORTICO_STATE_DIR', `state directory ${dir} ${reason}`);
     const state = new StateDir(dir);
-    state.#takeLock(logger);
+    state.#takeLock(logger, predecessor);
     return state;
   }
 
-  #takeLock(logger: Logger): void {
+  #takeLock(logger: Logger, predecessor?: number): void {
     for (let attempt = 0; attempt < 2; attempt++) {
       let fd: number;
       try {
@@ -78,6 +85,11 @@ export class StateDir {
           // Removed meanwhile by its owner: try again.
         }
         const pid = Number(text);
+        if (predecessor !== undefined && pid === predecessor && alive(pid)) {
+          this.#held = false;
+          this.#predecessor = pid;
+          return;
+        }
         if (text !== '' && Number.isInteger(pid) && pid > 0 && alive(pid)) {
           throw new PorticoError(
             'PORTICO_STATE_DIR',
@@ -155,6 +167,66 @@ export class StateDir {
     const made = randomBytes(bytes);
     this.writeSync(name, made);
     return made;
+  }
+
+  /**
+   * Takes the lock its predecessor held, once that one has handed it over (the lock names this process) or is
+   * gone. Throws PORTICO_STATE_DIR when another live process holds it. Nothing to do when this one holds it.
+   */
+  claim(logger: Logger): void {
+    if (this.#predecessor === undefined) return;
+    this.#predecessor = undefined;
+    let text = '';
+    try {
+      text = readFileSync(this.#lock, 'utf8').trim();
+    } catch {
+      // Released: taken below.
+    }
+    this.#held = true;
+    if (text === String(process.pid)) return;
+    this.#held = false;
+    this.#takeLock(logger);
+    this.#held = true;
+  }
+
+  /**
+   * Gives the lock to the process that succeeds this one (an upgrade): it is rewritten with that pid, at once (a
+   * temporary file renamed over it), and is no longer this process's to release.
+   */
+  handOver(pid: number): void {
+    if (!this.#held) return;
+    const temp = `${this.#lock}.${process.pid}.tmp`;
+    const fd = openSync(temp, 'w', 0o600);
+    try {
+      writeSync(fd, `${pid}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, this.#lock);
+    this.#held = false;
+    this.#handedTo = pid;
+  }
+
+  /**
+   * The process the lock was handed to failed before it took over: the lock is this process's again (rewritten
+   * with its pid when it still names that one).
+   */
+  takeBack(): void {
+    const pid = this.#handedTo;
+    if (pid === undefined) return;
+    this.#handedTo = undefined;
+    let text = '';
+    try {
+      text = readFileSync(this.#lock, 'utf8').trim();
+    } catch {
+      // Gone: made again below.
+    }
+    if (text !== String(pid) && text !== '') return;
+    const temp = `${this.#lock}.${process.pid}.tmp`;
+    writeFileSync(temp, `${process.pid}\n`, { mode: 0o600 });
+    renameSync(temp, this.#lock);
+    this.#held = true;
   }
 
   /** Releases the lock (only when it is still this process's). Idempotent. */

@@ -19,6 +19,13 @@ export class PorticoProcess {
   #stderr = '';
   #waiters: Array<() => void> = [];
   #exited = false;
+  /** Resolves with the exit code (null: killed by a signal) once this process has exited. */
+  readonly exited: Promise<number | null>;
+  /**
+   * Resolves once the stderr pipe has closed: this process and every process that inherited its stderr (the new
+   * process of an upgrade) have exited.
+   */
+  readonly streamClosed: Promise<void>;
 
   private constructor(file: string, cwd: string, args: readonly string[]) {
     this.file = file;
@@ -27,10 +34,25 @@ export class PorticoProcess {
       this.#stderr += chunk.toString();
       this.#wake();
     });
-    this.child.once('exit', () => {
-      this.#exited = true;
-      this.#wake();
-    });
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code) => {
+        this.#exited = true;
+        this.#wake();
+        resolve(code);
+      }),
+    );
+    this.streamClosed = new Promise((resolve) =>
+      this.child.stderr!.once('close', () => {
+        this.#stderrOpen = false;
+        this.#wake();
+        resolve();
+      }),
+    );
+  }
+
+  /** Sends a signal to the process. */
+  signal(name: NodeJS.Signals): void {
+    this.child.kill(name);
   }
 
   #wake(): void {
@@ -50,6 +72,9 @@ export class PorticoProcess {
     }
   }
 
+  /** Whether some process still holds stderr (an upgrade's new process outlives this one). */
+  #stderrOpen = true;
+
   /** Everything written to stderr so far. */
   get stderr(): string {
     return this.#stderr;
@@ -64,7 +89,7 @@ export class PorticoProcess {
         .split('\n')
         .find((l) => pattern.test(l));
       if (line !== undefined) return line;
-      if (this.#exited) throw new Error(`portico exited while waiting for ${pattern}; stderr:\n${this.#stderr}`);
+      if (this.#exited && !this.#stderrOpen) throw new Error(`portico exited while waiting for ${pattern}; stderr:\n${this.#stderr}`);
       const left = limit - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${pattern}; stderr:\n${this.#stderr}`);
       await new Promise<void>((resolve) => {

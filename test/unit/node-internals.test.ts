@@ -8,8 +8,10 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import tls from 'node:tls';
+import { spawn } from 'node:child_process';
 import {
   CONNECTIONS_SYMBOL,
+  listeningHandle,
   PARSER_ON_EXECUTE,
   parserHeaderPairs,
   probePeer,
@@ -285,6 +287,41 @@ describe('Node internals that the HTTP/1 listener reads', () => {
       client.destroy();
       server.closeAllConnections();
       server.close();
+    }
+  });
+});
+
+describe('Node internals that an upgrade reads', () => {
+  test("server._handle of a listening net.Server is a raw TCP handle: sent over IPC as is, another process listens on it with listen(handle) and accepts on the same port", async () => {
+    const server = net.createServer((socket) => socket.end('parent'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const handle = listeningHandle(server);
+    assert.equal(handle?.constructor.name, 'TCP');
+    // The child listens on the handle it got and answers "child"; the parent then stops accepting.
+    const child = spawn(
+      process.execPath,
+      ['-e', "const net = require('node:net'); process.once('message', (m, h) => { const s = net.createServer((c) => c.end('child')); s.listen(h, () => process.send('listening')); });"],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    );
+    try {
+      child.send('socket', handle as net.Server);
+      const [message] = (await once(child, 'message')) as [string];
+      assert.equal(message, 'listening');
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      assert.equal(listeningHandle(server), undefined);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1');
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      assert.equal(answer, 'child', 'the port still accepts, in the other process');
+    } finally {
+      child.kill();
+      await once(child, 'exit');
     }
   });
 });
