@@ -28,6 +28,12 @@ export interface HandlerEnv {
   underscoresInHeaders: boolean;
   /** The route's handler reads request bodies itself, within `ctx.bodyLimit` (see `HandlerKind.readsBody`). */
   handlerReadsBody: boolean;
+  /**
+   * A value that outlives this config: the next config's build of the same route (its site's hosts, its path)
+   * asking for the same `key` gets the same value (a rate limit's buckets, whose key is its options); a key no
+   * longer asked for is dropped at that reload's swap.
+   */
+  keep<T>(key: string, make: () => T): T;
   /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */
   createUpstream(name: string, config: z.input<typeof upstreamSchema>): Upstream;
 }

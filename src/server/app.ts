@@ -32,6 +32,24 @@ import { sendError } from '../http/send.js';
 import { CertificateStore, isMisdirected } from '../tls/certificates.js';
 import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/challenges.js';
 
+/** What the server builds an app with besides its config: the parts a reload keeps when unchanged. */
+export interface AppParts {
+  /** The config's cache zones (see cache/zones.ts). */
+  zones: ReadonlyMap<string, CacheZone>;
+  /** The config's named upstreams (see upstream/registry.ts): the app uses them, the server starts and stops them. */
+  upstreams: ReadonlyMap<string, Upstream>;
+  /** Values kept across reloads (see kept.ts), for `HandlerEnv.keep`. */
+  keep<T>(key: string, make: () => T): T;
+}
+
+/** How a previous config's drain ended (see `App.drain`). */
+export interface DrainResult {
+  /** Requests and tunnels still open at the swap. */
+  open: number;
+  /** Those cut at the grace period. */
+  cut: number;
+}
+
 /** What the server hands an app besides its config: state that outlives one app. */
 export interface AppState {
   /** The sticky cookie's HMAC key when the config names none (kept in the state directory). */
@@ -81,35 +99,38 @@ export class App {
   /** Certificates by host for TLS handshakes, built from this config's sites (see `tls/certificates.ts`). */
   readonly certificates: CertificateStore;
   readonly #instances: HandlerInstance[] = [];
-  readonly #upstreams = new Map<string, Upstream>();
+  readonly #upstreams: ReadonlyMap<string, Upstream>;
   readonly #caches = new Map<string, CacheZone>();
   /** The last Host value seen and its parse: most connections repeat one Host, so one entry saves the parse. */
   #lastHostValue: string | undefined;
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
-  /** Requests taken (`handle`) whose response has not closed yet: what a reload's drain waits for. */
-  #inFlight = 0;
-  /** Called when the last request in flight closes, while draining. */
+  /** Responses to requests taken (`handle`) not closed yet: what a reload's drain waits for, and cuts at its end. */
+  readonly #open = new Set<ClientResponse>();
+  /** Upgraded connections (WebSocket tunnels) this app took, open still: a drain waits for them too. */
+  readonly #tunnels = new Set<Duplex>();
+  /** Called when the last request or tunnel closes, while draining. */
   #idle: (() => void) | undefined = undefined;
   /** One listener for every response (no closure per request). */
-  readonly #requestClosed = (): void => {
-    if (--this.#inFlight === 0) this.#idle?.();
+  readonly #requestClosed = (res: ClientResponse): void => {
+    this.#open.delete(res);
+    if (this.#idle !== undefined && this.#open.size === 0 && this.#tunnels.size === 0) this.#idle();
   };
+  /** The close listener of a response when there is no access log. */
+  readonly #countOut: (this: ClientResponse) => void;
   readonly #onClose: (this: TrackedResponse) => void;
   readonly #trusted: TrustedProxies;
   readonly #serverHeader: string;
   readonly #challenges: Http01Challenges | null;
 
-  constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map(), state: AppState = {}) {
+  constructor(config: Config, logger: Logger, parts: AppParts, state: AppState = {}) {
     this.config = config;
     this.#logger = logger;
     // Only a config with an ACME site answers the challenge path; otherwise it is routed as any other.
     this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
     const stickyKey = state.stickyKey;
-    for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey));
-    }
-    for (const [name, zone] of zones) this.#caches.set(name, zone);
+    this.#upstreams = parts.upstreams;
+    for (const [name, zone] of parts.zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
     this.#trusted = trusted;
     this.#serverHeader = config.server_header;
@@ -118,8 +139,11 @@ export class App {
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
     const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
+      const siteKey = JSON.stringify(siteConfig.hosts ?? null);
       const routes = siteConfig.routes.map((route) => {
         const handler = handlerKind(route.kind)!;
+        // What is kept across reloads is kept per route: the same key on another route is another value.
+        const routeKey = `${siteKey}\0${JSON.stringify(route.path)}\0`;
         const env = {
           logger,
           serverHeader: config.server_header,
@@ -131,6 +155,7 @@ export class App {
           tempSpace,
           createUpstream,
           handlerReadsBody: handler.readsBody === true,
+          keep: <T>(key: string, make: () => T): T => parts.keep(routeKey + key, make),
         };
         const instance = handler.create(route.options, env);
         this.#instances.push(instance);
@@ -159,9 +184,12 @@ export class App {
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
     const requestClosed = this.#requestClosed;
+    this.#countOut = function countOut(this: ClientResponse) {
+      requestClosed(this);
+    };
     // One listener per response, for the log and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
-      if (this[kCounted] === true) requestClosed();
+      if (this[kCounted] === true) requestClosed(this);
       const ctx = this[kContext];
       if (ctx === undefined || accessLog === null) return;
       const finished = responseComplete(this);
@@ -181,41 +209,46 @@ export class App {
     return this.#caches.get(name);
   }
 
-  /** Starts what the handlers run in the background. */
+  /** Starts what the handlers run in the background (the named upstreams are the server's to start). */
   async start(): Promise<void> {
-    for (const upstream of this.#upstreams.values()) upstream.start();
     for (const instance of this.#instances) await instance.start?.();
   }
 
-  /** Whether no request taken by this app is still being answered. */
+  /** Whether no request or tunnel taken by this app is still open. */
   get idle(): boolean {
-    return this.#inFlight === 0;
+    return this.#open.size === 0 && this.#tunnels.size === 0;
   }
 
   /**
-   * After a reload's swap: no new request comes here. Stops the health checks and resolves once every request it
-   * took has been answered (a body still arriving, a long download, a wait in a queue: each goes on with this
-   * app's upstreams and access log), or at `limitMs`; `stop()` follows.
+   * After a reload's swap: no new request comes here. Resolves once every request and tunnel it took has ended (a
+   * body still arriving, a long download, a wait in a queue, a WebSocket: each goes on with this app's handlers
+   * and access log), or at `graceMs`, when what is left is cut (its connection closed). `stop()` follows.
    */
-  drain(limitMs: number): Promise<void> {
-    for (const upstream of this.#upstreams.values()) upstream.drain();
-    if (this.#inFlight === 0) return Promise.resolve();
+  drain(graceMs: number): Promise<DrainResult> {
+    const open = this.#open.size + this.#tunnels.size;
+    if (open === 0) return Promise.resolve({ open, cut: 0 });
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, limitMs);
+      const timer = setTimeout(() => {
+        this.#idle = undefined;
+        const cut = this.#open.size + this.#tunnels.size;
+        for (const res of [...this.#open]) res.destroy();
+        for (const socket of [...this.#tunnels]) socket.destroy();
+        resolve({ open, cut });
+      }, graceMs);
       this.#idle = () => {
+        this.#idle = undefined;
         clearTimeout(timer);
-        resolve();
+        resolve({ open, cut: 0 });
       };
     });
   }
 
   /**
-   * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
-   * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
+   * Stops every handler's background work (the private upstreams of `proxy: { url }` routes among it) and
+   * flushes the access log. The named upstreams are the server's (see upstream/registry.ts): a reload may keep them.
    */
-  async stop(cutAfterMs?: number): Promise<void> {
+  async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
-    await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop(cutAfterMs)));
     await this.#accessLog?.close();
   }
 
@@ -242,6 +275,15 @@ export class App {
       // only the handler at the end differs: the tunnel, on the raw socket.
       const tunnel = (ctx: RequestContext): Promise<void> => {
         res.detachSocket(socket as Socket);
+        // Counted while open: a reload's drain waits for it (it outlives the swap untouched) and cuts it at the end.
+        const tunnels = this.#tunnels;
+        if (!socket.destroyed) {
+          tunnels.add(socket);
+          socket.once('close', () => {
+            tunnels.delete(socket);
+            if (this.#idle !== undefined && this.#open.size === 0 && tunnels.size === 0) this.#idle();
+          });
+        }
         return upgrade(ctx, socket, head).catch((err: unknown) => {
           this.#logger.error({ err }, 'websocket tunnel failed');
           socket.destroy();
@@ -338,10 +380,10 @@ export class App {
    * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
    */
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
-    this.#inFlight++;
+    this.#open.add(res);
     (res as TrackedResponse)[kCounted] = true;
     // With an access log, its close listener (set by #context) counts the request out as well.
-    if (this.#accessLog === null) res.on('close', this.#requestClosed);
+    if (this.#accessLog === null) res.on('close', this.#countOut);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
       const status = adoptAuthority(req);

@@ -1,6 +1,11 @@
 /**
  * The running server as a value: built from a config, started, reloaded (the new app is built and started
- * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
+ * first, swapped in, and only then is the old one drained and stopped, in the background — a bad config never
+ * takes the server down, and a reload never waits for the previous config's long requests), stopped.
+ *
+ * What outlives an app lives here, keyed by what identifies it: cache zones by name and settings, upstreams by
+ * name and settings (a changed one takes over its servers' state by address), values handlers keep (a rate
+ * limit's buckets) by site, route and options, the listeners by bound address.
  */
 import type { IncomingMessage } from 'node:http';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
@@ -9,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
+import type { Upstream } from '../upstream/upstream.js';
 import { CacheZones } from '../cache/zones.js';
 import { PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -16,6 +22,8 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
+import { KeptValues } from './kept.js';
+import { UpstreamRegistry } from '../upstream/registry.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
@@ -30,6 +38,13 @@ const RELOAD_DRAIN_MS = 5 * 60_000;
 export interface PorticoOptions {
   /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
   acme?: Pick<AcmeOptions, 'now' | 'retryFirstMs' | 'retryMaxMs'>;
+  /**
+   * Whether a reload sets the logger's level to the config's `log.level`: true when Portico made the logger
+   * itself (no `logger` given), else false unless set (a logger handed in is the caller's).
+   */
+  followLogLevel?: boolean;
+  /** How long a previous config may go on answering what it took before a reload (default 5 minutes). */
+  reloadGraceMs?: number;
 }
 
 /** A Portico server: listeners plus the current app. */
@@ -38,6 +53,10 @@ export class Portico {
   readonly #listeners: Listeners;
   readonly #logger: Logger;
   readonly #zones: CacheZones;
+  readonly #upstreams: UpstreamRegistry;
+  readonly #kept = new KeptValues();
+  readonly #followLogLevel: boolean;
+  readonly #reloadGraceMs: number;
   #reloading: Promise<void> = Promise.resolve();
   /** The state directory (locked while this server lives), when the config names one or ACME needs one. */
   #state: StateDir | undefined;
@@ -49,19 +68,27 @@ export class Portico {
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
-  constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
+  constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
+    this.#followLogLevel = options.followLogLevel ?? logger === undefined;
+    logger ??= createErrorLog(config.log.level);
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
+    this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
+    this.#upstreams = new UpstreamRegistry(logger);
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
     plan.commit();
+    const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
+    upstreams.commit();
+    const kept = this.#kept.plan();
     try {
-      this.#app = new App(config, logger, plan.zones, this.#appState);
+      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
     } catch (err) {
       this.#state?.release();
       throw err;
     }
+    kept.commit();
     this.#listeners = new Listeners(
       config.listen,
       {
@@ -150,11 +177,13 @@ export class Portico {
   /** Starts the app, then binds the listeners. */
   async start(): Promise<void> {
     await this.#zones.start();
+    this.#upstreams.start();
     await this.#app.start();
     try {
       await this.#listeners.start();
     } catch (err) {
       await this.#app.stop();
+      await this.#upstreams.stop(0);
       await this.#zones.stop();
       this.#state?.release();
       throw err;
@@ -165,9 +194,9 @@ export class Portico {
 
   /**
    * Builds and starts an app from a new config and binds its new listen addresses; only when all of that worked
-   * is it swapped in, and then the old app and the addresses no longer listed are stopped. If anything fails
-   * (a port in use: PORTICO_LISTEN_FAILED), what was started for the new config is stopped and the error thrown:
-   * the old config keeps serving, unchanged.
+   * is it swapped in. If anything fails (a port in use: PORTICO_LISTEN_FAILED), what was started for the new
+   * config is stopped and the error thrown: the old config keeps serving, unchanged. Resolves at the swap: the
+   * previous config drains in the background (see `#retire`), and a next reload does not wait for it.
    */
   reload(config: Config): Promise<void> {
     // One reload at a time: each plans against what the previous one left (zones held, addresses bound).
@@ -179,37 +208,58 @@ export class Portico {
   async #reload(config: Config): Promise<void> {
     this.#openState(config.state_dir);
     const caches = this.#zones.resolve(config.caches);
-    const next = new App(config, this.#logger, caches.zones, this.#appState);
+    const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
+    const kept = this.#kept.plan();
+    let next: App | undefined;
     let listeners;
     try {
+      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
-      await next.stop();
+      await next?.stop();
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
+      await upstreams.discard();
       throw err;
     }
+    // The swap: from here on nothing fails, and nothing waits for the previous config.
     caches.commit();
+    upstreams.commit();
+    kept.commit();
+    this.#upstreams.start();
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
     this.#app = next;
-    // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
-    // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
+    if (this.#followLogLevel) this.#logger.level = config.log.level;
+    // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
+    // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    this.#retire(previous, upstreams.retired, caches.retired);
     await this.#updateAcme(config);
-    // The previous app drains: what it took (an upload still arriving, a download, a wait in a queue) ends with its
-    // upstreams and access log, and only then are they closed. The reload does not wait for it, unless it is idle.
-    const retired = caches.retired;
+  }
+
+  /**
+   * The previous config drains in the background: what it took (an upload still arriving, a download, a wait in
+   * a queue, a WebSocket) ends with its handlers and access log, or is cut at the grace period; then its log is
+   * closed and the upstreams and zones the new config dropped are stopped. `stop()` waits for it.
+   */
+  #retire(previous: App, upstreams: readonly Upstream[], zones: readonly CacheZone[]): void {
+    const started = Date.now();
     const drained = previous
-      .drain(RELOAD_DRAIN_MS)
-      .then(() => previous.stop(1000))
-      .then(() => Promise.all(retired.map((zone) => zone.stop())))
-      .then(
-        () => undefined,
-        (err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'),
-      );
-    if (previous.idle) return drained;
+      .drain(this.#reloadGraceMs)
+      .then(async ({ open, cut }) => {
+        if (open > 0) {
+          const line = { open, cut, ms: Date.now() - started };
+          if (cut > 0) this.#logger.warn(line, `previous config drained: ${cut} of ${open} requests and tunnels cut at the grace period`);
+          else this.#logger.info(line, 'previous config drained');
+        }
+        await previous.stop();
+        // Every client of the previous config is gone: an upstream request still running is for nobody.
+        await Promise.all(upstreams.map((upstream) => upstream.stop(1000)));
+        await Promise.all(zones.map((zone) => zone.stop()));
+      })
+      .catch((err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'));
     this.#draining.add(drained);
     void drained.finally(() => this.#draining.delete(drained));
   }
@@ -223,7 +273,8 @@ export class Portico {
     await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
     // fill) must not hold the process past its grace period.
-    await this.#app.stop(Math.min(graceMs, 1000));
+    await this.#app.stop();
+    await this.#upstreams.stop(Math.min(graceMs, 1000));
     await this.#zones.stop();
     this.#state?.release();
   }
