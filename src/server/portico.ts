@@ -246,6 +246,8 @@ export class Portico {
    */
   #retire(previous: App, upstreams: readonly Upstream[], zones: readonly CacheZone[]): void {
     const started = Date.now();
+    // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
+    const earlier = [...this.#draining];
     const drained = previous
       .drain(this.#reloadGraceMs)
       .then(async ({ open, cut }) => {
@@ -255,7 +257,8 @@ export class Portico {
           else this.#logger.info(line, 'previous config drained');
         }
         await previous.stop();
-        // Every client of the previous config is gone: an upstream request still running is for nobody.
+        await Promise.all(earlier);
+        // Every client of the previous configs is gone: an upstream request still running is for nobody.
         await Promise.all(upstreams.map((upstream) => upstream.stop(1000)));
         await Promise.all(zones.map((zone) => zone.stop()));
       })
