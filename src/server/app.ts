@@ -214,11 +214,6 @@ export class App {
     for (const instance of this.#instances) await instance.start?.();
   }
 
-  /** Whether no request or tunnel taken by this app is still open. */
-  get idle(): boolean {
-    return this.#open.size === 0 && this.#tunnels.size === 0;
-  }
-
   /**
    * After a reload's swap: no new request comes here. Resolves once every request and tunnel it took has ended (a
    * body still arriving, a long download, a wait in a queue, a WebSocket: each goes on with this app's handlers

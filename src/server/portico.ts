@@ -259,7 +259,7 @@ export class Portico {
         await previous.stop();
         await Promise.all(earlier);
         // Every client of the previous configs is gone: an upstream request still running is for nobody.
-        await Promise.all(upstreams.map((upstream) => upstream.stop(1000)));
+        await this.#upstreams.stopRetired(upstreams, 1000);
         await Promise.all(zones.map((zone) => zone.stop()));
       })
       .catch((err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'));

@@ -36,6 +36,8 @@ export interface UpstreamPlan {
 /** The process's upstreams, shared by successive apps. */
 export class UpstreamRegistry {
   readonly #held = new Map<string, Held>();
+  /** Upstreams a reload replaced, not stopped yet: the previous config may still be using them. */
+  readonly #retired = new Set<Upstream>();
   readonly #logger: Logger;
 
   constructor(logger: Logger) {
@@ -73,7 +75,10 @@ export class UpstreamRegistry {
       retired,
       commit: () => {
         for (const [upstream, previous] of carried) upstream.adoptState(previous);
-        for (const upstream of retired) upstream.drain();
+        for (const upstream of retired) {
+          upstream.drain();
+          this.#retired.add(upstream);
+        }
         this.#held.clear();
         for (const [name, held] of next) this.#held.set(name, held);
       },
@@ -90,10 +95,30 @@ export class UpstreamRegistry {
     }
   }
 
-  /** Stops every held upstream; see `Upstream.stop` for `cutAfterMs`. */
+  /**
+   * Every running upstream of a name: the held one, then those a reload replaced that a previous config still
+   * drains with (what must learn of a change to a server, such as a spawned slot's new port, is in each).
+   */
+  live(name: string): Upstream[] {
+    const held = this.#held.get(name)?.upstream;
+    return [...(held === undefined ? [] : [held]), ...[...this.#retired].filter((upstream) => upstream.name === name)];
+  }
+
+  /** Stops upstreams a reload retired, once the configs that used them have drained; see `Upstream.stop`. */
+  async stopRetired(upstreams: readonly Upstream[], cutAfterMs?: number): Promise<void> {
+    await Promise.all(
+      upstreams.map(async (upstream) => {
+        await upstream.stop(cutAfterMs);
+        this.#retired.delete(upstream);
+      }),
+    );
+  }
+
+  /** Stops every held upstream and every retired one still running; see `Upstream.stop` for `cutAfterMs`. */
   async stop(cutAfterMs?: number): Promise<void> {
-    const all = [...this.#held.values()];
+    const all = [...[...this.#held.values()].map((held) => held.upstream), ...this.#retired];
     this.#held.clear();
-    await Promise.all(all.map((held) => held.upstream.stop(cutAfterMs)));
+    this.#retired.clear();
+    await Promise.all(all.map((upstream) => upstream.stop(cutAfterMs)));
   }
 }

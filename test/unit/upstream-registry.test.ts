@@ -120,6 +120,18 @@ describe('the upstream registry', () => {
     assert.equal(picked(now), A, 'once the previous upstream stopped, its count no longer weighs');
   });
 
+  test('live(name) is the held upstream and the replaced ones not stopped yet, until stopRetired', async () => {
+    const upstreams = registry();
+    const first = upstreams.resolve(config(`servers: ["${A}"]`), undefined);
+    first.commit();
+    const next = upstreams.resolve(config(`servers: ["${A}"], keepalive: 9`), undefined);
+    next.commit();
+    assert.deepEqual(upstreams.live('app'), [next.upstreams.get('app'), first.upstreams.get('app')]);
+    await upstreams.stopRetired(next.retired, 0);
+    assert.deepEqual(upstreams.live('app'), [next.upstreams.get('app')]);
+    assert.deepEqual(upstreams.live('other'), []);
+  });
+
   test('a plan that is not committed changes nothing: the held upstream stays', async () => {
     const upstreams = registry();
     const first = upstreams.resolve(config(`servers: ["${A}"]`), undefined);
