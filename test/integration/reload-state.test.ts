@@ -231,7 +231,7 @@ describe('what the previous config took goes on', () => {
       let n = 0;
       const timer = setInterval(() => {
         res.write(`data: ${++n}\n\n`);
-        if (n === 20) {
+        if (n === 30) {
           clearInterval(timer);
           res.end();
         }
@@ -239,12 +239,16 @@ describe('what the previous config took goes on', () => {
     });
     const routes = (body: string) => `upstreams:\n  app: { servers: ["${events.url}"] }\n${site(`      - path: /new\n        respond: { body: "${body}" }\n`)}`;
     const portico = await serve(routes('one'));
+    let ended = false;
     const stream = new Promise<string>((resolve, reject) => {
       http.get(`${portico.url}/events`, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => resolve(text));
+        res.on('end', () => {
+          ended = true;
+          resolve(text);
+        });
       }).on('error', reject);
     });
     await waitFor('the stream to begin', () => events.requests.length === 1, 5000);
@@ -252,10 +256,10 @@ describe('what the previous config took goes on', () => {
     await portico.reload(routes('two'));
     await portico.reload(routes('three'));
     const took = Date.now() - started;
+    assert.equal(ended, false, `the two reloads resolved (in ${took} ms) while the 3 s stream still ran`);
     assert.equal((await get(`${portico.url}/new`)).body, 'three');
-    assert.ok(took < 1000, `two reloads took ${took} ms while the stream runs (2 s)`);
     const text = await stream;
-    assert.match(text, /data: 20\n\n$/, 'the stream ran to its end on the previous config');
+    assert.match(text, /data: 30\n\n$/, 'the stream ran to its end on the previous config');
   });
 
   test('a WebSocket opened before a reload still echoes after it (upstream kept or changed), and stop() cuts it', async () => {
@@ -371,7 +375,7 @@ describe('what the previous config took goes on', () => {
     t.diagnostic(`requests ok ${counts.ok}, failed ${counts.failed}, connection errors ${counts.errors}, answered by the new route ${counts.newRoute}`);
     assert.equal(counts.failed, 0);
     assert.equal(counts.errors, 0);
-    assert.ok(counts.ok > 250, `${counts.ok} requests in about 2 s`);
+    assert.ok(counts.ok > 150, `${counts.ok} requests in about 2.5 s`);
   });
 
   test('a reload resolves at the swap while a request is in flight, and the previous config logs when it has drained', async () => {
