@@ -39,7 +39,7 @@ export interface AppParts {
   /** The config's named upstreams (see upstream/registry.ts): the app uses them, the server starts and stops them. */
   upstreams: ReadonlyMap<string, Upstream>;
   /** Values kept across reloads (see kept.ts), for `HandlerEnv.keep`. */
-  keep<T>(key: string, make: () => T): T;
+  keep<T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T;
 }
 
 /** How a previous config's drain ended (see `App.drain`). */
@@ -155,7 +155,7 @@ export class App {
           tempSpace,
           createUpstream,
           handlerReadsBody: handler.readsBody === true,
-          keep: <T>(key: string, make: () => T): T => parts.keep(routeKey + key, make),
+          keep: <T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T => parts.keep(routeKey + key, make, dispose),
         };
         const instance = handler.create(route.options, env);
         this.#instances.push(instance);

@@ -85,6 +85,7 @@ export class Portico {
     try {
       this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
     } catch (err) {
+      void kept.discard();
       this.#state?.release();
       throw err;
     }
@@ -221,12 +222,13 @@ export class Portico {
       await next?.stop();
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
       await upstreams.discard();
+      await kept.discard();
       throw err;
     }
     // The swap: from here on nothing fails, and nothing waits for the previous config.
     caches.commit();
     upstreams.commit();
-    kept.commit();
+    const dropped = kept.commit();
     this.#upstreams.start();
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
@@ -235,16 +237,16 @@ export class Portico {
     // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
     // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
-    this.#retire(previous, upstreams.retired, caches.retired);
+    this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
   }
 
   /**
    * The previous config drains in the background: what it took (an upload still arriving, a download, a wait in
    * a queue, a WebSocket) ends with its handlers and access log, or is cut at the grace period; then its log is
-   * closed and the upstreams and zones the new config dropped are stopped. `stop()` waits for it.
+   * closed and the upstreams, zones and kept values the new config dropped are stopped. `stop()` waits for it.
    */
-  #retire(previous: App, upstreams: readonly Upstream[], zones: readonly CacheZone[]): void {
+  #retire(previous: App, upstreams: readonly Upstream[], zones: readonly CacheZone[], dropped: () => Promise<void>): void {
     const started = Date.now();
     // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
     const earlier = [...this.#draining];
@@ -260,6 +262,7 @@ export class Portico {
         await Promise.all(earlier);
         // Every client of the previous configs is gone: an upstream request still running is for nobody.
         await this.#upstreams.stopRetired(upstreams, 1000);
+        await dropped();
         await Promise.all(zones.map((zone) => zone.stop()));
       })
       .catch((err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'));
@@ -278,6 +281,7 @@ export class Portico {
     // fill) must not hold the process past its grace period.
     await this.#app.stop();
     await this.#upstreams.stop(Math.min(graceMs, 1000));
+    await this.#kept.stop();
     await this.#zones.stop();
     this.#state?.release();
   }

@@ -18,7 +18,7 @@ import { Portico } from '../../src/server/portico.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { appRequests, waitFor } from './proxy-support.js';
+import { appRequests, countConnections, waitFor } from './proxy-support.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -187,6 +187,18 @@ describe('upstream state across a reload', () => {
 });
 
 describe('other state across a reload', () => {
+  test('a proxy: { url } route keeps its upstream (its pooled connection) across a reload that leaves the route as it was', async () => {
+    const app = await backend('app');
+    const connections = countConnections(app);
+    const routes = (extra: string) => `sites:\n  - routes:\n${extra}      - path: /\n        proxy: { url: "${app.url}" }\n`;
+    const portico = await serve(routes(''));
+    assert.equal((await get(portico.url)).body, 'app');
+    await portico.reload(routes(newRoute));
+    assert.equal((await get(`${portico.url}/new`)).body, 'new');
+    assert.equal((await get(portico.url)).body, 'app');
+    assert.equal(connections.count, 1, 'the request after the reload went over the connection pooled before it');
+  });
+
   test('a rate-limited client stays limited across a reload that keeps its rule; a changed rule starts afresh', async () => {
     const rule = (burst: number) => `sites:\n  - rate_limit: { rate: "1/m", burst: ${burst} }\n    routes:\n`;
     const routes = '      - path: /\n        respond: { body: "ok" }\n';
