@@ -129,6 +129,9 @@ export class Upstream {
    * either count under its `max_conns` on both, and a request ending on one wakes the queue of the other.
    */
   adoptState(previous: Upstream): void {
+    // One pairing at a time: the previous upstream's own predecessor (a reload before the last) lets go first.
+    if (previous.#pair !== undefined) previous.#pair.#unpair();
+    if (this.#pair !== undefined) this.#pair.#unpair();
     const before = new Map(previous.servers.map((server) => [server.address, server]));
     const checked = this.#checker !== undefined;
     const ids = new Map<number, number>();
@@ -143,8 +146,6 @@ export class Upstream {
       this.#policy.adopt?.(previous.#policy, ids);
       this.#backupPolicy.adopt?.(previous.#backupPolicy, ids);
     }
-    if (previous.#pair !== undefined) previous.#pair.#unpair();
-    if (this.#pair !== undefined) this.#pair.#unpair();
     this.#pair = previous;
     previous.#pair = this;
   }
