@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import diagnostics from 'node:diagnostics_channel';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
+import { PorticoProcess } from '../helpers/process.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { appRequests, countConnections, waitFor } from './proxy-support.js';
 
@@ -221,6 +222,37 @@ describe('other state across a reload', () => {
     assert.equal(capture.logger.level, 'warn');
     await portico.reload(`log: { access: off, level: debug }\n${routes}`);
     assert.equal(capture.logger.level, 'debug');
+  });
+
+  test('portico run: a SIGHUP that sets log.level to debug makes debug lines appear, and one to localhost:PORT keeps serving', async () => {
+    const dir = makeTree();
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'portico.yaml');
+    const config = (listen: string, level: string) =>
+      `listen: ["${listen}"]\nlog: { access: off, level: ${level} }\nsites:\n  - routes:\n      - path: /\n        respond: { body: "ok" }\n`;
+    writeFileSync(file, config('127.0.0.1:0', 'info'));
+    const portico = await PorticoProcess.start(file, dir);
+    cleanups.push(async () => void (await portico.stop()));
+    /** Sends a request Node's parser refuses (Portico answers 400 and logs it at debug level). */
+    const malformed = async () => {
+      const mark = portico.stderr.length;
+      const socket = net.connect(portico.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.resume();
+      socket.write('NOT HTTP\r\n\r\n');
+      await new Promise((resolve) => socket.once('close', resolve));
+      return mark;
+    };
+    const before = await malformed();
+    let reloaded = await portico.reload(config(`127.0.0.1:${portico.port}`, 'debug'));
+    assert.equal(reloaded.line, 'portico: config reloaded', reloaded.log);
+    assert.doesNotMatch(portico.stderr.slice(before), /client error 400/, 'at info level, no debug line');
+    const mark = await malformed();
+    await portico.waitForLine(/client error 400/, mark, 5000);
+    reloaded = await portico.reload(config(`localhost:${portico.port}`, 'debug'));
+    assert.equal(reloaded.line, 'portico: config reloaded', reloaded.log);
+    assert.equal((await get(`http://127.0.0.1:${portico.port}/`)).body, 'ok');
+    assert.equal(await portico.stop(), 0, portico.stderr);
   });
 
   test('a reload from 127.0.0.1:PORT to localhost:PORT (and [::1] to its long form) keeps the socket instead of failing with "address in use"', async () => {
