@@ -142,6 +142,8 @@ async function run(file: string, dev: boolean): Promise<number> {
     // Building the server opens (and locks) the state directory, which may refuse; starting it binds the control
     // socket, which refuses when another Portico answers there (an upgrade's new process binds it once in charge).
     server = new Portico(config, logger, {
+      // The logger is this process's own: a reload's log.level applies to it.
+      followLogLevel: true,
       control: true,
       version,
       loadConfig: (path) => withDev(loadConfigFile(path)),

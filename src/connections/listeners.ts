@@ -6,8 +6,9 @@
  * limit, 408 for a slow one), after the answers to the requests before them on the connection, and closes. Requests Node parsed but Portico refuses before routing (too many header
  * lines, no Host, CONNECT, an unmet expectation) go through the app like any other (`refusal`).
  *
- * A reload keeps every listener whose address stays (matched by host and bound port; its limits are updated in
- * place, for new connections and requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
+ * A reload keeps every listener whose address stays (matched by the address it binds — `localhost:8080` is
+ * `127.0.0.1:8080` when the name resolves there — and its bound port; its limits are updated in place, for new
+ * connections and requests), binds the new addresses before anything is swapped (a port in use fails the reload and nothing
  * changes), and closes the addresses no longer listed, gracefully, once the new config serves.
  *
  * The HTTP/1.1 rules themselves (which requests are upgrades, overflow statuses, client-error answers, timeouts
@@ -15,6 +16,7 @@
  * `connection-gate.ts`.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { lookup } from 'node:dns/promises';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -110,6 +112,8 @@ class Listener {
   readonly gate: ConnectionGate;
   config: ListenerConfig;
   address: BoundAddress | undefined;
+  /** The IP address the socket is bound to, as the system reports it (`127.0.0.1`, `::1`). */
+  boundIp: string | undefined;
   /** Set by `close()`: answers from then on say `Connection: close`. */
   stopping = false;
   /** Keep-alive on, no request limit, not stopping: every request is simply run (the usual case, one check). */
@@ -304,6 +308,7 @@ class Listener {
         server.on('error', (err) => logger.error({ err }, 'listener error'));
         const address = server.address();
         const port = typeof address === 'object' && address !== null ? address.port : config.addr.port;
+        this.boundIp = typeof address === 'object' && address !== null ? address.address : undefined;
         this.address = { host: config.addr.host, port };
         resolve(this.address);
       };
@@ -314,12 +319,15 @@ class Listener {
   }
 
   /**
-   * Whether `config` names this listener's address: the same host and the port it is bound to, or the same text
-   * (`127.0.0.1:0` stays the port the system chose).
+   * Whether `config` names this listener's address: the same text (`127.0.0.1:0` stays the port the system
+   * chose), or the port it is bound to on the address it is bound to (`ip`: what `config`'s host binds, see
+   * `bindAddress`), so that `localhost:8080` after `127.0.0.1:8080` keeps the socket rather than fail to bind it.
    */
-  serves(config: ListenerConfig): boolean {
+  serves(config: ListenerConfig, ip: string | undefined): boolean {
     if (config.addr.text === this.config.addr.text) return true;
-    return config.addr.host === this.config.addr.host && config.addr.port !== 0 && config.addr.port === this.address?.port;
+    if (config.addr.port === 0 || config.addr.port !== this.address?.port) return false;
+    if (config.addr.host === this.config.addr.host) return true;
+    return ip !== undefined && this.boundIp !== undefined && sameIp(ip, this.boundIp);
   }
 
   /** Takes a reloaded config's limits for this address: new connections and requests see them. */
@@ -384,6 +392,29 @@ function closeHandle(handle: object): void {
   (handle as { close?: () => void }).close?.();
 }
 
+/**
+ * The IP address a listen host binds: an IP itself, a name as `listen()` resolves it (`dns.lookup`, its first
+ * answer); undefined when the name does not resolve (binding it then fails with its own error).
+ */
+async function bindAddress(host: string): Promise<string | undefined> {
+  if (net.isIP(host) !== 0) return host;
+  try {
+    return (await lookup(host)).address;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether two IP addresses are the same one, whatever their spelling (`::1`, `0:0:0:0:0:0:0:1`). */
+function sameIp(a: string, b: string): boolean {
+  const family = net.isIP(a);
+  if (family === 0 || family !== net.isIP(b)) return false;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  const list = new net.BlockList();
+  list.addAddress(a, type);
+  return list.check(b, type);
+}
+
 /** A reload's listeners, bound but not yet serving the new config: `commit()` makes them the listeners. */
 export interface ListenerPlan {
   /**
@@ -441,7 +472,10 @@ export class Listeners {
     const added: Listener[] = [];
     try {
       for (const config of configs) {
-        const kept = [...current].find((listener) => listener.serves(config));
+        const ip = [...current].some((listener) => listener.config.addr.text !== config.addr.text && listener.address?.port === config.addr.port)
+          ? await bindAddress(config.addr.host)
+          : undefined;
+        const kept = [...current].find((listener) => listener.serves(config, ip));
         if (kept !== undefined) {
           current.delete(kept);
           next.push({ listener: kept, config });

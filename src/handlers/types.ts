@@ -28,7 +28,16 @@ export interface HandlerEnv {
   underscoresInHeaders: boolean;
   /** The route's handler reads request bodies itself, within `ctx.bodyLimit` (see `HandlerKind.readsBody`). */
   handlerReadsBody: boolean;
-  /** Builds a private upstream from a partial upstream config (defaults applied); the caller owns it. */
+  /**
+   * A value that outlives this config: the next config's build of the same route (its site's hosts, its path)
+   * asking for the same `key` gets the same value (a rate limit's buckets, whose key is its options); a key no
+   * longer asked for is dropped at that reload's swap, and `dispose`d of once the previous config has drained.
+   */
+  keep<T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T;
+  /**
+   * Builds a private upstream from a partial upstream config (defaults applied); the caller owns it (or hands it
+   * to `keep`, with its `stop` to dispose of it).
+   */
   createUpstream(name: string, config: z.input<typeof upstreamSchema>): Upstream;
 }
 

@@ -32,6 +32,24 @@ import { sendError } from '../http/send.js';
 import { CertificateStore, isMisdirected } from '../tls/certificates.js';
 import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/challenges.js';
 
+/** What the server builds an app with besides its config: the parts a reload keeps when unchanged. */
+export interface AppParts {
+  /** The config's cache zones (see cache/zones.ts). */
+  zones: ReadonlyMap<string, CacheZone>;
+  /** The config's named upstreams (see upstream/registry.ts): the app uses them, the server starts and stops them. */
+  upstreams: ReadonlyMap<string, Upstream>;
+  /** Values kept across reloads (see kept.ts), for `HandlerEnv.keep`. */
+  keep<T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T;
+}
+
+/** How a previous config's drain ended (see `App.drain`). */
+export interface DrainResult {
+  /** Requests and tunnels still open at the swap. */
+  open: number;
+  /** Those cut at the grace period. */
+  cut: number;
+}
+
 /** What the server hands an app besides its config: state that outlives one app. */
 export interface AppState {
   /** The sticky cookie's HMAC key when the config names none (kept in the state directory). */
@@ -39,7 +57,6 @@ export interface AppState {
   /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
   challenges?: Http01Challenges | undefined;
   /** The port serving a spawned slot now (the Supervisor's): an app built by a reload starts its slots there. */
-  slotPort?: SlotPort | undefined;
 }
 
 interface CompiledRoute {
@@ -83,35 +100,38 @@ export class App {
   /** Certificates by host for TLS handshakes, built from this config's sites (see `tls/certificates.ts`). */
   readonly certificates: CertificateStore;
   readonly #instances: HandlerInstance[] = [];
-  readonly #upstreams = new Map<string, Upstream>();
+  readonly #upstreams: ReadonlyMap<string, Upstream>;
   readonly #caches = new Map<string, CacheZone>();
   /** The last Host value seen and its parse: most connections repeat one Host, so one entry saves the parse. */
   #lastHostValue: string | undefined;
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
-  /** Requests taken (`handle`) whose response has not closed yet: what a reload's drain waits for. */
-  #inFlight = 0;
-  /** Called when the last request in flight closes, while draining. */
+  /** Responses to requests taken (`handle`) not closed yet: what a reload's drain waits for, and cuts at its end. */
+  readonly #open = new Set<ClientResponse>();
+  /** Upgraded connections (WebSocket tunnels) this app took, open still: a drain waits for them too. */
+  readonly #tunnels = new Set<Duplex>();
+  /** Called when the last request or tunnel closes, while draining. */
   #idle: (() => void) | undefined = undefined;
   /** One listener for every response (no closure per request). */
-  readonly #requestClosed = (): void => {
-    if (--this.#inFlight === 0) this.#idle?.();
+  readonly #requestClosed = (res: ClientResponse): void => {
+    this.#open.delete(res);
+    if (this.#idle !== undefined && this.#open.size === 0 && this.#tunnels.size === 0) this.#idle();
   };
+  /** The close listener of a response when there is no access log. */
+  readonly #countOut: (this: ClientResponse) => void;
   readonly #onClose: (this: TrackedResponse) => void;
   readonly #trusted: TrustedProxies;
   readonly #serverHeader: string;
   readonly #challenges: Http01Challenges | null;
 
-  constructor(config: Config, logger: Logger, zones: ReadonlyMap<string, CacheZone> = new Map(), state: AppState = {}) {
+  constructor(config: Config, logger: Logger, parts: AppParts, state: AppState = {}) {
     this.config = config;
     this.#logger = logger;
     // Only a config with an ACME site answers the challenge path; otherwise it is routed as any other.
     this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
     const stickyKey = state.stickyKey;
-    for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey, state.slotPort));
-    }
-    for (const [name, zone] of zones) this.#caches.set(name, zone);
+    this.#upstreams = parts.upstreams;
+    for (const [name, zone] of parts.zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
     this.#trusted = trusted;
     this.#serverHeader = config.server_header;
@@ -120,8 +140,11 @@ export class App {
       new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
     const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
+      const siteKey = JSON.stringify(siteConfig.hosts ?? null);
       const routes = siteConfig.routes.map((route) => {
         const handler = handlerKind(route.kind)!;
+        // What is kept across reloads is kept per route: the same key on another route is another value.
+        const routeKey = `${siteKey}\0${JSON.stringify(route.path)}\0`;
         const env = {
           logger,
           serverHeader: config.server_header,
@@ -133,6 +156,7 @@ export class App {
           tempSpace,
           createUpstream,
           handlerReadsBody: handler.readsBody === true,
+          keep: <T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T => parts.keep(routeKey + key, make, dispose),
         };
         const instance = handler.create(route.options, env);
         this.#instances.push(instance);
@@ -161,9 +185,12 @@ export class App {
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
     const accessLog = this.#accessLog;
     const requestClosed = this.#requestClosed;
+    this.#countOut = function countOut(this: ClientResponse) {
+      requestClosed(this);
+    };
     // One listener per response, for the log and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
-      if (this[kCounted] === true) requestClosed();
+      if (this[kCounted] === true) requestClosed(this);
       const ctx = this[kContext];
       if (ctx === undefined || accessLog === null) return;
       const finished = responseComplete(this);
@@ -183,50 +210,41 @@ export class App {
     return this.#caches.get(name);
   }
 
-  /**
-   * A spawned slot of `upstream` is now served by 127.0.0.1:`port`, or by nothing: see `Upstream.moveSlot`
-   * (resolves when its previous port is no longer used, or at `cutAfterMs`). An upstream or slot this config does
-   * not have is nothing to move.
-   */
-  moveSlot(upstream: string, slot: string, port: number | undefined, cutAfterMs?: number): Promise<void> {
-    return this.#upstreams.get(upstream)?.moveSlot(slot, port, cutAfterMs) ?? Promise.resolve();
-  }
-
-  /** Starts what the handlers run in the background. */
+  /** Starts what the handlers run in the background (the named upstreams are the server's to start). */
   async start(): Promise<void> {
-    for (const upstream of this.#upstreams.values()) upstream.start();
     for (const instance of this.#instances) await instance.start?.();
   }
 
-  /** Whether no request taken by this app is still being answered. */
-  get idle(): boolean {
-    return this.#inFlight === 0;
-  }
-
   /**
-   * After a reload's swap: no new request comes here. Stops the health checks and resolves once every request it
-   * took has been answered (a body still arriving, a long download, a wait in a queue: each goes on with this
-   * app's upstreams and access log), or at `limitMs`; `stop()` follows.
+   * After a reload's swap: no new request comes here. Resolves once every request and tunnel it took has ended (a
+   * body still arriving, a long download, a wait in a queue, a WebSocket: each goes on with this app's handlers
+   * and access log), or at `graceMs`, when what is left is cut (its connection closed). `stop()` follows.
    */
-  drain(limitMs: number): Promise<void> {
-    for (const upstream of this.#upstreams.values()) upstream.drain();
-    if (this.#inFlight === 0) return Promise.resolve();
+  drain(graceMs: number): Promise<DrainResult> {
+    const open = this.#open.size + this.#tunnels.size;
+    if (open === 0) return Promise.resolve({ open, cut: 0 });
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, limitMs);
+      const timer = setTimeout(() => {
+        this.#idle = undefined;
+        const cut = this.#open.size + this.#tunnels.size;
+        for (const res of [...this.#open]) res.destroy();
+        for (const socket of [...this.#tunnels]) socket.destroy();
+        resolve({ open, cut });
+      }, graceMs);
       this.#idle = () => {
+        this.#idle = undefined;
         clearTimeout(timer);
-        resolve();
+        resolve({ open, cut: 0 });
       };
     });
   }
 
   /**
-   * Stops every handler's background work and flushes the access log. Upstream requests still in flight are let
-   * finish; with `cutAfterMs` (a shutdown, after the listeners' grace period) those left then are cut.
+   * Stops every handler's background work (the private upstreams of `proxy: { url }` routes among it) and
+   * flushes the access log. The named upstreams are the server's (see upstream/registry.ts): a reload may keep them.
    */
-  async stop(cutAfterMs?: number): Promise<void> {
+  async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
-    await Promise.all([...this.#upstreams.values()].map((upstream) => upstream.stop(cutAfterMs)));
     await this.#accessLog?.close();
   }
 
@@ -253,6 +271,15 @@ export class App {
       // only the handler at the end differs: the tunnel, on the raw socket.
       const tunnel = (ctx: RequestContext): Promise<void> => {
         res.detachSocket(socket as Socket);
+        // Counted while open: a reload's drain waits for it (it outlives the swap untouched) and cuts it at the end.
+        const tunnels = this.#tunnels;
+        if (!socket.destroyed) {
+          tunnels.add(socket);
+          socket.once('close', () => {
+            tunnels.delete(socket);
+            if (this.#idle !== undefined && this.#open.size === 0 && tunnels.size === 0) this.#idle();
+          });
+        }
         return upgrade(ctx, socket, head).catch((err: unknown) => {
           this.#logger.error({ err }, 'websocket tunnel failed');
           socket.destroy();
@@ -349,10 +376,10 @@ export class App {
    * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
    */
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
-    this.#inFlight++;
+    this.#open.add(res);
     (res as TrackedResponse)[kCounted] = true;
     // With an access log, its close listener (set by #context) counts the request out as well.
-    if (this.#accessLog === null) res.on('close', this.#requestClosed);
+    if (this.#accessLog === null) res.on('close', this.#countOut);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
       const status = adoptAuthority(req);

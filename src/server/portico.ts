@@ -1,6 +1,11 @@
 /**
  * The running server as a value: built from a config, started, reloaded (the new app is built and started
- * first, swapped in, and only then is the old one stopped — a bad config never takes the server down), stopped.
+ * first, swapped in, and only then is the old one drained and stopped, in the background — a bad config never
+ * takes the server down, and a reload never waits for the previous config's long requests), stopped.
+ *
+ * What outlives an app lives here, keyed by what identifies it: cache zones by name and settings, upstreams by
+ * name and settings (a changed one takes over its servers' state by address), values handlers keep (a rate
+ * limit's buckets) by site, route and options, the listeners by bound address.
  */
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
@@ -10,6 +15,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
+import type { Upstream } from '../upstream/upstream.js';
 import { CacheZones } from '../cache/zones.js';
 import { formatConfigIssue, PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -25,6 +31,8 @@ import { socketPathProblem } from '../config/control.js';
 import type { Progress } from '../control/protocol.js';
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
+import { KeptValues } from './kept.js';
+import { UpstreamRegistry } from '../upstream/registry.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -59,6 +67,13 @@ export interface PorticoOptions {
    * `succeeded()`), and the listening sockets that one handed over (listened on instead of binding).
    */
   successorOf?: { predecessor: number; sockets: readonly InheritedSocket[] };
+  /**
+   * Whether a reload sets the logger's level to the config's `log.level`: true when Portico made the logger
+   * itself (no `logger` given), else false unless set (a logger handed in is the caller's).
+   */
+  followLogLevel?: boolean;
+  /** How long a previous config may go on answering what it took before a reload (default 5 minutes). */
+  reloadGraceMs?: number;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -70,6 +85,10 @@ export class Portico {
   readonly #listeners: Listeners;
   readonly #logger: Logger;
   readonly #zones: CacheZones;
+  readonly #upstreams: UpstreamRegistry;
+  readonly #kept = new KeptValues();
+  readonly #followLogLevel: boolean;
+  readonly #reloadGraceMs: number;
   /** The state directory (locked while this server lives), when the config names one, ACME needs one, or the control socket does. */
   #state: StateDir | undefined;
   /** Whether the config names the state directory (its keys are then set up): not when only the control socket uses it. */
@@ -88,28 +107,26 @@ export class Portico {
   readonly #supervisorFactory: SupervisorFactory;
   /** The app servers Portico runs: made with the first config that has `spawn`, it outlives the apps. */
   #supervisor: SupervisorLike | undefined;
-  /**
-   * The apps whose spawned slots follow the Supervisor: the current one, a reload's new one being started, and
-   * previous ones still draining (their requests in flight must end on a port the Supervisor still runs).
-   */
-  readonly #apps = new Set<App>();
   /** Background deploys of the upstreams whose `spawn` a reload changed. */
   #deploys: Promise<void> = Promise.resolve();
   /** Where the Supervisor says which port serves a slot: every live app's upstream moves it. */
   readonly #sink: SlotSink = {
     moved: async (upstream, slot, port, drainMs) => {
-      await Promise.all([...this.#apps].map((app) => app.moveSlot(upstream, slot, port, drainMs)));
+      // The upstream now held and those a reload replaced that still drain: requests in flight there must end on a
+      // port the Supervisor still runs.
+      await Promise.all(this.#upstreams.live(upstream).map((held) => held.moveSlot(slot, port, drainMs)));
     },
   };
   /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
   #upgrade: PorticoOptions['successorOf'];
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
-  constructor(config: Config, logger: Logger = createErrorLog(config.log.level), options: PorticoOptions = {}) {
+  constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
+    this.#followLogLevel = options.followLogLevel ?? logger === undefined;
+    logger ??= createErrorLog(config.log.level);
     this.#logger = logger;
     this.#acmeOptions = options.acme ?? {};
     this.#supervisorFactory = options.supervisor ?? SUPERVISOR;
-    this.#appState.slotPort = (upstream, slot) => this.#supervisor?.port(upstream, slot);
     this.#options = options;
     this.#operations = new Operations(
       {
@@ -122,18 +139,24 @@ export class Portico {
       logger,
     );
     this.#upgrade = options.successorOf;
+    this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
+    this.#upstreams = new UpstreamRegistry(logger, (upstream, slot) => this.#supervisor?.port(upstream, slot));
     this.#openState(config.state_dir);
     const plan = this.#zones.resolve(config.caches);
     plan.commit();
+    const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
+    upstreams.commit();
+    const kept = this.#kept.plan();
     try {
       if (hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
-      this.#app = new App(config, logger, plan.zones, this.#appState);
+      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
     } catch (err) {
+      void kept.discard();
       this.#state?.release();
       throw err;
     }
-    this.#apps.add(this.#app);
+    kept.commit();
     this.#listeners = new Listeners(
       config.listen,
       {
@@ -359,6 +382,7 @@ export class Portico {
    */
   async start(): Promise<void> {
     await this.#zones.start(this.#upgrade !== undefined);
+    this.#upstreams.start();
     await this.#app.start();
     // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
     // and the supervised app instances once there are some) is started before this point, and so are the stored
@@ -375,10 +399,10 @@ export class Portico {
       // listener would otherwise be closed over it.
       if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
     } catch (err) {
-      this.#apps.delete(this.#app);
       this.#acme?.stop();
       await this.#listeners.stop(0);
       await this.#app.stop();
+      await this.#upstreams.stop(0);
       await this.#supervisor?.stop();
       await this.#zones.stop();
       this.#state?.release();
@@ -390,9 +414,9 @@ export class Portico {
 
   /**
    * Builds and starts an app from a new config and binds its new listen addresses; only when all of that worked
-   * is it swapped in, and then the old app and the addresses no longer listed are stopped. If anything fails
-   * (a port in use: PORTICO_LISTEN_FAILED), what was started for the new config is stopped and the error thrown:
-   * the old config keeps serving, unchanged.
+   * is it swapped in. If anything fails (a port in use: PORTICO_LISTEN_FAILED), what was started for the new
+   * config is stopped and the error thrown: the old config keeps serving, unchanged. Resolves at the swap: the
+   * previous config drains in the background (see `#retire`), and a next reload does not wait for it.
    */
   reload(config: Config): Promise<void> {
     // One operation at a time: each plans against what the previous one left (zones held, addresses bound).
@@ -405,53 +429,73 @@ export class Portico {
     // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
     const supervisor = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
     if (supervisor !== undefined) this.#supervisor = supervisor;
+    const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
+    const kept = this.#kept.plan();
     let next: App | undefined;
     let listeners;
     try {
-      next = new App(config, this.#logger, caches.zones, this.#appState);
-      // Its slots start where the Supervisor has them now, and follow its moves from here on.
-      this.#apps.add(next);
+      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
-      if (next !== undefined) {
-        this.#apps.delete(next);
-        await next.stop();
-      }
+      await next?.stop();
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
         await supervisor.stop();
       }
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
+      await upstreams.discard();
+      await kept.discard();
       throw err;
     }
+    // The swap: from here on nothing fails, and nothing waits for the previous config.
     caches.commit();
+    upstreams.commit();
+    // Instances that started or moved while the new upstreams were being built: their slots catch up.
+    const running = this.#supervisor;
+    if (running !== undefined) for (const upstream of upstreams.fresh) upstream.syncSlots((name, slot) => running.port(name, slot));
+    const dropped = kept.commit();
+    this.#upstreams.start();
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
     this.#app = next;
+    if (this.#followLogLevel) this.#logger.level = config.log.level;
     // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
     if (supervisor === undefined && this.#supervisor !== undefined) this.#deploy(this.#supervisor.update(config));
-    // The swap is done. The addresses no longer listed drain in the background (cut after the grace period;
-    // `stop()` waits for them): a long-lived tunnel on one must not hold the reload up.
+    // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
+    // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
-    // The previous app drains: what it took (an upload still arriving, a download, a wait in a queue) ends with its
-    // upstreams and access log, and only then are they closed. The reload does not wait for it, unless it is idle.
-    const retired = caches.retired;
+  }
+
+  /**
+   * The previous config drains in the background: what it took (an upload still arriving, a download, a wait in
+   * a queue, a WebSocket) ends with its handlers and access log, or is cut at the grace period; then its log is
+   * closed and the upstreams, zones and kept values the new config dropped are stopped. `stop()` waits for it.
+   */
+  #retire(previous: App, upstreams: readonly Upstream[], zones: readonly CacheZone[], dropped: () => Promise<void>): void {
+    const started = Date.now();
+    // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
+    const earlier = [...this.#draining];
     const drained = previous
-      .drain(RELOAD_DRAIN_MS)
-      .then(() => {
-        this.#apps.delete(previous);
-        return previous.stop(1000);
+      .drain(this.#reloadGraceMs)
+      .then(async ({ open, cut }) => {
+        if (open > 0) {
+          const line = { open, cut, ms: Date.now() - started };
+          if (cut > 0) this.#logger.warn(line, `previous config drained: ${cut} of ${open} requests and tunnels cut at the grace period`);
+          else this.#logger.info(line, 'previous config drained');
+        }
+        await previous.stop();
+        await Promise.all(earlier);
+        // Every client of the previous configs is gone: an upstream request still running is for nobody.
+        await this.#upstreams.stopRetired(upstreams, 1000);
+        await dropped();
+        await Promise.all(zones.map((zone) => zone.stop()));
       })
-      .then(() => Promise.all(retired.map((zone) => zone.stop())))
-      .then(
-        () => undefined,
-        (err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'),
-      );
-    if (previous.idle) return drained;
+      .catch((err: unknown) => this.#logger.error({ err }, 'stopping the previous config after a reload failed'));
     this.#draining.add(drained);
     void drained.finally(() => this.#draining.delete(drained));
   }
@@ -497,8 +541,9 @@ export class Portico {
     await Promise.all(this.#draining);
     // Every client is gone by now: an upstream request still running (one read for nobody, a background cache
     // fill) must not hold the process past its grace period.
-    this.#apps.clear();
-    await this.#app.stop(Math.min(graceMs, 1000));
+    await this.#app.stop();
+    await this.#upstreams.stop(Math.min(graceMs, 1000));
+    await this.#kept.stop();
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#zones.stop();

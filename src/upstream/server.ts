@@ -117,6 +117,11 @@ export class UpstreamServer implements PolicyServer {
   target: ServerTarget | undefined;
   /** Requests in flight (tunnels included). */
   active = 0;
+  /**
+   * The same app server in the other config while a reload's previous config drains (see `pairWith`): its
+   * requests in flight count under `max_conns` here too, so that two configs never send it more than that.
+   */
+  #pair: UpstreamServer | undefined = undefined;
   /** Requests holding one of the pool's connections (an open tunnel has left the pool). */
   pooled = 0;
   ewmaMs = 0;
@@ -251,7 +256,20 @@ export class UpstreamServer implements PolicyServer {
    * queue the request itself, with no timeout and no way to leave when its client goes; Portico's queue has both.
    */
   hasCapacity(): boolean {
-    return (this.maxConns === 0 || this.active < this.maxConns) && this.pooled < this.poolSize;
+    return (this.maxConns === 0 || this.active + (this.#pair === undefined ? 0 : this.#pair.active) < this.maxConns) && this.pooled < this.poolSize;
+  }
+
+  /**
+   * Pairs this server with the same one of a previous config still draining (or, `undefined`, unpairs it): each
+   * counts the other's requests in flight under `max_conns`. A server is paired with one other at most.
+   */
+  pairWith(other: UpstreamServer | undefined): void {
+    const old = this.#pair;
+    if (old !== undefined && old.#pair === this) old.#pair = undefined;
+    this.#pair = other;
+    if (other === undefined) return;
+    if (other.#pair !== undefined && other.#pair !== this && other.#pair.#pair === other) other.#pair.#pair = undefined;
+    other.#pair = this;
   }
 
   /** Folds a response-header latency into the peak-EWMA. */
@@ -298,6 +316,27 @@ export class UpstreamServer implements PolicyServer {
   /** A success in live traffic: forgets past ejections once the server has stayed well for a while. */
   recordSuccess(now: number, baseMs: number): void {
     if (this.ejections > 0 && now > this.ejectedUntil + baseMs * 2) this.ejections = 0;
+  }
+
+  /**
+   * Takes over what Portico knew of the same server (same `address`) under the previous config, at a reload's
+   * swap: passive failures and ejection, the slow-start clock, the latency average, and, when this config checks
+   * the server actively (`checked`), the checks' verdict and counts (else the server counts as up, as it would
+   * with no checks: nothing would ever bring it back). Requests in flight stay counted on the previous one.
+   */
+  adoptState(previous: UpstreamServer, checked: boolean): void {
+    if (checked) {
+      this.healthy = previous.healthy;
+      this.passes = previous.passes;
+      this.fails = previous.fails;
+    }
+    this.#failures = [...previous.#failures];
+    this.ejectedUntil = previous.ejectedUntil;
+    this.ejectedAt = previous.ejectedAt;
+    this.ejections = previous.ejections;
+    this.recoveredAt = previous.recoveredAt;
+    this.ewmaMs = previous.ewmaMs;
+    this.#ewmaAt = previous.#ewmaAt;
   }
 
   /**

@@ -91,6 +91,11 @@ export class Upstream {
   #recheck: NodeJS.Immediate | undefined = undefined;
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
+  /**
+   * The other upstream of the same name across a reload, while the previous one drains (see `adoptState`): a
+   * request ending on either may give its turn to a request queued on the other.
+   */
+  #pair: Upstream | undefined = undefined;
 
   /**
    * `slotPort` says which port serves a spawned slot now (a reload's new upstream starts where the previous one
@@ -134,6 +139,7 @@ export class Upstream {
     }
   }
 
+  /** Starts the active checks (their first round at once). */
   start(): void {
     this.#checker?.start();
   }
@@ -153,6 +159,55 @@ export class Upstream {
     await moved;
   }
 
+  /**
+   * Moves every spawned slot whose port differs from where `portOf` (the Supervisor) has it now: for an upstream
+   * built while instances were starting or moving (a reload's), before it was held and followed their moves.
+   */
+  syncSlots(portOf: SlotPort): void {
+    for (const [slot, server] of this.#slots) {
+      const port = portOf(this.name, slot);
+      if (server.target?.port !== port) void this.moveSlot(slot, port);
+    }
+  }
+
+  /**
+   * At a reload's swap, takes over what `previous` (the same upstream name under the previous config) knew of
+   * each server this config still has, by address (a URL's text, a spawned slot's name): health, passive
+   * failures and ejection, slow start, latency (see `UpstreamServer.adoptState`), and the policy's position when
+   * the policy is the same kind. Until `previous` stops, the two are paired: a server's requests in flight on
+   * either count under its `max_conns` on both, and a request ending on one wakes the queue of the other.
+   */
+  adoptState(previous: Upstream): void {
+    // One pairing at a time: the previous upstream's own predecessor (a reload before the last) lets go first.
+    if (previous.#pair !== undefined) previous.#pair.#unpair();
+    if (this.#pair !== undefined) this.#pair.#unpair();
+    const before = new Map(previous.servers.map((server) => [server.address, server]));
+    const checked = this.#checker !== undefined;
+    const ids = new Map<number, number>();
+    for (const server of this.servers) {
+      const old = before.get(server.address);
+      if (old === undefined) continue;
+      server.adoptState(old, checked);
+      server.pairWith(old);
+      ids.set(old.id, server.id);
+    }
+    if (previous.config.policy === this.config.policy) {
+      this.#policy.adopt?.(previous.#policy, ids);
+      this.#backupPolicy.adopt?.(previous.#backupPolicy, ids);
+    }
+    this.#pair = previous;
+    previous.#pair = this;
+  }
+
+  /** Ends the pairing of `adoptState` (the previous upstream stopped). */
+  #unpair(): void {
+    const other = this.#pair;
+    if (other === undefined) return;
+    this.#pair = undefined;
+    if (other.#pair === this) other.#pair = undefined;
+    for (const server of this.servers) server.pairWith(undefined);
+  }
+
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
   drain(): void {
     this.#checker?.stop();
@@ -161,6 +216,7 @@ export class Upstream {
   /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
   async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
+    this.#unpair();
     if (this.#recheck !== undefined) clearImmediate(this.#recheck);
     this.#recheck = undefined;
     for (const waiter of this.#queue.clear()) {
@@ -328,6 +384,8 @@ export class Upstream {
     server.active--;
     if (pooled) server.pooled--;
     this.#wake();
+    // During a reload's drain the same app servers serve both configs: a turn freed here may be the other's.
+    if (this.#pair !== undefined) this.#pair.#wake();
   }
 
   /**

@@ -1,8 +1,8 @@
 /**
  * `rate_limit`: a token bucket per key (by default the client address, IPv6 grouped by its /64 so that one
  * host cannot rotate through its addresses), as nginx's `limit_req` with `burst … nodelay`. A request with no
- * token left gets 429 with `Retry-After`. The buckets live in a bounded LRU map (scope: this process and this
- * config: a reload starts them afresh; cluster-wide limits come with shared state).
+ * token left gets 429 with `Retry-After`. The buckets live in a bounded LRU map (scope: this process; a reload
+ * keeps them for a rule whose site, route and options are unchanged, and starts a changed rule afresh).
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -131,8 +131,9 @@ export const rateLimitKind = defineMiddleware({
   kind: 'rate_limit',
   stage: 'rate_limit',
   options,
-  create(o) {
-    const buckets = new TokenBuckets(o.rate, o.burst ?? Math.max(1, Math.ceil(o.rate * 1000)), o.max_keys);
+  create(o, env) {
+    // Kept across reloads while the rule stays as it is: a reload must not refill every bucket.
+    const buckets = env.keep(`rate_limit\0${JSON.stringify(o)}`, () => new TokenBuckets(o.rate, o.burst ?? Math.max(1, Math.ceil(o.rate * 1000)), o.max_keys));
     const template = compileTemplate(o.key);
     const byAddress = o.key === '$remote_addr';
     return function rateLimit(ctx, next) {

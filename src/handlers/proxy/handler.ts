@@ -156,7 +156,9 @@ export const proxyKind = defineHandler({
     if (options.upstream !== undefined) {
       upstream = env.upstreams.get(options.upstream)!;
     } else {
-      upstream = env.createUpstream(`url:${options.url!.text}`, { servers: [{ url: options.url!.text }] });
+      // Kept across reloads while the route names the same URL: its pool and its server's state go on.
+      const name = `url:${options.url!.text}`;
+      upstream = env.keep(name, () => env.createUpstream(name, { servers: [{ url: options.url!.text }] }), (made) => made.stop(1000));
       owned = true;
     }
     const config = upstream.config;
@@ -231,7 +233,6 @@ export const proxyKind = defineHandler({
             },
       upgrade: options.websocket ? (ctx, socket, head) => tunnelWebSocket(tunnel, ctx, socket, head) : undefined,
       start: owned ? () => upstream.start() : undefined,
-      stop: owned ? () => upstream.stop() : undefined,
     };
   },
 });

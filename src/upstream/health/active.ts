@@ -70,6 +70,7 @@ export class ActiveHealthChecker {
   }
 
   start(): void {
+    if (this.#running) return;
     this.#running = true;
     for (const server of this.#servers) void this.#check(server);
   }

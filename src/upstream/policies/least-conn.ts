@@ -10,7 +10,7 @@
  * servers, as nginx does. That is deterministic, honours weights exactly, and spreads an idle pool evenly
  * instead of always sending the first request to the same server.
  */
-import { smoothWeightedPick } from './smooth-weighted.js';
+import { carryCurrent, smoothWeightedPick } from './smooth-weighted.js';
 import { stateSize } from './server-state.js';
 import { definePolicy, NO_OPTIONS, type Policy, type PolicyServer } from './types.js';
 
@@ -19,6 +19,10 @@ class LeastConnPolicy implements Policy {
 
   constructor(servers: readonly PolicyServer[]) {
     this.#current = new Float64Array(stateSize(servers));
+  }
+
+  adopt(previous: Policy, ids: ReadonlyMap<number, number>): void {
+    if (previous instanceof LeastConnPolicy) carryCurrent(previous.#current, this.#current, ids);
   }
 
   pick(candidates: readonly PolicyServer[]): PolicyServer {

@@ -7,7 +7,7 @@
  * credit or debt (less than one round's total) rather than a burst of catch-up picks. A retry therefore goes
  * to the server next in the smooth sequence among those not yet tried.
  */
-import { smoothWeightedPick } from './smooth-weighted.js';
+import { carryCurrent, smoothWeightedPick } from './smooth-weighted.js';
 import { stateSize } from './server-state.js';
 import { definePolicy, NO_OPTIONS, type Policy, type PolicyServer } from './types.js';
 
@@ -16,6 +16,10 @@ class RoundRobinPolicy implements Policy {
 
   constructor(servers: readonly PolicyServer[]) {
     this.#current = new Float64Array(stateSize(servers));
+  }
+
+  adopt(previous: Policy, ids: ReadonlyMap<number, number>): void {
+    if (previous instanceof RoundRobinPolicy) carryCurrent(previous.#current, this.#current, ids);
   }
 
   pick(candidates: readonly PolicyServer[]): PolicyServer {

@@ -39,3 +39,13 @@ export function smoothWeightedPick(
   current[picked.id]! -= total;
   return picked;
 }
+
+/**
+ * Copies the smooth-weighted `current` values of the servers a reload kept (`ids`: previous id → id now) from
+ * a previous policy's state, so that the sequence goes on where it was rather than start over at the first server.
+ */
+export function carryCurrent(from: Float64Array, to: Float64Array, ids: ReadonlyMap<number, number>): void {
+  for (const [before, now] of ids) {
+    if (before < from.length && now < to.length) to[now] = from[before]!;
+  }
+}

@@ -39,6 +39,12 @@ export interface PickContext {
 export interface Policy {
   /** Picks one of `candidates` (never empty), or `undefined` to decline (e.g. `first` with none usable). */
   pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer | undefined;
+  /**
+   * At a reload, takes over the position of the policy it replaces (same kind or not: a policy only adopts from
+   * its own kind). `ids` maps each server id of `previous` to the id of the same server (same address) here;
+   * servers absent from it start afresh. Policies without state between picks leave this out.
+   */
+  adopt?(previous: Policy, ids: ReadonlyMap<number, number>): void;
 }
 
 /** A policy that takes no options. */
