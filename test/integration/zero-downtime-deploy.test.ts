@@ -103,6 +103,7 @@ describe('zero downtime: rolling deploys and reloads of spawned app servers, und
     );
     assert.match(deploy.stdout, /app#1: rolled back: pid \d+ on port \d+/);
     assert.equal(failures(during), 0, describeLoad(during));
+    assert.ok((during.seen.get('2') ?? 0) > 0, 'the deploy followed the symlink: its first new instance ran release v2 and answered');
 
     const afterwards = (await status(running.file)).instances;
     assert.deepEqual(afterwards.map((i) => i.state), ['ready', 'ready', 'ready']);
