@@ -70,6 +70,27 @@ function statusLines(result: Record<string, unknown>): string[] {
   ];
 }
 
+/** One replaced slot of a deploy's report. */
+interface DeployedSlot {
+  slot: string;
+  oldPid?: number;
+  oldPort?: number;
+  newPid?: number;
+  newPort: number;
+  readyMs: number;
+  drainMs: number;
+}
+
+/** The summary of a finished deploy: each slot's old and new pid and port, its readiness and drain times. */
+function deployLines(result: Record<string, unknown>): string[] {
+  const slots = ((result.report as { slots?: DeployedSlot[] } | undefined)?.slots ?? []) as DeployedSlot[];
+  const lines = slots.map(
+    (s) =>
+      `  ${s.slot}: pid ${s.oldPid ?? '-'} → ${s.newPid ?? '-'}, port ${s.oldPort ?? '-'} → ${s.newPort}, ready in ${s.readyMs} ms, drained in ${s.drainMs} ms`,
+  );
+  return [`summary: ${slots.length} instance${slots.length === 1 ? '' : 's'} replaced`, ...lines];
+}
+
 /** What a successful operation says besides "ok". */
 function okSummary(result: Record<string, unknown>): string {
   const parts: string[] = [];
@@ -112,6 +133,7 @@ export async function runControlCommand(command: ControlCommand): Promise<number
     if (operation === 'status') out.write(`${statusLines(result).join('\n')}\n`);
     else {
       for (const warning of (result.warnings as string[] | undefined) ?? []) err.write(`${warning}\n`);
+      if (operation === 'deploy') out.write(`${deployLines(result).join('\n')}\n`);
       out.write(`portico: ${label} ${paint(colourFor(out), 'green', 'ok')}${okSummary(result)}\n`);
     }
     return 0;

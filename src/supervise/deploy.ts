@@ -66,6 +66,8 @@ export interface DeployHost {
 interface Replaced {
   readonly slot: Slot;
   readonly previous: UpstreamSpec;
+  /** Where the replaced instance ran, symlinks resolved (undefined when the slot had none). */
+  readonly cwd: string | undefined;
 }
 
 function hold(slot: Slot): void {
@@ -110,12 +112,13 @@ export async function rollingDeploy(
 
   const rollBack = async (): Promise<string[]> => {
     const done: string[] = [];
-    for (const { slot, previous } of replaced.reverse()) {
+    for (const { slot, previous, cwd } of replaced.reverse()) {
       if (slot.removed) continue;
       hold(slot);
       try {
         emit(slot, 'rolling_back', 'rolling back to the previous version');
-        const { instance } = await start(slot, previous);
+        // In the folder the replaced instance ran in: not where a `current` symlink points now (the new release).
+        const { instance } = await start(slot, cwd === undefined ? previous : { ...previous, cwd });
         const t0 = Date.now();
         const retired = await host.swap(slot, instance, previous);
         await retired?.stop();
@@ -152,13 +155,14 @@ export async function rollingDeploy(
           const { instance, readyMs } = (launched[k] as PromiseFulfilledResult<{ instance: Instance; readyMs: number }>).value;
           const previous = slot.spec;
           const old = slot.instance;
+          const cwd = old?.spec.cwd;
           emit(slot, 'draining', old === undefined ? 'no old instance (the slot was down)' : `draining pid ${old.pid} on port ${old.where.port}`, old?.pid, old?.where.port);
           const t0 = Date.now();
           const retired = await host.swap(slot, instance, spec);
           await retired?.stop();
           const drainMs = Date.now() - t0;
           emit(slot, 'stopped', retired === undefined ? 'moved to the new instance' : `pid ${retired.pid} stopped after ${drainMs} ms`, retired?.pid, retired?.where.port, drainMs);
-          replaced.push({ slot, previous });
+          replaced.push({ slot, previous, cwd });
           reports.push({ slot: slot.name, oldPid: retired?.pid, oldPort: retired?.where.port, newPid: instance.pid, newPort: instance.where.port, readyMs, drainMs });
         }),
       );

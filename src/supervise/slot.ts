@@ -33,6 +33,11 @@ export class Slot {
   readonly route: string;
   /** The version this slot runs (and restarts as): a deploy moves it to the config's. */
   spec: UpstreamSpec;
+  /**
+   * The working directory, symlinks resolved, of the instance that last served the slot: a restart runs there
+   * again, and a deploy's rollback returns there (the release it ran, even after `cwd`'s symlink has moved on).
+   */
+  cwd: string | undefined;
   /** The ready instance serving the slot (the data plane was told its port). */
   instance: Instance | undefined;
   state: SlotState = 'stopped';

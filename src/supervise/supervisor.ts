@@ -4,7 +4,7 @@
  * rolls them over on a deploy, follows a reload's config, and stops them, each as a whole process group. See
  * docs/apps.md for what an operator sees; instance.ts for why no instance outlives Portico.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { PorticoError } from '../errors.js';
@@ -71,6 +71,15 @@ interface Group {
   slots: Slot[];
   /** Deploys of one upstream run one after the other. */
   queue: Promise<unknown>;
+}
+
+/** A directory's canonical path (symlinks resolved), or the path as given when it cannot be resolved. */
+function resolvedDir(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    return dir;
+  }
 }
 
 /** A failure as one log line: the reason and, when it ran, its last stderr lines. */
@@ -159,6 +168,7 @@ export class Supervisor {
         if (!processChanged(slot.spec, spec)) slot.spec = spec;
         if (slot.state === 'failed' && !slot.held) {
           slot.spec = spec;
+          slot.cwd = undefined;
           slot.crashes.clear();
           void this.#bringUp(slot);
         }
@@ -253,7 +263,7 @@ export class Supervisor {
     slot.state = 'starting';
     let instance: Instance;
     try {
-      instance = await this.#launch(slot, slot.spec);
+      instance = await this.#launch(slot, slot.cwd === undefined ? slot.spec : { ...slot.spec, cwd: slot.cwd });
     } catch (err) {
       if (this.#mayStart(slot)) this.#crashed(slot, err as LaunchFailure, 0);
       return;
@@ -279,6 +289,9 @@ export class Supervisor {
     for (;;) {
       if (this.#stopped.signal.aborted) throw new LaunchFailure('not started: Portico is stopping');
       if (!existsSync(spec.cwd)) throw new LaunchFailure(`cannot start: its working directory ${spec.cwd} does not exist`);
+      // The release it runs, resolved now: `cwd: ./current` may be a symlink that the operator moves to the next
+      // release before a deploy; this instance (its restarts, a rollback to it) stays with the one it started in.
+      const cwd = resolvedDir(spec.cwd);
       const port = await this.#ports.take(spec.ports, tried);
       if (port === undefined) throw new LaunchFailure(`cannot start: no free port in ${range} (${tried.size === 0 ? 'all taken' : `tried ${[...tried].join(', ')}`})`);
       if (this.#stopped.signal.aborted) {
@@ -288,7 +301,7 @@ export class Supervisor {
       tried.add(port);
       let instance: Instance;
       try {
-        instance = new Instance(spec, { upstream: slot.upstream, slot: slot.name, route: slot.route, port }, this.#logger);
+        instance = new Instance(cwd === spec.cwd ? spec : { ...spec, cwd }, { upstream: slot.upstream, slot: slot.name, route: slot.route, port }, this.#logger);
       } catch (err) {
         // spawn() throws at once only for arguments it cannot pass (a NUL byte in env or args).
         this.#ports.release(port);
@@ -336,6 +349,7 @@ export class Supervisor {
   #install(slot: Slot, instance: Instance, spec: UpstreamSpec): void {
     slot.instance = instance;
     slot.spec = spec;
+    slot.cwd = instance.spec.cwd;
     slot.state = 'ready';
     void instance.exited.then((exit) => this.#exited(slot, instance, exit));
   }

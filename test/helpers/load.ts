@@ -12,7 +12,11 @@ export interface LoadReport {
   ok: number;
   /** 5xx answers, by status. */
   failedStatus: Record<number, number>;
-  /** Answers with `Cache-Status: ...; fwd=stale` or `detail=unreachable-stale` (served stale: a failure here). */
+  /**
+   * Answers served stale from the cache (a failure here): `Cache-Status: ...; detail=unreachable-stale`,
+   * `detail=stale-if-error`, `detail=stale-while-revalidate`, or a `hit` with a negative `ttl`. Not `fwd=stale`
+   * alone: that is a stored response that was stale and therefore forwarded (RFC 9211), answered fresh.
+   */
   stale: number;
   refused: number;
   reset: number;
@@ -22,6 +26,9 @@ export interface LoadReport {
   /** The `X-Instance` (or chosen) header values seen on successful answers, with their counts. */
   seen: Map<string, number>;
 }
+
+/** A Cache-Status of an answer served stale (see `LoadReport.stale`). */
+const STALE = /detail=(unreachable-stale|stale-if-error|stale-while-revalidate)|\bhit\b.*\bttl=-/;
 
 /** Options of `startLoad`. */
 export interface LoadOptions {
@@ -83,7 +90,7 @@ export function startLoad(options: LoadOptions): RunningLoad {
           if (status >= 500) {
             report.failedStatus[status] = (report.failedStatus[status] ?? 0) + 1;
             note(`${status} ${path}`);
-          } else if (/fwd=stale|unreachable-stale/.test(cacheStatus)) {
+          } else if (STALE.test(cacheStatus)) {
             report.stale++;
             note(`stale ${path}: ${cacheStatus}`);
           } else {

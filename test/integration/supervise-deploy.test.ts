@@ -2,14 +2,17 @@
  * Rolling deploys by the Supervisor, with real app-server processes: surge first (the new instance ready before
  * the slot moves and the old one stops), every instance a new pid, progress per instance and a report; a new
  * version that never passes its check stops the deploy, rolls back what was replaced, and rejects with
- * PORTICO_DEPLOY_FAILED while the old instances keep serving; deploys of one upstream run one after the other.
+ * PORTICO_DEPLOY_FAILED while the old instances keep serving; deploys of one upstream run one after the other; a
+ * release switched by a `current` symlink is followed by a deploy, and a rollback returns to the release it left.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PorticoError } from '../../src/errors.js';
+import { parseConfig } from '../../src/server/config.js';
 import { Supervisor, type DeployEvent } from '../../src/supervise/supervisor.js';
 import { alive, APP, CapturedLog, eventually, getJson, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 
@@ -183,5 +186,80 @@ describe('rolling deploy', { timeout: 60_000 }, () => {
     assert.deepEqual(events, ['A starting', 'A ready', 'A draining', 'A stopped', 'B starting', 'B ready', 'B draining', 'B stopped']);
     assert.equal(b.slots[0]!.oldPid, a.slots[0]!.newPid);
     await assert.rejects(sup.deploy('nope', () => {}), { code: 'PORTICO_DEPLOY_FAILED', message: 'no upstream "nope" with spawn to deploy (upstreams with spawn: app)' });
+  });
+});
+
+/** The zero-downtime tests' app (test/fixtures/zd-app.mjs): its version is the VERSION file of its folder. */
+const ZD_APP = path.join(path.dirname(APP), 'zd-app.mjs');
+
+/** GET / of an instance: the version and working directory it answers with. */
+function whoAnswers(port: number): Promise<{ pid: number; version: string; cwd: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000 }, (response) => {
+      response.resume();
+      response.once('end', () =>
+        resolve({ pid: Number(response.headers['x-pid']), version: String(response.headers['x-version']), cwd: String(response.headers['x-cwd']) }),
+      );
+    });
+    request.once('timeout', () => request.destroy(new Error('timeout')));
+    request.once('error', reject);
+  });
+}
+
+describe('deploying a release behind a symlink (cwd: ./current)', { timeout: 60_000 }, () => {
+  test('a deploy resolves the symlink afresh (new instances run the release it points to now); a rollback and a crash restart run the release each instance was started in, not the broken one the symlink points to', async () => {
+    const base = mkdtempSync(path.join(dir, 'release-'));
+    const release = (name: string, files: Record<string, string>): string => {
+      const folder = path.join(base, 'releases', name);
+      mkdirSync(folder, { recursive: true });
+      for (const [file, text] of Object.entries(files)) writeFileSync(path.join(folder, file), text);
+      return realpathSync(folder);
+    };
+    const v1 = release('v1', { VERSION: '1' });
+    const v2 = release('v2', { VERSION: '2', BREAK_AFTER: '1' }); // its first instance passes, the next fails
+    const v3 = release('v3', { VERSION: '3' });
+    // As an operator does it: a new symlink renamed over the old one (atomic).
+    const point = (name: string): void => {
+      symlinkSync(path.join('releases', name), path.join(base, 'current.next'));
+      renameSync(path.join(base, 'current.next'), path.join(base, 'current'));
+    };
+    point('v1');
+    const upstreams = {
+      app: { spawn: { command: ['node', ZD_APP], cwd: './current', instances: 2, ports: portRange(4).text, health_timeout: '3s', stop_timeout: '2s' }, health: { path: '/healthz', interval: '100ms', rise: 1 } },
+    };
+    const config = parseConfig(JSON.stringify({ listen: ['127.0.0.1:0'], upstreams, sites: [{ routes: [{ path: '/', proxy: { upstream: 'app' } }] }] }), path.join(base, 'portico.yaml'), base);
+    const sink = new RecordingSink();
+    const sup = new Supervisor(config, new CapturedLog().logger, sink);
+    running.push(sup);
+    await sup.start();
+    const serving = (): Promise<Array<{ pid: number; version: string; cwd: string }>> => Promise.all(sup.slots().map((s) => whoAnswers(s.port!)));
+    assert.deepEqual((await serving()).map((a) => [a.version, a.cwd]), [['1', v1], ['1', v1]]);
+
+    point('v2');
+    const events: DeployEvent[] = [];
+    await assert.rejects(sup.deploy('app', (e) => events.push(e)), (err: PorticoError) => {
+      assert.equal(err.code, 'PORTICO_DEPLOY_FAILED');
+      assert.match(err.message, /^deploy of app stopped at app#2: the new instance pid \d+ on port \d+ was not ready within 3000 ms: .*; app#1 rolled back; the old instances keep serving$/);
+      return true;
+    });
+    assert.deepEqual(events.map((e) => `${e.slot} ${e.phase}`).slice(-2), ['app#1 ready', 'app#1 rolled_back'], events.map((e) => e.message).join('\n'));
+    const afterRollback = await serving();
+    assert.deepEqual(afterRollback.map((a) => [a.version, a.cwd]), [['1', v1], ['1', v1]], 'the rollback restarted release v1, where app#1 ran before');
+    assert.deepEqual(sup.update(config), [], 'the config did not change: a reload does not deploy again');
+
+    // A crash restart runs the release the slot ran (v1), though `current` points to v2 now.
+    const crashed = afterRollback[0]!.pid;
+    process.kill(crashed, 'SIGKILL');
+    const restarted = await eventually(() => {
+      const slot = sup.slots()[0]!;
+      return slot.state === 'ready' && slot.pid !== crashed && slot;
+    }, 'app#1 restarted after its crash');
+    assert.deepEqual(await whoAnswers(restarted.port!).then((a) => [a.pid, a.version, a.cwd]), [restarted.pid, '1', v1]);
+    assert.ok(!readdirSync(v2).includes('starts') || Number(readFileSync(path.join(v2, 'starts'), 'utf8')) === 2, 'v2 was started twice, by the deploy only');
+
+    point('v3');
+    const report = await sup.deploy('app', () => {});
+    assert.equal(report.slots.length, 2);
+    assert.deepEqual((await serving()).map((a) => [a.version, a.cwd]), [['3', v3], ['3', v3]], 'the deploy followed the symlink to v3');
   });
 });
