@@ -19,6 +19,7 @@ import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress } from '../connections/listeners.js';
 import { Supervisor } from '../supervise/supervisor.js';
+import { upstreamSpecs } from '../supervise/spec.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { ControlServer } from '../control/server.js';
 import { socketPathProblem } from '../config/control.js';
@@ -329,6 +330,9 @@ export class Portico {
     let next: App | undefined;
     let listeners;
     try {
+      // A user/group the running Supervisor cannot use is refused here, before anything starts: its update() after
+      // the swap must not throw (the swap would be half done: the new app serving, the old one never stopped).
+      if (supervisor === undefined && this.#supervisor !== undefined) upstreamSpecs(config);
       next = new App(config, this.#logger, caches.zones, this.#appState);
       // Its slots start where the Supervisor has them now, and follow its moves from here on.
       this.#apps.add(next);
