@@ -7,10 +7,12 @@ import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
+import type { PorticoError } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
+import { Supervisor } from '../../src/supervise/supervisor.js';
 import { makeTree } from '../helpers/portico.js';
-import { APP, portRange } from '../helpers/supervise.js';
+import { APP, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -66,5 +68,28 @@ describe('spawn and reload, as a user meets them', () => {
 
     await server.reload(parseConfig(configText('three', range.text), file, dir));
     assert.equal((await httpRequest(port, '/word')).body.toString(), 'three');
+  });
+});
+
+describe('a deploy cut short', () => {
+  test('a deploy stopped after it replaced a slot that then cannot be rolled back says so (not "no slot had been replaced")', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const range = portRange(3);
+    const sup = new Supervisor(spawnConfig(dir, { app: { spawn: { command: ['node', APP], instances: 2, ports: range.text }, health: { path: '/healthz', interval: '100ms' } } }), pino({ level: 'silent' }), new RecordingSink());
+    cleanups.push(() => sup.stop());
+    await sup.start();
+    let stopping: Promise<void> | undefined;
+    const deploy = sup.deploy('app', (event) => {
+      // Portico stops once app#1 was replaced: app#2 is not started, app#1's roll back cannot start either.
+      if (event.slot === 'app#1' && event.phase === 'stopped') stopping = sup.stop();
+    });
+    await assert.rejects(deploy, (err: PorticoError) => {
+      assert.equal(err.code, 'PORTICO_DEPLOY_FAILED');
+      assert.doesNotMatch(err.message, /no slot had been replaced/);
+      assert.match(err.message, /^deploy of app stopped at app#2: .*; app#1 could not be rolled back and runs the new version; the slots not reached keep their old instances$/);
+      return true;
+    });
+    await stopping;
   });
 });
