@@ -123,6 +123,11 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         problems.push({ keys: ['upstreams', name, 'servers', i, 'tls'], message: 'tls options need an https:// URL' });
       }
     });
+    // As a static root: a missing folder is a typo to report now, not a crash loop at run time.
+    const cwd = upstream.spawn?.cwd;
+    if (cwd !== undefined && !isDirectory(path.resolve(dir, cwd))) {
+      problems.push({ keys: ['upstreams', name, 'spawn', 'cwd'], message: `directory ${cwd} does not exist` });
+    }
   }
 
   const folders = new Map<string, string>();

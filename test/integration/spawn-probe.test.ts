@@ -11,6 +11,7 @@ import type { PorticoError } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { Supervisor } from '../../src/supervise/supervisor.js';
+import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 import { APP, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
@@ -91,5 +92,16 @@ describe('a deploy cut short', () => {
       return true;
     });
     await stopping;
+  });
+});
+
+describe('spawn config checks', () => {
+  test('a spawn cwd that does not exist is a config error at file:line:col (it was accepted, then crash-looped at run time)', () => {
+    const dir = makeTree({ 'app/server.js': '' });
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const text = (cwd: string): string =>
+      `upstreams:\n  app:\n    spawn: { command: ["node", "server.js"], cwd: ${cwd}, ports: 3001-3002 }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
+    assert.deepEqual(configErrors(text('./nope'), dir), ['portico.yaml:3:51 upstreams.app.spawn.cwd: directory ./nope does not exist']);
+    assert.equal(parseConfig(text('./app'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.cwd, './app');
   });
 });
