@@ -70,6 +70,30 @@ function statusLines(result: Record<string, unknown>): string[] {
   ];
 }
 
+/** One slot of a deploy's report (the Supervisor's DeploySlotReport). */
+interface DeployedSlot {
+  slot: string;
+  oldPid?: number;
+  oldPort?: number;
+  newPid?: number;
+  newPort: number;
+  readyMs: number;
+  drainMs: number;
+}
+
+/** The summary of a deploy's report: each slot's old and new pid and port, how long it took to be ready and to drain. */
+function deployLines(result: Record<string, unknown>): string[] {
+  const report = result.report as { slots?: DeployedSlot[]; ms?: number } | undefined;
+  if (report === undefined || !Array.isArray(report.slots)) return [];
+  return [
+    `summary: ${report.slots.length} instance(s) replaced${typeof report.ms === 'number' ? ` in ${report.ms} ms` : ''}`,
+    ...report.slots.map((s) => {
+      const old = s.oldPid === undefined ? 'no instance (the slot was down)' : `pid ${s.oldPid} port ${s.oldPort ?? '?'}`;
+      return `  ${s.slot}: ${old} -> pid ${s.newPid ?? '?'} port ${s.newPort}, ready in ${s.readyMs} ms, drained in ${s.drainMs} ms`;
+    }),
+  ];
+}
+
 /** What a successful operation says besides "ok". */
 function okSummary(result: Record<string, unknown>): string {
   const parts: string[] = [];
@@ -112,6 +136,7 @@ export async function runControlCommand(command: ControlCommand): Promise<number
     if (operation === 'status') out.write(`${statusLines(result).join('\n')}\n`);
     else {
       for (const warning of (result.warnings as string[] | undefined) ?? []) err.write(`${warning}\n`);
+      if (operation === 'deploy') for (const line of deployLines(result)) out.write(`${line}\n`);
       out.write(`portico: ${label} ${paint(colourFor(out), 'green', 'ok')}${okSummary(result)}\n`);
     }
     return 0;

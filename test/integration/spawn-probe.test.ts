@@ -3,8 +3,11 @@
  * real Portico in this process, real app processes (test/fixtures/spawn-app.mjs), real sockets on loopback.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
 import type { PorticoError } from '../../src/errors.js';
@@ -15,6 +18,21 @@ import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 import { APP, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
+
+/** Runs `portico ARGS` to completion (bounded) and collects its output. */
+async function cli(args: readonly string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
@@ -103,5 +121,27 @@ describe('spawn config checks', () => {
       `upstreams:\n  app:\n    spawn: { command: ["node", "server.js"], cwd: ${cwd}, ports: 3001-3002 }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
     assert.deepEqual(configErrors(text('./nope'), dir), ['portico.yaml:3:51 upstreams.app.spawn.cwd: directory ./nope does not exist']);
     assert.equal(parseConfig(text('./app'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.cwd, './app');
+  });
+});
+
+describe('portico deploy output', () => {
+  test('portico deploy prints progress, then a summary with each slot\'s old and new pid and port and its ready and drain times (as docs/apps.md says)', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'portico.yaml');
+    const range = portRange(4);
+    const text = configText('one', range.text).replace('instances: 1', 'instances: 2');
+    writeFileSync(file, text);
+    const server = new Portico(parseConfig(text, file, dir), pino({ level: 'silent' }), { control: true });
+    cleanups.push(() => server.stop(100));
+    await server.start();
+    const { code, stdout, stderr } = await cli(['deploy', 'app', '-c', file], dir);
+    assert.equal(code, 0, stderr);
+    const lines = stdout.trimEnd().split('\n');
+    const summary = lines.findIndex((line) => /^summary: 2 instance\(s\) replaced in \d+ ms$/.test(line));
+    assert.ok(summary > 0, `a summary after the progress lines:\n${stdout}`);
+    assert.match(lines[summary + 1]!, /^ {2}app#1: pid \d+ port \d+ -> pid \d+ port \d+, ready in \d+ ms, drained in \d+ ms$/);
+    assert.match(lines[summary + 2]!, /^ {2}app#2: pid \d+ port \d+ -> pid \d+ port \d+, ready in \d+ ms, drained in \d+ ms$/);
+    assert.match(lines.at(-1)!, /^portico: deploy app ok \(#1, \d+ ms\)$/);
   });
 });
