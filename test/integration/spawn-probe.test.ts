@@ -16,7 +16,7 @@ import { Portico } from '../../src/server/portico.js';
 import { Supervisor } from '../../src/supervise/supervisor.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
-import { APP, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
+import { APP, eventually, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
@@ -143,5 +143,23 @@ describe('portico deploy output', () => {
     assert.match(lines[summary + 1]!, /^ {2}app#1: pid \d+ port \d+ -> pid \d+ port \d+, ready in \d+ ms, drained in \d+ ms$/);
     assert.match(lines[summary + 2]!, /^ {2}app#2: pid \d+ port \d+ -> pid \d+ port \d+, ready in \d+ ms, drained in \d+ ms$/);
     assert.match(lines.at(-1)!, /^portico: deploy app ok \(#1, \d+ ms\)$/);
+  });
+});
+
+describe('portico status', () => {
+  test('portico status says a slot left down by a crash loop is in a crash loop, and what starts it again', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'portico.yaml');
+    const range = portRange(3);
+    const text = configText('one', range.text, ', env: { CRASH_AFTER_MS: "0" }');
+    writeFileSync(file, text);
+    const server = new Portico(parseConfig(text, file, dir), pino({ level: 'silent' }), { control: true });
+    cleanups.push(() => server.stop(100));
+    await server.start();
+    await eventually(() => (server.supervisor!.slots() as Array<{ state: string }>)[0]!.state === 'failed', 'the crash loop', 20_000);
+    const { code, stdout, stderr } = await cli(['status', '-c', file], dir);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^instance {2}app#1 failed: crash loop \(5 crashes within a minute\), not restarted until a deploy or a reload, 4 restarts$/m);
   });
 });
