@@ -335,6 +335,10 @@ export const spawnSchema = z
     health_timeout: duration.default(60_000),
   })
   .superRefine((spawn, ctx) => {
+    if (spawn.health_timeout <= 0) {
+      // 0 would fail every start before its first check: a crash loop, not what anyone means.
+      ctx.addIssue({ code: 'custom', path: ['health_timeout'], message: 'must be more than 0: a new instance needs time to pass its readiness checks' });
+    }
     const room = spawn.ports.to - spawn.ports.from + 1;
     if (room < spawn.instances + spawn.max_surge) {
       ctx.addIssue({

@@ -122,6 +122,15 @@ describe('spawn config checks', () => {
     assert.deepEqual(configErrors(text('./nope'), dir), ['portico.yaml:3:51 upstreams.app.spawn.cwd: directory ./nope does not exist']);
     assert.equal(parseConfig(text('./app'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.cwd, './app');
   });
+
+  test('a spawn health_timeout of 0 is a config error at file:line:col (every start would fail before its first check)', () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const text = (timeout: string): string =>
+      `upstreams:\n  app:\n    spawn: { command: ["node", "server.js"], ports: 3001-3002, health_timeout: ${timeout} }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
+    assert.deepEqual(configErrors(text('0'), dir), ['portico.yaml:3:80 upstreams.app.spawn.health_timeout: must be more than 0: a new instance needs time to pass its readiness checks']);
+    assert.equal(parseConfig(text('500ms'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.health_timeout, 500);
+  });
 });
 
 describe('portico deploy output', () => {
