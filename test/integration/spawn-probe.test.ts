@@ -131,6 +131,16 @@ describe('spawn config checks', () => {
     assert.deepEqual(configErrors(text('0'), dir), ['portico.yaml:3:80 upstreams.app.spawn.health_timeout: must be more than 0: a new instance needs time to pass its readiness checks']);
     assert.equal(parseConfig(text('500ms'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.health_timeout, 500);
   });
+
+  test('PORT (or PORTICO_SLOT, PORTICO_ROUTE) in spawn.env is a config error at file:line:col: Portico sets it per instance and would silently replace it', () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const text = (env: string): string =>
+      `upstreams:\n  app:\n    spawn: { command: ["node", "server.js"], ports: 3001-3002, env: { ${env} } }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
+    assert.deepEqual(configErrors(text('PORT: "8000"'), dir), ['portico.yaml:3:77 upstreams.app.spawn.env.PORT: PORT is set by Portico for each instance (its own value); remove it here']);
+    assert.equal(configErrors(text('PORTICO_SLOT: x, NODE_ENV: production'), dir).length, 1);
+    assert.deepEqual(parseConfig(text('NODE_ENV: production'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.env, { NODE_ENV: 'production' });
+  });
 });
 
 describe('portico deploy output', () => {
