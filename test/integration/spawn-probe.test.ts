@@ -5,12 +5,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
 import type { PorticoError } from '../../src/errors.js';
+import { callControl } from '../../src/control/client.js';
+import { ControlServer } from '../../src/control/server.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { Supervisor } from '../../src/supervise/supervisor.js';
@@ -180,5 +182,35 @@ describe('portico status', () => {
     const { code, stdout, stderr } = await cli(['status', '-c', file], dir);
     assert.equal(code, 0, stderr);
     assert.match(stdout, /^instance {2}app#1 failed: crash loop \(5 crashes within a minute\), not restarted until a deploy or a reload, 4 restarts$/m);
+  });
+});
+
+describe('the control socket when Portico stops', () => {
+  test('a command waiting on an operation when Portico stops gets a result saying Portico is stopping (it got a bare "aborted")', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const folder = path.join(dir, 'state');
+    mkdirSync(folder, { mode: 0o700 });
+    let entered!: () => void;
+    const running = new Promise<void>((resolve) => (entered = resolve));
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    cleanups.push(() => release());
+    const control = new ControlServer(path.join(folder, 'control.sock'), {
+      run: async () => {
+        entered();
+        await held; // a deploy that the stop of the Supervisor ends only later
+        return { ok: true };
+      },
+    }, pino({ level: 'silent' }));
+    await control.start();
+    const answer = callControl(control.socket, { operation: 'deploy', upstream: 'app' });
+    await running;
+    await control.stop(100);
+    const result = await answer;
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.error.code, 'PORTICO_STOPPING');
+    assert.equal(result.error.message, "Portico is stopping: the deploy under way did not finish before the control socket closed (its outcome is in Portico's log)");
   });
 });
