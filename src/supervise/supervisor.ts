@@ -344,7 +344,8 @@ export class Supervisor {
   async #swap(slot: Slot, instance: Instance, spec: UpstreamSpec): Promise<Instance | undefined> {
     if (slot.removed || this.#stopped.signal.aborted) {
       await instance.stop();
-      throw new Error('the slot went away during the deploy');
+      const why = this.#stopped.signal.aborted ? 'Portico is stopping' : 'the slot was removed';
+      throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${slot.upstream} stopped at ${slot.name}: ${why}; its new instance pid ${instance.pid} was stopped before it served`);
     }
     const old = slot.instance;
     this.#install(slot, instance, spec);

@@ -93,6 +93,25 @@ describe('spawn and reload, as a user meets them', () => {
 });
 
 describe('a deploy cut short', () => {
+  test('Portico stopping between a new instance\'s readiness and its swap ends the deploy with PORTICO_DEPLOY_FAILED saying so (it was an internal error "the slot went away during the deploy")', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const range = portRange(3);
+    const sup = new Supervisor(spawnConfig(dir, { app: { spawn: { command: ['node', APP], instances: 1, ports: range.text }, health: { path: '/healthz', interval: '100ms' } } }), pino({ level: 'silent' }), new RecordingSink());
+    cleanups.push(() => sup.stop());
+    await sup.start();
+    let stopping: Promise<void> | undefined;
+    const deploy = sup.deploy('app', (event) => {
+      if (event.phase === 'ready') stopping = sup.stop();
+    });
+    await assert.rejects(deploy, (err: PorticoError) => {
+      assert.equal(err.code, 'PORTICO_DEPLOY_FAILED');
+      assert.match(err.message, /^deploy of app stopped at app#1: Portico is stopping; its new instance pid \d+ was stopped before it served$/);
+      return true;
+    });
+    await stopping;
+  });
+
   test('a deploy stopped after it replaced a slot that then cannot be rolled back says so (not "no slot had been replaced")', async () => {
     const dir = makeTree({});
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
