@@ -128,6 +128,15 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     if (cwd !== undefined && !isDirectory(path.resolve(dir, cwd))) {
       problems.push({ keys: ['upstreams', name, 'spawn', 'cwd'], message: `directory ${cwd} does not exist` });
     }
+    // The instances start before the listeners bind: one given a listen port would take it from Portico itself.
+    const ports = upstream.spawn?.ports;
+    const clash = ports === undefined ? -1 : config.listen.findIndex((l) => l.addr.port >= ports.from && l.addr.port <= ports.to);
+    if (ports !== undefined && clash !== -1) {
+      problems.push({
+        keys: ['upstreams', name, 'spawn', 'ports'],
+        message: `${ports.from}-${ports.to} holds port ${config.listen[clash]!.addr.port}, which Portico listens on (listen[${clash}]): an instance could take it first; choose a range apart from the listen ports`,
+      });
+    }
   }
 
   const folders = new Map<string, string>();

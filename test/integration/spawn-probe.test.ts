@@ -144,6 +144,17 @@ describe('spawn config checks', () => {
     assert.equal(parseConfig(text('./app'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.cwd, './app');
   });
 
+  test('spawn.ports holding a port Portico listens on is a config error at file:line:col (the instance started first took it, and run failed with "address already in use")', () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const text = (listen: string): string =>
+      `listen: ["127.0.0.1:8080", "${listen}"]\nupstreams:\n  app:\n    spawn: { command: ["node", "server.js"], ports: 3001-3010 }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
+    assert.deepEqual(configErrors(text(':3005'), dir), [
+      'portico.yaml:4:53 upstreams.app.spawn.ports: 3001-3010 holds port 3005, which Portico listens on (listen[1]): an instance could take it first; choose a range apart from the listen ports',
+    ]);
+    assert.equal(parseConfig(text('127.0.0.1:3011'), path.join(dir, 'portico.yaml'), dir).listen.length, 2);
+  });
+
   test('a spawn health_timeout of 0 is a config error at file:line:col (every start would fail before its first check)', () => {
     const dir = makeTree({});
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
