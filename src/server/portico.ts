@@ -329,10 +329,16 @@ export class Portico {
     if (supervisor !== undefined) this.#supervisor = supervisor;
     let next: App | undefined;
     let listeners;
+    let prepared: SupervisorLike | undefined;
     try {
-      // A user/group the running Supervisor cannot use is refused here, before anything starts: its update() after
-      // the swap must not throw (the swap would be half done: the new app serving, the old one never stopped).
-      if (supervisor === undefined && this.#supervisor !== undefined) upstreamSpecs(config);
+      // Upstreams this config adds start before the swap, as the first ones do (their routes must not answer 503
+      // until their instances are up); a user/group the Supervisor cannot use is refused here, before anything
+      // starts: its update() after the swap must not throw (the swap would be half done).
+      if (supervisor === undefined && this.#supervisor !== undefined) {
+        if (this.#supervisor.prepare === undefined) upstreamSpecs(config);
+        else await this.#supervisor.prepare(config);
+        prepared = this.#supervisor;
+      }
       next = new App(config, this.#logger, caches.zones, this.#appState);
       // Its slots start where the Supervisor has them now, and follow its moves from here on.
       this.#apps.add(next);
@@ -348,6 +354,14 @@ export class Portico {
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
         await supervisor.stop();
+      }
+      // What prepare() started for this config goes again (the upstreams it added are not in the serving config).
+      if (prepared !== undefined) {
+        try {
+          prepared.update(this.#app.config);
+        } catch (undo) {
+          this.#logger.error({ err: undo }, 'reload failed: stopping the app servers it started failed');
+        }
       }
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
       throw err;

@@ -134,6 +134,20 @@ export class Supervisor {
   }
 
   /**
+   * Before a reload's swap: starts the upstreams `config` adds, and resolves once each instance is ready or has
+   * failed (bounded by `health_timeout`), as `start()` does for the first config; `update(config)` then finds them
+   * running. So a new upstream's routes do not answer 503 until its instances are up. Throws PorticoError (and
+   * starts nothing) when a user/group cannot be used. A reload that fails later undoes it with `update(previous)`.
+   */
+  async prepare(config: Config): Promise<void> {
+    const specs = upstreamSpecs(config);
+    if (!this.#started || this.#stopped.signal.aborted) return;
+    const first: Array<Promise<void>> = [];
+    for (const [name, spec] of specs) if (!this.#groups.has(name)) first.push(...this.#addGroup(name, spec));
+    await Promise.all(first);
+  }
+
+  /**
    * Follows a reload's config: running instances of an unchanged `spawn` keep running; more `instances` start new
    * slots, fewer stop the last ones, a removed upstream's stop; a crash-looped slot is started again. Returns the
    * upstreams some of whose instances run differently from the config (command, cwd, env, user, group, stop signal

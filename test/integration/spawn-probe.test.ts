@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
@@ -89,6 +90,43 @@ describe('spawn and reload, as a user meets them', () => {
 
     await server.reload(parseConfig(configText('three', range.text), file, dir));
     assert.equal((await httpRequest(port, '/word')).body.toString(), 'three');
+  });
+});
+
+describe('a reload that adds a spawned upstream', () => {
+  test('its instances are ready before the swap: its route answers 200 as soon as the reload resolves (it answered 503 until they were up); a reload failing later stops them again', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'portico.yaml');
+    const [one, two] = [portRange(3), portRange(3)];
+    const text = configText('one', one.text);
+    const server = new Portico(parseConfig(text, file, dir), pino({ level: 'silent' }), {});
+    cleanups.push(() => server.stop(100));
+    await server.start();
+    const port = server.addresses[0]!.port;
+    const withTwo = (listen: string): string =>
+      text
+        .replace('listen: ["127.0.0.1:0"]', `listen: ["127.0.0.1:0"${listen}]`)
+        .replace('sites:', `  two:\n    spawn: { command: ["node", ${JSON.stringify(APP)}], ports: ${two.text} }\n    health: { path: /healthz, interval: 100ms, rise: 2 }\nsites:`)
+        .replace('      - { path: /, proxy', '      - { path: /two/, proxy: { upstream: two, strip_prefix: true } }\n      - { path: /, proxy');
+    type Slot = { upstream: string; pid?: number };
+    const slotsOf = (upstream: string): Slot[] => (server.supervisor!.slots() as Slot[]).filter((s) => s.upstream === upstream);
+
+    // A reload that fails at its listeners (a port another program holds) starts nothing that stays.
+    const other = net.createServer();
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const taken = (other.address() as net.AddressInfo).port;
+    try {
+      await assert.rejects(server.reload(parseConfig(withTwo(`, "127.0.0.1:${taken}"`), file, dir)), { code: 'PORTICO_LISTEN_FAILED' });
+    } finally {
+      other.close();
+    }
+    assert.deepEqual(slotsOf('two'), [], 'the upstream the failed reload added is gone');
+
+    await server.reload(parseConfig(withTwo(''), file, dir));
+    const answer = await httpRequest(port, '/two/');
+    assert.equal(answer.status, 200, 'the new upstream serves at once');
+    assert.equal(JSON.parse(answer.body.toString()).slot, 'two#1');
   });
 });
 
