@@ -3,9 +3,9 @@
  * real Portico in this process, real app processes (test/fixtures/spawn-app.mjs), real sockets on loopback.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,10 +19,11 @@ import { Portico } from '../../src/server/portico.js';
 import { Supervisor } from '../../src/supervise/supervisor.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
-import { APP, eventually, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
+import { APP, CONFIG_MODULE, eventually, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
+const PORTICO_MODULE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/server/portico.js');
 
 /** Runs `portico ARGS` to completion (bounded) and collects its output. */
 async function cli(args: readonly string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -65,31 +66,48 @@ function configText(word: string, ports: string, spawnExtra = ''): string {
 }
 
 describe('spawn and reload, as a user meets them', () => {
-  test('a reload whose spawn names a user that cannot be used is refused before the swap: the previous config keeps serving, and a later reload works', async () => {
+  test('a reload whose spawn names a user Portico cannot switch to (it does not run as root) is refused before the swap: the previous config keeps serving, and a later reload works', async () => {
     const dir = makeTree({});
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const file = path.join(dir, 'portico.yaml');
+    chmodSync(dir, 0o777);
     const range = portRange(4);
-    writeFileSync(file, configText('one', range.text));
-    const server = new Portico(parseConfig(configText('one', range.text), file, dir), pino({ level: 'silent' }));
-    cleanups.push(() => server.stop(100));
-    await server.start();
-    const port = server.addresses[0]!.port;
-    assert.equal((await httpRequest(port, '/word')).body.toString(), 'one');
-
-    // Not root: "needs Portico to run as root"; root: "no user ... on this system". Either way refused.
-    const broken = parseConfig(configText('two', range.text, ', user: no-such-user-portico-probe'), file, dir);
-    await assert.rejects(server.reload(broken), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'PORTICO_SPAWN_FAILED');
-      assert.match(err.message, /^upstreams\.app\.spawn(\.user)?: /);
-      return true;
-    });
-    assert.equal(server.config.upstreams.app!.spawn!.user, undefined, 'the previous config is still the one in service');
-    assert.equal((await httpRequest(port, '/word')).body.toString(), 'one', 'the previous routes answer');
-    assert.equal((await httpRequest(port, '/')).status, 200, 'the instance still serves');
-
-    await server.reload(parseConfig(configText('three', range.text), file, dir));
-    assert.equal((await httpRequest(port, '/word')).body.toString(), 'three');
+    const file = path.join(dir, 'portico.yaml');
+    // Portico in a child process as a user that is not root (when the test runs as root: nobody, by setpriv).
+    const script = `
+      import http from 'node:http';
+      import pino from 'pino';
+      const { parseConfig } = await import(${JSON.stringify(CONFIG_MODULE)});
+      const { Portico } = await import(${JSON.stringify(PORTICO_MODULE)});
+      const [file, dir, one, two, three] = process.argv.slice(1);
+      const get = (port, path) => new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = ''; res.setEncoding('utf8').on('data', (c) => (body += c)).on('end', () => resolve(res.statusCode + ' ' + body));
+      }).on('error', reject));
+      const server = new Portico(parseConfig(one, file, dir), pino({ level: 'silent' }));
+      await server.start();
+      const port = server.addresses[0].port;
+      const out = {};
+      try { await server.reload(parseConfig(two, file, dir)); out.refused = null; } catch (err) { out.refused = { code: err.code, message: err.message }; }
+      out.user = server.config.upstreams.app.spawn.user ?? null;
+      out.word = await get(port, '/word');
+      out.app = (await get(port, '/')).split(' ')[0];
+      await server.reload(parseConfig(three, file, dir));
+      out.after = await get(port, '/word');
+      await server.stop(100);
+      process.stdout.write(JSON.stringify(out));
+    `;
+    const asRoot = process.getuid?.() === 0;
+    const argv = [process.execPath, '--input-type=module', '-e', script, file, dir, configText('one', range.text), configText('two', range.text, ', user: root'), configText('three', range.text)];
+    const command = asRoot ? ['/usr/bin/setpriv', '--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', '--', ...argv] : argv;
+    const output = await new Promise<string>((resolve, reject) =>
+      execFile(command[0]!, command.slice(1), { timeout: 30_000, cwd: path.dirname(PORTICO_MODULE) }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout))),
+    );
+    const out = JSON.parse(output) as { refused: { code: string; message: string } | null; user: string | null; word: string; app: string; after: string };
+    assert.equal(out.refused?.code, 'PORTICO_SPAWN_FAILED');
+    assert.match(out.refused.message, /^upstreams\.app\.spawn: running the instances as user "root" needs Portico to run as root/);
+    assert.equal(out.user, null, 'the previous config is still the one in service');
+    assert.equal(out.word, '200 one', 'the previous routes answer');
+    assert.equal(out.app, '200', 'the instance still serves');
+    assert.equal(out.after, '200 three', 'a later reload works');
   });
 });
 
@@ -191,6 +209,19 @@ describe('spawn config checks', () => {
       'portico.yaml:4:53 upstreams.app.spawn.ports: 3001-3010 holds port 3005, which Portico listens on (listen[1]): an instance could take it first; choose a range apart from the listen ports',
     ]);
     assert.equal(parseConfig(text('127.0.0.1:3011'), path.join(dir, 'portico.yaml'), dir).listen.length, 2);
+  });
+
+  test('a spawn user or group that does not exist is a config error at file:line:col (check said valid; run refused without a position)', (t) => {
+    if (!existsSync('/usr/bin/getent')) return t.skip('no getent here');
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const text = (who: string): string =>
+      `upstreams:\n  app:\n    spawn: { command: ["node", "server.js"], ports: 3001-3002, ${who} }\nsites:\n  - routes: [{ path: /, proxy: { upstream: app } }]\n`;
+    assert.deepEqual(configErrors(text('user: no-such-user-probe, group: no-such-group-probe'), dir), [
+      'portico.yaml:3:70 upstreams.app.spawn.user: no user "no-such-user-probe" on this system',
+      'portico.yaml:3:97 upstreams.app.spawn.group: no group "no-such-group-probe" on this system',
+    ]);
+    assert.equal(parseConfig(text('user: root, group: root'), path.join(dir, 'portico.yaml'), dir).upstreams.app!.spawn!.user, 'root');
   });
 
   test('a spawn health_timeout of 0 is a config error at file:line:col (every start would fail before its first check)', () => {
