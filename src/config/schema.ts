@@ -335,6 +335,14 @@ export const spawnSchema = z
     health_timeout: duration.default(60_000),
   })
   .superRefine((spawn, ctx) => {
+    if (spawn.health_timeout <= 0) {
+      // 0 would fail every start before its first check: a crash loop, not what anyone means.
+      ctx.addIssue({ code: 'custom', path: ['health_timeout'], message: 'must be more than 0: a new instance needs time to pass its readiness checks' });
+    }
+    for (const name of ['PORT', 'PORTICO_SLOT', 'PORTICO_ROUTE']) {
+      // Portico sets these per instance, after env: a value here would be silently replaced.
+      if (Object.hasOwn(spawn.env, name)) ctx.addIssue({ code: 'custom', path: ['env', name], message: `${name} is set by Portico for each instance (its own value); remove it here` });
+    }
     const room = spawn.ports.to - spawn.ports.from + 1;
     if (room < spawn.instances + spawn.max_surge) {
       ctx.addIssue({

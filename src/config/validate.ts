@@ -3,7 +3,8 @@
  * patterns, try_files syntax, certificates and keys (`tls.ts`). It also resolves relative paths against the config's folder, in place, before the
  * config is frozen.
  */
-import { realpathSync, statSync, type Stats } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, realpathSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
@@ -19,6 +20,21 @@ export function isDirectory(file: string): boolean {
     return statSync(file).isDirectory();
   } catch {
     return false;
+  }
+}
+
+/**
+ * Whether the system's `database` (passwd, group) has `name` (getent, which also sees NSS sources); true when
+ * getent is missing: `portico run` checks again when it starts the instances.
+ */
+function systemHas(database: 'passwd' | 'group', name: string): boolean {
+  if (!existsSync('/usr/bin/getent')) return true;
+  try {
+    execFileSync('/usr/bin/getent', [database, name], { timeout: 2000, stdio: 'ignore' });
+    return true;
+  } catch (err) {
+    // Exit 2: not found; anything else (a timeout, NSS down) is not the config's fault.
+    return (err as { status?: number | null }).status !== 2;
   }
 }
 
@@ -123,6 +139,26 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         problems.push({ keys: ['upstreams', name, 'servers', i, 'tls'], message: 'tls options need an https:// URL' });
       }
     });
+    // As a static root: a missing folder is a typo to report now, not a crash loop at run time.
+    const cwd = upstream.spawn?.cwd;
+    if (cwd !== undefined && !isDirectory(path.resolve(dir, cwd))) {
+      problems.push({ keys: ['upstreams', name, 'spawn', 'cwd'], message: `directory ${cwd} does not exist` });
+    }
+    for (const [key, database] of [['user', 'passwd'], ['group', 'group']] as const) {
+      const value = upstream.spawn?.[key];
+      if (value !== undefined && !systemHas(database, value)) {
+        problems.push({ keys: ['upstreams', name, 'spawn', key], message: `no ${key} "${value}" on this system` });
+      }
+    }
+    // The instances start before the listeners bind: one given a listen port would take it from Portico itself.
+    const ports = upstream.spawn?.ports;
+    const clash = ports === undefined ? -1 : config.listen.findIndex((l) => l.addr.port >= ports.from && l.addr.port <= ports.to);
+    if (ports !== undefined && clash !== -1) {
+      problems.push({
+        keys: ['upstreams', name, 'spawn', 'ports'],
+        message: `${ports.from}-${ports.to} holds port ${config.listen[clash]!.addr.port}, which Portico listens on (listen[${clash}]): an instance could take it first; choose a range apart from the listen ports`,
+      });
+    }
   }
 
   const folders = new Map<string, string>();

@@ -49,6 +49,13 @@ interface InstanceLine {
   pid?: number;
   port?: number;
   restarts: number;
+  recentCrashes?: number;
+}
+
+/** An instance's state as status prints it: a slot left down by a crash loop says so, and what starts it again. */
+function stateText(i: InstanceLine): string {
+  if (i.state !== 'failed') return i.state;
+  return `failed: crash loop (${i.recentCrashes ?? '?'} crashes within a minute), not restarted until a deploy or a reload`;
 }
 
 /** The human summary of a status result. */
@@ -65,7 +72,7 @@ function statusLines(result: Record<string, unknown>): string[] {
     `control   ${result.control_socket === null ? '-' : displayPath(String(result.control_socket))}`,
     `operation ${now}`,
     ...((result.instances as InstanceLine[] | undefined) ?? []).map(
-      (i) => `instance  ${i.slot} ${i.state}${i.pid === undefined ? '' : ` pid ${i.pid}`}${i.port === undefined ? '' : ` port ${i.port}`}${i.restarts > 0 ? `, ${i.restarts} restarts` : ''}`,
+      (i) => `instance  ${i.slot} ${stateText(i)}${i.pid === undefined ? '' : ` pid ${i.pid}`}${i.port === undefined ? '' : ` port ${i.port}`}${i.restarts > 0 ? `, ${i.restarts} restarts` : ''}`,
     ),
   ];
 }

@@ -104,6 +104,8 @@ export class ControlServer {
   readonly #logger: Logger;
   readonly #server: Server;
   readonly #connections = new Set<Socket>();
+  /** Answers of operations still running, with the operation each is for (a stop ends them with a result line). */
+  readonly #answering = new Map<ServerResponse, OperationName>();
   /** The bound socket file's identity, so that `unbind` removes only its own (never a successor's). */
   #bound: { dev: number; ino: number } | undefined;
   #closed: Promise<void> | undefined;
@@ -202,6 +204,7 @@ export class ControlServer {
       if (!res.destroyed && !res.writableEnded) res.write(`${JSON.stringify(line)}\n`);
     };
     const heartbeat = setInterval(() => send({ heartbeat: true }), this.#heartbeatMs);
+    this.#answering.set(res, request.operation);
     let result: OperationResult;
     try {
       result = await this.#handler.run(request, (progress) => send({ progress }));
@@ -209,9 +212,22 @@ export class ControlServer {
       result = failed(err);
     } finally {
       clearInterval(heartbeat);
+      this.#answering.delete(res);
     }
     send({ result });
     if (!res.destroyed && !res.writableEnded) res.end();
+  }
+
+  /**
+   * Ends the answers of operations still running with a result line that says why, before their connections are
+   * cut: the client then reports that Portico stopped, not a bare "aborted".
+   */
+  #endAnswers(): void {
+    for (const [res, operation] of this.#answering) {
+      const error = new PorticoError('PORTICO_STOPPING', `Portico is stopping: the ${operation} under way did not finish before the control socket closed (its outcome is in Portico's log)`);
+      if (!res.destroyed && !res.writableEnded) res.end(`${JSON.stringify({ result: failed(error) })}\n`);
+    }
+    this.#answering.clear();
   }
 
   #refuse(res: ServerResponse, status: number, result: OperationResult): void {
@@ -253,12 +269,14 @@ export class ControlServer {
     let timer: NodeJS.Timeout | undefined;
     const cut = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
+        this.#endAnswers();
         for (const socket of this.#connections) socket.destroy();
         resolve();
       }, graceMs);
     });
     await Promise.race([closed, cut]);
     clearTimeout(timer);
+    this.#endAnswers();
     for (const socket of this.#connections) socket.destroy();
     await closed;
   }

@@ -25,6 +25,7 @@ import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
 import { Listeners, type BoundAddress, type InheritedSocket } from '../connections/listeners.js';
 import { Supervisor } from '../supervise/supervisor.js';
+import { upstreamSpecs } from '../supervise/spec.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { ControlServer } from '../control/server.js';
 import { socketPathProblem } from '../config/control.js';
@@ -433,7 +434,16 @@ export class Portico {
     const kept = this.#kept.plan();
     let next: App | undefined;
     let listeners;
+    let prepared: SupervisorLike | undefined;
     try {
+      // Upstreams this config adds start before the swap, as the first ones do (their routes must not answer 503
+      // until their instances are up); a user/group the Supervisor cannot use is refused here, before anything
+      // starts: its update() after the swap must not throw (the swap would be half done).
+      if (supervisor === undefined && this.#supervisor !== undefined) {
+        if (this.#supervisor.prepare === undefined) upstreamSpecs(config);
+        else await this.#supervisor.prepare(config);
+        prepared = this.#supervisor;
+      }
       next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
@@ -444,6 +454,14 @@ export class Portico {
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
         await supervisor.stop();
+      }
+      // What prepare() started for this config goes again (the upstreams it added are not in the serving config).
+      if (prepared !== undefined) {
+        try {
+          prepared.update(this.#app.config);
+        } catch (undo) {
+          this.#logger.error({ err: undo }, 'reload failed: stopping the app servers it started failed');
+        }
       }
       await Promise.all(caches.fresh.map((zone) => zone.stop()));
       await upstreams.discard();

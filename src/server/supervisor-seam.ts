@@ -25,6 +25,11 @@ export interface SupervisorLike {
   port(upstream: string, slot: string): number | undefined;
   /** Every slot's state, for status and logs. */
   slots(): readonly unknown[];
+  /**
+   * Before a reload's swap: starts the upstreams the new config adds (ready or failed, bounded); throws when a
+   * user/group cannot be used. Optional (a test's stand-in may have none).
+   */
+  prepare?(config: Config): Promise<void>;
   /** A reload's new config: returns the upstreams whose spawn changed (Portico then deploys them). */
   update(config: Config): string[];
   /** A rolling deploy of one upstream's instances; rejects with PORTICO_DEPLOY_FAILED and the reason. */

@@ -146,9 +146,17 @@ export async function rollingDeploy(
         const said = error.stderr?.at(-1);
         const reason = said === undefined ? error.message : `${error.message} (its last stderr line: ${said})`;
         emit(slot, 'failed', `the new instance ${reason}`);
+        const touched = replaced.map((r) => r.slot);
         const rolled = await rollBack();
-        const back = rolled.length === 0 ? 'no slot had been replaced' : `${rolled.join(', ')} rolled back`;
-        throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${upstream} stopped at ${slot.name}: the new instance ${reason}; ${back}; the old instances keep serving`);
+        // A slot whose roll back failed (Portico stopping, the old version no longer starting) runs the new version.
+        const kept = touched.filter((s) => !s.removed && !rolled.includes(s.name)).map((s) => s.name);
+        const back = [
+          ...(touched.length === 0 ? ['no slot had been replaced'] : []),
+          ...(rolled.length === 0 ? [] : [`${rolled.join(', ')} rolled back`]),
+          ...(kept.length === 0 ? [] : [`${kept.join(', ')} could not be rolled back and run${kept.length === 1 ? 's' : ''} the new version`]),
+        ].join('; ');
+        const serving = kept.length === 0 ? 'the old instances keep serving' : 'the slots not reached keep their old instances';
+        throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${upstream} stopped at ${slot.name}: the new instance ${reason}; ${back}; ${serving}`);
       }
       await Promise.all(
         batch.map(async (slot, k) => {

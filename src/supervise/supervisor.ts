@@ -143,6 +143,20 @@ export class Supervisor {
   }
 
   /**
+   * Before a reload's swap: starts the upstreams `config` adds, and resolves once each instance is ready or has
+   * failed (bounded by `health_timeout`), as `start()` does for the first config; `update(config)` then finds them
+   * running. So a new upstream's routes do not answer 503 until its instances are up. Throws PorticoError (and
+   * starts nothing) when a user/group cannot be used. A reload that fails later undoes it with `update(previous)`.
+   */
+  async prepare(config: Config): Promise<void> {
+    const specs = upstreamSpecs(config);
+    if (!this.#started || this.#stopped.signal.aborted) return;
+    const first: Array<Promise<void>> = [];
+    for (const [name, spec] of specs) if (!this.#groups.has(name)) first.push(...this.#addGroup(name, spec));
+    await Promise.all(first);
+  }
+
+  /**
    * Follows a reload's config: running instances of an unchanged `spawn` keep running; more `instances` start new
    * slots, fewer stop the last ones, a removed upstream's stop; a crash-looped slot is started again. Returns the
    * upstreams some of whose instances run differently from the config (command, cwd, env, user, group, stop signal
@@ -358,7 +372,8 @@ export class Supervisor {
   async #swap(slot: Slot, instance: Instance, spec: UpstreamSpec): Promise<Instance | undefined> {
     if (slot.removed || this.#stopped.signal.aborted) {
       await instance.stop();
-      throw new Error('the slot went away during the deploy');
+      const why = this.#stopped.signal.aborted ? 'Portico is stopping' : 'the slot was removed';
+      throw new PorticoError('PORTICO_DEPLOY_FAILED', `deploy of ${slot.upstream} stopped at ${slot.name}: ${why}; its new instance pid ${instance.pid} was stopped before it served`);
     }
     const old = slot.instance;
     this.#install(slot, instance, spec);
