@@ -1,7 +1,7 @@
 /**
  * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`).
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +9,10 @@ import { parseArgs } from 'node:util';
 import { loadConfigFile, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
+import cluster from 'node:cluster';
 import { Portico } from './server/portico.js';
+import { Primary, serveWorker } from './server/workers.js';
+import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -33,7 +36,8 @@ Options:
   -h, --help          show this help
   -v, --version       show the version
 
-Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file.
+Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file. With \`workers: N\`, send them
+to the primary (the process \`portico run\` started): it stops or reloads every worker.
 `;
 
 function load(file: string): Config | undefined {
@@ -77,15 +81,40 @@ function devPort(config: Config, server: Portico): number | string {
   return i === -1 ? 'PORT' : (server.addresses[i]?.port ?? 'PORT');
 }
 
+/** The environment variable that hands `--dev`'s certificate folder from the primary to its workers. */
+const DEV_DIR_ENV = 'PORTICO_DEV_DIR';
+
+/** In a worker: the primary's `--dev` certificate, read from the folder it named. */
+async function inheritedDevCertificate(dir: string): Promise<Awaited<ReturnType<typeof devCertificate>>> {
+  const { DEV_NAMES } = await import('./tls/self-signed.js');
+  const files = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  return { files, pem: { cert: readFileSync(files.cert, 'utf8'), key: readFileSync(files.key, 'utf8') }, dir, names: DEV_NAMES };
+}
+
 async function run(file: string, dev: boolean): Promise<number> {
-  const certificate = dev ? await devCertificate() : undefined;
-  if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
+  const inherited = cluster.isWorker ? process.env[DEV_DIR_ENV] : undefined;
+  const certificate = inherited !== undefined && existsSync(inherited) ? await inheritedDevCertificate(inherited) : dev && !cluster.isWorker ? await devCertificate() : undefined;
+  if (certificate !== undefined && !cluster.isWorker) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
   const loadServed = (): Config | undefined => {
     const loaded = load(file);
     return loaded === undefined || certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
   };
+  if (cluster.isWorker) {
+    // A worker's config errors are the primary's to report (it loaded the same file first).
+    const quiet = (): Config | undefined => {
+      try {
+        const loaded = loadConfigFile(file);
+        return certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
+      } catch {
+        return undefined;
+      }
+    };
+    const first = quiet();
+    return serveWorker(createErrorLog(first?.log.level ?? 'info'), { load: quiet, say: (line) => process.stderr.write(`${line}\n`) });
+  }
   const config = loadServed();
   if (config === undefined) return 1;
+  if (config.workers > 1) return runPrimary(config, loadServed, certificate);
   let server: Portico;
   try {
     // Building the server opens (and locks) the state directory, which may refuse.
@@ -126,6 +155,46 @@ async function run(file: string, dev: boolean): Promise<number> {
     );
   }
 
+  return new Promise<number>(() => {});
+}
+
+/** `portico run` with `workers: N` (N > 1): this process is the primary (see `server/workers.ts`). */
+async function runPrimary(config: Config, loadServed: () => Config | undefined, certificate: Awaited<ReturnType<typeof devCertificate>> | undefined): Promise<number> {
+  const say = (line: string) => void process.stderr.write(`${line}\n`);
+  let primary: Primary;
+  try {
+    primary = new Primary(config, createErrorLog(config.log.level), {
+      load: loadServed,
+      say,
+      ...(certificate === undefined ? {} : { env: { [DEV_DIR_ENV]: certificate.dir } }),
+    });
+    await primary.start();
+  } catch (err) {
+    say(`portico: ${describe(err)}`);
+    return 1;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`portico: ${signal}, stopping`);
+    primary.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => {
+    primary.reload().then((result) => {
+      if (result.ok) say(`portico: config reloaded (${config.workers} workers)`);
+      else if (result.error.code === 'PORTICO_CONFIG_INVALID') say('portico: reload refused, still serving the previous config');
+      else say(`portico: reload failed: ${result.error.message} (${result.error.code}); still serving the previous config`);
+    });
+  });
+  const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
+  say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : 'node:cluster'})`);
+  if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
   return new Promise<number>(() => {});
 }
 

@@ -16,7 +16,7 @@ import type { Config } from '../config/load.js';
 import { upstreamSchema } from '../config/schema.js';
 import { handlerKind, middlewareKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
-import { Upstream } from '../upstream/upstream.js';
+import { Upstream, type UpstreamOptions } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
@@ -38,6 +38,8 @@ export interface AppState {
   stickyKey?: Buffer | undefined;
   /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
   challenges?: Http01Challenges | undefined;
+  /** How upstreams are run: with `workers`, a worker's take their active checks' outcomes from the primary. */
+  upstreams?: UpstreamOptions | undefined;
 }
 
 interface CompiledRoute {
@@ -106,8 +108,9 @@ export class App {
     // Only a config with an ACME site answers the challenge path; otherwise it is routed as any other.
     this.#challenges = config.sites.some((site) => site.tls?.acme !== undefined) ? (state.challenges ?? null) : null;
     const stickyKey = state.stickyKey;
+    const upstreamOptions = state.upstreams ?? {};
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
-      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey));
+      this.#upstreams.set(name, new Upstream(name, upstreamConfig as Upstream['config'], config.dir, logger, stickyKey, upstreamOptions));
     }
     for (const [name, zone] of zones) this.#caches.set(name, zone);
     const trusted = new TrustedProxies(config.trusted_proxies);
@@ -115,7 +118,7 @@ export class App {
     this.#serverHeader = config.server_header;
     this.certificates = new CertificateStore(config);
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
-      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
+      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey, upstreamOptions);
     const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
       const routes = siteConfig.routes.map((route) => {
@@ -179,6 +182,11 @@ export class App {
   /** A cache zone by name, for purging (admin API, tests). */
   cacheZone(name: string): CacheZone | undefined {
     return this.#caches.get(name);
+  }
+
+  /** The named upstream of this config (health verdicts from the primary, status). */
+  upstream(name: string): Upstream | undefined {
+    return this.#upstreams.get(name);
   }
 
   /** Starts what the handlers run in the background. */

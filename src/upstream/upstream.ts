@@ -12,7 +12,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { readCookie } from '../http/template.js';
-import { ActiveHealthChecker, errorWords } from './health/active.js';
+import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
@@ -30,6 +30,17 @@ type UpstreamConfig = Config['upstreams'][string];
  * (`stickyKey`), so that pins survive restarts and hold across processes sharing it.
  */
 const PROCESS_STICKY_SECRET = randomBytes(32);
+
+/** How an upstream is run besides its config. */
+export interface UpstreamOptions {
+  /**
+   * The active checks run elsewhere (with `workers`, in the primary), whose outcomes come through `applyCheck`:
+   * this upstream runs none itself. Passive health stays this process's own.
+   */
+  remoteHealth?: boolean;
+  /** Every active check's outcome (the primary hands them on to the workers). */
+  onCheck?: (upstream: Upstream, server: UpstreamServer, passed: boolean, started: number) => void;
+}
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
 export type NoServer = 'unavailable' | 'full';
@@ -86,7 +97,7 @@ export class Upstream {
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
 
-  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET) {
+  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET, options: UpstreamOptions = {}) {
     this.name = name;
     this.config = config;
     this.#logger = logger;
@@ -103,11 +114,41 @@ export class Upstream {
       config.sticky?.app_cookie === undefined
         ? undefined
         : new Map(config.servers.flatMap((server, i) => (server.route === undefined ? [] : [[server.route, this.servers[i]!] as const])));
-    if (config.health !== undefined) {
-      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy, reason, check) => {
-        this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
-        if (healthy) this.#wake();
-      });
+    if (config.health !== undefined && options.remoteHealth !== true) {
+      const onCheck = options.onCheck;
+      const onResult: CheckResult | undefined = onCheck === undefined ? undefined : (server, passed, started) => onCheck(this, server, passed, started);
+      this.#checker = new ActiveHealthChecker(
+        this.servers,
+        config.health,
+        (server, healthy, reason, check) => {
+          this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
+          if (healthy) this.#wake();
+        },
+        onResult,
+      );
+    }
+  }
+
+  /**
+   * An active check's outcome from elsewhere (see `UpstreamOptions.remoteHealth`), for the server labelled
+   * `label`: its health as the checker holds it (rise and fall counted there), whether this check passed and when
+   * it began. The same rules as a local check: back up clears a passive ejection; so does a pass begun after the
+   * ejection (a restart faster than `fall` checks). The checker logs the changes; this does not.
+   */
+  applyCheck(label: string, healthy: boolean, passed: boolean, started: number): void {
+    const server = this.servers.find((s) => s.label === label);
+    if (server === undefined || this.config.health === undefined) return;
+    const now = Date.now();
+    if (healthy && !server.healthy) {
+      server.healthy = true;
+      server.recoveredAt = now;
+      server.clearEjection();
+      this.#wake();
+    } else if (!healthy) {
+      server.healthy = false;
+    } else if (passed && server.ejectedUntil > now && started >= server.ejectedAt) {
+      server.clearEjection();
+      this.#wake();
     }
   }
 
