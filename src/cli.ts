@@ -193,7 +193,7 @@ async function runPrimary(config: Config, loadServed: () => Config | undefined, 
     });
   });
   const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
-  say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : 'node:cluster'})`);
+  say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);
   if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
   return new Promise<number>(() => {});
 }

@@ -159,7 +159,7 @@ export class App {
       });
       if (siteConfig.hosts !== undefined) this.#named.add(siteConfig.hosts, true);
     }
-    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
+    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'), config.workers > 1);
     const accessLog = this.#accessLog;
     const requestClosed = this.#requestClosed;
     // One listener per response, for the log and the in-flight count alike.

@@ -44,8 +44,13 @@ const CRASH_LOOP = 5;
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
 
-/** How workers accept connections. */
-export type AcceptMode = 'cluster' | 'reuseport';
+/**
+ * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
+ * hands it to a worker over IPC); `shared`, node:cluster's SCHED_NONE (the primary binds, every worker accepts on
+ * the one shared socket itself); `reuseport`, a socket per worker on the same address (SO_REUSEPORT, Node ≥
+ * 22.12: the kernel spreads connections by hash).
+ */
+export type AcceptMode = 'cluster' | 'shared' | 'reuseport';
 
 /** A certificate the primary's ACME orders installed, for every worker (and every later one). */
 interface HeldCertificate {
@@ -95,7 +100,7 @@ export function reusePortAvailable(version: string = process.versions.node): boo
  */
 export function acceptMode(): AcceptMode {
   const forced = process.env[ACCEPT_ENV];
-  if (forced === 'cluster' || forced === 'reuseport') return forced;
+  if (forced === 'cluster' || forced === 'shared' || forced === 'reuseport') return forced;
   return reusePortAvailable() ? 'reuseport' : 'cluster';
 }
 
@@ -192,7 +197,7 @@ export class Primary {
   readonly #slots: Slot[] = [];
   readonly #ticketKeys = randomBytes(48);
   #state: StateDir | undefined;
-  #stickyKey: Buffer | undefined;
+  readonly #stickyKey: Buffer;
   /** The health-checking upstreams (one per upstream with `health`), built from the current config. */
   #checkers: Upstream[] = [];
   /** Each checked server's health, `upstream\0label` → healthy, for workers started later. */
@@ -228,10 +233,9 @@ export class Primary {
         primary.broadcast({ t: 'challenge', token, value: null });
       }
     })();
-    if (config.state_dir !== undefined) {
-      this.#state = StateDir.open(config.state_dir, logger);
-      this.#stickyKey = this.#state.secret(STICKY_KEY_FILE);
-    }
+    if (config.state_dir !== undefined) this.#state = StateDir.open(config.state_dir, logger);
+    // Without a state directory a single process makes a random key of its own; the workers must share one.
+    this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
   }
 
   /** How the workers accept connections. */
@@ -255,6 +259,8 @@ export class Primary {
    * stopped) when a worker cannot start.
    */
   async start(): Promise<void> {
+    // Read by node:cluster when the first worker listens: set before any fork.
+    cluster.schedulingPolicy = this.#accept === 'cluster' ? cluster.SCHED_RR : cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
     cluster.on('message', (worker, message: ToPrimary) => this.#onMessage(worker, message));
     cluster.on('exit', (worker, code, signal) => this.#onExit(worker, code, signal));
@@ -316,7 +322,7 @@ export class Primary {
   #init(): ToWorker {
     return {
       t: 'init',
-      stickyKey: this.#stickyKey?.toString('hex'),
+      stickyKey: this.#stickyKey.toString('hex'),
       ticketKeys: this.#ticketKeys.toString('hex'),
       accept: this.#accept,
       // node:cluster shares one socket per address as written (port 0 included); reusePort needs the port.

@@ -1,0 +1,212 @@
+// `workers: 2` against `workers: 1` (issue 17 §5): static 1 KiB, proxy 13 B and cache hits 1 KiB.
+//
+// Two measurements per (scenario, mode):
+//  - throughput: wrk -t2 -c50 for BENCH_DURATION, unpinned (the load generator shares the 2 cores with Portico:
+//    recorded without a target, as the issue says);
+//  - CPU per request at a fixed rate (BENCH_RATE req/s, default 2000, over 16 keep-alive connections, and a run
+//    with a new connection per request at BENCH_RATE_NEW, default 500): utime+stime of every process of
+//    Portico's tree (primary and workers, /proc/<pid>/stat) divided by the requests answered.
+// Modes: workers 1; workers 2 with node:cluster's round robin (PORTICO_ACCEPT=cluster); workers 2 with reusePort
+// where this Node has it (≥ 22.12). Run under another Node with `BENCH_NODE=/path/to/node` (e.g. Node 24 from
+// `npx -y node@24`).
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { cpus, hostname } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, fetchOnce } from '../lib/servers.mjs';
+import { runWrk, median } from '../lib/wrk.mjs';
+
+const BENCH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(BENCH, '..');
+const OUT = path.join(BENCH, 'out', 'workers');
+mkdirSync(OUT, { recursive: true });
+const NODE = process.env.BENCH_NODE ?? process.execPath;
+const DURATION = process.env.BENCH_DURATION ?? '6s';
+const RUNS = Number(process.env.BENCH_RUNS ?? 2);
+const RATE = Number(process.env.BENCH_RATE ?? 2000);
+const RATE_NEW = Number(process.env.BENCH_RATE_NEW ?? 500);
+const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 8);
+const HZ = 100;
+
+function nodeVersion() {
+  return new Promise((resolve) => {
+    const child = spawn(NODE, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.on('close', () => resolve(out.trim()));
+  });
+}
+
+function reusePortAvailable(version) {
+  const [major, minor] = version.replace(/^v/, '').split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+/** utime+stime jiffies of `root` and every living descendant. */
+function treeJiffies(root) {
+  const stats = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const text = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      stats.push([Number(name), Number(f[1]), Number(f[11]) + Number(f[12])]);
+    } catch {
+      // gone
+    }
+  }
+  const tree = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of stats) if (!tree.has(pid) && tree.has(ppid)) (tree.add(pid), (grew = true));
+  }
+  return stats.filter(([pid]) => tree.has(pid)).reduce((sum, [, , j]) => sum + j, 0);
+}
+
+async function startProcess(command, args, env, readyUrl) {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  let err = '';
+  child.stderr.on('data', (c) => (err += c));
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`${command} exited: ${err}`);
+    if ((await fetchOnce(readyUrl).catch(() => 0)) !== 0 && /serving/.test(err + 'serving')) {
+      // With workers, wait for the primary's line (every worker serves then).
+      if (!args.includes('run') || /serving .* on /.test(err)) return child;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`${command} did not start: ${err}`);
+}
+
+function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  });
+}
+
+/** Requests at a fixed rate for `seconds`; resolves with those answered 2xx and the errors. */
+function fixedRate(url, rate, seconds, keepAlive) {
+  const agent = new http.Agent({ keepAlive, maxSockets: keepAlive ? 16 : Infinity });
+  const target = new URL(url);
+  let ok = 0;
+  let errors = 0;
+  let inFlight = 0;
+  const started = performance.now();
+  let sent = 0;
+  return new Promise((resolve) => {
+    const tick = setInterval(() => {
+      const due = Math.min(rate * seconds, Math.floor(((performance.now() - started) / 1000) * rate));
+      while (sent < due) {
+        sent++;
+        inFlight++;
+        const req = http.get({ host: target.hostname, port: target.port, path: target.pathname, agent }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            if (res.statusCode < 300) ok++;
+            else errors++;
+            if (--inFlight === 0 && sent >= rate * seconds) finish();
+          });
+        });
+        req.on('error', () => {
+          errors++;
+          if (--inFlight === 0 && sent >= rate * seconds) finish();
+        });
+      }
+      if (sent >= rate * seconds) clearInterval(tick);
+    }, 2);
+    const finish = () => {
+      agent.destroy();
+      resolve({ ok, errors, seconds: (performance.now() - started) / 1000 });
+    };
+  });
+}
+
+const FILE_1K = 'x'.repeat(1023) + '\n';
+
+async function main() {
+  const version = await nodeVersion();
+  const modes = [
+    { id: 'w1', label: 'workers: 1', workers: 1, env: {} },
+    { id: 'w2-cluster', label: 'workers: 2, node:cluster round robin', workers: 2, env: { PORTICO_ACCEPT: 'cluster' } },
+    { id: 'w2-shared', label: 'workers: 2, node:cluster shared socket', workers: 2, env: { PORTICO_ACCEPT: 'shared' } },
+  ];
+  if (reusePortAvailable(version)) modes.push({ id: 'w2-reuseport', label: 'workers: 2, reusePort', workers: 2, env: { PORTICO_ACCEPT: 'reuseport' } });
+  const only = process.env.BENCH_ONLY?.split(',');
+  const docroot = path.join(OUT, 'static');
+  mkdirSync(docroot, { recursive: true });
+  writeFileSync(path.join(docroot, '1k.txt'), FILE_1K);
+  const backendPort = await freePort();
+  const backend = await startProcess(process.execPath, [path.join(BENCH, 'proxy/backend.mjs'), String(backendPort), docroot, '1k.txt'], {}, `http://127.0.0.1:${backendPort}/healthz`);
+  const scenarios = [
+    { id: 'static', label: 'static 1 KiB', path: '/static/1k.txt' },
+    { id: 'proxy', label: 'proxy 13 B', path: '/' },
+    { id: 'cache', label: 'cache hit 1 KiB', path: '/cached/1k.txt' },
+  ];
+  const rows = [];
+  try {
+    for (const scenario of scenarios) {
+      if (only !== undefined && !only.includes(scenario.id)) continue;
+      for (const mode of modes) {
+        const port = await freePort();
+        const config = `listen: ["127.0.0.1:${port}"]
+workers: ${mode.workers}
+log: { access: off, level: warn }
+caches: { main: { memory: 64MB } }
+upstreams:
+  app: { servers: ["http://127.0.0.1:${backendPort}"] }
+sites:
+  - routes:
+      - { path: /static/, static: { root: ${JSON.stringify(OUT)} } }
+      - path: /cached/
+        proxy: { upstream: app, strip_prefix: true, cache: { zone: main } }
+      - { path: /, proxy: { upstream: app } }
+`;
+        const file = path.join(OUT, `${mode.id}.yaml`);
+        writeFileSync(file, config);
+        const url = `http://127.0.0.1:${port}${scenario.path}`;
+        const portico = await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
+        try {
+          await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: '2s' });
+          const rps = [];
+          for (let i = 0; i < RUNS; i++) {
+            const run = await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: DURATION });
+            if (run.errors > 0) throw new Error(`${scenario.id} ${mode.id}: wrk saw ${run.errors} errors`);
+            rps.push(run.rps);
+          }
+          const cpu = async (rate, keepAlive) => {
+            const j0 = treeJiffies(portico.pid);
+            const run = await fixedRate(url, rate, RATE_SECONDS, keepAlive);
+            const jiffies = treeJiffies(portico.pid) - j0;
+            return { usPerReq: ((jiffies / HZ) * 1e6) / Math.max(1, run.ok), ok: run.ok, errors: run.errors, cores: jiffies / HZ / run.seconds };
+          };
+          const ka = await cpu(RATE, true);
+          const fresh = await cpu(RATE_NEW, false);
+          const row = { scenario: scenario.label, mode: mode.label, rps: median(rps), runs: rps, ka, fresh };
+          rows.push(row);
+          console.log(JSON.stringify(row));
+        } finally {
+          await stop(portico);
+        }
+      }
+    }
+  } finally {
+    await stop(backend);
+  }
+  console.log(`\n${new Date().toISOString()} ${hostname()} ${cpus().length}× ${cpus()[0]?.model} Node ${version}; wrk -t2 -c50 -d${DURATION} ×${RUNS} (median); CPU at ${RATE} req/s keep-alive (16 conns) and ${RATE_NEW} req/s new connections, ${RATE_SECONDS} s each\n`);
+  console.log('| scenario | mode | req/s (wrk) | CPU µs/req, keep-alive | CPU µs/req, new conn. |');
+  console.log('| --- | --- | --- | --- | --- |');
+  for (const r of rows) {
+    console.log(`| ${r.scenario} | ${r.mode} | ${Math.round(r.rps)} | ${r.ka.usPerReq.toFixed(1)}${r.ka.errors ? ` (${r.ka.errors} err)` : ''} | ${r.fresh.usPerReq.toFixed(1)}${r.fresh.errors ? ` (${r.fresh.errors} err)` : ''} |`);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
