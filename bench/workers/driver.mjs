@@ -29,6 +29,10 @@ const RATE = Number(process.env.BENCH_RATE ?? 2000);
 const RATE_NEW = Number(process.env.BENCH_RATE_NEW ?? 500);
 const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 8);
 const HZ = 100;
+/** BENCH_WRK=0: CPU per request only (no throughput runs). */
+const WRK = process.env.BENCH_WRK !== '0';
+/** Rounds over the modes, alternating (the CPU figures are the median of the rounds). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
 
 function nodeVersion() {
   return new Promise((resolve) => {
@@ -137,6 +141,8 @@ async function main() {
     { id: 'w2-shared', label: 'workers: 2, node:cluster shared socket', workers: 2, env: { PORTICO_ACCEPT: 'shared' } },
   ];
   if (reusePortAvailable(version)) modes.push({ id: 'w2-reuseport', label: 'workers: 2, reusePort', workers: 2, env: { PORTICO_ACCEPT: 'reuseport' } });
+  const chosen = process.env.BENCH_MODES?.split(',');
+  if (chosen !== undefined) modes.splice(0, modes.length, ...modes.filter((m) => chosen.includes(m.id)));
   const only = process.env.BENCH_ONLY?.split(',');
   const docroot = path.join(OUT, 'static');
   mkdirSync(docroot, { recursive: true });
@@ -152,6 +158,7 @@ async function main() {
   try {
     for (const scenario of scenarios) {
       if (only !== undefined && !only.includes(scenario.id)) continue;
+      for (let round = 0; round < ROUNDS; round++)
       for (const mode of modes) {
         const port = await freePort();
         const config = `listen: ["127.0.0.1:${port}"]
@@ -172,9 +179,10 @@ sites:
         const url = `http://127.0.0.1:${port}${scenario.path}`;
         const portico = await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
         try {
-          await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: '2s' });
+          if (WRK) await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: '2s' });
+          else await fixedRate(url, RATE, 1, true);
           const rps = [];
-          for (let i = 0; i < RUNS; i++) {
+          for (let i = 0; i < (WRK ? RUNS : 0); i++) {
             const run = await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: DURATION });
             if (run.errors > 0) throw new Error(`${scenario.id} ${mode.id}: wrk saw ${run.errors} errors`);
             rps.push(run.rps);
@@ -187,7 +195,7 @@ sites:
           };
           const ka = await cpu(RATE, true);
           const fresh = await cpu(RATE_NEW, false);
-          const row = { scenario: scenario.label, mode: mode.label, rps: median(rps), runs: rps, ka, fresh };
+          const row = { scenario: scenario.label, mode: mode.label, rps: rps.length === 0 ? NaN : median(rps), runs: rps, ka, fresh };
           rows.push(row);
           console.log(JSON.stringify(row));
         } finally {
@@ -201,8 +209,16 @@ sites:
   console.log(`\n${new Date().toISOString()} ${hostname()} ${cpus().length}× ${cpus()[0]?.model} Node ${version}; wrk -t2 -c50 -d${DURATION} ×${RUNS} (median); CPU at ${RATE} req/s keep-alive (16 conns) and ${RATE_NEW} req/s new connections, ${RATE_SECONDS} s each\n`);
   console.log('| scenario | mode | req/s (wrk) | CPU µs/req, keep-alive | CPU µs/req, new conn. |');
   console.log('| --- | --- | --- | --- | --- |');
-  for (const r of rows) {
-    console.log(`| ${r.scenario} | ${r.mode} | ${Math.round(r.rps)} | ${r.ka.usPerReq.toFixed(1)}${r.ka.errors ? ` (${r.ka.errors} err)` : ''} | ${r.fresh.usPerReq.toFixed(1)}${r.fresh.errors ? ` (${r.fresh.errors} err)` : ''} |`);
+  const keys = [...new Set(rows.map((r) => `${r.scenario}\0${r.mode}`))];
+  for (const key of keys) {
+    const same = rows.filter((r) => `${r.scenario}\0${r.mode}` === key);
+    const r = same[0];
+    const ka = same.map((x) => x.ka.usPerReq);
+    const fresh = same.map((x) => x.fresh.usPerReq);
+    const errors = same.reduce((sum, x) => sum + x.ka.errors + x.fresh.errors, 0);
+    const rps = same.filter((x) => Number.isFinite(x.rps)).map((x) => x.rps);
+    const list = (values) => (values.length > 1 ? ` (${values.map((v) => v.toFixed(0)).join(', ')})` : '');
+    console.log(`| ${r.scenario} | ${r.mode} | ${rps.length === 0 ? '—' : Math.round(median(rps))} | ${median(ka).toFixed(1)}${list(ka)} | ${median(fresh).toFixed(1)}${list(fresh)}${errors ? ` (${errors} errors)` : ''} |`);
   }
 }
 

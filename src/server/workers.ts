@@ -95,13 +95,15 @@ export function reusePortAvailable(version: string = process.versions.node): boo
 }
 
 /**
- * How workers accept: `reuseport` where Node has it (each worker accepts for itself: no hand-off through the
- * primary, see bench/RESULTS.md), else node:cluster's round robin. PORTICO_ACCEPT overrides (benchmarks).
+ * How workers accept, as measured (bench/RESULTS.md, "Workers"): `reuseport` where Node has it, else the shared
+ * socket. Either way each worker accepts for itself; node:cluster's round robin (Node's default) costs the primary
+ * an accept and an IPC hand-off per connection, twice the CPU of a new connection, for no better balance here.
+ * PORTICO_ACCEPT overrides (benchmarks).
  */
 export function acceptMode(): AcceptMode {
   const forced = process.env[ACCEPT_ENV];
   if (forced === 'cluster' || forced === 'shared' || forced === 'reuseport') return forced;
-  return reusePortAvailable() ? 'reuseport' : 'cluster';
+  return reusePortAvailable() ? 'reuseport' : 'shared';
 }
 
 /** `value` divided among `count` workers, at least 1 each; 0 (no limit) stays 0. */

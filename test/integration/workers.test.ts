@@ -216,7 +216,8 @@ describe('workers: 2', () => {
     t.diagnostic(`${ok} answered, ${limited} limited in ${elapsed.toFixed(2)} s (10/s with a burst of 10 allows ${allowed.toFixed(1)}; 2×: ${(2 * allowed).toFixed(1)})`);
     assert.equal(ok + limited, 40);
     assert.ok(ok <= Math.ceil(allowed) + 1, `${ok} answered`);
-    assert.ok(ok >= 8, `${ok} answered`);
+    // At least one worker's burst (the split over the workers is the kernel's).
+    assert.ok(ok >= 5, `${ok} answered`);
   });
 
   test('SIGHUP to the primary reloads every worker; an invalid config changes nothing', async () => {
