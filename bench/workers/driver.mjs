@@ -75,10 +75,10 @@ async function startProcess(command, args, env, readyUrl) {
   child.stderr.on('data', (c) => (err += c));
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`${command} exited: ${err}`);
-    if ((await fetchOnce(readyUrl).catch(() => 0)) !== 0 && /serving/.test(err + 'serving')) {
-      // With workers, wait for the primary's line (every worker serves then).
-      if (!args.includes('run') || /serving .* on /.test(err)) return child;
-    }
+    // Portico's `serving … on` line (with workers, the primary's: every worker serves then), the floor's `serving on`;
+    // the backend prints nothing.
+    const announced = command === process.execPath && args[0]?.endsWith('backend.mjs') ? true : /serving .*on /.test(err);
+    if (announced && (await fetchOnce(readyUrl).catch(() => 0)) !== 0) return child;
     await new Promise((r) => setTimeout(r, 50));
   }
   child.kill('SIGKILL');
@@ -141,6 +141,10 @@ async function main() {
     { id: 'w2-shared', label: 'workers: 2, node:cluster shared socket', workers: 2, env: { PORTICO_ACCEPT: 'shared' } },
   ];
   if (reusePortAvailable(version)) modes.push({ id: 'w2-reuseport', label: 'workers: 2, reusePort', workers: 2, env: { PORTICO_ACCEPT: 'reuseport' } });
+  // The floor (bare Node http, static scenario only): what spreading the rate over 2 processes costs by itself.
+  const floorEnv = reusePortAvailable(version) ? { FLOOR_REUSEPORT: '1' } : {};
+  modes.push({ id: 'floor1', label: 'bare Node http, 1 process', workers: 1, floor: true, env: floorEnv });
+  modes.push({ id: 'floor2', label: 'bare Node http, 2 workers', workers: 2, floor: true, env: floorEnv });
   const chosen = process.env.BENCH_MODES?.split(',');
   if (chosen !== undefined) modes.splice(0, modes.length, ...modes.filter((m) => chosen.includes(m.id)));
   const only = process.env.BENCH_ONLY?.split(',');
@@ -177,7 +181,10 @@ sites:
         const file = path.join(OUT, `${mode.id}.yaml`);
         writeFileSync(file, config);
         const url = `http://127.0.0.1:${port}${scenario.path}`;
-        const portico = await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
+        if (mode.floor && scenario.id !== 'static') continue;
+        const portico = mode.floor
+          ? await startProcess(NODE, [path.join(BENCH, 'workers/floor.mjs'), String(port), String(mode.workers)], mode.env, url)
+          : await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
         try {
           if (WRK) await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: '2s' });
           else await fixedRate(url, RATE, 1, true);

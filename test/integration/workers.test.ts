@@ -3,9 +3,13 @@
  * `$pid`, forwarded to a backend as `X-Worker` and echoed back in its body (what an operator would use too).
  */
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
@@ -298,5 +302,37 @@ describe('workers: 2', () => {
     assert.equal(await portico.stop(), 0);
     for (let i = 0; i < 50 && pids.some(alive); i++) await new Promise<void>((resolve) => setTimeout(resolve, 20));
     assert.deepEqual(pids.filter(alive), []);
+  });
+});
+
+describe('workers: 2 that cannot start', () => {
+  test('a worker that cannot bind its address makes portico run exit 1 with the reason, and leaves no worker behind', async () => {
+    const taken = net.createServer();
+    taken.listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const { port } = taken.address() as net.AddressInfo;
+    const file = path.join(dir, 'taken.yaml');
+    writeFileSync(file, `listen: ["127.0.0.1:${port}"]\nworkers: 2\nlog: { access: off }\nsites: [{ routes: [{ path: /, respond: { body: ok } }] }]\n`);
+    const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
+    const child = spawn(process.execPath, [cli, 'run', '-c', file], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(timer);
+    taken.close();
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /portico: worker 1: cannot listen on 127\.0\.0\.1:\d+: address already in use/);
+    // No process of this config is left (a worker's command line is the primary's).
+    const left = readdirSync('/proc')
+      .filter((name) => /^\d+$/.test(name))
+      .filter((name) => {
+        try {
+          return readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(file);
+        } catch {
+          return false;
+        }
+      });
+    assert.deepEqual(left, []);
   });
 });
