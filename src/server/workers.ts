@@ -540,8 +540,16 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     if (process.connected) process.send!(message, undefined, {}, (err: Error | null) => void err);
   };
   const log = logger.child({ worker: slot });
+  /** Tells the primary why this worker cannot serve, then exits (the IPC channel would keep it alive). */
+  const fail = (error: string): Promise<number> => {
+    if (!process.connected) process.exit(1);
+    process.send!({ t: 'failed', error } satisfies ToPrimary, undefined, {}, () => process.exit(1));
+    return new Promise<number>(() => {});
+  };
   const init = await new Promise<Extract<ToWorker, { t: 'init' }> | undefined>((resolve) => {
     const onMessage = (message: ToWorker) => {
+      // Stopped before it was told anything (the primary is stopping while this worker starts).
+      if (message.t === 'stop') process.exit(0);
       if (message.t !== 'init') return;
       process.off('message', onMessage);
       resolve(message);
@@ -550,12 +558,9 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     process.once('disconnect', () => resolve(undefined));
     send({ t: 'hello' });
   });
-  if (init === undefined) return 1;
+  if (init === undefined) process.exit(1);
   const loaded = options.load();
-  if (loaded === undefined) {
-    send({ t: 'failed', error: 'the config is invalid' });
-    return 1;
-  }
+  if (loaded === undefined) return fail('the config is invalid');
   const challenges = new Http01Challenges();
   for (const [token, value] of init.challenges) challenges.set(token, value);
   const ports = new Map(init.ports);
@@ -573,8 +578,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     for (const [upstream, label, healthy] of init.health) server.applyCheck(upstream, label, healthy, false, 0);
     await server.start();
   } catch (err) {
-    send({ t: 'failed', error: describe(err) });
-    return 1;
+    return fail(describe(err));
   }
   let stopping = false;
   const stop = (graceMs = 10_000): void => {

@@ -336,3 +336,19 @@ describe('workers: 2 that cannot start', () => {
     assert.deepEqual(left, []);
   });
 });
+
+describe('workers: 2 when the primary is killed', () => {
+  test('kill -9 of the primary: every worker sees its channel close and exits', async () => {
+    const file = path.join(dir, 'orphans.yaml');
+    writeFileSync(file, 'listen: ["127.0.0.1:0"]\nworkers: 2\nlog: { access: off }\nsites: [{ routes: [{ path: /, respond: { body: ok } }] }]\n');
+    const portico = await PorticoProcess.start(file, dir);
+    const pids = [...workerPids(portico.stderr).values()];
+    assert.equal(pids.length, 2);
+    assert.equal((await request(portico.port, '/')).body, 'ok');
+    const exited = once(portico.child, 'exit');
+    portico.child.kill('SIGKILL');
+    await exited;
+    for (let i = 0; i < 250 && pids.some(alive); i++) await new Promise<void>((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(pids.filter(alive), []);
+  });
+});
