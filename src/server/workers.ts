@@ -60,7 +60,12 @@ interface HeldCertificate {
   key: string;
 }
 
-/** Primary → worker. */
+/**
+ * Primary → worker. Hook for the Supervisor of spawned apps (it lives in the primary): its SlotSink would send
+ * `{ t: 'moved', upstream, slot, port, drainMs }` to every worker (`Primary.broadcast`), each worker calling its
+ * Portico's `moved`, and resolve once every worker answered; a worker started later gets the slots' ports in
+ * `init`. The control socket (also the primary's) calls `Primary.reload`, `Primary.purge`, `Primary.workers`.
+ */
 export type ToWorker =
   | {
       t: 'init';
