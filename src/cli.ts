@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfigFile, type Config } from './server/config.js';
+import { loadConfigFile, parseConfig, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
 import cluster from 'node:cluster';
 import { Portico } from './server/portico.js';
-import { Primary, serveWorker } from './server/workers.js';
+import { Primary, serveWorker, type LoadedConfig } from './server/workers.js';
 import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -40,9 +40,10 @@ Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file. W
 to the primary (the process \`portico run\` started): it stops or reloads every worker.
 `;
 
-function load(file: string): Config | undefined {
+/** Loads the config file (or `text`, read from it), printing its warnings; prints its errors and returns undefined. */
+function load(file: string, text?: string): Config | undefined {
   try {
-    const config = loadConfigFile(file);
+    const config = text === undefined ? loadConfigFile(file) : parseConfig(text, file);
     for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
     return config;
   } catch (err) {
@@ -95,26 +96,38 @@ async function run(file: string, dev: boolean): Promise<number> {
   const inherited = cluster.isWorker ? process.env[DEV_DIR_ENV] : undefined;
   const certificate = inherited !== undefined && existsSync(inherited) ? await inheritedDevCertificate(inherited) : dev && !cluster.isWorker ? await devCertificate() : undefined;
   if (certificate !== undefined && !cluster.isWorker) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
-  const loadServed = (): Config | undefined => {
-    const loaded = load(file);
+  const loadServed = (text?: string): Config | undefined => {
+    const loaded = load(file, text);
     return loaded === undefined || certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
   };
   if (cluster.isWorker) {
-    // A worker's config errors are the primary's to report (it loaded the same file first).
-    const quiet = (): Config | undefined => {
+    // A worker parses the text the primary validated and sends (its errors are the primary's to report).
+    const parse = (text: string): Config | undefined => {
       try {
-        const loaded = loadConfigFile(file);
-        return certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem);
+        const parsed = parseConfig(text, file);
+        return certificate === undefined ? parsed : withDevCertificate(parsed, certificate.files, certificate.pem);
       } catch {
         return undefined;
       }
     };
-    const first = quiet();
-    return serveWorker(createErrorLog(first?.log.level ?? 'info'), { load: quiet, say: (line) => process.stderr.write(`${line}\n`) });
+    return serveWorker(createErrorLog(process.env.PORTICO_LOG_LEVEL ?? 'info'), { parse });
   }
-  const config = loadServed();
-  if (config === undefined) return 1;
-  if (config.workers > 1) return runPrimary(config, loadServed, certificate);
+  // The text is read once and parsed: with workers, what the primary validated is what every worker is sent.
+  const read = (): { config: Config; text: string } | undefined => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // Reported as a config error (the file's absolute path and why).
+      return void loadServed();
+    }
+    const config = loadServed(text);
+    return config === undefined ? undefined : { config, text };
+  };
+  const first = read();
+  if (first === undefined) return 1;
+  const config = first.config;
+  if (config.workers > 1) return runPrimary(first, read, certificate);
   let server: Portico;
   try {
     // Building the server opens (and locks) the state directory, which may refuse.
@@ -159,14 +172,21 @@ async function run(file: string, dev: boolean): Promise<number> {
 }
 
 /** `portico run` with `workers: N` (N > 1): this process is the primary (see `server/workers.ts`). */
-async function runPrimary(config: Config, loadServed: () => Config | undefined, certificate: Awaited<ReturnType<typeof devCertificate>> | undefined): Promise<number> {
+async function runPrimary(
+  first: LoadedConfig,
+  read: () => LoadedConfig | undefined,
+  certificate: Awaited<ReturnType<typeof devCertificate>> | undefined,
+): Promise<number> {
   const say = (line: string) => void process.stderr.write(`${line}\n`);
+  const config = first.config;
   let primary: Primary;
   try {
     primary = new Primary(config, createErrorLog(config.log.level), {
-      load: loadServed,
+      text: first.text,
+      load: read,
       say,
-      ...(certificate === undefined ? {} : { env: { [DEV_DIR_ENV]: certificate.dir } }),
+      // The workers' error log has the primary's level (at start; as with one process, a reload keeps it).
+      env: { PORTICO_LOG_LEVEL: config.log.level, ...(certificate === undefined ? {} : { [DEV_DIR_ENV]: certificate.dir }) },
     });
     await primary.start();
   } catch (err) {

@@ -69,6 +69,8 @@ interface HeldCertificate {
 export type ToWorker =
   | {
       t: 'init';
+      /** The text of the config the primary serves (not the file as it may be now: an edit not yet reloaded). */
+      config: string;
       stickyKey: string | undefined;
       ticketKeys: string;
       accept: AcceptMode;
@@ -79,7 +81,7 @@ export type ToWorker =
     }
   | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
-  | { t: 'reload'; seq: number }
+  | { t: 'reload'; seq: number; config: string }
   | { t: 'stop'; graceMs: number }
   | { t: 'challenge'; token: string; value: string | null }
   | { t: 'certificate'; certificate: HeldCertificate }
@@ -180,10 +182,18 @@ interface Slot {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** A config and the text it was parsed from (what the workers are sent). */
+export interface LoadedConfig {
+  config: Config;
+  text: string;
+}
+
 /** What the primary needs besides the config. */
 export interface PrimaryOptions {
+  /** The text the config was parsed from. */
+  text: string;
   /** Loads the config file again (the same as at start: `--dev`'s certificate included); undefined when invalid (reported). */
-  load: () => Config | undefined;
+  load: () => LoadedConfig | undefined;
   /** Where the primary's lines go (stderr in `portico run`). */
   say: (line: string) => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
@@ -197,6 +207,8 @@ export interface PrimaryOptions {
  */
 export class Primary {
   #config: Config;
+  /** The text of `#config`: every worker, a replacement too, serves this, whatever the file says now. */
+  #text: string;
   readonly #logger: Logger;
   readonly #options: PrimaryOptions;
   readonly #count: number;
@@ -224,6 +236,7 @@ export class Primary {
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
+    this.#text = options.text;
     this.#logger = logger;
     this.#options = options;
     this.#count = config.workers;
@@ -329,6 +342,7 @@ export class Primary {
   #init(): ToWorker {
     return {
       t: 'init',
+      config: this.#text,
       stickyKey: this.#stickyKey.toString('hex'),
       ticketKeys: this.#ticketKeys.toString('hex'),
       accept: this.#accept,
@@ -465,8 +479,9 @@ export class Primary {
   }
 
   async #reload(): Promise<WorkersReload> {
-    const config = this.#options.load();
-    if (config === undefined) return { ok: false, error: { code: 'PORTICO_CONFIG_INVALID', message: 'the config is invalid' } };
+    const loaded = this.#options.load();
+    if (loaded === undefined) return { ok: false, error: { code: 'PORTICO_CONFIG_INVALID', message: 'the config is invalid' } };
+    const { config, text } = loaded;
     if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
     if (config.state_dir !== this.#config.state_dir) {
       return { ok: false, error: { code: 'PORTICO_STATE_DIR', message: `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it` } };
@@ -484,7 +499,7 @@ export class Primary {
             clearTimeout(timer);
             resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
           });
-          worker.send({ t: 'reload', seq } satisfies ToWorker, (err: Error | null) => {
+          worker.send({ t: 'reload', seq, config: text } satisfies ToWorker, (err: Error | null) => {
             if (err !== null) waits.get(worker.id)?.(err.message);
           });
         });
@@ -495,6 +510,7 @@ export class Primary {
       return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: errors[0]!, issues: errors } };
     }
     this.#config = config;
+    this.#text = text;
     this.#startChecks(config);
     await this.#updateAcme(config);
     if (errors.length > 0) return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: `some workers did not reload: ${errors.join('; ')}`, issues: errors } };
@@ -528,10 +544,10 @@ export class Primary {
   }
 }
 
-/** How a worker is started: its config loader (the same as the primary's). */
+/** How a worker is started. */
 export interface WorkerOptions {
-  load: () => Config | undefined;
-  say: (line: string) => void;
+  /** Parses the config text the primary sends (as the primary parsed it: `--dev`'s certificate included). */
+  parse: (text: string) => Config | undefined;
 }
 
 /**
@@ -564,7 +580,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     send({ t: 'hello' });
   });
   if (init === undefined) process.exit(1);
-  const loaded = options.load();
+  const loaded = options.parse(init.config);
   if (loaded === undefined) return fail('the config is invalid');
   const challenges = new Http01Challenges();
   for (const [token, value] of init.challenges) challenges.set(token, value);
@@ -621,7 +637,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         break;
       case 'reload':
         reloading = reloading.then(async () => {
-          const next = options.load();
+          const next = options.parse(message.config);
           if (next === undefined) return send({ t: 'reloaded', seq: message.seq, error: 'the config is invalid' });
           try {
             await server.reload(workerConfig(next, slot, count));

@@ -242,6 +242,7 @@ describe('workers: 2', () => {
     // The same workers serve: a reload replaces no process.
     assert.deepEqual([...workerPids(portico.stderr).values()], pids);
     assert.ok(pids.every(alive));
+    // Edited without a reload: nothing serves this until SIGHUP (see the SIGKILL test's replacement).
     writeFileSync(file, configText());
   });
 
@@ -302,6 +303,8 @@ describe('workers: 2', () => {
     const pids = new Set<string>();
     for (let i = 0; i < 10; i++) pids.add((await request(portico.port, '/who')).body.split(':')[1]!);
     assert.ok(pids.has(String(replacement)), [...pids].join(' '));
+    // The replacement serves the config the others serve (reloaded to "two"), not the file as edited since ("one").
+    for (let i = 0; i < 10; i++) assert.equal((await request(portico.port, '/version')).body, 'two');
   });
 
   test('SIGTERM to the primary stops every worker and the primary exits 0', async () => {
