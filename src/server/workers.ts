@@ -164,6 +164,28 @@ export function workerConfig(config: Config, slot: number, count: number): Confi
   return { ...config, caches, sites, listen, upstreams } as unknown as Config;
 }
 
+/**
+ * When to replace a worker that exited: after `BACKOFF_FIRST_MS`, doubling with each exit within the last
+ * `CRASH_WINDOW_MS`, up to `BACKOFF_MAX_MS`; `CRASH_LOOP` exits within the window is a crash loop (reported once
+ * per loop; replacements go on at the longest delay, as a server with no worker serves nothing).
+ */
+export class RestartBackoff {
+  readonly #exits: number[] = [];
+  #looping = false;
+
+  /** An exit at `now` (ms): the delay before its replacement, and whether this exit began a crash loop. */
+  exited(now: number): { delayMs: number; recent: number; loopBegins: boolean } {
+    this.#exits.push(now);
+    while (this.#exits.length > 0 && this.#exits[0]! <= now - CRASH_WINDOW_MS) this.#exits.shift();
+    const recent = this.#exits.length;
+    const delayMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (recent - 1));
+    const looping = recent >= CRASH_LOOP;
+    const loopBegins = looping && !this.#looping;
+    this.#looping = looping;
+    return { delayMs, recent, loopBegins };
+  }
+}
+
 /** An error for a log line or a message: its message, and its stable code when it is one of Portico's. */
 function describe(err: unknown): string {
   if (err instanceof PorticoError) return `${err.message} (${err.code})`;
@@ -228,8 +250,7 @@ export class Primary {
   readonly #ports = new Map<string, number>();
   #addresses: BoundAddress[] = [];
   #stopping = false;
-  readonly #crashes: number[] = [];
-  #crashLoopReported = false;
+  readonly #backoff = new RestartBackoff();
   #reloading: Promise<unknown> = Promise.resolve();
   #reloadSeq = 0;
   readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
@@ -393,17 +414,10 @@ export class Primary {
     slot.pid = undefined;
     for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     if (this.#stopping) return;
-    const now = Date.now();
-    this.#crashes.push(now);
-    while (this.#crashes.length > 0 && this.#crashes[0]! < now - CRASH_WINDOW_MS) this.#crashes.shift();
-    const recent = this.#crashes.length;
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (recent - 1));
+    const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
     this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
-    if (recent >= CRASH_LOOP) {
-      if (!this.#crashLoopReported) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${BACKOFF_MAX_MS / 1000} s`);
-      this.#crashLoopReported = true;
-    } else this.#crashLoopReported = false;
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${BACKOFF_MAX_MS / 1000} s`);
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping) return;

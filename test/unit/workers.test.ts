@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
-import { reusePortAvailable, workerConfig } from '../../src/server/workers.js';
+import { RestartBackoff, reusePortAvailable, workerConfig } from '../../src/server/workers.js';
 import { configErrors } from '../helpers/config.js';
 
 const TEXT = `listen: [{ addr: "127.0.0.1:0", max_connections: 100, max_connections_per_ip: 3 }]
@@ -57,6 +57,22 @@ describe('workers', () => {
     // The config itself is unchanged, and one worker is the config as written.
     assert.equal(config.caches.main!.disk?.path, '/var/cache/portico');
     assert.equal(workerConfig(config, 1, 1), config);
+  });
+
+  test('a crashed worker is replaced after 100 ms, doubling per exit within a minute up to 30 s; the fifth exit within a minute begins a crash loop, reported once', () => {
+    const backoff = new RestartBackoff();
+    const seen = [0, 1000, 2000, 3000, 4000, 5000].map((at) => backoff.exited(at));
+    assert.deepEqual(seen.map((e) => e.delayMs), [100, 200, 400, 800, 1600, 3200]);
+    assert.deepEqual(seen.map((e) => e.loopBegins), [false, false, false, false, true, false]);
+    // A minute later the window holds one exit again: back to the first delay, and a later loop is reported anew.
+    const calm = backoff.exited(70_000);
+    assert.equal(calm.delayMs, 100);
+    assert.equal(calm.recent, 1);
+    const again = [71_000, 72_000, 73_000, 74_000].map((at) => backoff.exited(at));
+    assert.deepEqual(again.map((e) => e.loopBegins), [false, false, false, true]);
+    // Never longer than 30 s.
+    for (let at = 75_000; at < 90_000; at += 100) backoff.exited(at);
+    assert.equal(backoff.exited(90_000).delayMs, 30_000);
   });
 
   test('reusePort is used from Node 22.12 and 23.1 on', () => {
