@@ -581,15 +581,22 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     process.send!({ t: 'failed', error } satisfies ToPrimary, undefined, {}, () => process.exit(1));
     return new Promise<number>(() => {});
   };
+  // Messages before `init` are in its snapshot (IPC keeps their order): dropped. Those after it, while this worker
+  // starts (a certificate, a verdict, a purge, a reload), are kept and handled once it serves.
+  const early: ToWorker[] = [];
+  let told = false;
+  let handle: ((message: ToWorker) => void) | undefined;
   const init = await new Promise<Extract<ToWorker, { t: 'init' }> | undefined>((resolve) => {
-    const onMessage = (message: ToWorker) => {
-      // Stopped before it was told anything (the primary is stopping while this worker starts).
+    process.on('message', (message: ToWorker) => {
+      if (handle !== undefined) return handle(message);
+      // Stopped while starting (the primary is stopping): nothing to drain yet.
       if (message.t === 'stop') process.exit(0);
-      if (message.t !== 'init') return;
-      process.off('message', onMessage);
-      resolve(message);
-    };
-    process.on('message', onMessage);
+      if (message.t === 'init') {
+        told = true;
+        return resolve(message);
+      }
+      if (told) early.push(message);
+    });
     process.once('disconnect', () => resolve(undefined));
     send({ t: 'hello' });
   });
@@ -631,7 +638,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
   // The primary is gone (killed): no one will replace or stop this worker; it stops serving.
   process.on('disconnect', () => stop());
   let reloading: Promise<void> = Promise.resolve();
-  process.on('message', (message: ToWorker) => {
+  handle = (message: ToWorker) => {
     switch (message.t) {
       case 'check':
         server.applyCheck(message.upstream, message.label, message.healthy, message.passed, message.started);
@@ -667,7 +674,8 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
       default:
         break;
     }
-  });
+  };
+  for (const message of early.splice(0)) handle(message);
   send({ t: 'ready', addresses: [...server.addresses] });
   return new Promise<number>(() => {});
 }
