@@ -6,8 +6,9 @@
 //  - CPU per request at a fixed rate (BENCH_RATE req/s, default 2000, over 16 keep-alive connections, and a run
 //    with a new connection per request at BENCH_RATE_NEW, default 500): utime+stime of every process of
 //    Portico's tree (primary and workers, /proc/<pid>/stat) divided by the requests answered.
-// Modes: workers 1; workers 2 with node:cluster's round robin (PORTICO_ACCEPT=cluster); workers 2 with reusePort
-// where this Node has it (≥ 22.12). Run under another Node with `BENCH_NODE=/path/to/node` (e.g. Node 24 from
+// Modes: workers 1; workers 2 with node:cluster's round robin (PORTICO_ACCEPT=cluster), its shared socket
+// (PORTICO_ACCEPT=shared), reusePort where this Node has it (≥ 22.12); nginx with 1 and 2 workers; the bare-Node
+// floor (static only). BENCH_MODES picks some (w1,w2-cluster,w2-shared,w2-reuseport,nginx1,nginx2,floor1,floor2). Run under another Node with `BENCH_NODE=/path/to/node` (e.g. Node 24 from
 // `npx -y node@24`).
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -69,6 +70,39 @@ function treeJiffies(root) {
   return stats.filter(([pid]) => tree.has(pid)).reduce((sum, [, , j]) => sum + j, 0);
 }
 
+/** An nginx config for the three scenarios with `workers` worker processes (everything under `prefix`). */
+function nginxConfig(prefix, port, backendPort, workers) {
+  mkdirSync(path.join(prefix, 'cache'), { recursive: true });
+  return `${process.getuid?.() === 0 ? 'user root;' : ''}
+worker_processes ${workers};
+daemon off;
+master_process on;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 1024; }
+http {
+    default_type text/plain;
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path ${prefix}/client_body;
+    proxy_temp_path ${prefix}/proxy;
+    fastcgi_temp_path ${prefix}/fastcgi;
+    uwsgi_temp_path ${prefix}/uwsgi;
+    scgi_temp_path ${prefix}/scgi;
+    proxy_cache_path ${prefix}/cache keys_zone=main:10m;
+    upstream app { server 127.0.0.1:${backendPort}; keepalive 32; }
+    server {
+        listen 127.0.0.1:${port};
+        location /static/ { root ${OUT}; }
+        location /cached/ { proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_cache main; }
+        location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+`;
+}
+
 async function startProcess(command, args, env, readyUrl) {
   const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
@@ -77,7 +111,7 @@ async function startProcess(command, args, env, readyUrl) {
     if (child.exitCode !== null) throw new Error(`${command} exited: ${err}`);
     // Portico's `serving … on` line (with workers, the primary's: every worker serves then), the floor's `serving on`;
     // the backend prints nothing.
-    const announced = command === process.execPath && args[0]?.endsWith('backend.mjs') ? true : /serving .*on /.test(err);
+    const announced = command === 'nginx' || (command === process.execPath && args[0]?.endsWith('backend.mjs')) ? true : /serving .*on /.test(err);
     if (announced && (await fetchOnce(readyUrl).catch(() => 0)) !== 0) return child;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -143,6 +177,8 @@ async function main() {
   if (reusePortAvailable(version)) modes.push({ id: 'w2-reuseport', label: 'workers: 2, reusePort', workers: 2, env: { PORTICO_ACCEPT: 'reuseport' } });
   // The floor (bare Node http, static scenario only): what spreading the rate over 2 processes costs by itself.
   const floorEnv = reusePortAvailable(version) ? { FLOOR_REUSEPORT: '1' } : {};
+  modes.push({ id: 'nginx1', label: 'nginx, 1 worker', workers: 1, nginx: true, env: {} });
+  modes.push({ id: 'nginx2', label: 'nginx, 2 workers', workers: 2, nginx: true, env: {} });
   modes.push({ id: 'floor1', label: 'bare Node http, 1 process', workers: 1, floor: true, env: floorEnv });
   modes.push({ id: 'floor2', label: 'bare Node http, 2 workers', workers: 2, floor: true, env: floorEnv });
   const chosen = process.env.BENCH_MODES?.split(',');
@@ -182,9 +218,14 @@ sites:
         writeFileSync(file, config);
         const url = `http://127.0.0.1:${port}${scenario.path}`;
         if (mode.floor && scenario.id !== 'static') continue;
-        const portico = mode.floor
-          ? await startProcess(NODE, [path.join(BENCH, 'workers/floor.mjs'), String(port), String(mode.workers)], mode.env, url)
-          : await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
+        let portico;
+        if (mode.floor) portico = await startProcess(NODE, [path.join(BENCH, 'workers/floor.mjs'), String(port), String(mode.workers)], mode.env, url);
+        else if (mode.nginx) {
+          const prefix = path.join(OUT, mode.id);
+          mkdirSync(prefix, { recursive: true });
+          writeFileSync(path.join(prefix, 'nginx.conf'), nginxConfig(prefix, port, backendPort, mode.workers));
+          portico = await startProcess('nginx', ['-p', prefix, '-c', path.join(prefix, 'nginx.conf')], {}, url);
+        } else portico = await startProcess(NODE, [path.join(ROOT, 'dist/src/cli.js'), 'run', '-c', file], mode.env, url);
         try {
           if (WRK) await runWrk({ url, cpu: '0-1', threads: 2, connections: 50, duration: '2s' });
           else await fixedRate(url, RATE, 1, true);
