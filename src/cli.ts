@@ -2,18 +2,20 @@
  * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`); `reload`, `deploy`,
  * `upgrade` and `status` talk to the running Portico over its control socket.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfigFile, type Config } from './server/config.js';
+import { loadConfigFile, parseConfig, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { runControlCommand } from './control/commands.js';
 import { displayError, type OperationResult } from './control/protocol.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
+import cluster from 'node:cluster';
 import { Portico } from './server/portico.js';
 import { Successor, Upgrader } from './server/upgrade.js';
+import { Primary, serveWorker, type LoadedConfig } from './server/workers.js';
 import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -53,15 +55,19 @@ Options:
 
 Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file (as portico reload), SIGUSR2
 upgrades Portico in place (as portico upgrade: a new process from the installed code takes the listening
-sockets over; the old one drains and exits).
+sockets over; the old one drains and exits). With \`workers: N\`, send them to the primary (the process
+\`portico run\` started): it stops or reloads every worker.
 
 Exit status: 0 done, 1 failed (or no Portico running), 2 usage error.
 `;
 
-/** The config file's content, or undefined after its errors were printed (and put into `errors` when given). */
-function load(file: string, errors?: string[]): Config | undefined {
+/**
+ * The config file's content (or `text`, read from it), or undefined after its errors were printed (and put into
+ * `errors` when given).
+ */
+function load(file: string, errors?: string[], text?: string): Config | undefined {
   try {
-    const config = loadConfigFile(file);
+    const config = text === undefined ? loadConfigFile(file) : parseConfig(text, file);
     for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
     return config;
   } catch (err) {
@@ -117,7 +123,33 @@ function reportReload(file: string, result: OperationResult): void {
   process.stderr.write(`portico: reload failed: ${error.message} (${error.code}); still serving the previous config\n`);
 }
 
+/** The environment variable that hands `--dev`'s certificate folder from the primary to its workers. */
+const DEV_DIR_ENV = 'PORTICO_DEV_DIR';
+
+/** In a worker: the primary's `--dev` certificate, read from the folder it named. */
+async function inheritedDevCertificate(dir: string): Promise<Awaited<ReturnType<typeof devCertificate>>> {
+  const { DEV_NAMES } = await import('./tls/self-signed.js');
+  const files = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  return { files, pem: { cert: readFileSync(files.cert, 'utf8'), key: readFileSync(files.key, 'utf8') }, dir, names: DEV_NAMES };
+}
+
 async function run(file: string, dev: boolean): Promise<number> {
+  const inheritedDev = cluster.isWorker ? process.env[DEV_DIR_ENV] : undefined;
+  const certificate =
+    inheritedDev !== undefined && existsSync(inheritedDev) ? await inheritedDevCertificate(inheritedDev) : dev && !cluster.isWorker ? await devCertificate() : undefined;
+  if (certificate !== undefined && !cluster.isWorker) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
+  const withDev = (loaded: Config): Config => (certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem));
+  if (cluster.isWorker) {
+    // A worker parses the text the primary validated and sends (its errors are the primary's to report).
+    const parse = (text: string): Config | undefined => {
+      try {
+        return withDev(parseConfig(text, file));
+      } catch {
+        return undefined;
+      }
+    };
+    return serveWorker(createErrorLog(process.env.PORTICO_LOG_LEVEL ?? 'info'), { parse });
+  }
   // Started by an upgrade (see server/upgrade.ts): the old process hands over its sockets, then the rest once this
   // one is ready; whatever fails is reported to it (it stops this one and goes on serving).
   const successor = Successor.fromEnvironment();
@@ -128,13 +160,24 @@ async function run(file: string, dev: boolean): Promise<number> {
     }
     return 1;
   };
-  const certificate = dev ? await devCertificate() : undefined;
-  if (certificate !== undefined) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
-  const withDev = (loaded: Config): Config => (certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem));
+  // The text is read once and parsed: with workers, what the primary validated is what every worker is sent.
+  const read = (errors?: string[]): LoadedConfig | undefined => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      // Reported as a config error (the file's absolute path and why).
+      const loaded = load(file, errors);
+      return loaded === undefined ? undefined : { config: withDev(loaded), text: '' };
+    }
+    const loaded = load(file, errors, text);
+    return loaded === undefined ? undefined : { config: withDev(loaded), text };
+  };
   const errors: string[] = [];
-  const loaded = load(file, errors);
-  if (loaded === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
-  const config = withDev(loaded);
+  const first = read(errors);
+  if (first === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
+  const config = first.config;
+  if (config.workers > 1) return runPrimary(first, () => read(), certificate);
   let server: Portico;
   const logger = createErrorLog(config.log.level);
   try {
@@ -241,6 +284,55 @@ async function run(file: string, dev: boolean): Promise<number> {
     );
   }
 
+  return new Promise<number>(() => {});
+}
+
+/** `portico run` with `workers: N` (N > 1): this process is the primary (see `server/workers.ts`). */
+async function runPrimary(
+  first: LoadedConfig,
+  read: () => LoadedConfig | undefined,
+  certificate: Awaited<ReturnType<typeof devCertificate>> | undefined,
+): Promise<number> {
+  const say = (line: string) => void process.stderr.write(`${line}\n`);
+  const config = first.config;
+  let primary: Primary;
+  try {
+    primary = new Primary(config, createErrorLog(config.log.level), {
+      text: first.text,
+      load: read,
+      say,
+      // The workers' error log has the primary's level (at start; as with one process, a reload keeps it).
+      env: { PORTICO_LOG_LEVEL: config.log.level, ...(certificate === undefined ? {} : { [DEV_DIR_ENV]: certificate.dir }) },
+    });
+    await primary.start();
+  } catch (err) {
+    say(`portico: ${describe(err)}`);
+    return 1;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`portico: ${signal}, stopping`);
+    primary.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // Not Node's default for SIGUSR2 (the process ends): an upgrade in place is for one process, not yet for workers.
+  process.on('SIGUSR2', () => say('portico: SIGUSR2 ignored: an upgrade in place is not supported with workers; restart Portico to run new code'));
+  process.on('SIGHUP', () => {
+    primary.reload().then((result) => {
+      if (result.ok) say(`portico: config reloaded (${config.workers} workers)`);
+      else if (result.error.code === 'PORTICO_CONFIG_INVALID') say('portico: reload refused, still serving the previous config');
+      else say(`portico: reload failed: ${result.error.message} (${result.error.code}); still serving the previous config`);
+    });
+  });
+  const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
+  say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);
+  if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
   return new Promise<number>(() => {});
 }
 

@@ -280,15 +280,26 @@ export class CacheZone {
     return true;
   }
 
-  /** Removes every variant of a key from both tiers; returns how many were removed. */
-  async purge(key: string): Promise<number> {
+  /**
+   * Told of every purge and invalidation made here (not of those `shared` is false for): with `workers`, each
+   * worker's zone sends them to the primary, which has every other worker's zone of the name purge the same.
+   */
+  onPurge: ((kind: 'key' | 'prefix', value: string) => void) | undefined = undefined;
+
+  /**
+   * Removes every variant of a key from both tiers; returns how many were removed. `shared` false: a purge told
+   * by another process (see `onPurge`), not told on again.
+   */
+  async purge(key: string, shared = true): Promise<number> {
+    if (shared) this.onPurge?.('key', key);
     const fromMemory = this.memory.delete(key);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.delete(key)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
 
-  /** Removes every key starting with `prefix` from both tiers. */
-  async purgePrefix(prefix: string): Promise<number> {
+  /** Removes every key starting with `prefix` from both tiers (`shared`: see `purge`). */
+  async purgePrefix(prefix: string, shared = true): Promise<number> {
+    if (shared) this.onPurge?.('prefix', prefix);
     const fromMemory = this.memory.deletePrefix(prefix);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deletePrefix(prefix)) ?? 0);
     return Math.max(fromMemory, fromDisk);

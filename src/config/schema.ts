@@ -4,6 +4,7 @@
  * What needs the file system or the whole config (a root that must exist, a name that must be defined) is
  * checked afterwards in `validate.ts`.
  */
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { configErrorMap } from './messages.js';
 import { parseDuration, parseSize } from './units.js';
@@ -741,6 +742,15 @@ export function configSchema(parts: ConfigParts) {
      * flight finish before it cuts them (nginx's worker_shutdown_timeout).
      */
     shutdown_timeout: duration.default(10_000),
+    /**
+     * Worker processes serving the listeners: `1` (one process, the default), a number, or `auto` (one per core,
+     * `os.availableParallelism()`). With more than one, the process `portico run` starts is the primary: it holds
+     * the control plane (state directory, health checks, ACME) and the workers serve (docs/operations.md, "Workers").
+     */
+    workers: z
+      .union([z.literal('auto'), z.number().int().min(1).max(256)], { error: 'expected "auto" or a number of worker processes (1 to 256)' })
+      .default(1)
+      .transform((value) => (value === 'auto' ? availableParallelism() : value)),
   });
 }
 

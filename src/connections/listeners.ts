@@ -92,6 +92,19 @@ export interface Dispatch {
   certificates(): CertificateStore;
 }
 
+/** How the listeners of a process bind, besides their config (with `workers`; see docs/operations.md, "Workers"). */
+export interface ListenerOptions {
+  /** Session-ticket keys shared by every worker (see `SecureTarget.ticketKeys`). */
+  ticketKeys?: Buffer | undefined;
+  /**
+   * Each process binds its own socket on the address (SO_REUSEPORT, Node ≥ 22.12: the kernel spreads
+   * connections), instead of node:cluster's primary accepting for the workers.
+   */
+  reusePort?: boolean | undefined;
+  /** Under `reusePort`, the port another worker was given for an address written with port 0 (by its text). */
+  ports?: ReadonlyMap<string, number> | undefined;
+}
+
 /**
  * One listening socket and its connections. A `net.Server` accepts; `accept(socket)` hands each socket on, to
  * the TLS stage on a TLS listener (which hands secure HTTP/1.1 connections back to the same `http.Server`),
@@ -107,6 +120,7 @@ class Listener {
   readonly #sockets = new Set<Socket>();
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
+  readonly #options: ListenerOptions;
   readonly sweeper: KeepAliveSweeper;
   /** Connection limits and the PROXY protocol, before HTTP sees a connection. */
   readonly gate: ConnectionGate;
@@ -130,10 +144,11 @@ class Listener {
   /** Upgraded (WebSocket) sockets: the HTTP server no longer tracks them, so closing must cut them itself. */
   readonly upgraded = new Set<Duplex>();
 
-  constructor(config: ListenerConfig, dispatch: Dispatch, logger: Logger) {
+  constructor(config: ListenerConfig, dispatch: Dispatch, logger: Logger, options: ListenerOptions = {}) {
     this.config = config;
     this.#dispatch = dispatch;
     this.#logger = logger;
+    this.#options = options;
     // noDelay as Node's http.Server has it.
     this.front = net.createServer({ noDelay: true }, (socket) => {
       const sockets = this.#sockets;
@@ -278,6 +293,7 @@ class Listener {
         },
         refuse: (req, res, status) => dispatch.refuse(req, res, 'https', status, false),
         serverHeader: () => dispatch.serverHeader(),
+        ticketKeys: this.#options.ticketKeys,
       },
       this.#logger,
     );
@@ -303,6 +319,10 @@ class Listener {
         const reason = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
         reject(new PorticoError('PORTICO_LISTEN_FAILED', `cannot listen on ${config.addr.text}: ${reason}`, { cause: err }));
       });
+      const { reusePort, ports } = this.#options;
+      const port = config.addr.port === 0 ? (ports?.get(config.addr.text) ?? 0) : config.addr.port;
+      // reusePort: this process's own socket (exclusive: not node:cluster's shared one); Node ≥ 22.12 only.
+      const options = reusePort === true ? { host: config.addr.host, port, reusePort: true, exclusive: true } : { host: config.addr.host, port };
       const bound = () => {
         server.removeAllListeners('error');
         server.on('error', (err) => logger.error({ err }, 'listener error'));
@@ -312,7 +332,7 @@ class Listener {
         this.address = { host: config.addr.host, port };
         resolve(this.address);
       };
-      if (inherited === undefined) server.listen({ host: config.addr.host, port: config.addr.port }, bound);
+      if (inherited === undefined) server.listen(options, bound);
       // Node's net.Server.listen takes a TCP handle as it is (already bound and listening: listen(2) again is harmless).
       else server.listen(inherited.handle, bound);
     });
@@ -429,14 +449,16 @@ export class Listeners {
   #configs: readonly ListenerConfig[];
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
+  readonly #options: ListenerOptions;
   #listeners: Listener[] = [];
   /** Listeners a reload removed, still draining: `stop()` waits for them too. */
   readonly #retiring = new Set<Promise<void>>();
 
-  constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger) {
+  constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger, options: ListenerOptions = {}) {
     this.#configs = configs;
     this.#dispatch = dispatch;
     this.#logger = logger;
+    this.#options = options;
   }
 
   /**
@@ -481,7 +503,7 @@ export class Listeners {
           next.push({ listener: kept, config });
           continue;
         }
-        const listener = new Listener(config, this.#dispatch, this.#logger);
+        const listener = new Listener(config, this.#dispatch, this.#logger, this.#options);
         added.push(listener);
         const socket = [...handed].find((candidate) => inheritedFor(config, candidate));
         if (socket !== undefined) handed.delete(socket);

@@ -56,6 +56,11 @@ export interface SecureTarget {
   serverHeader(): string;
   /** Answers an HTTP/2 request with Portico's error page for `status` (an expectation other than 100-continue). */
   refuse(req: ClientRequest, res: ClientResponse, status: number): void;
+  /**
+   * The session-ticket keys (48 bytes) every TLS server of the process uses, when they are shared with other
+   * processes (`workers`: a ticket one worker issued resumes on any); undefined: each server's own random keys.
+   */
+  ticketKeys?: Buffer | undefined;
 }
 
 function h2Settings(settings: Http2Settings): http2.Settings {
@@ -167,6 +172,7 @@ export class SecureStage {
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
     });
+    if (target.ticketKeys !== undefined) server.setTicketKeys(target.ticketKeys);
     server.on('secureConnection', (socket: TLSSocket) => {
       const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
       const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };

@@ -7,6 +7,7 @@
  * - `$scheme` `http` or `https`; `$host` the request's host, lower-cased, without port; `$method`;
  * - `$request_uri` the canonical path and query; `$uri` the canonical path; `$args` the query, without `?`;
  * - `$remote_addr` the client's address (from X-Forwarded-For only when the peer is a trusted proxy);
+ * - `$pid` the id of the process answering (with `workers`, the worker's);
  * - `$cookie_NAME` a cookie's value; `$header_NAME` a request header (`_` stands for `-`); `$arg_NAME` a query
  *   parameter.
  * Anything else after `$` is literal text.
@@ -18,6 +19,8 @@ export type Template = (ctx: RequestContext) => string;
 
 type Part = string | Template;
 
+const PID = String(process.pid);
+
 const FIXED: Readonly<Record<string, Template>> = {
   scheme: (ctx) => ctx.scheme,
   host: (ctx) => ctx.host,
@@ -26,10 +29,12 @@ const FIXED: Readonly<Record<string, Template>> = {
   uri: (ctx) => ctx.path,
   args: (ctx) => ctx.query,
   remote_addr: (ctx) => ctx.clientAddress(),
+  // The process answering: with `workers`, which worker (also useful in logs and to an app behind the proxy).
+  pid: () => PID,
 };
 
 /** A fixed name must end where it ends (`$hostname` is literal text, not `$host` + `name`). */
-const VARIABLE = /\$((?:request_uri|uri|args|host|remote_addr|scheme|method)(?![A-Za-z0-9_])|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
+const VARIABLE = /\$((?:request_uri|uri|args|host|remote_addr|scheme|method|pid)(?![A-Za-z0-9_])|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
 
 /** The names every template may use (with `NAME` standing for any name), for documentation and errors. */
 export const TEMPLATE_VARIABLES = [...Object.keys(FIXED).map((name) => `$${name}`), '$cookie_NAME', '$header_NAME', '$arg_NAME'] as const;

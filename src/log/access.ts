@@ -108,6 +108,11 @@ function headerText(value: string | undefined): string | undefined {
   }
 }
 
+/** The JSON line with the process id first (with `workers`: which worker answered). */
+function jsonLineWithPid(ctx: RequestContext): string {
+  return `{"pid":${process.pid},${jsonLine(ctx).slice(1)}`;
+}
+
 function jsonLine(ctx: RequestContext): string {
   const { req } = ctx;
   return (
@@ -150,6 +155,8 @@ export function openAccessLog(
   target: string,
   format: 'combined' | 'upstream' | 'json' | 'off',
   onError: (err: Error) => void = () => {},
+  /** `json` lines begin with `"pid"` (with `workers`, several processes write one log). */
+  withPid = false,
 ): AccessLog | null {
   if (target === 'off' || format === 'off') return null;
   const fd = target === 'stdout' ? 1 : target === 'stderr' ? 2 : undefined;
@@ -175,7 +182,7 @@ export function openAccessLog(
   };
   const flusher = setInterval(handOver, FLUSH_INTERVAL_MS);
   flusher.unref();
-  const line = format === 'json' ? jsonLine : format === 'upstream' ? upstreamLine : combinedLine;
+  const line = format === 'json' ? (withPid ? jsonLineWithPid : jsonLine) : format === 'upstream' ? upstreamLine : combinedLine;
   let open = true;
   return {
     write(ctx) {

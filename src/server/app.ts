@@ -16,7 +16,7 @@ import type { Config } from '../config/load.js';
 import { upstreamSchema } from '../config/schema.js';
 import { handlerKind, middlewareKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
-import { Upstream, type SlotPort } from '../upstream/upstream.js';
+import { Upstream } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
@@ -56,7 +56,6 @@ export interface AppState {
   stickyKey?: Buffer | undefined;
   /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
   challenges?: Http01Challenges | undefined;
-  /** The port serving a spawned slot now (the Supervisor's): an app built by a reload starts its slots there. */
 }
 
 interface CompiledRoute {
@@ -182,7 +181,7 @@ export class App {
       });
       if (siteConfig.hosts !== undefined) this.#named.add(siteConfig.hosts, true);
     }
-    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'));
+    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'), config.workers > 1);
     const accessLog = this.#accessLog;
     const requestClosed = this.#requestClosed;
     this.#countOut = function countOut(this: ClientResponse) {
@@ -208,6 +207,11 @@ export class App {
   /** A cache zone by name, for purging (admin API, tests). */
   cacheZone(name: string): CacheZone | undefined {
     return this.#caches.get(name);
+  }
+
+  /** The named upstream of this config (health verdicts from the primary, status). */
+  upstream(name: string): Upstream | undefined {
+    return this.#upstreams.get(name);
   }
 
   /** Starts what the handlers run in the background (the named upstreams are the server's to start). */

@@ -23,7 +23,7 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
-import { Listeners, type BoundAddress, type InheritedSocket } from '../connections/listeners.js';
+import { Listeners, type BoundAddress, type InheritedSocket, type ListenerOptions } from '../connections/listeners.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import { upstreamSpecs } from '../supervise/spec.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
@@ -75,6 +75,24 @@ export interface PorticoOptions {
   followLogLevel?: boolean;
   /** How long a previous config may go on answering what it took before a reload (default 5 minutes). */
   reloadGraceMs?: number;
+  /** This server is a worker of `workers: N` (see `WorkerRole`); absent: a single process, as always. */
+  worker?: WorkerRole;
+}
+
+/**
+ * What a worker is given by the primary, which holds the control plane: the worker opens no state directory
+ * (the primary holds its lock), runs no active checks (`applyCheck` takes the primary's outcomes) and orders no
+ * certificates (the primary's are installed through `certificates`; its http-01 tokens are put in `challenges`).
+ */
+export interface WorkerRole {
+  /** The sticky cookie's key from the primary's state directory (undefined: none there). */
+  stickyKey: Buffer | undefined;
+  /** The http-01 tokens the primary's ACME orders have pending, kept current by the primary's messages. */
+  challenges: Http01Challenges;
+  /** How the listeners bind (reusePort or node:cluster) and the TLS ticket keys shared by every worker. */
+  listeners: ListenerOptions;
+  /** A purge or invalidation made in one of this worker's zones, for the primary to pass on to the others. */
+  purged(zone: string, kind: 'key' | 'prefix', value: string): void;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -120,6 +138,7 @@ export class Portico {
   };
   /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
   #upgrade: PorticoOptions['successorOf'];
+  readonly #worker: WorkerRole | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -142,9 +161,19 @@ export class Portico {
     this.#upgrade = options.successorOf;
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
-    this.#upstreams = new UpstreamRegistry(logger, (upstream, slot) => this.#supervisor?.port(upstream, slot));
-    this.#openState(config.state_dir);
+    this.#worker = options.worker;
+    // A worker's upstreams take their active checks' outcomes from the primary.
+    this.#upstreams = new UpstreamRegistry(logger, {
+      slotPort: (upstream, slot) => this.#supervisor?.port(upstream, slot),
+      ...(this.#worker === undefined ? {} : { remoteHealth: true }),
+    });
+    if (this.#worker === undefined) this.#openState(config.state_dir);
+    else {
+      this.#appState.stickyKey = this.#worker.stickyKey;
+      this.#appState.challenges = this.#worker.challenges;
+    }
     const plan = this.#zones.resolve(config.caches);
+    this.#sharePurges(plan.fresh);
     plan.commit();
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     upstreams.commit();
@@ -172,7 +201,30 @@ export class Portico {
         certificates: () => this.#app.certificates,
       },
       logger,
+      this.#worker?.listeners,
     );
+  }
+
+  /** A worker's new zones tell the primary of their purges (see `WorkerRole.purged`). */
+  #sharePurges(zones: readonly CacheZone[]): void {
+    const worker = this.#worker;
+    if (worker === undefined) return;
+    for (const zone of zones) zone.onPurge = (kind, value) => worker.purged(zone.name, kind, value);
+  }
+
+  /**
+   * A purge made elsewhere (another worker's invalidation, the primary's control path): this process's zone of
+   * the name forgets the key or prefix, without telling it on. Resolves with the count removed (0: no such zone).
+   */
+  purge(zone: string, kind: 'key' | 'prefix', value: string): Promise<number> {
+    const found = this.#app.cacheZone(zone);
+    if (found === undefined) return Promise.resolve(0);
+    return kind === 'key' ? found.purge(value, false) : found.purgePrefix(value, false);
+  }
+
+  /** An active check's outcome from the primary (see `Upstream.applyCheck`), for the app now serving. */
+  applyCheck(upstream: string, label: string, healthy: boolean, passed: boolean, started: number): void {
+    this.#app.upstream(upstream)?.applyCheck(label, healthy, passed, started);
   }
 
   /**
@@ -287,6 +339,8 @@ export class Portico {
    * or so to load) is only loaded once a config has an ACME site.
    */
   async #updateAcme(config: Config): Promise<void> {
+    // A worker's certificates are ordered by the primary.
+    if (this.#worker !== undefined) return;
     const state = this.#state;
     if (this.#acme === undefined) {
       if (state === undefined || !config.sites.some((site) => site.tls?.acme !== undefined)) return;
@@ -425,8 +479,9 @@ export class Portico {
   }
 
   async #reload(config: Config): Promise<void> {
-    this.#openState(config.state_dir);
+    if (this.#worker === undefined) this.#openState(config.state_dir);
     const caches = this.#zones.resolve(config.caches);
+    this.#sharePurges(caches.fresh);
     // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
     const supervisor = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
     if (supervisor !== undefined) this.#supervisor = supervisor;

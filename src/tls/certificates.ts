@@ -133,6 +133,14 @@ export function recordHandshake(socket: TLSSocket, store: CertificateStore, fall
   (socket as TLSSocket & { [kMade]?: MadeWith })[kMade] = { store, fallback, socket, presented: undefined };
 }
 
+/** For a resumed TLS session: the fingerprint of the certificate the connection's name (SNI) selects now. */
+function resumedCertificate(made: MadeWith): string | undefined {
+  if (!made.socket.isSessionReused()) return undefined;
+  const name = (made.socket as TLSSocket & { servername?: string | false }).servername;
+  const served = (typeof name === 'string' ? made.store.match(name.toLowerCase()) : undefined) ?? made.fallback;
+  return served?.fingerprint;
+}
+
 /**
  * Whether a request for `host` (parsed, lower-cased) on this connection is misdirected: the host is a
  * configured site's, and the certificate that store gives it differs from the one the connection presented.
@@ -146,7 +154,13 @@ export function isMisdirected(socket: object, host: string): boolean {
   if (expected === undefined) return false;
   const wanted = expected ?? made.fallback;
   if (wanted === undefined) return false;
-  made.presented ??= (made.socket.getCertificate() as { fingerprint256?: string } | null)?.fingerprint256 ?? '';
+  if (made.presented === undefined) {
+    const own = made.socket.getCertificate() as { fingerprint256?: string } | null;
+    // A resumed session presents no certificate (OpenSSL reports none): the one its name selects now stands for
+    // it (sessions are resumed for the name they were made for: RFC 8446 §4.6.1).
+    const resumedWith = own === null || own.fingerprint256 === undefined ? resumedCertificate(made) : undefined;
+    made.presented = own?.fingerprint256 ?? resumedWith ?? '';
+  }
   if (wanted.fingerprint === made.presented) return false;
   // Another certificate serves the host now. A connection made before it was installed (an ACME renewal) presented
   // the previous one, which still names the host: the request is not misdirected, and the connection goes on.

@@ -17,6 +17,11 @@ export class Http01Challenges {
     return this.#pending.get(path.slice(CHALLENGE_PREFIX.length));
   }
 
+  /** Every pending token with its key authorization (for a worker started while an order is pending). */
+  entries(): Array<[string, string]> {
+    return [...this.#pending];
+  }
+
   get size(): number {
     return this.#pending.size;
   }

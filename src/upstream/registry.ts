@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { Upstream, type SlotPort } from './upstream.js';
+import { Upstream, type UpstreamOptions } from './upstream.js';
 
 interface Held {
   /** The upstream's config (and what else it was built from) as JSON: equal text, equal upstream. */
@@ -39,12 +39,15 @@ export class UpstreamRegistry {
   /** Upstreams a reload replaced, not stopped yet: the previous config may still be using them. */
   readonly #retired = new Set<Upstream>();
   readonly #logger: Logger;
-  readonly #slotPort: SlotPort | undefined;
+  readonly #options: UpstreamOptions;
 
-  /** `slotPort`: where the Supervisor has each spawned slot now (a new upstream's slots start there). */
-  constructor(logger: Logger, slotPort?: SlotPort) {
+  /**
+   * `options` for every upstream built: `slotPort`, where the Supervisor has each spawned slot now (a new
+   * upstream's slots start there); with `workers`, a worker's take their active checks' outcomes from the primary.
+   */
+  constructor(logger: Logger, options: UpstreamOptions = {}) {
     this.#logger = logger;
-    this.#slotPort = slotPort;
+    this.#options = options;
   }
 
   /**
@@ -65,7 +68,7 @@ export class UpstreamRegistry {
         next.set(name, held);
         continue;
       }
-      const upstream = new Upstream(name, upstreamConfig as Upstream['config'], config.dir, this.#logger, stickyKey, this.#slotPort);
+      const upstream = new Upstream(name, upstreamConfig as Upstream['config'], config.dir, this.#logger, stickyKey, this.#options);
       if (held !== undefined) carried.push([upstream, held.upstream]);
       next.set(name, { settings, upstream, started: false });
       fresh.push(upstream);

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
-import { ActiveHealthChecker, errorWords } from './health/active.js';
+import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
@@ -34,6 +34,21 @@ const PROCESS_STICKY_SECRET = randomBytes(32);
 
 /** The port serving a spawned slot now, if any (asked when an upstream is built). */
 export type SlotPort = (upstream: string, slot: string) => number | undefined;
+/** How an upstream is run besides its config. */
+export interface UpstreamOptions {
+  /**
+   * The active checks run elsewhere (with `workers`, in the primary), whose outcomes come through `applyCheck`:
+   * this upstream runs none itself. Passive health stays this process's own.
+   */
+  remoteHealth?: boolean;
+  /** Every active check's outcome (the primary hands them on to the workers). */
+  onCheck?: (upstream: Upstream, server: UpstreamServer, passed: boolean, started: number) => void;
+  /**
+   * Which port serves a spawned slot now (a reload's new upstream starts where the previous one was); without
+   * it, or when it says none, a slot starts down until `moveSlot` gives it a port.
+   */
+  slotPort?: SlotPort | undefined;
+}
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
 export type NoServer = 'unavailable' | 'full';
@@ -97,25 +112,14 @@ export class Upstream {
    */
   #pair: Upstream | undefined = undefined;
 
-  /**
-   * `slotPort` says which port serves a spawned slot now (a reload's new upstream starts where the previous one
-   * was); without it, or when it says none, a slot starts down until `moveSlot` gives it a port.
-   */
-  constructor(
-    name: string,
-    config: UpstreamConfig,
-    configDir: string,
-    logger: Logger,
-    stickyKey: Buffer = PROCESS_STICKY_SECRET,
-    slotPort?: SlotPort,
-  ) {
+  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET, options: UpstreamOptions = {}) {
     this.name = name;
     this.config = config;
     this.#logger = logger;
     const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
     const spawned = Array.from({ length: config.spawn?.instances ?? 0 }, (_, i) => {
       const slot = slotName(name, i);
-      return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: slotPort?.(name, slot) }, config, configDir);
+      return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
     });
     this.servers = [...fixed, ...spawned];
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
@@ -131,11 +135,41 @@ export class Upstream {
       config.sticky?.app_cookie === undefined
         ? undefined
         : new Map(this.servers.flatMap((server) => (server.route === undefined ? [] : [[server.route, server] as const])));
-    if (config.health !== undefined) {
-      this.#checker = new ActiveHealthChecker(this.servers, config.health, (server, healthy, reason, check) => {
-        this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
-        if (healthy) this.#wake();
-      });
+    if (config.health !== undefined && options.remoteHealth !== true) {
+      const onCheck = options.onCheck;
+      const onResult: CheckResult | undefined = onCheck === undefined ? undefined : (server, passed, started) => onCheck(this, server, passed, started);
+      this.#checker = new ActiveHealthChecker(
+        this.servers,
+        config.health,
+        (server, healthy, reason, check) => {
+          this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
+          if (healthy) this.#wake();
+        },
+        onResult,
+      );
+    }
+  }
+
+  /**
+   * An active check's outcome from elsewhere (see `UpstreamOptions.remoteHealth`), for the server labelled
+   * `label`: its health as the checker holds it (rise and fall counted there), whether this check passed and when
+   * it began. The same rules as a local check: back up clears a passive ejection; so does a pass begun after the
+   * ejection (a restart faster than `fall` checks). The checker logs the changes; this does not.
+   */
+  applyCheck(label: string, healthy: boolean, passed: boolean, started: number): void {
+    const server = this.servers.find((s) => s.label === label);
+    if (server === undefined || this.config.health === undefined) return;
+    const now = Date.now();
+    if (healthy && !server.healthy) {
+      server.healthy = true;
+      server.recoveredAt = now;
+      server.clearEjection();
+      this.#wake();
+    } else if (!healthy) {
+      server.healthy = false;
+    } else if (passed && server.ejectedUntil > now && started >= server.ejectedAt) {
+      server.clearEjection();
+      this.#wake();
     }
   }
 

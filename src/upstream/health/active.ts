@@ -54,19 +54,27 @@ function checkError(err: unknown, timedOut: boolean, timeoutMs: number): string 
   return timedOut ? `timeout after ${duration(timeoutMs)}` : failureWords(err, timeoutMs);
 }
 
+/**
+ * Every check's outcome, after it is recorded: whether it passed, when it began (ms since the epoch), and the
+ * server's health then. With `workers`, the primary runs the checks and sends each outcome to the workers.
+ */
+export type CheckResult = (server: UpstreamServer, passed: boolean, started: number) => void;
+
 /** Runs the checks of one upstream; `stop()` leaves no timer or request behind. */
 export class ActiveHealthChecker {
   readonly #servers: readonly UpstreamServer[];
   readonly #config: HealthConfig;
   readonly #onChange: HealthChange;
+  readonly #onResult: CheckResult | undefined;
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #aborts = new Set<AbortController>();
   #running = false;
 
-  constructor(servers: readonly UpstreamServer[], config: HealthConfig, onChange: HealthChange) {
+  constructor(servers: readonly UpstreamServer[], config: HealthConfig, onChange: HealthChange, onResult?: CheckResult) {
     this.#servers = servers;
     this.#config = config;
     this.#onChange = onChange;
+    this.#onResult = onResult;
   }
 
   start(): void {
@@ -125,7 +133,10 @@ export class ActiveHealthChecker {
       this.#aborts.delete(abort);
     }
     if (!this.#running) return;
-    if (server.target === target) this.#record(server, failure, started);
+    if (server.target === target) {
+      this.#record(server, failure, started);
+      this.#onResult?.(server, failure === undefined, started);
+    }
     this.#schedule(server);
   }
 

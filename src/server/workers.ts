@@ -1,0 +1,681 @@
+/**
+ * `workers: N`: one `portico run` process, the primary (node:cluster's), holds the control plane — the state
+ * directory and its lock, the active health checks, the ACME orders (and, as they come, the control socket and
+ * the Supervisor of spawned apps) — and N worker processes hold the data plane: the listeners and the app. The
+ * primary sends the workers what they must know as IPC messages (the `ToWorker` union); workers answer with
+ * `ToPrimary`. With `workers: 1` (the default) none of this runs: `portico run` is the single process it always
+ * was.
+ *
+ * The scope of every piece of per-process state, and why, is written in docs/operations.md, "Workers". In short:
+ * caches, request collapsing, passive health and policy state are per worker (purges and invalidations are sent
+ * to every worker); the disk tier of a cache is a folder per worker (`<path>/w<N>`); rate limits and connection
+ * limits are divided by N; active checks, ACME, TLS ticket keys and the sticky key are the primary's, shared.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/load.js';
+import { PorticoError } from '../errors.js';
+import type { BoundAddress } from '../connections/listeners.js';
+import type { AcmeSites, CertificateSink } from '../tls/acme.js';
+import { Http01Challenges } from '../tls/challenges.js';
+import { StateDir } from '../tls/state-dir.js';
+import { Upstream } from '../upstream/upstream.js';
+import { Portico } from './portico.js';
+
+/** The environment variable that tells a worker its slot (1…N) and the count. */
+export const WORKER_ENV = 'PORTICO_WORKER';
+const COUNT_ENV = 'PORTICO_WORKERS';
+/** Overrides how workers accept: `cluster` (node:cluster's primary accepts) or `reuseport`; for benchmarks. */
+const ACCEPT_ENV = 'PORTICO_ACCEPT';
+
+/** The state directory's file that keeps the sticky cookie's key (the same as a single process's). */
+const STICKY_KEY_FILE = 'sticky.key';
+/** How long a worker may take to start (load its config, open its disk tiers, bind). */
+const START_TIMEOUT_MS = 30_000;
+/** How long the workers may take to reload. */
+const RELOAD_TIMEOUT_MS = 60_000;
+/** Exits within this window count towards a crash loop. */
+const CRASH_WINDOW_MS = 60_000;
+/** This many exits within the window is a crash loop: reported, and replacements wait the longest backoff. */
+const CRASH_LOOP = 5;
+/** The first replacement's delay; it doubles per exit within the window, up to the last. */
+const BACKOFF_FIRST_MS = 100;
+const BACKOFF_MAX_MS = 30_000;
+
+/**
+ * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
+ * hands it to a worker over IPC); `shared`, node:cluster's SCHED_NONE (the primary binds, every worker accepts on
+ * the one shared socket itself); `reuseport`, a socket per worker on the same address (SO_REUSEPORT, Node ≥
+ * 22.12: the kernel spreads connections by hash).
+ */
+export type AcceptMode = 'cluster' | 'shared' | 'reuseport';
+
+/** A certificate the primary's ACME orders installed, for every worker (and every later one). */
+interface HeldCertificate {
+  id: string;
+  hosts: readonly string[];
+  cert: string;
+  key: string;
+}
+
+/**
+ * Primary → worker. Hook for the Supervisor of spawned apps (it lives in the primary): its SlotSink would send
+ * `{ t: 'moved', upstream, slot, port, drainMs }` to every worker (`Primary.broadcast`), each worker calling its
+ * Portico's `moved`, and resolve once every worker answered; a worker started later gets the slots' ports in
+ * `init`. The control socket (also the primary's) calls `Primary.reload`, `Primary.purge`, `Primary.workers`.
+ */
+export type ToWorker =
+  | {
+      t: 'init';
+      /** The text of the config the primary serves (not the file as it may be now: an edit not yet reloaded). */
+      config: string;
+      stickyKey: string | undefined;
+      ticketKeys: string;
+      accept: AcceptMode;
+      ports: Array<[string, number]>;
+      health: Array<[string, string, boolean]>;
+      challenges: Array<[string, string]>;
+      certificates: HeldCertificate[];
+    }
+  | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
+  | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
+  | { t: 'reload'; seq: number; config: string }
+  | { t: 'stop'; graceMs: number }
+  | { t: 'challenge'; token: string; value: string | null }
+  | { t: 'certificate'; certificate: HeldCertificate }
+  | { t: 'uncertificate'; id: string };
+
+/** Worker → primary. */
+export type ToPrimary =
+  | { t: 'hello' }
+  | { t: 'ready'; addresses: BoundAddress[] }
+  | { t: 'failed'; error: string }
+  | { t: 'reloaded'; seq: number; error?: string }
+  | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string };
+
+/** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
+export function reusePortAvailable(version: string = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+/**
+ * How workers accept, as measured (bench/RESULTS.md, "Workers"): `reuseport` where Node has it, else the shared
+ * socket. Either way each worker accepts for itself; node:cluster's round robin (Node's default) costs the primary
+ * an accept and an IPC hand-off per connection, twice the CPU of a new connection, for no better balance here.
+ * PORTICO_ACCEPT overrides (benchmarks).
+ */
+export function acceptMode(): AcceptMode {
+  const forced = process.env[ACCEPT_ENV];
+  if (forced === 'cluster' || forced === 'shared' || forced === 'reuseport') return forced;
+  return reusePortAvailable() ? 'reuseport' : 'shared';
+}
+
+/** `value` divided among `count` workers, at least 1 each; 0 (no limit) stays 0. */
+function share(value: number, count: number): number {
+  return value === 0 ? 0 : Math.max(1, Math.floor(value / count));
+}
+
+/**
+ * A worker's view of the config: what is counted per process is divided by the worker count, so that N workers
+ * together never allow N times the configured value — rate limits (rate and burst), connection limits per
+ * listener and per client address, `max_conns` per upstream server; cache memory and disk sizes (the config's
+ * sizes stay the machine's budget). Each worker's disk tier is its own folder, `<path>/w<slot>`: a disk tier's
+ * index lives in the memory of the process that opened it, so two processes must never write one folder.
+ */
+export function workerConfig(config: Config, slot: number, count: number): Config {
+  if (count <= 1) return config;
+  const caches = Object.fromEntries(
+    Object.entries(config.caches).map(([name, zone]) => {
+      const memory = share(zone.memory, count);
+      const disk = zone.disk === undefined ? undefined : { path: path.join(zone.disk.path, `w${slot}`), size: share(zone.disk.size, count) };
+      return [name, { ...zone, memory, max_object: Math.min(zone.max_object, memory), ...(disk === undefined ? {} : { disk }) }];
+    }),
+  );
+  const middlewares = <T extends { kind: string; options: unknown }>(list: readonly T[]): T[] =>
+    list.map((used) => {
+      if (used.kind !== 'rate_limit') return used;
+      const options = used.options as { rate: number; burst?: number };
+      const burst = options.burst === undefined ? undefined : share(options.burst, count);
+      return { ...used, options: { ...options, rate: options.rate / count, ...(burst === undefined ? {} : { burst }) } };
+    });
+  const sites = config.sites.map((site) => ({
+    ...site,
+    middlewares: middlewares(site.middlewares),
+    routes: site.routes.map((route) => ({ ...route, middlewares: middlewares(route.middlewares) })),
+  }));
+  const listen = config.listen.map((listener) => ({
+    ...listener,
+    max_connections: share(listener.max_connections, count),
+    max_connections_per_ip: share(listener.max_connections_per_ip, count),
+  }));
+  const upstreams = Object.fromEntries(
+    Object.entries(config.upstreams).map(([name, upstream]) => [
+      name,
+      {
+        ...upstream,
+        max_conns: share(upstream.max_conns, count),
+        servers: upstream.servers.map((server) => (server.max_conns === undefined ? server : { ...server, max_conns: share(server.max_conns, count) })),
+      },
+    ]),
+  );
+  return { ...config, caches, sites, listen, upstreams } as unknown as Config;
+}
+
+/**
+ * When to replace a worker that exited: after `BACKOFF_FIRST_MS`, doubling with each exit within the last
+ * `CRASH_WINDOW_MS`, up to `BACKOFF_MAX_MS`; `CRASH_LOOP` exits within the window is a crash loop (reported once
+ * per loop; replacements go on at the longest delay, as a server with no worker serves nothing).
+ */
+export class RestartBackoff {
+  readonly #exits: number[] = [];
+  #looping = false;
+
+  /** An exit at `now` (ms): the delay before its replacement, and whether this exit began a crash loop. */
+  exited(now: number): { delayMs: number; recent: number; loopBegins: boolean } {
+    this.#exits.push(now);
+    while (this.#exits.length > 0 && this.#exits[0]! <= now - CRASH_WINDOW_MS) this.#exits.shift();
+    const recent = this.#exits.length;
+    const delayMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (recent - 1));
+    const looping = recent >= CRASH_LOOP;
+    const loopBegins = looping && !this.#looping;
+    this.#looping = looping;
+    return { delayMs, recent, loopBegins };
+  }
+}
+
+/** An error for a log line or a message: its message, and its stable code when it is one of Portico's. */
+function describe(err: unknown): string {
+  if (err instanceof PorticoError) return `${err.message} (${err.code})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The result of a reload of every worker. */
+export type WorkersReload = { ok: true } | { ok: false; error: { code: string; message: string; issues?: string[] } };
+
+interface Slot {
+  index: number;
+  worker: Worker | undefined;
+  pid: number | undefined;
+  /** When its current worker started (a worker that lived long resets nothing, but is not a crash loop). */
+  startedAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** A config and the text it was parsed from (what the workers are sent). */
+export interface LoadedConfig {
+  config: Config;
+  text: string;
+}
+
+/** What the primary needs besides the config. */
+export interface PrimaryOptions {
+  /** The text the config was parsed from. */
+  text: string;
+  /** Loads the config file again (the same as at start: `--dev`'s certificate included); undefined when invalid (reported). */
+  load: () => LoadedConfig | undefined;
+  /** Where the primary's lines go (stderr in `portico run`). */
+  say: (line: string) => void;
+  /** Extra environment for every worker (`--dev`'s certificate folder). */
+  env?: Record<string, string>;
+}
+
+/**
+ * The primary of `workers: N`. Hook points for the control plane of other parts: `reload()` (for SIGHUP and a
+ * control socket), `purge()` (for an admin or control path), `broadcast()` (for a Supervisor's SlotSink: a
+ * `moved` message per worker), `workers()` (status).
+ */
+export class Primary {
+  #config: Config;
+  /** The text of `#config`: every worker, a replacement too, serves this, whatever the file says now. */
+  #text: string;
+  readonly #logger: Logger;
+  readonly #options: PrimaryOptions;
+  readonly #count: number;
+  readonly #accept: AcceptMode;
+  readonly #slots: Slot[] = [];
+  readonly #ticketKeys = randomBytes(48);
+  #state: StateDir | undefined;
+  readonly #stickyKey: Buffer;
+  /** The health-checking upstreams (one per upstream with `health`), built from the current config. */
+  #checkers: Upstream[] = [];
+  /** Each checked server's health, `upstream\0label` → healthy, for workers started later. */
+  readonly #health = new Map<string, boolean>();
+  readonly #challenges: Http01Challenges;
+  readonly #certificates = new Map<string, HeldCertificate>();
+  #acme: AcmeSites | undefined;
+  /** Port per listen text for addresses written with port 0 (reusePort: every worker must bind the same). */
+  readonly #ports = new Map<string, number>();
+  #addresses: BoundAddress[] = [];
+  #stopping = false;
+  readonly #backoff = new RestartBackoff();
+  #reloading: Promise<unknown> = Promise.resolve();
+  #reloadSeq = 0;
+  readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+
+  constructor(config: Config, logger: Logger, options: PrimaryOptions) {
+    this.#config = config;
+    this.#text = options.text;
+    this.#logger = logger;
+    this.#options = options;
+    this.#count = config.workers;
+    this.#accept = acceptMode();
+    const primary = this;
+    // http-01 tokens of the primary's orders, answered by whichever worker the challenge reaches.
+    this.#challenges = new (class extends Http01Challenges {
+      override set(token: string, keyAuthorization: string): void {
+        super.set(token, keyAuthorization);
+        primary.broadcast({ t: 'challenge', token, value: keyAuthorization });
+      }
+      override delete(token: string): void {
+        super.delete(token);
+        primary.broadcast({ t: 'challenge', token, value: null });
+      }
+    })();
+    if (config.state_dir !== undefined) this.#state = StateDir.open(config.state_dir, logger);
+    // Without a state directory a single process makes a random key of its own; the workers must share one.
+    this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
+  }
+
+  /** How the workers accept connections. */
+  get accept(): AcceptMode {
+    return this.#accept;
+  }
+
+  /** Where the workers' listeners are bound (the first worker's report). */
+  get addresses(): readonly BoundAddress[] {
+    return this.#addresses;
+  }
+
+  /** The workers now running: slot and pid. */
+  workers(): Array<{ slot: number; pid: number | undefined }> {
+    return this.#slots.map((slot) => ({ slot: slot.index, pid: slot.pid }));
+  }
+
+  /**
+   * Starts the health checks and the workers (the first alone, so that an address written with port 0 is the
+   * same in each), and resolves once every worker serves; then the ACME orders start. Rejects (everything
+   * stopped) when a worker cannot start.
+   */
+  async start(): Promise<void> {
+    // Read by node:cluster when the first worker listens: set before any fork.
+    cluster.schedulingPolicy = this.#accept === 'cluster' ? cluster.SCHED_RR : cluster.SCHED_NONE;
+    cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
+    cluster.on('message', (worker, message: ToPrimary) => this.#onMessage(worker, message));
+    cluster.on('exit', (worker, code, signal) => this.#onExit(worker, code, signal));
+    this.#startChecks(this.#config);
+    try {
+      for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, timer: undefined });
+      const [first, ...rest] = this.#slots;
+      this.#addresses = await this.#fork(first!);
+      this.#config.listen.forEach((listener, i) => {
+        if (listener.addr.port === 0 && this.#addresses[i] !== undefined) this.#ports.set(listener.addr.text, this.#addresses[i]!.port);
+      });
+      await Promise.all(rest.map((slot) => this.#fork(slot)));
+    } catch (err) {
+      await this.stop(1000);
+      throw err;
+    }
+    await this.#updateAcme(this.#config);
+  }
+
+  /** Forks the worker of a slot; resolves with its bound addresses once it serves, rejects if it fails to. */
+  #fork(slot: Slot): Promise<BoundAddress[]> {
+    const worker = cluster.fork({ ...this.#options.env, [WORKER_ENV]: String(slot.index), [COUNT_ENV]: String(this.#count) });
+    slot.worker = worker;
+    slot.pid = worker.process.pid;
+    slot.startedAt = Date.now();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        done();
+        worker.process.kill('SIGKILL');
+        reject(new PorticoError('PORTICO_WORKER_FAILED', `worker ${slot.index} did not start within ${START_TIMEOUT_MS / 1000} s`));
+      }, START_TIMEOUT_MS);
+      const onMessage = (message: ToPrimary) => {
+        // A message sent before the worker listens would be lost: it asks when it is ready to be told.
+        if (message.t === 'hello') worker.send(this.#init(), (err: Error | null) => void err);
+        else if (message.t === 'ready') {
+          done();
+          this.#options.say(`portico: worker ${slot.index} serving (pid ${worker.process.pid})`);
+          resolve(message.addresses);
+        } else if (message.t === 'failed') {
+          done();
+          reject(new PorticoError('PORTICO_WORKER_FAILED', `worker ${slot.index}: ${message.error}`));
+        }
+      };
+      const onExit = (code: number | null, signal: string | null) => {
+        done();
+        reject(new PorticoError('PORTICO_WORKER_FAILED', `worker ${slot.index} exited while starting (${signal ?? `code ${code}`})`));
+      };
+      const done = () => {
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('exit', onExit);
+      };
+      worker.on('message', onMessage);
+      worker.on('exit', onExit);
+    });
+  }
+
+  /** What a new worker is told before it starts. */
+  #init(): ToWorker {
+    return {
+      t: 'init',
+      config: this.#text,
+      stickyKey: this.#stickyKey.toString('hex'),
+      ticketKeys: this.#ticketKeys.toString('hex'),
+      accept: this.#accept,
+      // node:cluster shares one socket per address as written (port 0 included); reusePort needs the port.
+      ports: this.#accept === 'reuseport' ? [...this.#ports] : [],
+      health: [...this.#health].map(([key, healthy]) => {
+        const [upstream, label] = key.split('\0') as [string, string];
+        return [upstream, label, healthy];
+      }),
+      challenges: this.#challenges.entries(),
+      certificates: [...this.#certificates.values()],
+    };
+  }
+
+  /** Sends a message to every worker now running. */
+  broadcast(message: ToWorker): void {
+    for (const slot of this.#slots) {
+      const worker = slot.worker;
+      if (worker !== undefined && worker.isConnected()) worker.send(message, (err: Error | null) => void err);
+    }
+  }
+
+  /**
+   * Purges a key (or every key under a prefix) from zone `zone` in every worker: the primary's purge, for an
+   * admin or control path. Workers send their own purges and invalidations here, which goes on to the others.
+   */
+  purge(zone: string, kind: 'key' | 'prefix', value: string): void {
+    this.broadcast({ t: 'purge', zone, kind, value });
+  }
+
+  #onMessage(worker: Worker, message: ToPrimary): void {
+    if (message.t === 'purged') {
+      for (const slot of this.#slots) {
+        if (slot.worker !== undefined && slot.worker !== worker && slot.worker.isConnected()) {
+          slot.worker.send({ t: 'purge', zone: message.zone, kind: message.kind, value: message.value } satisfies ToWorker, (err: Error | null) => void err);
+        }
+      }
+    } else if (message.t === 'reloaded') {
+      this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
+    }
+  }
+
+  /** A worker exited: one that crashed is replaced, after a backoff that grows with the exits of the last minute. */
+  #onExit(worker: Worker, code: number | null, signal: string | null): void {
+    const slot = this.#slots.find((s) => s.worker === worker);
+    if (slot === undefined) return;
+    slot.worker = undefined;
+    slot.pid = undefined;
+    for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
+    if (this.#stopping) return;
+    const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
+    const how = signal === null ? `with code ${code}` : `on ${signal}`;
+    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${BACKOFF_MAX_MS / 1000} s`);
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      if (this.#stopping) return;
+      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describe(err)}`));
+    }, delay);
+  }
+
+  /** Builds the health-checking upstreams of a config, carrying each server's health over by its label. */
+  #startChecks(config: Config): void {
+    const previous = this.#checkers;
+    this.#checkers = [];
+    for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
+      if (upstreamConfig.health === undefined) continue;
+      const upstream = new Upstream(name, upstreamConfig as Upstream['config'], config.dir, this.#logger, this.#stickyKey, {
+        onCheck: (checked, server, passed, started) => {
+          this.#health.set(`${checked.name}\0${server.label}`, server.healthy);
+          this.broadcast({ t: 'check', upstream: checked.name, label: server.label, healthy: server.healthy, passed, started });
+        },
+      });
+      const before = previous.find((p) => p.name === name);
+      for (const server of upstream.servers) {
+        const held = before?.servers.find((s) => s.label === server.label);
+        if (held === undefined) continue;
+        server.healthy = held.healthy;
+        server.passes = held.passes;
+        server.fails = held.fails;
+      }
+      this.#checkers.push(upstream);
+    }
+    for (const key of [...this.#health.keys()]) {
+      const [upstream, label] = key.split('\0') as [string, string];
+      if (!this.#checkers.some((u) => u.name === upstream && u.servers.some((s) => s.label === label))) this.#health.delete(key);
+    }
+    for (const upstream of previous) void upstream.stop(0);
+    for (const upstream of this.#checkers) upstream.start();
+  }
+
+  /** The primary's ACME orders (one per site, whatever the worker count); certificates go to every worker. */
+  async #updateAcme(config: Config): Promise<void> {
+    if (this.#acme === undefined) {
+      if (this.#state === undefined || !config.sites.some((site) => site.tls?.acme !== undefined)) return;
+      const { AcmeSites } = await import('../tls/acme.js');
+      const sink: CertificateSink = {
+        install: (id, hosts, cert, key) => {
+          const certificate = { id, hosts: [...hosts], cert, key };
+          this.#certificates.set(id, certificate);
+          this.broadcast({ t: 'certificate', certificate });
+        },
+        remove: (id) => {
+          this.#certificates.delete(id);
+          this.broadcast({ t: 'uncertificate', id });
+        },
+      };
+      this.#acme = new AcmeSites({ state: this.#state, sink, challenges: this.#challenges, logger: this.#logger });
+    }
+    if (this.#stopping) return;
+    try {
+      this.#acme.update(config.sites);
+    } catch (err) {
+      this.#logger.error({ err }, 'acme: cannot manage the certificates of this config');
+    }
+  }
+
+  /**
+   * Reloads: the primary loads and validates the config first (an invalid one changes nothing: every worker
+   * keeps serving the previous one), then every worker reloads it, then the primary's checks and orders follow.
+   * One reload at a time.
+   */
+  reload(): Promise<WorkersReload> {
+    const run = this.#reloading.then(() => this.#reload());
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(): Promise<WorkersReload> {
+    const loaded = this.#options.load();
+    if (loaded === undefined) return { ok: false, error: { code: 'PORTICO_CONFIG_INVALID', message: 'the config is invalid' } };
+    const { config, text } = loaded;
+    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
+    if (config.state_dir !== this.#config.state_dir) {
+      return { ok: false, error: { code: 'PORTICO_STATE_DIR', message: `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it` } };
+    }
+    const seq = ++this.#reloadSeq;
+    const waits = new Map<number, (error: string | undefined) => void>();
+    this.#reloadWaits.set(seq, waits);
+    const replies = this.#slots
+      .filter((slot) => slot.worker !== undefined && slot.worker.isConnected())
+      .map((slot) => {
+        const worker = slot.worker!;
+        return new Promise<string | undefined>((resolve) => {
+          const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`), RELOAD_TIMEOUT_MS);
+          waits.set(worker.id, (error) => {
+            clearTimeout(timer);
+            resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
+          });
+          worker.send({ t: 'reload', seq, config: text } satisfies ToWorker, (err: Error | null) => {
+            if (err !== null) waits.get(worker.id)?.(err.message);
+          });
+        });
+      });
+    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
+    this.#reloadWaits.delete(seq);
+    if (errors.length === replies.length && errors.length > 0) {
+      return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: errors[0]!, issues: errors } };
+    }
+    this.#config = config;
+    this.#text = text;
+    this.#startChecks(config);
+    await this.#updateAcme(config);
+    if (errors.length > 0) return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: `some workers did not reload: ${errors.join('; ')}`, issues: errors } };
+    return { ok: true };
+  }
+
+  /**
+   * Stops: ACME and checks end, every worker stops gracefully (its requests in flight finish, up to `graceMs`;
+   * one still running after that and a little more is killed), the state directory is released.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.#stopping = true;
+    this.#acme?.stop();
+    for (const upstream of this.#checkers) void upstream.stop(0);
+    const exits = this.#slots.map((slot) => {
+      if (slot.timer !== undefined) clearTimeout(slot.timer);
+      const worker = slot.worker;
+      if (worker === undefined) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const kill = setTimeout(() => worker.process.kill('SIGKILL'), graceMs + 5000);
+        worker.once('exit', () => {
+          clearTimeout(kill);
+          resolve();
+        });
+        if (worker.isConnected()) worker.send({ t: 'stop', graceMs } satisfies ToWorker, (err: Error | null) => void (err !== null && worker.process.kill('SIGTERM')));
+        else worker.process.kill('SIGTERM');
+      });
+    });
+    await Promise.all(exits);
+    this.#state?.release();
+  }
+}
+
+/** How a worker is started. */
+export interface WorkerOptions {
+  /** Parses the config text the primary sends (as the primary parsed it: `--dev`'s certificate included). */
+  parse: (text: string) => Config | undefined;
+}
+
+/**
+ * Runs this process as worker `slot` of `count`: waits for the primary's `init`, builds and starts a Portico
+ * with the worker role, and serves until the primary says stop (or is gone). Never resolves while serving.
+ */
+export async function serveWorker(logger: Logger, options: WorkerOptions): Promise<number> {
+  const slot = Number(process.env[WORKER_ENV]);
+  const count = Number(process.env[COUNT_ENV]);
+  const send = (message: ToPrimary): void => {
+    if (process.connected) process.send!(message, undefined, {}, (err: Error | null) => void err);
+  };
+  const log = logger.child({ worker: slot });
+  /** Tells the primary why this worker cannot serve, then exits (the IPC channel would keep it alive). */
+  const fail = (error: string): Promise<number> => {
+    if (!process.connected) process.exit(1);
+    process.send!({ t: 'failed', error } satisfies ToPrimary, undefined, {}, () => process.exit(1));
+    return new Promise<number>(() => {});
+  };
+  // Messages before `init` are in its snapshot (IPC keeps their order): dropped. Those after it, while this worker
+  // starts (a certificate, a verdict, a purge, a reload), are kept and handled once it serves.
+  const early: ToWorker[] = [];
+  let told = false;
+  let handle: ((message: ToWorker) => void) | undefined;
+  const init = await new Promise<Extract<ToWorker, { t: 'init' }> | undefined>((resolve) => {
+    process.on('message', (message: ToWorker) => {
+      if (handle !== undefined) return handle(message);
+      // Stopped while starting (the primary is stopping): nothing to drain yet.
+      if (message.t === 'stop') process.exit(0);
+      if (message.t === 'init') {
+        told = true;
+        return resolve(message);
+      }
+      if (told) early.push(message);
+    });
+    process.once('disconnect', () => resolve(undefined));
+    send({ t: 'hello' });
+  });
+  if (init === undefined) process.exit(1);
+  const loaded = options.parse(init.config);
+  if (loaded === undefined) return fail('the config is invalid');
+  const challenges = new Http01Challenges();
+  for (const [token, value] of init.challenges) challenges.set(token, value);
+  const ports = new Map(init.ports);
+  let server: Portico;
+  try {
+    server = new Portico(workerConfig(loaded, slot, count), log, {
+      worker: {
+        stickyKey: init.stickyKey === undefined ? undefined : Buffer.from(init.stickyKey, 'hex'),
+        challenges,
+        listeners: { ticketKeys: Buffer.from(init.ticketKeys, 'hex'), reusePort: init.accept === 'reuseport', ports },
+        purged: (zone, kind, value) => send({ t: 'purged', zone, kind, value }),
+      },
+    });
+    for (const certificate of init.certificates) server.certificates.install(certificate.id, certificate.hosts, certificate.cert, certificate.key);
+    for (const [upstream, label, healthy] of init.health) server.applyCheck(upstream, label, healthy, false, 0);
+    await server.start();
+  } catch (err) {
+    return fail(describe(err));
+  }
+  let stopping = false;
+  const stop = (graceMs = 10_000): void => {
+    if (stopping) return;
+    stopping = true;
+    server.stop(graceMs).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  // The primary drives reloads and stops; a terminal's signals reach the whole group, so a worker takes them too.
+  process.on('SIGHUP', () => undefined);
+  process.on('SIGINT', () => stop());
+  process.on('SIGTERM', () => stop());
+  // The primary is gone (killed): no one will replace or stop this worker; it stops serving.
+  process.on('disconnect', () => stop());
+  let reloading: Promise<void> = Promise.resolve();
+  handle = (message: ToWorker) => {
+    switch (message.t) {
+      case 'check':
+        server.applyCheck(message.upstream, message.label, message.healthy, message.passed, message.started);
+        break;
+      case 'purge':
+        void server.purge(message.zone, message.kind, message.value).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+        break;
+      case 'challenge':
+        if (message.value === null) challenges.delete(message.token);
+        else challenges.set(message.token, message.value);
+        break;
+      case 'certificate':
+        server.certificates.install(message.certificate.id, message.certificate.hosts, message.certificate.cert, message.certificate.key);
+        break;
+      case 'uncertificate':
+        server.certificates.remove(message.id);
+        break;
+      case 'reload':
+        reloading = reloading.then(async () => {
+          const next = options.parse(message.config);
+          if (next === undefined) return send({ t: 'reloaded', seq: message.seq, error: 'the config is invalid' });
+          try {
+            await server.reload(workerConfig(next, slot, count));
+            send({ t: 'reloaded', seq: message.seq });
+          } catch (err) {
+            send({ t: 'reloaded', seq: message.seq, error: describe(err) });
+          }
+        });
+        break;
+      case 'stop':
+        stop(message.graceMs);
+        break;
+      default:
+        break;
+    }
+  };
+  for (const message of early.splice(0)) handle(message);
+  send({ t: 'ready', addresses: [...server.addresses] });
+  return new Promise<number>(() => {});
+}
