@@ -89,14 +89,17 @@ export function baseContender(start) {
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Portico's CLI on a config file written to `outDir` (every scenario's Portico; `dir` holds the build, BENCH_REF's or BENCH_BASE's). */
-export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT }) {
+/**
+ * Portico's CLI on a config file written to `outDir` (every scenario's Portico; `dir` holds the build, BENCH_REF's or
+ * BENCH_BASE's; `node` the runtime, this driver's own unless `npm run bench -- node24` names another).
+ */
+export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT, node = process.execPath }) {
   const file = path.join(outDir, 'portico.yaml');
   writeFileSync(file, config);
   return startPinned({
     name,
     cpu,
-    command: process.execPath,
+    command: node,
     args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', file],
     readyUrl,
   });
