@@ -5,6 +5,8 @@
 #
 #   npm run bench -- node24                 # 3 rounds, runtimes alternating, 10 s per measurement after 3 s warm-up
 #   BENCH_QUICK=1 npm run bench -- node24   # smoke run: 2 s measurements, 1 s warm-ups
+#   npm run bench -- pair static portico portico-node24   # both runtimes at once on CPU 0 (bench/pair.sh): the
+#                                                          # ratio, drift cancelled; static, proxy or cache
 #
 # Portico on CPU 0; wrk or h2load and the app server on CPU 1. Knobs: BENCH_RUNS, BENCH_DURATION, BENCH_WARMUP,
 # BENCH_CONNECTIONS, BENCH_REF (as in bench/static.sh), BENCH_MEASURES (static,proxy,https,h2), NODE24_SPEC

@@ -87,6 +87,17 @@ export function baseContender(start) {
   return [{ id: 'portico-base', label: `Portico ${process.env.PORTICO_BASE_VERSION ?? 'base'} (BENCH_BASE)`, start, node: true }];
 }
 
+/**
+ * The `portico-node24` contender when NODE24_BIN names the folder of a Node 24 `node` (`npm run bench -- pair SCENARIO
+ * portico portico-node24` sets it, from .ci/node24.sh): `start` gets the options with `node` set to that runtime, so
+ * the same build runs on it. Empty otherwise, so it can be spread into a contender list.
+ */
+export function node24Contender(start) {
+  const bin = process.env.NODE24_BIN;
+  if (bin === undefined || bin === '') return [];
+  return [{ id: 'portico-node24', label: 'Portico on Node 24 (NODE24_BIN)', start: (options) => start({ ...options, node: path.join(bin, 'node') }), node: true }];
+}
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
