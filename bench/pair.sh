@@ -9,6 +9,7 @@
 #   BENCH_BASE=<commit> npm run bench -- pair cache 100k.txt  # static and cache: 1k.txt (default) or 100k.txt
 #   npm run bench -- pair proxy undici portico                # any two ids of bench/SCENARIO/contenders.mjs (B / A)
 #   npm run bench -- pair floor portico [1k.txt|100k.txt]     # static, as before there were other scenarios
+#   npm run bench -- pair static portico portico-node24       # the same build on Node 24 / this Node (static, proxy, cache)
 #
 # Without BENCH_BASE or ids, each scenario pairs Portico with its floor. Results on stdout (and
 # bench/out/pair/results.json), progress on stderr; colour only on a terminal. Knobs: BENCH_RUNS (5 rounds),
@@ -25,6 +26,11 @@ ensure_apt wrk:wrk taskset:util-linux
 case " $* " in *nginx*) ensure_apt nginx:nginx ;; esac
 command -v wrk >/dev/null 2>&1 || die "wrk is required (apt-get install wrk, as root)"
 command -v taskset >/dev/null 2>&1 || die "taskset is required (util-linux)"
+# A pair naming portico-node24 runs the same build on Node 24 (.ci/node24.sh; an installed one is reused).
+case " $* " in *portico-node24*)
+  NODE24_BIN=$("$ROOT_DIR/.ci/node24.sh" --reuse) || die "installing Node 24 failed (.ci/node24.sh)"
+  export NODE24_BIN ;;
+esac
 build_portico
 
 exec node "$BENCH_DIR/pair/driver.mjs" "$@" 1>&3 3>&-

@@ -5,7 +5,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, fetchOnce, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchOnce, node24Contender, startPinned, startPortico } from '../lib/servers.mjs';
 import { nginxConf } from '../proxy/contenders.mjs';
 import { FILES } from '../static/docroot.mjs';
 
@@ -30,8 +30,8 @@ function porticoConfig(port, origin, cached) {
 }
 
 function portico(cached, name = 'portico', dir = undefined) {
-  return function start({ port, backend, outDir, cpu, readyUrl, nodeArgs }) {
-    return startPortico({ name, config: porticoConfig(port, backend.origin, cached), outDir, cpu, readyUrl, nodeArgs, dir });
+  return function start({ port, backend, outDir, cpu, readyUrl, nodeArgs, node }) {
+    return startPortico({ name, config: porticoConfig(port, backend.origin, cached), outDir, cpu, readyUrl, nodeArgs, dir, node });
   };
 }
 
@@ -109,6 +109,7 @@ export const CONTENDERS = [
     describe: describePortico,
   },
   ...baseContender(portico(true, 'portico-base', process.env.PORTICO_BASE_DIR)).map((c) => ({ ...c, hit: porticoHit, describe: describePortico })),
+  ...node24Contender(portico(true, 'portico-node24')).map((c) => ({ ...c, hit: porticoHit, describe: describePortico })),
   { id: 'floor', label: 'Node floor (bare http + Buffer)', start: floor, node: true },
   { id: 'portico-nocache', label: 'Portico proxy, no cache (origin each time)', start: portico(false), origin: true, node: true },
   {

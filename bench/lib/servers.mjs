@@ -87,16 +87,30 @@ export function baseContender(start) {
   return [{ id: 'portico-base', label: `Portico ${process.env.PORTICO_BASE_VERSION ?? 'base'} (BENCH_BASE)`, start, node: true }];
 }
 
+/**
+ * The `portico-node24` contender when NODE24_BIN names the folder of a Node 24 `node` (`npm run bench -- pair SCENARIO
+ * portico portico-node24` sets it, from .ci/node24.sh): `start` gets the options with `node` set to that runtime, so
+ * the same build runs on it. Empty otherwise, so it can be spread into a contender list.
+ */
+export function node24Contender(start) {
+  const bin = process.env.NODE24_BIN;
+  if (bin === undefined || bin === '') return [];
+  return [{ id: 'portico-node24', label: 'Portico on Node 24 (NODE24_BIN)', start: (options) => start({ ...options, node: path.join(bin, 'node') }), node: true }];
+}
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Portico's CLI on a config file written to `outDir` (every scenario's Portico; `dir` holds the build, BENCH_REF's or BENCH_BASE's). */
-export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT }) {
+/**
+ * Portico's CLI on a config file written to `outDir` (every scenario's Portico; `dir` holds the build, BENCH_REF's or
+ * BENCH_BASE's; `node` the runtime, this driver's own unless `npm run bench -- node24` names another).
+ */
+export function startPortico({ name = 'portico', config, outDir, cpu, readyUrl, nodeArgs = [], dir = process.env.PORTICO_DIR ?? ROOT, node = process.execPath }) {
   const file = path.join(outDir, 'portico.yaml');
   writeFileSync(file, config);
   return startPinned({
     name,
     cpu,
-    command: process.execPath,
+    command: node,
     args: [...nodeArgs, path.join(dir, 'dist/src/cli.js'), 'run', '-c', file],
     readyUrl,
   });

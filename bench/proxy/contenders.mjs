@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { baseContender, fetchOnce, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchOnce, node24Contender, startPinned, startPortico } from '../lib/servers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 
@@ -13,7 +13,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
  * Portico with every proxy feature on: an upstream of one server with active health checks every 2 s,
  * request/response header rebuilding (always on) and the `upstream` access log written to a file.
  */
-function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, proxyOptions = '' }) {
+function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, proxyOptions = '', node }) {
   const accessLog = path.join(outDir, 'access.log');
   rmSync(accessLog, { force: true });
   const config = [
@@ -30,7 +30,7 @@ function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, pr
     `        proxy: { upstream: app${proxyOptions} }`,
     ``,
   ].join('\n');
-  return startPortico({ name, config, outDir, cpu, readyUrl, nodeArgs, dir });
+  return startPortico({ name, config, outDir, cpu, readyUrl, nodeArgs, dir, node });
 }
 
 /** Writes `template` with its @NAMES@ filled in; as root, nginx would run its worker as nobody (which may not write under /work). */
@@ -79,6 +79,7 @@ export async function verify(contender, base, item) {
 export const CONTENDERS = [
   { id: 'portico', label: 'Portico (health checks, access log)', start: portico, node: true },
   ...baseContender((options) => portico({ ...options, name: 'portico-base', dir: process.env.PORTICO_BASE_DIR })),
+  ...node24Contender((options) => portico({ ...options, name: 'portico-node24' })),
   {
     id: 'portico-stream',
     label: 'Portico, request bodies streamed (request_buffering: false)',
