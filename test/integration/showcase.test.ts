@@ -5,7 +5,7 @@
  * (the ports are the README's, so they must be free); stopping Portico leaves no app instance behind.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -136,6 +136,26 @@ describe('the showcase (npm start)', () => {
     assert.match(home.body, /<html/i);
     const api = await h2Get(ca, '/api/hello');
     assert.equal(api.status, 200, api.body);
+  });
+
+  test('from a second terminal, as the README says: portico status lists both instances, portico deploy app replaces them (new pids), portico reload answers ok', async () => {
+    const cli = (...args: string[]) => {
+      const result = spawnSync(process.execPath, [path.join(repo, 'dist/src/cli.js'), ...args, '-c', 'examples/portico.yaml'], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
+      return { code: result.status, out: `${result.stdout}${result.stderr}` };
+    };
+    const before = cli('status', '--json');
+    assert.equal(before.code, 0, before.out);
+    const instances = (JSON.parse(before.out) as { instances: Array<{ slot: string; pid: number }> }).instances;
+    assert.deepEqual(instances.map((i) => i.slot).sort(), ['app#1', 'app#2'], before.out);
+    const deploy = cli('deploy', 'app');
+    assert.equal(deploy.code, 0, deploy.out);
+    assert.match(deploy.out, /summary: 2 instances replaced/);
+    const after = (JSON.parse(cli('status', '--json').out) as { instances: Array<{ slot: string; pid: number }> }).instances;
+    assert.equal(after.length, 2);
+    for (const instance of after) assert.ok(!instances.some((old) => old.pid === instance.pid), `${instance.slot} has a new pid`);
+    const reload = cli('reload');
+    assert.equal(reload.code, 0, reload.out);
+    assert.match(reload.out, /reload ok/);
   });
 
   test('both spawned instances (app#1, app#2) answer, and stopping Portico (Ctrl-C) stops them too', async () => {
