@@ -11,7 +11,7 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { describeLoad, failures, startLoad } from '../helpers/load.js';
 import { alive, eventually } from '../helpers/supervise.js';
-import { cli, pidsOf, startRunning, status, type Running } from './zero-downtime-support.js';
+import { cli, configText, pidsOf, startRunning, status, type Running } from './zero-downtime-support.js';
 
 /** One GET on a fresh connection (workers accept by connection): status, the app's pid, the worker's pid. */
 function who(base: string, pathname = '/'): Promise<{ status: number; pid: number; worker: number }> {
@@ -156,6 +156,32 @@ describe('workers: 2 with spawned app servers: one Supervisor and one control so
     const upgrade = await cli(['upgrade', '-c', running.file], running.dir);
     assert.equal(upgrade.code, 1);
     assert.match(upgrade.stderr, /not supported with workers/);
+  });
+
+  test('portico reload of a changed spawn env with workers: 2 rolls the instances under ~200 req/s: zero failed requests, new pids, the new version answering through both workers', async (t) => {
+    const before = (await primaryStatus(running.file)).instances.map((i) => i.pid!);
+    const load = startLoad({ base: running.base, paths: ['/', '/cached'], header: 'x-version', maxMs: 40_000 });
+    await eventually(() => load.report.ok >= 50, `50 answers under load (${describeLoad(load.report)})`, 15_000);
+    writeFileSync(running.file, configText(running.ports, { workers: 2, env: { VERSION: '2' } }));
+    const reload = await cli(['reload', '-c', running.file], running.dir);
+    assert.equal(reload.code, 0, `${reload.stderr}${reload.stdout}`);
+    // The reload resolves at the swap; the deploy it queued rolls the instances afterwards.
+    const afterwards = await eventually(
+      async () => {
+        const instances = (await primaryStatus(running.file)).instances;
+        return instances.every((i) => i.state === 'ready' && !before.includes(i.pid!)) && instances;
+      },
+      'every instance replaced after the reload',
+      30_000,
+    );
+    await eventually(() => (load.report.seen.get('2') ?? 0) >= 50, `50 answers of version 2 (${describeLoad(load.report)})`, 15_000);
+    const during = await load.stop();
+    t.diagnostic(`during the reload and its deploy: ${describeLoad(during)}`);
+    assert.equal(failures(during), 0, describeLoad(during));
+    const seen = await sample(running.base, 40);
+    assert.deepEqual([...new Set(seen.statuses)], [200]);
+    assert.deepEqual([...seen.pids].sort(), afterwards.map((i) => i.pid!).sort(), 'only the new instances answer');
+    assert.deepEqual([...seen.workers].sort(), [...workerPids].sort(), 'through both workers (the same ones: a reload replaces no worker)');
   });
 
   test('a worker killed with SIGKILL is replaced, and the replacement forwards to the spawned instances at once (it is told their ports before it serves)', async (t) => {
