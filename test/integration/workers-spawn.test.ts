@@ -205,3 +205,19 @@ describe('workers: 2 with spawned app servers: one Supervisor and one control so
     await eventually(() => pids.every((pid) => !alive(pid)), `no worker or app process left (${pids.filter(alive).join(', ')})`, 10_000);
   });
 });
+
+describe('workers: 2 with spawned app servers: kill -9 of the primary', { timeout: 60_000 }, () => {
+  test('kill -9 of the primary leaves no worker and no app process (the instances die with the primary that spawned them)', async () => {
+    const running = await startRunning('wspawn-kill', { workers: 2, instances: 2 });
+    try {
+      const state = await primaryStatus(running.file);
+      const pids = [...state.workers.map((w) => w.pid!), ...state.instances.map((i) => i.pid!)];
+      assert.equal(pids.length, 4);
+      running.portico.signal('SIGKILL');
+      await running.portico.exited;
+      await eventually(() => pids.every((pid) => !alive(pid)), `no worker or app process left (${pids.filter(alive).join(', ')})`, 10_000);
+    } finally {
+      await running.close();
+    }
+  });
+});
