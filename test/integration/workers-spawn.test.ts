@@ -6,12 +6,14 @@
  * SIGTERM to the primary leaves no app process.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { describeLoad, failures, startLoad } from '../helpers/load.js';
-import { alive, eventually } from '../helpers/supervise.js';
-import { cli, configText, pidsOf, startRunning, status, type Running } from './zero-downtime-support.js';
+import { PorticoProcess } from '../helpers/process.js';
+import { alive, eventually, portRange } from '../helpers/supervise.js';
+import { cli, configText, pidsOf, startRunning, status, testDir, type Running } from './zero-downtime-support.js';
 
 /** One GET on a fresh connection (workers accept by connection): status, the app's pid, the worker's pid. */
 function who(base: string, pathname = '/'): Promise<{ status: number; pid: number; worker: number }> {
@@ -219,5 +221,34 @@ describe('workers: 2 with spawned app servers: kill -9 of the primary', { timeou
     } finally {
       await running.close();
     }
+  });
+});
+
+describe('workers: 2: a reload that adds the first spawned upstream', { timeout: 60_000 }, () => {
+  test('the primary starts its instances before the workers swap: every request right after portico reload is answered by them through both workers, none 503', async (t) => {
+    const dir = testDir('wspawn-add');
+    const file = path.join(dir, 'portico.yaml');
+    writeFileSync(file, ['listen: ["127.0.0.1:0"]', 'workers: 2', 'log: { access: off }', 'sites:', '  - routes:', '      - { path: /, respond: { body: none } }', ''].join('\n'));
+    const portico = await PorticoProcess.start(file, dir);
+    let pids: number[] = [];
+    try {
+      const base = `http://127.0.0.1:${portico.port}`;
+      assert.deepEqual((await primaryStatus(file)).instances, []);
+      writeFileSync(file, configText(portRange(6).text, { workers: 2, instances: 2 }));
+      const reload = await cli(['reload', '-c', file], dir);
+      assert.equal(reload.code, 0, `${reload.stderr}${reload.stdout}`);
+      const seen = await sample(base, 40);
+      const state = await primaryStatus(file);
+      pids = [...state.workers.map((w) => w.pid!), ...state.instances.map((i) => i.pid!)];
+      t.diagnostic(`40 requests right after the reload: statuses ${[...new Set(seen.statuses)].join(',')}; app pids ${[...seen.pids].join(', ')}; workers ${[...seen.workers].join(', ')}`);
+      assert.deepEqual([...new Set(seen.statuses)], [200]);
+      assert.deepEqual([...seen.pids].sort(), state.instances.map((i) => i.pid!).sort());
+      assert.equal(seen.workers.size, 2);
+    } finally {
+      await portico.stop();
+      await eventually(() => pids.every((pid) => !alive(pid)), 'no process left', 10_000).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.deepEqual(pids.filter(alive), [], 'no worker or app process left after SIGTERM');
   });
 });
