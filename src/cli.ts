@@ -177,7 +177,20 @@ async function run(file: string, dev: boolean): Promise<number> {
   const first = read(errors);
   if (first === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
   const config = first.config;
-  if (config.workers > 1) return runPrimary(first, () => read(), certificate);
+  if (config.workers > 1) {
+    // A reload in the primary (SIGHUP, `portico reload`): the file read and parsed once; its errors go to the one
+    // who asked (ConfigError, every issue at file:line:col).
+    const reread = (): LoadedConfig => {
+      let text: string | undefined;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch {
+        // Reported by loadConfigFile as a config error (the file's absolute path and why).
+      }
+      return text === undefined ? { config: withDev(loadConfigFile(file)), text: '' } : { config: withDev(parseConfig(text, file)), text };
+    };
+    return runPrimary(first, reread, certificate);
+  }
   let server: Portico;
   const logger = createErrorLog(config.log.level);
   try {
@@ -290,7 +303,7 @@ async function run(file: string, dev: boolean): Promise<number> {
 /** `portico run` with `workers: N` (N > 1): this process is the primary (see `server/workers.ts`). */
 async function runPrimary(
   first: LoadedConfig,
-  read: () => LoadedConfig | undefined,
+  read: () => LoadedConfig,
   certificate: Awaited<ReturnType<typeof devCertificate>> | undefined,
 ): Promise<number> {
   const say = (line: string) => void process.stderr.write(`${line}\n`);
@@ -301,6 +314,7 @@ async function runPrimary(
       text: first.text,
       load: read,
       say,
+      version,
       // The workers' error log has the primary's level (at start; as with one process, a reload keeps it).
       env: { PORTICO_LOG_LEVEL: config.log.level, ...(certificate === undefined ? {} : { [DEV_DIR_ENV]: certificate.dir }) },
     });
@@ -323,12 +337,10 @@ async function runPrimary(
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Not Node's default for SIGUSR2 (the process ends): an upgrade in place is for one process, not yet for workers.
   process.on('SIGUSR2', () => say('portico: SIGUSR2 ignored: an upgrade in place is not supported with workers; restart Portico to run new code'));
+  // SIGHUP takes the same path as `portico reload` (the primary's control socket): queued behind any operation.
   process.on('SIGHUP', () => {
-    primary.reload().then((result) => {
-      if (result.ok) say(`portico: config reloaded (${config.workers} workers)`);
-      else if (result.error.code === 'PORTICO_CONFIG_INVALID') say('portico: reload refused, still serving the previous config');
-      else say(`portico: reload failed: ${result.error.message} (${result.error.code}); still serving the previous config`);
-    });
+    if (stopping) return void say('portico: SIGHUP ignored: stopping');
+    void primary.reload().then((result) => reportReload(config.file, result));
   });
   const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);

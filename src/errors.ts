@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   PORTICO_STATE_DIR: 500,
   /** A worker process (`workers: N`) could not start. */
   PORTICO_WORKER_FAILED: 500,
+  /** A reload with `workers: N`: some worker (or every one) did not take the new config. */
+  PORTICO_RELOAD_FAILED: 500,
   /** A certificate handed to the certificate store at runtime (ACME) is no PEM, or its key does not match it. */
   PORTICO_BAD_CERTIFICATE: 500,
   /** An app server Portico runs (`spawn`) cannot be started as configured (user/group without root, no such user). */

@@ -71,6 +71,10 @@ function statusLines(result: Record<string, unknown>): string[] {
     `state     ${result.state_dir === null ? '-' : displayPath(String(result.state_dir))}`,
     `control   ${result.control_socket === null ? '-' : displayPath(String(result.control_socket))}`,
     `operation ${now}`,
+    // With `workers: N`: this is the primary; the workers serve.
+    ...(Array.isArray(result.workers)
+      ? [`workers   ${(result.workers as Array<{ slot: number; pid?: number }>).map((w) => `${w.slot}: ${w.pid === undefined ? 'starting' : `pid ${w.pid}`}`).join(', ')}`]
+      : []),
     ...((result.instances as InstanceLine[] | undefined) ?? []).map(
       (i) => `instance  ${i.slot} ${stateText(i)}${i.pid === undefined ? '' : ` pid ${i.pid}`}${i.port === undefined ? '' : ` port ${i.port}`}${i.restarts > 0 ? `, ${i.restarts} restarts` : ''}`,
     ),

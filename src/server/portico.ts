@@ -8,7 +8,6 @@
  * limit's buckets) by site, route and options, the listeners by bound address.
  */
 import type { IncomingMessage } from 'node:http';
-import path from 'node:path';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -28,7 +27,7 @@ import { Supervisor } from '../supervise/supervisor.js';
 import { upstreamSpecs } from '../supervise/spec.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { ControlServer } from '../control/server.js';
-import { socketPathProblem } from '../config/control.js';
+import { openControlDir } from './control-dir.js';
 import type { Progress } from '../control/protocol.js';
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
@@ -93,6 +92,11 @@ export interface WorkerRole {
   listeners: ListenerOptions;
   /** A purge or invalidation made in one of this worker's zones, for the primary to pass on to the others. */
   purged(zone: string, kind: 'key' | 'prefix', value: string): void;
+  /**
+   * Which port serves a spawned slot now, as the primary's Supervisor last told (see `moveSlot`): a worker runs no
+   * Supervisor of its own, and its upstreams' slots start where the primary has them.
+   */
+  slotPort(upstream: string, slot: string): number | undefined;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -164,7 +168,7 @@ export class Portico {
     this.#worker = options.worker;
     // A worker's upstreams take their active checks' outcomes from the primary.
     this.#upstreams = new UpstreamRegistry(logger, {
-      slotPort: (upstream, slot) => this.#supervisor?.port(upstream, slot),
+      slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
     });
     if (this.#worker === undefined) this.#openState(config.state_dir);
@@ -179,7 +183,8 @@ export class Portico {
     upstreams.commit();
     const kept = this.#kept.plan();
     try {
-      if (hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
+      // A worker's app servers are the primary's Supervisor's (see `moveSlot`).
+      if (this.#worker === undefined && hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
       this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
     } catch (err) {
       void kept.discard();
@@ -222,6 +227,14 @@ export class Portico {
     return kind === 'key' ? found.purge(value, false) : found.purgePrefix(value, false);
   }
 
+  /**
+   * A worker: the primary's Supervisor moved a spawned slot (see `SlotSink.moved`); resolves once nothing is in
+   * flight on its previous port here (bounded by `drainMs`).
+   */
+  moveSlot(upstream: string, slot: string, port: number | undefined, drainMs: number): Promise<void> {
+    return this.#sink.moved(upstream, slot, port, drainMs);
+  }
+
   /** An active check's outcome from the primary (see `Upstream.applyCheck`), for the app now serving. */
   applyCheck(upstream: string, label: string, healthy: boolean, passed: boolean, started: number): void {
     this.#app.upstream(upstream)?.applyCheck(label, healthy, passed, started);
@@ -247,33 +260,13 @@ export class Portico {
   }
 
   /**
-   * Opens the control socket's folder when the config names no state directory (`./var/NAME` beside it) and
-   * binds the socket. A default folder that cannot be made (a config folder Portico may not write), or whose
-   * socket path would pass the 107-byte limit, leaves the server without a control socket, with a warning: such a
-   * config served before the control socket existed, and still does. Another Portico holding it is an error.
-   */
-  /**
    * Opens the control socket's folder (the state directory) when the config names none: `./var/NAME` beside the
-   * config. An upgrade's new process accepts its predecessor's lock on it, as for a named one.
+   * config (see `openControlDir`). An upgrade's new process accepts its predecessor's lock on it, as for a named one.
    */
   #openControlDir(config: Config): boolean {
     if (this.#state !== undefined) return true;
-    const socket = config.control.socket;
-    // (A state_dir the config names is checked with it: a socket path too long there is a config error.)
-    const tooLong = socketPathProblem(socket);
-    if (tooLong !== undefined) {
-      this.#logger.warn(`no control socket (portico reload, deploy, status cannot reach this process): ${tooLong}`);
-      return false;
-    }
-    try {
-      this.#state = StateDir.open(path.dirname(socket), this.#logger, this.#upgrade?.predecessor);
-    } catch (err) {
-      const cause = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
-      if (cause !== 'EACCES' && cause !== 'EPERM' && cause !== 'EROFS') throw err;
-      this.#logger.warn({ err }, 'no control socket (portico reload, deploy, status cannot reach this process): set state_dir to a folder Portico may create');
-      return false;
-    }
-    return true;
+    this.#state = openControlDir(config, this.#logger, this.#upgrade?.predecessor);
+    return this.#state !== undefined;
   }
 
   /** Binds the control socket (its folder opened by `#openControlDir`). */
@@ -483,7 +476,7 @@ export class Portico {
     const caches = this.#zones.resolve(config.caches);
     this.#sharePurges(caches.fresh);
     // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
-    const supervisor = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
+    const supervisor = this.#worker === undefined && this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
     if (supervisor !== undefined) this.#supervisor = supervisor;
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     const kept = this.#kept.plan();
@@ -529,6 +522,8 @@ export class Portico {
     // Instances that started or moved while the new upstreams were being built: their slots catch up.
     const running = this.#supervisor;
     if (running !== undefined) for (const upstream of upstreams.fresh) upstream.syncSlots((name, slot) => running.port(name, slot));
+    const worker = this.#worker;
+    if (worker !== undefined) for (const upstream of upstreams.fresh) upstream.syncSlots((name, slot) => worker.slotPort(name, slot));
     const dropped = kept.commit();
     this.#upstreams.start();
     const previous = this.#app;

@@ -1,7 +1,7 @@
 /**
  * `workers: N`: one `portico run` process, the primary (node:cluster's), holds the control plane — the state
- * directory and its lock, the active health checks, the ACME orders (and, as they come, the control socket and
- * the Supervisor of spawned apps) — and N worker processes hold the data plane: the listeners and the app. The
+ * directory and its lock, the active health checks, the ACME orders, the Supervisor of spawned app servers and the
+ * control socket (reload, deploy, status) — and N worker processes hold the data plane: the listeners and the app. The
  * primary sends the workers what they must know as IPC messages (the `ToWorker` union); workers answer with
  * `ToPrimary`. With `workers: 1` (the default) none of this runs: `portico run` is the single process it always
  * was.
@@ -16,13 +16,19 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { PorticoError } from '../errors.js';
+import { formatConfigIssue, PorticoError } from '../errors.js';
+import { ControlServer } from '../control/server.js';
+import type { OperationResult, Progress } from '../control/protocol.js';
+import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
 import type { AcmeSites, CertificateSink } from '../tls/acme.js';
 import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import { Upstream } from '../upstream/upstream.js';
 import { Portico } from './portico.js';
+import { openControlDir } from './control-dir.js';
+import { Operations } from './operations.js';
+import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
 export const WORKER_ENV = 'PORTICO_WORKER';
@@ -36,6 +42,8 @@ const STICKY_KEY_FILE = 'sticky.key';
 const START_TIMEOUT_MS = 30_000;
 /** How long the workers may take to reload. */
 const RELOAD_TIMEOUT_MS = 60_000;
+/** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
+const MOVE_MARGIN_MS = 2_000;
 /** Exits within this window count towards a crash loop. */
 const CRASH_WINDOW_MS = 60_000;
 /** This many exits within the window is a crash loop: reported, and replacements wait the longest backoff. */
@@ -61,10 +69,10 @@ interface HeldCertificate {
 }
 
 /**
- * Primary → worker. Hook for the Supervisor of spawned apps (it lives in the primary): its SlotSink would send
- * `{ t: 'moved', upstream, slot, port, drainMs }` to every worker (`Primary.broadcast`), each worker calling its
- * Portico's `moved`, and resolve once every worker answered; a worker started later gets the slots' ports in
- * `init`. The control socket (also the primary's) calls `Primary.reload`, `Primary.purge`, `Primary.workers`.
+ * Primary → worker. The Supervisor of spawned apps lives in the primary: its SlotSink sends `moved` to every worker
+ * (each moves the slot in its upstreams and answers `moved` once the previous port drained) and resolves once
+ * every worker answered; a worker started later gets the slots' ports in `init`. The control socket (also the
+ * primary's) reloads every worker with `reload`.
  */
 export type ToWorker =
   | {
@@ -78,7 +86,10 @@ export type ToWorker =
       health: Array<[string, string, boolean]>;
       challenges: Array<[string, string]>;
       certificates: HeldCertificate[];
+      /** The port serving each spawned slot now: upstream, slot, port. */
+      slots: Array<[string, string, number]>;
     }
+  | { t: 'moved'; seq: number; upstream: string; slot: string; port: number | null; drainMs: number }
   | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
   | { t: 'reload'; seq: number; config: string }
@@ -93,6 +104,7 @@ export type ToPrimary =
   | { t: 'ready'; addresses: BoundAddress[] }
   | { t: 'failed'; error: string }
   | { t: 'reloaded'; seq: number; error?: string }
+  | { t: 'moved'; seq: number }
   | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
@@ -192,15 +204,14 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** The result of a reload of every worker. */
-export type WorkersReload = { ok: true } | { ok: false; error: { code: string; message: string; issues?: string[] } };
-
 interface Slot {
   index: number;
   worker: Worker | undefined;
   pid: number | undefined;
   /** When its current worker started (a worker that lived long resets nothing, but is not a crash loop). */
   startedAt: number;
+  /** Its current worker was sent `init`: later messages reach it (earlier ones are in that snapshot). */
+  told: boolean;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -214,8 +225,12 @@ export interface LoadedConfig {
 export interface PrimaryOptions {
   /** The text the config was parsed from. */
   text: string;
-  /** Loads the config file again (the same as at start: `--dev`'s certificate included); undefined when invalid (reported). */
-  load: () => LoadedConfig | undefined;
+  /** Loads the config file again (the same as at start: `--dev`'s certificate included); throws ConfigError. */
+  load: () => LoadedConfig;
+  /** The version `status` reports. */
+  version?: string;
+  /** Builds the Supervisor of the app servers (`spawn`); default: the real one. */
+  supervisor?: SupervisorFactory;
   /** Where the primary's lines go (stderr in `portico run`). */
   say: (line: string) => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
@@ -223,9 +238,10 @@ export interface PrimaryOptions {
 }
 
 /**
- * The primary of `workers: N`. Hook points for the control plane of other parts: `reload()` (for SIGHUP and a
- * control socket), `purge()` (for an admin or control path), `broadcast()` (for a Supervisor's SlotSink: a
- * `moved` message per worker), `workers()` (status).
+ * The primary of `workers: N`: the control plane of the machine. It runs the Supervisor of spawned app servers
+ * (one, whatever the worker count: its moves reach every worker), the active health checks, the ACME orders and
+ * the control socket, whose operations (reload, deploy, status) take one serialised path (`Operations`), as in a
+ * single process. Hook points: `reload()` (SIGHUP), `purge()` (an admin path), `broadcast()`, `workers()`.
  */
 export class Primary {
   #config: Config;
@@ -251,8 +267,23 @@ export class Primary {
   #addresses: BoundAddress[] = [];
   #stopping = false;
   readonly #backoff = new RestartBackoff();
-  #reloading: Promise<unknown> = Promise.resolve();
   #reloadSeq = 0;
+  /** The app servers (`spawn`), made with the first config that has some. */
+  #supervisor: SupervisorLike | undefined;
+  readonly #supervisorFactory: SupervisorFactory;
+  /** Where each spawned slot is served, `upstream\0slot` → port, as the Supervisor told: for workers started later. */
+  readonly #slotPorts = new Map<string, number>();
+  #moveSeq = 0;
+  /** Moves waiting for the workers' answers: seq → worker id → done. */
+  readonly #moveWaits = new Map<number, Map<number, () => void>>();
+  /** The Supervisor's moves go to the primary's health checks and to every worker. */
+  readonly #sink: SlotSink = { moved: (upstream, slot, port, drainMs) => this.#moved(upstream, slot, port, drainMs) };
+  /** Reloads and deploys, one at a time whoever asks (SIGHUP, the control socket). */
+  readonly #operations: Operations;
+  #control: ControlServer | undefined;
+  readonly #startedAt = Date.now();
+  /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
+  #deploys: Promise<void> = Promise.resolve();
   readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
@@ -277,6 +308,34 @@ export class Primary {
     if (config.state_dir !== undefined) this.#state = StateDir.open(config.state_dir, logger);
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
+    this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
+    this.#operations = new Operations(
+      {
+        config: () => this.#config,
+        reloadFile: (progress) => this.#reloadFile(progress),
+        status: () => this.#status(),
+        deploy: (upstream, progress) => {
+          const supervisor = this.#supervisor;
+          if (supervisor === undefined) return Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico runs no app servers (no upstream has spawn)'));
+          return supervisor.deploy(upstream, progress);
+        },
+        upgrade: () =>
+          Promise.reject(
+            new PorticoError('PORTICO_UNSUPPORTED', `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`),
+          ),
+      },
+      logger,
+    );
+  }
+
+  /** Reloads, deploys and status, serialised: what SIGHUP and the control socket call. */
+  get operations(): Operations {
+    return this.#operations;
+  }
+
+  /** The Supervisor of the spawned app servers, when the config has `spawn`. */
+  get supervisor(): SupervisorLike | undefined {
+    return this.#supervisor;
   }
 
   /** How the workers accept connections. */
@@ -305,15 +364,28 @@ export class Primary {
     cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
     cluster.on('message', (worker, message: ToPrimary) => this.#onMessage(worker, message));
     cluster.on('exit', (worker, code, signal) => this.#onExit(worker, code, signal));
-    this.#startChecks(this.#config);
     try {
-      for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, timer: undefined });
+      // The app servers first: the workers start with every slot's port (a slot joins only once ready).
+      if (hasSpawn(this.#config)) {
+        this.#supervisor = this.#supervisorFactory(this.#config, this.#logger, this.#sink);
+        await this.#supervisor.start();
+      }
+      this.#startChecks(this.#config);
+      for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, told: false, timer: undefined });
       const [first, ...rest] = this.#slots;
       this.#addresses = await this.#fork(first!);
       this.#config.listen.forEach((listener, i) => {
         if (listener.addr.port === 0 && this.#addresses[i] !== undefined) this.#ports.set(listener.addr.text, this.#addresses[i]!.port);
       });
       await Promise.all(rest.map((slot) => this.#fork(slot)));
+      // The control socket once every worker serves (a reload must reach them all); its folder is the state
+      // directory (the default one beside the config when it names none).
+      this.#state ??= openControlDir(this.#config, this.#logger);
+      if (this.#state !== undefined) {
+        const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
+        await control.start();
+        this.#control = control;
+      }
     } catch (err) {
       await this.stop(1000);
       throw err;
@@ -327,6 +399,7 @@ export class Primary {
     slot.worker = worker;
     slot.pid = worker.process.pid;
     slot.startedAt = Date.now();
+    slot.told = false;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         done();
@@ -335,7 +408,10 @@ export class Primary {
       }, START_TIMEOUT_MS);
       const onMessage = (message: ToPrimary) => {
         // A message sent before the worker listens would be lost: it asks when it is ready to be told.
-        if (message.t === 'hello') worker.send(this.#init(), (err: Error | null) => void err);
+        if (message.t === 'hello') {
+          slot.told = true;
+          worker.send(this.#init(), (err: Error | null) => void err);
+        }
         else if (message.t === 'ready') {
           done();
           this.#options.say(`portico: worker ${slot.index} serving (pid ${worker.process.pid})`);
@@ -375,7 +451,51 @@ export class Primary {
       }),
       challenges: this.#challenges.entries(),
       certificates: [...this.#certificates.values()],
+      slots: [...this.#slotPorts].map(([key, port]) => {
+        const [upstream, slot] = key.split('\0') as [string, string];
+        return [upstream, slot, port];
+      }),
     };
+  }
+
+  /**
+   * The Supervisor's SlotSink: slot `slot` of `upstream` is served by `port` now (or by nothing). Kept for workers
+   * started later, followed by the primary's health checks, and sent to every worker told its `init` (one not told
+   * yet finds the port in it); resolves once each has drained the previous port, or died, bounded by `drainMs` and
+   * a margin.
+   */
+  async #moved(upstream: string, slot: string, port: number | undefined, drainMs: number): Promise<void> {
+    const key = `${upstream}\0${slot}`;
+    if (port === undefined) this.#slotPorts.delete(key);
+    else this.#slotPorts.set(key, port);
+    // No request goes through the checkers: nothing to drain.
+    for (const checker of this.#checkers) if (checker.name === upstream) void checker.moveSlot(slot, port, 0);
+    const seq = ++this.#moveSeq;
+    const waits = new Map<number, () => void>();
+    this.#moveWaits.set(seq, waits);
+    const message: ToWorker = { t: 'moved', seq, upstream, slot, port: port ?? null, drainMs };
+    const answers = this.#slots
+      .filter((s) => s.told && s.worker !== undefined && s.worker.isConnected())
+      .map((s) => {
+        const worker = s.worker!;
+        return new Promise<void>((resolve) => {
+          waits.set(worker.id, resolve);
+          worker.send(message, (err: Error | null) => void (err !== null && resolve()));
+        });
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.#logger.warn({ upstream, slot, port }, `${slot}: not every worker confirmed the move to port ${port ?? '(none)'} within ${drainMs + MOVE_MARGIN_MS} ms; going on`);
+        resolve();
+      }, drainMs + MOVE_MARGIN_MS);
+    });
+    try {
+      await Promise.race([Promise.all(answers), late]);
+    } finally {
+      clearTimeout(timer);
+      this.#moveWaits.delete(seq);
+    }
   }
 
   /** Sends a message to every worker now running. */
@@ -403,6 +523,8 @@ export class Primary {
       }
     } else if (message.t === 'reloaded') {
       this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
+    } else if (message.t === 'moved') {
+      this.#moveWaits.get(message.seq)?.get(worker.id)?.();
     }
   }
 
@@ -412,7 +534,10 @@ export class Primary {
     if (slot === undefined) return;
     slot.worker = undefined;
     slot.pid = undefined;
+    slot.told = false;
     for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
+    // A worker gone has nothing in flight on a previous port.
+    for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
@@ -432,6 +557,8 @@ export class Primary {
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
       if (upstreamConfig.health === undefined) continue;
       const upstream = new Upstream(name, upstreamConfig as Upstream['config'], config.dir, this.#logger, this.#stickyKey, {
+        // Spawned slots are checked where the Supervisor has them (see `#moved`).
+        slotPort: (upstreamName, slot) => this.#slotPorts.get(`${upstreamName}\0${slot}`),
         onCheck: (checked, server, passed, started) => {
           this.#health.set(`${checked.name}\0${server.label}`, server.healthy);
           this.broadcast({ t: 'check', upstream: checked.name, label: server.label, healthy: server.healthy, passed, started });
@@ -482,24 +609,70 @@ export class Primary {
   }
 
   /**
-   * Reloads: the primary loads and validates the config first (an invalid one changes nothing: every worker
-   * keeps serving the previous one), then every worker reloads it, then the primary's checks and orders follow.
-   * One reload at a time.
+   * Reloads the config file (SIGHUP): the operations queue's reload, as `portico reload` asks it. See `#reloadFile`.
    */
-  reload(): Promise<WorkersReload> {
-    const run = this.#reloading.then(() => this.#reload());
-    this.#reloading = run.catch(() => undefined);
-    return run;
+  reload(): Promise<OperationResult> {
+    return this.#operations.reload();
   }
 
-  async #reload(): Promise<WorkersReload> {
-    const loaded = this.#options.load();
-    if (loaded === undefined) return { ok: false, error: { code: 'PORTICO_CONFIG_INVALID', message: 'the config is invalid' } };
-    const { config, text } = loaded;
+  /**
+   * A reload, in the operations queue: the primary loads and validates the config first (an invalid one changes
+   * nothing: every worker keeps serving the previous one; throws ConfigError with every issue), the app servers a
+   * new config adds start, then every worker reloads it; then the primary's checks and orders follow, and the
+   * upstreams whose `spawn` changed are deployed (queued behind this reload).
+   */
+  async #reloadFile(progress: Progress): Promise<Record<string, unknown>> {
+    const file = this.#config.file;
+    progress({ message: `reading ${file}` });
+    const { config, text } = this.#options.load();
+    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    for (const warning of warnings) progress({ message: warning });
     if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
     if (config.state_dir !== this.#config.state_dir) {
-      return { ok: false, error: { code: 'PORTICO_STATE_DIR', message: `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it` } };
+      throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it`);
     }
+    // The first config with `spawn` brings the Supervisor; a running one starts the upstreams this config adds
+    // (refusing a user/group it cannot use): before the workers swap, so that no new route answers 503.
+    const fresh = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
+    const prepared = fresh === undefined ? this.#supervisor : undefined;
+    if (fresh !== undefined) {
+      this.#supervisor = fresh;
+      try {
+        await fresh.start();
+      } catch (err) {
+        this.#supervisor = undefined;
+        await fresh.stop();
+        throw err;
+      }
+    } else await prepared?.prepare?.(config);
+    progress({ message: `the config is valid: reloading ${this.#count} workers` });
+    const errors = await this.#reloadWorkers(text);
+    const workers = this.#slots.filter((slot) => slot.worker !== undefined).length;
+    if (errors.length > 0 && errors.length >= workers) {
+      // No worker serves the new config: what was started for it goes again.
+      if (fresh !== undefined) {
+        this.#supervisor = undefined;
+        await fresh.stop();
+      } else if (prepared !== undefined) {
+        try {
+          prepared.update(this.#config);
+        } catch (undo) {
+          this.#logger.error({ err: undo }, 'reload failed: stopping the app servers it started failed');
+        }
+      }
+      throw Object.assign(new PorticoError('PORTICO_RELOAD_FAILED', errors[0]!), { issues: errors });
+    }
+    this.#config = config;
+    this.#text = text;
+    this.#startChecks(config);
+    if (prepared !== undefined) this.#deploy(prepared.update(config));
+    await this.#updateAcme(config);
+    if (errors.length > 0) throw Object.assign(new PorticoError('PORTICO_RELOAD_FAILED', `some workers did not reload: ${errors.join('; ')}`), { issues: errors });
+    return { config: config.file, warnings, workers };
+  }
+
+  /** Sends every worker the config text to reload; resolves with the errors of those that did not. */
+  async #reloadWorkers(text: string): Promise<string[]> {
     const seq = ++this.#reloadSeq;
     const waits = new Map<number, (error: string | undefined) => void>();
     this.#reloadWaits.set(seq, waits);
@@ -520,23 +693,49 @@ export class Primary {
       });
     const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
     this.#reloadWaits.delete(seq);
-    if (errors.length === replies.length && errors.length > 0) {
-      return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: errors[0]!, issues: errors } };
+    return errors;
+  }
+
+  /** Rolls the upstreams whose `spawn` a reload changed: each a deploy queued behind it; each outcome is logged. */
+  #deploy(upstreams: readonly string[]): void {
+    for (const upstream of upstreams) {
+      const done = this.#operations
+        .deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'))
+        .then((result) => {
+          if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');
+          else this.#logger.error({ upstream, error: result.error }, 'deploy after reload failed: the previous instances keep serving');
+        });
+      this.#deploys = this.#deploys.then(() => done);
     }
-    this.#config = config;
-    this.#text = text;
-    this.#startChecks(config);
-    await this.#updateAcme(config);
-    if (errors.length > 0) return { ok: false, error: { code: 'PORTICO_RELOAD_FAILED', message: `some workers did not reload: ${errors.join('; ')}`, issues: errors } };
-    return { ok: true };
+  }
+
+  /** What `status` reports: this primary, its workers and the app servers. */
+  #status(): Record<string, unknown> {
+    return {
+      version: this.#options.version ?? 'unknown',
+      pid: process.pid,
+      uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
+      config: this.#config.file,
+      state_dir: this.#state?.path ?? null,
+      control_socket: this.#control?.socket ?? null,
+      listeners: this.#addresses.map((address, i) => {
+        const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+        return { address: `${host}:${address.port}`, url: `${this.#config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
+      }),
+      workers: this.workers(),
+      instances: this.#supervisor?.slots() ?? [],
+    };
   }
 
   /**
-   * Stops: ACME and checks end, every worker stops gracefully (its requests in flight finish, up to `graceMs`;
-   * one still running after that and a little more is killed), the state directory is released.
+   * Stops: the control socket, ACME and checks end, every worker stops gracefully (its requests in flight finish,
+   * up to `graceMs`; one still running after that and a little more is killed), then the app servers (nothing
+   * forwards to them any more), and the state directory is released.
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
+    this.#operations.stop();
+    await this.#control?.stop();
     this.#acme?.stop();
     for (const upstream of this.#checkers) void upstream.stop(0);
     const exits = this.#slots.map((slot) => {
@@ -554,6 +753,8 @@ export class Primary {
       });
     });
     await Promise.all(exits);
+    await this.#supervisor?.stop();
+    await this.#deploys;
     this.#state?.release();
   }
 }
@@ -606,6 +807,8 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
   const challenges = new Http01Challenges();
   for (const [token, value] of init.challenges) challenges.set(token, value);
   const ports = new Map(init.ports);
+  // Where the primary's Supervisor has each spawned slot, kept current by its `moved` messages.
+  const slotPorts = new Map(init.slots.map(([upstream, name, port]) => [`${upstream}\0${name}`, port]));
   let server: Portico;
   try {
     server = new Portico(workerConfig(loaded, slot, count), log, {
@@ -614,6 +817,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         challenges,
         listeners: { ticketKeys: Buffer.from(init.ticketKeys, 'hex'), reusePort: init.accept === 'reuseport', ports },
         purged: (zone, kind, value) => send({ t: 'purged', zone, kind, value }),
+        slotPort: (upstream, name) => slotPorts.get(`${upstream}\0${name}`),
       },
     });
     for (const certificate of init.certificates) server.certificates.install(certificate.id, certificate.hosts, certificate.cert, certificate.key);
@@ -668,6 +872,17 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
           }
         });
         break;
+      case 'moved': {
+        // New requests go to the new port at once; the primary is answered once the previous one drained here.
+        const key = `${message.upstream}\0${message.slot}`;
+        if (message.port === null) slotPorts.delete(key);
+        else slotPorts.set(key, message.port);
+        void server
+          .moveSlot(message.upstream, message.slot, message.port ?? undefined, message.drainMs)
+          .catch((err: unknown) => log.warn({ err, slot: message.slot }, 'moving a spawned slot failed'))
+          .finally(() => send({ t: 'moved', seq: message.seq }));
+        break;
+      }
       case 'stop':
         stop(message.graceMs);
         break;

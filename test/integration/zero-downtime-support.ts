@@ -27,13 +27,17 @@ export interface AppOptions {
   env?: Record<string, string>;
   healthTimeout?: string;
   stopTimeout?: string;
+  /** `workers: N` (the proxied routes then tell the app the answering worker's pid in X-Worker, echoed back). */
+  workers?: number;
 }
 
 /** The config text: `/cached` through a cache zone, everything else proxied to the spawned `app`. */
 export function configText(ports: string, app: AppOptions = {}): string {
   const env = Object.entries(app.env ?? {}).map(([k, v]) => `${k}: "${v}"`).join(', ');
+  const worker = app.workers === undefined ? '' : ', set_headers: { X-Worker: "$pid" }';
   return [
     'listen: ["127.0.0.1:0"]',
+    ...(app.workers === undefined ? [] : [`workers: ${app.workers}`]),
     'log: { access: off, level: info }',
     'caches: { main: { memory: 16MB } }',
     'upstreams:',
@@ -51,9 +55,9 @@ export function configText(ports: string, app: AppOptions = {}): string {
     'sites:',
     '  - routes:',
     '      - path: /cached',
-    '        proxy: { upstream: app, cache: { zone: main } }',
+    '        proxy: { upstream: app, cache: { zone: main }' + worker + ' }',
     '      - path: /',
-    '        proxy: { upstream: app }',
+    '        proxy: { upstream: app' + worker + ' }',
     '',
   ].join('\n');
 }
