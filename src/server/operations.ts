@@ -155,6 +155,20 @@ export class Operations implements ControlHandler {
     });
   }
 
+  /**
+   * Deploys each upstream whose `spawn` a reload changed, queued now (behind the reload that found them) and run
+   * in order; each outcome is logged. Resolves when all are done (never rejects).
+   */
+  deployChanged(upstreams: readonly string[]): Promise<void> {
+    const done = upstreams.map((upstream) =>
+      this.deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy')).then((result) => {
+        if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');
+        else this.#logger.error({ upstream, error: result.error }, 'deploy after reload failed: the previous instances keep serving');
+      }),
+    );
+    return Promise.all(done).then(() => undefined);
+  }
+
   /** Upgrades Portico itself in place (a new process takes the listening sockets over). */
   upgrade(progress: Progress = () => {}): Promise<OperationResult> {
     // A second upgrade asked while one is queued or running is refused at once, not run after it (by then this

@@ -580,16 +580,10 @@ export class Portico {
    * on the one serialised path (the reload resolved at its swap); each outcome is logged.
    */
   #deploy(upstreams: readonly string[]): void {
-    for (const upstream of upstreams) {
-      const done = this.#operations
-        .deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'))
-        .then((result) => {
-          if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');
-          else this.#logger.error({ upstream, error: result.error }, 'deploy after reload failed: the previous instances keep serving');
-        });
-      this.#deploys = this.#deploys.then(() => done);
-    }
+    const done = this.#operations.deployChanged(upstreams);
+    this.#deploys = this.#deploys.then(() => done);
   }
+
 
   /**
    * Stops accepting, lets requests in flight finish (up to `graceMs`), then stops the app, and only then the app

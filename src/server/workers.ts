@@ -698,16 +698,10 @@ export class Primary {
 
   /** Rolls the upstreams whose `spawn` a reload changed: each a deploy queued behind it; each outcome is logged. */
   #deploy(upstreams: readonly string[]): void {
-    for (const upstream of upstreams) {
-      const done = this.#operations
-        .deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy'))
-        .then((result) => {
-          if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');
-          else this.#logger.error({ upstream, error: result.error }, 'deploy after reload failed: the previous instances keep serving');
-        });
-      this.#deploys = this.#deploys.then(() => done);
-    }
+    const done = this.#operations.deployChanged(upstreams);
+    this.#deploys = this.#deploys.then(() => done);
   }
+
 
   /** What `status` reports: this primary, its workers and the app servers. */
   #status(): Record<string, unknown> {
