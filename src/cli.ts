@@ -82,6 +82,11 @@ function load(file: string, errors?: string[], text?: string): Config | undefine
   }
 }
 
+/** SIGHUP while `run` starts: ignored, said. */
+function whileStarting(): void {
+  process.stderr.write('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)\n');
+}
+
 /** An error for the terminal: its message, and its stable code when it is one of Portico's. */
 function describe(err: unknown): string {
   if (err instanceof PorticoError) return `${err.message} (${err.code})`;
@@ -215,10 +220,15 @@ async function run(file: string, dev: boolean): Promise<number> {
       },
       ...(sockets === undefined ? {} : { successorOf: { predecessor: successor!.predecessor, sockets } }),
     });
+    // Starting may take a while (app instances pass their readiness checks first): a SIGHUP meanwhile is not
+    // Node's default (the process would end), nor a reload of a config not serving yet.
+    process.on('SIGHUP', whileStarting);
     await server.start();
   } catch (err) {
     process.stderr.write(`portico: ${describe(err)}\n`);
     return fail(describe(err));
+  } finally {
+    process.off('SIGHUP', whileStarting);
   }
   // The signals are Portico's before the line that says it serves: a supervisor that sends SIGTERM as soon as it
   // reads that line gets a graceful stop, never Node's default (killed on the spot).

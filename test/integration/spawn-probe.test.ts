@@ -66,6 +66,29 @@ function configText(word: string, ports: string, spawnExtra = ''): string {
 }
 
 describe('spawn and reload, as a user meets them', () => {
+  test('a SIGHUP while portico run is still starting its app instances is ignored with a line, not the end of the process: it then serves', async () => {
+    const dir = makeTree({});
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const range = portRange(4);
+    const file = path.join(dir, 'portico.yaml');
+    // The instance becomes ready only after a while: `portico run` is in its start meanwhile.
+    const slow = `sleep 1.5 && exec ${JSON.stringify(process.execPath)} ${JSON.stringify(APP)}`;
+    writeFileSync(file, configText('starting', range.text).replace(/command: \[[^\]]*\]/, `command: ${JSON.stringify(slow)}`));
+    const child = spawn(process.execPath, [CLI, 'run', '-c', file], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    cleanups.push(() => void child.kill('SIGKILL'));
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    // The instance was launched (its slot is named in the log): Portico is starting, not serving yet.
+    await eventually(() => /app#1/.test(stderr) && !/serving/.test(stderr), 'the instance launched, before the serving line', 15_000);
+    child.kill('SIGHUP');
+    await eventually(() => /SIGHUP ignored: still starting/.test(stderr), 'the SIGHUP was ignored with a line', 15_000);
+    await eventually(() => / serving .* on http:\/\/127\.0\.0\.1:\d+\//.test(stderr), `the serving line; stderr:\n${stderr}`, 30_000);
+    assert.equal(child.exitCode, null, 'Portico is still running');
+    child.kill('SIGTERM');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0);
+  });
+
   test('a reload whose spawn names a user Portico cannot switch to (it does not run as root) is refused before the swap: the previous config keeps serving, and a later reload works', async () => {
     const dir = makeTree({});
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
