@@ -159,7 +159,12 @@ export class Operations implements ControlHandler {
    * Deploys each upstream whose `spawn` a reload changed, queued now (behind the reload that found them) and run
    * in order; each outcome is logged. Resolves when all are done (never rejects).
    */
-  deployChanged(upstreams: readonly string[]): Promise<void> {
+  deployChanged(upstreams: readonly string[], progress?: Progress): Promise<void> {
+    if (upstreams.length > 0) {
+      progress?.({
+        message: `spawn changed: a rolling deploy of ${upstreams.join(', ')} is queued behind this reload (portico status shows it running; its outcome goes to the log)`,
+      });
+    }
     const done = upstreams.map((upstream) =>
       this.deploy(upstream, (event) => this.#logger.info({ upstream, event }, 'deploy')).then((result) => {
         if (result.ok) this.#logger.info({ upstream }, 'deploy after reload done');

@@ -300,8 +300,8 @@ export class Portico {
     const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
     for (const warning of warnings) progress({ message: warning });
     progress({ message: 'the config is valid: starting it beside the one serving' });
-    await this.#reload(config);
-    return { config: config.file, warnings };
+    const deploying = await this.#reload(config, progress);
+    return { config: config.file, warnings, deploying };
   }
 
   /** What `status` reports about this process. */
@@ -468,10 +468,11 @@ export class Portico {
    */
   reload(config: Config): Promise<void> {
     // One operation at a time: each plans against what the previous one left (zones held, addresses bound).
-    return this.#operations.serialise('reload', () => this.#reload(config));
+    return this.#operations.serialise('reload', async () => void (await this.#reload(config)));
   }
 
-  async #reload(config: Config): Promise<void> {
+  /** Resolves at the swap with the upstreams whose `spawn` changed (their deploys are queued behind it). */
+  async #reload(config: Config, progress?: Progress): Promise<string[]> {
     if (this.#worker === undefined) this.#openState(config.state_dir);
     const caches = this.#zones.resolve(config.caches);
     this.#sharePurges(caches.fresh);
@@ -531,12 +532,14 @@ export class Portico {
     this.#app = next;
     if (this.#followLogLevel) this.#logger.level = config.log.level;
     // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
-    if (supervisor === undefined && this.#supervisor !== undefined) this.#deploy(this.#supervisor.update(config));
+    const deploying = supervisor === undefined && this.#supervisor !== undefined ? this.#supervisor.update(config) : [];
+    this.#deploy(deploying, progress);
     // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
     // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
     this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
+    return deploying;
   }
 
   /**
@@ -579,8 +582,8 @@ export class Portico {
    * Rolls the instances of the upstreams whose `spawn` a reload changed: each a deploy queued behind the reload
    * on the one serialised path (the reload resolved at its swap); each outcome is logged.
    */
-  #deploy(upstreams: readonly string[]): void {
-    const done = this.#operations.deployChanged(upstreams);
+  #deploy(upstreams: readonly string[], progress?: Progress): void {
+    const done = this.#operations.deployChanged(upstreams, progress);
     this.#deploys = this.#deploys.then(() => done);
   }
 

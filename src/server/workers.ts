@@ -665,10 +665,11 @@ export class Primary {
     this.#config = config;
     this.#text = text;
     this.#startChecks(config);
-    if (prepared !== undefined) this.#deploy(prepared.update(config));
+    const deploying = prepared === undefined ? [] : prepared.update(config);
+    this.#deploy(deploying, progress);
     await this.#updateAcme(config);
     if (errors.length > 0) throw Object.assign(new PorticoError('PORTICO_RELOAD_FAILED', `some workers did not reload: ${errors.join('; ')}`), { issues: errors });
-    return { config: config.file, warnings, workers };
+    return { config: config.file, warnings, workers, deploying };
   }
 
   /** Sends every worker the config text to reload; resolves with the errors of those that did not. */
@@ -697,8 +698,8 @@ export class Primary {
   }
 
   /** Rolls the upstreams whose `spawn` a reload changed: each a deploy queued behind it; each outcome is logged. */
-  #deploy(upstreams: readonly string[]): void {
-    const done = this.#operations.deployChanged(upstreams);
+  #deploy(upstreams: readonly string[], progress?: Progress): void {
+    const done = this.#operations.deployChanged(upstreams, progress);
     this.#deploys = this.#deploys.then(() => done);
   }
 

@@ -126,6 +126,8 @@ describe('zero downtime: rolling deploys and reloads of spawned app servers, und
     const mark = running.portico.stderr.length;
     const reload = await cli(['reload', '-c', running.file], running.dir);
     assert.equal(reload.code, 0, `reload failed: ${reload.stderr}${reload.stdout}`);
+    // It says so: the deploy it queued is not done when it returns.
+    assert.match(`${reload.stdout}${reload.stderr}`, /spawn changed: a rolling deploy of app is queued behind this reload/);
     // The reload answers at the swap; the deploy it asks for runs next in the queue.
     await running.portico.waitForLine(/deployed app: 3 instance\(s\) replaced/, mark, 30_000);
     const during = await load.stop();
