@@ -12,9 +12,10 @@ import { displayPath, withDevCertificate } from './config/load.js';
 import { runControlCommand } from './control/commands.js';
 import { displayError, type OperationResult } from './control/protocol.js';
 import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
+import cluster from 'node:cluster';
 import { Portico } from './server/portico.js';
 import { Successor, Upgrader } from './server/upgrade.js';
-import type { LoadedConfig, Primary } from './server/workers.js';
+import { Primary, serveWorker, type LoadedConfig } from './server/workers.js';
 import { createErrorLog } from './log/error-log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -132,29 +133,13 @@ async function inheritedDevCertificate(dir: string): Promise<Awaited<ReturnType<
   return { files, pem: { cert: readFileSync(files.cert, 'utf8'), key: readFileSync(files.key, 'utf8') }, dir, names: DEV_NAMES };
 }
 
-/**
- * This process is a worker of `workers: N` (forked by node:cluster, which names each worker in NODE_UNIQUE_ID: the
- * test node:cluster's own `isWorker` makes), told without loading node:cluster.
- */
-const isWorker = 'NODE_UNIQUE_ID' in process.env;
-
-/**
- * The workers' code (node:cluster, server/workers.ts), loaded only by a primary or a worker: a single process
- * never loads it. Not for the load time: with it loaded at start, V8 took a burst of new connections at the start
- * of a load for a sign of long-lived objects more often, and moved every request's objects to the old generation
- * from then on (allocation-site pretenuring): a mark-compact every second, 7% fewer proxied requests (issue 17).
- */
-function workersModule(): Promise<typeof import('./server/workers.js')> {
-  return import('./server/workers.js');
-}
-
 async function run(file: string, dev: boolean): Promise<number> {
-  const inheritedDev = isWorker ? process.env[DEV_DIR_ENV] : undefined;
+  const inheritedDev = cluster.isWorker ? process.env[DEV_DIR_ENV] : undefined;
   const certificate =
-    inheritedDev !== undefined && existsSync(inheritedDev) ? await inheritedDevCertificate(inheritedDev) : dev && !isWorker ? await devCertificate() : undefined;
-  if (certificate !== undefined && !isWorker) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
+    inheritedDev !== undefined && existsSync(inheritedDev) ? await inheritedDevCertificate(inheritedDev) : dev && !cluster.isWorker ? await devCertificate() : undefined;
+  if (certificate !== undefined && !cluster.isWorker) process.once('exit', () => rmSync(certificate.dir, { recursive: true, force: true }));
   const withDev = (loaded: Config): Config => (certificate === undefined ? loaded : withDevCertificate(loaded, certificate.files, certificate.pem));
-  if (isWorker) {
+  if (cluster.isWorker) {
     // A worker parses the text the primary validated and sends (its errors are the primary's to report).
     const parse = (text: string): Config | undefined => {
       try {
@@ -163,7 +148,6 @@ async function run(file: string, dev: boolean): Promise<number> {
         return undefined;
       }
     };
-    const { serveWorker } = await workersModule();
     return serveWorker(createErrorLog(process.env.PORTICO_LOG_LEVEL ?? 'info'), { parse });
   }
   // Started by an upgrade (see server/upgrade.ts): the old process hands over its sockets, then the rest once this
@@ -313,7 +297,6 @@ async function runPrimary(
   const config = first.config;
   let primary: Primary;
   try {
-    const { Primary } = await workersModule();
     primary = new Primary(config, createErrorLog(config.log.level), {
       text: first.text,
       load: read,
