@@ -79,15 +79,17 @@ function hstsValue(hsts: Config['sites'][number]['hsts']): string | undefined {
 }
 
 const kContext = Symbol('portico.context');
-/** Set on a response whose request `handle` took (counted in flight until the response closes). */
-const kCounted = Symbol('portico.counted');
+/**
+ * Set on a response whose request `handle` took: its index in the app's open responses until it closes (then -1).
+ */
+const kOpenAt = Symbol('portico.openAt');
 
 /** Sends an error page and yields `undefined`, for the matching steps that end a request early. */
 function reject(...args: Parameters<typeof sendError>): undefined {
   sendError(...args);
   return undefined;
 }
-type TrackedResponse = ClientResponse & { [kContext]?: RequestContext; [kCounted]?: true };
+type TrackedResponse = ClientResponse & { [kContext]?: RequestContext; [kOpenAt]?: number };
 
 /** One compiled config, ready to answer requests. */
 export class App {
@@ -105,16 +107,30 @@ export class App {
   #lastHostValue: string | undefined;
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
-  /** Responses to requests taken (`handle`) not closed yet: what a reload's drain waits for, and cuts at its end. */
-  readonly #open = new Set<ClientResponse>();
+  /**
+   * Responses to requests taken (`handle`) not closed yet: what a reload's drain waits for, and cuts at its end.
+   * An array, each response holding its index (`kOpenAt`; the last one moves into a closed one's place), not a
+   * Set: with a Set taking and dropping an entry per request, once it was in the old generation every request's
+   * objects outlived the scavenges and were promoted (a mark-compact every second, 7% fewer proxied requests:
+   * issue 17, bench/RESULTS.md). An array's popped slot is cleared; a Set's hash tables evidently are not.
+   */
+  readonly #open: TrackedResponse[] = [];
   /** Upgraded connections (WebSocket tunnels) this app took, open still: a drain waits for them too. */
   readonly #tunnels = new Set<Duplex>();
   /** Called when the last request or tunnel closes, while draining. */
   #idle: (() => void) | undefined = undefined;
   /** One listener for every response (no closure per request). */
-  readonly #requestClosed = (res: ClientResponse): void => {
-    this.#open.delete(res);
-    if (this.#idle !== undefined && this.#open.size === 0 && this.#tunnels.size === 0) this.#idle();
+  readonly #requestClosed = (res: TrackedResponse): void => {
+    const at = res[kOpenAt];
+    if (at === undefined || at < 0) return;
+    res[kOpenAt] = -1;
+    const open = this.#open;
+    const last = open.pop()!;
+    if (last !== res) {
+      open[at] = last;
+      last[kOpenAt] = at;
+    }
+    if (this.#idle !== undefined && open.length === 0 && this.#tunnels.size === 0) this.#idle();
   };
   /** The close listener of a response when there is no access log. */
   readonly #countOut: (this: ClientResponse) => void;
@@ -189,7 +205,7 @@ export class App {
     };
     // One listener per response, for the log and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
-      if (this[kCounted] === true) requestClosed(this);
+      requestClosed(this);
       const ctx = this[kContext];
       if (ctx === undefined || accessLog === null) return;
       const finished = responseComplete(this);
@@ -225,12 +241,12 @@ export class App {
    * and access log), or at `graceMs`, when what is left is cut (its connection closed). `stop()` follows.
    */
   drain(graceMs: number): Promise<DrainResult> {
-    const open = this.#open.size + this.#tunnels.size;
+    const open = this.#open.length + this.#tunnels.size;
     if (open === 0) return Promise.resolve({ open, cut: 0 });
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#idle = undefined;
-        const cut = this.#open.size + this.#tunnels.size;
+        const cut = this.#open.length + this.#tunnels.size;
         for (const res of [...this.#open]) res.destroy();
         for (const socket of [...this.#tunnels]) socket.destroy();
         resolve({ open, cut });
@@ -281,7 +297,7 @@ export class App {
           tunnels.add(socket);
           socket.once('close', () => {
             tunnels.delete(socket);
-            if (this.#idle !== undefined && this.#open.size === 0 && tunnels.size === 0) this.#idle();
+            if (this.#idle !== undefined && this.#open.length === 0 && tunnels.size === 0) this.#idle();
           });
         }
         return upgrade(ctx, socket, head).catch((err: unknown) => {
@@ -380,8 +396,8 @@ export class App {
    * answer before it, on plain listeners (ACME's HTTP-01 challenge), go first here.
    */
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
-    this.#open.add(res);
-    (res as TrackedResponse)[kCounted] = true;
+    (res as TrackedResponse)[kOpenAt] = this.#open.length;
+    this.#open.push(res);
     // With an access log, its close listener (set by #context) counts the request out as well.
     if (this.#accessLog === null) res.on('close', this.#countOut);
     const ctx = this.#context(req, res, scheme);
