@@ -328,7 +328,8 @@ describe('workers: 2 that cannot start', () => {
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    const [code] = (await once(child, 'exit')) as [number | null];
+    // 'close', not 'exit': the output may still be in the pipes when the process has exited.
+    const [code] = (await once(child, 'close')) as [number | null];
     clearTimeout(timer);
     taken.close();
     assert.equal(code, 1, stderr);
