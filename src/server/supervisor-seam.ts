@@ -1,21 +1,14 @@
 /**
  * The seam between the Supervisor (control plane: spawned app instances, `src/supervise/`) and the data plane
- * (Portico's apps and their upstreams), as the server sees it. The types are structural: the real Supervisor is
- * handed in as a factory (`PorticoOptions.supervisor`), so this room needs nothing of its code.
+ * (Portico's apps and their upstreams), as the server sees it. `SupervisorLike` is structural: the real Supervisor
+ * is handed in as a factory (`PorticoOptions.supervisor`), and a test may hand in a stand-in.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import type { SlotSink } from '../supervise/supervisor.js';
 
-/** Where the data plane learns which port serves a slot (Portico implements it; see `Supervisor`). */
-export interface SlotSink {
-  /**
-   * Slot `slot` of upstream `upstream` is now served by 127.0.0.1:`port` (an instance that passed its readiness
-   * checks), or by nothing (`undefined`: crashed, stopped). New requests go to the new port at once. Resolves once
-   * nothing is in flight on the previous port any more (requests and WebSocket tunnels), or after `drainMs` (what
-   * is left is cut), so that the Supervisor may then stop the old instance.
-   */
-  moved(upstream: string, slot: string, port: number | undefined, drainMs: number): Promise<void>;
-}
+/** Where the data plane learns which port serves a slot: the Supervisor's own interface (Portico implements it). */
+export type { SlotSink } from '../supervise/supervisor.js';
 
 /** What Portico uses of the Supervisor (`src/supervise/supervisor.ts`), which must be assignable to it. */
 export interface SupervisorLike {
