@@ -11,7 +11,7 @@ import { loadConfigFile, parseConfig, type Config } from './server/config.js';
 import { displayPath, withDevCertificate } from './config/load.js';
 import { runControlCommand } from './control/commands.js';
 import { displayError, type OperationResult } from './control/protocol.js';
-import { ConfigError, formatConfigIssue, PorticoError } from './errors.js';
+import { ConfigError, describeError, formatConfigIssue, PorticoError } from './errors.js';
 import cluster from 'node:cluster';
 import { Portico } from './server/portico.js';
 import { Successor, Upgrader } from './server/upgrade.js';
@@ -85,12 +85,6 @@ function load(file: string, errors?: string[], text?: string): Config | undefine
 /** SIGHUP while `run` starts: ignored, said. */
 function whileStarting(): void {
   process.stderr.write('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)\n');
-}
-
-/** An error for the terminal: its message, and its stable code when it is one of Portico's. */
-function describe(err: unknown): string {
-  if (err instanceof PorticoError) return `${err.message} (${err.code})`;
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** The self-signed certificate of `--dev`, written to a fresh temporary folder (removed on exit). */
@@ -225,8 +219,8 @@ async function run(file: string, dev: boolean): Promise<number> {
     process.on('SIGHUP', whileStarting);
     await server.start();
   } catch (err) {
-    process.stderr.write(`portico: ${describe(err)}\n`);
-    return fail(describe(err));
+    process.stderr.write(`portico: ${describeError(err)}\n`);
+    return fail(describeError(err));
   } finally {
     process.off('SIGHUP', whileStarting);
   }
@@ -287,7 +281,7 @@ async function run(file: string, dev: boolean): Promise<number> {
       await successor.ready(server.stateDir);
       await server.succeeded();
     } catch (err) {
-      process.stderr.write(`portico: ${describe(err)}\n`);
+      process.stderr.write(`portico: ${describeError(err)}\n`);
       successor.detach();
       await server.stop(0);
       return 1;
@@ -330,7 +324,7 @@ async function runPrimary(
     });
     await primary.start();
   } catch (err) {
-    say(`portico: ${describe(err)}`);
+    say(`portico: ${describeError(err)}`);
     return 1;
   }
   let stopping = false;

@@ -96,6 +96,12 @@ export class ConfigError extends Error {
   }
 }
 
+/** An error for a terminal or a log line: its message, and its stable code when it is one of Portico's. */
+export function describeError(err: unknown): string {
+  if (err instanceof PorticoError) return `${err.message} (${err.code})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** `file:line:col key.path: message`, the form `portico check` prints (`file: message` for the file as a whole). */
 export function formatConfigIssue(issue: ConfigIssue): string {
   const where = issue.line === 0 ? `${issue.file}:` : `${issue.file}:${issue.line}:${issue.col}`;

@@ -16,7 +16,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { formatConfigIssue, PorticoError } from '../errors.js';
+import { describeError, formatConfigIssue, PorticoError } from '../errors.js';
+// A worker is restarted on the same clock as a crashed app instance: the same backoff and crash-loop bounds.
+import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS, FIRST_BACKOFF_MS, MAX_BACKOFF_MS } from '../supervise/crashes.js';
 import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
 import { Supervisor } from '../supervise/supervisor.js';
@@ -44,13 +46,6 @@ const START_TIMEOUT_MS = 30_000;
 const RELOAD_TIMEOUT_MS = 60_000;
 /** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
 const MOVE_MARGIN_MS = 2_000;
-/** Exits within this window count towards a crash loop. */
-const CRASH_WINDOW_MS = 60_000;
-/** This many exits within the window is a crash loop: reported, and replacements wait the longest backoff. */
-const CRASH_LOOP = 5;
-/** The first replacement's delay; it doubles per exit within the window, up to the last. */
-const BACKOFF_FIRST_MS = 100;
-const BACKOFF_MAX_MS = 30_000;
 
 /**
  * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
@@ -177,8 +172,8 @@ export function workerConfig(config: Config, slot: number, count: number): Confi
 }
 
 /**
- * When to replace a worker that exited: after `BACKOFF_FIRST_MS`, doubling with each exit within the last
- * `CRASH_WINDOW_MS`, up to `BACKOFF_MAX_MS`; `CRASH_LOOP` exits within the window is a crash loop (reported once
+ * When to replace a worker that exited: after `FIRST_BACKOFF_MS`, doubling with each exit within the last
+ * `CRASH_WINDOW_MS`, up to `MAX_BACKOFF_MS`; `CRASH_LOOP_COUNT` exits within the window is a crash loop (reported once
  * per loop; replacements go on at the longest delay, as a server with no worker serves nothing).
  */
 export class RestartBackoff {
@@ -190,18 +185,12 @@ export class RestartBackoff {
     this.#exits.push(now);
     while (this.#exits.length > 0 && this.#exits[0]! <= now - CRASH_WINDOW_MS) this.#exits.shift();
     const recent = this.#exits.length;
-    const delayMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (recent - 1));
-    const looping = recent >= CRASH_LOOP;
+    const delayMs = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (recent - 1));
+    const looping = recent >= CRASH_LOOP_COUNT;
     const loopBegins = looping && !this.#looping;
     this.#looping = looping;
     return { delayMs, recent, loopBegins };
   }
-}
-
-/** An error for a log line or a message: its message, and its stable code when it is one of Portico's. */
-function describe(err: unknown): string {
-  if (err instanceof PorticoError) return `${err.message} (${err.code})`;
-  return err instanceof Error ? err.message : String(err);
 }
 
 interface Slot {
@@ -542,11 +531,11 @@ export class Primary {
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
     this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
-    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${BACKOFF_MAX_MS / 1000} s`);
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`);
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping) return;
-      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describe(err)}`));
+      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`));
     }, delay);
   }
 
@@ -819,7 +808,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     for (const [upstream, label, healthy] of init.health) server.applyCheck(upstream, label, healthy, false, 0);
     await server.start();
   } catch (err) {
-    return fail(describe(err));
+    return fail(describeError(err));
   }
   let stopping = false;
   const stop = (graceMs = 10_000): void => {
@@ -863,7 +852,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
             await server.reload(workerConfig(next, slot, count));
             send({ t: 'reloaded', seq: message.seq });
           } catch (err) {
-            send({ t: 'reloaded', seq: message.seq, error: describe(err) });
+            send({ t: 'reloaded', seq: message.seq, error: describeError(err) });
           }
         });
         break;
