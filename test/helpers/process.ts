@@ -120,3 +120,24 @@ export class PorticoProcess {
     return code;
   }
 }
+
+/** What a `portico CMD` child process printed and how it exited. */
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `portico ...args` (dist/src/cli.js) as a child process in `cwd`, bounded (SIGKILL after `timeoutMs`). */
+export async function runCli(args: readonly string[], cwd: string, timeoutMs = 30_000): Promise<CliResult> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  // 'close', not 'exit': the output may still be in the pipes when the process has exited.
+  const [code] = (await once(child, 'close')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}

@@ -4,7 +4,7 @@
  * replaced, a live one refused; reloads are serialised; errors come back with file:line:col.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
@@ -17,10 +17,9 @@ import { ControlServer } from '../../src/control/server.js';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { makeTree } from '../helpers/portico.js';
-import { PorticoProcess } from '../helpers/process.js';
+import { PorticoProcess, runCli, type CliResult } from '../helpers/process.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CLI = path.join(repo, 'dist/src/cli.js');
 
 const dir = makeTree({});
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,17 +39,8 @@ function configFile(name: string, text: string, folder = name.replace(/\.yaml$/,
 }
 
 /** Runs `portico ARGS` to completion (bounded) and collects its output. */
-async function cli(args: readonly string[], cwd = dir): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  // 'close', not 'exit': the output may still be in the pipes when the process has exited.
-  const [code] = (await once(child, 'close')) as [number | null];
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+function cli(args: readonly string[], cwd = dir): Promise<CliResult> {
+  return runCli(args, cwd, 20_000);
 }
 
 /** The body of GET / (or `pathname`) on a fresh connection. */

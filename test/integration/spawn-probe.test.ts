@@ -19,6 +19,7 @@ import { Portico } from '../../src/server/portico.js';
 import { Supervisor } from '../../src/supervise/supervisor.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
+import { runCli } from '../helpers/process.js';
 import { APP, CONFIG_MODULE, eventually, portRange, RecordingSink, spawnConfig } from '../helpers/supervise.js';
 import { httpRequest } from './proxy-support.js';
 
@@ -26,18 +27,7 @@ const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../sr
 const PORTICO_MODULE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/server/portico.js');
 
 /** Runs `portico ARGS` to completion (bounded) and collects its output. */
-async function cli(args: readonly string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  // 'close', not 'exit': the output may still be in the pipes when the process has exited.
-  const [code] = (await once(child, 'close')) as [number | null];
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
+const cli = (args: readonly string[], cwd: string) => runCli(args, cwd);
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {

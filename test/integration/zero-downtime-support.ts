@@ -3,18 +3,15 @@
  * `app` is spawned from test/fixtures/zd-app.mjs, the `portico` CLI run as a child process, `status --json`, and
  * plain GETs that tell which instance answered.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PorticoProcess } from '../helpers/process.js';
+import { PorticoProcess, runCli } from '../helpers/process.js';
 import { alive, eventually, portRange } from '../helpers/supervise.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const CLI = path.join(repo, 'dist/src/cli.js');
 
 /** The app the tests spawn (see its header for its routes and headers). */
 export const ZD_APP = path.join(repo, 'test/fixtures/zd-app.mjs');
@@ -108,26 +105,9 @@ export async function startRunning(name: string, app: AppOptions = {}, dir = tes
   return running;
 }
 
-/** What `portico CMD` printed and how it exited. */
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `node dist/src/cli.js ...args` as a child process, bounded (SIGKILL after `timeoutMs`). */
-export async function cli(args: readonly string[], cwd: string, timeoutMs = 30_000): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  // 'close', not 'exit': the output may still be in the pipes when the process has exited.
-  const [code] = (await once(child, 'close')) as [number | null];
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
+export type { CliResult } from '../helpers/process.js';
+/** Runs `portico ...args` as a child process, bounded: see `runCli`. */
+export const cli = runCli;
 
 /** One spawned instance as `portico status --json` shows it. */
 export interface InstanceStatus {
