@@ -23,6 +23,7 @@ export const LAYERS = [
   [
     { room: 'config', path: '^src/config/' },
     { room: 'log', path: '^src/log/' },
+    { room: 'metrics', path: '^src/metrics/' },
   ],
   [
     { room: 'http', path: '^src/http/' },

@@ -262,6 +262,11 @@ export const upstreamUrl = z.string().transform((value, ctx) => {
 
 const upstreamServer = z.strictObject({
   url: upstreamUrl,
+  /**
+   * The server's id in the admin API, /status and metrics (`POST /upstreams/app/servers/{name}/drain`): unique in
+   * its upstream. Unset: the URL, percent-encoded (`http%3A%2F%2F127.0.0.1%3A3001`); a spawned slot's id is its name.
+   */
+  name: z.string().regex(/^[A-Za-z0-9_.~-]+$/, 'a server name uses letters, digits, "_", "-", ".", "~" (it is a path segment of the admin API)').optional(),
   weight: z.number().int().min(1).max(1000).default(1),
   /** Used only when every primary server is unavailable. */
   backup: z.boolean().default(false),
@@ -411,9 +416,16 @@ const stickySchema = z
 
 /** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some (spawned slots have theirs). */
 function checkRoutes(
-  upstream: { servers: ReadonlyArray<{ route?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
+  upstream: { servers: ReadonlyArray<{ route?: string | undefined; name?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
   ctx: z.RefinementCtx,
 ): void {
+  const names = new Map<string, number>();
+  upstream.servers.forEach((server, i) => {
+    if (server.name === undefined) return;
+    const first = names.get(server.name);
+    if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['servers', i, 'name'], message: `name "${server.name}" already names servers[${first}]: a name is unique in its upstream` });
+    else names.set(server.name, i);
+  });
   const seen = new Map<string, number>();
   const appCookie = upstream.sticky?.app_cookie;
   upstream.servers.forEach((server, i) => {
@@ -710,11 +722,29 @@ const log = z.strictObject({
   level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 
+/**
+ * The admin API (docs/operations.md, "Admin API"): served on the control socket always; on TCP at `listen` when
+ * set. Its presence also turns counting on (metrics, the traffic figures of /status): without it nothing is counted.
+ */
+const admin = z.strictObject({
+  /** The admin listener (`127.0.0.1:9901`); unset: the API is served on the control socket only. */
+  listen: address.optional(),
+  /** The environment variable holding the Bearer token (every POST needs it, loopback too). */
+  token_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').default('PORTICO_ADMIN_TOKEN'),
+  /** GET /status and /metrics without a token, from loopback peers only. */
+  open_reads: z.boolean().default(false),
+  /** Host names the admin listener also answers to (DNS-rebinding guard: otherwise only its own address). */
+  hosts: z.array(z.string().min(1)).default([]),
+  /** TLS for the admin listener: required when `listen` is not a loopback address. */
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+});
+
 /** The schema of the whole config file, for the handler kinds given. */
 export function configSchema(parts: ConfigParts) {
   return z.strictObject({
     listen: z.array(listener).min(1).prefault(['127.0.0.1:8080']),
     log: log.prefault({}),
+    admin: admin.optional(),
     /** Value of the `Server` response header; empty to send none. */
     server_header: z.string().default('Portico'),
     /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */

@@ -29,6 +29,7 @@ import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } 
 import { ControlServer } from '../control/server.js';
 import { openControlDir } from './control-dir.js';
 import type { Progress } from '../control/protocol.js';
+import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
@@ -320,6 +321,38 @@ export class Portico {
       }),
       instances: this.#supervisor?.slots() ?? [],
     };
+  }
+
+  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
+
+  /** `GET /status`: this process's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
+  async statusReport(): Promise<StatusReport> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+  }
+
+  /** `GET /metrics`: Prometheus text of this process's registry. */
+  async metricsText(): Promise<{ contentType: string; body: string }> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+  }
+
+  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
+    void upstream;
+    void server;
+    void action;
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+  }
+
+  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
+    void zone;
+    void target;
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+  }
+
+  /** Reopens the log files (access log, error log file) after a rotation. */
+  async reopenLogs(): Promise<void> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
   }
 
   /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */

@@ -21,6 +21,7 @@ import { describeError, formatConfigIssue, PorticoError } from '../errors.js';
 import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS, FIRST_BACKOFF_MS, MAX_BACKOFF_MS } from '../supervise/crashes.js';
 import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
+import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
 import type { AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -709,6 +710,38 @@ export class Primary {
       workers: this.workers(),
       instances: this.#supervisor?.slots() ?? [],
     };
+  }
+
+  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
+
+  /** `GET /status`: the primary's and every worker's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
+  async statusReport(): Promise<StatusReport> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+  }
+
+  /** `GET /metrics`: Prometheus text of the primary's and every worker's registry. */
+  async metricsText(): Promise<{ contentType: string; body: string }> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+  }
+
+  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
+    void upstream;
+    void server;
+    void action;
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+  }
+
+  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
+    void zone;
+    void target;
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+  }
+
+  /** Reopens the log files (access log, error log file) after a rotation. */
+  async reopenLogs(): Promise<void> {
+    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
   }
 
   /**

@@ -101,8 +101,20 @@ export class UpstreamServer implements PolicyServer {
   readonly label: string;
   /** Stable identity for hash rings (survives reordering the config; a spawned slot's name survives its moves). */
   readonly address: string;
+  /**
+   * The server's stable id in the admin API, /status and metrics: its config `name`, else its URL percent-encoded
+   * (`encodeURIComponent`), a spawned slot's name (`app#1`, percent-encoded in a URL path as `app%231`).
+   */
+  readonly name: string;
   /** The slot name of a spawned server (`app#1`); undefined for a fixed one. */
   readonly slot: string | undefined;
+  /**
+   * The operator's say (admin API, kept in the state directory): `enabled` (the config's), `draining` (no new
+   * requests but those pinned to it by a sticky cookie; in flight ones finish), `disabled` (no requests at all).
+   */
+  admin: 'enabled' | 'draining' | 'disabled' = 'enabled';
+  /** The operator's weight (admin API), in force over the config's `weight` while set. */
+  adminWeight: number | undefined = undefined;
   /** The server's route for `sticky.app_cookie`, if it has one. */
   readonly route: string | undefined;
   /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
@@ -159,6 +171,7 @@ export class UpstreamServer implements PolicyServer {
       this.weight = 1;
       this.backup = false;
       this.label = config.slot;
+      this.name = config.slot;
       this.address = config.slot;
       this.slot = config.slot;
       this.route = config.route;
@@ -170,6 +183,7 @@ export class UpstreamServer implements PolicyServer {
     this.weight = config.weight;
     this.backup = config.backup;
     this.label = config.url.text;
+    this.name = config.name ?? encodeURIComponent(config.url.text);
     this.address = config.url.text;
     this.slot = undefined;
     this.route = config.route;
