@@ -1,7 +1,7 @@
 /**
  * The client side of `portico reload | deploy | upgrade | status`: finds the control socket from the config file,
- * sends the operation, prints its progress line by line and a summary, and returns the exit status (0 done, 1
- * failed or no Portico running). Colour (green ok, red failed) only when the output is a terminal and NO_COLOR is
+ * sends the operation, prints its progress line by line and a summary (`status`: tables, see status-view.ts), and
+ * returns the exit status (0 done, 1 failed or no Portico running). Colour (green ok, red failed) only when the output is a terminal and NO_COLOR is
  * not set.
  */
 import path from 'node:path';
@@ -9,6 +9,7 @@ import { controlSocketsOfFile } from '../config/control.js';
 import { displayPath } from '../config/load.js';
 import { callControl } from './client.js';
 import { displayError, type OperationName, type OperationResult, type ProgressEvent } from './protocol.js';
+import { paint, statusLines } from './status-view.js';
 
 /** How a control command was asked for. */
 export interface ControlCommand {
@@ -24,61 +25,6 @@ export interface ControlCommand {
 /** Whether a stream gets colour: a terminal, NO_COLOR unset or empty, TERM not `dumb`. */
 function colourFor(stream: NodeJS.WriteStream): boolean {
   return stream.isTTY === true && (process.env.NO_COLOR ?? '') === '' && process.env.TERM !== 'dumb';
-}
-
-/** Paints `text` in `colour` (ANSI) when `on`. */
-function paint(on: boolean, colour: 'green' | 'red' | 'dim', text: string): string {
-  if (!on) return text;
-  const code = colour === 'green' ? 32 : colour === 'red' ? 31 : 2;
-  return `\x1b[${code}m${text}\x1b[${colour === 'dim' ? 22 : 39}m`;
-}
-
-/** `3m 12s` for 192 seconds. */
-function duration(seconds: number): string {
-  const d = Math.floor(seconds / 86400);
-  const h = Math.floor((seconds % 86400) / 3600);
-  const m = Math.floor((seconds % 3600) / 60);
-  const s = seconds % 60;
-  return [d > 0 ? `${d}d` : '', h > 0 ? `${h}h` : '', m > 0 ? `${m}m` : '', `${s}s`].filter((part) => part !== '').join(' ');
-}
-
-/** A spawned instance as `status` reports it (the Supervisor's slot status). */
-interface InstanceLine {
-  slot: string;
-  state: string;
-  pid?: number;
-  port?: number;
-  restarts: number;
-  recentCrashes?: number;
-}
-
-/** An instance's state as status prints it: a slot left down by a crash loop says so, and what starts it again. */
-function stateText(i: InstanceLine): string {
-  if (i.state !== 'failed') return i.state;
-  return `failed: crash loop (${i.recentCrashes ?? '?'} crashes within a minute), not restarted until a deploy or a reload`;
-}
-
-/** The human summary of a status result. */
-function statusLines(result: Record<string, unknown>): string[] {
-  const listeners = (result.listeners as Array<{ url: string }> | undefined) ?? [];
-  const running = result.running as { id: number; operation: string; for_ms: number } | null | undefined;
-  const queued = Number(result.queued ?? 0);
-  const now = running ? `${running.operation} #${running.id} for ${Math.round(running.for_ms / 1000)} s${queued > 0 ? `, ${queued} queued` : ''}` : 'idle';
-  return [
-    `portico ${String(result.version)}: pid ${String(result.pid)}, up ${duration(Number(result.uptime_s ?? 0))}`,
-    `config    ${displayPath(String(result.config))}`,
-    `listen    ${listeners.map((l) => l.url).join(' ')}`,
-    `state     ${result.state_dir === null ? '-' : displayPath(String(result.state_dir))}`,
-    `control   ${result.control_socket === null ? '-' : displayPath(String(result.control_socket))}`,
-    `operation ${now}`,
-    // With `workers: N`: this is the primary; the workers serve.
-    ...(Array.isArray(result.workers)
-      ? [`workers   ${(result.workers as Array<{ slot: number; pid?: number }>).map((w) => `${w.slot}: ${w.pid === undefined ? 'starting' : `pid ${w.pid}`}`).join(', ')}`]
-      : []),
-    ...((result.instances as InstanceLine[] | undefined) ?? []).map(
-      (i) => `instance  ${i.slot} ${stateText(i)}${i.pid === undefined ? '' : ` pid ${i.pid}`}${i.port === undefined ? '' : ` port ${i.port}`}${i.restarts > 0 ? `, ${i.restarts} restarts` : ''}`,
-    ),
-  ];
 }
 
 /** One replaced slot of a deploy's report. */
@@ -141,7 +87,7 @@ export async function runControlCommand(command: ControlCommand): Promise<number
   }
   const label = command.upstream === undefined ? operation : `${operation} ${command.upstream}`;
   if (result.ok) {
-    if (operation === 'status') out.write(`${statusLines(result).join('\n')}\n`);
+    if (operation === 'status') out.write(`${statusLines(result, { colour: colourFor(out) }).join('\n')}\n`);
     else {
       for (const warning of (result.warnings as string[] | undefined) ?? []) err.write(`${warning}\n`);
       if (operation === 'deploy') out.write(`${deployLines(result).join('\n')}\n`);

@@ -1,0 +1,213 @@
+/**
+ * `portico status` as tables (src/control/status-view.ts): a fixed StatusReport printed with colour off and on,
+ * and an older Portico's answer with fewer fields.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { StatusReport } from '../../src/control/admin-types.js';
+import { statusLines } from '../../src/control/status-view.js';
+
+const NOW = Date.parse('2026-12-06T04:00:00.000Z');
+const none = { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 };
+
+const report: StatusReport = {
+  version: '0.1.0',
+  pid: 4242,
+  started: '2026-12-06T03:56:48.000Z',
+  uptime_s: 192,
+  config: '/srv/portico.yaml',
+  config_digest: '0123456789abcdef',
+  state_dir: '/srv/var',
+  control_socket: '/srv/var/control.sock',
+  admin: 'http://127.0.0.1:9901/',
+  listeners: [{ url: 'http://127.0.0.1:8080/' }],
+  workers: null,
+  running: null,
+  queued: 0,
+  instances: [],
+  counting: true,
+  connections: { open: 3, streams: 1 },
+  totals: { requests: 12345, classes: { ...none, '2xx': 12000, '4xx': 300, '5xx': 45 }, latency: { bounds_ms: [5, 10], buckets: [10000, 12000], count: 12345, sum_ms: 40000 } },
+  routes: [
+    { id: '*/', handler: 'static', requests: 10000, classes: { ...none, '2xx': 9700, '3xx': 300 }, latency_ms: { p50: 0.84, p90: 2, p99: 4.5 } },
+    { id: 'a.example/api/', handler: 'proxy', requests: 2345, classes: { ...none, '2xx': 2000, '4xx': 300, '5xx': 45 }, latency_ms: { p50: 12.4, p90: 80, p99: 1530 } },
+  ],
+  upstreams: [
+    {
+      name: 'app',
+      spawned: false,
+      requests: 2345,
+      classes: { ...none, '2xx': 2300, '5xx': 45 },
+      latency_ms: { p50: 12, p90: 80, p99: 1500 },
+      servers: [
+        {
+          id: 'one',
+          address: 'http://127.0.0.1:3001',
+          state: 'healthy',
+          admin: 'enabled',
+          backup: false,
+          weight: 1,
+          configured_weight: 1,
+          in_flight: 2,
+          failures: 0,
+          ejections: 0,
+          last_check: { at: '2026-12-06T03:59:57.000Z', ok: true },
+          requests: 1200,
+          classes: { ...none, '2xx': 1200 },
+          latency_ms: { p50: 11, p90: 40, p99: 90 },
+        },
+        {
+          id: 'two',
+          address: 'http://127.0.0.1:3002',
+          state: 'unhealthy',
+          admin: 'enabled',
+          backup: false,
+          weight: 5,
+          configured_weight: 2,
+          in_flight: 0,
+          failures: 3,
+          ejections: 1,
+          last_check: { at: '2026-12-06T03:59:58.000Z', ok: false },
+          requests: 1145,
+          classes: { ...none, '2xx': 1100, '5xx': 45 },
+          latency_ms: { p50: 14, p90: 300, p99: 2500 },
+        },
+        {
+          id: 'spare',
+          address: 'http://127.0.0.1:3003',
+          state: 'draining',
+          admin: 'draining',
+          backup: true,
+          weight: 1,
+          configured_weight: 1,
+          in_flight: 0,
+          failures: 0,
+          ejections: 0,
+          last_check: null,
+          requests: 0,
+          classes: none,
+          latency_ms: { p50: null, p90: null, p99: null },
+        },
+      ],
+    },
+  ],
+  caches: [{ zone: 'pages', entries: 120, bytes: 1572864, hits: 900, misses: 100, stale: 4, hit_ratio: 0.9 }],
+  certificates: [
+    { hosts: ['a.example', 'www.a.example'], source: 'acme', not_after: '2027-02-01T00:00:00.000Z', days_left: 57, last_renewal: '2026-11-03T00:00:00.000Z', last_renewal_error: null },
+    { hosts: ['b.example'], source: 'file', not_after: '2026-12-09T00:00:00.000Z', days_left: 2, last_renewal: null, last_renewal_error: 'rate limited' },
+  ],
+};
+
+const plain = statusLines(report as unknown as Record<string, unknown>, { colour: false, now: NOW });
+const text = plain.join('\n');
+
+/** The line of a table whose first cells match `start`, split on runs of two or more blanks. */
+function row(start: RegExp): string[] {
+  const line = plain.find((l) => start.test(l));
+  assert.ok(line, `a line matching ${start} in:\n${text}`);
+  return line.split(/ {2,}/).map((c) => c.trim());
+}
+
+test('status prints the process lines first, as before the tables, plus the admin URL, config digest, connections and traffic', () => {
+  assert.equal(plain[0], 'portico 0.1.0: pid 4242, up 3m 12s');
+  assert.match(text, /^config {4}\/srv\/portico\.yaml \(0123456789abcdef\)$/m);
+  assert.match(text, /^listen {4}http:\/\/127\.0\.0\.1:8080\/$/m);
+  assert.match(text, /^admin {5}http:\/\/127\.0\.0\.1:9901\/$/m);
+  assert.match(text, /^operation idle$/m);
+  assert.match(text, /^open {6}3 connections, 1 HTTP\/2 streams$/m);
+  assert.match(text, /^traffic {3}12,345 requests \(2xx 12,000, 3xx 0, 4xx 300, 5xx 45\)$/m);
+  assert.doesNotMatch(text, /\x1b\[/, 'no escape codes with colour off');
+});
+
+test('the upstream servers table has one row a server: state, weight in force (configured), in flight, requests, 5xx, failures, p50/p99, last check', () => {
+  assert.deepEqual(row(/^UPSTREAM/), ['UPSTREAM', 'SERVER', 'ADDRESS', 'STATE', 'WEIGHT', 'IN FLIGHT', 'REQUESTS', '5XX', 'FAILS', 'P50', 'P99', 'LAST CHECK']);
+  assert.deepEqual(row(/^app +one /), ['app', 'one', 'http://127.0.0.1:3001', 'healthy', '1', '2', '1,200', '0', '0', '11ms', '90ms', 'ok 3s ago']);
+  assert.deepEqual(row(/^app +two /), ['app', 'two', 'http://127.0.0.1:3002', 'unhealthy', '5 (2)', '0', '1,145', '45', '3', '14ms', '2.5s', 'failed 2s ago']);
+  assert.deepEqual(row(/^app +spare /), ['app', 'spare', 'http://127.0.0.1:3003', 'draining (backup)', '1', '0', '0', '0', '0', '-', '-', '-']);
+});
+
+test('the columns line up: every row of a table starts each column at the same offset as its header', () => {
+  const header = plain.find((l) => l.startsWith('UPSTREAM'))!;
+  const rows = plain.filter((l) => l.startsWith('app '));
+  assert.equal(rows.length, 3);
+  // STATE is left-aligned: it starts where its header does; P99 is right-aligned: it ends where its header does.
+  for (const r of rows) {
+    assert.equal(r.slice(header.indexOf('STATE')).match(/^(healthy|unhealthy|draining)/) !== null, true, r);
+    const p99End = header.indexOf('P99') + 3;
+    assert.match(r.slice(0, p99End), /(ms|s|-)$/, r);
+  }
+});
+
+test('the routes table has requests, each status class and p50/p99 per route', () => {
+  assert.deepEqual(row(/^ROUTE/), ['ROUTE', 'HANDLER', 'REQUESTS', '2XX', '3XX', '4XX', '5XX', 'P50', 'P99']);
+  assert.deepEqual(row(/^\*\/ /), ['*/', 'static', '10,000', '9,700', '300', '0', '0', '0.8ms', '4.5ms']);
+  assert.deepEqual(row(/^a\.example\/api\//), ['a.example/api/', 'proxy', '2,345', '2,000', '0', '300', '45', '12ms', '1.5s']);
+});
+
+test('the caches table has entries, size, hits, misses, stale answers and the hit ratio', () => {
+  assert.deepEqual(row(/^CACHE/), ['CACHE', 'ENTRIES', 'SIZE', 'HITS', 'MISSES', 'STALE', 'HIT RATIO']);
+  assert.deepEqual(row(/^pages/), ['pages', '120', '1.5 MiB', '900', '100', '4', '90.0%']);
+});
+
+test('the certificates table has hosts, source, expiry date, days left and the last renewal or its error', () => {
+  assert.deepEqual(row(/^CERTIFICATE/), ['CERTIFICATE', 'SOURCE', 'EXPIRES', 'DAYS LEFT', 'RENEWAL']);
+  assert.deepEqual(row(/^a\.example www/), ['a.example www.a.example', 'acme', '2027-02-01', '57', 'renewed 2026-11-03']);
+  assert.deepEqual(row(/^b\.example/), ['b.example', 'file', '2026-12-09', '2', 'error: rate limited']);
+});
+
+test('with colour on, states, 5xx counts and days left are coloured, headers bold, and without the escapes the text is the same', () => {
+  const coloured = statusLines(report as unknown as Record<string, unknown>, { colour: true, now: NOW });
+  const joined = coloured.join('\n');
+  assert.match(joined, /\x1b\[32mhealthy\x1b\[39m/);
+  assert.match(joined, /\x1b\[31munhealthy\x1b\[39m/);
+  assert.match(joined, /\x1b\[33mdraining \(backup\)\x1b\[39m/);
+  assert.match(joined, /\x1b\[31m45\x1b\[39m/, 'a 5xx count above zero is red');
+  assert.match(joined, /\x1b\[31m2\x1b\[39m/, 'two days left is red');
+  assert.match(joined, /\x1b\[32m57\x1b\[39m/, '57 days left is green');
+  assert.match(joined, /\x1b\[1mUPSTREAM/);
+  // Colour is applied after padding: stripped of escapes, the coloured output is the plain one.
+  assert.deepEqual(
+    coloured.map((l) => l.replace(/\x1b\[\d+m/g, '')),
+    plain,
+  );
+});
+
+test("an older Portico's status (no traffic, servers, caches or certificates) prints the process lines and no table", () => {
+  const old = {
+    ok: true,
+    version: '0.0.9',
+    pid: 7,
+    uptime_s: 5,
+    config: '/srv/portico.yaml',
+    state_dir: null,
+    control_socket: null,
+    listeners: [{ address: '127.0.0.1:8080', url: 'http://127.0.0.1:8080/' }],
+    instances: [{ upstream: 'app', slot: 'app#1', state: 'ready', pid: 99, port: 3001, restarts: 0 }],
+  };
+  const lines = statusLines(old, { colour: true, now: NOW });
+  assert.deepEqual(lines, [
+    'portico 0.0.9: pid 7, up 5s',
+    'config    /srv/portico.yaml',
+    'listen    http://127.0.0.1:8080/',
+    'state     -',
+    'control   -',
+    'operation idle',
+    'instance  app#1 ready pid 99 port 3001',
+  ]);
+});
+
+test('a report with odd or missing fields inside the tables prints dashes, not "undefined" or NaN', () => {
+  const odd = {
+    version: '0.1.0',
+    pid: 1,
+    uptime_s: 1,
+    upstreams: [{ name: 'app', servers: [{ id: 'x' }, null] }],
+    routes: [{ id: '*/' }],
+    caches: [{ zone: 'z', hit_ratio: null }],
+    certificates: [{ hosts: [] }],
+  };
+  const lines = statusLines(odd, { colour: false, now: NOW }).join('\n');
+  assert.doesNotMatch(lines, /undefined|NaN|null|\[object/);
+  assert.match(lines, /^app +x +- +- +- +- +- +- +- +- +- +-$/m);
+  assert.match(lines, /^z +- +- +- +- +- +-$/m);
+});
