@@ -38,3 +38,19 @@ export function requireTool(t: TestContext, name: string): boolean {
   t.skip(`${name} is not installed (on CI, with CI=true, this test fails instead)`);
   return false;
 }
+
+/**
+ * True when the executable file `file` exists (a browser at a fixed path, such as Debian's /usr/bin/chromium).
+ * Otherwise, as `requireTool`: skipped with a message saying what to install, or with CI=true a failure.
+ */
+export function requireExecutable(t: TestContext, file: string, aptPackage: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    const install = `apt-get install -y ${aptPackage}`;
+    if (process.env.CI === 'true') throw new Error(`${file} is not installed, and CI=true makes a missing tool a failure: install it (.ci/run does: ${install})`);
+    t.skip(`${file} is not installed (${install}; on CI, with CI=true, this test fails instead)`);
+    return false;
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The dashboard end to end: a real `portico run` with an admin listener, two real backends with active health
+ * checks, and Debian's Chromium driven by playwright-core (a fresh profile, no network beyond loopback). The page
+ * loads, logs in with the token, shows a server going down within seconds of its health check failing, and a
+ * drain click takes effect (the row says draining and GET /status agrees). A screenshot is kept in
+ * test-artifacts/dashboard.png. Without /usr/bin/chromium the test skips, or fails with CI=true (.ci/run installs it).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Request } from 'playwright-core';
+import { freePort } from '../helpers/pebble.js';
+import { PorticoProcess } from '../helpers/process.js';
+import { eventually } from '../helpers/supervise.js';
+import { requireExecutable } from '../helpers/tools.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const CHROMIUM = '/usr/bin/chromium';
+/** The flags the issue names: headless, no sandbox (root), no GPU, and nothing that reaches outside the machine. */
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const TOKEN_ENV = 'PORTICO_DASHBOARD_TEST_TOKEN';
+/** How soon a failed health check must show on the page: the check's interval, one status event, drawing. */
+const DOWN_WITHIN_MS = 5_000;
+
+const cleanups: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** A backend answering its name, whose `/health` answers 200 or 503 as `healthy` says. */
+async function backend(name: string): Promise<TestUpstream & { healthy: boolean }> {
+  const state = { healthy: true };
+  const upstream = await startUpstream((req, res) => {
+    if (req.url === '/health') {
+      res.writeHead(state.healthy ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(state.healthy ? 'ok' : 'down');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+    res.end(name);
+  });
+  cleanups.push(() => upstream.stop());
+  return Object.assign(upstream, {
+    get healthy() {
+      return state.healthy;
+    },
+    set healthy(value: boolean) {
+      state.healthy = value;
+    },
+  });
+}
+
+/** One server's status from `GET /status` with the Bearer token. */
+async function serverStatus(admin: string, token: string, upstream: string, id: string): Promise<Record<string, unknown> | undefined> {
+  const res = await fetch(`${admin}/status`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(res.status, 200, `GET /status: ${res.status}`);
+  const report = (await res.json()) as { upstreams: Array<{ name: string; servers: Array<Record<string, unknown>> }> };
+  return report.upstreams.find((u) => u.name === upstream)?.servers.find((s) => s.id === id);
+}
+
+describe('the dashboard in headless Chromium (Debian chromium + playwright-core)', () => {
+  test('the page loads, refuses a wrong token, logs in, shows a server down within seconds of its failed health check, and a drain click takes effect (the row and GET /status say draining)', async (t) => {
+    if (!requireExecutable(t, CHROMIUM, 'chromium')) return;
+    const one = await backend('one');
+    const two = await backend('two');
+    const adminPort = await freePort();
+    const admin = `http://127.0.0.1:${adminPort}`;
+    const token = randomBytes(24).toString('hex');
+    process.env[TOKEN_ENV] = token;
+    cleanups.push(() => {
+      delete process.env[TOKEN_ENV];
+    });
+
+    const dir = mkdtempSync(path.join(tmpdir(), 'portico-dashboard-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'portico.yaml');
+    writeFileSync(
+      file,
+      [
+        'listen: ["127.0.0.1:0"]',
+        'log: { access: off }',
+        `admin: { listen: "127.0.0.1:${adminPort}", token_env: ${TOKEN_ENV} }`,
+        'upstreams:',
+        '  app:',
+        `    servers: [{ url: "${one.url}", name: one }, { url: "${two.url}", name: two }]`,
+        '    health: { path: /health, interval: 250ms, timeout: 500ms, rise: 1, fall: 1 }',
+        'sites:',
+        '  - routes: [{ path: /, proxy: { upstream: app } }]',
+        '',
+      ].join('\n'),
+    );
+    // The child inherits the token through its environment.
+    const portico = await PorticoProcess.start(file, dir);
+    cleanups.push(async () => {
+      await portico.stop();
+    });
+    await eventually(async () => (await fetch(`${admin}/healthz`).catch(() => undefined))?.status === 200, 'the admin listener', 10_000);
+    // Some traffic for the charts and the tables.
+    for (let i = 0; i < 20; i++) assert.equal((await fetch(`http://127.0.0.1:${portico.port}/x${i}`)).status, 200);
+
+    const profile = mkdtempSync(path.join(tmpdir(), 'portico-chromium-'));
+    cleanups.push(() => rmSync(profile, { recursive: true, force: true }));
+    const browser: BrowserContext = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1400, height: 1000 },
+    });
+    cleanups.push(() => browser.close());
+    const page = browser.pages()[0] ?? (await browser.newPage());
+    page.setDefaultTimeout(10_000);
+    const problems: string[] = [];
+    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    page.on('console', (message) => {
+      if (message.type() === 'error' && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`console: ${message.text()}`);
+    });
+    const requests: Request[] = [];
+    page.on('request', (request) => requests.push(request));
+
+    // The page loads from the admin listener and asks for the token (reads are not open in this config).
+    await page.goto(`${admin}/`);
+    const tokenField = page.getByLabel('Admin token');
+    await tokenField.waitFor({ state: 'visible' });
+
+    // A wrong token is refused on the page.
+    await tokenField.fill('not-the-token');
+    await page.locator('#login-submit').click();
+    await page.locator('#login-error').waitFor({ state: 'visible' });
+
+    await tokenField.fill(token);
+    await page.locator('#login-submit').click();
+    const row = (id: string, state: string) => page.locator(`tr[data-upstream="app"][data-server="${id}"][data-state="${state}"]`);
+    await row('one', 'healthy').waitFor();
+    await row('two', 'healthy').waitFor();
+    await page.locator('#live.live-on').waitFor();
+    assert.match((await page.locator('tr[data-server="two"] .badge').textContent()) ?? '', /healthy/i, 'the state is written, not only coloured');
+
+    // two's health check starts failing: the page shows it down within seconds, with no reload.
+    const navigations = requests.filter((r) => r.isNavigationRequest()).length;
+    two.healthy = false;
+    const failedAt = Date.now();
+    await row('two', 'unhealthy').waitFor({ timeout: DOWN_WITHIN_MS + 5_000 });
+    const shownIn = Date.now() - failedAt;
+    t.diagnostic(`server two shown unhealthy ${shownIn} ms after its health endpoint turned 503`);
+    assert.ok(shownIn <= DOWN_WITHIN_MS, `shown after ${shownIn} ms, over ${DOWN_WITHIN_MS} ms`);
+    assert.equal(requests.filter((r) => r.isNavigationRequest()).length, navigations, 'no page reload: the update came over the event stream');
+
+    // Drain one with its button: the row says draining, and so does the admin API.
+    await page.getByRole('button', { name: 'Drain server one of app' }).click();
+    await row('one', 'draining').waitFor({ timeout: 5_000 });
+    const drained = await serverStatus(admin, token, 'app', 'one');
+    assert.equal(drained?.state, 'draining', JSON.stringify(drained));
+    assert.equal(drained?.admin, 'draining');
+    // The next status events keep saying so (the page is not just showing the POST's answer).
+    await page.locator('#foot-updated').waitFor();
+    const before = await page.locator('#foot-updated').textContent();
+    await eventually(async () => (await page.locator('#foot-updated').textContent()) !== before, 'a later status event', 5_000);
+    assert.equal(await row('one', 'draining').count(), 1);
+
+    // Chart and tiles are drawn from the reports.
+    assert.notEqual(await page.locator('#tile-total').textContent(), '–');
+
+    mkdirSync(path.join(repo, 'test-artifacts'), { recursive: true });
+    const shot = path.join(repo, 'test-artifacts', 'dashboard.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    t.diagnostic(`screenshot: ${shot}`);
+
+    // Every request stayed on the admin listener (no external asset), and every POST carried the CSRF guards.
+    const foreign = requests.map((r) => r.url()).filter((u) => !u.startsWith(`${admin}/`));
+    assert.deepEqual(foreign, [], 'the page asks nothing of any other origin');
+    const posts = requests.filter((r) => r.method() === 'POST');
+    assert.ok(posts.length >= 3, `the logins and the drain were POSTs (${posts.length})`);
+    for (const post of posts) {
+      const headers = post.headers();
+      assert.equal(headers['content-type'], 'application/json', post.url());
+      assert.equal(headers['x-portico-admin'], '1', post.url());
+    }
+    assert.deepEqual(problems, [], 'no script error and no CSP violation');
+  });
+});
