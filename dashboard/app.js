@@ -135,7 +135,9 @@
 
   /** One call: JSON in and out; a POST carries the admin header and JSON content type. Throws ApiError. */
   async function api(method, path, body) {
-    const init = { method, credentials: 'same-origin', headers: { accept: 'application/json' }, cache: 'no-store' };
+    // referrerPolicy: the admin listener's pages say `Referrer-Policy: no-referrer`, under which a browser sends
+    // `Origin: null` with a POST; `same-origin` keeps the page's own origin there, which the CSRF check compares.
+    const init = { method, credentials: 'same-origin', referrerPolicy: 'same-origin', headers: { accept: 'application/json' }, cache: 'no-store' };
     if (method !== 'GET') {
       init.headers['content-type'] = 'application/json';
       init.headers['x-portico-admin'] = '1';
@@ -259,6 +261,16 @@
         render(JSON.parse(event.data));
       } catch (error) {
         console.error('status event', error);
+      }
+    });
+    events.addEventListener('status_error', (event) => {
+      // The report could not be built this time (a worker gone, say): keep the last one and say so.
+      try {
+        const data = JSON.parse(event.data);
+        setLive('wait', 'no report');
+        $('live').title = data && data.error ? data.error.message : '';
+      } catch (error) {
+        console.error('status_error event', error);
       }
     });
     events.addEventListener('job', (event) => {
@@ -520,7 +532,10 @@
     if (!report || typeof report !== 'object') return;
     state.report = report;
     state.lastAt = Date.now();
-    if (state.events && state.events.readyState === EventSource.OPEN) setLive('on', 'live');
+    if (state.events && state.events.readyState === EventSource.OPEN) {
+      setLive('on', 'live');
+      $('live').title = '';
+    }
     $('main').hidden = !$('login').hidden && $('login-cancel').hidden;
     addSample(report);
     renderFacts(report);
@@ -877,7 +892,7 @@
         state.jobUpstream.set(String(job.id), upstream);
         jobChanged(job);
       }
-      toast(`Deploy of ${upstream} started${job && job.id !== undefined ? ` (job ${job.id})` : ''}`);
+      toast(`Deploy of ${upstream} started${job && job.id !== undefined ? ` (job ${shortId(job.id)})` : ''}`);
     } catch (error) {
       failedAction(`deploy ${upstream}`, error);
     } finally {
@@ -904,6 +919,12 @@
     return words[0] === 'deploy' && words[1] ? words[1] : null;
   }
 
+  /** A job's id as shown: a UUID's first 8 characters are enough to tell jobs apart on one page. */
+  function shortId(id) {
+    const text = String(id);
+    return text.length > 12 ? text.slice(0, 8) : text;
+  }
+
   function lastMessage(job) {
     const events = Array.isArray(job.events) ? job.events : [];
     if (job.state === 'failed') return (job.result && job.result.error && job.result.error.message) || (events.length ? events[events.length - 1].message : 'failed');
@@ -921,7 +942,7 @@
       return;
     }
     const events = Array.isArray(latest.events) ? latest.events.length : 0;
-    setText(node, `deploy #${latest.id} ${latest.state}${latest.state === 'running' ? ` (step ${events})` : ''}: ${lastMessage(latest)}`);
+    setText(node, `deploy ${shortId(latest.id)} ${latest.state}${latest.state === 'running' ? ` (step ${events})` : ''}: ${lastMessage(latest)}`);
     node.className = `deploy-progress ${latest.state === 'failed' ? 'bad-text' : latest.state === 'done' ? 'ok-text' : 'warn-text'}`;
   }
 
@@ -936,7 +957,8 @@
       const head = el('div', 'job-head');
       head.append(el('span', `badge job-${job.state}`, job.state));
       const upstream = upstreamOf(job);
-      head.append(el('span', 'job-title', `${job.operation}${upstream && !String(job.operation).includes(upstream) ? ` ${upstream}` : ''} #${job.id}`));
+      head.append(el('span', 'job-title', `${job.operation}${upstream && !String(job.operation).includes(upstream) ? ` ${upstream}` : ''}`));
+      head.append(el('span', 'mono muted', shortId(job.id), { title: String(job.id) }));
       head.append(el('span', 'muted', `${date(job.created)}${job.finished ? `, took ${duration((Date.parse(job.finished) - Date.parse(job.created)) / 1000)}` : ''}`));
       item.append(head);
       const events = Array.isArray(job.events) ? job.events : [];
