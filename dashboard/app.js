@@ -423,12 +423,13 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
   }
 
-  /** A round upper bound for an axis (1, 2, 5 × 10^n). */
+  /** A round top for an axis of four intervals: four times a round step (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^n). */
   function niceMax(value) {
     if (!(value > 0)) return 1;
-    const exp = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (value <= m * exp) return m * exp;
-    return 10 * exp;
+    const quarter = value / 4;
+    const exp = Math.pow(10, Math.floor(Math.log10(quarter)));
+    for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (quarter <= m * exp) return 4 * m * exp;
+    return 40 * exp;
   }
 
   function drawChart(canvas, points, lines, unit) {
@@ -518,8 +519,8 @@
 
   function drawCharts() {
     const points = series();
-    drawChart($('chart-rps'), points, [{ key: 'rps', colour: '--rps', fill: true }], (v) => (v >= 1000 ? `${(v / 1000).toFixed(1)}k` : `${Number(v.toFixed(1))}`));
-    drawChart($('chart-latency'), points, [{ key: 'p50', colour: '--p50' }, { key: 'p99', colour: '--p99' }], (v) => (v >= 1000 ? `${(v / 1000).toFixed(1)} s` : `${Number(v.toFixed(v < 10 ? 1 : 0))} ms`));
+    drawChart($('chart-rps'), points, [{ key: 'rps', colour: '--rps', fill: true }], (v) => (v >= 1000 ? `${Number((v / 1000).toFixed(2))}k` : `${Number(v.toFixed(v < 10 ? 2 : 0))}`));
+    drawChart($('chart-latency'), points, [{ key: 'p50', colour: '--p50' }, { key: 'p99', colour: '--p99' }], (v) => (v >= 1000 ? `${Number((v / 1000).toFixed(2))} s` : `${Number(v.toFixed(v < 10 ? 2 : 0))} ms`));
     return points;
   }
 

@@ -41,27 +41,20 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** A backend answering its name, whose `/health` answers 200 or 503 as `healthy` says. */
-async function backend(name: string): Promise<TestUpstream & { healthy: boolean }> {
-  const state = { healthy: true };
+/** A backend answering its name, whose `/health` answers 200 or 503 as `health.ok` says. */
+async function backend(name: string): Promise<{ upstream: TestUpstream; health: { ok: boolean } }> {
+  const health = { ok: true };
   const upstream = await startUpstream((req, res) => {
     if (req.url === '/health') {
-      res.writeHead(state.healthy ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(state.healthy ? 'ok' : 'down');
+      res.writeHead(health.ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(health.ok ? 'ok' : 'down');
       return;
     }
     res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
     res.end(name);
   });
   cleanups.push(() => upstream.stop());
-  return Object.assign(upstream, {
-    get healthy() {
-      return state.healthy;
-    },
-    set healthy(value: boolean) {
-      state.healthy = value;
-    },
-  });
+  return { upstream, health };
 }
 
 /** One server's status from `GET /status` with the Bearer token. */
@@ -96,7 +89,7 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
         `admin: { listen: "127.0.0.1:${adminPort}", token_env: ${TOKEN_ENV} }`,
         'upstreams:',
         '  app:',
-        `    servers: [{ url: "${one.url}", name: one }, { url: "${two.url}", name: two }]`,
+        `    servers: [{ url: "${one.upstream.url}", name: one }, { url: "${two.upstream.url}", name: two }]`,
         '    health: { path: /health, interval: 250ms, timeout: 500ms, rise: 1, fall: 1 }',
         'sites:',
         '  - routes: [{ path: /, proxy: { upstream: app } }]',
@@ -131,6 +124,14 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
     const requests: Request[] = [];
     page.on('request', (request) => requests.push(request));
 
+    // A failure leaves a screenshot of the page as it was.
+    const artifacts = path.join(repo, 'test-artifacts');
+    mkdirSync(artifacts, { recursive: true });
+    cleanups.push(async () => {
+      if (!passed) await page.screenshot({ path: path.join(artifacts, 'dashboard-failure.png'), fullPage: true }).catch(() => {});
+    });
+    let passed = false;
+
     // The page loads from the admin listener and asks for the token (reads are not open in this config).
     await page.goto(`${admin}/`);
     const tokenField = page.getByLabel('Admin token');
@@ -147,13 +148,35 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
     await row('one', 'healthy').waitFor();
     await row('two', 'healthy').waitFor();
     await page.locator('#live.live-on').waitFor();
+
+    // Traffic while the page is open (the charts start with it): ~50 requests/s, bounded in count and time.
+    const load = { on: true, sent: 0 };
+    const loading = (async () => {
+      const until = Date.now() + 25_000;
+      while (load.on && load.sent < 1500 && Date.now() < until) {
+        load.sent++;
+        await fetch(`http://127.0.0.1:${portico.port}/load`).then((res) => res.arrayBuffer()).catch(() => undefined);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    cleanups.push(async () => {
+      load.on = false;
+      await loading;
+    });
+    // Requests/s and the p50/p99 tile come from the difference of two status events' totals.
+    await eventually(async () => Number((await page.locator('#tile-rps').textContent())?.replace(/,/g, '')) > 0, 'requests/s above 0 on the page', 5_000);
+    await eventually(async () => /\d/.test((await page.locator('#tile-latency').textContent()) ?? ''), 'a p50/p99 on the page', 5_000);
     assert.match((await page.locator('tr[data-server="two"] .badge').textContent()) ?? '', /healthy/i, 'the state is written, not only coloured');
 
     // two's health check starts failing: the page shows it down within seconds, with no reload.
     const navigations = requests.filter((r) => r.isNavigationRequest()).length;
-    two.healthy = false;
+    two.health.ok = false;
     const failedAt = Date.now();
-    await row('two', 'unhealthy').waitFor({ timeout: DOWN_WITHIN_MS + 5_000 });
+    await row('two', 'unhealthy')
+      .waitFor({ timeout: DOWN_WITHIN_MS + 5_000 })
+      .catch(async (error: Error) => {
+        throw new Error(`${error.message}\nGET /status says of two: ${JSON.stringify(await serverStatus(admin, token, 'app', 'two'))}`);
+      });
     const shownIn = Date.now() - failedAt;
     t.diagnostic(`server two shown unhealthy ${shownIn} ms after its health endpoint turned 503`);
     assert.ok(shownIn <= DOWN_WITHIN_MS, `shown after ${shownIn} ms, over ${DOWN_WITHIN_MS} ms`);
@@ -174,8 +197,10 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
     // Chart and tiles are drawn from the reports.
     assert.notEqual(await page.locator('#tile-total').textContent(), '–');
 
-    mkdirSync(path.join(repo, 'test-artifacts'), { recursive: true });
-    const shot = path.join(repo, 'test-artifacts', 'dashboard.png');
+    load.on = false;
+    await loading;
+    t.diagnostic(`${load.sent} requests sent while the page was open`);
+    const shot = path.join(artifacts, 'dashboard.png');
     await page.screenshot({ path: shot, fullPage: true });
     t.diagnostic(`screenshot: ${shot}`);
 
@@ -190,5 +215,6 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
       assert.equal(headers['x-portico-admin'], '1', post.url());
     }
     assert.deepEqual(problems, [], 'no script error and no CSP violation');
+    passed = true;
   });
 });
