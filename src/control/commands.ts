@@ -9,6 +9,7 @@ import { controlSocketsOfFile } from '../config/control.js';
 import { displayPath } from '../config/load.js';
 import { callControl } from './client.js';
 import { displayError, type OperationName, type OperationResult, type ProgressEvent } from './protocol.js';
+import { fetchStatusReport } from './report-client.js';
 import { paint, statusLines } from './status-view.js';
 
 /** How a control command was asked for. */
@@ -75,11 +76,15 @@ export async function runControlCommand(command: ControlCommand): Promise<number
     else out.write(`  ${event.message}\n`);
   };
   const asked = { operation, config: path.resolve(command.file), upstream: command.upstream };
-  let result: OperationResult = await callControl(sockets[0]!, asked, { progress });
+  let socket = sockets[0]!;
+  let result: OperationResult = await callControl(socket, asked, { progress });
   // No Portico at the state_dir the file names now: one started before that key was written listens at the default.
   if (!result.ok && result.error.code === 'PORTICO_NOT_RUNNING' && sockets[1] !== undefined) {
     const fallback = await callControl(sockets[1], asked, { progress });
-    if (fallback.ok || fallback.error.code !== 'PORTICO_NOT_RUNNING') result = fallback;
+    if (fallback.ok || fallback.error.code !== 'PORTICO_NOT_RUNNING') {
+      result = fallback;
+      socket = sockets[1];
+    }
   }
   if (json) {
     out.write(`${JSON.stringify(result)}\n`);
@@ -87,7 +92,11 @@ export async function runControlCommand(command: ControlCommand): Promise<number
   }
   const label = command.upstream === undefined ? operation : `${operation} ${command.upstream}`;
   if (result.ok) {
-    if (operation === 'status') out.write(`${statusLines(result, { colour: colourFor(out) }).join('\n')}\n`);
+    if (operation === 'status') {
+      // The tables come from the admin API's report on the same socket (a Portico without it: the lines alone).
+      const report = await fetchStatusReport(socket);
+      out.write(`${statusLines({ ...result, ...report }, { colour: colourFor(out) }).join('\n')}\n`);
+    }
     else {
       for (const warning of (result.warnings as string[] | undefined) ?? []) err.write(`${warning}\n`);
       if (operation === 'deploy') out.write(`${deployLines(result).join('\n')}\n`);
