@@ -853,10 +853,10 @@
       const row = el('tr');
       row.append(el('th', 'mono', Array.isArray(c.hosts) && c.hosts.length ? c.hosts.join(', ') : '–', { scope: 'row' }));
       row.append(el('td', '', c.source || '–'));
-      row.append(el('td', '', date(c.not_after)));
+      row.append(el('td', '', typeof c.not_after === 'string' ? c.not_after.slice(0, 10) : '–', { title: date(c.not_after) }));
       const days = typeof c.days_left === 'number' ? Math.floor(c.days_left) : null;
       row.append(el('td', `num ${days === null ? '' : days < 7 ? 'bad-text' : days < 30 ? 'warn-text' : 'ok-text'}`, days === null ? '–' : days));
-      row.append(c.last_renewal_error ? el('td', 'bad-text', `error: ${c.last_renewal_error}`) : el('td', 'muted', c.last_renewal ? date(c.last_renewal) : '–'));
+      row.append(c.last_renewal_error ? el('td', 'bad-text', `error: ${c.last_renewal_error}`) : el('td', 'muted', c.last_renewal ? String(c.last_renewal).slice(0, 10) : '–', { title: date(c.last_renewal) }));
       row.className = days !== null && days < 7 ? 'row-bad' : days !== null && days < 30 ? 'row-warn' : 'row-ok';
       return row;
     });
@@ -968,6 +968,10 @@
         for (const e of events.slice(-30)) ol.append(el('li', '', e.message));
         if (job.state === 'failed' && job.result && job.result.error) ol.append(el('li', 'bad-text', `${job.result.error.message} (${job.result.error.code})`));
         item.append(ol);
+        // The latest step in view.
+        requestAnimationFrame(() => {
+          ol.scrollTop = ol.scrollHeight;
+        });
       }
       return item;
     });
