@@ -901,6 +901,21 @@
     }
   }
 
+  async function startReload(button) {
+    if (!window.confirm('Reload the config file? A config with errors is refused and the one serving stays.')) return;
+    button.disabled = true;
+    try {
+      const answer = await api('POST', '/reload', {});
+      const job = answer && answer.job ? answer.job : answer;
+      if (job && job.id !== undefined) jobChanged(job);
+      toast(`Reload started${job && job.id !== undefined ? ` (job ${shortId(job.id)})` : ''}: see Jobs`);
+    } catch (error) {
+      failedAction('reload', error);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   function jobChanged(job) {
     if (!job || job.id === undefined) return;
     const id = String(job.id);
@@ -988,6 +1003,7 @@
     $('main').hidden = !state.report;
   });
   $('logout').addEventListener('click', logout);
+  $('reload').addEventListener('click', () => startReload($('reload')));
   // Relative times ("3s ago") move on between reports.
   setInterval(() => {
     if (state.report && Date.now() - state.lastAt > 1500) renderUpstreams(state.report);

@@ -194,6 +194,16 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
     await eventually(async () => (await page.locator('#foot-updated').textContent()) !== before, 'a later status event', 5_000);
     assert.equal(await row('one', 'draining').count(), 1);
 
+    // Accessible: every button has a name, every table column a header.
+    const unnamed = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('button'))
+        .filter((b) => (b.getAttribute('aria-label') ?? b.textContent ?? '').trim() === '')
+        .map((b) => b.outerHTML),
+    );
+    assert.deepEqual(unnamed, [], 'every button has a label');
+    const headless = await page.evaluate(() => Array.from(document.querySelectorAll('table')).filter((table) => table.querySelectorAll('thead th').length === 0).length);
+    assert.equal(headless, 0, 'every table has column headers');
+
     // Chart and tiles are drawn from the reports.
     assert.notEqual(await page.locator('#tile-total').textContent(), '–');
 
