@@ -166,6 +166,8 @@
   /** What to do with an action's failure: a missing or expired session opens the login form. */
   function failedAction(what, error) {
     if (error.status === 401 || (error.status === 403 && !loggedIn())) {
+      // The session expired or never was: forget it, and ask for the token.
+      setLoggedIn(false);
       toast(`${what}: log in first (${error.message})`, true);
       showLogin(true);
       return;
