@@ -20,6 +20,8 @@
   const STALE_MS = 5000;
   /** Reconnect delays after the event stream closes, growing to the last. */
   const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
+  /** How often the page reads GET /status when it may read but not follow the stream (open_reads, no session). */
+  const POLL_MS = 2000;
   /** Jobs listed, newest first. */
   const JOBS_SHOWN = 8;
 
@@ -34,6 +36,7 @@
     events: null,
     reconnects: 0,
     reconnectTimer: 0,
+    poll: 0,
     /** Jobs by id (from GET /jobs, event: job, and the deploys started here). */
     jobs: new Map(),
     /** The upstream of each deploy job started here (a Job does not name its upstream). */
@@ -214,9 +217,13 @@
       await api('POST', '/login', { token });
       setLoggedIn(true);
       hideLogin();
+      stopPolling();
       toast('Logged in');
       if (!state.started) start();
-      else connect();
+      else {
+        connect();
+        loadJobs();
+      }
     } catch (error) {
       $('login-error').hidden = false;
       $('login-error').textContent = error.status === 401 || error.status === 403 ? `Refused: ${error.message}` : error.message;
@@ -232,6 +239,7 @@
       // The session is gone either way.
     }
     setLoggedIn(false);
+    stopPolling();
     if (state.events) state.events.close();
     state.events = null;
     state.started = false;
@@ -293,18 +301,63 @@
       if (state.events !== events) return;
       state.events = null;
       const delay = RECONNECT_MS[Math.min(state.reconnects++, RECONNECT_MS.length - 1)];
-      state.reconnectTimer = setTimeout(async () => {
-        try {
-          await api('GET', '/status');
-          connect();
-        } catch (error) {
-          if (error.status === 401 || error.status === 403) {
-            setLoggedIn(false);
-            showLogin(false);
-          } else connect();
-        }
-      }, delay);
+      state.reconnectTimer = setTimeout(() => streamRefused(), delay);
     });
+  }
+
+  /** The HTTP status `GET /events` answers now (0: no answer), read from its headers, the stream then dropped. */
+  async function eventsStatus() {
+    const abort = new AbortController();
+    try {
+      const res = await fetch('/events', { credentials: 'same-origin', cache: 'no-store', signal: abort.signal });
+      return res.status;
+    } catch {
+      return 0;
+    } finally {
+      abort.abort();
+    }
+  }
+
+  /**
+   * After the stream closed: reconnect when it can be had; without a session, ask for the token, or, when reads
+   * are open (`open_reads`: GET /status without a token, not the stream), show the figures by polling meanwhile.
+   */
+  async function streamRefused() {
+    const status = await eventsStatus();
+    if (status !== 401 && status !== 403) {
+      stopPolling();
+      connect();
+      return;
+    }
+    setLoggedIn(false);
+    try {
+      render(await api('GET', '/status'));
+      startPolling();
+      setLive('wait', 'read-only: log in for live');
+    } catch (error) {
+      stopPolling();
+      setLive('off', 'log in');
+      showLogin(false);
+    }
+  }
+
+  function startPolling() {
+    if (state.poll) return;
+    state.poll = setInterval(async () => {
+      try {
+        render(await api('GET', '/status'));
+      } catch (error) {
+        if (error.status === 401 || error.status === 403) {
+          stopPolling();
+          showLogin(false);
+        }
+      }
+    }, POLL_MS);
+  }
+
+  function stopPolling() {
+    clearInterval(state.poll);
+    state.poll = 0;
   }
 
   /** The first report, then the stream; a Portico that wants a token for reads shows the login form. */
