@@ -305,6 +305,16 @@ export class CacheZone {
     return Math.max(fromMemory, fromDisk);
   }
 
+  /**
+   * Removes every key `match` accepts from both tiers (the admin API's purge by URL or URL prefix, whose keys each
+   * process works out from its own routes: not told on, see `onPurge`); returns how many variants were removed.
+   */
+  async purgeMatching(match: (key: string) => boolean): Promise<number> {
+    const fromMemory = this.memory.deleteMatching(match);
+    const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deleteMatching(match)) ?? 0);
+    return Math.max(fromMemory, fromDisk);
+  }
+
   /** The miss in flight for a key, if any. */
   flight(key: string): Flight | undefined {
     return this.#flights.get(key);

@@ -34,6 +34,8 @@ import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
+import { checkServerId, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
+import { purgeInZone, planPurge } from './purge.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -98,6 +100,8 @@ export interface WorkerRole {
    * Supervisor of its own, and its upstreams' slots start where the primary has them.
    */
   slotPort(upstream: string, slot: string): number | undefined;
+  /** The operator's say on servers, as the primary holds it (see `setServerOverride` for later changes). */
+  servers: OverrideList;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -144,6 +148,8 @@ export class Portico {
   /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
   #upgrade: PorticoOptions['successorOf'];
   readonly #worker: WorkerRole | undefined;
+  /** The operator's say on upstream servers (drain, disable, weight): kept in the state directory when there is one. */
+  readonly #operator: ServerOverrides;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -167,6 +173,8 @@ export class Portico {
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
     this.#worker = options.worker;
+    this.#operator = new ServerOverrides(logger);
+    if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
     // A worker's upstreams take their active checks' outcomes from the primary.
     this.#upstreams = new UpstreamRegistry(logger, {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
@@ -182,6 +190,7 @@ export class Portico {
     plan.commit();
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     upstreams.commit();
+    for (const upstream of upstreams.fresh) this.#operator.applyTo(upstream);
     const kept = this.#kept.plan();
     try {
       // A worker's app servers are the primary's Supervisor's (see `moveSlot`).
@@ -258,6 +267,17 @@ export class Portico {
     this.#stateNamed = true;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
+    this.#loadOverrides(state);
+  }
+
+  /** Reads the operator's overrides kept in `state` and applies them to every upstream running (a first state directory). */
+  #loadOverrides(state: StateDir): void {
+    if (this.#operator.kept) return;
+    this.#operator.load(state);
+    // The constructor's upstreams are not built yet when it opens the state directory: they get them when built.
+    const app = this.#app as App | undefined;
+    if (app === undefined) return;
+    for (const name of Object.keys(app.config.upstreams)) for (const upstream of this.#upstreams.live(name)) this.#operator.applyTo(upstream);
   }
 
   /**
@@ -267,6 +287,7 @@ export class Portico {
   #openControlDir(config: Config): boolean {
     if (this.#state !== undefined) return true;
     this.#state = openControlDir(config, this.#logger, this.#upgrade?.predecessor);
+    if (this.#state !== undefined) this.#loadOverrides(this.#state);
     return this.#state !== undefined;
   }
 
@@ -335,19 +356,46 @@ export class Portico {
     throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
   }
 
-  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  /**
+   * An operator's action on one server (see `nextOverride`): kept in the state directory (memory only without
+   * one), then applied to every live upstream of the name (the one serving and those a reload replaced that still
+   * drain). Resolves with the server's status after it. 404 for an unknown upstream or server id, 400 for a bad
+   * weight (PorticoError).
+   */
   async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
-    void upstream;
-    void server;
-    void action;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+    checkServerId(this.#app.config, upstream, server);
+    const override = nextOverride(this.#operator.get(upstream, server), action);
+    await this.#operator.set(upstream, server, override);
+    return this.#applyOverride(upstream, server, override);
   }
 
-  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
+  /**
+   * A worker: the primary's override of one server (which the primary checked and kept), applied here; the
+   * server's status here after it (undefined: this config has no such server).
+   */
+  setServerOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus | undefined {
+    void this.#operator.set(upstream, server, override);
+    const held = this.#app.upstream(upstream)?.server(server);
+    return held === undefined ? undefined : this.#applyOverride(upstream, server, override);
+  }
+
+  #applyOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus {
+    for (const live of this.#upstreams.live(upstream)) {
+      const found = live.server(server);
+      if (found !== undefined) live.setOperator(found, override?.admin ?? 'enabled', override?.weight);
+    }
+    return serverStatus(this.#app.upstream(upstream)!.server(server)!);
+  }
+
+  /**
+   * A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates: see `planPurge`), in this
+   * process. 404 for an unknown zone, 400 for a URL that is not absolute http(s) or a prefix the zone's keys
+   * cannot be matched on (PorticoError).
+   */
   async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
-    void zone;
-    void target;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+    const match = planPurge(this.#app.config, zone, target);
+    const found = this.#app.cacheZone(zone);
+    return { purged: found === undefined ? 0 : await purgeInZone(found, match) };
   }
 
   /** Reopens the log files (access log, error log file) after a rotation. */
@@ -553,6 +601,9 @@ export class Portico {
     // The swap: from here on nothing fails, and nothing waits for the previous config.
     caches.commit();
     upstreams.commit();
+    // The operator's say holds across reloads: the new upstreams take it before they serve (nothing awaits from
+    // here to the swap, so no action can come in between).
+    for (const upstream of upstreams.fresh) this.#operator.applyTo(upstream);
     // Instances that started or moved while the new upstreams were being built: their slots catch up.
     const running = this.#supervisor;
     if (running !== undefined) for (const upstream of upstreams.fresh) upstream.syncSlots((name, slot) => running.port(name, slot));
@@ -645,6 +696,7 @@ export class Portico {
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#zones.stop();
+    await this.#operator.settled();
     this.#state?.release();
   }
 }

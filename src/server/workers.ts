@@ -32,6 +32,8 @@ import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
+import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
+import { planPurge } from './purge.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
 export const WORKER_ENV = 'PORTICO_WORKER';
@@ -47,6 +49,8 @@ const START_TIMEOUT_MS = 30_000;
 const RELOAD_TIMEOUT_MS = 60_000;
 /** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
 const MOVE_MARGIN_MS = 2_000;
+/** How long the primary waits for each worker's answer to an operator's action or purge. */
+const ASK_TIMEOUT_MS = 2_000;
 
 /**
  * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
@@ -84,7 +88,11 @@ export type ToWorker =
       certificates: HeldCertificate[];
       /** The port serving each spawned slot now: upstream, slot, port. */
       slots: Array<[string, string, number]>;
+      /** The operator's say on servers (drain, disable, weight), as the primary holds it. */
+      servers: OverrideList;
     }
+  | { t: 'servers'; seq: number; upstream: string; id: string; override: ServerOverride | null }
+  | { t: 'purgeTarget'; seq: number; zone: string; target: PurgeTarget }
   | { t: 'moved'; seq: number; upstream: string; slot: string; port: number | null; drainMs: number }
   | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
@@ -101,7 +109,9 @@ export type ToPrimary =
   | { t: 'failed'; error: string }
   | { t: 'reloaded'; seq: number; error?: string }
   | { t: 'moved'; seq: number }
-  | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string };
+  | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string }
+  /** The answer to `servers` (the server's status in that worker; null: its config has no such server) or `purgeTarget`. */
+  | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
 export function reusePortAvailable(version: string = process.versions.node): boolean {
@@ -275,6 +285,11 @@ export class Primary {
   /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
   #deploys: Promise<void> = Promise.resolve();
   readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  /** The operator's say on servers: the truth, kept in the state directory; every worker gets it. */
+  readonly #operator: ServerOverrides;
+  #askSeq = 0;
+  /** Questions to the workers waiting for answers (`#ask`): seq → worker id → answered. */
+  readonly #askWaits = new Map<number, Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>>();
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -296,6 +311,8 @@ export class Primary {
       }
     })();
     if (config.state_dir !== undefined) this.#state = StateDir.open(config.state_dir, logger);
+    this.#operator = new ServerOverrides(logger);
+    if (this.#state !== undefined) this.#operator.load(this.#state);
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
     this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
@@ -371,6 +388,12 @@ export class Primary {
       // The control socket once every worker serves (a reload must reach them all); its folder is the state
       // directory (the default one beside the config when it names none).
       this.#state ??= openControlDir(this.#config, this.#logger);
+      if (this.#state !== undefined && !this.#operator.kept) {
+        // The control socket's folder (no state_dir named): what it keeps reaches the workers started without it.
+        this.#operator.load(this.#state);
+        for (const [upstream, id, override] of this.#operator.list()) this.#tellOverride(upstream, id, override);
+        this.#applyToCheckers();
+      }
       if (this.#state !== undefined) {
         const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
         await control.start();
@@ -445,6 +468,7 @@ export class Primary {
         const [upstream, slot] = key.split('\0') as [string, string];
         return [upstream, slot, port];
       }),
+      servers: this.#operator.list(),
     };
   }
 
@@ -515,6 +539,8 @@ export class Primary {
       this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
     } else if (message.t === 'moved') {
       this.#moveWaits.get(message.seq)?.get(worker.id)?.();
+    } else if (message.t === 'answer') {
+      this.#askWaits.get(message.seq)?.get(worker.id)?.(message);
     }
   }
 
@@ -528,6 +554,7 @@ export class Primary {
     for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     // A worker gone has nothing in flight on a previous port.
     for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
+    for (const waits of this.#askWaits.values()) waits.get(worker.id)?.(undefined);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
@@ -569,7 +596,13 @@ export class Primary {
       if (!this.#checkers.some((u) => u.name === upstream && u.servers.some((s) => s.label === label))) this.#health.delete(key);
     }
     for (const upstream of previous) void upstream.stop(0);
+    this.#applyToCheckers();
     for (const upstream of this.#checkers) upstream.start();
+  }
+
+  /** The health-checking upstreams carry the operator's say too (what the primary's status reads of a server). */
+  #applyToCheckers(): void {
+    for (const upstream of this.#checkers) this.#operator.applyTo(upstream);
   }
 
   /** The primary's ACME orders (one per site, whatever the worker count); certificates go to every worker. */
@@ -724,19 +757,77 @@ export class Primary {
     throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
   }
 
-  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  /**
+   * An operator's action on one server (see `nextOverride`): checked against the config (404 unknown upstream or
+   * server id, 400 bad weight), kept in the state directory (memory only without one), then sent to every worker
+   * (a worker started later gets it in `init`). Resolves with the server's status (in flight summed over the
+   * workers that answered within 2 s; with none, from the primary's own view).
+   */
   async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
-    void upstream;
-    void server;
-    void action;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+    checkServerId(this.#config, upstream, server);
+    const override = nextOverride(this.#operator.get(upstream, server), action);
+    await this.#operator.set(upstream, server, override);
+    const checker = this.#checkers.find((u) => u.name === upstream);
+    const held = checker?.server(server);
+    if (checker !== undefined && held !== undefined) checker.setOperator(held, override?.admin ?? 'enabled', override?.weight);
+    const answers = await this.#tellOverride(upstream, server, override);
+    const statuses = answers.flatMap(({ answer }) => (answer?.status === undefined || answer.status === null ? [] : [answer.status]));
+    const [first, ...rest] = statuses;
+    if (first === undefined) return held === undefined ? configuredServerStatus(this.#config, upstream, server, override) : serverStatus(held);
+    return { ...first, in_flight: rest.reduce((sum, status) => sum + status.in_flight, first.in_flight) };
   }
 
-  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
-  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
-    void zone;
-    void target;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+  /** Sends one server's override to every worker told its `init`; resolves with their answers (within 2 s). */
+  #tellOverride(upstream: string, id: string, override: ServerOverride | undefined): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
+    return this.#ask((seq) => ({ t: 'servers', seq, upstream, id, override: override ?? null }));
+  }
+
+  /**
+   * A purge by URL or URL prefix in the zone `zone` (see `planPurge`: checked here against the config, 404 unknown
+   * zone, 400 bad URL), made by every worker with its own routes' keys; resolves with the sum of their counts. A
+   * worker that does not answer within 2 s is named in `unanswered` (its slot numbers).
+   */
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number; unanswered?: number[] }> {
+    planPurge(this.#config, zone, target);
+    const answers = await this.#ask((seq) => ({ t: 'purgeTarget', seq, zone, target }));
+    let purged = 0;
+    const unanswered: number[] = [];
+    for (const { slot, answer } of answers) {
+      if (answer === undefined || answer.error !== undefined || answer.purged === undefined) unanswered.push(slot);
+      else purged += answer.purged;
+    }
+    return unanswered.length === 0 ? { purged } : { purged, unanswered };
+  }
+
+  /**
+   * Asks every worker told its `init` one question (`make(seq)`) and resolves with each one's answer, or undefined
+   * for one that did not answer within ASK_TIMEOUT_MS (or exited).
+   */
+  async #ask(make: (seq: number) => ToWorker): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
+    const seq = ++this.#askSeq;
+    const waits = new Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>();
+    this.#askWaits.set(seq, waits);
+    const message = make(seq);
+    try {
+      return await Promise.all(
+        this.#slots
+          .filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected())
+          .map((slot) => {
+            const worker = slot.worker!;
+            return new Promise<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>((resolve) => {
+              const timer = setTimeout(() => resolve({ slot: slot.index, answer: undefined }), ASK_TIMEOUT_MS);
+              const done = (answer: Extract<ToPrimary, { t: 'answer' }> | undefined): void => {
+                clearTimeout(timer);
+                resolve({ slot: slot.index, answer });
+              };
+              waits.set(worker.id, done);
+              worker.send(message, (err: Error | null) => void (err !== null && done(undefined)));
+            });
+          }),
+      );
+    } finally {
+      this.#askWaits.delete(seq);
+    }
   }
 
   /** Reopens the log files (access log, error log file) after a rotation. */
@@ -772,6 +863,7 @@ export class Primary {
     await Promise.all(exits);
     await this.#supervisor?.stop();
     await this.#deploys;
+    await this.#operator.settled();
     this.#state?.release();
   }
 }
@@ -835,6 +927,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         listeners: { ticketKeys: Buffer.from(init.ticketKeys, 'hex'), reusePort: init.accept === 'reuseport', ports },
         purged: (zone, kind, value) => send({ t: 'purged', zone, kind, value }),
         slotPort: (upstream, name) => slotPorts.get(`${upstream}\0${name}`),
+        servers: init.servers,
       },
     });
     for (const certificate of init.certificates) server.certificates.install(certificate.id, certificate.hosts, certificate.cert, certificate.key);
@@ -866,6 +959,15 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         break;
       case 'purge':
         void server.purge(message.zone, message.kind, message.value).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+        break;
+      case 'servers':
+        send({ t: 'answer', seq: message.seq, status: server.setServerOverride(message.upstream, message.id, message.override ?? undefined) ?? null });
+        break;
+      case 'purgeTarget':
+        server.purgeTarget(message.zone, message.target).then(
+          ({ purged }) => send({ t: 'answer', seq: message.seq, purged }),
+          (err: unknown) => send({ t: 'answer', seq: message.seq, error: describeError(err) }),
+        );
         break;
       case 'challenge':
         if (message.value === null) challenges.delete(message.token);

@@ -95,7 +95,8 @@ export class ServerTarget {
 /** An app-server instance and what Portico knows of its state. */
 export class UpstreamServer implements PolicyServer {
   readonly id: number;
-  readonly weight: number;
+  /** The config's `weight` (1 for a spawned slot). */
+  readonly configWeight: number;
   readonly backup: boolean;
   /** `http://127.0.0.1:3001`, `unix:/run/app.sock`, or a spawned slot's name (`app#1`): for logs only, never sent to a client. */
   readonly label: string;
@@ -115,6 +116,10 @@ export class UpstreamServer implements PolicyServer {
   admin: 'enabled' | 'draining' | 'disabled' = 'enabled';
   /** The operator's weight (admin API), in force over the config's `weight` while set. */
   adminWeight: number | undefined = undefined;
+  /** The weight in force: the operator's (`adminWeight`) when set, else the config's. Policies weigh by it. */
+  get weight(): number {
+    return this.adminWeight ?? this.configWeight;
+  }
   /** The server's route for `sticky.app_cookie`, if it has one. */
   readonly route: string | undefined;
   /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
@@ -168,7 +173,7 @@ export class UpstreamServer implements PolicyServer {
     this.poolSize = upstream.keepalive;
     this.#slowStartMs = upstream.slow_start;
     if ('slot' in config) {
-      this.weight = 1;
+      this.configWeight = 1;
       this.backup = false;
       this.label = config.slot;
       this.name = config.slot;
@@ -180,7 +185,7 @@ export class UpstreamServer implements PolicyServer {
       this.healthy = this.target !== undefined;
       return;
     }
-    this.weight = config.weight;
+    this.configWeight = config.weight;
     this.backup = config.backup;
     this.label = config.url.text;
     this.name = config.name ?? encodeURIComponent(config.url.text);
@@ -260,9 +265,30 @@ export class UpstreamServer implements PolicyServer {
     return this.weight * Math.max(0.1, since / this.#slowStartMs);
   }
 
-  /** Whether the server may receive new requests now (health and ejection; capacity is separate). */
+  /**
+   * Whether the server may receive new requests now (health, ejection and the operator's say: neither draining nor
+   * disabled; capacity is separate).
+   */
   isAvailable(now: number): boolean {
-    return this.healthy && this.ejectedUntil <= now && this.target !== undefined;
+    return this.healthy && this.ejectedUntil <= now && this.target !== undefined && this.admin === 'enabled';
+  }
+
+  /**
+   * Whether a request pinned to this server (a sticky cookie, an app session's route) may go to it now: as
+   * `isAvailable`, but a draining server still takes its pinned clients (nginx Plus's drain); a disabled one none.
+   */
+  takesPinned(now: number): boolean {
+    return this.healthy && this.ejectedUntil <= now && this.target !== undefined && this.admin !== 'disabled';
+  }
+
+  /**
+   * Sets the operator's say (`admin`) and weight (`adminWeight`, undefined: the config's). Back to `enabled` from
+   * draining or disabled, the server ramps up again under `slow_start` as after a recovery.
+   */
+  setOperator(admin: 'enabled' | 'draining' | 'disabled', weight: number | undefined, rampUp = true): void {
+    if (rampUp && admin === 'enabled' && this.admin !== 'enabled' && this.#slowStartMs > 0) this.recoveredAt = Date.now();
+    this.admin = admin;
+    this.adminWeight = weight;
   }
 
   /**

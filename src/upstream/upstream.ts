@@ -242,6 +242,24 @@ export class Upstream {
     for (const server of this.servers) server.pairWith(undefined);
   }
 
+  /**
+   * The operator's say on a server (admin API; see `UpstreamServer.setOperator`): `admin` and `weight` (undefined:
+   * the config's). A weight change reaches the policies that built something from the weights (a hash ring).
+   * `rampUp` false: state read back at a start or reload, not a change now (no slow start).
+   */
+  setOperator(server: UpstreamServer, admin: UpstreamServer['admin'], weight: number | undefined, rampUp = true): void {
+    const reweigh = server.weight !== (weight ?? server.configWeight);
+    server.setOperator(admin, weight, rampUp);
+    if (!reweigh) return;
+    if (server.backup) this.#backupPolicy.reweigh?.();
+    else this.#policy.reweigh?.();
+  }
+
+  /** The server of this upstream whose stable id (`UpstreamServer.name`) is `id`. */
+  server(id: string): UpstreamServer | undefined {
+    return this.servers.find((server) => server.name === id);
+  }
+
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
   drain(): void {
     this.#checker?.stop();
@@ -291,7 +309,8 @@ export class Upstream {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
     const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
-    if (pinned?.isAvailable(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
+    // A pin to a draining server holds (its clients stay until the operator disables it).
+    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
     const server = this.select(undefined, pick, current);
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
@@ -312,7 +331,7 @@ export class Upstream {
       // The app's session lives on its routed server, backup or not; one that cannot take the request now
       // (down, ejected, full, tried) leaves it to the policy, and that server's app starts a new session.
       const routed = sticky === undefined ? undefined : this.#routes.get(sticky);
-      if (routed !== undefined && routed.isAvailable(now) && tried?.has(routed.id) !== true) {
+      if (routed !== undefined && routed.takesPinned(now) && tried?.has(routed.id) !== true) {
         // Busy is not gone: the request waits for its own server (as HAProxy queues a persistent request on its
         // server), rather than start a new session elsewhere.
         return routed.hasCapacity() ? routed : 'full';
@@ -347,14 +366,21 @@ export class Upstream {
     candidates.length = 0;
     let full = false;
     for (const server of group) {
-      if (!(ejectedToo ? server.healthy && server.target !== undefined : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
+      const pinned = sticky !== undefined && this.#stickyIds[server.id] === sticky;
+      // A draining server takes only the clients pinned to it; a disabled one nobody (see `UpstreamServer.admin`).
+      const usable = ejectedToo
+        ? server.healthy && server.target !== undefined && (server.admin === 'enabled' || (pinned && server.admin === 'draining'))
+        : pinned
+          ? server.takesPinned(now)
+          : server.isAvailable(now);
+      if (!usable || tried?.has(server.id) === true) continue;
       if (!server.hasCapacity()) {
         // A client pinned to a busy server waits for it (see the routes in `select`).
-        if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return 'full';
+        if (pinned) return 'full';
         full = true;
         continue;
       }
-      if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return server;
+      if (pinned) return server;
       candidates.push(server);
     }
     if (candidates.length === 0) return full ? 'full' : 'unavailable';
