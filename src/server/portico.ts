@@ -15,6 +15,7 @@ import type { Config } from '../config/load.js';
 import { createErrorLog } from '../log/error-log.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { UpstreamServer } from '../upstream/server.js';
 import { CacheZones } from '../cache/zones.js';
 import { formatConfigIssue, PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -380,11 +381,17 @@ export class Portico {
   }
 
   #applyOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus {
+    let last: UpstreamServer | undefined;
     for (const live of this.#upstreams.live(upstream)) {
       const found = live.server(server);
-      if (found !== undefined) live.setOperator(found, override?.admin ?? 'enabled', override?.weight);
+      if (found === undefined) continue;
+      live.setOperator(found, override?.admin ?? 'enabled', override?.weight);
+      last ??= found;
     }
-    return serverStatus(this.#app.upstream(upstream)!.server(server)!);
+    // A reload that dropped the server while the change was being written: it is kept for when it comes back.
+    const serving = this.#app.upstream(upstream)?.server(server) ?? last;
+    if (serving === undefined) throw new PorticoError('PORTICO_NOT_FOUND', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
+    return serverStatus(serving);
   }
 
   /**
