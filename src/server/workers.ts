@@ -777,6 +777,14 @@ export class Primary {
     return { ...first, in_flight: rest.reduce((sum, status) => sum + status.in_flight, first.in_flight) };
   }
 
+  /**
+   * The operator's say on a server as the primary holds it (undefined: as the config has it): for the status
+   * report of a server the primary has no health-checking copy of.
+   */
+  serverOverride(upstream: string, id: string): ServerOverride | undefined {
+    return this.#operator.get(upstream, id);
+  }
+
   /** Sends one server's override to every worker told its `init`; resolves with their answers (within 2 s). */
   #tellOverride(upstream: string, id: string, override: ServerOverride | undefined): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
     return this.#ask((seq) => ({ t: 'servers', seq, upstream, id, override: override ?? null }));
