@@ -529,11 +529,13 @@ export class Portico {
     this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
     if (upgrading) await this.#updateAcme(this.#app.config);
     try {
+      // The control socket's folder opens before anything is served: the operator's drains kept there apply first.
+      const controlDir = this.#options.control === true && this.#openControlDir(this.#app.config);
       await this.#supervisor?.start();
       await this.#listeners.start(inherited);
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
       // listener would otherwise be closed over it.
-      if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
+      if (controlDir && !upgrading) await this.#startControl(this.#app.config);
     } catch (err) {
       this.#acme?.stop();
       await this.#listeners.stop(0);

@@ -377,6 +377,10 @@ export class Primary {
         this.#supervisor = this.#supervisorFactory(this.#config, this.#logger, this.#sink);
         await this.#supervisor.start();
       }
+      // The control socket's folder (the state directory, or the default one beside the config when it names none)
+      // is opened before the workers start: the operator's drains kept there are in their `init`.
+      this.#state ??= openControlDir(this.#config, this.#logger);
+      if (this.#state !== undefined) this.#operator.load(this.#state);
       this.#startChecks(this.#config);
       for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, told: false, timer: undefined });
       const [first, ...rest] = this.#slots;
@@ -385,15 +389,7 @@ export class Primary {
         if (listener.addr.port === 0 && this.#addresses[i] !== undefined) this.#ports.set(listener.addr.text, this.#addresses[i]!.port);
       });
       await Promise.all(rest.map((slot) => this.#fork(slot)));
-      // The control socket once every worker serves (a reload must reach them all); its folder is the state
-      // directory (the default one beside the config when it names none).
-      this.#state ??= openControlDir(this.#config, this.#logger);
-      if (this.#state !== undefined && !this.#operator.kept) {
-        // The control socket's folder (no state_dir named): what it keeps reaches the workers started without it.
-        this.#operator.load(this.#state);
-        for (const [upstream, id, override] of this.#operator.list()) this.#tellOverride(upstream, id, override);
-        this.#applyToCheckers();
-      }
+      // The control socket once every worker serves (a reload must reach them all).
       if (this.#state !== undefined) {
         const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
         await control.start();
