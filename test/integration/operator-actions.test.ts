@@ -12,7 +12,9 @@ import pino from 'pino';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { PorticoError } from '../../src/errors.js';
+import { describeLoad, failures, startLoad } from '../helpers/load.js';
 import { makeTree } from '../helpers/portico.js';
+import { eventually } from '../helpers/supervise.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { httpRequest, scopedServers, type FullResponse } from './proxy-support.js';
 
@@ -78,6 +80,34 @@ describe('operator actions on upstream servers (one process)', { timeout: 30_000
     // Enabled: back in the rotation.
     assert.equal((await portico.server.serverAction('app', 'b', { action: 'enable' })).state, 'healthy');
     assert.deepEqual(await spread(portico.port, 10), { a: 5, b: 5 });
+  });
+
+  test('a drain under ~200 req/s fails no request: those in flight on the drained server finish there, and it gets no new one', async (t) => {
+    const ups = new Map<string, TestUpstream>();
+    for (const name of ['a', 'b']) {
+      ups.set(
+        name,
+        await servers.upstream((_req, res) =>
+          setTimeout(() => {
+            res.writeHead(200, { 'X-Instance': name, 'Content-Type': 'text/plain' });
+            res.end(name);
+          }, 40),
+        ),
+      );
+    }
+    const portico = await servers.portico(`upstreams:\n  app:\n    servers:\n${serverList(ups)}\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`);
+    const load = startLoad({ base: portico.url, paths: ['/'], header: 'x-instance', maxMs: 15_000 });
+    await eventually(() => load.report.ok >= 100, `100 answers (${describeLoad(load.report)})`);
+    const b = ups.get('b')!;
+    const status = await portico.server.serverAction('app', 'b', { action: 'drain' });
+    const receivedAtDrain = b.requests.length;
+    const okAtDrain = load.report.ok;
+    await eventually(() => load.report.ok >= okAtDrain + 200, `200 more answers (${describeLoad(load.report)})`);
+    const report = await load.stop();
+    t.diagnostic(`${describeLoad(report)}; in flight on b at the drain: ${status.in_flight}; b received ${b.requests.length - receivedAtDrain} after it`);
+    assert.equal(failures(report), 0, describeLoad(report));
+    // b received nothing new: at most the requests already on their way to it when it was drained.
+    assert.ok(b.requests.length - receivedAtDrain <= status.in_flight, `${b.requests.length - receivedAtDrain} > ${status.in_flight}`);
   });
 
   test('disable takes a server out at once, for every request, and enable brings it back', async () => {
