@@ -6,7 +6,8 @@
  * max_conns and not already tried for this request; only when no primary is available at all do the backup
  * servers serve. A sticky cookie that names an available candidate wins over the policy; so does the route of
  * the app's session (`sticky.app_cookie`), primary or backup, as in mod_proxy_balancer and HAProxy. When nothing
- * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
+ * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`). A server
+ * the operator drained takes only the clients pinned to it (sticky cookie, app session route); one disabled, none.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
