@@ -33,6 +33,8 @@ import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../c
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
+import { AdminService, adminParts, minimalStatusReport, type AdminPlan } from './admin.js';
+import type { AdminApiOptions } from '../control/admin-api.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
@@ -77,6 +79,8 @@ export interface PorticoOptions {
   reloadGraceMs?: number;
   /** This server is a worker of `workers: N` (see `WorkerRole`); absent: a single process, as always. */
   worker?: WorkerRole;
+  /** The admin API's options (tests: a shorter `/events` interval, another dashboard folder). */
+  admin?: AdminApiOptions;
 }
 
 /**
@@ -144,6 +148,8 @@ export class Portico {
   /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
   #upgrade: PorticoOptions['successorOf'];
   readonly #worker: WorkerRole | undefined;
+  /** The admin API (docs/operations.md, "Admin API"): on the control socket, and at `admin.listen`; none in a worker. */
+  readonly #admin: AdminService | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -167,6 +173,7 @@ export class Portico {
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
     this.#worker = options.worker;
+    this.#admin = this.#worker === undefined ? new AdminService(adminParts(this), logger, options.admin) : undefined;
     // A worker's upstreams take their active checks' outcomes from the primary.
     this.#upstreams = new UpstreamRegistry(logger, {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
@@ -273,7 +280,7 @@ export class Portico {
   /** Binds the control socket (its folder opened by `#openControlDir`). */
   async #startControl(config: Config): Promise<void> {
     if (this.#control !== undefined || this.#state === undefined) return;
-    const control = new ControlServer(config.control.socket, this.#operations, this.#logger);
+    const control = new ControlServer(config.control.socket, this.#operations, this.#logger, { admin: this.#admin?.api });
     await control.start();
     this.#control = control;
   }
@@ -285,12 +292,13 @@ export class Portico {
   async releaseControl(): Promise<void> {
     const control = this.#control;
     this.#control = undefined;
-    await control?.unbind();
+    await Promise.all([control?.unbind(), this.#admin?.release()]);
   }
 
   /** Undoes `releaseControl` when the new process failed at the last moment. */
   async restoreControl(): Promise<void> {
     if (this.#options.control === true && !this.#stopped) await this.#startControl(this.#app.config);
+    if (!this.#stopped) await this.#admin?.restore(this.#app.config);
   }
 
   /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
@@ -327,7 +335,7 @@ export class Portico {
 
   /** `GET /status`: this process's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
   async statusReport(): Promise<StatusReport> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+    return minimalStatusReport(this.#operations.status(), this.#admin?.url ?? null);
   }
 
   /** `GET /metrics`: Prometheus text of this process's registry. */
@@ -420,6 +428,11 @@ export class Portico {
     return this.#supervisor;
   }
 
+  /** The admin listener's URL (null: none). */
+  get adminUrl(): string | null {
+    return this.#admin?.url ?? null;
+  }
+
   /** The state directory's path (undefined: none). */
   get stateDir(): string | undefined {
     return this.#state?.path;
@@ -455,6 +468,7 @@ export class Portico {
     this.#state?.claim(this.#logger);
     await this.#zones.releaseDisks();
     if (this.#options.control === true) await this.#startControl(this.#app.config);
+    await this.#admin?.start(this.#app.config);
   }
 
   /**
@@ -479,7 +493,12 @@ export class Portico {
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
       // listener would otherwise be closed over it.
       if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
+      // Likewise the admin listener: an upgrade's new process binds it in `succeeded`.
+      if (!upgrading) await this.#admin?.start(this.#app.config);
     } catch (err) {
+      await this.#admin?.stop(0);
+      await this.#control?.stop(0);
+      this.#control = undefined;
       this.#acme?.stop();
       await this.#listeners.stop(0);
       await this.#app.stop();
@@ -517,6 +536,7 @@ export class Portico {
     let next: App | undefined;
     let listeners;
     let prepared: SupervisorLike | undefined;
+    let admin: AdminPlan | undefined;
     try {
       // Upstreams this config adds start before the swap, as the first ones do (their routes must not answer 503
       // until their instances are up); a user/group the Supervisor cannot use is refused here, before anything
@@ -530,8 +550,10 @@ export class Portico {
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
+      admin = await this.#admin?.prepare(config);
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
+      await admin?.discard();
       await next?.stop();
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
@@ -570,6 +592,7 @@ export class Portico {
     // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
     // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    admin?.commit();
     this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
     return deploying;
@@ -632,7 +655,8 @@ export class Portico {
   async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     this.#stopped = true;
     this.#operations.stop();
-    await this.#control?.stop();
+    this.#admin?.stopping();
+    await Promise.all([this.#control?.stop(), this.#admin?.stop()]);
     this.#acme?.stop();
     await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.
