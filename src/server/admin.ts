@@ -11,6 +11,7 @@ import { AdminApi, type AdminApiOptions, type AdminSettings } from '../control/a
 import { AdminListener, type AdminAddress } from '../control/admin-listener.js';
 import type { AdminParts, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import type { OperationRequest } from '../control/protocol.js';
+import { PorticoError } from '../errors.js';
 import { deployProblem, type Operations } from './operations.js';
 
 /** What a serving Portico (`Portico`, `Primary`) offers the admin API. */
@@ -24,13 +25,26 @@ export interface AdminHost {
   readonly config: Config;
 }
 
+/** Names for a message: `"a", "b"`, or `none`. */
+function known(names: readonly string[]): string {
+  return names.length === 0 ? 'none' : names.map((name) => `"${name}"`).join(', ');
+}
+
 /** The admin API's parts from a serving Portico's methods and its operations queue. */
 export function adminParts(host: AdminHost): AdminParts {
   return {
     status: () => host.statusReport(),
     metrics: () => host.metricsText(),
-    serverAction: (upstream, server, action) => host.serverAction(upstream, server, action),
-    purge: (zone, target) => host.purgeTarget(zone, target),
+    serverAction: async (upstream, server, action) => {
+      const names = Object.keys(host.config.upstreams);
+      if (!Object.hasOwn(host.config.upstreams, upstream)) throw new PorticoError('PORTICO_UNKNOWN_UPSTREAM', `unknown upstream "${upstream}" (the config has ${known(names)})`);
+      return host.serverAction(upstream, server, action);
+    },
+    purge: async (zone, target) => {
+      const names = Object.keys(host.config.caches);
+      if (!Object.hasOwn(host.config.caches, zone)) throw new PorticoError('PORTICO_NOT_FOUND', `unknown cache zone "${zone}" (the config has ${known(names)})`);
+      return host.purgeTarget(zone, target);
+    },
     reopen: () => host.reopenLogs(),
     operations: host.operations,
     preflight: (request: OperationRequest) => {
