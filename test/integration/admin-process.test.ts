@@ -8,6 +8,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { freePort } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { call, finishedJob } from './admin-support.js';
@@ -19,19 +20,30 @@ const bearer = { authorization: `Bearer ${TOKEN}` };
 const dir = makeTree({});
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A config with an admin listener on port 0, `workers` processes, answering `body`. */
-function config(workers: number, body: string): string {
+/** A config with an admin listener on `admin` (port 0 by default), `workers` processes, answering `body`. */
+function config(workers: number, body: string, admin = '127.0.0.1:0'): string {
   return `listen: ["127.0.0.1:0"]
 log: { access: off }
+shutdown_timeout: 2s
 workers: ${workers}
 admin:
-  listen: "127.0.0.1:0"
+  listen: "${admin}"
   token_env: PORTICO_PROC_TEST_TOKEN
 sites:
   - routes:
       - path: /
         respond: { body: "${body}" }
 `;
+}
+
+/** Whether a process with this pid exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Writes the config in a folder of its own (its own default state directory). */
@@ -105,4 +117,26 @@ test('with workers: 2 the primary serves the admin API: /status lists both worke
   assert.deepEqual(await bodies(running.port, 8), new Set(['two']));
   assert.equal(await running.stop(), 0);
   assert.equal(await accepts(port), false);
+});
+
+test('POST /upgrade is a job; the new process takes the admin listener over at the same address', async (t) => {
+  const port = await freePort();
+  const file = configFile('upgrade', config(1, 'one', `127.0.0.1:${port}`));
+  const running = await PorticoProcess.start(file, dir);
+  let successor: number | undefined;
+  t.after(async () => {
+    if (successor !== undefined && alive(successor)) process.kill(successor, 'SIGTERM');
+    await running.stop();
+    await running.streamClosed;
+  });
+  assert.equal(await adminPort(running), port);
+  const mark = running.stderr.length;
+  const answer = await call(port, 'POST', '/upgrade', { headers: bearer });
+  assert.equal(answer.status, 202);
+  assert.equal(answer.json.job.operation, 'upgrade');
+  const line = await running.waitForLine(/^portico: process \d+ took over from process \d+/, mark);
+  successor = Number(/process (\d+) took over/.exec(line)![1]);
+  await running.waitForLine(new RegExp(`^portico: admin API on http://127\\.0\\.0\\.1:${port}/$`), mark);
+  const status = await call(port, 'GET', '/status', { headers: bearer });
+  assert.equal(status.json.pid, successor, 'the new process answers on the admin address');
 });
