@@ -121,6 +121,16 @@ function purgeTarget(body: Record<string, unknown>): PurgeTarget {
   throw new PorticoError('PORTICO_BAD_REQUEST', 'a purge takes one of "url" (an absolute URL) or "url_prefix", as a non-empty string');
 }
 
+/** Progress events an `event: job` carries (the latest; `GET /jobs/{id}` has them all). */
+const JOB_EVENT_TAIL = 20;
+
+/** A job with its latest progress events only: what `/events` sends on each change (a long deploy stays small). */
+function recentEvents(job: Job): Job {
+  const cut = Math.max(0, job.events.length - JOB_EVENT_TAIL);
+  if (cut === 0) return job;
+  return { ...job, events: job.events.slice(cut), dropped: (job.dropped ?? 0) + cut };
+}
+
 /** Any error as a status and a JSON error; an unexpected one is logged and answered without its details. */
 function errorAnswer(err: unknown, logger: Logger): { status: number; code: string; message: string } {
   if (err instanceof PorticoError) return { status: err.status, code: err.code, message: err.message };
@@ -152,7 +162,9 @@ export class AdminApi {
     this.#dashboardDir = options.dashboardDir ?? DASHBOARD_DIR;
     this.#maxBuffered = options.eventsMaxBuffered ?? SSE_MAX_BUFFERED;
     this.#jobs = new Jobs((job) => {
-      for (const stream of this.#dashboards) stream.send('job', job);
+      if (this.#dashboards.size === 0) return;
+      const recent = recentEvents(job);
+      for (const stream of this.#dashboards) stream.send('job', recent);
     });
   }
 
@@ -378,7 +390,7 @@ export class AdminApi {
       this.#dashboards.delete(stream);
       if (this.#dashboards.size === 0) this.#stopTicker();
     });
-    for (const job of this.#jobs.list().filter((j) => j.result === undefined)) stream.send('job', job);
+    for (const job of this.#jobs.list().filter((j) => j.result === undefined)) stream.send('job', recentEvents(job));
     void this.#sendStatus([stream]);
     this.#ticker ??= setInterval(() => void this.#sendStatus([...this.#dashboards]), this.#intervalMs);
   }

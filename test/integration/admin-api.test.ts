@@ -11,6 +11,7 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../helpers/pebble.js';
+import { APP, portRange } from '../helpers/supervise.js';
 import { call, dashboardHeaders, finishedJob, login, openSse, startAdmin, type AdminPortico } from './admin-support.js';
 
 const TOKEN = 'api-test-token-abcdef';
@@ -254,6 +255,37 @@ describe('admin API life', () => {
     assert.equal(job.result.error.code, 'PORTICO_LISTEN_FAILED');
     assert.equal(await (await fetch(`http://127.0.0.1:${portico.publicPort}/`)).text(), 'one');
     assert.equal((await call(portico.adminPort, 'GET', '/healthz')).status, 200);
+  });
+
+  test('POST /upstreams/{name}/deploy of a spawned upstream is a job: its event stream shows each step, then the result', { timeout: 60_000 }, async (t) => {
+    const yaml = `listen: ["127.0.0.1:0"]
+log: { access: off }
+admin:
+  listen: "127.0.0.1:0"
+  token_env: PORTICO_API_TEST_TOKEN
+upstreams:
+  app:
+    spawn: { command: ["node", ${JSON.stringify(APP)}], instances: 1, ports: "${portRange(2).text}" }
+    health: { path: /healthz, interval: 100ms }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app }
+`;
+    const portico = await startAdmin(yaml);
+    t.after(() => portico.stop());
+    const posted = await call(portico.adminPort, 'POST', '/upstreams/app/deploy', { headers: bearer });
+    assert.equal(posted.status, 202, posted.text);
+    assert.equal(posted.json.job.operation, 'deploy app');
+    const stream = await openSse(portico.adminPort, `/jobs/${posted.json.job.id}/events`, bearer);
+    const result = await stream.waitFor((e) => e.event === 'result', 0, 30_000);
+    await stream.ended;
+    assert.equal(result.data.ok, true, JSON.stringify(result.data));
+    const messages = stream.events.filter((e) => e.event === 'progress').map((e) => String(e.data.message));
+    assert.ok(messages.some((m) => /deploying upstream "app"/.test(m)), messages.join('\n'));
+    assert.ok(messages.length >= 3, messages.join('\n'));
+    const job = (await call(portico.adminPort, 'GET', `/jobs/${posted.json.job.id}`, { headers: bearer })).json.job;
+    assert.equal(job.state, 'done');
   });
 
   test('stop ends the event streams and closes the admin listener', async () => {
