@@ -1,8 +1,8 @@
 /**
  * The admin API (docs/operations.md, "Admin API"): JSON over HTTP, the same routes on the admin listener (TCP,
  * optionally TLS) and on the control socket. On TCP every request passes the Host check (DNS rebinding), every
- * POST needs the Bearer token or the dashboard's session cookie plus the CSRF rules, reads need either or
- * `open_reads` from a loopback peer; the control socket's folder mode is its guard. Every POST is audited: one
+ * POST needs the Bearer token or the dashboard's session cookie plus the CSRF rules, reads need either (or, for
+ * /status and /metrics, `open_reads` and a loopback peer); the control socket's folder mode is its guard. Every POST is audited: one
  * error-log line with the peer, what, the result and by what it was allowed.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -223,7 +223,7 @@ export class AdminApi {
     if (route.kind === 'dashboard') return this.#dashboard(pathname, res);
     if (route.kind === 'login') return this.#login(req, res, tcp);
     if (route.kind === 'logout') return this.#logout(req, res, tcp);
-    const by = this.#authorise(req, res, routed.method, tcp);
+    const by = this.#authorise(req, res, routed.method, tcp, route.kind === 'status' || route.kind === 'metrics');
     if (by === undefined) return;
     (res as { adminBy?: By }).adminBy = by;
     await this.#dispatch(route, req, res);
@@ -233,12 +233,12 @@ export class AdminApi {
    * Who the request is allowed as, or undefined when it was refused (the answer written): 401 without valid
    * credentials, 403 for a cookie POST that breaks the CSRF rules or when no token is set.
    */
-  #authorise(req: IncomingMessage, res: ServerResponse, method: 'GET' | 'POST', tcp: { secure: boolean } | undefined): By | undefined {
+  #authorise(req: IncomingMessage, res: ServerResponse, method: 'GET' | 'POST', tcp: { secure: boolean } | undefined, openable: boolean): By | undefined {
     if (tcp === undefined) return 'socket';
     const { token, tokenEnv, openReads } = this.#settings;
     const bearer = bearerToken(req.headers);
     const session = cookieValue(req.headers, SESSION_COOKIE);
-    if (method === 'GET' && openReads && isLoopbackPeer(req.socket.remoteAddress) && bearer === undefined) return 'none';
+    if (openable && method === 'GET' && openReads && isLoopbackPeer(req.socket.remoteAddress) && bearer === undefined) return 'none';
     if (token === undefined) {
       sendError(res, 403, 'PORTICO_FORBIDDEN', `no admin token is set: set the environment variable ${tokenEnv} and reload Portico`);
       return undefined;

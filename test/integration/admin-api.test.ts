@@ -7,7 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import pino from 'pino';
+import { AdminApi } from '../../src/control/admin-api.js';
+import { PorticoError } from '../../src/errors.js';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from '../helpers/pebble.js';
@@ -286,6 +290,27 @@ sites:
     assert.ok(messages.length >= 3, messages.join('\n'));
     const job = (await call(portico.adminPort, 'GET', `/jobs/${posted.json.job.id}`, { headers: bearer })).json.job;
     assert.equal(job.state, 'done');
+  });
+
+  test('/healthz answers 503 once Portico is stopping (the L4 balancer takes it out)', async (t) => {
+    const unsupported = () => Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'not here'));
+    const api = new AdminApi(
+      { status: unsupported, metrics: unsupported, serverAction: unsupported, purge: unsupported, reopen: unsupported, operations: { run: unsupported } },
+      pino({ level: 'silent' }),
+    );
+    const server = createServer((req, res) => api.handle(req, res, { kind: 'tcp', secure: false }));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      api.stop();
+      server.close();
+      server.closeAllConnections();
+    });
+    const port = (server.address() as AddressInfo).port;
+    assert.equal((await call(port, 'GET', '/healthz')).status, 200);
+    api.stopping();
+    const answer = await call(port, 'GET', '/healthz');
+    assert.equal(answer.status, 503);
+    assert.equal(answer.json.error.code, 'PORTICO_STOPPING');
   });
 
   test('stop ends the event streams and closes the admin listener', async () => {

@@ -198,12 +198,14 @@ describe('admin API attacks', () => {
 });
 
 describe('admin API settings', () => {
-  test('open_reads answers GET /status and /metrics to a loopback peer without a token, and still refuses a POST', async (t) => {
+  test('open_reads answers GET /status and /metrics to a loopback peer without a token, and still refuses a POST and the other reads', async (t) => {
     const portico = await startAdmin(config('  token_env: PORTICO_SEC_TEST_TOKEN\n  open_reads: true'));
     t.after(() => portico.stop());
     assert.equal((await call(portico.adminPort, 'GET', '/status')).status, 200);
     assert.notEqual((await call(portico.adminPort, 'GET', '/metrics')).status, 401);
     assert.equal((await call(portico.adminPort, 'POST', '/reload')).status, 401);
+    assert.equal((await call(portico.adminPort, 'GET', '/jobs')).status, 401, 'open_reads opens /status and /metrics only');
+    assert.equal((await call(portico.adminPort, 'GET', '/events')).status, 401);
     // A wrong token is not rescued by open_reads.
     assert.equal((await call(portico.adminPort, 'GET', '/status', { headers: { authorization: 'Bearer wrong' } })).status, 401);
   });
