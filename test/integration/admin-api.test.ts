@@ -313,6 +313,41 @@ sites:
     assert.equal(answer.json.error.code, 'PORTICO_STOPPING');
   });
 
+  test('an /events client that does not read is cut once 64 KiB wait for it; a reading client keeps its stream', async (t) => {
+    const big = { filler: 'x'.repeat(200_000) };
+    const unsupported = () => Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'not here'));
+    const api = new AdminApi(
+      { status: async () => big as never, metrics: unsupported, serverAction: unsupported, purge: unsupported, reopen: unsupported, operations: { run: unsupported } },
+      pino({ level: 'silent' }),
+      { eventsIntervalMs: 5, eventsMaxBuffered: 64 * 1024 },
+    );
+    const closed: Promise<void>[] = [];
+    const server = createServer((req, res) => api.handle(req, res, { kind: 'socket' }));
+    server.on('connection', (socket) => closed.push(new Promise((resolve) => socket.once('close', () => resolve()))));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      api.stop();
+      server.close();
+      server.closeAllConnections();
+    });
+    const port = (server.address() as AddressInfo).port;
+    // The slow client: asks, then never reads.
+    const slow = connect(port, '127.0.0.1');
+    slow.on('error', () => {});
+    slow.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n');
+    slow.pause();
+    const reader = await openSse(port, '/events', {});
+    t.after(() => reader.close());
+    let timer: NodeJS.Timeout | undefined;
+    const cut = await Promise.race([closed[0]!.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 20_000)))]);
+    clearTimeout(timer);
+    assert.ok(cut, 'the slow client was cut within 20 s');
+    const count = reader.events.length;
+    await reader.waitFor((e) => e.event === 'status', count);
+    t.diagnostic(`the reading client had ${reader.events.length} status events`);
+    slow.destroy();
+  });
+
   test('stop ends the event streams and closes the admin listener', async () => {
     const portico = await startAdmin(config());
     const port = portico.adminPort;
