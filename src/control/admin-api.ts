@@ -7,8 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { PorticoError } from '../errors.js';
-import type { AdminParts, PurgeTarget, ServerAction } from './admin-types.js';
+import type { AdminParts } from './admin-types.js';
 import {
   bearerToken,
   clearedCookie,
@@ -26,6 +25,7 @@ import { DASHBOARD_DIR, dashboardFile, serveDashboardFile } from './admin-assets
 import { Jobs, type Job } from './admin-jobs.js';
 import { routeAdmin, type AdminRoute } from './admin-routes.js';
 import { EventStream, SSE_MAX_BUFFERED } from './admin-sse.js';
+import { errorAnswer, purgeTarget, readJson, sendError, sendJson, serverAction } from './admin-http.js';
 import { failed, type OperationRequest } from './protocol.js';
 
 /** What the admin config says, as the API applies it (the token read from its variable at start and reload). */
@@ -51,75 +51,11 @@ export interface AdminApiOptions {
   eventsMaxBuffered?: number;
 }
 
-/** The largest request body: a few short fields. */
-const MAX_BODY = 64 * 1024;
 /** Dashboards streaming `/events` at once. */
 const MAX_EVENT_CLIENTS = 32;
 
 /** Who a request was allowed as. */
 type By = 'token' | 'cookie' | 'socket' | 'none';
-
-/** A JSON answer, never cached, never sniffed. */
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const text = status === 204 ? '' : JSON.stringify(body);
-  res.writeHead(status, {
-    ...(status === 204 ? {} : { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) }),
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-    ...headers,
-  });
-  res.end(text);
-}
-
-/** A JSON error: `{ "error": { "code", "message" } }`. */
-function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
-  sendJson(res, status, { error: { code, message } }, headers);
-}
-
-/** The request's JSON body: an object (empty body: `{}`), bounded in size. */
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `an admin request body is at most ${MAX_BODY} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  if (text === '') return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new PorticoError('PORTICO_BAD_REQUEST', `the request body is not JSON: ${(err as Error).message}`);
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new PorticoError('PORTICO_BAD_REQUEST', 'the request body must be a JSON object');
-  return body as Record<string, unknown>;
-}
-
-/** The action a server route and its body ask for (400 for a bad weight). */
-function serverAction(action: 'drain' | 'enable' | 'disable' | 'weight', body: Record<string, unknown>): ServerAction {
-  if (action !== 'weight') return { action };
-  const weight = body.weight;
-  if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1 || weight > 1000) {
-    throw new PorticoError('PORTICO_BAD_REQUEST', `"weight" must be an integer from 1 to 1000, got ${JSON.stringify(weight) ?? 'nothing'}`);
-  }
-  return { action, weight };
-}
-
-/** The purge target of a body: exactly one of `url` and `url_prefix`, a string (400 otherwise). */
-function purgeTarget(body: Record<string, unknown>): PurgeTarget {
-  const { url, url_prefix: prefix } = body;
-  const extra = Object.keys(body).filter((key) => key !== 'url' && key !== 'url_prefix');
-  if (extra.length > 0) throw new PorticoError('PORTICO_BAD_REQUEST', `unknown field ${extra.map((k) => JSON.stringify(k)).join(', ')}: a purge takes "url" or "url_prefix"`);
-  if (typeof url === 'string' && prefix === undefined && url !== '') return { url };
-  if (typeof prefix === 'string' && url === undefined && prefix !== '') return { url_prefix: prefix };
-  throw new PorticoError('PORTICO_BAD_REQUEST', 'a purge takes one of "url" (an absolute URL) or "url_prefix", as a non-empty string');
-}
 
 /** Progress events an `event: job` carries (the latest; `GET /jobs/{id}` has them all). */
 const JOB_EVENT_TAIL = 20;
@@ -129,13 +65,6 @@ function recentEvents(job: Job): Job {
   const cut = Math.max(0, job.events.length - JOB_EVENT_TAIL);
   if (cut === 0) return job;
   return { ...job, events: job.events.slice(cut), dropped: (job.dropped ?? 0) + cut };
-}
-
-/** Any error as a status and a JSON error; an unexpected one is logged and answered without its details. */
-function errorAnswer(err: unknown, logger: Logger): { status: number; code: string; message: string } {
-  if (err instanceof PorticoError) return { status: err.status, code: err.code, message: err.message };
-  logger.error({ err }, 'admin API: unexpected error');
-  return { status: 500, code: 'PORTICO_INTERNAL', message: 'internal error (see the error log)' };
 }
 
 /** The admin API: one per serving Portico (a single process, or the workers' primary). */
