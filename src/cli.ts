@@ -294,6 +294,7 @@ async function run(file: string, dev: boolean): Promise<number> {
   }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
+  if (server.adminUrl !== null) process.stderr.write(`portico: admin API on ${server.adminUrl}\n`);
   if (certificate !== undefined) {
     process.stderr.write(
       `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
@@ -348,6 +349,7 @@ async function runPrimary(
   });
   const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);
+  if (primary.adminUrl !== null) say(`portico: admin API on ${primary.adminUrl}`);
   if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
   return new Promise<number>(() => {});
 }

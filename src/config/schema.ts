@@ -736,7 +736,10 @@ const admin = z.strictObject({
   /** Host names the admin listener also answers to (DNS-rebinding guard: otherwise only its own address). */
   hosts: z.array(z.string().min(1)).default([]),
   /** TLS for the admin listener: required when `listen` is not a loopback address. */
-  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  tls: z
+    .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
+    .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }))
+    .optional(),
 });
 
 /** The schema of the whole config file, for the handler kinds given. */

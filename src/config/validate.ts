@@ -12,6 +12,7 @@ import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
+import { checkAdmin } from './admin.js';
 import { controlSocketPath, defaultStateDir, socketPathProblem } from './control.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
@@ -104,6 +105,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
   });
 
   problems.push(...checkTls(config, dir));
+  problems.push(...checkAdmin(config));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {

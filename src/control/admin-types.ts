@@ -5,6 +5,7 @@
  * workers, the primary's parts plus every worker's `ProcessStatus`, merged), the admin API serves it.
  */
 import type { ControlHandler } from './server.js';
+import type { OperationRequest } from './protocol.js';
 
 /** Responses by status class. */
 export interface StatusClasses {
@@ -162,4 +163,9 @@ export interface AdminParts {
   reopen(): Promise<void>;
   /** The serialised operations (reload, deploy, upgrade, status): the control socket's handler. */
   operations: ControlHandler;
+  /**
+   * Throws the PorticoError an operation would fail with at once (a deploy of an unknown upstream: 404), so that
+   * the admin API refuses it instead of answering with a job that fails. Optional.
+   */
+  preflight?(request: OperationRequest): void;
 }

@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import type { ControlHandler } from '../control/server.js';
+import type { ControlHandler, OperationHooks } from '../control/server.js';
 import { failed, progressOf, type OperationRequest, type OperationResult, type Progress } from '../control/protocol.js';
 import { PorticoError } from '../errors.js';
 
@@ -111,7 +111,7 @@ export class Operations implements ControlHandler {
   }
 
   /** Runs a changing operation in the queue and answers with its result, logged. */
-  async #operate(label: string, progress: Progress, task: (progress: Progress) => Promise<Record<string, unknown>>): Promise<OperationResult> {
+  async #operate(label: string, progress: Progress, task: (progress: Progress) => Promise<Record<string, unknown>>, hooks?: OperationHooks): Promise<OperationResult> {
     const operation = label.split(' ')[0];
     let started: Date | undefined;
     let id: number | undefined;
@@ -122,6 +122,7 @@ export class Operations implements ControlHandler {
         (taskId) => {
           id = taskId;
           started = new Date();
+          hooks?.started?.();
           return task(progress);
         },
         progress,
@@ -138,12 +139,12 @@ export class Operations implements ControlHandler {
   }
 
   /** Reloads the config file (the running process reads and checks it): every issue at file:line:col on failure. */
-  reload(progress: Progress = () => {}): Promise<OperationResult> {
-    return this.#operate('reload', progress, (p) => this.#parts.reloadFile(p));
+  reload(progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
+    return this.#operate('reload', progress, (p) => this.#parts.reloadFile(p), hooks);
   }
 
   /** Rolls the spawned instances of `upstream` to a fresh start, one at a time (see the Supervisor). */
-  deploy(upstream: string, progress: Progress = () => {}): Promise<OperationResult> {
+  deploy(upstream: string, progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
     return this.#operate(`deploy ${upstream}`, progress, async (p) => {
       const problem = deployProblem(this.#parts.config(), upstream);
       if (problem !== undefined) throw problem;
@@ -152,7 +153,7 @@ export class Operations implements ControlHandler {
       p({ message: `deploying upstream "${upstream}"` });
       const report = await deploy(upstream, (event) => p(progressOf(event)));
       return { upstream, report };
-    });
+    }, hooks);
   }
 
   /**
@@ -175,7 +176,7 @@ export class Operations implements ControlHandler {
   }
 
   /** Upgrades Portico itself in place (a new process takes the listening sockets over). */
-  upgrade(progress: Progress = () => {}): Promise<OperationResult> {
+  upgrade(progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
     // A second upgrade asked while one is queued or running is refused at once, not run after it (by then this
     // process has handed over and drains).
     if (this.#upgrading) return Promise.resolve(failed(new PorticoError('PORTICO_UPGRADE_RUNNING', 'an upgrade is already running; try again once it is done')));
@@ -185,7 +186,7 @@ export class Operations implements ControlHandler {
       if (upgrade === undefined) throw new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot upgrade itself');
       const report = await upgrade((event) => p(progressOf(event)));
       return { report };
-    }).finally(() => {
+    }, hooks).finally(() => {
       this.#upgrading = false;
     });
   }
@@ -206,19 +207,19 @@ export class Operations implements ControlHandler {
    * The control socket's entry: refuses a request meant for the Portico of another config file, then runs the
    * operation asked.
    */
-  async run(request: OperationRequest, progress: Progress): Promise<OperationResult> {
+  async run(request: OperationRequest, progress: Progress, hooks?: OperationHooks): Promise<OperationResult> {
     const serving = this.#parts.config().file;
     if (request.config !== undefined && canonical(request.config) !== canonical(serving)) {
       return failed(new PorticoError('PORTICO_NOT_APPLICABLE', `the Portico on this control socket serves ${serving}, not ${request.config}`));
     }
     switch (request.operation) {
       case 'reload':
-        return this.reload(progress);
+        return this.reload(progress, hooks);
       case 'deploy':
         if (request.upstream === undefined || request.upstream === '') return failed(new PorticoError('PORTICO_BAD_REQUEST', 'deploy needs the name of an upstream'));
-        return this.deploy(request.upstream, progress);
+        return this.deploy(request.upstream, progress, hooks);
       case 'upgrade':
-        return this.upgrade(progress);
+        return this.upgrade(progress, hooks);
       case 'status':
         return this.status();
     }

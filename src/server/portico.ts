@@ -34,6 +34,8 @@ import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../c
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
+import { AdminService, adminParts, minimalStatusReport, type AdminPlan } from './admin.js';
+import type { AdminApiOptions } from '../control/admin-api.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 import { checkServerId, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { purgeInZone, planPurge } from './purge.js';
@@ -80,6 +82,8 @@ export interface PorticoOptions {
   reloadGraceMs?: number;
   /** This server is a worker of `workers: N` (see `WorkerRole`); absent: a single process, as always. */
   worker?: WorkerRole;
+  /** The admin API's options (tests: a shorter `/events` interval, another dashboard folder). */
+  admin?: AdminApiOptions;
 }
 
 /**
@@ -151,6 +155,8 @@ export class Portico {
   readonly #worker: WorkerRole | undefined;
   /** The operator's say on upstream servers (drain, disable, weight): kept in the state directory when there is one. */
   readonly #operator: ServerOverrides;
+  /** The admin API (docs/operations.md, "Admin API"): on the control socket, and at `admin.listen`; none in a worker. */
+  readonly #admin: AdminService | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -176,6 +182,7 @@ export class Portico {
     this.#worker = options.worker;
     this.#operator = new ServerOverrides(logger);
     if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
+    this.#admin = this.#worker === undefined ? new AdminService(adminParts(this), logger, options.admin) : undefined;
     // A worker's upstreams take their active checks' outcomes from the primary.
     this.#upstreams = new UpstreamRegistry(logger, {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
@@ -295,7 +302,7 @@ export class Portico {
   /** Binds the control socket (its folder opened by `#openControlDir`). */
   async #startControl(config: Config): Promise<void> {
     if (this.#control !== undefined || this.#state === undefined) return;
-    const control = new ControlServer(config.control.socket, this.#operations, this.#logger);
+    const control = new ControlServer(config.control.socket, this.#operations, this.#logger, { admin: this.#admin?.api });
     await control.start();
     this.#control = control;
   }
@@ -307,12 +314,13 @@ export class Portico {
   async releaseControl(): Promise<void> {
     const control = this.#control;
     this.#control = undefined;
-    await control?.unbind();
+    await Promise.all([control?.unbind(), this.#admin?.release()]);
   }
 
   /** Undoes `releaseControl` when the new process failed at the last moment. */
   async restoreControl(): Promise<void> {
     if (this.#options.control === true && !this.#stopped) await this.#startControl(this.#app.config);
+    if (!this.#stopped) await this.#admin?.restore(this.#app.config);
   }
 
   /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
@@ -349,7 +357,7 @@ export class Portico {
 
   /** `GET /status`: this process's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
   async statusReport(): Promise<StatusReport> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+    return minimalStatusReport(this.#operations.status(), this.#admin?.url ?? null);
   }
 
   /** `GET /metrics`: Prometheus text of this process's registry. */
@@ -475,6 +483,11 @@ export class Portico {
     return this.#supervisor;
   }
 
+  /** The admin listener's URL (null: none). */
+  get adminUrl(): string | null {
+    return this.#admin?.url ?? null;
+  }
+
   /** The state directory's path (undefined: none). */
   get stateDir(): string | undefined {
     return this.#state?.path;
@@ -510,6 +523,7 @@ export class Portico {
     this.#state?.claim(this.#logger);
     await this.#zones.releaseDisks();
     if (this.#options.control === true) await this.#startControl(this.#app.config);
+    await this.#admin?.start(this.#app.config);
   }
 
   /**
@@ -536,7 +550,12 @@ export class Portico {
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
       // listener would otherwise be closed over it.
       if (controlDir && !upgrading) await this.#startControl(this.#app.config);
+      // Likewise the admin listener: an upgrade's new process binds it in `succeeded`.
+      if (!upgrading) await this.#admin?.start(this.#app.config);
     } catch (err) {
+      await this.#admin?.stop(0);
+      await this.#control?.stop(0);
+      this.#control = undefined;
       this.#acme?.stop();
       await this.#listeners.stop(0);
       await this.#app.stop();
@@ -574,6 +593,7 @@ export class Portico {
     let next: App | undefined;
     let listeners;
     let prepared: SupervisorLike | undefined;
+    let admin: AdminPlan | undefined;
     try {
       // Upstreams this config adds start before the swap, as the first ones do (their routes must not answer 503
       // until their instances are up); a user/group the Supervisor cannot use is refused here, before anything
@@ -587,8 +607,10 @@ export class Portico {
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
+      admin = await this.#admin?.prepare(config);
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
+      await admin?.discard();
       await next?.stop();
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
@@ -630,6 +652,7 @@ export class Portico {
     // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
     // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    admin?.commit();
     this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
     return deploying;
@@ -692,7 +715,8 @@ export class Portico {
   async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     this.#stopped = true;
     this.#operations.stop();
-    await this.#control?.stop();
+    this.#admin?.stopping();
+    await Promise.all([this.#control?.stop(), this.#admin?.stop()]);
     this.#acme?.stop();
     await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.

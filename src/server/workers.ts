@@ -31,6 +31,8 @@ import { Upstream } from '../upstream/upstream.js';
 import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
+import { AdminService, adminParts, minimalStatusReport, type AdminPlan } from './admin.js';
+import type { AdminApiOptions } from '../control/admin-api.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { planPurge } from './purge.js';
@@ -235,6 +237,8 @@ export interface PrimaryOptions {
   say: (line: string) => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
   env?: Record<string, string>;
+  /** The admin API's options (tests: a shorter `/events` interval). */
+  admin?: AdminApiOptions;
 }
 
 /**
@@ -290,6 +294,8 @@ export class Primary {
   #askSeq = 0;
   /** Questions to the workers waiting for answers (`#ask`): seq → worker id → answered. */
   readonly #askWaits = new Map<number, Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>>();
+  /** The admin API (on the control socket, and at `admin.listen`): the primary's, never a worker's. */
+  readonly #admin: AdminService;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -333,6 +339,17 @@ export class Primary {
       },
       logger,
     );
+    this.#admin = new AdminService(adminParts(this), logger, options.admin);
+  }
+
+  /** The config now serving. */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The admin listener's URL (null: none). */
+  get adminUrl(): string | null {
+    return this.#admin.url;
   }
 
   /** Reloads, deploys and status, serialised: what SIGHUP and the control socket call. */
@@ -391,10 +408,11 @@ export class Primary {
       await Promise.all(rest.map((slot) => this.#fork(slot)));
       // The control socket once every worker serves (a reload must reach them all).
       if (this.#state !== undefined) {
-        const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
+        const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger, { admin: this.#admin.api });
         await control.start();
         this.#control = control;
       }
+      await this.#admin.start(this.#config);
     } catch (err) {
       await this.stop(1000);
       throw err;
@@ -650,6 +668,18 @@ export class Primary {
     if (config.state_dir !== this.#config.state_dir) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it`);
     }
+    // A new admin address is bound first: a port in use refuses the reload before anything changed.
+    const admin: AdminPlan = await this.#admin.prepare(config);
+    try {
+      return await this.#reloadWith(config, text, warnings, progress, admin);
+    } catch (err) {
+      await admin.discard();
+      throw err;
+    }
+  }
+
+  /** The rest of `#reloadFile`, once the admin listener's new address (if any) is bound: committed with the workers'. */
+  async #reloadWith(config: Config, text: string, warnings: string[], progress: Progress, admin: AdminPlan): Promise<Record<string, unknown>> {
     // The first config with `spawn` brings the Supervisor; a running one starts the upstreams this config adds
     // (refusing a user/group it cannot use): before the workers swap, so that no new route answers 503.
     const fresh = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
@@ -683,6 +713,7 @@ export class Primary {
     }
     this.#config = config;
     this.#text = text;
+    admin.commit();
     this.#startChecks(config);
     const deploying = prepared === undefined ? [] : prepared.update(config);
     this.#deploy(deploying, progress);
@@ -745,7 +776,7 @@ export class Primary {
 
   /** `GET /status`: the primary's and every worker's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
   async statusReport(): Promise<StatusReport> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+    return minimalStatusReport(this.#operations.status(), this.#admin.url);
   }
 
   /** `GET /metrics`: Prometheus text of the primary's and every worker's registry. */
@@ -847,7 +878,8 @@ export class Primary {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     this.#operations.stop();
-    await this.#control?.stop();
+    this.#admin.stopping();
+    await Promise.all([this.#control?.stop(), this.#admin.stop()]);
     this.#acme?.stop();
     for (const upstream of this.#checkers) void upstream.stop(0);
     const exits = this.#slots.map((slot) => {
