@@ -46,6 +46,8 @@ export interface PersistentStore {
   deletePrefix(prefix: string): Promise<number>;
   /** Bytes in use. */
   readonly size: number;
+  /** Keys stored. */
+  readonly entries: number;
   /** Changes the bound (a reload that resized the zone); the next store evicts down to it. */
   resize(maxSize: number): void;
   close(): Promise<void>;

@@ -9,6 +9,7 @@ import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import { skippingContinue } from './continue.js';
 import type { PolicyServer } from './policies/types.js';
+import type { ServerTraffic } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 type ServerConfig = UpstreamConfig['servers'][number];
@@ -129,6 +130,11 @@ export class UpstreamServer implements PolicyServer {
   target: ServerTarget | undefined;
   /** Requests in flight (tunnels included). */
   active = 0;
+  /** Where its attempts are counted when counting is on (the same figures for the same id across reloads). */
+  traffic: ServerTraffic | undefined = undefined;
+  /** The last active check's outcome: when it began (ms since the epoch; 0: none yet) and whether it passed. */
+  lastCheckAt = 0;
+  lastCheckPassed = false;
   /**
    * The same app server in the other config while a reload's previous config drains (see `pairWith`): its
    * requests in flight count under `max_conns` here too, so that two configs never send it more than that.
@@ -308,6 +314,13 @@ export class UpstreamServer implements PolicyServer {
     return this.#failures.length >= maxFails;
   }
 
+  /** Passive failures recorded within the last `windowMs` (for status; nothing is dropped). */
+  failuresWithin(now: number, windowMs: number): number {
+    let n = 0;
+    for (const at of this.#failures) if (at > now - windowMs) n++;
+    return n;
+  }
+
   /** Ejects the server; each ejection soon after the last lasts twice as long (at most 8× the base). */
   eject(now: number, baseMs: number): void {
     this.ejections = Math.min(this.ejections + 1, 4);
@@ -343,6 +356,8 @@ export class UpstreamServer implements PolicyServer {
       this.healthy = previous.healthy;
       this.passes = previous.passes;
       this.fails = previous.fails;
+      this.lastCheckAt = previous.lastCheckAt;
+      this.lastCheckPassed = previous.lastCheckPassed;
     }
     this.#failures = [...previous.#failures];
     this.ejectedUntil = previous.ejectedUntil;
