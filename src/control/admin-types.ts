@@ -27,6 +27,11 @@ export interface TrafficStats {
   requests: number;
   classes: StatusClasses;
   latency_ms: Percentiles;
+  /**
+   * The latency histogram the percentiles come from: in a worker's `ProcessStatus` (the primary sums them
+   * bucket-wise), left out of the report served.
+   */
+  histogram?: LatencyHistogram;
 }
 
 /** One route's traffic: `id` is `host` + `path` (`a.example/api/`), the host being `*` for a site without hosts. */
@@ -128,7 +133,7 @@ export interface StatusReport extends ProcessStatus {
   admin: string | null;
   listeners: Array<{ url: string }>;
   /** With `workers: N`: each worker; null for a single process. */
-  workers: Array<{ slot: number; pid: number | undefined }> | null;
+  workers: Array<{ slot: number; pid: number | undefined; answered?: boolean }> | null;
   /** The operation running now (reload, deploy, upgrade) and how many wait. */
   running: { id: number; operation: string; for_ms: number } | null;
   queued: number;

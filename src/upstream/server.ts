@@ -159,6 +159,8 @@ export class UpstreamServer implements PolicyServer {
   /** When the ejection in force began. */
   ejectedAt = 0;
   ejections = 0;
+  /** Ejections since this server was built (status; `ejections` is the backoff step, reset once well). */
+  ejectionsTotal = 0;
   /** When the server last became available again (for slow start). */
   recoveredAt = 0;
   readonly #slowStartMs: number;
@@ -314,15 +316,17 @@ export class UpstreamServer implements PolicyServer {
     return this.#failures.length >= maxFails;
   }
 
-  /** Passive failures recorded within the last `windowMs` (for status; nothing is dropped). */
-  failuresWithin(now: number, windowMs: number): number {
+  /** Passive failures recorded within the upstream's `passive.fail_timeout` before `now` (for status). */
+  recentFailures(now: number): number {
+    const since = now - this.#upstream.passive.fail_timeout;
     let n = 0;
-    for (const at of this.#failures) if (at > now - windowMs) n++;
+    for (const at of this.#failures) if (at > since) n++;
     return n;
   }
 
   /** Ejects the server; each ejection soon after the last lasts twice as long (at most 8× the base). */
   eject(now: number, baseMs: number): void {
+    this.ejectionsTotal++;
     this.ejections = Math.min(this.ejections + 1, 4);
     this.ejectedUntil = now + baseMs * 2 ** (this.ejections - 1);
     this.ejectedAt = now;
@@ -363,6 +367,7 @@ export class UpstreamServer implements PolicyServer {
     this.ejectedUntil = previous.ejectedUntil;
     this.ejectedAt = previous.ejectedAt;
     this.ejections = previous.ejections;
+    this.ejectionsTotal = previous.ejectionsTotal;
     this.recoveredAt = previous.recoveredAt;
     this.ewmaMs = previous.ewmaMs;
     this.#ewmaAt = previous.#ewmaAt;
