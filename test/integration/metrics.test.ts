@@ -10,7 +10,7 @@ import type { StatusReport } from '../../src/control/admin-types.js';
 import { parseConfig } from '../../src/server/config.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-import { httpsGet, testPki, type TestPki } from './tls-support.js';
+import { h2Get, h2Session, httpsGet, testPki, type TestPki } from './tls-support.js';
 
 /** One GET; resolves with the status and body once the answer has ended. */
 function get(port: number, path: string, agent: http.Agent | false = false, host = 'localhost'): Promise<{ status: number; body: string }> {
@@ -70,7 +70,8 @@ describe('counting with admin on', () => {
         res.writeHead(500);
         return void res.end('failed');
       }
-      res.writeHead(200, { 'cache-control': req.url!.startsWith('/cached/') ? 'max-age=60' : 'no-store', 'content-type': 'text/plain' });
+      const cc = req.url === '/cached/swr' ? 'max-age=0, stale-while-revalidate=60' : req.url!.startsWith('/cached/') ? 'max-age=60' : 'no-store';
+      res.writeHead(200, { 'cache-control': cc, 'content-type': 'text/plain' });
       res.end(`page ${req.url}`);
     });
     portico = await startPortico(
@@ -155,6 +156,18 @@ ${SITE}`,
     assert.ok(sample(body, 'process_cpu_user_seconds_total')! > 0, 'process metrics are there');
   });
 
+  test('a stored answer served stale (stale-while-revalidate) counts as stale, its bytes as served from the cache', async () => {
+    const before = (await portico.server.statusReport()).caches[0]!;
+    assert.equal((await get(portico.port, '/cached/swr')).status, 200); // a miss: stored, stale at once
+    assert.equal((await get(portico.port, '/cached/swr')).body, 'page /cached/swr'); // stale, refreshed behind
+    const report = await until(() => portico.server.statusReport(), (r) => r.caches[0]!.stale === before.stale + 1, 'the stale answer counted');
+    const cache = report.caches[0]!;
+    assert.deepEqual([cache.hits - before.hits, cache.misses - before.misses, cache.stale - before.stale], [0, 1, 1]);
+    const { body } = await portico.server.metricsText();
+    assert.equal(sample(body, 'portico_cache_requests_total{zone="main",result="stale"}'), cache.stale);
+    assert.equal(sample(body, 'portico_cache_served_bytes_total{zone="main"}'), 2 * 'page /cached/page'.length + 'page /cached/swr'.length);
+  });
+
   test('an open keep-alive connection shows in connections.open and portico_connections_open', async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     try {
@@ -206,6 +219,41 @@ describe('TLS handshakes and certificates', () => {
   let pki: TestPki;
   before(async () => {
     pki = await testPki();
+  });
+
+  test('an HTTP/2 request being answered shows in connections.streams and portico_http2_streams_open', async () => {
+    const cert = await pki.issue(['a.example']);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: () => void;
+    const arrival = new Promise<void>((resolve) => (arrived = resolve));
+    const backend = await startUpstream((_req, res) => {
+      arrived();
+      void held.then(() => res.end('late'));
+    });
+    const portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", tls: { cert: ./a.pem, key: ./a.key } }]\nadmin: {}\nupstreams:\n  app: { servers: [{ url: "${backend.url}" }] }\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }`,
+      { 'a.pem': cert.cert, 'a.key': cert.key },
+    );
+    const session = await h2Session(portico.port, pki.ca.cert, 'a.example');
+    try {
+      const answer = h2Get(session, 'a.example', '/slow');
+      await arrival;
+      const report = await portico.server.statusReport();
+      assert.deepEqual(report.connections, { open: 1, streams: 1 });
+      assert.equal(report.upstreams[0]!.servers[0]!.in_flight, 1);
+      const { body } = await portico.server.metricsText();
+      assert.equal(sample(body, 'portico_http2_streams_open'), 1);
+      assert.equal(sample(body, `portico_upstream_server_in_flight{upstream="app",server="${encodeURIComponent(backend.url)}"}`), 1);
+      release();
+      assert.equal((await answer).body, 'late');
+      await until(() => portico.server.statusReport(), (r) => r.connections.streams === 0 && r.totals.classes['2xx'] === 1, 'the stream closed and counted');
+    } finally {
+      release();
+      session.close();
+      await portico.stop();
+      await backend.stop();
+    }
   });
 
   test('handshakes are counted by version, failures apart; the certificate and its expiry are reported', async () => {
