@@ -200,7 +200,7 @@ export class App {
         });
         // The route's id in metrics and status: its site's first host (`*` for none) and its path as written.
         const traffic = metrics?.route(`${siteConfig.hosts?.[0] ?? '*'}${route.path.text}`, route.kind);
-        if (traffic !== undefined) this.routeTraffic.push(traffic);
+        if (traffic !== undefined && !this.routeTraffic.includes(traffic)) this.routeTraffic.push(traffic);
         return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade, links, traffic } };
       });
       const pages = Object.entries(siteConfig.error_pages);

@@ -354,6 +354,17 @@ export class Portico {
     if (this.#app === undefined) this.#counting = true;
   }
 
+  /**
+   * After a reload's swap: the servers of the upstreams it kept (built before counting started or stopped) count
+   * as the config serving says, as those it built do.
+   */
+  #countUpstreams(): void {
+    const metrics = this.#counting ? this.#metrics : undefined;
+    for (const upstream of this.#liveUpstreams()) {
+      for (const server of upstream.servers) server.traffic = metrics?.server(upstream.name, server.name);
+    }
+  }
+
   /** The process's metrics, made (with their scrape-time view of this server) on first need. */
   #metricsNow(): Metrics {
     if (this.#metrics !== undefined) return this.#metrics;
@@ -673,6 +684,7 @@ export class Portico {
     next.certificates.adopt(previous.certificates);
     this.#app = next;
     this.#counting = config.admin !== undefined;
+    this.#countUpstreams();
     if (this.#followLogLevel) this.#logger.level = config.log.level;
     // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
     const deploying = supervisor === undefined && this.#supervisor !== undefined ? this.#supervisor.update(config) : [];

@@ -300,9 +300,7 @@ export class Primary {
    * The primary's own metrics: its process's, and the certificates it holds (the workers count the traffic and
    * report the servers and zones; the primary's own health checkers would say nothing of their operator state).
    */
-  readonly #metrics: Metrics;
-  /** How many workers' metrics the last scrape merged. */
-  readonly #answered: Gauge;
+  #metrics: { metrics: Metrics; answered: Gauge } | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -327,18 +325,7 @@ export class Primary {
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
     this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
-    this.#metrics = new Metrics();
-    this.#answered = new Gauge({
-      name: 'portico_workers_answered',
-      help: 'Workers whose metrics are in this scrape (the others did not answer within 2 s).',
-      registers: [this.#metrics.registry],
-    });
-    this.#metrics.source = scrapeSource({
-      upstreams: () => [],
-      zones: () => [],
-      connections: () => ({ open: 0, streams: 0 }),
-      certificates: () => this.#certificateStatuses(),
-    });
+
     this.#operations = new Operations(
       {
         config: () => this.#config,
@@ -755,6 +742,25 @@ export class Primary {
     };
   }
 
+  /** The primary's own metrics, made on first need (a scrape). */
+  #ownMetrics(): { metrics: Metrics; answered: Gauge } {
+    if (this.#metrics !== undefined) return this.#metrics;
+    const metrics = new Metrics();
+    const answered = new Gauge({
+      name: 'portico_workers_answered',
+      help: 'Workers whose metrics are in this scrape (the others did not answer within 2 s).',
+      registers: [metrics.registry],
+    });
+    metrics.source = scrapeSource({
+      upstreams: () => [],
+      zones: () => [],
+      connections: () => ({ open: 0, streams: 0 }),
+      certificates: () => this.#certificateStatuses(),
+    });
+    this.#metrics = { metrics, answered };
+    return this.#metrics;
+  }
+
   /** The certificates the primary's config and ACME orders serve. */
   #certificateStatuses(): StatusReport['certificates'] {
     return certificateStatuses(this.#config, this.#acme?.managers() ?? []);
@@ -825,8 +831,9 @@ export class Primary {
   async metricsText(): Promise<{ contentType: string; body: string }> {
     const answers = await this.#askWorkers();
     const lists = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
-    this.#answered.set(lists.length);
-    lists.push(await this.#metrics.json());
+    const own = this.#ownMetrics();
+    own.answered.set(lists.length);
+    lists.push(await own.metrics.json());
     const registry = AggregatorRegistry.aggregate(lists);
     return { contentType: registry.contentType, body: await registry.metrics() };
   }

@@ -215,6 +215,35 @@ describe('counting with admin off', () => {
   });
 });
 
+describe('counting turned on by a reload', () => {
+  test('a reload that adds admin starts counting, an upstream it kept included; one that removes it stops', async () => {
+    const backend = await startUpstream('ok');
+    const upstreams = `upstreams:\n  app: { servers: [{ url: "${backend.url}", name: one }] }\n`;
+    const portico = await startPortico(`${upstreams}${SITE}`, { 'www/static/a.txt': 'static file' });
+    const reload = (admin: boolean) =>
+      portico.server.reload(
+        parseConfig(`listen: ["127.0.0.1:${portico.port}"]\nlog: { access: off }\n${admin ? 'admin: {}\n' : ''}${upstreams}${SITE}`, `${portico.dir}/portico.yaml`, portico.dir),
+      );
+    try {
+      await get(portico.port, '/api/before');
+      await reload(true);
+      await get(portico.port, '/api/after');
+      const report = await until(() => portico.server.statusReport(), (r) => r.totals.requests === 1, 'the request after the reload');
+      assert.equal(report.counting, true);
+      assert.equal(report.routes.find((r) => r.id === '*/api/')!.requests, 1);
+      assert.equal(report.upstreams[0]!.servers[0]!.requests, 1);
+      await reload(false);
+      await get(portico.port, '/api/off');
+      const off = await portico.server.statusReport();
+      assert.equal(off.counting, false);
+      assert.equal(off.upstreams[0]!.servers[0]!.requests, 0);
+    } finally {
+      await portico.stop();
+      await backend.stop();
+    }
+  });
+});
+
 describe('TLS handshakes and certificates', () => {
   let pki: TestPki;
   before(async () => {
