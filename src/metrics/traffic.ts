@@ -12,6 +12,9 @@
  */
 export const LATENCY_BOUNDS_MS: readonly number[] = Object.freeze([0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]);
 
+/** The bounds as the hot loop reads them (a typed array: no boxed or frozen elements). */
+const BOUNDS = new Float64Array(LATENCY_BOUNDS_MS);
+
 /** The status classes in the order of `Traffic.classes`; the sixth counts an attempt that ended with no status. */
 export const CLASS_NAMES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'none'] as const;
 
@@ -27,26 +30,40 @@ export class Traffic {
   readonly classes = new Float64Array(CLASS_NAMES.length);
   /** Requests per bucket, not cumulative: `buckets[i]` counts latencies in (bound[i-1], bound[i]]; the last is +Inf. */
   readonly buckets = new Float64Array(LATENCY_BOUNDS_MS.length + 1);
-  count = 0;
-  sumMs = 0;
+  /**
+   * The count and the sum of latencies (ms), in a typed array too: a number field of a long-lived object may be
+   * boxed, and a new box per request written into an old object is what the collector must then track.
+   */
+  readonly #totals = new Float64Array(2);
+
+  /** Requests recorded. */
+  get count(): number {
+    return this.#totals[0]!;
+  }
+
+  /** Their latencies summed, in milliseconds. */
+  get sumMs(): number {
+    return this.#totals[1]!;
+  }
 
   /** One request (or attempt) that ended with `status` after `ms` milliseconds. */
   record(status: number, ms: number): void {
     this.classes[classIndex(status)]!++;
-    const bounds = LATENCY_BOUNDS_MS;
+    const bounds = BOUNDS;
     let i = 0;
     while (i < bounds.length && ms > bounds[i]!) i++;
     this.buckets[i]!++;
-    this.count++;
-    this.sumMs += ms;
+    const totals = this.#totals;
+    totals[0]!++;
+    totals[1]! += ms;
   }
 
   /** Adds another's figures into this one (an upstream's servers, the workers' reports). */
   add(other: Traffic): void {
     for (let i = 0; i < this.classes.length; i++) this.classes[i]! += other.classes[i]!;
     for (let i = 0; i < this.buckets.length; i++) this.buckets[i]! += other.buckets[i]!;
-    this.count += other.count;
-    this.sumMs += other.sumMs;
+    this.#totals[0]! += other.count;
+    this.#totals[1]! += other.sumMs;
   }
 }
 
