@@ -91,6 +91,11 @@ export class DiskStore implements PersistentStore {
     return this.#size;
   }
 
+  /** Keys stored (each key's variants count once). */
+  get entries(): number {
+    return this.#variants.size;
+  }
+
   /**
    * Sweeps tmp files, rebuilds the index from the entry headers (deleting unreadable ones), then applies the bound.
    * `shared` (an upgrade's new process, while the old one still writes here): no sweep and no eviction.

@@ -70,6 +70,11 @@ export class MemoryStore<Extra> {
     return this.#lru.calculatedSize;
   }
 
+  /** Keys stored. */
+  get entries(): number {
+    return this.#lru.size;
+  }
+
   /** Keys from most to least recently used. */
   keys(): string[] {
     return [...this.#lru.keys()];

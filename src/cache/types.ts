@@ -48,6 +48,8 @@ export interface PersistentStore {
   deleteMatching(match: (key: string) => boolean): Promise<number>;
   /** Bytes in use. */
   readonly size: number;
+  /** Keys stored. */
+  readonly entries: number;
   /** Changes the bound (a reload that resized the zone); the next store evicts down to it. */
   resize(maxSize: number): void;
   close(): Promise<void>;

@@ -225,6 +225,12 @@ export class CacheZone {
     return variant;
   }
 
+  /** Keys and bytes stored per tier, for status and metrics (`disk` undefined: the zone has no disk tier). */
+  get stored(): { memory: { entries: number; bytes: number }; disk: { entries: number; bytes: number } | undefined } {
+    const disk = this.#disk;
+    return { memory: { entries: this.memory.entries, bytes: this.memory.size }, disk: disk === undefined ? undefined : { entries: disk.entries, bytes: disk.size } };
+  }
+
   /** Disk-tier writes in flight now (at most DISK_WRITES_IN_FLIGHT). */
   get diskWritesInFlight(): number {
     return this.#diskWrites;

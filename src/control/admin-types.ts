@@ -28,6 +28,11 @@ export interface TrafficStats {
   requests: number;
   classes: StatusClasses;
   latency_ms: Percentiles;
+  /**
+   * The latency histogram the percentiles come from: in a worker's `ProcessStatus` (the primary sums them
+   * bucket-wise), left out of the report served.
+   */
+  histogram?: LatencyHistogram;
 }
 
 /** One route's traffic: `id` is `host` + `path` (`a.example/api/`), the host being `*` for a site without hosts. */
@@ -127,9 +132,10 @@ export interface StatusReport extends ProcessStatus {
   state_dir: string | null;
   control_socket: string | null;
   admin: string | null;
-  listeners: Array<{ url: string }>;
+  /** Each listener: its bound address (`127.0.0.1:8080`) and URL. */
+  listeners: Array<{ address: string; url: string }>;
   /** With `workers: N`: each worker; null for a single process. */
-  workers: Array<{ slot: number; pid: number | undefined }> | null;
+  workers: Array<{ slot: number; pid: number | undefined; answered?: boolean }> | null;
   /** The operation running now (reload, deploy, upgrade) and how many wait. */
   running: { id: number; operation: string; for_ms: number } | null;
   queued: number;

@@ -55,38 +55,6 @@ export function adminParts(host: AdminHost): AdminParts {
   };
 }
 
-/**
- * A minimal `StatusReport` from what `status` already shows (`Operations.status()`), with empty traffic figures:
- * what `GET /status` answers until the metrics part fills it in (helper A's `src/server/status.ts` replaces it).
- */
-export function minimalStatusReport(status: Record<string, unknown>, admin: string | null): StatusReport {
-  const classes = { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 };
-  const uptime = Number(status.uptime_s ?? 0);
-  return {
-    version: String(status.version ?? 'unknown'),
-    pid: Number(status.pid ?? process.pid),
-    started: new Date(Date.now() - uptime * 1000).toISOString(),
-    uptime_s: uptime,
-    config: String(status.config ?? ''),
-    config_digest: '',
-    state_dir: (status.state_dir as string | null | undefined) ?? null,
-    control_socket: (status.control_socket as string | null | undefined) ?? null,
-    admin,
-    listeners: ((status.listeners as Array<{ url: string }> | undefined) ?? []).map((l) => ({ url: l.url })),
-    workers: (status.workers as StatusReport['workers'] | undefined) ?? null,
-    running: (status.running as StatusReport['running'] | undefined) ?? null,
-    queued: Number(status.queued ?? 0),
-    instances: (status.instances as StatusReport['instances'] | undefined) ?? [],
-    certificates: [],
-    counting: false,
-    connections: { open: 0, streams: 0 },
-    totals: { requests: 0, classes, latency: { bounds_ms: [], buckets: [], count: 0, sum_ms: 0 } },
-    routes: [],
-    upstreams: [],
-    caches: [],
-  };
-}
-
 /** The admin settings of a config: the token read from its variable now. */
 function settingsOf(config: Config): AdminSettings {
   const admin = config.admin;

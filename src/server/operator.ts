@@ -15,6 +15,7 @@ import { PorticoError } from '../errors.js';
 import type { StateDir } from '../tls/state-dir.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamServer } from '../upstream/server.js';
+import { serverStatus as reportedServerStatus } from './status.js';
 
 /** The state directory's file of the operator's say on servers. */
 export const SERVERS_FILE = 'servers.json';
@@ -218,39 +219,10 @@ export class ServerOverrides {
   }
 }
 
-/**
- * A server's status as the operator's action left it, with no traffic figures (requests 0, latency null): what
- * `serverAction` answers until the status report's builder (src/server/status.ts) fills them in.
- */
+/** A server's status as an action answers it: the status report's (src/server/status.ts), without its histogram. */
 export function serverStatus(server: UpstreamServer, now = Date.now()): ServerStatus {
-  const state: ServerStatus['state'] =
-    server.admin === 'disabled'
-      ? 'disabled'
-      : server.admin === 'draining'
-        ? 'draining'
-        : server.target === undefined
-          ? 'down'
-          : !server.healthy
-            ? 'unhealthy'
-            : server.ejectedUntil > now
-              ? 'ejected'
-              : 'healthy';
-  return {
-    id: server.name,
-    address: server.label,
-    state,
-    admin: server.admin,
-    backup: server.backup,
-    weight: server.weight,
-    configured_weight: server.configWeight,
-    in_flight: server.active,
-    failures: 0,
-    ejections: server.ejections,
-    last_check: null,
-    requests: 0,
-    classes: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 },
-    latency_ms: { p50: null, p90: null, p99: null },
-  };
+  const { histogram: _histogram, ...status } = reportedServerStatus(server, now);
+  return status;
 }
 
 /**

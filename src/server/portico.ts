@@ -34,11 +34,15 @@ import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../c
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
-import { AdminService, adminParts, minimalStatusReport, type AdminPlan } from './admin.js';
+import { AdminService, adminParts, type AdminPlan } from './admin.js';
 import type { AdminApiOptions } from '../control/admin-api.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
 import { checkServerId, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { purgeInZone, planPurge } from './purge.js';
+import type { UpstreamOptions } from '../upstream/upstream.js';
+import { Metrics } from '../metrics/metrics.js';
+import type { ProcessStatus } from '../control/admin-types.js';
+import { certificateStatuses, processStatus, scrapeSource, withoutHistograms } from './status.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -157,6 +161,15 @@ export class Portico {
   readonly #operator: ServerOverrides;
   /** The admin API (docs/operations.md, "Admin API"): on the control socket, and at `admin.listen`; none in a worker. */
   readonly #admin: AdminService | undefined;
+  /**
+   * The process's metrics: made with the first config that has `admin` (counting on), or when first asked for its
+   * text; kept for good (counters never go back), counting only while the config serving has `admin`.
+   */
+  #metrics: Metrics | undefined;
+  /** The options every upstream is built with (the registry's): `metrics` is set here once counting starts. */
+  readonly #upstreamOptions: UpstreamOptions;
+  /** Whether the config serving counts traffic (has `admin`): TLS handshakes read it. */
+  #counting = false;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -184,10 +197,12 @@ export class Portico {
     if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
     this.#admin = this.#worker === undefined ? new AdminService(adminParts(this), logger, options.admin) : undefined;
     // A worker's upstreams take their active checks' outcomes from the primary.
-    this.#upstreams = new UpstreamRegistry(logger, {
+    this.#upstreamOptions = {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
-    });
+    };
+    this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
+    this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
       this.#appState.stickyKey = this.#worker.stickyKey;
@@ -203,7 +218,7 @@ export class Portico {
     try {
       // A worker's app servers are the primary's Supervisor's (see `moveSlot`).
       if (this.#worker === undefined && hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
-      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
+      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
     } catch (err) {
       void kept.discard();
       this.#state?.release();
@@ -222,6 +237,7 @@ export class Portico {
         serverHeader: () => this.#app.config.server_header,
         trustedProxies: () => this.#app.trustedProxies,
         certificates: () => this.#app.certificates,
+        handshakes: () => (this.#counting ? this.#metrics : undefined),
       },
       logger,
       this.#worker?.listeners,
@@ -353,16 +369,116 @@ export class Portico {
     };
   }
 
-  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
-
-  /** `GET /status`: this process's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
-  async statusReport(): Promise<StatusReport> {
-    return minimalStatusReport(this.#operations.status(), this.#admin?.url ?? null);
+  /**
+   * Counting follows the config about to serve: with `admin`, the metrics exist (made now if need be) and the
+   * upstreams and app built next count; without, those built next do not (the hot path is then as it always was).
+   */
+  #count(config: Config): void {
+    if (config.admin === undefined) {
+      this.#upstreamOptions.metrics = undefined;
+      return;
+    }
+    this.#upstreamOptions.metrics = this.#metricsNow();
+    if (this.#app === undefined) this.#counting = true;
   }
 
-  /** `GET /metrics`: Prometheus text of this process's registry. */
+  /**
+   * After a reload's swap: the servers of the upstreams it kept (built before counting started or stopped) count
+   * as the config serving says, as those it built do.
+   */
+  #countUpstreams(): void {
+    const metrics = this.#counting ? this.#metrics : undefined;
+    for (const upstream of this.#liveUpstreams()) {
+      for (const server of upstream.servers) server.traffic = metrics?.server(upstream.name, server.name);
+    }
+  }
+
+  /** The process's metrics, made (with their scrape-time view of this server) on first need. */
+  #metricsNow(): Metrics {
+    if (this.#metrics !== undefined) return this.#metrics;
+    const metrics = new Metrics();
+    metrics.source = scrapeSource({
+      upstreams: () => this.#liveUpstreams(),
+      zones: () => this.#liveZones(),
+      connections: () => ({ open: this.#listeners.openConnections, streams: this.#app.openStreams() }),
+      // A worker's certificates are the primary's: it reports them.
+      certificates: () => (this.#worker === undefined ? this.#certificateStatuses() : []),
+    });
+    this.#metrics = metrics;
+    return metrics;
+  }
+
+  /** The named upstreams of the config serving. */
+  #liveUpstreams(): Upstream[] {
+    const app = this.#app;
+    return Object.keys(app.config.upstreams).flatMap((name) => app.upstream(name) ?? []);
+  }
+
+  /** The cache zones of the config serving. */
+  #liveZones(): CacheZone[] {
+    const app = this.#app;
+    return Object.keys(app.config.caches).flatMap((name) => app.cacheZone(name) ?? []);
+  }
+
+  #certificateStatuses(): StatusReport['certificates'] {
+    return certificateStatuses(this.#app.config, this.#acme?.managers() ?? []);
+  }
+
+  /** The admin API's URL: the one its wiring set, else its `listen` from the config (null: none). */
+  #adminUrl(): string | null {
+    if (this.adminUrl !== null) return this.adminUrl;
+    const admin = this.#app.config.admin;
+    if (admin?.listen === undefined) return null;
+    return `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`;
+  }
+
+  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
+
+  /**
+   * What this process knows (a worker's part of the primary's report), with every route's, upstream's and
+   * server's latency histogram (for merging; the report served leaves them out).
+   */
+  processStatus(): ProcessStatus {
+    const counting = this.#counting;
+    const metrics = counting ? this.#metrics : undefined;
+    return processStatus({
+      routes: counting ? this.#app.routeTraffic : [],
+      all: metrics?.routes() ?? [],
+      upstreams: this.#liveUpstreams(),
+      zones: this.#liveZones(),
+      metrics,
+      connections: { open: this.#listeners.openConnections, streams: this.#app.openStreams() },
+    });
+  }
+
+  /** This process's registry as JSON (a worker's, for the primary to aggregate). */
+  metricsJson(): ReturnType<Metrics['json']> {
+    return this.#metricsNow().json();
+  }
+
+  /** `GET /status`: this process's whole view: traffic, servers, caches, certificates (see `StatusReport`). */
+  async statusReport(): Promise<StatusReport> {
+    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
+    const config = this.#app.config;
+    return {
+      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
+      started: new Date(this.#startedAt).toISOString(),
+      config_digest: config.digest ?? '',
+      admin: this.#adminUrl(),
+      workers: null,
+      certificates: this.#certificateStatuses(),
+      counting: this.#counting,
+      ...withoutHistograms(this.processStatus()),
+    };
+  }
+
+  /**
+   * `GET /metrics`: Prometheus text of this process's registry. With counting off (no `admin`), only the process
+   * metrics have values.
+   */
   async metricsText(): Promise<{ contentType: string; body: string }> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+    const metrics = this.#metricsNow();
+    return { contentType: metrics.registry.contentType, body: await metrics.text() };
   }
 
   /**
@@ -588,6 +704,8 @@ export class Portico {
     // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
     const supervisor = this.#worker === undefined && this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
     if (supervisor !== undefined) this.#supervisor = supervisor;
+    // Counting starts with the first config that has `admin` (and stops for the apps and upstreams of one without).
+    this.#count(config);
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     const kept = this.#kept.plan();
     let next: App | undefined;
@@ -603,7 +721,7 @@ export class Portico {
         else await this.#supervisor.prepare(config);
         prepared = this.#supervisor;
       }
-      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
+      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
@@ -645,6 +763,8 @@ export class Portico {
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
     this.#app = next;
+    this.#counting = config.admin !== undefined;
+    this.#countUpstreams();
     if (this.#followLogLevel) this.#logger.level = config.log.level;
     // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
     const deploying = supervisor === undefined && this.#supervisor !== undefined ? this.#supervisor.update(config) : [];

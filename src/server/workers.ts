@@ -21,7 +21,10 @@ import { describeError, formatConfigIssue, PorticoError } from '../errors.js';
 import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS, FIRST_BACKOFF_MS, MAX_BACKOFF_MS } from '../supervise/crashes.js';
 import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
-import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import type { ProcessStatus, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { Metrics } from '../metrics/metrics.js';
+import { certificateStatuses, mergeProcessStatus, scrapeSource, withoutHistograms } from './status.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
 import type { AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -31,7 +34,7 @@ import { Upstream } from '../upstream/upstream.js';
 import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
-import { AdminService, adminParts, minimalStatusReport, type AdminPlan } from './admin.js';
+import { AdminService, adminParts, type AdminPlan } from './admin.js';
 import type { AdminApiOptions } from '../control/admin-api.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
@@ -53,6 +56,19 @@ const RELOAD_TIMEOUT_MS = 60_000;
 const MOVE_MARGIN_MS = 2_000;
 /** How long the primary waits for each worker's answer to an operator's action or purge. */
 const ASK_TIMEOUT_MS = 2_000;
+/** How long the primary waits for each worker's status and metrics (a worker that does not answer is left out). */
+const STATUS_TIMEOUT_MS = 2_000;
+
+/** A registry as JSON (prom-client's `getMetricsAsJSON`), as a worker sends it. */
+type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** One worker's answer to `status` (undefined fields: it did not answer in time). */
+interface WorkerAnswer {
+  slot: number;
+  pid: number | undefined;
+  status: ProcessStatus | undefined;
+  metrics: MetricsJson | undefined;
+}
 
 /**
  * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
@@ -99,6 +115,7 @@ export type ToWorker =
   | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
   | { t: 'reload'; seq: number; config: string }
+  | { t: 'status'; seq: number }
   | { t: 'stop'; graceMs: number }
   | { t: 'challenge'; token: string; value: string | null }
   | { t: 'certificate'; certificate: HeldCertificate }
@@ -113,7 +130,8 @@ export type ToPrimary =
   | { t: 'moved'; seq: number }
   | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string }
   /** The answer to `servers` (the server's status in that worker; null: its config has no such server) or `purgeTarget`. */
-  | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string };
+  | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string }
+  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
 export function reusePortAvailable(version: string = process.versions.node): boolean {
@@ -296,6 +314,14 @@ export class Primary {
   readonly #askWaits = new Map<number, Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>>();
   /** The admin API (on the control socket, and at `admin.listen`): the primary's, never a worker's. */
   readonly #admin: AdminService;
+  #statusSeq = 0;
+  /** Status requests waiting for the workers' answers: seq → worker id → answered. */
+  readonly #statusWaits = new Map<number, Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>>();
+  /**
+   * The primary's own metrics: its process's, and the certificates it holds (the workers count the traffic and
+   * report the servers and zones; the primary's own health checkers would say nothing of their operator state).
+   */
+  #metrics: { metrics: Metrics; answered: Gauge } | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -322,6 +348,7 @@ export class Primary {
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
     this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
+
     this.#operations = new Operations(
       {
         config: () => this.#config,
@@ -555,6 +582,8 @@ export class Primary {
       this.#moveWaits.get(message.seq)?.get(worker.id)?.();
     } else if (message.t === 'answer') {
       this.#askWaits.get(message.seq)?.get(worker.id)?.(message);
+    } else if (message.t === 'status') {
+      this.#statusWaits.get(message.seq)?.get(worker.id)?.(message);
     }
   }
 
@@ -569,6 +598,7 @@ export class Primary {
     // A worker gone has nothing in flight on a previous port.
     for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
     for (const waits of this.#askWaits.values()) waits.get(worker.id)?.(undefined);
+    for (const waits of this.#statusWaits.values()) waits.get(worker.id)?.(undefined);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
@@ -772,16 +802,98 @@ export class Primary {
     };
   }
 
-  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
-
-  /** `GET /status`: the primary's and every worker's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
-  async statusReport(): Promise<StatusReport> {
-    return minimalStatusReport(this.#operations.status(), this.#admin.url);
+  /** The primary's own metrics, made on first need (a scrape). */
+  #ownMetrics(): { metrics: Metrics; answered: Gauge } {
+    if (this.#metrics !== undefined) return this.#metrics;
+    const metrics = new Metrics();
+    const answered = new Gauge({
+      name: 'portico_workers_answered',
+      help: 'Workers whose metrics are in this scrape (the others did not answer within 2 s).',
+      registers: [metrics.registry],
+    });
+    metrics.source = scrapeSource({
+      upstreams: () => [],
+      zones: () => [],
+      connections: () => ({ open: 0, streams: 0 }),
+      certificates: () => this.#certificateStatuses(),
+    });
+    this.#metrics = { metrics, answered };
+    return this.#metrics;
   }
 
-  /** `GET /metrics`: Prometheus text of the primary's and every worker's registry. */
+  /** The certificates the primary's config and ACME orders serve. */
+  #certificateStatuses(): StatusReport['certificates'] {
+    return certificateStatuses(this.#config, this.#acme?.managers() ?? []);
+  }
+
+  /**
+   * Asks every worker for its status and metrics; resolves with each slot's answer, a worker that does not answer
+   * within STATUS_TIMEOUT_MS (or exits meanwhile, or has none running) left without one.
+   */
+  async #askWorkers(): Promise<WorkerAnswer[]> {
+    const seq = ++this.#statusSeq;
+    const waits = new Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>();
+    this.#statusWaits.set(seq, waits);
+    try {
+      return await Promise.all(
+        this.#slots.map((slot) => {
+          const worker = slot.worker;
+          const answer: WorkerAnswer = { slot: slot.index, pid: slot.pid, status: undefined, metrics: undefined };
+          if (worker === undefined || !slot.told || !worker.isConnected()) return answer;
+          return new Promise<WorkerAnswer>((resolve) => {
+            const timer = setTimeout(() => resolve(answer), STATUS_TIMEOUT_MS);
+            waits.set(worker.id, (message) => {
+              clearTimeout(timer);
+              resolve(message === undefined ? answer : { ...answer, status: message.status, metrics: message.metrics });
+            });
+            worker.send({ t: 'status', seq } satisfies ToWorker, (err: Error | null) => {
+              if (err !== null) waits.get(worker.id)?.(undefined);
+            });
+          });
+        }),
+      );
+    } finally {
+      this.#statusWaits.delete(seq);
+    }
+  }
+
+  // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
+
+  /**
+   * `GET /status`: the primary's view (operations, certificates, instances) and every worker's traffic, servers and
+   * caches, merged (see `mergeProcessStatus`); a worker that did not answer within 2 s is marked `answered: false`.
+   */
+  async statusReport(): Promise<StatusReport> {
+    const answers = await this.#askWorkers();
+    const merged = mergeProcessStatus(answers.flatMap((a) => (a.status === undefined ? [] : [a.status])));
+    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
+    const admin = this.#config.admin;
+    return {
+      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
+      started: new Date(this.#startedAt).toISOString(),
+      config_digest: this.#config.digest ?? '',
+      admin: this.adminUrl ?? (admin?.listen === undefined ? null : `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`),
+      workers: answers.map((a) => ({ slot: a.slot, pid: a.pid, answered: a.status !== undefined })),
+      certificates: this.#certificateStatuses(),
+      counting: admin !== undefined,
+      ...withoutHistograms(merged),
+    };
+  }
+
+
+  /**
+   * `GET /metrics`: every worker's registry and the primary's own, aggregated by prom-client
+   * (`AggregatorRegistry.aggregate`: counters and histograms summed, each gauge by its aggregator). A worker that
+   * did not answer within 2 s is left out (`portico_workers_answered` says how many did).
+   */
   async metricsText(): Promise<{ contentType: string; body: string }> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+    const answers = await this.#askWorkers();
+    const lists = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
+    const own = this.#ownMetrics();
+    own.answered.set(lists.length);
+    lists.push(await own.metrics.json());
+    const registry = AggregatorRegistry.aggregate(lists);
+    return { contentType: registry.contentType, body: await registry.metrics() };
   }
 
   /**
@@ -1038,6 +1150,12 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
           .finally(() => send({ t: 'moved', seq: message.seq }));
         break;
       }
+      case 'status':
+        Promise.all([server.processStatus(), server.metricsJson()]).then(
+          ([status, metrics]) => send({ t: 'status', seq: message.seq, status, metrics }),
+          (err: unknown) => log.warn({ err }, 'status for the primary failed'),
+        );
+        break;
       case 'stop':
         stop(message.graceMs);
         break;

@@ -9,6 +9,7 @@ import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import { skippingContinue } from './continue.js';
 import type { PolicyServer } from './policies/types.js';
+import type { ServerTraffic } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 type ServerConfig = UpstreamConfig['servers'][number];
@@ -134,6 +135,11 @@ export class UpstreamServer implements PolicyServer {
   target: ServerTarget | undefined;
   /** Requests in flight (tunnels included). */
   active = 0;
+  /** Where its attempts are counted when counting is on (the same figures for the same id across reloads). */
+  traffic: ServerTraffic | undefined = undefined;
+  /** The last active check's outcome: when it began (ms since the epoch; 0: none yet) and whether it passed. */
+  lastCheckAt = 0;
+  lastCheckPassed = false;
   /**
    * The same app server in the other config while a reload's previous config drains (see `pairWith`): its
    * requests in flight count under `max_conns` here too, so that two configs never send it more than that.
@@ -158,6 +164,8 @@ export class UpstreamServer implements PolicyServer {
   /** When the ejection in force began. */
   ejectedAt = 0;
   ejections = 0;
+  /** Ejections since this server was built (status; `ejections` is the backoff step, reset once well). */
+  ejectionsTotal = 0;
   /** When the server last became available again (for slow start). */
   recoveredAt = 0;
   readonly #slowStartMs: number;
@@ -334,8 +342,17 @@ export class UpstreamServer implements PolicyServer {
     return this.#failures.length >= maxFails;
   }
 
+  /** Passive failures recorded within the upstream's `passive.fail_timeout` before `now` (for status). */
+  recentFailures(now: number): number {
+    const since = now - this.#upstream.passive.fail_timeout;
+    let n = 0;
+    for (const at of this.#failures) if (at > since) n++;
+    return n;
+  }
+
   /** Ejects the server; each ejection soon after the last lasts twice as long (at most 8× the base). */
   eject(now: number, baseMs: number): void {
+    this.ejectionsTotal++;
     this.ejections = Math.min(this.ejections + 1, 4);
     this.ejectedUntil = now + baseMs * 2 ** (this.ejections - 1);
     this.ejectedAt = now;
@@ -369,11 +386,14 @@ export class UpstreamServer implements PolicyServer {
       this.healthy = previous.healthy;
       this.passes = previous.passes;
       this.fails = previous.fails;
+      this.lastCheckAt = previous.lastCheckAt;
+      this.lastCheckPassed = previous.lastCheckPassed;
     }
     this.#failures = [...previous.#failures];
     this.ejectedUntil = previous.ejectedUntil;
     this.ejectedAt = previous.ejectedAt;
     this.ejections = previous.ejections;
+    this.ejectionsTotal = previous.ejectionsTotal;
     this.recoveredAt = previous.recoveredAt;
     this.ewmaMs = previous.ewmaMs;
     this.#ewmaAt = previous.#ewmaAt;

@@ -20,6 +20,7 @@ import { createPolicy, type PickContext, type Policy } from './policies/types.js
 import { UpstreamServer } from './server.js';
 import { sessionRoute } from './session-route.js';
 import { WaitQueue, type QueueEntry } from './wait-queue.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 
@@ -49,6 +50,8 @@ export interface UpstreamOptions {
    * it, or when it says none, a slot starts down until `moveSlot` gives it a port.
    */
   slotPort?: SlotPort | undefined;
+  /** The process's metrics when counting is on: each server's attempts are counted (see `UpstreamServer.traffic`). */
+  metrics?: Metrics | undefined;
 }
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
@@ -123,6 +126,7 @@ export class Upstream {
       return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
     });
     this.servers = [...fixed, ...spawned];
+    if (options.metrics !== undefined) for (const server of this.servers) server.traffic = options.metrics.server(name, server.name);
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
     this.#primaries = this.servers.filter((s) => !s.backup);
     this.#backups = this.servers.filter((s) => s.backup);
@@ -161,6 +165,11 @@ export class Upstream {
     const server = this.servers.find((s) => s.label === label);
     if (server === undefined || this.config.health === undefined) return;
     const now = Date.now();
+    // `started` 0: a worker's start-up snapshot of the health, not a check.
+    if (started !== 0) {
+      server.lastCheckAt = started;
+      server.lastCheckPassed = passed;
+    }
     if (healthy && !server.healthy) {
       server.healthy = true;
       server.recoveredAt = now;

@@ -67,7 +67,7 @@ describe('admin API routes', () => {
     assert.equal(report.version, 'test');
     assert.equal(report.pid, process.pid);
     assert.equal(report.admin, `http://127.0.0.1:${port}/`);
-    assert.deepEqual(report.listeners, [{ url: `http://127.0.0.1:${portico.publicPort}/` }]);
+    assert.deepEqual(report.listeners, [{ address: `127.0.0.1:${portico.publicPort}`, url: `http://127.0.0.1:${portico.publicPort}/` }]);
     assert.equal(report.config, portico.file);
     assert.equal(report.workers, null);
     assert.equal(typeof report.uptime_s, 'number');
