@@ -113,6 +113,17 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     }
   }
 
+  if (config.log.error !== 'stderr') {
+    config.log.error = path.resolve(dir, config.log.error);
+    if (!isDirectory(path.dirname(config.log.error))) problems.push({ keys: ['log', 'error'], message: `folder ${path.dirname(config.log.error)} does not exist` });
+    else if (isDirectory(config.log.error)) problems.push({ keys: ['log', 'error'], message: `${config.log.error} is a directory: name a file` });
+  }
+  if (config.pid_file !== undefined && config.pid_file !== 'off') {
+    config.pid_file = path.resolve(dir, config.pid_file);
+    if (!isDirectory(path.dirname(config.pid_file))) problems.push({ keys: ['pid_file'], message: `folder ${path.dirname(config.pid_file)} does not exist` });
+    else if (isDirectory(config.pid_file)) problems.push({ keys: ['pid_file'], message: `${config.pid_file} is a directory: name a file` });
+  }
+
   config.listen.forEach((listener, i) => {
     if (listener.proxy_protocol && config.trusted_proxies.length === 0) {
       problems.push({

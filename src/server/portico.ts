@@ -12,7 +12,8 @@ import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { createErrorLog } from '../log/error-log.js';
+import { createErrorLog, reopenErrorLogFiles } from '../log/error-log.js';
+import { PidFile, pidFilePath } from './pid-file.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { CacheZones } from '../cache/zones.js';
@@ -126,6 +127,10 @@ export class Portico {
   #stopped = false;
   /** Previous configs still answering what they took before a reload (see `#reload`). */
   readonly #draining = new Set<Promise<void>>();
+  /** The previous configs' apps still draining (their access logs are reopened too). */
+  readonly #retiring = new Set<App>();
+  /** The pid file (`portico run`, or `pid_file` set), written at start. */
+  #pidFile: PidFile | undefined;
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
   readonly #supervisorFactory: SupervisorFactory;
@@ -160,6 +165,7 @@ export class Portico {
         status: () => this.#status(),
         deploy: options.deploy ?? ((upstream, progress) => this.#deployUpstream(upstream, progress)),
         upgrade: options.upgrade,
+        reopen: () => this.#reopen(),
       },
       logger,
     );
@@ -352,7 +358,22 @@ export class Portico {
 
   /** Reopens the log files (access log, error log file) after a rotation. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * Reopens this process's log files at their paths (SIGUSR1, `portico reopen`): the error log's file and the
+   * access log of the config serving and of those still draining after a reload. What was buffered is written to
+   * the file as it was (the renamed one) first.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    this.#app.reopenLog();
+    for (const app of this.#retiring) app.reopenLog();
+    const config = this.#app.config;
+    const files = [config.log.access, config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    this.#logger.info({ files, error_log_files: errorFiles }, 'logs reopened');
+    return { pid: process.pid, files };
   }
 
   /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */
@@ -455,6 +476,24 @@ export class Portico {
     this.#state?.claim(this.#logger);
     await this.#zones.releaseDisks();
     if (this.#options.control === true) await this.#startControl(this.#app.config);
+    // The pid file names the process that serves: this one from now (the old one leaves it when it stops).
+    this.#writePidFile();
+  }
+
+  /** Writes the pid file: `portico run`'s (default in the state directory), or one the config names. */
+  #writePidFile(): void {
+    if (this.#worker !== undefined) return;
+    const config = this.#app.config;
+    if (this.#options.control !== true && config.pid_file === undefined) return;
+    const file = pidFilePath(config, this.#state?.path);
+    if (file === undefined) return;
+    this.#pidFile = new PidFile(file, this.#logger);
+    this.#pidFile.write();
+  }
+
+  /** The pid file's path (undefined: none written). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -479,6 +518,7 @@ export class Portico {
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
       // listener would otherwise be closed over it.
       if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
+      if (!upgrading) this.#writePidFile();
     } catch (err) {
       this.#acme?.stop();
       await this.#listeners.stop(0);
@@ -584,6 +624,7 @@ export class Portico {
     const started = Date.now();
     // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
     const earlier = [...this.#draining];
+    this.#retiring.add(previous);
     const drained = previous
       .drain(this.#reloadGraceMs)
       .then(async ({ open, cut }) => {
@@ -593,6 +634,7 @@ export class Portico {
           else this.#logger.info(line, 'previous config drained');
         }
         await previous.stop();
+        this.#retiring.delete(previous);
         await Promise.all(earlier);
         // Every client of the previous configs is gone: an upstream request still running is for nobody.
         await this.#upstreams.stopRetired(upstreams, 1000);
@@ -645,6 +687,7 @@ export class Portico {
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#zones.stop();
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }

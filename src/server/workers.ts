@@ -31,6 +31,9 @@ import { Upstream } from '../upstream/upstream.js';
 import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
+import { PidFile, pidFilePath } from './pid-file.js';
+import { reopenErrorLogFiles } from '../log/error-log.js';
+import { onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
@@ -45,6 +48,8 @@ const STICKY_KEY_FILE = 'sticky.key';
 const START_TIMEOUT_MS = 30_000;
 /** How long the workers may take to reload. */
 const RELOAD_TIMEOUT_MS = 60_000;
+/** How long the primary waits for each worker to say it reopened its logs. */
+const REOPEN_TIMEOUT_MS = 2_000;
 /** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
 const MOVE_MARGIN_MS = 2_000;
 
@@ -90,6 +95,7 @@ export type ToWorker =
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
   | { t: 'reload'; seq: number; config: string }
   | { t: 'stop'; graceMs: number }
+  | { t: 'reopen'; seq: number }
   | { t: 'challenge'; token: string; value: string | null }
   | { t: 'certificate'; certificate: HeldCertificate }
   | { t: 'uncertificate'; id: string };
@@ -101,6 +107,7 @@ export type ToPrimary =
   | { t: 'failed'; error: string }
   | { t: 'reloaded'; seq: number; error?: string }
   | { t: 'moved'; seq: number }
+  | { t: 'reopened'; seq: number; error?: string }
   | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
@@ -222,7 +229,7 @@ export interface PrimaryOptions {
   /** Builds the Supervisor of the app servers (`spawn`); default: the real one. */
   supervisor?: SupervisorFactory;
   /** Where the primary's lines go (stderr in `portico run`). */
-  say: (line: string) => void;
+  say: (line: string, level?: 'info' | 'warn' | 'error') => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
   env?: Record<string, string>;
 }
@@ -275,6 +282,11 @@ export class Primary {
   /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
   #deploys: Promise<void> = Promise.resolve();
   readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  #reopenSeq = 0;
+  /** Reopens waiting for the workers' answers: seq → worker id → done. */
+  readonly #reopenWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  /** The pid file, written once every worker serves. */
+  #pidFile: PidFile | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -309,6 +321,7 @@ export class Primary {
           if (supervisor === undefined) return Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico runs no app servers (no upstream has spawn)'));
           return supervisor.deploy(upstream, progress);
         },
+        reopen: () => this.#reopen(),
         upgrade: () =>
           Promise.reject(
             new PorticoError('PORTICO_UNSUPPORTED', `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`),
@@ -375,6 +388,11 @@ export class Primary {
         const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
         await control.start();
         this.#control = control;
+      }
+      const pidFile = pidFilePath(this.#config, this.#state?.path);
+      if (pidFile !== undefined) {
+        this.#pidFile = new PidFile(pidFile, this.#logger);
+        this.#pidFile.write();
       }
     } catch (err) {
       await this.stop(1000);
@@ -515,6 +533,8 @@ export class Primary {
       this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
     } else if (message.t === 'moved') {
       this.#moveWaits.get(message.seq)?.get(worker.id)?.();
+    } else if (message.t === 'reopened') {
+      this.#reopenWaits.get(message.seq)?.get(worker.id)?.(message.error);
     }
   }
 
@@ -528,15 +548,16 @@ export class Primary {
     for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     // A worker gone has nothing in flight on a previous port.
     for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
+    for (const waits of this.#reopenWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
-    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
-    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`);
+    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`, 'warn');
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`, 'error');
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping) return;
-      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`));
+      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`, 'error'));
     }, delay);
   }
 
@@ -617,7 +638,7 @@ export class Primary {
     const { config, text } = this.#options.load();
     const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
     for (const warning of warnings) progress({ message: warning });
-    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
+    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`, 'warn');
     if (config.state_dir !== this.#config.state_dir) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it`);
     }
@@ -739,9 +760,49 @@ export class Primary {
     throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
   }
 
-  /** Reopens the log files (access log, error log file) after a rotation. */
+  /** Reopens the log files (access log, error log file) after a rotation: the primary's, then every worker's. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * SIGUSR1, `portico reopen`: the primary reopens its error-log file, then every worker reopens its own and its
+   * access log (`{ t: 'reopen' }`); each worker answers, or is reported after REOPEN_TIMEOUT_MS. A worker started
+   * later opens the files anew anyway. Throws PORTICO_REOPEN_FAILED naming the workers that did not.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    const seq = ++this.#reopenSeq;
+    const waits = new Map<number, (error: string | undefined) => void>();
+    this.#reopenWaits.set(seq, waits);
+    const live = this.#slots.filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected());
+    const replies = live.map((slot) => {
+      const worker = slot.worker!;
+      return new Promise<string | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${REOPEN_TIMEOUT_MS / 1000} s`), REOPEN_TIMEOUT_MS);
+        waits.set(worker.id, (error) => {
+          clearTimeout(timer);
+          resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
+        });
+        worker.send({ t: 'reopen', seq } satisfies ToWorker, (err: Error | null) => {
+          if (err !== null) waits.get(worker.id)?.(err.message);
+        });
+      });
+    });
+    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
+    this.#reopenWaits.delete(seq);
+    const files = [this.#config.log.access, this.#config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    if (errors.length > 0) {
+      this.#logger.warn({ files, errors }, `logs reopened; not by every worker: ${errors.join('; ')}`);
+      throw new PorticoError('PORTICO_REOPEN_FAILED', `not every worker reopened its logs: ${errors.join('; ')}`);
+    }
+    this.#logger.info({ files, error_log_files: errorFiles, workers: live.length }, 'logs reopened');
+    return { pid: process.pid, files, workers: live.length };
+  }
+
+  /** The pid file's path (undefined: none). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -772,6 +833,7 @@ export class Primary {
     await Promise.all(exits);
     await this.#supervisor?.stop();
     await this.#deploys;
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }
@@ -854,6 +916,8 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
   };
   // The primary drives reloads and stops; a terminal's signals reach the whole group, so a worker takes them too.
   process.on('SIGHUP', () => undefined);
+  // SIGUSR1 sent to a worker itself (the primary passes its own on as `reopen`): this worker's logs.
+  onReopenSignal(() => void server.reopenLogs().catch((err: unknown) => log.error({ err }, 'reopening the logs failed')));
   process.on('SIGINT', () => stop());
   process.on('SIGTERM', () => stop());
   // The primary is gone (killed): no one will replace or stop this worker; it stops serving.
@@ -900,6 +964,12 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
           .finally(() => send({ t: 'moved', seq: message.seq }));
         break;
       }
+      case 'reopen':
+        void server.reopenLogs().then(
+          () => send({ t: 'reopened', seq: message.seq }),
+          (err: unknown) => send({ t: 'reopened', seq: message.seq, error: describeError(err) }),
+        );
+        break;
       case 'stop':
         stop(message.graceMs);
         break;
