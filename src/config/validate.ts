@@ -12,7 +12,7 @@ import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
-import { controlSocketPath, defaultStateDir, socketPathProblem } from './control.js';
+import { controlSocketPath, defaultStateDir, socketPathProblem, stateDirFor } from './control.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
 export function isDirectory(file: string): boolean {
@@ -120,7 +120,9 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
   }
   if (config.pid_file !== undefined && config.pid_file !== 'off') {
     config.pid_file = path.resolve(dir, config.pid_file);
-    if (!isDirectory(path.dirname(config.pid_file))) problems.push({ keys: ['pid_file'], message: `folder ${path.dirname(config.pid_file)} does not exist` });
+    // The state directory is made at start: a pid file in it needs no folder yet.
+    const inStateDir = path.dirname(config.pid_file) === stateDirFor(file, dir, config.state_dir);
+    if (!inStateDir && !isDirectory(path.dirname(config.pid_file))) problems.push({ keys: ['pid_file'], message: `folder ${path.dirname(config.pid_file)} does not exist` });
     else if (isDirectory(config.pid_file)) problems.push({ keys: ['pid_file'], message: `${config.pid_file} is a directory: name a file` });
   }
 
