@@ -214,7 +214,10 @@ async function run(file: string, dev: boolean): Promise<number> {
   const config = first.config;
   // From here every line goes through the error log (one format on stderr, or the log.error file).
   const logger = errorLogOf(config);
-  for (const warning of warningLines(config)) logger.warn(warning);
+  // `portico run`'s own lines (serving, stopping, reloaded, a worker replaced…): at info whatever log.level says
+  // (a supervisor or an operator waits for them), in the same log, unless the log is silent.
+  const out = logger.child({}, { level: config.log.level === 'silent' ? 'silent' : 'info' });
+  for (const warning of warningLines(config)) out.warn(warning);
   if (config.workers > 1) {
     // A reload in the primary (SIGHUP, `portico reload`): the file read and parsed once; its errors go to the one
     // who asked (ConfigError, every issue at file:line:col).
@@ -227,11 +230,11 @@ async function run(file: string, dev: boolean): Promise<number> {
       }
       return text === undefined ? { config: withDev(loadConfigFile(file)), text: '' } : { config: withDev(parseConfig(text, file)), text };
     };
-    return runPrimary(first, reread, certificate, logger);
+    return runPrimary(first, reread, certificate, logger, out);
   }
   let server: Portico;
   /** SIGHUP while `run` starts: ignored, said. */
-  const whileStarting = () => logger.warn('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)');
+  const whileStarting = () => out.warn('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)');
   try {
     const sockets = successor === undefined ? undefined : await successor.sockets();
     // Building the server opens (and locks) the state directory, which may refuse; starting it binds the control
@@ -259,7 +262,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     process.on('SIGHUP', whileStarting);
     await server.start();
   } catch (err) {
-    logger.error(`portico: ${describeError(err)}`);
+    out.error(`portico: ${describeError(err)}`);
     return fail(describeError(err));
   } finally {
     process.off('SIGHUP', whileStarting);
@@ -272,7 +275,7 @@ async function run(file: string, dev: boolean): Promise<number> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info(`portico: ${signal}, stopping`);
+    out.info(`portico: ${signal}, stopping`);
     // A new process of an upgrade under way is stopped first: it must not take over from a stopping Portico.
     void upgrader
       .cancel()
@@ -291,7 +294,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     retire: (pid) => {
       if (stopping) return;
       stopping = true;
-      logger.info(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)`);
+      out.info(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)`);
       // Idle keep-alive connections linger (their next answer says Connection: close): see Listeners.stop.
       server.stop(server.config.shutdown_timeout, true).then(
         () => process.exit(0),
@@ -300,12 +303,12 @@ async function run(file: string, dev: boolean): Promise<number> {
     },
   });
   process.on('SIGUSR2', () => {
-    if (stopping || !serving) return void logger.warn(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}`);
-    logger.info(`portico: SIGUSR2, upgrading: starting a new process`);
+    if (stopping || !serving) return void out.warn(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}`);
+    out.info(`portico: SIGUSR2, upgrading: starting a new process`);
     void server.operations.upgrade().then((result) => {
       if (result.ok) return;
-      logger.error(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})`);
-      for (const issue of result.error.issues ?? []) logger.error(issue);
+      out.error(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})`);
+      for (const issue of result.error.issues ?? []) out.error(issue);
     });
   });
   process.on('SIGINT', () => stop('SIGINT'));
@@ -313,17 +316,17 @@ async function run(file: string, dev: boolean): Promise<number> {
   // SIGHUP takes the same path as `portico reload`: queued behind any operation under way, the file read here.
   process.on('SIGHUP', () => {
     // The old process of an upgrade drains the config it had; one still taking over is sent it again once it serves.
-    if (stopping || !serving) return void logger.warn(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}`);
-    void server.operations.reload().then((result) => reportReload(logger, file, result));
+    if (stopping || !serving) return void out.warn(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}`);
+    void server.operations.reload().then((result) => reportReload(out, file, result));
   });
   // SIGUSR1 reopens the log files (its handler was installed first thing; see log/reopen-signal.ts).
-  reopenOnSignal(logger, () => server.reopenLogs());
+  reopenOnSignal(out, () => server.reopenLogs());
   if (successor !== undefined) {
     try {
       await successor.ready(server.stateDir);
       await server.succeeded();
     } catch (err) {
-      logger.error(`portico: ${describeError(err)}`);
+      out.error(`portico: ${describeError(err)}`);
       successor.detach();
       await server.stop(0);
       return 1;
@@ -332,12 +335,12 @@ async function run(file: string, dev: boolean): Promise<number> {
     // process's close of its listener would unlink the socket file under it).
     successor.detach();
     serving = true;
-    logger.info(`portico: process ${process.pid} took over from process ${successor.predecessor}`);
+    out.info(`portico: process ${process.pid} took over from process ${successor.predecessor}`);
   }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
-  logger.info(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}`);
+  out.info(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}`);
   if (certificate !== undefined) {
-    logger.info(
+    out.info(
       `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
         `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)`,
     );
@@ -352,8 +355,9 @@ async function runPrimary(
   read: () => LoadedConfig,
   certificate: Awaited<ReturnType<typeof devCertificate>> | undefined,
   logger: Logger,
+  out: Logger,
 ): Promise<number> {
-  const say = (line: string, level: 'info' | 'warn' | 'error' = 'info') => void logger[level](line);
+  const say = (line: string, level: 'info' | 'warn' | 'error' = 'info') => void out[level](line);
   const config = first.config;
   let primary: Primary;
   try {
@@ -392,10 +396,10 @@ async function runPrimary(
   // SIGHUP takes the same path as `portico reload` (the primary's control socket): queued behind any operation.
   process.on('SIGHUP', () => {
     if (stopping) return void say('portico: SIGHUP ignored: stopping', 'warn');
-    void primary.reload().then((result) => reportReload(logger, config.file, result));
+    void primary.reload().then((result) => reportReload(out, config.file, result));
   });
   // SIGUSR1 reopens the primary's log files, and every worker's (see Primary.reopenLogs).
-  reopenOnSignal(logger, () => primary.reopenLogs());
+  reopenOnSignal(out, () => primary.reopenLogs());
   const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);
   if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
