@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog, reopenErrorLogFiles } from '../log/error-log.js';
 import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { CacheZones } from '../cache/zones.js';
@@ -304,7 +305,7 @@ export class Portico {
     const file = this.#app.config.file;
     progress({ message: `reading ${file}` });
     const config = (this.#options.loadConfig ?? loadConfigFile)(file);
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#app.config, config)];
     for (const warning of warnings) progress({ message: warning });
     progress({ message: 'the config is valid: starting it beside the one serving' });
     const deploying = await this.#reload(config, progress);

@@ -32,6 +32,7 @@ import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
 import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
 import { reopenErrorLogFiles } from '../log/error-log.js';
 import { onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
@@ -636,7 +637,7 @@ export class Primary {
     const file = this.#config.file;
     progress({ message: `reading ${file}` });
     const { config, text } = this.#options.load();
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#config, config)];
     for (const warning of warnings) progress({ message: warning });
     if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`, 'warn');
     if (config.state_dir !== this.#config.state_dir) {

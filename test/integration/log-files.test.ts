@@ -205,14 +205,15 @@ describe('SIGUSR1 and portico reopen', () => {
 describe('stderr in one format', () => {
   const SITE = 'sites:\n  - routes: [{ path: /, respond: { body: "ok" } }]\n';
 
-  test('on a pipe (error_format auto) every stderr line is a JSON entry with a level name and an ISO time: the serving line, a reload, the stop', async () => {
+  test('on a pipe (error_format auto) every stderr line is a JSON entry with a level name and an ISO time: the serving line, a reload (whose change of error_format waits for a restart), the stop', async () => {
     const dir = makeTree({ 'portico.yaml': `listen: ["127.0.0.1:0"]\nlog: { access: off }\npid_file: ./portico.pid\n${SITE}` });
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const portico = await PorticoProcess.start(path.join(dir, 'portico.yaml'), dir);
     assert.equal(text(path.join(dir, 'portico.pid')), `${portico.child.pid}\n`, 'pid_file as the config names it');
     assert.equal(existsSync(path.join(dir, 'var/portico/portico.pid')), false);
-    const { line } = await portico.reload(`listen: ["127.0.0.1:${portico.port}"]\nlog: { access: off }\npid_file: ./portico.pid\n${SITE}`);
+    const { line, log } = await portico.reload(`listen: ["127.0.0.1:${portico.port}"]\nlog: { access: off, error_format: pretty }\npid_file: ./portico.pid\n${SITE}`);
     assert.equal(line, 'portico: config reloaded');
+    assert.match(log, /^warning: log\.error_format changed from auto to pretty: takes effect on restart$/m, 'a reload says what it does not apply');
     assert.equal(await portico.stop(), 0);
     await portico.streamClosed;
     const lines = portico.rawStderr.split('\n').filter((l) => l !== '');
