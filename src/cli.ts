@@ -3,24 +3,30 @@
  * `upgrade`, `status` and `reopen` talk to the running Portico over its control socket.
  */
 // First: SIGUSR1's handler is installed before any other module's code runs (without one, Node would open its
-// inspector on 127.0.0.1:9229). Every process runs this file: a single one, the primary, each worker.
+// inspector on 127.0.0.1:9229). Every process runs this file: a single one, the primary, each worker. Only it and
+// Node's own modules are imported statically: the rest of Portico (a few hundred milliseconds to load) is imported
+// below, after the handler is in place.
 import { onReopenSignal } from './log/reopen-signal.js';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfigFile, parseConfig, type Config } from './server/config.js';
-import { displayPath, withDevCertificate } from './config/load.js';
-import { runControlCommand } from './control/commands.js';
-import { displayError, type OperationResult } from './control/protocol.js';
-import { ConfigError, describeError, formatConfigIssue, PorticoError } from './errors.js';
 import cluster from 'node:cluster';
-import { Portico } from './server/portico.js';
-import { Successor, Upgrader } from './server/upgrade.js';
-import { Primary, serveWorker, type LoadedConfig } from './server/workers.js';
-import { createErrorLog } from './log/error-log.js';
+import type { Config } from './server/config.js';
+import type { OperationResult } from './control/protocol.js';
+import type { LoadedConfig } from './server/workers.js';
 import type { Logger } from 'pino';
+
+const { loadConfigFile, parseConfig } = await import('./server/config.js');
+const { displayPath, withDevCertificate } = await import('./config/load.js');
+const { runControlCommand } = await import('./control/commands.js');
+const { displayError } = await import('./control/protocol.js');
+const { ConfigError, describeError, formatConfigIssue, PorticoError } = await import('./errors.js');
+const { Portico } = await import('./server/portico.js');
+const { Successor, Upgrader } = await import('./server/upgrade.js');
+const { Primary, serveWorker } = await import('./server/workers.js');
+const { createErrorLog } = await import('./log/error-log.js');
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -130,7 +136,7 @@ async function devCertificate(): Promise<{ files: { cert: string; key: string };
 }
 
 /** The port of the first listener serving HTTPS (with --dev: the first without redirect_https), for the hint. */
-function devPort(config: Config, server: Portico): number | string {
+function devPort(config: Config, server: InstanceType<typeof Portico>): number | string {
   const i = config.listen.findIndex((listener) => listener.tls !== undefined);
   return i === -1 ? 'PORT' : (server.addresses[i]?.port ?? 'PORT');
 }
@@ -232,7 +238,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     };
     return runPrimary(first, reread, certificate, logger, out);
   }
-  let server: Portico;
+  let server: InstanceType<typeof Portico>;
   /** SIGHUP while `run` starts: ignored, said. */
   const whileStarting = () => out.warn('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)');
   try {
@@ -359,7 +365,7 @@ async function runPrimary(
 ): Promise<number> {
   const say = (line: string, level: 'info' | 'warn' | 'error' = 'info') => void out[level](line);
   const config = first.config;
-  let primary: Primary;
+  let primary: InstanceType<typeof Primary>;
   try {
     primary = new Primary(config, logger, {
       text: first.text,

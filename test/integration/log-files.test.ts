@@ -17,7 +17,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess, runCli } from '../helpers/process.js';
-import { alive, eventually } from '../helpers/supervise.js';
+import { alive, APP, eventually, portRange } from '../helpers/supervise.js';
 import { haveTool } from '../helpers/tools.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -191,6 +191,32 @@ describe('SIGUSR1 and portico reopen', () => {
 
     assert.equal(await stop(child), 0);
     assert.equal(existsSync(path.join(dir, 'var/portico/portico.pid')), false);
+  });
+
+  test('a SIGUSR1 while portico run is still starting (its app instance not ready yet) opens no inspector and does not end the process: it then serves', async (t) => {
+    if (await portOpen(INSPECTOR_PORT)) return t.skip(`something already listens on 127.0.0.1:${INSPECTOR_PORT}: the check would prove nothing`);
+    const range = portRange(2);
+    const slow = `sleep 1.5 && exec ${JSON.stringify(process.execPath)} ${JSON.stringify(APP)}`;
+    const config = `listen: ["127.0.0.1:0"]
+log: { access: off }
+upstreams:
+  app:
+    spawn: { command: ${JSON.stringify(slow)}, instances: 1, ports: ${range.text}, health_timeout: 20s }
+sites:
+  - routes: [{ path: /, proxy: { upstream: app } }]
+`;
+    const dir = makeTree({ 'portico.yaml': config });
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const child = spawn(process.execPath, [CLI, 'run', '-c', 'portico.yaml'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    cleanups.push(() => void child.kill('SIGKILL'));
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await eventually(() => /app#1/.test(stderr) && !/serving/.test(stderr), 'the instance launched, before the serving line', 15_000);
+    child.kill('SIGUSR1');
+    assert.equal(await portOpen(INSPECTOR_PORT), false, 'no inspector opened by a SIGUSR1 during the start');
+    await eventually(() => / serving .* on http:\/\/127\.0\.0\.1:\d+\//.test(stderr), `the serving line; stderr:\n${stderr}`, 30_000);
+    assert.equal(child.exitCode, null, 'Portico is still running');
+    assert.equal(await stop(child), 0);
   });
 
   test('`portico reopen` with no Portico running exits 1 and says so', async () => {
