@@ -466,6 +466,8 @@ export class Portico {
   /** An upgrade's old process whose new one failed after `handOver`: the lock and the disk folders are this one's again. */
   async takeBack(): Promise<void> {
     this.#state?.takeBack();
+    // The pid file names this process again, should the new one have written its own before it failed.
+    this.#pidFile?.write();
     await this.#zones.releaseDisks();
   }
 
