@@ -276,6 +276,11 @@ export class App {
     });
   }
 
+  /** Reopens the access log file at its path (after a rotation: its next lines go to a new file). */
+  reopenLog(): void {
+    this.#accessLog?.reopen();
+  }
+
   /**
    * Stops every handler's background work (the private upstreams of `proxy: { url }` routes among it) and
    * flushes the access log. The named upstreams are the server's (see upstream/registry.ts): a reload may keep them.

@@ -31,6 +31,8 @@ export interface OperationParts {
   deploy?: DeployFunction | undefined;
   /** Portico's own upgrade, when this process can do one. */
   upgrade?: UpgradeFunction | undefined;
+  /** Reopens the log files (after a rotation); resolves with what it reopened. */
+  reopen?: (() => Promise<Record<string, unknown>>) | undefined;
 }
 
 /** What the queue is doing now. */
@@ -191,6 +193,20 @@ export class Operations implements ControlHandler {
     });
   }
 
+  /**
+   * Reopens the log files (`portico reopen`, as SIGUSR1). Not queued: it changes no config, takes milliseconds, and
+   * logrotate's postrotate must not wait behind a deploy of several minutes.
+   */
+  async reopen(): Promise<OperationResult> {
+    const reopen = this.#parts.reopen;
+    if (reopen === undefined) return { ...failed(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot reopen its logs')), operation: 'reopen' } as OperationResult;
+    try {
+      return { ok: true, operation: 'reopen', ...(await reopen()) };
+    } catch (err) {
+      return { ...failed(err), operation: 'reopen' } as OperationResult;
+    }
+  }
+
   /** What runs, from which config, where; and what the queue is doing. Answers at once (not queued). */
   status(): OperationResult {
     const running = this.#running;
@@ -222,6 +238,8 @@ export class Operations implements ControlHandler {
         return this.upgrade(progress, hooks);
       case 'status':
         return this.status();
+      case 'reopen':
+        return this.reopen();
     }
   }
 

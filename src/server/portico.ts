@@ -12,7 +12,9 @@ import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { createErrorLog } from '../log/error-log.js';
+import { createErrorLog, reopenErrorLogFiles } from '../log/error-log.js';
+import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamServer } from '../upstream/server.js';
@@ -139,6 +141,10 @@ export class Portico {
   #stopped = false;
   /** Previous configs still answering what they took before a reload (see `#reload`). */
   readonly #draining = new Set<Promise<void>>();
+  /** The previous configs' apps still draining (their access logs are reopened too). */
+  readonly #retiring = new Set<App>();
+  /** The pid file (`portico run`, or `pid_file` set), written at start. */
+  #pidFile: PidFile | undefined;
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
   readonly #supervisorFactory: SupervisorFactory;
@@ -186,6 +192,7 @@ export class Portico {
         status: () => this.#status(),
         deploy: options.deploy ?? ((upstream, progress) => this.#deployUpstream(upstream, progress)),
         upgrade: options.upgrade,
+        reopen: () => this.#reopen(),
       },
       logger,
     );
@@ -344,7 +351,7 @@ export class Portico {
     const file = this.#app.config.file;
     progress({ message: `reading ${file}` });
     const config = (this.#options.loadConfig ?? loadConfigFile)(file);
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#app.config, config)];
     for (const warning of warnings) progress({ message: warning });
     progress({ message: 'the config is valid: starting it beside the one serving' });
     const deploying = await this.#reload(config, progress);
@@ -531,7 +538,22 @@ export class Portico {
 
   /** Reopens the log files (access log, error log file) after a rotation. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * Reopens this process's log files at their paths (SIGUSR1, `portico reopen`): the error log's file and the
+   * access log of the config serving and of those still draining after a reload. What was buffered is written to
+   * the file as it was (the renamed one) first.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    this.#app.reopenLog();
+    for (const app of this.#retiring) app.reopenLog();
+    const config = this.#app.config;
+    const files = [config.log.access, config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    this.#logger.info({ files, error_log_files: errorFiles }, 'logs reopened');
+    return { pid: process.pid, files };
   }
 
   /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */
@@ -628,6 +650,8 @@ export class Portico {
   /** An upgrade's old process whose new one failed after `handOver`: the lock and the disk folders are this one's again. */
   async takeBack(): Promise<void> {
     this.#state?.takeBack();
+    // The pid file names this process again, should the new one have written its own before it failed.
+    this.#pidFile?.write();
     await this.#zones.releaseDisks();
   }
 
@@ -640,6 +664,24 @@ export class Portico {
     await this.#zones.releaseDisks();
     if (this.#options.control === true) await this.#startControl(this.#app.config);
     await this.#admin?.start(this.#app.config);
+    // The pid file names the process that serves: this one from now (the old one leaves it when it stops).
+    this.#writePidFile();
+  }
+
+  /** Writes the pid file: `portico run`'s (default in the state directory), or one the config names. */
+  #writePidFile(): void {
+    if (this.#worker !== undefined) return;
+    const config = this.#app.config;
+    if (this.#options.control !== true && config.pid_file === undefined) return;
+    const file = pidFilePath(config, this.#state?.path);
+    if (file === undefined) return;
+    this.#pidFile = new PidFile(file, this.#logger);
+    this.#pidFile.write();
+  }
+
+  /** The pid file's path (undefined: none written). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -668,6 +710,7 @@ export class Portico {
       if (controlDir && !upgrading) await this.#startControl(this.#app.config);
       // Likewise the admin listener: an upgrade's new process binds it in `succeeded`.
       if (!upgrading) await this.#admin?.start(this.#app.config);
+      if (!upgrading) this.#writePidFile();
     } catch (err) {
       await this.#admin?.stop(0);
       await this.#control?.stop(0);
@@ -787,6 +830,7 @@ export class Portico {
     const started = Date.now();
     // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
     const earlier = [...this.#draining];
+    this.#retiring.add(previous);
     const drained = previous
       .drain(this.#reloadGraceMs)
       .then(async ({ open, cut }) => {
@@ -796,6 +840,7 @@ export class Portico {
           else this.#logger.info(line, 'previous config drained');
         }
         await previous.stop();
+        this.#retiring.delete(previous);
         await Promise.all(earlier);
         // Every client of the previous configs is gone: an upstream request still running is for nobody.
         await this.#upstreams.stopRetired(upstreams, 1000);
@@ -850,6 +895,7 @@ export class Portico {
     await this.#deploys;
     await this.#zones.stop();
     await this.#operator.settled();
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }

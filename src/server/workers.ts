@@ -36,6 +36,10 @@ import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
 import { AdminService, adminParts, type AdminPlan } from './admin.js';
 import type { AdminApiOptions } from '../control/admin-api.js';
+import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
+import { reopenErrorLogFiles } from '../log/error-log.js';
+import { onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { planPurge } from './purge.js';
@@ -52,6 +56,8 @@ const STICKY_KEY_FILE = 'sticky.key';
 const START_TIMEOUT_MS = 30_000;
 /** How long the workers may take to reload. */
 const RELOAD_TIMEOUT_MS = 60_000;
+/** How long the primary waits for each worker to say it reopened its logs. */
+const REOPEN_TIMEOUT_MS = 2_000;
 /** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
 const MOVE_MARGIN_MS = 2_000;
 /** How long the primary waits for each worker's answer to an operator's action or purge. */
@@ -117,6 +123,7 @@ export type ToWorker =
   | { t: 'reload'; seq: number; config: string }
   | { t: 'status'; seq: number }
   | { t: 'stop'; graceMs: number }
+  | { t: 'reopen'; seq: number }
   | { t: 'challenge'; token: string; value: string | null }
   | { t: 'certificate'; certificate: HeldCertificate }
   | { t: 'uncertificate'; id: string };
@@ -131,7 +138,8 @@ export type ToPrimary =
   | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string }
   /** The answer to `servers` (the server's status in that worker; null: its config has no such server) or `purgeTarget`. */
   | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string }
-  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson };
+  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson }
+  | { t: 'reopened'; seq: number; error?: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
 export function reusePortAvailable(version: string = process.versions.node): boolean {
@@ -252,7 +260,7 @@ export interface PrimaryOptions {
   /** Builds the Supervisor of the app servers (`spawn`); default: the real one. */
   supervisor?: SupervisorFactory;
   /** Where the primary's lines go (stderr in `portico run`). */
-  say: (line: string) => void;
+  say: (line: string, level?: 'info' | 'warn' | 'error') => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
   env?: Record<string, string>;
   /** The admin API's options (tests: a shorter `/events` interval). */
@@ -322,6 +330,11 @@ export class Primary {
    * report the servers and zones; the primary's own health checkers would say nothing of their operator state).
    */
   #metrics: { metrics: Metrics; answered: Gauge } | undefined;
+  #reopenSeq = 0;
+  /** Reopens waiting for the workers' answers: seq → worker id → done. */
+  readonly #reopenWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  /** The pid file, written once every worker serves. */
+  #pidFile: PidFile | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -359,6 +372,7 @@ export class Primary {
           if (supervisor === undefined) return Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico runs no app servers (no upstream has spawn)'));
           return supervisor.deploy(upstream, progress);
         },
+        reopen: () => this.#reopen(),
         upgrade: () =>
           Promise.reject(
             new PorticoError('PORTICO_UNSUPPORTED', `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`),
@@ -440,6 +454,11 @@ export class Primary {
         this.#control = control;
       }
       await this.#admin.start(this.#config);
+      const pidFile = pidFilePath(this.#config, this.#state?.path);
+      if (pidFile !== undefined) {
+        this.#pidFile = new PidFile(pidFile, this.#logger);
+        this.#pidFile.write();
+      }
     } catch (err) {
       await this.stop(1000);
       throw err;
@@ -584,6 +603,8 @@ export class Primary {
       this.#askWaits.get(message.seq)?.get(worker.id)?.(message);
     } else if (message.t === 'status') {
       this.#statusWaits.get(message.seq)?.get(worker.id)?.(message);
+    } else if (message.t === 'reopened') {
+      this.#reopenWaits.get(message.seq)?.get(worker.id)?.(message.error);
     }
   }
 
@@ -599,15 +620,16 @@ export class Primary {
     for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
     for (const waits of this.#askWaits.values()) waits.get(worker.id)?.(undefined);
     for (const waits of this.#statusWaits.values()) waits.get(worker.id)?.(undefined);
+    for (const waits of this.#reopenWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
-    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
-    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`);
+    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`, 'warn');
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`, 'error');
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping) return;
-      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`));
+      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`, 'error'));
     }, delay);
   }
 
@@ -692,9 +714,9 @@ export class Primary {
     const file = this.#config.file;
     progress({ message: `reading ${file}` });
     const { config, text } = this.#options.load();
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#config, config)];
     for (const warning of warnings) progress({ message: warning });
-    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
+    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`, 'warn');
     if (config.state_dir !== this.#config.state_dir) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it`);
     }
@@ -977,9 +999,49 @@ export class Primary {
     }
   }
 
-  /** Reopens the log files (access log, error log file) after a rotation. */
+  /** Reopens the log files (access log, error log file) after a rotation: the primary's, then every worker's. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * SIGUSR1, `portico reopen`: the primary reopens its error-log file, then every worker reopens its own and its
+   * access log (`{ t: 'reopen' }`); each worker answers, or is reported after REOPEN_TIMEOUT_MS. A worker started
+   * later opens the files anew anyway. Throws PORTICO_REOPEN_FAILED naming the workers that did not.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    const seq = ++this.#reopenSeq;
+    const waits = new Map<number, (error: string | undefined) => void>();
+    this.#reopenWaits.set(seq, waits);
+    const live = this.#slots.filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected());
+    const replies = live.map((slot) => {
+      const worker = slot.worker!;
+      return new Promise<string | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${REOPEN_TIMEOUT_MS / 1000} s`), REOPEN_TIMEOUT_MS);
+        waits.set(worker.id, (error) => {
+          clearTimeout(timer);
+          resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
+        });
+        worker.send({ t: 'reopen', seq } satisfies ToWorker, (err: Error | null) => {
+          if (err !== null) waits.get(worker.id)?.(err.message);
+        });
+      });
+    });
+    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
+    this.#reopenWaits.delete(seq);
+    const files = [this.#config.log.access, this.#config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    if (errors.length > 0) {
+      this.#logger.warn({ files, errors }, `logs reopened; not by every worker: ${errors.join('; ')}`);
+      throw new PorticoError('PORTICO_REOPEN_FAILED', `not every worker reopened its logs: ${errors.join('; ')}`);
+    }
+    this.#logger.info({ files, error_log_files: errorFiles, workers: live.length }, 'logs reopened');
+    return { pid: process.pid, files, workers: live.length };
+  }
+
+  /** The pid file's path (undefined: none). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -1012,6 +1074,7 @@ export class Primary {
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#operator.settled();
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }
@@ -1095,6 +1158,8 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
   };
   // The primary drives reloads and stops; a terminal's signals reach the whole group, so a worker takes them too.
   process.on('SIGHUP', () => undefined);
+  // SIGUSR1 sent to a worker itself (the primary passes its own on as `reopen`): this worker's logs.
+  onReopenSignal(() => void server.reopenLogs().catch((err: unknown) => log.error({ err }, 'reopening the logs failed')));
   process.on('SIGINT', () => stop());
   process.on('SIGTERM', () => stop());
   // The primary is gone (killed): no one will replace or stop this worker; it stops serving.
@@ -1154,6 +1219,12 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         Promise.all([server.processStatus(), server.metricsJson()]).then(
           ([status, metrics]) => send({ t: 'status', seq: message.seq, status, metrics }),
           (err: unknown) => log.warn({ err }, 'status for the primary failed'),
+        );
+        break;
+      case 'reopen':
+        void server.reopenLogs().then(
+          () => send({ t: 'reopened', seq: message.seq }),
+          (err: unknown) => send({ t: 'reopened', seq: message.seq, error: describeError(err) }),
         );
         break;
       case 'stop':
