@@ -1,22 +1,32 @@
 /**
  * The `portico` command: `run` serves a config, `check` validates one (like `nginx -t`); `reload`, `deploy`,
- * `upgrade` and `status` talk to the running Portico over its control socket.
+ * `upgrade`, `status` and `reopen` talk to the running Portico over its control socket.
  */
+// First: SIGUSR1's handler is installed before any other module's code runs (without one, Node would open its
+// inspector on 127.0.0.1:9229). Every process runs this file: a single one, the primary, each worker. Only it and
+// Node's own modules are imported statically: the rest of Portico (a few hundred milliseconds to load) is imported
+// below, after the handler is in place.
+import { onReopenSignal } from './log/reopen-signal.js';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfigFile, parseConfig, type Config } from './server/config.js';
-import { displayPath, withDevCertificate } from './config/load.js';
-import { runControlCommand } from './control/commands.js';
-import { displayError, type OperationResult } from './control/protocol.js';
-import { ConfigError, describeError, formatConfigIssue, PorticoError } from './errors.js';
 import cluster from 'node:cluster';
-import { Portico } from './server/portico.js';
-import { Successor, Upgrader } from './server/upgrade.js';
-import { Primary, serveWorker, type LoadedConfig } from './server/workers.js';
-import { createErrorLog } from './log/error-log.js';
+import type { Config } from './server/config.js';
+import type { OperationResult } from './control/protocol.js';
+import type { LoadedConfig } from './server/workers.js';
+import type { Logger } from 'pino';
+
+const { loadConfigFile, parseConfig } = await import('./server/config.js');
+const { displayPath, withDevCertificate } = await import('./config/load.js');
+const { runControlCommand } = await import('./control/commands.js');
+const { displayError } = await import('./control/protocol.js');
+const { ConfigError, describeError, formatConfigIssue, PorticoError } = await import('./errors.js');
+const { Portico } = await import('./server/portico.js');
+const { Successor, Upgrader } = await import('./server/upgrade.js');
+const { Primary, serveWorker } = await import('./server/workers.js');
+const { createErrorLog } = await import('./log/error-log.js');
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -41,7 +51,9 @@ Usage:
   portico upgrade [-c FILE] replace the running Portico process by a new one without dropping a connection
   portico status [-c FILE] [--json]
                             what the running Portico serves: version, pid, uptime, config, listeners
-                            reload, deploy, upgrade and status reach the Portico serving FILE through its
+  portico reopen [-c FILE]  make the running Portico reopen its log files (after logrotate moved them;
+                            as SIGUSR1), every worker's too
+                            reload, deploy, upgrade, status and reopen reach the Portico serving FILE through its
                             control socket, control.sock in its state directory (state_dir, else
                             ./var/NAME beside FILE, NAME being FILE's name without its extension);
                             they run one at a time, in order
@@ -49,14 +61,19 @@ Usage:
 Options:
   -c, --config FILE   the config file (YAML or JSON)
       --dev           run: serve HTTPS with a self-signed development certificate
-      --json          reload, deploy, upgrade, status: print the progress and the result as JSON lines
+      --json          reload, deploy, upgrade, status, reopen: print the progress and the result as JSON lines
   -h, --help          show this help
   -v, --version       show the version
 
 Signals (run): SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config file (as portico reload), SIGUSR2
 upgrades Portico in place (as portico upgrade: a new process from the installed code takes the listening
-sockets over; the old one drains and exits). With \`workers: N\`, send them to the primary (the process
-\`portico run\` started): it stops or reloads every worker.
+sockets over; the old one drains and exits), SIGUSR1 reopens the log files (as portico reopen). With
+\`workers: N\`, send them to the primary (the process \`portico run\` started, named in the pid file): it
+stops, reloads or reopens every worker.
+
+Output (run): every line goes through the error log (log.error, log.error_format): one readable line each on a
+terminal, JSON lines otherwise. Only what comes before the config is read stays plain: the config's errors
+(file:line:col) when it cannot be loaded, and usage errors.
 
 Exit status: 0 done, 1 failed (or no Portico running), 2 usage error.
 `;
@@ -65,10 +82,11 @@ Exit status: 0 done, 1 failed (or no Portico running), 2 usage error.
  * The config file's content (or `text`, read from it), or undefined after its errors were printed (and put into
  * `errors` when given).
  */
-function load(file: string, errors?: string[], text?: string): Config | undefined {
+function load(file: string, errors?: string[], text?: string, quiet = false): Config | undefined {
   try {
     const config = text === undefined ? loadConfigFile(file) : parseConfig(text, file);
-    for (const warning of config.warnings) process.stderr.write(`${formatConfigIssue({ ...warning, message: `warning: ${warning.message}` })}\n`);
+    // `run` logs them through its error log, once it has one (`quiet`).
+    if (!quiet) for (const warning of warningLines(config)) process.stderr.write(`${warning}\n`);
     return config;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -82,9 +100,26 @@ function load(file: string, errors?: string[], text?: string): Config | undefine
   }
 }
 
-/** SIGHUP while `run` starts: ignored, said. */
-function whileStarting(): void {
-  process.stderr.write('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)\n');
+/** A config's warnings as `file:line:col key: warning: …` lines. */
+function warningLines(config: Config): string[] {
+  return config.warnings.map((warning) => formatConfigIssue({ ...warning, message: `warning: ${warning.message}` }));
+}
+
+/** The error log `run` writes every line to, as the config says (`log.level`, `log.error`, `log.error_format`). */
+function errorLogOf(config: Config): Logger {
+  return createErrorLog(config.log.level, { format: config.log.error_format, file: config.log.error });
+}
+
+/** The environment variables that hand the error log's settings from the primary to its workers. */
+const LOG_ENV = { level: 'PORTICO_LOG_LEVEL', format: 'PORTICO_LOG_FORMAT', file: 'PORTICO_LOG_FILE' } as const;
+
+/** A worker's error log, as the primary's (its workers write to the same place in the same shape). */
+function workerErrorLog(): Logger {
+  const format = process.env[LOG_ENV.format];
+  return createErrorLog(process.env[LOG_ENV.level] ?? 'info', {
+    format: format === 'pretty' || format === 'json' ? format : 'auto',
+    file: process.env[LOG_ENV.file] ?? 'stderr',
+  });
 }
 
 /** The self-signed certificate of `--dev`, written to a fresh temporary folder (removed on exit). */
@@ -101,25 +136,32 @@ async function devCertificate(): Promise<{ files: { cert: string; key: string };
 }
 
 /** The port of the first listener serving HTTPS (with --dev: the first without redirect_https), for the hint. */
-function devPort(config: Config, server: Portico): number | string {
+function devPort(config: Config, server: InstanceType<typeof Portico>): number | string {
   const i = config.listen.findIndex((listener) => listener.tls !== undefined);
   return i === -1 ? 'PORT' : (server.addresses[i]?.port ?? 'PORT');
 }
 
-/** How `run` prints the outcome of a reload (by SIGHUP or `portico reload`) on its stderr. */
-function reportReload(file: string, result: OperationResult): void {
+/** How `run` logs the outcome of a reload (by SIGHUP or `portico reload`): one entry per line. */
+function reportReload(logger: Logger, file: string, result: OperationResult): void {
   if (result.ok) {
-    for (const warning of (result.warnings as string[] | undefined) ?? []) process.stderr.write(`${warning}\n`);
-    process.stderr.write('portico: config reloaded\n');
+    for (const warning of (result.warnings as string[] | undefined) ?? []) logger.warn(warning);
+    logger.info('portico: config reloaded');
     return;
   }
   const { error } = result;
   if (error.issues !== undefined) {
     const shown = displayError(error, file);
-    process.stderr.write(`${shown.issues.join('\n')}\nportico: ${shown.message}\nportico: reload refused, still serving the previous config\n`);
+    for (const issue of shown.issues) logger.error(issue);
+    logger.error(`portico: ${shown.message}`);
+    logger.error('portico: reload refused, still serving the previous config');
     return;
   }
-  process.stderr.write(`portico: reload failed: ${error.message} (${error.code}); still serving the previous config\n`);
+  logger.error(`portico: reload failed: ${error.message} (${error.code}); still serving the previous config`);
+}
+
+/** `portico run`'s SIGUSR1 (and its workers' by IPC): the server's logs are reopened; a failure is logged. */
+function reopenOnSignal(logger: Logger, reopen: () => Promise<void>): void {
+  onReopenSignal(() => void reopen().catch((err: unknown) => logger.error(`portico: reopening the logs failed: ${describeError(err)}`)));
 }
 
 /** The environment variable that hands `--dev`'s certificate folder from the primary to its workers. */
@@ -147,7 +189,7 @@ async function run(file: string, dev: boolean): Promise<number> {
         return undefined;
       }
     };
-    return serveWorker(createErrorLog(process.env.PORTICO_LOG_LEVEL ?? 'info'), { parse });
+    return serveWorker(workerErrorLog(), { parse });
   }
   // Started by an upgrade (see server/upgrade.ts): the old process hands over its sockets, then the rest once this
   // one is ready; whatever fails is reported to it (it stops this one and goes on serving).
@@ -169,13 +211,19 @@ async function run(file: string, dev: boolean): Promise<number> {
       const loaded = load(file, errors);
       return loaded === undefined ? undefined : { config: withDev(loaded), text: '' };
     }
-    const loaded = load(file, errors, text);
+    const loaded = load(file, errors, text, true);
     return loaded === undefined ? undefined : { config: withDev(loaded), text };
   };
   const errors: string[] = [];
   const first = read(errors);
   if (first === undefined) return fail(`the config ${displayPath(file)} has ${errors.length} error${errors.length === 1 ? '' : 's'}`, errors);
   const config = first.config;
+  // From here every line goes through the error log (one format on stderr, or the log.error file).
+  const logger = errorLogOf(config);
+  // `portico run`'s own lines (serving, stopping, reloaded, a worker replaced…): at info whatever log.level says
+  // (a supervisor or an operator waits for them), in the same log, unless the log is silent.
+  const out = logger.child({}, { level: config.log.level === 'silent' ? 'silent' : 'info' });
+  for (const warning of warningLines(config)) out.warn(warning);
   if (config.workers > 1) {
     // A reload in the primary (SIGHUP, `portico reload`): the file read and parsed once; its errors go to the one
     // who asked (ConfigError, every issue at file:line:col).
@@ -188,10 +236,11 @@ async function run(file: string, dev: boolean): Promise<number> {
       }
       return text === undefined ? { config: withDev(loadConfigFile(file)), text: '' } : { config: withDev(parseConfig(text, file)), text };
     };
-    return runPrimary(first, reread, certificate);
+    return runPrimary(first, reread, certificate, logger, out);
   }
-  let server: Portico;
-  const logger = createErrorLog(config.log.level);
+  let server: InstanceType<typeof Portico>;
+  /** SIGHUP while `run` starts: ignored, said. */
+  const whileStarting = () => out.warn('portico: SIGHUP ignored: still starting (send it again once the serving line is printed)');
   try {
     const sockets = successor === undefined ? undefined : await successor.sockets();
     // Building the server opens (and locks) the state directory, which may refuse; starting it binds the control
@@ -219,7 +268,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     process.on('SIGHUP', whileStarting);
     await server.start();
   } catch (err) {
-    process.stderr.write(`portico: ${describeError(err)}\n`);
+    out.error(`portico: ${describeError(err)}`);
     return fail(describeError(err));
   } finally {
     process.off('SIGHUP', whileStarting);
@@ -232,7 +281,7 @@ async function run(file: string, dev: boolean): Promise<number> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write(`portico: ${signal}, stopping\n`);
+    out.info(`portico: ${signal}, stopping`);
     // A new process of an upgrade under way is stopped first: it must not take over from a stopping Portico.
     void upgrader
       .cancel()
@@ -251,7 +300,7 @@ async function run(file: string, dev: boolean): Promise<number> {
     retire: (pid) => {
       if (stopping) return;
       stopping = true;
-      process.stderr.write(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)\n`);
+      out.info(`portico: upgraded: process ${pid} serves now; process ${process.pid} stops accepting and drains (up to ${server.config.shutdown_timeout} ms)`);
       // Idle keep-alive connections linger (their next answer says Connection: close): see Listeners.stop.
       server.stop(server.config.shutdown_timeout, true).then(
         () => process.exit(0),
@@ -260,12 +309,12 @@ async function run(file: string, dev: boolean): Promise<number> {
     },
   });
   process.on('SIGUSR2', () => {
-    if (stopping || !serving) return void process.stderr.write(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
-    process.stderr.write(`portico: SIGUSR2, upgrading: starting a new process\n`);
+    if (stopping || !serving) return void out.warn(`portico: SIGUSR2 ignored: ${stopping ? 'stopping' : 'still taking over'}`);
+    out.info(`portico: SIGUSR2, upgrading: starting a new process`);
     void server.operations.upgrade().then((result) => {
       if (result.ok) return;
-      process.stderr.write(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})\n`);
-      for (const issue of result.error.issues ?? []) process.stderr.write(`${issue}\n`);
+      out.error(`portico: upgrade failed: ${result.error.message} (${result.error.code}); still serving (process ${process.pid})`);
+      for (const issue of result.error.issues ?? []) out.error(issue);
     });
   });
   process.on('SIGINT', () => stop('SIGINT'));
@@ -273,15 +322,17 @@ async function run(file: string, dev: boolean): Promise<number> {
   // SIGHUP takes the same path as `portico reload`: queued behind any operation under way, the file read here.
   process.on('SIGHUP', () => {
     // The old process of an upgrade drains the config it had; one still taking over is sent it again once it serves.
-    if (stopping || !serving) return void process.stderr.write(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}\n`);
-    void server.operations.reload().then((result) => reportReload(file, result));
+    if (stopping || !serving) return void out.warn(`portico: SIGHUP ignored: ${stopping ? 'stopping' : 'still taking over'}`);
+    void server.operations.reload().then((result) => reportReload(out, file, result));
   });
+  // SIGUSR1 reopens the log files (its handler was installed first thing; see log/reopen-signal.ts).
+  reopenOnSignal(out, () => server.reopenLogs());
   if (successor !== undefined) {
     try {
       await successor.ready(server.stateDir);
       await server.succeeded();
     } catch (err) {
-      process.stderr.write(`portico: ${describeError(err)}\n`);
+      out.error(`portico: ${describeError(err)}`);
       successor.detach();
       await server.stop(0);
       return 1;
@@ -290,14 +341,15 @@ async function run(file: string, dev: boolean): Promise<number> {
     // process's close of its listener would unlink the socket file under it).
     successor.detach();
     serving = true;
-    process.stderr.write(`portico: process ${process.pid} took over from process ${successor.predecessor}\n`);
+    out.info(`portico: process ${process.pid} took over from process ${successor.predecessor}`);
   }
   const urls = server.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
-  process.stderr.write(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}\n`);
+  out.info(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')}`);
+  if (server.adminUrl !== null) out.info(`portico: admin API on ${server.adminUrl}`);
   if (certificate !== undefined) {
-    process.stderr.write(
+    out.info(
       `portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert} ` +
-        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)\n`,
+        `(browsers warn about it; curl --cacert ${certificate.files.cert} https://localhost:${devPort(config, server)}/)`,
     );
   }
 
@@ -309,22 +361,29 @@ async function runPrimary(
   first: LoadedConfig,
   read: () => LoadedConfig,
   certificate: Awaited<ReturnType<typeof devCertificate>> | undefined,
+  logger: Logger,
+  out: Logger,
 ): Promise<number> {
-  const say = (line: string) => void process.stderr.write(`${line}\n`);
+  const say = (line: string, level: 'info' | 'warn' | 'error' = 'info') => void out[level](line);
   const config = first.config;
-  let primary: Primary;
+  let primary: InstanceType<typeof Primary>;
   try {
-    primary = new Primary(config, createErrorLog(config.log.level), {
+    primary = new Primary(config, logger, {
       text: first.text,
       load: read,
       say,
       version,
       // The workers' error log has the primary's level (at start; as with one process, a reload keeps it).
-      env: { PORTICO_LOG_LEVEL: config.log.level, ...(certificate === undefined ? {} : { [DEV_DIR_ENV]: certificate.dir }) },
+      env: {
+        [LOG_ENV.level]: config.log.level,
+        [LOG_ENV.format]: config.log.error_format,
+        [LOG_ENV.file]: config.log.error,
+        ...(certificate === undefined ? {} : { [DEV_DIR_ENV]: certificate.dir }),
+      },
     });
     await primary.start();
   } catch (err) {
-    say(`portico: ${describeError(err)}`);
+    say(`portico: ${describeError(err)}`, 'error');
     return 1;
   }
   let stopping = false;
@@ -340,14 +399,17 @@ async function runPrimary(
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Not Node's default for SIGUSR2 (the process ends): an upgrade in place is for one process, not yet for workers.
-  process.on('SIGUSR2', () => say('portico: SIGUSR2 ignored: an upgrade in place is not supported with workers; restart Portico to run new code'));
+  process.on('SIGUSR2', () => say('portico: SIGUSR2 ignored: an upgrade in place is not supported with workers; restart Portico to run new code', 'warn'));
   // SIGHUP takes the same path as `portico reload` (the primary's control socket): queued behind any operation.
   process.on('SIGHUP', () => {
-    if (stopping) return void say('portico: SIGHUP ignored: stopping');
-    void primary.reload().then((result) => reportReload(config.file, result));
+    if (stopping) return void say('portico: SIGHUP ignored: stopping', 'warn');
+    void primary.reload().then((result) => reportReload(out, config.file, result));
   });
+  // SIGUSR1 reopens the primary's log files, and every worker's (see Primary.reopenLogs).
+  reopenOnSignal(out, () => primary.reopenLogs());
   const urls = primary.addresses.map((a, i) => `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/`);
   say(`portico ${version} serving ${displayPath(config.file)} on ${urls.join(' ')} with ${config.workers} workers (${primary.accept === 'reuseport' ? 'reusePort' : primary.accept === 'shared' ? 'node:cluster, shared socket' : 'node:cluster'})`);
+  if (primary.adminUrl !== null) say(`portico: admin API on ${primary.adminUrl}`);
   if (certificate !== undefined) say(`portico: --dev: self-signed certificate for ${certificate.names.join(', ')} in ${certificate.files.cert}`);
   return new Promise<number>(() => {});
 }
@@ -394,7 +456,8 @@ async function main(argv: string[]): Promise<number> {
     case 'reload':
     case 'deploy':
     case 'upgrade':
-    case 'status': {
+    case 'status':
+    case 'reopen': {
       const wanted = command === 'deploy' ? 2 : 1;
       if (positionals.length !== wanted || values.dev === true) {
         const what = command === 'deploy' ? 'deploy needs exactly one upstream name: portico deploy UPSTREAM [-c FILE]' : `${command} takes no argument`;

@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   PORTICO_BAD_REQUEST: 400,
   PORTICO_BAD_PATH: 400,
   PORTICO_BAD_HOST: 400,
+  /** The admin API: no credentials, or wrong ones. */
+  PORTICO_UNAUTHORIZED: 401,
   PORTICO_FORBIDDEN: 403,
   PORTICO_NOT_FOUND: 404,
   PORTICO_METHOD_NOT_ALLOWED: 405,
@@ -35,6 +37,8 @@ export const ERROR_CODES = {
   PORTICO_WORKER_FAILED: 500,
   /** A reload with `workers: N`: some worker (or every one) did not take the new config. */
   PORTICO_RELOAD_FAILED: 500,
+  /** `portico reopen` / SIGUSR1 with `workers: N`: some worker did not reopen its log files (or did not answer). */
+  PORTICO_REOPEN_FAILED: 500,
   /** A certificate handed to the certificate store at runtime (ACME) is no PEM, or its key does not match it. */
   PORTICO_BAD_CERTIFICATE: 500,
   /** An app server Portico runs (`spawn`) cannot be started as configured (user/group without root, no such user). */

@@ -91,6 +91,11 @@ export class DiskStore implements PersistentStore {
     return this.#size;
   }
 
+  /** Keys stored (each key's variants count once). */
+  get entries(): number {
+    return this.#variants.size;
+  }
+
   /**
    * Sweeps tmp files, rebuilds the index from the entry headers (deleting unreadable ones), then applies the bound.
    * `shared` (an upgrade's new process, while the old one still writes here): no sweep and no eviction.
@@ -148,12 +153,17 @@ export class DiskStore implements PersistentStore {
 
   /** Removes every variant of every key starting with `prefix`; returns how many were stored. */
   async deletePrefix(prefix: string): Promise<number> {
+    return this.deleteMatching((key) => key.startsWith(prefix));
+  }
+
+  /** Removes every variant of every key `match` accepts; returns how many were stored. */
+  async deleteMatching(match: (key: string) => boolean): Promise<number> {
     if (this.#closed) return 0;
-    this.#cancelPending((pendingKey) => pendingKey.startsWith(prefix));
+    this.#cancelPending(match);
     return this.#track(
       this.#serially(() => {
         const victims: IndexEntry[] = [];
-        for (const [key, variants] of this.#variants) if (key.startsWith(prefix)) victims.push(...variants.values());
+        for (const [key, variants] of this.#variants) if (match(key)) victims.push(...variants.values());
         return this.#remove(victims);
       }),
     );

@@ -55,14 +55,24 @@ export class MemoryStore<Extra> {
 
   /** Removes every key starting with `prefix`; returns how many variants were removed. */
   deletePrefix(prefix: string): number {
+    return this.deleteMatching((key) => key.startsWith(prefix));
+  }
+
+  /** Removes every key `match` accepts; returns how many variants were removed. */
+  deleteMatching(match: (key: string) => boolean): number {
     let removed = 0;
-    for (const key of [...this.#lru.keys()]) if (key.startsWith(prefix)) removed += this.delete(key);
+    for (const key of [...this.#lru.keys()]) if (match(key)) removed += this.delete(key);
     return removed;
   }
 
   /** Bytes in use. */
   get size(): number {
     return this.#lru.calculatedSize;
+  }
+
+  /** Keys stored. */
+  get entries(): number {
+    return this.#lru.size;
   }
 
   /** Keys from most to least recently used. */

@@ -44,8 +44,12 @@ export interface PersistentStore {
   delete(key: string): Promise<number>;
   /** Removes every variant of every key starting with `prefix`. */
   deletePrefix(prefix: string): Promise<number>;
+  /** Removes every variant of every key `match` accepts (and cancels their writes in flight). */
+  deleteMatching(match: (key: string) => boolean): Promise<number>;
   /** Bytes in use. */
   readonly size: number;
+  /** Keys stored. */
+  readonly entries: number;
   /** Changes the bound (a reload that resized the zone); the next store evicts down to it. */
   resize(maxSize: number): void;
   close(): Promise<void>;

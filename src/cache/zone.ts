@@ -225,6 +225,12 @@ export class CacheZone {
     return variant;
   }
 
+  /** Keys and bytes stored per tier, for status and metrics (`disk` undefined: the zone has no disk tier). */
+  get stored(): { memory: { entries: number; bytes: number }; disk: { entries: number; bytes: number } | undefined } {
+    const disk = this.#disk;
+    return { memory: { entries: this.memory.entries, bytes: this.memory.size }, disk: disk === undefined ? undefined : { entries: disk.entries, bytes: disk.size } };
+  }
+
   /** Disk-tier writes in flight now (at most DISK_WRITES_IN_FLIGHT). */
   get diskWritesInFlight(): number {
     return this.#diskWrites;
@@ -302,6 +308,16 @@ export class CacheZone {
     if (shared) this.onPurge?.('prefix', prefix);
     const fromMemory = this.memory.deletePrefix(prefix);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deletePrefix(prefix)) ?? 0);
+    return Math.max(fromMemory, fromDisk);
+  }
+
+  /**
+   * Removes every key `match` accepts from both tiers (the admin API's purge by URL or URL prefix, whose keys each
+   * process works out from its own routes: not told on, see `onPurge`); returns how many variants were removed.
+   */
+  async purgeMatching(match: (key: string) => boolean): Promise<number> {
+    const fromMemory = this.memory.deleteMatching(match);
+    const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deleteMatching(match)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
 

@@ -3,6 +3,7 @@
  * relative paths resolved against the config's folder → deep-frozen `Config`. Every problem found is reported
  * at once, each with file, line, column and the path of the key.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
@@ -35,6 +36,8 @@ export type Config = DeepReadonly<ParsedConfig> & {
    * beside the config file; see `config/control.ts`).
    */
   readonly control: { readonly socket: string };
+  /** sha256 of the config text as loaded, hex, its first 16 characters (status: which config is serving). */
+  readonly digest?: string;
 };
 
 /**
@@ -202,7 +205,8 @@ export function parseConfigWith(parts: ConfigParts, text: string, file: string, 
     configWarnings(parsed.data).map((p) => ({ file: displayName, ...locate(doc, lines, p.keys), keyPath: formatKeyPath(p.keys), message: p.message })),
   );
   const control = { socket: controlSocketPath(stateDirFor(file, dir, parsed.data.state_dir)) };
-  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir, warnings, control }) as Config;
+  const digest = createHash('sha256').update(text).digest('hex').slice(0, 16);
+  return deepFreeze({ ...parsed.data, file: path.resolve(file), dir, warnings, control, digest }) as Config;
 }
 
 /** Reads and parses a config file. Throws `ConfigError` (with every issue) or the file-system error. */

@@ -718,8 +718,12 @@ const log = z.strictObject({
   access: z.string().default('stdout'),
   /** `combined` (nginx's), `upstream` (combined plus upstream fields), `json`, or `off`. */
   format: z.enum(['combined', 'upstream', 'json', 'off']).default('combined'),
-  /** Error log level (to stderr). */
+  /** Error log level. */
   level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  /** Where the error log goes: `stderr` or a file path (appended to; reopened by SIGUSR1 and `portico reopen`). */
+  error: z.string().min(1).default('stderr'),
+  /** The error log's lines: `pretty` (one readable line each), `json`, or `auto` (pretty on a terminal, else JSON). */
+  error_format: z.enum(['pretty', 'json', 'auto']).default('auto'),
 });
 
 /**
@@ -736,7 +740,10 @@ const admin = z.strictObject({
   /** Host names the admin listener also answers to (DNS-rebinding guard: otherwise only its own address). */
   hosts: z.array(z.string().min(1)).default([]),
   /** TLS for the admin listener: required when `listen` is not a loopback address. */
-  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  tls: z
+    .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
+    .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }))
+    .optional(),
 });
 
 /** The schema of the whole config file, for the handler kinds given. */
@@ -762,6 +769,11 @@ export function configSchema(parts: ConfigParts) {
      * the config's folder; unset: `./var/NAME` beside the config file NAME.yaml (its lock and control socket; see `config/control.ts`).
      */
     state_dir: z.string().min(1).optional(),
+    /**
+     * The file `portico run` writes its process id to at start and removes at stop (an upgrade's new process
+     * takes it over), relative to the config's folder; `off` for none. Default: `portico.pid` in the state directory.
+     */
+    pid_file: z.string().min(1).optional(),
     /**
      * Temporary files (request bodies and answers buffered for slow clients): `max_size` bounds the bytes all of
      * them hold at once; past it answers go at their client's pace and request bodies that need a file get 503.

@@ -97,6 +97,8 @@ export function checkTls(config: ParsedConfig, dir: string): Problem[] {
       }
     }
   });
+  const admin = config.admin?.tls;
+  if (admin !== undefined) admin.pem = loadPair(dir, admin, ['admin', 'tls'], problems);
   config.sites.forEach((site, s) => {
     if (site.tls !== undefined) site.tls.pem = loadPair(dir, site.tls, ['sites', s, 'tls'], problems);
     const hsts = site.hsts;

@@ -12,7 +12,8 @@ import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
-import { controlSocketPath, defaultStateDir, socketPathProblem } from './control.js';
+import { checkAdmin } from './admin.js';
+import { controlSocketPath, defaultStateDir, socketPathProblem, stateDirFor } from './control.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
 export function isDirectory(file: string): boolean {
@@ -104,6 +105,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
   });
 
   problems.push(...checkTls(config, dir));
+  problems.push(...checkAdmin(config));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {
@@ -111,6 +113,19 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     if (!isDirectory(path.dirname(config.log.access))) {
       problems.push({ keys: ['log', 'access'], message: `folder ${path.dirname(access)} does not exist` });
     }
+  }
+
+  if (config.log.error !== 'stderr') {
+    config.log.error = path.resolve(dir, config.log.error);
+    if (!isDirectory(path.dirname(config.log.error))) problems.push({ keys: ['log', 'error'], message: `folder ${path.dirname(config.log.error)} does not exist` });
+    else if (isDirectory(config.log.error)) problems.push({ keys: ['log', 'error'], message: `${config.log.error} is a directory: name a file` });
+  }
+  if (config.pid_file !== undefined && config.pid_file !== 'off') {
+    config.pid_file = path.resolve(dir, config.pid_file);
+    // The state directory is made at start: a pid file in it needs no folder yet.
+    const inStateDir = path.dirname(config.pid_file) === stateDirFor(file, dir, config.state_dir);
+    if (!inStateDir && !isDirectory(path.dirname(config.pid_file))) problems.push({ keys: ['pid_file'], message: `folder ${path.dirname(config.pid_file)} does not exist` });
+    else if (isDirectory(config.pid_file)) problems.push({ keys: ['pid_file'], message: `${config.pid_file} is a directory: name a file` });
   }
 
   config.listen.forEach((listener, i) => {

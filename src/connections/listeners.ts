@@ -44,7 +44,7 @@ import {
   versionRefusal,
   type ListenerConfig,
 } from './http1.js';
-import { SecureStage } from './secure.js';
+import { SecureStage, type HandshakeTally } from './secure.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -90,6 +90,8 @@ export interface Dispatch {
   trustedProxies(): TrustedProxies;
   /** The current config's certificate store, for TLS handshakes. */
   certificates(): CertificateStore;
+  /** Where TLS handshakes are counted, when counting is on (asked once per handshake). */
+  handshakes?(): HandshakeTally | undefined;
 }
 
 /** How the listeners of a process bind, besides their config (with `workers`; see docs/operations.md, "Workers"). */
@@ -116,8 +118,13 @@ class Listener {
   readonly server: http.Server;
   /** The TLS stage: made when the listener first has `tls`; kept for the connections it made. */
   secure: SecureStage | undefined;
-  /** The accepted sockets, cut when the grace period of a close is over. */
+  /** The accepted sockets, cut when the grace period of a close is over (and counted by `open`). */
   readonly #sockets = new Set<Socket>();
+
+  /** Client connections open now on this listener. */
+  get open(): number {
+    return this.#sockets.size;
+  }
   readonly #dispatch: Dispatch;
   readonly #logger: Logger;
   readonly #options: ListenerOptions;
@@ -293,6 +300,7 @@ class Listener {
         },
         refuse: (req, res, status) => dispatch.refuse(req, res, 'https', status, false),
         serverHeader: () => dispatch.serverHeader(),
+        handshakes: () => dispatch.handshakes?.(),
         ticketKeys: this.#options.ticketKeys,
       },
       this.#logger,
@@ -453,6 +461,8 @@ export class Listeners {
   #listeners: Listener[] = [];
   /** Listeners a reload removed, still draining: `stop()` waits for them too. */
   readonly #retiring = new Set<Promise<void>>();
+  /** The listeners of `#retiring` (their connections still count as open). */
+  readonly #draining = new Set<Listener>();
 
   constructor(configs: readonly ListenerConfig[], dispatch: Dispatch, logger: Logger, options: ListenerOptions = {}) {
     this.#configs = configs;
@@ -522,10 +532,15 @@ export class Listeners {
         for (const { listener, config } of next) if (listener.config !== config) listener.apply(config);
         this.#configs = configs;
         this.#listeners = next.map((entry) => entry.listener);
+        for (const listener of removed) this.#draining.add(listener);
         const closing: Promise<void> = this.#close(removed, graceMs).then(
-          () => void this.#retiring.delete(closing),
+          () => {
+            this.#retiring.delete(closing);
+            for (const listener of removed) this.#draining.delete(listener);
+          },
           (err: unknown) => {
             this.#retiring.delete(closing);
+            for (const listener of removed) this.#draining.delete(listener);
             this.#logger.error({ err }, 'closing a removed listener failed');
           },
         );
@@ -533,6 +548,14 @@ export class Listeners {
         return closing;
       },
     };
+  }
+
+  /** Client connections open now, on every listener (those a reload removed that still drain included). */
+  get openConnections(): number {
+    let open = 0;
+    for (const listener of this.#listeners) open += listener.open;
+    for (const listener of this.#draining) open += listener.open;
+    return open;
   }
 
   /** The bound addresses, in config order (a port of 0 shows the one the system chose). */

@@ -44,6 +44,12 @@ interface MadeWith {
 }
 type ListenerTls = NonNullable<ListenerConfig['tls']>;
 
+/** Where TLS handshakes are counted (the process's metrics, when counting is on). */
+export interface HandshakeTally {
+  handshake(version: string | null): void;
+  handshakeFailed(): void;
+}
+
 /** What the TLS stage needs of the server around it. */
 export interface SecureTarget {
   /** The current certificate store (a reload swaps it). */
@@ -61,6 +67,8 @@ export interface SecureTarget {
    * processes (`workers`: a ticket one worker issued resumes on any); undefined: each server's own random keys.
    */
   ticketKeys?: Buffer | undefined;
+  /** Where handshakes are counted now (undefined: counting is off). */
+  handshakes?(): HandshakeTally | undefined;
 }
 
 function h2Settings(settings: Http2Settings): http2.Settings {
@@ -179,11 +187,13 @@ export class SecureStage {
       // The PROXY protocol's client address, read off the accepted socket, is the secure socket's too.
       if (raw !== undefined) inheritProxiedPeer(raw, socket);
       recordHandshake(socket, made.store, made.fallback);
+      target.handshakes?.()?.handshake(socket.getProtocol());
       if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
       else target.http1(socket);
     });
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
       this.#logger.debug({ code: err.code, remote: socket.remoteAddress }, `tls handshake failed: ${err.message}`);
+      target.handshakes?.()?.handshakeFailed();
       // Plain HTTP sent to the TLS port (OpenSSL recognises a request line): a 400 in plain HTTP on the socket under
       // the TLS one, as nginx answers, instead of an empty reply the client cannot explain.
       const raw = err.code === 'ERR_SSL_HTTP_REQUEST' ? wrappedSocket(socket) : undefined;

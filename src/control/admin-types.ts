@@ -5,6 +5,7 @@
  * workers, the primary's parts plus every worker's `ProcessStatus`, merged), the admin API serves it.
  */
 import type { ControlHandler } from './server.js';
+import type { OperationRequest } from './protocol.js';
 
 /** Responses by status class. */
 export interface StatusClasses {
@@ -27,6 +28,11 @@ export interface TrafficStats {
   requests: number;
   classes: StatusClasses;
   latency_ms: Percentiles;
+  /**
+   * The latency histogram the percentiles come from: in a worker's `ProcessStatus` (the primary sums them
+   * bucket-wise), left out of the report served.
+   */
+  histogram?: LatencyHistogram;
 }
 
 /** One route's traffic: `id` is `host` + `path` (`a.example/api/`), the host being `*` for a site without hosts. */
@@ -126,9 +132,10 @@ export interface StatusReport extends ProcessStatus {
   state_dir: string | null;
   control_socket: string | null;
   admin: string | null;
-  listeners: Array<{ url: string }>;
+  /** Each listener: its bound address (`127.0.0.1:8080`) and URL. */
+  listeners: Array<{ address: string; url: string }>;
   /** With `workers: N`: each worker; null for a single process. */
-  workers: Array<{ slot: number; pid: number | undefined }> | null;
+  workers: Array<{ slot: number; pid: number | undefined; answered?: boolean }> | null;
   /** The operation running now (reload, deploy, upgrade) and how many wait. */
   running: { id: number; operation: string; for_ms: number } | null;
   queued: number;
@@ -162,4 +169,9 @@ export interface AdminParts {
   reopen(): Promise<void>;
   /** The serialised operations (reload, deploy, upgrade, status): the control socket's handler. */
   operations: ControlHandler;
+  /**
+   * Throws the PorticoError an operation would fail with at once (a deploy of an unknown upstream: 404), so that
+   * the admin API refuses it instead of answering with a job that fails. Optional.
+   */
+  preflight?(request: OperationRequest): void;
 }

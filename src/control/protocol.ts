@@ -11,7 +11,7 @@ import { displayPath } from '../config/load.js';
 import { ConfigError, formatConfigIssue, PorticoError } from '../errors.js';
 
 /** The operations the channel carries. */
-export const OPERATIONS = ['reload', 'deploy', 'upgrade', 'status'] as const;
+export const OPERATIONS = ['reload', 'deploy', 'upgrade', 'status', 'reopen'] as const;
 
 /** One operation's name. */
 export type OperationName = (typeof OPERATIONS)[number];

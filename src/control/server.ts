@@ -18,7 +18,18 @@ import { HEARTBEAT_MS, OPERATIONS, failed, type AnswerLine, type OperationName, 
 /** What runs the operations the control server receives (src/server's `Operations`). */
 export interface ControlHandler {
   /** Runs one operation, reporting its progress; resolves with its result (never rejects with an operation's error). */
-  run(request: OperationRequest, progress: Progress): Promise<OperationResult>;
+  run(request: OperationRequest, progress: Progress, hooks?: OperationHooks): Promise<OperationResult>;
+}
+
+/** The admin API as the control socket serves it (`AdminApi`): every route but `/v1/*`. */
+export interface SocketAdmin {
+  handle(req: IncomingMessage, res: ServerResponse, channel: { kind: 'socket' }): void;
+}
+
+/** What the caller of an operation may hear besides its progress (the admin API's jobs). */
+export interface OperationHooks {
+  /** The operation left the queue and runs now. */
+  started?(): void;
 }
 
 /** The largest request body accepted: requests are a few short fields. */
@@ -116,12 +127,17 @@ export class ControlServer {
    * A server for `socket` handing operations to `handler`; nothing is bound until `start`. `heartbeatMs` (tests):
    * how often a heartbeat line is written while an operation runs (default HEARTBEAT_MS).
    */
-  constructor(socket: string, handler: ControlHandler, logger: Logger, options: { heartbeatMs?: number } = {}) {
+  constructor(socket: string, handler: ControlHandler, logger: Logger, options: { heartbeatMs?: number; admin?: SocketAdmin | undefined } = {}) {
     this.socket = socket;
     this.#handler = handler;
     this.#logger = logger;
     this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
-    this.#server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS }, (req, res) => void this.#answer(req, res));
+    const admin = options.admin;
+    // The admin API's routes are served here too (with no token: the folder's mode is the guard); `/v1/*` stays the CLI's.
+    this.#server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
+      if (admin !== undefined && !(req.url ?? '').startsWith('/v1/')) admin.handle(req, res, { kind: 'socket' });
+      else void this.#answer(req, res);
+    });
     this.#server.on('connection', (socket: Socket) => {
       this.#connections.add(socket);
       socket.once('close', () => this.#connections.delete(socket));

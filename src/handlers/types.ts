@@ -7,6 +7,7 @@ import type { CheckEnv, ImpliedMiddleware, Problem, RoutePath, upstreamSchema } 
 import type { Handler, RequestContext } from '../http/context.js';
 import type { TrustedProxies } from '../http/client-address.js';
 import type { TempSpace } from '../http/temp-file.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Upstream } from '../upstream/upstream.js';
 
 /** What a handler factory may use besides its own options. */
@@ -28,6 +29,8 @@ export interface HandlerEnv {
   underscoresInHeaders: boolean;
   /** The route's handler reads request bodies itself, within `ctx.bodyLimit` (see `HandlerKind.readsBody`). */
   handlerReadsBody: boolean;
+  /** The process's metrics when counting is on (the config has `admin`); undefined: nothing is counted. */
+  metrics: Metrics | undefined;
   /**
    * A value that outlives this config: the next config's build of the same route (its site's hosts, its path)
    * asking for the same `key` gets the same value (a rate limit's buckets, whose key is its options); a key no

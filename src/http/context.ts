@@ -85,6 +85,11 @@ export function responseComplete(res: ClientResponse): boolean {
   return isH2Response(res) ? res.writableEnded && res.stream.closed && res.stream.rstCode === H2_NO_ERROR : res.writableFinished;
 }
 
+/** Where a request's outcome is counted (a route's traffic figures: see metrics/traffic.ts). */
+export interface TrafficRecorder {
+  record(status: number, ms: number): void;
+}
+
 /** Per-request state shared by the handlers of one chain. */
 export class RequestContext {
   /** Canonical path (see `normalizePath`). */
@@ -116,6 +121,8 @@ export class RequestContext {
   bodyClaimed = false;
   /** Set by `basic_auth` when the Authorization field carried Portico's own credentials: not forwarded to the app. */
   credentialsConsumed = false;
+  /** The matched route's traffic figures, set by the app when counting is on (`admin` configured). */
+  traffic: TrafficRecorder | undefined = undefined;
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;

@@ -10,6 +10,8 @@ import type { RequestContext, UpstreamAttemptLog } from '../http/context.js';
 /** Writes access-log lines; `close()` flushes. */
 export interface AccessLog {
   write(ctx: RequestContext): void;
+  /** Writes what is buffered, then reopens the file at its path (after a rotation); stdout/stderr stay. */
+  reopen(): void;
   close(): Promise<void>;
 }
 
@@ -189,6 +191,21 @@ export function openAccessLog(
       if (!open) return;
       pending += line(ctx);
       if (pending.length >= BATCH_CHARS) handOver();
+    },
+    reopen() {
+      if (!open || fd !== undefined) return;
+      // The lines gathered so far belong to the file as it was: written there (the renamed file) first.
+      handOver();
+      try {
+        dest.flushSync();
+      } catch {
+        // Nothing buffered (blocking writes), or an asynchronous write under way: reopen waits for it.
+      }
+      try {
+        dest.reopen();
+      } catch (err) {
+        onError(err as Error);
+      }
     },
     close() {
       if (!open) return Promise.resolve();

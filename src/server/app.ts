@@ -22,7 +22,7 @@ import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
 import { PorticoError } from '../errors.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
-import { RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
+import { isH2Response, RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
 import { adoptAuthority } from '../http/h2.js';
 import { compileChain, type Link } from '../handlers/chain.js';
 import { HostMatcher, parseHostHeader } from '../http/hosts.js';
@@ -31,6 +31,7 @@ import { Router } from './router.js';
 import { sendError } from '../http/send.js';
 import { CertificateStore, isMisdirected } from '../tls/certificates.js';
 import { CHALLENGE_PREFIX, type Http01Challenges } from '../tls/challenges.js';
+import type { Metrics, RouteTraffic } from '../metrics/metrics.js';
 
 /** What the server builds an app with besides its config: the parts a reload keeps when unchanged. */
 export interface AppParts {
@@ -40,6 +41,8 @@ export interface AppParts {
   upstreams: ReadonlyMap<string, Upstream>;
   /** Values kept across reloads (see kept.ts), for `HandlerEnv.keep`. */
   keep<T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T;
+  /** The process's metrics when counting is on (the config has `admin`): every request is then counted. */
+  metrics?: Metrics | undefined;
 }
 
 /** How a previous config's drain ended (see `App.drain`). */
@@ -60,6 +63,8 @@ export interface AppState {
 
 interface CompiledRoute {
   handle: Handler;
+  /** The route's traffic figures (counting on), set on each request's context it takes. */
+  traffic: RouteTraffic | undefined;
   upgrade: HandlerInstance['upgrade'];
   /** The middlewares of the chain, for an upgrade's own chain (its end is the tunnel). */
   links: readonly Link[];
@@ -138,6 +143,10 @@ export class App {
   readonly #trusted: TrustedProxies;
   readonly #serverHeader: string;
   readonly #challenges: Http01Challenges | null;
+  /** The routes' traffic figures, in config order (for the status report). */
+  readonly routeTraffic: RouteTraffic[] = [];
+  /** Whether each response gets the close listener that reads its context (an access log, or counting). */
+  readonly #watchClose: boolean;
 
   constructor(config: Config, logger: Logger, parts: AppParts, state: AppState = {}) {
     this.config = config;
@@ -151,8 +160,9 @@ export class App {
     this.#trusted = trusted;
     this.#serverHeader = config.server_header;
     this.certificates = new CertificateStore(config);
+    const metrics = parts.metrics;
     const createUpstream = (name: string, partial: z.input<typeof upstreamSchema>) =>
-      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey);
+      new Upstream(name, upstreamSchema.parse(partial) as Upstream['config'], config.dir, logger, stickyKey, { metrics });
     const tempSpace = new TempSpace(config.state_dir === undefined ? tmpdir() : path.join(config.state_dir, 'tmp'), config.temp_files.max_size);
     for (const siteConfig of config.sites) {
       const siteKey = JSON.stringify(siteConfig.hosts ?? null);
@@ -171,6 +181,7 @@ export class App {
           tempSpace,
           createUpstream,
           handlerReadsBody: handler.readsBody === true,
+          metrics,
           keep: <T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T => parts.keep(routeKey + key, make, dispose),
         };
         const instance = handler.create(route.options, env);
@@ -187,7 +198,10 @@ export class App {
           const kind = middlewareKind(used.kind)!;
           return { stage: kind.stage, middleware: kind.create(used.options, env) };
         });
-        return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade, links } };
+        // The route's id in metrics and status: its site's first host (`*` for none) and its path as written.
+        const traffic = metrics?.route(`${siteConfig.hosts?.[0] ?? '*'}${route.path.text}`, route.kind);
+        if (traffic !== undefined && !this.routeTraffic.includes(traffic)) this.routeTraffic.push(traffic);
+        return { path: route.path, route: { handle: compileChain(links, instance.handle), upgrade: instance.upgrade, links, traffic } };
       });
       const pages = Object.entries(siteConfig.error_pages);
       this.#sites.add(siteConfig.hosts, {
@@ -199,18 +213,21 @@ export class App {
     }
     this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'), config.workers > 1);
     const accessLog = this.#accessLog;
+    this.#watchClose = accessLog !== null || metrics !== undefined;
+    const unrouted = metrics?.unrouted;
     const requestClosed = this.#requestClosed;
     this.#countOut = function countOut(this: ClientResponse) {
       requestClosed(this);
     };
-    // One listener per response, for the log and the in-flight count alike.
+    // One listener per response, for the log, the counts and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
       requestClosed(this);
       const ctx = this[kContext];
-      if (ctx === undefined || accessLog === null) return;
+      if (ctx === undefined) return;
       const finished = responseComplete(this);
       if (!finished && ctx.status === 0) ctx.status = 499;
-      accessLog.write(ctx);
+      if (unrouted !== undefined) (ctx.traffic ?? unrouted).record(ctx.status === 0 ? this.statusCode : ctx.status, performance.now() - ctx.start);
+      accessLog?.write(ctx);
       if (!finished) ctx.clientClosed();
     };
   }
@@ -259,6 +276,11 @@ export class App {
     });
   }
 
+  /** Reopens the access log file at its path (after a rotation: its next lines go to a new file). */
+  reopenLog(): void {
+    this.#accessLog?.reopen();
+  }
+
   /**
    * Stops every handler's background work (the private upstreams of `proxy: { url }` routes among it) and
    * flushes the access log. The named upstreams are the server's (see upstream/registry.ts): a reload may keep them.
@@ -305,7 +327,7 @@ export class App {
           socket.destroy();
         });
       };
-      this.#run(ctx, { handle: compileChain(route.links, tunnel) });
+      this.#run(ctx, { handle: compileChain(route.links, tunnel), traffic: route.traffic });
       return;
     }
     if (head.length > 0) socket.unshift(head);
@@ -398,8 +420,8 @@ export class App {
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     (res as TrackedResponse)[kOpenAt] = this.#open.length;
     this.#open.push(res);
-    // With an access log, its close listener (set by #context) counts the request out as well.
-    if (this.#accessLog === null) res.on('close', this.#countOut);
+    // With an access log or counting, its close listener (set by #context) counts the request out as well.
+    if (!this.#watchClose) res.on('close', this.#countOut);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
       const status = adoptAuthority(req);
@@ -458,9 +480,9 @@ export class App {
   }
 
   #context(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https'): RequestContext {
-    // Only the access log reads the start time (request_time): no clock read per request without one.
-    const ctx = new RequestContext(req, res, scheme, this.#accessLog === null ? 0 : performance.now(), this.#serverHeader, this.#trusted);
-    if (this.#accessLog !== null) {
+    // Only the access log (request_time) and counting read the start time: no clock read per request without them.
+    const ctx = new RequestContext(req, res, scheme, this.#watchClose ? performance.now() : 0, this.#serverHeader, this.#trusted);
+    if (this.#watchClose) {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;
       // `on`, not `once`: 'close' comes once, and `once` would wrap the listener in a new closure per request.
@@ -468,12 +490,20 @@ export class App {
       // The log (written at close) reads the client address worked out now: an h2 request's socket is a view of
       // its stream's session, gone once the stream closes, and a socket destroyed (a cut answer) before its peer
       // address was ever read no longer has one.
-      ctx.clientAddress();
+      if (this.#accessLog !== null) ctx.clientAddress();
     }
     return ctx;
   }
 
-  #run(ctx: RequestContext, route: Pick<CompiledRoute, 'handle'>): void {
+  /** HTTP/2 requests being answered now by this app (its open responses over h2): the streams gauge. */
+  openStreams(): number {
+    let streams = 0;
+    for (const res of this.#open) if (isH2Response(res)) streams++;
+    return streams;
+  }
+
+  #run(ctx: RequestContext, route: Pick<CompiledRoute, 'handle' | 'traffic'>): void {
+    ctx.traffic = route.traffic;
     try {
       const pending = route.handle(ctx);
       if (pending !== undefined) pending.catch((err: unknown) => this.#fail(ctx, err));

@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import type { ControlHandler } from '../control/server.js';
+import type { ControlHandler, OperationHooks } from '../control/server.js';
 import { failed, progressOf, type OperationRequest, type OperationResult, type Progress } from '../control/protocol.js';
 import { PorticoError } from '../errors.js';
 
@@ -31,6 +31,8 @@ export interface OperationParts {
   deploy?: DeployFunction | undefined;
   /** Portico's own upgrade, when this process can do one. */
   upgrade?: UpgradeFunction | undefined;
+  /** Reopens the log files (after a rotation); resolves with what it reopened. */
+  reopen?: (() => Promise<Record<string, unknown>>) | undefined;
 }
 
 /** What the queue is doing now. */
@@ -111,7 +113,7 @@ export class Operations implements ControlHandler {
   }
 
   /** Runs a changing operation in the queue and answers with its result, logged. */
-  async #operate(label: string, progress: Progress, task: (progress: Progress) => Promise<Record<string, unknown>>): Promise<OperationResult> {
+  async #operate(label: string, progress: Progress, task: (progress: Progress) => Promise<Record<string, unknown>>, hooks?: OperationHooks): Promise<OperationResult> {
     const operation = label.split(' ')[0];
     let started: Date | undefined;
     let id: number | undefined;
@@ -122,6 +124,7 @@ export class Operations implements ControlHandler {
         (taskId) => {
           id = taskId;
           started = new Date();
+          hooks?.started?.();
           return task(progress);
         },
         progress,
@@ -138,12 +141,12 @@ export class Operations implements ControlHandler {
   }
 
   /** Reloads the config file (the running process reads and checks it): every issue at file:line:col on failure. */
-  reload(progress: Progress = () => {}): Promise<OperationResult> {
-    return this.#operate('reload', progress, (p) => this.#parts.reloadFile(p));
+  reload(progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
+    return this.#operate('reload', progress, (p) => this.#parts.reloadFile(p), hooks);
   }
 
   /** Rolls the spawned instances of `upstream` to a fresh start, one at a time (see the Supervisor). */
-  deploy(upstream: string, progress: Progress = () => {}): Promise<OperationResult> {
+  deploy(upstream: string, progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
     return this.#operate(`deploy ${upstream}`, progress, async (p) => {
       const problem = deployProblem(this.#parts.config(), upstream);
       if (problem !== undefined) throw problem;
@@ -152,7 +155,7 @@ export class Operations implements ControlHandler {
       p({ message: `deploying upstream "${upstream}"` });
       const report = await deploy(upstream, (event) => p(progressOf(event)));
       return { upstream, report };
-    });
+    }, hooks);
   }
 
   /**
@@ -175,7 +178,7 @@ export class Operations implements ControlHandler {
   }
 
   /** Upgrades Portico itself in place (a new process takes the listening sockets over). */
-  upgrade(progress: Progress = () => {}): Promise<OperationResult> {
+  upgrade(progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
     // A second upgrade asked while one is queued or running is refused at once, not run after it (by then this
     // process has handed over and drains).
     if (this.#upgrading) return Promise.resolve(failed(new PorticoError('PORTICO_UPGRADE_RUNNING', 'an upgrade is already running; try again once it is done')));
@@ -185,9 +188,23 @@ export class Operations implements ControlHandler {
       if (upgrade === undefined) throw new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot upgrade itself');
       const report = await upgrade((event) => p(progressOf(event)));
       return { report };
-    }).finally(() => {
+    }, hooks).finally(() => {
       this.#upgrading = false;
     });
+  }
+
+  /**
+   * Reopens the log files (`portico reopen`, as SIGUSR1). Not queued: it changes no config, takes milliseconds, and
+   * logrotate's postrotate must not wait behind a deploy of several minutes.
+   */
+  async reopen(): Promise<OperationResult> {
+    const reopen = this.#parts.reopen;
+    if (reopen === undefined) return { ...failed(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot reopen its logs')), operation: 'reopen' } as OperationResult;
+    try {
+      return { ok: true, operation: 'reopen', ...(await reopen()) };
+    } catch (err) {
+      return { ...failed(err), operation: 'reopen' } as OperationResult;
+    }
   }
 
   /** What runs, from which config, where; and what the queue is doing. Answers at once (not queued). */
@@ -206,21 +223,23 @@ export class Operations implements ControlHandler {
    * The control socket's entry: refuses a request meant for the Portico of another config file, then runs the
    * operation asked.
    */
-  async run(request: OperationRequest, progress: Progress): Promise<OperationResult> {
+  async run(request: OperationRequest, progress: Progress, hooks?: OperationHooks): Promise<OperationResult> {
     const serving = this.#parts.config().file;
     if (request.config !== undefined && canonical(request.config) !== canonical(serving)) {
       return failed(new PorticoError('PORTICO_NOT_APPLICABLE', `the Portico on this control socket serves ${serving}, not ${request.config}`));
     }
     switch (request.operation) {
       case 'reload':
-        return this.reload(progress);
+        return this.reload(progress, hooks);
       case 'deploy':
         if (request.upstream === undefined || request.upstream === '') return failed(new PorticoError('PORTICO_BAD_REQUEST', 'deploy needs the name of an upstream'));
-        return this.deploy(request.upstream, progress);
+        return this.deploy(request.upstream, progress, hooks);
       case 'upgrade':
-        return this.upgrade(progress);
+        return this.upgrade(progress, hooks);
       case 'status':
         return this.status();
+      case 'reopen':
+        return this.reopen();
     }
   }
 

@@ -12,9 +12,12 @@ import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { createErrorLog } from '../log/error-log.js';
+import { createErrorLog, reopenErrorLogFiles } from '../log/error-log.js';
+import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { UpstreamServer } from '../upstream/server.js';
 import { CacheZones } from '../cache/zones.js';
 import { formatConfigIssue, PorticoError } from '../errors.js';
 import type { AcmeManager, AcmeOptions, AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -33,7 +36,15 @@ import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../c
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
+import { AdminService, adminParts, type AdminPlan } from './admin.js';
+import type { AdminApiOptions } from '../control/admin-api.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
+import { checkServerId, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
+import { purgeInZone, planPurge } from './purge.js';
+import type { UpstreamOptions } from '../upstream/upstream.js';
+import { Metrics } from '../metrics/metrics.js';
+import type { ProcessStatus } from '../control/admin-types.js';
+import { certificateStatuses, processStatus, scrapeSource, withoutHistograms } from './status.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -77,6 +88,8 @@ export interface PorticoOptions {
   reloadGraceMs?: number;
   /** This server is a worker of `workers: N` (see `WorkerRole`); absent: a single process, as always. */
   worker?: WorkerRole;
+  /** The admin API's options (tests: a shorter `/events` interval, another dashboard folder). */
+  admin?: AdminApiOptions;
 }
 
 /**
@@ -98,6 +111,8 @@ export interface WorkerRole {
    * Supervisor of its own, and its upstreams' slots start where the primary has them.
    */
   slotPort(upstream: string, slot: string): number | undefined;
+  /** The operator's say on servers, as the primary holds it (see `setServerOverride` for later changes). */
+  servers: OverrideList;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -126,6 +141,10 @@ export class Portico {
   #stopped = false;
   /** Previous configs still answering what they took before a reload (see `#reload`). */
   readonly #draining = new Set<Promise<void>>();
+  /** The previous configs' apps still draining (their access logs are reopened too). */
+  readonly #retiring = new Set<App>();
+  /** The pid file (`portico run`, or `pid_file` set), written at start. */
+  #pidFile: PidFile | undefined;
   readonly #appState: AppState = {};
   readonly #acmeOptions: NonNullable<PorticoOptions['acme']>;
   readonly #supervisorFactory: SupervisorFactory;
@@ -144,6 +163,19 @@ export class Portico {
   /** Until `start()`: what an upgrade handed over (see `PorticoOptions.upgrade`). */
   #upgrade: PorticoOptions['successorOf'];
   readonly #worker: WorkerRole | undefined;
+  /** The operator's say on upstream servers (drain, disable, weight): kept in the state directory when there is one. */
+  readonly #operator: ServerOverrides;
+  /** The admin API (docs/operations.md, "Admin API"): on the control socket, and at `admin.listen`; none in a worker. */
+  readonly #admin: AdminService | undefined;
+  /**
+   * The process's metrics: made with the first config that has `admin` (counting on), or when first asked for its
+   * text; kept for good (counters never go back), counting only while the config serving has `admin`.
+   */
+  #metrics: Metrics | undefined;
+  /** The options every upstream is built with (the registry's): `metrics` is set here once counting starts. */
+  readonly #upstreamOptions: UpstreamOptions;
+  /** Whether the config serving counts traffic (has `admin`): TLS handshakes read it. */
+  #counting = false;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -160,6 +192,7 @@ export class Portico {
         status: () => this.#status(),
         deploy: options.deploy ?? ((upstream, progress) => this.#deployUpstream(upstream, progress)),
         upgrade: options.upgrade,
+        reopen: () => this.#reopen(),
       },
       logger,
     );
@@ -167,11 +200,16 @@ export class Portico {
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
     this.#zones = new CacheZones(logger);
     this.#worker = options.worker;
+    this.#operator = new ServerOverrides(logger);
+    if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
+    this.#admin = this.#worker === undefined ? new AdminService(adminParts(this), logger, options.admin) : undefined;
     // A worker's upstreams take their active checks' outcomes from the primary.
-    this.#upstreams = new UpstreamRegistry(logger, {
+    this.#upstreamOptions = {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
-    });
+    };
+    this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
+    this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
       this.#appState.stickyKey = this.#worker.stickyKey;
@@ -182,11 +220,12 @@ export class Portico {
     plan.commit();
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     upstreams.commit();
+    for (const upstream of upstreams.fresh) this.#operator.applyTo(upstream);
     const kept = this.#kept.plan();
     try {
       // A worker's app servers are the primary's Supervisor's (see `moveSlot`).
       if (this.#worker === undefined && hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
-      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
+      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
     } catch (err) {
       void kept.discard();
       this.#state?.release();
@@ -205,6 +244,7 @@ export class Portico {
         serverHeader: () => this.#app.config.server_header,
         trustedProxies: () => this.#app.trustedProxies,
         certificates: () => this.#app.certificates,
+        handshakes: () => (this.#counting ? this.#metrics : undefined),
       },
       logger,
       this.#worker?.listeners,
@@ -258,6 +298,17 @@ export class Portico {
     this.#stateNamed = true;
     this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
+    this.#loadOverrides(state);
+  }
+
+  /** Reads the operator's overrides kept in `state` and applies them to every upstream running (a first state directory). */
+  #loadOverrides(state: StateDir): void {
+    if (this.#operator.kept) return;
+    this.#operator.load(state);
+    // The constructor's upstreams are not built yet when it opens the state directory: they get them when built.
+    const app = this.#app as App | undefined;
+    if (app === undefined) return;
+    for (const name of Object.keys(app.config.upstreams)) for (const upstream of this.#upstreams.live(name)) this.#operator.applyTo(upstream);
   }
 
   /**
@@ -267,13 +318,14 @@ export class Portico {
   #openControlDir(config: Config): boolean {
     if (this.#state !== undefined) return true;
     this.#state = openControlDir(config, this.#logger, this.#upgrade?.predecessor);
+    if (this.#state !== undefined) this.#loadOverrides(this.#state);
     return this.#state !== undefined;
   }
 
   /** Binds the control socket (its folder opened by `#openControlDir`). */
   async #startControl(config: Config): Promise<void> {
     if (this.#control !== undefined || this.#state === undefined) return;
-    const control = new ControlServer(config.control.socket, this.#operations, this.#logger);
+    const control = new ControlServer(config.control.socket, this.#operations, this.#logger, { admin: this.#admin?.api });
     await control.start();
     this.#control = control;
   }
@@ -285,12 +337,13 @@ export class Portico {
   async releaseControl(): Promise<void> {
     const control = this.#control;
     this.#control = undefined;
-    await control?.unbind();
+    await Promise.all([control?.unbind(), this.#admin?.release()]);
   }
 
   /** Undoes `releaseControl` when the new process failed at the last moment. */
   async restoreControl(): Promise<void> {
     if (this.#options.control === true && !this.#stopped) await this.#startControl(this.#app.config);
+    if (!this.#stopped) await this.#admin?.restore(this.#app.config);
   }
 
   /** A reload asked by signal or control socket: the running process reads and checks the file itself. */
@@ -298,7 +351,7 @@ export class Portico {
     const file = this.#app.config.file;
     progress({ message: `reading ${file}` });
     const config = (this.#options.loadConfig ?? loadConfigFile)(file);
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#app.config, config)];
     for (const warning of warnings) progress({ message: warning });
     progress({ message: 'the config is valid: starting it beside the one serving' });
     const deploying = await this.#reload(config, progress);
@@ -323,36 +376,184 @@ export class Portico {
     };
   }
 
+  /**
+   * Counting follows the config about to serve: with `admin`, the metrics exist (made now if need be) and the
+   * upstreams and app built next count; without, those built next do not (the hot path is then as it always was).
+   */
+  #count(config: Config): void {
+    if (config.admin === undefined) {
+      this.#upstreamOptions.metrics = undefined;
+      return;
+    }
+    this.#upstreamOptions.metrics = this.#metricsNow();
+    if (this.#app === undefined) this.#counting = true;
+  }
+
+  /**
+   * After a reload's swap: the servers of the upstreams it kept (built before counting started or stopped) count
+   * as the config serving says, as those it built do.
+   */
+  #countUpstreams(): void {
+    const metrics = this.#counting ? this.#metrics : undefined;
+    for (const upstream of this.#liveUpstreams()) {
+      for (const server of upstream.servers) server.traffic = metrics?.server(upstream.name, server.name);
+    }
+  }
+
+  /** The process's metrics, made (with their scrape-time view of this server) on first need. */
+  #metricsNow(): Metrics {
+    if (this.#metrics !== undefined) return this.#metrics;
+    const metrics = new Metrics();
+    metrics.source = scrapeSource({
+      upstreams: () => this.#liveUpstreams(),
+      zones: () => this.#liveZones(),
+      connections: () => ({ open: this.#listeners.openConnections, streams: this.#app.openStreams() }),
+      // A worker's certificates are the primary's: it reports them.
+      certificates: () => (this.#worker === undefined ? this.#certificateStatuses() : []),
+    });
+    this.#metrics = metrics;
+    return metrics;
+  }
+
+  /** The named upstreams of the config serving. */
+  #liveUpstreams(): Upstream[] {
+    const app = this.#app;
+    return Object.keys(app.config.upstreams).flatMap((name) => app.upstream(name) ?? []);
+  }
+
+  /** The cache zones of the config serving. */
+  #liveZones(): CacheZone[] {
+    const app = this.#app;
+    return Object.keys(app.config.caches).flatMap((name) => app.cacheZone(name) ?? []);
+  }
+
+  #certificateStatuses(): StatusReport['certificates'] {
+    return certificateStatuses(this.#app.config, this.#acme?.managers() ?? []);
+  }
+
+  /** The admin API's URL: the one its wiring set, else its `listen` from the config (null: none). */
+  #adminUrl(): string | null {
+    if (this.adminUrl !== null) return this.adminUrl;
+    const admin = this.#app.config.admin;
+    if (admin?.listen === undefined) return null;
+    return `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`;
+  }
+
   // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
 
-  /** `GET /status`: this process's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
+  /**
+   * What this process knows (a worker's part of the primary's report), with every route's, upstream's and
+   * server's latency histogram (for merging; the report served leaves them out).
+   */
+  processStatus(): ProcessStatus {
+    const counting = this.#counting;
+    const metrics = counting ? this.#metrics : undefined;
+    return processStatus({
+      routes: counting ? this.#app.routeTraffic : [],
+      all: metrics?.routes() ?? [],
+      upstreams: this.#liveUpstreams(),
+      zones: this.#liveZones(),
+      metrics,
+      connections: { open: this.#listeners.openConnections, streams: this.#app.openStreams() },
+    });
+  }
+
+  /** This process's registry as JSON (a worker's, for the primary to aggregate). */
+  metricsJson(): ReturnType<Metrics['json']> {
+    return this.#metricsNow().json();
+  }
+
+  /** `GET /status`: this process's whole view: traffic, servers, caches, certificates (see `StatusReport`). */
   async statusReport(): Promise<StatusReport> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
+    const config = this.#app.config;
+    return {
+      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
+      started: new Date(this.#startedAt).toISOString(),
+      config_digest: config.digest ?? '',
+      admin: this.#adminUrl(),
+      workers: null,
+      certificates: this.#certificateStatuses(),
+      counting: this.#counting,
+      ...withoutHistograms(this.processStatus()),
+    };
   }
 
-  /** `GET /metrics`: Prometheus text of this process's registry. */
+  /**
+   * `GET /metrics`: Prometheus text of this process's registry. With counting off (no `admin`), only the process
+   * metrics have values.
+   */
   async metricsText(): Promise<{ contentType: string; body: string }> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+    const metrics = this.#metricsNow();
+    return { contentType: metrics.registry.contentType, body: await metrics.text() };
   }
 
-  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  /**
+   * An operator's action on one server (see `nextOverride`): kept in the state directory (memory only without
+   * one), then applied to every live upstream of the name (the one serving and those a reload replaced that still
+   * drain). Resolves with the server's status after it. 404 for an unknown upstream or server id, 400 for a bad
+   * weight (PorticoError).
+   */
   async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
-    void upstream;
-    void server;
-    void action;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+    checkServerId(this.#app.config, upstream, server);
+    const override = nextOverride(this.#operator.get(upstream, server), action);
+    await this.#operator.set(upstream, server, override);
+    return this.#applyOverride(upstream, server, override);
   }
 
-  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
+  /**
+   * A worker: the primary's override of one server (which the primary checked and kept), applied here; the
+   * server's status here after it (undefined: this config has no such server).
+   */
+  setServerOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus | undefined {
+    void this.#operator.set(upstream, server, override);
+    const held = this.#app.upstream(upstream)?.server(server);
+    return held === undefined ? undefined : this.#applyOverride(upstream, server, override);
+  }
+
+  #applyOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus {
+    let last: UpstreamServer | undefined;
+    for (const live of this.#upstreams.live(upstream)) {
+      const found = live.server(server);
+      if (found === undefined) continue;
+      live.setOperator(found, override?.admin ?? 'enabled', override?.weight);
+      last ??= found;
+    }
+    // A reload that dropped the server while the change was being written: it is kept for when it comes back.
+    const serving = this.#app.upstream(upstream)?.server(server) ?? last;
+    if (serving === undefined) throw new PorticoError('PORTICO_NOT_FOUND', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
+    return serverStatus(serving);
+  }
+
+  /**
+   * A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates: see `planPurge`), in this
+   * process. 404 for an unknown zone, 400 for a URL that is not absolute http(s) or a prefix the zone's keys
+   * cannot be matched on (PorticoError).
+   */
   async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
-    void zone;
-    void target;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+    const match = planPurge(this.#app.config, zone, target);
+    const found = this.#app.cacheZone(zone);
+    return { purged: found === undefined ? 0 : await purgeInZone(found, match) };
   }
 
   /** Reopens the log files (access log, error log file) after a rotation. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * Reopens this process's log files at their paths (SIGUSR1, `portico reopen`): the error log's file and the
+   * access log of the config serving and of those still draining after a reload. What was buffered is written to
+   * the file as it was (the renamed one) first.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    this.#app.reopenLog();
+    for (const app of this.#retiring) app.reopenLog();
+    const config = this.#app.config;
+    const files = [config.log.access, config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    this.#logger.info({ files, error_log_files: errorFiles }, 'logs reopened');
+    return { pid: process.pid, files };
   }
 
   /** Reloads, deploys, upgrades and status, serialised: what SIGHUP and the control socket call. */
@@ -420,6 +621,11 @@ export class Portico {
     return this.#supervisor;
   }
 
+  /** The admin listener's URL (null: none). */
+  get adminUrl(): string | null {
+    return this.#admin?.url ?? null;
+  }
+
   /** The state directory's path (undefined: none). */
   get stateDir(): string | undefined {
     return this.#state?.path;
@@ -444,6 +650,8 @@ export class Portico {
   /** An upgrade's old process whose new one failed after `handOver`: the lock and the disk folders are this one's again. */
   async takeBack(): Promise<void> {
     this.#state?.takeBack();
+    // The pid file names this process again, should the new one have written its own before it failed.
+    this.#pidFile?.write();
     await this.#zones.releaseDisks();
   }
 
@@ -455,6 +663,25 @@ export class Portico {
     this.#state?.claim(this.#logger);
     await this.#zones.releaseDisks();
     if (this.#options.control === true) await this.#startControl(this.#app.config);
+    await this.#admin?.start(this.#app.config);
+    // The pid file names the process that serves: this one from now (the old one leaves it when it stops).
+    this.#writePidFile();
+  }
+
+  /** Writes the pid file: `portico run`'s (default in the state directory), or one the config names. */
+  #writePidFile(): void {
+    if (this.#worker !== undefined) return;
+    const config = this.#app.config;
+    if (this.#options.control !== true && config.pid_file === undefined) return;
+    const file = pidFilePath(config, this.#state?.path);
+    if (file === undefined) return;
+    this.#pidFile = new PidFile(file, this.#logger);
+    this.#pidFile.write();
+  }
+
+  /** The pid file's path (undefined: none written). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -474,12 +701,20 @@ export class Portico {
     this.#upgrade = this.#upgrade === undefined ? undefined : { predecessor: this.#upgrade.predecessor, sockets: [] };
     if (upgrading) await this.#updateAcme(this.#app.config);
     try {
+      // The control socket's folder opens before anything is served: the operator's drains kept there apply first.
+      const controlDir = this.#options.control === true && this.#openControlDir(this.#app.config);
       await this.#supervisor?.start();
       await this.#listeners.start(inherited);
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
       // listener would otherwise be closed over it.
-      if (this.#options.control === true && this.#openControlDir(this.#app.config) && !upgrading) await this.#startControl(this.#app.config);
+      if (controlDir && !upgrading) await this.#startControl(this.#app.config);
+      // Likewise the admin listener: an upgrade's new process binds it in `succeeded`.
+      if (!upgrading) await this.#admin?.start(this.#app.config);
+      if (!upgrading) this.#writePidFile();
     } catch (err) {
+      await this.#admin?.stop(0);
+      await this.#control?.stop(0);
+      this.#control = undefined;
       this.#acme?.stop();
       await this.#listeners.stop(0);
       await this.#app.stop();
@@ -512,11 +747,14 @@ export class Portico {
     // The first config with `spawn` brings the Supervisor; its instances start before the swap, as at start.
     const supervisor = this.#worker === undefined && this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
     if (supervisor !== undefined) this.#supervisor = supervisor;
+    // Counting starts with the first config that has `admin` (and stops for the apps and upstreams of one without).
+    this.#count(config);
     const upstreams = this.#upstreams.resolve(config, this.#appState.stickyKey);
     const kept = this.#kept.plan();
     let next: App | undefined;
     let listeners;
     let prepared: SupervisorLike | undefined;
+    let admin: AdminPlan | undefined;
     try {
       // Upstreams this config adds start before the swap, as the first ones do (their routes must not answer 503
       // until their instances are up); a user/group the Supervisor cannot use is refused here, before anything
@@ -526,12 +764,14 @@ export class Portico {
         else await this.#supervisor.prepare(config);
         prepared = this.#supervisor;
       }
-      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep }, this.#appState);
+      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
+      admin = await this.#admin?.prepare(config);
       listeners = await this.#listeners.prepare(config.listen);
     } catch (err) {
+      await admin?.discard();
       await next?.stop();
       if (supervisor !== undefined) {
         this.#supervisor = undefined;
@@ -553,6 +793,9 @@ export class Portico {
     // The swap: from here on nothing fails, and nothing waits for the previous config.
     caches.commit();
     upstreams.commit();
+    // The operator's say holds across reloads: the new upstreams take it before they serve (nothing awaits from
+    // here to the swap, so no action can come in between).
+    for (const upstream of upstreams.fresh) this.#operator.applyTo(upstream);
     // Instances that started or moved while the new upstreams were being built: their slots catch up.
     const running = this.#supervisor;
     if (running !== undefined) for (const upstream of upstreams.fresh) upstream.syncSlots((name, slot) => running.port(name, slot));
@@ -563,6 +806,8 @@ export class Portico {
     const previous = this.#app;
     next.certificates.adopt(previous.certificates);
     this.#app = next;
+    this.#counting = config.admin !== undefined;
+    this.#countUpstreams();
     if (this.#followLogLevel) this.#logger.level = config.log.level;
     // A Supervisor from before learns the new config: instance counts apply at once, changed commands roll.
     const deploying = supervisor === undefined && this.#supervisor !== undefined ? this.#supervisor.update(config) : [];
@@ -570,6 +815,7 @@ export class Portico {
     // The addresses no longer listed drain in the background (cut after the grace period; `stop()` waits for
     // them): a long-lived tunnel on one must not hold the reload up.
     void listeners.commit();
+    admin?.commit();
     this.#retire(previous, upstreams.retired, caches.retired, dropped);
     await this.#updateAcme(config);
     return deploying;
@@ -584,6 +830,7 @@ export class Portico {
     const started = Date.now();
     // A config still draining from an earlier reload may use what this one retires (an upstream two configs kept).
     const earlier = [...this.#draining];
+    this.#retiring.add(previous);
     const drained = previous
       .drain(this.#reloadGraceMs)
       .then(async ({ open, cut }) => {
@@ -593,6 +840,7 @@ export class Portico {
           else this.#logger.info(line, 'previous config drained');
         }
         await previous.stop();
+        this.#retiring.delete(previous);
         await Promise.all(earlier);
         // Every client of the previous configs is gone: an upstream request still running is for nobody.
         await this.#upstreams.stopRetired(upstreams, 1000);
@@ -632,7 +880,8 @@ export class Portico {
   async stop(graceMs = 10_000, lingerIdle = false): Promise<void> {
     this.#stopped = true;
     this.#operations.stop();
-    await this.#control?.stop();
+    this.#admin?.stopping();
+    await Promise.all([this.#control?.stop(), this.#admin?.stop()]);
     this.#acme?.stop();
     await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.
@@ -645,6 +894,8 @@ export class Portico {
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#zones.stop();
+    await this.#operator.settled();
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }

@@ -21,7 +21,10 @@ import { describeError, formatConfigIssue, PorticoError } from '../errors.js';
 import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS, FIRST_BACKOFF_MS, MAX_BACKOFF_MS } from '../supervise/crashes.js';
 import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
-import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import type { ProcessStatus, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { Metrics } from '../metrics/metrics.js';
+import { certificateStatuses, mergeProcessStatus, scrapeSource, withoutHistograms } from './status.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
 import type { AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -31,7 +34,15 @@ import { Upstream } from '../upstream/upstream.js';
 import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
+import { AdminService, adminParts, type AdminPlan } from './admin.js';
+import type { AdminApiOptions } from '../control/admin-api.js';
+import { PidFile, pidFilePath } from './pid-file.js';
+import { restartOnlyChanges } from './restart-only.js';
+import { reopenErrorLogFiles } from '../log/error-log.js';
+import { onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
+import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
+import { planPurge } from './purge.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
 export const WORKER_ENV = 'PORTICO_WORKER';
@@ -45,8 +56,25 @@ const STICKY_KEY_FILE = 'sticky.key';
 const START_TIMEOUT_MS = 30_000;
 /** How long the workers may take to reload. */
 const RELOAD_TIMEOUT_MS = 60_000;
+/** How long the primary waits for each worker to say it reopened its logs. */
+const REOPEN_TIMEOUT_MS = 2_000;
 /** How long past a move's `drainMs` the primary waits for the workers to confirm it (then the Supervisor goes on). */
 const MOVE_MARGIN_MS = 2_000;
+/** How long the primary waits for each worker's answer to an operator's action or purge. */
+const ASK_TIMEOUT_MS = 2_000;
+/** How long the primary waits for each worker's status and metrics (a worker that does not answer is left out). */
+const STATUS_TIMEOUT_MS = 2_000;
+
+/** A registry as JSON (prom-client's `getMetricsAsJSON`), as a worker sends it. */
+type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** One worker's answer to `status` (undefined fields: it did not answer in time). */
+interface WorkerAnswer {
+  slot: number;
+  pid: number | undefined;
+  status: ProcessStatus | undefined;
+  metrics: MetricsJson | undefined;
+}
 
 /**
  * How workers accept connections: `cluster`, node:cluster's round robin (the primary accepts each connection and
@@ -84,12 +112,18 @@ export type ToWorker =
       certificates: HeldCertificate[];
       /** The port serving each spawned slot now: upstream, slot, port. */
       slots: Array<[string, string, number]>;
+      /** The operator's say on servers (drain, disable, weight), as the primary holds it. */
+      servers: OverrideList;
     }
+  | { t: 'servers'; seq: number; upstream: string; id: string; override: ServerOverride | null }
+  | { t: 'purgeTarget'; seq: number; zone: string; target: PurgeTarget }
   | { t: 'moved'; seq: number; upstream: string; slot: string; port: number | null; drainMs: number }
   | { t: 'check'; upstream: string; label: string; healthy: boolean; passed: boolean; started: number }
   | { t: 'purge'; zone: string; kind: 'key' | 'prefix'; value: string }
   | { t: 'reload'; seq: number; config: string }
+  | { t: 'status'; seq: number }
   | { t: 'stop'; graceMs: number }
+  | { t: 'reopen'; seq: number }
   | { t: 'challenge'; token: string; value: string | null }
   | { t: 'certificate'; certificate: HeldCertificate }
   | { t: 'uncertificate'; id: string };
@@ -101,7 +135,11 @@ export type ToPrimary =
   | { t: 'failed'; error: string }
   | { t: 'reloaded'; seq: number; error?: string }
   | { t: 'moved'; seq: number }
-  | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string };
+  | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string }
+  /** The answer to `servers` (the server's status in that worker; null: its config has no such server) or `purgeTarget`. */
+  | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string }
+  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson }
+  | { t: 'reopened'; seq: number; error?: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
 export function reusePortAvailable(version: string = process.versions.node): boolean {
@@ -222,9 +260,11 @@ export interface PrimaryOptions {
   /** Builds the Supervisor of the app servers (`spawn`); default: the real one. */
   supervisor?: SupervisorFactory;
   /** Where the primary's lines go (stderr in `portico run`). */
-  say: (line: string) => void;
+  say: (line: string, level?: 'info' | 'warn' | 'error') => void;
   /** Extra environment for every worker (`--dev`'s certificate folder). */
   env?: Record<string, string>;
+  /** The admin API's options (tests: a shorter `/events` interval). */
+  admin?: AdminApiOptions;
 }
 
 /**
@@ -275,6 +315,26 @@ export class Primary {
   /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
   #deploys: Promise<void> = Promise.resolve();
   readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  /** The operator's say on servers: the truth, kept in the state directory; every worker gets it. */
+  readonly #operator: ServerOverrides;
+  #askSeq = 0;
+  /** Questions to the workers waiting for answers (`#ask`): seq → worker id → answered. */
+  readonly #askWaits = new Map<number, Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>>();
+  /** The admin API (on the control socket, and at `admin.listen`): the primary's, never a worker's. */
+  readonly #admin: AdminService;
+  #statusSeq = 0;
+  /** Status requests waiting for the workers' answers: seq → worker id → answered. */
+  readonly #statusWaits = new Map<number, Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>>();
+  /**
+   * The primary's own metrics: its process's, and the certificates it holds (the workers count the traffic and
+   * report the servers and zones; the primary's own health checkers would say nothing of their operator state).
+   */
+  #metrics: { metrics: Metrics; answered: Gauge } | undefined;
+  #reopenSeq = 0;
+  /** Reopens waiting for the workers' answers: seq → worker id → done. */
+  readonly #reopenWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
+  /** The pid file, written once every worker serves. */
+  #pidFile: PidFile | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -296,9 +356,12 @@ export class Primary {
       }
     })();
     if (config.state_dir !== undefined) this.#state = StateDir.open(config.state_dir, logger);
+    this.#operator = new ServerOverrides(logger);
+    if (this.#state !== undefined) this.#operator.load(this.#state);
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
     this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
+
     this.#operations = new Operations(
       {
         config: () => this.#config,
@@ -309,6 +372,7 @@ export class Primary {
           if (supervisor === undefined) return Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'this Portico runs no app servers (no upstream has spawn)'));
           return supervisor.deploy(upstream, progress);
         },
+        reopen: () => this.#reopen(),
         upgrade: () =>
           Promise.reject(
             new PorticoError('PORTICO_UNSUPPORTED', `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`),
@@ -316,6 +380,17 @@ export class Primary {
       },
       logger,
     );
+    this.#admin = new AdminService(adminParts(this), logger, options.admin);
+  }
+
+  /** The config now serving. */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The admin listener's URL (null: none). */
+  get adminUrl(): string | null {
+    return this.#admin.url;
   }
 
   /** Reloads, deploys and status, serialised: what SIGHUP and the control socket call. */
@@ -360,6 +435,10 @@ export class Primary {
         this.#supervisor = this.#supervisorFactory(this.#config, this.#logger, this.#sink);
         await this.#supervisor.start();
       }
+      // The control socket's folder (the state directory, or the default one beside the config when it names none)
+      // is opened before the workers start: the operator's drains kept there are in their `init`.
+      this.#state ??= openControlDir(this.#config, this.#logger);
+      if (this.#state !== undefined) this.#operator.load(this.#state);
       this.#startChecks(this.#config);
       for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, told: false, timer: undefined });
       const [first, ...rest] = this.#slots;
@@ -368,13 +447,17 @@ export class Primary {
         if (listener.addr.port === 0 && this.#addresses[i] !== undefined) this.#ports.set(listener.addr.text, this.#addresses[i]!.port);
       });
       await Promise.all(rest.map((slot) => this.#fork(slot)));
-      // The control socket once every worker serves (a reload must reach them all); its folder is the state
-      // directory (the default one beside the config when it names none).
-      this.#state ??= openControlDir(this.#config, this.#logger);
+      // The control socket once every worker serves (a reload must reach them all).
       if (this.#state !== undefined) {
-        const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger);
+        const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger, { admin: this.#admin.api });
         await control.start();
         this.#control = control;
+      }
+      await this.#admin.start(this.#config);
+      const pidFile = pidFilePath(this.#config, this.#state?.path);
+      if (pidFile !== undefined) {
+        this.#pidFile = new PidFile(pidFile, this.#logger);
+        this.#pidFile.write();
       }
     } catch (err) {
       await this.stop(1000);
@@ -445,6 +528,7 @@ export class Primary {
         const [upstream, slot] = key.split('\0') as [string, string];
         return [upstream, slot, port];
       }),
+      servers: this.#operator.list(),
     };
   }
 
@@ -515,6 +599,12 @@ export class Primary {
       this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
     } else if (message.t === 'moved') {
       this.#moveWaits.get(message.seq)?.get(worker.id)?.();
+    } else if (message.t === 'answer') {
+      this.#askWaits.get(message.seq)?.get(worker.id)?.(message);
+    } else if (message.t === 'status') {
+      this.#statusWaits.get(message.seq)?.get(worker.id)?.(message);
+    } else if (message.t === 'reopened') {
+      this.#reopenWaits.get(message.seq)?.get(worker.id)?.(message.error);
     }
   }
 
@@ -528,15 +618,18 @@ export class Primary {
     for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     // A worker gone has nothing in flight on a previous port.
     for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
+    for (const waits of this.#askWaits.values()) waits.get(worker.id)?.(undefined);
+    for (const waits of this.#statusWaits.values()) waits.get(worker.id)?.(undefined);
+    for (const waits of this.#reopenWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
-    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`);
-    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`);
+    this.#options.say(`portico: worker ${slot.index} (pid ${worker.process.pid}) exited ${how}; replacing it in ${delay} ms`, 'warn');
+    if (loopBegins) this.#options.say(`portico: workers crash loop: ${recent} exits within ${CRASH_WINDOW_MS / 1000} s; replacements wait up to ${MAX_BACKOFF_MS / 1000} s`, 'error');
     slot.timer = setTimeout(() => {
       slot.timer = undefined;
       if (this.#stopping) return;
-      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`));
+      this.#fork(slot).catch((err: unknown) => this.#options.say(`portico: ${describeError(err)}`, 'error'));
     }, delay);
   }
 
@@ -569,7 +662,13 @@ export class Primary {
       if (!this.#checkers.some((u) => u.name === upstream && u.servers.some((s) => s.label === label))) this.#health.delete(key);
     }
     for (const upstream of previous) void upstream.stop(0);
+    this.#applyToCheckers();
     for (const upstream of this.#checkers) upstream.start();
+  }
+
+  /** The health-checking upstreams carry the operator's say too (what the primary's status reads of a server). */
+  #applyToCheckers(): void {
+    for (const upstream of this.#checkers) this.#operator.applyTo(upstream);
   }
 
   /** The primary's ACME orders (one per site, whatever the worker count); certificates go to every worker. */
@@ -615,12 +714,24 @@ export class Primary {
     const file = this.#config.file;
     progress({ message: `reading ${file}` });
     const { config, text } = this.#options.load();
-    const warnings = config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` }));
+    const warnings = [...config.warnings.map((w) => formatConfigIssue({ ...w, message: `warning: ${w.message}` })), ...restartOnlyChanges(this.#config, config)];
     for (const warning of warnings) progress({ message: warning });
-    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`);
+    if (config.workers !== this.#count) this.#options.say(`portico: workers changed from ${this.#count} to ${config.workers}: takes effect on restart`, 'warn');
     if (config.state_dir !== this.#config.state_dir) {
       throw new PorticoError('PORTICO_STATE_DIR', `state_dir changed from ${this.#config.state_dir ?? '(none)'} to ${config.state_dir ?? '(none)'}: restart Portico to move it`);
     }
+    // A new admin address is bound first: a port in use refuses the reload before anything changed.
+    const admin: AdminPlan = await this.#admin.prepare(config);
+    try {
+      return await this.#reloadWith(config, text, warnings, progress, admin);
+    } catch (err) {
+      await admin.discard();
+      throw err;
+    }
+  }
+
+  /** The rest of `#reloadFile`, once the admin listener's new address (if any) is bound: committed with the workers'. */
+  async #reloadWith(config: Config, text: string, warnings: string[], progress: Progress, admin: AdminPlan): Promise<Record<string, unknown>> {
     // The first config with `spawn` brings the Supervisor; a running one starts the upstreams this config adds
     // (refusing a user/group it cannot use): before the workers swap, so that no new route answers 503.
     const fresh = this.#supervisor === undefined && hasSpawn(config) ? this.#supervisorFactory(config, this.#logger, this.#sink) : undefined;
@@ -654,6 +765,7 @@ export class Primary {
     }
     this.#config = config;
     this.#text = text;
+    admin.commit();
     this.#startChecks(config);
     const deploying = prepared === undefined ? [] : prepared.update(config);
     this.#deploy(deploying, progress);
@@ -712,36 +824,224 @@ export class Primary {
     };
   }
 
+  /** The primary's own metrics, made on first need (a scrape). */
+  #ownMetrics(): { metrics: Metrics; answered: Gauge } {
+    if (this.#metrics !== undefined) return this.#metrics;
+    const metrics = new Metrics();
+    const answered = new Gauge({
+      name: 'portico_workers_answered',
+      help: 'Workers whose metrics are in this scrape (the others did not answer within 2 s).',
+      registers: [metrics.registry],
+    });
+    metrics.source = scrapeSource({
+      upstreams: () => [],
+      zones: () => [],
+      connections: () => ({ open: 0, streams: 0 }),
+      certificates: () => this.#certificateStatuses(),
+    });
+    this.#metrics = { metrics, answered };
+    return this.#metrics;
+  }
+
+  /** The certificates the primary's config and ACME orders serve. */
+  #certificateStatuses(): StatusReport['certificates'] {
+    return certificateStatuses(this.#config, this.#acme?.managers() ?? []);
+  }
+
+  /**
+   * Asks every worker for its status and metrics; resolves with each slot's answer, a worker that does not answer
+   * within STATUS_TIMEOUT_MS (or exits meanwhile, or has none running) left without one.
+   */
+  async #askWorkers(): Promise<WorkerAnswer[]> {
+    const seq = ++this.#statusSeq;
+    const waits = new Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>();
+    this.#statusWaits.set(seq, waits);
+    try {
+      return await Promise.all(
+        this.#slots.map((slot) => {
+          const worker = slot.worker;
+          const answer: WorkerAnswer = { slot: slot.index, pid: slot.pid, status: undefined, metrics: undefined };
+          if (worker === undefined || !slot.told || !worker.isConnected()) return answer;
+          return new Promise<WorkerAnswer>((resolve) => {
+            const timer = setTimeout(() => resolve(answer), STATUS_TIMEOUT_MS);
+            waits.set(worker.id, (message) => {
+              clearTimeout(timer);
+              resolve(message === undefined ? answer : { ...answer, status: message.status, metrics: message.metrics });
+            });
+            worker.send({ t: 'status', seq } satisfies ToWorker, (err: Error | null) => {
+              if (err !== null) waits.get(worker.id)?.(undefined);
+            });
+          });
+        }),
+      );
+    } finally {
+      this.#statusWaits.delete(seq);
+    }
+  }
+
   // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
 
-  /** `GET /status`: the primary's and every worker's whole view (metrics + status issue part: traffic, servers, caches, certificates). */
+  /**
+   * `GET /status`: the primary's view (operations, certificates, instances) and every worker's traffic, servers and
+   * caches, merged (see `mergeProcessStatus`); a worker that did not answer within 2 s is marked `answered: false`.
+   */
   async statusReport(): Promise<StatusReport> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'status report: not built yet');
+    const answers = await this.#askWorkers();
+    const merged = mergeProcessStatus(answers.flatMap((a) => (a.status === undefined ? [] : [a.status])));
+    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
+    const admin = this.#config.admin;
+    return {
+      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
+      started: new Date(this.#startedAt).toISOString(),
+      config_digest: this.#config.digest ?? '',
+      admin: this.adminUrl ?? (admin?.listen === undefined ? null : `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`),
+      workers: answers.map((a) => ({ slot: a.slot, pid: a.pid, answered: a.status !== undefined })),
+      certificates: this.#certificateStatuses(),
+      counting: admin !== undefined,
+      ...withoutHistograms(merged),
+    };
   }
 
-  /** `GET /metrics`: Prometheus text of the primary's and every worker's registry. */
+
+  /**
+   * `GET /metrics`: every worker's registry and the primary's own, aggregated by prom-client
+   * (`AggregatorRegistry.aggregate`: counters and histograms summed, each gauge by its aggregator). A worker that
+   * did not answer within 2 s is left out (`portico_workers_answered` says how many did).
+   */
   async metricsText(): Promise<{ contentType: string; body: string }> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'metrics: not built yet');
+    const answers = await this.#askWorkers();
+    const lists = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
+    const own = this.#ownMetrics();
+    own.answered.set(lists.length);
+    lists.push(await own.metrics.json());
+    const registry = AggregatorRegistry.aggregate(lists);
+    return { contentType: registry.contentType, body: await registry.metrics() };
   }
 
-  /** An operator's action on one server: applied to every live upstream of the name, kept in the state directory. */
+  /**
+   * An operator's action on one server (see `nextOverride`): checked against the config (404 unknown upstream or
+   * server id, 400 bad weight), kept in the state directory (memory only without one), then sent to every worker
+   * (a worker started later gets it in `init`). Resolves with the server's status (in flight summed over the
+   * workers that answered within 2 s; with none, from the primary's own view).
+   */
   async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
-    void upstream;
-    void server;
-    void action;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'server actions: not built yet');
+    checkServerId(this.#config, upstream, server);
+    const override = nextOverride(this.#operator.get(upstream, server), action);
+    await this.#operator.set(upstream, server, override);
+    const checker = this.#checkers.find((u) => u.name === upstream);
+    const held = checker?.server(server);
+    if (checker !== undefined && held !== undefined) checker.setOperator(held, override?.admin ?? 'enabled', override?.weight);
+    const answers = await this.#tellOverride(upstream, server, override);
+    const statuses = answers.flatMap(({ answer }) => (answer?.status === undefined || answer.status === null ? [] : [answer.status]));
+    const [first, ...rest] = statuses;
+    if (first === undefined) return held === undefined ? configuredServerStatus(this.#config, upstream, server, override) : serverStatus(held);
+    return { ...first, in_flight: rest.reduce((sum, status) => sum + status.in_flight, first.in_flight) };
   }
 
-  /** A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates). */
-  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
-    void zone;
-    void target;
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'purge by URL: not built yet');
+  /**
+   * The operator's say on a server as the primary holds it (undefined: as the config has it): for the status
+   * report of a server the primary has no health-checking copy of.
+   */
+  serverOverride(upstream: string, id: string): ServerOverride | undefined {
+    return this.#operator.get(upstream, id);
   }
 
-  /** Reopens the log files (access log, error log file) after a rotation. */
+  /** Sends one server's override to every worker told its `init`; resolves with their answers (within 2 s). */
+  #tellOverride(upstream: string, id: string, override: ServerOverride | undefined): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
+    return this.#ask((seq) => ({ t: 'servers', seq, upstream, id, override: override ?? null }));
+  }
+
+  /**
+   * A purge by URL or URL prefix in the zone `zone` (see `planPurge`: checked here against the config, 404 unknown
+   * zone, 400 bad URL), made by every worker with its own routes' keys; resolves with the sum of their counts. A
+   * worker that does not answer within 2 s is named in `unanswered` (its slot numbers).
+   */
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number; unanswered?: number[] }> {
+    planPurge(this.#config, zone, target);
+    const answers = await this.#ask((seq) => ({ t: 'purgeTarget', seq, zone, target }));
+    let purged = 0;
+    const unanswered: number[] = [];
+    for (const { slot, answer } of answers) {
+      if (answer === undefined || answer.error !== undefined || answer.purged === undefined) unanswered.push(slot);
+      else purged += answer.purged;
+    }
+    return unanswered.length === 0 ? { purged } : { purged, unanswered };
+  }
+
+  /**
+   * Asks every worker told its `init` one question (`make(seq)`) and resolves with each one's answer, or undefined
+   * for one that did not answer within ASK_TIMEOUT_MS (or exited).
+   */
+  async #ask(make: (seq: number) => ToWorker): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
+    const seq = ++this.#askSeq;
+    const waits = new Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>();
+    this.#askWaits.set(seq, waits);
+    const message = make(seq);
+    try {
+      return await Promise.all(
+        this.#slots
+          .filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected())
+          .map((slot) => {
+            const worker = slot.worker!;
+            return new Promise<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>((resolve) => {
+              const timer = setTimeout(() => resolve({ slot: slot.index, answer: undefined }), ASK_TIMEOUT_MS);
+              const done = (answer: Extract<ToPrimary, { t: 'answer' }> | undefined): void => {
+                clearTimeout(timer);
+                resolve({ slot: slot.index, answer });
+              };
+              waits.set(worker.id, done);
+              worker.send(message, (err: Error | null) => void (err !== null && done(undefined)));
+            });
+          }),
+      );
+    } finally {
+      this.#askWaits.delete(seq);
+    }
+  }
+
+  /** Reopens the log files (access log, error log file) after a rotation: the primary's, then every worker's. */
   async reopenLogs(): Promise<void> {
-    throw new PorticoError('PORTICO_UNSUPPORTED', 'reopen: not built yet');
+    await this.#reopen();
+  }
+
+  /**
+   * SIGUSR1, `portico reopen`: the primary reopens its error-log file, then every worker reopens its own and its
+   * access log (`{ t: 'reopen' }`); each worker answers, or is reported after REOPEN_TIMEOUT_MS. A worker started
+   * later opens the files anew anyway. Throws PORTICO_REOPEN_FAILED naming the workers that did not.
+   */
+  async #reopen(): Promise<Record<string, unknown>> {
+    const errorFiles = reopenErrorLogFiles();
+    const seq = ++this.#reopenSeq;
+    const waits = new Map<number, (error: string | undefined) => void>();
+    this.#reopenWaits.set(seq, waits);
+    const live = this.#slots.filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected());
+    const replies = live.map((slot) => {
+      const worker = slot.worker!;
+      return new Promise<string | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${REOPEN_TIMEOUT_MS / 1000} s`), REOPEN_TIMEOUT_MS);
+        waits.set(worker.id, (error) => {
+          clearTimeout(timer);
+          resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
+        });
+        worker.send({ t: 'reopen', seq } satisfies ToWorker, (err: Error | null) => {
+          if (err !== null) waits.get(worker.id)?.(err.message);
+        });
+      });
+    });
+    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
+    this.#reopenWaits.delete(seq);
+    const files = [this.#config.log.access, this.#config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
+    if (errors.length > 0) {
+      this.#logger.warn({ files, errors }, `logs reopened; not by every worker: ${errors.join('; ')}`);
+      throw new PorticoError('PORTICO_REOPEN_FAILED', `not every worker reopened its logs: ${errors.join('; ')}`);
+    }
+    this.#logger.info({ files, error_log_files: errorFiles, workers: live.length }, 'logs reopened');
+    return { pid: process.pid, files, workers: live.length };
+  }
+
+  /** The pid file's path (undefined: none). */
+  get pidFile(): string | undefined {
+    return this.#pidFile?.path;
   }
 
   /**
@@ -752,7 +1052,8 @@ export class Primary {
   async stop(graceMs = 10_000): Promise<void> {
     this.#stopping = true;
     this.#operations.stop();
-    await this.#control?.stop();
+    this.#admin.stopping();
+    await Promise.all([this.#control?.stop(), this.#admin.stop()]);
     this.#acme?.stop();
     for (const upstream of this.#checkers) void upstream.stop(0);
     const exits = this.#slots.map((slot) => {
@@ -772,6 +1073,8 @@ export class Primary {
     await Promise.all(exits);
     await this.#supervisor?.stop();
     await this.#deploys;
+    await this.#operator.settled();
+    this.#pidFile?.remove();
     this.#state?.release();
   }
 }
@@ -835,6 +1138,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         listeners: { ticketKeys: Buffer.from(init.ticketKeys, 'hex'), reusePort: init.accept === 'reuseport', ports },
         purged: (zone, kind, value) => send({ t: 'purged', zone, kind, value }),
         slotPort: (upstream, name) => slotPorts.get(`${upstream}\0${name}`),
+        servers: init.servers,
       },
     });
     for (const certificate of init.certificates) server.certificates.install(certificate.id, certificate.hosts, certificate.cert, certificate.key);
@@ -854,6 +1158,8 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
   };
   // The primary drives reloads and stops; a terminal's signals reach the whole group, so a worker takes them too.
   process.on('SIGHUP', () => undefined);
+  // SIGUSR1 sent to a worker itself (the primary passes its own on as `reopen`): this worker's logs.
+  onReopenSignal(() => void server.reopenLogs().catch((err: unknown) => log.error({ err }, 'reopening the logs failed')));
   process.on('SIGINT', () => stop());
   process.on('SIGTERM', () => stop());
   // The primary is gone (killed): no one will replace or stop this worker; it stops serving.
@@ -866,6 +1172,15 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         break;
       case 'purge':
         void server.purge(message.zone, message.kind, message.value).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+        break;
+      case 'servers':
+        send({ t: 'answer', seq: message.seq, status: server.setServerOverride(message.upstream, message.id, message.override ?? undefined) ?? null });
+        break;
+      case 'purgeTarget':
+        server.purgeTarget(message.zone, message.target).then(
+          ({ purged }) => send({ t: 'answer', seq: message.seq, purged }),
+          (err: unknown) => send({ t: 'answer', seq: message.seq, error: describeError(err) }),
+        );
         break;
       case 'challenge':
         if (message.value === null) challenges.delete(message.token);
@@ -900,6 +1215,18 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
           .finally(() => send({ t: 'moved', seq: message.seq }));
         break;
       }
+      case 'status':
+        Promise.all([server.processStatus(), server.metricsJson()]).then(
+          ([status, metrics]) => send({ t: 'status', seq: message.seq, status, metrics }),
+          (err: unknown) => log.warn({ err }, 'status for the primary failed'),
+        );
+        break;
+      case 'reopen':
+        void server.reopenLogs().then(
+          () => send({ t: 'reopened', seq: message.seq }),
+          (err: unknown) => send({ t: 'reopened', seq: message.seq, error: describeError(err) }),
+        );
+        break;
       case 'stop':
         stop(message.graceMs);
         break;

@@ -140,6 +140,15 @@ export class AcmeManager {
     return this.#held?.cert;
   }
 
+  /** When the certificate in use expires (ms since the epoch), if there is one. */
+  get notAfter(): number | undefined {
+    return this.#held?.notAfter;
+  }
+
+  /** When the last order succeeded (ms since the epoch; undefined: none since start) and the last one's error, if it failed. */
+  lastRenewal: number | undefined = undefined;
+  lastError: string | undefined = undefined;
+
   /** Installs the stored certificate when it is still good, and plans the next order (now, when there is none). */
   start(): void {
     const cert = this.#options.state.read(`certificates/${this.id}.crt`);
@@ -214,6 +223,8 @@ export class AcmeManager {
       await state.write(`certificates/${this.id}.key`, key);
       await state.write(`certificates/${this.id}.crt`, cert);
       this.#failures = 0;
+      this.lastRenewal = this.#now();
+      this.lastError = undefined;
       if (this.#stopped) return false;
       sink.install(this.id, this.hosts, cert, key);
       this.#held = held;
@@ -223,6 +234,7 @@ export class AcmeManager {
       );
     } catch (err) {
       this.#failures++;
+      this.lastError = (err as Error).message;
       const first = this.#options.retryFirstMs ?? 60_000;
       const max = this.#options.retryMaxMs ?? 3_600_000;
       // ±10% jitter: many sites failing together (the CA down) do not all come back in the same second.
@@ -282,6 +294,11 @@ export class AcmeSites {
   constructor(options: AcmeOptions) {
     // One set of accounts for every manager, across reloads: sites on one account share it.
     this.#options = { ...options, accounts: options.accounts ?? new AcmeAccounts(options.state) };
+  }
+
+  /** Every site's manager (status). */
+  managers(): AcmeManager[] {
+    return [...this.#managers.values()];
   }
 
   /** The manager of the site naming `host`, if any (for tests and status). */

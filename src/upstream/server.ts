@@ -9,6 +9,7 @@ import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
 import type { Config } from '../config/load.js';
 import { skippingContinue } from './continue.js';
 import type { PolicyServer } from './policies/types.js';
+import type { ServerTraffic } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 type ServerConfig = UpstreamConfig['servers'][number];
@@ -95,7 +96,8 @@ export class ServerTarget {
 /** An app-server instance and what Portico knows of its state. */
 export class UpstreamServer implements PolicyServer {
   readonly id: number;
-  readonly weight: number;
+  /** The config's `weight` (1 for a spawned slot). */
+  readonly configWeight: number;
   readonly backup: boolean;
   /** `http://127.0.0.1:3001`, `unix:/run/app.sock`, or a spawned slot's name (`app#1`): for logs only, never sent to a client. */
   readonly label: string;
@@ -115,6 +117,10 @@ export class UpstreamServer implements PolicyServer {
   admin: 'enabled' | 'draining' | 'disabled' = 'enabled';
   /** The operator's weight (admin API), in force over the config's `weight` while set. */
   adminWeight: number | undefined = undefined;
+  /** The weight in force: the operator's (`adminWeight`) when set, else the config's. Policies weigh by it. */
+  get weight(): number {
+    return this.adminWeight ?? this.configWeight;
+  }
   /** The server's route for `sticky.app_cookie`, if it has one. */
   readonly route: string | undefined;
   /** Path prefix of the server URL (`''` or `/base`), prepended to forwarded paths. */
@@ -129,6 +135,11 @@ export class UpstreamServer implements PolicyServer {
   target: ServerTarget | undefined;
   /** Requests in flight (tunnels included). */
   active = 0;
+  /** Where its attempts are counted when counting is on (the same figures for the same id across reloads). */
+  traffic: ServerTraffic | undefined = undefined;
+  /** The last active check's outcome: when it began (ms since the epoch; 0: none yet) and whether it passed. */
+  lastCheckAt = 0;
+  lastCheckPassed = false;
   /**
    * The same app server in the other config while a reload's previous config drains (see `pairWith`): its
    * requests in flight count under `max_conns` here too, so that two configs never send it more than that.
@@ -153,6 +164,8 @@ export class UpstreamServer implements PolicyServer {
   /** When the ejection in force began. */
   ejectedAt = 0;
   ejections = 0;
+  /** Ejections since this server was built (status; `ejections` is the backoff step, reset once well). */
+  ejectionsTotal = 0;
   /** When the server last became available again (for slow start). */
   recoveredAt = 0;
   readonly #slowStartMs: number;
@@ -168,7 +181,7 @@ export class UpstreamServer implements PolicyServer {
     this.poolSize = upstream.keepalive;
     this.#slowStartMs = upstream.slow_start;
     if ('slot' in config) {
-      this.weight = 1;
+      this.configWeight = 1;
       this.backup = false;
       this.label = config.slot;
       this.name = config.slot;
@@ -180,7 +193,7 @@ export class UpstreamServer implements PolicyServer {
       this.healthy = this.target !== undefined;
       return;
     }
-    this.weight = config.weight;
+    this.configWeight = config.weight;
     this.backup = config.backup;
     this.label = config.url.text;
     this.name = config.name ?? encodeURIComponent(config.url.text);
@@ -260,9 +273,30 @@ export class UpstreamServer implements PolicyServer {
     return this.weight * Math.max(0.1, since / this.#slowStartMs);
   }
 
-  /** Whether the server may receive new requests now (health and ejection; capacity is separate). */
+  /**
+   * Whether the server may receive new requests now (health, ejection and the operator's say: neither draining nor
+   * disabled; capacity is separate).
+   */
   isAvailable(now: number): boolean {
-    return this.healthy && this.ejectedUntil <= now && this.target !== undefined;
+    return this.healthy && this.ejectedUntil <= now && this.target !== undefined && this.admin === 'enabled';
+  }
+
+  /**
+   * Whether a request pinned to this server (a sticky cookie, an app session's route) may go to it now: as
+   * `isAvailable`, but a draining server still takes its pinned clients (nginx Plus's drain); a disabled one none.
+   */
+  takesPinned(now: number): boolean {
+    return this.healthy && this.ejectedUntil <= now && this.target !== undefined && this.admin !== 'disabled';
+  }
+
+  /**
+   * Sets the operator's say (`admin`) and weight (`adminWeight`, undefined: the config's). Back to `enabled` from
+   * draining or disabled, the server ramps up again under `slow_start` as after a recovery.
+   */
+  setOperator(admin: 'enabled' | 'draining' | 'disabled', weight: number | undefined, rampUp = true): void {
+    if (rampUp && admin === 'enabled' && this.admin !== 'enabled' && this.#slowStartMs > 0) this.recoveredAt = Date.now();
+    this.admin = admin;
+    this.adminWeight = weight;
   }
 
   /**
@@ -308,8 +342,17 @@ export class UpstreamServer implements PolicyServer {
     return this.#failures.length >= maxFails;
   }
 
+  /** Passive failures recorded within the upstream's `passive.fail_timeout` before `now` (for status). */
+  recentFailures(now: number): number {
+    const since = now - this.#upstream.passive.fail_timeout;
+    let n = 0;
+    for (const at of this.#failures) if (at > since) n++;
+    return n;
+  }
+
   /** Ejects the server; each ejection soon after the last lasts twice as long (at most 8× the base). */
   eject(now: number, baseMs: number): void {
+    this.ejectionsTotal++;
     this.ejections = Math.min(this.ejections + 1, 4);
     this.ejectedUntil = now + baseMs * 2 ** (this.ejections - 1);
     this.ejectedAt = now;
@@ -343,11 +386,14 @@ export class UpstreamServer implements PolicyServer {
       this.healthy = previous.healthy;
       this.passes = previous.passes;
       this.fails = previous.fails;
+      this.lastCheckAt = previous.lastCheckAt;
+      this.lastCheckPassed = previous.lastCheckPassed;
     }
     this.#failures = [...previous.#failures];
     this.ejectedUntil = previous.ejectedUntil;
     this.ejectedAt = previous.ejectedAt;
     this.ejections = previous.ejections;
+    this.ejectionsTotal = previous.ejectionsTotal;
     this.recoveredAt = previous.recoveredAt;
     this.ewmaMs = previous.ewmaMs;
     this.#ewmaAt = previous.#ewmaAt;

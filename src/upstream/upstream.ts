@@ -6,7 +6,8 @@
  * max_conns and not already tried for this request; only when no primary is available at all do the backup
  * servers serve. A sticky cookie that names an available candidate wins over the policy; so does the route of
  * the app's session (`sticky.app_cookie`), primary or backup, as in mod_proxy_balancer and HAProxy. When nothing
- * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`).
+ * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`). A server
+ * the operator drained takes only the clients pinned to it (sticky cookie, app session route); one disabled, none.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -19,6 +20,7 @@ import { createPolicy, type PickContext, type Policy } from './policies/types.js
 import { UpstreamServer } from './server.js';
 import { sessionRoute } from './session-route.js';
 import { WaitQueue, type QueueEntry } from './wait-queue.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 
@@ -48,6 +50,8 @@ export interface UpstreamOptions {
    * it, or when it says none, a slot starts down until `moveSlot` gives it a port.
    */
   slotPort?: SlotPort | undefined;
+  /** The process's metrics when counting is on: each server's attempts are counted (see `UpstreamServer.traffic`). */
+  metrics?: Metrics | undefined;
 }
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
@@ -122,6 +126,7 @@ export class Upstream {
       return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
     });
     this.servers = [...fixed, ...spawned];
+    if (options.metrics !== undefined) for (const server of this.servers) server.traffic = options.metrics.server(name, server.name);
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
     this.#primaries = this.servers.filter((s) => !s.backup);
     this.#backups = this.servers.filter((s) => s.backup);
@@ -160,6 +165,11 @@ export class Upstream {
     const server = this.servers.find((s) => s.label === label);
     if (server === undefined || this.config.health === undefined) return;
     const now = Date.now();
+    // `started` 0: a worker's start-up snapshot of the health, not a check.
+    if (started !== 0) {
+      server.lastCheckAt = started;
+      server.lastCheckPassed = passed;
+    }
     if (healthy && !server.healthy) {
       server.healthy = true;
       server.recoveredAt = now;
@@ -242,6 +252,24 @@ export class Upstream {
     for (const server of this.servers) server.pairWith(undefined);
   }
 
+  /**
+   * The operator's say on a server (admin API; see `UpstreamServer.setOperator`): `admin` and `weight` (undefined:
+   * the config's). A weight change reaches the policies that built something from the weights (a hash ring).
+   * `rampUp` false: state read back at a start or reload, not a change now (no slow start).
+   */
+  setOperator(server: UpstreamServer, admin: UpstreamServer['admin'], weight: number | undefined, rampUp = true): void {
+    const reweigh = server.weight !== (weight ?? server.configWeight);
+    server.setOperator(admin, weight, rampUp);
+    if (!reweigh) return;
+    if (server.backup) this.#backupPolicy.reweigh?.();
+    else this.#policy.reweigh?.();
+  }
+
+  /** The server of this upstream whose stable id (`UpstreamServer.name`) is `id`. */
+  server(id: string): UpstreamServer | undefined {
+    return this.servers.find((server) => server.name === id);
+  }
+
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
   drain(): void {
     this.#checker?.stop();
@@ -291,7 +319,8 @@ export class Upstream {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
     const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
-    if (pinned?.isAvailable(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
+    // A pin to a draining server holds (its clients stay until the operator disables it).
+    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
     const server = this.select(undefined, pick, current);
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
@@ -312,7 +341,7 @@ export class Upstream {
       // The app's session lives on its routed server, backup or not; one that cannot take the request now
       // (down, ejected, full, tried) leaves it to the policy, and that server's app starts a new session.
       const routed = sticky === undefined ? undefined : this.#routes.get(sticky);
-      if (routed !== undefined && routed.isAvailable(now) && tried?.has(routed.id) !== true) {
+      if (routed !== undefined && routed.takesPinned(now) && tried?.has(routed.id) !== true) {
         // Busy is not gone: the request waits for its own server (as HAProxy queues a persistent request on its
         // server), rather than start a new session elsewhere.
         return routed.hasCapacity() ? routed : 'full';
@@ -347,14 +376,21 @@ export class Upstream {
     candidates.length = 0;
     let full = false;
     for (const server of group) {
-      if (!(ejectedToo ? server.healthy && server.target !== undefined : server.isAvailable(now)) || tried?.has(server.id) === true) continue;
+      const pinned = sticky !== undefined && this.#stickyIds[server.id] === sticky;
+      // A draining server takes only the clients pinned to it; a disabled one nobody (see `UpstreamServer.admin`).
+      const usable = ejectedToo
+        ? server.healthy && server.target !== undefined && (server.admin === 'enabled' || (pinned && server.admin === 'draining'))
+        : pinned
+          ? server.takesPinned(now)
+          : server.isAvailable(now);
+      if (!usable || tried?.has(server.id) === true) continue;
       if (!server.hasCapacity()) {
         // A client pinned to a busy server waits for it (see the routes in `select`).
-        if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return 'full';
+        if (pinned) return 'full';
         full = true;
         continue;
       }
-      if (sticky !== undefined && this.#stickyIds[server.id] === sticky) return server;
+      if (pinned) return server;
       candidates.push(server);
     }
     if (candidates.length === 0) return full ? 'full' : 'unavailable';

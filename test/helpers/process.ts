@@ -8,6 +8,25 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/**
+ * A line of `portico run`'s stderr as text to match: a JSON error-log entry (stderr is not a terminal) with no
+ * field but its level, time and message becomes its message (`portico: config reloaded`, as `run` printed its
+ * own lines before they went through the error log); any other line is itself.
+ */
+export function readableStderrLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  try {
+    const { msg, level, time, ...fields } = JSON.parse(line) as Record<string, unknown>;
+    void level;
+    void time;
+    if (typeof msg !== 'string') return line;
+    // An entry with fields stays as written (tests match its fields and message in pino's order).
+    return Object.keys(fields).length === 0 ? msg : line;
+  } catch {
+    return line;
+  }
+}
+
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI = path.join(repo, 'dist/src/cli.js');
 
@@ -16,7 +35,12 @@ export class PorticoProcess {
   readonly child: ChildProcess;
   readonly file: string;
   port = 0;
+  /** stderr's complete lines, each as `readableStderrLine` shows it. */
   #stderr = '';
+  /** stderr as written. */
+  #raw = '';
+  /** The start of a line not complete yet. */
+  #partial = '';
   #waiters: Array<() => void> = [];
   #exited = false;
   /** Resolves with the exit code (null: killed by a signal) once this process has exited. */
@@ -31,7 +55,11 @@ export class PorticoProcess {
     this.file = file;
     this.child = spawn(process.execPath, [CLI, 'run', ...args, '-c', file], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.on('data', (chunk: Buffer) => {
-      this.#stderr += chunk.toString();
+      const text = chunk.toString();
+      this.#raw += text;
+      const lines = (this.#partial + text).split('\n');
+      this.#partial = lines.pop()!;
+      for (const line of lines) this.#stderr += `${readableStderrLine(line)}\n`;
       this.#wake();
     });
     this.exited = new Promise((resolve) =>
@@ -75,9 +103,14 @@ export class PorticoProcess {
   /** Whether some process still holds stderr (an upgrade's new process outlives this one). */
   #stderrOpen = true;
 
-  /** Everything written to stderr so far. */
+  /** Every complete line written to stderr so far, JSON error-log entries shown as their messages (see `readableStderrLine`). */
   get stderr(): string {
     return this.#stderr;
+  }
+
+  /** stderr exactly as written. */
+  get rawStderr(): string {
+    return this.#raw;
   }
 
   /** Waits for a stderr line matching `pattern` that starts at or after offset `from`; returns it. */

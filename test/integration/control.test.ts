@@ -382,7 +382,7 @@ describe('the operations queue behind the control socket (Portico in this proces
         });
       const unknown = await ask('POST', '/v1/frobnicate');
       assert.equal(unknown.status, 404);
-      assert.deepEqual(JSON.parse(unknown.text), { result: { ok: false, error: { code: 'PORTICO_NOT_FOUND', message: 'no such operation: POST /v1/frobnicate (POST /v1/reload|deploy|upgrade|status)' } } });
+      assert.deepEqual(JSON.parse(unknown.text), { result: { ok: false, error: { code: 'PORTICO_NOT_FOUND', message: 'no such operation: POST /v1/frobnicate (POST /v1/reload|deploy|upgrade|status|reopen)' } } });
       const notJson = await ask('POST', '/v1/reload', '{nope');
       assert.equal(notJson.status, 400);
       assert.match(JSON.parse(notJson.text).result.error.message, /not JSON/);

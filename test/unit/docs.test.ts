@@ -119,7 +119,7 @@ describe('docs: example configs', () => {
       'ca.pem': pair.cert,
       'clients.pem': pair.cert,
     };
-    for (const name of ['site', 'example', 'a']) {
+    for (const name of ['site', 'example', 'a', 'admin']) {
       files[`certs/${name}.pem`] = pair.cert;
       files[`certs/${name}.key`] = pair.key;
     }

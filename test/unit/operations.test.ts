@@ -131,3 +131,22 @@ test('a request for another config file is refused before it is queued', async (
   assert.equal(result.ok, false);
   assert.match(result.ok ? '' : result.error.message, /serves \/srv\/portico\.yaml, not \/elsewhere\/portico\.yaml/);
 });
+
+test('reopen is not queued: it answers while a deploy runs, with what it reopened; a failure answers ok: false; a process without it refuses', async () => {
+  let finishDeploy: () => void = () => {};
+  const ops = operations({
+    deploy: () => new Promise<unknown>((resolve) => (finishDeploy = () => resolve({ slots: [] }))),
+    reopen: async () => ({ files: ['/var/log/portico/access.log'] }),
+  });
+  const deploy = ops.deploy('app');
+  await new Promise((resolve) => setImmediate(resolve));
+  const reopened = await ops.run({ operation: 'reopen' }, () => {});
+  assert.deepEqual(reopened, { ok: true, operation: 'reopen', files: ['/var/log/portico/access.log'] });
+  finishDeploy();
+  assert.equal((await deploy).ok, true);
+
+  const broken = await operations({ reopen: async () => Promise.reject(new Error('EACCES')) }).reopen();
+  assert.deepEqual(broken, { ok: false, operation: 'reopen', error: { code: 'PORTICO_INTERNAL', message: 'EACCES' } });
+  const none = await operations().reopen();
+  assert.equal(none.ok ? undefined : none.error.code, 'PORTICO_UNSUPPORTED');
+});

@@ -161,7 +161,9 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     if (this.#settled) return;
     this.#settled = true;
     if (this.#readOutTimer !== undefined) clearTimeout(this.#readOutTimer);
-    this.log.responseMs = Date.now() - this.#start;
+    const ms = (this.log.responseMs = Date.now() - this.#start);
+    // `status` is '-' when the attempt ended before any answer (the client left): counted with no class.
+    this.server.traffic?.record(+this.log.status | 0, ms);
     this.shared.upstream.release(this.server);
     this.target.end();
     // An intercepted answer told the loop how the forward ended at its head; its body's end is no news.

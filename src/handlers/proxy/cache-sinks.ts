@@ -3,6 +3,7 @@
  * decides storability, tees the body to the client and to collapsed waiters, stores it, and handles a
  * revalidation's 304 and stale-if-error.
  */
+import type { CacheTally } from '../../metrics/metrics.js';
 import type { ClientSink, PreparedRequest, ResponseSink } from './sink.js';
 import { sendEarlyHints } from './interim.js';
 import { evaluatePreconditions, validatorsOf } from '../../http/conditional.js';
@@ -109,6 +110,8 @@ export interface ProxyCacheOptions {
   collapse: boolean;
   /** Statuses the route intercepts (`intercept_errors`): a stored answer with one is never served as it is. */
   intercept: ReadonlySet<number> | undefined;
+  /** Where the zone's lookups are counted when counting is on (the config has `admin`). */
+  tally?: CacheTally | undefined;
 }
 
 /** What a StoringSink needs of the route's cache. */

@@ -113,9 +113,19 @@ export class ProxyCache implements CacheOwner {
       const now = Date.now();
       const age = ageOf(variant.extra.facts, now);
       const use = usability(variant.extra.facts, age, reqcc, pragmaAsks);
-      if (use === 'fresh' || use === 'stale-ok') return this.#serveHit(ctx, variant, age);
+      if (use === 'fresh' || use === 'stale-ok') {
+        this.#serveHit(ctx, variant, age);
+        const tally = this.#o.tally;
+        if (tally !== undefined) {
+          if (use === 'fresh') tally.hits++;
+          else tally.stale++;
+          tally.bytes += ctx.bytesSent;
+        }
+        return;
+      }
       if (use === 'stale-while-revalidate') {
         this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=stale-while-revalidate`);
+        this.#count(ctx, true);
         this.#refreshInBackground(ctx, key, variant, reqcc);
         return;
       }
@@ -123,12 +133,32 @@ export class ProxyCache implements CacheOwner {
       // (no-cache, max-age, min-fresh, Pragma) refused it; fwd=stale when the response itself needs validation.
       const facts = variant.extra.facts;
       const fwd = facts.cc.noCache === false && facts.lifetime > age ? 'fwd=request' : 'fwd=stale';
-      if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`${fwd}; detail=only-if-cached`) });
+      if (reqcc.onlyIfCached) {
+        this.#count(ctx, false);
+        return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`${fwd}; detail=only-if-cached`) });
+      }
       return this.#revalidate(ctx, key, variant, age, reqcc, fwd);
     }
+    // Counted here: the rest of a miss (a collapsed wait, a fetch) never serves from storage.
+    this.#count(ctx, false);
     if (reqcc.onlyIfCached) return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`fwd=${lookup.miss}; detail=only-if-cached`) });
     if (ctx.req.method === 'HEAD') return this.#passThrough(ctx, `fwd=${lookup.miss}`);
     return this.#miss(ctx, key, `fwd=${lookup.miss}`, reqcc);
+  }
+
+  /**
+   * Counts a lookup's outcome (counting on): `stale`, a stored response served stale (its body bytes counted as
+   * served from the cache), else a miss (the answer came from the upstream: a miss, a revalidation).
+   */
+  #count(ctx: RequestContext, stale: boolean): void {
+    const tally = this.#o.tally;
+    if (tally === undefined) return;
+    if (!stale) {
+      tally.misses++;
+      return;
+    }
+    tally.stale++;
+    tally.bytes += ctx.bytesSent;
   }
 
   /** Forwards without storing; every response still says what the cache did. */
@@ -219,8 +249,13 @@ export class ProxyCache implements CacheOwner {
     }
     const outcome = await this.#forwarder.forward(fetch, sink, stale?.edit ?? fetchEdit(ctx, []));
     sink.settle();
+    // A revalidation's outcome is counted here (a plain miss was counted at its lookup): stale when stored stands in.
+    const revalidation = stale !== null && !background;
     if (outcome.ok) {
-      if (sink.servedStaleOnError && stale !== null) this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${sink.status}; detail=stale-if-error`);
+      if (sink.servedStaleOnError && stale !== null) {
+        this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${sink.status}; detail=stale-if-error`);
+        if (revalidation) this.#count(ctx, true);
+      } else if (revalidation) this.#count(ctx, false);
       return;
     }
     if (background) return;
@@ -228,13 +263,16 @@ export class ProxyCache implements CacheOwner {
       // Aged to now: the failed attempts (a connect timeout) may have taken a while.
       const age = ageOf(stale.variant.extra.facts, Date.now());
       if (mayServeStaleWhenUnreachable(stale.variant.extra.facts, age, reqcc, requestPragmaNoCache(ctx), this.#o.staleIfUnreachable)) {
-        return this.#serveStored(ctx, stale.variant, age, `${params}; fwd-status=${outcome.status}; detail=unreachable-stale`);
+        this.#serveStored(ctx, stale.variant, age, `${params}; fwd-status=${outcome.status}; detail=unreachable-stale`);
+        return this.#count(ctx, true);
       }
     }
     // An intercepted 5xx is still the app's 5xx: stale-if-error stands in for it as for one passed through.
     if (stale !== null && ERROR_STATUSES.has(outcome.status) && mayServeStaleOnError(stale.variant.extra.facts, stale.age, reqcc, this.#o.rules.staleIfError)) {
-      return this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${outcome.status}; detail=stale-if-error`);
+      this.#serveStored(ctx, stale.variant, stale.age, `fwd=stale; fwd-status=${outcome.status}; detail=stale-if-error`);
+      return this.#count(ctx, true);
     }
+    if (revalidation) this.#count(ctx, false);
     sendError(ctx, outcome.status, this.#errorHeaders(outcome, params));
   }
 

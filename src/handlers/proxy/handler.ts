@@ -218,6 +218,7 @@ export const proxyKind = defineHandler({
               hitForMiss: options.cache.hit_for_miss,
               collapse: options.cache.collapse,
               intercept,
+              tally: env.metrics?.cache(options.cache.zone),
             },
             forwarder,
           );

@@ -134,6 +134,8 @@ export class ActiveHealthChecker {
     }
     if (!this.#running) return;
     if (server.target === target) {
+      server.lastCheckAt = started;
+      server.lastCheckPassed = failure === undefined;
       this.#record(server, failure, started);
       this.#onResult?.(server, failure === undefined, started);
     }

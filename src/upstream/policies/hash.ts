@@ -9,7 +9,8 @@
  * - a server that is not a candidate only hands *its own* keys to the next servers on the ring; nobody else's
  *   keys move, and they come back when it does;
  * - adding a server to N takes only about 1/(N+1) of the keys.
- * Configured `weight` is used, not effectiveWeight, so slow start does not reshuffle keys.
+ * The weight in force (`weight`: the operator's, else the config's; a change rebuilds the ring) is used, not
+ * effectiveWeight, so slow start does not reshuffle keys.
  * An empty key (the key's source was missing from the request) is spread by weighted random instead of piling
  * every keyless request onto the one server that owns hash(''), as HAProxy does.
  */
@@ -26,11 +27,40 @@ export const DEFAULT_VIRTUAL_NODES = 160;
 /** Ids are packed below the point in one float for sorting; 2^32 × 2^21 stays within 2^53. */
 const MAX_SERVERS = 1 << 21;
 
+/** The ring of `servers`: each gets `virtualNodes × weight` points; returns the points (ascending) and their owners. */
+function buildRing(servers: readonly PolicyServer[], virtualNodes: number): [Uint32Array, Uint32Array] {
+  let count = 0;
+  const perServer = servers.map((server) => Math.max(1, Math.round(virtualNodes * server.weight)));
+  for (const n of perServer) count += n;
+  const packed = new Float64Array(count);
+  let at = 0;
+  servers.forEach((server, s) => {
+    const identity = serverIdentity(server);
+    for (let n = 0, digestNo = 0; n < perServer[s]!; digestNo++) {
+      const digest = createHash('md5').update(`${identity}-${digestNo}`).digest();
+      for (let part = 0; part < 4 && n < perServer[s]!; part++, n++) {
+        packed[at++] = digest.readUInt32LE(part * 4) * MAX_SERVERS + server.id;
+      }
+    }
+  });
+  packed.sort(); // numeric for typed arrays: by point, then by id on a collision
+  const points = new Uint32Array(count);
+  const owners = new Uint32Array(count);
+  for (let i = 0; i < count; i++) {
+    const point = Math.floor(packed[i]! / MAX_SERVERS);
+    points[i] = point;
+    owners[i] = packed[i]! - point * MAX_SERVERS;
+  }
+  return [points, owners];
+}
+
 class HashPolicy implements Policy {
   /** Ring points, ascending. */
-  readonly #points: Uint32Array;
+  #points: Uint32Array;
   /** Server id owning each point. */
-  readonly #owners: Uint32Array;
+  #owners: Uint32Array;
+  readonly #servers: readonly PolicyServer[];
+  readonly #virtualNodes: number;
   /** Per server id: the pick stamp when it was last seen among the candidates. */
   readonly #seen: Uint32Array;
   /** Per server id: its index in the current candidates (valid when `#seen` matches `#stamp`). */
@@ -42,29 +72,14 @@ class HashPolicy implements Policy {
     if (size > MAX_SERVERS) throw new Error(`hash policy supports at most ${MAX_SERVERS} servers`);
     this.#seen = new Uint32Array(size);
     this.#slot = new Uint32Array(size);
+    this.#servers = servers;
+    this.#virtualNodes = virtualNodes;
+    [this.#points, this.#owners] = buildRing(servers, virtualNodes);
+  }
 
-    let count = 0;
-    const perServer = servers.map((server) => Math.max(1, Math.round(virtualNodes * server.weight)));
-    for (const n of perServer) count += n;
-    const packed = new Float64Array(count);
-    let at = 0;
-    servers.forEach((server, s) => {
-      const identity = serverIdentity(server);
-      for (let n = 0, digestNo = 0; n < perServer[s]!; digestNo++) {
-        const digest = createHash('md5').update(`${identity}-${digestNo}`).digest();
-        for (let part = 0; part < 4 && n < perServer[s]!; part++, n++) {
-          packed[at++] = digest.readUInt32LE(part * 4) * MAX_SERVERS + server.id;
-        }
-      }
-    });
-    packed.sort(); // numeric for typed arrays: by point, then by id on a collision
-    this.#points = new Uint32Array(count);
-    this.#owners = new Uint32Array(count);
-    for (let i = 0; i < count; i++) {
-      const point = Math.floor(packed[i]! / MAX_SERVERS);
-      this.#points[i] = point;
-      this.#owners[i] = packed[i]! - point * MAX_SERVERS;
-    }
+  /** An operator changed a weight: the ring is built again (each server's share of the keys follows its weight). */
+  reweigh(): void {
+    [this.#points, this.#owners] = buildRing(this.#servers, this.#virtualNodes);
   }
 
   pick(candidates: readonly PolicyServer[], ctx: PickContext): PolicyServer {

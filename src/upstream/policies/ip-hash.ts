@@ -11,7 +11,7 @@
  *   client's server is not a candidate the next best is used, a deterministic rehash over the remaining
  *   candidates that every Portico instance agrees on, and the client returns when its server does. Adding a
  *   server to N moves only about 1/(N+1) of clients; nginx's modulo mapping would move most of them.
- * - Configured `weight` is used, not effectiveWeight: slow start would otherwise move clients back and forth
+ * - The weight in force (`weight`: the operator's, else the config's) is used, not effectiveWeight: slow start would otherwise move clients back and forth
  *   while a server ramps up (nginx also refuses slow_start with ip_hash).
  * Cost is one hash mix and one logarithm per candidate, fine for upstreams of tens of servers.
  */

@@ -10,7 +10,7 @@ import { z } from 'zod';
 export interface PolicyServer {
   /** Stable index of the server in its upstream's list (0-based). */
   readonly id: number;
-  /** Configured weight (≥ 1). */
+  /** Weight in force (≥ 1): the operator's when set (admin API), else the config's. */
   readonly weight: number;
   /** Weight now, after slow start (0 < effectiveWeight ≤ weight). Policies weigh by this. */
   readonly effectiveWeight: number;
@@ -45,6 +45,11 @@ export interface Policy {
    * servers absent from it start afresh. Policies without state between picks leave this out.
    */
   adopt?(previous: Policy, ids: ReadonlyMap<number, number>): void;
+  /**
+   * A server's weight changed (the operator's `weight`): a policy that built something from the weights at
+   * create() (a hash ring) builds it again. Policies that read `weight` on each pick leave this out.
+   */
+  reweigh?(): void;
 }
 
 /** A policy that takes no options. */

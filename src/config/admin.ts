@@ -1,0 +1,42 @@
+/**
+ * The checks of the `admin` section beyond its schema: a listener reachable from the network must use TLS (the
+ * token and the dashboard's session cookie would otherwise cross it in clear), must not be one of the public
+ * listeners' addresses, and its extra host names are bare names.
+ */
+import { isIP } from 'node:net';
+import type { ParsedConfig, Problem } from './schema.js';
+
+/** Whether a listen host is a loopback address (127.0.0.0/8, ::1, `localhost`). */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (bare === 'localhost' || bare === '::1') return true;
+  if (bare.startsWith('::ffff:')) return isLoopbackHost(bare.slice(7));
+  return isIP(bare) === 4 && bare.startsWith('127.');
+}
+
+/** Problems of `config.admin` (none when there is no admin section). */
+export function checkAdmin(config: ParsedConfig): Problem[] {
+  const admin = config.admin;
+  if (admin === undefined) return [];
+  const problems: Problem[] = [];
+  const listen = admin.listen;
+  if (listen !== undefined) {
+    if (!isLoopbackHost(listen.host) && admin.tls === undefined) {
+      problems.push({
+        keys: ['admin', 'listen'],
+        message: `${listen.text} is not a loopback address: an admin listener reachable from the network needs TLS (admin.tls: { cert, key }), else the token and the session cookie cross the network in clear`,
+      });
+    }
+    config.listen.forEach((listener, i) => {
+      if (listen.port !== 0 && listener.addr.port === listen.port && (listener.addr.host === listen.host || listener.addr.host === '0.0.0.0' || listen.host === '0.0.0.0')) {
+        problems.push({ keys: ['admin', 'listen'], message: `${listen.text} is also listen[${i}] (${listener.addr.text}): the admin API needs an address of its own` });
+      }
+    });
+  }
+  admin.hosts.forEach((host, i) => {
+    if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) {
+      problems.push({ keys: ['admin', 'hosts', i], message: `expected a host name, optionally with ":port" (admin.example or admin.example:9901), got ${JSON.stringify(host)}` });
+    }
+  });
+  return problems;
+}

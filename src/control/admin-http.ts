@@ -1,0 +1,80 @@
+/**
+ * The admin API's HTTP helpers: JSON answers and errors, the bounded JSON body, and the checks of the bodies of a
+ * server action and a purge (400 with what was expected).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { PorticoError } from '../errors.js';
+import type { PurgeTarget, ServerAction } from './admin-types.js';
+
+/** The largest request body: a few short fields. */
+const MAX_BODY = 64 * 1024;
+
+/** A JSON answer, never cached, never sniffed. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = status === 204 ? '' : JSON.stringify(body);
+  res.writeHead(status, {
+    ...(status === 204 ? {} : { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) }),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** A JSON error: `{ "error": { "code", "message" } }`. */
+export function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
+  sendJson(res, status, { error: { code, message } }, headers);
+}
+
+/** The request's JSON body: an object (empty body: `{}`), bounded in size. */
+export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `an admin request body is at most ${MAX_BODY} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (err) {
+    throw new PorticoError('PORTICO_BAD_REQUEST', `the request body is not JSON: ${(err as Error).message}`);
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new PorticoError('PORTICO_BAD_REQUEST', 'the request body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** The action a server route and its body ask for (400 for a bad weight). */
+export function serverAction(action: 'drain' | 'enable' | 'disable' | 'weight', body: Record<string, unknown>): ServerAction {
+  if (action !== 'weight') return { action };
+  const weight = body.weight;
+  if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1 || weight > 1000) {
+    throw new PorticoError('PORTICO_BAD_REQUEST', `"weight" must be an integer from 1 to 1000, got ${JSON.stringify(weight) ?? 'nothing'}`);
+  }
+  return { action, weight };
+}
+
+/** The purge target of a body: exactly one of `url` and `url_prefix`, a string (400 otherwise). */
+export function purgeTarget(body: Record<string, unknown>): PurgeTarget {
+  const { url, url_prefix: prefix } = body;
+  const extra = Object.keys(body).filter((key) => key !== 'url' && key !== 'url_prefix');
+  if (extra.length > 0) throw new PorticoError('PORTICO_BAD_REQUEST', `unknown field ${extra.map((k) => JSON.stringify(k)).join(', ')}: a purge takes "url" or "url_prefix"`);
+  if (typeof url === 'string' && prefix === undefined && url !== '') return { url };
+  if (typeof prefix === 'string' && url === undefined && prefix !== '') return { url_prefix: prefix };
+  throw new PorticoError('PORTICO_BAD_REQUEST', 'a purge takes one of "url" (an absolute URL) or "url_prefix", as a non-empty string');
+}
+
+/** Any error as a status and a JSON error; an unexpected one is logged and answered without its details. */
+export function errorAnswer(err: unknown, logger: Logger): { status: number; code: string; message: string } {
+  if (err instanceof PorticoError) return { status: err.status, code: err.code, message: err.message };
+  logger.error({ err }, 'admin API: unexpected error');
+  return { status: 500, code: 'PORTICO_INTERNAL', message: 'internal error (see the error log)' };
+}

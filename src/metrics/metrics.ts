@@ -1,0 +1,377 @@
+/**
+ * One process's metrics (docs/operations.md, "Metrics"): its own prom-client `Registry` (never the global one),
+ * the hot-path recorders it hands out, and the gauges read from the live objects at scrape time.
+ *
+ * Counting is split in two on purpose. The request path records into plain numbers (`Traffic`, `CacheTally`,
+ * made once per route, server and zone and kept across reloads by id): no label object, no hash string, no
+ * allocation per request. prom-client's metrics are filled from them in their `collect()` at scrape time, so the
+ * text (and the JSON the workers send the primary, merged by `AggregatorRegistry.aggregate`) is prom-client's
+ * own. What only the live objects know (a server's health and requests in flight, a zone's entries, open
+ * connections, certificates) is asked of a `ScrapeSource` the server layer hands in.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { CLASS_NAMES, LATENCY_BOUNDS_MS, Traffic } from './traffic.js';
+
+/** A route's traffic: `id` is `host + path` (`a.example/api/`, `*` for a site without hosts), `handler` its kind. */
+export class RouteTraffic extends Traffic {
+  constructor(
+    readonly id: string,
+    public handler: string,
+  ) {
+    super();
+  }
+}
+
+/** One upstream server's attempts (its stable id: see `UpstreamServer.name`). */
+export class ServerTraffic extends Traffic {
+  constructor(
+    readonly upstream: string,
+    readonly server: string,
+  ) {
+    super();
+  }
+}
+
+/** One cache zone's lookups by outcome, and the body bytes answered from it. */
+export class CacheTally {
+  hits = 0;
+  misses = 0;
+  /** Stale answers served (stale-while-revalidate, stale-if-error, unreachable). */
+  stale = 0;
+  bytes = 0;
+  constructor(readonly zone: string) {}
+}
+
+/** The id under which requests answered before any route took them are counted (a 404, 421, 400, a redirect). */
+export const UNROUTED = '-';
+
+/** A server's live state at scrape time. */
+export interface ServerGauge {
+  upstream: string;
+  server: string;
+  /** The active checks' view: healthy, and (a spawned slot) served by an instance. */
+  up: boolean;
+  inFlight: number;
+  /** `ServerState` of admin-types (`healthy`, `ejected`, `draining`...). */
+  state: string;
+}
+
+/** A cache zone's tier at scrape time. */
+export interface CacheGauge {
+  zone: string;
+  tier: 'memory' | 'disk';
+  entries: number;
+  bytes: number;
+}
+
+/** What the registry reads of the live objects at scrape time (the server layer builds it). */
+export interface ScrapeSource {
+  servers(): readonly ServerGauge[];
+  caches(): readonly CacheGauge[];
+  connections(): { open: number; streams: number };
+  /** Each certificate served: its hosts and when it expires (ms since the epoch). */
+  certificates(): ReadonlyArray<{ hosts: readonly string[]; notAfter: number }>;
+}
+
+const SERVER_STATES = ['healthy', 'ejected', 'unhealthy', 'down', 'draining', 'disabled'] as const;
+const SECONDS_BOUNDS = LATENCY_BOUNDS_MS.map((ms) => ms / 1000);
+const NO_SOURCE: ScrapeSource = { servers: () => [], caches: () => [], connections: () => ({ open: 0, streams: 0 }), certificates: () => [] };
+
+/** Internals of prom-client's Histogram (15.x) that `fillHistogram` writes: one entry per label set. */
+interface HistogramEntry {
+  labels: Record<string, string>;
+  bucketValues: Record<number, number>;
+  sum: number;
+  count: number;
+}
+
+/**
+ * Sets a prom-client histogram to the given series (replacing what it held): `zero()` makes each series' entry
+ * (prom-client's public way to create one), whose buckets, sum and count are then written from the `Traffic`.
+ * prom-client has no public setter for a histogram; tested in test/unit/metrics.test.ts against its text output.
+ */
+function fillHistogram(histogram: Histogram<string>, series: ReadonlyArray<{ labels: Record<string, string>; traffic: Traffic }>): void {
+  histogram.reset();
+  const byLabels = new Map<Record<string, string>, Traffic>();
+  for (const { labels, traffic } of series) {
+    histogram.zero(labels);
+    byLabels.set(labels, traffic);
+  }
+  const entries = Object.values((histogram as unknown as { hashMap: Record<string, HistogramEntry> }).hashMap);
+  for (const entry of entries) {
+    const traffic = byLabels.get(entry.labels);
+    if (traffic === undefined) continue;
+    SECONDS_BOUNDS.forEach((bound, i) => (entry.bucketValues[bound] = traffic.buckets[i]!));
+    entry.sum = traffic.sumMs / 1000;
+    entry.count = traffic.count;
+  }
+}
+
+/** Sets a counter's series to the given values (replacing what it held). */
+function fillCounter(counter: Counter<string>, series: ReadonlyArray<[Record<string, string>, number]>): void {
+  counter.reset();
+  for (const [labels, value] of series) counter.inc(labels, value);
+}
+
+/** Sets a gauge's series to the given values (replacing what it held). */
+function fillGauge(gauge: Gauge<string>, series: ReadonlyArray<[Record<string, string>, number]>): void {
+  gauge.reset();
+  for (const [labels, value] of series) gauge.set(labels, value);
+}
+
+/** How a `Metrics` is made. */
+export interface MetricsOptions {
+  /** Process metrics (CPU, memory, event loop, GC: prom-client's `collectDefaultMetrics`); default true. */
+  processMetrics?: boolean;
+}
+
+/** The metrics of one Portico process (single, worker or primary). */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #routes = new Map<string, RouteTraffic>();
+  readonly #servers = new Map<string, ServerTraffic>();
+  readonly #caches = new Map<string, CacheTally>();
+  readonly #handshakes = new Map<string, number>();
+  #handshakeErrors = 0;
+  /** Requests answered before routing (`UNROUTED`). */
+  readonly unrouted: RouteTraffic;
+  source: ScrapeSource = NO_SOURCE;
+
+  constructor(options: MetricsOptions = {}) {
+    this.unrouted = this.route(UNROUTED, 'none');
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    this.#define();
+  }
+
+  /** The recorder of a route (the same one for the same id across reloads: counters never go back). */
+  route(id: string, handler: string): RouteTraffic {
+    let traffic = this.#routes.get(id);
+    if (traffic === undefined) this.#routes.set(id, (traffic = new RouteTraffic(id, handler)));
+    else traffic.handler = handler;
+    return traffic;
+  }
+
+  /** The recorder of an upstream server's attempts. */
+  server(upstream: string, server: string): ServerTraffic {
+    const key = `${upstream}\0${server}`;
+    let traffic = this.#servers.get(key);
+    if (traffic === undefined) this.#servers.set(key, (traffic = new ServerTraffic(upstream, server)));
+    return traffic;
+  }
+
+  /** The tally of a cache zone. */
+  cache(zone: string): CacheTally {
+    let tally = this.#caches.get(zone);
+    if (tally === undefined) this.#caches.set(zone, (tally = new CacheTally(zone)));
+    return tally;
+  }
+
+  /** A TLS handshake completed with `version` (`TLSv1.3`). */
+  handshake(version: string | null): void {
+    const key = version ?? 'unknown';
+    this.#handshakes.set(key, (this.#handshakes.get(key) ?? 0) + 1);
+  }
+
+  /** A TLS handshake failed. */
+  handshakeFailed(): void {
+    this.#handshakeErrors++;
+  }
+
+  /** The recorded routes (the unrouted entry included). */
+  routes(): RouteTraffic[] {
+    return [...this.#routes.values()];
+  }
+
+  /** The recorded upstream servers. */
+  servers(): ServerTraffic[] {
+    return [...this.#servers.values()];
+  }
+
+  /** The tally of a zone if it was ever counted. */
+  cacheTally(zone: string): CacheTally | undefined {
+    return this.#caches.get(zone);
+  }
+
+  /** The Prometheus text of this registry. */
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** The registry as JSON, for the primary to aggregate (`AggregatorRegistry.aggregate`). */
+  json(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  #define(): void {
+    const registers = [this.registry];
+    // `collect` runs in prom-client's `get()`, for each scrape: `this` there is the metric, hence `metrics`.
+    const metrics = this;
+    new Counter({
+      name: 'portico_http_requests_total',
+      help: 'Requests answered, by route (host + path; "-": answered before routing) and status class.',
+      labelNames: ['route', 'class'],
+      registers,
+      collect() {
+        fillCounter(this, metrics.routes().flatMap((r) => classSeries({ route: r.id }, r)));
+      },
+    });
+    new Histogram({
+      name: 'portico_http_request_duration_seconds',
+      help: 'Time from a request\'s arrival to the end of its answer, by route.',
+      labelNames: ['route'],
+      buckets: SECONDS_BOUNDS,
+      registers,
+      collect() {
+        fillHistogram(this, metrics.routes().filter((r) => r.count > 0).map((r) => ({ labels: { route: r.id }, traffic: r })));
+      },
+    });
+    new Counter({
+      name: 'portico_upstream_requests_total',
+      help: 'Attempts forwarded to upstream servers, by upstream, server and status class ("none": ended without a status).',
+      labelNames: ['upstream', 'server', 'class'],
+      registers,
+      collect() {
+        fillCounter(this, metrics.servers().flatMap((s) => classSeries({ upstream: s.upstream, server: s.server }, s)));
+      },
+    });
+    new Histogram({
+      name: 'portico_upstream_request_duration_seconds',
+      help: 'Time of an attempt on an upstream server, from its dispatch to the end of its answer.',
+      labelNames: ['upstream', 'server'],
+      buckets: SECONDS_BOUNDS,
+      registers,
+      collect() {
+        fillHistogram(this, metrics.servers().filter((s) => s.count > 0).map((s) => ({ labels: { upstream: s.upstream, server: s.server }, traffic: s })));
+      },
+    });
+    new Gauge({
+      name: 'portico_upstream_server_up',
+      help: 'Whether the active health checks hold the server up (1) or down (0).',
+      labelNames: ['upstream', 'server'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        fillGauge(this, metrics.source.servers().map((s) => [{ upstream: s.upstream, server: s.server }, s.up ? 1 : 0]));
+      },
+    });
+    new Gauge({
+      name: 'portico_upstream_server_in_flight',
+      help: 'Requests in flight on the server now.',
+      labelNames: ['upstream', 'server'],
+      registers,
+      collect() {
+        fillGauge(this, metrics.source.servers().map((s) => [{ upstream: s.upstream, server: s.server }, s.inFlight]));
+      },
+    });
+    new Gauge({
+      name: 'portico_upstream_server_state',
+      help: 'The server\'s state (1 for the one it is in): healthy, ejected, unhealthy, down, draining, disabled.',
+      labelNames: ['upstream', 'server', 'state'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        fillGauge(
+          this,
+          metrics.source.servers().flatMap((s) => SERVER_STATES.map((state): [Record<string, string>, number] => [{ upstream: s.upstream, server: s.server, state }, s.state === state ? 1 : 0])),
+        );
+      },
+    });
+    new Counter({
+      name: 'portico_cache_requests_total',
+      help: 'Cache lookups by zone and result: hit (fresh), stale (served stale), miss (went to the upstream).',
+      labelNames: ['zone', 'result'],
+      registers,
+      collect() {
+        fillCounter(
+          this,
+          [...metrics.#caches.values()].flatMap((c): Array<[Record<string, string>, number]> => [
+            [{ zone: c.zone, result: 'hit' }, c.hits],
+            [{ zone: c.zone, result: 'miss' }, c.misses],
+            [{ zone: c.zone, result: 'stale' }, c.stale],
+          ]),
+        );
+      },
+    });
+    new Counter({
+      name: 'portico_cache_served_bytes_total',
+      help: 'Body bytes answered from the cache (hits and stale answers), by zone.',
+      labelNames: ['zone'],
+      registers,
+      collect() {
+        fillCounter(this, [...metrics.#caches.values()].map((c) => [{ zone: c.zone }, c.bytes]));
+      },
+    });
+    new Gauge({
+      name: 'portico_cache_entries',
+      help: 'Cache keys stored, by zone and tier (memory, disk).',
+      labelNames: ['zone', 'tier'],
+      registers,
+      collect() {
+        fillGauge(this, metrics.source.caches().map((c) => [{ zone: c.zone, tier: c.tier }, c.entries]));
+      },
+    });
+    new Gauge({
+      name: 'portico_cache_bytes',
+      help: 'Bytes stored, by zone and tier (memory, disk).',
+      labelNames: ['zone', 'tier'],
+      registers,
+      collect() {
+        fillGauge(this, metrics.source.caches().map((c) => [{ zone: c.zone, tier: c.tier }, c.bytes]));
+      },
+    });
+    new Gauge({
+      name: 'portico_connections_open',
+      help: 'Client connections open now (every listener).',
+      registers,
+      collect() {
+        this.set(metrics.source.connections().open);
+      },
+    });
+    new Gauge({
+      name: 'portico_http2_streams_open',
+      help: 'HTTP/2 requests (streams) being answered now.',
+      registers,
+      collect() {
+        this.set(metrics.source.connections().streams);
+      },
+    });
+    new Counter({
+      name: 'portico_tls_handshakes_total',
+      help: 'TLS handshakes completed, by protocol version.',
+      labelNames: ['version'],
+      registers,
+      collect() {
+        fillCounter(this, [...metrics.#handshakes].map(([version, n]) => [{ version }, n]));
+      },
+    });
+    new Counter({
+      name: 'portico_tls_handshake_errors_total',
+      help: 'TLS handshakes that failed (or plain HTTP sent to a TLS port).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(metrics.#handshakeErrors);
+      },
+    });
+    new Gauge({
+      name: 'portico_certificate_expiry_seconds',
+      help: 'When each certificate served expires, in seconds since the Unix epoch (subtract time() for what is left).',
+      labelNames: ['hosts'],
+      registers,
+      aggregator: 'min',
+      collect() {
+        fillGauge(this, metrics.source.certificates().map((c) => [{ hosts: c.hosts.join(',') }, Math.floor(c.notAfter / 1000)]));
+      },
+    });
+  }
+}
+
+/** A traffic's counts by class as counter series, each with `labels` and its class. */
+function classSeries(labels: Record<string, string>, traffic: Traffic): Array<[Record<string, string>, number]> {
+  const series: Array<[Record<string, string>, number]> = [];
+  CLASS_NAMES.forEach((name, i) => {
+    const n = traffic.classes[i]!;
+    if (n > 0) series.push([{ ...labels, class: name }, n]);
+  });
+  return series;
+}

@@ -1,0 +1,290 @@
+/**
+ * The status report's parts (see `StatusReport` in control/admin-types.ts): what one serving process knows
+ * (`ProcessStatus`: routes, upstreams with their servers, caches, connections, totals), built from the live objects
+ * and the process's metrics; how the primary merges its workers' (sums, histograms bucket-wise, a server's worst
+ * state); the certificates served; and the `ScrapeSource` the metrics registry reads the same objects through.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { CacheStatus, CertificateStatus, LatencyHistogram, ProcessStatus, RouteStatus, ServerState, ServerStatus, StatusClasses, TrafficStats, UpstreamStatus } from '../control/admin-types.js';
+import type { Config } from '../config/load.js';
+import type { CacheZone } from '../cache/zone.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { UpstreamServer } from '../upstream/server.js';
+import type { AcmeManager } from '../tls/acme.js';
+import type { CacheGauge, CacheTally, Metrics, RouteTraffic, ScrapeSource, ServerGauge } from '../metrics/metrics.js';
+import { cumulative, percentiles, sumHistograms, Traffic } from '../metrics/traffic.js';
+
+/**
+ * Traffic figures with their histogram: what a worker sends the primary, so that percentiles over every worker
+ * come from the summed buckets (`withoutHistograms` takes them out of the report served).
+ */
+type Counted = TrafficStats & { histogram?: LatencyHistogram };
+
+const EMPTY = new Traffic();
+
+/** The figures of a `Traffic` (none yet: zeros, null percentiles). */
+export function trafficStats(traffic: Traffic = EMPTY): Counted {
+  const histogram = cumulative(traffic);
+  const c = traffic.classes;
+  return { requests: traffic.count, classes: { '1xx': c[0]!, '2xx': c[1]!, '3xx': c[2]!, '4xx': c[3]!, '5xx': c[4]! }, latency_ms: percentiles(histogram), histogram };
+}
+
+/** Sums figures (the classes, the histograms bucket-wise) and works the percentiles out again. */
+function sumStats(list: readonly Counted[]): Counted {
+  const histogram = sumHistograms(list.map((s) => s.histogram ?? cumulative(EMPTY)));
+  const classes: StatusClasses = { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 };
+  let requests = 0;
+  for (const s of list) {
+    requests += s.requests;
+    for (const k of Object.keys(classes) as Array<keyof StatusClasses>) classes[k] += s.classes[k];
+  }
+  return { requests, classes, latency_ms: percentiles(histogram), histogram };
+}
+
+/** A server's state, worst first: the operator's say, then health (see `ServerState`). */
+export function serverState(server: UpstreamServer, now: number = Date.now()): ServerState {
+  if (server.admin === 'disabled') return 'disabled';
+  if (server.admin === 'draining') return 'draining';
+  if (server.target === undefined) return 'down';
+  if (!server.healthy) return 'unhealthy';
+  if (server.ejectedUntil > now) return 'ejected';
+  return 'healthy';
+}
+
+/** One server's status (its traffic figures when counting is on, else zeros). */
+export function serverStatus(server: UpstreamServer, now: number = Date.now()): ServerStatus {
+  return {
+    id: server.name,
+    address: server.label,
+    state: serverState(server, now),
+    admin: server.admin,
+    backup: server.backup,
+    // `weight` is the operator's when set (see `UpstreamServer.weight`), `configWeight` the config's.
+    weight: server.weight,
+    configured_weight: server.configWeight,
+    in_flight: server.active,
+    failures: server.recentFailures(now),
+    ejections: server.ejectionsTotal,
+    last_check: server.lastCheckAt === 0 ? null : { at: new Date(server.lastCheckAt).toISOString(), ok: server.lastCheckPassed },
+    ...trafficStats(server.traffic),
+  };
+}
+
+/** One upstream's status: its servers, and their figures summed. */
+export function upstreamStatus(upstream: Upstream, now: number = Date.now()): UpstreamStatus {
+  const servers = upstream.servers.map((server) => serverStatus(server, now));
+  return { name: upstream.name, spawned: upstream.config.spawn !== undefined, ...sumStats(servers), servers };
+}
+
+/** One zone's status: its disk tier's keys and bytes when it has one (it holds every stored answer), else memory's. */
+export function cacheStatus(zone: CacheZone, tally: CacheTally | undefined): CacheStatus {
+  const stored = zone.stored;
+  const tier = stored.disk ?? stored.memory;
+  const hits = tally?.hits ?? 0;
+  const misses = tally?.misses ?? 0;
+  return { zone: zone.name, entries: tier.entries, bytes: tier.bytes, hits, misses, stale: tally?.stale ?? 0, hit_ratio: hitRatio(hits, misses) };
+}
+
+function hitRatio(hits: number, misses: number): number | null {
+  return hits + misses === 0 ? null : Math.round((hits / (hits + misses)) * 10_000) / 10_000;
+}
+
+/** What a process's status is built from. */
+export interface ProcessParts {
+  /** The routes of the config serving, in order. */
+  routes: readonly RouteTraffic[];
+  /** Every request, routed or not (the metrics' routes, unrouted included); empty when counting is off. */
+  all: readonly Traffic[];
+  upstreams: readonly Upstream[];
+  zones: readonly CacheZone[];
+  metrics: Metrics | undefined;
+  connections: { open: number; streams: number };
+}
+
+/** What one serving process knows (a worker's part of the primary's report). */
+export function processStatus(parts: ProcessParts, now: number = Date.now()): ProcessStatus {
+  const total = new Traffic();
+  for (const traffic of parts.all) total.add(traffic);
+  const totals = trafficStats(total);
+  return {
+    connections: { ...parts.connections },
+    totals: { requests: totals.requests, classes: totals.classes, latency: totals.histogram! },
+    routes: parts.routes.map((route): RouteStatus => ({ id: route.id, handler: route.handler, ...trafficStats(route) })),
+    upstreams: parts.upstreams.map((upstream) => upstreamStatus(upstream, now)),
+    caches: parts.zones.map((zone) => cacheStatus(zone, parts.metrics?.cacheTally(zone.name))),
+  };
+}
+
+const STATE_ORDER: readonly ServerState[] = ['disabled', 'draining', 'down', 'unhealthy', 'ejected', 'healthy'];
+
+/** Two reports of one server from two workers: figures summed, in flight summed, the worse state. */
+function mergeServer(a: ServerStatus, b: ServerStatus): ServerStatus {
+  const state = STATE_ORDER.indexOf(a.state) <= STATE_ORDER.indexOf(b.state) ? a.state : b.state;
+  const check = a.last_check === null ? b.last_check : b.last_check === null || a.last_check.at >= b.last_check.at ? a.last_check : b.last_check;
+  return {
+    ...a,
+    ...sumStats([a, b]),
+    state,
+    in_flight: a.in_flight + b.in_flight,
+    failures: a.failures + b.failures,
+    ejections: a.ejections + b.ejections,
+    last_check: check,
+  };
+}
+
+/** Merges items by key, in first-seen order. */
+function mergeBy<T>(lists: ReadonlyArray<readonly T[]>, key: (item: T) => string, merge: (a: T, b: T) => T): T[] {
+  const merged = new Map<string, T>();
+  for (const list of lists) {
+    for (const item of list) {
+      const k = key(item);
+      const held = merged.get(k);
+      merged.set(k, held === undefined ? item : merge(held, item));
+    }
+  }
+  return [...merged.values()];
+}
+
+/**
+ * The workers' statuses as one: connections, totals and every route, upstream, server and zone summed by id
+ * (histograms bucket-wise, percentiles worked out again); a server's state is the worst any worker reports (an
+ * ejection is one worker's passive view), its operator fields the same in each.
+ */
+export function mergeProcessStatus(list: readonly ProcessStatus[]): ProcessStatus {
+  const totals = sumStats(list.map((s) => ({ requests: s.totals.requests, classes: s.totals.classes, latency_ms: { p50: null, p90: null, p99: null }, histogram: s.totals.latency })));
+  return {
+    connections: { open: list.reduce((n, s) => n + s.connections.open, 0), streams: list.reduce((n, s) => n + s.connections.streams, 0) },
+    totals: { requests: totals.requests, classes: totals.classes, latency: totals.histogram! },
+    routes: mergeBy(list.map((s) => s.routes), (r) => r.id, (a, b) => ({ ...a, ...sumStats([a, b]) })),
+    upstreams: mergeBy(
+      list.map((s) => s.upstreams),
+      (u) => u.name,
+      (a, b) => {
+        const servers = mergeBy([a.servers, b.servers], (s) => s.id, mergeServer);
+        return { ...a, ...sumStats(servers), servers };
+      },
+    ),
+    caches: mergeBy(
+      list.map((s) => s.caches),
+      (c) => c.zone,
+      (a, b) => {
+        const hits = a.hits + b.hits;
+        const misses = a.misses + b.misses;
+        return { zone: a.zone, entries: a.entries + b.entries, bytes: a.bytes + b.bytes, hits, misses, stale: a.stale + b.stale, hit_ratio: hitRatio(hits, misses) };
+      },
+    ),
+  };
+}
+
+/** The report served: the per-route, per-upstream and per-server histograms (kept for merging) taken out. */
+export function withoutHistograms<T extends ProcessStatus>(status: T): T {
+  const strip = <S extends Counted>(stats: S): S => {
+    const { histogram: _histogram, ...rest } = stats;
+    return rest as S;
+  };
+  return {
+    ...status,
+    routes: status.routes.map(strip),
+    upstreams: status.upstreams.map((u) => ({ ...strip(u), servers: u.servers.map(strip) })),
+  };
+}
+
+/** What a certificate's PEM says, parsed once per PEM text. */
+const parsed = new Map<string, { notAfter: number; selfSigned: boolean }>();
+
+function certificateFacts(pem: string): { notAfter: number; selfSigned: boolean } | undefined {
+  let facts = parsed.get(pem);
+  if (facts === undefined) {
+    try {
+      const x509 = new X509Certificate(pem);
+      facts = { notAfter: Date.parse(x509.validTo), selfSigned: x509.issuer === x509.subject };
+    } catch {
+      return undefined;
+    }
+    if (parsed.size > 1000) parsed.clear();
+    parsed.set(pem, facts);
+  }
+  return facts;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The certificates a config serves: each site's (its file, or its ACME manager's: the last renewal and its error
+ * too; `not_after` empty while none was obtained), and each TLS listener's default (its hosts: the listener's
+ * address) unless a site lists the same one.
+ */
+export function certificateStatuses(config: Config, managers: readonly AcmeManager[], now: number = Date.now()): CertificateStatus[] {
+  const list: CertificateStatus[] = [];
+  const listed = new Set<string>();
+  const entry = (hosts: readonly string[], source: CertificateStatus['source'], notAfter: number | undefined, manager?: AcmeManager): CertificateStatus => ({
+    hosts: [...hosts],
+    source,
+    not_after: notAfter === undefined ? '' : new Date(notAfter).toISOString(),
+    days_left: notAfter === undefined ? 0 : Math.floor((notAfter - now) / DAY_MS),
+    last_renewal: manager?.lastRenewal === undefined ? null : new Date(manager.lastRenewal).toISOString(),
+    last_renewal_error: manager?.lastError ?? null,
+  });
+  for (const site of config.sites) {
+    const tls = site.tls;
+    if (tls === undefined || site.hosts === undefined) continue;
+    if (tls.acme !== undefined) {
+      const manager = managers.find((m) => m.hosts.length === site.hosts!.length && m.hosts.every((h, i) => h === site.hosts![i]));
+      list.push(entry(site.hosts, 'acme', manager?.notAfter, manager));
+      continue;
+    }
+    if (tls.pem === undefined) continue;
+    const facts = certificateFacts(tls.pem.cert);
+    if (facts === undefined) continue;
+    listed.add(tls.pem.cert);
+    list.push(entry(site.hosts, facts.selfSigned ? 'self-signed' : 'file', facts.notAfter));
+  }
+  for (const listener of config.listen) {
+    const pem = listener.tls?.pem;
+    if (pem === undefined || listed.has(pem.cert)) continue;
+    const facts = certificateFacts(pem.cert);
+    if (facts === undefined) continue;
+    listed.add(pem.cert);
+    list.push(entry([listener.addr.text], facts.selfSigned ? 'self-signed' : 'file', facts.notAfter));
+  }
+  return list;
+}
+
+/** What a serving process shows its metrics registry at scrape time. */
+export interface SourceParts {
+  upstreams(): readonly Upstream[];
+  zones(): readonly CacheZone[];
+  connections(): { open: number; streams: number };
+  certificates(): readonly CertificateStatus[];
+}
+
+/** The `ScrapeSource` of a process: servers, zones, connections and certificates, read when scraped. */
+export function scrapeSource(parts: SourceParts): ScrapeSource {
+  return {
+    servers: () => {
+      const now = Date.now();
+      return parts.upstreams().flatMap((upstream) =>
+        upstream.servers.map((server): ServerGauge => ({
+          upstream: upstream.name,
+          server: server.name,
+          up: server.healthy && server.target !== undefined,
+          inFlight: server.active,
+          state: serverState(server, now),
+        })),
+      );
+    },
+    caches: () =>
+      parts.zones().flatMap((zone) => {
+        const stored = zone.stored;
+        const tiers: CacheGauge[] = [{ zone: zone.name, tier: 'memory', ...stored.memory }];
+        if (stored.disk !== undefined) tiers.push({ zone: zone.name, tier: 'disk', ...stored.disk });
+        return tiers;
+      }),
+    connections: () => parts.connections(),
+    certificates: () =>
+      parts
+        .certificates()
+        .filter((c) => c.not_after !== '')
+        .map((c) => ({ hosts: c.hosts, notAfter: Date.parse(c.not_after) })),
+  };
+}
