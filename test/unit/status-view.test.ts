@@ -20,7 +20,7 @@ const report: StatusReport = {
   state_dir: '/srv/var',
   control_socket: '/srv/var/control.sock',
   admin: 'http://127.0.0.1:9901/',
-  listeners: [{ url: 'http://127.0.0.1:8080/' }],
+  listeners: [{ address: '127.0.0.1:8080', url: 'http://127.0.0.1:8080/' }],
   workers: null,
   running: null,
   queued: 0,
