@@ -211,3 +211,11 @@ test('a report with odd or missing fields inside the tables prints dashes, not "
   assert.match(lines, /^app +x +- +- +- +- +- +- +- +- +- +-$/m);
   assert.match(lines, /^z +- +- +- +- +- +-$/m);
 });
+
+test("with workers, each worker's pid, and one that did not answer the status question said so (red on a terminal)", () => {
+  const withWorkers = { ...report, workers: [{ slot: 1, pid: 10 }, { slot: 2, pid: 11, answered: false }, { slot: 3, pid: undefined }] };
+  const lines = statusLines(withWorkers as unknown as Record<string, unknown>, { colour: false, now: NOW });
+  assert.ok(lines.includes('workers   1: pid 10, 2: pid 11 (no answer), 3: starting'), lines.join('\n'));
+  const coloured = statusLines(withWorkers as unknown as Record<string, unknown>, { colour: true, now: NOW }).join('\n');
+  assert.match(coloured, /2: pid 11 \x1b\[31m\(no answer\)\x1b\[39m/);
+});
