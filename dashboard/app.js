@@ -1,8 +1,8 @@
 /*
  * Portico's operations dashboard: one page, no framework, no build step, no external asset. Served by the admin
  * listener (`GET /` and `/assets/…`) under `Content-Security-Policy: default-src 'self'`, so no inline script or
- * style: the page's code is these ES modules (app.js, the page; api.js, dom.js, format.js, traffic.js, chart.js)
- * and style.css, and styles set from here go through the CSSOM (allowed by CSP).
+ * style: the page's code is these ES modules (app.js, the page; api.js, dom.js, format.js, traffic.js, chart.js,
+ * tables.js) and style.css, and styles set from here go through the CSSOM (allowed by CSP).
  *
  * Data: `GET /status` once, then `EventSource('/events')`: `event: status` carries a StatusReport (see
  * src/control/admin-types.ts) every second, `event: job` a job whenever it changes. Requests/s and the p50/p99 of
@@ -13,7 +13,8 @@
 import { api } from './api.js';
 import { drawChart } from './chart.js';
 import { $, el, setText, toast } from './dom.js';
-import { ago, bytes, count, date, duration, ms, percent, rate, shortId } from './format.js';
+import { count, date, duration, ms, percent, rate, shortId } from './format.js';
+import { renderCaches, renderCertificates, renderRoutes, renderUpstreams, updateServerRow } from './tables.js';
 import { HISTORY_S, TrafficHistory } from './traffic.js';
 
 /** A status older than this marks the page stale. */
@@ -307,11 +308,29 @@ function render(report) {
   renderFacts(report);
   const points = drawCharts();
   renderTiles(report, points);
-  renderUpstreams(report);
-  renderCaches(report);
-  renderCertificates(report);
-  renderRoutes(report);
+  drawTables(report);
   setText($('foot-updated'), `updated ${new Date().toLocaleTimeString()}`);
+}
+
+/** The actions the tables' buttons and forms call. */
+const ACTIONS = {
+  server: (upstream, id, action, button) => serverAction(upstream, id, action, button),
+  purge: (zone, kind, url, button, input) => purge(zone, kind, url, button, input),
+  deploy: (upstream, button) => startDeploy(upstream, button),
+};
+
+function drawUpstreams(r) {
+  const servers = renderUpstreams($('upstreams'), r, ACTIONS);
+  const upstreams = Array.isArray(r.upstreams) ? r.upstreams : [];
+  for (const u of upstreams) renderDeployProgress(u.name);
+  setText($('upstreams-sub'), `${upstreams.length} upstream${upstreams.length === 1 ? '' : 's'}, ${servers} server${servers === 1 ? '' : 's'}`);
+}
+
+function drawTables(r) {
+  drawUpstreams(r);
+  renderCaches($('caches'), $('caches-empty'), r, ACTIONS);
+  renderCertificates($('certs'), $('certs-empty'), r);
+  renderRoutes($('routes'), $('routes-empty'), r);
 }
 
 function renderFacts(r) {
@@ -382,143 +401,6 @@ function renderTiles(r, points) {
   setText($('tile-streams'), `${count(conns.streams)} HTTP/2 streams`);
 }
 
-const STATE_ROW = { healthy: 'row-ok', draining: 'row-warn', ejected: 'row-warn', unhealthy: 'row-bad', down: 'row-bad', disabled: 'row-off' };
-
-/** An upstream's block (kept between reports so that focus and buttons stay put). */
-function upstreamBlock(container, u) {
-  let block = container.querySelector(`.upstream[data-upstream="${CSS.escape(u.name)}"]`);
-  if (block) return block;
-  block = el('div', 'upstream', null, { 'data-upstream': u.name });
-  const head = el('div', 'upstream-head');
-  head.append(el('span', 'upstream-name', u.name));
-  if (u.spawned) head.append(el('span', 'tag', 'spawned'));
-  head.append(el('span', 'upstream-figures'));
-  head.append(el('span', 'spacer'));
-  if (u.spawned) {
-    head.append(el('span', 'deploy-progress muted', '', { 'aria-live': 'polite' }));
-    const deploy = el('button', 'btn btn-small', 'Deploy', { type: 'button', 'aria-label': `Deploy upstream ${u.name} (rolling restart of its instances)` });
-    deploy.addEventListener('click', () => startDeploy(u.name, deploy));
-    head.append(deploy);
-  }
-  const scroll = el('div', 'scroll');
-  const table = el('table', 'grid servers');
-  table.setAttribute('aria-label', `Servers of upstream ${u.name}`);
-  const headRow = el('tr');
-  for (const [title, num] of [
-    ['Server', false],
-    ['Address', false],
-    ['State', false],
-    ['Weight', true],
-    ['In flight', true],
-    ['Requests', true],
-    ['5xx', true],
-    ['Failures', true],
-    ['p50', true],
-    ['p99', true],
-    ['Last check', false],
-    ['Actions', true],
-  ]) {
-    headRow.append(el('th', num ? 'num' : '', title, { scope: 'col' }));
-  }
-  const thead = el('thead');
-  thead.append(headRow);
-  table.append(thead, el('tbody'));
-  scroll.append(table);
-  block.append(head, scroll);
-  container.append(block);
-  return block;
-}
-
-function actionButton(label, cls, upstream, server, action) {
-  const button = el('button', `btn btn-small ${cls}`, label, { type: 'button', 'data-action': action, 'aria-label': `${label} server ${server} of ${upstream}` });
-  button.addEventListener('click', () => serverAction(upstream, server, action, button));
-  return button;
-}
-
-function serverRow(tbody, upstream, s) {
-  let row = tbody.querySelector(`tr[data-server="${CSS.escape(s.id)}"]`);
-  if (!row) {
-    row = el('tr', '', null, { 'data-upstream': upstream, 'data-server': s.id });
-    const name = el('th', 'server-id', null, { scope: 'row' });
-    row.append(name);
-    for (const cls of ['mono address', 'state', 'num weight', 'num inflight', 'num requests', 'num errors', 'num failures', 'num p50', 'num p99', 'check', 'actions']) row.append(el('td', cls));
-    const actions = row.querySelector('.actions');
-    actions.append(
-      actionButton('Drain', 'btn-warn', upstream, s.id, 'drain'),
-      actionButton('Disable', 'btn-bad', upstream, s.id, 'disable'),
-      actionButton('Enable', 'btn-ok', upstream, s.id, 'enable'),
-    );
-    tbody.append(row);
-  }
-  updateServerRow(row, s);
-  return row;
-}
-
-function updateServerRow(row, s) {
-  const name = row.querySelector('.server-id');
-  const label = s.backup ? `${s.id} (backup)` : s.id;
-  if (name.textContent !== label) {
-    name.textContent = s.id;
-    if (s.backup) name.append(el('span', 'tag', 'backup'));
-  }
-  setText(row.querySelector('.address'), s.address || '–');
-  const stateCell = row.querySelector('.state');
-  let badge = stateCell.firstElementChild;
-  if (!badge) {
-    badge = el('span', 'badge');
-    stateCell.append(badge);
-  }
-  const st = s.state || 'unknown';
-  badge.className = `badge state-${st}`;
-  setText(badge, st);
-  row.setAttribute('data-state', st);
-  row.className = STATE_ROW[st] || '';
-  setText(row.querySelector('.weight'), s.weight === undefined ? '–' : s.configured_weight !== undefined && s.configured_weight !== s.weight ? `${s.weight} (${s.configured_weight})` : s.weight);
-  setText(row.querySelector('.inflight'), count(s.in_flight));
-  setText(row.querySelector('.requests'), count(s.requests));
-  const errors = s.classes ? s.classes['5xx'] : undefined;
-  const errorsCell = row.querySelector('.errors');
-  setText(errorsCell, count(errors));
-  errorsCell.classList.toggle('bad-text', errors > 0);
-  setText(row.querySelector('.failures'), count(s.failures));
-  setText(row.querySelector('.p50'), ms(s.latency_ms && s.latency_ms.p50));
-  setText(row.querySelector('.p99'), ms(s.latency_ms && s.latency_ms.p99));
-  const check = s.last_check;
-  const checkCell = row.querySelector('.check');
-  setText(checkCell, check ? `${check.ok ? 'ok' : 'failed'}, ${ago(check.at)}` : '–');
-  checkCell.classList.toggle('bad-text', !!check && !check.ok);
-  const admin = s.admin || 'enabled';
-  for (const button of row.querySelectorAll('button[data-action]')) {
-    if (button.dataset.busy === '1') continue;
-    const action = button.dataset.action;
-    button.disabled = (action === 'drain' && admin !== 'enabled') || (action === 'disable' && admin === 'disabled') || (action === 'enable' && admin === 'enabled');
-  }
-}
-
-function renderUpstreams(r) {
-  const container = $('upstreams');
-  const upstreams = Array.isArray(r.upstreams) ? r.upstreams : [];
-  const empty = container.querySelector('.empty');
-  if (empty) empty.hidden = upstreams.length > 0;
-  const names = new Set(upstreams.map((u) => u.name));
-  for (const block of container.querySelectorAll('.upstream')) if (!names.has(block.dataset.upstream)) block.remove();
-  let servers = 0;
-  for (const u of upstreams) {
-    const block = upstreamBlock(container, u);
-    const lat = u.latency_ms || {};
-    const classes = u.classes || {};
-    setText(block.querySelector('.upstream-figures'), `${count(u.requests)} requests · ${count(classes['5xx'])} 5xx · p50 ${ms(lat.p50)} · p99 ${ms(lat.p99)}`);
-    const tbody = block.querySelector('tbody');
-    const list = Array.isArray(u.servers) ? u.servers : [];
-    servers += list.length;
-    const ids = new Set(list.map((s) => s.id));
-    for (const row of tbody.querySelectorAll('tr[data-server]')) if (!ids.has(row.dataset.server)) row.remove();
-    for (const s of list) serverRow(tbody, u.name, s);
-    renderDeployProgress(u.name);
-  }
-  setText($('upstreams-sub'), `${upstreams.length} upstream${upstreams.length === 1 ? '' : 's'}, ${servers} server${servers === 1 ? '' : 's'}`);
-}
-
 async function serverAction(upstream, server, action, button) {
   button.dataset.busy = '1';
   button.disabled = true;
@@ -536,36 +418,6 @@ async function serverAction(upstream, server, action, button) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Caches: hit ratio and purge.
-
-function cacheRow(tbody, c) {
-  let row = tbody.querySelector(`tr[data-zone="${CSS.escape(c.zone)}"]`);
-  if (row) return row;
-  row = el('tr', '', null, { 'data-zone': c.zone });
-  row.append(el('th', 'mono zone', c.zone, { scope: 'row' }));
-  for (const cls of ['num entries', 'num size', 'num hits', 'num misses', 'num stale', 'ratio', 'purge-cell']) row.append(el('td', cls));
-  const meter = el('span', 'meter');
-  const track = el('span', 'meter-track', null, { 'aria-hidden': 'true' });
-  track.append(el('span', 'meter-fill'));
-  meter.append(track, el('span', 'meter-text'));
-  row.querySelector('.ratio').append(meter);
-
-  const form = el('form', 'purge', null, { 'aria-label': `Purge cache zone ${c.zone}` });
-  const kind = el('select', '', null, { 'aria-label': `What to purge in ${c.zone}` });
-  kind.append(el('option', '', 'URL', { value: 'url' }), el('option', '', 'URL prefix', { value: 'url_prefix' }));
-  const input = el('input', 'mono', null, { type: 'url', required: '', placeholder: 'https://a.example/path', 'aria-label': `URL to purge from ${c.zone}`, spellcheck: 'false' });
-  const button = el('button', 'btn btn-small btn-bad', 'Purge', { type: 'submit', 'aria-label': `Purge from cache zone ${c.zone}` });
-  form.append(kind, input, button);
-  form.addEventListener('submit', (event) => {
-    event.preventDefault();
-    purge(c.zone, kind.value, input.value.trim(), button, input);
-  });
-  row.querySelector('.purge-cell').append(form);
-  tbody.append(row);
-  return row;
-}
-
 async function purge(zone, kind, url, button, input) {
   if (url === '') return;
   if (kind === 'url_prefix' && !window.confirm(`Purge every URL under ${url} from ${zone}?`)) return;
@@ -580,69 +432,6 @@ async function purge(zone, kind, url, button, input) {
   } finally {
     button.disabled = false;
   }
-}
-
-function renderCaches(r) {
-  const tbody = $('caches').querySelector('tbody');
-  const caches = Array.isArray(r.caches) ? r.caches : [];
-  $('caches-empty').hidden = caches.length > 0;
-  $('caches').hidden = caches.length === 0;
-  const zones = new Set(caches.map((c) => c.zone));
-  for (const row of tbody.querySelectorAll('tr[data-zone]')) if (!zones.has(row.dataset.zone)) row.remove();
-  for (const c of caches) {
-    const row = cacheRow(tbody, c);
-    setText(row.querySelector('.entries'), count(c.entries));
-    setText(row.querySelector('.size'), bytes(c.bytes));
-    setText(row.querySelector('.hits'), count(c.hits));
-    setText(row.querySelector('.misses'), count(c.misses));
-    setText(row.querySelector('.stale'), count(c.stale));
-    const ratio = typeof c.hit_ratio === 'number' ? c.hit_ratio : null;
-    const fill = row.querySelector('.meter-fill');
-    fill.style.width = `${ratio === null ? 0 : Math.round(ratio * 100)}%`;
-    fill.classList.toggle('warn', ratio !== null && ratio < 0.8 && ratio >= 0.5);
-    fill.classList.toggle('bad', ratio !== null && ratio < 0.5);
-    setText(row.querySelector('.meter-text'), percent(ratio));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Certificates and routes (no controls: rebuilt each time).
-
-function renderCertificates(r) {
-  const tbody = $('certs').querySelector('tbody');
-  const certs = Array.isArray(r.certificates) ? r.certificates.slice() : [];
-  certs.sort((a, b) => (a.days_left ?? Infinity) - (b.days_left ?? Infinity));
-  $('certs-empty').hidden = certs.length > 0;
-  $('certs').hidden = certs.length === 0;
-  const rows = certs.map((c) => {
-    const row = el('tr');
-    row.append(el('th', 'mono', Array.isArray(c.hosts) && c.hosts.length ? c.hosts.join(', ') : '–', { scope: 'row' }));
-    row.append(el('td', '', c.source || '–'));
-    row.append(el('td', '', typeof c.not_after === 'string' ? c.not_after.slice(0, 10) : '–', { title: date(c.not_after) }));
-    const days = typeof c.days_left === 'number' ? Math.floor(c.days_left) : null;
-    row.append(el('td', `num ${days === null ? '' : days < 7 ? 'bad-text' : days < 30 ? 'warn-text' : 'ok-text'}`, days === null ? '–' : days));
-    row.append(c.last_renewal_error ? el('td', 'bad-text', `error: ${c.last_renewal_error}`) : el('td', 'muted', c.last_renewal ? String(c.last_renewal).slice(0, 10) : '–', { title: date(c.last_renewal) }));
-    row.className = days !== null && days < 7 ? 'row-bad' : days !== null && days < 30 ? 'row-warn' : 'row-ok';
-    return row;
-  });
-  tbody.replaceChildren(...rows);
-}
-
-function renderRoutes(r) {
-  const tbody = $('routes').querySelector('tbody');
-  const routes = Array.isArray(r.routes) ? r.routes : [];
-  $('routes-empty').hidden = routes.length > 0;
-  $('routes').hidden = routes.length === 0;
-  const rows = routes.map((route) => {
-    const row = el('tr');
-    const classes = route.classes || {};
-    const lat = route.latency_ms || {};
-    row.append(el('th', 'mono', route.id || '–', { scope: 'row' }), el('td', '', route.handler || '–'), el('td', 'num', count(route.requests)));
-    for (const k of ['2xx', '3xx', '4xx', '5xx']) row.append(el('td', `num ${k === '5xx' && classes[k] > 0 ? 'bad-text' : ''}`, count(classes[k])));
-    row.append(el('td', 'num', ms(lat.p50)), el('td', 'num', ms(lat.p99)));
-    return row;
-  });
-  tbody.replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -765,6 +554,6 @@ $('logout').addEventListener('click', logout);
 $('reload').addEventListener('click', () => startReload($('reload')));
 // Relative times ("3s ago") move on between reports.
 setInterval(() => {
-  if (state.report && Date.now() - state.lastAt > 1500) renderUpstreams(state.report);
+  if (state.report && Date.now() - state.lastAt > 1500) drawUpstreams(state.report);
 }, 1000);
 start();
