@@ -77,7 +77,7 @@ async function instancePids(admin: string, token: string): Promise<number[]> {
 }
 
 /** A real `portico run` of `lines` (an admin section on a free port is added) and its admin URL and token. */
-async function porticoWithAdmin(lines: string[]): Promise<{ portico: PorticoProcess; admin: string; token: string; dir: string }> {
+async function porticoWithAdmin(lines: string[], adminExtra = ''): Promise<{ portico: PorticoProcess; admin: string; token: string; dir: string }> {
   const adminPort = await freePort();
   const admin = `http://127.0.0.1:${adminPort}`;
   const token = randomBytes(24).toString('hex');
@@ -86,7 +86,7 @@ async function porticoWithAdmin(lines: string[]): Promise<{ portico: PorticoProc
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-dashboard-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'portico.yaml');
-  const head = ['listen: ["127.0.0.1:0"]', 'log: { access: off }', `admin: { listen: "127.0.0.1:${adminPort}", token_env: ${TOKEN_ENV} }`];
+  const head = ['listen: ["127.0.0.1:0"]', 'log: { access: off }', `admin: { listen: "127.0.0.1:${adminPort}", token_env: ${TOKEN_ENV}${adminExtra} }`];
   writeFileSync(file, [...head, ...lines, ''].join('\n'));
   const portico = await PorticoProcess.start(file, dir);
   cleanups.push(async () => {
@@ -289,6 +289,29 @@ describe('the dashboard in headless Chromium (Debian chromium + playwright-core)
     const purge = requests.find((r) => r.method() === 'POST' && r.url().endsWith('/caches/pages/purge'));
     assert.deepEqual(purge?.postDataJSON(), { url: `http://127.0.0.1:${portico.port}/` });
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-deploy.png'), fullPage: true });
+    assert.deepEqual(problems, [], 'no script error and no CSP violation');
+    passed = true;
+  });
+
+  test('with open_reads, the page shows the servers without a login (read-only, polled), and an action asks for the token, then goes live', async (t) => {
+    if (!requireExecutable(t, CHROMIUM, 'chromium')) return;
+    const one = await backend('one');
+    const { admin, token } = await porticoWithAdmin(
+      ['upstreams:', `  app: { servers: [{ url: "${one.upstream.url}", name: one }] }`, 'sites:', '  - routes: [{ path: /, proxy: { upstream: app } }]'],
+      ', open_reads: true',
+    );
+    const { page, problems } = await openBrowser();
+    let passed = false;
+    screenshotOnFailure(page, 'dashboard-open-reads-failure.png', () => !passed);
+    await page.goto(`${admin}/`);
+    await page.locator('tr[data-server="one"][data-state="healthy"]').waitFor();
+    assert.equal(await page.locator('#login').isVisible(), false, 'no login form to read');
+    await page.locator('#live', { hasText: 'read-only' }).waitFor();
+    await page.getByRole('button', { name: 'Drain server one of app' }).click();
+    await page.getByLabel('Admin token').waitFor({ state: 'visible' });
+    await logIn(page, token);
+    await page.getByRole('button', { name: 'Drain server one of app' }).click();
+    await page.locator('tr[data-server="one"][data-state="draining"]').waitFor();
     assert.deepEqual(problems, [], 'no script error and no CSP violation');
     passed = true;
   });
