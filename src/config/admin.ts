@@ -3,7 +3,9 @@
  * token and the dashboard's session cookie would otherwise cross it in clear), must not be one of the public
  * listeners' addresses, and its extra host names are bare names.
  */
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import path from 'node:path';
 import type { ParsedConfig, Problem } from './schema.js';
 
 /** Whether a listen host is a loopback address (127.0.0.0/8, ::1, `localhost`). */
@@ -14,11 +16,28 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(bare) === 4 && bare.startsWith('127.');
 }
 
-/** Problems of `config.admin` (none when there is no admin section). */
-export function checkAdmin(config: ParsedConfig): Problem[] {
+/** Reads `admin.token_file` (relative to `dir`) into `admin.token`; a problem when it cannot be read or is empty. */
+function readTokenFile(admin: NonNullable<ParsedConfig['admin']>, dir: string): Problem | undefined {
+  if (admin.token_file === undefined) return undefined;
+  const file = path.resolve(dir, admin.token_file);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    return { keys: ['admin', 'token_file'], message: `cannot read the token file ${file}: ${(err as Error).message}` };
+  }
+  if (text === '') return { keys: ['admin', 'token_file'], message: `the token file ${file} is empty` };
+  admin.token = text;
+  return undefined;
+}
+
+/** Problems of `config.admin` (none when there is no admin section); reads its token file, relative to `dir`. */
+export function checkAdmin(config: ParsedConfig, dir: string): Problem[] {
   const admin = config.admin;
   if (admin === undefined) return [];
   const problems: Problem[] = [];
+  const unreadable = readTokenFile(admin, dir);
+  if (unreadable !== undefined) problems.push(unreadable);
   const listen = admin.listen;
   if (listen !== undefined) {
     if (!isLoopbackHost(listen.host) && admin.tls === undefined) {

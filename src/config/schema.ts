@@ -730,21 +730,29 @@ const log = z.strictObject({
  * The admin API (docs/operations.md, "Admin API"): served on the control socket always; on TCP at `listen` when
  * set. Its presence also turns counting on (metrics, the traffic figures of /status): without it nothing is counted.
  */
-const admin = z.strictObject({
-  /** The admin listener (`127.0.0.1:9901`); unset: the API is served on the control socket only. */
-  listen: address.optional(),
-  /** The environment variable holding the Bearer token (every POST needs it, loopback too). */
-  token_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').default('PORTICO_ADMIN_TOKEN'),
-  /** GET /status and /metrics without a token, from loopback peers only. */
-  open_reads: z.boolean().default(false),
-  /** Host names the admin listener also answers to (DNS-rebinding guard: otherwise only its own address). */
-  hosts: z.array(z.string().min(1)).default([]),
-  /** TLS for the admin listener: required when `listen` is not a loopback address. */
-  tls: z
-    .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
-    .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }))
-    .optional(),
-});
+const admin = z
+  .strictObject({
+    /** The admin listener (`127.0.0.1:9901`); unset: the API is served on the control socket only. */
+    listen: address.optional(),
+    /** The environment variable holding the Bearer token (every POST needs it, loopback too). */
+    token_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').default('PORTICO_ADMIN_TOKEN'),
+    /**
+     * A file holding the token (relative to the config's folder; read at load and at every reload, surrounding
+     * whitespace trimmed): wins over `token_env`. For systemd's `LoadCredential=` and the showcase.
+     */
+    token_file: z.string().min(1).optional(),
+    /** GET /status and /metrics without a token, from loopback peers only. */
+    open_reads: z.boolean().default(false),
+    /** Host names the admin listener also answers to (DNS-rebinding guard: otherwise only its own address). */
+    hosts: z.array(z.string().min(1)).default([]),
+    /** TLS for the admin listener: required when `listen` is not a loopback address. */
+    tls: z
+      .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
+      .transform((tls) => ({ ...tls, pem: undefined as PemPair | undefined }))
+      .optional(),
+  })
+  // `token` is filled in by the checks of `admin.ts` when `token_file` is read.
+  .transform((admin) => ({ ...admin, token: undefined as string | undefined }));
 
 /** The schema of the whole config file, for the handler kinds given. */
 export function configSchema(parts: ConfigParts) {

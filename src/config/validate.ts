@@ -105,7 +105,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
   });
 
   problems.push(...checkTls(config, dir));
-  problems.push(...checkAdmin(config));
+  problems.push(...checkAdmin(config, dir));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {

@@ -59,7 +59,8 @@ export function adminParts(host: AdminHost): AdminParts {
 function settingsOf(config: Config): AdminSettings {
   const admin = config.admin;
   const tokenEnv = admin?.token_env ?? 'PORTICO_ADMIN_TOKEN';
-  const token = process.env[tokenEnv];
+  // A token file (read at load, so at every reload too) wins over the variable.
+  const token = admin?.token ?? process.env[tokenEnv];
   return { token: token === undefined || token === '' ? undefined : token, tokenEnv, openReads: admin?.open_reads ?? false, hosts: admin?.hosts ?? [] };
 }
 

@@ -236,6 +236,17 @@ describe('admin API settings', () => {
     await assert.rejects(call(portico.adminPort, 'GET', '/healthz'));
   });
 
+  test('admin.token_file: the token read from the file wins over token_env; a missing file is a config error at file:line:col', async (t) => {
+    const portico = await startAdmin(config('  token_env: PORTICO_SEC_TEST_TOKEN\n  token_file: admin.token'), { files: { 'admin.token': '  from-the-file-0123456789\n' } });
+    t.after(() => portico.stop());
+    const byFile = await call(portico.adminPort, 'POST', '/reload', { headers: { authorization: 'Bearer from-the-file-0123456789' } });
+    assert.equal(byFile.status, 202, byFile.text);
+    const byEnv = await call(portico.adminPort, 'POST', '/reload', { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(byEnv.status, 401, 'the variable is not the token while a file gives one');
+    const missing = `listen: ["127.0.0.1:0"]\nadmin:\n  token_file: ./nowhere.token\nsites:\n  - routes:\n      - path: /\n        respond: { body: "x" }\n`;
+    assert.throws(() => parseConfig(missing, '/tmp/admin-token.yaml', '/tmp'), /admin-token\.yaml:3:15 admin\.token_file: cannot read the token file \/tmp\/nowhere\.token/);
+  });
+
   test('a non-loopback admin listen without tls is a config error at file:line:col of admin.listen', () => {
     const text = `listen: ["127.0.0.1:0"]\nadmin:\n  listen: "0.0.0.0:9901"\nsites:\n  - routes:\n      - path: /\n        respond: { body: "x" }\n`;
     assert.throws(

@@ -57,10 +57,16 @@ describe('the showcase (npm start)', () => {
   before(async () => {
     // What `npm start` runs, after its build step: checked here, so that this test runs what users run.
     const start = (JSON.parse(readFileSync(path.join(repo, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
-    assert.match(start ?? '', /&& node examples\/dev-certificate\.mjs >\/dev\/null && node dist\/src\/cli\.js run -c examples\/portico\.yaml$/);
+    assert.match(start ?? '', /&& node examples\/dev-certificate\.mjs >\/dev\/null && node examples\/dev-token\.mjs && node dist\/src\/cli\.js run -c examples\/portico\.yaml$/);
     const certificate = spawn(process.execPath, [path.join(repo, 'examples/dev-certificate.mjs')], { cwd: repo, stdio: 'ignore' });
     const [code] = (await once(certificate, 'exit')) as [number | null];
     assert.equal(code, 0, 'the dev certificate was made');
+    const token = spawn(process.execPath, [path.join(repo, 'examples/dev-token.mjs')], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
+    let said = '';
+    token.stderr!.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    const [tokenCode] = (await once(token, 'close')) as [number | null];
+    assert.equal(tokenCode, 0, 'the dev token was made');
+    assert.match(said, /^dashboard: http:\/\/127\.0\.0\.1:9901\/ \(log in with the token [A-Za-z0-9_-]{32}, kept in examples\/var\/admin\.token\)\n$/);
     child = spawn(process.execPath, [path.join(repo, 'dist/src/cli.js'), 'run', '-c', 'examples/portico.yaml'], { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const ready = await until(`${BASE}/healthz`, 200);
@@ -118,6 +124,32 @@ describe('the showcase (npm start)', () => {
     const missing = await fetch(`${BASE}/api/nothing-here`);
     assert.equal(missing.status, 404);
     assert.match(await missing.text(), /"error":"not found"/, 'a 404 is not in the route\'s list: the API\'s JSON passes');
+  });
+
+  test('the admin listener (README): /healthz, /status and /metrics open from loopback, the dashboard page, a POST only with the token, and a drain of app#1 undone by enable', async () => {
+    const admin = 'http://127.0.0.1:9901';
+    assert.deepEqual(await (await fetch(`${admin}/healthz`)).json(), { ok: true });
+    const page = await fetch(`${admin}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /^<!doctype html>/i);
+    assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'self'/);
+    await fetch(`${BASE}/api/hello`).then((r) => r.arrayBuffer());
+    const status = (await (await fetch(`${admin}/status`)).json()) as { counting: boolean; upstreams: Array<{ name: string; servers: Array<{ id: string }> }>; caches: Array<{ zone: string }> };
+    assert.equal(status.counting, true);
+    assert.deepEqual(status.upstreams.find((u) => u.name === 'app')?.servers.map((s) => s.id).sort(), ['app#1', 'app#2']);
+    assert.deepEqual(status.caches.map((c) => c.zone), ['main']);
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    assert.match(metrics, /^portico_http_requests_total\{/m);
+    const refused = await fetch(`${admin}/upstreams/app/servers/app%231/drain`, { method: 'POST' });
+    assert.equal(refused.status, 401, 'a POST needs the token, on loopback too');
+    const token = readFileSync(path.join(repo, 'examples/var/admin.token'), 'utf8').trim();
+    const auth = { authorization: `Bearer ${token}` };
+    const drained = await fetch(`${admin}/upstreams/app/servers/app%231/drain`, { method: 'POST', headers: auth });
+    assert.equal(drained.status, 200, stderr);
+    assert.equal(((await drained.json()) as { state: string }).state, 'draining');
+    const enabled = await fetch(`${admin}/upstreams/app/servers/app%231/enable`, { method: 'POST', headers: auth });
+    assert.equal(enabled.status, 200);
+    assert.equal(((await enabled.json()) as { admin: string }).admin, 'enabled');
   });
 
   test('/files/ asks for basic auth and lists the folder for demo:portico', async () => {
