@@ -11,8 +11,8 @@ export class ApiError extends Error {
 
 /** One call: JSON in and out; a POST carries the admin header and JSON content type. Throws ApiError. */
 export async function api(method, path, body) {
-  // referrerPolicy: the admin listener's pages say `Referrer-Policy: no-referrer`, under which a browser sends
-  // `Origin: null` with a POST; `same-origin` keeps the page's own origin there, which the CSRF check compares.
+  // referrerPolicy same-origin (as the listener's pages say too): under no-referrer a browser sends `Origin: null`
+  // with a POST, which the CSRF check refuses; same-origin keeps the page's own origin there.
   const init = { method, credentials: 'same-origin', referrerPolicy: 'same-origin', headers: { accept: 'application/json' }, cache: 'no-store' };
   if (method !== 'GET') {
     init.headers['content-type'] = 'application/json';
