@@ -152,6 +152,14 @@ describe('prom-client text from the recorders', () => {
     assert.equal(await metrics.text(), text);
   });
 
+  test('process metrics are prom-client\'s, but the GC histogram (a cost on every collection)', async () => {
+    const text = await new Metrics().text();
+    for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_version_info']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    }
+    assert.doesNotMatch(text, /nodejs_gc_duration_seconds/);
+  });
+
   test('two processes\' registries aggregate into sums, histograms bucket-wise', async () => {
     const a = new Metrics({ processMetrics: false });
     const b = new Metrics({ processMetrics: false });
