@@ -33,14 +33,48 @@ export class ServerTraffic extends Traffic {
   }
 }
 
-/** One cache zone's lookups by outcome, and the body bytes answered from it. */
+/**
+ * One cache zone's lookups by outcome, and the body bytes answered from it: in a typed array, as `Traffic`'s (the
+ * bytes pass 2^30 soon, past which a number field of a long-lived object is boxed).
+ */
 export class CacheTally {
-  hits = 0;
-  misses = 0;
-  /** Stale answers served (stale-while-revalidate, stale-if-error, unreachable). */
-  stale = 0;
-  bytes = 0;
+  readonly #counts = new Float64Array(4);
   constructor(readonly zone: string) {}
+
+  /** An answer from storage, fresh; `bytes` of body sent. */
+  hit(bytes: number): void {
+    this.#counts[0]!++;
+    this.#counts[3]! += bytes;
+  }
+
+  /** The answer came from the upstream (a miss, a revalidation, a collapsed wait). */
+  miss(): void {
+    this.#counts[1]!++;
+  }
+
+  /** A stored answer served stale; `bytes` of body sent. */
+  staleServed(bytes: number): void {
+    this.#counts[2]!++;
+    this.#counts[3]! += bytes;
+  }
+
+  get hits(): number {
+    return this.#counts[0]!;
+  }
+
+  get misses(): number {
+    return this.#counts[1]!;
+  }
+
+  /** Stale answers served (stale-while-revalidate, stale-if-error, unreachable, a client's max-stale). */
+  get stale(): number {
+    return this.#counts[2]!;
+  }
+
+  /** Body bytes answered from storage. */
+  get bytes(): number {
+    return this.#counts[3]!;
+  }
 }
 
 /** The id under which requests answered before any route took them are counted (a 404, 421, 400, a redirect). */
