@@ -58,10 +58,12 @@ export class CacheTally {
     this.#counts[3]! += bytes;
   }
 
+  /** Fresh answers from storage. */
   get hits(): number {
     return this.#counts[0]!;
   }
 
+  /** Answers that came from the upstream. */
   get misses(): number {
     return this.#counts[1]!;
   }
