@@ -9,6 +9,7 @@
  * own. What only the live objects know (a server's health and requests in flight, a zone's entries, open
  * connections, certificates) is asked of a `ScrapeSource` the server layer hands in.
  */
+import { createRequire } from 'node:module';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { CLASS_NAMES, LATENCY_BOUNDS_MS, Traffic } from './traffic.js';
 
@@ -32,14 +33,50 @@ export class ServerTraffic extends Traffic {
   }
 }
 
-/** One cache zone's lookups by outcome, and the body bytes answered from it. */
+/**
+ * One cache zone's lookups by outcome, and the body bytes answered from it: in a typed array, as `Traffic`'s (the
+ * bytes pass 2^30 soon, past which a number field of a long-lived object is boxed).
+ */
 export class CacheTally {
-  hits = 0;
-  misses = 0;
-  /** Stale answers served (stale-while-revalidate, stale-if-error, unreachable). */
-  stale = 0;
-  bytes = 0;
+  readonly #counts = new Float64Array(4);
   constructor(readonly zone: string) {}
+
+  /** An answer from storage, fresh; `bytes` of body sent. */
+  hit(bytes: number): void {
+    this.#counts[0]!++;
+    this.#counts[3]! += bytes;
+  }
+
+  /** The answer came from the upstream (a miss, a revalidation, a collapsed wait). */
+  miss(): void {
+    this.#counts[1]!++;
+  }
+
+  /** A stored answer served stale; `bytes` of body sent. */
+  staleServed(bytes: number): void {
+    this.#counts[2]!++;
+    this.#counts[3]! += bytes;
+  }
+
+  /** Fresh answers from storage. */
+  get hits(): number {
+    return this.#counts[0]!;
+  }
+
+  /** Answers that came from the upstream. */
+  get misses(): number {
+    return this.#counts[1]!;
+  }
+
+  /** Stale answers served (stale-while-revalidate, stale-if-error, unreachable, a client's max-stale). */
+  get stale(): number {
+    return this.#counts[2]!;
+  }
+
+  /** Body bytes answered from storage. */
+  get bytes(): number {
+    return this.#counts[3]!;
+  }
 }
 
 /** The id under which requests answered before any route took them are counted (a 404, 421, 400, a redirect). */
@@ -119,9 +156,29 @@ function fillGauge(gauge: Gauge<string>, series: ReadonlyArray<[Record<string, s
   for (const [labels, value] of series) gauge.set(labels, value);
 }
 
+/** How often the process metrics sample the event loop's delay (`nodejs_eventloop_lag_*`). */
+const EVENT_LOOP_SAMPLE_MS = 100;
+
+const requireCjs = createRequire(import.meta.url);
+
+/**
+ * prom-client's process metrics (`collectDefaultMetrics`'s list, each its own module) on `registry`, but two
+ * costs measured on the request path (bench/RESULTS.md, "Counting (admin on)"): the event loop's delay is sampled
+ * every 100 ms, not every 10 (that timer cost 2% of the proxied requests a second), and the GC duration histogram
+ * (`nodejs_gc_duration_seconds`) is left out: its PerformanceObserver, called on every collection, cost 2% of the
+ * cache hits a second. The modules are prom-client's own (15.1.3, pinned); its `metricsList` names them.
+ */
+function processMetrics(registry: Registry): void {
+  for (const name of collectDefaultMetrics.metricsList) {
+    if (name === 'gc') continue;
+    const collect = requireCjs(`prom-client/lib/metrics/${name}.js`) as (register: Registry, config: object) => void;
+    collect(registry, { eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
+  }
+}
+
 /** How a `Metrics` is made. */
 export interface MetricsOptions {
-  /** Process metrics (CPU, memory, event loop, GC: prom-client's `collectDefaultMetrics`); default true. */
+  /** Process metrics (CPU, memory, file descriptors, heap, event loop: see `processMetrics`); default true. */
   processMetrics?: boolean;
 }
 
@@ -139,7 +196,7 @@ export class Metrics {
 
   constructor(options: MetricsOptions = {}) {
     this.unrouted = this.route(UNROUTED, 'none');
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    if (options.processMetrics !== false) processMetrics(this.registry);
     this.#define();
   }
 

@@ -166,7 +166,7 @@ test('a worker that does not answer within 2 s is left out, and the report says 
     const started = Date.now();
     const report = await status(primary);
     const waited = Date.now() - started;
-    assert.ok(waited >= 1900 && waited < 5000, `answered after ${waited} ms`);
+    assert.ok(waited >= 1900 && waited < 8000, `answered after ${waited} ms`);
     assert.deepEqual(report.workers?.map((w) => [w.slot, w.answered]), [[1, true], [2, false]]);
     // Only worker 1's figures: fewer than both workers counted (each forwarded some).
     assert.ok(report.totals.requests > 0 && report.totals.requests < counted, `${report.totals.requests} of ${counted}`);

@@ -129,9 +129,10 @@ describe('prom-client text from the recorders', () => {
     metrics.unrouted.record(404, 0.1);
     metrics.server('app', 'one').record(200, 2);
     const tally: CacheTally = metrics.cache('main');
-    tally.hits = 5;
-    tally.misses = 2;
-    tally.bytes = 1234;
+    for (let i = 0; i < 5; i++) tally.hit(200);
+    tally.hit(234);
+    tally.miss();
+    tally.miss();
     metrics.handshake('TLSv1.3');
     metrics.handshakeFailed();
     const text = await metrics.text();
@@ -144,12 +145,20 @@ describe('prom-client text from the recorders', () => {
     assert.match(text, /^portico_http_request_duration_seconds_sum\{route="a\.example\/api\/"\} 3\.033$/m);
     assert.match(text, /^portico_http_request_duration_seconds_count\{route="a\.example\/api\/"\} 3$/m);
     assert.match(text, /^portico_upstream_requests_total\{upstream="app",server="one",class="2xx"\} 1$/m);
-    assert.match(text, /^portico_cache_requests_total\{zone="main",result="hit"\} 5$/m);
+    assert.match(text, /^portico_cache_requests_total\{zone="main",result="hit"\} 6$/m);
     assert.match(text, /^portico_cache_served_bytes_total\{zone="main"\} 1234$/m);
     assert.match(text, /^portico_tls_handshakes_total\{version="TLSv1\.3"\} 1$/m);
     assert.match(text, /^portico_tls_handshake_errors_total 1$/m);
     // A second scrape gives the same figures (the metrics are set from the recorders, not added to).
     assert.equal(await metrics.text(), text);
+  });
+
+  test('process metrics are prom-client\'s, but the GC histogram (a cost on every collection)', async () => {
+    const text = await new Metrics().text();
+    for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_version_info']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    }
+    assert.doesNotMatch(text, /nodejs_gc_duration_seconds/);
   });
 
   test('two processes\' registries aggregate into sums, histograms bucket-wise', async () => {

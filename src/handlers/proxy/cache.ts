@@ -117,9 +117,8 @@ export class ProxyCache implements CacheOwner {
         this.#serveHit(ctx, variant, age);
         const tally = this.#o.tally;
         if (tally !== undefined) {
-          if (use === 'fresh') tally.hits++;
-          else tally.stale++;
-          tally.bytes += ctx.bytesSent;
+          if (use === 'fresh') tally.hit(ctx.bytesSent);
+          else tally.staleServed(ctx.bytesSent);
         }
         return;
       }
@@ -153,12 +152,8 @@ export class ProxyCache implements CacheOwner {
   #count(ctx: RequestContext, stale: boolean): void {
     const tally = this.#o.tally;
     if (tally === undefined) return;
-    if (!stale) {
-      tally.misses++;
-      return;
-    }
-    tally.stale++;
-    tally.bytes += ctx.bytesSent;
+    if (stale) tally.staleServed(ctx.bytesSent);
+    else tally.miss();
   }
 
   /** Forwards without storing; every response still says what the cache did. */
