@@ -1,0 +1,78 @@
+/**
+ * A request's identity, made once per request and cheaply: its `X-Request-Id` (kept from the client when safe,
+ * else a new one) and its W3C trace context (`traceparent`, passed on or started; `tracestate` passed on with a
+ * valid `traceparent` only). See docs/operations.md, "Request ids and traces".
+ *
+ * New ids cost no system call per request: a request id is a per-process random prefix and a counter (unique
+ * across processes and restarts by the prefix, 80 random bits); trace and span ids are read from a pool of
+ * random bytes refilled 4 KB at a time (`crypto.randomFillSync`), so they are random as W3C asks.
+ */
+import { randomBytes, randomFillSync } from 'node:crypto';
+
+/** A client's own id is kept only in this form (or from a trusted proxy, whatever it is). */
+const CLIENT_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** 20 hex digits, this process's own: ids from two processes (workers, an upgrade's successor) never meet. */
+const ID_PREFIX = randomBytes(10).toString('hex');
+const ZEROS = '000000000000';
+let idCounter = 0;
+
+/** A new request id: 32 hex digits (like nginx's `$request_id`), the process's prefix then a counter. */
+export function newRequestId(): string {
+  const n = (++idCounter).toString(16);
+  return n.length >= 12 ? ID_PREFIX + n : ID_PREFIX + ZEROS.slice(n.length) + n;
+}
+
+/** Whether a client's `X-Request-Id` may be kept from any client: 1 to 128 characters of `[A-Za-z0-9._-]`. */
+export function isSafeRequestId(value: string): boolean {
+  return CLIENT_ID.test(value);
+}
+
+const POOL = Buffer.allocUnsafe(4096);
+let poolAt = POOL.length;
+
+/** `bytes` random bytes as lower-case hex, from the pool. */
+export function randomHex(bytes: number): string {
+  if (poolAt + bytes > POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  const hex = POOL.toString('hex', poolAt, poolAt + bytes);
+  poolAt += bytes;
+  return hex;
+}
+
+/** A trace id or span id of all zeros is invalid (W3C Trace Context §3.2.2.3, §3.2.2.4). */
+const ALL_ZEROS = /^0+$/;
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-|$)/;
+
+/** A valid `traceparent` as received. */
+export interface TraceParent {
+  traceId: string;
+  /** The caller's span id: the parent of whatever Portico does. */
+  parentId: string;
+  /** The sampled flag (bit 0 of trace-flags). */
+  sampled: boolean;
+}
+
+/**
+ * Parses a `traceparent` field (W3C Trace Context, level 1): `undefined` when absent or invalid (version `ff`, a
+ * version-00 value of another length, all-zero ids, upper-case hex). A later version is read by its first four
+ * fields, as the specification asks.
+ */
+export function parseTraceparent(value: string | string[] | undefined): TraceParent | undefined {
+  if (typeof value !== 'string' || value.length < 55) return undefined;
+  const m = TRACEPARENT.exec(value);
+  if (m === null) return undefined;
+  const version = m[1]!;
+  if (version === 'ff' || (version === '00' && value.length !== 55)) return undefined;
+  const traceId = m[2]!;
+  const parentId = m[3]!;
+  if (ALL_ZEROS.test(traceId) || ALL_ZEROS.test(parentId)) return undefined;
+  return { traceId, parentId, sampled: (parseInt(m[4]!, 16) & 1) === 1 };
+}
+
+/** A version-00 `traceparent`. */
+export function formatTraceparent(traceId: string, spanId: string, sampled: boolean): string {
+  return `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`;
+}
