@@ -9,7 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { connectionPeer, type TrustedProxies } from './client-address.js';
 import { NOT_FORWARDED, readForwarded, type ForwardedView } from './forwarded.js';
 import { canonicalAuthority } from './hosts.js';
-import { formatTraceparent, parseTraceparent, randomHex } from './request-identity.js';
+import { parseTraceparent, startTraceparent } from './request-identity.js';
 
 declare module 'node:http2' {
   interface Http2ServerResponse {
@@ -244,7 +244,7 @@ export class RequestContext {
       if (value !== undefined && parseTraceparent(value) !== undefined) {
         this.traceMemo = value as string;
         this.traceStateKept = true;
-      } else this.traceMemo = formatTraceparent(randomHex(16), randomHex(8), false);
+      } else this.traceMemo = startTraceparent();
     }
     return this.traceMemo;
   }

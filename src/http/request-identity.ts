@@ -72,6 +72,12 @@ export function parseTraceparent(value: string | string[] | undefined): TracePar
   return { traceId, parentId, sampled: (parseInt(m[4]!, 16) & 1) === 1 };
 }
 
+/** A new trace's `traceparent`, not sampled: random trace and span ids, read from the pool at once. */
+export function startTraceparent(): string {
+  const ids = randomHex(24);
+  return `00-${ids.slice(0, 32)}-${ids.slice(32)}-00`;
+}
+
 /** A version-00 `traceparent`. */
 export function formatTraceparent(traceId: string, spanId: string, sampled: boolean): string {
   return `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`;
