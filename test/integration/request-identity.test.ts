@@ -156,6 +156,50 @@ sites:
   });
 });
 
+describe('a trusted proxy, the cache and a slow head', () => {
+  test("a trusted proxy's X-Request-Id is kept whatever its form; $cache_status says MISS then HIT; a 408 gets a line", async () => {
+    const origin = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
+      res.end('cached');
+    });
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const portico = await startPortico(`listen:
+  - { addr: "127.0.0.1:0", header_timeout: 300ms }
+log: { access: ${JSON.stringify(logFile)}, template: "$request_id $status $cache_status $uri" }
+trusted_proxies: ["127.0.0.1"]
+caches:
+  main: { memory: 1MB }
+sites:
+  - routes:
+      - path: /c/
+        proxy: { url: ${JSON.stringify(origin.url)}, cache: { zone: main } }
+`);
+    try {
+      const res = await fetch(`${portico.url}/c/x`, { headers: { 'x-request-id': 'lb id/with spaces' } });
+      assert.equal(await res.text(), 'cached');
+      assert.equal(res.headers.get('x-request-id'), 'lb id/with spaces');
+      assert.equal(origin.requests.at(-1)!.headers['x-request-id'], 'lb id/with spaces');
+      const hit = await fetch(`${portico.url}/c/x`, { headers: { 'x-request-id': 'second' } });
+      assert.equal(await hit.text(), 'cached');
+      assert.equal(hit.headers.get('x-request-id'), 'second');
+      // A head that never ends: Node's parser gives up after header_timeout, 408.
+      const slow = await rawRequest(portico.port, 'GET /c/slow HTTP/1.1\r\nHost: a\r\n', { timeoutMs: 5000 });
+      assert.equal(slow.status, 408);
+      const slowId = slow.headers['x-request-id']!;
+      assert.match(slowId, GENERATED);
+      await portico.stop();
+      const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+      assert.ok(lines.includes('lb id/with spaces 200 MISS /c/x'), lines.join('\n'));
+      assert.ok(lines.includes('second 200 HIT /c/x'), lines.join('\n'));
+      assert.ok(lines.some((l) => l.startsWith(`${slowId} 408 - `)), lines.join('\n'));
+    } finally {
+      await origin.stop();
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('request ids over HTTP/2', () => {
   test('an h2 answer echoes the id; $http2 and $tls_version are logged', async () => {
     const logDir = makeTree();
