@@ -115,6 +115,7 @@ function jsonLine(ctx: RequestContext): string {
       status: ctx.status,
       bytes_sent: ctx.bytesSent,
       request_time: Math.round(performance.now() - ctx.start) / 1000,
+      request_id: ctx.requestId,
       referer: headerText(req.headers.referer),
       user_agent: headerText(req.headers['user-agent']),
       upstream_addr: ctx.upstreamLog?.map((l) => l.addr),

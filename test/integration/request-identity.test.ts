@@ -200,6 +200,26 @@ sites:
   });
 });
 
+describe('the json format', () => {
+  test('a json line carries request_id, the id echoed', async () => {
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const portico = await startPortico(`log: { access: ${JSON.stringify(logFile)}, format: json }
+sites:
+  - routes: [{ path: /, respond: { body: "ok" } }]
+`);
+    try {
+      const res = await fetch(`${portico.url}/`);
+      await res.text();
+      await portico.stop();
+      const line = JSON.parse(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!) as { request_id: string };
+      assert.equal(line.request_id, res.headers.get('x-request-id'));
+    } finally {
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('request ids over HTTP/2', () => {
   test('an h2 answer echoes the id; $http2 and $tls_version are logged', async () => {
     const logDir = makeTree();
