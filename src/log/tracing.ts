@@ -29,19 +29,19 @@ export interface TracingConfig {
  */
 export function beginTrace(ctx: RequestContext, sample: number, trustedPeer: boolean): void {
   const incoming = ctx.req.headers.traceparent === undefined ? undefined : parseTraceparent(ctx.req.headers.traceparent);
-  let traceId: string;
-  let sampled: boolean;
   if (incoming !== undefined) {
-    traceId = incoming.traceId;
     ctx.traceParentId = incoming.parentId;
     ctx.traceStateKept = true;
-    sampled = trustedPeer ? incoming.sampled : Math.random() < sample;
-  } else {
-    traceId = randomHex(16);
-    sampled = Math.random() < sample;
+    const sampled = trustedPeer ? incoming.sampled : Math.random() < sample;
+    ctx.traceSampled = sampled;
+    ctx.traceMemo = formatTraceparent(incoming.traceId, randomHex(8), sampled);
+    return;
   }
+  // Trace and span ids in one slice of the pool.
+  const ids = randomHex(24);
+  const sampled = Math.random() < sample;
   ctx.traceSampled = sampled;
-  ctx.traceMemo = formatTraceparent(traceId, randomHex(8), sampled);
+  ctx.traceMemo = formatTraceparent(ids.slice(0, 32), ids.slice(32), sampled);
 }
 
 /** Records the spans of sampled requests and exports them in batches. */
