@@ -7,13 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { ConfigError } from '../../src/errors.js';
+import { parseConfig } from '../../src/server/config.js';
+import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { closeHttpServer, startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 interface OtlpValue {
@@ -186,6 +188,43 @@ sites:
     // The five unsampled requests were answered before the sampled one: had they been exported, they would be here.
     const zero = collector.spans.slice(before).filter((s) => s.service === 'edge-zero');
     assert.deepEqual(zero.map((s) => s.spanId), [m[2]]);
+  });
+});
+
+describe('tracing without an exporter, and its config', () => {
+  test('tracing: { sample: 1 } without otlp samples (flag 01 to the app) and exports nothing', async () => {
+    const app = await startUpstream('app');
+    const portico = await startPortico(`tracing: { sample: 1 }
+sites:
+  - routes: [{ path: /, proxy: { url: ${JSON.stringify(app.url)} } }]
+`);
+    try {
+      const res = await fetch(`${portico.url}/x`);
+      assert.equal(await res.text(), 'app');
+      assert.match(String(app.requests.at(-1)!.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    } finally {
+      await portico.stop();
+      await app.stop();
+    }
+  });
+
+  test('a bad tracing key is a config error at its file:line:col', () => {
+    const dir = makeTree();
+    try {
+      for (const [text, what] of [
+        ['tracing:\n  sample: 2\n', /p\.yaml:2:\d+.*tracing\.sample/s],
+        ['tracing:\n  otlp: "ftp://x"\n', /p\.yaml:2:\d+.*tracing\.otlp/s],
+        ['tracing:\n  samples: 0.1\n', /p\.yaml:2:\d+.*samples/s],
+      ] as const) {
+        assert.throws(
+          () => parseConfig(`${text}sites:\n  - routes: [{ path: /, respond: { body: ok } }]\n`, path.join(dir, 'p.yaml'), dir),
+          (err: unknown) => err instanceof ConfigError && what.test(err.message),
+          text,
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
