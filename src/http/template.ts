@@ -1,7 +1,8 @@
 /**
  * Request variables and the one template compiler that uses them: redirect targets, proxy `host` and
- * `set_headers`, hash keys, cache keys (and, later, custom log formats) all compile here, once, into a function
- * so the hot path does no parsing.
+ * `set_headers`, hash keys, cache keys all compile here, once, into a function so the hot path does no parsing.
+ * Access-log templates (log-template.ts) use these variables too (`requestVariable`), plus those known only once
+ * the answer is out.
  *
  * The variables (docs/configuration.md, "Variables", lists the same):
  * - `$scheme` `http` or `https`; `$host` the request's host, lower-cased, without port; `$method`;
