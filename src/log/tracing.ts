@@ -56,8 +56,13 @@ export interface SpanExport {
 const EXPORT_DELAY_MS = 1000;
 /** Spans waiting to be sent at most; more are dropped (a collector that is down must not grow memory). */
 const QUEUE_MAX = 2048;
-/** Longest an export (one POST) may take. */
-const EXPORT_TIMEOUT_MS = 10_000;
+/**
+ * Longest an export may take, its retries included (the exporter retries a refused or failed POST with backoff
+ * until this deadline): also about what stopping waits for a collector that is down.
+ */
+const EXPORT_TIMEOUT_MS = 3000;
+/** Longest `close()` waits for the last spans (a flush may need more than one export); then they are dropped. */
+const CLOSE_WAIT_MS = 4000;
 
 /** The OTLP traces URL: as given, or with `/v1/traces` when it has no path. */
 export function tracesUrl(otlp: string): string {
@@ -145,7 +150,18 @@ export async function openSpanExport(config: TracingConfig & { otlp: string }, l
       span.end(origin + performance.now());
     },
     async close() {
-      await provider.shutdown().catch((err: unknown) => logger.warn({ err }, 'tracing: the last spans could not be exported'));
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), CLOSE_WAIT_MS);
+      });
+      const shutdown = provider.shutdown().then(
+        () => 'done' as const,
+        (err: unknown) => logger.warn({ err }, 'tracing: the last spans could not be exported'),
+      );
+      const outcome = await Promise.race([shutdown, gaveUp]);
+      clearTimeout(timer);
+      // An export still retrying ends at its own deadline (EXPORT_TIMEOUT_MS); its spans are lost.
+      if (outcome === 'late') logger.warn({ otlp: config.otlp, waitedMs: CLOSE_WAIT_MS }, 'tracing: the collector did not take the last spans in time; they are dropped');
     },
   };
 }

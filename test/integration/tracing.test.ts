@@ -208,6 +208,33 @@ sites:
     }
   });
 
+  test('a collector that is down costs no request, and stopping does not wait for it', async (t) => {
+    // A port that was just free: connections to it are refused.
+    const closed = http.createServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = (closed.address() as AddressInfo).port;
+    await closeHttpServer(closed);
+    const portico = await startPortico(`tracing: { otlp: "http://127.0.0.1:${port}/v1/traces", sample: 1 }
+sites:
+  - routes: [{ path: /, respond: { body: "ok" } }]
+`);
+    let stopped = false;
+    try {
+      for (let i = 0; i < 20; i++) {
+        const res = await fetch(`${portico.url}/`);
+        assert.equal(await res.text(), 'ok');
+      }
+      const started = Date.now();
+      await portico.stop();
+      stopped = true;
+      t.diagnostic(`stop took ${Date.now() - started} ms with 20 spans for a collector that refuses connections`);
+      assert.ok(Date.now() - started < 6000);
+    } finally {
+      if (!stopped) await portico.stop();
+    }
+  });
+
   test('a bad tracing key is a config error at its file:line:col', () => {
     const dir = makeTree();
     try {
