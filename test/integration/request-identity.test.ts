@@ -13,6 +13,7 @@ import { ConfigError } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
 import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
+import { PorticoProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
@@ -216,6 +217,39 @@ sites:
       assert.equal(line.request_id, res.headers.get('x-request-id'));
     } finally {
       rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('request ids with workers', () => {
+  test('with workers: 2 each worker makes ids with its own prefix, and no id repeats', async (t) => {
+    const dir = makeTree({
+      'portico.yaml': `listen: ["127.0.0.1:0"]
+workers: 2
+log: { access: off, level: warn }
+sites:
+  - routes: [{ path: /, respond: { body: "ok" } }]
+`,
+    });
+    const portico = await PorticoProcess.start(path.join(dir, 'portico.yaml'), dir);
+    try {
+      const ids = new Set<string>();
+      const prefixes = new Set<string>();
+      // Connections are spread over the workers: new connections until both answered (bounded).
+      for (let i = 0; i < 200 && prefixes.size < 2; i++) {
+        const res = await fetch(`http://127.0.0.1:${portico.port}/`, { headers: { connection: 'close' } });
+        await res.text();
+        const id = res.headers.get('x-request-id')!;
+        assert.match(id, GENERATED);
+        assert.ok(!ids.has(id), `repeated id ${id}`);
+        ids.add(id);
+        prefixes.add(id.slice(0, 20));
+      }
+      t.diagnostic(`${ids.size} requests, ${prefixes.size} prefixes`);
+      assert.equal(prefixes.size, 2);
+    } finally {
+      await portico.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
