@@ -13,7 +13,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
  * Portico with every proxy feature on: an upstream of one server with active health checks every 2 s,
  * request/response header rebuilding (always on) and the `upstream` access log written to a file.
  */
-function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, proxyOptions = '', node, admin = false }) {
+function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, proxyOptions = '', extra = [], node, admin = false }) {
   const accessLog = path.join(outDir, 'access.log');
   rmSync(accessLog, { force: true });
   const config = [
@@ -22,6 +22,7 @@ function portico({ port, backend, outDir, cpu, readyUrl, nodeArgs, name, dir, pr
     `log: { access: ${JSON.stringify(accessLog)}, format: upstream, level: warn }`,
     // `admin` turns counting on (metrics and the traffic figures of /status): what it costs is `pair proxy portico portico-admin`.
     ...(admin ? [`admin: {}`] : []),
+    ...extra,
     `upstreams:`,
     `  app:`,
     `    servers: [{ url: "${backend.origin}" }]`,
@@ -87,6 +88,14 @@ export const CONTENDERS = [
     id: 'portico-stream',
     label: 'Portico, request bodies streamed (request_buffering: false)',
     start: (options) => portico({ ...options, name: 'portico-stream', proxyOptions: ', request_buffering: false' }),
+    node: true,
+  },
+  {
+    // What `tracing` costs (issue 18): 1% of requests sampled, their spans exported over OTLP/HTTP to the app
+    // server, which answers 200 to any POST (a collector that takes everything). `pair proxy portico portico-tracing`.
+    id: 'portico-tracing',
+    label: 'Portico with tracing (sample 0.01, OTLP export)',
+    start: (options) => portico({ ...options, name: 'portico-tracing', extra: [`tracing: { otlp: "${options.backend.origin}/v1/traces", sample: 0.01 }`] }),
     node: true,
   },
   { id: 'undici', label: 'Node floor (http + undici Pool)', start: nodeScript('undici-floor.mjs'), node: true },

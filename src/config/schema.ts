@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { checkLogTemplate } from '../http/log-template.js';
 import { configErrorMap } from './messages.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -724,6 +725,34 @@ const log = z.strictObject({
   error: z.string().min(1).default('stderr'),
   /** The error log's lines: `pretty` (one readable line each), `json`, or `auto` (pretty on a terminal, else JSON). */
   error_format: z.enum(['pretty', 'json', 'auto']).default('auto'),
+  /**
+   * An access-log line of your own (nginx's log_format): text and variables (docs/operations.md, "Access log");
+   * when set, `format` is not used. An unknown variable is an error here.
+   */
+  template: z
+    .string()
+    .min(1)
+    .superRefine((value, ctx) => {
+      const problem = checkLogTemplate(value);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
+  /** How `template` escapes values: `default` (nginx's `\xHH`) or `json` (as inside a JSON string). */
+  template_escape: z.enum(['default', 'json']).default('default'),
+});
+
+/**
+ * Traces (docs/operations.md, "Request ids and traces"): Portico records one span per sampled request and exports
+ * it over OTLP/HTTP (JSON) to `otlp`. Without this section no span is recorded, and a started traceparent says
+ * "not sampled".
+ */
+const tracing = z.strictObject({
+  /** The OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`; a URL without a path gets `/v1/traces`); unset: nothing exported. */
+  otlp: z.url({ protocol: /^https?$/ }).optional(),
+  /** Share of requests sampled (0 to 1) when no trusted proxy decided it. */
+  sample: z.number().min(0).max(1).default(0.01),
+  /** The `service.name` of the exported spans. */
+  service_name: z.string().min(1).default('portico'),
 });
 
 /**
@@ -759,6 +788,7 @@ export function configSchema(parts: ConfigParts) {
   return z.strictObject({
     listen: z.array(listener).min(1).prefault(['127.0.0.1:8080']),
     log: log.prefault({}),
+    tracing: tracing.optional(),
     admin: admin.optional(),
     /** Value of the `Server` response header; empty to send none. */
     server_header: z.string().default('Portico'),

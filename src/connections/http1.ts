@@ -82,17 +82,17 @@ export function cutByParser(req: IncomingMessage, entries: number): boolean {
  * closes once the answer is out, as Node's own handler does: the socket allows half-open connections, and a client
  * that ignores the answer and keeps its half open must not hold it.
  */
-export function answerClientError(socket: Socket, status: number, serverHeader: string): void {
+export function answerClientError(socket: Socket, status: number, serverHeader: string, requestId?: string): void {
   // Node hands the connection to the next queued answer (or to none) on each answer's 'finish', before this runs.
   const pending = responseOnSocket(socket) as ServerResponse | null | undefined;
   if (pending !== null && pending !== undefined && !pending.writableFinished) {
     // The answer of a request read whole: the refused bytes came after it.
-    if (pending.req.complete) return void pending.once('finish', () => answerClientError(socket, status, serverHeader));
+    if (pending.req.complete) return void pending.once('finish', () => answerClientError(socket, status, serverHeader, requestId));
     // The refused bytes are this request's own body. An answer already begun can only be cut.
     if (pending.headersSent) return void socket.destroy();
   }
   if (!socket.writable) return void socket.destroy();
-  sendRawError(socket, status, { serverHeader });
+  sendRawError(socket, status, { serverHeader, headers: requestId === undefined ? undefined : { 'X-Request-Id': requestId } });
   socket.once('finish', () => socket.destroy());
 }
 
@@ -106,6 +106,32 @@ export function answerClientError(socket: Socket, status: number, serverHeader: 
 export function versionRefusal(req: IncomingMessage): number {
   if (req.httpVersionMajor === 1) return 0;
   return req.httpVersionMajor === 0 ? 400 : 505;
+}
+
+/** A request line Node's parser refused the request of, as far as it can be read. */
+export interface RefusedLine {
+  method: string;
+  url: string;
+  /** `1.1`. */
+  version: string;
+}
+
+const WHOLE_REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n]+) HTTP\/(\d\.\d)\r?$/;
+
+/**
+ * The request line of the request Node's parser refused, for its access-log line: read from the read that carried
+ * it when that read starts the request (the connection's first read, or one that begins with a method and a space)
+ * and holds its whole line (a 414's does not); else `undefined` (logged as `-`).
+ */
+export function refusedLine(err: ParserError, socket: Socket): RefusedLine | undefined {
+  const packet = err.rawPacket;
+  if (!Buffer.isBuffer(packet)) return undefined;
+  const lineEnd = packet.indexOf(10);
+  if (lineEnd === -1 || lineEnd > 16 * 1024) return undefined;
+  const starts = socket.bytesRead === packet.length || /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(packet.toString('latin1', 0, 32));
+  if (!starts) return undefined;
+  const m = WHOLE_REQUEST_LINE.exec(packet.toString('latin1', 0, lineEnd));
+  return m === null ? undefined : { method: m[1]!, url: m[2]!, version: m[3]! };
 }
 
 /** Node's parser error, with the bytes it was parsing (`rawPacket`) and where it stopped in them. */

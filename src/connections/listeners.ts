@@ -15,13 +15,15 @@
  * from the config) are in `http1.ts`; TLS and HTTP/2 in `secure.ts`; limits and PROXY headers in
  * `connection-gate.ts`.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, ServerResponse } from 'node:http';
 import { lookup } from 'node:dns/promises';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { PorticoError } from '../errors.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
+import { PorticoResponse } from '../http/echo.js';
+import { newRequestId } from '../http/request-identity.js';
 import { connectionPeer, type TrustedProxies } from '../http/client-address.js';
 import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
@@ -39,6 +41,8 @@ import {
   isPlain,
   overflowStatus,
   PorticoRequest,
+  refusedLine,
+  type RefusedLine,
   schemeOf,
   sweepTimeout,
   versionRefusal,
@@ -84,6 +88,11 @@ export interface Dispatch {
    * as for any request; `close` ends the connection after it.
    */
   refuse(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean): void;
+  /**
+   * A request Node's parser refused (`clientError`: 400, 408, 414, 431, 501), answered by the listener with
+   * `requestId` echoed: its access-log line.
+   */
+  parserRefused(socket: Socket, status: number, line: RefusedLine | undefined, requestId: string): void;
   /** The `Server` header of Portico's own answers (the current config's). */
   serverHeader(): string;
   /** The current config's `trusted_proxies` (who may send a PROXY protocol header). */
@@ -223,6 +232,8 @@ class Listener {
     const server = http.createServer(
       {
         IncomingMessage: PorticoRequest,
+        // Every answer echoes its request's X-Request-Id (see http/echo.ts).
+        ServerResponse: PorticoResponse as unknown as typeof ServerResponse<PorticoRequest>,
         maxHeaderSize: config.max_header_size,
         requestTimeout: config.request_timeout,
         headersTimeout: headersTimeout(config),
@@ -282,7 +293,9 @@ class Listener {
       if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
-      answerClientError(socket, status, dispatch.serverHeader());
+      const requestId = newRequestId();
+      answerClientError(socket, status, dispatch.serverHeader(), requestId);
+      dispatch.parserRefused(socket, status, refusedLine(err, socket), requestId);
     });
     if (config.tls !== undefined) this.secure = this.#secureStage(config);
   }

@@ -29,6 +29,7 @@ import type { Config } from '../config/load.js';
 import type { Http2Settings } from '../config/schema.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { inheritProxiedPeer } from '../http/client-address.js';
+import { PorticoH2Response } from '../http/echo.js';
 import { sendRawError } from '../http/send.js';
 import { serveH2 } from './h2-session.js';
 import { H2StallWatch } from './h2-stall.js';
@@ -111,6 +112,8 @@ export class SecureStage {
       ),
     );
     const h2 = http2.createServer({
+      // Every answer echoes its request's X-Request-Id (see http/echo.ts).
+      Http2ServerResponse: PorticoH2Response as typeof http2.Http2ServerResponse,
       settings: h2Settings(config.http2 === false ? http2SettingsOff : config.http2),
       // Pseudo-header fields count as lines here; four of them at most in a request.
       maxHeaderListPairs: config.max_header_count + 4,

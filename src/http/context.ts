@@ -9,6 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { connectionPeer, type TrustedProxies } from './client-address.js';
 import { NOT_FORWARDED, readForwarded, type ForwardedView } from './forwarded.js';
 import { canonicalAuthority } from './hosts.js';
+import { parseTraceparent, startTraceparent } from './request-identity.js';
 
 declare module 'node:http2' {
   interface Http2ServerResponse {
@@ -123,6 +124,26 @@ export class RequestContext {
   credentialsConsumed = false;
   /** The matched route's traffic figures, set by the app when counting is on (`admin` configured). */
   traffic: TrafficRecorder | undefined = undefined;
+  /** The request's `X-Request-Id` (the client's, when kept, or a new one): sent upstream, echoed, logged. */
+  requestId = '';
+  /**
+   * What the cache did (the RFC 9211 Cache-Status parameters Portico sent: `hit`, `fwd=miss`, …), `''` when no
+   * cache was asked; `$cache_status` in the log.
+   */
+  cacheStatus = '';
+  /**
+   * The `traceparent` sent upstream, once known (see `traceparent`); set when the context is made when Portico
+   * records spans (`tracing`), else worked out on first use.
+   */
+  traceMemo: string | undefined = undefined;
+  /** The client's `tracestate` is passed on: its `traceparent` was valid. */
+  traceStateKept = false;
+  /** The TLS version of the connection (`TLSv1.3`), read when the request arrives if the access log uses it. */
+  tlsVersion: string | undefined = undefined;
+  /** With `tracing`: Portico records a span for this request (it is sampled). */
+  traceSampled = false;
+  /** With `tracing`: the span id of the client's `traceparent`, the parent of Portico's span (`''`: a root span). */
+  traceParentId = '';
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
@@ -217,6 +238,22 @@ export class RequestContext {
   get canonicalAuthority(): string {
     // Asked for up to four times per proxied request (cache key, forwarded view, headers, Location): made once.
     return (this.canonicalAuthorityMemo ??= canonicalAuthority(this.host, this.authority, this.scheme));
+  }
+
+  /**
+   * The W3C `traceparent` this request carries on (to the app, in `$traceparent`). Without `tracing`, a valid one
+   * from the client passes unchanged, and one is started when there is none (or it is invalid), not sampled
+   * (flags `00`: Portico recorded nothing, so it names no sampled parent), the client's `tracestate` then dropped.
+   */
+  get traceparent(): string {
+    if (this.traceMemo === undefined) {
+      const value = this.req.headers.traceparent;
+      if (value !== undefined && parseTraceparent(value) !== undefined) {
+        this.traceMemo = value as string;
+        this.traceStateKept = true;
+      } else this.traceMemo = startTraceparent();
+    }
+    return this.traceMemo;
   }
 
   /** `path?query` as the client asked for it, canonicalised. */

@@ -1,13 +1,15 @@
 /**
  * Request variables and the one template compiler that uses them: redirect targets, proxy `host` and
- * `set_headers`, hash keys, cache keys (and, later, custom log formats) all compile here, once, into a function
- * so the hot path does no parsing.
+ * `set_headers`, hash keys, cache keys all compile here, once, into a function so the hot path does no parsing.
+ * Access-log templates (log-template.ts) use these variables too (`requestVariable`), plus those known only once
+ * the answer is out.
  *
  * The variables (docs/configuration.md, "Variables", lists the same):
  * - `$scheme` `http` or `https`; `$host` the request's host, lower-cased, without port; `$method`;
  * - `$request_uri` the canonical path and query; `$uri` the canonical path; `$args` the query, without `?`;
  * - `$remote_addr` the client's address (from X-Forwarded-For only when the peer is a trusted proxy);
  * - `$pid` the id of the process answering (with `workers`, the worker's);
+ * - `$request_id` the request's X-Request-Id; `$traceparent` the W3C traceparent sent upstream;
  * - `$cookie_NAME` a cookie's value; `$header_NAME` a request header (`_` stands for `-`); `$arg_NAME` a query
  *   parameter.
  * Anything else after `$` is literal text.
@@ -31,13 +33,22 @@ const FIXED: Readonly<Record<string, Template>> = {
   remote_addr: (ctx) => ctx.clientAddress(),
   // The process answering: with `workers`, which worker (also useful in logs and to an app behind the proxy).
   pid: () => PID,
+  request_id: (ctx) => ctx.requestId,
+  traceparent: (ctx) => ctx.traceparent,
 };
 
 /** A fixed name must end where it ends (`$hostname` is literal text, not `$host` + `name`). */
-const VARIABLE = /\$((?:request_uri|uri|args|host|remote_addr|scheme|method|pid)(?![A-Za-z0-9_])|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
+const VARIABLE = /\$((?:request_uri|request_id|uri|args|host|remote_addr|scheme|method|pid|traceparent)(?![A-Za-z0-9_])|cookie_[A-Za-z0-9_-]+|header_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)/g;
 
 /** The names every template may use (with `NAME` standing for any name), for documentation and errors. */
 export const TEMPLATE_VARIABLES = [...Object.keys(FIXED).map((name) => `$${name}`), '$cookie_NAME', '$header_NAME', '$arg_NAME'] as const;
+
+/** The variable `name` (without `$`) as a template, or `undefined` for a name no template knows. */
+export function requestVariable(name: string): Template | undefined {
+  if (Object.hasOwn(FIXED, name)) return FIXED[name];
+  if (!/^(cookie|header|arg)_[A-Za-z0-9_-]+$/.test(name)) return undefined;
+  return variable(name);
+}
 
 function variable(name: string): Template {
   const fixed = FIXED[name];

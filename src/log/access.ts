@@ -1,48 +1,44 @@
 /**
- * The access log: one line per request in nginx's `combined` format, `upstream` (combined plus timings) or JSON,
- * gathered in memory and written in batches through pino's destination (sonic-boom).
+ * The access log: one line per request in nginx's `combined` format, `upstream` (combined plus timings), JSON, or
+ * a template of the operator's (`log.template`, see http/log-template.ts), gathered in memory and written in
+ * batches through pino's destination (sonic-boom). Requests Node's parser refused get a line too (App.parserRefused).
  */
 import { statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
+import type { TLSSocket } from 'node:tls';
 import type { RequestContext, UpstreamAttemptLog } from '../http/context.js';
+import { compileLogTemplate, escapeField, seconds, timeLocal, usesTls, type LogEscape } from '../http/log-template.js';
+
+export { seconds };
 
 /** Writes access-log lines; `close()` flushes. */
 export interface AccessLog {
   write(ctx: RequestContext): void;
   /** Writes what is buffered, then reopens the file at its path (after a rotation); stdout/stderr stay. */
   reopen(): void;
+  /** Reads what the line needs of the connection while it is there (the request just arrived); `null`: nothing. */
+  readonly arrived: ((ctx: RequestContext) => void) | null;
   close(): Promise<void>;
+}
+
+/** How the lines are made: a named format, or a template (`log.template`, which then wins over `format`). */
+export interface AccessLogFormat {
+  format: 'combined' | 'upstream' | 'json' | 'off';
+  template?: string | undefined;
+  escape?: LogEscape | undefined;
+}
+
+/** Reads the connection's TLS version into the context (`$tls_version`). */
+function readTls(ctx: RequestContext): void {
+  const socket = ctx.req.socket as TLSSocket | null;
+  ctx.tlsVersion = (typeof socket?.getProtocol === 'function' ? socket.getProtocol() : null) ?? undefined;
 }
 
 /** Longest time a line waits in the buffer before it is written. */
 const FLUSH_INTERVAL_MS = 1000;
 /** Size of a batch handed to the writer. */
 const BATCH_CHARS = 32 * 1024;
-
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-let stampSecond = -1;
-let stamp = '';
-
-/** `25/Nov/2026:14:13:06 +0000`, recomputed at most once a second. */
-function timeLocal(now: number): string {
-  const second = Math.floor(now / 1000);
-  if (second !== stampSecond) {
-    const d = new Date(second * 1000);
-    const p = (n: number) => (n < 10 ? '0' + n : String(n));
-    stamp = `${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
-    stampSecond = second;
-  }
-  return stamp;
-}
-
-/** Escapes `"`, `\` and non-printable bytes as nginx does (`\x22`), so a line can always be parsed back. */
-function escapeField(value: string): string {
-  // eslint-disable-next-line no-control-regex
-  return /["\\\x00-\x1f\x7f-\uffff]/.test(value)
-    ? value.replace(/["\\\x00-\x1f\x7f-\uffff]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'))
-    : value;
-}
 
 function header(ctx: RequestContext, name: 'referer' | 'user-agent'): string {
   const value = ctx.req.headers[name];
@@ -52,20 +48,13 @@ function header(ctx: RequestContext, name: 'referer' | 'user-agent'): string {
 /** The `combined` fields, without the line end. */
 function combinedFields(ctx: RequestContext): string {
   const { req } = ctx;
-  const request = escapeField(`${req.method} ${req.url} HTTP/${req.httpVersion}`);
+  // A request Node's parser refused may have no readable request line: `-`, as nginx logs an empty one.
+  const request = req.method === undefined ? '-' : escapeField(`${req.method} ${req.url} HTTP/${req.httpVersion}`);
   return `${ctx.clientAddress() || '-'} - - [${timeLocal(Date.now())}] "${request}" ${ctx.status} ${ctx.bytesSent} "${header(ctx, 'referer')}" "${header(ctx, 'user-agent')}"`;
 }
 
 function combinedLine(ctx: RequestContext): string {
   return combinedFields(ctx) + '\n';
-}
-
-/** Milliseconds as seconds with three decimals (`1234` → `1.234`), `-` when not reached; no float formatting. */
-export function seconds(ms: number): string {
-  if (ms < 0) return '-';
-  const whole = Math.round(ms);
-  const frac = whole % 1000;
-  return `${(whole - frac) / 1000}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
 }
 
 function formatUpstream(log: readonly UpstreamAttemptLog[]): string {
@@ -128,6 +117,7 @@ function jsonLine(ctx: RequestContext): string {
       status: ctx.status,
       bytes_sent: ctx.bytesSent,
       request_time: Math.round(performance.now() - ctx.start) / 1000,
+      request_id: ctx.requestId,
       referer: headerText(req.headers.referer),
       user_agent: headerText(req.headers['user-agent']),
       upstream_addr: ctx.upstreamLog?.map((l) => l.addr),
@@ -155,12 +145,13 @@ function isRegularFile(target: string): boolean {
  */
 export function openAccessLog(
   target: string,
-  format: 'combined' | 'upstream' | 'json' | 'off',
+  how: AccessLogFormat,
   onError: (err: Error) => void = () => {},
   /** `json` lines begin with `"pid"` (with `workers`, several processes write one log). */
   withPid = false,
 ): AccessLog | null {
-  if (target === 'off' || format === 'off') return null;
+  const { format, template } = how;
+  if (target === 'off' || (format === 'off' && template === undefined)) return null;
   const fd = target === 'stdout' ? 1 : target === 'stderr' ? 2 : undefined;
   // Lines are gathered here and written in batches of about 32 KB, and at least once a second (like nginx's
   // `buffer=32k flush=1s`): one write per line would cost a system call, and sonic-boom's own batching measures
@@ -184,9 +175,14 @@ export function openAccessLog(
   };
   const flusher = setInterval(handOver, FLUSH_INTERVAL_MS);
   flusher.unref();
-  const line = format === 'json' ? (withPid ? jsonLineWithPid : jsonLine) : format === 'upstream' ? upstreamLine : combinedLine;
+  let line: (ctx: RequestContext) => string;
+  if (template !== undefined) {
+    const render = compileLogTemplate(template, how.escape);
+    line = (ctx) => render(ctx) + '\n';
+  } else line = format === 'json' ? (withPid ? jsonLineWithPid : jsonLine) : format === 'upstream' ? upstreamLine : combinedLine;
   let open = true;
   return {
+    arrived: template !== undefined && usesTls(template) ? readTls : null,
     write(ctx) {
       if (!open) return;
       pending += line(ctx);

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
@@ -20,10 +20,14 @@ import { Upstream } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
-import { PorticoError } from '../errors.js';
+import { errorPage, PorticoError } from '../errors.js';
+import type { RefusedLine } from '../connections/http1.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
+import { beginTrace, openSpanExport, type SpanExport } from '../log/tracing.js';
 import { isH2Response, RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
 import { adoptAuthority } from '../http/h2.js';
+import { kRequestId, PorticoResponse } from '../http/echo.js';
+import { isSafeRequestId, newRequestId } from '../http/request-identity.js';
 import { compileChain, type Link } from '../handlers/chain.js';
 import { HostMatcher, parseHostHeader } from '../http/hosts.js';
 import { normalizePath, parseRequestTarget } from '../http/request-path.js';
@@ -96,6 +100,9 @@ function reject(...args: Parameters<typeof sendError>): undefined {
 }
 type TrackedResponse = ClientResponse & { [kContext]?: RequestContext; [kOpenAt]?: number };
 
+/** The response of a request that has none (Node's parser refused it; the listener answered on the socket). */
+const NO_RESPONSE = Object.freeze({}) as ClientResponse;
+
 /** One compiled config, ready to answer requests. */
 export class App {
   readonly config: Config;
@@ -112,6 +119,10 @@ export class App {
   #lastHostValue: string | undefined;
   #lastHost: string | null = null;
   readonly #accessLog: AccessLog | null;
+  /** `tracing.sample` when the config has `tracing` (a decision per request), else -1 (traceparent passed or started lazily). */
+  readonly #sample: number;
+  /** The span export (`tracing.otlp`), made by `start()`. */
+  #spans: SpanExport | null = null;
   /**
    * Responses to requests taken (`handle`) not closed yet: what a reload's drain waits for, and cuts at its end.
    * An array, each response holding its index (`kOpenAt`; the last one moves into a closed one's place), not a
@@ -145,7 +156,7 @@ export class App {
   readonly #challenges: Http01Challenges | null;
   /** The routes' traffic figures, in config order (for the status report). */
   readonly routeTraffic: RouteTraffic[] = [];
-  /** Whether each response gets the close listener that reads its context (an access log, or counting). */
+  /** Whether each response gets the close listener that reads its context (an access log, counting, or spans). */
   readonly #watchClose: boolean;
 
   constructor(config: Config, logger: Logger, parts: AppParts, state: AppState = {}) {
@@ -211,15 +222,17 @@ export class App {
       });
       if (siteConfig.hosts !== undefined) this.#named.add(siteConfig.hosts, true);
     }
-    this.#accessLog = openAccessLog(config.log.access, config.log.format, (err) => logger.error({ err }, 'access log write failed'), config.workers > 1);
+    this.#accessLog = openAccessLog(config.log.access, { format: config.log.format, template: config.log.template, escape: config.log.template_escape }, (err) => logger.error({ err }, 'access log write failed'), config.workers > 1);
     const accessLog = this.#accessLog;
-    this.#watchClose = accessLog !== null || metrics !== undefined;
+    this.#sample = config.tracing === undefined ? -1 : config.tracing.sample;
+    this.#watchClose = accessLog !== null || metrics !== undefined || config.tracing?.otlp !== undefined;
     const unrouted = metrics?.unrouted;
     const requestClosed = this.#requestClosed;
     this.#countOut = function countOut(this: ClientResponse) {
       requestClosed(this);
     };
-    // One listener per response, for the log, the counts and the in-flight count alike.
+    const app = this;
+    // One listener per response, for the log, the counts, the spans and the in-flight count alike.
     this.#onClose = function logRequest(this: TrackedResponse) {
       requestClosed(this);
       const ctx = this[kContext];
@@ -228,6 +241,7 @@ export class App {
       if (!finished && ctx.status === 0) ctx.status = 499;
       if (unrouted !== undefined) (ctx.traffic ?? unrouted).record(ctx.status === 0 ? this.statusCode : ctx.status, performance.now() - ctx.start);
       accessLog?.write(ctx);
+      if (ctx.traceSampled) app.#spans?.record(ctx);
       if (!finished) ctx.clientClosed();
     };
   }
@@ -249,6 +263,9 @@ export class App {
 
   /** Starts what the handlers run in the background (the named upstreams are the server's to start). */
   async start(): Promise<void> {
+    const tracing = this.config.tracing;
+    // The OpenTelemetry packages are loaded here, and only for a config that exports spans.
+    if (tracing?.otlp !== undefined) this.#spans = await openSpanExport({ ...tracing, otlp: tracing.otlp }, this.#logger);
     for (const instance of this.#instances) await instance.start?.();
   }
 
@@ -288,6 +305,7 @@ export class App {
   async stop(): Promise<void> {
     for (const instance of this.#instances) await instance.stop?.();
     await this.#accessLog?.close();
+    await this.#spans?.close();
   }
 
   /**
@@ -296,7 +314,7 @@ export class App {
    * as a plain request and the connection closed afterwards.
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, scheme: 'http' | 'https', refuse = 0): void {
-    const res = new ServerResponse(req);
+    const res = new PorticoResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);
     res.once('finish', () => {
@@ -420,7 +438,7 @@ export class App {
   handle(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', redirectHttps = 0): void {
     (res as TrackedResponse)[kOpenAt] = this.#open.length;
     this.#open.push(res);
-    // With an access log or counting, its close listener (set by #context) counts the request out as well.
+    // With an access log, counting or spans, its close listener (set by #context) counts the request out as well.
     if (!this.#watchClose) res.on('close', this.#countOut);
     const ctx = this.#context(req, res, scheme);
     if (req.httpVersionMajor === 2) {
@@ -470,6 +488,34 @@ export class App {
     this.#refuse(this.#context(req, res, scheme), status, close);
   }
 
+  /**
+   * The access-log line of a request Node's parser refused (the listener answered it, echoing `requestId`): what
+   * could be read of its request line, the peer, the status and Portico's error page's size.
+   */
+  parserRefused(socket: Socket, status: number, line: RefusedLine | undefined, requestId: string): void {
+    const accessLog = this.#accessLog;
+    if (accessLog === null) return;
+    const version = line?.version ?? '1.1';
+    const req = {
+      method: line?.method,
+      url: line?.url,
+      httpVersion: version,
+      httpVersionMajor: Number(version[0]),
+      httpVersionMinor: Number(version[2]),
+      headers: {},
+      rawHeaders: [],
+      socket,
+      complete: false,
+    } as unknown as ClientRequest;
+    const scheme = (socket as Socket & { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+    const ctx = new RequestContext(req, NO_RESPONSE, scheme, performance.now(), this.#serverHeader, this.#trusted);
+    ctx.requestId = requestId;
+    ctx.status = status;
+    ctx.bytesSent = errorPage(status).length;
+    accessLog.arrived?.(ctx);
+    accessLog.write(ctx);
+  }
+
   #refuse(ctx: RequestContext, status: number, close: boolean): void {
     const value = ctx.req.headers.host;
     const host = value === undefined || value === '' ? null : this.#parseHost(value);
@@ -480,8 +526,14 @@ export class App {
   }
 
   #context(req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https'): RequestContext {
-    // Only the access log (request_time) and counting read the start time: no clock read per request without them.
+    // Only the access log (request_time), counting and spans read the start time: no clock read per request without them.
     const ctx = new RequestContext(req, res, scheme, this.#watchClose ? performance.now() : 0, this.#serverHeader, this.#trusted);
+    // X-Request-Id: the client's when safe (or from a trusted proxy), else a new one; every answer echoes it.
+    const claimed = req.headers['x-request-id'];
+    ctx.requestId =
+      typeof claimed === 'string' && (isSafeRequestId(claimed) || (claimed !== '' && !this.#trusted.empty && this.#trusted.has(ctx.peerAddress()))) ? claimed : newRequestId();
+    (res as ClientResponse & { [kRequestId]?: string })[kRequestId] = ctx.requestId;
+    if (this.#sample >= 0) beginTrace(ctx, this.#sample, !this.#trusted.empty && this.#trusted.has(ctx.peerAddress()));
     if (this.#watchClose) {
       (res as TrackedResponse)[kContext] = ctx;
       ctx.closeWatched = true;
@@ -489,8 +541,9 @@ export class App {
       res.on('close', this.#onClose);
       // The log (written at close) reads the client address worked out now: an h2 request's socket is a view of
       // its stream's session, gone once the stream closes, and a socket destroyed (a cut answer) before its peer
-      // address was ever read no longer has one.
-      if (this.#accessLog !== null) ctx.clientAddress();
+      // address was ever read no longer has one. The same for the TLS version, when the line has it.
+      if (this.#accessLog !== null || this.#sample >= 0) ctx.clientAddress();
+      this.#accessLog?.arrived?.(ctx);
     }
     return ctx;
   }

@@ -10,6 +10,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { createErrorLog, reopenErrorLogFiles } from '../log/error-log.js';
@@ -25,6 +26,7 @@ import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { App, type AppState } from './app.js';
+import type { RefusedLine } from '../connections/http1.js';
 import { Listeners, type BoundAddress, type InheritedSocket, type ListenerOptions } from '../connections/listeners.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import { upstreamSpecs } from '../supervise/spec.js';
@@ -241,6 +243,7 @@ export class Portico {
           this.#app.handleUpgrade(req, socket, head, scheme, refuse),
         refuse: (req: ClientRequest, res: ClientResponse, scheme: 'http' | 'https', status: number, close: boolean) =>
           this.#app.refuse(req, res, scheme, status, close),
+        parserRefused: (socket: Socket, status: number, line: RefusedLine | undefined, requestId: string) => this.#app.parserRefused(socket, status, line, requestId),
         serverHeader: () => this.#app.config.server_header,
         trustedProxies: () => this.#app.trustedProxies,
         certificates: () => this.#app.certificates,

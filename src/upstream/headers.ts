@@ -10,7 +10,11 @@
  * X-Method-Override) is dropped from a GET or HEAD; Via is appended; several Cookie fields (HTTP/2 splits them)
  * become one.
  *
- * Towards the client: hop-by-hop fields are dropped, and so are Server and X-Powered-By (the app's identity)
+ * X-Request-Id and traceparent are the request's own (see http/request-identity.ts), tracestate passes only beside a
+ * valid traceparent from the client.
+ *
+ * Towards the client: hop-by-hop fields are dropped, and so are Server and X-Powered-By (the app's identity), the
+ * app's X-Request-Id (Portico echoes the request's)
  * plus any configured `hide_headers`; Location and Refresh that name the app server are rewritten.
  */
 
@@ -25,13 +29,16 @@ const FORWARDING = 2;
  * cache stores as a GET run as a DELETE.
  */
 const OVERRIDE = 3;
+/** `tracestate`: passed only beside the client's own valid `traceparent` (a started trace has no state yet). */
+const TRACESTATE = 4;
 /** Lower-cased names Portico does not pass through as they came, by what it does with them. */
 const SPECIAL = new Map<string, number>([
-  ...['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded', 'via', 'host', 'expect'].map(
+  ...['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded', 'via', 'host', 'expect', 'x-request-id', 'traceparent'].map(
     (name) => [name, REBUILT] as const,
   ),
   ...[...FORWARDING_FIELDS.keys()].filter((name) => name !== 'x-forwarded-port').map((name) => [name, FORWARDING] as const),
   ...['x-http-method-override', 'x-http-method', 'x-method-override'].map((name) => [name, OVERRIDE] as const),
+  ['tracestate', TRACESTATE],
 ]);
 
 function isHopByHop(lower: string, named: ReadonlySet<string> | undefined): boolean {
@@ -93,6 +100,12 @@ export interface ForwardInfo {
   underscores: boolean;
   /** Drop Authorization: it carried Portico's own credentials (`basic_auth`), not the app's. */
   dropAuthorization: boolean;
+  /** The request's id (`RequestContext.requestId`), sent as X-Request-Id. */
+  requestId: string;
+  /** The `traceparent` to send (`RequestContext.traceparent`). */
+  traceparent: string;
+  /** Pass the client's `tracestate` (its `traceparent` was valid and is carried on). */
+  keepTracestate: boolean;
 }
 
 function quoteForwardedNode(ip: string): string {
@@ -124,7 +137,7 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
       // A trusted proxy's forwarded host, scheme, port and Forwarded come from `info.forwarded`, as the cache keys them.
       continue;
     }
-    if ((special === FORWARDING && !info.trusted) || (special === OVERRIDE && safe)) continue;
+    if ((special === FORWARDING && !info.trusted) || (special === OVERRIDE && safe) || (special === TRACESTATE && !info.keepTracestate)) continue;
     if (info.setHeaders.has(lower)) continue;
     if (lower === 'cookie') {
       // HTTP/2 may carry one crumb per field (RFC 9113 §8.2.3): joined with "; " into the one line HTTP/1.1 allows
@@ -153,6 +166,8 @@ export function buildRequestHeaders(info: ForwardInfo): string[] {
   // app without it takes the port from X-Forwarded-Host and -Proto), and a client's never passes. Measured: one
   // more field per request cost the proxy about 1% in the paired benchmark (bench/RESULTS.md, issue 16).
   if (xfPort !== undefined && !set.has('x-forwarded-port')) out.push('x-forwarded-port', xfPort);
+  if (!set.has('x-request-id')) out.push('x-request-id', info.requestId);
+  if (!set.has('traceparent')) out.push('traceparent', info.traceparent);
   for (const [name, value] of set) out.push(name, value);
   return out;
 }
@@ -167,7 +182,8 @@ export interface ResponseFilter {
   serverHeader: string;
 }
 
-const IDENTITY = new Set(['server', 'x-powered-by']);
+/** The app's identity, and its X-Request-Id: the answer echoes Portico's (which the app was sent), once. */
+const IDENTITY = new Set(['server', 'x-powered-by', 'x-request-id']);
 
 /** Filters undici's raw response headers (Buffers, name/value pairs) into a flat list for `writeHead`. */
 export function filterResponseHeaders(raw: readonly Buffer[] | readonly string[], filter: ResponseFilter): string[] {

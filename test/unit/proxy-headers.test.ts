@@ -22,6 +22,9 @@ function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
     httpVersion: '1.1',
     underscores: false,
     dropAuthorization: false,
+    requestId: 'r1',
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    keepTracestate: true,
     ...overrides,
   };
 }

@@ -158,6 +158,7 @@ export class ProxyCache implements CacheOwner {
 
   /** Forwards without storing; every response still says what the cache did. */
   async #passThrough(ctx: RequestContext, params: string): Promise<void> {
+    ctx.cacheStatus = params;
     const prepared = await this.#forwarder.prepare(ctx);
     if (prepared === undefined) return;
     const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus(params));
@@ -173,6 +174,7 @@ export class ProxyCache implements CacheOwner {
 
   /** POST/PUT/PATCH/DELETE…: forwarded; on success the URI and its same-origin Location/Content-Location are invalidated. */
   async #unsafe(ctx: RequestContext): Promise<void> {
+    ctx.cacheStatus = 'fwd=method';
     const prepared = await this.#forwarder.prepare(ctx);
     if (prepared === undefined) return;
     const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
@@ -228,6 +230,7 @@ export class ProxyCache implements CacheOwner {
     stale: { variant: CachedVariant; age: number; edit: HeaderEdit } | null,
     background = false,
   ): Promise<void> {
+    if (!background) ctx.cacheStatus = params;
     const prepared = await this.#forwarder.prepare(ctx);
     if (prepared === undefined) {
       publish?.({ share: false });
@@ -244,6 +247,7 @@ export class ProxyCache implements CacheOwner {
     }
     const outcome = await this.#forwarder.forward(fetch, sink, stale?.edit ?? fetchEdit(ctx, []));
     sink.settle();
+    if (!background) ctx.cacheStatus = `${params}; fwd-status=${sink.status}`;
     // A revalidation's outcome is counted here (a plain miss was counted at its lookup): stale when stored stands in.
     const revalidation = stale !== null && !background;
     if (outcome.ok) {
@@ -307,6 +311,7 @@ export class ProxyCache implements CacheOwner {
       variant.extra.served = served;
     }
     const own = this.#own(ctx);
+    ctx.cacheStatus = 'hit';
     sendWhole(ctx, variant.stored.status, own.length === 0 ? served.headers : [...served.headers, ...own], variant.stored.body, variant.extra.text);
   }
 
@@ -317,6 +322,7 @@ export class ProxyCache implements CacheOwner {
   #serveStored(ctx: RequestContext, variant: CachedVariant, age: number, params: string, own: readonly string[] = this.#own(ctx)): void {
     const { req, res } = ctx;
     const stored = variant.stored;
+    ctx.cacheStatus = params;
     // Stored before the route intercepted its status (a reload turned intercept_errors on): the app's page stays inside.
     if (this.#o.intercept?.has(stored.status) === true) return sendError(ctx, stored.status, { ...keptFields(stored.headers), 'Cache-Status': cacheStatus(params) });
     const facts = variant.extra.facts;
@@ -357,6 +363,7 @@ export class ProxyCache implements CacheOwner {
    */
   async #serveFlight(ctx: RequestContext, decision: Extract<FlightDecision, { share: true }>, params: string): Promise<void> {
     const client = this.#forwarder.clientSink(ctx);
+    ctx.cacheStatus = params;
     client.head(decision.status, [...decision.headers, 'Cache-Status', cacheStatus(params)], this.#own(ctx));
     if (ctx.req.method === 'HEAD') return client.end();
     const reading = new AbortController();

@@ -79,6 +79,7 @@ export class RequestPreparer {
       for (const [name, value] of this.#setHeaders) setHeaders.set(name, value(ctx));
     }
     const peer = ctx.peerAddress();
+    const traceparent = ctx.traceparent;
     return buildRequestHeaders({
       rawHeaders: req.rawHeaders,
       peer,
@@ -94,6 +95,9 @@ export class RequestPreparer {
       httpVersion: req.httpVersionMajor === 2 ? '2' : req.httpVersion,
       underscores: this.#o.underscores,
       dropAuthorization: ctx.credentialsConsumed,
+      requestId: ctx.requestId,
+      traceparent,
+      keepTracestate: ctx.traceStateKept,
     });
   }
 
