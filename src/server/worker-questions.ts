@@ -4,12 +4,16 @@
  * reload, status, an operator's action or purge, a log reopen), so that each caller only says whom it asks, what,
  * for how long, and what it makes of each reply.
  */
-import type { Worker } from 'node:cluster';
+/** What a question needs of a worker (node:cluster's `Worker` is one): its id, and a way to send it a message. */
+export interface QuestionedWorker {
+  readonly id: number;
+  send(message: object, callback: (error: Error | null) => void): boolean;
+}
 
 /** A worker to ask, and its slot (1…N: how the replies name it). */
 export interface Asked {
   readonly slot: number;
-  readonly worker: Worker;
+  readonly worker: QuestionedWorker;
 }
 
 /**
