@@ -43,6 +43,7 @@ import { onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { planPurge } from './purge.js';
+import { WorkerQuestions, type Asked, type Reply } from './worker-questions.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
 export const WORKER_ENV = 'PORTICO_WORKER';
@@ -64,6 +65,23 @@ const MOVE_MARGIN_MS = 2_000;
 const ASK_TIMEOUT_MS = 2_000;
 /** How long the primary waits for each worker's status and metrics (a worker that does not answer is left out). */
 const STATUS_TIMEOUT_MS = 2_000;
+
+/**
+ * A worker's reply to a reload or a reopen, as the text of its error (undefined: it did what it was asked). An exit
+ * reads `worker N: worker N exited`, as these errors always have.
+ */
+function replyError(slot: number, reply: Reply<{ error?: string }>, timeoutMs: number): string | undefined {
+  switch (reply.kind) {
+    case 'answer':
+      return reply.answer.error === undefined ? undefined : `worker ${slot}: ${reply.answer.error}`;
+    case 'timeout':
+      return `worker ${slot} did not answer within ${timeoutMs / 1000} s`;
+    case 'exited':
+      return `worker ${slot}: worker ${slot} exited`;
+    case 'unsent':
+      return `worker ${slot}: ${reply.error.message}`;
+  }
+}
 
 /** A registry as JSON (prom-client's `getMetricsAsJSON`), as a worker sends it. */
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
@@ -297,15 +315,13 @@ export class Primary {
   #addresses: BoundAddress[] = [];
   #stopping = false;
   readonly #backoff = new RestartBackoff();
-  #reloadSeq = 0;
+  /** Questions to the workers waiting for their answers (moves, reloads, status, actions and purges, reopens). */
+  readonly #questions = new WorkerQuestions<ToWorker, Extract<ToPrimary, { seq: number }>>();
   /** The app servers (`spawn`), made with the first config that has some. */
   #supervisor: SupervisorLike | undefined;
   readonly #supervisorFactory: SupervisorFactory;
   /** Where each spawned slot is served, `upstream\0slot` → port, as the Supervisor told: for workers started later. */
   readonly #slotPorts = new Map<string, number>();
-  #moveSeq = 0;
-  /** Moves waiting for the workers' answers: seq → worker id → done. */
-  readonly #moveWaits = new Map<number, Map<number, () => void>>();
   /** The Supervisor's moves go to the primary's health checks and to every worker. */
   readonly #sink: SlotSink = { moved: (upstream, slot, port, drainMs) => this.#moved(upstream, slot, port, drainMs) };
   /** Reloads and deploys, one at a time whoever asks (SIGHUP, the control socket). */
@@ -314,25 +330,15 @@ export class Primary {
   readonly #startedAt = Date.now();
   /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
   #deploys: Promise<void> = Promise.resolve();
-  readonly #reloadWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
   /** The operator's say on servers: the truth, kept in the state directory; every worker gets it. */
   readonly #operator: ServerOverrides;
-  #askSeq = 0;
-  /** Questions to the workers waiting for answers (`#ask`): seq → worker id → answered. */
-  readonly #askWaits = new Map<number, Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>>();
   /** The admin API (on the control socket, and at `admin.listen`): the primary's, never a worker's. */
   readonly #admin: AdminService;
-  #statusSeq = 0;
-  /** Status requests waiting for the workers' answers: seq → worker id → answered. */
-  readonly #statusWaits = new Map<number, Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>>();
   /**
    * The primary's own metrics: its process's, and the certificates it holds (the workers count the traffic and
    * report the servers and zones; the primary's own health checkers would say nothing of their operator state).
    */
   #metrics: { metrics: Metrics; answered: Gauge } | undefined;
-  #reopenSeq = 0;
-  /** Reopens waiting for the workers' answers: seq → worker id → done. */
-  readonly #reopenWaits = new Map<number, Map<number, (error: string | undefined) => void>>();
   /** The pid file, written once every worker serves. */
   #pidFile: PidFile | undefined;
 
@@ -544,32 +550,17 @@ export class Primary {
     else this.#slotPorts.set(key, port);
     // No request goes through the checkers: nothing to drain.
     for (const checker of this.#checkers) if (checker.name === upstream) void checker.moveSlot(slot, port, 0);
-    const seq = ++this.#moveSeq;
-    const waits = new Map<number, () => void>();
-    this.#moveWaits.set(seq, waits);
-    const message: ToWorker = { t: 'moved', seq, upstream, slot, port: port ?? null, drainMs };
-    const answers = this.#slots
-      .filter((s) => s.told && s.worker !== undefined && s.worker.isConnected())
-      .map((s) => {
-        const worker = s.worker!;
-        return new Promise<void>((resolve) => {
-          waits.set(worker.id, resolve);
-          worker.send(message, (err: Error | null) => void (err !== null && resolve()));
-        });
-      });
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.#logger.warn({ upstream, slot, port }, `${slot}: not every worker confirmed the move to port ${port ?? '(none)'} within ${drainMs + MOVE_MARGIN_MS} ms; going on`);
-        resolve();
-      }, drainMs + MOVE_MARGIN_MS);
-    });
-    try {
-      await Promise.race([Promise.all(answers), late]);
-    } finally {
-      clearTimeout(timer);
-      this.#moveWaits.delete(seq);
+    // A worker gone (exited, or not reachable) has nothing in flight on the previous port: only silence is late.
+    const limitMs = drainMs + MOVE_MARGIN_MS;
+    const replies = await this.#questions.ask('moved', this.#told(), (seq) => ({ t: 'moved', seq, upstream, slot, port: port ?? null, drainMs }), limitMs);
+    if (replies.some(({ reply }) => reply.kind === 'timeout')) {
+      this.#logger.warn({ upstream, slot, port }, `${slot}: not every worker confirmed the move to port ${port ?? '(none)'} within ${limitMs} ms; going on`);
     }
+  }
+
+  /** The workers now running that were told their `init` (every message sent since reaches them), by slot. */
+  #told(): Asked[] {
+    return this.#slots.flatMap((slot) => (slot.told && slot.worker?.isConnected() ? [{ slot: slot.index, worker: slot.worker }] : []));
   }
 
   /** Sends a message to every worker now running. */
@@ -595,16 +586,9 @@ export class Primary {
           slot.worker.send({ t: 'purge', zone: message.zone, kind: message.kind, value: message.value } satisfies ToWorker, (err: Error | null) => void err);
         }
       }
-    } else if (message.t === 'reloaded') {
-      this.#reloadWaits.get(message.seq)?.get(worker.id)?.(message.error);
-    } else if (message.t === 'moved') {
-      this.#moveWaits.get(message.seq)?.get(worker.id)?.();
-    } else if (message.t === 'answer') {
-      this.#askWaits.get(message.seq)?.get(worker.id)?.(message);
-    } else if (message.t === 'status') {
-      this.#statusWaits.get(message.seq)?.get(worker.id)?.(message);
-    } else if (message.t === 'reopened') {
-      this.#reopenWaits.get(message.seq)?.get(worker.id)?.(message.error);
+    } else if ('seq' in message) {
+      // An answer to one of the primary's questions (reloaded, moved, answer, status, reopened).
+      this.#questions.answered(worker.id, message);
     }
   }
 
@@ -615,12 +599,7 @@ export class Primary {
     slot.worker = undefined;
     slot.pid = undefined;
     slot.told = false;
-    for (const waits of this.#reloadWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
-    // A worker gone has nothing in flight on a previous port.
-    for (const waits of this.#moveWaits.values()) waits.get(worker.id)?.();
-    for (const waits of this.#askWaits.values()) waits.get(worker.id)?.(undefined);
-    for (const waits of this.#statusWaits.values()) waits.get(worker.id)?.(undefined);
-    for (const waits of this.#reopenWaits.values()) waits.get(worker.id)?.(`worker ${slot.index} exited`);
+    this.#questions.gone(worker.id);
     if (this.#stopping) return;
     const { delayMs: delay, recent, loopBegins } = this.#backoff.exited(Date.now());
     const how = signal === null ? `with code ${code}` : `on ${signal}`;
@@ -776,27 +755,10 @@ export class Primary {
 
   /** Sends every worker the config text to reload; resolves with the errors of those that did not. */
   async #reloadWorkers(text: string): Promise<string[]> {
-    const seq = ++this.#reloadSeq;
-    const waits = new Map<number, (error: string | undefined) => void>();
-    this.#reloadWaits.set(seq, waits);
-    const replies = this.#slots
-      .filter((slot) => slot.worker !== undefined && slot.worker.isConnected())
-      .map((slot) => {
-        const worker = slot.worker!;
-        return new Promise<string | undefined>((resolve) => {
-          const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${RELOAD_TIMEOUT_MS / 1000} s`), RELOAD_TIMEOUT_MS);
-          waits.set(worker.id, (error) => {
-            clearTimeout(timer);
-            resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
-          });
-          worker.send({ t: 'reload', seq, config: text } satisfies ToWorker, (err: Error | null) => {
-            if (err !== null) waits.get(worker.id)?.(err.message);
-          });
-        });
-      });
-    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
-    this.#reloadWaits.delete(seq);
-    return errors;
+    // Every running worker, told its `init` or not yet (unlike the other questions).
+    const running = this.#slots.flatMap((slot) => (slot.worker?.isConnected() ? [{ slot: slot.index, worker: slot.worker }] : []));
+    const replies = await this.#questions.ask('reloaded', running, (seq) => ({ t: 'reload', seq, config: text }), RELOAD_TIMEOUT_MS);
+    return replies.flatMap(({ slot, reply }) => replyError(slot, reply, RELOAD_TIMEOUT_MS) ?? []);
   }
 
   /** Rolls the upstreams whose `spawn` a reload changed: each a deploy queued behind it; each outcome is logged. */
@@ -853,30 +815,14 @@ export class Primary {
    * within STATUS_TIMEOUT_MS (or exits meanwhile, or has none running) left without one.
    */
   async #askWorkers(): Promise<WorkerAnswer[]> {
-    const seq = ++this.#statusSeq;
-    const waits = new Map<number, (message: Extract<ToPrimary, { t: 'status' }> | undefined) => void>();
-    this.#statusWaits.set(seq, waits);
-    try {
-      return await Promise.all(
-        this.#slots.map((slot) => {
-          const worker = slot.worker;
-          const answer: WorkerAnswer = { slot: slot.index, pid: slot.pid, status: undefined, metrics: undefined };
-          if (worker === undefined || !slot.told || !worker.isConnected()) return answer;
-          return new Promise<WorkerAnswer>((resolve) => {
-            const timer = setTimeout(() => resolve(answer), STATUS_TIMEOUT_MS);
-            waits.set(worker.id, (message) => {
-              clearTimeout(timer);
-              resolve(message === undefined ? answer : { ...answer, status: message.status, metrics: message.metrics });
-            });
-            worker.send({ t: 'status', seq } satisfies ToWorker, (err: Error | null) => {
-              if (err !== null) waits.get(worker.id)?.(undefined);
-            });
-          });
-        }),
-      );
-    } finally {
-      this.#statusWaits.delete(seq);
-    }
+    // Each slot's pid as it was asked (a worker that exits meanwhile is still reported by it).
+    const slots = this.#slots.map((slot) => ({ slot: slot.index, pid: slot.pid }));
+    const replies = await this.#questions.ask('status', this.#told(), (seq) => ({ t: 'status', seq }), STATUS_TIMEOUT_MS);
+    return slots.map(({ slot, pid }) => {
+      const reply = replies.find((r) => r.slot === slot)?.reply;
+      if (reply?.kind !== 'answer') return { slot, pid, status: undefined, metrics: undefined };
+      return { slot, pid, status: reply.answer.status, metrics: reply.answer.metrics };
+    });
   }
 
   // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
@@ -973,30 +919,8 @@ export class Primary {
    * for one that did not answer within ASK_TIMEOUT_MS (or exited).
    */
   async #ask(make: (seq: number) => ToWorker): Promise<Array<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>> {
-    const seq = ++this.#askSeq;
-    const waits = new Map<number, (answer: Extract<ToPrimary, { t: 'answer' }> | undefined) => void>();
-    this.#askWaits.set(seq, waits);
-    const message = make(seq);
-    try {
-      return await Promise.all(
-        this.#slots
-          .filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected())
-          .map((slot) => {
-            const worker = slot.worker!;
-            return new Promise<{ slot: number; answer: Extract<ToPrimary, { t: 'answer' }> | undefined }>((resolve) => {
-              const timer = setTimeout(() => resolve({ slot: slot.index, answer: undefined }), ASK_TIMEOUT_MS);
-              const done = (answer: Extract<ToPrimary, { t: 'answer' }> | undefined): void => {
-                clearTimeout(timer);
-                resolve({ slot: slot.index, answer });
-              };
-              waits.set(worker.id, done);
-              worker.send(message, (err: Error | null) => void (err !== null && done(undefined)));
-            });
-          }),
-      );
-    } finally {
-      this.#askWaits.delete(seq);
-    }
+    const replies = await this.#questions.ask('answer', this.#told(), make, ASK_TIMEOUT_MS);
+    return replies.map(({ slot, reply }) => ({ slot, answer: reply.kind === 'answer' ? reply.answer : undefined }));
   }
 
   /** Reopens the log files (access log, error log file) after a rotation: the primary's, then every worker's. */
@@ -1011,25 +935,9 @@ export class Primary {
    */
   async #reopen(): Promise<Record<string, unknown>> {
     const errorFiles = reopenErrorLogFiles();
-    const seq = ++this.#reopenSeq;
-    const waits = new Map<number, (error: string | undefined) => void>();
-    this.#reopenWaits.set(seq, waits);
-    const live = this.#slots.filter((slot) => slot.told && slot.worker !== undefined && slot.worker.isConnected());
-    const replies = live.map((slot) => {
-      const worker = slot.worker!;
-      return new Promise<string | undefined>((resolve) => {
-        const timer = setTimeout(() => resolve(`worker ${slot.index} did not answer within ${REOPEN_TIMEOUT_MS / 1000} s`), REOPEN_TIMEOUT_MS);
-        waits.set(worker.id, (error) => {
-          clearTimeout(timer);
-          resolve(error === undefined ? undefined : `worker ${slot.index}: ${error}`);
-        });
-        worker.send({ t: 'reopen', seq } satisfies ToWorker, (err: Error | null) => {
-          if (err !== null) waits.get(worker.id)?.(err.message);
-        });
-      });
-    });
-    const errors = (await Promise.all(replies)).filter((e): e is string => e !== undefined);
-    this.#reopenWaits.delete(seq);
+    const live = this.#told();
+    const replies = await this.#questions.ask('reopened', live, (seq) => ({ t: 'reopen', seq }), REOPEN_TIMEOUT_MS);
+    const errors = replies.flatMap(({ slot, reply }) => replyError(slot, reply, REOPEN_TIMEOUT_MS) ?? []);
     const files = [this.#config.log.access, this.#config.log.error].filter((file) => !['stdout', 'stderr', 'off'].includes(file));
     if (errors.length > 0) {
       this.#logger.warn({ files, errors }, `logs reopened; not by every worker: ${errors.join('; ')}`);
