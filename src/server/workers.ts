@@ -66,10 +66,7 @@ const ASK_TIMEOUT_MS = 2_000;
 /** How long the primary waits for each worker's status and metrics (a worker that does not answer is left out). */
 const STATUS_TIMEOUT_MS = 2_000;
 
-/**
- * A worker's reply to a reload or a reopen, as the text of its error (undefined: it did what it was asked). An exit
- * reads `worker N: worker N exited`, as these errors always have.
- */
+/** A worker's reply to a reload or a reopen, as the text of its error (undefined: it did what it was asked). */
 function replyError(slot: number, reply: Reply<{ error?: string }>, timeoutMs: number): string | undefined {
   switch (reply.kind) {
     case 'answer':
@@ -77,7 +74,7 @@ function replyError(slot: number, reply: Reply<{ error?: string }>, timeoutMs: n
     case 'timeout':
       return `worker ${slot} did not answer within ${timeoutMs / 1000} s`;
     case 'exited':
-      return `worker ${slot}: worker ${slot} exited`;
+      return `worker ${slot} exited`;
     case 'unsent':
       return `worker ${slot}: ${reply.error.message}`;
   }
