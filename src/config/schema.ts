@@ -417,15 +417,23 @@ const stickySchema = z
 
 /** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some (spawned slots have theirs). */
 function checkRoutes(
-  upstream: { servers: ReadonlyArray<{ route?: string | undefined; name?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
+  upstream: { servers: ReadonlyArray<{ url: { text: string }; route?: string | undefined; name?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
   ctx: z.RefinementCtx,
 ): void {
-  const names = new Map<string, number>();
+  // Each server's id (admin API, /status, metrics, servers.json) is its name, else its URL: unique in the upstream.
+  const ids = new Map<string, number>();
   upstream.servers.forEach((server, i) => {
-    if (server.name === undefined) return;
-    const first = names.get(server.name);
-    if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['servers', i, 'name'], message: `name "${server.name}" already names servers[${first}]: a name is unique in its upstream` });
-    else names.set(server.name, i);
+    const id = server.name ?? encodeURIComponent(server.url.text);
+    const first = ids.get(id);
+    if (first === undefined) ids.set(id, i);
+    else if (server.name !== undefined) ctx.addIssue({ code: 'custom', path: ['servers', i, 'name'], message: `name "${server.name}" already names servers[${first}]: a name is unique in its upstream` });
+    else {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['servers', i],
+        message: `servers[${first}] has the same URL ${server.url.text}: each server needs an id of its own (the admin API's), so give one of them a name (name: b), or give the server a weight instead of listing it twice`,
+      });
+    }
   });
   const seen = new Map<string, number>();
   const appCookie = upstream.sticky?.app_cookie;

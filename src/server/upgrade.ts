@@ -26,6 +26,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import type { InheritedSocket } from '../connections/listeners.js';
 import type { Portico } from './portico.js';
+import { childExecArgv } from '../log/reopen-signal.js';
 
 /** The environment variable that tells a new Portico process it succeeds the process of that pid. */
 export const UPGRADE_FROM_ENV = 'PORTICO_UPGRADE_FROM';
@@ -116,7 +117,8 @@ export class Upgrader {
 
   async #run(): Promise<UpgradeResult> {
     const started = Date.now();
-    const args = this.#options.args ?? [...process.execArgv, ...process.argv.slice(1)];
+    // The successor is started with --disable-sigusr1 where Node has it (see `childExecArgv`).
+    const args = this.#options.args ?? [...childExecArgv(), ...process.argv.slice(1)];
     const timeoutMs = this.#options.readyTimeoutMs ?? readyTimeout(this.#portico.config);
     let child: ChildProcess;
     try {

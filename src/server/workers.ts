@@ -39,7 +39,7 @@ import type { AdminApiOptions } from '../control/admin-api.js';
 import { PidFile, pidFilePath } from './pid-file.js';
 import { restartOnlyChanges } from './restart-only.js';
 import { reopenErrorLogFiles } from '../log/error-log.js';
-import { onReopenSignal } from '../log/reopen-signal.js';
+import { childExecArgv, onReopenSignal } from '../log/reopen-signal.js';
 import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } from './supervisor-seam.js';
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { planPurge } from './purge.js';
@@ -429,7 +429,8 @@ export class Primary {
   async start(): Promise<void> {
     // Read by node:cluster when the first worker listens: set before any fork.
     cluster.schedulingPolicy = this.#accept === 'cluster' ? cluster.SCHED_RR : cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2) });
+    // Workers start with --disable-sigusr1 where Node has it: no SIGUSR1 can open the inspector while one loads.
+    cluster.setupPrimary({ exec: process.argv[1]!, args: process.argv.slice(2), execArgv: childExecArgv() });
     cluster.on('message', (worker, message: ToPrimary) => this.#onMessage(worker, message));
     cluster.on('exit', (worker, code, signal) => this.#onExit(worker, code, signal));
     try {

@@ -23,6 +23,17 @@ function errorsOf(text: string): string[] {
 }
 
 describe('config errors', () => {
+  test('servers of one upstream need ids of their own: the same URL twice, or a name twice, is an error at file:line:col; a name tells two of one URL apart', () => {
+    const upstream = (servers: string) => ['listen: ["127.0.0.1:0"]', 'upstreams:', '  app:', `    servers: ${servers}`, 'sites:', '  - routes: [{ path: /, proxy: { upstream: app } }]'].join('\n');
+    const same = errorsOf(upstream('["http://127.0.0.1:3001", "http://127.0.0.1:3001"]'));
+    assert.equal(same.length, 1, same.join('\n'));
+    assert.match(same[0]!, /^portico\.yaml:4:\d+ upstreams\.app\.servers\[1\]: servers\[0\] has the same URL http:\/\/127\.0\.0\.1:3001: .*give one of them a name/);
+    const named = errorsOf(upstream('[{ url: "http://127.0.0.1:3001", name: a }, { url: "http://127.0.0.1:3002", name: a }]'));
+    assert.match(named.join('\n'), /servers\[1\]\.name: name "a" already names servers\[0\]/);
+    const apart = parse(upstream('[{ url: "http://127.0.0.1:3001", name: a }, "http://127.0.0.1:3001"]'));
+    assert.equal(apart.upstreams.app?.servers.length, 2);
+  });
+
   test('compress: a bad level on a site and a bad media type on a route are reported at file:line:col with their key paths', () => {
     const issues = errorsOf(
       [

@@ -41,9 +41,9 @@ describe('examples/portico.service', () => {
   const service = unit.get('Service')!;
   const one = (key: string): string | undefined => service.get(key)?.at(-1);
 
-  test('has the [Unit], [Service] and [Install] sections, starts `portico run` and reloads through `portico reload` on the same config', () => {
+  test('has the [Unit], [Service] and [Install] sections, starts `portico run` with --disable-sigusr1 and reloads through `portico reload` on the same config', () => {
     assert.deepEqual([...unit.keys()], ['Unit', 'Service', 'Install']);
-    const start = /^(\S+node) (\S+\/dist\/src\/cli\.js) run -c (\S+)$/.exec(one('ExecStart') ?? '');
+    const start = /^(\S+node) --disable-sigusr1 (\S+\/dist\/src\/cli\.js) run -c (\S+)$/.exec(one('ExecStart') ?? '');
     assert.ok(start !== null, `ExecStart runs portico run -c FILE: ${one('ExecStart')}`);
     assert.equal(one('ExecReload'), `${start[1]} ${start[2]} reload -c ${start[3]}`);
     assert.equal(one('KillSignal'), 'SIGTERM');
@@ -94,5 +94,11 @@ describe('examples/logrotate', () => {
     assert.ok(postrotate !== null, 'a postrotate script');
     assert.match(postrotate[1]!, /cli\.js reopen -c \/etc\/portico\/portico\.yaml/);
     assert.match(postrotate[1]!, /kill -USR1 "\$\(cat \/var\/lib\/portico\/portico\.pid/);
+  });
+
+  test('docs/operations.md shows the same logrotate file as examples/logrotate', () => {
+    const docs = readFileSync(path.join(root, 'docs/operations.md'), 'utf8');
+    const body = text.slice(text.indexOf('/var/log/portico/*.log {'));
+    assert.ok(docs.includes('```\n' + body + '```'), 'the docs\' block is the example, line for line');
   });
 });
