@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { requestText } from '../helpers/http-text.js';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
+import { alive } from '../helpers/supervise.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 const dir = makeTree({});
@@ -25,15 +26,6 @@ function parentOf(pid: number): number | undefined {
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
