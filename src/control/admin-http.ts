@@ -6,9 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { PorticoError } from '../errors.js';
 import type { PurgeTarget, ServerAction } from './admin-types.js';
-
-/** The largest request body: a few short fields. */
-const MAX_BODY = 64 * 1024;
+import { readJsonBody } from './json-body.js';
 
 /** A JSON answer, never cached, never sniffed. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -31,25 +29,9 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   sendJson(res, status, { error: { code, message } }, headers);
 }
 
-/** The request's JSON body: an object (empty body: `{}`), bounded in size. */
-export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `an admin request body is at most ${MAX_BODY} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  if (text === '') return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new PorticoError('PORTICO_BAD_REQUEST', `the request body is not JSON: ${(err as Error).message}`);
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new PorticoError('PORTICO_BAD_REQUEST', 'the request body must be a JSON object');
-  return body as Record<string, unknown>;
+/** The request's JSON body: an object (empty body: `{}`), bounded in size (`readJsonBody`). */
+export function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  return readJsonBody(req, 'an admin request');
 }
 
 /** The action a server route and its body ask for (400 for a bad weight). */

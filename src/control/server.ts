@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { socketPathProblem } from '../config/control.js';
 import { stateDirProblem } from '../config/validate.js';
 import { PorticoError } from '../errors.js';
+import { readJsonBody } from './json-body.js';
 import { HEARTBEAT_MS, OPERATIONS, failed, type AnswerLine, type OperationName, type OperationRequest, type OperationResult, type Progress } from './protocol.js';
 
 /** What runs the operations the control server receives (src/server's `Operations`). */
@@ -32,8 +33,6 @@ export interface OperationHooks {
   started?(): void;
 }
 
-/** The largest request body accepted: requests are a few short fields. */
-const MAX_BODY = 64 * 1024;
 /** How long a request may take to arrive (headers and body). */
 const REQUEST_TIMEOUT_MS = 10_000;
 /** How long the check of an existing socket file waits for it to answer. */
@@ -72,27 +71,6 @@ function route(req: IncomingMessage): { operation: OperationName } | { status: n
     return { status: 405, result: failed(new PorticoError('PORTICO_METHOD_NOT_ALLOWED', `${operation} is POST /v1/${operation}`)) };
   }
   return { operation };
-}
-
-/** The request's JSON body (an object), bounded in size. */
-async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `a control request body is at most ${MAX_BODY} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  if (text === '') return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new PorticoError('PORTICO_BAD_REQUEST', `the request body is not JSON: ${(err as Error).message}`);
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new PorticoError('PORTICO_BAD_REQUEST', 'the request body must be a JSON object');
-  return body as Record<string, unknown>;
 }
 
 /** The operation request from a route and a body: `config` and `upstream` must be strings when given. */
@@ -210,7 +188,7 @@ export class ControlServer {
     let request: OperationRequest;
     try {
       if ('status' in routed) return this.#refuse(res, routed.status, routed.result);
-      request = operationRequest(routed.operation, await readBody(req));
+      request = operationRequest(routed.operation, await readJsonBody(req, 'a control request'));
     } catch (err) {
       return this.#refuse(res, err instanceof PorticoError ? err.status : 400, failed(err));
     }

@@ -9,18 +9,21 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { AdminApi, type AdminApiOptions, type AdminSettings } from '../control/admin-api.js';
 import { AdminListener, type AdminAddress } from '../control/admin-listener.js';
-import type { AdminParts, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import type { AdminParts } from '../control/admin-types.js';
 import type { OperationRequest } from '../control/protocol.js';
 import { PorticoError } from '../errors.js';
 import { deployProblem, type Operations } from './operations.js';
 
-/** What a serving Portico (`Portico`, `Primary`) offers the admin API. */
+/**
+ * What a serving Portico (`Portico`, `Primary`) offers the admin API: `AdminParts`' methods under the servers' own
+ * names (typed from the contract, not copied), with its operations queue and config.
+ */
 export interface AdminHost {
-  statusReport(): Promise<StatusReport>;
-  metricsText(): Promise<{ contentType: string; body: string }>;
-  serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus>;
-  purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }>;
-  reopenLogs(): Promise<void>;
+  statusReport: AdminParts['status'];
+  metricsText: AdminParts['metrics'];
+  serverAction: AdminParts['serverAction'];
+  purgeTarget: AdminParts['purge'];
+  reopenLogs: AdminParts['reopen'];
   readonly operations: Operations;
   readonly config: Config;
 }

@@ -4,34 +4,14 @@
  * `portico run` forks from the CLI), says `{ t: 'ready', workers }` once they serve, and answers `{ t: 'status' }`,
  * `{ t: 'metrics' }` and `{ t: 'stop' }` messages from the test.
  */
-import cluster from 'node:cluster';
-import { readFileSync } from 'node:fs';
 import pino from 'pino';
-import type { Config } from '../../src/config/load.js';
-import { parseConfig } from '../../src/server/config.js';
-import { Primary, serveWorker } from '../../src/server/workers.js';
+import { primaryOrWorker } from './primary.js';
 
 const file = process.argv[2]!;
 const logger = pino({ level: 'silent' });
 
-if (cluster.isWorker) {
-  await serveWorker(logger, {
-    parse: (text: string): Config | undefined => {
-      try {
-        return parseConfig(text, file);
-      } catch {
-        return undefined;
-      }
-    },
-  });
-} else {
-  const load = () => {
-    const text = readFileSync(file, 'utf8');
-    return { config: parseConfig(text, file), text };
-  };
-  const { config, text } = load();
-  const primary = new Primary(config, logger, { text, load, say: () => undefined });
-  await primary.start();
+const primary = await primaryOrWorker(file, logger, () => undefined);
+if (primary !== undefined) {
   process.on('message', (message: { t: string }) => {
     if (message.t === 'status') void primary.statusReport().then((report) => process.send!({ t: 'status', report }));
     else if (message.t === 'metrics') void primary.metricsText().then((metrics) => process.send!({ t: 'metrics', text: metrics.body }));

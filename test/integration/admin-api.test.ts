@@ -7,13 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import pino from 'pino';
-import { AdminApi } from '../../src/control/admin-api.js';
+import { AdminApi, type AdminApiOptions, type AdminChannel } from '../../src/control/admin-api.js';
+import type { AdminParts } from '../../src/control/admin-types.js';
 import { PorticoError } from '../../src/errors.js';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { freePort } from '../helpers/pebble.js';
 import { APP, portRange } from '../helpers/supervise.js';
 import { call, dashboardHeaders, finishedJob, login, openSse, startAdmin, type AdminPortico } from './admin-support.js';
@@ -40,6 +41,27 @@ sites:
       - path: /
         respond: { body: "${body}" }
 `;
+}
+
+/**
+ * An AdminApi on a plain HTTP server on 127.0.0.1:0 (as `channel`), both stopped after `t`; its parts refuse with
+ * PORTICO_UNSUPPORTED but those given.
+ */
+async function serveApi(t: TestContext, parts: Partial<AdminParts>, channel: AdminChannel, options: AdminApiOptions = {}): Promise<{ api: AdminApi; server: Server; port: number }> {
+  const unsupported = () => Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'not here'));
+  const api = new AdminApi(
+    { status: unsupported, metrics: unsupported, serverAction: unsupported, purge: unsupported, reopen: unsupported, operations: { run: unsupported }, ...parts },
+    pino({ level: 'silent' }),
+    options,
+  );
+  const server = createServer((req, res) => api.handle(req, res, channel));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    api.stop();
+    server.close();
+    server.closeAllConnections();
+  });
+  return { api, server, port: (server.address() as AddressInfo).port };
 }
 
 describe('admin API routes', () => {
@@ -293,19 +315,7 @@ sites:
   });
 
   test('/healthz answers 503 once Portico is stopping (the L4 balancer takes it out)', async (t) => {
-    const unsupported = () => Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'not here'));
-    const api = new AdminApi(
-      { status: unsupported, metrics: unsupported, serverAction: unsupported, purge: unsupported, reopen: unsupported, operations: { run: unsupported } },
-      pino({ level: 'silent' }),
-    );
-    const server = createServer((req, res) => api.handle(req, res, { kind: 'tcp', secure: false }));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => {
-      api.stop();
-      server.close();
-      server.closeAllConnections();
-    });
-    const port = (server.address() as AddressInfo).port;
+    const { api, port } = await serveApi(t, {}, { kind: 'tcp', secure: false });
     assert.equal((await call(port, 'GET', '/healthz')).status, 200);
     api.stopping();
     const answer = await call(port, 'GET', '/healthz');
@@ -315,22 +325,9 @@ sites:
 
   test('an /events client that does not read is cut once 64 KiB wait for it; a reading client keeps its stream', async (t) => {
     const big = { filler: 'x'.repeat(200_000) };
-    const unsupported = () => Promise.reject(new PorticoError('PORTICO_UNSUPPORTED', 'not here'));
-    const api = new AdminApi(
-      { status: async () => big as never, metrics: unsupported, serverAction: unsupported, purge: unsupported, reopen: unsupported, operations: { run: unsupported } },
-      pino({ level: 'silent' }),
-      { eventsIntervalMs: 5, eventsMaxBuffered: 64 * 1024 },
-    );
+    const { server, port } = await serveApi(t, { status: async () => big as never }, { kind: 'socket' }, { eventsIntervalMs: 5, eventsMaxBuffered: 64 * 1024 });
     const closed: Promise<void>[] = [];
-    const server = createServer((req, res) => api.handle(req, res, { kind: 'socket' }));
     server.on('connection', (socket) => closed.push(new Promise((resolve) => socket.once('close', () => resolve()))));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    t.after(() => {
-      api.stop();
-      server.close();
-      server.closeAllConnections();
-    });
-    const port = (server.address() as AddressInfo).port;
     // The slow client: asks, then never reads.
     const slow = connect(port, '127.0.0.1');
     slow.on('error', () => {});

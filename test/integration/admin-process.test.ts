@@ -11,6 +11,7 @@ import { after, test } from 'node:test';
 import { freePort } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
+import { alive } from '../helpers/supervise.js';
 import { call, finishedJob } from './admin-support.js';
 
 const TOKEN = 'process-test-token-42';
@@ -34,16 +35,6 @@ sites:
       - path: /
         respond: { body: "${body}" }
 `;
-}
-
-/** Whether a process with this pid exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Writes the config in a folder of its own (its own default state directory). */

@@ -10,11 +10,11 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { requestText as get } from '../helpers/http-text.js';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess, runCli } from '../helpers/process.js';
 import { alive, APP, eventually, portRange } from '../helpers/supervise.js';
@@ -46,20 +46,6 @@ function portOpen(port: number): Promise<boolean> {
       clearTimeout(timer);
       resolve(false);
     });
-  });
-}
-
-/** GET on a new connection (so that every worker gets some); the status and body. */
-function get(port: number, target: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: target, agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.once('error', reject);
-    });
-    req.once('timeout', () => req.destroy(new Error(`GET ${target} timed out`)));
-    req.once('error', reject);
   });
 }
 

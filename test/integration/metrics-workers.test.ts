@@ -7,30 +7,15 @@ import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test, type TestContext } from 'node:test';
 import type { StatusReport } from '../../src/control/admin-types.js';
+import { requestText as get } from '../helpers/http-text.js';
 import { makeTree } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), '../helpers/primary-status.js');
-
-/** One GET on a connection of its own (connections are what the workers share out). */
-function get(port: number, target: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: target, agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
-}
 
 /** The next message of type `t` from the primary, within `ms`. */
 function reply<T>(child: ChildProcess, t: string, ms = 10_000): Promise<T> {

@@ -8,23 +8,14 @@ import http from 'node:http';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import type { StatusReport } from '../../src/control/admin-types.js';
 import { parseConfig } from '../../src/server/config.js';
+import { requestText, type TextAnswer } from '../helpers/http-text.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { h2Get, h2Session, httpsGet, testPki, type TestPki } from './tls-support.js';
 
-/** One GET; resolves with the status and body once the answer has ended. */
-function get(port: number, path: string, agent: http.Agent | false = false, host = 'localhost'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent, headers: { host }, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
+/** One GET with `Host: localhost` (by default on a connection of its own). */
+function get(port: number, path: string, agent: http.Agent | false = false): Promise<TextAnswer> {
+  return requestText(port, path, { agent, host: 'localhost' });
 }
 
 /**

@@ -11,9 +11,9 @@ import { describe, test } from 'node:test';
 import pino from 'pino';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
-import { PorticoError } from '../../src/errors.js';
 import { describeLoad, failures, startLoad } from '../helpers/load.js';
 import { makeTree } from '../helpers/portico.js';
+import { assertRefused } from '../helpers/refused.js';
 import { eventually } from '../helpers/supervise.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { httpRequest, scopedServers, type FullResponse } from './proxy-support.js';
@@ -149,19 +149,11 @@ describe('operator actions on upstream servers (one process)', { timeout: 30_000
   test('unknown upstream or server id: 404 naming the known ones; a weight out of 1..1000 or not an integer: 400', async () => {
     const ups = await backends(['a', 'b']);
     const portico = await servers.portico(`upstreams:\n  app:\n    servers:\n${serverList(ups)}\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\n`);
-    const refused = async (promise: Promise<unknown>, status: number, message: RegExp): Promise<void> => {
-      await assert.rejects(promise, (err: unknown) => {
-        assert.ok(err instanceof PorticoError, String(err));
-        assert.equal(err.status, status);
-        assert.match(err.message, message);
-        return true;
-      });
-    };
-    await refused(portico.server.serverAction('nope', 'a', { action: 'drain' }), 404, /no upstream "nope" \(upstreams: app\)/);
-    await refused(portico.server.serverAction('app', 'zz', { action: 'drain' }), 404, /upstream "app" has no server "zz" \(servers: a, b\)/);
-    await refused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 0 }), 400, /weight must be an integer from 1 to 1000/);
-    await refused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 1.5 }), 400, /weight/);
-    await refused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 1001 }), 400, /weight/);
+    await assertRefused(portico.server.serverAction('nope', 'a', { action: 'drain' }), 404, /no upstream "nope" \(upstreams: app\)/);
+    await assertRefused(portico.server.serverAction('app', 'zz', { action: 'drain' }), 404, /upstream "app" has no server "zz" \(servers: a, b\)/);
+    await assertRefused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 0 }), 400, /weight must be an integer from 1 to 1000/);
+    await assertRefused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 1.5 }), 400, /weight/);
+    await assertRefused(portico.server.serverAction('app', 'a', { action: 'weight', weight: 1001 }), 400, /weight/);
     // Nothing changed.
     assert.deepEqual(await spread(portico.port, 4), { a: 2, b: 2 });
   });

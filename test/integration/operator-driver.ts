@@ -6,12 +6,9 @@
  * Usage: fork(`operator-driver.js`, [configFile]); it sends `{ ready: { port } }`, then answers each
  * `{ id, op, ... }` with `{ id, result }` or `{ id, error: { message, status } }`.
  */
-import cluster from 'node:cluster';
-import { readFileSync } from 'node:fs';
 import pino from 'pino';
-import { parseConfig } from '../../src/server/config.js';
-import { Primary, serveWorker } from '../../src/server/workers.js';
 import type { PurgeTarget, ServerAction } from '../../src/control/admin-types.js';
+import { primaryOrWorker } from '../helpers/primary.js';
 
 /** What the test asks. */
 export type DriverRequest =
@@ -24,24 +21,8 @@ export type DriverRequest =
 const file = process.argv[2]!;
 const logger = pino({ level: 'silent' });
 
-if (cluster.isWorker) {
-  await serveWorker(logger, {
-    parse: (text) => {
-      try {
-        return parseConfig(text, file);
-      } catch {
-        return undefined;
-      }
-    },
-  });
-} else {
-  const load = () => {
-    const text = readFileSync(file, 'utf8');
-    return { config: parseConfig(text, file), text };
-  };
-  const { config, text } = load();
-  const primary = new Primary(config, logger, { text, load, say: (line) => void process.stderr.write(`${line}\n`) });
-  await primary.start();
+const primary = await primaryOrWorker(file, logger, (line) => void process.stderr.write(`${line}\n`));
+if (primary !== undefined) {
   process.send!({ ready: { port: primary.addresses[0]!.port } });
   process.on('message', (request: DriverRequest) => {
     const run = async (): Promise<unknown> => {

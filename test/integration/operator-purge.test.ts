@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { PorticoError } from '../../src/errors.js';
 import type { RunningPortico } from '../helpers/portico.js';
+import { assertRefused } from '../helpers/refused.js';
 import { httpRequest, scopedServers } from './proxy-support.js';
 
 const servers = scopedServers();
@@ -102,20 +102,12 @@ describe('purge by URL and URL prefix (one process)', { timeout: 30_000 }, () =>
   });
 
   test('bad input: unknown zone 404 naming the zones; not an absolute http(s) URL, a prefix with a query, a key a URL does not give: 400', async () => {
-    const refused = async (promise: Promise<unknown>, status: number, message: RegExp): Promise<void> => {
-      await assert.rejects(promise, (err: unknown) => {
-        assert.ok(err instanceof PorticoError, String(err));
-        assert.equal(err.status, status);
-        assert.match(err.message, message);
-        return true;
-      });
-    };
-    await refused(portico.server.purgeTarget('nope', { url: 'http://a.example/' }), 404, /no cache zone "nope" \(zones: z, other\)/);
-    await refused(portico.server.purgeTarget('z', { url: '/img' }), 400, /absolute http/);
-    await refused(portico.server.purgeTarget('z', { url: 'ftp://a.example/img' }), 400, /absolute http/);
-    await refused(portico.server.purgeTarget('z', { url_prefix: 'http://a.example/img?v' }), 400, /no query/);
-    await refused(portico.server.purgeTarget('other', { url_prefix: 'http://c.example/' }), 400, /url_prefix is matched only on keys of/);
-    await refused(portico.server.purgeTarget('other', { url: 'http://c.example/x' }), 400, /\$cookie_lang/);
-    await refused(portico.server.purgeTarget('z', {} as never), 400, /either "url" or "url_prefix"/);
+    await assertRefused(portico.server.purgeTarget('nope', { url: 'http://a.example/' }), 404, /no cache zone "nope" \(zones: z, other\)/);
+    await assertRefused(portico.server.purgeTarget('z', { url: '/img' }), 400, /absolute http/);
+    await assertRefused(portico.server.purgeTarget('z', { url: 'ftp://a.example/img' }), 400, /absolute http/);
+    await assertRefused(portico.server.purgeTarget('z', { url_prefix: 'http://a.example/img?v' }), 400, /no query/);
+    await assertRefused(portico.server.purgeTarget('other', { url_prefix: 'http://c.example/' }), 400, /url_prefix is matched only on keys of/);
+    await assertRefused(portico.server.purgeTarget('other', { url: 'http://c.example/x' }), 400, /\$cookie_lang/);
+    await assertRefused(portico.server.purgeTarget('z', {} as never), 400, /either "url" or "url_prefix"/);
   });
 });

@@ -18,6 +18,7 @@ import { Upgrader, type UpgradeResult } from '../../src/server/upgrade.js';
 import { StateDir } from '../../src/tls/state-dir.js';
 import { makeTree, startPortico } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
+import { alive } from '../helpers/supervise.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { RawConnection, httpRequest, waitFor } from './proxy-support.js';
 import { h2Get, h2Session, httpsGet, testPki } from './tls-support.js';
@@ -35,16 +36,6 @@ after(() => {
   }
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Whether a process with this pid exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Resolves with `promise`, or rejects after `ms` naming `what`. */
 async function within<T>(what: string, promise: Promise<T>, ms: number): Promise<T> {

@@ -6,38 +6,18 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { requestText } from '../helpers/http-text.js';
 import { makeTree } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
+import { alive } from '../helpers/supervise.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 const dir = makeTree({});
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-interface Answer {
-  status: number;
-  body: string;
-}
-
-/** One request on a connection of its own (requests are spread over the workers by connection). */
-function request(port: number, target: string, method = 'GET', timeoutMs = 5000): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: target, method, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** The parent pid of a process (Linux /proc), or undefined when it is gone. */
 function parentOf(pid: number): number | undefined {
@@ -46,15 +26,6 @@ function parentOf(pid: number): number | undefined {
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -120,7 +91,7 @@ describe('workers: 2', () => {
   test('requests are answered by two worker processes, children of the one portico run started', async (t) => {
     const pids = new Set<string>();
     for (let i = 0; i < 20; i++) {
-      const answer = await request(portico.port, '/who');
+      const answer = await requestText(portico.port, '/who');
       assert.equal(answer.status, 200);
       pids.add(answer.body.split(':')[1]!);
     }
@@ -153,10 +124,10 @@ describe('workers: 2', () => {
     try {
       await portico.waitForLine(/server is down/, mark, 5000);
       // The verdict travels by IPC while the primary's log line travels here: wait (bounded) for its first effect.
-      for (let i = 0; i < 100 && (await request(portico.port, '/who')).status === 200; i++);
+      for (let i = 0; i < 100 && (await requestText(portico.port, '/who')).status === 200; i++);
       const before = backend.requests.filter((r) => r.url === '/who').length;
       const statuses = [];
-      for (let i = 0; i < 10; i++) statuses.push((await request(portico.port, '/who')).status);
+      for (let i = 0; i < 10; i++) statuses.push((await requestText(portico.port, '/who')).status);
       t.diagnostic(`answers while down: ${statuses.join(' ')}`);
       assert.ok(statuses.every((s) => s === 502 || s === 503), statuses.join(' '));
       assert.equal(backend.requests.filter((r) => r.url === '/who').length, before);
@@ -171,7 +142,7 @@ describe('workers: 2', () => {
     const limit = Date.now() + 1000;
     let last = 0;
     while (Date.now() < limit && pids.size < 2) {
-      const answer = await request(portico.port, '/who');
+      const answer = await requestText(portico.port, '/who');
       last = answer.status;
       if (answer.status === 200) pids.add(answer.body.split(':')[1]!);
     }
@@ -182,28 +153,28 @@ describe('workers: 2', () => {
     version = 'v1';
     const filled = new Set<string>();
     for (let i = 0; i < 20 && filled.size < 2; i++) {
-      const answer = await request(portico.port, '/cached');
+      const answer = await requestText(portico.port, '/cached');
       assert.match(answer.body, /^v1:/);
       filled.add(answer.body.split(':')[1]!);
     }
     assert.equal(filled.size, 2, 'both workers hold the entry');
     // Both answer it from their caches now.
     const hitsBefore = backend.requests.filter((r) => r.url === '/cached' && r.method === 'GET').length;
-    for (let i = 0; i < 6; i++) assert.match((await request(portico.port, '/cached')).body, /^v1:/);
+    for (let i = 0; i < 6; i++) assert.match((await requestText(portico.port, '/cached')).body, /^v1:/);
     assert.equal(backend.requests.filter((r) => r.url === '/cached' && r.method === 'GET').length, hitsBefore);
     version = 'v2';
-    const post = await request(portico.port, '/cached', 'POST');
+    const post = await requestText(portico.port, '/cached', { method: 'POST' });
     assert.equal(post.status, 200);
     const posted = Date.now();
     const staleAt: number[] = [];
     const fresh = new Set<string>();
     for (let i = 0; i < 40 && fresh.size < 2; i++) {
-      const answer = await request(portico.port, '/cached');
+      const answer = await requestText(portico.port, '/cached');
       if (answer.body.startsWith('v1:')) staleAt.push(Date.now() - posted);
       else fresh.add(answer.body.split(':')[1]!);
     }
     const after = [];
-    for (let i = 0; i < 10; i++) after.push((await request(portico.port, '/cached')).body);
+    for (let i = 0; i < 10; i++) after.push((await requestText(portico.port, '/cached')).body);
     t.diagnostic(`stale answers right after the POST: ${staleAt.length} (at ${staleAt.join(', ')} ms); fresh from ${fresh.size} workers`);
     assert.equal(fresh.size, 2);
     // The purge travels worker → primary → worker in well under a millisecond; a request may only overtake it
@@ -217,7 +188,7 @@ describe('workers: 2', () => {
     const statuses: number[] = [];
     // 40 requests, 4 at a time, each on its own connection: spread over both workers.
     for (let i = 0; i < 10; i++) {
-      const batch = await Promise.all([0, 1, 2, 3].map(() => request(portico.port, '/limited')));
+      const batch = await Promise.all([0, 1, 2, 3].map(() => requestText(portico.port, '/limited')));
       statuses.push(...batch.map((a) => a.status));
     }
     const elapsed = (Date.now() - started) / 1000;
@@ -235,10 +206,10 @@ describe('workers: 2', () => {
     const pids = [...workerPids(portico.stderr).values()];
     const { line } = await portico.reload(configText('two'));
     assert.match(line, /config reloaded/);
-    for (let i = 0; i < 10; i++) assert.equal((await request(portico.port, '/version')).body, 'two');
+    for (let i = 0; i < 10; i++) assert.equal((await requestText(portico.port, '/version')).body, 'two');
     const refused = await portico.reload('workers: [\n');
     assert.match(refused.line, /reload refused/);
-    for (let i = 0; i < 10; i++) assert.equal((await request(portico.port, '/version')).body, 'two');
+    for (let i = 0; i < 10; i++) assert.equal((await requestText(portico.port, '/version')).body, 'two');
     // The same workers serve: a reload replaces no process.
     assert.deepEqual([...workerPids(portico.stderr).values()], pids);
     assert.ok(pids.every(alive));
@@ -257,7 +228,7 @@ describe('workers: 2', () => {
     const fire = () => {
       const at = Date.now();
       inFlight++;
-      const p = request(portico.port, '/who', 'GET', 3000).then(
+      const p = requestText(portico.port, '/who', { timeoutMs: 3000 }).then(
         (answer) => void results.push({ at, ok: answer.status === 200, pid: answer.body.split(':')[1] }),
         () => void results.push({ at, ok: false }),
       );
@@ -301,10 +272,10 @@ describe('workers: 2', () => {
     assert.ok(results.length >= 300, `${results.length} requests`);
     // The replacement serves.
     const pids = new Set<string>();
-    for (let i = 0; i < 10; i++) pids.add((await request(portico.port, '/who')).body.split(':')[1]!);
+    for (let i = 0; i < 10; i++) pids.add((await requestText(portico.port, '/who')).body.split(':')[1]!);
     assert.ok(pids.has(String(replacement)), [...pids].join(' '));
     // The replacement serves the config the others serve (reloaded to "two"), not the file as edited since ("one").
-    for (let i = 0; i < 10; i++) assert.equal((await request(portico.port, '/version')).body, 'two');
+    for (let i = 0; i < 10; i++) assert.equal((await requestText(portico.port, '/version')).body, 'two');
   });
 
   test('SIGTERM to the primary stops every worker and the primary exits 0', async () => {
@@ -355,7 +326,7 @@ describe('workers: 2 when the primary is killed', () => {
     const portico = await PorticoProcess.start(file, dir);
     const pids = [...workerPids(portico.stderr).values()];
     assert.equal(pids.length, 2);
-    assert.equal((await request(portico.port, '/')).body, 'ok');
+    assert.equal((await requestText(portico.port, '/')).body, 'ok');
     const exited = once(portico.child, 'exit');
     portico.child.kill('SIGKILL');
     await exited;
