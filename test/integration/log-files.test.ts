@@ -140,6 +140,12 @@ describe('SIGUSR1 and portico reopen', () => {
       .map((m) => Number(m[2]));
     assert.equal(workers.length, 2);
     assert.equal(text(path.join(dir, 'var/portico/portico.pid')), `${child.pid}\n`, 'the pid file names the primary');
+    // Where Node has --disable-sigusr1 (≥ 22.14), the workers are started with it: no window before their handler.
+    const hasFlag = process.allowedNodeEnvironmentFlags.has('--disable-sigusr1');
+    for (const pid of workers) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.equal(argv.includes('--disable-sigusr1'), hasFlag, `worker ${pid}: ${argv.join(' ')}`);
+    }
 
     assert.equal((await get(port, '/before')).status, 200);
     await eventually(() => text(accessLog).includes('"/before"'), 'the first request in access.log');
