@@ -100,7 +100,7 @@ export class AdminApi {
     this.#intervalMs = options.eventsIntervalMs ?? 1000;
     this.#dashboardDir = options.dashboardDir ?? DASHBOARD_DIR;
     this.#maxBuffered = options.eventsMaxBuffered ?? SSE_MAX_BUFFERED;
-    this.#throttle = new RefusalThrottle((peer, skipped) => this.#logger.info({ audit: { peer, refused: skipped } }, `admin: ${skipped} more refused requests from ${peer} in the last second`));
+    this.#throttle = new RefusalThrottle((peer, skipped) => this.#logger.info({ audit_refused: { peer, count: skipped } }, `admin: ${skipped} more refused requests from ${peer} in the last second`));
     this.#jobs = new Jobs((job) => {
       if (this.#dashboards.size === 0) return;
       const recent = recentEvents(job);
