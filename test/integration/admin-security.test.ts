@@ -212,13 +212,16 @@ describe('admin API settings', () => {
     assert.equal((await call(portico.adminPort, 'GET', '/status', { headers: { authorization: 'Bearer wrong' } })).status, 401);
   });
 
-  test('with no token in its variable every POST is refused 403 naming the variable, and so is a login', async (t) => {
+  test('with no token in its variable every POST is refused 403 naming the variable and saying restart (or token_file), and so is a login', async (t) => {
     const portico = await startAdmin(config('  token_env: PORTICO_SEC_TEST_UNSET'));
     t.after(() => portico.stop());
     for (const headers of [{}, { authorization: "Bearer anything" }] as Array<Record<string, string>>) {
       const answer = await call(portico.adminPort, 'POST', '/reload', { headers });
       assert.equal(answer.status, 403);
       assert.match(answer.json.error.message, /PORTICO_SEC_TEST_UNSET/);
+      // A running process's environment cannot change: a reload would not help.
+      assert.match(answer.json.error.message, /restart Portico.*admin\.token_file, read again at every reload/);
+      assert.doesNotMatch(answer.json.error.message, /and reload/);
     }
     const loginAnswer = await call(portico.adminPort, 'POST', '/login', { headers: { 'content-type': 'application/json' }, body: { token: '' } });
     assert.equal(loginAnswer.status, 403);
