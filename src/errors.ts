@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   PORTICO_RANGE_NOT_SATISFIABLE: 416,
   PORTICO_EXPECTATION_FAILED: 417,
   PORTICO_MISDIRECTED: 421,
+  /** The admin API: a peer sent too many wrong tokens; it is answered this until its minute is over. */
+  PORTICO_TOO_MANY_REQUESTS: 429,
   PORTICO_INTERNAL: 500,
   PORTICO_BAD_GATEWAY: 502,
   PORTICO_UNAVAILABLE: 503,
@@ -51,6 +53,10 @@ export const ERROR_CODES = {
   PORTICO_CONTROL: 500,
   /** An operation names an upstream the config does not have. */
   PORTICO_UNKNOWN_UPSTREAM: 404,
+  /** An operation names a server its upstream does not have. */
+  PORTICO_UNKNOWN_SERVER: 404,
+  /** An operation names a cache zone the config does not have. */
+  PORTICO_UNKNOWN_ZONE: 404,
   /** An operation does not apply (a deploy of an upstream without `spawn`, a control call for another config). */
   PORTICO_NOT_APPLICABLE: 409,
   /** An operation this process cannot do (nothing was built in to do it). */

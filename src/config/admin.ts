@@ -3,7 +3,7 @@
  * token and the dashboard's session cookie would otherwise cross it in clear), must not be one of the public
  * listeners' addresses, and its extra host names are bare names.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import type { ParsedConfig, Problem } from './schema.js';
@@ -16,17 +16,38 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(bare) === 4 && bare.startsWith('127.');
 }
 
-/** Reads `admin.token_file` (relative to `dir`) into `admin.token`; a problem when it cannot be read or is empty. */
+/** The shortest admin token accepted (16 characters: `openssl rand -hex 32` gives 64). */
+export const MIN_TOKEN_LENGTH = 16;
+
+/** Why `token` is too weak to guard the admin API (undefined: it is not): too short, or holding whitespace. */
+export function tokenWeakness(token: string): string | undefined {
+  if (token.length < MIN_TOKEN_LENGTH) return `it is shorter than ${MIN_TOKEN_LENGTH} characters (${token.length}): make one with "openssl rand -hex 32"`;
+  if (/\s/.test(token)) return 'it holds whitespace (a Bearer token cannot): make one with "openssl rand -hex 32"';
+  return undefined;
+}
+
+/**
+ * Reads `admin.token_file` (relative to `dir`) into `admin.token`; a problem when it cannot be read, is empty,
+ * is readable by group or others, or holds a weak token.
+ */
 function readTokenFile(admin: NonNullable<ParsedConfig['admin']>, dir: string): Problem | undefined {
   if (admin.token_file === undefined) return undefined;
   const file = path.resolve(dir, admin.token_file);
   let text: string;
+  let mode: number;
   try {
     text = readFileSync(file, 'utf8').trim();
+    mode = statSync(file).mode;
   } catch (err) {
     return { keys: ['admin', 'token_file'], message: `cannot read the token file ${file}: ${(err as Error).message}` };
   }
   if (text === '') return { keys: ['admin', 'token_file'], message: `the token file ${file} is empty` };
+  // As ssh refuses a private key others can read: a token anyone on the host can read guards nothing.
+  if ((mode & 0o077) !== 0) {
+    return { keys: ['admin', 'token_file'], message: `the token file ${file} is readable by group or others (mode ${(mode & 0o777).toString(8).padStart(3, '0')}): chmod 600 it` };
+  }
+  const weak = tokenWeakness(text);
+  if (weak !== undefined) return { keys: ['admin', 'token_file'], message: `the token in ${file} is refused: ${weak}` };
   admin.token = text;
   return undefined;
 }

@@ -25,13 +25,17 @@ import { DASHBOARD_DIR, dashboardFile, serveDashboardFile } from './admin-assets
 import { Jobs, type Job } from './admin-jobs.js';
 import { routeAdmin, type AdminRoute } from './admin-routes.js';
 import { EventStream, SSE_MAX_BUFFERED } from './admin-sse.js';
-import { errorAnswer, purgeTarget, readJson, sendError, sendJson, serverAction } from './admin-http.js';
+import { RefusalThrottle } from './admin-throttle.js';
+import { errorAnswer, onlyFields, purgeTarget, readJson, sendError, sendJson, serverAction } from './admin-http.js';
 import { failed, type OperationRequest } from './protocol.js';
+import { PorticoError } from '../errors.js';
 
 /** What the admin config says, as the API applies it (the token read from its variable at start and reload). */
 export interface AdminSettings {
-  /** The token (undefined: its variable is unset or empty: every POST on TCP is refused). */
+  /** The token (undefined: its variable is unset, empty or too weak: every POST on TCP is refused). */
   token: string | undefined;
+  /** Why the variable's value is no token (too short, whitespace), named in refusals; undefined when unset or fine. */
+  tokenProblem?: string | undefined;
   /** The variable it comes from, named in refusals. */
   tokenEnv: string;
   openReads: boolean;
@@ -53,6 +57,11 @@ export interface AdminApiOptions {
 
 /** Dashboards streaming `/events` at once. */
 const MAX_EVENT_CLIENTS = 32;
+
+/** The address a request came from (its port left out: a new connection is no new peer). */
+function peerAddress(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'control socket';
+}
 
 /** Who a request was allowed as. */
 type By = 'token' | 'cookie' | 'socket' | 'none';
@@ -82,6 +91,7 @@ export class AdminApi {
   #ticker: NodeJS.Timeout | undefined;
   #ticking = false;
   #stopping = false;
+  readonly #throttle: RefusalThrottle;
 
   /** The API acting with `parts`, auditing to `logger`. */
   constructor(parts: AdminParts, logger: Logger, options: AdminApiOptions = {}) {
@@ -90,6 +100,7 @@ export class AdminApi {
     this.#intervalMs = options.eventsIntervalMs ?? 1000;
     this.#dashboardDir = options.dashboardDir ?? DASHBOARD_DIR;
     this.#maxBuffered = options.eventsMaxBuffered ?? SSE_MAX_BUFFERED;
+    this.#throttle = new RefusalThrottle((peer, skipped) => this.#logger.info({ audit_refused: { peer, count: skipped } }, `admin: ${skipped} more refused requests from ${peer} in the last second`));
     this.#jobs = new Jobs((job) => {
       if (this.#dashboards.size === 0) return;
       const recent = recentEvents(job);
@@ -120,11 +131,17 @@ export class AdminApi {
     this.#dashboards.clear();
     this.#jobStreams.clear();
     this.#stopTicker();
+    this.#throttle.stop();
   }
 
   /** Answers one request that arrived on `channel`. */
   handle(req: IncomingMessage, res: ServerResponse, channel: AdminChannel): void {
     void this.#answer(req, res, channel).catch((err: unknown) => {
+      // A client that left (reset, aborted its body) is not Portico's error: nothing to answer, no stack to log.
+      if (req.destroyed && !(err instanceof PorticoError)) {
+        this.#logger.debug({ peer: req.socket.remoteAddress, code: (err as { code?: unknown }).code }, 'admin API: the client left before its request was read');
+        return;
+      }
       const { status, code, message } = errorAnswer(err, this.#logger);
       sendError(res, status, code, message);
     });
@@ -134,6 +151,8 @@ export class AdminApi {
     const method = req.method ?? 'GET';
     const pathname = (req.url ?? '/').split('?')[0]!;
     if (method === 'POST') this.#audit(req, res, pathname);
+    // Two Host headers: Node keeps the first, a proxy in front may have checked the second. Neither is trusted.
+    if ((req.headersDistinct.host?.length ?? 0) > 1) return sendError(res, 400, 'PORTICO_BAD_HOST', 'the request has more than one Host header');
     if (!pathname.startsWith('/')) return sendError(res, 400, 'PORTICO_BAD_REQUEST', 'the request target must be a path');
     // The L4 balancer's check needs no name: it reveals nothing and changes nothing.
     const tcp = channel.kind === 'tcp' ? channel : undefined;
@@ -142,7 +161,7 @@ export class AdminApi {
     }
     const routed = routeAdmin(method, pathname);
     if ('status' in routed) {
-      const code = routed.status === 404 ? 'PORTICO_NOT_FOUND' : 'PORTICO_METHOD_NOT_ALLOWED';
+      const code = routed.status === 400 ? 'PORTICO_BAD_PATH' : routed.status === 404 ? 'PORTICO_NOT_FOUND' : 'PORTICO_METHOD_NOT_ALLOWED';
       return sendError(res, routed.status, code, routed.message, routed.allow === undefined ? {} : { allow: routed.allow });
     }
     const route = routed.route;
@@ -150,6 +169,10 @@ export class AdminApi {
       return this.#stopping ? sendError(res, 503, 'PORTICO_STOPPING', 'Portico is stopping') : sendJson(res, 200, { ok: true });
     }
     if (route.kind === 'dashboard') return this.#dashboard(pathname, res);
+    const retry = tcp === undefined ? undefined : this.#throttle.retryAfter(peerAddress(req));
+    if (retry !== undefined) {
+      return sendError(res, 429, 'PORTICO_TOO_MANY_REQUESTS', `too many wrong tokens from this address: try again in ${retry} s`, { 'retry-after': String(retry) });
+    }
     if (route.kind === 'login') return this.#login(req, res, tcp);
     if (route.kind === 'logout') return this.#logout(req, res, tcp);
     const by = this.#authorise(req, res, routed.method, tcp, route.kind === 'status' || route.kind === 'metrics');
@@ -164,16 +187,17 @@ export class AdminApi {
    */
   #authorise(req: IncomingMessage, res: ServerResponse, method: 'GET' | 'POST', tcp: { secure: boolean } | undefined, openable: boolean): By | undefined {
     if (tcp === undefined) return 'socket';
-    const { token, tokenEnv, openReads } = this.#settings;
+    const { token, openReads } = this.#settings;
     const bearer = bearerToken(req.headers);
     const session = cookieValue(req.headers, SESSION_COOKIE);
     if (openable && method === 'GET' && openReads && isLoopbackPeer(req.socket.remoteAddress) && bearer === undefined) return 'none';
     if (token === undefined) {
-      sendError(res, 403, 'PORTICO_FORBIDDEN', `no admin token is set: set the environment variable ${tokenEnv} and reload Portico`);
+      sendError(res, 403, 'PORTICO_FORBIDDEN', this.#noToken());
       return undefined;
     }
     if (bearer !== undefined || req.headers.authorization !== undefined) {
       if (tokenMatches(token, bearer)) return 'token';
+      this.#throttle.failed(peerAddress(req));
       this.#unauthorised(res, 'the Bearer token is wrong');
       return undefined;
     }
@@ -189,6 +213,13 @@ export class AdminApi {
     }
     this.#unauthorised(res, session === undefined ? 'send "Authorization: Bearer <token>" (or log in to the dashboard)' : 'the session has ended: log in again');
     return undefined;
+  }
+
+  /** Why every POST is refused: the variable's value is no token, or no token is set. */
+  #noToken(): string {
+    const { tokenEnv, tokenProblem } = this.#settings;
+    if (tokenProblem !== undefined) return `the admin token is refused: ${tokenProblem}`;
+    return `no admin token is set: set the environment variable ${tokenEnv} and restart Portico (a running process's environment cannot change), or use admin.token_file, read again at every reload`;
   }
 
   #unauthorised(res: ServerResponse, message: string): void {
@@ -207,9 +238,13 @@ export class AdminApi {
     const problem = type === 'application/json' ? crossSite(req.headers, this.#origin(req, tcp.secure)) : 'a login needs "Content-Type: application/json"';
     if (problem !== undefined) return sendError(res, 403, 'PORTICO_FORBIDDEN', problem);
     const body = await readJson(req);
-    const { token, tokenEnv } = this.#settings;
-    if (token === undefined) return sendError(res, 403, 'PORTICO_FORBIDDEN', `no admin token is set: set the environment variable ${tokenEnv} and reload Portico`);
-    if (typeof body.token !== 'string' || !tokenMatches(token, body.token)) return this.#unauthorised(res, 'wrong token');
+    onlyFields(body, ['token'], 'a login takes "token"');
+    const { token } = this.#settings;
+    if (token === undefined) return sendError(res, 403, 'PORTICO_FORBIDDEN', this.#noToken());
+    if (typeof body.token !== 'string' || !tokenMatches(token, body.token)) {
+      this.#throttle.failed(peerAddress(req));
+      return this.#unauthorised(res, 'wrong token');
+    }
     (res as { adminBy?: By }).adminBy = 'token';
     sendJson(res, 204, undefined, { 'set-cookie': sessionCookie(this.#sessions.open(), tcp.secure) });
   }
@@ -262,14 +297,14 @@ export class AdminApi {
         return sendJson(res, 200, await this.#parts.purge(route.zone, target));
       }
       case 'reopen':
-        await readJson(req);
+        onlyFields(await readJson(req), [], 'a reopen takes no fields');
         await this.#parts.reopen();
         return sendJson(res, 200, { ok: true });
       case 'operation':
-        await readJson(req);
+        onlyFields(await readJson(req), [], `${route.operation === 'reload' ? 'a reload' : 'an upgrade'} takes no fields`);
         return this.#startJob({ operation: route.operation }, res);
       case 'deploy':
-        await readJson(req);
+        onlyFields(await readJson(req), [], 'a deploy takes no fields');
         return this.#startJob({ operation: 'deploy', upstream: route.upstream }, res);
       default:
         return sendError(res, 404, 'PORTICO_NOT_FOUND', 'no such admin route');
@@ -344,12 +379,18 @@ export class AdminApi {
     this.#ticker = undefined;
   }
 
-  /** One error-log line per POST once answered: who (peer), what, the result, and by what it was allowed. */
+  /**
+   * One error-log line per POST once answered: who (peer), what, the result, and by what it was allowed. A POST
+   * refused before it was allowed (a 4xx with `by: none`: no or a wrong token, a bad Host, a forgery) writes its
+   * line only for the first few of its peer in a second; the rest are counted in one summary line a second.
+   */
   #audit(req: IncomingMessage, res: ServerResponse, pathname: string): void {
-    const peer = req.socket.remoteAddress === undefined ? 'control socket' : `${req.socket.remoteAddress}:${req.socket.remotePort ?? 0}`;
+    const address = req.socket.remoteAddress;
+    const peer = address === undefined ? 'control socket' : `${address}:${req.socket.remotePort ?? 0}`;
     res.once('close', () => {
       const status = res.headersSent ? res.statusCode : 0;
-      const by = (res as { adminBy?: By }).adminBy ?? (req.socket.remoteAddress === undefined ? 'socket' : 'none');
+      const by = (res as { adminBy?: By }).adminBy ?? (address === undefined ? 'socket' : 'none');
+      if (address !== undefined && by === 'none' && status >= 400 && !this.#throttle.auditRefused(address)) return;
       const detail = (res as { adminDetail?: unknown }).adminDetail;
       const audit = { peer, method: 'POST', path: pathname, status, by, ...(detail === undefined ? {} : { detail }) };
       this.#logger.info({ audit }, `admin: POST ${pathname} → ${status === 0 ? 'no answer' : status}`);

@@ -34,9 +34,28 @@ export function readJson(req: IncomingMessage): Promise<Record<string, unknown>>
   return readJsonBody(req, 'an admin request');
 }
 
+/** Unknown fields a refusal names; past them it counts ("and 5995 more"): a 6,000-field body gets a short answer. */
+const NAMED_FIELDS = 5;
+
+/**
+ * Refuses (400) a body with a field not in `allowed`, naming the first few unknown ones and what the route takes
+ * (`takes`): one rule for every POST body, so that a misspelt field is never ignored silently.
+ */
+export function onlyFields(body: Record<string, unknown>, allowed: readonly string[], takes: string): void {
+  const unknown = Object.keys(body).filter((key) => !allowed.includes(key));
+  if (unknown.length === 0) return;
+  const named = unknown.slice(0, NAMED_FIELDS).map((key) => JSON.stringify(key.length > 64 ? `${key.slice(0, 64)}…` : key)).join(', ');
+  const more = unknown.length > NAMED_FIELDS ? ` and ${unknown.length - NAMED_FIELDS} more` : '';
+  throw new PorticoError('PORTICO_BAD_REQUEST', `unknown field${unknown.length === 1 ? '' : 's'} ${named}${more}: ${takes}`);
+}
+
 /** The action a server route and its body ask for (400 for a bad weight). */
 export function serverAction(action: 'drain' | 'enable' | 'disable' | 'weight', body: Record<string, unknown>): ServerAction {
-  if (action !== 'weight') return { action };
+  if (action !== 'weight') {
+    onlyFields(body, [], `${action} takes no fields`);
+    return { action };
+  }
+  onlyFields(body, ['weight'], 'weight takes "weight"');
   const weight = body.weight;
   if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1 || weight > 1000) {
     throw new PorticoError('PORTICO_BAD_REQUEST', `"weight" must be an integer from 1 to 1000, got ${JSON.stringify(weight) ?? 'nothing'}`);
@@ -47,8 +66,7 @@ export function serverAction(action: 'drain' | 'enable' | 'disable' | 'weight', 
 /** The purge target of a body: exactly one of `url` and `url_prefix`, a string (400 otherwise). */
 export function purgeTarget(body: Record<string, unknown>): PurgeTarget {
   const { url, url_prefix: prefix } = body;
-  const extra = Object.keys(body).filter((key) => key !== 'url' && key !== 'url_prefix');
-  if (extra.length > 0) throw new PorticoError('PORTICO_BAD_REQUEST', `unknown field ${extra.map((k) => JSON.stringify(k)).join(', ')}: a purge takes "url" or "url_prefix"`);
+  onlyFields(body, ['url', 'url_prefix'], 'a purge takes "url" or "url_prefix"');
   if (typeof url === 'string' && prefix === undefined && url !== '') return { url };
   if (typeof prefix === 'string' && url === undefined && prefix !== '') return { url_prefix: prefix };
   throw new PorticoError('PORTICO_BAD_REQUEST', 'a purge takes one of "url" (an absolute URL) or "url_prefix", as a non-empty string');

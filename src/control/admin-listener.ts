@@ -9,8 +9,15 @@ import type { Logger } from 'pino';
 import { PorticoError } from '../errors.js';
 import type { AdminApi } from './admin-api.js';
 
-/** How long a request may take to arrive (headers and body). */
+/** Connections the admin listener holds at once (an admin request is small and rare; past it new ones are closed). */
+export const MAX_ADMIN_CONNECTIONS = 256;
+
+/** How long a request may take to arrive (headers and body): an admin request is a few hundred bytes. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** How long its headers may take; a connection (or TLS handshake) that sends no request is closed after it too. */
+const HEADERS_TIMEOUT_MS = 5_000;
+/** How often Node checks those two timeouts (its default, 30 s, let an idle socket stay that long). */
+const TIMEOUT_CHECK_MS = 1_000;
 
 /** Where to listen, and the certificate when the listener serves TLS. */
 export interface AdminAddress {
@@ -28,6 +35,8 @@ export class AdminListener {
   readonly #server: Server;
   readonly #connections = new Set<Socket>();
   readonly #logger: Logger;
+  /** Connections that have not sent a request yet → the timer that closes them. */
+  readonly #waiting = new WeakMap<object, NodeJS.Timeout>();
   #closed: Promise<void> | undefined;
 
   /** A listener for `api` at `address`; nothing is bound until `start`. */
@@ -36,11 +45,25 @@ export class AdminListener {
     this.#logger = logger;
     const secure = address.tls !== undefined;
     const answer = (req: IncomingMessage, res: ServerResponse) => api.handle(req, res, { kind: 'tcp', secure });
-    const options = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000 };
+    const options = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS, keepAliveTimeout: 5_000 };
     this.#server =
       address.tls === undefined
         ? createHttpServer(options, answer)
-        : createHttpsServer({ ...options, cert: address.tls.cert, key: address.tls.key, minVersion: 'TLSv1.2' }, answer);
+        : createHttpsServer({ ...options, handshakeTimeout: HEADERS_TIMEOUT_MS, cert: address.tls.cert, key: address.tls.key, minVersion: 'TLSv1.2' }, answer);
+    // Node's headersTimeout counts from a request's first byte: a connection that sends nothing is closed here.
+    this.#server.on(address.tls === undefined ? 'connection' : 'secureConnection', (socket: Socket) => {
+      const timer = setTimeout(() => socket.destroy(), HEADERS_TIMEOUT_MS).unref();
+      this.#waiting.set(socket, timer);
+      socket.once('close', () => clearTimeout(timer));
+    });
+    this.#server.on('request', (req: IncomingMessage) => {
+      const timer = this.#waiting.get(req.socket);
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      this.#waiting.delete(req.socket);
+    });
+    // Past the cap Node closes a new connection at once: idle sockets cannot pile up (event streams are capped lower).
+    this.#server.maxConnections = MAX_ADMIN_CONNECTIONS;
     this.#server.on('connection', (socket: Socket) => {
       this.#connections.add(socket);
       socket.once('close', () => this.#connections.delete(socket));

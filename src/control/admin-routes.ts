@@ -1,6 +1,6 @@
 /**
- * The admin API's routes as a pure table: a path and method → what the request asks (or why it is refused: 404
- * for no such path, 405 for a path that takes other methods). Names in a path are checked here (an upstream or
+ * The admin API's routes as a pure table: a path and method → what the request asks (or why it is refused: 400 for
+ * a bad percent-encoding, 404 for no such path, 405 for a path that takes other methods). Names in a path are checked here (an upstream or
  * zone name as the config allows it); whether they exist is the server layer's to say.
  */
 
@@ -23,7 +23,18 @@ export type AdminRoute =
   | { kind: 'logout' };
 
 /** A route, or why there is none. */
-export type Routed = { route: AdminRoute; method: 'GET' | 'POST' } | { status: 404 | 405; allow?: string; message: string };
+export type Routed = { route: AdminRoute; method: 'GET' | 'POST' } | { status: 400 | 404 | 405; allow?: string; message: string };
+
+/** Whether every `%` of a path starts a valid escape of UTF-8 (`%ZZ`, `%FF%FE` and the overlong `%C0%AF` do not). */
+function wellEncoded(pathname: string): boolean {
+  if (!pathname.includes('%')) return true;
+  try {
+    decodeURIComponent(pathname);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A name as the config allows for upstreams and cache zones. */
 const NAME = /^[A-Za-z0-9_.-]+$/;
@@ -49,6 +60,7 @@ export function serverIdOf(segment: string): string | undefined {
 
 /** A route (GET or POST) or the refusal, for `method` on `pathname`. HEAD is GET without the body. */
 export function routeAdmin(method: string, pathname: string): Routed {
+  if (!wellEncoded(pathname)) return { status: 400, message: `the path's percent-encoding is bad (not %XX escapes of UTF-8): ${pathname}` };
   const found = match(pathname);
   if (found === undefined) return { status: 404, message: `no such admin route: ${pathname}` };
   const want = found.method;

@@ -6,6 +6,7 @@
  * process, stopped with it.
  */
 import type { Logger } from 'pino';
+import { tokenWeakness } from '../config/admin.js';
 import type { Config } from '../config/load.js';
 import { AdminApi, type AdminApiOptions, type AdminSettings } from '../control/admin-api.js';
 import { AdminListener, type AdminAddress } from '../control/admin-listener.js';
@@ -45,12 +46,17 @@ export function adminParts(host: AdminHost): AdminParts {
     },
     purge: async (zone, target) => {
       const names = Object.keys(host.config.caches);
-      if (!Object.hasOwn(host.config.caches, zone)) throw new PorticoError('PORTICO_NOT_FOUND', `unknown cache zone "${zone}" (the config has ${known(names)})`);
+      if (!Object.hasOwn(host.config.caches, zone)) throw new PorticoError('PORTICO_UNKNOWN_ZONE', `unknown cache zone "${zone}" (the config has ${known(names)})`);
       return host.purgeTarget(zone, target);
     },
     reopen: () => host.reopenLogs(),
     operations: host.operations,
     preflight: (request: OperationRequest) => {
+      if (request.operation === 'upgrade') {
+        const refused = host.operations.upgradeProblem();
+        if (refused !== undefined) throw refused;
+        return;
+      }
       if (request.operation !== 'deploy' || request.upstream === undefined) return;
       const problem = deployProblem(host.config, request.upstream);
       if (problem !== undefined) throw problem;
@@ -58,13 +64,21 @@ export function adminParts(host: AdminHost): AdminParts {
   };
 }
 
-/** The admin settings of a config: the token read from its variable now. */
+/**
+ * The admin settings of a config: the token of its file (checked at load), else of its variable, checked here (a
+ * weak one is no token: every POST is refused, saying why).
+ */
 function settingsOf(config: Config): AdminSettings {
   const admin = config.admin;
   const tokenEnv = admin?.token_env ?? 'PORTICO_ADMIN_TOKEN';
+  const common = { tokenEnv, openReads: admin?.open_reads ?? false, hosts: admin?.hosts ?? [] };
   // A token file (read at load, so at every reload too) wins over the variable.
-  const token = admin?.token ?? process.env[tokenEnv];
-  return { token: token === undefined || token === '' ? undefined : token, tokenEnv, openReads: admin?.open_reads ?? false, hosts: admin?.hosts ?? [] };
+  if (admin?.token !== undefined) return { ...common, token: admin.token };
+  const token = process.env[tokenEnv];
+  if (token === undefined || token === '') return { ...common, token: undefined };
+  const weak = tokenWeakness(token);
+  if (weak !== undefined) return { ...common, token: undefined, tokenProblem: `the token in $${tokenEnv} ${weak.replace(/^it /, '')}` };
+  return { ...common, token };
 }
 
 /** The listener address of a config (undefined: no admin listener). */
@@ -124,8 +138,13 @@ export class AdminService {
 
   #configure(config: Config): void {
     const settings = settingsOf(config);
-    if (config.admin?.listen !== undefined && settings.token === undefined) {
-      this.#logger.warn({ token_env: settings.tokenEnv }, `admin: no token in $${settings.tokenEnv}: the admin listener refuses every POST (set it and reload)`);
+    if (config.admin?.listen !== undefined && settings.tokenProblem !== undefined) {
+      this.#logger.error({ token_env: settings.tokenEnv }, `admin: ${settings.tokenProblem}: the admin listener refuses every POST (set a strong one and restart Portico, or use admin.token_file)`);
+    } else if (config.admin?.listen !== undefined && settings.token === undefined) {
+      this.#logger.warn(
+        { token_env: settings.tokenEnv },
+        `admin: no token in $${settings.tokenEnv}: the admin listener refuses every POST (set it and restart Portico: a running process's environment cannot change; or use admin.token_file, read again at every reload)`,
+      );
     }
     this.api.configure(settings);
   }

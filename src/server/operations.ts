@@ -31,6 +31,8 @@ export interface OperationParts {
   deploy?: DeployFunction | undefined;
   /** Portico's own upgrade, when this process can do one. */
   upgrade?: UpgradeFunction | undefined;
+  /** Why this process cannot upgrade itself, when `upgrade` is unset (the refusal's message). */
+  cannotUpgrade?: string | undefined;
   /** Reopens the log files (after a rotation); resolves with what it reopened. */
   reopen?: (() => Promise<Record<string, unknown>>) | undefined;
 }
@@ -177,15 +179,27 @@ export class Operations implements ControlHandler {
     return Promise.all(done).then(() => undefined);
   }
 
+  /**
+   * Why an upgrade asked now would be refused at once (undefined: it would be queued): this process cannot upgrade
+   * itself (PORTICO_UNSUPPORTED, 501: `workers: N`, or no upgrade built in), or one is already queued or running
+   * (PORTICO_UPGRADE_RUNNING, 409). The admin API asks it before answering 202.
+   */
+  upgradeProblem(): PorticoError | undefined {
+    if (this.#parts.upgrade === undefined) return new PorticoError('PORTICO_UNSUPPORTED', this.#parts.cannotUpgrade ?? 'this Portico process cannot upgrade itself');
+    if (this.#upgrading) return new PorticoError('PORTICO_UPGRADE_RUNNING', 'an upgrade is already running; try again once it is done');
+    return undefined;
+  }
+
   /** Upgrades Portico itself in place (a new process takes the listening sockets over). */
   upgrade(progress: Progress = () => {}, hooks?: OperationHooks): Promise<OperationResult> {
     // A second upgrade asked while one is queued or running is refused at once, not run after it (by then this
     // process has handed over and drains).
-    if (this.#upgrading) return Promise.resolve(failed(new PorticoError('PORTICO_UPGRADE_RUNNING', 'an upgrade is already running; try again once it is done')));
+    const problem = this.upgradeProblem();
+    if (problem !== undefined) return Promise.resolve({ ...failed(problem), operation: 'upgrade' } as OperationResult);
     this.#upgrading = true;
     return this.#operate('upgrade', progress, async (p) => {
       const upgrade = this.#parts.upgrade;
-      if (upgrade === undefined) throw new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot upgrade itself');
+      if (upgrade === undefined) throw this.upgradeProblem() ?? new PorticoError('PORTICO_UNSUPPORTED', 'this Portico process cannot upgrade itself');
       const report = await upgrade((event) => p(progressOf(event)));
       return { report };
     }, hooks).finally(() => {

@@ -68,17 +68,17 @@ export function configServerIds(name: string, upstream: Config['upstreams'][stri
 }
 
 /**
- * Checks that `upstream` and `server` name a server of `config`; throws PORTICO_NOT_FOUND (404) listing the known
+ * Checks that `upstream` and `server` name a server of `config`; throws PORTICO_UNKNOWN_UPSTREAM or PORTICO_UNKNOWN_SERVER (404) listing the known
  * names otherwise.
  */
 export function checkServerId(config: Config, upstream: string, server: string): void {
   const upstreamConfig = Object.hasOwn(config.upstreams, upstream) ? config.upstreams[upstream] : undefined;
   if (upstreamConfig === undefined) {
     const known = Object.keys(config.upstreams);
-    throw new PorticoError('PORTICO_NOT_FOUND', `no upstream "${upstream}" (upstreams: ${known.length === 0 ? 'none' : known.join(', ')})`);
+    throw new PorticoError('PORTICO_UNKNOWN_UPSTREAM', `no upstream "${upstream}" (upstreams: ${known.length === 0 ? 'none' : known.join(', ')})`);
   }
   const ids = configServerIds(upstream, upstreamConfig);
-  if (!ids.includes(server)) throw new PorticoError('PORTICO_NOT_FOUND', `upstream "${upstream}" has no server "${server}" (servers: ${ids.join(', ')})`);
+  if (!ids.includes(server)) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" (servers: ${ids.join(', ')})`);
 }
 
 /** Reads the overrides a `servers.json` holds; throws on a file that is not one. */

@@ -524,7 +524,7 @@ export class Portico {
     }
     // A reload that dropped the server while the change was being written: it is kept for when it comes back.
     const serving = this.#app.upstream(upstream)?.server(server) ?? last;
-    if (serving === undefined) throw new PorticoError('PORTICO_NOT_FOUND', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
+    if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
     return serverStatus(serving);
   }
 

@@ -116,7 +116,7 @@ function tailMatches(tail: string, authority: string, host: string, holdsHost: b
 export function planPurge(config: Config, zone: string, target: PurgeTarget): KeyMatch {
   if (!Object.hasOwn(config.caches, zone)) {
     const known = Object.keys(config.caches);
-    throw new PorticoError('PORTICO_NOT_FOUND', `no cache zone "${zone}" (zones: ${known.length === 0 ? 'none' : known.join(', ')})`);
+    throw new PorticoError('PORTICO_UNKNOWN_ZONE', `no cache zone "${zone}" (zones: ${known.length === 0 ? 'none' : known.join(', ')})`);
   }
   const given = target as { url?: unknown; url_prefix?: unknown };
   if ((given.url === undefined) === (given.url_prefix === undefined)) {

@@ -376,10 +376,7 @@ export class Primary {
           return supervisor.deploy(upstream, progress);
         },
         reopen: () => this.#reopen(),
-        upgrade: () =>
-          Promise.reject(
-            new PorticoError('PORTICO_UNSUPPORTED', `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`),
-          ),
+        cannotUpgrade: `an upgrade in place is not supported with workers (workers: ${this.#count}): restart Portico to run new code`,
       },
       logger,
     );

@@ -21,15 +21,16 @@ import { call, dashboardHeaders, finishedJob, login, openSse, startAdmin, type A
 
 const TOKEN = 'api-test-token-abcdef';
 process.env.PORTICO_API_TEST_TOKEN = TOKEN;
+delete process.env.PORTICO_API_TEST_UNSET;
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
 /** A config with an admin listener at `listen`, an upstream with a named server, and a cache zone. */
-function config(listen = '127.0.0.1:0', tokenEnv = 'PORTICO_API_TEST_TOKEN', body = 'one'): string {
+function config(listen = '127.0.0.1:0', tokenEnv = 'PORTICO_API_TEST_TOKEN', body = 'one', tokenFile?: string): string {
   return `listen: ["127.0.0.1:0"]
 log: { access: off }
 admin:
   listen: "${listen}"
-  token_env: ${tokenEnv}
+  token_env: ${tokenEnv}${tokenFile === undefined ? '' : `\n  token_file: ${tokenFile}`}
 caches:
   pages: { memory: 1MB }
 upstreams:
@@ -248,23 +249,22 @@ describe('admin API routes', () => {
 });
 
 describe('admin API life', () => {
-  test('a reload reads the token again (the old one is refused, sessions end) and rebinds a changed address', async (t) => {
-    process.env.PORTICO_API_TEST_TOKEN_2 = 'first-token';
-    const portico = await startAdmin(config('127.0.0.1:0', 'PORTICO_API_TEST_TOKEN_2'));
+  test('a reload reads the token file again (the old token is refused, sessions end) and rebinds a changed address', async (t) => {
+    const portico = await startAdmin(config('127.0.0.1:0', 'PORTICO_API_TEST_UNSET', 'one', 'admin.token'), { files: { 'admin.token': 'first-token-0123456789\n' } });
     t.after(() => portico.stop());
     const old = portico.adminPort;
-    const cookie = await login(old, 'first-token');
-    process.env.PORTICO_API_TEST_TOKEN_2 = 'second-token';
+    const cookie = await login(old, 'first-token-0123456789');
+    writeFileSync(path.join(portico.dir, 'admin.token'), 'second-token-0123456789\n', { mode: 0o600 });
     const next = await freePort();
-    writeFileSync(portico.file, config(`127.0.0.1:${next}`, 'PORTICO_API_TEST_TOKEN_2', 'two'));
-    const answer = await call(old, 'POST', '/reload', { headers: { authorization: 'Bearer first-token' } });
+    writeFileSync(portico.file, config(`127.0.0.1:${next}`, 'PORTICO_API_TEST_UNSET', 'two', 'admin.token'));
+    const answer = await call(old, 'POST', '/reload', { headers: { authorization: 'Bearer first-token-0123456789' } });
     assert.equal(answer.status, 202);
     // The job is watched on the new address (the old one closes after the swap).
-    const job = await finishedJob(next, answer.json.job.id, { authorization: 'Bearer second-token' });
+    const job = await finishedJob(next, answer.json.job.id, { authorization: 'Bearer second-token-0123456789' });
     assert.equal(job.state, 'done', JSON.stringify(job.result));
     assert.equal(portico.server.adminUrl, `http://127.0.0.1:${next}/`);
-    assert.equal((await call(next, 'GET', '/status', { headers: { authorization: 'Bearer first-token' } })).status, 401);
-    assert.equal((await call(next, 'GET', '/status', { headers: { authorization: 'Bearer second-token' } })).status, 200);
+    assert.equal((await call(next, 'GET', '/status', { headers: { authorization: 'Bearer first-token-0123456789' } })).status, 401);
+    assert.equal((await call(next, 'GET', '/status', { headers: { authorization: 'Bearer second-token-0123456789' } })).status, 200);
     assert.equal((await call(next, 'GET', '/status', { headers: { cookie, host: `127.0.0.1:${next}` } })).status, 401);
     await assert.rejects(call(old, 'GET', '/healthz'), /ECONNREFUSED/);
   });

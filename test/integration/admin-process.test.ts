@@ -1,7 +1,7 @@
 /**
  * The admin API in real `portico run` processes: a single process serves it and stops it on SIGTERM; with
- * `workers: 2` the primary serves it (never a worker): /status lists the workers, and a reload asked through it
- * reaches every worker.
+ * `workers: 2` the primary serves it (never a worker): /status lists the workers, a reload asked through it
+ * reaches every worker, and an upgrade (which cannot run with workers) is refused at once.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -90,7 +90,7 @@ test('a single portico run serves the admin API, runs a reload job through it, a
   assert.equal(await accepts(port), false);
 });
 
-test('with workers: 2 the primary serves the admin API: /status lists both workers and a reload job reaches each', async (t) => {
+test('with workers: 2 the primary serves the admin API: /status lists both workers, a reload job reaches each, an upgrade is refused at once (501)', async (t) => {
   const file = configFile('workers', config(2, 'one'));
   const running = await PorticoProcess.start(file, dir);
   t.after(() => running.stop());
@@ -106,6 +106,13 @@ test('with workers: 2 the primary serves the admin API: /status lists both worke
   assert.equal(job.state, 'done', JSON.stringify(job.result));
   assert.equal(job.result.workers, 2);
   assert.deepEqual(await bodies(running.port, 8), new Set(['two']));
+  // An upgrade in place cannot run with workers: refused at once, not a 202 whose job then fails.
+  const jobs = (await call(port, 'GET', '/jobs', { headers: bearer })).json.jobs.length;
+  const upgrade = await call(port, 'POST', '/upgrade', { headers: bearer });
+  assert.equal(upgrade.status, 501, upgrade.text);
+  assert.equal(upgrade.json.error.code, 'PORTICO_UNSUPPORTED');
+  assert.match(upgrade.json.error.message, /not supported with workers \(workers: 2\)/);
+  assert.equal((await call(port, 'GET', '/jobs', { headers: bearer })).json.jobs.length, jobs, 'no job was made');
   assert.equal(await running.stop(), 0);
   assert.equal(await accepts(port), false);
 });

@@ -5,7 +5,7 @@
  */
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import pino from 'pino';
@@ -26,10 +26,12 @@ export interface AdminPortico {
 
 /**
  * Starts Portico from `yaml` (written to `portico.yaml` in a fresh folder) with the admin API's events every
- * 50 ms. `control`: serve the control socket too (in the folder's `var/`).
+ * 50 ms. `control`: serve the control socket too (in the folder's `var/`). `files` are written beside it; those named
+ * `*.token` with mode 0600 (a token file others can read is a config error).
  */
 export async function startAdmin(yaml: string, options: { logger?: Logger; control?: boolean; files?: Record<string, string | Buffer> } = {}): Promise<AdminPortico> {
   const dir = makeTree(options.files ?? {});
+  for (const name of Object.keys(options.files ?? {})) if (name.endsWith('.token')) chmodSync(path.join(dir, name), 0o600);
   const file = path.join(dir, 'portico.yaml');
   writeFileSync(file, yaml);
   const config = parseConfig(yaml, file, dir);
@@ -61,8 +63,8 @@ export interface Answer {
 /** Where a call goes: a TCP port on 127.0.0.1 (optionally TLS, trusting `ca`), or a unix socket. */
 export type Target = number | { port: number; ca: string } | { socketPath: string };
 
-/** One request with exactly the headers given (Host defaults to 127.0.0.1:PORT); bounded to 10 s. */
-export function call(target: Target, method: string, pathname: string, options: { headers?: Record<string, string>; body?: string | object } = {}): Promise<Answer> {
+/** One request with exactly the headers given (Host defaults to 127.0.0.1:PORT), from `localAddress` if given; bounded to 10 s. */
+export function call(target: Target, method: string, pathname: string, options: { headers?: Record<string, string>; body?: string | object; localAddress?: string } = {}): Promise<Answer> {
   const body = options.body === undefined ? undefined : typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
   const headers: Record<string, string> = { ...(options.headers ?? {}) };
   if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
@@ -82,7 +84,7 @@ export function call(target: Target, method: string, pathname: string, options: 
       });
       res.on('error', reject);
     };
-    const common = { method, path: pathname, headers, timeout: 10_000 };
+    const common = { method, path: pathname, headers, timeout: 10_000, ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }) };
     const req =
       typeof target === 'number'
         ? httpRequest({ ...common, host: '127.0.0.1', port: target, headers: { host: `127.0.0.1:${target}`, ...headers } }, done)
