@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
@@ -154,6 +155,71 @@ sites:
     // The 431's request line was whole: it is logged; GARBAGE has none.
     assert.match(lines.find((l) => l.includes(`rid=${refusedIds[2]}`))!, /"GET \/big HTTP\/1\.1" 431/);
     assert.match(lines.find((l) => l.includes(`rid=${refusedIds[0]}`))!, /"-" 400/);
+  });
+});
+
+/** Writes each of `writes` on one connection, the next once `answers` final answers in all have come; resolves with all received at close. */
+function writeInTurns(port: number, writes: Array<[string, number]>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    let next = 0;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within 10 s; received ${JSON.stringify(received)}`));
+    }, 10_000);
+    const writeDue = () => {
+      while (next < writes.length && (received.match(/^HTTP\/1\.1 /gm)?.length ?? 0) >= writes[next]![1]) socket.write(writes[next++]![0]);
+    };
+    socket.on('connect', writeDue);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      writeDue();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+  });
+}
+
+describe("a refused request's line in the access log (docs/operations.md, Access log)", () => {
+  test('pipelined behind an answered request in one write, the 400 is logged "-", never the answered one\'s line; in a later write of its own, its own line', async () => {
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const portico = await startPortico(`log: { access: ${JSON.stringify(logFile)}, template: '"$request" $status rid=$request_id' }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "ok" }
+`);
+    try {
+      const pipelined = await writeInTurns(portico.port, [['GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nBad Header\r\n\r\n', 0]]);
+      assert.match(pipelined, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, pipelined);
+      const later = await writeInTurns(portico.port, [
+        ['GET /c HTTP/1.1\r\nHost: x\r\n\r\n', 0],
+        ['GET /d HTTP/1.1\r\nBad Header\r\n\r\n', 1],
+      ]);
+      assert.match(later, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, later);
+      // A body that ends in the read that starts the refused request: where that one begins is not known.
+      const tail = await writeInTurns(portico.port, [
+        ['POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n123', 0],
+        ['45GET /f HTTP/1.1\r\nBad Header\r\n\r\n', 1],
+      ]);
+      assert.match(tail, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, tail);
+      const ids = [pipelined, later, tail].map((text) => /HTTP\/1\.1 400 [^]*?x-request-id: (\w+)/i.exec(text)![1]!);
+      await portico.stop();
+      const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+      const refused = ids.map((id) => lines.find((l) => l.endsWith(`rid=${id}`)));
+      assert.equal(refused[0], `"-" 400 rid=${ids[0]}`, lines.join('\n'));
+      assert.equal(refused[1], `"GET /d HTTP/1.1" 400 rid=${ids[1]}`, lines.join('\n'));
+      assert.equal(refused[2], `"-" 400 rid=${ids[2]}`, lines.join('\n'));
+      assert.ok(lines.some((l) => l.startsWith('"GET /a HTTP/1.1" 200 ')) && lines.some((l) => l.startsWith('"POST /e HTTP/1.1" 200 ')), lines.join('\n'));
+    } finally {
+      await portico.stop();
+      rmSync(logDir, { recursive: true, force: true });
+    }
   });
 });
 
