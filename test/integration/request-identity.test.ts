@@ -321,10 +321,10 @@ sites:
 });
 
 describe('request ids over HTTP/2', () => {
-  test('an h2 answer echoes the id; $http2 and $tls_version are logged', async () => {
+  test('an h2 answer echoes the id; $http2, $tls_version and $connection_peer (the session\'s TCP peer) are logged', async () => {
     const logDir = makeTree();
     const logFile = path.join(logDir, 'access.log');
-    const portico = await startPorticoH2(`log: { access: ${JSON.stringify(logFile)}, template: "$request_id $http2 $tls_version $status" }
+    const portico = await startPorticoH2(`log: { access: ${JSON.stringify(logFile)}, template: "$request_id $http2 $tls_version $status $connection_peer" }
 sites:
   - routes:
       - path: /
@@ -339,7 +339,7 @@ sites:
       session.close();
       await portico.stop();
       const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
-      assert.ok(lines.includes('h2-id h2 TLSv1.3 200'), lines.join('\n'));
+      assert.ok(lines.includes('h2-id h2 TLSv1.3 200 127.0.0.1'), lines.join('\n'));
     } finally {
       rmSync(logDir, { recursive: true, force: true });
     }
