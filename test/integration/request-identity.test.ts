@@ -8,11 +8,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
-import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
+import { connectH2, h2Request, selfSignedCert, startPorticoH2 } from '../helpers/h2.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-client.js';
@@ -341,6 +342,42 @@ sites:
       const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
       assert.ok(lines.includes('h2-id h2 TLSv1.3 200 127.0.0.1'), lines.join('\n'));
     } finally {
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('$connection_peer over HTTP/2 behind a PROXY header', () => {
+  test("an h2 request's $connection_peer is the PROXY protocol's address, written after the stream closed", async () => {
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const { cert, key } = await selfSignedCert();
+    const portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", proxy_protocol: true, tls: { cert: ./cert.pem, key: ./key.pem }, http2: true }]
+trusted_proxies: ["127.0.0.1"]
+log: { access: ${JSON.stringify(logFile)}, template: "$connection_peer $http2 $status" }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "ok" }
+`,
+      { 'cert.pem': cert, 'key.pem': key },
+    );
+    try {
+      const session = await connectH2(`https://127.0.0.1:${portico.port}`, {
+        createConnection: () => {
+          const socket = net.connect(portico.port, '127.0.0.1');
+          socket.write('PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n');
+          return tls.connect({ socket, ca: cert, servername: 'localhost', ALPNProtocols: ['h2'] });
+        },
+      });
+      assert.equal((await h2Request(session, { ':path': '/' })).status, 200);
+      session.close();
+      await portico.stop();
+      const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+      assert.deepEqual(lines, ['203.0.113.7 h2 200']);
+    } finally {
+      await portico.stop();
       rmSync(logDir, { recursive: true, force: true });
     }
   });
