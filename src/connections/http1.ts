@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Config } from '../config/load.js';
 import { sendRawError } from '../http/send.js';
-import { parserHeaderPairs, responseOnSocket } from './node-internals.js';
+import { messageBegunAt, parserHeaderPairs, responseOnSocket } from './node-internals.js';
 
 /** One listener's settings. */
 export type ListenerConfig = Config['listen'][number];
@@ -19,6 +19,8 @@ export function schemeOf(req: IncomingMessage): 'http' | 'https' {
 }
 
 const kUpgrade = Symbol('portico.upgrade');
+const kComplete = Symbol('portico.complete');
+const kCompletedAt = Symbol('portico.completedAt');
 
 /**
  * The requests of Portico's listeners. Node hands every request with `Upgrade` and `Connection: upgrade`, and
@@ -30,6 +32,9 @@ const kUpgrade = Symbol('portico.upgrade');
  */
 export class PorticoRequest extends IncomingMessage {
   declare [kUpgrade]: boolean | null;
+  declare [kComplete]: boolean;
+  /** The socket's `bytesRead` when the parser ended this request: which read its last byte came in. */
+  declare [kCompletedAt]: number | undefined;
   /** 0; 1: an upgrade Portico ignores (the connection closes after the answer); 2: CONNECT. */
   declare declined: 0 | 1 | 2;
 }
@@ -47,6 +52,18 @@ Object.defineProperty(PorticoRequest.prototype, 'upgrade', {
   },
   set(this: PorticoRequest, value: boolean | null) {
     this[kUpgrade] = value;
+  },
+});
+
+// Node's parser sets `complete` when a request ends: noted with the read it ended in, for `refusedLine`.
+Object.defineProperty(PorticoRequest.prototype, 'complete', {
+  configurable: true,
+  get(this: PorticoRequest): boolean {
+    return this[kComplete];
+  },
+  set(this: PorticoRequest, value: boolean) {
+    this[kComplete] = value;
+    if (value) this[kCompletedAt] = this.socket?.bytesRead;
   },
 });
 
@@ -119,18 +136,31 @@ export interface RefusedLine {
 const WHOLE_REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n]+) HTTP\/(\d\.\d)\r?$/;
 
 /**
- * The request line of the request Node's parser refused, for its access-log line: read from the read that carried
- * it when that read starts the request (the connection's first read, or one that begins with a method and a space)
- * and holds its whole line (a 414's does not); else `undefined` (logged as `-`).
+ * The request line of the request Node's parser refused, for its access-log line, when it is known for sure to be
+ * the start of the read that carried it (`rawPacket`) and that read holds its whole line (a 414's does not); else
+ * `undefined` (logged as `-`). That is when the refused request began in this read (`messageBegunAt`: the socket's
+ * `bytesRead` counts a read before the parser sees it) and the request before it on the connection, if any, ended
+ * in an earlier read: with pipelining, one read carries answered requests before the refused one, and a request's
+ * head or body may end in the read that starts the next. Only the empty lines llhttp skips may come first.
  */
 export function refusedLine(err: ParserError, socket: Socket): RefusedLine | undefined {
   const packet = err.rawPacket;
   if (!Buffer.isBuffer(packet)) return undefined;
-  const lineEnd = packet.indexOf(10);
-  if (lineEnd === -1 || lineEnd > 16 * 1024) return undefined;
-  const starts = socket.bytesRead === packet.length || /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ /.test(packet.toString('latin1', 0, 32));
-  if (!starts) return undefined;
-  const m = WHOLE_REQUEST_LINE.exec(packet.toString('latin1', 0, lineEnd));
+  const read = socket.bytesRead;
+  const begun = messageBegunAt(socket);
+  if (begun === undefined ? read !== packet.length : begun !== read) return undefined;
+  const previous = (socket as Socket & { parser?: { incoming?: IncomingMessage | null } | null }).parser?.incoming;
+  if (previous !== null && previous !== undefined && previous instanceof PorticoRequest) {
+    // Its body was refused: the request is that one, its line known.
+    if (!previous.complete) return { method: previous.method!, url: previous.url!, version: previous.httpVersion };
+    // It ended in this read, before the refused request: where that one starts is not known for sure.
+    if (previous[kCompletedAt] === undefined || previous[kCompletedAt] >= read) return undefined;
+  } else if (previous !== null && previous !== undefined) return undefined;
+  let start = 0;
+  while (start < 32 && (packet[start] === 13 || packet[start] === 10)) start++;
+  const lineEnd = packet.indexOf(10, start);
+  if (lineEnd === -1 || lineEnd - start > 16 * 1024) return undefined;
+  const m = WHOLE_REQUEST_LINE.exec(packet.toString('latin1', start, lineEnd));
   return m === null ? undefined : { method: m[1]!, url: m[2]!, version: m[3]! };
 }
 

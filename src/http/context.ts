@@ -147,6 +147,7 @@ export class RequestContext {
   #onGone: (() => void) | undefined = undefined;
   /** Worked out on first use; a plain field, so a context derived with Object.create (cache invalidation) reads it too. */
   private clientAddressMemo: string | undefined = undefined;
+  private peerMemo: string | undefined = undefined;
   private forwardedMemo: ForwardedView | undefined = undefined;
   private canonicalAuthorityMemo: string | undefined = undefined;
   constructor(
@@ -194,7 +195,10 @@ export class RequestContext {
    * `proxy_protocol` listener the client address the balancer's header gave.
    */
   peerAddress(): string {
-    return connectionPeer(this.req.socket);
+    // Worked out once: an h2 request's socket is a view of its session's, gone once the stream closes (the access
+    // log's `$connection_peer` is read then; the app reads the client address, and so this, when the request arrives).
+    if (this.peerMemo === undefined) this.peerMemo = connectionPeer(this.req.socket);
+    return this.peerMemo;
   }
 
   /** The client's address: the peer, or behind a trusted proxy the address it forwarded (worked out once). */

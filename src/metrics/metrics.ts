@@ -11,6 +11,7 @@
  */
 import { createRequire } from 'node:module';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { eventLoopDelay } from './event-loop.js';
 import { CLASS_NAMES, LATENCY_BOUNDS_MS, Traffic } from './traffic.js';
 
 /** A route's traffic: `id` is `host + path` (`a.example/api/`, `*` for a site without hosts), `handler` its kind. */
@@ -166,11 +167,17 @@ const requireCjs = createRequire(import.meta.url);
  * costs measured on the request path (bench/RESULTS.md, "Counting (admin on)"): the event loop's delay is sampled
  * every 100 ms, not every 10 (that timer cost 2% of the proxied requests a second), and the GC duration histogram
  * (`nodejs_gc_duration_seconds`) is left out: its PerformanceObserver, called on every collection, cost 2% of the
- * cache hits a second. The modules are prom-client's own (15.1.3, pinned); its `metricsList` names them.
+ * cache hits a second. The modules are prom-client's own (15.1.3, pinned); its `metricsList` names them; the event
+ * loop's delay is Portico's own (`event-loop.ts`), under prom-client's names.
  */
 function processMetrics(registry: Registry): void {
   for (const name of collectDefaultMetrics.metricsList) {
     if (name === 'gc') continue;
+    // Portico's own, under the same names: see event-loop.ts for what prom-client's reports wrongly.
+    if (name === 'eventLoopLag') {
+      eventLoopDelay(registry, EVENT_LOOP_SAMPLE_MS);
+      continue;
+    }
     const collect = requireCjs(`prom-client/lib/metrics/${name}.js`) as (register: Registry, config: object) => void;
     collect(registry, { eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   }
@@ -431,4 +438,16 @@ function classSeries(labels: Record<string, string>, traffic: Traffic): Array<[R
     if (n > 0) series.push([{ ...labels, class: name }, n]);
   });
   return series;
+}
+
+/**
+ * A process's registry as JSON without the values that are no number (NaN, or the `null` it becomes in JSON): the
+ * primary aggregates only the processes that have a value, so an average is never NaN (printed `Nan`).
+ */
+export function withoutNaN(list: MetricObjectWithValues<MetricValue<string>>[]): MetricObjectWithValues<MetricValue<string>>[] {
+  return list.map((metric) => (metric.values.every(isNumber) ? metric : { ...metric, values: metric.values.filter(isNumber) }));
+}
+
+function isNumber(value: MetricValue<string>): boolean {
+  return typeof value.value === 'number' && !Number.isNaN(value.value);
 }

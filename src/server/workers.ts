@@ -23,7 +23,7 @@ import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
 import type { ProcessStatus, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { Metrics } from '../metrics/metrics.js';
+import { Metrics, withoutNaN } from '../metrics/metrics.js';
 import { certificateStatuses, mergeProcessStatus, scrapeSource, withoutHistograms } from './status.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
@@ -855,7 +855,7 @@ export class Primary {
     const own = this.#ownMetrics();
     own.answered.set(lists.length);
     lists.push(await own.metrics.json());
-    const registry = AggregatorRegistry.aggregate(lists);
+    const registry = AggregatorRegistry.aggregate(lists.map(withoutNaN));
     return { contentType: registry.contentType, body: await registry.metrics() };
   }
 

@@ -144,6 +144,16 @@ test('the primary sums both workers\' counts in statusReport() and metricsText()
   assert.ok(sample(text, 'process_resident_memory_bytes')! > 0);
 });
 
+test('two scrapes in a row never print NaN: the event loop gauges with no sample since the last scrape are left out', async () => {
+  const first = await metrics(primary);
+  const second = await metrics(primary);
+  for (const text of [first, second]) {
+    assert.doesNotMatch(text, /\b(Nan|NaN)\b/, text.split('\n').filter((l) => /nan/i.test(l)).join('\n'));
+    const mean = sample(text, 'nodejs_eventloop_lag_mean_seconds');
+    assert.ok(mean === undefined || (mean >= 0 && Number.isFinite(mean)), `mean ${mean}`);
+  }
+});
+
 test('a worker that does not answer within 2 s is left out, and the report says which', async () => {
   const stopped = workers[1]!;
   process.kill(stopped.pid, 'SIGSTOP');

@@ -7,11 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
 import { parseConfig } from '../../src/server/config.js';
-import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
+import { connectH2, h2Request, selfSignedCert, startPorticoH2 } from '../helpers/h2.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { rawRequest } from '../helpers/raw-client.js';
@@ -157,6 +159,71 @@ sites:
   });
 });
 
+/** Writes each of `writes` on one connection, the next once `answers` final answers in all have come; resolves with all received at close. */
+function writeInTurns(port: number, writes: Array<[string, number]>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    let next = 0;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within 10 s; received ${JSON.stringify(received)}`));
+    }, 10_000);
+    const writeDue = () => {
+      while (next < writes.length && (received.match(/^HTTP\/1\.1 /gm)?.length ?? 0) >= writes[next]![1]) socket.write(writes[next++]![0]);
+    };
+    socket.on('connect', writeDue);
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1');
+      writeDue();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+  });
+}
+
+describe("a refused request's line in the access log (docs/operations.md, Access log)", () => {
+  test('pipelined behind an answered request in one write, the 400 is logged "-", never the answered one\'s line; in a later write of its own, its own line', async () => {
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const portico = await startPortico(`log: { access: ${JSON.stringify(logFile)}, template: '"$request" $status rid=$request_id' }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "ok" }
+`);
+    try {
+      const pipelined = await writeInTurns(portico.port, [['GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nBad Header\r\n\r\n', 0]]);
+      assert.match(pipelined, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, pipelined);
+      const later = await writeInTurns(portico.port, [
+        ['GET /c HTTP/1.1\r\nHost: x\r\n\r\n', 0],
+        ['GET /d HTTP/1.1\r\nBad Header\r\n\r\n', 1],
+      ]);
+      assert.match(later, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, later);
+      // A body that ends in the read that starts the refused request: where that one begins is not known.
+      const tail = await writeInTurns(portico.port, [
+        ['POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n123', 0],
+        ['45GET /f HTTP/1.1\r\nBad Header\r\n\r\n', 1],
+      ]);
+      assert.match(tail, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, tail);
+      const ids = [pipelined, later, tail].map((text) => /HTTP\/1\.1 400 [^]*?x-request-id: (\w+)/i.exec(text)![1]!);
+      await portico.stop();
+      const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+      const refused = ids.map((id) => lines.find((l) => l.endsWith(`rid=${id}`)));
+      assert.equal(refused[0], `"-" 400 rid=${ids[0]}`, lines.join('\n'));
+      assert.equal(refused[1], `"GET /d HTTP/1.1" 400 rid=${ids[1]}`, lines.join('\n'));
+      assert.equal(refused[2], `"-" 400 rid=${ids[2]}`, lines.join('\n'));
+      assert.ok(lines.some((l) => l.startsWith('"GET /a HTTP/1.1" 200 ')) && lines.some((l) => l.startsWith('"POST /e HTTP/1.1" 200 ')), lines.join('\n'));
+    } finally {
+      await portico.stop();
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a trusted proxy, the cache and a slow head', () => {
   test("a trusted proxy's X-Request-Id is kept whatever its form; $cache_status says MISS then HIT; a 408 gets a line", async () => {
     const origin = await startUpstream((_req, res) => {
@@ -255,10 +322,10 @@ sites:
 });
 
 describe('request ids over HTTP/2', () => {
-  test('an h2 answer echoes the id; $http2 and $tls_version are logged', async () => {
+  test('an h2 answer echoes the id; $http2, $tls_version and $connection_peer (the session\'s TCP peer) are logged', async () => {
     const logDir = makeTree();
     const logFile = path.join(logDir, 'access.log');
-    const portico = await startPorticoH2(`log: { access: ${JSON.stringify(logFile)}, template: "$request_id $http2 $tls_version $status" }
+    const portico = await startPorticoH2(`log: { access: ${JSON.stringify(logFile)}, template: "$request_id $http2 $tls_version $status $connection_peer" }
 sites:
   - routes:
       - path: /
@@ -273,8 +340,44 @@ sites:
       session.close();
       await portico.stop();
       const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
-      assert.ok(lines.includes('h2-id h2 TLSv1.3 200'), lines.join('\n'));
+      assert.ok(lines.includes('h2-id h2 TLSv1.3 200 127.0.0.1'), lines.join('\n'));
     } finally {
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('$connection_peer over HTTP/2 behind a PROXY header', () => {
+  test("an h2 request's $connection_peer is the PROXY protocol's address, written after the stream closed", async () => {
+    const logDir = makeTree();
+    const logFile = path.join(logDir, 'access.log');
+    const { cert, key } = await selfSignedCert();
+    const portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", proxy_protocol: true, tls: { cert: ./cert.pem, key: ./key.pem }, http2: true }]
+trusted_proxies: ["127.0.0.1"]
+log: { access: ${JSON.stringify(logFile)}, template: "$connection_peer $http2 $status" }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "ok" }
+`,
+      { 'cert.pem': cert, 'key.pem': key },
+    );
+    try {
+      const session = await connectH2(`https://127.0.0.1:${portico.port}`, {
+        createConnection: () => {
+          const socket = net.connect(portico.port, '127.0.0.1');
+          socket.write('PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n');
+          return tls.connect({ socket, ca: cert, servername: 'localhost', ALPNProtocols: ['h2'] });
+        },
+      });
+      assert.equal((await h2Request(session, { ':path': '/' })).status, 200);
+      session.close();
+      await portico.stop();
+      const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+      assert.deepEqual(lines, ['203.0.113.7 h2 200']);
+    } finally {
+      await portico.stop();
       rmSync(logDir, { recursive: true, force: true });
     }
   });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AggregatorRegistry } from 'prom-client';
-import { CacheTally, Metrics } from '../../src/metrics/metrics.js';
+import { CacheTally, Metrics, withoutNaN } from '../../src/metrics/metrics.js';
 import { classIndex, cumulative, LATENCY_BOUNDS_MS, percentiles, quantile, sumHistograms, Traffic } from '../../src/metrics/traffic.js';
 import { mergeProcessStatus, trafficStats, withoutHistograms } from '../../src/server/status.js';
 import type { ProcessStatus, ServerStatus } from '../../src/control/admin-types.js';
@@ -159,6 +159,34 @@ describe('prom-client text from the recorders', () => {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
     }
     assert.doesNotMatch(text, /nodejs_gc_duration_seconds/);
+  });
+
+  test('the event loop delay gauges never print NaN: a scrape with no sample since the last leaves them out; an idle loop reads near 0, not the 0.1 s sampling interval', async () => {
+    const metrics = new Metrics();
+    await metrics.text();
+    const again = await metrics.text();
+    assert.doesNotMatch(again, /\b(Nan|NaN)\b/);
+    assert.doesNotMatch(again, /^nodejs_eventloop_lag_(mean|stddev|min|max|p50|p90|p99)_seconds /m);
+    assert.match(again, /^# TYPE nodejs_eventloop_lag_mean_seconds gauge$/m);
+    // Bounded: until a window has samples (the timer ticks every 100 ms), at most 30 scrapes 100 ms apart.
+    let text = '';
+    for (let i = 0; i < 30 && !/^nodejs_eventloop_lag_min_seconds /m.test(text); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      text = await metrics.text();
+    }
+    const min = Number(/^nodejs_eventloop_lag_min_seconds (\S+)$/m.exec(text)?.[1]);
+    const mean = Number(/^nodejs_eventloop_lag_mean_seconds (\S+)$/m.exec(text)?.[1]);
+    // prom-client's own read the interval itself: at least 0.1 s.
+    assert.ok(min >= 0 && min < 0.05, `min ${min}`);
+    assert.ok(mean >= 0 && mean < 0.1, `mean ${mean}`);
+  });
+
+  test('the primary aggregates a gauge over the processes that have a value: NaN (or null, as JSON sent it) is left out', async () => {
+    const gauge = (value: number | null) => [{ name: 'g', help: 'g', type: 'gauge', aggregator: 'average', values: [{ value, labels: {} }] }] as unknown as Parameters<typeof withoutNaN>[0];
+    const text = await AggregatorRegistry.aggregate([gauge(NaN), gauge(0.004), gauge(null)].map(withoutNaN)).metrics();
+    assert.match(text, /^g 0\.004$/m);
+    const none = await AggregatorRegistry.aggregate([gauge(NaN)].map(withoutNaN)).metrics();
+    assert.doesNotMatch(none, /Nan|NaN/);
   });
 
   test('two processes\' registries aggregate into sums, histograms bucket-wise', async () => {
