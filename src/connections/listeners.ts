@@ -29,7 +29,7 @@ import { kClosing, type MarkedSocket } from '../http/send.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import { ConnectionGate } from './connection-gate.js';
 import { KeepAliveSweeper } from './keepalive.js';
-import { listeningHandle, prepareParserWatch, startConnectionChecks, watchMessageBegins, watchParserStops } from './node-internals.js';
+import { listeningHandle, prepareParserWatch, startConnectionChecks, watchParserStops } from './node-internals.js';
 import { limitRequestTime } from './h2-session.js';
 import {
   answerClientError,
@@ -277,8 +277,6 @@ class Listener {
       // A declined upgrade's malformed body: Node's parser stops there without a 'clientError' (node-internals.ts);
       // watched only for such requests (see `refusal`), this puts the part that must come first in place.
       prepareParserWatch(socket);
-      // The read each request began in: a refused request's access-log line reads its request line from there.
-      watchMessageBegins(socket);
     });
     // Every accepted connection passes the gate first (limits, PROXY header); TLS and HTTP see only those admitted.
     this.gate = new ConnectionGate(config, logger, dispatch.trustedProxies, dispatch.serverHeader, (socket) => this.accept(socket));

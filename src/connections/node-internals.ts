@@ -31,12 +31,6 @@
  *   Portico decides; a malformed body behind an upgrade Portico declines comes back as a short count of bytes
  *   taken, with no 'clientError'. `watchParserStops` sees that count. Without these, such a request waits for
  *   request_timeout (408).
- * - The connection parser's `[HTTPParser.kOnMessageBegin]` callback (Node leaves it unset on a server's parser;
- *   llhttp calls it when a message's first byte is parsed) and `socket.bytesRead`, which counts a read before the
- *   parser sees it: together they say in which read a request began (`watchMessageBegins`, `messageBegunAt`). The
- *   access-log line of a request the parser refused reads its request line from the read that carried it only when
- *   the request began there, after the previous one had ended in an earlier read (`refusedLine` in `http1.ts`):
- *   with pipelining, the read also holds the requests before it. Without it such a line is logged `-`.
  * - The HTTP server starts that list and its periodic header/request timeout check on its own 'listening' event.
  *   Portico's HTTP servers listen on nothing (a `net.Server` accepts and hands them connections), so the event
  *   is emitted for them once; without it a stalled request head would never get its 408.
@@ -221,41 +215,4 @@ export function watchParserStops(req: IncomingMessage, stopped: (req: IncomingMe
 /** The listening socket's handle of a `net.Server` (`undefined` when it is not listening): see `server._handle` above. */
 export function listeningHandle(server: Server): object | undefined {
   return (server as Server & { _handle?: object | null })._handle ?? undefined;
-}
-
-/** The key of the callback llhttp calls when a message begins, or undefined when this Node has none (see above). */
-export const PARSER_ON_MESSAGE_BEGIN: number | undefined = (() => {
-  try {
-    const key = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: { kOnMessageBegin?: unknown } }).HTTPParser?.kOnMessageBegin;
-    return typeof key === 'number' ? key : undefined;
-  } catch {
-    return undefined;
-  }
-})();
-
-const kBegunAt = Symbol('portico.messageBegunAt');
-
-/** Where a connection's parser was (its socket's `bytesRead`) when the last message on it began. */
-function noteMessageBegin(this: { socket?: (Socket & { [kBegunAt]?: number }) | null }): void {
-  const socket = this.socket;
-  if (socket !== null && socket !== undefined) socket[kBegunAt] = socket.bytesRead;
-}
-
-/**
- * Has the connection's parser note, on its socket, the read in which each message begins (see above); one shared
- * function, put on each parser (parsers are pooled), called once per request. False when this Node has no such
- * callback, or the socket no parser.
- */
-export function watchMessageBegins(socket: Socket): boolean {
-  const parser = (socket as Socket & { parser?: ConnectionParser | null }).parser;
-  if (parser === null || parser === undefined || PARSER_ON_MESSAGE_BEGIN === undefined) return false;
-  const current = parser[PARSER_ON_MESSAGE_BEGIN];
-  if (current !== noteMessageBegin && current !== null && current !== undefined) return false;
-  parser[PARSER_ON_MESSAGE_BEGIN] = noteMessageBegin;
-  return true;
-}
-
-/** The socket's `bytesRead` when the last message on it began (`watchMessageBegins`), or undefined when none was seen. */
-export function messageBegunAt(socket: Socket): number | undefined {
-  return (socket as Socket & { [kBegunAt]?: number })[kBegunAt];
 }

@@ -186,7 +186,7 @@ function writeInTurns(port: number, writes: Array<[string, number]>): Promise<st
 }
 
 describe("a refused request's line in the access log (docs/operations.md, Access log)", () => {
-  test('pipelined behind an answered request in one write, the 400 is logged "-", never the answered one\'s line; in a later write of its own, its own line', async () => {
+  test('a 400 behind an answered request on one connection is logged "-" (pipelined in one write, in a later write, or after a body ending in its read), never the answered one\'s line; on a new connection, its own line', async () => {
     const logDir = makeTree();
     const logFile = path.join(logDir, 'access.log');
     const portico = await startPortico(`log: { access: ${JSON.stringify(logFile)}, template: '"$request" $status rid=$request_id' }
@@ -209,13 +209,17 @@ sites:
         ['45GET /f HTTP/1.1\r\nBad Header\r\n\r\n', 1],
       ]);
       assert.match(tail, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, tail);
-      const ids = [pipelined, later, tail].map((text) => /HTTP\/1\.1 400 [^]*?x-request-id: (\w+)/i.exec(text)![1]!);
+      const fresh = await writeInTurns(portico.port, [['GET /g HTTP/1.1\r\nBad Header\r\n\r\n', 0]]);
+      assert.match(fresh, /^HTTP\/1\.1 400 /, fresh);
+      const ids = [pipelined, later, tail, fresh].map((text) => /HTTP\/1\.1 400 [^]*?x-request-id: (\w+)/i.exec(text)![1]!);
       await portico.stop();
       const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
       const refused = ids.map((id) => lines.find((l) => l.endsWith(`rid=${id}`)));
       assert.equal(refused[0], `"-" 400 rid=${ids[0]}`, lines.join('\n'));
-      assert.equal(refused[1], `"GET /d HTTP/1.1" 400 rid=${ids[1]}`, lines.join('\n'));
+      // Not known for sure without a hook on every request (2% of the static scenario): `-` (see refusedLine).
+      assert.equal(refused[1], `"-" 400 rid=${ids[1]}`, lines.join('\n'));
       assert.equal(refused[2], `"-" 400 rid=${ids[2]}`, lines.join('\n'));
+      assert.equal(refused[3], `"GET /g HTTP/1.1" 400 rid=${ids[3]}`, lines.join('\n'));
       assert.ok(lines.some((l) => l.startsWith('"GET /a HTTP/1.1" 200 ')) && lines.some((l) => l.startsWith('"POST /e HTTP/1.1" 200 ')), lines.join('\n'));
     } finally {
       await portico.stop();

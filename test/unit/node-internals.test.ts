@@ -12,9 +12,6 @@ import { spawn } from 'node:child_process';
 import {
   CONNECTIONS_SYMBOL,
   listeningHandle,
-  messageBegunAt,
-  PARSER_ON_MESSAGE_BEGIN,
-  watchMessageBegins,
   PARSER_ON_EXECUTE,
   parserHeaderPairs,
   probePeer,
@@ -95,34 +92,6 @@ describe('Node internals that the keep-alive sweeper reads', () => {
       assert.equal(receiving.size, 1, 'the socket with half a head is listed as receiving a request');
     } finally {
       client.destroy();
-      server.closeAllConnections();
-      server.close();
-    }
-  });
-
-  test("the parser's kOnMessageBegin callback is unset on a server's parser and, once set, is called as each request begins, after bytesRead counted its read", async () => {
-    assert.equal(typeof PARSER_ON_MESSAGE_BEGIN, 'number', `Node ${process.version}: _http_common has no HTTPParser.kOnMessageBegin any more`);
-    const begun: Array<[number | undefined, number]> = [];
-    const server = http.createServer((req, res) => {
-      begun.push([messageBegunAt(req.socket), req.socket.bytesRead]);
-      res.end();
-    });
-    server.on('connection', (socket: net.Socket) => assert.ok(watchMessageBegins(socket), 'watchMessageBegins refused the parser'));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    try {
-      const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-      const first = 'GET /a HTTP/1.1\r\nHost: x\r\n\r\n';
-      socket.write(first);
-      await once(socket, 'data');
-      socket.write('GET /b HTTP/1.1\r\nHost: x\r\n\r\n');
-      await once(socket, 'data');
-      socket.destroy();
-      assert.deepEqual(begun, [
-        [first.length, first.length],
-        [first.length * 2, first.length * 2],
-      ]);
-    } finally {
       server.closeAllConnections();
       server.close();
     }
