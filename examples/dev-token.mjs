@@ -18,7 +18,15 @@ export function ensureDevToken() {
   }
   mkdirSync(path.dirname(DEV_TOKEN_FILE), { recursive: true, mode: 0o700 });
   const token = randomBytes(24).toString('base64url');
-  writeFileSync(DEV_TOKEN_FILE, `${token}\n`, { mode: 0o600 });
+  try {
+    // `wx`: made once even when two starts race (the second reads the first's token).
+    writeFileSync(DEV_TOKEN_FILE, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    if (err.code !== 'EEXIST') throw err;
+    const made = readFileSync(DEV_TOKEN_FILE, 'utf8').trim();
+    if (made !== '') return made;
+    writeFileSync(DEV_TOKEN_FILE, `${token}\n`, { mode: 0o600 });
+  }
   return token;
 }
 

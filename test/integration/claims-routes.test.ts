@@ -74,6 +74,9 @@ describe('the showcase config', () => {
     // The showcase's HTTPS listener names the certificate `npm start` makes (examples/dev-certificate.mjs).
     const devCertificate = (await import(pathToFileURL(path.join(repo, 'examples/dev-certificate.mjs')).href)) as { ensureDevCertificate(): Promise<unknown> };
     await devCertificate.ensureDevCertificate();
+    // And its admin section names the token file `npm start` makes (examples/dev-token.mjs), as `npm run check` does.
+    const devToken = (await import(pathToFileURL(path.join(repo, 'examples/dev-token.mjs')).href)) as { ensureDevToken(): string };
+    devToken.ensureDevToken();
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
       const child = spawn(process.execPath, [path.join(repo, 'dist/src/cli.js'), 'check', '-c', 'examples/portico.yaml'], {
         cwd: repo,
