@@ -1,12 +1,10 @@
 /**
  * Traces (`tracing`, docs/operations.md "Request ids and traces"): the sampling decision made when a request
- * arrives (`beginTrace`, no OpenTelemetry involved), and the export of one SERVER span per sampled request over
- * OTLP/HTTP (JSON) with the OpenTelemetry SDK (`openSpanExport`), loaded only when `tracing.otlp` is set: a config
- * without it never loads those packages.
+ * arrives (`beginTrace`), and the export of one SERVER span per sampled request over OTLP/HTTP in the protocol's
+ * JSON encoding (`openSpanExport`, made only when `tracing.otlp` is set).
  *
- * Portico makes its own ids (http/request-identity.ts: the traceparent the app receives names Portico's span), so
- * the SDK is handed them through an id generator: the span is made when the answer is over, with the arrival time
- * as its start, and its ids are the ones already sent upstream.
+ * Portico makes its own ids (http/request-identity.ts: the traceparent the app receives names Portico's span): the
+ * span is written when the answer is over, with the arrival time as its start and the ids already sent upstream.
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -56,10 +54,7 @@ export interface SpanExport {
 const EXPORT_DELAY_MS = 1000;
 /** Spans waiting to be sent at most; more are dropped (a collector that is down must not grow memory). */
 const QUEUE_MAX = 2048;
-/**
- * Longest an export may take, its retries included (the exporter retries a refused or failed POST with backoff
- * until this deadline): also about what stopping waits for a collector that is down.
- */
+/** Longest an export (one POST) may take: also about what stopping waits for a collector that is down. */
 const EXPORT_TIMEOUT_MS = 3000;
 /** Longest `close()` waits for the last spans (a flush may need more than one export); then they are dropped. */
 const CLOSE_WAIT_MS = 4000;
@@ -71,96 +66,118 @@ export function tracesUrl(otlp: string): string {
   return url.toString();
 }
 
+/** One OTLP attribute (`AnyValue` in its JSON encoding: strings, integers, arrays of strings). */
+type OtlpAttribute = { key: string; value: { stringValue: string } | { intValue: number } | { arrayValue: { values: Array<{ stringValue: string }> } } };
+
+/** Milliseconds since the epoch (fractional) as OTLP's nanoseconds, a decimal string (past 2^53: no float). */
+function unixNanos(ms: number): string {
+  return `${Math.trunc(ms * 1000)}000`;
+}
+
 /**
- * Loads the OpenTelemetry SDK and its OTLP/HTTP exporter (JSON) and returns the span recorder. Export failures
- * (a collector down, a refusal) are reported through `logger` at warn, at most once a minute.
+ * Returns the span recorder: one SERVER span per sampled request, encoded as OTLP/JSON (the protocol's own JSON
+ * mapping: hex ids, nanosecond strings, typed attribute values) and POSTed to the collector in batches at most a
+ * second apart, at most QUEUE_MAX waiting (more are dropped while a collector is slow or down). An export has
+ * EXPORT_TIMEOUT_MS and is not retried (its spans are dropped); failures are reported through `logger` at warn,
+ * at most once a minute. Written here rather than with the OpenTelemetry SDK, which costs 5% of the proxy's
+ * throughput at `sample: 0.01` (bench/RESULTS.md, "Issue 18: tracing"): what the SDK adds for one span — a Span
+ * object, attribute checks, a processor and an exporter's transformer — is what this does in a few objects.
  */
 export async function openSpanExport(config: TracingConfig & { otlp: string }, logger: Logger): Promise<SpanExport> {
-  const [api, sdk, exporterModule, resources] = await Promise.all([
-    import('@opentelemetry/api'),
-    import('@opentelemetry/sdk-trace'),
-    import('@opentelemetry/exporter-trace-otlp-http'),
-    // A dependency of @opentelemetry/sdk-trace, installed with it: the only way to name the service.
-    import('@opentelemetry/resources'),
-  ]);
-  /** The ids of the span being made: Portico's own, already sent upstream. */
-  let nextTraceId = '';
-  let nextSpanId = '';
-  const ids = {
-    generateTraceId: () => nextTraceId,
-    generateSpanId: () => nextSpanId,
-  };
-  const otlp = new exporterModule.OTLPTraceExporter({ url: tracesUrl(config.otlp), timeoutMillis: EXPORT_TIMEOUT_MS });
-  let lastWarning = 0;
-  const exporter: import('@opentelemetry/sdk-trace').SpanExporter = {
-    export(spans, done) {
-      otlp.export(spans, (result) => {
-        if (result.code !== 0 && Date.now() - lastWarning > 60_000) {
-          lastWarning = Date.now();
-          logger.warn({ err: result.error, otlp: config.otlp, spans: spans.length }, 'tracing: spans could not be exported');
-        }
-        done(result);
-      });
-    },
-    shutdown: () => otlp.shutdown(),
-    forceFlush: () => otlp.forceFlush(),
-  };
-  const provider = new sdk.TracerProvider({
-    resource: resources.resourceFromAttributes({ 'service.name': config.service_name }),
-    sampler: new sdk.AlwaysOnSampler(),
-    idGenerator: ids,
-    spanProcessors: [
-      new sdk.BatchSpanProcessor({
-        exporter,
-        scheduledDelayMillis: EXPORT_DELAY_MS,
-        maxQueueSize: QUEUE_MAX,
-        exportTimeoutMillis: EXPORT_TIMEOUT_MS,
-      }),
-    ],
-  });
-  const tracer = provider.getTracer('portico');
+  const { request } = await import('undici');
+  const url = tracesUrl(config.otlp);
+  const resource = { attributes: [{ key: 'service.name', value: { stringValue: config.service_name } }] };
+  const scope = { name: 'portico' };
   const origin = performance.timeOrigin;
+  let queue: object[] = [];
+  let lastWarning = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> = Promise.resolve();
+  let closed = false;
+
+  const warn = (fields: Record<string, unknown>, message: string): void => {
+    if (Date.now() - lastWarning < 60_000) return;
+    lastWarning = Date.now();
+    logger.warn({ otlp: config.otlp, ...fields }, message);
+  };
+
+  /** Sends what is queued now (one POST), after the send before it. */
+  const flush = (): Promise<void> => {
+    timer = undefined;
+    if (queue.length === 0) return inFlight;
+    const spans = queue;
+    queue = [];
+    const body = JSON.stringify({ resourceSpans: [{ resource, scopeSpans: [{ scope, spans }] }] });
+    inFlight = inFlight.then(async () => {
+      try {
+        const res = await request(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+          headersTimeout: EXPORT_TIMEOUT_MS,
+          bodyTimeout: EXPORT_TIMEOUT_MS,
+          signal: AbortSignal.timeout(EXPORT_TIMEOUT_MS),
+        });
+        await res.body.dump();
+        if (res.statusCode >= 300) warn({ status: res.statusCode, spans: spans.length }, 'tracing: spans could not be exported');
+      } catch (err) {
+        warn({ err, spans: spans.length }, 'tracing: spans could not be exported');
+      }
+    });
+    return inFlight;
+  };
+
   return {
     record(ctx) {
+      if (closed) return;
+      if (queue.length >= QUEUE_MAX) {
+        warn({ queued: queue.length }, 'tracing: spans dropped, the collector does not keep up');
+        return;
+      }
       const traceparent = ctx.traceparent;
-      nextTraceId = traceparent.slice(3, 35);
-      nextSpanId = traceparent.slice(36, 52);
-      const parent =
-        ctx.traceParentId === ''
-          ? api.ROOT_CONTEXT
-          : api.trace.setSpanContext(api.ROOT_CONTEXT, { traceId: nextTraceId, spanId: ctx.traceParentId, traceFlags: api.TraceFlags.SAMPLED, isRemote: true });
       const { req } = ctx;
-      const attributes: import('@opentelemetry/api').Attributes = {
-        'http.request.method': req.method ?? '',
-        'url.scheme': ctx.scheme,
-        'url.path': ctx.path,
-        'server.address': ctx.host,
-        'client.address': ctx.clientAddress(),
-        'network.protocol.version': req.httpVersionMajor === 2 ? '2' : req.httpVersion,
-        'http.response.status_code': ctx.status,
-        'http.response.body.size': ctx.bytesSent,
-        'portico.request_id': ctx.requestId,
-      };
+      const attributes: OtlpAttribute[] = [
+        { key: 'http.request.method', value: { stringValue: req.method ?? '' } },
+        { key: 'url.scheme', value: { stringValue: ctx.scheme } },
+        { key: 'url.path', value: { stringValue: ctx.path } },
+        { key: 'server.address', value: { stringValue: ctx.host } },
+        { key: 'client.address', value: { stringValue: ctx.clientAddress() } },
+        { key: 'network.protocol.version', value: { stringValue: req.httpVersionMajor === 2 ? '2' : req.httpVersion } },
+        { key: 'http.response.status_code', value: { intValue: ctx.status } },
+        { key: 'http.response.body.size', value: { intValue: ctx.bytesSent } },
+        { key: 'portico.request_id', value: { stringValue: ctx.requestId } },
+      ];
       const agent = req.headers['user-agent'];
-      if (agent !== undefined) attributes['user_agent.original'] = agent;
-      if (ctx.upstreamLog !== undefined) attributes['portico.upstream.addresses'] = ctx.upstreamLog.map((attempt) => attempt.addr);
-      if (ctx.cacheStatus !== '') attributes['portico.cache_status'] = ctx.cacheStatus;
-      const span = tracer.startSpan(req.method ?? 'HTTP', { kind: api.SpanKind.SERVER, startTime: origin + ctx.start, attributes }, parent);
-      if (ctx.status >= 500) span.setStatus({ code: api.SpanStatusCode.ERROR });
-      span.end(origin + performance.now());
+      if (agent !== undefined) attributes.push({ key: 'user_agent.original', value: { stringValue: agent } });
+      if (ctx.upstreamLog !== undefined) {
+        attributes.push({ key: 'portico.upstream.addresses', value: { arrayValue: { values: ctx.upstreamLog.map((attempt) => ({ stringValue: attempt.addr })) } } });
+      }
+      if (ctx.cacheStatus !== '') attributes.push({ key: 'portico.cache_status', value: { stringValue: ctx.cacheStatus } });
+      queue.push({
+        traceId: traceparent.slice(3, 35),
+        spanId: traceparent.slice(36, 52),
+        ...(ctx.traceParentId === '' ? {} : { parentSpanId: ctx.traceParentId }),
+        name: req.method ?? 'HTTP',
+        kind: 2, // SPAN_KIND_SERVER
+        startTimeUnixNano: unixNanos(origin + ctx.start),
+        endTimeUnixNano: unixNanos(origin + performance.now()),
+        attributes,
+        status: { code: ctx.status >= 500 ? 2 : 0 }, // STATUS_CODE_ERROR, else UNSET
+      });
+      if (timer === undefined) {
+        timer = setTimeout(() => void flush(), EXPORT_DELAY_MS);
+        timer.unref();
+      }
     },
     async close() {
-      let timer: NodeJS.Timeout | undefined;
-      const gaveUp = new Promise<'late'>((resolve) => {
-        timer = setTimeout(() => resolve('late'), CLOSE_WAIT_MS);
-      });
-      const shutdown = provider.shutdown().then(
-        () => 'done' as const,
-        (err: unknown) => logger.warn({ err }, 'tracing: the last spans could not be exported'),
-      );
-      const outcome = await Promise.race([shutdown, gaveUp]);
+      closed = true;
       clearTimeout(timer);
-      // An export still retrying ends at its own deadline (EXPORT_TIMEOUT_MS); its spans are lost.
+      let wait: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<'late'>((resolve) => {
+        wait = setTimeout(() => resolve('late'), CLOSE_WAIT_MS);
+      });
+      const outcome = await Promise.race([flush().then(() => 'done' as const), gaveUp]);
+      clearTimeout(wait);
       if (outcome === 'late') logger.warn({ otlp: config.otlp, waitedMs: CLOSE_WAIT_MS }, 'tracing: the collector did not take the last spans in time; they are dropped');
     },
   };

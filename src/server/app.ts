@@ -264,7 +264,7 @@ export class App {
   /** Starts what the handlers run in the background (the named upstreams are the server's to start). */
   async start(): Promise<void> {
     const tracing = this.config.tracing;
-    // The OpenTelemetry packages are loaded here, and only for a config that exports spans.
+    // The span export (a batch timer and an HTTP client) exists only for a config that exports spans.
     if (tracing?.otlp !== undefined) this.#spans = await openSpanExport({ ...tracing, otlp: tracing.otlp }, this.#logger);
     for (const instance of this.#instances) await instance.start?.();
   }
