@@ -16,6 +16,11 @@ type ServerConfig = UpstreamConfig['servers'][number];
 
 /** Decay time of the latency average: older samples weigh e^(-Δt/τ). */
 const EWMA_TAU_MS = 10_000;
+/**
+ * The least latency a sample counts as: a server that answered within the clock's resolution (0 ms) has been
+ * measured, and must not read as unmeasured (`ewmaMs` 0), which `ewma` takes as free while idle.
+ */
+const MIN_SAMPLE_MS = 0.001;
 
 /** A spawned slot (`upstreams.<name>.spawn`): its stable name and route, and the port serving it now, if any. */
 export interface SlotConfig {
@@ -321,7 +326,8 @@ export class UpstreamServer implements PolicyServer {
   }
 
   /** Folds a response-header latency into the peak-EWMA. */
-  observeLatency(ms: number, now: number): void {
+  observeLatency(sampled: number, now: number): void {
+    const ms = Math.max(sampled, MIN_SAMPLE_MS);
     if (this.#ewmaAt === 0 || ms > this.ewmaMs) {
       this.ewmaMs = ms;
     } else {

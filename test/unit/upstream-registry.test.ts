@@ -46,6 +46,21 @@ const B = 'http://127.0.0.1:10';
 const C = 'http://127.0.0.1:11';
 
 describe('the upstream registry', () => {
+  test('a server that answered within the clock\'s resolution (a 0 ms sample) counts as measured: ewma then prefers an idle unmeasured one', () => {
+    const upstreams = registry();
+    const first = upstreams.resolve(config(`servers: ["${A}", "${B}"], policy: ewma`), undefined);
+    first.commit();
+    const upstream = first.upstreams.get('app')!;
+    const [a] = upstream.servers as [UpstreamServer, UpstreamServer];
+    a.observeLatency(0, Date.now());
+    assert.ok(a.ewmaMs > 0, 'measured, however fast');
+    // Both random draws: whichever pair order, the unmeasured idle server (cost 0) beats the measured one.
+    for (const random of [() => 0, () => 0.99]) {
+      const chosen = upstream.select(undefined, { ...pick, random }, undefined);
+      assert.equal((chosen as UpstreamServer).address, B);
+    }
+  });
+
   test('an upstream whose config is unchanged is kept whole (same object, nothing fresh or retired)', () => {
     const upstreams = registry();
     const first = upstreams.resolve(config(`servers: ["${A}"]`), undefined);
