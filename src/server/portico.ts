@@ -46,7 +46,7 @@ import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { ProcessStatus } from '../control/admin-types.js';
-import { certificateStatuses, processStatus, scrapeSource, withoutHistograms } from './status.js';
+import { certificateStatuses, processStatus, scrapeSource, statusReport } from './status.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -434,14 +434,6 @@ export class Portico {
     return certificateStatuses(this.#app.config, this.#acme?.managers() ?? []);
   }
 
-  /** The admin API's URL: the one its wiring set, else its `listen` from the config (null: none). */
-  #adminUrl(): string | null {
-    if (this.adminUrl !== null) return this.adminUrl;
-    const admin = this.#app.config.admin;
-    if (admin?.listen === undefined) return null;
-    return `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`;
-  }
-
   // --- The admin API's parts (docs/operations.md, "Admin API"): see `AdminParts` in control/admin-types.ts. ---
 
   /**
@@ -468,19 +460,18 @@ export class Portico {
 
   /** `GET /status`: this process's whole view: traffic, servers, caches, certificates (see `StatusReport`). */
   async statusReport(): Promise<StatusReport> {
-    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
-    const config = this.#app.config;
-    return {
-      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
-      started: new Date(this.#startedAt).toISOString(),
-      config_digest: config.digest ?? '',
-      admin: this.#adminUrl(),
+    return statusReport({
+      operations: this.#operations.status(),
+      startedAt: this.#startedAt,
+      config: this.#app.config,
+      adminUrl: this.adminUrl,
       workers: null,
       certificates: this.#certificateStatuses(),
       counting: this.#counting,
-      ...withoutHistograms(this.processStatus()),
-    };
+      process: this.processStatus(),
+    });
   }
+
 
   /**
    * `GET /metrics`: Prometheus text of this process's registry. With counting off (no `admin`), only the process

@@ -5,7 +5,7 @@
  * state); the certificates served; and the `ScrapeSource` the metrics registry reads the same objects through.
  */
 import { X509Certificate } from 'node:crypto';
-import type { CacheStatus, CertificateStatus, LatencyHistogram, ProcessStatus, RouteStatus, ServerState, ServerStatus, StatusClasses, TrafficStats, UpstreamStatus } from '../control/admin-types.js';
+import type { CacheStatus, CertificateStatus, LatencyHistogram, ProcessStatus, RouteStatus, ServerState, ServerStatus, StatusClasses, StatusReport, TrafficStats, UpstreamStatus } from '../control/admin-types.js';
 import type { Config } from '../config/load.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -173,6 +173,38 @@ export function mergeProcessStatus(list: readonly ProcessStatus[]): ProcessStatu
         return { zone: a.zone, entries: a.entries + b.entries, bytes: a.bytes + b.bytes, hits, misses, stale: a.stale + b.stale, hit_ratio: hitRatio(hits, misses) };
       },
     ),
+  };
+}
+
+/** What a status report is made of, whoever serves (a single process, or the primary of `workers`). */
+export interface ReportParts {
+  /** `Operations.status()`: version, pid, uptime, config file, listeners, instances, the queue. */
+  operations: Record<string, unknown>;
+  startedAt: number;
+  config: Config;
+  /** The admin listener's URL once bound (null: none bound; the config's `admin.listen` then stands in). */
+  adminUrl: string | null;
+  workers: StatusReport['workers'];
+  certificates: CertificateStatus[];
+  counting: boolean;
+  /** This process's view, or the workers' merged (histograms still in: they are taken out here). */
+  process: ProcessStatus;
+}
+
+/** The status report (`GET /status`) from its parts. */
+export function statusReport(parts: ReportParts): StatusReport {
+  const { ok: _ok, operation: _operation, ...base } = parts.operations;
+  const listen = parts.config.admin?.listen;
+  const configured = listen === undefined ? null : `${parts.config.admin?.tls === undefined ? 'http' : 'https'}://${listen.text}/`;
+  return {
+    ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
+    started: new Date(parts.startedAt).toISOString(),
+    config_digest: parts.config.digest ?? '',
+    admin: parts.adminUrl ?? configured,
+    workers: parts.workers,
+    certificates: parts.certificates,
+    counting: parts.counting,
+    ...withoutHistograms(parts.process),
   };
 }
 

@@ -24,7 +24,7 @@ import type { OperationResult, Progress } from '../control/protocol.js';
 import type { ProcessStatus, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { Metrics, withoutNaN } from '../metrics/metrics.js';
-import { certificateStatuses, mergeProcessStatus, scrapeSource, withoutHistograms } from './status.js';
+import { certificateStatuses, mergeProcessStatus, scrapeSource, statusReport } from './status.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
 import type { AcmeSites, CertificateSink } from '../tls/acme.js';
@@ -828,20 +828,18 @@ export class Primary {
    */
   async statusReport(): Promise<StatusReport> {
     const answers = await this.#askWorkers();
-    const merged = mergeProcessStatus(answers.flatMap((a) => (a.status === undefined ? [] : [a.status])));
-    const { ok: _ok, operation: _operation, ...base } = this.#operations.status() as Record<string, unknown>;
-    const admin = this.#config.admin;
-    return {
-      ...(base as Omit<StatusReport, keyof ProcessStatus | 'started' | 'config_digest' | 'admin' | 'workers' | 'certificates' | 'counting'>),
-      started: new Date(this.#startedAt).toISOString(),
-      config_digest: this.#config.digest ?? '',
-      admin: this.adminUrl ?? (admin?.listen === undefined ? null : `${admin.tls === undefined ? 'http' : 'https'}://${admin.listen.text}/`),
+    return statusReport({
+      operations: this.#operations.status(),
+      startedAt: this.#startedAt,
+      config: this.#config,
+      adminUrl: this.adminUrl,
       workers: answers.map((a) => ({ slot: a.slot, pid: a.pid, answered: a.status !== undefined })),
       certificates: this.#certificateStatuses(),
-      counting: admin !== undefined,
-      ...withoutHistograms(merged),
-    };
+      counting: this.#config.admin !== undefined,
+      process: mergeProcessStatus(answers.flatMap((a) => (a.status === undefined ? [] : [a.status]))),
+    });
   }
+
 
 
   /**
