@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
+import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
@@ -17,6 +18,26 @@ export async function freePort() {
   server.close();
   await once(server, 'close');
   return port;
+}
+
+/** One GET over h2 (ALPN h2, a self-signed certificate accepted): status, body and the protocol agreed. */
+export function fetchH2(url) {
+  return new Promise((resolve, reject) => {
+    const { origin, pathname } = new URL(url);
+    const session = http2.connect(origin, { rejectUnauthorized: false });
+    session.on('error', reject);
+    const req = session.request({ ':path': pathname });
+    const chunks = [];
+    let status = 0;
+    req.on('response', (headers) => (status = headers[':status']));
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      session.close();
+      resolve({ status, body: Buffer.concat(chunks), alpn: session.alpnProtocol });
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** One GET on a fresh connection (http or https; a benchmark's self-signed certificate is accepted): resolves with status and body. */

@@ -16,13 +16,12 @@
 // (static,proxy,https,h2) picks measurements.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, dim, fmtInt, fmtMs, fmtRatio, has, pct, red, settings, table, versionOf, yellow } from '../lib/common.mjs';
 import { measureQuietly } from '../lib/cpu.mjs';
-import { fetchOnce, freePort, startPortico } from '../lib/servers.mjs';
+import { fetchH2, fetchOnce, freePort, startPortico } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { startBackend, treeJiffies } from '../proxy/harness.mjs';
 import { makeDocroot } from '../static/docroot.mjs';
@@ -57,26 +56,6 @@ function makeCertificate(dir) {
     '-days', '30', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
   ], { stdio: 'ignore' });
   return { cert, key };
-}
-
-/** One GET over h2 (ALPN h2): status, body and the protocol agreed. */
-function fetchH2(url) {
-  return new Promise((resolve, reject) => {
-    const { origin, pathname } = new URL(url);
-    const session = http2.connect(origin, { rejectUnauthorized: false });
-    session.on('error', reject);
-    const req = session.request({ ':path': pathname });
-    const chunks = [];
-    let status = 0;
-    req.on('response', (headers) => (status = headers[':status']));
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      session.close();
-      resolve({ status, body: Buffer.concat(chunks), alpn: session.alpnProtocol });
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 const staticConfig = (port, { docroot }) => [

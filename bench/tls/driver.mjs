@@ -5,13 +5,12 @@
 // measurements it takes part in, with the load generator on CPU 1; rounds rotate the order. Medians over rounds.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, dim, fmtInt, fmtMs, fmtRatio, green, has, pct, red, settings, table, versionOf, yellow } from '../lib/common.mjs';
 import { measureQuietly } from '../lib/cpu.mjs';
-import { baseContender, fetchOnce, freePort, startPinned, startPortico } from '../lib/servers.mjs';
+import { baseContender, fetchH2, fetchOnce, freePort, startPinned, startPortico } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 import { makeDocroot } from '../static/docroot.mjs';
 import { runH2load } from './h2load.mjs';
@@ -85,30 +84,11 @@ const CONTENDERS = [
   { id: 'nginx', label: 'nginx 1 worker (ssl, http2)', start: nginx, needs: 'nginx', in: ['https', 'h2', 'handshake'] },
 ];
 
-/** One GET over h2 (ALPN h2): refuses to measure a server that does not speak it. */
-function fetchH2(base, file) {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(base, { rejectUnauthorized: false });
-    session.on('error', reject);
-    const req = session.request({ ':path': `/${file}` });
-    const chunks = [];
-    let status = 0;
-    req.on('response', (headers) => (status = headers[':status']));
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      session.close();
-      resolve({ status, body: Buffer.concat(chunks), alpn: session.alpnProtocol });
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 async function verify(contender, base, body) {
   const res = await fetchOnce(`${base}/${FILE}`);
   if (res.status !== 200 || !res.body.equals(body)) throw new Error(`${contender.id} answered https /${FILE} with ${res.status}, ${res.body.length} bytes, not the file`);
   if (contender.in.includes('h2')) {
-    const h2 = await fetchH2(base, FILE);
+    const h2 = await fetchH2(`${base}/${FILE}`);
     if (h2.alpn !== 'h2' || h2.status !== 200 || !h2.body.equals(body)) throw new Error(`${contender.id} answered h2 /${FILE} with ${h2.status} (${h2.alpn}), ${h2.body.length} bytes`);
   }
 }

@@ -11,11 +11,12 @@
 // floor (static only). BENCH_MODES picks some (w1,w2-cluster,w2-shared,w2-reuseport,nginx1,nginx2,floor1,floor2). Run under another Node with `BENCH_NODE=/path/to/node` (e.g. Node 24 from
 // `npx -y node@24`).
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { treeJiffies } from '../proxy/harness.mjs';
 import { freePort, fetchOnce } from '../lib/servers.mjs';
 import { runWrk, median } from '../lib/wrk.mjs';
 
@@ -47,27 +48,6 @@ function nodeVersion() {
 function reusePortAvailable(version) {
   const [major, minor] = version.replace(/^v/, '').split('.').map(Number);
   return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
-}
-
-/** utime+stime jiffies of `root` and every living descendant. */
-function treeJiffies(root) {
-  const stats = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const text = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-      stats.push([Number(name), Number(f[1]), Number(f[11]) + Number(f[12])]);
-    } catch {
-      // gone
-    }
-  }
-  const tree = new Set([root]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, ppid] of stats) if (!tree.has(pid) && tree.has(ppid)) (tree.add(pid), (grew = true));
-  }
-  return stats.filter(([pid]) => tree.has(pid)).reduce((sum, [, , j]) => sum + j, 0);
 }
 
 /** An nginx config for the three scenarios with `workers` worker processes (everything under `prefix`). */
