@@ -17,6 +17,7 @@ import type { RunningPortico } from '../helpers/portico.js';
 import { closeHttpServer, startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { requireTool } from '../helpers/tools.js';
 import { RawConnection, hasHead, httpRequest, waitFor, scopedServers } from './proxy-support.js';
+import { within } from '../helpers/within.js';
 
 const scratch = mkdtempSync(path.join(tmpdir(), 'portico-claims-upstream-'));
 const { portico, upstream, defer } = scopedServers();
@@ -26,15 +27,6 @@ defer(() => rmSync(scratch, { recursive: true, force: true }));
 function config(urls: readonly string[], options = '', proxyOptions = ''): string {
   const list = urls.map((url) => `{ url: "${url}" }`).join(', ');
   return `upstreams:\n  app:\n    servers: [${list}]\n${options.replace(/^/gm, '    ')}\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app${proxyOptions} }\n`;
-}
-
-/** Rejects with `what` when `promise` has not settled within `ms` (so a hung exchange fails, not hangs). */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A TCP server that accepts connections and never sends a byte: the test decides everything it does. */
@@ -65,7 +57,7 @@ describe('timeouts', () => {
     const silent = await silentServer();
     const server = await portico(config([`https://127.0.0.1:${silent.port}`], 'retries: 0\ntimeouts: { connect: 500ms, response_header: 30s }'));
     const started = Date.now();
-    const res = await within(20_000, 'the answer to a request whose connect hangs', httpRequest(server.port, '/'));
+    const res = await within('the answer to a request whose connect hangs', httpRequest(server.port, '/'), 20_000);
     const elapsed = Date.now() - started;
     assert.equal(res.status, 502, 'a connect that never completes is "nothing reachable"');
     assert.ok(elapsed >= 400, `answered after ${elapsed} ms: before timeouts.connect`);
@@ -80,7 +72,7 @@ describe('timeouts', () => {
     const server = await portico(
       config([`https://127.0.0.1:${silent.port}`, good.url], 'policy: first\nretries: 1\ntimeouts: { connect: 500ms, response_header: 30s }'),
     );
-    const res = await within(20_000, 'the retried POST', httpRequest(server.port, '/post', { method: 'POST', body: 'payload' }));
+    const res = await within('the retried POST', httpRequest(server.port, '/post', { method: 'POST', body: 'payload' }), 20_000);
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'good got payload');
     assert.equal(silent.sockets.length, 1, 'the silent server was tried first');
@@ -128,7 +120,7 @@ describe('timeouts', () => {
     });
     const server = await portico(config([backend.url], 'retries: 0\ntimeouts: { read: 1s }'));
     const started = Date.now();
-    const res = await within(20_000, 'the slow body', httpRequest(server.port, '/slow-body'));
+    const res = await within('the slow body', httpRequest(server.port, '/slow-body'), 20_000);
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'x'.repeat(20));
     assert.ok(Date.now() - started >= 1_500, 'the body took longer than timeouts.read in total');
@@ -146,12 +138,12 @@ describe('timeouts', () => {
     assert.equal(sockets.length, 1);
     const socket = sockets[0]!;
     const ended = await within(
-      10_000,
       'Portico to close the idle pooled connection',
       new Promise<number>((resolve) => {
         if (socket.readableEnded) return resolve(Date.now());
         socket.once('end', () => resolve(Date.now())); // a FIN from Portico's side
       }),
+      10_000,
     );
     const idle = ended - answeredAt;
     assert.ok(idle >= 600, `closed after ${idle} ms idle: before timeouts.idle`);
@@ -190,9 +182,9 @@ describe('keepalive', () => {
     });
     const server = await portico(config([backend.url], 'keepalive: 2\ntimeouts: { idle: 60s }'));
     const answers = await within(
-      20_000,
       'eight concurrent requests through a pool of two',
       Promise.all(Array.from({ length: total }, (_, i) => httpRequest(server.port, `/c${i}`))),
+      20_000,
     );
     for (const res of answers) assert.equal(res.status, 200);
     assert.equal(backend.requests.length, total);

@@ -11,6 +11,7 @@ import { capturingLogger } from '../helpers/pebble.js';
 import { makeTree, startPortico, type RunningPortico } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { appRequests, httpRequest, settle, sleep, waitFor, watchUpstreamRequests } from './proxy-support.js';
+import { within } from '../helpers/within.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 const checks = watchUpstreamRequests('/health');
@@ -120,19 +121,12 @@ async function logged(yaml: string): Promise<{ port: number; log: ReturnType<typ
   return { port: server.addresses[0]!.port, log };
 }
 
-/** Resolves with `promise`, or rejects naming `what` after `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms)));
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
 describe('what the error log says of a failed attempt', () => {
   test('an attempt that ends in 502 or 504 leaves a warn line with its cause (connection refused, timeout after the limit), the upstream, the server, the client and the request line', async () => {
     const refusing = 'http://127.0.3.250:1';
     const down = await logged(config([refusing]));
     assert.equal((await httpRequest(down.port, '/a?b=1')).status, 502);
-    const [refused] = await within(5000, 'the refused attempt logged', down.log.waitFor('upstream attempt failed'));
+    const [refused] = await within('the refused attempt logged', down.log.waitFor('upstream attempt failed'), 5000);
     assert.equal(refused!.level, 40, 'warn');
     assert.equal(refused!.reason, 'connection refused');
     assert.equal(refused!.during, 'connecting');
@@ -145,7 +139,7 @@ describe('what the error log says of a failed attempt', () => {
     cleanups.push(() => silent.stop());
     const slow = await logged(config([silent], 'timeouts: { response_header: 300ms }'));
     assert.equal((await httpRequest(slow.port, '/')).status, 504);
-    const [late] = await within(5000, 'the timed-out attempt logged', slow.log.waitFor('upstream attempt failed'));
+    const [late] = await within('the timed-out attempt logged', slow.log.waitFor('upstream attempt failed'), 5000);
     assert.equal(late!.reason, 'timeout after 300 ms');
     assert.equal(late!.during, 'reading the response head');
     assert.equal(late!.server, silent.url);
@@ -163,7 +157,7 @@ describe('what the error log says of a change of health', () => {
     cleanups.push(() => silent.stop());
     const refusing = 'http://127.0.3.250:1';
     const { log } = await logged(config([refusing, notFound, silent], 'health: { path: /health, interval: 200ms, timeout: 500ms, fall: 1 }'));
-    const lines = await within(5000, 'three "server is down" lines', log.waitFor('server is down', 3));
+    const lines = await within('three "server is down" lines', log.waitFor('server is down', 3), 5000);
     const of = (url: string) => lines.find((line) => line.server === url);
     assert.match(String(of(refusing)?.reason), /connection refused/);
     assert.equal(of(refusing)?.check, `${refusing}/health`);
@@ -182,11 +176,11 @@ describe('what the error log says of a change of health', () => {
     const refusing = 'http://127.0.3.251:1';
     const { port, log } = await logged(config([busy, refusing], 'policy: first\nretries: 0\npassive: { max_fails: 1, max_ejection_percent: 100 }'));
     assert.equal((await httpRequest(port, '/')).status, 503);
-    const [first] = await within(3000, 'the busy server to be ejected', log.waitFor('server ejected'));
+    const [first] = await within('the busy server to be ejected', log.waitFor('server ejected'), 3000);
     assert.equal(first!.server, busy.url);
     assert.match(String(first!.reason), /the last: status 503/);
     assert.equal((await httpRequest(port, '/')).status, 502);
-    const lines = await within(3000, 'the refusing server to be ejected', log.waitFor('server ejected', 2));
+    const lines = await within('the refusing server to be ejected', log.waitFor('server ejected', 2), 3000);
     assert.match(String(lines[1]!.reason), /the last: connection refused/);
   });
 });

@@ -22,6 +22,7 @@ import type { SlotSink, SupervisorLike } from '../../src/server/supervisor-seam.
 import { makeTree } from '../helpers/portico.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { RawConnection, httpRequest, waitFor } from './proxy-support.js';
+import { within } from '../helpers/within.js';
 
 /** Generous: the tests share a loaded 2-core machine. */
 const LONG = 15_000;
@@ -232,19 +233,6 @@ async function get(port: number, urlPath = '/', headers: Record<string, string> 
   const res = await httpRequest(port, urlPath, { headers });
   const setCookie = res.headers['set-cookie']?.[0];
   return { status: res.status, body: res.body.toString(), cookie: setCookie === undefined ? undefined : setCookie.split(';')[0] };
-}
-
-/** Waits for a promise, or fails the test after `ms` saying what it waited for. */
-async function within<T>(what: string, promise: Promise<T>, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A client connection that has sent a WebSocket upgrade to Portico and read its 101. */

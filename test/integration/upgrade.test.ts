@@ -22,6 +22,7 @@ import { alive } from '../helpers/supervise.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { RawConnection, httpRequest, waitFor } from './proxy-support.js';
 import { h2Get, h2Session, httpsGet, testPki } from './tls-support.js';
+import { within } from '../helpers/within.js';
 
 const dir = makeTree({});
 /** The new processes of the upgrades, stopped after the tests (the test runner does not know them). */
@@ -36,19 +37,6 @@ after(() => {
   }
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Resolves with `promise`, or rejects after `ms` naming `what`. */
-async function within<T>(what: string, promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A config answering `body` on every path. */
 function respondConfig(body: string, extra = ''): string {
