@@ -17,31 +17,16 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { freePort } from '../helpers/pebble.js';
 import { APP, portRange } from '../helpers/supervise.js';
-import { call, dashboardHeaders, finishedJob, login, openSse, startAdmin, type AdminPortico } from './admin-support.js';
+import { adminConfig, call, dashboardHeaders, finishedJob, login, openSse, startAdmin, type AdminPortico } from './admin-support.js';
 
 const TOKEN = 'api-test-token-abcdef';
 process.env.PORTICO_API_TEST_TOKEN = TOKEN;
 delete process.env.PORTICO_API_TEST_UNSET;
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
-/** A config with an admin listener at `listen`, an upstream with a named server, and a cache zone. */
+/** The config of these tests: `adminConfig` with this file's token variable. */
 function config(listen = '127.0.0.1:0', tokenEnv = 'PORTICO_API_TEST_TOKEN', body = 'one', tokenFile?: string): string {
-  return `listen: ["127.0.0.1:0"]
-log: { access: off }
-admin:
-  listen: "${listen}"
-  token_env: ${tokenEnv}${tokenFile === undefined ? '' : `\n  token_file: ${tokenFile}`}
-caches:
-  pages: { memory: 1MB }
-upstreams:
-  app:
-    servers:
-      - { url: "http://127.0.0.1:9", name: blue }
-sites:
-  - routes:
-      - path: /
-        respond: { body: "${body}" }
-`;
+  return adminConfig({ listen, tokenEnv, body, ...(tokenFile === undefined ? {} : { tokenFile }) });
 }
 
 /**

@@ -12,30 +12,16 @@ import { parseConfig } from '../../src/server/config.js';
 import { MAX_ADMIN_CONNECTIONS } from '../../src/control/admin-listener.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
-import { call, startAdmin, type AdminPortico } from './admin-support.js';
+import { adminConfig, call, startAdmin, type AdminPortico } from './admin-support.js';
 
 const TOKEN = 'hardening-token-0123456789';
 process.env.PORTICO_HARDENING_TOKEN = TOKEN;
 process.env.PORTICO_HARDENING_SHORT = 'short';
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
-function config(tokenEnv = 'PORTICO_HARDENING_TOKEN', extra = ''): string {
-  return `listen: ["127.0.0.1:0"]
-log: { access: off }
-admin:
-  listen: "127.0.0.1:0"
-  token_env: ${tokenEnv}
-${extra}caches:
-  pages: { memory: 1MB }
-upstreams:
-  app:
-    servers:
-      - { url: "http://127.0.0.1:9", name: blue }
-sites:
-  - routes:
-      - path: /
-        respond: { body: "one" }
-`;
+/** The config of these tests: `adminConfig` with this file's token variable. */
+function config(tokenEnv = 'PORTICO_HARDENING_TOKEN'): string {
+  return adminConfig({ tokenEnv });
 }
 
 /** Sends `text` on a raw connection; resolves with everything read until the server closes (bounded: 5 s). */

@@ -25,6 +25,30 @@ export interface AdminPortico {
 }
 
 /**
+ * A config with an admin listener at `listen` (token from `tokenEnv`, or `tokenFile`), an upstream `app` with a
+ * server named `blue`, a cache zone `pages`, and a route answering `body`.
+ */
+export function adminConfig(options: { listen?: string; tokenEnv: string; tokenFile?: string; body?: string }): string {
+  const { listen = '127.0.0.1:0', tokenEnv, tokenFile, body = 'one' } = options;
+  return `listen: ["127.0.0.1:0"]
+log: { access: off }
+admin:
+  listen: "${listen}"
+  token_env: ${tokenEnv}${tokenFile === undefined ? '' : `\n  token_file: ${tokenFile}`}
+caches:
+  pages: { memory: 1MB }
+upstreams:
+  app:
+    servers:
+      - { url: "http://127.0.0.1:9", name: blue }
+sites:
+  - routes:
+      - path: /
+        respond: { body: "${body}" }
+`;
+}
+
+/**
  * Starts Portico from `yaml` (written to `portico.yaml` in a fresh folder) with the admin API's events every
  * 50 ms. `control`: serve the control socket too (in the folder's `var/`). `files` are written beside it; those named
  * `*.token` with mode 0600 (a token file others can read is a config error).
