@@ -87,7 +87,9 @@ export async function runControlCommand(command: ControlCommand): Promise<number
     }
   }
   if (json) {
-    out.write(`${JSON.stringify(result)}\n`);
+    // status: the /v1/status result with the admin API's whole report (traffic, servers, caches, certificates).
+    const report = operation === 'status' && result.ok ? await fetchStatusReport(socket) : undefined;
+    out.write(`${JSON.stringify(report === undefined ? result : { ...result, ...report })}\n`);
     return result.ok ? 0 : 1;
   }
   const label = command.upstream === undefined ? operation : `${operation} ${command.upstream}`;

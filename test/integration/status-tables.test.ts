@@ -1,6 +1,7 @@
 /**
  * `portico status` against a real `portico run`: the process lines, then tables of upstream servers, routes and
- * caches built from the admin API's report over the control socket; `--json` still prints the `/v1/status` result.
+ * caches built from the admin API's report over the control socket; `--json` prints the `/v1/status` result with
+ * that report (the /status view as JSON).
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,7 +16,7 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-test('portico status prints the servers, routes and caches as tables (no colour off a terminal); --json is the /v1/status result', async () => {
+test('portico status prints the servers, routes and caches as tables (no colour off a terminal); --json is the /v1/status result with the whole /status report', async () => {
   const one = await startUpstream('one');
   cleanups.push(() => one.stop());
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-status-'));
@@ -56,4 +57,7 @@ test('portico status prints the servers, routes and caches as tables (no colour 
   const result = JSON.parse(json.stdout) as Record<string, unknown>;
   assert.equal(result.ok, true);
   assert.equal(result.pid, portico.child.pid);
+  const upstreams = result.upstreams as Array<{ name: string; servers: Array<{ id: string; requests: number }> }>;
+  assert.ok(Array.isArray(upstreams) && upstreams.length > 0, json.stdout);
+  assert.ok(Array.isArray(result.routes) && Array.isArray(result.caches) && typeof result.totals === 'object', 'the /status view: routes, caches, totals');
 });
