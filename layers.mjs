@@ -20,6 +20,7 @@ export const LAYERS = [
     { room: 'control', path: '^src/control/' },
     { room: 'supervise', path: '^src/supervise/' },
   ],
+  [{ room: 'cluster', path: '^src/cluster/' }],
   [
     { room: 'config', path: '^src/config/' },
     { room: 'log', path: '^src/log/' },

@@ -791,6 +791,26 @@ const admin = z
   // `token` is filled in by the checks of `admin.ts` when `token_file` is read.
   .transform((admin) => ({ ...admin, token: undefined as string | undefined }));
 
+/**
+ * Several boxes as one cluster through Redis (docs/cluster.md): what they share (certificates, rate limits, keys,
+ * operator actions, a cache tier) and how each box runs while Redis is away.
+ */
+const cluster = z
+  .strictObject({
+    /** `redis://[user:password@]host:port/db` or `rediss://…` (TLS). */
+    redis: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'expected a redis:// or rediss:// URL (redis://127.0.0.1:6379/0)'),
+    /** Every key and channel starts with it: two clusters may share one Redis. */
+    prefix: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a prefix uses letters, digits, "_", "-", ".", ":"').default('portico'),
+    /** The environment variable holding the cluster's secret (32+ characters): encryption at rest and the shared HMAC keys. */
+    key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name').default('PORTICO_CLUSTER_KEY'),
+    /** This box's name in the cluster (unique in it); default the host name. */
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a box name uses letters, digits, "_", "-", "."').optional(),
+    /** The deadline of a call to Redis on a request's path (a rate limit, a shared-cache lookup): past it, the local fallback. */
+    timeout: duration.default(50),
+  })
+  // `key` is filled in by the checks of `cluster.ts` from the environment variable `key_env` names.
+  .transform((section) => ({ ...section, name: section.name ?? '', key: '' }));
+
 /** The schema of the whole config file, for the handler kinds given. */
 export function configSchema(parts: ConfigParts) {
   return z.strictObject({
@@ -798,6 +818,7 @@ export function configSchema(parts: ConfigParts) {
     log: log.prefault({}),
     tracing: tracing.optional(),
     admin: admin.optional(),
+    cluster: cluster.optional(),
     /** Value of the `Server` response header; empty to send none. */
     server_header: z.string().default('Portico'),
     /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */

@@ -13,6 +13,7 @@ import { templateVariables } from '../http/template.js';
 import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
 import { checkAdmin } from './admin.js';
+import { checkCluster } from './cluster.js';
 import { controlSocketPath, defaultStateDir, socketPathProblem, stateDirFor } from './control.js';
 
 /** Whether `file` is a directory (false when it does not exist or cannot be seen). */
@@ -106,6 +107,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
 
   problems.push(...checkTls(config, dir));
   problems.push(...checkAdmin(config, dir));
+  problems.push(...checkCluster(config));
 
   const access = config.log.access;
   if (!['stdout', 'stderr', 'off'].includes(access)) {

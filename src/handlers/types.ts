@@ -1,4 +1,5 @@
 /** The contract every handler kind implements, and what the app gives it when the config is loaded. */
+import type { ClusterLink } from '../cluster/link.js';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -31,6 +32,8 @@ export interface HandlerEnv {
   handlerReadsBody: boolean;
   /** The process's metrics when counting is on (the config has `admin`); undefined: nothing is counted. */
   metrics: Metrics | undefined;
+  /** The process's link to the cluster's Redis (the config has `cluster`); undefined: one box alone. */
+  cluster: ClusterLink | undefined;
   /**
    * A value that outlives this config: the next config's build of the same route (its site's hosts, its path)
    * asking for the same `key` gets the same value (a rate limit's buckets, whose key is its options); a key no

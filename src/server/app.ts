@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { ClusterLink } from '../cluster/link.js';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -47,6 +48,8 @@ export interface AppParts {
   keep<T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T;
   /** The process's metrics when counting is on (the config has `admin`): every request is then counted. */
   metrics?: Metrics | undefined;
+  /** The process's link to the cluster's Redis (the config has `cluster`). */
+  cluster?: ClusterLink | undefined;
 }
 
 /** How a previous config's drain ended (see `App.drain`). */
@@ -193,6 +196,7 @@ export class App {
           createUpstream,
           handlerReadsBody: handler.readsBody === true,
           metrics,
+          cluster: parts.cluster,
           keep: <T>(key: string, make: () => T, dispose?: (value: T) => Promise<void> | void): T => parts.keep(routeKey + key, make, dispose),
         };
         const instance = handler.create(route.options, env);

@@ -45,6 +45,8 @@ import { checkServerId, nextOverride, serverStatus, ServerOverrides, type Overri
 import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
+import { ClusterLink } from '../cluster/link.js';
+import { clusterLink } from './cluster.js';
 import type { ProcessStatus } from '../control/admin-types.js';
 import { certificateStatuses, processStatus, scrapeSource, statusReport } from './status.js';
 
@@ -178,6 +180,8 @@ export class Portico {
   readonly #upstreamOptions: UpstreamOptions;
   /** Whether the config serving counts traffic (has `admin`): TLS handshakes read it. */
   #counting = false;
+  /** The link to the cluster's Redis (docs/cluster.md), made with the first config that has `cluster`; a reload keeps it. */
+  readonly #cluster: ClusterLink | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -211,6 +215,7 @@ export class Portico {
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
+    this.#cluster = clusterLink(config, logger);
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
@@ -227,7 +232,7 @@ export class Portico {
     try {
       // A worker's app servers are the primary's Supervisor's (see `moveSlot`).
       if (this.#worker === undefined && hasSpawn(config)) this.#supervisor = this.#supervisorFactory(config, logger, this.#sink);
-      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
+      this.#app = new App(config, logger, { zones: plan.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics, cluster: this.#cluster }, this.#appState);
     } catch (err) {
       void kept.discard();
       this.#state?.release();
@@ -683,6 +688,7 @@ export class Portico {
    * ready), then binds the listeners (or listens on the sockets an upgrade handed over).
    */
   async start(): Promise<void> {
+    this.#cluster?.start();
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
     await this.#app.start();
@@ -715,6 +721,7 @@ export class Portico {
       await this.#upstreams.stop(0);
       await this.#supervisor?.stop();
       await this.#zones.stop();
+      await this.#cluster?.stop();
       this.#state?.release();
       throw err;
     }
@@ -758,7 +765,7 @@ export class Portico {
         else await this.#supervisor.prepare(config);
         prepared = this.#supervisor;
       }
-      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics }, this.#appState);
+      next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics, cluster: this.#cluster }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
       await supervisor?.start();
@@ -889,6 +896,7 @@ export class Portico {
     await this.#deploys;
     await this.#zones.stop();
     await this.#operator.settled();
+    await this.#cluster?.stop();
     this.#pidFile?.remove();
     this.#state?.release();
   }

@@ -51,9 +51,9 @@ export class PorticoProcess {
    */
   readonly streamClosed: Promise<void>;
 
-  private constructor(file: string, cwd: string, args: readonly string[]) {
+  private constructor(file: string, cwd: string, args: readonly string[], env: NodeJS.ProcessEnv) {
     this.file = file;
-    this.child = spawn(process.execPath, [CLI, 'run', ...args, '-c', file], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = spawn(process.execPath, [CLI, 'run', ...args, '-c', file], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
       this.#raw += text;
@@ -87,12 +87,15 @@ export class PorticoProcess {
     for (const wake of this.#waiters.splice(0)) wake();
   }
 
-  /** Starts `portico run [args] -c file` in `cwd` and waits for the line that names the port it serves on (the first). */
-  static async start(file: string, cwd: string, args: readonly string[] = []): Promise<PorticoProcess> {
-    const running = new PorticoProcess(file, cwd, args);
+  /**
+   * Starts `portico run [args] -c file` in `cwd` (with `env` added to this process's environment) and waits for the
+   * line that names the port it serves on (the first; any 127.x.y.z address: a cluster test's boxes are 127.0.0.2, ...).
+   */
+  static async start(file: string, cwd: string, args: readonly string[] = [], env: NodeJS.ProcessEnv = {}): Promise<PorticoProcess> {
+    const running = new PorticoProcess(file, cwd, args, env);
     try {
-      const line = await running.waitForLine(/serving .* on https?:\/\/127\.0\.0\.1:(\d+)\//, 0);
-      running.port = Number(/ on https?:\/\/127\.0\.0\.1:(\d+)\//.exec(line)![1]);
+      const line = await running.waitForLine(/serving .* on https?:\/\/127\.\d+\.\d+\.\d+:(\d+)\//, 0);
+      running.port = Number(/ on https?:\/\/127\.\d+\.\d+\.\d+:(\d+)\//.exec(line)![1]);
       return running;
     } catch (err) {
       await running.stop();

@@ -1,0 +1,250 @@
+/**
+ * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
+ * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
+ * a local fallback. While Redis is away (refused, timed out, slow past a deadline) the link is **down**: calls go
+ * straight to their fallback without waiting (a request never pays a timeout per call), the outage is logged once
+ * (and once more when it ends), and every fallback is counted by feature. When Redis answers again the link is
+ * **up**, and the listeners of `onUp` re-sync what they keep there.
+ *
+ * Scope: process. Each process (a single `portico run`, the primary and each worker of `workers: N`) has its own.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Redis, type RedisOptions } from 'ioredis';
+
+/** How a link is made: from the `cluster` section (see config/schema.ts). */
+export interface ClusterSettings {
+  /** `redis://` or `rediss://` URL. */
+  redis: string;
+  /** Every key and channel starts with it (`portico:shop`): two clusters may share one Redis. */
+  prefix: string;
+  /** This box's name (unique in the cluster). */
+  name: string;
+  /** The deadline of a call on a request's path, ms. */
+  timeoutMs: number;
+}
+
+/** What a feature gives up when Redis does not answer in time: counted per feature name. */
+export type Feature = string;
+
+/** A message on a cluster channel: JSON, with the sending process's id. */
+export interface ClusterMessage {
+  /** The sending link's id (`ClusterLink.id`). */
+  from: string;
+  /** The sending box's name. */
+  box: string;
+  [field: string]: unknown;
+}
+
+/** How long a link stays down after a failed call before it tries Redis again (the connection may still be open). */
+const RETRY_AFTER_MS = 1000;
+
+/** The process's Redis link (see the file comment). */
+export class ClusterLink {
+  readonly settings: ClusterSettings;
+  /** This process's id in messages (random per process start): a box's processes tell their own messages apart. */
+  readonly id = randomBytes(8).toString('hex');
+  readonly #logger: Logger;
+  readonly #redis: Redis;
+  readonly #subscriber: Redis;
+  /** Until when calls go to their fallback without trying (a failed call, a dropped connection). */
+  #downUntil = 0;
+  /** Whether an outage is under way (logged at its start and end). */
+  #outage: { since: number; feature: Feature } | undefined;
+  #outages = 0;
+  readonly #fallbacks = new Map<Feature, number>();
+  readonly #upListeners = new Set<() => void>();
+  readonly #handlers = new Map<string, Set<(message: ClusterMessage) => void>>();
+  #stopped = false;
+  #boxes = 1;
+
+  constructor(settings: ClusterSettings, logger: Logger) {
+    this.settings = settings;
+    this.#logger = logger;
+    const options: RedisOptions = {
+      lazyConnect: true,
+      // A command sent while disconnected fails at once (the caller falls back) instead of queueing.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectTimeout: 2000,
+      // Reconnects forever, at most every 2 s: a box outlives any Redis outage.
+      retryStrategy: (times) => Math.min(100 * times, 2000),
+    };
+    this.#redis = new Redis(settings.redis, options);
+    this.#subscriber = new Redis(settings.redis, { ...options, enableOfflineQueue: true, autoResubscribe: true });
+    this.#redis.on('error', (err: Error) => this.#failed('connection', err));
+    this.#subscriber.on('error', () => {});
+    this.#redis.on('ready', () => this.#ready());
+    this.#redis.on('close', () => {
+      if (!this.#stopped) this.#failed('connection', new Error('connection closed'));
+    });
+    this.#subscriber.on('messageBuffer', (channel: Buffer, payload: Buffer) => this.#deliver(channel.toString(), payload));
+  }
+
+  /** This box's name. */
+  get name(): string {
+    return this.settings.name;
+  }
+
+  /** Whether Redis answered the last call (and the connection is ready). */
+  get up(): boolean {
+    return this.#redis.status === 'ready' && Date.now() >= this.#downUntil;
+  }
+
+  /**
+   * How many boxes the cluster had at the last heartbeat this box read (this one included; 1 until one was read,
+   * and kept through an outage): a rate limit's local share while Redis is away is its rate / boxes.
+   */
+  get boxes(): number {
+    return this.#boxes;
+  }
+
+  /** Set by the heartbeat when it reads the cluster's boxes (at least 1). */
+  set boxes(count: number) {
+    this.#boxes = Math.max(1, Math.floor(count));
+  }
+
+  /** The command connection, for calls `attempt` wraps (scripts, pipelines). */
+  get redis(): Redis {
+    return this.#redis;
+  }
+
+  /** A key under the cluster's prefix: `key('box', name)` → `portico:shop:box:NAME`. */
+  key(...parts: string[]): string {
+    return [this.settings.prefix, ...parts].join(':');
+  }
+
+  /** Connects both connections in the background: a box starts (on its fallbacks) whether Redis is there or not. */
+  start(): void {
+    this.#redis.connect().catch(() => {});
+    this.#subscriber.connect().catch(() => {});
+  }
+
+  /**
+   * Runs `call` against Redis within `timeoutMs` (default: the settings' deadline); when the link is down, the call
+   * fails or the deadline passes, resolves with `fallback()` instead (counted for `feature`; the outage logged once).
+   */
+  async attempt<T>(feature: Feature, call: (redis: Redis) => Promise<T>, fallback: () => T, timeoutMs = this.settings.timeoutMs): Promise<T> {
+    if (!this.up) return this.#fallBack(feature, fallback);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      });
+      const answer = await Promise.race([call(this.#redis), deadline]);
+      if (this.#outage !== undefined) this.#ready();
+      return answer;
+    } catch (err) {
+      this.#failed(feature, err as Error);
+      return this.#fallBack(feature, fallback);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Publishes `message` on the cluster channel `channel` (fire and forget: a lost message is re-synced by `onUp`). */
+  publish(channel: string, message: Record<string, unknown>): void {
+    const payload = JSON.stringify({ ...message, from: this.id, box: this.name });
+    void this.attempt('publish', (redis) => redis.publish(this.key('ch', channel), payload), () => 0);
+  }
+
+  /**
+   * Calls `handler` with every message on `channel` from other processes (a process's own messages are not
+   * delivered to it). Returns the unsubscribe.
+   */
+  subscribe(channel: string, handler: (message: ClusterMessage) => void): () => void {
+    const name = this.key('ch', channel);
+    let set = this.#handlers.get(name);
+    if (set === undefined) {
+      set = new Set();
+      this.#handlers.set(name, set);
+      this.#subscriber.subscribe(name).catch(() => {});
+    }
+    set.add(handler);
+    return () => {
+      set.delete(handler);
+      if (set.size === 0) {
+        this.#handlers.delete(name);
+        this.#subscriber.unsubscribe(name).catch(() => {});
+      }
+    };
+  }
+
+  /** Calls `listener` whenever Redis becomes reachable (the first time and after each outage): re-sync there. */
+  onUp(listener: () => void): () => void {
+    this.#upListeners.add(listener);
+    return () => this.#upListeners.delete(listener);
+  }
+
+  /** The link's figures for /status and /metrics. */
+  stats(): { up: boolean; outages: number; down_since: number | null; fallbacks: Record<Feature, number> } {
+    return { up: this.up, outages: this.#outages, down_since: this.#outage?.since ?? null, fallbacks: Object.fromEntries(this.#fallbacks) };
+  }
+
+  /** Closes both connections. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#upListeners.clear();
+    await Promise.all([this.#redis.quit().catch(() => this.#redis.disconnect()), this.#subscriber.quit().catch(() => this.#subscriber.disconnect())]);
+  }
+
+  #fallBack<T>(feature: Feature, fallback: () => T): T {
+    this.#fallbacks.set(feature, (this.#fallbacks.get(feature) ?? 0) + 1);
+    return fallback();
+  }
+
+  #failed(feature: Feature, err: Error): void {
+    if (this.#stopped) return;
+    this.#downUntil = Date.now() + RETRY_AFTER_MS;
+    if (this.#outage !== undefined) return;
+    this.#outage = { since: Date.now(), feature };
+    this.#outages++;
+    this.#logger.warn({ redis: redactUrl(this.settings.redis), feature, err: err.message }, 'cluster: Redis unreachable: each box runs on its local fallbacks until it is back');
+  }
+
+  #ready(): void {
+    this.#downUntil = 0;
+    const outage = this.#outage;
+    this.#outage = undefined;
+    if (outage !== undefined) {
+      this.#logger.warn({ redis: redactUrl(this.settings.redis), down_ms: Date.now() - outage.since }, 'cluster: Redis reachable again: re-syncing');
+    }
+    for (const listener of [...this.#upListeners]) {
+      try {
+        listener();
+      } catch (err) {
+        this.#logger.error({ err }, 'cluster: a re-sync failed');
+      }
+    }
+  }
+
+  #deliver(channel: string, payload: Buffer): void {
+    const handlers = this.#handlers.get(channel);
+    if (handlers === undefined) return;
+    let message: ClusterMessage;
+    try {
+      message = JSON.parse(payload.toString('utf8')) as ClusterMessage;
+    } catch {
+      return;
+    }
+    if (message.from === this.id) return;
+    for (const handler of [...handlers]) {
+      try {
+        handler(message);
+      } catch (err) {
+        this.#logger.error({ err, channel }, 'cluster: a message handler failed');
+      }
+    }
+  }
+}
+
+/** The Redis URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'redis';
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * The checks of the `cluster` section beyond its schema: the cluster's secret is read from the environment
+ * variable `key_env` names (it keys encryption at rest and the shared HMAC keys, so a weak one is refused), and the
+ * box's name defaults to the host name.
+ */
+import { hostname } from 'node:os';
+import type { ParsedConfig, Problem } from './schema.js';
+
+/** The shortest cluster secret accepted (`openssl rand -hex 32` gives 64). */
+export const MIN_CLUSTER_KEY_LENGTH = 32;
+
+/** Problems of `config.cluster` (none without one); fills in `cluster.key` and `cluster.name`. */
+export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = process.env): Problem[] {
+  const cluster = config.cluster;
+  if (cluster === undefined) return [];
+  if (cluster.name === '') cluster.name = hostname().replace(/[^A-Za-z0-9_.-]/g, '-');
+  const problems: Problem[] = [];
+  if (config.workers > 1) {
+    problems.push({ keys: ['cluster'], message: `a cluster box runs as one process for now: set workers: 1 (or leave workers out), and run more boxes for more cores` });
+  }
+  const key = env[cluster.key_env]?.trim() ?? '';
+  if (key === '') {
+    return [...problems, { keys: ['cluster', 'key_env'], message: `the environment variable ${cluster.key_env} is not set: every box of the cluster needs the same secret there (make one with "openssl rand -hex 32")` }];
+  }
+  if (key.length < MIN_CLUSTER_KEY_LENGTH || /\s/.test(key)) {
+    return [...problems, { keys: ['cluster', 'key_env'], message: `the secret in ${cluster.key_env} is refused: it needs ${MIN_CLUSTER_KEY_LENGTH}+ characters and no whitespace (make one with "openssl rand -hex 32")` }];
+  }
+  cluster.key = key;
+  return problems;
+}

@@ -1,0 +1,72 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
+import { RedisServer } from '../helpers/redis.js';
+import { capturingLogger } from '../helpers/pebble.js';
+import { requireTool } from '../helpers/tools.js';
+import { eventually } from '../helpers/supervise.js';
+import { within } from '../helpers/within.js';
+
+function link(redis: RedisServer, name: string, logger = capturingLogger().logger): ClusterLink {
+  return new ClusterLink({ redis: redis.url, prefix: 'test:link', name, timeoutMs: 200 }, logger);
+}
+
+test('a link runs calls on Redis under its prefix, and passes messages to the other boxes but not to itself', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const a = link(redis, 'a');
+  const b = link(redis, 'b');
+  try {
+    const up = new Promise<void>((resolve) => a.onUp(resolve));
+    a.start();
+    b.start();
+    await within('link a up', up);
+    assert.equal(a.key('box', 'a'), 'test:link:box:a');
+    const answer = await a.attempt('test', (r) => r.set(a.key('x'), '1').then(() => r.get(a.key('x'))), () => 'fallback');
+    assert.equal(answer, '1');
+    const atB = new Promise<ClusterMessage>((resolve) => b.subscribe('news', resolve));
+    const atA: ClusterMessage[] = [];
+    a.subscribe('news', (message) => atA.push(message));
+    // Subscriptions are made in the background: publish until b hears.
+    const heard = await eventually(async () => {
+      a.publish('news', { n: 1 });
+      return Promise.race([atB, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))]);
+    }, 'b hears a');
+    assert.equal(heard.box, 'a');
+    assert.equal(heard.n, 1);
+    assert.equal(atA.length, 0, 'a process does not hear its own messages');
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+    await redis.stop();
+  }
+});
+
+test('with Redis killed, calls fall back at once, the outage is logged once, and Redis back calls onUp to re-sync', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    a.start();
+    await eventually(() => ups === 1, 'first connect');
+    await redis.kill();
+    const results: string[] = [];
+    const started = Date.now();
+    for (let i = 0; i < 50; i++) results.push(await a.attempt('rate_limit', (r) => r.get('k').then(() => 'redis'), () => 'local'));
+    assert.deepEqual(new Set(results), new Set(['local']));
+    assert.ok(Date.now() - started < 1000, `50 fallbacks took ${Date.now() - started} ms`);
+    const outages = log.lines.filter((line) => /Redis unreachable/.test(line.msg));
+    assert.equal(outages.length, 1, 'one line per outage');
+    assert.ok((a.stats().fallbacks.rate_limit ?? 0) >= 50);
+    assert.equal(a.stats().up, false);
+    await redis.restart();
+    await eventually(() => ups === 2, 'onUp after the outage', 15_000);
+    assert.equal(await a.attempt('rate_limit', (r) => r.ping(), () => 'local'), 'PONG');
+    assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
+  } finally {
+    await a.stop();
+    await redis.stop();
+  }
+});
