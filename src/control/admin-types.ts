@@ -153,6 +153,17 @@ export type ServerAction = { action: 'drain' } | { action: 'enable' } | { action
 export type PurgeTarget = { url: string } | { url_prefix: string };
 
 /**
+ * How far an operator's action or purge went in a cluster (docs/cluster.md, "Drains, weights and purges"): kept in
+ * Redis and published (`published_to`: the boxes' subscriptions that received it, this box's included), or not
+ * (Redis away: applied on this box only, and shared when Redis is back). Absent without a cluster.
+ */
+export interface ClusterReach {
+  shared: boolean;
+  published_to?: number;
+  note?: string;
+}
+
+/**
  * What the admin API acts with, built by the server layer (a single process, or the primary with workers). Every
  * method throws a `PorticoError` with a 4xx status for a bad argument (unknown upstream, server or zone: 404).
  */
@@ -162,9 +173,9 @@ export interface AdminParts {
   /** Prometheus text (prom-client's registry; with workers, aggregated), with its content type. */
   metrics(): Promise<{ contentType: string; body: string }>;
   /** Applies, keeps (state directory) and reports an operator's action; resolves with the server's status after it. */
-  serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus>;
+  serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus & { cluster?: ClusterReach }>;
   /** Purges a zone in every process; resolves with the count of entries removed. */
-  purge(zone: string, target: PurgeTarget): Promise<{ purged: number }>;
+  purge(zone: string, target: PurgeTarget): Promise<{ purged: number; cluster?: ClusterReach }>;
   /** Reopens the log files (every worker). */
   reopen(): Promise<void>;
   /** The serialised operations (reload, deploy, upgrade, status): the control socket's handler. */

@@ -6,6 +6,10 @@
  * A process with no state directory keeps it in memory only.
  *
  * An entry whose server a reload removed is kept (the server may come back), applied to nothing, shown nowhere.
+ *
+ * In a cluster each change also carries a stamp (when it was made, ms: Redis's clock, or this box's while Redis was
+ * away), `enable` included, kept beside the overrides in `servers.json` (`stamps`): the newest change of a server
+ * wins when a box re-syncs with Redis (see `cluster-operator.ts`).
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
@@ -81,6 +85,19 @@ export function checkServerId(config: Config, upstream: string, server: string):
   if (!ids.includes(server)) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" (servers: ${ids.join(', ')})`);
 }
 
+/** The stamps a `servers.json` holds (`stamps`: upstream → server id → ms); an entry that is not one is skipped. */
+function parseStamps(data: { stamps?: unknown }): Map<string, Map<string, number>> {
+  const out = new Map<string, Map<string, number>>();
+  if (typeof data.stamps !== 'object' || data.stamps === null) return out;
+  for (const [upstream, servers] of Object.entries(data.stamps as Record<string, unknown>)) {
+    if (typeof servers !== 'object' || servers === null) continue;
+    const entries = new Map<string, number>();
+    for (const [id, at] of Object.entries(servers as Record<string, unknown>)) if (typeof at === 'number' && Number.isFinite(at) && at > 0) entries.set(id, at);
+    if (entries.size > 0) out.set(upstream, entries);
+  }
+  return out;
+}
+
 /** Reads the overrides a `servers.json` holds; throws on a file that is not one. */
 function parseServersFile(text: string): Map<string, Map<string, ServerOverride>> {
   const data = JSON.parse(text) as { upstreams?: unknown };
@@ -108,6 +125,8 @@ function parseServersFile(text: string): Map<string, Map<string, ServerOverride>
 /** The operator's overrides of one process: in memory, and in the state directory once it has one. */
 export class ServerOverrides {
   readonly #entries = new Map<string, Map<string, ServerOverride>>();
+  /** When each server's last change was made (a cluster's stamps; see the file comment), `enable` included. */
+  readonly #stamps = new Map<string, Map<string, number>>();
   readonly #logger: Logger;
   #state: StateDir | undefined;
   /** Writes of `servers.json`, one after the other (the last change is the file's). */
@@ -131,16 +150,24 @@ export class ServerOverrides {
     if (this.#state !== undefined) return;
     this.#state = state;
     let fromFile = new Map<string, Map<string, ServerOverride>>();
+    let stamps = new Map<string, Map<string, number>>();
     try {
       const text = state.read(SERVERS_FILE)?.toString('utf8');
-      if (text !== undefined) fromFile = parseServersFile(text);
+      if (text !== undefined) {
+        fromFile = parseServersFile(text);
+        stamps = parseStamps(JSON.parse(text) as { stamps?: unknown });
+      }
     } catch (err) {
       this.#logger.error({ err, file: `${state.path}/${SERVERS_FILE}` }, `${SERVERS_FILE} cannot be read: the operator's drains, disables and weights in it are not applied`);
     }
     const memory = this.list();
+    const memoryStamps = this.stamped();
     this.#entries.clear();
+    this.#stamps.clear();
     for (const [upstream, servers] of fromFile) this.#entries.set(upstream, servers);
+    for (const [upstream, servers] of stamps) this.#stamps.set(upstream, servers);
     for (const [upstream, id, override] of memory) this.#put(upstream, id, override);
+    for (const [upstream, id, at] of memoryStamps) this.#stamp(upstream, id, at);
     if (memory.length > 0) void this.#save().catch((err: unknown) => this.#logger.error({ err }, `writing ${SERVERS_FILE} failed`));
   }
 
@@ -156,6 +183,18 @@ export class ServerOverrides {
     return out;
   }
 
+  /** When a server's last change was made (0: never stamped: a change from before the box was in a cluster). */
+  stamp(upstream: string, id: string): number {
+    return this.#stamps.get(upstream)?.get(id) ?? 0;
+  }
+
+  /** Every stamp (a server `enable`d has one and no override). */
+  stamped(): Array<[string, string, number]> {
+    const out: Array<[string, string, number]> = [];
+    for (const [upstream, servers] of this.#stamps) for (const [id, at] of servers) out.push([upstream, id, at]);
+    return out;
+  }
+
   /** Replaces every override (a worker's, from the primary's `init`). */
   replace(list: OverrideList): void {
     this.#entries.clear();
@@ -163,17 +202,21 @@ export class ServerOverrides {
   }
 
   /**
-   * Sets (undefined: removes) a server's override and, with a state directory, writes `servers.json`; resolves
-   * once written. A write that fails throws, and changes nothing in memory either.
+   * Sets (undefined: removes) a server's override, stamped `at` when given (a cluster's change), and, with a state
+   * directory, writes `servers.json`; resolves once written. A write that fails throws, and changes nothing in
+   * memory either.
    */
-  async set(upstream: string, id: string, override: ServerOverride | undefined): Promise<void> {
+  async set(upstream: string, id: string, override: ServerOverride | undefined, at?: number): Promise<void> {
     const before = this.get(upstream, id);
+    const stampBefore = this.stamp(upstream, id);
     this.#put(upstream, id, override);
+    if (at !== undefined) this.#stamp(upstream, id, at);
     if (this.#state === undefined) return;
     try {
       await this.#save();
     } catch (err) {
       this.#put(upstream, id, before);
+      this.#stamp(upstream, id, stampBefore);
       throw new PorticoError('PORTICO_STATE_DIR', `cannot keep the change in ${this.#state.path}/${SERVERS_FILE}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -189,12 +232,25 @@ export class ServerOverrides {
     servers.set(id, override.weight === undefined ? { admin: override.admin } : { admin: override.admin, weight: override.weight });
   }
 
+  #stamp(upstream: string, id: string, at: number): void {
+    let servers = this.#stamps.get(upstream);
+    if (at <= 0) {
+      servers?.delete(id);
+      if (servers?.size === 0) this.#stamps.delete(upstream);
+      return;
+    }
+    if (servers === undefined) this.#stamps.set(upstream, (servers = new Map()));
+    servers.set(id, at);
+  }
+
   /** Writes the file (temporary file, flushed, renamed: see `StateDir.write`), after the writes before it. */
   #save(): Promise<void> {
     const state = this.#state!;
     const upstreams: Record<string, Record<string, ServerOverride>> = {};
     for (const [upstream, servers] of this.#entries) upstreams[upstream] = Object.fromEntries(servers);
-    const text = `${JSON.stringify({ upstreams }, null, 2)}\n`;
+    const stamps: Record<string, Record<string, number>> = {};
+    for (const [upstream, servers] of this.#stamps) stamps[upstream] = Object.fromEntries(servers);
+    const text = `${JSON.stringify(this.#stamps.size === 0 ? { upstreams } : { upstreams, stamps }, null, 2)}\n`;
     const write = this.#writing.catch(() => undefined).then(() => state.write(SERVERS_FILE, text));
     this.#writing = write;
     return write;

@@ -34,7 +34,7 @@ import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } 
 import { ControlServer } from '../control/server.js';
 import { openControlDir } from './control-dir.js';
 import type { Progress } from '../control/protocol.js';
-import type { PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
+import type { ClusterReach, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
 import { loadConfigFile } from './config.js';
 import { Operations, type DeployFunction, type UpgradeFunction } from './operations.js';
 import { KeptValues } from './kept.js';
@@ -47,6 +47,7 @@ import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ClusterLink } from '../cluster/link.js';
 import { clusterLink } from './cluster.js';
+import { ClusterOperator } from './cluster-operator.js';
 import type { ProcessStatus } from '../control/admin-types.js';
 import { certificateStatuses, processStatus, scrapeSource, statusReport } from './status.js';
 
@@ -182,6 +183,8 @@ export class Portico {
   #counting = false;
   /** The link to the cluster's Redis (docs/cluster.md), made with the first config that has `cluster`; a reload keeps it. */
   readonly #cluster: ClusterLink | undefined;
+  /** The operator's actions and purges shared with the other boxes (docs/cluster.md, "Drains, weights and purges"). */
+  readonly #shared: ClusterOperator | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -216,6 +219,7 @@ export class Portico {
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#cluster = clusterLink(config, logger);
+    this.#shared = this.#cluster === undefined || this.#worker !== undefined ? undefined : this.#clusterOperator(this.#cluster);
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
@@ -259,11 +263,31 @@ export class Portico {
     );
   }
 
-  /** A worker's new zones tell the primary of their purges (see `WorkerRole.purged`). */
+  /**
+   * A worker's new zones tell the primary of their purges (see `WorkerRole.purged`); a cluster box's tell the other
+   * boxes of their invalidations (see `ClusterOperator.invalidated`).
+   */
   #sharePurges(zones: readonly CacheZone[]): void {
     const worker = this.#worker;
-    if (worker === undefined) return;
-    for (const zone of zones) zone.onPurge = (kind, value) => worker.purged(zone.name, kind, value);
+    const shared = this.#shared;
+    if (worker !== undefined) for (const zone of zones) zone.onPurge = (kind, value) => worker.purged(zone.name, kind, value);
+    else if (shared !== undefined) for (const zone of zones) zone.onPurge = (kind, value) => shared.invalidated(zone.name, kind, value);
+  }
+
+  /** The cluster's side of the operator's actions, on this server's overrides, upstreams and zones. */
+  #clusterOperator(link: ClusterLink): ClusterOperator {
+    return new ClusterOperator(
+      link,
+      {
+        config: () => this.#app.config,
+        overrides: this.#operator,
+        apply: (upstream, server, override) => void this.#setLive(upstream, server, override),
+        zone: (name) => this.#app.cacheZone(name),
+        zones: () => this.#liveZones(),
+        state: () => this.#state,
+      },
+      this.#logger,
+    );
   }
 
   /**
@@ -490,14 +514,17 @@ export class Portico {
   /**
    * An operator's action on one server (see `nextOverride`): kept in the state directory (memory only without
    * one), then applied to every live upstream of the name (the one serving and those a reload replaced that still
-   * drain). Resolves with the server's status after it. 404 for an unknown upstream or server id, 400 for a bad
+   * drain). In a cluster it is then kept in Redis and published to every box (`cluster` in the answer says how far it
+   * went). Resolves with the server's status after it. 404 for an unknown upstream or server id, 400 for a bad
    * weight (PorticoError).
    */
-  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
+  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus & { cluster?: ClusterReach }> {
     checkServerId(this.#app.config, upstream, server);
     const override = nextOverride(this.#operator.get(upstream, server), action);
-    await this.#operator.set(upstream, server, override);
-    return this.#applyOverride(upstream, server, override);
+    await this.#operator.set(upstream, server, override, this.#shared === undefined ? undefined : Date.now());
+    const status = this.#applyOverride(upstream, server, override);
+    if (this.#shared === undefined) return status;
+    return { ...status, cluster: await this.#shared.shareServer(upstream, server, override) };
   }
 
   /**
@@ -510,7 +537,8 @@ export class Portico {
     return held === undefined ? undefined : this.#applyOverride(upstream, server, override);
   }
 
-  #applyOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus {
+  /** Applies an override to every live upstream of the name that has the server; the first such server. */
+  #setLive(upstream: string, server: string, override: ServerOverride | undefined): UpstreamServer | undefined {
     let last: UpstreamServer | undefined;
     for (const live of this.#upstreams.live(upstream)) {
       const found = live.server(server);
@@ -518,6 +546,11 @@ export class Portico {
       live.setOperator(found, override?.admin ?? 'enabled', override?.weight);
       last ??= found;
     }
+    return last;
+  }
+
+  #applyOverride(upstream: string, server: string, override: ServerOverride | undefined): ServerStatus {
+    const last = this.#setLive(upstream, server, override);
     // A reload that dropped the server while the change was being written: it is kept for when it comes back.
     const serving = this.#app.upstream(upstream)?.server(server) ?? last;
     if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
@@ -526,13 +559,16 @@ export class Portico {
 
   /**
    * A purge by URL or URL prefix in the zone `zone` (keys from the routes' key templates: see `planPurge`), in this
-   * process. 404 for an unknown zone, 400 for a URL that is not absolute http(s) or a prefix the zone's keys
-   * cannot be matched on (PorticoError).
+   * process; in a cluster, then kept in Redis and published to every box (`cluster` in the answer says how far it
+   * went). 404 for an unknown zone, 400 for a URL that is not absolute http(s) or a prefix the zone's keys cannot be
+   * matched on (PorticoError).
    */
-  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number }> {
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number; cluster?: ClusterReach }> {
     const match = planPurge(this.#app.config, zone, target);
     const found = this.#app.cacheZone(zone);
-    return { purged: found === undefined ? 0 : await purgeInZone(found, match) };
+    const purged = found === undefined ? 0 : await purgeInZone(found, match);
+    if (this.#shared === undefined) return { purged };
+    return { purged, cluster: await this.#shared.sharePurge(zone, target) };
   }
 
   /** Reopens the log files (access log, error log file) after a rotation. */
@@ -689,6 +725,8 @@ export class Portico {
    */
   async start(): Promise<void> {
     this.#cluster?.start();
+    // Before anything awaits: the first connect's re-sync must find it listening.
+    this.#shared?.start();
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
     await this.#app.start();
@@ -721,6 +759,7 @@ export class Portico {
       await this.#upstreams.stop(0);
       await this.#supervisor?.stop();
       await this.#zones.stop();
+      await this.#shared?.stop();
       await this.#cluster?.stop();
       this.#state?.release();
       throw err;
@@ -895,6 +934,7 @@ export class Portico {
     await this.#supervisor?.stop();
     await this.#deploys;
     await this.#zones.stop();
+    await this.#shared?.stop();
     await this.#operator.settled();
     await this.#cluster?.stop();
     this.#pidFile?.remove();

@@ -1,0 +1,486 @@
+/**
+ * The operator's actions across a cluster (docs/cluster.md, "Drains, weights and purges"): drains, disables,
+ * enables and weights, and purges by URL or URL prefix, made on any box, reach every box.
+ *
+ * - **Servers.** Each change is kept in the Redis hash `PREFIX:operator:servers` (field `["upstream","id"]`, value
+ *   `{ admin, weight?, at, box }`; `enable` is kept too, as `{ admin: "enabled" }`, so that it can beat an older
+ *   drain) and published on the channel `operator`, in one script: the box that made it is answered with the
+ *   number of subscriptions that received it. `at` is Redis's clock (`TIME`), and a new action's is always later
+ *   than the one it replaces. A box applies a message whose `at` is newer than its own stamp of that server.
+ * - **Purges.** Each is pushed onto the capped list `PREFIX:operator:purges` (newest first, `PURGE_CAP` entries,
+ *   gone `PURGE_KEEP_MS` after the last push) with its `at`, and published; every box works out the keys from its
+ *   own routes (`planPurge`), as the box that took it did.
+ * - **Invalidations** (an unsafe method's, RFC 9111 §4.4) a zone makes are published (not kept): the other boxes'
+ *   zones of the name forget the key too.
+ *
+ * A box re-syncs at its first connect, after every outage (`ClusterLink.onUp`) and every `SYNC_MS` (a message lost
+ * while the subscriber reconnected): for each server, the newest stamp wins (a change made while Redis was away is
+ * stamped with this box's clock, and is pushed to Redis when newer than what Redis has; a server Redis has nothing
+ * on gets this box's override), and the purges kept that it has not applied are applied. Purges "applied" means:
+ * up to `appliedUntil` (Redis's clock, kept in the state directory's `purges.json`, so that a restarted box's disk
+ * tier forgets what was purged while it was down; its memory tier starts empty anyway). A box away longer than the
+ * list reaches back forgets its zones whole (a purge it cannot replay must not be served).
+ *
+ * Scope: process (a cluster box is one process). Every Redis call runs under `ClusterLink.attempt`.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ClusterLink, ClusterMessage } from '../cluster/link.js';
+import type { CacheZone } from '../cache/zone.js';
+import type { Config } from '../config/load.js';
+import type { ClusterReach, PurgeTarget } from '../control/admin-types.js';
+import type { StateDir } from '../tls/state-dir.js';
+import type { ServerOverride, ServerOverrides } from './operator.js';
+import { planPurge, type KeyMatch } from './purge.js';
+
+/** The channel every operator message travels on. */
+export const OPERATOR_CHANNEL = 'operator';
+/** How many purges Redis keeps (the newest), and how long after the last one. */
+export const PURGE_CAP = 1000;
+export const PURGE_KEEP_MS = 24 * 60 * 60_000;
+/** How often a box re-reads Redis besides at each (re)connect. */
+export const SYNC_MS = 10_000;
+/** The deadline of an operator's call to Redis (control plane: not on a request's path). */
+const CONTROL_TIMEOUT_MS = 1000;
+/** The state directory's file of how far this box has applied the cluster's purges. */
+export const PURGES_FILE = 'purges.json';
+/** Purges made while Redis was away, kept to be shared when it is back (the oldest dropped past it). */
+const PENDING_CAP = 1000;
+
+/** What the operator said of one server, as Redis keeps it. */
+interface SharedOverride {
+  admin: ServerOverride['admin'];
+  weight?: number;
+  /** When (ms, Redis's clock; this box's for a change made while Redis was away). */
+  at: number;
+  box?: string;
+}
+
+/** One purge, as Redis keeps it. */
+interface SharedPurge {
+  id: string;
+  zone: string;
+  target: PurgeTarget;
+  at: number;
+  box?: string;
+}
+
+/** What the cluster side needs of the box's server (`Portico`). */
+export interface OperatorHost {
+  /** The config serving. */
+  config(): Config;
+  /** The box's overrides (servers.json). */
+  readonly overrides: ServerOverrides;
+  /** Applies an override to the live upstreams that have the server (none: nothing to do). */
+  apply(upstream: string, server: string, override: ServerOverride | undefined): void;
+  /** The cache zone of the name in the config serving. */
+  zone(name: string): CacheZone | undefined;
+  /** The zones of the config serving. */
+  zones(): CacheZone[];
+  /** The state directory, when there is one. */
+  state(): StateDir | undefined;
+}
+
+/**
+ * Stores `ARGV[2]` (an override without `at`) for the field `ARGV[1]` and publishes it, in one step. `ARGV[3]`
+ * empty: a live action, stamped `max(TIME, stored at + 1)`; else a re-sync's change stamped `ARGV[3]`, stored only
+ * when newer than what is there. Returns the stored entry and the number of subscriptions the message reached.
+ */
+const SET_SERVER = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local oldAt = 0
+if old then oldAt = tonumber(cjson.decode(old).at) or 0 end
+local at
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  at = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), oldAt + 1)
+else
+  at = tonumber(ARGV[3])
+  if at <= oldAt then return {old, -1} end
+end
+local entry = cjson.decode(ARGV[2])
+entry.at = at
+entry.box = ARGV[4]
+local text = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], text)
+local message = cjson.encode({kind = 'server', field = ARGV[1], entry = entry, from = ARGV[5], box = ARGV[4]})
+return {text, redis.call('PUBLISH', KEYS[2], message)}
+`;
+
+/** Pushes the purge `ARGV[1]` (without `at`) onto the capped list, stamped after the newest, and publishes it. */
+const ADD_PURGE = `
+local head = redis.call('LINDEX', KEYS[1], 0)
+local last = 0
+if head then last = tonumber(cjson.decode(head).at) or 0 end
+local t = redis.call('TIME')
+local entry = cjson.decode(ARGV[1])
+entry.at = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), last + 1)
+local text = cjson.encode(entry)
+redis.call('LPUSH', KEYS[1], text)
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+entry.kind = 'purge'
+entry.from = ARGV[4]
+entry.box = ARGV[5]
+return {text, redis.call('PUBLISH', KEYS[2], cjson.encode(entry))}
+`;
+
+/** Reads Redis's clock, the purges and the servers' hash in one step (a purge after it is stamped later). */
+const READ_ALL = `
+local t = redis.call('TIME')
+return {tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), redis.call('LRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
+`;
+
+/** The override an entry stands for (undefined: as the config has it). */
+function overrideOf(entry: { admin: ServerOverride['admin']; weight?: number }): ServerOverride | undefined {
+  if (entry.admin === 'enabled' && entry.weight === undefined) return undefined;
+  return entry.weight === undefined ? { admin: entry.admin } : { admin: entry.admin, weight: entry.weight };
+}
+
+/** A server's field in the hash. */
+function fieldOf(upstream: string, server: string): string {
+  return JSON.stringify([upstream, server]);
+}
+
+/** The upstream and server of a field (undefined: not one). */
+function parseField(field: string): [string, string] | undefined {
+  try {
+    const parsed = JSON.parse(field) as unknown;
+    if (Array.isArray(parsed) && parsed.length === 2 && typeof parsed[0] === 'string' && typeof parsed[1] === 'string') return [parsed[0], parsed[1]];
+  } catch {
+    // not a field of ours
+  }
+  return undefined;
+}
+
+/** A stored override, checked (undefined: not one). */
+function parseOverride(text: string): SharedOverride | undefined {
+  try {
+    const entry = JSON.parse(text) as Partial<SharedOverride>;
+    if (entry.admin !== 'enabled' && entry.admin !== 'draining' && entry.admin !== 'disabled') return undefined;
+    if (typeof entry.at !== 'number' || (entry.weight !== undefined && typeof entry.weight !== 'number')) return undefined;
+    return entry as SharedOverride;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A stored purge, checked (undefined: not one). */
+function parsePurge(value: unknown): SharedPurge | undefined {
+  const entry = (typeof value === 'string' ? safeJson(value) : value) as Partial<SharedPurge> | undefined;
+  if (entry === undefined || entry === null || typeof entry !== 'object') return undefined;
+  if (typeof entry.id !== 'string' || typeof entry.zone !== 'string' || typeof entry.at !== 'number' || typeof entry.target !== 'object' || entry.target === null) return undefined;
+  return entry as SharedPurge;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What an answer says when Redis did not take the action. */
+const NOT_SHARED: ClusterReach = {
+  shared: false,
+  note: 'Redis is unreachable: applied on this box only; it is shared with the other boxes when Redis is back (the newest change of a server wins)',
+};
+
+/** One box's share of the operator's actions (see the file comment): started with the box, stopped with it. */
+export class ClusterOperator {
+  readonly #link: ClusterLink;
+  readonly #host: OperatorHost;
+  readonly #logger: Logger;
+  /** Purges up to this `at` (Redis's clock) are applied here: read from `purges.json` at start. */
+  #appliedUntil = 0;
+  /** Purges after `appliedUntil` applied already (live messages, this box's own). */
+  readonly #seen = new Map<string, number>();
+  /** Purges taken while Redis was away, to share when it is back. */
+  #pending: Array<{ id: string; zone: string; target: PurgeTarget }> = [];
+  #syncing: Promise<void> | undefined;
+  #again = false;
+  #timer: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #offUp: (() => void) | undefined;
+  /** Writes of `purges.json`, one after the other. */
+  #writing: Promise<void> = Promise.resolve();
+  #stopped = false;
+  /** Whether `purges.json` was read (the state directory may open after the first connect). */
+  #loaded = false;
+
+  constructor(link: ClusterLink, host: OperatorHost, logger: Logger) {
+    this.#link = link;
+    this.#host = host;
+    this.#logger = logger;
+  }
+
+  /** Listens to the other boxes and re-syncs at each (re)connect and every `SYNC_MS`. */
+  start(): void {
+    this.#loadApplied();
+    this.#unsubscribe = this.#link.subscribe(OPERATOR_CHANNEL, (message) => this.#heard(message));
+    this.#offUp = this.#link.onUp(() => void this.sync());
+    this.#timer = setInterval(() => void this.sync(), SYNC_MS);
+    this.#timer.unref();
+  }
+
+  /** Stops listening; waits for a re-sync under way and the last write. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    this.#unsubscribe?.();
+    this.#offUp?.();
+    await this.#syncing?.catch(() => undefined);
+    await this.#writing.catch(() => undefined);
+  }
+
+  /**
+   * Shares an action this box applied (its override after it; stamped `at` here with this box's clock): kept in
+   * Redis and published. Resolves with how far it went; on success, the box's stamp becomes Redis's.
+   */
+  async shareServer(upstream: string, server: string, override: ServerOverride | undefined): Promise<ClusterReach> {
+    const stored = await this.#setServer(upstream, server, override, undefined);
+    if (stored === undefined) return NOT_SHARED;
+    await this.#host.overrides.set(upstream, server, override, stored.entry.at).catch((err: unknown) => this.#logger.error({ err }, 'cluster: keeping a server action\'s stamp failed'));
+    return { shared: true, published_to: stored.receivers };
+  }
+
+  /** Shares a purge this box made: kept in Redis and published, or kept here until Redis is back. */
+  async sharePurge(zone: string, target: PurgeTarget): Promise<ClusterReach> {
+    const purge = { id: randomBytes(8).toString('hex'), zone, target };
+    const receivers = await this.#addPurge(purge);
+    if (receivers !== undefined) return { shared: true, published_to: receivers };
+    this.#pending.push(purge);
+    if (this.#pending.length > PENDING_CAP) this.#pending.shift();
+    return NOT_SHARED;
+  }
+
+  /** An invalidation a zone of this box made (an unsafe method's): the other boxes' zones of the name forget it too. */
+  invalidated(zone: string, kind: 'key' | 'prefix', value: string): void {
+    this.#link.publish(OPERATOR_CHANNEL, { kind: 'invalidate', zone, how: kind, value });
+  }
+
+  /**
+   * Re-syncs with Redis (one at a time; a call during one runs once more after it): shares what was done here while
+   * Redis was away, then applies what Redis has that is newer (see the file comment).
+   */
+  sync(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    if (this.#syncing !== undefined) {
+      this.#again = true;
+      return this.#syncing;
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.#again = false;
+          await this.#syncOnce();
+        } while (this.#again && !this.#stopped);
+      } catch (err) {
+        this.#logger.error({ err }, 'cluster: re-syncing the operator\'s actions failed');
+      } finally {
+        this.#syncing = undefined;
+      }
+    };
+    this.#syncing = run();
+    return this.#syncing;
+  }
+
+  /** Reads how far purges were applied before this process started (`purges.json`), once there is a state directory. */
+  #loadApplied(): void {
+    const state = this.#host.state();
+    if (this.#loaded || state === undefined) return;
+    this.#loaded = true;
+    const raw = state.read(PURGES_FILE)?.toString('utf8');
+    const kept = raw === undefined ? undefined : (safeJson(raw) as { applied_until?: unknown } | undefined);
+    if (typeof kept?.applied_until === 'number') this.#appliedUntil = Math.max(this.#appliedUntil, kept.applied_until);
+  }
+
+  async #syncOnce(): Promise<void> {
+    this.#loadApplied();
+    while (this.#pending.length > 0) {
+      const purge = this.#pending[0]!;
+      if ((await this.#addPurge(purge)) === undefined) return;
+      this.#pending.shift();
+    }
+    const read = await this.#link.attempt(
+      'operator',
+      (redis) => redis.eval(READ_ALL, 2, this.#link.key('operator', 'purges'), this.#link.key('operator', 'servers')) as Promise<[string, string[], string[]]>,
+      () => undefined,
+      CONTROL_TIMEOUT_MS,
+    );
+    if (read === undefined || this.#stopped) return;
+    const [now, purges, flat] = read;
+    await this.#syncServers(flat);
+    await this.#syncPurges(Number(now), purges);
+  }
+
+  /** Each server: the newest of Redis's entry and this box's stamp wins; a server Redis has nothing on gets ours. */
+  async #syncServers(flat: readonly string[]): Promise<void> {
+    const overrides = this.#host.overrides;
+    const shared = new Map<string, SharedOverride>();
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const entry = parseOverride(flat[i + 1]!);
+      if (entry !== undefined && parseField(flat[i]!) !== undefined) shared.set(flat[i]!, entry);
+    }
+    const local = new Set<string>();
+    for (const [upstream, server] of overrides.list()) local.add(fieldOf(upstream, server));
+    for (const [upstream, server] of overrides.stamped()) local.add(fieldOf(upstream, server));
+    for (const field of new Set([...shared.keys(), ...local])) {
+      const [upstream, server] = parseField(field)!;
+      const entry = shared.get(field);
+      const stamp = overrides.stamp(upstream, server);
+      if (entry !== undefined && entry.at > stamp) {
+        await this.#take(upstream, server, entry);
+      } else if (entry === undefined || stamp > entry.at) {
+        // Made here while Redis was away, or kept here from before the cluster (stamp 0): Redis takes it unless it
+        // has a newer one by now (then that one is applied here).
+        const stored = await this.#setServer(upstream, server, overrides.get(upstream, server), Math.max(stamp, 1));
+        if (stored === undefined) return;
+        if (stored.receivers < 0) await this.#take(upstream, server, stored.entry);
+        else await overrides.set(upstream, server, overrides.get(upstream, server), stored.entry.at).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Applies the purges kept that this box has not (see the file comment), then moves `appliedUntil` to `now`. */
+  async #syncPurges(now: number, texts: readonly string[]): Promise<void> {
+    const purges = texts.flatMap((text) => parsePurge(text) ?? []);
+    const oldest = purges.at(-1);
+    const gap =
+      this.#appliedUntil > 0 &&
+      ((oldest === undefined && now - this.#appliedUntil > PURGE_KEEP_MS) || (oldest !== undefined && texts.length >= PURGE_CAP && oldest.at > this.#appliedUntil));
+    if (gap) {
+      this.#logger.warn({ applied_until: new Date(this.#appliedUntil).toISOString() }, 'cluster: this box was away longer than the purges kept in Redis reach back: every cache zone is emptied');
+      for (const zone of this.#host.zones()) await zone.purgeMatching(() => true);
+    } else {
+      const missed = purges.filter((purge) => purge.at > this.#appliedUntil && !this.#seen.has(purge.id)).reverse();
+      const byZone = new Map<string, KeyMatch[]>();
+      for (const purge of missed) {
+        const match = this.#plan(purge);
+        if (match === undefined) continue;
+        let list = byZone.get(purge.zone);
+        if (list === undefined) byZone.set(purge.zone, (list = []));
+        list.push(match);
+      }
+      for (const [name, matches] of byZone) {
+        const zone = this.#host.zone(name);
+        if (zone === undefined) continue;
+        const removed = await zone.purgeMatching((key) => matches.some((match) => match(key)));
+        this.#logger.info({ zone: name, purges: matches.length, removed }, 'cluster: purges made while this box was away applied');
+      }
+    }
+    const until = Math.max(now - 1, purges[0]?.at ?? 0, this.#appliedUntil);
+    for (const [id, at] of this.#seen) if (at <= until) this.#seen.delete(id);
+    if (until !== this.#appliedUntil) {
+      this.#appliedUntil = until;
+      this.#savePurges();
+    }
+  }
+
+  /** The keys a purge takes in this box's config (undefined: its zone or route is not here; logged). */
+  #plan(purge: SharedPurge): KeyMatch | undefined {
+    try {
+      return planPurge(this.#host.config(), purge.zone, purge.target);
+    } catch (err) {
+      this.#logger.warn({ zone: purge.zone, target: purge.target, box: purge.box, err: (err as Error).message }, 'cluster: a purge from another box does not apply to this config');
+      return undefined;
+    }
+  }
+
+  #savePurges(): void {
+    const state = this.#host.state();
+    if (state === undefined) return;
+    const text = `${JSON.stringify({ applied_until: this.#appliedUntil })}\n`;
+    this.#writing = this.#writing
+      .catch(() => undefined)
+      .then(() => state.write(PURGES_FILE, text))
+      .catch((err: unknown) => this.#logger.error({ err }, `cluster: writing ${PURGES_FILE} failed`));
+  }
+
+  /** An entry from Redis applied here (stamped with its `at`). */
+  async #take(upstream: string, server: string, entry: SharedOverride): Promise<void> {
+    const override = overrideOf(entry);
+    try {
+      await this.#host.overrides.set(upstream, server, override, entry.at);
+    } catch (err) {
+      this.#logger.error({ err, upstream, server }, 'cluster: keeping another box\'s server action failed (applied in memory)');
+    }
+    this.#host.apply(upstream, server, override);
+    this.#logger.info({ upstream, server, admin: entry.admin, weight: entry.weight, box: entry.box }, 'cluster: server action from another box applied');
+  }
+
+  /** Runs SET_SERVER; undefined: Redis did not answer. `at` undefined: a live action. */
+  async #setServer(upstream: string, server: string, override: ServerOverride | undefined, at: number | undefined): Promise<{ entry: SharedOverride; receivers: number } | undefined> {
+    const link = this.#link;
+    const body = JSON.stringify(override ?? { admin: 'enabled' });
+    const answer = await link.attempt(
+      'operator',
+      (redis) =>
+        redis.eval(SET_SERVER, 2, link.key('operator', 'servers'), link.key('ch', OPERATOR_CHANNEL), fieldOf(upstream, server), body, at === undefined ? '' : String(at), link.name, link.id) as Promise<
+          [string, number]
+        >,
+      () => undefined,
+      CONTROL_TIMEOUT_MS,
+    );
+    if (answer === undefined) return undefined;
+    const entry = parseOverride(answer[0]);
+    return entry === undefined ? undefined : { entry, receivers: Number(answer[1]) };
+  }
+
+  /** Runs ADD_PURGE; resolves with the subscriptions reached (undefined: Redis did not answer). */
+  async #addPurge(purge: { id: string; zone: string; target: PurgeTarget }): Promise<number | undefined> {
+    const link = this.#link;
+    const answer = await link.attempt(
+      'operator',
+      (redis) =>
+        redis.eval(ADD_PURGE, 2, link.key('operator', 'purges'), link.key('ch', OPERATOR_CHANNEL), JSON.stringify({ ...purge, box: link.name }), String(PURGE_CAP), String(PURGE_KEEP_MS), link.id, link.name) as Promise<
+          [string, number]
+        >,
+      () => undefined,
+      CONTROL_TIMEOUT_MS,
+    );
+    if (answer === undefined) return undefined;
+    const stored = parsePurge(answer[0]);
+    if (stored !== undefined) this.#seen.set(stored.id, stored.at);
+    return Number(answer[1]);
+  }
+
+  /** A message from another box. */
+  #heard(message: ClusterMessage): void {
+    if (this.#stopped) return;
+    switch (message.kind) {
+      case 'server': {
+        const place = typeof message.field === 'string' ? parseField(message.field) : undefined;
+        const entry = typeof message.entry === 'object' && message.entry !== null ? parseOverride(JSON.stringify(message.entry)) : undefined;
+        if (place === undefined || entry === undefined) return;
+        if (entry.at <= this.#host.overrides.stamp(place[0], place[1])) return;
+        void this.#take(place[0], place[1], entry);
+        return;
+      }
+      case 'purge': {
+        const purge = parsePurge(message);
+        if (purge === undefined || purge.at <= this.#appliedUntil || this.#seen.has(purge.id)) return;
+        this.#seen.set(purge.id, purge.at);
+        const match = this.#plan(purge);
+        const zone = this.#host.zone(purge.zone);
+        if (match === undefined || zone === undefined) return;
+        void zone.purgeMatching(match).then(
+          (removed) => this.#logger.info({ zone: purge.zone, target: purge.target, box: purge.box, removed }, 'cluster: purge from another box applied'),
+          (err: unknown) => this.#logger.warn({ err, zone: purge.zone }, 'cluster: a purge from another box failed'),
+        );
+        return;
+      }
+      case 'invalidate': {
+        const { zone: name, how, value } = message;
+        if (typeof name !== 'string' || typeof value !== 'string' || (how !== 'key' && how !== 'prefix')) return;
+        const zone = this.#host.zone(name);
+        if (zone === undefined) return;
+        void (how === 'key' ? zone.purge(value, false) : zone.purgePrefix(value, false)).catch((err: unknown) => this.#logger.warn({ err, zone: name }, 'cluster: an invalidation from another box failed'));
+        return;
+      }
+      default:
+        return;
+    }
+  }
+}
