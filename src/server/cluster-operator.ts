@@ -208,6 +208,12 @@ export class ClusterOperator {
   #stopped = false;
   /** Whether `purges.json` was read (the state directory may open after the first connect). */
   #loaded = false;
+  /** Opened by `ready()`: the box's zones and upstreams are started (a disk tier's index read) and may be acted on. */
+  #open!: () => void;
+  readonly #opened = new Promise<void>((resolve) => (this.#open = resolve));
+  /** Resolved by the first re-sync that read Redis. */
+  #synced!: () => void;
+  readonly #firstSync = new Promise<void>((resolve) => (this.#synced = resolve));
 
   constructor(link: ClusterLink, host: OperatorHost, logger: Logger) {
     this.#link = link;
@@ -215,7 +221,10 @@ export class ClusterOperator {
     this.#logger = logger;
   }
 
-  /** Listens to the other boxes and re-syncs at each (re)connect and every `SYNC_MS`. */
+  /**
+   * Listens to the other boxes and re-syncs at each (re)connect and every `SYNC_MS`; what it hears and re-syncs is
+   * applied once `ready()` says the box's zones are started.
+   */
   start(): void {
     this.#loadApplied();
     this.#unsubscribe = this.#link.subscribe(OPERATOR_CHANNEL, (message) => this.#heard(message));
@@ -224,9 +233,29 @@ export class ClusterOperator {
     this.#timer.unref();
   }
 
+  /**
+   * Resolves once the first re-sync has read Redis and applied what it holds (a box starting serves with the
+   * cluster's drains and without the objects purged while it was down), or after `timeoutMs` (Redis away: the box
+   * serves with its `servers.json`, and re-syncs when Redis is back). Resolves true when it synced.
+   */
+  async ready(timeoutMs: number): Promise<boolean> {
+    this.#open();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    try {
+      const synced = await Promise.race([this.#firstSync.then(() => true), late]);
+      if (!synced) this.#logger.warn({ waited_ms: timeoutMs }, 'cluster: Redis did not answer at start: serving with the operator\'s actions kept in servers.json until it does');
+      return synced;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Stops listening; waits for a re-sync under way and the last write. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    // A box stopped before it opened: the re-sync waiting for it ends without acting.
+    this.#open();
     clearInterval(this.#timer);
     this.#unsubscribe?.();
     this.#offUp?.();
@@ -271,10 +300,11 @@ export class ClusterOperator {
       return this.#syncing;
     }
     const run = async (): Promise<void> => {
+      await this.#opened;
       try {
         do {
           this.#again = false;
-          await this.#syncOnce();
+          if (!this.#stopped) await this.#syncOnce();
         } while (this.#again && !this.#stopped);
       } catch (err) {
         this.#logger.error({ err }, 'cluster: re-syncing the operator\'s actions failed');
@@ -313,6 +343,7 @@ export class ClusterOperator {
     const [now, purges, flat] = read;
     await this.#syncServers(flat);
     await this.#syncPurges(Number(now), purges);
+    this.#synced();
   }
 
   /** Each server: the newest of Redis's entry and this box's stamp wins; a server Redis has nothing on gets ours. */
@@ -446,8 +477,12 @@ export class ClusterOperator {
     return Number(answer[1]);
   }
 
-  /** A message from another box. */
+  /** A message from another box (applied once the box is open, in the order heard). */
   #heard(message: ClusterMessage): void {
+    void this.#opened.then(() => this.#handle(message));
+  }
+
+  #handle(message: ClusterMessage): void {
     if (this.#stopped) return;
     switch (message.kind) {
       case 'server': {

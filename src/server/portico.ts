@@ -59,6 +59,9 @@ const STICKY_KEY_FILE = 'sticky.key';
  */
 const RELOAD_DRAIN_MS = 5 * 60_000;
 
+/** How long a cluster box waits at start for its first re-sync of the operator's actions (Redis away: not more). */
+const CLUSTER_SYNC_AT_START_MS = 1000;
+
 /** What a server may be built with besides its config and logger. */
 export interface PorticoOptions {
   /** The ACME managers' clock and retry delays (tests move the clock to bring a renewal near). */
@@ -741,6 +744,8 @@ export class Portico {
     try {
       // The control socket's folder opens before anything is served: the operator's drains kept there apply first.
       const controlDir = this.#options.control === true && this.#openControlDir(this.#app.config);
+      // A cluster box serves with the cluster's drains and without what was purged while it was down (bounded).
+      await this.#shared?.ready(CLUSTER_SYNC_AT_START_MS);
       await this.#supervisor?.start();
       await this.#listeners.start(inherited);
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's
