@@ -18,15 +18,15 @@ const TOKEN = 'cluster-operator-test-token-0123456789abcdef';
 const HOST = 'shop.example';
 
 /** One answer through a box's public listener (Host: shop.example), on a fresh connection. */
-function get(box: Box, path: string): Promise<{ status: number; body: string; cacheStatus: string }> {
+function get(box: Box, path: string, method = 'GET'): Promise<{ status: number; body: string; cacheStatus: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: box.host, port: box.port, path, agent: false, headers: { host: HOST }, timeout: 5000 }, (res) => {
+    const req = request({ host: box.host, port: box.port, path, method, agent: false, headers: { host: HOST }, timeout: 5000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), cacheStatus: String(res.headers['cache-status'] ?? '') }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} through ${box.name}: no answer within 5 s`)));
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path} through ${box.name}: no answer within 5 s`)));
     req.on('error', reject);
     req.end();
   });
@@ -136,13 +136,15 @@ sites:
     if (!requireTool(t, 'redis-server')) return;
     const before = await spread(boxes.box(2), 10);
     assert.ok((before.a ?? 0) > 0 && (before.b ?? 0) > 0, `both servers serve before the drain: ${JSON.stringify(before)}`);
+    for (const box of boxes.boxes) assert.equal((await serverOn(box, 'a')).admin, 'enabled', `${box.name}: a is enabled before`);
     const sent = Date.now();
     const answer = await admin(boxes.box(1), 'POST', 'upstreams/app/servers/a/drain');
+    const answered = Date.now() - sent;
     assert.equal(answer.status, 200, JSON.stringify(answer.json));
     assert.equal(answer.json.admin, 'draining');
     assert.deepEqual(answer.json.cluster, { shared: true, published_to: 3 }, 'kept in Redis and published to the three boxes');
     const ms = await onEveryBox(boxes.boxes, 'a', (server) => server.admin === 'draining', sent, 1000);
-    t.diagnostic(`drain seen on box1..3 after ${ms.join(', ')} ms`);
+    t.diagnostic(`drain answered after ${answered} ms; seen in /status of box1..3 after ${ms.join(', ')} ms`);
     assert.ok(Math.max(...ms) < 1000, `every box within 1 s: ${ms.join(', ')} ms`);
     for (const box of boxes.boxes) {
       const seen = await spread(box, 20);
@@ -173,6 +175,23 @@ sites:
     t.diagnostic(`purge took effect on box1..3 after ${ms.join(', ')} ms; the app saw ${pageFetches - fetchesBefore} requests for /c/page`);
     assert.ok(Math.max(...ms) < 1000, `every box within 1 s: ${ms.join(', ')} ms`);
     assert.equal(pageFetches - fetchesBefore, 3, 'each box fetched /c/page from the app once after the purge');
+  });
+
+  test('an unsafe method through box 1 invalidates the object on the other boxes too: their next request reaches the app', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    for (const box of boxes.boxes) {
+      await get(box, '/c/page');
+      assert.match((await get(box, '/c/page')).cacheStatus, /^Portico; hit/, `${box.name} has /c/page cached`);
+    }
+    const sent = Date.now();
+    assert.equal((await get(boxes.box(1), '/c/page', 'POST')).status, 200);
+    const ms = await Promise.all(
+      boxes.boxes.map(async (box) => {
+        await eventually(async () => !/^Portico; hit/.test((await get(box, '/c/page')).cacheStatus), `${box.name}: /c/page invalidated`, 1000);
+        return Date.now() - sent;
+      }),
+    );
+    t.diagnostic(`invalidation took effect on box1..3 after ${ms.join(', ')} ms`);
   });
 
   test('box 3 restarted keeps the drain, and serves with the weight set and without the object purged while it was down', async (t) => {
