@@ -57,7 +57,7 @@ interface SharedOverride {
 }
 
 /** One purge, as Redis keeps it. */
-interface SharedPurge {
+export interface SharedPurge {
   id: string;
   zone: string;
   target: PurgeTarget;
@@ -130,6 +130,34 @@ const READ_ALL = `
 local t = redis.call('TIME')
 return {tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)), redis.call('LRANGE', KEYS[1], 0, -1), redis.call('HGETALL', KEYS[2])}
 `;
+
+/**
+ * What a re-sync does with one server, from this box's stamp of it (0: none), whether this box has an override of
+ * it, and Redis's entry: `take` Redis's (newer), `push` this box's (newer, or Redis has none), or `keep` (the same).
+ */
+export function reconcileServer(stamp: number, hasOverride: boolean, shared: { at: number } | undefined): 'take' | 'push' | 'keep' {
+  if (shared !== undefined) return shared.at > stamp ? 'take' : stamp > shared.at ? 'push' : 'keep';
+  return hasOverride || stamp > 0 ? 'push' : 'keep';
+}
+
+/**
+ * Which of the purges Redis keeps (`purges`, newest first, `full` when the list is at its cap) a re-sync at `now`
+ * (Redis's clock) applies, for a box that applied those up to `appliedUntil` (0: never synced) and the ones in
+ * `seen` since: `gap` when it may have missed some the list no longer holds (then it empties its zones); `apply`,
+ * oldest first; and how far it has applied after this one (`until`: a purge made later is stamped later).
+ */
+export function missedPurges(
+  purges: readonly SharedPurge[],
+  appliedUntil: number,
+  seen: { has(id: string): boolean },
+  now: number,
+  full: boolean,
+): { gap: boolean; apply: SharedPurge[]; until: number } {
+  const oldest = purges.at(-1);
+  const gap = appliedUntil > 0 && (oldest === undefined ? now - appliedUntil > PURGE_KEEP_MS : full && oldest.at > appliedUntil);
+  const apply = gap ? [] : purges.filter((purge) => purge.at > appliedUntil && !seen.has(purge.id)).reverse();
+  return { gap, apply, until: Math.max(now - 1, purges[0]?.at ?? 0, appliedUntil) };
+}
 
 /** The override an entry stands for (undefined: as the config has it). */
 function overrideOf(entry: { admin: ServerOverride['admin']; weight?: number }): ServerOverride | undefined {
@@ -361,15 +389,22 @@ export class ClusterOperator {
       const [upstream, server] = parseField(field)!;
       const entry = shared.get(field);
       const stamp = overrides.stamp(upstream, server);
-      if (entry !== undefined && entry.at > stamp) {
-        await this.#take(upstream, server, entry);
-      } else if (entry === undefined || stamp > entry.at) {
-        // Made here while Redis was away, or kept here from before the cluster (stamp 0): Redis takes it unless it
-        // has a newer one by now (then that one is applied here).
-        const stored = await this.#setServer(upstream, server, overrides.get(upstream, server), Math.max(stamp, 1));
-        if (stored === undefined) return;
-        if (stored.receivers < 0) await this.#take(upstream, server, stored.entry);
-        else await overrides.set(upstream, server, overrides.get(upstream, server), stored.entry.at).catch(() => undefined);
+      const override = overrides.get(upstream, server);
+      switch (reconcileServer(stamp, override !== undefined, entry)) {
+        case 'take':
+          await this.#take(upstream, server, entry!);
+          break;
+        case 'push': {
+          // Made here while Redis was away, or kept here from before the cluster (stamp 0): Redis takes it unless it
+          // has a newer one by now (then that one is applied here).
+          const stored = await this.#setServer(upstream, server, override, Math.max(stamp, 1));
+          if (stored === undefined) return;
+          if (stored.receivers < 0) await this.#take(upstream, server, stored.entry);
+          else await overrides.set(upstream, server, override, stored.entry.at).catch(() => undefined);
+          break;
+        }
+        case 'keep':
+          break;
       }
     }
   }
@@ -377,31 +412,25 @@ export class ClusterOperator {
   /** Applies the purges kept that this box has not (see the file comment), then moves `appliedUntil` to `now`. */
   async #syncPurges(now: number, texts: readonly string[]): Promise<void> {
     const purges = texts.flatMap((text) => parsePurge(text) ?? []);
-    const oldest = purges.at(-1);
-    const gap =
-      this.#appliedUntil > 0 &&
-      ((oldest === undefined && now - this.#appliedUntil > PURGE_KEEP_MS) || (oldest !== undefined && texts.length >= PURGE_CAP && oldest.at > this.#appliedUntil));
+    const { gap, apply, until } = missedPurges(purges, this.#appliedUntil, this.#seen, now, texts.length >= PURGE_CAP);
     if (gap) {
       this.#logger.warn({ applied_until: new Date(this.#appliedUntil).toISOString() }, 'cluster: this box was away longer than the purges kept in Redis reach back: every cache zone is emptied');
       for (const zone of this.#host.zones()) await zone.purgeMatching(() => true);
-    } else {
-      const missed = purges.filter((purge) => purge.at > this.#appliedUntil && !this.#seen.has(purge.id)).reverse();
-      const byZone = new Map<string, KeyMatch[]>();
-      for (const purge of missed) {
-        const match = this.#plan(purge);
-        if (match === undefined) continue;
-        let list = byZone.get(purge.zone);
-        if (list === undefined) byZone.set(purge.zone, (list = []));
-        list.push(match);
-      }
-      for (const [name, matches] of byZone) {
-        const zone = this.#host.zone(name);
-        if (zone === undefined) continue;
-        const removed = await zone.purgeMatching((key) => matches.some((match) => match(key)));
-        this.#logger.info({ zone: name, purges: matches.length, removed }, 'cluster: purges made while this box was away applied');
-      }
     }
-    const until = Math.max(now - 1, purges[0]?.at ?? 0, this.#appliedUntil);
+    const byZone = new Map<string, KeyMatch[]>();
+    for (const purge of apply) {
+      const match = this.#plan(purge);
+      if (match === undefined) continue;
+      let list = byZone.get(purge.zone);
+      if (list === undefined) byZone.set(purge.zone, (list = []));
+      list.push(match);
+    }
+    for (const [name, matches] of byZone) {
+      const zone = this.#host.zone(name);
+      if (zone === undefined) continue;
+      const removed = await zone.purgeMatching((key) => matches.some((match) => match(key)));
+      this.#logger.info({ zone: name, purges: matches.length, removed }, 'cluster: purges made while this box was away applied');
+    }
     for (const [id, at] of this.#seen) if (at <= until) this.#seen.delete(id);
     if (until !== this.#appliedUntil) {
       this.#appliedUntil = until;
