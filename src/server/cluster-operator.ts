@@ -268,11 +268,19 @@ export class ClusterOperator {
    */
   async ready(timeoutMs: number): Promise<boolean> {
     this.#open();
+    const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    // Given up at the deadline, or as soon as the link knows Redis is unreachable (a refused connection).
+    const late = new Promise<boolean>((resolve) => {
+      const check = (): void => {
+        if (Date.now() - started >= timeoutMs || this.#link.stats().down_since !== null) resolve(false);
+        else timer = setTimeout(check, 25);
+      };
+      check();
+    });
     try {
       const synced = await Promise.race([this.#firstSync.then(() => true), late]);
-      if (!synced) this.#logger.warn({ waited_ms: timeoutMs }, 'cluster: Redis did not answer at start: serving with the operator\'s actions kept in servers.json until it does');
+      if (!synced) this.#logger.warn({ waited_ms: Date.now() - started }, 'cluster: Redis did not answer at start: serving with the operator\'s actions kept in servers.json until it does');
       return synced;
     } finally {
       clearTimeout(timer);
