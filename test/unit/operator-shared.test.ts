@@ -1,5 +1,5 @@
 /**
- * The pure rules of the operator's actions across a cluster (src/server/cluster-operator.ts): which of a server's
+ * The pure rules of the operator's actions across a cluster (src/server/operator-shared.ts): which of a server's
  * two states wins at a re-sync (the newest stamp), which kept purges a box applies when it comes back, and the
  * stamps kept in servers.json.
  */
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import pino from 'pino';
-import { missedPurges, PURGE_KEEP_MS, reconcileServer, type SharedPurge } from '../../src/server/cluster-operator.js';
+import { missedPurges, PURGE_KEEP_MS, reconcileServer, type SharedPurge } from '../../src/server/operator-shared.js';
 import { ServerOverrides, SERVERS_FILE } from '../../src/server/operator.js';
 import { StateDir } from '../../src/tls/state-dir.js';
 
