@@ -1,9 +1,10 @@
 /**
  * The operator's actions across a cluster (docs/cluster.md, "Drains, weights and purges"): three `portico run`
  * boxes on 127.0.0.1-3, one real redis-server, two real app servers. A drain and a purge sent to one box take
- * effect on all three within a second; a box restarted keeps the drain, and one that was down when an action was
- * made gets it from Redis; enable reverses the drain everywhere; with Redis away an action applies to its box only
- * (and says so), and is shared when Redis is back.
+ * effect on all three within a second, and so does an unsafe method's invalidation; a box restarted keeps the drain,
+ * and one that was down when a weight was set and an object purged gets both from Redis before it serves (its disk
+ * tier included); enable reverses the drain everywhere; with Redis away a drain and a purge apply to their box only
+ * (and say so), and are shared when Redis is back (empty: the boxes put back what they hold).
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -232,19 +233,31 @@ sites:
     }
   });
 
-  test('with Redis away a drain applies to its own box and says it did not reach the cluster; Redis back (empty) gets it from that box and every box applies it', async (t) => {
+  test('with Redis away a drain and a purge apply to their own box and say they did not reach the cluster; Redis back (empty) gets them from that box and every box applies them', async (t) => {
     if (!requireTool(t, 'redis-server')) return;
+    for (const box of boxes.boxes) {
+      await get(box, '/c/away');
+      assert.match((await get(box, '/c/away')).cacheStatus, /^Portico; hit/, `${box.name} has /c/away cached`);
+    }
     await redis.kill();
     const answer = await admin(boxes.box(2), 'POST', 'upstreams/app/servers/b/drain');
     assert.equal(answer.status, 200, JSON.stringify(answer.json));
     assert.equal(answer.json.admin, 'draining');
     assert.equal(answer.json.cluster.shared, false);
     assert.match(answer.json.cluster.note, /Redis is unreachable/);
-    assert.equal((await serverOn(boxes.box(1), 'b')).admin, 'enabled', 'box 1 has not heard of it');
+    const purge = await admin(boxes.box(2), 'POST', 'caches/pages/purge', { url: `http://${HOST}/c/away` });
+    assert.equal(purge.json.purged, 1);
+    assert.equal(purge.json.cluster.shared, false);
+    assert.equal((await serverOn(boxes.box(1), 'b')).admin, 'enabled', 'box 1 has not heard of the drain');
+    assert.match((await get(boxes.box(1), '/c/away')).cacheStatus, /^Portico; hit/, 'box 1 has not heard of the purge');
     await redis.restart();
     const since = Date.now();
     const ms = await onEveryBox(boxes.boxes, 'b', (server) => server.admin === 'draining' && server.weight === 7, since, 15_000);
     t.diagnostic(`after Redis came back, the drain reached box1..3 in ${ms.join(', ')} ms`);
+    for (const box of [boxes.box(1), boxes.box(3)]) {
+      await eventually(async () => !/^Portico; hit/.test((await get(box, '/c/away')).cacheStatus), `${box.name}: the purge made while Redis was away`, 15_000);
+    }
+    t.diagnostic(`and the purge in ${Date.now() - since} ms`);
     // The servers' states that Redis lost are back in it: the newest change of each server, from the boxes.
     for (const box of boxes.boxes) assert.equal((await serverOn(box, 'a')).admin, 'enabled');
   });
