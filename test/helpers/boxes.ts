@@ -105,7 +105,9 @@ export class Boxes {
     const file = path.join(dir, 'portico.yaml');
     writeFileSync(file, boxConfig(this.#options, { index, name, host, dir }, this.prefix));
     const running = await PorticoProcess.start(file, dir, [], { PORTICO_CLUSTER_KEY: CLUSTER_KEY, ...this.#options.env });
-    const adminLine = /admin API on (\S+)/.exec(running.stderr);
+    // `portico run` names the admin listener just after its first listener: wait for the line when there is one.
+    const text = boxConfig(this.#options, { index, name, host, dir }, this.prefix);
+    const adminLine = /^admin:/m.test(text) ? /admin API on (https?:\/\/[^\s"]+)/.exec(await running.waitForLine(/admin API on https?:\/\//, 0)) : null;
     return { index, name, host, dir, process: running, port: running.port, origin: `http://${host}:${running.port}`, admin: adminLine?.[1] };
   }
 }
