@@ -109,6 +109,20 @@ export interface ScrapeSource {
   connections(): { open: number; streams: number };
   /** Each certificate served: its hosts and when it expires (ms since the epoch). */
   certificates(): ReadonlyArray<{ hosts: readonly string[]; notAfter: number }>;
+  /** The box's cluster link (undefined: no `cluster` section, and no `portico_cluster_*` series). */
+  cluster?(): ClusterGauge | undefined;
+}
+
+/** A box's link to the cluster's Redis at scrape time (docs/cluster.md). */
+export interface ClusterGauge {
+  /** Whether Redis answers. */
+  up: boolean;
+  /** The boxes the last heartbeat saw (this one included). */
+  boxes: number;
+  /** Outages since start. */
+  outages: number;
+  /** Calls that took their local fallback, by feature (`rate_limit`, `heartbeat`...). */
+  fallbacks: Readonly<Record<string, number>>;
 }
 
 const SERVER_STATES = ['healthy', 'ejected', 'unhealthy', 'down', 'draining', 'disabled'] as const;
@@ -425,6 +439,43 @@ export class Metrics {
       aggregator: 'min',
       collect() {
         fillGauge(this, metrics.source.certificates().map((c) => [{ hosts: c.hosts.join(',') }, Math.floor(c.notAfter / 1000)]));
+      },
+    });
+    const cluster = (): ClusterGauge | undefined => metrics.source.cluster?.();
+    new Gauge({
+      name: 'portico_cluster_redis_up',
+      help: 'Whether this box reaches the cluster\'s Redis (1) or runs on its local fallbacks (0).',
+      registers,
+      collect() {
+        const link = cluster();
+        fillGauge(this, link === undefined ? [] : [[{}, link.up ? 1 : 0]]);
+      },
+    });
+    new Gauge({
+      name: 'portico_cluster_boxes',
+      help: 'Boxes of the cluster the last heartbeat saw, this one included (kept while Redis is away).',
+      registers,
+      collect() {
+        const link = cluster();
+        fillGauge(this, link === undefined ? [] : [[{}, link.boxes]]);
+      },
+    });
+    new Counter({
+      name: 'portico_cluster_outages_total',
+      help: 'Times this box lost the cluster\'s Redis (each logged once, with its end).',
+      registers,
+      collect() {
+        const link = cluster();
+        fillCounter(this, link === undefined ? [] : [[{}, link.outages]]);
+      },
+    });
+    new Counter({
+      name: 'portico_cluster_fallbacks_total',
+      help: 'Calls to Redis that took their local fallback (Redis away, slow past the deadline, or failing), by feature.',
+      labelNames: ['feature'],
+      registers,
+      collect() {
+        fillCounter(this, Object.entries(cluster()?.fallbacks ?? {}).map(([feature, n]) => [{ feature }, n]));
       },
     });
   }
