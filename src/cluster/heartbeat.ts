@@ -133,13 +133,14 @@ export class Heartbeat {
     return { name: this.#link.name, id: this.#link.id, host: this.#host, pid: process.pid, ...this.#facts() };
   }
 
-  /** Beats now and every interval, and at once when Redis comes back (the re-sync). */
+  /** Beats now (or once Redis is reached) and every interval, and at once when Redis comes back (the re-sync). */
   start(): void {
     if (this.#timer !== undefined || this.#stopped) return;
     this.#timer = setInterval(() => void this.beat(), this.#intervalMs);
     this.#timer.unref();
     this.#offUp = this.#link.onUp(() => void this.beat());
-    void this.beat();
+    // Not connected yet (the link connects in the background): its first `onUp` brings the first beat.
+    if (this.#link.up) void this.beat();
   }
 
   /** One beat (at most one at a time: a beat asked for during one is that one). Never rejects. */

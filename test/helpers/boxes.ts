@@ -103,9 +103,12 @@ export class Boxes {
     const host = `127.0.0.${index}`;
     const name = `box${index}`;
     const file = path.join(dir, 'portico.yaml');
-    writeFileSync(file, boxConfig(this.#options, { index, name, host, dir }, this.prefix));
+    const text = boxConfig(this.#options, { index, name, host, dir }, this.prefix);
+    writeFileSync(file, text);
     const running = await PorticoProcess.start(file, dir, [], { PORTICO_CLUSTER_KEY: CLUSTER_KEY, ...this.#options.env });
-    const adminLine = /admin API on (\S+)/.exec(running.stderr);
+    // `run` prints the admin line after the serving line it waited for: wait for it too when there is one.
+    const hasAdmin = /^admin:\n(?: .*\n)*? {2}listen:/m.test(text);
+    const adminLine = hasAdmin ? /admin API on (\S+)/.exec(await running.waitForLine(/admin API on \S+/, 0, 5000)) : null;
     return { index, name, host, dir, process: running, port: running.port, origin: `http://${host}:${running.port}`, admin: adminLine?.[1] };
   }
 }
