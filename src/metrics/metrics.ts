@@ -201,6 +201,8 @@ function processMetrics(registry: Registry): void {
 export interface MetricsOptions {
   /** Process metrics (CPU, memory, file descriptors, heap, event loop: see `processMetrics`); default true. */
   processMetrics?: boolean;
+  /** The `portico_cluster_*` series, read from `source.cluster` (a box of a cluster); default false. */
+  cluster?: boolean;
 }
 
 /** The metrics of one Portico process (single, worker or primary). */
@@ -219,6 +221,7 @@ export class Metrics {
     this.unrouted = this.route(UNROUTED, 'none');
     if (options.processMetrics !== false) processMetrics(this.registry);
     this.#define();
+    if (options.cluster === true) this.#defineCluster();
   }
 
   /** The recorder of a route (the same one for the same id across reloads: counters never go back). */
@@ -441,6 +444,12 @@ export class Metrics {
         fillGauge(this, metrics.source.certificates().map((c) => [{ hosts: c.hosts.join(',') }, Math.floor(c.notAfter / 1000)]));
       },
     });
+  }
+
+  /** The cluster link's series (see `MetricsOptions.cluster`). */
+  #defineCluster(): void {
+    const registers = [this.registry];
+    const metrics = this;
     const cluster = (): ClusterGauge | undefined => metrics.source.cluster?.();
     new Gauge({
       name: 'portico_cluster_redis_up',
@@ -448,7 +457,7 @@ export class Metrics {
       registers,
       collect() {
         const link = cluster();
-        fillGauge(this, link === undefined ? [] : [[{}, link.up ? 1 : 0]]);
+        this.set(link?.up === true ? 1 : 0);
       },
     });
     new Gauge({
@@ -457,7 +466,7 @@ export class Metrics {
       registers,
       collect() {
         const link = cluster();
-        fillGauge(this, link === undefined ? [] : [[{}, link.boxes]]);
+        this.set(link?.boxes ?? 1);
       },
     });
     new Counter({
@@ -466,7 +475,8 @@ export class Metrics {
       registers,
       collect() {
         const link = cluster();
-        fillCounter(this, link === undefined ? [] : [[{}, link.outages]]);
+        this.reset();
+        this.inc(link?.outages ?? 0);
       },
     });
     new Counter({

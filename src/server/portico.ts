@@ -425,7 +425,7 @@ export class Portico {
   /** The process's metrics, made (with their scrape-time view of this server) on first need. */
   #metricsNow(): Metrics {
     if (this.#metrics !== undefined) return this.#metrics;
-    const metrics = new Metrics();
+    const metrics = new Metrics({ cluster: this.#cluster !== undefined });
     metrics.source = scrapeSource({
       upstreams: () => this.#liveUpstreams(),
       zones: () => this.#liveZones(),
