@@ -8,7 +8,8 @@
  *
  * Two processes that use one box name overwrite each other's record: each sees the other's id in the record it
  * replaces, and says so once (a warning). A process's first beat may replace the record of its own previous life
- * (a crash, a restart within the TTL), and an upgrade's new process its predecessor's: neither is a warning.
+ * (a crash, a restart within the TTL), and an upgrade's two processes each other's (the new record names its
+ * predecessor): none of these is a warning.
  *
  * Scope: process (one per `portico run`; a cluster box is one process).
  */
@@ -35,6 +36,8 @@ export interface BoxRecord {
   pid: number;
   /** When the process started (ISO 8601). */
   started: string;
+  /** The pid of the process an upgrade replaced with this one (on the same host), if any. */
+  predecessor?: number;
 }
 
 /** A box as the last heartbeat read it. */
@@ -130,7 +133,9 @@ export class Heartbeat {
 
   /** This box's record now. */
   record(): BoxRecord {
-    return { name: this.#link.name, id: this.#link.id, host: this.#host, pid: process.pid, ...this.#facts() };
+    const record: BoxRecord = { name: this.#link.name, id: this.#link.id, host: this.#host, pid: process.pid, ...this.#facts() };
+    if (this.#predecessor !== undefined) record.predecessor = this.#predecessor;
+    return record;
   }
 
   /** Beats now (or once Redis is reached) and every interval, and at once when Redis comes back (the re-sync). */
@@ -180,7 +185,8 @@ export class Heartbeat {
     if (text === '') return;
     const previous = parseRecord(text);
     if (previous === undefined || previous.id === this.#link.id || this.#beats === 0) return;
-    if (previous.host === this.#host && previous.pid === this.#predecessor) return;
+    // An upgrade: the new process replaces its predecessor's record, and the old one may beat once over the new one's.
+    if (previous.host === this.#host && (previous.pid === this.#predecessor || previous.predecessor === process.pid)) return;
     if (this.#warned.has(previous.id)) return;
     this.#warned.add(previous.id);
     this.#logger.warn(
