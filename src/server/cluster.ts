@@ -4,6 +4,7 @@
  * has one, and a reload keeps it (a changed section takes effect on restart, as `restart-only.ts` says); the
  * heartbeat's record follows the config serving (a reload changes its digest).
  */
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { ClusterLink } from '../cluster/link.js';
@@ -47,9 +48,14 @@ export function heartbeat(
     link,
     () => {
       const box = now();
-      return { version: process.version, digest: digestOf(box.config), address: box.listeners.map((l) => l.url), admin: box.admin, started };
+      return { version: process.version, digest: digestOf(box.config), address: box.listeners.map((l) => reachable(l.url)), admin: box.admin === null ? null : reachable(box.admin), started };
     },
     logger,
     process.predecessor === undefined ? {} : { predecessor: process.predecessor },
   );
+}
+
+/** A listener's URL as another machine would use it: a wildcard address (`0.0.0.0`, `[::]`) becomes the host name. */
+function reachable(url: string): string {
+  return url.replace(/^(https?:\/\/)(0\.0\.0\.0|\[::\])(?=:)/, `$1${hostname()}`);
 }
