@@ -8,8 +8,8 @@
  *
  * Two processes that use one box name overwrite each other's record: each sees the other's id in the record it
  * replaces, and says so once (a warning). A process's first beat may replace the record of its own previous life
- * (a crash, a restart within the TTL), and an upgrade's two processes each other's (the new record names its
- * predecessor): none of these is a warning.
+ * (a crash, a restart within the TTL), and an upgrade's new process its predecessor's (the new record names the
+ * predecessor, which from then on leaves the record alone): neither is a warning.
  *
  * Scope: process (one per `portico run`; a cluster box is one process).
  */
@@ -62,17 +62,26 @@ export interface HeartbeatOptions {
 }
 
 /**
- * One beat: writes the box's record (the one it replaced is returned first, to spot a duplicate name), renews the
- * box's entry in the set of names (score: when it expires, Redis's clock), drops expired names, and returns every
- * live record with its TTL left. KEYS: the box's key, the set of names; ARGV: record, TTL ms, name, records' key prefix.
+ * One beat: writes the box's record (the one it replaced is returned first, to spot a duplicate name) unless that
+ * one is its successor's (an upgrade's new process, on the same host, naming this pid: the old process stands
+ * down), renews the box's entry in the set of names (score: when it expires, Redis's clock), drops expired names,
+ * and returns every live record with its TTL left. KEYS: the box's key, the set of names; ARGV: record, TTL ms,
+ * name, records' key prefix, pid, host, link id.
  */
 const BEAT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local previous = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+local successor = false
+if previous then
+  local ok, record = pcall(cjson.decode, previous)
+  successor = ok and type(record) == 'table' and record.id ~= ARGV[7] and record.host == ARGV[6] and record.predecessor == tonumber(ARGV[5])
+end
+if not successor then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('PEXPIRE', KEYS[2], ttl * 2)
 local out = { previous or '' }
@@ -115,6 +124,8 @@ export class Heartbeat {
   #beating: Promise<void> | undefined;
   readonly #warned = new Set<string>();
   #stopped = false;
+  /** When Redis last came back (0: not yet): for a TTL from then, the others may not have re-announced themselves. */
+  #upAt = 0;
 
   constructor(link: ClusterLink, facts: () => BoxFacts, logger: Logger, options: HeartbeatOptions = {}) {
     this.#link = link;
@@ -143,7 +154,10 @@ export class Heartbeat {
     if (this.#timer !== undefined || this.#stopped) return;
     this.#timer = setInterval(() => void this.beat(), this.#intervalMs);
     this.#timer.unref();
-    this.#offUp = this.#link.onUp(() => void this.beat());
+    this.#offUp = this.#link.onUp(() => {
+      this.#upAt = Date.now();
+      void this.beat();
+    });
     // Not connected yet (the link connects in the background): its first `onUp` brings the first beat.
     if (this.#link.up) void this.beat();
   }
@@ -160,7 +174,7 @@ export class Heartbeat {
     const record = this.record();
     const answer = await link.attempt(
       'heartbeat',
-      (redis) => redis.eval(BEAT, 2, link.key('box', record.name), link.key('boxes'), JSON.stringify(record), this.#ttlMs, record.name, link.key('box', '')) as Promise<unknown>,
+      (redis) => redis.eval(BEAT, 2, link.key('box', record.name), link.key('boxes'), JSON.stringify(record), this.#ttlMs, record.name, link.key('box', ''), process.pid, this.#host, link.id) as Promise<unknown>,
       () => undefined,
       this.#timeoutMs,
     );
@@ -177,7 +191,10 @@ export class Heartbeat {
     seen.sort((a, b) => a.name.localeCompare(b.name));
     this.#seen = seen;
     this.#beats++;
-    link.boxes = seen.length;
+    // Redis back empty (a restart): the boxes re-announce themselves over one beat. Until a TTL has passed, the
+    // count a rate limit shares by while Redis is away does not drop (a second outage right away would otherwise
+    // find it at 1, and every box limiting at the whole rate).
+    link.boxes = readAt - this.#upAt < this.#ttlMs ? Math.max(link.boxes, seen.length) : seen.length;
   }
 
   /** The record this beat replaced: another process's, on a beat but the first, is a second process with this name. */
