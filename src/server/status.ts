@@ -251,7 +251,7 @@ export function clusterStatus(link: ClusterLink, heartbeat: Heartbeat): ClusterS
 }
 
 /** The digest most of `digests` are (a tie: `own` when it is among the most, else the first of them by text). */
-function commonDigest(digests: readonly string[], own: string): string {
+export function commonDigest(digests: readonly string[], own: string): string {
   const counts = new Map<string, number>();
   for (const digest of digests) counts.set(digest, (counts.get(digest) ?? 0) + 1);
   const most = Math.max(0, ...counts.values());
