@@ -99,7 +99,8 @@ return out
 /** Deletes the box's record and name if the record is this process's. KEYS: the box's key, the set; ARGV: id, name. */
 const LEAVE = `
 local record = redis.call('GET', KEYS[1])
-if record and cjson.decode(record).id == ARGV[1] then
+local ok, decoded = pcall(cjson.decode, record or '')
+if ok and type(decoded) == 'table' and decoded.id == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
   return 1
@@ -202,7 +203,7 @@ export class Heartbeat {
     if (text === '') return;
     const previous = parseRecord(text);
     if (previous === undefined || previous.id === this.#link.id || this.#beats === 0) return;
-    // An upgrade: the new process replaces its predecessor's record, and the old one may beat once over the new one's.
+    // An upgrade: the new process replaces its predecessor's record; the old one then reads the new one's (and leaves it).
     if (previous.host === this.#host && (previous.pid === this.#predecessor || previous.predecessor === process.pid)) return;
     if (this.#warned.has(previous.id)) return;
     this.#warned.add(previous.id);
