@@ -36,13 +36,24 @@ interface RedisDownRun {
   downMs: number;
 }
 
+/** What a feature's test adds to the run. */
+interface RedisDownOptions {
+  /** The paths the load requests in turn (default `/`, `/a`, `/b`). */
+  paths?: readonly string[];
+  /** Routes or config added to every box (`proxyBox`'s options but the backend). */
+  box?: Omit<ProxyBoxOptions, 'backend'>;
+  /** Called once every box reports Redis down (the load still running): a feature checks its fallback here. */
+  whileDown?(boxes: Boxes): Promise<void>;
+  /** Called once every box has re-synced (the load still running): a feature checks it is cluster-wide again. */
+  afterBack?(boxes: Boxes): Promise<void>;
+}
+
 /**
  * Three boxes proxying to one backend under a steady load: Redis killed once `PER_PHASE` answers came, restarted
  * once `PER_PHASE` more came while it was down (and every box's heartbeat fell back), the load stopped once every
- * box re-synced and `PER_PHASE` more came. `options.box` adds routes or config to every box, `options.paths` the
- * paths the load requests in turn.
+ * box re-synced and `PER_PHASE` more came. See `RedisDownOptions` for what a feature adds.
  */
-async function redisDownUnderLoad(options: { paths?: readonly string[]; box?: Omit<ProxyBoxOptions, 'backend'> } = {}): Promise<RedisDownRun> {
+async function redisDownUnderLoad(options: RedisDownOptions = {}): Promise<RedisDownRun> {
   const paths = options.paths ?? ['/', '/a', '/b'];
   const redis = await RedisServer.start();
   const backend = await startUpstream('from the app');
@@ -66,6 +77,7 @@ async function redisDownUnderLoad(options: { paths?: readonly string[]; box?: Om
       return !cluster.redis.up && (cluster.redis.fallbacks.heartbeat ?? 0) >= 1 ? cluster : undefined;
     }, `${box.name} reports Redis down and a heartbeat fallback`));
     const atKill = load.answered();
+    await options.whileDown?.(all);
     await answered(atKill + PER_PHASE, 'answers while Redis is down');
 
     await redis.restart();
@@ -75,6 +87,7 @@ async function redisDownUnderLoad(options: { paths?: readonly string[]; box?: Om
     const after = new Map<string, ClusterStatus>();
     for (const box of all.boxes) after.set(box.name, await waitForBoxes(box, NAMES, back, 10_000));
     const atBack = load.answered();
+    await options.afterBack?.(all);
     await answered(atBack + PER_PHASE, 'answers after Redis is back');
     const report = await load.stop();
 
