@@ -14,7 +14,7 @@ import { api } from './api.js';
 import { drawChart } from './chart.js';
 import { $, el, setText, toast } from './dom.js';
 import { count, date, duration, ms, percent, rate, shortId } from './format.js';
-import { renderCaches, renderCertificates, renderRoutes, renderUpstreams, updateServerRow } from './tables.js';
+import { renderBoxes, renderCaches, renderCertificates, renderRoutes, renderUpstreams, updateServerRow } from './tables.js';
 import { HISTORY_S, TrafficHistory } from './traffic.js';
 
 /** A status older than this marks the page stale. */
@@ -331,6 +331,7 @@ function drawTables(r) {
   renderCaches($('caches'), $('caches-empty'), r, ACTIONS);
   renderCertificates($('certs'), $('certs-empty'), r);
   renderRoutes($('routes'), $('routes-empty'), r);
+  renderBoxes($('boxes-panel'), $('boxes'), $('boxes-sub'), $('boxes-mismatch'), r);
 }
 
 function renderFacts(r) {

@@ -1,5 +1,6 @@
 /*
- * Portico's dashboard: the tables of a StatusReport (upstream servers, cache zones, certificates, routes). Rows
+ * Portico's dashboard: the tables of a StatusReport (upstream servers, cache zones, certificates, routes, the
+ * cluster's boxes). Rows
  * with controls (servers, zones) are kept between reports and updated in place; the others are rebuilt.
  */
 import { el, setText } from './dom.js';
@@ -241,4 +242,33 @@ export function renderRoutes(table, empty, r) {
     return row;
   });
   tbody.replaceChildren(...rows);
+}
+
+/**
+ * Draws the cluster's boxes of report `r` into `table` (the `panel` hidden without a cluster part): this box's
+ * Redis link in `sub`, and in `mismatch` the boxes whose config digest is not the cluster's.
+ */
+export function renderBoxes(panel, table, sub, mismatch, r) {
+  const cluster = r.cluster;
+  panel.hidden = !cluster;
+  if (!cluster) return;
+  const redis = cluster.redis || {};
+  const fallbacks = Object.entries(redis.fallbacks || {}).map(([feature, n]) => `${feature} ${count(n)}`).join(', ');
+  setText(sub, `${cluster.name} in ${cluster.prefix}: ${redis.up ? 'Redis up' : `Redis DOWN${redis.down_since ? ` since ${ago(redis.down_since)}` : ''}: local fallbacks`}, ${count(redis.outages)} outages${fallbacks ? `, fallbacks: ${fallbacks}` : ''}`);
+  sub.className = redis.up ? 'muted' : 'bad-text';
+  const boxes = Array.isArray(cluster.boxes) ? cluster.boxes : [];
+  const odd = boxes.filter((b) => b.digest_differs).map((b) => b.name);
+  mismatch.hidden = odd.length === 0;
+  setText(mismatch, odd.length === 0 ? '' : `Config digest differs from the cluster's (${cluster.digest}) on: ${odd.join(', ')}`);
+  const rows = boxes.map((b) => {
+    const row = el('tr', b.digest_differs ? 'row-bad' : 'row-ok');
+    row.append(el('th', 'mono', `${b.name}${b.self ? ' (this)' : ''}`, { scope: 'row' }));
+    row.append(el('td', '', b.version || '–'));
+    row.append(el('td', `mono ${b.digest_differs ? 'bad-text' : ''}`, `${b.digest || '–'}${b.digest_differs ? ' differs' : ''}`));
+    row.append(el('td', 'mono', Array.isArray(b.address) && b.address.length ? b.address.join(' ') : '–'));
+    row.append(el('td', 'mono', b.admin || '–'));
+    row.append(el('td', '', b.last_seen ? ago(b.last_seen) : 'not yet', { title: date(b.last_seen) }));
+    return row;
+  });
+  table.querySelector('tbody').replaceChildren(...rows);
 }

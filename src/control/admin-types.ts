@@ -144,6 +144,44 @@ export interface StatusReport extends ProcessStatus {
   certificates: CertificateStatus[];
   /** Whether traffic is counted (the config has an `admin` section). */
   counting: boolean;
+  /** With a `cluster` section: this box, its Redis link and every box seen (docs/cluster.md, "Boxes and status"). */
+  cluster?: ClusterStatus;
+}
+
+/** One box of the cluster, as the heartbeats in Redis show it. */
+export interface BoxStatus {
+  name: string;
+  version: string;
+  /** Its config's meaning digest (what legitimately differs per box left out: docs/cluster.md). */
+  digest: string;
+  /** Each listener's URL. */
+  address: string[];
+  /** Its admin API's URL (null: none on TCP). */
+  admin: string | null;
+  host: string;
+  pid: number;
+  started: string;
+  /** Its last heartbeat (ISO 8601; null: this box, not written yet). */
+  last_seen: string | null;
+  /** Whether this is the box answering. */
+  self: boolean;
+  /** Whether its digest is not the cluster's (the one most boxes have; a tie: this box's). */
+  digest_differs: boolean;
+}
+
+/** The cluster part of `GET /status`. */
+export interface ClusterStatus {
+  /** This box's name and the cluster's key prefix. */
+  name: string;
+  prefix: string;
+  /** This box's link to Redis: up or down (since when), outages since start, local fallbacks by feature. */
+  redis: { up: boolean; down_since: string | null; outages: number; fallbacks: Record<string, number> };
+  /** The cluster's config digest: the one most boxes have (a tie: this box's). */
+  digest: string;
+  /** Whether any box's digest is not the cluster's. */
+  digest_differs: boolean;
+  /** Every box seen by the last heartbeat (kept while Redis is away; `last_seen` then ages), by name. */
+  boxes: BoxStatus[];
 }
 
 /** An operator's action on one server. */

@@ -1,7 +1,7 @@
 /**
  * `portico status` as a person reads it: the process's lines (version, config, listeners, operation, workers,
- * instances), then tables of upstream servers, routes, cache zones and certificates from the `StatusReport` (see
- * admin-types.ts). Pure: the caller says whether to colour and what time it is. Every field is read defensively,
+ * instances), the cluster's boxes (a box of a cluster), then tables of upstream servers, routes, cache zones and
+ * certificates from the `StatusReport` (see admin-types.ts). Pure: the caller says whether to colour and what time it is. Every field is read defensively,
  * since an older Portico answers `status` with fewer fields: a missing table is left out, a missing cell is `-`.
  */
 import { displayPath } from '../config/load.js';
@@ -290,6 +290,42 @@ function certificateTable(result: Record<string, unknown>, colour: boolean): str
   return ['', ...table(colour, columns, rows)];
 }
 
+/**
+ * The cluster's lines (a box of a cluster): this box, its Redis link, a warning when a box's config digest differs,
+ * then the boxes' table.
+ */
+function clusterLines(result: Record<string, unknown>, colour: boolean, now: number): string[] {
+  const cluster = obj(result.cluster);
+  if (!cluster) return [];
+  const redis = obj(cluster.redis) ?? {};
+  const fallbacks = Object.entries(obj(redis.fallbacks) ?? {})
+    .map(([feature, n]) => `${feature} ${count(n)}`)
+    .join(', ');
+  const link =
+    redis.up === true
+      ? paint(colour, 'green', 'Redis up')
+      : paint(colour, 'red', `Redis DOWN${typeof redis.down_since === 'string' ? ` since ${ago(redis.down_since, now)}` : ''}: local fallbacks`);
+  const boxes = list(cluster.boxes);
+  const odd = boxes.filter((b) => b.digest_differs === true).map((b) => str(b.name));
+  const lines = [
+    `cluster   ${str(cluster.name)} in ${str(cluster.prefix)}: ${link}, ${count(redis.outages)} outages${fallbacks === '' ? '' : `, fallbacks: ${fallbacks}`}`,
+    ...(cluster.digest_differs === true
+      ? [paint(colour, 'red', `MISMATCH  config digest differs from the cluster's (${str(cluster.digest)}) on: ${odd.join(', ')}`)]
+      : []),
+  ];
+  if (boxes.length === 0) return lines;
+  const rows = boxes.map((b): Cell[] => [
+    { text: `${str(b.name)}${b.self === true ? ' (this)' : ''}` },
+    { text: str(b.version) },
+    { text: `${str(b.digest)}${b.digest_differs === true ? ' DIFFERS' : ''}`, colour: b.digest_differs === true ? 'red' : undefined },
+    { text: Array.isArray(b.address) && b.address.length > 0 ? b.address.map(String).join(' ') : '-' },
+    { text: str(b.admin) },
+    { text: b.last_seen === null ? 'not yet' : ago(b.last_seen, now) },
+  ]);
+  const columns: Column[] = [{ title: 'BOX' }, { title: 'VERSION' }, { title: 'DIGEST' }, { title: 'ADDRESS' }, { title: 'ADMIN' }, { title: 'LAST SEEN' }];
+  return [...lines, '', ...table(colour, columns, rows)];
+}
+
 /** A whole-traffic summary line from `totals`, when the report counts traffic. */
 function totalsLines(result: Record<string, unknown>): string[] {
   const totals = obj(result.totals);
@@ -307,6 +343,7 @@ export function statusLines(result: Record<string, unknown>, options: { colour: 
   return [
     ...processLines(result, colour),
     ...totalsLines(result),
+    ...clusterLines(result, colour, now),
     ...serverTable(result, colour, now),
     ...routeTable(result, colour),
     ...cacheTable(result, colour),

@@ -109,6 +109,20 @@ export interface ScrapeSource {
   connections(): { open: number; streams: number };
   /** Each certificate served: its hosts and when it expires (ms since the epoch). */
   certificates(): ReadonlyArray<{ hosts: readonly string[]; notAfter: number }>;
+  /** The box's cluster link (undefined: no `cluster` section, and no `portico_cluster_*` series). */
+  cluster?(): ClusterGauge | undefined;
+}
+
+/** A box's link to the cluster's Redis at scrape time (docs/cluster.md). */
+export interface ClusterGauge {
+  /** Whether Redis answers. */
+  up: boolean;
+  /** The boxes the last heartbeat saw (this one included). */
+  boxes: number;
+  /** Outages since start. */
+  outages: number;
+  /** Calls that took their local fallback, by feature (`rate_limit`, `heartbeat`...). */
+  fallbacks: Readonly<Record<string, number>>;
 }
 
 const SERVER_STATES = ['healthy', 'ejected', 'unhealthy', 'down', 'draining', 'disabled'] as const;
@@ -187,6 +201,8 @@ function processMetrics(registry: Registry): void {
 export interface MetricsOptions {
   /** Process metrics (CPU, memory, file descriptors, heap, event loop: see `processMetrics`); default true. */
   processMetrics?: boolean;
+  /** The `portico_cluster_*` series, read from `source.cluster` (a box of a cluster); default false. */
+  cluster?: boolean;
 }
 
 /** The metrics of one Portico process (single, worker or primary). */
@@ -205,6 +221,7 @@ export class Metrics {
     this.unrouted = this.route(UNROUTED, 'none');
     if (options.processMetrics !== false) processMetrics(this.registry);
     this.#define();
+    if (options.cluster === true) this.#defineCluster();
   }
 
   /** The recorder of a route (the same one for the same id across reloads: counters never go back). */
@@ -425,6 +442,50 @@ export class Metrics {
       aggregator: 'min',
       collect() {
         fillGauge(this, metrics.source.certificates().map((c) => [{ hosts: c.hosts.join(',') }, Math.floor(c.notAfter / 1000)]));
+      },
+    });
+  }
+
+  /** The cluster link's series (see `MetricsOptions.cluster`). */
+  #defineCluster(): void {
+    const registers = [this.registry];
+    const metrics = this;
+    const cluster = (): ClusterGauge | undefined => metrics.source.cluster?.();
+    new Gauge({
+      name: 'portico_cluster_redis_up',
+      help: 'Whether this box reaches the cluster\'s Redis (1) or runs on its local fallbacks (0).',
+      registers,
+      collect() {
+        const link = cluster();
+        this.set(link?.up === true ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'portico_cluster_boxes',
+      help: 'Boxes of the cluster the last heartbeat saw, this one included (kept while Redis is away).',
+      registers,
+      collect() {
+        const link = cluster();
+        this.set(link?.boxes ?? 1);
+      },
+    });
+    new Counter({
+      name: 'portico_cluster_outages_total',
+      help: 'Times this box lost the cluster\'s Redis (each logged once, with its end).',
+      registers,
+      collect() {
+        const link = cluster();
+        this.reset();
+        this.inc(link?.outages ?? 0);
+      },
+    });
+    new Counter({
+      name: 'portico_cluster_fallbacks_total',
+      help: 'Calls to Redis that took their local fallback (Redis away, slow past the deadline, or failing), by feature.',
+      labelNames: ['feature'],
+      registers,
+      collect() {
+        fillCounter(this, Object.entries(cluster()?.fallbacks ?? {}).map(([feature, n]) => [{ feature }, n]));
       },
     });
   }

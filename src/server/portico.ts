@@ -46,10 +46,11 @@ import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ClusterLink } from '../cluster/link.js';
-import { clusterLink } from './cluster.js';
+import { clusterLink, heartbeat } from './cluster.js';
+import type { Heartbeat } from '../cluster/heartbeat.js';
 import { ClusterOperator } from './cluster-operator.js';
 import type { ProcessStatus } from '../control/admin-types.js';
-import { certificateStatuses, processStatus, scrapeSource, statusReport } from './status.js';
+import { certificateStatuses, clusterStatus, processStatus, scrapeSource, statusReport } from './status.js';
 
 /** The state directory's file that keeps the sticky cookie's key across restarts. */
 const STICKY_KEY_FILE = 'sticky.key';
@@ -188,6 +189,8 @@ export class Portico {
   readonly #cluster: ClusterLink | undefined;
   /** The operator's actions and purges shared with the other boxes (docs/cluster.md, "Drains, weights and purges"). */
   readonly #shared: ClusterOperator | undefined;
+  /** This box's heartbeat in the cluster (its record, the boxes seen): started once the listeners are bound. */
+  readonly #heartbeat: Heartbeat | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -223,6 +226,11 @@ export class Portico {
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#cluster = clusterLink(config, logger);
     this.#shared = this.#cluster === undefined || this.#worker !== undefined ? undefined : this.#clusterOperator(this.#cluster);
+    this.#heartbeat = heartbeat(this.#cluster, () => ({ config: this.#app.config, listeners: this.#listenerList(), admin: this.adminUrl }), logger, {
+      version: options.version ?? 'unknown',
+      startedAt: this.#startedAt,
+      predecessor: options.successorOf?.predecessor,
+    });
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
@@ -393,6 +401,15 @@ export class Portico {
     return { config: config.file, warnings, deploying };
   }
 
+  /** Each listener's bound address and URL. */
+  #listenerList(): Array<{ address: string; url: string }> {
+    const config = this.#app.config;
+    return this.#listeners.addresses.map((address, i) => {
+      const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+      return { address: `${host}:${address.port}`, url: `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
+    });
+  }
+
   /** What `status` reports about this process. */
   #status(): Record<string, unknown> {
     const config = this.#app.config;
@@ -403,10 +420,7 @@ export class Portico {
       config: config.file,
       state_dir: this.#state?.path ?? null,
       control_socket: this.#control?.socket ?? null,
-      listeners: this.#listeners.addresses.map((address, i) => {
-        const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-        return { address: `${host}:${address.port}`, url: `${config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
-      }),
+      listeners: this.#listenerList(),
       instances: this.#supervisor?.slots() ?? [],
     };
   }
@@ -438,13 +452,14 @@ export class Portico {
   /** The process's metrics, made (with their scrape-time view of this server) on first need. */
   #metricsNow(): Metrics {
     if (this.#metrics !== undefined) return this.#metrics;
-    const metrics = new Metrics();
+    const metrics = new Metrics({ cluster: this.#cluster !== undefined });
     metrics.source = scrapeSource({
       upstreams: () => this.#liveUpstreams(),
       zones: () => this.#liveZones(),
       connections: () => ({ open: this.#listeners.openConnections, streams: this.#app.openStreams() }),
       // A worker's certificates are the primary's: it reports them.
       certificates: () => (this.#worker === undefined ? this.#certificateStatuses() : []),
+      cluster: this.#cluster,
     });
     this.#metrics = metrics;
     return metrics;
@@ -501,6 +516,7 @@ export class Portico {
       certificates: this.#certificateStatuses(),
       counting: this.#counting,
       process: this.processStatus(),
+      cluster: this.#cluster === undefined || this.#heartbeat === undefined ? undefined : clusterStatus(this.#cluster, this.#heartbeat),
     });
   }
 
@@ -704,6 +720,7 @@ export class Portico {
     await this.#admin?.start(this.#app.config);
     // The pid file names the process that serves: this one from now (the old one leaves it when it stops).
     this.#writePidFile();
+    this.#heartbeat?.start();
   }
 
   /** Writes the pid file: `portico run`'s (default in the state directory), or one the config names. */
@@ -754,6 +771,7 @@ export class Portico {
       // Likewise the admin listener: an upgrade's new process binds it in `succeeded`.
       if (!upgrading) await this.#admin?.start(this.#app.config);
       if (!upgrading) this.#writePidFile();
+      if (!upgrading) this.#heartbeat?.start();
     } catch (err) {
       await this.#admin?.stop(0);
       await this.#control?.stop(0);
@@ -926,7 +944,8 @@ export class Portico {
     this.#stopped = true;
     this.#operations.stop();
     this.#admin?.stopping();
-    await Promise.all([this.#control?.stop(), this.#admin?.stop()]);
+    // The box leaves the cluster's list first: it takes no new connections from here.
+    await Promise.all([this.#control?.stop(), this.#admin?.stop(), this.#heartbeat?.stop()]);
     this.#acme?.stop();
     await this.#listeners.stop(graceMs, lingerIdle);
     // Every client is gone: configs still draining after a reload stop now.

@@ -5,7 +5,7 @@
  * state); the certificates served; and the `ScrapeSource` the metrics registry reads the same objects through.
  */
 import { X509Certificate } from 'node:crypto';
-import type { CacheStatus, CertificateStatus, LatencyHistogram, ProcessStatus, RouteStatus, ServerState, ServerStatus, StatusClasses, StatusReport, TrafficStats, UpstreamStatus } from '../control/admin-types.js';
+import type { BoxStatus, CacheStatus, CertificateStatus, ClusterStatus, LatencyHistogram, ProcessStatus, RouteStatus, ServerState, ServerStatus, StatusClasses, StatusReport, TrafficStats, UpstreamStatus } from '../control/admin-types.js';
 import type { Config } from '../config/load.js';
 import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -13,6 +13,8 @@ import type { UpstreamServer } from '../upstream/server.js';
 import type { AcmeManager } from '../tls/acme.js';
 import type { CacheGauge, CacheTally, Metrics, RouteTraffic, ScrapeSource, ServerGauge } from '../metrics/metrics.js';
 import { cumulative, percentiles, sumHistograms, Traffic } from '../metrics/traffic.js';
+import type { ClusterLink } from '../cluster/link.js';
+import type { Heartbeat } from '../cluster/heartbeat.js';
 
 /**
  * Traffic figures with their histogram: what a worker sends the primary, so that percentiles over every worker
@@ -189,6 +191,8 @@ export interface ReportParts {
   counting: boolean;
   /** This process's view, or the workers' merged (histograms still in: they are taken out here). */
   process: ProcessStatus;
+  /** The cluster part (with a `cluster` section). */
+  cluster?: ClusterStatus | undefined;
 }
 
 /** The status report (`GET /status`) from its parts. */
@@ -205,7 +209,54 @@ export function statusReport(parts: ReportParts): StatusReport {
     certificates: parts.certificates,
     counting: parts.counting,
     ...withoutHistograms(parts.process),
+    ...(parts.cluster === undefined ? {} : { cluster: parts.cluster }),
   };
+}
+
+/**
+ * The cluster part of the report: the link's figures and the boxes the last heartbeat read (this box added when
+ * it has not been read yet: Redis away since start). A box's digest differs when it is not the one most boxes have
+ * (a tie: this box's), so every box of the cluster flags the same odd one out.
+ */
+export function clusterStatus(link: ClusterLink, heartbeat: Heartbeat): ClusterStatus {
+  const self = heartbeat.record();
+  const seen = heartbeat.seen.map((box) => ({ ...box, last_seen: new Date(box.seenAt).toISOString() as string | null }));
+  if (!seen.some((box) => box.id === self.id)) seen.push({ ...self, seenAt: 0, last_seen: null });
+  seen.sort((a, b) => a.name.localeCompare(b.name));
+  const digest = commonDigest(seen.map((box) => box.digest), self.digest);
+  const boxes = seen.map(
+    (box): BoxStatus => ({
+      name: box.name,
+      version: box.version,
+      digest: box.digest,
+      address: box.address,
+      admin: box.admin,
+      host: box.host,
+      pid: box.pid,
+      started: box.started,
+      last_seen: box.last_seen,
+      self: box.id === self.id,
+      digest_differs: box.digest !== digest,
+    }),
+  );
+  const stats = link.stats();
+  return {
+    name: link.name,
+    prefix: link.settings.prefix,
+    redis: { up: stats.up, down_since: stats.down_since === null ? null : new Date(stats.down_since).toISOString(), outages: stats.outages, fallbacks: stats.fallbacks },
+    digest,
+    digest_differs: boxes.some((box) => box.digest_differs),
+    boxes,
+  };
+}
+
+/** The digest most of `digests` are (a tie: `own` when it is among the most, else the first of them by text). */
+export function commonDigest(digests: readonly string[], own: string): string {
+  const counts = new Map<string, number>();
+  for (const digest of digests) counts.set(digest, (counts.get(digest) ?? 0) + 1);
+  const most = Math.max(0, ...counts.values());
+  if ((counts.get(own) ?? 0) === most) return own;
+  return [...counts].filter(([, n]) => n === most).map(([digest]) => digest).sort()[0] ?? own;
 }
 
 /** The report served: the per-route, per-upstream and per-server histograms (kept for merging) taken out. */
@@ -288,6 +339,8 @@ export interface SourceParts {
   zones(): readonly CacheZone[];
   connections(): { open: number; streams: number };
   certificates(): readonly CertificateStatus[];
+  /** The box's cluster link, when the config has `cluster`. */
+  cluster?: ClusterLink | undefined;
 }
 
 /** The `ScrapeSource` of a process: servers, zones, connections and certificates, read when scraped. */
@@ -318,5 +371,11 @@ export function scrapeSource(parts: SourceParts): ScrapeSource {
         .certificates()
         .filter((c) => c.not_after !== '')
         .map((c) => ({ hosts: c.hosts, notAfter: Date.parse(c.not_after) })),
+    cluster: () => {
+      const link = parts.cluster;
+      if (link === undefined) return undefined;
+      const stats = link.stats();
+      return { up: stats.up, boxes: link.boxes, outages: stats.outages, fallbacks: stats.fallbacks };
+    },
   };
 }

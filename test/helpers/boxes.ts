@@ -103,11 +103,12 @@ export class Boxes {
     const host = `127.0.0.${index}`;
     const name = `box${index}`;
     const file = path.join(dir, 'portico.yaml');
-    writeFileSync(file, boxConfig(this.#options, { index, name, host, dir }, this.prefix));
-    const running = await PorticoProcess.start(file, dir, [], { PORTICO_CLUSTER_KEY: CLUSTER_KEY, ...this.#options.env });
-    // `portico run` names the admin listener just after its first listener: wait for the line when there is one.
     const text = boxConfig(this.#options, { index, name, host, dir }, this.prefix);
-    const adminLine = /^admin:/m.test(text) ? /admin API on (https?:\/\/[^\s"]+)/.exec(await running.waitForLine(/admin API on https?:\/\//, 0)) : null;
+    writeFileSync(file, text);
+    const running = await PorticoProcess.start(file, dir, [], { PORTICO_CLUSTER_KEY: CLUSTER_KEY, ...this.#options.env });
+    // `portico run` names the admin listener just after the serving line it waited for: wait for it too when there is one.
+    const hasAdmin = /^admin:.*\blisten:|^admin:\n(?: .*\n)*? {2}listen:/m.test(text);
+    const adminLine = hasAdmin ? /admin API on (https?:\/\/[^\s"]+)/.exec(await running.waitForLine(/admin API on https?:\/\//, 0)) : null;
     return { index, name, host, dir, process: running, port: running.port, origin: `http://${host}:${running.port}`, admin: adminLine?.[1] };
   }
 }

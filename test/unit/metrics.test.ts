@@ -206,4 +206,23 @@ describe('prom-client text from the recorders', () => {
     // Health is the same fact in each process: not summed.
     assert.match(text, /^portico_upstream_server_up\{upstream="u",server="s"\} 1$/m);
   });
+
+  test('the portico_cluster_* series come from the cluster link at scrape time, and a box without cluster has none', async () => {
+    const alone = await new Metrics({ processMetrics: false }).text();
+    assert.doesNotMatch(alone, /^portico_cluster_\w+(\{[^}]*\})? /m);
+    const metrics = new Metrics({ processMetrics: false, cluster: true });
+    let link = { up: true, boxes: 3, outages: 0, fallbacks: {} as Record<string, number> };
+    metrics.source = { ...metrics.source, cluster: () => link };
+    const up = await metrics.text();
+    assert.match(up, /^portico_cluster_redis_up 1$/m);
+    assert.match(up, /^portico_cluster_boxes 3$/m);
+    assert.match(up, /^portico_cluster_outages_total 0$/m);
+    assert.doesNotMatch(up, /^portico_cluster_fallbacks_total\{/m);
+    link = { up: false, boxes: 3, outages: 1, fallbacks: { rate_limit: 12, heartbeat: 2 } };
+    const down = await metrics.text();
+    assert.match(down, /^portico_cluster_redis_up 0$/m);
+    assert.match(down, /^portico_cluster_outages_total 1$/m);
+    assert.match(down, /^portico_cluster_fallbacks_total\{feature="rate_limit"\} 12$/m);
+    assert.match(down, /^portico_cluster_fallbacks_total\{feature="heartbeat"\} 2$/m);
+  });
 });

@@ -219,3 +219,38 @@ test("with workers, each worker's pid, and one that did not answer the status qu
   const coloured = statusLines(withWorkers as unknown as Record<string, unknown>, { colour: true, now: NOW }).join('\n');
   assert.match(coloured, /2: pid 11 \x1b\[31m\(no answer\)\x1b\[39m/);
 });
+
+test("a cluster box's status shows its Redis link, a Boxes table, and the boxes whose config digest differs", () => {
+  const box = (name: string, digest: string, self: boolean, differs: boolean) => ({
+    name,
+    version: '0.1.0',
+    digest,
+    address: [`http://10.0.0.${name.slice(-1)}:80/`],
+    admin: null,
+    host: 'h',
+    pid: 1,
+    started: '2026-12-06T03:00:00.000Z',
+    last_seen: '2026-12-06T03:59:58.000Z',
+    self,
+    digest_differs: differs,
+  });
+  const cluster = {
+    name: 'box1',
+    prefix: 'portico:shop',
+    redis: { up: false, down_since: '2026-12-06T03:59:30.000Z', outages: 2, fallbacks: { heartbeat: 3, rate_limit: 1200 } },
+    digest: 'aaaaaaaaaaaaaaaa',
+    digest_differs: true,
+    boxes: [box('box1', 'aaaaaaaaaaaaaaaa', true, false), box('box2', 'aaaaaaaaaaaaaaaa', false, false), box('box3', 'bbbbbbbbbbbbbbbb', false, true)],
+  };
+  const lines = statusLines({ ...report, cluster } as unknown as Record<string, unknown>, { colour: false, now: NOW });
+  const all = lines.join('\n');
+  assert.match(all, /^cluster {3}box1 in portico:shop: Redis DOWN since 30s ago: local fallbacks, 2 outages, fallbacks: heartbeat 3, rate_limit 1,200$/m);
+  assert.match(all, /^MISMATCH {2}config digest differs from the cluster's \(aaaaaaaaaaaaaaaa\) on: box3$/m);
+  const cells = (start: RegExp) => lines.find((l) => start.test(l))!.split(/ {2,}/).map((c) => c.trim());
+  assert.deepEqual(cells(/^BOX/), ['BOX', 'VERSION', 'DIGEST', 'ADDRESS', 'ADMIN', 'LAST SEEN']);
+  assert.deepEqual(cells(/^box1/), ['box1 (this)', '0.1.0', 'aaaaaaaaaaaaaaaa', 'http://10.0.0.1:80/', '-', '2s ago']);
+  assert.deepEqual(cells(/^box3/), ['box3', '0.1.0', 'bbbbbbbbbbbbbbbb DIFFERS', 'http://10.0.0.3:80/', '-', '2s ago']);
+  const agreeing = statusLines({ ...report, cluster: { ...cluster, digest_differs: false, redis: { ...cluster.redis, up: true }, boxes: cluster.boxes.slice(0, 2) } } as unknown as Record<string, unknown>, { colour: false, now: NOW });
+  assert.ok(agreeing.some((l) => /^cluster {3}box1 in portico:shop: Redis up, 2 outages/.test(l)));
+  assert.ok(!agreeing.some((l) => /MISMATCH|DIFFERS/.test(l)));
+});

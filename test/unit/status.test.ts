@@ -8,7 +8,9 @@ import pino from 'pino';
 import { rmSync } from 'node:fs';
 import { upstreamSchema } from '../../src/config/schema.js';
 import { parseConfig } from '../../src/server/config.js';
-import { certificateStatuses, serverState, serverStatus } from '../../src/server/status.js';
+import { certificateStatuses, clusterStatus, commonDigest, serverState, serverStatus } from '../../src/server/status.js';
+import { ClusterLink } from '../../src/cluster/link.js';
+import { Heartbeat } from '../../src/cluster/heartbeat.js';
 import { UpstreamServer } from '../../src/upstream/server.js';
 import { Upstream } from '../../src/upstream/upstream.js';
 import type { AcmeManager } from '../../src/tls/acme.js';
@@ -111,6 +113,35 @@ sites:
       assert.deepEqual([after.not_after, after.days_left, after.last_renewal, after.last_renewal_error], [new Date(now + 90 * 86_400_000).toISOString(), 90, new Date(now).toISOString(), null]);
     } finally {
       rmSync(tree, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the cluster part of the status", () => {
+  test("the cluster's digest is the one most boxes have; a tie goes to the answering box's own", () => {
+    assert.equal(commonDigest(['a', 'a', 'b'], 'b'), 'a', 'two against one: every box flags the odd one');
+    assert.equal(commonDigest(['a', 'a', 'b'], 'a'), 'a');
+    assert.equal(commonDigest(['a', 'b'], 'b'), 'b', 'a tie: this box is the reference');
+    assert.equal(commonDigest(['a', 'b', 'c', 'c', 'b'], 'a'), 'b', 'a tie this box is not in: the first by text');
+    assert.equal(commonDigest([], 'z'), 'z');
+  });
+
+  test('before any heartbeat was read (Redis away since start), the status lists this box, not seen yet, and Redis down', async () => {
+    const link = new ClusterLink({ redis: 'redis://127.0.0.1:9/0', prefix: 'p', name: 'box1', timeoutMs: 50 }, pino({ level: 'silent' }));
+    const heartbeat = new Heartbeat(link, () => ({ version: '1', digest: 'd', address: ['http://127.0.0.1:1/'], admin: null, started: '2026-12-06T00:00:00.000Z' }), pino({ level: 'silent' }));
+    try {
+      const status = clusterStatus(link, heartbeat);
+      assert.equal(status.name, 'box1');
+      assert.equal(status.prefix, 'p');
+      assert.equal(status.redis.up, false);
+      assert.equal(status.digest, 'd');
+      assert.equal(status.digest_differs, false);
+      assert.equal(status.boxes.length, 1);
+      assert.deepEqual({ ...status.boxes[0], host: '', pid: 0 }, { name: 'box1', version: '1', digest: 'd', address: ['http://127.0.0.1:1/'], admin: null, host: '', pid: 0, started: '2026-12-06T00:00:00.000Z', last_seen: null, self: true, digest_differs: false });
+      assert.equal(link.boxes, 1);
+    } finally {
+      await heartbeat.stop();
+      await link.stop();
     }
   });
 });
