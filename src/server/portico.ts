@@ -204,7 +204,8 @@ export class Portico {
     );
     this.#upgrade = options.successorOf;
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
-    this.#zones = new CacheZones(logger);
+    this.#cluster = clusterLink(config, logger);
+    this.#zones = new CacheZones(logger, this.#cluster);
     this.#worker = options.worker;
     this.#operator = new ServerOverrides(logger);
     if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
@@ -215,7 +216,6 @@ export class Portico {
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
-    this.#cluster = clusterLink(config, logger);
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     else {
