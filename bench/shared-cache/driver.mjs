@@ -59,7 +59,7 @@ async function startOrigin() {
 }
 
 function boxConfig({ port, origin, redis, name }) {
-  const cluster = redis === undefined ? '' : `cluster:\n  redis: ${redis}\n  prefix: bench:shared\n  name: ${name}\n  timeout: 200ms\n`;
+  const cluster = redis === undefined ? '' : `cluster:\n  redis: ${redis}\n  prefix: bench:shared\n  name: ${name}\n  timeout: ${process.env.BENCH_REDIS_TIMEOUT ?? '200ms'}\n`;
   const shared = redis === undefined ? '' : ', shared: { max_object_size: 1MB }';
   return `${cluster}listen: ["127.0.0.1:${port}"]
 state_dir: ./var
@@ -134,6 +134,7 @@ async function main() {
   const b = await startBox('box-b', origin.url, redis.url);
   const c = await startBox('box-c', origin.url, undefined);
   const rows = [];
+  const notes = [];
   try {
     // The boxes' links connect in the background: wait until B reads what A stored.
     for (let i = 0; ; i++) {
@@ -157,12 +158,17 @@ async function main() {
         const lonePaths = paths.map((p) => `${p}-lone`);
         const loneMiss = await phase(c.port, lonePaths, concurrency, MISS);
         const loneHit = await phase(c.port, lonePaths, concurrency, MEMORY);
-        if (origin.requests() - before !== 2 * N) throw new Error(`the app saw ${origin.requests() - before} requests, expected ${2 * N}`);
+        // More than one per URL per box kind: a Redis call missed its deadline and the box fell back to the app.
+        const extra = origin.requests() - before - 2 * N;
+        if (extra !== 0) notes.push(`${size.label}, ${concurrency} in flight: the app saw ${extra} requests more than one per URL (fallbacks)`);
         for (const [kind, r] of [['miss to the app (cluster box)', miss], ['hit from Redis', fromRedis], ['hit from memory', fromMemory], ['miss to the app (no shared tier)', loneMiss], ['hit from memory (no shared tier)', loneHit]]) {
           rows.push([size.label, String(concurrency), kind, r.mean.toFixed(3), r.p50.toFixed(3), r.p99.toFixed(3), Math.round(r.rps).toLocaleString('en-US'), String(r.wrong)]);
         }
         void appRequests;
       }
+    }
+    for (const box of [a, b]) {
+      for (const line of box.log().split('\n')) if (/cluster:/.test(line)) notes.push(`${box === a ? 'A' : 'B'}: ${line.slice(0, 300)}`);
     }
   } finally {
     await Promise.all([a.stop(), b.stop(), c.stop()]);
@@ -170,6 +176,7 @@ async function main() {
     await redis.stop();
   }
   console.log(`shared cache tier: ${N} URLs per phase; ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}; node ${process.version}; ${new Date().toISOString()}`);
+  for (const note of notes) console.log(note);
   console.log(table(['size', 'in flight', 'answer', 'mean ms', 'p50 ms', 'p99 ms', 'req/s', 'wrong kind'], rows));
 }
 

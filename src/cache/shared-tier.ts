@@ -145,6 +145,11 @@ export class SharedTier {
   /** Every usable variant of a key in Redis (none when Redis is away). */
   async get(key: string): Promise<StoredResponse[]> {
     const values = await this.#link.attempt('cache', (redis) => redis.hgetallBuffer(this.#entryKey(key)), () => ({}) as Record<string, Buffer>);
+    return this.#decode(key, values);
+  }
+
+  /** The usable variants of a hash's values. */
+  #decode(key: string, values: Record<string, Buffer>): StoredResponse[] {
     const now = Date.now();
     const out: StoredResponse[] = [];
     for (const [varyKey, value] of Object.entries(values)) {
@@ -196,14 +201,24 @@ export class SharedTier {
     // Bounded: each round waits for a holder that then went away (its lock expired) before trying again.
     for (let round = 0; round < 8 && Date.now() < deadline; round++) {
       const token = randomBytes(9).toString('base64');
-      const taken = await this.#link.attempt('cache', (redis) => redis.set(this.#lockKey(key), token, 'PX', this.settings.lockMs, 'NX'), () => undefined);
+      // The lock, and the entry read in the same round trip: another box may have filled the key between this
+      // box's lookup and the lock (then its answer serves, and the lock is given back).
+      const taken = await this.#link.attempt(
+        'cache',
+        async (redis) => {
+          const replies = await redis.multi().set(this.#lockKey(key), token, 'PX', this.settings.lockMs, 'NX').hgetallBuffer(this.#entryKey(key)).exec();
+          if (replies === null || replies[0]![0] !== null || replies[1]![0] !== null) throw new Error('the lock transaction failed');
+          return { ok: replies[0]![1] === 'OK', values: replies[1]![1] as Record<string, Buffer> };
+        },
+        () => undefined,
+      );
       if (taken === undefined) return 'alone';
-      if (taken === 'OK') {
+      if (taken.ok) {
         this.#held.set(key, token);
-        // Another box may have filled the key between this box's lookup and the lock: then its answer serves.
-        const entries = await this.get(key);
+        const entries = this.#decode(key, taken.values);
         if (entries.length > 0 && usable(entries)) {
           this.release(key, false);
+          this.#waits.get(key)?.settle('freed');
           return entries;
         }
         return 'lead';
