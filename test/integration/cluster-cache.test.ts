@@ -20,9 +20,9 @@ interface Answer {
 }
 
 /** One request to a box on a fresh connection, with the cluster's Host. */
-function ask(box: Box, path: string, method = 'GET'): Promise<Answer> {
+function ask(box: Box, path: string, method = 'GET', headers: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: box.host, port: box.port, path, method, headers: { host: 'shop.example', 'content-length': '0' }, agent: false }, (res) => {
+    const req = http.request({ host: box.host, port: box.port, path, method, headers: { host: 'shop.example', 'content-length': '0', ...headers }, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString(), cacheStatus: String(res.headers['cache-status'] ?? '') }));
@@ -57,7 +57,7 @@ test('the shared cache tier across three boxes', async (t) => {
   const redis = await RedisServer.start();
   const origin = await startOrigin();
   const version = new Map<string, number>();
-  const object = (path: string, size: number) => {
+  const object = (path: string, size: number, maxAge = 60) => {
     origin.on(path, (req, res) => {
       if (req.method !== 'GET') {
         version.set(path, (version.get(path) ?? 0) + 1);
@@ -68,7 +68,7 @@ test('the shared cache tier across three boxes', async (t) => {
       const body = `${path} v${version.get(path) ?? 0} #${gets(origin, path)} `.padEnd(size, '.');
       // The app answers a little slowly, as a real one does: the crowd arrives while the first fetch runs.
       setTimeout(() => {
-        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=60' });
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'cache-control': `max-age=${maxAge}` });
         res.end(body);
       }, 30);
     });
@@ -135,6 +135,21 @@ sites:
       }
       assert.equal(gets(origin, '/one'), 2, 'one new request at the app, for the three boxes');
       t.diagnostic(`after the POST: box2 ${two.cacheStatus}; box3 ${three.cacheStatus}; box1 ${one.cacheStatus}`);
+    });
+
+    await t.test('when the object goes stale on every box at once, the app sees one request for the three boxes (one per freshness lifetime)', async () => {
+      object('/short', 500, 2);
+      const fill = await inParallel(30, 10, (i) => ask(all[i % 3]!, '/short'));
+      assert.ok(fill.every((a) => typeof a !== 'string' && a.status === 200));
+      assert.equal(gets(origin, '/short'), 1);
+      // Until its freshness has ended: only-if-cached answers 504 for a stale copy without asking the app.
+      await eventually(async () => (await ask(box1, '/short', 'GET', { 'cache-control': 'only-if-cached' })).status === 504, 'the object stale', 10_000);
+      assert.equal(gets(origin, '/short'), 1);
+      const again = await inParallel(90, 15, (i) => ask(all[i % 3]!, '/short'));
+      const failed = again.filter((a) => typeof a === 'string' || a.status !== 200);
+      assert.deepEqual(failed, []);
+      assert.ok(again.every((a) => (a as Answer).body.startsWith('/short v0 #2')), 'every box serves the refreshed copy');
+      assert.equal(gets(origin, '/short'), 2, 'one refresh at the app for the three boxes');
     });
 
     await t.test('an object larger than max_object_size is kept on its box and not written to Redis', async () => {
