@@ -84,6 +84,7 @@ test('the shared cache tier across three boxes', async (t) => {
       // A loaded test machine: a generous deadline, so that no fallback (a second fetch) comes of a slow answer.
       cluster: '  timeout: 500ms\n',
       config: ({ host }) => `listen: ["${host}:0"]
+admin: { listen: "${host}:0", open_reads: true }
 caches:
   main: { memory: 16MB, max_object: 1MB, shared: { max_object_size: 64KB, lock: 5s } }
 upstreams:
@@ -163,6 +164,18 @@ sites:
       const second = await ask(box2, '/big');
       assert.equal(second.status, 200);
       assert.equal(gets(origin, '/big'), 2, 'box 2 fetched its own copy');
+      // Each box's /status counts its shared tier.
+      const shared = async (box: Box) => {
+        // The admin API's line may come after the one Boxes waited for.
+        const admin = box.admin ?? /admin API on (\S+)/.exec(await box.process.waitForLine(/admin API on \S+/, 0))![1]!;
+        const res = await fetch(new URL('status', admin), { headers: { accept: 'application/json' } });
+        const report = (await res.json()) as { caches: Array<{ zone: string; shared?: { hits: number; writes: number; too_large: number } }> };
+        return report.caches.find((c) => c.zone === 'main')!.shared!;
+      };
+      const [one, two] = [await shared(box1), await shared(box2)];
+      assert.ok(one.too_large >= 1 && two.too_large >= 1, `each box kept the large object to itself: ${JSON.stringify([one, two])}`);
+      assert.ok(one.writes >= 1 && two.hits >= 1, `box 1 wrote, box 2 read: ${JSON.stringify([one, two])}`);
+      t.diagnostic(`/status shared: box1 ${JSON.stringify(one)}, box2 ${JSON.stringify(two)}`);
     });
 
     await t.test('a lock whose holder died (never released) is freed by its TTL: a waiting box then fetches, once', async () => {
