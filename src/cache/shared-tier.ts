@@ -89,7 +89,8 @@ export function decodeEntry(key: string, varyKey: string, value: Buffer, now: nu
     const meta = JSON.parse(value.subarray(4, 4 + length).toString('utf8')) as { s: number; h: string[]; q: number; r: number; u: number };
     if (typeof meta.s !== 'number' || !Array.isArray(meta.h) || meta.h.length % 2 !== 0 || !meta.h.every((f) => typeof f === 'string')) return undefined;
     if (typeof meta.u !== 'number' || meta.u <= now) return undefined;
-    return { key, varyKey, status: meta.s, headers: meta.h, body: value.subarray(4 + length), requestTime: meta.q, responseTime: meta.r };
+    // A copy: the value may be a slice of the client's read buffer, which would stay alive (and uncounted) with it.
+    return { key, varyKey, status: meta.s, headers: meta.h, body: Buffer.from(value.subarray(4 + length)), requestTime: meta.q, responseTime: meta.r };
   } catch {
     return undefined;
   }
