@@ -260,7 +260,10 @@ export class ProxyCache implements CacheOwner {
   async #revalidateShared(ctx: RequestContext, key: string, variant: CachedVariant, age: number, reqcc: CacheControl, params: string): Promise<void> {
     const zone = this.#o.zone;
     const claimed = await zone.claim(key, ctx.req.headers, this.#o.rules, (other) => other.stored.responseTime > variant.stored.responseTime && this.#servable(ctx, other, reqcc));
-    if (claimed !== undefined && 'hit' in claimed) return this.#serveShared(ctx, claimed.hit);
+    if (claimed !== undefined && 'hit' in claimed) {
+      this.#serveShared(ctx, claimed.hit);
+      return this.#o.tally?.hit(ctx.bytesSent);
+    }
     try {
       await this.#revalidate(ctx, key, variant, age, reqcc, params);
     } finally {
