@@ -11,6 +11,8 @@ import { oneWriteText } from '../http/send.js';
 import { MemoryStore, type MemoryVariant } from './memory-store.js';
 import { entryFacts, headerValue, PORTICO_CACHE_CONTROL, varyKey, type EntryFacts, type RuleOptions } from './rules.js';
 import type { PersistentStore, StoredResponse } from './types.js';
+import type { ClusterLink } from '../cluster/link.js';
+import { SharedTier, usableFor } from './shared-tier.js';
 
 type ZoneConfig = Config['caches'][string];
 
@@ -67,8 +69,11 @@ export function makeVariant(entry: StoredResponse, options: RuleOptions): Cached
 /** A cached variant ready to serve. */
 export type CachedVariant = MemoryVariant<VariantExtra>;
 
-/** The outcome of a lookup: a variant, or which kind of miss (RFC 9211 `fwd=uri-miss` / `fwd=vary-miss`). */
-export type Lookup = { readonly hit: CachedVariant } | { readonly miss: 'uri-miss' | 'vary-miss' };
+/**
+ * The outcome of a lookup: a variant (`shared`: just read from the cluster's shared tier), or which kind of miss
+ * (RFC 9211 `fwd=uri-miss` / `fwd=vary-miss`).
+ */
+export type Lookup = { readonly hit: CachedVariant; readonly shared?: true } | { readonly miss: 'uri-miss' | 'vary-miss' };
 const URI_MISS: Lookup = { miss: 'uri-miss' };
 const VARY_MISS: Lookup = { miss: 'vary-miss' };
 
@@ -81,7 +86,8 @@ export interface Flight {
 /** What waiters of a flight get: a shareable response, or "go to the origin yourselves". */
 export type FlightDecision =
   | { share: true; status: number; headers: readonly string[]; body: GrowingBody; vary: readonly string[] | undefined; varyKeyOf: string }
-  | { share: false };
+  /** `stored`: another box fetched it; the leader read its answer from the shared tier (serve it when it suits). */
+  | { share: false; stored?: CachedVariant };
 
 /** One named cache. */
 export class CacheZone {
@@ -113,8 +119,13 @@ export class CacheZone {
   readonly #supersededOnDisk = new Map<string, number>();
   /** Whether the drops of the current burst were logged (once per burst: cleared when no write is in flight). */
   #dropLogged = false;
+  /** The tier in the cluster's Redis (`shared`), behind memory and disk. */
+  readonly shared: SharedTier | undefined;
+  /** Counts purges: an answer read from the shared tier while one happened is not kept (it may be the purged one). */
+  #generation = 0;
 
-  constructor(name: string, config: ZoneConfig, logger: Logger, sharedDisk?: PersistentStore) {
+  /** `link`: the cluster's, for a zone with `shared` (config checks make sure there is one). */
+  constructor(name: string, config: ZoneConfig, logger: Logger, sharedDisk?: PersistentStore, link?: ClusterLink) {
     this.name = name;
     this.maxObject = config.max_object;
     this.memory = new MemoryStore<VariantExtra>(config.memory, (extra) => extra.text?.length ?? 0);
@@ -122,6 +133,7 @@ export class CacheZone {
     this.#disk = sharedDisk ?? (config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size }));
     this.#diskSize = config.disk?.size ?? 0;
     this.#logger = logger;
+    this.shared = config.shared === undefined || link === undefined ? undefined : new SharedTier(name, link, { maxObjectSize: config.shared.max_object_size, lockMs: config.shared.lock });
   }
 
   /** The disk tier, for a zone that takes the same folder over on a reload. */
@@ -134,6 +146,8 @@ export class CacheZone {
    * writes the folder: the disk is read, and nothing is stored (nor purged from disk) until `releaseDisk()`.
    */
   async start(shared = false): Promise<void> {
+    // Another box's invalidation drops the key here too (memory and disk; Redis was done by that box).
+    this.shared?.start((kind, value) => void (kind === 'key' ? this.purge(value, false) : this.purgePrefix(value, false)));
     if (!this.#ownsDisk || this.#disk === undefined) return;
     this.#diskHeld = shared;
     await this.#disk.open(shared);
@@ -170,6 +184,7 @@ export class CacheZone {
   }
 
   async stop(): Promise<void> {
+    this.shared?.stop();
     if (this.#ownsDisk) await this.#disk?.close();
     this.memory.clear();
     this.#flights.clear();
@@ -184,7 +199,10 @@ export class CacheZone {
   lookupMemory(key: string, headers: Record<string, string | string[] | undefined>): Lookup | undefined {
     const variants = this.memory.get(key);
     if (variants === undefined && this.#disk !== undefined) return undefined;
-    return this.#pick(variants, headers);
+    const found = this.#pick(variants, headers);
+    // A miss here may be a hit in the shared tier (not for a key known to be uncacheable: no round trip for it).
+    if ('miss' in found && this.shared !== undefined && !this.isHitForMiss(key, Date.now())) return undefined;
+    return found;
   }
 
   async lookup(key: string, headers: Record<string, string | string[] | undefined>, options: RuleOptions): Promise<Lookup> {
@@ -197,7 +215,48 @@ export class CacheZone {
       for (const entry of stored) this.memory.put(makeVariant(entry, options));
       variants = this.memory.get(key);
     }
-    return this.#pick(variants, headers);
+    const found = this.#pick(variants, headers);
+    if ('hit' in found || this.shared === undefined || this.isHitForMiss(key, Date.now())) return found;
+    const generation = this.#generation;
+    const entries = await this.shared.get(key);
+    if (entries.length === 0 || generation !== this.#generation) return found;
+    const fetched = entries.map((entry) => makeVariant(entry, options));
+    const picked = this.#pick(fetched, headers);
+    this.#adopt(fetched);
+    return 'hit' in picked ? { hit: picked.hit, shared: true } : found;
+  }
+
+  /** Keeps variants read from the shared tier in the memory tier (not over newer ones this box has). */
+  #adopt(variants: readonly CachedVariant[]): void {
+    for (const variant of variants) {
+      const mine = this.memory.get(variant.stored.key)?.find((v) => v.stored.varyKey === variant.stored.varyKey);
+      if (mine === undefined || mine.stored.responseTime < variant.stored.responseTime) this.memory.put(variant);
+    }
+  }
+
+  /**
+   * Before this box fetches `key` (a miss, or a revalidation) with a shared tier: takes the cluster-wide lock of the
+   * key, or waits for the box holding it; returns that box's answer when it suits the request (`usable`), else
+   * `undefined`: fetch (and `releaseClaim` after, in case nothing was stored).
+   */
+  async claim(key: string, headers: Record<string, string | string[] | undefined>, options: RuleOptions, usable: (variant: CachedVariant) => boolean): Promise<Lookup | undefined> {
+    const shared = this.shared;
+    if (shared === undefined) return undefined;
+    const generation = this.#generation;
+    let found: CachedVariant | undefined;
+    const outcome = await shared.claim(key, (entries) => {
+      const fetched = entries.map((entry) => makeVariant(entry, options));
+      const picked = this.#pick(fetched, headers);
+      found = 'hit' in picked && usable(picked.hit) ? picked.hit : undefined;
+      if (found !== undefined && generation === this.#generation) this.#adopt(fetched);
+      return found !== undefined;
+    });
+    return Array.isArray(outcome) && found !== undefined && generation === this.#generation ? { hit: found, shared: true } : undefined;
+  }
+
+  /** This box's fetch of `key` ended: frees the cluster-wide lock if nothing was stored (see `claim`). */
+  releaseClaim(key: string): void {
+    this.shared?.release(key);
   }
 
   #pick(variants: readonly CachedVariant[] | undefined, headers: Record<string, string | string[] | undefined>): Lookup {
@@ -215,13 +274,17 @@ export class CacheZone {
    * answers as if it had never seen it (an older copy the disk holds is then the only one stored, never served
    * over a newer one).
    */
-  store(entry: StoredResponse, options: RuleOptions): CachedVariant {
+  store(entry: StoredResponse, options: RuleOptions, staleWindow = 0): CachedVariant {
     const variant = makeVariant(entry, options);
     // Not even in memory: a newer copy there could be evicted and an older one on disk served after it.
-    if (this.#diskHeld) return variant;
+    if (this.#diskHeld) {
+      this.shared?.release(entry.key);
+      return variant;
+    }
     if (this.#disk === undefined || this.#writeToDisk(this.#disk, entry)) this.memory.put(variant);
     else this.memory.delete(entry.key);
     this.#hitForMiss.delete(entry.key);
+    this.shared?.put(entry, entry.responseTime + usableFor(variant.extra.facts, staleWindow) - Date.now());
     return variant;
   }
 
@@ -297,16 +360,21 @@ export class CacheZone {
    * by another process (see `onPurge`), not told on again.
    */
   async purge(key: string, shared = true): Promise<number> {
+    this.#generation++;
     if (shared) this.onPurge?.('key', key);
     const fromMemory = this.memory.delete(key);
+    // Told to every box, and deleted from Redis, before this returns (see SharedTier.invalidate).
+    if (shared) await this.shared?.invalidate(key);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.delete(key)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
 
   /** Removes every key starting with `prefix` from both tiers (`shared`: see `purge`). */
   async purgePrefix(prefix: string, shared = true): Promise<number> {
+    this.#generation++;
     if (shared) this.onPurge?.('prefix', prefix);
     const fromMemory = this.memory.deletePrefix(prefix);
+    if (shared) await this.shared?.invalidatePrefix(prefix);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deletePrefix(prefix)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
@@ -316,7 +384,9 @@ export class CacheZone {
    * process works out from its own routes: not told on, see `onPurge`); returns how many variants were removed.
    */
   async purgeMatching(match: (key: string) => boolean): Promise<number> {
+    this.#generation++;
     const fromMemory = this.memory.deleteMatching(match);
+    await this.shared?.deleteMatching(match);
     const fromDisk = this.#diskHeld ? 0 : ((await this.#disk?.deleteMatching(match)) ?? 0);
     return Math.max(fromMemory, fromDisk);
   }
@@ -342,6 +412,8 @@ export class CacheZone {
 
   /** Marks a key uncacheable for a while, so later bursts do not queue behind a leader in vain. */
   markHitForMiss(key: string, until: number): void {
+    // Nothing will be stored: the boxes waiting for this one's answer fetch their own.
+    this.shared?.release(key);
     this.#hitForMiss.set(key, until);
     if (this.#hitForMiss.size > 10_000) {
       const now = Date.now();

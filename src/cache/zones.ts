@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { CacheZone } from './zone.js';
+import type { ClusterLink } from '../cluster/link.js';
 
 interface Held {
   settings: string;
@@ -24,9 +25,12 @@ export interface ZonePlan {
 export class CacheZones {
   readonly #held = new Map<string, Held>();
   readonly #logger: Logger;
+  readonly #link: ClusterLink | undefined;
 
-  constructor(logger: Logger) {
+  /** `link`: the process's cluster link, for zones with a shared tier. */
+  constructor(logger: Logger, link?: ClusterLink) {
     this.#logger = logger;
+    this.#link = link;
   }
 
   /**
@@ -54,7 +58,7 @@ export class CacheZones {
         continue;
       }
       const owner = config.disk === undefined ? undefined : byFolder.get(config.disk.path);
-      const zone = new CacheZone(name, config, this.#logger, owner?.disk);
+      const zone = new CacheZone(name, config, this.#logger, owner?.disk, this.#link);
       if (owner !== undefined) handOvers.push([owner, zone]);
       next.set(name, { settings, zone, started: false });
       fresh.push(zone);

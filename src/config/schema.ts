@@ -573,6 +573,12 @@ const cacheZone = z
     disk: z.strictObject({ path: z.string().min(1), size: size.default(1024 * 1024 * 1024) }).optional(),
     /** Larger responses stream through without being stored; 16MB by default, at most the memory tier. */
     max_object: size.optional(),
+    /**
+     * A tier in the cluster's Redis behind memory and disk (docs/cluster.md, "A shared cache tier"): needs `cluster`.
+     * `max_object_size`: larger answers are kept on the box only; `lock`: how long one box's fetch holds the
+     * cluster-wide lock of its key at most (its TTL), and how long the other boxes wait for its answer.
+     */
+    shared: z.strictObject({ max_object_size: size.default(1024 * 1024), lock: duration.default(5000) }).optional(),
   })
   // A default larger than a small memory tier would refuse `memory: 1MB` for a key the user never wrote.
   .transform((zone) => ({ ...zone, max_object: zone.max_object ?? Math.min(16 * 1024 * 1024, zone.memory) }));

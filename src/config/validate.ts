@@ -192,6 +192,12 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
       }
     }
     if (zone.max_object > zone.memory) problems.push({ keys: ['caches', name, 'max_object'], message: 'max_object is larger than the memory tier' });
+    if (zone.shared !== undefined && config.cluster === undefined) {
+      problems.push({ keys: ['caches', name, 'shared'], message: 'a shared tier lives in the cluster\'s Redis: add a `cluster` section (docs/cluster.md), or remove `shared`' });
+    }
+    if (zone.shared !== undefined && zone.shared.max_object_size > 512 * 1024 * 1024) {
+      problems.push({ keys: ['caches', name, 'shared', 'max_object_size'], message: 'a Redis value holds at most 512MB' });
+    }
   }
 
   const upstreams = Object.keys(config.upstreams);

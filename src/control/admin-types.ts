@@ -85,6 +85,11 @@ export interface CacheStatus {
   stale: number;
   /** hits / (hits + misses), null before the first lookup. */
   hit_ratio: number | null;
+  /**
+   * A zone with a shared tier (docs/cluster.md): this box's reads of Redis that found an answer, answers it wrote
+   * there, and answers it kept to itself as larger than `max_object_size`.
+   */
+  shared?: { hits: number; writes: number; too_large: number };
 }
 
 /** One certificate Portico serves. */

@@ -213,7 +213,8 @@ export class Portico {
     );
     this.#upgrade = options.successorOf;
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
-    this.#zones = new CacheZones(logger);
+    this.#cluster = clusterLink(config, logger);
+    this.#zones = new CacheZones(logger, this.#cluster);
     this.#worker = options.worker;
     this.#operator = new ServerOverrides(logger);
     if (this.#worker !== undefined) this.#operator.replace(this.#worker.servers);
@@ -224,7 +225,6 @@ export class Portico {
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
-    this.#cluster = clusterLink(config, logger);
     this.#shared = this.#cluster === undefined || this.#worker !== undefined ? undefined : this.#clusterOperator(this.#cluster);
     this.#heartbeat = heartbeat(this.#cluster, () => ({ config: this.#app.config, listeners: this.#listenerList(), admin: this.adminUrl }), logger, {
       version: options.version ?? 'unknown',
@@ -276,13 +276,14 @@ export class Portico {
 
   /**
    * A worker's new zones tell the primary of their purges (see `WorkerRole.purged`); a cluster box's tell the other
-   * boxes of their invalidations (see `ClusterOperator.invalidated`).
+   * boxes of their invalidations (see `ClusterOperator.invalidated`), but for a zone with a shared tier, which tells
+   * them itself (see `SharedTier`).
    */
   #sharePurges(zones: readonly CacheZone[]): void {
     const worker = this.#worker;
     const shared = this.#shared;
     if (worker !== undefined) for (const zone of zones) zone.onPurge = (kind, value) => worker.purged(zone.name, kind, value);
-    else if (shared !== undefined) for (const zone of zones) zone.onPurge = (kind, value) => shared.invalidated(zone.name, kind, value);
+    else if (shared !== undefined) for (const zone of zones) if (zone.shared === undefined) zone.onPurge = (kind, value) => shared.invalidated(zone.name, kind, value);
   }
 
   /** The cluster's side of the operator's actions, on this server's overrides, upstreams and zones. */

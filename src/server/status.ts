@@ -84,7 +84,10 @@ export function cacheStatus(zone: CacheZone, tally: CacheTally | undefined): Cac
   const tier = stored.disk ?? stored.memory;
   const hits = tally?.hits ?? 0;
   const misses = tally?.misses ?? 0;
-  return { zone: zone.name, entries: tier.entries, bytes: tier.bytes, hits, misses, stale: tally?.stale ?? 0, hit_ratio: hitRatio(hits, misses) };
+  const status: CacheStatus = { zone: zone.name, entries: tier.entries, bytes: tier.bytes, hits, misses, stale: tally?.stale ?? 0, hit_ratio: hitRatio(hits, misses) };
+  const shared = zone.shared?.counts;
+  if (shared !== undefined) status.shared = { hits: shared.hits, writes: shared.writes, too_large: shared.tooLarge };
+  return status;
 }
 
 function hitRatio(hits: number, misses: number): number | null {

@@ -63,6 +63,13 @@ describe('cache config', () => {
     assert.match(errors[0]!, /^portico\.yaml:2:\d+ caches\.main\.max_object: max_object is larger than the memory tier$/);
   });
 
+  test('a shared tier without a cluster is refused at its line', () => {
+    const text = ['caches:', '  main:', '    memory: 1MB', '    shared: { max_object_size: 64KB }', 'sites:', '  - routes:', '      - path: /', '        respond: { body: ok }'].join('\n');
+    const errors = errorsOf(text);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^portico\.yaml:4:\d+ caches\.main\.shared: a shared tier lives in the cluster's Redis: add a `cluster` section/);
+  });
+
   test('a valid cache config is fully defaulted', () => {
     const text = [
       'caches:',

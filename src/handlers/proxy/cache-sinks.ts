@@ -56,6 +56,77 @@ export class TaggedSink implements ResponseSink {
 }
 
 /**
+ * The sink of an unsafe request on a cached route: at the response's head it starts the invalidation (RFC 9111
+ * §4.4); when that returns a promise (a shared tier: Redis and the other boxes being told), the head and what
+ * follows are held until it settles (bounded by the cluster's deadline), so that the client, once answered, finds
+ * the old object gone on every box.
+ */
+export class InvalidatingSink implements ResponseSink {
+  #held: Array<() => unknown> | null = null;
+  #resume: (() => void) | null = null;
+  #flushed: Promise<void> | undefined;
+
+  constructor(
+    readonly inner: ResponseSink,
+    readonly invalidate: (status: number, headers: readonly string[]) => Promise<unknown> | undefined,
+  ) {}
+
+  /** Resolves once everything held (if anything) has been passed on. */
+  get settled(): Promise<void> {
+    return this.#flushed ?? Promise.resolve();
+  }
+
+  head(status: number, headers: string[], own: readonly string[]): void {
+    const pending = this.invalidate(status, headers);
+    if (pending === undefined) {
+      this.inner.head(status, headers, own);
+      return;
+    }
+    this.#held = [() => this.inner.head(status, headers, own)];
+    this.#flushed = pending.then(() => {
+      const held = this.#held ?? [];
+      this.#held = null;
+      let full = false;
+      for (const step of held) full = step() === false;
+      const resume = this.#resume;
+      this.#resume = null;
+      if (resume === null) return;
+      this.inner.drain(resume);
+      // The origin was paused by `data` here: the inner sink resumes it when it fills up, else it goes on now.
+      if (this.#paused && !full) resume();
+    });
+  }
+
+  #paused = false;
+
+  data(chunk: Buffer): boolean {
+    if (this.#held === null) return this.inner.data(chunk);
+    this.#held.push(() => this.inner.data(chunk));
+    this.#paused = true;
+    return false;
+  }
+
+  drain(resume: () => void): void {
+    if (this.#held === null) this.inner.drain(resume);
+    else this.#resume = resume;
+  }
+
+  end(): void {
+    if (this.#held === null) this.inner.end();
+    else this.#held.push(() => this.inner.end());
+  }
+
+  fail(err: Error): void {
+    if (this.#held === null) this.inner.fail(err);
+    else this.#held.push(() => this.inner.fail(err));
+  }
+
+  earlyHints(links: string[]): void {
+    this.inner.earlyHints?.(links);
+  }
+}
+
+/**
  * Feeds one client (a collapse leader's own, or a waiter) from a growing body at the client's pace, through its
  * ClientSink: what the client has not taken yet goes to its own spool (`buffer_response`), never back to the fetch.
  * Resolves when the body ended and all of it was handed to the sink; rejects when the body failed, when `signal`

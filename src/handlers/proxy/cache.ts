@@ -16,7 +16,7 @@ import { parseRange } from '../../http/range.js';
 import { responseComplete, type RequestContext } from '../../http/context.js';
 import { RETRY_SOON, sendError, sendWhole } from '../../http/send.js';
 import { parseCacheControl, type CacheControl } from '../../cache/cache-control.js';
-import { cacheStatus, ERROR_STATUSES, feedFromBody, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
+import { cacheStatus, ERROR_STATUSES, feedFromBody, InvalidatingSink, notModifiedHeaders, StoringSink, TaggedSink, type CacheOwner, type ProxyCacheOptions } from './cache-sinks.js';
 import { ageOf, currentAge, headerValue, mayServeStaleOnError, mayServeStaleWhenUnreachable, normalizeAcceptEncoding, pragmaNoCache, usability, varyKey } from '../../cache/rules.js';
 import type { StoredResponse } from '../../cache/types.js';
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -114,7 +114,8 @@ export class ProxyCache implements CacheOwner {
       const age = ageOf(variant.extra.facts, now);
       const use = usability(variant.extra.facts, age, reqcc, pragmaAsks);
       if (use === 'fresh' || use === 'stale-ok') {
-        this.#serveHit(ctx, variant, age);
+        if (lookup.shared === true) this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=shared`);
+        else this.#serveHit(ctx, variant, age);
         const tally = this.#o.tally;
         if (tally !== undefined) {
           if (use === 'fresh') tally.hit(ctx.bytesSent);
@@ -136,6 +137,7 @@ export class ProxyCache implements CacheOwner {
         this.#count(ctx, false);
         return sendError(ctx, 504, { 'Cache-Status': cacheStatus(`${fwd}; detail=only-if-cached`) });
       }
+      if (this.#o.zone.shared !== undefined) return this.#revalidateShared(ctx, key, variant, age, reqcc, fwd);
       return this.#revalidate(ctx, key, variant, age, reqcc, fwd);
     }
     // Counted here: the rest of a miss (a collapsed wait, a fetch) never serves from storage.
@@ -177,22 +179,35 @@ export class ProxyCache implements CacheOwner {
     ctx.cacheStatus = 'fwd=method';
     const prepared = await this.#forwarder.prepare(ctx);
     if (prepared === undefined) return;
-    const sink = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
+    const tagged = new TaggedSink(this.#forwarder.clientSink(ctx), cacheStatus('fwd=method'));
+    // The invalidation starts at the response's head; with a shared tier the client is answered once every box
+    // has been told (see InvalidatingSink).
+    const sink = new InvalidatingSink(tagged, (status, headers) => this.#invalidate(ctx, status, headers));
     const outcome = await this.#forwarder.forward(prepared, sink);
+    await sink.settled;
     if (!outcome.ok) return sendError(ctx, outcome.status, this.#errorHeaders(outcome, 'fwd=method'));
-    if (sink.status >= 200 && sink.status < 400 && !SAFE_METHODS.has(ctx.req.method!)) {
-      const zone = this.#o.zone;
-      await zone.purge(this.#keyFor(ctx));
-      for (const name of ['location', 'content-location']) {
-        const target = sameOriginPath(headerValue(sink.headers, name), ctx.canonicalAuthority);
-        if (target === undefined) continue;
-        const q = target.indexOf('?');
-        const other = Object.create(ctx) as RequestContext;
-        Object.defineProperty(other, 'path', { value: q === -1 ? target : target.slice(0, q) });
-        Object.defineProperty(other, 'query', { value: q === -1 ? '' : target.slice(q + 1) });
-        await zone.purge(this.#keyFor(other));
-      }
+  }
+
+  /**
+   * RFC 9111 §4.4: a non-error answer to an unsafe method invalidates the URI and its same-origin Location /
+   * Content-Location. Returns what to wait for before the client is answered: the shared tier's part (Redis and
+   * the other boxes told), or nothing (a box alone: the memory tier is purged at once, the disk's in the background).
+   */
+  #invalidate(ctx: RequestContext, status: number, headers: readonly string[]): Promise<unknown> | undefined {
+    if (status < 200 || status >= 400 || SAFE_METHODS.has(ctx.req.method!)) return undefined;
+    const zone = this.#o.zone;
+    const purges = [zone.purge(this.#keyFor(ctx))];
+    for (const name of ['location', 'content-location']) {
+      const target = sameOriginPath(headerValue(headers, name), ctx.canonicalAuthority);
+      if (target === undefined) continue;
+      const q = target.indexOf('?');
+      const other = Object.create(ctx) as RequestContext;
+      Object.defineProperty(other, 'path', { value: q === -1 ? target : target.slice(0, q) });
+      Object.defineProperty(other, 'query', { value: q === -1 ? '' : target.slice(q + 1) });
+      purges.push(zone.purge(this.#keyFor(other)));
     }
+    const done = Promise.all(purges).catch(() => undefined);
+    return zone.shared === undefined ? undefined : done;
   }
 
   /** A miss: join a collapsed fetch in flight, or lead one, or (hit-for-miss, Authorization) fetch alone. */
@@ -206,15 +221,67 @@ export class ProxyCache implements CacheOwner {
         if (decision.share && decision.body.joinable && varyKey(decision.vary, ctx.req.headers) === decision.varyKeyOf) {
           return this.#serveFlight(ctx, decision, `${params}; collapsed`);
         }
+        if (!decision.share && decision.stored !== undefined && this.#servable(ctx, decision.stored, reqcc)) return this.#serveShared(ctx, decision.stored);
         return this.#fetch(ctx, key, params, reqcc, null, null);
       }
       let publish!: (decision: FlightDecision) => void;
       const flight: Flight = { decision: new Promise((resolve) => (publish = resolve)) };
-      const done = this.#fetch(ctx, key, params, reqcc, publish, null);
+      const done = this.#lead(ctx, key, params, reqcc, publish);
       zone.beginFlight(key, flight, done);
       return done;
     }
     return this.#fetch(ctx, key, params, reqcc, null, null);
+  }
+
+  /**
+   * A collapse leader. With a shared tier, first the cluster-wide lock of the key: another box fetching it, this
+   * one waits for its answer and serves it (and so do this box's waiters); else it fetches, and frees the lock
+   * when nothing was stored (`releaseClaim`; a store frees it itself).
+   */
+  async #lead(ctx: RequestContext, key: string, params: string, reqcc: CacheControl, publish: (decision: FlightDecision) => void): Promise<void> {
+    const zone = this.#o.zone;
+    if (zone.shared === undefined) return this.#fetch(ctx, key, params, reqcc, publish, null);
+    const claimed = await zone.claim(key, ctx.req.headers, this.#o.rules, (variant) => this.#servable(ctx, variant, reqcc));
+    if (claimed !== undefined && 'hit' in claimed) {
+      publish({ share: false, stored: claimed.hit });
+      return this.#serveShared(ctx, claimed.hit);
+    }
+    try {
+      await this.#fetch(ctx, key, params, reqcc, publish, null);
+    } finally {
+      zone.releaseClaim(key);
+    }
+  }
+
+  /**
+   * A stale stored variant to revalidate, with a shared tier: one box of the cluster revalidates (the lock), the
+   * others wait and serve its refreshed answer.
+   */
+  async #revalidateShared(ctx: RequestContext, key: string, variant: CachedVariant, age: number, reqcc: CacheControl, params: string): Promise<void> {
+    const zone = this.#o.zone;
+    const claimed = await zone.claim(key, ctx.req.headers, this.#o.rules, (other) => other.stored.responseTime > variant.stored.responseTime && this.#servable(ctx, other, reqcc));
+    if (claimed !== undefined && 'hit' in claimed) {
+      this.#serveShared(ctx, claimed.hit);
+      return this.#o.tally?.hit(ctx.bytesSent);
+    }
+    try {
+      await this.#revalidate(ctx, key, variant, age, reqcc, params);
+    } finally {
+      zone.releaseClaim(key);
+    }
+  }
+
+  /** Whether a variant read from the shared tier answers this request as it is (its Vary matches; fresh enough). */
+  #servable(ctx: RequestContext, variant: CachedVariant, reqcc: CacheControl): boolean {
+    if (varyKey(variant.extra.facts.vary, ctx.req.headers) !== variant.stored.varyKey) return false;
+    const use = usability(variant.extra.facts, ageOf(variant.extra.facts, Date.now()), reqcc, requestPragmaNoCache(ctx));
+    return use === 'fresh' || use === 'stale-ok';
+  }
+
+  /** Serves a variant another box stored (read from the shared tier). */
+  #serveShared(ctx: RequestContext, variant: CachedVariant): void {
+    const age = ageOf(variant.extra.facts, Date.now());
+    this.#serveStored(ctx, variant, age, `hit; ${ttlParam(variant, age)}; detail=shared`);
   }
 
   /**
@@ -290,8 +357,20 @@ export class ProxyCache implements CacheOwner {
     const flightKey = `\0refresh\0${key}`;
     if (zone.flight(flightKey) !== undefined) return;
     const flight: Flight = { decision: Promise.resolve({ share: false }) };
-    const done = this.#revalidate(ctx, key, variant, currentAge(variant.stored, Date.now()), reqcc, 'fwd=stale', true);
+    const done = zone.shared === undefined ? this.#revalidate(ctx, key, variant, currentAge(variant.stored, Date.now()), reqcc, 'fwd=stale', true) : this.#refreshShared(ctx, key, variant, reqcc);
     zone.beginFlight(flightKey, flight, done.catch(() => undefined));
+  }
+
+  /** A background refresh with a shared tier: unless another box refreshed it (its answer is then kept here), this one does. */
+  async #refreshShared(ctx: RequestContext, key: string, variant: CachedVariant, reqcc: CacheControl): Promise<void> {
+    const zone = this.#o.zone;
+    const claimed = await zone.claim(key, ctx.req.headers, this.#o.rules, (other) => other.stored.responseTime > variant.stored.responseTime);
+    if (claimed !== undefined) return;
+    try {
+      await this.#revalidate(ctx, key, variant, currentAge(variant.stored, Date.now()), reqcc, 'fwd=stale', true);
+    } finally {
+      zone.releaseClaim(key);
+    }
   }
 
   /**
@@ -381,7 +460,12 @@ export class ProxyCache implements CacheOwner {
 
   /** Stores a complete response; called by StoringSink. */
   store(entry: StoredResponse): void {
-    this.#o.zone.store(entry, this.#o.rules);
+    this.#o.zone.store(entry, this.#o.rules, this.#staleWindow());
+  }
+
+  /** How long past its freshness a stored answer may still serve on this route (for the shared tier's expiry). */
+  #staleWindow(): number {
+    return Math.max(this.#o.rules.staleIfError, this.#o.staleIfUnreachable);
   }
 
   /** Refreshes a stored variant with the fields of a 304 (§4.3.4) and serves it. */
@@ -404,7 +488,7 @@ export class ProxyCache implements CacheOwner {
       else if (!KEEP_ON_REFRESH.has(lower) && lower !== 'cache-status') merged.push(headers[i]!, headers[i + 1]!);
     }
     const entry: StoredResponse = { ...variant.stored, headers: merged, requestTime, responseTime };
-    const refreshed = this.#o.zone.store(entry, this.#o.rules);
+    const refreshed = this.#o.zone.store(entry, this.#o.rules, this.#staleWindow());
     if (!background) this.#serveStored(ctx, refreshed, currentAge(entry, Date.now()), params, own);
   }
 
