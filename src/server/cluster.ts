@@ -11,5 +11,5 @@ import { ClusterLink } from '../cluster/link.js';
 export function clusterLink(config: Config, logger: Logger): ClusterLink | undefined {
   const cluster = config.cluster;
   if (cluster === undefined) return undefined;
-  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout }, logger);
+  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes }, logger);
 }
