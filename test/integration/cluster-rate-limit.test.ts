@@ -120,7 +120,7 @@ test('shared buckets: the burst is shared by two links, refused takes get Retry-
   }
 });
 
-test('three boxes: a 10/s limit holds at 10/s for the fleet; Redis killed: no 5xx and each box allows rate / boxes; Redis back: cluster-wide again', async (t) => {
+test('three boxes: a 10/s limit holds at 10/s for the fleet, a scope: box rule is each box\'s own; Redis killed: no 5xx and each box allows rate / boxes; Redis back: cluster-wide again', async (t) => {
   if (!requireTool(t, 'redis-server')) return;
   const redis = await RedisServer.start();
   const rate = 10;
@@ -135,6 +135,9 @@ test('three boxes: a 10/s limit holds at 10/s for the fleet; Redis killed: no 5x
 log: { access: off }
 sites:
   - routes:
+      - path: /local
+        rate_limit: { rate: 1/m, burst: 2, key: "local-route", scope: box }
+        respond: { body: "local" }
       - path: /probe
         rate_limit: { rate: 1000/s, key: "probe-box${index}" }
         respond: { body: "probe" }
@@ -152,6 +155,14 @@ sites:
         return (await rawKeys(redis.port, `${boxes.prefix}:rate:*:probe-box${i + 1}`)).length === 1;
       }, `box ${i + 1}'s rate limit in Redis`);
     }
+
+    // scope: box: each box has its own bucket (a burst of 2 each), none in Redis.
+    for (const origin of origins) {
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push(await fetch(`${origin}/local`).then((res) => (void res.arrayBuffer(), res.status)));
+      assert.deepEqual(statuses, [200, 200, 429], `scope: box at ${origin}`);
+    }
+    assert.deepEqual(await rawKeys(redis.port, `${boxes.prefix}:rate:*:local-route`), [], 'a box-scoped rule keeps nothing in Redis');
 
     // 1. Cluster-wide: 45 requests/s spread over the three boxes for 4 s.
     const shared = await spread(origins, 45, 4);
