@@ -162,8 +162,12 @@ sites:
 
     // scope: box: each box has its own bucket (a burst of 2 each), none in Redis.
     for (const origin of origins) {
-      const statuses = [];
-      for (let i = 0; i < 3; i++) statuses.push(await fetch(`${origin}/local`).then((res) => (void res.arrayBuffer(), res.status)));
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${origin}/local`);
+        await res.arrayBuffer();
+        statuses.push(res.status);
+      }
       assert.deepEqual(statuses, [200, 200, 429], `scope: box at ${origin}`);
     }
     assert.deepEqual(await rawKeys(redis.port, `${boxes.prefix}:rate:*:local-route`), [], 'a box-scoped rule keeps nothing in Redis');
