@@ -22,6 +22,8 @@ export interface ClusterSettings {
   name: string;
   /** The deadline of a call on a request's path, ms. */
   timeoutMs: number;
+  /** The boxes the cluster is meant to have (`cluster.boxes`): the least count a rate limit's local share assumes. */
+  expectedBoxes?: number;
 }
 
 /** What a feature gives up when Redis does not answer in time: counted per feature name. */

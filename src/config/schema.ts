@@ -813,6 +813,11 @@ const cluster = z
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a box name uses letters, digits, "_", "-", "."').optional(),
     /** The deadline of a call to Redis on a request's path (a rate limit, a shared-cache lookup): past it, the local fallback. */
     timeout: duration.default(50),
+    /**
+     * The boxes the cluster is meant to have: while Redis is away a cluster-wide rate limit allows each box its rate
+     * / the boxes the heartbeat last counted, and at least this many (a box started during an outage has counted none).
+     */
+    boxes: z.number().int().min(1).default(1),
   })
   // `key` is filled in by the checks of `cluster.ts` from the environment variable `key_env` names.
   .transform((section) => ({ ...section, name: section.name ?? '', key: '' }));

@@ -18,6 +18,8 @@ export interface HandlerEnv {
   serverHeader: string;
   /** The path of the route being built. */
   routePath: RoutePath;
+  /** The route's identity (its site's hosts and its path): the same across reloads, and on every box of a cluster. */
+  routeId: string;
   /** The config's cache zones. */
   caches: ReadonlyMap<string, CacheZone>;
   /** The config's named upstreams. */

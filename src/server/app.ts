@@ -188,6 +188,7 @@ export class App {
           logger,
           serverHeader: config.server_header,
           routePath: route.path,
+          routeId: routeKey,
           upstreams: this.#upstreams,
           caches: this.#caches,
           trusted,

@@ -15,7 +15,7 @@ import { Heartbeat } from '../cluster/heartbeat.js';
 export function clusterLink(config: Config, logger: Logger): ClusterLink | undefined {
   const cluster = config.cluster;
   if (cluster === undefined) return undefined;
-  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout }, logger);
+  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes }, logger);
 }
 
 /** What the heartbeat reads of the running server at each beat. */

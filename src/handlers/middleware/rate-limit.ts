@@ -3,7 +3,12 @@
  * host cannot rotate through its addresses), as nginx's `limit_req` with `burst … nodelay`. A request with no
  * token left gets 429 with `Retry-After`. The buckets live in a bounded LRU map (scope: this process; a reload
  * keeps them for a rule whose site, route and options are unchanged, and starts a changed rule afresh).
+ *
+ * With a `cluster`, a rule is cluster-wide unless it says `scope: box`: its buckets are in Redis (cluster/
+ * rate-bucket.ts, one atomic script call per request), and while Redis is away each box limits on its own at its
+ * share, rate and burst / the cluster's boxes (docs/cluster.md, "Rate limits").
  */
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
@@ -11,6 +16,8 @@ import { z } from 'zod';
 import type { RequestContext } from '../../http/context.js';
 import { sendError } from '../../http/send.js';
 import { compileTemplate } from '../../http/template.js';
+import type { ClusterLink } from '../../cluster/link.js';
+import { SharedBuckets } from '../../cluster/rate-bucket.js';
 import { defineMiddleware } from '../chain.js';
 
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000 };
@@ -43,6 +50,11 @@ const options = z.strictObject({
   ipv6_prefix: z.number().int().min(1).max(128).default(64),
   /** Buckets kept at most (least recently used dropped first). */
   max_keys: z.number().int().min(1).default(100_000),
+  /**
+   * With a `cluster`: `cluster` (the default) counts every box's requests in one bucket in Redis; `box` keeps the
+   * buckets in this box alone (each box then allows the whole rate). Without a cluster the box is all there is.
+   */
+  scope: z.enum(['cluster', 'box']).default('cluster'),
 });
 
 /** The first `bits` of an IPv6 address, the rest zeroed, in full form (`2001:db8:0:1:0:0:0:0`). */
@@ -120,6 +132,48 @@ export class TokenBuckets {
   }
 }
 
+/**
+ * A cluster-wide rule's buckets while Redis is away: this box's share, rate and burst divided by the cluster's
+ * boxes (those the heartbeat last counted, at least `cluster.boxes`), so that the boxes together still allow about
+ * the rule's rate. Made afresh when the box count changes, and dropped when Redis is back (nothing to hand back:
+ * Redis's buckets simply take over again).
+ */
+export class LocalShare {
+  readonly #link: ClusterLink;
+  readonly #perMs: number;
+  readonly #burst: number;
+  readonly #maxKeys: number;
+  #buckets: TokenBuckets | undefined;
+  #boxes = 0;
+
+  constructor(link: ClusterLink, perMs: number, burst: number, maxKeys: number) {
+    this.#link = link;
+    this.#perMs = perMs;
+    this.#burst = burst;
+    this.#maxKeys = maxKeys;
+  }
+
+  /** The boxes the share is divided by: the heartbeat's count, at least the configured `cluster.boxes`. */
+  get boxes(): number {
+    return Math.max(1, this.#link.boxes, this.#link.settings.expectedBoxes ?? 1);
+  }
+
+  /** As `TokenBuckets.take`, at this box's share. */
+  take(key: string): number {
+    const boxes = this.boxes;
+    if (this.#buckets === undefined || boxes !== this.#boxes) {
+      this.#boxes = boxes;
+      this.#buckets = new TokenBuckets(this.#perMs / boxes, Math.max(1, Math.ceil(this.#burst / boxes)), this.#maxKeys);
+    }
+    return this.#buckets.take(key);
+  }
+
+  /** Forgets the local buckets (Redis is back: the next outage starts from full ones). */
+  reset(): void {
+    this.#buckets = undefined;
+  }
+}
+
 /** The client's address as a bucket key: IPv6 clients grouped by their first `ipv6Bits`. */
 export function clientKey(ctx: RequestContext, ipv6Bits: number): string {
   const address = ctx.clientAddress();
@@ -132,10 +186,30 @@ export const rateLimitKind = defineMiddleware({
   stage: 'rate_limit',
   options,
   create(o, env) {
-    // Kept across reloads while the rule stays as it is: a reload must not refill every bucket.
-    const buckets = env.keep(`rate_limit\0${JSON.stringify(o)}`, () => new TokenBuckets(o.rate, o.burst ?? Math.max(1, Math.ceil(o.rate * 1000)), o.max_keys));
+    const burst = o.burst ?? Math.max(1, Math.ceil(o.rate * 1000));
     const template = compileTemplate(o.key);
     const byAddress = o.key === '$remote_addr';
+    const link = env.cluster;
+    if (link !== undefined && o.scope === 'cluster') {
+      // The rule's name in Redis: the same on every box whose config has this site, route and rule.
+      const rule = createHash('sha256').update(`${env.routeId}\0${JSON.stringify(o)}`).digest('base64url').slice(0, 16);
+      const shared = env.keep(
+        `rate_limit\0cluster\0${JSON.stringify(o)}`,
+        () => {
+          const local = new LocalShare(link, o.rate, burst, o.max_keys);
+          const buckets = new SharedBuckets(link, rule, o.rate, burst, (key) => local.take(key));
+          return { buckets, stopResetting: link.onUp(() => local.reset()) };
+        },
+        (kept) => void kept.stopResetting(),
+      ).buckets;
+      return async function clusterRateLimit(ctx, next) {
+        const wait = await shared.take(byAddress ? clientKey(ctx, o.ipv6_prefix) : template(ctx));
+        if (wait === 0) return next(ctx);
+        return sendError(ctx, 429, { 'Retry-After': String(wait) });
+      };
+    }
+    // Kept across reloads while the rule stays as it is: a reload must not refill every bucket.
+    const buckets = env.keep(`rate_limit\0${JSON.stringify(o)}`, () => new TokenBuckets(o.rate, burst, o.max_keys));
     return function rateLimit(ctx, next) {
       const wait = buckets.take(byAddress ? clientKey(ctx, o.ipv6_prefix) : template(ctx));
       if (wait === 0) return next(ctx);
