@@ -807,6 +807,11 @@ const cluster = z
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a box name uses letters, digits, "_", "-", "."').optional(),
     /** The deadline of a call to Redis on a request's path (a rate limit, a shared-cache lookup): past it, the local fallback. */
     timeout: duration.default(50),
+    /**
+     * The lease of the cluster's lock on one site's ACME order: renewed while the order runs; when its box dies, the
+     * lease ends and another box takes the order over (docs/cluster.md#certificates-and-acme).
+     */
+    acme_lease: duration.default(30_000),
   })
   // `key` is filled in by the checks of `cluster.ts` from the environment variable `key_env` names.
   .transform((section) => ({ ...section, name: section.name ?? '', key: '' }));
