@@ -1,7 +1,8 @@
 /**
  * ACME in a cluster: three `portico run` boxes (127.0.0.1-3) with one Redis and Debian's pebble. One order for the
  * site in the whole cluster, every box serving its certificate; a renewal reaching all three; a box killed during
- * the order, and another box completing it once the lease has run out; the keys in Redis sealed (no PEM).
+ * the order, and another box completing it once the lease has run out (and, Redis gone, a box restarted serving its
+ * copy); the keys in Redis sealed (no PEM); the order lock's lease renewed, compared and run out.
  *
  * Which box the CA's http-01 validation reaches is the test's to choose: pebble asks a small DNS server of the test
  * (a real one, on loopback UDP) for the site's address, and it answers with a box that does NOT hold the order's
@@ -16,8 +17,10 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { after, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
-import { Boxes } from '../helpers/boxes.js';
-import { freePort, startPebble, type Pebble } from '../helpers/pebble.js';
+import { ClusterLink } from '../../src/cluster/link.js';
+import { AcmeCluster, OrderLock, UNREACHABLE } from '../../src/tls/acme-cluster.js';
+import { Boxes, CLUSTER_KEY } from '../helpers/boxes.js';
+import { capturingLogger, freePort, startPebble, type Pebble } from '../helpers/pebble.js';
 import { RedisServer } from '../helpers/redis.js';
 import { eventually } from '../helpers/supervise.js';
 import { requireTool } from '../helpers/tools.js';
@@ -259,4 +262,64 @@ test('a box killed (SIGKILL) during the order: another box takes the order once 
   const waiting = logLines(boxes, 'acme: another box is ordering this certificate; waiting for it');
   assert.ok(waiting.some((line) => String(line.holder).startsWith(`box${killed!.box}/`)), 'the others waited for the killed box');
   t.diagnostic(`box${killed!.box} killed during its order; box${taken.box} ordered ${waited} ms later; validations ${JSON.stringify(cluster.validations)}`);
+
+  // Redis gone: a box restarted meanwhile serves the certificate from its state directory, as the other one does.
+  await cluster.redis.kill();
+  const restarted = await boxes.restart(left[0]!);
+  const [again, other] = await Promise.all([served(restarted.host, cluster.tlsPort), served(`127.0.0.${left[1]!}`, cluster.tlsPort)]);
+  assert.equal(again?.serialNumber, serials[0], 'the restarted box serves its copy while Redis is away');
+  assert.equal(other?.serialNumber, serials[0]);
+  assert.match(restarted.process.stderr, /acme: certificate loaded from the state directory/);
+  assert.equal(logLines(boxes, 'acme: ordering a certificate').length, 2, 'no order while Redis is away');
+});
+
+test('the order lock: one holder; its lease renewed while held; deleted only by its holder; run out when its process stops renewing it', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  t.after(() => redis.stop());
+  const logger = capturingLogger().logger;
+  const links = ['a', 'b'].map((name) => new ClusterLink({ redis: redis.url, prefix: 'test:acme-lock', name, timeoutMs: 200 }, logger));
+  t.after(() => Promise.all(links.map((link) => link.stop())));
+  const [a, b] = links.map((link) => new AcmeCluster(link, CLUSTER_KEY, 600, logger)) as [AcmeCluster, AcmeCluster];
+  for (const link of links) link.start();
+  await eventually(() => links.every((link) => link.up), 'both links up');
+  const first = await a.lock('site');
+  assert.ok(first instanceof OrderLock);
+  const held = await b.lock('site');
+  assert.ok(!(held instanceof OrderLock) && held !== UNREACHABLE && held.holder.startsWith('a/'), String(held));
+  // Three leases long, the lock stays a's: renewed every 200 ms.
+  const until = Date.now() + 1800;
+  let checks = 0;
+  for (; Date.now() < until && checks < 100; checks++) {
+    const again = await b.lock('site');
+    assert.ok(!(again instanceof OrderLock), `b took the lock after ${checks} checks: a's lease was not renewed`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await first.release();
+  const second = await eventually(async () => {
+    const taken = await b.lock('site');
+    return taken instanceof OrderLock ? taken : undefined;
+  }, 'b takes the released lock');
+  // A lock that became another's (its lease ran out, another box took it): not extended (compare-and-extend, so
+  // the holder learns it lost it), and not deleted by the old holder (compare-and-delete).
+  const other = await a.lock('other');
+  assert.ok(other instanceof OrderLock);
+  const otherKey = 'test:acme-lock:acme:lock:other';
+  await links[0]!.redis.set(otherKey, 'c/another-box', 'PX', 5000);
+  await eventually(() => other.lost, 'a learns it lost the lock');
+  await other.release();
+  assert.equal(await links[0]!.redis.get(otherKey), 'c/another-box');
+  assert.ok(!((await a.lock('site')) instanceof OrderLock), "b's lock stays b's");
+  // b's process stops (its renewals fall back): the lease runs out, and a takes the lock.
+  await links[1]!.stop();
+  const stoppedAt = Date.now();
+  const third = await eventually(async () => {
+    const taken = await a.lock('site');
+    return taken instanceof OrderLock ? taken : undefined;
+  }, 'a takes the lock after b stopped', 5000);
+  assert.ok(Date.now() - stoppedAt >= 200, `taken ${Date.now() - stoppedAt} ms after b stopped`);
+  await Promise.all([third.release(), second.release()]);
+  a.stop();
+  b.stop();
+  t.diagnostic(`${checks} checks over three leases found the lock held; taken over ${Date.now() - stoppedAt} ms after its holder stopped`);
 });
