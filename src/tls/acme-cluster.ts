@@ -94,10 +94,14 @@ export class OrderLock {
   }
 }
 
-/** Another box holds the order's lock: who, and for how long at most. */
+/**
+ * No order now: another box holds the order's lock (`holder`, for `ttlMs` at most), or the cluster's last order
+ * failed (`failed`: the box whose order failed), and every box holds back for `ttlMs`.
+ */
 export interface LockHeld {
   readonly holder: string;
   readonly ttlMs: number;
+  readonly failed?: boolean;
 }
 
 /** The cluster's side of ACME for one process (see the file comment). */
@@ -206,13 +210,19 @@ export class AcmeCluster {
     await this.#link.attempt(FEATURE, (redis) => redis.hset(this.#link.key('acme', 'account', id), 'url', url), () => 0, CONTROL_TIMEOUT_MS);
   }
 
-  /** Takes the lock on `id`'s order for this process, or says who holds it. */
+  /**
+   * Takes the lock on `id`'s order for this process, or says who holds it, or that the cluster holds back after a
+   * failed order (see `holdBack`).
+   */
   async lock(id: string): Promise<OrderLock | LockHeld | Unreachable> {
     const key = this.#link.key('acme', 'lock', id);
+    const retryKey = this.#link.key('acme', 'retry', id);
     const token = `${this.#link.name}/${this.#link.id}/${randomBytes(6).toString('hex')}`;
     const answer = await this.#link.attempt<LockHeld | 'taken' | Unreachable>(
       FEATURE,
       async (redis): Promise<LockHeld | 'taken'> => {
+        const [failedBy, retryTtl] = await Promise.all([redis.get(retryKey), redis.pttl(retryKey)]);
+        if (failedBy !== null && retryTtl > 0) return { holder: failedBy, ttlMs: retryTtl, failed: true };
         if ((await redis.set(key, token, 'PX', this.leaseMs, 'NX')) === 'OK') return 'taken';
         const [holder, ttl] = await Promise.all([redis.get(key), redis.pttl(key)]);
         return { holder: holder ?? '', ttlMs: ttl > 0 ? ttl : 0 };
@@ -223,6 +233,14 @@ export class AcmeCluster {
     if (answer === UNREACHABLE) return UNREACHABLE;
     if (answer !== 'taken') return answer;
     return new OrderLock(this.#link, key, token, this.leaseMs, this.#logger);
+  }
+
+  /**
+   * After a failed order: no box orders `id` for `delayMs` (the failing box's backoff), so that a CA that refuses
+   * (down, rate-limited, failing validations) is asked once per backoff by the cluster, not once per box.
+   */
+  async holdBack(id: string, delayMs: number): Promise<void> {
+    await this.#link.attempt(FEATURE, (redis) => redis.set(this.#link.key('acme', 'retry', id), this.#link.name, 'PX', Math.max(1, Math.round(delayMs))), () => null, CONTROL_TIMEOUT_MS);
   }
 
   /** Puts an http-01 token where every box finds it; false when Redis did not take it. */

@@ -138,6 +138,8 @@ export class AcmeManager {
   #awayLogged = false;
   /** The holder this manager was last told is ordering (logged once per holder). */
   #waitingFor: string | undefined;
+  /** The delay before the retry of the last failed order. */
+  #retryDelay = 0;
 
   constructor(hosts: readonly string[], settings: AcmeConfig, options: AcmeOptions) {
     this.hosts = hosts;
@@ -251,9 +253,12 @@ export class AcmeManager {
       if (taken === UNREACHABLE) return this.#awaitRedis();
       this.#awayLogged = false;
       if (!(taken instanceof OrderLock)) {
-        if (this.#waitingFor !== taken.holder) {
-          this.#waitingFor = taken.holder;
-          this.#options.logger.info({ hosts: this.hosts, holder: taken.holder, leaseLeftMs: taken.ttlMs }, 'acme: another box is ordering this certificate; waiting for it');
+        const waitingFor = `${taken.failed === true ? 'failed' : 'held'}:${taken.holder}`;
+        if (this.#waitingFor !== waitingFor) {
+          this.#waitingFor = waitingFor;
+          if (taken.failed === true) {
+            this.#options.logger.info({ hosts: this.hosts, failedOn: taken.holder, retryInMs: taken.ttlMs }, 'acme: the cluster\'s last order of this certificate failed; the next one waits for its backoff');
+          } else this.#options.logger.info({ hosts: this.hosts, holder: taken.holder, leaseLeftMs: taken.ttlMs }, 'acme: another box is ordering this certificate; waiting for it');
         }
         // Its certificate's announcement comes first (see `start`); the lease running out (its box died) comes next.
         this.#wait(taken.ttlMs + 100 + Math.floor(Math.random() * 400), () => void this.#obtain());
@@ -265,7 +270,11 @@ export class AcmeManager {
       const again = await cluster.readCertificate(this.id);
       if (again !== UNREACHABLE) await this.#adoptNewer(again);
       if (!this.#due()) return true;
-      return await this.#attempt(lock);
+      const failures = this.#failures;
+      const done = await this.#attempt(lock);
+      // Failed: the whole cluster waits for this box's backoff before the next order.
+      if (this.#failures > failures) await cluster.holdBack(this.id, this.#retryDelay);
+      return done;
     } catch (err) {
       this.#failed(err as Error);
       return false;
@@ -369,6 +378,7 @@ export class AcmeManager {
     const max = this.#options.retryMaxMs ?? 3_600_000;
     // ±10% jitter: many sites failing together (the CA down) do not all come back in the same second.
     const delay = Math.round(Math.min(max, first * 2 ** Math.min(this.#failures - 1, 30)) * (0.9 + Math.random() * 0.2));
+    this.#retryDelay = delay;
     this.#options.logger.warn(
       { hosts: this.hosts, reason: err.message, attempt: this.#failures, retryInMs: delay, serving: this.#held !== undefined },
       'acme: certificate order failed; retrying',

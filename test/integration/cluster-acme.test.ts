@@ -274,7 +274,7 @@ test('a box killed (SIGKILL) during the order: another box takes the order once 
   assert.equal(logLines(boxes, 'acme: ordering a certificate').length, 2, 'no order while Redis is away');
 });
 
-test('the order lock: one holder; its lease renewed while held; deleted only by its holder; run out when its process stops renewing it', async (t) => {
+test('the order lock: one holder; its lease renewed while held; deleted only by its holder; run out when its process stops renewing it; held back after a failed order', async (t) => {
   if (!requireTool(t, 'redis-server')) return;
   const redis = await RedisServer.start();
   t.after(() => redis.stop());
@@ -320,6 +320,15 @@ test('the order lock: one holder; its lease renewed while held; deleted only by 
   }, 'a takes the lock after b stopped', 5000);
   assert.ok(Date.now() - stoppedAt >= 200, `taken ${Date.now() - stoppedAt} ms after b stopped`);
   await Promise.all([third.release(), second.release()]);
+  // A failed order holds the whole cluster back for the failing box's backoff (its own next try included).
+  await a.holdBack('failing', 400);
+  const backoff = await a.lock('failing');
+  assert.ok(!(backoff instanceof OrderLock) && backoff !== UNREACHABLE && backoff.failed === true && backoff.holder === 'a' && backoff.ttlMs <= 400, JSON.stringify(backoff));
+  const afterBackoff = await eventually(async () => {
+    const taken = await a.lock('failing');
+    return taken instanceof OrderLock ? taken : undefined;
+  }, 'an order once the backoff is over', 3000);
+  await afterBackoff.release();
   a.stop();
   b.stop();
   t.diagnostic(`${checks} checks over three leases found the lock held; taken over ${Date.now() - stoppedAt} ms after its holder stopped`);
