@@ -247,11 +247,11 @@ export class AcmeManager {
     try {
       const stored = await cluster.readCertificate(this.id);
       if (stored === UNREACHABLE) return this.#awaitRedis();
+      this.#awayLogged = false;
       await this.#adoptNewer(stored);
       if (!this.#due()) return true;
       const taken = await cluster.lock(this.id);
       if (taken === UNREACHABLE) return this.#awaitRedis();
-      this.#awayLogged = false;
       if (!(taken instanceof OrderLock)) {
         const waitingFor = `${taken.failed === true ? 'failed' : 'held'}:${taken.holder}`;
         if (this.#waitingFor !== waitingFor) {
