@@ -80,6 +80,11 @@ export class ClusterLink {
     this.#redis.on('close', () => {
       if (!this.#stopped) this.#failed('connection', new Error('connection closed'));
     });
+    // Subscriptions made while Redis was away were dropped with the offline queue (maxRetriesPerRequest 0), and
+    // autoResubscribe only renews those that were made: every channel is subscribed again once the connection is ready.
+    this.#subscriber.on('ready', () => {
+      for (const name of this.#handlers.keys()) this.#subscriber.subscribe(name).catch(() => {});
+    });
     this.#subscriber.on('messageBuffer', (channel: Buffer, payload: Buffer) => this.#deliver(channel.toString(), payload));
   }
 

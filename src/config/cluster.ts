@@ -9,6 +9,9 @@ import type { ParsedConfig, Problem } from './schema.js';
 /** The shortest cluster secret accepted (`openssl rand -hex 32` gives 64). */
 export const MIN_CLUSTER_KEY_LENGTH = 32;
 
+/** The shortest lease of an ACME order's lock (`acme_lease`). */
+export const MIN_ACME_LEASE_MS = 1000;
+
 /** Problems of `config.cluster` (none without one); fills in `cluster.key` and `cluster.name`. */
 export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = process.env): Problem[] {
   const cluster = config.cluster;
@@ -17,6 +20,9 @@ export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = proc
   const problems: Problem[] = [];
   if (config.workers > 1) {
     problems.push({ keys: ['cluster'], message: `a cluster box runs as one process for now: set workers: 1 (or leave workers out), and run more boxes for more cores` });
+  }
+  if (cluster.acme_lease < MIN_ACME_LEASE_MS) {
+    problems.push({ keys: ['cluster', 'acme_lease'], message: `an ACME lock's lease is at least 1s (it is renewed every third of it while the order runs)` });
   }
   const key = env[cluster.key_env]?.trim() ?? '';
   if (key === '') {

@@ -818,6 +818,11 @@ const cluster = z
      * / the boxes the heartbeat last counted, and at least this many (a box started during an outage has counted none).
      */
     boxes: z.number().int().min(1).default(1),
+    /**
+     * The lease of the cluster's lock on one site's ACME order: renewed while the order runs; when its box dies, the
+     * lease ends and another box takes the order over (docs/cluster.md#certificates-and-acme).
+     */
+    acme_lease: duration.default(30_000),
   })
   // `key` is filled in by the checks of `cluster.ts` from the environment variable `key_env` names.
   .transform((section) => ({ ...section, name: section.name ?? '', key: '' }));

@@ -458,17 +458,30 @@ export class App {
 
   /**
    * Answers a GET or HEAD under /.well-known/acme-challenge/ when ACME is on: the key authorization of a pending
-   * token (RFC 8555 §8.3), 404 for any other. Returns false for every other request.
+   * token (RFC 8555 §8.3; in a cluster, one another box put in Redis), 404 for any other. Returns false for every
+   * other request.
    */
   #answerChallenge(ctx: RequestContext): boolean {
     const { req, res } = ctx;
     const url = req.url ?? '';
     if (!url.startsWith(CHALLENGE_PREFIX) || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
     const q = url.indexOf('?');
-    const answer = this.#challenges!.answer(q === -1 ? url : url.slice(0, q));
+    const path = q === -1 ? url : url.slice(0, q);
+    const answer = this.#challenges!.answer(path);
+    // Not pending here: in a cluster, another box's order may have put it in Redis.
+    const elsewhere = answer === undefined ? this.#challenges!.lookup(path) : undefined;
+    if (elsewhere === undefined) this.#sendChallenge(ctx, answer);
+    else void elsewhere.catch(() => undefined).then((found) => this.#sendChallenge(ctx, found));
+    return true;
+  }
+
+  /** Sends a challenge's key authorization, or 404 when there is none. */
+  #sendChallenge(ctx: RequestContext, answer: string | undefined): void {
+    const { req, res } = ctx;
+    if (res.destroyed) return;
     if (answer === undefined) {
       sendError(ctx, 404);
-      return true;
+      return;
     }
     ctx.status = 200;
     const headers: string[] = ['Content-Type', 'text/plain', 'Content-Length', String(answer.length), 'Cache-Control', 'no-store'];
@@ -479,7 +492,6 @@ export class App {
       ctx.bytesSent = answer.length;
       res.end(answer);
     }
-    return true;
   }
 
   /**

@@ -632,7 +632,11 @@ export class Portico {
         install: (id, hosts, cert, key) => this.#app.certificates.install(id, hosts, cert, key),
         remove: (id) => void this.#app.certificates.remove(id),
       };
-      this.#acme = new AcmeSites({ state, sink, challenges: this.#appState.challenges!, logger: this.#logger, ...this.#acmeOptions });
+      // In a cluster, the account, certificates and tokens are shared through Redis (docs/cluster.md).
+      const link = this.#cluster;
+      const settings = config.cluster;
+      const cluster = link === undefined || settings === undefined ? undefined : new (await import('../tls/acme-cluster.js')).AcmeCluster(link, settings.key, settings.acme_lease, this.#logger);
+      this.#acme = new AcmeSites({ state, sink, challenges: this.#appState.challenges!, logger: this.#logger, ...this.#acmeOptions, cluster });
     }
     if (this.#stopped) return;
     try {

@@ -8,6 +8,12 @@
  *
  * Only http-01 is answered (on the plain listeners, see `challenges.ts`). acme-client does the protocol (JWS,
  * nonces, polling); its own per-request retries are turned off, as the order-level backoff here covers them.
+ *
+ * In a cluster (`AcmeOptions.cluster`, see `acme-cluster.ts`) the account, the certificate and its key live in
+ * Redis as well (the state directory keeps this box's copy, which serves at a start while Redis is away): a manager
+ * installs a newer certificate it finds there (at start, when another box announces one, when Redis comes back),
+ * orders only while it holds the site's lock (otherwise it waits for the holder's certificate), shares its http-01
+ * tokens, and orders nothing while Redis is away.
  */
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -16,6 +22,7 @@ import * as acme from 'acme-client';
 import type { Logger } from 'pino';
 import type { AcmeConfig } from '../config/schema.js';
 import { acmeClient, AcmeAccounts } from './acme-account.js';
+import { OrderLock, UNREACHABLE, type AcmeCluster } from './acme-cluster.js';
 import type { Http01Challenges } from './challenges.js';
 import type { StateDir } from './state-dir.js';
 
@@ -80,6 +87,8 @@ export interface AcmeOptions {
   retryMaxMs?: number;
   /** The accounts shared by the managers of one state directory (made per manager when absent). */
   accounts?: AcmeAccounts;
+  /** The cluster's side (a `cluster` section): certificates, account, lock and tokens in Redis. */
+  cluster?: AcmeCluster | undefined;
 }
 
 /** A certificate in use and when it should be renewed. */
@@ -123,6 +132,14 @@ export class AcmeManager {
   #failures = 0;
   #stopped = false;
   #ordering = false;
+  readonly #cluster: AcmeCluster | undefined;
+  #unwatch: (() => void) | undefined;
+  /** Whether this manager is waiting for Redis to order (logged once per wait). */
+  #awayLogged = false;
+  /** The holder this manager was last told is ordering (logged once per holder). */
+  #waitingFor: string | undefined;
+  /** The delay before the retry of the last failed order. */
+  #retryDelay = 0;
 
   constructor(hosts: readonly string[], settings: AcmeConfig, options: AcmeOptions) {
     this.hosts = hosts;
@@ -131,7 +148,8 @@ export class AcmeManager {
     this.#now = options.now ?? Date.now;
     this.id = fileId(hosts[0] ?? 'site', settings.directory, ...[...hosts].map((h) => h.toLowerCase()).sort());
     this.#accountId = fileId(new URL(settings.directory).host, settings.directory, settings.email);
-    this.#accounts = options.accounts ?? new AcmeAccounts(options.state);
+    this.#cluster = options.cluster;
+    this.#accounts = options.accounts ?? new AcmeAccounts(options.state, options.cluster);
     if (settings.trusted_roots !== undefined) trustRoots(settings.directory, readFileSync(settings.trusted_roots, 'utf8'));
   }
 
@@ -160,7 +178,10 @@ export class AcmeManager {
         'acme: certificate loaded from the state directory',
       );
     }
-    this.#plan();
+    if (this.#cluster === undefined) return this.#plan();
+    // What another box stored or announced (and Redis coming back) is compared with what is installed.
+    this.#unwatch = this.#cluster.watch(this.id, () => void this.#resync());
+    void this.#resync();
   }
 
   /** Clears the timer; an order in flight still saves its certificate, but installs nothing. */
@@ -168,6 +189,7 @@ export class AcmeManager {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#unwatch?.();
   }
 
   /** Makes `held` the certificate in use; false (logged) when the sink refuses it: it is then ordered anew. */
@@ -200,11 +222,117 @@ export class AcmeManager {
   async #obtain(): Promise<void> {
     if (this.#ordering || this.#stopped) return;
     this.#ordering = true;
+    let replan: boolean;
     try {
-      if (await this.#attempt()) this.#plan();
+      replan = this.#cluster === undefined ? await this.#attempt() : await this.#obtainShared(this.#cluster);
     } finally {
       this.#ordering = false;
     }
+    if (replan) this.#plan();
+  }
+
+  /** Whether the certificate in use is missing or due for renewal. */
+  #due(): boolean {
+    const held = this.#held;
+    return held === undefined || renewalTime(held.notBefore, held.notAfter) <= this.#now();
+  }
+
+  /**
+   * A cluster's order: the certificate another box stored is taken when it is newer; otherwise, when one is still
+   * due, an order under the site's lock, or a wait for the box that holds it (until its lease ends, or sooner when
+   * it announces its certificate). True when the manager should plan again (a timer is set otherwise).
+   */
+  async #obtainShared(cluster: AcmeCluster): Promise<boolean> {
+    let lock: OrderLock | undefined;
+    try {
+      const stored = await cluster.readCertificate(this.id);
+      if (stored === UNREACHABLE) return this.#awaitRedis();
+      this.#awayLogged = false;
+      await this.#adoptNewer(stored);
+      if (!this.#due()) return true;
+      const taken = await cluster.lock(this.id);
+      if (taken === UNREACHABLE) return this.#awaitRedis();
+      if (!(taken instanceof OrderLock)) {
+        const waitingFor = `${taken.failed === true ? 'failed' : 'held'}:${taken.holder}`;
+        if (this.#waitingFor !== waitingFor) {
+          this.#waitingFor = waitingFor;
+          if (taken.failed === true) {
+            this.#options.logger.info({ hosts: this.hosts, failedOn: taken.holder, retryInMs: taken.ttlMs }, 'acme: the cluster\'s last order of this certificate failed; the next one waits for its backoff');
+          } else this.#options.logger.info({ hosts: this.hosts, holder: taken.holder, leaseLeftMs: taken.ttlMs }, 'acme: another box is ordering this certificate; waiting for it');
+        }
+        // Its certificate's announcement comes first (see `start`); the lease running out (its box died) comes next.
+        this.#wait(taken.ttlMs + 100 + Math.floor(Math.random() * 400), () => void this.#obtain());
+        return false;
+      }
+      lock = taken;
+      this.#waitingFor = undefined;
+      // Between the read and the lock, the previous holder may have stored its certificate.
+      const again = await cluster.readCertificate(this.id);
+      if (again !== UNREACHABLE) await this.#adoptNewer(again);
+      if (!this.#due()) return true;
+      const failures = this.#failures;
+      const done = await this.#attempt(lock);
+      // Failed: the whole cluster waits for this box's backoff before the next order.
+      if (this.#failures > failures) await cluster.holdBack(this.id, this.#retryDelay);
+      return done;
+    } catch (err) {
+      this.#failed(err as Error);
+      return false;
+    } finally {
+      await lock?.release();
+    }
+  }
+
+  /** Redis is away: nothing is ordered (said once); Redis back (`start`'s watch) or a timer tries again. */
+  #awaitRedis(): false {
+    if (!this.#awayLogged) {
+      this.#awayLogged = true;
+      this.#options.logger.warn(
+        { hosts: this.hosts, serving: this.#held !== undefined },
+        'acme: Redis unreachable: no certificate is ordered until it is back; the installed certificate keeps serving',
+      );
+    }
+    this.#wait(this.#cluster!.leaseMs, () => void this.#obtain());
+    return false;
+  }
+
+  /** Installs (and keeps a copy of) a stored certificate when it is good and lasts longer than the one in use. */
+  async #adoptNewer(stored: { cert: string; key: string; box: string } | undefined): Promise<boolean> {
+    if (stored === undefined) return false;
+    const held = readHeld(stored.cert, stored.key, this.hosts);
+    if (held === undefined || held.notAfter <= this.#now()) return false;
+    if (this.#held !== undefined && (held.notAfter <= this.#held.notAfter || held.cert === this.#held.cert)) return false;
+    if (this.#stopped || !this.#install(held)) return false;
+    const { state, logger } = this.#options;
+    await state.write(`certificates/${this.id}.key`, held.key);
+    await state.write(`certificates/${this.id}.crt`, held.cert);
+    logger.info(
+      { hosts: this.hosts, from: stored.box, serial: new X509Certificate(held.cert).serialNumber, notAfter: new Date(held.notAfter).toISOString() },
+      'acme: certificate installed from the cluster',
+    );
+    return true;
+  }
+
+  /**
+   * Compares what Redis has with what is installed: a newer stored certificate is installed; ours is stored when
+   * Redis has none or an older one (Redis restarted empty). Then plans (an order, when one is due).
+   */
+  async #resync(): Promise<void> {
+    const cluster = this.#cluster!;
+    if (this.#stopped || this.#ordering) return;
+    try {
+      const stored = await cluster.readCertificate(this.id);
+      if (stored !== UNREACHABLE && !(await this.#adoptNewer(stored))) {
+        const held = this.#held;
+        const storedNotAfter = stored === undefined ? 0 : (readHeld(stored.cert, stored.key, this.hosts)?.notAfter ?? 0);
+        if (held !== undefined && held.notAfter > storedNotAfter) {
+          await cluster.writeCertificate(this.id, held.cert, held.key, held.notAfter, new X509Certificate(held.cert).serialNumber);
+        }
+      }
+    } catch (err) {
+      this.#options.logger.warn({ hosts: this.hosts, reason: (err as Error).message }, 'acme: cannot compare the certificate with the cluster\'s');
+    }
+    if (!this.#ordering) this.#plan();
   }
 
   /**
@@ -212,16 +340,20 @@ export class AcmeManager {
    * A manager stopped meanwhile still saves what the CA issued (the next start uses it instead of ordering again,
    * which a CA's rate limits would count) but installs nothing.
    */
-  async #attempt(): Promise<boolean> {
+  async #attempt(lock?: OrderLock): Promise<boolean> {
     const { logger, state, sink } = this.#options;
     const renewal = this.#held !== undefined;
     logger.info({ hosts: this.hosts, directory: this.#settings.directory, renewal }, 'acme: ordering a certificate');
     try {
-      const { cert, key } = await this.#order();
+      const { cert, key } = await this.#order(lock !== undefined);
       const held = readHeld(cert, key, this.hosts);
       if (held === undefined) throw new Error('the CA issued a certificate that does not name every host or match its key');
       await state.write(`certificates/${this.id}.key`, key);
       await state.write(`certificates/${this.id}.crt`, cert);
+      // The other boxes install it when they hear of it; unstored (Redis away), it is stored at the re-sync.
+      if (lock !== undefined && !(await this.#cluster!.writeCertificate(this.id, cert, key, held.notAfter, new X509Certificate(cert).serialNumber))) {
+        logger.warn({ hosts: this.hosts }, 'acme: the certificate was not stored in Redis (unreachable, or a longer-lasting one is there); it is kept here');
+      }
       this.#failures = 0;
       this.lastRenewal = this.#now();
       this.lastError = undefined;
@@ -233,24 +365,33 @@ export class AcmeManager {
         renewal ? 'acme: certificate renewed' : 'acme: certificate obtained',
       );
     } catch (err) {
-      this.#failures++;
-      this.lastError = (err as Error).message;
-      const first = this.#options.retryFirstMs ?? 60_000;
-      const max = this.#options.retryMaxMs ?? 3_600_000;
-      // ±10% jitter: many sites failing together (the CA down) do not all come back in the same second.
-      const delay = Math.round(Math.min(max, first * 2 ** Math.min(this.#failures - 1, 30)) * (0.9 + Math.random() * 0.2));
-      logger.warn(
-        { hosts: this.hosts, reason: (err as Error).message, attempt: this.#failures, retryInMs: delay, serving: this.#held !== undefined },
-        'acme: certificate order failed; retrying',
-      );
-      if (!this.#stopped) this.#wait(delay, () => void this.#obtain());
-      return false;
+      return this.#failed(err as Error);
     }
     return true;
   }
 
-  /** One order, start to finish: account (made or reused), key and CSR, http-01 challenges, certificate. */
-  async #order(): Promise<{ cert: string; key: string }> {
+  /** A failed order: logged with its reason, and retried after a growing delay. */
+  #failed(err: Error): false {
+    this.#failures++;
+    this.lastError = err.message;
+    const first = this.#options.retryFirstMs ?? 60_000;
+    const max = this.#options.retryMaxMs ?? 3_600_000;
+    // ±10% jitter: many sites failing together (the CA down) do not all come back in the same second.
+    const delay = Math.round(Math.min(max, first * 2 ** Math.min(this.#failures - 1, 30)) * (0.9 + Math.random() * 0.2));
+    this.#retryDelay = delay;
+    this.#options.logger.warn(
+      { hosts: this.hosts, reason: err.message, attempt: this.#failures, retryInMs: delay, serving: this.#held !== undefined },
+      'acme: certificate order failed; retrying',
+    );
+    if (!this.#stopped) this.#wait(delay, () => void this.#obtain());
+    return false;
+  }
+
+  /**
+   * One order, start to finish: account (made or reused), key and CSR, http-01 challenges, certificate. `shared`:
+   * the tokens go to the cluster's Redis too, for whichever box the CA's validation reaches.
+   */
+  async #order(shared: boolean): Promise<{ cert: string; key: string }> {
     const { challenges } = this.#options;
     const settings = this.#settings;
     // Shared with every site on the same account: made once, even when they all order at first start.
@@ -267,9 +408,13 @@ export class AcmeManager {
       challengeCreateFn: async (_authz, challenge, keyAuthorization) => {
         if (challenge.type !== 'http-01') throw new Error(`challenge ${challenge.type} is not supported (only http-01)`);
         challenges.set(challenge.token, keyAuthorization);
+        if (shared && !(await this.#cluster!.setToken(challenge.token, keyAuthorization))) {
+          throw new Error('the http-01 token could not be put in Redis (unreachable): another box could not answer the CA');
+        }
       },
       challengeRemoveFn: async (_authz, challenge) => {
         challenges.delete(challenge.token);
+        if (shared) await this.#cluster!.deleteToken(challenge.token);
       },
     });
     return { cert, key: key.toString() };
@@ -293,7 +438,8 @@ export class AcmeSites {
 
   constructor(options: AcmeOptions) {
     // One set of accounts for every manager, across reloads: sites on one account share it.
-    this.#options = { ...options, accounts: options.accounts ?? new AcmeAccounts(options.state) };
+    this.#options = { ...options, accounts: options.accounts ?? new AcmeAccounts(options.state, options.cluster) };
+    options.cluster?.shareChallenges(options.challenges);
   }
 
   /** Every site's manager (status). */
@@ -329,9 +475,10 @@ export class AcmeSites {
     for (const manager of started) manager.start();
   }
 
-  /** Stops every manager's timer. */
+  /** Stops every manager's timer (and, in a cluster, listening to the other boxes). */
   stop(): void {
     for (const manager of this.#managers.values()) manager.stop();
     this.#managers.clear();
+    this.#options.cluster?.stop();
   }
 }

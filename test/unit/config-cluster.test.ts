@@ -34,3 +34,12 @@ test('a cluster box with workers > 1 is refused, naming what to do instead', () 
   process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
   assert.match(configErrors(`workers: 2\ncluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir())[0]!, /workers: 1/);
 });
+
+test('acme_lease defaults to 30 s; a lease under 1 s is refused at its line', () => {
+  process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
+  const config = parseConfig(`cluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\n${site}`, 'portico.yaml', tmpdir());
+  assert.equal(config.cluster?.acme_lease, 30_000);
+  const errors = configErrors(`cluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\n  acme_lease: 200ms\n${site}`, tmpdir());
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!, /portico\.yaml:4:\d+.*at least 1s/);
+});
