@@ -64,10 +64,11 @@ export interface SecureTarget {
   /** Answers an HTTP/2 request with Portico's error page for `status` (an expectation other than 100-continue). */
   refuse(req: ClientRequest, res: ClientResponse, status: number): void;
   /**
-   * The session-ticket keys (48 bytes) every TLS server of the process uses, when they are shared with other
-   * processes (`workers`: a ticket one worker issued resumes on any); undefined: each server's own random keys.
+   * The session-ticket keys (48 bytes) a TLS server made now uses, when they are shared with other processes
+   * (`workers`: a ticket one worker issued resumes on any; a cluster: on any box); undefined: each server's own
+   * random keys.
    */
-  ticketKeys?: Buffer | undefined;
+  ticketKeys?: () => Buffer | undefined;
   /** Where handshakes are counted now (undefined: counting is off). */
   handshakes?(): HandshakeTally | undefined;
 }
@@ -149,6 +150,11 @@ export class SecureStage {
     this.#stalls.setTimeout(config.send_timeout);
   }
 
+  /** New session-ticket keys (a cluster's rotation) for the TLS server new connections meet. */
+  setTicketKeys(keys: Buffer): void {
+    this.#tls.setTicketKeys(keys);
+  }
+
   /** Shutdown: each HTTP/2 session finishes its streams and closes (GOAWAY); new streams are refused. */
   close(): Promise<void> {
     const sessions = [...this.#sessions].map((session) => new Promise<void>((resolve) => {
@@ -183,7 +189,8 @@ export class SecureStage {
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
     });
-    if (target.ticketKeys !== undefined) server.setTicketKeys(target.ticketKeys);
+    const ticketKeys = target.ticketKeys?.();
+    if (ticketKeys !== undefined) server.setTicketKeys(ticketKeys);
     server.on('secureConnection', (socket: TLSSocket) => {
       const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
       const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };

@@ -46,7 +46,7 @@ import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ClusterLink } from '../cluster/link.js';
-import { clusterLink } from './cluster.js';
+import { clusterKeys, clusterLink, type ClusterKeys } from './cluster.js';
 import type { ProcessStatus } from '../control/admin-types.js';
 import { certificateStatuses, processStatus, scrapeSource, statusReport } from './status.js';
 
@@ -182,6 +182,8 @@ export class Portico {
   #counting = false;
   /** The link to the cluster's Redis (docs/cluster.md), made with the first config that has `cluster`; a reload keeps it. */
   readonly #cluster: ClusterLink | undefined;
+  /** The sticky and session-ticket keys every box of the cluster shares, rotating (made with `#cluster`). */
+  readonly #clusterKeys: ClusterKeys | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -216,9 +218,11 @@ export class Portico {
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#cluster = clusterLink(config, logger);
+    this.#clusterKeys = clusterKeys(config);
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
-    else {
+    if (this.#clusterKeys !== undefined) this.#appState.stickyKey = this.#clusterKeys.sticky;
+    if (this.#worker !== undefined) {
       this.#appState.stickyKey = this.#worker.stickyKey;
       this.#appState.challenges = this.#worker.challenges;
     }
@@ -255,7 +259,7 @@ export class Portico {
         handshakes: () => (this.#counting ? this.#metrics : undefined),
       },
       logger,
-      this.#worker?.listeners,
+      this.#worker?.listeners ?? (this.#clusterKeys === undefined ? undefined : { ticketKeys: this.#clusterKeys.tickets.current }),
     );
   }
 
@@ -304,7 +308,8 @@ export class Portico {
     const state = this.#state ?? StateDir.open(dir, this.#logger, this.#upgrade?.predecessor);
     this.#state = state;
     this.#stateNamed = true;
-    this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
+    // A cluster's key pins a client on every box; the state directory's, on this one across restarts.
+    this.#appState.stickyKey = this.#clusterKeys?.sticky ?? state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
     this.#loadOverrides(state);
   }
@@ -689,6 +694,7 @@ export class Portico {
    */
   async start(): Promise<void> {
     this.#cluster?.start();
+    this.#clusterKeys?.start((keys) => this.#listeners.setTicketKeys(keys));
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
     await this.#app.start();
@@ -722,6 +728,7 @@ export class Portico {
       await this.#supervisor?.stop();
       await this.#zones.stop();
       await this.#cluster?.stop();
+      this.#clusterKeys?.stop();
       this.#state?.release();
       throw err;
     }
@@ -897,6 +904,7 @@ export class Portico {
     await this.#zones.stop();
     await this.#operator.settled();
     await this.#cluster?.stop();
+    this.#clusterKeys?.stop();
     this.#pidFile?.remove();
     this.#state?.release();
   }
