@@ -367,8 +367,9 @@ export class Upstream {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
     const pinned = this.servers[this.#pinned(current)];
-    // A pin to a draining server holds (its clients stay until the operator disables it).
-    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
+    // A pin to a draining server holds (its clients stay until the operator disables it); a value under a previous
+    // key is signed again under the current one.
+    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return this.stickyCookie(pinned, current);
     const server = this.select(undefined, pick, current);
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
