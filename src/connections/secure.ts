@@ -21,6 +21,7 @@
  * - A reload that changes the TLS settings makes a new tls.Server for new connections; handshakes under way
  *   finish on the old one, whose handlers are the same.
  */
+import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
@@ -173,7 +174,12 @@ export class SecureStage {
   #makeTls(config: ListenerConfig): tls.Server {
     const options = config.tls!;
     const target = this.#target;
+    const ticketKeys = target.ticketKeys?.();
     const server = tls.createServer({
+      // Node's default session context is a hash of the process's command line: another box's differs, and
+      // OpenSSL would not resume its sessions even with the same ticket keys. Shared keys, shared context; a
+      // listener that asks for client certificates of another CA is another context (no resumption across them).
+      ...(ticketKeys === undefined ? {} : { sessionIdContext: sharedSessionContext(options) }),
       ...(options.pem === undefined ? {} : { cert: options.pem.cert, key: options.pem.key }),
       minVersion: options.min_version,
       maxVersion: options.max_version,
@@ -189,7 +195,6 @@ export class SecureStage {
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
     });
-    const ticketKeys = target.ticketKeys?.();
     if (ticketKeys !== undefined) server.setTicketKeys(ticketKeys);
     server.on('secureConnection', (socket: TLSSocket) => {
       const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
@@ -217,6 +222,11 @@ export class SecureStage {
 
 /** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
 const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65_535, max_frame_size: 16_384 };
+
+/** The TLS session context of a listener whose ticket keys are shared: the same on every box with the same policy. */
+function sharedSessionContext(options: ListenerTls): string {
+  return createHash('sha256').update(`portico\0${options.client_ca_pem ?? ''}`).digest('hex').slice(0, 32);
+}
 
 function defaultCertificate(options: ListenerTls): ServedCertificate | undefined {
   return options.pem === undefined ? undefined : servedCertificate(options.pem.cert, options.pem.key);
