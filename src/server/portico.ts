@@ -94,6 +94,8 @@ export interface PorticoOptions {
   worker?: WorkerRole;
   /** The admin API's options (tests: a shorter `/events` interval, another dashboard folder). */
   admin?: AdminApiOptions;
+  /** With `cluster`: the shared keys to use (tests hand in keys on a clock of their own); default made from the config. */
+  clusterKeys?: ClusterKeys;
 }
 
 /**
@@ -218,7 +220,7 @@ export class Portico {
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#cluster = clusterLink(config, logger);
-    this.#clusterKeys = clusterKeys(config);
+    this.#clusterKeys = config.cluster === undefined ? undefined : (options.clusterKeys ?? clusterKeys(config));
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
     if (this.#clusterKeys !== undefined) this.#appState.stickyKey = this.#clusterKeys.sticky;

@@ -7,13 +7,18 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import tls from 'node:tls';
-import { Boxes, type Box } from '../helpers/boxes.js';
+import pino from 'pino';
+import { Portico } from '../../src/server/portico.js';
+import { ClusterKeys, TICKET_PERIOD_MS } from '../../src/server/cluster.js';
+import { parseConfig } from '../../src/server/config.js';
+import { Boxes, CLUSTER_KEY, type Box } from '../helpers/boxes.js';
+import { makeTree } from '../helpers/portico.js';
 import { selfSignedCert, type CertPair } from '../helpers/h2.js';
 import { PorticoProcess } from '../helpers/process.js';
 import { RedisServer } from '../helpers/redis.js';
@@ -159,5 +164,49 @@ test('three boxes share the sticky key and the session-ticket keys: a pinned cli
     await Promise.all([boxes?.stop(), outsider?.stop()]);
     await redis.stop();
     await Promise.all(apps.map((app) => app.stop()));
+  }
+});
+
+test('a rotation of the ticket keys reaches the TLS listeners: a session from before it makes a full handshake on the rotated box, and resumes on a box not rotated yet', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const cert = await selfSignedCert();
+  const app = await startUpstream('app1');
+  const redis = await RedisServer.start();
+  const clocks = [{ at: Date.now() }, { at: Date.now() }];
+  const keys = clocks.map((clock) => new ClusterKeys(CLUSTER_KEY, () => clock.at));
+  const servers: Portico[] = [];
+  const dirs: string[] = [];
+  const previous = process.env.PORTICO_CLUSTER_KEY;
+  process.env.PORTICO_CLUSTER_KEY = CLUSTER_KEY;
+  try {
+    for (const [i, ring] of keys.entries()) {
+      const dir = makeTree({ 'cert.pem': cert.cert, 'cert.key': cert.key });
+      dirs.push(dir);
+      const yaml = `cluster: { redis: "${redis.url}", prefix: test:rotation, name: r${i} }\nlisten: [{ addr: "127.0.0.1:0", tls: { cert: ./cert.pem, key: ./cert.key } }]\nlog: { access: off }\nsites:\n  - routes:\n      - path: /\n        proxy: { upstream: app }\nupstreams:\n  app:\n    servers: ["${app.url}"]\n`;
+      const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), pino({ level: 'silent' }), { clusterKeys: ring });
+      servers.push(server);
+      await server.start();
+    }
+    const [a, b] = servers.map((server) => server.addresses[0]!.port) as [number, number];
+    const first = await visit('127.0.0.1', a);
+    assert.ok(first.session !== undefined);
+    assert.equal((await visit('127.0.0.1', b, first.session)).reused, true, 'resumed on the other box before any rotation');
+    clocks[0]!.at += TICKET_PERIOD_MS;
+    assert.equal(keys[0]!.tickets.refresh(), true);
+    const afterRotation = await visit('127.0.0.1', a, first.session);
+    assert.equal(afterRotation.reused, false, 'a ticket from before the rotation makes a full handshake');
+    assert.equal((await visit('127.0.0.1', b, first.session)).reused, true, 'the box not rotated yet still resumes it');
+    assert.ok(afterRotation.session !== undefined);
+    assert.equal((await visit('127.0.0.1', a, afterRotation.session)).reused, true, 'the new ticket resumes on the rotated box');
+    clocks[1]!.at += TICKET_PERIOD_MS;
+    keys[1]!.tickets.refresh();
+    assert.equal((await visit('127.0.0.1', b, afterRotation.session)).reused, true, 'and on the other box once it rotated too');
+  } finally {
+    if (previous === undefined) delete process.env.PORTICO_CLUSTER_KEY;
+    else process.env.PORTICO_CLUSTER_KEY = previous;
+    for (const server of servers) await server.stop(100);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    await redis.stop();
+    await app.stop();
   }
 });
