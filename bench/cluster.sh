@@ -7,7 +7,8 @@
 #   npm run bench -- cluster                        # concurrent rounds (both loaded at once; the default)
 #   BENCH_MODE=alternate npm run bench -- cluster   # one at a time, alternating which goes first
 #
-# Knobs: BENCH_RUNS (7 rounds), BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_RATE_CONNECTIONS (16),
+# Knobs: BENCH_RUNS (7 rounds), BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_RATE_CONNECTIONS (16), BENCH_QUIET_WAIT (30 s
+# before each round for the rest of the machine to fall under BENCH_NOISE, 5 %; medians over the quiet rounds),
 # BENCH_DELAY_MS (5: each connection waits that long after an answer before its next request), BENCH_REF.
 set -euo pipefail
 exec 3>&1 1>&2
