@@ -43,6 +43,11 @@ const knobs = {
   quietWaitMs: Number(process.env.BENCH_QUIET_WAIT ?? 30) * 1000,
 };
 const TARGET = 1.02;
+/**
+ * The contender compared with `plain`: `cluster`, or with BENCH_AA=1 a second `plain` (`plain-b`): the A/A control,
+ * whose spread is what this machine's noise does to the method.
+ */
+const B = process.env.BENCH_AA === '1' ? 'plain-b' : 'cluster';
 const CLUSTER_KEY = 'bench-cluster-secret-0123456789abcdef0123456789';
 const HELLO = 'Hello, world!';
 
@@ -192,14 +197,14 @@ run(async () => {
   const script = pacedScript();
   const servers = [];
   try {
-    for (const id of ['plain', 'cluster']) {
+    for (const id of ['plain', B]) {
       progress(`    starting ${id} on CPU ${SERVER_CPU}`);
       servers.push(await startContender(id, backend, redis));
     }
     // The cluster box must really be linked: its two connections (commands, subscriptions) are in Redis's list.
     const clients = (await redisCommand(redis.port, 'CLIENT', 'LIST')).split('\n').filter((l) => l.trim() !== '').length - 1;
-    if (clients < 1) throw new Error('the cluster Portico has no connection to Redis');
-    console.log(dim(`    redis-server on ${redis.port}: ${clients} connection(s) from the cluster Portico`));
+    if (B === 'cluster' && clients < 1) throw new Error('the cluster Portico has no connection to Redis');
+    console.log(dim(`    redis-server on ${redis.port}: ${clients} connection(s)${B === 'cluster' ? ' from the cluster Portico' : ' (A/A control: no cluster)'}`));
     const measure = async (duration, round) => {
       if (knobs.mode === 'concurrent') {
         const order = round % 2 === 0 ? servers : [...servers].reverse();
@@ -226,13 +231,13 @@ run(async () => {
       const stop = foreignMeter(process.pid);
       const r = await measure(knobs.duration, round);
       const noise = stop();
-      const cpuRatio = r.cluster.cpuUs / r.plain.cpuUs;
-      const p99Ratio = r.cluster.p99 / r.plain.p99;
-      rounds.push({ plain: r.plain, cluster: r.cluster, cpuRatio, p99Ratio, noise });
-      const errors = r.plain.errors + r.cluster.errors;
+      const cpuRatio = r[B].cpuUs / r.plain.cpuUs;
+      const p99Ratio = r[B].p99 / r.plain.p99;
+      rounds.push({ plain: r.plain, [B]: r[B], cpuRatio, p99Ratio, noise });
+      const errors = r.plain.errors + r[B].errors;
       console.log(
         `    [${round}/${knobs.rounds}] plain ${fmtInt(r.plain.rps)} req/s ${r.plain.cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r.plain.p99)}; ` +
-          `cluster ${fmtInt(r.cluster.rps)} req/s ${r.cluster.cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r.cluster.p99)}: ` +
+          `${B} ${fmtInt(r[B].rps)} req/s ${r[B].cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r[B].p99)}: ` +
           `CPU/req ${bold(cpuRatio.toFixed(3))}, p99 ${p99Ratio.toFixed(3)}` +
           (noise >= knobs.noise ? yellow(`   others used ${pct(noise)} of the CPUs`) : dim(`   others ${pct(noise)}`)) +
           (errors > 0 ? red(`  ${errors} socket errors or non-2xx answers`) : ''),
@@ -250,11 +255,11 @@ run(async () => {
     const med = (id, key) => median(counted.map((r) => r[id][key]));
     const results = table(
       ['Portico', 'req/s', 'CPU/req', 'CPU of core 0', 'p99'],
-      ['plain', 'cluster'].map((id) => [id, fmtInt(med(id, 'rps')), `${med(id, 'cpuUs').toFixed(1)} µs`, pct(med(id, 'cpuShare')), fmtMs(med(id, 'p99'))]),
+      ['plain', B].map((id) => [id, fmtInt(med(id, 'rps')), `${med(id, 'cpuUs').toFixed(1)} µs`, pct(med(id, 'cpuShare')), fmtMs(med(id, 'p99'))]),
     );
     const verdict = (s) => (s.median <= TARGET ? 'met' : 'MISSED');
     const ratios = table(
-      ['cluster / plain', 'median', 'min', 'max', `target ≤ ${TARGET}`],
+      [`${B} / plain`, 'median', 'min', 'max', `target ≤ ${TARGET}`],
       [
         ['CPU per request', cpu.median.toFixed(3), cpu.min.toFixed(3), cpu.max.toFixed(3), verdict(cpu)],
         ['p99', p99.median.toFixed(3), p99.min.toFixed(3), p99.max.toFixed(3), verdict(p99)],
@@ -262,9 +267,10 @@ run(async () => {
     );
     const over = clean.length > 0 ? `${clean.length} clean rounds of ${rounds.length}` : `all ${rounds.length} rounds, none clean: others used ≥ ${pct(knobs.noise)} of the CPUs in each`;
     console.log(`\n${bold('Medians')} (${over}; ${knobs.mode})\n${results}\n\n${ratios}\n`);
-    writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), machine: info, knobs, rounds, cpu, p99 }, null, 2));
-    writeFileSync(path.join(OUT, 'results.md'), `Medians over ${over} (${knobs.mode}).\n\n${results}\n\n${ratios}\n`);
-    console.log(dim('    written: bench/out/cluster/results.md, bench/out/cluster/results.json'));
+    const name = B === 'cluster' ? 'results' : 'results-aa';
+    writeFileSync(path.join(OUT, `${name}.json`), JSON.stringify({ date: new Date().toISOString(), machine: info, knobs, rounds, cpu, p99 }, null, 2));
+    writeFileSync(path.join(OUT, `${name}.md`), `Medians over ${over} (${knobs.mode}).\n\n${results}\n\n${ratios}\n`);
+    console.log(dim(`    written: bench/out/cluster/${name}.md, bench/out/cluster/${name}.json`));
   } finally {
     for (const s of servers) await s.handle.stop();
     await backend.stop();
