@@ -7,6 +7,8 @@
 #   npm run bench -- cluster                        # concurrent rounds (both loaded at once; the default)
 #   BENCH_MODE=alternate npm run bench -- cluster   # one at a time, alternating which goes first
 #   BENCH_AA=1 npm run bench -- cluster             # the A/A control: two Porticos without cluster (the noise)
+#   BENCH_FIRST=b|plain npm run bench -- cluster    # one start order only (default: half the rounds each way,
+#                                                   # restarted between: the one started second read ~1.5 % dearer)
 #
 # Knobs: BENCH_RUNS (7 rounds), BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_RATE_CONNECTIONS (16), BENCH_QUIET_WAIT (30 s
 # before each round for the rest of the machine to fall under BENCH_NOISE, 5 %; medians over the quiet rounds),

@@ -188,7 +188,7 @@ run(async () => {
   console.log(dim(`    Portico ${info.portico}; ${info.nproc} CPUs (${info.cpu}), node ${info.node}, ${info.wrk}; ${info.redis}`));
   console.log(
     dim(
-      `    ${knobs.mode}: ${knobs.mode === 'concurrent' ? 'both Porticos on CPU 0 at once' : 'one Portico at a time on CPU 0, order swapped each round'}; ` +
+      `    started first: ${process.env.BENCH_FIRST ?? 'plain, then (restarted) the other, half the rounds each'}; ${knobs.mode}: ${knobs.mode === 'concurrent' ? 'both Porticos on CPU 0 at once' : 'one Portico at a time on CPU 0, order swapped each round'}; ` +
         `wrk -c${knobs.connections} paced by delay() ${knobs.delayMs} ms, app server and redis-server on CPU 1; ${knobs.rounds} rounds of ${knobs.duration} after ${knobs.warmup}`,
     ),
   );
@@ -196,52 +196,65 @@ run(async () => {
   const backend = await startBackend({});
   const script = pacedScript();
   const servers = [];
-  try {
-    for (const id of ['plain', B]) {
-      progress(`    starting ${id} on CPU ${SERVER_CPU}`);
-      servers.push(await startContender(id, backend, redis));
-    }
-    // The cluster box must really be linked: its two connections (commands, subscriptions) are in Redis's list.
-    const clients = (await redisCommand(redis.port, 'CLIENT', 'LIST')).split('\n').filter((l) => l.trim() !== '').length - 1;
-    if (B === 'cluster' && clients < 1) throw new Error('the cluster Portico has no connection to Redis');
-    console.log(dim(`    redis-server on ${redis.port}: ${clients} connection(s)${B === 'cluster' ? ' from the cluster Portico' : ' (A/A control: no cluster)'}`));
-    const measure = async (duration, round) => {
-      if (knobs.mode === 'concurrent') {
-        const order = round % 2 === 0 ? servers : [...servers].reverse();
-        const results = await load(order, duration, script);
-        return Object.fromEntries(results.map((r) => [r.id, r]));
+  const rounds = [];
+  /** Starts both Porticos (`first` first), warms them up and measures `count` rounds; stops them. */
+  const session = async (first, count) => {
+    try {
+      for (const id of first === 'plain' ? ['plain', B] : [B, 'plain']) {
+        progress(`    starting ${id} on CPU ${SERVER_CPU}`);
+        servers.push(await startContender(id, backend, redis));
       }
-      const order = round % 2 === 0 ? servers : [...servers].reverse();
-      const out = {};
-      for (const s of order) out[s.id] = (await load([s], duration, script))[0];
-      return out;
-    };
-    progress(`    warming up for ${knobs.warmup}`);
-    await measure(knobs.warmup, 0);
-    await measure(knobs.warmup, 1);
-    const rounds = [];
-    for (let round = 1; round <= knobs.rounds; round++) {
-      const quiet = await waitForQuiet(process.pid, {
-        threshold: knobs.noise,
-        maxWaitMs: knobs.quietWaitMs,
-        onWait: (share) => progress(`    waiting up to ${knobs.quietWaitMs / 1000} s for a quiet machine (others use ${pct(share)} of the CPUs)…`),
-      });
-      if (quiet.share >= knobs.noise) progress(`    others still use ${pct(quiet.share)}: measuring anyway (the round is marked)`);
-      progress(`    round ${round}/${knobs.rounds} (${knobs.duration})…`);
-      const stop = foreignMeter(process.pid);
-      const r = await measure(knobs.duration, round);
-      const noise = stop();
-      const cpuRatio = r[B].cpuUs / r.plain.cpuUs;
-      const p99Ratio = r[B].p99 / r.plain.p99;
-      rounds.push({ plain: r.plain, [B]: r[B], cpuRatio, p99Ratio, noise });
-      const errors = r.plain.errors + r[B].errors;
-      console.log(
-        `    [${round}/${knobs.rounds}] plain ${fmtInt(r.plain.rps)} req/s ${r.plain.cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r.plain.p99)}; ` +
-          `${B} ${fmtInt(r[B].rps)} req/s ${r[B].cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r[B].p99)}: ` +
-          `CPU/req ${bold(cpuRatio.toFixed(3))}, p99 ${p99Ratio.toFixed(3)}` +
-          (noise >= knobs.noise ? yellow(`   others used ${pct(noise)} of the CPUs`) : dim(`   others ${pct(noise)}`)) +
-          (errors > 0 ? red(`  ${errors} socket errors or non-2xx answers`) : ''),
-      );
+      // The cluster box must really be linked: its connections (commands, subscriptions) are in Redis's list.
+      const clients = (await redisCommand(redis.port, 'CLIENT', 'LIST')).split('\n').filter((l) => l.trim() !== '').length - 1;
+      if (B === 'cluster' && clients < 1) throw new Error('the cluster Portico has no connection to Redis');
+      console.log(dim(`    started ${first} first; redis-server on ${redis.port}: ${clients} connection(s)${B === 'cluster' ? ' from the cluster Portico' : ' (A/A control: no cluster)'}`));
+      // Measured in one order whichever started first (the wrks' start order alternates by round).
+      const pair = [servers.find((x) => x.id === 'plain'), servers.find((x) => x.id === B)];
+      const measure = async (duration, round) => {
+        const order = round % 2 === 0 ? pair : [...pair].reverse();
+        if (knobs.mode === 'concurrent') return Object.fromEntries((await load(order, duration, script)).map((r) => [r.id, r]));
+        const out = {};
+        for (const x of order) out[x.id] = (await load([x], duration, script))[0];
+        return out;
+      };
+      progress(`    warming up for ${knobs.warmup}`);
+      await measure(knobs.warmup, 0);
+      await measure(knobs.warmup, 1);
+      for (let i = 0; i < count; i++) {
+        const round = rounds.length + 1;
+        const quiet = await waitForQuiet(process.pid, {
+          threshold: knobs.noise,
+          maxWaitMs: knobs.quietWaitMs,
+          onWait: (share) => progress(`    waiting up to ${knobs.quietWaitMs / 1000} s for a quiet machine (others use ${pct(share)} of the CPUs)…`),
+        });
+        if (quiet.share >= knobs.noise) progress(`    others still use ${pct(quiet.share)}: measuring anyway (the round is marked)`);
+        progress(`    round ${round}/${knobs.rounds} (${knobs.duration})…`);
+        const stop = foreignMeter(process.pid);
+        const r = await measure(knobs.duration, round);
+        const noise = stop();
+        const cpuRatio = r[B].cpuUs / r.plain.cpuUs;
+        const p99Ratio = r[B].p99 / r.plain.p99;
+        rounds.push({ first, plain: r.plain, [B]: r[B], cpuRatio, p99Ratio, noise });
+        const errors = r.plain.errors + r[B].errors;
+        console.log(
+          `    [${round}/${knobs.rounds}] plain ${fmtInt(r.plain.rps)} req/s ${r.plain.cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r.plain.p99)}; ` +
+            `${B} ${fmtInt(r[B].rps)} req/s ${r[B].cpuUs.toFixed(1)} µs/req p99 ${fmtMs(r[B].p99)}: ` +
+            `CPU/req ${bold(cpuRatio.toFixed(3))}, p99 ${p99Ratio.toFixed(3)}` +
+            (noise >= knobs.noise ? yellow(`   others used ${pct(noise)} of the CPUs`) : dim(`   others ${pct(noise)}`)) +
+            (errors > 0 ? red(`  ${errors} socket errors or non-2xx answers`) : ''),
+        );
+      }
+    } finally {
+      for (const x of servers.splice(0)) await x.handle.stop();
+    }
+  };
+  try {
+    // The process started second measured ~1.5 % dearer in A/A runs here: unless BENCH_FIRST names one order, half
+    // the rounds start plain first and half the compared one first (both restarted between the halves).
+    const firsts = process.env.BENCH_FIRST === 'b' ? [B] : process.env.BENCH_FIRST === 'plain' ? ['plain'] : ['plain', B];
+    for (const [i, first] of firsts.entries()) {
+      const count = Math.floor(knobs.rounds / firsts.length) + (i < knobs.rounds % firsts.length ? 1 : 0);
+      await session(first, count);
     }
     // Medians over the rounds the rest of the machine left alone, when there are some (all rounds otherwise).
     const clean = rounds.filter((r) => r.noise < knobs.noise);
@@ -266,13 +279,20 @@ run(async () => {
       ],
     );
     const over = clean.length > 0 ? `${clean.length} clean rounds of ${rounds.length}` : `all ${rounds.length} rounds, none clean: others used ≥ ${pct(knobs.noise)} of the CPUs in each`;
-    console.log(`\n${bold('Medians')} (${over}; ${knobs.mode})\n${results}\n\n${ratios}\n`);
+    const byOrder = [...new Set(rounds.map((r) => r.first))]
+      .map((first) => {
+        const of = counted.filter((r) => r.first === first);
+        return of.length === 0 ? undefined : `${first} started first: CPU/req ${median(of.map((r) => r.cpuRatio)).toFixed(3)}, p99 ${median(of.map((r) => r.p99Ratio)).toFixed(3)} (${of.length} rounds)`;
+      })
+      .filter(Boolean)
+      .join('; ');
+    console.log(`\n${bold('Medians')} (${over}; ${knobs.mode})\n${results}\n\n${ratios}\n${dim(`    by start order: ${byOrder}`)}\n`);
     const name = B === 'cluster' ? 'results' : 'results-aa';
     writeFileSync(path.join(OUT, `${name}.json`), JSON.stringify({ date: new Date().toISOString(), machine: info, knobs, rounds, cpu, p99 }, null, 2));
-    writeFileSync(path.join(OUT, `${name}.md`), `Medians over ${over} (${knobs.mode}).\n\n${results}\n\n${ratios}\n`);
+    writeFileSync(path.join(OUT, `${name}.md`), `Medians over ${over} (${knobs.mode}).\n\n${results}\n\n${ratios}\n\nBy start order: ${byOrder}\n`);
     console.log(dim(`    written: bench/out/cluster/${name}.md, bench/out/cluster/${name}.json`));
   } finally {
-    for (const s of servers) await s.handle.stop();
+    for (const x of servers) await x.handle.stop();
     await backend.stop();
     await redis.stop();
   }
