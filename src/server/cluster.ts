@@ -10,6 +10,7 @@ import type { Config } from '../config/load.js';
 import { ClusterLink } from '../cluster/link.js';
 import { configDigest } from '../cluster/digest.js';
 import { Heartbeat } from '../cluster/heartbeat.js';
+import { EpochKeys } from '../cluster/keys.js';
 
 /** The process's link for `config` (undefined: no `cluster` section, one box alone). */
 export function clusterLink(config: Config, logger: Logger): ClusterLink | undefined {
@@ -58,4 +59,49 @@ export function heartbeat(
 /** A listener's URL as another machine would use it: a wildcard address (`0.0.0.0`, `[::]`) becomes the host name. */
 function reachable(url: string): string {
   return url.replace(/^(https?:\/\/)(0\.0\.0\.0|\[::\])(?=:)/, `$1${hostname()}`);
+}
+
+/**
+ * How long one sticky key signs: a day. A cookie verifies under its key's epoch and the next (a client that comes
+ * back is signed again under the key of the day), so a pin is lost only by a client idle for more than a whole
+ * period, when app sessions are long gone too.
+ */
+export const STICKY_PERIOD_MS = 24 * 3600_000;
+/**
+ * How long one session-ticket key encrypts: 12 hours (Caddy's rotation of its ticket keys). Node's TLS server holds
+ * one ticket key: a ticket issued before a rotation no longer decrypts after it, and its client makes a full
+ * handshake. Tickets live `sessionTimeout` (300 s), so at most 300 s / 12 h (0.7 %) of resumptions meet a rotation.
+ */
+export const TICKET_PERIOD_MS = 12 * 3600_000;
+
+/**
+ * The keys a cluster's boxes share (docs/cluster.md, "Sticky sessions and TLS resumption"): the sticky cookie's
+ * key and the 48 bytes of session-ticket keys, each rotating per period and derived from the cluster's secret.
+ */
+export class ClusterKeys {
+  readonly sticky: EpochKeys;
+  readonly tickets: EpochKeys;
+
+  constructor(secret: string, now?: () => number) {
+    this.sticky = new EpochKeys(secret, 'sticky', { periodMs: STICKY_PERIOD_MS, now });
+    this.tickets = new EpochKeys(secret, 'tickets', { periodMs: TICKET_PERIOD_MS, bytes: 48, now });
+  }
+
+  /** Starts the rotations; `setTicketKeys` is called with the tickets' new keys at each (to put on every TLS server). */
+  start(setTicketKeys: (keys: Buffer) => void): void {
+    this.tickets.onRotate((ring) => setTicketKeys(ring.current));
+    this.sticky.start();
+    this.tickets.start();
+  }
+
+  /** Stops the rotations' timers. */
+  stop(): void {
+    this.sticky.stop();
+    this.tickets.stop();
+  }
+}
+
+/** The shared keys of `config`'s cluster (undefined: no `cluster` section). */
+export function clusterKeys(config: Config): ClusterKeys | undefined {
+  return config.cluster === undefined ? undefined : new ClusterKeys(config.cluster.key);
 }
