@@ -40,6 +40,8 @@ export interface ClusterMessage {
 
 /** How long a link stays down after a failed call before it tries Redis again (the connection may still be open). */
 const RETRY_AFTER_MS = 1000;
+/** How long `stop` waits for Redis to answer QUIT (a hung Redis never does) before it drops the connections. */
+const QUIT_TIMEOUT_MS = 1000;
 
 /** The process's Redis link (see the file comment). */
 export class ClusterLink {
@@ -188,11 +190,15 @@ export class ClusterLink {
     return { up: this.up, outages: this.#outages, down_since: this.#outage?.since ?? null, fallbacks: Object.fromEntries(this.#fallbacks) };
   }
 
-  /** Closes both connections. */
+  /**
+   * Closes both connections: politely (QUIT) when Redis answers within `QUIT_TIMEOUT_MS`, else by dropping them (a
+   * Redis that hangs, or a subscriber's QUIT queued behind commands for a Redis never reached, must not hold a box
+   * that is stopping).
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#upListeners.clear();
-    await Promise.all([this.#redis.quit().catch(() => this.#redis.disconnect()), this.#subscriber.quit().catch(() => this.#subscriber.disconnect())]);
+    await Promise.all([closeWithin(this.#redis, QUIT_TIMEOUT_MS), closeWithin(this.#subscriber, QUIT_TIMEOUT_MS)]);
   }
 
   #fallBack<T>(feature: Feature, fallback: () => T): T {
@@ -242,6 +248,18 @@ export class ClusterLink {
         this.#logger.error({ err, channel }, 'cluster: a message handler failed');
       }
     }
+  }
+}
+
+/** QUIT, or a disconnect when it fails or has no answer within `timeoutMs`. */
+async function closeWithin(client: Redis, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)));
+  try {
+    const outcome = await Promise.race([client.quit().catch(() => 'failed' as const), late]);
+    if (outcome !== 'OK') client.disconnect();
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -70,3 +70,29 @@ test('with Redis killed, calls fall back at once, the outage is logged once, and
     await redis.stop();
   }
 });
+
+test('a link stops within its QUIT deadline when Redis hangs (SIGSTOP), and when it was never reached', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const hung = link(redis, 'hung');
+  try {
+    const up = new Promise<void>((resolve) => hung.onUp(resolve));
+    hung.start();
+    hung.subscribe('news', () => {});
+    await within('link up', up);
+    redis.pause();
+    // A call now misses its deadline (the connection stays open: nothing tells the client Redis is frozen).
+    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local');
+    const started = Date.now();
+    await within('stop with Redis hung', hung.stop(), 5000);
+    t.diagnostic(`stopped in ${Date.now() - started} ms with Redis frozen`);
+  } finally {
+    redis.resume();
+    await redis.stop();
+  }
+  // Never reached: the subscriber's SUBSCRIBE waits in its offline queue, and a QUIT would wait behind it.
+  const nowhere = new ClusterLink({ redis: `redis://127.0.0.1:${redis.port}/0`, prefix: 'test:link', name: 'nowhere', timeoutMs: 200 }, capturingLogger().logger);
+  nowhere.start();
+  nowhere.subscribe('news', () => {});
+  await within('stop with Redis never reached', nowhere.stop(), 5000);
+});
