@@ -21,6 +21,7 @@
  *   No request fails for it.
  */
 import { randomBytes } from 'node:crypto';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { ClusterLink, ClusterMessage } from '../cluster/link.js';
 import type { EntryFacts } from './rules.js';
 import type { StoredResponse } from './types.js';
@@ -87,7 +88,16 @@ export function decodeEntry(key: string, varyKey: string, value: Buffer, now: nu
   if (4 + length > value.length) return undefined;
   try {
     const meta = JSON.parse(value.subarray(4, 4 + length).toString('utf8')) as { s: number; h: string[]; q: number; r: number; u: number };
-    if (typeof meta.s !== 'number' || !Array.isArray(meta.h) || meta.h.length % 2 !== 0 || !meta.h.every((f) => typeof f === 'string')) return undefined;
+    // Checked as Node's response writer checks them: a value Portico did not write (corrupt, hand-made) is a miss,
+    // not a 500 for every request of the key (a status or header Node refuses throws when the hit is served).
+    if (!Number.isInteger(meta.s) || meta.s < 100 || meta.s > 999 || !Array.isArray(meta.h) || meta.h.length % 2 !== 0) return undefined;
+    for (let i = 0; i < meta.h.length; i += 2) {
+      const [name, field] = [meta.h[i], meta.h[i + 1]];
+      if (typeof name !== 'string' || typeof field !== 'string') return undefined;
+      validateHeaderName(name);
+      validateHeaderValue(name, field);
+    }
+    if (!Number.isFinite(meta.q) || !Number.isFinite(meta.r)) return undefined;
     if (typeof meta.u !== 'number' || meta.u <= now) return undefined;
     // A copy: the value may be a slice of the client's read buffer, which would stay alive (and uncounted) with it.
     return { key, varyKey, status: meta.s, headers: meta.h, body: Buffer.from(value.subarray(4 + length)), requestTime: meta.q, responseTime: meta.r };
