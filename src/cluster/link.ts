@@ -61,6 +61,8 @@ export class ClusterLink {
   readonly #handlers = new Map<string, Set<(message: ClusterMessage) => void>>();
   #stopped = false;
   #boxes = 1;
+  /** Whether a call is trying Redis during an outage (see `attempt`). */
+  #probing = false;
 
   constructor(settings: ClusterSettings, logger: Logger) {
     this.settings = settings;
@@ -135,6 +137,12 @@ export class ClusterLink {
    */
   async attempt<T>(feature: Feature, call: (redis: Redis) => Promise<T>, fallback: () => T, timeoutMs = this.settings.timeoutMs): Promise<T> {
     if (!this.up) return this.#fallBack(feature, fallback);
+    // During an outage one call at a time tries Redis (the probe); the others fall back at once. A hung Redis
+    // (connections open, no answers) otherwise made every call of the moment wait its whole deadline, and left its
+    // command queued in the client for as long as the hang lasted (memory that grew with the traffic).
+    const probe = this.#outage !== undefined;
+    if (probe && this.#probing) return this.#fallBack(feature, fallback);
+    if (probe) this.#probing = true;
     let timer: NodeJS.Timeout | undefined;
     try {
       const deadline = new Promise<never>((_, reject) => {
@@ -148,6 +156,7 @@ export class ClusterLink {
       return this.#fallBack(feature, fallback);
     } finally {
       clearTimeout(timer);
+      if (probe) this.#probing = false;
     }
   }
 

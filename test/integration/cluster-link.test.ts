@@ -96,3 +96,33 @@ test('a link stops within its QUIT deadline when Redis hangs (SIGSTOP), and when
   nowhere.subscribe('news', () => {});
   await within('stop with Redis never reached', nowhere.stop(), 5000);
 });
+
+test('while Redis hangs (SIGSTOP), one call at a time tries it and every other call falls back at once', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const hung = link(redis, 'hung');
+  try {
+    const up = new Promise<void>((resolve) => hung.onUp(resolve));
+    hung.start();
+    await within('link up', up);
+    redis.pause();
+    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local', 'the first call misses its 200 ms deadline: the outage starts');
+    // 2.5 s of calls, one every 10 ms, none awaited before the next: the link tries Redis again after 1 s, twice.
+    const waits: Array<Promise<number>> = [];
+    const end = Date.now() + 2500;
+    for (let i = 0; i < 400 && Date.now() < end; i++) {
+      const started = Date.now();
+      waits.push(hung.attempt('test', (r) => r.ping(), () => 'local').then(() => Date.now() - started));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const took = await within('every call answered', Promise.all(waits), 5000);
+    const waited = took.filter((ms) => ms >= 150).length;
+    t.diagnostic(`${took.length} calls while Redis hung: ${waited} waited for Redis (≥ 150 ms), the longest ${Math.max(...took)} ms`);
+    assert.ok(waited <= 4, `${waited} calls waited for a hung Redis (one probe per retry expected)`);
+    assert.ok(Math.max(...took) < 1000, 'no call waits past its deadline');
+  } finally {
+    redis.resume();
+    await hung.stop();
+    await redis.stop();
+  }
+});
