@@ -218,7 +218,10 @@ export class SharedTier {
         'cache',
         async (redis) => {
           const replies = await redis.multi().set(this.#lockKey(key), token, 'PX', this.settings.lockMs, 'NX').hgetallBuffer(this.#entryKey(key)).exec();
-          if (replies === null || replies[0]![0] !== null || replies[1]![0] !== null) throw new Error('the lock transaction failed');
+          if (replies === null) throw new Error('the lock transaction failed');
+          // Redis's own error (OOM at maxmemory...) as it is: Redis answered, the link is not down for it.
+          const failed = replies.find(([err]) => err !== null)?.[0];
+          if (failed !== undefined && failed !== null) throw failed;
           return { ok: replies[0]![1] === 'OK', values: replies[1]![1] as Record<string, Buffer> };
         },
         () => undefined,

@@ -2,15 +2,16 @@
  * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
  * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
  * a local fallback. While Redis is away (refused, timed out, slow past a deadline) the link is **down**: calls go
- * straight to their fallback without waiting (a request never pays a timeout per call), the outage is logged once
- * (and once more when it ends), and every fallback is counted by feature. When Redis answers again the link is
- * **up**, and the listeners of `onUp` re-sync what they keep there.
+ * straight to their fallback without waiting (a request never pays a timeout per call; one call at a time probes
+ * Redis), the outage is logged once (and once more when it ends), and every fallback is counted by feature. When
+ * Redis answers again the link is **up**, and the listeners of `onUp` re-sync what they keep there. A call Redis
+ * answers with an error (OOM, WRONGTYPE) falls back alone: Redis is reachable, the link stays up.
  *
  * Scope: process. Each process (a single `portico run`, the primary and each worker of `workers: N`) has its own.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 
 /** How a link is made: from the `cluster` section (see config/schema.ts). */
 export interface ClusterSettings {
@@ -61,6 +62,8 @@ export class ClusterLink {
   readonly #handlers = new Map<string, Set<(message: ClusterMessage) => void>>();
   #stopped = false;
   #boxes = 1;
+  /** Features whose last call Redis answered with an error (logged once until one succeeds). */
+  readonly #refusing = new Set<Feature>();
   /** Whether a call is trying Redis during an outage (see `attempt`). */
   #probing = false;
 
@@ -150,9 +153,14 @@ export class ClusterLink {
       });
       const answer = await Promise.race([call(this.#redis), deadline]);
       if (this.#outage !== undefined) this.#ready();
+      if (this.#refusing.size > 0) this.#refusing.delete(feature);
       return answer;
     } catch (err) {
-      this.#failed(feature, err as Error);
+      // Redis answered with an error (OOM at maxmemory, WRONGTYPE, a script's error on a value that is not ours): it
+      // is reachable, and this call alone falls back. Taking it for an outage made the link flap down and up, every
+      // feature on its fallback for a second each time, and every re-sync run at each "reachable again".
+      if (err instanceof ReplyError) this.#refused(feature, err as Error);
+      else this.#failed(feature, err as Error);
       return this.#fallBack(feature, fallback);
     } finally {
       clearTimeout(timer);
@@ -213,6 +221,13 @@ export class ClusterLink {
   #fallBack<T>(feature: Feature, fallback: () => T): T {
     this.#fallbacks.set(feature, (this.#fallbacks.get(feature) ?? 0) + 1);
     return fallback();
+  }
+
+  /** A call Redis answered with an error: logged once per feature until a call of that feature succeeds. */
+  #refused(feature: Feature, err: Error): void {
+    if (this.#stopped || this.#refusing.has(feature)) return;
+    this.#refusing.add(feature);
+    this.#logger.warn({ redis: redactUrl(this.settings.redis), feature, err: err.message }, `cluster: Redis refused a ${feature} call: it took its local fallback (said once until one succeeds)`);
   }
 
   #failed(feature: Feature, err: Error): void {

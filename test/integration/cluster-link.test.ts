@@ -126,3 +126,30 @@ test('while Redis hangs (SIGSTOP), one call at a time tries it and every other c
     await redis.stop();
   }
 });
+
+test('a call Redis answers with an error (OOM at maxmemory) falls back alone: the link stays up, no outage, one line per feature', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    a.start();
+    await eventually(() => ups === 1, 'first connect');
+    await a.attempt('setup', (r) => r.config('SET', 'maxmemory-policy', 'noeviction').then(() => r.config('SET', 'maxmemory', '1')), () => 'failed');
+    const writes: string[] = [];
+    for (let i = 0; i < 20; i++) writes.push(await a.attempt('cache', (r) => r.set(a.key('big', String(i)), 'x'.repeat(1000)), () => 'local'));
+    assert.deepEqual(new Set(writes), new Set(['local']), 'every write refused (OOM) took its fallback');
+    assert.equal(a.up, true, 'the link is up: Redis answered');
+    assert.equal(await a.attempt('rate_limit', (r) => r.get(a.key('none')).then(() => 'redis'), () => 'local'), 'redis', 'a read right after goes to Redis');
+    assert.equal(a.stats().outages, 0);
+    assert.equal(a.stats().fallbacks.cache, 20);
+    assert.equal(ups, 1, 'no re-sync: there was no outage');
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 0);
+    assert.equal(log.lines.filter((line) => /Redis refused a cache call/.test(line.msg)).length, 1, 'said once');
+  } finally {
+    await a.stop();
+    await redis.stop();
+  }
+});
