@@ -43,9 +43,20 @@ const SCAN_TIMEOUT_MS = 5000;
 /** SCAN rounds of a purge at most (each up to 500 keys). */
 const SCAN_ROUNDS = 10_000;
 
-/** Writes a variant unless its fetch's lock was taken from it (an invalidation deleted it); then frees the lock. */
+/**
+ * Variants of one key kept in Redis at most. Every miss reads them all (HGETALL), and the variants a `Vary` makes
+ * are the clients' to choose (a `Vary: User-Agent`): unbounded, 300 variants of 60 KB made every miss read 20 MB.
+ * A new variant past this many starts the key afresh.
+ */
+export const MAX_SHARED_VARIANTS = 32;
+
+/**
+ * Writes a variant unless its fetch's lock was taken from it (an invalidation deleted it); then frees the lock. A
+ * new variant of a key that has `ARGV[5]` already replaces them all.
+ */
 const PUT_SCRIPT = `
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('DEL', KEYS[2]) end
@@ -188,7 +199,7 @@ export class SharedTier {
     void this.#link
       .attempt(
         'cache',
-        (redis) => redis.eval(PUT_SCRIPT, 2, this.#entryKey(entry.key), this.#lockKey(entry.key), entry.varyKey, value, String(px), token ?? '') as Promise<number>,
+        (redis) => redis.eval(PUT_SCRIPT, 2, this.#entryKey(entry.key), this.#lockKey(entry.key), entry.varyKey, value, String(px), token ?? '', String(MAX_SHARED_VARIANTS)) as Promise<number>,
         () => -1,
         Math.max(WRITE_TIMEOUT_MS, this.#link.settings.timeoutMs),
       )
