@@ -100,8 +100,16 @@ export class ClusterLink {
     return this.settings.name;
   }
 
-  /** Whether Redis answered the last call (and the connection is ready). */
+  /**
+   * Whether Redis is reachable: the connection is ready and no outage is under way (for /status and the
+   * `portico_cluster_redis_up` metric, which must not read 1 between two failed retries of one outage).
+   */
   get up(): boolean {
+    return this.#redis.status === 'ready' && this.#outage === undefined;
+  }
+
+  /** Whether a call may try Redis now: connected, and past the pause after the last failure. */
+  #mayTry(): boolean {
     return this.#redis.status === 'ready' && Date.now() >= this.#downUntil;
   }
 
@@ -139,7 +147,7 @@ export class ClusterLink {
    * fails or the deadline passes, resolves with `fallback()` instead (counted for `feature`; the outage logged once).
    */
   async attempt<T>(feature: Feature, call: (redis: Redis) => Promise<T>, fallback: () => T, timeoutMs = this.settings.timeoutMs): Promise<T> {
-    if (!this.up) return this.#fallBack(feature, fallback);
+    if (!this.#mayTry()) return this.#fallBack(feature, fallback);
     // During an outage one call at a time tries Redis (the probe); the others fall back at once. A hung Redis
     // (connections open, no answers) otherwise made every call of the moment wait its whole deadline, and left its
     // command queued in the client for as long as the hang lasted (memory that grew with the traffic).

@@ -120,6 +120,11 @@ test('while Redis hangs (SIGSTOP), one call at a time tries it and every other c
     t.diagnostic(`${took.length} calls while Redis hung: ${waited} waited for Redis (≥ 150 ms), the longest ${Math.max(...took)} ms`);
     assert.ok(waited <= 4, `${waited} calls waited for a hung Redis (one probe per retry expected)`);
     assert.ok(Math.max(...took) < 1000, 'no call waits past its deadline');
+    // Past the pause after the last failed try, the link may try again, but Redis is no more reachable for it.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    assert.equal(hung.up, false, 'the link reads down until Redis answers (status, metrics)');
+    assert.equal(hung.stats().up, false);
+    assert.notEqual(hung.stats().down_since, null);
   } finally {
     redis.resume();
     await hung.stop();
