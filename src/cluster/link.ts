@@ -41,6 +41,11 @@ export interface ClusterMessage {
 
 /** How long a link stays down after a failed call before it tries Redis again (the connection may still be open). */
 const RETRY_AFTER_MS = 1000;
+/**
+ * How long after `start` a link that is still not ready counts as an outage (logged, /status): a Redis that accepts
+ * the connection but never answers (hung) raises no error, and would otherwise go unreported.
+ */
+const CONNECT_WAIT_MS = 3000;
 /** How long `stop` waits for Redis to answer QUIT (a hung Redis never does) before it drops the connections. */
 const QUIT_TIMEOUT_MS = 1000;
 
@@ -64,6 +69,8 @@ export class ClusterLink {
   #boxes = 1;
   /** Features whose last call Redis answered with an error (logged once until one succeeds). */
   readonly #refusing = new Set<Feature>();
+  /** Reports a link not ready `CONNECT_WAIT_MS` after `start` (see there). */
+  #connectWait: NodeJS.Timeout | undefined;
   /** Whether a call is trying Redis during an outage (see `attempt`). */
   #probing = false;
 
@@ -140,6 +147,10 @@ export class ClusterLink {
   start(): void {
     this.#redis.connect().catch(() => {});
     this.#subscriber.connect().catch(() => {});
+    this.#connectWait = setTimeout(() => {
+      if (this.#redis.status !== 'ready') this.#failed('connection', new Error(`no answer from Redis within ${CONNECT_WAIT_MS} ms of connecting`));
+    }, CONNECT_WAIT_MS);
+    this.#connectWait.unref();
   }
 
   /**
@@ -222,6 +233,7 @@ export class ClusterLink {
    */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#connectWait);
     this.#upListeners.clear();
     await Promise.all([closeWithin(this.#redis, QUIT_TIMEOUT_MS), closeWithin(this.#subscriber, QUIT_TIMEOUT_MS)]);
   }

@@ -158,3 +158,28 @@ test('a call Redis answers with an error (OOM at maxmemory) falls back alone: th
     await redis.stop();
   }
 });
+
+test('a link started while Redis hangs (connection accepted, no answers) reports the outage, and the re-sync when Redis answers', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    redis.pause();
+    a.start();
+    await eventually(() => a.stats().down_since !== null || undefined, 'the outage is reported', 8000);
+    assert.equal(a.up, false);
+    assert.equal(a.stats().outages, 1);
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1, 'said once');
+    redis.resume();
+    await eventually(() => ups === 1 || undefined, 'onUp once Redis answers', 8000);
+    assert.equal(a.up, true);
+    assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
+  } finally {
+    redis.resume();
+    await a.stop();
+    await redis.stop();
+  }
+});
