@@ -284,7 +284,8 @@ export class ClusterLink {
     } catch {
       return;
     }
-    if (message.from === this.id) return;
+    // Anything but an object is no message of ours (`null` read as one threw in the client's event: every box died).
+    if (typeof message !== 'object' || message === null || Array.isArray(message) || message.from === this.id) return;
     for (const handler of [...handlers]) {
       try {
         handler(message);

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
 import { RedisServer } from '../helpers/redis.js';
 import { capturingLogger } from '../helpers/pebble.js';
@@ -179,6 +180,30 @@ test('a link started while Redis hangs (connection accepted, no answers) reports
     assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
   } finally {
     redis.resume();
+    await a.stop();
+    await redis.stop();
+  }
+});
+
+test('a message on a cluster channel that is JSON but not an object (null, a number, a list) is dropped; the process lives and the next message arrives', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const a = link(redis, 'a');
+  const raw = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+  try {
+    const up = new Promise<void>((resolve) => a.onUp(resolve));
+    const heard: ClusterMessage[] = [];
+    a.subscribe('operator', (message) => heard.push(message));
+    a.start();
+    await within('link up', up);
+    // Subscribed in the background: publish until the subscription counts.
+    await eventually(async () => (await raw.publish(a.key('ch', 'operator'), 'null')) === 1 || undefined, 'a subscribed');
+    for (const payload of ['null', '5', '"text"', '[1,2]', 'true', '{"from":']) await raw.publish(a.key('ch', 'operator'), payload);
+    await raw.publish(a.key('ch', 'operator'), JSON.stringify({ from: 'other', box: 'b', kind: 'test' }));
+    await eventually(() => heard.length > 0 || undefined, 'the good message is delivered');
+    assert.deepEqual(heard.map((m) => m.kind), ['test'], 'only the object is delivered');
+  } finally {
+    raw.disconnect();
     await a.stop();
     await redis.stop();
   }
