@@ -11,6 +11,7 @@ import { ClusterLink } from '../cluster/link.js';
 import { configDigest } from '../cluster/digest.js';
 import { Heartbeat } from '../cluster/heartbeat.js';
 import { EpochKeys } from '../cluster/keys.js';
+import { secretId } from '../cluster/sealed.js';
 
 /** The process's link for `config` (undefined: no `cluster` section, one box alone). */
 export function clusterLink(config: Config, logger: Logger): ClusterLink | undefined {
@@ -45,11 +46,26 @@ export function heartbeat(
     }
     return digest;
   };
+  // The secret is the process's (read from its environment at start): its fingerprint is worked out once.
+  let secret: { key: string; id: string } | undefined;
+  const secretOf = (config: Config): string | undefined => {
+    const key = config.cluster?.key;
+    if (key === undefined || key === '') return undefined;
+    if (secret?.key !== key) secret = { key, id: secretId(key) };
+    return secret.id;
+  };
   return new Heartbeat(
     link,
     () => {
       const box = now();
-      return { version: process.version, digest: digestOf(box.config), address: box.listeners.map((l) => reachable(l.url)), admin: box.admin === null ? null : reachable(box.admin), started };
+      return {
+        version: process.version,
+        digest: digestOf(box.config),
+        address: box.listeners.map((l) => reachable(l.url)),
+        admin: box.admin === null ? null : reachable(box.admin),
+        started,
+        secret_id: secretOf(box.config),
+      };
     },
     logger,
     process.predecessor === undefined ? {} : { predecessor: process.predecessor },
