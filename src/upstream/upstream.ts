@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
+import { DnsDiscovery, discoveredId, discoveredUrl, type DiscoveredServer } from './discovery.js';
 import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
@@ -89,16 +90,35 @@ const NO_ROOM: CapacityWait = Object.freeze({ ready: Promise.resolve(false), can
 export class Upstream {
   readonly name: string;
   readonly config: UpstreamConfig;
-  readonly servers: readonly UpstreamServer[];
-  readonly #primaries: readonly UpstreamServer[];
-  readonly #backups: readonly UpstreamServer[];
-  readonly #policy: Policy;
-  readonly #backupPolicy: Policy;
+  /**
+   * Every server serving now: the configured ones, the spawned slots, then those found through DNS (`discover`).
+   * The list is replaced (never changed in place) when DNS adds or removes servers; its ids stay with the servers.
+   */
+  get servers(): readonly UpstreamServer[] {
+    return this.#servers;
+  }
+  #servers: readonly UpstreamServer[];
+  /** The configured and spawned servers: they never change in the life of the upstream. */
+  readonly #own: readonly UpstreamServer[];
+  #primaries: readonly UpstreamServer[] = [];
+  #backups: readonly UpstreamServer[] = [];
+  #policy!: Policy;
+  #backupPolicy!: Policy;
   readonly #checker: ActiveHealthChecker | undefined;
   readonly #logger: Logger;
   /** Spawned servers by slot name. */
   readonly #slots: ReadonlyMap<string, UpstreamServer>;
-  readonly #stickyIds: readonly string[];
+  /** Sticky values by server id (`''` for an id no server has). */
+  #stickyIds: string[] = [];
+  readonly #stickyKey: Buffer | string;
+  readonly #configDir: string;
+  readonly #options: UpstreamOptions;
+  /** The servers' DNS name (`discover`), resolved on its timer; undefined without `discover`. */
+  readonly #discovery: DnsDiscovery | undefined;
+  /** The servers found through DNS now, by URL. */
+  readonly #discovered = new Map<string, UpstreamServer>();
+  /** Servers DNS no longer names, until their requests and tunnels in flight have ended (their ids are kept until then). */
+  readonly #leaving = new Set<UpstreamServer>();
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
   readonly #queue = new WaitQueue<Waiter>();
@@ -120,22 +140,20 @@ export class Upstream {
     this.name = name;
     this.config = config;
     this.#logger = logger;
+    this.#configDir = configDir;
+    this.#options = options;
     const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
     const spawned = Array.from({ length: config.spawn?.instances ?? 0 }, (_, i) => {
       const slot = slotName(name, i);
       return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
     });
-    this.servers = [...fixed, ...spawned];
+    this.#own = [...fixed, ...spawned];
+    this.#servers = this.#own;
     if (options.metrics !== undefined) for (const server of this.servers) server.traffic = options.metrics.server(name, server.name);
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
-    this.#primaries = this.servers.filter((s) => !s.backup);
-    this.#backups = this.servers.filter((s) => s.backup);
-    const kind = policyKind(config.policy)!;
-    this.#policy = createPolicy(kind, this.#primaries);
-    this.#backupPolicy = createPolicy(kind, this.#backups);
     // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
-    const key = config.sticky?.secret ?? stickyKey;
-    this.#stickyIds = this.servers.map((s) => createHmac('sha256', key).update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
+    this.#stickyKey = config.sticky?.secret ?? stickyKey;
+    this.#arrange(undefined);
     this.#routes =
       config.sticky?.app_cookie === undefined
         ? undefined
@@ -153,6 +171,85 @@ export class Upstream {
         onResult,
       );
     }
+    this.#discovery = config.discover === undefined ? undefined : new DnsDiscovery(name, config.discover, logger, (found) => this.#discover(found));
+  }
+
+  /**
+   * Builds what selection reads from the list of servers: primaries and backups, their policies, the sticky
+   * values. `before` (the lists as they were, at a change of the servers found through DNS): the policies take over
+   * the position of the servers that stay in the same group, as at a reload (see `Policy.adopt`).
+   */
+  #arrange(before: { primaries: readonly UpstreamServer[]; backups: readonly UpstreamServer[] } | undefined): void {
+    this.#primaries = this.#servers.filter((s) => !s.backup);
+    this.#backups = this.#servers.filter((s) => s.backup);
+    const kind = policyKind(this.config.policy)!;
+    const previous = [this.#policy, this.#backupPolicy] as const;
+    this.#policy = createPolicy(kind, this.#primaries);
+    this.#backupPolicy = createPolicy(kind, this.#backups);
+    if (before !== undefined) {
+      const kept = (was: readonly UpstreamServer[], now: readonly UpstreamServer[]) => new Map(now.filter((s) => was.includes(s)).map((s) => [s.id, s.id]));
+      this.#policy.adopt?.(previous[0], kept(before.primaries, this.#primaries));
+      this.#backupPolicy.adopt?.(previous[1], kept(before.backups, this.#backups));
+    }
+    // A leaving server keeps its sticky value while its requests end (their answers may set the cookie).
+    const ids: string[] = [];
+    for (const server of [...this.#servers, ...this.#leaving]) {
+      while (ids.length <= server.id) ids.push('');
+      ids[server.id] = createHmac('sha256', this.#stickyKey).update(`${this.name}\0${server.label}`).digest('hex').slice(0, 16);
+    }
+    this.#stickyIds = ids;
+  }
+
+  /**
+   * The servers found through DNS are now `found` (see discovery.ts): a server that stays is the same object (its
+   * health, counts, latency and sticky value go on; an SRV answer may change its weight or backup role); a new one
+   * is checked as a configured one (up until its checks say otherwise) and ramps up under `slow_start`; one no
+   * longer named leaves: no new requests, and its requests and tunnels in flight finish (see `UpstreamServer.leave`).
+   * An address that is also a configured server's is that server.
+   */
+  #discover(found: readonly DiscoveredServer[]): void {
+    const configured = new Set(this.#own.map((s) => s.label));
+    const next = new Map(found.filter((d) => !configured.has(discoveredUrl(d))).map((d) => [discoveredUrl(d), d]));
+    const before = { primaries: this.#primaries, backups: this.#backups };
+    const now = Date.now();
+    for (const [url, server] of this.#discovered) {
+      if (next.has(url)) continue;
+      this.#discovered.delete(url);
+      this.#checker?.remove(server);
+      this.#leaving.add(server);
+      void server.leave().finally(() => this.#leaving.delete(server));
+    }
+    for (const [url, record] of next) {
+      const held = this.#discovered.get(url);
+      if (held !== undefined) {
+        held.rediscover(record.weight, record.backup);
+        continue;
+      }
+      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record), this.config, this.#configDir, true);
+      if (this.#options.metrics !== undefined) server.traffic = this.#options.metrics.server(this.name, server.name);
+      if (this.config.slow_start > 0) server.recoveredAt = now;
+      this.#discovered.set(url, server);
+      this.#checker?.add(server);
+    }
+    this.#servers = [...this.#own, ...this.#discovered.values()];
+    this.#arrange(before);
+    // Requests queued for capacity may use a new server.
+    this.#wake();
+  }
+
+  /** The lowest id no server has, serving or leaving (ids index the policies' and sticky values' arrays). */
+  #freeId(): number {
+    const taken = new Set([...this.#servers, ...this.#leaving].map((s) => s.id));
+    let id = this.#own.length;
+    while (taken.has(id)) id++;
+    return id;
+  }
+
+  /** What `discover` found and when (undefined without `discover`), for /status. */
+  get discovery(): { dns: string; type: string; resolvedAt: number; nextAt: number; error: string | undefined } | undefined {
+    const d = this.#discovery;
+    if (d === undefined) return undefined;
+    return { dns: this.config.discover!.dns, type: this.config.discover!.type, resolvedAt: d.lastAt, nextAt: d.nextAt, error: d.lastError };
   }
 
   /**
@@ -186,6 +283,7 @@ export class Upstream {
   /** Starts the active checks (their first round at once). */
   start(): void {
     this.#checker?.start();
+    this.#discovery?.start();
   }
 
   /**
@@ -225,6 +323,14 @@ export class Upstream {
     // One pairing at a time: the previous upstream's own predecessor (a reload before the last) lets go first.
     if (previous.#pair !== undefined) previous.#pair.#unpair();
     if (this.#pair !== undefined) this.#pair.#unpair();
+    // The servers the previous upstream found through DNS serve at once here, until this one's first resolution.
+    const found = previous.#discovery?.servers;
+    const discover = this.config.discover;
+    const was = previous.config.discover;
+    if (this.#discovery !== undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
+      this.#discovery.seed(found);
+      this.#discover(found);
+    }
     const before = new Map(previous.servers.map((server) => [server.address, server]));
     const checked = this.#checker !== undefined;
     const ids = new Map<number, number>();
@@ -273,11 +379,13 @@ export class Upstream {
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
   drain(): void {
     this.#checker?.stop();
+    this.#discovery?.stop();
   }
 
   /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
   async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
+    this.#discovery?.stop();
     this.#unpair();
     if (this.#recheck !== undefined) clearImmediate(this.#recheck);
     this.#recheck = undefined;
@@ -285,7 +393,7 @@ export class Upstream {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
     }
-    await Promise.all(this.servers.map((s) => s.close(cutAfterMs)));
+    await Promise.all([...this.servers, ...this.#leaving].map((s) => s.close(cutAfterMs)));
   }
 
   /**
@@ -318,7 +426,7 @@ export class Upstream {
   stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
-    const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
+    const pinned = current === undefined ? undefined : this.servers.find((s) => this.#stickyIds[s.id] === current);
     // A pin to a draining server holds (its clients stay until the operator disables it).
     if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
     const server = this.select(undefined, pick, current);
@@ -525,4 +633,18 @@ export class Upstream {
   recordSuccess(server: UpstreamServer): void {
     server.recordSuccess(Date.now(), this.config.passive.fail_timeout);
   }
+}
+
+/** The server config of a server found through DNS: plain HTTP to its address and port, named by them (`10.0.0.5:8080`). */
+function discoveredServerConfig(record: DiscoveredServer): UpstreamConfig['servers'][number] {
+  const text = discoveredUrl(record);
+  return {
+    url: { kind: 'http', origin: text, socketPath: undefined, basePath: '', text },
+    name: discoveredId(record),
+    weight: record.weight,
+    backup: record.backup,
+    tls: undefined,
+    max_conns: undefined,
+    route: undefined,
+  };
 }
