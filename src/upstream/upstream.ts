@@ -239,7 +239,7 @@ export class Upstream {
 
   /** The lowest id no server has, serving or leaving (ids index the policies' and sticky values' arrays). */
   #freeId(): number {
-    const taken = new Set([...this.#servers, ...this.#leaving].map((s) => s.id));
+    const taken = new Set([...this.#servers, ...this.#discovered.values(), ...this.#leaving].map((s) => s.id));
     let id = this.#own.length;
     while (taken.has(id)) id++;
     return id;
