@@ -691,6 +691,8 @@ export class Portico {
     this.#cluster?.start();
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
+    // Servers found through DNS: the first answer is waited for (3 s at most), so the first requests find them.
+    await this.#upstreams.firstResolutions(3000);
     await this.#app.start();
     // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
     // and the supervised app instances once there are some) is started before this point, and so are the stored

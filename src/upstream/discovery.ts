@@ -171,12 +171,16 @@ export class DnsDiscovery {
   nextAt = 0;
   /** The failure of the last resolution (undefined: it worked). */
   lastError: string | undefined = undefined;
+  /** Resolves when the first resolution has ended, whatever its outcome (or at `stop`). */
+  readonly #first: Promise<void>;
+  #firstDone!: () => void;
 
   constructor(upstream: string, config: DiscoverConfig, logger: Logger, onChange: DiscoveryChange) {
     this.#upstream = upstream;
     this.#config = config;
     this.#logger = logger;
     this.#onChange = onChange;
+    this.#first = new Promise((resolve) => (this.#firstDone = resolve));
     this.#resolver = new Resolver({ timeout: QUERY_TIMEOUT_MS, tries: QUERY_TRIES });
     if (config.resolver !== undefined) this.#resolver.setServers(config.resolver);
   }
@@ -194,6 +198,16 @@ export class DnsDiscovery {
     if (this.#servers === undefined) this.#servers = servers;
   }
 
+  /**
+   * Resolves once the first resolution has ended (found servers or failed), or after `timeoutMs`: a start waits
+   * for it (bounded) so that its first requests find the servers.
+   */
+  async firstResolution(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#first, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
   /** Resolves now, then on the records' timer. */
   start(): void {
     if (this.#running) return;
@@ -207,6 +221,7 @@ export class DnsDiscovery {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#resolver.cancel();
+    this.#firstDone();
   }
 
   #schedule(delay: number): void {
@@ -231,6 +246,8 @@ export class DnsDiscovery {
     }
     if (!this.#running) return;
     this.resolutions++;
+    // Told after the servers were taken in (below, synchronously), in a later microtask.
+    this.#firstDone();
     this.lastAt = Date.now();
     const where = { upstream: this.#upstream, dns: this.#config.dns, type: this.#config.type };
     if (failure !== undefined) {

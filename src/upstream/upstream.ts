@@ -286,6 +286,11 @@ export class Upstream {
     this.#discovery?.start();
   }
 
+  /** Resolves once `discover`'s first resolution has ended (at once without `discover`), or after `timeoutMs`. */
+  firstResolution(timeoutMs: number): Promise<void> {
+    return this.#discovery?.firstResolution(timeoutMs) ?? Promise.resolve();
+  }
+
   /**
    * A spawned slot is now served by 127.0.0.1:`port`, or by nothing (see `UpstreamServer.retarget`): resolves when
    * nothing uses its previous port any more, or at `cutAfterMs`. A slot this upstream does not have (a reload
