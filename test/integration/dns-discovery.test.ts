@@ -21,7 +21,10 @@ import { requireTool } from '../helpers/tools.js';
 import { closeHttpServer } from '../helpers/upstream.js';
 import { configErrors } from '../helpers/config.js';
 
-/** One app server on `host`:`port`: answers `X-Instance: host:port`; `/slow?ms=N` answers after N ms; `/fail` 502. */
+/**
+ * One app server on `host`:`port`: answers `X-Instance: host:port`; `/slow?ms=N` answers after N ms; an upgrade
+ * (WebSocket) is accepted and its bytes echoed, prefixed with the instance.
+ */
 interface App {
   readonly id: string;
   /** When each request arrived (ms since the epoch), and its path. */
@@ -48,6 +51,12 @@ async function startApp(host: string, port: number): Promise<App> {
     if (slow !== null) setTimeout(answer, Number(slow[1]));
     else answer();
   });
+  server.on('upgrade', (req, socket) => {
+    app.seen.push({ at: Date.now(), url: req.url! });
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    socket.on('data', (chunk: Buffer) => socket.write(`${app.id} ${chunk.toString()}`));
+    socket.on('error', () => undefined);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
@@ -71,12 +80,20 @@ async function startApps(hosts: readonly string[]): Promise<{ port: number; apps
 }
 
 /** A `portico run` process with `upstream` (YAML lines of upstreams.app) and `resolver`, and its admin API. */
-async function startPortico(dns: DnsServer, upstream: string): Promise<{ portico: PorticoProcess; base: string; admin: string; dir: string }> {
+async function startPortico(dns: DnsServer, upstream: string): Promise<{ portico: PorticoProcess; base: string; admin: string; dir: string; text: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-dns-test-'));
   const file = path.join(dir, 'portico.yaml');
-  writeFileSync(
-    file,
-    `listen: ["127.0.0.1:0"]
+  const text = configText(dns, upstream);
+  writeFileSync(file, text);
+  const portico = await PorticoProcess.start(file, dir);
+  const admin = /admin API on (http:\/\/[^\s"]+)/.exec(await portico.waitForLine(/admin API on/, 0))?.[1];
+  assert.ok(admin !== undefined, `the admin API's URL in the log:\n${portico.stderr}`);
+  return { portico, base: `http://127.0.0.1:${portico.port}`, admin: admin.replace(/\/$/, ''), dir, text };
+}
+
+/** The config: upstream `app` (its YAML lines given) behind one proxy route, `resolver` the test's dnsmasq. */
+function configText(dns: DnsServer, upstream: string): string {
+  return `listen: ["127.0.0.1:0"]
 log: { access: off, error_format: json }
 admin: { listen: "127.0.0.1:0", open_reads: true }
 resolver: ${dns.address}
@@ -90,12 +107,7 @@ ${upstream
 sites:
   - routes:
       - { path: /, proxy: { upstream: app } }
-`,
-  );
-  const portico = await PorticoProcess.start(file, dir);
-  const admin = /admin API on (http:\/\/[^\s"]+)/.exec(await portico.waitForLine(/admin API on/, 0))?.[1];
-  assert.ok(admin !== undefined, `the admin API's URL in the log:\n${portico.stderr}`);
-  return { portico, base: `http://127.0.0.1:${portico.port}`, admin: admin.replace(/\/$/, ''), dir };
+`;
 }
 
 interface ServerLine {
@@ -310,6 +322,79 @@ describe('app servers found through DNS', () => {
     for (let i = 0; i < 6; i++) spread.add((await get(`${base}/`)).instance);
     assert.ok(spread.has(four.id), 'the added server takes new clients');
     assert.ok(!spread.has(three.id), 'the ejected server takes none');
+  });
+
+  test('a first resolution that fails at start: the configured servers serve, the failure is logged, and the servers come once the name resolves', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { port, apps } = await startApps(['127.0.0.1', '127.0.0.2']);
+    cleanups.push(() => Promise.all(apps.map((app) => app.close())).then(() => undefined));
+    const [configured, found] = apps as [App, App];
+    const dns = await DnsServer.start({ hosts: { 'other.test': ['127.0.0.9'] } });
+    cleanups.push(() => dns.close());
+    const running = await startPortico(dns, `servers: ["http://127.0.0.1:${port}"]\ndiscover: { dns: app.test, port: ${port}, interval: 1s }`);
+    cleanups.push(async () => {
+      await running.portico.stop();
+      rmSync(running.dir, { recursive: true, force: true });
+    });
+    await running.portico.waitForLine(/DNS resolution failed: no servers found through DNS yet/, 0, 5000);
+    for (let i = 0; i < 5; i++) {
+      const answer = await get(`${running.base}/`);
+      assert.deepEqual([answer.status, answer.instance], [200, configured.id], 'the configured server serves meanwhile');
+    }
+    const mark = running.portico.stderr.length;
+    await dns.setHosts({ 'other.test': ['127.0.0.9'], 'app.test': ['127.0.0.2'] });
+    await running.portico.waitForLine(/DNS resolution works again/, mark, 8000);
+    await eventually(async () => (await get(`${running.base}/`)).instance === found.id, 'the server found through DNS serving');
+    assert.equal(logLines(running.portico, /DNS resolution failed/).length, 1, 'the failure streak logged once');
+  });
+
+  test('a reload that changes the upstream starts with the servers found through DNS, and their state', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { apps, admin, base, portico, text } = await setUp(
+      { 'app.test': ['127.0.0.2', '127.0.0.3'] },
+      ['127.0.0.2', '127.0.0.3'],
+      (p) => `discover: { dns: app.test, port: ${p}, interval: 5s }\nretries: 0\npassive: { max_fails: 3, fail_timeout: 60s }`,
+    );
+    const [two, three] = apps as [App, App];
+    three.failing = true;
+    await eventually(async () => {
+      await get(`${base}/`);
+      return (await statusServers(admin)).find((s) => s.id === three.id)?.state === 'ejected';
+    }, 'the failing server ejected');
+    three.failing = false;
+    const { line } = await portico.reload(text.replace('retries: 0', 'retries: 1'));
+    assert.match(line, /config reloaded/);
+    const servers = new Map((await statusServers(admin)).map((s) => [s.id, s]));
+    assert.deepEqual([...servers.keys()].sort(), [two.id, three.id], 'both servers at once after the reload');
+    assert.equal(servers.get(three.id)!.state, 'ejected', 'the ejection carried over by address');
+    for (let i = 0; i < 4; i++) assert.equal((await get(`${base}/`)).instance, two.id);
+  });
+
+  test('a WebSocket open on a server DNS no longer names goes on; new requests go to the servers named now', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { apps, dns, portico, base } = await setUp({ 'app.test': ['127.0.0.2'] }, ['127.0.0.2', '127.0.0.3'], (p) => `discover: { dns: app.test, port: ${p}, interval: 2s }`);
+    const [two, three] = apps as [App, App];
+    const socket = await new Promise<import('node:net').Socket>((resolve, reject) => {
+      const req = http.request(`${base}/ws`, { headers: { connection: 'Upgrade', upgrade: 'websocket' } });
+      req.once('upgrade', (_res, upgraded) => resolve(upgraded));
+      req.once('response', (res) => reject(new Error(`no upgrade: ${res.statusCode}`)));
+      req.once('error', reject);
+      req.end();
+    });
+    cleanups.push(() => void socket.destroy());
+    const echo = (text: string) =>
+      new Promise<string>((resolve) => {
+        socket.once('data', (chunk: Buffer) => resolve(chunk.toString()));
+        socket.write(text);
+      });
+    assert.equal(await echo('one'), `${two.id} one`);
+    const mark = portico.stderr.length;
+    await dns.setHosts({ 'app.test': ['127.0.0.3'] });
+    await portico.waitForLine(/servers found through DNS changed/, mark, 5000);
+    await eventually(async () => (await get(`${base}/`)).instance === three.id, 'new requests on the server named now');
+    assert.equal(await echo('two'), `${two.id} two`, 'the tunnel on the removed server still works');
+    socket.end();
+    await eventually(() => socket.closed, 'the tunnel closed');
   });
 
   test('discover: port with SRV is refused at its line, and A without a port too', () => {
