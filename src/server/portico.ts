@@ -213,6 +213,11 @@ export class Portico {
     this.#upstreamOptions = {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
+      // A server found through DNS takes the operator's say on its id (kept in the state directory).
+      onDiscovered: (upstream, server) => {
+        const override = this.#operator.get(upstream.name, server.name);
+        if (override !== undefined) upstream.setOperator(server, override.admin, override.weight, false);
+      },
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#cluster = clusterLink(config, logger);
@@ -520,7 +525,7 @@ export class Portico {
     }
     // A reload that dropped the server while the change was being written: it is kept for when it comes back.
     const serving = this.#app.upstream(upstream)?.server(server) ?? last;
-    if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
+    if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" now (a reload removed it, or DNS does not name it); the change is kept for when it comes back`);
     return serverStatus(serving);
   }
 

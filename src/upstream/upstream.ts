@@ -53,6 +53,11 @@ export interface UpstreamOptions {
   slotPort?: SlotPort | undefined;
   /** The process's metrics when counting is on: each server's attempts are counted (see `UpstreamServer.traffic`). */
   metrics?: Metrics | undefined;
+  /**
+   * A server found through DNS joined `upstream` (it serves already): the operator's say on its id, if any, is
+   * applied here (a drain or weight set through the admin API before DNS named it, or before a restart).
+   */
+  onDiscovered?: (upstream: Upstream, server: UpstreamServer) => void;
 }
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
@@ -212,6 +217,7 @@ export class Upstream {
     const next = new Map(found.filter((d) => !configured.has(discoveredUrl(d))).map((d) => [discoveredUrl(d), d]));
     const before = { primaries: this.#primaries, backups: this.#backups };
     const now = Date.now();
+    const joined: UpstreamServer[] = [];
     for (const [url, server] of this.#discovered) {
       if (next.has(url)) continue;
       this.#discovered.delete(url);
@@ -230,9 +236,11 @@ export class Upstream {
       if (this.config.slow_start > 0) server.recoveredAt = now;
       this.#discovered.set(url, server);
       this.#checker?.add(server);
+      joined.push(server);
     }
     this.#servers = [...this.#own, ...this.#discovered.values()];
     this.#arrange(before);
+    for (const server of joined) this.#options.onDiscovered?.(this, server);
     // Requests queued for capacity may use a new server.
     this.#wake();
   }

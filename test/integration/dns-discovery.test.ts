@@ -19,6 +19,7 @@ import { PorticoProcess } from '../helpers/process.js';
 import { eventually } from '../helpers/supervise.js';
 import { requireTool } from '../helpers/tools.js';
 import { closeHttpServer } from '../helpers/upstream.js';
+import { within } from '../helpers/within.js';
 import { configErrors } from '../helpers/config.js';
 
 /**
@@ -35,11 +36,16 @@ interface App {
 }
 
 async function startApp(host: string, port: number): Promise<App> {
+  const tunnels = new Set<import('node:stream').Duplex>();
   const app: App = {
     id: `${host}:${port}`,
     seen: [],
     failing: false,
-    close: () => closeHttpServer(server),
+    close: () => {
+      // Upgraded sockets are no longer the HTTP server's to close.
+      for (const socket of tunnels) socket.destroy();
+      return closeHttpServer(server);
+    },
   };
   const server = http.createServer((req, res) => {
     app.seen.push({ at: Date.now(), url: req.url! });
@@ -54,7 +60,10 @@ async function startApp(host: string, port: number): Promise<App> {
   server.on('upgrade', (req, socket) => {
     app.seen.push({ at: Date.now(), url: req.url! });
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    tunnels.add(socket);
     socket.on('data', (chunk: Buffer) => socket.write(`${app.id} ${chunk.toString()}`));
+    socket.on('end', () => socket.end());
+    socket.on('close', () => tunnels.delete(socket));
     socket.on('error', () => undefined);
   });
   await new Promise<void>((resolve, reject) => {
@@ -85,7 +94,7 @@ async function startPortico(dns: DnsServer, upstream: string): Promise<{ portico
   const file = path.join(dir, 'portico.yaml');
   const text = configText(dns, upstream);
   writeFileSync(file, text);
-  const portico = await PorticoProcess.start(file, dir);
+  const portico = await PorticoProcess.start(file, dir, [], { PORTICO_ADMIN_TOKEN: TOKEN });
   const admin = /admin API on (http:\/\/[^\s"]+)/.exec(await portico.waitForLine(/admin API on/, 0))?.[1];
   assert.ok(admin !== undefined, `the admin API's URL in the log:\n${portico.stderr}`);
   return { portico, base: `http://127.0.0.1:${portico.port}`, admin: admin.replace(/\/$/, ''), dir, text };
@@ -137,6 +146,16 @@ async function get(url: string, headers: Record<string, string> = {}): Promise<{
   return { status: res.status, instance: res.headers.get('x-instance') ?? '', setCookie: res.headers.get('set-cookie') };
 }
 
+/** The admin API's token in the tests' Portico processes. */
+const TOKEN = 'dns-discovery-test-token-0123456789';
+
+/** POSTs an action on the app upstream's server `id`; the status. */
+async function serverAction(admin: string, id: string, action: string): Promise<number> {
+  const res = await fetch(`${admin}/upstreams/app/servers/${encodeURIComponent(id)}/${action}`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+  await res.text();
+  return res.status;
+}
+
 /** stderr lines whose message matches. */
 function logLines(portico: PorticoProcess, msg: RegExp): string[] {
   return portico.stderr.split('\n').filter((line) => msg.test(line));
@@ -144,7 +163,8 @@ function logLines(portico: PorticoProcess, msg: RegExp): string[] {
 
 const cleanups: Array<() => Promise<void> | void> = [];
 after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
+  // Portico first (its tunnels end), then DNS and the app servers; each bounded.
+  for (const cleanup of cleanups.reverse()) await within('a test cleanup', Promise.resolve(cleanup()), 15_000);
 });
 
 async function setUp(hosts: Record<string, readonly string[]>, appHosts: readonly string[], upstream: (port: number) => string) {
@@ -395,6 +415,21 @@ describe('app servers found through DNS', () => {
     assert.equal(await echo('two'), `${two.id} two`, 'the tunnel on the removed server still works');
     socket.end();
     await eventually(() => socket.closed, 'the tunnel closed');
+  });
+
+  test('the admin API drains a server found through DNS by its address:port id, and one DNS names later takes a drain set before', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { apps, dns, admin, base } = await setUp({ 'app.test': ['127.0.0.2', '127.0.0.3'] }, ['127.0.0.2', '127.0.0.3', '127.0.0.4'], (p) => `discover: { dns: app.test, port: ${p}, interval: 2s }`);
+    const [two, three, four] = apps as [App, App, App];
+    assert.equal(await serverAction(admin, three.id, 'drain'), 200);
+    assert.equal((await statusServers(admin)).find((s) => s.id === three.id)?.state, 'draining');
+    for (let i = 0; i < 4; i++) assert.equal((await get(`${base}/`)).instance, two.id, 'the drained server takes no new client');
+    // Not named by DNS yet: kept (404 says so), and applied when DNS names it.
+    assert.equal(await serverAction(admin, four.id, 'drain'), 404);
+    await dns.setHosts({ 'app.test': ['127.0.0.2', '127.0.0.3', '127.0.0.4'] });
+    const found = await eventually(async () => (await statusServers(admin)).find((s) => s.id === four.id), 'the added server in /status');
+    assert.equal(found.state, 'draining', 'the drain set before applies');
+    assert.equal(await serverAction(admin, '127.0.0.9', 'drain'), 404, 'an id that is no address:port is unknown');
   });
 
   test('discover: port with SRV is refused at its line, and A without a port too', () => {
