@@ -285,3 +285,17 @@ export class DnsDiscovery {
     this.#schedule(nextResolution(resolution.ttlMs, this.#config.interval));
   }
 }
+
+/** The server config of a server found through DNS: plain HTTP to its address and port, named by them (`10.0.0.5:8080`). */
+export function discoveredServerConfig(record: DiscoveredServer): Config['upstreams'][string]['servers'][number] {
+  const text = discoveredUrl(record);
+  return {
+    url: { kind: 'http', origin: text, socketPath: undefined, basePath: '', text },
+    name: discoveredId(record),
+    weight: record.weight,
+    backup: record.backup,
+    tls: undefined,
+    max_conns: undefined,
+    route: undefined,
+  };
+}

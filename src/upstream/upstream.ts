@@ -8,13 +8,16 @@
  * the app's session (`sticky.app_cookie`), primary or backup, as in mod_proxy_balancer and HAProxy. When nothing
  * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`). A server
  * the operator drained takes only the clients pinned to it (sticky cookie, app session route); one disabled, none.
+ *
+ * With `discover`, servers found through DNS join and leave while the upstream runs (see `#discover`): what selection
+ * reads of the list (groups, policies, sticky values) is built again at each change, the servers that stay unchanged.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
-import { DnsDiscovery, discoveredId, discoveredUrl, type DiscoveredServer } from './discovery.js';
+import { DnsDiscovery, discoveredServerConfig, discoveredUrl, type DiscoveredServer } from './discovery.js';
 import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
@@ -646,18 +649,4 @@ export class Upstream {
   recordSuccess(server: UpstreamServer): void {
     server.recordSuccess(Date.now(), this.config.passive.fail_timeout);
   }
-}
-
-/** The server config of a server found through DNS: plain HTTP to its address and port, named by them (`10.0.0.5:8080`). */
-function discoveredServerConfig(record: DiscoveredServer): UpstreamConfig['servers'][number] {
-  const text = discoveredUrl(record);
-  return {
-    url: { kind: 'http', origin: text, socketPath: undefined, basePath: '', text },
-    name: discoveredId(record),
-    weight: record.weight,
-    backup: record.backup,
-    tls: undefined,
-    max_conns: undefined,
-    route: undefined,
-  };
 }
