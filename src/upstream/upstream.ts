@@ -226,7 +226,10 @@ export class Upstream {
       this.#discovered.delete(url);
       this.#checker?.remove(server);
       this.#leaving.add(server);
-      void server.leave().finally(() => this.#leaving.delete(server));
+      void server.leave().finally(() => {
+        this.#leaving.delete(server);
+        this.#logger.debug({ upstream: this.name, server: server.name }, 'server no longer found through DNS: its last request ended');
+      });
     }
     for (const [url, record] of next) {
       const held = this.#discovered.get(url);

@@ -197,7 +197,7 @@ describe('app servers found through DNS', () => {
       assert.ok(delay <= 3000 + 500, `within TTL + interval (3 s), took ${delay} ms`);
 
       // Removed while slow requests are in flight on it: they finish, and it takes no new request.
-      const slow = Array.from({ length: 6 }, () => get(`${base}/slow?ms=2000`));
+      const slow = Array.from({ length: 6 }, () => get(`${base}/slow?ms=3000`));
       await eventually(() => three.seen.some((r) => r.url.startsWith('/slow')), 'a slow request on the server to remove');
       const mark = portico.stderr.length;
       await dns.setHosts({ 'app.test': ['127.0.0.2', '127.0.0.4'] });
@@ -298,6 +298,19 @@ describe('app servers found through DNS', () => {
     assert.equal(counts.get(a.id), 60, 'weight 3 of 4');
     assert.equal(counts.get(b.id), 20, 'weight 1 of 4');
     assert.equal(counts.get(c.id) ?? 0, 0, 'the backup takes nothing while a primary is up');
+    // A new answer with another weight for b (SRV records change only with a restart of dnsmasq): the same server,
+    // its counts going on, with its new weight.
+    const bBefore = byId.get(b.id)!;
+    await dns.restart({
+      hosts: { 'a.app.test': ['127.0.0.2'], 'b.app.test': ['127.0.0.3'], 'c.app.test': ['127.0.0.4'] },
+      srv: [
+        { name: srv, target: 'a.app.test', port: ports[0]!, priority: 10, weight: 30 },
+        { name: srv, target: 'b.app.test', port: ports[1]!, priority: 10, weight: 30 },
+        { name: srv, target: 'c.app.test', port: ports[2]!, priority: 20, weight: 10 },
+      ],
+    });
+    const reweighed = await eventually(async () => (await statusServers(running.admin)).find((s) => s.id === b.id && s.weight === 3), 'b at weight 3 (30:30:10)', 8000);
+    assert.ok(reweighed.requests >= bBefore.requests + 20, `b's counts went on (${bBefore.requests} before the 80 requests, ${reweighed.requests} now)`);
     await a.close();
     await b.close();
     await eventually(async () => (await statusServers(running.admin)).filter((s) => s.state === 'unhealthy').length === 2, 'both primaries down');
