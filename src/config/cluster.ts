@@ -18,9 +18,6 @@ export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = proc
   if (cluster === undefined) return [];
   if (cluster.name === '') cluster.name = hostname().replace(/[^A-Za-z0-9_.-]/g, '-');
   const problems: Problem[] = [];
-  if (config.workers > 1) {
-    problems.push({ keys: ['cluster'], message: `a cluster box runs as one process for now: set workers: 1 (or leave workers out), and run more boxes for more cores` });
-  }
   if (cluster.acme_lease < MIN_ACME_LEASE_MS) {
     problems.push({ keys: ['cluster', 'acme_lease'], message: `an ACME lock's lease is at least 1s (it is renewed every third of it while the order runs)` });
   }
