@@ -1,0 +1,217 @@
+/**
+ * A cluster box with `workers: 2` (docs/cluster.md, "Workers in a box"): two `portico run` boxes on 127.0.0.1-2,
+ * each a primary and two workers, one real redis-server, two real app servers that echo the worker that forwarded
+ * (`X-Worker: $pid`). The primary holds the box's place in the cluster (one heartbeat, the operator's actions), each
+ * worker its own link for its data plane: each box is listed once in /status, a drain and a purge sent to box 1 reach
+ * every worker of box 2, and a cluster-wide rate limit is one bucket for every worker of every box.
+ */
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { Boxes, type Box } from '../helpers/boxes.js';
+import { RedisServer } from '../helpers/redis.js';
+import { eventually } from '../helpers/supervise.js';
+import { haveTool, requireTool } from '../helpers/tools.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+
+const TOKEN = 'cluster-workers-test-token-0123456789abcdef';
+const HOST = 'shop.example';
+/** How many requests a loop that waits to have met every worker of a box sends at most. */
+const MAX_TRIES = 80;
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+/** One answer through a box's public listener, on a fresh connection (so the kernel may hand it to either worker). */
+function get(box: Box, path: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: box.host, port: box.port, path, agent: false, headers: { host: HOST }, timeout: 5000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} through ${box.name}: no answer within 5 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A call to a box's admin API with the token. */
+async function admin(box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> {
+  const res = await fetch(new URL(path, box.admin), {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+/** The pids of a box's workers, from its /status. */
+async function workerPids(box: Box): Promise<string[]> {
+  const { json } = await admin(box, 'GET', 'status');
+  return (json.workers as Array<{ pid: number }>).map((w) => String(w.pid));
+}
+
+describe('a cluster of two boxes with workers: 2 each', { timeout: 60_000, skip: !haveTool('redis-server') && process.env.CI !== 'true' ? 'redis-server is not installed (on CI, with CI=true, this fails instead)' : false }, () => {
+  let redis: RedisServer;
+  let boxes: Boxes;
+  const apps: TestUpstream[] = [];
+  /** Every fetch of /c/page the apps saw: the worker (pid) that forwarded it. */
+  const pageFetches: string[] = [];
+
+  before(async () => {
+    redis = await RedisServer.start();
+    for (const name of ['a', 'b']) {
+      apps.push(
+        await startUpstream((req, res) => {
+          const worker = String(req.headers['x-worker'] ?? '');
+          if (req.url === '/c/page') pageFetches.push(worker);
+          res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': req.url!.startsWith('/c/') ? 'max-age=600' : 'no-store' });
+          res.end(`${name} ${worker}`);
+        }),
+      );
+    }
+    boxes = await Boxes.start({
+      count: 2,
+      redis: redis.url,
+      env: { PORTICO_TEST_ADMIN_TOKEN: TOKEN },
+      config: ({ host }) => `workers: 2
+listen: ["${host}:0"]
+log: { access: off }
+admin:
+  listen: "${host}:0"
+  token_env: PORTICO_TEST_ADMIN_TOKEN
+  open_reads: true
+caches:
+  pages: { memory: 1MB }
+upstreams:
+  app:
+    servers:
+      - { url: "${apps[0]!.url}", name: a }
+      - { url: "${apps[1]!.url}", name: b }
+sites:
+  - routes:
+      - path: /limited
+        rate_limit: { rate: 1/m, burst: 10, key: "fleet" }
+        proxy: { upstream: app, set_headers: { X-Worker: "$pid" } }
+      - path: /c/
+        proxy: { upstream: app, cache: { zone: pages }, set_headers: { X-Worker: "$pid" } }
+      - path: /
+        proxy: { upstream: app, set_headers: { X-Worker: "$pid" } }
+`,
+    });
+    for (const box of boxes.boxes) {
+      const line = await box.process.waitForLine(/admin API on (\S+)/, 0);
+      box.admin = /admin API on (\S+)/.exec(line)![1];
+    }
+  });
+
+  after(async () => {
+    await boxes?.stop();
+    await Promise.all(apps.map((app) => app.stop()));
+    await redis?.stop();
+  });
+
+  test('each box is listed once in /status (one heartbeat per box, not per worker), with no duplicate-name warning', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    for (const box of boxes.boxes) {
+      const names = await eventually(
+        async () => {
+          const { json } = await admin(box, 'GET', 'status');
+          const listed = (json.cluster?.boxes ?? []).map((b: { name: string }) => b.name) as string[];
+          return listed.length === 2 ? listed : undefined;
+        },
+        `${box.name}: two boxes listed`,
+        10_000,
+      );
+      assert.deepEqual(names, ['box1', 'box2'], `${box.name} lists each box once`);
+      const { json } = await admin(box, 'GET', 'status');
+      assert.equal(json.workers.length, 2, `${box.name} runs two workers`);
+      assert.equal(json.cluster.redis.up, true, `${box.name}: Redis up for the primary and both workers`);
+      const self = json.cluster.boxes.find((b: { self: boolean }) => b.self);
+      assert.equal(self.name, box.name);
+      assert.equal(self.pid, json.pid, 'the record is the primary\'s');
+      assert.doesNotMatch(box.process.stderr, /another process uses the box name/, `${box.name}: no duplicate-name warning`);
+    }
+  });
+
+  test('a cluster-wide rate limit (burst 10) lets exactly 10 requests through for the whole fleet, over both boxes and their four workers', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    const statuses: number[] = [];
+    const passedBy = new Set<string>();
+    for (let i = 0; i < 40; i++) {
+      const res = await get(boxes.box((i % 2) + 1), '/limited');
+      statuses.push(res.status);
+      if (res.status === 200) passedBy.add(res.body.split(' ')[1]!);
+    }
+    const passed = statuses.filter((s) => s === 200).length;
+    const refused = statuses.filter((s) => s === 429).length;
+    t.diagnostic(`40 requests over 2 boxes × 2 workers: ${passed} passed (by ${passedBy.size} workers), ${refused} refused`);
+    assert.equal(passed + refused, 40, 'every answer is 200 or 429');
+    assert.equal(passed, 10, 'one bucket in Redis for the fleet: not per box, not per worker, and not divided among the workers');
+  });
+
+  test('a drain sent to box 1 applies in every worker of box 2', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    const box2 = boxes.box(2);
+    const pids = await workerPids(box2);
+    const sent = Date.now();
+    const answer = await admin(boxes.box(1), 'POST', 'upstreams/app/servers/a/drain');
+    assert.equal(answer.status, 200, JSON.stringify(answer.json));
+    assert.deepEqual(answer.json.cluster, { shared: true, published_to: 2 }, 'published to the two boxes (their primaries), once each');
+    await eventually(
+      async () => {
+        const { json } = await admin(box2, 'GET', 'status');
+        return json.upstreams.find((u: { name: string }) => u.name === 'app').servers.find((s: { id: string }) => s.id === 'a').admin === 'draining';
+      },
+      'box2 /status: a draining',
+      2000,
+    );
+    t.diagnostic(`box2 shows the drain after ${Date.now() - sent} ms`);
+    // Every worker of box 2 (each met on a fresh connection) sends new requests to b only.
+    const met = new Set<string>();
+    let sentCount = 0;
+    while (met.size < pids.length && sentCount < MAX_TRIES) {
+      const res = await get(box2, '/who');
+      sentCount++;
+      assert.equal(res.status, 200);
+      const [server, worker] = res.body.split(' ') as [string, string];
+      assert.equal(server, 'b', `worker ${worker} of box2 avoids the drained server`);
+      met.add(worker);
+    }
+    t.diagnostic(`${sentCount} requests through box2 met workers ${[...met].join(', ')} (box2's: ${pids.join(', ')}); every one went to b`);
+    assert.deepEqual([...met].sort(), [...pids].sort(), 'both workers of box2 were met');
+    assert.equal((await admin(boxes.box(1), 'POST', 'upstreams/app/servers/a/enable')).status, 200);
+  });
+
+  test('a purge sent to box 1 reaches every worker of box 2: each fetches the object again', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    const box2 = boxes.box(2);
+    const pids = await workerPids(box2);
+    /** Requests /c/page through box2 until each of its workers has fetched it (since `from`), bounded. */
+    const fetchedByEach = async (from: number): Promise<number> => {
+      let sentCount = 0;
+      while (sentCount < MAX_TRIES && !pids.every((pid) => pageFetches.slice(from).includes(pid))) {
+        assert.equal((await get(box2, '/c/page')).status, 200);
+        sentCount++;
+      }
+      return sentCount;
+    };
+    const warm = await fetchedByEach(pageFetches.length);
+    assert.ok(pids.every((pid) => pageFetches.includes(pid)), `both workers of box2 cached /c/page (fetches by ${pageFetches.join(', ')})`);
+    const before = pageFetches.length;
+    // Cached in each worker now: more requests are hits.
+    for (let i = 0; i < 10; i++) assert.equal((await get(box2, '/c/page')).status, 200);
+    assert.equal(pageFetches.length, before, 'every worker of box2 serves /c/page from its cache');
+    const answer = await admin(boxes.box(1), 'POST', 'caches/pages/purge', { url: `http://${HOST}/c/page` });
+    assert.equal(answer.status, 200, JSON.stringify(answer.json));
+    assert.equal(answer.json.cluster?.shared, true, JSON.stringify(answer.json));
+    const after = await fetchedByEach(before);
+    t.diagnostic(`warm-up ${warm} requests; after the purge, ${after} requests through box2 had both its workers fetch again (fetches since: ${pageFetches.slice(before).join(', ')})`);
+    assert.ok(pids.every((pid) => pageFetches.slice(before).includes(pid)), 'each worker of box2 forgot /c/page and fetched it again');
+  });
+});
