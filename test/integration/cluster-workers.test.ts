@@ -214,4 +214,39 @@ sites:
     t.diagnostic(`warm-up ${warm} requests; after the purge, ${after} requests through box2 had both its workers fetch again (fetches since: ${pageFetches.slice(before).join(', ')})`);
     assert.ok(pids.every((pid) => pageFetches.slice(before).includes(pid)), 'each worker of box2 forgot /c/page and fetched it again');
   });
+
+  // Last: it takes Redis away.
+  test('Redis killed: no request fails, each worker limits at burst / boxes / workers (10 / 2 / 2, rounded up: 3), /status sums the workers\' fallbacks; Redis back: up again', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    await redis.kill();
+    const statuses: number[] = [];
+    const passedBy = new Map<string, number>();
+    for (let i = 0; i < 80; i++) {
+      const res = await get(boxes.box((i % 2) + 1), '/limited');
+      statuses.push(res.status);
+      if (res.status === 200) {
+        const worker = res.body.split(' ')[1]!;
+        passedBy.set(worker, (passedBy.get(worker) ?? 0) + 1);
+      }
+    }
+    const passed = statuses.filter((s) => s === 200).length;
+    t.diagnostic(`Redis down: 80 requests over 2 boxes × 2 workers: ${passed} passed, by worker ${JSON.stringify(Object.fromEntries(passedBy))}, ${statuses.filter((s) => s === 429).length} refused`);
+    assert.ok(statuses.every((s) => s === 200 || s === 429), `no request failed: ${[...new Set(statuses)].join(', ')}`);
+    for (const [worker, n] of passedBy) assert.ok(n <= 3, `worker ${worker} let ${n} through: its share is ceil(10 / 2 boxes / 2 workers) = 3`);
+    assert.ok(passed <= 12 && passed >= 3, `the fleet let ${passed} through: at most 4 workers × 3`);
+    for (const box of boxes.boxes) {
+      const { json } = await admin(box, 'GET', 'status');
+      assert.equal(json.cluster.redis.up, false, `${box.name}: Redis down in /status`);
+      assert.ok((json.cluster.redis.fallbacks.rate_limit ?? 0) >= 1, `${box.name}: the workers' rate_limit fallbacks are summed in /status: ${JSON.stringify(json.cluster.redis.fallbacks)}`);
+    }
+    await redis.restart();
+    for (const box of boxes.boxes) {
+      await eventually(async () => {
+        const { json } = await admin(box, 'GET', 'status');
+        // The workers' links find Redis again with their next call.
+        await get(box, '/who');
+        return json.cluster.redis.up === true;
+      }, `${box.name}: Redis up again for the primary and both workers`, 10_000);
+    }
+  });
 });
