@@ -3,12 +3,20 @@
  * each a primary and two workers, one real redis-server, two real app servers that echo the worker that forwarded
  * (`X-Worker: $pid`). The primary holds the box's place in the cluster (one heartbeat, the operator's actions), each
  * worker its own link for its data plane: each box is listed once in /status, a drain and a purge sent to box 1 reach
- * every worker of box 2, and a cluster-wide rate limit is one bucket for every worker of every box.
+ * every worker of box 2, and a cluster-wide rate limit is one bucket for every worker of every box. With pebble: one
+ * ACME order for the cluster (a primary's), whose certificate every worker of both boxes serves, and an http-01
+ * token in Redis answered by every worker.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { Boxes, type Box } from '../helpers/boxes.js';
+import { freePort, startPebble } from '../helpers/pebble.js';
 import { RedisServer } from '../helpers/redis.js';
 import { eventually } from '../helpers/supervise.js';
 import { haveTool, requireTool } from '../helpers/tools.js';
@@ -248,5 +256,111 @@ sites:
         return json.cluster.redis.up === true;
       }, `${box.name}: Redis up again for the primary and both workers`, 10_000);
     }
+  });
+});
+
+/** The pids of a box's workers, from its `portico: worker N serving (pid P)` lines. */
+function servingPids(box: Box): string[] {
+  return [...new Set([...box.process.stderr.matchAll(/worker \d+ serving \(pid (\d+)\)/g)].map((m) => m[1]!))];
+}
+
+/** An HTTPS request for `SITE` through a box on a fresh connection: the certificate served and the worker that forwarded. */
+function overTls(box: Box, port: number, site: string): Promise<{ serial: string; issuer: string; worker: string } | undefined> {
+  return new Promise((resolve) => {
+    const req = httpsRequest({ host: box.host, port, path: '/', servername: site, headers: { host: site }, agent: false, rejectUnauthorized: false, timeout: 3000 }, (res) => {
+      const cert = (res.socket as import('node:tls').TLSSocket).getPeerX509Certificate();
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve(cert === undefined ? undefined : { serial: cert.serialNumber, issuer: cert.issuer, worker: Buffer.concat(chunks).toString().split(' ')[1] ?? '' }));
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+describe('ACME in a cluster of two boxes with workers: 2 each', { timeout: 60_000, skip: (!haveTool('redis-server') || !haveTool('pebble')) && process.env.CI !== 'true' ? 'redis-server or pebble is not installed (on CI, with CI=true, this fails instead)' : false }, () => {
+  const SITE = 'shop.test';
+  const dirs: string[] = [];
+  after(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('one order for the whole cluster (by a primary); every worker of both boxes serves its certificate; an http-01 token in Redis is answered by every worker', async (t) => {
+    if (!requireTool(t, 'redis-server') || !requireTool(t, 'pebble')) return;
+    const dir = mkdtempSync(path.join(tmpdir(), 'portico-cluster-workers-acme-'));
+    dirs.push(dir);
+    const redis = await RedisServer.start();
+    t.after(() => redis.stop());
+    const app = await startUpstream((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`app ${String(req.headers['x-worker'] ?? '')}`);
+    });
+    t.after(() => app.stop());
+    const [httpPort, tlsPort] = [await freePort(), await freePort()];
+    const pebble = await startPebble(dir, { alwaysValid: true, httpPort });
+    t.after(() => pebble.stop());
+    const boxes = await Boxes.start({
+      count: 2,
+      redis: redis.url,
+      cluster: '  acme_lease: 3s\n',
+      config: ({ host }) => `workers: 2
+listen: ["${host}:${httpPort}", { addr: "${host}:${tlsPort}", tls: {} }]
+log: { access: off }
+upstreams: { app: { servers: ["${app.url}"] } }
+sites:
+  - hosts: [${SITE}]
+    tls: { acme: { email: ops@${SITE}, agree_tos: true, directory: "${pebble.directory}", trusted_roots: ${pebble.caFile} } }
+    routes: [{ path: /, proxy: { upstream: app, set_headers: { X-Worker: "$pid" } } }]
+`,
+    });
+    t.after(async () => {
+      await boxes.stop();
+      for (const box of boxes.boxes) dirs.push(box.dir);
+    });
+    const started = Date.now();
+    // Every worker of each box (met on fresh connections) serves one certificate from pebble.
+    const serials = new Set<string>();
+    for (const box of boxes.boxes) {
+      const pids = servingPids(box);
+      assert.equal(pids.length, 2, `${box.name} runs two workers`);
+      const met = new Set<string>();
+      await eventually(async () => {
+        const answer = await overTls(box, tlsPort, SITE);
+        if (answer === undefined || !/Pebble Intermediate CA/.test(answer.issuer)) return false;
+        serials.add(answer.serial);
+        met.add(answer.worker);
+        return pids.every((pid) => met.has(pid));
+      }, `every worker of ${box.name} serving pebble's certificate`, 30_000);
+    }
+    t.diagnostic(`both boxes' four workers serve pebble's certificate ${Date.now() - started} ms after start; pebble issued ${pebble.issued()}; serials ${[...serials].join(', ')}`);
+    assert.equal(serials.size, 1, 'one certificate, the same in every worker of every box');
+    assert.equal(pebble.issued(), 1, 'one order for the whole cluster, not one per box or per worker');
+    const ordered = boxes.boxes.flatMap((box) => box.process.stderr.split('\n').filter((line) => line.includes('acme: certificate obtained')));
+    assert.equal(ordered.length, 1, 'one primary obtained it; the other installed it from the cluster');
+
+    // A token another box's order put in Redis: every worker of box 2 answers it (each looks up on its own link).
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    client.on('error', () => {});
+    t.after(() => client.disconnect());
+    const token = 'workerToken_0123456789';
+    await client.set(`${boxes.prefix}:acme:token:${token}`, `${token}.thumbprint`, 'PX', 60_000);
+    const answers: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request({ host: boxes.box(2).host, port: httpPort, path: `/.well-known/acme-challenge/${token}`, agent: false, headers: { host: SITE }, timeout: 3000 }, (r) => {
+          const chunks: Buffer[] = [];
+          r.on('data', (chunk: Buffer) => chunks.push(chunk));
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      answers.push(res.status);
+      assert.equal(res.body, `${token}.thumbprint`);
+    }
+    // 20 fresh connections reach both workers (reusePort / the shared socket spread them): each answered from Redis.
+    assert.ok(answers.every((status) => status === 200), `every answer 200: ${answers.join(', ')}`);
   });
 });
