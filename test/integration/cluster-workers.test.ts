@@ -144,6 +144,10 @@ sites:
       assert.equal(self.name, box.name);
       assert.equal(self.pid, json.pid, 'the record is the primary\'s');
       assert.doesNotMatch(box.process.stderr, /another process uses the box name/, `${box.name}: no duplicate-name warning`);
+      // /metrics aggregates the primary's and the workers' registries: the box count is the box's, not a sum.
+      const metrics = await (await fetch(new URL('metrics', box.admin), { headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(5000) })).text();
+      assert.match(metrics, /^portico_cluster_boxes 2$/m, `${box.name}: portico_cluster_boxes is 2 (not summed over the processes)`);
+      assert.match(metrics, /^portico_cluster_redis_up 1$/m);
     }
   });
 
