@@ -10,6 +10,8 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
 const port = Number(process.env.PORT ?? process.argv[2] ?? 3001);
+// The address to listen on (HOST=127.0.0.11 for the cluster showcase's app servers found through DNS).
+const host = process.env.HOST ?? '127.0.0.1';
 const name = process.env.PORTICO_SLOT ?? process.argv[3] ?? `app-${port}`;
 const route = process.env.PORTICO_ROUTE ?? process.argv[4];
 let served = 0;
@@ -56,7 +58,7 @@ const server = http.createServer((req, res) => {
   res.end(JSON.stringify({ error: 'not found', path: url.pathname }) + '\n');
 });
 
-server.listen(port, '127.0.0.1', () => process.stderr.write(`${name} listening on 127.0.0.1:${port}\n`));
+server.listen(port, host, () => process.stderr.write(`${name} listening on ${host}:${port}\n`));
 const stop = () => server.close(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

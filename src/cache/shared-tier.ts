@@ -21,6 +21,7 @@
  *   No request fails for it.
  */
 import { randomBytes } from 'node:crypto';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { ClusterLink, ClusterMessage } from '../cluster/link.js';
 import type { EntryFacts } from './rules.js';
 import type { StoredResponse } from './types.js';
@@ -42,9 +43,20 @@ const SCAN_TIMEOUT_MS = 5000;
 /** SCAN rounds of a purge at most (each up to 500 keys). */
 const SCAN_ROUNDS = 10_000;
 
-/** Writes a variant unless its fetch's lock was taken from it (an invalidation deleted it); then frees the lock. */
+/**
+ * Variants of one key kept in Redis at most. Every miss reads them all (HGETALL), and the variants a `Vary` makes
+ * are the clients' to choose (a `Vary: User-Agent`): unbounded, 300 variants of 60 KB made every miss read 20 MB.
+ * A new variant past this many starts the key afresh.
+ */
+export const MAX_SHARED_VARIANTS = 32;
+
+/**
+ * Writes a variant unless its fetch's lock was taken from it (an invalidation deleted it); then frees the lock. A
+ * new variant of a key that has `ARGV[5]` already replaces them all.
+ */
 const PUT_SCRIPT = `
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('DEL', KEYS[2]) end
@@ -87,7 +99,16 @@ export function decodeEntry(key: string, varyKey: string, value: Buffer, now: nu
   if (4 + length > value.length) return undefined;
   try {
     const meta = JSON.parse(value.subarray(4, 4 + length).toString('utf8')) as { s: number; h: string[]; q: number; r: number; u: number };
-    if (typeof meta.s !== 'number' || !Array.isArray(meta.h) || meta.h.length % 2 !== 0 || !meta.h.every((f) => typeof f === 'string')) return undefined;
+    // Checked as Node's response writer checks them: a value Portico did not write (corrupt, hand-made) is a miss,
+    // not a 500 for every request of the key (a status or header Node refuses throws when the hit is served).
+    if (!Number.isInteger(meta.s) || meta.s < 100 || meta.s > 999 || !Array.isArray(meta.h) || meta.h.length % 2 !== 0) return undefined;
+    for (let i = 0; i < meta.h.length; i += 2) {
+      const [name, field] = [meta.h[i], meta.h[i + 1]];
+      if (typeof name !== 'string' || typeof field !== 'string') return undefined;
+      validateHeaderName(name);
+      validateHeaderValue(name, field);
+    }
+    if (!Number.isFinite(meta.q) || !Number.isFinite(meta.r)) return undefined;
     if (typeof meta.u !== 'number' || meta.u <= now) return undefined;
     // A copy: the value may be a slice of the client's read buffer, which would stay alive (and uncounted) with it.
     return { key, varyKey, status: meta.s, headers: meta.h, body: Buffer.from(value.subarray(4 + length)), requestTime: meta.q, responseTime: meta.r };
@@ -178,7 +199,7 @@ export class SharedTier {
     void this.#link
       .attempt(
         'cache',
-        (redis) => redis.eval(PUT_SCRIPT, 2, this.#entryKey(entry.key), this.#lockKey(entry.key), entry.varyKey, value, String(px), token ?? '') as Promise<number>,
+        (redis) => redis.eval(PUT_SCRIPT, 2, this.#entryKey(entry.key), this.#lockKey(entry.key), entry.varyKey, value, String(px), token ?? '', String(MAX_SHARED_VARIANTS)) as Promise<number>,
         () => -1,
         Math.max(WRITE_TIMEOUT_MS, this.#link.settings.timeoutMs),
       )
@@ -208,7 +229,10 @@ export class SharedTier {
         'cache',
         async (redis) => {
           const replies = await redis.multi().set(this.#lockKey(key), token, 'PX', this.settings.lockMs, 'NX').hgetallBuffer(this.#entryKey(key)).exec();
-          if (replies === null || replies[0]![0] !== null || replies[1]![0] !== null) throw new Error('the lock transaction failed');
+          if (replies === null) throw new Error('the lock transaction failed');
+          // Redis's own error (OOM at maxmemory...) as it is: Redis answered, the link is not down for it.
+          const failed = replies.find(([err]) => err !== null)?.[0];
+          if (failed !== undefined && failed !== null) throw failed;
           return { ok: replies[0]![1] === 'OK', values: replies[1]![1] as Record<string, Buffer> };
         },
         () => undefined,

@@ -133,7 +133,7 @@ export class CacheZone {
     this.#disk = sharedDisk ?? (config.disk === undefined ? undefined : new DiskStore({ path: config.disk.path, maxSize: config.disk.size }));
     this.#diskSize = config.disk?.size ?? 0;
     this.#logger = logger;
-    this.shared = config.shared === undefined || link === undefined ? undefined : new SharedTier(name, link, { maxObjectSize: config.shared.max_object_size, lockMs: config.shared.lock });
+    this.shared = config.shared === undefined || link === undefined ? undefined : new SharedTier(name, link, { maxObjectSize: config.shared.max_object_size, lockMs: Math.ceil(config.shared.lock) });
   }
 
   /** The disk tier, for a zone that takes the same folder over on a reload. */

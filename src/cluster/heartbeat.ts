@@ -38,6 +38,8 @@ export interface BoxRecord {
   started: string;
   /** The pid of the process an upgrade replaced with this one (on the same host), if any. */
   predecessor?: number;
+  /** Its cluster secret's fingerprint (`secretId`): a box with another secret is flagged and warned about. */
+  secret_id?: string;
 }
 
 /** A box as the last heartbeat read it. */
@@ -47,7 +49,7 @@ export interface BoxSeen extends BoxRecord {
 }
 
 /** The parts of a box's record that may change while it runs (a reload changes the digest, the admin URL). */
-export type BoxFacts = Pick<BoxRecord, 'version' | 'digest' | 'address' | 'admin' | 'started'>;
+export type BoxFacts = Pick<BoxRecord, 'version' | 'digest' | 'address' | 'admin' | 'started' | 'secret_id'>;
 
 /** How a heartbeat beats. */
 export interface HeartbeatOptions {
@@ -190,6 +192,7 @@ export class Heartbeat {
       seen.push({ ...box, seenAt: readAt - Math.max(0, this.#ttlMs - (Number.isFinite(left) ? left : 0)) });
     }
     seen.sort((a, b) => a.name.localeCompare(b.name));
+    this.#checkSecrets(seen);
     this.#seen = seen;
     this.#beats++;
     // Redis back empty (a restart): the boxes re-announce themselves over one beat. Until a TTL has passed, the
@@ -211,6 +214,23 @@ export class Heartbeat {
       { box: previous.name, other: { host: previous.host, pid: previous.pid, address: previous.address }, self: { host: this.#host, pid: process.pid } },
       `cluster: another process uses the box name "${previous.name}": give each box its own cluster.name`,
     );
+  }
+
+  /**
+   * A box whose secret's fingerprint is not this one's: sealed values (ACME keys), sticky cookies and TLS session
+   * tickets do not work between the two, which nothing else would say. Warned about once per process of it.
+   */
+  #checkSecrets(seen: readonly BoxSeen[]): void {
+    const own = this.#facts().secret_id;
+    if (own === undefined) return;
+    for (const box of seen) {
+      if (typeof box.secret_id !== 'string' || box.secret_id === own || box.id === this.#link.id || this.#warned.has(`secret:${box.id}`)) continue;
+      this.#warned.add(`secret:${box.id}`);
+      this.#logger.warn(
+        { box: box.name, other: { host: box.host, pid: box.pid, secret_id: box.secret_id }, self: { secret_id: own } },
+        `cluster: box "${box.name}" has another cluster secret than this box: certificates' keys sealed by one cannot be opened by the other, and sticky cookies and TLS session tickets do not carry across; give every box the same secret (cluster.key_env)`,
+      );
+    }
   }
 
   /** Stops beating and deletes this box's record (if it is still this process's), waiting at most the beat's deadline. */

@@ -2,9 +2,10 @@
  * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
  * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
  * a local fallback. While Redis is away (refused, timed out, slow past a deadline) the link is **down**: calls go
- * straight to their fallback without waiting (a request never pays a timeout per call), the outage is logged once
- * (and once more when it ends), and every fallback is counted by feature. When Redis answers again the link is
- * **up**, and the listeners of `onUp` re-sync what they keep there.
+ * straight to their fallback without waiting (a request never pays a timeout per call; one call at a time probes
+ * Redis), the outage is logged once (and once more when it ends), and every fallback is counted by feature. When
+ * Redis answers again the link is **up**, and the listeners of `onUp` re-sync what they keep there. A call Redis
+ * answers with an error (OOM, WRONGTYPE) falls back alone: Redis is reachable, the link stays up.
  *
  * Scope: process. Each process (a single `portico run`, the primary and each worker of `workers: N`) has its own:
  * a worker's carries its data plane's calls (rate limits, the shared cache tier, http-01 token lookups), the
@@ -12,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 
 /** How a link is made: from the `cluster` section (see config/schema.ts). */
 export interface ClusterSettings {
@@ -47,6 +48,13 @@ export interface ClusterMessage {
 
 /** How long a link stays down after a failed call before it tries Redis again (the connection may still be open). */
 const RETRY_AFTER_MS = 1000;
+/**
+ * How long after `start` a link that is still not ready counts as an outage (logged, /status): a Redis that accepts
+ * the connection but never answers (hung) raises no error, and would otherwise go unreported.
+ */
+const CONNECT_WAIT_MS = 3000;
+/** How long `stop` waits for Redis to answer QUIT (a hung Redis never does) before it drops the connections. */
+const QUIT_TIMEOUT_MS = 1000;
 
 /** The process's Redis link (see the file comment). */
 export class ClusterLink {
@@ -67,6 +75,12 @@ export class ClusterLink {
   #stopped = false;
   #boxes = 1;
   readonly #boxesListeners = new Set<(count: number) => void>();
+  /** Features whose last call Redis answered with an error (logged once until one succeeds). */
+  readonly #refusing = new Set<Feature>();
+  /** Reports a link not ready `CONNECT_WAIT_MS` after `start` (see there). */
+  #connectWait: NodeJS.Timeout | undefined;
+  /** Whether a call is trying Redis during an outage (see `attempt`). */
+  #probing = false;
 
   constructor(settings: ClusterSettings, logger: Logger) {
     this.settings = settings;
@@ -101,8 +115,16 @@ export class ClusterLink {
     return this.settings.name;
   }
 
-  /** Whether Redis answered the last call (and the connection is ready). */
+  /**
+   * Whether Redis is reachable: the connection is ready and no outage is under way (for /status and the
+   * `portico_cluster_redis_up` metric, which must not read 1 between two failed retries of one outage).
+   */
   get up(): boolean {
+    return this.#redis.status === 'ready' && this.#outage === undefined;
+  }
+
+  /** Whether a call may try Redis now: connected, and past the pause after the last failure. */
+  #mayTry(): boolean {
     return this.#redis.status === 'ready' && Date.now() >= this.#downUntil;
   }
 
@@ -145,6 +167,10 @@ export class ClusterLink {
   start(): void {
     this.#redis.connect().catch(() => {});
     this.#subscriber.connect().catch(() => {});
+    this.#connectWait = setTimeout(() => {
+      if (this.#redis.status !== 'ready') this.#failed('connection', new Error(`no answer from Redis within ${CONNECT_WAIT_MS} ms of connecting`));
+    }, CONNECT_WAIT_MS);
+    this.#connectWait.unref();
   }
 
   /**
@@ -152,7 +178,13 @@ export class ClusterLink {
    * fails or the deadline passes, resolves with `fallback()` instead (counted for `feature`; the outage logged once).
    */
   async attempt<T>(feature: Feature, call: (redis: Redis) => Promise<T>, fallback: () => T, timeoutMs = this.settings.timeoutMs): Promise<T> {
-    if (!this.up) return this.#fallBack(feature, fallback);
+    if (!this.#mayTry()) return this.#fallBack(feature, fallback);
+    // During an outage one call at a time tries Redis (the probe); the others fall back at once. A hung Redis
+    // (connections open, no answers) otherwise made every call of the moment wait its whole deadline, and left its
+    // command queued in the client for as long as the hang lasted (memory that grew with the traffic).
+    const probe = this.#outage !== undefined;
+    if (probe && this.#probing) return this.#fallBack(feature, fallback);
+    if (probe) this.#probing = true;
     let timer: NodeJS.Timeout | undefined;
     try {
       const deadline = new Promise<never>((_, reject) => {
@@ -160,12 +192,18 @@ export class ClusterLink {
       });
       const answer = await Promise.race([call(this.#redis), deadline]);
       if (this.#outage !== undefined) this.#ready();
+      if (this.#refusing.size > 0) this.#refusing.delete(feature);
       return answer;
     } catch (err) {
-      this.#failed(feature, err as Error);
+      // Redis answered with an error (OOM at maxmemory, WRONGTYPE, a script's error on a value that is not ours): it
+      // is reachable, and this call alone falls back. Taking it for an outage made the link flap down and up, every
+      // feature on its fallback for a second each time, and every re-sync run at each "reachable again".
+      if (err instanceof ReplyError) this.#refused(feature, err as Error);
+      else this.#failed(feature, err as Error);
       return this.#fallBack(feature, fallback);
     } finally {
       clearTimeout(timer);
+      if (probe) this.#probing = false;
     }
   }
 
@@ -208,16 +246,28 @@ export class ClusterLink {
     return { up: this.up, outages: this.#outages, down_since: this.#outage?.since ?? null, fallbacks: Object.fromEntries(this.#fallbacks) };
   }
 
-  /** Closes both connections. */
+  /**
+   * Closes both connections: politely (QUIT) when Redis answers within `QUIT_TIMEOUT_MS`, else by dropping them (a
+   * Redis that hangs, or a subscriber's QUIT queued behind commands for a Redis never reached, must not hold a box
+   * that is stopping).
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#connectWait);
     this.#upListeners.clear();
-    await Promise.all([this.#redis.quit().catch(() => this.#redis.disconnect()), this.#subscriber.quit().catch(() => this.#subscriber.disconnect())]);
+    await Promise.all([closeWithin(this.#redis, QUIT_TIMEOUT_MS), closeWithin(this.#subscriber, QUIT_TIMEOUT_MS)]);
   }
 
   #fallBack<T>(feature: Feature, fallback: () => T): T {
     this.#fallbacks.set(feature, (this.#fallbacks.get(feature) ?? 0) + 1);
     return fallback();
+  }
+
+  /** A call Redis answered with an error: logged once per feature until a call of that feature succeeds. */
+  #refused(feature: Feature, err: Error): void {
+    if (this.#stopped || this.#refusing.has(feature)) return;
+    this.#refusing.add(feature);
+    this.#logger.warn({ redis: redactUrl(this.settings.redis), feature, err: err.message }, `cluster: Redis refused a ${feature} call: it took its local fallback (said once until one succeeds)`);
   }
 
   #failed(feature: Feature, err: Error): void {
@@ -254,7 +304,8 @@ export class ClusterLink {
     } catch {
       return;
     }
-    if (message.from === this.id) return;
+    // Anything but an object is no message of ours (`null` read as one threw in the client's event: every box died).
+    if (typeof message !== 'object' || message === null || Array.isArray(message) || message.from === this.id) return;
     for (const handler of [...handlers]) {
       try {
         handler(message);
@@ -262,6 +313,18 @@ export class ClusterLink {
         this.#logger.error({ err, channel }, 'cluster: a message handler failed');
       }
     }
+  }
+}
+
+/** QUIT, or a disconnect when it fails or has no answer within `timeoutMs`. */
+async function closeWithin(client: Redis, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), timeoutMs)));
+  try {
+    const outcome = await Promise.race([client.quit().catch(() => 'failed' as const), late]);
+    if (outcome !== 'OK') client.disconnect();
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -15,6 +15,15 @@ export function deriveKey(secret: string, purpose: string, bytes = 32): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), Buffer.from('portico-cluster'), Buffer.from(purpose, 'utf8'), bytes));
 }
 
+/**
+ * The secret's fingerprint a box announces in its heartbeat (16 hex digits of a key derived for this use alone: it
+ * tells two secrets apart and says nothing of either). Boxes with other fingerprints cannot open each other's
+ * sealed values, and do not share sticky cookies or TLS session tickets.
+ */
+export function secretId(secret: string): string {
+  return deriveKey(secret, 'secret-id', 8).toString('hex');
+}
+
 /** Seals `plain` under `key` (32 bytes), bound to `label` (the Redis key it is written to). */
 export function seal(key: Buffer, plain: string | Buffer, label: string): string {
   const nonce = randomBytes(NONCE_BYTES);

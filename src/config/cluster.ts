@@ -12,12 +12,36 @@ export const MIN_CLUSTER_KEY_LENGTH = 32;
 /** The shortest lease of an ACME order's lock (`acme_lease`). */
 export const MIN_ACME_LEASE_MS = 1000;
 
+/** The longest `cluster.timeout` accepted: it is what a request waits at most when Redis hangs. */
+export const MAX_CLUSTER_TIMEOUT_MS = 5000;
+
+/** What is wrong with a `redis://` URL the schema let through (undefined: nothing), as the client would read it. */
+function redisUrlProblem(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return 'not a URL the Redis client can read (redis://[user:password@]host:port/db; a password with "@", ":" or "/" is written percent-encoded)';
+  }
+  if (url.hostname === '') return 'the URL names no host (redis://host:6379/0)';
+  if (!/^(\/\d*)?$/.test(url.pathname)) return `the URL's path is the database number (redis://host:6379/0), got "${url.pathname}"`;
+  return undefined;
+}
+
 /** Problems of `config.cluster` (none without one); fills in `cluster.key` and `cluster.name`. */
 export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = process.env): Problem[] {
   const cluster = config.cluster;
   if (cluster === undefined) return [];
   if (cluster.name === '') cluster.name = hostname().replace(/[^A-Za-z0-9_.-]/g, '-');
   const problems: Problem[] = [];
+  const url = redisUrlProblem(cluster.redis);
+  if (url !== undefined) problems.push({ keys: ['cluster', 'redis'], message: url });
+  if (!(cluster.timeout >= 1) || cluster.timeout > MAX_CLUSTER_TIMEOUT_MS) {
+    problems.push({
+      keys: ['cluster', 'timeout'],
+      message: `the deadline of a Redis call on a request's path is between 1ms and 5s (a request waits that long when Redis hangs; a bare number is seconds: write "50ms")`,
+    });
+  }
   if (cluster.acme_lease < MIN_ACME_LEASE_MS) {
     problems.push({ keys: ['cluster', 'acme_lease'], message: `an ACME lock's lease is at least 1s (it is renewed every third of it while the order runs)` });
   }

@@ -195,6 +195,9 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     if (zone.shared !== undefined && config.cluster === undefined) {
       problems.push({ keys: ['caches', name, 'shared'], message: 'a shared tier lives in the cluster\'s Redis: add a `cluster` section (docs/cluster.md), or remove `shared`' });
     }
+    if (zone.shared !== undefined && !(zone.shared.lock >= 1)) {
+      problems.push({ keys: ['caches', name, 'shared', 'lock'], message: 'the lock of a fetch lives at least 1ms (it is a TTL in Redis, and how long the other boxes wait for the fetch)' });
+    }
     if (zone.shared !== undefined && zone.shared.max_object_size > 512 * 1024 * 1024) {
       problems.push({ keys: ['caches', name, 'shared', 'max_object_size'], message: 'a Redis value holds at most 512MB' });
     }

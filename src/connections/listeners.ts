@@ -314,7 +314,8 @@ class Listener {
         refuse: (req, res, status) => dispatch.refuse(req, res, 'https', status, false),
         serverHeader: () => dispatch.serverHeader(),
         handshakes: () => dispatch.handshakes?.(),
-        ticketKeys: this.#options.ticketKeys,
+        // Read when a TLS server is made (a reload's): the keys of the moment (see `Listeners.setTicketKeys`).
+        ticketKeys: () => this.#options.ticketKeys,
       },
       this.#logger,
     );
@@ -481,7 +482,17 @@ export class Listeners {
     this.#configs = configs;
     this.#dispatch = dispatch;
     this.#logger = logger;
-    this.#options = options;
+    // A copy: `setTicketKeys` changes it, and every listener made later reads it.
+    this.#options = { ...options };
+  }
+
+  /**
+   * New session-ticket keys (48 bytes; a cluster's rotation) for every TLS listener, now and made later. Node's
+   * TLS server holds one key: a ticket issued under the previous one makes a full handshake.
+   */
+  setTicketKeys(keys: Buffer): void {
+    this.#options.ticketKeys = keys;
+    for (const listener of [...this.#listeners, ...this.#draining]) listener.secure?.setTicketKeys(keys);
   }
 
   /**

@@ -21,6 +21,7 @@
  * - A reload that changes the TLS settings makes a new tls.Server for new connections; handshakes under way
  *   finish on the old one, whose handlers are the same.
  */
+import { createHash } from 'node:crypto';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
@@ -64,10 +65,11 @@ export interface SecureTarget {
   /** Answers an HTTP/2 request with Portico's error page for `status` (an expectation other than 100-continue). */
   refuse(req: ClientRequest, res: ClientResponse, status: number): void;
   /**
-   * The session-ticket keys (48 bytes) every TLS server of the process uses, when they are shared with other
-   * processes (`workers`: a ticket one worker issued resumes on any); undefined: each server's own random keys.
+   * The session-ticket keys (48 bytes) a TLS server made now uses, when they are shared with other processes
+   * (`workers`: a ticket one worker issued resumes on any; a cluster: on any box); undefined: each server's own
+   * random keys.
    */
-  ticketKeys?: Buffer | undefined;
+  ticketKeys?: () => Buffer | undefined;
   /** Where handshakes are counted now (undefined: counting is off). */
   handshakes?(): HandshakeTally | undefined;
 }
@@ -149,6 +151,11 @@ export class SecureStage {
     this.#stalls.setTimeout(config.send_timeout);
   }
 
+  /** New session-ticket keys (a cluster's rotation) for the TLS server new connections meet. */
+  setTicketKeys(keys: Buffer): void {
+    this.#tls.setTicketKeys(keys);
+  }
+
   /** Shutdown: each HTTP/2 session finishes its streams and closes (GOAWAY); new streams are refused. */
   close(): Promise<void> {
     const sessions = [...this.#sessions].map((session) => new Promise<void>((resolve) => {
@@ -167,7 +174,12 @@ export class SecureStage {
   #makeTls(config: ListenerConfig): tls.Server {
     const options = config.tls!;
     const target = this.#target;
+    const ticketKeys = target.ticketKeys?.();
     const server = tls.createServer({
+      // Node's default session context is a hash of the process's command line: another box's differs, and
+      // OpenSSL would not resume its sessions even with the same ticket keys. Shared keys, shared context; a
+      // listener that asks for client certificates of another CA is another context (no resumption across them).
+      ...(ticketKeys === undefined ? {} : { sessionIdContext: sharedSessionContext(options) }),
       ...(options.pem === undefined ? {} : { cert: options.pem.cert, key: options.pem.key }),
       minVersion: options.min_version,
       maxVersion: options.max_version,
@@ -183,7 +195,7 @@ export class SecureStage {
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
     });
-    if (target.ticketKeys !== undefined) server.setTicketKeys(target.ticketKeys);
+    if (ticketKeys !== undefined) server.setTicketKeys(ticketKeys);
     server.on('secureConnection', (socket: TLSSocket) => {
       const raw = wrappedSocket(socket) as (Socket & { [kMadeWith]?: MadeWith }) | undefined;
       const made = raw?.[kMadeWith] ?? { store: target.certificates(), fallback: this.#fallback };
@@ -210,6 +222,11 @@ export class SecureStage {
 
 /** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
 const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65_535, max_frame_size: 16_384 };
+
+/** The TLS session context of a listener whose ticket keys are shared: the same on every box with the same policy. */
+function sharedSessionContext(options: ListenerTls): string {
+  return createHash('sha256').update(`portico\0${options.client_ca_pem ?? ''}`).digest('hex').slice(0, 32);
+}
 
 function defaultCertificate(options: ListenerTls): ServedCertificate | undefined {
   return options.pem === undefined ? undefined : servedCertificate(options.pem.cert, options.pem.key);

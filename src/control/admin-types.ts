@@ -172,6 +172,11 @@ export interface BoxStatus {
   self: boolean;
   /** Whether its digest is not the cluster's (the one most boxes have; a tie: this box's). */
   digest_differs: boolean;
+  /**
+   * Whether its cluster secret is not the one most boxes have (a tie: this box's), by the fingerprint each box
+   * announces: sealed values, sticky cookies and TLS tickets do not carry across to it.
+   */
+  secret_differs: boolean;
 }
 
 /** The cluster part of `GET /status`. */
@@ -185,6 +190,8 @@ export interface ClusterStatus {
   digest: string;
   /** Whether any box's digest is not the cluster's. */
   digest_differs: boolean;
+  /** Whether any box's cluster secret is not the one most boxes have. */
+  secret_differs: boolean;
   /** Every box seen by the last heartbeat (kept while Redis is away; `last_seen` then ages), by name. */
   boxes: BoxStatus[];
 }

@@ -307,15 +307,19 @@ function clusterLines(result: Record<string, unknown>, colour: boolean, now: num
       : paint(colour, 'red', `Redis DOWN${typeof redis.down_since === 'string' ? ` since ${ago(redis.down_since, now)}` : ''}: local fallbacks`);
   const boxes = list(cluster.boxes);
   const odd = boxes.filter((b) => b.digest_differs === true).map((b) => str(b.name));
+  const otherSecret = boxes.filter((b) => b.secret_differs === true).map((b) => str(b.name));
   const lines = [
     `cluster   ${str(cluster.name)} in ${str(cluster.prefix)}: ${link}, ${count(redis.outages)} outages${fallbacks === '' ? '' : `, fallbacks: ${fallbacks}`}`,
     ...(cluster.digest_differs === true
       ? [paint(colour, 'red', `MISMATCH  config digest differs from the cluster's (${str(cluster.digest)}) on: ${odd.join(', ')}`)]
       : []),
+    ...(cluster.secret_differs === true
+      ? [paint(colour, 'red', `MISMATCH  cluster secret (key_env) differs from most boxes' on: ${otherSecret.join(', ')} (sealed keys, sticky cookies and TLS tickets do not carry across)`)]
+      : []),
   ];
   if (boxes.length === 0) return lines;
   const rows = boxes.map((b): Cell[] => [
-    { text: `${str(b.name)}${b.self === true ? ' (this)' : ''}` },
+    { text: `${str(b.name)}${b.self === true ? ' (this)' : ''}${b.secret_differs === true ? ' OTHER SECRET' : ''}`, colour: b.secret_differs === true ? 'red' : undefined },
     { text: str(b.version) },
     { text: `${str(b.digest)}${b.digest_differs === true ? ' DIFFERS' : ''}`, colour: b.digest_differs === true ? 'red' : undefined },
     { text: Array.isArray(b.address) && b.address.length > 0 ? b.address.map(String).join(' ') : '-' },

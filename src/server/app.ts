@@ -17,7 +17,7 @@ import type { Config } from '../config/load.js';
 import { upstreamSchema } from '../config/schema.js';
 import { handlerKind, middlewareKind } from '../handlers/index.js';
 import type { HandlerInstance } from '../handlers/types.js';
-import { Upstream } from '../upstream/upstream.js';
+import { Upstream, type StickyKey } from '../upstream/upstream.js';
 import type { CacheZone } from '../cache/zone.js';
 import { TrustedProxies } from '../http/client-address.js';
 import { TempSpace } from '../http/temp-file.js';
@@ -62,8 +62,8 @@ export interface DrainResult {
 
 /** What the server hands an app besides its config: state that outlives one app. */
 export interface AppState {
-  /** The sticky cookie's HMAC key when the config names none (kept in the state directory). */
-  stickyKey?: Buffer | undefined;
+  /** The sticky cookie's HMAC key when the config names none (kept in the state directory; a cluster's rotating keys). */
+  stickyKey?: StickyKey | undefined;
   /** Pending ACME http-01 challenges, answered on plain listeners before anything else. */
   challenges?: Http01Challenges | undefined;
 }

@@ -29,14 +29,18 @@ export interface SharedPurge {
 }
 
 /**
- * Stores `ARGV[2]` (an override without `at`) for the field `ARGV[1]` and publishes it, in one step. `ARGV[3]`
+ * Stores `ARGV[2]` (an override without `at`) for the field `ARGV[1]` and publishes it, in one step (an entry there
+ * that is not one of ours counts as none: a corrupt value must not block every later action on the server). `ARGV[3]`
  * empty: a live action, stamped `max(TIME, stored at + 1)`; else a re-sync's change stamped `ARGV[3]`, stored only
  * when newer than what is there. Returns the stored entry and the number of subscriptions the message reached.
  */
 export const SET_SERVER = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local oldAt = 0
-if old then oldAt = tonumber(cjson.decode(old).at) or 0 end
+if old then
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and type(decoded) == 'table' then oldAt = tonumber(decoded.at) or 0 end
+end
 local at
 if ARGV[3] == '' then
   local t = redis.call('TIME')
@@ -54,11 +58,17 @@ local message = cjson.encode({kind = 'server', field = ARGV[1], entry = entry, f
 return {text, redis.call('PUBLISH', KEYS[2], message)}
 `;
 
-/** Pushes the purge `ARGV[1]` (without `at`) onto the capped list, stamped after the newest, and publishes it. */
+/**
+ * Pushes the purge `ARGV[1]` (without `at`) onto the capped list, stamped after the newest, and publishes it (a
+ * newest entry that is not one of ours counts as none: a corrupt value must not block every later purge).
+ */
 export const ADD_PURGE = `
 local head = redis.call('LINDEX', KEYS[1], 0)
 local last = 0
-if head then last = tonumber(cjson.decode(head).at) or 0 end
+if head then
+  local ok, decoded = pcall(cjson.decode, head)
+  if ok and type(decoded) == 'table' then last = tonumber(decoded.at) or 0 end
+end
 local t = redis.call('TIME')
 local entry = cjson.decode(ARGV[1])
 entry.at = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), last + 1)

@@ -46,7 +46,7 @@ import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ClusterLink } from '../cluster/link.js';
-import { clusterLink, heartbeat } from './cluster.js';
+import { clusterKeys, clusterLink, heartbeat, type ClusterKeys } from './cluster.js';
 import { lookUpTokens } from '../tls/acme-cluster.js';
 import type { Heartbeat } from '../cluster/heartbeat.js';
 import { ClusterOperator } from './cluster-operator.js';
@@ -100,6 +100,8 @@ export interface PorticoOptions {
   worker?: WorkerRole;
   /** The admin API's options (tests: a shorter `/events` interval, another dashboard folder). */
   admin?: AdminApiOptions;
+  /** With `cluster`: the shared keys to use (tests hand in keys on a clock of their own); default made from the config. */
+  clusterKeys?: ClusterKeys;
 }
 
 /**
@@ -199,6 +201,8 @@ export class Portico {
   readonly #shared: ClusterOperator | undefined;
   /** This box's heartbeat in the cluster (its record, the boxes seen): started once the listeners are bound. */
   readonly #heartbeat: Heartbeat | undefined;
+  /** The sticky and session-ticket keys every box of the cluster shares, rotating (made with `#cluster`). */
+  readonly #clusterKeys: ClusterKeys | undefined;
 
   /** Opens (and locks) the state directory when the config has one: throws PORTICO_STATE_DIR when it cannot be used. */
   constructor(config: Config, logger?: Logger, options: PorticoOptions = {}) {
@@ -241,10 +245,14 @@ export class Portico {
       startedAt: this.#startedAt,
       predecessor: options.successorOf?.predecessor,
     });
+    this.#clusterKeys = config.cluster === undefined ? undefined : (options.clusterKeys ?? clusterKeys(config));
     this.#count(config);
     if (this.#worker === undefined) this.#openState(config.state_dir);
-    else {
-      this.#appState.stickyKey = this.#worker.stickyKey;
+    if (this.#clusterKeys !== undefined) this.#appState.stickyKey = this.#clusterKeys.sticky;
+    if (this.#worker !== undefined) {
+      // A cluster box's worker derives the cluster's keys itself (the same on every process of every box, rotating on
+      // its own timer): the primary's key is for a box alone.
+      this.#appState.stickyKey = this.#clusterKeys?.sticky ?? this.#worker.stickyKey;
       this.#appState.challenges = this.#worker.challenges;
       // The CA's validation may reach this worker for another box's order: its token is looked up in Redis.
       if (this.#cluster !== undefined) lookUpTokens(this.#cluster, this.#worker.challenges);
@@ -282,7 +290,7 @@ export class Portico {
         handshakes: () => (this.#counting ? this.#metrics : undefined),
       },
       logger,
-      this.#worker?.listeners,
+      this.#clusterKeys === undefined ? this.#worker?.listeners : { ...this.#worker?.listeners, ticketKeys: this.#clusterKeys.tickets.current },
     );
   }
 
@@ -380,7 +388,8 @@ export class Portico {
     const state = this.#state ?? StateDir.open(dir, this.#logger, this.#upgrade?.predecessor);
     this.#state = state;
     this.#stateNamed = true;
-    this.#appState.stickyKey = state.secret(STICKY_KEY_FILE);
+    // A cluster's key pins a client on every box; the state directory's, on this one across restarts.
+    this.#appState.stickyKey = this.#clusterKeys?.sticky ?? state.secret(STICKY_KEY_FILE);
     this.#appState.challenges = new Http01Challenges();
     this.#loadOverrides(state);
   }
@@ -792,6 +801,7 @@ export class Portico {
     this.#cluster?.start();
     // Before anything awaits: the first connect's re-sync must find it listening.
     this.#shared?.start();
+    this.#clusterKeys?.start((keys) => this.#listeners.setTicketKeys(keys));
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
     await this.#app.start();
@@ -830,6 +840,7 @@ export class Portico {
       await this.#zones.stop();
       await this.#shared?.stop();
       await this.#cluster?.stop();
+      this.#clusterKeys?.stop();
       this.#state?.release();
       throw err;
     }
@@ -1007,6 +1018,7 @@ export class Portico {
     await this.#shared?.stop();
     await this.#operator.settled();
     await this.#cluster?.stop();
+    this.#clusterKeys?.stop();
     this.#pidFile?.remove();
     this.#state?.release();
   }

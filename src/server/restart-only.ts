@@ -10,8 +10,10 @@ export function restartOnlyChanges(previous: Config, next: Config): string[] {
   const changed: string[] = [];
   if (previous.log.error !== next.log.error) changed.push(`log.error changed from ${previous.log.error} to ${next.log.error}`);
   if (previous.log.error_format !== next.log.error_format) changed.push(`log.error_format changed from ${previous.log.error_format} to ${next.log.error_format}`);
-  const cluster = (config: Config): string => (config.cluster === undefined ? 'none' : `${config.cluster.redis} ${config.cluster.prefix} ${config.cluster.name} ${config.cluster.key_env}`);
-  if (cluster(previous) !== cluster(next)) changed.push('cluster (redis, prefix, name or key_env) changed');
+  // The link is made once, with these (its deadline and box count included): a reload keeps it.
+  const cluster = (config: Config): string =>
+    config.cluster === undefined ? 'none' : JSON.stringify([config.cluster.redis, config.cluster.prefix, config.cluster.name, config.cluster.key_env, config.cluster.timeout, config.cluster.boxes]);
+  if (cluster(previous) !== cluster(next)) changed.push('cluster (redis, prefix, name, key_env, timeout or boxes) changed');
   else if (previous.cluster !== undefined && previous.cluster.acme_lease !== next.cluster?.acme_lease) changed.push('cluster.acme_lease changed');
   if (previous.pid_file !== next.pid_file) changed.push(`pid_file changed from ${previous.pid_file ?? '(default)'} to ${next.pid_file ?? '(default)'}`);
   return changed.map((what) => `warning: ${what}: takes effect on restart`);

@@ -233,6 +233,9 @@ export function clusterStatus(link: ClusterLink, heartbeat: Heartbeat): ClusterS
   if (!seen.some((box) => box.id === self.id)) seen.push({ ...self, seenAt: 0, last_seen: null });
   seen.sort((a, b) => a.name.localeCompare(b.name));
   const digest = commonDigest(seen.map((box) => box.digest), self.digest);
+  // Boxes of an older version announce no fingerprint: they are not counted, nor flagged.
+  const secrets = seen.flatMap((box) => (typeof box.secret_id === 'string' ? [box.secret_id] : []));
+  const secret = commonDigest(secrets, self.secret_id ?? secrets[0] ?? '');
   const boxes = seen.map(
     (box): BoxStatus => ({
       name: box.name,
@@ -246,6 +249,7 @@ export function clusterStatus(link: ClusterLink, heartbeat: Heartbeat): ClusterS
       last_seen: box.last_seen,
       self: box.id === self.id,
       digest_differs: box.digest !== digest,
+      secret_differs: typeof box.secret_id === 'string' && box.secret_id !== secret,
     }),
   );
   const stats = link.stats();
@@ -255,6 +259,7 @@ export function clusterStatus(link: ClusterLink, heartbeat: Heartbeat): ClusterS
     redis: { up: stats.up, down_since: stats.down_since === null ? null : new Date(stats.down_since).toISOString(), outages: stats.outages, fallbacks: stats.fallbacks },
     digest,
     digest_differs: boxes.some((box) => box.digest_differs),
+    secret_differs: boxes.some((box) => box.secret_differs),
     boxes,
   };
 }

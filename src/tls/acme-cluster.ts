@@ -40,9 +40,13 @@ const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 /** Deletes the lock when it is still the caller's (compare-and-delete). */
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
-/** Writes a certificate unless the one stored lasts as long or longer (two boxes that both issued: the later one stays). */
-const WRITE_NEWER = `local kept = redis.call('HGET', KEYS[1], 'not_after')
-if kept and tonumber(kept) >= tonumber(ARGV[1]) then return 0 end
+/**
+ * Writes a certificate unless the one stored lasts as long or longer (two boxes that both issued: the later one
+ * stays). A `not_after` that is not a number is no certificate's: written over (comparing with it failed the script,
+ * and every box then ordered and kept its own certificate).
+ */
+const WRITE_NEWER = `local kept = tonumber(redis.call('HGET', KEYS[1], 'not_after') or '')
+if kept and kept >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'not_after', ARGV[1], 'cert', ARGV[2], 'key', ARGV[3], 'serial', ARGV[4], 'box', ARGV[5])
 return 1`;
 

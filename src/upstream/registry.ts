@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { Upstream, type UpstreamOptions } from './upstream.js';
+import { stickyKeyRing, Upstream, type StickyKey, type UpstreamOptions } from './upstream.js';
 
 interface Held {
   /** The upstream's config (and what else it was built from) as JSON: equal text, equal upstream. */
@@ -54,14 +54,16 @@ export class UpstreamRegistry {
    * The upstreams of `config`: the held one when its settings are unchanged, else a new one. Nothing changes
    * until `commit()`, so a reload that fails leaves the held upstreams as they were.
    */
-  resolve(config: Config, stickyKey: Buffer | undefined): UpstreamPlan {
+  resolve(config: Config, stickyKey: StickyKey | undefined): UpstreamPlan {
+    // The ring's id names its keys without them (a rotating ring keeps its id: its upstreams are kept).
+    const keyId = stickyKey === undefined ? null : stickyKeyRing(stickyKey).id;
     const upstreams = new Map<string, Upstream>();
     const fresh: Upstream[] = [];
     const next = new Map<string, Held>();
     const carried: Array<[Upstream, Upstream]> = [];
     for (const [name, upstreamConfig] of Object.entries(config.upstreams)) {
       // Relative file names (a CA file) resolve against the config's folder, and sticky values hash with the key.
-      const settings = JSON.stringify([config.dir, stickyKey?.toString('base64') ?? null, upstreamConfig]);
+      const settings = JSON.stringify([config.dir, keyId, upstreamConfig]);
       const held = this.#held.get(name);
       if (held !== undefined && held.settings === settings) {
         upstreams.set(name, held.upstream);

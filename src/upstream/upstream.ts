@@ -11,6 +11,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { fixedKeyRing, type KeyRing } from '../cluster/keys.js';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
@@ -30,9 +31,19 @@ type UpstreamConfig = Config['upstreams'][string];
  * therefore names its server only to this process, survives reloads, and changes on restart, when clients are
  * simply pinned again. Without a key the value was a plain hash of the server's URL, which could be reversed to
  * the app's address by trying candidates. With a state directory, the server hands in the key kept there instead
- * (`stickyKey`), so that pins survive restarts and hold across processes sharing it.
+ * (`stickyKey`), so that pins survive restarts and hold across processes sharing it; a cluster hands in its
+ * rotating keys (cluster/keys.ts), so that a pin holds on every box.
  */
-const PROCESS_STICKY_SECRET = randomBytes(32);
+const PROCESS_STICKY_SECRET = fixedKeyRing(randomBytes(32));
+
+/** The sticky key an upstream is built with: one key, or a ring that rotates (see `KeyRing`). */
+export type StickyKey = Buffer | KeyRing;
+
+/** `key` as a ring (undefined: the process's own). */
+export function stickyKeyRing(key: StickyKey | undefined): KeyRing {
+  if (key === undefined) return PROCESS_STICKY_SECRET;
+  return Buffer.isBuffer(key) ? fixedKeyRing(key) : key;
+}
 
 /** The port serving a spawned slot now, if any (asked when an upstream is built). */
 export type SlotPort = (upstream: string, slot: string) => number | undefined;
@@ -98,7 +109,13 @@ export class Upstream {
   readonly #logger: Logger;
   /** Spawned servers by slot name. */
   readonly #slots: ReadonlyMap<string, UpstreamServer>;
-  readonly #stickyIds: readonly string[];
+  /** The keys sticky values are signed with; the ids below are computed per `generation` of the ring. */
+  readonly #stickyRing: KeyRing;
+  #stickyGeneration = -1;
+  /** Each server's sticky value under the current key (by server id). */
+  #stickyIds: readonly string[] = [];
+  /** Server ids by every sticky value that still names one: the current key's, and the other accepted keys'. */
+  #stickyPins: ReadonlyMap<string, number> = new Map();
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
   readonly #queue = new WaitQueue<Waiter>();
@@ -116,7 +133,7 @@ export class Upstream {
    */
   #pair: Upstream | undefined = undefined;
 
-  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey: Buffer = PROCESS_STICKY_SECRET, options: UpstreamOptions = {}) {
+  constructor(name: string, config: UpstreamConfig, configDir: string, logger: Logger, stickyKey?: StickyKey, options: UpstreamOptions = {}) {
     this.name = name;
     this.config = config;
     this.#logger = logger;
@@ -133,9 +150,9 @@ export class Upstream {
     const kind = policyKind(config.policy)!;
     this.#policy = createPolicy(kind, this.#primaries);
     this.#backupPolicy = createPolicy(kind, this.#backups);
-    // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
-    const key = config.sticky?.secret ?? stickyKey;
-    this.#stickyIds = this.servers.map((s) => createHmac('sha256', key).update(`${name}\0${s.label}`).digest('hex').slice(0, 16));
+    // A configured secret wins over the process's, the state directory's and the cluster's keys.
+    this.#stickyRing = config.sticky?.secret !== undefined ? fixedKeyRing(Buffer.from(config.sticky.secret, 'utf8')) : stickyKeyRing(stickyKey);
+    this.#rekey();
     this.#routes =
       config.sticky?.app_cookie === undefined
         ? undefined
@@ -289,12 +306,43 @@ export class Upstream {
   }
 
   /**
+   * Sticky values name a server without revealing it: an HMAC of the upstream name and the server's label. Built
+   * again only when the ring's keys changed (a rotation: once per period), never per request.
+   */
+  #rekey(): void {
+    const ring = this.#stickyRing;
+    if (ring.generation === this.#stickyGeneration) return;
+    const idsUnder = (key: Buffer): string[] => this.servers.map((s) => createHmac('sha256', key).update(`${this.name}\0${s.label}`).digest('hex').slice(0, 16));
+    const ids = idsUnder(ring.current);
+    const pins = new Map<string, number>();
+    // The current key's values first: they win should two keys ever give one value.
+    for (const key of ring.accepted) {
+      const values = key === ring.current ? ids : idsUnder(key);
+      values.forEach((value, i) => {
+        if (!pins.has(value)) pins.set(value, i);
+      });
+    }
+    this.#stickyIds = ids;
+    this.#stickyPins = pins;
+    this.#stickyGeneration = ring.generation;
+  }
+
+  /** The id of the server a sticky value names (under any accepted key), or -1. */
+  #pinned(sticky: string | undefined): number {
+    if (sticky === undefined) return -1;
+    this.#rekey();
+    return this.#stickyPins.get(sticky) ?? -1;
+  }
+
+  /**
    * The `Set-Cookie` value that pins a client to `server`, or undefined when the upstream is not sticky or the
-   * client's cookie (`current`) already names it.
+   * client's cookie (`current`) already names it under the current key (a value under a previous key is signed
+   * again: the client keeps its server across a rotation).
    */
   stickyCookie(server: UpstreamServer, current: string | undefined): string | undefined {
     const sticky = this.config.sticky;
     if (sticky?.cookie === undefined) return undefined;
+    this.#rekey();
     const id = this.#stickyIds[server.id]!;
     return current === id ? undefined : `${sticky.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax`;
   }
@@ -318,15 +366,17 @@ export class Upstream {
   stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
-    const pinned = current === undefined ? undefined : this.servers[this.#stickyIds.indexOf(current)];
-    // A pin to a draining server holds (its clients stay until the operator disables it).
-    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return undefined;
+    const pinned = this.servers[this.#pinned(current)];
+    // A pin to a draining server holds (its clients stay until the operator disables it); a value under a previous
+    // key is signed again under the current one.
+    if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return this.stickyCookie(pinned, current);
     const server = this.select(undefined, pick, current);
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
 
-  /** The sticky-cookie value that names a server. */
+  /** The sticky-cookie value that names a server (under the current key). */
   stickyId(server: UpstreamServer): string {
+    this.#rekey();
     return this.#stickyIds[server.id]!;
   }
 
@@ -348,18 +398,19 @@ export class Upstream {
       }
       sticky = undefined;
     }
-    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, false, probe);
+    const pinned = this.#pinned(sticky);
+    const primary = this.#choose(this.#primaries, this.#policy, tried, pick, pinned, now, false, probe);
     if (typeof primary !== 'string' || primary === 'full') return primary;
     if (this.#backups.length > 0) {
-      const backup = this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, false, probe);
+      const backup = this.#choose(this.#backups, this.#backupPolicy, tried, pick, pinned, now, false, probe);
       if (typeof backup !== 'string' || backup === 'full') return backup;
     }
     // Nothing else is left: a server ejected for failing live traffic may well be back (when every server went
     // down at once, the first to return is usually one of the ejected), and it is a better bet than no answer.
     // nginx and Envoy ("panic") do the same. A server the active checks hold down is never used.
-    const ejected = this.#choose(this.#primaries, this.#policy, tried, pick, sticky, now, true, probe);
+    const ejected = this.#choose(this.#primaries, this.#policy, tried, pick, pinned, now, true, probe);
     if (typeof ejected !== 'string' || this.#backups.length === 0) return ejected;
-    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, sticky, now, true, probe);
+    return this.#choose(this.#backups, this.#backupPolicy, tried, pick, pinned, now, true, probe);
   }
 
   #choose(
@@ -367,7 +418,7 @@ export class Upstream {
     policy: Policy,
     tried: ReadonlySet<number> | undefined,
     pick: PickContext,
-    sticky: string | undefined,
+    pinnedId: number,
     now: number,
     ejectedToo: boolean,
     probe: boolean,
@@ -376,7 +427,7 @@ export class Upstream {
     candidates.length = 0;
     let full = false;
     for (const server of group) {
-      const pinned = sticky !== undefined && this.#stickyIds[server.id] === sticky;
+      const pinned = server.id === pinnedId;
       // A draining server takes only the clients pinned to it; a disabled one nobody (see `UpstreamServer.admin`).
       const usable = ejectedToo
         ? server.healthy && server.target !== undefined && (server.admin === 'enabled' || (pinned && server.admin === 'draining'))
@@ -423,7 +474,7 @@ export class Upstream {
     const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
     // Waiters alike for selection share a lane (see `WaitQueue`). A sticky value that names no server is no pin:
     // such values share the unpinned lane, so that made-up cookies cannot multiply the lanes.
-    const pin = sticky !== undefined && (this.#routes?.has(sticky) ?? this.#stickyIds.includes(sticky)) ? sticky : undefined;
+    const pin = sticky !== undefined && (this.#routes?.has(sticky) ?? this.#pinned(sticky) !== -1) ? sticky : undefined;
     const lane = tried === undefined || tried.size === 0 ? `${pin ?? ''}` : `${pin ?? ''}\0${[...tried].sort((a, b) => a - b).join(',')}`;
     let entry!: QueueEntry<Waiter>;
     const leave = (): void => {

@@ -65,6 +65,19 @@ export class RedisServer {
     this.#output = '';
   }
 
+  /**
+   * Freezes the server (SIGSTOP): its connections stay open and nothing answers, as a Redis hung on a slow disk or
+   * a stalled VM. `resume` (SIGCONT) thaws it; `stop` and `kill` thaw it first.
+   */
+  pause(): void {
+    this.#child?.kill('SIGSTOP');
+  }
+
+  /** Thaws a server `pause` froze (SIGCONT). */
+  resume(): void {
+    this.#child?.kill('SIGCONT');
+  }
+
   /** Stops the server (SIGTERM) and waits for it to exit. */
   async stop(): Promise<void> {
     await this.#end('SIGTERM');
@@ -82,6 +95,8 @@ export class RedisServer {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
       child.kill(signal);
+      // A paused server handles a SIGTERM only once it runs again.
+      child.kill('SIGCONT');
       await exited;
     }
   }

@@ -35,6 +35,7 @@ test('three boxes list each other on /status within seconds, all flag the box wi
       assert.equal(cluster.prefix, all.prefix);
       assert.equal(cluster.redis.up, true);
       assert.equal(cluster.digest_differs, true, `${box.name} flags the mismatch`);
+      assert.equal(cluster.secret_differs, false, `${box.name}: the boxes share one secret`);
       const byName = new Map(cluster.boxes.map((b) => [b.name, b]));
       assert.deepEqual(cluster.boxes.filter((b) => b.self).map((b) => b.name), [box.name]);
       assert.deepEqual(cluster.boxes.filter((b) => b.digest_differs).map((b) => b.name), ['box3'], `${box.name} flags box3 alone`);

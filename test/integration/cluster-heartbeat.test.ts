@@ -8,6 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterLink } from '../../src/cluster/link.js';
 import { Heartbeat, type BoxFacts } from '../../src/cluster/heartbeat.js';
+import { secretId } from '../../src/cluster/sealed.js';
+import { clusterStatus } from '../../src/server/status.js';
 import { RedisServer } from '../helpers/redis.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { requireTool } from '../helpers/tools.js';
@@ -111,6 +113,45 @@ test('a box that dies leaves the others\' lists within its TTL; one that leaves 
     await eventually(() => one.heartbeat.seen.every((b) => b.name !== 'three') || undefined, 'three gone from the list', 2000);
   } finally {
     await Promise.all(started.map((s) => s.stop()));
+    await redis.stop();
+  }
+});
+
+test('a box with another cluster secret is warned about once by each side and flagged in the status; boxes with the same one are not', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const boxes: Array<{ link: ClusterLink; heartbeat: Heartbeat; log: ReturnType<typeof capturingLogger> }> = [];
+  try {
+    for (const [name, secret] of [['one', 'the-secret-of-the-cluster-0123456789'], ['two', 'the-secret-of-the-cluster-0123456789'], ['odd', 'a-typo-in-the-secret-0123456789abcdef']] as const) {
+      const log = capturingLogger();
+      const link = new ClusterLink({ redis: redis.url, prefix: `${PREFIX}:secret`, name, timeoutMs: 200 }, log.logger);
+      const heartbeat = new Heartbeat(link, () => ({ ...facts()(), secret_id: secretId(secret) }), log.logger, BEAT);
+      heartbeat.start();
+      link.start();
+      boxes.push({ link, heartbeat, log });
+    }
+    await eventually(() => boxes.every((b) => b.heartbeat.seen.length === 3) || undefined, 'every box sees the three');
+    // A few more beats: still one warning each.
+    const [one, two, odd] = boxes as [(typeof boxes)[0], (typeof boxes)[0], (typeof boxes)[0]];
+    const beats = one.heartbeat.seen[0]!.seenAt;
+    await eventually(() => (one.heartbeat.seen[0]?.seenAt ?? 0) > beats + 250 || undefined, 'a few more beats');
+    const warned = (b: (typeof boxes)[0]) => b.log.lines.filter((l) => /has another cluster secret/.test(l.msg)).map((l) => l.msg);
+    assert.equal(warned(one).length, 1, 'one warns once, of odd');
+    assert.match(warned(one)[0]!, /box "odd"/);
+    assert.equal(warned(two).length, 1);
+    assert.equal(warned(odd).length, 2, 'odd warns of one and of two');
+    assert.doesNotMatch(JSON.stringify(one.log.lines), /the-secret-of-the-cluster/, 'the secret is not logged');
+    for (const b of boxes) {
+      const status = clusterStatus(b.link, b.heartbeat);
+      assert.equal(status.secret_differs, true);
+      assert.deepEqual(status.boxes.filter((s) => s.secret_differs).map((s) => s.name), ['odd'], 'every box flags the odd one out');
+    }
+    t.diagnostic(warned(odd).join(' | '));
+  } finally {
+    for (const b of boxes) {
+      await b.heartbeat.stop();
+      await b.link.stop();
+    }
     await redis.stop();
   }
 });

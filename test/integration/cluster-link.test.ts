@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
 import { RedisServer } from '../helpers/redis.js';
 import { capturingLogger } from '../helpers/pebble.js';
@@ -66,6 +67,143 @@ test('with Redis killed, calls fall back at once, the outage is logged once, and
     assert.equal(await a.attempt('rate_limit', (r) => r.ping(), () => 'local'), 'PONG');
     assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
   } finally {
+    await a.stop();
+    await redis.stop();
+  }
+});
+
+test('a link stops within its QUIT deadline when Redis hangs (SIGSTOP), and when it was never reached', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const hung = link(redis, 'hung');
+  try {
+    const up = new Promise<void>((resolve) => hung.onUp(resolve));
+    hung.start();
+    hung.subscribe('news', () => {});
+    await within('link up', up);
+    redis.pause();
+    // A call now misses its deadline (the connection stays open: nothing tells the client Redis is frozen).
+    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local');
+    const started = Date.now();
+    await within('stop with Redis hung', hung.stop(), 5000);
+    t.diagnostic(`stopped in ${Date.now() - started} ms with Redis frozen`);
+  } finally {
+    redis.resume();
+    await redis.stop();
+  }
+  // Never reached: the subscriber's SUBSCRIBE waits in its offline queue, and a QUIT would wait behind it.
+  const nowhere = new ClusterLink({ redis: `redis://127.0.0.1:${redis.port}/0`, prefix: 'test:link', name: 'nowhere', timeoutMs: 200 }, capturingLogger().logger);
+  nowhere.start();
+  nowhere.subscribe('news', () => {});
+  await within('stop with Redis never reached', nowhere.stop(), 5000);
+});
+
+test('while Redis hangs (SIGSTOP), one call at a time tries it and every other call falls back at once', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const hung = link(redis, 'hung');
+  try {
+    const up = new Promise<void>((resolve) => hung.onUp(resolve));
+    hung.start();
+    await within('link up', up);
+    redis.pause();
+    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local', 'the first call misses its 200 ms deadline: the outage starts');
+    // 2.5 s of calls, one every 10 ms, none awaited before the next: the link tries Redis again after 1 s, twice.
+    const waits: Array<Promise<number>> = [];
+    const end = Date.now() + 2500;
+    for (let i = 0; i < 400 && Date.now() < end; i++) {
+      const started = Date.now();
+      waits.push(hung.attempt('test', (r) => r.ping(), () => 'local').then(() => Date.now() - started));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const took = await within('every call answered', Promise.all(waits), 5000);
+    const waited = took.filter((ms) => ms >= 150).length;
+    t.diagnostic(`${took.length} calls while Redis hung: ${waited} waited for Redis (≥ 150 ms), the longest ${Math.max(...took)} ms`);
+    assert.ok(waited <= 4, `${waited} calls waited for a hung Redis (one probe per retry expected)`);
+    assert.ok(Math.max(...took) < 1000, 'no call waits past its deadline');
+    // Past the pause after the last failed try, the link may try again, but Redis is no more reachable for it.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    assert.equal(hung.up, false, 'the link reads down until Redis answers (status, metrics)');
+    assert.equal(hung.stats().up, false);
+    assert.notEqual(hung.stats().down_since, null);
+  } finally {
+    redis.resume();
+    await hung.stop();
+    await redis.stop();
+  }
+});
+
+test('a call Redis answers with an error (OOM at maxmemory) falls back alone: the link stays up, no outage, one line per feature', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    a.start();
+    await eventually(() => ups === 1, 'first connect');
+    await a.attempt('setup', (r) => r.config('SET', 'maxmemory-policy', 'noeviction').then(() => r.config('SET', 'maxmemory', '1')), () => 'failed');
+    const writes: string[] = [];
+    for (let i = 0; i < 20; i++) writes.push(await a.attempt('cache', (r) => r.set(a.key('big', String(i)), 'x'.repeat(1000)), () => 'local'));
+    assert.deepEqual(new Set(writes), new Set(['local']), 'every write refused (OOM) took its fallback');
+    assert.equal(a.up, true, 'the link is up: Redis answered');
+    assert.equal(await a.attempt('rate_limit', (r) => r.get(a.key('none')).then(() => 'redis'), () => 'local'), 'redis', 'a read right after goes to Redis');
+    assert.equal(a.stats().outages, 0);
+    assert.equal(a.stats().fallbacks.cache, 20);
+    assert.equal(ups, 1, 'no re-sync: there was no outage');
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 0);
+    assert.equal(log.lines.filter((line) => /Redis refused a cache call/.test(line.msg)).length, 1, 'said once');
+  } finally {
+    await a.stop();
+    await redis.stop();
+  }
+});
+
+test('a link started while Redis hangs (connection accepted, no answers) reports the outage, and the re-sync when Redis answers', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    redis.pause();
+    a.start();
+    await eventually(() => a.stats().down_since !== null || undefined, 'the outage is reported', 8000);
+    assert.equal(a.up, false);
+    assert.equal(a.stats().outages, 1);
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1, 'said once');
+    redis.resume();
+    await eventually(() => ups === 1 || undefined, 'onUp once Redis answers', 8000);
+    assert.equal(a.up, true);
+    assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
+  } finally {
+    redis.resume();
+    await a.stop();
+    await redis.stop();
+  }
+});
+
+test('a message on a cluster channel that is JSON but not an object (null, a number, a list) is dropped; the process lives and the next message arrives', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const a = link(redis, 'a');
+  const raw = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+  try {
+    const up = new Promise<void>((resolve) => a.onUp(resolve));
+    const heard: ClusterMessage[] = [];
+    a.subscribe('operator', (message) => heard.push(message));
+    a.start();
+    await within('link up', up);
+    // Subscribed in the background: publish until the subscription counts.
+    await eventually(async () => (await raw.publish(a.key('ch', 'operator'), 'null')) === 1 || undefined, 'a subscribed');
+    for (const payload of ['null', '5', '"text"', '[1,2]', 'true', '{"from":']) await raw.publish(a.key('ch', 'operator'), payload);
+    await raw.publish(a.key('ch', 'operator'), JSON.stringify({ from: 'other', box: 'b', kind: 'test' }));
+    await eventually(() => heard.length > 0 || undefined, 'the good message is delivered');
+    assert.deepEqual(heard.map((m) => m.kind), ['test'], 'only the object is delivered');
+  } finally {
+    raw.disconnect();
     await a.stop();
     await redis.stop();
   }

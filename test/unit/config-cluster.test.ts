@@ -44,3 +44,39 @@ test('acme_lease defaults to 30 s; a lease under 1 s is refused at its line', ()
   assert.equal(errors.length, 1);
   assert.match(errors[0]!, /portico\.yaml:4:\d+.*at least 1s/);
 });
+
+test('a Redis URL the client cannot read (bad brackets, a port out of range, a database that is not a number) is refused at its line by check, not at run', () => {
+  process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
+  for (const [url, message] of [
+    ["'redis://u:p@[::1:6379/0'", /not a URL the Redis client can read/],
+    ['redis://127.0.0.1:99999/0', /not a URL the Redis client can read/],
+    ['redis://127.0.0.1:6379/x', /path is the database number/],
+  ] as const) {
+    const errors = configErrors(`cluster:\n  redis: ${url}\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
+    assert.equal(errors.length, 1, url);
+    assert.match(errors[0]!, /portico\.yaml:2:\d+ cluster\.redis: /, url);
+    assert.match(errors[0]!, message, url);
+  }
+  for (const url of ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6379/', 'redis://:p%40ss@[::1]:6379/2', 'rediss://user:pw@redis.internal:6380/0?family=6']) {
+    assert.doesNotThrow(() => parseConfig(`cluster:\n  redis: ${url}\n  key_env: PORTICO_TEST_KEY\n${site}`, 'portico.yaml', tmpdir()), url);
+  }
+});
+
+test('cluster.timeout is refused at 0 and past 5 s (a bare number is seconds: "timeout: 50" would hold requests 50 s on a hung Redis)', () => {
+  process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
+  for (const timeout of ['0', '50', '10m']) {
+    const errors = configErrors(`cluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\n  timeout: ${timeout}\n${site}`, tmpdir());
+    assert.equal(errors.length, 1, timeout);
+    assert.match(errors[0]!, /portico\.yaml:4:\d+ cluster\.timeout: .*between 1ms and 5s/, timeout);
+  }
+  for (const timeout of ['1ms', '50ms', '5s']) {
+    assert.doesNotThrow(() => parseConfig(`cluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\n  timeout: ${timeout}\n${site}`, 'portico.yaml', tmpdir()), timeout);
+  }
+});
+
+test('a shared tier lock of 0 is refused at its line (Redis refuses a TTL of 0: every miss would fail the call)', () => {
+  process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
+  const errors = configErrors(`cluster:\n  redis: redis://127.0.0.1:6379/0\n  key_env: PORTICO_TEST_KEY\ncaches:\n  main: { memory: 1MB, shared: { lock: 0 } }\n${site}`, tmpdir());
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!, /portico\.yaml:5:\d+ caches\.main\.shared\.lock: .*at least 1ms/);
+});

@@ -48,3 +48,27 @@ test('a variant round-trips through its encoding, binary body and all; a value p
   assert.equal(decodeEntry(stored.key, '', value.subarray(0, 6), Date.now()), undefined, 'truncated');
   assert.equal(decodeEntry(stored.key, '', Buffer.from('garbage!'), Date.now()), undefined, 'not an entry');
 });
+
+test('a value in Redis that Node could not send (a status out of range, a header with a line break, times not numbers) is a miss, not a 500', () => {
+  const until = Date.now() + 60_000;
+  const valueOf = (meta: Record<string, unknown>): Buffer => {
+    const json = Buffer.from(JSON.stringify(meta));
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(json.length, 0);
+    return Buffer.concat([head, json, Buffer.from('evil')]);
+  };
+  const now = Date.now();
+  const good = { s: 200, h: ['Cache-Control', 'max-age=60'], q: now, r: now, u: until };
+  assert.ok(decodeEntry('k', '', valueOf(good), now) !== undefined, 'a well-formed value is read');
+  for (const [what, meta] of [
+    ['status 1000', { ...good, s: 1000 }],
+    ['status 200.5', { ...good, s: 200.5 }],
+    ['a line break in a header value', { ...good, h: ['Cache-Control', 'max-age=60', 'X-Bad', 'a\nb'] }],
+    ['a space in a header name', { ...good, h: ['Cache Control', 'max-age=60'] }],
+    ['a header value not a string', { ...good, h: ['Cache-Control', 60] }],
+    ['request time not a number', { ...good, q: 'zz' }],
+    ['response time missing', { s: 200, h: good.h, q: now, u: until }],
+  ] as const) {
+    assert.equal(decodeEntry('k', '', valueOf(meta), now), undefined, what);
+  }
+});

@@ -253,4 +253,12 @@ test("a cluster box's status shows its Redis link, a Boxes table, and the boxes 
   const agreeing = statusLines({ ...report, cluster: { ...cluster, digest_differs: false, redis: { ...cluster.redis, up: true }, boxes: cluster.boxes.slice(0, 2) } } as unknown as Record<string, unknown>, { colour: false, now: NOW });
   assert.ok(agreeing.some((l) => /^cluster {3}box1 in portico:shop: Redis up, 2 outages/.test(l)));
   assert.ok(!agreeing.some((l) => /MISMATCH|DIFFERS/.test(l)));
+  // A box with another cluster secret: named on a MISMATCH line, and marked in the table.
+  const otherSecret = statusLines(
+    { ...report, cluster: { ...cluster, digest_differs: false, secret_differs: true, boxes: [cluster.boxes[0], cluster.boxes[1], { ...cluster.boxes[2], digest_differs: false, secret_differs: true }] } } as unknown as Record<string, unknown>,
+    { colour: false, now: NOW },
+  );
+  assert.ok(otherSecret.some((l) => /^MISMATCH {2}cluster secret \(key_env\) differs from most boxes' on: box3 /.test(l)), otherSecret.join('\n'));
+  assert.ok(otherSecret.some((l) => /^box3 OTHER SECRET /.test(l)));
+  assert.ok(!otherSecret.some((l) => /config digest differs/.test(l)));
 });

@@ -136,8 +136,9 @@ describe("the cluster part of the status", () => {
       assert.equal(status.redis.up, false);
       assert.equal(status.digest, 'd');
       assert.equal(status.digest_differs, false);
+      assert.equal(status.secret_differs, false);
       assert.equal(status.boxes.length, 1);
-      assert.deepEqual({ ...status.boxes[0], host: '', pid: 0 }, { name: 'box1', version: '1', digest: 'd', address: ['http://127.0.0.1:1/'], admin: null, host: '', pid: 0, started: '2026-12-06T00:00:00.000Z', last_seen: null, self: true, digest_differs: false });
+      assert.deepEqual({ ...status.boxes[0], host: '', pid: 0 }, { name: 'box1', version: '1', digest: 'd', address: ['http://127.0.0.1:1/'], admin: null, host: '', pid: 0, started: '2026-12-06T00:00:00.000Z', last_seen: null, self: true, digest_differs: false, secret_differs: false });
       assert.equal(link.boxes, 1);
     } finally {
       await heartbeat.stop();
