@@ -5,17 +5,22 @@
  * worker its own link for its data plane: each box is listed once in /status, a drain and a purge sent to box 1 reach
  * every worker of box 2, and a cluster-wide rate limit is one bucket for every worker of every box. With pebble: one
  * ACME order for the cluster (a primary's), whose certificate every worker of both boxes serves, and an http-01
- * token in Redis answered by every worker.
+ * token in Redis answered by every worker. With a TLS listener and a sticky upstream: a client pinned through box 1
+ * lands on its app server through every worker of box 2, and a TLS session from box 1 resumes on every worker of box 2
+ * (each worker derives the cluster's keys itself).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import tls from 'node:tls';
 import { Redis } from 'ioredis';
 import { Boxes, type Box } from '../helpers/boxes.js';
+import { selfSignedCert } from '../helpers/h2.js';
 import { freePort, startPebble } from '../helpers/pebble.js';
 import { RedisServer } from '../helpers/redis.js';
 import { eventually } from '../helpers/supervise.js';
@@ -366,5 +371,94 @@ sites:
     }
     // 20 fresh connections reach both workers (reusePort / the shared socket spread them): each answered from Redis.
     assert.ok(answers.every((status) => status === 200), `every answer 200: ${answers.join(', ')}`);
+  });
+});
+
+/** A TLS connection to `host:port` (resuming `session` when given) that sends one GET: reused, the body, the ticket. */
+async function visit(host: string, port: number, session?: Buffer, cookie?: string): Promise<{ reused: boolean; body: string; session: Buffer | undefined; setCookie: string | undefined }> {
+  const socket = tls.connect({ host, port, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], ...(session === undefined ? {} : { session }) });
+  try {
+    let ticket: Buffer | undefined;
+    socket.on('session', (s: Buffer) => (ticket = s));
+    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${host}:${port} within 5 s`)));
+    await once(socket, 'secureConnect');
+    const reused = socket.isSessionReused();
+    socket.write(`GET / HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n${cookie === undefined ? '' : `Cookie: ${cookie}\r\n`}\r\n`);
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    await once(socket, 'end');
+    const head = text.slice(0, text.indexOf('\r\n\r\n'));
+    const setCookie = /^set-cookie: ([^;\r\n]+)/im.exec(head)?.[1];
+    return { reused, body: text.slice(text.indexOf('\r\n\r\n') + 4), session: ticket, setCookie };
+  } finally {
+    socket.destroy();
+  }
+}
+
+describe('the cluster\'s keys in two boxes with workers: 2 each', { timeout: 60_000, skip: !haveTool('redis-server') && process.env.CI !== 'true' ? 'redis-server is not installed (on CI, with CI=true, this fails instead)' : false }, () => {
+  test('a client pinned through box 1 lands on its app server through every worker of box 2, and a TLS session from box 1 resumes on every worker of box 2', async (t) => {
+    if (!requireTool(t, 'redis-server')) return;
+    const cert = await selfSignedCert();
+    const redis = await RedisServer.start();
+    t.after(() => redis.stop());
+    const apps: TestUpstream[] = [];
+    for (const name of ['app1', 'app2', 'app3']) {
+      apps.push(
+        await startUpstream((req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.end(`${name} ${String(req.headers['x-worker'] ?? '')}`);
+        }),
+      );
+    }
+    t.after(() => Promise.all(apps.map((app) => app.stop())));
+    const tlsPort = await freePort();
+    const boxes = await Boxes.start({
+      count: 2,
+      redis: redis.url,
+      config: ({ host, dir }) => {
+        writeFileSync(path.join(dir, 'cert.pem'), cert.cert);
+        writeFileSync(path.join(dir, 'cert.key'), cert.key);
+        return `workers: 2
+listen:
+  - "${host}:0"
+  - { addr: "${host}:${tlsPort}", tls: { cert: ./cert.pem, key: ./cert.key } }
+log: { access: off }
+upstreams:
+  app:
+    servers: [${apps.map((app) => `"${app.url}"`).join(', ')}]
+    sticky: { cookie: pin }
+sites:
+  - routes:
+      - path: /
+        proxy: { upstream: app, set_headers: { X-Worker: "$pid" } }
+`;
+      },
+    });
+    t.after(() => boxes.stop());
+    const box2 = boxes.box(2);
+    const pids = servingPids(box2);
+    assert.equal(pids.length, 2);
+
+    // Pinned through box 1 (a worker of it), then sent through box 2 on fresh connections until both its workers answered.
+    const first = await visit(boxes.box(1).host, tlsPort);
+    assert.ok(first.setCookie !== undefined, 'box1 set the sticky cookie');
+    assert.equal(first.reused, false);
+    assert.ok(first.session !== undefined, 'box1 issued a session ticket');
+    const [pinned] = first.body.split(' ') as [string];
+    const met = new Set<string>();
+    let tries = 0;
+    let session = first.session;
+    while (met.size < pids.length && tries < MAX_TRIES) {
+      tries++;
+      const answer = await visit(box2.host, tlsPort, session, first.setCookie);
+      const [server, worker] = answer.body.split(' ') as [string, string];
+      assert.equal(answer.reused, true, `worker ${worker} of box2 resumed box1's session`);
+      assert.equal(server, pinned, `worker ${worker} of box2 sent the client pinned to ${pinned} there`);
+      assert.equal(answer.setCookie, undefined, `worker ${worker} of box2 knew the cookie (set none)`);
+      met.add(worker);
+      session = answer.session ?? session;
+    }
+    t.diagnostic(`pinned to ${pinned} through box1; ${tries} TLS connections to box2 met workers ${[...met].join(', ')}: each resumed the session and kept the pin`);
+    assert.deepEqual([...met].sort(), [...pids].sort(), 'both workers of box2 were met');
   });
 });
