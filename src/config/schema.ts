@@ -4,6 +4,7 @@
  * What needs the file system or the whole config (a root that must exist, a name that must be defined) is
  * checked afterwards in `validate.ts`.
  */
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { checkLogTemplate } from '../http/log-template.js';
@@ -471,6 +472,53 @@ function checkSlotRoutes(upstreams: Record<string, { servers: ReadonlyArray<{ ro
   }
 }
 
+/** The shortest re-resolution period of `discover` (a record's TTL of 0 or 1 s is not a query per request). */
+export const DISCOVER_FLOOR_MS = 1000;
+
+/**
+ * App servers found through DNS (`upstreams.<name>.discover`): the name's A, AAAA or SRV records, re-resolved at
+ * their TTL (at most `interval`, at least 1 s) without a reload (docs/proxy.md, "Servers found through DNS").
+ */
+export const discoverSchema = z
+  .strictObject({
+    /** The name asked: `app.internal`, or for SRV `_http._tcp.app.internal`. */
+    dns: z
+      .string()
+      .regex(/^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/, 'expected a DNS name such as app.internal or _http._tcp.app.internal'),
+    type: z.enum(['A', 'AAAA', 'SRV']).default('A'),
+    /** The app servers' port (A and AAAA records carry none); refused with SRV, whose records carry theirs. */
+    port: z.number().int().min(1).max(65535).optional(),
+    /** The longest time between two resolutions (a record's TTL shortens it, down to 1 s). */
+    interval: duration.default(5000),
+  })
+  .superRefine((discover, ctx) => {
+    if (discover.type === 'SRV' && discover.port !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['port'], message: 'SRV records carry each server\'s port: remove port (it is for A and AAAA records)' });
+    }
+    if (discover.type !== 'SRV' && discover.port === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['port'], message: `${discover.type} records carry no port: give the app servers' port (port: 8080)` });
+    }
+    if (discover.interval < DISCOVER_FLOOR_MS) {
+      ctx.addIssue({ code: 'custom', path: ['interval'], message: `must be at least ${DISCOVER_FLOOR_MS / 1000} s (the shortest time between two resolutions)` });
+    }
+  })
+  // `resolver` is filled in from the top-level `resolver` (see `checkDiscovery` in validate.ts): an upstream built
+  // from this section asks those DNS servers, and a reload that changes them builds the upstream anew.
+  .transform((discover) => ({ ...discover, resolver: undefined as string[] | undefined }));
+
+/** A DNS server to ask: `127.0.0.1`, `127.0.0.1:5353`, `::1` or `[::1]:5353` (an address: no name to resolve first). */
+const dnsServer = z.preprocess(portAsText, z.string()).superRefine((value, ctx) => {
+  const text = value.trim();
+  const bracketed = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(text);
+  const v4 = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text);
+  const host = bracketed?.[1] ?? v4?.[1] ?? text;
+  const port = bracketed?.[2] ?? v4?.[2];
+  const family = isIP(host);
+  if (family === 0 || (v4 !== null && family !== 4) || (port !== undefined && (Number(port) < 1 || Number(port) > 65535))) {
+    ctx.addIssue({ code: 'custom', message: `expected a DNS server's address such as "127.0.0.1:5353", "10.0.0.2" or "[::1]:53", got ${JSON.stringify(value)}` });
+  }
+});
+
 const RETRY_CONDITIONS = ['connect_error', 'timeout', 'reset', '500', '502', '503', '504', '429'] as const;
 /** A retry / passive-health condition; a status may be written bare (`502`, which YAML reads as a number). */
 const retryCondition = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.enum(RETRY_CONDITIONS));
@@ -484,6 +532,8 @@ export const upstreamObject = z.strictObject({
   servers: z.array(upstreamServerEntry).default([]),
   /** App servers Portico starts and supervises (see docs/apps.md). */
   spawn: spawnSchema.optional(),
+  /** App servers found through DNS, re-resolved as their records change (docs/proxy.md, "Servers found through DNS"). */
+  discover: discoverSchema.optional(),
   sticky: stickySchema.optional(),
   health: healthCheck.optional(),
   passive: z
@@ -524,8 +574,13 @@ export const upstreamObject = z.strictObject({
  * needs servers, spawned ones or both (checked once its keys are valid, as every whole-object rule is).
  */
 export const upstreamSchema = upstreamObject.superRefine((upstream, ctx) => {
-  if (upstream.servers.length === 0 && upstream.spawn === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['servers'], input: upstream.servers, message: 'an upstream needs at least one server (servers:) or app servers that Portico starts (spawn:)' });
+  if (upstream.servers.length === 0 && upstream.spawn === undefined && upstream.discover === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['servers'],
+      input: upstream.servers,
+      message: 'an upstream needs at least one server (servers:), app servers that Portico starts (spawn:) or servers found through DNS (discover:)',
+    });
   }
   checkRoutes(upstream, ctx);
 });
@@ -835,6 +890,14 @@ export function configSchema(parts: ConfigParts) {
     tracing: tracing.optional(),
     admin: admin.optional(),
     cluster: cluster.optional(),
+    /**
+     * The DNS servers `discover` asks (`127.0.0.1:5353`, or a list): unset, the system's (/etc/resolv.conf). Asked in
+     * order, the next when one does not answer.
+     */
+    resolver: z
+      .union([dnsServer, z.array(dnsServer).min(1)])
+      .transform((value) => (Array.isArray(value) ? value : [value]).map((server) => server.trim()))
+      .optional(),
     /** Value of the `Server` response header; empty to send none. */
     server_header: z.string().default('Portico'),
     /** Peers (addresses or CIDRs) whose X-Forwarded-* / Forwarded headers are believed. */

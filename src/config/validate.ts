@@ -146,6 +146,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     if (!parts.policies.includes(upstream.policy)) {
       problems.push({ keys: ['upstreams', name, 'policy'], message: `unknown policy "${upstream.policy}" (expected one of: ${parts.policies.join(', ')})` });
     }
+    // The DNS servers `discover` asks are the top-level `resolver`'s (undefined: the system's).
+    if (upstream.discover !== undefined) upstream.discover.resolver = config.resolver;
     upstream.servers.forEach((server, i) => {
       if (server.tls?.ca !== undefined) {
         const ca = path.resolve(dir, server.tls.ca);

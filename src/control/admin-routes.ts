@@ -41,7 +41,7 @@ const NAME = /^[A-Za-z0-9_.-]+$/;
 
 /**
  * The server id a path segment names: the id as `/status` shows it, whichever way the client escaped it. A
- * config name (`blue`) is itself; a slot name comes percent-encoded (`app%231` → `app#1`); an address id is the
+ * config name (`blue`) is itself, and so is a discovered server's address and port (`10.0.0.5:8080`); a slot name comes percent-encoded (`app%231` → `app#1`); an address id is the
  * URL-encoded address (`http%3A%2F%2F127.0.0.1%3A3001`), whether the client sent it as shown or encoded once more.
  */
 export function serverIdOf(segment: string): string | undefined {
@@ -52,7 +52,9 @@ export function serverIdOf(segment: string): string | undefined {
     return undefined;
   }
   if (decoded === '') return undefined;
-  if (/^[A-Za-z0-9_.~#-]+$/.test(decoded)) return decoded;
+  // A server found through DNS is its address and port (`10.0.0.5:8080`, `[fd00::5]:8080`): itself too (a URL's
+  // id always has a "/", and is encoded).
+  if (/^[A-Za-z0-9_.~#-]+$/.test(decoded) || /^[0-9A-Fa-f.:[\]]+:\d+$/.test(decoded)) return decoded;
   // Encoded once more by the client: the id as shown.
   if (decoded.includes('%')) return decoded;
   return encodeURIComponent(decoded);

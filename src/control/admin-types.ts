@@ -51,6 +51,8 @@ export interface ServerStatus extends TrafficStats {
   id: string;
   /** Its address as configured (`http://127.0.0.1:3001`, `unix:/run/app.sock`) or the slot (`app#1`). */
   address: string;
+  /** Found through DNS (`discover`), not configured: its id is its address and port (`10.0.0.5:8080`). */
+  discovered?: boolean;
   state: ServerState;
   /** The operator's say (`UpstreamServer.admin`). */
   admin: 'enabled' | 'draining' | 'disabled';
@@ -71,6 +73,11 @@ export interface UpstreamStatus extends TrafficStats {
   name: string;
   /** Whether Portico starts its servers (`spawn`): then it can be deployed. */
   spawned: boolean;
+  /**
+   * The DNS name its servers are found through (`discover`), null without: when it was last resolved, when it is
+   * next, and the last resolution's failure (null: it worked; the servers last found keep serving meanwhile).
+   */
+  discovery?: { dns: string; type: string; resolved_at: string | null; next_at: string | null; error: string | null } | null;
   servers: ServerStatus[];
 }
 

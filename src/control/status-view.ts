@@ -180,7 +180,7 @@ function serverTable(result: Record<string, unknown>, colour: boolean, now: numb
       rows.push([
         { text: str(upstream.name) },
         { text: str(server.id) },
-        { text: str(server.address) },
+        { text: str(server.address) + (server.discovered === true ? ' (dns)' : '') },
         { text: state + (server.backup === true ? ' (backup)' : ''), colour: STATE_COLOUR[state] },
         { text: weight === undefined ? '-' : `${weight}${configured !== undefined && configured !== weight ? ` (${configured})` : ''}` },
         { text: count(server.in_flight) },

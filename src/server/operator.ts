@@ -82,6 +82,9 @@ export function checkServerId(config: Config, upstream: string, server: string):
     throw new PorticoError('PORTICO_UNKNOWN_UPSTREAM', `no upstream "${upstream}" (upstreams: ${known.length === 0 ? 'none' : known.join(', ')})`);
   }
   const ids = configServerIds(upstream, upstreamConfig);
+  // A server found through DNS is named by its address and port (`10.0.0.5:8080`, `[fd00::5]:8080`): one DNS does
+  // not name now is accepted too, and the change applies when it does (see `UpstreamOptions.onDiscovered`).
+  if (upstreamConfig.discover !== undefined && /^(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(server)) return;
   if (!ids.includes(server)) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" (servers: ${ids.join(', ')})`);
 }
 

@@ -237,6 +237,11 @@ export class Portico {
     this.#upstreamOptions = {
       slotPort: (upstream, slot) => (this.#worker === undefined ? this.#supervisor?.port(upstream, slot) : this.#worker.slotPort(upstream, slot)),
       ...(this.#worker === undefined ? {} : { remoteHealth: true }),
+      // A server found through DNS takes the operator's say on its id (kept in the state directory).
+      onDiscovered: (upstream, server) => {
+        const override = this.#operator.get(upstream.name, server.name);
+        if (override !== undefined) upstream.setOperator(server, override.admin, override.weight, false);
+      },
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#shared = this.#cluster === undefined || this.#worker !== undefined ? undefined : this.#clusterOperator(this.#cluster);
@@ -622,7 +627,7 @@ export class Portico {
     const last = this.#setLive(upstream, server, override);
     // A reload that dropped the server while the change was being written: it is kept for when it comes back.
     const serving = this.#app.upstream(upstream)?.server(server) ?? last;
-    if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" any more (a reload removed it); the change is kept for when it comes back`);
+    if (serving === undefined) throw new PorticoError('PORTICO_UNKNOWN_SERVER', `upstream "${upstream}" has no server "${server}" now (a reload removed it, or DNS does not name it); the change is kept for when it comes back`);
     return serverStatus(serving);
   }
 
@@ -804,6 +809,8 @@ export class Portico {
     this.#clusterKeys?.start((keys) => this.#listeners.setTicketKeys(keys));
     await this.#zones.start(this.#upgrade !== undefined);
     this.#upstreams.start();
+    // Servers found through DNS: the first answer is waited for (3 s at most), so the first requests find them.
+    await this.#upstreams.firstResolutions(3000);
     await this.#app.start();
     // An upgrade's new process accepts on the shared sockets from here: whatever must be ready to answer (the app,
     // and the supervised app instances once there are some) is started before this point, and so are the stored

@@ -58,6 +58,7 @@ export function serverStatus(server: UpstreamServer, now: number = Date.now()): 
   return {
     id: server.name,
     address: server.label,
+    discovered: server.discovered,
     state: serverState(server, now),
     admin: server.admin,
     backup: server.backup,
@@ -75,7 +76,12 @@ export function serverStatus(server: UpstreamServer, now: number = Date.now()): 
 /** One upstream's status: its servers, and their figures summed. */
 export function upstreamStatus(upstream: Upstream, now: number = Date.now()): UpstreamStatus {
   const servers = upstream.servers.map((server) => serverStatus(server, now));
-  return { name: upstream.name, spawned: upstream.config.spawn !== undefined, ...sumStats(servers), servers };
+  const d = upstream.discovery;
+  const discovery =
+    d === undefined
+      ? null
+      : { dns: d.dns, type: d.type, resolved_at: d.resolvedAt === 0 ? null : new Date(d.resolvedAt).toISOString(), next_at: d.nextAt === 0 ? null : new Date(d.nextAt).toISOString(), error: d.error ?? null };
+  return { name: upstream.name, spawned: upstream.config.spawn !== undefined, discovery, ...sumStats(servers), servers };
 }
 
 /** One zone's status: its disk tier's keys and bytes when it has one (it holds every stored answer), else memory's. */

@@ -104,6 +104,14 @@ export class UpstreamRegistry {
   }
 
   /**
+   * Resolves when the held upstreams that find servers through DNS have had their first answer (or failure), at
+   * most `timeoutMs` later: a start waits for it so that its first requests find the servers.
+   */
+  async firstResolutions(timeoutMs: number): Promise<void> {
+    await Promise.all([...this.#held.values()].map((held) => held.upstream.firstResolution(timeoutMs)));
+  }
+
+  /**
    * Every running upstream of a name: the held one, then those a reload replaced that a previous config still
    * drains with (what must learn of a change to a server, such as a spawned slot's new port, is in each).
    */

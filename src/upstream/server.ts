@@ -101,9 +101,12 @@ export class ServerTarget {
 /** An app-server instance and what Portico knows of its state. */
 export class UpstreamServer implements PolicyServer {
   readonly id: number;
-  /** The config's `weight` (1 for a spawned slot). */
-  readonly configWeight: number;
-  readonly backup: boolean;
+  /** The config's `weight` (1 for a spawned slot; a server found through DNS: its SRV record's, which may change). */
+  configWeight: number;
+  /** Used only when no primary is available (a server found through DNS: an SRV record of a higher priority). */
+  backup: boolean;
+  /** Found through DNS (`discover`), not configured: DNS adds and removes it (see `Upstream.#discover`). */
+  readonly discovered: boolean;
   /** `http://127.0.0.1:3001`, `unix:/run/app.sock`, or a spawned slot's name (`app#1`): for logs only, never sent to a client. */
   readonly label: string;
   /** Stable identity for hash rings (survives reordering the config; a spawned slot's name survives its moves). */
@@ -179,8 +182,9 @@ export class UpstreamServer implements PolicyServer {
   readonly #retiring = new Set<ServerTarget>();
   #closed = false;
 
-  constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string) {
+  constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string, discovered = false) {
     this.id = id;
+    this.discovered = discovered;
     this.#upstream = upstream;
     this.maxConns = upstream.max_conns;
     this.poolSize = upstream.keepalive;
@@ -267,6 +271,30 @@ export class UpstreamServer implements PolicyServer {
       await previous.retire(cutAfterMs);
     } finally {
       this.#retiring.delete(previous);
+    }
+  }
+
+  /** A new DNS answer still names this server, with this weight and backup role (an SRV record's). */
+  rediscover(weight: number, backup: boolean): void {
+    this.configWeight = weight;
+    this.backup = backup;
+  }
+
+  /**
+   * DNS no longer names this server: it takes no new request (it has no target any more, as a slot without an
+   * instance), and the promise resolves once every request and tunnel begun on it has ended (the connections then
+   * close). A shutdown (`close`) cuts what is left.
+   */
+  async leave(): Promise<void> {
+    const target = this.target;
+    this.target = undefined;
+    this.healthy = false;
+    if (target === undefined) return;
+    this.#retiring.add(target);
+    try {
+      await target.retire();
+    } finally {
+      this.#retiring.delete(target);
     }
   }
 

@@ -8,6 +8,9 @@
  * the app's session (`sticky.app_cookie`), primary or backup, as in mod_proxy_balancer and HAProxy. When nothing
  * else is left, servers ejected by passive health are tried rather than answering 502/503 (see `select`). A server
  * the operator drained takes only the clients pinned to it (sticky cookie, app session route); one disabled, none.
+ *
+ * With `discover`, servers found through DNS join and leave while the upstream runs (see `#discover`): what selection
+ * reads of the list (groups, policies, sticky values) is built again at each change, the servers that stay unchanged.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -15,6 +18,7 @@ import { fixedKeyRing, type KeyRing } from '../cluster/keys.js';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
+import { DnsDiscovery, discoveredServerConfig, discoveredUrl, type DiscoveredServer } from './discovery.js';
 import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
 import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
@@ -63,6 +67,11 @@ export interface UpstreamOptions {
   slotPort?: SlotPort | undefined;
   /** The process's metrics when counting is on: each server's attempts are counted (see `UpstreamServer.traffic`). */
   metrics?: Metrics | undefined;
+  /**
+   * A server found through DNS joined `upstream` (it serves already): the operator's say on its id, if any, is
+   * applied here (a drain or weight set through the admin API before DNS named it, or before a restart).
+   */
+  onDiscovered?: (upstream: Upstream, server: UpstreamServer) => void;
 }
 
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
@@ -100,22 +109,39 @@ const NO_ROOM: CapacityWait = Object.freeze({ ready: Promise.resolve(false), can
 export class Upstream {
   readonly name: string;
   readonly config: UpstreamConfig;
-  readonly servers: readonly UpstreamServer[];
-  readonly #primaries: readonly UpstreamServer[];
-  readonly #backups: readonly UpstreamServer[];
-  readonly #policy: Policy;
-  readonly #backupPolicy: Policy;
+  /**
+   * Every server serving now: the configured ones, the spawned slots, then those found through DNS (`discover`).
+   * The list is replaced (never changed in place) when DNS adds or removes servers; its ids stay with the servers.
+   */
+  get servers(): readonly UpstreamServer[] {
+    return this.#servers;
+  }
+  #servers: readonly UpstreamServer[];
+  /** The configured and spawned servers: they never change in the life of the upstream. */
+  readonly #own: readonly UpstreamServer[];
+  #primaries: readonly UpstreamServer[] = [];
+  #backups: readonly UpstreamServer[] = [];
+  #policy!: Policy;
+  #backupPolicy!: Policy;
   readonly #checker: ActiveHealthChecker | undefined;
   readonly #logger: Logger;
   /** Spawned servers by slot name. */
   readonly #slots: ReadonlyMap<string, UpstreamServer>;
-  /** The keys sticky values are signed with; the ids below are computed per `generation` of the ring. */
+  /** The keys sticky values are signed with; the values below are computed per `generation` of the ring. */
   readonly #stickyRing: KeyRing;
   #stickyGeneration = -1;
-  /** Each server's sticky value under the current key (by server id). */
-  #stickyIds: readonly string[] = [];
+  /** Each server's sticky value under the current key, by server id (`''` for an id no server has). */
+  #stickyIds: string[] = [];
   /** Server ids by every sticky value that still names one: the current key's, and the other accepted keys'. */
   #stickyPins: ReadonlyMap<string, number> = new Map();
+  readonly #configDir: string;
+  readonly #options: UpstreamOptions;
+  /** The servers' DNS name (`discover`), resolved on its timer; undefined without `discover`. */
+  readonly #discovery: DnsDiscovery | undefined;
+  /** The servers found through DNS now, by URL. */
+  readonly #discovered = new Map<string, UpstreamServer>();
+  /** Servers DNS no longer names, until their requests and tunnels in flight have ended (their ids are kept until then). */
+  readonly #leaving = new Set<UpstreamServer>();
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
   readonly #queue = new WaitQueue<Waiter>();
@@ -137,22 +163,21 @@ export class Upstream {
     this.name = name;
     this.config = config;
     this.#logger = logger;
+    this.#configDir = configDir;
+    this.#options = options;
     const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
     const spawned = Array.from({ length: config.spawn?.instances ?? 0 }, (_, i) => {
       const slot = slotName(name, i);
       return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
     });
-    this.servers = [...fixed, ...spawned];
+    this.#own = [...fixed, ...spawned];
+    this.#servers = this.#own;
     if (options.metrics !== undefined) for (const server of this.servers) server.traffic = options.metrics.server(name, server.name);
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
-    this.#primaries = this.servers.filter((s) => !s.backup);
-    this.#backups = this.servers.filter((s) => s.backup);
-    const kind = policyKind(config.policy)!;
-    this.#policy = createPolicy(kind, this.#primaries);
-    this.#backupPolicy = createPolicy(kind, this.#backups);
+    // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
     // A configured secret wins over the process's, the state directory's and the cluster's keys.
     this.#stickyRing = config.sticky?.secret !== undefined ? fixedKeyRing(Buffer.from(config.sticky.secret, 'utf8')) : stickyKeyRing(stickyKey);
-    this.#rekey();
+    this.#arrange(undefined);
     this.#routes =
       config.sticky?.app_cookie === undefined
         ? undefined
@@ -170,6 +195,122 @@ export class Upstream {
         onResult,
       );
     }
+    this.#discovery = config.discover === undefined ? undefined : new DnsDiscovery(name, config.discover, logger, (found) => this.#discover(found));
+  }
+
+  /**
+   * Builds what selection reads from the list of servers: primaries and backups, their policies, the sticky
+   * values. `before` (the lists as they were, at a change of the servers found through DNS): the policies take over
+   * the position of the servers that stay in the same group, as at a reload (see `Policy.adopt`).
+   */
+  #arrange(before: { primaries: readonly UpstreamServer[]; backups: readonly UpstreamServer[] } | undefined): void {
+    this.#primaries = this.#servers.filter((s) => !s.backup);
+    this.#backups = this.#servers.filter((s) => s.backup);
+    const kind = policyKind(this.config.policy)!;
+    const previous = [this.#policy, this.#backupPolicy] as const;
+    this.#policy = createPolicy(kind, this.#primaries);
+    this.#backupPolicy = createPolicy(kind, this.#backups);
+    if (before !== undefined) {
+      const kept = (was: readonly UpstreamServer[], now: readonly UpstreamServer[]) => new Map(now.filter((s) => was.includes(s)).map((s) => [s.id, s.id]));
+      this.#policy.adopt?.(previous[0], kept(before.primaries, this.#primaries));
+      this.#backupPolicy.adopt?.(previous[1], kept(before.backups, this.#backups));
+    }
+    this.#rekey(true);
+  }
+
+  /**
+   * Sticky values name a server without revealing it: an HMAC of the upstream name and the server's label. Built
+   * again when the servers change (`force`) or the ring's keys did (a rotation: once per period), never per request.
+   * A leaving server keeps its sticky value while its requests end (their answers may set the cookie).
+   */
+  #rekey(force = false): void {
+    const ring = this.#stickyRing;
+    if (!force && ring.generation === this.#stickyGeneration) return;
+    const servers = [...this.#servers, ...this.#leaving];
+    const valueOf = (key: Buffer, server: UpstreamServer): string => createHmac('sha256', key).update(`${this.name}\0${server.label}`).digest('hex').slice(0, 16);
+    const ids: string[] = [];
+    const pins = new Map<string, number>();
+    for (const server of servers) {
+      while (ids.length <= server.id) ids.push('');
+      ids[server.id] = valueOf(ring.current, server);
+      pins.set(ids[server.id]!, server.id);
+    }
+    // The current key's values first: they win should two keys ever give one value.
+    for (const key of ring.accepted) {
+      if (key === ring.current) continue;
+      for (const server of servers) {
+        const value = valueOf(key, server);
+        if (!pins.has(value)) pins.set(value, server.id);
+      }
+    }
+    this.#stickyIds = ids;
+    this.#stickyPins = pins;
+    this.#stickyGeneration = ring.generation;
+  }
+
+  /** The id of the server a sticky value names (under any accepted key), or -1. */
+  #pinned(sticky: string | undefined): number {
+    if (sticky === undefined) return -1;
+    this.#rekey();
+    return this.#stickyPins.get(sticky) ?? -1;
+  }
+
+  /**
+   * The servers found through DNS are now `found` (see discovery.ts): a server that stays is the same object (its
+   * health, counts, latency and sticky value go on; an SRV answer may change its weight or backup role); a new one
+   * is checked as a configured one (up until its checks say otherwise) and ramps up under `slow_start`; one no
+   * longer named leaves: no new requests, and its requests and tunnels in flight finish (see `UpstreamServer.leave`).
+   * An address that is also a configured server's is that server.
+   */
+  #discover(found: readonly DiscoveredServer[]): void {
+    const configured = new Set(this.#own.map((s) => s.label));
+    const next = new Map(found.filter((d) => !configured.has(discoveredUrl(d))).map((d) => [discoveredUrl(d), d]));
+    const before = { primaries: this.#primaries, backups: this.#backups };
+    const now = Date.now();
+    const joined: UpstreamServer[] = [];
+    for (const [url, server] of this.#discovered) {
+      if (next.has(url)) continue;
+      this.#discovered.delete(url);
+      this.#checker?.remove(server);
+      this.#leaving.add(server);
+      void server.leave().finally(() => {
+        this.#leaving.delete(server);
+        this.#logger.debug({ upstream: this.name, server: server.name }, 'server no longer found through DNS: its last request ended');
+      });
+    }
+    for (const [url, record] of next) {
+      const held = this.#discovered.get(url);
+      if (held !== undefined) {
+        held.rediscover(record.weight, record.backup);
+        continue;
+      }
+      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record), this.config, this.#configDir, true);
+      if (this.#options.metrics !== undefined) server.traffic = this.#options.metrics.server(this.name, server.name);
+      if (this.config.slow_start > 0) server.recoveredAt = now;
+      this.#discovered.set(url, server);
+      this.#checker?.add(server);
+      joined.push(server);
+    }
+    this.#servers = [...this.#own, ...this.#discovered.values()];
+    this.#arrange(before);
+    for (const server of joined) this.#options.onDiscovered?.(this, server);
+    // Requests queued for capacity may use a new server.
+    this.#wake();
+  }
+
+  /** The lowest id no server has, serving or leaving (ids index the policies' and sticky values' arrays). */
+  #freeId(): number {
+    const taken = new Set([...this.#servers, ...this.#discovered.values(), ...this.#leaving].map((s) => s.id));
+    let id = this.#own.length;
+    while (taken.has(id)) id++;
+    return id;
+  }
+
+  /** What `discover` found and when (undefined without `discover`), for /status. */
+  get discovery(): { dns: string; type: string; resolvedAt: number; nextAt: number; error: string | undefined } | undefined {
+    const d = this.#discovery;
+    if (d === undefined) return undefined;
+    return { dns: this.config.discover!.dns, type: this.config.discover!.type, resolvedAt: d.lastAt, nextAt: d.nextAt, error: d.lastError };
   }
 
   /**
@@ -203,6 +344,12 @@ export class Upstream {
   /** Starts the active checks (their first round at once). */
   start(): void {
     this.#checker?.start();
+    this.#discovery?.start();
+  }
+
+  /** Resolves once `discover`'s first resolution has ended (at once without `discover`), or after `timeoutMs`. */
+  firstResolution(timeoutMs: number): Promise<void> {
+    return this.#discovery?.firstResolution(timeoutMs) ?? Promise.resolve();
   }
 
   /**
@@ -242,6 +389,14 @@ export class Upstream {
     // One pairing at a time: the previous upstream's own predecessor (a reload before the last) lets go first.
     if (previous.#pair !== undefined) previous.#pair.#unpair();
     if (this.#pair !== undefined) this.#pair.#unpair();
+    // The servers the previous upstream found through DNS serve at once here, until this one's first resolution.
+    const found = previous.#discovery?.servers;
+    const discover = this.config.discover;
+    const was = previous.config.discover;
+    if (this.#discovery !== undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
+      this.#discovery.seed(found);
+      this.#discover(found);
+    }
     const before = new Map(previous.servers.map((server) => [server.address, server]));
     const checked = this.#checker !== undefined;
     const ids = new Map<number, number>();
@@ -290,11 +445,13 @@ export class Upstream {
   /** A reload replaced this upstream: its checks stop (the new one has its own); requests in flight go on. */
   drain(): void {
     this.#checker?.stop();
+    this.#discovery?.stop();
   }
 
   /** Stops the checks, lets queued requests go (503), closes the pools (see `UpstreamServer.close` for `cutAfterMs`). */
   async stop(cutAfterMs?: number): Promise<void> {
     this.#checker?.stop();
+    this.#discovery?.stop();
     this.#unpair();
     if (this.#recheck !== undefined) clearImmediate(this.#recheck);
     this.#recheck = undefined;
@@ -302,42 +459,12 @@ export class Upstream {
       clearTimeout(waiter.timer);
       waiter.resolve(false);
     }
-    await Promise.all(this.servers.map((s) => s.close(cutAfterMs)));
-  }
-
-  /**
-   * Sticky values name a server without revealing it: an HMAC of the upstream name and the server's label. Built
-   * again only when the ring's keys changed (a rotation: once per period), never per request.
-   */
-  #rekey(): void {
-    const ring = this.#stickyRing;
-    if (ring.generation === this.#stickyGeneration) return;
-    const idsUnder = (key: Buffer): string[] => this.servers.map((s) => createHmac('sha256', key).update(`${this.name}\0${s.label}`).digest('hex').slice(0, 16));
-    const ids = idsUnder(ring.current);
-    const pins = new Map<string, number>();
-    // The current key's values first: they win should two keys ever give one value.
-    for (const key of ring.accepted) {
-      const values = key === ring.current ? ids : idsUnder(key);
-      values.forEach((value, i) => {
-        if (!pins.has(value)) pins.set(value, i);
-      });
-    }
-    this.#stickyIds = ids;
-    this.#stickyPins = pins;
-    this.#stickyGeneration = ring.generation;
-  }
-
-  /** The id of the server a sticky value names (under any accepted key), or -1. */
-  #pinned(sticky: string | undefined): number {
-    if (sticky === undefined) return -1;
-    this.#rekey();
-    return this.#stickyPins.get(sticky) ?? -1;
+    await Promise.all([...this.servers, ...this.#leaving].map((s) => s.close(cutAfterMs)));
   }
 
   /**
    * The `Set-Cookie` value that pins a client to `server`, or undefined when the upstream is not sticky or the
-   * client's cookie (`current`) already names it under the current key (a value under a previous key is signed
-   * again: the client keeps its server across a rotation).
+   * client's cookie (`current`) already names it.
    */
   stickyCookie(server: UpstreamServer, current: string | undefined): string | undefined {
     const sticky = this.config.sticky;
@@ -366,7 +493,8 @@ export class Upstream {
   stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
-    const pinned = this.servers[this.#pinned(current)];
+    const id = this.#pinned(current);
+    const pinned = id === -1 ? undefined : this.servers.find((s) => s.id === id);
     // A pin to a draining server holds (its clients stay until the operator disables it); a value under a previous
     // key is signed again under the current one.
     if (pinned?.takesPinned(now) === true && (!pinned.backup || !this.#primaries.some((s) => s.isAvailable(now)))) return this.stickyCookie(pinned, current);
@@ -374,7 +502,7 @@ export class Upstream {
     return typeof server === 'string' ? undefined : this.stickyCookie(server, current);
   }
 
-  /** The sticky-cookie value that names a server (under the current key). */
+  /** The sticky-cookie value that names a server. */
   stickyId(server: UpstreamServer): string {
     this.#rekey();
     return this.#stickyIds[server.id]!;

@@ -6,24 +6,35 @@ import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 
-const found = new Map<string, boolean>();
+const found = new Map<string, string | undefined>();
 
-/** Whether an executable `name` is on the PATH. */
-export function haveTool(name: string): boolean {
-  let have = found.get(name);
-  if (have === undefined) {
-    have = (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
-      if (dir === '') return false;
-      try {
-        accessSync(path.join(dir, name), constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    found.set(name, have);
+/**
+ * Folders searched after the PATH: daemons such as dnsmasq live in sbin, which a non-root user's PATH often lacks
+ * (Debian puts /usr/sbin on root's PATH only).
+ */
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** The file of the executable `name` on the PATH (or in an sbin folder), or undefined. */
+export function toolPath(name: string): string | undefined {
+  if (found.has(name)) return found.get(name);
+  let file: string | undefined;
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), ...SBIN]) {
+    if (dir === '') continue;
+    try {
+      accessSync(path.join(dir, name), constants.X_OK);
+      file = path.join(dir, name);
+      break;
+    } catch {
+      // Not in this folder.
+    }
   }
-  return have;
+  found.set(name, file);
+  return file;
+}
+
+/** Whether an executable `name` is on the PATH (or in an sbin folder: see `toolPath`). */
+export function haveTool(name: string): boolean {
+  return toolPath(name) !== undefined;
 }
 
 /**

@@ -152,8 +152,9 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   rewriteLocation(value: string): string {
     const ctx = this.ex.ctx;
     const client = `${ctx.scheme}://${ctx.canonicalAuthority}`;
-    // A spawned instance knows its address only as the port it was given: that is its origin.
-    const origins = this.server.slot === undefined ? this.shared.serverOrigins : [this.target.origin];
+    // A spawned instance knows its address only as the port it was given: that is its origin; so does a server
+    // found through DNS (the configured servers' list was made when the route was built, before DNS named it).
+    const origins = this.server.slot === undefined && !this.server.discovered ? this.shared.serverOrigins : [this.target.origin];
     return rewriteLocation(value, origins, this.server.basePath, client, this.shared.strippedPrefix);
   }
 

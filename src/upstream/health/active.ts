@@ -60,18 +60,23 @@ function checkError(err: unknown, timedOut: boolean, timeoutMs: number): string 
  */
 export type CheckResult = (server: UpstreamServer, passed: boolean, started: number) => void;
 
-/** Runs the checks of one upstream; `stop()` leaves no timer or request behind. */
+/**
+ * Runs the checks of one upstream; `stop()` leaves no timer or request behind. Servers found through DNS come and
+ * go (`add`, `remove`); a new one is checked at once.
+ */
 export class ActiveHealthChecker {
-  readonly #servers: readonly UpstreamServer[];
+  readonly #servers: Set<UpstreamServer>;
   readonly #config: HealthConfig;
   readonly #onChange: HealthChange;
   readonly #onResult: CheckResult | undefined;
-  readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #aborts = new Set<AbortController>();
+  /** Each server's next check. */
+  readonly #timers = new Map<UpstreamServer, NodeJS.Timeout>();
+  /** Each server's check under way. */
+  readonly #aborts = new Map<UpstreamServer, AbortController>();
   #running = false;
 
   constructor(servers: readonly UpstreamServer[], config: HealthConfig, onChange: HealthChange, onResult?: CheckResult) {
-    this.#servers = servers;
+    this.#servers = new Set(servers);
     this.#config = config;
     this.#onChange = onChange;
     this.#onResult = onResult;
@@ -85,19 +90,35 @@ export class ActiveHealthChecker {
 
   stop(): void {
     this.#running = false;
-    for (const timer of this.#timers) clearTimeout(timer);
+    for (const timer of this.#timers.values()) clearTimeout(timer);
     this.#timers.clear();
-    for (const abort of this.#aborts) abort.abort();
+    for (const abort of this.#aborts.values()) abort.abort();
     this.#aborts.clear();
   }
 
+  /** Checks `server` too (found through DNS): at once when the checks run, else from `start`. */
+  add(server: UpstreamServer): void {
+    if (this.#servers.has(server)) return;
+    this.#servers.add(server);
+    if (this.#running) void this.#check(server);
+  }
+
+  /** Checks `server` no more (DNS no longer names it): its next check is cancelled, one under way aborted and ignored. */
+  remove(server: UpstreamServer): void {
+    this.#servers.delete(server);
+    clearTimeout(this.#timers.get(server));
+    this.#timers.delete(server);
+    this.#aborts.get(server)?.abort();
+    this.#aborts.delete(server);
+  }
+
   #schedule(server: UpstreamServer): void {
-    if (!this.#running) return;
+    if (!this.#running || !this.#servers.has(server)) return;
     const timer = setTimeout(() => {
-      this.#timers.delete(timer);
+      this.#timers.delete(server);
       void this.#check(server);
     }, this.#config.interval);
-    this.#timers.add(timer);
+    this.#timers.set(server, timer);
   }
 
   /** One check of one server, then the next is scheduled. */
@@ -105,7 +126,7 @@ export class ActiveHealthChecker {
     const target = server.target;
     if (target === undefined) return this.#schedule(server);
     const abort = new AbortController();
-    this.#aborts.add(abort);
+    this.#aborts.set(server, abort);
     const started = Date.now();
     const timer = setTimeout(() => abort.abort(), this.#config.timeout);
     // Undefined: the check passed; else why it failed.
@@ -130,9 +151,9 @@ export class ActiveHealthChecker {
       failure = checkError(err, abort.signal.aborted, this.#config.timeout);
     } finally {
       clearTimeout(timer);
-      this.#aborts.delete(abort);
+      if (this.#aborts.get(server) === abort) this.#aborts.delete(server);
     }
-    if (!this.#running) return;
+    if (!this.#running || !this.#servers.has(server)) return;
     if (server.target === target) {
       server.lastCheckAt = started;
       server.lastCheckPassed = failure === undefined;
