@@ -11,7 +11,7 @@
  * (a crash, a restart within the TTL), and an upgrade's new process its predecessor's (the new record names the
  * predecessor, which from then on leaves the record alone): neither is a warning.
  *
- * Scope: process (one per `portico run`; a cluster box is one process).
+ * Scope: box (one per `portico run`: a single process's, or with `workers: N` the primary's, never a worker's).
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';

@@ -7,7 +7,9 @@
  * Redis answers again the link is **up**, and the listeners of `onUp` re-sync what they keep there. A call Redis
  * answers with an error (OOM, WRONGTYPE) falls back alone: Redis is reachable, the link stays up.
  *
- * Scope: process. Each process (a single `portico run`, the primary and each worker of `workers: N`) has its own.
+ * Scope: process. Each process (a single `portico run`, the primary and each worker of `workers: N`) has its own:
+ * a worker's carries its data plane's calls (rate limits, the shared cache tier, http-01 token lookups), the
+ * primary's the box's control plane (heartbeat, operator's actions, ACME).
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -25,6 +27,11 @@ export interface ClusterSettings {
   timeoutMs: number;
   /** The boxes the cluster is meant to have (`cluster.boxes`): the least count a rate limit's local share assumes. */
   expectedBoxes?: number;
+  /**
+   * The processes of this box that limit on their own while Redis is away (`workers: N`: each worker's link; default
+   * 1): a cluster-wide rate limit's local share is divided among them too.
+   */
+  processes?: number;
 }
 
 /** What a feature gives up when Redis does not answer in time: counted per feature name. */
@@ -67,6 +74,7 @@ export class ClusterLink {
   readonly #handlers = new Map<string, Set<(message: ClusterMessage) => void>>();
   #stopped = false;
   #boxes = 1;
+  readonly #boxesListeners = new Set<(count: number) => void>();
   /** Features whose last call Redis answered with an error (logged once until one succeeds). */
   readonly #refusing = new Set<Feature>();
   /** Reports a link not ready `CONNECT_WAIT_MS` after `start` (see there). */
@@ -128,9 +136,21 @@ export class ClusterLink {
     return this.#boxes;
   }
 
-  /** Set by the heartbeat when it reads the cluster's boxes (at least 1). */
+  /**
+   * Set by the heartbeat when it reads the cluster's boxes (at least 1); a worker's, by its primary (which holds
+   * the box's heartbeat).
+   */
   set boxes(count: number) {
-    this.#boxes = Math.max(1, Math.floor(count));
+    const next = Math.max(1, Math.floor(count));
+    if (next === this.#boxes) return;
+    this.#boxes = next;
+    for (const listener of [...this.#boxesListeners]) listener(next);
+  }
+
+  /** Calls `listener` with the count each time `boxes` changes (a primary passes it on to its workers). Returns the unsubscribe. */
+  onBoxes(listener: (count: number) => void): () => void {
+    this.#boxesListeners.add(listener);
+    return () => this.#boxesListeners.delete(listener);
   }
 
   /** The command connection, for calls `attempt` wraps (scripts, pipelines). */

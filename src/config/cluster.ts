@@ -34,9 +34,6 @@ export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = proc
   if (cluster === undefined) return [];
   if (cluster.name === '') cluster.name = hostname().replace(/[^A-Za-z0-9_.-]/g, '-');
   const problems: Problem[] = [];
-  if (config.workers > 1) {
-    problems.push({ keys: ['cluster'], message: `a cluster box runs as one process for now: set workers: 1 (or leave workers out), and run more boxes for more cores` });
-  }
   const url = redisUrlProblem(cluster.redis);
   if (url !== undefined) problems.push({ keys: ['cluster', 'redis'], message: url });
   if (!(cluster.timeout >= 1) || cluster.timeout > MAX_CLUSTER_TIMEOUT_MS) {

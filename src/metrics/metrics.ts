@@ -455,6 +455,8 @@ export class Metrics {
       name: 'portico_cluster_redis_up',
       help: 'Whether this box reaches the cluster\'s Redis (1) or runs on its local fallbacks (0).',
       registers,
+      // With workers: 0 when any process of the box does not (each has its own link).
+      aggregator: 'min',
       collect() {
         const link = cluster();
         this.set(link?.up === true ? 1 : 0);
@@ -464,6 +466,8 @@ export class Metrics {
       name: 'portico_cluster_boxes',
       help: 'Boxes of the cluster the last heartbeat saw, this one included (kept while Redis is away).',
       registers,
+      // With workers: every process of the box has the primary's count.
+      aggregator: 'max',
       collect() {
         const link = cluster();
         this.set(link?.boxes ?? 1);

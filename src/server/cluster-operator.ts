@@ -21,12 +21,12 @@
  * tier forgets what was purged while it was down; its memory tier starts empty anyway). A box away longer than the
  * list reaches back forgets its zones whole (a purge it cannot replay must not be served).
  *
- * Scope: process (a cluster box is one process). Every Redis call runs under `ClusterLink.attempt`.
+ * Scope: box. A single process holds it; with `workers: N`, the primary does, and its host passes what it applies to
+ * every worker (`Primary`, server/workers.ts). Every Redis call runs under `ClusterLink.attempt`.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ClusterLink, ClusterMessage } from '../cluster/link.js';
-import type { CacheZone } from '../cache/zone.js';
 import type { Config } from '../config/load.js';
 import type { ClusterReach, PurgeTarget } from '../control/admin-types.js';
 import type { StateDir } from '../tls/state-dir.js';
@@ -69,10 +69,15 @@ export interface OperatorHost {
   readonly overrides: ServerOverrides;
   /** Applies an override to the live upstreams that have the server (none: nothing to do). */
   apply(upstream: string, server: string, override: ServerOverride | undefined): void;
-  /** The cache zone of the name in the config serving. */
-  zone(name: string): CacheZone | undefined;
-  /** The zones of the config serving. */
-  zones(): CacheZone[];
+  /**
+   * Removes from the zone of the name what any of `targets` names (each checked against the config already),
+   * in every process of the box; resolves with the count removed (undefined: no such zone here).
+   */
+  purge(zone: string, targets: readonly PurgeTarget[]): Promise<number | undefined>;
+  /** Empties every cache zone of the box (a purge it cannot replay must not be served). */
+  purgeAll(): Promise<void>;
+  /** Another box's invalidation: the zone of the name forgets the key (or prefix) in every process, not told on. */
+  invalidate(zone: string, kind: 'key' | 'prefix', value: string): Promise<void>;
   /** The state directory, when there is one. */
   state(): StateDir | undefined;
 }
@@ -291,21 +296,19 @@ export class ClusterOperator {
     const { gap, apply, until } = missedPurges(purges, this.#appliedUntil, this.#seen, now, texts.length >= PURGE_CAP);
     if (gap) {
       this.#logger.warn({ applied_until: new Date(this.#appliedUntil).toISOString() }, 'cluster: this box was away longer than the purges kept in Redis reach back: every cache zone is emptied');
-      for (const zone of this.#host.zones()) await zone.purgeMatching(() => true);
+      await this.#host.purgeAll();
     }
-    const byZone = new Map<string, KeyMatch[]>();
+    const byZone = new Map<string, PurgeTarget[]>();
     for (const purge of apply) {
-      const match = this.#plan(purge);
-      if (match === undefined) continue;
+      if (this.#plan(purge) === undefined) continue;
       let list = byZone.get(purge.zone);
       if (list === undefined) byZone.set(purge.zone, (list = []));
-      list.push(match);
+      list.push(purge.target);
     }
-    for (const [name, matches] of byZone) {
-      const zone = this.#host.zone(name);
-      if (zone === undefined) continue;
-      const removed = await zone.purgeMatching((key) => matches.some((match) => match(key)));
-      this.#logger.info({ zone: name, purges: matches.length, removed }, 'cluster: purges made while this box was away applied');
+    for (const [name, targets] of byZone) {
+      const removed = await this.#host.purge(name, targets);
+      if (removed === undefined) continue;
+      this.#logger.info({ zone: name, purges: targets.length, removed }, 'cluster: purges made while this box was away applied');
     }
     for (const [id, at] of this.#seen) if (at <= until) this.#seen.delete(id);
     if (until !== this.#appliedUntil) {
@@ -402,11 +405,9 @@ export class ClusterOperator {
         const purge = parsePurge(message);
         if (purge === undefined || purge.at <= this.#appliedUntil || this.#seen.has(purge.id)) return;
         this.#seen.set(purge.id, purge.at);
-        const match = this.#plan(purge);
-        const zone = this.#host.zone(purge.zone);
-        if (match === undefined || zone === undefined) return;
-        void zone.purgeMatching(match).then(
-          (removed) => this.#logger.info({ zone: purge.zone, target: purge.target, box: purge.box, removed }, 'cluster: purge from another box applied'),
+        if (this.#plan(purge) === undefined) return;
+        void this.#host.purge(purge.zone, [purge.target]).then(
+          (removed) => void (removed !== undefined && this.#logger.info({ zone: purge.zone, target: purge.target, box: purge.box, removed }, 'cluster: purge from another box applied')),
           (err: unknown) => this.#logger.warn({ err, zone: purge.zone }, 'cluster: a purge from another box failed'),
         );
         return;
@@ -414,9 +415,7 @@ export class ClusterOperator {
       case 'invalidate': {
         const { zone: name, how, value } = message;
         if (typeof name !== 'string' || typeof value !== 'string' || (how !== 'key' && how !== 'prefix')) return;
-        const zone = this.#host.zone(name);
-        if (zone === undefined) return;
-        void (how === 'key' ? zone.purge(value, false) : zone.purgePrefix(value, false)).catch((err: unknown) => this.#logger.warn({ err, zone: name }, 'cluster: an invalidation from another box failed'));
+        void this.#host.invalidate(name, how, value).catch((err: unknown) => this.#logger.warn({ err, zone: name }, 'cluster: an invalidation from another box failed'));
         return;
       }
       default:

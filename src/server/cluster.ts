@@ -13,11 +13,14 @@ import { Heartbeat } from '../cluster/heartbeat.js';
 import { EpochKeys } from '../cluster/keys.js';
 import { secretId } from '../cluster/sealed.js';
 
-/** The process's link for `config` (undefined: no `cluster` section, one box alone). */
-export function clusterLink(config: Config, logger: Logger): ClusterLink | undefined {
+/**
+ * The process's link for `config` (undefined: no `cluster` section, one box alone). `processes`: a worker's, the
+ * box's worker count (see `ClusterSettings.processes`).
+ */
+export function clusterLink(config: Config, logger: Logger, processes = 1): ClusterLink | undefined {
   const cluster = config.cluster;
   if (cluster === undefined) return undefined;
-  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes }, logger);
+  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes, processes }, logger);
 }
 
 /** What the heartbeat reads of the running server at each beat. */

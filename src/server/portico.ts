@@ -47,6 +47,7 @@ import type { UpstreamOptions } from '../upstream/upstream.js';
 import { Metrics } from '../metrics/metrics.js';
 import { ClusterLink } from '../cluster/link.js';
 import { clusterKeys, clusterLink, heartbeat, type ClusterKeys } from './cluster.js';
+import { lookUpTokens } from '../tls/acme-cluster.js';
 import type { Heartbeat } from '../cluster/heartbeat.js';
 import { ClusterOperator } from './cluster-operator.js';
 import type { ProcessStatus } from '../control/admin-types.js';
@@ -124,6 +125,13 @@ export interface WorkerRole {
   slotPort(upstream: string, slot: string): number | undefined;
   /** The operator's say on servers, as the primary holds it (see `setServerOverride` for later changes). */
   servers: OverrideList;
+  /** The box's worker count: with a `cluster`, a cluster-wide rate limit's share while Redis is away is divided by it. */
+  count: number;
+  /**
+   * Called once the zones and upstreams are started, before the listeners bind: a cluster box's worker applies the
+   * purges its primary's first re-sync found (made while the box was down) there.
+   */
+  beforeListen?(): Promise<void>;
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
@@ -217,7 +225,9 @@ export class Portico {
     );
     this.#upgrade = options.successorOf;
     this.#reloadGraceMs = options.reloadGraceMs ?? RELOAD_DRAIN_MS;
-    this.#cluster = clusterLink(config, logger);
+    // A worker's link carries its data plane (docs/cluster.md, "Workers in a box"); the heartbeat, the operator's
+    // actions and ACME are the primary's.
+    this.#cluster = clusterLink(config, logger, options.worker?.count);
     this.#zones = new CacheZones(logger, this.#cluster);
     this.#worker = options.worker;
     this.#operator = new ServerOverrides(logger);
@@ -235,7 +245,7 @@ export class Portico {
     };
     this.#upstreams = new UpstreamRegistry(logger, this.#upstreamOptions);
     this.#shared = this.#cluster === undefined || this.#worker !== undefined ? undefined : this.#clusterOperator(this.#cluster);
-    this.#heartbeat = heartbeat(this.#cluster, () => ({ config: this.#app.config, listeners: this.#listenerList(), admin: this.adminUrl }), logger, {
+    this.#heartbeat = heartbeat(this.#worker === undefined ? this.#cluster : undefined, () => ({ config: this.#app.config, listeners: this.#listenerList(), admin: this.adminUrl }), logger, {
       version: options.version ?? 'unknown',
       startedAt: this.#startedAt,
       predecessor: options.successorOf?.predecessor,
@@ -245,8 +255,12 @@ export class Portico {
     if (this.#worker === undefined) this.#openState(config.state_dir);
     if (this.#clusterKeys !== undefined) this.#appState.stickyKey = this.#clusterKeys.sticky;
     if (this.#worker !== undefined) {
-      this.#appState.stickyKey = this.#worker.stickyKey;
+      // A cluster box's worker derives the cluster's keys itself (the same on every process of every box, rotating on
+      // its own timer): the primary's key is for a box alone.
+      this.#appState.stickyKey = this.#clusterKeys?.sticky ?? this.#worker.stickyKey;
       this.#appState.challenges = this.#worker.challenges;
+      // The CA's validation may reach this worker for another box's order: its token is looked up in Redis.
+      if (this.#cluster !== undefined) lookUpTokens(this.#cluster, this.#worker.challenges);
     }
     const plan = this.#zones.resolve(config.caches);
     this.#sharePurges(plan.fresh);
@@ -281,7 +295,7 @@ export class Portico {
         handshakes: () => (this.#counting ? this.#metrics : undefined),
       },
       logger,
-      this.#worker?.listeners ?? (this.#clusterKeys === undefined ? undefined : { ticketKeys: this.#clusterKeys.tickets.current }),
+      this.#clusterKeys === undefined ? this.#worker?.listeners : { ...this.#worker?.listeners, ticketKeys: this.#clusterKeys.tickets.current },
     );
   }
 
@@ -305,8 +319,9 @@ export class Portico {
         config: () => this.#app.config,
         overrides: this.#operator,
         apply: (upstream, server, override) => void this.#setLive(upstream, server, override),
-        zone: (name) => this.#app.cacheZone(name),
-        zones: () => this.#liveZones(),
+        purge: (zone, targets) => this.purgeTargets(zone, targets),
+        purgeAll: () => this.purgeAll(),
+        invalidate: async (zone, kind, value) => void (await this.purge(zone, kind, value)),
         state: () => this.#state,
       },
       this.#logger,
@@ -324,11 +339,38 @@ export class Portico {
   }
 
   /**
+   * Purges made on another box (see `ClusterOperator`): this process's zone of the name forgets what any of
+   * `targets` names (each worked out from this config's routes, see `planPurge`), without telling it on. Resolves
+   * with the count removed (undefined: no such zone here).
+   */
+  async purgeTargets(zone: string, targets: readonly PurgeTarget[]): Promise<number | undefined> {
+    const found = this.#app.cacheZone(zone);
+    if (found === undefined) return undefined;
+    const matches = targets.map((target) => planPurge(this.#app.config, zone, target));
+    return found.purgeMatching((key) => matches.some((match) => match(key)));
+  }
+
+  /** Empties every cache zone of the config serving (a box away longer than the cluster's purges reach back). */
+  async purgeAll(): Promise<void> {
+    for (const zone of this.#liveZones()) await zone.purgeMatching(() => true);
+  }
+
+  /**
    * A worker: the primary's Supervisor moved a spawned slot (see `SlotSink.moved`); resolves once nothing is in
    * flight on its previous port here (bounded by `drainMs`).
    */
   moveSlot(upstream: string, slot: string, port: number | undefined, drainMs: number): Promise<void> {
     return this.#sink.moved(upstream, slot, port, drainMs);
+  }
+
+  /** A worker: how many boxes the primary's heartbeat counts now (a cluster-wide rate limit's share while Redis is away). */
+  set clusterBoxes(count: number) {
+    if (this.#cluster !== undefined) this.#cluster.boxes = count;
+  }
+
+  /** This process's cluster link's figures (undefined: no cluster): a worker's, for its primary's /status. */
+  clusterLinkStats(): ReturnType<ClusterLink['stats']> | undefined {
+    return this.#cluster?.stats();
   }
 
   /** An active check's outcome from the primary (see `Upstream.applyCheck`), for the app now serving. */
@@ -783,6 +825,7 @@ export class Portico {
       const controlDir = this.#options.control === true && this.#openControlDir(this.#app.config);
       // A cluster box serves with the cluster's drains and without what was purged while it was down (bounded).
       await this.#shared?.ready(CLUSTER_SYNC_AT_START_MS);
+      await this.#worker?.beforeListen?.();
       await this.#supervisor?.start();
       await this.#listeners.start(inherited);
       // An upgrade's new process binds the control socket once it has taken over (`succeeded`): the old one's

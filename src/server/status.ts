@@ -181,7 +181,13 @@ export function mergeProcessStatus(list: readonly ProcessStatus[]): ProcessStatu
       (a, b) => {
         const hits = a.hits + b.hits;
         const misses = a.misses + b.misses;
-        return { zone: a.zone, entries: a.entries + b.entries, bytes: a.bytes + b.bytes, hits, misses, stale: a.stale + b.stale, hit_ratio: hitRatio(hits, misses) };
+        const merged: CacheStatus = { zone: a.zone, entries: a.entries + b.entries, bytes: a.bytes + b.bytes, hits, misses, stale: a.stale + b.stale, hit_ratio: hitRatio(hits, misses) };
+        // A shared tier's figures, summed over the workers (each has its own link to it).
+        if (a.shared !== undefined || b.shared !== undefined) {
+          const [x, y] = [a.shared ?? { hits: 0, writes: 0, too_large: 0 }, b.shared ?? { hits: 0, writes: 0, too_large: 0 }];
+          merged.shared = { hits: x.hits + y.hits, writes: x.writes + y.writes, too_large: x.too_large + y.too_large };
+        }
+        return merged;
       },
     ),
   };

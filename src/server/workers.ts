@@ -10,6 +10,12 @@
  * caches, request collapsing, passive health and policy state are per worker (purges and invalidations are sent
  * to every worker); the disk tier of a cache is a folder per worker (`<path>/w<N>`); rate limits and connection
  * limits are divided by N; active checks, ACME, TLS ticket keys and the sticky key are the primary's, shared.
+ *
+ * A cluster box (`cluster`, docs/cluster.md "Workers in a box") splits the same way one level up: each worker has
+ * its own Redis link for its data plane (cluster-wide rate limits, not divided: one bucket in Redis; the shared cache
+ * tier; http-01 token lookups), and the primary holds the box's place in the cluster on a link of its own: the one
+ * heartbeat, the operator's actions and purges from the other boxes (`ClusterOperator`, passed to the workers as
+ * `servers` / `purge*` messages), and ACME with the cluster's lock (`AcmeCluster`).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
@@ -44,6 +50,12 @@ import { hasSpawn, type SlotSink, type SupervisorFactory, type SupervisorLike } 
 import { checkServerId, configuredServerStatus, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { planPurge } from './purge.js';
 import { WorkerQuestions, type Asked, type Reply } from './worker-questions.js';
+import type { ClusterReach } from '../control/admin-types.js';
+import type { ClusterLink } from '../cluster/link.js';
+import type { Heartbeat } from '../cluster/heartbeat.js';
+import { clusterLink, heartbeat } from './cluster.js';
+import { ClusterOperator } from './cluster-operator.js';
+import { clusterStatus } from './status.js';
 
 /** The environment variable that tells a worker its slot (1…N) and the count. */
 export const WORKER_ENV = 'PORTICO_WORKER';
@@ -65,6 +77,11 @@ const MOVE_MARGIN_MS = 2_000;
 const ASK_TIMEOUT_MS = 2_000;
 /** How long the primary waits for each worker's status and metrics (a worker that does not answer is left out). */
 const STATUS_TIMEOUT_MS = 2_000;
+/** How long a cluster box's primary waits at start for its first re-sync of the operator's actions (Redis away: not more). */
+const CLUSTER_SYNC_AT_START_MS = 1000;
+
+/** A worker's cluster link figures (see `ClusterLink.stats`). */
+type LinkStats = ReturnType<ClusterLink['stats']>;
 
 /** A worker's reply to a reload or a reopen, as the text of its error (undefined: it did what it was asked). */
 function replyError(slot: number, reply: Reply<{ error?: string }>, timeoutMs: number): string | undefined {
@@ -89,6 +106,7 @@ interface WorkerAnswer {
   pid: number | undefined;
   status: ProcessStatus | undefined;
   metrics: MetricsJson | undefined;
+  link: LinkStats | undefined;
 }
 
 /**
@@ -129,7 +147,17 @@ export type ToWorker =
       slots: Array<[string, string, number]>;
       /** The operator's say on servers (drain, disable, weight), as the primary holds it. */
       servers: OverrideList;
+      /** A cluster box: the boxes its heartbeat counts now (kept current by `boxes`). */
+      boxes: number;
+      /**
+       * A cluster box starting: the purges its first re-sync found (made while it was down), applied by the worker
+       * before it listens (`purgeTargets` with seq 0, `purgeAll`, `purge`).
+       */
+      purges: ToWorker[];
     }
+  | { t: 'purgeTargets'; seq: number; zone: string; targets: PurgeTarget[] }
+  | { t: 'purgeAll' }
+  | { t: 'boxes'; count: number }
   | { t: 'servers'; seq: number; upstream: string; id: string; override: ServerOverride | null }
   | { t: 'purgeTarget'; seq: number; zone: string; target: PurgeTarget }
   | { t: 'moved'; seq: number; upstream: string; slot: string; port: number | null; drainMs: number }
@@ -153,7 +181,7 @@ export type ToPrimary =
   | { t: 'purged'; zone: string; kind: 'key' | 'prefix'; value: string }
   /** The answer to `servers` (the server's status in that worker; null: its config has no such server) or `purgeTarget`. */
   | { t: 'answer'; seq: number; status?: ServerStatus | null; purged?: number; error?: string }
-  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson }
+  | { t: 'status'; seq: number; status: ProcessStatus; metrics: MetricsJson; link?: LinkStats }
   | { t: 'reopened'; seq: number; error?: string };
 
 /** Whether this Node can give each worker its own listening socket (`reusePort`: Node ≥ 22.12, ≥ 23.1). */
@@ -181,7 +209,8 @@ function share(value: number, count: number): number {
 
 /**
  * A worker's view of the config: what is counted per process is divided by the worker count, so that N workers
- * together never allow N times the configured value — rate limits (rate and burst), connection limits per
+ * together never allow N times the configured value — rate limits (rate and burst; not a cluster-wide one, whose
+ * bucket is in Redis), connection limits per
  * listener and per client address, `max_conns` per upstream server; cache memory and disk sizes (the config's
  * sizes stay the machine's budget). Each worker's disk tier is its own folder, `<path>/w<slot>`: a disk tier's
  * index lives in the memory of the process that opened it, so two processes must never write one folder.
@@ -198,7 +227,10 @@ export function workerConfig(config: Config, slot: number, count: number): Confi
   const middlewares = <T extends { kind: string; options: unknown }>(list: readonly T[]): T[] =>
     list.map((used) => {
       if (used.kind !== 'rate_limit') return used;
-      const options = used.options as { rate: number; burst?: number };
+      const options = used.options as { rate: number; burst?: number; scope?: string };
+      // A cluster-wide rule is one bucket in Redis for the whole fleet: not divided (its local share while Redis is
+      // away is divided by the workers through the link's `processes`).
+      if (config.cluster !== undefined && options.scope !== 'box') return used;
       const burst = options.burst === undefined ? undefined : share(options.burst, count);
       return { ...used, options: { ...options, rate: options.rate / count, ...(burst === undefined ? {} : { burst }) } };
     });
@@ -338,6 +370,15 @@ export class Primary {
   #metrics: { metrics: Metrics; answered: Gauge } | undefined;
   /** The pid file, written once every worker serves. */
   #pidFile: PidFile | undefined;
+  /** A cluster box: the primary's Redis link (its control plane; each worker has its own for its data plane). */
+  readonly #cluster: ClusterLink | undefined;
+  /** A cluster box: its one heartbeat (the box's, whatever its worker count). */
+  readonly #heartbeat: Heartbeat | undefined;
+  /** A cluster box: the operator's actions and purges shared with the other boxes, passed on to every worker. */
+  readonly #shared: ClusterOperator | undefined;
+  /** While starting: the purges the cluster's re-sync made, for the `init` of workers not told yet (see `ToWorker`). */
+  #startPurges: ToWorker[] | undefined = [];
+  #offBoxes: (() => void) | undefined;
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
@@ -381,6 +422,49 @@ export class Primary {
       logger,
     );
     this.#admin = new AdminService(adminParts(this), logger, options.admin);
+    this.#cluster = clusterLink(config, logger);
+    this.#heartbeat = heartbeat(this.#cluster, () => ({ config: this.#config, listeners: this.#listenerList(), admin: this.adminUrl }), logger, {
+      version: options.version ?? 'unknown',
+      startedAt: this.#startedAt,
+    });
+    this.#shared = this.#cluster === undefined ? undefined : this.#clusterOperator(this.#cluster);
+  }
+
+  /** The cluster's side of the operator's actions, on the primary's overrides and checkers, passed on to every worker. */
+  #clusterOperator(link: ClusterLink): ClusterOperator {
+    return new ClusterOperator(
+      link,
+      {
+        config: () => this.#config,
+        overrides: this.#operator,
+        apply: (upstream, server, override) => {
+          for (const checker of this.#checkers) {
+            const held = checker.name === upstream ? checker.server(server) : undefined;
+            if (held !== undefined) checker.setOperator(held, override?.admin ?? 'enabled', override?.weight);
+          }
+          void this.#tellOverride(upstream, server, override);
+        },
+        purge: (zone, targets) => this.#purgeInWorkers(zone, targets),
+        purgeAll: async () => this.#toWorkers({ t: 'purgeAll' }),
+        invalidate: async (zone, kind, value) => this.#toWorkers({ t: 'purge', zone, kind, value }),
+        state: () => this.#state,
+      },
+      this.#logger,
+    );
+  }
+
+  /** A purge for every worker: sent to those running, and while starting kept for the `init` of the others. */
+  #toWorkers(message: ToWorker): void {
+    this.#startPurges?.push(message);
+    this.broadcast(message);
+  }
+
+  /** Purges from another box (see `OperatorHost.purge`), made by every worker with its own routes' keys. */
+  async #purgeInWorkers(zone: string, targets: readonly PurgeTarget[]): Promise<number | undefined> {
+    if (this.#config.caches[zone] === undefined) return undefined;
+    this.#startPurges?.push({ t: 'purgeTargets', seq: 0, zone, targets: [...targets] });
+    const answers = await this.#ask((seq) => ({ t: 'purgeTargets', seq, zone, targets: [...targets] }));
+    return answers.reduce((sum, { answer }) => sum + (answer?.purged ?? 0), 0);
   }
 
   /** The config now serving. */
@@ -441,6 +525,11 @@ export class Primary {
       this.#state ??= openControlDir(this.#config, this.#logger);
       if (this.#state !== undefined) this.#operator.load(this.#state);
       this.#startChecks(this.#config);
+      // A cluster box: its drains and the purges made while it was down are in the workers' `init` (bounded wait).
+      this.#cluster?.start();
+      this.#shared?.start();
+      await this.#shared?.ready(CLUSTER_SYNC_AT_START_MS);
+      this.#offBoxes = this.#cluster?.onBoxes((count) => this.broadcast({ t: 'boxes', count }));
       for (let i = 1; i <= this.#count; i++) this.#slots.push({ index: i, worker: undefined, pid: undefined, startedAt: 0, told: false, timer: undefined });
       const [first, ...rest] = this.#slots;
       this.#addresses = await this.#fork(first!);
@@ -448,6 +537,7 @@ export class Primary {
         if (listener.addr.port === 0 && this.#addresses[i] !== undefined) this.#ports.set(listener.addr.text, this.#addresses[i]!.port);
       });
       await Promise.all(rest.map((slot) => this.#fork(slot)));
+      this.#startPurges = undefined;
       // The control socket once every worker serves (a reload must reach them all).
       if (this.#state !== undefined) {
         const control = new ControlServer(this.#config.control.socket, this.#operations, this.#logger, { admin: this.#admin.api });
@@ -455,6 +545,8 @@ export class Primary {
         this.#control = control;
       }
       await this.#admin.start(this.#config);
+      // The box joins the cluster's list once it serves.
+      this.#heartbeat?.start();
       const pidFile = pidFilePath(this.#config, this.#state?.path);
       if (pidFile !== undefined) {
         this.#pidFile = new PidFile(pidFile, this.#logger);
@@ -530,6 +622,8 @@ export class Primary {
         return [upstream, slot, port];
       }),
       servers: this.#operator.list(),
+      boxes: this.#cluster?.boxes ?? 1,
+      purges: this.#startPurges ?? [],
     };
   }
 
@@ -576,6 +670,8 @@ export class Primary {
 
   #onMessage(worker: Worker, message: ToPrimary): void {
     if (message.t === 'purged') {
+      // The other boxes forget it too; a zone with a shared tier has told them itself (see `SharedTier`).
+      if (this.#config.caches[message.zone]?.shared === undefined) this.#shared?.invalidated(message.zone, message.kind, message.value);
       for (const slot of this.#slots) {
         if (slot.worker !== undefined && slot.worker !== worker && slot.worker.isConnected()) {
           slot.worker.send({ t: 'purge', zone: message.zone, kind: message.kind, value: message.value } satisfies ToWorker, (err: Error | null) => void err);
@@ -661,7 +757,11 @@ export class Primary {
           this.broadcast({ t: 'uncertificate', id });
         },
       };
-      this.#acme = new AcmeSites({ state: this.#state, sink, challenges: this.#challenges, logger: this.#logger });
+      // A cluster box: the account, certificates and tokens are shared through Redis, one order per site (docs/cluster.md).
+      const link = this.#cluster;
+      const settings = config.cluster;
+      const cluster = link === undefined || settings === undefined ? undefined : new (await import('../tls/acme-cluster.js')).AcmeCluster(link, settings.key, settings.acme_lease, this.#logger);
+      this.#acme = new AcmeSites({ state: this.#state, sink, challenges: this.#challenges, logger: this.#logger, cluster });
     }
     if (this.#stopping) return;
     try {
@@ -772,19 +872,24 @@ export class Primary {
       config: this.#config.file,
       state_dir: this.#state?.path ?? null,
       control_socket: this.#control?.socket ?? null,
-      listeners: this.#addresses.map((address, i) => {
-        const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-        return { address: `${host}:${address.port}`, url: `${this.#config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
-      }),
+      listeners: this.#listenerList(),
       workers: this.workers(),
       instances: this.#supervisor?.slots() ?? [],
     };
   }
 
+  /** Each listener's bound address and URL (the workers'). */
+  #listenerList(): Array<{ address: string; url: string }> {
+    return this.#addresses.map((address, i) => {
+      const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+      return { address: `${host}:${address.port}`, url: `${this.#config.listen[i]?.tls === undefined ? 'http' : 'https'}://${host}:${address.port}/` };
+    });
+  }
+
   /** The primary's own metrics, made on first need (a scrape). */
   #ownMetrics(): { metrics: Metrics; answered: Gauge } {
     if (this.#metrics !== undefined) return this.#metrics;
-    const metrics = new Metrics();
+    const metrics = new Metrics({ cluster: this.#cluster !== undefined });
     const answered = new Gauge({
       name: 'portico_workers_answered',
       help: 'Workers whose metrics are in this scrape (the others did not answer within 2 s).',
@@ -795,6 +900,7 @@ export class Primary {
       zones: () => [],
       connections: () => ({ open: 0, streams: 0 }),
       certificates: () => this.#certificateStatuses(),
+      cluster: this.#cluster,
     });
     this.#metrics = { metrics, answered };
     return this.#metrics;
@@ -815,8 +921,8 @@ export class Primary {
     const replies = await this.#questions.ask('status', this.#told(), (seq) => ({ t: 'status', seq }), STATUS_TIMEOUT_MS);
     return slots.map(({ slot, pid }) => {
       const reply = replies.find((r) => r.slot === slot)?.reply;
-      if (reply?.kind !== 'answer') return { slot, pid, status: undefined, metrics: undefined };
-      return { slot, pid, status: reply.answer.status, metrics: reply.answer.metrics };
+      if (reply?.kind !== 'answer') return { slot, pid, status: undefined, metrics: undefined, link: undefined };
+      return { slot, pid, status: reply.answer.status, metrics: reply.answer.metrics, link: reply.answer.link };
     });
   }
 
@@ -837,7 +943,27 @@ export class Primary {
       certificates: this.#certificateStatuses(),
       counting: this.#config.admin !== undefined,
       process: mergeProcessStatus(answers.flatMap((a) => (a.status === undefined ? [] : [a.status]))),
+      cluster: this.#clusterStatus(answers),
     });
+  }
+
+  /**
+   * The cluster part of /status: the boxes as the primary's heartbeat reads them (this box once, whatever its worker
+   * count), and Redis as every process of the box sees it: up only when the primary's link and every worker's that
+   * answered are, the fallbacks and outages summed over them.
+   */
+  #clusterStatus(answers: readonly WorkerAnswer[]): StatusReport['cluster'] {
+    if (this.#cluster === undefined || this.#heartbeat === undefined) return undefined;
+    const status = clusterStatus(this.#cluster, this.#heartbeat);
+    const redis = { ...status.redis, fallbacks: { ...status.redis.fallbacks } };
+    for (const { link } of answers) {
+      if (link === undefined) continue;
+      redis.up &&= link.up;
+      redis.outages += link.outages;
+      if (link.down_since !== null && (redis.down_since === null || link.down_since < Date.parse(redis.down_since))) redis.down_since = new Date(link.down_since).toISOString();
+      for (const [feature, n] of Object.entries(link.fallbacks)) redis.fallbacks[feature] = (redis.fallbacks[feature] ?? 0) + n;
+    }
+    return { ...status, redis };
   }
 
 
@@ -863,10 +989,17 @@ export class Primary {
    * (a worker started later gets it in `init`). Resolves with the server's status (in flight summed over the
    * workers that answered within 2 s; with none, from the primary's own view).
    */
-  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
+  async serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus & { cluster?: ClusterReach }> {
+    const status = await this.#serverAction(upstream, server, action);
+    // A cluster box: then kept in Redis and published to every box (`cluster` says how far it went).
+    if (this.#shared === undefined) return status;
+    return { ...status, cluster: await this.#shared.shareServer(upstream, server, this.#operator.get(upstream, server)) };
+  }
+
+  async #serverAction(upstream: string, server: string, action: ServerAction): Promise<ServerStatus> {
     checkServerId(this.#config, upstream, server);
     const override = nextOverride(this.#operator.get(upstream, server), action);
-    await this.#operator.set(upstream, server, override);
+    await this.#operator.set(upstream, server, override, this.#shared === undefined ? undefined : Date.now());
     const checker = this.#checkers.find((u) => u.name === upstream);
     const held = checker?.server(server);
     if (checker !== undefined && held !== undefined) checker.setOperator(held, override?.admin ?? 'enabled', override?.weight);
@@ -895,7 +1028,7 @@ export class Primary {
    * zone, 400 bad URL), made by every worker with its own routes' keys; resolves with the sum of their counts. A
    * worker that does not answer within 2 s is named in `unanswered` (its slot numbers).
    */
-  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number; unanswered?: number[] }> {
+  async purgeTarget(zone: string, target: PurgeTarget): Promise<{ purged: number; unanswered?: number[]; cluster?: ClusterReach }> {
     planPurge(this.#config, zone, target);
     const answers = await this.#ask((seq) => ({ t: 'purgeTarget', seq, zone, target }));
     let purged = 0;
@@ -904,7 +1037,9 @@ export class Primary {
       if (answer === undefined || answer.error !== undefined || answer.purged === undefined) unanswered.push(slot);
       else purged += answer.purged;
     }
-    return unanswered.length === 0 ? { purged } : { purged, unanswered };
+    // A cluster box: then kept in Redis and published to every box.
+    const cluster = this.#shared === undefined ? undefined : await this.#shared.sharePurge(zone, target);
+    return { purged, ...(unanswered.length === 0 ? {} : { unanswered }), ...(cluster === undefined ? {} : { cluster }) };
   }
 
   /**
@@ -954,8 +1089,10 @@ export class Primary {
     this.#stopping = true;
     this.#operations.stop();
     this.#admin.stopping();
-    await Promise.all([this.#control?.stop(), this.#admin.stop()]);
+    // The box leaves the cluster's list first: it takes no new connections from here.
+    await Promise.all([this.#control?.stop(), this.#admin.stop(), this.#heartbeat?.stop()]);
     this.#acme?.stop();
+    this.#offBoxes?.();
     for (const upstream of this.#checkers) void upstream.stop(0);
     const exits = this.#slots.map((slot) => {
       if (slot.timer !== undefined) clearTimeout(slot.timer);
@@ -974,9 +1111,26 @@ export class Primary {
     await Promise.all(exits);
     await this.#supervisor?.stop();
     await this.#deploys;
+    await this.#shared?.stop();
     await this.#operator.settled();
+    await this.#cluster?.stop();
     this.#pidFile?.remove();
     this.#state?.release();
+  }
+}
+
+/** A cluster purge the primary passes on (see `OperatorHost`), made in this worker; resolves with the count removed. */
+async function applyPurge(server: Portico, message: ToWorker): Promise<number> {
+  switch (message.t) {
+    case 'purgeTargets':
+      return (await server.purgeTargets(message.zone, message.targets)) ?? 0;
+    case 'purgeAll':
+      await server.purgeAll();
+      return 0;
+    case 'purge':
+      return server.purge(message.zone, message.kind, message.value);
+    default:
+      return 0;
   }
 }
 
@@ -1040,8 +1194,14 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         purged: (zone, kind, value) => send({ t: 'purged', zone, kind, value }),
         slotPort: (upstream, name) => slotPorts.get(`${upstream}\0${name}`),
         servers: init.servers,
+        count,
+        // A cluster box starting: the purges made while it was down, before this worker serves.
+        beforeListen: async () => {
+          for (const message of init.purges) await applyPurge(server, message).catch((err: unknown) => log.warn({ err }, 'a cluster purge failed'));
+        },
       },
     });
+    server.clusterBoxes = init.boxes;
     for (const certificate of init.certificates) server.certificates.install(certificate.id, certificate.hosts, certificate.cert, certificate.key);
     for (const [upstream, label, healthy] of init.health) server.applyCheck(upstream, label, healthy, false, 0);
     await server.start();
@@ -1076,6 +1236,18 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
         break;
       case 'servers':
         send({ t: 'answer', seq: message.seq, status: server.setServerOverride(message.upstream, message.id, message.override ?? undefined) ?? null });
+        break;
+      case 'purgeTargets':
+        applyPurge(server, message).then(
+          (purged) => send({ t: 'answer', seq: message.seq, purged }),
+          (err: unknown) => send({ t: 'answer', seq: message.seq, error: describeError(err) }),
+        );
+        break;
+      case 'purgeAll':
+        void applyPurge(server, message).catch((err: unknown) => log.warn({ err }, 'purge failed'));
+        break;
+      case 'boxes':
+        server.clusterBoxes = message.count;
         break;
       case 'purgeTarget':
         server.purgeTarget(message.zone, message.target).then(
@@ -1118,7 +1290,10 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
       }
       case 'status':
         Promise.all([server.processStatus(), server.metricsJson()]).then(
-          ([status, metrics]) => send({ t: 'status', seq: message.seq, status, metrics }),
+          ([status, metrics]) => {
+            const link = server.clusterLinkStats();
+            send({ t: 'status', seq: message.seq, status, metrics, ...(link === undefined ? {} : { link }) });
+          },
           (err: unknown) => log.warn({ err }, 'status for the primary failed'),
         );
         break;

@@ -264,10 +264,7 @@ export class AcmeCluster {
    */
   shareChallenges(challenges: Http01Challenges): void {
     this.#challenges = challenges;
-    challenges.share((token) => {
-      if (!TOKEN.test(token)) return Promise.resolve(undefined);
-      return this.#link.attempt<string | undefined>('acme_challenge', async (redis) => (await redis.get(this.#link.key('acme', 'token', token))) ?? undefined, () => undefined);
-    });
+    lookUpTokens(this.#link, challenges);
   }
 
   /** Stops listening to the other boxes (the link itself is the server's). */
@@ -290,4 +287,16 @@ export class AcmeCluster {
       throw new Error(`cannot open ${label} from Redis (${(err as Error).message}): is every box given the same cluster secret?`, { cause: err });
     }
   }
+}
+
+/**
+ * Makes `challenges` look a token that is not pending in this process up in Redis (another box's order), under the
+ * link's deadline for a request: the CA's validation may reach any box, and any worker of a box (each worker of
+ * `workers: N` looks up on its own link).
+ */
+export function lookUpTokens(link: ClusterLink, challenges: Http01Challenges): void {
+  challenges.share((token) => {
+    if (!TOKEN.test(token)) return Promise.resolve(undefined);
+    return link.attempt<string | undefined>('acme_challenge', async (redis) => (await redis.get(link.key('acme', 'token', token))) ?? undefined, () => undefined);
+  });
 }

@@ -49,6 +49,29 @@ test('a local share divides the burst by the boxes (rounded up), at least cluste
   assert.equal(passes(tiny, 'k'), 1, 'a share keeps a burst of at least 1');
 });
 
+test("a worker's local share (workers: N) is the rule / boxes / N: the box's share divided among its workers", () => {
+  const perMs = 12 / 3_600_000;
+  const worker = new ClusterLink({ redis: 'redis://127.0.0.1:1/0', prefix: 'test', name: 'a', timeoutMs: 50, processes: 2 }, pino({ level: 'silent' }));
+  const share = new LocalShare(worker, perMs, 12, 100);
+  assert.equal(share.boxes, 2, 'one box (no heartbeat yet), two workers');
+  assert.equal(passes(share, 'k'), 6, 'burst 12 / 1 box / 2 workers');
+  worker.boxes = 3; // the primary's heartbeat count, passed on
+  assert.equal(share.boxes, 6);
+  assert.equal(passes(share, 'k'), 2, 'burst 12 / 3 boxes / 2 workers');
+});
+
+test('a link tells its listeners when the box count changes (a primary passes it on to its workers), not when it stays', () => {
+  const counted = link();
+  const heard: number[] = [];
+  const off = counted.onBoxes((count) => heard.push(count));
+  counted.boxes = 3;
+  counted.boxes = 3;
+  counted.boxes = 2;
+  off();
+  counted.boxes = 5;
+  assert.deepEqual(heard, [3, 2]);
+});
+
 test('a local share refills at rate / boxes', () => {
   const share = new LocalShare(link(4), 4 / 1000, 4, 100); // 4/s in all: 1/s for each of 4 boxes
   assert.equal(passes(share, 'k'), 1);

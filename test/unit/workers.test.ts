@@ -59,6 +59,26 @@ describe('workers', () => {
     assert.equal(workerConfig(config, 1, 1), config);
   });
 
+  test("in a cluster box, a worker's config keeps a cluster-wide rate limit whole (one bucket in Redis) and divides a scope: box one", () => {
+    process.env.PORTICO_TEST_WORKERS_KEY = 'k'.repeat(64);
+    const text = `workers: 2
+cluster: { redis: "redis://127.0.0.1:6379/0", key_env: PORTICO_TEST_WORKERS_KEY }
+sites:
+  - rate_limit: { rate: 10/s, burst: 20 }
+    routes:
+      - path: /api/
+        rate_limit: { rate: 100/s, burst: 8, scope: box }
+        respond: { body: ok }
+`;
+    const second = workerConfig(parseConfig(text, 'portico.yaml', '/tmp'), 2, 2);
+    const fleet = second.sites[0]!.middlewares.find((m) => m.kind === 'rate_limit')!.options as { rate: number; burst?: number };
+    assert.equal(fleet.rate, 10 / 1000, 'cluster-wide: not divided');
+    assert.equal(fleet.burst, 20);
+    const box = second.sites[0]!.routes[0]!.middlewares.find((m) => m.kind === 'rate_limit')!.options as { rate: number; burst?: number };
+    assert.equal(box.rate, 50 / 1000, 'scope: box: the box\'s buckets, divided among its workers');
+    assert.equal(box.burst, 4);
+  });
+
   test('a crashed worker is replaced after 100 ms, doubling per exit within a minute up to 30 s; the fifth exit within a minute begins a crash loop, reported once', () => {
     const backoff = new RestartBackoff();
     const seen = [0, 1000, 2000, 3000, 4000, 5000].map((at) => backoff.exited(at));

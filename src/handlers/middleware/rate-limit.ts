@@ -6,7 +6,8 @@
  *
  * With a `cluster`, a rule is cluster-wide unless it says `scope: box`: its buckets are in Redis (cluster/
  * rate-bucket.ts, one atomic script call per request), and while Redis is away each box limits on its own at its
- * share, rate and burst / the cluster's boxes (docs/cluster.md, "Rate limits").
+ * share, rate and burst / the cluster's boxes, and / the box's workers in each worker (docs/cluster.md, "Rate
+ * limits").
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -153,9 +154,12 @@ export class LocalShare {
     this.#maxKeys = maxKeys;
   }
 
-  /** The boxes the share is divided by: the heartbeat's count, at least the configured `cluster.boxes`. */
+  /**
+   * What the share is divided by: the boxes (the heartbeat's count, at least the configured `cluster.boxes`) times
+   * the processes of this box that each keep a share (`workers: N`: N).
+   */
   get boxes(): number {
-    return Math.max(1, this.#link.boxes, this.#link.settings.expectedBoxes ?? 1);
+    return Math.max(1, this.#link.boxes, this.#link.settings.expectedBoxes ?? 1) * Math.max(1, this.#link.settings.processes ?? 1);
   }
 
   /** As `TokenBuckets.take`, at this box's share. */
