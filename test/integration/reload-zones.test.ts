@@ -3,6 +3,7 @@
  * per folder, no second store sweeping the first one's files), a failed reload changes nothing, and two zones
  * naming one folder is a config error.
  */
+import { eventually } from '../helpers/supervise.js';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
@@ -41,6 +42,8 @@ describe('reload and disk cache zones', () => {
     assert.equal(app.requests.length, 5);
     // Settings change (memory size): a new zone, same folder. Its memory tier starts empty; the disk tier is the same.
     const before = server.server.cacheZone('main')!;
+    // The disk tier is written after the answers: a loaded machine may not have all five there yet.
+    await eventually(() => before.stored.disk?.entries === 5 && before.diskWritesInFlight === 0, 'the five pages on the disk tier');
     await server.server.reload(parseConfig(text(app.url, '2MB'), path.join(server.dir, 'portico.yaml'), server.dir));
     const after = server.server.cacheZone('main')!;
     assert.notEqual(after, before, 'changed settings make a new zone');
