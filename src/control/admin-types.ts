@@ -4,6 +4,7 @@
  * operations issue: the server layer builds a `StatusReport` (in a single process from its own parts; with
  * workers, the primary's parts plus every worker's `ProcessStatus`, merged), the admin API serves it.
  */
+import type { BoxRecord } from '../cluster/heartbeat.js';
 import type { ControlHandler } from './server.js';
 import type { OperationRequest } from './protocol.js';
 
@@ -160,19 +161,11 @@ export interface StatusReport extends ProcessStatus {
   cluster?: ClusterStatus;
 }
 
-/** One box of the cluster, as the heartbeats in Redis show it. */
-export interface BoxStatus {
-  name: string;
-  version: string;
-  /** Its config's meaning digest (what legitimately differs per box left out: docs/cluster.md). */
-  digest: string;
-  /** Each listener's URL. */
-  address: string[];
-  /** Its admin API's URL (null: none on TCP). */
-  admin: string | null;
-  host: string;
-  pid: number;
-  started: string;
+/**
+ * One box of the cluster, as the heartbeats in Redis show it: what the box says of itself (its name, version,
+ * config digest, listeners' URLs, admin URL, host, pid, start; see `BoxRecord`) and what the box answering makes of it.
+ */
+export interface BoxStatus extends Pick<BoxRecord, 'name' | 'version' | 'digest' | 'address' | 'admin' | 'host' | 'pid' | 'started'> {
   /** Its last heartbeat (ISO 8601; null: this box, not written yet). */
   last_seen: string | null;
   /** Whether this is the box answering. */
