@@ -86,7 +86,10 @@ function normalise(servers: DiscoveredServer[]): DiscoveredServer[] {
 /** The addresses of one name (A, else AAAA for SRV targets), with the shortest TTL; throws on failure. */
 async function addresses(resolver: Resolver, name: string, type: 'A' | 'AAAA'): Promise<{ ips: string[]; ttl: number }> {
   const records = type === 'A' ? await resolver.resolve4(name, { ttl: true }) : await resolver.resolve6(name, { ttl: true });
-  return { ips: records.map((r) => r.address), ttl: Math.min(...records.map((r) => r.ttl)) };
+  // Node reports the TTL of the first 256 records only (c-ares fills a fixed array): the rest read undefined, and
+  // Math.min over them is NaN, which made the next resolution due at once (a query every millisecond).
+  const ttls = records.map((r) => r.ttl).filter((ttl) => Number.isFinite(ttl));
+  return { ips: records.map((r) => r.address), ttl: ttls.length === 0 ? Number.NaN : Math.min(...ttls) };
 }
 
 /** The addresses of an SRV target: an address as such, else its A records, else its AAAA records; none: []. */
@@ -120,14 +123,14 @@ export async function resolveOnce(resolver: Resolver, discover: Pick<DiscoverCon
       servers = [];
       for (const record of records) {
         const target = await targets.get(record.name)!;
-        if (target.ttl !== undefined) ttlMs = Math.min(ttlMs ?? Infinity, target.ttl * 1000);
+        if (target.ttl !== undefined && Number.isFinite(target.ttl)) ttlMs = Math.min(ttlMs ?? Infinity, target.ttl * 1000);
         const weight = Math.min(MAX_WEIGHT, Math.max(1, record.weight) / divisor);
         for (const ip of target.ips) servers.push({ ip, port: record.port, weight: Math.max(1, Math.round(weight)), backup: record.priority !== lowest });
       }
     } else {
       const found = await addresses(resolver, discover.dns, discover.type);
       servers = found.ips.map((ip) => ({ ip, port: discover.port!, weight: 1, backup: false }));
-      ttlMs = found.ips.length === 0 ? undefined : found.ttl * 1000;
+      ttlMs = found.ips.length === 0 || !Number.isFinite(found.ttl) ? undefined : found.ttl * 1000;
     }
   } catch (err) {
     const code = codeOf(err);
@@ -139,7 +142,7 @@ export async function resolveOnce(resolver: Resolver, discover: Pick<DiscoverCon
 
 /** When the next resolution is due after a good one: the TTL, bounded by the floor (1 s) and `interval`. */
 export function nextResolution(ttlMs: number | undefined, intervalMs: number): number {
-  if (ttlMs === undefined) return intervalMs;
+  if (ttlMs === undefined || Number.isNaN(ttlMs)) return intervalMs;
   return Math.min(intervalMs, Math.max(DISCOVER_FLOOR_MS, ttlMs));
 }
 

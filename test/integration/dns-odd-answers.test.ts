@@ -1,0 +1,50 @@
+/**
+ * Odd DNS answers against a real dnsmasq on loopback (src/upstream/discovery.ts): answers larger than Node's TTL
+ * array, addresses no app server can have, SRV records without a port, and more records than an upstream holds.
+ */
+import assert from 'node:assert/strict';
+import { Resolver } from 'node:dns/promises';
+import { after, describe, test } from 'node:test';
+import pino from 'pino';
+import { DnsDiscovery, resolveOnce } from '../../src/upstream/discovery.js';
+import { DnsServer } from '../helpers/dnsmasq.js';
+import { requireTool } from '../helpers/tools.js';
+import { within } from '../helpers/within.js';
+
+/** `count` loopback addresses, 127.0.x.y, distinct. */
+function manyAddresses(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `127.0.${(i >> 8) + 1}.${(i & 255) + 1}`);
+}
+
+const servers: DnsServer[] = [];
+after(async () => {
+  for (const server of servers) await within('dnsmasq stop', server.close(), 10_000);
+});
+
+async function dnsWith(hosts: Record<string, readonly string[]>): Promise<{ dns: DnsServer; resolver: Resolver }> {
+  const dns = await DnsServer.start({ hosts });
+  servers.push(dns);
+  const resolver = new Resolver({ timeout: 2000, tries: 2 });
+  resolver.setServers([dns.address]);
+  return { dns, resolver };
+}
+
+describe('odd DNS answers', () => {
+  test('an answer of more than 256 A records keeps its TTL: the next resolution is due at the TTL, not at once (Node gives no TTL past the 256th)', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { dns, resolver } = await dnsWith({ 'many.test': manyAddresses(300) });
+    const found = await resolveOnce(resolver, { dns: 'many.test', type: 'A', port: 8080 });
+    assert.equal(found.ttlMs, 1000);
+    const discovery = new DnsDiscovery('app', { dns: 'many.test', type: 'A', port: 8080, interval: 5000, resolver: [dns.address] } as never, pino({ level: 'silent' }), () => {});
+    discovery.start();
+    try {
+      await discovery.firstResolution(5000);
+      assert.equal(discovery.resolutions, 1);
+      const delay = discovery.nextAt - discovery.lastAt;
+      t.diagnostic(`next resolution ${delay} ms after the first`);
+      assert.ok(delay >= 900, `next resolution due ${delay} ms after the first (NaN or ~0: a resolution loop)`);
+    } finally {
+      discovery.stop();
+    }
+  });
+});
