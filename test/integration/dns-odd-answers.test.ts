@@ -6,14 +6,14 @@ import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
-import { DnsDiscovery, resolveOnce } from '../../src/upstream/discovery.js';
+import { DnsDiscovery, MAX_DISCOVERED, ResolutionError, resolveOnce } from '../../src/upstream/discovery.js';
 import { DnsServer } from '../helpers/dnsmasq.js';
 import { requireTool } from '../helpers/tools.js';
 import { within } from '../helpers/within.js';
 
 /** `count` loopback addresses, 127.0.x.y, distinct. */
 function manyAddresses(count: number): string[] {
-  return Array.from({ length: count }, (_, i) => `127.0.${(i >> 8) + 1}.${(i & 255) + 1}`);
+  return Array.from({ length: count }, (_, i) => `127.0.${(i >> 8) + 1}.${i & 255}`);
 }
 
 const servers: DnsServer[] = [];
@@ -46,5 +46,36 @@ describe('odd DNS answers', () => {
     } finally {
       discovery.stop();
     }
+  });
+
+  test('records naming 0.0.0.0, multicast or broadcast, or SRV port 0, are left out (0.0.0.0 would reach this machine: Portico itself); an answer of only those is a failed resolution (the last set is kept)', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const dns = await DnsServer.start({
+      hosts: { 'odd.test': ['0.0.0.0', '224.0.0.1', '255.255.255.255', '127.0.0.5'], 'zero.test': ['0.0.0.0'], 'app.test': ['127.0.0.6'] },
+      srv: [
+        { name: '_http._tcp.app.test', target: 'app.test', port: 0, priority: 0, weight: 1 },
+        { name: '_http._tcp.app.test', target: 'app.test', port: 9001, priority: 0, weight: 1 },
+      ],
+    });
+    servers.push(dns);
+    const resolver = new Resolver({ timeout: 2000, tries: 2 });
+    resolver.setServers([dns.address]);
+    const odd = await resolveOnce(resolver, { dns: 'odd.test', type: 'A', port: 8080 });
+    assert.deepEqual(odd.servers.map((s) => s.ip), ['127.0.0.5']);
+    assert.equal(odd.unusable, 3);
+    const srv = await resolveOnce(resolver, { dns: '_http._tcp.app.test', type: 'SRV', port: undefined });
+    assert.deepEqual(srv.servers.map((s) => `${s.ip}:${s.port}`), ['127.0.0.6:9001']);
+    await assert.rejects(resolveOnce(resolver, { dns: 'zero.test', type: 'A', port: 8080 }), (err: unknown) => err instanceof ResolutionError && err.code === 'EUNUSABLE');
+  });
+
+  test(`an answer of more records than an upstream takes gives it ${MAX_DISCOVERED} servers, the same ones each time`, async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { resolver } = await dnsWith({ 'many.test': manyAddresses(MAX_DISCOVERED + 100) });
+    const first = await resolveOnce(resolver, { dns: 'many.test', type: 'A', port: 8080 });
+    const second = await resolveOnce(resolver, { dns: 'many.test', type: 'A', port: 8080 });
+    t.diagnostic(`${first.servers.length} servers kept, ${first.beyond} left out`);
+    assert.equal(first.servers.length, MAX_DISCOVERED);
+    assert.equal(first.beyond, 100);
+    assert.deepEqual(second.servers, first.servers);
   });
 });
