@@ -263,8 +263,11 @@ export class Upstream {
    * An address that is also a configured server's is that server.
    */
   #discover(found: readonly DiscoveredServer[]): void {
-    const configured = new Set(this.#own.map((s) => s.label));
-    const next = new Map(found.filter((d) => !configured.has(discoveredUrl(d))).map((d) => [discoveredUrl(d), d]));
+    // A configured server is named by its URL's text (`http://10.0.0.5:8080/`, `http://10.0.0.5`): compared by
+    // origin when it has no path, as the discovered one's (`http://10.0.0.5:8080`; port 80 is no port in an origin).
+    const configured = new Set(this.config.servers.flatMap((s) => (s.url.kind === 'http' && s.url.basePath === '' ? [s.url.text, s.url.origin] : [s.url.text])));
+    const isConfigured = (d: DiscoveredServer): boolean => configured.has(discoveredUrl(d)) || configured.has(new URL(discoveredUrl(d)).origin);
+    const next = new Map(found.filter((d) => !isConfigured(d)).map((d) => [discoveredUrl(d), d]));
     const before = { primaries: this.#primaries, backups: this.#backups };
     const now = Date.now();
     const joined: UpstreamServer[] = [];

@@ -7,6 +7,8 @@ import { Resolver } from 'node:dns/promises';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
 import { DnsDiscovery, MAX_DISCOVERED, ResolutionError, resolveOnce } from '../../src/upstream/discovery.js';
+import { parseConfig } from '../../src/server/config.js';
+import { Upstream } from '../../src/upstream/upstream.js';
 import { DnsServer } from '../helpers/dnsmasq.js';
 import { requireTool } from '../helpers/tools.js';
 import { within } from '../helpers/within.js';
@@ -77,5 +79,25 @@ describe('odd DNS answers', () => {
     assert.equal(first.servers.length, MAX_DISCOVERED);
     assert.equal(first.beyond, 100);
     assert.deepEqual(second.servers, first.servers);
+  });
+
+  test('discover naming the address of a configured server written with a trailing slash or without port 80 adds no second server', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { dns } = await dnsWith({ 'app.test': ['127.0.0.1'] });
+    for (const [url, port] of [['http://127.0.0.1:9001/', 9001], ['http://127.0.0.1', 80]] as const) {
+      const config = parseConfig(
+        `resolver: ${dns.address}\nupstreams:\n  app:\n    servers: ["${url}"]\n    discover: { dns: app.test, port: ${port} }\n` +
+          'sites:\n  - routes:\n      - { path: /, proxy: { upstream: app } }\n',
+        '/tmp/odd.yaml',
+      );
+      const upstream = new Upstream('app', config.upstreams.app as Upstream['config'], '/tmp', pino({ level: 'silent' }));
+      upstream.start();
+      try {
+        await upstream.firstResolution(5000);
+        assert.deepEqual(upstream.servers.map((s) => s.label), [url], `${url} and DNS's 127.0.0.1:${port}`);
+      } finally {
+        await upstream.stop(0);
+      }
+    }
   });
 });
