@@ -233,7 +233,9 @@ export class Upstream {
     for (const server of servers) {
       while (ids.length <= server.id) ids.push('');
       ids[server.id] = valueOf(ring.current, server);
-      pins.set(ids[server.id]!, server.id);
+      // A serving server wins over a leaving one of the same address (DNS dropped it and named it again while its
+      // requests drained): its clients are pinned to the one that takes them.
+      if (!pins.has(ids[server.id]!)) pins.set(ids[server.id]!, server.id);
     }
     // The current key's values first: they win should two keys ever give one value.
     for (const key of ring.accepted) {
