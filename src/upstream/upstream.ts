@@ -352,6 +352,16 @@ export class Upstream {
     this.#discovery?.start();
   }
 
+  /**
+   * A reload's new upstream, before the swap: starts `discover` and resolves once its first resolution has ended (or
+   * after `timeoutMs`), so that the swap does not leave a renamed upstream without servers (503) until DNS answers.
+   * Its health checks start with the rest at the swap.
+   */
+  resolveFirst(timeoutMs: number): Promise<void> {
+    this.#discovery?.start();
+    return this.firstResolution(timeoutMs);
+  }
+
   /** Resolves once `discover`'s first resolution has ended (at once without `discover`), or after `timeoutMs`. */
   firstResolution(timeoutMs: number): Promise<void> {
     return this.#discovery?.firstResolution(timeoutMs) ?? Promise.resolve();
@@ -398,7 +408,8 @@ export class Upstream {
     const found = previous.#discovery?.servers;
     const discover = this.config.discover;
     const was = previous.config.discover;
-    if (this.#discovery !== undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
+    // Not when this one has its own answer already (see `resolveFirst`): it is the newer.
+    if (this.#discovery !== undefined && this.#discovery.servers === undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
       this.#discovery.seed(found);
       this.#discover(found);
     }
