@@ -492,6 +492,9 @@ export const discoverSchema = z
     interval: duration.default(5000),
   })
   .superRefine((discover, ctx) => {
+    if (isIP(discover.dns.replace(/\.$/, '')) !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['dns'], message: `is an address, not a DNS name: list it in servers ("http://${discover.dns}:…") instead` });
+    }
     if (discover.type === 'SRV' && discover.port !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['port'], message: 'SRV records carry each server\'s port: remove port (it is for A and AAAA records)' });
     }

@@ -894,6 +894,9 @@ export class Portico {
       next = new App(config, this.#logger, { zones: caches.zones, upstreams: upstreams.upstreams, keep: kept.keep, metrics: this.#upstreamOptions.metrics, cluster: this.#cluster }, this.#appState);
       for (const zone of caches.fresh) await zone.start();
       await next.start();
+      // Upstreams this config adds or changes that find servers through DNS have their first answer before the swap
+      // (3 s at most, as at start): a renamed one would otherwise answer 503 until DNS did.
+      await Promise.all(upstreams.fresh.map((upstream) => upstream.resolveFirst(3000)));
       await supervisor?.start();
       admin = await this.#admin?.prepare(config);
       listeners = await this.#listeners.prepare(config.listen);

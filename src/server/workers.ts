@@ -150,6 +150,12 @@ export type ToWorker =
       /** A cluster box: the boxes its heartbeat counts now (kept current by `boxes`). */
       boxes: number;
       /**
+       * The `cluster` section the box started with (null: none), which the worker serves with whatever the config
+       * now says: a reload's change of it takes effect on restart, so a worker started after one (a crash's
+       * replacement) must join the cluster its box is in, not the one the edited config names.
+       */
+      cluster: Config['cluster'] | null;
+      /**
        * A cluster box starting: the purges its first re-sync found (made while it was down), applied by the worker
        * before it listens (`purgeTargets` with seq 0, `purgeAll`, `purge`).
        */
@@ -379,9 +385,12 @@ export class Primary {
   /** While starting: the purges the cluster's re-sync made, for the `init` of workers not told yet (see `ToWorker`). */
   #startPurges: ToWorker[] | undefined = [];
   #offBoxes: (() => void) | undefined;
+  /** The `cluster` section at start: the box's link is made of it, and so is every worker's (see `init`). */
+  readonly #startCluster: Config['cluster'];
 
   constructor(config: Config, logger: Logger, options: PrimaryOptions) {
     this.#config = config;
+    this.#startCluster = config.cluster;
     this.#text = options.text;
     this.#logger = logger;
     this.#options = options;
@@ -623,6 +632,7 @@ export class Primary {
       }),
       servers: this.#operator.list(),
       boxes: this.#cluster?.boxes ?? 1,
+      cluster: this.#startCluster ?? null,
       purges: this.#startPurges ?? [],
     };
   }
@@ -1177,8 +1187,11 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
     send({ t: 'hello' });
   });
   if (init === undefined) process.exit(1);
-  const loaded = options.parse(init.config);
-  if (loaded === undefined) return fail('the config is invalid');
+  // The cluster the box started in, whatever the config says now (see `init.cluster`).
+  const inBox = (config: Config): Config => ({ ...config, cluster: init.cluster ?? undefined });
+  const parsed = options.parse(init.config);
+  if (parsed === undefined) return fail('the config is invalid');
+  const loaded = inBox(parsed);
   const challenges = new Http01Challenges();
   for (const [token, value] of init.challenges) challenges.set(token, value);
   const ports = new Map(init.ports);
@@ -1270,7 +1283,7 @@ export async function serveWorker(logger: Logger, options: WorkerOptions): Promi
           const next = options.parse(message.config);
           if (next === undefined) return send({ t: 'reloaded', seq: message.seq, error: 'the config is invalid' });
           try {
-            await server.reload(workerConfig(next, slot, count));
+            await server.reload(workerConfig(inBox(next), slot, count));
             send({ t: 'reloaded', seq: message.seq });
           } catch (err) {
             send({ t: 'reloaded', seq: message.seq, error: describeError(err) });

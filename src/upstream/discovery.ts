@@ -36,10 +36,37 @@ export interface DiscoveredServer {
   readonly backup: boolean;
 }
 
-/** What one resolution found: the servers (never empty), and the shortest TTL seen (ms), if the answer had one. */
+/**
+ * The most servers one answer gives an upstream: each is a connection pool and, with `health`, a check per
+ * interval, so a DNS answer (a TCP one may hold thousands of records) must not grow the upstream without bound.
+ * Past it the primaries come first, then by address; the rest are left out and logged.
+ */
+export const MAX_DISCOVERED = 256;
+
+/**
+ * What one resolution found: the servers (never empty), the shortest TTL seen (ms), if the answer had one, and the
+ * records left out: addresses no app server can have (0.0.0.0, ::, multicast, broadcast), port 0, past `MAX_DISCOVERED`.
+ */
 export interface Resolution {
   readonly servers: readonly DiscoveredServer[];
   readonly ttlMs: number | undefined;
+  readonly unusable: number;
+  readonly beyond: number;
+}
+
+/**
+ * Whether a record can name an app server: not the unspecified address (a connection to 0.0.0.0 or :: reaches this
+ * machine: Portico's own listeners, its admin API), not multicast or broadcast, not port 0 (an SRV record's
+ * "no service").
+ */
+function usable(server: DiscoveredServer): boolean {
+  if (server.port < 1 || server.port > 65535) return false;
+  if (isIP(server.ip) === 4) {
+    const first = Number(server.ip.split('.')[0]);
+    return first !== 0 && first < 224 && server.ip !== '255.255.255.255';
+  }
+  const ip = server.ip.toLowerCase();
+  return ip !== '::' && !/^ff[0-9a-f]{2}:/.test(ip) && !/^::ffff:0\.0\.0\.0$|^::ffff:0:0$/.test(ip);
 }
 
 /** `http://10.0.0.5:8080`, `http://[fd00::5]:8080`: a discovered server's URL (its label and hash identity). */
@@ -86,7 +113,10 @@ function normalise(servers: DiscoveredServer[]): DiscoveredServer[] {
 /** The addresses of one name (A, else AAAA for SRV targets), with the shortest TTL; throws on failure. */
 async function addresses(resolver: Resolver, name: string, type: 'A' | 'AAAA'): Promise<{ ips: string[]; ttl: number }> {
   const records = type === 'A' ? await resolver.resolve4(name, { ttl: true }) : await resolver.resolve6(name, { ttl: true });
-  return { ips: records.map((r) => r.address), ttl: Math.min(...records.map((r) => r.ttl)) };
+  // Node reports the TTL of the first 256 records only (c-ares fills a fixed array): the rest read undefined, and
+  // Math.min over them is NaN, which made the next resolution due at once (a query every millisecond).
+  const ttls = records.map((r) => r.ttl).filter((ttl) => Number.isFinite(ttl));
+  return { ips: records.map((r) => r.address), ttl: ttls.length === 0 ? Number.NaN : Math.min(...ttls) };
 }
 
 /** The addresses of an SRV target: an address as such, else its A records, else its AAAA records; none: []. */
@@ -120,26 +150,30 @@ export async function resolveOnce(resolver: Resolver, discover: Pick<DiscoverCon
       servers = [];
       for (const record of records) {
         const target = await targets.get(record.name)!;
-        if (target.ttl !== undefined) ttlMs = Math.min(ttlMs ?? Infinity, target.ttl * 1000);
+        if (target.ttl !== undefined && Number.isFinite(target.ttl)) ttlMs = Math.min(ttlMs ?? Infinity, target.ttl * 1000);
         const weight = Math.min(MAX_WEIGHT, Math.max(1, record.weight) / divisor);
         for (const ip of target.ips) servers.push({ ip, port: record.port, weight: Math.max(1, Math.round(weight)), backup: record.priority !== lowest });
       }
     } else {
       const found = await addresses(resolver, discover.dns, discover.type);
       servers = found.ips.map((ip) => ({ ip, port: discover.port!, weight: 1, backup: false }));
-      ttlMs = found.ips.length === 0 ? undefined : found.ttl * 1000;
+      ttlMs = found.ips.length === 0 || !Number.isFinite(found.ttl) ? undefined : found.ttl * 1000;
     }
   } catch (err) {
     const code = codeOf(err);
     throw new ResolutionError(code, code === 'ECANCELLED' ? `no answer within ${RESOLUTION_TIMEOUT_MS / 1000} s` : code);
   }
   if (servers.length === 0) throw new ResolutionError('EEMPTY', 'the answer names no server');
-  return { servers: normalise(servers), ttlMs };
+  const good = normalise(servers.filter(usable));
+  const unusable = normalise(servers).length - good.length;
+  if (good.length === 0) throw new ResolutionError('EUNUSABLE', `the answer names no usable server (${unusable} left out: address 0.0.0.0, ::, multicast or broadcast, or port 0)`);
+  const kept = good.length <= MAX_DISCOVERED ? good : normalise([...good.filter((s) => !s.backup), ...good.filter((s) => s.backup)].slice(0, MAX_DISCOVERED));
+  return { servers: kept, ttlMs, unusable, beyond: good.length - kept.length };
 }
 
 /** When the next resolution is due after a good one: the TTL, bounded by the floor (1 s) and `interval`. */
 export function nextResolution(ttlMs: number | undefined, intervalMs: number): number {
-  if (ttlMs === undefined) return intervalMs;
+  if (ttlMs === undefined || Number.isNaN(ttlMs)) return intervalMs;
   return Math.min(intervalMs, Math.max(DISCOVER_FLOOR_MS, ttlMs));
 }
 
@@ -280,6 +314,12 @@ export class DnsDiscovery {
         { ...where, added: [...after].filter((id) => !before.has(id)), removed: [...before].filter((id) => !after.has(id)), servers: after.size },
         'servers found through DNS changed',
       );
+      if (resolution.unusable > 0 || resolution.beyond > 0) {
+        this.#logger.warn(
+          { ...where, unusable: resolution.unusable, beyond: resolution.beyond, max: MAX_DISCOVERED },
+          'records found through DNS left out: addresses no app server can have (0.0.0.0, ::, multicast, broadcast, port 0), or more servers than an upstream takes',
+        );
+      }
       this.#onChange(resolution.servers);
     }
     this.#schedule(nextResolution(resolution.ttlMs, this.#config.interval));

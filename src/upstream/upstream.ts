@@ -233,7 +233,9 @@ export class Upstream {
     for (const server of servers) {
       while (ids.length <= server.id) ids.push('');
       ids[server.id] = valueOf(ring.current, server);
-      pins.set(ids[server.id]!, server.id);
+      // A serving server wins over a leaving one of the same address (DNS dropped it and named it again while its
+      // requests drained): its clients are pinned to the one that takes them.
+      if (!pins.has(ids[server.id]!)) pins.set(ids[server.id]!, server.id);
     }
     // The current key's values first: they win should two keys ever give one value.
     for (const key of ring.accepted) {
@@ -263,8 +265,11 @@ export class Upstream {
    * An address that is also a configured server's is that server.
    */
   #discover(found: readonly DiscoveredServer[]): void {
-    const configured = new Set(this.#own.map((s) => s.label));
-    const next = new Map(found.filter((d) => !configured.has(discoveredUrl(d))).map((d) => [discoveredUrl(d), d]));
+    // A configured server is named by its URL's text (`http://10.0.0.5:8080/`, `http://10.0.0.5`): compared by
+    // origin when it has no path, as the discovered one's (`http://10.0.0.5:8080`; port 80 is no port in an origin).
+    const configured = new Set(this.config.servers.flatMap((s) => (s.url.kind === 'http' && s.url.basePath === '' ? [s.url.text, s.url.origin] : [s.url.text])));
+    const isConfigured = (d: DiscoveredServer): boolean => configured.has(discoveredUrl(d)) || configured.has(new URL(discoveredUrl(d)).origin);
+    const next = new Map(found.filter((d) => !isConfigured(d)).map((d) => [discoveredUrl(d), d]));
     const before = { primaries: this.#primaries, backups: this.#backups };
     const now = Date.now();
     const joined: UpstreamServer[] = [];
@@ -347,6 +352,16 @@ export class Upstream {
     this.#discovery?.start();
   }
 
+  /**
+   * A reload's new upstream, before the swap: starts `discover` and resolves once its first resolution has ended (or
+   * after `timeoutMs`), so that the swap does not leave a renamed upstream without servers (503) until DNS answers.
+   * Its health checks start with the rest at the swap.
+   */
+  resolveFirst(timeoutMs: number): Promise<void> {
+    this.#discovery?.start();
+    return this.firstResolution(timeoutMs);
+  }
+
   /** Resolves once `discover`'s first resolution has ended (at once without `discover`), or after `timeoutMs`. */
   firstResolution(timeoutMs: number): Promise<void> {
     return this.#discovery?.firstResolution(timeoutMs) ?? Promise.resolve();
@@ -393,7 +408,8 @@ export class Upstream {
     const found = previous.#discovery?.servers;
     const discover = this.config.discover;
     const was = previous.config.discover;
-    if (this.#discovery !== undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
+    // Not when this one has its own answer already (see `resolveFirst`): it is the newer.
+    if (this.#discovery !== undefined && this.#discovery.servers === undefined && found !== undefined && discover?.dns === was?.dns && discover?.type === was?.type && discover?.port === was?.port) {
       this.#discovery.seed(found);
       this.#discover(found);
     }

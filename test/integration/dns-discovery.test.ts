@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import dgram from 'node:dgram';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -357,6 +358,35 @@ describe('app servers found through DNS', () => {
     assert.ok(!spread.has(three.id), 'the ejected server takes none');
   });
 
+  test('a server DNS drops and names again while its slow request still drains keeps its sticky clients: they land on it, not on another', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { apps, dns, portico, base } = await setUp(
+      { 'app.test': ['127.0.0.2', '127.0.0.3'] },
+      ['127.0.0.2', '127.0.0.3'],
+      (p) => `discover: { dns: app.test, port: ${p}, interval: 2s }\nsticky: { cookie: pin }`,
+    );
+    const [two, three] = apps as [App, App];
+    // A client pinned to 127.0.0.3, and a slow request on it that holds it draining once DNS drops it.
+    let pinned = await get(`${base}/`);
+    for (let i = 0; i < 4 && pinned.instance !== three.id; i++) pinned = await get(`${base}/`);
+    assert.equal(pinned.instance, three.id);
+    const cookie = pinned.setCookie!.split(';')[0]!;
+    const slow = get(`${base}/slow?ms=4000`, { cookie });
+    await eventually(() => three.seen.some((r) => r.url.startsWith('/slow')), 'the slow request on 127.0.0.3');
+    let mark = portico.stderr.length;
+    await dns.setHosts({ 'app.test': ['127.0.0.2'] });
+    await portico.waitForLine(/servers found through DNS changed/, mark, 5000);
+    mark = portico.stderr.length;
+    await dns.setHosts({ 'app.test': ['127.0.0.2', '127.0.0.3'] });
+    await portico.waitForLine(/servers found through DNS changed/, mark, 5000);
+    const landed: string[] = [];
+    for (let i = 0; i < 6; i++) landed.push((await get(`${base}/`, { cookie })).instance);
+    t.diagnostic(`the pinned client's requests after the server came back: ${landed.join(' ')}`);
+    assert.deepEqual(landed, landed.map(() => three.id), 'every request of the pinned client on its server');
+    assert.equal((await slow).status, 200);
+    assert.ok(two.seen.length > 0);
+  });
+
   test('a first resolution that fails at start: the configured servers serve, the failure is logged, and the servers come once the name resolves', async (t) => {
     if (!requireTool(t, 'dnsmasq')) return;
     const { port, apps } = await startApps(['127.0.0.1', '127.0.0.2']);
@@ -401,6 +431,23 @@ describe('app servers found through DNS', () => {
     assert.deepEqual([...servers.keys()].sort(), [two.id, three.id], 'both servers at once after the reload');
     assert.equal(servers.get(three.id)!.state, 'ejected', 'the ejection carried over by address');
     for (let i = 0; i < 4; i++) assert.equal((await get(`${base}/`)).instance, two.id);
+  });
+
+  test('a reload that changes the DNS name serves the new name\'s servers from its first request: the swap waits for the first answer (a slow resolver: 503s until it came)', async (t) => {
+    if (!requireTool(t, 'dnsmasq')) return;
+    const { apps, base, portico, text, dns } = await setUp({ 'app.test': ['127.0.0.2'], 'next.test': ['127.0.0.3'] }, ['127.0.0.2', '127.0.0.3'], (p) => `discover: { dns: app.test, port: ${p}, interval: 5s }`);
+    const [two, three] = apps as [App, App];
+    assert.equal((await get(`${base}/`)).instance, two.id);
+    // A DNS server that never answers, asked first: the new name's first answer comes after its 2 s timeout.
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => silent.close(() => resolve())));
+    const next = text.replace('dns: app.test', 'dns: next.test').replace(`resolver: ${dns.address}`, `resolver: ["127.0.0.1:${silent.address().port}", "${dns.address}"]`);
+    assert.notEqual(next, text);
+    const { line } = await portico.reload(next);
+    assert.match(line, /config reloaded/);
+    const first = await get(`${base}/`);
+    assert.deepEqual([first.status, first.instance], [200, three.id], 'the first request after the reload on the new name\'s server');
   });
 
   test('a WebSocket open on a server DNS no longer names goes on; new requests go to the servers named now', async (t) => {

@@ -44,4 +44,10 @@ describe('servers found through DNS: rules', () => {
     assert.match(errors('resolver: "127.0.0.1:99999"\nupstreams:\n  app:\n    discover: { dns: app.internal, port: 80 }\n'), /portico\.yaml:1:\d+.*DNS server's address/);
     assert.match(errors('upstreams:\n  app: {}\n'), /servers found through DNS \(discover:\)/);
   });
+
+  test('discover naming an address instead of a DNS name is refused at its line, pointing to servers', () => {
+    const errors = (text: string) => configErrors(`${text}${site}`, tmpdir()).join('\n');
+    assert.match(errors('upstreams:\n  app:\n    discover: { dns: 10.0.0.5, port: 80 }\n'), /portico\.yaml:3:\d+.*an address, not a DNS name/);
+    assert.doesNotThrow(() => parseConfig(`upstreams:\n  app:\n    discover: { dns: app10.0.0.5, port: 80 }\n${site}`, 'portico.yaml'));
+  });
 });
