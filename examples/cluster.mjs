@@ -86,7 +86,8 @@ function start(label, command, args, ready, env = {}) {
     child.stderr.on('data', take);
     child.once('exit', (code, signal) => {
       if (!seen) reject(new Error(`${label} exited (${signal ?? code}) before it was ready`));
-      else if (!stopping) process.stderr.write(`[${label}] exited (${signal ?? code})\n`);
+      // Ctrl-C reaches the whole process group at once: a child may exit before this script's handler ran.
+      else setTimeout(() => stopping || process.stderr.write(`[${label}] exited (${signal ?? code})\n`), 200).unref();
     });
     const timer = setTimeout(() => {
       if (!seen) reject(new Error(`${label} was not ready within 30 s`));
