@@ -227,9 +227,17 @@ const tlsClient = z.strictObject({
   insecure_skip_verify: z.boolean().default(false),
 });
 
-/** An upstream server's URL: `http://host:port[/base]`, `https://…` or `unix:/path`. */
+/** An upstream server's URL: `http://host:port[/base]`, `https://…`, `unix:/path` or `fcgi://host:port` (FastCGI). */
 export const upstreamUrl = z.string().transform((value, ctx) => {
   const text = value.trim();
+  if (text.startsWith('fcgi://')) {
+    const address = /^fcgi:\/\/(\[[0-9a-fA-F:.]+\]|[^/:[\]]+):(\d{1,5})\/?$/.exec(text);
+    if (address === null || Number(address[2]) < 1 || Number(address[2]) > 65535) {
+      ctx.addIssue({ code: 'custom', message: `expected "fcgi://host:port" (FastCGI over TCP), got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    return { kind: 'fcgi' as const, origin: `fcgi://${address[1]}:${address[2]}`, socketPath: undefined, basePath: '', text };
+  }
   if (text.startsWith('unix:')) {
     const socketPath = text.slice(5);
     if (!socketPath.startsWith('/') && !socketPath.startsWith('.')) {
@@ -529,6 +537,11 @@ const retryCondition = z.preprocess((value) => (typeof value === 'number' ? Stri
 /** An upstream's keys (for the message that says where a misplaced key belongs). */
 export const upstreamObject = z.strictObject({
   policy: z.string().default('round_robin'),
+  /**
+   * What the servers speak: `http`, or `fastcgi` (PHP-FPM; see docs/php.md). Unset: `fastcgi` when a server is
+   * `fcgi://` or a `php` route names the upstream, else `http`.
+   */
+  protocol: z.enum(['http', 'fastcgi']).optional(),
   /** Key template for `policy: hash`, e.g. "$cookie_uid", "$request_uri", "$header_x_user". */
   hash_key: z.string().default('$request_uri'),
   /** Fixed servers; optional with `spawn` (both may be used together). */
@@ -586,7 +599,28 @@ export const upstreamSchema = upstreamObject.superRefine((upstream, ctx) => {
     });
   }
   checkRoutes(upstream, ctx);
+  checkProtocol(upstream, ctx);
 });
+
+/** FastCGI servers (`fcgi://`, or `unix:` in a `protocol: fastcgi` upstream) are not mixed with HTTP ones, nor spawned. */
+function checkProtocol(upstream: z.output<typeof upstreamObject>, ctx: z.RefinementCtx): void {
+  const fcgi = upstream.servers.findIndex((server) => server.url.kind === 'fcgi');
+  if (fcgi !== -1 && upstream.protocol === 'http') {
+    ctx.addIssue({ code: 'custom', path: ['servers', fcgi], input: upstream.servers[fcgi]!.url.text, message: 'an fcgi:// server in a "protocol: http" upstream: write protocol: fastcgi' });
+  }
+  if (fcgi !== -1 || upstream.protocol === 'fastcgi') {
+    const http = upstream.servers.findIndex((server) => server.url.kind === 'http' || server.url.kind === 'https');
+    if (http !== -1) {
+      ctx.addIssue({ code: 'custom', path: ['servers', http], input: upstream.servers[http]!.url.text, message: 'an http(s) server in a FastCGI upstream: FastCGI servers are fcgi://host:port or unix:/path' });
+    }
+    if (upstream.spawn !== undefined) ctx.addIssue({ code: 'custom', path: ['spawn'], input: upstream.spawn, message: 'spawned app servers speak HTTP, not FastCGI' });
+  }
+}
+
+/** Whether an upstream's servers speak FastCGI (its `protocol`, or an `fcgi://` server when it is unset). */
+export function speaksFastCgi(upstream: { readonly protocol?: 'http' | 'fastcgi' | undefined; readonly servers: ReadonlyArray<{ readonly url: { readonly kind: string } }> }): boolean {
+  return upstream.protocol === 'fastcgi' || (upstream.protocol === undefined && upstream.servers.some((server) => server.url.kind === 'fcgi'));
+}
 
 /** Let's Encrypt's directories: `directory` defaults to production, `staging: true` picks the staging one. */
 export const LETS_ENCRYPT = {
@@ -671,6 +705,8 @@ export interface HandlerSchema {
   servedFolders?(options: unknown): string[];
   /** Middleware settings the part's own options carry for its route (see `ImpliedMiddleware`). */
   implies?(options: unknown): ImpliedMiddleware[];
+  /** The named upstream the part sends to and the protocol it needs of it (`php`: fastcgi; `proxy`: http). */
+  upstreamUse?(options: unknown): { readonly name: string; readonly protocol: 'http' | 'fastcgi' } | undefined;
 }
 
 /**

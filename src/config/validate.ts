@@ -10,7 +10,7 @@ import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
-import { APP_SESSION_COOKIES, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
+import { APP_SESSION_COOKIES, speaksFastCgi, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
 import { checkAdmin } from './admin.js';
 import { checkCluster } from './cluster.js';
@@ -208,6 +208,7 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
   const upstreams = Object.keys(config.upstreams);
   const caches = Object.keys(config.caches);
   const served: string[] = [];
+  const uses: UpstreamUse[] = [];
   let defaults = 0;
   config.sites.forEach((site, s) => {
     if (site.hosts === undefined && ++defaults === 2) {
@@ -259,10 +260,43 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         }
       }
       for (const folder of handler?.servedFolders?.(route.options) ?? []) served.push(folder);
+      const use = handler?.upstreamUse?.(route.options);
+      if (use !== undefined && config.upstreams[use.name] !== undefined) uses.push({ ...use, keys: [...keys, route.kind, 'upstream'] });
     });
   });
+  problems.push(...checkUpstreamProtocols(config, uses));
   problems.push(...checkAcme(config, dir, file));
   problems.push(...checkSecretsServed(config, served));
+  return problems;
+}
+
+/** A route's use of a named upstream, with the protocol its handler speaks. */
+interface UpstreamUse {
+  readonly name: string;
+  readonly protocol: 'http' | 'fastcgi';
+  readonly keys: Array<string | number>;
+}
+
+/**
+ * Settles each upstream's `protocol` when it is unset (FastCGI when a `php` route names it) and checks that every
+ * route speaks its upstream's protocol (a `proxy` to PHP-FPM, or a `php` route to an HTTP app, cannot work).
+ */
+function checkUpstreamProtocols(config: ParsedConfig, uses: readonly UpstreamUse[]): Problem[] {
+  const problems: Problem[] = [];
+  for (const use of uses) {
+    const upstream = config.upstreams[use.name]!;
+    if (use.protocol === 'fastcgi' && upstream.protocol === undefined && !upstream.servers.some((server) => server.url.kind === 'http' || server.url.kind === 'https')) {
+      upstream.protocol = 'fastcgi';
+    }
+  }
+  for (const use of uses) {
+    const fastcgi = speaksFastCgi(config.upstreams[use.name]!);
+    if (fastcgi && use.protocol === 'http') {
+      problems.push({ keys: use.keys, message: `upstream "${use.name}" speaks FastCGI: send to it with a php route, not a proxy` });
+    } else if (!fastcgi && use.protocol === 'fastcgi') {
+      problems.push({ keys: use.keys, message: `upstream "${use.name}" speaks HTTP: a php route needs FastCGI servers (fcgi://host:port, or unix:/path with protocol: fastcgi)` });
+    }
+  }
   return problems;
 }
 

@@ -73,6 +73,8 @@ export interface PartKind<Schema extends z.ZodType, Made> {
   servedFolders?(options: z.output<Schema>): string[];
   /** Middleware settings the part's own options carry for its route (`proxy.max_body_size`). */
   implies?(options: z.output<Schema>): ImpliedMiddleware[];
+  /** The named upstream the part sends to and the protocol it speaks to it (checked against the upstream's). */
+  upstreamUse?(options: z.output<Schema>): { readonly name: string; readonly protocol: 'http' | 'fastcgi' } | undefined;
   /** Builds the part from options the config loader parsed with `options`. */
   create(options: z.output<Schema>, env: HandlerEnv): Made;
 }

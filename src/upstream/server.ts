@@ -6,7 +6,10 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Client, Pool, buildConnector, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import { speaksFastCgi } from '../config/schema.js';
+import { FastCgiPool } from './fastcgi/pool.js';
 import { skippingContinue } from './continue.js';
 import type { PolicyServer } from './policies/types.js';
 import type { ServerTraffic } from '../metrics/metrics.js';
@@ -182,7 +185,7 @@ export class UpstreamServer implements PolicyServer {
   readonly #retiring = new Set<ServerTarget>();
   #closed = false;
 
-  constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string, discovered = false) {
+  constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string, discovered = false, logger?: Logger) {
     this.id = id;
     this.discovered = discovered;
     this.#upstream = upstream;
@@ -211,6 +214,12 @@ export class UpstreamServer implements PolicyServer {
     this.route = config.route;
     this.basePath = config.url.basePath;
     if (config.max_conns !== undefined) this.maxConns = config.max_conns;
+    if (speaksFastCgi(upstream)) {
+      // Checks get a pool of their own, as over HTTP: a passing check is a connection made now.
+      const pool = (connections: number): FastCgiPool => fastCgiPool(config.url, upstream, connections, this.label, logger);
+      this.target = new ServerTarget(config.url.kind === 'fcgi' ? config.url.origin : config.url.text, undefined, pool(upstream.keepalive), pool(1));
+      return;
+    }
     const tls = config.tls;
     const connect = {
       timeout: upstream.timeouts.connect,
@@ -443,6 +452,23 @@ export class UpstreamServer implements PolicyServer {
     const targets = [...this.#retiring, ...(this.target === undefined ? [] : [this.target])];
     await Promise.all(targets.map((target) => target.close(cutAfterMs)));
   }
+}
+
+/** A FastCGI server's connections (`fcgi://host:port`, or `unix:/path` in a FastCGI upstream). */
+function fastCgiPool(url: ServerConfig['url'], upstream: UpstreamConfig, connections: number, label: string, logger: Logger | undefined): FastCgiPool {
+  const address = url.socketPath === undefined ? new URL(url.origin) : undefined;
+  return new FastCgiPool({
+    socketPath: url.socketPath,
+    host: address?.hostname.replace(/^\[|\]$/g, ''),
+    port: address === undefined ? undefined : Number(address.port),
+    connections,
+    connectTimeout: upstream.timeouts.connect,
+    idleTimeout: upstream.timeouts.idle,
+    headersTimeout: upstream.timeouts.response_header,
+    bodyTimeout: upstream.timeouts.read,
+    // PHP's notices, warnings and fatal errors, as nginx logs "FastCGI sent in stderr".
+    onStderr: logger === undefined ? undefined : (text, script) => logger.warn({ server: label, script, stderr: text.trimEnd() }, 'FastCGI sent in stderr'),
+  });
 }
 
 /** The traffic pool's options, alike for a fixed server and a spawned slot. */

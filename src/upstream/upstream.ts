@@ -165,10 +165,10 @@ export class Upstream {
     this.#logger = logger;
     this.#configDir = configDir;
     this.#options = options;
-    const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir));
+    const fixed = config.servers.map((server, i) => new UpstreamServer(i, server, config, configDir, false, logger));
     const spawned = Array.from({ length: config.spawn?.instances ?? 0 }, (_, i) => {
       const slot = slotName(name, i);
-      return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir);
+      return new UpstreamServer(fixed.length + i, { slot, route: slotRoute(name, i), port: options.slotPort?.(name, slot) }, config, configDir, false, logger);
     });
     this.#own = [...fixed, ...spawned];
     this.#servers = this.#own;
@@ -289,7 +289,7 @@ export class Upstream {
         held.rediscover(record.weight, record.backup);
         continue;
       }
-      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record), this.config, this.#configDir, true);
+      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record), this.config, this.#configDir, true, this.#logger);
       if (this.#options.metrics !== undefined) server.traffic = this.#options.metrics.server(this.name, server.name);
       if (this.config.slow_start > 0) server.recoveredAt = now;
       this.#discovered.set(url, server);

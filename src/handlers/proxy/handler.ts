@@ -128,6 +128,9 @@ function checkProxy(proxy: ProxyOptions, env: CheckEnv): Problem[] {
   } else if (proxy.upstream !== undefined && !env.upstreams.includes(proxy.upstream)) {
     problems.push({ keys: ['upstream'], message: unknownName('upstream', proxy.upstream, env.upstreams) });
   }
+  if (proxy.url?.kind === 'fcgi') {
+    problems.push({ keys: ['url'], message: 'a FastCGI server is reached through a php route (php: { root, upstream }), not a proxy' });
+  }
   if (proxy.strip_prefix && env.routePath.kind === 'regex') {
     problems.push({ keys: ['strip_prefix'], message: 'strip_prefix needs a prefix or exact route, not a regex' });
   }
@@ -146,6 +149,7 @@ export const proxyKind = defineHandler({
   options,
   readsBody: true,
   check: checkProxy,
+  upstreamUse: (options) => (options.upstream === undefined ? undefined : { name: options.upstream, protocol: 'http' }),
   implies(options) {
     const explicit = options.max_body_size !== undefined;
     return [{ kind: 'max_body_size', options: options.max_body_size ?? DEFAULT_MAX_BODY_SIZE, fallback: !explicit, keys: ['max_body_size'] }];

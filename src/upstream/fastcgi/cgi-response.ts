@@ -1,0 +1,52 @@
+/**
+ * The head of a CGI response (RFC 3875 §6) as PHP writes it on FastCGI STDOUT: header lines up to an empty line,
+ * `Status: 404 Not Found` for the status, a `Location` without a `Status` meaning a redirect (302).
+ */
+
+/** Largest response head accepted: past it the answer is not a CGI response (undici's default is alike). */
+export const MAX_HEAD = 64 * 1024;
+
+/** A parsed head: the status and the other fields as undici hands them (name, value, name, value… as Buffers). */
+export interface CgiHead {
+  readonly status: number;
+  readonly rawHeaders: Buffer[];
+}
+
+/**
+ * Where the head ends in `bytes`: the offset of the body's first byte, or -1 while the empty line has not come
+ * (lines end in CRLF or a bare LF, both of which PHP and other CGI programs write).
+ */
+export function headEnd(bytes: Buffer): number {
+  for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) {
+    if (i === 0) return 1;
+    if (bytes[i - 1] === 10) return i + 1;
+    if (bytes[i - 1] === 13 && (i === 1 || bytes[i - 2] === 10)) return i + 1;
+  }
+  return -1;
+}
+
+/** Parses a head (the bytes before `headEnd`); a line that is not `Name: value` makes it invalid (undefined). */
+export function parseCgiHead(head: Buffer): CgiHead | undefined {
+  const rawHeaders: Buffer[] = [];
+  let status = 0;
+  let location = false;
+  for (const line of head.toString('latin1').split('\n')) {
+    const text = line.endsWith('\r') ? line.slice(0, -1) : line;
+    if (text === '') continue;
+    const colon = text.indexOf(':');
+    if (colon <= 0) return undefined;
+    const name = text.slice(0, colon).trim();
+    const value = text.slice(colon + 1).trim();
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return undefined;
+    const lower = name.toLowerCase();
+    if (lower === 'status') {
+      const code = Number(value.slice(0, 3));
+      if (!Number.isInteger(code) || code < 200 || code > 999 || !/^\d{3}( |$)/.test(value)) return undefined;
+      status = code;
+      continue;
+    }
+    if (lower === 'location') location = true;
+    rawHeaders.push(Buffer.from(name, 'latin1'), Buffer.from(value, 'latin1'));
+  }
+  return { status: status !== 0 ? status : location ? 302 : 200, rawHeaders };
+}

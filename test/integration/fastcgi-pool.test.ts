@@ -1,0 +1,100 @@
+/**
+ * The FastCGI connection pool (`upstream/fastcgi/pool.ts`) against Debian's real php-fpm: requests through it as
+ * through any undici dispatcher, connections kept and reused, PHP's stderr reported with the script, a streamed
+ * request body, a missing socket as a connect error, a restarted FPM reached on a new connection.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { FastCgiPool, type FastCgiPoolOptions } from '../../src/upstream/fastcgi/pool.js';
+import { PhpFpm } from '../helpers/php-fpm.js';
+import { haveTool } from '../helpers/tools.js';
+
+const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
+
+describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
+  let fpm: PhpFpm;
+  const stderr: Array<{ text: string; script: string }> = [];
+  const pools: FastCgiPool[] = [];
+  const pool = (options: Partial<FastCgiPoolOptions> = {}): FastCgiPool => {
+    const made = new FastCgiPool({
+      socketPath: fpm.socket,
+      connections: 2,
+      connectTimeout: 2000,
+      idleTimeout: 10_000,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+      onStderr: (text, script) => stderr.push({ text, script }),
+      ...options,
+    });
+    pools.push(made);
+    return made;
+  };
+  const script = (name: string): string => path.join(fpm.dir, name);
+  const cgi = (file: string, extra: string[] = []): string[] => ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', script(file), 'SCRIPT_NAME', `/${file}`, 'REQUEST_URI', `/${file}`, 'QUERY_STRING', '', ...extra];
+
+  before(async () => {
+    // Each kept connection holds an FPM worker until it closes (FCGI_KEEP_CONN): one worker per pool made here.
+    fpm = await PhpFpm.start({ workers: 8 });
+    writeFileSync(script('hello.php'), '<?php header("X-Pid: " . getmypid()); http_response_code(201); echo "hello ", $_SERVER["REQUEST_METHOD"];');
+    writeFileSync(script('warn.php'), '<?php error_log("something odd"); echo "ok";');
+    writeFileSync(script('length.php'), '<?php echo strlen(file_get_contents("php://input"));');
+  });
+  after(async () => {
+    await Promise.all(pools.map((p) => p.destroy()));
+    await fpm.close();
+  });
+
+  test('a request gets PHP status, headers and body, and sequential requests reuse one kept connection', async () => {
+    const p = pool();
+    for (let i = 0; i < 5; i++) {
+      const res = await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') });
+      assert.equal(res.statusCode, 201);
+      assert.match(String(res.headers['x-pid']), /^\d+$/);
+      assert.equal(await res.body.text(), 'hello GET');
+    }
+    assert.equal(p.size, 1);
+  });
+
+  test("PHP's stderr is reported with the script's name, and the answer still comes", async () => {
+    const res = await pool().request({ path: '/warn.php', method: 'GET', headers: cgi('warn.php') });
+    assert.equal(await res.body.text(), 'ok');
+    assert.ok(stderr.some((line) => line.script === '/warn.php' && line.text.includes('something odd')), JSON.stringify(stderr));
+  });
+
+  test('a streamed request body of 1 MB reaches the script whole as STDIN records', async () => {
+    const size = 1024 * 1024;
+    const body = Readable.from((function* () {
+      for (let sent = 0; sent < size; sent += 100_000) yield Buffer.alloc(Math.min(100_000, size - sent), 0x61);
+    })());
+    const res = await pool().request({ path: '/length.php', method: 'POST', headers: [...cgi('length.php'), 'CONTENT_LENGTH', String(size)].map((v) => v.replace(/^GET$/, 'POST')), body });
+    assert.equal(await res.body.text(), String(size));
+  });
+
+  test('a missing socket fails the request as a connect error (ENOENT), and the pool holds no connection', async () => {
+    const p = pool({ socketPath: path.join(fpm.dir, 'none.sock') });
+    await assert.rejects(p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') }), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+    assert.equal(p.size, 0);
+  });
+
+  test('after php-fpm restarts, the next request is sent on a new connection', async () => {
+    const p = pool();
+    const first = await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') });
+    await first.body.text();
+    await fpm.stop();
+    await fpm.restart();
+    // The kept connection was closed by the old master's exit; the pool dropped it when it closed.
+    const res = await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') });
+    assert.equal(res.statusCode, 201);
+    assert.equal(await res.body.text(), 'hello GET');
+  });
+
+  test('close waits for no request and leaves no connection', async () => {
+    const p = pool();
+    await (await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') })).body.text();
+    await p.close();
+    assert.equal(p.size, 0);
+  });
+});
