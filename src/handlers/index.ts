@@ -2,6 +2,7 @@
  * The registry of handler kinds, by the config key that names them. A kind registers once; a duplicate name is
  * an error at start-up (as in Caddy), so two modules can never silently claim the same key.
  */
+import { phpKind } from './php/handler.js';
 import { proxyKind } from './proxy/handler.js';
 import { redirectKind } from './redirect.js';
 import { respondKind } from './respond.js';
@@ -63,3 +64,4 @@ registerHandlerKind(staticKind);
 registerHandlerKind(redirectKind);
 registerHandlerKind(respondKind);
 registerHandlerKind(proxyKind);
+registerHandlerKind(phpKind);

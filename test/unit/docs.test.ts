@@ -111,6 +111,7 @@ describe('docs: example configs', () => {
     const pair = await createCertificate({ names: ['example.com', 'a.example', 'localhost'] });
     const files: Record<string, string> = {
       'public/index.html': 'hi',
+      'wordpress/index.php': '<?php echo "hi";',
       'b/index.html': 'b',
       'errors/404.html': 'gone',
       'var/cache/.keep': '',

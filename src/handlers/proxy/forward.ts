@@ -78,11 +78,12 @@ export class Forwarder {
   handle(ctx: RequestContext): Promise<void> | void {
     const prepared = this.#o.preparer.prepare(ctx);
     if (prepared === undefined) return;
-    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.#answer(ready)));
-    return this.#answer(prepared);
+    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.answer(ready)));
+    return this.answer(prepared);
   }
 
-  #answer(prepared: PreparedRequest): void {
+  /** Answers a request prepared already (its header list may be another's: a php route's CGI variables). */
+  answer(prepared: PreparedRequest): void {
     const ctx = prepared.ctx;
     this.#run(
       new Exchange(prepared, this.clientSink(ctx), prepared.headers, (outcome) => {

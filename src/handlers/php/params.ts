@@ -1,0 +1,81 @@
+/**
+ * The CGI/1.1 variables (RFC 3875 §4.1) of a request to PHP, as nginx's `fastcgi_params` and Caddy's
+ * `php_fastcgi` pass them: the script and its path info, the request line, the body's type and length, the
+ * server's name and port, the client's address (the trusted one: `trusted_proxies` applied), HTTPS, and each
+ * request field as `HTTP_NAME` — never `HTTP_PROXY` (httpoxy: a client's `Proxy:` field would become the proxy
+ * that PHP's HTTP clients use), never a name with `_` unless `underscores_in_headers` allows it (`X_Real_IP` and
+ * `X-Real-IP` would both become HTTP_X_REAL_IP).
+ */
+import type { RequestContext } from '../../http/context.js';
+
+/** Fields that become variables of their own (or none), not `HTTP_*`. */
+const NOT_HTTP = new Set(['content-type', 'content-length', 'proxy', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'trailer', 'proxy-connection', 'expect', 'http2-settings']);
+
+/** What the variables need of the route, resolved once. */
+export interface ParamsOptions {
+  /** The real root (DOCUMENT_ROOT). */
+  readonly documentRoot: string;
+  readonly underscores: boolean;
+  /** The route's `env`: added last, so they may override any variable (as nginx's fastcgi_param). */
+  readonly env: readonly string[];
+}
+
+/** The script a request runs (see `locate`). */
+export interface ScriptTarget {
+  readonly scriptName: string;
+  readonly filename: string;
+  readonly pathInfo: string;
+}
+
+/** The flat name/value list of a request's CGI variables. */
+export function cgiParams(ctx: RequestContext, script: ScriptTarget, bodyLength: number, o: ParamsOptions): string[] {
+  const req = ctx.req;
+  const socket = req.socket;
+  const uri = req.url ?? '/';
+  const params: string[] = [
+    'GATEWAY_INTERFACE', 'CGI/1.1',
+    'SERVER_SOFTWARE', 'Portico',
+    'SERVER_PROTOCOL', `HTTP/${req.httpVersionMajor === 2 ? '2.0' : req.httpVersion}`,
+    'REQUEST_METHOD', req.method ?? 'GET',
+    'REQUEST_URI', uri,
+    'DOCUMENT_URI', script.scriptName + script.pathInfo,
+    'QUERY_STRING', ctx.query,
+    'SCRIPT_NAME', script.scriptName,
+    'SCRIPT_FILENAME', script.filename,
+    'DOCUMENT_ROOT', o.documentRoot,
+    'REQUEST_SCHEME', ctx.scheme,
+    'SERVER_NAME', ctx.host,
+    'SERVER_ADDR', socket.localAddress ?? '',
+    'SERVER_PORT', String(socket.localPort ?? ''),
+    'REMOTE_ADDR', ctx.clientAddress(),
+    'REMOTE_PORT', ctx.clientAddress() === ctx.peerAddress() ? String(socket.remotePort ?? '') : '',
+    // PHP built with force-cgi-redirect wants it; PHP-FPM ignores it.
+    'REDIRECT_STATUS', '200',
+  ];
+  if (script.pathInfo !== '') params.push('PATH_INFO', script.pathInfo, 'PATH_TRANSLATED', o.documentRoot + script.pathInfo);
+  if (ctx.scheme === 'https') params.push('HTTPS', 'on');
+  const type = req.headers['content-type'];
+  if (type !== undefined) params.push('CONTENT_TYPE', type);
+  if (bodyLength >= 0) params.push('CONTENT_LENGTH', String(bodyLength));
+  const seen = new Map<string, number>();
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (NOT_HTTP.has(name) || name.charCodeAt(0) === 58) continue;
+    if (name === 'authorization' && ctx.credentialsConsumed) continue;
+    if (!o.underscores && name.includes('_')) continue;
+    const value = raw[i + 1]!;
+    const at = seen.get(name);
+    if (at !== undefined) {
+      // Repeated fields are one list (RFC 9110 §5.3); cookies join with `; ` (RFC 6265 §5.4), as PHP parses them.
+      params[at] += (name === 'cookie' ? '; ' : ', ') + value;
+      continue;
+    }
+    // An h2 request's :authority is its Host.
+    params.push('HTTP_' + name.toUpperCase().replace(/-/g, '_'), value);
+    seen.set(name, params.length - 1);
+  }
+  if (!seen.has('host') && ctx.authority !== '') params.push('HTTP_HOST', ctx.authority);
+  params.push(...o.env);
+  return params;
+}

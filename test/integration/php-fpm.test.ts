@@ -1,0 +1,276 @@
+/**
+ * The `php` route against Debian's real php-fpm (docs/php.md): the CGI variables PHP sees, a form post and a 5 MB
+ * upload, the front controller, status, headers and cookies set by PHP, static files served as files, the
+ * path-info hole (`/uploads/evil.jpg/x.php`) tried several ways, PHP's stderr in the error log with the script,
+ * and two FPM pools, one stopped and restarted under load, with no failed GET.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { request } from 'undici';
+import { parseConfig } from '../../src/server/config.js';
+import { Portico } from '../../src/server/portico.js';
+import { PhpFpm } from '../helpers/php-fpm.js';
+import { makeTree } from '../helpers/portico.js';
+import { haveTool } from '../helpers/tools.js';
+
+const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
+
+const APP: Record<string, string> = {
+  'info.php': `<?php header('Content-Type: application/json');
+$keys = ['SCRIPT_FILENAME','SCRIPT_NAME','PATH_INFO','DOCUMENT_ROOT','REQUEST_URI','QUERY_STRING','REQUEST_METHOD','CONTENT_TYPE','CONTENT_LENGTH','SERVER_NAME','SERVER_PORT','REMOTE_ADDR','HTTPS','HTTP_HOST','HTTP_X_CUSTOM','HTTP_PROXY','GATEWAY_INTERFACE','SERVER_PROTOCOL','APP_ENV','PHP_SELF'];
+$out = [];
+foreach ($keys as $k) { $out[$k] = $_SERVER[$k] ?? null; }
+$out['get'] = $_GET; $out['post'] = $_POST; $out['cookie'] = $_COOKIE; $out['proxy_env'] = getenv('HTTP_PROXY');
+echo json_encode($out);`,
+  'index.php': `<?php header('Content-Type: application/json'); echo json_encode(['front' => true, 'uri' => $_SERVER['REQUEST_URI'], 'script' => $_SERVER['SCRIPT_NAME'], 'path_info' => $_SERVER['PATH_INFO'] ?? null]);`,
+  'sub/index.php': `<?php echo "sub index";`,
+  'answer.php': `<?php http_response_code(418); header('X-From-Php: yes'); setcookie('a', '1'); setcookie('b', '2', ['httponly' => true]); echo "teapot";`,
+  'gone.php': `<?php header('Status: 404 Not Found'); echo "no such thing";`,
+  'move.php': `<?php header('Location: /elsewhere'); `,
+  'upload.php': `<?php $f = $_FILES['file'] ?? null; echo json_encode(['size' => $f['size'] ?? -1, 'md5' => $f ? md5_file($f['tmp_name']) : null, 'error' => $f['error'] ?? null, 'name' => $_POST['name'] ?? null]);`,
+  'warn.php': `<?php error_log("disk almost full"); echo "warned";`,
+  'static.txt': 'plain text file',
+  'uploads/evil.jpg': `<?php echo "EVIL", "RAN";`,
+  'uploads/evil.jpg.txt': 'not php',
+  '.env': 'SECRET=1',
+  'slow.php': `<?php usleep(20000); echo "slow ok";`,
+};
+
+describe('php route against php-fpm', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
+  let fpm: PhpFpm;
+  let server: Portico;
+  let base: string;
+  let dir: string;
+  const logLines: Array<Record<string, unknown>> = [];
+
+  before(async () => {
+    fpm = await PhpFpm.start({ workers: 4 });
+    dir = makeTree(Object.fromEntries(Object.entries(APP).map(([name, text]) => [`app/${name}`, text])));
+    writeFileSync(path.join(dir, 'outside.php'), '<?php echo "OUTSIDE", "RAN";');
+    symlinkSync(path.join(dir, 'outside.php'), path.join(dir, 'app', 'link.php'));
+    symlinkSync(path.join(dir, 'app', 'uploads', 'evil.jpg'), path.join(dir, 'app', 'uploads', 'alias.php'));
+    mkdirSync(path.join(dir, 'app', 'empty'));
+    const yaml = `listen: ["127.0.0.1:0"]
+log: { access: off }
+upstreams:
+  php:
+    servers: ["${fpm.url}"]
+    keepalive: 4
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php, env: { APP_ENV: testing } }
+`;
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') logLines.push(JSON.parse(line) as Record<string, unknown>);
+        callback();
+      },
+    });
+    server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), pino({ level: 'info' }, sink));
+    await server.start();
+    base = `http://127.0.0.1:${server.addresses[0]!.port}`;
+  });
+  after(async () => {
+    await server?.stop(100);
+    await fpm?.close();
+  });
+
+  const get = async (url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> => {
+    const res = await request(base + url, { headers });
+    return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
+  };
+
+  test('a phpinfo-style page sees the CGI variables: script, root, URI, query, server, client address; HTTP_* fields but never HTTP_PROXY; env added', async () => {
+    const res = await get('/info.php?x=1&y=two', { 'x-custom': 'hello', proxy: 'http://evil.example:1', host: 'shop.example' });
+    assert.equal(res.status, 200);
+    const v = JSON.parse(res.text) as Record<string, unknown>;
+    const root = (await import('node:fs')).realpathSync(path.join(dir, 'app'));
+    assert.equal(v.SCRIPT_FILENAME, path.join(root, 'info.php'));
+    assert.equal(v.SCRIPT_NAME, '/info.php');
+    assert.equal(v.PHP_SELF, '/info.php');
+    assert.equal(v.DOCUMENT_ROOT, root);
+    assert.equal(v.REQUEST_URI, '/info.php?x=1&y=two');
+    assert.equal(v.QUERY_STRING, 'x=1&y=two');
+    assert.deepEqual(v.get, { x: '1', y: 'two' });
+    assert.equal(v.REQUEST_METHOD, 'GET');
+    assert.equal(v.SERVER_NAME, 'shop.example');
+    assert.equal(v.SERVER_PORT, String(server.addresses[0]!.port));
+    assert.equal(v.REMOTE_ADDR, '127.0.0.1');
+    assert.equal(v.HTTPS, null);
+    assert.equal(v.HTTP_HOST, 'shop.example');
+    assert.equal(v.HTTP_X_CUSTOM, 'hello');
+    assert.equal(v.HTTP_PROXY, null);
+    assert.equal(v.proxy_env, false);
+    assert.equal(v.GATEWAY_INTERFACE, 'CGI/1.1');
+    assert.equal(v.SERVER_PROTOCOL, 'HTTP/1.1');
+    assert.equal(v.APP_ENV, 'testing');
+  });
+
+  test('a .php path with more after it runs that script with the rest as PATH_INFO', async () => {
+    const v = JSON.parse((await get('/info.php/extra/path')).text) as Record<string, unknown>;
+    assert.equal(v.SCRIPT_NAME, '/info.php');
+    assert.equal(v.PATH_INFO, '/extra/path');
+  });
+
+  test('a form post reaches $_POST with CONTENT_TYPE and CONTENT_LENGTH; cookies reach $_COOKIE', async () => {
+    const body = 'name=Ada+Lovelace&lang=en';
+    const res = await request(base + '/info.php', { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: 'sid=abc; theme=dark' } });
+    const v = JSON.parse(await res.body.text()) as Record<string, unknown>;
+    assert.deepEqual(v.post, { name: 'Ada Lovelace', lang: 'en' });
+    assert.equal(v.CONTENT_TYPE, 'application/x-www-form-urlencoded');
+    assert.equal(v.CONTENT_LENGTH, String(body.length));
+    assert.deepEqual(v.cookie, { sid: 'abc', theme: 'dark' });
+  });
+
+  test('a 5 MB multipart upload reaches PHP whole (the body held in a temporary file first)', async () => {
+    const file = Buffer.alloc(5 * 1024 * 1024);
+    for (let i = 0; i < file.length; i++) file[i] = (i * 7919) & 0xff;
+    const boundary = '----portico-test-boundary';
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n`),
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n`),
+      file,
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const res = await request(base + '/upload.php', { method: 'POST', body, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
+    const v = JSON.parse(await res.body.text()) as Record<string, unknown>;
+    assert.deepEqual(v, { size: file.length, md5: createHash('md5').update(file).digest('hex'), error: 0, name: 'big' });
+  });
+
+  test('a path that is neither a file nor a script is answered by the front controller /index.php, with the original REQUEST_URI', async () => {
+    const res = await get('/blog/2026/hello-world?page=2');
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(res.text), { front: true, uri: '/blog/2026/hello-world?page=2', script: '/index.php', path_info: null });
+  });
+
+  test('a directory runs its index.php (redirected to its slash first); an existing static file is served as a file', async () => {
+    const redirect = await get('/sub');
+    assert.equal(redirect.status, 308);
+    assert.equal(redirect.headers.location, '/sub/');
+    assert.equal((await get('/sub/')).text, 'sub index');
+    const file = await get('/static.txt');
+    assert.equal(file.status, 200);
+    assert.equal(file.text, 'plain text file');
+    assert.ok(file.headers.etag !== undefined, 'served by the static handler, with validators');
+    assert.equal(file.headers['x-powered-by'], undefined);
+  });
+
+  test('status, headers and Set-Cookie set by PHP reach the client; Status: and Location: become the HTTP status', async () => {
+    const res = await get('/answer.php');
+    assert.equal(res.status, 418);
+    assert.equal(res.headers['x-from-php'], 'yes');
+    assert.deepEqual(res.headers['set-cookie'], ['a=1', 'b=2; HttpOnly']);
+    assert.equal(res.text, 'teapot');
+    const gone = await get('/gone.php');
+    assert.equal(gone.status, 404);
+    assert.equal(gone.text, 'no such thing');
+    const moved = await get('/move.php');
+    assert.equal(moved.status, 302);
+    assert.equal(moved.headers.location, '/elsewhere');
+  });
+
+  test('the path-info hole: a non-.php file is never run, however the path names it', async () => {
+    const tries = [
+      '/uploads/evil.jpg/x.php',
+      '/uploads/evil.jpg/x.php/more',
+      '/uploads/evil.jpg%00.php',
+      '/uploads/evil.jpg%2fx.php',
+      '/uploads/evil.jpg/.php',
+      '/uploads/evil.jpg%20.php',
+      '/uploads/evil.jpg/index.php',
+      '/uploads/alias.php',
+      '/uploads/evil.jpg',
+      '/uploads/../uploads/evil.jpg/x.php',
+      '/link.php',
+      '/.env',
+      '/.env/x.php',
+    ];
+    for (const url of tries) {
+      const res = await get(url);
+      assert.ok(!res.text.includes('EVILRAN') && !res.text.includes('OUTSIDERAN'), `${url} ran a file that is not a script under root: ${res.status} ${res.text}`);
+      assert.ok(!res.text.includes('SECRET'), `${url} served .env`);
+    }
+    // The .jpg itself is a static file: served as bytes, not run.
+    assert.equal((await get('/uploads/evil.jpg')).text, APP['uploads/evil.jpg']);
+    assert.equal((await get('/link.php')).status, 403);
+    assert.equal((await get('/.env')).status, 404);
+  });
+
+  test("PHP's stderr goes to the error log with the script's name", async () => {
+    assert.equal((await get('/warn.php')).text, 'warned');
+    const line = logLines.find((l) => l.msg === 'FastCGI sent in stderr' && String(l.stderr).includes('disk almost full'));
+    assert.ok(line !== undefined, JSON.stringify(logLines.slice(-5)));
+    assert.equal(line.script, '/warn.php');
+  });
+});
+
+describe('php route with two FPM pools', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
+  test('one FPM master stopped and restarted under load: no GET fails, both pools answer afterwards', async () => {
+    const a = await PhpFpm.start({ workers: 3 });
+    const b = await PhpFpm.start({ workers: 3 });
+    const dir = makeTree({ 'app/slow.php': '<?php usleep(5000); echo getenv("POOL") ?: "x", " ok";', 'app/index.php': '<?php echo "front";' });
+    const yaml = `listen: ["127.0.0.1:0"]
+log: { access: off }
+upstreams:
+  php:
+    servers: ["${a.url}", "${b.url}"]
+    keepalive: 3
+    passive: { max_fails: 2, fail_timeout: 2s }
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php }
+`;
+    const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), pino({ level: 'silent' }));
+    await server.start();
+    const base = `http://127.0.0.1:${server.addresses[0]!.port}`;
+    const failures: string[] = [];
+    let ok = 0;
+    let running = true;
+    const client = async (): Promise<void> => {
+      while (running) {
+        try {
+          const res = await request(`${base}/slow.php`);
+          const text = await res.body.text();
+          if (res.statusCode === 200 && text.endsWith(' ok')) ok++;
+          else failures.push(`${res.statusCode} ${text.slice(0, 80)}`);
+        } catch (err) {
+          failures.push(String(err));
+        }
+      }
+    };
+    try {
+      const clients = [client(), client(), client()];
+      const waitForOk = async (n: number): Promise<void> => {
+        const until = ok + n;
+        for (let i = 0; i < 2000 && ok < until && failures.length === 0; i++) await new Promise((resolve) => setImmediate(resolve));
+        const deadline = Date.now() + 10_000;
+        while (ok < until && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      };
+      await waitForOk(50);
+      await a.stop();
+      await waitForOk(50);
+      await a.restart();
+      await waitForOk(50);
+      await b.kill();
+      await waitForOk(50);
+      await b.restart();
+      await waitForOk(50);
+      running = false;
+      await Promise.all(clients);
+      assert.deepEqual(failures, []);
+      assert.ok(ok >= 250, `${ok} answers`);
+    } finally {
+      running = false;
+      await server.stop(100);
+      await a.close();
+      await b.close();
+    }
+  });
+});
