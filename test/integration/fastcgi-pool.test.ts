@@ -91,6 +91,14 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     assert.equal(await res.body.text(), 'hello GET');
   });
 
+  test("an active check's request (method and path only, reset: true) gets the pool's ping.path answer and leaves no connection", async () => {
+    const p = pool();
+    const res = await p.request({ path: '/fpm-ping', method: 'GET', headers: { host: 'localhost', 'user-agent': 'Portico-health-check' }, reset: true });
+    assert.equal(res.statusCode, 200);
+    assert.equal(await res.body.text(), 'pong');
+    assert.equal(p.size, 0);
+  });
+
   test('close waits for no request and leaves no connection', async () => {
     const p = pool();
     await (await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') })).body.text();

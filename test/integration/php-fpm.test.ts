@@ -39,6 +39,9 @@ echo json_encode($out);`,
   'uploads/evil.jpg.txt': 'not php',
   '.env': 'SECRET=1',
   'slow.php': `<?php usleep(20000); echo "slow ok";`,
+  'cached/page.php': `<?php header('Cache-Control: public, max-age=60'); echo "made at ", hrtime(true);`,
+  'cached/private.php': `<?php echo "made at ", hrtime(true);`,
+  'cached/missing.php': `<?php http_response_code(404); echo "php's own 404 page";`,
 };
 
 describe('php route against php-fpm', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
@@ -61,11 +64,17 @@ upstreams:
   php:
     servers: ["${fpm.url}"]
     keepalive: 4
+caches:
+  main: { memory: 16MB }
 sites:
-  - routes:
+  - error_pages: { 404: ./not-found.html }
+    routes:
+      - path: /cached/
+        php: { root: ./app, upstream: php, cache: { zone: main }, intercept_errors: [404] }
       - path: /
         php: { root: ./app, upstream: php, env: { APP_ENV: testing } }
 `;
+    writeFileSync(path.join(dir, 'not-found.html'), 'the site error page');
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
         for (const line of chunk.toString().split('\n')) if (line !== '') logLines.push(JSON.parse(line) as Record<string, unknown>);
@@ -200,6 +209,23 @@ sites:
     assert.equal((await get('/uploads/evil.jpg')).text, APP['uploads/evil.jpg']);
     assert.equal((await get('/link.php')).status, 403);
     assert.equal((await get('/.env')).status, 404);
+  });
+
+  test('a PHP answer with Cache-Control: public, max-age is stored and served from the cache; one without is not', async () => {
+    const first = await get('/cached/page.php');
+    const second = await get('/cached/page.php');
+    assert.equal(first.status, 200);
+    assert.equal(second.text, first.text);
+    assert.match(String(second.headers['cache-status']), /hit/);
+    const a = await get('/cached/private.php');
+    const b = await get('/cached/private.php');
+    assert.notEqual(a.text, b.text);
+  });
+
+  test("intercept_errors replaces PHP's 404 by the site's error page", async () => {
+    const res = await get('/cached/missing.php');
+    assert.equal(res.status, 404);
+    assert.equal(res.text, 'the site error page');
   });
 
   test("PHP's stderr goes to the error log with the script's name", async () => {

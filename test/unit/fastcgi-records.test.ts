@@ -17,6 +17,7 @@ import {
   recordHeader,
   type FcgiRecord,
 } from '../../src/upstream/fastcgi/records.js';
+import { headEnd, parseCgiHead } from '../../src/upstream/fastcgi/cgi-response.js';
 
 /** The records an application would send: stdout/stderr chunks in any order, then END_REQUEST. */
 function endRequest(requestId: number, appStatus: number, protocolStatus: number, padding = 0): Buffer {
@@ -136,5 +137,31 @@ describe('FastCGI records', () => {
   test('a byte stream that is not FastCGI (version other than 1) is refused', () => {
     const parser = new RecordParser(() => undefined);
     assert.throws(() => parser.push(Buffer.from('HTTP/1.1 200 OK\r\n')), /version 72/);
+  });
+});
+
+describe('CGI response heads', () => {
+  const text = (raw: Buffer[]): string[] => raw.map((b) => b.toString('latin1'));
+
+  test('the head ends at the first empty line, with CRLF or bare LF line ends', () => {
+    assert.equal(headEnd(Buffer.from('A: 1\r\n\r\nbody')), 8);
+    assert.equal(headEnd(Buffer.from('A: 1\n\nbody')), 6);
+    assert.equal(headEnd(Buffer.from('A: 1\r\nB: 2\r\n')), -1);
+    assert.equal(headEnd(Buffer.from('\r\nbody')), 2);
+  });
+
+  test('Status: sets the status and is not passed on; Location without Status is a 302; repeated fields stay apart', () => {
+    assert.deepEqual(parseCgiHead(Buffer.from('Status: 404 Not Found\r\nContent-Type: text/html\r\n')), { status: 404, rawHeaders: [Buffer.from('Content-Type'), Buffer.from('text/html')] });
+    assert.equal(parseCgiHead(Buffer.from('Location: /x\r\n'))!.status, 302);
+    assert.equal(parseCgiHead(Buffer.from('Status: 301\r\nLocation: /x\r\n'))!.status, 301);
+    assert.equal(parseCgiHead(Buffer.from('X: 1\n'))!.status, 200);
+    assert.deepEqual(text(parseCgiHead(Buffer.from('Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n'))!.rawHeaders), ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2']);
+  });
+
+  test('a head that is not CGI (a line without a colon, a bad field name, a bad status) is refused', () => {
+    assert.equal(parseCgiHead(Buffer.from('HTTP/1.1 200 OK\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Bad Name: 1\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: abc\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: 99 Low\r\n')), undefined);
   });
 });

@@ -17,12 +17,13 @@ import { sendError } from '../../http/send.js';
 import { compileTemplate } from '../../http/template.js';
 import { SpooledBody } from '../proxy/body.js';
 import { Forwarder } from '../proxy/forward.js';
+import { cacheOptions, routeCache } from '../proxy/handler.js';
 import { interceptedStatuses, interceptOption } from '../proxy/intercept.js';
 import { RequestPreparer } from '../proxy/prepare.js';
 import type { PreparedRequest } from '../proxy/sink.js';
 import { staticKind } from '../static/handler.js';
 import { defineHandler } from '../types.js';
-import { cgiParams, type ParamsOptions } from './params.js';
+import { cgiParams, type ParamsOptions, type ScriptTarget } from './params.js';
 import { locate, type LocateOptions, type PhpTarget } from './script.js';
 
 const MAX_BUFFER_MEMORY = 64 * 1024 * 1024;
@@ -53,6 +54,8 @@ const options = z.strictObject({
   response_buffer_memory: size.refine((bytes) => bytes <= MAX_BUFFER_MEMORY, 'at most 64MB').default(256 * 1024),
   /** Replace PHP's answers with these statuses (true: every 4xx and 5xx) by the site's error page. */
   intercept_errors: interceptOption,
+  /** Store PHP's answers in a cache zone, as a proxy route does (docs/cache.md): `{ zone: main }`. */
+  cache: cacheOptions.optional(),
   /** Static files: how long a file's answer is kept before it is looked at again (the `static` handler's). */
   file_cache_valid: duration.default(1000),
 });
@@ -69,6 +72,9 @@ function checkPhp(php: PhpOptions, env: CheckEnv): Problem[] {
   php.root = root;
   if (!env.upstreams.includes(php.upstream)) {
     problems.push({ keys: ['upstream'], message: `unknown upstream "${php.upstream}"${env.upstreams.length > 0 ? ` (defined: ${env.upstreams.join(', ')})` : ' (no upstreams are defined)'}` });
+  }
+  if (php.cache !== undefined && !env.caches.includes(php.cache.zone)) {
+    problems.push({ keys: ['cache', 'zone'], message: `unknown cache "${php.cache.zone}"${env.caches.length > 0 ? ` (defined: ${env.caches.join(', ')})` : ' (no caches are defined)'}` });
   }
   if (php.front_controller !== false && !php.split.some((ext) => (php.front_controller as string).toLowerCase().endsWith(ext.toLowerCase()))) {
     problems.push({ keys: ['front_controller'], message: `the front controller is a script (ending in ${php.split.join(' or ')})` });
@@ -104,6 +110,13 @@ export const phpKind = defineHandler({
       staticKind.options.parse({ root: options.root, index: [], dotfiles: options.dotfiles, symlinks: options.symlinks, file_cache: { valid: options.file_cache_valid } }),
       env,
     );
+    /** The request's header list replaced by its CGI variables (the FastCGI pool sends them as PARAMS). */
+    const withParams = (ctx: RequestContext, prepared: PreparedRequest): PreparedRequest => {
+      const body = prepared.body;
+      const sized = body === null ? (ctx.req.method === 'POST' || ctx.req.method === 'PUT' || ctx.req.method === 'PATCH' ? 0 : -1) : Buffer.isBuffer(body) ? body.length : body instanceof SpooledBody ? body.length : -1;
+      prepared.headers = cgiParams(ctx, scripts.get(ctx)!, sized, paramsOptions);
+      return prepared;
+    };
     const paramsOptions: ParamsOptions = {
       documentRoot: realRoot,
       underscores: env.underscoresInHeaders,
@@ -123,9 +136,18 @@ export const phpKind = defineHandler({
       logger: env.logger,
     });
     const intercept = interceptedStatuses(options.intercept_errors);
+    // The script each request runs, found before it is forwarded (or looked up in the cache).
+    const scripts = new WeakMap<RequestContext, ScriptTarget>();
     const forwarder = new Forwarder({
       upstream,
-      preparer,
+      preparer: {
+        prepare(ctx) {
+          const prepared = preparer.prepare(ctx);
+          if (prepared === undefined) return undefined;
+          if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : withParams(ctx, ready)));
+          return withParams(ctx, prepared);
+        },
+      },
       shared: {
         upstream,
         passiveOn: new Set<string>(config.passive.on),
@@ -142,12 +164,7 @@ export const phpKind = defineHandler({
       logger: env.logger,
     });
 
-    const run = (ctx: RequestContext, target: Extract<PhpTarget, { kind: 'script' }>, prepared: PreparedRequest): void => {
-      const body = prepared.body;
-      const length = body === null ? (ctx.req.method === 'POST' || ctx.req.method === 'PUT' || ctx.req.method === 'PATCH' ? 0 : -1) : Buffer.isBuffer(body) ? body.length : body instanceof SpooledBody ? body.length : -1;
-      prepared.headers = cgiParams(ctx, target, length, paramsOptions);
-      forwarder.answer(prepared);
-    };
+    const cache = options.cache === undefined ? undefined : routeCache(options.cache, intercept, env, forwarder);
     const answer = (ctx: RequestContext, target: PhpTarget): Promise<void> | void => {
       switch (target.kind) {
         case 'file':
@@ -160,12 +177,9 @@ export const phpKind = defineHandler({
         }
         case 'status':
           return sendError(ctx, target.status);
-        case 'script': {
-          const prepared = preparer.prepare(ctx);
-          if (prepared === undefined) return;
-          if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : run(ctx, target, ready)));
-          return run(ctx, target, prepared);
-        }
+        case 'script':
+          scripts.set(ctx, target);
+          return cache === undefined ? forwarder.handle(ctx) : cache.handle(ctx);
       }
     };
     return {

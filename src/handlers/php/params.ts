@@ -27,7 +27,10 @@ export interface ScriptTarget {
   readonly pathInfo: string;
 }
 
-/** The flat name/value list of a request's CGI variables. */
+/**
+ * The flat name/value list of a request's CGI variables; its request fields are given by their lower-case field
+ * names, which the FastCGI pool turns into `HTTP_NAME` (see `paramsOf` in upstream/fastcgi/pool.ts).
+ */
 export function cgiParams(ctx: RequestContext, script: ScriptTarget, bodyLength: number, o: ParamsOptions): string[] {
   const req = ctx.req;
   const socket = req.socket;
@@ -71,11 +74,13 @@ export function cgiParams(ctx: RequestContext, script: ScriptTarget, bodyLength:
       params[at] += (name === 'cookie' ? '; ' : ', ') + value;
       continue;
     }
-    // An h2 request's :authority is its Host.
-    params.push('HTTP_' + name.toUpperCase().replace(/-/g, '_'), value);
+    // Passed by its field name (lower case): the FastCGI pool sends it as HTTP_NAME. The cache's edits of a fetch
+    // (its own validators in, the client's out) then apply to it as to a proxied request's fields.
+    params.push(name, value);
     seen.set(name, params.length - 1);
   }
-  if (!seen.has('host') && ctx.authority !== '') params.push('HTTP_HOST', ctx.authority);
+  // An h2 request's :authority is its Host.
+  if (!seen.has('host') && ctx.authority !== '') params.push('host', ctx.authority);
   params.push(...o.env);
   return params;
 }

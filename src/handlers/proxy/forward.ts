@@ -32,7 +32,8 @@ function failed(ex: Exchange, status: 502 | 503 | 504, reachable = false): Forwa
 /** What the loop needs of its route, resolved once. */
 export interface ForwarderOptions {
   readonly upstream: Upstream;
-  readonly preparer: RequestPreparer;
+  /** Prepares each request (a php route's gives the CGI variables as its header list). */
+  readonly preparer: Pick<RequestPreparer, 'prepare'>;
   readonly shared: AttemptShared;
   /** The `hash` policy's key template (undefined for other policies). */
   readonly hashKey: Template | undefined;

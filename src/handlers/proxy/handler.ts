@@ -14,10 +14,10 @@ import { Forwarder } from './forward.js';
 import { interceptedStatuses, interceptOption } from './intercept.js';
 import { RequestPreparer } from './prepare.js';
 import { tunnelWebSocket, type TunnelOptions } from './tunnel.js';
-import { defineHandler } from '../types.js';
+import { defineHandler, type HandlerEnv } from '../types.js';
 
-/** A proxy route's use of a cache zone. */
-const cacheOptions = z.strictObject({
+/** A proxy (or php) route's use of a cache zone. */
+export const cacheOptions = z.strictObject({
   zone: z.string(),
   key: z.string().default('$scheme$host$request_uri'),
   /** Freshness when the origin gives none and no heuristic applies; 0 = store nothing without freshness. */
@@ -59,6 +59,34 @@ const cacheOptions = z.strictObject({
     return `expected a map of keys: write cache: { zone: ${zone} }, naming a zone of "caches" (got ${shown(issue.input)})`;
   },
 });
+
+/** A route's `cache:` as the schema gives it. */
+export type RouteCacheOptions = z.output<typeof cacheOptions>;
+
+/** The cache in front of a route's forwarder (a proxy's or a php route's), from the route's `cache:`. */
+export function routeCache(cache: RouteCacheOptions, intercept: ReadonlySet<number> | undefined, env: HandlerEnv, forwarder: Forwarder): ProxyCache {
+  return new ProxyCache(
+    {
+      zone: env.caches.get(cache.zone)!,
+      key: compileTemplate(cache.key),
+      keyHoldsHost: templateVariables(cache.key).includes('$host'),
+      rules: {
+        heuristic: cache.heuristic,
+        defaultTtl: cache.default_ttl,
+        defaultTtlWithCredentials: cache.default_ttl_with_credentials,
+        ignoreSetCookie: cache.ignore_set_cookie,
+        staleIfError: cache.stale_if_error,
+        targeted: cache.targeted.map((name) => name.toLowerCase()),
+      },
+      staleIfUnreachable: cache.stale_if_unreachable,
+      hitForMiss: cache.hit_for_miss,
+      collapse: cache.collapse,
+      intercept,
+      tally: env.metrics?.cache(cache.zone),
+    },
+    forwarder,
+  );
+}
 
 /** Per-request memory thresholds are bounded: the rest of what is held goes to disk. */
 const MAX_BUFFER_MEMORY = 64 * 1024 * 1024;
@@ -202,30 +230,7 @@ export const proxyKind = defineHandler({
       responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, space: env.tempSpace, logger: env.logger },
       logger: env.logger,
     });
-    const cache =
-      options.cache === undefined
-        ? undefined
-        : new ProxyCache(
-            {
-              zone: env.caches.get(options.cache.zone)!,
-              key: compileTemplate(options.cache.key),
-              keyHoldsHost: templateVariables(options.cache.key).includes('$host'),
-              rules: {
-                heuristic: options.cache.heuristic,
-                defaultTtl: options.cache.default_ttl,
-                defaultTtlWithCredentials: options.cache.default_ttl_with_credentials,
-                ignoreSetCookie: options.cache.ignore_set_cookie,
-                staleIfError: options.cache.stale_if_error,
-                targeted: options.cache.targeted.map((name) => name.toLowerCase()),
-              },
-              staleIfUnreachable: options.cache.stale_if_unreachable,
-              hitForMiss: options.cache.hit_for_miss,
-              collapse: options.cache.collapse,
-              intercept,
-              tally: env.metrics?.cache(options.cache.zone),
-            },
-            forwarder,
-          );
+    const cache = options.cache === undefined ? undefined : routeCache(options.cache, intercept, env, forwarder);
     const tunnel: TunnelOptions = { upstream, preparer, passiveOn, hashKey: (ctx) => forwarder.hashKey(ctx), serverHeader: env.serverHeader };
     return {
       handle:

@@ -27,7 +27,8 @@ import {
 const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
 const BEGIN = encodeBeginRequest(REQUEST_ID, true);
-const CGI_NAME = /^[A-Z0-9_]+$/;
+/** A CGI variable's name; any other name (a request field's, lower case) is sent as its `HTTP_` variable. */
+const CGI_NAME = /^[A-Z][A-Z0-9_]*$/;
 
 /** Where and how to connect, and the limits of one server's connections. */
 export interface FastCgiPoolOptions {
