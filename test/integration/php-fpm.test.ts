@@ -39,6 +39,7 @@ echo json_encode($out);`,
   'uploads/evil.jpg.txt': 'not php',
   '.env': 'SECRET=1',
   'slow.php': `<?php usleep(20000); echo "slow ok";`,
+  'unicodé/ö.php': `<?php echo $_SERVER['SCRIPT_NAME'], "|", basename($_SERVER['SCRIPT_FILENAME']), "|", $_SERVER['PATH_INFO'] ?? '';`,
   'cached/page.php': `<?php header('Cache-Control: public, max-age=60'); echo "made at ", hrtime(true);`,
   'cached/private.php': `<?php echo "made at ", hrtime(true);`,
   'cached/missing.php': `<?php http_response_code(404); echo "php's own 404 page";`,
@@ -125,6 +126,12 @@ sites:
     const v = JSON.parse((await get('/info.php/extra/path')).text) as Record<string, unknown>;
     assert.equal(v.SCRIPT_NAME, '/info.php');
     assert.equal(v.PATH_INFO, '/extra/path');
+  });
+
+  test('a script whose path is not ASCII runs, and PHP sees its names and PATH_INFO as UTF-8', async () => {
+    const res = await get('/unicod%C3%A9/%C3%B6.php/%C3%A5');
+    assert.equal(res.status, 200);
+    assert.equal(res.text, '/unicodé/ö.php|ö.php|/å');
   });
 
   test('a form post reaches $_POST with CONTENT_TYPE and CONTENT_LENGTH; cookies reach $_COOKIE', async () => {

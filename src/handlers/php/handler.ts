@@ -8,6 +8,7 @@
  * `intercept_errors` are the proxy's.
  */
 import { realpathSync } from 'node:fs';
+import { LRUCache } from 'lru-cache';
 import path from 'node:path';
 import { z } from 'zod';
 import { duration, size, type CheckEnv, type Problem } from '../../config/schema.js';
@@ -23,7 +24,7 @@ import { RequestPreparer } from '../proxy/prepare.js';
 import type { PreparedRequest } from '../proxy/sink.js';
 import { staticKind } from '../static/handler.js';
 import { defineHandler } from '../types.js';
-import { cgiParams, type ParamsOptions, type ScriptTarget } from './params.js';
+import { cgiParams, utf8Bytes, type ParamsOptions, type ScriptTarget } from './params.js';
 import { locate, type LocateOptions, type PhpTarget } from './script.js';
 
 const MAX_BUFFER_MEMORY = 64 * 1024 * 1024;
@@ -56,7 +57,7 @@ const options = z.strictObject({
   intercept_errors: interceptOption,
   /** Store PHP's answers in a cache zone, as a proxy route does (docs/cache.md): `{ zone: main }`. */
   cache: cacheOptions.optional(),
-  /** Static files: how long a file's answer is kept before it is looked at again (the `static` handler's). */
+  /** How long where a path leads (a script, a file, the front controller) is kept before the disk is asked again. */
   file_cache_valid: duration.default(1000),
 });
 
@@ -120,7 +121,7 @@ export const phpKind = defineHandler({
     const paramsOptions: ParamsOptions = {
       documentRoot: realRoot,
       underscores: env.underscoresInHeaders,
-      env: Object.entries(options.env).flat(),
+      env: Object.entries(options.env).flatMap(([name, value]) => [name, utf8Bytes(value)]),
     };
     const preparer = new RequestPreparer({
       host: 'pass',
@@ -182,9 +183,18 @@ export const phpKind = defineHandler({
           return cache === undefined ? forwarder.handle(ctx) : cache.handle(ctx);
       }
     };
+    // Where a path leads is kept for file_cache_valid (as a static route's answers): a hot script costs no stat.
+    const valid = options.file_cache_valid;
+    const known = new LRUCache<string, { target: PhpTarget; until: number }>({ max: 10_000, maxSize: 16 * 1024 * 1024, sizeCalculation: (_v, key) => key.length + 256 });
+    const remember = (ctx: RequestContext, target: PhpTarget): Promise<void> | void => {
+      if (valid > 0) known.set(ctx.path, { target, until: Date.now() + valid });
+      return answer(ctx, target);
+    };
     return {
       handle: function php(ctx) {
-        return locate(ctx.path, located).then((target) => answer(ctx, target));
+        const hit = valid > 0 ? known.peek(ctx.path) : undefined;
+        if (hit !== undefined && hit.until > Date.now()) return answer(ctx, hit.target);
+        return locate(ctx.path, located).then((target) => remember(ctx, target));
       },
       start: files.start,
       stop: files.stop,

@@ -27,6 +27,13 @@ export interface ScriptTarget {
   readonly pathInfo: string;
 }
 
+const NOT_ASCII = /[^\x00-\x7f]/;
+
+/** A Unicode string (a file name, a decoded path) as its UTF-8 bytes, one character each (see `encodeNameValuePairs`). */
+export function utf8Bytes(text: string): string {
+  return NOT_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text;
+}
+
 /**
  * The flat name/value list of a request's CGI variables; its request fields are given by their lower-case field
  * names, which the FastCGI pool turns into `HTTP_NAME` (see `paramsOf` in upstream/fastcgi/pool.ts).
@@ -41,11 +48,11 @@ export function cgiParams(ctx: RequestContext, script: ScriptTarget, bodyLength:
     'SERVER_PROTOCOL', `HTTP/${req.httpVersionMajor === 2 ? '2.0' : req.httpVersion}`,
     'REQUEST_METHOD', req.method ?? 'GET',
     'REQUEST_URI', uri,
-    'DOCUMENT_URI', script.scriptName + script.pathInfo,
+    'DOCUMENT_URI', utf8Bytes(script.scriptName + script.pathInfo),
     'QUERY_STRING', ctx.query,
-    'SCRIPT_NAME', script.scriptName,
-    'SCRIPT_FILENAME', script.filename,
-    'DOCUMENT_ROOT', o.documentRoot,
+    'SCRIPT_NAME', utf8Bytes(script.scriptName),
+    'SCRIPT_FILENAME', utf8Bytes(script.filename),
+    'DOCUMENT_ROOT', utf8Bytes(o.documentRoot),
     'REQUEST_SCHEME', ctx.scheme,
     'SERVER_NAME', ctx.host,
     'SERVER_ADDR', socket.localAddress ?? '',
@@ -55,7 +62,7 @@ export function cgiParams(ctx: RequestContext, script: ScriptTarget, bodyLength:
     // PHP built with force-cgi-redirect wants it; PHP-FPM ignores it.
     'REDIRECT_STATUS', '200',
   ];
-  if (script.pathInfo !== '') params.push('PATH_INFO', script.pathInfo, 'PATH_TRANSLATED', o.documentRoot + script.pathInfo);
+  if (script.pathInfo !== '') params.push('PATH_INFO', utf8Bytes(script.pathInfo), 'PATH_TRANSLATED', utf8Bytes(o.documentRoot + script.pathInfo));
   if (ctx.scheme === 'https') params.push('HTTPS', 'on');
   const type = req.headers['content-type'];
   if (type !== undefined) params.push('CONTENT_TYPE', type);

@@ -4,8 +4,8 @@
  * proxy. One request per connection at a time (PHP-FPM does not multiplex), connections kept with FCGI_KEEP_CONN
  * and reused, at most `connections` of them (the upstream's `keepalive`), idle ones closed after `idleTimeout`.
  *
- * The request's `headers` are the CGI variables (a flat name/value list) the `php` handler built; a name in any
- * other form (`if-none-match`, added by the cache to revalidate) is passed as its `HTTP_` variable. A request
+ * The request's `headers` are the CGI variables (a flat name/value list) the `php` handler built; a name not
+ * starting with an upper-case letter (a request field's: `if-none-match`) is passed as its `HTTP_` variable. A request
  * that carries no `REQUEST_METHOD` (an active health check) gets the few variables a FastCGI server needs from
  * its method and path (PHP-FPM answers its `ping.path` that way).
  */
@@ -27,8 +27,7 @@ import {
 const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
 const BEGIN = encodeBeginRequest(REQUEST_ID, true);
-/** A CGI variable's name; any other name (a request field's, lower case) is sent as its `HTTP_` variable. */
-const CGI_NAME = /^[A-Z][A-Z0-9_]*$/;
+const DASHES = /-/g;
 
 /** Where and how to connect, and the limits of one server's connections. */
 export interface FastCgiPoolOptions {
@@ -71,29 +70,37 @@ interface Pending {
   readonly handler: Handler;
 }
 
-/** The CGI variables of a request, from the handler's list, or a minimal set for a request that has none. */
+/**
+ * The CGI variables of a request: the handler's list, where a name starting with an upper-case letter is a CGI
+ * variable and any other (a request field's name, lower case) is sent as `HTTP_NAME`; for a request that has no
+ * REQUEST_METHOD (an active check), the few variables a FastCGI server needs, from its method and path.
+ */
 export function paramsOf(opts: Dispatcher.DispatchOptions): { params: string[]; script: string } {
-  const list: string[] = [];
   const headers = opts.headers;
-  if (Array.isArray(headers)) {
-    for (let i = 0; i + 1 < headers.length; i += 2) list.push(String(headers[i]), String(headers[i + 1]));
-  } else if (headers !== null && headers !== undefined && typeof headers === 'object') {
-    for (const [name, value] of Object.entries(headers as Record<string, string | string[] | undefined>)) {
-      if (value !== undefined) list.push(name, Array.isArray(value) ? value.join(', ') : value);
+  let list: readonly string[];
+  if (Array.isArray(headers)) list = headers as string[];
+  else {
+    const flat: string[] = [];
+    if (headers !== null && headers !== undefined && typeof headers === 'object') {
+      for (const [name, value] of Object.entries(headers as Record<string, string | string[] | undefined>)) {
+        if (value !== undefined) flat.push(name, Array.isArray(value) ? value.join(', ') : value);
+      }
     }
+    list = flat;
   }
   const params: string[] = [];
   let script = '';
   let method = false;
-  for (let i = 0; i < list.length; i += 2) {
+  for (let i = 0; i + 1 < list.length; i += 2) {
     const name = list[i]!;
-    if (CGI_NAME.test(name)) {
+    const first = name.charCodeAt(0);
+    if (first >= 65 && first <= 90) {
       if (name === 'REQUEST_METHOD') method = true;
-      if (name === 'SCRIPT_NAME') script = list[i + 1]!;
+      else if (name === 'SCRIPT_NAME') script = list[i + 1]!;
       params.push(name, list[i + 1]!);
       continue;
     }
-    const cgi = 'HTTP_' + name.toUpperCase().replace(/-/g, '_');
+    const cgi = 'HTTP_' + name.toUpperCase().replace(DASHES, '_');
     // httpoxy: a client's `Proxy` field must never become HTTP_PROXY, which CGI programs read as their proxy.
     if (cgi !== 'HTTP_PROXY') params.push(cgi, list[i + 1]!);
   }

@@ -117,19 +117,28 @@ function writeLength(target: Buffer, offset: number, length: number): number {
   return offset + 4;
 }
 
-/** Name-value pairs (a flat list: name, value, name, value…) as PARAMS content, before framing. */
+/**
+ * Name-value pairs (a flat list: name, value, name, value…) as PARAMS content, before framing. Each string is
+ * taken as bytes, one per character (latin1), as Node gives header values: a caller with Unicode text (a file
+ * name) passes its UTF-8 bytes that way. One buffer, written in place (this runs for every request).
+ */
 export function encodeNameValuePairs(pairs: readonly string[]): Buffer {
-  const encoded: Buffer[] = [];
   let total = 0;
-  for (let i = 0; i + 1 < pairs.length; i += 2) {
-    const name = Buffer.from(pairs[i]!, 'latin1');
-    const value = Buffer.from(pairs[i + 1]!, 'latin1');
-    const head = Buffer.allocUnsafe(8);
-    const end = writeLength(head, writeLength(head, 0, name.length), value.length);
-    encoded.push(head.subarray(0, end), name, value);
-    total += end + name.length + value.length;
+  const count = pairs.length & ~1;
+  for (let i = 0; i < count; i++) {
+    const length = pairs[i]!.length;
+    total += (length < 128 ? 1 : 4) + length;
   }
-  return Buffer.concat(encoded, total);
+  const out = Buffer.allocUnsafe(total);
+  let offset = 0;
+  for (let i = 0; i < count; i += 2) {
+    const name = pairs[i]!;
+    const value = pairs[i + 1]!;
+    offset = writeLength(out, writeLength(out, offset, name.length), value.length);
+    offset += out.write(name, offset, 'latin1');
+    offset += out.write(value, offset, 'latin1');
+  }
+  return out;
 }
 
 /** Decodes PARAMS (or GET_VALUES_RESULT) content back into a flat name/value list; throws on a truncated pair. */
