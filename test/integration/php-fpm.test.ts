@@ -40,6 +40,7 @@ echo json_encode($out);`,
   '.env': 'SECRET=1',
   'slow.php': `<?php usleep(20000); echo "slow ok";`,
   'unicodé/ö.php': `<?php echo $_SERVER['SCRIPT_NAME'], "|", basename($_SERVER['SCRIPT_FILENAME']), "|", $_SERVER['PATH_INFO'] ?? '';`,
+  'big.php': `<?php header('Content-Type: text/html'); echo str_repeat("<p>compressible PHP output</p>\\n", 500);`,
   'cached/page.php': `<?php header('Cache-Control: public, max-age=60'); echo "made at ", hrtime(true);`,
   'cached/private.php': `<?php echo "made at ", hrtime(true);`,
   'cached/missing.php': `<?php http_response_code(404); echo "php's own 404 page";`,
@@ -72,6 +73,9 @@ sites:
     routes:
       - path: /cached/
         php: { root: ./app, upstream: php, cache: { zone: main }, intercept_errors: [404] }
+      - path: = /big.php
+        php: { root: ./app, upstream: php }
+        compress: {}
       - path: /
         php: { root: ./app, upstream: php, env: { APP_ENV: testing } }
 `;
@@ -227,6 +231,13 @@ sites:
     const a = await get('/cached/private.php');
     const b = await get('/cached/private.php');
     assert.notEqual(a.text, b.text);
+  });
+
+  test("a route's compress applies to PHP's answers (gzip by Accept-Encoding)", async () => {
+    const res = await request(base + '/big.php', { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(res.headers['content-encoding'], 'gzip');
+    const body = (await import('node:zlib')).gunzipSync(Buffer.from(await res.body.arrayBuffer())).toString();
+    assert.equal(body, '<p>compressible PHP output</p>\n'.repeat(500));
   });
 
   test("intercept_errors replaces PHP's 404 by the site's error page", async () => {

@@ -387,10 +387,8 @@ export class FastCgiPool extends Dispatcher {
     if (this.#closing !== undefined) return connection.close();
     connection.socket.unref();
     this.#idle.push(connection);
-    this.#idleTimers.set(
-      connection,
-      setTimeout(() => connection.close(), this.options.idleTimeout),
-    );
+    // An idle connection keeps nothing alive: neither its socket (unref'd above) nor its timer.
+    this.#idleTimers.set(connection, setTimeout(() => connection.close(), this.options.idleTimeout).unref());
   }
 
   /**
