@@ -135,6 +135,7 @@ export const phpKind = defineHandler({
       requestBufferMemory: options.request_buffer_memory,
       tempSpace: env.tempSpace,
       logger: env.logger,
+      httpHeaders: false,
     });
     const intercept = interceptedStatuses(options.intercept_errors);
     // The script each request runs, found before it is forwarded (or looked up in the cache).

@@ -79,12 +79,11 @@ export class Forwarder {
   handle(ctx: RequestContext): Promise<void> | void {
     const prepared = this.#o.preparer.prepare(ctx);
     if (prepared === undefined) return;
-    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.answer(ready)));
-    return this.answer(prepared);
+    if (prepared instanceof Promise) return prepared.then((ready) => (ready === undefined ? undefined : this.#answer(ready)));
+    return this.#answer(prepared);
   }
 
-  /** Answers a request prepared already (its header list may be another's: a php route's CGI variables). */
-  answer(prepared: PreparedRequest): void {
+  #answer(prepared: PreparedRequest): void {
     const ctx = prepared.ctx;
     this.#run(
       new Exchange(prepared, this.clientSink(ctx), prepared.headers, (outcome) => {

@@ -41,6 +41,8 @@ export interface PrepareOptions {
   /** Where the temporary files go, and their bound in all. */
   readonly tempSpace: TempSpace;
   readonly logger: Logger;
+  /** Build the header list for an HTTP app server (false: a php route, which sends CGI variables instead). */
+  readonly httpHeaders?: boolean | undefined;
 }
 
 /** The methods a proxy route answers when TRACE is refused (405 must say what is allowed, RFC 9110 §15.5.6). */
@@ -183,7 +185,7 @@ export class RequestPreparer {
       ctx,
       body,
       replayable,
-      headers: this.headers(ctx),
+      headers: this.#o.httpHeaders === false ? [] : this.headers(ctx),
       path: this.upstreamPath(ctx),
       clientIp: ctx.clientAddress(),
       clientGone: false,
