@@ -107,38 +107,27 @@ export function encodeAbortRequest(requestId: number): Buffer {
   return recordHeader(RecordType.AbortRequest, requestId, 0, 0);
 }
 
-/** One name-value pair's lengths: 1 byte below 128, else 4 bytes with the high bit set (spec §3.4). */
-function writeLength(target: Buffer, offset: number, length: number): number {
-  if (length < 128) {
-    target[offset] = length;
-    return offset + 1;
-  }
-  target.writeUInt32BE((length | 0x80000000) >>> 0, offset);
-  return offset + 4;
-}
-
 /**
  * Name-value pairs (a flat list: name, value, name, value…) as PARAMS content, before framing. Each string is
  * taken as bytes, one per character (latin1), as Node gives header values: a caller with Unicode text (a file
  * name) passes its UTF-8 bytes that way. One buffer, written in place (this runs for every request).
  */
 export function encodeNameValuePairs(pairs: readonly string[]): Buffer {
-  let total = 0;
+  // Built as one latin1 string (lengths as characters) and written once: one native call, not two per pair.
+  let text = '';
   const count = pairs.length & ~1;
-  for (let i = 0; i < count; i++) {
-    const length = pairs[i]!.length;
-    total += (length < 128 ? 1 : 4) + length;
-  }
-  const out = Buffer.allocUnsafe(total);
-  let offset = 0;
   for (let i = 0; i < count; i += 2) {
     const name = pairs[i]!;
     const value = pairs[i + 1]!;
-    offset = writeLength(out, writeLength(out, offset, name.length), value.length);
-    offset += out.write(name, offset, 'latin1');
-    offset += out.write(value, offset, 'latin1');
+    text += lengthChars(name.length) + lengthChars(value.length) + name + value;
   }
-  return out;
+  return Buffer.from(text, 'latin1');
+}
+
+/** A name-value length as the characters of its bytes (spec §3.4: one byte below 128, else four, high bit set). */
+function lengthChars(length: number): string {
+  if (length < 128) return String.fromCharCode(length);
+  return String.fromCharCode(((length >>> 24) & 0x7f) | 0x80, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff);
 }
 
 /** Decodes PARAMS (or GET_VALUES_RESULT) content back into a flat name/value list; throws on a truncated pair. */
