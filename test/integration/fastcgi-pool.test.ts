@@ -99,6 +99,29 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     assert.equal(p.size, 0);
   });
 
+  test('more connections than FPM workers: kept connections never starve the ones waiting in the listen queue', async () => {
+    const small = await PhpFpm.start({ workers: 2 });
+    try {
+      writeFileSync(path.join(small.dir, 'nap.php'), '<?php usleep(10000); echo "rested";');
+      const params = ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', path.join(small.dir, 'nap.php'), 'SCRIPT_NAME', '/nap.php', 'REQUEST_URI', '/nap.php', 'QUERY_STRING', ''];
+      // Six connections for two workers: without care, two kept connections would hold both workers for good.
+      const p = pool({ socketPath: small.socket, connections: 6, headersTimeout: 3000 });
+      const answers: string[] = [];
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          for (let i = 0; i < 8; i++) {
+            const res = await p.request({ path: '/nap.php', method: 'GET', headers: params });
+            answers.push(await res.body.text());
+          }
+        }),
+      );
+      assert.equal(answers.length, 48);
+      assert.ok(answers.every((text) => text === 'rested'));
+    } finally {
+      await small.close();
+    }
+  });
+
   test('close waits for no request and leaves no connection', async () => {
     const p = pool();
     await (await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') })).body.text();

@@ -132,6 +132,8 @@ export class Connection {
   #timer: NodeJS.Timeout | undefined = undefined;
   #connected = false;
   #closed = false;
+  /** The server has sent something on this connection: a worker took it (it is not waiting in the listen queue). */
+  #answered = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
 
@@ -141,6 +143,7 @@ export class Connection {
     this.#parser = new RecordParser((record) => this.#onRecord(record));
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
+      this.#answered = true;
       try {
         this.#parser.push(chunk);
       } catch (err) {
@@ -149,6 +152,14 @@ export class Connection {
     });
     socket.on('error', (err) => this.#fail(err));
     socket.on('close', () => this.#fail(new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection')));
+  }
+
+  /**
+   * A request waits on this connection, which no worker has answered yet: it may be in the server's listen queue,
+   * behind workers that each hold one of this pool's kept connections (see `FastCgiPool.released`).
+   */
+  get unanswered(): boolean {
+    return this.#pending !== undefined && !this.#answered;
   }
 
   /** The connection is open: sends `pending`. */

@@ -65,13 +65,23 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
       clearTimeout(timer);
       this.#connecting--;
       connection.connected();
-      this.released(connection);
+      this.#take(connection);
     });
     socket.once('close', () => clearTimeout(timer));
   }
 
-  /** A connection is free: it takes the next queued request, or waits idle. */
+  /** A connection's request ended well: it is kept for the next one, unless another connection starves. */
   released(connection: Connection): void {
+    // A PHP-FPM worker serves one connection until it closes (FCGI_KEEP_CONN): with more connections than workers,
+    // the rest wait in FPM's listen queue for a worker that a kept connection holds, and would wait until their
+    // timeout while the kept ones are reused. So a connection is kept only while none of this pool's is waiting
+    // so; otherwise it is closed, which frees its worker for the connection that waits.
+    if (this.#starving(connection)) return connection.close();
+    this.#take(connection);
+  }
+
+  /** A free connection (just opened, or released) takes the next queued request, or waits idle. */
+  #take(connection: Connection): void {
     const next = this.#queue.shift();
     if (next !== undefined) return connection.send(next);
     if (this.#closing !== undefined) return connection.close();
@@ -104,6 +114,12 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     const waiters = this.#closeWaiters;
     this.#closeWaiters = [];
     for (const resolve of waiters) resolve();
+  }
+
+  /** Whether a request waits on another connection that no worker has answered yet. */
+  #starving(except: Connection): boolean {
+    for (const other of this.#all) if (other !== except && other.unanswered) return true;
+    return false;
   }
 
   /** Connections open now (busy or idle). */
