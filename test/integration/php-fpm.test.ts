@@ -318,3 +318,45 @@ sites:
     }
   });
 });
+
+describe('php route with active health checks over FastCGI', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
+  test("a server whose socket is gone is taken out by health checks on FPM's ping.path; the live one keeps answering", async () => {
+    const live = await PhpFpm.start({ workers: 2 });
+    const dir = makeTree({ 'app/index.php': '<?php echo "alive";' });
+    // No retries and no passive ejection: only the active checks can keep requests off the dead server.
+    const yaml = `listen: ["127.0.0.1:0"]
+log: { access: off }
+upstreams:
+  php:
+    servers: ["${live.url}", "unix:${path.join(dir, 'gone.sock')}"]
+    keepalive: 2
+    retries: 0
+    passive: { max_fails: 0 }
+    health: { path: /fpm-ping, interval: 100ms, timeout: 1s, fall: 1, rise: 1 }
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php }
+`;
+    const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), pino({ level: 'silent' }));
+    await server.start();
+    const base = `http://127.0.0.1:${server.addresses[0]!.port}`;
+    try {
+      const answer = async (): Promise<number> => {
+        const res = await request(`${base}/`);
+        await res.body.text();
+        return res.statusCode;
+      };
+      let streak = 0;
+      const deadline = Date.now() + 10_000;
+      while (streak < 10 && Date.now() < deadline) streak = (await answer()) === 200 ? streak + 1 : 0;
+      assert.equal(streak, 10, 'the checks never took the dead server out');
+      const statuses = [];
+      for (let i = 0; i < 20; i++) statuses.push(await answer());
+      assert.deepEqual(statuses, new Array(20).fill(200));
+    } finally {
+      await server.stop(100);
+      await live.close();
+    }
+  });
+});
