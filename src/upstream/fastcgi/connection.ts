@@ -212,12 +212,26 @@ export class Connection {
         if (bytes.length === 0) continue;
         let ok = true;
         for (const part of encodeStream(RecordType.Stdin, REQUEST_ID, bytes)) ok = this.socket.write(part);
-        if (!ok) await new Promise<void>((resolve) => this.socket.once('drain', resolve).once('close', resolve));
+        if (!ok) await this.#drained();
       }
       if (this.#pending === pending) this.socket.write(END_OF_STDIN);
     } catch (err) {
       if (this.#pending === pending) this.#fail(err as Error);
     }
+  }
+
+  /** Resolves when the socket can take more, or has closed (both listeners go: a long upload waits many times). */
+  #drained(): Promise<void> {
+    const socket = this.socket;
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
   }
 
   #arm(ms: number, code: string, message: string): void {
