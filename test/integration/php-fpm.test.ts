@@ -17,6 +17,7 @@ import { Portico } from '../../src/server/portico.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
 import { makeTree } from '../helpers/portico.js';
 import { haveTool } from '../helpers/tools.js';
+import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 
 const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
 
@@ -357,6 +358,27 @@ sites:
     } finally {
       await server.stop(100);
       await live.close();
+    }
+  });
+});
+
+describe('php route over HTTP/2', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
+  test('an h2 client gets PHP answers: HTTP_HOST from :authority, HTTPS on, a POST body with its length, Set-Cookie fields apart', async () => {
+    const fpm = await PhpFpm.start({ workers: 2 });
+    const app = {
+      'app/vars.php': `<?php header('Content-Type: application/json'); setcookie('a', '1'); setcookie('b', '2'); echo json_encode(['host' => $_SERVER['HTTP_HOST'] ?? null, 'https' => $_SERVER['HTTPS'] ?? null, 'protocol' => $_SERVER['SERVER_PROTOCOL'], 'method' => $_SERVER['REQUEST_METHOD'], 'length' => $_SERVER['CONTENT_LENGTH'] ?? null, 'body' => file_get_contents('php://input'), 'pseudo' => array_values(array_filter(array_keys($_SERVER), fn($k) => str_starts_with($k, 'HTTP_:')))]);`,
+    };
+    const portico = await startPorticoH2(`upstreams:\n  php:\n    servers: ["${fpm.url}"]\n    keepalive: 2\nsites:\n  - routes:\n      - path: /\n        php: { root: ./app, upstream: php }\n`, app);
+    const session = await connectH2(portico.origin);
+    try {
+      const answer = await h2Request(session, { ':method': 'POST', ':path': '/vars.php', ':authority': 'localhost', 'content-type': 'text/plain' }, 'hello over h2');
+      assert.equal(answer.status, 200);
+      assert.deepEqual(JSON.parse(answer.body.toString()), { host: 'localhost', https: 'on', protocol: 'HTTP/2.0', method: 'POST', length: '13', body: 'hello over h2', pseudo: [] });
+      assert.deepEqual(answer.headers['set-cookie'], ['a=1', 'b=2']);
+    } finally {
+      session.close();
+      await portico.stop();
+      await fpm.close();
     }
   });
 });
