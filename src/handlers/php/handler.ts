@@ -171,12 +171,9 @@ export const phpKind = defineHandler({
       switch (target.kind) {
         case 'file':
           return files.handle(ctx);
-        case 'redirect': {
-          const location = ctx.query === '' ? target.location : `${target.location}?${ctx.query}`;
-          ctx.res.writeHead(308, { Location: location, 'Content-Length': '0' });
-          ctx.res.end();
-          return;
-        }
+        case 'redirect':
+          // Canonical (one leading slash, never `//host`): never an open redirect. 308, as Caddy's php_fastcgi.
+          return sendError(ctx, 308, { Location: ctx.query === '' ? target.location : `${target.location}?${ctx.query}` });
         case 'status':
           return sendError(ctx, target.status);
         case 'script':
