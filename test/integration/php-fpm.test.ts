@@ -77,6 +77,8 @@ sites:
       - path: = /big.php
         php: { root: ./app, upstream: php }
         compress: {}
+      - path: = /upload-small.php
+        php: { root: ./app, upstream: php, max_body_size: 1KB }
       - path: /
         php: { root: ./app, upstream: php, env: { APP_ENV: testing } }
 `;
@@ -162,6 +164,12 @@ sites:
     const res = await request(base + '/upload.php', { method: 'POST', body, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } });
     const v = JSON.parse(await res.body.text()) as Record<string, unknown>;
     assert.deepEqual(v, { size: file.length, md5: createHash('md5').update(file).digest('hex'), error: 0, name: 'big' });
+  });
+
+  test("a body over the route's max_body_size is refused with 413 before PHP gets it", async () => {
+    const res = await request(base + '/upload-small.php', { method: 'POST', body: Buffer.alloc(4096, 0x61), headers: { 'content-type': 'application/octet-stream' } });
+    await res.body.text();
+    assert.equal(res.statusCode, 413);
   });
 
   test('a path that is neither a file nor a script is answered by the front controller /index.php, with the original REQUEST_URI', async () => {
