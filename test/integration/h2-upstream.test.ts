@@ -1,0 +1,168 @@
+/**
+ * HTTP/2 app servers: `h2c://` (prior knowledge) and `https://` with `protocol: h2 | auto` (ALPN), against real
+ * Node http2 servers on port 0. Requests share connections (streams), a GOAWAY drains a connection without
+ * losing a request, a server that is down is retried on the other as over HTTP/1.1.
+ */
+import assert from 'node:assert/strict';
+import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { selfSignedCert } from '../helpers/h2.js';
+import { within } from '../helpers/within.js';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+
+/** A Node http2 app: answers `/who` with its name and the protocol it was asked in; `/hold` waits for `release`. */
+interface H2App {
+  server: Http2Server | Http2SecureServer;
+  port: number;
+  sessions: Set<ServerHttp2Session>;
+  held: Array<() => void>;
+  heldIds: number[];
+  heldArrived: Promise<void>;
+  close(): Promise<void>;
+}
+
+async function startH2App(name: string, secure: boolean): Promise<H2App> {
+  const { cert, key } = await selfSignedCert();
+  const server = secure ? http2.createSecureServer({ cert, key }) : http2.createServer();
+  const sessions = new Set<ServerHttp2Session>();
+  const held: Array<() => void> = [];
+  let arrived: () => void = () => undefined;
+  const app: H2App = {
+    server,
+    port: 0,
+    sessions,
+    held,
+    heldIds: [],
+    heldArrived: new Promise<void>((resolve) => (arrived = resolve)),
+    async close() {
+      for (const s of sessions) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  server.on('stream', (stream, headers) => {
+    const path = headers[':path'];
+    if (path === '/hold') {
+      app.heldIds.push(stream.id!);
+      held.push(() => {
+        stream.respond({ ':status': 200 });
+        stream.end('released');
+      });
+      arrived();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain', 'x-app': name });
+      stream.end(`${name} ${headers[':method']} ${path} ${headers[':authority']} body=${Buffer.concat(chunks).length}`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  app.port = (server.address() as AddressInfo).port;
+  return app;
+}
+
+describe('HTTP/2 upstream servers', () => {
+  let plain: H2App;
+  let secure: H2App;
+  let http1: https.Server;
+  let http1Port = 0;
+  let portico: RunningPortico;
+
+  before(async () => {
+    plain = await startH2App('plain', false);
+    secure = await startH2App('secure', true);
+    const { cert, key } = await selfSignedCert();
+    http1 = https.createServer({ cert, key }, (req, res) => res.end(`http1 ${req.httpVersion}`));
+    await new Promise<void>((resolve) => http1.listen(0, '127.0.0.1', resolve));
+    http1Port = (http1.address() as AddressInfo).port;
+    portico = await startPortico(
+      `
+upstreams:
+  plain:
+    servers: ["h2c://127.0.0.1:${plain.port}"]
+    http2: { max_concurrent_streams: 50, ping_interval: 200ms }
+  secure:
+    servers: [{ url: "https://127.0.0.1:${secure.port}", protocol: h2, tls: { ca: ./cert.pem, servername: localhost } }]
+  auto1:
+    servers: [{ url: "https://127.0.0.1:${http1Port}", protocol: auto, tls: { ca: ./cert.pem, servername: localhost } }]
+  auto2:
+    servers: [{ url: "https://127.0.0.1:${secure.port}", protocol: auto, tls: { ca: ./cert.pem, servername: localhost } }]
+  failover:
+    servers: ["h2c://127.0.0.1:1", "h2c://127.0.0.1:${plain.port}"]
+    policy: first
+sites:
+  - routes:
+      - { path: /plain/, proxy: { upstream: plain, strip_prefix: true } }
+      - { path: /secure/, proxy: { upstream: secure, strip_prefix: true } }
+      - { path: /auto1/, proxy: { upstream: auto1, strip_prefix: true } }
+      - { path: /auto2/, proxy: { upstream: auto2, strip_prefix: true } }
+      - { path: /failover/, proxy: { upstream: failover, strip_prefix: true } }
+`,
+      { 'cert.pem': cert },
+    );
+  });
+
+  after(async () => {
+    await portico?.stop();
+    await plain?.close();
+    await secure?.close();
+    await new Promise<void>((resolve) => (http1 === undefined ? resolve() : http1.close(() => resolve())));
+  });
+
+  test('an h2c:// server is spoken to in HTTP/2 by prior knowledge, the client Host as :authority, a body as DATA', async () => {
+    const res = await fetch(`${portico.url}/plain/who`, { method: 'POST', body: 'x'.repeat(100_000) });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-app'), 'plain');
+    assert.equal(await res.text(), `plain POST /who 127.0.0.1:${portico.port} body=100000`);
+  });
+
+  test('concurrent requests to an h2c server share one connection as streams', async () => {
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => fetch(`${portico.url}/plain/n${i}`).then((r) => r.text())));
+    answers.forEach((text, i) => assert.match(text, new RegExp(`^plain GET /n${i} `)));
+    assert.equal(plain.sessions.size, 1);
+  });
+
+  test('https:// with protocol h2 negotiates h2 by ALPN and verifies the server as tls.servername', async () => {
+    const res = await fetch(`${portico.url}/secure/who`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^secure GET \/who /);
+    assert.equal(secure.sessions.size, 1);
+  });
+
+  test('protocol auto speaks HTTP/1.1 to a server that offers only http/1.1, and HTTP/2 to one that offers h2', async () => {
+    assert.equal(await (await fetch(`${portico.url}/auto1/x`)).text(), 'http1 1.1');
+    assert.match(await (await fetch(`${portico.url}/auto2/x`)).text(), /^secure GET \/x /);
+  });
+
+  test('a refused h2c server is retried on the next one, as over HTTP/1.1', async () => {
+    const res = await fetch(`${portico.url}/failover/x`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^plain GET \/x /);
+  });
+
+  test('a GOAWAY drains the connection: the request in flight finishes, new ones go to a new connection', async () => {
+    const holding = fetch(`${portico.url}/plain/hold`).then(async (r) => ({ status: r.status, text: await r.text() }));
+    await plain.heldArrived;
+    const [session] = [...plain.sessions];
+    // A graceful GOAWAY (NO_ERROR, last stream id: the held one's), then close: the held stream may finish.
+    session!.goaway(http2.constants.NGHTTP2_NO_ERROR, plain.heldIds[0]!);
+    session!.close();
+    const during = await Promise.all(Array.from({ length: 5 }, (_, i) => fetch(`${portico.url}/plain/after${i}`).then((r) => r.text())));
+    during.forEach((text, i) => assert.match(text, new RegExp(`^plain GET /after${i} `)));
+    plain.held.shift()!();
+    const held = await holding;
+    assert.equal(held.status, 200);
+    assert.equal(held.text, 'released');
+    // The drained connection closed once its stream ended; the new one stays.
+    if (plain.sessions.has(session!)) await within('the drained session to close', new Promise((resolve) => session!.once('close', resolve)));
+    assert.equal(plain.sessions.has(session!), false);
+    assert.ok(plain.sessions.size >= 1);
+  });
+});
