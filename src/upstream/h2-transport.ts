@@ -355,6 +355,8 @@ class H2Request {
   /** Sends the request again on another stream (a stream the server did not process); false: it cannot. */
   onRefused: (() => boolean) | undefined = undefined;
   #resent = false;
+  /** A streamed body's sender (kept across a resend: it holds what was sent for a replay). */
+  #sender: StreamedBody | undefined = undefined;
 
   constructor(
     readonly handler: Dispatcher.DispatchHandler,
@@ -404,7 +406,7 @@ class H2Request {
     this.onCancel?.();
     if (this.#stream !== undefined && !this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
     const body = this.opts.body as Readable | null | undefined;
-    if (body !== null && body !== undefined && typeof (body as Readable).unpipe === 'function' && this.#stream !== undefined) (body as Readable).unpipe(this.#stream);
+    this.#sender?.detach();
     this.handler.onError?.(err);
   }
 
@@ -434,9 +436,10 @@ class H2Request {
       const refused = code === NGHTTP2_REFUSED_STREAM || (this.#headersTimer !== undefined && stream.id === undefined);
       // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
       // can be (none, in memory, or a stream not read yet), as a request that never left.
-      if (refused && !this.#resent && (empty || typeof body === 'string' || Buffer.isBuffer(body) || !body.readableDidRead) && this.onRefused?.() === true) {
+      if (refused && !this.#resent && (this.#sender === undefined || this.#sender.replayable) && this.onRefused?.() === true) {
         this.#resent = true;
         this.#stream = undefined;
+        this.#sender?.detach();
         stream.removeAllListeners('response');
         stream.removeAllListeners('data');
         stream.removeAllListeners('end');
@@ -495,8 +498,8 @@ class H2Request {
       stream.end(body);
       return;
     }
-    body.once('error', (err) => this.abort(err));
-    body.pipe(stream);
+    this.#sender ??= new StreamedBody(body, (err) => this.abort(err));
+    this.#sender.attach(stream);
   }
 
   #armBodyTimer(): void {
@@ -507,6 +510,72 @@ class H2Request {
       return;
     }
     this.#bodyTimer = setTimeout(() => this.fail(new H2TransportError(`nothing read for ${ms} ms`, 'UND_ERR_BODY_TIMEOUT')), ms);
+  }
+}
+
+/** What of a streamed body is kept for sending it again on another stream when the server refused the first. */
+const REPLAY_LIMIT = 64 * 1024;
+
+/**
+ * A streamed request body sent on a stream, with backpressure, keeping its first REPLAY_LIMIT bytes: a stream
+ * the server refused unprocessed (a GOAWAY's later stream, REFUSED_STREAM) gets another stream, which is sent
+ * what was kept and then the rest. A gRPC unary call's body is small and sent at once: it is always replayable.
+ */
+class StreamedBody {
+  #kept: Buffer[] | null = [];
+  #keptBytes = 0;
+  #ended = false;
+  #target: ClientHttp2Stream | undefined = undefined;
+  #listening = false;
+
+  constructor(
+    readonly body: Readable,
+    readonly onError: (err: Error) => void,
+  ) {}
+
+  /** Whether all that was read of the body is kept (it can be sent again). */
+  get replayable(): boolean {
+    return this.#kept !== null;
+  }
+
+  attach(stream: ClientHttp2Stream): void {
+    this.#target = stream;
+    if (this.#kept !== null) for (const chunk of this.#kept) stream.write(chunk);
+    if (this.#ended) return void stream.end();
+    stream.on('drain', () => {
+      if (this.#target === stream) this.body.resume();
+    });
+    if (!this.#listening) {
+      this.#listening = true;
+      this.body.on('data', (chunk: Buffer) => this.#data(chunk));
+      this.body.once('end', () => {
+        this.#ended = true;
+        this.#target?.end();
+      });
+      this.body.once('error', (err) => this.onError(err));
+    }
+    this.body.resume();
+  }
+
+  /** The stream is gone: nothing more is read until another one is attached. */
+  detach(): void {
+    this.#target = undefined;
+    this.body.pause();
+  }
+
+  #data(chunk: Buffer): void {
+    if (this.#kept !== null) {
+      this.#keptBytes += chunk.length;
+      if (this.#keptBytes <= REPLAY_LIMIT) this.#kept.push(chunk);
+      else this.#kept = null;
+    }
+    const target = this.#target;
+    if (target === undefined) {
+      // Read after a detach (a chunk already on its way): only a replayable body is attached again, and it kept it.
+      this.body.pause();
+      return;
+    }
+    if (!target.write(chunk)) this.body.pause();
   }
 }
 

@@ -51,13 +51,16 @@ export class ServerTarget {
   readonly checkDispatcher: Dispatcher;
   /** Requests and tunnels begun on this target and not ended yet. */
   users = 0;
+  /** Spoken to in HTTP/2 (h2c://, protocol h2 or auto): its answers' trailers are passed on. */
+  readonly http2: boolean;
   /** The upstream sockets of the tunnels open on this target (cut when a retired target's wait runs out). */
   readonly tunnels = new Set<Duplex>();
   /** Called when the last user ends, once the target is retired. */
   #unused: (() => void) | undefined = undefined;
 
-  constructor(origin: string, port: number | undefined, dispatcher: Dispatcher, checkDispatcher: Dispatcher) {
+  constructor(origin: string, port: number | undefined, dispatcher: Dispatcher, checkDispatcher: Dispatcher, http2 = false) {
     this.origin = origin;
+    this.http2 = http2;
     this.port = port;
     this.dispatcher = dispatcher;
     this.checkDispatcher = checkDispatcher;
@@ -221,7 +224,7 @@ export class UpstreamServer implements PolicyServer {
       // `auto`: a server that answers ALPN with http/1.1 gets the usual pool.
       const fallback = config.protocol === 'auto' ? this.#http1Pool(config, upstream, configDir) : undefined;
       const checks = new H2Dispatcher({ ...h2, fallback: fallback === undefined ? undefined : this.#http1Checks(config, upstream, configDir), fresh: true });
-      this.target = new ServerTarget(config.url.origin, undefined, new H2Dispatcher({ ...h2, fallback }), checks);
+      this.target = new ServerTarget(config.url.origin, undefined, new H2Dispatcher({ ...h2, fallback }), checks, true);
       return;
     }
     this.target = new ServerTarget(config.url.origin, undefined, this.#http1Pool(config, upstream, configDir), this.#http1Checks(config, upstream, configDir));

@@ -9,11 +9,12 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { h2EndedWithHeaders, responseCut, type RequestContext } from '../../http/context.js';
+import { isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import type { TempSpace } from '../../http/temp-file.js';
 import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
-import { bufferBody, limitBody, readBody, SpooledBody, type BufferedBody } from './body.js';
+import { bufferBody, limitBody, readBody, ReplayableBody, SpooledBody, type BufferedBody } from './body.js';
 import type { PreparedRequest } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
@@ -126,17 +127,20 @@ export class RequestPreparer {
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
       ctx.bodyClaimed = true;
-      if (this.#o.requestBuffering) {
+      // A gRPC call streams both ways (a bidirectional call's requests follow its answers): never read whole.
+      if (this.#o.requestBuffering && !isGrpc(req.headers)) {
         // A small body of known length (the usual form post) is read as before: in memory, with no file to open.
         if (declared >= 0 && declared <= this.#o.requestBufferMemory) return this.#readSmall(ctx, declared, replayable);
         return bufferBody(req, declared, ctx.bodyLimit, { memory: this.#o.requestBufferMemory, space: this.#o.tempSpace }).then((buffered) =>
           this.#buffered(ctx, buffered, declared, replayable),
         );
       }
-      if (declared >= 0 && declared <= this.#o.retryBuffer) return this.#readSmall(ctx, declared, replayable);
+      if (declared >= 0 && declared <= this.#o.retryBuffer && !isGrpc(req.headers)) return this.#readSmall(ctx, declared, replayable);
       body = req;
       replayable = false;
       if (declared < 0 && ctx.bodyLimit !== Infinity) body = limitBody(req, ctx.bodyLimit, () => sendError(ctx, 413, undefined, true));
+      // A gRPC call's first retry_buffer bytes are kept: a call that never reached an app goes to another.
+      if (isGrpc(req.headers)) return this.#prepared(ctx, new ReplayableBody(body, this.#o.retryBuffer), false);
     }
     return this.#prepared(ctx, body, replayable);
   }
@@ -178,7 +182,7 @@ export class RequestPreparer {
     return prepared;
   }
 
-  #prepared(ctx: RequestContext, body: Buffer | SpooledBody | Readable | null, replayable: boolean): PreparedRequest {
+  #prepared(ctx: RequestContext, body: Buffer | SpooledBody | ReplayableBody | Readable | null, replayable: boolean): PreparedRequest {
     const prepared: PreparedRequest = {
       ctx,
       body,
