@@ -29,6 +29,8 @@ export interface GrpcApp {
   /** Resolves with each Hang call as it arrives. */
   nextHang(): Promise<grpc.ServerUnaryCall<Buffer, Buffer>>;
   calls: number;
+  /** grpc.health.v1.Health/Check calls answered. */
+  healthChecks: number;
   /** Health status answered by grpc.health.v1.Health/Check (1 SERVING, 2 NOT_SERVING). */
   health: number;
   stop(): Promise<void>;
@@ -52,6 +54,7 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
     name,
     hanging: [],
     calls: 0,
+    healthChecks: 0,
     health: 1,
     nextHang: () => new Promise((resolve) => waiters.push(resolve)),
     stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
@@ -92,6 +95,7 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
   });
   server.addService(healthService, {
     check(_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
+      app.healthChecks++;
       callback(null, Buffer.from([0x08, app.health]));
     },
   });
