@@ -71,6 +71,7 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
 describe('HTTP/2 upstream servers', () => {
   let plain: H2App;
   let secure: H2App;
+  let limited: H2App;
   let http1: https.Server;
   let http1Port = 0;
   let portico: RunningPortico;
@@ -78,6 +79,7 @@ describe('HTTP/2 upstream servers', () => {
   before(async () => {
     plain = await startH2App('plain', false);
     secure = await startH2App('secure', true);
+    limited = await startH2App('limited', false);
     const { cert, key } = await selfSignedCert();
     http1 = https.createServer({ cert, key }, (req, res) => res.end(`http1 ${req.httpVersion}`));
     await new Promise<void>((resolve) => http1.listen(0, '127.0.0.1', resolve));
@@ -94,6 +96,9 @@ upstreams:
     servers: [{ url: "https://127.0.0.1:${http1Port}", protocol: auto, tls: { ca: ./cert.pem, servername: localhost } }]
   auto2:
     servers: [{ url: "https://127.0.0.1:${secure.port}", protocol: auto, tls: { ca: ./cert.pem, servername: localhost } }]
+  limited:
+    servers: ["h2c://127.0.0.1:${limited.port}"]
+    http2: { connections: 2, max_concurrent_streams: 2, ping_interval: 0 }
   failover:
     servers: ["h2c://127.0.0.1:1", "h2c://127.0.0.1:${plain.port}"]
     policy: first
@@ -104,6 +109,7 @@ sites:
       - { path: /auto1/, proxy: { upstream: auto1, strip_prefix: true } }
       - { path: /auto2/, proxy: { upstream: auto2, strip_prefix: true } }
       - { path: /failover/, proxy: { upstream: failover, strip_prefix: true } }
+      - { path: /limited/, proxy: { upstream: limited, strip_prefix: true } }
 `,
       { 'cert.pem': cert },
     );
@@ -113,6 +119,7 @@ sites:
     await portico?.stop();
     await plain?.close();
     await secure?.close();
+    await limited?.close();
     await new Promise<void>((resolve) => (http1 === undefined ? resolve() : http1.close(() => resolve())));
   });
 
@@ -164,5 +171,37 @@ sites:
     if (plain.sessions.has(session!)) await within('the drained session to close', new Promise((resolve) => session!.once('close', resolve)));
     assert.equal(plain.sessions.has(session!), false);
     assert.ok(plain.sessions.size >= 1);
+  });
+
+  test('max_concurrent_streams and connections bound the streams: 2 x 2 in flight on 2 connections, the 5th waits for one', async () => {
+    const answers: Array<Promise<string>> = [];
+    for (let i = 0; i < 5; i++) answers.push(fetch(`${portico.url}/limited/hold`).then((r) => r.text()));
+    for (let i = 0; i < 200 && limited.held.length < 4; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(limited.held.length, 4);
+    assert.equal(limited.sessions.size, 2);
+    // The fifth is held by Portico (its queue), not sent: releasing one lets it through.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(limited.held.length, 4);
+    limited.held.shift()!();
+    for (let i = 0; i < 200 && limited.held.length < 4; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(limited.held.length, 4);
+    while (limited.held.length > 0) limited.held.shift()!();
+    assert.deepEqual(await Promise.all(answers), Array(5).fill('released'));
+    assert.equal(limited.sessions.size, 2);
+  });
+
+  test('each HTTP/2 connection is sent a PING every ping_interval (liveness)', async () => {
+    await fetch(`${portico.url}/plain/ping`).then((r) => r.text());
+    const session = [...plain.sessions].at(-1)!;
+    const pings = await within(
+      'two PINGs from Portico',
+      new Promise<number>((resolve) => {
+        let n = 0;
+        session.on('ping', () => {
+          if (++n === 2) resolve(n);
+        });
+      }),
+    );
+    assert.equal(pings, 2);
   });
 });
