@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { selfSignedCert } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
@@ -203,5 +203,35 @@ sites:
       }),
     );
     assert.equal(pings, 2);
+  });
+
+  test('a connection whose server stops answering PINGs is closed at ping_timeout: its request fails at once (502), not at response_header', async () => {
+    // An HTTP/2 server that sends its SETTINGS and then nothing: no answer, no PING ACK.
+    const silent = net.createServer((socket) => {
+      socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]));
+      socket.on('data', () => undefined);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as AddressInfo).port;
+    const mute = await startPortico(`
+upstreams:
+  mute:
+    servers: ["h2c://127.0.0.1:${port}"]
+    http2: { ping_interval: 100ms, ping_timeout: 100ms }
+    timeouts: { response_header: 30s }
+    retries: 0
+sites:
+  - routes: [{ path: /, proxy: { upstream: mute } }]
+`);
+    try {
+      const started = Date.now();
+      const res = await within('the answer', fetch(`${mute.url}/x`));
+      assert.equal(res.status, 502);
+      assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+    } finally {
+      await mute.stop();
+      silent.close();
+    }
   });
 });
