@@ -54,23 +54,17 @@ export class Exchange {
   stickyValue: string | undefined = undefined;
   pick: PickContext | undefined = undefined;
   lastFailure: FailureReason | undefined = undefined;
-  /** A gRPC call's deadline (`grpc-timeout`, ms since the epoch; 0: none), its timer, and whether it passed. */
+  /** A gRPC call's deadline (`grpc-timeout`, ms since the epoch; 0: none), and whether it passed. */
   grpcDeadline = 0;
-  deadlineTimer: NodeJS.Timeout | undefined = undefined;
   expired = false;
-  /** Called once with how the forward ended. */
-  readonly done: (outcome: ForwardOutcome) => void;
   constructor(
     readonly prepared: PreparedRequest,
     readonly sink: ResponseSink,
     readonly headers: string[],
-    done: (outcome: ForwardOutcome) => void,
+    /** Called once with how the forward ended. */
+    readonly done: (outcome: ForwardOutcome) => void,
   ) {
     this.log = prepared.ctx.upstreamLog ??= [];
-    this.done = (outcome) => {
-      if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
-      done(outcome);
-    };
   }
   get ctx(): RequestContext {
     return this.prepared.ctx;

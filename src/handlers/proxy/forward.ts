@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
+import { responseComplete, type RequestContext, type UpstreamAttemptLog } from '../../http/context.js';
 import { grpcTimeoutMs, isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import { PorticoError } from '../../errors.js';
@@ -124,15 +124,18 @@ export class Forwarder {
     ex.tryUntil = started + config.try_duration;
     ex.stickyValue = this.#upstream.pinOf(ex.ctx.req.headers.cookie, ex.ctx.req.url!);
     ex.pick = { clientIp: ex.clientIp, hashKey: this.hashKey(ex.ctx), random: Math.random };
-    const reqHeaders = ex.ctx.req.headers;
-    if (reqHeaders['grpc-timeout'] !== undefined && isGrpc(reqHeaders)) {
-      const ms = grpcTimeoutMs(reqHeaders['grpc-timeout']);
-      if (ms !== undefined) {
-        ex.grpcDeadline = started + ms;
-        ex.deadlineTimer = setTimeout(() => this.#expire(ex), Math.max(1, Math.ceil(ms)));
-      }
-    }
+    const timeout = ex.ctx.req.headers['grpc-timeout'];
+    if (timeout !== undefined) this.#watchDeadline(ex, timeout, started);
     this.#next(ex);
+  }
+
+  /** Starts a gRPC call's deadline (`grpc-timeout`); its timer ends with the answer (the response's close). */
+  #watchDeadline(ex: Exchange, value: string | string[], started: number): void {
+    const ms = grpcTimeoutMs(value);
+    if (ms === undefined || !isGrpc(ex.ctx.req.headers)) return;
+    ex.grpcDeadline = started + ms;
+    const timer = setTimeout(() => this.#expire(ex), Math.max(1, Math.ceil(ms)));
+    ex.ctx.res.once('close', () => clearTimeout(timer));
   }
 
   /**
@@ -141,7 +144,7 @@ export class Forwarder {
    * client reads as status 4; after it: in the trailers).
    */
   #expire(ex: Exchange): void {
-    ex.deadlineTimer = undefined;
+    if (responseComplete(ex.ctx.res)) return;
     ex.expired = true;
     ex.prepared.abortCurrent?.(new PorticoError('PORTICO_GRPC_DEADLINE', 'the gRPC deadline (grpc-timeout) passed'));
   }
