@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { grpcStatusOf, grpcTimeoutMs, isGrpc } from '../../src/http/grpc.js';
+import { Base64Chunks, grpcStatusOf, grpcTimeoutMs, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, isGrpc, webTypeOfGrpc } from '../../src/http/grpc.js';
 import { ReplayableBody } from '../../src/handlers/proxy/body.js';
 
 test('a gRPC call is told by its content-type (application/grpc, +proto, ;params), gRPC-Web and others are not', () => {
@@ -67,4 +67,36 @@ test('a replayable body past its limit says it can no longer be sent again', asy
   source.end('0123456789');
   assert.equal(await reading, '0123456789');
   assert.equal(body.replayable, false);
+});
+
+test('gRPC-Web content types: told apart (binary, text), mapped to gRPC and back in the client form', () => {
+  assert.equal(grpcWebKind({ 'content-type': 'application/grpc-web' }), 'binary');
+  assert.equal(grpcWebKind({ 'content-type': 'application/grpc-web+proto' }), 'binary');
+  assert.equal(grpcWebKind({ 'content-type': 'application/grpc-web-text; charset=utf-8' }), 'text');
+  assert.equal(grpcWebKind({ 'content-type': 'application/grpc' }), undefined);
+  assert.equal(grpcTypeOfWeb('application/grpc-web-text+proto'), 'application/grpc+proto');
+  assert.equal(grpcTypeOfWeb('application/grpc-web'), 'application/grpc');
+  assert.equal(webTypeOfGrpc('application/grpc', 'text'), 'application/grpc-web-text+proto');
+  assert.equal(webTypeOfGrpc('application/grpc+json', 'binary'), 'application/grpc-web+json');
+});
+
+test('a gRPC-Web trailers frame is flag 0x80, a length, then name:value lines', () => {
+  const frame = grpcWebTrailerFrame(['Grpc-Status', '0', 'grpc-message', 'OK']);
+  assert.equal(frame[0], 0x80);
+  assert.equal(frame.readUInt32BE(1), frame.length - 5);
+  assert.equal(frame.subarray(5).toString(), 'grpc-status:0\r\ngrpc-message:OK\r\n');
+});
+
+test('base64 split anywhere across chunks, padded chunks included, decodes to the same bytes', () => {
+  const bytes = Buffer.from('the frames of a gRPC-Web text call, arriving in pieces');
+  const text = bytes.toString('base64');
+  for (const cut of [1, 2, 3, 5, 7, 13]) {
+    const decoder = new Base64Chunks();
+    const out: Buffer[] = [];
+    for (let i = 0; i < text.length; i += cut) out.push(decoder.push(Buffer.from(text.slice(i, i + cut))));
+    assert.deepEqual(Buffer.concat(out), bytes, `cut every ${cut}`);
+  }
+  const padded = new Base64Chunks();
+  const parts = [Buffer.from('ab'), Buffer.from('cde')].map((b) => b.toString('base64')).join('');
+  assert.equal(padded.push(Buffer.from(parts)).toString(), 'abcde');
 });

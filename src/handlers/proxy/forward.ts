@@ -17,6 +17,7 @@ import { PorticoError } from '../../errors.js';
 import type { Template } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { ReplayableBody, SpooledBody } from './body.js';
+import { grpcWebOf, GrpcWebSink } from './grpc-web.js';
 import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
 import { ClientSink, type ResponseBuffering, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './sink.js';
@@ -68,7 +69,8 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    return new ClientSink(ctx, this.#o.responseBuffering);
+    const web = grpcWebOf(ctx);
+    return web === undefined ? new ClientSink(ctx, this.#o.responseBuffering) : new GrpcWebSink(ctx, this.#o.responseBuffering, web);
   }
 
   /** See `RequestPreparer.prepare`. */
