@@ -234,4 +234,25 @@ sites:
       silent.close();
     }
   });
+
+  test("stopping Portico closes its HTTP/2 connections to the app (nothing left behind)", async () => {
+    const app = await startH2App('stopped', false);
+    const own = await startPortico(`
+upstreams:
+  app:
+    servers: ["h2c://127.0.0.1:${app.port}"]
+    health: { interval: 50ms }
+sites:
+  - routes: [{ path: /, proxy: { upstream: app } }]
+`);
+    try {
+      assert.equal(await (await fetch(`${own.url}/x`)).status, 200);
+      assert.ok(app.sessions.size >= 1);
+      await own.stop();
+      for (let i = 0; i < 200 && app.sessions.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(app.sessions.size, 0);
+    } finally {
+      await app.close();
+    }
+  });
 });
