@@ -195,6 +195,11 @@ export class H2Request {
     });
     stream.once('end', () => {
       if (this.#settled) return;
+      // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
+      const code = stream.rstCode;
+      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
+        return this.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
+      }
       this.#settled = true;
       clearTimeout(this.#bodyTimer);
       clearTimeout(this.#headersTimer);

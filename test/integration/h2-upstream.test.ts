@@ -8,7 +8,7 @@ import http2, { type Http2Server, type Http2SecureServer, type ServerHttp2Sessio
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { selfSignedCert } from '../helpers/h2.js';
+import { connectH2, selfSignedCert, startPorticoH2 } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 
@@ -19,6 +19,8 @@ interface H2App {
   sessions: Set<ServerHttp2Session>;
   held: Array<() => void>;
   heldIds: number[];
+  /** The RST_STREAM code each held stream ended with (0: none). */
+  resetCodes: number[];
   heldArrived: Promise<void>;
   close(): Promise<void>;
 }
@@ -35,6 +37,7 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
     sessions,
     held,
     heldIds: [],
+    resetCodes: [],
     heldArrived: new Promise<void>((resolve) => (arrived = resolve)),
     async close() {
       for (const s of sessions) s.destroy();
@@ -47,7 +50,16 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
   });
   server.on('stream', (stream, headers) => {
     const path = headers[':path'];
+    if (path === '/reset') {
+      // An answer begun, then the stream reset by the app (Node resets a destroyed stream with INTERNAL_ERROR; its
+      // close(code) would end the answer first).
+      stream.on('error', () => undefined);
+      stream.respond({ ':status': 200 });
+      stream.write('part', () => setTimeout(() => stream.destroy(new Error('app failed')), 20));
+      return;
+    }
     if (path === '/hold') {
+      stream.once('close', () => app.resetCodes.push(stream.rstCode));
       app.heldIds.push(stream.id!);
       held.push(() => {
         stream.respond({ ':status': 200 });
@@ -252,6 +264,37 @@ sites:
       for (let i = 0; i < 200 && app.sessions.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
       assert.equal(app.sessions.size, 0);
     } finally {
+      await app.close();
+    }
+  });
+
+  test('stream resets pass both ways: an HTTP/2 client cancel reaches the app as CANCEL, an app reset after its head reaches the client with its code', async () => {
+    const app = await startH2App('resets', false);
+    const own = await startPorticoH2(`
+upstreams:
+  app: { servers: ["h2c://127.0.0.1:${app.port}"] }
+sites:
+  - routes: [{ path: /, proxy: { upstream: app, buffer_response: 0 } }]
+`);
+    const client = await connectH2(own.origin);
+    try {
+      const held = client.request({ ':method': 'GET', ':path': '/hold' });
+      held.on('error', () => undefined);
+      await within('the held request to reach the app', app.heldArrived);
+      held.close(http2.constants.NGHTTP2_CANCEL);
+      for (let i = 0; i < 200 && app.resetCodes.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(app.resetCodes, [http2.constants.NGHTTP2_CANCEL]);
+
+      const reset = client.request({ ':method': 'GET', ':path': '/reset' });
+      reset.on('error', () => undefined);
+      reset.on('data', () => undefined);
+      const status = await within('the answer head', new Promise<number>((resolve) => reset.once('response', (h) => resolve(Number(h[':status'])))));
+      assert.equal(status, 200);
+      await within('the reset', new Promise((resolve) => reset.once('close', resolve)));
+      assert.equal(reset.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR);
+    } finally {
+      client.close();
+      await own.stop();
       await app.close();
     }
   });
