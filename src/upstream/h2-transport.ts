@@ -77,6 +77,11 @@ export class H2Dispatcher extends Dispatcher {
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     if (this.#http1 && this.#o.fallback !== undefined) return this.#o.fallback.dispatch(opts, handler);
     const request = new H2Request(handler, this.#o, opts);
+    // A WebSocket upgrade is HTTP/1.1's (RFC 8441's extended CONNECT is not spoken here): refused, never sent.
+    if (opts.upgrade !== undefined && opts.upgrade !== null) {
+      queueMicrotask(() => request.fail(new H2TransportError('no WebSocket to an HTTP/2 app server (use an http:// or https:// server)', 'PORTICO_H2_NO_UPGRADE')));
+      return true;
+    }
     if (this.#closed) {
       queueMicrotask(() => request.fail(new H2TransportError('the dispatcher is closed', 'UND_ERR_CLOSED')));
       return true;

@@ -19,6 +19,8 @@ interface H2App {
   sessions: Set<ServerHttp2Session>;
   held: Array<() => void>;
   heldIds: number[];
+  /** The paths asked, in order. */
+  paths: string[];
   /** The RST_STREAM code each held stream ended with (0: none). */
   resetCodes: number[];
   heldArrived: Promise<void>;
@@ -37,6 +39,7 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
     sessions,
     held,
     heldIds: [],
+    paths: [],
     resetCodes: [],
     heldArrived: new Promise<void>((resolve) => (arrived = resolve)),
     async close() {
@@ -50,6 +53,7 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
   });
   server.on('stream', (stream, headers) => {
     const path = headers[':path'];
+    app.paths.push(String(path));
     if (path === '/reset') {
       // An answer begun, then the stream reset by the app (Node resets a destroyed stream with INTERNAL_ERROR; its
       // close(code) would end the answer first).
@@ -297,5 +301,23 @@ sites:
       await own.stop();
       await app.close();
     }
+  });
+
+  test('a WebSocket upgrade to an HTTP/2 app server is answered 502 (no extended CONNECT to apps), never sent as a plain GET', async () => {
+    const socket = net.connect(portico.port, '127.0.0.1');
+    socket.write('GET /plain/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    const head = await within(
+      'the answer',
+      new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += String(chunk);
+          if (text.includes('\r\n\r\n')) resolve(text);
+        });
+      }),
+    );
+    socket.destroy();
+    assert.match(head, /^HTTP\/1\.1 502 /);
+    assert.equal(plain.paths.includes('/ws'), false);
   });
 });
