@@ -9,6 +9,8 @@ import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { connectH2, selfSignedCert, startPorticoH2 } from '../helpers/h2.js';
+import path from 'node:path';
+import { parseConfig } from '../../src/server/config.js';
 import { within } from '../helpers/within.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 
@@ -319,5 +321,33 @@ sites:
     socket.destroy();
     assert.match(head, /^HTTP\/1\.1 502 /);
     assert.equal(plain.paths.includes('/ws'), false);
+  });
+
+  test('a reload drains the previous config\'s HTTP/2 connections: a request in flight finishes, the old connection then closes', async () => {
+    const app = await startH2App('reloaded', false);
+    const yaml = (streams: number): string => `
+upstreams:
+  app:
+    servers: ["h2c://127.0.0.1:${app.port}"]
+    http2: { max_concurrent_streams: ${streams} }
+sites:
+  - routes: [{ path: /, proxy: { upstream: app } }]
+`;
+    const own = await startPortico(yaml(10));
+    try {
+      const holding = fetch(`${own.url}/hold`).then((r) => r.text());
+      await within('the held request to reach the app', app.heldArrived);
+      const [old] = [...app.sessions];
+      await own.server.reload(parseConfig(`listen: ["127.0.0.1:${own.port}"]\nlog: { access: off }\n${yaml(20)}`, path.join(own.dir, 'portico.yaml'), own.dir));
+      assert.match(await (await fetch(`${own.url}/after`)).text(), /^reloaded GET \/after /);
+      assert.equal(app.sessions.has(old!), true);
+      app.held.shift()!();
+      assert.equal(await holding, 'released');
+      for (let i = 0; i < 300 && app.sessions.has(old!); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(app.sessions.has(old!), false);
+    } finally {
+      await own.stop();
+      await app.close();
+    }
   });
 });
