@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   PORTICO_GATEWAY_TIMEOUT: 504,
   /** The client closed the connection before its answer was complete (nginx's 499). */
   PORTICO_CLIENT_CLOSED: 499,
+  /** A gRPC call's deadline (`grpc-timeout`) passed while Portico was forwarding it (DEADLINE_EXCEEDED). */
+  PORTICO_GRPC_DEADLINE: 504,
   /** The app server's answer ended before its promised length. */
   PORTICO_UPSTREAM_INCOMPLETE: 502,
   /** A listener could not be bound (a port in use, a permission): start or reload fails. */

@@ -227,7 +227,7 @@ const tlsClient = z.strictObject({
   insecure_skip_verify: z.boolean().default(false),
 });
 
-/** An upstream server's URL: `http://host:port[/base]`, `https://…`, `unix:/path` or `fcgi://host:port` (FastCGI). */
+/** An upstream server's URL: `http://host:port[/base]`, `https://…`, `h2c://host:port` (HTTP/2 without TLS), `unix:/path` or `fcgi://host:port` (FastCGI). */
 export const upstreamUrl = z.string().transform((value, ctx) => {
   const text = value.trim();
   if (text.startsWith('fcgi://')) {
@@ -258,8 +258,17 @@ export const upstreamUrl = z.string().transform((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: `not a valid URL: ${JSON.stringify(value)} (expected http://host:port, https://host:port or unix:/path)` });
     return z.NEVER;
   }
+  if (url.protocol === 'h2c:') {
+    // HTTP/2 by prior knowledge (RFC 9113 §3.3): the URL reads as `http://` everywhere else (origin, Location rewriting).
+    if (url.username !== '' || url.search !== '' || url.hash !== '' || url.port === '') {
+      ctx.addIssue({ code: 'custom', message: `expected "h2c://host:port" (a port, no user, query or fragment), got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    const basePath = url.pathname === '/' || url.pathname === '' ? '' : url.pathname.replace(/\/+$/, '');
+    return { kind: 'h2c' as const, origin: `http://${url.host}`, socketPath: undefined, basePath, text };
+  }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol.slice(0, -1)}" (expected http, https or unix)` });
+    ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol.slice(0, -1)}" (expected http, https, h2c or unix)` });
     return z.NEVER;
   }
   if (url.username !== '' || url.search !== '' || url.hash !== '') {
@@ -281,6 +290,11 @@ const upstreamServer = z.strictObject({
   /** Used only when every primary server is unavailable. */
   backup: z.boolean().default(false),
   tls: tlsClient.optional(),
+  /**
+   * The HTTP version spoken to an `https://` server, chosen by ALPN: `http1.1` (the default), `h2` (HTTP/2 only:
+   * a server that does not offer it fails to connect) or `auto` (HTTP/2 when the server offers it). `h2c://` is h2.
+   */
+  protocol: z.enum(['http1.1', 'h2', 'auto']).optional(),
   /** Per-server cap of requests in flight (overrides the upstream's). */
   max_conns: z.number().int().min(0).optional(),
   /** The server's name in the app's session ids (Tomcat's jvmRoute: `ABC123.tc1`), for `sticky.app_cookie`. */
@@ -309,6 +323,13 @@ const healthCheck = z.strictObject({
   expect: statusRanges.prefault('200-399'),
   /** Host header for checks; the server's own host when absent. */
   host: z.string().optional(),
+  /**
+   * `http`: a GET of `path`, passing on an `expect` status. `grpc`: the gRPC health checking protocol
+   * (`grpc.health.v1.Health/Check` for `service`), passing on SERVING; needs HTTP/2 servers (h2c://, protocol: h2).
+   */
+  type: z.enum(['http', 'grpc']).default('http'),
+  /** The service a gRPC check asks about (`''`: the server as a whole). */
+  service: z.string().default(''),
 });
 
 /** `3001-3010`: the ports spawned instances (and a deploy's surge instances) take, as `{ from, to }`. */
@@ -562,6 +583,19 @@ export const upstreamObject = z.strictObject({
     .prefault({}),
   slow_start: duration.default(0),
   keepalive: z.number().int().min(1).default(64),
+  /** HTTP/2 servers (h2c://, https:// with protocol h2 or auto): their connections, each carrying many requests. */
+  http2: z
+    .strictObject({
+      /** Connections per server; a new one is opened only when the open ones have no free stream. */
+      connections: z.number().int().min(1).max(64).default(1),
+      /** Requests in flight on one connection (the server's SETTINGS may lower it). */
+      max_concurrent_streams: z.number().int().min(1).max(10_000).default(100),
+      /** A PING on each connection this often; 0: none. */
+      ping_interval: duration.default(10_000),
+      /** A connection whose PING is not answered within this is closed (its requests fail as resets). */
+      ping_timeout: duration.default(5000),
+    })
+    .prefault({}),
   timeouts: z
     .strictObject({
       connect: duration.default(2000),

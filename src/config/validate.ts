@@ -157,7 +157,17 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
       if (server.tls !== undefined && server.url.kind !== 'https') {
         problems.push({ keys: ['upstreams', name, 'servers', i, 'tls'], message: 'tls options need an https:// URL' });
       }
+      if (server.protocol !== undefined && server.url.kind !== 'https') {
+        const hint = server.url.kind === 'http' && server.protocol !== 'http1.1' ? ' (HTTP/2 without TLS: write the URL as h2c://host:port)' : '';
+        problems.push({ keys: ['upstreams', name, 'servers', i, 'protocol'], message: `protocol is chosen by ALPN, so it needs an https:// URL${hint}` });
+      }
+      if (upstream.health?.type === 'grpc' && server.url.kind !== 'h2c' && !(server.url.kind === 'https' && server.protocol === 'h2')) {
+        problems.push({ keys: ['upstreams', name, 'health', 'type'], message: `gRPC health checks need HTTP/2 servers: servers[${i}] (${server.url.text}) is not h2c:// nor https:// with protocol: h2` });
+      }
     });
+    if (upstream.health?.type === 'grpc' && upstream.spawn !== undefined) {
+      problems.push({ keys: ['upstreams', name, 'health', 'type'], message: 'gRPC health checks need HTTP/2 servers; spawned app servers are spoken to in HTTP/1.1' });
+    }
     // As a static root: a missing folder is a typo to report now, not a crash loop at run time.
     const cwd = upstream.spawn?.cwd;
     if (cwd !== undefined && !isDirectory(path.resolve(dir, cwd))) {

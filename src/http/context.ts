@@ -55,6 +55,8 @@ export interface ClientResponse extends Writable {
   hasHeader(name: string): boolean;
   writeContinue(): void;
   writeEarlyHints(hints: Record<string, string | string[]>): void;
+  /** Fields sent after the body (HTTP/2 trailers; over HTTP/1.1 only with a chunked body, else dropped). */
+  addTrailers(headers: OutgoingHttpHeaders | ReadonlyArray<[string, string]>): void;
 }
 
 /** An HTTP/2 response, with its stream. */

@@ -5,6 +5,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorPage, PorticoError, reasonPhrase } from '../errors.js';
+import { grpcStatusOf, grpcWebKind, isGrpc, sendGrpcStatus } from './grpc.js';
 import { H2_NO_ERROR, isH2Response, responseCut, type ClientResponse, type H2Response, type RequestContext } from './context.js';
 
 /**
@@ -28,6 +29,13 @@ export function sendError(ctx: RequestContext, status: number, headers?: Outgoin
   if (res.headersSent) {
     // Too late for a status: make the failure visible instead of a complete-looking response.
     res.destroy();
+    return;
+  }
+  // A gRPC client reads a status from the trailers, never a page: 200 with grpc-status (14 UNAVAILABLE, …).
+  const web = isGrpc(ctx.req.headers) ? undefined : grpcWebKind(ctx.req.headers);
+  if (web !== undefined || isGrpc(ctx.req.headers)) {
+    sendGrpcStatus(res, grpcStatusOf(status), `${status} ${reasonPhrase(status)} (Portico)`, web);
+    if (close && isH2Response(res)) endRequestAfterAnswer(ctx, res);
     return;
   }
   const body = ctx.errorPages?.get(status) ?? errorPage(status);

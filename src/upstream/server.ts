@@ -11,6 +11,7 @@ import type { Config } from '../config/load.js';
 import { speaksFastCgi } from '../config/schema.js';
 import { FastCgiPool } from './fastcgi/pool.js';
 import { skippingContinue } from './continue.js';
+import { H2Dispatcher, type H2Options } from './h2-transport.js';
 import type { PolicyServer } from './policies/types.js';
 import type { ServerTraffic } from '../metrics/metrics.js';
 
@@ -53,13 +54,16 @@ export class ServerTarget {
   readonly checkDispatcher: Dispatcher;
   /** Requests and tunnels begun on this target and not ended yet. */
   users = 0;
+  /** Spoken to in HTTP/2 (h2c://, protocol h2 or auto): its answers' trailers are passed on. */
+  readonly http2: boolean;
   /** The upstream sockets of the tunnels open on this target (cut when a retired target's wait runs out). */
   readonly tunnels = new Set<Duplex>();
   /** Called when the last user ends, once the target is retired. */
   #unused: (() => void) | undefined = undefined;
 
-  constructor(origin: string, port: number | undefined, dispatcher: Dispatcher, checkDispatcher: Dispatcher) {
+  constructor(origin: string, port: number | undefined, dispatcher: Dispatcher, checkDispatcher: Dispatcher, http2 = false) {
     this.origin = origin;
+    this.http2 = http2;
     this.port = port;
     this.dispatcher = dispatcher;
     this.checkDispatcher = checkDispatcher;
@@ -138,7 +142,7 @@ export class UpstreamServer implements PolicyServer {
   readonly basePath: string;
   readonly maxConns: number;
   /** Connections of the pool (`keepalive`): a request past them would wait inside undici, unbounded. */
-  readonly poolSize: number;
+  poolSize: number;
   /**
    * Where requests go now. Undefined only for a spawned slot that no instance serves (not started yet, crashed,
    * stopped): such a server is down and not checked. A request or tunnel keeps the target it began on.
@@ -221,6 +225,23 @@ export class UpstreamServer implements PolicyServer {
       return;
     }
     const tls = config.tls;
+    const http2 = config.url.kind === 'h2c' || (config.url.kind === 'https' && (config.protocol === 'h2' || config.protocol === 'auto'));
+    if (http2) {
+      // Many requests share a connection: the capacity is the streams of all connections, not the connections.
+      this.poolSize = upstream.http2.connections * upstream.http2.max_concurrent_streams;
+      const h2 = h2Options(config, upstream, configDir);
+      // `auto`: a server that answers ALPN with http/1.1 gets the usual pool.
+      const fallback = config.protocol === 'auto' ? this.#http1Pool(config, upstream, configDir) : undefined;
+      const checks = new H2Dispatcher({ ...h2, fallback: fallback === undefined ? undefined : this.#http1Checks(config, upstream, configDir), fresh: true });
+      this.target = new ServerTarget(config.url.origin, undefined, new H2Dispatcher({ ...h2, fallback }), checks, true);
+      return;
+    }
+    this.target = new ServerTarget(config.url.origin, undefined, this.#http1Pool(config, upstream, configDir), this.#http1Checks(config, upstream, configDir));
+  }
+
+  /** The HTTP/1.1 traffic pool of a fixed server. */
+  #http1Pool(config: ServerConfig, upstream: UpstreamConfig, configDir: string): Dispatcher {
+    const tls = config.tls;
     const connect = {
       timeout: upstream.timeouts.connect,
       ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
@@ -238,14 +259,23 @@ export class UpstreamServer implements PolicyServer {
     });
     // undici takes each request's TLS server name from its Host header, which is the *client's* Host here: a
     // changing name would also make it drop the pooled connection. Every request names the same one instead.
-    const dispatcher = config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
+    return config.url.kind === 'https' ? withServername(pool, config.url.origin) : pool;
+  }
+
+  /** The HTTP/1.1 checks' client of a fixed server (a new connection per check). */
+  #http1Checks(config: ServerConfig, upstream: UpstreamConfig, configDir: string): Dispatcher {
+    const tls = config.tls;
+    const connect = {
+      timeout: upstream.timeouts.connect,
+      ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
+      rejectUnauthorized: tls?.insecure_skip_verify !== true,
+    };
     const checks = new Client(config.url.origin, {
       pipelining: 0,
       socketPath: config.url.socketPath,
       connect: config.url.kind === 'https' ? pinnedTlsConnector(connect, tls?.servername, new URL(config.url.origin).hostname) : connect,
     });
-    const checkDispatcher = config.url.kind === 'https' ? withServername(checks as unknown as Pool, config.url.origin) : checks;
-    this.target = new ServerTarget(config.url.origin, undefined, dispatcher, checkDispatcher);
+    return config.url.kind === 'https' ? withServername(checks as unknown as Pool, config.url.origin) : checks;
   }
 
   /** The origin requests go to now (`''` for a spawned slot that no instance serves). */
@@ -480,6 +510,31 @@ function poolOptions(upstream: UpstreamConfig): Pool.Options {
     keepAliveMaxTimeout: upstream.timeouts.idle,
     headersTimeout: upstream.timeouts.response_header,
     bodyTimeout: upstream.timeouts.read,
+  };
+}
+
+/** How to reach an HTTP/2 server (`h2c://`, `https://` with protocol h2 or auto) and use its connections. */
+function h2Options(config: ServerConfig, upstream: UpstreamConfig, configDir: string): H2Options {
+  const tls = config.tls;
+  return {
+    origin: config.url.origin,
+    tls:
+      config.url.kind === 'https'
+        ? {
+            ...(tls?.ca !== undefined ? { ca: readFileSync(resolvePath(configDir, tls.ca)) } : {}),
+            rejectUnauthorized: tls?.insecure_skip_verify !== true,
+            servername: tls?.servername,
+          }
+        : undefined,
+    fallback: undefined,
+    connectTimeout: upstream.timeouts.connect,
+    headersTimeout: upstream.timeouts.response_header,
+    bodyTimeout: upstream.timeouts.read,
+    idleTimeout: upstream.timeouts.idle,
+    connections: upstream.http2.connections,
+    maxConcurrentStreams: upstream.http2.max_concurrent_streams,
+    pingInterval: upstream.http2.ping_interval,
+    pingTimeout: upstream.http2.ping_timeout,
   };
 }
 

@@ -39,6 +39,8 @@ import type { ClientResponse, RequestContext } from '../../http/context.js';
 import { isCompressible, negotiateEncoding, type Encoding } from '../../http/negotiate.js';
 import { defineMiddleware } from '../chain.js';
 
+/** gRPC and gRPC-Web answers (`application/grpc`, `application/grpc-web+proto`, …). */
+const GRPC_TYPE = /^\s*application\/grpc/i;
 const mediaType = z
   .string()
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\*)$/, 'a media type such as "application/json" or "text/*"')
@@ -218,6 +220,8 @@ class ResponseCompression {
     const contentType = fields.get('content-type');
     // A 304 usually carries no Content-Type: its 200 was encoded unless the other fields say otherwise.
     if (contentType === undefined) return status === 304;
+    // gRPC frames its messages and compresses them itself (grpc-encoding): never encoded by Portico.
+    if (GRPC_TYPE.test(contentType)) return false;
     if (!this.settings.typeAllowed(contentType)) return false;
     if (status === 304) return true;
     const length = fields.get('content-length') ?? (this.endLength === undefined ? undefined : String(this.endLength));

@@ -12,13 +12,13 @@ import { failureWords } from '../../upstream/health/active.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { ServerTarget, UpstreamServer } from '../../upstream/server.js';
 import type { QueuePlace, Upstream } from '../../upstream/upstream.js';
-import type { SpooledBody } from './body.js';
+import type { ReplayableBody, SpooledBody } from './body.js';
 import { keptFields, READ_OUT_TIME, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
 const NO_FIELDS: readonly string[] = [];
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED']);
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED', 'PORTICO_H2_REFUSED', 'PORTICO_H2_NO_ALPN']);
 
 /** Why an attempt failed, in `retry_on` terms. */
 export type FailureReason = 'connect_error' | 'timeout' | 'reset' | `${number}`;
@@ -54,6 +54,9 @@ export class Exchange {
   stickyValue: string | undefined = undefined;
   pick: PickContext | undefined = undefined;
   lastFailure: FailureReason | undefined = undefined;
+  /** A gRPC call's deadline (`grpc-timeout`, ms since the epoch; 0: none), and whether it passed. */
+  grpcDeadline = 0;
+  expired = false;
   constructor(
     readonly prepared: PreparedRequest,
     readonly sink: ResponseSink,
@@ -69,7 +72,7 @@ export class Exchange {
   get clientGone(): boolean {
     return this.prepared.clientGone;
   }
-  get body(): Buffer | SpooledBody | Readable | null {
+  get body(): Buffer | SpooledBody | ReplayableBody | Readable | null {
     return this.prepared.body;
   }
   get replayable(): boolean {
@@ -253,11 +256,12 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     return this.ex.sink.data(chunk);
   }
 
-  onComplete(): void {
+  onComplete(trailers?: Buffer[] | string[] | null): void {
     // Settled already: a 204/304 completed at its head.
     if (this.#settled) return;
     if (this.#discarding) return this.#settle({ ok: false, reason: this.#failure, aborted: false });
-    this.ex.sink.end();
+    // An HTTP/2 app's trailers go on (gRPC's status is there); an HTTP/1.1 app's are dropped, as they always were.
+    this.ex.sink.end(!this.target.http2 || trailers === null || trailers === undefined || trailers.length === 0 ? undefined : trailers.map(String));
     this.#settle({ ok: true });
   }
 

@@ -10,11 +10,14 @@
  */
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
+import { responseComplete, type RequestContext, type UpstreamAttemptLog } from '../../http/context.js';
+import { grpcTimeoutMs, isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
+import { PorticoError } from '../../errors.js';
 import type { Template } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
-import { SpooledBody } from './body.js';
+import { ReplayableBody, SpooledBody } from './body.js';
+import { grpcWebOf, GrpcWebSink } from './grpc-web.js';
 import { Attempt, Exchange, type AttemptResult, type AttemptShared, type FailureReason } from './attempt.js';
 import type { RequestPreparer } from './prepare.js';
 import { ClientSink, type ResponseBuffering, type ForwardOutcome, type HeaderEdit, type PreparedRequest, type ResponseSink } from './sink.js';
@@ -67,7 +70,8 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    return new ClientSink(ctx, this.#o.responseBuffering);
+    const web = grpcWebOf(ctx);
+    return web === undefined ? new ClientSink(ctx, this.#o.responseBuffering) : new GrpcWebSink(ctx, this.#o.responseBuffering, web);
   }
 
   /** See `RequestPreparer.prepare`. */
@@ -123,12 +127,47 @@ export class Forwarder {
     ex.tryUntil = started + config.try_duration;
     ex.stickyValue = this.#upstream.pinOf(ex.ctx.req.headers.cookie, ex.ctx.req.url!);
     ex.pick = { clientIp: ex.clientIp, hashKey: this.hashKey(ex.ctx), random: Math.random };
+    const timeout = ex.ctx.req.headers['grpc-timeout'];
+    if (timeout !== undefined) this.#watchDeadline(ex, timeout, started);
     this.#next(ex);
+  }
+
+  /** Starts a gRPC call's deadline (`grpc-timeout`); its timer ends with the answer (the response's close). */
+  #watchDeadline(ex: Exchange, value: string | string[], started: number): void {
+    const ms = grpcTimeoutMs(value);
+    if (ms === undefined || !isGrpc(ex.ctx.req.headers)) return;
+    ex.grpcDeadline = started + ms;
+    const timer = setTimeout(() => this.#expire(ex), Math.max(1, Math.ceil(ms)));
+    ex.ctx.res.once('close', () => clearTimeout(timer));
+  }
+
+  /**
+   * A gRPC call's deadline passed in Portico's hands: the attempt in flight is cancelled (RST_STREAM CANCEL to an
+   * HTTP/2 app) and the client answered DEADLINE_EXCEEDED (before the answer's head: as a 504, which a gRPC
+   * client reads as status 4; after it: in the trailers).
+   */
+  #expire(ex: Exchange): void {
+    if (responseComplete(ex.ctx.res)) return;
+    ex.expired = true;
+    ex.prepared.abortCurrent?.(new PorticoError('PORTICO_GRPC_DEADLINE', 'the gRPC deadline (grpc-timeout) passed'));
+  }
+
+  /** The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). */
+  #passDeadline(ex: Exchange): void {
+    const headers = ex.headers;
+    const left = Math.max(1, Math.ceil(ex.grpcDeadline - Date.now()));
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i]!.length === 12 && headers[i]!.toLowerCase() === 'grpc-timeout') {
+        headers[i + 1] = `${left}m`;
+        return;
+      }
+    }
   }
 
   /** Starts the next attempt, or waits for a server, or ends the forward. */
   #next(ex: Exchange): void {
     if (ex.clientGone) return ex.done(OK);
+    if (ex.expired) return ex.done(failed(ex, 504, true));
     const config = this.#upstream.config;
     const chosen = this.#upstream.select(ex.tried, ex.pick!, ex.stickyValue);
     if (typeof chosen === 'string') {
@@ -159,8 +198,9 @@ export class Forwarder {
     // The attempt keeps the target it began on: a spawned slot's move waits for it on the port it left.
     const target = chosen.target!;
     target.users++;
+    if (ex.grpcDeadline !== 0) this.#passDeadline(ex);
     target.dispatcher.dispatch(
-      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody ? ex.body.stream() : ex.body },
+      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody || ex.body instanceof ReplayableBody ? ex.body.stream() : ex.body },
       new Attempt({
         shared: this.#o.shared,
         ex,
@@ -176,6 +216,7 @@ export class Forwarder {
 
   /** No server to try now (all down, all tried, or the queue gave up): wait while try_duration allows, or fail. */
   #nothingLeft(ex: Exchange, why: 'full' | 'unavailable'): void {
+    if (ex.expired) return ex.done(failed(ex, 504, true));
     const config = this.#upstream.config;
     const lastFailure = ex.lastFailure;
     if (Date.now() + config.try_interval < ex.tryUntil && (lastFailure === undefined || this.#mayRetry(ex, lastFailure, true))) {
@@ -193,6 +234,7 @@ export class Forwarder {
   /** An attempt ended (called by the Attempt, inside undici's callback). */
   readonly #afterAttempt = (ex: Exchange, result: AttemptResult): void => {
     if (result.ok || ex.committed || ex.clientGone) return ex.done(OK);
+    if (ex.expired) return ex.done(failed(ex, 504, true));
     const config = this.#upstream.config;
     ex.lastFailure = result.reason;
     // A discarded status was discarded to be retried, whatever the clock says now.
@@ -224,7 +266,7 @@ export class Forwarder {
   #mayRetry(ex: Exchange, reason: FailureReason | undefined, waiting: boolean): boolean {
     if (reason === 'connect_error') {
       // The request never left: safe for any method, unless a streamed body was already consumed.
-      return (waiting || this.#o.shared.retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || ex.body instanceof SpooledBody || !ex.body.readableDidRead);
+      return (waiting || this.#o.shared.retryOn.has('connect_error')) && (ex.body === null || Buffer.isBuffer(ex.body) || ex.body instanceof SpooledBody || (ex.body instanceof ReplayableBody ? ex.body.replayable : !ex.body.readableDidRead));
     }
     if (waiting) return false;
     if (!ex.replayable) return false;

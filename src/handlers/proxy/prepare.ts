@@ -9,11 +9,13 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { h2EndedWithHeaders, responseCut, type RequestContext } from '../../http/context.js';
+import { isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import type { TempSpace } from '../../http/temp-file.js';
 import { compileTemplate, type Template } from '../../http/template.js';
 import { buildRequestHeaders } from '../../upstream/headers.js';
-import { bufferBody, limitBody, readBody, SpooledBody, type BufferedBody } from './body.js';
+import { bufferBody, limitBody, readBody, ReplayableBody, SpooledBody, type BufferedBody } from './body.js';
+import { decodeTextBody, grpcWebOf, toGrpcHeaders } from './grpc-web.js';
 import type { PreparedRequest } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
@@ -128,17 +130,23 @@ export class RequestPreparer {
     let replayable = IDEMPOTENT.has(req.method!);
     if (hasBody) {
       ctx.bodyClaimed = true;
-      if (this.#o.requestBuffering) {
+      // A gRPC call streams both ways (a bidirectional call's requests follow its answers): never read whole.
+      const web = grpcWebOf(ctx);
+      const grpc = web !== undefined || isGrpc(req.headers);
+      if (this.#o.requestBuffering && !grpc) {
         // A small body of known length (the usual form post) is read as before: in memory, with no file to open.
         if (declared >= 0 && declared <= this.#o.requestBufferMemory) return this.#readSmall(ctx, declared, replayable);
         return bufferBody(req, declared, ctx.bodyLimit, { memory: this.#o.requestBufferMemory, space: this.#o.tempSpace }).then((buffered) =>
           this.#buffered(ctx, buffered, declared, replayable),
         );
       }
-      if (declared >= 0 && declared <= this.#o.retryBuffer) return this.#readSmall(ctx, declared, replayable);
+      if (declared >= 0 && declared <= this.#o.retryBuffer && !grpc) return this.#readSmall(ctx, declared, replayable);
       body = req;
       replayable = false;
       if (declared < 0 && ctx.bodyLimit !== Infinity) body = limitBody(req, ctx.bodyLimit, () => sendError(ctx, 413, undefined, true));
+      // A gRPC call's first retry_buffer bytes are kept: a call that never reached an app goes to another.
+      if (web === 'text') body = decodeTextBody(body);
+      if (grpc) return this.#prepared(ctx, new ReplayableBody(body, this.#o.retryBuffer), false);
     }
     return this.#prepared(ctx, body, replayable);
   }
@@ -180,7 +188,7 @@ export class RequestPreparer {
     return prepared;
   }
 
-  #prepared(ctx: RequestContext, body: Buffer | SpooledBody | Readable | null, replayable: boolean): PreparedRequest {
+  #prepared(ctx: RequestContext, body: Buffer | SpooledBody | ReplayableBody | Readable | null, replayable: boolean): PreparedRequest {
     const prepared: PreparedRequest = {
       ctx,
       body,
@@ -191,6 +199,8 @@ export class RequestPreparer {
       clientGone: false,
       abortCurrent: undefined,
     };
+    // gRPC-Web goes to the app as gRPC (its answer is translated back by GrpcWebSink).
+    if (ctx.req.method === 'POST' && grpcWebOf(ctx) !== undefined) toGrpcHeaders(prepared.headers);
     ctx.onClientGone(() => {
       prepared.clientGone = true;
       prepared.abortCurrent?.(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the connection'));

@@ -3,7 +3,8 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../../http/context.js';
-import type { SpooledBody } from './body.js';
+import type { ReplayableBody, SpooledBody } from './body.js';
+import { isH2Response } from '../../http/context.js';
 import { sendEarlyHints } from './interim.js';
 import { ResponseSpool, type SpoolLimits } from './response-spool.js';
 
@@ -21,7 +22,8 @@ export interface ResponseSink {
   data(chunk: Buffer): boolean;
   /** Gives the sink the function that resumes the origin after `data` returned false. */
   drain(resume: () => void): void;
-  end(): void;
+  /** The answer's end, with the app's trailers (a flat name/value list; empty or absent: none). */
+  end(trailers?: readonly string[]): void;
   /** The origin failed after `head`: the response must end visibly broken. */
   fail(err: Error): void;
   /** A 103 Early Hints before `head`, its Link values one per entry (optional: dropped by sinks without it). */
@@ -50,10 +52,10 @@ export interface ResponseBuffering extends SpoolLimits {
   readonly logger: Logger;
 }
 
-const EVENT_STREAM = /^\s*text\/event-stream\s*(?:;|$)/i;
+const EVENT_STREAM = /^\s*(?:text\/event-stream\s*(?:;|$)|application\/grpc)/i;
 
 /**
- * Whether an answer must reach the client as it is produced: an event stream (SSE), or one whose app said
+ * Whether an answer must reach the client as it is produced: an event stream (SSE), a gRPC call's, or one whose app said
  * `X-Accel-Buffering: no`. The latter field is Portico's, not the client's: it is taken out of `headers`.
  */
 export function unbufferedAnswer(headers: string[]): boolean {
@@ -115,14 +117,31 @@ export class ClientSink implements ResponseSink {
     sendEarlyHints(this.ctx, links);
   }
 
-  end(): void {
-    if (this.#spool !== null) this.#spool.end();
-    else this.ctx.res.end();
+  end(trailers?: readonly string[]): void {
+    if (this.#spool !== null) return this.#spool.end();
+    const res = this.ctx.res;
+    if (trailers !== undefined && trailers.length > 0) {
+      const fields = trailerFields(trailers);
+      // No body: Node ends the stream with the HEADERS frame, where trailers cannot follow. The fields go in that
+      // frame (gRPC's Trailers-Only answer); once the head is out, they are trailers.
+      if (!res.headersSent) for (const [name, value] of Object.entries(fields)) res.setHeader(name, value!);
+      else res.addTrailers(fields);
+    }
+    res.end();
   }
 
-  fail(): void {
+  fail(err?: Error): void {
     this.#spool?.release();
-    this.ctx.res.destroy();
+    const res = this.ctx.res;
+    // A gRPC call's deadline passed after the answer's head: the call ends with its status, not broken.
+    if ((err as { code?: string } | undefined)?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) {
+      res.addTrailers({ 'grpc-status': '4', 'grpc-message': 'deadline%20exceeded%20(Portico)' });
+      return void res.end();
+    }
+    // An HTTP/2 app's stream reset goes on to an HTTP/2 client with its code (gRPC reads CANCEL as CANCELLED).
+    const code = (err as { rstCode?: number } | undefined)?.rstCode;
+    if (code !== undefined && code !== 0 && isH2Response(res) && !res.stream.closed) return void res.stream.close(code);
+    res.destroy();
   }
 
   #spoolFailed(err: Error): void {
@@ -131,11 +150,23 @@ export class ClientSink implements ResponseSink {
   }
 }
 
+/** Trailer fields as an object (Node's HTTP/2 response takes no list), without those a response may not end with (RFC 9110 §6.5.1). */
+function trailerFields(list: readonly string[]): OutgoingHttpHeaders {
+  const fields: OutgoingHttpHeaders = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const lower = list[i]!.toLowerCase();
+    if (lower === 'content-length' || lower === 'transfer-encoding' || lower === 'host' || lower === 'connection' || lower === 'te' || lower === 'trailer') continue;
+    const previous = fields[lower];
+    fields[lower] = previous === undefined ? list[i + 1]! : [...(Array.isArray(previous) ? previous : [String(previous)]), list[i + 1]!];
+  }
+  return fields;
+}
+
 /** A request made ready to forward: body read or wrapped, client address known, base headers built. */
 export interface PreparedRequest {
   ctx: RequestContext;
   /** In memory, in a temporary file (re-read for each attempt), streamed from the client, or none. */
-  body: Buffer | SpooledBody | Readable | null;
+  body: Buffer | SpooledBody | ReplayableBody | Readable | null;
   replayable: boolean;
   headers: string[];
   path: string;

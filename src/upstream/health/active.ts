@@ -1,5 +1,6 @@
 /**
- * Active health checks: every `interval`, a GET of `path` to each server (never overlapping for one server),
+ * Active health checks: every `interval`, a GET of `path` to each server (or, `type: grpc`, the gRPC health
+ * checking protocol's Check: see grpc-health.ts), never overlapping for one server,
  * bounded by `timeout`. `fall` consecutive failures mark a server down, `rise` consecutive passes mark it up
  * again. A server starts up (see docs/proxy.md, "Health checks") and the first round runs at once on start().
  * A spawned slot that no instance serves is not checked; a check begun on a target the slot has left since is
@@ -7,6 +8,7 @@
  */
 import type { Config } from '../../config/load.js';
 import type { ServerTarget, UpstreamServer } from '../server.js';
+import { HEALTH_CHECK_PATH, healthCheckRequest, servingStatus } from './grpc-health.js';
 
 type HealthConfig = NonNullable<Config['upstreams'][string]['health']>;
 
@@ -132,20 +134,24 @@ export class ActiveHealthChecker {
     // Undefined: the check passed; else why it failed.
     let failure: string | undefined;
     try {
-      const res = await target.checkDispatcher.request({
-        path: server.basePath + this.#config.path,
-        method: 'GET',
-        headers: { host: this.#config.host ?? new URL(target.origin).host, 'user-agent': 'Portico-health-check' },
-        signal: abort.signal,
-        headersTimeout: this.#config.timeout,
-        bodyTimeout: this.#config.timeout,
-        // A new connection for every check: the next check must see a restart, not a pooled connection.
-        reset: true,
-      });
-      await res.body.dump();
-      const expect = this.#config.expect;
-      if (!expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high)) {
-        failure = `status ${res.statusCode} (expected ${expect.map(([low, high]) => (low === high ? low : `${low}-${high}`)).join(', ')})`;
+      if (this.#config.type === 'grpc') {
+        failure = await this.#grpcCheck(server, target, abort.signal);
+      } else {
+        const res = await target.checkDispatcher.request({
+          path: server.basePath + this.#config.path,
+          method: 'GET',
+          headers: { host: this.#config.host ?? new URL(target.origin).host, 'user-agent': 'Portico-health-check' },
+          signal: abort.signal,
+          headersTimeout: this.#config.timeout,
+          bodyTimeout: this.#config.timeout,
+          // A new connection for every check: the next check must see a restart, not a pooled connection.
+          reset: true,
+        });
+        await res.body.dump();
+        const expect = this.#config.expect;
+        if (!expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high)) {
+          failure = `status ${res.statusCode} (expected ${expect.map(([low, high]) => (low === high ? low : `${low}-${high}`)).join(', ')})`;
+        }
       }
     } catch (err) {
       failure = checkError(err, abort.signal.aborted, this.#config.timeout);
@@ -163,9 +169,35 @@ export class ActiveHealthChecker {
     this.#schedule(server);
   }
 
+  /**
+   * A gRPC health check (`grpc.health.v1.Health/Check` for `service`): passes on SERVING with grpc-status 0;
+   * resolves to why it failed otherwise (`NOT_SERVING`, `grpc-status 12 (unknown service)`, `status 404`).
+   */
+  async #grpcCheck(server: UpstreamServer, target: ServerTarget, signal: AbortSignal): Promise<string | undefined> {
+    const res = await target.checkDispatcher.request({
+      path: server.basePath + HEALTH_CHECK_PATH,
+      method: 'POST',
+      headers: { host: this.#config.host ?? new URL(target.origin).host, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'Portico-health-check' },
+      body: healthCheckRequest(this.#config.service),
+      signal,
+      headersTimeout: this.#config.timeout,
+      bodyTimeout: this.#config.timeout,
+      reset: true,
+    });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    if (res.statusCode !== 200) return `status ${res.statusCode} (expected 200 from a gRPC server)`;
+    const grpcStatus = res.trailers['grpc-status'] ?? res.headers['grpc-status'];
+    if (grpcStatus !== '0') {
+      const message = res.trailers['grpc-message'] ?? res.headers['grpc-message'];
+      return `grpc-status ${String(grpcStatus ?? 'missing')}${message === undefined ? '' : ` (${decodeURIComponent(String(message))})`}`;
+    }
+    const serving = servingStatus(body);
+    return serving === 'SERVING' ? undefined : serving;
+  }
+
   /** The URL a check of `server` asks. */
   #url(server: UpstreamServer): string {
-    return server.origin + server.basePath + this.#config.path;
+    return server.origin + server.basePath + (this.#config.type === 'grpc' ? `${HEALTH_CHECK_PATH} (${JSON.stringify(this.#config.service)})` : this.#config.path);
   }
 
   #record(server: UpstreamServer, failure: string | undefined, started: number): void {
