@@ -438,11 +438,24 @@ describe('app servers found through DNS', () => {
     const { apps, base, portico, text, dns } = await setUp({ 'app.test': ['127.0.0.2'], 'next.test': ['127.0.0.3'] }, ['127.0.0.2', '127.0.0.3'], (p) => `discover: { dns: app.test, port: ${p}, interval: 5s }`);
     const [two, three] = apps as [App, App];
     assert.equal((await get(`${base}/`)).instance, two.id);
-    // A DNS server that never answers, asked first: the new name's first answer comes after its 2 s timeout.
-    const silent = dgram.createSocket('udp4');
-    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => silent.close(() => resolve())));
-    const next = text.replace('dns: app.test', 'dns: next.test').replace(`resolver: ${dns.address}`, `resolver: ["127.0.0.1:${silent.address().port}", "${dns.address}"]`);
+    // A slow resolver: dnsmasq behind a relay that holds every query 700 ms (well within the swap's 3 s bound, and
+    // far more than a request takes): without the wait the first request after the reload would find no server.
+    const [dnsHost, dnsPort] = [dns.address.slice(0, dns.address.lastIndexOf(':')), Number(dns.address.slice(dns.address.lastIndexOf(':') + 1))];
+    const slow = dgram.createSocket('udp4');
+    slow.on('message', (query, from) => {
+      const timer = setTimeout(() => {
+        const relay = dgram.createSocket('udp4');
+        relay.once('message', (answer) => {
+          slow.send(answer, from.port, from.address);
+          relay.close();
+        });
+        relay.send(query, dnsPort, dnsHost);
+      }, 700);
+      timer.unref();
+    });
+    await new Promise<void>((resolve) => slow.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => slow.close(() => resolve())));
+    const next = text.replace('dns: app.test', 'dns: next.test').replace(`resolver: ${dns.address}`, `resolver: 127.0.0.1:${slow.address().port}`);
     assert.notEqual(next, text);
     const { line } = await portico.reload(next);
     assert.match(line, /config reloaded/);
