@@ -18,7 +18,7 @@ import { sendError } from '../../http/send.js';
 import { compileTemplate } from '../../http/template.js';
 import { SpooledBody } from '../proxy/body.js';
 import { Forwarder } from '../proxy/forward.js';
-import { cacheOptions, routeCache } from '../proxy/handler.js';
+import { cacheOptions, impliedBodySize, routeCache, unknownName } from '../proxy/handler.js';
 import { interceptedStatuses, interceptOption } from '../proxy/intercept.js';
 import { RequestPreparer } from '../proxy/prepare.js';
 import type { PreparedRequest } from '../proxy/sink.js';
@@ -64,18 +64,16 @@ const options = z.strictObject({
 /** Options of a `php` route, as the schema gives them. */
 export type PhpOptions = z.output<typeof options>;
 
-const DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024;
-
 function checkPhp(php: PhpOptions, env: CheckEnv): Problem[] {
   const problems: Problem[] = [];
   const root = path.resolve(env.dir, php.root);
   if (!isDirectory(root)) problems.push({ keys: ['root'], message: `directory ${php.root} does not exist` });
   php.root = root;
   if (!env.upstreams.includes(php.upstream)) {
-    problems.push({ keys: ['upstream'], message: `unknown upstream "${php.upstream}"${env.upstreams.length > 0 ? ` (defined: ${env.upstreams.join(', ')})` : ' (no upstreams are defined)'}` });
+    problems.push({ keys: ['upstream'], message: unknownName('upstream', php.upstream, env.upstreams) });
   }
   if (php.cache !== undefined && !env.caches.includes(php.cache.zone)) {
-    problems.push({ keys: ['cache', 'zone'], message: `unknown cache "${php.cache.zone}"${env.caches.length > 0 ? ` (defined: ${env.caches.join(', ')})` : ' (no caches are defined)'}` });
+    problems.push({ keys: ['cache', 'zone'], message: unknownName('cache', php.cache.zone, env.caches) });
   }
   if (php.front_controller !== false && !php.split.some((ext) => (php.front_controller as string).toLowerCase().endsWith(ext.toLowerCase()))) {
     problems.push({ keys: ['front_controller'], message: `the front controller is a script (ending in ${php.split.join(' or ')})` });
@@ -91,10 +89,7 @@ export const phpKind = defineHandler({
   check: checkPhp,
   servedFolders: (options) => [options.root],
   upstreamUse: (options) => ({ name: options.upstream, protocol: 'fastcgi' }),
-  implies(options) {
-    const explicit = options.max_body_size !== undefined;
-    return [{ kind: 'max_body_size', options: options.max_body_size ?? DEFAULT_MAX_BODY_SIZE, fallback: !explicit, keys: ['max_body_size'] }];
-  },
+  implies: (options) => impliedBodySize(options.max_body_size),
   create(options, env) {
     const upstream = env.upstreams.get(options.upstream)!;
     const config = upstream.config;

@@ -5,7 +5,7 @@
  * WebSocket tunnel (`tunnel.ts`), and serving from the cache (`cache.ts`).
  */
 import { z } from 'zod';
-import { duration, headerMap, size, upstreamUrl, type CheckEnv, type Problem } from '../../config/schema.js';
+import { duration, headerMap, size, upstreamUrl, type CheckEnv, type ImpliedMiddleware, type Problem } from '../../config/schema.js';
 import { shown } from '../../config/messages.js';
 import { compileTemplate, templateVariables } from '../../http/template.js';
 import type { Upstream } from '../../upstream/upstream.js';
@@ -141,10 +141,19 @@ const options = z.strictObject({
 /** Options of a `proxy` route, as the schema gives them. */
 export type ProxyOptions = z.output<typeof options>;
 
-/** A proxy route's body limit when neither it nor its site sets one. */
+/** A proxy (or php) route's body limit when neither it nor its site sets one. */
 const DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024;
 
-function unknownName(kind: string, name: string, known: readonly string[]): string {
+/**
+ * The body limit a route that forwards bodies implies: its own `max_body_size`, else 10 MB as a fallback its site's
+ * limit wins over (for `implies` of the proxy and php kinds).
+ */
+export function impliedBodySize(maxBodySize: number | undefined): ImpliedMiddleware[] {
+  return [{ kind: 'max_body_size', options: maxBodySize ?? DEFAULT_MAX_BODY_SIZE, fallback: maxBodySize === undefined, keys: ['max_body_size'] }];
+}
+
+/** A config problem's text for a name that is not defined (`unknown cache "x" (defined: a, b)`). */
+export function unknownName(kind: string, name: string, known: readonly string[]): string {
   return `unknown ${kind} "${name}"${known.length > 0 ? ` (defined: ${known.join(', ')})` : ` (no ${kind}s are defined)`}`;
 }
 
@@ -178,10 +187,7 @@ export const proxyKind = defineHandler({
   readsBody: true,
   check: checkProxy,
   upstreamUse: (options) => (options.upstream === undefined ? undefined : { name: options.upstream, protocol: 'http' }),
-  implies(options) {
-    const explicit = options.max_body_size !== undefined;
-    return [{ kind: 'max_body_size', options: options.max_body_size ?? DEFAULT_MAX_BODY_SIZE, fallback: !explicit, keys: ['max_body_size'] }];
-  },
+  implies: (options) => impliedBodySize(options.max_body_size),
   create(options, env) {
     let upstream: Upstream;
     let owned = false;
