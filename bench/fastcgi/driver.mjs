@@ -4,13 +4,14 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bold, fmtInt, has, progress, table } from '../lib/common.mjs';
 import { fetchOnce, freePort, startPinned, startPortico } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
+import { treeJiffies } from '../proxy/harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OUT = path.resolve(HERE, '../out/fastcgi');
@@ -22,27 +23,6 @@ const DURATION = process.env.BENCH_DURATION ?? (quick ? '3s' : '10s');
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const WORKERS = Number(process.env.BENCH_FPM_WORKERS ?? 4);
 const PAGE = '<?php header("Content-Type: text/html; charset=utf-8"); echo "<p>Hello from PHP ", PHP_VERSION, " at ", $_SERVER["REQUEST_URI"], "</p>\\n";';
-
-/** CPU jiffies (1/100 s) used by `pid` and its living descendants. */
-function treeJiffies(root) {
-  const stats = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const text = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-      stats.push([Number(name), Number(f[1]), Number(f[11]) + Number(f[12])]);
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  const tree = new Set([root]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, ppid] of stats) if (!tree.has(pid) && tree.has(ppid)) (tree.add(pid), (grew = true));
-  }
-  return stats.filter(([pid]) => tree.has(pid)).reduce((sum, [, , j]) => sum + j, 0);
-}
 
 async function startFpm() {
   const conf = path.join(OUT, 'php-fpm.conf');
