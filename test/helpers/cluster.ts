@@ -3,6 +3,8 @@
  * whose GET /status is open to loopback), each box's cluster status, and a bounded load across every box whose
  * counts come back per box and summed (a feature's test adds its own assertions to the same run).
  */
+import { once } from 'node:events';
+import tls from 'node:tls';
 import type { ClusterStatus, StatusReport } from '../../src/control/admin-types.js';
 import type { Box, Boxes } from './boxes.js';
 import { describeLoad, failures, startLoad, type LoadOptions, type LoadReport } from './load.js';
@@ -120,4 +122,28 @@ export function loadAcrossBoxes(boxes: Boxes, options: Omit<LoadOptions, 'base'>
 /** A report as lines for `t.diagnostic`: one per box, then the totals. */
 export function describeClusterLoad(report: ClusterLoadReport): string[] {
   return [...[...report.boxes].map(([name, box]) => `${name}: ${describeLoad(box)}`), `all boxes: sent ${report.sent}, ok ${report.ok}, failed ${report.failed}`];
+}
+
+/** A TLS connection to `host:port` (resuming `session` when given) that sends one GET (HTTP/1.0, with `cookie` if
+ * given): whether the session was resumed, the body, the last ticket the server gave, the Set-Cookie value. */
+export async function tlsVisit(host: string, port: number, session?: Buffer, cookie?: string): Promise<{ reused: boolean; body: string; session: Buffer | undefined; setCookie: string | undefined }> {
+  // A client names the site (SNI), as every browser does: Node 24's client (OpenSSL 3.5) offers a session to another
+  // address only under the server name it was made for, and the boxes are at different addresses here.
+  const socket = tls.connect({ host, port, servername: 'shop.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], ...(session === undefined ? {} : { session }) });
+  try {
+    let ticket: Buffer | undefined;
+    socket.on('session', (s: Buffer) => (ticket = s));
+    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${host}:${port} within 5 s`)));
+    await once(socket, 'secureConnect');
+    const reused = socket.isSessionReused();
+    socket.write(`GET / HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n${cookie === undefined ? '' : `Cookie: ${cookie}\r\n`}\r\n`);
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+    await once(socket, 'end');
+    const head = text.slice(0, text.indexOf('\r\n\r\n'));
+    const setCookie = /^set-cookie: ([^;\r\n]+)/im.exec(head)?.[1];
+    return { reused, body: text.slice(text.indexOf('\r\n\r\n') + 4), session: ticket, setCookie };
+  } finally {
+    socket.destroy();
+  }
 }

@@ -6,13 +6,12 @@
  * the same config but no cluster is the contrast: it knows neither the cookie nor the session.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import tls from 'node:tls';
+import { tlsVisit } from '../helpers/cluster.js';
 import pino from 'pino';
 import { Portico } from '../../src/server/portico.js';
 import { ClusterKeys, TICKET_PERIOD_MS } from '../../src/server/cluster.js';
@@ -62,35 +61,6 @@ function get(origin: string, cookie?: string): Promise<Answer> {
     req.setTimeout(5000, () => req.destroy(new Error(`no answer from ${origin} within 5 s`)));
     req.on('error', reject);
   });
-}
-
-interface Visit {
-  reused: boolean;
-  /** The app server that answered. */
-  body: string;
-  /** The last session (ticket) the server gave. */
-  session: Buffer | undefined;
-}
-
-/** A TLS connection to `host:port` (resuming `session` when given) that sends one GET and reads the answer. */
-async function visit(host: string, port: number, session?: Buffer): Promise<Visit> {
-  // A client names the site (SNI), as every browser does: Node 24's client (OpenSSL 3.5) offers a session to another
-  // address only under the server name it was made for, and the boxes are at different addresses here.
-  const socket = tls.connect({ host, port, servername: 'shop.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], ...(session === undefined ? {} : { session }) });
-  try {
-    let ticket: Buffer | undefined;
-    socket.on('session', (s: Buffer) => (ticket = s));
-    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${host}:${port} within 5 s`)));
-    await once(socket, 'secureConnect');
-    const reused = socket.isSessionReused();
-    socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-    let text = '';
-    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-    await once(socket, 'end');
-    return { reused, body: text.slice(text.indexOf('\r\n\r\n') + 4), session: ticket };
-  } finally {
-    socket.destroy();
-  }
 }
 
 /** The port of the TLS listener a Portico process printed in its serving line. */
@@ -145,20 +115,20 @@ test('three boxes share the sticky key and the session-ticket keys: a pinned cli
 
     // TLS resumption: a session established on box 1 resumes on box 2 and box 3 (and on box 1 again).
     const ports = all.map((box) => tlsPort(box.process, box.host));
-    const established = await visit('127.0.0.1', ports[0]!);
+    const established = await tlsVisit('127.0.0.1', ports[0]!);
     assert.equal(established.reused, false);
     assert.ok(established.session !== undefined, 'box1 issued a session ticket');
     const reuses: string[] = [];
     let session = established.session;
     for (const i of [1, 2, 0, 2, 1]) {
       const box = all[i]!;
-      const resumed = await visit(box.host, ports[i]!, session);
+      const resumed = await tlsVisit(box.host, ports[i]!, session);
       reuses.push(`${box.name}:${resumed.reused}`);
       assert.equal(resumed.reused, true, `the session from box1 resumed on ${box.name}`);
       assert.match(resumed.body, /\bapp\d\b/);
       session = resumed.session ?? session;
     }
-    const outside = await visit('127.0.0.4', tlsPort(outsider, '127.0.0.4'), established.session);
+    const outside = await tlsVisit('127.0.0.4', tlsPort(outsider, '127.0.0.4'), established.session);
     t.diagnostic(`tls: resumed ${reuses.join(' ')}; outside the cluster: ${outside.reused}`);
     assert.equal(outside.reused, false, 'a Portico outside the cluster makes a full handshake');
     assert.match(outside.body, /\bapp\d\b/);
@@ -190,19 +160,19 @@ test('a rotation of the ticket keys reaches the TLS listeners: a session from be
       await server.start();
     }
     const [a, b] = servers.map((server) => server.addresses[0]!.port) as [number, number];
-    const first = await visit('127.0.0.1', a);
+    const first = await tlsVisit('127.0.0.1', a);
     assert.ok(first.session !== undefined);
-    assert.equal((await visit('127.0.0.1', b, first.session)).reused, true, 'resumed on the other box before any rotation');
+    assert.equal((await tlsVisit('127.0.0.1', b, first.session)).reused, true, 'resumed on the other box before any rotation');
     clocks[0]!.at += TICKET_PERIOD_MS;
     assert.equal(keys[0]!.tickets.refresh(), true);
-    const afterRotation = await visit('127.0.0.1', a, first.session);
+    const afterRotation = await tlsVisit('127.0.0.1', a, first.session);
     assert.equal(afterRotation.reused, false, 'a ticket from before the rotation makes a full handshake');
-    assert.equal((await visit('127.0.0.1', b, first.session)).reused, true, 'the box not rotated yet still resumes it');
+    assert.equal((await tlsVisit('127.0.0.1', b, first.session)).reused, true, 'the box not rotated yet still resumes it');
     assert.ok(afterRotation.session !== undefined);
-    assert.equal((await visit('127.0.0.1', a, afterRotation.session)).reused, true, 'the new ticket resumes on the rotated box');
+    assert.equal((await tlsVisit('127.0.0.1', a, afterRotation.session)).reused, true, 'the new ticket resumes on the rotated box');
     clocks[1]!.at += TICKET_PERIOD_MS;
     keys[1]!.tickets.refresh();
-    assert.equal((await visit('127.0.0.1', b, afterRotation.session)).reused, true, 'and on the other box once it rotated too');
+    assert.equal((await tlsVisit('127.0.0.1', b, afterRotation.session)).reused, true, 'and on the other box once it rotated too');
   } finally {
     if (previous === undefined) delete process.env.PORTICO_CLUSTER_KEY;
     else process.env.PORTICO_CLUSTER_KEY = previous;

@@ -10,14 +10,13 @@
  * (each worker derives the cluster's keys itself).
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import tls from 'node:tls';
+import { tlsVisit } from '../helpers/cluster.js';
 import { Redis } from 'ioredis';
 import { Boxes, type Box } from '../helpers/boxes.js';
 import { selfSignedCert } from '../helpers/h2.js';
@@ -374,29 +373,6 @@ sites:
   });
 });
 
-/** A TLS connection to `host:port` (resuming `session` when given) that sends one GET: reused, the body, the ticket. */
-async function visit(host: string, port: number, session?: Buffer, cookie?: string): Promise<{ reused: boolean; body: string; session: Buffer | undefined; setCookie: string | undefined }> {
-  // A client names the site (SNI), as every browser does: Node 24's client (OpenSSL 3.5) offers a session to another
-  // address only under the server name it was made for, and the boxes are at different addresses here.
-  const socket = tls.connect({ host, port, servername: 'shop.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], ...(session === undefined ? {} : { session }) });
-  try {
-    let ticket: Buffer | undefined;
-    socket.on('session', (s: Buffer) => (ticket = s));
-    socket.setTimeout(5000, () => socket.destroy(new Error(`no answer from ${host}:${port} within 5 s`)));
-    await once(socket, 'secureConnect');
-    const reused = socket.isSessionReused();
-    socket.write(`GET / HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n${cookie === undefined ? '' : `Cookie: ${cookie}\r\n`}\r\n`);
-    let text = '';
-    socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-    await once(socket, 'end');
-    const head = text.slice(0, text.indexOf('\r\n\r\n'));
-    const setCookie = /^set-cookie: ([^;\r\n]+)/im.exec(head)?.[1];
-    return { reused, body: text.slice(text.indexOf('\r\n\r\n') + 4), session: ticket, setCookie };
-  } finally {
-    socket.destroy();
-  }
-}
-
 describe('the cluster\'s keys in two boxes with workers: 2 each', { timeout: 60_000, skip: !haveTool('redis-server') && process.env.CI !== 'true' ? 'redis-server is not installed (on CI, with CI=true, this fails instead)' : false }, () => {
   test('a client pinned through box 1 lands on its app server through every worker of box 2, and a TLS session from box 1 resumes on every worker of box 2', async (t) => {
     if (!requireTool(t, 'redis-server')) return;
@@ -442,7 +418,7 @@ sites:
     assert.equal(pids.length, 2);
 
     // Pinned through box 1 (a worker of it), then sent through box 2 on fresh connections until both its workers answered.
-    const first = await visit(boxes.box(1).host, tlsPort);
+    const first = await tlsVisit(boxes.box(1).host, tlsPort);
     assert.ok(first.setCookie !== undefined, 'box1 set the sticky cookie');
     assert.equal(first.reused, false);
     assert.ok(first.session !== undefined, 'box1 issued a session ticket');
@@ -452,7 +428,7 @@ sites:
     let session = first.session;
     while (met.size < pids.length && tries < MAX_TRIES) {
       tries++;
-      const answer = await visit(box2.host, tlsPort, session, first.setCookie);
+      const answer = await tlsVisit(box2.host, tlsPort, session, first.setCookie);
       const [server, worker] = answer.body.split(' ') as [string, string];
       assert.equal(answer.reused, true, `worker ${worker} of box2 resumed box1's session`);
       assert.equal(server, pinned, `worker ${worker} of box2 sent the client pinned to ${pinned} there`);
