@@ -147,3 +147,14 @@ export async function tlsVisit(host: string, port: number, session?: Buffer, coo
     socket.destroy();
   }
 }
+
+/** A call to `box`'s admin API with the Bearer `token` (a JSON body for a POST); its status and JSON answer. */
+export async function adminCall(box: Box, token: string, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> {
+  const res = await fetch(new URL(path, box.admin), {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  return { status: res.status, json: await res.json() };
+}

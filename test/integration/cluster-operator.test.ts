@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { adminCall } from '../helpers/cluster.js';
 import { Boxes, type Box } from '../helpers/boxes.js';
 import { RedisServer } from '../helpers/redis.js';
 import { eventually } from '../helpers/supervise.js';
@@ -44,15 +45,7 @@ async function withAdmin(box: Box): Promise<Box> {
 }
 
 /** A call to a box's admin API with the token. */
-async function admin(box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> {
-  const res = await fetch(new URL(path, box.admin), {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  return { status: res.status, json: await res.json() };
-}
+const admin = (box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> => adminCall(box, TOKEN, method, path, body);
 
 /** Server `id` of upstream `app` as box's `/status` shows it. */
 async function serverOn(box: Box, id: string): Promise<{ admin: string; weight: number; state: string }> {

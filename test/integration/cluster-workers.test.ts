@@ -16,7 +16,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { tlsVisit } from '../helpers/cluster.js';
+import { tlsVisit, adminCall } from '../helpers/cluster.js';
 import { Redis } from 'ioredis';
 import { Boxes, type Box } from '../helpers/boxes.js';
 import { selfSignedCert } from '../helpers/h2.js';
@@ -52,15 +52,7 @@ function get(box: Box, path: string): Promise<Answer> {
 }
 
 /** A call to a box's admin API with the token. */
-async function admin(box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> {
-  const res = await fetch(new URL(path, box.admin), {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  return { status: res.status, json: await res.json() };
-}
+const admin = (box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> => adminCall(box, TOKEN, method, path, body);
 
 /** The pids of a box's workers, from its /status. */
 async function workerPids(box: Box): Promise<string[]> {
