@@ -6,7 +6,8 @@
 #   BENCH_QUICK=1 npm run bench -- grpc    # smoke run
 #
 # Proxy (Portico or nginx) alone on CPU 0; the app server and the client on CPU 1 (taskset). Knobs: BENCH_RUNS,
-# BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS (calls in flight, on one channel), BENCH_ONLY (e.g. portico,direct).
+# BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS (calls in flight, on one channel), BENCH_ONLY (e.g. portico,direct),
+# BENCH_PROFILE=1 (Portico under node --cpu-prof; profiles in bench/out/grpc/profile/, read with bench/tools/cpuprofile-top.mjs).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 

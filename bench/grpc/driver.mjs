@@ -50,7 +50,10 @@ const contenders = [
         '',
       ].join('\n');
       mkdirSync(path.join(OUT, 'portico'), { recursive: true });
-      return startPortico({ config, outDir: path.join(OUT, 'portico'), cpu: PROXY_CPU, readyUrl: `http://127.0.0.1:${ready}/` });
+      // BENCH_PROFILE=1: Portico under `node --cpu-prof`, one profile per round in bench/out/grpc/profile/.
+      const nodeArgs = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(OUT, 'profile')}`] : [];
+      if (process.env.BENCH_NODE_ARGS) nodeArgs.push(...process.env.BENCH_NODE_ARGS.split(' '));
+      return startPortico({ config, outDir: path.join(OUT, 'portico'), cpu: PROXY_CPU, readyUrl: `http://127.0.0.1:${ready}/`, nodeArgs });
     },
   },
   ...(has('nginx')
