@@ -18,7 +18,7 @@ mkdirSync(OUT, { recursive: true });
 const seconds = (text) => Number.parseFloat(text) * (text.endsWith('ms') ? 0.001 : 1);
 const PROXY_CPU = 0;
 
-const { selfSignedCert } = await import(path.join(ROOT, 'dist/test/helpers/h2.js')) // the working tree's (a BENCH_REF build has only src/);
+const { selfSignedCert } = await import(path.join(ROOT, 'dist/test/helpers/h2.js')); // the working tree's (a BENCH_REF build has only src/)
 const { cert, key } = await selfSignedCert();
 writeFileSync(path.join(OUT, 'cert.pem'), cert);
 writeFileSync(path.join(OUT, 'key.pem'), key);
