@@ -1,7 +1,8 @@
 /**
  * One request on one HTTP/2 stream of an app server, speaking undici's handler contract (`H2Request`), with what
  * it needs: the options of its server (`H2Options`), its errors (`H2TransportError`), the streamed body's sender
- * that keeps the body's start for a resend (`StreamedBody`), and the header conversions. The connections and the
+ * that keeps the body's start for a resend (`StreamedBody`; a gRPC call's body keeps its own: `ReplayableSource`),
+ * and the header conversions. The connections and the
  * queue are `h2-transport.ts`'s.
  */
 import { constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
@@ -36,6 +37,39 @@ export interface H2Options {
   readonly fresh?: boolean;
 }
 
+/** Where a `ReplayableSource` writes a reading: an HTTP/2 stream (or a PassThrough for undici). */
+export interface BodyTarget {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  once(event: 'drain', listener: () => void): unknown;
+}
+
+/**
+ * A request body that can be read again from its start (a gRPC call's, its first bytes kept): given as the
+ * dispatch's `body`, the transport has it write each reading into the stream itself, with no stream object between
+ * (HTTP/1.1 dispatchers get `stream()`), and a refused stream is sent again from it rather than from a copy.
+ */
+export interface ReplayableSource {
+  /** Whether all that was read is kept (a new reading gives the whole body). */
+  readonly replayable: boolean;
+  /** Starts a new reading into `target`, what was kept first; the previous reading's target gets nothing more. */
+  sendTo(target: BodyTarget, onError: (err: Error) => void): void;
+  /** `target` is gone: nothing more is read for it until another reading starts. */
+  detach(target: BodyTarget): void;
+  /** A new reading as a Readable (for a dispatcher that needs one). */
+  stream(): Readable;
+}
+
+/** Whether a dispatch's body is a `ReplayableSource`. */
+export function isReplayableSource(body: unknown): body is ReplayableSource {
+  return typeof body === 'object' && body !== null && typeof (body as ReplayableSource).sendTo === 'function';
+}
+
+/** The dispatch options for an HTTP/1.1 dispatcher: a `ReplayableSource` body as a Readable. */
+export function readableBody(opts: Dispatcher.DispatchOptions): Dispatcher.DispatchOptions {
+  return isReplayableSource(opts.body) ? { ...opts, body: opts.body.stream() } : opts;
+}
+
 /** An error with a stable code (as undici's), and the stream's reset code when the server reset it. */
 export class H2TransportError extends Error {
   constructor(
@@ -64,6 +98,8 @@ export class H2Request {
   #resent = false;
   /** A streamed body's sender (kept across a resend: it holds what was sent for a replay). */
   #sender: StreamedBody | undefined = undefined;
+  /** A replayable body (sent again from itself after a refused stream). */
+  #source: ReplayableSource | undefined = undefined;
 
   constructor(
     readonly handler: Dispatcher.DispatchHandler,
@@ -95,7 +131,7 @@ export class H2Request {
     if (this.#settled) return;
     this.#settled = true;
     clearTimeout(this.#headersTimer);
-    fallback.dispatch(opts, this.handler);
+    fallback.dispatch(readableBody(opts), this.handler);
   }
 
   abort(err?: Error): void {
@@ -112,8 +148,8 @@ export class H2Request {
     clearTimeout(this.#bodyTimer);
     this.onCancel?.();
     if (this.#stream !== undefined && !this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
-    const body = this.opts.body as Readable | null | undefined;
     this.#sender?.detach();
+    if (this.#stream !== undefined) this.#source?.detach(this.#stream);
     this.handler.onError?.(err);
   }
 
@@ -124,7 +160,7 @@ export class H2Request {
     this.#grpc = GRPC.test(String(headers['content-type'] ?? ''));
     // gRPC needs `te: trailers` (its servers refuse a call without it); Portico passes the trailers on.
     if (this.#grpc) headers.te = 'trailers';
-    const body = opts.body as Buffer | string | Readable | null | undefined;
+    const body = opts.body as Buffer | string | Readable | ReplayableSource | null | undefined;
     const empty = body === null || body === undefined;
     let stream: ClientHttp2Stream;
     try {
@@ -143,10 +179,11 @@ export class H2Request {
       const refused = code === NGHTTP2_REFUSED_STREAM || (this.#headersTimer !== undefined && stream.id === undefined);
       // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
       // can be (none, in memory, or a stream not read yet), as a request that never left.
-      if (refused && !this.#resent && (this.#sender === undefined || this.#sender.replayable) && this.onRefused?.() === true) {
+      if (refused && !this.#resent && (this.#source ?? this.#sender)?.replayable !== false && this.onRefused?.() === true) {
         this.#resent = true;
         this.#stream = undefined;
         this.#sender?.detach();
+        this.#source?.detach(stream);
         stream.removeAllListeners('response');
         stream.removeAllListeners('data');
         stream.removeAllListeners('end');
@@ -210,9 +247,16 @@ export class H2Request {
       stream.end(body);
       return;
     }
+    if (isReplayableSource(body)) {
+      this.#source = body;
+      body.sendTo(stream, this.#bodyFailed);
+      return;
+    }
     this.#sender ??= new StreamedBody(body, (err) => this.abort(err));
     this.#sender.attach(stream);
   }
+
+  readonly #bodyFailed = (err: Error): void => this.abort(err);
 
   #armBodyTimer(): void {
     const ms = this.opts.bodyTimeout ?? this.o.bodyTimeout;

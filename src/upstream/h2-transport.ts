@@ -20,7 +20,7 @@ import http2, { type ClientHttp2Session } from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { Dispatcher } from 'undici';
-import { H2Request, H2TransportError, type H2Options } from './h2-request.js';
+import { H2Request, H2TransportError, readableBody, type H2Options } from './h2-request.js';
 
 export { H2TransportError, type H2Options } from './h2-request.js';
 
@@ -75,7 +75,7 @@ export class H2Dispatcher extends Dispatcher {
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    if (this.#http1 && this.#o.fallback !== undefined) return this.#o.fallback.dispatch(opts, handler);
+    if (this.#http1 && this.#o.fallback !== undefined) return this.#o.fallback.dispatch(readableBody(opts), handler);
     const request = new H2Request(handler, this.#o, opts);
     // A WebSocket upgrade is HTTP/1.1's (RFC 8441's extended CONNECT is not spoken here): refused, never sent.
     if (opts.upgrade !== undefined && opts.upgrade !== null) {

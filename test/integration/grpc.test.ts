@@ -34,6 +34,7 @@ sites:
   - routes:
       - { path: /portico.Test/Hang, proxy: { upstream: grpc, buffer_response: 0 } }
       - { path: /portico.Test/Count, proxy: { upstream: pair } }
+      - { path: /portico.Test/Sum, max_body_size: 16KB, proxy: { upstream: grpc } }
       - { path: /grpc.health.v1.Health/, proxy: { upstream: down } }
       - { path: /, proxy: { upstream: grpc } }
 `);
@@ -70,6 +71,23 @@ sites:
       call.end();
     });
     assert.equal(reply.toString(), '10 messages, 10000 bytes');
+  });
+
+  test('a client-streaming call past the route max_body_size ends RESOURCE_EXHAUSTED, and the route answers the next call', async () => {
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      const call = (client.sum as unknown as (cb: (err: grpc.ServiceError | null) => void) => grpc.ClientWritableStream<Buffer>)((e) => resolve(e!));
+      call.on('error', () => undefined);
+      for (let i = 0; i < 40; i++) call.write(Buffer.alloc(1000, i));
+      call.end();
+    });
+    assert.equal(err?.code, grpc.status.RESOURCE_EXHAUSTED);
+    // The route still answers: the next call within the limit is summed.
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const call = (client.sum as unknown as (cb: (err: grpc.ServiceError | null, r?: Buffer) => void) => grpc.ClientWritableStream<Buffer>)((e, r) => (e !== null ? reject(e) : resolve(r!)));
+      call.write(Buffer.alloc(1000));
+      call.end();
+    });
+    assert.equal(reply.toString(), '1 messages, 1000 bytes');
   });
 
   test('a bidirectional call streams both ways without buffering: each answer comes before the next message is sent', async () => {

@@ -8,6 +8,7 @@
  * client there is no retry: a failure after that cuts the client connection so the response is visibly
  * incomplete.
  */
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { responseComplete, type RequestContext, type UpstreamAttemptLog } from '../../http/context.js';
@@ -200,7 +201,7 @@ export class Forwarder {
     target.users++;
     if (ex.grpcDeadline !== 0) this.#passDeadline(ex);
     target.dispatcher.dispatch(
-      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody || ex.body instanceof ReplayableBody ? ex.body.stream() : ex.body },
+      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: this.#bodyFor(ex, target.http2) },
       new Attempt({
         shared: this.#o.shared,
         ex,
@@ -212,6 +213,17 @@ export class Forwarder {
         after: this.#afterAttempt,
       }),
     );
+  }
+
+  /**
+   * The body for one attempt: a file re-read from its start; a replayable body as it is to an HTTP/2 app (its
+   * transport writes it into the stream itself) and as a new reading to an HTTP/1.1 one.
+   */
+  #bodyFor(ex: Exchange, http2: boolean): Dispatcher.DispatchOptions['body'] {
+    const body = ex.body;
+    if (body instanceof SpooledBody) return body.stream();
+    if (body instanceof ReplayableBody) return http2 ? (body as unknown as Readable) : body.stream();
+    return body;
   }
 
   /** No server to try now (all down, all tried, or the queue gave up): wait while try_duration allows, or fail. */

@@ -143,8 +143,12 @@ export class RequestPreparer {
       if (declared >= 0 && declared <= this.#o.retryBuffer && !grpc) return this.#readSmall(ctx, declared, replayable);
       body = req;
       replayable = false;
-      if (declared < 0 && ctx.bodyLimit !== Infinity) body = limitBody(req, ctx.bodyLimit, () => sendError(ctx, 413, undefined, true));
-      // A gRPC call's first retry_buffer bytes are kept: a call that never reached an app goes to another.
+      const limited = declared < 0 && ctx.bodyLimit !== Infinity;
+      const tooLarge = (): void => sendError(ctx, 413, undefined, true);
+      // A gRPC call's first retry_buffer bytes are kept: a call that never reached an app goes to another. Its
+      // size is counted there (no Transform between), but for gRPC-Web text's, which counts what the client sent.
+      if (grpc && web !== 'text') return this.#prepared(ctx, new ReplayableBody(req, this.#o.retryBuffer, limited ? { sizeLimit: ctx.bodyLimit, onExceeded: tooLarge } : undefined), false);
+      if (limited) body = limitBody(req, ctx.bodyLimit, tooLarge);
       if (web === 'text') body = decodeTextBody(body);
       if (grpc) return this.#prepared(ctx, new ReplayableBody(body, this.#o.retryBuffer), false);
     }
