@@ -37,6 +37,11 @@ export interface H2Options {
   readonly fresh?: boolean;
 }
 
+/** A request's stream, which carries its request for the shared listeners. */
+const kRequest = Symbol('portico.h2Request');
+type RequestStream = ClientHttp2Stream & { [kRequest]?: H2Request | undefined };
+const ignore = (): void => undefined;
+
 /** Where a `ReplayableSource` writes a reading: an HTTP/2 stream (or a PassThrough for undici). */
 export interface BodyTarget {
   write(chunk: Buffer): boolean;
@@ -87,9 +92,17 @@ export class H2TransportError extends Error {
 export class H2Request {
   #stream: ClientHttp2Stream | undefined = undefined;
   #settled = false;
-  #headersTimer: NodeJS.Timeout | undefined = undefined;
-  #bodyTimer: NodeJS.Timeout | undefined = undefined;
+  /**
+   * One timer for both waits: the response head (from dispatch) and then the time between reads. It is set once;
+   * a read only notes its time (`#readAt`), and the timer, when it fires early, is set again for what is left.
+   */
+  #timer: NodeJS.Timeout | undefined = undefined;
+  /** The response head has arrived (the timer now watches reads). */
+  #headed = false;
+  #readAt = 0;
   #trailers: string[] = [];
+  /** The transport's callback for the stream's end (see `run`). */
+  #closed: (() => void) | undefined = undefined;
   #grpc = false;
   /** Set while waiting for a stream: takes the request out of the queue. */
   onCancel: (() => void) | undefined = undefined;
@@ -113,7 +126,35 @@ export class H2Request {
 
   startHeadersTimer(): void {
     const ms = this.opts.headersTimeout ?? this.o.headersTimeout;
-    if (ms > 0) this.#headersTimer = setTimeout(() => this.fail(new H2TransportError(`no response head within ${ms} ms`, 'UND_ERR_HEADERS_TIMEOUT')), ms);
+    if (ms > 0) this.#timer = setTimeout(this.#timedOut, ms);
+  }
+
+  readonly #timedOut = (): void => {
+    if (!this.#headed) {
+      const ms = this.opts.headersTimeout ?? this.o.headersTimeout;
+      return this.fail(new H2TransportError(`no response head within ${ms} ms`, 'UND_ERR_HEADERS_TIMEOUT'));
+    }
+    const ms = this.opts.bodyTimeout ?? this.o.bodyTimeout;
+    const idle = Date.now() - this.#readAt;
+    if (idle >= ms) return this.fail(new H2TransportError(`nothing read for ${ms} ms`, 'UND_ERR_BODY_TIMEOUT'));
+    this.#timer = setTimeout(this.#timedOut, ms - idle);
+  };
+
+  /** The head arrived: the timer now watches the time between reads (set again only if it would fire too late). */
+  #watchReads(): void {
+    this.#headed = true;
+    const ms = this.opts.bodyTimeout ?? this.o.bodyTimeout;
+    this.#readAt = Date.now();
+    if (ms <= 0) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      return;
+    }
+    // Set from dispatch for the head's timeout: it fires no later than a read timeout that is as long or longer.
+    const headMs = this.opts.headersTimeout ?? this.o.headersTimeout;
+    if (this.#timer !== undefined && headMs > 0 && headMs <= ms) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(this.#timedOut, ms);
   }
 
   /** Calls `onConnect` (the attempt may abort at once); false when it did. */
@@ -130,7 +171,7 @@ export class H2Request {
   handOver(fallback: Dispatcher, opts: Dispatcher.DispatchOptions): void {
     if (this.#settled) return;
     this.#settled = true;
-    clearTimeout(this.#headersTimer);
+    clearTimeout(this.#timer);
     fallback.dispatch(readableBody(opts), this.handler);
   }
 
@@ -144,8 +185,7 @@ export class H2Request {
   fail(err: Error): void {
     if (this.#settled) return;
     this.#settled = true;
-    clearTimeout(this.#headersTimer);
-    clearTimeout(this.#bodyTimer);
+    clearTimeout(this.#timer);
     this.onCancel?.();
     if (this.#stream !== undefined && !this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
     this.#sender?.detach();
@@ -162,7 +202,7 @@ export class H2Request {
     if (this.#grpc) headers.te = 'trailers';
     const body = opts.body as Buffer | string | Readable | ReplayableSource | null | undefined;
     const empty = body === null || body === undefined;
-    let stream: ClientHttp2Stream;
+    let stream: RequestStream;
     try {
       stream = session.request(headers, { endStream: empty });
     } catch (err) {
@@ -171,77 +211,16 @@ export class H2Request {
       return this.fail(new H2TransportError(`stream not opened: ${(err as Error).message}`, 'PORTICO_H2_REFUSED'));
     }
     this.#stream = stream;
-    stream.once('close', () => {
-      closed();
-      if (this.#settled) return;
-      const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
-      // REFUSED_STREAM, or a stream past a GOAWAY's last id: not processed by the app (RFC 9113 §8.7).
-      const refused = code === NGHTTP2_REFUSED_STREAM || (this.#headersTimer !== undefined && stream.id === undefined);
-      // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
-      // can be (none, in memory, or a stream not read yet), as a request that never left.
-      if (refused && !this.#resent && (this.#source ?? this.#sender)?.replayable !== false && this.onRefused?.() === true) {
-        this.#resent = true;
-        this.#stream = undefined;
-        this.#sender?.detach();
-        this.#source?.detach(stream);
-        stream.removeAllListeners('response');
-        stream.removeAllListeners('data');
-        stream.removeAllListeners('end');
-        return;
-      }
-      this.fail(
-        refused
-          ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code)
-          : new H2TransportError(`the server reset the stream (code ${code})`, 'ECONNRESET', code),
-      );
-    });
-    stream.on('error', () => undefined);
-    stream.on('headers', (head: IncomingHttpHeaders) => {
-      // 1xx answers: passed to the handler as undici does (the attempt forwards 103's Link fields).
-      const status = Number(head[':status']);
-      if (!this.#settled && status >= 100 && status < 200) this.handler.onHeaders?.(status, flatten(head) as unknown as Buffer[], resume, '');
-    });
-    const resume = (): void => void stream.resume();
-    stream.once('response', (head: IncomingHttpHeaders, flags: number) => {
-      if (this.#settled) return;
-      clearTimeout(this.#headersTimer);
-      this.#headersTimer = undefined;
-      const status = Number(head[':status']);
-      let raw = flatten(head);
-      // A gRPC trailers-only answer (its status in the one HEADERS frame that ended the stream) is passed on as
-      // headers and trailers: the client side sends HEADERS and then the response's end.
-      if (this.#grpc && (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 && head['grpc-status'] !== undefined) {
-        const kept: string[] = [];
-        for (let i = 0; i < raw.length; i += 2) {
-          const lower = raw[i]!.toLowerCase();
-          if (lower === 'grpc-status' || lower === 'grpc-message' || lower === 'grpc-status-details-bin') this.#trailers.push(raw[i]!, raw[i + 1]!);
-          else kept.push(raw[i]!, raw[i + 1]!);
-        }
-        raw = kept;
-      }
-      this.#armBodyTimer();
-      if (this.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, '') === false) stream.pause();
-    });
-    stream.on('data', (chunk: Buffer) => {
-      if (this.#settled) return;
-      this.#armBodyTimer();
-      if (this.handler.onData?.(chunk) === false) stream.pause();
-    });
-    stream.once('trailers', (head: IncomingHttpHeaders) => {
-      this.#trailers.push(...flatten(head));
-    });
-    stream.once('end', () => {
-      if (this.#settled) return;
-      // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
-      const code = stream.rstCode;
-      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
-        return this.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
-      }
-      this.#settled = true;
-      clearTimeout(this.#bodyTimer);
-      clearTimeout(this.#headersTimer);
-      this.handler.onComplete?.(this.#trailers);
-    });
+    this.#closed = closed;
+    // The listeners are shared by all streams (no closures per request): each finds its request on the stream.
+    stream[kRequest] = this;
+    stream.on('close', H2Request.#onClose);
+    stream.on('error', ignore);
+    stream.on('headers', H2Request.#onInterim);
+    stream.on('response', H2Request.#onResponse);
+    stream.on('data', H2Request.#onData);
+    stream.on('trailers', H2Request.#onTrailers);
+    stream.on('end', H2Request.#onEnd);
     if (empty) return;
     if (typeof body === 'string' || Buffer.isBuffer(body)) {
       stream.end(body);
@@ -256,17 +235,96 @@ export class H2Request {
     this.#sender.attach(stream);
   }
 
-  readonly #bodyFailed = (err: Error): void => this.abort(err);
+  static #onClose = function (this: RequestStream): void {
+    const request = this[kRequest];
+    if (request === undefined) return;
+    this[kRequest] = undefined;
+    request.#streamClosed(this);
+  };
 
-  #armBodyTimer(): void {
-    const ms = this.opts.bodyTimeout ?? this.o.bodyTimeout;
-    if (ms <= 0) return;
-    if (this.#bodyTimer !== undefined) {
-      this.#bodyTimer.refresh();
+  #streamClosed(stream: RequestStream): void {
+    this.#closed?.();
+    this.#closed = undefined;
+    if (this.#settled) return;
+    const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
+    // REFUSED_STREAM, or a stream past a GOAWAY's last id: not processed by the app (RFC 9113 §8.7).
+    const refused = code === NGHTTP2_REFUSED_STREAM || (!this.#headed && stream.id === undefined);
+    // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
+    // can be (none, in memory, or a stream not read yet), as a request that never left.
+    if (refused && !this.#resent && (this.#source ?? this.#sender)?.replayable !== false && this.onRefused?.() === true) {
+      this.#resent = true;
+      this.#stream = undefined;
+      this.#sender?.detach();
+      this.#source?.detach(stream);
       return;
     }
-    this.#bodyTimer = setTimeout(() => this.fail(new H2TransportError(`nothing read for ${ms} ms`, 'UND_ERR_BODY_TIMEOUT')), ms);
+    this.fail(
+      refused
+        ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code)
+        : new H2TransportError(`the server reset the stream (code ${code})`, 'ECONNRESET', code),
+    );
   }
+
+  /** 1xx answers: passed to the handler as undici does (the attempt forwards 103's Link fields). */
+  static #onInterim = function (this: RequestStream, head: IncomingHttpHeaders): void {
+    const request = this[kRequest];
+    const status = Number(head[':status']);
+    if (request !== undefined && !request.#settled && status >= 100 && status < 200) request.handler.onHeaders?.(status, flatten(head) as unknown as Buffer[], request.#resume, '');
+  };
+
+  static #onResponse = function (this: RequestStream, head: IncomingHttpHeaders, flags: number): void {
+    const request = this[kRequest];
+    if (request === undefined || request.#settled) return;
+    request.#watchReads();
+    const status = Number(head[':status']);
+    let raw = flatten(head);
+    // A gRPC trailers-only answer (its status in the one HEADERS frame that ended the stream) is passed on as
+    // headers and trailers: the client side sends HEADERS and then the response's end.
+    if (request.#grpc && (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0 && head['grpc-status'] !== undefined) {
+      const kept: string[] = [];
+      for (let i = 0; i < raw.length; i += 2) {
+        const lower = raw[i]!.toLowerCase();
+        if (lower === 'grpc-status' || lower === 'grpc-message' || lower === 'grpc-status-details-bin') request.#trailers.push(raw[i]!, raw[i + 1]!);
+        else kept.push(raw[i]!, raw[i + 1]!);
+      }
+      raw = kept;
+    }
+    if (request.handler.onHeaders?.(status, raw as unknown as Buffer[], request.#resume, '') === false) this.pause();
+  };
+
+  static #onData = function (this: RequestStream, chunk: Buffer): void {
+    const request = this[kRequest];
+    if (request === undefined || request.#settled) return;
+    request.#readAt = Date.now();
+    if (request.handler.onData?.(chunk) === false) this.pause();
+  };
+
+  static #onTrailers = function (this: RequestStream, head: IncomingHttpHeaders): void {
+    const request = this[kRequest];
+    if (request === undefined) return;
+    for (const name in head) {
+      if (name.charCodeAt(0) === 58) continue;
+      const value = head[name];
+      if (Array.isArray(value)) for (const v of value) request.#trailers.push(name, String(v));
+      else if (value !== undefined) request.#trailers.push(name, String(value));
+    }
+  };
+
+  static #onEnd = function (this: RequestStream): void {
+    const request = this[kRequest];
+    if (request === undefined || request.#settled) return;
+    // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
+    const code = this.rstCode;
+    if (this.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
+      return request.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
+    }
+    request.#settled = true;
+    clearTimeout(request.#timer);
+    request.handler.onComplete?.(request.#trailers);
+  };
+
+  readonly #resume = (): void => void this.#stream?.resume();
+  readonly #bodyFailed = (err: Error): void => this.abort(err);
 }
 
 /** What of a streamed body is kept for sending it again on another stream when the server refused the first. */

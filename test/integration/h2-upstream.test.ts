@@ -64,6 +64,20 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
       stream.write('part', () => setTimeout(() => stream.destroy(new Error('app failed')), 20));
       return;
     }
+    if (path === '/silent') {
+      // Never answers (the response-header timeout's case).
+      stream.on('error', () => undefined);
+      return;
+    }
+    if (path === '/trickle') {
+      // The head and a chunk at once, another 400 ms later, then nothing (the read timeout's case).
+      stream.on('error', () => undefined);
+      stream.respond({ ':status': 200 });
+      stream.write('a');
+      const timer = setTimeout(() => stream.write('b'), 400);
+      stream.once('close', () => clearTimeout(timer));
+      return;
+    }
     if (path === '/hold') {
       stream.once('close', () => app.resetCodes.push(stream.rstCode));
       app.heldIds.push(stream.id!);
@@ -120,6 +134,10 @@ upstreams:
   failover:
     servers: ["h2c://127.0.0.1:1", "h2c://127.0.0.1:${plain.port}"]
     policy: first
+  slow:
+    servers: ["h2c://127.0.0.1:${plain.port}"]
+    timeouts: { response_header: 300ms, read: 600ms }
+    retries: 0
 sites:
   - routes:
       - { path: /plain/, proxy: { upstream: plain, strip_prefix: true } }
@@ -128,6 +146,7 @@ sites:
       - { path: /auto2/, proxy: { upstream: auto2, strip_prefix: true } }
       - { path: /failover/, proxy: { upstream: failover, strip_prefix: true } }
       - { path: /limited/, proxy: { upstream: limited, strip_prefix: true } }
+      - { path: /slow/, proxy: { upstream: slow, strip_prefix: true, buffer_response: 0 } }
 `,
       { 'cert.pem': cert },
     );
@@ -170,6 +189,37 @@ sites:
     const res = await fetch(`${portico.url}/failover/x`);
     assert.equal(res.status, 200);
     assert.match(await res.text(), /^plain GET \/x /);
+  });
+
+  test('an HTTP/2 app that sends no response head within response_header is answered 504, at that timeout', async () => {
+    const started = Date.now();
+    const res = await within('the answer', fetch(`${portico.url}/slow/silent`));
+    const elapsed = Date.now() - started;
+    assert.equal(res.status, 504);
+    assert.ok(elapsed >= 280 && elapsed < 3000, `answered after ${elapsed} ms`);
+  });
+
+  test('the read timeout of an HTTP/2 app runs from its last DATA, not from its head: an answer that stops is cut that long after its last chunk', async () => {
+    const started = Date.now();
+    const res = await within('the head', fetch(`${portico.url}/slow/trickle`));
+    assert.equal(res.status, 200);
+    let body = '';
+    const cut = await within(
+      'the cut',
+      (async () => {
+        try {
+          for await (const chunk of res.body!) body += Buffer.from(chunk).toString();
+          return false;
+        } catch {
+          return true;
+        }
+      })(),
+    );
+    const elapsed = Date.now() - started;
+    assert.equal(cut, true, 'the answer must end broken, not complete');
+    assert.equal(body, 'ab');
+    // 'b' came at 400 ms, so the 600 ms read timeout ends it at about 1000 ms (not 600 ms after the head).
+    assert.ok(elapsed >= 950 && elapsed < 4000, `cut after ${elapsed} ms`);
   });
 
   test('a GOAWAY drains the connection: the request in flight finishes, new ones go to a new connection', async () => {
