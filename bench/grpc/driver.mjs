@@ -30,13 +30,12 @@ await new Promise((resolve, reject) => {
   app.once('exit', () => reject(new Error('the gRPC app exited')));
 });
 
-/** Each contender: how to start it (undefined: nothing to start) and the port its TLS listener takes. */
-const contenders = [
-  { id: 'direct', label: 'direct (grpc-js server, TLS)', port: appTlsPort, start: async () => undefined },
-  {
-    id: 'portico',
-    label: 'Portico (h2 TLS → h2c://)',
-    port: await freePort(),
+/** A Portico build as a contender: TLS listener with HTTP/2, one h2c:// app server. */
+function porticoContender(id, label, dir, port) {
+  return {
+    id,
+    label,
+    port,
     async start(port) {
       const ready = await freePort();
       const config = [
@@ -49,13 +48,22 @@ const contenders = [
         '      - { path: /, proxy: { upstream: app } }',
         '',
       ].join('\n');
-      mkdirSync(path.join(OUT, 'portico'), { recursive: true });
+      const outDir = path.join(OUT, id);
+      mkdirSync(outDir, { recursive: true });
       // BENCH_PROFILE=1: Portico under `node --cpu-prof`, one profile per round in bench/out/grpc/profile/.
-      const nodeArgs = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(OUT, 'profile')}`] : [];
+      const nodeArgs = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.join(OUT, 'profile', id)}`] : [];
       if (process.env.BENCH_NODE_ARGS) nodeArgs.push(...process.env.BENCH_NODE_ARGS.split(' '));
-      return startPortico({ config, outDir: path.join(OUT, 'portico'), cpu: PROXY_CPU, readyUrl: `http://127.0.0.1:${ready}/`, nodeArgs });
+      return startPortico({ name: id, config, outDir, cpu: PROXY_CPU, readyUrl: `http://127.0.0.1:${ready}/`, nodeArgs, dir });
     },
-  },
+  };
+}
+
+/** Each contender: how to start it (undefined: nothing to start) and the port its TLS listener takes. */
+const contenders = [
+  { id: 'direct', label: 'direct (grpc-js server, TLS)', port: appTlsPort, start: async () => undefined },
+  porticoContender('portico', `Portico (h2 TLS → h2c://)${process.env.PORTICO_BASE_DIR ? ` ${process.env.PORTICO_VERSION ?? ''}` : ''}`, process.env.PORTICO_DIR ?? ROOT, await freePort()),
+  // BENCH_BASE=<commit>: that build too, in the same rounds (before / after).
+  ...(process.env.PORTICO_BASE_DIR ? [porticoContender('portico-base', `Portico ${process.env.PORTICO_BASE_VERSION ?? 'base'} (BENCH_BASE)`, process.env.PORTICO_BASE_DIR, await freePort())] : []),
   ...(has('nginx')
     ? [
         {
