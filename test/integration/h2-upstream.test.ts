@@ -26,6 +26,8 @@ interface H2App {
   /** The RST_STREAM code each held stream ended with (0: none). */
   resetCodes: number[];
   heldArrived: Promise<void>;
+  /** `/refuse-once` was refused (REFUSED_STREAM) once already. */
+  refusedOnce: boolean;
   close(): Promise<void>;
 }
 
@@ -44,6 +46,7 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
     paths: [],
     resetCodes: [],
     heldArrived: new Promise<void>((resolve) => (arrived = resolve)),
+    refusedOnce: false,
     async close() {
       for (const s of sessions) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -62,6 +65,13 @@ async function startH2App(name: string, secure: boolean): Promise<H2App> {
       stream.on('error', () => undefined);
       stream.respond({ ':status': 200 });
       stream.write('part', () => setTimeout(() => stream.destroy(new Error('app failed')), 20));
+      return;
+    }
+    if (path === '/refuse-once' && !app.refusedOnce) {
+      // REFUSED_STREAM before reading anything: the request was not processed (RFC 9113 §8.7).
+      app.refusedOnce = true;
+      stream.on('error', () => undefined);
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       return;
     }
     if (path === '/silent') {
@@ -189,6 +199,15 @@ sites:
     const res = await fetch(`${portico.url}/failover/x`);
     assert.equal(res.status, 200);
     assert.match(await res.text(), /^plain GET \/x /);
+  });
+
+  test('a gRPC call whose stream the app refuses (REFUSED_STREAM) is sent again on another stream with its whole body', async () => {
+    const body = 'g'.repeat(30_000);
+    const res = await fetch(`${portico.url}/plain/refuse-once`, { method: 'POST', body, headers: { 'content-type': 'application/grpc' } });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), `plain POST /refuse-once 127.0.0.1:${portico.port} body=30000`);
+    assert.equal(plain.refusedOnce, true);
+    assert.deepEqual(plain.paths.filter((p) => p === '/refuse-once').length, 2);
   });
 
   test('an HTTP/2 app that sends no response head within response_header is answered 504, at that timeout', async () => {
