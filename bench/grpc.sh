@@ -5,6 +5,7 @@
 #   npm run bench -- grpc                  # 3 alternating rounds, 10 s per measurement, 50 calls in flight
 #   BENCH_QUICK=1 npm run bench -- grpc    # smoke run
 #   BENCH_BASE=<commit> npm run bench -- grpc   # that build too (portico-base), in the same rounds
+#   BENCH_BASE=<commit> BENCH_PAIR=1 npm run bench -- grpc   # the two builds at once on CPU 0: CPU per call, after / before
 #
 # Proxy (Portico or nginx) alone on CPU 0; the app server and the client on CPU 1 (taskset). Knobs: BENCH_RUNS,
 # BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS (calls in flight, on one channel), BENCH_ONLY (e.g. portico,direct),

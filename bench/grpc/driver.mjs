@@ -124,6 +124,38 @@ async function load(client, ms, inFlight) {
   return { done, failed };
 }
 
+// BENCH_PAIR=1 (with BENCH_BASE): both builds on CPU 0 at once, each loaded by its own channel, round by round; their
+// CPU per call compared within each round, so that the load of others on the machine falls on both alike.
+if (process.env.BENCH_PAIR === '1') {
+  const pair = ['portico-base', 'portico'].map((id) => contenders.find((c) => c.id === id));
+  if (pair.includes(undefined)) throw new Error('BENCH_PAIR needs BENCH_BASE (and BENCH_ONLY, if given, to name portico and portico-base)');
+  const ratios = [];
+  for (let round = 1; round <= settings.runs; round++) {
+    progress(`pair round ${round}/${settings.runs}`);
+    const order = round % 2 === 1 ? pair : [...pair].reverse();
+    const servers = new Map();
+    for (const c of order) servers.set(c.id, await c.start(c.port));
+    const clients = pair.map((c) => new Client(`127.0.0.1:${c.port}`, grpc.credentials.createSsl(Buffer.from(cert)), { 'grpc.ssl_target_name_override': 'localhost' }));
+    try {
+      await Promise.all(clients.map((client) => load(client, seconds(settings.warmup) * 1000, settings.connections)));
+      const before = pair.map((c) => cpuMs(servers.get(c.id).pid));
+      const counts = await Promise.all(clients.map((client) => load(client, seconds(settings.duration) * 1000, settings.connections)));
+      const perCall = pair.map((c, i) => ((cpuMs(servers.get(c.id).pid) - before[i]) * 1000) / counts[i].done);
+      const ratio = perCall[1] / perCall[0];
+      ratios.push(ratio);
+      console.log(`[${round}/${settings.runs}] CPU per call: portico-base ${perCall[0].toFixed(1)} µs, portico ${perCall[1].toFixed(1)} µs: ${ratio.toFixed(3)}; calls ${counts.map((n) => n.done).join(' / ')}, failed ${counts.map((n) => n.failed).join(' / ')}`);
+    } finally {
+      clients.forEach((client) => client.close());
+      for (const server of servers.values()) await server.stop();
+    }
+  }
+  app.kill('SIGTERM');
+  await once(app, 'exit');
+  const sorted = [...ratios].sort((a, b) => a - b);
+  console.log(bold(`portico / portico-base, CPU per call: ${sorted[Math.floor(sorted.length / 2)].toFixed(3)} (median of ${ratios.length}; min ${sorted[0].toFixed(3)}, max ${sorted.at(-1).toFixed(3)})`));
+  process.exit(0);
+}
+
 const results = new Map(contenders.map((c) => [c.id, []]));
 for (let round = 1; round <= settings.runs; round++) {
   for (const c of contenders) {
