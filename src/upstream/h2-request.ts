@@ -333,7 +333,7 @@ const REPLAY_LIMIT = 64 * 1024;
 /**
  * A streamed request body sent on a stream, with backpressure, keeping its first REPLAY_LIMIT bytes: a stream
  * the server refused unprocessed (a GOAWAY's later stream, REFUSED_STREAM) gets another stream, which is sent
- * what was kept and then the rest. A gRPC unary call's body is small and sent at once: it is always replayable.
+ * what was kept and then the rest. (A gRPC call's body comes as a `ReplayableSource`, which keeps its own.)
  */
 class StreamedBody {
   #kept: Buffer[] | null = [];
