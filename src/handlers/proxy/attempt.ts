@@ -271,8 +271,11 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     // Closed by #intercept, or failed while its body was read out: the client has its page already.
     if (this.#intercepted) return this.#settle({ ok: false, reason: this.#failure, aborted: true });
     const { ex, shared } = this;
-    const reason = ex.clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
-    if (!ex.clientGone) this.#logFailure(err as NodeJS.ErrnoException);
+    // The client's side ended the attempt (it left, or its body was cut by Portico's request_timeout): no failure
+    // of the app's, whichever was told first, the response's close or the body's.
+    const clientGone = ex.clientGone || (err as NodeJS.ErrnoException).code === 'PORTICO_CLIENT_CLOSED';
+    const reason = clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
+    if (!clientGone) this.#logFailure(err as NodeJS.ErrnoException);
     if (!this.#discarding) {
       if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server, reason, err);
       this.log.status = reason === 'timeout' ? '504' : '502';
@@ -282,7 +285,7 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
       ex.sink.fail(err);
       return this.#settle({ ok: false, reason, aborted: true });
     }
-    this.#settle({ ok: false, reason: this.#discarding ? this.#failure : reason, aborted: ex.clientGone });
+    this.#settle({ ok: false, reason: this.#discarding ? this.#failure : reason, aborted: clientGone });
   }
 
   /**
