@@ -144,6 +144,26 @@ describe('what the error log says of a failed attempt', () => {
     assert.equal(late!.during, 'reading the response head');
     assert.equal(late!.server, silent.url);
   });
+
+  test('a streamed body past max_body_size is answered 413 and not logged as a failure of the app', async () => {
+    // Answers GETs; reads a POST's body and never answers it.
+    const reading = await startUpstream((req, res) => {
+      if (req.method === 'GET') return void res.end('ok');
+      req.on('data', () => undefined);
+    });
+    cleanups.push(() => reading.stop());
+    const portico = await logged(
+      `upstreams:\n  app:\n    servers: [{ url: "${reading.url}" }]\nsites:\n  - routes:\n      - path: /\n        max_body_size: 1KB\n        proxy: { upstream: app, request_buffering: false }\n`,
+    );
+    const res = await httpRequest(portico.port, '/upload', { method: 'POST', headers: { 'transfer-encoding': 'chunked' }, body: Buffer.alloc(100_000) });
+    assert.equal(res.status, 413);
+    // A request answered after it: the cut attempt's end (in the same turns as the 413) has been logged by then.
+    assert.equal((await httpRequest(portico.port, '/after')).status, 200);
+    assert.deepEqual(
+      portico.log.lines.filter((line) => line.msg === 'upstream attempt failed'),
+      [],
+    );
+  });
 });
 
 describe('what the error log says of a change of health', () => {

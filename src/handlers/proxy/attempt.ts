@@ -271,11 +271,12 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     // Closed by #intercept, or failed while its body was read out: the client has its page already.
     if (this.#intercepted) return this.#settle({ ok: false, reason: this.#failure, aborted: true });
     const { ex, shared } = this;
-    // The client's side ended the attempt (it left, or its body was cut by Portico's request_timeout): no failure
-    // of the app's, whichever was told first, the response's close or the body's.
-    const clientGone = ex.clientGone || (err as NodeJS.ErrnoException).code === 'PORTICO_CLIENT_CLOSED';
+    // The client's side ended the attempt (it left, its body was cut by Portico's request_timeout, or passed
+    // max_body_size): no failure of the app's, whichever was told first, the response's close or the body's.
+    const code = (err as NodeJS.ErrnoException).code;
+    const clientGone = ex.clientGone || code === 'PORTICO_CLIENT_CLOSED';
     const reason = clientGone ? 'reset' : classify(err as NodeJS.ErrnoException);
-    if (!clientGone) this.#logFailure(err as NodeJS.ErrnoException);
+    if (!clientGone && code !== 'PORTICO_PAYLOAD_TOO_LARGE') this.#logFailure(err as NodeJS.ErrnoException);
     if (!this.#discarding) {
       if (shared.passiveOn.has(reason)) shared.upstream.recordFailure(this.server, reason, err);
       this.log.status = reason === 'timeout' ? '504' : '502';
