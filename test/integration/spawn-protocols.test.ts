@@ -1,0 +1,92 @@
+/**
+ * App servers Portico starts that do not speak HTTP/1.1: PHP-FPM pools (FastCGI) behind a `php` route, and gRPC
+ * apps (HTTP/2 without TLS, `spawn.protocol: h2c`). Each instance is made ready by the upstream's own check in
+ * what it speaks (FPM's ping path over FastCGI; the gRPC health checking protocol), then takes traffic.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, test } from 'node:test';
+import { grpcClient, unary } from '../helpers/grpc.js';
+import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { portRange } from '../helpers/supervise.js';
+import { requireTool, toolPath } from '../helpers/tools.js';
+import { httpRequest } from './proxy-support.js';
+
+const GRPC_APP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/grpc-app.mjs');
+
+const running: Array<RunningPortico | RunningH2> = [];
+after(async () => {
+  for (const portico of running) await portico.stop();
+});
+
+/** A php-fpm master config whose pool listens on the port Portico gives the instance ($PORT, read by php-fpm itself). */
+function fpmConf(): string {
+  return `[global]
+error_log = fpm.log
+daemonize = no
+
+[www]
+listen = 127.0.0.1:\${PORT}
+pm = static
+pm.max_children = 2
+ping.path = /fpm-ping
+clear_env = yes
+env[SLOT] = $PORTICO_SLOT
+`;
+}
+
+describe('spawned app servers speaking FastCGI or HTTP/2', () => {
+  test('spawned PHP-FPM pools behind a php route: each is made ready by a FastCGI check of its ping path, and both serve', async (t) => {
+    if (!requireTool(t, 'php-fpm8.2')) return;
+    const range = portRange(4);
+    const argv = [toolPath('php-fpm8.2')!, '-F', '-n', '-y', 'fpm.conf', '-p', '.', ...(process.getuid?.() === 0 ? ['-R'] : [])];
+    const portico = await startPortico(
+      `
+upstreams:
+  php:
+    spawn: { command: ${JSON.stringify(argv)}, cwd: ./fpm, instances: 2, ports: ${range.text}, stop_signal: SIGQUIT, health_timeout: 20s }
+    health: { path: /fpm-ping, interval: 300ms }
+sites:
+  - routes:
+      - { path: /, php: { root: ./www, upstream: php } }
+`,
+      { 'fpm/fpm.conf': fpmConf(), 'www/index.php': '<?php header("X-Slot: " . getenv("SLOT")); echo "php says hi\\n";' },
+    );
+    running.push(portico);
+    const slots = new Set<string>();
+    for (let i = 0; i < 8; i++) {
+      const res = await httpRequest(portico.port, '/anything');
+      assert.equal(res.status, 200, res.body.toString());
+      assert.equal(res.body.toString(), 'php says hi\n');
+      slots.add(String(res.headers['x-slot']));
+    }
+    assert.deepEqual([...slots].sort(), ['php#1', 'php#2']);
+  });
+
+  test('spawned gRPC apps with spawn.protocol h2c: made ready by gRPC health checks, both answer calls through Portico', async () => {
+    const range = portRange(4);
+    const portico = await startPorticoH2(`
+upstreams:
+  grpc:
+    spawn: { command: ["node", ${JSON.stringify(GRPC_APP)}], instances: 2, ports: ${range.text}, protocol: h2c, health_timeout: 20s }
+    health: { type: grpc, interval: 300ms }
+sites:
+  - routes:
+      - { path: /, proxy: { upstream: grpc } }
+`);
+    running.push(portico);
+    const client = await grpcClient(portico.port);
+    try {
+      const servers = new Set<string>();
+      for (let i = 0; i < 8; i++) {
+        const { reply } = await unary(client, 'echo', Buffer.from('hi'));
+        servers.add(reply.toString());
+      }
+      assert.deepEqual([...servers].sort(), ['grpc#1:hi', 'grpc#2:hi']);
+    } finally {
+      client.close();
+    }
+  });
+});
