@@ -196,6 +196,8 @@ export class Connection {
     if (typeof body === 'string' || Buffer.isBuffer(body) || body instanceof Uint8Array) {
       const bytes = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
       for (const part of encodeStream(RecordType.Stdin, REQUEST_ID, bytes)) this.socket.write(part);
+      // The empty record ends the stream (FastCGI 1.0 §5.3): PHP stops at CONTENT_LENGTH, other apps read to it.
+      this.socket.write(END_OF_STDIN);
       this.socket.uncork();
       return;
     }
