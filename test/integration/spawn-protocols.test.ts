@@ -14,7 +14,9 @@ import { portRange } from '../helpers/supervise.js';
 import { requireTool, toolPath } from '../helpers/tools.js';
 import { httpRequest } from './proxy-support.js';
 
-const GRPC_APP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/grpc-app.mjs');
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const GRPC_APP = path.join(repo, 'test/fixtures/grpc-app.mjs');
+const STAND_IN = path.join(repo, 'examples/fpm/stand-in.mjs');
 
 const running: Array<RunningPortico | RunningH2> = [];
 after(async () => {
@@ -63,6 +65,32 @@ sites:
       slots.add(String(res.headers['x-slot']));
     }
     assert.deepEqual([...slots].sort(), ['php#1', 'php#2']);
+  });
+
+  test("the showcase's FastCGI stand-in (examples/fpm/stand-in.mjs, run where php-fpm is missing) passes FastCGI readiness checks and answers a php route with the CGI variables it got", async () => {
+    const range = portRange(4);
+    const portico = await startPortico(
+      `
+upstreams:
+  php:
+    protocol: fastcgi
+    spawn: { command: ["node", ${JSON.stringify(STAND_IN)}], instances: 1, ports: ${range.text}, health_timeout: 20s }
+    health: { path: /fpm-ping, interval: 300ms }
+sites:
+  - routes:
+      - { path: /, php: { root: ./www, upstream: php } }
+`,
+      { 'www/index.php': '<?php echo "never read";' },
+    );
+    running.push(portico);
+    for (const body of [undefined, 'name=Ada']) {
+      const res = await httpRequest(portico.port, '/hello/world?x=1', body === undefined ? {} : { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      assert.equal(res.status, 200, res.body.toString());
+      assert.equal(res.headers['x-served-by'], 'php#1');
+      assert.match(res.body.toString(), /PHP-FPM is not installed on this machine/);
+      assert.match(res.body.toString(), /<th>REQUEST_URI<\/th><td>\/hello\/world\?x=1<\/td>/);
+      assert.match(res.body.toString(), new RegExp(`<th>REQUEST_METHOD</th><td>${body === undefined ? 'GET' : 'POST'}</td>`));
+    }
   });
 
   test('spawned gRPC apps with spawn.protocol h2c: made ready by gRPC health checks, both answer calls through Portico', async () => {
