@@ -117,4 +117,53 @@ sites:
       client.close();
     }
   });
+
+  test('portico deploy of spawned gRPC instances while server-streaming calls run: every call completes (the old instances drain their streams), and later calls reach the new ones', async (t) => {
+    const range = portRange(6);
+    const portico = await startPorticoH2(`
+upstreams:
+  grpc:
+    spawn: { command: ["node", ${JSON.stringify(GRPC_APP)}], instances: 2, ports: ${range.text}, protocol: h2c, health_timeout: 20s, stop_timeout: 10s }
+    health: { type: grpc, interval: 300ms }
+sites:
+  - routes:
+      - { path: /, proxy: { upstream: grpc } }
+`);
+    running.push(portico);
+    const client = await grpcClient(portico.port);
+    try {
+      /** One Count call of `n` messages: resolves with how many came, rejects on a gRPC error. */
+      const count = (n: number): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const call = client.count(Buffer.from(String(n)));
+          let got = 0;
+          call.on('data', () => got++);
+          call.on('error', reject);
+          call.on('end', () => resolve(got));
+        });
+      let stop = false;
+      const results: Array<PromiseSettledResult<number>> = [];
+      // Four callers, each call after the last, until the deploy is done (bounded: at most 400 calls each).
+      const callers = Array.from({ length: 4 }, async () => {
+        for (let i = 0; i < 400 && !stop; i++) {
+          const [result] = await Promise.allSettled([count(200)]);
+          results.push(result!);
+        }
+      });
+      const report = await portico.server.operations.deploy('grpc');
+      stop = true;
+      await Promise.all(callers);
+      t.diagnostic(`${results.length} calls during the deploy: ${JSON.stringify(report).slice(0, 300)}`);
+      const failed = results.filter((r) => r.status === 'rejected' || r.value !== 200);
+      assert.ok(results.length >= 8, `calls ran during the deploy: ${results.length}`);
+      assert.deepEqual(failed.map((r) => (r.status === 'rejected' ? String(r.reason) : `got ${r.value} of 200`)), [], `${failed.length} of ${results.length} calls failed`);
+      const done = report as { ok: boolean; report: { slots: Array<{ oldPid: number; newPid: number }> } };
+      assert.equal(done.ok, true, JSON.stringify(report));
+      assert.equal(done.report.slots.filter((slot) => slot.newPid !== slot.oldPid).length, 2, 'both instances replaced');
+      const { reply } = await unary(client, 'echo', Buffer.from('after'));
+      assert.match(reply.toString(), /^grpc#[12]:after$/);
+    } finally {
+      client.close();
+    }
+  });
 });
