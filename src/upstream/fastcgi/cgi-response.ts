@@ -6,6 +6,10 @@
 /** Largest response head accepted: past it the answer is not a CGI response (undici's default is alike). */
 export const MAX_HEAD = 64 * 1024;
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What RFC 9110 §5.5 and Node refuse in a field value. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
 /** A parsed head: the status and the other fields as undici hands them (name, value, name, value… as Buffers). */
 export interface CgiHead {
   readonly status: number;
@@ -37,7 +41,10 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
     if (colon <= 0) return undefined;
     const name = text.slice(0, colon).trim();
     const value = text.slice(colon + 1).trim();
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return undefined;
+    if (!TOKEN.test(name)) return undefined;
+    // A control character (PHP's header() lets all but CR and LF through) cannot be sent on: a bad answer, a 502,
+    // as an HTTP app's would be (undici's parser refuses it), not a write that throws and cuts the client.
+    if (BAD_VALUE.test(value)) return undefined;
     const lower = name.toLowerCase();
     if (lower === 'status') {
       const code = Number(value.slice(0, 3));

@@ -1,0 +1,61 @@
+/**
+ * Regression tests from the review of the FastCGI transport (issue 20), against Debian's real php-fpm: a request
+ * whose CGI variables pass 64 KB (more than one PARAMS record), and a script that sets a header value Node cannot
+ * send (a control character).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { request } from 'undici';
+import { PhpFpm } from '../helpers/php-fpm.js';
+import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { haveTool } from '../helpers/tools.js';
+
+const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
+
+const APP: Record<string, string> = {
+  'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
+  'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
+  'app/ok.php': `<?php echo "ok";`,
+};
+
+describe('php route review regressions', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
+  let fpm: PhpFpm;
+  let portico: RunningPortico;
+
+  before(async () => {
+    fpm = await PhpFpm.start({ workers: 2 });
+    portico = await startPortico(
+      `listen: [{ addr: "127.0.0.1:0", max_header_size: 256KB }]
+upstreams:
+  php:
+    servers: ["${fpm.url}"]
+    keepalive: 2
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php }
+`,
+      APP,
+    );
+  });
+  after(async () => {
+    await portico?.stop();
+    await fpm?.close();
+  });
+
+  test('CGI variables past 64 KB (one PARAMS record) reach PHP whole: each record holds whole name-value pairs', async () => {
+    const cookie = 'c=' + 'x'.repeat(40_000);
+    const big = 'y'.repeat(40_000);
+    const res = await request(`${portico.url}/cookie.php`, { headers: { cookie, 'x-big': big, 'x-after': 'seen' } });
+    assert.equal(res.statusCode, 200);
+    assert.equal(await res.body.text(), `${cookie.length}|${big.length}|seen`);
+  });
+
+  test('a script header value with a control character is a 502, and the next request is served', async () => {
+    const res = await request(`${portico.url}/ctl.php`);
+    assert.equal(res.statusCode, 502);
+    await res.body.text();
+    const ok = await request(`${portico.url}/ok.php`);
+    assert.equal(await ok.body.text(), 'ok');
+  });
+});
