@@ -5,10 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import path from 'node:path';
 import { request } from 'undici';
+import { FastCgiPool } from '../../src/upstream/fastcgi/pool.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { haveTool } from '../helpers/tools.js';
+import { within } from '../helpers/within.js';
 
 const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
 
@@ -16,6 +19,7 @@ const APP: Record<string, string> = {
   'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
+  'app/slow.php': `<?php sleep(5); echo "slow";`,
 };
 
 describe('php route review regressions', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
@@ -57,5 +61,32 @@ sites:
     await res.body.text();
     const ok = await request(`${portico.url}/ok.php`);
     assert.equal(await ok.body.text(), 'ok');
+  });
+
+  test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {
+    const pool = new FastCgiPool({ socketPath: fpm.socket, connections: 1, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const cgi = (file: string): string[] => {
+      const filename = path.join(portico.dir, 'app', file);
+      return ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', filename, 'SCRIPT_NAME', `/${file}`, 'REQUEST_URI', `/${file}`, 'QUERY_STRING', ''];
+    };
+    try {
+      const abort = new AbortController();
+      const first = pool.request({ path: '/slow.php', method: 'GET', headers: cgi('slow.php'), signal: abort.signal }).then(
+        () => 'answered',
+        (err: Error) => err.name,
+      );
+      const queued = pool.request({ path: '/ok.php', method: 'GET', headers: cgi('ok.php') }).then(
+        async (res) => res.body.text(),
+        (err: Error) => `failed: ${err.message}`,
+      );
+      const closed = pool.close();
+      abort.abort();
+      assert.equal(await first, 'AbortError');
+      assert.equal(await within('the queued request to be answered', queued, 4000), 'ok');
+      await within('the pool to close', closed);
+      assert.equal(pool.size, 0);
+    } finally {
+      await pool.destroy();
+    }
   });
 });
