@@ -164,7 +164,18 @@ export class H2Request {
       const status = Number(head[':status']);
       if (!this.#settled && status >= 100 && status < 200) this.handler.onHeaders?.(status, flatten(head) as unknown as Buffer[], resume, '');
     });
-    const resume = (): void => void stream.resume();
+    // Paused by the handler (a slow client), the app is not idle: the read timeout waits (as undici's), and
+    // starts again with the reading.
+    const pause = (): void => {
+      stream.pause();
+      clearTimeout(this.#bodyTimer);
+      this.#bodyTimer = undefined;
+    };
+    const resume = (): void => {
+      if (this.#settled || !stream.isPaused()) return;
+      this.#armBodyTimer();
+      stream.resume();
+    };
     stream.once('response', (head: IncomingHttpHeaders, flags: number) => {
       if (this.#settled) return;
       clearTimeout(this.#headersTimer);
@@ -183,12 +194,12 @@ export class H2Request {
         raw = kept;
       }
       this.#armBodyTimer();
-      if (this.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, '') === false) stream.pause();
+      if (this.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, '') === false) pause();
     });
     stream.on('data', (chunk: Buffer) => {
       if (this.#settled) return;
       this.#armBodyTimer();
-      if (this.handler.onData?.(chunk) === false) stream.pause();
+      if (this.handler.onData?.(chunk) === false) pause();
     });
     stream.once('trailers', (head: IncomingHttpHeaders) => {
       this.#trailers.push(...flatten(head));

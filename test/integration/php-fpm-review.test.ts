@@ -11,6 +11,7 @@ import { FastCgiPool } from '../../src/upstream/fastcgi/pool.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { haveTool } from '../helpers/tools.js';
+import { rawRequest } from '../helpers/raw-client.js';
 import { within } from '../helpers/within.js';
 
 const fpmInstalled = haveTool('php-fpm8.2') || process.env.CI === 'true';
@@ -20,6 +21,7 @@ const APP: Record<string, string> = {
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
   'app/slow.php': `<?php sleep(5); echo "slow";`,
+  'app/big.php': `<?php header('Content-Type: application/octet-stream'); for ($i = 0; $i < 64; $i++) echo str_repeat('a', 65536);`,
 };
 
 describe('php route review regressions', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed (on CI it is: .ci/run installs php8.2-fpm)' }, () => {
@@ -34,8 +36,11 @@ upstreams:
   php:
     servers: ["${fpm.url}"]
     keepalive: 2
+    timeouts: { read: 300ms }
 sites:
   - routes:
+      - path: = /big.php
+        php: { root: ./app, upstream: php, buffer_response: 0 }
       - path: /
         php: { root: ./app, upstream: php }
 `,
@@ -61,6 +66,13 @@ sites:
     await res.body.text();
     const ok = await request(`${portico.url}/ok.php`);
     assert.equal(await ok.body.text(), 'ok');
+  });
+
+  test('an answer paused by a slow client (not by PHP) is not cut by the read timeout', async () => {
+    // Stalled longer than the route's read timeout: Portico's send buffers fill and the app is paused by backpressure.
+    const res = await rawRequest(portico.port, 'GET /big.php HTTP/1.0\r\nHost: x\r\n\r\n', { stallMs: 1200 });
+    assert.equal(res.status, 200);
+    assert.equal(Buffer.byteLength(res.body, 'latin1'), 64 * 65536);
   });
 
   test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {

@@ -269,11 +269,9 @@ export class Connection {
   #stdout(pending: Pending, content: Buffer): void {
     if (content.length === 0) return;
     if (this.#headDone) {
-      this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
-      if (pending.handler.onData?.(content) === false && !this.#paused) {
-        this.#paused = true;
-        this.socket.pause();
-      }
+      // Records read in the same chunk as the one that paused come while paused: the timeout waits for resume.
+      if (!this.#paused) this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
+      if (pending.handler.onData?.(content) === false) this.#pause();
       return;
     }
     const bytes = this.#head === undefined ? content : Buffer.concat([this.#head, content]);
@@ -299,16 +297,23 @@ export class Connection {
     const resume = (): void => {
       if (this.#paused && this.#pending === pending) {
         this.#paused = false;
+        this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
         this.socket.resume();
       }
     };
     pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0 && pending.handler.onData?.(rest) === false && !this.#paused) {
-      this.#paused = true;
-      this.socket.pause();
-    }
+    if (rest.length > 0 && pending.handler.onData?.(rest) === false) this.#pause();
     return this.#pending === pending;
+  }
+
+  /** The handler said stop (a slow client): reading waits, and so does the read timeout (PHP is not idle), as undici's. */
+  #pause(): void {
+    if (this.#paused || this.#pending === undefined) return;
+    this.#paused = true;
+    this.socket.pause();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   #finish(pending: Pending): void {
