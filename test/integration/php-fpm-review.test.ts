@@ -20,6 +20,7 @@ const APP: Record<string, string> = {
   'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
+  'app/input.php': `<?php echo $_SERVER['CONTENT_LENGTH'] ?? 'none', "|", strlen(file_get_contents('php://input'));`,
   'app/slow.php': `<?php sleep(5); echo "slow";`,
   'app/big.php': `<?php header('Content-Type: application/octet-stream'); for ($i = 0; $i < 64; $i++) echo str_repeat('a', 65536);`,
 };
@@ -73,6 +74,14 @@ sites:
     const res = await rawRequest(portico.port, 'GET /big.php HTTP/1.0\r\nHost: x\r\n\r\n', { stallMs: 1200 });
     assert.equal(res.status, 200);
     assert.equal(Buffer.byteLength(res.body, 'latin1'), 64 * 65536);
+  });
+
+  test('a body with a gRPC content-type is read whole for PHP too: PHP gets its CONTENT_LENGTH and every byte', async () => {
+    for (const type of ['application/grpc', 'application/grpc-web-text']) {
+      const res = await request(`${portico.url}/input.php`, { method: 'POST', headers: { 'content-type': type }, body: Buffer.alloc(100_000, 'A') });
+      assert.equal(res.statusCode, 200);
+      assert.equal(await res.body.text(), '100000|100000', type);
+    }
   });
 
   test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {

@@ -45,6 +45,8 @@ export interface ForwarderOptions {
   /** How much of an answer a slow client may leave for Portico to hold (limit 0: none). */
   readonly responseBuffering: ResponseBuffering;
   readonly logger: Logger;
+  /** gRPC-Web answers are translated (default); false on a php route, whose app never speaks gRPC. */
+  readonly grpcWeb?: boolean | undefined;
 }
 
 /** Forwards the requests of one proxy route to its upstream. */
@@ -72,7 +74,7 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    const web = grpcWebOf(ctx);
+    const web = this.#o.grpcWeb === false ? undefined : grpcWebOf(ctx);
     return web === undefined ? new ClientSink(ctx, this.#o.responseBuffering) : new GrpcWebSink(ctx, this.#o.responseBuffering, web);
   }
 
