@@ -4,10 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import http2, { type Http2Server } from 'node:http2';
-import { type AddressInfo } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
+import { H2Dispatcher } from '../../src/upstream/h2-transport.js';
 import { rawRequest } from '../helpers/raw-client.js';
+import { within } from '../helpers/within.js';
 
 const SIZE = 4 * 1024 * 1024;
 
@@ -42,5 +44,44 @@ sites:
     const res = await rawRequest(portico.port, 'GET /big HTTP/1.0\r\nHost: x\r\n\r\n', { stallMs: 1200 });
     assert.equal(res.status, 200);
     assert.equal(Buffer.byteLength(res.body, 'latin1'), SIZE);
+  });
+
+  test('destroy() cuts a connection still being made: its socket closes and its request fails at once', async () => {
+    // A server that accepts and never speaks HTTP/2 (no SETTINGS): the connection stays "being made".
+    const sockets: Socket[] = [];
+    let accepted: (socket: Socket) => void = () => undefined;
+    const arrived = new Promise<Socket>((resolve) => (accepted = resolve));
+    const mute = net.createServer((socket) => {
+      sockets.push(socket);
+      accepted(socket);
+    });
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    const dispatcher = new H2Dispatcher({
+      origin: `http://127.0.0.1:${(mute.address() as AddressInfo).port}`,
+      tls: undefined,
+      fallback: undefined,
+      connectTimeout: 20_000,
+      headersTimeout: 20_000,
+      bodyTimeout: 20_000,
+      idleTimeout: 20_000,
+      connections: 1,
+      maxConcurrentStreams: 10,
+      pingInterval: 0,
+      pingTimeout: 1000,
+    });
+    try {
+      const outcome = dispatcher.request({ path: '/', method: 'GET' }).then(
+        () => 'answered',
+        (err: { code?: string }) => err.code,
+      );
+      const socket = await within('the connection to arrive', arrived);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      await within('destroy() to resolve', dispatcher.destroy());
+      assert.equal(await within('the request to fail', outcome, 2000), 'UND_ERR_DESTROYED');
+      await within('the connection being made to be closed', closed, 2000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => mute.close(resolve));
+    }
   });
 });
