@@ -24,6 +24,9 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/** The `grpc-message` (percent-encoded) of a call whose deadline passed in Portico's hands after its answer began. */
+export const DEADLINE_MESSAGE = 'deadline%20exceeded%20(Portico)';
+
 /** Whether a request is a gRPC call (`content-type: application/grpc`, `+proto`, `;…`; not gRPC-Web). */
 export function isGrpc(headers: IncomingHttpHeaders): boolean {
   const type = headers['content-type'];

@@ -139,7 +139,7 @@ export class Forwarder {
   /** Starts a gRPC call's deadline (`grpc-timeout`); its timer ends with the answer (the response's close). */
   #watchDeadline(ex: Exchange, value: string | string[], started: number): void {
     const ms = grpcTimeoutMs(value);
-    if (ms === undefined || !isGrpc(ex.ctx.req.headers)) return;
+    if (ms === undefined || (!isGrpc(ex.ctx.req.headers) && grpcWebOf(ex.ctx) === undefined)) return;
     ex.grpcDeadline = started + ms;
     // Past a timer's range (24.8 days; Node would fire it at once): passed on, never expired here.
     if (ms > MAX_TIMER) return;
