@@ -20,6 +20,7 @@ const APP: Record<string, string> = {
   'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
+  'app/empty.php': `<?php http_response_code((int) $_GET['s']); echo str_repeat("body that must not be sent\n", 2000);`,
   'app/input.php': `<?php echo $_SERVER['CONTENT_LENGTH'] ?? 'none', "|", strlen(file_get_contents('php://input'));`,
   'app/slow.php': `<?php sleep(5); echo "slow";`,
   'app/big.php': `<?php header('Content-Type: application/octet-stream'); for ($i = 0; $i < 64; $i++) echo str_repeat('a', 65536);`,
@@ -30,7 +31,7 @@ describe('php route review regressions', { skip: fpmInstalled ? false : 'php-fpm
   let portico: RunningPortico;
 
   before(async () => {
-    fpm = await PhpFpm.start({ workers: 2 });
+    fpm = await PhpFpm.start({ workers: 4 });
     portico = await startPortico(
       `listen: [{ addr: "127.0.0.1:0", max_header_size: 256KB }]
 upstreams:
@@ -81,6 +82,15 @@ sites:
       const res = await request(`${portico.url}/input.php`, { method: 'POST', headers: { 'content-type': type }, body: Buffer.alloc(100_000, 'A') });
       assert.equal(res.statusCode, 200);
       assert.equal(await res.body.text(), '100000|100000', type);
+    }
+  });
+
+  test('a 204 or 304 from a script that still writes a body ends at its head, and the next request on the connection is served', async () => {
+    for (const status of [204, 304]) {
+      const res = await rawRequest(portico.port, `GET /empty.php?s=${status} HTTP/1.1\r\nHost: x\r\n\r\nGET /ok.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { responses: 2 });
+      assert.equal(res.status, status);
+      assert.match(res.body, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n(?:2\r\n)?ok/);
+      assert.doesNotMatch(res.raw, /must not be sent/);
     }
   });
 

@@ -136,6 +136,8 @@ export class Connection {
   #answered = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
+  /** The answer has no body (204, 304, HEAD): what the script wrote after its head is dropped, as undici does. */
+  #bodyless = false;
 
   constructor(pool: ConnectionOwner, socket: Socket) {
     this.#pool = pool;
@@ -271,6 +273,7 @@ export class Connection {
     if (this.#headDone) {
       // Records read in the same chunk as the one that paused come while paused: the timeout waits for resume.
       if (!this.#paused) this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
+      if (this.#bodyless) return;
       if (pending.handler.onData?.(content) === false) this.#pause();
       return;
     }
@@ -293,6 +296,7 @@ export class Connection {
       return false;
     }
     this.#headDone = true;
+    this.#bodyless = parsed.status === 204 || parsed.status === 304 || pending.opts.method === 'HEAD';
     this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
     const resume = (): void => {
       if (this.#paused && this.#pending === pending) {
@@ -303,7 +307,7 @@ export class Connection {
     };
     pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0 && pending.handler.onData?.(rest) === false) this.#pause();
+    if (rest.length > 0 && !this.#bodyless && pending.handler.onData?.(rest) === false) this.#pause();
     return this.#pending === pending;
   }
 
