@@ -1,11 +1,13 @@
 /**
- * Regression tests from the review of the FastCGI transport (issue 20), against Debian's real php-fpm: a request
- * whose CGI variables pass 64 KB (more than one PARAMS record), and a script that sets a header value Node cannot
- * send (a control character).
+ * Regression tests from the review of the FastCGI transport and the php route (issue 20), against Debian's real
+ * php-fpm: PARAMS past one record, header values Node cannot send, slow clients, 204/304 with a body, a gRPC
+ * content-type on a php route, a late abort on a reused connection, and a pool closing with requests queued.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { FastCgiPool } from '../../src/upstream/fastcgi/pool.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
@@ -20,6 +22,8 @@ const APP: Record<string, string> = {
   'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
+  'app/one/huge.php': `<?php for ($i = 0; $i < 256; $i++) echo str_repeat('h', 65536); flush(); touch(__DIR__ . '/huge-done');`,
+  'app/one/nap.php': `<?php touch(__DIR__ . '/napping'); usleep(800000); echo "rested";`,
   'app/empty.php': `<?php http_response_code((int) $_GET['s']); echo str_repeat("body that must not be sent\n", 2000);`,
   'app/input.php': `<?php echo $_SERVER['CONTENT_LENGTH'] ?? 'none', "|", strlen(file_get_contents('php://input'));`,
   'app/slow.php': `<?php sleep(5); echo "slow";`,
@@ -39,8 +43,13 @@ upstreams:
     servers: ["${fpm.url}"]
     keepalive: 2
     timeouts: { read: 300ms }
+  one:
+    servers: ["${fpm.url}"]
+    keepalive: 1
 sites:
   - routes:
+      - path: /one/
+        php: { root: ./app, upstream: one }
       - path: = /big.php
         php: { root: ./app, upstream: php, buffer_response: 0 }
       - path: /
@@ -92,6 +101,24 @@ sites:
       assert.match(res.body, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n(?:2\r\n)?ok/);
       assert.doesNotMatch(res.raw, /must not be sent/);
     }
+  });
+
+  test('a slow client that leaves after PHP finished its answer does not cut the next request on that kept connection', async () => {
+    // A: 16 MB, never read: Portico holds it (buffer_response) and PHP's connection is free again at once.
+    const a = net.connect(portico.port, '127.0.0.1');
+    a.pause();
+    a.write('GET /one/huge.php HTTP/1.1\r\nHost: x\r\n\r\n');
+    const appFile = (name: string): string => path.join(portico.dir, 'app', 'one', name);
+    const reached = async (name: string): Promise<void> => {
+      for (let i = 0; i < 250 && !existsSync(appFile(name)); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok(existsSync(appFile(name)), `${name} written by PHP`);
+    };
+    await reached('huge-done');
+    // B: on the same (only) kept connection, now that A's request has ended there.
+    const b = request(`${portico.url}/one/nap.php`).then(async (res) => `${res.statusCode} ${await res.body.text()}`);
+    await reached('napping');
+    a.destroy();
+    assert.equal(await within('B to be answered', b), '200 rested');
   });
 
   test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {

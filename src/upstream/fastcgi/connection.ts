@@ -179,7 +179,11 @@ export class Connection {
     const { params, script } = paramsOf(pending.opts);
     this.#script = script;
     try {
-      pending.handler.onConnect?.((err) => this.#abort(err));
+      // Only ever this request's: an attempt may call its abort after the request ended here (its client left
+      // while Portico still held the answer), when the connection already carries another request.
+      pending.handler.onConnect?.((err) => {
+        if (this.#pending === pending) this.#abort(err);
+      });
     } catch (err) {
       return this.#fail(err as Error);
     }
