@@ -22,6 +22,7 @@ const APP: Record<string, string> = {
   'app/cookie.php': `<?php echo strlen($_SERVER['HTTP_COOKIE'] ?? ''), "|", strlen($_SERVER['HTTP_X_BIG'] ?? ''), "|", $_SERVER['HTTP_X_AFTER'] ?? 'none';`,
   'app/ctl.php': `<?php header("X-Bad: a\\x01b"); echo "body";`,
   'app/ok.php': `<?php echo "ok";`,
+  'app/length.php': `<?php header('Content-Length: ' . $_GET['n']); echo "0123456789";`,
   'app/one/huge.php': `<?php for ($i = 0; $i < 256; $i++) echo str_repeat('h', 65536); flush(); touch(__DIR__ . '/huge-done');`,
   'app/one/nap.php': `<?php touch(__DIR__ . '/napping'); usleep(800000); echo "rested";`,
   'app/empty.php': `<?php http_response_code((int) $_GET['s']); echo str_repeat("body that must not be sent\n", 2000);`,
@@ -119,6 +120,19 @@ sites:
     await reached('napping');
     a.destroy();
     assert.equal(await within('B to be answered', b), '200 rested');
+  });
+
+  test('a script whose Content-Length is shorter than its output: the client gets exactly Content-Length bytes, and its next answer intact', async () => {
+    const res = await rawRequest(portico.port, 'GET /length.php?n=5 HTTP/1.1\r\nHost: x\r\n\r\nGET /ok.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { responses: 2 });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['content-length'], '5');
+    assert.match(res.body, /^01234HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n(?:2\r\n)?ok/);
+  });
+
+  test('a script whose Content-Length is longer than its output: the answer ends visibly broken, never taken as complete', async () => {
+    const res = await rawRequest(portico.port, 'GET /length.php?n=50 HTTP/1.1\r\nHost: x\r\n\r\nGET /ok.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { responses: 2 });
+    assert.equal(res.closed, true, 'the connection is closed');
+    assert.doesNotMatch(res.raw, /\r\n\r\nok/, 'no second answer is taken as the body');
   });
 
   test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {

@@ -163,7 +163,7 @@ describe('CGI response heads', () => {
   });
 
   test('Status: sets the status and is not passed on; Location without Status is a 302; repeated fields stay apart', () => {
-    assert.deepEqual(parseCgiHead(Buffer.from('Status: 404 Not Found\r\nContent-Type: text/html\r\n')), { status: 404, rawHeaders: [Buffer.from('Content-Type'), Buffer.from('text/html')] });
+    assert.deepEqual(parseCgiHead(Buffer.from('Status: 404 Not Found\r\nContent-Type: text/html\r\n')), { status: 404, rawHeaders: [Buffer.from('Content-Type'), Buffer.from('text/html')], contentLength: -1 });
     assert.equal(parseCgiHead(Buffer.from('Location: /x\r\n'))!.status, 302);
     assert.equal(parseCgiHead(Buffer.from('Status: 301\r\nLocation: /x\r\n'))!.status, 301);
     assert.equal(parseCgiHead(Buffer.from('X: 1\n'))!.status, 200);
@@ -178,5 +178,10 @@ describe('CGI response heads', () => {
     // A control character in a value (PHP's header() passes all but CR and LF) is no head Node could send on.
     assert.equal(parseCgiHead(Buffer.from('X-Bad: a\x01b\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('X-Bad: a\rb\n')), undefined);
+    // Content-Length frames the body: digits, one value (repeated alike is one).
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\n'))!.contentLength, 12);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 12\r\n'))!.contentLength, 12);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 13\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: -1\r\n')), undefined);
   });
 });

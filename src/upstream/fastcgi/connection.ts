@@ -138,6 +138,8 @@ export class Connection {
   #paused = false;
   /** The answer has no body (204, 304, HEAD): what the script wrote after its head is dropped, as undici does. */
   #bodyless = false;
+  /** Body bytes still due by the script's Content-Length (-1: none declared; the body ends with the request). */
+  #due = -1;
 
   constructor(pool: ConnectionOwner, socket: Socket) {
     this.#pool = pool;
@@ -269,6 +271,10 @@ export class Connection {
       const head = this.#head ?? Buffer.alloc(0);
       if (!this.#deliverHead(pending, head.length === 0 ? undefined : head, Buffer.alloc(0))) return;
     }
+    // Less than its Content-Length: an answer that would look complete to nobody (the client waits for the rest).
+    if (this.#due > 0 && !this.#bodyless) {
+      return this.#fail(new FastCgiError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `the FastCGI response ended ${this.#due} bytes short of its Content-Length`));
+    }
     this.#finish(pending);
   }
 
@@ -278,7 +284,8 @@ export class Connection {
       // Records read in the same chunk as the one that paused come while paused: the timeout waits for resume.
       if (!this.#paused) this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
       if (this.#bodyless) return;
-      if (pending.handler.onData?.(content) === false) this.#pause();
+      const body = this.#framed(content);
+      if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
       return;
     }
     const bytes = this.#head === undefined ? content : Buffer.concat([this.#head, content]);
@@ -301,6 +308,7 @@ export class Connection {
     }
     this.#headDone = true;
     this.#bodyless = parsed.status === 204 || parsed.status === 304 || pending.opts.method === 'HEAD';
+    this.#due = parsed.contentLength;
     this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
     const resume = (): void => {
       if (this.#paused && this.#pending === pending) {
@@ -311,8 +319,20 @@ export class Connection {
     };
     pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0 && !this.#bodyless && pending.handler.onData?.(rest) === false) this.#pause();
+    const body = this.#bodyless ? rest.subarray(0, 0) : this.#framed(rest);
+    if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
     return this.#pending === pending;
+  }
+
+  /**
+   * What of `content` the answer's Content-Length still takes: bytes past it are dropped (as nginx does), never
+   * sent on where the client would read them as the start of its next answer.
+   */
+  #framed(content: Buffer): Buffer {
+    if (this.#due < 0) return content;
+    const body = content.length <= this.#due ? content : content.subarray(0, this.#due);
+    this.#due -= body.length;
+    return body;
   }
 
   /** The handler said stop (a slow client): reading waits, and so does the read timeout (PHP is not idle), as undici's. */
