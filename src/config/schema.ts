@@ -370,6 +370,11 @@ export const spawnSchema = z
     max_surge: z.number().int().min(1).default(1),
     /** How long a new instance may take to pass its readiness checks before the start (or deploy) fails. */
     health_timeout: duration.default(60_000),
+    /**
+     * What the instances speak over HTTP: `http1.1`, or `h2c` (HTTP/2 without TLS, prior knowledge: a gRPC app).
+     * In a FastCGI upstream (`protocol: fastcgi`, or named by a `php` route) they speak FastCGI (PHP-FPM pools).
+     */
+    protocol: z.enum(['http1.1', 'h2c']).default('http1.1'),
   })
   .superRefine((spawn, ctx) => {
     if (spawn.health_timeout <= 0) {
@@ -636,7 +641,7 @@ export const upstreamSchema = upstreamObject.superRefine((upstream, ctx) => {
   checkProtocol(upstream, ctx);
 });
 
-/** FastCGI servers (`fcgi://`, or `unix:` in a `protocol: fastcgi` upstream) are not mixed with HTTP ones, nor spawned. */
+/** FastCGI servers (`fcgi://`, or `unix:` in a `protocol: fastcgi` upstream) are not mixed with HTTP ones. */
 function checkProtocol(upstream: z.output<typeof upstreamObject>, ctx: z.RefinementCtx): void {
   const fcgi = upstream.servers.findIndex((server) => server.url.kind === 'fcgi');
   if (fcgi !== -1 && upstream.protocol === 'http') {
@@ -647,7 +652,9 @@ function checkProtocol(upstream: z.output<typeof upstreamObject>, ctx: z.Refinem
     if (http !== -1) {
       ctx.addIssue({ code: 'custom', path: ['servers', http], input: upstream.servers[http]!.url.text, message: 'an http(s) server in a FastCGI upstream: FastCGI servers are fcgi://host:port or unix:/path' });
     }
-    if (upstream.spawn !== undefined) ctx.addIssue({ code: 'custom', path: ['spawn'], input: upstream.spawn, message: 'spawned app servers speak HTTP, not FastCGI' });
+    if (upstream.spawn?.protocol === 'h2c') {
+      ctx.addIssue({ code: 'custom', path: ['spawn', 'protocol'], input: 'h2c', message: 'the instances of a FastCGI upstream speak FastCGI (PHP-FPM pools): h2c is for HTTP/2 app servers' });
+    }
   }
 }
 

@@ -24,6 +24,9 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/** The `grpc-message` (percent-encoded) of a call whose deadline passed in Portico's hands after its answer began. */
+export const DEADLINE_MESSAGE = 'deadline%20exceeded%20(Portico)';
+
 /** Whether a request is a gRPC call (`content-type: application/grpc`, `+proto`, `;…`; not gRPC-Web). */
 export function isGrpc(headers: IncomingHttpHeaders): boolean {
   const type = headers['content-type'];
@@ -80,6 +83,21 @@ export function grpcTimeoutMs(value: string | string[] | undefined): number | un
   if (typeof value !== 'string') return undefined;
   const match = TIMEOUT.exec(value);
   return match === null ? undefined : Number(match[1]) * UNIT_MS[match[2]!]!;
+}
+
+/** Units of `grpc-timeout` from the finest, in ms, for writing one. */
+const UNITS_UP: ReadonlyArray<readonly [string, number]> = [['m', 1], ['S', 1000], ['M', 60_000], ['H', 3_600_000]];
+
+/**
+ * A deadline `ms` away as a `grpc-timeout` value: in the finest unit whose count fits the protocol's 8 digits
+ * (as gRPC's own clients write it), rounded up (an app's deadline never comes before Portico's).
+ */
+export function grpcTimeoutValue(ms: number): string {
+  for (const [unit, size] of UNITS_UP) {
+    const count = Math.ceil(ms / size);
+    if (count < 100_000_000) return `${Math.max(1, count)}${unit}`;
+  }
+  return '99999999H';
 }
 
 const GRPC_WEB = /^application\/grpc-web(-text)?(\+[\w.-]+)?\s*(?:;|$)/i;

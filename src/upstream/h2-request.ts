@@ -1,13 +1,13 @@
 /**
  * One request on one HTTP/2 stream of an app server, speaking undici's handler contract (`H2Request`), with what
- * it needs: the options of its server (`H2Options`), its errors (`H2TransportError`), the streamed body's sender
- * that keeps the body's start for a resend (`StreamedBody`; a gRPC call's body keeps its own: `ReplayableSource`),
- * and the header conversions. The connections and the
- * queue are `h2-transport.ts`'s.
+ * it needs: the options of its server (`H2Options`), its errors (`H2TransportError`) and the header conversions.
+ * A streamed body is sent through a `ReplayableBody` (the proxy's own for a gRPC call), which keeps its start
+ * for a resend. The connections and the queue are `h2-transport.ts`'s.
  */
 import { constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { ReplayableBody } from './replayable-body.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = constants;
 
@@ -42,37 +42,10 @@ const kRequest = Symbol('portico.h2Request');
 type RequestStream = ClientHttp2Stream & { [kRequest]?: H2Request | undefined };
 const ignore = (): void => undefined;
 
-/** Where a `ReplayableSource` writes a reading: an HTTP/2 stream (or a PassThrough for undici). */
-export interface BodyTarget {
-  write(chunk: Buffer): boolean;
-  end(): void;
-  once(event: 'drain', listener: () => void): unknown;
-}
-
-/**
- * A request body that can be read again from its start (a gRPC call's, its first bytes kept): given as the
- * dispatch's `body`, the transport has it write each reading into the stream itself, with no stream object between
- * (HTTP/1.1 dispatchers get `stream()`), and a refused stream is sent again from it rather than from a copy.
- */
-export interface ReplayableSource {
-  /** Whether all that was read is kept (a new reading gives the whole body). */
-  readonly replayable: boolean;
-  /** Starts a new reading into `target`, what was kept first; the previous reading's target gets nothing more. */
-  sendTo(target: BodyTarget, onError: (err: Error) => void): void;
-  /** `target` is gone: nothing more is read for it until another reading starts. */
-  detach(target: BodyTarget): void;
-  /** A new reading as a Readable (for a dispatcher that needs one). */
-  stream(): Readable;
-}
-
-/** Whether a dispatch's body is a `ReplayableSource`. */
-export function isReplayableSource(body: unknown): body is ReplayableSource {
-  return typeof body === 'object' && body !== null && typeof (body as ReplayableSource).sendTo === 'function';
-}
-
-/** The dispatch options for an HTTP/1.1 dispatcher: a `ReplayableSource` body as a Readable. */
+/** The dispatch options for an HTTP/1.1 dispatcher: a `ReplayableBody` given as it is becomes a Readable reading. */
 export function readableBody(opts: Dispatcher.DispatchOptions): Dispatcher.DispatchOptions {
-  return isReplayableSource(opts.body) ? { ...opts, body: opts.body.stream() } : opts;
+  const body: unknown = opts.body;
+  return body instanceof ReplayableBody ? { ...opts, body: body.stream() } : opts;
 }
 
 /** An error with a stable code (as undici's), and the stream's reset code when the server reset it. */
@@ -100,6 +73,8 @@ export class H2Request {
   /** The response head has arrived (the timer now watches reads). */
   #headed = false;
   #readAt = 0;
+  /** Paused by the handler (a slow client holds the answer): the app is not idle, the read timeout waits. */
+  #paused = false;
   #trailers: string[] = [];
   /** The transport's callback for the stream's end (see `run`). */
   #closed: (() => void) | undefined = undefined;
@@ -109,10 +84,8 @@ export class H2Request {
   /** Sends the request again on another stream (a stream the server did not process); false: it cannot. */
   onRefused: (() => boolean) | undefined = undefined;
   #resent = false;
-  /** A streamed body's sender (kept across a resend: it holds what was sent for a replay). */
-  #sender: StreamedBody | undefined = undefined;
-  /** A replayable body (sent again from itself after a refused stream). */
-  #source: ReplayableSource | undefined = undefined;
+  /** A streamed body (kept across a resend: it holds what was sent, for a replay). */
+  #replay: ReplayableBody | undefined = undefined;
 
   constructor(
     readonly handler: Dispatcher.DispatchHandler,
@@ -135,7 +108,8 @@ export class H2Request {
       return this.fail(new H2TransportError(`no response head within ${ms} ms`, 'UND_ERR_HEADERS_TIMEOUT'));
     }
     const ms = this.opts.bodyTimeout ?? this.o.bodyTimeout;
-    const idle = Date.now() - this.#readAt;
+    // Paused by a slow client, the app is not idle: the wait starts again once the reading does.
+    const idle = this.#paused ? 0 : Date.now() - this.#readAt;
     if (idle >= ms) return this.fail(new H2TransportError(`nothing read for ${ms} ms`, 'UND_ERR_BODY_TIMEOUT'));
     this.#timer = setTimeout(this.#timedOut, ms - idle);
   };
@@ -188,8 +162,7 @@ export class H2Request {
     clearTimeout(this.#timer);
     this.onCancel?.();
     if (this.#stream !== undefined && !this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
-    this.#sender?.detach();
-    if (this.#stream !== undefined) this.#source?.detach(this.#stream);
+    if (this.#stream !== undefined) this.#replay?.detach(this.#stream);
     this.handler.onError?.(err);
   }
 
@@ -200,9 +173,9 @@ export class H2Request {
     this.#grpc = GRPC.test(String(headers['content-type'] ?? ''));
     // gRPC needs `te: trailers` (its servers refuse a call without it); Portico passes the trailers on.
     if (this.#grpc) headers.te = 'trailers';
-    const body = opts.body as Buffer | string | Readable | ReplayableSource | null | undefined;
+    const body = opts.body as Buffer | string | Readable | null | undefined;
     const empty = body === null || body === undefined;
-    let stream: RequestStream;
+    let stream: ClientHttp2Stream;
     try {
       stream = session.request(headers, { endStream: empty });
     } catch (err) {
@@ -213,7 +186,7 @@ export class H2Request {
     this.#stream = stream;
     this.#closed = closed;
     // The listeners are shared by all streams (no closures per request): each finds its request on the stream.
-    stream[kRequest] = this;
+    (stream as RequestStream)[kRequest] = this;
     stream.on('close', H2Request.#onClose);
     stream.on('error', ignore);
     stream.on('headers', H2Request.#onInterim);
@@ -226,14 +199,13 @@ export class H2Request {
       stream.end(body);
       return;
     }
-    if (isReplayableSource(body)) {
-      this.#source = body;
-      body.sendTo(stream, this.#bodyFailed);
-      return;
-    }
-    this.#sender ??= new StreamedBody(body, (err) => this.abort(err));
-    this.#sender.attach(stream);
+    // The proxy's ReplayableBody (a gRPC call's, given as it is), or any other stream wrapped in one; after a
+    // refusal, the same body read again from its start. Either way written into the stream with nothing between.
+    this.#replay ??= body instanceof ReplayableBody ? body : new ReplayableBody(body, REPLAY_LIMIT);
+    this.#replay.sendTo(stream, this.#bodyFailed);
   }
+
+  readonly #bodyFailed = (err: Error): void => this.abort(err);
 
   static #onClose = function (this: RequestStream): void {
     const request = this[kRequest];
@@ -251,12 +223,13 @@ export class H2Request {
     const refused = code === NGHTTP2_REFUSED_STREAM || (!this.#headed && stream.id === undefined);
     // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
     // can be (none, in memory, or a stream not read yet), as a request that never left.
-    if (refused && !this.#resent && (this.#source ?? this.#sender)?.replayable !== false && this.onRefused?.() === true) {
+    if (refused && !this.#resent && (this.#replay === undefined || this.#replay.replayable) && this.onRefused !== undefined) {
+      // Done before onRefused, which may run the request again at once (a session with a free stream): what is
+      // dropped here is this stream's, never the new one's.
       this.#resent = true;
       this.#stream = undefined;
-      this.#sender?.detach();
-      this.#source?.detach(stream);
-      return;
+      this.#replay?.detach(stream);
+      if (this.onRefused()) return;
     }
     this.fail(
       refused
@@ -289,14 +262,14 @@ export class H2Request {
       }
       raw = kept;
     }
-    if (request.handler.onHeaders?.(status, raw as unknown as Buffer[], request.#resume, '') === false) this.pause();
+    if (request.handler.onHeaders?.(status, raw as unknown as Buffer[], request.#resume, '') === false) request.#pause(this);
   };
 
   static #onData = function (this: RequestStream, chunk: Buffer): void {
     const request = this[kRequest];
     if (request === undefined || request.#settled) return;
     request.#readAt = Date.now();
-    if (request.handler.onData?.(chunk) === false) this.pause();
+    if (request.handler.onData?.(chunk) === false) request.#pause(this);
   };
 
   static #onTrailers = function (this: RequestStream, head: IncomingHttpHeaders): void {
@@ -323,75 +296,24 @@ export class H2Request {
     request.handler.onComplete?.(request.#trailers);
   };
 
-  readonly #resume = (): void => void this.#stream?.resume();
-  readonly #bodyFailed = (err: Error): void => this.abort(err);
+  /** Paused by the handler (a slow client), the app is not idle: the read timeout waits (as undici's). */
+  #pause(stream: ClientHttp2Stream): void {
+    stream.pause();
+    this.#paused = true;
+  }
+
+  /** The handler takes more: reading goes on, and the read timeout starts again from now. */
+  readonly #resume = (): void => {
+    const stream = this.#stream;
+    if (this.#settled || stream === undefined || !stream.isPaused()) return;
+    this.#paused = false;
+    this.#readAt = Date.now();
+    stream.resume();
+  };
 }
 
-/** What of a streamed body is kept for sending it again on another stream when the server refused the first. */
+/** What of a streamed body (other than a gRPC call's, which keeps retry_buffer) is kept for a resend. */
 const REPLAY_LIMIT = 64 * 1024;
-
-/**
- * A streamed request body sent on a stream, with backpressure, keeping its first REPLAY_LIMIT bytes: a stream
- * the server refused unprocessed (a GOAWAY's later stream, REFUSED_STREAM) gets another stream, which is sent
- * what was kept and then the rest. (A gRPC call's body comes as a `ReplayableSource`, which keeps its own.)
- */
-class StreamedBody {
-  #kept: Buffer[] | null = [];
-  #keptBytes = 0;
-  #ended = false;
-  #target: ClientHttp2Stream | undefined = undefined;
-  #listening = false;
-
-  constructor(
-    readonly body: Readable,
-    readonly onError: (err: Error) => void,
-  ) {}
-
-  /** Whether all that was read of the body is kept (it can be sent again). */
-  get replayable(): boolean {
-    return this.#kept !== null;
-  }
-
-  attach(stream: ClientHttp2Stream): void {
-    this.#target = stream;
-    if (this.#kept !== null) for (const chunk of this.#kept) stream.write(chunk);
-    if (this.#ended) return void stream.end();
-    stream.on('drain', () => {
-      if (this.#target === stream) this.body.resume();
-    });
-    if (!this.#listening) {
-      this.#listening = true;
-      this.body.on('data', (chunk: Buffer) => this.#data(chunk));
-      this.body.once('end', () => {
-        this.#ended = true;
-        this.#target?.end();
-      });
-      this.body.once('error', (err) => this.onError(err));
-    }
-    this.body.resume();
-  }
-
-  /** The stream is gone: nothing more is read until another one is attached. */
-  detach(): void {
-    this.#target = undefined;
-    this.body.pause();
-  }
-
-  #data(chunk: Buffer): void {
-    if (this.#kept !== null) {
-      this.#keptBytes += chunk.length;
-      if (this.#keptBytes <= REPLAY_LIMIT) this.#kept.push(chunk);
-      else this.#kept = null;
-    }
-    const target = this.#target;
-    if (target === undefined) {
-      // Read after a detach (a chunk already on its way): only a replayable body is attached again, and it kept it.
-      this.body.pause();
-      return;
-    }
-    if (!target.write(chunk)) this.body.pause();
-  }
-}
 
 /** undici's request headers (a flat list, or an object) as an HTTP/2 header object with the pseudo-fields. */
 function toH2Headers(opts: Dispatcher.DispatchOptions, origin: string, secure: boolean): OutgoingHttpHeaders {

@@ -5,10 +5,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { FastCgiPool, type FastCgiPoolOptions } from '../../src/upstream/fastcgi/pool.js';
+import { encodeStream, RecordParser, RecordType } from '../../src/upstream/fastcgi/records.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
 import { haveTool } from '../helpers/tools.js';
 
@@ -127,5 +130,39 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     await (await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') })).body.text();
     await p.close();
     assert.equal(p.size, 0);
+  });
+});
+
+describe('FastCGI pool against an app that reads STDIN to its end', () => {
+  test('a request body given whole (a Buffer, as a buffered request is) ends its STDIN stream with the empty record, so the app answers', async () => {
+    // As Go's net/http/fcgi or Python's flup: the body is read until the empty STDIN record (FastCGI 1.0 §5.3).
+    const seen: number[] = [];
+    const app = net.createServer((socket) => {
+      let stdin = 0;
+      const parser = new RecordParser(({ type, content }) => {
+        if (type !== RecordType.Stdin) return;
+        if (content.length > 0) return void (stdin += content.length);
+        seen.push(stdin);
+        const read = stdin;
+        stdin = 0;
+        const out = Buffer.from(`Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nread ${read}`);
+        socket.write(Buffer.concat([...encodeStream(RecordType.Stdout, 1, out), ...encodeStream(RecordType.Stdout, 1, Buffer.alloc(0)), ...encodeStream(RecordType.EndRequest, 1, Buffer.alloc(8))]));
+      });
+      socket.on('data', (chunk: Buffer) => parser.push(chunk));
+      socket.on('error', () => socket.destroy());
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    const pool = new FastCgiPool({ host: '127.0.0.1', port: (app.address() as net.AddressInfo).port, connections: 1, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 3000, bodyTimeout: 3000 });
+    try {
+      for (const body of [Buffer.from('name=Ada'), 'name=Ada', Readable.from([Buffer.from('name='), Buffer.from('Ada')])]) {
+        const res = await pool.request({ path: '/form.php', method: 'POST', headers: ['REQUEST_METHOD', 'POST', 'CONTENT_LENGTH', '8', 'SCRIPT_NAME', '/form.php'], body });
+        assert.equal(await res.body.text(), 'read 8');
+      }
+      assert.deepEqual(seen, [8, 8, 8]);
+    } finally {
+      await pool.destroy();
+      app.close();
+    }
   });
 });

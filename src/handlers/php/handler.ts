@@ -131,6 +131,7 @@ export const phpKind = defineHandler({
       tempSpace: env.tempSpace,
       logger: env.logger,
       httpHeaders: false,
+      grpc: false,
     });
     const intercept = interceptedStatuses(options.intercept_errors);
     // The script each request runs, found before it is forwarded (or looked up in the cache).
@@ -159,6 +160,7 @@ export const phpKind = defineHandler({
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
       responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, space: env.tempSpace, logger: env.logger },
       logger: env.logger,
+      grpcWeb: false,
     });
 
     const cache = options.cache === undefined ? undefined : routeCache(options.cache, intercept, env, forwarder);

@@ -3,10 +3,12 @@
  * an app server is chosen, or streamed under a size limit.
  */
 import type { ClientRequest } from '../../http/context.js';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { PorticoError } from '../../errors.js';
 import { TempFile, type TempSpace } from '../../http/temp-file.js';
-import type { BodyTarget, ReplayableSource } from '../../upstream/h2-request.js';
+
+// A gRPC call's body (never read whole: it may be a bidirectional stream) keeps its first retry_buffer bytes.
+export { ReplayableBody } from '../../upstream/replayable-body.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
 export function readBody(req: ClientRequest, length: number): Promise<Buffer | null> {
@@ -162,133 +164,4 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
       if (!req.complete) settle('broken');
     });
   });
-}
-
-/** What a `ReplayableBody` also watches: the body's size (`sizeLimit`, with what to do past it). */
-export interface BodyLimit {
-  readonly sizeLimit: number;
-  readonly onExceeded: () => void;
-}
-
-const NO_LIMIT: BodyLimit = { sizeLimit: Infinity, onExceeded: () => undefined };
-
-/**
- * A streamed body (a gRPC call's: never read whole, it may be a bidirectional stream) whose first `limit` bytes
- * are kept, so that an attempt that never reached an app (connection refused, a stream refused unprocessed) can
- * be made again on another server or stream: each reading starts with what was kept and goes on with the rest as
- * it arrives. Past `limit`, it can no longer be sent again (`replayable` false), as any streamed body.
- *
- * An HTTP/2 app's transport takes it as it is (`ReplayableSource`) and writes each chunk into its stream, with no
- * stream object between; `stream()` gives a Readable for the others (undici). The client's body is counted here
- * against `sizeLimit` (a chunked body's `max_body_size`), which spares a Transform per call.
- */
-export class ReplayableBody implements ReplayableSource {
-  #kept: Buffer[] | null = [];
-  #keptBytes = 0;
-  #received = 0;
-  #ended = false;
-  /** Why the body can no longer be read (the client left, it passed its limit, the source failed). */
-  #error: Error | undefined = undefined;
-  #target: BodyTarget | undefined = undefined;
-  #onError: ((err: Error) => void) | undefined = undefined;
-  /** The last reading `stream()` made (destroyed when another begins). */
-  #readable: PassThrough | undefined = undefined;
-  #listening = false;
-  readonly #bodyLimit: BodyLimit;
-
-  constructor(
-    readonly source: Readable,
-    readonly limit: number,
-    bodyLimit: BodyLimit = NO_LIMIT,
-  ) {
-    this.#bodyLimit = bodyLimit;
-  }
-
-  /** Whether everything read so far was kept: a new reading gives the whole body. */
-  get replayable(): boolean {
-    return this.#kept !== null;
-  }
-
-  /** A new reading of the body as a Readable, for one attempt; the previous reading gets nothing more. */
-  stream(): Readable {
-    const out = new PassThrough();
-    this.sendTo(out, (err) => out.destroy(err));
-    this.#readable = out;
-    return out;
-  }
-
-  sendTo(target: BodyTarget, onError: (err: Error) => void): void {
-    const previous = this.#readable;
-    if (previous !== undefined) {
-      this.#readable = undefined;
-      previous.destroy();
-    }
-    this.#target = target;
-    this.#onError = onError;
-    if (this.#kept !== null) for (const chunk of this.#kept) target.write(chunk);
-    if (this.#error !== undefined) {
-      const err = this.#error;
-      // Never from inside the caller's send: it is told as a stream tells its errors.
-      process.nextTick(() => this.#onError === onError && onError(err));
-      return;
-    }
-    if (this.#ended) return void target.end();
-    if (!this.#listening) {
-      this.#listening = true;
-      this.source.on('data', (chunk: Buffer) => this.#data(chunk));
-      this.source.once('end', () => {
-        this.#ended = true;
-        this.#target?.end();
-      });
-      this.source.once('error', (err) => this.#fail(err));
-      this.source.once('close', () => {
-        if (!this.#ended) this.#fail(new PorticoError('PORTICO_CLIENT_CLOSED', 'client closed the request body'));
-      });
-    }
-    this.source.resume();
-  }
-
-  detach(target: BodyTarget): void {
-    if (this.#target !== target) return;
-    this.#target = undefined;
-    this.#onError = undefined;
-    if (!this.#ended && this.#error === undefined) this.source.pause();
-  }
-
-  readonly #resume = (): void => {
-    if (this.#target !== undefined && this.#error === undefined) this.source.resume();
-  };
-
-  #fail(err: Error): void {
-    if (this.#error !== undefined || this.#ended) return;
-    this.#error = err;
-    this.#kept = null;
-    const onError = this.#onError;
-    this.#target = undefined;
-    this.#onError = undefined;
-    onError?.(err);
-  }
-
-  #data(chunk: Buffer): void {
-    if (this.#error !== undefined) return;
-    this.#received += chunk.length;
-    if (this.#received > this.#bodyLimit.sizeLimit) {
-      // The 413 goes out with Connection: close; the rest of the body is read and dropped.
-      this.#bodyLimit.onExceeded();
-      this.#fail(new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', 'request body too large'));
-      return void this.source.resume();
-    }
-    if (this.#kept !== null) {
-      this.#keptBytes += chunk.length;
-      if (this.#keptBytes <= this.limit) this.#kept.push(chunk);
-      else this.#kept = null;
-    }
-    const target = this.#target;
-    if (target === undefined) return void this.source.pause();
-    // A 'drain' listener only when the reader is full: a unary call's body never needs one.
-    if (!target.write(chunk)) {
-      this.source.pause();
-      target.once('drain', this.#resume);
-    }
-  }
 }

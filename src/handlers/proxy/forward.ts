@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { responseComplete, type RequestContext, type UpstreamAttemptLog } from '../../http/context.js';
-import { grpcTimeoutMs, isGrpc } from '../../http/grpc.js';
+import { grpcTimeoutMs, grpcTimeoutValue, isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import { PorticoError } from '../../errors.js';
 import type { Template } from '../../http/template.js';
@@ -25,6 +25,8 @@ import { ClientSink, type ResponseBuffering, type ForwardOutcome, type HeaderEdi
 
 const OK: ForwardOutcome = { ok: true };
 const STATUS = /^\d{3}$/;
+/** The longest delay a timer takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER = 2_147_483_647;
 /** Forwards in which a server answered with a status (discarded for a retry): the app was reachable. */
 const answered = new WeakSet<Exchange>();
 
@@ -44,6 +46,8 @@ export interface ForwarderOptions {
   /** How much of an answer a slow client may leave for Portico to hold (limit 0: none). */
   readonly responseBuffering: ResponseBuffering;
   readonly logger: Logger;
+  /** gRPC-Web answers are translated (default); false on a php route, whose app never speaks gRPC. */
+  readonly grpcWeb?: boolean | undefined;
 }
 
 /** Forwards the requests of one proxy route to its upstream. */
@@ -71,7 +75,7 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    const web = grpcWebOf(ctx);
+    const web = this.#o.grpcWeb === false ? undefined : grpcWebOf(ctx);
     return web === undefined ? new ClientSink(ctx, this.#o.responseBuffering) : new GrpcWebSink(ctx, this.#o.responseBuffering, web);
   }
 
@@ -136,8 +140,10 @@ export class Forwarder {
   /** Starts a gRPC call's deadline (`grpc-timeout`); its timer ends with the answer (the response's close). */
   #watchDeadline(ex: Exchange, value: string | string[], started: number): void {
     const ms = grpcTimeoutMs(value);
-    if (ms === undefined || !isGrpc(ex.ctx.req.headers)) return;
+    if (ms === undefined || (!isGrpc(ex.ctx.req.headers) && grpcWebOf(ex.ctx) === undefined)) return;
     ex.grpcDeadline = started + ms;
+    // Past a timer's range (24.8 days; Node would fire it at once): passed on, never expired here.
+    if (ms > MAX_TIMER) return;
     const timer = setTimeout(() => this.#expire(ex), Math.max(1, Math.ceil(ms)));
     ex.ctx.res.once('close', () => clearTimeout(timer));
   }
@@ -156,10 +162,10 @@ export class Forwarder {
   /** The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). */
   #passDeadline(ex: Exchange): void {
     const headers = ex.headers;
-    const left = Math.max(1, Math.ceil(ex.grpcDeadline - Date.now()));
+    const left = grpcTimeoutValue(ex.grpcDeadline - Date.now());
     for (let i = 0; i < headers.length; i += 2) {
       if (headers[i]!.length === 12 && headers[i]!.toLowerCase() === 'grpc-timeout') {
-        headers[i + 1] = `${left}m`;
+        headers[i + 1] = left;
         return;
       }
     }
@@ -222,7 +228,12 @@ export class Forwarder {
   #bodyFor(ex: Exchange, http2: boolean): Dispatcher.DispatchOptions['body'] {
     const body = ex.body;
     if (body instanceof SpooledBody) return body.stream();
-    if (body instanceof ReplayableBody) return http2 ? (body as unknown as Readable) : body.stream();
+    if (body instanceof ReplayableBody) {
+      if (!http2) return body.stream();
+      // Read while the transport finds a stream: a unary call's HEADERS, message and end then leave together.
+      body.readAhead();
+      return body as unknown as Readable;
+    }
     return body;
   }
 

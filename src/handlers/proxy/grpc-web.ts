@@ -5,8 +5,10 @@
  */
 import { Transform, type Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
-import { Base64Chunks, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, webTypeOfGrpc } from '../../http/grpc.js';
+import { Base64Chunks, DEADLINE_MESSAGE, GrpcStatus, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, webTypeOfGrpc } from '../../http/grpc.js';
 import { ClientSink, type ResponseBuffering } from './sink.js';
+
+const DEADLINE_TRAILERS = ['grpc-status', String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message', DEADLINE_MESSAGE];
 
 /** The gRPC-Web form of a request (a POST with a gRPC-Web content-type), or undefined. */
 export function grpcWebOf(ctx: RequestContext): 'binary' | 'text' | undefined {
@@ -63,6 +65,12 @@ export class GrpcWebSink extends ClientSink {
 
   override data(chunk: Buffer): boolean {
     return super.data(this.kind === 'text' ? Buffer.from(chunk.toString('base64'), 'latin1') : chunk);
+  }
+
+  override fail(err?: Error): void {
+    // A deadline passed after the head: the status goes in the trailers frame, where gRPC-Web clients read it.
+    if ((err as { code?: string } | undefined)?.code === 'PORTICO_GRPC_DEADLINE' && !this.ctx.res.writableEnded) return this.end(DEADLINE_TRAILERS);
+    super.fail(err);
   }
 
   override end(trailers?: readonly string[]): void {

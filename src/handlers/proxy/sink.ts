@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { RequestContext } from '../../http/context.js';
 import type { ReplayableBody, SpooledBody } from './body.js';
 import { isH2Response } from '../../http/context.js';
+import { DEADLINE_MESSAGE, GrpcStatus } from '../../http/grpc.js';
 import { sendEarlyHints } from './interim.js';
 import { ResponseSpool, type SpoolLimits } from './response-spool.js';
 
@@ -135,7 +136,7 @@ export class ClientSink implements ResponseSink {
     const res = this.ctx.res;
     // A gRPC call's deadline passed after the answer's head: the call ends with its status, not broken.
     if ((err as { code?: string } | undefined)?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) {
-      res.addTrailers({ 'grpc-status': '4', 'grpc-message': 'deadline%20exceeded%20(Portico)' });
+      res.addTrailers({ 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': DEADLINE_MESSAGE });
       return void res.end();
     }
     // An HTTP/2 app's stream reset goes on to an HTTP/2 client with its code (gRPC reads CANCEL as CANCELLED).

@@ -6,10 +6,17 @@
 /** Largest response head accepted: past it the answer is not a CGI response (undici's default is alike). */
 export const MAX_HEAD = 64 * 1024;
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What RFC 9110 §5.5 and Node refuse in a field value. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const DIGITS = /^\d{1,15}$/;
+
 /** A parsed head: the status and the other fields as undici hands them (name, value, name, value… as Buffers). */
 export interface CgiHead {
   readonly status: number;
   readonly rawHeaders: Buffer[];
+  /** The body's length the script declared (`Content-Length`), or -1: none. */
+  readonly contentLength: number;
 }
 
 /**
@@ -30,6 +37,7 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
   const rawHeaders: Buffer[] = [];
   let status = 0;
   let location = false;
+  let contentLength = -1;
   for (const line of head.toString('latin1').split('\n')) {
     const text = line.endsWith('\r') ? line.slice(0, -1) : line;
     if (text === '') continue;
@@ -37,7 +45,10 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
     if (colon <= 0) return undefined;
     const name = text.slice(0, colon).trim();
     const value = text.slice(colon + 1).trim();
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return undefined;
+    if (!TOKEN.test(name)) return undefined;
+    // A control character (PHP's header() lets all but CR and LF through) cannot be sent on: a bad answer, a 502,
+    // as an HTTP app's would be (undici's parser refuses it), not a write that throws and cuts the client.
+    if (BAD_VALUE.test(value)) return undefined;
     const lower = name.toLowerCase();
     if (lower === 'status') {
       const code = Number(value.slice(0, 3));
@@ -46,7 +57,12 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
       continue;
     }
     if (lower === 'location') location = true;
+    if (lower === 'content-length') {
+      // As an HTTP app's (RFC 9110 §8.6): digits, and one value; else no answer that could be framed.
+      if (!DIGITS.test(value) || (contentLength !== -1 && contentLength !== Number(value))) return undefined;
+      contentLength = Number(value);
+    }
     rawHeaders.push(Buffer.from(name, 'latin1'), Buffer.from(value, 'latin1'));
   }
-  return { status: status !== 0 ? status : location ? 302 : 200, rawHeaders };
+  return { status: status !== 0 ? status : location ? 302 : 200, rawHeaders, contentLength };
 }

@@ -136,6 +136,10 @@ export class Connection {
   #answered = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
+  /** The answer has no body (204, 304, HEAD): what the script wrote after its head is dropped, as undici does. */
+  #bodyless = false;
+  /** Body bytes still due by the script's Content-Length (-1: none declared; the body ends with the request). */
+  #due = -1;
 
   constructor(pool: ConnectionOwner, socket: Socket) {
     this.#pool = pool;
@@ -177,7 +181,11 @@ export class Connection {
     const { params, script } = paramsOf(pending.opts);
     this.#script = script;
     try {
-      pending.handler.onConnect?.((err) => this.#abort(err));
+      // Only ever this request's: an attempt may call its abort after the request ended here (its client left
+      // while Portico still held the answer), when the connection already carries another request.
+      pending.handler.onConnect?.((err) => {
+        if (this.#pending === pending) this.#abort(err);
+      });
     } catch (err) {
       return this.#fail(err as Error);
     }
@@ -196,6 +204,8 @@ export class Connection {
     if (typeof body === 'string' || Buffer.isBuffer(body) || body instanceof Uint8Array) {
       const bytes = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
       for (const part of encodeStream(RecordType.Stdin, REQUEST_ID, bytes)) this.socket.write(part);
+      // The empty record ends the stream (FastCGI 1.0 §5.3): PHP stops at CONTENT_LENGTH, other apps read to it.
+      this.socket.write(END_OF_STDIN);
       this.socket.uncork();
       return;
     }
@@ -263,17 +273,21 @@ export class Connection {
       const head = this.#head ?? Buffer.alloc(0);
       if (!this.#deliverHead(pending, head.length === 0 ? undefined : head, Buffer.alloc(0))) return;
     }
+    // Less than its Content-Length: an answer that would look complete to nobody (the client waits for the rest).
+    if (this.#due > 0 && !this.#bodyless) {
+      return this.#fail(new FastCgiError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `the FastCGI response ended ${this.#due} bytes short of its Content-Length`));
+    }
     this.#finish(pending);
   }
 
   #stdout(pending: Pending, content: Buffer): void {
     if (content.length === 0) return;
     if (this.#headDone) {
-      this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
-      if (pending.handler.onData?.(content) === false && !this.#paused) {
-        this.#paused = true;
-        this.socket.pause();
-      }
+      // Records read in the same chunk as the one that paused come while paused: the timeout waits for resume.
+      if (!this.#paused) this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
+      if (this.#bodyless) return;
+      const body = this.#framed(content);
+      if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
       return;
     }
     const bytes = this.#head === undefined ? content : Buffer.concat([this.#head, content]);
@@ -295,20 +309,41 @@ export class Connection {
       return false;
     }
     this.#headDone = true;
+    this.#bodyless = parsed.status === 204 || parsed.status === 304 || pending.opts.method === 'HEAD';
+    this.#due = parsed.contentLength;
     this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
     const resume = (): void => {
       if (this.#paused && this.#pending === pending) {
         this.#paused = false;
+        this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
         this.socket.resume();
       }
     };
     pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0 && pending.handler.onData?.(rest) === false && !this.#paused) {
-      this.#paused = true;
-      this.socket.pause();
-    }
+    const body = this.#bodyless ? rest.subarray(0, 0) : this.#framed(rest);
+    if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
     return this.#pending === pending;
+  }
+
+  /**
+   * What of `content` the answer's Content-Length still takes: bytes past it are dropped (as nginx does), never
+   * sent on where the client would read them as the start of its next answer.
+   */
+  #framed(content: Buffer): Buffer {
+    if (this.#due < 0) return content;
+    const body = content.length <= this.#due ? content : content.subarray(0, this.#due);
+    this.#due -= body.length;
+    return body;
+  }
+
+  /** The handler said stop (a slow client): reading waits, and so does the read timeout (PHP is not idle), as undici's. */
+  #pause(): void {
+    if (this.#paused || this.#pending === undefined) return;
+    this.#paused = true;
+    this.socket.pause();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 
   #finish(pending: Pending): void {
