@@ -105,16 +105,24 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
   return app;
 }
 
-/** A client of the test service through Portico's TLS listener at 127.0.0.1:`port` (trusting the test certificate). */
-export async function grpcClient(port: number, options: grpc.ChannelOptions = {}): Promise<TestClient> {
+/**
+ * A client of the test service (or of `service`) through Portico's TLS listener at 127.0.0.1:`port` (trusting
+ * the test certificate).
+ */
+export async function grpcClient(port: number, options: grpc.ChannelOptions = {}, service = testService): Promise<TestClient> {
   const { cert } = await selfSignedCert();
-  const Client = grpc.makeGenericClientConstructor(testService, 'Test');
+  const Client = grpc.makeGenericClientConstructor(service, 'Test');
   return new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(cert)), {
     'grpc.ssl_target_name_override': 'localhost',
     'grpc.max_receive_message_length': MAX_MESSAGE,
     'grpc.max_send_message_length': MAX_MESSAGE,
     ...options,
   }) as unknown as TestClient;
+}
+
+/** The test service with every method's path under `prefix` (for a route that strips it). */
+export function testServiceUnder(prefix: string): grpc.ServiceDefinition {
+  return Object.fromEntries(Object.entries(testService).map(([name, method]) => [name, { ...method, path: prefix + method.path }]));
 }
 
 /** A unary call as a promise: the answer and the trailers, or the error (with its gRPC `code`). */
