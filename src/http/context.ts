@@ -134,6 +134,11 @@ export class RequestContext {
    */
   cacheStatus = '';
   /**
+   * The `grpc-status` a gRPC call's answer ended with, when it went out in trailers (or in a gRPC-Web answer);
+   * `''` otherwise. `$grpc_status` in the log (which reads a Trailers-Only answer's status from its head).
+   */
+  grpcStatus = '';
+  /**
    * The `traceparent` sent upstream, once known (see `traceparent`); set when the context is made when Portico
    * records spans (`tracing`), else worked out on first use.
    */

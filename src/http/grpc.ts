@@ -61,6 +61,14 @@ export function grpcStatusOf(status: number): number {
   }
 }
 
+/** The `grpc-status` in a flat name/value list (a call's trailers or head), `''` when it has none. */
+export function grpcStatusIn(list: readonly string[]): string {
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.length === 11 && list[i]!.toLowerCase() === 'grpc-status') return list[i + 1]!;
+  }
+  return '';
+}
+
 /**
  * Answers a gRPC call with a status: a Trailers-Only answer (HTTP 200, `content-type: application/grpc`,
  * `grpc-status` and `grpc-message` in the one HEADERS frame that ends the stream), with no message.

@@ -1,13 +1,16 @@
 /**
  * gRPC calls through routes with Portico's other features: a cache (passed through uncached, trailers intact),
  * rate_limit, basic_auth and access rules (gRPC statuses, never pages), compress (never applied to gRPC), and the
- * access log line of a call.
+ * access log line of a call (with its grpc-status).
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
 import { grpcClient, startGrpcApp, testServiceUnder, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { eventually } from '../helpers/supervise.js';
 
 /** bcrypt of "secret" (cost 4: fast in tests). */
 const ALICE = '$2b$04$5I11Jyr6m5nSg9QdTZECx.lAAx/1yi3Cj7mwUsNX/G4isreFBOijy';
@@ -20,22 +23,43 @@ async function failure(call: Promise<unknown>): Promise<grpc.ServiceError> {
   )) as grpc.ServiceError;
 }
 
-describe('gRPC through routes with cache, limits, auth and compression', () => {
-  let app: GrpcApp;
-  let portico: RunningH2;
-  const clients: TestClient[] = [];
-  const under = async (prefix: string): Promise<TestClient> => {
-    const client = await grpcClient(portico.port, {}, testServiceUnder(prefix));
-    clients.push(client);
+/** One app server, Portico in front of it, and the clients a test made (closed by `stop`). */
+class GrpcSetup {
+  app: GrpcApp | undefined;
+  portico!: RunningH2;
+  readonly #clients: TestClient[] = [];
+
+  /** Starts the app, then Portico from the YAML `config` makes of the app's port. */
+  async start(config: (port: number) => string): Promise<void> {
+    this.app = await startGrpcApp('app');
+    this.portico = await startPorticoH2(config(this.app.port));
+  }
+
+  /** A client whose calls go under `prefix`. */
+  async under(prefix: string): Promise<TestClient> {
+    const client = await grpcClient(this.portico.port, {}, testServiceUnder(prefix));
+    this.#clients.push(client);
     return client;
-  };
+  }
+
+  async stop(): Promise<void> {
+    for (const client of this.#clients) client.close();
+    await this.portico?.stop();
+    await this.app?.stop();
+  }
+}
+
+describe('gRPC through routes with cache, limits, auth and compression', () => {
+  const setup = new GrpcSetup();
+  const under = (prefix: string): Promise<TestClient> => setup.under(prefix);
+  after(() => setup.stop());
 
   before(async () => {
-    app = await startGrpcApp('app');
-    portico = await startPorticoH2(`
+    await setup.start(
+      (port) => `
 caches: { main: { memory: 16MB } }
 upstreams:
-  grpc: { servers: ["h2c://127.0.0.1:${app.port}"] }
+  grpc: { servers: ["h2c://127.0.0.1:${port}"] }
 sites:
   - routes:
       - { path: /cache/, proxy: { upstream: grpc, strip_prefix: true, cache: { zone: main, default_ttl: 1m } } }
@@ -46,13 +70,8 @@ sites:
       - { path: /deny/, access: [{ deny: all }], proxy: { upstream: grpc, strip_prefix: true } }
       - { path: /gz/, compress: { breach_safe: true, min_size: 1, types: ["application/*"] }, proxy: { upstream: grpc, strip_prefix: true } }
       - { path: /, proxy: { upstream: grpc } }
-`);
-  });
-
-  after(async () => {
-    for (const client of clients) client.close();
-    await portico?.stop();
-    await app?.stop();
+`,
+    );
   });
 
   test('a unary call on a cached route passes through uncached, with its trailers (status and metadata) intact', async () => {
@@ -62,9 +81,9 @@ sites:
       assert.equal(reply.toString(), `app:${word}`);
       assert.deepEqual(trailers.get('x-served-by'), ['app']);
     }
-    const before = app.calls;
+    const before = setup.app!.calls;
     await unary(client, 'echo', Buffer.from('one'));
-    assert.equal(app.calls, before + 1, 'the same call again reached the app (nothing was served from the cache)');
+    assert.equal(setup.app!.calls, before + 1, 'the same call again reached the app (nothing was served from the cache)');
     const err = await failure(unary(client, 'echo', Buffer.from('fail')));
     assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
     assert.equal(err.details, 'bad input: fail');
@@ -118,5 +137,40 @@ sites:
     });
     assert.ok(reply.equals(big));
     assert.deepEqual(headers?.get('content-encoding'), []);
+  });
+});
+
+describe('the access log of gRPC calls', () => {
+  const setup = new GrpcSetup();
+  const under = (prefix: string): Promise<TestClient> => setup.under(prefix);
+  after(() => setup.stop());
+
+  before(async () => {
+    await setup.start(
+      (port) => `
+log: { access: ./access.log, template: "$request_uri $status $grpc_status" }
+upstreams:
+  grpc: { servers: ["h2c://127.0.0.1:${port}"] }
+  down: { servers: ["h2c://127.0.0.1:1"] }
+sites:
+  - routes:
+      - { path: /deny/, access: [{ deny: all }], proxy: { upstream: grpc, strip_prefix: true } }
+      - { path: /down/, proxy: { upstream: down, strip_prefix: true } }
+      - { path: /, proxy: { upstream: grpc } }
+`,
+    );
+  });
+
+  test("the access log line of a call shows its grpc-status: the app's (in trailers), and Portico's own (Trailers-Only)", async () => {
+    await unary(await under(''), 'echo', Buffer.from('logged'));
+    await failure(unary(await under(''), 'echo', Buffer.from('fail')));
+    await failure(unary(await under('/deny'), 'echo', Buffer.from('x')));
+    await failure(unary(await under('/down'), 'echo', Buffer.from('x')));
+    const log = path.join(setup.portico.dir, 'access.log');
+    const lines = await eventually(() => {
+      const logged = readFileSync(log, 'utf8').split('\n').filter((l) => l !== '');
+      return logged.length >= 4 ? logged : undefined;
+    }, 'four calls in the access log');
+    assert.deepEqual(lines, ['/portico.Test/Echo 200 0', '/portico.Test/Echo 200 3', '/deny/portico.Test/Echo 403 7', '/down/portico.Test/Echo 502 14']);
   });
 });

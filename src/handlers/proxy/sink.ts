@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { RequestContext } from '../../http/context.js';
 import type { ReplayableBody, SpooledBody } from './body.js';
 import { isH2Response } from '../../http/context.js';
+import { grpcStatusIn } from '../../http/grpc.js';
 import { sendEarlyHints } from './interim.js';
 import { ResponseSpool, type SpoolLimits } from './response-spool.js';
 
@@ -121,6 +122,7 @@ export class ClientSink implements ResponseSink {
     if (this.#spool !== null) return this.#spool.end();
     const res = this.ctx.res;
     if (trailers !== undefined && trailers.length > 0) {
+      this.ctx.grpcStatus = grpcStatusIn(trailers);
       const fields = trailerFields(trailers);
       // No body: Node ends the stream with the HEADERS frame, where trailers cannot follow. The fields go in that
       // frame (gRPC's Trailers-Only answer); once the head is out, they are trailers.
@@ -135,6 +137,7 @@ export class ClientSink implements ResponseSink {
     const res = this.ctx.res;
     // A gRPC call's deadline passed after the answer's head: the call ends with its status, not broken.
     if ((err as { code?: string } | undefined)?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) {
+      this.ctx.grpcStatus = '4';
       res.addTrailers({ 'grpc-status': '4', 'grpc-message': 'deadline%20exceeded%20(Portico)' });
       return void res.end();
     }
