@@ -3,7 +3,7 @@
  * @grpc/grpc-js server on port 0, and a client of it through Portico's TLS listener.
  */
 import * as grpc from '@grpc/grpc-js';
-import { selfSignedCert } from './h2.js';
+import { selfSignedCert, type CertPair } from './h2.js';
 
 const raw = { requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
 
@@ -44,8 +44,11 @@ const healthService: grpc.ServiceDefinition = {
   check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, ...raw },
 };
 
-/** Starts a grpc-js app server on 127.0.0.1 (`port` 0: any) named `name` (its answers say it). */
-export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
+/**
+ * Starts a grpc-js app server on 127.0.0.1 (`port` 0: any) named `name` (its answers say it); with `tls`, over
+ * TLS with that certificate (ALPN h2), else in plain text (h2c).
+ */
+export async function startGrpcApp(name: string, port = 0, tls?: CertPair): Promise<GrpcApp> {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE });
   const waiters: Array<(call: grpc.ServerUnaryCall<Buffer, Buffer>) => void> = [];
   const app: GrpcApp = {
@@ -100,7 +103,11 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
     },
   });
   app.port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err))),
+    server.bindAsync(
+      `127.0.0.1:${port}`,
+      tls === undefined ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }]),
+      (err, bound) => (err === null ? resolve(bound) : reject(err)),
+    ),
   );
   return app;
 }

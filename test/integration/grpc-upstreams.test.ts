@@ -1,0 +1,179 @@
+/**
+ * gRPC app servers behind Portico beyond h2c: grpc-js servers over TLS (`https://` with `protocol: h2` and
+ * `auto`), a reload that moves an upstream to another server while a streaming call is in flight, and an app
+ * server lost in the middle of a call.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { after, before, describe, test } from 'node:test';
+import { parseConfig } from '../../src/server/config.js';
+import { grpcClient, startGrpcApp, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
+import { selfSignedCert, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { within } from '../helpers/within.js';
+
+describe('gRPC app servers over TLS', () => {
+  let app: GrpcApp;
+  let portico: RunningH2;
+  let client: TestClient;
+
+  before(async () => {
+    const pair = await selfSignedCert();
+    app = await startGrpcApp('tls', 0, pair);
+    portico = await startPorticoH2(
+      `
+upstreams:
+  h2: { servers: [{ url: "https://127.0.0.1:${app.port}", protocol: h2, tls: { ca: ./cert.pem, servername: localhost } }] }
+  auto: { servers: [{ url: "https://localhost:${app.port}", protocol: auto, tls: { ca: ./cert.pem } }] }
+sites:
+  - routes:
+      - { path: /portico.Test/Echo, proxy: { upstream: h2 } }
+      - { path: /, proxy: { upstream: auto } }
+`,
+    );
+    client = await grpcClient(portico.port);
+  });
+
+  after(async () => {
+    client?.close();
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  test('https:// with protocol h2 reaches a grpc-js TLS server: the answer and its trailers', async () => {
+    const { reply, trailers } = await unary(client, 'echo', Buffer.from('secure'));
+    assert.equal(reply.toString(), 'tls:secure');
+    assert.deepEqual(trailers.get('x-served-by'), ['tls']);
+  });
+
+  test('https:// with protocol auto picks h2 by ALPN with a grpc-js TLS server: a streaming call and a bidirectional one', async () => {
+    const messages: string[] = [];
+    for await (const message of client.count!(Buffer.from('3')) as AsyncIterable<Buffer>) messages.push(message.toString());
+    assert.deepEqual(messages, ['tls:0', 'tls:1', 'tls:2']);
+    const chat = client.chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
+    const heard = within('the chat answer', new Promise<string>((resolve) => chat.once('data', (d: Buffer) => resolve(d.toString()))));
+    chat.write(Buffer.from('hi'));
+    assert.equal(await heard, 'tls heard hi');
+    chat.end();
+    const status = await within('the chat to end', new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve)));
+    assert.equal(status.code, grpc.status.OK);
+  });
+});
+
+describe('a reload under a streaming gRPC call', () => {
+  let a: GrpcApp;
+  let b: GrpcApp;
+  let portico: RunningH2;
+  let client: TestClient;
+  const yaml = (port: number): string => `
+upstreams:
+  grpc: { servers: ["h2c://127.0.0.1:${port}"] }
+sites:
+  - routes: [{ path: /, proxy: { upstream: grpc } }]
+`;
+
+  before(async () => {
+    a = await startGrpcApp('a');
+    b = await startGrpcApp('b');
+    portico = await startPorticoH2(yaml(a.port));
+    client = await grpcClient(portico.port);
+  });
+
+  after(async () => {
+    client?.close();
+    await portico?.stop();
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  test('a reload that moves the upstream to another server: the call in flight goes on with its server and ends OK, new calls go to the new one', async () => {
+    const chat = client.chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
+    const ended = new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve));
+    const say = async (word: string): Promise<string> => {
+      const answer = within(`the answer to ${word}`, new Promise<string>((resolve) => chat.once('data', (d: Buffer) => resolve(d.toString()))));
+      chat.write(Buffer.from(word));
+      return answer;
+    };
+    assert.equal(await say('before'), 'a heard before');
+    const listen = `listen: [{ addr: "127.0.0.1:${portico.port}", tls: { cert: ./cert.pem, key: ./key.pem }, http2: true }]\nlog: { access: off }\n`;
+    await portico.server.reload(parseConfig(listen + yaml(b.port), path.join(portico.dir, 'portico.yaml'), portico.dir));
+    const { reply } = await unary(client, 'echo', Buffer.from('new'));
+    assert.equal(reply.toString(), 'b:new');
+    for (const word of ['during', 'after']) assert.equal(await say(word), `a heard ${word}`);
+    chat.end();
+    assert.equal((await within('the call in flight to end', ended)).code, grpc.status.OK);
+  });
+});
+
+/** One gRPC message frame (uncompressed). */
+function message(text: string): Buffer {
+  const body = Buffer.from(text);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+describe('an app server lost in the middle of a call', () => {
+  let app: http2.Http2Server;
+  let portico: RunningH2;
+  let client: TestClient;
+
+  before(async () => {
+    // A gRPC app of node:http2: the answer's head and one message, then, by the request's message, its connection
+    // is lost (the session destroyed, as a crash; or GOAWAY CANCEL, as grpc-js's forceShutdown) or it goes quiet.
+    app = http2.createServer();
+    app.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      stream.session?.on('error', () => undefined);
+      let how = '';
+      stream.on('data', (chunk: Buffer) => (how += chunk.subarray(5).toString()));
+      stream.on('end', () => {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+        stream.write(message('first'), () => {
+          if (how === 'crash') stream.session?.destroy();
+          else if (how === 'goaway') stream.session?.destroy(undefined, http2.constants.NGHTTP2_CANCEL);
+        });
+      });
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const port = (app.address() as { port: number }).port;
+    portico = await startPorticoH2(`
+upstreams:
+  fake: { servers: ["h2c://127.0.0.1:${port}"], timeouts: { read: 300ms } }
+sites:
+  - routes: [{ path: /, proxy: { upstream: fake } }]
+`);
+    client = await grpcClient(portico.port);
+  });
+
+  after(async () => {
+    client?.close();
+    await portico?.stop();
+    await new Promise((resolve) => app?.close(resolve));
+  });
+
+  /** A server-streaming call: the messages it got and the status it ended with. */
+  const streamed = async (how: string): Promise<{ messages: string[]; status: grpc.StatusObject }> => {
+    const messages: string[] = [];
+    const call = client.count!(Buffer.from(how)) as unknown as grpc.ClientReadableStream<Buffer>;
+    call.on('data', (d: Buffer) => messages.push(d.toString()));
+    call.on('error', () => undefined);
+    const status = await within('the call to end', new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve)));
+    return { messages, status };
+  };
+
+  for (const how of ['crash', 'goaway']) {
+    test(`a connection lost after the answer began (${how}) ends the call UNAVAILABLE (as a lost connection to the app would), never CANCELLED`, async () => {
+      const { messages, status } = await streamed(how);
+      assert.deepEqual(messages, ['first']);
+      assert.equal(status.code, grpc.status.UNAVAILABLE, status.details);
+      assert.match(status.details, /\(Portico\)/);
+    });
+  }
+
+  test('an app that goes quiet after the answer began ends the call at timeouts.read with DEADLINE_EXCEEDED, not a bare reset', async () => {
+    const { messages, status } = await streamed('quiet');
+    assert.deepEqual(messages, ['first']);
+    assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED, status.details);
+  });
+});
