@@ -91,6 +91,8 @@ export function responseComplete(res: ClientResponse): boolean {
 /** Where a request's outcome is counted (a route's traffic figures: see metrics/traffic.ts). */
 export interface TrafficRecorder {
   record(status: number, ms: number): void;
+  /** A gRPC call that ended with this `grpc-status` (a route's recorder counts them). */
+  recordGrpc?(status: string): void;
 }
 
 /** Per-request state shared by the handlers of one chain. */

@@ -30,6 +30,12 @@ export function isGrpc(headers: IncomingHttpHeaders): boolean {
   return type !== undefined && GRPC.test(type);
 }
 
+/** Whether a request is a gRPC or a gRPC-Web call (its content-type), for the counts by grpc-status. */
+export function isGrpcCall(headers: IncomingHttpHeaders): boolean {
+  const type = headers['content-type'];
+  return type !== undefined && (GRPC.test(type) || GRPC_WEB.test(type));
+}
+
 /**
  * The gRPC status for one of Portico's HTTP statuses: the gRPC project's HTTP-to-gRPC mapping, but a gateway
  * timeout is DEADLINE_EXCEEDED (Portico gave up waiting, as Envoy says) and a too-large body RESOURCE_EXHAUSTED.

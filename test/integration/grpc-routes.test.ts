@@ -140,7 +140,7 @@ sites:
   });
 });
 
-describe('the access log of gRPC calls', () => {
+describe('the access log, metrics and status of gRPC calls', () => {
   const setup = new GrpcSetup();
   const under = (prefix: string): Promise<TestClient> => setup.under(prefix);
   after(() => setup.stop());
@@ -149,6 +149,7 @@ describe('the access log of gRPC calls', () => {
     await setup.start(
       (port) => `
 log: { access: ./access.log, template: "$request_uri $status $grpc_status" }
+admin: {}
 upstreams:
   grpc: { servers: ["h2c://127.0.0.1:${port}"] }
   down: { servers: ["h2c://127.0.0.1:1"] }
@@ -172,5 +173,20 @@ sites:
       return logged.length >= 4 ? logged : undefined;
     }, 'four calls in the access log');
     assert.deepEqual(lines, ['/portico.Test/Echo 200 0', '/portico.Test/Echo 200 3', '/deny/portico.Test/Echo 403 7', '/down/portico.Test/Echo 502 14']);
+  });
+
+  test('metrics and the status report count the calls of each route by grpc-status, and show the h2c servers with their connections', async () => {
+    const report = await eventually(async () => {
+      const r = await setup.portico.server.statusReport();
+      return r.routes.some((route) => route.id === '*/down/' && route.requests > 0) ? r : undefined;
+    }, 'the calls counted');
+    const grpc = Object.fromEntries(report.routes.filter((route) => route.grpc !== undefined).map((route) => [route.id, route.grpc]));
+    assert.deepEqual(grpc, { '*/deny/': { '7': 1 }, '*/down/': { '14': 1 }, '*/': { '0': 1, '3': 1 } });
+    const servers = Object.fromEntries(report.upstreams.map((u) => [u.name, u.servers.map((s) => [s.protocol, s.http2?.connections])]));
+    assert.deepEqual(servers, { grpc: [['h2c', 1]], down: [['h2c', 0]] });
+    const text = (await setup.portico.server.metricsText()).body;
+    for (const line of ['portico_grpc_requests_total{route="*/",grpc_status="0"} 1', 'portico_grpc_requests_total{route="*/",grpc_status="3"} 1', 'portico_grpc_requests_total{route="*/deny/",grpc_status="7"} 1', 'portico_grpc_requests_total{route="*/down/",grpc_status="14"} 1']) {
+      assert.ok(text.includes(line), `${line} in:\n${text.split('\n').filter((l) => l.includes('grpc')).join('\n')}`);
+    }
   });
 });

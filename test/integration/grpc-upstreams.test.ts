@@ -23,6 +23,7 @@ describe('gRPC app servers over TLS', () => {
     app = await startGrpcApp('tls', 0, pair);
     portico = await startPorticoH2(
       `
+admin: {}
 upstreams:
   h2: { servers: [{ url: "https://127.0.0.1:${app.port}", protocol: h2, tls: { ca: ./cert.pem, servername: localhost } }] }
   auto: { servers: [{ url: "https://localhost:${app.port}", protocol: auto, tls: { ca: ./cert.pem } }] }
@@ -58,6 +59,12 @@ sites:
     chat.end();
     const status = await within('the chat to end', new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve)));
     assert.equal(status.code, grpc.status.OK);
+  });
+
+  test('the status report says how each server is spoken to: h2, and auto with what ALPN chose', async () => {
+    const report = await portico.server.statusReport();
+    const protocols = Object.fromEntries(report.upstreams.map((u) => [u.name, u.servers.map((s) => s.protocol)]));
+    assert.deepEqual(protocols, { h2: ['h2'], auto: ['auto: h2'] });
   });
 });
 
