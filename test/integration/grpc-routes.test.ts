@@ -68,6 +68,7 @@ sites:
         basic_auth: { realm: R, users: [{ user: alice, hash: "${ALICE}" }] }
         proxy: { upstream: grpc, strip_prefix: true }
       - { path: /deny/, access: [{ deny: all }], proxy: { upstream: grpc, strip_prefix: true } }
+      - { path: /small/, max_body_size: 2KB, proxy: { upstream: grpc, strip_prefix: true } }
       - { path: /gz/, compress: { breach_safe: true, min_size: 1, types: ["application/*"] }, proxy: { upstream: grpc, strip_prefix: true } }
       - { path: /, proxy: { upstream: grpc } }
 `,
@@ -123,6 +124,21 @@ sites:
     const err = await failure(unary(client, 'echo', Buffer.from('x')));
     assert.equal(err.code, grpc.status.PERMISSION_DENIED);
     assert.equal(err.details, '403 Forbidden (Portico)');
+  });
+
+  test('a client-streaming call past max_body_size gets RESOURCE_EXHAUSTED (8), and Portico goes on serving', async () => {
+    const client = await under('/small');
+    const err = await failure(
+      new Promise<Buffer>((resolve, reject) => {
+        const call = (client.sum as unknown as (cb: (e: grpc.ServiceError | null, r?: Buffer) => void) => grpc.ClientWritableStream<Buffer>)((e, r) => (e === null ? resolve(r!) : reject(e)));
+        for (let i = 0; i < 10; i++) call.write(Buffer.alloc(1000, i));
+        call.end();
+      }),
+    );
+    assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED, err.details);
+    assert.equal(err.details, '413 Content Too Large (Portico)');
+    const { reply } = await unary(client, 'echo', Buffer.from('still'));
+    assert.equal(reply.toString(), 'app:still');
   });
 
   test('compress never encodes a gRPC answer, even for a client that accepts gzip: the large message arrives whole', async () => {
