@@ -10,6 +10,7 @@
 import { constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { METHODS } from 'node:http';
 import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
+import { isGrpc } from '../http/grpc.js';
 
 /** The methods Node's HTTP/1 parser knows (RFC 9110's, WebDAV's, QUERY and the like). */
 const KNOWN_METHODS: ReadonlySet<string> = new Set(METHODS);
@@ -40,11 +41,13 @@ export function serveH2(server: Http2Server | Http2SecureServer, target: H2Targe
 /**
  * request_timeout for one HTTP/2 request whose body is still to come (HTTP/1's is Node's `requestTimeout`): a
  * stream whose request has not fully arrived `timeoutMs` after its head is reset (RST_STREAM CANCEL); the session
- * and its other streams go on. A request without a body (END_STREAM on its head, every GET) costs no timer.
+ * and its other streams go on. A request without a body (END_STREAM on its head, every GET) costs no timer, nor
+ * does a gRPC call: a streaming call's requests last as long as the call (a bidirectional one's follow its
+ * answers), and neither nginx nor Envoy bounds them in total; its deadline and the upstream's read timeout do.
  */
 export function limitRequestTime(req: ClientRequest, res: ClientResponse, timeoutMs: number): void {
   const stream = (req as Http2ServerRequest).stream;
-  if (timeoutMs <= 0 || stream === undefined || stream.endAfterHeaders || req.complete) return;
+  if (timeoutMs <= 0 || stream === undefined || stream.endAfterHeaders || req.complete || isGrpc(req.headers)) return;
   const timer = setTimeout(() => {
     if (!req.complete && !stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
   }, timeoutMs);

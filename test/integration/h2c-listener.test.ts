@@ -146,6 +146,43 @@ sites:
   });
 });
 
+describe('request_timeout and gRPC streams', () => {
+  // Other requests whose body takes longer are still reset at request_timeout: tls-limits.test.ts.
+  test("a bidirectional gRPC call lasts past the listener's request_timeout (its requests follow its answers)", async () => {
+    const app = await startGrpcApp('app');
+    const portico = await startPortico(`
+listen: [{ addr: "127.0.0.1:0", http2: true, request_timeout: 600ms }]
+upstreams:
+  grpc: { servers: ["h2c://127.0.0.1:${app.port}"] }
+sites:
+  - routes:
+      - { path: /, proxy: { upstream: grpc } }
+`);
+    const Client = grpc.makeGenericClientConstructor(testService, 'Test');
+    const client = new Client(`127.0.0.1:${portico.port}`, grpc.credentials.createInsecure()) as unknown as TestClient;
+    try {
+      const chat = client.chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
+      const ended = new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve));
+      chat.on('error', () => undefined);
+      const started = Date.now();
+      // One message after each answer, until the call is well past request_timeout.
+      for (let i = 0; Date.now() - started < 1200 && i < 100; i++) {
+        const answer = within('an answer', new Promise<string>((resolve) => chat.once('data', (d: Buffer) => resolve(d.toString()))));
+        chat.write(Buffer.from(`m${i}`));
+        assert.equal(await answer, `app heard m${i}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      chat.end();
+      assert.equal((await within('the call to end', ended)).code, grpc.status.OK);
+      assert.ok(Date.now() - started > 1000, 'the call lasted past request_timeout');
+    } finally {
+      client.close();
+      await portico.stop();
+      await app.stop();
+    }
+  });
+});
+
 describe('h2c behind the PROXY protocol', () => {
   test("a PROXY header, then HTTP/2's preface: the connection speaks HTTP/2 with the PROXY header's client address", async () => {
     const portico = await startPortico(`
