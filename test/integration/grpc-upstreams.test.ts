@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
 import { grpcClient, startGrpcApp, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
-import { selfSignedCert, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { connectH2, h2Request, selfSignedCert, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
 
 describe('gRPC app servers over TLS', () => {
@@ -177,6 +177,21 @@ sites:
       assert.match(status.details, /\(Portico\)/);
     });
   }
+
+  test('a gRPC-Web call whose app is lost after the answer began gets a trailers frame with grpc-status 14, not a cut body', async () => {
+    const session = await connectH2(portico.origin);
+    try {
+      const answer = await h2Request(session, { ':method': 'POST', ':path': '/portico.Test/Count', 'content-type': 'application/grpc-web+proto' }, message('crash'));
+      const body = answer.body;
+      // The message, then the trailers frame (flag 0x80).
+      const first = body.readUInt32BE(1);
+      assert.equal(body.subarray(5, 5 + first).toString(), 'first');
+      assert.equal(body[5 + first], 0x80);
+      assert.match(body.subarray(5 + first + 5).toString(), /grpc-status:14\r\n/);
+    } finally {
+      session.close();
+    }
+  });
 
   test('an app that goes quiet after the answer began ends the call at timeouts.read with DEADLINE_EXCEEDED, not a bare reset', async () => {
     const { messages, status } = await streamed('quiet');

@@ -67,6 +67,15 @@ export class GrpcWebSink extends ClientSink {
     return super.data(this.kind === 'text' ? Buffer.from(chunk.toString('base64'), 'latin1') : chunk);
   }
 
+  protected override grpcCall(): boolean {
+    return true;
+  }
+
+  /** Portico's status after the answer began: in the trailers frame, where a gRPC-Web client reads it. */
+  protected override endGrpc(status: string, message: string): void {
+    this.end(['grpc-status', status, 'grpc-message', encodeURIComponent(message)]);
+  }
+
   override end(trailers?: readonly string[]): void {
     if (trailers !== undefined && trailers.length > 0) {
       this.ctx.grpcStatus = grpcStatusIn(trailers);

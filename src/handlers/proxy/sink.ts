@@ -137,21 +137,26 @@ export class ClientSink implements ResponseSink {
     const res = this.ctx.res;
     const failure = err as { code?: string; rstCode?: number } | undefined;
     // A gRPC call's deadline passed after the answer's head: the call ends with its status, not broken.
-    if (failure?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) return this.#endGrpc('4', 'deadline exceeded (Portico)');
+    if (failure?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) return this.endGrpc('4', 'deadline exceeded (Portico)');
     // An HTTP/2 app's stream reset goes on to an HTTP/2 client with its code (gRPC reads CANCEL as CANCELLED).
     const code = failure?.rstCode;
     if (code !== undefined && code !== 0 && isH2Response(res) && !res.stream.closed) return void res.stream.close(code);
     // A gRPC call whose app was lost, or went quiet past timeouts.read, after the head: the status a client reads
     // (as Portico's own error before the head would be), where a bare reset would read as INTERNAL or CANCELLED.
-    if (!res.writableEnded && !res.destroyed && isGrpc(this.ctx.req.headers)) {
+    if (!res.writableEnded && !res.destroyed && this.grpcCall()) {
       const timeout = failure?.code === 'UND_ERR_BODY_TIMEOUT' || failure?.code === 'UND_ERR_HEADERS_TIMEOUT';
-      return timeout ? this.#endGrpc(String(grpcStatusOf(504)), '504 Gateway Timeout (Portico)') : this.#endGrpc(String(grpcStatusOf(502)), '502 Bad Gateway (Portico)');
+      return timeout ? this.endGrpc(String(grpcStatusOf(504)), '504 Gateway Timeout (Portico)') : this.endGrpc(String(grpcStatusOf(502)), '502 Bad Gateway (Portico)');
     }
     res.destroy();
   }
 
-  /** Ends a gRPC call whose answer began with Portico's status in its trailers. */
-  #endGrpc(status: string, message: string): void {
+  /** Whether this is a gRPC call's answer (its status then goes in its trailers). */
+  protected grpcCall(): boolean {
+    return isGrpc(this.ctx.req.headers);
+  }
+
+  /** Ends a gRPC call whose answer began with Portico's status, in its trailers. */
+  protected endGrpc(status: string, message: string): void {
     this.ctx.grpcStatus = status;
     this.ctx.res.addTrailers({ 'grpc-status': status, 'grpc-message': encodeURIComponent(message) });
     this.ctx.res.end();
