@@ -4,12 +4,16 @@
  * server lost in the middle of a call.
  */
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
-import { grpcClient, startGrpcApp, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
+import { Portico } from '../../src/server/portico.js';
+import { capturingLogger } from '../helpers/pebble.js';
+import { makeTree } from '../helpers/portico.js';
+import { grpcClient, startGrpcApp, testService, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { connectH2, h2Request, selfSignedCert, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
 
@@ -197,5 +201,32 @@ sites:
     const { messages, status } = await streamed('quiet');
     assert.deepEqual(messages, ['first']);
     assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED, status.details);
+  });
+});
+
+describe('a gRPC app written as an HTTP/1.1 server', () => {
+  test('the call gets UNAVAILABLE and the failure line says to write the server h2c:// (or protocol: h2)', async () => {
+    const app = await startGrpcApp('app');
+    const dir = makeTree();
+    const log = capturingLogger();
+    const yaml = `listen: [{ addr: "127.0.0.1:0", http2: true }]\nlog: { access: off }\nupstreams:\n  grpc: { servers: ["http://127.0.0.1:${app.port}"], retries: 0 }\nsites:\n  - routes: [{ path: /, proxy: { upstream: grpc } }]\n`;
+    const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), log.logger);
+    await server.start();
+    const Client = grpc.makeGenericClientConstructor(testService, 'Test');
+    const client = new Client(`127.0.0.1:${server.addresses[0]!.port}`, grpc.credentials.createInsecure()) as unknown as TestClient;
+    try {
+      const err = (await unary(client, 'echo', Buffer.from('x')).then(
+        () => assert.fail('the call succeeded'),
+        (e: unknown) => e,
+      )) as grpc.ServiceError;
+      assert.equal(err.code, grpc.status.UNAVAILABLE);
+      const [line] = await within('the failure logged', log.waitFor('upstream attempt failed'));
+      assert.match(String(line!.hint), /gRPC needs an HTTP\/2 server: write it h2c:\/\/host:port/);
+    } finally {
+      client.close();
+      await server.stop(100);
+      await app.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
