@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
+import { parseConfig } from '../../src/server/config.js';
 import { ERROR, FRAME, getFields, RawH2 } from '../helpers/h2-frames.js';
 import { MAX_MESSAGE, startGrpcApp, testService, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
@@ -214,6 +216,37 @@ sites:
       assert.equal(head.location, 'http://a.example/203.0.113.7');
     } finally {
       session.close();
+      await portico.stop();
+    }
+  });
+});
+
+describe('a reload that turns http2 on and off on a plain listener', () => {
+  test('new connections follow the reloaded setting; an HTTP/2 session opened before turning it off serves on', async () => {
+    const yaml = (http2: boolean): string => `listen: [{ addr: "127.0.0.1:PORT", http2: ${http2} }]\nlog: { access: off }\nsites:\n  - routes: [{ path: /, respond: { body: "ok" } }]\n`;
+    const portico = await startPortico(yaml(false).replace('PORT', '0'));
+    const reload = (http2: boolean) => portico.server.reload(parseConfig(yaml(http2).replace('PORT', String(portico.port)), path.join(portico.dir, 'portico.yaml'), portico.dir));
+    try {
+      const refused = await RawH2.openCleartext(portico.port);
+      assert.ok(await refused.until(() => refused.goaway !== undefined), 'HTTP/2 refused before');
+      refused.close();
+      await reload(true);
+      assert.equal((await h2cGet(portico.port, '/')).body, 'ok');
+      const session = http2.connect(`http://127.0.0.1:${portico.port}`);
+      session.on('error', () => undefined);
+      await within('the session', new Promise((resolve) => session.once('remoteSettings', resolve)));
+      await reload(false);
+      const stream = session.request({ ':path': '/' });
+      let body = '';
+      stream.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      await within('the answer on the open session', new Promise((resolve) => stream.once('end', resolve)));
+      assert.equal(body, 'ok');
+      session.close();
+      const again = await RawH2.openCleartext(portico.port);
+      assert.ok(await again.until(() => again.goaway !== undefined), 'HTTP/2 refused again on a new connection');
+      again.close();
+      assert.equal((await http1Get(portico.port, '/')).body, 'ok');
+    } finally {
       await portico.stop();
     }
   });
