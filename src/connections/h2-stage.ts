@@ -44,6 +44,8 @@ export class H2Stage {
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   /** send_timeout for HTTP/2 streams and sessions, and disconnects Node's session does not notice. */
   readonly #stalls: H2StallWatch;
+  /** Set by `close`: a session made after it (a connection that chose HTTP/2 late) is closed at once (GOAWAY). */
+  #closing = false;
 
   constructor(config: ListenerConfig, target: H2Target, logger: Logger) {
     this.#stalls = new H2StallWatch(config.send_timeout, (what, session, streams) =>
@@ -66,6 +68,7 @@ export class H2Stage {
       this.#sessions.add(session);
       session.once('close', () => this.#sessions.delete(session));
       this.#stalls.watch(session);
+      if (this.#closing) session.close();
     });
     h2.on('sessionError', (err: Error) => logger.debug({ err }, 'http2 session error'));
     // Requests (after the read that carried them: see h2RequestHandler), expectations, session guards.
@@ -87,6 +90,7 @@ export class H2Stage {
 
   /** Shutdown: each session finishes its streams and closes (GOAWAY); new streams are refused. */
   close(): Promise<void> {
+    this.#closing = true;
     const sessions = [...this.#sessions].map((session) => new Promise<void>((resolve) => {
       session.once('close', () => resolve());
       session.close();

@@ -130,6 +130,8 @@ class Listener {
   secure: SecureStage | undefined;
   /** HTTP/2 by prior knowledge on a plain listener (h2c): made when it first has `http2` on; kept for its sessions. */
   #cleartext: H2Stage | undefined;
+  /** Plain connections whose first bytes have not yet said HTTP/1.1 or HTTP/2 (closed at once by a close). */
+  readonly #undecided = new Set<Socket>();
   /** The accepted sockets, cut when the grace period of a close is over (and counted by `open`). */
   readonly #sockets = new Set<Socket>();
 
@@ -334,7 +336,14 @@ class Listener {
     if (config.tls !== undefined) return this.secure!.accept(socket);
     if (config.http2 === false) return this.#http1(socket);
     const cleartext = (this.#cleartext ??= this.#cleartextStage(config));
-    whenPrefaceKnown(socket, config.header_timeout > 0 ? config.header_timeout : 30_000, (h2) => (h2 ? cleartext.accept(socket) : this.#http1(socket)));
+    const undecided = this.#undecided;
+    undecided.add(socket);
+    socket.once('close', () => undecided.delete(socket));
+    whenPrefaceKnown(socket, config.header_timeout > 0 ? config.header_timeout : 30_000, (h2) => {
+      undecided.delete(socket);
+      if (h2) cleartext.accept(socket);
+      else this.#http1(socket);
+    });
   }
 
   #http1(socket: Socket): void {
@@ -439,6 +448,8 @@ class Listener {
     // The HTTP server listens on nothing: closing it stops its timeout checks and closes its idle connections
     // (lingering, that waits for the end).
     if (!lingerIdle) this.server.close();
+    // Like an idle HTTP/1.1 connection: nothing asked, nothing lost (lingering, it is told on its first request).
+    if (!lingerIdle) for (const socket of this.#undecided) socket.destroy();
     const sessions = this.secure?.close();
     const cleartext = this.#cleartext?.close();
     // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.

@@ -253,6 +253,24 @@ describe('a reload that turns http2 on and off on a plain listener', () => {
 });
 
 describe('stopping a plain listener with HTTP/2 sessions', () => {
+  test('a connection that has sent nothing yet is closed at once by a graceful stop, as an idle HTTP/1.1 one is', async () => {
+    const portico = await startPortico(`
+listen: [{ addr: "127.0.0.1:0", http2: true }]
+sites:
+  - routes: [{ path: /, respond: { body: "ok" } }]
+`);
+    const socket = net.connect({ host: '127.0.0.1', port: portico.port });
+    socket.on('error', () => undefined);
+    await within('the connection', new Promise((resolve) => socket.once('connect', resolve)));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    const started = Date.now();
+    // A grace period far longer than the test: only closing the silent connection at once ends the stop early.
+    await within('the stop', portico.server.stop(20_000), 5000);
+    await within('the silent connection to close', closed);
+    assert.ok(Date.now() - started < 3000, `stopped after ${Date.now() - started} ms`);
+    await portico.stop();
+  });
+
   test('an open h2c session gets GOAWAY and the stop completes (nothing left behind)', async () => {
     const portico = await startPortico(`
 listen: [{ addr: "127.0.0.1:0", http2: true }]
