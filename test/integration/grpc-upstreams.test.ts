@@ -230,3 +230,78 @@ describe('a gRPC app written as an HTTP/1.1 server', () => {
     }
   });
 });
+
+describe('a gRPC client that cancels many calls', () => {
+  let app: GrpcApp;
+  let portico: RunningH2;
+  let client: TestClient;
+
+  before(async () => {
+    app = await startGrpcApp('app');
+    portico = await startPorticoH2(`
+upstreams:
+  grpc: { servers: ["h2c://127.0.0.1:${app.port}"] }
+sites:
+  - routes: [{ path: /, proxy: { upstream: grpc } }]
+`);
+    client = await grpcClient(portico.port);
+  });
+
+  after(async () => {
+    client?.close();
+    await portico?.stop();
+    await app?.stop();
+  });
+
+  /**
+   * `n` calls to Hang (the app never answers), each cancelled by the client `afterMs` after it reached the app, and
+   * beside each, `answered` calls to Echo.
+   */
+  const cancelled = async (n: number, afterMs: number, answered = 0): Promise<void> => {
+    await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const echoes = Array.from({ length: answered }, (_, j) => unary(client, 'echo', Buffer.from(`n${i}.${j}`)));
+        const arrived = app.nextHang();
+        const outcome = new Promise<grpc.ServiceError>((resolve) => {
+          const call = (client.hang as unknown as (r: Buffer, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall)(Buffer.from('x'), (e) => resolve(e!));
+          void arrived.then(() => setTimeout(() => call.cancel(), afterMs));
+        });
+        assert.equal((await within('the cancelled call', outcome, 10_000)).code, grpc.status.CANCELLED);
+        await Promise.all(echoes);
+      }),
+    );
+  };
+
+  /** A bidirectional call held open across what the test does; `check` says it still answers and ends OK. */
+  const heldChat = (): { check: () => Promise<void> } => {
+    const chat = client.chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
+    const ended = new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve));
+    chat.on('error', () => undefined);
+    const say = (word: string): Promise<string> => {
+      const answer = within(`the answer to ${word}`, new Promise<string>((resolve) => chat.once('data', (d: Buffer) => resolve(d.toString()))));
+      chat.write(Buffer.from(word));
+      return answer;
+    };
+    const first = say('before');
+    return {
+      async check() {
+        assert.equal(await first, 'app heard before');
+        assert.equal(await say('after'), 'app heard after');
+        chat.end();
+        assert.equal((await within('the chat to end', ended)).code, grpc.status.OK);
+      },
+    };
+  };
+
+  test('150 calls cancelled amid 300 answered ones: the connection and the call held open on it go on (rapid-reset guard: most streams must be early resets)', async () => {
+    const chat = heldChat();
+    await cancelled(150, 20, 2);
+    await chat.check();
+  });
+
+  test('150 calls cancelled after a second or more (subscriptions given up): never counted as rapid resets', async () => {
+    const chat = heldChat();
+    await cancelled(150, 1100);
+    await chat.check();
+  });
+});
