@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
 import { grpcClient, startGrpcApp, testServiceUnder, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
-import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { connectH2, h2Request, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { eventually } from '../helpers/supervise.js';
 
 /** bcrypt of "secret" (cost 4: fast in tests). */
@@ -204,5 +204,37 @@ sites:
     for (const line of ['portico_grpc_requests_total{route="*/",grpc_status="0"} 1', 'portico_grpc_requests_total{route="*/",grpc_status="3"} 1', 'portico_grpc_requests_total{route="*/deny/",grpc_status="7"} 1', 'portico_grpc_requests_total{route="*/down/",grpc_status="14"} 1']) {
       assert.ok(text.includes(line), `${line} in:\n${text.split('\n').filter((l) => l.includes('grpc')).join('\n')}`);
     }
+  });
+});
+
+describe('the JSON access log of gRPC calls', () => {
+  const setup = new GrpcSetup();
+  after(() => setup.stop());
+
+  test('a call\'s line has grpc_status; a line of another request has none', async () => {
+    await setup.start(
+      (port) => `
+log: { access: ./access.log, format: json }
+upstreams:
+  grpc: { servers: ["h2c://127.0.0.1:${port}"] }
+sites:
+  - routes:
+      - { path: /hello, respond: { body: "hi" } }
+      - { path: /, proxy: { upstream: grpc } }
+`,
+    );
+    await failure(unary(await setup.under(''), 'echo', Buffer.from('fail')));
+    const session = await connectH2(setup.portico.origin);
+    try {
+      await h2Request(session, { ':path': '/hello' });
+    } finally {
+      session.close();
+    }
+    const log = path.join(setup.portico.dir, 'access.log');
+    const lines = await eventually(() => {
+      const parsed = readFileSync(log, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+      return parsed.length >= 2 ? parsed : undefined;
+    }, 'two lines in the access log');
+    assert.deepEqual(lines.map((l) => [l.uri, l.grpc_status]), [['/portico.Test/Echo', '3'], ['/hello', undefined]]);
   });
 });
