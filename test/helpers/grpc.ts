@@ -3,7 +3,7 @@
  * @grpc/grpc-js server on port 0, and a client of it through Portico's TLS listener.
  */
 import * as grpc from '@grpc/grpc-js';
-import { selfSignedCert, type CertPair } from './h2.js';
+import { selfSignedCert, startPorticoH2, type CertPair, type RunningH2 } from './h2.js';
 
 const raw = { requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
 
@@ -71,6 +71,9 @@ export async function startGrpcApp(name: string, port = 0, tls?: CertPair): Prom
       trailer.set('x-served-by', name);
       const deadline = call.getDeadline();
       const reply = text === 'deadline' ? Buffer.from(String((deadline instanceof Date ? deadline.getTime() : deadline) - Date.now())) : text === '' ? call.request : Buffer.from(`${name}:${text}`);
+      // `slow:MS`: the answer (and with it the head: grpc-js sends both at once) after MS milliseconds.
+      const slow = /^slow:(\d+)$/.exec(text);
+      if (slow !== null) return void setTimeout(() => callback(null, reply, trailer), Number(slow[1]));
       callback(null, reply, trailer);
     },
     count(call: grpc.ServerWritableStream<Buffer, Buffer>) {
@@ -144,4 +147,31 @@ export function unary(client: TestClient, method: string, request: Buffer, optio
     );
     call.on('status', (status: grpc.StatusObject) => (trailers = status.metadata));
   });
+}
+
+/** One app server, Portico in front of it, and the clients a test made (closed by `stop`). */
+export class GrpcSetup {
+  app: GrpcApp | undefined;
+  portico!: RunningH2;
+  readonly #clients: TestClient[] = [];
+
+  /** Starts the app, then Portico from the YAML `config` makes of the app's port. */
+  async start(config: (port: number) => string): Promise<void> {
+    this.app = await startGrpcApp('app');
+    this.portico = await startPorticoH2(config(this.app.port));
+  }
+
+  /** A client whose calls go under `prefix`. */
+  async under(prefix: string): Promise<TestClient> {
+    const client = await grpcClient(this.portico.port, {}, testServiceUnder(prefix));
+    this.#clients.push(client);
+    return client;
+  }
+
+  /** Closes the clients, then stops Portico and the app. */
+  async stop(): Promise<void> {
+    for (const client of this.#clients) client.close();
+    await this.portico?.stop();
+    await this.app?.stop();
+  }
 }

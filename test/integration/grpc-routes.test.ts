@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { after, before, describe, test } from 'node:test';
-import { grpcClient, startGrpcApp, testServiceUnder, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
+import { GrpcSetup, unary, type TestClient } from '../helpers/grpc.js';
 import { connectH2, h2Request, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { eventually } from '../helpers/supervise.js';
 
@@ -21,32 +21,6 @@ async function failure(call: Promise<unknown>): Promise<grpc.ServiceError> {
     () => assert.fail('the call succeeded'),
     (e: unknown) => e,
   )) as grpc.ServiceError;
-}
-
-/** One app server, Portico in front of it, and the clients a test made (closed by `stop`). */
-class GrpcSetup {
-  app: GrpcApp | undefined;
-  portico!: RunningH2;
-  readonly #clients: TestClient[] = [];
-
-  /** Starts the app, then Portico from the YAML `config` makes of the app's port. */
-  async start(config: (port: number) => string): Promise<void> {
-    this.app = await startGrpcApp('app');
-    this.portico = await startPorticoH2(config(this.app.port));
-  }
-
-  /** A client whose calls go under `prefix`. */
-  async under(prefix: string): Promise<TestClient> {
-    const client = await grpcClient(this.portico.port, {}, testServiceUnder(prefix));
-    this.#clients.push(client);
-    return client;
-  }
-
-  async stop(): Promise<void> {
-    for (const client of this.#clients) client.close();
-    await this.portico?.stop();
-    await this.app?.stop();
-  }
 }
 
 describe('gRPC through routes with cache, limits, auth and compression', () => {

@@ -13,7 +13,7 @@ import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { makeTree } from '../helpers/portico.js';
-import { grpcClient, startGrpcApp, testService, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
+import { grpcClient, GrpcSetup, startGrpcApp, testService, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { connectH2, h2Request, selfSignedCert, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
 
@@ -231,27 +231,20 @@ describe('a gRPC app written as an HTTP/1.1 server', () => {
   });
 });
 
-describe('a gRPC client that cancels many calls', () => {
-  let app: GrpcApp;
-  let portico: RunningH2;
+/** One app server behind Portico (an h2c upstream with `upstreamFields`), and a client: set up for a describe. */
+function oneApp(upstreamFields = ''): { app: () => GrpcApp; client: () => TestClient } {
+  const setup = new GrpcSetup();
   let client: TestClient;
-
   before(async () => {
-    app = await startGrpcApp('app');
-    portico = await startPorticoH2(`
-upstreams:
-  grpc: { servers: ["h2c://127.0.0.1:${app.port}"] }
-sites:
-  - routes: [{ path: /, proxy: { upstream: grpc } }]
-`);
-    client = await grpcClient(portico.port);
+    await setup.start((port) => `upstreams:\n  grpc: { servers: ["h2c://127.0.0.1:${port}"]${upstreamFields} }\nsites:\n  - routes: [{ path: /, proxy: { upstream: grpc } }]\n`);
+    client = await setup.under('');
   });
+  after(() => setup.stop());
+  return { app: () => setup.app!, client: () => client };
+}
 
-  after(async () => {
-    client?.close();
-    await portico?.stop();
-    await app?.stop();
-  });
+describe('a gRPC client that cancels many calls', () => {
+  const { app: theApp, client: theClient } = oneApp();
 
   /**
    * `n` calls to Hang (the app never answers), each cancelled by the client `afterMs` after it reached the app, and
@@ -260,10 +253,10 @@ sites:
   const cancelled = async (n: number, afterMs: number, answered = 0): Promise<void> => {
     await Promise.all(
       Array.from({ length: n }, async (_, i) => {
-        const echoes = Array.from({ length: answered }, (_, j) => unary(client, 'echo', Buffer.from(`n${i}.${j}`)));
-        const arrived = app.nextHang();
+        const echoes = Array.from({ length: answered }, (_, j) => unary(theClient(), 'echo', Buffer.from(`n${i}.${j}`)));
+        const arrived = theApp().nextHang();
         const outcome = new Promise<grpc.ServiceError>((resolve) => {
-          const call = (client.hang as unknown as (r: Buffer, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall)(Buffer.from('x'), (e) => resolve(e!));
+          const call = (theClient().hang as unknown as (r: Buffer, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall)(Buffer.from('x'), (e) => resolve(e!));
           void arrived.then(() => setTimeout(() => call.cancel(), afterMs));
         });
         assert.equal((await within('the cancelled call', outcome, 10_000)).code, grpc.status.CANCELLED);
@@ -274,7 +267,7 @@ sites:
 
   /** A bidirectional call held open across what the test does; `check` says it still answers and ends OK. */
   const heldChat = (): { check: () => Promise<void> } => {
-    const chat = client.chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
+    const chat = theClient().chat!() as unknown as grpc.ClientDuplexStream<Buffer, Buffer>;
     const ended = new Promise<grpc.StatusObject>((resolve) => chat.on('status', resolve));
     chat.on('error', () => undefined);
     const say = (word: string): Promise<string> => {
@@ -303,5 +296,33 @@ sites:
     const chat = heldChat();
     await cancelled(150, 1100);
     await chat.check();
+  });
+});
+
+describe("a gRPC call's deadline and the upstream's timeouts", () => {
+  const { client: theClient } = oneApp(', timeouts: { response_header: 300ms, read: 300ms }');
+
+  test('a call whose deadline is longer than timeouts.response_header waits for its slow answer (the deadline is the bound, as Envoy with grpc_timeout_header_max)', async () => {
+    const { reply } = await unary(theClient(), 'echo', Buffer.from('slow:800'), { deadline: Date.now() + 5000 });
+    assert.equal(reply.toString(), 'app:slow:800');
+  });
+
+  test('a call without a deadline is still bound by timeouts.response_header: DEADLINE_EXCEEDED from Portico', async () => {
+    const err = (await unary(theClient(), 'echo', Buffer.from('slow:800')).then(
+      () => assert.fail('the call succeeded'),
+      (e: unknown) => e,
+    )) as grpc.ServiceError;
+    assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.match(err.details, /\(Portico\)/);
+  });
+
+  test('a call whose deadline passes first still ends at its deadline', async () => {
+    const started = Date.now();
+    const err = (await unary(theClient(), 'echo', Buffer.from('slow:3000'), { deadline: Date.now() + 600 }).then(
+      () => assert.fail('the call succeeded'),
+      (e: unknown) => e,
+    )) as grpc.ServiceError;
+    assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.ok(Date.now() - started < 2500, `ended after ${Date.now() - started} ms`);
   });
 });
