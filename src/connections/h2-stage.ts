@@ -136,15 +136,18 @@ export function refusePreface(socket: Socket, packet: unknown): boolean {
 /**
  * Reads the first bytes of a plain connection until they show whether it opens with HTTP/2's preface, puts them
  * back and calls `decide` (with the socket paused). A client that has said nothing that decides it within
- * `timeoutMs` is disconnected, as a silent HTTP/1.1 client is at header_timeout; one that leaves is forgotten.
+ * `timeoutMs` is disconnected, as a silent HTTP/1.1 client is at header_timeout; one that leaves (or resets the
+ * connection: no server has its errors yet, so they are taken here) is forgotten.
  */
 export function whenPrefaceKnown(socket: Socket, timeoutMs: number, decide: (h2: boolean) => void): void {
   let seen: Buffer | undefined;
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  const onError = (): void => void socket.destroy();
   const stop = (): void => {
     clearTimeout(timer);
     socket.off('data', onData);
     socket.off('close', stop);
+    socket.off('error', onError);
   };
   const onData = (chunk: Buffer): void => {
     seen = seen === undefined ? chunk : Buffer.concat([seen, chunk]);
@@ -158,6 +161,7 @@ export function whenPrefaceKnown(socket: Socket, timeoutMs: number, decide: (h2:
     decide(h2);
   };
   socket.on('data', onData);
+  socket.on('error', onError);
   socket.once('close', stop);
   // Paused after a PROXY header (the bytes after it put back): a 'data' listener alone would not resume it.
   socket.resume();

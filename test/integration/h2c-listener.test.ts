@@ -123,6 +123,22 @@ sites:
     }
   });
 
+  test('a client that resets its connection while its first bytes are read (a preface begun) leaves Portico serving', async () => {
+    const socket = net.connect({ host: '127.0.0.1', port: h2cPort });
+    socket.on('error', () => undefined);
+    await within('the connection', new Promise((resolve) => socket.once('connect', resolve)));
+    await new Promise<void>((resolve) => socket.write('PRI * HTTP', () => resolve()));
+    // A moment for the server to read those bytes on their own: the reset then comes while it waits for the rest.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.resetAndDestroy();
+    await within('the reset', closed);
+    // The server noticed the reset (a read error) and goes on.
+    const { reply } = await unary(client, 'echo', Buffer.from('after reset'));
+    assert.equal(reply.toString(), 'app:after reset');
+    assert.equal((await http1Get(h2cPort, '/hello')).body, 'hello');
+  });
+
   test('a connection that says nothing is closed at header_timeout, as a silent HTTP/1.1 one', async () => {
     const socket = net.connect({ host: '127.0.0.1', port: h2cPort });
     socket.on('error', () => undefined);
