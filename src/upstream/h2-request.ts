@@ -50,6 +50,16 @@ export class H2TransportError extends Error {
   }
 }
 
+/**
+ * A stream that ended in a reset: the server's own RST_STREAM (its code passed on to the client), or the whole
+ * connection lost — closed, or ended by a GOAWAY with an error (Node gives each stream the session's code then):
+ * no code of the stream's, so that the client is told the app was lost, not that its call was cancelled.
+ */
+function resetError(session: ClientHttp2Session, code: number | undefined): H2TransportError {
+  if (session.destroyed) return new H2TransportError('the connection to the server was lost', 'ECONNRESET');
+  return new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code);
+}
+
 /** One request on one stream, speaking undici's handler contract. */
 export class H2Request {
   #stream: ClientHttp2Stream | undefined = undefined;
@@ -155,11 +165,7 @@ export class H2Request {
         stream.removeAllListeners('end');
         if (this.onRefused()) return;
       }
-      this.fail(
-        refused
-          ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code)
-          : new H2TransportError(`the server reset the stream (code ${code})`, 'ECONNRESET', code),
-      );
+      this.fail(refused ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code) : resetError(session, code));
     });
     stream.on('error', () => undefined);
     stream.on('headers', (head: IncomingHttpHeaders) => {
@@ -211,9 +217,7 @@ export class H2Request {
       if (this.#settled) return;
       // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
       const code = stream.rstCode;
-      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
-        return this.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
-      }
+      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) return this.fail(resetError(session, code));
       this.#settled = true;
       clearTimeout(this.#bodyTimer);
       clearTimeout(this.#headersTimer);

@@ -49,6 +49,9 @@ export class ReplayableBody {
       previous.destroy();
     }
     const out = new BodyReading(this);
+    // The body's failure (past max_body_size: the 413 is already answered; the client gone) may come after the
+    // attempt let go of this reading: an 'error' with no listener would end the process. Its reader has its own.
+    out.on('error', () => undefined);
     this.#current = out;
     if (this.#kept !== null) for (const chunk of this.#kept) out.write(chunk);
     if (this.#ended) {
