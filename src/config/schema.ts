@@ -138,7 +138,11 @@ const listenerFields = z.strictObject({
   proxy_protocol: z.boolean().default(false),
   /** Serve TLS on this address (certificates chosen by SNI among the sites' and this default). */
   tls: listenerTls.optional(),
-  /** ALPN `h2` beside `http/1.1`: on by default on a TLS listener; not served without TLS (no h2c). */
+  /**
+   * HTTP/2 beside HTTP/1.1. On a TLS listener by ALPN `h2`, on by default. On a plain listener, off by default: on,
+   * a connection that opens with HTTP/2's preface (prior knowledge, h2c: gRPC's insecure channels, a proxy in
+   * front) speaks HTTP/2, any other HTTP/1.1 (nginx's `http2 on`, Envoy's `codec_type: AUTO`).
+   */
   http2: z.union([z.boolean(), http2Settings]).optional(),
   /** Answer every request for a configured host with 308 to https on this port. */
   redirect_https: z.number().int().min(1).max(65_535).optional(),
@@ -146,9 +150,6 @@ const listenerFields = z.strictObject({
 
 const listenerObject = listenerFields
   .superRefine((value, ctx) => {
-    if (value.tls === undefined && value.http2 !== undefined && value.http2 !== false) {
-      ctx.addIssue({ code: 'custom', path: ['http2'], message: 'http2 needs tls on this listener (h2c, HTTP/2 without TLS, is not served)' });
-    }
     if (value.tls !== undefined && value.redirect_https !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['redirect_https'], message: 'redirect_https is for a plain listener: this one already serves TLS' });
     }
@@ -158,7 +159,8 @@ const listenerObject = listenerFields
     const headerList = settings.max_header_list_size ?? value.max_header_size + 32 * value.max_header_count;
     return {
       ...value,
-      http2: value.tls === undefined || http2 === false ? (false as const) : { ...settings, max_header_list_size: headerList },
+      // A plain listener speaks HTTP/2 (prior knowledge) only when asked: an HTTP/1.1 client never meets it.
+      http2: http2 === false || (value.tls === undefined && http2 === undefined) ? (false as const) : { ...settings, max_header_list_size: headerList },
     };
   });
 

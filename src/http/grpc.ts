@@ -24,13 +24,16 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
-/** The `grpc-message` (percent-encoded) of a call whose deadline passed in Portico's hands after its answer began. */
-export const DEADLINE_MESSAGE = 'deadline%20exceeded%20(Portico)';
-
 /** Whether a request is a gRPC call (`content-type: application/grpc`, `+proto`, `;…`; not gRPC-Web). */
 export function isGrpc(headers: IncomingHttpHeaders): boolean {
   const type = headers['content-type'];
   return type !== undefined && GRPC.test(type);
+}
+
+/** Whether a request is a gRPC or a gRPC-Web call (its content-type), for the counts by grpc-status. */
+export function isGrpcCall(headers: IncomingHttpHeaders): boolean {
+  const type = headers['content-type'];
+  return type !== undefined && (GRPC.test(type) || GRPC_WEB.test(type));
 }
 
 /**
@@ -62,6 +65,14 @@ export function grpcStatusOf(status: number): number {
     default:
       return GrpcStatus.UNKNOWN;
   }
+}
+
+/** The `grpc-status` in a flat name/value list (a call's trailers or head), `''` when it has none. */
+export function grpcStatusIn(list: readonly string[]): string {
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.length === 11 && list[i]!.toLowerCase() === 'grpc-status') return list[i + 1]!;
+  }
+  return '';
 }
 
 /**

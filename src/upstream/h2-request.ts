@@ -61,6 +61,16 @@ export class H2TransportError extends Error {
   }
 }
 
+/**
+ * A stream that ended in a reset: the server's own RST_STREAM (its code passed on to the client), or the whole
+ * connection lost — closed, or ended by a GOAWAY with an error (Node gives each stream the session's code then):
+ * no code of the stream's, so that the client is told the app was lost, not that its call was cancelled.
+ */
+function resetError(session: ClientHttp2Session | undefined, code: number | undefined): H2TransportError {
+  if (session === undefined || session.destroyed) return new H2TransportError('the connection to the server was lost', 'ECONNRESET');
+  return new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code);
+}
+
 /** One request on one stream, speaking undici's handler contract. */
 export class H2Request {
   #stream: ClientHttp2Stream | undefined = undefined;
@@ -76,8 +86,9 @@ export class H2Request {
   /** Paused by the handler (a slow client holds the answer): the app is not idle, the read timeout waits. */
   #paused = false;
   #trailers: string[] = [];
-  /** The transport's callback for the stream's end (see `run`). */
+  /** The transport's callback for the stream's end (see `run`), and the session of the stream. */
   #closed: (() => void) | undefined = undefined;
+  #session: ClientHttp2Session | undefined = undefined;
   #grpc = false;
   /** Set while waiting for a stream: takes the request out of the queue. */
   onCancel: (() => void) | undefined = undefined;
@@ -184,6 +195,7 @@ export class H2Request {
       return this.fail(new H2TransportError(`stream not opened: ${(err as Error).message}`, 'PORTICO_H2_REFUSED'));
     }
     this.#stream = stream;
+    this.#session = session;
     this.#closed = closed;
     // The listeners are shared by all streams (no closures per request): each finds its request on the stream.
     (stream as RequestStream)[kRequest] = this;
@@ -231,11 +243,7 @@ export class H2Request {
       this.#replay?.detach(stream);
       if (this.onRefused()) return;
     }
-    this.fail(
-      refused
-        ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code)
-        : new H2TransportError(`the server reset the stream (code ${code})`, 'ECONNRESET', code),
-    );
+    this.fail(refused ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code) : resetError(this.#session, code));
   }
 
   /** 1xx answers: passed to the handler as undici does (the attempt forwards 103's Link fields). */
@@ -288,9 +296,7 @@ export class H2Request {
     if (request === undefined || request.#settled) return;
     // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
     const code = this.rstCode;
-    if (this.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
-      return request.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
-    }
+    if (this.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) return request.fail(resetError(request.#session, code));
     request.#settled = true;
     clearTimeout(request.#timer);
     request.handler.onComplete?.(request.#trailers);

@@ -69,11 +69,14 @@ export class H2Dispatcher extends Dispatcher {
     this.#o = options;
   }
 
-  /** Streams in flight and requests waiting for one (for tests and status). */
-  get load(): { sessions: number; streams: number; waiting: number } {
+  /**
+   * Streams in flight and requests waiting for one (for tests and status); `http1`: an `auto` server chose
+   * HTTP/1.1 on the last connection made.
+   */
+  get load(): { sessions: number; streams: number; waiting: number; http1: boolean } {
     let streams = 0;
     for (const c of this.#connections) streams += c.streams;
-    return { sessions: this.#connections.size, streams, waiting: this.#waiting.length };
+    return { sessions: this.#connections.size, streams, waiting: this.#waiting.length, http1: this.#http1 };
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {

@@ -64,6 +64,9 @@ export class ReplayableBody {
   /** A new reading of the body as a Readable, for one attempt; the previous reading gets nothing more. */
   stream(): Readable {
     const out = new PassThrough();
+    // The body's failure (past max_body_size: the 413 is already answered; the client gone) may come after the
+    // attempt let go of this reading: an 'error' with no listener would end the process. Its reader has its own.
+    out.on('error', () => undefined);
     this.sendTo(out, (err) => out.destroy(err));
     this.#readable = out;
     return out;

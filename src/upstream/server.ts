@@ -185,6 +185,8 @@ export class UpstreamServer implements PolicyServer {
   recoveredAt = 0;
   readonly #slowStartMs: number;
   readonly #upstream: UpstreamConfig;
+  /** How an HTTP/2 server was configured (undefined: HTTP/1.1 or FastCGI). */
+  #http2: 'h2c' | 'h2' | 'auto' | undefined = undefined;
   /** Targets left by moves, until their requests and tunnels ended (a shutdown cuts them). */
   readonly #retiring = new Set<ServerTarget>();
   /** A spawned slot's logger, for the pools of the ports it moves to (a FastCGI pool logs PHP's stderr). */
@@ -231,6 +233,7 @@ export class UpstreamServer implements PolicyServer {
     const tls = config.tls;
     const http2 = config.url.kind === 'h2c' || (config.url.kind === 'https' && (config.protocol === 'h2' || config.protocol === 'auto'));
     if (http2) {
+      this.#http2 = config.url.kind === 'h2c' ? 'h2c' : config.protocol === 'auto' ? 'auto' : 'h2';
       // Many requests share a connection: the capacity is the streams of all connections, not the connections.
       this.poolSize = upstream.http2.connections * upstream.http2.max_concurrent_streams;
       const h2 = h2Options(config, upstream, configDir);
@@ -241,6 +244,19 @@ export class UpstreamServer implements PolicyServer {
       return;
     }
     this.target = new ServerTarget(config.url.origin, undefined, this.#http1Pool(config, upstream, configDir), this.#http1Checks(config, upstream, configDir));
+  }
+
+  /**
+   * An HTTP/2 server's protocol as spoken now (`h2c`, `h2`, `auto: h2`, `auto: http/1.1`, or `auto` before its
+   * first connection) and its connections, streams in flight and requests waiting for a stream; undefined for
+   * an HTTP/1.1 or FastCGI server.
+   */
+  get http2Load(): { protocol: string; connections: number; streams: number; waiting: number } | undefined {
+    const dispatcher = this.target?.dispatcher;
+    if (this.#http2 === undefined || !(dispatcher instanceof H2Dispatcher)) return undefined;
+    const load = dispatcher.load;
+    const protocol = this.#http2 !== 'auto' ? this.#http2 : load.http1 ? 'auto: http/1.1' : load.sessions > 0 ? 'auto: h2' : 'auto';
+    return { protocol, connections: load.sessions, streams: load.streams, waiting: load.waiting };
   }
 
   /** The HTTP/1.1 traffic pool of a fixed server. */

@@ -9,11 +9,6 @@ import { after, before, describe, test } from 'node:test';
 import { grpcClient, startGrpcApp, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { within } from '../helpers/within.js';
-import { capturingLogger } from '../helpers/pebble.js';
-import { makeTree } from '../helpers/portico.js';
-import { parseConfig } from '../../src/server/config.js';
-import { Portico } from '../../src/server/portico.js';
-import { selfSignedCert } from '../helpers/h2.js';
 
 describe('gRPC through Portico', () => {
   let app: GrpcApp;
@@ -210,46 +205,5 @@ sites:
     await within('the load to end', Promise.all(workers), 10_000);
     assert.deepEqual(failures, []);
     assert.ok(ok > 50, `${ok} calls`);
-  });
-});
-
-describe('a gRPC call Portico cuts itself', () => {
-  test('a client-streaming call reset at the listener request_timeout ends CANCELLED and is not logged as a failure of the app', async () => {
-    const app = await startGrpcApp('app');
-    const { cert, key } = await selfSignedCert();
-    const dir = makeTree({ 'cert.pem': cert, 'key.pem': key });
-    const log = capturingLogger();
-    const yaml = `listen: [{ addr: "127.0.0.1:0", tls: { cert: ./cert.pem, key: ./key.pem }, http2: true, request_timeout: 500ms }]
-log: { access: off }
-upstreams:
-  grpc: { servers: ["h2c://127.0.0.1:${app.port}"] }
-sites:
-  - routes: [{ path: /, proxy: { upstream: grpc } }]
-`;
-    const server = new Portico(parseConfig(yaml, `${dir}/portico.yaml`, dir), log.logger);
-    await server.start();
-    const client = await grpcClient(server.addresses[0]!.port);
-    try {
-      // One message, and the request left open past request_timeout: Portico resets the stream (CANCEL).
-      const err = await within(
-        'the call to end',
-        new Promise<grpc.ServiceError>((resolve) => {
-          const call = (client.sum as unknown as (cb: (e: grpc.ServiceError | null) => void) => grpc.ClientWritableStream<Buffer>)((e) => resolve(e!));
-          call.on('error', () => undefined);
-          call.write(Buffer.from('one'));
-        }),
-        5000,
-      );
-      assert.equal(err?.code, grpc.status.CANCELLED);
-      // The reset and the attempt's end happen together, before the client reads the RST_STREAM.
-      assert.deepEqual(
-        log.lines.filter((line) => line.msg === 'upstream attempt failed'),
-        [],
-      );
-    } finally {
-      client.close();
-      await server.stop(100);
-      await app.stop();
-    }
   });
 });

@@ -159,10 +159,20 @@ export class Forwarder {
     ex.prepared.abortCurrent?.(new PorticoError('PORTICO_GRPC_DEADLINE', 'the gRPC deadline (grpc-timeout) passed'));
   }
 
-  /** The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). */
-  #passDeadline(ex: Exchange): void {
+  /**
+   * The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). The
+   * deadline is the call's bound: `response_header` and `read` shorter than what is left of it are raised to it
+   * (an app may answer a long call late, or stay quiet between messages, within the time its client allowed).
+   */
+  #passDeadline(ex: Exchange, opts: Dispatcher.DispatchOptions): void {
     const headers = ex.headers;
-    const left = grpcTimeoutValue(ex.grpcDeadline - Date.now());
+    const ms = Math.max(1, Math.ceil(ex.grpcDeadline - Date.now()));
+    const timeouts = this.#upstream.config.timeouts;
+    // A timer longer than Node's limit would fire at once: a deadline past it leaves the timeouts as they are.
+    const bound = Math.min(ms, MAX_TIMER);
+    if (bound > timeouts.response_header) opts.headersTimeout = bound;
+    if (bound > timeouts.read) opts.bodyTimeout = bound;
+    const left = grpcTimeoutValue(ms);
     for (let i = 0; i < headers.length; i += 2) {
       if (headers[i]!.length === 12 && headers[i]!.toLowerCase() === 'grpc-timeout') {
         headers[i + 1] = left;
@@ -205,9 +215,15 @@ export class Forwarder {
     // The attempt keeps the target it began on: a spawned slot's move waits for it on the port it left.
     const target = chosen.target!;
     target.users++;
-    if (ex.grpcDeadline !== 0) this.#passDeadline(ex);
+    const opts: Dispatcher.DispatchOptions = {
+      path: chosen.basePath + ex.path,
+      method: ex.ctx.req.method! as Dispatcher.HttpMethod,
+      headers: ex.headers,
+      body: this.#bodyFor(ex, target.http2),
+    };
+    if (ex.grpcDeadline !== 0) this.#passDeadline(ex, opts);
     target.dispatcher.dispatch(
-      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: this.#bodyFor(ex, target.http2) },
+      opts,
       new Attempt({
         shared: this.#o.shared,
         ex,
