@@ -590,6 +590,17 @@ export const upstreamObject = z.strictObject({
     .prefault({}),
   slow_start: duration.default(0),
   keepalive: z.number().int().min(1).default(64),
+  /** FastCGI servers (PHP-FPM): whether connections are kept between requests. */
+  fastcgi: z
+    .strictObject({
+      /**
+       * FCGI_KEEP_CONN: each connection is kept for the next request (saves a connect per request, as nginx's
+       * `fastcgi_keep_conn on`). Off by default, as nginx and Caddy: a PHP-FPM worker that exits after
+       * `pm.max_requests` closes its kept connection just as the next request goes out on it, which fails a POST.
+       */
+      keep_conn: z.boolean().default(false),
+    })
+    .prefault({}),
   /** HTTP/2 servers (h2c://, https:// with protocol h2 or auto): their connections, each carrying many requests. */
   http2: z
     .strictObject({

@@ -17,6 +17,8 @@ export interface PhpFpmOptions {
   readonly workers?: number;
   /** Extra php.ini settings (`php_admin_value[...]`), e.g. `{ upload_max_filesize: '8M' }`. */
   readonly ini?: Readonly<Record<string, string>>;
+  /** Pool directives besides the defaults, e.g. `{ 'pm.max_requests': '2' }` (workers recycled after 2 requests). */
+  readonly pool?: Readonly<Record<string, string>>;
 }
 
 /** A running (or stopped, to be restarted) php-fpm master with one pool. */
@@ -52,6 +54,7 @@ catch_workers_output = yes
 decorate_workers_output = no
 clear_env = yes
 ${ini}
+${Object.entries(options.pool ?? {}).map(([name, value]) => `${name} = ${value}`).join('\n')}
 `,
     );
   }

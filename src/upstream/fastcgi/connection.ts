@@ -20,7 +20,8 @@ import {
 
 const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
-const BEGIN = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_KEEP = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_ONCE = encodeBeginRequest(REQUEST_ID, false);
 const DASHES = /-/g;
 
 /** Where and how to connect, and the limits of one server's connections. */
@@ -31,6 +32,11 @@ export interface FastCgiPoolOptions {
   readonly port?: number | undefined;
   /** Connections at most (the upstream's `keepalive`); requests past them wait in order. */
   readonly connections: number;
+  /**
+   * Ask the server to keep each connection for the next request (FCGI_KEEP_CONN) and reuse it; false: one request
+   * per connection, which the server closes after it (nginx's and Caddy's default; safe with `pm.max_requests`).
+   */
+  readonly keepConn: boolean;
   readonly connectTimeout: number;
   /** Idle kept connections close after this. */
   readonly idleTimeout: number;
@@ -193,7 +199,7 @@ export class Connection {
     if (this.#pending !== pending) return;
     this.#arm(this.#pool.options.headersTimeout, 'UND_ERR_HEADERS_TIMEOUT', 'no FastCGI response head in time');
     this.socket.cork();
-    this.socket.write(BEGIN);
+    this.socket.write(this.#pool.options.keepConn ? BEGIN_KEEP : BEGIN_ONCE);
     for (const part of encodeParams(REQUEST_ID, params)) this.socket.write(part);
     const body = pending.opts.body;
     if (body === null || body === undefined || (typeof body === 'string' && body.length === 0)) {
@@ -354,8 +360,9 @@ export class Connection {
       this.#paused = false;
       this.socket.resume();
     }
-    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind.
-    if ((pending.opts as { reset?: boolean }).reset === true) this.close();
+    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind; without
+    // FCGI_KEEP_CONN the server closes it anyway.
+    if ((pending.opts as { reset?: boolean }).reset === true || !this.#pool.options.keepConn) this.close();
     else this.#pool.released(this);
     pending.handler.onComplete?.([]);
   }
