@@ -151,7 +151,7 @@ describe('CGI response heads', () => {
   });
 
   test('Status: sets the status and is not passed on; Location without Status is a 302; repeated fields stay apart', () => {
-    assert.deepEqual(parseCgiHead(Buffer.from('Status: 404 Not Found\r\nContent-Type: text/html\r\n')), { status: 404, rawHeaders: [Buffer.from('Content-Type'), Buffer.from('text/html')] });
+    assert.deepEqual(parseCgiHead(Buffer.from('Status: 404 Not Found\r\nContent-Type: text/html\r\n')), { status: 404, rawHeaders: [Buffer.from('Content-Type'), Buffer.from('text/html')], contentLength: -1 });
     assert.equal(parseCgiHead(Buffer.from('Location: /x\r\n'))!.status, 302);
     assert.equal(parseCgiHead(Buffer.from('Status: 301\r\nLocation: /x\r\n'))!.status, 301);
     assert.equal(parseCgiHead(Buffer.from('X: 1\n'))!.status, 200);
@@ -163,5 +163,19 @@ describe('CGI response heads', () => {
     assert.equal(parseCgiHead(Buffer.from('Bad Name: 1\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: abc\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: 99 Low\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: 600 Beyond\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: 999\r\n')), undefined);
+  });
+
+  test('Content-Length: one decimal length is the body length, sent as one field; a bad one, or two that differ, refuse the head', () => {
+    const head = parseCgiHead(Buffer.from('Content-Length: 5\r\nContent-Length: 5\r\nX: 1\r\n'))!;
+    assert.equal(head.contentLength, 5);
+    assert.deepEqual(text(head.rawHeaders), ['X', '1', 'Content-Length', '5']);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 5, 5\r\n'))!.contentLength, 5);
+    assert.equal(parseCgiHead(Buffer.from('X: 1\r\n'))!.contentLength, -1);
+    for (const bad of ['abc', '-1', '+5', '5, 6', '0x10', '', '1e3']) {
+      assert.equal(parseCgiHead(Buffer.from(`Content-Length: ${bad}\r\n`)), undefined, bad);
+    }
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 5\r\nContent-Length: 6\r\n')), undefined);
   });
 });

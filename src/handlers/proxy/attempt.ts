@@ -249,6 +249,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   }
 
   onData(chunk: Buffer): boolean {
+    // Settled at its head (a 204/304): a transport that still hands body bytes must not write past the answer's end.
+    if (this.#settled && !this.#intercepted) return true;
     if (this.#discarding) {
       if (this.#intercepted && (this.#readOut -= chunk.length) < 0) this.#closeIntercepted();
       return true;

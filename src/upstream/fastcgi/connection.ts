@@ -22,6 +22,8 @@ const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
 const BEGIN = encodeBeginRequest(REQUEST_ID, true);
 const DASHES = /-/g;
+/** The code of an answer whose head is no CGI head (for the error log: `invalid response head`). */
+export const INVALID_HEAD = 'PORTICO_FCGI_INVALID_HEAD';
 
 /** Where and how to connect, and the limits of one server's connections. */
 export interface FastCgiPoolOptions {
@@ -136,6 +138,11 @@ export class Connection {
   #answered = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
+  /**
+   * Body bytes the handler may still get: the head's Content-Length less what went, -1 for no length (up to
+   * END_REQUEST), 0 for an answer without a body (HEAD, 204, 304), whose bytes are dropped as undici drops them.
+   */
+  #remaining = -1;
 
   constructor(pool: ConnectionOwner, socket: Socket) {
     this.#pool = pool;
@@ -263,18 +270,16 @@ export class Connection {
       const head = this.#head ?? Buffer.alloc(0);
       if (!this.#deliverHead(pending, head.length === 0 ? undefined : head, Buffer.alloc(0))) return;
     }
-    this.#finish(pending);
+    // The request ended well for FastCGI (the connection is reusable), but the answer is shorter than its length:
+    // the client's must end visibly cut, never as a complete one (undici's error for an HTTP app's alike).
+    this.#finish(pending, this.#remaining > 0 ? new FastCgiError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'the FastCGI response body is shorter than its Content-Length') : undefined);
   }
 
   #stdout(pending: Pending, content: Buffer): void {
     if (content.length === 0) return;
     if (this.#headDone) {
       this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
-      if (pending.handler.onData?.(content) === false && !this.#paused) {
-        this.#paused = true;
-        this.socket.pause();
-      }
-      return;
+      return this.#body(pending, content);
     }
     const bytes = this.#head === undefined ? content : Buffer.concat([this.#head, content]);
     const end = headEnd(bytes);
@@ -291,7 +296,7 @@ export class Connection {
   #deliverHead(pending: Pending, head: Buffer | undefined, rest: Buffer): boolean {
     const parsed = head === undefined ? undefined : parseCgiHead(head);
     if (parsed === undefined) {
-      this.#fail(new FastCgiError('UND_ERR_SOCKET', head === undefined ? 'the FastCGI server sent no response' : 'the FastCGI response head is not a CGI head'));
+      this.#fail(new FastCgiError(INVALID_HEAD, head === undefined ? 'the FastCGI server sent no response' : 'the FastCGI response head is not a CGI head'));
       return false;
     }
     this.#headDone = true;
@@ -302,16 +307,34 @@ export class Connection {
         this.socket.resume();
       }
     };
-    pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
+    const status = parsed.status;
+    this.#remaining = pending.opts.method === 'HEAD' || status === 204 || status === 304 ? 0 : parsed.contentLength;
+    pending.handler.onHeaders?.(status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0 && pending.handler.onData?.(rest) === false && !this.#paused) {
-      this.#paused = true;
-      this.socket.pause();
-    }
+    if (rest.length > 0) this.#body(pending, rest);
     return this.#pending === pending;
   }
 
-  #finish(pending: Pending): void {
+  /**
+   * Hands body bytes to the handler, never more than the head's Content-Length: what a script writes past it (or
+   * any body of a HEAD, 204 or 304 answer) is dropped, as nginx drops it, so that it can never reach the client as
+   * the start of another answer on its connection.
+   */
+  #body(pending: Pending, content: Buffer): void {
+    let chunk = content;
+    if (this.#remaining >= 0) {
+      if (chunk.length > this.#remaining) chunk = chunk.subarray(0, this.#remaining);
+      this.#remaining -= chunk.length;
+      if (chunk.length === 0) return;
+    }
+    if (pending.handler.onData?.(chunk) === false && !this.#paused && this.#pending === pending) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+  }
+
+  /** The request ended (END_REQUEST): the connection is released; the handler completes, or fails with `err`. */
+  #finish(pending: Pending, err?: Error): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending = undefined;
@@ -322,7 +345,8 @@ export class Connection {
     // A request that asked for a connection of its own (an active check's `reset`) leaves none behind.
     if ((pending.opts as { reset?: boolean }).reset === true) this.close();
     else this.#pool.released(this);
-    pending.handler.onComplete?.([]);
+    if (err === undefined) pending.handler.onComplete?.([]);
+    else pending.handler.onError?.(err);
   }
 
   /** The handler gave up (client gone, intercepted answer): the connection is dropped, FPM sees it close. */
