@@ -17,12 +17,18 @@ export interface PhpFpmOptions {
   readonly workers?: number;
   /** Extra php.ini settings (`php_admin_value[...]`), e.g. `{ upload_max_filesize: '8M' }`. */
   readonly ini?: Readonly<Record<string, string>>;
+  /** Listen on TCP at `host:port` (`127.0.0.2:9000`) instead of the unix socket. */
+  readonly listen?: string;
+  /** Environment variables of the pool's scripts (`env[NAME]`), e.g. `{ POOL: 'a' }` to tell pools apart. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** A running (or stopped, to be restarted) php-fpm master with one pool. */
 export class PhpFpm {
   readonly dir: string;
   readonly socket: string;
+  /** `host:port` when it listens on TCP (`listen`), else undefined. */
+  readonly tcp: string | undefined;
   readonly #conf: string;
   #child: ChildProcess | undefined;
   #output = '';
@@ -30,9 +36,13 @@ export class PhpFpm {
   private constructor(dir: string, options: PhpFpmOptions) {
     this.dir = dir;
     this.socket = path.join(dir, 'fpm.sock');
+    this.tcp = options.listen;
     this.#conf = path.join(dir, 'php-fpm.conf');
     const ini = Object.entries({ post_max_size: '16M', upload_max_filesize: '16M', ...options.ini })
       .map(([name, value]) => `php_admin_value[${name}] = ${value}`)
+      .join('\n');
+    const env = Object.entries(options.env ?? {})
+      .map(([name, value]) => `env[${name}] = ${value}`)
       .join('\n');
     writeFileSync(
       this.#conf,
@@ -43,7 +53,7 @@ log_level = notice
 daemonize = no
 
 [www]
-listen = ${this.socket}
+listen = ${options.listen ?? this.socket}
 listen.mode = 0666
 pm = static
 pm.max_children = ${options.workers ?? 2}
@@ -52,6 +62,7 @@ catch_workers_output = yes
 decorate_workers_output = no
 clear_env = yes
 ${ini}
+${env}
 `,
     );
   }
@@ -61,9 +72,9 @@ ${ini}
     return this.#output;
   }
 
-  /** `unix:/tmp/…/fpm.sock`, as a server of an upstream. */
+  /** `unix:/tmp/…/fpm.sock` (or `fcgi://host:port` on TCP), as a server of an upstream. */
   get url(): string {
-    return `unix:${this.socket}`;
+    return this.tcp === undefined ? `unix:${this.socket}` : `fcgi://${this.tcp}`;
   }
 
   /** The master's pid while it runs. */
