@@ -156,3 +156,23 @@ ${env}
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * A config whose upstream `php` has `upstreamLines` (each written as at the upstream's level, without indent) and
+ * whose one site sends `/` to a php route on `./app`; `head` goes first (`resolver: …`).
+ */
+export function phpConfig(upstreamLines: string, head = ''): string {
+  const upstream = upstreamLines
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => `    ${line}`)
+    .join('\n');
+  return `${head}upstreams:
+  php:
+${upstream}
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php }
+`;
+}

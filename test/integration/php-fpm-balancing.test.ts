@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { DnsServer } from '../helpers/dnsmasq.js';
 import { freePort } from '../helpers/pebble.js';
-import { PhpFpm } from '../helpers/php-fpm.js';
+import { PhpFpm, phpConfig } from '../helpers/php-fpm.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { eventually } from '../helpers/supervise.js';
 import { haveTool } from '../helpers/tools.js';
@@ -48,19 +48,10 @@ describe('php route across two FPM pools', { skip: fpmInstalled ? false : 'php-f
     await b?.close();
   });
 
-  const upstream = (extra: string, servers = `["${a.url}", "${b.url}"]`): string => `upstreams:
-  php:
-    servers: ${servers}
-    keepalive: 2
-${extra}
-sites:
-  - routes:
-      - path: /
-        php: { root: ./app, upstream: php }
-`;
+  const upstream = (extra: string, servers = `["${a.url}", "${b.url}"]`): string => phpConfig(`servers: ${servers}\nkeepalive: 2\n${extra}`);
 
   test("sticky: { cookie }: a client's first answer pins it to a pool with Portico's cookie beside PHP's own; it stays there", async () => {
-    const portico = await startPortico(upstream('    sticky: { cookie: portico_route }'), APP);
+    const portico = await startPortico(upstream('sticky: { cookie: portico_route }'), APP);
     try {
       const seen = new Set<string>();
       for (let client = 0; client < 4; client++) {
@@ -85,8 +76,8 @@ sites:
   });
 
   test('sticky: { app_cookie: PHPSESSID, separator: "-" }: a session id ending in -ROUTE goes to that pool; PHP accepts such ids', async () => {
-    const servers = `\n      - { url: "${a.url}", route: a }\n      - { url: "${b.url}", route: b }`;
-    const portico = await startPortico(upstream('    sticky: { app_cookie: PHPSESSID, separator: "-" }', servers), APP);
+    const servers = `\n  - { url: "${a.url}", route: a }\n  - { url: "${b.url}", route: b }`;
+    const portico = await startPortico(upstream('sticky: { app_cookie: PHPSESSID, separator: "-" }', servers), APP);
     try {
       for (const want of ['a', 'b']) {
         // A first visit lands where the policy says; PHP mints an id that names its own pool.
@@ -111,7 +102,7 @@ sites:
   });
 
   test('policy: hash on the URI: each path always goes to the same pool, and the paths are spread over both', async () => {
-    const portico = await startPortico(upstream('    policy: hash\n    hash_key: "$request_uri"'), APP);
+    const portico = await startPortico(upstream('policy: hash\nhash_key: "$request_uri"'), APP);
     try {
       const pools = new Set<string>();
       for (let n = 0; n < 16; n++) {
@@ -143,20 +134,9 @@ describe('php route to FastCGI servers found through DNS', { skip: !fpmInstalled
     a = await PhpFpm.start({ workers: 2, env: { POOL: 'a' }, listen: `127.0.0.1:${port}` });
     b = await PhpFpm.start({ workers: 2, env: { POOL: 'b' }, listen: `127.0.0.2:${port}` });
     dns = await DnsServer.start({ hosts: { 'fpm.test': ['127.0.0.1', '127.0.0.2'] } });
-    portico = await startPortico(
-      `resolver: ${dns.address}
-upstreams:
-  php:
-    discover: { dns: fpm.test, port: ${port}, interval: 1s }
-    servers: ["fcgi://127.0.0.2:${port}"]   # also named by DNS: one server
-    keepalive: 2
-sites:
-  - routes:
-      - path: /
-        php: { root: ./app, upstream: php }
-`,
-      APP,
-    );
+    // 127.0.0.2 is also named by DNS: one server.
+    const lines = `discover: { dns: fpm.test, port: ${port}, interval: 1s }\nservers: ["fcgi://127.0.0.2:${port}"]\nkeepalive: 2`;
+    portico = await startPortico(phpConfig(lines, `resolver: ${dns.address}\n`), APP);
   });
   after(async () => {
     await portico?.stop();
