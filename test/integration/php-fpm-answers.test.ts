@@ -32,6 +32,7 @@ function pattern(blocks: number): Buffer {
 
 const APP: Record<string, string> = {
   'ok.php': `<?php echo "ok";`,
+  'gone/ok.php': `<?php echo "never run";`,
   'bighead.php': `<?php header('X-Big: ' . str_repeat('a', (int)$_GET['n'])); echo "big head";`,
   'cookies.php': `<?php for ($i = 0; $i < 300; $i++) setcookie("c$i", "v$i"); echo "cookies";`,
   'status.php': `<?php header($_GET['h']); echo "status";`,
@@ -62,8 +63,12 @@ upstreams:
   php:
     servers: ["${fpm.url}"]
     keepalive: 1
+  gone:
+    servers: ["unix:${path.join(dir, 'no-such-fpm.sock')}"]
 sites:
   - routes:
+      - path: /gone/
+        php: { root: ./app, upstream: gone }
       - path: /
         php: { root: ./app, upstream: php, buffer_response: 4MB, response_buffer_memory: 64KB }
 `;
@@ -107,6 +112,17 @@ sites:
     assert.equal(res.status, 200);
     assert.equal(res.headers['x-method'], 'HEAD');
     assert.ok(!res.raw.includes('bbbb'), 'no body bytes');
+  });
+
+  test('PHP-FPM not there (no socket file): a 502 page that names neither socket nor script; the error log says why', async () => {
+    const res = await request(`http://127.0.0.1:${port}/gone/ok.php`);
+    const page = await res.body.text();
+    assert.equal(res.statusCode, 502);
+    assert.doesNotMatch(page, /sock|\.php|fpm|tmp|ENOENT/i);
+    const line = logLines.find((l) => l.msg === 'upstream attempt failed' && String(l.request).includes('/gone/ok.php'));
+    assert.equal(line?.reason, 'socket file not found');
+    assert.equal(line?.during, 'connecting');
+    assert.match(String(line?.server), /^unix:\/.*no-such-fpm\.sock$/, 'the log (not the page) names the socket');
   });
 
   test('a Content-Length larger than what the script wrote after it: exactly that many bytes go out, never the rest', async () => {

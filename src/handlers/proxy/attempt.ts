@@ -18,7 +18,7 @@ import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
 const NO_FIELDS: readonly string[] = [];
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED', 'PORTICO_H2_REFUSED', 'PORTICO_H2_NO_ALPN']);
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'EACCES', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED', 'PORTICO_H2_REFUSED', 'PORTICO_H2_NO_ALPN']);
 
 /** Why an attempt failed, in `retry_on` terms. */
 export type FailureReason = 'connect_error' | 'timeout' | 'reset' | `${number}`;
