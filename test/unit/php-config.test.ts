@@ -16,6 +16,7 @@ const dir = makeTree({
   'app/info.php': '<?php',
   'app/sub/index.php': '<?php',
   'app/plain/readme.txt': 'text',
+  'app/docs/index.html': '<h1>docs</h1>',
   'app/uploads/evil.jpg': '<?php',
   'app/.env': 'SECRET=1',
   'outside.php': '<?php',
@@ -81,6 +82,14 @@ describe('which script a path runs', () => {
     assert.deepEqual(await locate('/missing.php', o), front);
     assert.deepEqual(await locate('/dir.php', o), front);
     assert.deepEqual(await locate('/blog/a-post', { ...o, frontController: undefined }), { kind: 'status', status: 404 });
+  });
+
+  test('an index that is no script (index.html) is served as a file, after the slash redirect; without it in index, the front controller answers', async () => {
+    const html = { ...o, index: ['index.php', 'index.html'] };
+    assert.deepEqual(await locate('/docs/', html), { kind: 'file' });
+    assert.deepEqual(await locate('/docs', html), { kind: 'redirect', location: '/docs/' });
+    assert.deepEqual(await locate('/sub/', html), { kind: 'script', scriptName: '/sub/index.php', filename: path.join(realRoot, 'sub', 'index.php'), pathInfo: '' });
+    assert.deepEqual(await locate('/docs/', o), front);
   });
 
   test('never a file that is not a .php script under the root: the path-info hole, NULs, encoded slashes, symlinks, dotfiles', async () => {
