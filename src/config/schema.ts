@@ -406,6 +406,11 @@ export function slotRoute(upstream: string, index: number): string {
  */
 export const APP_SESSION_COOKIES = ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session'];
 
+/** How to route on an app's session cookie, as a message says it: PHP's ids cannot hold a `.`, so its route follows a `-`. */
+export function appCookieAdvice(session: string): string {
+  return `sticky: { app_cookie: ${session}${session === 'PHPSESSID' ? ', separator: "-"' : ''} }`;
+}
+
 const cookieName = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name is a token (letters, digits and !#$%&\'*+-.^_`|~)');
 
 /**
@@ -433,7 +438,7 @@ const stickySchema = z
         path: ['cookie'],
         message:
           `${sticky.cookie} is the app's session cookie: Portico's own sticky cookie under that name would overwrite it and ` +
-          `every request would start a new session. To route on the app's session write sticky: { app_cookie: ${session}${session === 'PHPSESSID' ? ', separator: "-"' : ''} } ` +
+          `every request would start a new session. To route on the app's session write ${appCookieAdvice(session)} ` +
           // Cookie names are case-sensitive: suggest the name as apps send it, not the spelling found here.
           (session === sticky.cookie ? '' : `(cookie names are case-sensitive: ${session} is how the app sends it) `) +
           `and give each server its route (Tomcat's jvmRoute), or keep Portico's cookie under another name (the default is portico_route)`,

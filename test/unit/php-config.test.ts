@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
 import { locate, scriptSegment, type LocateOptions } from '../../src/handlers/php/script.js';
+import { formatConfigIssue } from '../../src/errors.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 
@@ -36,6 +37,20 @@ describe('php route config', () => {
     const route = config.sites[0]!.routes[0]!;
     assert.equal(route.kind, 'php');
     assert.deepEqual((route.options as { index: string[] }).index, ['index.php']);
+  });
+
+  test('a unix: socket that is not there, or is no socket, is a warning at its line (valid: PHP-FPM may start later)', () => {
+    const gone = parseConfig(yaml(`    servers: ["unix:${path.join(dir, 'no-fpm.sock')}"]`, '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.deepEqual(gone.warnings.map(formatConfigIssue), [
+      `portico.yaml:4:15 upstreams.fpm.servers[0]: unix:${path.join(dir, 'no-fpm.sock')}: no such socket (yet); its requests get 502 until PHP-FPM listens there (is it running, with this path as its pool's listen?)`,
+    ]);
+    const file = parseConfig(yaml(`    servers: ["unix:${path.join(dir, 'app', 'index.php')}"]`, '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.match(file.warnings.map(formatConfigIssue).join('\n'), /index\.php is not a socket: its requests get 502$/);
+  });
+
+  test("hashing on PHPSESSID is warned about, with the advice PHP can follow (app_cookie with separator \"-\")", () => {
+    const config = parseConfig(yaml('    servers: ["fcgi://127.0.0.1:9000"]\n    policy: hash\n    hash_key: "$cookie_PHPSESSID"', '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.match(config.warnings.map(formatConfigIssue).join('\n'), /hash_key: hashing on the app's session cookie PHPSESSID .*sticky: \{ app_cookie: PHPSESSID, separator: "-" \}/);
   });
 
   test('fcgi://host:port is a FastCGI server; a malformed one is an error at file:line:col', () => {
