@@ -32,6 +32,7 @@ function pattern(blocks: number): Buffer {
 
 const APP: Record<string, string> = {
   'ok.php': `<?php echo "ok";`,
+  'sse.php': `<?php header('Content-Type: text/event-stream'); echo "data: first\\n\\n"; flush(); usleep(1500000); echo "data: second\\n\\n";`,
   'gone/ok.php': `<?php echo "never run";`,
   'bighead.php': `<?php header('X-Big: ' . str_repeat('a', (int)$_GET['n'])); echo "big head";`,
   'cookies.php': `<?php for ($i = 0; $i < 300; $i++) setcookie("c$i", "v$i"); echo "cookies";`,
@@ -235,6 +236,26 @@ sites:
     const decoded = dechunk(body);
     assert.equal(decoded.length, 48 * 65536);
     assert.equal(createHash('md5').update(decoded).digest('hex'), createHash('md5').update(pattern(48)).digest('hex'));
+  });
+
+  test('an event stream (text/event-stream) reaches the client as PHP flushes it, not when the script ends', async () => {
+    const started = Date.now();
+    const res = await request(`http://127.0.0.1:${port}/sse.php`);
+    const reader = res.body[Symbol.asyncIterator]();
+    let text = '';
+    while (!text.includes('data: first')) {
+      const next = await within('the first event', reader.next(), 5000);
+      assert.ok(next.done !== true, 'the stream ended before its first event');
+      text += (next.value as Buffer).toString();
+    }
+    assert.ok(!text.includes('second'), 'the first event came alone');
+    assert.ok(Date.now() - started < 1400, `first event after ${Date.now() - started} ms: held until the script's end`);
+    for (;;) {
+      const next = await within('the rest', reader.next(), 5000);
+      if (next.done === true) break;
+      text += (next.value as Buffer).toString();
+    }
+    assert.equal(text, 'data: first\n\ndata: second\n\n');
   });
 
   test('a body larger than buffer_response: the client still gets all of it, at its own pace', async () => {
