@@ -149,6 +149,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     // The DNS servers `discover` asks are the top-level `resolver`'s (undefined: the system's).
     if (upstream.discover !== undefined) upstream.discover.resolver = config.resolver;
     upstream.servers.forEach((server, i) => {
+      // `unix:./fpm.sock` is relative to the config's folder, as every path in it (not to the working folder).
+      if (server.url.socketPath !== undefined) server.url.socketPath = path.resolve(dir, server.url.socketPath);
       if (server.tls?.ca !== undefined) {
         const ca = path.resolve(dir, server.tls.ca);
         if (!isFile(ca)) problems.push({ keys: ['upstreams', name, 'servers', i, 'tls', 'ca'], message: `file ${server.tls.ca} does not exist` });
@@ -432,8 +434,7 @@ function hostKeyWarnings(config: ParsedConfig): Problem[] {
 
 /**
  * A `unix:` server whose socket is not there (PHP-FPM not started, or its pool's `listen` elsewhere) or is no socket:
- * valid, since the app may start later, but its requests get 502 until then. The path is the one connected to
- * (relative to the working folder).
+ * valid, since the app may start later, but its requests get 502 until then.
  */
 function socketWarnings(config: ParsedConfig): Problem[] {
   const warnings: Problem[] = [];

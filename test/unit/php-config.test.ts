@@ -39,6 +39,12 @@ describe('php route config', () => {
     assert.deepEqual((route.options as { index: string[] }).index, ['index.php']);
   });
 
+  test("a relative unix: socket is relative to the config's folder, as every path in the config", () => {
+    const config = parseConfig(yaml('    servers: ["unix:./run/fpm.sock"]', '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.equal(config.upstreams.fpm!.servers[0]!.url.socketPath, path.join(dir, 'run', 'fpm.sock'));
+    assert.equal(config.upstreams.fpm!.servers[0]!.url.text, 'unix:./run/fpm.sock', 'named as written');
+  });
+
   test('a unix: socket that is not there, or is no socket, is a warning at its line (valid: PHP-FPM may start later)', () => {
     const gone = parseConfig(yaml(`    servers: ["unix:${path.join(dir, 'no-fpm.sock')}"]`, '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
     assert.deepEqual(gone.warnings.map(formatConfigIssue), [
