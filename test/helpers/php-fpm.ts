@@ -21,6 +21,8 @@ export interface PhpFpmOptions {
   readonly listen?: string;
   /** Environment variables of the pool's scripts (`env[NAME]`), e.g. `{ POOL: 'a' }` to tell pools apart. */
   readonly env?: Readonly<Record<string, string>>;
+  /** `pm.max_requests`: each worker ends (and is replaced) after this many requests; 0: never. */
+  readonly maxRequests?: number;
 }
 
 /** A running (or stopped, to be restarted) php-fpm master with one pool. */
@@ -57,6 +59,7 @@ listen = ${options.listen ?? this.socket}
 listen.mode = 0666
 pm = static
 pm.max_children = ${options.workers ?? 2}
+pm.max_requests = ${options.maxRequests ?? 0}
 ping.path = /fpm-ping
 catch_workers_output = yes
 decorate_workers_output = no

@@ -97,6 +97,29 @@ describe('php clients that leave mid-request', { skip: fpmInstalled ? false : 'p
   });
 });
 
+describe('php workers that end after pm.max_requests', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
+  test('GETs under load with workers ending every 3 requests: none fails (one written into an ending worker is sent again)', async () => {
+    const fpm = await PhpFpm.start({ workers: 2, maxRequests: 3 });
+    const portico = await startPortico(phpConfig(`servers: ["${fpm.url}"]\nkeepalive: 2`), APP);
+    try {
+      let left = 300;
+      const failures: string[] = [];
+      const client = async (): Promise<void> => {
+        while (left-- > 0) {
+          const res = await request(`${portico.url}/ok.php`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+          const text = await res.body.text();
+          if (res.statusCode !== 200 || text !== 'ok') failures.push(`${res.statusCode} ${text.slice(0, 80)}`);
+        }
+      };
+      await within('300 GETs', Promise.all(Array.from({ length: 6 }, client)), 60_000);
+      assert.deepEqual(failures, []);
+    } finally {
+      await portico.stop();
+      await fpm.close();
+    }
+  });
+});
+
 describe('php requests in flight across a reload', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
   let fpm: PhpFpm;
   let portico: PorticoProcess | undefined;
