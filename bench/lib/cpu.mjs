@@ -27,8 +27,8 @@ function procStat(pid) {
   }
 }
 
-/** CPU jiffies used so far by `rootPid` and all its living descendants. */
-function treeJiffies(rootPid) {
+/** CPU jiffies (1/100 s: utime + stime, all threads) used so far by `rootPid` and its living descendants (nginx's worker, Varnish's child). */
+export function treeJiffies(rootPid) {
   const stats = readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(procStat).filter((s) => s !== null);
   const inTree = new Set([rootPid]);
   let total = 0;

@@ -10,11 +10,13 @@
 // contenders, so none is always first. Tables show the median of each number over the rounds.
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { foreignMeter, waitForQuiet } from '../lib/cpu.mjs';
+import { foreignMeter, treeJiffies, waitForQuiet } from '../lib/cpu.mjs';
+
+export { treeJiffies };
 import { fetchOnce, freePort, startPinned } from '../lib/servers.mjs';
 import { median, runWrk } from '../lib/wrk.mjs';
 
@@ -53,27 +55,6 @@ export function machine(tools, packages = []) {
     }
   }
   return info;
-}
-
-/** CPU jiffies (utime + stime, all threads) of `rootPid` and its living descendants (nginx's worker, Varnish's child). */
-export function treeJiffies(rootPid) {
-  const stats = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const text = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-      stats.push([Number(name), Number(f[1]), Number(f[11]) + Number(f[12])]);
-    } catch {
-      // Gone between readdir and read.
-    }
-  }
-  const inTree = new Set([rootPid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, ppid] of stats) if (!inTree.has(pid) && inTree.has(ppid)) (inTree.add(pid), (grew = true));
-  }
-  return stats.reduce((sum, [pid, , jiffies]) => (inTree.has(pid) ? sum + jiffies : sum), 0);
 }
 
 /**

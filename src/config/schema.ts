@@ -138,7 +138,11 @@ const listenerFields = z.strictObject({
   proxy_protocol: z.boolean().default(false),
   /** Serve TLS on this address (certificates chosen by SNI among the sites' and this default). */
   tls: listenerTls.optional(),
-  /** ALPN `h2` beside `http/1.1`: on by default on a TLS listener; not served without TLS (no h2c). */
+  /**
+   * HTTP/2 beside HTTP/1.1. On a TLS listener by ALPN `h2`, on by default. On a plain listener, off by default: on,
+   * a connection that opens with HTTP/2's preface (prior knowledge, h2c: gRPC's insecure channels, a proxy in
+   * front) speaks HTTP/2, any other HTTP/1.1 (nginx's `http2 on`, Envoy's `codec_type: AUTO`).
+   */
   http2: z.union([z.boolean(), http2Settings]).optional(),
   /** Answer every request for a configured host with 308 to https on this port. */
   redirect_https: z.number().int().min(1).max(65_535).optional(),
@@ -146,9 +150,6 @@ const listenerFields = z.strictObject({
 
 const listenerObject = listenerFields
   .superRefine((value, ctx) => {
-    if (value.tls === undefined && value.http2 !== undefined && value.http2 !== false) {
-      ctx.addIssue({ code: 'custom', path: ['http2'], message: 'http2 needs tls on this listener (h2c, HTTP/2 without TLS, is not served)' });
-    }
     if (value.tls !== undefined && value.redirect_https !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['redirect_https'], message: 'redirect_https is for a plain listener: this one already serves TLS' });
     }
@@ -158,7 +159,8 @@ const listenerObject = listenerFields
     const headerList = settings.max_header_list_size ?? value.max_header_size + 32 * value.max_header_count;
     return {
       ...value,
-      http2: value.tls === undefined || http2 === false ? (false as const) : { ...settings, max_header_list_size: headerList },
+      // A plain listener speaks HTTP/2 (prior knowledge) only when asked: an HTTP/1.1 client never meets it.
+      http2: http2 === false || (value.tls === undefined && http2 === undefined) ? (false as const) : { ...settings, max_header_list_size: headerList },
     };
   });
 
@@ -370,6 +372,11 @@ export const spawnSchema = z
     max_surge: z.number().int().min(1).default(1),
     /** How long a new instance may take to pass its readiness checks before the start (or deploy) fails. */
     health_timeout: duration.default(60_000),
+    /**
+     * What the instances speak over HTTP: `http1.1`, or `h2c` (HTTP/2 without TLS, prior knowledge: a gRPC app).
+     * In a FastCGI upstream (`protocol: fastcgi`, or named by a `php` route) they speak FastCGI (PHP-FPM pools).
+     */
+    protocol: z.enum(['http1.1', 'h2c']).default('http1.1'),
   })
   .superRefine((spawn, ctx) => {
     if (spawn.health_timeout <= 0) {
@@ -607,6 +614,17 @@ export const upstreamObject = z.strictObject({
     .prefault({}),
   slow_start: duration.default(0),
   keepalive: z.number().int().min(1).default(64),
+  /** FastCGI servers (PHP-FPM): whether connections are kept between requests. */
+  fastcgi: z
+    .strictObject({
+      /**
+       * FCGI_KEEP_CONN: each connection is kept for the next request (saves a connect per request, as nginx's
+       * `fastcgi_keep_conn on`). Off by default, as nginx and Caddy: a PHP-FPM worker that exits after
+       * `pm.max_requests` closes its kept connection just as the next request goes out on it, which fails a POST.
+       */
+      keep_conn: z.boolean().default(false),
+    })
+    .prefault({}),
   /** HTTP/2 servers (h2c://, https:// with protocol h2 or auto): their connections, each carrying many requests. */
   http2: z
     .strictObject({
@@ -660,7 +678,7 @@ export const upstreamSchema = upstreamObject.superRefine((upstream, ctx) => {
   checkProtocol(upstream, ctx);
 });
 
-/** FastCGI servers (`fcgi://`, or `unix:` in a `protocol: fastcgi` upstream) are not mixed with HTTP ones, nor spawned. */
+/** FastCGI servers (`fcgi://`, or `unix:` in a `protocol: fastcgi` upstream) are not mixed with HTTP ones. */
 function checkProtocol(upstream: z.output<typeof upstreamObject>, ctx: z.RefinementCtx): void {
   const fcgi = upstream.servers.findIndex((server) => server.url.kind === 'fcgi');
   if (fcgi !== -1 && upstream.protocol === 'http') {
@@ -671,7 +689,9 @@ function checkProtocol(upstream: z.output<typeof upstreamObject>, ctx: z.Refinem
     if (http !== -1) {
       ctx.addIssue({ code: 'custom', path: ['servers', http], input: upstream.servers[http]!.url.text, message: 'an http(s) server in a FastCGI upstream: FastCGI servers are fcgi://host:port or unix:/path' });
     }
-    if (upstream.spawn !== undefined) ctx.addIssue({ code: 'custom', path: ['spawn'], input: upstream.spawn, message: 'spawned app servers speak HTTP, not FastCGI' });
+    if (upstream.spawn?.protocol === 'h2c') {
+      ctx.addIssue({ code: 'custom', path: ['spawn', 'protocol'], input: 'h2c', message: 'the instances of a FastCGI upstream speak FastCGI (PHP-FPM pools): h2c is for HTTP/2 app servers' });
+    }
   }
 }
 

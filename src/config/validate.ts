@@ -167,8 +167,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
         problems.push({ keys: ['upstreams', name, 'health', 'type'], message: `gRPC health checks need HTTP/2 servers: servers[${i}] (${server.url.text}) is not h2c:// nor https:// with protocol: h2` });
       }
     });
-    if (upstream.health?.type === 'grpc' && upstream.spawn !== undefined) {
-      problems.push({ keys: ['upstreams', name, 'health', 'type'], message: 'gRPC health checks need HTTP/2 servers; spawned app servers are spoken to in HTTP/1.1' });
+    if (upstream.health?.type === 'grpc' && upstream.spawn !== undefined && upstream.spawn.protocol !== 'h2c') {
+      problems.push({ keys: ['upstreams', name, 'health', 'type'], message: 'gRPC health checks need HTTP/2 servers: spawned app servers speak HTTP/1.1 unless spawn.protocol is h2c' });
     }
     // As a static root: a missing folder is a typo to report now, not a crash loop at run time.
     const cwd = upstream.spawn?.cwd;
@@ -297,7 +297,7 @@ function checkUpstreamProtocols(config: ParsedConfig, uses: readonly UpstreamUse
   const problems: Problem[] = [];
   for (const use of uses) {
     const upstream = config.upstreams[use.name]!;
-    if (use.protocol === 'fastcgi' && upstream.protocol === undefined && !upstream.servers.some((server) => server.url.kind === 'http' || server.url.kind === 'https')) {
+    if (use.protocol === 'fastcgi' && upstream.protocol === undefined && upstream.spawn?.protocol !== 'h2c' && !upstream.servers.some((server) => server.url.kind === 'http' || server.url.kind === 'https')) {
       upstream.protocol = 'fastcgi';
     }
   }

@@ -10,6 +10,7 @@
 import { constants, type Http2SecureServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { METHODS } from 'node:http';
 import { responseCut, type ClientRequest, type ClientResponse } from '../http/context.js';
+import { isGrpc } from '../http/grpc.js';
 
 /** The methods Node's HTTP/1 parser knows (RFC 9110's, WebDAV's, QUERY and the like). */
 const KNOWN_METHODS: ReadonlySet<string> = new Set(METHODS);
@@ -40,11 +41,13 @@ export function serveH2(server: Http2Server | Http2SecureServer, target: H2Targe
 /**
  * request_timeout for one HTTP/2 request whose body is still to come (HTTP/1's is Node's `requestTimeout`): a
  * stream whose request has not fully arrived `timeoutMs` after its head is reset (RST_STREAM CANCEL); the session
- * and its other streams go on. A request without a body (END_STREAM on its head, every GET) costs no timer.
+ * and its other streams go on. A request without a body (END_STREAM on its head, every GET) costs no timer, nor
+ * does a gRPC call: a streaming call's requests last as long as the call (a bidirectional one's follow its
+ * answers), and neither nginx nor Envoy bounds them in total; its deadline and the upstream's read timeout do.
  */
 export function limitRequestTime(req: ClientRequest, res: ClientResponse, timeoutMs: number): void {
   const stream = (req as Http2ServerRequest).stream;
-  if (timeoutMs <= 0 || stream === undefined || stream.endAfterHeaders || req.complete) return;
+  if (timeoutMs <= 0 || stream === undefined || stream.endAfterHeaders || req.complete || isGrpc(req.headers)) return;
   const timer = setTimeout(() => {
     if (!req.complete && !stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
   }, timeoutMs);
@@ -56,36 +59,58 @@ export function limitRequestTime(req: ClientRequest, res: ClientResponse, timeou
 
 /** Limits of `guardSession`. */
 export interface SessionGuardLimits {
-  /** Streams the client may reset before their answer began, per `windowMs`, before the session is ended. */
+  /** Streams the client may reset early, per `windowMs`, before the session is ended (if most streams were). */
   maxEarlyResets: number;
   windowMs: number;
+  /** A stream reset before its answer began counts as early only if it lived less than this (ms). */
+  earlyMs: number;
 }
 
 /**
- * The default: a browser cancels a few streams when a page is left; a hundred in ten seconds, each before any
- * answer, is an attack (nginx, after CVE-2023-44487, closes a connection that opens twice its stream limit in one
- * read).
+ * The default: a browser cancels a few streams when a page is left; a hundred in ten seconds, each within a second
+ * and before any answer, and more than half of the streams opened, is an attack (nginx, after CVE-2023-44487,
+ * closes a connection that opens twice its stream limit in one read; Envoy one whose streams were reset within a
+ * second for more than half of them).
  */
-export const SESSION_GUARD_DEFAULTS: SessionGuardLimits = Object.freeze({ maxEarlyResets: 100, windowMs: 10_000 });
+export const SESSION_GUARD_DEFAULTS: SessionGuardLimits = Object.freeze({ maxEarlyResets: 100, windowMs: 10_000, earlyMs: 1000 });
 
-/** Watches a new server session (call it from the server's 'session' event). */
+/** When a stream was opened (ms since the epoch), on the stream itself: no closure per stream. */
+const kOpenedAt = Symbol('portico.h2.openedAt');
+type TimedStream = ServerHttp2Stream & { [kOpenedAt]?: number };
+
+/**
+ * Watches a new server session (call it from the server's 'session' event). A client's early reset (before the
+ * answer began, within `earlyMs` of the stream's start) is what a rapid reset is made of; a gRPC client cancels
+ * calls too (a deadline, a hedged or abandoned call), amid many answered ones, and a subscription given up after a
+ * while is no attack: the session is ended only when the early resets pass `maxEarlyResets` in the window and
+ * are more than half of the streams opened in it, as Envoy's premature-reset rule.
+ */
 export function guardSession(session: ServerHttp2Session, limits: SessionGuardLimits = SESSION_GUARD_DEFAULTS): void {
   let resets = 0;
+  let opened = 0;
   let windowStart = 0;
-  const onStreamClose = function (this: ServerHttp2Stream): void {
+  const roll = (now: number): void => {
+    if (now - windowStart <= limits.windowMs) return;
+    windowStart = now;
+    resets = 0;
+    opened = 0;
+  };
+  const onStreamClose = function (this: TimedStream): void {
     // Closed by a reset before the head went out: the client cancelled it (or the session broke).
     if (this.headersSent || this.rstCode === constants.NGHTTP2_NO_ERROR || session.destroyed) return;
     const now = Date.now();
-    if (now - windowStart > limits.windowMs) {
-      windowStart = now;
-      resets = 0;
-    }
-    if (++resets <= limits.maxEarlyResets) return;
+    if (now - (this[kOpenedAt] ?? now) >= limits.earlyMs) return;
+    roll(now);
+    if (++resets <= limits.maxEarlyResets || resets * 2 <= opened) return;
     // The GOAWAY goes out first; destroy() then closes the socket without waiting for the streams.
     session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM);
     session.destroy();
   };
-  session.on('stream', (stream: ServerHttp2Stream) => {
+  session.on('stream', (stream: TimedStream) => {
+    const now = Date.now();
+    roll(now);
+    opened++;
+    stream[kOpenedAt] = now;
     stream.once('close', onStreamClose);
   });
 }

@@ -101,7 +101,8 @@ export function answerClientError(socket: Socket, status: number, serverHeader: 
  * `HTTP/2.0` (any other major version it refuses itself) and reads a line without a version (`GET /`, HTTP/0.9's
  * form) as version 0.9, headers and all: 505 for the first and 400 for the second, as nginx does (a major
  * version above 1 is 505; one below is a bad request line). The h2c preface (`PRI * HTTP/2.0`) never gets here:
- * Node's parser refuses it (400).
+ * a plain listener with `http2` takes it before the parser, and without, the parser refuses it (answered with an
+ * HTTP/2 GOAWAY: see h2-stage.ts).
  */
 export function versionRefusal(req: IncomingMessage): number {
   if (req.httpVersionMajor === 1) return 0;

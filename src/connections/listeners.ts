@@ -49,6 +49,7 @@ import {
   type ListenerConfig,
 } from './http1.js';
 import { SecureStage, type HandshakeTally } from './secure.js';
+import { H2Stage, refusePreface, whenPrefaceKnown } from './h2-stage.js';
 
 /** Where a listener is bound. */
 export interface BoundAddress {
@@ -127,6 +128,10 @@ class Listener {
   readonly server: http.Server;
   /** The TLS stage: made when the listener first has `tls`; kept for the connections it made. */
   secure: SecureStage | undefined;
+  /** HTTP/2 by prior knowledge on a plain listener (h2c): made when it first has `http2` on; kept for its sessions. */
+  #cleartext: H2Stage | undefined;
+  /** Plain connections whose first bytes have not yet said HTTP/1.1 or HTTP/2 (closed at once by a close). */
+  readonly #undecided = new Set<Socket>();
   /** The accepted sockets, cut when the grace period of a close is over (and counted by `open`). */
   readonly #sockets = new Set<Socket>();
 
@@ -294,7 +299,8 @@ class Listener {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? overflowStatus(err, socket) : clientErrorStatus(err);
       logger.debug({ code: err.code, remote: socket.remoteAddress }, `client error ${status}`);
       const requestId = newRequestId();
-      answerClientError(socket, status, dispatch.serverHeader(), requestId);
+      // HTTP/2 by prior knowledge on a listener without http2: told in HTTP/2, which the client reads.
+      if (err.code !== 'HPE_PAUSED_H2_UPGRADE' || !refusePreface(socket, err.rawPacket)) answerClientError(socket, status, dispatch.serverHeader(), requestId);
       dispatch.parserRefused(socket, status, refusedLine(err, socket), requestId);
     });
     if (config.tls !== undefined) this.secure = this.#secureStage(config);
@@ -321,12 +327,44 @@ class Listener {
     );
   }
 
-  /** Takes a connection the gate admitted: TLS first on a TLS listener, then HTTP. */
+  /**
+   * Takes a connection the gate admitted: TLS first on a TLS listener, then HTTP; on a plain listener with `http2`
+   * on, HTTP/2 when it opens with the preface, else HTTP/1.1.
+   */
   accept(socket: Socket): void {
-    if (this.config.tls !== undefined) return this.secure!.accept(socket);
+    const config = this.config;
+    if (config.tls !== undefined) return this.secure!.accept(socket);
+    if (config.http2 === false) return this.#http1(socket);
+    const cleartext = (this.#cleartext ??= this.#cleartextStage(config));
+    const undecided = this.#undecided;
+    undecided.add(socket);
+    socket.once('close', () => undecided.delete(socket));
+    whenPrefaceKnown(socket, config.header_timeout > 0 ? config.header_timeout : 30_000, (h2) => {
+      undecided.delete(socket);
+      if (h2) cleartext.accept(socket);
+      else this.#http1(socket);
+    });
+  }
+
+  #http1(socket: Socket): void {
     this.server.emit('connection', socket);
-    // Paused after a PROXY header (bytes after it put back): Node's HTTP server does not resume a paused socket.
+    // Paused after a PROXY header or the preface check (bytes put back): Node's HTTP server does not resume it.
     if (socket.isPaused()) socket.resume();
+  }
+
+  #cleartextStage(config: ListenerConfig): H2Stage {
+    const dispatch = this.#dispatch;
+    return new H2Stage(
+      config,
+      {
+        request: (req, res) => {
+          limitRequestTime(req, res, this.config.request_timeout);
+          dispatch.request(req, res, 'http', this.config.redirect_https ?? 0);
+        },
+        refuse: (req, res, status) => dispatch.refuse(req, res, 'http', status, false),
+      },
+      this.#logger,
+    );
   }
 
   /**
@@ -391,6 +429,7 @@ class Listener {
       if (this.secure === undefined) this.secure = this.#secureStage(config);
       else this.secure.apply(config);
     }
+    this.#cleartext?.apply(config);
   }
 
   /**
@@ -409,12 +448,15 @@ class Listener {
     // The HTTP server listens on nothing: closing it stops its timeout checks and closes its idle connections
     // (lingering, that waits for the end).
     if (!lingerIdle) this.server.close();
+    // Like an idle HTTP/1.1 connection: nothing asked, nothing lost (lingering, it is told on its first request).
+    if (!lingerIdle) for (const socket of this.#undecided) socket.destroy();
     const sessions = this.secure?.close();
+    const cleartext = this.#cleartext?.close();
     // Connections that become idle during the grace period are closed as soon as they do, not after the timeout.
     this.sweeper.drain(!lingerIdle);
     // Tunnels are not the HTTP server's any more: wait for them too, or they outlive the close.
     const tunnels = [...this.upgraded].map((socket) => new Promise<void>((resolve) => socket.once('close', () => resolve())));
-    return Promise.all([closed, sessions, ...tunnels]).then(() => {
+    return Promise.all([closed, sessions, cleartext, ...tunnels]).then(() => {
       if (lingerIdle) this.server.close();
       this.sweeper.stop();
     });
@@ -424,6 +466,7 @@ class Listener {
   cut(): void {
     this.server.closeAllConnections();
     this.secure?.cut();
+    this.#cleartext?.cut();
     for (const socket of this.upgraded) socket.destroy();
     for (const socket of this.#sockets) socket.destroy();
   }

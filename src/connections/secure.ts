@@ -7,7 +7,7 @@
  * Portico's keep-alive sweep, header and request timeouts, header-count check and `clientError` answers would
  * not see them. Here HTTP/1.1 over TLS goes to the very `http.Server` a plain listener uses (`emit('connection')`
  * with the TLS socket, as `https.Server` does internally), and keeps every limit; HTTP/2 goes to an unlistened
- * `http2.Server` (`emit('connection')`: its connection listener takes an already secure socket).
+ * `http2.Server` (the listener's H2Stage, h2-stage.ts: its connection listener takes an already secure socket).
  *
  * The stage listens on nothing: `accept(socket)` takes a socket the listener's `net.Server` accepted, so that
  * something may sit in front (the PROXY protocol reads its header first, then hands the socket on).
@@ -22,18 +22,14 @@
  *   finish on the old one, whose handlers are the same.
  */
 import { createHash } from 'node:crypto';
-import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import type { Http2Settings } from '../config/schema.js';
 import type { ClientRequest, ClientResponse } from '../http/context.js';
 import { inheritProxiedPeer } from '../http/client-address.js';
-import { PorticoH2Response } from '../http/echo.js';
 import { sendRawError } from '../http/send.js';
-import { serveH2 } from './h2-session.js';
-import { H2StallWatch } from './h2-stall.js';
+import { H2Stage } from './h2-stage.js';
 import { wrappedSocket } from './node-internals.js';
 import { recordHandshake, servedCertificate, type CertificateStore, type ServedCertificate } from '../tls/certificates.js';
 
@@ -74,32 +70,15 @@ export interface SecureTarget {
   handshakes?(): HandshakeTally | undefined;
 }
 
-function h2Settings(settings: Http2Settings): http2.Settings {
-  return {
-    maxConcurrentStreams: settings.max_concurrent_streams,
-    maxHeaderListSize: settings.max_header_list_size,
-    initialWindowSize: settings.initial_window_size,
-    maxFrameSize: settings.max_frame_size,
-  };
-}
-
-/** An idle HTTP/2 session is closed (GOAWAY) after this: keep-alive_timeout, else header_timeout. */
-function sessionTimeout(config: ListenerConfig): number {
-  return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout;
-}
-
 /** TLS in front of a listener's HTTP servers. */
 export class SecureStage {
   #config: ListenerConfig;
   #tls: tls.Server;
   #fallback: ServedCertificate | undefined;
-  readonly #h2: http2.Http2Server;
+  /** Connections whose ALPN chose `h2`. */
+  readonly #h2: H2Stage;
   readonly #target: SecureTarget;
   readonly #logger: Logger;
-  /** Open HTTP/2 sessions, closed on shutdown (HTTP/1.1 connections are the http.Server's). */
-  readonly #sessions = new Set<http2.ServerHttp2Session>();
-  /** send_timeout for HTTP/2 streams and sessions, and disconnects Node's session does not notice. */
-  readonly #stalls: H2StallWatch;
 
   constructor(config: ListenerConfig, target: SecureTarget, logger: Logger) {
     this.#config = config;
@@ -107,31 +86,7 @@ export class SecureStage {
     this.#logger = logger;
     this.#fallback = defaultCertificate(config.tls!);
     this.#tls = this.#makeTls(config);
-    this.#stalls = new H2StallWatch(config.send_timeout, (what, session, streams) =>
-      logger.info(
-        { remote: session.socket?.remoteAddress, streams },
-        what === 'session' ? 'client took nothing of its answers for send_timeout; http2 connection closed' : 'client took nothing of its answers for send_timeout; http2 streams reset',
-      ),
-    );
-    const h2 = http2.createServer({
-      // Every answer echoes its request's X-Request-Id (see http/echo.ts).
-      Http2ServerResponse: PorticoH2Response as typeof http2.Http2ServerResponse,
-      settings: h2Settings(config.http2 === false ? http2SettingsOff : config.http2),
-      // Pseudo-header fields count as lines here; four of them at most in a request.
-      maxHeaderListPairs: config.max_header_count + 4,
-      maxSessionInvalidFrames: 100,
-    });
-    h2.setTimeout(sessionTimeout(config));
-    h2.on('timeout', (session: http2.ServerHttp2Session) => session.close());
-    h2.on('session', (session: http2.ServerHttp2Session) => {
-      this.#sessions.add(session);
-      session.once('close', () => this.#sessions.delete(session));
-      this.#stalls.watch(session);
-    });
-    h2.on('sessionError', (err: Error) => logger.debug({ err }, 'http2 session error'));
-    // Requests (after the read that carried them: see h2RequestHandler), expectations, session guards.
-    serveH2(h2, target);
-    this.#h2 = h2;
+    this.#h2 = new H2Stage(config, target, logger);
   }
 
   /** Starts the TLS handshake on a socket the listener accepted. */
@@ -146,9 +101,7 @@ export class SecureStage {
     this.#config = config;
     this.#fallback = defaultCertificate(config.tls!);
     this.#tls = this.#makeTls(config);
-    if (config.http2 !== false) this.#h2.updateSettings(h2Settings(config.http2));
-    this.#h2.setTimeout(sessionTimeout(config));
-    this.#stalls.setTimeout(config.send_timeout);
+    this.#h2.apply(config);
   }
 
   /** New session-ticket keys (a cluster's rotation) for the TLS server new connections meet. */
@@ -158,17 +111,12 @@ export class SecureStage {
 
   /** Shutdown: each HTTP/2 session finishes its streams and closes (GOAWAY); new streams are refused. */
   close(): Promise<void> {
-    const sessions = [...this.#sessions].map((session) => new Promise<void>((resolve) => {
-      session.once('close', () => resolve());
-      session.close();
-    }));
-    return Promise.all(sessions).then(() => undefined);
+    return this.#h2.close();
   }
 
   /** The grace period is over: cuts every HTTP/2 session. */
   cut(): void {
-    for (const session of this.#sessions) session.destroy();
-    this.#stalls.stop();
+    this.#h2.cut();
   }
 
   #makeTls(config: ListenerConfig): tls.Server {
@@ -203,7 +151,7 @@ export class SecureStage {
       if (raw !== undefined) inheritProxiedPeer(raw, socket);
       recordHandshake(socket, made.store, made.fallback);
       target.handshakes?.()?.handshake(socket.getProtocol());
-      if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
+      if (socket.alpnProtocol === 'h2') this.#h2.accept(socket);
       else target.http1(socket);
     });
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -219,9 +167,6 @@ export class SecureStage {
     return server;
   }
 }
-
-/** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
-const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65_535, max_frame_size: 16_384 };
 
 /** The TLS session context of a listener whose ticket keys are shared: the same on every box with the same policy. */
 function sharedSessionContext(options: ListenerTls): string {

@@ -41,6 +41,8 @@ export interface RouteStatus extends TrafficStats {
   id: string;
   /** The handler kind (`static`, `proxy`, `respond`, `redirect`...). */
   handler: string;
+  /** gRPC (and gRPC-Web) calls by the `grpc-status` they ended with (`"0"`, `"14"`, `"other"`); absent: none. */
+  grpc?: Record<string, number>;
 }
 
 /** What state a server is in, worst first: the operator's say, then health. */
@@ -67,6 +69,13 @@ export interface ServerStatus extends TrafficStats {
   ejections: number;
   /** The last active check (null: none yet, or checks off). */
   last_check: { at: string; ok: boolean } | null;
+  /**
+   * An HTTP/2 server's protocol as spoken now (`h2c`, `h2`, `auto: h2`, `auto: http/1.1`, `auto` before a first
+   * connection); absent for HTTP/1.1 and FastCGI servers.
+   */
+  protocol?: string;
+  /** An HTTP/2 server's open connections, streams in flight and requests waiting for a stream. */
+  http2?: { connections: number; streams: number; waiting: number };
 }
 
 /** One upstream. */

@@ -180,7 +180,7 @@ function serverTable(result: Record<string, unknown>, colour: boolean, now: numb
       rows.push([
         { text: str(upstream.name) },
         { text: str(server.id) },
-        { text: str(server.address) + (server.discovered === true ? ' (dns)' : '') },
+        { text: str(server.address) + (server.discovered === true ? ' (dns)' : '') + protocolNote(server.protocol) },
         { text: state + (server.backup === true ? ' (backup)' : ''), colour: STATE_COLOUR[state] },
         { text: weight === undefined ? '-' : `${weight}${configured !== undefined && configured !== weight ? ` (${configured})` : ''}` },
         { text: count(server.in_flight) },
@@ -241,6 +241,33 @@ function routeTable(result: Record<string, unknown>, colour: boolean): string[] 
     { title: 'P50', right: true },
     { title: 'P99', right: true },
   ];
+  return ['', ...table(colour, columns, rows)];
+}
+
+/** An HTTP/2 server's protocol beside its address, when the address does not say it (`h2c://` does). */
+function protocolNote(protocol: unknown): string {
+  return typeof protocol === 'string' && protocol !== 'h2c' ? ` (${protocol})` : '';
+}
+
+/** gRPC calls by route: how many, how many ended OK, and each status seen (`0:12 14:1`); none: no table. */
+function grpcTable(result: Record<string, unknown>, colour: boolean): string[] {
+  const rows: Cell[][] = [];
+  for (const route of list(result.routes)) {
+    const grpc = obj(route.grpc);
+    if (grpc === undefined) continue;
+    const counts = Object.entries(grpc).map(([status, n]) => [status, num(n) ?? 0] as const);
+    const calls = counts.reduce((sum, [, n]) => sum + n, 0);
+    const ok = counts.find(([status]) => status === '0')?.[1] ?? 0;
+    rows.push([
+      { text: str(route.id) },
+      { text: count(calls) },
+      { text: count(ok) },
+      { text: count(calls - ok), colour: calls > ok ? 'red' : undefined },
+      { text: counts.map(([status, n]) => `${status}:${n}`).join(' ') },
+    ]);
+  }
+  if (rows.length === 0) return [];
+  const columns: Column[] = [{ title: 'GRPC ROUTE' }, { title: 'CALLS', right: true }, { title: 'OK', right: true }, { title: 'NOT OK', right: true }, { title: 'BY GRPC-STATUS' }];
   return ['', ...table(colour, columns, rows)];
 }
 
@@ -350,6 +377,7 @@ export function statusLines(result: Record<string, unknown>, options: { colour: 
     ...clusterLines(result, colour, now),
     ...serverTable(result, colour, now),
     ...routeTable(result, colour),
+    ...grpcTable(result, colour),
     ...cacheTable(result, colour),
     ...certificateTable(result, colour),
   ];

@@ -91,6 +91,8 @@ export function responseComplete(res: ClientResponse): boolean {
 /** Where a request's outcome is counted (a route's traffic figures: see metrics/traffic.ts). */
 export interface TrafficRecorder {
   record(status: number, ms: number): void;
+  /** A gRPC call that ended with this `grpc-status` (a route's recorder counts them). */
+  recordGrpc?(status: string): void;
 }
 
 /** Per-request state shared by the handlers of one chain. */
@@ -133,6 +135,11 @@ export class RequestContext {
    * cache was asked; `$cache_status` in the log.
    */
   cacheStatus = '';
+  /**
+   * The `grpc-status` a gRPC call's answer ended with, when it went out in trailers (or in a gRPC-Web answer);
+   * `''` otherwise. `$grpc_status` in the log (which reads a Trailers-Only answer's status from its head).
+   */
+  grpcStatus = '';
   /**
    * The `traceparent` sent upstream, once known (see `traceparent`); set when the context is made when Portico
    * records spans (`tracing`), else worked out on first use.

@@ -30,6 +30,12 @@ export function isGrpc(headers: IncomingHttpHeaders): boolean {
   return type !== undefined && GRPC.test(type);
 }
 
+/** Whether a request is a gRPC or a gRPC-Web call (its content-type), for the counts by grpc-status. */
+export function isGrpcCall(headers: IncomingHttpHeaders): boolean {
+  const type = headers['content-type'];
+  return type !== undefined && (GRPC.test(type) || GRPC_WEB.test(type));
+}
+
 /**
  * The gRPC status for one of Portico's HTTP statuses: the gRPC project's HTTP-to-gRPC mapping, but a gateway
  * timeout is DEADLINE_EXCEEDED (Portico gave up waiting, as Envoy says) and a too-large body RESOURCE_EXHAUSTED.
@@ -61,6 +67,14 @@ export function grpcStatusOf(status: number): number {
   }
 }
 
+/** The `grpc-status` in a flat name/value list (a call's trailers or head), `''` when it has none. */
+export function grpcStatusIn(list: readonly string[]): string {
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.length === 11 && list[i]!.toLowerCase() === 'grpc-status') return list[i + 1]!;
+  }
+  return '';
+}
+
 /**
  * Answers a gRPC call with a status: a Trailers-Only answer (HTTP 200, `content-type: application/grpc`,
  * `grpc-status` and `grpc-message` in the one HEADERS frame that ends the stream), with no message.
@@ -80,6 +94,21 @@ export function grpcTimeoutMs(value: string | string[] | undefined): number | un
   if (typeof value !== 'string') return undefined;
   const match = TIMEOUT.exec(value);
   return match === null ? undefined : Number(match[1]) * UNIT_MS[match[2]!]!;
+}
+
+/** Units of `grpc-timeout` from the finest, in ms, for writing one. */
+const UNITS_UP: ReadonlyArray<readonly [string, number]> = [['m', 1], ['S', 1000], ['M', 60_000], ['H', 3_600_000]];
+
+/**
+ * A deadline `ms` away as a `grpc-timeout` value: in the finest unit whose count fits the protocol's 8 digits
+ * (as gRPC's own clients write it), rounded up (an app's deadline never comes before Portico's).
+ */
+export function grpcTimeoutValue(ms: number): string {
+  for (const [unit, size] of UNITS_UP) {
+    const count = Math.ceil(ms / size);
+    if (count < 100_000_000) return `${Math.max(1, count)}${unit}`;
+  }
+  return '99999999H';
 }
 
 const GRPC_WEB = /^application\/grpc-web(-text)?(\+[\w.-]+)?\s*(?:;|$)/i;

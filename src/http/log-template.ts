@@ -88,6 +88,16 @@ export function cacheResult(params: string): string {
 
 const PID = String(process.pid);
 
+/**
+ * The `grpc-status` a gRPC call ended with: its trailers' (see `grpcStatus`), else its Trailers-Only head's (an
+ * app's error without messages, Portico's own statuses); `''` for anything else.
+ */
+export function loggedGrpcStatus(ctx: RequestContext): string {
+  if (ctx.grpcStatus !== '') return ctx.grpcStatus;
+  const head = ctx.res.getHeader('grpc-status');
+  return typeof head === 'string' ? head : '';
+}
+
 /** The variables known once the answer is out, by name. */
 const LOG_ONLY: Readonly<Record<string, Template>> = {
   status: (ctx) => String(ctx.status),
@@ -106,6 +116,7 @@ const LOG_ONLY: Readonly<Record<string, Template>> = {
   upstream_header_time: attempts((l) => seconds(l.headerMs)),
   upstream_response_time: attempts((l) => seconds(l.responseMs)),
   cache_status: (ctx) => cacheResult(ctx.cacheStatus),
+  grpc_status: loggedGrpcStatus,
   // Read when the request arrives (an h2 request's socket is gone by the time its line is written): see `usesTls`.
   tls_version: (ctx) => ctx.tlsVersion ?? '',
   http2: (ctx) => (ctx.req.httpVersionMajor === 2 ? 'h2' : ''),

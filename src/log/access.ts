@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import type { TLSSocket } from 'node:tls';
 import type { RequestContext, UpstreamAttemptLog } from '../http/context.js';
-import { compileLogTemplate, escapeField, seconds, timeLocal, usesTls, type LogEscape } from '../http/log-template.js';
+import { compileLogTemplate, escapeField, loggedGrpcStatus, seconds, timeLocal, usesTls, type LogEscape } from '../http/log-template.js';
 
 export { seconds };
 
@@ -125,6 +125,8 @@ function jsonLine(ctx: RequestContext): string {
       upstream_connect_time: ctx.upstreamLog?.map((l) => l.connectMs / 1000),
       upstream_header_time: ctx.upstreamLog?.map((l) => l.headerMs / 1000),
       upstream_response_time: ctx.upstreamLog?.map((l) => l.responseMs / 1000),
+      // Only on a gRPC call's line (undefined is left out).
+      grpc_status: loggedGrpcStatus(ctx) || undefined,
     }) + '\n'
   );
 }

@@ -14,14 +14,38 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric
 import { eventLoopDelay } from './event-loop.js';
 import { CLASS_NAMES, LATENCY_BOUNDS_MS, Traffic } from './traffic.js';
 
+/** gRPC statuses counted one by one: 0 OK … 16 UNAUTHENTICATED; any other value an app sends is counted as `other`. */
+const GRPC_CODES = 17;
+
 /** A route's traffic: `id` is `host + path` (`a.example/api/`, `*` for a site without hosts), `handler` its kind. */
 export class RouteTraffic extends Traffic {
+  /** gRPC calls by the `grpc-status` they ended with (index 17: any other value), made at the route's first call. */
+  grpc: Float64Array | undefined = undefined;
+
   constructor(
     readonly id: string,
     public handler: string,
   ) {
     super();
   }
+
+  /** One gRPC call that ended with `status` (the `grpc-status` text; `''`: none, counted as `other`). */
+  recordGrpc(status: string): void {
+    const code = status.length > 0 && status.length <= 2 ? Number(status) : -1;
+    const grpc = (this.grpc ??= new Float64Array(GRPC_CODES + 1));
+    grpc[Number.isInteger(code) && code >= 0 && code < GRPC_CODES ? code : GRPC_CODES]!++;
+  }
+}
+
+/** A route's gRPC calls by status, as `{ "0": n, "14": m, "other": k }` (none: undefined). */
+export function grpcCounts(traffic: RouteTraffic): Record<string, number> | undefined {
+  const grpc = traffic.grpc;
+  if (grpc === undefined) return undefined;
+  const counts: Record<string, number> = {};
+  grpc.forEach((n, i) => {
+    if (n > 0) counts[i === GRPC_CODES ? 'other' : String(i)] = n;
+  });
+  return counts;
 }
 
 /** One upstream server's attempts (its stable id: see `UpstreamServer.name`). */
@@ -294,6 +318,18 @@ export class Metrics {
       registers,
       collect() {
         fillCounter(this, metrics.routes().flatMap((r) => classSeries({ route: r.id }, r)));
+      },
+    });
+    new Counter({
+      name: 'portico_grpc_requests_total',
+      help: 'gRPC (and gRPC-Web) calls answered, by route and the grpc-status they ended with ("other": a value outside 0-16).',
+      labelNames: ['route', 'grpc_status'],
+      registers,
+      collect() {
+        fillCounter(
+          this,
+          metrics.routes().flatMap((r) => Object.entries(grpcCounts(r) ?? {}).map(([status, n]): [Record<string, string>, number] => [{ route: r.id, grpc_status: status }, n])),
+        );
       },
     });
     new Histogram({

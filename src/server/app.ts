@@ -26,6 +26,8 @@ import type { RefusedLine } from '../connections/http1.js';
 import { openAccessLog, type AccessLog } from '../log/access.js';
 import { beginTrace, openSpanExport, type SpanExport } from '../log/tracing.js';
 import { isH2Response, RequestContext, responseComplete, type ClientRequest, type ClientResponse, type Handler } from '../http/context.js';
+import { isGrpcCall } from '../http/grpc.js';
+import { loggedGrpcStatus } from '../http/log-template.js';
 import { adoptAuthority } from '../http/h2.js';
 import { kRequestId, PorticoResponse } from '../http/echo.js';
 import { isSafeRequestId, newRequestId } from '../http/request-identity.js';
@@ -244,7 +246,11 @@ export class App {
       if (ctx === undefined) return;
       const finished = responseComplete(this);
       if (!finished && ctx.status === 0) ctx.status = 499;
-      if (unrouted !== undefined) (ctx.traffic ?? unrouted).record(ctx.status === 0 ? this.statusCode : ctx.status, performance.now() - ctx.start);
+      if (unrouted !== undefined) {
+        const traffic = ctx.traffic ?? unrouted;
+        traffic.record(ctx.status === 0 ? this.statusCode : ctx.status, performance.now() - ctx.start);
+        if (traffic.recordGrpc !== undefined && isGrpcCall(ctx.req.headers)) traffic.recordGrpc(loggedGrpcStatus(ctx));
+      }
       accessLog?.write(ctx);
       if (ctx.traceSampled) app.#spans?.record(ctx);
       if (!finished) ctx.clientClosed();

@@ -41,6 +41,7 @@ import { KeptValues } from './kept.js';
 import { AdminService, adminParts, type AdminPlan } from './admin.js';
 import type { AdminApiOptions } from '../control/admin-api.js';
 import { UpstreamRegistry } from '../upstream/registry.js';
+import { probeSlot } from '../upstream/health/active.js';
 import { checkServerId, nextOverride, serverStatus, ServerOverrides, type OverrideList, type ServerOverride } from './operator.js';
 import { purgeInZone, planPurge } from './purge.js';
 import type { UpstreamOptions } from '../upstream/upstream.js';
@@ -135,7 +136,7 @@ export interface WorkerRole {
 }
 
 /** The app servers Portico runs (`spawn`), as `portico run` has them. */
-const SUPERVISOR: SupervisorFactory = (config, logger, sink) => new Supervisor(config, logger, sink);
+const SUPERVISOR: SupervisorFactory = (config, logger, sink) => new Supervisor(config, logger, sink, probeSlot);
 
 /** A Portico server: listeners plus the current app. */
 export class Portico {

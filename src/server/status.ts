@@ -11,7 +11,7 @@ import type { CacheZone } from '../cache/zone.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { UpstreamServer } from '../upstream/server.js';
 import type { AcmeManager } from '../tls/acme.js';
-import type { CacheGauge, CacheTally, Metrics, RouteTraffic, ScrapeSource, ServerGauge } from '../metrics/metrics.js';
+import { grpcCounts, type CacheGauge, type CacheTally, type Metrics, type RouteTraffic, type ScrapeSource, type ServerGauge } from '../metrics/metrics.js';
 import { cumulative, percentiles, sumHistograms, Traffic } from '../metrics/traffic.js';
 import type { ClusterLink } from '../cluster/link.js';
 import type { Heartbeat } from '../cluster/heartbeat.js';
@@ -70,7 +70,29 @@ export function serverStatus(server: UpstreamServer, now: number = Date.now()): 
     ejections: server.ejectionsTotal,
     last_check: server.lastCheckAt === 0 ? null : { at: new Date(server.lastCheckAt).toISOString(), ok: server.lastCheckPassed },
     ...trafficStats(server.traffic),
+    ...http2Fields(server),
   };
+}
+
+/** An HTTP/2 server's `protocol` and `http2` fields (none for another server). */
+function http2Fields(server: UpstreamServer): Pick<ServerStatus, 'protocol' | 'http2'> {
+  const load = server.http2Load;
+  if (load === undefined) return {};
+  const { protocol, ...connections } = load;
+  return { protocol, http2: connections };
+}
+
+/** A route's status with its gRPC counts when it has any (no `grpc` key otherwise). */
+function withGrpc(route: RouteStatus, grpc: Record<string, number> | undefined): RouteStatus {
+  return grpc === undefined ? route : { ...route, grpc };
+}
+
+/** Two reports' gRPC counts by status, summed (absent when neither has any). */
+function sumGrpc(a: Record<string, number> | undefined, b: Record<string, number> | undefined): Record<string, number> | undefined {
+  if (a === undefined || b === undefined) return a ?? b;
+  const sum = { ...a };
+  for (const [status, n] of Object.entries(b)) sum[status] = (sum[status] ?? 0) + n;
+  return sum;
 }
 
 /** One upstream's status: its servers, and their figures summed. */
@@ -120,7 +142,7 @@ export function processStatus(parts: ProcessParts, now: number = Date.now()): Pr
   return {
     connections: { ...parts.connections },
     totals: { requests: totals.requests, classes: totals.classes, latency: totals.histogram! },
-    routes: parts.routes.map((route): RouteStatus => ({ id: route.id, handler: route.handler, ...trafficStats(route) })),
+    routes: parts.routes.map((route): RouteStatus => withGrpc({ id: route.id, handler: route.handler, ...trafficStats(route) }, grpcCounts(route))),
     upstreams: parts.upstreams.map((upstream) => upstreamStatus(upstream, now)),
     caches: parts.zones.map((zone) => cacheStatus(zone, parts.metrics?.cacheTally(zone.name))),
   };
@@ -140,6 +162,10 @@ function mergeServer(a: ServerStatus, b: ServerStatus): ServerStatus {
     failures: a.failures + b.failures,
     ejections: a.ejections + b.ejections,
     last_check: check,
+    // Each worker has connections of its own to an HTTP/2 server.
+    ...(a.http2 === undefined || b.http2 === undefined
+      ? {}
+      : { http2: { connections: a.http2.connections + b.http2.connections, streams: a.http2.streams + b.http2.streams, waiting: a.http2.waiting + b.http2.waiting } }),
   };
 }
 
@@ -166,7 +192,7 @@ export function mergeProcessStatus(list: readonly ProcessStatus[]): ProcessStatu
   return {
     connections: { open: list.reduce((n, s) => n + s.connections.open, 0), streams: list.reduce((n, s) => n + s.connections.streams, 0) },
     totals: { requests: totals.requests, classes: totals.classes, latency: totals.histogram! },
-    routes: mergeBy(list.map((s) => s.routes), (r) => r.id, (a, b) => ({ ...a, ...sumStats([a, b]) })),
+    routes: mergeBy(list.map((s) => s.routes), (r) => r.id, (a, b) => withGrpc({ ...a, ...sumStats([a, b]) }, sumGrpc(a.grpc, b.grpc))),
     upstreams: mergeBy(
       list.map((s) => s.upstreams),
       (u) => u.name,

@@ -37,6 +37,7 @@ import type { AcmeSites, CertificateSink } from '../tls/acme.js';
 import { Http01Challenges } from '../tls/challenges.js';
 import { StateDir } from '../tls/state-dir.js';
 import { Upstream } from '../upstream/upstream.js';
+import { probeSlot } from '../upstream/health/active.js';
 import { Portico } from './portico.js';
 import { openControlDir } from './control-dir.js';
 import { Operations } from './operations.js';
@@ -413,7 +414,7 @@ export class Primary {
     if (this.#state !== undefined) this.#operator.load(this.#state);
     // Without a state directory a single process makes a random key of its own; the workers must share one.
     this.#stickyKey = this.#state?.secret(STICKY_KEY_FILE) ?? randomBytes(32);
-    this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink));
+    this.#supervisorFactory = options.supervisor ?? ((c, l, sink) => new Supervisor(c, l, sink, probeSlot));
 
     this.#operations = new Operations(
       {

@@ -1,7 +1,8 @@
 /**
  * Whether a new instance is ready to take requests, checked by the Supervisor itself before the data plane is
  * told its port: the upstream's active health check when it has one (GET `path`, `rise` passes in a row, a status
- * within `expect`, each answer within `timeout`), else a TCP connect. Bounded by a deadline and an abort signal.
+ * within `expect`, each answer within `timeout`; an instance speaking FastCGI or HTTP/2 is probed by the data
+ * plane's own check, given as a `Probe`), else a TCP connect. Bounded by a deadline and an abort signal.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -54,6 +55,12 @@ function probeHttp(port: number, check: ReadinessCheck, timeoutMs: number): Prom
   });
 }
 
+/**
+ * One readiness probe of the instance on 127.0.0.1:`port` in what it speaks, given by the data plane for instances
+ * that speak FastCGI or HTTP/2 (see `Supervisor`): undefined when it passed, else why not.
+ */
+export type Probe = (port: number, timeoutMs: number) => Promise<ProbeResult>;
+
 /** Waits `ms`, or less when `signal` aborts. */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -68,10 +75,11 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Resolves once the instance on 127.0.0.1:`port` is ready (`check`, or a TCP connect when there is none); rejects
+ * Resolves once the instance on 127.0.0.1:`port` is ready (`check`, made by `probe` when the instance speaks
+ * FastCGI or HTTP/2, or a TCP connect when there is no check); rejects
  * with an Error saying why not (its last probe) once `deadline` (ms since the epoch) passes or `signal` aborts.
  */
-export async function waitReady(port: number, check: ReadinessCheck | undefined, deadline: number, signal: AbortSignal): Promise<void> {
+export async function waitReady(port: number, check: ReadinessCheck | undefined, deadline: number, signal: AbortSignal, probe?: Probe): Promise<void> {
   const rise = check?.rise ?? 1;
   const gap = Math.max(10, Math.min(check?.interval ?? MAX_PAUSE_MS, MAX_PAUSE_MS));
   let passes = 0;
@@ -83,7 +91,7 @@ export async function waitReady(port: number, check: ReadinessCheck | undefined,
     if (left <= 0) break;
     const full = check?.timeout ?? 1000;
     const timeout = Math.min(full, left);
-    const result = check === undefined ? await probeTcp(port, timeout) : await probeHttp(port, check, timeout);
+    const result = check === undefined ? await probeTcp(port, timeout) : probe !== undefined ? await probe(port, timeout) : await probeHttp(port, check, timeout);
     if (signal.aborted) break;
     if (result === undefined) {
       passes += 1;

@@ -7,12 +7,13 @@
 import { existsSync, realpathSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
+import { speaksFastCgi } from '../config/schema.js';
 import { PorticoError } from '../errors.js';
 import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS } from './crashes.js';
 import { rollingDeploy, type DeployEvent, type DeployReport } from './deploy.js';
 import { describeExit, Instance, type InstanceExit } from './instance.js';
 import { PortPool } from './ports.js';
-import { waitReady } from './readiness.js';
+import { waitReady, type Probe } from './readiness.js';
 import { processChanged, Slot, type SlotState, type UpstreamSpec } from './slot.js';
 import { upstreamSpecs } from './spec.js';
 
@@ -32,6 +33,12 @@ export interface SlotSink {
    */
   moved(upstream: string, slot: string, port: number | undefined, drainMs: number): Promise<void>;
 }
+
+/**
+ * A readiness probe of one instance of `upstream` on 127.0.0.1:`port` in what it speaks (FastCGI, HTTP/2 without
+ * TLS): the data plane's health check, given to the Supervisor by the server that builds it.
+ */
+export type SlotProbe = (upstream: Config['upstreams'][string], port: number, timeoutMs: number) => Promise<string | undefined>;
 
 /** One slot as `portico status` and the logs show it. */
 export interface SlotStatus {
@@ -98,13 +105,28 @@ export class Supervisor {
   readonly #live = new Set<Instance>();
   readonly #stopped = new AbortController();
   #config: Config;
+  readonly #probe: SlotProbe | undefined;
   #started = false;
 
-  /** A Supervisor for `config`'s upstreams with `spawn` (nothing starts before `start()`). */
-  constructor(config: Config, logger: Logger, sink: SlotSink) {
+  /**
+   * A Supervisor for `config`'s upstreams with `spawn` (nothing starts before `start()`). `probe` checks the
+   * readiness of instances that speak FastCGI or HTTP/2 (the data plane's own check); without it they are only
+   * connected to.
+   */
+  constructor(config: Config, logger: Logger, sink: SlotSink, probe?: SlotProbe) {
     this.#config = config;
     this.#logger = logger;
     this.#sink = sink;
+    this.#probe = probe;
+  }
+
+  /** The readiness probe of `upstream`'s instances when they speak FastCGI or HTTP/2 (else waitReady's own GET). */
+  #probeOf(upstream: string): Probe | undefined {
+    const config = this.#config.upstreams[upstream];
+    const probe = this.#probe;
+    if (config === undefined || probe === undefined) return undefined;
+    if (!speaksFastCgi(config) && config.spawn?.protocol !== 'h2c') return undefined;
+    return (port, timeoutMs) => probe(config, port, timeoutMs);
   }
 
   /**
@@ -333,7 +355,7 @@ export class Supervisor {
       void instance.exited.then(onStop);
       let reason: string;
       try {
-        await waitReady(port, spec.readiness, deadline, abort.signal);
+        await waitReady(port, spec.readiness, deadline, abort.signal, this.#probeOf(slot.upstream));
         if (instance.exit === undefined) return instance;
         reason = 'exited as it became ready';
       } catch (err) {

@@ -1,12 +1,13 @@
 /**
  * One request on one HTTP/2 stream of an app server, speaking undici's handler contract (`H2Request`), with what
- * it needs: the options of its server (`H2Options`), its errors (`H2TransportError`), the streamed body's sender
- * that keeps the body's start for a resend (`StreamedBody`), and the header conversions. The connections and the
- * queue are `h2-transport.ts`'s.
+ * it needs: the options of its server (`H2Options`), its errors (`H2TransportError`) and the header conversions.
+ * A streamed body is sent through a `ReplayableBody` (the proxy's own for a gRPC call), which keeps its start
+ * for a resend. The connections and the queue are `h2-transport.ts`'s.
  */
 import { constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import { ReplayableBody } from './replayable-body.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = constants;
 
@@ -49,6 +50,16 @@ export class H2TransportError extends Error {
   }
 }
 
+/**
+ * A stream that ended in a reset: the server's own RST_STREAM (its code passed on to the client), or the whole
+ * connection lost — closed, or ended by a GOAWAY with an error (Node gives each stream the session's code then):
+ * no code of the stream's, so that the client is told the app was lost, not that its call was cancelled.
+ */
+function resetError(session: ClientHttp2Session, code: number | undefined): H2TransportError {
+  if (session.destroyed) return new H2TransportError('the connection to the server was lost', 'ECONNRESET');
+  return new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code);
+}
+
 /** One request on one stream, speaking undici's handler contract. */
 export class H2Request {
   #stream: ClientHttp2Stream | undefined = undefined;
@@ -62,8 +73,9 @@ export class H2Request {
   /** Sends the request again on another stream (a stream the server did not process); false: it cannot. */
   onRefused: (() => boolean) | undefined = undefined;
   #resent = false;
-  /** A streamed body's sender (kept across a resend: it holds what was sent for a replay). */
-  #sender: StreamedBody | undefined = undefined;
+  /** A streamed body (kept across a resend: it holds what was sent, for a replay), and its reading being sent. */
+  #replay: ReplayableBody | undefined = undefined;
+  #reading: Readable | undefined = undefined;
 
   constructor(
     readonly handler: Dispatcher.DispatchHandler,
@@ -112,8 +124,7 @@ export class H2Request {
     clearTimeout(this.#bodyTimer);
     this.onCancel?.();
     if (this.#stream !== undefined && !this.#stream.closed) this.#stream.close(NGHTTP2_CANCEL);
-    const body = this.opts.body as Readable | null | undefined;
-    this.#sender?.detach();
+    this.#stopReading();
     this.handler.onError?.(err);
   }
 
@@ -143,20 +154,18 @@ export class H2Request {
       const refused = code === NGHTTP2_REFUSED_STREAM || (this.#headersTimer !== undefined && stream.id === undefined);
       // Not processed (a GOAWAY's later stream, REFUSED_STREAM): sent again once on another stream, when its body
       // can be (none, in memory, or a stream not read yet), as a request that never left.
-      if (refused && !this.#resent && (this.#sender === undefined || this.#sender.replayable) && this.onRefused?.() === true) {
+      if (refused && !this.#resent && (this.#replay === undefined || this.#replay.replayable) && this.onRefused !== undefined) {
+        // Done before onRefused, which may run the request again at once (a session with a free stream): what is
+        // dropped here is this stream's, never the new one's.
         this.#resent = true;
         this.#stream = undefined;
-        this.#sender?.detach();
+        this.#stopReading();
         stream.removeAllListeners('response');
         stream.removeAllListeners('data');
         stream.removeAllListeners('end');
-        return;
+        if (this.onRefused()) return;
       }
-      this.fail(
-        refused
-          ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code)
-          : new H2TransportError(`the server reset the stream (code ${code})`, 'ECONNRESET', code),
-      );
+      this.fail(refused ? new H2TransportError('the server refused the stream (not processed)', 'PORTICO_H2_REFUSED', code) : resetError(session, code));
     });
     stream.on('error', () => undefined);
     stream.on('headers', (head: IncomingHttpHeaders) => {
@@ -164,7 +173,18 @@ export class H2Request {
       const status = Number(head[':status']);
       if (!this.#settled && status >= 100 && status < 200) this.handler.onHeaders?.(status, flatten(head) as unknown as Buffer[], resume, '');
     });
-    const resume = (): void => void stream.resume();
+    // Paused by the handler (a slow client), the app is not idle: the read timeout waits (as undici's), and
+    // starts again with the reading.
+    const pause = (): void => {
+      stream.pause();
+      clearTimeout(this.#bodyTimer);
+      this.#bodyTimer = undefined;
+    };
+    const resume = (): void => {
+      if (this.#settled || !stream.isPaused()) return;
+      this.#armBodyTimer();
+      stream.resume();
+    };
     stream.once('response', (head: IncomingHttpHeaders, flags: number) => {
       if (this.#settled) return;
       clearTimeout(this.#headersTimer);
@@ -183,12 +203,12 @@ export class H2Request {
         raw = kept;
       }
       this.#armBodyTimer();
-      if (this.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, '') === false) stream.pause();
+      if (this.handler.onHeaders?.(status, raw as unknown as Buffer[], resume, '') === false) pause();
     });
     stream.on('data', (chunk: Buffer) => {
       if (this.#settled) return;
       this.#armBodyTimer();
-      if (this.handler.onData?.(chunk) === false) stream.pause();
+      if (this.handler.onData?.(chunk) === false) pause();
     });
     stream.once('trailers', (head: IncomingHttpHeaders) => {
       this.#trailers.push(...flatten(head));
@@ -197,9 +217,7 @@ export class H2Request {
       if (this.#settled) return;
       // A reset ends the readable side too (Node pushes its end after recording the code): not a complete answer.
       const code = stream.rstCode;
-      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) {
-        return this.fail(new H2TransportError(`the server reset the stream (code ${code ?? 'unknown'})`, 'ECONNRESET', code));
-      }
+      if (stream.aborted || (code !== undefined && code !== NGHTTP2_NO_ERROR)) return this.fail(resetError(session, code));
       this.#settled = true;
       clearTimeout(this.#bodyTimer);
       clearTimeout(this.#headersTimer);
@@ -210,8 +228,30 @@ export class H2Request {
       stream.end(body);
       return;
     }
-    this.#sender ??= new StreamedBody(body, (err) => this.abort(err));
-    this.#sender.attach(stream);
+    // The first time, the body as given (a reading of the proxy's ReplayableBody, or another stream, wrapped);
+    // after a refusal, a new reading from its start.
+    let reading: Readable;
+    if (this.#replay === undefined) {
+      const own = ReplayableBody.of(body);
+      this.#replay = own ?? new ReplayableBody(body, REPLAY_LIMIT);
+      reading = own === undefined ? this.#replay.stream() : body;
+    } else {
+      reading = this.#replay.stream();
+    }
+    this.#reading = reading;
+    reading.once('error', (err) => {
+      if (this.#reading === reading) this.abort(err);
+    });
+    reading.pipe(stream);
+  }
+
+  /** The stream is gone: its reading of the body is dropped (a resend or a retry makes another). */
+  #stopReading(): void {
+    const reading = this.#reading;
+    if (reading === undefined) return;
+    this.#reading = undefined;
+    reading.unpipe();
+    reading.destroy();
   }
 
   #armBodyTimer(): void {
@@ -225,71 +265,8 @@ export class H2Request {
   }
 }
 
-/** What of a streamed body is kept for sending it again on another stream when the server refused the first. */
+/** What of a streamed body (other than a gRPC call's, which keeps retry_buffer) is kept for a resend. */
 const REPLAY_LIMIT = 64 * 1024;
-
-/**
- * A streamed request body sent on a stream, with backpressure, keeping its first REPLAY_LIMIT bytes: a stream
- * the server refused unprocessed (a GOAWAY's later stream, REFUSED_STREAM) gets another stream, which is sent
- * what was kept and then the rest. A gRPC unary call's body is small and sent at once: it is always replayable.
- */
-class StreamedBody {
-  #kept: Buffer[] | null = [];
-  #keptBytes = 0;
-  #ended = false;
-  #target: ClientHttp2Stream | undefined = undefined;
-  #listening = false;
-
-  constructor(
-    readonly body: Readable,
-    readonly onError: (err: Error) => void,
-  ) {}
-
-  /** Whether all that was read of the body is kept (it can be sent again). */
-  get replayable(): boolean {
-    return this.#kept !== null;
-  }
-
-  attach(stream: ClientHttp2Stream): void {
-    this.#target = stream;
-    if (this.#kept !== null) for (const chunk of this.#kept) stream.write(chunk);
-    if (this.#ended) return void stream.end();
-    stream.on('drain', () => {
-      if (this.#target === stream) this.body.resume();
-    });
-    if (!this.#listening) {
-      this.#listening = true;
-      this.body.on('data', (chunk: Buffer) => this.#data(chunk));
-      this.body.once('end', () => {
-        this.#ended = true;
-        this.#target?.end();
-      });
-      this.body.once('error', (err) => this.onError(err));
-    }
-    this.body.resume();
-  }
-
-  /** The stream is gone: nothing more is read until another one is attached. */
-  detach(): void {
-    this.#target = undefined;
-    this.body.pause();
-  }
-
-  #data(chunk: Buffer): void {
-    if (this.#kept !== null) {
-      this.#keptBytes += chunk.length;
-      if (this.#keptBytes <= REPLAY_LIMIT) this.#kept.push(chunk);
-      else this.#kept = null;
-    }
-    const target = this.#target;
-    if (target === undefined) {
-      // Read after a detach (a chunk already on its way): only a replayable body is attached again, and it kept it.
-      this.body.pause();
-      return;
-    }
-    if (!target.write(chunk)) this.body.pause();
-  }
-}
 
 /** undici's request headers (a flat list, or an object) as an HTTP/2 header object with the pseudo-fields. */
 function toH2Headers(opts: Dispatcher.DispatchOptions, origin: string, secure: boolean): OutgoingHttpHeaders {

@@ -61,17 +61,22 @@ export class H2Dispatcher extends Dispatcher {
   /** `auto`: the server chose HTTP/1.1 on the last connection made; requests go to the fallback. */
   #http1 = false;
   #closeWaiters: Array<() => void> = [];
+  /** The connections being made, each ended by its function (destroy() cuts them too). */
+  readonly #opening = new Set<(err: Error) => void>();
 
   constructor(options: H2Options) {
     super();
     this.#o = options;
   }
 
-  /** Streams in flight and requests waiting for one (for tests and status). */
-  get load(): { sessions: number; streams: number; waiting: number } {
+  /**
+   * Streams in flight and requests waiting for one (for tests and status); `http1`: an `auto` server chose
+   * HTTP/1.1 on the last connection made.
+   */
+  get load(): { sessions: number; streams: number; waiting: number; http1: boolean } {
     let streams = 0;
     for (const c of this.#connections) streams += c.streams;
-    return { sessions: this.#connections.size, streams, waiting: this.#waiting.length };
+    return { sessions: this.#connections.size, streams, waiting: this.#waiting.length, http1: this.#http1 };
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -150,6 +155,7 @@ export class H2Dispatcher extends Dispatcher {
     const fail = (err: NodeJS.ErrnoException): void => {
       if (settled) return;
       settled = true;
+      this.#opening.delete(fail);
       clearTimeout(timer);
       this.#connecting--;
       socket.destroy();
@@ -162,11 +168,13 @@ export class H2Dispatcher extends Dispatcher {
       this.#pump();
     };
     const timer = setTimeout(() => fail(new H2TransportError(`connect timeout after ${o.connectTimeout} ms`, 'UND_ERR_CONNECT_TIMEOUT')), o.connectTimeout);
+    this.#opening.add(fail);
     const ready = (): void => {
       if (settled) return;
       if (o.tls !== undefined && (socket as tls.TLSSocket).alpnProtocol !== 'h2') {
         if (o.fallback !== undefined) {
           settled = true;
+          this.#opening.delete(fail);
           clearTimeout(timer);
           this.#connecting--;
           socket.destroy();
@@ -183,6 +191,7 @@ export class H2Dispatcher extends Dispatcher {
       session.once('remoteSettings', () => {
         if (settled) return;
         settled = true;
+        this.#opening.delete(fail);
         clearTimeout(timer);
         this.#connecting--;
         connection.ready = true;
@@ -292,6 +301,8 @@ export class H2Dispatcher extends Dispatcher {
     this.#closed = true;
     const cb = typeof errOrCallback === 'function' ? errOrCallback : callback;
     for (const w of this.#waiting.splice(0)) w.request.fail(new H2TransportError('the dispatcher was destroyed', 'UND_ERR_DESTROYED'));
+    // A connection still being made is cut too (else its socket and timer outlive the dispatcher).
+    for (const fail of [...this.#opening]) fail(new H2TransportError('the dispatcher was destroyed', 'UND_ERR_DESTROYED'));
     const closing = [...this.#connections].map(
       (c) =>
         new Promise<void>((resolve) => {

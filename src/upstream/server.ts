@@ -185,8 +185,12 @@ export class UpstreamServer implements PolicyServer {
   recoveredAt = 0;
   readonly #slowStartMs: number;
   readonly #upstream: UpstreamConfig;
+  /** How an HTTP/2 server was configured (undefined: HTTP/1.1 or FastCGI). */
+  #http2: 'h2c' | 'h2' | 'auto' | undefined = undefined;
   /** Targets left by moves, until their requests and tunnels ended (a shutdown cuts them). */
   readonly #retiring = new Set<ServerTarget>();
+  /** A spawned slot's logger, for the pools of the ports it moves to (a FastCGI pool logs PHP's stderr). */
+  #logger: Logger | undefined = undefined;
   #closed = false;
 
   constructor(id: number, config: ServerConfig | SlotConfig, upstream: UpstreamConfig, configDir: string, discovered = false, logger?: Logger) {
@@ -205,7 +209,9 @@ export class UpstreamServer implements PolicyServer {
       this.slot = config.slot;
       this.route = config.route;
       this.basePath = '';
-      this.target = config.port === undefined ? undefined : slotTarget(config.port, upstream);
+      if (upstream.spawn?.protocol === 'h2c') this.poolSize = upstream.http2.connections * upstream.http2.max_concurrent_streams;
+      this.#logger = logger;
+      this.target = config.port === undefined ? undefined : slotTarget(config.port, upstream, config.slot, logger);
       this.healthy = this.target !== undefined;
       return;
     }
@@ -227,6 +233,7 @@ export class UpstreamServer implements PolicyServer {
     const tls = config.tls;
     const http2 = config.url.kind === 'h2c' || (config.url.kind === 'https' && (config.protocol === 'h2' || config.protocol === 'auto'));
     if (http2) {
+      this.#http2 = config.url.kind === 'h2c' ? 'h2c' : config.protocol === 'auto' ? 'auto' : 'h2';
       // Many requests share a connection: the capacity is the streams of all connections, not the connections.
       this.poolSize = upstream.http2.connections * upstream.http2.max_concurrent_streams;
       const h2 = h2Options(config, upstream, configDir);
@@ -237,6 +244,19 @@ export class UpstreamServer implements PolicyServer {
       return;
     }
     this.target = new ServerTarget(config.url.origin, undefined, this.#http1Pool(config, upstream, configDir), this.#http1Checks(config, upstream, configDir));
+  }
+
+  /**
+   * An HTTP/2 server's protocol as spoken now (`h2c`, `h2`, `auto: h2`, `auto: http/1.1`, or `auto` before its
+   * first connection) and its connections, streams in flight and requests waiting for a stream; undefined for
+   * an HTTP/1.1 or FastCGI server.
+   */
+  get http2Load(): { protocol: string; connections: number; streams: number; waiting: number } | undefined {
+    const dispatcher = this.target?.dispatcher;
+    if (this.#http2 === undefined || !(dispatcher instanceof H2Dispatcher)) return undefined;
+    const load = dispatcher.load;
+    const protocol = this.#http2 !== 'auto' ? this.#http2 : load.http1 ? 'auto: http/1.1' : load.sessions > 0 ? 'auto: h2' : 'auto';
+    return { protocol, connections: load.sessions, streams: load.streams, waiting: load.waiting };
   }
 
   /** The HTTP/1.1 traffic pool of a fixed server. */
@@ -295,7 +315,7 @@ export class UpstreamServer implements PolicyServer {
     const previous = this.target;
     if (port === undefined && previous === undefined) return;
     // The same port again is a new instance too (restarted on the port it had): new connections, clean health.
-    this.target = port === undefined || this.#closed ? undefined : slotTarget(port, this.#upstream);
+    this.target = port === undefined || this.#closed ? undefined : slotTarget(port, this.#upstream, this.label, this.#logger);
     this.passes = 0;
     this.fails = 0;
     this.clearEjection();
@@ -492,6 +512,7 @@ function fastCgiPool(url: ServerConfig['url'], upstream: UpstreamConfig, connect
     host: address?.hostname.replace(/^\[|\]$/g, ''),
     port: address === undefined ? undefined : Number(address.port),
     connections,
+    keepConn: upstream.fastcgi.keep_conn,
     connectTimeout: upstream.timeouts.connect,
     idleTimeout: upstream.timeouts.idle,
     headersTimeout: upstream.timeouts.response_header,
@@ -527,6 +548,13 @@ function h2Options(config: ServerConfig, upstream: UpstreamConfig, configDir: st
           }
         : undefined,
     fallback: undefined,
+    ...h2Connections(upstream),
+  };
+}
+
+/** An upstream's HTTP/2 connection options: its timeouts and `http2` limits. */
+function h2Connections(upstream: UpstreamConfig): Omit<H2Options, 'origin' | 'tls' | 'fallback'> {
+  return {
     connectTimeout: upstream.timeouts.connect,
     headersTimeout: upstream.timeouts.response_header,
     bodyTimeout: upstream.timeouts.read,
@@ -538,9 +566,21 @@ function h2Options(config: ServerConfig, upstream: UpstreamConfig, configDir: st
   };
 }
 
-/** The target of a spawned instance: plain HTTP on 127.0.0.1:`port`. */
-function slotTarget(port: number, upstream: UpstreamConfig): ServerTarget {
+/**
+ * The target of a spawned instance on 127.0.0.1:`port`, in what it speaks: FastCGI in a FastCGI upstream (a PHP-FPM
+ * pool), HTTP/2 without TLS with `spawn.protocol: h2c`, else HTTP/1.1.
+ */
+export function slotTarget(port: number, upstream: UpstreamConfig, label: string, logger?: Logger): ServerTarget {
+  if (speaksFastCgi(upstream)) {
+    const url = { kind: 'fcgi' as const, origin: `fcgi://127.0.0.1:${port}`, socketPath: undefined, basePath: '', text: `fcgi://127.0.0.1:${port}` };
+    const pool = (connections: number): FastCgiPool => fastCgiPool(url, upstream, connections, label, logger);
+    return new ServerTarget(url.origin, port, pool(upstream.keepalive), pool(1));
+  }
   const origin = `http://127.0.0.1:${port}`;
+  if (upstream.spawn?.protocol === 'h2c') {
+    const h2: H2Options = { ...h2Connections(upstream), origin, tls: undefined, fallback: undefined };
+    return new ServerTarget(origin, port, new H2Dispatcher(h2), new H2Dispatcher({ ...h2, fresh: true }), true);
+  }
   const connect = { timeout: upstream.timeouts.connect };
   const pool = new Pool(origin, { ...poolOptions(upstream), connect: skippingContinue(buildConnector(connect)) });
   return new ServerTarget(origin, port, pool, new Client(origin, { pipelining: 0, connect }));

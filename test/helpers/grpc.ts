@@ -3,7 +3,7 @@
  * @grpc/grpc-js server on port 0, and a client of it through Portico's TLS listener.
  */
 import * as grpc from '@grpc/grpc-js';
-import { selfSignedCert } from './h2.js';
+import { selfSignedCert, startPorticoH2, type CertPair, type RunningH2 } from './h2.js';
 
 const raw = { requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
 
@@ -44,8 +44,11 @@ const healthService: grpc.ServiceDefinition = {
   check: { path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false, ...raw },
 };
 
-/** Starts a grpc-js app server on 127.0.0.1 (`port` 0: any) named `name` (its answers say it). */
-export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
+/**
+ * Starts a grpc-js app server on 127.0.0.1 (`port` 0: any) named `name` (its answers say it); with `tls`, over
+ * TLS with that certificate (ALPN h2), else in plain text (h2c).
+ */
+export async function startGrpcApp(name: string, port = 0, tls?: CertPair): Promise<GrpcApp> {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE });
   const waiters: Array<(call: grpc.ServerUnaryCall<Buffer, Buffer>) => void> = [];
   const app: GrpcApp = {
@@ -68,6 +71,9 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
       trailer.set('x-served-by', name);
       const deadline = call.getDeadline();
       const reply = text === 'deadline' ? Buffer.from(String((deadline instanceof Date ? deadline.getTime() : deadline) - Date.now())) : text === '' ? call.request : Buffer.from(`${name}:${text}`);
+      // `slow:MS`: the answer (and with it the head: grpc-js sends both at once) after MS milliseconds.
+      const slow = /^slow:(\d+)$/.exec(text);
+      if (slow !== null) return void setTimeout(() => callback(null, reply, trailer), Number(slow[1]));
       callback(null, reply, trailer);
     },
     count(call: grpc.ServerWritableStream<Buffer, Buffer>) {
@@ -100,21 +106,33 @@ export async function startGrpcApp(name: string, port = 0): Promise<GrpcApp> {
     },
   });
   app.port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err))),
+    server.bindAsync(
+      `127.0.0.1:${port}`,
+      tls === undefined ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }]),
+      (err, bound) => (err === null ? resolve(bound) : reject(err)),
+    ),
   );
   return app;
 }
 
-/** A client of the test service through Portico's TLS listener at 127.0.0.1:`port` (trusting the test certificate). */
-export async function grpcClient(port: number, options: grpc.ChannelOptions = {}): Promise<TestClient> {
+/**
+ * A client of the test service (or of `service`) through Portico's TLS listener at 127.0.0.1:`port` (trusting
+ * the test certificate).
+ */
+export async function grpcClient(port: number, options: grpc.ChannelOptions = {}, service = testService): Promise<TestClient> {
   const { cert } = await selfSignedCert();
-  const Client = grpc.makeGenericClientConstructor(testService, 'Test');
+  const Client = grpc.makeGenericClientConstructor(service, 'Test');
   return new Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(cert)), {
     'grpc.ssl_target_name_override': 'localhost',
     'grpc.max_receive_message_length': MAX_MESSAGE,
     'grpc.max_send_message_length': MAX_MESSAGE,
     ...options,
   }) as unknown as TestClient;
+}
+
+/** The test service with every method's path under `prefix` (for a route that strips it). */
+export function testServiceUnder(prefix: string): grpc.ServiceDefinition {
+  return Object.fromEntries(Object.entries(testService).map(([name, method]) => [name, { ...method, path: prefix + method.path }]));
 }
 
 /** A unary call as a promise: the answer and the trailers, or the error (with its gRPC `code`). */
@@ -129,4 +147,31 @@ export function unary(client: TestClient, method: string, request: Buffer, optio
     );
     call.on('status', (status: grpc.StatusObject) => (trailers = status.metadata));
   });
+}
+
+/** One app server, Portico in front of it, and the clients a test made (closed by `stop`). */
+export class GrpcSetup {
+  app: GrpcApp | undefined;
+  portico!: RunningH2;
+  readonly #clients: TestClient[] = [];
+
+  /** Starts the app, then Portico from the YAML `config` makes of the app's port. */
+  async start(config: (port: number) => string): Promise<void> {
+    this.app = await startGrpcApp('app');
+    this.portico = await startPorticoH2(config(this.app.port));
+  }
+
+  /** A client whose calls go under `prefix`. */
+  async under(prefix: string): Promise<TestClient> {
+    const client = await grpcClient(this.portico.port, {}, testServiceUnder(prefix));
+    this.#clients.push(client);
+    return client;
+  }
+
+  /** Closes the clients, then stops Portico and the app. */
+  async stop(): Promise<void> {
+    for (const client of this.#clients) client.close();
+    await this.portico?.stop();
+    await this.app?.stop();
+  }
 }

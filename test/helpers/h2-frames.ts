@@ -4,6 +4,7 @@
  * indexing and without Huffman coding (RFC 7541 §6.2.2), so any name or value — CR/LF, upper case, `:`-fields
  * out of order — goes out as written.
  */
+import net from 'node:net';
 import tls from 'node:tls';
 import { selfSignedCert } from './h2.js';
 
@@ -12,7 +13,7 @@ export const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6,
 /** Flags. */
 export const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
 /** Error codes (RFC 9113 §7). */
-export const ERROR = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, CANCEL: 8, ENHANCE_YOUR_CALM: 11 } as const;
+export const ERROR = { NO_ERROR: 0, PROTOCOL_ERROR: 1, INTERNAL_ERROR: 2, FLOW_CONTROL_ERROR: 3, CANCEL: 8, ENHANCE_YOUR_CALM: 11, HTTP_1_1_REQUIRED: 13 } as const;
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -69,16 +70,18 @@ export interface ReceivedFrame {
   payload: Buffer;
 }
 
-/** A raw h2 connection over TLS (ALPN h2) that sends the preface and an empty SETTINGS on open. */
+/** A raw h2 connection over TLS (ALPN h2), or plain (prior knowledge), that sends the preface and an empty SETTINGS on open. */
 export class RawH2 {
   readonly frames: ReceivedFrame[] = [];
   /** The GOAWAY's error code, once one came. */
   goaway: number | undefined;
+  /** Whether the server sent its SETTINGS (it speaks HTTP/2 on this connection). */
+  settings = false;
   closed = false;
   #buffer: Buffer = Buffer.alloc(0);
   #waiters: Array<() => void> = [];
 
-  private constructor(readonly socket: tls.TLSSocket) {
+  private constructor(readonly socket: net.Socket) {
     socket.on('data', (chunk: Buffer) => this.#read(chunk));
     socket.on('error', () => undefined);
     socket.on('close', () => {
@@ -97,6 +100,25 @@ export class RawH2 {
     });
     const raw = new RawH2(socket);
     raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]));
+    return raw;
+  }
+
+  /**
+   * Opens a plain connection to `port` on 127.0.0.1 and speaks HTTP/2 by prior knowledge. `split`: the preface's
+   * first `split` bytes go out alone, the rest after the server had a moment to read them (a slow client).
+   */
+  static async openCleartext(port: number, split = 0): Promise<RawH2> {
+    const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+    const raw = new RawH2(socket);
+    if (split > 0) {
+      await raw.write(PREFACE.subarray(0, split));
+      await raw.until(() => false, 50);
+    }
+    await raw.write(Buffer.concat([PREFACE.subarray(split), frame(FRAME.SETTINGS, 0, 0)]));
     return raw;
   }
 
@@ -170,6 +192,7 @@ export class RawH2 {
       this.#buffer = this.#buffer.subarray(9 + length);
       // The first GOAWAY's code: a server may send a second one as it closes.
       if (f.type === FRAME.GOAWAY) this.goaway ??= f.payload.readUInt32BE(4);
+      if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) this.settings = true;
       // Keep what tests read; DATA and the flood's ACKs would only fill memory.
       if (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM || f.type === FRAME.GOAWAY) this.frames.push(f);
     }

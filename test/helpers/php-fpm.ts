@@ -19,10 +19,11 @@ export interface PhpFpmOptions {
   readonly ini?: Readonly<Record<string, string>>;
   /** Listen on TCP at `host:port` (`127.0.0.2:9000`) instead of the unix socket. */
   readonly listen?: string;
-  /** Environment variables of the pool's scripts (`env[NAME]`), e.g. `{ POOL: 'a' }` to tell pools apart. */
-  readonly env?: Readonly<Record<string, string>>;
-  /** `pm.max_requests`: each worker ends (and is replaced) after this many requests; 0: never. */
-  readonly maxRequests?: number;
+  /**
+   * Pool directives besides the defaults, e.g. `{ 'pm.max_requests': '2' }` (workers recycled after 2 requests),
+   * `{ 'env[POOL]': 'a' }` (an environment variable of the pool's scripts, to tell pools apart).
+   */
+  readonly pool?: Readonly<Record<string, string>>;
 }
 
 /** A running (or stopped, to be restarted) php-fpm master with one pool. */
@@ -43,9 +44,6 @@ export class PhpFpm {
     const ini = Object.entries({ post_max_size: '16M', upload_max_filesize: '16M', ...options.ini })
       .map(([name, value]) => `php_admin_value[${name}] = ${value}`)
       .join('\n');
-    const env = Object.entries(options.env ?? {})
-      .map(([name, value]) => `env[${name}] = ${value}`)
-      .join('\n');
     writeFileSync(
       this.#conf,
       `[global]
@@ -59,13 +57,12 @@ listen = ${options.listen ?? this.socket}
 listen.mode = 0666
 pm = static
 pm.max_children = ${options.workers ?? 2}
-pm.max_requests = ${options.maxRequests ?? 0}
 ping.path = /fpm-ping
 catch_workers_output = yes
 decorate_workers_output = no
 clear_env = yes
 ${ini}
-${env}
+${Object.entries(options.pool ?? {}).map(([name, value]) => `${name} = ${value}`).join('\n')}
 `,
     );
   }

@@ -25,6 +25,8 @@ export interface RawRequestOptions {
   responses?: number;
   /** Give up (reject, with what was received) after this long; default 10 s. */
   timeoutMs?: number;
+  /** A slow client: read nothing for this long after sending (the server's send buffers fill), then read on. */
+  stallMs?: number;
 }
 
 interface Head {
@@ -125,7 +127,12 @@ export function rawRequest(port: number, request: string | Buffer, options: RawR
       socket.destroy();
       reject(new Error(`raw client: no complete answer within ${timeoutMs} ms; received ${JSON.stringify(text().slice(0, 400))}`));
     }, timeoutMs);
-    socket.on('connect', () => socket.write(request));
+    socket.on('connect', () => {
+      socket.write(request);
+      if (options.stallMs === undefined) return;
+      socket.pause();
+      setTimeout(() => socket.resume(), options.stallMs);
+    });
     socket.on('data', (chunk: Buffer) => {
       chunks.push(chunk);
       let state: Progress;

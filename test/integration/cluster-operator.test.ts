@@ -34,16 +34,6 @@ function get(box: Box, path: string, method = 'GET'): Promise<{ status: number; 
   });
 }
 
-/**
- * Sets `box.admin` from its log line (Boxes reads it at once, but `portico run` may print it just after the line
- * Boxes waits for).
- */
-async function withAdmin(box: Box): Promise<Box> {
-  const line = await box.process.waitForLine(/admin API on (\S+)/, 0);
-  box.admin = /admin API on (\S+)/.exec(line)![1];
-  return box;
-}
-
 /** A call to a box's admin API with the token. */
 const admin = (box: Box, method: 'GET' | 'POST', path: string, body?: object): Promise<{ status: number; json: any }> => adminCall(box, TOKEN, method, path, body);
 
@@ -117,7 +107,6 @@ sites:
         proxy: { upstream: app }
 `,
     });
-    for (const box of boxes.boxes) await withAdmin(box);
   });
 
   after(async () => {
@@ -200,7 +189,7 @@ sites:
     assert.deepEqual(weight.json.cluster, { shared: true, published_to: 2 }, 'two boxes were listening');
     const purge = await admin(boxes.box(1), 'POST', 'caches/pages/purge', { url: `http://${HOST}/c/one` });
     assert.deepEqual(purge.json.cluster, { shared: true, published_to: 2 });
-    const box3 = await withAdmin(await boxes.restart(3));
+    const box3 = await boxes.restart(3);
     // From its first answer: it read Redis before it served.
     assert.equal((await serverOn(box3, 'a')).admin, 'draining', 'the drain holds on the restarted box');
     assert.equal((await serverOn(box3, 'b')).weight, 7, 'the weight kept in Redis');

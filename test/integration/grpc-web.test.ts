@@ -40,6 +40,7 @@ describe('gRPC-Web through Portico', () => {
   before(async () => {
     app = await startGrpcApp('app');
     portico = await startPortico(`
+caches: { main: { memory: 16MB } }
 upstreams:
   grpc:
     servers: ["h2c://127.0.0.1:${app.port}"]
@@ -48,6 +49,7 @@ upstreams:
 sites:
   - routes:
       - { path: /down/, proxy: { upstream: down } }
+      - { path: /cached/, proxy: { upstream: grpc, strip_prefix: true, cache: { zone: main, default_ttl: 1m } } }
       - { path: /, proxy: { upstream: grpc } }
 `);
   });
@@ -69,6 +71,20 @@ sites:
     assert.deepEqual(messages, ['app:hi']);
     assert.equal(trailers['grpc-status'], '0');
     assert.equal(trailers['x-served-by'], 'app');
+  });
+
+  test('a gRPC-Web call on a cached route passes through with its trailers frame (the app status), never stored', async () => {
+    for (const word of ['one', 'one']) {
+      const res = await fetch(`${portico.url}/cached/portico.Test/Echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1' },
+        body: new Uint8Array(frame(Buffer.from(word))),
+      });
+      const { messages, trailers } = frames(Buffer.from(await res.arrayBuffer()));
+      assert.deepEqual(messages, [`app:${word}`]);
+      assert.equal(trailers['grpc-status'], '0');
+      assert.equal(trailers['x-served-by'], 'app');
+    }
   });
 
   test('a gRPC-Web text call (base64 both ways) is decoded for the app and its answer encoded back', async () => {

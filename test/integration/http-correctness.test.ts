@@ -229,7 +229,7 @@ describe('HTTP versions on a plain HTTP/1 listener', () => {
     }
   });
 
-  test('HTTP/1.0 and HTTP/1.1 are answered as before; the h2c prior-knowledge preface still gets 400', async () => {
+  test('HTTP/1.0 and HTTP/1.1 are answered as before; the h2c prior-knowledge preface is answered in HTTP/2 (SETTINGS, GOAWAY) and closed', async () => {
     const server = await portico(site);
     const old = await rawRequest(server.port, 'GET / HTTP/1.0\r\n\r\n');
     assert.equal(old.status, 200);
@@ -237,7 +237,10 @@ describe('HTTP versions on a plain HTTP/1 listener', () => {
     const kept = await rawRequest(server.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n', { responses: 2 });
     assert.equal((kept.raw.match(/HTTP\/1\.1 200 OK/g) ?? []).length, 2);
     const preface = await rawRequest(server.port, PREFACE);
-    assert.equal(preface.status, 400);
+    // Not an HTTP/1.1 400 the HTTP/2 client could not read: an empty SETTINGS frame, then GOAWAY HTTP_1_1_REQUIRED.
+    assert.ok(preface.raw.startsWith('\x00\x00\x00\x04\x00\x00\x00\x00\x00'), JSON.stringify(preface.raw));
+    assert.match(preface.raw, /set http2: true/);
+    assert.doesNotMatch(preface.raw, /hello|HTTP\/1\.1/);
     assert.ok(preface.closed);
   });
 });

@@ -40,8 +40,8 @@ describe('php route across two FPM pools', { skip: fpmInstalled ? false : 'php-f
   let a: PhpFpm;
   let b: PhpFpm;
   before(async () => {
-    a = await PhpFpm.start({ workers: 2, env: { POOL: 'a' } });
-    b = await PhpFpm.start({ workers: 2, env: { POOL: 'b' } });
+    a = await PhpFpm.start({ workers: 2, pool: { 'env[POOL]': 'a' } });
+    b = await PhpFpm.start({ workers: 2, pool: { 'env[POOL]': 'b' } });
   });
   after(async () => {
     await a?.close();
@@ -131,8 +131,8 @@ describe('php route to FastCGI servers found through DNS', { skip: !fpmInstalled
   before(async () => {
     // A records carry no port: both pools listen on one port, on two loopback addresses.
     const port = await freePort();
-    a = await PhpFpm.start({ workers: 2, env: { POOL: 'a' }, listen: `127.0.0.1:${port}` });
-    b = await PhpFpm.start({ workers: 2, env: { POOL: 'b' }, listen: `127.0.0.2:${port}` });
+    a = await PhpFpm.start({ workers: 2, pool: { 'env[POOL]': 'a' }, listen: `127.0.0.1:${port}` });
+    b = await PhpFpm.start({ workers: 2, pool: { 'env[POOL]': 'b' }, listen: `127.0.0.2:${port}` });
     dns = await DnsServer.start({ hosts: { 'fpm.test': ['127.0.0.1', '127.0.0.2'] } });
     // 127.0.0.2 is also named by DNS: one server.
     const lines = `discover: { dns: fpm.test, port: ${port}, interval: 1s }\nservers: ["fcgi://127.0.0.2:${port}"]\nkeepalive: 2`;

@@ -8,10 +8,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { haveTool } from '../helpers/tools.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const BASE = 'http://127.0.0.1:8080';
@@ -27,6 +29,27 @@ async function until(url: string, status: number, init: RequestInit = {}): Promi
     } catch (err) {
       if (Date.now() > limit) throw err;
     }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A request to 127.0.0.1:8080 naming `host` (fetch cannot set Host), retried until it answers `status`; bounded. */
+async function untilHost(host: string, pathname: string, status: number, options: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  const once = () =>
+    new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: 8080, path: pathname, method: options.method ?? 'GET', headers: { host, ...options.headers }, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+      req.end(options.body);
+    });
+  const limit = Date.now() + 15_000;
+  for (;;) {
+    const res = await once();
+    if (res.status === status || Date.now() > limit) return res;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -170,6 +193,42 @@ describe('the showcase (npm start)', () => {
     assert.equal(api.status, 200, api.body);
   });
 
+  test('http://php.localhost:8080/ runs PHP in the PHP-FPM pools Portico started: front controller, a static file, a cached script, a POST, the path-info hole closed', async () => {
+    const fpm = haveTool('php-fpm8.2');
+    const served = new Set<string>();
+    for (let i = 0; i < 10 && served.size < 2; i++) {
+      const page = await untilHost('php.localhost:8080', '/hello/world', 200);
+      served.add(String(page.headers['x-served-by']));
+      if (fpm) {
+        assert.match(page.body, /PHP 8\.\d+\.\d+, through Portico over FastCGI/);
+        assert.match(page.body, /no such file: the front controller answered/);
+      } else {
+        // No PHP-FPM here (not CI): the showcase's FastCGI stand-in answers through the same path.
+        assert.match(page.body, /PHP-FPM is not installed on this machine/);
+      }
+    }
+    assert.deepEqual([...served].sort(), ['php#1', 'php#2'], 'both FPM slots answer');
+    const css = await untilHost('php.localhost:8080', '/style.css', 200);
+    assert.match(String(css.headers['content-type']), /^text\/css/);
+    assert.match(css.body, /font:/);
+    if (!fpm) return;
+    const first = await untilHost('php.localhost:8080', '/cached.php', 200);
+    const second = await untilHost('php.localhost:8080', '/cached.php', 200);
+    assert.match(String(second.headers['cache-status']), /hit/);
+    assert.equal(second.body, first.body, 'PHP ran once');
+    const form = await untilHost('php.localhost:8080', '/form.php', 200, { method: 'POST', body: 'name=Ada', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    assert.match(form.body, /Hello, Ada \(a POST of 8 bytes\)/);
+    const hole = await untilHost('php.localhost:8080', '/uploads/avatar.jpg/x.php', 200);
+    assert.doesNotMatch(hole.body, /this must never run/);
+    assert.match(hole.body, /front controller answered/);
+  });
+
+  test('gRPC through https://localhost:8443 to the gRPC instances Portico started: node examples/grpc/call.mjs Ada, as the README says', () => {
+    const result = spawnSync(process.execPath, [path.join(repo, 'examples/grpc/call.mjs'), 'Ada', '2'], { cwd: repo, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(result.status, 0, `${result.stdout}${result.stderr}`);
+    assert.match(result.stdout, /^SayHello: Hello, Ada! \(from greeter#[12]\)\nCountdown: Ada: 2 \(from greeter#[12]\)\nCountdown: Ada: 1 \(from greeter#[12]\)\n$/);
+  });
+
   test('from a second terminal, as the README says: portico status lists both instances, portico deploy app replaces them (new pids), portico reload answers ok', async () => {
     const cli = (...args: string[]) => {
       const result = spawnSync(process.execPath, [path.join(repo, 'dist/src/cli.js'), ...args, '-c', 'examples/portico.yaml'], { cwd: repo, encoding: 'utf8', timeout: 60_000 });
@@ -178,11 +237,11 @@ describe('the showcase (npm start)', () => {
     const before = cli('status', '--json');
     assert.equal(before.code, 0, before.out);
     const instances = (JSON.parse(before.out) as { instances: Array<{ slot: string; pid: number }> }).instances;
-    assert.deepEqual(instances.map((i) => i.slot).sort(), ['app#1', 'app#2'], before.out);
+    assert.deepEqual(instances.map((i) => i.slot).sort(), ['app#1', 'app#2', 'greeter#1', 'greeter#2', 'php#1', 'php#2'], before.out);
     const deploy = cli('deploy', 'app');
     assert.equal(deploy.code, 0, deploy.out);
     assert.match(deploy.out, /summary: 2 instances replaced/);
-    const after = (JSON.parse(cli('status', '--json').out) as { instances: Array<{ slot: string; pid: number }> }).instances;
+    const after = (JSON.parse(cli('status', '--json').out) as { instances: Array<{ slot: string; pid: number }> }).instances.filter((i) => i.slot.startsWith('app#'));
     assert.equal(after.length, 2);
     for (const instance of after) assert.ok(!instances.some((old) => old.pid === instance.pid), `${instance.slot} has a new pid`);
     const reload = cli('reload');

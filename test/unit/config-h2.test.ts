@@ -67,3 +67,41 @@ sites: [{ routes: [{ path: /, proxy: { upstream: g } }] }]
   assert.equal(keyPath, 'upstreams.g.servers[0]');
   assert.match(message, /expected "h2c:\/\/host:port"/);
 });
+
+test('spawn.protocol h2c is accepted with gRPC health checks; spawned HTTP/1.1 instances with them are an error', () => {
+  const config = parse(`upstreams:
+  g:
+    spawn: { command: ["node", "app.js"], ports: 3001-3010, protocol: h2c }
+    health: { type: grpc }
+sites: [{ routes: [{ path: /, proxy: { upstream: g } }] }]
+`);
+  assert.equal(config.upstreams.g!.spawn!.protocol, 'h2c');
+  const [line, , keyPath, message] = issueOf(`upstreams:
+  g:
+    spawn: { command: ["node", "app.js"], ports: 3001-3010 }
+    health: { type: grpc }
+sites: [{ routes: [{ path: /, proxy: { upstream: g } }] }]
+`);
+  assert.equal(line, 4);
+  assert.equal(keyPath, 'upstreams.g.health.type');
+  assert.match(message, /spawned app servers speak HTTP\/1\.1 unless spawn\.protocol is h2c/);
+});
+
+test('spawned instances of a FastCGI upstream are PHP-FPM pools: spawn accepted, spawn.protocol h2c there an error', () => {
+  const config = parse(`upstreams:
+  php:
+    protocol: fastcgi
+    spawn: { command: ["php-fpm8.2", "-F"], ports: 9001-9010, stop_signal: SIGQUIT }
+sites: [{ routes: [{ path: /, php: { root: ".", upstream: php } }] }]
+`);
+  assert.equal(config.upstreams.php!.protocol, 'fastcgi');
+  const [line, , keyPath, message] = issueOf(`upstreams:
+  php:
+    protocol: fastcgi
+    spawn: { command: ["php-fpm8.2", "-F"], ports: 9001-9010, protocol: h2c }
+sites: [{ routes: [{ path: /, php: { root: ".", upstream: php } }] }]
+`);
+  assert.equal(line, 4);
+  assert.equal(keyPath, 'upstreams.php.spawn.protocol');
+  assert.match(message, /speak FastCGI/);
+});

@@ -91,6 +91,18 @@ describe('FastCGI records', () => {
     assert.deepEqual(decodeNameValuePairs(Buffer.concat(records.map((r) => r.content))), ['SCRIPT_FILENAME', '/srv/index.php', 'QUERY_STRING', '']);
   });
 
+  test('PARAMS past one record are cut only between pairs: each record decodes on its own, as PHP-FPM reads them', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 20 }), fc.integer({ min: 0, max: 30_000 })), { minLength: 1, maxLength: 12 }), (sizes) => {
+        const pairs = sizes.flatMap(([name, length], i) => [`${name}${i}`, 'v'.repeat(length)]);
+        const records = parseAll(encodeParams(1, pairs)).filter((r) => r.content.length > 0);
+        for (const record of records) assert.ok(record.content.length <= MAX_CONTENT);
+        assert.deepEqual(records.flatMap((r) => decodeNameValuePairs(r.content)), pairs);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
   test('the parser gives the same records for a reply split at every offset, with padding skipped', () => {
     fc.assert(
       fc.property(
@@ -165,6 +177,14 @@ describe('CGI response heads', () => {
     assert.equal(parseCgiHead(Buffer.from('Status: 99 Low\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: 600 Beyond\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: 999\r\n')), undefined);
+    // A control character in a value (PHP's header() passes all but CR and LF) is no head Node could send on.
+    assert.equal(parseCgiHead(Buffer.from('X-Bad: a\x01b\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('X-Bad: a\rb\n')), undefined);
+    // Content-Length frames the body: digits, one value (repeated alike is one).
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\n'))!.contentLength, 12);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 12\r\n'))!.contentLength, 12);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 13\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: -1\r\n')), undefined);
   });
 
   test('Content-Length: one decimal length is the body length, sent as one field; a bad one, or two that differ, refuse the head', () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { Base64Chunks, grpcStatusOf, grpcTimeoutMs, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, isGrpc, webTypeOfGrpc } from '../../src/http/grpc.js';
+import { Base64Chunks, grpcStatusOf, grpcTimeoutMs, grpcTimeoutValue, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, isGrpc, webTypeOfGrpc } from '../../src/http/grpc.js';
 import { ReplayableBody } from '../../src/handlers/proxy/body.js';
 
 test('a gRPC call is told by its content-type (application/grpc, +proto, ;params), gRPC-Web and others are not', () => {
@@ -99,4 +99,20 @@ test('base64 split anywhere across chunks, padded chunks included, decodes to th
   const padded = new Base64Chunks();
   const parts = [Buffer.from('ab'), Buffer.from('cde')].map((b) => b.toString('base64')).join('');
   assert.equal(padded.push(Buffer.from(parts)).toString(), 'abcde');
+});
+
+test('a deadline is written as grpc-timeout in the finest unit that fits 8 digits, rounded up, and reads back', () => {
+  assert.equal(grpcTimeoutValue(1500), '1500m');
+  assert.equal(grpcTimeoutValue(0.2), '1m');
+  assert.equal(grpcTimeoutValue(99_999_999), '99999999m');
+  assert.equal(grpcTimeoutValue(259_200_000), '259200S');
+  assert.equal(grpcTimeoutValue(30 * 24 * 3600 * 1000 + 1), '2592001S');
+  assert.equal(grpcTimeoutValue(1e12), '16666667M');
+  assert.equal(grpcTimeoutValue(1e13), '2777778H');
+  assert.equal(grpcTimeoutValue(1e20), '99999999H');
+  for (const ms of [1, 12_345, 1e8, 3e9, 1e12]) {
+    const value = grpcTimeoutValue(ms);
+    assert.match(value, /^\d{1,8}[HMSm]$/);
+    assert.ok(grpcTimeoutMs(value)! >= ms && grpcTimeoutMs(value)! < ms * 1.01 + 1, `${ms} → ${value}`);
+  }
 });

@@ -117,6 +117,22 @@ describe('merging the workers\' statuses', () => {
     assert.equal('histogram' in served.routes[0]!, false);
     assert.equal('histogram' in served.upstreams[0]!.servers[0]!, false);
   });
+
+  test('gRPC calls by status are summed per route, and an HTTP/2 server\'s connections, streams and waiting requests', () => {
+    const h2 = { protocol: 'h2c', http2: { connections: 1, streams: 2, waiting: 0 } };
+    const one = worker(traffic([10, 2]), traffic([4, 1]), h2, 0, 0);
+    const two = worker(traffic([10, 2]), traffic([4, 1]), { ...h2, http2: { connections: 2, streams: 1, waiting: 3 } }, 0, 0);
+    one.routes[0]!.grpc = { '0': 5, '14': 1 };
+    two.routes[0]!.grpc = { '0': 2, '4': 1 };
+    const merged = mergeProcessStatus([one, two]);
+    assert.deepEqual(merged.routes[0]!.grpc, { '0': 7, '4': 1, '14': 1 });
+    const s = merged.upstreams[0]!.servers[0]!;
+    assert.equal(s.protocol, 'h2c');
+    assert.deepEqual(s.http2, { connections: 3, streams: 3, waiting: 3 });
+    const plain = mergeProcessStatus([worker(traffic([1, 1]), traffic([1, 1]), {}, 0, 0), worker(traffic([1, 1]), traffic([1, 1]), {}, 0, 0)]);
+    assert.equal('grpc' in plain.routes[0]!, false);
+    assert.equal('http2' in plain.upstreams[0]!.servers[0]!, false);
+  });
 });
 
 describe('prom-client text from the recorders', () => {
@@ -224,5 +240,21 @@ describe('prom-client text from the recorders', () => {
     assert.match(down, /^portico_cluster_outages_total 1$/m);
     assert.match(down, /^portico_cluster_fallbacks_total\{feature="rate_limit"\} 12$/m);
     assert.match(down, /^portico_cluster_fallbacks_total\{feature="heartbeat"\} 2$/m);
+  });
+});
+
+describe('gRPC calls by status', () => {
+  test('a route counts its calls by grpc-status 0 to 16; any other value (or none) as other', async () => {
+    const metrics = new Metrics({ processMetrics: false });
+    const route = metrics.route('*/', 'proxy');
+    for (const status of ['0', '0', '14', '16', '17', '', 'x', '-1']) route.recordGrpc(status);
+    const text = (await metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('portico_grpc_requests_total'));
+    assert.deepEqual(text, [
+      'portico_grpc_requests_total{route="*/",grpc_status="0"} 2',
+      'portico_grpc_requests_total{route="*/",grpc_status="14"} 1',
+      'portico_grpc_requests_total{route="*/",grpc_status="16"} 1',
+      'portico_grpc_requests_total{route="*/",grpc_status="other"} 4',
+    ]);
+    assert.equal(metrics.unrouted.grpc, undefined, 'a route without calls keeps no counts');
   });
 });

@@ -65,6 +65,14 @@ describe('php route config', () => {
     assert.match(errors.join('\n'), /^portico\.yaml:4:\d+ .*expected "fcgi:\/\/host:port"/m);
   });
 
+  test('an env variable whose name does not start with an upper-case letter is a config error (it would reach PHP as HTTP_*)', () => {
+    for (const name of ['app_env', '_SECRET']) {
+      const errors = configErrors(yaml('    servers: ["fcgi://127.0.0.1:9000"]', `        php: { root: ./app, upstream: fpm, env: { ${name}: x } }`), dir);
+      assert.match(errors.join('\n'), /^portico\.yaml:\d+:\d+ .*upper-case letter/m, name);
+    }
+    parseConfig(yaml('    servers: ["fcgi://127.0.0.1:9000"]', '        php: { root: ./app, upstream: fpm, env: { APP_env2: x } }'), 'portico.yaml', dir);
+  });
+
   test('a proxy route to a FastCGI upstream, and a php route to an HTTP one, are config errors naming the route', () => {
     const proxy = configErrors(yaml('    servers: ["fcgi://127.0.0.1:9000"]', '        proxy: { upstream: fpm }'), dir);
     assert.match(proxy.join('\n'), /routes\[0\]\.proxy\.upstream: upstream "fpm" speaks FastCGI/);

@@ -262,3 +262,21 @@ test("a cluster box's status shows its Redis link, a Boxes table, and the boxes 
   assert.ok(otherSecret.some((l) => /^box3 OTHER SECRET /.test(l)));
   assert.ok(!otherSecret.some((l) => /config digest differs/.test(l)));
 });
+
+test('gRPC: an HTTP/2 server shows its protocol beside its address (not for h2c://, which says it), and a table counts each route\'s calls by grpc-status', () => {
+  const grpcReport = structuredClone(report);
+  const [server] = grpcReport.upstreams[0]!.servers;
+  grpcReport.upstreams[0]!.servers = [
+    { ...server!, id: 'tls', address: 'https://10.0.0.8:443', protocol: 'auto: h2', http2: { connections: 1, streams: 2, waiting: 0 } },
+    { ...server!, id: 'plain', address: 'h2c://10.0.0.9:50051', protocol: 'h2c', http2: { connections: 1, streams: 0, waiting: 0 } },
+  ];
+  grpcReport.routes[1]!.grpc = { '0': 1200, '14': 3, '4': 2 };
+  const lines = statusLines(grpcReport as unknown as Record<string, unknown>, { colour: false, now: NOW });
+  const cells = (start: RegExp): string[] => lines.find((l) => start.test(l))!.split(/ {2,}/).map((c) => c.trim());
+  assert.equal(cells(/^app +tls /)[2], 'https://10.0.0.8:443 (auto: h2)');
+  assert.equal(cells(/^app +plain /)[2], 'h2c://10.0.0.9:50051');
+  assert.deepEqual(cells(/^GRPC ROUTE/), ['GRPC ROUTE', 'CALLS', 'OK', 'NOT OK', 'BY GRPC-STATUS']);
+  assert.deepEqual(cells(/^a\.example\/api\/ +1,205/), ['a.example/api/', '1,205', '1,200', '5', '0:1200 4:2 14:3']);
+  assert.equal(lines.filter((l) => l.startsWith('*/ ')).length, 1, 'a route without gRPC calls has no row in it');
+  assert.doesNotMatch(text, /GRPC ROUTE/, 'no gRPC table without gRPC calls');
+});

@@ -44,6 +44,14 @@ describe('TLS config', () => {
     assert.equal(off.listen[0]!.http2, false);
   });
 
+  test('a plain listener speaks HTTP/2 (prior knowledge) only with http2 set: true for the defaults, or settings', () => {
+    const config = parse(`listen: [{ addr: "127.0.0.1:0", http2: true }, { addr: "127.0.0.1:0", http2: { max_concurrent_streams: 250 } }, "127.0.0.1:0"]\n${SITES}`);
+    const [on, tuned, plain] = config.listen;
+    assert.deepEqual(on!.http2, { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65535, max_frame_size: 16384 });
+    assert.equal(tuned!.http2 !== false && tuned!.http2.max_concurrent_streams, 250);
+    assert.equal(plain!.http2, false);
+  });
+
   test('a key that does not match its certificate is an error at the key, naming both files', () => {
     assert.deepEqual(errorsOf(`listen:\n  - addr: "127.0.0.1:0"\n    tls: { cert: ./one.pem, key: ./two.key }\n${SITES}`), [
       'portico.yaml:3:34 listen[0].tls.key: the key in ./two.key does not match the certificate in ./one.pem',
@@ -73,8 +81,8 @@ describe('TLS config', () => {
       ].join('\n'),
     );
     assert.deepEqual(
-      errorsOf(`listen:\n  - { addr: "127.0.0.1:1", http2: true }\n  - { addr: "127.0.0.1:2", redirect_https: 443, tls: { cert: ./one.pem, key: ./one.key } }\n${SITES}`).map((line) => line.replace(/ \(.*$|: this one.*$/, '')),
-      ['portico.yaml:2:35 listen[0].http2: http2 needs tls on this listener', 'portico.yaml:3:44 listen[1].redirect_https: redirect_https is for a plain listener'],
+      errorsOf(`listen:\n  - { addr: "127.0.0.1:2", redirect_https: 443, tls: { cert: ./one.pem, key: ./one.key } }\n${SITES}`).map((line) => line.replace(/ \(.*$|: this one.*$/, '')),
+      ['portico.yaml:2:44 listen[0].redirect_https: redirect_https is for a plain listener'],
     );
     const messages = errors.map((line) => line.replace(/^portico\.yaml:\d+:\d+ /, ''));
     for (const expected of [

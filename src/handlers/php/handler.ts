@@ -41,7 +41,8 @@ const options = z.strictObject({
   /** Extensions after which a path is split into SCRIPT_NAME and PATH_INFO; only such files ever run. */
   split: z.array(z.string().regex(/^\.[A-Za-z0-9]+$/, 'an extension such as .php')).min(1).default(['.php']),
   /** Variables added to (or overriding) the CGI ones, as nginx's fastcgi_param: `{ APP_ENV: production }`. */
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'a variable name'), z.string()).default({}),
+  // Upper-case first: the FastCGI pool sends a name that is not as a request field's HTTP_* (see paramsOf).
+  env: z.record(z.string().regex(/^[A-Z][A-Za-z0-9_]*$/, 'a variable name starting with an upper-case letter (APP_ENV)'), z.string()).default({}),
   /** `deny`: a path with a segment starting with `.` is 404 (scripts and files alike), except under `/.well-known/`. */
   dotfiles: z.enum(['deny', 'allow']).default('deny'),
   /** `within_root`: a script or file reached through a symlink runs or is served only inside root. */
@@ -138,6 +139,7 @@ export const phpKind = defineHandler({
       tempSpace: env.tempSpace,
       logger: env.logger,
       httpHeaders: false,
+      grpc: false,
     });
     const intercept = interceptedStatuses(options.intercept_errors);
     // The script each request runs, found before it is forwarded (or looked up in the cache).
@@ -166,6 +168,7 @@ export const phpKind = defineHandler({
       hashKey: config.policy === 'hash' ? compileTemplate(config.hash_key) : undefined,
       responseBuffering: { limit: options.buffer_response, memory: options.response_buffer_memory, space: env.tempSpace, logger: env.logger },
       logger: env.logger,
+      grpcWeb: false,
     });
 
     const cache = options.cache === undefined ? undefined : routeCache(options.cache, intercept, env, forwarder);

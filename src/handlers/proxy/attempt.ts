@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, UpstreamAttemptLog } from '../../http/context.js';
+import { isGrpc } from '../../http/grpc.js';
 import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFilter } from '../../upstream/headers.js';
 import { failureWords } from '../../upstream/health/active.js';
 import type { PickContext } from '../../upstream/policies/types.js';
@@ -39,6 +40,9 @@ function timeoutOf(err: NodeJS.ErrnoException, timeouts: { connect: number; resp
   const code = err.code ?? (err.cause as NodeJS.ErrnoException | undefined)?.code;
   return code === 'UND_ERR_CONNECT_TIMEOUT' ? timeouts.connect : code === 'UND_ERR_HEADERS_TIMEOUT' ? timeouts.response_header : timeouts.read;
 }
+
+/** What the failure line of a gRPC call to an HTTP/1.1 server says to do. */
+const GRPC_NEEDS_H2 = 'gRPC needs an HTTP/2 server: write it h2c://host:port (no TLS) or https:// with protocol: h2';
 
 /** One forward's state, shared by its attempts. */
 export class Exchange {
@@ -296,8 +300,10 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
     const req = ex.ctx.req;
     const reason = failureWords(err, timeoutOf(err, shared.upstream.config.timeouts));
     const during = log.connectMs < 0 ? 'connecting' : log.headerMs < 0 ? 'reading the response head' : 'reading the response';
+    // The usual cause of a gRPC call failing on an HTTP/1.1 server: a gRPC app written as http:// (it answers HTTP/2).
+    const hint = !this.target.http2 && isGrpc(req.headers) ? GRPC_NEEDS_H2 : undefined;
     shared.logger.warn(
-      { reason, during, upstream: shared.upstream.name, server: server.label, client: ex.clientIp, request: `${req.method} ${req.url} HTTP/${req.httpVersion}` },
+      { reason, during, upstream: shared.upstream.name, server: server.label, client: ex.clientIp, request: `${req.method} ${req.url} HTTP/${req.httpVersion}`, hint },
       'upstream attempt failed',
     );
   }

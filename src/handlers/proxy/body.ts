@@ -3,9 +3,12 @@
  * an app server is chosen, or streamed under a size limit.
  */
 import type { ClientRequest } from '../../http/context.js';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { PorticoError } from '../../errors.js';
 import { TempFile, type TempSpace } from '../../http/temp-file.js';
+
+// A gRPC call's body (never read whole: it may be a bidirectional stream) keeps its first retry_buffer bytes.
+export { ReplayableBody } from '../../upstream/replayable-body.js';
 
 /** Reads a whole small body of a known length; `null` when the client sent less and closed. */
 export function readBody(req: ClientRequest, length: number): Promise<Buffer | null> {
@@ -161,69 +164,4 @@ export function bufferBody(req: ClientRequest, declared: number, limit: number, 
       if (!req.complete) settle('broken');
     });
   });
-}
-
-/**
- * A streamed body (a gRPC call's: never read whole, it may be a bidirectional stream) whose first `limit` bytes
- * are kept, so that an attempt that never reached an app (connection refused, a stream refused unprocessed) can
- * be made again on another server: each `stream()` starts with what was kept and goes on with the rest as it
- * arrives. Past `limit`, it can no longer be sent again (`replayable` false), as any streamed body.
- */
-export class ReplayableBody {
-  #kept: Buffer[] | null = [];
-  #keptBytes = 0;
-  #ended = false;
-  #current: PassThrough | undefined = undefined;
-  #listening = false;
-
-  constructor(
-    readonly source: Readable,
-    readonly limit: number,
-  ) {}
-
-  /** Whether everything read so far was kept: a new `stream()` gives the whole body. */
-  get replayable(): boolean {
-    return this.#kept !== null;
-  }
-
-  /** A new reading of the body for one attempt; the previous one's reader gets nothing more. */
-  stream(): Readable {
-    const previous = this.#current;
-    if (previous !== undefined) {
-      this.#current = undefined;
-      previous.destroy();
-    }
-    const out = new PassThrough();
-    this.#current = out;
-    if (this.#kept !== null) for (const chunk of this.#kept) out.write(chunk);
-    if (this.#ended) {
-      out.end();
-      return out;
-    }
-    out.on('drain', () => {
-      if (this.#current === out) this.source.resume();
-    });
-    if (!this.#listening) {
-      this.#listening = true;
-      this.source.on('data', (chunk: Buffer) => this.#data(chunk));
-      this.source.once('end', () => {
-        this.#ended = true;
-        this.#current?.end();
-      });
-      this.source.once('error', (err) => this.#current?.destroy(err));
-    }
-    this.source.resume();
-    return out;
-  }
-
-  #data(chunk: Buffer): void {
-    if (this.#kept !== null) {
-      this.#keptBytes += chunk.length;
-      if (this.#keptBytes <= this.limit) this.#kept.push(chunk);
-      else this.#kept = null;
-    }
-    const out = this.#current;
-    if (out === undefined || out.destroyed) return void this.source.pause();
-    if (!out.write(chunk)) this.source.pause();
-  }
 }

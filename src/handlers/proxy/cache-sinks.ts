@@ -44,8 +44,9 @@ export class TaggedSink implements ResponseSink {
   drain(resume: () => void): void {
     this.inner.drain(resume);
   }
-  end(): void {
-    this.inner.end();
+  end(trailers?: readonly string[]): void {
+    // An HTTP/2 app's trailers (a gRPC call's status) go on: a pass-through is not stored.
+    this.inner.end(trailers);
   }
   fail(err: Error): void {
     this.inner.fail(err);
@@ -111,9 +112,9 @@ export class InvalidatingSink implements ResponseSink {
     else this.#resume = resume;
   }
 
-  end(): void {
-    if (this.#held === null) this.inner.end();
-    else this.#held.push(() => this.inner.end());
+  end(trailers?: readonly string[]): void {
+    if (this.#held === null) this.inner.end(trailers);
+    else this.#held.push(() => this.inner.end(trailers));
   }
 
   fail(err: Error): void {

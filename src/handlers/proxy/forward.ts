@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { responseComplete, type RequestContext, type UpstreamAttemptLog } from '../../http/context.js';
-import { grpcTimeoutMs, isGrpc } from '../../http/grpc.js';
+import { grpcTimeoutMs, grpcTimeoutValue, isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import { PorticoError } from '../../errors.js';
 import type { Template } from '../../http/template.js';
@@ -24,6 +24,8 @@ import { ClientSink, type ResponseBuffering, type ForwardOutcome, type HeaderEdi
 
 const OK: ForwardOutcome = { ok: true };
 const STATUS = /^\d{3}$/;
+/** The longest delay a timer takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER = 2_147_483_647;
 /** Forwards in which a server answered with a status (discarded for a retry): the app was reachable. */
 const answered = new WeakSet<Exchange>();
 
@@ -43,6 +45,8 @@ export interface ForwarderOptions {
   /** How much of an answer a slow client may leave for Portico to hold (limit 0: none). */
   readonly responseBuffering: ResponseBuffering;
   readonly logger: Logger;
+  /** gRPC-Web answers are translated (default); false on a php route, whose app never speaks gRPC. */
+  readonly grpcWeb?: boolean | undefined;
 }
 
 /** Forwards the requests of one proxy route to its upstream. */
@@ -70,7 +74,7 @@ export class Forwarder {
 
   /** The sink that answers the client directly. */
   clientSink(ctx: RequestContext): ClientSink {
-    const web = grpcWebOf(ctx);
+    const web = this.#o.grpcWeb === false ? undefined : grpcWebOf(ctx);
     return web === undefined ? new ClientSink(ctx, this.#o.responseBuffering) : new GrpcWebSink(ctx, this.#o.responseBuffering, web);
   }
 
@@ -135,8 +139,10 @@ export class Forwarder {
   /** Starts a gRPC call's deadline (`grpc-timeout`); its timer ends with the answer (the response's close). */
   #watchDeadline(ex: Exchange, value: string | string[], started: number): void {
     const ms = grpcTimeoutMs(value);
-    if (ms === undefined || !isGrpc(ex.ctx.req.headers)) return;
+    if (ms === undefined || (!isGrpc(ex.ctx.req.headers) && grpcWebOf(ex.ctx) === undefined)) return;
     ex.grpcDeadline = started + ms;
+    // Past a timer's range (24.8 days; Node would fire it at once): passed on, never expired here.
+    if (ms > MAX_TIMER) return;
     const timer = setTimeout(() => this.#expire(ex), Math.max(1, Math.ceil(ms)));
     ex.ctx.res.once('close', () => clearTimeout(timer));
   }
@@ -152,13 +158,23 @@ export class Forwarder {
     ex.prepared.abortCurrent?.(new PorticoError('PORTICO_GRPC_DEADLINE', 'the gRPC deadline (grpc-timeout) passed'));
   }
 
-  /** The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). */
-  #passDeadline(ex: Exchange): void {
+  /**
+   * The remaining time of a gRPC call's deadline as its `grpc-timeout` for the app (Envoy does the same). The
+   * deadline is the call's bound: `response_header` and `read` shorter than what is left of it are raised to it
+   * (an app may answer a long call late, or stay quiet between messages, within the time its client allowed).
+   */
+  #passDeadline(ex: Exchange, opts: Dispatcher.DispatchOptions): void {
     const headers = ex.headers;
-    const left = Math.max(1, Math.ceil(ex.grpcDeadline - Date.now()));
+    const ms = Math.max(1, Math.ceil(ex.grpcDeadline - Date.now()));
+    const timeouts = this.#upstream.config.timeouts;
+    // A timer longer than Node's limit would fire at once: a deadline past it leaves the timeouts as they are.
+    const bound = Math.min(ms, MAX_TIMER);
+    if (bound > timeouts.response_header) opts.headersTimeout = bound;
+    if (bound > timeouts.read) opts.bodyTimeout = bound;
+    const left = grpcTimeoutValue(ms);
     for (let i = 0; i < headers.length; i += 2) {
       if (headers[i]!.length === 12 && headers[i]!.toLowerCase() === 'grpc-timeout') {
-        headers[i + 1] = `${left}m`;
+        headers[i + 1] = left;
         return;
       }
     }
@@ -198,9 +214,15 @@ export class Forwarder {
     // The attempt keeps the target it began on: a spawned slot's move waits for it on the port it left.
     const target = chosen.target!;
     target.users++;
-    if (ex.grpcDeadline !== 0) this.#passDeadline(ex);
+    const opts: Dispatcher.DispatchOptions = {
+      path: chosen.basePath + ex.path,
+      method: ex.ctx.req.method! as Dispatcher.HttpMethod,
+      headers: ex.headers,
+      body: ex.body instanceof SpooledBody || ex.body instanceof ReplayableBody ? ex.body.stream() : ex.body,
+    };
+    if (ex.grpcDeadline !== 0) this.#passDeadline(ex, opts);
     target.dispatcher.dispatch(
-      { path: chosen.basePath + ex.path, method: ex.ctx.req.method! as Dispatcher.HttpMethod, headers: ex.headers, body: ex.body instanceof SpooledBody || ex.body instanceof ReplayableBody ? ex.body.stream() : ex.body },
+      opts,
       new Attempt({
         shared: this.#o.shared,
         ex,

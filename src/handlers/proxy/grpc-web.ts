@@ -5,7 +5,7 @@
  */
 import { Transform, type Readable } from 'node:stream';
 import type { RequestContext } from '../../http/context.js';
-import { Base64Chunks, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, webTypeOfGrpc } from '../../http/grpc.js';
+import { Base64Chunks, grpcStatusIn, grpcTypeOfWeb, grpcWebKind, grpcWebTrailerFrame, webTypeOfGrpc } from '../../http/grpc.js';
 import { ClientSink, type ResponseBuffering } from './sink.js';
 
 /** The gRPC-Web form of a request (a POST with a gRPC-Web content-type), or undefined. */
@@ -56,6 +56,8 @@ export class GrpcWebSink extends ClientSink {
       const lower = appHeaders[i]!.toLowerCase();
       // The body gets a frame more (the trailers): no length of the app's holds.
       if (lower === 'content-length') continue;
+      // A Trailers-Only answer: its status is in the head (an HTTP/1.1 client's head is not read back at log time).
+      if (lower === 'grpc-status') this.ctx.grpcStatus = appHeaders[i + 1]!;
       headers.push(appHeaders[i]!, lower === 'content-type' ? webTypeOfGrpc(appHeaders[i + 1]!, this.kind) : appHeaders[i + 1]!);
     }
     super.head(status, headers, own);
@@ -65,8 +67,18 @@ export class GrpcWebSink extends ClientSink {
     return super.data(this.kind === 'text' ? Buffer.from(chunk.toString('base64'), 'latin1') : chunk);
   }
 
+  protected override grpcCall(): boolean {
+    return true;
+  }
+
+  /** Portico's status after the answer began: in the trailers frame, where a gRPC-Web client reads it. */
+  protected override endGrpc(status: string, message: string): void {
+    this.end(['grpc-status', status, 'grpc-message', encodeURIComponent(message)]);
+  }
+
   override end(trailers?: readonly string[]): void {
     if (trailers !== undefined && trailers.length > 0) {
+      this.ctx.grpcStatus = grpcStatusIn(trailers);
       const frame = grpcWebTrailerFrame(trailers);
       super.data(this.kind === 'text' ? Buffer.from(frame.toString('base64'), 'latin1') : frame);
     }

@@ -45,6 +45,11 @@ export interface PrepareOptions {
   readonly logger: Logger;
   /** Build the header list for an HTTP app server (false: a php route, which sends CGI variables instead). */
   readonly httpHeaders?: boolean | undefined;
+  /**
+   * gRPC and gRPC-Web calls are streamed, never read whole (default). False on a php route: a client's content-type
+   * must not make it skip the buffering that gives PHP its CONTENT_LENGTH and keeps a slow client off its workers.
+   */
+  readonly grpc?: boolean | undefined;
 }
 
 /** The methods a proxy route answers when TRACE is refused (405 must say what is allowed, RFC 9110 §15.5.6). */
@@ -131,8 +136,8 @@ export class RequestPreparer {
     if (hasBody) {
       ctx.bodyClaimed = true;
       // A gRPC call streams both ways (a bidirectional call's requests follow its answers): never read whole.
-      const web = grpcWebOf(ctx);
-      const grpc = web !== undefined || isGrpc(req.headers);
+      const web = this.#o.grpc === false ? undefined : grpcWebOf(ctx);
+      const grpc = web !== undefined || (this.#o.grpc !== false && isGrpc(req.headers));
       if (this.#o.requestBuffering && !grpc) {
         // A small body of known length (the usual form post) is read as before: in memory, with no file to open.
         if (declared >= 0 && declared <= this.#o.requestBufferMemory) return this.#readSmall(ctx, declared, replayable);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { RequestContext } from '../../http/context.js';
 import type { ReplayableBody, SpooledBody } from './body.js';
 import { isH2Response } from '../../http/context.js';
+import { GrpcStatus, grpcStatusIn, grpcStatusOf, isGrpc } from '../../http/grpc.js';
 import { sendEarlyHints } from './interim.js';
 import { ResponseSpool, type SpoolLimits } from './response-spool.js';
 
@@ -121,6 +122,7 @@ export class ClientSink implements ResponseSink {
     if (this.#spool !== null) return this.#spool.end();
     const res = this.ctx.res;
     if (trailers !== undefined && trailers.length > 0) {
+      this.ctx.grpcStatus = grpcStatusIn(trailers);
       const fields = trailerFields(trailers);
       // No body: Node ends the stream with the HEADERS frame, where trailers cannot follow. The fields go in that
       // frame (gRPC's Trailers-Only answer); once the head is out, they are trailers.
@@ -133,15 +135,31 @@ export class ClientSink implements ResponseSink {
   fail(err?: Error): void {
     this.#spool?.release();
     const res = this.ctx.res;
+    const failure = err as { code?: string; rstCode?: number } | undefined;
     // A gRPC call's deadline passed after the answer's head: the call ends with its status, not broken.
-    if ((err as { code?: string } | undefined)?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) {
-      res.addTrailers({ 'grpc-status': '4', 'grpc-message': 'deadline%20exceeded%20(Portico)' });
-      return void res.end();
-    }
+    if (failure?.code === 'PORTICO_GRPC_DEADLINE' && !res.writableEnded) return this.endGrpc(String(GrpcStatus.DEADLINE_EXCEEDED), 'deadline exceeded (Portico)');
     // An HTTP/2 app's stream reset goes on to an HTTP/2 client with its code (gRPC reads CANCEL as CANCELLED).
-    const code = (err as { rstCode?: number } | undefined)?.rstCode;
+    const code = failure?.rstCode;
     if (code !== undefined && code !== 0 && isH2Response(res) && !res.stream.closed) return void res.stream.close(code);
+    // A gRPC call whose app was lost, or went quiet past timeouts.read, after the head: the status a client reads
+    // (as Portico's own error before the head would be), where a bare reset would read as INTERNAL or CANCELLED.
+    if (!res.writableEnded && !res.destroyed && this.grpcCall()) {
+      const timeout = failure?.code === 'UND_ERR_BODY_TIMEOUT' || failure?.code === 'UND_ERR_HEADERS_TIMEOUT';
+      return timeout ? this.endGrpc(String(grpcStatusOf(504)), '504 Gateway Timeout (Portico)') : this.endGrpc(String(grpcStatusOf(502)), '502 Bad Gateway (Portico)');
+    }
     res.destroy();
+  }
+
+  /** Whether this is a gRPC call's answer (its status then goes in its trailers). */
+  protected grpcCall(): boolean {
+    return isGrpc(this.ctx.req.headers);
+  }
+
+  /** Ends a gRPC call whose answer began with Portico's status, in its trailers. */
+  protected endGrpc(status: string, message: string): void {
+    this.ctx.grpcStatus = status;
+    this.ctx.res.addTrailers({ 'grpc-status': status, 'grpc-message': encodeURIComponent(message) });
+    this.ctx.res.end();
   }
 
   #spoolFailed(err: Error): void {

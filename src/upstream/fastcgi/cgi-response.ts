@@ -6,6 +6,12 @@
 /** Largest response head accepted: past it the answer is not a CGI response (undici's default is alike). */
 export const MAX_HEAD = 64 * 1024;
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What RFC 9110 §5.5 and Node refuse in a field value. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const DIGITS = /^\d{1,15}$/;
+const CONTENT_LENGTH = Buffer.from('Content-Length', 'latin1');
+
 /**
  * A parsed head: the status, the other fields as undici hands them (name, value, name, value… as Buffers), and
  * the body's length its `Content-Length` declares (-1: none).
@@ -15,9 +21,6 @@ export interface CgiHead {
   readonly rawHeaders: Buffer[];
   readonly contentLength: number;
 }
-
-const DIGITS = /^\d{1,15}$/;
-const CONTENT_LENGTH = Buffer.from('Content-Length', 'latin1');
 
 /**
  * Where the head ends in `bytes`: the offset of the body's first byte, or -1 while the empty line has not come
@@ -35,7 +38,8 @@ export function headEnd(bytes: Buffer): number {
 /**
  * Parses a head (the bytes before `headEnd`). Invalid (undefined), as nginx's "upstream sent invalid header": a line
  * that is not `Name: value`, a status outside 200–599 (RFC 9110 §15: 100–599 are status codes, and an interim 1xx
- * is no CGI answer), a `Content-Length` that is not one decimal length (not digits, or several that differ).
+ * is no CGI answer), a `Content-Length` that is not one decimal length (not digits, or several that differ), a
+ * field value with a control character.
  */
 export function parseCgiHead(head: Buffer): CgiHead | undefined {
   const rawHeaders: Buffer[] = [];
@@ -49,7 +53,10 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
     if (colon <= 0) return undefined;
     const name = text.slice(0, colon).trim();
     const value = text.slice(colon + 1).trim();
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return undefined;
+    if (!TOKEN.test(name)) return undefined;
+    // A control character (PHP's header() lets all but CR and LF through) cannot be sent on: a bad answer, a 502,
+    // as an HTTP app's would be (undici's parser refuses it), not a write that throws and cuts the client.
+    if (BAD_VALUE.test(value)) return undefined;
     const lower = name.toLowerCase();
     if (lower === 'status') {
       const code = Number(value.slice(0, 3));

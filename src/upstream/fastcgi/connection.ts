@@ -20,7 +20,8 @@ import {
 
 const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
-const BEGIN = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_KEEP = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_ONCE = encodeBeginRequest(REQUEST_ID, false);
 const DASHES = /-/g;
 /** Methods a request may be sent again with (RFC 9110 §9.2.2), as undici's. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -35,6 +36,11 @@ export interface FastCgiPoolOptions {
   readonly port?: number | undefined;
   /** Connections at most (the upstream's `keepalive`); requests past them wait in order. */
   readonly connections: number;
+  /**
+   * Ask the server to keep each connection for the next request (FCGI_KEEP_CONN) and reuse it; false: one request
+   * per connection, which the server closes after it (nginx's and Caddy's default; safe with `pm.max_requests`).
+   */
+  readonly keepConn: boolean;
   readonly connectTimeout: number;
   /** Idle kept connections close after this. */
   readonly idleTimeout: number;
@@ -148,11 +154,10 @@ export class Connection {
   #replied = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
-  /**
-   * Body bytes the handler may still get: the head's Content-Length less what went, -1 for no length (up to
-   * END_REQUEST), 0 for an answer without a body (HEAD, 204, 304), whose bytes are dropped as undici drops them.
-   */
-  #remaining = -1;
+  /** The answer has no body (204, 304, HEAD): what the script wrote after its head is dropped, as undici does. */
+  #bodyless = false;
+  /** Body bytes still due by the script's Content-Length (-1: none declared; the body ends with the request). */
+  #due = -1;
 
   constructor(pool: ConnectionOwner, socket: Socket) {
     this.#pool = pool;
@@ -198,7 +203,11 @@ export class Connection {
     const { params, script } = paramsOf(pending.opts);
     this.#script = script;
     try {
-      pending.handler.onConnect?.((err) => this.#abort(err));
+      // Only ever this request's: an attempt may call its abort after the request ended here (its client left
+      // while Portico still held the answer), when the connection already carries another request.
+      pending.handler.onConnect?.((err) => {
+        if (this.#pending === pending) this.#abort(err);
+      });
     } catch (err) {
       return this.#fail(err as Error);
     }
@@ -206,7 +215,7 @@ export class Connection {
     if (this.#pending !== pending) return;
     this.#arm(this.#pool.options.headersTimeout, 'UND_ERR_HEADERS_TIMEOUT', 'no FastCGI response head in time');
     this.socket.cork();
-    this.socket.write(BEGIN);
+    this.socket.write(this.#pool.options.keepConn ? BEGIN_KEEP : BEGIN_ONCE);
     for (const part of encodeParams(REQUEST_ID, params)) this.socket.write(part);
     const body = pending.opts.body;
     if (body === null || body === undefined || (typeof body === 'string' && body.length === 0)) {
@@ -217,6 +226,8 @@ export class Connection {
     if (typeof body === 'string' || Buffer.isBuffer(body) || body instanceof Uint8Array) {
       const bytes = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
       for (const part of encodeStream(RecordType.Stdin, REQUEST_ID, bytes)) this.socket.write(part);
+      // The empty record ends the stream (FastCGI 1.0 §5.3): PHP stops at CONTENT_LENGTH, other apps read to it.
+      this.socket.write(END_OF_STDIN);
       this.socket.uncork();
       return;
     }
@@ -284,16 +295,22 @@ export class Connection {
       const head = this.#head ?? Buffer.alloc(0);
       if (!this.#deliverHead(pending, head.length === 0 ? undefined : head, Buffer.alloc(0))) return;
     }
-    // The request ended well for FastCGI (the connection is reusable), but the answer is shorter than its length:
-    // the client's must end visibly cut, never as a complete one (undici's error for an HTTP app's alike).
-    this.#finish(pending, this.#remaining > 0 ? new FastCgiError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'the FastCGI response body is shorter than its Content-Length') : undefined);
+    // Less than its Content-Length: an answer that would look complete to nobody (the client waits for the rest).
+    if (this.#due > 0 && !this.#bodyless) {
+      return this.#fail(new FastCgiError('UND_ERR_RES_CONTENT_LENGTH_MISMATCH', `the FastCGI response ended ${this.#due} bytes short of its Content-Length`));
+    }
+    this.#finish(pending);
   }
 
   #stdout(pending: Pending, content: Buffer): void {
     if (content.length === 0) return;
     if (this.#headDone) {
-      this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
-      return this.#body(pending, content);
+      // Records read in the same chunk as the one that paused come while paused: the timeout waits for resume.
+      if (!this.#paused) this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
+      if (this.#bodyless) return;
+      const body = this.#framed(content);
+      if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
+      return;
     }
     const bytes = this.#head === undefined ? content : Buffer.concat([this.#head, content]);
     const end = headEnd(bytes);
@@ -314,41 +331,44 @@ export class Connection {
       return false;
     }
     this.#headDone = true;
+    this.#bodyless = parsed.status === 204 || parsed.status === 304 || pending.opts.method === 'HEAD';
+    this.#due = parsed.contentLength;
     this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
     const resume = (): void => {
       if (this.#paused && this.#pending === pending) {
         this.#paused = false;
+        this.#arm(this.#pool.options.bodyTimeout, 'UND_ERR_BODY_TIMEOUT', 'the FastCGI response stalled');
         this.socket.resume();
       }
     };
-    const status = parsed.status;
-    this.#remaining = pending.opts.method === 'HEAD' || status === 204 || status === 304 ? 0 : parsed.contentLength;
-    pending.handler.onHeaders?.(status, parsed.rawHeaders, resume);
+    pending.handler.onHeaders?.(parsed.status, parsed.rawHeaders, resume);
     if (this.#pending !== pending) return false;
-    if (rest.length > 0) this.#body(pending, rest);
+    const body = this.#bodyless ? rest.subarray(0, 0) : this.#framed(rest);
+    if (body.length > 0 && pending.handler.onData?.(body) === false) this.#pause();
     return this.#pending === pending;
   }
 
   /**
-   * Hands body bytes to the handler, never more than the head's Content-Length: what a script writes past it (or
-   * any body of a HEAD, 204 or 304 answer) is dropped, as nginx drops it, so that it can never reach the client as
-   * the start of another answer on its connection.
+   * What of `content` the answer's Content-Length still takes: bytes past it are dropped (as nginx does), never
+   * sent on where the client would read them as the start of its next answer.
    */
-  #body(pending: Pending, content: Buffer): void {
-    let chunk = content;
-    if (this.#remaining >= 0) {
-      if (chunk.length > this.#remaining) chunk = chunk.subarray(0, this.#remaining);
-      this.#remaining -= chunk.length;
-      if (chunk.length === 0) return;
-    }
-    if (pending.handler.onData?.(chunk) === false && !this.#paused && this.#pending === pending) {
-      this.#paused = true;
-      this.socket.pause();
-    }
+  #framed(content: Buffer): Buffer {
+    if (this.#due < 0) return content;
+    const body = content.length <= this.#due ? content : content.subarray(0, this.#due);
+    this.#due -= body.length;
+    return body;
   }
 
-  /** The request ended (END_REQUEST): the connection is released; the handler completes, or fails with `err`. */
-  #finish(pending: Pending, err?: Error): void {
+  /** The handler said stop (a slow client): reading waits, and so does the read timeout (PHP is not idle), as undici's. */
+  #pause(): void {
+    if (this.#paused || this.#pending === undefined) return;
+    this.#paused = true;
+    this.socket.pause();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #finish(pending: Pending): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending = undefined;
@@ -357,11 +377,11 @@ export class Connection {
       this.#paused = false;
       this.socket.resume();
     }
-    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind.
-    if ((pending.opts as { reset?: boolean }).reset === true) this.close();
+    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind; without
+    // FCGI_KEEP_CONN the server closes it anyway.
+    if ((pending.opts as { reset?: boolean }).reset === true || !this.#pool.options.keepConn) this.close();
     else this.#pool.released(this);
-    if (err === undefined) pending.handler.onComplete?.([]);
-    else pending.handler.onError?.(err);
+    pending.handler.onComplete?.([]);
   }
 
   /** The handler gave up (client gone, intercepted answer): the connection is dropped, FPM sees it close. */

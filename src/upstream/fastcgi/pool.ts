@@ -118,7 +118,8 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
       const failed = this.#queue.shift();
       failed?.handler.onError?.(connectError);
     }
-    if (this.#queue.length > this.#connecting && this.#all.size < this.options.connections && this.#closing === undefined && !this.#destroyed) this.#open();
+    // Closing too: a queued request is still answered (close() waits for it), else it would wait forever.
+    if (this.#queue.length > this.#connecting && this.#all.size < this.options.connections && !this.#destroyed) this.#open();
     if (this.#all.size === 0) this.#closed();
   }
 

@@ -152,11 +152,42 @@ export function decodeNameValuePairs(content: Buffer): string[] {
   return pairs;
 }
 
-/** The whole PARAMS stream of a request: its pairs in records, then the empty record that ends it. */
+/**
+ * The whole PARAMS stream of a request: its pairs in records, then the empty record that ends it. Past one
+ * record (64 KB: long cookies, a long URL), each record holds whole pairs: PHP-FPM decodes each PARAMS record on
+ * its own and drops the connection on a pair cut between two (nginx refuses such a request). Only a pair longer
+ * than a record is cut, as the spec's stream allows.
+ */
 export function encodeParams(requestId: number, pairs: readonly string[]): Buffer[] {
   const content = encodeNameValuePairs(pairs);
-  const parts = content.length === 0 ? [] : encodeStream(RecordType.Params, requestId, content);
+  const parts = content.length === 0 ? [] : content.length <= MAX_CONTENT ? encodeStream(RecordType.Params, requestId, content) : encodeWholePairs(requestId, content);
   parts.push(...encodeStream(RecordType.Params, requestId, Buffer.alloc(0)));
+  return parts;
+}
+
+/** PARAMS content of more than one record, cut only between pairs (see `encodeParams`). */
+function encodeWholePairs(requestId: number, content: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  let offset = 0;
+  const length = (): number => {
+    if (content[offset]! < 128) return content[offset++]!;
+    const value = content.readUInt32BE(offset) & 0x7fffffff;
+    offset += 4;
+    return value;
+  };
+  while (offset < content.length) {
+    const pairStart = offset;
+    const nameLength = length();
+    const valueLength = length();
+    const pairEnd = offset + nameLength + valueLength;
+    if (pairEnd - start > MAX_CONTENT && pairStart > start) {
+      parts.push(...encodeStream(RecordType.Params, requestId, content.subarray(start, pairStart)));
+      start = pairStart;
+    }
+    offset = pairEnd;
+  }
+  parts.push(...encodeStream(RecordType.Params, requestId, content.subarray(start)));
   return parts;
 }
 

@@ -7,10 +7,11 @@
  * not counted.
  */
 import type { Config } from '../../config/load.js';
-import type { ServerTarget, UpstreamServer } from '../server.js';
+import { slotTarget, type ServerTarget, type UpstreamServer } from '../server.js';
 import { HEALTH_CHECK_PATH, healthCheckRequest, servingStatus } from './grpc-health.js';
 
-type HealthConfig = NonNullable<Config['upstreams'][string]['health']>;
+type UpstreamConfig = Config['upstreams'][string];
+type HealthConfig = NonNullable<UpstreamConfig['health']>;
 
 /** A change of a server's state, with its cause in words and the URL checked (for the error log). */
 export type HealthChange = (server: UpstreamServer, healthy: boolean, reason: string, url: string) => void;
@@ -140,25 +141,7 @@ export class ActiveHealthChecker {
     // Undefined: the check passed; else why it failed.
     let failure: string | undefined;
     try {
-      if (this.#config.type === 'grpc') {
-        failure = await this.#grpcCheck(server, target, abort.signal);
-      } else {
-        const res = await target.checkDispatcher.request({
-          path: server.basePath + this.#config.path,
-          method: 'GET',
-          headers: { host: this.#config.host ?? new URL(target.origin).host, 'user-agent': 'Portico-health-check' },
-          signal: abort.signal,
-          headersTimeout: this.#config.timeout,
-          bodyTimeout: this.#config.timeout,
-          // A new connection for every check: the next check must see a restart, not a pooled connection.
-          reset: true,
-        });
-        await res.body.dump();
-        const expect = this.#config.expect;
-        if (!expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high)) {
-          failure = `status ${res.statusCode} (expected ${expect.map(([low, high]) => (low === high ? low : `${low}-${high}`)).join(', ')})`;
-        }
-      }
+      failure = await checkOnce(target, server.basePath, this.#config, abort.signal);
     } catch (err) {
       failure = checkError(err, abort.signal.aborted, this.#config.timeout);
     } finally {
@@ -173,32 +156,6 @@ export class ActiveHealthChecker {
       this.#onResult?.(server, failure === undefined, started);
     }
     this.#schedule(server);
-  }
-
-  /**
-   * A gRPC health check (`grpc.health.v1.Health/Check` for `service`): passes on SERVING with grpc-status 0;
-   * resolves to why it failed otherwise (`NOT_SERVING`, `grpc-status 12 (unknown service)`, `status 404`).
-   */
-  async #grpcCheck(server: UpstreamServer, target: ServerTarget, signal: AbortSignal): Promise<string | undefined> {
-    const res = await target.checkDispatcher.request({
-      path: server.basePath + HEALTH_CHECK_PATH,
-      method: 'POST',
-      headers: { host: this.#config.host ?? new URL(target.origin).host, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'Portico-health-check' },
-      body: healthCheckRequest(this.#config.service),
-      signal,
-      headersTimeout: this.#config.timeout,
-      bodyTimeout: this.#config.timeout,
-      reset: true,
-    });
-    const body = Buffer.from(await res.body.arrayBuffer());
-    if (res.statusCode !== 200) return `status ${res.statusCode} (expected 200 from a gRPC server)`;
-    const grpcStatus = res.trailers['grpc-status'] ?? res.headers['grpc-status'];
-    if (grpcStatus !== '0') {
-      const message = res.trailers['grpc-message'] ?? res.headers['grpc-message'];
-      return `grpc-status ${String(grpcStatus ?? 'missing')}${message === undefined ? '' : ` (${decodeURIComponent(String(message))})`}`;
-    }
-    const serving = servingStatus(body);
-    return serving === 'SERVING' ? undefined : serving;
   }
 
   /** The URL a check of `server` asks. */
@@ -229,5 +186,74 @@ export class ActiveHealthChecker {
         this.#onChange(server, false, `${failure} (${server.fails} checks failed, fall ${this.#config.fall})`, this.#url(server));
       }
     }
+  }
+}
+
+/**
+ * One check of `target` (its own connection, never a pooled one): the `path` GET, or with `type: grpc` the gRPC
+ * health checking protocol's Check. Resolves to undefined when it passed, else why not; rejects on a transport error.
+ */
+async function checkOnce(target: ServerTarget, basePath: string, check: HealthConfig, signal: AbortSignal): Promise<string | undefined> {
+  if (check.type === 'grpc') return grpcCheck(target, basePath, check, signal);
+  const res = await target.checkDispatcher.request({
+    path: basePath + check.path,
+    method: 'GET',
+    headers: { host: check.host ?? new URL(target.origin).host, 'user-agent': 'Portico-health-check' },
+    signal,
+    headersTimeout: check.timeout,
+    bodyTimeout: check.timeout,
+    // A new connection for every check: the next check must see a restart, not a pooled connection.
+    reset: true,
+  });
+  await res.body.dump();
+  const expect = check.expect;
+  if (expect.some(([low, high]) => res.statusCode >= low && res.statusCode <= high)) return undefined;
+  return `status ${res.statusCode} (expected ${expect.map(([low, high]) => (low === high ? low : `${low}-${high}`)).join(', ')})`;
+}
+
+/**
+ * A gRPC health check (`grpc.health.v1.Health/Check` for `service`): passes on SERVING with grpc-status 0;
+ * resolves to why it failed otherwise (`NOT_SERVING`, `grpc-status 12 (unknown service)`, `status 404`).
+ */
+async function grpcCheck(target: ServerTarget, basePath: string, check: HealthConfig, signal: AbortSignal): Promise<string | undefined> {
+  const res = await target.checkDispatcher.request({
+    path: basePath + HEALTH_CHECK_PATH,
+    method: 'POST',
+    headers: { host: check.host ?? new URL(target.origin).host, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'Portico-health-check' },
+    body: healthCheckRequest(check.service),
+    signal,
+    headersTimeout: check.timeout,
+    bodyTimeout: check.timeout,
+    reset: true,
+  });
+  const body = Buffer.from(await res.body.arrayBuffer());
+  if (res.statusCode !== 200) return `status ${res.statusCode} (expected 200 from a gRPC server)`;
+  const grpcStatus = res.trailers['grpc-status'] ?? res.headers['grpc-status'];
+  if (grpcStatus !== '0') {
+    const message = res.trailers['grpc-message'] ?? res.headers['grpc-message'];
+    return `grpc-status ${String(grpcStatus ?? 'missing')}${message === undefined ? '' : ` (${decodeURIComponent(String(message))})`}`;
+  }
+  const serving = servingStatus(body);
+  return serving === 'SERVING' ? undefined : serving;
+}
+
+/**
+ * A spawned instance's readiness probe in what it speaks (FastCGI, HTTP/2 without TLS): the upstream's active
+ * check, once, on 127.0.0.1:`port`, within `timeoutMs`. Resolves to undefined when it passed, else why not (the
+ * Supervisor's readiness loop counts `rise` passes). An HTTP/1.1 instance is probed by the Supervisor itself.
+ */
+export async function probeSlot(upstream: UpstreamConfig, port: number, timeoutMs: number): Promise<string | undefined> {
+  const check = upstream.health;
+  if (check === undefined) return undefined;
+  const target = slotTarget(port, upstream, `127.0.0.1:${port}`);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    return await checkOnce(target, '', { ...check, timeout: timeoutMs }, abort.signal);
+  } catch (err) {
+    return checkError(err, abort.signal.aborted, timeoutMs);
+  } finally {
+    clearTimeout(timer);
+    void target.close(0);
   }
 }
