@@ -20,7 +20,13 @@ export type HealthChange = (server: UpstreamServer, healthy: boolean, reason: st
 const ERROR_WORDS: Readonly<Record<string, string>> = {
   ECONNREFUSED: 'connection refused',
   ECONNRESET: 'connection reset',
+  // A unix socket (PHP-FPM's) that is not there, or that Portico's user may not open (listen.owner, listen.mode).
+  ENOENT: 'socket file not found',
+  EACCES: 'permission denied',
   UND_ERR_SOCKET: 'connection closed',
+  UND_ERR_HEADERS_OVERFLOW: 'response head too large',
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'response body shorter than its Content-Length',
+  PORTICO_FCGI_INVALID_HEAD: 'invalid response head',
   ENOTFOUND: 'host not found',
   EAI_AGAIN: 'host not found (DNS lookup failed)',
   EHOSTUNREACH: 'host unreachable',
