@@ -6,7 +6,7 @@
 #   BENCH_QUICK=1 npm run bench -- fastcgi   # smoke run: 3 s measurements
 #
 # The front end alone on CPU 0; php-fpm and wrk on CPU 1 (taskset). Knobs: BENCH_RUNS (3), BENCH_DURATION (10s),
-# BENCH_CONNECTIONS (16), BENCH_FPM_WORKERS (4).
+# BENCH_CONNECTIONS (16), BENCH_FPM_WORKERS (4), BENCH_KEEP_CONN (1: both keep their FastCGI connections; 0: neither).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 

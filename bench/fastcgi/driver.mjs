@@ -22,6 +22,9 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const DURATION = process.env.BENCH_DURATION ?? (quick ? '3s' : '10s');
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const WORKERS = Number(process.env.BENCH_FPM_WORKERS ?? 4);
+// Both front ends keep their FastCGI connections (Portico's `fastcgi: { keep_conn: true }`, nginx's
+// `fastcgi_keep_conn on`), or with BENCH_KEEP_CONN=0 both open one per request (both their defaults).
+const KEEP_CONN = process.env.BENCH_KEEP_CONN !== '0';
 const PAGE = '<?php header("Content-Type: text/html; charset=utf-8"); echo "<p>Hello from PHP ", PHP_VERSION, " at ", $_SERVER["REQUEST_URI"], "</p>\\n";';
 
 async function startFpm() {
@@ -62,6 +65,7 @@ upstreams:
   fpm:
     servers: ["unix:${socket}"]
     keepalive: ${WORKERS}
+    fastcgi: { keep_conn: ${KEEP_CONN} }
 sites:
   - routes:
       - path: /
@@ -97,7 +101,7 @@ http {
             fastcgi_split_path_info ^(.+?\\.php)(/.*)$;
             if (!-f $document_root$fastcgi_script_name) { return 404; }
             fastcgi_pass fpm;
-            fastcgi_keep_conn on;
+            fastcgi_keep_conn ${KEEP_CONN ? 'on' : 'off'};
             fastcgi_index index.php;
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
@@ -112,7 +116,7 @@ http {
 const CONTENDERS = [
   {
     id: 'portico',
-    label: 'Portico php route (keepalive 4)',
+    label: `Portico php route (keepalive 4${KEEP_CONN ? ', keep_conn' : ''})`,
     async start(port, socket) {
       const outDir = path.join(OUT, 'portico');
       mkdirSync(outDir, { recursive: true });
@@ -121,7 +125,7 @@ const CONTENDERS = [
   },
   {
     id: 'nginx',
-    label: 'nginx fastcgi_pass (1 worker, keepalive 4, fastcgi_keep_conn)',
+    label: `nginx fastcgi_pass (1 worker, keepalive 4${KEEP_CONN ? ', fastcgi_keep_conn' : ''})`,
     needs: 'nginx',
     async start(port, socket) {
       const prefix = path.join(OUT, 'nginx');

@@ -413,6 +413,11 @@ export function slotRoute(upstream: string, index: number): string {
  */
 export const APP_SESSION_COOKIES = ['JSESSIONID', 'PHPSESSID', 'sessionid', 'connect.sid', 'ASP.NET_SessionId', 'laravel_session'];
 
+/** How to route on an app's session cookie, as a message says it: PHP's ids cannot hold a `.`, so its route follows a `-`. */
+export function appCookieAdvice(session: string): string {
+  return `sticky: { app_cookie: ${session}${session === 'PHPSESSID' ? ', separator: "-"' : ''} }`;
+}
+
 const cookieName = z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name is a token (letters, digits and !#$%&\'*+-.^_`|~)');
 
 /**
@@ -426,6 +431,11 @@ const stickySchema = z
     app_cookie: cookieName.optional(),
     /** Key of the cookie's HMAC (16+ characters); a random one per process when absent. */
     secret: z.string().min(16, 'a sticky secret has at least 16 characters').optional(),
+    /**
+     * What precedes the route in an `app_cookie` session id (`.`, Tomcat's; mod_proxy_balancer's stickysessionsep):
+     * `-` for PHP, whose session ids may hold only A-Z a-z 0-9 `,` `-`.
+     */
+    separator: z.string().regex(/^[!#$%&'*+\-.^_`|~:,]$/, 'a separator is one character such as . - , ! ~ :').optional(),
   })
   .superRefine((sticky, ctx) => {
     const session = APP_SESSION_COOKIES.find((name) => name.toLowerCase() === sticky.cookie?.toLowerCase());
@@ -435,7 +445,7 @@ const stickySchema = z
         path: ['cookie'],
         message:
           `${sticky.cookie} is the app's session cookie: Portico's own sticky cookie under that name would overwrite it and ` +
-          `every request would start a new session. To route on the app's session write sticky: { app_cookie: ${session} } ` +
+          `every request would start a new session. To route on the app's session write ${appCookieAdvice(session)} ` +
           // Cookie names are case-sensitive: suggest the name as apps send it, not the spelling found here.
           (session === sticky.cookie ? '' : `(cookie names are case-sensitive: ${session} is how the app sends it) `) +
           `and give each server its route (Tomcat's jvmRoute), or keep Portico's cookie under another name (the default is portico_route)`,
@@ -447,14 +457,23 @@ const stickySchema = z
     if (sticky.secret !== undefined && sticky.app_cookie !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['secret'], message: 'secret keys Portico\'s own sticky cookie: with app_cookie Portico sets none' });
     }
+    if (sticky.separator !== undefined && sticky.app_cookie === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['separator'], message: 'separator is where a route starts in the app\'s session id: it goes with app_cookie' });
+    }
   })
-  .transform(({ cookie, app_cookie, secret }) =>
-    app_cookie === undefined ? { cookie: cookie ?? 'portico_route', app_cookie, secret } : { cookie: undefined, app_cookie, secret },
+  .transform(({ cookie, app_cookie, secret, separator }) =>
+    app_cookie === undefined
+      ? { cookie: cookie ?? 'portico_route', app_cookie, secret, separator: undefined }
+      : { cookie: undefined, app_cookie, secret, separator: separator ?? '.' },
   );
 
 /** Routes are for `sticky.app_cookie`: each names one server, and that mode needs some (spawned slots have theirs). */
 function checkRoutes(
-  upstream: { servers: ReadonlyArray<{ url: { text: string }; route?: string | undefined; name?: string | undefined }>; sticky?: { app_cookie: string | undefined } | undefined; spawn?: unknown },
+  upstream: {
+    servers: ReadonlyArray<{ url: { text: string }; route?: string | undefined; name?: string | undefined }>;
+    sticky?: { app_cookie: string | undefined; separator: string | undefined } | undefined;
+    spawn?: unknown;
+  },
   ctx: z.RefinementCtx,
 ): void {
   // Each server's id (admin API, /status, metrics, servers.json) is its name, else its URL: unique in the upstream.
@@ -484,6 +503,11 @@ function checkRoutes(
     }
     if (appCookie === undefined) {
       ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: 'a route is read from the app\'s session cookie: set sticky: { app_cookie: JSESSIONID } (or the app\'s cookie name) on this upstream' });
+    }
+    const separator = upstream.sticky?.separator;
+    // A "." is no token character of a route already (the route's own message says so).
+    if (separator !== undefined && separator !== '.' && server.route.includes(separator)) {
+      ctx.addIssue({ code: 'custom', path: ['servers', i, 'route'], message: `a route is read after the last "${separator}" of a session id (sticky.separator): it cannot hold one` });
     }
   });
   // Spawned slots have their routes (`slotRoute`: app1, app2, ...), given to each instance as PORTICO_ROUTE.
@@ -590,6 +614,17 @@ export const upstreamObject = z.strictObject({
     .prefault({}),
   slow_start: duration.default(0),
   keepalive: z.number().int().min(1).default(64),
+  /** FastCGI servers (PHP-FPM): whether connections are kept between requests. */
+  fastcgi: z
+    .strictObject({
+      /**
+       * FCGI_KEEP_CONN: each connection is kept for the next request (saves a connect per request, as nginx's
+       * `fastcgi_keep_conn on`). Off by default, as nginx and Caddy: a PHP-FPM worker that exits after
+       * `pm.max_requests` closes its kept connection just as the next request goes out on it, which fails a POST.
+       */
+      keep_conn: z.boolean().default(false),
+    })
+    .prefault({}),
   /** HTTP/2 servers (h2c://, https:// with protocol h2 or auto): their connections, each carrying many requests. */
   http2: z
     .strictObject({

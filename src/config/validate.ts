@@ -10,7 +10,7 @@ import { checkTrustedEntry } from '../http/client-address.js';
 import { checkHostPattern } from '../http/hosts.js';
 import { normalizePath } from '../http/request-path.js';
 import { templateVariables } from '../http/template.js';
-import { APP_SESSION_COOKIES, speaksFastCgi, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
+import { APP_SESSION_COOKIES, appCookieAdvice, speaksFastCgi, type ConfigParts, type ParsedConfig, type Problem } from './schema.js';
 import { checkTls } from './tls.js';
 import { checkAdmin } from './admin.js';
 import { checkCluster } from './cluster.js';
@@ -149,6 +149,8 @@ export function validateConfig(config: ParsedConfig, dir: string, parts: ConfigP
     // The DNS servers `discover` asks are the top-level `resolver`'s (undefined: the system's).
     if (upstream.discover !== undefined) upstream.discover.resolver = config.resolver;
     upstream.servers.forEach((server, i) => {
+      // `unix:./fpm.sock` is relative to the config's folder, as every path in it (not to the working folder).
+      if (server.url.socketPath !== undefined) server.url.socketPath = path.resolve(dir, server.url.socketPath);
       if (server.tls?.ca !== undefined) {
         const ca = path.resolve(dir, server.tls.ca);
         if (!isFile(ca)) problems.push({ keys: ['upstreams', name, 'servers', i, 'tls', 'ca'], message: `file ${server.tls.ca} does not exist` });
@@ -431,11 +433,41 @@ function hostKeyWarnings(config: ParsedConfig): Problem[] {
 }
 
 /**
+ * A `unix:` server whose socket is not there (PHP-FPM not started, or its pool's `listen` elsewhere) or is no socket:
+ * valid, since the app may start later, but its requests get 502 until then.
+ */
+function socketWarnings(config: ParsedConfig): Problem[] {
+  const warnings: Problem[] = [];
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    upstream.servers.forEach((server, i) => {
+      const socket = server.url.socketPath;
+      if (socket === undefined) return;
+      let stats: Stats | undefined;
+      try {
+        stats = statSync(socket);
+      } catch {
+        stats = undefined;
+      }
+      if (stats?.isSocket() === true) return;
+      const what = speaksFastCgi(upstream) ? 'PHP-FPM listens there (is it running, with this path as its pool\'s listen?)' : 'the app listens there';
+      warnings.push({
+        keys: ['upstreams', name, 'servers', i],
+        message:
+          stats === undefined
+            ? `${server.url.text}: no such socket (yet); its requests get 502 until ${what}`
+            : `${server.url.text} is not a socket: its requests get 502`,
+      });
+    });
+  }
+  return warnings;
+}
+
+/**
  * What is valid but almost surely not what the author meant: `portico check` prints these after its OK line and
  * `run` logs them; neither refuses the config.
  */
 export function configWarnings(config: ParsedConfig): Problem[] {
-  const warnings: Problem[] = [...breachWarnings(config), ...hostKeyWarnings(config)];
+  const warnings: Problem[] = [...breachWarnings(config), ...hostKeyWarnings(config), ...socketWarnings(config)];
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     if (upstream.policy !== 'hash') continue;
     for (const match of upstream.hash_key.matchAll(/\$cookie_([A-Za-z0-9_-]+)/g)) {
@@ -445,7 +477,7 @@ export function configWarnings(config: ParsedConfig): Problem[] {
         keys: ['upstreams', name, 'hash_key'],
         message:
           `hashing on the app's session cookie ${session} loses sessions: a new session's first request has no cookie and ` +
-          `its second one hashes elsewhere. Route on the session with sticky: { app_cookie: ${session} } and a route per server`,
+          `its second one hashes elsewhere. Route on the session with ${appCookieAdvice(session)} and a route per server`,
       });
     }
   }

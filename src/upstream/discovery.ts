@@ -69,9 +69,12 @@ function usable(server: DiscoveredServer): boolean {
   return ip !== '::' && !/^ff[0-9a-f]{2}:/.test(ip) && !/^::ffff:0\.0\.0\.0$|^::ffff:0:0$/.test(ip);
 }
 
-/** `http://10.0.0.5:8080`, `http://[fd00::5]:8080`: a discovered server's URL (its label and hash identity). */
-export function discoveredUrl(server: Pick<DiscoveredServer, 'ip' | 'port'>): string {
-  return `http://${discoveredId(server)}`;
+/**
+ * `http://10.0.0.5:8080`, `http://[fd00::5]:8080`: a discovered server's URL (its label and hash identity);
+ * `fcgi://10.0.0.5:9000` in a FastCGI upstream (PHP-FPM pools over TCP), as its configured servers are written.
+ */
+export function discoveredUrl(server: Pick<DiscoveredServer, 'ip' | 'port'>, fastcgi = false): string {
+  return `${fastcgi ? 'fcgi' : 'http'}://${discoveredId(server)}`;
 }
 
 /** `10.0.0.5:8080`, `[fd00::5]:8080`: a discovered server's id (the admin API's, /status's). */
@@ -326,11 +329,14 @@ export class DnsDiscovery {
   }
 }
 
-/** The server config of a server found through DNS: plain HTTP to its address and port, named by them (`10.0.0.5:8080`). */
-export function discoveredServerConfig(record: DiscoveredServer): Config['upstreams'][string]['servers'][number] {
-  const text = discoveredUrl(record);
+/**
+ * The server config of a server found through DNS: plain HTTP to its address and port (FastCGI over TCP in a
+ * FastCGI upstream), named by them (`10.0.0.5:8080`).
+ */
+export function discoveredServerConfig(record: DiscoveredServer, fastcgi = false): Config['upstreams'][string]['servers'][number] {
+  const text = discoveredUrl(record, fastcgi);
   return {
-    url: { kind: 'http', origin: text, socketPath: undefined, basePath: '', text },
+    url: { kind: fastcgi ? 'fcgi' : 'http', origin: text, socketPath: undefined, basePath: '', text },
     name: discoveredId(record),
     weight: record.weight,
     backup: record.backup,

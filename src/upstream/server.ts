@@ -512,6 +512,7 @@ function fastCgiPool(url: ServerConfig['url'], upstream: UpstreamConfig, connect
     host: address?.hostname.replace(/^\[|\]$/g, ''),
     port: address === undefined ? undefined : Number(address.port),
     connections,
+    keepConn: upstream.fastcgi.keep_conn,
     connectTimeout: upstream.timeouts.connect,
     idleTimeout: upstream.timeouts.idle,
     headersTimeout: upstream.timeouts.response_header,

@@ -1,7 +1,8 @@
 /**
  * The route a request's app session names, read the way mod_jk and mod_proxy_balancer read Tomcat's: a session id
  * ends in `.` and its server's jvmRoute (`JSESSIONID=9A1F…C2.tc1`), in the app's cookie or, when the browser
- * keeps no cookies, as a path parameter of the raw request target (`/cart;jsessionid=9A1F…C2.tc1?x=1`).
+ * keeps no cookies, as a path parameter of the raw request target (`/cart;jsessionid=9A1F…C2.tc1?x=1`). The
+ * separator may be another character (`sticky.separator`, mod_proxy_balancer's stickysessionsep): PHP's are `-`.
  */
 
 /**
@@ -12,11 +13,11 @@
  * URL keeps an old `;jsessionid=`), so routing on the path would send such a request to a server that then finds
  * no session for the cookie it reads. mod_jk and mod_proxy_balancer read the path first.
  */
-export function sessionRoute(cookieHeader: string | undefined, target: string, cookieName: string): string | undefined {
+export function sessionRoute(cookieHeader: string | undefined, target: string, cookieName: string, separator = '.'): string | undefined {
   const fromCookie = cookieHeader === undefined ? undefined : cookieValue(cookieHeader, cookieName);
-  if (fromCookie !== undefined) return routeOf(fromCookie);
+  if (fromCookie !== undefined) return routeOf(fromCookie, separator);
   const fromPath = pathParameter(target, cookieName);
-  return fromPath === undefined ? undefined : routeOf(fromPath);
+  return fromPath === undefined ? undefined : routeOf(fromPath, separator);
 }
 
 /** The first value of the cookie `name` (the name as written, RFC 6265), unquoted; undefined when absent. */
@@ -63,8 +64,11 @@ function pathParameter(target: string, name: string): string | undefined {
   return target.slice(start, end);
 }
 
-/** The route of a session id: what follows its last `.` (a route has none); undefined when there is none. */
-function routeOf(sessionId: string): string | undefined {
-  const dot = sessionId.lastIndexOf('.');
-  return dot === -1 || dot === sessionId.length - 1 ? undefined : sessionId.slice(dot + 1);
+/**
+ * The route of a session id: what follows its last `separator` (`.`, or `-` for PHP's ids, which cannot hold a
+ * `.`; a route has none); undefined when there is none.
+ */
+function routeOf(sessionId: string, separator: string): string | undefined {
+  const at = sessionId.lastIndexOf(separator);
+  return at === -1 || at === sessionId.length - 1 ? undefined : sessionId.slice(at + 1);
 }

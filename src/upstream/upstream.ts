@@ -16,7 +16,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { fixedKeyRing, type KeyRing } from '../cluster/keys.js';
 import type { Config } from '../config/load.js';
-import { slotName, slotRoute } from '../config/schema.js';
+import { slotName, slotRoute, speaksFastCgi } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
 import { DnsDiscovery, discoveredServerConfig, discoveredUrl, type DiscoveredServer } from './discovery.js';
 import { ActiveHealthChecker, errorWords, type CheckResult } from './health/active.js';
@@ -267,9 +267,11 @@ export class Upstream {
   #discover(found: readonly DiscoveredServer[]): void {
     // A configured server is named by its URL's text (`http://10.0.0.5:8080/`, `http://10.0.0.5`): compared by
     // origin when it has no path, as the discovered one's (`http://10.0.0.5:8080`; port 80 is no port in an origin).
-    const configured = new Set(this.config.servers.flatMap((s) => (s.url.kind === 'http' && s.url.basePath === '' ? [s.url.text, s.url.origin] : [s.url.text])));
-    const isConfigured = (d: DiscoveredServer): boolean => configured.has(discoveredUrl(d)) || configured.has(new URL(discoveredUrl(d)).origin);
-    const next = new Map(found.filter((d) => !isConfigured(d)).map((d) => [discoveredUrl(d), d]));
+    // In a FastCGI upstream they are `fcgi://10.0.0.5:9000`, as its configured servers (whose origin is their text).
+    const fastcgi = speaksFastCgi(this.config);
+    const configured = new Set(this.config.servers.flatMap((s) => ((s.url.kind === 'http' || s.url.kind === 'fcgi') && s.url.basePath === '' ? [s.url.text, s.url.origin] : [s.url.text])));
+    const isConfigured = (d: DiscoveredServer): boolean => configured.has(discoveredUrl(d, fastcgi)) || (!fastcgi && configured.has(new URL(discoveredUrl(d)).origin));
+    const next = new Map(found.filter((d) => !isConfigured(d)).map((d) => [discoveredUrl(d, fastcgi), d]));
     const before = { primaries: this.#primaries, backups: this.#backups };
     const now = Date.now();
     const joined: UpstreamServer[] = [];
@@ -289,7 +291,7 @@ export class Upstream {
         held.rediscover(record.weight, record.backup);
         continue;
       }
-      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record), this.config, this.#configDir, true, this.#logger);
+      const server = new UpstreamServer(this.#freeId(), discoveredServerConfig(record, fastcgi), this.config, this.#configDir, true, this.#logger);
       if (this.#options.metrics !== undefined) server.traffic = this.#options.metrics.server(this.name, server.name);
       if (this.config.slow_start > 0) server.recoveredAt = now;
       this.#discovered.set(url, server);
@@ -497,7 +499,7 @@ export class Upstream {
   pinOf(cookieHeader: string | undefined, target: string): string | undefined {
     const sticky = this.config.sticky;
     if (sticky === undefined) return undefined;
-    return sticky.app_cookie === undefined ? readCookie(cookieHeader, sticky.cookie!) : sessionRoute(cookieHeader, target, sticky.app_cookie);
+    return sticky.app_cookie === undefined ? readCookie(cookieHeader, sticky.cookie!) : sessionRoute(cookieHeader, target, sticky.app_cookie, sticky.separator);
   }
 
   /**

@@ -17,12 +17,21 @@ export interface PhpFpmOptions {
   readonly workers?: number;
   /** Extra php.ini settings (`php_admin_value[...]`), e.g. `{ upload_max_filesize: '8M' }`. */
   readonly ini?: Readonly<Record<string, string>>;
+  /** Listen on TCP at `host:port` (`127.0.0.2:9000`) instead of the unix socket. */
+  readonly listen?: string;
+  /**
+   * Pool directives besides the defaults, e.g. `{ 'pm.max_requests': '2' }` (workers recycled after 2 requests),
+   * `{ 'env[POOL]': 'a' }` (an environment variable of the pool's scripts, to tell pools apart).
+   */
+  readonly pool?: Readonly<Record<string, string>>;
 }
 
 /** A running (or stopped, to be restarted) php-fpm master with one pool. */
 export class PhpFpm {
   readonly dir: string;
   readonly socket: string;
+  /** `host:port` when it listens on TCP (`listen`), else undefined. */
+  readonly tcp: string | undefined;
   readonly #conf: string;
   #child: ChildProcess | undefined;
   #output = '';
@@ -30,6 +39,7 @@ export class PhpFpm {
   private constructor(dir: string, options: PhpFpmOptions) {
     this.dir = dir;
     this.socket = path.join(dir, 'fpm.sock');
+    this.tcp = options.listen;
     this.#conf = path.join(dir, 'php-fpm.conf');
     const ini = Object.entries({ post_max_size: '16M', upload_max_filesize: '16M', ...options.ini })
       .map(([name, value]) => `php_admin_value[${name}] = ${value}`)
@@ -43,7 +53,7 @@ log_level = notice
 daemonize = no
 
 [www]
-listen = ${this.socket}
+listen = ${options.listen ?? this.socket}
 listen.mode = 0666
 pm = static
 pm.max_children = ${options.workers ?? 2}
@@ -52,6 +62,7 @@ catch_workers_output = yes
 decorate_workers_output = no
 clear_env = yes
 ${ini}
+${Object.entries(options.pool ?? {}).map(([name, value]) => `${name} = ${value}`).join('\n')}
 `,
     );
   }
@@ -61,9 +72,9 @@ ${ini}
     return this.#output;
   }
 
-  /** `unix:/tmp/…/fpm.sock`, as a server of an upstream. */
+  /** `unix:/tmp/…/fpm.sock` (or `fcgi://host:port` on TCP), as a server of an upstream. */
   get url(): string {
-    return `unix:${this.socket}`;
+    return this.tcp === undefined ? `unix:${this.socket}` : `fcgi://${this.tcp}`;
   }
 
   /** The master's pid while it runs. */
@@ -144,4 +155,24 @@ ${ini}
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A config whose upstream `php` has `upstreamLines` (each written as at the upstream's level, without indent) and
+ * whose one site sends `/` to a php route on `./app`; `head` goes first (`resolver: …`).
+ */
+export function phpConfig(upstreamLines: string, head = ''): string {
+  const upstream = upstreamLines
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => `    ${line}`)
+    .join('\n');
+  return `${head}upstreams:
+  php:
+${upstream}
+sites:
+  - routes:
+      - path: /
+        php: { root: ./app, upstream: php }
+`;
 }

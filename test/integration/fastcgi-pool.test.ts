@@ -25,6 +25,7 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     const made = new FastCgiPool({
       socketPath: fpm.socket,
       connections: 2,
+      keepConn: true,
       connectTimeout: 2000,
       idleTimeout: 10_000,
       headersTimeout: 10_000,
@@ -133,33 +134,82 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
   });
 });
 
+/**
+ * A FastCGI app on 127.0.0.1:0 written with the record layer: `onRecord` sees each record of a connection and
+ * may answer with `answer(text)` (STDOUT, its end, END_REQUEST of request 1). Resolves once it listens.
+ */
+async function rawFastCgiApp(onRecord: (socket: net.Socket, record: { type: number; content: Buffer }, answer: (text: string) => void) => void): Promise<{ app: net.Server; port: number }> {
+  const app = net.createServer((socket) => {
+    const answer = (text: string): void => {
+      const out = Buffer.from(text);
+      socket.write(Buffer.concat([...encodeStream(RecordType.Stdout, 1, out), ...encodeStream(RecordType.Stdout, 1, Buffer.alloc(0)), ...encodeStream(RecordType.EndRequest, 1, Buffer.alloc(8))]));
+    };
+    const parser = new RecordParser((record) => onRecord(socket, record, answer));
+    socket.on('data', (chunk: Buffer) => parser.push(chunk));
+    socket.on('error', () => socket.destroy());
+  });
+  app.listen(0, '127.0.0.1');
+  await once(app, 'listening');
+  return { app, port: (app.address() as net.AddressInfo).port };
+}
+
 describe('FastCGI pool against an app that reads STDIN to its end', () => {
   test('a request body given whole (a Buffer, as a buffered request is) ends its STDIN stream with the empty record, so the app answers', async () => {
     // As Go's net/http/fcgi or Python's flup: the body is read until the empty STDIN record (FastCGI 1.0 §5.3).
     const seen: number[] = [];
-    const app = net.createServer((socket) => {
-      let stdin = 0;
-      const parser = new RecordParser(({ type, content }) => {
-        if (type !== RecordType.Stdin) return;
-        if (content.length > 0) return void (stdin += content.length);
-        seen.push(stdin);
-        const read = stdin;
-        stdin = 0;
-        const out = Buffer.from(`Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nread ${read}`);
-        socket.write(Buffer.concat([...encodeStream(RecordType.Stdout, 1, out), ...encodeStream(RecordType.Stdout, 1, Buffer.alloc(0)), ...encodeStream(RecordType.EndRequest, 1, Buffer.alloc(8))]));
-      });
-      socket.on('data', (chunk: Buffer) => parser.push(chunk));
-      socket.on('error', () => socket.destroy());
+    const stdin = new Map<net.Socket, number>();
+    const { app, port } = await rawFastCgiApp((socket, { type, content }, answer) => {
+      if (type !== RecordType.Stdin) return;
+      if (content.length > 0) return void stdin.set(socket, (stdin.get(socket) ?? 0) + content.length);
+      const read = stdin.get(socket) ?? 0;
+      stdin.delete(socket);
+      seen.push(read);
+      answer(`Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nread ${read}`);
     });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    const pool = new FastCgiPool({ host: '127.0.0.1', port: (app.address() as net.AddressInfo).port, connections: 1, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 3000, bodyTimeout: 3000 });
+    const pool = new FastCgiPool({ host: '127.0.0.1', port, connections: 1, keepConn: true, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 3000, bodyTimeout: 3000 });
     try {
       for (const body of [Buffer.from('name=Ada'), 'name=Ada', Readable.from([Buffer.from('name='), Buffer.from('Ada')])]) {
         const res = await pool.request({ path: '/form.php', method: 'POST', headers: ['REQUEST_METHOD', 'POST', 'CONTENT_LENGTH', '8', 'SCRIPT_NAME', '/form.php'], body });
         assert.equal(await res.body.text(), 'read 8');
       }
       assert.deepEqual(seen, [8, 8, 8]);
+    } finally {
+      await pool.destroy();
+      app.close();
+    }
+  });
+});
+
+describe('FastCGI pool without FCGI_KEEP_CONN (keepConn false, the default of a FastCGI upstream)', () => {
+  test('each request asks for no kept connection and gets a connection of its own, closed after its answer', async () => {
+    const begins: number[] = [];
+    let connections = 0;
+    let open = 0;
+    const counted = new WeakSet<net.Socket>();
+    const { app, port } = await rawFastCgiApp((socket, { type, content }, answer) => {
+      if (!counted.has(socket)) {
+        counted.add(socket);
+        connections++;
+        open++;
+        socket.on('close', () => open--);
+      }
+      if (type === RecordType.BeginRequest) begins.push(content[2]!);
+      if (type !== RecordType.Stdin || content.length > 0) return;
+      answer('Content-Type: text/plain\r\n\r\nok');
+      // As PHP-FPM does when FCGI_KEEP_CONN is not set: the connection ends with the request.
+      if ((begins.at(-1)! & 1) === 0) socket.end();
+    });
+    const pool = new FastCgiPool({ host: '127.0.0.1', port, connections: 2, keepConn: false, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 3000, bodyTimeout: 3000 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await pool.request({ path: '/x.php', method: 'GET', headers: ['REQUEST_METHOD', 'GET', 'SCRIPT_NAME', '/x.php'] });
+        assert.equal(await res.body.text(), 'ok');
+      }
+      assert.deepEqual(begins, [0, 0, 0], 'no BEGIN_REQUEST asked to keep its connection');
+      assert.equal(connections, 3, 'a connection per request');
+      for (let i = 0; i < 100 && (open > 0 || pool.size > 0); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(open, 0, 'none left open on the app');
+      assert.equal(pool.size, 0, 'none held by the pool');
     } finally {
       await pool.destroy();
       app.close();

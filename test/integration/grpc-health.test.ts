@@ -3,9 +3,14 @@
  * answers NOT_SERVING is taken out of the balance, and comes back once it answers SERVING again.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { grpcClient, startGrpcApp, unary, type GrpcApp, type TestClient } from '../helpers/grpc.js';
 import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
+import { parseConfig } from '../../src/server/config.js';
+import { probeSlot } from '../../src/upstream/health/active.js';
 
 describe('gRPC health checks', () => {
   let a: GrpcApp;
@@ -64,5 +69,36 @@ sites:
     const before = [a.healthChecks, b.healthChecks];
     for (let i = 0; i < 200 && (a.healthChecks <= before[0]! + 2 || b.healthChecks <= before[1]! + 2); i++) await new Promise((resolve) => setTimeout(resolve, 20));
     assert.ok(a.healthChecks > before[0]! + 2 && b.healthChecks > before[1]! + 2, `checks: a ${a.healthChecks}, b ${b.healthChecks}`);
+  });
+});
+
+describe('gRPC health check answers', () => {
+  test('a check whose answer is larger than 64 KB fails without reading it all (a HealthCheckResponse is a few bytes)', async () => {
+    let written = 0;
+    const app = http2.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/grpc' });
+      // 8 MB offered at the client's pace: a reader that gives up stops it early.
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      const more = (): void => {
+        while (written < 8 * 1024 * 1024) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      res.on('error', () => undefined);
+      more();
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    const port = (app.address() as AddressInfo).port;
+    try {
+      const config = parseConfig(`upstreams:\n  g:\n    spawn: { command: ["true"], ports: 3001-3010, protocol: h2c }\n    health: { type: grpc }\nsites: [{ routes: [{ path: /, proxy: { upstream: g } }] }]\n`, 'portico.yaml', process.cwd());
+      const failure = await probeSlot(config.upstreams.g!, port, 5000);
+      assert.match(String(failure), /^an answer over 65536 bytes/);
+      assert.ok(written < 8 * 1024 * 1024, `the server was stopped early (${written} bytes written)`);
+    } finally {
+      app.close();
+    }
   });
 });

@@ -47,6 +47,7 @@ upstreams:
   one:
     servers: ["${fpm.url}"]
     keepalive: 1
+    fastcgi: { keep_conn: true }
 sites:
   - routes:
       - path: /one/
@@ -136,7 +137,7 @@ sites:
   });
 
   test('a pool closing (a reload) still answers a queued request when the request before it is aborted', async () => {
-    const pool = new FastCgiPool({ socketPath: fpm.socket, connections: 1, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const pool = new FastCgiPool({ socketPath: fpm.socket, connections: 1, keepConn: true, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 10_000, bodyTimeout: 10_000 });
     const cgi = (file: string): string[] => {
       const filename = path.join(portico.dir, 'app', file);
       return ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', filename, 'SCRIPT_NAME', `/${file}`, 'REQUEST_URI', `/${file}`, 'QUERY_STRING', ''];

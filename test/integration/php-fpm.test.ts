@@ -390,3 +390,33 @@ describe('php route over HTTP/2', { skip: fpmInstalled ? false : 'php-fpm8.2 is 
     }
   });
 });
+
+describe('php route to PHP-FPM workers recycled after pm.max_requests', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
+  test('by default (no FCGI_KEEP_CONN, as nginx and Caddy) no POST fails while workers exit every 2 requests', async () => {
+    const fpm = await PhpFpm.start({ workers: 2, pool: { 'pm.max_requests': '2' } });
+    const dir = makeTree({ 'app/post.php': '<?php echo "got ", strlen(file_get_contents("php://input"));' });
+    // With `fastcgi: { keep_conn: true }` here, 58 of the 200 failed (502): a worker's exit closes the kept
+    // connection just as the next request goes out on it.
+    const config = parseConfig(`listen: ["127.0.0.1:0"]\nlog: { access: off }\nupstreams:\n  php:\n    servers: ["${fpm.url}"]\n    keepalive: 2\nsites:\n  - routes:\n      - { path: /, php: { root: ./app, upstream: php } }\n`, path.join(dir, 'portico.yaml'), dir);
+    const portico = new Portico(config, pino({ level: 'silent' }));
+    await portico.start();
+    const origin = `http://127.0.0.1:${portico.addresses[0]!.port}`;
+    try {
+      const failures: string[] = [];
+      // Four clients, 50 POSTs each: every worker is replaced 50 times meanwhile (a POST is never retried).
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          for (let i = 0; i < 50; i++) {
+            const res = await request(`${origin}/post.php`, { method: 'POST', body: 'name=Ada', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+            const text = await res.body.text();
+            if (res.statusCode !== 200 || text !== 'got 8') failures.push(`${res.statusCode} ${text.slice(0, 80)}`);
+          }
+        }),
+      );
+      assert.deepEqual(failures, [], `${failures.length} of 200 POSTs failed`);
+    } finally {
+      await portico.stop(100);
+      await fpm.close();
+    }
+  });
+});

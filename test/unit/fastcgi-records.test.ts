@@ -175,6 +175,8 @@ describe('CGI response heads', () => {
     assert.equal(parseCgiHead(Buffer.from('Bad Name: 1\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: abc\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Status: 99 Low\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: 600 Beyond\r\n')), undefined);
+    assert.equal(parseCgiHead(Buffer.from('Status: 999\r\n')), undefined);
     // A control character in a value (PHP's header() passes all but CR and LF) is no head Node could send on.
     assert.equal(parseCgiHead(Buffer.from('X-Bad: a\x01b\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('X-Bad: a\rb\n')), undefined);
@@ -183,5 +185,17 @@ describe('CGI response heads', () => {
     assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 12\r\n'))!.contentLength, 12);
     assert.equal(parseCgiHead(Buffer.from('Content-Length: 12\r\nContent-Length: 13\r\n')), undefined);
     assert.equal(parseCgiHead(Buffer.from('Content-Length: -1\r\n')), undefined);
+  });
+
+  test('Content-Length: one decimal length is the body length, sent as one field; a bad one, or two that differ, refuse the head', () => {
+    const head = parseCgiHead(Buffer.from('Content-Length: 5\r\nContent-Length: 5\r\nX: 1\r\n'))!;
+    assert.equal(head.contentLength, 5);
+    assert.deepEqual(text(head.rawHeaders), ['X', '1', 'Content-Length', '5']);
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 5, 5\r\n'))!.contentLength, 5);
+    assert.equal(parseCgiHead(Buffer.from('X: 1\r\n'))!.contentLength, -1);
+    for (const bad of ['abc', '-1', '+5', '5, 6', '0x10', '', '1e3']) {
+      assert.equal(parseCgiHead(Buffer.from(`Content-Length: ${bad}\r\n`)), undefined, bad);
+    }
+    assert.equal(parseCgiHead(Buffer.from('Content-Length: 5\r\nContent-Length: 6\r\n')), undefined);
   });
 });

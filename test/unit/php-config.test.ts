@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseConfig } from '../../src/server/config.js';
 import { locate, scriptSegment, type LocateOptions } from '../../src/handlers/php/script.js';
+import { formatConfigIssue } from '../../src/errors.js';
 import { configErrors } from '../helpers/config.js';
 import { makeTree } from '../helpers/portico.js';
 
@@ -16,6 +17,7 @@ const dir = makeTree({
   'app/info.php': '<?php',
   'app/sub/index.php': '<?php',
   'app/plain/readme.txt': 'text',
+  'app/docs/index.html': '<h1>docs</h1>',
   'app/uploads/evil.jpg': '<?php',
   'app/.env': 'SECRET=1',
   'outside.php': '<?php',
@@ -35,6 +37,26 @@ describe('php route config', () => {
     const route = config.sites[0]!.routes[0]!;
     assert.equal(route.kind, 'php');
     assert.deepEqual((route.options as { index: string[] }).index, ['index.php']);
+  });
+
+  test("a relative unix: socket is relative to the config's folder, as every path in the config", () => {
+    const config = parseConfig(yaml('    servers: ["unix:./run/fpm.sock"]', '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.equal(config.upstreams.fpm!.servers[0]!.url.socketPath, path.join(dir, 'run', 'fpm.sock'));
+    assert.equal(config.upstreams.fpm!.servers[0]!.url.text, 'unix:./run/fpm.sock', 'named as written');
+  });
+
+  test('a unix: socket that is not there, or is no socket, is a warning at its line (valid: PHP-FPM may start later)', () => {
+    const gone = parseConfig(yaml(`    servers: ["unix:${path.join(dir, 'no-fpm.sock')}"]`, '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.deepEqual(gone.warnings.map(formatConfigIssue), [
+      `portico.yaml:4:15 upstreams.fpm.servers[0]: unix:${path.join(dir, 'no-fpm.sock')}: no such socket (yet); its requests get 502 until PHP-FPM listens there (is it running, with this path as its pool's listen?)`,
+    ]);
+    const file = parseConfig(yaml(`    servers: ["unix:${path.join(dir, 'app', 'index.php')}"]`, '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.match(file.warnings.map(formatConfigIssue).join('\n'), /index\.php is not a socket: its requests get 502$/);
+  });
+
+  test("hashing on PHPSESSID is warned about, with the advice PHP can follow (app_cookie with separator \"-\")", () => {
+    const config = parseConfig(yaml('    servers: ["fcgi://127.0.0.1:9000"]\n    policy: hash\n    hash_key: "$cookie_PHPSESSID"', '        php: { root: ./app, upstream: fpm }'), 'portico.yaml', dir);
+    assert.match(config.warnings.map(formatConfigIssue).join('\n'), /hash_key: hashing on the app's session cookie PHPSESSID .*sticky: \{ app_cookie: PHPSESSID, separator: "-" \}/);
   });
 
   test('fcgi://host:port is a FastCGI server; a malformed one is an error at file:line:col', () => {
@@ -89,6 +111,14 @@ describe('which script a path runs', () => {
     assert.deepEqual(await locate('/missing.php', o), front);
     assert.deepEqual(await locate('/dir.php', o), front);
     assert.deepEqual(await locate('/blog/a-post', { ...o, frontController: undefined }), { kind: 'status', status: 404 });
+  });
+
+  test('an index that is no script (index.html) is served as a file, after the slash redirect; without it in index, the front controller answers', async () => {
+    const html = { ...o, index: ['index.php', 'index.html'] };
+    assert.deepEqual(await locate('/docs/', html), { kind: 'file' });
+    assert.deepEqual(await locate('/docs', html), { kind: 'redirect', location: '/docs/' });
+    assert.deepEqual(await locate('/sub/', html), { kind: 'script', scriptName: '/sub/index.php', filename: path.join(realRoot, 'sub', 'index.php'), pathInfo: '' });
+    assert.deepEqual(await locate('/docs/', o), front);
   });
 
   test('never a file that is not a .php script under the root: the path-info hole, NULs, encoded slashes, symlinks, dotfiles', async () => {

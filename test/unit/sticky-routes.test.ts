@@ -51,6 +51,13 @@ describe('the route of a session', () => {
     assert.equal(sessionRoute('other=1', '/shop/cart;jsessionid=9A1FC2', 'JSESSIONID'), undefined);
   });
 
+  test('with another separator (PHP\'s ids hold only A-Z a-z 0-9 , -), the route follows its last one', () => {
+    assert.equal(sessionRoute('PHPSESSID=0ab9c-d3f-a', '/', 'PHPSESSID', '-'), 'a');
+    assert.equal(sessionRoute('PHPSESSID=0ab9cd3f', '/', 'PHPSESSID', '-'), undefined);
+    assert.equal(sessionRoute('PHPSESSID=0ab9cd3f.a', '/', 'PHPSESSID', '-'), undefined);
+    assert.equal(sessionRoute('PHPSESSID=0ab9cd3f-', '/', 'PHPSESSID', '-'), undefined);
+  });
+
   test('the cookie wins over the path parameter (Tomcat reads the cookie when both are sent)', () => {
     assert.equal(sessionRoute('JSESSIONID=NEW.tc1', '/cart;jsessionid=OLD.tc2', 'JSESSIONID'), 'tc1');
     // A cookie without a route says nothing of where the session is: the path parameter may still.
@@ -315,7 +322,8 @@ describe('config', () => {
       assert.equal(errors.length, 1, errors.join('\n'));
       assert.match(errors[0]!, /^portico\.yaml:4:23 upstreams\.app\.sticky\.cookie: /);
       assert.ok(errors[0]!.includes(`${name} is the app's session cookie`), errors[0]);
-      assert.ok(errors[0]!.includes(`sticky: { app_cookie: ${canonical} }`), errors[0]);
+      // PHP's session ids cannot hold a ".": the route follows a "-" there.
+      assert.ok(errors[0]!.includes(`sticky: { app_cookie: ${canonical}${canonical === 'PHPSESSID' ? ', separator: "-"' : ''} }`), errors[0]);
       // A suggestion in the wrong case would pass `check` and still break every session (names are case-sensitive).
       assert.equal(errors[0]!.includes('case-sensitive'), name !== canonical, errors[0]);
     }
@@ -327,7 +335,7 @@ describe('config', () => {
       'portico.yaml',
       dir,
     );
-    assert.deepEqual(config.upstreams.app!.sticky, { cookie: undefined, app_cookie: 'JSESSIONID', secret: undefined });
+    assert.deepEqual(config.upstreams.app!.sticky, { cookie: undefined, app_cookie: 'JSESSIONID', secret: undefined, separator: '.' });
     assert.deepEqual(config.upstreams.app!.servers.map((s) => s.route), ['tc1', 'tc2']);
     const own = parseConfig(appConfig('servers: ["http://127.0.0.1:3001"]\nsticky: {}'), 'portico.yaml', dir);
     assert.equal(own.upstreams.app!.sticky?.cookie, 'portico_route');
@@ -355,6 +363,18 @@ describe('config', () => {
       assert.equal(errors.length, 1, errors.join('\n'));
       assert.match(errors[0]!, /^portico\.yaml:4:\d+ upstreams\.app\.servers\[0\]\.route: a route is a token without "\."/);
     }
+  });
+
+  test('separator: routes follow it instead of "."; a route may not hold it; it goes with app_cookie only', () => {
+    const config = parseConfig(appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: a }\nsticky: { app_cookie: PHPSESSID, separator: "-" }'), 'portico.yaml', dir);
+    assert.equal(config.upstreams.app!.sticky?.separator, '-');
+    assert.deepEqual(configErrors(appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: a-1 }\nsticky: { app_cookie: PHPSESSID, separator: "-" }'), dir), [
+      'portico.yaml:4:48 upstreams.app.servers[0].route: a route is read after the last "-" of a session id (sticky.separator): it cannot hold one',
+    ]);
+    assert.deepEqual(configErrors(appConfig('servers: ["http://127.0.0.1:3001"]\nsticky: { separator: "-" }'), dir), [
+      'portico.yaml:4:26 upstreams.app.sticky.separator: separator is where a route starts in the app\'s session id: it goes with app_cookie',
+    ]);
+    assert.equal(configErrors(appConfig('servers:\n  - { url: "http://127.0.0.1:3001", route: a }\nsticky: { app_cookie: PHPSESSID, separator: "ab" }'), dir).length, 1);
   });
 
   test('app_cookie without any route, a route without app_cookie, and app_cookie beside cookie or secret are errors', () => {

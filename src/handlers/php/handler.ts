@@ -34,7 +34,7 @@ const options = z.strictObject({
   root: z.string().min(1),
   /** The upstream of FastCGI servers (PHP-FPM pools). */
   upstream: z.string(),
-  /** Index scripts tried in a directory. */
+  /** Index names tried in a directory: a script runs, another file (index.html) is served as a file. */
   index: z.preprocess((value) => (typeof value === 'string' ? [value] : value), z.array(z.string().min(1).regex(/^[^/]+$/, 'an index is a file name, without "/"'))).default(['index.php']),
   /** The script that answers paths that are neither a file nor a script (a framework's router); false: 404. */
   front_controller: z.union([z.string().startsWith('/'), z.literal(false)]).default('/index.php'),
@@ -104,7 +104,14 @@ export const phpKind = defineHandler({
       symlinks: options.symlinks,
     };
     const files = staticKind.create(
-      staticKind.options.parse({ root: options.root, index: [], dotfiles: options.dotfiles, symlinks: options.symlinks, file_cache: { valid: options.file_cache_valid } }),
+      // A directory's index that is no script (index.html) is the static handler's to serve; scripts never are.
+      staticKind.options.parse({
+        root: options.root,
+        index: options.index.filter((name) => !located.split.some((ext) => name.toLowerCase().endsWith(ext))),
+        dotfiles: options.dotfiles,
+        symlinks: options.symlinks,
+        file_cache: { valid: options.file_cache_valid },
+      }),
       env,
     );
     /** The request's header list replaced by its CGI variables (the FastCGI pool sends them as PARAMS). */

@@ -13,7 +13,7 @@ import { decodeSegments } from '../../http/request-path.js';
 export type PhpTarget =
   /** A script to run: its SCRIPT_NAME, its file (real path, inside the root) and PATH_INFO (decoded; '' for none). */
   | { readonly kind: 'script'; readonly scriptName: string; readonly filename: string; readonly pathInfo: string }
-  /** An existing file that is not a script: served as a static file. */
+  /** An existing file that is not a script, or a directory whose index is none: served as a static file. */
   | { readonly kind: 'file' }
   /** A directory named without its slash, whose index script exists: redirected to the slash. */
   | { readonly kind: 'redirect'; readonly location: string }
@@ -25,7 +25,7 @@ export interface LocateOptions {
   readonly realRoot: string;
   /** Lower-case script extensions (`.php`): the path is split after the first segment ending in one. */
   readonly split: readonly string[];
-  /** Index script names tried in a directory (`index.php`). */
+  /** Index names tried in a directory, in order: a script (`index.php`) runs, another file (`index.html`) is served. */
   readonly index: readonly string[];
   /** The script that answers what is neither a file nor a script (`/index.php`), or undefined: 404. */
   readonly frontController: string | undefined;
@@ -72,6 +72,13 @@ export async function locate(requestPath: string, o: LocateOptions): Promise<Php
   }
   if (stat?.isDirectory() === true) {
     for (const name of o.index) {
+      if (!isScriptName(name, o.split)) {
+        // An index that is no script (index.html), as nginx's `index index.php index.html`: served as a file.
+        const file = path.join(fsPath, name);
+        if ((await statOrNull(file))?.isFile() !== true) continue;
+        if (!(await inside(file, o))) return FORBIDDEN;
+        return requestPath.endsWith('/') ? { kind: 'file' } : { kind: 'redirect', location: requestPath + '/' };
+      }
       const script = await scriptFile([...segments, name], o);
       if (script === 'outside') return FORBIDDEN;
       if (script === undefined) continue;
@@ -80,6 +87,12 @@ export async function locate(requestPath: string, o: LocateOptions): Promise<Php
     }
   }
   return frontController(o);
+}
+
+/** Whether a file name ends in one of the script extensions (`.php`). */
+function isScriptName(name: string, split: readonly string[]): boolean {
+  const lower = name.toLowerCase();
+  return split.some((ext) => lower.endsWith(ext));
 }
 
 async function frontController(o: LocateOptions): Promise<PhpTarget> {

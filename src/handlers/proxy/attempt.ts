@@ -19,7 +19,7 @@ import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
 import { PorticoError } from '../../errors.js';
 
 const NO_FIELDS: readonly string[] = [];
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED', 'PORTICO_H2_REFUSED', 'PORTICO_H2_NO_ALPN']);
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOENT', 'EACCES', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNABORTED', 'PORTICO_H2_REFUSED', 'PORTICO_H2_NO_ALPN']);
 
 /** Why an attempt failed, in `retry_on` terms. */
 export type FailureReason = 'connect_error' | 'timeout' | 'reset' | `${number}`;
@@ -253,6 +253,8 @@ export class Attempt implements Dispatcher.DispatchHandler, ResponseFilter {
   }
 
   onData(chunk: Buffer): boolean {
+    // Settled at its head (a 204/304): a transport that still hands body bytes must not write past the answer's end.
+    if (this.#settled && !this.#intercepted) return true;
     if (this.#discarding) {
       if (this.#intercepted && (this.#readOut -= chunk.length) < 0) this.#closeIntercepted();
       return true;

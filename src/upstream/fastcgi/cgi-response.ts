@@ -10,12 +10,15 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** What RFC 9110 §5.5 and Node refuse in a field value. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const DIGITS = /^\d{1,15}$/;
+const CONTENT_LENGTH = Buffer.from('Content-Length', 'latin1');
 
-/** A parsed head: the status and the other fields as undici hands them (name, value, name, value… as Buffers). */
+/**
+ * A parsed head: the status, the other fields as undici hands them (name, value, name, value… as Buffers), and
+ * the body's length its `Content-Length` declares (-1: none).
+ */
 export interface CgiHead {
   readonly status: number;
   readonly rawHeaders: Buffer[];
-  /** The body's length the script declared (`Content-Length`), or -1: none. */
   readonly contentLength: number;
 }
 
@@ -32,7 +35,12 @@ export function headEnd(bytes: Buffer): number {
   return -1;
 }
 
-/** Parses a head (the bytes before `headEnd`); a line that is not `Name: value` makes it invalid (undefined). */
+/**
+ * Parses a head (the bytes before `headEnd`). Invalid (undefined), as nginx's "upstream sent invalid header": a line
+ * that is not `Name: value`, a status outside 200–599 (RFC 9110 §15: 100–599 are status codes, and an interim 1xx
+ * is no CGI answer), a `Content-Length` that is not one decimal length (not digits, or several that differ), a
+ * field value with a control character.
+ */
 export function parseCgiHead(head: Buffer): CgiHead | undefined {
   const rawHeaders: Buffer[] = [];
   let status = 0;
@@ -52,17 +60,23 @@ export function parseCgiHead(head: Buffer): CgiHead | undefined {
     const lower = name.toLowerCase();
     if (lower === 'status') {
       const code = Number(value.slice(0, 3));
-      if (!Number.isInteger(code) || code < 200 || code > 999 || !/^\d{3}( |$)/.test(value)) return undefined;
+      if (!Number.isInteger(code) || code < 200 || code > 599 || !/^\d{3}( |$)/.test(value)) return undefined;
       status = code;
       continue;
     }
     if (lower === 'location') location = true;
-    if (lower === 'content-length') {
-      // As an HTTP app's (RFC 9110 §8.6): digits, and one value; else no answer that could be framed.
-      if (!DIGITS.test(value) || (contentLength !== -1 && contentLength !== Number(value))) return undefined;
-      contentLength = Number(value);
+    else if (lower === 'content-length') {
+      // A script's wrong length must never frame the client's answer: one that is not a plain length is no answer.
+      for (const part of value.split(',')) {
+        const length = part.trim();
+        if (!DIGITS.test(length) || (contentLength !== -1 && Number(length) !== contentLength)) return undefined;
+        contentLength = Number(length);
+      }
+      continue;
     }
     rawHeaders.push(Buffer.from(name, 'latin1'), Buffer.from(value, 'latin1'));
   }
+  // One field, however many the script sent (`5, 5` or twice `5`: RFC 9110 §8.6 lets a recipient take it as one).
+  if (contentLength !== -1) rawHeaders.push(CONTENT_LENGTH, Buffer.from(String(contentLength), 'latin1'));
   return { status: status !== 0 ? status : location ? 302 : 200, rawHeaders, contentLength };
 }

@@ -20,8 +20,13 @@ import {
 
 const REQUEST_ID = 1;
 const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Buffer.alloc(0)));
-const BEGIN = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_KEEP = encodeBeginRequest(REQUEST_ID, true);
+const BEGIN_ONCE = encodeBeginRequest(REQUEST_ID, false);
 const DASHES = /-/g;
+/** Methods a request may be sent again with (RFC 9110 §9.2.2), as undici's. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/** The code of an answer whose head is no CGI head (for the error log: `invalid response head`). */
+export const INVALID_HEAD = 'PORTICO_FCGI_INVALID_HEAD';
 
 /** Where and how to connect, and the limits of one server's connections. */
 export interface FastCgiPoolOptions {
@@ -31,6 +36,11 @@ export interface FastCgiPoolOptions {
   readonly port?: number | undefined;
   /** Connections at most (the upstream's `keepalive`); requests past them wait in order. */
   readonly connections: number;
+  /**
+   * Ask the server to keep each connection for the next request (FCGI_KEEP_CONN) and reuse it; false: one request
+   * per connection, which the server closes after it (nginx's and Caddy's default; safe with `pm.max_requests`).
+   */
+  readonly keepConn: boolean;
   readonly connectTimeout: number;
   /** Idle kept connections close after this. */
   readonly idleTimeout: number;
@@ -64,6 +74,8 @@ export type Handler = Dispatcher.DispatchHandler & {
 export interface Pending {
   readonly opts: Dispatcher.DispatchOptions;
   readonly handler: Handler;
+  /** Times sent again, after kept connections lost it unanswered (each such loss ends a connection: bounded). */
+  resent?: number;
 }
 
 /**
@@ -117,6 +129,8 @@ export interface ConnectionOwner {
   released(connection: Connection): void;
   /** The connection ended; `connectError` when it failed before it opened. */
   lost(connection: Connection, connectError: Error | undefined): void;
+  /** Sends a request again on a new connection (this one lost it before any answer). */
+  resend(pending: Pending): void;
 }
 
 /** One kept connection and the request on it, if any. */
@@ -134,6 +148,10 @@ export class Connection {
   #closed = false;
   /** The server has sent something on this connection: a worker took it (it is not waiting in the listen queue). */
   #answered = false;
+  /** Requests this connection has completed: a later one rides a kept connection. */
+  #served = 0;
+  /** The server has sent something for the request on it now. */
+  #replied = false;
   /** The handler said stop (onData returned false); resumed by its `resume`. */
   #paused = false;
   /** The answer has no body (204, 304, HEAD): what the script wrote after its head is dropped, as undici does. */
@@ -148,6 +166,7 @@ export class Connection {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       this.#answered = true;
+      this.#replied = true;
       try {
         this.#parser.push(chunk);
       } catch (err) {
@@ -155,6 +174,8 @@ export class Connection {
       }
     });
     socket.on('error', (err) => this.#fail(err));
+    // 'end' (the server's FIN) comes before 'close': a connection the server is closing must not take a request.
+    socket.on('end', () => this.#fail(new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection')));
     socket.on('close', () => this.#fail(new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection')));
   }
 
@@ -174,6 +195,7 @@ export class Connection {
   /** Sends one request on this connection. */
   send(pending: Pending): void {
     this.#pending = pending;
+    this.#replied = false;
     this.#head = undefined;
     this.#headDone = false;
     this.#paused = false;
@@ -193,7 +215,7 @@ export class Connection {
     if (this.#pending !== pending) return;
     this.#arm(this.#pool.options.headersTimeout, 'UND_ERR_HEADERS_TIMEOUT', 'no FastCGI response head in time');
     this.socket.cork();
-    this.socket.write(BEGIN);
+    this.socket.write(this.#pool.options.keepConn ? BEGIN_KEEP : BEGIN_ONCE);
     for (const part of encodeParams(REQUEST_ID, params)) this.socket.write(part);
     const body = pending.opts.body;
     if (body === null || body === undefined || (typeof body === 'string' && body.length === 0)) {
@@ -305,7 +327,7 @@ export class Connection {
   #deliverHead(pending: Pending, head: Buffer | undefined, rest: Buffer): boolean {
     const parsed = head === undefined ? undefined : parseCgiHead(head);
     if (parsed === undefined) {
-      this.#fail(new FastCgiError('UND_ERR_SOCKET', head === undefined ? 'the FastCGI server sent no response' : 'the FastCGI response head is not a CGI head'));
+      this.#fail(new FastCgiError(INVALID_HEAD, head === undefined ? 'the FastCGI server sent no response' : 'the FastCGI response head is not a CGI head'));
       return false;
     }
     this.#headDone = true;
@@ -350,12 +372,14 @@ export class Connection {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#pending = undefined;
+    this.#served++;
     if (this.#paused) {
       this.#paused = false;
       this.socket.resume();
     }
-    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind.
-    if ((pending.opts as { reset?: boolean }).reset === true) this.close();
+    // A request that asked for a connection of its own (an active check's `reset`) leaves none behind; without
+    // FCGI_KEEP_CONN the server closes it anyway.
+    if ((pending.opts as { reset?: boolean }).reset === true || !this.#pool.options.keepConn) this.close();
     else this.#pool.released(this);
     pending.handler.onComplete?.([]);
   }
@@ -376,7 +400,27 @@ export class Connection {
       this.socket.destroy();
       this.#pool.lost(this, pending === undefined && !this.#connected ? err : undefined);
     }
-    pending?.handler.onError?.(err);
+    if (pending === undefined) return;
+    if (this.#stale(pending, err)) {
+      pending.resent = (pending.resent ?? 0) + 1;
+      return this.#pool.resend(pending);
+    }
+    pending.handler.onError?.(err);
+  }
+
+  /**
+   * Whether `err` is a kept connection's end under an idempotent request that got no answer: a PHP-FPM worker that
+   * ends after a request (pm.max_requests, a graceful reload) sends END_REQUEST, then its FIN, and discards what
+   * comes meanwhile, so a request written into that gap was never run. Sent again on a new connection, as nginx
+   * gives a failed cached connection an extra try; a non-idempotent one is not (nginx neither), nor a streamed body.
+   */
+  #stale(pending: Pending, err: Error): boolean {
+    // Each time, another kept connection ended (several workers may end at once): never more than there are.
+    if (this.#served === 0 || this.#replied || (pending.resent ?? 0) > this.#pool.options.connections || !IDEMPOTENT.has(pending.opts.method)) return false;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET' && code !== 'EPIPE') return false;
+    const body = pending.opts.body;
+    return body === null || body === undefined || typeof body === 'string' || Buffer.isBuffer(body) || body instanceof Uint8Array;
   }
 
   /** Closes an idle connection. */

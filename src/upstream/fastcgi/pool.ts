@@ -80,6 +80,18 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     this.#take(connection);
   }
 
+  /**
+   * Sends again, on a new connection, a request that a kept connection lost before any answer (see
+   * `Connection.#stale`): first in line, as it was before.
+   */
+  resend(pending: Pending): void {
+    if (this.#closing !== undefined || this.#destroyed) {
+      return pending.handler.onError?.(new FastCgiError('UND_ERR_CLOSED', 'the FastCGI pool is closed'));
+    }
+    this.#queue.unshift(pending);
+    if (this.#queue.length > this.#connecting && this.#all.size < this.options.connections) this.#open();
+  }
+
   /** A free connection (just opened, or released) takes the next queued request, or waits idle. */
   #take(connection: Connection): void {
     const next = this.#queue.shift();

@@ -20,7 +20,13 @@ export type HealthChange = (server: UpstreamServer, healthy: boolean, reason: st
 const ERROR_WORDS: Readonly<Record<string, string>> = {
   ECONNREFUSED: 'connection refused',
   ECONNRESET: 'connection reset',
+  // A unix socket (PHP-FPM's) that is not there, or that Portico's user may not open (listen.owner, listen.mode).
+  ENOENT: 'socket file not found',
+  EACCES: 'permission denied',
   UND_ERR_SOCKET: 'connection closed',
+  UND_ERR_HEADERS_OVERFLOW: 'response head too large',
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: 'response body shorter than its Content-Length',
+  PORTICO_FCGI_INVALID_HEAD: 'invalid response head',
   ENOTFOUND: 'host not found',
   EAI_AGAIN: 'host not found (DNS lookup failed)',
   EHOSTUNREACH: 'host unreachable',
@@ -220,8 +226,9 @@ async function grpcCheck(target: ServerTarget, basePath: string, check: HealthCo
     bodyTimeout: check.timeout,
     reset: true,
   });
-  const body = Buffer.from(await res.body.arrayBuffer());
+  const body = await readAtMost(res.body, GRPC_ANSWER_MAX);
   if (res.statusCode !== 200) return `status ${res.statusCode} (expected 200 from a gRPC server)`;
+  if (body === undefined) return `an answer over ${GRPC_ANSWER_MAX} bytes (a HealthCheckResponse is a few)`;
   const grpcStatus = res.trailers['grpc-status'] ?? res.headers['grpc-status'];
   if (grpcStatus !== '0') {
     const message = res.trailers['grpc-message'] ?? res.headers['grpc-message'];
@@ -229,6 +236,24 @@ async function grpcCheck(target: ServerTarget, basePath: string, check: HealthCo
   }
   const serving = servingStatus(body);
   return serving === 'SERVING' ? undefined : serving;
+}
+
+/** The most of a gRPC health check's answer read: a HealthCheckResponse is a few bytes, a server's answer is not trusted. */
+const GRPC_ANSWER_MAX = 64 * 1024;
+
+/** The body whole, or undefined (and the rest dropped) once it passes `max` bytes. */
+async function readAtMost(body: AsyncIterable<Buffer> & { destroy(): unknown }, max: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > max) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /**
