@@ -216,3 +216,34 @@ describe('FastCGI pool without FCGI_KEEP_CONN (keepConn false, the default of a 
     }
   });
 });
+
+describe('FastCGI pool with kept connections under load', () => {
+  test('16 requests at a time on 4 kept connections reuse them: a new connection whose first request PHP still runs does not make the others close', async () => {
+    let connections = 0;
+    const counted = new WeakSet<net.Socket>();
+    const { app, port } = await rawFastCgiApp((socket, { type, content }, answer) => {
+      if (!counted.has(socket)) {
+        counted.add(socket);
+        connections++;
+      }
+      // Each request takes the app a moment, as a PHP script does.
+      if (type === RecordType.Stdin && content.length === 0) setTimeout(() => answer('Content-Type: text/plain\r\n\r\nok'), 2);
+    });
+    const pool = new FastCgiPool({ host: '127.0.0.1', port, connections: 4, keepConn: true, connectTimeout: 2000, idleTimeout: 10_000, headersTimeout: 3000, bodyTimeout: 3000 });
+    try {
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          for (let i = 0; i < 25; i++) {
+            const res = await pool.request({ path: '/x.php', method: 'GET', headers: ['REQUEST_METHOD', 'GET', 'SCRIPT_NAME', '/x.php'] });
+            assert.equal(await res.body.text(), 'ok');
+          }
+        }),
+      );
+      // 400 requests: 4 connections, a few more at most if the machine stalls one past STARVING_MS (was ~200).
+      assert.ok(connections <= 8, `${connections} connections opened for 400 requests`);
+    } finally {
+      await pool.destroy();
+      app.close();
+    }
+  });
+});

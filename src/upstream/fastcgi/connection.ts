@@ -23,6 +23,8 @@ const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Bu
 const BEGIN_KEEP = encodeBeginRequest(REQUEST_ID, true);
 const BEGIN_ONCE = encodeBeginRequest(REQUEST_ID, false);
 const DASHES = /-/g;
+/** The end of a connection no request was on (never handed to a handler: made once). */
+const IDLE_END = new Error('an idle FastCGI connection ended');
 /** Methods a request may be sent again with (RFC 9110 §9.2.2), as undici's. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** The code of an answer whose head is no CGI head (for the error log: `invalid response head`). */
@@ -148,6 +150,8 @@ export class Connection {
   #closed = false;
   /** The server has sent something on this connection: a worker took it (it is not waiting in the listen queue). */
   #answered = false;
+  /** When the request on it now was sent (ms since the epoch). */
+  #sentAt = 0;
   /** Requests this connection has completed: a later one rides a kept connection. */
   #served = 0;
   /** The server has sent something for the request on it now. */
@@ -175,16 +179,19 @@ export class Connection {
     });
     socket.on('error', (err) => this.#fail(err));
     // 'end' (the server's FIN) comes before 'close': a connection the server is closing must not take a request.
-    socket.on('end', () => this.#fail(new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection')));
-    socket.on('close', () => this.#fail(new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection')));
+    // The error is made only when a request is there to get it: an Error's stack costs, and every connection closes.
+    const ended = (): void => this.#fail(this.#pending === undefined && this.#connected ? IDLE_END : new FastCgiError('UND_ERR_SOCKET', 'the FastCGI server closed the connection'));
+    socket.on('end', ended);
+    socket.on('close', ended);
   }
 
   /**
-   * A request waits on this connection, which no worker has answered yet: it may be in the server's listen queue,
-   * behind workers that each hold one of this pool's kept connections (see `FastCgiPool.released`).
+   * Since when (ms since the epoch) a request waits on this connection, which no worker has answered yet: it may
+   * be in the server's listen queue, behind workers that each hold one of this pool's kept connections (see
+   * `FastCgiPool.released`); undefined when none waits so.
    */
-  get unanswered(): boolean {
-    return this.#pending !== undefined && !this.#answered;
+  get unansweredSince(): number | undefined {
+    return this.#pending !== undefined && !this.#answered ? this.#sentAt : undefined;
   }
 
   /** The connection is open: sends `pending`. */
@@ -195,6 +202,7 @@ export class Connection {
   /** Sends one request on this connection. */
   send(pending: Pending): void {
     this.#pending = pending;
+    this.#sentAt = Date.now();
     this.#replied = false;
     this.#head = undefined;
     this.#headDone = false;

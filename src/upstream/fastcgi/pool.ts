@@ -13,6 +13,12 @@ import { connect as netConnect } from 'node:net';
 import { Dispatcher } from 'undici';
 import { Connection, FastCgiError, type ConnectionOwner, type FastCgiPoolOptions, type Handler, type Pending } from './connection.js';
 
+/**
+ * How long a request waits unanswered on a new connection (in the server's listen queue, or PHP still running it)
+ * before a kept connection is closed at the end of its request to free its worker for it.
+ */
+const STARVING_MS = 50;
+
 export { FastCgiError, paramsOf, type FastCgiPoolOptions } from './connection.js';
 
 /** The connections to one FastCGI server, as an undici dispatcher. */
@@ -129,9 +135,17 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     for (const resolve of waiters) resolve();
   }
 
-  /** Whether a request waits on another connection that no worker has answered yet. */
+  /**
+   * Whether a request has waited STARVING_MS or more on another connection that no worker has answered yet. Not
+   * at once: a new connection's first request is unanswered while PHP runs it too, and closing kept connections
+   * for it would make every busy moment a storm of new connections (each closed one's request opens another).
+   */
   #starving(except: Connection): boolean {
-    for (const other of this.#all) if (other !== except && other.unanswered) return true;
+    const now = Date.now();
+    for (const other of this.#all) {
+      const since = other === except ? undefined : other.unansweredSince;
+      if (since !== undefined && now - since >= STARVING_MS) return true;
+    }
     return false;
   }
 
