@@ -23,7 +23,7 @@ const END_OF_STDIN = Buffer.concat(encodeStream(RecordType.Stdin, REQUEST_ID, Bu
 const BEGIN_KEEP = encodeBeginRequest(REQUEST_ID, true);
 const BEGIN_ONCE = encodeBeginRequest(REQUEST_ID, false);
 const DASHES = /-/g;
-/** The end of a connection no request was on (never handed to a handler: made once). */
+/** The end of a connected connection no request is on (never handed to a handler nor the pool: made once). */
 const IDLE_END = new Error('an idle FastCGI connection ended');
 /** Methods a request may be sent again with (RFC 9110 §9.2.2), as undici's. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
@@ -433,7 +433,8 @@ export class Connection {
 
   /** Closes an idle connection. */
   close(): void {
-    if (this.#pending === undefined) this.#fail(new FastCgiError('UND_ERR_CLOSED', 'closed'));
+    // No request gets the error, and a connected one's end is no connect error: no Error (and its stack) is made.
+    if (this.#pending === undefined) this.#fail(this.#connected ? IDLE_END : new FastCgiError('UND_ERR_CLOSED', 'closed'));
   }
 
   /** Cuts the connection and its request. */
