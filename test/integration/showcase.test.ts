@@ -223,10 +223,14 @@ describe('the showcase (npm start)', () => {
     assert.match(hole.body, /front controller answered/);
   });
 
-  test('gRPC through https://localhost:8443 to the gRPC instances Portico started: node examples/grpc/call.mjs Ada, as the README says', () => {
+  test('gRPC through https://localhost:8443 (and with --plaintext through http://127.0.0.1:8080) to the gRPC instances Portico started: node examples/grpc/call.mjs Ada, as the README says', () => {
     const result = spawnSync(process.execPath, [path.join(repo, 'examples/grpc/call.mjs'), 'Ada', '2'], { cwd: repo, encoding: 'utf8', timeout: 30_000 });
     assert.equal(result.status, 0, `${result.stdout}${result.stderr}`);
     assert.match(result.stdout, /^SayHello: Hello, Ada! \(from greeter#[12]\)\nCountdown: Ada: 2 \(from greeter#[12]\)\nCountdown: Ada: 1 \(from greeter#[12]\)\n$/);
+    // --plaintext: the same over http://127.0.0.1:8080 (HTTP/2 by prior knowledge beside HTTP/1.1).
+    const plain = spawnSync(process.execPath, [path.join(repo, 'examples/grpc/call.mjs'), '--plaintext', 'Bo', '1'], { cwd: repo, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(plain.status, 0, `${plain.stdout}${plain.stderr}`);
+    assert.match(plain.stdout, /^SayHello: Hello, Bo! \(from greeter#[12]\)\nCountdown: Bo: 1 \(from greeter#[12]\)\n$/);
   });
 
   test('from a second terminal, as the README says: portico status lists both instances, portico deploy app replaces them (new pids), portico reload answers ok', async () => {
