@@ -23,14 +23,17 @@ async function failure(call: Promise<unknown>): Promise<grpc.ServiceError> {
   )) as grpc.ServiceError;
 }
 
-describe('gRPC through routes with cache, limits, auth and compression', () => {
+/** The enclosing describe's gRPC app and Portico (`config` given the app's port): started before its tests, stopped after. */
+function describedSetup(config: (port: number) => string): { setup: GrpcSetup; under: (prefix: string) => Promise<TestClient> } {
   const setup = new GrpcSetup();
-  const under = (prefix: string): Promise<TestClient> => setup.under(prefix);
+  before(() => setup.start(config));
   after(() => setup.stop());
+  return { setup, under: (prefix) => setup.under(prefix) };
+}
 
-  before(async () => {
-    await setup.start(
-      (port) => `
+describe('gRPC through routes with cache, limits, auth and compression', () => {
+  const { setup, under } = describedSetup(
+    (port) => `
 caches: { main: { memory: 16MB } }
 upstreams:
   grpc: { servers: ["h2c://127.0.0.1:${port}"] }
@@ -46,8 +49,7 @@ sites:
       - { path: /gz/, compress: { breach_safe: true, min_size: 1, types: ["application/*"] }, proxy: { upstream: grpc, strip_prefix: true } }
       - { path: /, proxy: { upstream: grpc } }
 `,
-    );
-  });
+  );
 
   test('a unary call on a cached route passes through uncached, with its trailers (status and metadata) intact', async () => {
     const client = await under('/cache');
@@ -131,13 +133,8 @@ sites:
 });
 
 describe('the access log, metrics and status of gRPC calls', () => {
-  const setup = new GrpcSetup();
-  const under = (prefix: string): Promise<TestClient> => setup.under(prefix);
-  after(() => setup.stop());
-
-  before(async () => {
-    await setup.start(
-      (port) => `
+  const { setup, under } = describedSetup(
+    (port) => `
 log: { access: ./access.log, template: "$request_uri $status $grpc_status" }
 admin: {}
 upstreams:
@@ -149,8 +146,7 @@ sites:
       - { path: /down/, proxy: { upstream: down, strip_prefix: true } }
       - { path: /, proxy: { upstream: grpc } }
 `,
-    );
-  });
+  );
 
   test("the access log line of a call shows its grpc-status: the app's (in trailers), and Portico's own (Trailers-Only)", async () => {
     await unary(await under(''), 'echo', Buffer.from('logged'));

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
-import { grpcClient, unary } from '../helpers/grpc.js';
+import { grpcClient, unary, type TestClient } from '../helpers/grpc.js';
 import { startPorticoH2, type RunningH2 } from '../helpers/h2.js';
 import { startPortico, type RunningPortico } from '../helpers/portico.js';
 import { portRange } from '../helpers/supervise.js';
@@ -37,6 +37,21 @@ ping.path = /fpm-ping
 clear_env = yes
 env[SLOT] = $PORTICO_SLOT
 `;
+}
+
+/** Portico (TLS + HTTP/2 listener) running two spawned gRPC instances (h2c, gRPC health checks) on `/`, and a client. */
+async function spawnedGrpc(ports: number, spawnExtra = ''): Promise<{ portico: RunningH2; client: TestClient }> {
+  const portico = await startPorticoH2(`
+upstreams:
+  grpc:
+    spawn: { command: ["node", ${JSON.stringify(GRPC_APP)}], instances: 2, ports: ${portRange(ports).text}, protocol: h2c, health_timeout: 20s${spawnExtra} }
+    health: { type: grpc, interval: 300ms }
+sites:
+  - routes:
+      - { path: /, proxy: { upstream: grpc } }
+`);
+  running.push(portico);
+  return { portico, client: await grpcClient(portico.port) };
 }
 
 describe('spawned app servers speaking FastCGI or HTTP/2', () => {
@@ -94,18 +109,7 @@ sites:
   });
 
   test('spawned gRPC apps with spawn.protocol h2c: made ready by gRPC health checks, both answer calls through Portico', async () => {
-    const range = portRange(4);
-    const portico = await startPorticoH2(`
-upstreams:
-  grpc:
-    spawn: { command: ["node", ${JSON.stringify(GRPC_APP)}], instances: 2, ports: ${range.text}, protocol: h2c, health_timeout: 20s }
-    health: { type: grpc, interval: 300ms }
-sites:
-  - routes:
-      - { path: /, proxy: { upstream: grpc } }
-`);
-    running.push(portico);
-    const client = await grpcClient(portico.port);
+    const { client } = await spawnedGrpc(4);
     try {
       const servers = new Set<string>();
       for (let i = 0; i < 8; i++) {
@@ -119,18 +123,7 @@ sites:
   });
 
   test('portico deploy of spawned gRPC instances while server-streaming calls run: every call completes (the old instances drain their streams), and later calls reach the new ones', async (t) => {
-    const range = portRange(6);
-    const portico = await startPorticoH2(`
-upstreams:
-  grpc:
-    spawn: { command: ["node", ${JSON.stringify(GRPC_APP)}], instances: 2, ports: ${range.text}, protocol: h2c, health_timeout: 20s, stop_timeout: 10s }
-    health: { type: grpc, interval: 300ms }
-sites:
-  - routes:
-      - { path: /, proxy: { upstream: grpc } }
-`);
-    running.push(portico);
-    const client = await grpcClient(portico.port);
+    const { portico, client } = await spawnedGrpc(6, ', stop_timeout: 10s');
     try {
       /** One Count call of `n` messages: resolves with how many came, rejects on a gRPC error. */
       const count = (n: number): Promise<number> =>
