@@ -49,6 +49,11 @@ export class PidFile {
     }
   }
 
+  /** An upgrade's new process writes the file from now: this one leaves it alone at its stop (`takeBack` writes it again). */
+  leave(): void {
+    this.#written = false;
+  }
+
   /** Removes the file when it still names this process (an upgrade's new process has replaced it otherwise). */
   remove(): void {
     if (!this.#written) return;

@@ -757,6 +757,9 @@ export class Portico {
    * releases its own when it stops).
    */
   async handOver(pid: number, stateDir: string | undefined): Promise<void> {
+    // The pid file is the new process's to write: this one no longer removes it at its stop (a read-then-unlink
+    // there could remove the file the new one had just renamed in).
+    this.#pidFile?.leave();
     await this.#zones.holdDisks();
     if (this.#state !== undefined && stateDir === this.#state.path) this.#state.handOver(pid);
   }
