@@ -15,7 +15,7 @@ import { request } from 'undici';
 import { parseConfig } from '../../src/server/config.js';
 import { Portico } from '../../src/server/portico.js';
 import { PhpFpm } from '../helpers/php-fpm.js';
-import { makeTree } from '../helpers/portico.js';
+import { makeTree, startPortico } from '../helpers/portico.js';
 import { haveTool } from '../helpers/tools.js';
 import { connectH2, h2Request, startPorticoH2 } from '../helpers/h2.js';
 
@@ -267,7 +267,6 @@ describe('php route with two FPM pools', { skip: fpmInstalled ? false : 'php-fpm
   test('one FPM master stopped and restarted under load: no GET fails, both pools answer afterwards', async () => {
     const a = await PhpFpm.start({ workers: 3 });
     const b = await PhpFpm.start({ workers: 3 });
-    const dir = makeTree({ 'app/slow.php': '<?php usleep(5000); echo getenv("POOL") ?: "x", " ok";', 'app/index.php': '<?php echo "front";' });
     const yaml = `listen: ["127.0.0.1:0"]
 log: { access: off }
 upstreams:
@@ -280,9 +279,8 @@ sites:
       - path: /
         php: { root: ./app, upstream: php }
 `;
-    const server = new Portico(parseConfig(yaml, path.join(dir, 'portico.yaml'), dir), pino({ level: 'silent' }));
-    await server.start();
-    const base = `http://127.0.0.1:${server.addresses[0]!.port}`;
+    const portico = await startPortico(yaml, { 'app/slow.php': '<?php usleep(5000); echo getenv("POOL") ?: "x", " ok";', 'app/index.php': '<?php echo "front";' });
+    const base = portico.url;
     const failures: string[] = [];
     let ok = 0;
     let running = true;
@@ -321,7 +319,7 @@ sites:
       assert.ok(ok >= 250, `${ok} answers`);
     } finally {
       running = false;
-      await server.stop(100);
+      await portico.stop();
       await a.close();
       await b.close();
     }
@@ -394,13 +392,12 @@ describe('php route over HTTP/2', { skip: fpmInstalled ? false : 'php-fpm8.2 is 
 describe('php route to PHP-FPM workers recycled after pm.max_requests', { skip: fpmInstalled ? false : 'php-fpm8.2 is not installed' }, () => {
   test('by default (no FCGI_KEEP_CONN, as nginx and Caddy) no POST fails while workers exit every 2 requests', async () => {
     const fpm = await PhpFpm.start({ workers: 2, pool: { 'pm.max_requests': '2' } });
-    const dir = makeTree({ 'app/post.php': '<?php echo "got ", strlen(file_get_contents("php://input"));' });
     // With `fastcgi: { keep_conn: true }` here, 58 of the 200 failed (502): a worker's exit closes the kept
     // connection just as the next request goes out on it.
-    const config = parseConfig(`listen: ["127.0.0.1:0"]\nlog: { access: off }\nupstreams:\n  php:\n    servers: ["${fpm.url}"]\n    keepalive: 2\nsites:\n  - routes:\n      - { path: /, php: { root: ./app, upstream: php } }\n`, path.join(dir, 'portico.yaml'), dir);
-    const portico = new Portico(config, pino({ level: 'silent' }));
-    await portico.start();
-    const origin = `http://127.0.0.1:${portico.addresses[0]!.port}`;
+    const portico = await startPortico(`upstreams:\n  php:\n    servers: ["${fpm.url}"]\n    keepalive: 2\nsites:\n  - routes:\n      - { path: /, php: { root: ./app, upstream: php } }\n`, {
+      'app/post.php': '<?php echo "got ", strlen(file_get_contents("php://input"));',
+    });
+    const origin = portico.url;
     try {
       const failures: string[] = [];
       // Four clients, 50 POSTs each: every worker is replaced 50 times meanwhile (a POST is never retried).
@@ -415,7 +412,7 @@ describe('php route to PHP-FPM workers recycled after pm.max_requests', { skip: 
       );
       assert.deepEqual(failures, [], `${failures.length} of 200 POSTs failed`);
     } finally {
-      await portico.stop(100);
+      await portico.stop();
       await fpm.close();
     }
   });
