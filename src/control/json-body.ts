@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { PorticoError } from '../errors.js';
+import { readAtMost } from '../http/read-at-most.js';
 
 /** The largest request body accepted: requests are a few short fields. */
 const MAX_BODY = 64 * 1024;
@@ -13,14 +14,9 @@ const MAX_BODY = 64 * 1024;
  * too-large error ("an admin request", "a control request"); a body that is not a JSON object is a 400.
  */
 export async function readJsonBody(req: IncomingMessage, what: string): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `${what} body is at most ${MAX_BODY} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
+  const bytes = await readAtMost(req as AsyncIterable<Buffer>, MAX_BODY);
+  if (bytes === undefined) throw new PorticoError('PORTICO_PAYLOAD_TOO_LARGE', `${what} body is at most ${MAX_BODY} bytes`);
+  const text = bytes.toString('utf8').trim();
   if (text === '') return {};
   let body: unknown;
   try {

@@ -7,6 +7,7 @@
  * not counted.
  */
 import type { Config } from '../../config/load.js';
+import { readAtMost } from '../../http/read-at-most.js';
 import { slotTarget, type ServerTarget, type UpstreamServer } from '../server.js';
 import { HEALTH_CHECK_PATH, healthCheckRequest, servingStatus } from './grpc-health.js';
 
@@ -240,21 +241,6 @@ async function grpcCheck(target: ServerTarget, basePath: string, check: HealthCo
 
 /** The most of a gRPC health check's answer read: a HealthCheckResponse is a few bytes, a server's answer is not trusted. */
 const GRPC_ANSWER_MAX = 64 * 1024;
-
-/** The body whole, or undefined (and the rest dropped) once it passes `max` bytes. */
-async function readAtMost(body: AsyncIterable<Buffer> & { destroy(): unknown }, max: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > max) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
 
 /**
  * A spawned instance's readiness probe in what it speaks (FastCGI, HTTP/2 without TLS): the upstream's active
