@@ -126,6 +126,26 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     }
   });
 
+  test('kept connections left idle while another connection waits for a worker are closed once it has waited 50 ms', async () => {
+    // Three requests at once for two workers: two are answered and their kept connections go idle (the third had
+    // waited less than 50 ms then), still holding both workers. No request ends after that to close one: the pool
+    // must look again when the third has waited long enough, or it waits until its timeout.
+    const small = await PhpFpm.start({ workers: 2 });
+    try {
+      writeFileSync(path.join(small.dir, 'nap.php'), '<?php usleep(10000); echo "rested";');
+      const params = ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', path.join(small.dir, 'nap.php'), 'SCRIPT_NAME', '/nap.php', 'REQUEST_URI', '/nap.php', 'QUERY_STRING', ''];
+      const p = pool({ socketPath: small.socket, connections: 3, headersTimeout: 3000, idleTimeout: 60_000 });
+      const started = Date.now();
+      const answers = await Promise.all(
+        Array.from({ length: 3 }, async () => (await p.request({ path: '/nap.php', method: 'GET', headers: params })).body.text()),
+      );
+      assert.deepEqual(answers, ['rested', 'rested', 'rested']);
+      assert.ok(Date.now() - started < 2500, `answered after ${Date.now() - started} ms`);
+    } finally {
+      await small.close();
+    }
+  });
+
   test('close waits for no request and leaves no connection', async () => {
     const p = pool();
     await (await p.request({ path: '/hello.php', method: 'GET', headers: cgi('hello.php') })).body.text();

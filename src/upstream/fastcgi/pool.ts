@@ -32,6 +32,8 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
   readonly #queue: Pending[] = [];
   /** Connections being opened, each for the request at the head of the queue when it opens. */
   #connecting = 0;
+  /** Set while idle connections may hold workers that a waiting connection needs: see `#watchStarving`. */
+  #starveTimer: NodeJS.Timeout | undefined = undefined;
   #closing: Promise<void> | undefined = undefined;
   #closeWaiters: Array<() => void> = [];
   #destroyed = false;
@@ -48,15 +50,19 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
       queueMicrotask(() => (handler as Handler).onError?.(new FastCgiError('UND_ERR_CLOSED', 'the FastCGI pool is closed')));
       return false;
     }
-    const idle = this.#idle.pop();
-    if (idle !== undefined) {
-      clearTimeout(this.#idleTimers.get(idle));
-      this.#idleTimers.delete(idle);
-      idle.send(pending);
-      return true;
-    }
+    if (this.#sendIdle(pending)) return true;
     this.#queue.push(pending);
     if (this.#all.size < this.options.connections) this.#open();
+    return true;
+  }
+
+  /** Sends `pending` on the idle connection released last, if there is one. */
+  #sendIdle(pending: Pending): boolean {
+    const idle = this.#idle.pop();
+    if (idle === undefined) return false;
+    clearTimeout(this.#idleTimers.get(idle));
+    this.#idleTimers.delete(idle);
+    idle.send(pending);
     return true;
   }
 
@@ -107,6 +113,25 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     this.#idle.push(connection);
     // An idle connection keeps nothing alive: neither its socket (unref'd above) nor its timer.
     this.#idleTimers.set(connection, setTimeout(() => connection.close(), this.options.idleTimeout).unref());
+    this.#watchStarving();
+  }
+
+  /**
+   * An idle kept connection holds its worker too. One that went idle while another connection's request had not
+   * yet waited STARVING_MS would hold it for good if no request ended afterwards to see the starving one
+   * (`released`): so while any connection is idle and another unanswered, the pool looks again when the oldest
+   * of those has waited STARVING_MS, and then closes its idle connections.
+   */
+  #watchStarving(): void {
+    if (this.#starveTimer !== undefined || this.#idle.length === 0) return;
+    let oldest = Infinity;
+    for (const connection of this.#all) oldest = Math.min(oldest, connection.unansweredSince ?? Infinity);
+    if (oldest === Infinity) return;
+    this.#starveTimer = setTimeout(() => {
+      this.#starveTimer = undefined;
+      if (this.#starving(undefined)) for (const idle of [...this.#idle]) idle.close();
+      else this.#watchStarving();
+    }, Math.max(0, oldest + STARVING_MS - Date.now())).unref();
   }
 
   /**
@@ -140,7 +165,7 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
    * at once: a new connection's first request is unanswered while PHP runs it too, and closing kept connections
    * for it would make every busy moment a storm of new connections (each closed one's request opens another).
    */
-  #starving(except: Connection): boolean {
+  #starving(except: Connection | undefined): boolean {
     const now = Date.now();
     for (const other of this.#all) {
       const since = other === except ? undefined : other.unansweredSince;
@@ -176,6 +201,7 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     const err = typeof a === 'function' || a === undefined || a === null ? new FastCgiError('UND_ERR_DESTROYED', 'the FastCGI pool was destroyed') : a;
     const callback = typeof a === 'function' ? a : b;
     this.#destroyed = true;
+    clearTimeout(this.#starveTimer);
     const queued = this.#queue.splice(0);
     for (const pending of queued) pending.handler.onError?.(err);
     const done = new Promise<void>((resolve) => {
