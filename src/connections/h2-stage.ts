@@ -32,6 +32,16 @@ function h2Settings(settings: Http2Settings): http2.Settings {
 /** Settings for the HTTP/2 server of a listener that has HTTP/2 off (it never gets a connection then). */
 const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_header_list_size: 16 * 1024 + 32 * 100, initial_window_size: 65_535, max_frame_size: 16_384 };
 
+/**
+ * Node's own session limits that would end a well-behaved client's connection, loosened so that Portico's rapid-reset
+ * rule (`guardSession`, Envoy's) decides. Node 24 lets go of a cancelled stream only on the next turn of the event
+ * loop, so a stream opened in the same read as a cancel finds the count still full and is refused (RST_STREAM
+ * ENHANCE_YOUR_CALM); past `maxSessionRejectedStreams` refusals in a row (Node's default: 100) it ended the whole
+ * session. nghttp2's reset limit (1000 streams reset by the client, then 33 a second: a gRPC client that cancels
+ * 34 calls a second gets GOAWAY INTERNAL_ERROR within a minute) can be set from Node 22 on; Node 20 keeps its own.
+ */
+const SESSION_LIMITS = { maxSessionRejectedStreams: 10_000, streamResetBurst: 10_000, streamResetRate: 1000 } as const;
+
 /** An idle HTTP/2 session is closed (GOAWAY) after this: keep-alive_timeout, else header_timeout. */
 function sessionTimeout(config: ListenerConfig): number {
   return config.keepalive_timeout > 0 ? config.keepalive_timeout : config.header_timeout;
@@ -61,6 +71,7 @@ export class H2Stage {
       // Pseudo-header fields count as lines here; four of them at most in a request.
       maxHeaderListPairs: config.max_header_count + 4,
       maxSessionInvalidFrames: 100,
+      ...SESSION_LIMITS,
     });
     h2.setTimeout(sessionTimeout(config));
     h2.on('timeout', (session: http2.ServerHttp2Session) => session.close());

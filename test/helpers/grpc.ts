@@ -155,10 +155,10 @@ export class GrpcSetup {
   portico!: RunningH2;
   readonly #clients: TestClient[] = [];
 
-  /** Starts the app, then Portico from the YAML `config` makes of the app's port. */
-  async start(config: (port: number) => string): Promise<void> {
+  /** Starts the app, then Portico from the YAML `config` makes of the app's port (`http2`: the listener's setting). */
+  async start(config: (port: number) => string, http2?: string): Promise<void> {
     this.app = await startGrpcApp('app');
-    this.portico = await startPorticoH2(config(this.app.port));
+    this.portico = await startPorticoH2(config(this.app.port), {}, http2);
   }
 
   /** A client whose calls go under `prefix`. */

@@ -77,6 +77,8 @@ export class RawH2 {
   goaway: number | undefined;
   /** Whether the server sent its SETTINGS (it speaks HTTP/2 on this connection). */
   settings = false;
+  /** PING ACKs received: one answers a PING the test sent after the frames it wants read first. */
+  pingAcks = 0;
   closed = false;
   #buffer: Buffer = Buffer.alloc(0);
   #waiters: Array<() => void> = [];
@@ -193,6 +195,7 @@ export class RawH2 {
       // The first GOAWAY's code: a server may send a second one as it closes.
       if (f.type === FRAME.GOAWAY) this.goaway ??= f.payload.readUInt32BE(4);
       if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0) this.settings = true;
+      if (f.type === FRAME.PING && (f.flags & FLAG.ACK) !== 0) this.pingAcks++;
       // Keep what tests read; DATA and the flood's ACKs would only fill memory.
       if (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM || f.type === FRAME.GOAWAY) this.frames.push(f);
     }

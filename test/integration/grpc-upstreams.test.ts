@@ -231,12 +231,15 @@ describe('a gRPC app written as an HTTP/1.1 server', () => {
   });
 });
 
-/** One app server behind Portico (an h2c upstream with `upstreamFields`), and a client: set up for a describe. */
-function oneApp(upstreamFields = ''): { app: () => GrpcApp; client: () => TestClient } {
+/**
+ * One app server behind Portico (an h2c upstream with `upstreamFields`), and a client: set up for a describe.
+ * `http2`: the listener's HTTP/2 setting.
+ */
+function oneApp(upstreamFields = '', http2?: string): { app: () => GrpcApp; client: () => TestClient } {
   const setup = new GrpcSetup();
   let client: TestClient;
   before(async () => {
-    await setup.start((port) => `upstreams:\n  grpc: { servers: ["h2c://127.0.0.1:${port}"]${upstreamFields} }\nsites:\n  - routes: [{ path: /, proxy: { upstream: grpc } }]\n`);
+    await setup.start((port) => `upstreams:\n  grpc: { servers: ["h2c://127.0.0.1:${port}"]${upstreamFields} }\nsites:\n  - routes: [{ path: /, proxy: { upstream: grpc } }]\n`, http2);
     client = await setup.under('');
   });
   after(() => setup.stop());
@@ -244,19 +247,19 @@ function oneApp(upstreamFields = ''): { app: () => GrpcApp; client: () => TestCl
 }
 
 /**
- * Known defect, not fixed: on Node 24 (nghttp2 1.70; Node 20 has 1.61), when a client keeps the listener's
- * max_concurrent_streams (100) calls open and cancels some, Portico's listener answers some new streams with
- * RST_STREAM ENHANCE_YOUR_CALM (47 of 450 in a frame tap between a grpc-js client and an h2c listener; grpc-js
- * reads it as RESOURCE_EXHAUSTED). Most likely Node's own per-session stream count (`CanAddStream`), which still
- * holds the cancelled streams Portico has not let go of yet, while the client, told by nghttp2 that they are
- * closed, opens the next. Found by the Node 24 CI run of 2026-12-06; reproduced with Portico alone on Node 24.
- * Not Portico's rapid-reset guard (the GOAWAY it sends never fires here), nor `maxSessionInvalidFrames`,
- * `maxSessionMemory`, `streamResetBurst`/`streamResetRate`.
+ * Node 24 refuses a stream that a client opens in the same read as its cancel of another when the session is at
+ * its max_concurrent_streams (RST_STREAM ENHANCE_YOUR_CALM; grpc-js reads RESOURCE_EXHAUSTED): it lets go of the
+ * cancelled stream only on the next turn of the event loop (src/connections/h2-stage.ts `SESSION_LIMITS`; shown
+ * frame by frame in h2-abuse.test.ts). Node 20 lets go at once. So the calls below run twice: with the client at
+ * the listener's default limit of 100 streams (not on Node 24, where some are refused), and with room under it.
  */
-const NGHTTP2_ENDS_SESSION = Number(process.versions.nghttp2?.split('.')[1] ?? 0) > 61;
+const NODE_LAGS_CANCELS = Number(process.versions.node.split('.')[0]) >= 24;
 
-describe('a gRPC client that cancels many calls', { skip: NGHTTP2_ENDS_SESSION ? `on nghttp2 ${process.versions.nghttp2} Portico's listener refuses some streams with ENHANCE_YOUR_CALM (see the comment above): a known defect` : false }, () => {
-  const { app: theApp, client: theClient } = oneApp();
+for (const { name, http2, skip } of [
+  { name: 'at the stream limit', http2: undefined, skip: NODE_LAGS_CANCELS ? `Node ${process.version} refuses some streams opened with a cancel at the limit (see the comment above)` : false },
+  { name: 'with room under the stream limit', http2: '{ max_concurrent_streams: 1000 }', skip: false },
+]) describe(`a gRPC client that cancels many calls, ${name}`, { skip }, () => {
+  const { app: theApp, client: theClient } = oneApp('', http2);
 
   /**
    * `n` calls to Hang (the app never answers), each cancelled by the client `afterMs` after it reached the app, and

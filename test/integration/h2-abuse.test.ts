@@ -5,11 +5,12 @@
  * stay under a cap, and the bystander's p99 under a bound. Each test says what it tried (t.diagnostic).
  */
 import assert from 'node:assert/strict';
-import type { ClientHttp2Session } from 'node:http2';
+import { once } from 'node:events';
+import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { connectH2, h2Request, startPorticoH2, type RunningH2 } from '../helpers/h2.js';
-import { ERROR, FRAME, frame, getFields, headerBlock, RawH2 } from '../helpers/h2-frames.js';
+import { ERROR, FLAG, FRAME, frame, getFields, headerBlock, RawH2 } from '../helpers/h2-frames.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 /** Attacking connections per test, one after another. */
@@ -188,4 +189,113 @@ sites:
       assert.ok(worst < P99_BOUND_MS, `bystander p99 ${worst} ms`);
     });
   }
+});
+
+describe('a client that keeps max_concurrent_streams streams open and replaces the ones it cancels', () => {
+  let feed: TestUpstream;
+  let portico: RunningH2;
+  before(async () => {
+    // An event stream: its head goes out at once and it never ends, so each stream stays open until cancelled,
+    // and a cancel after the head is no rapid reset.
+    feed = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    portico = await startPorticoH2(`upstreams:
+  feed: { servers: [{ url: "${feed.url}" }], retries: 0, keepalive: 256 }
+sites:
+  - hosts: [a.example]
+    routes:
+      - path: /ok
+        respond: { body: "ok" }
+      - path: /feed/
+        proxy: { upstream: feed }
+`);
+  });
+  after(async () => {
+    await portico?.stop();
+    await feed?.stop();
+  });
+
+  test('its connection lives on, whatever Node refuses: a cancel and the next stream read together (Node 24 refuses that stream, ENHANCE_YOUR_CALM)', async (t) => {
+    // Node 24 lets go of a cancelled stream only on the next turn of the event loop, so the stream that a cancel
+    // made room for, read in the same chunk, finds the count still full and is refused; after 100 such refusals
+    // Node ended the whole session (maxSessionRejectedStreams). Node 20 lets go at once and refuses none.
+    const raw = await RawH2.open(portico.port);
+    try {
+      await raw.until(() => raw.settings);
+      // Node counts against the limit the client acknowledged.
+      await raw.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+      let next = 1;
+      const ids = (n: number): number[] => Array.from({ length: n }, () => ((next += 2), next - 2));
+      let live: number[] = [];
+      let refused = 0;
+      for (let round = 0; round < 4; round++) {
+        const more = ids(100 - live.length);
+        await raw.write(Buffer.concat(more.map((id) => raw.headers(id, getFields('/feed/x')))));
+        live = [...live, ...more];
+        const heads = await Promise.all(live.map((id) => raw.answer(id)));
+        assert.ok(heads.every((o) => o.status === 200), `round ${round + 1}: ${heads.filter((o) => o.status === 200).length} heads; ${JSON.stringify(heads.filter((o) => o.status !== 200).slice(0, 3))}`);
+        const fresh = ids(100);
+        await raw.write(Buffer.concat([...live.map((id) => frame(FRAME.RST_STREAM, 0, id, RESET_CANCEL)), ...fresh.map((id) => raw.headers(id, getFields('/feed/x')))]));
+        live = [];
+        for (const id of fresh) {
+          const outcome = await raw.answer(id);
+          if (outcome.status === 200) live.push(id);
+          else if (outcome.reset === ERROR.ENHANCE_YOUR_CALM) refused++;
+          else assert.fail(`round ${round + 1}, stream ${id}: ${JSON.stringify(outcome)}`);
+        }
+      }
+      t.diagnostic(`${process.version}: ${refused} of 400 streams opened in the read of a cancel were refused`);
+      // The streams still open are cancelled, and a PING's answer says the server read that before the last stream.
+      await raw.write(Buffer.concat([...live.map((id) => frame(FRAME.RST_STREAM, 0, id, RESET_CANCEL)), frame(FRAME.PING, 0, 0, Buffer.alloc(8))]));
+      assert.ok(await raw.until(() => raw.pingAcks === 1), 'the PING is answered');
+      const last = ids(1)[0]!;
+      await raw.write(raw.headers(last, getFields('/ok')));
+      assert.deepEqual(await raw.answer(last), { status: 200 });
+      assert.equal(raw.goaway, undefined);
+    } finally {
+      raw.close();
+    }
+  });
+
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  test(
+    "its connection lives on when it cancels 1500 answered streams in a few seconds, past nghttp2's own reset limit (1000, then 33 a second)",
+    { skip: nodeMajor < 24 ? `Node ${process.version} keeps nghttp2's limit (streamResetBurst/streamResetRate cannot be set): the 1001st reset ends the session there` : false },
+    async (t) => {
+      // Each stream is cancelled once its answer began: no rapid reset, Portico's rule lets the session be; only
+      // nghttp2's flat count (GOAWAY INTERNAL_ERROR) would end it. Pipelined, as a gRPC client cancelling calls.
+      const session = await connectH2(portico.origin);
+      let goaway: number | undefined;
+      session.on('goaway', (code: number) => (goaway ??= code));
+      try {
+        let refused = 0;
+        const open = (): ClientHttp2Stream => {
+          const stream = session.request({ ':path': '/feed/x', ':authority': 'a.example' });
+          stream.on('error', () => undefined);
+          stream.on('close', () => void (stream.rstCode === ERROR.ENHANCE_YOUR_CALM && refused++));
+          return stream;
+        };
+        /** Resolves when the stream's answer began (a cancel then is no rapid reset), or it closed (refused). */
+        const begun = (stream: ClientHttp2Stream): Promise<unknown> => (stream.closed ? Promise.resolve() : Promise.race([once(stream, 'response'), once(stream, 'close')]));
+        const live = Array.from({ length: 100 }, open);
+        let cancelled = 0;
+        for (; cancelled < 1500 && goaway === undefined && !session.destroyed; cancelled++) {
+          const oldest = live.shift()!;
+          await begun(oldest);
+          oldest.close(ERROR.CANCEL);
+          live.push(open());
+        }
+        for (const stream of live) stream.close(ERROR.CANCEL);
+        t.diagnostic(`${cancelled} streams cancelled; ${refused} new ones refused by Node (ENHANCE_YOUR_CALM, see the test above)`);
+        assert.equal(goaway, undefined, `GOAWAY ${goaway} after ${cancelled} cancels`);
+        // The cancels are read before the next request (Node 24 would refuse one read with them).
+        await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+        assert.equal((await h2Request(session, { ':path': '/ok', ':authority': 'a.example' })).status, 200);
+      } finally {
+        session.close();
+      }
+    },
+  );
 });
