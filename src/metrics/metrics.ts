@@ -50,11 +50,22 @@ export function grpcCounts(traffic: RouteTraffic): Record<string, number> | unde
 
 /** One upstream server's attempts (its stable id: see `UpstreamServer.name`). */
 export class ServerTraffic extends Traffic {
+  /** The count at the last scrape, and since when (ms) the server has been gone and idle: see `Metrics.#sweep`. */
+  seenCount = 0;
+  goneSince: number | undefined = undefined;
+  /** Set while the registry has forgotten this server: an attempt recorded after all puts it back. */
+  revive: (() => void) | undefined = undefined;
+
   constructor(
     readonly upstream: string,
     readonly server: string,
   ) {
     super();
+  }
+
+  override record(status: number, ms: number): void {
+    super.record(status, ms);
+    if (this.revive !== undefined) this.revive();
   }
 }
 
@@ -227,7 +238,15 @@ export interface MetricsOptions {
   processMetrics?: boolean;
   /** The `portico_cluster_*` series, read from `source.cluster` (a box of a cluster); default false. */
   cluster?: boolean;
+  /**
+   * How long a server no upstream has any more (DNS stopped naming it, a reload removed it) keeps its series, once
+   * it is idle, before it is forgotten; default 10 minutes.
+   */
+  forgetGoneServersAfterMs?: number;
 }
+
+/** `MetricsOptions.forgetGoneServersAfterMs`'s default: a few scrapes see a gone server's last figures. */
+const FORGET_GONE_SERVERS_MS = 10 * 60_000;
 
 /** The metrics of one Portico process (single, worker or primary). */
 export class Metrics {
@@ -237,11 +256,13 @@ export class Metrics {
   readonly #caches = new Map<string, CacheTally>();
   readonly #handshakes = new Map<string, number>();
   #handshakeErrors = 0;
+  readonly #forgetAfterMs: number;
   /** Requests answered before routing (`UNROUTED`). */
   readonly unrouted: RouteTraffic;
   source: ScrapeSource = NO_SOURCE;
 
   constructor(options: MetricsOptions = {}) {
+    this.#forgetAfterMs = options.forgetGoneServersAfterMs ?? FORGET_GONE_SERVERS_MS;
     this.unrouted = this.route(UNROUTED, 'none');
     if (options.processMetrics !== false) processMetrics(this.registry);
     this.#define();
@@ -299,12 +320,40 @@ export class Metrics {
 
   /** The Prometheus text of this registry. */
   async text(): Promise<string> {
+    this.#sweep();
     return this.registry.metrics();
   }
 
   /** The registry as JSON, for the primary to aggregate (`AggregatorRegistry.aggregate`). */
   json(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    this.#sweep();
     return this.registry.getMetricsAsJSON();
+  }
+
+  /**
+   * Forgets the servers that are gone: none of the live upstreams has them (`source.servers()`) and no attempt was
+   * recorded on them for `forgetGoneServersAfterMs`. Servers found through DNS come and go (a deploy on Kubernetes
+   * gives each pod a new address): each would otherwise keep its series, and its recorder, for the process's life.
+   * A forgotten recorder that records again (a request to it still ending) is put back.
+   */
+  #sweep(): void {
+    const live = new Set(this.source.servers().map((s) => `${s.upstream}\0${s.server}`));
+    const now = Date.now();
+    for (const [key, traffic] of this.#servers) {
+      if (live.has(key) || traffic.count !== traffic.seenCount) {
+        traffic.seenCount = traffic.count;
+        traffic.goneSince = undefined;
+      } else if (traffic.goneSince === undefined) {
+        traffic.goneSince = now;
+      } else if (now - traffic.goneSince >= this.#forgetAfterMs) {
+        this.#servers.delete(key);
+        traffic.revive = () => {
+          traffic.revive = undefined;
+          traffic.goneSince = undefined;
+          if (!this.#servers.has(key)) this.#servers.set(key, traffic);
+        };
+      }
+    }
   }
 
   #define(): void {

@@ -169,6 +169,31 @@ describe('prom-client text from the recorders', () => {
     assert.equal(await metrics.text(), text);
   });
 
+  test('a server no live upstream has any more keeps its series while it records, is forgotten once idle past forgetGoneServersAfterMs, and is put back if it records again', async () => {
+    const metrics = new Metrics({ processMetrics: false, forgetGoneServersAfterMs: 0 });
+    let live = ['a', 'b'];
+    metrics.source = { servers: () => live.map((server) => ({ upstream: 'app', server, up: true, inFlight: 0, state: 'healthy' })), caches: () => [], connections: () => ({ open: 0, streams: 0 }), certificates: () => [] };
+    const series = (text: string): string[] => [...text.matchAll(/^portico_upstream_requests_total\{upstream="app",server="(\w+)",class="2xx"\} (\d+)$/gm)].map((m) => `${m[1]}=${m[2]}`);
+    const [a, b, c] = ['a', 'b', 'c'].map((name) => metrics.server('app', name));
+    a!.record(200, 1);
+    b!.record(200, 1);
+    c!.record(200, 1);
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'b=1', 'c=1']);
+    // DNS stops naming b and c; c's last request is still ending.
+    live = ['a'];
+    c!.record(200, 1);
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'b=1', 'c=2'], 'a gone server is shown at least once more');
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'c=2'], 'b, gone and idle, is forgotten; c recorded since the last scrape');
+    assert.deepEqual(series(await metrics.text()), ['a=1']);
+    c!.record(200, 1);
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'c=3'], 'a forgotten recorder that records again is back, its count whole');
+    // A live server is never forgotten, idle or not; a forgotten one named again starts a new series.
+    live = ['a', 'b'];
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'c=3']);
+    metrics.server('app', 'b').record(200, 1);
+    assert.deepEqual(series(await metrics.text()), ['a=1', 'b=1'], 'b is new; c, idle again, is forgotten again');
+  });
+
   test('process metrics are prom-client\'s, but the GC histogram (a cost on every collection)', async () => {
     const text = await new Metrics().text();
     for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_version_info']) {
