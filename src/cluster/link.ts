@@ -1,9 +1,11 @@
 /**
  * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
  * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
- * a local fallback. While Redis is away (refused, timed out, slow past a deadline) the link is **down**: calls go
- * straight to their fallback without waiting (a request never pays a timeout per call; one call at a time probes
- * Redis), the outage is logged once (and once more when it ends), and every fallback is counted by feature. When
+ * a local fallback. While Redis is away (connection refused or lost, or three deadlines missed in a row) the link is
+ * **down**: calls go straight to their fallback without waiting (a request never pays a timeout per call; one call
+ * at a time probes Redis), the outage is logged once (and once more when it ends), and every fallback is counted by
+ * feature. One missed deadline is no outage (a large value, a pause of Redis): until a call succeeds again, one
+ * call at a time tries Redis and the others fall back at once, without a log line or a re-sync. When
  * Redis answers again the link is **up**, and the listeners of `onUp` re-sync what they keep there. A call Redis
  * answers with an error (OOM, WRONGTYPE) falls back alone: Redis is reachable, the link stays up.
  *
@@ -48,6 +50,11 @@ export interface ClusterMessage {
 
 /** How long a link stays down after a failed call before it tries Redis again (the connection may still be open). */
 const RETRY_AFTER_MS = 1000;
+/** Deadlines missed in a row (no call answered between them) that make an outage. */
+const MISSES_FOR_OUTAGE = 3;
+
+/** A call that had no answer within its deadline. */
+class MissedDeadline extends Error {}
 /**
  * How long after `start` a link that is still not ready counts as an outage (logged, /status): a Redis that accepts
  * the connection but never answers (hung) raises no error, and would otherwise go unreported.
@@ -79,8 +86,10 @@ export class ClusterLink {
   readonly #refusing = new Set<Feature>();
   /** Reports a link not ready `CONNECT_WAIT_MS` after `start` (see there). */
   #connectWait: NodeJS.Timeout | undefined;
-  /** Whether a call is trying Redis during an outage (see `attempt`). */
+  /** Whether a call is trying Redis during an outage or after a missed deadline (see `attempt`). */
   #probing = false;
+  /** Deadlines missed since the last call Redis answered (see `MISSES_FOR_OUTAGE`). */
+  #missed = 0;
 
   constructor(settings: ClusterSettings, logger: Logger) {
     this.settings = settings;
@@ -182,15 +191,16 @@ export class ClusterLink {
     // During an outage one call at a time tries Redis (the probe); the others fall back at once. A hung Redis
     // (connections open, no answers) otherwise made every call of the moment wait its whole deadline, and left its
     // command queued in the client for as long as the hang lasted (memory that grew with the traffic).
-    const probe = this.#outage !== undefined;
+    const probe = this.#outage !== undefined || this.#missed > 0;
     if (probe && this.#probing) return this.#fallBack(feature, fallback);
     if (probe) this.#probing = true;
     let timer: NodeJS.Timeout | undefined;
     try {
       const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => reject(new MissedDeadline(`no answer within ${timeoutMs} ms`)), timeoutMs);
       });
       const answer = await Promise.race([call(this.#redis), deadline]);
+      this.#missed = 0;
       if (this.#outage !== undefined) this.#ready();
       if (this.#refusing.size > 0) this.#refusing.delete(feature);
       return answer;
@@ -198,7 +208,10 @@ export class ClusterLink {
       // Redis answered with an error (OOM at maxmemory, WRONGTYPE, a script's error on a value that is not ours): it
       // is reachable, and this call alone falls back. Taking it for an outage made the link flap down and up, every
       // feature on its fallback for a second each time, and every re-sync run at each "reachable again".
-      if (err instanceof ReplyError) this.#refused(feature, err as Error);
+      if (err instanceof ReplyError) {
+        this.#missed = 0;
+        this.#refused(feature, err as Error);
+      } else if (err instanceof MissedDeadline && this.#outage === undefined && ++this.#missed < MISSES_FOR_OUTAGE) this.#slow(feature, err);
       else this.#failed(feature, err as Error);
       return this.#fallBack(feature, fallback);
     } finally {
@@ -263,6 +276,11 @@ export class ClusterLink {
     return fallback();
   }
 
+  /** A missed deadline short of an outage: said at debug level; the calls after it probe (see `attempt`). */
+  #slow(feature: Feature, err: Error): void {
+    if (!this.#stopped) this.#logger.debug({ feature, err: err.message, missed: this.#missed }, 'cluster: a Redis call missed its deadline');
+  }
+
   /** A call Redis answered with an error: logged once per feature until a call of that feature succeeds. */
   #refused(feature: Feature, err: Error): void {
     if (this.#stopped || this.#refusing.has(feature)) return;
@@ -281,6 +299,7 @@ export class ClusterLink {
 
   #ready(): void {
     this.#downUntil = 0;
+    this.#missed = 0;
     const outage = this.#outage;
     this.#outage = undefined;
     if (outage !== undefined) {

@@ -107,8 +107,9 @@ test('while Redis hangs (SIGSTOP), one call at a time tries it and every other c
     hung.start();
     await within('link up', up);
     redis.pause();
-    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local', 'the first call misses its 200 ms deadline: the outage starts');
-    // 2.5 s of calls, one every 10 ms, none awaited before the next: the link tries Redis again after 1 s, twice.
+    assert.equal(await hung.attempt('test', (r) => r.ping(), () => 'local'), 'local', 'the first call misses its 200 ms deadline: the calls after it probe');
+    // 2.5 s of calls, one every 10 ms, none awaited before the next: two more probes miss their deadline (the
+    // outage starts at the third), then the link tries Redis again after 1 s.
     const waits: Array<Promise<number>> = [];
     const end = Date.now() + 2500;
     for (let i = 0; i < 400 && Date.now() < end; i++) {
@@ -129,6 +130,38 @@ test('while Redis hangs (SIGSTOP), one call at a time tries it and every other c
   } finally {
     redis.resume();
     await hung.stop();
+    await redis.stop();
+  }
+});
+
+test('one call that misses its deadline while Redis answers is no outage (no log, no re-sync, the link up); three missed in a row are', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  /** A call whose answer never comes in time (a large value, a pause), while Redis answers every other one. */
+  const slow = (): Promise<string> => a.attempt('cache', () => new Promise<string>(() => undefined), () => 'local');
+  const ping = (): Promise<string> => a.attempt('rate_limit', (r) => r.ping().then(() => 'redis'), () => 'local');
+  try {
+    a.start();
+    await eventually(() => ups === 1, 'first connect');
+    assert.equal(await slow(), 'local', 'the slow call took its fallback at its deadline');
+    assert.equal(a.up, true, 'one missed deadline: the link is still up');
+    assert.equal(await ping(), 'redis', 'the next call goes to Redis (it probes), and answers');
+    assert.equal(await slow(), 'local');
+    assert.equal(await slow(), 'local');
+    assert.equal(await ping(), 'redis', 'two missed, one answered: the count starts over');
+    assert.equal(a.stats().outages, 0);
+    assert.equal(ups, 1, 'no re-sync: there was no outage');
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 0);
+    for (let i = 0; i < 3; i++) assert.equal(await slow(), 'local');
+    assert.equal(a.up, false, 'three deadlines missed in a row: an outage');
+    assert.equal(a.stats().outages, 1);
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1);
+  } finally {
+    await a.stop();
     await redis.stop();
   }
 });
