@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
@@ -10,6 +10,23 @@ import { within } from '../helpers/within.js';
 
 function link(redis: RedisServer, name: string, logger = capturingLogger().logger): ClusterLink {
   return new ClusterLink({ redis: redis.url, prefix: 'test:link', name, timeoutMs: 200 }, logger);
+}
+
+/** A Redis, a link `a` to it (not started) whose log and onUp calls are watched; both stopped after `body`. */
+async function withWatchedLink(t: TestContext, body: (set: { redis: RedisServer; a: ClusterLink; log: ReturnType<typeof capturingLogger>; ups: () => number }) => Promise<void>): Promise<void> {
+  if (!requireTool(t, 'redis-server')) return;
+  const redis = await RedisServer.start();
+  const log = capturingLogger();
+  const a = link(redis, 'a', log.logger);
+  let ups = 0;
+  a.onUp(() => ups++);
+  try {
+    await body({ redis, a, log, ups: () => ups });
+  } finally {
+    redis.resume();
+    await a.stop();
+    await redis.stop();
+  }
 }
 
 test('a link runs calls on Redis under its prefix, and passes messages to the other boxes but not to itself', async (t) => {
@@ -43,15 +60,9 @@ test('a link runs calls on Redis under its prefix, and passes messages to the ot
 });
 
 test('with Redis killed, calls fall back at once, the outage is logged once, and Redis back calls onUp to re-sync', async (t) => {
-  if (!requireTool(t, 'redis-server')) return;
-  const redis = await RedisServer.start();
-  const log = capturingLogger();
-  const a = link(redis, 'a', log.logger);
-  let ups = 0;
-  a.onUp(() => ups++);
-  try {
+  await withWatchedLink(t, async ({ redis, a, log, ups }) => {
     a.start();
-    await eventually(() => ups === 1, 'first connect');
+    await eventually(() => ups() === 1, 'first connect');
     await redis.kill();
     const results: string[] = [];
     const started = Date.now();
@@ -63,13 +74,10 @@ test('with Redis killed, calls fall back at once, the outage is logged once, and
     assert.ok((a.stats().fallbacks.rate_limit ?? 0) >= 50);
     assert.equal(a.stats().up, false);
     await redis.restart();
-    await eventually(() => ups === 2, 'onUp after the outage', 15_000);
+    await eventually(() => ups() === 2, 'onUp after the outage', 15_000);
     assert.equal(await a.attempt('rate_limit', (r) => r.ping(), () => 'local'), 'PONG');
     assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
-  } finally {
-    await a.stop();
-    await redis.stop();
-  }
+  });
 });
 
 test('a link stops within its QUIT deadline when Redis hangs (SIGSTOP), and when it was never reached', async (t) => {
@@ -135,18 +143,12 @@ test('while Redis hangs (SIGSTOP), one call at a time tries it and every other c
 });
 
 test('one call that misses its deadline while Redis answers is no outage (no log, no re-sync, the link up); three missed in a row are', async (t) => {
-  if (!requireTool(t, 'redis-server')) return;
-  const redis = await RedisServer.start();
-  const log = capturingLogger();
-  const a = link(redis, 'a', log.logger);
-  let ups = 0;
-  a.onUp(() => ups++);
-  /** A call whose answer never comes in time (a large value, a pause), while Redis answers every other one. */
-  const slow = (): Promise<string> => a.attempt('cache', () => new Promise<string>(() => undefined), () => 'local');
-  const ping = (): Promise<string> => a.attempt('rate_limit', (r) => r.ping().then(() => 'redis'), () => 'local');
-  try {
+  await withWatchedLink(t, async ({ a, log, ups }) => {
+    /** A call whose answer never comes in time (a large value, a pause), while Redis answers every other one. */
+    const slow = (): Promise<string> => a.attempt('cache', () => new Promise<string>(() => undefined), () => 'local');
+    const ping = (): Promise<string> => a.attempt('rate_limit', (r) => r.ping().then(() => 'redis'), () => 'local');
     a.start();
-    await eventually(() => ups === 1, 'first connect');
+    await eventually(() => ups() === 1, 'first connect');
     assert.equal(await slow(), 'local', 'the slow call took its fallback at its deadline');
     assert.equal(a.up, true, 'one missed deadline: the link is still up');
     assert.equal(await ping(), 'redis', 'the next call goes to Redis (it probes), and answers');
@@ -154,28 +156,19 @@ test('one call that misses its deadline while Redis answers is no outage (no log
     assert.equal(await slow(), 'local');
     assert.equal(await ping(), 'redis', 'two missed, one answered: the count starts over');
     assert.equal(a.stats().outages, 0);
-    assert.equal(ups, 1, 'no re-sync: there was no outage');
+    assert.equal(ups(), 1, 'no re-sync: there was no outage');
     assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 0);
     for (let i = 0; i < 3; i++) assert.equal(await slow(), 'local');
     assert.equal(a.up, false, 'three deadlines missed in a row: an outage');
     assert.equal(a.stats().outages, 1);
     assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1);
-  } finally {
-    await a.stop();
-    await redis.stop();
-  }
+  });
 });
 
 test('a call Redis answers with an error (OOM at maxmemory) falls back alone: the link stays up, no outage, one line per feature', async (t) => {
-  if (!requireTool(t, 'redis-server')) return;
-  const redis = await RedisServer.start();
-  const log = capturingLogger();
-  const a = link(redis, 'a', log.logger);
-  let ups = 0;
-  a.onUp(() => ups++);
-  try {
+  await withWatchedLink(t, async ({ a, log, ups }) => {
     a.start();
-    await eventually(() => ups === 1, 'first connect');
+    await eventually(() => ups() === 1, 'first connect');
     await a.attempt('setup', (r) => r.config('SET', 'maxmemory-policy', 'noeviction').then(() => r.config('SET', 'maxmemory', '1')), () => 'failed');
     const writes: string[] = [];
     for (let i = 0; i < 20; i++) writes.push(await a.attempt('cache', (r) => r.set(a.key('big', String(i)), 'x'.repeat(1000)), () => 'local'));
@@ -184,23 +177,14 @@ test('a call Redis answers with an error (OOM at maxmemory) falls back alone: th
     assert.equal(await a.attempt('rate_limit', (r) => r.get(a.key('none')).then(() => 'redis'), () => 'local'), 'redis', 'a read right after goes to Redis');
     assert.equal(a.stats().outages, 0);
     assert.equal(a.stats().fallbacks.cache, 20);
-    assert.equal(ups, 1, 'no re-sync: there was no outage');
+    assert.equal(ups(), 1, 'no re-sync: there was no outage');
     assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 0);
     assert.equal(log.lines.filter((line) => /Redis refused a cache call/.test(line.msg)).length, 1, 'said once');
-  } finally {
-    await a.stop();
-    await redis.stop();
-  }
+  });
 });
 
 test('a link started while Redis hangs (connection accepted, no answers) reports the outage, and the re-sync when Redis answers', async (t) => {
-  if (!requireTool(t, 'redis-server')) return;
-  const redis = await RedisServer.start();
-  const log = capturingLogger();
-  const a = link(redis, 'a', log.logger);
-  let ups = 0;
-  a.onUp(() => ups++);
-  try {
+  await withWatchedLink(t, async ({ redis, a, log, ups }) => {
     redis.pause();
     a.start();
     await eventually(() => a.stats().down_since !== null || undefined, 'the outage is reported', 8000);
@@ -208,14 +192,10 @@ test('a link started while Redis hangs (connection accepted, no answers) reports
     assert.equal(a.stats().outages, 1);
     assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1, 'said once');
     redis.resume();
-    await eventually(() => ups === 1 || undefined, 'onUp once Redis answers', 8000);
+    await eventually(() => ups() === 1 || undefined, 'onUp once Redis answers', 8000);
     assert.equal(a.up, true);
     assert.equal(log.lines.filter((line) => /Redis reachable again/.test(line.msg)).length, 1);
-  } finally {
-    redis.resume();
-    await a.stop();
-    await redis.stop();
-  }
+  });
 });
 
 test('a message on a cluster channel that is JSON but not an object (null, a number, a list) is dropped; the process lives and the next message arrives', async (t) => {
