@@ -17,6 +17,7 @@ export const PER_BOX_KEYS: readonly string[] = [
   'listen[].addr',
   'cluster.name',
   'cluster.redis',
+  'cluster.sentinels',
   'cluster.key',
   'admin.listen',
   'admin.tls',

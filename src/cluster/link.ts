@@ -19,8 +19,10 @@ import { Redis, ReplyError, type RedisOptions } from 'ioredis';
 
 /** How a link is made: from the `cluster` section (see config/schema.ts). */
 export interface ClusterSettings {
-  /** `redis://` or `rediss://` URL. */
+  /** `redis://` or `rediss://` URL; with `sentinels`, its host is the master's name in Sentinel. */
   redis: string;
+  /** Redis Sentinel's `host:port` addresses, when Redis is found through Sentinel. */
+  sentinels?: readonly string[] | undefined;
   /** Every key and channel starts with it (`portico:shop`): two clusters may share one Redis. */
   prefix: string;
   /** This box's name (unique in the cluster). */
@@ -103,8 +105,8 @@ export class ClusterLink {
       // Reconnects forever, at most every 2 s: a box outlives any Redis outage.
       retryStrategy: (times) => Math.min(100 * times, 2000),
     };
-    this.#redis = new Redis(settings.redis, options);
-    this.#subscriber = new Redis(settings.redis, { ...options, enableOfflineQueue: true, autoResubscribe: true });
+    this.#redis = connectRedis(settings, options);
+    this.#subscriber = connectRedis(settings, { ...options, enableOfflineQueue: true, autoResubscribe: true });
     this.#redis.on('error', (err: Error) => this.#failed('connection', err));
     this.#subscriber.on('error', () => {});
     this.#redis.on('ready', () => this.#ready());
@@ -285,7 +287,7 @@ export class ClusterLink {
   #refused(feature: Feature, err: Error): void {
     if (this.#stopped || this.#refusing.has(feature)) return;
     this.#refusing.add(feature);
-    this.#logger.warn({ redis: redactUrl(this.settings.redis), feature, err: err.message }, `cluster: Redis refused a ${feature} call: it took its local fallback (said once until one succeeds)`);
+    this.#logger.warn({ redis: describeRedis(this.settings), feature, err: err.message }, `cluster: Redis refused a ${feature} call: it took its local fallback (said once until one succeeds)`);
   }
 
   #failed(feature: Feature, err: Error): void {
@@ -294,7 +296,7 @@ export class ClusterLink {
     if (this.#outage !== undefined) return;
     this.#outage = { since: Date.now(), feature };
     this.#outages++;
-    this.#logger.warn({ redis: redactUrl(this.settings.redis), feature, err: err.message }, 'cluster: Redis unreachable: each box runs on its local fallbacks until it is back');
+    this.#logger.warn({ redis: describeRedis(this.settings), feature, err: err.message }, 'cluster: Redis unreachable: each box runs on its local fallbacks until it is back');
   }
 
   #ready(): void {
@@ -303,7 +305,7 @@ export class ClusterLink {
     const outage = this.#outage;
     this.#outage = undefined;
     if (outage !== undefined) {
-      this.#logger.warn({ redis: redactUrl(this.settings.redis), down_ms: Date.now() - outage.since }, 'cluster: Redis reachable again: re-syncing');
+      this.#logger.warn({ redis: describeRedis(this.settings), down_ms: Date.now() - outage.since }, 'cluster: Redis reachable again: re-syncing');
     }
     for (const listener of [...this.#upListeners]) {
       try {
@@ -356,4 +358,34 @@ export function redactUrl(url: string): string {
   } catch {
     return 'redis';
   }
+}
+
+/**
+ * A client of the cluster's Redis: the URL's, or, with sentinels, the master Sentinel names (the URL's host), its
+ * user, password, database and TLS from the URL. After a failover the client asks Sentinel again when its connection
+ * drops, and at once when Sentinel announces the new master (`failoverDetector`).
+ */
+function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
+  if (settings.sentinels === undefined) return new Redis(settings.redis, options);
+  const url = new URL(settings.redis);
+  return new Redis({
+    ...options,
+    sentinels: settings.sentinels.map((address) => {
+      const at = address.lastIndexOf(':');
+      return { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
+    }),
+    name: decodeURIComponent(url.hostname),
+    role: 'master',
+    failoverDetector: true,
+    ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
+    ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
+    db: Number(url.pathname.slice(1) || 0),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  });
+}
+
+/** The Redis a link reaches, for its log lines: the URL without its password, and the sentinels if any. */
+export function describeRedis(settings: ClusterSettings): string {
+  const url = redactUrl(settings.redis);
+  return settings.sentinels === undefined ? url : `${url} through the sentinels ${settings.sentinels.join(', ')}`;
 }

@@ -1,7 +1,8 @@
 /**
  * The checks of the `cluster` section beyond its schema: the cluster's secret is read from the environment
- * variable `key_env` names (it keys encryption at rest and the shared HMAC keys, so a weak one is refused), and the
- * box's name defaults to the host name.
+ * variable `key_env` names (it keys encryption at rest and the shared HMAC keys, so a weak one is refused), the
+ * Redis URL is one the client reads (the master's name with `sentinels`), and the box's name defaults to the host
+ * name.
  */
 import { hostname } from 'node:os';
 import type { ParsedConfig, Problem } from './schema.js';
@@ -15,15 +16,19 @@ export const MIN_ACME_LEASE_MS = 1000;
 /** The longest `cluster.timeout` accepted: it is what a request waits at most when Redis hangs. */
 export const MAX_CLUSTER_TIMEOUT_MS = 5000;
 
-/** What is wrong with a `redis://` URL the schema let through (undefined: nothing), as the client would read it. */
-function redisUrlProblem(text: string): string | undefined {
+/**
+ * What is wrong with a `redis://` URL the schema let through (undefined: nothing), as the client would read it.
+ * With sentinels, its host is the master's name in Sentinel, and it has no port.
+ */
+function redisUrlProblem(text: string, sentinels: boolean): string | undefined {
   let url: URL;
   try {
     url = new URL(text);
   } catch {
     return 'not a URL the Redis client can read (redis://[user:password@]host:port/db; a password with "@", ":" or "/" is written percent-encoded)';
   }
-  if (url.hostname === '') return 'the URL names no host (redis://host:6379/0)';
+  if (url.hostname === '') return sentinels ? "with sentinels, the URL's host is the master's name in Sentinel (redis://:password@mymaster/0)" : 'the URL names no host (redis://host:6379/0)';
+  if (sentinels && url.port !== '') return `with sentinels, the URL's host is the master's name in Sentinel, and Sentinel gives its address: no port (redis://${url.username === '' && url.password === '' ? '' : '…@'}${url.hostname}${url.pathname})`;
   if (!/^(\/\d*)?$/.test(url.pathname)) return `the URL's path is the database number (redis://host:6379/0), got "${url.pathname}"`;
   return undefined;
 }
@@ -34,7 +39,7 @@ export function checkCluster(config: ParsedConfig, env: NodeJS.ProcessEnv = proc
   if (cluster === undefined) return [];
   if (cluster.name === '') cluster.name = hostname().replace(/[^A-Za-z0-9_.-]/g, '-');
   const problems: Problem[] = [];
-  const url = redisUrlProblem(cluster.redis);
+  const url = redisUrlProblem(cluster.redis, cluster.sentinels !== undefined);
   if (url !== undefined) problems.push({ keys: ['cluster', 'redis'], message: url });
   if (!(cluster.timeout >= 1) || cluster.timeout > MAX_CLUSTER_TIMEOUT_MS) {
     problems.push({

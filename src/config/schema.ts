@@ -975,8 +975,13 @@ const admin = z
  */
 const cluster = z
   .strictObject({
-    /** `redis://[user:password@]host:port/db` or `rediss://…` (TLS). */
+    /**
+     * `redis://[user:password@]host:port/db` or `rediss://…` (TLS). With `sentinels`, its host is the master's name
+     * in Sentinel (`redis://:password@mymaster/0`, as redis-rb and Sidekiq write it).
+     */
     redis: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'expected a redis:// or rediss:// URL (redis://127.0.0.1:6379/0)'),
+    /** Redis Sentinel's addresses (`host:port`): the master is asked of them, and found again after a failover. */
+    sentinels: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'a sentinel is host:port (10.0.0.1:26379)')).min(1).optional(),
     /** Every key and channel starts with it: two clusters may share one Redis. */
     prefix: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a prefix uses letters, digits, "_", "-", ".", ":"').default('portico'),
     /** The environment variable holding the cluster's secret (32+ characters): encryption at rest and the shared HMAC keys. */

@@ -20,7 +20,7 @@ import { secretId } from '../cluster/sealed.js';
 export function clusterLink(config: Config, logger: Logger, processes = 1): ClusterLink | undefined {
   const cluster = config.cluster;
   if (cluster === undefined) return undefined;
-  return new ClusterLink({ redis: cluster.redis, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes, processes }, logger);
+  return new ClusterLink({ redis: cluster.redis, sentinels: cluster.sentinels, prefix: cluster.prefix, name: cluster.name, timeoutMs: cluster.timeout, expectedBoxes: cluster.boxes, processes }, logger);
 }
 
 /** What the heartbeat reads of the running server at each beat. */

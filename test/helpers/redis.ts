@@ -1,20 +1,35 @@
 /**
  * Debian's `redis-server` for cluster tests: started on a free loopback port with nothing saved to disk, stopped,
- * killed (SIGKILL, as a crash) and started again on the same port. Tests needing it call `requireTool(t,
- * 'redis-server')` first (.ci/run installs it).
+ * killed (SIGKILL, as a crash) and started again on the same port; a replica of another, or a Sentinel watching
+ * one (`redis-server --sentinel`, the same binary). Tests needing it call `requireTool(t, 'redis-server')` first
+ * (.ci/run installs it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { freePort } from './pebble.js';
+
+/** The master group a `RedisServer.sentinel` watches. */
+export const SENTINEL_MASTER = 'mymaster';
 
 /** A running (or stopped, to be restarted) redis-server. */
 export class RedisServer {
   readonly port: number;
   #child: ChildProcess | undefined;
   #output = '';
+  /** The command line after the program, and the line that says it is ready. */
+  readonly #args: string[];
+  readonly #ready: RegExp;
+  /** A Sentinel's folder (its config file, which it rewrites), removed by `stop`. */
+  readonly #dir: string | undefined;
 
-  private constructor(port: number) {
+  private constructor(port: number, args: string[], ready = /Ready to accept connections/, dir?: string) {
     this.port = port;
+    this.#args = args;
+    this.#ready = ready;
+    this.#dir = dir;
   }
 
   /** `redis://127.0.0.1:PORT/0`. */
@@ -27,9 +42,40 @@ export class RedisServer {
     return this.#output;
   }
 
-  /** Starts a redis-server on a free port and waits until it accepts connections. */
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+  /** Starts a redis-server on a free port and waits until it accepts connections; `args` add to its command line. */
+  static async start(args: string[] = []): Promise<RedisServer> {
+    const port = await freePort();
+    const server = new RedisServer(port, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'notice', ...args]);
+    await server.restart();
+    return server;
+  }
+
+  /** Starts a replica of `master` and waits until it accepts connections. */
+  static replicaOf(master: RedisServer): Promise<RedisServer> {
+    return RedisServer.start(['--replicaof', '127.0.0.1', String(master.port)]);
+  }
+
+  /**
+   * Starts a Sentinel watching `master` as `SENTINEL_MASTER`, alone in its quorum, that calls it down after
+   * `downAfterMs` without an answer and fails over to a replica; resolves once it watches.
+   */
+  static async sentinel(master: RedisServer, downAfterMs = 500): Promise<RedisServer> {
+    const port = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), 'portico-sentinel-'));
+    const config = path.join(dir, 'sentinel.conf');
+    writeFileSync(
+      config,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        'protected-mode no',
+        `sentinel monitor ${SENTINEL_MASTER} 127.0.0.1 ${master.port} 1`,
+        `sentinel down-after-milliseconds ${SENTINEL_MASTER} ${downAfterMs}`,
+        `sentinel failover-timeout ${SENTINEL_MASTER} 2000`,
+        '',
+      ].join('\n'),
+    );
+    const server = new RedisServer(port, [config, '--sentinel'], /\+monitor master/, dir);
     await server.restart();
     return server;
   }
@@ -37,15 +83,13 @@ export class RedisServer {
   /** Starts the server again on its port (after `stop` or `kill`); an empty database. */
   async restart(): Promise<void> {
     if (this.#child !== undefined) throw new Error('redis-server is running');
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'notice'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn('redis-server', this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     let ready: () => void = () => {};
     const started = new Promise<void>((resolve) => (ready = resolve));
     const take = (chunk: Buffer) => {
       this.#output += chunk.toString();
-      if (/Ready to accept connections/.test(this.#output.slice(-4096))) ready();
+      if (this.#ready.test(this.#output.slice(-4096))) ready();
     };
     child.stdout!.on('data', take);
     child.stderr!.on('data', take);
@@ -81,6 +125,7 @@ export class RedisServer {
   /** Stops the server (SIGTERM) and waits for it to exit. */
   async stop(): Promise<void> {
     await this.#end('SIGTERM');
+    if (this.#dir !== undefined) rmSync(this.#dir, { recursive: true, force: true });
   }
 
   /** Kills the server (SIGKILL: a crash, no goodbye to its clients) and waits for it to exit. */

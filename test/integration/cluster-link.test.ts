@@ -2,7 +2,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
-import { RedisServer } from '../helpers/redis.js';
+import { RedisServer, SENTINEL_MASTER } from '../helpers/redis.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { requireTool } from '../helpers/tools.js';
 import { eventually } from '../helpers/supervise.js';
@@ -219,5 +219,47 @@ test('a message on a cluster channel that is JSON but not an object (null, a num
     raw.disconnect();
     await a.stop();
     await redis.stop();
+  }
+});
+
+test('through Sentinel, a link finds the master; when the master dies, calls fall back until Sentinel promotes the replica, then go to it', async (t) => {
+  if (!requireTool(t, 'redis-server')) return;
+  const master = await RedisServer.start();
+  const replica = await RedisServer.replicaOf(master);
+  const sentinel = await RedisServer.sentinel(master);
+  const log = capturingLogger();
+  const a = new ClusterLink({ redis: `redis://${SENTINEL_MASTER}/0`, sentinels: [`127.0.0.1:${sentinel.port}`], prefix: 'test:link', name: 'a', timeoutMs: 200 }, log.logger);
+  const ask = new Redis(sentinel.port, '127.0.0.1', { maxRetriesPerRequest: 0 });
+  const onReplica = new Redis(replica.url, { maxRetriesPerRequest: 0 });
+  try {
+    // Sentinel learns of the replica from the master's INFO, and fails over only to a replica it knows.
+    await eventually(async () => ((await ask.call('SENTINEL', 'REPLICAS', SENTINEL_MASTER)) as unknown[]).length === 1 || undefined, 'Sentinel knows the replica', 15_000);
+    const up = new Promise<void>((resolve) => a.onUp(resolve));
+    a.start();
+    await within('link up', up);
+    assert.equal(await a.attempt('test', (r) => r.set(a.key('k'), 'before'), () => 'local'), 'OK');
+    await eventually(async () => (await onReplica.get(a.key('k'))) === 'before' || undefined, 'the write reached the replica');
+    await master.kill();
+    const fallbacks: string[] = [];
+    await eventually(
+      async () => {
+        const answer = await a.attempt('test', (r) => r.set(a.key('k'), 'after'), () => 'local');
+        if (answer === 'local') fallbacks.push(answer);
+        return answer === 'OK' || undefined;
+      },
+      'a write after the failover',
+      20_000,
+    );
+    t.diagnostic(`${fallbacks.length} calls fell back while Sentinel failed over`);
+    assert.equal(await onReplica.get(a.key('k')), 'after', 'the write went to the promoted replica');
+    assert.equal(((await onReplica.call('ROLE')) as unknown[])[0], 'master');
+    assert.ok(fallbacks.length > 0, 'calls fell back meanwhile (none waited)');
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1);
+    assert.match(String(log.lines.find((line) => /Redis unreachable/.test(line.msg))?.redis), new RegExp(`through the sentinels 127\\.0\\.0\\.1:${sentinel.port}`));
+  } finally {
+    ask.disconnect();
+    onReplica.disconnect();
+    await a.stop();
+    await Promise.all([sentinel.stop(), replica.stop(), master.stop()]);
   }
 });

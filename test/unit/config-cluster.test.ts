@@ -80,3 +80,16 @@ test('a shared tier lock of 0 is refused at its line (Redis refuses a TTL of 0: 
   assert.equal(errors.length, 1);
   assert.match(errors[0]!, /portico\.yaml:5:\d+ caches\.main\.shared\.lock: .*at least 1ms/);
 });
+
+test("with sentinels, the URL's host is the master's name: taken without a port, refused with one; a sentinel address without a port is refused at its line", () => {
+  process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
+  const config = parseConfig(`cluster:\n  redis: redis://:secret@mymaster/2\n  sentinels: ["10.0.0.1:26379", "sentinel.internal:26380"]\n  key_env: PORTICO_TEST_KEY\n${site}`, 'portico.yaml', tmpdir());
+  assert.deepEqual(config.cluster?.sentinels, ['10.0.0.1:26379', 'sentinel.internal:26380']);
+  const withPort = configErrors(`cluster:\n  redis: redis://:secret@mymaster:6379/2\n  sentinels: ["10.0.0.1:26379"]\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
+  assert.equal(withPort.length, 1);
+  assert.match(withPort[0]!, /portico\.yaml:2:\d+ cluster\.redis: with sentinels, the URL's host is the master's name in Sentinel, and Sentinel gives its address: no port \(redis:\/\/…@mymaster\/2\)/);
+  assert.doesNotMatch(withPort[0]!, /secret/, 'the password is not repeated');
+  const bad = configErrors(`cluster:\n  redis: redis://mymaster/0\n  sentinels: ["10.0.0.1:26379", "10.0.0.2"]\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
+  assert.equal(bad.length, 1);
+  assert.match(bad[0]!, /portico\.yaml:3:\d+.*a sentinel is host:port/);
+});
