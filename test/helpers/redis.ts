@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './pebble.js';
@@ -22,7 +22,7 @@ export class RedisServer {
   /** The command line after the program, and the line that says it is ready. */
   readonly #args: string[];
   readonly #ready: RegExp;
-  /** A Sentinel's folder (its config file, which it rewrites), removed by `stop`. */
+  /** The server's folder (a Sentinel's config file, which it rewrites; a replica's RDB), removed by `stop`. */
   readonly #dir: string | undefined;
 
   private constructor(port: number, args: string[], ready = /Ready to accept connections/, dir?: string) {
@@ -42,10 +42,15 @@ export class RedisServer {
     return this.#output;
   }
 
-  /** Starts a redis-server on a free port and waits until it accepts connections; `args` add to its command line. */
+  /**
+   * Starts a redis-server on a free port and waits until it accepts connections; `args` add to its command line.
+   * Its folder is its own (a replica writes the RDB it receives there; another server started where the tests run
+   * would load it), removed by `stop`.
+   */
   static async start(args: string[] = []): Promise<RedisServer> {
     const port = await freePort();
-    const server = new RedisServer(port, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'notice', ...args]);
+    const dir = mkdtempSync(path.join(tmpdir(), 'portico-redis-'));
+    const server = new RedisServer(port, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'notice', ...args], undefined, dir);
     await server.restart();
     return server;
   }
@@ -83,6 +88,8 @@ export class RedisServer {
   /** Starts the server again on its port (after `stop` or `kill`); an empty database. */
   async restart(): Promise<void> {
     if (this.#child !== undefined) throw new Error('redis-server is running');
+    // `stop` removed the folder.
+    if (this.#dir !== undefined) mkdirSync(this.#dir, { recursive: true });
     const child = spawn('redis-server', this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     let ready: () => void = () => {};
