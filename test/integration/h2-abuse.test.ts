@@ -5,7 +5,6 @@
  * stay under a cap, and the bystander's p99 under a bound. Each test says what it tried (t.diagnostic).
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -217,10 +216,13 @@ sites:
     await feed?.stop();
   });
 
-  test('its connection lives on, whatever Node refuses: a cancel and the next stream read together (Node 24 refuses that stream, ENHANCE_YOUR_CALM)', async (t) => {
+  test('a cancel and the stream it made room for, read together: each new stream is answered or refused (Node 24: ENHANCE_YOUR_CALM), and the connection lives on', async (t) => {
     // Node 24 lets go of a cancelled stream only on the next turn of the event loop, so the stream that a cancel
-    // made room for, read in the same chunk, finds the count still full and is refused; after 100 such refusals
-    // Node ended the whole session (maxSessionRejectedStreams). Node 20 lets go at once and refuses none.
+    // made room for, read in the same chunk, finds the count still full and is refused; Node 20 lets go at once and
+    // refuses none (the diagnostic says which). Past 100 refusals in a row Node ends the session
+    // (maxSessionRejectedStreams, raised by Portico: src/connections/h2-stage.ts); a client within the limit gets
+    // there only when several of its reads come before Node's next turn (a loaded server, a pipelined client), which
+    // a test cannot arrange: each round here refuses at most 100, and the next accepted stream starts the count over.
     const raw = await RawH2.open(portico.port);
     try {
       await raw.until(() => raw.settings);
@@ -271,24 +273,31 @@ sites:
       session.on('goaway', (code: number) => (goaway ??= code));
       try {
         let refused = 0;
-        const open = (): ClientHttp2Stream => {
+        /** A stream, and whether its answer began (true: a cancel then is no rapid reset) or it closed first (refused). */
+        const open = (): { stream: ClientHttp2Stream; begun: Promise<boolean> } => {
           const stream = session.request({ ':path': '/feed/x', ':authority': 'a.example' });
           stream.on('error', () => undefined);
           stream.on('close', () => void (stream.rstCode === ERROR.ENHANCE_YOUR_CALM && refused++));
-          return stream;
+          // Listened to from the start: the answer may begin before the loop comes to this stream.
+          const begun = new Promise<boolean>((resolve) => {
+            stream.once('response', () => resolve(true));
+            stream.once('close', () => resolve(false));
+          });
+          return { stream, begun };
         };
-        /** Resolves when the stream's answer began (a cancel then is no rapid reset), or it closed (refused). */
-        const begun = (stream: ClientHttp2Stream): Promise<unknown> => (stream.closed ? Promise.resolve() : Promise.race([once(stream, 'response'), once(stream, 'close')]));
         const live = Array.from({ length: 100 }, open);
+        // Only the cancels of answered streams count (a refused stream is closed already: no RST_STREAM goes out).
         let cancelled = 0;
-        for (; cancelled < 1500 && goaway === undefined && !session.destroyed; cancelled++) {
+        for (let i = 0; i < 10_000 && cancelled < 1500 && goaway === undefined && !session.destroyed; i++) {
           const oldest = live.shift()!;
-          await begun(oldest);
-          oldest.close(ERROR.CANCEL);
+          if (await oldest.begun) {
+            oldest.stream.close(ERROR.CANCEL);
+            cancelled++;
+          }
           live.push(open());
         }
-        for (const stream of live) stream.close(ERROR.CANCEL);
-        t.diagnostic(`${cancelled} streams cancelled; ${refused} new ones refused by Node (ENHANCE_YOUR_CALM, see the test above)`);
+        for (const { stream } of live) stream.close(ERROR.CANCEL);
+        t.diagnostic(`${cancelled} answered streams cancelled; ${refused} new ones refused by Node (ENHANCE_YOUR_CALM, see the test above)`);
         assert.equal(goaway, undefined, `GOAWAY ${goaway} after ${cancelled} cancels`);
         // The cancels are read before the next request (Node 24 would refuse one read with them).
         await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
