@@ -1,7 +1,7 @@
 /**
  * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
  * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
- * a local fallback. While Redis is away (connection refused or lost, or three deadlines missed in a row) the link is
+ * a local fallback. While Redis is away (connection refused or lost, or three deadlines missed one after another) the link is
  * **down**: calls go straight to their fallback without waiting (a request never pays a timeout per call; one call
  * at a time probes Redis), the outage is logged once (and once more when it ends), and every fallback is counted by
  * feature. One missed deadline is no outage (a large value, a pause of Redis): until a call succeeds again, one
@@ -92,6 +92,12 @@ export class ClusterLink {
   #probing = false;
   /** Deadlines missed since the last call Redis answered (see `MISSES_FOR_OUTAGE`). */
   #missed = 0;
+  /**
+   * Counts the misses counted in `#missed`: a call counts its miss only if none was counted since it began. The
+   * calls in flight together when Redis slows (queued behind one large value on the one connection) miss together,
+   * and are one miss, not an outage.
+   */
+  #missEpoch = 0;
 
   constructor(settings: ClusterSettings, logger: Logger) {
     this.settings = settings;
@@ -194,6 +200,7 @@ export class ClusterLink {
     // (connections open, no answers) otherwise made every call of the moment wait its whole deadline, and left its
     // command queued in the client for as long as the hang lasted (memory that grew with the traffic).
     const probe = this.#outage !== undefined || this.#missed > 0;
+    const epoch = this.#missEpoch;
     if (probe && this.#probing) return this.#fallBack(feature, fallback);
     if (probe) this.#probing = true;
     let timer: NodeJS.Timeout | undefined;
@@ -213,7 +220,7 @@ export class ClusterLink {
       if (err instanceof ReplyError) {
         this.#missed = 0;
         this.#refused(feature, err as Error);
-      } else if (err instanceof MissedDeadline && this.#outage === undefined && ++this.#missed < MISSES_FOR_OUTAGE) this.#slow(feature, err);
+      } else if (err instanceof MissedDeadline && this.#outage === undefined) this.#slow(feature, err, epoch);
       else this.#failed(feature, err as Error);
       return this.#fallBack(feature, fallback);
     } finally {
@@ -278,8 +285,15 @@ export class ClusterLink {
     return fallback();
   }
 
-  /** A missed deadline short of an outage: said at debug level; the calls after it probe (see `attempt`). */
-  #slow(feature: Feature, err: Error): void {
+  /**
+   * A call begun at `epoch` missed its deadline: counted unless another miss was counted since it began (see
+   * `#missEpoch`); the third counted in a row is an outage. Short of that, said at debug level; the calls after it
+   * probe (see `attempt`).
+   */
+  #slow(feature: Feature, err: Error, epoch: number): void {
+    if (epoch !== this.#missEpoch) return;
+    this.#missEpoch++;
+    if (++this.#missed >= MISSES_FOR_OUTAGE) return this.#failed(feature, err);
     if (!this.#stopped) this.#logger.debug({ feature, err: err.message, missed: this.#missed }, 'cluster: a Redis call missed its deadline');
   }
 
