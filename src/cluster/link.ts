@@ -1,11 +1,11 @@
 /**
  * One process's link to the cluster's Redis (docs/cluster.md): a command connection and a subscriber connection,
  * every key under the cluster's prefix, and the one rule every caller follows: a call to Redis has a deadline and
- * a local fallback. While Redis is away (connection refused or lost, or three deadlines missed one after another) the link is
- * **down**: calls go straight to their fallback without waiting (a request never pays a timeout per call; one call
- * at a time probes Redis), the outage is logged once (and once more when it ends), and every fallback is counted by
- * feature. One missed deadline is no outage (a large value, a pause of Redis): until a call succeeds again, one
- * call at a time tries Redis and the others fall back at once, without a log line or a re-sync. When
+ * a local fallback. While Redis is away (connection refused or lost, or three deadlines missed one after another)
+ * the link is **down**: calls go straight to their fallback without waiting (a request never pays a timeout per
+ * call; one call at a time probes Redis), the outage is logged once (and once more when it ends), and every fallback
+ * is counted by feature. One missed deadline is no outage (a large value, a pause of Redis): until a call succeeds
+ * again, one call at a time tries Redis and the others fall back at once, without a log line or a re-sync. When
  * Redis answers again the link is **up**, and the listeners of `onUp` re-sync what they keep there. A call Redis
  * answers with an error (OOM, WRONGTYPE) falls back alone: Redis is reachable, the link stays up.
  *
