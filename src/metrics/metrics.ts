@@ -50,10 +50,7 @@ export function grpcCounts(traffic: RouteTraffic): Record<string, number> | unde
 
 /** One upstream server's attempts (its stable id: see `UpstreamServer.name`). */
 export class ServerTraffic extends Traffic {
-  /** The count at the last scrape, and since when (ms) the server has been gone and idle: see `Metrics.#sweep`. */
-  seenCount = 0;
-  goneSince: number | undefined = undefined;
-  /** Set while the registry has forgotten this server: an attempt recorded after all puts it back. */
+  /** Set while the registry has forgotten this server (`Metrics.#sweep`): an attempt recorded after all puts it back. */
   revive: (() => void) | undefined = undefined;
 
   constructor(
@@ -253,6 +250,10 @@ export class Metrics {
   readonly registry = new Registry();
   readonly #routes = new Map<string, RouteTraffic>();
   readonly #servers = new Map<string, ServerTraffic>();
+  /** Per server of `#servers`: its count at the last sweep, and since when it has been gone and idle (see `#sweep`). */
+  readonly #seen = new Map<ServerTraffic, { count: number; goneSince: number | undefined }>();
+  /** When `server()` last swept: new servers sweep the gone ones at most once a minute, scraped or not. */
+  #sweptAt = 0;
   readonly #caches = new Map<string, CacheTally>();
   readonly #handshakes = new Map<string, number>();
   #handshakeErrors = 0;
@@ -281,7 +282,10 @@ export class Metrics {
   server(upstream: string, server: string): ServerTraffic {
     const key = `${upstream}\0${server}`;
     let traffic = this.#servers.get(key);
-    if (traffic === undefined) this.#servers.set(key, (traffic = new ServerTraffic(upstream, server)));
+    if (traffic !== undefined) return traffic;
+    this.#servers.set(key, (traffic = new ServerTraffic(upstream, server)));
+    // Servers come and go without a scrape too (nothing reads /metrics): the gone ones are forgotten all the same.
+    if (Date.now() - this.#sweptAt >= 60_000) this.#sweep();
     return traffic;
   }
 
@@ -325,7 +329,7 @@ export class Metrics {
   }
 
   /** The registry as JSON, for the primary to aggregate (`AggregatorRegistry.aggregate`). */
-  json(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+  json(): Promise<MetricsJson> {
     this.#sweep();
     return this.registry.getMetricsAsJSON();
   }
@@ -339,17 +343,20 @@ export class Metrics {
   #sweep(): void {
     const live = new Set(this.source.servers().map((s) => `${s.upstream}\0${s.server}`));
     const now = Date.now();
+    this.#sweptAt = now;
     for (const [key, traffic] of this.#servers) {
-      if (live.has(key) || traffic.count !== traffic.seenCount) {
-        traffic.seenCount = traffic.count;
-        traffic.goneSince = undefined;
-      } else if (traffic.goneSince === undefined) {
-        traffic.goneSince = now;
-      } else if (now - traffic.goneSince >= this.#forgetAfterMs) {
+      let seen = this.#seen.get(traffic);
+      if (seen === undefined) this.#seen.set(traffic, (seen = { count: 0, goneSince: undefined }));
+      if (live.has(key) || traffic.count !== seen.count) {
+        seen.count = traffic.count;
+        seen.goneSince = undefined;
+      } else if (seen.goneSince === undefined) {
+        seen.goneSince = now;
+      } else if (now - seen.goneSince >= this.#forgetAfterMs) {
         this.#servers.delete(key);
+        this.#seen.delete(traffic);
         traffic.revive = () => {
           traffic.revive = undefined;
-          traffic.goneSince = undefined;
           if (!this.#servers.has(key)) this.#servers.set(key, traffic);
         };
       }
@@ -596,6 +603,32 @@ function classSeries(labels: Record<string, string>, traffic: Traffic): Array<[R
  */
 export function withoutNaN(list: MetricObjectWithValues<MetricValue<string>>[]): MetricObjectWithValues<MetricValue<string>>[] {
   return list.map((metric) => (metric.values.every(isNumber) ? metric : { ...metric, values: metric.values.filter(isNumber) }));
+}
+
+/** A registry as JSON (prom-client's `getMetricsAsJSON`), as a worker sends it to the primary. */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** The metrics counted per upstream server, which a process forgets once the server is gone (`Metrics.#sweep`). */
+const PER_SERVER = new Set(['portico_upstream_requests_total', 'portico_upstream_request_duration_seconds']);
+
+const serverKey = (labels: Partial<Record<string, string | number>>): string => `${labels.upstream}\0${labels.server}`;
+
+/**
+ * With workers, each forgets a gone server at its own scrape (it went idle there at its own moment): summed, its
+ * counters would fall while the others still have it, which Prometheus reads as a reset (a burst of phantom traffic
+ * in `rate()`). So the primary hands on a worker's last figures of a server it forgot (`previous`: its last JSON,
+ * as this returned it) while any process (`fresh`, all of them) still has that server; once none does, it goes.
+ */
+export function carryForgottenServers(previous: MetricsJson | undefined, own: MetricsJson, fresh: readonly MetricsJson[]): MetricsJson {
+  if (previous === undefined) return own;
+  const held = new Set<string>();
+  for (const list of fresh) for (const metric of list) if (PER_SERVER.has(metric.name)) for (const value of metric.values) held.add(serverKey(value.labels));
+  return own.map((metric) => {
+    if (!PER_SERVER.has(metric.name)) return metric;
+    const mine = new Set(metric.values.map((value) => serverKey(value.labels)));
+    const carried = previous.find((m) => m.name === metric.name)?.values.filter((value) => !mine.has(serverKey(value.labels)) && held.has(serverKey(value.labels))) ?? [];
+    return carried.length === 0 ? metric : { ...metric, values: [...metric.values, ...carried] };
+  });
 }
 
 function isNumber(value: MetricValue<string>): boolean {

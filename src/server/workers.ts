@@ -28,8 +28,8 @@ import { CRASH_LOOP_COUNT, CRASH_WINDOW_MS, FIRST_BACKOFF_MS, MAX_BACKOFF_MS } f
 import { ControlServer } from '../control/server.js';
 import type { OperationResult, Progress } from '../control/protocol.js';
 import type { ProcessStatus, PurgeTarget, ServerAction, ServerStatus, StatusReport } from '../control/admin-types.js';
-import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { Metrics, withoutNaN } from '../metrics/metrics.js';
+import { AggregatorRegistry, Gauge } from 'prom-client';
+import { carryForgottenServers, Metrics, withoutNaN, type MetricsJson } from '../metrics/metrics.js';
 import { certificateStatuses, mergeProcessStatus, scrapeSource, statusReport } from './status.js';
 import { Supervisor } from '../supervise/supervisor.js';
 import type { BoundAddress } from '../connections/listeners.js';
@@ -97,9 +97,6 @@ function replyError(slot: number, reply: Reply<{ error?: string }>, timeoutMs: n
       return `worker ${slot}: ${reply.error.message}`;
   }
 }
-
-/** A registry as JSON (prom-client's `getMetricsAsJSON`), as a worker sends it. */
-type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 /** One worker's answer to `status` (undefined fields: it did not answer in time). */
 interface WorkerAnswer {
@@ -364,6 +361,8 @@ export class Primary {
   readonly #operations: Operations;
   #control: ControlServer | undefined;
   readonly #startedAt = Date.now();
+  /** Each worker slot's metrics at the last scrape, with its pid (see `metricsText`). */
+  readonly #lastMetrics = new Map<number, { pid: number | undefined; metrics: MetricsJson }>();
   /** Deploys of the upstreams whose `spawn` a reload changed (queued behind it). */
   #deploys: Promise<void> = Promise.resolve();
   /** The operator's say on servers: the truth, kept in the state directory; every worker gets it. */
@@ -986,7 +985,16 @@ export class Primary {
    */
   async metricsText(): Promise<{ contentType: string; body: string }> {
     const answers = await this.#askWorkers();
-    const lists = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
+    const fresh = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
+    // A gone server a worker forgot keeps that worker's last figures while another process still has it (see
+    // `carryForgottenServers`); a worker started again (another pid) counts from zero anyway.
+    const lists = answers.flatMap((a) => {
+      if (a.metrics === undefined) return [];
+      const last = this.#lastMetrics.get(a.slot);
+      const carried = carryForgottenServers(last !== undefined && last.pid === a.pid ? last.metrics : undefined, a.metrics, fresh);
+      this.#lastMetrics.set(a.slot, { pid: a.pid, metrics: carried });
+      return [carried];
+    });
     const own = this.#ownMetrics();
     own.answered.set(lists.length);
     lists.push(await own.metrics.json());

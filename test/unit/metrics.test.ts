@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AggregatorRegistry } from 'prom-client';
-import { CacheTally, Metrics, withoutNaN } from '../../src/metrics/metrics.js';
+import { CacheTally, carryForgottenServers, Metrics, withoutNaN, type MetricsJson } from '../../src/metrics/metrics.js';
 import { classIndex, cumulative, LATENCY_BOUNDS_MS, percentiles, quantile, sumHistograms, Traffic } from '../../src/metrics/traffic.js';
 import { mergeProcessStatus, trafficStats, withoutHistograms } from '../../src/server/status.js';
 import type { ProcessStatus, ServerStatus } from '../../src/control/admin-types.js';
@@ -228,6 +228,32 @@ describe('prom-client text from the recorders', () => {
     assert.match(text, /^g 0\.004$/m);
     const none = await AggregatorRegistry.aggregate([gauge(NaN)].map(withoutNaN)).metrics();
     assert.doesNotMatch(none, /Nan|NaN/);
+  });
+
+  test('with workers, a gone server one worker forgot keeps that worker\'s last figures in the sum while another still has it; forgotten by all, it goes', async () => {
+    const worker = (): Metrics => new Metrics({ processMetrics: false, forgetGoneServersAfterMs: 0 });
+    const [a, b] = [worker(), worker()];
+    a.server('app', 'gone').record(200, 1);
+    a.server('app', 'gone').record(200, 1);
+    b.server('app', 'gone').record(200, 1);
+    const seen = new Map<string, MetricsJson>();
+    /** One scrape of the primary: each worker's JSON, with what it forgot carried (as workers.ts does). */
+    const scrape = async (): Promise<string> => {
+      const fresh = [await a.json(), await b.json()];
+      const lists = fresh.map((own, i) => {
+        const carried = carryForgottenServers(seen.get(String(i)), own, fresh);
+        seen.set(String(i), carried);
+        return carried;
+      });
+      const text = await AggregatorRegistry.aggregate(lists).metrics();
+      return /^portico_upstream_requests_total\{upstream="app",server="gone",class="2xx"\} (\d+)$/m.exec(text)?.[1] ?? 'none';
+    };
+    assert.equal(await scrape(), '3');
+    // Neither has the server any more (no source lists it); a's last request is still ending: b forgets first.
+    a.server('app', 'gone').record(200, 1);
+    assert.equal(await scrape(), '4');
+    assert.equal(await scrape(), '4', 'b forgot it: its last figure is carried while a still has it');
+    assert.equal(await scrape(), 'none', 'a forgot it too: the series goes');
   });
 
   test('two processes\' registries aggregate into sums, histograms bucket-wise', async () => {
