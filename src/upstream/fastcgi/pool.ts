@@ -120,7 +120,8 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
    * An idle kept connection holds its worker too. One that went idle while another connection's request had not
    * yet waited STARVING_MS would hold it for good if no request ended afterwards to see the starving one
    * (`released`): so while any connection is idle and another unanswered, the pool looks again when the oldest
-   * of those has waited STARVING_MS, and then closes its idle connections.
+   * of those has waited STARVING_MS, and then closes one idle connection (the one idle longest) per connection
+   * that has waited so long, and looks again for the others.
    */
   #watchStarving(): void {
     if (this.#starveTimer !== undefined || this.#idle.length === 0) return;
@@ -129,8 +130,9 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     if (oldest === Infinity) return;
     this.#starveTimer = setTimeout(() => {
       this.#starveTimer = undefined;
-      if (this.#starving(undefined)) for (const idle of [...this.#idle]) idle.close();
-      else this.#watchStarving();
+      // One worker for each connection that waits: a closed idle one frees one.
+      for (let n = this.#starvingCount(); n > 0 && this.#idle.length > 0; n--) this.#idle[0]!.close();
+      this.#watchStarving();
     }, Math.max(0, oldest + STARVING_MS - Date.now())).unref();
   }
 
@@ -155,6 +157,8 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
   }
 
   #closed(): void {
+    clearTimeout(this.#starveTimer);
+    this.#starveTimer = undefined;
     const waiters = this.#closeWaiters;
     this.#closeWaiters = [];
     for (const resolve of waiters) resolve();
@@ -165,13 +169,24 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
    * at once: a new connection's first request is unanswered while PHP runs it too, and closing kept connections
    * for it would make every busy moment a storm of new connections (each closed one's request opens another).
    */
-  #starving(except: Connection | undefined): boolean {
+  #starving(except: Connection): boolean {
     const now = Date.now();
     for (const other of this.#all) {
       const since = other === except ? undefined : other.unansweredSince;
       if (since !== undefined && now - since >= STARVING_MS) return true;
     }
     return false;
+  }
+
+  /** How many connections have a request that has waited STARVING_MS or more unanswered (see `#starving`). */
+  #starvingCount(): number {
+    const now = Date.now();
+    let count = 0;
+    for (const connection of this.#all) {
+      const since = connection.unansweredSince;
+      if (since !== undefined && now - since >= STARVING_MS) count++;
+    }
+    return count;
   }
 
   /** Connections open now (busy or idle). */
@@ -201,7 +216,6 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     const err = typeof a === 'function' || a === undefined || a === null ? new FastCgiError('UND_ERR_DESTROYED', 'the FastCGI pool was destroyed') : a;
     const callback = typeof a === 'function' ? a : b;
     this.#destroyed = true;
-    clearTimeout(this.#starveTimer);
     const queued = this.#queue.splice(0);
     for (const pending of queued) pending.handler.onError?.(err);
     const done = new Promise<void>((resolve) => {
