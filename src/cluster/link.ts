@@ -376,7 +376,7 @@ export function redactUrl(url: string): string {
 
 /**
  * A client of the cluster's Redis: the URL's, or, with sentinels, the master Sentinel names (the URL's host), its
- * user, password, database and TLS from the URL. After a failover the client asks Sentinel again when its connection
+ * user, password and database from the URL (not `rediss://`: config/cluster.ts refuses it). After a failover the client asks Sentinel again when its connection
  * drops, and at once when Sentinel announces the new master (`failoverDetector`).
  */
 function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
@@ -386,7 +386,7 @@ function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
     ...options,
     sentinels: settings.sentinels.map((address) => {
       const at = address.lastIndexOf(':');
-      return { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
+      return { host: address.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(address.slice(at + 1)) };
     }),
     name: decodeURIComponent(url.hostname),
     role: 'master',
@@ -394,7 +394,6 @@ function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
     ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
     ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
     db: Number(url.pathname.slice(1) || 0),
-    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
   });
 }
 

@@ -28,6 +28,7 @@ function redisUrlProblem(text: string, sentinels: boolean): string | undefined {
     return 'not a URL the Redis client can read (redis://[user:password@]host:port/db; a password with "@", ":" or "/" is written percent-encoded)';
   }
   if (url.hostname === '') return sentinels ? "with sentinels, the URL's host is the master's name in Sentinel (redis://:password@mymaster/0)" : 'the URL names no host (redis://host:6379/0)';
+  if (sentinels && url.protocol === 'rediss:') return 'a rediss:// (TLS) Redis found through Sentinel is not supported yet: Sentinel gives the master as an address, which its certificate does not name';
   if (sentinels && url.port !== '') return `with sentinels, the URL's host is the master's name in Sentinel, and Sentinel gives its address: no port (redis://${url.username === '' && url.password === '' ? '' : '…@'}${url.hostname}${url.pathname})`;
   if (!/^(\/\d*)?$/.test(url.pathname)) return `the URL's path is the database number (redis://host:6379/0), got "${url.pathname}"`;
   return undefined;

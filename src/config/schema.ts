@@ -981,7 +981,10 @@ const cluster = z
      */
     redis: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'expected a redis:// or rediss:// URL (redis://127.0.0.1:6379/0)'),
     /** Redis Sentinel's addresses (`host:port`): the master is asked of them, and found again after a failover. */
-    sentinels: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'a sentinel is host:port (10.0.0.1:26379)')).min(1).optional(),
+    sentinels: z
+      .array(z.string().regex(/^([^\s:[\]]+|\[[0-9A-Fa-f:.]+\]):([1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])$/, 'a sentinel is host:port, the port 1 to 65535 (10.0.0.1:26379, [::1]:26379)'))
+      .min(1)
+      .optional(),
     /** Every key and channel starts with it: two clusters may share one Redis. */
     prefix: z.string().regex(/^[A-Za-z0-9_.:-]+$/, 'a prefix uses letters, digits, "_", "-", ".", ":"').default('portico'),
     /** The environment variable holding the cluster's secret (32+ characters): encryption at rest and the shared HMAC keys. */

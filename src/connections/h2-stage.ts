@@ -38,7 +38,7 @@ const http2SettingsOff: Http2Settings = { max_concurrent_streams: 100, max_heade
  * loop, so a stream opened in the same read as a cancel finds the count still full and is refused (RST_STREAM
  * ENHANCE_YOUR_CALM); past `maxSessionRejectedStreams` refusals in a row (Node's default: 100) it ended the whole
  * session. nghttp2's reset limit (1000 streams reset by the client, then 33 a second: a gRPC client that cancels
- * 34 calls a second gets GOAWAY INTERNAL_ERROR within a minute) can be set from Node 22 on; Node 20 keeps its own.
+ * 50 calls a second gets GOAWAY INTERNAL_ERROR within a minute) can be set on Node 24, not on Node 20.
  */
 const SESSION_LIMITS = { maxSessionRejectedStreams: 10_000, streamResetBurst: 10_000, streamResetRate: 1000 } as const;
 

@@ -81,7 +81,7 @@ test('a shared tier lock of 0 is refused at its line (Redis refuses a TTL of 0: 
   assert.match(errors[0]!, /portico\.yaml:5:\d+ caches\.main\.shared\.lock: .*at least 1ms/);
 });
 
-test("with sentinels, the URL's host is the master's name: taken without a port, refused with one; a sentinel address without a port is refused at its line", () => {
+test("with sentinels, the URL's host is the master's name: taken without a port, refused with one or with rediss://; a sentinel address is host:port (IPv6 in brackets), refused at its line otherwise", () => {
   process.env.PORTICO_TEST_KEY = 'k'.repeat(64);
   const config = parseConfig(`cluster:\n  redis: redis://:secret@mymaster/2\n  sentinels: ["10.0.0.1:26379", "sentinel.internal:26380"]\n  key_env: PORTICO_TEST_KEY\n${site}`, 'portico.yaml', tmpdir());
   assert.deepEqual(config.cluster?.sentinels, ['10.0.0.1:26379', 'sentinel.internal:26380']);
@@ -89,7 +89,14 @@ test("with sentinels, the URL's host is the master's name: taken without a port,
   assert.equal(withPort.length, 1);
   assert.match(withPort[0]!, /portico\.yaml:2:\d+ cluster\.redis: with sentinels, the URL's host is the master's name in Sentinel, and Sentinel gives its address: no port \(redis:\/\/…@mymaster\/2\)/);
   assert.doesNotMatch(withPort[0]!, /secret/, 'the password is not repeated');
-  const bad = configErrors(`cluster:\n  redis: redis://mymaster/0\n  sentinels: ["10.0.0.1:26379", "10.0.0.2"]\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
-  assert.equal(bad.length, 1);
-  assert.match(bad[0]!, /portico\.yaml:3:\d+.*a sentinel is host:port/);
+  for (const address of ['10.0.0.2', '10.0.0.2:0', '10.0.0.2:99999', '::1:26379']) {
+    const bad = configErrors(`cluster:\n  redis: redis://mymaster/0\n  sentinels: ["10.0.0.1:26379", "${address}"]\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
+    assert.equal(bad.length, 1, address);
+    assert.match(bad[0]!, /portico\.yaml:3:\d+.*a sentinel is host:port, the port 1 to 65535/, address);
+  }
+  const v6 = parseConfig(`cluster:\n  redis: redis://mymaster/0\n  sentinels: ["[::1]:26379", "[fd00::5]:65535"]\n  key_env: PORTICO_TEST_KEY\n${site}`, 'portico.yaml', tmpdir());
+  assert.deepEqual(v6.cluster?.sentinels, ['[::1]:26379', '[fd00::5]:65535']);
+  const tls = configErrors(`cluster:\n  redis: rediss://:secret@mymaster/0\n  sentinels: ["10.0.0.1:26379"]\n  key_env: PORTICO_TEST_KEY\n${site}`, tmpdir());
+  assert.equal(tls.length, 1);
+  assert.match(tls[0]!, /portico\.yaml:2:\d+ cluster\.redis: a rediss:\/\/ \(TLS\) Redis found through Sentinel is not supported yet/);
 });
