@@ -216,8 +216,9 @@ export class ClusterLink {
     } catch (err) {
       // Redis answered with an error (OOM at maxmemory, WRONGTYPE, a script's error on a value that is not ours): it
       // is reachable, and this call alone falls back. Taking it for an outage made the link flap down and up, every
-      // feature on its fallback for a second each time, and every re-sync run at each "reachable again".
-      if (err instanceof ReplyError) {
+      // feature on its fallback for a second each time, and every re-sync run at each "reachable again". But a
+      // master Sentinel has demoted (READONLY) is no Redis to write to: an outage, until the link finds the new one.
+      if (err instanceof ReplyError && !(this.settings.sentinels !== undefined && isReadOnly(err as Error))) {
         this.#missed = 0;
         this.#refused(feature, err as Error);
       } else if (err instanceof MissedDeadline && this.#outage === undefined) this.#slow(feature, err, epoch);
@@ -391,10 +392,18 @@ function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
     name: decodeURIComponent(url.hostname),
     role: 'master',
     failoverDetector: true,
+    // A master demoted without the link hearing of it (Sentinel unreachable at the switch) answers writes READONLY:
+    // the connection is made again, through Sentinel, to the master of the moment (the write itself falls back).
+    reconnectOnError: isReadOnly,
     ...(url.username === '' ? {} : { username: decodeURIComponent(url.username) }),
     ...(url.password === '' ? {} : { password: decodeURIComponent(url.password) }),
     db: Number(url.pathname.slice(1) || 0),
   });
+}
+
+/** Whether Redis refused a write as a replica (`READONLY You can't write against a read only replica.`). */
+function isReadOnly(err: Error): boolean {
+  return err.message.startsWith('READONLY');
 }
 
 /** The Redis a link reaches, for its log lines: the URL without its password, and the sentinels if any. */

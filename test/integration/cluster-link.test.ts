@@ -222,7 +222,15 @@ test('a message on a cluster channel that is JSON but not an object (null, a num
   }
 });
 
-test('through Sentinel, a link finds the master; when the master dies, calls fall back until Sentinel promotes the replica, then go to it', async (t) => {
+/**
+ * A master, its replica and a Sentinel watching them (which knows the replica), a link `a` through the Sentinel, up,
+ * that has written "before" to the master (seen on the replica); `ask` talks to the Sentinel, `onReplica` to the
+ * replica (it connects again: Sentinel cuts the promoted server's clients at a switch). Everything stopped after.
+ */
+async function withSentinelLink(
+  t: TestContext,
+  body: (set: { master: RedisServer; replica: RedisServer; sentinel: RedisServer; a: ClusterLink; log: ReturnType<typeof capturingLogger>; ask: Redis; onReplica: Redis }) => Promise<void>,
+): Promise<void> {
   if (!requireTool(t, 'redis-server')) return;
   const master = await RedisServer.start();
   const replica = await RedisServer.replicaOf(master);
@@ -230,7 +238,7 @@ test('through Sentinel, a link finds the master; when the master dies, calls fal
   const log = capturingLogger();
   const a = new ClusterLink({ redis: `redis://${SENTINEL_MASTER}/0`, sentinels: [`127.0.0.1:${sentinel.port}`], prefix: 'test:link', name: 'a', timeoutMs: 200 }, log.logger);
   const ask = new Redis(sentinel.port, '127.0.0.1', { maxRetriesPerRequest: 0 });
-  const onReplica = new Redis(replica.url, { maxRetriesPerRequest: 0 });
+  const onReplica = new Redis(replica.url);
   try {
     // Sentinel learns of the replica from the master's INFO, and fails over only to a replica it knows.
     await eventually(async () => ((await ask.call('SENTINEL', 'REPLICAS', SENTINEL_MASTER)) as unknown[]).length === 1 || undefined, 'Sentinel knows the replica', 15_000);
@@ -239,6 +247,17 @@ test('through Sentinel, a link finds the master; when the master dies, calls fal
     await within('link up', up);
     assert.equal(await a.attempt('test', (r) => r.set(a.key('k'), 'before'), () => 'local'), 'OK');
     await eventually(async () => (await onReplica.get(a.key('k'))) === 'before' || undefined, 'the write reached the replica');
+    await body({ master, replica, sentinel, a, log, ask, onReplica });
+  } finally {
+    ask.disconnect();
+    onReplica.disconnect();
+    await a.stop();
+    await Promise.all([sentinel.stop(), replica.stop(), master.stop()]);
+  }
+}
+
+test('through Sentinel, a link finds the master; when the master dies, calls fall back until Sentinel promotes the replica, then go to it', async (t) => {
+  await withSentinelLink(t, async ({ master, sentinel, a, log, onReplica }) => {
     await master.kill();
     const fallbacks: string[] = [];
     await eventually(
@@ -256,10 +275,25 @@ test('through Sentinel, a link finds the master; when the master dies, calls fal
     assert.ok(fallbacks.length > 0, 'calls fell back meanwhile (none waited)');
     assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1);
     assert.match(String(log.lines.find((line) => /Redis unreachable/.test(line.msg))?.redis), new RegExp(`through the sentinels 127\\.0\\.0\\.1:${sentinel.port}`));
-  } finally {
-    ask.disconnect();
-    onReplica.disconnect();
-    await a.stop();
-    await Promise.all([sentinel.stop(), replica.stop(), master.stop()]);
-  }
+  });
+});
+
+test('through Sentinel, an operator\'s failover with both servers alive (SENTINEL FAILOVER) moves the link to the new master', async (t) => {
+  await withSentinelLink(t, async ({ a, ask, onReplica }) => {
+    await ask.call('SENTINEL', 'FAILOVER', SENTINEL_MASTER);
+    await eventually(async () => ((await onReplica.call('ROLE').catch(() => [])) as unknown[])[0] === 'master' || undefined, 'the replica promoted', 20_000);
+    // Until the link follows, a write falls back (the old master, demoted, answers READONLY), or lands on the old
+    // master before Sentinel demotes it and is lost (as in any Redis failover); then writes reach the new master.
+    let n = 0;
+    await eventually(
+      async () => {
+        const value = `after-${++n}`;
+        const answer = await a.attempt('test', (r) => r.set(a.key('k'), value), () => 'local');
+        return (answer === 'OK' && (await onReplica.get(a.key('k')).catch(() => undefined)) === value) || undefined;
+      },
+      'a write on the new master',
+      20_000,
+    );
+    t.diagnostic(`${n} writes until one reached the new master`);
+  });
 });
