@@ -7,7 +7,8 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/load.js';
-import { stickyKeyRing, Upstream, type StickyKey, type UpstreamOptions } from './upstream.js';
+import { stickyKeyRing, type StickyKey } from './sticky-values.js';
+import { Upstream, type UpstreamOptions } from './upstream.js';
 
 interface Held {
   /** The upstream's config (and what else it was built from) as JSON: equal text, equal upstream. */

@@ -1,6 +1,7 @@
 /**
  * An upstream: a named group of app-server instances, the policy that spreads requests over them, their
- * health (active checks and passive ejection) and the bounded queue for requests that wait for capacity.
+ * health (active checks and passive ejection), the values of the sticky cookie that name them
+ * (sticky-values.ts) and the bounded queue for requests that wait for capacity (capacity-queue.ts).
  *
  * Selection filters, the policy chooses: candidates are the primaries that are healthy, not ejected, under
  * max_conns and not already tried for this request; only when no primary is available at all do the backup
@@ -12,9 +13,8 @@
  * With `discover`, servers found through DNS join and leave while the upstream runs (see `#discover`): what selection
  * reads of the list (groups, policies, sticky values) is built again at each change, the servers that stay unchanged.
  */
-import { createHmac, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import { fixedKeyRing, type KeyRing } from '../cluster/keys.js';
+import { fixedKeyRing } from '../cluster/keys.js';
 import type { Config } from '../config/load.js';
 import { slotName, slotRoute, speaksFastCgi } from '../config/schema.js';
 import { readCookie } from '../http/template.js';
@@ -24,30 +24,12 @@ import { policyKind } from './policies/index.js';
 import { createPolicy, type PickContext, type Policy } from './policies/types.js';
 import { UpstreamServer } from './server.js';
 import { sessionRoute } from './session-route.js';
-import { WaitQueue, type QueueEntry } from './wait-queue.js';
+import { stickyKeyRing, StickyValues, type StickyKey } from './sticky-values.js';
+import { CapacityQueue, type CapacityWait, type QueuePlace } from './capacity-queue.js';
 import type { Metrics } from '../metrics/metrics.js';
 
 type UpstreamConfig = Config['upstreams'][string];
 
-
-/**
- * The sticky cookie's HMAC key when the config names none: random, for this process (scope: process). A value
- * therefore names its server only to this process, survives reloads, and changes on restart, when clients are
- * simply pinned again. Without a key the value was a plain hash of the server's URL, which could be reversed to
- * the app's address by trying candidates. With a state directory, the server hands in the key kept there instead
- * (`stickyKey`), so that pins survive restarts and hold across processes sharing it; a cluster hands in its
- * rotating keys (cluster/keys.ts), so that a pin holds on every box.
- */
-const PROCESS_STICKY_SECRET = fixedKeyRing(randomBytes(32));
-
-/** The sticky key an upstream is built with: one key, or a ring that rotates (see `KeyRing`). */
-export type StickyKey = Buffer | KeyRing;
-
-/** `key` as a ring (undefined: the process's own). */
-export function stickyKeyRing(key: StickyKey | undefined): KeyRing {
-  if (key === undefined) return PROCESS_STICKY_SECRET;
-  return Buffer.isBuffer(key) ? fixedKeyRing(key) : key;
-}
 
 /** The port serving a spawned slot now, if any (asked when an upstream is built). */
 export type SlotPort = (upstream: string, slot: string) => number | undefined;
@@ -77,33 +59,8 @@ export interface UpstreamOptions {
 /** Why no server could be had: none is available at all, or those available are all at max_conns or their pool's size. */
 export type NoServer = 'unavailable' | 'full';
 
-interface Waiter {
-  resolve: (ok: boolean) => void;
-  timer: NodeJS.Timeout;
-  /** What its request selects with (see `select`): a turn goes to a waiter that can use it, no other. */
-  sticky: string | undefined;
-  tried: ReadonlySet<number> | undefined;
-}
-
 /** The pick context of a probe (`select` with `probe`): no policy runs, so none of it is read. */
 const PROBE_PICK: PickContext = Object.freeze({ clientIp: '', hashKey: '', random: () => 0 });
-
-/**
- * A request's place in the capacity queue over its waits (see `waitForCapacity`): `until` is 0 before its first
- * wait, then that wait's deadline, kept by later ones.
- */
-export interface QueuePlace {
-  until: number;
-}
-
-/** A place in the capacity queue: `ready` resolves true when capacity may be free, false on timeout or cancel. */
-export interface CapacityWait {
-  readonly ready: Promise<boolean>;
-  /** Leaves the queue (the client went away): `ready` resolves false. */
-  cancel(): void;
-}
-
-const NO_ROOM: CapacityWait = Object.freeze({ ready: Promise.resolve(false), cancel() {} });
 
 /** A group of servers with its policy and health state. */
 export class Upstream {
@@ -127,13 +84,8 @@ export class Upstream {
   readonly #logger: Logger;
   /** Spawned servers by slot name. */
   readonly #slots: ReadonlyMap<string, UpstreamServer>;
-  /** The keys sticky values are signed with; the values below are computed per `generation` of the ring. */
-  readonly #stickyRing: KeyRing;
-  #stickyGeneration = -1;
-  /** Each server's sticky value under the current key, by server id (`''` for an id no server has). */
-  #stickyIds: string[] = [];
-  /** Server ids by every sticky value that still names one: the current key's, and the other accepted keys'. */
-  #stickyPins: ReadonlyMap<string, number> = new Map();
+  /** The values of Portico's sticky cookie that name the servers. */
+  readonly #sticky: StickyValues;
   readonly #configDir: string;
   readonly #options: UpstreamOptions;
   /** The servers' DNS name (`discover`), resolved on its timer; undefined without `discover`. */
@@ -144,13 +96,8 @@ export class Upstream {
   readonly #leaving = new Set<UpstreamServer>();
   /** Servers by route, with `sticky.app_cookie` (undefined otherwise). */
   readonly #routes: ReadonlyMap<string, UpstreamServer> | undefined;
-  readonly #queue = new WaitQueue<Waiter>();
-  /** The server the last successful probe of `#canUse` found. */
-  #probed: UpstreamServer | undefined = undefined;
-  /** Servers given to woken waiters in one `#wake` pass, counted as taken until the pass ends. */
-  readonly #promised: UpstreamServer[] = [];
-  /** A check, after a turn was given, that it was taken (see `#wake`); undefined when none is due. */
-  #recheck: NodeJS.Immediate | undefined = undefined;
+  /** Requests waiting for a server with capacity. */
+  readonly #capacity: CapacityQueue;
   /** Reused candidate list: selection allocates nothing per request. */
   readonly #candidates: UpstreamServer[] = [];
   /**
@@ -174,9 +121,16 @@ export class Upstream {
     this.#servers = this.#own;
     if (options.metrics !== undefined) for (const server of this.servers) server.traffic = options.metrics.server(name, server.name);
     this.#slots = new Map(spawned.map((server) => [server.slot!, server]));
-    // Sticky values name a server without revealing it: an HMAC of the upstream name and the server's URL.
     // A configured secret wins over the process's, the state directory's and the cluster's keys.
-    this.#stickyRing = config.sticky?.secret !== undefined ? fixedKeyRing(Buffer.from(config.sticky.secret, 'utf8')) : stickyKeyRing(stickyKey);
+    const ring = config.sticky?.secret !== undefined ? fixedKeyRing(Buffer.from(config.sticky.secret, 'utf8')) : stickyKeyRing(stickyKey);
+    this.#sticky = new StickyValues(name, ring, () => [...this.#servers, ...this.#leaving]);
+    this.#capacity = new CapacityQueue(config.queue, {
+      anyCapacity: () => this.servers.some((s) => s.hasCapacity()),
+      probe: (tried, sticky) => {
+        const server = this.select(tried, PROBE_PICK, sticky, true);
+        return typeof server === 'string' ? undefined : server;
+      },
+    });
     this.#arrange(undefined);
     this.#routes =
       config.sticky?.app_cookie === undefined
@@ -190,7 +144,7 @@ export class Upstream {
         config.health,
         (server, healthy, reason, check) => {
           this.#logger.warn({ upstream: name, server: server.label, check, reason }, healthy ? 'server is up' : 'server is down');
-          if (healthy) this.#wake();
+          if (healthy) this.#capacity.wake();
         },
         onResult,
       );
@@ -215,46 +169,7 @@ export class Upstream {
       this.#policy.adopt?.(previous[0], kept(before.primaries, this.#primaries));
       this.#backupPolicy.adopt?.(previous[1], kept(before.backups, this.#backups));
     }
-    this.#rekey(true);
-  }
-
-  /**
-   * Sticky values name a server without revealing it: an HMAC of the upstream name and the server's label. Built
-   * again when the servers change (`force`) or the ring's keys did (a rotation: once per period), never per request.
-   * A leaving server keeps its sticky value while its requests end (their answers may set the cookie).
-   */
-  #rekey(force = false): void {
-    const ring = this.#stickyRing;
-    if (!force && ring.generation === this.#stickyGeneration) return;
-    const servers = [...this.#servers, ...this.#leaving];
-    const valueOf = (key: Buffer, server: UpstreamServer): string => createHmac('sha256', key).update(`${this.name}\0${server.label}`).digest('hex').slice(0, 16);
-    const ids: string[] = [];
-    const pins = new Map<string, number>();
-    for (const server of servers) {
-      while (ids.length <= server.id) ids.push('');
-      ids[server.id] = valueOf(ring.current, server);
-      // A serving server wins over a leaving one of the same address (DNS dropped it and named it again while its
-      // requests drained): its clients are pinned to the one that takes them.
-      if (!pins.has(ids[server.id]!)) pins.set(ids[server.id]!, server.id);
-    }
-    // The current key's values first: they win should two keys ever give one value.
-    for (const key of ring.accepted) {
-      if (key === ring.current) continue;
-      for (const server of servers) {
-        const value = valueOf(key, server);
-        if (!pins.has(value)) pins.set(value, server.id);
-      }
-    }
-    this.#stickyIds = ids;
-    this.#stickyPins = pins;
-    this.#stickyGeneration = ring.generation;
-  }
-
-  /** The id of the server a sticky value names (under any accepted key), or -1. */
-  #pinned(sticky: string | undefined): number {
-    if (sticky === undefined) return -1;
-    this.#rekey();
-    return this.#stickyPins.get(sticky) ?? -1;
+    this.#sticky.rekey(true);
   }
 
   /**
@@ -302,7 +217,7 @@ export class Upstream {
     this.#arrange(before);
     for (const server of joined) this.#options.onDiscovered?.(this, server);
     // Requests queued for capacity may use a new server.
-    this.#wake();
+    this.#capacity.wake();
   }
 
   /** The lowest id no server has, serving or leaving (ids index the policies' and sticky values' arrays). */
@@ -339,12 +254,12 @@ export class Upstream {
       server.healthy = true;
       server.recoveredAt = now;
       server.clearEjection();
-      this.#wake();
+      this.#capacity.wake();
     } else if (!healthy) {
       server.healthy = false;
     } else if (passed && server.ejectedUntil > now && started >= server.ejectedAt) {
       server.clearEjection();
-      this.#wake();
+      this.#capacity.wake();
     }
   }
 
@@ -380,7 +295,7 @@ export class Upstream {
     const moved = server.retarget(port, cutAfterMs);
     this.#logger.debug({ upstream: this.name, server: slot, port }, port === undefined ? 'slot has no instance' : 'slot moved');
     // Requests queued for capacity may use it now.
-    if (port !== undefined) this.#wake();
+    if (port !== undefined) this.#capacity.wake();
     await moved;
   }
 
@@ -471,12 +386,7 @@ export class Upstream {
     this.#checker?.stop();
     this.#discovery?.stop();
     this.#unpair();
-    if (this.#recheck !== undefined) clearImmediate(this.#recheck);
-    this.#recheck = undefined;
-    for (const waiter of this.#queue.clear()) {
-      clearTimeout(waiter.timer);
-      waiter.resolve(false);
-    }
+    this.#capacity.clear();
     await Promise.all([...this.servers, ...this.#leaving].map((s) => s.close(cutAfterMs)));
   }
 
@@ -487,8 +397,7 @@ export class Upstream {
   stickyCookie(server: UpstreamServer, current: string | undefined): string | undefined {
     const sticky = this.config.sticky;
     if (sticky?.cookie === undefined) return undefined;
-    this.#rekey();
-    const id = this.#stickyIds[server.id]!;
+    const id = this.#sticky.of(server);
     return current === id ? undefined : `${sticky.cookie}=${id}; Path=/; HttpOnly; SameSite=Lax`;
   }
 
@@ -511,7 +420,7 @@ export class Upstream {
   stickyCookieUnforwarded(pick: PickContext, current: string | undefined): string | undefined {
     if (this.config.sticky?.cookie === undefined) return undefined;
     const now = Date.now();
-    const id = this.#pinned(current);
+    const id = this.#sticky.pinned(current);
     const pinned = id === -1 ? undefined : this.servers.find((s) => s.id === id);
     // A pin to a draining server holds (its clients stay until the operator disables it); a value under a previous
     // key is signed again under the current one.
@@ -522,8 +431,7 @@ export class Upstream {
 
   /** The sticky-cookie value that names a server. */
   stickyId(server: UpstreamServer): string {
-    this.#rekey();
-    return this.#stickyIds[server.id]!;
+    return this.#sticky.of(server);
   }
 
   /**
@@ -544,7 +452,7 @@ export class Upstream {
       }
       sticky = undefined;
     }
-    const pinned = this.#pinned(sticky);
+    const pinned = this.#sticky.pinned(sticky);
     const primary = this.#choose(this.#primaries, this.#policy, tried, pick, pinned, now, false, probe);
     if (typeof primary !== 'string' || primary === 'full') return primary;
     if (this.#backups.length > 0) {
@@ -611,27 +519,10 @@ export class Upstream {
    * The wait ends false on timeout, or when cancelled (its client went away), and leaves the queue then.
    */
   waitForCapacity(place?: QueuePlace, sticky?: string, tried?: ReadonlySet<number>): CapacityWait {
-    const { size, timeout } = this.config.queue;
-    if (this.#queue.size >= size) return NO_ROOM;
-    // Woken and still without a server (another request took the turn), a request waits again at the queue's
-    // head, to its first deadline: its wait is bounded by queue.timeout in all, and later arrivals do not pass it.
-    const again = place !== undefined && place.until !== 0;
-    if (place !== undefined && !again) place.until = Date.now() + timeout;
-    const wait = place === undefined ? timeout : Math.max(0, place.until - Date.now());
-    // Waiters alike for selection share a lane (see `WaitQueue`). A sticky value that names no server is no pin:
-    // such values share the unpinned lane, so that made-up cookies cannot multiply the lanes.
-    const pin = sticky !== undefined && (this.#routes?.has(sticky) ?? this.#pinned(sticky) !== -1) ? sticky : undefined;
-    const lane = tried === undefined || tried.size === 0 ? `${pin ?? ''}` : `${pin ?? ''}\0${[...tried].sort((a, b) => a - b).join(',')}`;
-    let entry!: QueueEntry<Waiter>;
-    const leave = (): void => {
-      if (!this.#queue.remove(entry)) return;
-      clearTimeout(entry.value.timer);
-      entry.value.resolve(false);
-    };
-    const ready = new Promise<boolean>((resolve) => {
-      entry = this.#queue.add(lane, { resolve, timer: setTimeout(leave, wait), sticky: pin, tried }, again);
-    });
-    return { ready, cancel: leave };
+    // A sticky value that names no server is no pin: such values share the unpinned lane, so that made-up cookies
+    // cannot multiply the lanes.
+    const pin = sticky !== undefined && (this.#routes?.has(sticky) ?? this.#sticky.pinned(sticky) !== -1) ? sticky : undefined;
+    return this.#capacity.wait(place, pin, tried);
   }
 
   /** Marks a request as started on a server (holding one of its pool's connections). */
@@ -643,63 +534,17 @@ export class Upstream {
   /** A tunnel opened: its connection left the pool (it still counts under max_conns until `release`). */
   leavePool(server: UpstreamServer): void {
     server.pooled--;
-    this.#wake();
+    this.#capacity.wake();
   }
 
   /** Marks a request as finished on a server and lets one queued request that can use it go on; `pooled` false for a tunnel. */
   release(server: UpstreamServer, pooled = true): void {
     server.active--;
     if (pooled) server.pooled--;
-    this.#wake();
+    this.#capacity.wake();
     // During a reload's drain the same app servers serve both configs: a turn freed here may be the other's.
-    if (this.#pair !== undefined) this.#pair.#wake();
+    if (this.#pair !== undefined) this.#pair.#capacity.wake();
   }
-
-  /**
-   * Gives each free turn to the first waiter that can use it now: one whose own `select` would find a server (a
-   * request pinned to a busy server, or that already tried the one freed, is passed over). Only the head of each
-   * lane of alike waiters is asked (see `WaitQueue`), so the work does not grow with waiters that cannot use the
-   * turn. Capacity freed in bulk (a server back up) is handed out in one pass: each turn given counts as taken on
-   * the server its probe found until the pass ends. A turn is a handoff that is taken or passed on, never lost:
-   * a woken request selects at once (in its promise reaction), so when the check after it (an immediate, later
-   * than every reaction) still finds capacity the queue can use, a turn was not taken (its client went away, it
-   * chose to give up, another server went down, or it chose another server than its probe) and goes on.
-   */
-  #wake(): void {
-    const queue = this.#queue;
-    if (queue.size === 0 || !this.servers.some((s) => s.hasCapacity())) return;
-    const promised = this.#promised;
-    try {
-      for (let entry = queue.first(this.#canUse); entry !== undefined; entry = queue.first(this.#canUse)) {
-        const server = this.#probed!;
-        this.acquire(server);
-        promised.push(server);
-        queue.remove(entry);
-        clearTimeout(entry.value.timer);
-        entry.value.resolve(true);
-      }
-    } finally {
-      for (const server of promised) {
-        server.active--;
-        server.pooled--;
-      }
-      if (promised.length > 0) this.#recheck ??= setImmediate(this.#recheckTurn);
-      promised.length = 0;
-    }
-  }
-
-  /** Whether `waiter`'s own selection would find a server now (kept in `#probed`). */
-  readonly #canUse = (waiter: Waiter): boolean => {
-    const server = this.select(waiter.tried, PROBE_PICK, waiter.sticky, true);
-    if (typeof server === 'string') return false;
-    this.#probed = server;
-    return true;
-  };
-
-  readonly #recheckTurn = (): void => {
-    this.#recheck = undefined;
-    this.#wake();
-  };
 
   /**
    * Records a live-traffic failure; ejects the server when allowed by max_ejection_percent. `reason` is the

@@ -12,7 +12,8 @@ import { earlyHintLinks, filterResponseHeaders, rewriteLocation, type ResponseFi
 import { failureWords } from '../../upstream/health/active.js';
 import type { PickContext } from '../../upstream/policies/types.js';
 import type { ServerTarget, UpstreamServer } from '../../upstream/server.js';
-import type { QueuePlace, Upstream } from '../../upstream/upstream.js';
+import type { QueuePlace } from '../../upstream/capacity-queue.js';
+import type { Upstream } from '../../upstream/upstream.js';
 import type { ReplayableBody, SpooledBody } from './body.js';
 import { keptFields, READ_OUT_TIME, readOutBudget } from './intercept.js';
 import type { ForwardOutcome, PreparedRequest, ResponseSink } from './sink.js';
