@@ -252,8 +252,10 @@ export class Metrics {
   readonly #servers = new Map<string, ServerTraffic>();
   /** Per server of `#servers`: its count at the last sweep, and since when it has been gone and idle (see `#sweep`). */
   readonly #seen = new Map<ServerTraffic, { count: number; goneSince: number | undefined }>();
-  /** When `server()` last swept: new servers sweep the gone ones at most once a minute, scraped or not. */
+  /** When the gone servers were last swept: a new server sweeps them too, at most once a minute (see `server`). */
   #sweptAt = 0;
+  /** A sweep `server` asked for, on the next turn of the event loop. */
+  #sweepSoon: NodeJS.Immediate | undefined = undefined;
   readonly #caches = new Map<string, CacheTally>();
   readonly #handshakes = new Map<string, number>();
   #handshakeErrors = 0;
@@ -285,7 +287,13 @@ export class Metrics {
     if (traffic !== undefined) return traffic;
     this.#servers.set(key, (traffic = new ServerTraffic(upstream, server)));
     // Servers come and go without a scrape too (nothing reads /metrics): the gone ones are forgotten all the same.
-    if (Date.now() - this.#sweptAt >= 60_000) this.#sweep();
+    // Not now: a server is made while its upstream is built, before the source can list the live ones.
+    if (this.#sweepSoon === undefined && Date.now() - this.#sweptAt >= 60_000) {
+      this.#sweepSoon = setImmediate(() => {
+        this.#sweepSoon = undefined;
+        this.#sweep();
+      }).unref();
+    }
     return traffic;
   }
 
@@ -341,7 +349,13 @@ export class Metrics {
    * A forgotten recorder that records again (a request to it still ending) is put back.
    */
   #sweep(): void {
-    const live = new Set(this.source.servers().map((s) => `${s.upstream}\0${s.server}`));
+    let live: Set<string>;
+    try {
+      live = new Set(this.source.servers().map((s) => `${s.upstream}\0${s.server}`));
+    } catch {
+      // The process is still being built (its upstreams are not there to ask): nothing is forgotten now.
+      return;
+    }
     const now = Date.now();
     this.#sweptAt = now;
     for (const [key, traffic] of this.#servers) {
