@@ -201,6 +201,9 @@ export class ClusterLink {
     // command queued in the client for as long as the hang lasted (memory that grew with the traffic).
     const probe = this.#outage !== undefined || this.#missed > 0;
     const epoch = this.#missEpoch;
+    // Only a call begun during an outage ends it by succeeding: one begun before (a read still in flight on a
+    // master just demoted) says nothing of the Redis the link is going to.
+    const outage = this.#outage === undefined ? -1 : this.#outages;
     if (probe && this.#probing) return this.#fallBack(feature, fallback);
     if (probe) this.#probing = true;
     let timer: NodeJS.Timeout | undefined;
@@ -210,7 +213,7 @@ export class ClusterLink {
       });
       const answer = await Promise.race([call(this.#redis), deadline]);
       this.#missed = 0;
-      if (this.#outage !== undefined) this.#ready();
+      if (this.#outage !== undefined && outage === this.#outages) this.#ready();
       if (this.#refusing.size > 0) this.#refusing.delete(feature);
       return answer;
     } catch (err) {
@@ -401,9 +404,12 @@ function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
   });
 }
 
-/** Whether Redis refused a write as a replica (`READONLY You can't write against a read only replica.`). */
-function isReadOnly(err: Error): boolean {
-  return err.message.startsWith('READONLY');
+/**
+ * Whether Redis refused a write as a replica: `READONLY You can't write against a read only replica.`, or inside
+ * a script's error before Redis 7 (`ERR Error running script (call to f_…): … -READONLY …`).
+ */
+export function isReadOnly(err: Error): boolean {
+  return err.message.includes('READONLY');
 }
 
 /** The Redis a link reaches, for its log lines: the URL without its password, and the sentinels if any. */

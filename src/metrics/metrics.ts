@@ -136,7 +136,8 @@ export interface CacheGauge {
 
 /** What the registry reads of the live objects at scrape time (the server layer builds it). */
 export interface ScrapeSource {
-  servers(): readonly ServerGauge[];
+  /** The servers of the live upstreams; undefined while the process is not serving yet (it has none to ask). */
+  servers(): readonly ServerGauge[] | undefined;
   caches(): readonly CacheGauge[];
   connections(): { open: number; streams: number };
   /** Each certificate served: its hosts and when it expires (ms since the epoch). */
@@ -159,7 +160,7 @@ export interface ClusterGauge {
 
 const SERVER_STATES = ['healthy', 'ejected', 'unhealthy', 'down', 'draining', 'disabled'] as const;
 const SECONDS_BOUNDS = LATENCY_BOUNDS_MS.map((ms) => ms / 1000);
-const NO_SOURCE: ScrapeSource = { servers: () => [], caches: () => [], connections: () => ({ open: 0, streams: 0 }), certificates: () => [] };
+const NO_SOURCE: ScrapeSource = { servers: () => undefined, caches: () => [], connections: () => ({ open: 0, streams: 0 }), certificates: () => [] };
 
 /** Internals of prom-client's Histogram (15.x) that `fillHistogram` writes: one entry per label set. */
 interface HistogramEntry {
@@ -349,13 +350,10 @@ export class Metrics {
    * A forgotten recorder that records again (a request to it still ending) is put back.
    */
   #sweep(): void {
-    let live: Set<string>;
-    try {
-      live = new Set(this.source.servers().map((s) => `${s.upstream}\0${s.server}`));
-    } catch {
-      // The process is still being built (its upstreams are not there to ask): nothing is forgotten now.
-      return;
-    }
+    // Not serving yet (a server is made while its upstream is built), or no source: nothing is known gone.
+    const servers = this.source.servers();
+    if (servers === undefined) return;
+    const live = new Set(servers.map((s) => `${s.upstream}\0${s.server}`));
     const now = Date.now();
     this.#sweptAt = now;
     for (const [key, traffic] of this.#servers) {
@@ -438,7 +436,7 @@ export class Metrics {
       registers,
       aggregator: 'max',
       collect() {
-        fillGauge(this, metrics.source.servers().map((s) => [{ upstream: s.upstream, server: s.server }, s.up ? 1 : 0]));
+        fillGauge(this, (metrics.source.servers() ?? []).map((s) => [{ upstream: s.upstream, server: s.server }, s.up ? 1 : 0]));
       },
     });
     new Gauge({
@@ -447,7 +445,7 @@ export class Metrics {
       labelNames: ['upstream', 'server'],
       registers,
       collect() {
-        fillGauge(this, metrics.source.servers().map((s) => [{ upstream: s.upstream, server: s.server }, s.inFlight]));
+        fillGauge(this, (metrics.source.servers() ?? []).map((s) => [{ upstream: s.upstream, server: s.server }, s.inFlight]));
       },
     });
     new Gauge({
@@ -459,7 +457,7 @@ export class Metrics {
       collect() {
         fillGauge(
           this,
-          metrics.source.servers().flatMap((s) => SERVER_STATES.map((state): [Record<string, string>, number] => [{ upstream: s.upstream, server: s.server, state }, s.state === state ? 1 : 0])),
+          (metrics.source.servers() ?? []).flatMap((s) => SERVER_STATES.map((state): [Record<string, string>, number] => [{ upstream: s.upstream, server: s.server, state }, s.state === state ? 1 : 0])),
         );
       },
     });
@@ -637,6 +635,7 @@ export function carryForgottenServers(previous: MetricsJson | undefined, own: Me
   if (previous === undefined) return own;
   const held = new Set<string>();
   for (const list of fresh) for (const metric of list) if (PER_SERVER.has(metric.name)) for (const value of metric.values) held.add(serverKey(value.labels));
+  // `fresh` is every process's figures at this scrape (one that did not answer, with its last: see workers.ts).
   return own.map((metric) => {
     if (!PER_SERVER.has(metric.name)) return metric;
     const mine = new Set(metric.values.map((value) => serverKey(value.labels)));

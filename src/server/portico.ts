@@ -510,7 +510,8 @@ export class Portico {
     if (this.#metrics !== undefined) return this.#metrics;
     const metrics = new Metrics({ cluster: this.#cluster !== undefined });
     metrics.source = scrapeSource({
-      upstreams: () => this.#liveUpstreams(),
+      // Made while the first app is built (its upstreams count their servers): until it serves, none to ask.
+      upstreams: () => (this.#app === undefined ? undefined : this.#liveUpstreams()),
       zones: () => this.#liveZones(),
       connections: () => ({ open: this.#listeners.openConnections, streams: this.#app.openStreams() }),
       // A worker's certificates are the primary's: it reports them.

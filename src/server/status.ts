@@ -381,7 +381,8 @@ export function certificateStatuses(config: Config, managers: readonly AcmeManag
 
 /** What a serving process shows its metrics registry at scrape time. */
 export interface SourceParts {
-  upstreams(): readonly Upstream[];
+  /** Undefined while the process is not serving yet. */
+  upstreams(): readonly Upstream[] | undefined;
   zones(): readonly CacheZone[];
   connections(): { open: number; streams: number };
   certificates(): readonly CertificateStatus[];
@@ -394,7 +395,7 @@ export function scrapeSource(parts: SourceParts): ScrapeSource {
   return {
     servers: () => {
       const now = Date.now();
-      return parts.upstreams().flatMap((upstream) =>
+      return parts.upstreams()?.flatMap((upstream) =>
         upstream.servers.map((server): ServerGauge => ({
           upstream: upstream.name,
           server: server.name,

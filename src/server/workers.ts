@@ -985,9 +985,13 @@ export class Primary {
    */
   async metricsText(): Promise<{ contentType: string; body: string }> {
     const answers = await this.#askWorkers();
-    const fresh = answers.flatMap((a) => (a.metrics === undefined ? [] : [a.metrics]));
     // A gone server a worker forgot keeps that worker's last figures while another process still has it (see
-    // `carryForgottenServers`); a worker started again (another pid) counts from zero anyway.
+    // `carryForgottenServers`), a worker that did not answer this time counting with its last figures; a worker
+    // started again (another pid) counts from zero anyway.
+    const fresh = answers.flatMap((a) => {
+      const last = this.#lastMetrics.get(a.slot);
+      return a.metrics !== undefined ? [a.metrics] : last !== undefined && last.pid === a.pid ? [last.metrics] : [];
+    });
     const lists = answers.flatMap((a) => {
       if (a.metrics === undefined) return [];
       const last = this.#lastMetrics.get(a.slot);

@@ -43,6 +43,9 @@ export interface CapacitySource {
   anyCapacity(): boolean;
   /** The server a request selecting with `sticky` and `tried` would get now, without running the policy. */
   probe(tried: ReadonlySet<number> | undefined, sticky: string | undefined): UpstreamServer | undefined;
+  /** Counts a turn given on `server` as taken (`Upstream.acquire`), until `unhold`. */
+  hold(server: UpstreamServer): void;
+  unhold(server: UpstreamServer): void;
 }
 
 /** The capacity queue of one upstream (see the file comment). */
@@ -104,18 +107,14 @@ export class CapacityQueue {
     try {
       for (let entry = queue.first(this.#canUse); entry !== undefined; entry = queue.first(this.#canUse)) {
         const server = this.#probed!;
-        server.active++;
-        server.pooled++;
+        this.#source.hold(server);
         promised.push(server);
         queue.remove(entry);
         clearTimeout(entry.value.timer);
         entry.value.resolve(true);
       }
     } finally {
-      for (const server of promised) {
-        server.active--;
-        server.pooled--;
-      }
+      for (const server of promised) this.#source.unhold(server);
       if (promised.length > 0) this.#recheck ??= setImmediate(this.#recheckTurn);
       promised.length = 0;
     }

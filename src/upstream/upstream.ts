@@ -130,6 +130,8 @@ export class Upstream {
         const server = this.select(tried, PROBE_PICK, sticky, true);
         return typeof server === 'string' ? undefined : server;
       },
+      hold: (server) => this.acquire(server),
+      unhold: (server) => this.#unacquire(server),
     });
     this.#arrange(undefined);
     this.#routes =
@@ -529,6 +531,12 @@ export class Upstream {
   acquire(server: UpstreamServer): void {
     server.active++;
     server.pooled++;
+  }
+
+  /** Undoes `acquire` for a request that did not start after all. */
+  #unacquire(server: UpstreamServer): void {
+    server.active--;
+    server.pooled--;
   }
 
   /** A tunnel opened: its connection left the pool (it still counts under max_conns until `release`). */

@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { Redis } from 'ioredis';
-import { ClusterLink, type ClusterMessage } from '../../src/cluster/link.js';
+import { Redis, ReplyError } from 'ioredis';
+import { ClusterLink, isReadOnly, type ClusterMessage } from '../../src/cluster/link.js';
 import { RedisServer, SENTINEL_MASTER } from '../helpers/redis.js';
 import { capturingLogger } from '../helpers/pebble.js';
 import { requireTool } from '../helpers/tools.js';
@@ -295,5 +295,17 @@ test('through Sentinel, an operator\'s failover with both servers alive (SENTINE
       20_000,
     );
     t.diagnostic(`${n} writes until one reached the new master`);
+  });
+});
+
+test('through Sentinel, a write answered READONLY (a master demoted without the link hearing of it) is an outage, not a refused call; also inside a script\'s error (Redis before 7)', async (t) => {
+  await withSentinelLink(t, async ({ a, log }) => {
+    const readOnly = (message: string): Promise<string> => a.attempt('rate_limit', () => Promise.reject(new ReplyError(message)), () => 'local');
+    assert.equal(await readOnly("READONLY You can't write against a read only replica."), 'local');
+    assert.equal(a.up, false, 'an outage: the link connects again through Sentinel');
+    assert.equal(log.lines.filter((line) => /Redis unreachable/.test(line.msg)).length, 1);
+    assert.equal(log.lines.filter((line) => /refused/.test(line.msg)).length, 0, 'not said as a refused call');
+    assert.equal(isReadOnly(new ReplyError("ERR Error running script (call to f_0123): @user_script:1: @user_script: 1: -READONLY You can't write against a read only replica.")), true);
+    assert.equal(isReadOnly(new ReplyError('OOM command not allowed when used memory > maxmemory.')), false);
   });
 });

@@ -231,7 +231,12 @@ describe('prom-client text from the recorders', () => {
   });
 
   test('with workers, a gone server one worker forgot keeps that worker\'s last figures in the sum while another still has it; forgotten by all, it goes', async () => {
-    const worker = (): Metrics => new Metrics({ processMetrics: false, forgetGoneServersAfterMs: 0 });
+    const worker = (): Metrics => {
+      const metrics = new Metrics({ processMetrics: false, forgetGoneServersAfterMs: 0 });
+      // Serving, with no upstream that has the server.
+      metrics.source = { ...metrics.source, servers: () => [] };
+      return metrics;
+    };
     const [a, b] = [worker(), worker()];
     a.server('app', 'gone').record(200, 1);
     a.server('app', 'gone').record(200, 1);

@@ -194,7 +194,7 @@ export class Forwarder {
         ex.abortCurrent = wait.cancel;
         wait.ready.then((ok) => {
           ex.abortCurrent = undefined;
-          // A turn not taken (the client went away meanwhile) is passed on by the upstream (see `#wake`).
+          // A turn not taken (the client went away meanwhile) is passed on by the upstream's queue (see `CapacityQueue.wake`).
           if (ex.clientGone) return ex.done(OK);
           this.#later(ex, ok ? undefined : chosen);
         });
