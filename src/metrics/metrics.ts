@@ -50,19 +50,11 @@ export function grpcCounts(traffic: RouteTraffic): Record<string, number> | unde
 
 /** One upstream server's attempts (its stable id: see `UpstreamServer.name`). */
 export class ServerTraffic extends Traffic {
-  /** Set while the registry has forgotten this server (`Metrics.#sweep`): an attempt recorded after all puts it back. */
-  revive: (() => void) | undefined = undefined;
-
   constructor(
     readonly upstream: string,
     readonly server: string,
   ) {
     super();
-  }
-
-  override record(status: number, ms: number): void {
-    super.record(status, ms);
-    if (this.revive !== undefined) this.revive();
   }
 }
 
@@ -253,6 +245,11 @@ export class Metrics {
   readonly #servers = new Map<string, ServerTraffic>();
   /** Per server of `#servers`: its count at the last sweep, and since when it has been gone and idle (see `#sweep`). */
   readonly #seen = new Map<ServerTraffic, { count: number; goneSince: number | undefined }>();
+  /**
+   * Recorders forgotten (see `#sweep`), held weakly with their count then: one that recorded since (a request to
+   * it still ending) is put back at the next sweep; one nothing holds any more is dropped.
+   */
+  readonly #forgotten = new Map<string, { traffic: WeakRef<ServerTraffic>; count: number }>();
   /** When the gone servers were last swept: a new server sweeps them too, at most once a minute (see `server`). */
   #sweptAt = 0;
   /** A sweep `server` asked for, on the next turn of the event loop. */
@@ -347,7 +344,8 @@ export class Metrics {
    * Forgets the servers that are gone: none of the live upstreams has them (`source.servers()`) and no attempt was
    * recorded on them for `forgetGoneServersAfterMs`. Servers found through DNS come and go (a deploy on Kubernetes
    * gives each pod a new address): each would otherwise keep its series, and its recorder, for the process's life.
-   * A forgotten recorder that records again (a request to it still ending) is put back.
+   * A forgotten recorder that records again (a request to it still ending) is put back, by the sweep: the hot
+   * path pays nothing for it.
    */
   #sweep(): void {
     // Not serving yet (a server is made while its upstream is built), or no source: nothing is known gone.
@@ -356,6 +354,12 @@ export class Metrics {
     const live = new Set(servers.map((s) => `${s.upstream}\0${s.server}`));
     const now = Date.now();
     this.#sweptAt = now;
+    for (const [key, gone] of this.#forgotten) {
+      const traffic = gone.traffic.deref();
+      if (traffic !== undefined && traffic.count === gone.count) continue;
+      this.#forgotten.delete(key);
+      if (traffic !== undefined && !this.#servers.has(key)) this.#servers.set(key, traffic);
+    }
     for (const [key, traffic] of this.#servers) {
       let seen = this.#seen.get(traffic);
       if (seen === undefined) this.#seen.set(traffic, (seen = { count: 0, goneSince: undefined }));
@@ -367,10 +371,7 @@ export class Metrics {
       } else if (now - seen.goneSince >= this.#forgetAfterMs) {
         this.#servers.delete(key);
         this.#seen.delete(traffic);
-        traffic.revive = () => {
-          traffic.revive = undefined;
-          if (!this.#servers.has(key)) this.#servers.set(key, traffic);
-        };
+        this.#forgotten.set(key, { traffic: new WeakRef(traffic), count: traffic.count });
       }
     }
   }
