@@ -261,3 +261,16 @@ export function earlyHintLinks(raw: readonly Buffer[]): string[] | undefined {
   }
   return links;
 }
+
+/**
+ * How many times a request has come through a Portico: the `Via` entries each added (`1.1 portico`, `2 portico`),
+ * in one field or several. A proxy in between adds its own, which do not count.
+ */
+export function porticoHops(via: string | string[] | undefined): number {
+  if (via === undefined) return 0;
+  let hops = 0;
+  for (const field of Array.isArray(via) ? via : [via]) {
+    for (const entry of field.split(',')) if (/^\s*[^\s,]+\s+portico\s*$/i.test(entry)) hops++;
+  }
+  return hops;
+}

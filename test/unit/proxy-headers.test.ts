@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { NOT_FORWARDED, readForwarded } from '../../src/http/forwarded.js';
-import { buildRequestHeaders, filterResponseHeaders, rewriteLocation, type ForwardInfo, type ResponseFilter } from '../../src/upstream/headers.js';
+import { buildRequestHeaders, filterResponseHeaders, porticoHops, rewriteLocation, type ForwardInfo, type ResponseFilter } from '../../src/upstream/headers.js';
 
 function info(overrides: Partial<ForwardInfo> = {}): ForwardInfo {
   return {
@@ -289,4 +289,12 @@ describe('underscores in header names (nginx underscores_in_headers)', () => {
     const out = fields(buildRequestHeaders(info({ underscores: true, rawHeaders: ['Host', 'h', 'X_Custom_Token', 'abc'] })));
     assert.deepEqual(out.get('x_custom_token'), ['abc']);
   });
+});
+
+test('porticoHops counts the Via entries Portico added (1.1 or 2, any case), in one field or several, and no other proxy\'s', () => {
+  assert.equal(porticoHops(undefined), 0);
+  assert.equal(porticoHops('1.1 nginx'), 0);
+  assert.equal(porticoHops('1.1 portico'), 1);
+  assert.equal(porticoHops('1.1 portico, 2 Portico,1.1 varnish (Varnish/7.1), HTTP/1.1 portico-edge, 1.0 fred'), 2);
+  assert.equal(porticoHops(['1.1 portico', '1.1 portico, 1.1 portico']), 3);
 });

@@ -13,7 +13,7 @@ import { isGrpc } from '../../http/grpc.js';
 import { RETRY_SOON, sendError } from '../../http/send.js';
 import type { TempSpace } from '../../http/temp-file.js';
 import { compileTemplate, type Template } from '../../http/template.js';
-import { buildRequestHeaders } from '../../upstream/headers.js';
+import { buildRequestHeaders, porticoHops } from '../../upstream/headers.js';
 import { bufferBody, limitBody, readBody, ReplayableBody, SpooledBody, type BufferedBody } from './body.js';
 import { decodeTextBody, grpcWebOf, toGrpcHeaders } from './grpc-web.js';
 import type { PreparedRequest } from './sink.js';
@@ -54,6 +54,13 @@ export interface PrepareOptions {
 
 /** The methods a proxy route answers when TRACE is refused (405 must say what is allowed, RFC 9110 §15.5.6). */
 const ALLOW_WITHOUT_TRACE = { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' };
+
+/**
+ * The times a request may have come through Portico before it is taken for a loop: an upstream server that is
+ * this Portico, or leads back to it (a DNS record that names it, a typo in a port), would otherwise have each pass
+ * make the next, until a header grew past its limit. Chains of Porticos in front of each other are far shorter.
+ */
+export const MAX_PORTICO_HOPS = 10;
 
 /** Prepares requests for one proxy route. */
 export class RequestPreparer {
@@ -117,6 +124,11 @@ export class RequestPreparer {
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     if (req.method === 'TRACE' && !this.#o.allowTrace) return void sendError(ctx, 405, ALLOW_WITHOUT_TRACE);
+    const hops = porticoHops(req.headers.via);
+    if (hops >= MAX_PORTICO_HOPS) {
+      this.#o.logger.warn({ url: req.url, hops }, 'forwarding loop: the request has come through Portico again and again (an upstream server that is this Portico, or leads back to it?); answered 508');
+      return void sendError(ctx, 508, undefined, true);
+    }
     // A Content-Length over the route's limit was refused by its body-size link, before this.
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);
