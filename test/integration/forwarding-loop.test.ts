@@ -3,6 +3,8 @@
  * wrong, makes it). Each pass adds `Via: 1.1 portico`; at MAX_PORTICO_HOPS the request is answered 508 (Loop
  * Detected), said once in the error log, instead of each pass making the next until a header outgrows its limit.
  */
+import { once } from 'node:events';
+import net from 'node:net';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,7 +16,7 @@ import { parseConfig } from '../../src/server/config.js';
 import { capturingLogger, freePort } from '../helpers/pebble.js';
 import { startUpstream } from '../helpers/upstream.js';
 
-test('an upstream that is this Portico itself: the request is answered 508 after MAX_PORTICO_HOPS passes, the loop said in the error log; a request with fewer hops is forwarded', async () => {
+test('an upstream that is this Portico itself: a request, or a WebSocket upgrade, is answered 508 after MAX_PORTICO_HOPS passes, the loop said in the error log; a request with fewer hops is forwarded', async () => {
   const port = await freePort();
   const app = await startUpstream('from the app');
   const dir = mkdtempSync(path.join(tmpdir(), 'portico-loop-'));
@@ -47,6 +49,16 @@ sites:
     assert.equal(ok.status, 200);
     assert.equal(await ok.text(), 'from the app');
     assert.equal((await fetch(`http://127.0.0.1:${port}/app/x`, { headers: { via: via(MAX_PORTICO_HOPS) } })).status, 508);
+    // A WebSocket upgrade loops the same way (its tunnel is not a forwarded request): stopped the same way, at once
+    // (the innermost pass answers 508; the one before it reads no 101 and answers 502, as to any app refusing).
+    const upgradeStarted = Date.now();
+    const socket = net.connect(port, '127.0.0.1');
+    socket.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    const [first] = (await once(socket, 'data')) as [Buffer];
+    socket.destroy();
+    assert.match(first.toString('latin1'), /^HTTP\/1\.1 50[28] /);
+    assert.ok(Date.now() - upgradeStarted < 5000, `answered after ${Date.now() - upgradeStarted} ms`);
+    assert.equal(log.lines.filter((line) => /forwarding loop/.test(line.msg) && line.url === '/ws').length, 1);
   } finally {
     await server.stop(100);
     await app.stop();

@@ -121,14 +121,18 @@ export class RequestPreparer {
    * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
    * a bad request. Synchronous unless a body has to be read first, so a GET costs no promise.
    */
+  /** Whether the request is in a forwarding loop (see `MAX_PORTICO_HOPS`), said in the error log: it gets 508. */
+  inLoop(ctx: RequestContext): boolean {
+    const hops = porticoHops(ctx.req.headers.via);
+    if (hops < MAX_PORTICO_HOPS) return false;
+    this.#o.logger.warn({ url: ctx.req.url, hops }, 'forwarding loop: the request has come through Portico again and again (an upstream server that is this Portico, or leads back to it?); answered 508');
+    return true;
+  }
+
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     if (req.method === 'TRACE' && !this.#o.allowTrace) return void sendError(ctx, 405, ALLOW_WITHOUT_TRACE);
-    const hops = porticoHops(req.headers.via);
-    if (hops >= MAX_PORTICO_HOPS) {
-      this.#o.logger.warn({ url: req.url, hops }, 'forwarding loop: the request has come through Portico again and again (an upstream server that is this Portico, or leads back to it?); answered 508');
-      return void sendError(ctx, 508, undefined, true);
-    }
+    if (this.inLoop(ctx)) return void sendError(ctx, 508, undefined, true);
     // A Content-Length over the route's limit was refused by its body-size link, before this.
     const length = req.headers['content-length'];
     const declared = length === undefined ? -1 : Number(length);

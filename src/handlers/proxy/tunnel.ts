@@ -30,6 +30,10 @@ const HIDDEN = new Set(['server', 'x-powered-by']);
  * when `retry_on` has connect_error); `try_duration` bounds waiting for a server, retries or not.
  */
 export async function tunnelWebSocket(o: TunnelOptions, ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
+  if (o.preparer.inLoop(ctx)) {
+    ctx.status = 508;
+    return void sendRawError(socket, 508, { serverHeader: o.serverHeader, errorPages: ctx.errorPages });
+  }
   const upstream = o.upstream;
   const config = upstream.config;
   const tried = new Set<number>();
