@@ -117,10 +117,6 @@ export class RequestPreparer {
     });
   }
 
-  /**
-   * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
-   * a bad request. Synchronous unless a body has to be read first, so a GET costs no promise.
-   */
   /** Whether the request is in a forwarding loop (see `MAX_PORTICO_HOPS`), said in the error log: it gets 508. */
   inLoop(ctx: RequestContext): boolean {
     const hops = porticoHops(ctx.req.headers.via);
@@ -129,6 +125,10 @@ export class RequestPreparer {
     return true;
   }
 
+  /**
+   * Checks and reads what must be known before forwarding; answers the client itself (and returns undefined) on
+   * a bad request. Synchronous unless a body has to be read first, so a GET costs no promise.
+   */
   prepare(ctx: RequestContext): PreparedRequest | undefined | Promise<PreparedRequest | undefined> {
     const { req, res } = ctx;
     if (req.method === 'TRACE' && !this.#o.allowTrace) return void sendError(ctx, 405, ALLOW_WITHOUT_TRACE);
