@@ -88,7 +88,8 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     // the rest wait in FPM's listen queue for a worker that a kept connection holds, and would wait until their
     // timeout while the kept ones are reused. So a connection is kept only while none of this pool's is waiting
     // so; otherwise it is closed, which frees its worker for the connection that waits.
-    if (this.#starving(connection)) return connection.close();
+    // (The released connection itself has no request: it is never among those counted.)
+    if (this.#starving() > 0) return connection.close();
     this.#take(connection);
   }
 
@@ -131,7 +132,7 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
     this.#starveTimer = setTimeout(() => {
       this.#starveTimer = undefined;
       // One worker for each connection that waits: a closed idle one frees one.
-      for (let n = this.#starvingCount(); n > 0 && this.#idle.length > 0; n--) this.#idle[0]!.close();
+      for (let n = this.#starving(); n > 0 && this.#idle.length > 0; n--) this.#idle[0]!.close();
       this.#watchStarving();
     }, Math.max(0, oldest + STARVING_MS - Date.now())).unref();
   }
@@ -165,21 +166,11 @@ export class FastCgiPool extends Dispatcher implements ConnectionOwner {
   }
 
   /**
-   * Whether a request has waited STARVING_MS or more on another connection that no worker has answered yet. Not
-   * at once: a new connection's first request is unanswered while PHP runs it too, and closing kept connections
+   * How many connections have a request that has waited STARVING_MS or more and that no worker has answered yet.
+   * Not at once: a new connection's first request is unanswered while PHP runs it too, and closing kept connections
    * for it would make every busy moment a storm of new connections (each closed one's request opens another).
    */
-  #starving(except: Connection): boolean {
-    const now = Date.now();
-    for (const other of this.#all) {
-      const since = other === except ? undefined : other.unansweredSince;
-      if (since !== undefined && now - since >= STARVING_MS) return true;
-    }
-    return false;
-  }
-
-  /** How many connections have a request that has waited STARVING_MS or more unanswered (see `#starving`). */
-  #starvingCount(): number {
+  #starving(): number {
     const now = Date.now();
     let count = 0;
     for (const connection of this.#all) {
