@@ -242,9 +242,10 @@ const FORGET_GONE_SERVERS_MS = 10 * 60_000;
 export class Metrics {
   readonly registry = new Registry();
   readonly #routes = new Map<string, RouteTraffic>();
-  readonly #servers = new Map<string, ServerTraffic>();
-  /** Per server of `#servers`: its count at the last sweep, and since when it has been gone and idle (see `#sweep`). */
-  readonly #seen = new Map<ServerTraffic, { count: number; goneSince: number | undefined }>();
+  /**
+   * Each server's recorder, with its count at the last sweep and since when it has been gone and idle (see `#sweep`).
+   */
+  readonly #servers = new Map<string, { readonly traffic: ServerTraffic; seenCount: number; goneSince: number | undefined }>();
   /**
    * Recorders forgotten (see `#sweep`), held weakly with their count then: one that recorded since (a request to
    * it still ending) is put back at the next sweep; one nothing holds any more is dropped.
@@ -252,8 +253,6 @@ export class Metrics {
   readonly #forgotten = new Map<string, { traffic: WeakRef<ServerTraffic>; count: number }>();
   /** When the gone servers were last swept: a new server sweeps them too, at most once a minute (see `server`). */
   #sweptAt = 0;
-  /** A sweep `server` asked for, on the next turn of the event loop. */
-  #sweepSoon: NodeJS.Immediate | undefined = undefined;
   readonly #caches = new Map<string, CacheTally>();
   readonly #handshakes = new Map<string, number>();
   #handshakeErrors = 0;
@@ -281,17 +280,12 @@ export class Metrics {
   /** The recorder of an upstream server's attempts. */
   server(upstream: string, server: string): ServerTraffic {
     const key = `${upstream}\0${server}`;
-    let traffic = this.#servers.get(key);
-    if (traffic !== undefined) return traffic;
-    this.#servers.set(key, (traffic = new ServerTraffic(upstream, server)));
+    const held = this.#servers.get(key);
+    if (held !== undefined) return held.traffic;
+    const traffic = new ServerTraffic(upstream, server);
+    this.#servers.set(key, { traffic, seenCount: 0, goneSince: undefined });
     // Servers come and go without a scrape too (nothing reads /metrics): the gone ones are forgotten all the same.
-    // Not now: a server is made while its upstream is built, before the source can list the live ones.
-    if (this.#sweepSoon === undefined && Date.now() - this.#sweptAt >= 60_000) {
-      this.#sweepSoon = setImmediate(() => {
-        this.#sweepSoon = undefined;
-        this.#sweep();
-      }).unref();
-    }
+    if (Date.now() - this.#sweptAt >= 60_000) this.#sweep();
     return traffic;
   }
 
@@ -320,7 +314,7 @@ export class Metrics {
 
   /** The recorded upstream servers. */
   servers(): ServerTraffic[] {
-    return [...this.#servers.values()];
+    return [...this.#servers.values()].map((held) => held.traffic);
   }
 
   /** The tally of a zone if it was ever counted. */
@@ -358,20 +352,18 @@ export class Metrics {
       const traffic = gone.traffic.deref();
       if (traffic !== undefined && traffic.count === gone.count) continue;
       this.#forgotten.delete(key);
-      if (traffic !== undefined && !this.#servers.has(key)) this.#servers.set(key, traffic);
+      if (traffic !== undefined && !this.#servers.has(key)) this.#servers.set(key, { traffic, seenCount: 0, goneSince: undefined });
     }
-    for (const [key, traffic] of this.#servers) {
-      let seen = this.#seen.get(traffic);
-      if (seen === undefined) this.#seen.set(traffic, (seen = { count: 0, goneSince: undefined }));
-      if (live.has(key) || traffic.count !== seen.count) {
-        seen.count = traffic.count;
-        seen.goneSince = undefined;
-      } else if (seen.goneSince === undefined) {
-        seen.goneSince = now;
-      } else if (now - seen.goneSince >= this.#forgetAfterMs) {
+    for (const [key, held] of this.#servers) {
+      const count = held.traffic.count;
+      if (live.has(key) || count !== held.seenCount) {
+        held.seenCount = count;
+        held.goneSince = undefined;
+      } else if (held.goneSince === undefined) {
+        held.goneSince = now;
+      } else if (now - held.goneSince >= this.#forgetAfterMs) {
         this.#servers.delete(key);
-        this.#seen.delete(traffic);
-        this.#forgotten.set(key, { traffic: new WeakRef(traffic), count: traffic.count });
+        this.#forgotten.set(key, { traffic: new WeakRef(held.traffic), count });
       }
     }
   }

@@ -988,14 +988,17 @@ export class Primary {
     // A gone server a worker forgot keeps that worker's last figures while another process still has it (see
     // `carryForgottenServers`), a worker that did not answer this time counting with its last figures; a worker
     // started again (another pid) counts from zero anyway.
-    const fresh = answers.flatMap((a) => {
+    const lastOf = (a: WorkerAnswer): MetricsJson | undefined => {
       const last = this.#lastMetrics.get(a.slot);
-      return a.metrics !== undefined ? [a.metrics] : last !== undefined && last.pid === a.pid ? [last.metrics] : [];
+      return last !== undefined && last.pid === a.pid ? last.metrics : undefined;
+    };
+    const fresh = answers.flatMap((a) => {
+      const metrics = a.metrics ?? lastOf(a);
+      return metrics === undefined ? [] : [metrics];
     });
     const lists = answers.flatMap((a) => {
       if (a.metrics === undefined) return [];
-      const last = this.#lastMetrics.get(a.slot);
-      const carried = carryForgottenServers(last !== undefined && last.pid === a.pid ? last.metrics : undefined, a.metrics, fresh);
+      const carried = carryForgottenServers(lastOf(a), a.metrics, fresh);
       this.#lastMetrics.set(a.slot, { pid: a.pid, metrics: carried });
       return [carried];
     });
