@@ -380,8 +380,9 @@ export function redactUrl(url: string): string {
 
 /**
  * A client of the cluster's Redis: the URL's, or, with sentinels, the master Sentinel names (the URL's host), its
- * user, password and database from the URL (not `rediss://`: config/cluster.ts refuses it). After a failover the client asks Sentinel again when its connection
- * drops, and at once when Sentinel announces the new master (`failoverDetector`).
+ * user, password and database from the URL (not `rediss://`: config/cluster.ts refuses it). After a failover the
+ * client asks Sentinel again when its connection drops, and at once when Sentinel announces the new master
+ * (`failoverDetector`).
  */
 function connectRedis(settings: ClusterSettings, options: RedisOptions): Redis {
   if (settings.sentinels === undefined) return new Redis(settings.redis, options);
