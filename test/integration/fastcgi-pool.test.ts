@@ -103,47 +103,45 @@ describe('FastCGI pool against php-fpm', { skip: fpmInstalled ? false : 'php-fpm
     assert.equal(p.size, 0);
   });
 
-  test('more connections than FPM workers: kept connections never starve the ones waiting in the listen queue', async () => {
+  /**
+   * A php-fpm of two workers with nap.php (10 ms a request), and `nap` asking it through a pool of `connections`
+   * kept ones (3 s for a head); the php-fpm stopped after `body`.
+   */
+  const twoWorkers = async (connections: number, options: Partial<FastCgiPoolOptions>, body: (nap: () => Promise<string>) => Promise<void>): Promise<void> => {
     const small = await PhpFpm.start({ workers: 2 });
     try {
       writeFileSync(path.join(small.dir, 'nap.php'), '<?php usleep(10000); echo "rested";');
       const params = ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', path.join(small.dir, 'nap.php'), 'SCRIPT_NAME', '/nap.php', 'REQUEST_URI', '/nap.php', 'QUERY_STRING', ''];
-      // Six connections for two workers: without care, two kept connections would hold both workers for good.
-      const p = pool({ socketPath: small.socket, connections: 6, headersTimeout: 3000 });
+      const p = pool({ socketPath: small.socket, connections, headersTimeout: 3000, ...options });
+      await body(async () => (await p.request({ path: '/nap.php', method: 'GET', headers: params })).body.text());
+    } finally {
+      await small.close();
+    }
+  };
+
+  test('more connections than FPM workers: kept connections never starve the ones waiting in the listen queue', async () => {
+    // Six connections for two workers: without care, two kept connections would hold both workers for good.
+    await twoWorkers(6, {}, async (nap) => {
       const answers: string[] = [];
       await Promise.all(
         Array.from({ length: 6 }, async () => {
-          for (let i = 0; i < 8; i++) {
-            const res = await p.request({ path: '/nap.php', method: 'GET', headers: params });
-            answers.push(await res.body.text());
-          }
+          for (let i = 0; i < 8; i++) answers.push(await nap());
         }),
       );
       assert.equal(answers.length, 48);
       assert.ok(answers.every((text) => text === 'rested'));
-    } finally {
-      await small.close();
-    }
+    });
   });
 
   test('kept connections left idle while another connection waits for a worker are closed once it has waited 50 ms', async () => {
     // Three requests at once for two workers: two are answered and their kept connections go idle (the third had
     // waited less than 50 ms then), still holding both workers. No request ends after that to close one: the pool
     // must look again when the third has waited long enough, or it waits until its timeout.
-    const small = await PhpFpm.start({ workers: 2 });
-    try {
-      writeFileSync(path.join(small.dir, 'nap.php'), '<?php usleep(10000); echo "rested";');
-      const params = ['REQUEST_METHOD', 'GET', 'SCRIPT_FILENAME', path.join(small.dir, 'nap.php'), 'SCRIPT_NAME', '/nap.php', 'REQUEST_URI', '/nap.php', 'QUERY_STRING', ''];
-      const p = pool({ socketPath: small.socket, connections: 3, headersTimeout: 3000, idleTimeout: 60_000 });
+    await twoWorkers(3, { idleTimeout: 60_000 }, async (nap) => {
       const started = Date.now();
-      const answers = await Promise.all(
-        Array.from({ length: 3 }, async () => (await p.request({ path: '/nap.php', method: 'GET', headers: params })).body.text()),
-      );
-      assert.deepEqual(answers, ['rested', 'rested', 'rested']);
+      assert.deepEqual(await Promise.all([nap(), nap(), nap()]), ['rested', 'rested', 'rested']);
       assert.ok(Date.now() - started < 2500, `answered after ${Date.now() - started} ms`);
-    } finally {
-      await small.close();
-    }
+    });
   });
 
   test('close waits for no request and leaves no connection', async () => {
